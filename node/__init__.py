@@ -1,0 +1,1 @@
+"""The AIMatrix Node daemon: identity, hardware probe, roles, CLI."""

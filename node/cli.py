@@ -1,0 +1,28 @@
+"""The ``aimx`` command line. Each command group lives in its own ``_cli_*`` module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._cli_common import DataDirOption
+
+app = typer.Typer(
+    name="aimx",
+    help="AIMatrix Node: contribute compute, submit jobs, inspect the ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
+    ctx.obj = {"data_dir": Path(data_dir) if data_dir else None}
+
+
+# Command groups register themselves here (one line each).
+
+
+def main() -> None:
+    app()
