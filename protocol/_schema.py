@@ -77,7 +77,7 @@ class Bin(Spec):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Text(Spec):
-    """UTF-8 text of at most ``max`` bytes; optionally one of ``choices`` or matching ``pattern``."""
+    """UTF-8 text of at most ``max`` bytes, optionally restricted to choices or a pattern."""
 
     max: int = 256
     choices: tuple[str, ...] = ()
