@@ -15,7 +15,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from ._canonical import pack, unpack
+from ._canonical import pack, pack_checked, unpack
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._hashing import content_hash
 from ._limits import MAX_CHAIN_ID_LEN, MAX_MESSAGE_BYTES
@@ -51,7 +51,7 @@ def _check_chain_id(chain_id: str) -> None:
 
 def signing_bytes(message: Message, chain_id: str) -> bytes:
     """The exact bytes an Ed25519 signature covers."""
-    return pack([message.TAG, chain_id, message.wire()])
+    return pack_checked([message.TAG, chain_id, message.wire()])
 
 
 def sign(message: M, key: nacl.signing.SigningKey, chain_id: str) -> Signed[M]:
@@ -63,7 +63,7 @@ def sign(message: M, key: nacl.signing.SigningKey, chain_id: str) -> Signed[M]:
         raise LocalProtocolError(
             f"{type(message).__name__}.{field} must be the signing key's public key"
         )
-    body = pack([message.TAG, chain_id, message.wire()])
+    body = pack_checked([message.TAG, chain_id, message.wire()])
     # crypto_sign returns signature || message; its 64-byte secret key is seed || public key.
     secret = bytes(key) + signer
     signature = nacl.bindings.crypto_sign(body, secret)[:64]
@@ -84,7 +84,8 @@ def decode(
     """
     if not types:
         raise LocalProtocolError("decode needs at least one expected message type")
-    value = unpack(data, max_bytes=max_bytes)
+    # Records check every field's type, so the generic type walk is not needed here.
+    value = unpack(data, max_bytes=max_bytes, check_types=False)
     if type(value) is not list or len(value) != 5:
         raise RemoteProtocolError("a signed message is an array of 5 items")
     tag, chain, body, signer, signature = value
@@ -92,7 +93,7 @@ def decode(
     if cls is None:
         names = ", ".join(t.TAG for t in types)
         raise RemoteProtocolError(f"unexpected message type {tag!r}; expected {names}")
-    if chain != chain_id:
+    if type(chain) is not str or chain != chain_id:
         raise RemoteProtocolError(f"message is for chain {chain!r}, not {chain_id!r}")
     if type(signer) is not bytes or len(signer) != 32:
         raise RemoteProtocolError("signer must be a 32-byte Ed25519 public key")

@@ -62,48 +62,60 @@ class Message(Record):
 class GpuInfo(Record):
     """One GPU as advertised."""
 
-    name: Annotated[str, Text(max=128)]
-    memory_mb: Annotated[int, UInt()]
-    cuda_capability: Annotated[str, Text(max=16)]
+    name: Annotated[str, Text(max=128), "GPU model name as NVML reports it"]
+    memory_mb: Annotated[int, UInt(), "total GPU memory, MiB"]
+    cuda_capability: Annotated[str, Text(max=16), "CUDA compute capability, e.g. `8.9`"]
 
 
 @dataclass(frozen=True, slots=True)
 class InputRef(Record):
     """A named input tensor, content addressed."""
 
-    name: Annotated[str, Name]
-    hash: Annotated[bytes, Hash]
-    size: Annotated[int, UInt()]
+    name: Annotated[str, Name, "the model's input name"]
+    hash: Annotated[bytes, Hash, "content hash of the tensor's canonical bytes (specs/sandbox.md)"]
+    size: Annotated[int, UInt(), "size of those bytes"]
 
 
 @dataclass(frozen=True, slots=True)
 class Requirements(Record):
     """What a provider must have to run a job."""
 
-    device: Annotated[str, Text(choices=DEVICES)]
-    execution_provider: Annotated[str, Name]
-    min_memory_mb: Annotated[int, UInt()]
-    capability_class: Annotated[str, Name]
+    device: Annotated[str, Text(choices=DEVICES), "`cpu` or `gpu`"]
+    execution_provider: Annotated[
+        str,
+        Name,
+        "ONNX Runtime execution provider the job needs, e.g. `CPUExecutionProvider`",
+    ]
+    min_memory_mb: Annotated[int, UInt(), "memory the provider must have free, MiB"]
+    capability_class: Annotated[str, Name, "the class the job is announced on (specs/network.md)"]
 
 
 @dataclass(frozen=True, slots=True)
 class VerificationPolicy(Record):
     """How results are checked. Tolerances are integers in parts per 10^9 (no floats)."""
 
-    mode: Annotated[str, Text(choices=VERIFY_MODES)]
-    rtol_e9: Annotated[int, UInt()]
-    atol_e9: Annotated[int, UInt()]
-    spot_check_permille: Annotated[int, UInt(max=1000)]
+    mode: Annotated[
+        str,
+        Text(choices=VERIFY_MODES),
+        "`exact`: bit for bit within a determinism class; `tolerance`: element-wise",
+    ]
+    rtol_e9: Annotated[int, UInt(), "relative tolerance × 10^9"]
+    atol_e9: Annotated[int, UInt(), "absolute tolerance × 10^9"]
+    spot_check_permille: Annotated[
+        int,
+        UInt(max=1000),
+        "share of replicas that the requester checks against a known answer, per mille",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
 class Usage(Record):
     """Measured resource usage of one run."""
 
-    cpu_ms: Annotated[int, UInt()]
-    wall_ms: Annotated[int, UInt()]
-    peak_memory_kb: Annotated[int, UInt()]
-    gpu_ms: Annotated[int, UInt()]
+    cpu_ms: Annotated[int, UInt(), "CPU time of the worker, user + system, ms"]
+    wall_ms: Annotated[int, UInt(), "wall-clock time of the run, ms"]
+    peak_memory_kb: Annotated[int, UInt(), "peak resident memory of the worker, KiB"]
+    gpu_ms: Annotated[int, UInt(), "GPU time, ms (0 without a GPU)"]
 
 
 # --- signed messages ---------------------------------------------------------------
@@ -116,21 +128,39 @@ class Advert(Message):
     TAG: ClassVar[str] = "aimx/advert/1"
     SIGNER_FIELD: ClassVar[str | None] = "node_id"
 
-    node_id: Annotated[bytes, Key]
-    seq: Annotated[int, UInt()]
-    addresses: Annotated[tuple[str, ...], ListOf(Text(max=256), max=16)]
-    capability_classes: Annotated[tuple[str, ...], ListOf(Name, max=32, unique=True)]
-    runtimes: Annotated[tuple[str, ...], ListOf(Text(choices=RUNTIMES), max=4, unique=True)]
-    determinism_classes: Annotated[tuple[str, ...], ListOf(Name, max=16, unique=True)]
-    cpu_cores: Annotated[int, UInt(max=65535)]
-    memory_mb: Annotated[int, UInt()]
-    gpus: Annotated[tuple[GpuInfo, ...], ListOf(Nested(GpuInfo), max=16)]
-    sandbox_layers: Annotated[tuple[str, ...], ListOf(Name, max=16, unique=True)]
-    bench_score: Annotated[int, UInt()]
-    price_floor: Annotated[int, UInt()]
-    max_concurrency: Annotated[int, UInt(min=1, max=1024)]
-    issued_ms: Annotated[int, Millis]
-    expires_ms: Annotated[int, Millis]
+    node_id: Annotated[bytes, Key, "the provider's key"]
+    seq: Annotated[
+        int, UInt(), "increases with every new record; a higher seq replaces a lower one"
+    ]
+    addresses: Annotated[
+        tuple[str, ...], ListOf(Text(max=256), max=16), "multiaddresses the node listens on"
+    ]
+    capability_classes: Annotated[
+        tuple[str, ...],
+        ListOf(Name, max=32, unique=True),
+        "classes the node serves (specs/network.md)",
+    ]
+    runtimes: Annotated[
+        tuple[str, ...], ListOf(Text(choices=RUNTIMES), max=4, unique=True), "runtimes it can run"
+    ]
+    determinism_classes: Annotated[
+        tuple[str, ...],
+        ListOf(Name, max=16, unique=True),
+        "determinism classes of its runtimes (specs/sandbox.md)",
+    ]
+    cpu_cores: Annotated[int, UInt(max=65535), "usable CPU cores"]
+    memory_mb: Annotated[int, UInt(), "total memory, MiB"]
+    gpus: Annotated[tuple[GpuInfo, ...], ListOf(Nested(GpuInfo), max=16), "its GPUs"]
+    sandbox_layers: Annotated[
+        tuple[str, ...],
+        ListOf(Name, max=16, unique=True),
+        "isolation layers its sandbox has (specs/sandbox.md)",
+    ]
+    bench_score: Annotated[int, UInt(), "the probe's benchmark score (specs/probe.md)"]
+    price_floor: Annotated[int, UInt(), "lowest price it accepts per replica, micro-credits"]
+    max_concurrency: Annotated[int, UInt(min=1, max=1024), "jobs it runs at once"]
+    issued_ms: Annotated[int, Millis, "when the record was signed"]
+    expires_ms: Annotated[int, Millis, "after this the record must not be used"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,23 +170,31 @@ class JobSpec(Message):
     TAG: ClassVar[str] = "aimx/jobspec/1"
     SIGNER_FIELD: ClassVar[str | None] = "requester"
 
-    requester: Annotated[bytes, Key]
-    nonce: Annotated[bytes, Nonce]
-    runtime: Annotated[str, Text(choices=RUNTIMES)]
-    model_hash: Annotated[bytes, Hash]
-    model_size: Annotated[int, UInt()]
-    inputs: Annotated[tuple[InputRef, ...], ListOf(Nested(InputRef), max=64)]
-    requirements: Annotated[Requirements, Nested(Requirements)]
-    graph_opt_level: Annotated[str, Text(choices=OPT_LEVELS)]
-    threads: Annotated[int, UInt(min=1, max=256)]
-    max_price: Annotated[int, UInt()]
-    redundancy: Annotated[int, UInt(min=1, max=16)]
-    max_retries: Annotated[int, UInt(max=64)]
-    verification: Annotated[VerificationPolicy, Nested(VerificationPolicy)]
-    created_ms: Annotated[int, Millis]
-    bid_window_ms: Annotated[int, Millis]
-    deadline_ms: Annotated[int, Millis]
-    escrow_expiry_height: Annotated[int, UInt()]
+    requester: Annotated[bytes, Key, "the paying account"]
+    nonce: Annotated[bytes, Nonce, "16 random bytes: two otherwise equal jobs get different ids"]
+    runtime: Annotated[str, Text(choices=RUNTIMES), "`onnx` or `torchscript`"]
+    model_hash: Annotated[bytes, Hash, "content hash of the model file"]
+    model_size: Annotated[int, UInt(), "size of the model file in bytes"]
+    inputs: Annotated[tuple[InputRef, ...], ListOf(Nested(InputRef), max=64), "the input tensors"]
+    requirements: Annotated[Requirements, Nested(Requirements), "what a provider must have"]
+    graph_opt_level: Annotated[
+        str,
+        Text(choices=OPT_LEVELS),
+        "ONNX Runtime graph optimization level to pin (`extended` gives bit-identical CPU results)",
+    ]
+    threads: Annotated[int, UInt(min=1, max=256), "intra-op threads per run"]
+    max_price: Annotated[int, UInt(), "most the requester pays per replica, micro-credits"]
+    redundancy: Annotated[int, UInt(min=1, max=16), "replicas whose results are compared"]
+    max_retries: Annotated[
+        int, UInt(max=64), "replacements after a failure, a missed deadline or a disagreement"
+    ]
+    verification: Annotated[
+        VerificationPolicy, Nested(VerificationPolicy), "how results are compared"
+    ]
+    created_ms: Annotated[int, Millis, "when the job was created"]
+    bid_window_ms: Annotated[int, Millis, "how long the requester collects bids after announcing"]
+    deadline_ms: Annotated[int, Millis, "results arriving later are not accepted"]
+    escrow_expiry_height: Annotated[int, UInt(), "height at which the job's escrow may be refunded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +204,15 @@ class Bid(Message):
     TAG: ClassVar[str] = "aimx/bid/1"
     SIGNER_FIELD: ClassVar[str | None] = "provider"
 
-    job_id: Annotated[bytes, Hash]
-    provider: Annotated[bytes, Key]
-    price: Annotated[int, UInt()]
-    est_finish_ms: Annotated[int, Millis]
-    determinism_class: Annotated[str, Name]
-    bench_score: Annotated[int, UInt()]
-    expires_ms: Annotated[int, Millis]
+    job_id: Annotated[bytes, Hash, "the job"]
+    provider: Annotated[bytes, Key, "the bidder"]
+    price: Annotated[
+        int, UInt(), "asked price for one replica, micro-credits, at most the job's max_price"
+    ]
+    est_finish_ms: Annotated[int, Millis, "when it expects to deliver"]
+    determinism_class: Annotated[str, Name, "the class its result will be in"]
+    bench_score: Annotated[int, UInt(), "its benchmark score"]
+    expires_ms: Annotated[int, Millis, "the bid is void after this"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +222,13 @@ class NoBid(Message):
     TAG: ClassVar[str] = "aimx/nobid/1"
     SIGNER_FIELD: ClassVar[str | None] = "provider"
 
-    job_id: Annotated[bytes, Hash]
-    provider: Annotated[bytes, Key]
-    reason: Annotated[str, Text(choices=NOBID_REASONS)]
-    detail: Annotated[str, Detail]
-    price_floor: Annotated[int, UInt()]
+    job_id: Annotated[bytes, Hash, "the job"]
+    provider: Annotated[bytes, Key, "the provider declining"]
+    reason: Annotated[str, Text(choices=NOBID_REASONS), "why it does not bid"]
+    detail: Annotated[str, Detail, "human-readable detail"]
+    price_floor: Annotated[
+        int, UInt(), "its floor price, so a requester can see by how much it was short"
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +238,15 @@ class Award(Message):
     TAG: ClassVar[str] = "aimx/award/1"
     SIGNER_FIELD: ClassVar[str | None] = "requester"
 
-    job_id: Annotated[bytes, Hash]
-    requester: Annotated[bytes, Key]
-    provider: Annotated[bytes, Key]
-    replica: Annotated[int, UInt(max=255)]
-    price: Annotated[int, UInt()]
-    deadline_ms: Annotated[int, Millis]
-    bid_hash: Annotated[bytes, Hash]
+    job_id: Annotated[bytes, Hash, "the job"]
+    requester: Annotated[bytes, Key, "the job's requester"]
+    provider: Annotated[bytes, Key, "the awarded provider"]
+    replica: Annotated[
+        int, UInt(max=255), "replica index, 0-based; a replacement gets a fresh index"
+    ]
+    price: Annotated[int, UInt(), "the agreed price (the bid's)"]
+    deadline_ms: Annotated[int, Millis, "the result must arrive before this"]
+    bid_hash: Annotated[bytes, Hash, "message id of the accepted Bid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,17 +256,19 @@ class Result(Message):
     TAG: ClassVar[str] = "aimx/result/1"
     SIGNER_FIELD: ClassVar[str | None] = "provider"
 
-    job_id: Annotated[bytes, Hash]
-    provider: Annotated[bytes, Key]
-    replica: Annotated[int, UInt(max=255)]
-    outcome: Annotated[str, Text(choices=OUTCOMES)]
-    message: Annotated[str, Detail]
-    output_commitment: Annotated[bytes, Hash]
-    output_hash: Annotated[bytes, Hash]
-    output_size: Annotated[int, UInt()]
-    determinism_class: Annotated[str, Name]
-    usage: Annotated[Usage, Nested(Usage)]
-    finished_ms: Annotated[int, Millis]
+    job_id: Annotated[bytes, Hash, "the job"]
+    provider: Annotated[bytes, Key, "the provider that ran it"]
+    replica: Annotated[int, UInt(max=255), "the awarded replica index"]
+    outcome: Annotated[str, Text(choices=OUTCOMES), "outcome kind (specs/sandbox.md)"]
+    message: Annotated[str, Detail, "detail for a failed outcome"]
+    output_commitment: Annotated[
+        bytes, Hash, "commitment over the output tensors (specs/sandbox.md)"
+    ]
+    output_hash: Annotated[bytes, Hash, "content hash of the encrypted output blob as transferred"]
+    output_size: Annotated[int, UInt(), "size of that blob"]
+    determinism_class: Annotated[str, Name, "class the run was in"]
+    usage: Annotated[Usage, Nested(Usage), "measured usage"]
+    finished_ms: Annotated[int, Millis, "when the run finished"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +283,13 @@ class Receipt(Message):
     TAG: ClassVar[str] = "aimx/receipt/1"
     SIGNER_FIELD: ClassVar[str | None] = "requester"
 
-    job_id: Annotated[bytes, Hash]
-    requester: Annotated[bytes, Key]
-    provider: Annotated[bytes, Key]
-    replica: Annotated[int, UInt(max=255)]
-    result_hash: Annotated[bytes, Hash]
-    output_commitment: Annotated[bytes, Hash]
-    received_ms: Annotated[int, Millis]
+    job_id: Annotated[bytes, Hash, "the job"]
+    requester: Annotated[bytes, Key, "who received the result"]
+    provider: Annotated[bytes, Key, "who delivered it"]
+    replica: Annotated[int, UInt(max=255), "the replica index"]
+    result_hash: Annotated[bytes, Hash, "message id of the provider's signed Result"]
+    output_commitment: Annotated[bytes, Hash, "the Result's output commitment"]
+    received_ms: Annotated[int, Millis, "when it arrived"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,11 +299,11 @@ class Heartbeat(Message):
     TAG: ClassVar[str] = "aimx/heartbeat/1"
     SIGNER_FIELD: ClassVar[str | None] = "provider"
 
-    job_id: Annotated[bytes, Hash]
-    provider: Annotated[bytes, Key]
-    replica: Annotated[int, UInt(max=255)]
-    progress_permille: Annotated[int, UInt(max=1000)]
-    sent_ms: Annotated[int, Millis]
+    job_id: Annotated[bytes, Hash, "the job"]
+    provider: Annotated[bytes, Key, "the running provider"]
+    replica: Annotated[int, UInt(max=255), "replica index"]
+    progress_permille: Annotated[int, UInt(max=1000), "progress estimate, per mille"]
+    sent_ms: Annotated[int, Millis, "when it was sent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +317,14 @@ class Transaction(Message):
     TAG: ClassVar[str] = "aimx/tx/1"
     SIGNER_FIELD: ClassVar[str | None] = "sender"
 
-    sender: Annotated[bytes, Key]
-    seq: Annotated[int, UInt()]
-    expiry_height: Annotated[int, UInt()]
-    fee: Annotated[int, UInt()]
-    kind: Annotated[str, Name]
-    payload: Annotated[bytes, Bin(max=64 * 1024)]
+    sender: Annotated[bytes, Key, "the signing account"]
+    seq: Annotated[
+        int, UInt(), "the sender's next sequence number: each (sender, seq) is applied once"
+    ]
+    expiry_height: Annotated[int, UInt(), "the transaction is invalid in blocks above this height"]
+    fee: Annotated[int, UInt(), "fee paid to the block producer, micro-credits"]
+    kind: Annotated[str, Name, "transaction type (specs/ledger.md)"]
+    payload: Annotated[bytes, Bin(max=64 * 1024), "canonical encoding of the kind's record"]
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (

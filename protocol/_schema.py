@@ -154,6 +154,16 @@ class Nested(Spec):
         return f"[{self.cls.__name__}](#{self.cls.__name__.lower()})"
 
 
+def field_docs(cls: type[Record]) -> dict[str, str]:
+    """The description strings annotated on each field (used by the spec generator)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        meta = getattr(hints[f.name], "__metadata__", ())
+        out[f.name] = " ".join(m for m in meta if isinstance(m, str))
+    return out
+
+
 def _specs_of(cls: type[Record]) -> tuple[tuple[str, Spec], ...]:
     hints = typing.get_type_hints(cls, include_extras=True)
     out: list[tuple[str, Spec]] = []
@@ -223,8 +233,12 @@ class Record:
             raise err(f"{where}: expected an array, got {type(value).__name__}")
         if len(value) != len(specs):
             raise err(f"{where}: expected {len(specs)} fields, got {len(value)}")
-        prefix = f"{path}." if path else ""
         obj = object.__new__(cls)
-        for (name, spec), v in zip(specs, value, strict=True):
-            object.__setattr__(obj, name, spec.load(v, prefix + name, err))
+        setattr_ = object.__setattr__
+        if path:
+            for (name, spec), v in zip(specs, value, strict=True):
+                setattr_(obj, name, spec.load(v, f"{path}.{name}", err))
+        else:
+            for (name, spec), v in zip(specs, value, strict=True):
+                setattr_(obj, name, spec.load(v, name, err))
         return obj
