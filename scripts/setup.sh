@@ -26,3 +26,6 @@ PY=${PYTHON:-python3}
 # The CPU build of torch first: an open range alone would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0" || echo "setup: torch 2.13.0 unavailable; TorchScript jobs will be skipped" >&2
 .venv/bin/python -m pip install -q -e ".[test,torch]" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[test]"
+# trio-typing (pulled in by libp2p, which imports it at run time) ships `trio-stubs`, stubs
+# for an old trio that shadow trio's own inline types for mypy: remove just the stubs.
+rm -rf .venv/lib/python*/site-packages/trio-stubs

@@ -1,0 +1,180 @@
+"""A small HTTP/1.1 server on trio, for the daemon's local JSON API, metrics and dashboard.
+
+h11 does the protocol, trio the sockets. One request per connection keeps it simple and
+bounded: the API serves a handful of local clients (the CLI, a browser, Prometheus).
+Every limit is explicit: header size, body size, time to read a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import trio
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
+READ_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError as exc:
+            raise HttpError(400, f"request body is not JSON: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        return cls(status, json.dumps(value, indent=None, sort_keys=True).encode())
+
+
+class HttpError(Exception):
+    """Raised by a handler to answer with an error status and a JSON ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+Route = tuple[str, str]
+
+
+class Router:
+    """Exact-path routes plus prefix routes (``/api/jobs/`` + id)."""
+
+    def __init__(self) -> None:
+        self._exact: dict[Route, Handler] = {}
+        self._prefix: list[tuple[str, str, Handler]] = []
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        if path.endswith("/") and path != "/":
+            self._prefix.append((method, path, handler))
+        else:
+            self._exact[(method, path)] = handler
+
+    async def __call__(self, request: Request) -> Response:
+        handler = self._exact.get((request.method, request.path))
+        if handler is None:
+            for method, prefix, h in self._prefix:
+                if method == request.method and request.path.startswith(prefix):
+                    handler = h
+                    break
+        if handler is None:
+            known = {p for _, p in self._exact} | {p for _, p, _ in self._prefix}
+            if request.path in known:
+                raise HttpError(405, f"{request.method} is not allowed on {request.path}")
+            raise HttpError(404, f"no such endpoint: {request.path}")
+        return await handler(request)
+
+
+async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Request | None:
+    target = b""
+    method = b""
+    headers: dict[str, str] = {}
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(65536)
+            conn.receive_data(data)
+            if not data and conn.their_state is h11.IDLE:
+                return None
+            continue
+        if isinstance(event, h11.Request):
+            method, target = event.method, event.target
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+            length = int(headers.get("content-length", "0") or 0)
+            if length > MAX_BODY_BYTES:
+                raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        elif isinstance(event, h11.EndOfMessage):
+            parts = urlsplit(target.decode("latin-1"))
+            return Request(
+                method.decode("latin-1"),
+                parts.path,
+                parse_qs(parts.query),
+                headers,
+                bytes(body),
+            )
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+async def _send(conn: h11.Connection, stream: trio.SocketStream, response: Response) -> None:
+    headers = [
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        ("connection", "close"),
+        *response.headers.items(),
+    ]
+    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=response.body)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    async with stream:
+        try:
+            with trio.fail_after(READ_TIMEOUT_S):
+                request = await _read_request(conn, stream)
+            if request is None:
+                return
+            try:
+                response = await handler(request)
+            except HttpError as exc:
+                response = Response.json({"error": exc.message}, exc.status)
+            except Exception:
+                log.exception("HTTP handler failed for %s %s", request.method, request.path)
+                response = Response.json({"error": "internal error; see the node's log"}, 500)
+            await _send(conn, stream, response)
+        except HttpError as exc:
+            if conn.our_state is h11.IDLE or conn.our_state is h11.SEND_RESPONSE:
+                await _send(conn, stream, Response.json({"error": exc.message}, exc.status))
+        except (h11.RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError, ValueError):
+            return
+
+
+async def serve_http(
+    handler: Handler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on ``host:port`` until cancelled; reports the bound port."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        task_status.started(bound)
+        await trio.serve_listeners(
+            lambda s: _serve_connection(s, handler), listeners, handler_nursery=nursery
+        )
