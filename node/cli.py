@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ._cli_common import DataDirOption
+from ._cli_keys import keys_app
 
 app = typer.Typer(
     name="aimx",
@@ -22,6 +23,7 @@ def _root(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
 
 
 # Command groups register themselves here (one line each).
+app.add_typer(keys_app)
 
 
 def main() -> None:
