@@ -1,0 +1,51 @@
+"""Sizes, timeouts and name rules shared by every network implementation (specs/network.md)."""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import NetworkError
+
+#: Hard cap on any request or response frame, whatever a handler or caller asks for.
+MAX_FRAME_BYTES = 4 << 20
+#: Default limit on a request a handler accepts (a signed message plus a little framing).
+DEFAULT_MAX_REQUEST_BYTES = (1 << 20) + 1024
+#: Default limit on a response a requester accepts.
+DEFAULT_MAX_RESPONSE_BYTES = MAX_FRAME_BYTES
+#: Largest pubsub payload.
+MAX_PUBSUB_BYTES = 256 << 10
+#: Default time for a whole request (dial, send, handler, response), seconds.
+DEFAULT_REQUEST_TIMEOUT = 10.0
+#: Default time for a provider lookup, seconds.
+DEFAULT_FIND_TIMEOUT = 5.0
+#: Default number of messages a subscription or event stream buffers before dropping.
+DEFAULT_QUEUE_SIZE = 1024
+#: Most providers ``find_providers`` returns by default.
+DEFAULT_FIND_LIMIT = 20
+#: A record is re-advertised (or renewed) this long before it expires, ms.
+REFRESH_MARGIN_MS = 60_000
+
+_PROTOCOL_RE = re.compile(r"/[A-Za-z0-9_.\-/]{1,127}")
+_TOPIC_RE = re.compile(r"[A-Za-z0-9_.\-/:]{1,128}")
+
+
+def check_protocol_id(protocol_id: str) -> str:
+    """A protocol id is ``/`` then 1..127 of ``[A-Za-z0-9_.-/]``, e.g. ``/aimx/bid/1``."""
+    if not isinstance(protocol_id, str) or not _PROTOCOL_RE.fullmatch(protocol_id):
+        raise NetworkError(
+            f"invalid protocol id {protocol_id!r}: use '/' and 1..127 of [A-Za-z0-9_.-/]"
+        )
+    return protocol_id
+
+
+def check_topic(topic: str) -> str:
+    """A topic is 1..128 of ``[A-Za-z0-9_.-/:]``."""
+    if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
+        raise NetworkError(f"invalid topic {topic!r}: use 1..128 of [A-Za-z0-9_.-/:]")
+    return topic
+
+
+def check_frame_limit(limit: int) -> int:
+    if not 0 < limit <= MAX_FRAME_BYTES:
+        raise NetworkError(f"a frame limit must be in 1..{MAX_FRAME_BYTES} bytes, not {limit}")
+    return limit
