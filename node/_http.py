@@ -92,7 +92,7 @@ class Router:
         return await handler(request)
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Request | None:
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
     target = b""
     method = b""
     headers: dict[str, str] = {}
@@ -101,7 +101,7 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Requ
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(65536)
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
             if not data and conn.their_state is h11.IDLE:
                 return None
             continue
@@ -128,7 +128,7 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Requ
             return None
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, response: Response) -> None:
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
@@ -140,7 +140,7 @@ async def _send(conn: h11.Connection, stream: trio.SocketStream, response: Respo
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
-async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
+async def _serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
         try:
@@ -175,6 +175,8 @@ async def serve_http(
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
-        await trio.serve_listeners(
-            lambda s: _serve_connection(s, handler), listeners, handler_nursery=nursery
-        )
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            await _serve_connection(stream, handler)
+
+        await trio.serve_listeners(on_connection, listeners, handler_nursery=nursery)
