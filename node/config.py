@@ -1,0 +1,64 @@
+"""Node configuration: ``config.toml`` in the data directory, validated with pydantic.
+
+Every field has a default that makes a working local node, so a missing file is fine.
+Command-line options override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import ConfigError
+
+Role = Literal["contributor", "requester", "coordinator"]
+CONFIG_FILE = "config.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContributorConfig(_Strict):
+    price_floor: int = Field(1_000, ge=0, description="lowest price per replica, micro-credits")
+    max_concurrency: int = Field(2, ge=1, le=1024, description="jobs run at once")
+    warm_workers: int = Field(2, ge=0, le=64, description="warm sandbox workers kept")
+    allow_untrusted: bool = Field(
+        True, description="run strangers' jobs (refused anyway without a network-blocking layer)"
+    )
+
+
+class CoordinatorConfig(_Strict):
+    block_interval_ms: int = Field(500, ge=50, le=600_000)
+    faucet_amount: int = Field(100_000_000, ge=0, description="demo credits a faucet mint gives")
+
+
+class NodeConfig(_Strict):
+    chain_id: str = Field("aimx-devnet", min_length=1, max_length=64)
+    roles: tuple[Role, ...] = ("contributor",)
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(0, ge=0, le=65535)
+    mdns: bool = False
+    contributor: ContributorConfig = ContributorConfig()
+    coordinator: CoordinatorConfig = CoordinatorConfig()
+
+
+def load_config(data_dir: Path, **overrides: object) -> NodeConfig:
+    """Read ``config.toml`` from ``data_dir`` (if any) and apply non-None ``overrides``."""
+    path = data_dir / CONFIG_FILE
+    raw: dict[str, object] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}; fix or remove the file") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({path}): {exc}") from None
