@@ -4,6 +4,7 @@ The file format is specified in specs/identity.md. The daemon calls
 :func:`load_or_create_identity`; the ``aimx keys`` commands use the rest.
 """
 
+from .._errors import KeystoreError as KeystoreError
 from ._errors import CorruptKeyFileError as CorruptKeyFileError
 from ._errors import InsecureKeyFileError as InsecureKeyFileError
 from ._errors import KeyExistsError as KeyExistsError
