@@ -1,0 +1,74 @@
+"""``node.json``: how a running daemon tells clients (CLI, devnet, tests) where it is.
+
+The daemon writes it atomically once it listens and removes it on a clean exit; a stale
+file (the process is gone) is reported as "not running".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ._errors import NodeError
+
+RUNINFO_FILE = "node.json"
+
+
+class NodeNotRunning(NodeError):
+    """No daemon is running for this data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    pid: int
+    peer_id: str
+    roles: tuple[str, ...]
+    addresses: tuple[str, ...]
+    api_url: str
+    chain_id: str
+    started_ms: int
+
+
+def write_runinfo(data_dir: Path, info: RunInfo) -> None:
+    tmp = data_dir / f".{RUNINFO_FILE}.tmp"
+    tmp.write_text(json.dumps(asdict(info), indent=2))
+    os.replace(tmp, data_dir / RUNINFO_FILE)
+
+
+def remove_runinfo(data_dir: Path) -> None:
+    (data_dir / RUNINFO_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_runinfo(data_dir: Path) -> RunInfo:
+    path = data_dir / RUNINFO_FILE
+    hint = f"start one with `aimx node start --data-dir {data_dir}`"
+    try:
+        raw = json.loads(path.read_text())
+        info = RunInfo(
+            pid=int(raw["pid"]),
+            peer_id=str(raw["peer_id"]),
+            roles=tuple(raw["roles"]),
+            addresses=tuple(raw["addresses"]),
+            api_url=str(raw["api_url"]),
+            chain_id=str(raw["chain_id"]),
+            started_ms=int(raw["started_ms"]),
+        )
+    except FileNotFoundError:
+        raise NodeNotRunning(f"no node is running with data dir {data_dir}; {hint}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NodeNotRunning(f"unreadable {path} ({exc}); {hint}") from None
+    if not _alive(info.pid):
+        raise NodeNotRunning(f"the node of {data_dir} (pid {info.pid}) is gone; {hint}")
+    return info
