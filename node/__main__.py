@@ -1,0 +1,5 @@
+"""``python -m node`` is ``aimx``."""
+
+from .cli import main
+
+main()
