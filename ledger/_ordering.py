@@ -1,0 +1,70 @@
+"""The coordinator's block producer, as a state machine driven by the caller's clock.
+
+``submit`` admits a transaction to the mempool against the current state. ``tick(now_ms)``
+produces the next block once ``interval_ms`` has passed since the last one (empty blocks
+too: heights are the ledger's clock, and escrow windows count in heights), returning a
+:class:`Commit` for the driver to persist and announce, and a :class:`SetTimer` for the
+next tick. Each transaction's signature is verified once, on entry to the mempool.
+"""
+
+from __future__ import annotations
+
+import nacl.signing
+
+from ._effects import Commit, Effect, SetTimer
+from ._errors import LedgerError
+from ._mempool import Mempool
+from ._rules import VerifiedTx, produce_block
+from ._state import State
+
+
+class Producer:
+    """Orders transactions into signed blocks for one coordinator key."""
+
+    def __init__(
+        self,
+        key: nacl.signing.SigningKey,
+        state: State,
+        *,
+        interval_ms: int,
+        now_ms: int,
+        mempool: Mempool | None = None,
+        empty_blocks: bool = True,
+    ) -> None:
+        if bytes(key.verify_key) not in state.genesis.coordinators:
+            raise LedgerError("this key is not a coordinator in the genesis; it cannot produce")
+        if interval_ms <= 0:
+            raise LedgerError("the block interval must be positive")
+        self.key = key
+        self.state = state
+        self.interval_ms = interval_ms
+        self.mempool = mempool or Mempool(state.chain_id)
+        self.empty_blocks = empty_blocks
+        self.next_block_ms = now_ms + interval_ms
+        self.rejected = 0
+
+    def submit(self, raw: bytes) -> VerifiedTx:
+        """Admit a transaction; raises a :class:`TransactionRejected` if refused."""
+        return self.mempool.add(raw, self.state)
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        """Produce a block if it is time; always say when to tick next."""
+        if now_ms < self.next_block_ms:
+            return [SetTimer(self.next_block_ms)]
+        effects: list[Effect] = []
+        if self.empty_blocks or len(self.mempool):
+            effects.append(self.produce())
+        self.next_block_ms = max(self.next_block_ms + self.interval_ms, now_ms + 1)
+        effects.append(SetTimer(self.next_block_ms))
+        return effects
+
+    def produce(self) -> Commit:
+        """Produce the next block now from the mempool."""
+        candidates = self.mempool.select(self.state, self.state.genesis.max_block_txs)
+        produced = produce_block(self.state, self.key, candidates)
+        for vtx, _ in produced.rejected:
+            self.mempool.remove(vtx)
+        self.rejected += len(produced.rejected)
+        self.state = produced.state
+        self.mempool.prune(self.state)
+        return Commit(produced.block, produced.state)

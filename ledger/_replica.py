@@ -1,0 +1,117 @@
+"""Replication: a replica fetches blocks from its height on and re-validates each.
+
+Events: ``on_blocks(peer, blocks)`` (a batch a peer sent, in height order, or one
+announced block), ``on_head(peer, height)`` (a peer says it has blocks up to ``height``)
+and ``tick(now_ms)``. Effects: :class:`FetchBlocks`, :class:`Commit` (persist the new
+state), :class:`ProofFound` and :class:`PeerMisbehaved`.
+
+A bad block (forged signature, not a coordinator, wrong link, invalid transaction, wrong
+state root) is rejected whole, the state stays as it was and the sender is reported. A
+second validly signed block at a height we already hold is an equivocation: the proof
+(both blocks) is kept, and our chain stays on the block we applied first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ._block import EquivocationProof
+from ._effects import Commit, Effect, FetchBlocks, PeerMisbehaved, ProofFound, SetTimer
+from ._errors import BlockRejected
+from ._rules import apply_block, decode_block
+from ._state import State
+
+
+class Replica:
+    """Keeps a state in step with the chain served by peers."""
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        batch: int = 64,
+        sync_interval_ms: int = 1000,
+        recent: dict[int, bytes] | None = None,
+        keep_recent: int = 4096,
+    ) -> None:
+        self.state = state
+        self.batch = batch
+        self.sync_interval_ms = sync_interval_ms
+        self.keep_recent = keep_recent
+        #: Raw blocks we applied, by height (recent ones), to build equivocation proofs.
+        self.recent: OrderedDict[int, bytes] = OrderedDict(sorted((recent or {}).items()))
+        self.proofs: list[EquivocationProof] = []
+        self.sources: list[str] = []
+        self._next_source = 0
+        self._next_sync_ms: int | None = None
+        self._best_seen: dict[str, int] = {}
+
+    def add_source(self, peer: str) -> None:
+        if peer not in self.sources:
+            self.sources.append(peer)
+
+    def remove_source(self, peer: str) -> None:
+        if peer in self.sources:
+            self.sources.remove(peer)
+
+    def on_head(self, peer: str, height: int) -> list[Effect]:
+        self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
+        if height > self.state.height:
+            return [FetchBlocks(peer, self.state.height + 1, self.batch)]
+        return []
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        """Poll a source for new blocks every ``sync_interval_ms`` (round robin)."""
+        if self._next_sync_ms is not None and now_ms < self._next_sync_ms:
+            return [SetTimer(self._next_sync_ms)]
+        self._next_sync_ms = now_ms + self.sync_interval_ms
+        effects: list[Effect] = []
+        if self.sources:
+            peer = self.sources[self._next_source % len(self.sources)]
+            self._next_source += 1
+            effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))
+        effects.append(SetTimer(self._next_sync_ms))
+        return effects
+
+    def on_blocks(self, peer: str, blocks: Sequence[bytes]) -> list[Effect]:
+        """Validate and apply blocks from ``peer``; stops at the first bad one."""
+        effects: list[Effect] = []
+        genesis = self.state.genesis
+        for raw in blocks:
+            try:
+                signed = decode_block(raw, genesis)
+            except BlockRejected as exc:
+                effects.append(PeerMisbehaved(peer, str(exc)))
+                break
+            height = signed.message.height
+            if height <= self.state.height:
+                ours = self.recent.get(height)
+                if ours is not None and ours != raw:
+                    proof = EquivocationProof(height, ours, raw)
+                    if proof not in self.proofs:
+                        self.proofs.append(proof)
+                        effects.append(ProofFound(proof))
+                continue
+            if height > self.state.height + 1:
+                effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))
+                break
+            try:
+                new = apply_block(self.state, signed)
+            except BlockRejected as exc:
+                effects.append(PeerMisbehaved(peer, str(exc)))
+                break
+            self.state = new
+            self._remember(height, raw)
+            effects.append(Commit(signed, new))
+        else:
+            if (blocks and len(blocks) >= self.batch) or self._best_seen.get(
+                peer, 0
+            ) > self.state.height:
+                effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))
+        return effects
+
+    def _remember(self, height: int, raw: bytes) -> None:
+        self.recent[height] = raw
+        while len(self.recent) > self.keep_recent:
+            self.recent.popitem(last=False)

@@ -1,0 +1,626 @@
+"""The ledger's rules: validating transactions and blocks, and applying them.
+
+Rules, in prose (specs/ledger.md is the full text):
+
+- A transaction is a signed :class:`protocol.Transaction` on the genesis chain id. In a
+  block at height ``h`` it is valid only if ``h <= expiry_height``, its ``seq`` equals the
+  sender's next sequence number (so each ``(sender, seq)`` applies once: a replay is
+  refused), its ``fee >= min_fee``, the sender's balance covers the fee plus whatever the
+  kind takes from the balance, and the kind's own rules hold. A valid transaction charges
+  the fee into the fee pool and advances the sender's sequence number; an invalid one
+  changes nothing, and a block holding one is rejected whole.
+- Kinds: ``mint`` (coordinators only; supply stays ≤ 2^62), ``transfer``, ``lock`` (a job
+  id is escrowed at most once, ``h < expiry_height``), ``settle`` and
+  ``refund`` (owner only; refund from ``expiry_height`` on), ``claim`` (the awarded
+  provider with the requester's signed Award and Receipt, once, in
+  ``[claim_height, expiry_height)``, at most the awarded price), ``stake``, ``unstake``
+  (returns after ``unbonding_delay`` blocks), ``slash`` (coordinators, signed evidence),
+  ``attest`` (a party of a settled job about another, once per pair).
+- A block at height ``h`` must extend the current state (``h = height + 1``,
+  ``prev_hash = last block hash``), be signed by a genesis coordinator, hold at most
+  ``max_block_txs`` transactions, every one valid in order, and name the state root that
+  results. Before its transactions, unbonded stake whose release height is ``<= h`` returns
+  to its owners' balances.
+
+Every function here is pure: it reads a state and returns a new one or raises a
+:class:`LedgerError`. Nothing does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+
+import protocol
+from protocol import Award, ProtocolError, Receipt, Signed, Transaction
+
+from ._block import MAX_BLOCK_BYTES, Block
+from ._errors import (
+    BadEvidence,
+    BlockRejected,
+    EscrowError,
+    ExpiredTransaction,
+    FeeTooLow,
+    InsufficientFunds,
+    MalformedTransaction,
+    NotAuthorized,
+    SequenceError,
+    TransactionRejected,
+)
+from ._genesis import MAX_SUPPLY, Genesis
+from ._payloads import (
+    KINDS,
+    Attest,
+    Claim,
+    Lock,
+    Mint,
+    Payload,
+    Refund,
+    Settle,
+    Slash,
+    Stake,
+    Transfer,
+    Unstake,
+)
+from ._state import (
+    REFUNDED,
+    REP_UNIT,
+    SETTLED,
+    SLASH_WEIGHT,
+    Account,
+    Draft,
+    Escrow,
+    State,
+)
+
+#: Most stake-unbonding entries pending on one account.
+MAX_UNBONDING = 64
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTx:
+    """A transaction whose signature, chain and payload have been checked (once)."""
+
+    signed: Signed[Transaction]
+    payload: Payload
+
+    @property
+    def tx(self) -> Transaction:
+        return self.signed.message
+
+    @property
+    def id(self) -> bytes:
+        return self.signed.id
+
+    @property
+    def raw(self) -> bytes:
+        return self.signed.raw
+
+    @property
+    def sender(self) -> bytes:
+        return self.signed.message.sender
+
+
+def decode_payload(kind: str, payload: bytes) -> Payload:
+    """The payload record of ``kind`` (raises :class:`MalformedTransaction`)."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise MalformedTransaction(f"unknown transaction kind {kind!r}")
+    try:
+        return cls.from_wire(protocol.unpack(payload), kind)
+    except ProtocolError as exc:
+        raise MalformedTransaction(f"bad {kind} payload: {exc}") from None
+
+
+def verify_tx(raw: bytes, chain_id: str) -> VerifiedTx:
+    """Decode a signed transaction and check signature, chain and payload shape."""
+    try:
+        signed: Signed[Transaction] = protocol.decode(raw, chain_id, Transaction)
+    except ProtocolError as exc:
+        raise MalformedTransaction(f"invalid transaction: {exc}") from None
+    return VerifiedTx(signed, decode_payload(signed.message.kind, signed.message.payload))
+
+
+# --- transaction rules ----------------------------------------------------------------
+
+Commit = Callable[[], None]
+
+
+def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
+    """Check ``vtx`` against ``draft`` and apply it; on rejection ``draft`` is unchanged."""
+    tx = vtx.tx
+    h = draft.height
+    if tx.expiry_height < h:
+        raise ExpiredTransaction(
+            f"transaction expired at height {tx.expiry_height}; this block is {h}; "
+            "sign it again with a later expiry"
+        )
+    sender = draft.account(tx.sender)
+    if tx.seq != sender.next_seq:
+        what = "already used (a replay)" if tx.seq < sender.next_seq else "ahead of the account"
+        raise SequenceError(
+            f"sequence number {tx.seq} is {what}; the account's next is {sender.next_seq}"
+        )
+    if tx.fee < draft.genesis.min_fee:
+        raise FeeTooLow(f"fee {tx.fee} is below the chain's minimum fee {draft.genesis.min_fee}")
+    if tx.fee > sender.balance:
+        raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
+    commit = _CHECKS[type(vtx.payload)](draft, vtx, sender.balance - tx.fee)
+    draft.accounts[tx.sender] = _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1)
+    draft.fees += tx.fee
+    commit()
+
+
+def _with(
+    a: Account,
+    *,
+    balance: int | None = None,
+    seq: int | None = None,
+    stake: int | None = None,
+    unbonding: tuple[tuple[int, int], ...] | None = None,
+) -> Account:
+    return Account(
+        a.balance if balance is None else balance,
+        a.next_seq if seq is None else seq,
+        a.stake if stake is None else stake,
+        a.unbonding if unbonding is None else unbonding,
+        a.rep_s,
+        a.rep_f,
+        a.rep_epoch,
+    )
+
+
+def _credit(draft: Draft, account: bytes, amount: int) -> None:
+    a = draft.account(account)
+    draft.accounts[account] = _with(a, balance=a.balance + amount)
+
+
+def _debit(draft: Draft, account: bytes, amount: int) -> None:
+    a = draft.account(account)
+    assert a.balance >= amount, "checked before commit"
+    draft.accounts[account] = _with(a, balance=a.balance - amount)
+
+
+def _escrow_of(draft: Draft, job_id: bytes) -> Escrow:
+    e = draft.escrow(job_id)
+    if e is None:
+        raise EscrowError(f"no escrow is locked for job {job_id.hex()}")
+    return e
+
+
+def _paid_with(paid: tuple[tuple[bytes, int], ...], more: dict[bytes, int]) -> dict[bytes, int]:
+    out = dict(paid)
+    for p, a in more.items():
+        out[p] = out.get(p, 0) + a
+    return out
+
+
+def _replace_escrow(e: Escrow, **changes: Any) -> Escrow:
+    values = {s: getattr(e, s) for s in Escrow.__slots__}
+    values.update(changes)
+    return Escrow(**values)
+
+
+def _check_mint(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Mint)
+    if vtx.sender not in draft.genesis.coordinators:
+        raise NotAuthorized("only a coordinator listed in the genesis may mint")
+    if draft.minted - draft.burned + p.amount > MAX_SUPPLY:
+        raise NotAuthorized(f"minting {p.amount} would exceed the maximum supply {MAX_SUPPLY}")
+
+    def commit() -> None:
+        _credit(draft, p.to, p.amount)
+        draft.minted += p.amount
+
+    return commit
+
+
+def _check_transfer(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Transfer)
+    if p.amount > spendable:
+        raise InsufficientFunds(f"balance after fee is {spendable}, cannot transfer {p.amount}")
+
+    def commit() -> None:
+        _debit(draft, vtx.sender, p.amount)
+        _credit(draft, p.to, p.amount)
+
+    return commit
+
+
+def _check_lock(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Lock)
+    h = draft.height
+    if draft.escrow(p.job_id) is not None:
+        raise EscrowError(f"job {p.job_id.hex()} already has an escrow; a job is locked once")
+    if p.expiry_height <= h:
+        raise EscrowError(f"escrow expiry height {p.expiry_height} must be above this block {h}")
+    if not p.claim_height < p.expiry_height:
+        raise EscrowError(
+            f"claim height {p.claim_height} must be below expiry height {p.expiry_height}"
+        )
+    if p.max_per_payee > p.amount:
+        raise EscrowError(f"max_per_payee {p.max_per_payee} exceeds the locked {p.amount}")
+    if p.amount > spendable:
+        raise InsufficientFunds(f"balance after fee is {spendable}, cannot lock {p.amount}")
+
+    def commit() -> None:
+        _debit(draft, vtx.sender, p.amount)
+        draft.escrows[p.job_id] = Escrow(
+            owner=vtx.sender,
+            locked=p.amount,
+            remaining=p.amount,
+            claim_height=p.claim_height,
+            expiry_height=p.expiry_height,
+            max_per_payee=p.max_per_payee,
+            max_payees=p.max_payees,
+        )
+
+    return commit
+
+
+def _check_payouts(e: Escrow, payouts: dict[bytes, int]) -> dict[bytes, int]:
+    """Check payouts against the escrow's limits; returns the new paid-per-provider map."""
+    if e.owner in payouts:
+        raise NotAuthorized("an escrow cannot pay its own owner; settle refunds the rest")
+    total = sum(payouts.values())
+    if total > e.remaining:
+        raise InsufficientFunds(f"payouts of {total} exceed the {e.remaining} left in escrow")
+    paid = _paid_with(e.paid, payouts)
+    over = [p for p in payouts if paid[p] > e.max_per_payee]
+    if over:
+        raise EscrowError(
+            f"provider {over[0].hex()} would get {paid[over[0]]}, above the escrow's "
+            f"per-payee limit {e.max_per_payee}"
+        )
+    if len(paid) > e.max_payees:
+        raise EscrowError(f"escrow pays at most {e.max_payees} providers, not {len(paid)}")
+    return paid
+
+
+def _pay(draft: Draft, payouts: dict[bytes, int]) -> None:
+    for provider, amount in sorted(payouts.items()):
+        _credit(draft, provider, amount)
+        draft.add_reputation(provider, REP_UNIT, 0)
+
+
+def _check_settle(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Settle)
+    e = _escrow_of(draft, p.job_id)
+    if e.owner != vtx.sender:
+        raise NotAuthorized("only the escrow's owner may settle it")
+    if not e.is_open:
+        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+    payouts = {x.provider: x.amount for x in p.payouts}
+    if len(payouts) != len(p.payouts):
+        raise EscrowError("settle lists a provider twice; merge its payouts")
+    paid = _check_payouts(e, payouts)
+    rest = e.remaining - sum(payouts.values())
+
+    def commit() -> None:
+        _pay(draft, payouts)
+        _credit(draft, e.owner, rest)
+        draft.escrows[p.job_id] = _replace_escrow(
+            e, remaining=0, status=SETTLED, paid=tuple(sorted(paid.items()))
+        )
+
+    return commit
+
+
+def _check_claim(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Claim)
+    h = draft.height
+    e = _escrow_of(draft, p.job_id)
+    chain = draft.genesis.chain_id
+    try:
+        award: Award = protocol.decode(p.award, chain, Award).message
+        receipt: Receipt = protocol.decode(p.receipt, chain, Receipt).message
+    except ProtocolError as exc:
+        raise BadEvidence(
+            f"claim evidence is not a valid signed Award and Receipt: {exc}"
+        ) from None
+    if award.requester != e.owner or receipt.requester != e.owner:
+        raise BadEvidence("the award and receipt must be signed by the escrow's owner")
+    if award.job_id != p.job_id or receipt.job_id != p.job_id:
+        raise BadEvidence("the award and receipt must be for the claimed job")
+    if award.provider != vtx.sender or receipt.provider != vtx.sender:
+        raise BadEvidence("only the provider named in the award and receipt may claim")
+    if award.replica != receipt.replica:
+        raise BadEvidence("the receipt is for another replica than the award")
+    if award.price == 0:
+        raise BadEvidence("the award's price is zero: nothing to claim")
+    if not e.is_open:
+        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+    if h < e.claim_height:
+        raise EscrowError(f"claims open at height {e.claim_height}; this block is {h}")
+    if h >= e.expiry_height:
+        raise EscrowError(f"escrow expired at height {e.expiry_height}; claims are closed")
+    if vtx.sender in e.claimed:
+        raise EscrowError("this provider already claimed from this escrow")
+    payouts = {vtx.sender: award.price}
+    paid = _check_payouts(e, payouts)
+
+    def commit() -> None:
+        _pay(draft, payouts)
+        draft.escrows[p.job_id] = _replace_escrow(
+            e,
+            remaining=e.remaining - award.price,
+            paid=tuple(sorted(paid.items())),
+            claimed=tuple(sorted((*e.claimed, vtx.sender))),
+        )
+
+    return commit
+
+
+def _check_refund(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Refund)
+    e = _escrow_of(draft, p.job_id)
+    if e.owner != vtx.sender:
+        raise NotAuthorized("only the escrow's owner may refund it")
+    if not e.is_open:
+        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+    if draft.height < e.expiry_height:
+        raise EscrowError(
+            f"escrow expires at height {e.expiry_height}; refund is possible from then on "
+            f"(this block is {draft.height})"
+        )
+
+    def commit() -> None:
+        _credit(draft, e.owner, e.remaining)
+        draft.escrows[p.job_id] = _replace_escrow(e, remaining=0, status=REFUNDED)
+
+    return commit
+
+
+def _check_stake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Stake)
+    if p.amount > spendable:
+        raise InsufficientFunds(f"balance after fee is {spendable}, cannot stake {p.amount}")
+
+    def commit() -> None:
+        a = draft.account(vtx.sender)
+        draft.accounts[vtx.sender] = _with(
+            a, balance=a.balance - p.amount, stake=a.stake + p.amount
+        )
+
+    return commit
+
+
+def _check_unstake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Unstake)
+    a = draft.account(vtx.sender)
+    if p.amount > a.stake:
+        raise InsufficientFunds(f"stake is {a.stake}, cannot unstake {p.amount}")
+    if len(a.unbonding) >= MAX_UNBONDING:
+        raise EscrowError(
+            f"{MAX_UNBONDING} unstakes are already pending; wait for one to be released"
+        )
+    release = draft.height + draft.genesis.unbonding_delay
+
+    def commit() -> None:
+        b = draft.account(vtx.sender)
+        draft.accounts[vtx.sender] = _with(
+            b, stake=b.stake - p.amount, unbonding=(*b.unbonding, (release, p.amount))
+        )
+        draft.new_releases.append((release, vtx.sender))
+
+    return commit
+
+
+def _check_slash_evidence(chain: str, p: Slash) -> None:
+    try:
+        results = [protocol.decode(ev, chain, protocol.Result).message for ev in p.evidence]
+    except ProtocolError as exc:
+        raise BadEvidence(f"slash evidence must be signed Results: {exc}") from None
+    if not results:
+        raise BadEvidence("a slash needs at least one signed Result as evidence")
+    if any(r.provider != p.offender for r in results):
+        raise BadEvidence("every evidence Result must be signed by the offender")
+    if p.reason == "conflicting_results":
+        if len(results) != 2:
+            raise BadEvidence("conflicting_results needs exactly two Results")
+        a, b = results
+        if (a.job_id, a.replica) != (b.job_id, b.replica) or a.output_hash == b.output_hash:
+            raise BadEvidence(
+                "conflicting_results needs two Results for one job replica with different outputs"
+            )
+
+
+def _check_slash(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Slash)
+    if vtx.sender not in draft.genesis.coordinators:
+        raise NotAuthorized("only a coordinator listed in the genesis may slash")
+    _check_slash_evidence(draft.genesis.chain_id, p)
+
+    def commit() -> None:
+        # Read the offender after the fee: the sender may be slashing itself.
+        a = draft.account(p.offender)
+        take = min(a.stake, p.amount)
+        left = p.amount - take
+        unbonding = list(a.unbonding)
+        while left:  # latest unbonding first
+            h, amt = unbonding.pop()
+            cut = min(amt, left)
+            left -= cut
+            if amt > cut:
+                unbonding.append((h, amt - cut))
+        draft.accounts[p.offender] = _with(a, stake=a.stake - take, unbonding=tuple(unbonding))
+        draft.burned += p.amount
+        draft.add_reputation(p.offender, 0, SLASH_WEIGHT * REP_UNIT)
+
+    offender = draft.account(p.offender)
+    if p.amount > offender.stake + offender.unbonding_total:
+        raise InsufficientFunds(
+            f"offender has {offender.stake + offender.unbonding_total} staked, "
+            f"cannot slash {p.amount}"
+        )
+    return commit
+
+
+def _check_attest(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
+    p = vtx.payload
+    assert isinstance(p, Attest)
+    e = _escrow_of(draft, p.job_id)
+    if e.is_open or not e.paid:
+        raise EscrowError("attestations are only possible once the job has settled with a payout")
+    parties = e.parties()
+    if vtx.sender not in parties or p.subject not in parties:
+        raise NotAuthorized("only a party of the settled job may attest, about another party")
+    if p.subject == vtx.sender or e.owner not in (vtx.sender, p.subject):
+        raise NotAuthorized("attestations go between the requester and a provider of the job")
+    mark = (vtx.sender, p.subject)
+    if mark in e.attested:
+        raise EscrowError("this party already attested about that party for this job")
+
+    def commit() -> None:
+        draft.escrows[p.job_id] = _replace_escrow(e, attested=tuple(sorted((*e.attested, mark))))
+        if p.positive:
+            draft.add_reputation(p.subject, REP_UNIT, 0)
+        else:
+            draft.add_reputation(p.subject, 0, REP_UNIT)
+
+    return commit
+
+
+_CHECKS: dict[type[Any], Callable[[Draft, VerifiedTx, int], Commit]] = {
+    Mint: _check_mint,
+    Transfer: _check_transfer,
+    Lock: _check_lock,
+    Settle: _check_settle,
+    Claim: _check_claim,
+    Refund: _check_refund,
+    Stake: _check_stake,
+    Unstake: _check_unstake,
+    Slash: _check_slash,
+    Attest: _check_attest,
+}
+
+# --- blocks ----------------------------------------------------------------------------
+
+
+def decode_block(raw: bytes, genesis: Genesis) -> Signed[Block]:
+    """Decode a block and check its signature and producer (not its contents)."""
+    try:
+        block: Signed[Block] = protocol.decode(
+            raw, genesis.chain_id, Block, max_bytes=MAX_BLOCK_BYTES
+        )
+    except ProtocolError as exc:
+        raise BlockRejected(f"invalid block: {exc}") from None
+    height = block.message.height
+    if block.signer not in genesis.coordinators:
+        raise BlockRejected("block is not signed by a genesis coordinator", height=height)
+    if len(block.message.txs) > genesis.max_block_txs:
+        raise BlockRejected(
+            f"block holds {len(block.message.txs)} transactions; the chain allows "
+            f"{genesis.max_block_txs}",
+            height=height,
+        )
+    return block
+
+
+def apply_block(
+    state: State,
+    block: bytes | Signed[Block],
+    *,
+    verified: Sequence[VerifiedTx] | None = None,
+) -> State:
+    """Apply a signed block to ``state``, returning the new state; ``state`` is unchanged.
+
+    Raises :class:`BlockRejected` for any fault, with the offending transaction's index
+    and rejection. ``verified`` may pass the block's transactions already verified (by the
+    producer that built it) so that no signature is checked twice.
+    """
+    signed = decode_block(block, state.genesis) if isinstance(block, bytes) else block
+    b = signed.message
+    if b.height != state.height + 1:
+        raise BlockRejected(
+            f"block height {b.height} does not extend height {state.height}", height=b.height
+        )
+    if b.prev_hash != state.last_block_hash:
+        raise BlockRejected(
+            f"block {b.height} does not link to the last block (prev_hash mismatch)",
+            height=b.height,
+        )
+    draft = Draft(state, b.height)
+    draft.mature()
+    chain = state.genesis.chain_id
+    for i, raw in enumerate(b.txs):
+        try:
+            if verified is not None:
+                vtx = verified[i]
+                if vtx.raw != raw:
+                    raise MalformedTransaction("pre-verified transaction does not match")
+            else:
+                vtx = verify_tx(raw, chain)
+            apply_tx(draft, vtx)
+        except TransactionRejected as exc:
+            raise BlockRejected(
+                f"block {b.height} rejected: transaction {i}: {exc}",
+                height=b.height,
+                index=i,
+                cause=exc,
+            ) from None
+    new = draft.finish(signed.id)
+    if new.root != b.state_root:
+        raise BlockRejected(
+            f"block {b.height} names state root {b.state_root.hex()} but applying it gives "
+            f"{new.root.hex()}",
+            height=b.height,
+        )
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A block built by a producer, the state after it, and what was left out and why."""
+
+    block: Signed[Block]
+    state: State
+    included: tuple[VerifiedTx, ...]
+    rejected: tuple[tuple[VerifiedTx, TransactionRejected], ...]
+
+
+def produce_block(
+    state: State, key: nacl.signing.SigningKey, candidates: Iterable[VerifiedTx]
+) -> Produced:
+    """Build and sign the next block from ``candidates`` in order, skipping invalid ones."""
+    height = state.height + 1
+    draft = Draft(state, height)
+    draft.mature()
+    included: list[VerifiedTx] = []
+    rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
+    limit = state.genesis.max_block_txs
+    for vtx in candidates:
+        if len(included) >= limit:
+            break
+        try:
+            apply_tx(draft, vtx)
+        except TransactionRejected as exc:
+            rejected.append((vtx, exc))
+            continue
+        included.append(vtx)
+    new = draft.finish(b"")
+    block = protocol.sign(
+        Block(
+            height=height,
+            prev_hash=state.last_block_hash,
+            producer=bytes(key.verify_key),
+            state_root=new.root,
+            txs=tuple(v.raw for v in included),
+        ),
+        key,
+        state.genesis.chain_id,
+    )
+    new.last_block_hash = block.id
+    return Produced(block, new, tuple(included), tuple(rejected))

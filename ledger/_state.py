@@ -1,0 +1,470 @@
+"""The ledger state, its leaves, and the state root.
+
+The state is a set of *leaves*, each a key and the canonical msgpack of a value:
+
+- ``00`` (1 byte): the chain totals ``[height, minted, burned, fees]``;
+- ``01 || account`` (33 bytes): an :class:`Account`;
+- ``02 || job_id`` (33 bytes): an :class:`Escrow`.
+
+``leaf_hash = BLAKE2b-256(key || value)``. Leaves fall into 256 buckets by the last byte
+of their key; a bucket's root is the BLAKE2b-256 of its leaf hashes concatenated in key
+order (the hash of the empty string for an empty bucket); the state root is
+``BLAKE2b-256(b"aimx/state/1" || root_0 || ... || root_255)``. Only buckets touched by a
+block are rehashed. :func:`compute_root` is the reference computation from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from protocol import content_hash, pack, unpack
+
+from ._errors import StoreError
+from ._genesis import Genesis
+
+GLOBALS_KEY = b"\x00"
+ACCOUNT_PREFIX = b"\x01"
+ESCROW_PREFIX = b"\x02"
+STATE_TAG = b"aimx/state/1"
+EMPTY_BUCKET = content_hash(b"")
+
+#: Escrow status values.
+OPEN, SETTLED, REFUNDED = 0, 1, 2
+STATUS_NAMES = {OPEN: "open", SETTLED: "settled", REFUNDED: "refunded"}
+
+#: One unit of reputation weight (a settled job, an attestation) in fixed point.
+REP_UNIT = 1 << 16
+#: Beta prior: a newcomer starts at PRIOR_S / (PRIOR_S + PRIOR_F) = 1/2.
+PRIOR_S, PRIOR_F = 1, 1
+#: Failure weight of a slash, in units.
+SLASH_WEIGHT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One account's leaf. ``unbonding`` holds ``(release_height, amount)`` in order."""
+
+    balance: int = 0
+    next_seq: int = 0
+    stake: int = 0
+    unbonding: tuple[tuple[int, int], ...] = ()
+    rep_s: int = 0
+    rep_f: int = 0
+    rep_epoch: int = 0
+
+    @property
+    def unbonding_total(self) -> int:
+        return sum(a for _, a in self.unbonding)
+
+    def encode(self) -> bytes:
+        return pack(
+            [
+                self.balance,
+                self.next_seq,
+                self.stake,
+                [[h, a] for h, a in self.unbonding],
+                self.rep_s,
+                self.rep_f,
+                self.rep_epoch,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Account:
+        v: Any = unpack(data)
+        return cls(v[0], v[1], v[2], tuple((h, a) for h, a in v[3]), v[4], v[5], v[6])
+
+
+@dataclass(frozen=True, slots=True)
+class Escrow:
+    """One job's escrow. ``paid``, ``claimed`` and ``attested`` are kept sorted."""
+
+    owner: bytes
+    locked: int
+    remaining: int
+    claim_height: int
+    expiry_height: int
+    max_per_payee: int
+    max_payees: int
+    status: int = OPEN
+    paid: tuple[tuple[bytes, int], ...] = ()
+    claimed: tuple[bytes, ...] = ()
+    attested: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN
+
+    @property
+    def total_paid(self) -> int:
+        return sum(a for _, a in self.paid)
+
+    def paid_to(self, provider: bytes) -> int:
+        return next((a for p, a in self.paid if p == provider), 0)
+
+    def parties(self) -> frozenset[bytes]:
+        """The owner and every provider paid from this escrow."""
+        return frozenset([self.owner, *(p for p, _ in self.paid)])
+
+    def encode(self) -> bytes:
+        return pack(
+            [
+                self.owner,
+                self.locked,
+                self.remaining,
+                self.claim_height,
+                self.expiry_height,
+                self.max_per_payee,
+                self.max_payees,
+                self.status,
+                [[p, a] for p, a in self.paid],
+                list(self.claimed),
+                [[f, t] for f, t in self.attested],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Escrow:
+        v: Any = unpack(data)
+        return cls(
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            v[7],
+            tuple((p, a) for p, a in v[8]),
+            tuple(v[9]),
+            tuple((f, t) for f, t in v[10]),
+        )
+
+
+def leaf_hash(key: bytes, value: bytes) -> bytes:
+    return content_hash(key + value)
+
+
+def bucket_of(key: bytes) -> int:
+    return key[-1]
+
+
+def root_of_buckets(bucket_roots: Iterable[bytes]) -> bytes:
+    return content_hash(STATE_TAG + b"".join(bucket_roots))
+
+
+def bucket_root(leaves: dict[bytes, bytes]) -> bytes:
+    if not leaves:
+        return EMPTY_BUCKET
+    return content_hash(b"".join(leaves[k] for k in sorted(leaves)))
+
+
+def compute_root(leaves: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The state root of ``(key, value)`` leaves, computed from scratch."""
+    buckets: list[dict[bytes, bytes]] = [{} for _ in range(256)]
+    for key, value in leaves:
+        buckets[bucket_of(key)][key] = leaf_hash(key, value)
+    return root_of_buckets(bucket_root(b) for b in buckets)
+
+
+def decay(value: int, epochs: int) -> int:
+    """Halve ``value`` once per elapsed epoch, rounding down."""
+    return value >> epochs if epochs < 64 else 0
+
+
+class State:
+    """An immutable ledger state at one height. Build new states with :mod:`ledger` apply."""
+
+    __slots__ = (
+        "_accounts",
+        "_bucket_roots",
+        "_buckets",
+        "_escrows",
+        "_releases",
+        "burned",
+        "fees",
+        "genesis",
+        "height",
+        "last_block_hash",
+        "minted",
+        "root",
+        "touched",
+    )
+
+    genesis: Genesis
+    height: int
+    last_block_hash: bytes
+    minted: int
+    burned: int
+    fees: int
+    root: bytes
+    #: Leaf keys changed by the block that produced this state (what a store must write).
+    touched: frozenset[bytes]
+    _accounts: dict[bytes, Account]
+    _escrows: dict[bytes, Escrow]
+    _releases: tuple[tuple[int, bytes], ...]
+    _buckets: list[dict[bytes, bytes]]
+    _bucket_roots: list[bytes]
+
+    # --- construction ----------------------------------------------------------------
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> State:
+        """The state at height 0."""
+        genesis.check()
+        accounts = {a.account: Account(balance=a.amount) for a in genesis.balances}
+        minted = sum(a.amount for a in genesis.balances)
+        return cls._build(genesis, 0, genesis.hash(), minted, 0, 0, accounts, {})
+
+    @classmethod
+    def from_leaves(
+        cls, genesis: Genesis, last_block_hash: bytes, leaves: Iterable[tuple[bytes, bytes]]
+    ) -> State:
+        """Rebuild a state from stored leaves (raises :class:`StoreError` if malformed).
+
+        The state root does not cover the last block's hash (a block names the root after
+        it), so the caller passes it.
+        """
+        accounts: dict[bytes, Account] = {}
+        escrows: dict[bytes, Escrow] = {}
+        totals: list[Any] | None = None
+        try:
+            for key, value in leaves:
+                if key == GLOBALS_KEY:
+                    totals = unpack(value)
+                elif len(key) == 33 and key[:1] == ACCOUNT_PREFIX:
+                    accounts[key[1:]] = Account.decode(value)
+                elif len(key) == 33 and key[:1] == ESCROW_PREFIX:
+                    escrows[key[1:]] = Escrow.decode(value)
+                else:
+                    raise StoreError(f"unknown state leaf key {key.hex()}")
+        except StoreError:
+            raise
+        except Exception as exc:  # any decoding failure means the file is damaged
+            raise StoreError(f"stored state is corrupt: {exc}") from None
+        if totals is None:
+            raise StoreError("stored state has no totals leaf; the database is corrupt")
+        try:
+            height, minted, burned, fees = totals
+        except (TypeError, ValueError):
+            raise StoreError("stored totals leaf is corrupt") from None
+        return cls._build(genesis, height, last_block_hash, minted, burned, fees, accounts, escrows)
+
+    @classmethod
+    def _build(
+        cls,
+        genesis: Genesis,
+        height: int,
+        last_block_hash: bytes,
+        minted: int,
+        burned: int,
+        fees: int,
+        accounts: dict[bytes, Account],
+        escrows: dict[bytes, Escrow],
+    ) -> State:
+        self = object.__new__(cls)
+        self.genesis = genesis
+        self.height = height
+        self.last_block_hash = last_block_hash
+        self.minted, self.burned, self.fees = minted, burned, fees
+        self._accounts = accounts
+        self._escrows = escrows
+        self._releases = tuple(
+            sorted((h, acct) for acct, a in accounts.items() for h, _ in a.unbonding)
+        )
+        self._buckets = [{} for _ in range(256)]
+        for key, value in self.leaves():
+            self._buckets[bucket_of(key)][key] = leaf_hash(key, value)
+        self._bucket_roots = [bucket_root(b) for b in self._buckets]
+        self.root = root_of_buckets(self._bucket_roots)
+        self.touched = frozenset(k for k, _ in self.leaves())
+        return self
+
+    # --- read API ----------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    def account(self, account: bytes) -> Account:
+        """The account's leaf (an empty account if it never appeared)."""
+        return self._accounts.get(account) or Account()
+
+    def balance(self, account: bytes) -> int:
+        """Spendable balance in micro-credits."""
+        a = self._accounts.get(account)
+        return a.balance if a else 0
+
+    def next_seq(self, account: bytes) -> int:
+        """The sequence number the account's next transaction must carry."""
+        a = self._accounts.get(account)
+        return a.next_seq if a else 0
+
+    def escrow(self, job_id: bytes) -> Escrow | None:
+        """The escrow locked for ``job_id``, if any."""
+        return self._escrows.get(job_id)
+
+    def reputation(self, account: bytes) -> Fraction:
+        """The account's reputation at this height: an exact rational in (0, 1)."""
+        a = self.account(account)
+        epochs = self.height // self.genesis.reputation_half_life - a.rep_epoch
+        s = decay(a.rep_s, epochs)
+        f = decay(a.rep_f, epochs)
+        return Fraction(PRIOR_S * REP_UNIT + s, (PRIOR_S + PRIOR_F) * REP_UNIT + s + f)
+
+    def reputation_float(self, account: bytes) -> float:
+        """A float view of :meth:`reputation`, for display only."""
+        return float(self.reputation(account))
+
+    def is_coordinator(self, account: bytes) -> bool:
+        return account in self.genesis.coordinators
+
+    def accounts(self) -> Iterator[tuple[bytes, Account]]:
+        return iter(sorted(self._accounts.items()))
+
+    def escrows(self) -> Iterator[tuple[bytes, Escrow]]:
+        return iter(sorted(self._escrows.items()))
+
+    def totals_value(self) -> list[Any]:
+        return [self.height, self.minted, self.burned, self.fees]
+
+    def leaves(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` leaf of the state."""
+        yield GLOBALS_KEY, pack(self.totals_value())
+        for acct, a in self._accounts.items():
+            yield ACCOUNT_PREFIX + acct, a.encode()
+        for job, e in self._escrows.items():
+            yield ESCROW_PREFIX + job, e.encode()
+
+    def leaf(self, key: bytes) -> bytes | None:
+        if key == GLOBALS_KEY:
+            return pack(self.totals_value())
+        if key[:1] == ACCOUNT_PREFIX and key[1:] in self._accounts:
+            return self._accounts[key[1:]].encode()
+        if key[:1] == ESCROW_PREFIX and key[1:] in self._escrows:
+            return self._escrows[key[1:]].encode()
+        return None
+
+    def conservation(self) -> tuple[int, int]:
+        """``(held, issued)``: balances + open escrows + stakes + fees, and minted − burned.
+
+        The two are equal in every valid state.
+        """
+        held = self.fees
+        for a in self._accounts.values():
+            held += a.balance + a.stake + a.unbonding_total
+        for e in self._escrows.values():
+            if e.is_open:
+                held += e.remaining
+        return held, self.minted - self.burned
+
+
+@dataclass(slots=True)
+class Draft:
+    """A mutable overlay over a :class:`State` while one block is applied."""
+
+    base: State
+    height: int
+    accounts: dict[bytes, Account] = field(default_factory=dict)
+    escrows: dict[bytes, Escrow] = field(default_factory=dict)
+    new_releases: list[tuple[int, bytes]] = field(default_factory=list)
+    released_upto: int = 0
+    minted: int = 0
+    burned: int = 0
+    fees: int = 0
+
+    def __post_init__(self) -> None:
+        self.minted, self.burned, self.fees = self.base.minted, self.base.burned, self.base.fees
+
+    @property
+    def genesis(self) -> Genesis:
+        return self.base.genesis
+
+    @property
+    def epoch(self) -> int:
+        return self.height // self.base.genesis.reputation_half_life
+
+    def account(self, account: bytes) -> Account:
+        a = self.accounts.get(account)
+        if a is not None:
+            return a
+        return self.base._accounts.get(account) or Account()
+
+    def escrow(self, job_id: bytes) -> Escrow | None:
+        e = self.escrows.get(job_id)
+        return e if e is not None else self.base._escrows.get(job_id)
+
+    def mature(self) -> None:
+        """Return unbonded stake whose release height has come to its balance."""
+        releases = self.base._releases
+        i = 0
+        while i < len(releases) and releases[i][0] <= self.height:
+            acct = releases[i][1]
+            a = self.account(acct)
+            due = sum(amt for h, amt in a.unbonding if h <= self.height)
+            if due or (a.unbonding and a.unbonding[0][0] <= self.height):
+                self.accounts[acct] = Account(
+                    a.balance + due,
+                    a.next_seq,
+                    a.stake,
+                    tuple(u for u in a.unbonding if u[0] > self.height),
+                    a.rep_s,
+                    a.rep_f,
+                    a.rep_epoch,
+                )
+            i += 1
+        self.released_upto = i
+
+    def add_reputation(self, account: bytes, success: int, failure: int) -> None:
+        a = self.account(account)
+        epochs = self.epoch - a.rep_epoch
+        self.accounts[account] = Account(
+            a.balance,
+            a.next_seq,
+            a.stake,
+            a.unbonding,
+            decay(a.rep_s, epochs) + success,
+            decay(a.rep_f, epochs) + failure,
+            self.epoch,
+        )
+
+    def finish(self, block_hash: bytes) -> State:
+        """The new state after this block (the base is not modified)."""
+        base = self.base
+        accounts = dict(base._accounts)
+        accounts.update(self.accounts)
+        escrows = dict(base._escrows)
+        escrows.update(self.escrows)
+        new = object.__new__(State)
+        new.genesis = base.genesis
+        new.height = self.height
+        new.last_block_hash = block_hash
+        new.minted, new.burned, new.fees = self.minted, self.burned, self.fees
+        new._accounts = accounts
+        new._escrows = escrows
+        new._releases = base._releases[self.released_upto :] + tuple(self.new_releases)
+        touched = [GLOBALS_KEY]
+        touched += [ACCOUNT_PREFIX + k for k in self.accounts]
+        touched += [ESCROW_PREFIX + k for k in self.escrows]
+        buckets = list(base._buckets)
+        roots = list(base._bucket_roots)
+        dirty: dict[int, dict[bytes, bytes]] = {}
+        for key in touched:
+            b = bucket_of(key)
+            d = dirty.get(b)
+            if d is None:
+                d = dirty[b] = dict(buckets[b])
+            value = new.leaf(key)
+            assert value is not None
+            d[key] = leaf_hash(key, value)
+        for b, d in dirty.items():
+            buckets[b] = d
+            roots[b] = bucket_root(d)
+        new._buckets = buckets
+        new._bucket_roots = roots
+        new.root = root_of_buckets(roots)
+        new.touched = frozenset(touched)
+        return new

@@ -1,0 +1,442 @@
+"""The on-disk ledger: SQLite (stdlib ``sqlite3``), WAL, ``synchronous=FULL``.
+
+A block, the state leaves it changed, its history index rows and the new height are
+written in one SQLite transaction, so after a crash at any point (``kill -9`` included) the
+store reopens at the height of the last committed block, with exactly that block's state.
+
+Tables::
+
+    meta(key TEXT PRIMARY KEY, value)        genesis (encoded), height
+    blocks(height INTEGER PRIMARY KEY, id BLOB, raw BLOB)
+    leaves(key BLOB PRIMARY KEY, value BLOB) the state, one row per leaf
+    txindex(account BLOB, height INTEGER, idx INTEGER)   who a transaction concerns
+    proofs(height INTEGER, first BLOB, second BLOB)      equivocation proofs
+
+A :class:`LedgerStore` belongs to one thread (sqlite3's rule); :class:`StoreThread` runs
+one on a dedicated thread for trio code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+import protocol
+from protocol import Signed
+
+from ._block import MAX_BLOCK_BYTES, Block, EquivocationProof
+from ._errors import ChainVerificationError, LedgerError, StoreError
+from ._genesis import Genesis
+from ._rules import apply_block
+from ._state import State
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS blocks(height INTEGER PRIMARY KEY, id BLOB NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leaves(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS txindex(
+    account BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY(account, height, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS proofs(
+    height INTEGER NOT NULL, first BLOB NOT NULL, second BLOB NOT NULL,
+    PRIMARY KEY(height, first, second));
+"""
+
+
+def _concerned(raw_tx: bytes) -> set[bytes]:
+    """Accounts a transaction concerns: its sender and the accounts its payload names."""
+    value: Any = protocol.unpack(raw_tx)
+    body = value[2]
+    out = {body[0]}
+    try:
+        payload: Any = protocol.unpack(body[5])
+        kind = body[4]
+        if kind in ("mint", "transfer"):
+            out.add(payload[0])
+        elif kind == "settle":
+            out.update(p[0] for p in payload[1])
+        elif kind in ("slash",):
+            out.add(payload[0])
+        elif kind == "attest":
+            out.add(payload[1])
+    except (protocol.ProtocolError, IndexError, TypeError):
+        pass  # the block was validated; an odd payload only loses an index row
+    return {a for a in out if type(a) is bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One transaction concerning an account."""
+
+    height: int
+    index: int
+    raw: bytes
+
+
+class LedgerStore:
+    """A ledger database on one thread. Open with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, genesis: Genesis, state: State) -> None:
+        self._conn = conn
+        self.genesis = genesis
+        self.state = state
+
+    # --- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, genesis: Genesis | None = None) -> LedgerStore:
+        """Open (or, given a genesis, create) the ledger at ``path``.
+
+        Raises :class:`StoreError` if there is no ledger and no genesis, if the stored
+        genesis differs from ``genesis``, or if the stored state is inconsistent.
+        """
+        path = Path(path)
+        if genesis is None and not path.exists():
+            raise StoreError(f"no ledger at {path}; initialise it with a genesis first")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the ledger database {path}: {exc}") from None
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()
+            if row is None:
+                if genesis is None:
+                    raise StoreError(f"{path} holds no ledger; initialise it with a genesis")
+                state = State.from_genesis(genesis)
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO meta VALUES('genesis', ?)", (genesis.encode(),))
+                conn.execute("INSERT INTO meta VALUES('height', 0)")
+                conn.executemany("INSERT INTO leaves VALUES(?, ?)", list(state.leaves()))
+                conn.execute("COMMIT")
+                return cls(conn, genesis, state)
+            stored = Genesis.decode(row[0])
+            if genesis is not None and stored != genesis:
+                raise StoreError(
+                    f"{path} holds chain {stored.chain_id!r} with another genesis; use "
+                    "another data directory or the matching genesis"
+                )
+            state = cls._load_state(conn, stored)
+            return cls(conn, stored, state)
+        except BaseException:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _load_state(conn: sqlite3.Connection, genesis: Genesis) -> State:
+        try:
+            (height,) = conn.execute("SELECT value FROM meta WHERE key='height'").fetchone()
+            if height == 0:
+                last = genesis.hash()
+                expected_root = State.from_genesis(genesis).root
+            else:
+                row = conn.execute("SELECT raw FROM blocks WHERE height=?", (height,)).fetchone()
+                if row is None:
+                    raise StoreError(f"the ledger's block {height} is missing; it is corrupt")
+                block = protocol.decode(row[0], genesis.chain_id, Block, max_bytes=MAX_BLOCK_BYTES)
+                last = block.id
+                expected_root = block.message.state_root
+            leaves = conn.execute("SELECT key, value FROM leaves").fetchall()
+        except (sqlite3.Error, TypeError, protocol.ProtocolError) as exc:
+            raise StoreError(f"the ledger database is unreadable: {exc}") from None
+        state = State.from_leaves(genesis, last, leaves)
+        if state.height != height or state.root != expected_root:
+            raise StoreError(
+                f"stored state does not match block {height}'s state root; the database is "
+                "corrupt: run `aimx ledger verify`"
+            )
+        return state
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def commit(self, block: Signed[Block], state: State) -> None:
+        """Persist ``block`` and the state after it, atomically and durably.
+
+        ``state`` must be the result of applying ``block`` to the current state.
+        """
+        if state.height != self.state.height + 1 or block.message.height != state.height:
+            raise StoreError(
+                f"cannot store block {block.message.height} on top of height {self.height}"
+            )
+        rows = []
+        for key in state.touched:
+            value = state.leaf(key)
+            assert value is not None
+            rows.append((key, value))
+        index = [
+            (acct, state.height, i)
+            for i, raw in enumerate(block.message.txs)
+            for acct in _concerned(raw)
+        ]
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO blocks VALUES(?, ?, ?)", (state.height, block.id, block.raw)
+                )
+                conn.executemany("INSERT OR REPLACE INTO leaves VALUES(?, ?)", rows)
+                conn.executemany("INSERT OR IGNORE INTO txindex VALUES(?, ?, ?)", index)
+                conn.execute("UPDATE meta SET value=? WHERE key='height'", (state.height,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write block {state.height}: {exc}") from None
+        self.state = state
+
+    def apply_and_commit(self, raw_block: bytes) -> State:
+        """Validate ``raw_block`` against the stored state, then persist it."""
+        from ._rules import decode_block
+
+        signed = decode_block(raw_block, self.genesis)
+        new = apply_block(self.state, signed)
+        self.commit(signed, new)
+        return new
+
+    def add_proof(self, proof: EquivocationProof) -> None:
+        try:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO proofs VALUES(?, ?, ?)",
+                (proof.height, proof.first, proof.second),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not record an equivocation proof: {exc}") from None
+
+    # --- reading ---------------------------------------------------------------------
+
+    def block(self, height: int) -> bytes | None:
+        row = self._conn.execute("SELECT raw FROM blocks WHERE height=?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blocks_from(self, height: int, limit: int) -> list[bytes]:
+        rows = self._conn.execute(
+            "SELECT raw FROM blocks WHERE height>=? ORDER BY height LIMIT ?", (height, limit)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def iter_blocks(self) -> Iterator[bytes]:
+        height = 1
+        while True:
+            batch = self.blocks_from(height, 256)
+            if not batch:
+                return
+            yield from batch
+            height += len(batch)
+
+    def recent_blocks(self, count: int) -> dict[int, bytes]:
+        rows = self._conn.execute(
+            "SELECT height, raw FROM blocks ORDER BY height DESC LIMIT ?", (count,)
+        ).fetchall()
+        return {h: bytes(r) for h, r in rows}
+
+    def proofs(self) -> list[EquivocationProof]:
+        rows = self._conn.execute(
+            "SELECT height, first, second FROM proofs ORDER BY height"
+        ).fetchall()
+        return [EquivocationProof(h, bytes(a), bytes(b)) for h, a, b in rows]
+
+    def history(self, account: bytes, limit: int = 100) -> list[HistoryEntry]:
+        """The latest ``limit`` transactions concerning ``account``, newest first."""
+        rows = self._conn.execute(
+            "SELECT height, idx FROM txindex WHERE account=? ORDER BY height DESC, idx DESC "
+            "LIMIT ?",
+            (account, limit),
+        ).fetchall()
+        out = []
+        for height, idx in rows:
+            raw = self.block(height)
+            if raw is None:
+                continue
+            txs: Any = protocol.unpack(raw, max_bytes=MAX_BLOCK_BYTES)[2][4]
+            out.append(HistoryEntry(height, idx, bytes(txs[idx])))
+        return out
+
+    def stored_leaves(self) -> dict[bytes, bytes]:
+        rows = self._conn.execute("SELECT key, value FROM leaves").fetchall()
+        return {bytes(k): bytes(v) for k, v in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What :func:`verify_chain` checked."""
+
+    chain_id: str
+    height: int
+    blocks: int
+    transactions: int
+    state_root: bytes
+    minted: int
+    burned: int
+    fees: int
+    accounts: int
+    escrows: int
+    proofs: int
+
+
+def replay(genesis: Genesis, blocks: Iterator[bytes] | list[bytes]) -> State:
+    """The state after applying ``blocks`` to the genesis (raises on any invalid block)."""
+    state = State.from_genesis(genesis)
+    for raw in blocks:
+        state = apply_block(state, raw)
+    return state
+
+
+def verify_chain(store: LedgerStore) -> VerifyReport:
+    """Replay the stored chain from genesis, checking every signature, hash link, state root
+    and invariant, and compare the result with the stored state.
+
+    Raises :class:`ChainVerificationError` describing the first failure.
+    """
+    genesis = store.genesis
+    state = State.from_genesis(genesis)
+    txs = 0
+    for raw in store.iter_blocks():
+        try:
+            state = apply_block(state, raw)
+        except LedgerError as exc:
+            raise ChainVerificationError(
+                f"stored block {state.height + 1} is invalid: {exc}"
+            ) from None
+        txs += len(protocol.unpack(raw, max_bytes=MAX_BLOCK_BYTES)[2][4])
+        _check_invariants(state)
+    if state.height != store.height:
+        raise ChainVerificationError(
+            f"replay reached height {state.height} but the store says {store.height}"
+        )
+    stored = store.stored_leaves()
+    replayed = dict(state.leaves())
+    if stored != replayed:
+        diff = sorted(set(stored.items()) ^ set(replayed.items()))
+        raise ChainVerificationError(
+            f"stored state differs from the replay in {len(diff)} leaves "
+            f"(first key {diff[0][0].hex()})"
+        )
+    return VerifyReport(
+        chain_id=genesis.chain_id,
+        height=state.height,
+        blocks=state.height,
+        transactions=txs,
+        state_root=state.root,
+        minted=state.minted,
+        burned=state.burned,
+        fees=state.fees,
+        accounts=sum(1 for _ in state.accounts()),
+        escrows=sum(1 for _ in state.escrows()),
+        proofs=len(store.proofs()),
+    )
+
+
+def check_invariants(state: State) -> None:
+    """Raise :class:`ChainVerificationError` if an invariant of the ledger fails."""
+    _check_invariants(state)
+
+
+def _check_invariants(state: State) -> None:
+    held, issued = state.conservation()
+    if held != issued:
+        raise ChainVerificationError(
+            f"height {state.height}: balances, escrows, stakes and fees hold {held} but "
+            f"minted − burned is {issued}"
+        )
+    for acct, a in state.accounts():
+        if min(a.balance, a.stake, *(x for _, x in a.unbonding), 0) < 0:
+            raise ChainVerificationError(f"height {state.height}: account {acct.hex()} < 0")
+    for job, e in state.escrows():
+        if e.remaining < 0 or e.total_paid + e.remaining > e.locked:
+            raise ChainVerificationError(
+                f"height {state.height}: escrow {job.hex()} paid more than was locked"
+            )
+
+
+class StoreThread:
+    """A :class:`LedgerStore` on its own thread, for trio code (aiosqlite needs asyncio).
+
+    ``await st.call(fn)`` runs ``fn(store)`` on the store's thread and returns its result.
+    """
+
+    def __init__(self, opener: Callable[[], LedgerStore]) -> None:
+        self._queue: queue.SimpleQueue[Callable[[LedgerStore], None] | None] = queue.SimpleQueue()
+        self._opened = threading.Event()
+        self._error: BaseException | None = None
+        self._store: LedgerStore | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(opener,), name="ledger-store", daemon=True
+        )
+        self._thread.start()
+        self._opened.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, opener: Callable[[], LedgerStore]) -> None:
+        try:
+            self._store = opener()
+        except BaseException as exc:
+            self._error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        store = self._store
+        while True:
+            job = self._queue.get()
+            if job is None:
+                store.close()
+                return
+            job(store)
+
+    @property
+    def state(self) -> State:
+        assert self._store is not None
+        return self._store.state
+
+    async def call(self, fn: Callable[[LedgerStore], T]) -> T:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[Any] = []
+
+        def job(store: LedgerStore) -> None:
+            try:
+                box.append((True, fn(store)))
+            except BaseException as exc:
+                box.append((False, exc))
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        self._queue.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
