@@ -1,0 +1,92 @@
+"""Configuration of the two machines: plain frozen records, one per machine instance."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nacl.signing
+
+from protocol import InputRef
+
+from ._effects import Output
+from ._pricing import NEWCOMER, Reputation
+from ._verification import Compare, commitments_equal
+
+
+def _unknown(_: bytes) -> Reputation:
+    return NEWCOMER
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A job whose answer the requester already knows, used for spot checks."""
+
+    runtime: str
+    model_hash: bytes
+    model_size: int
+    inputs: tuple[InputRef, ...]
+    answer: Output
+
+
+@dataclass(frozen=True, slots=True)
+class RequesterConfig:
+    """How a requester runs its jobs.
+
+    ``reputation`` and ``compare`` are injected pure functions (the ledger derives
+    reputation; the sandbox defines output comparison). ``rng`` decides spot checks; it is
+    per instance, never shared. Times are milliseconds, heights are ledger blocks.
+    """
+
+    key: nacl.signing.SigningKey
+    chain_id: str
+    reputation: Callable[[bytes], Reputation] = _unknown
+    compare: Compare = commitments_equal
+    rng: random.Random = field(default_factory=random.Random)
+    #: A running replica with no heartbeat or result for this long is replaced.
+    heartbeat_timeout_ms: int = 3_500
+    #: Added to a bid's estimated run time to give the replica's deadline.
+    replica_grace_ms: int = 2_000
+    #: The ledger accepts receipt claims in the last ``claim_window_blocks`` before expiry.
+    claim_window_blocks: int = 10
+    #: Settle at the latest this many blocks before the claim window opens.
+    settle_margin_blocks: int = 2
+    #: Providers with fewer settled jobs than this are on probation.
+    probation_jobs: int = 3
+    #: Known-answer jobs for spot checks (see ``VerificationPolicy.spot_check_permille``).
+    canaries: tuple[Canary, ...] = ()
+    #: Also slash (not only attest against) a provider outvoted by a majority.
+    slash_outvoted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """What a provider offers and how it prices and paces its work."""
+
+    key: nacl.signing.SigningKey
+    chain_id: str
+    capability_classes: tuple[str, ...]
+    runtimes: tuple[str, ...] = ("onnx",)
+    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    memory_mb: int = 4_096
+    #: Memory of the largest GPU; 0 means the node has no usable GPU.
+    gpu_memory_mb: int = 0
+    determinism_class: str = "ort-1.32.0/cpu/generic/extended"
+    price_floor: int = 1_000
+    max_concurrency: int = 1
+    bench_score: int = 1_000
+    reference_bench: int = 1_000
+    load_markup_permille: int = 500
+    base_run_ms: int = 200
+    #: A bid stays valid this long after the requester's bid window.
+    bid_validity_ms: int = 5_000
+    heartbeat_interval_ms: int = 1_000
+    #: Resend an unacknowledged result this often until a receipt arrives.
+    result_resend_ms: int = 1_500
+    claim_window_blocks: int = 10
+    #: Whether jobs from requesters not in ``trusted_requesters`` are accepted.
+    accepts_untrusted: bool = True
+    trusted_requesters: frozenset[bytes] = frozenset()
+    #: How many announcements are kept for :meth:`Provider.why_no_jobs`.
+    history_limit: int = 1_000

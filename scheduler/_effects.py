@@ -1,0 +1,239 @@
+"""Effects: what the state machines ask their driver to do.
+
+A machine never does I/O. Each event handler returns a list of these small frozen records;
+the driver (the daemon, the simulator, a test harness) carries them out in order: network
+effects become messages, ledger effects become signed ledger transactions, ``RunJob`` becomes
+a sandbox call, timers go into the driver's timer wheel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import Award, JobSpec, Receipt, Result, Signed, content_hash
+
+from ._reasons import NoBidReport
+
+# --- shared value types -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A job's output as the verifier sees it.
+
+    ``data`` is the output's canonical bytes (what travels, sealed, from provider to
+    requester); ``commitment`` is the sandbox's commitment over the output tensors, the
+    value compared bit for bit within one ``determinism_class``.
+    """
+
+    data: bytes
+    commitment: bytes
+    determinism_class: str
+
+    @property
+    def hash(self) -> bytes:
+        """The content hash of ``data`` (``Result.output_hash``)."""
+        return content_hash(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Payout:
+    """One provider's share of a settlement, in micro-credits."""
+
+    provider: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKey:
+    """Names one timer of one machine. Setting a key that is already set moves it."""
+
+    kind: str
+    job_id: bytes
+    replica: int = 0
+
+
+# --- timers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Call the machine's ``timer(key, now_ms)`` at ``at_ms`` (replaces a timer of that key)."""
+
+    at_ms: int
+    key: TimerKey
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    """Forget the timer of ``key`` if it is set."""
+
+    key: TimerKey
+
+
+# --- network ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``message.raw`` to the peer whose Ed25519 key is ``peer``."""
+
+    peer: bytes
+    message: Signed[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish ``message.raw`` on the pubsub topic ``topic`` (a capability class)."""
+
+    topic: str
+    message: Signed[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send a signed result and its output bytes to the requester ``peer``.
+
+    The driver seals ``output`` for the requester (:func:`scheduler.seal`) and sends it
+    with ``result.raw``; the requester's driver opens it and hands both to
+    ``Requester.receive(raw, now_ms, output=...)``.
+    """
+
+    peer: bytes
+    result: Signed[Result]
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaved:
+    """A peer sent something invalid or out of place; count it against the peer."""
+
+    peer: bytes | None
+    reason: str
+
+
+# --- ledger -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LockEscrow:
+    """Lock ``amount`` of the requester's credits for ``job_id`` until ``expiry_height``."""
+
+    job_id: bytes
+    amount: int
+    expiry_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Pay each payout from the job's escrow, return the rest to the requester, close it."""
+
+    job_id: bytes
+    payouts: tuple[Payout, ...]
+
+    def as_dict(self) -> dict[bytes, int]:
+        return {p.provider: p.amount for p in self.payouts}
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """Return everything left in the job's escrow to the requester and close it."""
+
+    job_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimWithReceipt:
+    """A provider's claim of its award price from an escrow the requester left open."""
+
+    job_id: bytes
+    award: Signed[Award]
+    receipt: Signed[Receipt]
+
+
+@dataclass(frozen=True, slots=True)
+class Attest:
+    """A reputation statement about ``subject`` by a party to the job, with evidence."""
+
+    job_id: bytes
+    subject: bytes
+    positive: bool
+    reason: str
+    evidence: tuple[Signed[Result], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Slash:
+    """Take stake from ``provider``: its signed result contradicts a known answer."""
+
+    job_id: bytes
+    provider: bytes
+    reason: str
+    evidence: tuple[Signed[Result], ...]
+    expected_commitment: bytes
+
+
+# --- execution and the user ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    """Fetch the job's model and inputs (verify their hashes), run it, then call
+    ``Provider.job_finished``."""
+
+    job: Signed[JobSpec]
+    award: Signed[Award]
+
+
+@dataclass(frozen=True, slots=True)
+class AbortJob:
+    """Stop the sandbox run of ``job_id`` if it is still running (the award is void)."""
+
+    job_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyUser:
+    """Progress for the person or program that submitted the job."""
+
+    job_id: bytes
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobDone:
+    """The job's final outcome for its submitter.
+
+    ``status`` is ``verified`` (a majority or the known answer agreed), ``unverified`` (the
+    deadline came first; the results that arrived agreed but were too few), or ``failed``
+    (``reason`` says why; ``no_bids`` carries the providers' reasons when nobody bid).
+    """
+
+    job_id: bytes
+    status: str
+    reason: str
+    output: Output | None
+    paid: tuple[Payout, ...]
+    no_bids: NoBidReport | None
+
+
+Effect = (
+    SetTimer
+    | CancelTimer
+    | Send
+    | Publish
+    | Deliver
+    | Misbehaved
+    | LockEscrow
+    | Settle
+    | Refund
+    | ClaimWithReceipt
+    | Attest
+    | Slash
+    | RunJob
+    | AbortJob
+    | NotifyUser
+    | JobDone
+)

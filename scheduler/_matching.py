@@ -1,0 +1,47 @@
+"""Does a provider take a job? The checks in order, each with its NoBid reason."""
+
+from __future__ import annotations
+
+from protocol import JobSpec
+
+from ._config import ProviderConfig
+
+
+def match(
+    spec: JobSpec,
+    config: ProviderConfig,
+    *,
+    active: int,
+    now_ms: int,
+    run_ms: int,
+    draining: bool,
+) -> tuple[str, str] | None:
+    """``None`` if the provider can bid on ``spec``, else ``(reason, detail)``.
+
+    The checks run in this order, and the first that fails gives the reason (one of
+    ``protocol.NOBID_REASONS``): shutting_down, class_not_served, runtime_unsupported,
+    requirements_unmet, untrusted_refused, price_below_floor, deadline_too_short, busy.
+    """
+    req = spec.requirements
+    if draining:
+        return "shutting_down", "this node is draining and takes no new jobs"
+    if req.capability_class not in config.capability_classes:
+        return "class_not_served", f"serves {', '.join(config.capability_classes)}"
+    if spec.runtime not in config.runtimes:
+        return "runtime_unsupported", f"runs {', '.join(config.runtimes)}"
+    if req.execution_provider not in config.execution_providers:
+        return "requirements_unmet", f"no {req.execution_provider}"
+    if req.device == "gpu" and config.gpu_memory_mb == 0:
+        return "requirements_unmet", "no GPU"
+    memory = config.gpu_memory_mb if req.device == "gpu" else config.memory_mb
+    if req.min_memory_mb > memory:
+        return "requirements_unmet", f"{memory} MB available, {req.min_memory_mb} MB required"
+    if not config.accepts_untrusted and spec.requester not in config.trusted_requesters:
+        return "untrusted_refused", "no network-blocking sandbox layer; trusted requesters only"
+    if config.price_floor > spec.max_price:
+        return "price_below_floor", f"floor {config.price_floor} > max_price {spec.max_price}"
+    if now_ms + spec.bid_window_ms + run_ms > spec.deadline_ms:
+        return "deadline_too_short", f"needs about {run_ms} ms after the bid window"
+    if active >= config.max_concurrency:
+        return "busy", f"{active} of {config.max_concurrency} slots in use"
+    return None

@@ -1,0 +1,72 @@
+"""Prices and award scores, in integers only (no float decides who is paid).
+
+The requester ranks bids by :func:`award_key`; the provider prices with :func:`bid_price`
+and estimates its run time with :func:`estimate_run_ms`. All are pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol import Bid, JobSpec, content_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """What the requester knows of a provider, from the ledger (computed elsewhere).
+
+    ``score_permille`` is 0 (worst) .. 1000 (best); ``settled_jobs`` counts the provider's
+    settled replicas, used to tell newcomers (probation) from established providers.
+    """
+
+    score_permille: int
+    settled_jobs: int
+
+
+#: The reputation of a provider nothing is known about.
+NEWCOMER = Reputation(score_permille=500, settled_jobs=0)
+
+
+def award_key(
+    bid: Bid, rep: Reputation, max_price: int, now_ms: int, deadline_ms: int
+) -> tuple[int, int, bytes]:
+    """Sort key of a bid: lower is better.
+
+    ``cost = price * (2000 - rep) / 1000 + max_price * time_used / time_left / 4``, where
+    ``time_used`` is the time from now to the bid's estimated finish and ``time_left`` the
+    time from now to the deadline: a perfect reputation counts the price once, a zero one
+    twice, and finishing at the deadline adds a quarter of the maximum price. Ties go to the
+    earlier estimated finish, then to the smaller BLAKE2b hash of the provider's key.
+    """
+    rep_p = min(max(rep.score_permille, 0), 1000)
+    cost = bid.price * (2000 - rep_p) // 1000
+    left = max(1, deadline_ms - now_ms)
+    used = min(max(0, bid.est_finish_ms - now_ms), left)
+    cost += max_price * used // left // 4
+    return (cost, bid.est_finish_ms, content_hash(bid.provider))
+
+
+def bid_price(
+    floor: int,
+    active: int,
+    max_concurrency: int,
+    bench_score: int,
+    reference_bench: int,
+    load_markup_permille: int,
+) -> int:
+    """A provider's asking price for one replica.
+
+    ``floor * (1000 + load_markup * active / max_concurrency + bench_premium) / 1000`` where
+    the bench premium is ``min(250, 250 * bench_score / reference_bench)`` per mille: a busier
+    node asks more, a faster one a little more. Never below ``floor``.
+    """
+    load = load_markup_permille * active // max(1, max_concurrency)
+    premium = min(250, 250 * bench_score // max(1, reference_bench))
+    return max(floor, floor * (1000 + load + premium) // 1000)
+
+
+def estimate_run_ms(spec: JobSpec, bench_score: int, base_ms: int) -> int:
+    """Estimated run time: a fixed start-up plus work proportional to model and input size
+    over the node's benchmark score (bytes per millisecond per score unit of 1)."""
+    work = spec.model_size + sum(i.size for i in spec.inputs)
+    return base_ms + work // max(1, bench_score)

@@ -1,0 +1,378 @@
+"""The provider's side of the marketplace, one machine for all of a node's work.
+
+Rules (specs/marketplace.md is the full text):
+
+- An announcement (a signed JobSpec, from pubsub or sent directly; copies are merged) is
+  matched against the node (``match``): a mismatch answers a NoBid with its reason, a match
+  a Bid priced by ``bid_price`` with an estimated finish, valid ``bid_window_ms +
+  bid_validity_ms``. A bid that expires without an award is recorded as lost.
+- An Award for our bid is accepted while a slot is free (``max_concurrency``): the job runs
+  (``RunJob``) and a heartbeat goes out at once and every ``heartbeat_interval_ms``. A full
+  node declines with a NoBid ``busy``, which the requester treats as a declined award.
+- ``job_finished`` delivers the signed Result with the output (``Deliver``) and resends it
+  every ``result_resend_ms`` until the requester's Receipt arrives or the job's deadline
+  passes. A run past the award's deadline is aborted: the requester has replaced it.
+- With a Receipt held, the provider waits for the ledger: paid or closed ends the job. If
+  the escrow is still open once the claim window (the last ``claim_window_blocks`` before
+  the escrow's expiry height) has opened and the job's deadline has passed, the provider
+  claims its price with the award and the receipt.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from protocol import (
+    Award,
+    Bid,
+    Heartbeat,
+    JobSpec,
+    NoBid,
+    Receipt,
+    RemoteProtocolError,
+    Result,
+    Signed,
+    Usage,
+    decode,
+    sign,
+)
+
+from ._config import ProviderConfig
+from ._effects import (
+    AbortJob,
+    CancelTimer,
+    ClaimWithReceipt,
+    Deliver,
+    Effect,
+    Misbehaved,
+    NotifyUser,
+    Output,
+    RunJob,
+    Send,
+    SetTimer,
+    TimerKey,
+)
+from ._errors import UnknownJob
+from ._matching import match
+from ._pricing import bid_price, estimate_run_ms
+from ._reasons import DECLINED, LOST, WON, IdleReport, Seen, why_no_jobs
+
+# Work phases
+BIDDING = "bidding"
+RUNNING = "running"
+DELIVERED = "delivered"
+RECEIPTED = "receipted"
+CLAIMED = "claimed"
+CLOSED = "closed"
+
+_BID = "bid"
+_BEAT = "heartbeat"
+_RESEND = "resend"
+
+_NO_HASH = bytes(32)
+
+
+@dataclass(slots=True)
+class Work:
+    """One job this provider bid on, as it tracks it (read it, do not change it)."""
+
+    job: Signed[JobSpec]
+    bid: Signed[Bid]
+    phase: str = BIDDING
+    award: Signed[Award] | None = None
+    started_ms: int = 0
+    result: Signed[Result] | None = None
+    output: bytes = b""
+    receipt: Signed[Receipt] | None = None
+    paid: int = 0
+    end: str = ""
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.job.message
+
+    @property
+    def id(self) -> bytes:
+        return self.job.id
+
+
+class Provider:
+    """The provider machine. Every handler takes ``now_ms`` and returns effects."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.me = bytes(config.key.verify_key)
+        self.work: dict[bytes, Work] = {}
+        self.draining = False
+        self.history: deque[Seen] = deque(maxlen=config.history_limit)
+        self._answered: dict[bytes, tuple[int, int]] = {}  # job id -> (answered at, deadline)
+
+    # --- queries ----------------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        """Replicas accepted and not yet finished."""
+        return sum(1 for w in self.work.values() if w.phase == RUNNING)
+
+    def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
+        """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
+        return why_no_jobs(list(self.history), now_ms, window_ms)
+
+    def get(self, job_id: bytes) -> Work:
+        try:
+            return self.work[job_id]
+        except KeyError:
+            raise UnknownJob(f"no work for job {job_id.hex()[:16]}… on this node") from None
+
+    def set_draining(self, draining: bool) -> None:
+        """A draining node answers every announcement with NoBid ``shutting_down``."""
+        self.draining = draining
+
+    # --- events -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now_ms: int) -> list[Effect]:
+        """A JobSpec announcement, an Award or a Receipt."""
+        try:
+            signed = decode(data, self.config.chain_id, JobSpec, Award, Receipt)
+        except RemoteProtocolError as e:
+            return [Misbehaved(None, str(e))]
+        msg = signed.message
+        if isinstance(msg, JobSpec):
+            return self._on_announce(signed, now_ms)
+        if isinstance(msg, Award):
+            return self._on_award(signed, now_ms)
+        return self._on_receipt(signed, now_ms)
+
+    def job_finished(
+        self,
+        job_id: bytes,
+        now_ms: int,
+        *,
+        outcome: str,
+        output: Output | None,
+        usage: Usage,
+        message: str = "",
+    ) -> list[Effect]:
+        """The sandbox run of ``job_id`` ended (``output`` is required when ``ok``)."""
+        work = self.work.get(job_id)
+        if work is None or work.phase != RUNNING or work.award is None:
+            return []  # aborted meanwhile
+        award = work.award.message
+        if outcome == "ok" and output is None:
+            outcome, message = "crashed", "the run reported ok without an output"
+        ok = outcome == "ok" and output is not None
+        result = Result(
+            job_id=job_id,
+            provider=self.me,
+            replica=award.replica,
+            outcome=outcome,
+            message=message[:1024],
+            output_commitment=output.commitment if ok and output else _NO_HASH,
+            output_hash=output.hash if ok and output else _NO_HASH,
+            output_size=len(output.data) if ok and output else 0,
+            determinism_class=output.determinism_class
+            if ok and output
+            else self.config.determinism_class,
+            usage=usage,
+            finished_ms=now_ms,
+        )
+        work.result = sign(result, self.config.key, self.config.chain_id)
+        work.output = output.data if ok and output else b""
+        deliver = Deliver(work.spec.requester, work.result, work.output)
+        effects: list[Effect] = [CancelTimer(TimerKey(_BEAT, job_id)), deliver]
+        if not ok:
+            return effects + self._close(work, f"run ended: {outcome}")
+        work.phase = DELIVERED
+        effects.append(SetTimer(now_ms + self.config.result_resend_ms, TimerKey(_RESEND, job_id)))
+        return effects
+
+    def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        """A timer this machine set has fired."""
+        work = self.work.get(key.job_id)
+        if work is None:
+            return []
+        if key.kind == _BID and work.phase == BIDDING:
+            self._record(work, LOST, now_ms)
+            del self.work[work.id]
+            return []
+        if key.kind == _BEAT and work.phase == RUNNING and work.award is not None:
+            award = work.award.message
+            if now_ms >= award.deadline_ms:
+                return [AbortJob(work.id), *self._close(work, "missed the award's deadline")]
+            span = max(1, award.deadline_ms - work.started_ms)
+            progress = min(999, 1000 * (now_ms - work.started_ms) // span)
+            beat = Heartbeat(work.id, self.me, award.replica, progress, now_ms)
+            return [
+                Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
+                SetTimer(now_ms + self.config.heartbeat_interval_ms, key),
+            ]
+        if key.kind == _RESEND and work.phase == DELIVERED and work.result is not None:
+            if now_ms >= work.spec.deadline_ms:
+                return self._close(work, "no receipt before the deadline; cannot claim")
+            return [
+                Deliver(work.spec.requester, work.result, work.output),
+                SetTimer(now_ms + self.config.result_resend_ms, key),
+            ]
+        return []
+
+    def block(self, height: int, now_ms: int) -> list[Effect]:
+        """A new ledger block: claim with receipts where the requester left the escrow open."""
+        effects: list[Effect] = []
+        window = self.config.claim_window_blocks
+        for work in list(self.work.values()):
+            expiry = work.spec.escrow_expiry_height
+            if height >= expiry and work.phase in (RECEIPTED, CLAIMED):
+                effects += self._close(work, "escrow expired")
+            elif (
+                work.phase == RECEIPTED
+                and height >= expiry - window
+                and now_ms >= work.spec.deadline_ms
+                and work.award is not None
+                and work.receipt is not None
+            ):
+                work.phase = CLAIMED
+                effects.append(ClaimWithReceipt(work.id, work.award, work.receipt))
+                effects.append(NotifyUser(work.id, "claimed", "requester silent; claiming"))
+        for job_id, (_, deadline) in list(self._answered.items()):
+            if deadline < now_ms:
+                del self._answered[job_id]
+        return effects
+
+    def paid(self, job_id: bytes, amount: int, now_ms: int) -> list[Effect]:
+        """The ledger paid us ``amount`` from the job's escrow (a settlement or our claim)."""
+        work = self.work.get(job_id)
+        if work is None:
+            return []
+        work.paid += amount
+        return [NotifyUser(job_id, "paid", str(amount)), *self._close(work, "paid")]
+
+    def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
+        """The job's escrow closed; whatever we were not paid by now we never will be."""
+        work = self.work.get(job_id)
+        if work is None or work.phase in (BIDDING, RUNNING):
+            return []
+        return self._close(work, "paid" if work.paid else "escrow closed without paying us")
+
+    # --- internals --------------------------------------------------------------------
+
+    def _record(self, work: Work, outcome: str, now_ms: int) -> None:
+        spec = work.spec
+        self.history.append(Seen(work.id, now_ms, outcome, spec.max_price, work.bid.message.price))
+
+    def _close(self, work: Work, end: str) -> list[Effect]:
+        work.phase = CLOSED
+        work.end = end
+        del self.work[work.id]
+        return [
+            CancelTimer(TimerKey(_BEAT, work.id)),
+            CancelTimer(TimerKey(_RESEND, work.id)),
+            NotifyUser(work.id, "closed", end),
+        ]
+
+    def _on_announce(self, signed: Signed[JobSpec], now_ms: int) -> list[Effect]:
+        spec = signed.message
+        job_id = signed.id
+        work = self.work.get(job_id)
+        if work is not None:
+            # A copy (pubsub and direct) or a re-announcement: our live bid stands.
+            if work.phase == BIDDING:
+                return [Send(spec.requester, work.bid)]
+            return []
+        last = self._answered.get(job_id)
+        if last is not None and now_ms - last[0] < spec.bid_window_ms:
+            return []  # a copy of an announcement we just answered
+        self._answered[job_id] = (now_ms, spec.deadline_ms)
+        cfg = self.config
+        run_ms = estimate_run_ms(spec, cfg.bench_score, cfg.base_run_ms)
+        refusal = match(
+            spec, cfg, active=self.active, now_ms=now_ms, run_ms=run_ms, draining=self.draining
+        )
+        if refusal is not None:
+            reason, detail = refusal
+            nobid = NoBid(job_id, self.me, reason, detail, cfg.price_floor)
+            self.history.append(Seen(job_id, now_ms, reason, spec.max_price, 0))
+            return [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
+        price = bid_price(
+            cfg.price_floor,
+            self.active,
+            cfg.max_concurrency,
+            cfg.bench_score,
+            cfg.reference_bench,
+            cfg.load_markup_permille,
+        )
+        bid = Bid(
+            job_id=job_id,
+            provider=self.me,
+            price=min(price, spec.max_price),
+            est_finish_ms=now_ms + spec.bid_window_ms + run_ms,
+            determinism_class=cfg.determinism_class,
+            bench_score=cfg.bench_score,
+            expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
+        )
+        signed_bid = sign(bid, cfg.key, cfg.chain_id)
+        self.work[job_id] = Work(signed, signed_bid)
+        return [
+            Send(spec.requester, signed_bid),
+            SetTimer(bid.expires_ms, TimerKey(_BID, job_id)),
+        ]
+
+    def _decline(self, work: Work, detail: str, now_ms: int) -> list[Effect]:
+        cfg = self.config
+        nobid = NoBid(work.id, self.me, "busy", detail, cfg.price_floor)
+        self._record(work, DECLINED, now_ms)
+        del self.work[work.id]
+        return [
+            Send(work.spec.requester, sign(nobid, cfg.key, cfg.chain_id)),
+            CancelTimer(TimerKey(_BID, work.id)),
+        ]
+
+    def _on_award(self, signed: Signed[Award], now_ms: int) -> list[Effect]:
+        award = signed.message
+        work = self.work.get(award.job_id)
+        if work is None:
+            return []  # our bid expired (recorded lost) or never existed
+        if work.award is not None:
+            return (
+                []
+                if work.award.id == signed.id
+                else [Misbehaved(award.requester, "a second award for one job")]
+            )
+        if (
+            award.provider != self.me
+            or award.requester != work.spec.requester
+            or award.bid_hash != work.bid.id
+            or award.price != work.bid.message.price
+        ):
+            return [Misbehaved(award.requester, "award does not match our bid")]
+        if now_ms > work.bid.message.expires_ms:
+            return self._decline(work, "the bid had expired", now_ms)
+        if self.active >= self.config.max_concurrency:
+            return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
+        work.phase = RUNNING
+        work.award = signed
+        work.started_ms = now_ms
+        self._record(work, WON, now_ms)
+        beat = Heartbeat(work.id, self.me, award.replica, 0, now_ms)
+        return [
+            CancelTimer(TimerKey(_BID, work.id)),
+            RunJob(work.job, signed),
+            Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
+            SetTimer(now_ms + self.config.heartbeat_interval_ms, TimerKey(_BEAT, work.id)),
+        ]
+
+    def _on_receipt(self, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
+        receipt = signed.message
+        work = self.work.get(receipt.job_id)
+        if work is None or work.phase != DELIVERED or work.result is None or work.award is None:
+            return []
+        if (
+            receipt.provider != self.me
+            or receipt.requester != work.spec.requester
+            or receipt.replica != work.award.message.replica
+            or receipt.result_hash != work.result.id
+        ):
+            return [Misbehaved(receipt.requester, "receipt does not match our result")]
+        work.phase = RECEIPTED
+        work.receipt = signed
+        return [CancelTimer(TimerKey(_RESEND, work.id))]

@@ -1,0 +1,585 @@
+"""The requester's side of the marketplace, one machine for all of a node's jobs.
+
+Rules (specs/marketplace.md is the full text):
+
+- ``submit`` signs the job and asks the ledger to lock ``max_price * (redundancy +
+  max_retries)``: the most that can be paid, one price per replica ever awarded.
+- When the lock is confirmed (``escrow_locked``) the job is announced: published on the
+  topic of its capability class and sent straight to the providers the caller named. A bid
+  window of ``bid_window_ms`` opens.
+- Bids and NoBids are collected; bids keep arriving as spares after the window closes.
+  At the window's end the best bids are awarded (``award_key``), one replica each, with
+  one extra probation replica when every chosen provider is a newcomer. Nobody bid: the
+  job fails with the providers' reasons and the escrow is refunded.
+- A replica is watched: each heartbeat moves its timer; silence for
+  ``heartbeat_timeout_ms`` or its deadline passing fails it, its provider is excluded, and
+  it is replaced from the spare bids or by announcing again, while the replica budget
+  (``redundancy + max_retries`` awards in all) lasts.
+- A result whose output bytes hash as announced is acknowledged at once with a signed
+  Receipt. When no replica is outstanding the outputs are judged: a known answer matched,
+  or ``redundancy`` agreeing outputs in a strict majority, verifies the job; otherwise one
+  more replica is awarded.
+- Finalising settles: the winning group is paid its award prices, the minority is
+  attested against (and slashed when it contradicts a known answer), the rest of the escrow
+  goes back. The job's deadline, or the ledger height reaching the settle limit, forces a
+  final decision with what has arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from protocol import (
+    Award,
+    Bid,
+    Heartbeat,
+    JobSpec,
+    NoBid,
+    Receipt,
+    RemoteProtocolError,
+    Result,
+    Signed,
+    VerificationPolicy,
+    content_hash,
+    decode,
+    sign,
+)
+
+from ._config import RequesterConfig
+from ._effects import (
+    Attest,
+    CancelTimer,
+    Effect,
+    JobDone,
+    LockEscrow,
+    Misbehaved,
+    NotifyUser,
+    Output,
+    Payout,
+    Publish,
+    Refund,
+    Send,
+    SetTimer,
+    Settle,
+    Slash,
+    TimerKey,
+)
+from ._errors import JobRejected, UnknownJob
+from ._pricing import award_key
+from ._reasons import explain_no_bids
+from ._verification import DISAGREE, TOO_FEW, VERIFIED, Verdict, judge
+
+# Job phases
+LOCKING = "locking"
+COLLECTING = "collecting"
+EXECUTING = "executing"
+SETTLING = "settling"
+CLOSED = "closed"
+
+# Replica states
+RUNNING = "running"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+_BIDS = "bids"
+_WATCH = "watch"
+_DEADLINE = "deadline"
+
+# Why a replica failed, when it counts against the provider.
+_SILENT = "went silent"
+_LATE = "missed its deadline"
+
+
+@dataclass(slots=True)
+class Replica:
+    """One award of a job to one provider, as the requester tracks it."""
+
+    index: int
+    provider: bytes
+    award: Signed[Award]
+    deadline_ms: int
+    last_seen_ms: int
+    state: str = RUNNING
+    reason: str = ""
+    result: Signed[Result] | None = None
+    output: Output | None = None
+    receipt: Signed[Receipt] | None = None
+
+
+@dataclass(slots=True)
+class RequesterJob:
+    """Everything the requester holds about one job (read it, do not change it)."""
+
+    signed: Signed[JobSpec]
+    providers: tuple[bytes, ...]
+    known: Output | None
+    spot_check: bool
+    phase: str = LOCKING
+    bids: dict[bytes, tuple[Signed[Bid], int]] = field(default_factory=dict)
+    nobids: dict[bytes, NoBid] = field(default_factory=dict)
+    excluded: set[bytes] = field(default_factory=set)
+    replicas: list[Replica] = field(default_factory=list)
+    target: int = 0
+    announcements: int = 0
+    done: JobDone | None = None
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.signed.message
+
+    @property
+    def id(self) -> bytes:
+        return self.signed.id
+
+    @property
+    def budget(self) -> int:
+        return self.spec.redundancy + self.spec.max_retries
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state != FAILED]
+
+
+class Requester:
+    """The requester machine. Every handler takes ``now_ms`` and returns effects."""
+
+    def __init__(self, config: RequesterConfig) -> None:
+        self.config = config
+        self.me = bytes(config.key.verify_key)
+        self.jobs: dict[bytes, RequesterJob] = {}
+
+    # --- the caller's API ----------------------------------------------------------
+
+    def submit(
+        self,
+        spec: JobSpec,
+        now_ms: int,
+        *,
+        providers: Sequence[bytes] = (),
+        known_answer: Output | None = None,
+    ) -> tuple[bytes, list[Effect]]:
+        """Sign and start ``spec``. ``providers`` are those found for its class (the job
+        also goes to its pubsub topic). Returns the job id and the effects."""
+        job_id, effects = self._start(spec, now_ms, providers, known_answer, spot_check=False)
+        canaries = self.config.canaries
+        permille = spec.verification.spot_check_permille
+        if canaries and permille and self.config.rng.randrange(1000) < permille:
+            canary = canaries[self.config.rng.randrange(len(canaries))]
+            check = replace(
+                spec,
+                nonce=self.config.rng.randbytes(16),
+                runtime=canary.runtime,
+                model_hash=canary.model_hash,
+                model_size=canary.model_size,
+                inputs=canary.inputs,
+                redundancy=1,
+                max_retries=min(spec.max_retries, 1),
+                verification=replace(spec.verification, spot_check_permille=0),
+            )
+            _, more = self._start(check, now_ms, providers, canary.answer, spot_check=True)
+            effects += more
+        return job_id, effects
+
+    def job(self, job_id: bytes) -> RequesterJob:
+        """The state of one job; :class:`UnknownJob` if this machine does not hold it."""
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise UnknownJob(f"no job {job_id.hex()[:16]}… here; check the job id") from None
+
+    def forget(self, job_id: bytes) -> None:
+        """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
+        if self.job(job_id).phase != CLOSED:
+            raise UnknownJob("only a closed job can be forgotten; wait for its escrow to close")
+        del self.jobs[job_id]
+
+    # --- events from the ledger ------------------------------------------------------
+
+    def escrow_locked(self, job_id: bytes, now_ms: int) -> list[Effect]:
+        """The job's Lock transaction is in a block: announce the job."""
+        job = self.jobs.get(job_id)
+        if job is None or job.phase != LOCKING:
+            return []
+        return self._announce(job, now_ms)
+
+    def escrow_failed(self, job_id: bytes, reason: str, now_ms: int) -> list[Effect]:
+        """The Lock transaction was refused (for example insufficient balance)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.phase != LOCKING:
+            return []
+        job.phase = CLOSED
+        done = JobDone(job.id, "failed", f"escrow not locked: {reason}", None, (), None)
+        job.done = done
+        return [CancelTimer(TimerKey(_DEADLINE, job.id)), done]
+
+    def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
+        """The job's escrow was settled, refunded or expired on the ledger."""
+        job = self.jobs.get(job_id)
+        if job is None or job.phase == CLOSED:
+            return []
+        effects: list[Effect] = []
+        if job.phase != SETTLING:  # closed under us (expiry): decide now, nothing to pay
+            effects += self._finalise(job, now_ms, forced=True, ledger=False)
+        job.phase = CLOSED
+        return [*effects, NotifyUser(job.id, "escrow_closed", "escrow settled")]
+
+    def block(self, height: int, now_ms: int) -> list[Effect]:
+        """A new ledger block: settle any job whose settle limit has come."""
+        effects: list[Effect] = []
+        limit = self.config.claim_window_blocks + self.config.settle_margin_blocks
+        for job in list(self.jobs.values()):
+            settle_by = job.spec.escrow_expiry_height - limit
+            if job.phase in (COLLECTING, EXECUTING) and height >= settle_by:
+                effects += self._finalise(job, now_ms, forced=True)
+        return effects
+
+    # --- events from the network and timers -----------------------------------------
+
+    def receive(self, data: bytes, now_ms: int, *, output: bytes | None = None) -> list[Effect]:
+        """A message from a provider: Bid, NoBid, Heartbeat or Result (with ``output``, the
+        opened output bytes, or ``None`` when they could not be opened)."""
+        try:
+            signed = decode(data, self.config.chain_id, Bid, NoBid, Heartbeat, Result)
+        except RemoteProtocolError as e:
+            return [Misbehaved(None, str(e))]
+        msg = signed.message
+        job = self.jobs.get(msg.job_id)
+        if job is None or job.phase in (LOCKING, SETTLING, CLOSED):
+            return []
+        if isinstance(msg, Bid):
+            return self._on_bid(job, signed, now_ms)
+        if isinstance(msg, NoBid):
+            return self._on_nobid(job, msg, now_ms)
+        if isinstance(msg, Heartbeat):
+            return self._on_heartbeat(job, msg, now_ms)
+        return self._on_result(job, signed, output, now_ms)
+
+    def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        """A timer this machine set has fired."""
+        job = self.jobs.get(key.job_id)
+        if job is None or job.phase in (SETTLING, CLOSED):
+            return []
+        if key.kind == _DEADLINE:
+            if job.phase == LOCKING:
+                job.phase = CLOSED
+                why = "escrow lock not confirmed in time"
+                done = JobDone(job.id, "failed", why, None, (), None)
+                job.done = done
+                return [done]
+            return self._finalise(job, now_ms, forced=True)
+        if key.kind == _BIDS and job.phase == COLLECTING:
+            job.phase = EXECUTING
+            return self._fill(job, now_ms)
+        if key.kind == _WATCH and key.replica < len(job.replicas):
+            rep = job.replicas[key.replica]
+            if rep.state != RUNNING:
+                return []
+            if now_ms >= rep.deadline_ms:
+                return self._fail(job, rep, _LATE, now_ms)
+            if now_ms >= rep.last_seen_ms + self.config.heartbeat_timeout_ms:
+                return self._fail(job, rep, _SILENT, now_ms)
+            return [SetTimer(self._watch_at(rep), key)]
+        return []
+
+    # --- internals --------------------------------------------------------------------
+
+    def _start(
+        self,
+        spec: JobSpec,
+        now_ms: int,
+        providers: Sequence[bytes],
+        known: Output | None,
+        *,
+        spot_check: bool,
+    ) -> tuple[bytes, list[Effect]]:
+        if spec.requester != self.me:
+            raise JobRejected("JobSpec.requester must be this node's key")
+        if spec.deadline_ms <= now_ms + spec.bid_window_ms:
+            raise JobRejected("deadline_ms must leave time after the bid window; extend it")
+        if spec.bid_window_ms == 0:
+            raise JobRejected("bid_window_ms must be positive")
+        signed = sign(spec, self.config.key, self.config.chain_id)
+        if signed.id in self.jobs:
+            raise JobRejected("this exact job was already submitted; use a fresh nonce")
+        job = RequesterJob(signed, tuple(dict.fromkeys(providers)), known, spot_check)
+        self.jobs[job.id] = job
+        amount = spec.max_price * job.budget
+        return job.id, [
+            LockEscrow(job.id, amount, spec.escrow_expiry_height),
+            SetTimer(spec.deadline_ms, TimerKey(_DEADLINE, job.id)),
+            NotifyUser(job.id, "spot_check" if spot_check else "submitted", f"locking {amount}"),
+        ]
+
+    def _announce(self, job: RequesterJob, now_ms: int) -> list[Effect]:
+        job.phase = COLLECTING
+        job.announcements += 1
+        effects: list[Effect] = [Publish(job.spec.requirements.capability_class, job.signed)]
+        effects += [Send(p, job.signed) for p in job.providers if p not in job.excluded]
+        effects.append(SetTimer(now_ms + job.spec.bid_window_ms, TimerKey(_BIDS, job.id)))
+        effects.append(NotifyUser(job.id, "announced", f"announcement {job.announcements}"))
+        return effects
+
+    def _on_bid(self, job: RequesterJob, signed: Signed[Bid], now_ms: int) -> list[Effect]:
+        bid = signed.message
+        if bid.price > job.spec.max_price:
+            return [Misbehaved(bid.provider, "bid above the job's max_price")]
+        if bid.expires_ms <= now_ms or bid.provider in job.excluded:
+            return []
+        if any(r.provider == bid.provider for r in job.replicas):
+            return []
+        job.bids[bid.provider] = (signed, now_ms)
+        job.nobids.pop(bid.provider, None)
+        if job.phase == EXECUTING:
+            return self._fill(job, now_ms)  # a replica may be waiting for a bid
+        return []
+
+    def _on_nobid(self, job: RequesterJob, nobid: NoBid, now_ms: int) -> list[Effect]:
+        for rep in job.replicas:
+            if rep.provider == nobid.provider and rep.state == RUNNING:
+                # A NoBid after an award declines it (the provider filled up meanwhile).
+                return self._fail(job, rep, f"declined the award ({nobid.reason})", now_ms)
+        if nobid.provider not in job.bids:
+            job.nobids[nobid.provider] = nobid
+        return []
+
+    def _on_heartbeat(self, job: RequesterJob, hb: Heartbeat, now_ms: int) -> list[Effect]:
+        if hb.replica >= len(job.replicas):
+            return [Misbehaved(hb.provider, "heartbeat for a replica never awarded")]
+        rep = job.replicas[hb.replica]
+        if rep.provider != hb.provider:
+            return [Misbehaved(hb.provider, "heartbeat for another provider's replica")]
+        if rep.state != RUNNING:
+            return []
+        rep.last_seen_ms = now_ms
+        return [SetTimer(self._watch_at(rep), TimerKey(_WATCH, job.id, rep.index))]
+
+    def _on_result(
+        self, job: RequesterJob, signed: Signed[Result], output: bytes | None, now_ms: int
+    ) -> list[Effect]:
+        res = signed.message
+        if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
+            return [Misbehaved(res.provider, "result for a replica not awarded to it")]
+        rep = job.replicas[res.replica]
+        if rep.state == DELIVERED and rep.receipt is not None:
+            if rep.result is not None and rep.result.id == signed.id:
+                return [Send(rep.provider, rep.receipt)]  # our receipt was lost: send again
+            return [Misbehaved(res.provider, "a second, different result for one replica")]
+        if rep.state != RUNNING:
+            return []
+        if res.outcome != "ok":
+            return self._fail(job, rep, f"reported {res.outcome}: {res.message}", now_ms)
+        if output is None or content_hash(output) != res.output_hash:
+            return [Misbehaved(res.provider, "output bytes do not match the result's hash")]
+        rep.state = DELIVERED
+        rep.result = signed
+        rep.output = Output(output, res.output_commitment, res.determinism_class)
+        receipt = Receipt(
+            job_id=job.id,
+            requester=self.me,
+            provider=rep.provider,
+            replica=rep.index,
+            result_hash=signed.id,
+            output_commitment=res.output_commitment,
+            received_ms=now_ms,
+        )
+        rep.receipt = sign(receipt, self.config.key, self.config.chain_id)
+        effects: list[Effect] = [
+            Send(rep.provider, rep.receipt),
+            CancelTimer(TimerKey(_WATCH, job.id, rep.index)),
+            NotifyUser(job.id, "delivered", f"replica {rep.index} delivered"),
+        ]
+        return effects + self._progress(job, now_ms)
+
+    def _watch_at(self, rep: Replica) -> int:
+        return min(rep.deadline_ms, rep.last_seen_ms + self.config.heartbeat_timeout_ms)
+
+    def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
+        rep.state = FAILED
+        rep.reason = reason
+        job.excluded.add(rep.provider)
+        effects: list[Effect] = [
+            CancelTimer(TimerKey(_WATCH, job.id, rep.index)),
+            NotifyUser(job.id, "replica_failed", f"replica {rep.index} {reason}"),
+        ]
+        return effects + self._progress(job, now_ms)
+
+    def _verdict_inputs(self, job: RequesterJob) -> list[tuple[int, Output]]:
+        return [(r.index, r.output) for r in job.replicas if r.output is not None]
+
+    def _judge(self, job: RequesterJob) -> Verdict:
+        return judge(
+            self._verdict_inputs(job),
+            required=job.spec.redundancy,
+            policy=job.spec.verification,
+            compare=self.config.compare,
+            known=job.known,
+        )
+
+    def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
+        """After a replica changed: decide, or top the replicas up."""
+        if any(r.state == RUNNING for r in job.replicas):
+            return self._fill(job, now_ms)  # replace failed ones while others run
+        verdict = self._judge(job)
+        if verdict.status == VERIFIED:
+            return self._finalise(job, now_ms, forced=False)
+        delivered = len(self._verdict_inputs(job))
+        if verdict.status == TOO_FEW:
+            need = max(1, (1 if job.known else job.spec.redundancy) - len(verdict.accepted))
+        else:  # DISAGREE: one more replica can make a majority
+            need = 1
+        job.target = max(job.target, delivered + need)
+        return self._fill(job, now_ms)
+
+    def _candidates(self, job: RequesterJob, now_ms: int) -> list[Signed[Bid]]:
+        spec = job.spec
+        awarded = {r.provider for r in job.replicas}
+        bids = [
+            s
+            for p, (s, _) in job.bids.items()
+            if p not in awarded and p not in job.excluded and s.message.expires_ms > now_ms
+        ]
+        rep = self.config.reputation
+        bids.sort(
+            key=lambda s: award_key(
+                s.message, rep(s.message.provider), spec.max_price, now_ms, spec.deadline_ms
+            )
+        )
+        return bids
+
+    def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
+        """Award spare bids until ``target`` replicas are live or the budget is spent;
+        announce again, or finalise, when that is not possible."""
+        if job.phase == COLLECTING:
+            return []  # the window's end will fill
+        effects: list[Effect] = []
+        candidates = self._candidates(job, now_ms)
+        if not job.replicas:
+            candidates, job.target = self._initial_order(job, candidates)
+        while len(job.live()) < job.target and len(job.replicas) < job.budget and candidates:
+            effects += self._award(job, candidates.pop(0), now_ms)
+        if len(job.live()) >= job.target or any(r.state == RUNNING for r in job.replicas):
+            return effects
+        # Short of replicas and nothing running.
+        if len(job.replicas) >= job.budget:
+            return effects + self._finalise(job, now_ms, forced=True)
+        if job.replicas and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
+            return effects + self._announce(job, now_ms)
+        return effects + self._finalise(job, now_ms, forced=True)
+
+    def _initial_order(
+        self, job: RequesterJob, candidates: list[Signed[Bid]]
+    ) -> tuple[list[Signed[Bid]], int]:
+        """The first awards: the best ``redundancy`` bids, plus one probation replica when
+        every chosen provider is a newcomer (the best established provider if one bid, else
+        the next bid when fewer than two were chosen), while the budget allows it."""
+        spec = job.spec
+        rep = self.config.reputation
+        probation = self.config.probation_jobs
+        chosen, rest = candidates[: spec.redundancy], candidates[spec.redundancy :]
+        if not chosen or job.budget <= spec.redundancy:
+            return candidates, spec.redundancy
+        if any(rep(s.message.provider).settled_jobs >= probation for s in chosen):
+            return candidates, spec.redundancy
+        veterans = [s for s in rest if rep(s.message.provider).settled_jobs >= probation]
+        if veterans:
+            rest.remove(veterans[0])
+            return [*chosen, veterans[0], *rest], spec.redundancy + 1
+        if len(chosen) < 2 and rest:
+            return candidates, spec.redundancy + 1
+        return candidates, spec.redundancy
+
+    def _award(self, job: RequesterJob, signed_bid: Signed[Bid], now_ms: int) -> list[Effect]:
+        bid = signed_bid.message
+        received = job.bids[bid.provider][1]
+        run = max(0, bid.est_finish_ms - received)
+        deadline = min(job.spec.deadline_ms, now_ms + run + self.config.replica_grace_ms)
+        index = len(job.replicas)
+        award = Award(
+            job_id=job.id,
+            requester=self.me,
+            provider=bid.provider,
+            replica=index,
+            price=bid.price,
+            deadline_ms=deadline,
+            bid_hash=signed_bid.id,
+        )
+        signed = sign(award, self.config.key, self.config.chain_id)
+        rep = Replica(index, bid.provider, signed, deadline, now_ms)
+        job.replicas.append(rep)
+        return [
+            Send(bid.provider, signed),
+            SetTimer(self._watch_at(rep), TimerKey(_WATCH, job.id, index)),
+            NotifyUser(job.id, "awarded", f"replica {index} at {bid.price}"),
+        ]
+
+    def _finalise(
+        self, job: RequesterJob, now_ms: int, *, forced: bool, ledger: bool = True
+    ) -> list[Effect]:
+        """Decide the job with what has arrived, pay, attest, and settle or refund."""
+        verdict = self._judge(job)
+        by_index = {r.index: r for r in job.replicas}
+        effects: list[Effect] = [
+            CancelTimer(TimerKey(_DEADLINE, job.id)),
+            CancelTimer(TimerKey(_BIDS, job.id)),
+        ]
+        for r in job.replicas:
+            if r.state == RUNNING:
+                effects.append(CancelTimer(TimerKey(_WATCH, job.id, r.index)))
+        paid: list[Payout] = []
+        output: Output | None = None
+        report = None
+        pays = verdict.status == VERIFIED or (forced and verdict.status == TOO_FEW)
+        if pays and verdict.accepted:
+            winners = [by_index[i] for i in verdict.accepted]
+            status = "verified" if verdict.status == VERIFIED else "unverified"
+            reason = f"{len(winners)} of {len(self._verdict_inputs(job))} results agree"
+            if job.known is not None:
+                reason += " with the known answer"
+            output = winners[0].output
+            paid = [Payout(w.provider, w.award.message.price) for w in winners]
+            effects += [Attest(job.id, w.provider, True, "verified", ()) for w in winners]
+            effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], winners)
+        elif not job.replicas:
+            report = explain_no_bids(job.nobids.values(), len(job.providers))
+            status, reason = "failed", f"no bids: {report.primary}"
+        elif verdict.status == DISAGREE:
+            status = "failed"
+            reason = "results disagree and no majority formed within the retry budget"
+        else:
+            status, reason = "failed", "no result arrived in time"
+        for r in job.replicas:
+            if r.state == FAILED and r.reason in (_SILENT, _LATE):
+                effects.append(Attest(job.id, r.provider, False, r.reason, ()))
+        if ledger:
+            effects.append(Settle(job.id, tuple(paid)) if paid else Refund(job.id))
+            job.phase = SETTLING
+        done = JobDone(job.id, status, reason, output, tuple(paid), report)
+        job.done = done
+        effects.append(done)
+        return effects
+
+    def _punish(
+        self, job: RequesterJob, verdict: Verdict, losers: list[Replica], winners: list[Replica]
+    ) -> list[Effect]:
+        """Attest against (and, for a known answer, slash) each provider in the minority,
+        with its signed result and the winners' as evidence."""
+        effects: list[Effect] = []
+        won = tuple(w.result for w in winners if w.result is not None)
+        for r in losers:
+            if r.result is None:
+                continue
+            evidence = (r.result, *won)
+            if job.known is not None:
+                why = "contradicts the known answer"
+                effects.append(Slash(job.id, r.provider, why, evidence, job.known.commitment))
+            elif self.config.slash_outvoted and verdict.reference is not None:
+                why = "outvoted by the majority"
+                ref = verdict.reference.commitment
+                effects.append(Slash(job.id, r.provider, why, evidence, ref))
+            effects.append(Attest(job.id, r.provider, False, "outvoted", evidence))
+        return effects
+
+
+def default_policy() -> VerificationPolicy:
+    """Exact comparison, no spot checks: the policy of a plain deterministic job."""
+    return VerificationPolicy(mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0)
