@@ -59,6 +59,7 @@ from ._rules import decode_payload as decode_payload
 from ._rules import produce_block as produce_block
 from ._rules import verify_tx as verify_tx
 from ._state import Account as Account
+from ._state import Draft as Draft
 from ._state import Escrow as Escrow
 from ._state import State as State
 from ._state import compute_root as compute_root

@@ -22,7 +22,7 @@ class Commit:
 class FetchBlocks:
     """Ask ``peer`` for up to ``limit`` blocks from ``from_height`` on."""
 
-    peer: str
+    peer: bytes
     from_height: int
     limit: int
 
@@ -38,7 +38,7 @@ class ProofFound:
 class PeerMisbehaved:
     """``peer`` sent a bad block; the driver lowers its score. Our state is unchanged."""
 
-    peer: str
+    peer: bytes
     reason: str
 
 

@@ -42,20 +42,20 @@ class Replica:
         #: Raw blocks we applied, by height (recent ones), to build equivocation proofs.
         self.recent: OrderedDict[int, bytes] = OrderedDict(sorted((recent or {}).items()))
         self.proofs: list[EquivocationProof] = []
-        self.sources: list[str] = []
+        self.sources: list[bytes] = []
         self._next_source = 0
         self._next_sync_ms: int | None = None
-        self._best_seen: dict[str, int] = {}
+        self._best_seen: dict[bytes, int] = {}
 
-    def add_source(self, peer: str) -> None:
+    def add_source(self, peer: bytes) -> None:
         if peer not in self.sources:
             self.sources.append(peer)
 
-    def remove_source(self, peer: str) -> None:
+    def remove_source(self, peer: bytes) -> None:
         if peer in self.sources:
             self.sources.remove(peer)
 
-    def on_head(self, peer: str, height: int) -> list[Effect]:
+    def on_head(self, peer: bytes, height: int) -> list[Effect]:
         self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
         if height > self.state.height:
             return [FetchBlocks(peer, self.state.height + 1, self.batch)]
@@ -74,7 +74,7 @@ class Replica:
         effects.append(SetTimer(self._next_sync_ms))
         return effects
 
-    def on_blocks(self, peer: str, blocks: Sequence[bytes]) -> list[Effect]:
+    def on_blocks(self, peer: bytes, blocks: Sequence[bytes]) -> list[Effect]:
         """Validate and apply blocks from ``peer``; stops at the first bad one."""
         effects: list[Effect] = []
         genesis = self.state.genesis

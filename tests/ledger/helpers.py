@@ -1,0 +1,180 @@
+"""Shared helpers for the ledger tests: deterministic keys, a tiny chain driver, evidence."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import nacl.signing
+
+import ledger
+import protocol
+from ledger import tx
+
+CHAIN = "aimx-test"
+
+
+def key(name: str) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(hashlib.sha256(name.encode()).digest())
+
+
+def pub(k: nacl.signing.SigningKey) -> bytes:
+    return bytes(k.verify_key)
+
+
+COORD = key("coordinator")
+ALICE = key("alice")
+BOB = key("bob")
+CAROL = key("carol")
+JOB = hashlib.blake2b(b"job-1", digest_size=32).digest()
+
+
+def genesis(**params: int) -> ledger.Genesis:
+    defaults = {"unbonding_delay": 3, "reputation_half_life": 10}
+    defaults.update(params)
+    return ledger.make_genesis(
+        CHAIN,
+        [pub(COORD)],
+        {pub(ALICE): 1_000_000, pub(BOB): 1_000_000, pub(CAROL): 1_000_000},
+        **defaults,
+    )
+
+
+def award(
+    requester: nacl.signing.SigningKey,
+    provider: nacl.signing.SigningKey,
+    price: int,
+    job: bytes = JOB,
+    replica: int = 0,
+    chain: str = CHAIN,
+) -> bytes:
+    msg = protocol.Award(
+        job_id=job,
+        requester=pub(requester),
+        provider=pub(provider),
+        replica=replica,
+        price=price,
+        deadline_ms=1,
+        bid_hash=b"\x00" * 32,
+    )
+    return protocol.sign(msg, requester, chain).raw
+
+
+def receipt(
+    requester: nacl.signing.SigningKey,
+    provider: nacl.signing.SigningKey,
+    job: bytes = JOB,
+    replica: int = 0,
+    chain: str = CHAIN,
+) -> bytes:
+    msg = protocol.Receipt(
+        job_id=job,
+        requester=pub(requester),
+        provider=pub(provider),
+        replica=replica,
+        result_hash=b"\x01" * 32,
+        output_commitment=b"\x02" * 32,
+        received_ms=1,
+    )
+    return protocol.sign(msg, requester, chain).raw
+
+
+def result(
+    provider: nacl.signing.SigningKey, output: bytes, job: bytes = JOB, replica: int = 0
+) -> bytes:
+    msg = protocol.Result(
+        job_id=job,
+        provider=pub(provider),
+        replica=replica,
+        outcome="ok",
+        message="",
+        output_commitment=b"\x03" * 32,
+        output_hash=hashlib.blake2b(output, digest_size=32).digest(),
+        output_size=len(output),
+        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
+        finished_ms=1,
+    )
+    return protocol.sign(msg, provider, CHAIN).raw
+
+
+@dataclass
+class Chain:
+    """Drives blocks through produce_block and re-applies each as a replica would."""
+
+    state: ledger.State
+    blocks: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, **params: int) -> Chain:
+        return cls(ledger.State.from_genesis(genesis(**params)))
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def seq(self, k: nacl.signing.SigningKey) -> int:
+        return self.state.next_seq(pub(k))
+
+    def block(self, *signed: protocol.Signed[protocol.Transaction]) -> ledger.Produced:
+        vtxs = [ledger.verify_tx(s.raw, CHAIN) for s in signed]
+        produced = ledger.produce_block(self.state, COORD, vtxs)
+        again = ledger.apply_block(self.state, produced.block.raw)
+        assert again.root == produced.state.root
+        self.state = again
+        self.blocks.append(produced.block.raw)
+        ledger.check_invariants(self.state)
+        return produced
+
+    def ok(self, *signed: protocol.Signed[protocol.Transaction]) -> ledger.Produced:
+        produced = self.block(*signed)
+        assert not produced.rejected, [str(e) for _, e in produced.rejected]
+        return produced
+
+    def rejects(self, signed: protocol.Signed[protocol.Transaction], error: type[Exception]) -> str:
+        produced = self.block(signed)
+        assert len(produced.rejected) == 1, "expected a rejection"
+        exc = produced.rejected[0][1]
+        assert isinstance(exc, error), f"{type(exc).__name__}: {exc}"
+        return str(exc)
+
+    def until(self, height: int) -> None:
+        for _ in range(height - self.height):
+            self.ok()
+
+    def transfer(
+        self, frm: nacl.signing.SigningKey, to: nacl.signing.SigningKey, amount: int, fee: int = 0
+    ) -> protocol.Signed[protocol.Transaction]:
+        return tx.transfer(
+            frm,
+            CHAIN,
+            self.seq(frm),
+            to=pub(to),
+            amount=amount,
+            fee=fee,
+            expiry_height=self.height + 10,
+        )
+
+    def lock(
+        self,
+        owner: nacl.signing.SigningKey,
+        amount: int,
+        *,
+        claim_at: int,
+        expire_at: int,
+        per_payee: int,
+        payees: int = 2,
+        job: bytes = JOB,
+    ) -> protocol.Signed[protocol.Transaction]:
+        return tx.lock(
+            owner,
+            CHAIN,
+            self.seq(owner),
+            job_id=job,
+            amount=amount,
+            claim_height=claim_at,
+            escrow_expiry=expire_at,
+            max_per_payee=per_payee,
+            max_payees=payees,
+            expiry_height=self.height + 10,
+        )
