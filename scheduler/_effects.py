@@ -118,16 +118,26 @@ class Misbehaved:
 
 @dataclass(frozen=True, slots=True)
 class LockEscrow:
-    """Lock ``amount`` of the requester's credits for ``job_id`` until ``expiry_height``."""
+    """Lock ``amount`` of the requester's credits for ``job_id`` (a ledger ``lock``).
+
+    Receipt claims are accepted from ``claim_height`` until ``expiry_height``; each provider
+    is paid at most ``max_per_payee`` and at most ``max_payees`` providers are paid.
+    """
 
     job_id: bytes
     amount: int
+    claim_height: int
     expiry_height: int
+    max_per_payee: int
+    max_payees: int
 
 
 @dataclass(frozen=True, slots=True)
 class Settle:
-    """Pay each payout from the job's escrow, return the rest to the requester, close it."""
+    """Pay each payout from the job's escrow, return the rest to the requester, close it.
+
+    With no payouts this cancels the escrow: everything goes back to the requester.
+    """
 
     job_id: bytes
     payouts: tuple[Payout, ...]
@@ -138,7 +148,8 @@ class Settle:
 
 @dataclass(frozen=True, slots=True)
 class Refund:
-    """Return everything left in the job's escrow to the requester and close it."""
+    """Return what is left in the job's escrow to the requester and close it; the ledger
+    accepts it from the escrow's expiry height on (before that, ``Settle`` with no payouts)."""
 
     job_id: bytes
 

@@ -123,6 +123,7 @@ class RequesterJob:
     target: int = 0
     announcements: int = 0
     done: JobDone | None = None
+    refunded_at: int = -1
 
     @property
     def spec(self) -> JobSpec:
@@ -200,6 +201,9 @@ class Requester:
         job = self.jobs.get(job_id)
         if job is None or job.phase != LOCKING:
             return []
+        if job.done is not None:  # confirmed after the deadline: give it all back
+            job.phase = SETTLING
+            return [Settle(job.id, ())]
         return self._announce(job, now_ms)
 
     def escrow_failed(self, job_id: bytes, reason: str, now_ms: int) -> list[Effect]:
@@ -224,12 +228,24 @@ class Requester:
         return [*effects, NotifyUser(job.id, "escrow_closed", "escrow settled")]
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
-        """A new ledger block: settle any job whose settle limit has come."""
+        """A new ledger block: settle any job whose settle limit has come; refund escrows
+        still open at their expiry (our settle was lost, or we were away)."""
         effects: list[Effect] = []
         limit = self.config.claim_window_blocks + self.config.settle_margin_blocks
         for job in list(self.jobs.values()):
-            settle_by = job.spec.escrow_expiry_height - limit
-            if job.phase in (COLLECTING, EXECUTING) and height >= settle_by:
+            expiry = job.spec.escrow_expiry_height
+            if job.phase == SETTLING and height >= expiry and job.refunded_at != expiry:
+                job.refunded_at = expiry  # once; the ledger's answer closes the job
+                effects.append(Refund(job.id))
+                continue
+            if job.phase not in (COLLECTING, EXECUTING):
+                continue
+            if height >= expiry - self.config.claim_window_blocks:
+                # Too late to settle (claims may be landing): providers holding receipts
+                # claim, and the rest comes back by refund at expiry.
+                effects += self._finalise(job, now_ms, forced=True, ledger=False)
+                job.phase = SETTLING
+            elif height >= expiry - limit:
                 effects += self._finalise(job, now_ms, forced=True)
         return effects
 
@@ -261,7 +277,7 @@ class Requester:
             return []
         if key.kind == _DEADLINE:
             if job.phase == LOCKING:
-                job.phase = CLOSED
+                # Stay LOCKING: a lock confirmed later is cancelled at once.
                 why = "escrow lock not confirmed in time"
                 done = JobDone(job.id, "failed", why, None, (), None)
                 job.done = done
@@ -304,8 +320,11 @@ class Requester:
         job = RequesterJob(signed, tuple(dict.fromkeys(providers)), known, spot_check)
         self.jobs[job.id] = job
         amount = spec.max_price * job.budget
+        expiry = spec.escrow_expiry_height
+        claim_height = max(0, expiry - self.config.claim_window_blocks)
+        lock = LockEscrow(job.id, amount, claim_height, expiry, spec.max_price, min(64, job.budget))
         return job.id, [
-            LockEscrow(job.id, amount, spec.escrow_expiry_height),
+            lock,
             SetTimer(spec.deadline_ms, TimerKey(_DEADLINE, job.id)),
             NotifyUser(job.id, "spot_check" if spot_check else "submitted", f"locking {amount}"),
         ]
@@ -542,6 +561,9 @@ class Requester:
         elif not job.replicas:
             report = explain_no_bids(job.nobids.values(), len(job.providers))
             status, reason = "failed", f"no bids: {report.primary}"
+        elif job.known is not None and verdict.rejected:
+            status, reason = "failed", "every result contradicts the known answer"
+            effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], [])
         elif verdict.status == DISAGREE:
             status = "failed"
             reason = "results disagree and no majority formed within the retry budget"
@@ -551,7 +573,7 @@ class Requester:
             if r.state == FAILED and r.reason in (_SILENT, _LATE):
                 effects.append(Attest(job.id, r.provider, False, r.reason, ()))
         if ledger:
-            effects.append(Settle(job.id, tuple(paid)) if paid else Refund(job.id))
+            effects.append(Settle(job.id, tuple(p for p in paid if p.amount > 0)))
             job.phase = SETTLING
         done = JobDone(job.id, status, reason, output, tuple(paid), report)
         job.done = done

@@ -1,0 +1,211 @@
+"""The marketplace end to end over the in-test network, in virtual time."""
+
+from __future__ import annotations
+
+from protocol import Receipt
+from scheduler import Send
+
+from ._harness import CLASS, Sim, honest_output
+
+
+def _closed(sim: Sim, job_id: bytes) -> str:
+    return sim.ledger.escrows[job_id].status
+
+
+def test_redundancy_two_completes_and_both_are_paid() -> None:
+    sim = Sim(1)
+    req = sim.add_requester(balance=1_000_000)
+    provs = [sim.add_provider(price_floor=1_000 + 100 * i, reputation=5) for i in range(3)]
+    spec = sim.spec(req, redundancy=2, max_retries=1)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified"
+    assert done.output == honest_output(spec)
+    paid = {p.provider: p.amount for p in done.paid}
+    assert len(paid) == 2
+    # The two cheapest providers won.
+    assert set(paid) == {provs[0].pub, provs[1].pub}
+    assert _closed(sim, job) == "settled"
+    led = sim.ledger
+    for p in provs[:2]:
+        assert led.balances[p.pub] == paid[p.pub]
+    assert led.balances[req.pub] == 1_000_000 - sum(paid.values())
+    assert led.good[provs[0].pub] == 6  # a positive attestation each
+    assert not led.rejected
+    assert not sim.misbehaved
+
+
+def test_cheater_is_outvoted_unpaid_and_loses_reputation() -> None:
+    sim = Sim(2)
+    req = sim.add_requester(balance=1_000_000)
+    cheat = sim.add_provider("cheat", price_floor=995, reputation=5)
+    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    spec = sim.spec(req, redundancy=2, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified"
+    assert done.output == honest_output(spec)  # the requester still gets the right answer
+    assert {p.provider for p in done.paid} == {h.pub for h in honest}
+    led = sim.ledger
+    assert led.balances.get(cheat.pub, 0) == 0
+    assert led.bad[cheat.pub] == 1
+    assert led.reputation(cheat.pub).score_permille < led.reputation(honest[0].pub).score_permille
+    # Three replicas were awarded: the cheater's disagreement added one.
+    assert len(req.requester.job(job).replicas) == 3  # type: ignore[union-attr]
+
+    # With its reputation down, the cheater loses the next job despite the lowest price.
+    job2 = sim.submit(req, sim.spec(req, redundancy=1, max_retries=1))
+    sim.run_jobs([job2])
+    winners = {p.provider for p in sim.done[job2].paid}
+    assert cheat.pub not in winners and len(winners) == 1
+
+
+def test_provider_that_vanishes_mid_job_is_replaced_and_unpaid() -> None:
+    sim = Sim(3)
+    req = sim.add_requester(balance=1_000_000)
+    dead = sim.add_provider(price_floor=100, reputation=5, run_ms=5_000)
+    alive = sim.add_provider(price_floor=2_000, reputation=5)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    # The cheapest provider wins the award, then dies (SIGKILL) a second into the run.
+    sim.go_offline(dead, sim.now + 1_500)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified"
+    assert [p.provider for p in done.paid] == [alive.pub]
+    assert sim.ledger.balances.get(dead.pub, 0) == 0
+    replicas = req.requester.job(job).replicas  # type: ignore[union-attr]
+    assert replicas[0].provider == dead.pub and replicas[0].reason == "went silent"
+    assert sim.ledger.bad[dead.pub] == 1
+    assert _closed(sim, job) == "settled"
+
+
+def test_requester_silent_after_delivery_pays_by_receipt_after_deadline() -> None:
+    sim = Sim(4)
+    req = sim.add_requester(balance=1_000_000)
+    prov = sim.add_provider(price_floor=3_000, reputation=5)
+    spec = sim.spec(req, redundancy=1, max_retries=0)
+    # The requester's process dies right after it sends the receipt (before it settles),
+    # and only comes back well after the escrow expired.
+    req.crash_after = lambda fx: isinstance(fx, Send) and isinstance(fx.message.message, Receipt)
+    job = sim.submit(req, spec)
+    back = sim.now + (spec.escrow_expiry_height + 5) * 1_000
+    sim.run_until(sim.now + 2_000)
+    assert not req.online
+    req.back_at = back
+    sim.go_offline(req, sim.now, back)
+    sim.run_jobs([job], limit_ms=back - sim.now + 10_000)
+
+    led = sim.ledger
+    price = req.requester.job(job).replicas[0].award.message.price  # type: ignore[union-attr]
+    assert price >= 3_000
+    assert led.balances[prov.pub] == price  # claimed with the receipt
+    claims = [n for who, n in sim.notes if who == prov.pub and n.event == "claimed"]
+    assert len(claims) == 1
+    assert _closed(sim, job) == "refunded"  # the requester took back the rest on return
+    assert led.balances[req.pub] == 1_000_000 - price
+    led.check_conservation()
+
+
+def test_no_provider_matches_reports_reasons_and_refunds() -> None:
+    sim = Sim(5)
+    req = sim.add_requester(balance=1_000_000)
+    sim.add_provider(price_floor=50_000)  # above max_price
+    sim.add_provider(capability_classes=("torch.gpu.m80",))
+    sim.add_provider(price_floor=60_000)
+    spec = sim.spec(req, redundancy=1, max_price=10_000)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "failed" and done.no_bids is not None
+    assert dict(done.no_bids.reasons) == {"price_below_floor": 2, "class_not_served": 1}
+    assert done.no_bids.primary == "price_below_floor"
+    assert done.no_bids.lowest_floor == 50_000
+    assert "50000" in done.no_bids.advice[0]
+    assert _closed(sim, job) == "settled"
+    assert sim.ledger.balances[req.pub] == 1_000_000
+
+
+def test_no_provider_known_at_all() -> None:
+    sim = Sim(6)
+    req = sim.add_requester(balance=1_000_000)
+    job = sim.submit(req, sim.spec(req, capability_class="onnx.gpu.m80"), providers=[])
+    sim.run_jobs([job])
+    report = sim.done[job].no_bids
+    assert report is not None and report.primary == "no_provider_known"
+    assert sim.ledger.balances[req.pub] == 1_000_000
+
+
+def test_insufficient_balance_fails_without_announcing() -> None:
+    sim = Sim(7)
+    req = sim.add_requester(balance=10)
+    prov = sim.add_provider()
+    job = sim.submit(req, sim.spec(req))
+    sim.run_until(sim.now + 5_000)
+    assert sim.done[job].status == "failed"
+    assert "insufficient" in sim.done[job].reason
+    assert prov.provider is not None and not prov.provider.history
+
+
+def test_full_provider_declines_award_and_is_replaced() -> None:
+    sim = Sim(8)
+    req = sim.add_requester(balance=10_000_000)
+    busy = sim.add_provider(price_floor=100, reputation=5, run_ms=3_000)
+    other = sim.add_provider(price_floor=5_000, reputation=5)
+    # Two jobs announced at once: ``busy`` bids on both (bids do not reserve a slot),
+    # wins both, and must decline the second award.
+    jobs = [sim.submit(req, sim.spec(req, redundancy=1, max_retries=1)) for _ in range(2)]
+    sim.run_jobs(jobs)
+    winners = sorted(p.provider for j in jobs for p in sim.done[j].paid)
+    assert winners == sorted([busy.pub, other.pub])
+    assert busy.provider is not None
+    outcomes = [s.outcome for s in busy.provider.history]
+    assert "declined" in outcomes
+    report = busy.provider.why_no_jobs(sim.now)
+    assert any("max_concurrency" in h for h in report.hints)
+
+
+def test_probation_replica_for_a_newcomer() -> None:
+    sim = Sim(9)
+    req = sim.add_requester(balance=1_000_000)
+    newbie = sim.add_provider(price_floor=100, reputation=0)
+    veteran = sim.add_provider(price_floor=5_000, reputation=10)
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=1))
+    sim.run_jobs([job])
+    replicas = req.requester.job(job).replicas  # type: ignore[union-attr]
+    assert [r.provider for r in replicas] == [newbie.pub, veteran.pub]
+    assert {p.provider for p in sim.done[job].paid} == {newbie.pub, veteran.pub}
+
+
+def test_spot_check_catches_a_cheater_with_a_known_answer() -> None:
+    from scheduler import Canary
+
+    sim = Sim(10)
+    spec_probe = None
+    # The canary's answer is what an honest sandbox computes for its model and inputs.
+    req0 = sim.add_requester()
+    spec_probe = sim.spec(req0)
+    canary = Canary(
+        runtime="onnx",
+        model_hash=spec_probe.model_hash,
+        model_size=spec_probe.model_size,
+        inputs=spec_probe.inputs,
+        answer=honest_output(spec_probe),
+    )
+    req = sim.add_requester(canaries=(canary,))
+    cheat = sim.add_provider("cheat", price_floor=100, reputation=5)
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
+    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]  # type: ignore[union-attr]
+    assert len(checks) == 1
+    sim.run_jobs([job, *checks])
+    assert sim.done[checks[0]].status == "failed"
+    assert [s.provider for s in sim.ledger.slashed] == [cheat.pub]
+    assert sim.ledger.slashed[0].expected_commitment == canary.answer.commitment
+    assert sim.ledger.balances.get(cheat.pub, 0) == 0
+    assert CLASS
