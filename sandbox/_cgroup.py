@@ -1,0 +1,172 @@
+"""Per-job cgroups (v2, or v1 memory + pids controllers) where the daemon may write them."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+_ROOT = Path("/sys/fs/cgroup")
+
+
+def _own_paths() -> dict[str, Path]:
+    """Controller name -> this process's cgroup directory ("unified" for v2)."""
+    out: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        rel = rel.lstrip("/")
+        if controllers == "":
+            for base in (_ROOT, _ROOT / "unified"):
+                if (base / "cgroup.controllers").exists():
+                    out["unified"] = base / rel
+                    break
+        for c in controllers.split(","):
+            if c in ("memory", "pids"):
+                out[c] = _ROOT / c / rel
+    return out
+
+
+def _writable(d: Path) -> bool:
+    probe = d / f"aimx-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupSupport:
+    """Where job cgroups can be made: v1 controller dirs, or one v2 dir."""
+
+    memory: Path | None
+    pids: Path | None
+    unified: Path | None
+
+    @property
+    def available(self) -> bool:
+        return self.unified is not None or (self.memory is not None and self.pids is not None)
+
+    def describe(self) -> str:
+        if self.unified is not None:
+            return f"cgroup v2 at {self.unified}"
+        if self.available:
+            return f"cgroup v1 memory {self.memory}, pids {self.pids}"
+        return "no writable memory and pids cgroup (run the daemon as root or delegate a subtree)"
+
+
+def probe() -> CgroupSupport:
+    paths = _own_paths()
+    uni = paths.get("unified")
+    if uni is not None and (uni / "cgroup.controllers").exists():
+        ctl = (uni / "cgroup.controllers").read_text().split()
+        if "memory" in ctl and "pids" in ctl and _writable(uni):
+            return CgroupSupport(None, None, uni)
+    mem, pids = paths.get("memory"), paths.get("pids")
+    mem = mem if mem is not None and mem.is_dir() and _writable(mem) else None
+    pids = pids if pids is not None and pids.is_dir() and _writable(pids) else None
+    return CgroupSupport(mem, pids, None)
+
+
+class JobCgroup:
+    """One worker's cgroup: memory and pids limits, peak memory, OOM detection, kill-all."""
+
+    def __init__(self, support: CgroupSupport, name: str, memory_bytes: int, pids: int) -> None:
+        self._dirs: list[Path] = []
+        self._v2 = support.unified is not None
+        if support.unified is not None:
+            d = support.unified / name
+            d.mkdir()
+            self._dirs.append(d)
+            # v2 needs controllers enabled in the parent's subtree_control.
+            try:
+                (support.unified / "cgroup.subtree_control").write_text("+memory +pids")
+            except OSError:
+                pass
+            (d / "memory.max").write_text(str(memory_bytes))
+            try:
+                (d / "memory.swap.max").write_text("0")
+            except OSError:
+                pass
+            (d / "pids.max").write_text(str(pids))
+        else:
+            assert support.memory is not None and support.pids is not None
+            m = support.memory / name
+            p = support.pids / name
+            m.mkdir()
+            self._dirs.append(m)
+            p.mkdir()
+            self._dirs.append(p)
+            (m / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            (p / "pids.max").write_text(str(pids))
+
+    def add(self, pid: int) -> None:
+        for d in self._dirs:
+            (d / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for d in self._dirs:
+            try:
+                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return sorted(out)
+
+    def kill_all(self) -> None:
+        if self._v2:
+            try:
+                (self._dirs[0] / "cgroup.kill").write_text("1")
+                return
+            except OSError:
+                pass
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def oom_killed(self) -> bool:
+        d = self._dirs[0]
+        try:
+            if self._v2:
+                events = (d / "memory.events").read_text().split()
+                pairs = dict(zip(events[::2], events[1::2], strict=False))
+                return int(pairs.get("oom_kill", "0")) > 0 or int(pairs.get("max", "0")) > 0
+            ctl = (d / "memory.oom_control").read_text().split()
+            pairs = dict(zip(ctl[::2], ctl[1::2], strict=False))
+            if int(pairs.get("oom_kill", "0")) > 0:
+                return True
+            return int((d / "memory.failcnt").read_text()) > 0
+        except (OSError, ValueError):
+            return False
+
+    def peak_bytes(self) -> int:
+        d = self._dirs[0]
+        name = "memory.peak" if self._v2 else "memory.max_usage_in_bytes"
+        try:
+            return int((d / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def remove(self) -> None:
+        """Kill what is left and remove the directories (bounded retries)."""
+        for _ in range(50):
+            self.kill_all()
+            if not self.pids():
+                break
+            os.sched_yield()
+        for d in self._dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass

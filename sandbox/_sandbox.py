@@ -1,0 +1,772 @@
+"""The daemon's side: a pool of worker processes and the one blocking call that runs a job.
+
+``Sandbox(config).run(job) -> Outcome`` blocks the calling thread until the job ends; it is
+thread-safe. From trio call it as ``await trio.to_thread.run_sync(sandbox.run, job)`` so the
+event loop never blocks (it does not use any trio API itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import itertools
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+import protocol
+
+from . import _cgroup, _ipc
+from ._admission import AdmissionLimits, check_inputs, check_model
+from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
+from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
+from ._tensors import dtype_code, output_commitment, tensor_from_wire, tensor_to_wire
+
+_PR_SET_CHILD_SUBREAPER = 36
+_SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+_ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+_DEV_RW = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-job resource limits."""
+
+    wall_ms: int = 60_000
+    cpu_s: int = 60
+    memory_mb: int = 4096  # address space of the worker (and its cgroup memory where given)
+    output_bytes: int = 64 * 1024 * 1024
+    file_bytes: int = 16 * 1024 * 1024  # largest file the job may write
+    open_files: int = 256
+    processes: int = 256  # pids cgroup (RLIMIT_NPROC as a fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How workers are made. Defaults give every layer this machine has."""
+
+    pool_size: int = 2
+    warm_cpu_budget_s: int = 3600  # lifetime CPU of a warm worker, then it is replaced
+    work_dir: Path | None = None  # job directories live here (default: a fresh temp dir)
+    worker_uid: int | None = None  # default: 65534 when the daemon is root, else its own
+    worker_gid: int | None = None
+    use_bwrap: bool = True
+    use_landlock: bool = True
+    use_seccomp: bool = True
+    use_cgroups: bool = True
+    allow_untrusted_without_network_block: bool = False
+    startup_timeout_s: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    subreaper: bool = True
+    python: str = sys.executable
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job: the model bytes, the inputs by name (in the model's positional order for
+    TorchScript), and how to run it. ``owner`` set: the worker may stay warm for that owner."""
+
+    runtime: str
+    model: bytes
+    inputs: Mapping[str, npt.NDArray[np.generic]]
+    owner: bytes | None = None
+    threads: int = 1
+    graph_opt_level: str = "extended"
+    execution_provider: str = "CPUExecutionProvider"
+    limits: Limits | None = None
+    trusted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended: kind (one of protocol.OUTCOMES), message, outputs and usage."""
+
+    kind: str
+    message: str
+    usage: protocol.Usage
+    outputs: dict[str, npt.NDArray[np.generic]] = field(default_factory=dict)
+    commitment: bytes = b""
+    determinism_class: str = ""
+    warm: bool = False
+    value: str = ""  # only for test payloads (sandbox.testing)
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+_ZERO = protocol.Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+
+
+class _Worker:
+    """A started worker process and what the daemon knows about it."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        job_dir: Path,
+        stderr: IO[bytes],
+        cgroup: _cgroup.JobCgroup | None,
+        limits: Limits,
+        runtime: str,
+    ) -> None:
+        self.popen = popen
+        self.job_dir = job_dir
+        self.stderr = stderr
+        self.cgroup = cgroup
+        self.limits = limits
+        self.runtime = runtime
+        self.layers: dict[str, str] = {}
+        self.det_class = ""
+        self.loaded = False
+        self.status: int | None = None
+        self.rusage: Any = None
+        assert popen.stdin is not None and popen.stdout is not None
+        self.wfd = popen.stdin.fileno()
+        self.rfd = popen.stdout.fileno()
+
+    def stderr_tail(self) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - 600))
+            return self.stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+
+class Sandbox:
+    """Runs jobs in isolated worker processes. Thread-safe; ``close()`` when done."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config = config or SandboxConfig()
+        if config.pool_size < 1:
+            raise SandboxConfigError("pool_size must be at least 1")
+        root = os.geteuid() == 0
+        uid = config.worker_uid if config.worker_uid is not None else (NOBODY if root else None)
+        gid = config.worker_gid if config.worker_gid is not None else (NOBODY if root else None)
+        if not root and uid not in (None, os.geteuid()):
+            raise SandboxConfigError(
+                "only a daemon running as root can run workers as another user"
+            )
+        if root and uid == 0:
+            raise SandboxConfigError("workers must not run as root: set worker_uid to a user")
+        self._uid = uid if root else None
+        self._gid = gid if root else None
+        self.layers: tuple[Layer, ...] = probe_layers(uid=self._uid, gid=self._gid)
+        avail = {layer.name: layer for layer in self.layers if layer.available}
+        self._bwrap = shutil.which("bwrap") if config.use_bwrap and "bubblewrap" in avail else None
+        self._landlock = config.use_landlock and "landlock" in avail
+        self._seccomp = config.use_seccomp and "seccomp" in avail
+        self._cg = _cgroup.probe() if config.use_cgroups and "cgroups" in avail else None
+        used = {
+            "bubblewrap": self._bwrap is not None,
+            "landlock": self._landlock,
+            "seccomp": self._seccomp,
+        }
+        self.blocks_network = any(
+            used.get(layer.name, False) and layer.blocks_network for layer in self.layers
+        )
+        self._own_tmp = config.work_dir is None
+        self._work = Path(config.work_dir or tempfile.mkdtemp(prefix="aimx-sandbox-"))
+        self._work.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work, 0o711)
+        self._private = Path(tempfile.mkdtemp(prefix="aimx-sandbox-private-"))
+        self._cond = threading.Condition()
+        self._running = 0
+        self._idle: dict[tuple[object, ...], _Worker] = {}  # insertion order = LRU
+        self._live: set[int] = set()
+        self._counter = itertools.count()
+        self._closed = False
+        if config.subreaper and sys.platform == "linux":
+            ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    # --- public ------------------------------------------------------------------------
+
+    def layers_in_use(self) -> list[str]:
+        names = ["process"]
+        if self._uid is not None:
+            names.append("user")
+        if self._seccomp:
+            names.append("seccomp")
+        if self._landlock:
+            names.append("landlock")
+        if self._bwrap:
+            names.append("bubblewrap")
+        if self._cg is not None:
+            names.append("cgroups")
+        return names
+
+    def run(self, job: JobRequest) -> Outcome:
+        """Run one job to its end and return its outcome (blocking; see the module doc)."""
+        limits = job.limits or self.config.limits
+        if (
+            not job.trusted
+            and not self.blocks_network
+            and not (self.config.allow_untrusted_without_network_block)
+        ):
+            raise UntrustedJobRefused(
+                "no isolation layer that blocks the network is available (seccomp, Landlock "
+                "ABI 4+ or bubblewrap); untrusted jobs are refused — run `aimx sandbox check`"
+            )
+        if job.runtime not in protocol.RUNTIMES:
+            return _failed("rejected", f"unknown runtime {job.runtime!r}; use onnx or torchscript")
+        if not 1 <= job.threads <= 256:
+            return _failed("rejected", "threads must be between 1 and 256")
+        if job.graph_opt_level not in ("disabled", "basic", "extended", "all"):
+            return _failed("rejected", f"unknown graph optimization level {job.graph_opt_level!r}")
+        try:
+            if job.runtime == "onnx":
+                info = check_model(job.model, self.config.admission)
+                check_inputs(info, job.inputs, self.config.admission)
+            else:
+                for name, array in job.inputs.items():
+                    dtype_code(array.dtype)
+                    if not isinstance(name, str):
+                        raise AdmissionError("input names must be strings")
+        except AdmissionError as exc:
+            return _failed("rejected", str(exc))
+        except ValueError as exc:
+            return _failed("rejected", f"bad input: {exc}")
+        key: tuple[object, ...] | None = None
+        if job.owner is not None:
+            key = (
+                job.owner,
+                protocol.content_hash(job.model),
+                job.runtime,
+                job.threads,
+                job.graph_opt_level,
+                job.execution_provider,
+                limits,
+            )
+        request = {
+            "op": "run",
+            "names": list(job.inputs),
+            "inputs": [tensor_to_wire(np.asarray(a)) for a in job.inputs.values()],
+            "max_output_bytes": limits.output_bytes,
+            "cpu_s": limits.cpu_s,
+        }
+        return self._execute(job, key, limits, request)
+
+    def run_python(self, source: str, name: str, limits: Limits | None = None) -> Outcome:
+        """Run function ``name`` defined in ``source`` in a cold worker with a real job's
+        layers. For the containment tests only (``sandbox.testing``); never for jobs."""
+        limits = limits or self.config.limits
+        job = JobRequest(runtime="python", model=b"", inputs={}, trusted=False)
+        request = {"op": "python", "source": source, "name": name, "cpu_s": limits.cpu_s}
+        return self._execute(job, None, limits, request)
+
+    def close(self) -> None:
+        """Stop every idle worker and remove the job directories."""
+        with self._cond:
+            self._closed = True
+            idle = list(self._idle.values())
+            self._idle.clear()
+        for w in idle:
+            self._destroy(w)
+        shutil.rmtree(self._private, ignore_errors=True)
+        if self._own_tmp:
+            shutil.rmtree(self._work, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- pool --------------------------------------------------------------------------
+
+    def _acquire(self, key: tuple[object, ...] | None) -> _Worker | None:
+        """A warm worker for ``key`` (taken out of the idle set), or None; reserves a slot."""
+        evict: list[_Worker] = []
+        with self._cond:
+            if self._closed:
+                raise SandboxConfigError("the sandbox is closed")
+            warm = self._idle.pop(key, None) if key is not None else None
+            while warm is None and self._running + len(self._idle) >= self.config.pool_size:
+                if self._idle:
+                    oldest = next(iter(self._idle))
+                    evict.append(self._idle.pop(oldest))
+                    continue
+                self._cond.wait()
+                if key is not None:
+                    warm = self._idle.pop(key, None)
+            self._running += 1
+        for w in evict:
+            self._destroy(w)
+        return warm
+
+    def _release(self, worker: _Worker | None, key: tuple[object, ...] | None) -> None:
+        destroy: list[_Worker] = []
+        with self._cond:
+            self._running -= 1
+            if worker is not None and key is not None and not self._closed:
+                old = self._idle.pop(key, None)
+                if old is not None:
+                    destroy.append(old)
+                self._idle[key] = worker
+            elif worker is not None:
+                destroy.append(worker)
+            self._cond.notify()
+        for w in destroy:
+            self._destroy(w)
+
+    # --- one job -----------------------------------------------------------------------
+
+    def _execute(
+        self,
+        job: JobRequest,
+        key: tuple[object, ...] | None,
+        limits: Limits,
+        request: dict[str, Any],
+    ) -> Outcome:
+        started = time.monotonic()
+        worker = self._acquire(key)
+        warm = worker is not None
+        keep = False
+        usage = _ZERO
+        try:
+            if worker is None:
+                try:
+                    worker = self._spawn(job.runtime, limits, key is not None, job)
+                except _StartFailed as exc:
+                    return _failed("crashed", str(exc), _usage_since(started))
+            deadline = started + limits.wall_ms / 1000
+            if not worker.loaded and job.runtime != "python":
+                load = {
+                    "op": "load",
+                    "model": job.model,
+                    "threads": job.threads,
+                    "opt_level": job.graph_opt_level,
+                    "provider": job.execution_provider,
+                    "admission": asdict(self.config.admission),
+                    "cpu_s": limits.cpu_s,
+                }
+                reply = self._call(worker, load, deadline, limits)
+                if isinstance(reply, Outcome):
+                    return reply
+                usage = _add(usage, reply)
+                if reply.get("op") != "loaded":
+                    return self._worker_error(reply, usage)
+                worker.loaded = True
+                worker.det_class = str(reply.get("class", ""))
+            reply = self._call(worker, request, deadline, limits)
+            if isinstance(reply, Outcome):
+                return reply
+            usage = _add(usage, reply)
+            if reply.get("op") != "result":
+                return self._worker_error(reply, usage)
+            try:
+                outputs = {
+                    str(name): tensor_from_wire(t, max_bytes=limits.output_bytes)
+                    for name, t in reply["outputs"]
+                }
+            except (ValueError, TypeError, KeyError) as exc:
+                return _failed("crashed", f"worker sent malformed outputs: {exc}", usage)
+            keep = key is not None and self._clean_after_job(worker)
+            return Outcome(
+                kind="ok",
+                message="",
+                usage=usage,
+                outputs=outputs,
+                commitment=output_commitment(outputs) if outputs else b"",
+                determinism_class=worker.det_class or str(reply.get("class", "")),
+                warm=warm,
+                value=str(reply.get("value", "")),
+            )
+        finally:
+            self._release(worker if keep else None, key)
+            if worker is not None and not keep:
+                self._destroy(worker)
+            self._reap_strays()
+
+    def _worker_error(self, reply: dict[str, Any], usage: protocol.Usage) -> Outcome:
+        kind = str(reply.get("kind", "runtime_error"))
+        if kind not in protocol.OUTCOMES or kind == "ok":
+            kind = "runtime_error"
+        return _failed(kind, str(reply.get("message", ""))[:1000], usage)
+
+    def _call(
+        self, worker: _Worker, request: dict[str, Any], deadline: float, limits: Limits
+    ) -> dict[str, Any] | Outcome:
+        """Send a request and wait for the reply, or turn the worker's end into an outcome."""
+        t0 = time.monotonic()
+        max_reply = limits.output_bytes + 16 * 1024 * 1024
+        try:
+            _ipc.send(worker.wfd, request)
+            reply = _ipc.recv(worker.rfd, max_bytes=max_reply, deadline=deadline)
+        except _ipc.Deadline:
+            self._kill(worker)
+            return self._ended(worker, t0, limits, timed_out=True)
+        except (_ipc.WorkerGone, BrokenPipeError, ConnectionResetError):
+            self._kill(worker)
+            return self._ended(worker, t0, limits, timed_out=False)
+        except Exception as exc:  # WorkerProtocolError and anything odd from a bad frame
+            self._kill(worker)
+            return _failed("crashed", f"worker broke the protocol: {exc}", _usage_since(t0))
+        if not isinstance(reply, dict):
+            self._kill(worker)
+            return _failed("crashed", "worker sent a reply that is not a map", _usage_since(t0))
+        return reply
+
+    def _ended(self, worker: _Worker, t0: float, limits: Limits, *, timed_out: bool) -> Outcome:
+        """Classify a worker that died or was killed."""
+        self._wait(worker)
+        ru = worker.rusage
+        cpu_s = (ru.ru_utime + ru.ru_stime) if ru is not None else 0.0
+        peak_kb = int(ru.ru_maxrss) if ru is not None else 0
+        if worker.cgroup is not None:
+            peak_kb = max(peak_kb, worker.cgroup.peak_bytes() // 1024)
+        usage = protocol.Usage(
+            cpu_ms=int(cpu_s * 1000),
+            wall_ms=int((time.monotonic() - t0) * 1000),
+            peak_memory_kb=peak_kb,
+            gpu_ms=0,
+        )
+        sig = _signal_of(worker.status, self._bwrap is not None)
+        oom = worker.cgroup is not None and worker.cgroup.oom_killed()
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s - 0.5):
+            return _failed("cpu_limit", f"the job used its CPU limit of {limits.cpu_s} s", usage)
+        if timed_out:
+            return _failed(
+                "timeout", f"the job did not finish within {limits.wall_ms} ms (killed)", usage
+            )
+        if sig == signal.SIGXFSZ:
+            return _failed(
+                "output_limit", f"the job wrote a file beyond {limits.file_bytes} bytes", usage
+            )
+        if oom:
+            return _failed(
+                "memory_limit",
+                f"the job exceeded its memory limit of {limits.memory_mb} MiB",
+                usage,
+            )
+        tail = worker.stderr_tail()
+        how = f"signal {signal.Signals(sig).name}" if sig else f"exit status {worker.status}"
+        return _failed("crashed", f"the worker died ({how}){': ' + tail if tail else ''}", usage)
+
+    # --- processes ---------------------------------------------------------------------
+
+    def _ro_paths(self) -> list[str]:
+        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        paths.update(site.getsitepackages())
+        import protocol as _p
+
+        for mod in (_p, sys.modules[__name__.rsplit(".", 1)[0]]):
+            if mod.__file__:
+                paths.add(str(Path(mod.__file__).resolve().parent))
+        exe = Path(self.config.python)
+        paths.add(str(exe.parent))
+        paths.add(str(exe.resolve().parent.parent))
+        return sorted(p for p in paths if p and os.path.exists(p))
+
+    def _spawn(self, runtime: str, limits: Limits, warm: bool, job: JobRequest) -> _Worker:
+        n = next(self._counter)
+        job_dir = self._work / f"job-{os.getpid()}-{n}"
+        job_dir.mkdir(mode=0o700)
+        if self._uid is not None:
+            os.chown(job_dir, self._uid, self._gid if self._gid is not None else -1)
+        ro = self._ro_paths()
+        gpu = job.execution_provider == "CUDAExecutionProvider"
+        gpu_devs = sorted(glob.glob("/dev/nvidia*")) if gpu else []
+        env = {
+            "ORT_DISABLE_TELEMETRY": "1",
+            "MALLOC_ARENA_MAX": "2",
+            "TMPDIR": str(job_dir),
+            "HOME": str(job_dir),
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": str(job.threads),
+        }
+        argv = [self.config.python, "-I", "-m", "sandbox._worker"]
+        # A root daemon whose interpreter the worker user cannot reach (e.g. under /root)
+        # starts the worker as root; the worker drops to the worker user before any job
+        # data arrives (first thing inside bubblewrap, else right after its imports).
+        root_launch = self._uid is not None and (
+            self._bwrap is not None or not _reachable(self._ro_paths(), self._uid)
+        )
+        if self._bwrap is not None:
+            bw = [
+                self._bwrap,
+                *bwrap_unshare(root_launch),
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+            ]
+            if root_launch:  # the worker drops to the worker user itself, first thing
+                bw += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            bw += ["--proc", "/proc", "--dev", "/dev"]
+            for p in _SYSTEM_RO:
+                if os.path.islink(p):
+                    bw += ["--symlink", os.readlink(p), p]
+                elif os.path.exists(p):
+                    bw += ["--ro-bind", p, p]
+            # Directories bwrap creates for mount points are 0700: make them traversable.
+            targets = [*ro, str(job_dir), *_ETC_RO]
+            ancestors = sorted(
+                {str(a) for t in targets for a in Path(t).parents if str(a) != "/"},
+                key=lambda a: (a.count("/"), a),
+            )
+            for a in ancestors:
+                if a not in _SYSTEM_RO and not any(
+                    a == r or a.startswith(r + "/") for r in _SYSTEM_RO
+                ):
+                    bw += ["--perms", "0755", "--dir", a]
+            for p in (*_ETC_RO, *ro):
+                bw += ["--ro-bind-try", p, p]
+            for p in ("/sys/devices/system/cpu", "/sys/fs/cgroup"):
+                bw += ["--ro-bind-try", p, p]
+            for p in gpu_devs:
+                bw += ["--dev-bind", p, p]
+            bw += ["--bind", str(job_dir), str(job_dir), "--chdir", "/", "--"]
+            argv = bw + argv
+        stderr = tempfile.TemporaryFile(dir=self._private)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=job_dir,
+                start_new_session=True,
+                user=None if root_launch else self._uid,
+                group=None if root_launch else self._gid,
+                extra_groups=[] if self._uid is not None and not root_launch else None,
+                close_fds=True,
+            )
+        except OSError as exc:
+            stderr.close()
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise _StartFailed(f"cannot start a worker: {exc}") from None
+        cgroup = None
+        if self._cg is not None:
+            try:
+                cgroup = _cgroup.JobCgroup(
+                    self._cg,
+                    f"aimx-{os.getpid()}-{n}",
+                    limits.memory_mb * 1024 * 1024,
+                    limits.processes,
+                )
+                cgroup.add(popen.pid)
+            except OSError:
+                cgroup = None
+        worker = _Worker(popen, job_dir, stderr, cgroup, limits, runtime)
+        with self._cond:
+            self._live.add(popen.pid)
+        mem = limits.memory_mb * 1024 * 1024
+        cpu_hard = self.config.warm_cpu_budget_s if warm else limits.cpu_s + 2
+        rlimits = {
+            "as": [mem, mem],
+            "cpu": [limits.cpu_s, cpu_hard],
+            "fsize": [limits.file_bytes, limits.file_bytes],
+            "nofile": [limits.open_files, limits.open_files],
+            "core": [0, 0],
+        }
+        if self._uid is not None:
+            rlimits["nproc"] = [limits.processes, limits.processes]
+        gpu_ro = ["/proc/driver/nvidia"] if gpu else []
+        setup = {
+            "drop": [self._uid, self._gid if self._gid is not None else self._uid]
+            if root_launch
+            else None,
+            "drop_late": root_launch and self._bwrap is None,
+            "runtime": runtime,
+            "job_dir": str(job_dir),
+            "rlimits": rlimits,
+            "landlock": self._landlock,
+            "seccomp": self._seccomp,
+            "ro_paths": [*_SYSTEM_RO, *_ETC_RO, *ro, "/proc", "/sys", *gpu_ro],
+            "rw_paths": [str(job_dir), *_DEV_RW, *gpu_devs],
+        }
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        try:
+            _ipc.send(worker.wfd, setup)
+            ready = _ipc.recv(worker.rfd, max_bytes=1 << 20, deadline=deadline)
+        except Exception as exc:
+            self._destroy(worker)
+            raise _StartFailed(
+                f"the worker did not start ({type(exc).__name__}): {worker.stderr_tail()}"
+            ) from None
+        worker.layers = dict(ready.get("layers", {})) if isinstance(ready, dict) else {}
+        failed = [f"{k}: {v}" for k, v in worker.layers.items() if not v.startswith("ok")]
+        if failed:
+            self._destroy(worker)
+            raise _StartFailed("a sandbox layer failed in the worker: " + "; ".join(failed))
+        return worker
+
+    def _clean_after_job(self, worker: _Worker) -> bool:
+        """Whether a warm worker can serve again: alive, alone in its group, empty job dir."""
+        if worker.popen.poll() is not None:
+            return False
+        if self._bwrap is None and len(_group_members(worker.popen.pid)) > 1:
+            return False
+        if worker.cgroup is not None and len(worker.cgroup.pids()) > (
+            3 if self._bwrap is not None else 1
+        ):
+            return False
+        try:
+            for entry in worker.job_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        except OSError:
+            return False
+        return True
+
+    def _kill(self, worker: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.popen.pid, signal.SIGKILL)
+        if worker.cgroup is not None:
+            worker.cgroup.kill_all()
+
+    def _wait(self, worker: _Worker) -> None:
+        if worker.status is not None:
+            return
+        try:
+            _, status, ru = os.wait4(worker.popen.pid, 0)
+            worker.status = status
+            worker.rusage = ru
+            worker.popen.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            worker.status = worker.popen.returncode if worker.popen.returncode is not None else 0
+        with self._cond:
+            self._live.discard(worker.popen.pid)
+
+    def _destroy(self, worker: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            if worker.popen.poll() is None and worker.status is None:
+                with contextlib.suppress(OSError):
+                    _ipc.send(worker.wfd, {"op": "exit"})
+        self._kill(worker)
+        self._wait(worker)
+        if worker.cgroup is not None:
+            worker.cgroup.remove()
+        for f in (worker.popen.stdin, worker.popen.stdout, worker.stderr):
+            with contextlib.suppress(OSError):
+                if f is not None:
+                    f.close()
+        shutil.rmtree(worker.job_dir, ignore_errors=True)
+
+    def _reap_strays(self) -> None:
+        """Kill and reap processes of the worker user re-parented to us (setsid escapees)."""
+        if not self.config.subreaper or self._uid is None:
+            return
+        me = os.getpid()
+        with self._cond:
+            live = set(self._live)
+        for pid, ppid, uid in _processes():
+            if ppid == me and uid == self._uid and pid not in live:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+class _StartFailed(Exception):
+    pass
+
+
+def _failed(kind: str, message: str, usage: protocol.Usage = _ZERO) -> Outcome:
+    return Outcome(kind=kind, message=message, usage=usage)
+
+
+def _usage_since(t0: float) -> protocol.Usage:
+    return protocol.Usage(
+        cpu_ms=0, wall_ms=int((time.monotonic() - t0) * 1000), peak_memory_kb=0, gpu_ms=0
+    )
+
+
+def _add(usage: protocol.Usage, reply: dict[str, Any]) -> protocol.Usage:
+    u = reply.get("usage") or {}
+    try:
+        return protocol.Usage(
+            cpu_ms=usage.cpu_ms + max(0, int(u.get("cpu_ms", 0))),
+            wall_ms=usage.wall_ms + max(0, int(u.get("wall_ms", 0))),
+            peak_memory_kb=max(usage.peak_memory_kb, max(0, int(u.get("peak_kb", 0)))),
+            gpu_ms=usage.gpu_ms + max(0, int(u.get("gpu_ms", 0))),
+        )
+    except (TypeError, ValueError, AttributeError):
+        return usage
+
+
+def _signal_of(status: int | None, via_bwrap: bool) -> int:
+    if status is None:
+        return 0
+    if os.WIFSIGNALED(status):
+        return os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        if via_bwrap and 128 < code < 128 + 65:
+            return code - 128
+    return 0
+
+
+def _reachable(paths: list[str], uid: int) -> bool:
+    """Whether ``uid`` (not root, no groups) can traverse to every path in ``paths``."""
+    for p in paths:
+        parts = Path(p).resolve().parts
+        cur = Path("/")
+        for part in parts[1:]:
+            try:
+                st = cur.stat()
+            except OSError:
+                return False
+            if st.st_uid != uid and not st.st_mode & 0o001:
+                return False
+            cur = cur / part
+    return True
+
+
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, ppid, uid) of every process we can see."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                ppid = uid = -1
+                for line in f:
+                    if line.startswith("PPid:"):
+                        ppid = int(line.split()[1])
+                    elif line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        break
+            out.append((int(entry), ppid, uid))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                members.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return members

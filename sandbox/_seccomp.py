@@ -1,0 +1,103 @@
+"""The seccomp filter a worker installs after importing its runtime, before loading a model.
+
+Default allow, with a deny list: no sockets (so no network and no connecting to the daemon's
+Unix sockets), no new sessions or process groups, no namespaces or mounts, no tracing, no
+signals to other processes, no kernel interfaces a job never needs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+# Denied outright (EPERM).
+DENIED = (
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "setsid",
+    "setpgid",
+    "kill",
+    "tkill",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setgroups",
+    "acct",
+    "quotactl",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "fanotify_init",
+    "syslog",
+    "settimeofday",
+    "clock_settime",
+    "personality",
+)
+
+
+def install() -> str:
+    """Install the filter on this process (inherited by children). Raises OSError if it fails."""
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    deny = sc.ERRNO(errno.EPERM)
+    for name in DENIED:
+        try:
+            f.add_rule(deny, name)
+        except (ValueError, RuntimeError, OSError):
+            continue  # not a syscall on this architecture
+    # clone with any namespace flag; clone3 cannot be inspected, so make libc fall back.
+    for flag in (
+        0x00020000,
+        0x02000000,
+        0x04000000,
+        0x08000000,
+        0x10000000,
+        0x20000000,
+        0x40000000,
+    ):
+        f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    # Signals only to this very process (abort() and Python's own signals use tgkill).
+    f.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, os.getpid()))
+    f.load()
+    return f"{len(DENIED)} syscalls denied, namespaces refused"

@@ -1,0 +1,155 @@
+"""Output tensors: their canonical commitment and the comparison rule (specs/sandbox.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+import protocol
+
+COMMITMENT_TAG = "aimx/outputs/1"
+
+# dtypes a job may produce or consume, by their canonical code (little-endian numpy codes).
+DTYPE_CODES: dict[str, np.dtype[np.generic]] = {
+    code: np.dtype(code)
+    for code in (
+        "|b1",
+        "|i1",
+        "|u1",
+        "<i2",
+        "<u2",
+        "<i4",
+        "<u4",
+        "<i8",
+        "<u8",
+        "<f2",
+        "<f4",
+        "<f8",
+    )
+}
+
+Tensors = Mapping[str, npt.NDArray[np.generic]]
+
+
+def dtype_code(dtype: np.dtype[np.generic]) -> str:
+    """The canonical code of ``dtype`` (``<f4``, ``|u1``, ...); ValueError if not allowed."""
+    code = np.dtype(dtype).newbyteorder("<").str
+    if code not in DTYPE_CODES:
+        raise ValueError(f"dtype {dtype} is not supported (use one of {', '.join(DTYPE_CODES)})")
+    return code
+
+
+def canonical_bytes(array: npt.NDArray[np.generic]) -> bytes:
+    """The array's elements in C order, little-endian."""
+    code = dtype_code(array.dtype)
+    return np.ascontiguousarray(array, dtype=DTYPE_CODES[code]).tobytes(order="C")
+
+
+def output_commitment(outputs: Tensors) -> bytes:
+    """BLAKE2b-256 commitment over the outputs: names sorted, dtype, shape, data hash each.
+
+    ``content_hash(pack([TAG, [[name, dtype_code, [dims...], content_hash(data)], ...]]))``
+    with the entries sorted by the UTF-8 bytes of their names.
+    """
+    entries = []
+    for name in sorted(outputs, key=lambda n: n.encode("utf-8")):
+        array = outputs[name]
+        entries.append(
+            [
+                name,
+                dtype_code(array.dtype),
+                [int(d) for d in array.shape],
+                protocol.content_hash(canonical_bytes(array)),
+            ]
+        )
+    return protocol.content_hash(protocol.pack([COMMITMENT_TAG, entries]))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Whether two results agree, how they were compared, and why not when they do not."""
+
+    agree: bool
+    method: str  # "exact" or "tolerance"
+    reason: str = ""
+
+
+def compare_outputs(
+    a: Tensors,
+    b: Tensors,
+    *,
+    class_a: str,
+    class_b: str,
+    policy: protocol.VerificationPolicy,
+) -> Comparison:
+    """Compare two runs' outputs under a job's verification policy.
+
+    Within one determinism class and policy mode ``exact``: bit for bit (equal commitments).
+    Otherwise element-wise: names, dtypes and shapes equal; integers and booleans equal;
+    floats satisfy ``|a - b| <= atol + rtol * |b|`` with NaN only where the other has NaN and
+    infinities equal, tolerances being ``policy.rtol_e9 / 1e9`` and ``policy.atol_e9 / 1e9``.
+    """
+    if class_a == class_b and policy.mode == "exact":
+        same = output_commitment(a) == output_commitment(b)
+        return Comparison(same, "exact", "" if same else "outputs differ bit for bit")
+    if sorted(a) != sorted(b):
+        return Comparison(False, "tolerance", "output names differ")
+    rtol = policy.rtol_e9 / 1e9
+    atol = policy.atol_e9 / 1e9
+    for name in sorted(a):
+        x, y = a[name], b[name]
+        if dtype_code(x.dtype) != dtype_code(y.dtype):
+            return Comparison(False, "tolerance", f"{name}: dtype {x.dtype} != {y.dtype}")
+        if x.shape != y.shape:
+            return Comparison(False, "tolerance", f"{name}: shape {x.shape} != {y.shape}")
+        if np.issubdtype(x.dtype, np.floating):
+            xf = x.astype(np.float64)
+            yf = y.astype(np.float64)
+            nan_x, nan_y = np.isnan(xf), np.isnan(yf)
+            if not np.array_equal(nan_x, nan_y):
+                return Comparison(False, "tolerance", f"{name}: NaN in different places")
+            finite = ~nan_x
+            inf = np.isinf(xf) | np.isinf(yf)
+            if not np.array_equal(xf[inf & finite], yf[inf & finite]):
+                return Comparison(False, "tolerance", f"{name}: infinities differ")
+            ok = finite & ~inf
+            diff = np.abs(xf[ok] - yf[ok])
+            bound = atol + rtol * np.abs(yf[ok])
+            if diff.size and bool(np.any(diff > bound)):
+                worst = float(np.max(diff - bound))
+                return Comparison(
+                    False, "tolerance", f"{name}: differs beyond tolerance (by {worst:.3g})"
+                )
+        elif not np.array_equal(x, y):
+            return Comparison(False, "tolerance", f"{name}: values differ")
+    return Comparison(True, "tolerance")
+
+
+def tensor_to_wire(array: npt.NDArray[np.generic]) -> list[object]:
+    """``[dtype_code, [dims...], data]`` for the worker pipe."""
+    return [dtype_code(array.dtype), [int(d) for d in array.shape], canonical_bytes(array)]
+
+
+def tensor_from_wire(value: object, *, max_bytes: int) -> npt.NDArray[np.generic]:
+    """Inverse of :func:`tensor_to_wire`; ValueError on anything malformed."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError("a tensor is [dtype, shape, data]")
+    code, shape, data = value
+    if not isinstance(code, str) or code not in DTYPE_CODES:
+        raise ValueError(f"unsupported dtype {code!r}")
+    if not isinstance(shape, list | tuple) or len(shape) > 32:
+        raise ValueError("shape must be a list of at most 32 dimensions")
+    if not all(isinstance(d, int) and 0 <= d < 2**40 for d in shape):
+        raise ValueError("dimensions must be non-negative integers")
+    if not isinstance(data, bytes) or len(data) > max_bytes:
+        raise ValueError("tensor data missing or too large")
+    dtype = DTYPE_CODES[code]
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != len(data):
+        raise ValueError("tensor data length does not match dtype and shape")
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))

@@ -1,0 +1,378 @@
+"""The worker process: ``python -I -m sandbox._worker``, talking frames on stdin/stdout.
+
+Order of events (specs/sandbox.md, "Worker"):
+1. parent-death signal; read the setup frame; resource limits;
+2. import the runtime (onnxruntime or torch) and numpy;
+3. Landlock, then seccomp;
+4. report ``ready`` with the layers applied, then serve ``load``/``run``/``python`` requests.
+
+Everything after step 3 runs confined. Nothing here trusts the model or the inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import io
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+from . import _ipc
+
+_PR_SET_PDEATHSIG = 1
+MAX_REQUEST = 2**31 - 1
+
+
+class JobFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+_RLIMITS = {
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nofile": resource.RLIMIT_NOFILE,
+    "core": resource.RLIMIT_CORE,
+    "nproc": resource.RLIMIT_NPROC,
+}
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _classify(exc: BaseException) -> JobFailed:
+    if isinstance(exc, JobFailed):
+        return exc
+    if isinstance(exc, MemoryError):
+        return JobFailed("memory_limit", "the job ran out of its memory limit")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return JobFailed("output_limit", "the job wrote more than its file size limit")
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "bad_alloc" in low or "failed to allocate" in low or "out of memory" in low:
+        return JobFailed("memory_limit", f"the job ran out of its memory limit ({text[:300]})")
+    return JobFailed("runtime_error", text[:1000])
+
+
+class _Worker:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self.setup: dict[str, Any] = {}
+        self.session: Any = None
+        self.torch_module: Any = None
+        self.runtime = ""
+        self.det_class = ""
+        self.device = "cpu"
+        self.clear_refs: int | None = None
+
+    # --- start-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        setup = _ipc.recv(self.rfd, max_bytes=1 << 20)
+        self.setup = setup
+        self.runtime = setup["runtime"]
+        drop = setup.get("drop")
+        if drop and not setup.get("drop_late"):
+            _drop_privileges(int(drop[0]), int(drop[1]))
+        os.chdir(setup["job_dir"])
+        for name, (soft, hard) in setup["rlimits"].items():
+            resource.setrlimit(_RLIMITS[name], (soft, hard))
+        import numpy  # noqa: F401
+
+        if self.runtime == "onnx":
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+
+            from . import _admission  # noqa: F401
+        elif self.runtime == "torchscript":
+            import torch  # noqa: F401
+        if drop and setup.get("drop_late"):
+            _preimport(self.runtime)
+            _drop_privileges(int(drop[0]), int(drop[1]))
+            os.chdir(setup["job_dir"])
+        try:
+            self.clear_refs = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self.clear_refs = None
+        layers: dict[str, str] = {}
+        if setup.get("landlock"):
+            from . import _landlock
+
+            try:
+                layers["landlock"] = "ok: " + _landlock.restrict_self(
+                    setup["ro_paths"], setup["rw_paths"]
+                )
+            except OSError as exc:
+                layers["landlock"] = f"failed: {exc}"
+        if setup.get("seccomp"):
+            from . import _seccomp
+
+            try:
+                layers["seccomp"] = "ok: " + _seccomp.install()
+            except Exception as exc:
+                layers["seccomp"] = f"failed: {exc}"
+        layers["uid"] = f"ok: uid {os.getuid()} gid {os.getgid()}"
+        _ipc.send(self.wfd, {"op": "ready", "layers": layers})
+
+    # --- requests ----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            try:
+                req = _ipc.recv(self.rfd, max_bytes=MAX_REQUEST)
+            except _ipc.WorkerGone:
+                return
+            op = req.get("op")
+            if op == "exit":
+                return
+            started = time.perf_counter()
+            cpu0 = _cpu_seconds()
+            self._reset_peak()
+            try:
+                self._set_cpu_budget(req.get("cpu_s"))
+                if op == "load":
+                    reply = self._load(req)
+                elif op == "run":
+                    reply = self._run(req)
+                elif op == "python":
+                    reply = self._python(req)
+                else:
+                    reply = {"op": "error", "kind": "runtime_error", "message": f"bad op {op!r}"}
+            except BaseException as exc:  # the job's failure, reported, never fatal here
+                failed = _classify(exc)
+                reply = {"op": "error", "kind": failed.kind, "message": failed.message}
+            reply["usage"] = {
+                "cpu_ms": int((_cpu_seconds() - cpu0) * 1000),
+                "wall_ms": int((time.perf_counter() - started) * 1000),
+                "peak_kb": self._peak_kb(),
+                "gpu_ms": int((time.perf_counter() - started) * 1000)
+                if self.device != "cpu"
+                else 0,
+            }
+            try:
+                _ipc.send(self.wfd, reply)
+            except OSError:
+                return
+
+    def _set_cpu_budget(self, cpu_s: int | None) -> None:
+        if cpu_s is None:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        want = int(_cpu_seconds()) + int(cpu_s) + 1
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+
+    def _reset_peak(self) -> None:
+        if self.clear_refs is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.clear_refs, b"5")
+
+    def _peak_kb(self) -> int:
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    def _load(self, req: dict[str, Any]) -> dict[str, Any]:
+        from ._determinism import determinism_class
+
+        model: bytes = req["model"]
+        threads = int(req["threads"])
+        if self.runtime == "onnx":
+            import onnxruntime as ort
+
+            from ._admission import AdmissionLimits, check_model
+            from ._errors import AdmissionError
+
+            try:
+                check_model(model, AdmissionLimits(**req["admission"]))
+            except AdmissionError as exc:
+                raise JobFailed("rejected", str(exc)) from None
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = {
+                "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            }[req["opt_level"]]
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.log_severity_level = 3
+            opts.add_session_config_entry("session.load_config_from_model", "0")
+            opts.add_session_config_entry("session.use_env_allocators", "0")
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = ["CPUExecutionProvider"]
+            if req["provider"] == "CUDAExecutionProvider" and (
+                "CUDAExecutionProvider" in ort.get_available_providers()
+            ):
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            used = self.session.get_providers()
+            self.device = "cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu"
+            self.det_class = determinism_class("onnx", self.device, req["opt_level"])
+        elif self.runtime == "torchscript":
+            import torch
+
+            torch.set_num_threads(threads)
+            with contextlib.suppress(RuntimeError):
+                torch.set_num_interop_threads(1)
+            want_cuda = req["provider"] == "CUDAExecutionProvider" and torch.cuda.is_available()
+            self.device = "cuda" if want_cuda else "cpu"
+            module = torch.jit.load(io.BytesIO(model), map_location=self.device)
+            module.eval()
+            self.torch_module = module
+            self.det_class = determinism_class("torchscript", self.device, req["opt_level"])
+        else:
+            raise JobFailed("rejected", f"unknown runtime {self.runtime!r}")
+        return {"op": "loaded", "class": self.det_class, "device": self.device}
+
+    def _run(self, req: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from ._tensors import tensor_from_wire, tensor_to_wire
+
+        names: list[str] = req["names"]
+        arrays = [tensor_from_wire(t, max_bytes=MAX_REQUEST) for t in req["inputs"]]
+        max_out = int(req["max_output_bytes"])
+        outputs: dict[str, Any] = {}
+        if self.runtime == "onnx":
+            if self.session is None:
+                raise JobFailed("runtime_error", "no model loaded")
+            out_names = [o.name for o in self.session.get_outputs()]
+            values = self.session.run(out_names, dict(zip(names, arrays, strict=True)))
+            outputs = {n: np.asarray(v) for n, v in zip(out_names, values, strict=True)}
+        else:
+            import torch
+
+            if self.torch_module is None:
+                raise JobFailed("runtime_error", "no model loaded")
+            with torch.inference_mode():
+                args = [torch.from_numpy(a.copy()).to(self.device) for a in arrays]
+                result = self.torch_module(*args)
+            outputs = _torch_outputs(result)
+        total = 0
+        wire = []
+        for name in sorted(outputs):
+            array = outputs[name]
+            if not isinstance(array, np.ndarray):
+                raise JobFailed("runtime_error", f"output {name!r} is not a tensor")
+            total += array.nbytes
+            if total > max_out:
+                raise JobFailed("output_limit", f"outputs exceed the limit of {max_out} bytes")
+            try:
+                wire.append([name, tensor_to_wire(array)])
+            except ValueError as exc:
+                raise JobFailed("runtime_error", f"output {name!r}: {exc}") from None
+        return {"op": "result", "outputs": wire, "class": self.det_class}
+
+    def _python(self, req: dict[str, Any]) -> dict[str, Any]:
+        namespace: dict[str, Any] = {"__name__": "aimx_payload"}
+        exec(compile(req["source"], "<payload>", "exec"), namespace)
+        value = namespace[req["name"]]()
+        return {"op": "result", "outputs": [], "value": repr(value)[:1000], "class": "python"}
+
+
+# Modules the worker (and a test payload) may need after dropping privileges when the
+# interpreter is not reachable by the worker user (no bubblewrap to bind it somewhere visible).
+_PREIMPORT = (
+    "encodings.ascii",
+    "encodings.latin_1",
+    "encodings.idna",
+    "ctypes.util",
+    "pyseccomp",
+    "socket",
+    "subprocess",
+    "tempfile",
+    "pathlib",
+    "platform",
+    "sandbox._landlock",
+    "sandbox._seccomp",
+    "sandbox._determinism",
+    "sandbox._tensors",
+    "sandbox._admission",
+)
+
+
+def _preimport(runtime: str) -> None:
+    import importlib
+
+    for name in _PREIMPORT:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    from . import _determinism
+
+    _determinism.cpu_isa()
+    if runtime in ("onnx", "torchscript"):
+        _determinism.runtime_version(runtime)
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SystemExit("could not drop privileges")
+
+
+def _torch_outputs(result: Any) -> dict[str, Any]:
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        return {"output_0": result.detach().cpu().numpy()}
+    if isinstance(result, tuple | list):
+        out = {}
+        for i, r in enumerate(result):
+            if not isinstance(r, torch.Tensor):
+                raise JobFailed("runtime_error", f"output {i} is not a tensor")
+            out[f"output_{i}"] = r.detach().cpu().numpy()
+        return out
+    if isinstance(result, dict):
+        out = {}
+        for k, r in result.items():
+            if not isinstance(k, str) or not isinstance(r, torch.Tensor):
+                raise JobFailed("runtime_error", "a dict output maps names to tensors")
+            out[k] = r.detach().cpu().numpy()
+        return out
+    raise JobFailed("runtime_error", f"the model returned {type(result).__name__}, not tensors")
+
+
+def main() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Keep the channel on private fds; the job's own prints go to stderr.
+    rfd = os.dup(0)
+    wfd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    worker = _Worker(rfd, wfd)
+    try:
+        worker.start()
+    except _ipc.WorkerGone:
+        sys.exit(0)
+    worker.serve()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
