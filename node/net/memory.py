@@ -24,7 +24,6 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import nacl.signing
@@ -39,11 +38,9 @@ from ._errors import (
     NetworkError,
     NetworkTimeout,
     PeerUnreachable,
-    ProtocolNotSupported,
     RecordError,
-    RemoteError,
-    RequestRejected,
 )
+from ._framing import STATUS_OK
 from ._inbox import Inbox
 from ._interface import (
     NetworkCounters,
@@ -69,18 +66,13 @@ from ._limits import (
     check_topic,
 )
 from ._records import best_per_peer, check_own_record, verify_record
+from ._serving import HandlerEntry, answer, error_for
 
 __all__ = ["MemoryHub", "MemoryNetwork"]
 
 log = logging.getLogger("node.net.memory")
 
 _ADDRESS_PREFIX = "/memory/p2p/"
-
-
-@dataclass(slots=True)
-class _Handler:
-    handler: RequestHandler
-    max_request_bytes: int
 
 
 class MemoryHub:
@@ -227,7 +219,7 @@ class MemoryNetwork:
         self._reachability = reachability
         self._closed = False
         self._connections: set[PeerKey] = set()
-        self._handlers: dict[str, _Handler] = {}
+        self._handlers: dict[str, HandlerEntry] = {}
         self._subscriptions: dict[str, set[Inbox[PubsubMessage]]] = {}
         self._event_inboxes: set[Inbox[PeerEvent]] = set()
         self._refresh_scope: trio.CancelScope | None = None
@@ -303,7 +295,7 @@ class MemoryNetwork:
     ) -> None:
         self._check_open()
         check_protocol_id(protocol_id)
-        self._handlers[protocol_id] = _Handler(handler, check_frame_limit(max_request_bytes))
+        self._handlers[protocol_id] = HandlerEntry(handler, check_frame_limit(max_request_bytes))
 
     def remove_handler(self, protocol_id: str) -> None:
         self._handlers.pop(protocol_id, None)
@@ -372,29 +364,8 @@ class MemoryNetwork:
 
     async def _answer(self, sender: PeerKey, protocol_id: str, data: bytes) -> bytes | NetworkError:
         entry = self._handlers.get(protocol_id)
-        if entry is None:
-            return ProtocolNotSupported(f"peer does not serve {protocol_id}")
-        if len(data) > entry.max_request_bytes:
-            self._counters.requests_rejected += 1
-            return MessageTooLarge(
-                f"request of {len(data)} bytes is over the peer's limit of "
-                f"{entry.max_request_bytes} for {protocol_id}"
-            )
-        try:
-            response = await entry.handler(sender, data)
-        except RequestRejected as exc:
-            self._counters.requests_served += 1
-            return RemoteError(str(exc))
-        except Exception:
-            self._counters.handler_errors += 1
-            log.exception("handler for %s failed", protocol_id)
-            return RemoteError(f"the peer failed to handle the request on {protocol_id}")
-        if not isinstance(response, bytes | bytearray) or len(response) > MAX_FRAME_BYTES:
-            self._counters.handler_errors += 1
-            log.error("handler for %s returned a non-bytes or oversized response", protocol_id)
-            return RemoteError(f"the peer failed to handle the request on {protocol_id}")
-        self._counters.requests_served += 1
-        return bytes(response)
+        status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
+        return body if status == STATUS_OK else error_for(status, body)
 
     # --- publish / subscribe -----------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""Calling a request handler and turning its outcome into a response, for every
+implementation: the same rules for errors, limits and counting everywhere."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import protocol
+
+from ._errors import (
+    MessageTooLarge,
+    NetworkError,
+    ProtocolNotSupported,
+    RemoteError,
+    RequestRejected,
+)
+from ._framing import STATUS_ERROR, STATUS_OK, STATUS_TOO_LARGE, STATUS_UNSUPPORTED
+from ._interface import NetworkCounters, PeerKey, RequestHandler
+from ._limits import MAX_FRAME_BYTES
+
+_MAX_ERROR_TEXT = 1024
+
+
+@dataclass(slots=True)
+class HandlerEntry:
+    handler: RequestHandler
+    max_request_bytes: int
+
+
+def _text(message: str) -> bytes:
+    return message.encode("utf-8", "replace")[:_MAX_ERROR_TEXT]
+
+
+async def answer(
+    entry: HandlerEntry | None,
+    sender: PeerKey,
+    protocol_id: str,
+    data: bytes,
+    counters: NetworkCounters,
+    log: logging.Logger,
+) -> tuple[int, bytes]:
+    """Run the handler for one request; returns ``(status, body)``.
+
+    A handler's :class:`RequestRejected` or :class:`protocol.RemoteProtocolError` (the
+    requester sent a bad message) becomes an error answer with its text; anything else is
+    logged, counted in ``handler_errors`` and answered with a generic error.
+    """
+    if entry is None:
+        return STATUS_UNSUPPORTED, _text(f"the peer does not serve {protocol_id}")
+    if len(data) > entry.max_request_bytes:
+        counters.requests_rejected += 1
+        return STATUS_TOO_LARGE, _text(
+            f"request of {len(data)} bytes is over the peer's limit of "
+            f"{entry.max_request_bytes} for {protocol_id}"
+        )
+    try:
+        response = await entry.handler(sender, data)
+    except (RequestRejected, protocol.RemoteProtocolError) as exc:
+        counters.requests_served += 1
+        return STATUS_ERROR, _text(str(exc))
+    except Exception:
+        counters.handler_errors += 1
+        log.exception("the handler for %s failed", protocol_id)
+        return STATUS_ERROR, _text(f"the peer failed to handle the request on {protocol_id}")
+    if not isinstance(response, bytes | bytearray) or len(response) > MAX_FRAME_BYTES:
+        counters.handler_errors += 1
+        log.error("the handler for %s returned a non-bytes or oversized response", protocol_id)
+        return STATUS_ERROR, _text(f"the peer failed to handle the request on {protocol_id}")
+    counters.requests_served += 1
+    return STATUS_OK, bytes(response)
+
+
+def error_for(status: int, body: bytes) -> NetworkError:
+    """The requester's exception for a non-ok response."""
+    text = body.decode("utf-8", "replace")
+    if status == STATUS_TOO_LARGE:
+        return MessageTooLarge(text)
+    if status == STATUS_UNSUPPORTED:
+        return ProtocolNotSupported(text)
+    return RemoteError(text)
