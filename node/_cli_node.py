@@ -16,8 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._cli_common import DataDirOption, JsonOption, resolve_data_dir, user_errors
-from .probe import ProbeReport, run_probe
-from .probe._runtimes import NOT_COMPUTE
+from .probe import NOT_COMPUTE, ProbeReport, run_probe
 
 node_app = typer.Typer(
     name="node",

@@ -28,6 +28,7 @@ from ._probe import SCHEMA as SCHEMA
 from ._probe import ProbeReport as ProbeReport
 from ._probe import determinism_class as determinism_class
 from ._probe import run_probe as run_probe
+from ._runtimes import NOT_COMPUTE as NOT_COMPUTE
 from ._runtimes import OnnxRuntimeReport as OnnxRuntimeReport
 from ._runtimes import ProviderCheck as ProviderCheck
 from ._runtimes import TorchReport as TorchReport
