@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,15 +90,11 @@ class JobCgroup:
             d.mkdir()
             self._dirs.append(d)
             # v2 needs controllers enabled in the parent's subtree_control.
-            try:
+            with contextlib.suppress(OSError):
                 (support.unified / "cgroup.subtree_control").write_text("+memory +pids")
-            except OSError:
-                pass
             (d / "memory.max").write_text(str(memory_bytes))
-            try:
+            with contextlib.suppress(OSError):
                 (d / "memory.swap.max").write_text("0")
-            except OSError:
-                pass
             (d / "pids.max").write_text(str(pids))
         else:
             assert support.memory is not None and support.pids is not None
@@ -116,10 +114,8 @@ class JobCgroup:
     def pids(self) -> list[int]:
         out: set[int] = set()
         for d in self._dirs:
-            try:
+            with contextlib.suppress(OSError):
                 out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
-            except OSError:
-                pass
         return sorted(out)
 
     def kill_all(self) -> None:
@@ -130,10 +126,8 @@ class JobCgroup:
             except OSError:
                 pass
         for pid in self.pids():
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
     def oom_killed(self) -> bool:
         d = self._dirs[0]
@@ -158,15 +152,14 @@ class JobCgroup:
         except (OSError, ValueError):
             return 0
 
-    def remove(self) -> None:
-        """Kill what is left and remove the directories (bounded retries)."""
-        for _ in range(50):
+    def remove(self, timeout_s: float = 5.0) -> None:
+        """Kill what is left, wait (bounded) until the group is empty, remove the dirs."""
+        end = time.monotonic() + timeout_s
+        while True:
             self.kill_all()
-            if not self.pids():
+            if not self.pids() or time.monotonic() > end:
                 break
-            os.sched_yield()
+            time.sleep(0.002)
         for d in self._dirs:
-            try:
+            with contextlib.suppress(OSError):
                 d.rmdir()
-            except OSError:
-                pass

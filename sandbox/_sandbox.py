@@ -441,6 +441,12 @@ class Sandbox:
         sig = _signal_of(worker.status, self._bwrap is not None)
         oom = worker.cgroup is not None and worker.cgroup.oom_killed()
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.cpu_s - 0.5):
+            usage = protocol.Usage(
+                cpu_ms=max(usage.cpu_ms, limits.cpu_s * 1000),
+                wall_ms=usage.wall_ms,
+                peak_memory_kb=usage.peak_memory_kb,
+                gpu_ms=0,
+            )
             return _failed("cpu_limit", f"the job used its CPU limit of {limits.cpu_s} s", usage)
         if timed_out:
             return _failed(
@@ -536,7 +542,7 @@ class Sandbox:
                 bw += ["--dev-bind", p, p]
             bw += ["--bind", str(job_dir), str(job_dir), "--chdir", "/", "--"]
             argv = bw + argv
-        stderr = tempfile.TemporaryFile(dir=self._private)
+        stderr = tempfile.TemporaryFile(dir=self._private)  # noqa: SIM115 (closed in _destroy)
         try:
             popen = subprocess.Popen(
                 argv,

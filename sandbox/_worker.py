@@ -168,7 +168,7 @@ class _Worker:
     def _set_cpu_budget(self, cpu_s: int | None) -> None:
         if cpu_s is None:
             return
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
         want = int(_cpu_seconds()) + int(cpu_s) + 1
         if hard != resource.RLIM_INFINITY:
             want = min(want, hard)
@@ -236,7 +236,9 @@ class _Worker:
                 torch.set_num_interop_threads(1)
             want_cuda = req["provider"] == "CUDAExecutionProvider" and torch.cuda.is_available()
             self.device = "cuda" if want_cuda else "cpu"
-            module = torch.jit.load(io.BytesIO(model), map_location=self.device)
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                io.BytesIO(model), map_location=self.device
+            )
             module.eval()
             self.torch_module = module
             self.det_class = determinism_class("torchscript", self.device, req["opt_level"])
