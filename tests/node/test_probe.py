@@ -440,3 +440,11 @@ def test_report_on_this_machine(report: ProbeReport) -> None:
 
 def test_determinism_class_format() -> None:
     assert determinism_class("1.32.0", "avx2") == "ort-1.32.0/cpu/avx2/extended"
+
+
+def test_torch_import_checks_cuda() -> None:
+    report = probe_torch(import_torch=True)
+    assert report.imported and report.reason is None
+    assert report.cuda_available is not None and report.cuda_device_count is not None
+    if report.cuda_build is None:  # the CPU build installed here
+        assert report.cuda_available is False and report.cuda_device_count == 0
