@@ -55,8 +55,17 @@ class Replica:
         if peer in self.sources:
             self.sources.remove(peer)
 
-    def on_head(self, peer: bytes, height: int) -> list[Effect]:
+    def note_head(self, peer: bytes, height: int) -> None:
+        """Record that ``peer`` says it holds blocks up to ``height``."""
         self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
+
+    def adopt(self, raw: bytes, state: State) -> None:
+        """Take a block this node produced itself (already applied) as the new head."""
+        self.state = state
+        self._remember(state.height, raw)
+
+    def on_head(self, peer: bytes, height: int) -> list[Effect]:
+        self.note_head(peer, height)
         if height > self.state.height:
             return [FetchBlocks(peer, self.state.height + 1, self.batch)]
         return []

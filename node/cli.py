@@ -8,6 +8,7 @@ import typer
 
 from ._cli_common import DataDirOption
 from ._cli_keys import keys_app
+from ._cli_ledger import ledger_app
 from ._cli_node import node_app
 from ._cli_sandbox import sandbox_app
 
@@ -27,6 +28,7 @@ def _root(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
 # Command groups register themselves here (one line each).
 app.add_typer(keys_app)
 app.add_typer(node_app)
+app.add_typer(ledger_app)
 app.add_typer(sandbox_app)
 
 

@@ -1,0 +1,135 @@
+"""Replication over the in-memory network: a coordinator and replicas run LedgerService.
+
+Driven by trio's MockClock (virtual time): blocks every second, replicas fetch and
+re-validate; an offline replica catches up; forged and equivocating blocks leave replicas'
+state unchanged, and the equivocation proof is kept (in memory and in the store).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import trio
+import trio.testing
+
+import ledger
+import protocol
+from ledger import tx
+from node.ledger_service import LedgerService, blocks_topic
+from node.net import MemoryHub
+
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, key, pub
+
+
+def open_store(path: Path, g: ledger.Genesis) -> ledger.StoreThread:
+    return ledger.StoreThread(lambda: ledger.LedgerStore.open(path, g))
+
+
+def block_at(svc: LedgerService, height: int) -> protocol.Signed[ledger.Block]:
+    return ledger.decode_block(svc.replica.recent[height], svc.genesis)
+
+
+async def test_coordinator_and_replicas(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    g = genesis()
+    hub = MemoryHub(CHAIN, rng=random.Random(3))
+    stores = [open_store(tmp_path / f"n{i}.sqlite3", g) for i in range(3)]
+    try:
+        async with (
+            hub.open(COORD) as coord_net,
+            hub.open(key("replica-1")) as net1,
+            hub.open(key("replica-2")) as net2,
+            trio.open_nursery() as nursery,
+        ):
+            coord = LedgerService(
+                coord_net, g, store=stores[0], producer_key=COORD, interval_ms=1000
+            )
+            await nursery.start(coord.run)
+            r1 = LedgerService(net1, g, sources=[pub(COORD)], sync_interval_ms=500)
+            r2 = LedgerService(net2, g, store=stores[1], sources=[pub(COORD)])
+            await nursery.start(r1.run)
+            await nursery.start(r2.run)
+
+            # transactions through a replica (forwarded) and straight to the coordinator
+            await r1.submit(
+                tx.transfer(ALICE, CHAIN, 0, to=pub(BOB), amount=100, expiry_height=50).raw
+            )
+            await coord.submit(
+                tx.transfer(BOB, CHAIN, 0, to=pub(CAROL), amount=7, expiry_height=50).raw
+            )
+            try:
+                await r1.submit(
+                    tx.transfer(ALICE, CHAIN, 0, to=pub(BOB), amount=1, expiry_height=50).raw
+                )
+            except ledger.TransactionRejected as exc:
+                assert "already pending" in str(exc)
+            else:
+                raise AssertionError("a duplicate sequence number must be refused")
+
+            await r1.wait_height(5)
+            await r2.wait_height(5)
+            for r in (r1, r2):
+                assert block_at(coord, 5).message.state_root == block_at(r, 5).message.state_root
+                assert r.state.balance(pub(BOB)) == 1_000_093
+            # a replica that was offline joins late and catches up from height 1
+            async with hub.open(key("replica-3")) as net3:
+                r3 = LedgerService(net3, g, store=stores[2], sources=[pub(COORD)])
+                nursery.start_soon(r3.run)
+                target = coord.state.height + 2
+                await r3.wait_height(target)
+                assert r3.state.balance(pub(CAROL)) == 1_000_007
+                assert block_at(coord, target).id == block_at(r3, target).id
+
+                # mallory publishes a forged block and an equivocating one
+                async with hub.open(key("mallory")) as evil:
+                    h = r1.state.height
+                    forged = protocol.sign(
+                        ledger.Block(
+                            height=h + 1,
+                            prev_hash=r1.state.last_block_hash,
+                            producer=pub(key("mallory")),
+                            state_root=b"\x00" * 32,
+                            txs=(),
+                        ),
+                        key("mallory"),
+                        CHAIN,
+                    ).raw
+                    await evil.publish(blocks_topic(CHAIN), protocol.pack([h + 1, forged]))
+                    prev = block_at(coord, 1)
+                    twin = protocol.sign(
+                        ledger.Block(
+                            height=2,
+                            prev_hash=prev.id,
+                            producer=pub(COORD),
+                            state_root=b"\x07" * 32,
+                            txs=(),
+                        ),
+                        COORD,
+                        CHAIN,
+                    ).raw
+                    await evil.publish(blocks_topic(CHAIN), protocol.pack([2, twin]))
+                    proof = await r3.wait_proof()
+                    assert proof.height == 2 and proof.second == twin
+                    assert proof.producers == (pub(COORD), pub(COORD))
+                    await r1.wait_proof()
+                assert r1.counters.bad_blocks >= 1
+                # state kept: replicas still follow the real chain
+                await r1.wait_height(h + 3)
+                assert block_at(r1, h + 1).signer == pub(COORD)
+                assert (
+                    block_at(coord, h + 3).message.state_root
+                    == block_at(r1, h + 3).message.state_root
+                )
+                nursery.cancel_scope.cancel()
+    finally:
+        for s in stores:
+            s.close()
+    # the stores hold a consistent chain and the proof
+    with ledger.LedgerStore.open(tmp_path / "n2.sqlite3") as store:
+        report = ledger.verify_chain(store)
+        assert report.height >= 5
+        assert [p.height for p in store.proofs()] == [2]
+    with ledger.LedgerStore.open(tmp_path / "n0.sqlite3") as store:
+        assert ledger.verify_chain(store).height >= report.height
