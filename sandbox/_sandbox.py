@@ -672,14 +672,17 @@ class Sandbox:
         shutil.rmtree(worker.job_dir, ignore_errors=True)
 
     def _reap_strays(self) -> None:
-        """Kill and reap processes of the worker user re-parented to us (setsid escapees)."""
-        if not self.config.subreaper or self._uid is None:
+        """Kill and reap what a job left re-parented to us (we are a child subreaper): a
+        setsid escapee running as the worker user, or bubblewrap's namespace init."""
+        if not self.config.subreaper:
             return
         me = os.getpid()
         with self._cond:
             live = set(self._live)
-        for pid, ppid, uid in _processes():
-            if ppid == me and uid == self._uid and pid not in live:
+        for pid, ppid, uid, comm in _processes():
+            if ppid != me or pid in live:
+                continue
+            if (self._uid is not None and uid == self._uid) or comm == "bwrap":
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
@@ -741,22 +744,25 @@ def _reachable(paths: list[str], uid: int) -> bool:
     return True
 
 
-def _processes() -> list[tuple[int, int, int]]:
-    """(pid, ppid, uid) of every process we can see."""
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, uid, command name) of every process we can see."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+            with open(f"/proc/{entry}/status", encoding="utf-8", errors="replace") as f:
                 ppid = uid = -1
+                comm = ""
                 for line in f:
-                    if line.startswith("PPid:"):
+                    if line.startswith("Name:"):
+                        comm = line.split(":", 1)[1].strip()
+                    elif line.startswith("PPid:"):
                         ppid = int(line.split()[1])
                     elif line.startswith("Uid:"):
                         uid = int(line.split()[1])
                         break
-            out.append((int(entry), ppid, uid))
+            out.append((int(entry), ppid, uid, comm))
         except (OSError, ValueError):
             continue
     return out

@@ -1,0 +1,336 @@
+"""Hostile Python payloads in a fully locked-down worker: each is stopped, the daemon (this
+process) lives, and no process is left behind. Workers run as an unprivileged user."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+import sandbox
+from sandbox.testing import run_payload
+
+from .conftest import worker_processes, zombie_children
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the containment suite runs as root")
+
+LIMITS = sandbox.Limits(
+    wall_ms=3000, cpu_s=1, memory_mb=1024, file_bytes=16 << 20, open_files=64, processes=64
+)
+
+
+# --- payloads (run inside the worker; they import what they use) -------------------------
+
+
+def tcp_to_loopback(port: int) -> str:
+    import socket
+
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    return "connected"
+
+
+def unix_socket_of_daemon(path: str) -> str:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return "connected"
+
+
+def read_file(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def write_outside(path: str) -> str:
+    with open(path, "w") as f:
+        f.write("owned")
+    return "written"
+
+
+def allocate_10_gib() -> int:
+    return len(bytearray(10 * 1024**3))
+
+
+def write_200_mb() -> str:
+    chunk = b"x" * (1 << 20)
+    with open("big.bin", "wb") as f:
+        for _ in range(200):
+            f.write(chunk)
+    return "written"
+
+
+def fork_bomb(limit: int) -> int:
+    import os
+    import time
+
+    children = 0
+    for _ in range(limit):
+        if os.fork() == 0:
+            time.sleep(1000)
+            os._exit(0)
+        children += 1
+    return children
+
+
+def setsid_grandchild() -> str:
+    import os
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+        except OSError:
+            pass
+        if os.fork() == 0:
+            time.sleep(1000)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "escaped"
+
+
+def busy_loop() -> None:
+    while True:
+        pass
+
+
+def sleep_forever() -> None:
+    import time
+
+    time.sleep(100_000)
+
+
+def kill_daemon(pid: int) -> str:
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGUSR2)
+    return "sent"
+
+
+def harmless() -> int:
+    import os
+
+    return os.getuid()
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    before = set(worker_processes())
+    yield
+    assert set(worker_processes()) - before == set(), "a job's process outlived the job"
+    assert zombie_children() == [], "a job's process was not reaped"
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.setblocking(False)
+    yield srv
+    srv.close()
+
+
+def assert_no_connection(srv: socket.socket) -> None:
+    # A completed connect would already sit in the accept queue.
+    with pytest.raises(BlockingIOError):
+        srv.accept()
+
+
+def run(
+    box: sandbox.Sandbox,
+    func: Callable[..., object],
+    *args: object,
+    limits: sandbox.Limits = LIMITS,
+) -> sandbox.Outcome:
+    outcome = run_payload(box, func, *args, limits=limits)
+    assert outcome.kind in sandbox_outcomes()
+    return outcome
+
+
+def sandbox_outcomes() -> tuple[str, ...]:
+    import protocol
+
+    return protocol.OUTCOMES
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_every_layer_is_in_use(box: sandbox.Sandbox) -> None:
+    in_use = box.layers_in_use()
+    assert {"process", "user", "seccomp", "landlock"} <= set(in_use)
+    assert box.blocks_network
+
+
+def test_payload_runs_as_unprivileged_user(box: sandbox.Sandbox) -> None:
+    outcome = run(box, harmless)
+    assert outcome.kind == "ok"
+    assert outcome.value == "65534"
+
+
+def test_tcp_to_loopback_is_refused(box: sandbox.Sandbox, listener: socket.socket) -> None:
+    outcome = run(box, tcp_to_loopback, listener.getsockname()[1])
+    assert outcome.kind == "runtime_error"
+    assert "ermission" in outcome.message or "not permitted" in outcome.message
+    assert_no_connection(listener)
+
+
+def test_unix_socket_of_daemon_is_refused(box: sandbox.Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "daemon.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(8)
+    srv.setblocking(False)
+    os.chmod(tmp_path, 0o777)
+    os.chmod(path, 0o777)
+    try:
+        outcome = run(box, unix_socket_of_daemon, str(path))
+        assert outcome.kind == "runtime_error"
+        assert_no_connection(srv)
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644])
+def test_daemon_file_is_unreadable(box: sandbox.Sandbox, tmp_path: Path, mode: int) -> None:
+    secret = tmp_path / "node.key"
+    secret.write_text("SECRET-KEY")
+    secret.chmod(mode)
+    os.chmod(tmp_path, 0o755)
+    outcome = run(box, read_file, str(secret))
+    assert outcome.kind == "runtime_error"
+    assert "SECRET" not in outcome.value
+
+
+def test_etc_shadow_is_unreadable(box: sandbox.Sandbox) -> None:
+    outcome = run(box, read_file, "/etc/shadow")
+    assert outcome.kind == "runtime_error"
+    assert outcome.value == ""
+
+
+def test_write_outside_job_dir_fails(box: sandbox.Sandbox, tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o777)
+    target = tmp_path / "owned.txt"
+    outcome = run(box, write_outside, str(target))
+    assert outcome.kind == "runtime_error"
+    assert not target.exists()
+    outcome = run(box, write_outside, "/tmp/aimx-owned-by-job")
+    assert outcome.kind == "runtime_error"
+    assert not Path("/tmp/aimx-owned-by-job").exists()
+
+
+def test_allocating_10_gib_hits_memory_limit(box: sandbox.Sandbox) -> None:
+    outcome = run(box, allocate_10_gib)
+    assert outcome.kind == "memory_limit"
+
+
+def test_200_mb_file_hits_output_limit(box: sandbox.Sandbox) -> None:
+    outcome = run(box, write_200_mb)
+    assert outcome.kind == "output_limit"
+
+
+def test_fork_bomb_is_bounded(box: sandbox.Sandbox) -> None:
+    outcome = run(box, fork_bomb, 1000)
+    assert outcome.kind == "runtime_error"
+    assert "Resource temporarily unavailable" in outcome.message
+
+
+def test_setsid_grandchild_is_killed(box: sandbox.Sandbox) -> None:
+    outcome = run(box, setsid_grandchild)
+    # The job itself finishes; the fixture checks that its sleeping grandchild is gone.
+    assert outcome.kind == "ok"
+
+
+def test_busy_loop_hits_cpu_limit(box: sandbox.Sandbox) -> None:
+    outcome = run(box, busy_loop)
+    assert outcome.kind == "cpu_limit"
+    assert outcome.usage.cpu_ms >= 1000
+
+
+def test_sleep_forever_times_out(box: sandbox.Sandbox) -> None:
+    short = sandbox.Limits(wall_ms=1000, cpu_s=1, memory_mb=1024, processes=64)
+    outcome = run(box, sleep_forever, limits=short)
+    assert outcome.kind == "timeout"
+
+
+def test_killing_the_daemon_fails(box: sandbox.Sandbox) -> None:
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    old = signal.signal(signal.SIGUSR2, handler)
+    try:
+        outcome = run(box, kill_daemon, os.getpid())
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert outcome.kind == "runtime_error"
+    assert received == []
+
+
+def test_job_dir_is_private_and_removed(box: sandbox.Sandbox) -> None:
+    def where() -> str:
+        import os
+
+        return os.getcwd() + "|" + os.environ.get("TMPDIR", "") + "|" + ",".join(os.listdir("."))
+
+    outcome = run(box, where)
+    assert outcome.kind == "ok"
+    cwd, tmpdir, listing = outcome.value.strip("'").split("|")
+    assert cwd == tmpdir
+    assert listing == ""
+    assert not Path(cwd).exists()
+    parent = Path(cwd).parent
+    assert stat.S_IMODE(parent.stat().st_mode) & 0o004 == 0
+
+
+def test_environment_is_empty_but_for_the_runtime_settings(box: sandbox.Sandbox) -> None:
+    def env() -> str:
+        import os
+
+        return ",".join(sorted(os.environ))
+
+    outcome = run(box, env)
+    names = set(outcome.value.strip("'").split(","))
+    assert "ORT_DISABLE_TELEMETRY" in names
+    assert "MALLOC_ARENA_MAX" in names
+    assert not any(n.startswith("AIMX") or n in ("USER", "SSH_AUTH_SOCK") for n in names)
+
+
+def test_network_blocked_without_bubblewrap(tmp_path: Path, listener: socket.socket) -> None:
+    config = sandbox.SandboxConfig(use_bwrap=False, use_cgroups=False, pool_size=1)
+    with sandbox.Sandbox(config) as sb:
+        outcome = run(sb, tcp_to_loopback, listener.getsockname()[1])
+        assert outcome.kind == "runtime_error"
+        assert_no_connection(listener)
+        outcome = run(sb, setsid_grandchild)
+        assert outcome.kind == "ok"
+
+
+def test_untrusted_jobs_refused_without_network_layer(tiny_model: bytes) -> None:
+    config = sandbox.SandboxConfig(
+        use_bwrap=False, use_landlock=False, use_seccomp=False, use_cgroups=False, pool_size=1
+    )
+    with sandbox.Sandbox(config) as sb:
+        assert not sb.blocks_network
+        import numpy as np
+
+        job = sandbox.JobRequest("onnx", tiny_model, {"x": np.zeros((1, 16), np.float32)})
+        with pytest.raises(sandbox.UntrustedJobRefused, match="aimx sandbox check"):
+            sb.run(job)
+        trusted = sandbox.JobRequest(
+            "onnx", tiny_model, {"x": np.zeros((1, 16), np.float32)}, trusted=True
+        )
+        assert sb.run(trusted).kind == "ok"
