@@ -85,7 +85,7 @@ def setsid_grandchild() -> str:
 
     pid = os.fork()
     if pid == 0:
-        try:
+        try:  # noqa: SIM105 (the payload must stand alone)
             os.setsid()
         except OSError:
             pass
