@@ -77,7 +77,7 @@ def _read(path: Path) -> bytes:
         raise CorruptKeyFileError(f"{path} is not a regular file; move it away.")
     if st.st_mode & 0o077:
         raise InsecureKeyFileError(
-            f"the key file {path} can be read by other users "
+            f"the key file {path} can be read or written by other users "
             f"(mode {stat.S_IMODE(st.st_mode):04o}). Run `chmod 600 {path}`, and consider "
             "the key exposed if this machine has other users."
         )

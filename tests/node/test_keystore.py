@@ -20,6 +20,7 @@ from node.keystore import (
     KeyExistsError,
     KeyNotFoundError,
     KeystoreError,
+    NodeIdentity,
     PassphraseRequiredError,
     WrongPassphraseError,
     create_identity,
@@ -168,8 +169,6 @@ def test_any_mutation_gives_a_keystore_error(data: st.DataObject) -> None:
 @settings(max_examples=50)
 @given(st.binary(min_size=32, max_size=32))
 def test_account_id_is_the_libp2p_peer_id(seed: bytes) -> None:
-    from node.keystore import NodeIdentity
-
     identity = NodeIdentity.from_seed(seed)
     assert identity.peer_id == libp2p_peer_id(identity.public_key)
     assert identity.peer_id.startswith("12D3KooW")
@@ -184,3 +183,30 @@ def test_secret_not_in_repr(tmp_path: Path) -> None:
     made = create_identity(tmp_path, seed=SEED)
     assert SEED.hex() not in repr(made)
     assert "signing_key" not in repr(made)
+
+
+def _spec_vectors() -> dict[str, str]:
+    text = (Path(__file__).parents[2] / "specs" / "identity.md").read_text()
+    block = text.split("## Test vectors", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    pairs = (line.split(":", 1) for line in block.strip().splitlines())
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_spec_test_vectors() -> None:
+    v = _spec_vectors()
+    seed = bytes.fromhex(v["seed"])
+    identity = NodeIdentity.from_seed(seed)
+    assert identity.public_key.hex() == v["public key"]
+    assert identity.peer_id == v["peer id"] == libp2p_peer_id(identity.public_key)
+    assert encode_plain_key_file(seed).hex() == v["plain file"]
+    kdf = KdfParams(int(v["opslimit"]), int(v["memlimit KiB"]))
+    encrypted = encode_encrypted_key_file(
+        seed,
+        v["passphrase"],
+        salt=bytes.fromhex(v["salt"]),
+        nonce=bytes.fromhex(v["nonce"]),
+        kdf=kdf,
+    )
+    assert encrypted.hex() == v["encrypted file"]
+    assert decode_key_file(bytes.fromhex(v["encrypted file"]), v["passphrase"]) == seed
+    assert decode_key_file(bytes.fromhex(v["plain file"]), None) == seed
