@@ -1026,8 +1026,13 @@ def _build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Sequ
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
         listen_addrs=list(listen),
         enable_mDNS=config.enable_mdns,
+        # one connection per peer (ends the 250 ms dial wait early); no auto-dialing of
+        # every known peer to keep 50 connections: bootstrap and lookups connect as needed
         connection_config=ConnectionConfig(
-            max_connections_per_peer=1, dial_timeout=config.dial_timeout
+            max_connections_per_peer=1,
+            dial_timeout=config.dial_timeout,
+            min_connections=0,
+            low_watermark=0,
         ),
     )
 
