@@ -7,6 +7,8 @@ import ctypes.util
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -448,3 +450,24 @@ def test_torch_import_checks_cuda() -> None:
     assert report.cuda_available is not None and report.cuda_device_count is not None
     if report.cuda_build is None:  # the CPU build installed here
         assert report.cuda_available is False and report.cuda_device_count == 0
+
+
+def test_probe_imports_without_the_daemon_dependencies(tmp_path: Path) -> None:
+    """scripts/gpu-check.sh runs the probe where only numpy, onnxruntime, pynvml and torch
+    exist: importing and running it must not need libp2p, msgpack, PyNaCl, onnx, ..."""
+    blocked = ["libp2p", "msgpack", "nacl", "onnx", "typer", "rich", "trio", "pydantic", "protocol"]
+    code = (
+        "import sys, json\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from node.probe import run_probe\n"
+        f"r = run_probe({str(tmp_path)!r}, benchmark=False)\n"
+        "print(json.dumps(r.to_json()))\n"
+    )
+    root = Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert "CPUExecutionProvider" in data["onnxruntime"]["working_providers"]
+    assert data["determinism_class"].startswith("ort-")
