@@ -89,6 +89,10 @@ _DEADLINE = "deadline"
 # Why a replica failed, when it counts against the provider.
 _SILENT = "went silent"
 _LATE = "missed its deadline"
+# A declined award costs nothing: the provider may bid again, the budget is not used.
+_DECLINED = "declined the award"
+#: Award replica indexes are one byte on the wire.
+MAX_AWARDS = 256
 
 
 @dataclass(slots=True)
@@ -140,6 +144,13 @@ class RequesterJob:
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.state != FAILED]
 
+    def used(self) -> int:
+        """Awards that count against the budget (declined ones do not)."""
+        return sum(1 for r in self.replicas if r.reason != _DECLINED)
+
+    def can_award(self) -> bool:
+        return self.used() < self.budget and len(self.replicas) < MAX_AWARDS
+
 
 class Requester:
     """The requester machine. Every handler takes ``now_ms`` and returns effects."""
@@ -148,6 +159,8 @@ class Requester:
         self.config = config
         self.me = bytes(config.key.verify_key)
         self.jobs: dict[bytes, RequesterJob] = {}
+        #: The latest ledger height seen (``block``).
+        self.height = 0
 
     # --- the caller's API ----------------------------------------------------------
 
@@ -231,6 +244,7 @@ class Requester:
         """A new ledger block: settle any job whose settle limit has come; refund escrows
         still open at their expiry (our settle was lost, or we were away)."""
         effects: list[Effect] = []
+        self.height = max(self.height, height)
         limit = self.config.claim_window_blocks + self.config.settle_margin_blocks
         for job in list(self.jobs.values()):
             expiry = job.spec.escrow_expiry_height
@@ -240,12 +254,7 @@ class Requester:
                 continue
             if job.phase not in (COLLECTING, EXECUTING):
                 continue
-            if height >= expiry - self.config.claim_window_blocks:
-                # Too late to settle (claims may be landing): providers holding receipts
-                # claim, and the rest comes back by refund at expiry.
-                effects += self._finalise(job, now_ms, forced=True, ledger=False)
-                job.phase = SETTLING
-            elif height >= expiry - limit:
+            if height >= expiry - limit:
                 effects += self._finalise(job, now_ms, forced=True)
         return effects
 
@@ -334,7 +343,9 @@ class Requester:
         job.announcements += 1
         effects: list[Effect] = [Publish(job.spec.requirements.capability_class, job.signed)]
         effects += [Send(p, job.signed) for p in job.providers if p not in job.excluded]
-        effects.append(SetTimer(now_ms + job.spec.bid_window_ms, TimerKey(_BIDS, job.id)))
+        # Each announcement after the first waits twice as long, up to 16 windows.
+        window = job.spec.bid_window_ms << min(job.announcements - 1, 4)
+        effects.append(SetTimer(now_ms + window, TimerKey(_BIDS, job.id)))
         effects.append(NotifyUser(job.id, "announced", f"announcement {job.announcements}"))
         return effects
 
@@ -344,7 +355,7 @@ class Requester:
             return [Misbehaved(bid.provider, "bid above the job's max_price")]
         if bid.expires_ms <= now_ms or bid.provider in job.excluded:
             return []
-        if any(r.provider == bid.provider for r in job.replicas):
+        if any(r.provider == bid.provider for r in job.live()):
             return []
         job.bids[bid.provider] = (signed, now_ms)
         job.nobids.pop(bid.provider, None)
@@ -356,7 +367,7 @@ class Requester:
         for rep in job.replicas:
             if rep.provider == nobid.provider and rep.state == RUNNING:
                 # A NoBid after an award declines it (the provider filled up meanwhile).
-                return self._fail(job, rep, f"declined the award ({nobid.reason})", now_ms)
+                return self._fail(job, rep, _DECLINED, now_ms)
         if nobid.provider not in job.bids:
             job.nobids[nobid.provider] = nobid
         return []
@@ -415,7 +426,9 @@ class Requester:
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = FAILED
         rep.reason = reason
-        job.excluded.add(rep.provider)
+        job.bids.pop(rep.provider, None)
+        if reason != _DECLINED:
+            job.excluded.add(rep.provider)
         effects: list[Effect] = [
             CancelTimer(TimerKey(_WATCH, job.id, rep.index)),
             NotifyUser(job.id, "replica_failed", f"replica {rep.index} {reason}"),
@@ -451,7 +464,7 @@ class Requester:
 
     def _candidates(self, job: RequesterJob, now_ms: int) -> list[Signed[Bid]]:
         spec = job.spec
-        awarded = {r.provider for r in job.replicas}
+        awarded = {r.provider for r in job.live()}
         bids = [
             s
             for p, (s, _) in job.bids.items()
@@ -472,14 +485,14 @@ class Requester:
             return []  # the window's end will fill
         effects: list[Effect] = []
         candidates = self._candidates(job, now_ms)
-        if not job.replicas:
+        if not job.live():
             candidates, job.target = self._initial_order(job, candidates)
-        while len(job.live()) < job.target and len(job.replicas) < job.budget and candidates:
+        while len(job.live()) < job.target and job.can_award() and candidates:
             effects += self._award(job, candidates.pop(0), now_ms)
         if len(job.live()) >= job.target or any(r.state == RUNNING for r in job.replicas):
             return effects
         # Short of replicas and nothing running.
-        if len(job.replicas) >= job.budget:
+        if not job.can_award():
             return effects + self._finalise(job, now_ms, forced=True)
         if job.replicas and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
             return effects + self._announce(job, now_ms)
@@ -573,8 +586,11 @@ class Requester:
             if r.state == FAILED and r.reason in (_SILENT, _LATE):
                 effects.append(Attest(job.id, r.provider, False, r.reason, ()))
         if ledger:
-            effects.append(Settle(job.id, tuple(p for p in paid if p.amount > 0)))
             job.phase = SETTLING
+            claims_open = job.spec.escrow_expiry_height - self.config.claim_window_blocks
+            if self.height < claims_open:
+                effects.append(Settle(job.id, tuple(p for p in paid if p.amount > 0)))
+            # else: too late to settle (claims may be landing); refund at expiry instead.
         done = JobDone(job.id, status, reason, output, tuple(paid), report)
         job.done = done
         effects.append(done)

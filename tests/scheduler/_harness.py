@@ -360,7 +360,27 @@ class Sim:
 
         self._at(at, down)
         if back_at is not None:
-            self._at(back_at, lambda: setattr(node, "online", True))
+            self._at(back_at, lambda: self._come_back(node))
+
+    def _come_back(self, node: Node) -> None:
+        """A restarted daemon catches up with the ledger before anything else."""
+        node.online = True
+        for job_id, e in sorted(self.ledger.escrows.items()):
+            if node.requester is not None and e.owner == node.pub:
+                fx = node.requester.escrow_locked(job_id, self.now)
+                self.execute(node, "requester", fx)
+                if e.status != "open":
+                    self.execute(node, "requester", node.requester.escrow_closed(job_id, self.now))
+            if node.provider is not None and node.pub in e.paid:
+                fx = node.provider.paid(job_id, e.paid[node.pub], self.now)
+                self.execute(node, "provider", fx)
+            if node.provider is not None and e.status != "open":
+                self.execute(node, "provider", node.provider.escrow_closed(job_id, self.now))
+        h = self.ledger.height
+        if node.requester is not None:
+            self.execute(node, "requester", node.requester.block(h, self.now))
+        if node.provider is not None:
+            self.execute(node, "provider", node.provider.block(h, self.now))
 
     # --- the loop ----------------------------------------------------------------------
 
