@@ -18,6 +18,7 @@ import nacl.signing
 
 import protocol
 
+from .._errors import KeystoreError
 from . import _format
 from ._errors import (
     CorruptKeyFileError,
@@ -72,7 +73,9 @@ def _read(path: Path) -> bytes:
             "(or check --data-dir / AIMX_DATA_DIR)."
         ) from None
     except OSError as exc:
-        raise CorruptKeyFileError(f"cannot read the key file {path}: {exc.strerror}.") from None
+        raise KeystoreError(
+            f"cannot read the key file {path}: {exc.strerror}. Check its owner and permissions."
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise CorruptKeyFileError(f"{path} is not a regular file; move it away.")
     if st.st_mode & 0o077:
@@ -85,7 +88,9 @@ def _read(path: Path) -> bytes:
         with path.open("rb") as f:
             data = f.read(_format.MAX_FILE_SIZE + 1)
     except OSError as exc:
-        raise CorruptKeyFileError(f"cannot read the key file {path}: {exc.strerror}.") from None
+        raise KeystoreError(
+            f"cannot read the key file {path}: {exc.strerror}. Check its owner and permissions."
+        ) from None
     return data
 
 

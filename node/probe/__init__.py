@@ -15,13 +15,15 @@ from ._cpu import isa_level as isa_level
 from ._cpu import parse_cgroup_cpu_max as parse_cgroup_cpu_max
 from ._cpu import parse_cpuinfo as parse_cpuinfo
 from ._cpu import read_cpu as read_cpu
+from ._disk import DiskReport as DiskReport
+from ._disk import read_disk as read_disk
 from ._gpu import GpuDevice as GpuDevice
 from ._gpu import GpuReport as GpuReport
 from ._gpu import probe_gpus as probe_gpus
-from ._memory import DiskReport as DiskReport
 from ._memory import MemoryReport as MemoryReport
 from ._memory import parse_cgroup_memory_max as parse_cgroup_memory_max
 from ._memory import parse_meminfo as parse_meminfo
+from ._memory import read_memory as read_memory
 from ._onnx_models import tiny_model as tiny_model
 from ._onnx_models import workload as workload
 from ._probe import SCHEMA as SCHEMA

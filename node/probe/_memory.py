@@ -1,8 +1,7 @@
-"""Memory and disk: /proc/meminfo, cgroup memory limits, free space in the data directory."""
+"""Memory: /proc/meminfo and the memory limits of this process's cgroups."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +18,6 @@ class MemoryReport:
     total_bytes: int
     available_bytes: int
     cgroup_limit_bytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class DiskReport:
-    """The ``disk`` section of the probe: the file system holding the data directory."""
-
-    path: str
-    total_bytes: int
-    free_bytes: int
 
 
 def parse_meminfo(text: str) -> tuple[int, int]:
@@ -60,17 +50,3 @@ def read_memory() -> MemoryReport:
     texts = read_cgroup_files("memory.max") + read_cgroup_files("memory.limit_in_bytes", "memory")
     limits = [x for x in map(parse_cgroup_memory_max, texts) if x is not None]
     return MemoryReport(total, available, min(limits) if limits else None)
-
-
-def read_disk(data_dir: Path) -> DiskReport:
-    """Space on the file system of ``data_dir`` (or of its nearest existing parent)."""
-    path = Path(data_dir).expanduser().absolute()
-    for _ in range(len(path.parts)):
-        if path.exists():
-            break
-        path = path.parent
-    try:
-        usage = shutil.disk_usage(path)
-    except OSError:
-        return DiskReport(str(path), 0, 0)
-    return DiskReport(str(path), usage.total, usage.free)

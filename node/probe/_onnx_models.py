@@ -113,6 +113,8 @@ TINY_WEIGHTS = np.array(
     [[1, -2, 3, 0.5], [0, 1, -1, 2], [2, 0.25, 0, -1], [-1, 1, 1, 1]], dtype=np.float32
 )
 TINY_INPUT = np.array([[1, 2, 3, 4]], dtype=np.float32)
+TINY_WEIGHTS.setflags(write=False)
+TINY_INPUT.setflags(write=False)
 
 
 def tiny_expected() -> npt.NDArray[np.float32]:
@@ -170,4 +172,5 @@ def workload() -> Workload:
         [_value_info("Y", (n, width))],
     )
     x = fixed_values(n * width, 0, 1.0).reshape(n, width)
+    x.setflags(write=False)  # shared by every caller of this cached function
     return Workload(WORKLOAD_NAME, model, "X", x, 2 * n * width * width * layers)

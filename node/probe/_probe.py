@@ -15,8 +15,9 @@ from typing import Any
 
 from ._benchmark import BenchmarkReport, run_benchmark
 from ._cpu import CpuReport, read_cpu
+from ._disk import DiskReport, read_disk
 from ._gpu import GpuReport, probe_gpus
-from ._memory import DiskReport, MemoryReport, read_disk, read_memory
+from ._memory import MemoryReport, read_memory
 from ._runtimes import OnnxRuntimeReport, TorchReport, probe_onnxruntime, probe_torch
 
 SCHEMA = "aimx-probe/1"

@@ -113,8 +113,8 @@ def probe_onnxruntime(*, check_cuda: bool = False) -> OnnxRuntimeReport:
         checks[-1] = ProviderCheck(
             CUDA,
             False,
-            "this onnxruntime build has no CUDA provider: install onnxruntime-gpu "
-            "(pip install 'aimatrix-node[gpu]'); " + (checks[-1].detail or ""),
+            f"{checks[-1].detail}; this onnxruntime build has no CUDA provider: install "
+            "onnxruntime-gpu (pip install 'aimatrix-node[gpu]')",
         )
     working = [c.provider for c in checks if c.works]
     return OnnxRuntimeReport(True, str(ort.__version__), available, working, checks)
