@@ -100,8 +100,8 @@ def _canonical_class(ort_version: str, isa: str) -> str:
     (it owns the definition); else :func:`determinism_class` with the probe's ISA level."""
     try:
         sandbox_class = getattr(importlib.import_module("sandbox"), "determinism_class", None)
+        if sandbox_class is not None:
+            return str(sandbox_class("onnx", "cpu", OPTIMIZATION_LEVEL))
     except Exception:  # best effort: the sandbox may not import here (a bare GPU machine)
-        sandbox_class = None
-    if sandbox_class is None:
-        return determinism_class(ort_version, isa)
-    return str(sandbox_class("onnx", "cpu", OPTIMIZATION_LEVEL))
+        pass
+    return determinism_class(ort_version, isa)

@@ -440,6 +440,15 @@ def test_report_on_this_machine(report: ProbeReport) -> None:
     assert report.determinism_class.endswith("/extended")
 
 
+def test_determinism_class_is_the_sandbox_one(report: ProbeReport) -> None:
+    import sandbox
+
+    canonical = getattr(sandbox, "determinism_class", None)
+    if canonical is None:
+        pytest.skip("the sandbox does not export determinism_class")
+    assert report.determinism_class == canonical("onnx", "cpu", "extended")
+
+
 def test_determinism_class_format() -> None:
     assert determinism_class("1.32.0", "avx2") == "ort-1.32.0/cpu/avx2/extended"
 
