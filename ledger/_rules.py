@@ -149,9 +149,11 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
     if tx.fee > sender.balance:
         raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
     commit = _CHECKS[type(vtx.payload)](draft, vtx, sender.balance - tx.fee)
-    draft.accounts[tx.sender] = _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1)
+    draft.begin_tx()
+    draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1))
     draft.fees += tx.fee
     commit()
+    draft.end_tx()
 
 
 def _with(
@@ -175,13 +177,13 @@ def _with(
 
 def _credit(draft: Draft, account: bytes, amount: int) -> None:
     a = draft.account(account)
-    draft.accounts[account] = _with(a, balance=a.balance + amount)
+    draft.put(account, _with(a, balance=a.balance + amount))
 
 
 def _debit(draft: Draft, account: bytes, amount: int) -> None:
     a = draft.account(account)
     assert a.balance >= amount, "checked before commit"
-    draft.accounts[account] = _with(a, balance=a.balance - amount)
+    draft.put(account, _with(a, balance=a.balance - amount))
 
 
 def _escrow_of(draft: Draft, job_id: bytes) -> Escrow:
@@ -349,6 +351,7 @@ def _check_claim(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
 
     def commit() -> None:
         _pay(draft, payouts)
+        draft.note(e.owner)
         draft.escrows[p.job_id] = _replace_escrow(
             e,
             remaining=e.remaining - award.price,
@@ -388,9 +391,7 @@ def _check_stake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
 
     def commit() -> None:
         a = draft.account(vtx.sender)
-        draft.accounts[vtx.sender] = _with(
-            a, balance=a.balance - p.amount, stake=a.stake + p.amount
-        )
+        draft.put(vtx.sender, _with(a, balance=a.balance - p.amount, stake=a.stake + p.amount))
 
     return commit
 
@@ -409,8 +410,9 @@ def _check_unstake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
 
     def commit() -> None:
         b = draft.account(vtx.sender)
-        draft.accounts[vtx.sender] = _with(
-            b, stake=b.stake - p.amount, unbonding=(*b.unbonding, (release, p.amount))
+        draft.put(
+            vtx.sender,
+            _with(b, stake=b.stake - p.amount, unbonding=(*b.unbonding, (release, p.amount))),
         )
         draft.new_releases.append((release, vtx.sender))
 
@@ -455,7 +457,7 @@ def _check_slash(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
             left -= cut
             if amt > cut:
                 unbonding.append((h, amt - cut))
-        draft.accounts[p.offender] = _with(a, stake=a.stake - take, unbonding=tuple(unbonding))
+        draft.put(p.offender, _with(a, stake=a.stake - take, unbonding=tuple(unbonding)))
         draft.burned += p.amount
         draft.add_reputation(p.offender, 0, SLASH_WEIGHT * REP_UNIT)
 

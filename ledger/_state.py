@@ -184,6 +184,7 @@ class State:
         "_buckets",
         "_escrows",
         "_releases",
+        "_touched_values",
         "burned",
         "fees",
         "genesis",
@@ -192,6 +193,7 @@ class State:
         "minted",
         "root",
         "touched",
+        "tx_accounts",
     )
 
     genesis: Genesis
@@ -203,6 +205,9 @@ class State:
     root: bytes
     #: Leaf keys changed by the block that produced this state (what a store must write).
     touched: frozenset[bytes]
+    #: For the block that produced this state: the accounts each transaction concerned.
+    tx_accounts: tuple[tuple[bytes, ...], ...]
+    _touched_values: dict[bytes, bytes]
     _accounts: dict[bytes, Account]
     _escrows: dict[bytes, Escrow]
     _releases: tuple[tuple[int, bytes], ...]
@@ -280,7 +285,9 @@ class State:
             self._buckets[bucket_of(key)][key] = leaf_hash(key, value)
         self._bucket_roots = [bucket_root(b) for b in self._buckets]
         self.root = root_of_buckets(self._bucket_roots)
-        self.touched = frozenset(k for k, _ in self.leaves())
+        self._touched_values = dict(self.leaves())
+        self.touched = frozenset(self._touched_values)
+        self.tx_accounts = ()
         return self
 
     # --- read API ----------------------------------------------------------------------
@@ -339,6 +346,10 @@ class State:
         for job, e in self._escrows.items():
             yield ESCROW_PREFIX + job, e.encode()
 
+    def touched_leaves(self) -> dict[bytes, bytes]:
+        """The ``(key, value)`` leaves the last block changed: what a store must write."""
+        return dict(self._touched_values)
+
     def leaf(self, key: bytes) -> bytes | None:
         if key == GLOBALS_KEY:
             return pack(self.totals_value())
@@ -375,6 +386,28 @@ class Draft:
     minted: int = 0
     burned: int = 0
     fees: int = 0
+    #: Accounts each applied transaction changed, in block order (the history index).
+    tx_accounts: list[tuple[bytes, ...]] = field(default_factory=list)
+    _current: set[bytes] | None = None
+
+    def put(self, account: bytes, value: Account) -> None:
+        """Write an account (recording it as concerned by the current transaction)."""
+        self.accounts[account] = value
+        if self._current is not None:
+            self._current.add(account)
+
+    def note(self, account: bytes) -> None:
+        """Record that the current transaction concerns ``account`` without changing it."""
+        if self._current is not None:
+            self._current.add(account)
+
+    def begin_tx(self) -> None:
+        self._current = set()
+
+    def end_tx(self) -> None:
+        assert self._current is not None
+        self.tx_accounts.append(tuple(sorted(self._current)))
+        self._current = None
 
     def __post_init__(self) -> None:
         self.minted, self.burned, self.fees = self.base.minted, self.base.burned, self.base.fees
@@ -421,14 +454,17 @@ class Draft:
     def add_reputation(self, account: bytes, success: int, failure: int) -> None:
         a = self.account(account)
         epochs = self.epoch - a.rep_epoch
-        self.accounts[account] = Account(
-            a.balance,
-            a.next_seq,
-            a.stake,
-            a.unbonding,
-            decay(a.rep_s, epochs) + success,
-            decay(a.rep_f, epochs) + failure,
-            self.epoch,
+        self.put(
+            account,
+            Account(
+                a.balance,
+                a.next_seq,
+                a.stake,
+                a.unbonding,
+                decay(a.rep_s, epochs) + success,
+                decay(a.rep_f, epochs) + failure,
+                self.epoch,
+            ),
         )
 
     def finish(self, block_hash: bytes) -> State:
@@ -452,6 +488,7 @@ class Draft:
         buckets = list(base._buckets)
         roots = list(base._bucket_roots)
         dirty: dict[int, dict[bytes, bytes]] = {}
+        values: dict[bytes, bytes] = {}
         for key in touched:
             b = bucket_of(key)
             d = dirty.get(b)
@@ -459,6 +496,7 @@ class Draft:
                 d = dirty[b] = dict(buckets[b])
             value = new.leaf(key)
             assert value is not None
+            values[key] = value
             d[key] = leaf_hash(key, value)
         for b, d in dirty.items():
             buckets[b] = d
@@ -467,4 +505,6 @@ class Draft:
         new._bucket_roots = roots
         new.root = root_of_buckets(roots)
         new.touched = frozenset(touched)
+        new._touched_values = values
+        new.tx_accounts = tuple(self.tx_accounts)
         return new

@@ -53,27 +53,6 @@ CREATE TABLE IF NOT EXISTS proofs(
 """
 
 
-def _concerned(raw_tx: bytes) -> set[bytes]:
-    """Accounts a transaction concerns: its sender and the accounts its payload names."""
-    value: Any = protocol.unpack(raw_tx)
-    body = value[2]
-    out = {body[0]}
-    try:
-        payload: Any = protocol.unpack(body[5])
-        kind = body[4]
-        if kind in ("mint", "transfer"):
-            out.add(payload[0])
-        elif kind == "settle":
-            out.update(p[0] for p in payload[1])
-        elif kind in ("slash",):
-            out.add(payload[0])
-        elif kind == "attest":
-            out.add(payload[1])
-    except (protocol.ProtocolError, IndexError, TypeError):
-        pass  # the block was validated; an odd payload only loses an index row
-    return {a for a in out if type(a) is bytes}
-
-
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One transaction concerning an account."""
@@ -184,15 +163,11 @@ class LedgerStore:
             raise StoreError(
                 f"cannot store block {block.message.height} on top of height {self.height}"
             )
-        rows = []
-        for key in state.touched:
-            value = state.leaf(key)
-            assert value is not None
-            rows.append((key, value))
+        rows = list(state.touched_leaves().items())
         index = [
             (acct, state.height, i)
-            for i, raw in enumerate(block.message.txs)
-            for acct in _concerned(raw)
+            for i, accounts in enumerate(state.tx_accounts)
+            for acct in accounts
         ]
         conn = self._conn
         try:
