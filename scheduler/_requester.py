@@ -269,8 +269,11 @@ class Requester:
             return [Misbehaved(None, str(e))]
         msg = signed.message
         job = self.jobs.get(msg.job_id)
-        if job is None or job.phase in (LOCKING, SETTLING, CLOSED):
+        if job is None or job.phase in (LOCKING, CLOSED):
             return []
+        if job.phase == SETTLING:
+            # Decided: only a resent result still gets its receipt again.
+            return self._resend_receipt(job, signed) if isinstance(msg, Result) else []
         if isinstance(msg, Bid):
             return self._on_bid(job, signed, now_ms)
         if isinstance(msg, NoBid):
@@ -390,10 +393,9 @@ class Requester:
         if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
         rep = job.replicas[res.replica]
-        if rep.state == DELIVERED and rep.receipt is not None:
-            if rep.result is not None and rep.result.id == signed.id:
-                return [Send(rep.provider, rep.receipt)]  # our receipt was lost: send again
-            return [Misbehaved(res.provider, "a second, different result for one replica")]
+        if rep.state == DELIVERED:
+            resend = self._resend_receipt(job, signed)  # our receipt was lost: send it again
+            return resend or [Misbehaved(res.provider, "a second, different result")]
         if rep.state != RUNNING:
             return []
         if res.outcome != "ok":
@@ -419,6 +421,14 @@ class Requester:
             NotifyUser(job.id, "delivered", f"replica {rep.index} delivered"),
         ]
         return effects + self._progress(job, now_ms)
+
+    def _resend_receipt(self, job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
+        res = signed.message
+        if res.replica < len(job.replicas):
+            rep = job.replicas[res.replica]
+            if rep.receipt is not None and rep.result is not None and rep.result.id == signed.id:
+                return [Send(rep.provider, rep.receipt)]
+        return []
 
     def _watch_at(self, rep: Replica) -> int:
         return min(rep.deadline_ms, rep.last_seen_ms + self.config.heartbeat_timeout_ms)
