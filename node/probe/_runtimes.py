@@ -67,7 +67,12 @@ def _first_line(text: str) -> str:
 
 
 def check_provider(ort: Any, provider: str) -> ProviderCheck:
-    """Create a session on the tiny model with ``provider`` alone, run it, check the answer."""
+    """Create a session on the tiny model with ``provider`` alone, run it, check the answer.
+
+    onnxruntime reports a fallback through ``warnings`` and ``print``; both are captured for
+    the reason, which swaps ``sys.stdout``/``sys.stderr`` for the few milliseconds of the
+    check: run it at start-up, not while other threads write to them.
+    """
     if provider in NOT_COMPUTE:
         return ProviderCheck(provider, False, NOT_COMPUTE[provider])
     options = ort.SessionOptions()
