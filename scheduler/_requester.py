@@ -93,6 +93,8 @@ _LATE = "missed its deadline"
 _DECLINED = "declined the award"
 #: Award replica indexes are one byte on the wire.
 MAX_AWARDS = 256
+#: Bids (and NoBids) kept per job.
+MAX_BIDS = 256
 
 
 @dataclass(slots=True)
@@ -235,10 +237,10 @@ class Requester:
         if job is None or job.phase == CLOSED:
             return []
         effects: list[Effect] = []
-        if job.phase != SETTLING:  # closed under us (expiry): decide now, nothing to pay
+        if job.done is None:  # closed under us: decide now, there is nothing left to pay
             effects += self._finalise(job, now_ms, forced=True, ledger=False)
         job.phase = CLOSED
-        return [*effects, NotifyUser(job.id, "escrow_closed", "escrow settled")]
+        return [*effects, NotifyUser(job.id, "escrow_closed", "the escrow is closed")]
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
         """A new ledger block: settle any job whose settle limit has come; refund escrows
@@ -326,6 +328,12 @@ class Requester:
             raise JobRejected("deadline_ms must leave time after the bid window; extend it")
         if spec.bid_window_ms == 0:
             raise JobRejected("bid_window_ms must be positive")
+        margin = self.config.claim_window_blocks + self.config.settle_margin_blocks
+        if spec.escrow_expiry_height <= self.height + margin:
+            raise JobRejected(
+                f"escrow_expiry_height must be above {self.height + margin} (the current "
+                f"height {self.height} plus {margin} blocks of settle margin and claim window)"
+            )
         signed = sign(spec, self.config.key, self.config.chain_id)
         if signed.id in self.jobs:
             raise JobRejected("this exact job was already submitted; use a fresh nonce")
@@ -360,6 +368,8 @@ class Requester:
             return []
         if any(r.provider == bid.provider for r in job.live()):
             return []
+        if bid.provider not in job.bids and len(job.bids) >= MAX_BIDS:
+            return []  # enough choice; a flood of keys cannot grow our memory
         job.bids[bid.provider] = (signed, now_ms)
         job.nobids.pop(bid.provider, None)
         if job.phase == EXECUTING:
@@ -371,7 +381,7 @@ class Requester:
             if rep.provider == nobid.provider and rep.state == RUNNING:
                 # A NoBid after an award declines it (the provider filled up meanwhile).
                 return self._fail(job, rep, _DECLINED, now_ms)
-        if nobid.provider not in job.bids:
+        if nobid.provider not in job.bids and len(job.nobids) < MAX_BIDS:
             job.nobids[nobid.provider] = nobid
         return []
 
