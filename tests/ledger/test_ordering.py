@@ -1,0 +1,154 @@
+"""The sans-I/O machines: mempool, producer and replica, driven directly."""
+
+from __future__ import annotations
+
+import pytest
+
+import ledger
+import protocol
+from ledger import tx
+
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, key, pub
+
+
+def state() -> ledger.State:
+    return ledger.State.from_genesis(genesis(min_fee=1))
+
+
+def transfer(k, seq, fee, amount=1, expiry=50):  # type: ignore[no-untyped-def]
+    return tx.transfer(
+        k, CHAIN, seq, to=pub(CAROL), amount=amount, fee=fee, expiry_height=expiry
+    ).raw
+
+
+def test_mempool_orders_by_fee_keeping_each_senders_sequence() -> None:
+    s = state()
+    pool = ledger.Mempool(CHAIN)
+    pool.add(transfer(ALICE, 0, fee=2), s)
+    pool.add(transfer(ALICE, 1, fee=9), s)
+    pool.add(transfer(BOB, 0, fee=5), s)
+    pool.add(transfer(CAROL, 0, fee=1), s)
+    picked = [(v.sender, v.tx.seq) for v in pool.select(s, 10)]
+    assert picked == [(pub(BOB), 0), (pub(ALICE), 0), (pub(ALICE), 1), (pub(CAROL), 0)]
+    assert [(v.sender, v.tx.seq) for v in pool.select(s, 2)] == picked[:2]
+
+
+def test_mempool_refuses_duplicates_replays_and_junk() -> None:
+    s = state()
+    pool = ledger.Mempool(CHAIN, max_ahead=4)
+    raw = transfer(ALICE, 0, fee=2)
+    pool.add(raw, s)
+    with pytest.raises(ledger.MempoolRejected, match="already in the mempool"):
+        pool.add(raw, s)
+    with pytest.raises(ledger.MempoolRejected, match="higher fee"):
+        pool.add(transfer(ALICE, 0, fee=2, amount=5), s)
+    pool.add(transfer(ALICE, 0, fee=3, amount=5), s)  # replaces with a higher fee
+    assert len(pool) == 1
+    with pytest.raises(ledger.MempoolRejected, match="ahead"):
+        pool.add(transfer(ALICE, 4, fee=3), s)
+    with pytest.raises(ledger.FeeTooLow):
+        pool.add(transfer(BOB, 0, fee=0), s)
+    with pytest.raises(ledger.MalformedTransaction):
+        pool.add(
+            tx.transfer(BOB, "other", 0, to=pub(CAROL), amount=1, fee=1, expiry_height=9).raw, s
+        )
+    producer = ledger.Producer(COORD, s, interval_ms=10, now_ms=0, mempool=pool)
+    commit = producer.produce()
+    assert commit.state.next_seq(pub(ALICE)) == 1 and len(pool) == 0
+    with pytest.raises(ledger.SequenceError, match="replay"):
+        pool.add(transfer(ALICE, 0, fee=3, amount=5), commit.state)
+    with pytest.raises(ledger.ExpiredTransaction):
+        pool.add(transfer(BOB, 0, fee=1, expiry=1), commit.state)
+
+
+def test_full_mempool_evicts_lowest_fee_only_for_a_higher_fee() -> None:
+    s = state()
+    pool = ledger.Mempool(CHAIN, max_size=2)
+    pool.add(transfer(ALICE, 0, fee=2), s)
+    pool.add(transfer(BOB, 0, fee=3), s)
+    with pytest.raises(ledger.MempoolRejected, match="full"):
+        pool.add(transfer(CAROL, 0, fee=2), s)
+    pool.add(transfer(CAROL, 0, fee=4), s)
+    assert {v.sender for v in pool.select(s, 10)} == {pub(BOB), pub(CAROL)}
+
+
+def test_producer_ticks_on_the_callers_clock() -> None:
+    p = ledger.Producer(COORD, state(), interval_ms=100, now_ms=1000)
+    assert p.tick(1050) == [ledger.SetTimer(1100)]
+    p.submit(transfer(ALICE, 0, fee=1))
+    effects = p.tick(1100)
+    commit = effects[0]
+    assert isinstance(commit, ledger.Commit) and len(commit.block.message.txs) == 1
+    assert effects[1] == ledger.SetTimer(1200)
+    empty = p.tick(1200)[0]  # empty blocks too: heights are the ledger's clock
+    assert isinstance(empty, ledger.Commit) and empty.state.height == 2
+    with pytest.raises(ledger.LedgerError):
+        ledger.Producer(ALICE, state(), interval_ms=100, now_ms=0)
+
+
+def chain_of(n: int) -> tuple[ledger.State, list[bytes]]:
+    s = state()
+    blocks = []
+    p = ledger.Producer(COORD, s, interval_ms=1, now_ms=0)
+    for i in range(n):
+        p.submit(transfer(ALICE, i, fee=1))
+        blocks.append(p.produce().block.raw)
+    return s, blocks
+
+
+def test_replica_fetches_gaps_and_applies_in_order() -> None:
+    s, blocks = chain_of(6)
+    peer = pub(key("peer"))
+    r = ledger.Replica(s, batch=2)
+    r.add_source(peer)
+    assert r.tick(0)[0] == ledger.FetchBlocks(peer, 1, 2)
+    assert r.on_blocks(peer, [blocks[2]]) == [ledger.FetchBlocks(peer, 1, 2)]
+    effects = r.on_blocks(peer, blocks[0:2])
+    assert [type(e) for e in effects] == [ledger.Commit, ledger.Commit, ledger.FetchBlocks]
+    assert r.state.height == 2
+    r.on_head(peer, 6)
+    effects = r.on_blocks(peer, blocks[2:3])
+    assert effects[-1] == ledger.FetchBlocks(peer, 4, 2)  # the peer has more
+    r.on_blocks(peer, blocks[3:6])
+    assert r.state.height == 6
+    assert r.state.root == ledger.replay(s.genesis, blocks).root
+
+
+def test_replica_rejects_bad_block_keeps_state_and_records_equivocation() -> None:
+    s, blocks = chain_of(3)
+    peer = pub(key("peer"))
+    r = ledger.Replica(s)
+    r.on_blocks(peer, blocks[:2])
+    before = r.state
+    bad = protocol.sign(
+        ledger.Block(
+            height=3,
+            prev_hash=before.last_block_hash,
+            producer=pub(COORD),
+            state_root=b"\x00" * 32,
+            txs=(),
+        ),
+        COORD,
+        CHAIN,
+    ).raw
+    [effect] = r.on_blocks(peer, [bad])
+    assert isinstance(effect, ledger.PeerMisbehaved) and "state root" in effect.reason
+    assert r.state is before
+    twin = protocol.sign(
+        ledger.Block(
+            height=2,
+            prev_hash=ledger.decode_block(blocks[0], s.genesis).id,
+            producer=pub(COORD),
+            state_root=b"\x01" * 32,
+            txs=(),
+        ),
+        COORD,
+        CHAIN,
+    ).raw
+    [found] = r.on_blocks(peer, [twin])
+    assert isinstance(found, ledger.ProofFound)
+    assert found.proof == ledger.EquivocationProof(2, blocks[1], twin)
+    assert r.on_blocks(peer, [twin]) == []  # kept once
+    assert r.state is before
+    r.on_blocks(peer, blocks[2:])
+    assert r.state.height == 3
