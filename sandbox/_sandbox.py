@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import glob
 import itertools
 import os
@@ -339,61 +340,74 @@ class Sandbox:
         worker = self._acquire(key)
         warm = worker is not None
         keep = False
-        usage = _ZERO
         try:
             if worker is None:
                 try:
                     worker = self._spawn(job.runtime, limits, key is not None, job)
                 except _StartFailed as exc:
                     return _failed("crashed", str(exc), _usage_since(started))
-            deadline = started + limits.wall_ms / 1000
-            if not worker.loaded and job.runtime != "python":
-                load = {
-                    "op": "load",
-                    "model": job.model,
-                    "threads": job.threads,
-                    "opt_level": job.graph_opt_level,
-                    "provider": job.execution_provider,
-                    "admission": asdict(self.config.admission),
-                    "cpu_s": limits.cpu_s,
-                }
-                reply = self._call(worker, load, deadline, limits)
-                if isinstance(reply, Outcome):
-                    return reply
-                usage = _add(usage, reply)
-                if reply.get("op") != "loaded":
-                    return self._worker_error(reply, usage)
-                worker.loaded = True
-                worker.det_class = str(reply.get("class", ""))
-            reply = self._call(worker, request, deadline, limits)
-            if isinstance(reply, Outcome):
-                return reply
-            usage = _add(usage, reply)
-            if reply.get("op") != "result":
-                return self._worker_error(reply, usage)
-            try:
-                outputs = {
-                    str(name): tensor_from_wire(t, max_bytes=limits.output_bytes)
-                    for name, t in reply["outputs"]
-                }
-            except (ValueError, TypeError, KeyError) as exc:
-                return _failed("crashed", f"worker sent malformed outputs: {exc}", usage)
-            keep = key is not None and self._clean_after_job(worker)
-            return Outcome(
-                kind="ok",
-                message="",
-                usage=usage,
-                outputs=outputs,
-                commitment=output_commitment(outputs) if outputs else b"",
-                determinism_class=worker.det_class or str(reply.get("class", "")),
-                warm=warm,
-                value=str(reply.get("value", "")),
-            )
+            outcome, keep = self._job(worker, job, key, limits, request, started)
+            return dataclasses.replace(outcome, warm=warm)
         finally:
             self._release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._destroy(worker)
             self._reap_strays()
+
+    def _job(
+        self,
+        worker: _Worker,
+        job: JobRequest,
+        key: tuple[object, ...] | None,
+        limits: Limits,
+        request: dict[str, Any],
+        started: float,
+    ) -> tuple[Outcome, bool]:
+        """Load (if needed) and run; the outcome and whether the worker may stay warm."""
+        usage = _ZERO
+        deadline = started + limits.wall_ms / 1000
+        if not worker.loaded and job.runtime != "python":
+            load = {
+                "op": "load",
+                "model": job.model,
+                "threads": job.threads,
+                "opt_level": job.graph_opt_level,
+                "provider": job.execution_provider,
+                "admission": asdict(self.config.admission),
+                "cpu_s": limits.cpu_s,
+            }
+            reply = self._call(worker, load, deadline, limits)
+            if isinstance(reply, Outcome):
+                return reply, False
+            usage = _add(usage, reply)
+            if reply.get("op") != "loaded":
+                return self._worker_error(reply, usage), False
+            worker.loaded = True
+            worker.det_class = str(reply.get("class", ""))
+        reply = self._call(worker, request, deadline, limits)
+        if isinstance(reply, Outcome):
+            return reply, False
+        usage = _add(usage, reply)
+        if reply.get("op") != "result":
+            return self._worker_error(reply, usage), False
+        try:
+            outputs = {
+                str(name): tensor_from_wire(t, max_bytes=limits.output_bytes)
+                for name, t in reply["outputs"]
+            }
+        except (ValueError, TypeError, KeyError) as exc:
+            return _failed("crashed", f"worker sent malformed outputs: {exc}", usage), False
+        keep = key is not None and self._clean_after_job(worker)
+        outcome = Outcome(
+            kind="ok",
+            message="",
+            usage=usage,
+            outputs=outputs,
+            commitment=output_commitment(outputs) if outputs else b"",
+            determinism_class=worker.det_class or str(reply.get("class", "")),
+            value=str(reply.get("value", "")),
+        )
+        return outcome, keep
 
     def _worker_error(self, reply: dict[str, Any], usage: protocol.Usage) -> Outcome:
         kind = str(reply.get("kind", "runtime_error"))

@@ -1,0 +1,151 @@
+"""Running real jobs: determinism across workers, warm workers per owner, the pool, trio,
+TorchScript."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+import sandbox
+
+from . import models as M
+
+
+def x16(n: int = 3) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    return {"x": np.linspace(-1, 1, n * 16, dtype=np.float32).reshape(n, 16)}
+
+
+def test_tiny_model_runs(box: sandbox.Sandbox, tiny_model: bytes) -> None:
+    outcome = box.run(sandbox.JobRequest("onnx", tiny_model, x16()))
+    assert outcome.kind == "ok", outcome.message
+    assert outcome.outputs["y"].shape == (3, 4)
+    assert outcome.determinism_class.startswith("ort-1.32.0/cpu/")
+    assert outcome.determinism_class.endswith("/extended")
+    assert outcome.commitment == sandbox.output_commitment(outcome.outputs)
+    assert outcome.usage.peak_memory_kb > 0
+    assert not outcome.warm
+
+
+def test_same_job_same_commitment_across_workers(box: sandbox.Sandbox) -> None:
+    model = M.raw(M.conv())
+    inputs = {"x": np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    results = [box.run(sandbox.JobRequest("onnx", model, inputs, threads=t)) for t in (1, 2, 1)]
+    assert all(r.kind == "ok" for r in results)
+    assert len({r.commitment for r in results}) == 1
+    assert len({r.determinism_class for r in results}) == 1
+
+
+def test_matches_in_process_onnxruntime(box: sandbox.Sandbox, tiny_model: bytes) -> None:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(tiny_model, opts, providers=["CPUExecutionProvider"])
+    expected = session.run(None, x16())[0]
+    outcome = box.run(sandbox.JobRequest("onnx", tiny_model, x16()))
+    assert outcome.outputs["y"].tobytes() == expected.tobytes()
+
+
+def test_warm_worker_serves_only_its_owner(tiny_model: bytes) -> None:
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as sb:
+        first = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice"))
+        again = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(5), owner=b"alice"))
+        other = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"bob"))
+        anonymous = sb.run(sandbox.JobRequest("onnx", tiny_model, x16()))
+        assert (first.warm, again.warm, other.warm, anonymous.warm) == (False, True, False, False)
+        assert first.commitment == other.commitment == anonymous.commitment
+        assert again.outputs["y"].shape == (5, 4)
+
+
+def test_failed_warm_job_does_not_keep_its_worker() -> None:
+    model = M.raw(M.constant_of_shape_from_input())
+    limits = sandbox.Limits(memory_mb=1536)
+
+    def job(shape: list[int]) -> sandbox.JobRequest:
+        inputs = {"shape": np.array(shape, np.int64)}
+        return sandbox.JobRequest("onnx", model, inputs, owner=b"a", limits=limits)
+
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as sb:
+        runs = [sb.run(job(s)) for s in ([2, 2, 2], [2, 2, 2], [1 << 20, 1 << 20, 8], [2, 2, 2])]
+        assert [r.kind for r in runs] == ["ok", "ok", "memory_limit", "ok"]
+        assert [r.warm for r in runs] == [False, True, True, False]
+
+
+def test_pool_size_bounds_concurrent_workers(tiny_model: bytes) -> None:
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1)) as sb:
+        results: list[sandbox.Outcome] = []
+        lock = threading.Lock()
+
+        def one(owner: bytes) -> None:
+            r = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(), owner=owner))
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=one, args=(bytes([i]),)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert [r.kind for r in results] == ["ok"] * 3
+        assert len({r.commitment for r in results}) == 1
+
+
+async def test_usable_from_trio_without_blocking(box: sandbox.Sandbox, tiny_model: bytes) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        outcome = await trio.to_thread.run_sync(
+            box.run, sandbox.JobRequest("onnx", tiny_model, x16())
+        )
+        nursery.cancel_scope.cancel()
+    assert outcome.kind == "ok"
+    assert ticks > 1
+
+
+def test_torchscript_runs_and_cannot_read_files(box: sandbox.Sandbox, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
+            return x * 2 + 1
+
+    class Thief(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self, path: str) -> None:
+            super().__init__()
+            self.path = path
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
+            data = torch.from_file(self.path, False, 6, dtype=torch.uint8)
+            return data.to(torch.float32)
+
+    def saved(module: object) -> bytes:
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.script(module), buf)
+        return buf.getvalue()
+
+    x = {"x": np.arange(4, dtype=np.float32)}
+    outcome = box.run(sandbox.JobRequest("torchscript", saved(Affine()), x))
+    assert outcome.kind == "ok", outcome.message
+    assert outcome.outputs["output_0"].tolist() == [1.0, 3.0, 5.0, 7.0]
+    assert outcome.determinism_class.startswith("torch-")
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"SECRET")
+    secret.chmod(0o644)
+    tmp_path.chmod(0o755)
+    stolen = box.run(sandbox.JobRequest("torchscript", saved(Thief(str(secret))), x))
+    assert stolen.kind == "runtime_error"
+    assert not stolen.outputs
