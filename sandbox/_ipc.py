@@ -24,30 +24,34 @@ class Deadline(Exception):
 
 def send(fd: int, obj: Any) -> None:
     data = msgpack.packb(obj, use_bin_type=True)
-    view = memoryview(len(data).to_bytes(HEADER, "big") + data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    parts = [memoryview(len(data).to_bytes(HEADER, "big")), memoryview(data)]
+    while parts:
+        n = os.writev(fd, parts)
+        while parts and n >= len(parts[0]):
+            n -= len(parts[0])
+            parts.pop(0)
+        if parts and n:
+            parts[0] = parts[0][n:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
-    chunks: list[bytes] = []
-    left = n
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    pos = 0
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while left > 0:
+    while pos < n:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Deadline()
             if not poller.poll(max(1, int(remaining * 1000))):
                 continue
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
+        got = os.readv(fd, [view[pos:]])
+        if got == 0:
             raise WorkerGone()
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        pos += got
+    return buf
 
 
 def recv(fd: int, *, max_bytes: int, deadline: float | None = None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import glob
 import itertools
 import os
@@ -32,12 +33,14 @@ import numpy.typing as npt
 import protocol
 
 from . import _cgroup, _ipc
-from ._admission import AdmissionLimits, check_inputs, check_model
+from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
 from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
 from ._tensors import dtype_code, output_commitment, tensor_from_wire, tensor_to_wire
 
 _PR_SET_CHILD_SUBREAPER = 36
+_F_SETPIPE_SZ = 1031
+_PIPE_SIZE = 1 << 20
 _SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
 _DEV_RW = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
@@ -91,6 +94,7 @@ class JobRequest:
     execution_provider: str = "CPUExecutionProvider"
     limits: Limits | None = None
     trusted: bool = False
+    model_hash: bytes | None = None  # content hash of ``model`` when the caller knows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,7 @@ class Sandbox:
         self._idle: dict[tuple[object, ...], _Worker] = {}  # insertion order = LRU
         self._live: set[int] = set()
         self._counter = itertools.count()
+        self._admission_cache: dict[bytes, ModelInfo] = {}
         self._closed = False
         if config.subreaper and sys.platform == "linux":
             ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -232,8 +237,9 @@ class Sandbox:
         if job.graph_opt_level not in ("disabled", "basic", "extended", "all"):
             return _failed("rejected", f"unknown graph optimization level {job.graph_opt_level!r}")
         try:
+            model_hash = job.model_hash or protocol.content_hash(job.model)
             if job.runtime == "onnx":
-                info = check_model(job.model, self.config.admission)
+                info = self._admitted(model_hash, job.model)
                 check_inputs(info, job.inputs, self.config.admission)
             else:
                 for name, array in job.inputs.items():
@@ -248,7 +254,7 @@ class Sandbox:
         if job.owner is not None:
             key = (
                 job.owner,
-                protocol.content_hash(job.model),
+                model_hash,
                 job.runtime,
                 job.threads,
                 job.graph_opt_level,
@@ -263,6 +269,19 @@ class Sandbox:
             "cpu_s": limits.cpu_s,
         }
         return self._execute(job, key, limits, request)
+
+    def _admitted(self, model_hash: bytes, model: bytes) -> ModelInfo:
+        """Admission of a model, remembered by content hash (a few recent models)."""
+        with self._cond:
+            info = self._admission_cache.get(model_hash)
+        if info is not None:
+            return info
+        info = check_model(model, self.config.admission)
+        with self._cond:
+            self._admission_cache[model_hash] = info
+            while len(self._admission_cache) > 64:
+                del self._admission_cache[next(iter(self._admission_cache))]
+        return info
 
     def run_python(self, source: str, name: str, limits: Limits | None = None) -> Outcome:
         """Run function ``name`` defined in ``source`` in a cold worker with a real job's
@@ -352,7 +371,7 @@ class Sandbox:
             self._release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._destroy(worker)
-            self._reap_strays()
+                self._reap_strays()
 
     def _job(
         self,
@@ -588,6 +607,9 @@ class Sandbox:
             except OSError:
                 cgroup = None
         worker = _Worker(popen, job_dir, stderr, cgroup, limits, runtime)
+        for fd in (worker.wfd, worker.rfd):  # fewer round trips for large tensors
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
         with self._cond:
             self._live.add(popen.pid)
         mem = limits.memory_mb * 1024 * 1024

@@ -1,0 +1,147 @@
+"""Sandbox overhead: warm sandbox jobs against in-process onnxruntime, and cold jobs.
+
+Run: ``python bench/sandbox.py [--repeat N]``. Prints a table, then one JSON line per figure:
+``warm_ms_small|medium|large`` (value: warm median ms, baseline: in-process median ms,
+ratio: baseline/value) and ``cold_ms`` (value: cold median ms). Targets: warm <= in-process
++ 1 ms, ratio >= 0.9 for the large model, cold <= 400 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# This file is named like the package it measures: keep bench/ off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import protocol  # noqa: E402
+import sandbox  # noqa: E402
+
+
+def mlp(width: int, layers: int, batch: int) -> tuple[bytes, dict[str, np.ndarray]]:  # type: ignore[type-arg]
+    """A stack of ``layers`` MatMul+Relu of ``width`` square weights, fixed seed."""
+    rng = np.random.default_rng(width * 100 + layers)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        out = "y" if i == layers - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    x = rng.standard_normal((batch, width)).astype(np.float32)
+    return model.SerializeToString(), {"x": x}
+
+
+SIZES = {
+    "small": (128, 2, 32),  # about 0.1 ms in-process (width, layers, batch)
+    "medium": (512, 4, 48),  # about 1 ms
+    "large": (1024, 4, 96),  # about 10 ms
+}
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def in_process(model: bytes, inputs: dict[str, np.ndarray], repeat: int) -> float:  # type: ignore[type-arg]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    session.run(None, inputs)
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        session.run(None, inputs)
+        samples.append(time.perf_counter() - t)
+    return median_ms(samples)
+
+
+def warm(box: sandbox.Sandbox, model: bytes, inputs: dict[str, np.ndarray], repeat: int) -> float:  # type: ignore[type-arg]
+    digest = protocol.content_hash(model)
+    job = sandbox.JobRequest("onnx", model, inputs, owner=b"bench", model_hash=digest)
+    first = box.run(job)
+    assert first.ok, first.message
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        outcome = box.run(job)
+        samples.append(time.perf_counter() - t)
+        assert outcome.ok and outcome.warm, outcome.message
+    return median_ms(samples)
+
+
+def cold(box: sandbox.Sandbox, repeat: int) -> float:
+    model = sandbox.tiny_model_path().read_bytes()
+    inputs = {"x": np.ones((1, 16), np.float32)}
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        outcome = box.run(sandbox.JobRequest("onnx", model, inputs))
+        samples.append(time.perf_counter() - t)
+        assert outcome.ok and not outcome.warm, outcome.message
+    return median_ms(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--cold-repeat", type=int, default=10)
+    args = parser.parse_args()
+    figures = []
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as box:
+        print(f"layers in use: {', '.join(box.layers_in_use())}")
+        print(f"{'model':<8} {'in-process ms':>14} {'warm sandbox ms':>16} {'overhead ms':>12}")
+        for name, (width, layers, batch) in SIZES.items():
+            model, inputs = mlp(width, layers, batch)
+            base = in_process(model, inputs, args.repeat)
+            value = warm(box, model, inputs, args.repeat)
+            print(f"{name:<8} {base:>14.3f} {value:>16.3f} {value - base:>12.3f}")
+            figures.append(
+                {
+                    "bench": "sandbox",
+                    "metric": f"warm_ms_{name}",
+                    "value": round(value, 4),
+                    "baseline": round(base, 4),
+                    "ratio": round(base / value, 4),
+                }
+            )
+        c = cold(box, args.cold_repeat)
+        print(f"cold job (spawn, all layers, load tiny model, run): {c:.1f} ms median")
+        figures.append(
+            {
+                "bench": "sandbox",
+                "metric": "cold_ms",
+                "value": round(c, 2),
+                "baseline": None,
+                "ratio": None,
+            }
+        )
+    for f in figures:
+        print(json.dumps(f))
+
+
+if __name__ == "__main__":
+    main()
