@@ -46,6 +46,8 @@ class RequesterConfig:
     rng: random.Random = field(default_factory=random.Random)
     #: A running replica with no heartbeat or result for this long is replaced.
     heartbeat_timeout_ms: int = 3_500
+    #: With no sign of life this long after an award, send it again (twice at most).
+    award_resend_ms: int = 1_000
     #: Added to a bid's estimated run time to give the replica's deadline.
     replica_grace_ms: int = 2_000
     #: The ledger accepts receipt claims in the last ``claim_window_blocks`` before expiry.
@@ -83,7 +85,7 @@ class ProviderConfig:
     bid_validity_ms: int = 5_000
     heartbeat_interval_ms: int = 1_000
     #: Resend an unacknowledged result this often until a receipt arrives.
-    result_resend_ms: int = 1_500
+    result_resend_ms: int = 1_000
     claim_window_blocks: int = 10
     #: Whether jobs from requesters not in ``trusted_requesters`` are accepted.
     accepts_untrusted: bool = True

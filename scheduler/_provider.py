@@ -71,6 +71,8 @@ _BEAT = "heartbeat"
 _RESEND = "resend"
 
 _NO_HASH = bytes(32)
+#: Earlier bids for one job that an award may still name.
+_KEEP_BIDS = 4
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class Work:
     job: Signed[JobSpec]
     bid: Signed[Bid]
     phase: str = BIDDING
+    older: tuple[Signed[Bid], ...] = ()
     award: Signed[Award] | None = None
     started_ms: int = 0
     result: Signed[Result] | None = None
@@ -274,11 +277,8 @@ class Provider:
         spec = signed.message
         job_id = signed.id
         work = self.work.get(job_id)
-        if work is not None:
-            # A copy (pubsub and direct) or a re-announcement: our live bid stands.
-            if work.phase == BIDDING:
-                return [Send(spec.requester, work.bid)]
-            return []
+        if work is not None and work.phase != BIDDING:
+            return []  # already ours
         last = self._answered.get(job_id)
         if last is not None and now_ms - last[0] < spec.bid_window_ms:
             return []  # a copy of an announcement we just answered
@@ -292,7 +292,11 @@ class Provider:
             reason, detail = refusal
             nobid = NoBid(job_id, self.me, reason, detail, cfg.price_floor)
             self.history.append(Seen(job_id, now_ms, reason, spec.max_price, 0))
-            return [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
+            effects: list[Effect] = [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
+            if work is not None:  # a re-announcement we can no longer take
+                del self.work[job_id]
+                effects.append(CancelTimer(TimerKey(_BID, job_id)))
+            return effects
         price = bid_price(
             cfg.price_floor,
             self.active,
@@ -311,7 +315,11 @@ class Provider:
             expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
         )
         signed_bid = sign(bid, cfg.key, cfg.chain_id)
-        self.work[job_id] = Work(signed, signed_bid)
+        if work is None:
+            self.work[job_id] = Work(signed, signed_bid)
+        else:  # a re-announcement: a fresh bid; an award for a recent one still counts
+            work.older = (*work.older[-(_KEEP_BIDS - 1) :], work.bid)
+            work.bid = signed_bid
         return [
             Send(spec.requester, signed_bid),
             SetTimer(bid.expires_ms, TimerKey(_BID, job_id)),
@@ -338,14 +346,15 @@ class Provider:
                 if work.award.id == signed.id
                 else [Misbehaved(award.requester, "a second award for one job")]
             )
+        bid = next((b for b in (work.bid, *work.older) if b.id == award.bid_hash), None)
         if (
-            award.provider != self.me
+            bid is None
+            or award.provider != self.me
             or award.requester != work.spec.requester
-            or award.bid_hash != work.bid.id
-            or award.price != work.bid.message.price
+            or award.price != bid.message.price
         ):
             return [Misbehaved(award.requester, "award does not match our bid")]
-        if now_ms > work.bid.message.expires_ms:
+        if now_ms > bid.message.expires_ms:
             return self._decline(work, "the bid had expired", now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)

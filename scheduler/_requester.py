@@ -93,6 +93,10 @@ _LATE = "missed its deadline"
 _DECLINED = "declined the award"
 #: Award replica indexes are one byte on the wire.
 MAX_AWARDS = 256
+#: Announcements of a job nobody answers before it fails with ``no_response``.
+MAX_SILENT_ANNOUNCEMENTS = 3
+#: Times an award with no sign of life is sent again.
+MAX_AWARD_RESENDS = 2
 #: Bids (and NoBids) kept per job.
 MAX_BIDS = 256
 
@@ -111,6 +115,9 @@ class Replica:
     result: Signed[Result] | None = None
     output: Output | None = None
     receipt: Signed[Receipt] | None = None
+    heard: bool = False
+    nudges: int = 0
+    next_nudge_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -308,7 +315,13 @@ class Requester:
                 return self._fail(job, rep, _LATE, now_ms)
             if now_ms >= rep.last_seen_ms + self.config.heartbeat_timeout_ms:
                 return self._fail(job, rep, _SILENT, now_ms)
-            return [SetTimer(self._watch_at(rep), key)]
+            effects: list[Effect] = []
+            if self._nudge_due(rep) and now_ms >= rep.next_nudge_ms:
+                # No sign of life since the award: it may have been lost. Send it again.
+                rep.nudges += 1
+                rep.next_nudge_ms = now_ms + self.config.award_resend_ms
+                effects.append(Send(rep.provider, rep.award))
+            return [*effects, SetTimer(self._watch_at(rep), key)]
         return []
 
     # --- internals --------------------------------------------------------------------
@@ -368,7 +381,10 @@ class Requester:
             return []
         if any(r.provider == bid.provider for r in job.live()):
             return []
-        if bid.provider not in job.bids and len(job.bids) >= MAX_BIDS:
+        known = job.bids.get(bid.provider)
+        if known is not None and known[0].id == signed.id:
+            return []  # the same bid again (re-announcement): keep when it first came
+        if known is None and len(job.bids) >= MAX_BIDS:
             return []  # enough choice; a flood of keys cannot grow our memory
         job.bids[bid.provider] = (signed, now_ms)
         job.nobids.pop(bid.provider, None)
@@ -394,6 +410,7 @@ class Requester:
         if rep.state != RUNNING:
             return []
         rep.last_seen_ms = now_ms
+        rep.heard = True
         return [SetTimer(self._watch_at(rep), TimerKey(_WATCH, job.id, rep.index))]
 
     def _on_result(
@@ -440,8 +457,12 @@ class Requester:
                 return [Send(rep.provider, rep.receipt)]
         return []
 
+    def _nudge_due(self, rep: Replica) -> bool:
+        return not rep.heard and rep.nudges < MAX_AWARD_RESENDS
+
     def _watch_at(self, rep: Replica) -> int:
-        return min(rep.deadline_ms, rep.last_seen_ms + self.config.heartbeat_timeout_ms)
+        at = min(rep.deadline_ms, rep.last_seen_ms + self.config.heartbeat_timeout_ms)
+        return min(at, rep.next_nudge_ms) if self._nudge_due(rep) else at
 
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = FAILED
@@ -514,7 +535,10 @@ class Requester:
         # Short of replicas and nothing running.
         if not job.can_award():
             return effects + self._finalise(job, now_ms, forced=True)
-        if job.replicas and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
+        # Announce again when awards were made before, or when nobody answered at all
+        # (lost announcements) a few times; refusals are final.
+        again = job.replicas or (not job.nobids and job.announcements < MAX_SILENT_ANNOUNCEMENTS)
+        if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
             return effects + self._announce(job, now_ms)
         return effects + self._finalise(job, now_ms, forced=True)
 
@@ -557,6 +581,7 @@ class Requester:
         )
         signed = sign(award, self.config.key, self.config.chain_id)
         rep = Replica(index, bid.provider, signed, deadline, now_ms)
+        rep.next_nudge_ms = now_ms + self.config.award_resend_ms
         job.replicas.append(rep)
         return [
             Send(bid.provider, signed),

@@ -207,3 +207,19 @@ def test_spot_check_catches_a_cheater_with_a_known_answer() -> None:
     assert [s.provider for s in sim.ledger.slashed] == [cheat.pub]
     assert sim.ledger.slashed[0].expected_commitment == canary.answer.commitment
     assert sim.ledger.escrows[checks[0]].paid == {}  # nothing for the wrong answer
+
+
+def test_lossy_network_still_verifies() -> None:
+    # A quarter of all messages (announcements, bids, awards, heartbeats, results,
+    # receipts) are lost; re-announcements, award and result resends carry the jobs through.
+    for seed in range(10):
+        sim = Sim(100 + seed, loss=0.25)
+        req = sim.add_requester(balance=1_000_000)
+        for i in range(4):
+            sim.add_provider(price_floor=1_000 + i, reputation=5)
+        spec = sim.spec(req, redundancy=2, max_retries=2)
+        job = sim.submit(req, spec)
+        sim.run_jobs([job])
+        assert sim.done[job].status == "verified", seed
+        assert sim.done[job].output == honest_output(spec)
+        assert _closed(sim, job) == "settled"
