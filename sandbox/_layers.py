@@ -69,21 +69,19 @@ def bwrap_unshare(as_root: bool) -> list[str]:
     ]
 
 
+def _probe_unshare(as_root: bool) -> list[str]:
+    # No PID namespace in the probe: its init would be re-parented to a subreaper daemon.
+    user = [] if as_root else ["--unshare-user"]
+    return [*user, "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+
+
 def _bwrap_layer(uid: int | None) -> Layer:
     path = shutil.which("bwrap")
     if path is None:
         return Layer("bubblewrap", False, False, "bwrap is not installed (apt install bubblewrap)")
     try:
         proc = subprocess.run(
-            [
-                path,
-                *bwrap_unshare(uid is not None),
-                "--die-with-parent",
-                "--ro-bind",
-                "/",
-                "/",
-                "true",
-            ],
+            [path, *_probe_unshare(uid is not None), "--ro-bind", "/", "/", "true"],
             capture_output=True,
             timeout=10,
             env={},

@@ -254,7 +254,9 @@ def test_setsid_grandchild_is_killed(box: sandbox.Sandbox) -> None:
 
 
 def test_busy_loop_hits_cpu_limit(box: sandbox.Sandbox) -> None:
-    outcome = run(box, busy_loop)
+    # A generous wall clock: the CPU limit, not the deadline, must stop it even on a busy CI.
+    patient = sandbox.Limits(wall_ms=60_000, cpu_s=1, memory_mb=1024, processes=64)
+    outcome = run(box, busy_loop, limits=patient)
     assert outcome.kind == "cpu_limit"
     assert outcome.usage.cpu_ms >= 1000
 

@@ -12,7 +12,7 @@ import sandbox
 from . import models as M
 from .conftest import worker_processes
 
-LIMITS = sandbox.Limits(wall_ms=10_000, cpu_s=1, memory_mb=1536)
+LIMITS = sandbox.Limits(wall_ms=60_000, cpu_s=1, memory_mb=1536)
 
 
 def job(model: bytes, inputs: dict[str, np.ndarray]) -> sandbox.JobRequest:  # type: ignore[type-arg]
