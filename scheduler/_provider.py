@@ -253,8 +253,12 @@ class Provider:
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow closed; whatever we were not paid by now we never will be."""
         work = self.work.get(job_id)
-        if work is None or work.phase in (BIDDING, RUNNING):
+        if work is None or work.phase == RUNNING:
             return []
+        if work.phase == BIDDING:  # the job ended without us
+            self._record(work, LOST, now_ms)
+            del self.work[job_id]
+            return [CancelTimer(TimerKey(_BID, job_id))]
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
 
     # --- internals --------------------------------------------------------------------

@@ -97,9 +97,14 @@ class IdleReport:
 
 
 def why_no_jobs(history: Sequence[Seen], now_ms: int, window_ms: int) -> IdleReport:
-    """Explain a provider's recent lack of work from its own record of announcements."""
+    """Explain a provider's recent lack of work from its own record of announcements (each
+    job counted once, by its latest outcome, over the last ``window_ms``)."""
     since = now_ms - window_ms
-    recent = [s for s in history if s.at_ms >= since]
+    latest: dict[bytes, Seen] = {}  # a re-announced job counts once, by its latest outcome
+    for s in history:
+        if s.at_ms >= since:
+            latest[s.job_id] = s
+    recent = list(latest.values())
     counts = Counter(s.outcome for s in recent)
     hints: list[str] = []
     if not recent:

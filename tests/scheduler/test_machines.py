@@ -60,6 +60,10 @@ def test_submit_refuses_bad_specs() -> None:
     spec = sim.spec(me)
     with pytest.raises(JobRejected, match="deadline"):
         mine.submit(replace(spec, deadline_ms=sim.now + 10), sim.now)
+    mine.block(spec.escrow_expiry_height - 5, sim.now)  # the chain has moved on
+    with pytest.raises(JobRejected, match="escrow_expiry_height"):
+        mine.submit(spec, sim.now)
+    mine.height = 0
     mine.submit(spec, sim.now)
     with pytest.raises(JobRejected, match="nonce"):
         mine.submit(spec, sim.now)

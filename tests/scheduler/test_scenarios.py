@@ -223,3 +223,22 @@ def test_lossy_network_still_verifies() -> None:
         assert sim.done[job].status == "verified", seed
         assert sim.done[job].output == honest_output(spec)
         assert _closed(sim, job) == "settled"
+
+
+def test_provider_priced_out_learns_why() -> None:
+    sim = Sim(11)
+    req = sim.add_requester(balance=10_000_000)
+    dear = sim.add_provider(price_floor=8_000, reputation=5)
+    sim.add_provider(price_floor=1_000, reputation=5, max_concurrency=3)
+    jobs = [sim.submit(req, sim.spec(req, max_price=5_000 + 2_000 * i)) for i in range(3)]
+    sim.run_jobs(jobs)
+    assert dear.provider is not None
+    report = dear.provider.why_no_jobs(sim.now)
+    assert dict(report.outcomes) == {"price_below_floor": 2, "lost": 1}
+    assert any("price_floor" in h for h in report.hints)
+    assert any("bids lost" in h for h in report.hints)
+    # Closed jobs can be dropped from the requester's memory.
+    assert req.requester is not None
+    for j in jobs:
+        req.requester.forget(j)
+    assert not req.requester.jobs
