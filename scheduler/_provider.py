@@ -343,7 +343,13 @@ class Provider:
         award = signed.message
         work = self.work.get(award.job_id)
         if work is None:
-            return []  # our bid expired (recorded lost) or never existed
+            if award.provider != self.me:
+                return [Misbehaved(award.requester, "award for another provider")]
+            # Our bid expired (recorded lost): say so, so the requester replaces us at once.
+            cfg = self.config
+            why = "no live bid for this award"
+            nobid = NoBid(award.job_id, self.me, "busy", why, cfg.price_floor)
+            return [Send(award.requester, sign(nobid, cfg.key, cfg.chain_id))]
         if work.award is not None:
             return (
                 []
