@@ -210,6 +210,14 @@ class Requester:
         except KeyError:
             raise UnknownJob(f"no job {job_id.hex()[:16]}… here; check the job id") from None
 
+    def may_fetch(self, job_id: bytes, provider: bytes) -> bool:
+        """Whether ``provider`` may fetch the job's model and inputs now: it holds a running
+        award of the job. The driver serves them sealed to that provider's key."""
+        job = self.jobs.get(job_id)
+        if job is None or job.phase not in (COLLECTING, EXECUTING):
+            return False
+        return any(r.provider == provider and r.state == RUNNING for r in job.replicas)
+
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
         if self.job(job_id).phase != CLOSED:

@@ -139,6 +139,9 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert _of(fx, RunJob)
     assert _of(fx, SetTimer)
     assert prov.active == 1
+    assert req.may_fetch(job_id, prov.me)
+    assert not req.may_fetch(job_id, bytes(32))
+    assert not req.may_fetch(bytes(32), prov.me)
     spec = req.job(job_id).spec
     out = honest_output(spec)
     (deliver,) = _of(
@@ -151,6 +154,7 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     (receipt,) = [e for e in _of(good, Send) if isinstance(e.message.message, Receipt)]
     assert receipt.message.message.result_hash == deliver.result.id
     assert req.job(job_id).done is not None and req.job(job_id).done.status == "verified"  # type: ignore[union-attr]
+    assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
     # A resent result (our receipt was lost) gets the same receipt again.
     again = req.receive(deliver.result.raw, sim.now + 970, output=deliver.output)
     assert [e.message.raw for e in _of(again, Send)] == [receipt.message.raw]
