@@ -110,6 +110,7 @@ class Replica:
     award: Signed[Award]
     deadline_ms: int
     last_seen_ms: int
+    determinism_class: str
     state: str = RUNNING
     reason: str = ""
     result: Signed[Result] | None = None
@@ -512,6 +513,9 @@ class Requester:
         return self._fill(job, now_ms)
 
     def _candidates(self, job: RequesterJob, now_ms: int) -> list[Signed[Bid]]:
+        """Usable bids, best first (``award_key``). In ``exact`` mode, bids in the
+        determinism class of the first live replica (or of the best bid) come first, so
+        that replicas can be compared bit for bit."""
         spec = job.spec
         awarded = {r.provider for r in job.live()}
         bids = [
@@ -525,6 +529,10 @@ class Requester:
                 s.message, rep(s.message.provider), spec.max_price, now_ms, spec.deadline_ms
             )
         )
+        if spec.verification.mode == "exact" and bids:
+            live = job.live()
+            anchor = live[0].determinism_class if live else bids[0].message.determinism_class
+            bids.sort(key=lambda s: s.message.determinism_class != anchor)  # stable
         return bids
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
@@ -588,7 +596,7 @@ class Requester:
             bid_hash=signed_bid.id,
         )
         signed = sign(award, self.config.key, self.config.chain_id)
-        rep = Replica(index, bid.provider, signed, deadline, now_ms)
+        rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
         rep.next_nudge_ms = now_ms + self.config.award_resend_ms
         job.replicas.append(rep)
         return [

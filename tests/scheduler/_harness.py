@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nacl.signing
@@ -283,11 +283,11 @@ class Sim:
         key = self.key()
         kw.setdefault("capability_classes", (CLASS,))
         kw.setdefault("base_run_ms", run_ms)  # the provider's estimate matches its speed
+        kw.setdefault("determinism_class", DETERMINISM)
         cfg = ProviderConfig(
             key=key,
             chain_id=CHAIN,
             claim_window_blocks=CLAIM_WINDOW,
-            determinism_class=DETERMINISM,
             **kw,
         )
         node = Node(key, provider=Provider(cfg), behaviour=behaviour, run_ms=run_ms)
@@ -544,6 +544,7 @@ class Sim:
             out = (
                 honest_output(spec) if node.behaviour == "honest" else wrong_output(spec, node.pub)
             )
+            out = replace(out, determinism_class=node.provider.config.determinism_class)
             usage = Usage(cpu_ms=node.run_ms, wall_ms=node.run_ms, peak_memory_kb=1024, gpu_ms=0)
             effects = node.provider.job_finished(
                 job_id, self.now, outcome="ok", output=out, usage=usage

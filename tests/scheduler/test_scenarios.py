@@ -242,3 +242,17 @@ def test_provider_priced_out_learns_why() -> None:
     for j in jobs:
         req.requester.forget(j)
     assert not req.requester.jobs
+
+
+def test_exact_jobs_prefer_replicas_in_one_determinism_class() -> None:
+    sim = Sim(12)
+    req = sim.add_requester(balance=1_000_000)
+    first = sim.add_provider(price_floor=1_000, reputation=5)
+    # Cheaper than ``same`` but in another class: passed over for the second replica.
+    other = sim.add_provider(price_floor=1_100, reputation=5, determinism_class="ort/cpu/avx512")
+    same = sim.add_provider(price_floor=1_500, reputation=5)
+    job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=0))
+    sim.run_jobs([job])
+    assert {p.provider for p in sim.done[job].paid} == {first.pub, same.pub}
+    assert other.provider is not None
+    assert [s.outcome for s in other.provider.history] == ["lost"]
