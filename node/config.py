@@ -29,11 +29,25 @@ class ContributorConfig(_Strict):
     allow_untrusted: bool = Field(
         True, description="run strangers' jobs (refused anyway without a network-blocking layer)"
     )
+    base_run_ms: int = Field(200, ge=1, description="estimated run time of a job at score 1000")
+    stake: int = Field(0, ge=0, description="credits to stake once funded (bond against cheating)")
+    #: Test hooks (specs/daemon.md, "Test hooks"): never set these on a real node.
+    test_corrupt_outputs: bool = Field(False, description="TEST ONLY: return wrong outputs")
+    test_run_delay_ms: int = Field(0, ge=0, description="TEST ONLY: wait before each run")
 
 
 class CoordinatorConfig(_Strict):
     block_interval_ms: int = Field(500, ge=50, le=600_000)
     faucet_amount: int = Field(100_000_000, ge=0, description="demo credits a faucet mint gives")
+    faucet_max: int = Field(1_000_000_000_000, ge=1, description="largest faucet mint")
+    slash_amount: int = Field(1_000_000, ge=1, description="stake taken from a reported cheat")
+
+
+class RequesterConfig(_Strict):
+    max_price: int = Field(100_000, ge=0, description="default max price per replica")
+    deadline_ms: int = Field(60_000, ge=1_000, description="default job deadline from submit")
+    bid_window_ms: int = Field(150, ge=10, le=60_000, description="how long bids are collected")
+    expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
 
 
 class NodeConfig(_Strict):
@@ -46,6 +60,7 @@ class NodeConfig(_Strict):
     mdns: bool = False
     contributor: ContributorConfig = ContributorConfig()
     coordinator: CoordinatorConfig = CoordinatorConfig()
+    requester: RequesterConfig = RequesterConfig()
 
 
 def load_config(data_dir: Path, **overrides: object) -> NodeConfig:

@@ -1,0 +1,37 @@
+"""The daemon's errors.
+
+::
+
+    NodeError (node._errors)
+    └── DaemonError            the daemon cannot do what was asked
+        ├── GenesisUnavailable no genesis document and no coordinator to fetch it from
+        ├── JobSubmitError     a job cannot be submitted (bad model, inputs, balance, role)
+        ├── JobNotFound        no job with that id on this node
+        └── RoleMissing        the node does not hold the role the request needs
+
+Each message says what to do about it; the HTTP API maps them to 4xx answers.
+"""
+
+from __future__ import annotations
+
+from .._errors import NodeError
+
+
+class DaemonError(NodeError):
+    """Root of the daemon's own errors."""
+
+
+class GenesisUnavailable(DaemonError):
+    """No genesis document: none in the data directory and none from a coordinator."""
+
+
+class JobSubmitError(DaemonError):
+    """A job cannot be submitted as given."""
+
+
+class JobNotFound(DaemonError):
+    """No job with that id on this node."""
+
+
+class RoleMissing(DaemonError):
+    """The node does not hold the role that the request needs."""
