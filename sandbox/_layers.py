@@ -24,7 +24,9 @@ class Layer:
 
 def _seccomp_layer() -> Layer:
     try:
-        import pyseccomp  # noqa: F401
+        from ._seccomp import load_pyseccomp
+
+        load_pyseccomp()
     except Exception as exc:  # ImportError, or OSError when libseccomp is missing
         return Layer("seccomp", False, False, f"pyseccomp/libseccomp unusable: {exc}")
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+from typing import Any
 
 # Denied outright (EPERM).
 DENIED = (
@@ -74,10 +76,38 @@ DENIED = (
 )
 
 
+def load_pyseccomp() -> Any:
+    """Import pyseccomp without its two ``ldconfig -p`` subprocesses (ctypes.util
+    find_library at import time): the sonames are stable, dlopen finds them."""
+    if "pyseccomp" in sys.modules:
+        return sys.modules["pyseccomp"]
+    import ctypes
+    import ctypes.util
+
+    known = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+    original = ctypes.util.find_library
+
+    def find(name: str) -> str | None:
+        soname = known.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return original(name)
+
+    ctypes.util.find_library = find
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = original
+    return pyseccomp
+
+
 def install() -> str:
     """Install the filter on this process (inherited by children). Raises OSError if it fails."""
-    import pyseccomp as sc
-
+    sc = load_pyseccomp()
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     deny = sc.ERRNO(errno.EPERM)
     for name in DENIED:

@@ -299,7 +299,6 @@ _PREIMPORT = (
     "encodings.latin_1",
     "encodings.idna",
     "ctypes.util",
-    "pyseccomp",
     "socket",
     "subprocess",
     "tempfile",
@@ -319,8 +318,10 @@ def _preimport(runtime: str) -> None:
     for name in _PREIMPORT:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    from . import _determinism
+    from . import _determinism, _seccomp
 
+    with contextlib.suppress(Exception):
+        _seccomp.load_pyseccomp()
     _determinism.cpu_isa()
     if runtime in ("onnx", "torchscript"):
         _determinism.runtime_version(runtime)
