@@ -77,6 +77,8 @@ class ProviderConfig:
     determinism_class: str = "ort-1.32.0/cpu/generic/extended"
     price_floor: int = 1_000
     max_concurrency: int = 1
+    #: Bids do not reserve a slot; at most ``max_concurrency * overbook`` are open at once.
+    overbook: int = 2
     bench_score: int = 1_000
     reference_bench: int = 1_000
     load_markup_permille: int = 500

@@ -12,6 +12,7 @@ def match(
     config: ProviderConfig,
     *,
     active: int,
+    bidding: int = 0,
     now_ms: int,
     run_ms: int,
     draining: bool,
@@ -44,4 +45,6 @@ def match(
         return "deadline_too_short", f"needs about {run_ms} ms after the bid window"
     if active >= config.max_concurrency:
         return "busy", f"{active} of {config.max_concurrency} slots in use"
+    if active + bidding >= config.max_concurrency * max(1, config.overbook):
+        return "busy", f"{active} running and {bidding} bids open"
     return None

@@ -34,6 +34,7 @@ from protocol import (
     Result,
     Signed,
     Usage,
+    content_hash,
     decode,
     sign,
 )
@@ -109,7 +110,8 @@ class Provider:
         self.work: dict[bytes, Work] = {}
         self.draining = False
         self.history: deque[Seen] = deque(maxlen=config.history_limit)
-        self._answered: dict[bytes, tuple[int, int]] = {}  # job id -> (answered at, deadline)
+        # job id -> (answered at, deadline, bid window): copies are dropped before decoding
+        self._answered: dict[bytes, tuple[int, int, int]] = {}
 
     # --- queries ----------------------------------------------------------------------
 
@@ -117,6 +119,11 @@ class Provider:
     def active(self) -> int:
         """Replicas accepted and not yet finished."""
         return sum(1 for w in self.work.values() if w.phase == RUNNING)
+
+    @property
+    def bidding(self) -> int:
+        """Bids open (sent, not yet awarded or expired)."""
+        return sum(1 for w in self.work.values() if w.phase == BIDDING)
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -136,6 +143,15 @@ class Provider:
 
     def receive(self, data: bytes, now_ms: int) -> list[Effect]:
         """A JobSpec announcement, an Award or a Receipt."""
+        # A job id is the hash of the signed JobSpec: a copy of an announcement (pubsub and
+        # direct) is recognised before paying for its signature check.
+        maybe_job = content_hash(data)
+        last = self._answered.get(maybe_job)
+        if last is not None and now_ms - last[0] < last[2]:
+            return []  # a copy of an announcement we just answered
+        work = self.work.get(maybe_job)
+        if work is not None and work.phase != BIDDING:
+            return []  # an announcement of a job we already hold
         try:
             signed = decode(data, self.config.chain_id, JobSpec, Award, Receipt)
         except RemoteProtocolError as e:
@@ -237,7 +253,7 @@ class Provider:
                 work.phase = CLAIMED
                 effects.append(ClaimWithReceipt(work.id, work.award, work.receipt))
                 effects.append(NotifyUser(work.id, "claimed", "requester silent; claiming"))
-        for job_id, (_, deadline) in list(self._answered.items()):
+        for job_id, (_, deadline, _) in list(self._answered.items()):
             if deadline < now_ms:
                 del self._answered[job_id]
         return effects
@@ -280,17 +296,18 @@ class Provider:
     def _on_announce(self, signed: Signed[JobSpec], now_ms: int) -> list[Effect]:
         spec = signed.message
         job_id = signed.id
-        work = self.work.get(job_id)
-        if work is not None and work.phase != BIDDING:
-            return []  # already ours
-        last = self._answered.get(job_id)
-        if last is not None and now_ms - last[0] < spec.bid_window_ms:
-            return []  # a copy of an announcement we just answered
-        self._answered[job_id] = (now_ms, spec.deadline_ms)
+        work = self.work.get(job_id)  # receive() dropped copies and jobs past BIDDING
+        self._answered[job_id] = (now_ms, spec.deadline_ms, spec.bid_window_ms)
         cfg = self.config
         run_ms = estimate_run_ms(spec, cfg.bench_score, cfg.base_run_ms)
         refusal = match(
-            spec, cfg, active=self.active, now_ms=now_ms, run_ms=run_ms, draining=self.draining
+            spec,
+            cfg,
+            active=self.active,
+            bidding=self.bidding - (work is not None),
+            now_ms=now_ms,
+            run_ms=run_ms,
+            draining=self.draining,
         )
         if refusal is not None:
             reason, detail = refusal
@@ -303,7 +320,8 @@ class Provider:
             return effects
         price = bid_price(
             cfg.price_floor,
-            self.active,
+            # Open bids count as half-taken slots: a node with many pending bids asks more.
+            min(cfg.max_concurrency, self.active + self.bidding // max(1, cfg.overbook)),
             cfg.max_concurrency,
             cfg.bench_score,
             cfg.reference_bench,

@@ -551,9 +551,12 @@ class Requester:
         # Short of replicas and nothing running.
         if not job.can_award():
             return effects + self._finalise(job, now_ms, forced=True)
-        # Announce again when awards were made before, or when nobody answered at all
-        # (lost announcements) a few times; refusals are final.
-        again = job.replicas or (not job.nobids and job.announcements < MAX_SILENT_ANNOUNCEMENTS)
+        # Announce again when awards were made before, when nobody answered at all (lost
+        # announcements; a few times), or when every answer was "busy"; other refusals
+        # are final.
+        silent = not job.nobids and job.announcements < MAX_SILENT_ANNOUNCEMENTS
+        busy = bool(job.nobids) and all(nb.reason == "busy" for nb in job.nobids.values())
+        again = job.replicas or silent or busy  # a busy network may free up: wait for it
         if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
             return effects + self._announce(job, now_ms)
         return effects + self._finalise(job, now_ms, forced=True)
