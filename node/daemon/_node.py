@@ -220,6 +220,7 @@ class Node:
         self._running: dict[bytes, trio.CancelScope] = {}
         self._paid_seen: dict[bytes, int] = {}
         self._payees: dict[bytes, frozenset[bytes]] = {}
+        self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
         self._reported: set[tuple[bytes, bytes]] = set()
         self._providers_cache: dict[str, tuple[int, list[PeerKey]]] = {}
         self._advert_seq = 0
@@ -363,6 +364,7 @@ class Node:
                         record.closed = True
                         record.touch()
                         self.content.release(job_id)
+                    self._pending_attests.pop(job_id, None)
             self._execute("requester", req.block(state.height, now))
         if self.provider is not None:
             prov = self.provider
@@ -434,7 +436,7 @@ class Node:
         elif isinstance(fx, S.Attest):
             self._attest(fx)
         elif isinstance(fx, S.Slash):
-            self._report(fx.provider, [e.raw for e in fx.evidence])
+            self._report(fx.provider, [e.raw for e in fx.evidence if e.signer == fx.provider])
         elif isinstance(fx, S.RunJob):
             self._spawn(self._run_job, fx)
         elif isinstance(fx, S.AbortJob):
@@ -491,11 +493,18 @@ class Node:
                 self.key, self.chain_id, s, job_id=fx.job_id, payouts=payouts, expiry_height=x
             ),
         )
+        for attest in self._pending_attests.pop(fx.job_id, []):
+            self._attest(attest)
 
     def _attest(self, fx: scheduler.Attest) -> None:
-        """The ledger takes attestations only about a paid party of a settled job; a
-        verdict against a provider it did not pay goes to a coordinator as evidence."""
-        if fx.subject in self._payees.get(fx.job_id, frozenset()):
+        """The ledger takes attestations only about a paid party of a settled job, so they
+        wait for the job's Settle (the machine emits them just before it) and go after it.
+        A verdict against a provider the job did not pay goes to a coordinator as evidence
+        (its own signed Results only: that is what a slash may carry)."""
+        if fx.job_id not in self._payees:
+            self._pending_attests.setdefault(fx.job_id, []).append(fx)
+            return
+        if fx.subject in self._payees[fx.job_id]:
             self._tx(
                 "attest",
                 lambda s, x: tx.attest(
@@ -508,8 +517,8 @@ class Node:
                     expiry_height=x,
                 ),
             )
-        elif not fx.positive and fx.evidence:
-            self._report(fx.subject, [e.raw for e in fx.evidence])
+        elif not fx.positive:
+            self._report(fx.subject, [e.raw for e in fx.evidence if e.signer == fx.subject])
 
     def _report(self, offender: bytes, evidence: list[bytes]) -> None:
         key = (offender, protocol.content_hash(b"".join(evidence)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,8 @@ from sandbox import Sandbox, SandboxConfig, determinism_class, tiny_model_path
 CHAIN = "aimx-test"
 FUNDS = 1_000_000_000
 BLOCK_MS = 100
+#: How long a slow contributor waits before each run (and says so in its bids).
+SLOW_MS = 2_000
 
 
 def key(n: int) -> nacl.signing.SigningKey:
@@ -47,13 +49,24 @@ class Cluster:
     coordinator: Node
     requester: Node
     contributors: list[Node] = field(default_factory=list)
+    scopes: dict[bytes, trio.CancelScope] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[Node]:
-        return [self.coordinator, self.requester, *self.contributors]
+        return [n for n in (self.coordinator, self.requester, *self.contributors) if self.alive(n)]
+
+    def coordinator_state(self) -> ledger.State:
+        return self.coordinator.ledger.state
+
+    def alive(self, node: Node) -> bool:
+        return not self.scopes[node.me].cancel_called
+
+    def kill(self, node: Node) -> None:
+        """Stop ``node`` at once, its network with it (an in-process SIGKILL)."""
+        self.scopes[node.me].cancel()
 
     async def settle_blocks(self, n: int = 2) -> None:
-        """Wait until every node has committed ``n`` more blocks than the coordinator has now."""
+        """Wait until every live node has committed ``n`` blocks past the coordinator's now."""
         target = self.coordinator.ledger.state.height + n
         for node in self.nodes:
             await node.ledger.wait_height(target)
@@ -64,10 +77,18 @@ async def cluster(
     contributors: int = 3,
     *,
     cheaters: tuple[int, ...] = (),
+    slow: tuple[int, ...] = (),
     price_floor: int = 1_000,
     stake: int = 0,
+    deadline_ms: int = 20_000,
     seed: int = 1,
 ) -> AsyncIterator[Cluster]:
+    """A coordinator, a requester (funded in the genesis) and ``contributors`` providers.
+
+    ``cheaters`` return wrong outputs (and bid lower, so they are awarded); ``slow`` wait
+    ``SLOW_MS`` before each run; with ``stake`` each contributor gets that much in the
+    genesis and stakes it.
+    """
     hub = MemoryHub(CHAIN, rng=random.Random(seed))
     ckey, rkey = key(1), key(2)
     pkeys = [key(10 + i) for i in range(contributors)]
@@ -75,32 +96,41 @@ async def cluster(
     if stake:
         balances.update({bytes(k.verify_key): stake for k in pkeys})
     genesis = ledger.make_genesis(CHAIN, [bytes(ckey.verify_key)], balances)
-    coordinator_cfg = CoordinatorConfig(block_interval_ms=BLOCK_MS)
+    coordinator_cfg = CoordinatorConfig(block_interval_ms=BLOCK_MS, slash_amount=stake or 1)
     with Sandbox(SandboxConfig(pool_size=max(1, contributors))) as sandbox:
         profile = ProviderProfile(
             determinism_class=determinism_class("onnx", "cpu", "extended"),
             memory_mb=4096,
             sandbox_layers=tuple(sandbox.layers_in_use()),
         )
-        async with AsyncExitStack() as stack:
-            nets = {
-                bytes(k.verify_key): await stack.enter_async_context(hub.open(k))
-                for k in (ckey, rkey, *pkeys)
-            }
-            nursery = await stack.enter_async_context(trio.open_nursery())
+        scopes: dict[bytes, trio.CancelScope] = {}
+
+        async def life(
+            k: nacl.signing.SigningKey,
+            cfg: NodeConfig,
+            *,
+            task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            with trio.CancelScope() as scope:
+                scopes[bytes(k.verify_key)] = scope
+                async with hub.open(k) as net, trio.open_nursery() as inner:
+                    contributor = "contributor" in cfg.roles
+                    node = Node(
+                        k,
+                        cfg,
+                        net,
+                        genesis,
+                        sandbox=sandbox if contributor else None,
+                        profile=profile if contributor else None,
+                        rng=random.Random(seed),
+                    )
+                    await inner.start(node.run)
+                    task_status.started(node)
+
+        async with trio.open_nursery() as nursery:
 
             async def start(k: nacl.signing.SigningKey, cfg: NodeConfig) -> Node:
-                net = nets[bytes(k.verify_key)]
-                node = Node(
-                    k,
-                    cfg,
-                    net,
-                    genesis,
-                    sandbox=sandbox if "contributor" in cfg.roles else None,
-                    profile=profile if "contributor" in cfg.roles else None,
-                    rng=random.Random(seed),
-                )
-                await nursery.start(node.run)
+                node: Node = await nursery.start(life, k, cfg)
                 return node
 
             coord = await start(
@@ -113,19 +143,21 @@ async def cluster(
                     chain_id=CHAIN,
                     roles=("requester",),
                     coordinator=coordinator_cfg,
-                    requester=RequesterConfig(deadline_ms=20_000, bid_window_ms=150),
+                    requester=RequesterConfig(deadline_ms=deadline_ms, bid_window_ms=150),
                 ),
             )
-            cl = Cluster(hub, coord, req)
+            cl = Cluster(hub, coord, req, scopes=scopes)
             for i, k in enumerate(pkeys):
                 cfg = NodeConfig(
                     chain_id=CHAIN,
                     roles=("contributor",),
                     coordinator=coordinator_cfg,
                     contributor=ContributorConfig(
-                        price_floor=price_floor,
+                        # a cheater undercuts the others, so that it is awarded
+                        price_floor=price_floor // 2 if i in cheaters else price_floor,
                         test_corrupt_outputs=i in cheaters,
-                        stake=stake,
+                        test_run_delay_ms=SLOW_MS if i in slow else 0,
+                        base_run_ms=SLOW_MS + 200 if i in slow else 200,
                     ),
                 )
                 cl.contributors.append(await start(k, cfg))

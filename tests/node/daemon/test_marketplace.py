@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from fractions import Fraction
+
 import numpy as np
 import trio
 
 import ledger
+from node.daemon import Node
 from sandbox import Sandbox, tiny_model_path
 
 from ._cluster import Cluster, cluster, tiny_inputs
@@ -58,3 +62,107 @@ async def test_job_verified_with_redundancy_two_and_both_paid() -> None:
             _conserved(state)
             roots = {n.ledger.state.root for n in cl.nodes if n.ledger.state.height == state.height}
             assert len(roots) == 1
+
+
+async def _blocks_until(cl: Cluster, check: Callable[[], bool], limit: int = 100) -> None:
+    """Wait block by block (bounded) until ``check()`` is true."""
+    for _ in range(limit):
+        if check():
+            return
+        await cl.settle_blocks(1)
+    raise AssertionError("condition not reached within the block limit")
+
+
+async def test_cheater_outvoted_unpaid_slashed_and_reputation_drops() -> None:
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(40):
+        async with cluster(3, cheaters=(0,), stake=5_000_000) as cl:
+            cheat = cl.contributors[0]
+            state = cl.coordinator_state
+            await _blocks_until(
+                cl, lambda: all(state().account(n.me).stake for n in cl.contributors)
+            )
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=2)
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified"
+            paid = {p.provider for p in record.done.paid}
+            assert cheat.me not in paid and len(paid) >= 2
+            await _blocks_until(cl, lambda: state().account(cheat.me).stake < 5_000_000)
+            s = state()
+            assert s.reputation(cheat.me) < ledger_half()
+            for honest in paid:
+                assert s.reputation(honest) > ledger_half()
+            assert s.balance(cheat.me) == 0  # earned nothing
+            _conserved(s)
+
+
+def ledger_half() -> Fraction:
+    return Fraction(1, 2)
+
+
+async def test_no_provider_matches_reason_given_and_escrow_returned() -> None:
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(30):
+        async with cluster(2, price_floor=50_000) as cl:
+            before = cl.requester.ledger.state.balance(cl.requester.me)
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), max_price=1_000)
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "failed"
+            assert record.done.no_bids is not None
+            assert record.done.no_bids.primary == "price_below_floor"
+            assert record.done.no_bids.lowest_floor == 50_000
+            assert cl.requester.ledger.state.balance(cl.requester.me) == before
+            _conserved(cl.coordinator.ledger.state)
+
+
+async def test_provider_killed_mid_job_is_replaced_and_unpaid() -> None:
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(60):
+        async with cluster(3, slow=(0, 1, 2)) as cl:
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
+            running: list[object] = []
+            for _ in range(200):
+                running = [n for n in cl.contributors if job_id in n._running]
+                if running:
+                    break
+                await trio.sleep(0.05)
+            assert running, "no provider started the job"
+            victim = running[0]
+            assert isinstance(victim, Node)
+            cl.kill(victim)
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified", record.events
+            paid = {p.provider for p in record.done.paid}
+            assert victim.me not in paid and paid
+            assert any(e == "replica_failed" for _, e, _ in record.events)
+            assert len({*paid, victim.me}) == len(paid) + 1
+            assert cl.coordinator.ledger.state.balance(victim.me) == 0
+            _conserved(cl.coordinator.ledger.state)
+
+
+async def test_requester_killed_after_delivery_provider_claims_after_deadline() -> None:
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(60):
+        async with cluster(2, slow=(1,), deadline_ms=4_000) as cl:
+            fast = cl.contributors[0]
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
+            assert fast.provider is not None
+            for _ in range(400):
+                work = fast.provider.work.get(job_id)
+                if work is not None and work.phase == "receipted":
+                    break
+                await trio.sleep(0.02)
+            else:
+                raise AssertionError("the fast provider never got a receipt")
+            cl.kill(cl.requester)
+            price = work.award.message.price if work.award else 0
+            state = cl.coordinator_state
+            await _blocks_until(cl, lambda: state().balance(fast.me) == price, limit=200)
+            escrow = state().escrow(job_id)
+            assert escrow is not None and escrow.paid_to(fast.me) == price
+            assert fast.me in escrow.claimed
+            assert state().balance(cl.contributors[1].me) == 0
+            _conserved(state())
