@@ -264,9 +264,9 @@ def test_busy_answers_wait_for_capacity() -> None:
     only = sim.add_provider(price_floor=1_000, reputation=5, overbook=1, run_ms=1_500)
     jobs = [sim.submit(req, sim.spec(req, redundancy=1, max_retries=0)) for _ in range(2)]
     sim.run_jobs(jobs)
-    # The second job was told "busy", announced again, and ran once the slot was free.
+    # One job was told "busy", announced again, and ran once the slot was free.
     assert [sim.done[j].status for j in jobs] == ["verified", "verified"]
     assert only.provider is not None
     assert [s.outcome for s in only.provider.history].count("busy") >= 1
-    announced = [n for _, n in sim.notes if n.job_id == jobs[1] and n.event == "announced"]
-    assert len(announced) >= 2
+    announced = [n for _, n in sim.notes if n.job_id in jobs and n.event == "announced"]
+    assert len(announced) >= 3
