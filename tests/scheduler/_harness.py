@@ -376,6 +376,14 @@ class Sim:
                 self.execute(node, "provider", fx)
             if node.provider is not None and e.status != "open":
                 self.execute(node, "provider", node.provider.escrow_closed(job_id, self.now))
+        if node.provider is not None:  # sandbox runs died with the process
+            for job_id, work in sorted(node.provider.work.items()):
+                if work.phase == "running":
+                    usage = Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+                    fx = node.provider.job_finished(
+                        job_id, self.now, outcome="crashed", output=None, usage=usage
+                    )
+                    self.execute(node, "provider", fx)
         h = self.ledger.height
         if node.requester is not None:
             self.execute(node, "requester", node.requester.block(h, self.now))
