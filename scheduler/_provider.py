@@ -228,7 +228,8 @@ class Provider:
             ]
         if key.kind == _RESEND and work.phase == DELIVERED and work.result is not None:
             if now_ms >= work.spec.deadline_ms:
-                return self._close(work, "no receipt before the deadline; cannot claim")
+                # No receipt: nothing to claim with. A settlement may still pay us.
+                return [NotifyUser(work.id, "unacknowledged", "no receipt before the deadline")]
             return [
                 Deliver(work.spec.requester, work.result, work.output),
                 SetTimer(now_ms + self.config.result_resend_ms, key),
@@ -241,7 +242,7 @@ class Provider:
         window = self.config.claim_window_blocks
         for work in list(self.work.values()):
             expiry = work.spec.escrow_expiry_height
-            if height >= expiry and work.phase in (RECEIPTED, CLAIMED):
+            if height >= expiry and work.phase in (DELIVERED, RECEIPTED, CLAIMED):
                 effects += self._close(work, "escrow expired")
             elif (
                 work.phase == RECEIPTED
