@@ -406,7 +406,8 @@ class Requester:
             if rep.provider == nobid.provider and rep.state == RUNNING:
                 # A NoBid after an award declines it (the provider filled up meanwhile).
                 return self._fail(job, rep, _DECLINED, now_ms)
-        if nobid.provider not in job.bids and len(job.nobids) < MAX_BIDS:
+        job.bids.pop(nobid.provider, None)  # its latest answer: an earlier bid is withdrawn
+        if nobid.provider in job.nobids or len(job.nobids) < MAX_BIDS:
             job.nobids[nobid.provider] = nobid
         return []
 
