@@ -107,6 +107,10 @@ class JobCgroup:
             (m / "memory.limit_in_bytes").write_text(str(memory_bytes))
             (p / "pids.max").write_text(str(pids))
 
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files a process writes its pid to, to join the group."""
+        return [str(d / "cgroup.procs") for d in self._dirs]
+
     def add(self, pid: int) -> None:
         for d in self._dirs:
             (d / "cgroup.procs").write_text(str(pid))
@@ -152,14 +156,23 @@ class JobCgroup:
         except (OSError, ValueError):
             return 0
 
-    def remove(self, timeout_s: float = 5.0) -> None:
-        """Kill what is left, wait (bounded) until the group is empty, remove the dirs."""
+    def remove(self, timeout_s: float = 5.0) -> set[int]:
+        """Kill what is left, wait (bounded) until the group is empty, remove the dirs.
+
+        Returns every pid seen in the group meanwhile, so the caller can wait for them to be
+        reaped (a process leaves the group before its children are re-parented)."""
+        seen: set[int] = set()
         end = time.monotonic() + timeout_s
         while True:
-            self.kill_all()
-            if not self.pids() or time.monotonic() > end:
+            pids = self.pids()
+            seen.update(pids)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if not pids or time.monotonic() > end:
                 break
             time.sleep(0.002)
         for d in self._dirs:
             with contextlib.suppress(OSError):
                 d.rmdir()
+        return seen

@@ -536,9 +536,13 @@ class Sandbox:
         # A root daemon whose interpreter the worker user cannot reach (e.g. under /root)
         # starts the worker as root; the worker drops to the worker user before any job
         # data arrives (first thing inside bubblewrap, else right after its imports).
+        # With cgroups the worker must be in its group before it (or bubblewrap) forks, so
+        # a root shell joins the group and then execs the worker.
+        reachable = self._uid is None or _reachable(self._ro_paths(), self._uid)
         root_launch = self._uid is not None and (
-            self._bwrap is not None or not _reachable(self._ro_paths(), self._uid)
+            self._bwrap is not None or self._cg is not None or not reachable
         )
+        drop_late = root_launch and self._bwrap is None and not reachable
         if self._bwrap is not None:
             bw = [
                 self._bwrap,
@@ -575,6 +579,29 @@ class Sandbox:
                 bw += ["--dev-bind", p, p]
             bw += ["--bind", str(job_dir), str(job_dir), "--chdir", "/", "--"]
             argv = bw + argv
+        cgroup = None
+        if self._cg is not None:
+            try:
+                cgroup = _cgroup.JobCgroup(
+                    self._cg,
+                    f"aimx-{os.getpid()}-{n}",
+                    limits.memory_mb * 1024 * 1024,
+                    limits.processes,
+                )
+            except OSError as exc:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise _StartFailed(f"cannot create the job's cgroup: {exc}") from None
+            procs = cgroup.procs_files()
+            join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done'
+            argv = [
+                "/bin/sh",
+                "-c",
+                join + '; shift $(( $# - NARGS )); exec "$@"'.replace("NARGS", str(len(argv))),
+                "sh",
+                *procs,
+                "--",
+                *argv,
+            ]
         stderr = tempfile.TemporaryFile(dir=self._private)  # noqa: SIM115 (closed in _destroy)
         try:
             popen = subprocess.Popen(
@@ -592,20 +619,10 @@ class Sandbox:
             )
         except OSError as exc:
             stderr.close()
+            if cgroup is not None:
+                cgroup.remove()
             shutil.rmtree(job_dir, ignore_errors=True)
             raise _StartFailed(f"cannot start a worker: {exc}") from None
-        cgroup = None
-        if self._cg is not None:
-            try:
-                cgroup = _cgroup.JobCgroup(
-                    self._cg,
-                    f"aimx-{os.getpid()}-{n}",
-                    limits.memory_mb * 1024 * 1024,
-                    limits.processes,
-                )
-                cgroup.add(popen.pid)
-            except OSError:
-                cgroup = None
         worker = _Worker(popen, job_dir, stderr, cgroup, limits, runtime)
         for fd in (worker.wfd, worker.rfd):  # fewer round trips for large tensors
             with contextlib.suppress(OSError):
@@ -628,7 +645,7 @@ class Sandbox:
             "drop": [self._uid, self._gid if self._gid is not None else self._uid]
             if root_launch
             else None,
-            "drop_late": root_launch and self._bwrap is None,
+            "drop_late": drop_late,
             "runtime": runtime,
             "job_dir": str(job_dir),
             "rlimits": rlimits,
@@ -700,7 +717,7 @@ class Sandbox:
         self._kill(worker)
         self._wait(worker)
         if worker.cgroup is not None:
-            worker.cgroup.remove()
+            _await_gone(worker.cgroup.remove() - {worker.popen.pid}, self.config.subreaper)
         for f in (worker.popen.stdin, worker.popen.stdout, worker.stderr):
             with contextlib.suppress(OSError):
                 if f is not None:
@@ -778,6 +795,28 @@ def _reachable(paths: list[str], uid: int) -> bool:
                 return False
             cur = cur / part
     return True
+
+
+def _await_gone(pids: set[int], reap: bool, timeout_s: float = 5.0) -> None:
+    """Wait (bounded) until each pid is gone, reaping those re-parented to us."""
+    me = os.getpid()
+    end = time.monotonic() + timeout_s
+    left = set(pids)
+    while left and time.monotonic() < end:
+        for pid in sorted(left):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                left.discard(pid)
+                continue
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if reap and int(fields[1]) == me:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                left.discard(pid)
+        if left:
+            time.sleep(0.002)
 
 
 def _processes() -> list[tuple[int, int, int, str]]:
