@@ -82,3 +82,23 @@ def test_runtime_error_is_reported(box: sandbox.Sandbox) -> None:
     outcome = box.run(job(M.raw(model), X4))
     assert outcome.kind == "runtime_error"
     assert outcome.message
+
+
+def admit_inside(model: bytes) -> str:
+    import sandbox
+
+    try:
+        sandbox.check_model(model)
+    except sandbox.AdmissionError as exc:
+        return f"rejected: {exc}"
+    return "accepted"
+
+
+def test_admission_also_runs_inside_the_locked_down_worker(box: sandbox.Sandbox) -> None:
+    from sandbox.testing import run_payload
+
+    hostile = run_payload(box, admit_inside, M.raw(M.external_weight("weights.bin")))
+    assert hostile.kind == "ok"
+    assert "rejected" in hostile.value and "external data" in hostile.value
+    fine = run_payload(box, admit_inside, M.raw(M.add_one()))
+    assert fine.value == "'accepted'"
