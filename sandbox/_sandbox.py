@@ -237,6 +237,10 @@ class Sandbox:
         if job.graph_opt_level not in ("disabled", "basic", "extended", "all"):
             return _failed("rejected", f"unknown graph optimization level {job.graph_opt_level!r}")
         try:
+            inputs = {str(k): np.asarray(v) for k, v in job.inputs.items()}
+            if inputs.keys() != set(job.inputs):
+                raise AdmissionError("input names must be strings")
+            job = dataclasses.replace(job, inputs=inputs)
             model_hash = job.model_hash or protocol.content_hash(job.model)
             if job.runtime == "onnx":
                 info = self._admitted(model_hash, job.model)
@@ -248,7 +252,7 @@ class Sandbox:
                         raise AdmissionError("input names must be strings")
         except AdmissionError as exc:
             return _failed("rejected", str(exc))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             return _failed("rejected", f"bad input: {exc}")
         key: tuple[object, ...] | None = None
         if job.owner is not None:
@@ -384,7 +388,7 @@ class Sandbox:
     ) -> tuple[Outcome, bool]:
         """Load (if needed) and run; the outcome and whether the worker may stay warm."""
         usage = _ZERO
-        deadline = started + limits.wall_ms / 1000
+        deadline = time.monotonic() + limits.wall_ms / 1000  # load + run, not start-up
         if not worker.loaded and job.runtime != "python":
             load = {
                 "op": "load",
