@@ -8,7 +8,8 @@ modules so that their commands exist.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -132,3 +133,155 @@ def probe(
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
             Console().print(render(report))
+
+
+# --- the daemon: ``aimx node start|status`` and ``aimx coordinator start`` -------------
+
+RoleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--role",
+        help="contributor, requester or coordinator; repeat for several. Default: config.",
+        show_default=False,
+    ),
+]
+ListenOption = Annotated[
+    list[str] | None,
+    typer.Option("--listen", help="Multiaddress to listen on (repeatable).", show_default=False),
+]
+BootstrapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--bootstrap",
+        help="A coordinator's multiaddress ending in /p2p/<peer id> (repeatable).",
+        show_default=False,
+    ),
+]
+ApiPortOption = Annotated[
+    int | None, typer.Option("--api-port", help="Local HTTP API port (0: any free port).")
+]
+ChainOption = Annotated[str | None, typer.Option("--chain-id", help="Chain to join or start.")]
+LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _start(
+    data_dir: Path,
+    roles: list[str] | None,
+    listen: list[str] | None,
+    bootstrap: list[str] | None,
+    api_port: int | None,
+    chain_id: str | None,
+    log_level: str,
+) -> None:
+    import logging
+
+    import trio
+
+    from .config import load_config
+    from .daemon import run_daemon
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter("--log-level must be debug, info, warning or error")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    for r in roles or ():
+        if r not in ("contributor", "requester", "coordinator"):
+            raise typer.BadParameter(f"unknown role {r!r}: use contributor, requester, coordinator")
+    config = load_config(
+        data_dir,
+        roles=tuple(dict.fromkeys(roles)) if roles else None,
+        listen=tuple(listen) if listen else None,
+        bootstrap=tuple(bootstrap) if bootstrap else None,
+        api_port=api_port,
+        chain_id=chain_id,
+    )
+
+    def ready(info: Any) -> None:
+        Console(stderr=True).print(
+            f"[green]node up[/] {info.peer_id} roles {','.join(info.roles)} api {info.api_url}"
+        )
+        for address in info.addresses:
+            Console(stderr=True).print(f"  listening {address}")
+
+    trio.run(lambda: run_daemon(data_dir, config, ready=ready))
+
+
+@node_app.command("start")
+def start(
+    ctx: typer.Context,
+    role: RoleOption = None,
+    listen: ListenOption = None,
+    bootstrap: BootstrapOption = None,
+    api_port: ApiPortOption = None,
+    chain_id: ChainOption = None,
+    log_level: LogOption = "info",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the daemon in the foreground until Ctrl-C (writes node.json while it runs)."""
+    with user_errors():
+        _start(
+            resolve_data_dir(data_dir, ctx), role, listen, bootstrap, api_port, chain_id, log_level
+        )
+
+
+@node_app.command("status")
+def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Show a running node's identity, ledger height, balance and work."""
+    from .client import Client
+
+    with user_errors():
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            body = client.status()
+        if as_json:
+            typer.echo(json.dumps(body, indent=2, sort_keys=True))
+            return
+        table = Table(title="aimx node status", show_header=False, title_justify="left")
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(overflow="fold")
+        table.add_row("peer id", body["peer_id"])
+        table.add_row("roles", ", ".join(body["roles"]))
+        table.add_row("chain", f"{body['chain_id']} at height {body['height']}")
+        table.add_row("balance", f"{body['balance'] / 1e6:.6f} credits")
+        table.add_row("stake", f"{body['stake'] / 1e6:.6f} credits")
+        table.add_row("reputation", f"{body['reputation']:.3f}")
+        table.add_row("peers", str(body["connected_peers"]))
+        table.add_row("api", body["api_url"])
+        table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in body["jobs"].items()) or "-")
+        if "provider" in body:
+            p = body["provider"]
+            table.add_row("running", str(p["active"]))
+            table.add_row("earned", f"{p['earned'] / 1e6:.6f} credits")
+        for address in body["addresses"]:
+            table.add_row("address", address)
+        Console().print(table)
+
+
+coordinator_app = typer.Typer(
+    name="coordinator",
+    help="Run a coordinator: bootstrap peer, relay, block producer and devnet faucet.",
+    no_args_is_help=True,
+)
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    ctx: typer.Context,
+    listen: ListenOption = None,
+    api_port: ApiPortOption = None,
+    chain_id: ChainOption = None,
+    log_level: LogOption = "info",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run a coordinator (creates the chain's genesis with this node's key on first start)."""
+    with user_errors():
+        _start(
+            resolve_data_dir(data_dir, ctx),
+            ["coordinator"],
+            listen,
+            None,
+            api_port,
+            chain_id,
+            log_level,
+        )

@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 from ._cli_common import DataDirOption
+from ._cli_devnet import devnet_app
+from ._cli_job import job_app
 from ._cli_keys import keys_app
 from ._cli_ledger import ledger_app
-from ._cli_node import node_app
+from ._cli_node import coordinator_app, node_app
 from ._cli_sandbox import sandbox_app
 
 app = typer.Typer(
@@ -30,6 +32,9 @@ app.add_typer(keys_app)
 app.add_typer(node_app)
 app.add_typer(ledger_app)
 app.add_typer(sandbox_app)
+app.add_typer(coordinator_app)
+app.add_typer(job_app)
+app.add_typer(devnet_app)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ class Client:
         max_retries: int = 2,
         runtime: str | None = None,
         deadline_s: float = 120.0,
+        model_name: str | None = None,
     ) -> str:
         """Submit a job; returns its id (hex). The node escrows and announces it."""
         if isinstance(model, bytes):
@@ -112,22 +113,52 @@ class Client:
             "max_price": max_price,
             "max_retries": max_retries,
             "deadline_ms": int(deadline_s * 1000),
+            "model_name": model_name or Path(name).name,
         }
         return str(self._call("POST", "/api/jobs", json=body)["job_id"])
 
-    def job(self, job_id: str, *, wait_s: float = 0.0) -> dict[str, Any]:
-        """The job's status; with ``wait_s`` the node answers early when the job ends."""
-        params = {"wait": f"{min(wait_s, MAX_POLL_S):.3f}"} if wait_s > 0 else None
+    def job(self, job_id: str, *, wait_s: float = 0.0, until: str = "done") -> dict[str, Any]:
+        """The job's status; with ``wait_s`` the node answers early when the job is done
+        (``until="done"``: its outcome is known) or its escrow closed (``"closed"``)."""
+        params = {"wait": f"{min(wait_s, MAX_POLL_S):.3f}", "until": until} if wait_s > 0 else None
         return self._call("GET", f"/api/jobs/{job_id}", params=params)  # type: ignore[no-any-return]
 
-    def wait(self, job_id: str, *, timeout_s: float = 120.0) -> dict[str, Any]:
-        """Wait until the job has ended (verified, failed or refunded) or ``timeout_s``."""
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/jobs")["jobs"]  # type: ignore[no-any-return]
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float = 120.0,
+        until: str = "done",
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the job is done (verified or failed; ``until="closed"``: also its
+        escrow settled or refunded) or ``timeout_s`` passed; returns its last status.
+        ``on_update`` sees each status on the way (for a progress display)."""
         deadline = time.monotonic() + timeout_s
+        key = "closed" if until == "closed" else "done"
         while True:
             left = deadline - time.monotonic()
-            status = self.job(job_id, wait_s=max(0.0, left))
-            if status.get("done") or left <= 0:
+            status = self.job(job_id, wait_s=max(0.0, min(left, 1.0)), until=until)
+            if on_update is not None:
+                on_update(status)
+            if status.get(key) or left <= 0:
                 return status
+
+    def providers(self, capability_class: str = "onnx.cpu.m1") -> list[str]:
+        """Peer ids of the providers this node finds for a capability class."""
+        body = self._call("GET", "/api/providers", params={"class": capability_class})
+        return list(body["providers"])
+
+    def faucet(self, account: str, amount: int) -> dict[str, Any]:
+        """Mint demo credits to ``account`` (a coordinator's API only)."""
+        body = {"account": account, "amount": amount}
+        return self._call("POST", "/api/faucet", json=body)  # type: ignore[no-any-return]
+
+    def stake(self, amount: int) -> dict[str, Any]:
+        return self._call("POST", "/api/stake", json={"amount": amount})  # type: ignore[no-any-return]
 
     def result(self, job_id: str) -> dict[str, np.ndarray[Any, Any]]:
         """The verified output tensors of a finished job."""

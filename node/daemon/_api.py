@@ -228,6 +228,11 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
             }
         )
 
+    async def providers(request: Request) -> Response:
+        klass = request.query.get("class", ["onnx.cpu.m1"])[0]
+        found = await node.providers_for(klass, fresh=True)
+        return Response.json({"class": klass, "providers": [protocol.peer_id(p) for p in found]})
+
     async def metrics(request: Request) -> Response:
         node.metrics.peers.set(len(node.net.connected_peers()))
         return Response(200, node.metrics.render(), "text/plain; version=0.0.4")
@@ -241,5 +246,6 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
     router.add("POST", "/api/faucet", _guard(faucet))
     router.add("POST", "/api/stake", _guard(stake))
     router.add("GET", "/api/provider/why", _guard(why))
+    router.add("GET", "/api/providers", _guard(providers))
     router.add("GET", "/metrics", _guard(metrics))
     return router

@@ -796,10 +796,11 @@ class Node:
         job = self.requester.jobs.get(record.job_id)
         return job.phase if job is not None else "closed"
 
-    async def providers_for(self, klass: str) -> list[PeerKey]:
+    async def providers_for(self, klass: str, *, fresh: bool = False) -> list[PeerKey]:
+        """Providers of ``klass`` found on the DHT (cached 30 s unless ``fresh``)."""
         now = self.now_ms()
         cached = self._providers_cache.get(klass)
-        if cached is not None and now - cached[0] < 30_000 and cached[1]:
+        if not fresh and cached is not None and now - cached[0] < 30_000 and cached[1]:
             return cached[1]
         try:
             records = await self.net.find_providers(klass, timeout=3.0)
@@ -808,7 +809,19 @@ class Node:
             records = []
         found = [r.signer for r in records if r.signer != self.me]
         self._providers_cache[klass] = (now, found)
+        connected = self.net.connected_peers()
+        for record in records:  # a first dial costs ~250 ms: not inside a bid window
+            if record.signer not in connected and record.signer != self.me:
+                self._spawn(self._connect, record.message.addresses)
         return found
+
+    async def _connect(self, addresses: tuple[str, ...]) -> None:
+        for address in addresses:
+            try:
+                await self.net.connect(address)
+                return
+            except NetworkError as exc:
+                log.debug("connecting to %s failed: %s", address, exc)
 
     async def submit_job(
         self,
