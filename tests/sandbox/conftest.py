@@ -11,21 +11,34 @@ import pytest
 import sandbox
 
 
+def _status(pid: str) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
 def worker_processes(uid: int = 65534) -> list[int]:
-    """Pids of every live (non-zombie) process running as ``uid``."""
+    """Live (non-zombie) processes running as ``uid`` that descend from this process.
+
+    Orphans of our jobs are re-parented to us (the sandbox makes the daemon a subreaper),
+    so anything a job left behind is found; other programs' processes are not counted.
+    """
+    table = {entry: _status(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+    me = str(os.getpid())
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid, fields in table.items():
+        if not fields or fields.get("State", "").strip().startswith("Z"):
             continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
+        if int(fields.get("Uid", "-1").split()[0]) != uid:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            out.append(int(entry))
+        cur, hops = pid, 0
+        while cur not in ("0", "1", me) and hops < 64:
+            cur = table.get(cur, {}).get("PPid", "0").strip()
+            hops += 1
+        if cur == me:
+            out.append(int(pid))
     return out
 
 
