@@ -264,10 +264,10 @@ def tiny_model_and_inputs() -> tuple[Path, dict[str, np.ndarray[Any, Any]]]:
 
 
 def verify_ledgers(nodes: list[DevNode]) -> dict[str, dict[str, Any]]:
-    """``aimx ledger verify --json`` on every node's data dir (the nodes are stopped)."""
-    out: dict[str, dict[str, Any]] = {}
-    for n in nodes:
-        proc = subprocess.run(
+    """``aimx ledger verify --json`` on every node's data dir (the nodes are stopped),
+    all at once."""
+    procs = {
+        n.name: subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -278,18 +278,27 @@ def verify_ledgers(nodes: list[DevNode]) -> dict[str, dict[str, Any]]:
                 "--data-dir",
                 str(n.data_dir),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
         )
+        for n in nodes
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, proc in procs.items():
         try:
-            body = json.loads(proc.stdout) if proc.returncode == 0 else {}
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        try:
+            body = json.loads(stdout) if proc.returncode == 0 else {}
         except ValueError:
             body = {}
         body["ok"] = proc.returncode == 0 and bool(body.get("ok"))
         if not body["ok"]:
-            body["error"] = (proc.stderr or proc.stdout).strip()[-500:]
-        out[n.name] = body
+            body["error"] = (stderr or stdout).strip()[-500:]
+        out[name] = body
     return out
 
 

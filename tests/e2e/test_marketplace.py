@@ -1,0 +1,186 @@
+"""End to end: devnets of separate processes over py-libp2p on loopback.
+
+Two devnets, each started once for its tests (starting one costs most of the time):
+``honest`` (three honest contributors) and ``faulty`` (a cheater that undercuts, and three
+slow honest contributors, so that a run can be killed in the middle). Each module of
+scenarios ends by stopping the nodes and running ``aimx ledger verify`` on every one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from node._cli_devnet import (
+    DevNode,
+    running_devnet,
+    stop,
+    tiny_model_and_inputs,
+    verify_ledgers,
+    wait_ready,
+)
+
+from ._devnet import by_name, catch_up, sigkill, status_of, wait_for
+
+pytestmark = pytest.mark.slow
+
+SLOW_MS = 2_000
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
+    root = tmp_path_factory.mktemp("honest")
+    with running_devnet(root, 3) as nodes:
+        wait_ready(nodes)
+        yield nodes
+
+
+def _faulty_extra(i: int) -> str:
+    if i == 0:  # contributor-1: a cheater that undercuts everyone (test hook)
+        return "test_corrupt_outputs = true\nprice_floor = 500\n"
+    return f"test_run_delay_ms = {SLOW_MS}\nbase_run_ms = {SLOW_MS + 200}\n"
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
+    root = tmp_path_factory.mktemp("faulty")
+    with running_devnet(root, 4, contributor_extra=_faulty_extra) as nodes:
+        wait_ready(nodes)
+        yield nodes
+
+
+def _submit(nodes: list[DevNode], **kw: object) -> str:
+    path, inputs = tiny_model_and_inputs()
+    with by_name(nodes, "workspace").client() as c:
+        return c.submit(path, inputs, **kw)  # type: ignore[arg-type]
+
+
+def _alive(node: DevNode) -> bool:
+    return node.proc is not None and node.proc.poll() is None
+
+
+def _verify_all(nodes: list[DevNode]) -> None:
+    stop(nodes)
+    report = verify_ledgers(nodes)
+    assert all(r["ok"] for r in report.values()), report
+
+
+# --- honest devnet ------------------------------------------------------------------
+
+
+def test_job_verified_redundancy_two_both_paid_balances_add_up(honest: list[DevNode]) -> None:
+    before = catch_up(honest, 1)
+    job_id = _submit(honest, redundancy=2)
+    ws = by_name(honest, "workspace")
+    with ws.client() as c:
+        status = c.wait(job_id, timeout_s=60, until="closed")
+        assert status["status"] == "verified" and status["closed"], status
+        outputs = c.result(job_id)
+    after = catch_up(honest)
+    from sandbox import JobRequest, Sandbox
+
+    path, inputs = tiny_model_and_inputs()
+    with Sandbox() as sb:
+        expect = sb.run(JobRequest(runtime="onnx", model=path.read_bytes(), inputs=inputs))
+    for name, value in expect.outputs.items():
+        np.testing.assert_array_equal(outputs[name], value)
+    paid = {p["provider"]: p["amount"] for p in status["paid"]}
+    assert len(paid) >= 2 and all(a > 0 for a in paid.values())
+    spent = before["workspace"]["balance"] - after["workspace"]["balance"]
+    assert spent == sum(paid.values())
+    for n in honest:
+        if "contributor" in n.roles:
+            gained = after[n.name]["balance"] - before[n.name]["balance"]
+            assert gained == paid.get(after[n.name]["peer_id"], 0)
+
+
+def test_no_provider_matches_reason_and_refund(honest: list[DevNode]) -> None:
+    before = status_of(by_name(honest, "workspace"))["balance"]
+    job_id = _submit(honest, max_price=10)  # below every floor (1000)
+    with by_name(honest, "workspace").client() as c:
+        status = c.wait(job_id, timeout_s=60, until="closed")
+    assert status["status"] == "failed" and status["closed"]
+    assert status["no_bids"]["primary"] == "price_below_floor", status
+    assert status["no_bids"]["advice"]
+    catch_up(honest, 1)
+    assert status_of(by_name(honest, "workspace"))["balance"] == before
+
+
+def test_honest_ledgers_verify(honest: list[DevNode]) -> None:
+    _verify_all(honest)
+
+
+# --- faulty devnet ------------------------------------------------------------------
+
+
+def test_cheater_outvoted_unpaid_and_slashed(faulty: list[DevNode]) -> None:
+    cheat = status_of(by_name(faulty, "contributor-1"))
+    job_id = _submit(faulty, redundancy=2, max_retries=3)
+    with by_name(faulty, "workspace").client() as c:
+        status = c.wait(job_id, timeout_s=90, until="closed")
+        assert status["status"] == "verified", status
+        paid = {p["provider"] for p in status["paid"]}
+        assert cheat["peer_id"] not in paid and len(paid) >= 2
+        awarded = [e for e in status["events"] if e["event"] == "awarded"]
+        assert len(awarded) >= 3  # the cheater's replica was awarded and outvoted
+        after = wait_for(
+            "the cheater's slash",
+            lambda: (b := c.balance(cheat["peer_id"]))["stake"] < cheat["stake"] and b,
+        )
+    assert after["reputation"] < 0.5
+    assert after["balance"] == cheat["balance"]
+
+
+def test_provider_sigkilled_mid_job_reassigned(faulty: list[DevNode]) -> None:
+    honest = [n for n in faulty if n.name in ("contributor-2", "contributor-3", "contributor-4")]
+    job_id = _submit(faulty, redundancy=1, max_retries=4)
+
+    def running() -> DevNode | None:
+        for n in honest:
+            if _alive(n) and status_of(n)["provider"]["active"] > 0:
+                return n
+        return None
+
+    victim: DevNode = wait_for("a provider to start the job", running, timeout_s=30, step_s=0.05)
+    victim_status = status_of(victim)
+    victim_id = victim_status["peer_id"]
+    sigkill(victim)
+    with by_name(faulty, "workspace").client() as c:
+        status = c.wait(job_id, timeout_s=90, until="closed")
+        assert status["status"] == "verified", status
+        assert victim_id not in {p["provider"] for p in status["paid"]}
+        assert any(e["event"] == "replica_failed" for e in status["events"])
+        catch_up(faulty, 2)
+        assert c.balance(victim_id)["balance"] == victim_status["balance"]
+
+
+def test_requester_killed_after_delivery_provider_paid_after_deadline(
+    faulty: list[DevNode],
+) -> None:
+    ws = by_name(faulty, "workspace")
+    workers = [
+        n for n in faulty if "contributor" in n.roles and n.name != "contributor-1" and _alive(n)
+    ]
+    before = {n.name: status_of(n)["balance"] for n in workers}
+    _submit(faulty, redundancy=1, max_retries=3, deadline_s=8.0)
+
+    def receipted() -> DevNode | None:
+        for n in workers:
+            if status_of(n)["provider"]["work"].get("receipted"):
+                return n
+        return None
+
+    lucky: DevNode = wait_for("a receipt", receipted, timeout_s=30, step_s=0.05)
+    sigkill(ws)
+    wait_for(
+        "the provider's claim to pay",
+        lambda: status_of(lucky)["balance"] > before[lucky.name],
+        timeout_s=60,
+        step_s=0.5,
+    )
+
+
+def test_faulty_ledgers_verify(faulty: list[DevNode]) -> None:
+    _verify_all(faulty)
