@@ -46,7 +46,7 @@ BLOCK_INTERVAL_MS = 200
 WORKSPACE_FUNDS = 1_000 * CREDIT
 CONTRIBUTOR_FUNDS = 2 * CREDIT
 CONTRIBUTOR_STAKE = 1 * CREDIT
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -232,7 +232,7 @@ def render(nodes: list[DevNode], sts: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-def wait_ready(nodes: list[DevNode], timeout_s: float = 60.0) -> None:
+def wait_ready(nodes: list[DevNode], timeout_s: float = 120.0) -> None:
     """Until the workspace is funded, contributors staked and all found by the workspace."""
     workspace = next(n for n in nodes if n.name == "workspace")
     workers = [n for n in nodes if "contributor" in n.roles]

@@ -8,7 +8,12 @@ scenarios ends by stopping the nodes and running ``aimx ledger verify`` on every
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,6 +111,32 @@ def test_no_provider_matches_reason_and_refund(honest: list[DevNode]) -> None:
     assert status["no_bids"]["advice"]
     catch_up(honest, 1)
     assert status_of(by_name(honest, "workspace"))["balance"] == before
+
+
+def test_job_cli_submit_wait_status_result(honest: list[DevNode], tmp_path: Path) -> None:
+    ws = by_name(honest, "workspace")
+    path, inputs = tiny_model_and_inputs()
+    args = []
+    for name, value in inputs.items():
+        np.save(tmp_path / f"{name}.npy", value)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+
+    def aimx(*argv: str) -> Any:
+        proc = subprocess.run(
+            [sys.executable, "-m", "node", *argv, "--data-dir", str(ws.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    done = aimx("job", "submit", str(path), *args, "--redundancy", "2", "--wait", "--json")
+    assert done["status"] == "verified" and done["outputs"]
+    assert aimx("job", "status", done["job_id"], "--json")["status"] == "verified"
+    assert aimx("job", "result", done["job_id"], "--json") == done["outputs"]
+    node = aimx("node", "status", "--json")
+    assert node["roles"] == ["requester"] and node["peer_id"] == ws.info.peer_id  # type: ignore[union-attr]
 
 
 def test_honest_ledgers_verify(honest: list[DevNode]) -> None:
