@@ -110,6 +110,9 @@ class LedgerStore:
                 )
             state = cls._load_state(conn, stored)
             return cls(conn, stored, state)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"the ledger database {path} is unusable: {exc}") from None
         except BaseException:
             conn.close()
             raise

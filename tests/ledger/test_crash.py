@@ -99,3 +99,20 @@ def test_corrupted_leaf_is_detected(tmp_path: Path) -> None:
         assert "verify" in str(exc)
     else:
         raise AssertionError("expected StoreError")
+
+
+def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    db = tmp_path / "l.sqlite3"
+    db.write_bytes(b"this is not sqlite" * 100)
+    try:
+        ledger.LedgerStore.open(db)
+    except ledger.StoreError as exc:
+        assert "l.sqlite3" in str(exc)
+    else:
+        raise AssertionError("expected StoreError")
+    try:
+        ledger.LedgerStore.open(tmp_path / "missing.sqlite3")
+    except ledger.StoreError as exc:
+        assert "no ledger" in str(exc)
+    else:
+        raise AssertionError("expected StoreError")

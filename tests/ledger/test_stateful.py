@@ -64,6 +64,8 @@ class LedgerMachine(RuleBasedStateMachine):
             [object, ledger.Draft, bytes, ledger.Escrow | None],
             protocol.Signed[protocol.Transaction],
         ],
+        *,
+        closed: bool = False,
     ) -> None:
         """Build at block time; an honest one picks an existing escrow and its owner."""
 
@@ -71,7 +73,7 @@ class LedgerMachine(RuleBasedStateMachine):
             job_id = j
             sender = default
             if honest:
-                job_id = self.existing(j)
+                job_id = self.existing(j, closed=closed)
                 sender = self.owner_of(job_id, default)
             return build(sender, d, job_id, d.escrow(job_id))
 
@@ -129,11 +131,15 @@ class LedgerMachine(RuleBasedStateMachine):
 
         self.add(owner, build)
 
-    def existing(self, j: bytes) -> bytes:
-        """``j`` if it has an escrow, else some job that has one (open first), else ``j``."""
+    def existing(self, j: bytes, *, closed: bool = False) -> bytes:
+        """``j`` if it has an escrow, else some job that has one (open first, or closed with
+        payouts first when ``closed``), else ``j``."""
         if self.state.escrow(j) is not None:
             return j
-        jobs = sorted(self.state.escrows(), key=lambda x: (not x[1].is_open, x[0]))
+        if closed:
+            jobs = sorted(self.state.escrows(), key=lambda x: (x[1].is_open, not x[1].paid, x[0]))
+        else:
+            jobs = sorted(self.state.escrows(), key=lambda x: (not x[1].is_open, x[0]))
         return jobs[0][0] if jobs else j
 
     def owner_of(self, j: bytes, default: object) -> object:
@@ -230,7 +236,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 fee=1,
             )
 
-        self.add_for_escrow(j, honest, frm, build)
+        self.add_for_escrow(j, honest, frm, build, closed=True)
 
     # --- blocks ----------------------------------------------------------------------
 
@@ -271,6 +277,89 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert new.height >= e.expiry_height
         self.state = new
         self.blocks.append(produced.block.raw)
+
+    @rule(
+        owner=user,
+        provider=user,
+        other=user,
+        j=job,
+        price=st.integers(1, 100),
+        positive=st.booleans(),
+    )
+    def job_lifecycle(self, owner, provider, other, j, price, positive) -> None:  # type: ignore[no-untyped-def]
+        """Lock, claim with the requester's award and receipt, settle, attest: one block each."""
+        h = self.state.height + 1
+        self.add(
+            owner,
+            lambda seq: tx.lock(
+                owner,
+                CHAIN,
+                seq,
+                job_id=j,
+                amount=300,
+                claim_height=h + 1,
+                escrow_expiry=h + 8,
+                max_per_payee=100,
+                max_payees=3,
+                expiry_height=h,
+                fee=1,
+            ),
+        )
+        self.produce()
+        self.add(
+            provider,
+            lambda seq: tx.claim(
+                provider,
+                CHAIN,
+                seq,
+                job_id=j,
+                award=award(owner, provider, price, job=j),
+                receipt=receipt(owner, provider, job=j),
+                expiry_height=h + 1,
+                fee=1,
+            ),
+        )
+        self.produce()
+        self.add(
+            owner,
+            lambda seq: tx.settle(
+                owner,
+                CHAIN,
+                seq,
+                job_id=j,
+                payouts={pub(other): 50} if other is not owner else {},
+                expiry_height=h + 2,
+                fee=1,
+            ),
+        )
+        self.produce()
+        self.add(
+            owner,
+            lambda seq: tx.attest(
+                owner,
+                CHAIN,
+                seq,
+                job_id=j,
+                subject=pub(provider),
+                positive=positive,
+                expiry_height=h + 3,
+                fee=1,
+            ),
+        )
+        self.add(
+            provider,
+            lambda seq: tx.attest(
+                provider,
+                CHAIN,
+                seq,
+                job_id=j,
+                subject=pub(owner),
+                positive=positive,
+                expiry_height=h + 3,
+                fee=1,
+            ),
+        )
+        self.produce()
 
     @rule(n=st.integers(1, 4))
     def produce_several(self, n: int) -> None:
@@ -342,4 +431,4 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 TestLedger = LedgerMachine.TestCase
-TestLedger.settings = settings(max_examples=60, stateful_step_count=50, deadline=None)
+TestLedger.settings = settings(max_examples=120, stateful_step_count=50, deadline=None)
