@@ -141,6 +141,7 @@ class _Worker:
         self.loaded = False
         self.status: int | None = None
         self.rusage: Any = None
+        self.family: set[int] = set()  # every process seen in the worker's tree or group
         assert popen.stdin is not None and popen.stdout is not None
         self.wfd = popen.stdin.fileno()
         self.rfd = popen.stdout.fileno()
@@ -195,7 +196,6 @@ class Sandbox:
         self._cond = threading.Condition()
         self._running = 0
         self._idle: dict[tuple[object, ...], _Worker] = {}  # insertion order = LRU
-        self._live: set[int] = set()
         self._counter = itertools.count()
         self._admission_cache: dict[bytes, ModelInfo] = {}
         self._closed = False
@@ -375,7 +375,6 @@ class Sandbox:
             self._release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._destroy(worker)
-                self._reap_strays()
 
     def _job(
         self,
@@ -631,8 +630,6 @@ class Sandbox:
         for fd in (worker.wfd, worker.rfd):  # fewer round trips for large tensors
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        with self._cond:
-            self._live.add(popen.pid)
         mem = limits.memory_mb * 1024 * 1024
         cpu_hard = self.config.warm_cpu_budget_s if warm else limits.cpu_s + 2
         rlimits = {
@@ -667,6 +664,9 @@ class Sandbox:
             raise _StartFailed(
                 f"the worker did not start ({type(exc).__name__}): {worker.stderr_tail()}"
             ) from None
+        # The worker's own tree (bubblewrap's init, the interpreter), known before any job
+        # code runs: these must be reaped even if they exit before the job ends.
+        worker.family |= _family(popen.pid)
         worker.layers = dict(ready.get("layers", {})) if isinstance(ready, dict) else {}
         failed = [f"{k}: {v}" for k, v in worker.layers.items() if not v.startswith("ok")]
         if failed:
@@ -695,8 +695,14 @@ class Sandbox:
         return True
 
     def _kill(self, worker: _Worker) -> None:
+        """SIGKILL the worker's process group, its descendants, its session and cgroup."""
+        if worker.status is None:
+            worker.family |= _family(worker.popen.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.popen.pid, signal.SIGKILL)
+        for pid in worker.family:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if worker.cgroup is not None:
             worker.cgroup.kill_all()
 
@@ -710,8 +716,6 @@ class Sandbox:
             worker.popen.returncode = os.waitstatus_to_exitcode(status)
         except ChildProcessError:
             worker.status = worker.popen.returncode if worker.popen.returncode is not None else 0
-        with self._cond:
-            self._live.discard(worker.popen.pid)
 
     def _destroy(self, worker: _Worker) -> None:
         with contextlib.suppress(OSError):
@@ -720,30 +724,14 @@ class Sandbox:
                     _ipc.send(worker.wfd, {"op": "exit"})
         self._kill(worker)
         self._wait(worker)
-        if worker.cgroup is not None:
-            _await_gone(worker.cgroup.remove() - {worker.popen.pid}, self.config.subreaper)
+        seen = worker.cgroup.remove() if worker.cgroup is not None else set()
+        # What the job left re-parented to us (we are a subreaper) is reaped here.
+        _await_gone((worker.family | seen) - {worker.popen.pid}, self.config.subreaper)
         for f in (worker.popen.stdin, worker.popen.stdout, worker.stderr):
             with contextlib.suppress(OSError):
                 if f is not None:
                     f.close()
         shutil.rmtree(worker.job_dir, ignore_errors=True)
-
-    def _reap_strays(self) -> None:
-        """Kill and reap what a job left re-parented to us (we are a child subreaper): a
-        setsid escapee running as the worker user, or bubblewrap's namespace init."""
-        if not self.config.subreaper:
-            return
-        me = os.getpid()
-        with self._cond:
-            live = set(self._live)
-        for pid, ppid, uid, comm in _processes():
-            if ppid != me or pid in live:
-                continue
-            if (self._uid is not None and uid == self._uid) or comm == "bwrap":
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
 
 
 class _StartFailed(Exception):
@@ -823,28 +811,33 @@ def _await_gone(pids: set[int], reap: bool, timeout_s: float = 5.0) -> None:
             time.sleep(0.002)
 
 
-def _processes() -> list[tuple[int, int, int, str]]:
-    """(pid, ppid, uid, command name) of every process we can see."""
-    out = []
+def _family(root: int) -> set[int]:
+    """Descendants of ``root`` and members of its process group or session."""
+    parent: dict[int, int] = {}
+    family: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status", encoding="utf-8", errors="replace") as f:
-                ppid = uid = -1
-                comm = ""
-                for line in f:
-                    if line.startswith("Name:"):
-                        comm = line.split(":", 1)[1].strip()
-                    elif line.startswith("PPid:"):
-                        ppid = int(line.split()[1])
-                    elif line.startswith("Uid:"):
-                        uid = int(line.split()[1])
-                        break
-            out.append((int(entry), ppid, uid, comm))
-        except (OSError, ValueError):
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            pid, ppid, pgrp, sid = int(entry), int(fields[1]), int(fields[2]), int(fields[3])
+        except (OSError, ValueError, IndexError):
             continue
-    return out
+        parent[pid] = ppid
+        if root in (pgrp, sid):
+            family.add(pid)
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):  # a tree: each pid is visited once
+            todo.append(child)
+            family.add(child)
+    family.discard(root)
+    return family
 
 
 def _group_members(pgid: int) -> list[int]:
