@@ -149,3 +149,26 @@ def test_torchscript_runs_and_cannot_read_files(box: sandbox.Sandbox, tmp_path: 
     stolen = box.run(sandbox.JobRequest("torchscript", saved(Thief(str(secret))), x))
     assert stolen.kind == "runtime_error"
     assert not stolen.outputs
+
+
+def test_bad_settings_are_rejected(box: sandbox.Sandbox, tiny_model: bytes) -> None:
+    cases = [
+        sandbox.JobRequest("tensorflow", tiny_model, x16()),
+        sandbox.JobRequest("onnx", tiny_model, x16(), threads=0),
+        sandbox.JobRequest("onnx", tiny_model, x16(), graph_opt_level="max"),
+        sandbox.JobRequest("onnx", tiny_model, {"x": [["not", "numbers"]]}),  # type: ignore[dict-item]
+        sandbox.JobRequest("onnx", b"\x00garbage", x16()),
+    ]
+    for job in cases:
+        outcome = box.run(job)
+        assert outcome.kind == "rejected" and outcome.message
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(sandbox.SandboxConfigError, match="pool_size"):
+        sandbox.Sandbox(sandbox.SandboxConfig(pool_size=0))
+    import os
+
+    if os.geteuid() == 0:
+        with pytest.raises(sandbox.SandboxConfigError, match="root"):
+            sandbox.Sandbox(sandbox.SandboxConfig(worker_uid=0))
