@@ -639,7 +639,9 @@ class Sandbox:
             "nofile": [limits.open_files, limits.open_files],
             "core": [0, 0],
         }
-        if self._uid is not None:
+        if self._uid is not None and cgroup is None:
+            # RLIMIT_NPROC counts every task of the worker user, so it is only the fallback
+            # for the pids cgroup (which counts this worker's tasks alone).
             rlimits["nproc"] = [limits.processes, limits.processes]
         gpu_ro = ["/proc/driver/nvidia"] if gpu else []
         setup = {
