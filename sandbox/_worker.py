@@ -236,10 +236,17 @@ class _Worker:
                 torch.set_num_interop_threads(1)
             want_cuda = req["provider"] == "CUDAExecutionProvider" and torch.cuda.is_available()
             self.device = "cuda" if want_cuda else "cpu"
-            module = torch.jit.load(  # type: ignore[no-untyped-call]
-                io.BytesIO(model), map_location=self.device
-            )
-            module.eval()
+            try:
+                module = torch.jit.load(  # type: ignore[no-untyped-call]
+                    io.BytesIO(model), map_location=self.device
+                )
+                module.eval()
+            except RuntimeError as jit_error:
+                # Not TorchScript: a torch.export program (.pt2), also code, also only here.
+                try:
+                    module = torch.export.load(io.BytesIO(model)).module().to(self.device)
+                except Exception:
+                    raise jit_error from None
             self.torch_module = module
             self.det_class = determinism_class("torchscript", self.device, req["opt_level"])
         else:

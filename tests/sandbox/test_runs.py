@@ -172,3 +172,18 @@ def test_bad_configuration_is_refused() -> None:
     if os.geteuid() == 0:
         with pytest.raises(sandbox.SandboxConfigError, match="root"):
             sandbox.Sandbox(sandbox.SandboxConfig(worker_uid=0))
+
+
+def test_torch_export_program_runs(box: sandbox.Sandbox) -> None:
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
+            return x * 3 - 1
+
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(Affine(), (torch.ones(4),)), buf)
+    x = {"x": np.arange(4, dtype=np.float32)}
+    outcome = box.run(sandbox.JobRequest("torchscript", buf.getvalue(), x))
+    assert outcome.kind == "ok", outcome.message
+    assert outcome.outputs["output_0"].tolist() == [-1.0, 2.0, 5.0, 8.0]
