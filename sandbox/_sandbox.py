@@ -576,7 +576,7 @@ class Sandbox:
                     bw += ["--perms", "0755", "--dir", a]
             for p in (*_ETC_RO, *ro):
                 bw += ["--ro-bind-try", p, p]
-            for p in ("/sys/devices/system/cpu", "/sys/fs/cgroup"):
+            for p in ("/sys/devices/system/cpu",):
                 bw += ["--ro-bind-try", p, p]
             for p in gpu_devs:
                 bw += ["--dev-bind", p, p]
