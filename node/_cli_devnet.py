@@ -74,13 +74,15 @@ class DevNode:
         return ""
 
 
-def _config_toml(roles: tuple[str, ...], extra: str = "") -> str:
+def _config_toml(
+    roles: tuple[str, ...], extra: str = "", block_interval_ms: int = BLOCK_INTERVAL_MS
+) -> str:
     return (
         f'chain_id = "{CHAIN_ID}"\n'
         f"roles = [{', '.join(json.dumps(r) for r in roles)}]\n"
         'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
         "[coordinator]\n"
-        f"block_interval_ms = {BLOCK_INTERVAL_MS}\n"
+        f"block_interval_ms = {block_interval_ms}\n"
         f"{extra}"
     )
 
@@ -158,8 +160,14 @@ def running_devnet(
     *,
     console: Console | None = None,
     contributor_extra: Callable[[int], str] = lambda i: "",
+    workspace_extra: str = "",
+    block_interval_ms: int = BLOCK_INTERVAL_MS,
 ) -> Iterator[list[DevNode]]:
-    """Start coordinator, workspace and contributors; stop them all on exit."""
+    """Start coordinator, workspace and contributors; stop them all on exit.
+
+    ``contributor_extra(i)`` and ``workspace_extra`` are more TOML lines for the
+    ``[contributor]`` table of contributor ``i`` and after the workspace's configuration.
+    """
     say = console.print if console is not None else (lambda *a, **k: None)
     coordinator = DevNode("coordinator", ("coordinator",), root / "coordinator")
     workspace = DevNode("workspace", ("requester",), root / "workspace")
@@ -173,9 +181,11 @@ def running_devnet(
         for i, n in enumerate(nodes):
             n.data_dir.mkdir(parents=True, exist_ok=True)
             extra = stake + contributor_extra(i - 2) if "contributor" in n.roles else ""
+            if n is workspace:
+                extra = workspace_extra
             config = n.data_dir / "config.toml"
             if not config.exists():
-                config.write_text(_config_toml(n.roles, extra))
+                config.write_text(_config_toml(n.roles, extra, block_interval_ms))
         say(f"starting the coordinator in {coordinator.data_dir}")
         spawn(coordinator, None)
         boot = bootstrap_address(wait_up(coordinator))

@@ -86,6 +86,8 @@ SETTLE_MARGIN_BLOCKS = 2
 #: Largest content blob served or fetched.
 MAX_CONTENT_BYTES = (4 << 20) - 4096
 ADVERT_LIFETIME_MS = 3_600_000
+READVERTISE_FIRST_S = 3.0
+READVERTISE_EVERY_S = 20.0
 #: One unit of reputation weight on the ledger (specs/ledger.md): a positive attestation.
 REP_UNIT = 1 << 16
 
@@ -255,6 +257,7 @@ class Node:
                     inbox = self.net.subscribe(job_topic(self.chain_id, klass))
                     nursery.start_soon(self._listen_jobs, inbox)
                 await self._advertise()
+                nursery.start_soon(self._keep_advertising)
             self._started.set()
             task_status.started()
 
@@ -301,6 +304,19 @@ class Node:
     async def _advertise(self) -> None:
         assert self.profile is not None and self.provider is not None
         await self.net.advertise(self._advert(), renew=self._advert)
+
+    async def _keep_advertising(self) -> None:
+        """Advertise again now and then: a first announcement can be lost while the DHT
+        has only just met its peers, and the network itself repeats it only every few
+        minutes."""
+        delay = READVERTISE_FIRST_S
+        while True:
+            await trio.sleep(delay)
+            delay = READVERTISE_EVERY_S
+            try:
+                await self._advertise()
+            except NetworkError as exc:
+                log.info("advertising failed (will retry): %s", exc)
 
     def _advert(self) -> Signed[Advert]:
         assert self.profile is not None and self.provider is not None
