@@ -1,8 +1,8 @@
-"""``aimx node ...``: the daemon's own commands. ``probe`` is here.
+"""``aimx node probe|start|status`` and ``aimx coordinator start``: the daemon's own commands.
 
-Other ``node`` commands (``start``, ``status``) live in their own ``_cli_*`` modules and
-register on :data:`node_app` with ``@node_app.command("start")``; node/cli.py imports those
-modules so that their commands exist.
+``start`` runs the daemon (node/daemon) in the foreground; ``status`` asks a running one
+over its local API (specs/api.md). ``coordinator start`` is ``node start --role
+coordinator``.
 """
 
 from __future__ import annotations
