@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-from protocol import Bin, ListOf, Message, UInt
+from protocol import Bin, ListOf, Message, UInt, unpack
 
 #: Largest transaction accepted into a block (envelope included).
 MAX_TX_BYTES = 80 * 1024
@@ -44,8 +44,6 @@ class EquivocationProof:
     @property
     def producers(self) -> tuple[bytes, bytes]:
         """The signers of the two blocks (the same key when one coordinator equivocated)."""
-        from protocol import unpack
-
         return (
             unpack(self.first, max_bytes=MAX_BLOCK_BYTES)[3],
             unpack(self.second, max_bytes=MAX_BLOCK_BYTES)[3],

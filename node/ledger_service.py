@@ -157,6 +157,13 @@ class LedgerService:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve and sync until cancelled."""
+        if self.store is not None:
+            # after a restart: recent blocks (to spot equivocation) and the proofs kept so far
+            recent = await self.store.call(lambda s: s.recent_blocks(1024))
+            proofs = await self.store.call(lambda s: s.proofs())
+            for height in sorted(recent):
+                self.replica.recent[height] = recent[height]
+            self.replica.proofs.extend(p for p in proofs if p not in self.replica.proofs)
         now = self._now_ms()
         if self.producer_key is not None:
             self.producer = ledger.Producer(
