@@ -75,6 +75,7 @@ class NetworkCounters:
     pubsub_dropped: int = 0  #: messages dropped: full subscriber queue or invalid payload
     records_rejected: int = 0  #: provider records that failed verification
     records_refreshed: int = 0  #: records re-announced before expiry
+    pubsub_repaired: int = 0  #: pubsub peers re-registered after their stream died (libp2p)
 
 
 class Network(Protocol):

@@ -42,6 +42,7 @@ from libp2p.kad_dht.common import ALPHA
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.stream.net_stream import StreamState
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
@@ -120,6 +121,14 @@ RECORD_PROTOCOL = "/aimx/record/1"
 #: DHT namespace of capability records: ``/aimx/<peer id>``.
 DHT_NAMESPACE = "aimx"
 _POOL_PER_KEY = 8
+_DEAD_STREAM_STATES = (
+    StreamState.ERROR,
+    StreamState.RESET,
+    StreamState.CLOSE_WRITE,
+    StreamState.CLOSE_BOTH,
+)
+_MAX_CACHED_RECORDS = 4096
+MAX_CONNECTIONS_PER_PEER = 1
 
 
 def wall_ms() -> int:
@@ -244,7 +253,7 @@ class _Notifee(INotifee):
         self.net._on_connected(conn.muxed_conn.peer_id)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
-        self.net._on_disconnected(conn.muxed_conn.peer_id)
+        self.net._on_disconnected(conn.muxed_conn.peer_id, conn)
 
     async def listen(self, network: Any, multiaddr: Any) -> None:
         pass
@@ -308,6 +317,7 @@ class Libp2pNetwork:
         self._topic_locks: dict[str, trio.Lock] = {}
         self._connected: set[PeerKey] = set()
         self._record: Signed[Advert] | None = None
+        self._records: dict[PeerKey, Signed[Advert]] = {}
         self._renew: RenewRecord | None = None
         self._refresh_scope: trio.CancelScope | None = None
         self._relay_addresses: list[str] = []
@@ -369,6 +379,7 @@ class Libp2pNetwork:
                     await self.pubsub.wait_until_ready()
                 await self._bootstrap()
                 nursery.start_soon(self._bootstrap_loop)
+                nursery.start_soon(self._pubsub_repair_loop)
                 if self._config.reachability is Reachability.PRIVATE:
                     await self._reserve_relays()
                 yield
@@ -381,11 +392,16 @@ class Libp2pNetwork:
 
     async def _close_connections(self) -> None:
         """Close every connection: py-libp2p's shutdown leaves them (and their fds) open."""
+        network = self._host.get_network()
+
+        async def close(peer: ID) -> None:
+            with contextlib.suppress(Exception):
+                await network.close_peer(peer)
+
         with trio.CancelScope(shield=True), trio.move_on_after(5):
-            network = self._host.get_network()
-            for peer in list(network.connections):
-                with contextlib.suppress(Exception):
-                    await network.close_peer(peer)
+            async with trio.open_nursery() as nursery:
+                for peer in list(network.connections):
+                    nursery.start_soon(close, peer)
 
     def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Wrap a libp2p stream handler so that nothing escapes into the host."""
@@ -446,12 +462,17 @@ class Libp2pNetwork:
             self._connected.add(key)
             self._emit(PeerEvent(key, True))
 
-    def _on_disconnected(self, peer: ID) -> None:
+    def _on_disconnected(self, peer: ID, conn: Any) -> None:
         key = _key_of(peer)
         if key is None:
             return
         with contextlib.suppress(Exception):
-            if self._host.get_network().get_connections(peer):
+            others = [
+                c
+                for c in self._host.get_network().get_connections(peer)
+                if c is not conn and not getattr(c.muxed_conn, "is_closed", False)
+            ]
+            if others:
                 return
         for pk in [k for k in self._pool if k[0] == key]:
             del self._pool[pk]
@@ -554,6 +575,30 @@ class Libp2pNetwork:
             await trio.sleep(self._config.bootstrap_retry_interval)
             if not self._connected:
                 await self._bootstrap()
+
+    async def _pubsub_repair_loop(self) -> None:
+        while True:
+            await trio.sleep(self._config.gossip.heartbeat_interval)
+            self._repair_pubsub()
+
+    def _repair_pubsub(self) -> None:
+        """Re-register pubsub peers whose stream died while the peer stayed connected.
+
+        py-libp2p's per-peer sending loop exits silently when a write fails on a connection
+        that was closed (simultaneous dials leave duplicates that get trimmed), leaving the
+        peer registered with a queue nobody drains: every later message to it is dropped.
+        """
+        ps = self.pubsub
+        network = self._host.get_network()
+        for peer, stream in list(ps.peers.items()):
+            muxed = getattr(stream, "muxed_conn", None)
+            state = getattr(stream, "_state", None)
+            live = any(c.muxed_conn is muxed for c in network.get_connections(peer))
+            if live and state not in _DEAD_STREAM_STATES:
+                continue
+            self._counters.pubsub_repaired += 1
+            with contextlib.suppress(Exception):
+                ps._handle_dead_peer(peer)
 
     # --- relay ---------------------------------------------------------------------------
 
@@ -924,19 +969,42 @@ class Libp2pNetwork:
         if key in self._connected:
             with contextlib.suppress(NetworkError):
                 raw = await self.request(key, RECORD_PROTOCOL, b"", timeout=2.0)
+        cached = self._records.get(key)
+        if not raw and cached is not None and cached.message.expires_ms > now:
+            return verify_record(cached.raw, self.chain_id, capability_class, now)
         if not raw:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), trio.move_on_after(3):
                 raw = await self.dht.get_value(record_key(key))
-        if not raw:
+        record = None
+        if raw:
+            record = verify_record(raw, self.chain_id, None, now)
+            if record is None or record.signer != key:
+                self._counters.records_rejected += 1
+                record = None
+        if record is not None:
+            self._remember(record)
+            with contextlib.suppress(Exception):
+                addrs = [_parse_multiaddr(a) for a in record.message.addresses]
+                self._host.get_peerstore().add_addrs(peer, addrs, 600)
+        else:
+            record = self._records.get(key)  # unreachable now: the last record seen
+        if record is None:
             return None
-        record = verify_record(raw, self.chain_id, capability_class, now)
-        if record is None or record.signer != key:
-            self._counters.records_rejected += 1
-            return None
-        with contextlib.suppress(Exception):
-            addrs = [_parse_multiaddr(a) for a in record.message.addresses]
-            self._host.get_peerstore().add_addrs(peer, addrs, 600)
-        return record
+        return verify_record(record.raw, self.chain_id, capability_class, now)
+
+    def _remember(self, record: Signed[Advert]) -> None:
+        """Cache a verified record (highest seq wins) until it expires; bounded."""
+        old = self._records.get(record.signer)
+        if old is not None and old.message.seq > record.message.seq:
+            return
+        if len(self._records) >= _MAX_CACHED_RECORDS and record.signer not in self._records:
+            now = self._config.now_ms()
+            for peer in [p for p, r in self._records.items() if r.message.expires_ms <= now]:
+                del self._records[peer]
+            if len(self._records) >= _MAX_CACHED_RECORDS:
+                oldest = min(self._records, key=lambda p: self._records[p].message.expires_ms)
+                del self._records[oldest]
+        self._records[record.signer] = record
 
     async def _lookup_providers(self, key: bytes, count: int) -> list[PeerInfo]:
         """Provider records for ``key``: the local store and an iterative lookup, always
@@ -1029,7 +1097,7 @@ def _build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Sequ
         # one connection per peer (ends the 250 ms dial wait early); no auto-dialing of
         # every known peer to keep 50 connections: bootstrap and lookups connect as needed
         connection_config=ConnectionConfig(
-            max_connections_per_peer=1,
+            max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
             dial_timeout=config.dial_timeout,
             min_connections=0,
             low_watermark=0,
@@ -1059,5 +1127,7 @@ async def open_libp2p_network(
             raise
         raise NetworkError(f"cannot listen on {', '.join(config.listen)}: {exc}") from None
     finally:
+        # connections that finished opening while we shut down: close them too
+        await net._close_connections()
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await host.close()
