@@ -247,16 +247,23 @@ def wait_ready(nodes: list[DevNode], timeout_s: float = 120.0) -> None:
     workspace = next(n for n in nodes if n.name == "workspace")
     workers = [n for n in nodes if "contributor" in n.roles]
     deadline = time.monotonic() + timeout_s
+    missing = "status"
     while time.monotonic() < deadline:
         sts = statuses(nodes)
-        funded = sts.get("workspace", {}).get("balance", 0) > 0
-        staked = all(sts.get(n.name, {}).get("stake", 0) > 0 for n in workers)
-        if funded and staked:
+        if sts.get("workspace", {}).get("balance", 0) <= 0:
+            missing = "the workspace's faucet credits"
+        elif not all(sts.get(n.name, {}).get("stake", 0) > 0 for n in workers):
+            missing = "the contributors' stakes"
+        else:
             with workspace.client() as c:
-                if len(c.providers()) >= len(workers):
-                    return
+                found = len(c.providers())
+            if found >= len(workers):
+                return
+            missing = f"provider discovery ({found} of {len(workers)} found)"
         time.sleep(0.25)
-    raise DevnetError("the devnet did not become ready (funding, staking, provider discovery)")
+    raise DevnetError(
+        f"the devnet did not become ready in {timeout_s:.0f} s: waiting for {missing}"
+    )
 
 
 def tiny_model_and_inputs() -> tuple[Path, dict[str, np.ndarray[Any, Any]]]:
