@@ -965,22 +965,38 @@ class Libp2pNetwork:
         if key == self._peer:
             own = self._record
             return verify_record(own.raw, self.chain_id, capability_class, now) if own else None
-        raw: bytes | None = None
+        record: Signed[Advert] | None = None
         if key in self._connected:
             with contextlib.suppress(NetworkError):
                 raw = await self.request(key, RECORD_PROTOCOL, b"", timeout=2.0)
+                record = self._check_fetched(raw, key, now)
         cached = self._records.get(key)
-        if not raw and cached is not None and cached.message.expires_ms > now:
+        if record is None and cached is not None and cached.message.expires_ms > now:
             return verify_record(cached.raw, self.chain_id, capability_class, now)
-        if not raw:
-            with contextlib.suppress(Exception), trio.move_on_after(3):
-                raw = await self.dht.get_value(record_key(key))
-        record = None
-        if raw:
-            record = verify_record(raw, self.chain_id, None, now)
-            if record is None or record.signer != key:
-                self._counters.records_rejected += 1
-                record = None
+        if record is None:
+            # not connected, nothing cached: ask the DHT and the peer itself at once,
+            # the first valid record wins (a DHT lookup takes 0.3-0.8 s, a dial 0.25 s)
+            winner: list[Signed[Advert]] = []
+
+            async def from_dht(scope: trio.CancelScope) -> None:
+                with contextlib.suppress(Exception), trio.move_on_after(3):
+                    found = self._check_fetched(await self.dht.get_value(record_key(key)), key, now)
+                    if found is not None:
+                        winner.append(found)
+                        scope.cancel()
+
+            async def from_peer(scope: trio.CancelScope) -> None:
+                with contextlib.suppress(NetworkError):
+                    raw = await self.request(key, RECORD_PROTOCOL, b"", timeout=3.0)
+                    found = self._check_fetched(raw, key, now)
+                    if found is not None:
+                        winner.append(found)
+                        scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(from_dht, nursery.cancel_scope)
+                nursery.start_soon(from_peer, nursery.cancel_scope)
+            record = winner[0] if winner else None
         if record is not None:
             self._remember(record)
             with contextlib.suppress(Exception):
@@ -991,6 +1007,15 @@ class Libp2pNetwork:
         if record is None:
             return None
         return verify_record(record.raw, self.chain_id, capability_class, now)
+
+    def _check_fetched(self, raw: bytes | None, key: PeerKey, now: int) -> Signed[Advert] | None:
+        if not raw:
+            return None
+        record = verify_record(raw, self.chain_id, None, now)
+        if record is None or record.signer != key:
+            self._counters.records_rejected += 1
+            return None
+        return record
 
     def _remember(self, record: Signed[Advert]) -> None:
         """Cache a verified record (highest seq wins) until it expires; bounded."""
