@@ -86,6 +86,7 @@ from ._framing import (
 )
 from ._inbox import Inbox
 from ._interface import (
+    Network,
     NetworkCounters,
     PeerEvent,
     PeerKey,
@@ -1156,3 +1157,8 @@ async def open_libp2p_network(
         await net._close_connections()
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await host.close()
+
+
+def _conforms(net: Libp2pNetwork) -> Network:
+    """Type check only: Libp2pNetwork implements the Network interface."""
+    return net

@@ -43,6 +43,7 @@ from ._errors import (
 from ._framing import STATUS_OK
 from ._inbox import Inbox
 from ._interface import (
+    Network,
     NetworkCounters,
     PeerEvent,
     PeerKey,
@@ -460,3 +461,8 @@ class MemoryNetwork:
             if rec is not None:
                 found.append(rec)
         return best_per_peer(found, limit)
+
+
+def _conforms(net: MemoryNetwork) -> Network:
+    """Type check only: MemoryNetwork implements the Network interface."""
+    return net
