@@ -40,7 +40,7 @@ from protocol import (
     Usage,
     VerificationPolicy,
 )
-from sandbox import JobRequest, Limits, Sandbox, compare_outputs
+from sandbox import JobRequest, Sandbox, compare_outputs
 
 from ..config import NodeConfig
 from ..ledger_service import LedgerService
@@ -759,8 +759,10 @@ class Node:
             return _failed("crashed", f"could not fetch the job's data: {exc}")
         if self.config.contributor.test_run_delay_ms:
             await trio.sleep(self.config.contributor.test_run_delay_ms / 1000)
-        left_ms = max(1000, award.deadline_ms - self.now_ms())
-        limits = Limits(wall_ms=min(left_ms, 600_000), cpu_s=max(1, min(600, left_ms // 1000)))
+        # The same limits for every job, so that a warm worker (kept per owner, model and
+        # limits) serves the next job of the same owner; a run past the award's deadline
+        # is aborted by the Provider machine (AbortJob) and its worker killed at the limit.
+        limits = self.sandbox.config.limits
         job = JobRequest(
             runtime=spec.runtime,
             model=model,

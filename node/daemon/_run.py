@@ -156,7 +156,10 @@ async def run_daemon(
             )
             profile = None
             if "contributor" in roles:
-                sandbox = Sandbox(SandboxConfig(pool_size=max(1, config.contributor.warm_workers)))
+                c = config.contributor
+                sandbox = Sandbox(
+                    SandboxConfig(pool_size=max(1, c.warm_workers, c.max_concurrency))
+                )
                 sb = sandbox
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
             node = Node(key, config, net, genesis, store=store, sandbox=sandbox, profile=profile)
