@@ -86,6 +86,7 @@ SETTLE_MARGIN_BLOCKS = 2
 #: Largest content blob served or fetched.
 MAX_CONTENT_BYTES = (4 << 20) - 4096
 ADVERT_LIFETIME_MS = 3_600_000
+PROVIDERS_REFRESH_MS = 30_000
 READVERTISE_FIRST_S = 3.0
 READVERTISE_EVERY_S = 20.0
 #: One unit of reputation weight on the ledger (specs/ledger.md): a positive attestation.
@@ -225,6 +226,7 @@ class Node:
         self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
         self._reported: set[tuple[bytes, bytes]] = set()
         self._providers_cache: dict[str, tuple[int, list[PeerKey]]] = {}
+        self._looking_up: set[str] = set()
         self._advert_seq = 0
         self._started = trio.Event()
         self.txq = TxQueue(key, lambda: self.ledger.state, self.ledger.submit)
@@ -815,18 +817,32 @@ class Node:
         return job.phase if job is not None else "closed"
 
     async def providers_for(self, klass: str, *, fresh: bool = False) -> list[PeerKey]:
-        """Providers of ``klass`` found on the DHT (cached 30 s unless ``fresh``)."""
+        """Providers of ``klass`` found on the DHT. The last non-empty answer is kept and
+        used while a new lookup runs in the background (every 30 s): a lookup can come
+        back empty on a busy network, and a submit should not wait for one."""
         now = self.now_ms()
         cached = self._providers_cache.get(klass)
-        if not fresh and cached is not None and now - cached[0] < 30_000 and cached[1]:
+        if not fresh and cached is not None and cached[1]:
+            if now - cached[0] >= PROVIDERS_REFRESH_MS and klass not in self._looking_up:
+                self._looking_up.add(klass)
+                self._spawn(self._lookup, klass)
             return cached[1]
+        return await self._lookup(klass)
+
+    async def _lookup(self, klass: str) -> list[PeerKey]:
         try:
             records = await self.net.find_providers(klass, timeout=3.0)
         except NetworkError as exc:
             log.info("finding providers of %s failed: %s", klass, exc)
             records = []
+        finally:
+            self._looking_up.discard(klass)
         found = [r.signer for r in records if r.signer != self.me]
-        self._providers_cache[klass] = (now, found)
+        old = self._providers_cache.get(klass)
+        if found or old is None:
+            self._providers_cache[klass] = (self.now_ms(), found)
+        elif old is not None:
+            found = old[1]
         connected = self.net.connected_peers()
         for record in records:  # a first dial costs ~250 ms: not inside a bid window
             if record.signer not in connected and record.signer != self.me:
