@@ -37,7 +37,7 @@ from node._cli_devnet import running_devnet, tiny_model_and_inputs, wait_ready  
 from node.client import Client  # noqa: E402
 
 BLOCK_MS = 100
-BID_WINDOW_MS = 200
+BID_WINDOW_MS = 500
 
 
 def in_process_runs_per_s(path: Path, inputs: dict[str, np.ndarray[Any, Any]], n: int) -> float:
