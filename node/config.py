@@ -46,7 +46,7 @@ class CoordinatorConfig(_Strict):
 class RequesterConfig(_Strict):
     max_price: int = Field(100_000, ge=0, description="default max price per replica")
     deadline_ms: int = Field(60_000, ge=1_000, description="default job deadline from submit")
-    bid_window_ms: int = Field(300, ge=10, le=60_000, description="how long bids are collected")
+    bid_window_ms: int = Field(500, ge=10, le=60_000, description="how long bids are collected")
     expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
 
 
