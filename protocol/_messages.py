@@ -72,7 +72,9 @@ class InputRef(Record):
     """A named input tensor, content addressed."""
 
     name: Annotated[str, Name, "the model's input name"]
-    hash: Annotated[bytes, Hash, "content hash of the tensor's canonical bytes (specs/sandbox.md)"]
+    hash: Annotated[
+        bytes, Hash, "content hash of the tensor's canonical bytes (specs/daemon.md, Content)"
+    ]
     size: Annotated[int, UInt(), "size of those bytes"]
 
 
