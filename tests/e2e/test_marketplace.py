@@ -32,12 +32,15 @@ from ._devnet import by_name, catch_up, sigkill, status_of, wait_for
 pytestmark = pytest.mark.slow
 
 SLOW_MS = 2_000
+# A bid window long enough that every contributor's bid arrives even on a loaded 2-core
+# machine: the scenarios below depend on who bids (the undercutting cheater must be awarded).
+WORKSPACE = "[requester]\nbid_window_ms = 2000\n"
 
 
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
     root = tmp_path_factory.mktemp("honest")
-    with running_devnet(root, 3) as nodes:
+    with running_devnet(root, 3, workspace_extra=WORKSPACE) as nodes:
         wait_ready(nodes)
         yield nodes
 
@@ -51,7 +54,9 @@ def _faulty_extra(i: int) -> str:
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
     root = tmp_path_factory.mktemp("faulty")
-    with running_devnet(root, 4, contributor_extra=_faulty_extra) as nodes:
+    with running_devnet(
+        root, 4, contributor_extra=_faulty_extra, workspace_extra=WORKSPACE
+    ) as nodes:
         wait_ready(nodes)
         yield nodes
 
@@ -84,12 +89,17 @@ def test_job_verified_redundancy_two_both_paid_balances_add_up(honest: list[DevN
         assert status["status"] == "verified" and status["closed"], status
         outputs = c.result(job_id)
     after = catch_up(honest)
-    from sandbox import JobRequest, Sandbox
+    # The expected answer from onnxruntime in this process (the model is the package's own).
+    # Not through a Sandbox here: it would make pytest a child subreaper, and the workers of
+    # contributors SIGKILLed by later tests would then be re-parented to pytest.
+    import onnxruntime as ort
 
     path, inputs = tiny_model_and_inputs()
-    with Sandbox() as sb:
-        expect = sb.run(JobRequest(runtime="onnx", model=path.read_bytes(), inputs=inputs))
-    for name, value in expect.outputs.items():
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    for name, value in zip(names, session.run(names, inputs), strict=True):
         np.testing.assert_array_equal(outputs[name], value)
     paid = {p["provider"]: p["amount"] for p in status["paid"]}
     assert len(paid) >= 2 and all(a > 0 for a in paid.values())
@@ -191,9 +201,9 @@ def test_requester_killed_after_delivery_provider_paid_after_deadline(
     faulty: list[DevNode],
 ) -> None:
     ws = by_name(faulty, "workspace")
-    workers = [
-        n for n in faulty if "contributor" in n.roles and n.name != "contributor-1" and _alive(n)
-    ]
+    # Any live contributor may win the award (the undercutting cheater too: a receipt is
+    # signed on delivery, before verification); whoever holds the receipt must be paid.
+    workers = [n for n in faulty if "contributor" in n.roles and _alive(n)]
     before = {n.name: status_of(n)["balance"] for n in workers}
     _submit(faulty, redundancy=1, max_retries=3, deadline_s=8.0)
 

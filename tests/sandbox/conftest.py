@@ -42,8 +42,8 @@ def worker_processes(uid: int = 65534) -> list[int]:
     return out
 
 
-def zombie_children() -> list[int]:
-    """Our own children that exited and were not reaped."""
+def zombie_children() -> list[tuple[int, str]]:
+    """Our own children that exited and were not reaped, with their names."""
     me = os.getpid()
     out = []
     for entry in os.listdir("/proc"):
@@ -55,7 +55,8 @@ def zombie_children() -> list[int]:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
         if fields[0] == b"Z" and int(fields[1]) == me:
-            out.append(int(entry))
+            name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+            out.append((int(entry), name))
     return out
 
 
