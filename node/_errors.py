@@ -3,9 +3,16 @@
 ::
 
     NodeError                  root of everything the daemon and CLI raise on purpose
-    ├── ConfigError            bad configuration or data directory
+    ├── ConfigError            bad configuration or data directory (node/config.py)
     ├── KeystoreError          missing, unreadable or undecryptable key
-    └── ProbeError             a hardware probe that cannot run at all
+    │   └── KeyNotFoundError, KeyExistsError, CorruptKeyFileError, InsecureKeyFileError,
+    │       PassphraseRequiredError, WrongPassphraseError (node/keystore/_errors.py)
+    ├── NetworkError           the network layer (node/net/_errors.py has its subtree)
+    ├── LedgerServiceError     the ledger driver (node/ledger_service.py)
+    ├── DaemonError            the daemon (node/daemon/_errors.py)
+    ├── NodeNotRunning         no daemon for this data directory (node/_runinfo.py)
+    ├── ApiError               a node's HTTP API refused or was unreachable (node/client.py)
+    └── SandboxCliError, LedgerCommandError, JobCommandError, DevnetError: CLI commands
 
 Each message says what to do about it; the CLI prints it and exits non-zero.
 """
@@ -23,7 +30,3 @@ class ConfigError(NodeError):
 
 class KeystoreError(NodeError):
     """The node key is missing, unreadable, or the passphrase is wrong."""
-
-
-class ProbeError(NodeError):
-    """A hardware probe could not run at all."""

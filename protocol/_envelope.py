@@ -15,7 +15,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from ._canonical import pack, pack_checked, unpack
+from ._canonical import pack_checked, unpack
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._hashing import content_hash
 from ._limits import MAX_CHAIN_ID_LEN, MAX_MESSAGE_BYTES
@@ -113,7 +113,7 @@ def decode(
 
 def encode_unsigned(message: Message) -> bytes:
     """``[tag, body]``: for messages whose authenticity comes from the channel."""
-    return pack([message.TAG, message.to_wire()])
+    return pack_checked([message.TAG, message.wire()])
 
 
 def decode_unsigned(
