@@ -82,6 +82,9 @@ class Work:
 
     job: Signed[JobSpec]
     bid: Signed[Bid]
+    #: When the requester's bid window for our latest bid ends: until then the bid is
+    #: pending and counts as load; after it, an award is still honoured while the bid lives.
+    window_end_ms: int = 0
     phase: str = BIDDING
     older: tuple[Signed[Bid], ...] = ()
     award: Signed[Award] | None = None
@@ -124,6 +127,11 @@ class Provider:
     def bidding(self) -> int:
         """Bids open (sent, not yet awarded or expired)."""
         return sum(1 for w in self.work.values() if w.phase == BIDDING)
+
+    def pending(self, now_ms: int) -> int:
+        """Bids whose requester's bid window is still open: the awards that may come any
+        moment. Older bids are mostly lost (losers are not told) and do not count as load."""
+        return sum(1 for w in self.work.values() if w.phase == BIDDING and now_ms < w.window_end_ms)
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -305,7 +313,7 @@ class Provider:
             spec,
             cfg,
             active=self.active,
-            bidding=self.bidding - (work is not None),
+            bidding=self.pending(now_ms) - (work is not None and now_ms < work.window_end_ms),
             now_ms=now_ms,
             run_ms=run_ms,
             draining=self.draining,
@@ -322,7 +330,7 @@ class Provider:
         price = bid_price(
             cfg.price_floor,
             # Open bids count as half-taken slots: a node with many pending bids asks more.
-            min(cfg.max_concurrency, self.active + self.bidding // max(1, cfg.overbook)),
+            min(cfg.max_concurrency, self.active + self.pending(now_ms) // max(1, cfg.overbook)),
             cfg.max_concurrency,
             cfg.bench_score,
             cfg.reference_bench,
@@ -338,11 +346,13 @@ class Provider:
             expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
         )
         signed_bid = sign(bid, cfg.key, cfg.chain_id)
+        window_end = now_ms + spec.bid_window_ms
         if work is None:
-            self.work[job_id] = Work(signed, signed_bid)
+            self.work[job_id] = Work(signed, signed_bid, window_end)
         else:  # a re-announcement: a fresh bid; an award for a recent one still counts
             work.older = (*work.older[-(_KEEP_BIDS - 1) :], work.bid)
             work.bid = signed_bid
+            work.window_end_ms = window_end
         return [
             Send(spec.requester, signed_bid),
             SetTimer(bid.expires_ms, TimerKey(_BID, job_id)),

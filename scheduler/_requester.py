@@ -4,10 +4,12 @@ Rules (specs/marketplace.md is the full text):
 
 - ``submit`` signs the job and asks the ledger to lock ``max_price * (redundancy +
   max_retries)``: the most that can be paid, one price per replica ever awarded.
-- When the lock is confirmed (``escrow_locked``) the job is announced: published on the
-  topic of its capability class and sent straight to the providers the caller named. A bid
-  window of ``bid_window_ms`` opens.
+- The job is announced at once, while the lock is on its way into a block: published on
+  the topic of its capability class and sent straight to the providers the caller named.
+  A bid window of ``bid_window_ms`` opens. Nothing is awarded before the lock is confirmed
+  (``escrow_locked``), so a provider never works for an escrow that does not exist.
 - Bids and NoBids are collected; bids keep arriving as spares after the window closes.
+  The window closes early once every named provider has answered and one of them bid.
   At the window's end the best bids are awarded (``award_key``), one replica each, with
   one extra probation replica when every chosen provider is a newcomer. Nobody bid: the
   job fails with the providers' reasons and the escrow is refunded.
@@ -130,6 +132,10 @@ class RequesterJob:
     known: Output | None
     spot_check: bool
     phase: str = LOCKING
+    #: The bid window of the latest announcement has ended (possibly early).
+    window_over: bool = False
+    #: Named providers that answered (Bid or NoBid) the latest announcement.
+    answered: set[bytes] = field(default_factory=set)
     bids: dict[bytes, tuple[Signed[Bid], int]] = field(default_factory=dict)
     nobids: dict[bytes, NoBid] = field(default_factory=dict)
     excluded: set[bytes] = field(default_factory=set)
@@ -228,14 +234,18 @@ class Requester:
     # --- events from the ledger ------------------------------------------------------
 
     def escrow_locked(self, job_id: bytes, now_ms: int) -> list[Effect]:
-        """The job's Lock transaction is in a block: announce the job."""
+        """The job's Lock transaction is in a block: awards may be made, at once if the bid
+        window is already over."""
         job = self.jobs.get(job_id)
         if job is None or job.phase != LOCKING:
             return []
         if job.done is not None:  # confirmed after the deadline: give it all back
             job.phase = SETTLING
             return [Settle(job.id, ())]
-        return self._announce(job, now_ms)
+        job.phase = COLLECTING
+        if job.window_over or self._all_answered(job):
+            return self._close_window(job, now_ms)
+        return []
 
     def escrow_failed(self, job_id: bytes, reason: str, now_ms: int) -> list[Effect]:
         """The Lock transaction was refused (for example insufficient balance)."""
@@ -245,7 +255,11 @@ class Requester:
         job.phase = CLOSED
         done = JobDone(job.id, "failed", f"escrow not locked: {reason}", None, (), None)
         job.done = done
-        return [CancelTimer(TimerKey(_DEADLINE, job.id)), done]
+        return [
+            CancelTimer(TimerKey(_DEADLINE, job.id)),
+            CancelTimer(TimerKey(_BIDS, job.id)),
+            done,
+        ]
 
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow was settled, refunded or expired on the ledger."""
@@ -287,7 +301,14 @@ class Requester:
             return [Misbehaved(None, str(e))]
         msg = signed.message
         job = self.jobs.get(msg.job_id)
-        if job is None or job.phase in (LOCKING, CLOSED):
+        if job is None or job.phase == CLOSED:
+            return []
+        if job.phase == LOCKING:
+            # Announced while the lock is confirmed: only answers to the announcement.
+            if isinstance(msg, Bid):
+                return self._on_bid(job, signed, now_ms)
+            if isinstance(msg, NoBid):
+                return self._on_nobid(job, msg, now_ms)
             return []
         if job.phase == SETTLING:
             # Decided: only a resent result still gets its receipt again.
@@ -313,9 +334,11 @@ class Requester:
                 job.done = done
                 return [done]
             return self._finalise(job, now_ms, forced=True)
+        if key.kind == _BIDS and job.phase == LOCKING:
+            job.window_over = True  # awards wait for the lock
+            return []
         if key.kind == _BIDS and job.phase == COLLECTING:
-            job.phase = EXECUTING
-            return self._fill(job, now_ms)
+            return self._close_window(job, now_ms)
         if key.kind == _WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
             if rep.state != RUNNING:
@@ -369,10 +392,14 @@ class Requester:
             lock,
             SetTimer(spec.deadline_ms, TimerKey(_DEADLINE, job.id)),
             NotifyUser(job.id, "spot_check" if spot_check else "submitted", f"locking {amount}"),
+            *self._announce(job, now_ms),
         ]
 
     def _announce(self, job: RequesterJob, now_ms: int) -> list[Effect]:
-        job.phase = COLLECTING
+        if job.phase != LOCKING:
+            job.phase = COLLECTING
+        job.window_over = False
+        job.answered.clear()
         job.announcements += 1
         effects: list[Effect] = [Publish(job.spec.requirements.capability_class, job.signed)]
         effects += [Send(p, job.signed) for p in job.providers if p not in job.excluded]
@@ -381,6 +408,32 @@ class Requester:
         effects.append(SetTimer(now_ms + window, TimerKey(_BIDS, job.id)))
         effects.append(NotifyUser(job.id, "announced", f"announcement {job.announcements}"))
         return effects
+
+    def _all_answered(self, job: RequesterJob) -> bool:
+        """Every named provider not excluded answered the latest announcement, and one of
+        them bid: waiting out the window would bring nothing but pubsub stragglers."""
+        named = [p for p in job.providers if p not in job.excluded]
+        return (
+            bool(named)
+            and job.answered.issuperset(named)
+            and any(p in job.bids for p in job.answered)
+        )
+
+    def _close_window(self, job: RequesterJob, now_ms: int) -> list[Effect]:
+        """The bid window is over (its timer, or every named provider answered) and the
+        escrow is locked: award."""
+        job.window_over = True
+        job.phase = EXECUTING
+        return [CancelTimer(TimerKey(_BIDS, job.id)), *self._fill(job, now_ms)]
+
+    def _answer(self, job: RequesterJob, provider: bytes, now_ms: int) -> list[Effect]:
+        """Note a named provider's answer; close the window early when all have answered."""
+        if provider not in job.providers or job.window_over:
+            return []
+        job.answered.add(provider)
+        if job.phase == COLLECTING and self._all_answered(job):
+            return self._close_window(job, now_ms)
+        return []
 
     def _on_bid(self, job: RequesterJob, signed: Signed[Bid], now_ms: int) -> list[Effect]:
         bid = signed.message
@@ -399,7 +452,7 @@ class Requester:
         job.nobids.pop(bid.provider, None)
         if job.phase == EXECUTING:
             return self._fill(job, now_ms)  # a replica may be waiting for a bid
-        return []
+        return self._answer(job, bid.provider, now_ms)
 
     def _on_nobid(self, job: RequesterJob, nobid: NoBid, now_ms: int) -> list[Effect]:
         for rep in job.replicas:
@@ -409,7 +462,7 @@ class Requester:
         job.bids.pop(nobid.provider, None)  # its latest answer: an earlier bid is withdrawn
         if nobid.provider in job.nobids or len(job.nobids) < MAX_BIDS:
             job.nobids[nobid.provider] = nobid
-        return []
+        return self._answer(job, nobid.provider, now_ms) if job.phase != EXECUTING else []
 
     def _on_heartbeat(self, job: RequesterJob, hb: Heartbeat, now_ms: int) -> list[Effect]:
         if hb.replica >= len(job.replicas):
@@ -539,8 +592,8 @@ class Requester:
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """Award spare bids until ``target`` replicas are live or the budget is spent;
         announce again, or finalise, when that is not possible."""
-        if job.phase == COLLECTING:
-            return []  # the window's end will fill
+        if job.phase in (LOCKING, COLLECTING):
+            return []  # the window's end (with the escrow locked) will fill
         effects: list[Effect] = []
         candidates = self._candidates(job, now_ms)
         if not job.live():

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import Award, Bid, Receipt, Result, Usage, sign
+from protocol import Award, Bid, JobSpec, Receipt, Result, Usage, sign
 from protocol._examples import example_signed
 from scheduler import (
     AbortJob,
+    CancelTimer,
     Deliver,
     Effect,
     JobRejected,
@@ -28,6 +29,7 @@ from scheduler import (
     RunJob,
     Send,
     SetTimer,
+    TimerKey,
     UnknownJob,
 )
 
@@ -82,10 +84,88 @@ def test_lock_amount_and_heights() -> None:
     (lock,) = _of(fx, LockEscrow)
     assert lock.amount == 5_000 and lock.max_per_payee == 1_000 and lock.max_payees == 5
     assert lock.claim_height == spec.escrow_expiry_height - 7
-    announce = req.escrow_locked(job_id, sim.now)
-    (pub,) = _of(announce, Publish)
+    (pub,) = _of(fx, Publish)  # announced at once, while the lock is on its way
     assert pub.topic == CLASS and pub.message.id == job_id
+    assert req.escrow_locked(job_id, sim.now) == []  # the window is still open
+    assert req.job(job_id).phase == "collecting"
     assert req.escrow_locked(job_id, sim.now) == []  # only once
+
+
+def _spec_for(sim: Sim, rkey: nacl.signing.SigningKey, **kw: int) -> JobSpec:
+    node = type("N", (), {"pub": bytes(rkey.verify_key)})
+    return sim.spec(node, **kw)  # type: ignore[arg-type]
+
+
+def _awards(effects: Sequence[Effect]) -> list[Award]:
+    return [e.message.message for e in _of(effects, Send) if isinstance(e.message.message, Award)]
+
+
+def test_nothing_is_awarded_before_the_lock_is_confirmed() -> None:
+    sim, req, prov, rkey = _pair()
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[prov.me])
+    (sent,) = _of(fx, Send)
+    (bid,) = _of(prov.receive(sent.message.raw, sim.now + 5), Send)
+    # Every named provider answered, the window is over: still no award without the lock.
+    assert _awards(req.receive(bid.message.raw, sim.now + 10)) == []
+    assert _awards(req.timer(TimerKey("bids", job_id), sim.now + spec.bid_window_ms)) == []
+    assert not req.may_fetch(job_id, prov.me)
+    (award,) = _awards(req.escrow_locked(job_id, sim.now + spec.bid_window_ms + 50))
+    assert award.provider == prov.me and req.may_fetch(job_id, prov.me)
+
+
+def test_the_window_closes_once_every_named_provider_answered() -> None:
+    sim, req, _, rkey = _pair()
+    provs = [
+        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
+        for _ in range(2)
+    ]
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+    assert req.escrow_locked(job_id, sim.now + 5) == []
+    sends = {e.peer: e.message.raw for e in _of(fx, Send)}
+    (first,) = _of(provs[0].receive(sends[provs[0].me], sim.now + 6), Send)
+    assert _awards(req.receive(first.message.raw, sim.now + 8)) == []  # one still to answer
+    (second,) = _of(provs[1].receive(sends[provs[1].me], sim.now + 7), Send)
+    fx = req.receive(second.message.raw, sim.now + 9)
+    assert len(_awards(fx)) >= 1  # long before the window's end
+    assert any(isinstance(e, CancelTimer) and e.key.kind == "bids" for e in fx)
+
+
+def test_only_refusals_do_not_close_the_window_early() -> None:
+    sim, req, _, rkey = _pair()
+    full = Provider(
+        ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=("other.class",))
+    )
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[full.me])
+    req.escrow_locked(job_id, sim.now + 5)
+    (sent,) = _of(fx, Send)
+    (nobid,) = _of(full.receive(sent.message.raw, sim.now + 6), Send)
+    assert req.receive(nobid.message.raw, sim.now + 8) == []
+    assert req.job(job_id).phase == "collecting"  # the window runs on: others may still bid
+
+
+def test_lost_bids_stop_counting_as_load_after_their_window() -> None:
+    sim, _, _, rkey = _pair()
+    cfg = ProviderConfig(
+        key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,), max_concurrency=1, overbook=1
+    )
+    prov = Provider(cfg)
+
+    def answer(at: int) -> object:
+        spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+        signed = sign(spec, rkey, CHAIN)
+        (fx,) = _of(prov.receive(signed.raw, at), Send)
+        return fx.message.message
+
+    window = _spec_for(sim, rkey).bid_window_ms
+    assert isinstance(answer(sim.now), Bid)
+    busy = answer(sim.now + 1)  # the first bid's window is open: an award may come
+    assert not isinstance(busy, Bid) and busy.reason == "busy"  # type: ignore[attr-defined]
+    # Nobody awarded the first bid within its window: lost, though it stays valid.
+    assert isinstance(answer(sim.now + window + 1), Bid)
+    assert prov.bidding == 2 and prov.pending(sim.now + window + 1) == 1
 
 
 @settings(max_examples=100, deadline=None)
@@ -118,16 +198,13 @@ def test_message_for_another_chain_is_refused() -> None:
 def _run_to_award(
     sim: Sim, req: Requester, prov: Provider, rkey: nacl.signing.SigningKey
 ) -> tuple[bytes, Award, list[Effect]]:
-    node = type("N", (), {"pub": bytes(rkey.verify_key)})
-    spec = sim.spec(node, redundancy=1, max_retries=1)  # type: ignore[arg-type]
-    job_id, _ = req.submit(spec, sim.now, providers=[prov.me])
-    (sent,) = _of(req.escrow_locked(job_id, sim.now), Send)
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[prov.me])
+    assert req.escrow_locked(job_id, sim.now) == []
+    (sent,) = _of(fx, Send)
     (bid_send,) = _of(prov.receive(sent.message.raw, sim.now), Send)
     assert isinstance(bid_send.message.message, Bid)
-    req.receive(bid_send.message.raw, sim.now + 10)
-    from scheduler import TimerKey
-
-    fx = req.timer(TimerKey("bids", job_id), sim.now + spec.bid_window_ms)
+    fx = req.receive(bid_send.message.raw, sim.now + 10)  # the only one named: awarded now
     (award_send,) = [e for e in _of(fx, Send) if isinstance(e.message.message, Award)]
     fx2 = prov.receive(award_send.message.raw, sim.now + 400)
     return job_id, award_send.message.message, fx2
@@ -173,8 +250,6 @@ def test_forged_award_is_refused() -> None:
 def test_run_past_the_award_deadline_is_aborted() -> None:
     sim, req, prov, rkey = _pair()
     job_id, award, _ = _run_to_award(sim, req, prov, rkey)
-    from scheduler import TimerKey
-
     fx = prov.timer(TimerKey("heartbeat", job_id), award.deadline_ms)
     assert _of(fx, AbortJob)
     assert prov.active == 0
