@@ -65,33 +65,43 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def in_process(model: bytes, inputs: dict[str, np.ndarray], repeat: int) -> float:  # type: ignore[type-arg]
+def in_process_session(model: bytes) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def warm_vs_in_process(
+    box: sandbox.Sandbox,
+    model: bytes,
+    inputs: dict[str, np.ndarray],  # type: ignore[type-arg]
+    repeat: int,
+    block: int = 5,
+) -> tuple[float, float]:
+    """Median ms of in-process runs and of warm sandbox jobs, measured in alternating blocks
+    of ``block`` runs each, so that both see the same machine (a shared VM's speed drifts by
+    tens of percent over seconds)."""
+    session = in_process_session(model)
     session.run(None, inputs)
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        session.run(None, inputs)
-        samples.append(time.perf_counter() - t)
-    return median_ms(samples)
-
-
-def warm(box: sandbox.Sandbox, model: bytes, inputs: dict[str, np.ndarray], repeat: int) -> float:  # type: ignore[type-arg]
     digest = protocol.content_hash(model)
     job = sandbox.JobRequest("onnx", model, inputs, owner=b"bench", model_hash=digest)
     first = box.run(job)
     assert first.ok, first.message
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        outcome = box.run(job)
-        samples.append(time.perf_counter() - t)
-        assert outcome.ok and outcome.warm, outcome.message
-    return median_ms(samples)
+    base: list[float] = []
+    sand: list[float] = []
+    while len(sand) < repeat:
+        for _ in range(block):
+            t = time.perf_counter()
+            session.run(None, inputs)
+            base.append(time.perf_counter() - t)
+        for _ in range(block):
+            t = time.perf_counter()
+            outcome = box.run(job)
+            sand.append(time.perf_counter() - t)
+            assert outcome.ok and outcome.warm, outcome.message
+    return median_ms(base), median_ms(sand)
 
 
 def cold(box: sandbox.Sandbox, repeat: int) -> tuple[float, float]:
@@ -122,8 +132,7 @@ def main() -> None:
         print(f"{'model':<8} {'in-process ms':>14} {'warm sandbox ms':>16} {'overhead ms':>12}")
         for name, (width, layers, batch) in SIZES.items():
             model, inputs = mlp(width, layers, batch)
-            base = in_process(model, inputs, args.repeat)
-            value = warm(box, model, inputs, args.repeat)
+            base, value = warm_vs_in_process(box, model, inputs, args.repeat)
             print(f"{name:<8} {base:>14.3f} {value:>16.3f} {value - base:>12.3f}")
             figures.append(
                 {

@@ -118,9 +118,24 @@ class JobCgroup:
     def pids(self) -> list[int]:
         out: set[int] = set()
         for d in self._dirs:
-            with contextlib.suppress(OSError):
-                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+            with contextlib.suppress(OSError, ValueError):
+                out.update(int(x) for x in self._read_procs(d).split())
         return sorted(out)
+
+    @staticmethod
+    def _read_procs(d: Path) -> bytes:
+        # Opened afresh each time: cgroup v1 keeps serving a cached pid list to an open file.
+        fd = os.open(d / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            for _ in range(4096):  # bounded: a pids-limited group lists few processes
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def kill_all(self) -> None:
         if self._v2:

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,11 +33,11 @@ import numpy.typing as npt
 
 import protocol
 
-from . import _cgroup, _ipc
+from . import _cgroup, _ipc, _shm
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
 from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
-from ._tensors import dtype_code, output_commitment, tensor_from_wire, tensor_to_wire
+from ._tensors import dtype_code, output_commitment
 
 _PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031
@@ -44,6 +45,7 @@ _PIPE_SIZE = 1 << 20
 _SYSTEM_RO = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _ETC_RO = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
 _DEV_RW = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
+_MAX_REPLY = 16 * 1024 * 1024  # control frames only: tensors travel in shared memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class SandboxConfig:
     """How workers are made. Defaults give every layer this machine has."""
 
     pool_size: int = 2
+    # Workers started ahead of need (layers applied, runtime imported, no job yet), outside
+    # the pool: a cold job takes one instead of starting a worker. 0: none.
+    spare_workers: int = 1
     warm_cpu_budget_s: int = 3600  # lifetime CPU of a warm worker, then it is replaced
     work_dir: Path | None = None  # job directories live here (default: a fresh temp dir)
     worker_uid: int | None = None  # default: 65534 when the daemon is root, else its own
@@ -118,6 +123,17 @@ class Outcome:
 _ZERO = protocol.Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
 
 
+@dataclass(frozen=True, slots=True)
+class _SpareKey:
+    """What a worker is started with (before any job): any job with these settings can
+    take a spare worker started for them."""
+
+    runtime: str
+    limits: Limits
+    threads: int
+    execution_provider: str
+
+
 class _Worker:
     """A started worker process and what the daemon knows about it."""
 
@@ -129,8 +145,10 @@ class _Worker:
         cgroup: _cgroup.JobCgroup | None,
         limits: Limits,
         runtime: str,
+        region: _shm.HostRegion,
     ) -> None:
         self.popen = popen
+        self.region = region
         self.job_dir = job_dir
         self.stderr = stderr
         self.cgroup = cgroup
@@ -196,7 +214,16 @@ class Sandbox:
         self._cond = threading.Condition()
         self._running = 0
         self._idle: dict[tuple[object, ...], _Worker] = {}  # insertion order = LRU
+        self._spares: dict[_SpareKey, _Worker] = {}  # never ran a job; insertion order = LRU
+        self._starting: dict[_SpareKey, int] = {}  # spares being started, by key
         self._counter = itertools.count()
+        # Workers are started from these long-lived threads only: a parent-death signal
+        # (the worker's and bubblewrap's) fires when the *thread* that forked it exits, and
+        # callers' threads (trio.to_thread's, say) come and go.
+        self._spawner = ThreadPoolExecutor(
+            max_workers=config.pool_size + max(0, config.spare_workers),
+            thread_name_prefix="aimx-sandbox-spawn",
+        )
         self._admission_cache: dict[bytes, ModelInfo] = {}
         self._closed = False
         if config.subreaper and sys.platform == "linux":
@@ -268,7 +295,6 @@ class Sandbox:
         request = {
             "op": "run",
             "names": list(job.inputs),
-            "inputs": [tensor_to_wire(np.asarray(a)) for a in job.inputs.values()],
             "max_output_bytes": limits.output_bytes,
             "cpu_s": limits.cpu_s,
         }
@@ -295,14 +321,46 @@ class Sandbox:
         request = {"op": "python", "source": source, "name": name, "cpu_s": limits.cpu_s}
         return self._execute(job, None, limits, request)
 
+    def prepare(
+        self,
+        runtime: str = "onnx",
+        *,
+        limits: Limits | None = None,
+        threads: int = 1,
+        execution_provider: str = "CPUExecutionProvider",
+    ) -> bool:
+        """Have a spare worker ready for jobs with these settings (start one and wait for it
+        if there is none). False when spares are off (``spare_workers = 0``) or it failed."""
+        if self.config.spare_workers < 1:
+            return False
+        skey = _SpareKey(runtime, limits or self.config.limits, threads, execution_provider)
+        with self._cond:
+            if self._closed:
+                raise SandboxConfigError("the sandbox is closed")
+            start = skey not in self._spares and not self._starting.get(skey)
+            if start:
+                self._starting[skey] = 1
+        if start:
+            self._spawner.submit(self._start_spare, skey).result()
+        with self._cond:
+            end = time.monotonic() + self.config.startup_timeout_s + 5
+            while self._starting.get(skey) and time.monotonic() < end:
+                self._cond.wait(0.5)
+            return skey in self._spares
+
     def close(self) -> None:
         """Stop every idle worker and remove the job directories."""
         with self._cond:
             self._closed = True
-            idle = list(self._idle.values())
+            end = time.monotonic() + self.config.startup_timeout_s + 5
+            while self._starting and time.monotonic() < end:  # bounded by the start timeout
+                self._cond.wait(0.5)
+            idle = [*self._idle.values(), *self._spares.values()]
             self._idle.clear()
+            self._spares.clear()
         for w in idle:
             self._destroy(w)
+        self._spawner.shutdown(wait=True)
         shutil.rmtree(self._private, ignore_errors=True)
         if self._own_tmp:
             shutil.rmtree(self._work, ignore_errors=True)
@@ -363,18 +421,77 @@ class Sandbox:
         worker = self._acquire(key)
         warm = worker is not None
         keep = False
+        skey = _SpareKey(job.runtime, limits, job.threads, job.execution_provider)
         try:
             if worker is None:
+                worker = self._take_spare(skey)
+            if worker is None:
                 try:
-                    worker = self._spawn(job.runtime, limits, key is not None, job)
+                    worker = self._spawn(skey)
                 except _StartFailed as exc:
                     return _failed("crashed", str(exc), _usage_since(started))
+            if key is None and not warm:
+                # Started with the warm CPU budget as its hard limit: a worker that will not
+                # stay gets the tight one from its first request.
+                request = {**request, "cpu_hard": limits.cpu_s + 2}
             outcome, keep = self._job(worker, job, key, limits, request, started)
             return dataclasses.replace(outcome, warm=warm)
         finally:
             self._release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._destroy(worker)
+            if not warm:
+                self._replenish(skey)
+
+    # --- spares ------------------------------------------------------------------------
+
+    def _take_spare(self, skey: _SpareKey) -> _Worker | None:
+        """A spare started for ``skey`` (waiting for one being started), or None."""
+        if self.config.spare_workers < 1:
+            return None
+        with self._cond:
+            end = time.monotonic() + self.config.startup_timeout_s + 5
+            while self._starting.get(skey) and skey not in self._spares:
+                if time.monotonic() > end:
+                    break
+                self._cond.wait(0.5)
+            spare = self._spares.pop(skey, None)
+        if spare is not None and spare.popen.poll() is not None:
+            self._destroy(spare)  # died while waiting: start afresh
+            return None
+        return spare
+
+    def _replenish(self, skey: _SpareKey) -> None:
+        """Start a spare for ``skey`` in the background unless there is one already."""
+        if self.config.spare_workers < 1:
+            return
+        with self._cond:
+            if self._closed or skey in self._spares or self._starting.get(skey):
+                return
+            self._starting[skey] = 1
+        self._spawner.submit(self._start_spare, skey)
+
+    def _start_spare(self, skey: _SpareKey) -> None:
+        """Start a spare (``self._starting[skey]`` already counts it) and keep it."""
+        worker: _Worker | None = None
+        evict: list[_Worker] = []
+        try:
+            worker = self._spawn_here(skey)
+        except _StartFailed:
+            worker = None
+        finally:
+            with self._cond:
+                self._starting.pop(skey, None)
+                if worker is not None:
+                    if self._closed or skey in self._spares:
+                        evict.append(worker)
+                    else:
+                        self._spares[skey] = worker
+                        while len(self._spares) > self.config.spare_workers:
+                            evict.append(self._spares.pop(next(iter(self._spares))))
+                self._cond.notify_all()
+            for w in evict:
+                self._destroy(w)
 
     def _job(
         self,
@@ -398,6 +515,8 @@ class Sandbox:
                 "admission": asdict(self.config.admission),
                 "cpu_s": limits.cpu_s,
             }
+            if "cpu_hard" in request:
+                load["cpu_hard"] = request["cpu_hard"]
             reply = self._call(worker, load, deadline, limits)
             if isinstance(reply, Outcome):
                 return reply, False
@@ -406,6 +525,12 @@ class Sandbox:
                 return self._worker_error(reply, usage), False
             worker.loaded = True
             worker.det_class = str(reply.get("class", ""))
+        if request["op"] == "run":
+            # Inputs go into the worker's shared region; the request names where they are.
+            arrays = list(job.inputs.values())
+            reserve = _shm.region_size(limits.output_bytes)
+            request["inputs"] = worker.region.write_inputs(arrays, reserve)
+            request["shm_size"] = worker.region.size
         reply = self._call(worker, request, deadline, limits)
         if isinstance(reply, Outcome):
             return reply, False
@@ -413,11 +538,9 @@ class Sandbox:
         if reply.get("op") != "result":
             return self._worker_error(reply, usage), False
         try:
-            outputs = {
-                str(name): tensor_from_wire(t, max_bytes=limits.output_bytes)
-                for name, t in reply["outputs"]
-            }
-        except (ValueError, TypeError, KeyError) as exc:
+            outputs = worker.region.read_outputs(reply.get("outputs"), limits.output_bytes)
+        except _shm.MalformedOutputs as exc:
+            self._kill(worker)
             return _failed("crashed", f"worker sent malformed outputs: {exc}", usage), False
         keep = key is not None and self._clean_after_job(worker)
         outcome = Outcome(
@@ -442,10 +565,9 @@ class Sandbox:
     ) -> dict[str, Any] | Outcome:
         """Send a request and wait for the reply, or turn the worker's end into an outcome."""
         t0 = time.monotonic()
-        max_reply = limits.output_bytes + 16 * 1024 * 1024
         try:
             _ipc.send(worker.wfd, request)
-            reply = _ipc.recv(worker.rfd, max_bytes=max_reply, deadline=deadline)
+            reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline)
         except _ipc.Deadline:
             self._kill(worker)
             return self._ended(worker, t0, limits, timed_out=True)
@@ -517,14 +639,20 @@ class Sandbox:
         paths.add(str(exe.resolve().parent.parent))
         return sorted(p for p in paths if p and os.path.exists(p))
 
-    def _spawn(self, runtime: str, limits: Limits, warm: bool, job: JobRequest) -> _Worker:
+    def _spawn(self, skey: _SpareKey) -> _Worker:
+        """Start a worker (from a spawner thread) and wait until it is ready."""
+        return self._spawner.submit(self._spawn_here, skey).result()
+
+    def _spawn_here(self, skey: _SpareKey) -> _Worker:
+        """Start a worker and wait until it is ready: every layer applied, no job yet."""
+        runtime, limits = skey.runtime, skey.limits
         n = next(self._counter)
         job_dir = self._work / f"job-{os.getpid()}-{n}"
         job_dir.mkdir(mode=0o700)
         if self._uid is not None:
             os.chown(job_dir, self._uid, self._gid if self._gid is not None else -1)
         ro = self._ro_paths()
-        gpu = job.execution_provider == "CUDAExecutionProvider"
+        gpu = skey.execution_provider == "CUDAExecutionProvider"
         gpu_devs = sorted(glob.glob("/dev/nvidia*")) if gpu else []
         env = {
             "ORT_DISABLE_TELEMETRY": "1",
@@ -533,7 +661,7 @@ class Sandbox:
             "HOME": str(job_dir),
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": str(job.threads),
+            "OMP_NUM_THREADS": str(skey.threads),
         }
         argv = [self.config.python, "-I", "-m", "sandbox._worker"]
         # A root daemon whose interpreter the worker user cannot reach (e.g. under /root)
@@ -605,6 +733,13 @@ class Sandbox:
                 "--",
                 *argv,
             ]
+        try:
+            region = _shm.HostRegion(f"aimx-job-{n}", _shm.region_size(limits.output_bytes))
+        except OSError as exc:
+            if cgroup is not None:
+                cgroup.remove()
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise _StartFailed(f"cannot create the worker's shared memory: {exc}") from None
         stderr = tempfile.TemporaryFile(dir=self._private)  # noqa: SIM115 (closed in _destroy)
         try:
             popen = subprocess.Popen(
@@ -619,22 +754,25 @@ class Sandbox:
                 group=None if root_launch else self._gid,
                 extra_groups=[] if self._uid is not None and not root_launch else None,
                 close_fds=True,
+                pass_fds=(region.fd,),
             )
         except OSError as exc:
             stderr.close()
+            region.close()
             if cgroup is not None:
                 cgroup.remove()
             shutil.rmtree(job_dir, ignore_errors=True)
             raise _StartFailed(f"cannot start a worker: {exc}") from None
-        worker = _Worker(popen, job_dir, stderr, cgroup, limits, runtime)
+        worker = _Worker(popen, job_dir, stderr, cgroup, limits, runtime, region)
         for fd in (worker.wfd, worker.rfd):  # fewer round trips for large tensors
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
         mem = limits.memory_mb * 1024 * 1024
-        cpu_hard = self.config.warm_cpu_budget_s if warm else limits.cpu_s + 2
+        # Hard CPU limit: a warm worker's lifetime budget. A worker that serves only one job
+        # lowers it to that job's cpu_s + 2 with its first request (``cpu_hard``).
         rlimits = {
             "as": [mem, mem],
-            "cpu": [limits.cpu_s, cpu_hard],
+            "cpu": [limits.cpu_s, max(limits.cpu_s + 2, self.config.warm_cpu_budget_s)],
             "fsize": [limits.file_bytes, limits.file_bytes],
             "nofile": [limits.open_files, limits.open_files],
             "core": [0, 0],
@@ -656,6 +794,7 @@ class Sandbox:
             "seccomp": self._seccomp,
             "ro_paths": [*_SYSTEM_RO, *_ETC_RO, *ro, "/proc", "/sys", *gpu_ro],
             "rw_paths": [str(job_dir), *_DEV_RW, *gpu_devs],
+            "shm": [region.fd, region.size],
         }
         deadline = time.monotonic() + self.config.startup_timeout_s
         try:
@@ -733,6 +872,7 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 if f is not None:
                     f.close()
+        worker.region.close()
         shutil.rmtree(worker.job_dir, ignore_errors=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -48,6 +49,16 @@ def canonical_bytes(array: npt.NDArray[np.generic]) -> bytes:
     return np.ascontiguousarray(array, dtype=DTYPE_CODES[code]).tobytes(order="C")
 
 
+def data_hash(array: npt.NDArray[np.generic]) -> bytes:
+    """``content_hash(canonical_bytes(array))``, without the copy when the array already
+    is C-ordered and little-endian."""
+    code = dtype_code(array.dtype)
+    if array.flags.c_contiguous and array.dtype == DTYPE_CODES[code]:
+        data = array.reshape(-1).view(np.uint8).data
+        return hashlib.blake2b(data, digest_size=protocol.HASH_SIZE).digest()
+    return protocol.content_hash(canonical_bytes(array))
+
+
 def output_commitment(outputs: Tensors) -> bytes:
     """BLAKE2b-256 commitment over the outputs: names sorted, dtype, shape, data hash each.
 
@@ -62,7 +73,7 @@ def output_commitment(outputs: Tensors) -> bytes:
                 name,
                 dtype_code(array.dtype),
                 [int(d) for d in array.shape],
-                protocol.content_hash(canonical_bytes(array)),
+                data_hash(array),
             ]
         )
     return protocol.content_hash(protocol.pack([COMMITMENT_TAG, entries]))
@@ -126,30 +137,3 @@ def compare_outputs(
         elif not np.array_equal(x, y):
             return Comparison(False, "tolerance", f"{name}: values differ")
     return Comparison(True, "tolerance")
-
-
-def tensor_to_wire(array: npt.NDArray[np.generic]) -> list[object]:
-    """``[dtype_code, [dims...], data]`` for the worker pipe."""
-    return [dtype_code(array.dtype), [int(d) for d in array.shape], canonical_bytes(array)]
-
-
-def tensor_from_wire(value: object, *, max_bytes: int) -> npt.NDArray[np.generic]:
-    """Inverse of :func:`tensor_to_wire`; ValueError on anything malformed."""
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        raise ValueError("a tensor is [dtype, shape, data]")
-    code, shape, data = value
-    if not isinstance(code, str) or code not in DTYPE_CODES:
-        raise ValueError(f"unsupported dtype {code!r}")
-    if not isinstance(shape, list | tuple) or len(shape) > 32:
-        raise ValueError("shape must be a list of at most 32 dimensions")
-    if not all(isinstance(d, int) and 0 <= d < 2**40 for d in shape):
-        raise ValueError("dimensions must be non-negative integers")
-    if not isinstance(data, bytes) or len(data) > max_bytes:
-        raise ValueError("tensor data missing or too large")
-    dtype = DTYPE_CODES[code]
-    count = 1
-    for d in shape:
-        count *= d
-    if count * dtype.itemsize != len(data):
-        raise ValueError("tensor data length does not match dtype and shape")
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))

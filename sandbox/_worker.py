@@ -70,11 +70,14 @@ class _Worker:
         self.wfd = wfd
         self.setup: dict[str, Any] = {}
         self.session: Any = None
+        self.out_names: list[str] = []
         self.torch_module: Any = None
         self.runtime = ""
         self.det_class = ""
         self.device = "cpu"
         self.clear_refs: int | None = None
+        self.status_fd: int | None = None
+        self.region: Any = None
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -86,6 +89,9 @@ class _Worker:
         if drop and not setup.get("drop_late"):
             _drop_privileges(int(drop[0]), int(drop[1]))
         os.chdir(setup["job_dir"])
+        from ._shm import WorkerRegion
+
+        self.region = WorkerRegion(int(setup["shm"][0]), int(setup["shm"][1]))
         for name, (soft, hard) in setup["rlimits"].items():
             resource.setrlimit(_RLIMITS[name], (soft, hard))
         import numpy  # noqa: F401
@@ -105,6 +111,10 @@ class _Worker:
             self.clear_refs = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
         except OSError:
             self.clear_refs = None
+        try:
+            self.status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.status_fd = None
         layers: dict[str, str] = {}
         if setup.get("landlock"):
             from . import _landlock
@@ -140,7 +150,7 @@ class _Worker:
             cpu0 = _cpu_seconds()
             self._reset_peak()
             try:
-                self._set_cpu_budget(req.get("cpu_s"))
+                self._set_cpu_budget(req.get("cpu_s"), req.get("cpu_hard"))
                 if op == "load":
                     reply = self._load(req)
                 elif op == "run":
@@ -165,10 +175,16 @@ class _Worker:
             except OSError:
                 return
 
-    def _set_cpu_budget(self, cpu_s: int | None) -> None:
+    def _set_cpu_budget(self, cpu_s: int | None, cpu_hard: int | None = None) -> None:
+        """Soft CPU limit: what is used so far + ``cpu_s`` + 1 (rounding). ``cpu_hard`` set:
+        lower the hard limit to what is used so far + ``cpu_hard`` (never raised again)."""
         if cpu_s is None:
             return
         _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if cpu_hard is not None:
+            lowered = int(_cpu_seconds()) + int(cpu_hard)
+            if hard == resource.RLIM_INFINITY or lowered < hard:
+                hard = lowered
         want = int(_cpu_seconds()) + int(cpu_s) + 1
         if hard != resource.RLIM_INFINITY:
             want = min(want, hard)
@@ -181,13 +197,13 @@ class _Worker:
                 os.write(self.clear_refs, b"5")
 
     def _peak_kb(self) -> int:
-        try:
-            with open("/proc/self/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmHWM:"):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            pass
+        if self.status_fd is not None:
+            try:
+                status = os.pread(self.status_fd, 1 << 16, 0)
+                at = status.index(b"VmHWM:")
+                return int(status[at + 6 : status.index(b"\n", at)].split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
     def _load(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +241,7 @@ class _Worker:
             ):
                 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            self.out_names = [o.name for o in self.session.get_outputs()]
             used = self.session.get_providers()
             self.device = "cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu"
             self.det_class = determinism_class("onnx", self.device, req["opt_level"])
@@ -256,16 +273,15 @@ class _Worker:
     def _run(self, req: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from ._tensors import tensor_from_wire, tensor_to_wire
-
         names: list[str] = req["names"]
-        arrays = [tensor_from_wire(t, max_bytes=MAX_REQUEST) for t in req["inputs"]]
+        self.region.remap(int(req["shm_size"]))
+        arrays = self.region.inputs(req["inputs"])
         max_out = int(req["max_output_bytes"])
         outputs: dict[str, Any] = {}
         if self.runtime == "onnx":
             if self.session is None:
                 raise JobFailed("runtime_error", "no model loaded")
-            out_names = [o.name for o in self.session.get_outputs()]
+            out_names = self.out_names
             values = self.session.run(out_names, dict(zip(names, arrays, strict=True)))
             outputs = {n: np.asarray(v) for n, v in zip(out_names, values, strict=True)}
         else:
@@ -278,7 +294,6 @@ class _Worker:
                 result = self.torch_module(*args)
             outputs = _torch_outputs(result)
         total = 0
-        wire = []
         for name in sorted(outputs):
             array = outputs[name]
             if not isinstance(array, np.ndarray):
@@ -286,10 +301,15 @@ class _Worker:
             total += array.nbytes
             if total > max_out:
                 raise JobFailed("output_limit", f"outputs exceed the limit of {max_out} bytes")
-            try:
-                wire.append([name, tensor_to_wire(array)])
-            except ValueError as exc:
-                raise JobFailed("runtime_error", f"output {name!r}: {exc}") from None
+            if any(np.may_share_memory(array, a) for a in arrays):
+                outputs[name] = array.copy()  # the outputs overwrite the inputs' bytes
+        del arrays
+        try:
+            wire = self.region.write_outputs(outputs)
+        except OverflowError as exc:
+            raise JobFailed("output_limit", str(exc)) from None
+        except ValueError as exc:
+            raise JobFailed("runtime_error", f"an output: {exc}") from None
         return {"op": "result", "outputs": wire, "class": self.det_class}
 
     def _python(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +336,7 @@ _PREIMPORT = (
     "sandbox._determinism",
     "sandbox._tensors",
     "sandbox._admission",
+    "sandbox._shm",
 )
 
 

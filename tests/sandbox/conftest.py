@@ -62,7 +62,8 @@ def zombie_children() -> list[tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[sandbox.Sandbox]:
-    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as sb:
+    # No spare workers: the tests count the worker processes left after each job.
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2, spare_workers=0)) as sb:
         yield sb
 
 
