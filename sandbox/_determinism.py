@@ -1,7 +1,7 @@
 """Determinism classes: runtime and version, device, CPU instruction set, optimization level.
 
 Two runs in one class must give bit-identical outputs; across classes results are compared
-within the job's tolerance. Example: ``ort-1.32.0/cpu/avx512/extended``.
+within the job's tolerance. Example: ``ort-1.32.0/cpu/avx512vnni/extended``.
 """
 
 from __future__ import annotations
@@ -10,28 +10,23 @@ import platform
 import re
 from functools import cache
 
+from ._isa import architecture_name, cpuinfo_flags, isa_level
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
 
 
 @cache
 def cpu_isa() -> str:
-    """The widest vector instruction set the runtimes' kernels may dispatch to here."""
-    machine = platform.machine().lower()
-    if machine in ("aarch64", "arm64"):
-        return "neon"
-    flags: set[str] = set()
+    """This CPU's instruction-set level (:func:`sandbox.isa_level` of its flags)."""
+    arch = architecture_name(platform.machine())
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+            flags = cpuinfo_flags(f.read())
     except OSError:
-        return machine or "unknown"
-    for isa in ("avx512f", "avx2", "avx", "sse4_1"):
-        if isa in flags:
-            return isa.replace("avx512f", "avx512").replace("sse4_1", "sse4")
-    return machine or "unknown"
+        flags = set()
+    if arch == "aarch64":
+        flags.add("neon")  # mandatory in AArch64, even where the kernel omits it
+    return isa_level(arch, flags)
 
 
 def _clean(part: str) -> str:

@@ -621,7 +621,7 @@ class Sandbox:
                 usage,
             )
         tail = worker.stderr_tail()
-        how = f"signal {signal.Signals(sig).name}" if sig else f"exit status {worker.status}"
+        how = f"signal {_signal_name(sig)}" if sig else f"exit status {worker.status}"
         return _failed("crashed", f"the worker died ({how}){': ' + tail if tail else ''}", usage)
 
     # --- processes ---------------------------------------------------------------------
@@ -913,6 +913,13 @@ def _signal_of(status: int | None, via_bwrap: bool) -> int:
         if via_bwrap and 128 < code < 128 + 65:
             return code - 128
     return 0
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # a number that is no signal here (an odd exit status through bwrap)
+        return str(sig)
 
 
 def _reachable(paths: list[str], uid: int) -> bool:

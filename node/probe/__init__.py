@@ -1,9 +1,12 @@
 """The hardware probe: CPU, memory, disk, GPUs (NVML), runtimes and a benchmark score.
 
-Importing this package needs only the standard library and numpy; onnxruntime, pynvml and
-torch are imported when probed, and their absence is reported, never raised. The JSON form
+Importing this package needs only the standard library, numpy and ``sandbox`` (whose ISA
+levels it reports; importing it loads only that part); onnxruntime, pynvml and torch are
+imported when probed, and their absence is reported, never raised. The JSON form
 is specified in specs/probe.md.
 """
+
+from sandbox import isa_level as isa_level
 
 from ._benchmark import BenchmarkReport as BenchmarkReport
 from ._benchmark import median_ns as median_ns
@@ -11,7 +14,6 @@ from ._benchmark import run_benchmark as run_benchmark
 from ._benchmark import score as score
 from ._cpu import CpuInfo as CpuInfo
 from ._cpu import CpuReport as CpuReport
-from ._cpu import isa_level as isa_level
 from ._cpu import parse_cgroup_cpu_max as parse_cgroup_cpu_max
 from ._cpu import parse_cpuinfo as parse_cpuinfo
 from ._cpu import read_cpu as read_cpu

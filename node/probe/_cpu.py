@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox import isa_level  # the sandbox owns the levels: they are in determinism classes
 
 from ._sysfs import read_cgroup_files, read_text
 
@@ -40,7 +41,6 @@ X86_FLAGS = (
 # On Arm the kernel says "asimd" (AArch64) or "neon" (AArch32) for the same unit: we say neon.
 ARM_FLAGS = ("neon", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 _ARM_ALIASES = {"asimd": "neon"}
-_AVX512_CORE = {"avx512f", "avx512dq", "avx512bw", "avx512vl"}
 
 # CPU implementer and part numbers of common Arm cores (as in util-linux's lscpu).
 _ARM_IMPLEMENTERS = {
@@ -150,38 +150,6 @@ def _arm_model(block: dict[str, str]) -> str | None:
         return name
     vendor = _ARM_IMPLEMENTERS.get(implementer, f"implementer 0x{implementer:02x}")
     return f"{vendor} part 0x{part:03x}"
-
-
-def isa_level(architecture: str, flags: Iterable[str]) -> str:
-    """The coarsest instruction-set level that picks ONNX Runtime's CPU kernels.
-
-    x86_64, best first: amx, avx512vnni, avx512, avx2vnni, avx2, avx, sse4_1, sse2.
-    aarch64: i8mm, dotprod, neon. arm: neon, generic. Anything else: generic.
-    """
-    f = set(flags)
-    if architecture == "x86_64":
-        if f >= _AVX512_CORE and {"amx_tile", "amx_int8"} <= f:
-            return "amx"
-        if f >= _AVX512_CORE and "avx512_vnni" in f:
-            return "avx512vnni"
-        if f >= _AVX512_CORE:
-            return "avx512"
-        if {"avx2", "fma", "avx_vnni"} <= f:
-            return "avx2vnni"
-        if {"avx2", "fma"} <= f:
-            return "avx2"
-        if "avx" in f:
-            return "avx"
-        return "sse4_1" if "sse4_1" in f else "sse2"
-    if architecture == "aarch64":
-        if {"neon", "asimddp", "i8mm"} <= f:
-            return "i8mm"
-        if {"neon", "asimddp"} <= f:
-            return "dotprod"
-        return "neon"  # Advanced SIMD is mandatory in AArch64
-    if architecture == "arm":
-        return "neon" if "neon" in f else "generic"
-    return "generic"
 
 
 def parse_cpuinfo(text: str, architecture: str) -> CpuInfo:

@@ -443,10 +443,18 @@ def test_report_on_this_machine(report: ProbeReport) -> None:
 def test_determinism_class_is_the_sandbox_one(report: ProbeReport) -> None:
     import sandbox
 
-    canonical = getattr(sandbox, "determinism_class", None)
-    if canonical is None:
-        pytest.skip("the sandbox does not export determinism_class")
-    assert report.determinism_class == canonical("onnx", "cpu", "extended")
+    assert report.determinism_class == sandbox.determinism_class("onnx", "cpu", "extended")
+
+
+def test_probe_isa_level_is_the_sandbox_one_on_this_machine(report: ProbeReport) -> None:
+    """The probe's own class (its ISA level from its flags) equals the sandbox's class: a
+    node advertises the class its jobs will report."""
+    import sandbox
+
+    assert report.cpu.isa == sandbox.cpu_isa()
+    assert isa_level is sandbox.isa_level
+    own = determinism_class(ort.__version__, report.cpu.isa)
+    assert own == sandbox.determinism_class("onnx", "cpu", "extended")
 
 
 def test_determinism_class_format() -> None:

@@ -4,6 +4,7 @@ TorchScript."""
 from __future__ import annotations
 
 import io
+import select
 import threading
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import pytest
 import trio
 
 import sandbox
+from sandbox.testing import run_payload
 
 from . import models as M
+from .conftest import worker_processes
 
 
 def x16(n: int = 3) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
@@ -187,3 +190,68 @@ def test_torch_export_program_runs(box: sandbox.Sandbox) -> None:
     outcome = box.run(sandbox.JobRequest("torchscript", buf.getvalue(), x))
     assert outcome.kind == "ok", outcome.message
     assert outcome.outputs["output_0"].tolist() == [-1.0, 2.0, 5.0, 8.0]
+
+
+# --- spare workers and the threads that start workers -------------------------------------
+
+
+def test_spare_workers_serve_cold_and_first_warm_jobs(
+    box: sandbox.Sandbox, tiny_model: bytes
+) -> None:
+    expected = box.run(sandbox.JobRequest("onnx", tiny_model, x16())).commitment
+    before = set(worker_processes())
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2, spare_workers=1)) as sb:
+        assert sb.prepare("onnx")
+        spare = set(worker_processes()) - before
+        assert spare  # started, layers applied, waiting for a job
+        cold = sb.run(sandbox.JobRequest("onnx", tiny_model, x16()))
+        assert (cold.kind, cold.warm, cold.commitment) == ("ok", False, expected)
+        assert not spare & set(worker_processes())  # the spare served once and is gone
+        assert sb.prepare("onnx")
+        first = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice"))
+        again = sb.run(sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice"))
+        assert (first.kind, first.warm, again.kind, again.warm) == ("ok", False, "ok", True)
+    assert set(worker_processes()) == before  # close() stops spares, even one being started
+
+
+def leave_traces() -> str:
+    import builtins
+    import os
+
+    seen = hasattr(builtins, "aimx_trace") or os.listdir(".") != []
+    builtins.aimx_trace = True  # type: ignore[attr-defined]
+    with open("trace", "w") as f:
+        f.write("left by an earlier job")
+    return "traces seen" if seen else "clean"
+
+
+def test_a_worker_from_a_spare_starts_clean() -> None:
+    limits = sandbox.Limits(wall_ms=20_000, cpu_s=5, memory_mb=1024)
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1, spare_workers=1)) as sb:
+        values = []
+        for _ in range(3):
+            assert sb.prepare("python", limits=limits)
+            outcome = run_payload(sb, leave_traces, limits=limits)
+            assert outcome.kind == "ok", outcome.message
+            values.append(outcome.value)
+        assert values == [repr("clean")] * 3
+
+
+def test_warm_workers_outlive_the_thread_that_started_them(tiny_model: bytes) -> None:
+    """A parent-death signal fires when the *thread* that forked the worker exits; callers'
+    threads (trio.to_thread's) come and go, so workers are forked by the sandbox's own."""
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1, spare_workers=0)) as sb:
+        results: list[sandbox.Outcome] = []
+        job = sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice")
+        t = threading.Thread(target=lambda: results.append(sb.run(job)))
+        t.start()
+        t.join(timeout=60)
+        assert [(r.kind, r.warm) for r in results] == [("ok", False)]
+        # The idle worker's pipe would hang up if it were killed with the thread (bounded
+        # wait for an event that must not come).
+        (idle,) = sb._idle.values()
+        poller = select.poll()
+        poller.register(idle.rfd, select.POLLHUP | select.POLLERR | select.POLLIN)
+        assert poller.poll(1000) == []
+        again = sb.run(job)
+        assert (again.kind, again.warm) == ("ok", True)
