@@ -15,8 +15,8 @@ import numpy.typing as npt
 import onnx
 from google.protobuf.message import DecodeError
 
+from ._dtypes import DTYPE_CODES, dtype_code
 from ._errors import AdmissionError, InputError
-from ._tensors import DTYPE_CODES, dtype_code
 
 # Model metadata keys that ask a runtime to configure itself from the model.
 _RUNTIME_CONFIG_KEYS = ("ort_config", "onnxruntime", "ort.", "session.")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ._tensors import DTYPE_CODES, dtype_code
+from ._dtypes import DTYPE_CODES, dtype_code
 
 ALIGN = 64  # every tensor starts at a multiple of this offset
 SLACK = 1 << 20  # room beyond the output limit for alignment padding

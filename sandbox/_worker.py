@@ -334,7 +334,7 @@ _PREIMPORT = (
     "sandbox._landlock",
     "sandbox._seccomp",
     "sandbox._determinism",
-    "sandbox._tensors",
+    "sandbox._dtypes",
     "sandbox._admission",
     "sandbox._shm",
 )
