@@ -96,6 +96,7 @@ from ._interface import (
     RequestHandler,
 )
 from ._libp2p_logging import route_libp2p_logs
+from ._libp2p_tuning import install as install_libp2p_tuning
 from ._limits import (
     DEFAULT_FIND_LIMIT,
     DEFAULT_FIND_TIMEOUT,
@@ -1138,6 +1139,7 @@ async def open_libp2p_network(
     """Start a libp2p node with ``key`` (the node's ledger key) and ``config``; it is
     listening, bootstrapped and (if private) reserved at its relays when this yields."""
     route_libp2p_logs(config.libp2p_log_level)
+    install_libp2p_tuning()
     listen = _listen_addrs(config)
     for address in config.bootstrap:
         _info_of(address)

@@ -1,0 +1,125 @@
+"""Three per-message costs of py-libp2p 0.8.1, removed without changing what goes on the wire.
+
+Measured on loopback (2-core machine), these dominated a busy node's CPU:
+
+- Every pubsub RPC carries the sender's signed peer record, and building it calls
+  ``host.get_addrs()``, which parses each listen address into a multiaddr again (about
+  0.3-0.4 ms a call). The envelope only changes when the addresses do: it is kept per host
+  for :data:`ENVELOPE_TTL_S`, so a new address (a relay reservation) is sent within that.
+- Every pubsub RPC received verifies that record's signature and stores it (about 0.25 ms),
+  although a peer sends the same record bytes until its addresses change. A record already
+  verified and stored for that peer is accepted for :data:`RECORD_TTL_S` by its bytes.
+- Yamux sends a WINDOW_UPDATE frame for every read by default (``PY_YAMUX_RELEASE_ON_READ``),
+  doubling the frames of small messages. Off, windows are released in batches of half a
+  window, as go-yamux does; the flow control itself is unchanged.
+
+:func:`install` patches the library's module attributes once per process; the caches are
+keyed by host, so nodes in one process (tests) do not share entries.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+#: How long a host's own signed peer record envelope is reused.
+ENVELOPE_TTL_S = 5.0
+#: How long a verified peer record (by its bytes) is accepted again without a signature check.
+RECORD_TTL_S = 60.0
+#: Verified records remembered per host (peers), before expired ones are dropped.
+MAX_RECORDS = 4096
+
+_installed = False
+
+
+def install() -> None:
+    """Apply the three changes (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    _cache_envelopes()
+    _cache_consumed_records()
+    _batch_window_updates()
+
+
+def _cache_envelopes() -> None:
+    import libp2p.identity.identify.identify as identify
+    import libp2p.kad_dht.kad_dht as kad_dht
+    import libp2p.kad_dht.peer_routing as peer_routing
+    import libp2p.kad_dht.provider_store as provider_store
+    import libp2p.kad_dht.value_store as value_store
+    import libp2p.peer.peerstore as peerstore
+    import libp2p.pubsub.floodsub as floodsub
+    import libp2p.pubsub.gossipsub as gossipsub
+    import libp2p.pubsub.pubsub as pubsub
+
+    original: Callable[[Any], tuple[bytes, bool]] = peerstore.env_to_send_in_RPC
+    cache: weakref.WeakKeyDictionary[Any, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+
+    def env_to_send_in_rpc(host: Any) -> tuple[bytes, bool]:
+        now = time.monotonic()
+        hit = cache.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1], False
+        envelope, created = original(host)
+        cache[host] = (now + ENVELOPE_TTL_S, envelope)
+        return envelope, created
+
+    for module in (
+        peerstore,
+        identify,
+        pubsub,
+        gossipsub,
+        floodsub,
+        kad_dht,
+        peer_routing,
+        provider_store,
+        value_store,
+    ):
+        if getattr(module, "env_to_send_in_RPC", None) is original:
+            module.env_to_send_in_RPC = env_to_send_in_rpc  # type: ignore[attr-defined]
+
+
+def _cache_consumed_records() -> None:
+    import libp2p.pubsub.floodsub as floodsub
+    import libp2p.pubsub.gossipsub as gossipsub
+    import libp2p.pubsub.pubsub as pubsub
+    import libp2p.pubsub.utils as utils
+
+    original: Callable[[Any, Any, Any], bool] = utils.maybe_consume_signed_record
+    seen: weakref.WeakKeyDictionary[Any, dict[Any, tuple[bytes, float]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        record: bytes = msg.senderRecord
+        now = time.monotonic()
+        per_host = seen.setdefault(host, {})
+        hit = per_host.get(peer_id)
+        if hit is not None and hit[0] == record and hit[1] > now:
+            return True
+        ok = original(msg, host, peer_id)
+        if ok:
+            if len(per_host) >= MAX_RECORDS:
+                for key in [k for k, (_, t) in per_host.items() if t <= now]:
+                    del per_host[key]
+                if len(per_host) >= MAX_RECORDS:
+                    per_host.clear()
+            per_host[peer_id] = (record, now + RECORD_TTL_S)
+        return ok
+
+    for module in (utils, pubsub, gossipsub, floodsub):
+        if getattr(module, "maybe_consume_signed_record", None) is original:
+            module.maybe_consume_signed_record = maybe_consume_signed_record  # type: ignore[attr-defined]
+
+
+def _batch_window_updates() -> None:
+    import libp2p.stream_muxer.yamux.yamux as yamux
+
+    if hasattr(yamux, "_yamux_release_on_read"):
+        yamux._yamux_release_on_read = lambda: False
