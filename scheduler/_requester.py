@@ -243,9 +243,10 @@ class Requester:
             job.phase = SETTLING
             return [Settle(job.id, ())]
         job.phase = COLLECTING
+        locked = NotifyUser(job.id, "locked", "the escrow is in a block")
         if job.window_over or self._all_answered(job):
-            return self._close_window(job, now_ms)
-        return []
+            return [locked, *self._close_window(job, now_ms)]
+        return [locked]
 
     def escrow_failed(self, job_id: bytes, reason: str, now_ms: int) -> list[Effect]:
         """The Lock transaction was refused (for example insufficient balance)."""
