@@ -468,6 +468,8 @@ class Sandbox:
         with self._cond:
             if self._closed or skey in self._spares or self._starting.get(skey):
                 return
+            if sum(self._starting.values()) >= self.config.spare_workers:
+                return  # as many being started as may be kept: none waits behind them
             self._starting[skey] = 1
         self._spawner.submit(self._start_spare, skey)
 
@@ -529,7 +531,10 @@ class Sandbox:
             # Inputs go into the worker's shared region; the request names where they are.
             arrays = list(job.inputs.values())
             reserve = _shm.region_size(limits.output_bytes)
-            request["inputs"] = worker.region.write_inputs(arrays, reserve)
+            try:
+                request["inputs"] = worker.region.write_inputs(arrays, reserve)
+            except (OSError, ValueError) as exc:
+                return _failed("crashed", f"cannot place the inputs in shared memory: {exc}"), False
             request["shm_size"] = worker.region.size
         reply = self._call(worker, request, deadline, limits)
         if isinstance(reply, Outcome):

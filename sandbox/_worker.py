@@ -57,6 +57,8 @@ def _classify(exc: BaseException) -> JobFailed:
         return JobFailed("memory_limit", "the job ran out of its memory limit")
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return JobFailed("output_limit", "the job wrote more than its file size limit")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        return JobFailed("memory_limit", f"the job ran out of its memory limit ({exc})")
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if "bad_alloc" in low or "failed to allocate" in low or "out of memory" in low:
