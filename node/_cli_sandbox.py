@@ -40,7 +40,7 @@ def _layers_json(layers: tuple[sandbox.Layer, ...]) -> list[dict[str, object]]:
 def check(ctx: typer.Context, data_dir: DataDirOption = None, json_out: JsonOption = False) -> None:
     """List the isolation layers this machine gives, and why any is missing."""
     resolve_data_dir(data_dir, ctx)
-    with user_errors(), sandbox.Sandbox() as box:
+    with user_errors(), sandbox.Sandbox(sandbox.SandboxConfig(spare_workers=0)) as box:
         untrusted = box.blocks_network
         if json_out:
             print(
@@ -117,7 +117,7 @@ def run(
             graph_opt_level=opt_level,
             limits=limits,
         )
-        with sandbox.Sandbox() as box:
+        with sandbox.Sandbox(sandbox.SandboxConfig(spare_workers=0)) as box:
             try:
                 outcome = box.run(job)
             except sandbox.SandboxError as exc:
