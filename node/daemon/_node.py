@@ -229,7 +229,9 @@ class Node:
         self._looking_up: set[str] = set()
         self._advert_seq = 0
         self._started = trio.Event()
-        self.txq = TxQueue(key, lambda: self.ledger.state, self.ledger.submit)
+        self.txq = TxQueue(
+            key, lambda: self.ledger.state, self.ledger.submit, chain_id=self.chain_id
+        )
         if "contributor" in self.roles and (sandbox is None or profile is None):
             raise RoleMissing("a contributor needs a sandbox and a provider profile")
 

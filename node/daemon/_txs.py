@@ -1,10 +1,16 @@
-"""Signing and submitting this node's ledger transactions, one at a time, in sequence order.
+"""Signing and submitting this node's ledger transactions, in sequence order, pipelined.
 
-Every transaction of an account carries the next sequence number; the coordinator's
-mempool holds a few ahead. So one task signs and submits them in order. A transaction the
-coordinator refuses at once is reported to its ``on_reject``; one admitted but dropped when
-the block was made leaves a gap: once the chain passes its expiry without taking it, the
-local sequence number is reset from the ledger (the transactions after the gap are lost
+Every transaction of an account carries the next sequence number, taken in the order the
+requests were put (so a settle always follows its lock on the ledger). The coordinator's
+mempool holds up to 64 ahead of the account's next sequence, so up to ``window``
+submissions are in flight at once: one round trip per transaction, one after the other,
+limited a busy requester to a few dozen a second and made escrow locks wait.
+
+A transaction the coordinator refuses at once is reported to its ``on_reject``; its
+sequence number would leave a gap that holds back the ones sent after it, so a filler (a
+transfer of 1 to ourselves) is submitted with that number. One admitted but dropped when
+the block was made leaves a gap too: once the chain passes its expiry without taking it,
+the local sequence number is reset from the ledger (the transactions after the gap are lost
 with it, and the machines' own timeouts take over).
 """
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: A submitted transaction is valid this many blocks.
 TX_LIFETIME_BLOCKS = 30
+#: Submissions in flight at once (the mempool holds 64 ahead of an account's sequence).
+WINDOW = 8
 
 Build = Callable[[int, int], Signed[Transaction]]
 """``build(seq, expiry_height) -> signed transaction``."""
@@ -44,8 +52,14 @@ class TxQueue:
         key: nacl.signing.SigningKey,
         state: Callable[[], ledger.State],
         submit: Callable[[bytes], Awaitable[bytes]],
+        *,
+        chain_id: str = "",
+        window: int = WINDOW,
     ) -> None:
         self.me = bytes(key.verify_key)
+        self._key = key
+        self._chain_id = chain_id
+        self._window = trio.Semaphore(max(1, window))
         self._state = state
         self._submit = submit
         self._send, self._receive = trio.open_memory_channel[TxRequest](10_000)
@@ -74,31 +88,57 @@ class TxQueue:
             self._next_seq = applied
 
     async def run(self) -> None:
-        async with self._receive:
+        async with trio.open_nursery() as nursery, self._receive:
             async for request in self._receive:
-                await self._one(request)
+                await self._window.acquire()
+                seq, expiry = self._take_seq()
+                nursery.start_soon(self._one, request, seq, expiry)
 
-    async def _one(self, request: TxRequest) -> None:
+    def _take_seq(self) -> tuple[int, int]:
         state = self._state()
         seq = max(self._next_seq or 0, state.next_seq(self.me))
-        expiry = state.height + TX_LIFETIME_BLOCKS
-        for attempt in range(2):
-            signed = request.build(seq, expiry)
-            try:
-                await self._submit(signed.raw)
-            except ledger.SequenceError as exc:
-                if attempt == 0:
-                    seq = self._state().next_seq(self.me)
-                    continue
-                self._rejected(request, str(exc))
+        self._next_seq = seq + 1
+        return seq, state.height + TX_LIFETIME_BLOCKS
+
+    async def _one(self, request: TxRequest, seq: int, expiry: int) -> None:
+        try:
+            for attempt in range(2):
+                signed = request.build(seq, expiry)
+                try:
+                    await self._submit(signed.raw)
+                except ledger.SequenceError as exc:
+                    if attempt == 0 and seq < self._state().next_seq(self.me):
+                        seq, expiry = self._take_seq()  # ours is stale (taken by the chain)
+                        continue
+                    await self._refused(request, str(exc), seq, expiry)
+                    return
+                except Exception as exc:  # refused, or no coordinator reachable
+                    await self._refused(request, str(exc), seq, expiry)
+                    return
+                self.submitted += 1
+                self._pending[seq] = expiry
                 return
-            except Exception as exc:  # refused, or no coordinator reachable
-                self._rejected(request, str(exc))
-                return
-            self.submitted += 1
-            self._pending[seq] = expiry
-            self._next_seq = seq + 1
+        finally:
+            self._window.release()
+
+    async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
+        """Report the refusal; fill the sequence number it leaves unused when later ones
+        were taken, so that they are not held back until they expire."""
+        self._rejected(request, reason)
+        if self._next_seq is None or seq + 1 >= self._next_seq:
+            self._next_seq = seq  # nothing was taken after it: simply reuse it
             return
+        if not self._chain_id:
+            return
+        try:
+            filler = ledger.tx.transfer(
+                self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
+            )
+            await self._submit(filler.raw)
+        except Exception as exc:
+            log.warning("could not fill sequence gap %d: %s", seq, exc)
+            return
+        self._pending[seq] = expiry
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1
