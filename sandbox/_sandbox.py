@@ -826,11 +826,13 @@ class Sandbox:
             return False
         if self._bwrap is None and len(_group_members(worker.popen.pid)) > 1:
             return False
-        if worker.cgroup is not None and len(worker.cgroup.pids()) > (
-            3 if self._bwrap is not None else 1
-        ):
-            return False
+        if worker.cgroup is not None:
+            members = worker.cgroup.members()
+            if members is None or len(members) > (3 if self._bwrap is not None else 1):
+                return False
         try:
+            if not os.listdir(worker.job_dir):
+                return True
             for entry in worker.job_dir.iterdir():
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
