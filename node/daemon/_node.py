@@ -748,6 +748,7 @@ class Node:
         self, spec: JobSpec, job_id: bytes, award: Award
     ) -> dict[str, Any] | None:
         assert self.sandbox is not None
+        started = trio.current_time()
         try:
             model = await self._fetch(spec.requester, job_id, spec.model_hash, spec.model_size)
             inputs: dict[str, Array] = {}
@@ -778,10 +779,19 @@ class Node:
             limits=limits,
             model_hash=spec.model_hash,
         )
+        fetched = trio.current_time()
         try:
             outcome = await trio.to_thread.run_sync(self.sandbox.run, job, abandon_on_cancel=True)
         except Exception as exc:  # the sandbox refused the job as a whole
             return _failed("rejected", str(exc))
+        log.info(
+            "job %s: %s in %.0f ms (%s worker, data fetched in %.0f ms)",
+            job_id.hex()[:12],
+            outcome.kind,
+            (trio.current_time() - fetched) * 1000,
+            "warm" if outcome.warm else "cold",
+            (fetched - started) * 1000,
+        )
         if not outcome.ok:
             return {
                 "outcome": outcome.kind,
