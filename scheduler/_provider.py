@@ -423,4 +423,7 @@ class Provider:
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
         work.phase = RECEIPTED
         work.receipt = signed
-        return [CancelTimer(TimerKey(_RESEND, work.id))]
+        return [
+            CancelTimer(TimerKey(_RESEND, work.id)),
+            NotifyUser(work.id, "receipted", "a claim is possible if the requester never settles"),
+        ]

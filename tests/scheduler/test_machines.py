@@ -21,6 +21,7 @@ from scheduler import (
     JobRejected,
     LockEscrow,
     Misbehaved,
+    NotifyUser,
     Provider,
     ProviderConfig,
     Publish,
@@ -86,7 +87,8 @@ def test_lock_amount_and_heights() -> None:
     assert lock.claim_height == spec.escrow_expiry_height - 7
     (pub,) = _of(fx, Publish)  # announced at once, while the lock is on its way
     assert pub.topic == CLASS and pub.message.id == job_id
-    assert req.escrow_locked(job_id, sim.now) == []  # the window is still open
+    (locked,) = req.escrow_locked(job_id, sim.now)  # the window is still open: no award
+    assert isinstance(locked, NotifyUser) and locked.event == "locked"
     assert req.job(job_id).phase == "collecting"
     assert req.escrow_locked(job_id, sim.now) == []  # only once
 
@@ -122,7 +124,7 @@ def test_the_window_closes_once_every_named_provider_answered() -> None:
     ]
     spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
     job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
-    assert req.escrow_locked(job_id, sim.now + 5) == []
+    assert _awards(req.escrow_locked(job_id, sim.now + 5)) == []
     sends = {e.peer: e.message.raw for e in _of(fx, Send)}
     (first,) = _of(provs[0].receive(sends[provs[0].me], sim.now + 6), Send)
     assert _awards(req.receive(first.message.raw, sim.now + 8)) == []  # one still to answer
@@ -200,7 +202,7 @@ def _run_to_award(
 ) -> tuple[bytes, Award, list[Effect]]:
     spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
     job_id, fx = req.submit(spec, sim.now, providers=[prov.me])
-    assert req.escrow_locked(job_id, sim.now) == []
+    assert _awards(req.escrow_locked(job_id, sim.now)) == []
     (sent,) = _of(fx, Send)
     (bid_send,) = _of(prov.receive(sent.message.raw, sim.now), Send)
     assert isinstance(bid_send.message.message, Bid)
