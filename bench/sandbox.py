@@ -2,7 +2,8 @@
 
 Run: ``python bench/sandbox.py [--repeat N]``. Prints a table, then one JSON line per figure:
 ``warm_ms_small|medium|large`` (value: warm median ms, baseline: in-process median ms,
-ratio: baseline/value), ``cold_ms`` (value: cold median ms, a spare worker ready) and
+ratio: baseline/value), ``commitment_ms_<size>`` (the output commitment alone, a part of
+the warm time), ``cold_ms`` (value: cold median ms, a spare worker ready) and
 ``cold_ms_no_spare`` (every cold job starts its own worker, as back-to-back cold jobs do).
 Targets: warm <= in-process + 1 ms, ratio >= 0.9 for the large model, cold <= 400 ms.
 
@@ -168,6 +169,7 @@ def main() -> None:
             commit = commitment_ms(model, inputs, args.repeat)
             print(f"{name:<8} {base:>14.3f} {value:>16.3f} {value - base:>12.3f} {commit:>23.3f}")
             figures.append(figure(f"warm_ms_{name}", value, base))
+            figures.append(figure(f"commitment_ms_{name}", commit))
         c = cold(box, args.cold_repeat, spare=True)
         print(f"cold job, spare worker ready (load tiny model, run, tear down): {c:.1f} ms median")
         figures.append(figure("cold_ms", c))
