@@ -18,6 +18,7 @@ import math
 import random
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nacl.signing
@@ -65,10 +66,14 @@ from ._codec import (
 from ._content import ContentStore
 from ._errors import JobNotFound, JobSubmitError, RoleMissing
 from ._metrics import NodeMetrics
+from ._recovery import KeptReceipt, ReceiptStore
 from ._timers import Timers
 from ._txs import TxQueue, TxRequest
 
 log = logging.getLogger(__name__)
+
+#: How often (in blocks) a requester looks for open escrows of its own that it forgot.
+ORPHAN_SCAN_BLOCKS = 100
 
 MARKET_PROTOCOL = "/aimx/market/1"
 CONTENT_PROTOCOL = "/aimx/content/1"
@@ -191,7 +196,10 @@ class Node:
         profile: ProviderProfile | None = None,
         clock_base_ms: int | None = None,
         rng: random.Random | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``: where the node keeps what must survive a restart (its receipts);
+        ``None`` keeps nothing."""
         self.key = key
         self.me = bytes(key.verify_key)
         self.peer_id = protocol.peer_id(self.me)
@@ -229,6 +237,13 @@ class Node:
         self._looking_up: set[str] = set()
         self._advert_seq = 0
         self._started = trio.Event()
+        self.receipts = ReceiptStore(state_dir / "receipts" if state_dir is not None else None)
+        #: Receipts kept from before a restart, claimed by the daemon itself.
+        self._kept: dict[bytes, KeptReceipt] = {}
+        #: Open escrows of ours that the requester machine does not know (it restarted),
+        #: and whether their refund was submitted.
+        self._orphans: dict[bytes, bool] = {}
+        self._next_orphan_scan = 0
         self.txq = TxQueue(
             key, lambda: self.ledger.state, self.ledger.submit, chain_id=self.chain_id
         )
@@ -248,6 +263,7 @@ class Node:
             self._nursery = nursery
             await nursery.start(self.ledger.run)
             self._make_machines()
+            self._recover()
             self.net.set_handler(MARKET_PROTOCOL, self._serve_market)
             self.net.set_handler(CONTENT_PROTOCOL, self._serve_content, max_request_bytes=4096)
             self.net.set_handler(GENESIS_PROTOCOL, self._serve_genesis, max_request_bytes=64)
@@ -264,6 +280,79 @@ class Node:
                 nursery.start_soon(self._keep_advertising)
             self._started.set()
             task_status.started()
+
+    def _recover(self) -> None:
+        """Pick up what a previous run of this node left: kept receipts to claim with, and
+        open escrows of ours that no machine knows, to refund at expiry."""
+        if self.provider is not None:
+            self._kept = {k.job_id: k for k in self.receipts.load(self.chain_id, self.me)}
+            if self._kept:
+                log.info("%d receipts kept from before a restart", len(self._kept))
+
+    def _find_orphans(self, state: ledger.State) -> None:
+        """Open escrows of ours that the requester machine does not know: it restarted
+        while they were open. Looked for every ``ORPHAN_SCAN_BLOCKS`` (the ledger may still
+        be catching up after the restart)."""
+        assert self.requester is not None
+        known = self.requester.jobs
+        found = [
+            job_id
+            for job_id, e in state.escrows()
+            if e.owner == self.me and e.is_open and job_id not in known
+        ]
+        for job_id in found:
+            if job_id not in self._orphans:
+                log.info("escrow of job %s is from before a restart", job_id.hex()[:12])
+                self._orphans[job_id] = False
+        self._next_orphan_scan = state.height + ORPHAN_SCAN_BLOCKS
+
+    def _recovered(self, state: ledger.State, now: int) -> None:
+        """Claim with kept receipts; refund orphaned escrows at their expiry."""
+        for job_id, kept in list(self._kept.items()):
+            e = state.escrow(job_id)
+            if e is None:
+                continue  # not synced that far yet
+            if (
+                not e.is_open
+                or e.paid_to(self.me) > 0
+                or self.me in e.claimed
+                or state.height >= e.expiry_height
+            ):
+                del self._kept[job_id]
+                self.receipts.drop(job_id)
+                continue
+            if not kept.claimed and state.height >= e.claim_height and now >= kept.deadline_ms:
+                kept.claimed = True
+                self._tx("claim", self._claim_builder(kept))
+        for job_id, refunded in list(self._orphans.items()):
+            e = state.escrow(job_id)
+            if e is None or not e.is_open:
+                del self._orphans[job_id]
+            elif not refunded and state.height >= e.expiry_height:
+                self._orphans[job_id] = True
+                self._tx("refund", self._refund_builder(job_id))
+
+    def _claim_builder(
+        self, kept: KeptReceipt
+    ) -> Callable[[int, int], Signed[protocol.Transaction]]:
+        def build(seq: int, expiry: int) -> Signed[protocol.Transaction]:
+            return tx.claim(
+                self.key,
+                self.chain_id,
+                seq,
+                job_id=kept.job_id,
+                award=kept.award.raw,
+                receipt=kept.receipt.raw,
+                expiry_height=expiry,
+            )
+
+        return build
+
+    def _refund_builder(self, job_id: bytes) -> Callable[[int, int], Signed[protocol.Transaction]]:
+        def build(seq: int, expiry: int) -> Signed[protocol.Transaction]:
+            return tx.refund(self.key, self.chain_id, seq, job_id=job_id, expiry_height=expiry)
+
+        return build
 
     def _make_machines(self) -> None:
         height = self.ledger.state.height
@@ -386,6 +475,8 @@ class Node:
                         self.content.release(job_id)
                     self._pending_attests.pop(job_id, None)
             self._execute("requester", req.block(state.height, now))
+            if state.height >= self._next_orphan_scan:
+                self._find_orphans(state)
         if self.provider is not None:
             prov = self.provider
             for job_id in list(prov.work):
@@ -400,6 +491,8 @@ class Node:
                 if not e.is_open:
                     self._execute("provider", prov.escrow_closed(job_id, now))
             self._execute("provider", prov.block(state.height, now))
+        if self._kept or self._orphans:
+            self._recovered(state, now)
 
     # --- carrying out effects ----------------------------------------------------------
 
@@ -464,6 +557,8 @@ class Node:
             if scope is not None:
                 scope.cancel()
         elif isinstance(fx, S.NotifyUser):
+            if role == "provider":
+                self._keep_receipts(fx)
             record = self.jobs.get(fx.job_id)
             if record is not None:
                 record.events.append((self.now_ms(), fx.event, fx.detail))
@@ -471,6 +566,17 @@ class Node:
             log.info("job %s: %s %s", fx.job_id.hex()[:12], fx.event, fx.detail)
         elif isinstance(fx, S.JobDone):
             self._job_done(fx)
+
+    def _keep_receipts(self, fx: scheduler.NotifyUser) -> None:
+        """Keep a receipt on disk while it may be needed for a claim (until closed)."""
+        if fx.event == "closed":
+            self.receipts.drop(fx.job_id)
+            return
+        if fx.event != "receipted" or self.provider is None:
+            return
+        work = self.provider.work.get(fx.job_id)
+        if work is not None and work.award is not None and work.receipt is not None:
+            self.receipts.keep(work.award, work.receipt, work.spec.deadline_ms)
 
     def _tx(
         self,

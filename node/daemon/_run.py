@@ -162,7 +162,16 @@ async def run_daemon(
                 )
                 sb = sandbox
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
-            node = Node(key, config, net, genesis, store=store, sandbox=sandbox, profile=profile)
+            node = Node(
+                key,
+                config,
+                net,
+                genesis,
+                store=store,
+                sandbox=sandbox,
+                profile=profile,
+                state_dir=data_dir,
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 url = ""

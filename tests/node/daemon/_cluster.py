@@ -8,9 +8,10 @@ runs happen in threads, which virtual time would skip over.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nacl.signing
@@ -50,6 +51,8 @@ class Cluster:
     requester: Node
     contributors: list[Node] = field(default_factory=list)
     scopes: dict[bytes, trio.CancelScope] = field(default_factory=dict)
+    #: Starts a node again with the key and configuration it had (its state dir too).
+    restart: Callable[[Node], Awaitable[Node]] | None = None
 
     @property
     def nodes(self) -> list[Node]:
@@ -82,12 +85,14 @@ async def cluster(
     stake: int = 0,
     deadline_ms: int = 20_000,
     seed: int = 1,
+    state_root: Path | None = None,
 ) -> AsyncIterator[Cluster]:
     """A coordinator, a requester (funded in the genesis) and ``contributors`` providers.
 
     ``cheaters`` return wrong outputs (and bid lower, so they are awarded); ``slow`` wait
     ``SLOW_MS`` before each run; with ``stake`` each contributor gets that much in the
-    genesis and stakes it.
+    genesis and stakes it. With ``state_root`` each node keeps its state in a directory of
+    its own there, and ``Cluster.restart`` brings a killed node back with it.
     """
     hub = MemoryHub(CHAIN, rng=random.Random(seed))
     ckey, rkey = key(1), key(2)
@@ -123,15 +128,28 @@ async def cluster(
                         sandbox=sandbox if contributor else None,
                         profile=profile if contributor else None,
                         rng=random.Random(seed),
+                        state_dir=(
+                            state_root / bytes(k.verify_key).hex()[:16] if state_root else None
+                        ),
                     )
                     await inner.start(node.run)
                     task_status.started(node)
 
         async with trio.open_nursery() as nursery:
+            started: dict[bytes, tuple[nacl.signing.SigningKey, NodeConfig]] = {}
 
             async def start(k: nacl.signing.SigningKey, cfg: NodeConfig) -> Node:
                 node: Node = await nursery.start(life, k, cfg)
+                started[node.me] = (k, cfg)
                 return node
+
+            async def restart(old: Node) -> Node:
+                k, cfg = started[old.me]
+                new = await start(k, cfg)
+                if cl.requester is old:
+                    cl.requester = new
+                cl.contributors = [new if n is old else n for n in cl.contributors]
+                return new
 
             coord = await start(
                 ckey,
@@ -146,7 +164,7 @@ async def cluster(
                     requester=RequesterConfig(deadline_ms=deadline_ms, bid_window_ms=150),
                 ),
             )
-            cl = Cluster(hub, coord, req, scopes=scopes)
+            cl = Cluster(hub, coord, req, scopes=scopes, restart=restart)
             for i, k in enumerate(pkeys):
                 cfg = NodeConfig(
                     chain_id=CHAIN,

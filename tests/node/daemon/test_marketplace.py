@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import trio
@@ -165,4 +166,49 @@ async def test_requester_killed_after_delivery_provider_claims_after_deadline() 
             assert escrow is not None and escrow.paid_to(fast.me) == price
             assert fast.me in escrow.claimed
             assert state().balance(cl.contributors[1].me) == 0
+            _conserved(state())
+
+
+async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
+    tmp_path: Path,
+) -> None:
+    """The requester and the provider both die after the receipt and come back with empty
+    machines: the provider claims with the receipt it kept on disk, the requester refunds
+    the rest of the escrow it finds open at expiry. Nothing stays locked."""
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(60):
+        async with cluster(2, slow=(1,), deadline_ms=4_000, state_root=tmp_path) as cl:
+            fast = cl.contributors[0]
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
+            assert fast.provider is not None
+            for _ in range(400):
+                work = fast.provider.work.get(job_id)
+                if work is not None and work.phase == "receipted":
+                    break
+                await trio.sleep(0.02)
+            else:
+                raise AssertionError("the fast provider never got a receipt")
+            price = work.award.message.price if work.award else 0
+            assert list((tmp_path / fast.me.hex()[:16] / "receipts").iterdir())
+            cl.kill(cl.requester)
+            cl.kill(fast)
+            await cl.settle_blocks(1)
+            assert cl.restart is not None
+            fast = await cl.restart(fast)
+            requester = await cl.restart(cl.requester)
+            assert fast.provider is not None and not fast.provider.work  # nothing in memory
+            assert requester.requester is not None and not requester.requester.jobs
+            state = cl.coordinator_state
+
+            def closed() -> bool:
+                escrow = state().escrow(job_id)
+                return escrow is not None and not escrow.is_open
+
+            await _blocks_until(cl, closed, limit=300)
+            escrow = state().escrow(job_id)
+            assert escrow is not None and escrow.paid_to(fast.me) == price
+            assert fast.me in escrow.claimed
+            assert state().balance(fast.me) == price
+            await cl.settle_blocks(2)
+            assert not list((tmp_path / fast.me.hex()[:16] / "receipts").glob("*.receipt"))
             _conserved(state())
