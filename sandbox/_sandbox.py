@@ -213,7 +213,9 @@ class Sandbox:
         self._private = Path(tempfile.mkdtemp(prefix="aimx-sandbox-private-"))
         self._cond = threading.Condition()
         self._running = 0
-        self._idle: dict[tuple[object, ...], _Worker] = {}  # insertion order = LRU
+        # Idle warm workers, least recently used first; several may share a key (one
+        # owner's jobs run concurrently), the pool size bounds them all.
+        self._idle: list[tuple[tuple[object, ...], _Worker]] = []
         self._spares: dict[_SpareKey, _Worker] = {}  # never ran a job; insertion order = LRU
         self._starting: dict[_SpareKey, int] = {}  # spares being started, by key
         self._counter = itertools.count()
@@ -355,7 +357,7 @@ class Sandbox:
             end = time.monotonic() + self.config.startup_timeout_s + 5
             while self._starting and time.monotonic() < end:  # bounded by the start timeout
                 self._cond.wait(0.5)
-            idle = [*self._idle.values(), *self._spares.values()]
+            idle = [*(w for _, w in self._idle), *self._spares.values()]
             self._idle.clear()
             self._spares.clear()
         for w in idle:
@@ -379,29 +381,33 @@ class Sandbox:
         with self._cond:
             if self._closed:
                 raise SandboxConfigError("the sandbox is closed")
-            warm = self._idle.pop(key, None) if key is not None else None
+            warm = self._take_idle(key)
             while warm is None and self._running + len(self._idle) >= self.config.pool_size:
                 if self._idle:
-                    oldest = next(iter(self._idle))
-                    evict.append(self._idle.pop(oldest))
+                    evict.append(self._idle.pop(0)[1])  # the least recently used
                     continue
                 self._cond.wait()
-                if key is not None:
-                    warm = self._idle.pop(key, None)
+                warm = self._take_idle(key)
             self._running += 1
         for w in evict:
             self._destroy(w)
         return warm
+
+    def _take_idle(self, key: tuple[object, ...] | None) -> _Worker | None:
+        """The most recently used idle worker for ``key``, taken out of the idle list."""
+        if key is None:
+            return None
+        for i in range(len(self._idle) - 1, -1, -1):
+            if self._idle[i][0] == key:
+                return self._idle.pop(i)[1]
+        return None
 
     def _release(self, worker: _Worker | None, key: tuple[object, ...] | None) -> None:
         destroy: list[_Worker] = []
         with self._cond:
             self._running -= 1
             if worker is not None and key is not None and not self._closed:
-                old = self._idle.pop(key, None)
-                if old is not None:
-                    destroy.append(old)
-                self._idle[key] = worker
+                self._idle.append((key, worker))
             elif worker is not None:
                 destroy.append(worker)
             self._cond.notify()

@@ -66,6 +66,24 @@ def test_warm_worker_serves_only_its_owner(tiny_model: bytes) -> None:
         assert again.outputs["y"].shape == (5, 4)
 
 
+def test_one_owner_keeps_a_warm_worker_per_concurrent_job(tiny_model: bytes) -> None:
+    """Jobs of one owner that run at the same time each leave a warm worker, so the next
+    round at the same concurrency is warm throughout (one per key made all but one cold)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = sandbox.SandboxConfig(pool_size=3, spare_workers=0)
+    with sandbox.Sandbox(config) as sb, ThreadPoolExecutor(3) as pool:
+
+        def round_() -> list[bool]:
+            job = sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice")
+            return [o.warm for o in pool.map(lambda _: sb.run(job), range(3))]
+
+        first = round_()
+        assert first.count(False) >= 2  # several started at once, each on a new worker
+        assert len(sb._idle) == first.count(False)  # and each stays warm
+        assert round_().count(True) >= first.count(False)
+
+
 def test_failed_warm_job_does_not_keep_its_worker() -> None:
     model = M.raw(M.constant_of_shape_from_input())
     limits = sandbox.Limits(memory_mb=1536)
@@ -249,7 +267,7 @@ def test_warm_workers_outlive_the_thread_that_started_them(tiny_model: bytes) ->
         assert [(r.kind, r.warm) for r in results] == [("ok", False)]
         # The idle worker's pipe would hang up if it were killed with the thread (bounded
         # wait for an event that must not come).
-        (idle,) = sb._idle.values()
+        ((_, idle),) = sb._idle
         poller = select.poll()
         poller.register(idle.rfd, select.POLLHUP | select.POLLERR | select.POLLIN)
         assert poller.poll(1000) == []
