@@ -162,6 +162,8 @@ async def run_daemon(
                 )
                 sb = sandbox
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
+                # A spare worker (layers applied, runtime imported) for the first cold job.
+                await trio.to_thread.run_sync(lambda: sb.prepare("onnx", limits=sb.config.limits))
             node = Node(
                 key,
                 config,
