@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -54,19 +55,34 @@ def in_process_runs_per_s(path: Path, inputs: dict[str, np.ndarray[Any, Any]], n
     return n / (time.perf_counter() - t0)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
 
 
-def run(jobs: int, in_flight: int, contributors: int) -> dict[str, Any]:
+def run(jobs: int, in_flight: int, contributors: int, keep: Path | None = None) -> dict[str, Any]:
     path, inputs = tiny_model_and_inputs()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    timelines: list[list[dict[str, Any]]] = []
     lock = threading.Lock()
     next_job = iter(range(jobs))
-    with tempfile.TemporaryDirectory(prefix="aimx-bench-") as root:
+    with tempfile.TemporaryDirectory(prefix="aimx-bench-") as tmp:
+        root = str(keep) if keep is not None else tmp
         workspace_extra = f"[requester]\nbid_window_ms = {BID_WINDOW_MS}\ndeadline_ms = 60000\n"
         with running_devnet(
             Path(root),
@@ -79,8 +95,13 @@ def run(jobs: int, in_flight: int, contributors: int) -> dict[str, Any]:
             ws = next(n for n in nodes if n.name == "workspace")
             assert ws.info is not None
             url = ws.info.api_url
-            with Client(url) as c:  # warm up: first connections, cold workers
-                c.wait(c.submit(path, inputs), timeout_s=60)
+            # Warm up: first connections, and each contributor's warm workers (one per
+            # concurrent job of this owner). Two rounds of `in_flight` jobs at once.
+            with Client(url) as c:
+                for _ in range(2):
+                    ids = [c.submit(path, inputs, redundancy=1) for _ in range(in_flight)]
+                    for job_id in ids:
+                        c.wait(job_id, timeout_s=60)
 
             def worker() -> None:
                 with Client(url) as client:
@@ -94,26 +115,50 @@ def run(jobs: int, in_flight: int, contributors: int) -> dict[str, Any]:
                         took = time.perf_counter() - t0
                         with lock:
                             latencies.append(took)
+                            timelines.append(status.get("events", []))
                             key = status["status"]
                             if key == "failed":
                                 key += ": " + status["reason"]
                             statuses[key] = statuses.get(key, 0) + 1
 
             threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+            pids = [n.proc.pid for n in nodes if n.proc is not None]
+            cpu0 = cpu_seconds(pids)
             start = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - start
+            cpu = cpu_seconds(pids) - cpu0
     baseline = in_process_runs_per_s(path, inputs, 2000)
     return {
         "jobs": jobs,
         "elapsed": elapsed,
+        "cpu_s": cpu,
         "latencies": latencies,
         "statuses": statuses,
+        "timelines": timelines,
         "baseline": baseline,
     }
+
+
+PHASES = ("announced", "locked", "awarded", "delivered", "done")
+
+
+def phase_breakdown(timelines: list[list[dict[str, Any]]]) -> dict[str, tuple[float, float]]:
+    """Median and p90 ms from one event to the next (first occurrence of each), per job."""
+    gaps: dict[str, list[float]] = {}
+    for events in timelines:
+        first: dict[str, int] = {}
+        for e in events:
+            first.setdefault(str(e["event"]), int(e["at_ms"]))
+        prev = "submitted"
+        for name in PHASES:
+            if prev in first and name in first:
+                gaps.setdefault(f"{prev}->{name}", []).append(first[name] - first[prev])
+            prev = name
+    return {k: (statistics.median(v), percentile(v, 0.9)) for k, v in gaps.items()}
 
 
 def main() -> None:
@@ -121,8 +166,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--contributors", type=int, default=3)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the nodes' data dirs (and logs) here"
+    )
     args = parser.parse_args()
-    r = run(args.jobs, args.in_flight, args.contributors)
+    r = run(args.jobs, args.in_flight, args.contributors, args.keep)
     lat = r["latencies"]
     p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
     jobs_per_s = len(lat) / r["elapsed"]
@@ -134,7 +182,10 @@ def main() -> None:
     print(f"  jobs per second     {jobs_per_s:8.2f}   (target >= 20)")
     print(f"  submit->result p50  {p50:8.3f} s (target <= 0.5)")
     print(f"  submit->result p99  {p99:8.3f} s")
+    print(f"  node CPU per job    {1000 * r['cpu_s'] / max(1, len(lat)):8.1f} ms (all daemons)")
     print(f"  mean                {statistics.mean(lat):8.3f} s")
+    for name, (med, p90) in phase_breakdown(r["timelines"]).items():
+        print(f"  {name:20s} median {med:7.0f} ms, p90 {p90:7.0f} ms")
     print(f"  in-process ORT      {r['baseline']:8.1f} runs per second (baseline)")
     base_latency = 1.0 / r["baseline"]
     for metric, value, baseline in (

@@ -411,14 +411,15 @@ class Requester:
         return effects
 
     def _all_answered(self, job: RequesterJob) -> bool:
-        """Every named provider not excluded answered the latest announcement, and one of
-        them bid: waiting out the window would bring nothing but pubsub stragglers."""
+        """Enough answers to the latest announcement to award now: every named provider not
+        excluded answered and one of them bid (waiting out the window would bring nothing
+        but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
+        replica and a spare: the slowest answers are those of the busiest providers)."""
         named = [p for p in job.providers if p not in job.excluded]
-        return (
-            bool(named)
-            and job.answered.issuperset(named)
-            and any(p in job.bids for p in job.answered)
-        )
+        bidders = sum(1 for p in job.answered if p in job.bids)
+        if bidders >= job.spec.redundancy + 1:
+            return True
+        return bool(named) and job.answered.issuperset(named) and bidders > 0
 
     def _close_window(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """The bid window is over (its timer, or every named provider answered) and the

@@ -290,3 +290,18 @@ def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
     )
     fx = req.receive(sign(res, stranger, CHAIN).raw, sim.now + 1, output=out.data)
     assert _of(fx, Misbehaved)
+
+
+def test_the_window_closes_once_redundancy_plus_one_bid() -> None:
+    sim, req, _, rkey = _pair()
+    provs = [
+        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
+        for _ in range(4)
+    ]
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+    req.escrow_locked(job_id, sim.now + 5)
+    sends = {e.peer: e.message.raw for e in _of(fx, Send)}
+    bids = [_of(p.receive(sends[p.me], sim.now + 6), Send)[0].message.raw for p in provs[:2]]
+    assert _awards(req.receive(bids[0], sim.now + 8)) == []  # one bid: wait for more
+    assert _awards(req.receive(bids[1], sim.now + 9))  # two of four: award now
