@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nacl.signing
 import trio
@@ -26,6 +27,9 @@ from ..net import Network, NetworkError
 from ._api import make_router
 from ._errors import GenesisUnavailable
 from ._node import GENESIS_PROTOCOL, Node, ProviderProfile
+
+if TYPE_CHECKING:
+    from ..probe import ProbeReport
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +88,42 @@ async def fetch_genesis(net: Network, bootstrap: tuple[str, ...], chain_id: str)
 
 def probe_profile(data_dir: Path, sandbox: Sandbox) -> ProviderProfile:
     """The contributor's offer from the hardware probe and the sandbox's layers."""
-    from sandbox import determinism_class
-
     from ..probe import run_probe
 
-    report = run_probe(data_dir, benchmark=True)
+    return profile_from_report(run_probe(data_dir, benchmark=True), sandbox.layers_in_use())
+
+
+def profile_from_report(report: ProbeReport, layers: Iterable[str]) -> ProviderProfile:
+    """What a probe report lets a contributor offer: ONNX on the execution providers that
+    really worked (CPU, and CUDA when a GPU is present and its provider ran), TorchScript
+    when torch is installed, and the GPUs NVML found."""
+    from sandbox import determinism_class
+
     memory = report.memory.cgroup_limit_bytes or report.memory.total_bytes
-    eps = tuple(p for p in report.onnxruntime.working_providers if p == "CPUExecutionProvider")
+    usable = ("CPUExecutionProvider", "CUDAExecutionProvider")
+    eps = tuple(p for p in report.onnxruntime.working_providers if p in usable)
+    gpus: tuple[protocol.GpuInfo, ...] = ()
+    if report.gpu.available:
+        gpus = tuple(
+            protocol.GpuInfo(
+                name=d.name[:128],
+                memory_mb=d.memory_total_bytes >> 20,
+                cuda_capability=d.cuda_capability[:16],
+            )
+            for d in report.gpu.devices[:16]
+        )
+    else:  # a CUDA provider without a GPU that NVML sees is not offered
+        eps = tuple(p for p in eps if p != "CUDAExecutionProvider")
+    runtimes = ("onnx", "torchscript") if report.torch.installed else ("onnx",)
     return ProviderProfile(
         determinism_class=determinism_class("onnx", "cpu", "extended"),
         memory_mb=max(1, memory // (1 << 20)),
         cpu_cores=report.cpu.usable_cores,
         bench_score=report.benchmark.score if report.benchmark else 1000,
         execution_providers=eps or ("CPUExecutionProvider",),
-        sandbox_layers=tuple(sandbox.layers_in_use()),
+        runtimes=runtimes,
+        gpus=gpus,
+        sandbox_layers=tuple(layers),
     )
 
 
