@@ -60,6 +60,11 @@ class RequesterConfig:
     canaries: tuple[Canary, ...] = ()
     #: Also slash (not only attest against) a provider outvoted by a majority.
     slash_outvoted: bool = False
+    #: A first announcement to fewer named providers than this (but at least one) goes to
+    #: them alone, not also to the class's topic: the lookup most likely found every
+    #: provider of the class, and a topic message costs each subscriber several copies.
+    #: Re-announcements, and jobs with no or this many named providers, use the topic too.
+    direct_only_below: int = 16
 
 
 @dataclass(frozen=True, slots=True)

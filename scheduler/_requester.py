@@ -402,8 +402,11 @@ class Requester:
         job.window_over = False
         job.answered.clear()
         job.announcements += 1
-        effects: list[Effect] = [Publish(job.spec.requirements.capability_class, job.signed)]
-        effects += [Send(p, job.signed) for p in job.providers if p not in job.excluded]
+        direct = [p for p in job.providers if p not in job.excluded]
+        effects: list[Effect] = []
+        if job.announcements > 1 or not 0 < len(direct) < self.config.direct_only_below:
+            effects.append(Publish(job.spec.requirements.capability_class, job.signed))
+        effects += [Send(p, job.signed) for p in direct]
         # Each announcement after the first waits twice as long, up to 16 windows.
         window = job.spec.bid_window_ms << min(job.announcements - 1, 4)
         effects.append(SetTimer(now_ms + window, TimerKey(_BIDS, job.id)))

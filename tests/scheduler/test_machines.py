@@ -305,3 +305,22 @@ def test_the_window_closes_once_redundancy_plus_one_bid() -> None:
     bids = [_of(p.receive(sends[p.me], sim.now + 6), Send)[0].message.raw for p in provs[:2]]
     assert _awards(req.receive(bids[0], sim.now + 8)) == []  # one bid: wait for more
     assert _awards(req.receive(bids[1], sim.now + 9))  # two of four: award now
+
+
+def test_the_topic_is_used_when_the_named_providers_may_not_be_all() -> None:
+    sim, req, prov, rkey = _pair()
+    # A few providers named: the lookup found the class's providers; they alone are asked.
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[prov.me])
+    assert not _of(fx, Publish) and [e.peer for e in _of(fx, Send)] == [prov.me]
+    # Nobody answers: the next announcement goes to the topic too.
+    req.escrow_locked(job_id, sim.now + 1)
+    again = req.timer(TimerKey("bids", job_id), sim.now + spec.bid_window_ms)
+    assert _of(again, Publish)
+    assert _of(again, Send)
+    # Many named (the network may be larger than the lookup's answer): the topic at once.
+    many = [sim.key().verify_key.encode() for _ in range(req.config.direct_only_below)]
+    spec2 = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    _, fx2 = req.submit(spec2, sim.now, providers=many)
+    assert _of(fx2, Publish)
+    assert len(_of(fx2, Send)) == len(many)
