@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._errors import SandboxError as SandboxError
     from ._errors import UntrustedJobRefused as UntrustedJobRefused
     from ._errors import WorkerProtocolError as WorkerProtocolError
+    from ._isa import architecture_name as architecture_name
     from ._isa import isa_level as isa_level
     from ._layers import Layer as Layer
     from ._layers import probe_layers as probe_layers
@@ -50,6 +51,7 @@ _EXPORTS = {
     "determinism_class": "_determinism",
     "AdmissionError": "_errors",
     "isa_level": "_isa",
+    "architecture_name": "_isa",
     "InputError": "_errors",
     "SandboxConfigError": "_errors",
     "SandboxError": "_errors",

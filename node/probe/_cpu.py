@@ -11,7 +11,10 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox import isa_level  # the sandbox owns the levels: they are in determinism classes
+from sandbox import (  # the sandbox owns these: they are in determinism classes
+    architecture_name,
+    isa_level,
+)
 
 from ._sysfs import read_cgroup_files, read_text
 
@@ -104,15 +107,9 @@ class CpuReport:
 
 
 def normalize_architecture(machine: str) -> str:
-    """``platform.machine()`` spelled one way: x86_64, aarch64, arm, or as given."""
-    m = machine.lower()
-    if m in ("x86_64", "amd64", "x64"):
-        return "x86_64"
-    if m in ("aarch64", "arm64", "armv8", "armv8l"):
-        return "aarch64"
-    if m.startswith("arm"):
-        return "arm"
-    return m
+    """``platform.machine()`` spelled one way: x86_64, aarch64, arm, or as given (the
+    sandbox's spelling, which its determinism classes use)."""
+    return architecture_name(machine)
 
 
 def _blocks(text: str) -> list[dict[str, str]]:

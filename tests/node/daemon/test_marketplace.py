@@ -65,6 +65,17 @@ async def test_job_verified_with_redundancy_two_and_both_paid() -> None:
             assert len(roots) == 1
 
 
+async def _receipted_price(provider: Node, job_id: bytes) -> int:
+    """Wait (bounded) until ``provider`` holds a receipt for the job; its award price."""
+    assert provider.provider is not None
+    for _ in range(400):
+        work = provider.provider.work.get(job_id)
+        if work is not None and work.phase == "receipted" and work.award is not None:
+            return work.award.message.price
+        await trio.sleep(0.02)
+    raise AssertionError("the provider never got a receipt")
+
+
 async def _blocks_until(cl: Cluster, check: Callable[[], bool], limit: int = 100) -> None:
     """Wait block by block (bounded) until ``check()`` is true."""
     for _ in range(limit):
@@ -150,16 +161,8 @@ async def test_requester_killed_after_delivery_provider_claims_after_deadline() 
         async with cluster(2, slow=(1,), deadline_ms=4_000) as cl:
             fast = cl.contributors[0]
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
-            assert fast.provider is not None
-            for _ in range(400):
-                work = fast.provider.work.get(job_id)
-                if work is not None and work.phase == "receipted":
-                    break
-                await trio.sleep(0.02)
-            else:
-                raise AssertionError("the fast provider never got a receipt")
+            price = await _receipted_price(fast, job_id)
             cl.kill(cl.requester)
-            price = work.award.message.price if work.award else 0
             state = cl.coordinator_state
             await _blocks_until(cl, lambda: state().balance(fast.me) == price, limit=200)
             escrow = state().escrow(job_id)
@@ -180,15 +183,7 @@ async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
         async with cluster(2, slow=(1,), deadline_ms=4_000, state_root=tmp_path) as cl:
             fast = cl.contributors[0]
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
-            assert fast.provider is not None
-            for _ in range(400):
-                work = fast.provider.work.get(job_id)
-                if work is not None and work.phase == "receipted":
-                    break
-                await trio.sleep(0.02)
-            else:
-                raise AssertionError("the fast provider never got a receipt")
-            price = work.award.message.price if work.award else 0
+            price = await _receipted_price(fast, job_id)
             assert list((tmp_path / fast.me.hex()[:16] / "receipts").iterdir())
             cl.kill(cl.requester)
             cl.kill(fast)
