@@ -72,6 +72,8 @@ from ._txs import TxQueue, TxRequest
 
 log = logging.getLogger(__name__)
 
+#: Jobs the API remembers (the oldest closed ones are forgotten beyond this).
+MAX_JOB_RECORDS = 10_000
 #: How often (in blocks) a requester looks for open escrows of its own that it forgot.
 ORPHAN_SCAN_BLOCKS = 100
 
@@ -474,6 +476,9 @@ class Node:
                         record.touch()
                         self.content.release(job_id)
                     self._pending_attests.pop(job_id, None)
+                    self._payees.pop(job_id, None)
+                    if req.jobs[job_id].phase == "closed":
+                        req.forget(job_id)  # the API's record keeps what the user sees
             self._execute("requester", req.block(state.height, now))
             if state.height >= self._next_orphan_scan:
                 self._find_orphans(state)
@@ -490,6 +495,7 @@ class Node:
                     self._execute("provider", prov.paid(job_id, paid - seen, now))
                 if not e.is_open:
                     self._execute("provider", prov.escrow_closed(job_id, now))
+                    self._paid_seen.pop(job_id, None)
             self._execute("provider", prov.block(state.height, now))
         if self._kept or self._orphans:
             self._recovered(state, now)
@@ -1080,6 +1086,9 @@ class Node:
         for _, data in blobs:
             self.content.pin(job_id, data)
         self.jobs[job_id] = JobRecord(job_id, spec, now, model_name)
+        if len(self.jobs) > MAX_JOB_RECORDS:  # forget the oldest closed jobs
+            for old in [j for j, r in self.jobs.items() if r.closed][: len(self.jobs) // 10]:
+                del self.jobs[old]
         self.metrics.jobs_submitted.inc()
         self._execute("requester", effects)
         return job_id

@@ -41,6 +41,11 @@ async def test_job_verified_with_redundancy_two_and_both_paid() -> None:
             await _wait_closed(cl, job_id)
             record = cl.requester.jobs[job_id]
             assert record.done is not None and record.done.status == "verified", record.events
+            # The machine forgot the closed job (a long-running node must not grow); the
+            # API's record keeps what the user sees.
+            assert cl.requester.requester is not None
+            assert job_id not in cl.requester.requester.jobs
+            assert cl.requester.job_phase(record) == "closed"
             # the verified output is what the model computes
             with Sandbox() as sb:
                 from sandbox import JobRequest
