@@ -91,6 +91,9 @@ class ProviderConfig:
     #: A bid stays valid this long after the requester's bid window.
     bid_validity_ms: int = 5_000
     heartbeat_interval_ms: int = 1_000
+    #: The first heartbeat after an award (a run that delivers sooner sends none); keep it
+    #: well under the requester's ``award_resend_ms`` so an accepted award is not resent.
+    first_heartbeat_ms: int = 250
     #: Resend an unacknowledged result this often until a receipt arrives.
     result_resend_ms: int = 1_000
     claim_window_blocks: int = 10

@@ -7,7 +7,8 @@ Rules (specs/marketplace.md is the full text):
   a Bid priced by ``bid_price`` with an estimated finish, valid ``bid_window_ms +
   bid_validity_ms``. A bid that expires without an award is recorded as lost.
 - An Award for our bid is accepted while a slot is free (``max_concurrency``): the job runs
-  (``RunJob``) and a heartbeat goes out at once and every ``heartbeat_interval_ms``. A full
+  (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
+  delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
   node declines with a NoBid ``busy``, which the requester treats as a declined award.
 - ``job_finished`` delivers the signed Result with the output (``Deliver``) and resends it
   every ``result_resend_ms`` until the requester's Receipt arrives or the job's deadline
@@ -401,12 +402,13 @@ class Provider:
         work.award = signed
         work.started_ms = now_ms
         self._record(work, WON, now_ms)
-        beat = Heartbeat(work.id, self.me, award.replica, 0, now_ms)
+        # The first heartbeat waits a little: a short run delivers before it is due, and its
+        # result tells the requester all a heartbeat would (one message less per job).
+        first = min(self.config.first_heartbeat_ms, self.config.heartbeat_interval_ms)
         return [
             CancelTimer(TimerKey(_BID, work.id)),
             RunJob(work.job, signed),
-            Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
-            SetTimer(now_ms + self.config.heartbeat_interval_ms, TimerKey(_BEAT, work.id)),
+            SetTimer(now_ms + first, TimerKey(_BEAT, work.id)),
         ]
 
     def _on_receipt(self, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
