@@ -1,8 +1,9 @@
 """A small HTTP/1.1 server on trio, for the daemon's local JSON API, metrics and dashboard.
 
-h11 does the protocol, trio the sockets. One request per connection keeps it simple and
-bounded: the API serves a handful of local clients (the CLI, a browser, Prometheus).
-Every limit is explicit: header size, body size, time to read a request.
+h11 does the protocol, trio the sockets. Connections are kept alive between requests (a
+client waiting on a job asks again every second), up to ``MAX_REQUESTS_PER_CONNECTION``
+and ``READ_TIMEOUT_S`` of idleness. Every limit is explicit: header size, body size, time
+to read a request.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
 READ_TIMEOUT_S = 30.0
+MAX_REQUESTS_PER_CONNECTION = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +130,13 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Reques
             return None
 
 
-async def _send(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
+async def _send(
+    conn: h11.Connection, stream: trio.abc.Stream, response: Response, *, close: bool = True
+) -> None:
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
-        ("connection", "close"),
+        *([("connection", "close")] if close else []),
         *response.headers.items(),
     ]
     await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
@@ -143,24 +147,35 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, response: Respons
 async def _serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
-        try:
-            with trio.fail_after(READ_TIMEOUT_S):
-                request = await _read_request(conn, stream)
-            if request is None:
-                return
+        for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
-                response = await handler(request)
+                with trio.fail_after(READ_TIMEOUT_S):
+                    request = await _read_request(conn, stream)
+                if request is None:
+                    return
+                try:
+                    response = await handler(request)
+                except HttpError as exc:
+                    response = Response.json({"error": exc.message}, exc.status)
+                except Exception:
+                    log.exception("HTTP handler failed for %s %s", request.method, request.path)
+                    response = Response.json({"error": "internal error; see the node's log"}, 500)
+                await _send(conn, stream, response, close=served == MAX_REQUESTS_PER_CONNECTION)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return  # either side asked to close (or the body was not read to its end)
+                conn.start_next_cycle()
             except HttpError as exc:
-                response = Response.json({"error": exc.message}, exc.status)
-            except Exception:
-                log.exception("HTTP handler failed for %s %s", request.method, request.path)
-                response = Response.json({"error": "internal error; see the node's log"}, 500)
-            await _send(conn, stream, response)
-        except HttpError as exc:
-            if conn.our_state is h11.IDLE or conn.our_state is h11.SEND_RESPONSE:
-                await _send(conn, stream, Response.json({"error": exc.message}, exc.status))
-        except (h11.RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError, ValueError):
-            return
+                if conn.our_state is h11.IDLE or conn.our_state is h11.SEND_RESPONSE:
+                    await _send(conn, stream, Response.json({"error": exc.message}, exc.status))
+                return
+            except (
+                h11.RemoteProtocolError,
+                h11.LocalProtocolError,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                ValueError,
+            ):
+                return
 
 
 async def serve_http(

@@ -66,3 +66,26 @@ async def test_routes_errors_and_survival() -> None:
         r = await _get(port, "POST", "/echo", json=None)
         assert r.status_code == 200
         nursery.cancel_scope.cancel()
+
+
+async def test_connections_are_kept_alive_between_requests() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http, _router())
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        request = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        for _ in range(3):  # three requests, one connection
+            await stream.send_all(request)
+            reply = b""
+            with trio.fail_after(10):
+                while not reply.endswith(b"}"):
+                    reply += await stream.receive_some(4096)
+            assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" not in reply
+        # A client that asks to close gets its answer, then the connection ends.
+        await stream.send_all(request.replace(b"host: x", b"host: x\r\nconnection: close"))
+        reply = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
