@@ -96,6 +96,8 @@ ADVERT_LIFETIME_MS = 3_600_000
 PROVIDERS_REFRESH_MS = 30_000
 READVERTISE_FIRST_S = 3.0
 READVERTISE_EVERY_S = 20.0
+#: Re-advertising backs off (doubling) from READVERTISE_EVERY_S to this.
+READVERTISE_MAX_S = 300.0
 #: One unit of reputation weight on the ledger (specs/ledger.md): a positive attestation.
 REP_UNIT = 1 << 16
 
@@ -403,11 +405,12 @@ class Node:
     async def _keep_advertising(self) -> None:
         """Advertise again now and then: a first announcement can be lost while the DHT
         has only just met its peers, and the network itself repeats it only every few
-        minutes."""
+        minutes. After 3 s, then 20 s, doubling up to 5 minutes (each round is DHT
+        traffic for every peer)."""
         delay = READVERTISE_FIRST_S
         while True:
             await trio.sleep(delay)
-            delay = READVERTISE_EVERY_S
+            delay = max(READVERTISE_EVERY_S, min(READVERTISE_MAX_S, delay * 2))
             try:
                 await self._advertise()
             except NetworkError as exc:
