@@ -417,12 +417,19 @@ class Requester:
         """Enough answers to the latest announcement to award now: every named provider not
         excluded answered and one of them bid (waiting out the window would bring nothing
         but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
-        replica and a spare: the slowest answers are those of the busiest providers)."""
+        replica and a spare: the slowest answers are those of the busiest providers), or,
+        with the escrow locked, ``redundancy`` bid and one of them is past probation."""
         named = [p for p in job.providers if p not in job.excluded]
-        bidders = sum(1 for p in job.answered if p in job.bids)
-        if bidders >= job.spec.redundancy + 1:
+        bidders = [p for p in job.answered if p in job.bids]
+        if len(bidders) >= job.spec.redundancy + 1:
             return True
-        return bool(named) and job.answered.issuperset(named) and bidders > 0
+        if job.phase != LOCKING and len(bidders) >= job.spec.redundancy:
+            # The escrow is locked and every replica has a bid: waiting for more would
+            # trade latency for price. Not when probation would want one more bid.
+            veteran = self.config.probation_jobs
+            if any(self.config.reputation(p).settled_jobs >= veteran for p in bidders):
+                return True
+        return bool(named) and job.answered.issuperset(named) and bool(bidders)
 
     def _close_window(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """The bid window is over (its timer, or every named provider answered) and the

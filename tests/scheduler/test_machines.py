@@ -25,6 +25,7 @@ from scheduler import (
     Provider,
     ProviderConfig,
     Publish,
+    Reputation,
     Requester,
     RequesterConfig,
     RunJob,
@@ -324,3 +325,37 @@ def test_the_topic_is_used_when_the_named_providers_may_not_be_all() -> None:
     _, fx2 = req.submit(spec2, sim.now, providers=many)
     assert _of(fx2, Publish)
     assert len(_of(fx2, Send)) == len(many)
+
+
+def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
+    sim = Sim(7)
+    rkey = sim.key()
+    provs = [
+        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
+        for _ in range(3)
+    ]
+    veteran = provs[0].me
+
+    def reputation(who: bytes) -> Reputation:
+        return Reputation(800, 50 if who == veteran else 0)
+
+    req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN, reputation=reputation))
+
+    def start() -> tuple[bytes, dict[bytes, bytes]]:
+        spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+        job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+        return job_id, {e.peer: e.message.raw for e in _of(fx, Send)}
+
+    def bid(p: Provider, sends: dict[bytes, bytes]) -> bytes:
+        (answer,) = _of(p.receive(sends[p.me], sim.now + 1), Send)
+        return answer.message.raw
+
+    # A newcomer's lone bid: probation wants a second one, so the window stays open.
+    job_id, sends = start()
+    req.escrow_locked(job_id, sim.now + 2)
+    assert _awards(req.receive(bid(provs[1], sends), sim.now + 3)) == []
+    # An established provider's lone bid, the escrow locked: awarded at once.
+    job_id, sends = start()
+    assert _awards(req.receive(bid(provs[0], sends), sim.now + 3)) == []  # not locked yet
+    (award,) = _awards(req.escrow_locked(job_id, sim.now + 4))
+    assert award.provider == veteran
