@@ -150,12 +150,12 @@ async def run_checks(nets: list[Libp2pNetwork], clock: Clock, leaver_stack: Asyn
     assert watchers
     events = [net.peer_events() for net in watchers]
     await leaver_stack.aclose()
-    for inbox in events:
+    for peer_inbox in events:
         with trio.fail_after(10):
-            async for event in inbox:
+            async for event in peer_inbox:
                 if event == PeerEvent(leaver.local_peer, False):
                     break
-        inbox.close()
+        peer_inbox.close()
     # py-libp2p can register a connection that finished opening while the leaver shut
     # down (specs/network.md, "Known defects"), so a peer may still be listed; it no
     # longer answers
