@@ -129,10 +129,15 @@ class Provider:
         """Bids open (sent, not yet awarded or expired)."""
         return sum(1 for w in self.work.values() if w.phase == BIDDING)
 
-    def pending(self, now_ms: int) -> int:
-        """Bids whose requester's bid window is still open: the awards that may come any
-        moment. Older bids are mostly lost (losers are not told) and do not count as load."""
-        return sum(1 for w in self.work.values() if w.phase == BIDDING and now_ms < w.window_end_ms)
+    def pending(self, now_ms: int, *, besides: bytes = b"") -> int:
+        """Bids whose requester's bid window is still open (other than job ``besides``): the
+        awards that may come any moment. Older bids are mostly lost (losers are not told)
+        and do not count as load."""
+        return sum(
+            1
+            for job_id, w in self.work.items()
+            if w.phase == BIDDING and now_ms < w.window_end_ms and job_id != besides
+        )
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -314,7 +319,7 @@ class Provider:
             spec,
             cfg,
             active=self.active,
-            bidding=self.pending(now_ms) - (work is not None and now_ms < work.window_end_ms),
+            bidding=self.pending(now_ms, besides=job_id),
             now_ms=now_ms,
             run_ms=run_ms,
             draining=self.draining,

@@ -9,7 +9,7 @@ Rules (specs/marketplace.md is the full text):
   A bid window of ``bid_window_ms`` opens. Nothing is awarded before the lock is confirmed
   (``escrow_locked``), so a provider never works for an escrow that does not exist.
 - Bids and NoBids are collected; bids keep arriving as spares after the window closes.
-  The window closes early once every named provider has answered and one of them bid.
+  The window closes early once enough answers are in (``_enough_answers``).
   At the window's end the best bids are awarded (``award_key``), one replica each, with
   one extra probation replica when every chosen provider is a newcomer. Nobody bid: the
   job fails with the providers' reasons and the escrow is refunded.
@@ -244,7 +244,7 @@ class Requester:
             return [Settle(job.id, ())]
         job.phase = COLLECTING
         locked = NotifyUser(job.id, "locked", "the escrow is in a block")
-        if job.window_over or self._all_answered(job):
+        if job.window_over or self._enough_answers(job):
             return [locked, *self._close_window(job, now_ms)]
         return [locked]
 
@@ -413,7 +413,7 @@ class Requester:
         effects.append(NotifyUser(job.id, "announced", f"announcement {job.announcements}"))
         return effects
 
-    def _all_answered(self, job: RequesterJob) -> bool:
+    def _enough_answers(self, job: RequesterJob) -> bool:
         """Enough answers to the latest announcement to award now: every named provider not
         excluded answered and one of them bid (waiting out the window would bring nothing
         but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
@@ -432,18 +432,18 @@ class Requester:
         return bool(named) and job.answered.issuperset(named) and bool(bidders)
 
     def _close_window(self, job: RequesterJob, now_ms: int) -> list[Effect]:
-        """The bid window is over (its timer, or every named provider answered) and the
-        escrow is locked: award."""
+        """The bid window is over (its timer, or enough answers) and the escrow is locked:
+        award."""
         job.window_over = True
         job.phase = EXECUTING
         return [CancelTimer(TimerKey(_BIDS, job.id)), *self._fill(job, now_ms)]
 
     def _answer(self, job: RequesterJob, provider: bytes, now_ms: int) -> list[Effect]:
-        """Note a named provider's answer; close the window early when all have answered."""
+        """Note a named provider's answer; close the window early on enough answers."""
         if provider not in job.providers or job.window_over:
             return []
         job.answered.add(provider)
-        if job.phase == COLLECTING and self._all_answered(job):
+        if job.phase == COLLECTING and self._enough_answers(job):
             return self._close_window(job, now_ms)
         return []
 
@@ -474,7 +474,7 @@ class Requester:
         job.bids.pop(nobid.provider, None)  # its latest answer: an earlier bid is withdrawn
         if nobid.provider in job.nobids or len(job.nobids) < MAX_BIDS:
             job.nobids[nobid.provider] = nobid
-        return self._answer(job, nobid.provider, now_ms) if job.phase != EXECUTING else []
+        return self._answer(job, nobid.provider, now_ms)  # nothing once the window is over
 
     def _on_heartbeat(self, job: RequesterJob, hb: Heartbeat, now_ms: int) -> list[Effect]:
         if hb.replica >= len(job.replicas):

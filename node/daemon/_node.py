@@ -286,8 +286,8 @@ class Node:
             task_status.started()
 
     def _recover(self) -> None:
-        """Pick up what a previous run of this node left: kept receipts to claim with, and
-        open escrows of ours that no machine knows, to refund at expiry."""
+        """Load the receipts a previous run of this node kept, to claim with (open escrows
+        it left are found block by block: ``_find_orphans``)."""
         if self.provider is not None:
             self._kept = {k.job_id: k for k in self.receipts.load(self.chain_id, self.me)}
             if self._kept:
@@ -327,36 +327,14 @@ class Node:
                 continue
             if not kept.claimed and state.height >= e.claim_height and now >= kept.deadline_ms:
                 kept.claimed = True
-                self._tx("claim", self._claim_builder(kept))
+                self._one("provider", scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt))
         for job_id, refunded in list(self._orphans.items()):
             e = state.escrow(job_id)
             if e is None or not e.is_open:
                 del self._orphans[job_id]
             elif not refunded and state.height >= e.expiry_height:
                 self._orphans[job_id] = True
-                self._tx("refund", self._refund_builder(job_id))
-
-    def _claim_builder(
-        self, kept: KeptReceipt
-    ) -> Callable[[int, int], Signed[protocol.Transaction]]:
-        def build(seq: int, expiry: int) -> Signed[protocol.Transaction]:
-            return tx.claim(
-                self.key,
-                self.chain_id,
-                seq,
-                job_id=kept.job_id,
-                award=kept.award.raw,
-                receipt=kept.receipt.raw,
-                expiry_height=expiry,
-            )
-
-        return build
-
-    def _refund_builder(self, job_id: bytes) -> Callable[[int, int], Signed[protocol.Transaction]]:
-        def build(seq: int, expiry: int) -> Signed[protocol.Transaction]:
-            return tx.refund(self.key, self.chain_id, seq, job_id=job_id, expiry_height=expiry)
-
-        return build
+                self._one("requester", scheduler.Refund(job_id))
 
     def _make_machines(self) -> None:
         height = self.ledger.state.height

@@ -103,6 +103,22 @@ def _awards(effects: Sequence[Effect]) -> list[Award]:
     return [e.message.message for e in _of(effects, Send) if isinstance(e.message.message, Award)]
 
 
+def _providers(sim: Sim, n: int) -> list[Provider]:
+    return [
+        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
+        for _ in range(n)
+    ]
+
+
+def _submit_to(
+    sim: Sim, req: Requester, rkey: nacl.signing.SigningKey, provs: list[Provider]
+) -> tuple[bytes, dict[bytes, bytes]]:
+    """Submit a redundancy-1 job naming ``provs``; its id and the announcement each got."""
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+    return job_id, {e.peer: e.message.raw for e in _of(fx, Send)}
+
+
 def test_nothing_is_awarded_before_the_lock_is_confirmed() -> None:
     sim, req, prov, rkey = _pair()
     spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
@@ -119,14 +135,9 @@ def test_nothing_is_awarded_before_the_lock_is_confirmed() -> None:
 
 def test_the_window_closes_once_every_named_provider_answered() -> None:
     sim, req, _, rkey = _pair()
-    provs = [
-        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
-        for _ in range(2)
-    ]
-    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
-    job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+    provs = _providers(sim, 2)
+    job_id, sends = _submit_to(sim, req, rkey, provs)
     assert _awards(req.escrow_locked(job_id, sim.now + 5)) == []
-    sends = {e.peer: e.message.raw for e in _of(fx, Send)}
     (first,) = _of(provs[0].receive(sends[provs[0].me], sim.now + 6), Send)
     assert _awards(req.receive(first.message.raw, sim.now + 8)) == []  # one still to answer
     (second,) = _of(provs[1].receive(sends[provs[1].me], sim.now + 7), Send)
@@ -295,14 +306,9 @@ def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
 
 def test_the_window_closes_once_redundancy_plus_one_bid() -> None:
     sim, req, _, rkey = _pair()
-    provs = [
-        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
-        for _ in range(4)
-    ]
-    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
-    job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
+    provs = _providers(sim, 4)
+    job_id, sends = _submit_to(sim, req, rkey, provs)
     req.escrow_locked(job_id, sim.now + 5)
-    sends = {e.peer: e.message.raw for e in _of(fx, Send)}
     bids = [_of(p.receive(sends[p.me], sim.now + 6), Send)[0].message.raw for p in provs[:2]]
     assert _awards(req.receive(bids[0], sim.now + 8)) == []  # one bid: wait for more
     assert _awards(req.receive(bids[1], sim.now + 9))  # two of four: award now
@@ -330,10 +336,7 @@ def test_the_topic_is_used_when_the_named_providers_may_not_be_all() -> None:
 def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
     sim = Sim(7)
     rkey = sim.key()
-    provs = [
-        Provider(ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,)))
-        for _ in range(3)
-    ]
+    provs = _providers(sim, 3)
     veteran = provs[0].me
 
     def reputation(who: bytes) -> Reputation:
@@ -341,21 +344,16 @@ def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
 
     req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN, reputation=reputation))
 
-    def start() -> tuple[bytes, dict[bytes, bytes]]:
-        spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
-        job_id, fx = req.submit(spec, sim.now, providers=[p.me for p in provs])
-        return job_id, {e.peer: e.message.raw for e in _of(fx, Send)}
-
     def bid(p: Provider, sends: dict[bytes, bytes]) -> bytes:
         (answer,) = _of(p.receive(sends[p.me], sim.now + 1), Send)
         return answer.message.raw
 
     # A newcomer's lone bid: probation wants a second one, so the window stays open.
-    job_id, sends = start()
+    job_id, sends = _submit_to(sim, req, rkey, provs)
     req.escrow_locked(job_id, sim.now + 2)
     assert _awards(req.receive(bid(provs[1], sends), sim.now + 3)) == []
     # An established provider's lone bid, the escrow locked: awarded at once.
-    job_id, sends = start()
+    job_id, sends = _submit_to(sim, req, rkey, provs)
     assert _awards(req.receive(bid(provs[0], sends), sim.now + 3)) == []  # not locked yet
     (award,) = _awards(req.escrow_locked(job_id, sim.now + 4))
     assert award.provider == veteran
