@@ -9,7 +9,7 @@ Targets: warm <= in-process + 1 ms, ratio >= 0.9 for the large model, cold <= 40
 
 In-process and warm sandbox runs alternate in blocks of 5 (a shared VM's speed drifts by
 tens of percent over seconds; both figures must see the same machine). The warm time
-includes the output commitment (BLAKE2b over the outputs), which an in-process run does not
+includes the output commitment (BLAKE3 over the outputs), which an in-process run does not
 compute; its cost is printed beside the overhead.
 """
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from blake3 import blake3
 
 import protocol
 
 from ._dtypes import DTYPE_CODES as DTYPE_CODES
 from ._dtypes import dtype_code as dtype_code
 
-COMMITMENT_TAG = "aimx/outputs/1"
+COMMITMENT_TAG = "aimx/outputs/2"
 
 Tensors = Mapping[str, npt.NDArray[np.generic]]
 
@@ -26,19 +26,22 @@ def canonical_bytes(array: npt.NDArray[np.generic]) -> bytes:
 
 
 def data_hash(array: npt.NDArray[np.generic]) -> bytes:
-    """``content_hash(canonical_bytes(array))``, without the copy when the array already
-    is C-ordered and little-endian."""
+    """BLAKE3-256 of ``canonical_bytes(array)``, without the copy when the array already is
+    C-ordered and little-endian.
+
+    BLAKE3, not the BLAKE2b of every other hash here: this one runs over every output of
+    every job, on the path to the result, and is 8-12x faster (specs/sandbox.md §7)."""
     code = dtype_code(array.dtype)
     if array.flags.c_contiguous and array.dtype == DTYPE_CODES[code]:
         data = array.reshape(-1).view(np.uint8).data
-        return hashlib.blake2b(data, digest_size=protocol.HASH_SIZE).digest()
-    return protocol.content_hash(canonical_bytes(array))
+        return blake3(data).digest(protocol.HASH_SIZE)
+    return blake3(canonical_bytes(array)).digest(protocol.HASH_SIZE)
 
 
 def output_commitment(outputs: Tensors) -> bytes:
     """BLAKE2b-256 commitment over the outputs: names sorted, dtype, shape, data hash each.
 
-    ``content_hash(pack([TAG, [[name, dtype_code, [dims...], content_hash(data)], ...]]))``
+    ``content_hash(pack([TAG, [[name, dtype_code, [dims...], data_hash(data)], ...]]))``
     with the entries sorted by the UTF-8 bytes of their names.
     """
     entries = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,15 +26,19 @@ arrays = hnp.arrays(
 
 
 def test_commitment_is_specified() -> None:
-    # The definition in specs/sandbox.md, written out.
+    # The definition in specs/sandbox.md, written out, and its test vector there.
     y = np.arange(6, dtype=np.float32).reshape(2, 3)
     z = np.array([1, 2], dtype=np.int64)
     entries = [
-        ["y", "<f4", [2, 3], protocol.content_hash(y.tobytes())],
-        ["z", "<i8", [2], protocol.content_hash(z.tobytes())],
+        ["y", "<f4", [2, 3], blake3(y.tobytes()).digest()],
+        ["z", "<i8", [2], blake3(z.tobytes()).digest()],
     ]
-    expected = protocol.content_hash(protocol.pack(["aimx/outputs/1", entries]))
+    expected = protocol.content_hash(protocol.pack(["aimx/outputs/2", entries]))
     assert output_commitment({"z": z, "y": y}) == expected
+    assert expected.hex() == VECTOR
+
+
+VECTOR = "c451360c44624b10f4ee5d1b344310f88055cfd94fa0874a88d383f6ab6595fb"
 
 
 @settings(max_examples=60, deadline=None)
