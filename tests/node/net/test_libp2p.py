@@ -161,6 +161,12 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _threads() -> int:
+    """Threads, less trio's cached workers: idle ones left by earlier tests end by
+    themselves (after 10 s) at any moment."""
+    return sum(1 for t in threading.enumerate() if not t.name.startswith("Trio thread "))
+
+
 async def test_twenty_start_stop_cycles_leave_nothing_behind() -> None:
     async def tasks() -> int:
         root = trio.lowlevel.current_root_task()
@@ -188,12 +194,12 @@ async def test_twenty_start_stop_cycles_leave_nothing_behind() -> None:
         await cycle()  # warm-up: py-libp2p creates some process-wide state once
         await trio.sleep(0.1)
         gc.collect()
-        before = (_fds(), threading.active_count(), await tasks())
+        before = (_fds(), _threads(), await tasks())
         for _ in range(20):
             await cycle()
         await trio.sleep(0.1)
         gc.collect()
-        after = (_fds(), threading.active_count(), await tasks())
+        after = (_fds(), _threads(), await tasks())
         assert after == before
 
 
@@ -220,3 +226,40 @@ async def test_libp2p_logs_go_through_ours() -> None:
         ours.removeHandler(collect)
     assert collect.messages == ["routed 1"]
     assert not logging.getLogger("libp2p").propagate
+
+
+async def test_window_updates_come_in_batches_and_large_messages_still_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Many small requests on one pooled stream: each side releases its receive window in
+    # batches of at least half a window (not once per read), and messages several windows
+    # long still flow both ways.
+    import struct
+
+    import libp2p.stream_muxer.yamux.yamux as yamux
+
+    updates: list[int] = []  # increments of plain WINDOW_UPDATE frames (not SYN/ACK/FIN)
+    installed = yamux.Yamux._write_frame
+
+    async def counting(self: yamux.Yamux, data: bytes) -> None:
+        if len(data) >= yamux.HEADER_SIZE:
+            _, typ, flags, _, length = struct.unpack(
+                yamux.YAMUX_HEADER_FORMAT, data[: yamux.HEADER_SIZE]
+            )
+            if typ == yamux.TYPE_WINDOW_UPDATE and flags == 0:
+                updates.append(length)
+        await installed(self, data)
+
+    with trio.fail_after(30):
+        async with node(1) as a, node(2, bootstrap=()) as b:
+            a.set_handler(ECHO, echo, max_request_bytes=4 << 20)
+            await b.connect(a.addresses()[0])
+            monkeypatch.setattr(yamux.Yamux, "_write_frame", counting)
+            small = bytes(1000)
+            for _ in range(200):  # 200 kB each way: less than one window of 256 KiB
+                assert await b.request(a.local_peer, ECHO, small) == small
+            assert len(updates) <= 2, updates  # one per side at most, was one per read
+            assert all(n >= 128 << 10 for n in updates), updates
+            big = os.urandom(3 << 20)  # twelve windows
+            assert await b.request(a.local_peer, ECHO, big, max_response_bytes=4 << 20) == big
+            assert len(updates) > 2  # the large one needed window updates
