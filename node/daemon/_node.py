@@ -13,6 +13,8 @@ handler never waits on the network. A peer's bad message is counted and never ra
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import random
@@ -77,7 +79,10 @@ MAX_JOB_RECORDS = 10_000
 #: How often (in blocks) a requester looks for open escrows of its own that it forgot.
 ORPHAN_SCAN_BLOCKS = 100
 
-MARKET_PROTOCOL = "/aimx/market/1"
+MARKET_PROTOCOL = "/aimx/market/2"
+#: At most this many messages answer one market request, of at most this many bytes in all.
+MAX_REPLIES = 16
+MAX_REPLY_BYTES = 1 << 20
 CONTENT_PROTOCOL = "/aimx/content/1"
 REPORT_PROTOCOL = "/aimx/report/1"
 GENESIS_PROTOCOL = "/aimx/genesis/1"
@@ -241,7 +246,13 @@ class Node:
         self._looking_up: set[str] = set()
         self._advert_seq = 0
         self._started = trio.Event()
+        #: While a market request is handled: its sender, and the messages for it that the
+        #: machines produce meanwhile, which go back in the response (one round trip less).
+        self._replying: tuple[PeerKey, list[list[bytes]]] | None = None
         self.receipts = ReceiptStore(state_dir / "receipts" if state_dir is not None else None)
+        #: Receipt files to write or remove, in order, in a worker thread: a write waits
+        #: for fsync, which must not stall the event loop.
+        self._disk_send, self._disk_recv = trio.open_memory_channel[Callable[[], None]](math.inf)
         #: Receipts kept from before a restart, claimed by the daemon itself.
         self._kept: dict[bytes, KeptReceipt] = {}
         #: Open escrows of ours that the requester machine does not know (it restarted),
@@ -276,6 +287,7 @@ class Node:
             nursery.start_soon(self.timers.run, self._fire)
             nursery.start_soon(self._watch_ledger)
             nursery.start_soon(self.txq.run)
+            nursery.start_soon(self._write_receipts)
             if self.provider is not None:
                 for klass in self.provider.config.capability_classes:
                     inbox = self.net.subscribe(job_topic(self.chain_id, klass))
@@ -284,6 +296,11 @@ class Node:
                 nursery.start_soon(self._keep_advertising)
             self._started.set()
             task_status.started()
+
+    async def _write_receipts(self) -> None:
+        """Carry out the receipt writes and removals one after another, off the loop."""
+        async for op in self._disk_recv:
+            await trio.to_thread.run_sync(op)
 
     def _recover(self) -> None:
         """Load the receipts a previous run of this node kept, to claim with (open escrows
@@ -323,7 +340,7 @@ class Node:
                 or state.height >= e.expiry_height
             ):
                 del self._kept[job_id]
-                self.receipts.drop(job_id)
+                self._disk_send.send_nowait(functools.partial(self.receipts.drop, job_id))
                 continue
             if not kept.claimed and state.height >= e.claim_height and now >= kept.deadline_ms:
                 kept.claimed = True
@@ -501,7 +518,10 @@ class Node:
         elif isinstance(fx, S.CancelTimer):
             self.timers.cancel((role, fx.key))
         elif isinstance(fx, S.Send):
-            self._spawn(self._send, fx.peer, fx.message.raw, b"")
+            if self._replying is not None and self._replying[0] == fx.peer:
+                self._replying[1].append([fx.message.raw, b""])
+            else:
+                self._spawn(self._send, fx.peer, fx.message.raw, b"")
         elif isinstance(fx, S.Publish):
             self._spawn(self._publish, fx.topic, fx.message.raw)
         elif isinstance(fx, S.Deliver):
@@ -557,13 +577,16 @@ class Node:
     def _keep_receipts(self, fx: scheduler.NotifyUser) -> None:
         """Keep a receipt on disk while it may be needed for a claim (until closed)."""
         if fx.event == "closed":
-            self.receipts.drop(fx.job_id)
+            self._disk_send.send_nowait(functools.partial(self.receipts.drop, fx.job_id))
             return
         if fx.event != "receipted" or self.provider is None:
             return
         work = self.provider.work.get(fx.job_id)
         if work is not None and work.award is not None and work.receipt is not None:
-            self.receipts.keep(work.award, work.receipt, work.spec.deadline_ms)
+            keep = functools.partial(
+                self.receipts.keep, work.award, work.receipt, work.spec.deadline_ms
+            )
+            self._disk_send.send_nowait(keep)
 
     def _tx(
         self,
@@ -653,14 +676,37 @@ class Node:
                 log.info("report to %s failed: %s", protocol.peer_id(coordinator), exc)
 
     async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
+        request = protocol.pack([raw, sealed])
         if peer == self.me:  # a node may be both requester and provider of one job
-            await self._serve_market(self.me, protocol.pack([raw, sealed]))
-            return
+            replies = await self._serve_market(self.me, request)
+        else:
+            try:
+                replies = await self.net.request(peer, MARKET_PROTOCOL, request, timeout=10)
+            except NetworkError as exc:
+                self.metrics.sends_failed.inc()
+                log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+                return
+        if replies:
+            self._take_replies(peer, replies)
+
+    def _take_replies(self, peer: PeerKey, data: bytes) -> None:
+        """The messages a peer answered a market request with, taken as if it had sent
+        each on its own (messages of ours they cause go out as requests of their own)."""
         try:
-            await self.net.request(peer, MARKET_PROTOCOL, protocol.pack([raw, sealed]), timeout=10)
-        except NetworkError as exc:
-            self.metrics.sends_failed.inc()
-            log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+            value = protocol.unpack(data, max_bytes=MAX_REPLY_BYTES)
+            if type(value) is not list or len(value) > MAX_REPLIES:
+                raise protocol.RemoteProtocolError(f"expected at most {MAX_REPLIES} replies")
+            for entry in value:
+                if type(entry) is not list or len(entry) != 2 or entry[1] != b"":
+                    raise protocol.RemoteProtocolError("a reply is [message, b'']")
+                if type(entry[0]) is not bytes:
+                    raise protocol.RemoteProtocolError("a reply's message must be bytes")
+        except protocol.ProtocolError as exc:
+            self._bad(peer, f"malformed market replies: {exc}")
+            return
+        for raw, _ in value:
+            with contextlib.suppress(RequestRejected):
+                self._dispatch(peer, raw, b"")
 
     async def _publish(self, klass: str, raw: bytes) -> None:
         try:
@@ -703,6 +749,8 @@ class Node:
     # --- serving the network -----------------------------------------------------------
 
     async def _serve_market(self, peer: PeerKey, request: bytes) -> bytes:
+        """Take one market message; answer with the messages for ``peer`` it caused
+        (``[[message, b""], ...]``), or nothing."""
         try:
             value = protocol.unpack(request, max_bytes=MAX_CONTENT_BYTES + 65536)
             if type(value) is not list or len(value) != 2:
@@ -710,6 +758,24 @@ class Node:
             raw, sealed = value
             if type(raw) is not bytes or type(sealed) is not bytes:
                 raise protocol.RemoteProtocolError("expected [message, sealed] as bytes")
+        except protocol.ProtocolError as exc:
+            self._bad(peer, f"malformed market frame: {exc}")
+            raise RequestRejected(f"malformed market frame: {exc}") from None
+        replies: list[list[bytes]] = []
+        self._replying = (peer, replies)
+        try:
+            self._dispatch(peer, raw, sealed)
+        finally:
+            self._replying = None
+        if len(replies) > MAX_REPLIES:  # not expected: the rest go as requests of their own
+            for extra, _ in replies[MAX_REPLIES:]:
+                self._spawn(self._send, peer, extra, b"")
+            del replies[MAX_REPLIES:]
+        return protocol.pack(replies) if replies else b""
+
+    def _dispatch(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
+        """Hand a market message to the machine that takes it (RequestRejected if none)."""
+        try:
             inner = protocol.unpack(raw, check_types=False)
             tag = inner[0] if type(inner) is list and inner else None
         except protocol.ProtocolError as exc:
@@ -726,7 +792,6 @@ class Node:
         else:
             self._bad(peer, f"message {tag!r} this node does not take")
             raise RequestRejected(f"this node does not take {tag!r} messages")
-        return b""
 
     def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:
         if not sealed:

@@ -212,3 +212,42 @@ async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
             await cl.settle_blocks(2)
             assert not list((tmp_path / fast.me.hex()[:16] / "receipts").glob("*.receipt"))
             _conserved(state())
+
+
+async def test_bids_and_receipts_ride_in_the_responses_they_answer() -> None:
+    # A provider's bid answers the announcement sent to it, and the requester's receipt
+    # answers the result: neither travels as a request of its own.
+    import protocol
+    from node.daemon import MARKET_PROTOCOL
+
+    sent: dict[bytes, list[str]] = {}
+
+    def spy(node: Node) -> None:
+        request = node.net.request
+
+        async def recording(peer: bytes, protocol_id: str, data: bytes, **kw: object) -> bytes:
+            if protocol_id == MARKET_PROTOCOL:
+                raw = protocol.unpack(data)[0]
+                sent.setdefault(node.me, []).append(protocol.unpack(raw, check_types=False)[0])
+            return await request(peer, protocol_id, data, **kw)  # type: ignore[arg-type]
+
+        node.net.request = recording  # type: ignore[method-assign]
+
+    with trio.fail_after(40):
+        async with cluster(2) as cl:
+            for node in cl.nodes:
+                spy(node)
+            job_id = await cl.requester.submit_job(tiny_model_path().read_bytes(), tiny_inputs())
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified", record.events
+            assert any(event == "awarded" for _, event, _ in record.events), record.events
+            assert sent[cl.requester.me].count(protocol.JobSpec.TAG) == 2  # announced to both
+            winner = record.done.paid[0].provider
+            assert protocol.Result.TAG in sent[winner]
+            assert protocol.Receipt.TAG not in sent[cl.requester.me]
+            assert not any(
+                tag in (protocol.Bid.TAG, protocol.NoBid.TAG)
+                for node in cl.contributors
+                for tag in sent.get(node.me, [])
+            )
