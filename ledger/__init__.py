@@ -16,6 +16,7 @@ from ._effects import FetchBlocks as FetchBlocks
 from ._effects import PeerMisbehaved as PeerMisbehaved
 from ._effects import ProofFound as ProofFound
 from ._effects import SetTimer as SetTimer
+from ._effects import TxDropped as TxDropped
 from ._errors import BadEvidence as BadEvidence
 from ._errors import BlockRejected as BlockRejected
 from ._errors import ChainVerificationError as ChainVerificationError

@@ -43,10 +43,22 @@ class PeerMisbehaved:
 
 
 @dataclass(frozen=True, slots=True)
+class TxDropped:
+    """A transaction the mempool admitted left it without entering a block (refused when
+    the block was made, or expired while waiting): tell its sender, whose transactions
+    after ``seq`` wait in the mempool until that sequence number is used."""
+
+    sender: bytes
+    seq: int
+    tx_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SetTimer:
     """Call the machine's ``tick`` at ``at_ms`` (virtual or wall time, the driver's)."""
 
     at_ms: int
 
 
-Effect = Commit | FetchBlocks | ProofFound | PeerMisbehaved | SetTimer
+Effect = Commit | FetchBlocks | ProofFound | PeerMisbehaved | TxDropped | SetTimer

@@ -120,9 +120,10 @@ class Mempool:
                 heapq.heappush(heap, (-nxt.vtx.tx.fee, nxt.arrival, sender, seq + 1))
         return out
 
-    def prune(self, state: State) -> int:
-        """Drop what ``state`` made stale (applied or replayed seqs, expired); returns count."""
-        dropped = 0
+    def prune(self, state: State) -> list[VerifiedTx]:
+        """Drop what ``state`` made stale (applied or replayed seqs, expired); returns the
+        expired ones that had not been replaced (their senders should hear of it)."""
+        expired: list[VerifiedTx] = []
         for sender in list(self._by_sender):
             queue = self._by_sender[sender]
             next_seq = state.next_seq(sender)
@@ -131,7 +132,8 @@ class Mempool:
                 if seq < next_seq or e.vtx.tx.expiry_height <= state.height:
                     del queue[seq]
                     self._ids.discard(e.vtx.id)
-                    dropped += 1
+                    if seq >= next_seq:
+                        expired.append(e.vtx)
             if not queue:
                 del self._by_sender[sender]
-        return dropped
+        return expired

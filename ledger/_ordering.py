@@ -3,15 +3,21 @@
 ``submit`` admits a transaction to the mempool against the current state. ``tick(now_ms)``
 produces the next block once ``interval_ms`` has passed since the last one (empty blocks
 too: heights are the ledger's clock, and escrow windows count in heights), returning a
-:class:`Commit` for the driver to persist and announce, and a :class:`SetTimer` for the
-next tick. Each transaction's signature is verified once, on entry to the mempool.
+:class:`Commit` for the driver to persist and announce, a :class:`TxDropped` for each
+admitted transaction that will never be in a block, and a :class:`SetTimer` for the next
+tick. Each transaction's signature is verified once, on entry to the mempool.
+
+A transaction refused when the block is made (an overdraft: balances are checked then,
+not on admission) is dropped and reported. Its sender's later transactions in the same
+block fail only because of the gap it leaves: they stay in the mempool, to follow once the
+sender fills that sequence number (it learns of the gap from the report).
 """
 
 from __future__ import annotations
 
 import nacl.signing
 
-from ._effects import Commit, Effect, SetTimer
+from ._effects import Commit, Effect, SetTimer, TxDropped
 from ._errors import LedgerError
 from ._mempool import Mempool
 from ._rules import VerifiedTx, produce_block
@@ -42,6 +48,7 @@ class Producer:
         self.empty_blocks = empty_blocks
         self.next_block_ms = now_ms + interval_ms
         self.rejected = 0
+        self._dropped: list[TxDropped] = []
 
     def submit(self, raw: bytes) -> VerifiedTx:
         """Admit a transaction; raises a :class:`TransactionRejected` if refused."""
@@ -54,6 +61,7 @@ class Producer:
         effects: list[Effect] = []
         if self.empty_blocks or len(self.mempool):
             effects.append(self.produce())
+            effects += self.take_dropped()
         self.next_block_ms = max(self.next_block_ms + self.interval_ms, now_ms + 1)
         effects.append(SetTimer(self.next_block_ms))
         return effects
@@ -62,9 +70,21 @@ class Producer:
         """Produce the next block now from the mempool."""
         candidates = self.mempool.select(self.state, self.state.genesis.max_block_txs)
         produced = produce_block(self.state, self.key, candidates)
-        for vtx, _ in produced.rejected:
+        gapped: set[bytes] = set()  # senders with a transaction refused in this block
+        for vtx, exc in produced.rejected:
+            if vtx.sender in gapped:
+                continue  # refused for the gap before it: it waits in the mempool
+            gapped.add(vtx.sender)
             self.mempool.remove(vtx)
-        self.rejected += len(produced.rejected)
+            self.rejected += 1
+            self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
         self.state = produced.state
-        self.mempool.prune(self.state)
+        for vtx in self.mempool.prune(self.state):
+            reason = f"expired at height {vtx.tx.expiry_height} before it was in a block"
+            self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, reason))
         return Commit(produced.block, produced.state)
+
+    def take_dropped(self) -> list[TxDropped]:
+        """The drops since the last call (``tick`` returns them as effects)."""
+        dropped, self._dropped = self._dropped, []
+        return dropped

@@ -12,6 +12,9 @@ Wire (request/response protocols and one topic; canonical msgpack):
   ``[head_height, [block, ...]]`` (at most ``limit`` ≤ 256 blocks and 3 MiB);
 - ``/aimx/ledger/tx/1``: request: a signed transaction; response ``[tx_id]``, or a
   rejection whose text is the ledger's reason (a non-coordinator forwards to a source);
+- ``/aimx/ledger/dropped/1`` (coordinator to a transaction's sender): request
+  ``[tx_id, seq, reason]`` for a transaction the mempool admitted that will never be in a
+  block; response empty. Taken only from a coordinator of the genesis;
 - topic ``aimx/<chain>/ledger/blocks``: ``[height, block]`` for each new block (``block``
   empty when it is larger than a pubsub message; replicas then fetch it).
 
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 
 BLOCKS_PROTOCOL = "/aimx/ledger/blocks/1"
 TX_PROTOCOL = "/aimx/ledger/tx/1"
+DROPPED_PROTOCOL = "/aimx/ledger/dropped/1"
+#: How long a coordinator tries to tell a sender of its dropped transaction.
+DROPPED_NOTICE_TIMEOUT_S = 5.0
 MAX_BLOCKS_PER_RESPONSE = 256
 MAX_RESPONSE_BLOCK_BYTES = 3 << 20
 
@@ -105,6 +111,10 @@ class LedgerService:
         self.producer: ledger.Producer | None = None
         self.counters = ServiceCounters()
         self._waiters: list[tuple[int, trio.Event]] = []
+        #: Called with ``(tx_id, seq, reason)`` when a coordinator reports that one of this
+        #: node's transactions was dropped (the node's transaction queue fills the gap).
+        self.on_dropped: list[Callable[[bytes, int, str], None]] = []
+        self._nursery: trio.Nursery | None = None
         self._proof_event = trio.Event()
         self._lock = trio.Lock()
 
@@ -171,8 +181,10 @@ class LedgerService:
             )
         self.net.set_handler(BLOCKS_PROTOCOL, self._serve_blocks)
         self.net.set_handler(TX_PROTOCOL, self._serve_tx)
+        self.net.set_handler(DROPPED_PROTOCOL, self._serve_dropped, max_request_bytes=4096)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 inbox = self.net.subscribe(blocks_topic(self.genesis.chain_id))
                 nursery.start_soon(self._listen, inbox)
                 nursery.start_soon(self._timers)
@@ -180,6 +192,7 @@ class LedgerService:
         finally:
             self.net.remove_handler(BLOCKS_PROTOCOL)
             self.net.remove_handler(TX_PROTOCOL)
+            self.net.remove_handler(DROPPED_PROTOCOL)
 
     def _now_ms(self) -> int:
         return math.floor(trio.current_time() * 1000)
@@ -214,7 +227,35 @@ class LedgerService:
                     self.replica.adopt(e.block.raw, e.state)
                     self.counters.blocks_produced += 1
                     await self._announce(e.block)
-        return [e for e in effects if not isinstance(e, ledger.Commit)]
+                elif isinstance(e, ledger.TxDropped):
+                    self._tell_dropped(e)
+        return [e for e in effects if not isinstance(e, ledger.Commit | ledger.TxDropped)]
+
+    def _tell_dropped(self, drop: ledger.TxDropped) -> None:
+        log.info(
+            "transaction %d of %s dropped: %s",
+            drop.seq,
+            protocol.peer_id(drop.sender),
+            drop.reason,
+        )
+        if drop.sender == self.net.local_peer:
+            self._dropped(drop.tx_id, drop.seq, drop.reason)
+        elif self._nursery is not None:
+            self._nursery.start_soon(self._send_dropped, drop)
+
+    async def _send_dropped(self, drop: ledger.TxDropped) -> None:
+        """Best effort: a sender that does not hear of it resyncs at the expiry."""
+        data = protocol.pack([drop.tx_id, drop.seq, drop.reason[:1000]])
+        try:
+            await self.net.request(
+                drop.sender, DROPPED_PROTOCOL, data, timeout=DROPPED_NOTICE_TIMEOUT_S
+            )
+        except NetworkError as exc:
+            log.info("could not tell %s of a dropped transaction: %s", drop.sender.hex(), exc)
+
+    def _dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
+        for callback in self.on_dropped:
+            callback(tx_id, seq, reason)
 
     async def _announce(self, block: protocol.Signed[ledger.Block]) -> None:
         data = protocol.pack([block.message.height, block.raw])
@@ -331,6 +372,26 @@ class LedgerService:
                 break
             out.append(raw)
         return protocol.pack([head, out])
+
+    async def _serve_dropped(self, peer: PeerKey, request: bytes) -> bytes:
+        if peer not in self.genesis.coordinators:
+            self.counters.misbehaving[peer] = self.counters.misbehaving.get(peer, 0) + 1
+            log.info("peer %s is no coordinator but reported a drop", protocol.peer_id(peer))
+            raise RequestRejected("only a coordinator reports dropped transactions")
+        try:
+            tx_id, seq, reason = protocol.unpack(request)
+            if (
+                type(tx_id) is not bytes
+                or len(tx_id) != protocol.HASH_SIZE
+                or type(seq) is not int
+                or seq < 0
+                or type(reason) is not str
+            ):
+                raise protocol.RemoteProtocolError("expected [tx_id, seq, reason]")
+        except (protocol.ProtocolError, ValueError) as exc:
+            raise RequestRejected(f"bad dropped-transaction notice: {exc}") from None
+        self._dropped(tx_id, seq, reason[:1000])
+        return b""
 
     async def _serve_tx(self, peer: PeerKey, request: bytes) -> bytes:
         if self.producer is None:

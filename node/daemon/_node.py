@@ -262,6 +262,7 @@ class Node:
         self.txq = TxQueue(
             key, lambda: self.ledger.state, self.ledger.submit, chain_id=self.chain_id
         )
+        self.ledger.on_dropped.append(self.txq.dropped)
         if "contributor" in self.roles and (sandbox is None or profile is None):
             raise RoleMissing("a contributor needs a sandbox and a provider profile")
 

@@ -9,9 +9,13 @@ limited a busy requester to a few dozen a second and made escrow locks wait.
 A transaction the coordinator refuses at once is reported to its ``on_reject``; its
 sequence number would leave a gap that holds back the ones sent after it, so a filler (a
 transfer of 1 to ourselves) is submitted with that number. One admitted but dropped when
-the block was made leaves a gap too: once the chain passes its expiry without taking it,
-the local sequence number is reset from the ledger (the transactions after the gap are lost
-with it, and the machines' own timeouts take over).
+the block was made (an overdraft: balances are checked then) leaves a gap too. The
+coordinator reports the drop (``dropped``, from the ledger service): it goes to the
+request's ``on_reject`` and the gap is filled the same way, while the transactions after
+it wait in the mempool. Should the report never arrive, the gap is found once the chain
+passes the dropped transaction's expiry: the local sequence number is then reset from the
+ledger (the transactions after the gap are lost with it, and the machines' own timeouts
+take over).
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ class TxRequest:
     on_reject: Callable[[str], None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A submitted transaction not yet in a block (``request`` None: a gap filler)."""
+
+    expiry: int
+    tx_id: bytes
+    request: TxRequest | None
+
+
 class TxQueue:
     """The node's transaction pipeline."""
 
@@ -64,9 +77,11 @@ class TxQueue:
         self._submit = submit
         self._send, self._receive = trio.open_memory_channel[TxRequest](10_000)
         self._next_seq: int | None = None
-        self._pending: dict[int, int] = {}  # seq -> expiry height
+        self._pending: dict[int, _Pending] = {}  # by sequence number
+        self._nursery: trio.Nursery | None = None
         self.submitted = 0
         self.rejected = 0
+        self.dropped_reports = 0
         self.lost = 0
 
     def put(self, request: TxRequest) -> None:
@@ -80,15 +95,30 @@ class TxQueue:
         """Forget applied transactions; reset the sequence after a gap expired."""
         state = self._state()
         applied = state.next_seq(self.me)
-        self._pending = {s: e for s, e in self._pending.items() if s >= applied}
-        if any(e < state.height for e in self._pending.values()):
+        self._pending = {s: p for s, p in self._pending.items() if s >= applied}
+        if any(p.expiry < state.height for p in self._pending.values()):
             self.lost += len(self._pending)
             log.warning("%d transactions were dropped by the ledger; resyncing", len(self._pending))
             self._pending.clear()
             self._next_seq = applied
 
+    def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
+        """The coordinator dropped our transaction ``seq`` from its mempool: report it to
+        its request and fill the gap, so that the ones after it are not held back."""
+        pending = self._pending.get(seq)
+        if pending is None or pending.tx_id != tx_id:
+            return  # not ours to act on (stale, or already replaced)
+        del self._pending[seq]
+        self.dropped_reports += 1
+        if pending.request is None:
+            log.warning("gap filler %d dropped too (%s); waiting for its expiry", seq, reason)
+            return
+        self._rejected(pending.request, f"dropped from the block: {reason}")
+        self._fill_gap(seq)
+
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
+            self._nursery = nursery
             async for request in self._receive:
                 await self._window.acquire()
                 seq, expiry = self._take_seq()
@@ -116,20 +146,33 @@ class TxQueue:
                     await self._refused(request, str(exc), seq, expiry)
                     return
                 self.submitted += 1
-                self._pending[seq] = expiry
+                self._pending[seq] = _Pending(expiry, signed.id, request)
                 return
         finally:
             self._window.release()
 
     async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
-        """Report the refusal; fill the sequence number it leaves unused when later ones
-        were taken, so that they are not held back until they expire."""
+        """Report the refusal; fill the sequence number it leaves unused."""
         self._rejected(request, reason)
+        if self._fill_gap(seq, start=False):
+            await self._fill(seq)
+
+    def _fill_gap(self, seq: int, *, start: bool = True) -> bool:
+        """Make sure the unused ``seq`` does not hold back later ones: when none was taken
+        after it, simply reuse it; else (returns True) a filler is needed, which ``start``
+        submits in the background."""
         if self._next_seq is None or seq + 1 >= self._next_seq:
-            self._next_seq = seq  # nothing was taken after it: simply reuse it
-            return
+            self._next_seq = seq
+            return False
+        if start and self._nursery is not None:
+            self._nursery.start_soon(self._fill, seq)
+        return True
+
+    async def _fill(self, seq: int) -> None:
+        """Submit a transfer of 1 to ourselves with sequence number ``seq``."""
         if not self._chain_id:
             return
+        expiry = self._state().height + TX_LIFETIME_BLOCKS
         try:
             filler = ledger.tx.transfer(
                 self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
@@ -138,7 +181,7 @@ class TxQueue:
         except Exception as exc:
             log.warning("could not fill sequence gap %d: %s", seq, exc)
             return
-        self._pending[seq] = expiry
+        self._pending[seq] = _Pending(expiry, filler.id, None)
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1

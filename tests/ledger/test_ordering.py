@@ -96,6 +96,34 @@ def chain_of(n: int) -> tuple[ledger.State, list[bytes]]:
     return s, blocks
 
 
+def test_producer_reports_drops_and_keeps_what_waits_behind_the_gap() -> None:
+    s = state()
+    p = ledger.Producer(COORD, s, interval_ms=10, now_ms=0)
+    p.submit(transfer(ALICE, 0, fee=1))
+    overdraft = p.submit(transfer(ALICE, 1, fee=1, amount=2_000_000))  # admitted: no balance check
+    p.submit(transfer(ALICE, 2, fee=1))
+    p.submit(transfer(ALICE, 3, fee=1))
+    stale = p.submit(transfer(BOB, 1, fee=1, expiry=3))  # waits for a seq 0 never sent
+    effects = p.tick(10)
+    commit = next(e for e in effects if isinstance(e, ledger.Commit))
+    dropped = [e for e in effects if isinstance(e, ledger.TxDropped)]
+    assert commit.state.next_seq(pub(ALICE)) == 1
+    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [(pub(ALICE), 1, overdraft.id)]
+    assert "balance" in dropped[0].reason or "funds" in dropped[0].reason, dropped[0].reason
+    assert len(p.mempool) == 3  # Alice's 2 and 3 wait for seq 1; Bob's 1 waits for seq 0
+    # Alice fills the gap: her waiting transactions follow in the next block.
+    p.submit(tx.transfer(ALICE, CHAIN, 1, to=pub(ALICE), amount=1, fee=1, expiry_height=50).raw)
+    effects = p.tick(20)
+    assert p.state.next_seq(pub(ALICE)) == 4
+    assert not [e for e in effects if isinstance(e, ledger.TxDropped)]
+    # Bob's never got its turn and expires: reported too.
+    effects = p.tick(30)
+    dropped = [e for e in effects if isinstance(e, ledger.TxDropped)]
+    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [(pub(BOB), 1, stale.id)]
+    assert "expired" in dropped[0].reason
+    assert len(p.mempool) == 0
+
+
 def test_replica_fetches_gaps_and_applies_in_order() -> None:
     s, blocks = chain_of(6)
     peer = pub(key("peer"))

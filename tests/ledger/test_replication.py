@@ -149,3 +149,43 @@ async def _coordinator_and_replicas(tmp_path: Path) -> None:
         assert [p.height for p in store.proofs()] == [2]
     with ledger.LedgerStore.open(tmp_path / "n0.sqlite3") as store:
         assert ledger.verify_chain(store).height >= report.height
+
+
+async def test_a_sender_hears_of_its_dropped_transaction(
+    fast_clock: trio.testing.MockClock,
+) -> None:
+    from node.ledger_service import DROPPED_PROTOCOL
+    from node.net import RemoteError
+
+    g = genesis()
+    hub = MemoryHub(CHAIN, rng=random.Random(4))
+    with trio.fail_after(60):
+        async with (
+            hub.open(COORD) as coord_net,
+            hub.open(ALICE) as alice_net,
+            hub.open(key("mallory")) as evil,
+            trio.open_nursery() as nursery,
+        ):
+            coord = LedgerService(coord_net, g, producer_key=COORD, interval_ms=1000)
+            await nursery.start(coord.run)
+            alice = LedgerService(alice_net, g, sources=[pub(COORD)])
+            await nursery.start(alice.run)
+            heard: list[tuple[bytes, int, str]] = []
+            done = trio.Event()
+
+            def on_dropped(tx_id: bytes, seq: int, reason: str) -> None:
+                heard.append((tx_id, seq, reason))
+                done.set()
+
+            alice.on_dropped.append(on_dropped)
+            # only a coordinator may report a drop
+            with pytest.raises(RemoteError, match="only a coordinator"):
+                await evil.request(
+                    pub(ALICE), DROPPED_PROTOCOL, protocol.pack([b"x" * 32, 0, "no"])
+                )
+            overdraft = tx.transfer(ALICE, CHAIN, 0, to=pub(BOB), amount=10**9, expiry_height=50)
+            await alice.submit(overdraft.raw)  # admitted: balances are checked in the block
+            await done.wait()
+            assert heard[0][:2] == (overdraft.id, 0) and "balance" in heard[0][2], heard
+            assert coord.state.next_seq(pub(ALICE)) == 0
+            nursery.cancel_scope.cancel()

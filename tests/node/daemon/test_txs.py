@@ -70,3 +70,49 @@ async def test_a_refused_transaction_leaves_no_gap() -> None:
     # 19 after it were not held back.
     assert state.next_seq(pub(ALICE)) == 20
     assert state.balance(pub(BOB)) == 1_000_000 + 19
+
+
+async def test_a_transaction_dropped_from_the_block_is_reported_and_its_gap_filled() -> None:
+    # Admitted, then refused when the block is made (an overdraft): the producer reports it,
+    # the request hears why, and the transactions sent after it land once the gap is filled.
+    producer = _producer()
+
+    async def submit(raw: bytes) -> bytes:
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, window=8)
+    refusals: list[str] = []
+
+    def build(i: int) -> TxRequest:
+        amount = 10**9 if i == 3 else 1  # more than Alice has
+
+        def make(seq: int, expiry: int) -> protocol.Signed[protocol.Transaction]:
+            return tx.transfer(ALICE, CHAIN, seq, to=pub(BOB), amount=amount, expiry_height=expiry)
+
+        return TxRequest(f"transfer {i}", make, refusals.append)
+
+    def produce() -> None:
+        effects = producer.tick(producer.next_block_ms)
+        for drop in (e for e in effects if isinstance(e, ledger.TxDropped)):
+            if drop.sender == pub(ALICE):
+                queue.dropped(drop.tx_id, drop.seq, drop.reason)
+        queue.on_block()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for i in range(10):
+                queue.put(build(i))
+            while queue.submitted < 10:
+                await trio.sleep(0.005)
+            produce()  # 0-2 in; 3 dropped; 4-9 wait in the mempool behind it
+            assert producer.state.next_seq(pub(ALICE)) == 3
+            assert len(refusals) == 1 and "dropped from the block" in refusals[0]
+            while len(producer.mempool) < 7:  # the filler joins the six waiting
+                await trio.sleep(0.005)
+            produce()
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert state.next_seq(pub(ALICE)) == 10
+    assert state.balance(pub(BOB)) == 1_000_000 + 9
+    assert queue.lost == 0 and queue.dropped_reports == 1
