@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import mmap
 import os
 from collections.abc import Sequence
@@ -185,7 +186,7 @@ class WorkerRegion:
             code, dims, offset = entry
             dtype = DTYPE_CODES[code]
             shape = tuple(int(d) for d in dims)
-            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            count = math.prod(shape)
             if count:
                 arrays.append(np.frombuffer(self.map, dtype, count, int(offset)).reshape(shape))
             else:
