@@ -189,7 +189,13 @@ async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
             fast = cl.contributors[0]
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
             price = await _receipted_price(fast, job_id)
-            assert list((tmp_path / fast.me.hex()[:16] / "receipts").iterdir())
+            # the receipt is written on a worker thread, moments after the machine has it
+            kept = tmp_path / fast.me.hex()[:16] / "receipts"
+            for _ in range(500):
+                if kept.is_dir() and list(kept.glob("*.receipt")):
+                    break
+                await trio.sleep(0.01)
+            assert list(kept.glob("*.receipt"))
             cl.kill(cl.requester)
             cl.kill(fast)
             await cl.settle_blocks(1)
