@@ -768,10 +768,17 @@ class Node:
             self._dispatch(peer, raw, sealed)
         finally:
             self._replying = None
-        if len(replies) > MAX_REPLIES:  # not expected: the rest go as requests of their own
-            for extra, _ in replies[MAX_REPLIES:]:
-                self._spawn(self._send, peer, extra, b"")
-            del replies[MAX_REPLIES:]
+        # Replies are short signed messages, so the bounds the sender accepts are not
+        # expected to bind; whatever would exceed them goes as requests of its own.
+        kept, size = 0, 0
+        for raw_reply, _ in replies:
+            size += len(raw_reply) + 16
+            if kept == MAX_REPLIES or size > MAX_REPLY_BYTES:
+                break
+            kept += 1
+        for extra, _ in replies[kept:]:
+            self._spawn(self._send, peer, extra, b"")
+        del replies[kept:]
         return protocol.pack(replies) if replies else b""
 
     def _dispatch(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
