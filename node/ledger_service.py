@@ -12,9 +12,10 @@ Wire (request/response protocols and one topic; canonical msgpack):
   ``[head_height, [block, ...]]`` (at most ``limit`` ≤ 256 blocks and 3 MiB);
 - ``/aimx/ledger/tx/1``: request: a signed transaction; response ``[tx_id]``, or a
   rejection whose text is the ledger's reason (a non-coordinator forwards to a source);
-- ``/aimx/ledger/dropped/1`` (coordinator to a transaction's sender): request
-  ``[tx_id, seq, reason]`` for a transaction the mempool admitted that will never be in a
-  block; response empty. Taken only from a coordinator of the genesis;
+- ``/aimx/ledger/dropped/1`` (coordinator to a transactions' sender): request
+  ``[[tx_id, seq, reason], ...]`` (at most 256) for the transactions of that sender the
+  mempool admitted that will never be in a block; response empty. Taken only from a
+  coordinator of the genesis;
 - topic ``aimx/<chain>/ledger/blocks``: ``[height, block]`` for each new block (``block``
   empty when it is larger than a pubsub message; replicas then fetch it).
 
@@ -52,8 +53,12 @@ log = logging.getLogger(__name__)
 BLOCKS_PROTOCOL = "/aimx/ledger/blocks/1"
 TX_PROTOCOL = "/aimx/ledger/tx/1"
 DROPPED_PROTOCOL = "/aimx/ledger/dropped/1"
-#: How long a coordinator tries to tell a sender of its dropped transaction.
+#: How long a coordinator tries to tell a sender of its dropped transactions.
 DROPPED_NOTICE_TIMEOUT_S = 5.0
+#: Drops told in one notice, and notices on their way at once (more are not sent: those
+#: senders find the gap at the expiry, as without a notice).
+MAX_DROPS_PER_NOTICE = 256
+MAX_NOTICES_IN_FLIGHT = 64
 MAX_BLOCKS_PER_RESPONSE = 256
 MAX_RESPONSE_BLOCK_BYTES = 3 << 20
 
@@ -115,6 +120,7 @@ class LedgerService:
         #: node's transactions was dropped (the node's transaction queue fills the gap).
         self.on_dropped: list[Callable[[bytes, int, str], None]] = []
         self._nursery: trio.Nursery | None = None
+        self._notices_in_flight = 0
         self._proof_event = trio.Event()
         self._lock = trio.Lock()
 
@@ -181,7 +187,7 @@ class LedgerService:
             )
         self.net.set_handler(BLOCKS_PROTOCOL, self._serve_blocks)
         self.net.set_handler(TX_PROTOCOL, self._serve_tx)
-        self.net.set_handler(DROPPED_PROTOCOL, self._serve_dropped, max_request_bytes=4096)
+        self.net.set_handler(DROPPED_PROTOCOL, self._serve_dropped, max_request_bytes=1 << 20)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -221,6 +227,7 @@ class LedgerService:
         assert self.producer is not None
         async with self._lock:
             effects = self.producer.tick(now)
+            drops: dict[PeerKey, list[ledger.TxDropped]] = {}
             for e in effects:
                 if isinstance(e, ledger.Commit):
                     await self._commit(e)
@@ -228,30 +235,33 @@ class LedgerService:
                     self.counters.blocks_produced += 1
                     await self._announce(e.block)
                 elif isinstance(e, ledger.TxDropped):
-                    self._tell_dropped(e)
+                    drops.setdefault(e.sender, []).append(e)
+            for sender, dropped in drops.items():
+                self._tell_dropped(sender, dropped[:MAX_DROPS_PER_NOTICE])
         return [e for e in effects if not isinstance(e, ledger.Commit | ledger.TxDropped)]
 
-    def _tell_dropped(self, drop: ledger.TxDropped) -> None:
-        log.info(
-            "transaction %d of %s dropped: %s",
-            drop.seq,
-            protocol.peer_id(drop.sender),
-            drop.reason,
-        )
-        if drop.sender == self.net.local_peer:
-            self._dropped(drop.tx_id, drop.seq, drop.reason)
-        elif self._nursery is not None:
-            self._nursery.start_soon(self._send_dropped, drop)
+    def _tell_dropped(self, sender: PeerKey, drops: list[ledger.TxDropped]) -> None:
+        """Tell the sender (one notice for the block); best effort."""
+        for d in drops:
+            log.info("transaction %d of %s dropped: %s", d.seq, protocol.peer_id(sender), d.reason)
+        if sender == self.net.local_peer:
+            for d in drops:
+                self._dropped(d.tx_id, d.seq, d.reason)
+        elif self._nursery is not None and self._notices_in_flight < MAX_NOTICES_IN_FLIGHT:
+            self._notices_in_flight += 1
+            notice = protocol.pack([[d.tx_id, d.seq, d.reason[:1000]] for d in drops])
+            self._nursery.start_soon(self._send_dropped, sender, notice)
 
-    async def _send_dropped(self, drop: ledger.TxDropped) -> None:
-        """Best effort: a sender that does not hear of it resyncs at the expiry."""
-        data = protocol.pack([drop.tx_id, drop.seq, drop.reason[:1000]])
+    async def _send_dropped(self, sender: PeerKey, notice: bytes) -> None:
+        """A sender that does not hear of it finds the gap at the expiry."""
         try:
             await self.net.request(
-                drop.sender, DROPPED_PROTOCOL, data, timeout=DROPPED_NOTICE_TIMEOUT_S
+                sender, DROPPED_PROTOCOL, notice, timeout=DROPPED_NOTICE_TIMEOUT_S
             )
         except NetworkError as exc:
-            log.info("could not tell %s of a dropped transaction: %s", drop.sender.hex(), exc)
+            log.info("could not tell %s of dropped transactions: %s", protocol.peer_id(sender), exc)
+        finally:
+            self._notices_in_flight -= 1
 
     def _dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
         for callback in self.on_dropped:
@@ -379,18 +389,26 @@ class LedgerService:
             log.info("peer %s is no coordinator but reported a drop", protocol.peer_id(peer))
             raise RequestRejected("only a coordinator reports dropped transactions")
         try:
-            tx_id, seq, reason = protocol.unpack(request)
-            if (
-                type(tx_id) is not bytes
-                or len(tx_id) != protocol.HASH_SIZE
-                or type(seq) is not int
-                or seq < 0
-                or type(reason) is not str
-            ):
-                raise protocol.RemoteProtocolError("expected [tx_id, seq, reason]")
+            drops = protocol.unpack(request)
+            if type(drops) is not list or not 0 < len(drops) <= MAX_DROPS_PER_NOTICE:
+                raise protocol.RemoteProtocolError(
+                    f"expected a list of 1 to {MAX_DROPS_PER_NOTICE} drops"
+                )
+            for drop in drops:
+                if (
+                    type(drop) is not list
+                    or len(drop) != 3
+                    or type(drop[0]) is not bytes
+                    or len(drop[0]) != protocol.HASH_SIZE
+                    or type(drop[1]) is not int
+                    or drop[1] < 0
+                    or type(drop[2]) is not str
+                ):
+                    raise protocol.RemoteProtocolError("a drop is [tx_id, seq, reason]")
         except (protocol.ProtocolError, ValueError) as exc:
             raise RequestRejected(f"bad dropped-transaction notice: {exc}") from None
-        self._dropped(tx_id, seq, reason[:1000])
+        for tx_id, seq, reason in drops:
+            self._dropped(tx_id, seq, reason[:1000])
         return b""
 
     async def _serve_tx(self, peer: PeerKey, request: bytes) -> bytes:

@@ -178,11 +178,13 @@ async def test_a_sender_hears_of_its_dropped_transaction(
                 done.set()
 
             alice.on_dropped.append(on_dropped)
-            # only a coordinator may report a drop
+            # only a coordinator may report a drop, and only in the notice's form
+            notice = protocol.pack([[b"x" * 32, 0, "no"]])
             with pytest.raises(RemoteError, match="only a coordinator"):
-                await evil.request(
-                    pub(ALICE), DROPPED_PROTOCOL, protocol.pack([b"x" * 32, 0, "no"])
-                )
+                await evil.request(pub(ALICE), DROPPED_PROTOCOL, notice)
+            with pytest.raises(RemoteError, match="bad dropped-transaction notice"):
+                await coord_net.request(pub(ALICE), DROPPED_PROTOCOL, protocol.pack([b"x", 0]))
+            assert heard == []
             overdraft = tx.transfer(ALICE, CHAIN, 0, to=pub(BOB), amount=10**9, expiry_height=50)
             await alice.submit(overdraft.raw)  # admitted: balances are checked in the block
             await done.wait()
