@@ -114,6 +114,10 @@ class Outcome:
     determinism_class: str = ""
     warm: bool = False
     value: str = ""  # only for test payloads (sandbox.testing)
+    #: The runtime's own call in the worker (onnxruntime ``run``, the module call), in µs;
+    #: 0 when it did not run. The worker's word: for diagnostics (bench/sandbox.py), never
+    #: for usage or billing.
+    runtime_us: int = 0
 
     @property
     def ok(self) -> bool:
@@ -562,6 +566,7 @@ class Sandbox:
             commitment=output_commitment(outputs) if outputs else b"",
             determinism_class=worker.det_class or str(reply.get("class", "")),
             value=str(reply.get("value", "")),
+            runtime_us=_runtime_us(reply, usage),
         )
         return outcome, keep
 
@@ -891,6 +896,14 @@ class Sandbox:
 
 class _StartFailed(Exception):
     pass
+
+
+def _runtime_us(reply: dict[str, Any], usage: protocol.Usage) -> int:
+    """The worker's figure when it is plausible (an integer within its wall time)."""
+    value = reply.get("runtime_us")
+    if type(value) is not int or not 0 <= value <= (usage.wall_ms + 1) * 1000:
+        return 0
+    return value
 
 
 def _failed(kind: str, message: str, usage: protocol.Usage = _ZERO) -> Outcome:

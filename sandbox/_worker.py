@@ -284,7 +284,10 @@ class _Worker:
             if self.session is None:
                 raise JobFailed("runtime_error", "no model loaded")
             out_names = self.out_names
-            values = self.session.run(out_names, dict(zip(names, arrays, strict=True)))
+            feed = dict(zip(names, arrays, strict=True))
+            began = time.perf_counter()
+            values = self.session.run(out_names, feed)
+            runtime_us = int((time.perf_counter() - began) * 1e6)
             outputs = {n: np.asarray(v) for n, v in zip(out_names, values, strict=True)}
         else:
             import torch
@@ -293,7 +296,9 @@ class _Worker:
                 raise JobFailed("runtime_error", "no model loaded")
             with torch.inference_mode():
                 args = [torch.from_numpy(a.copy()).to(self.device) for a in arrays]
+                began = time.perf_counter()
                 result = self.torch_module(*args)
+                runtime_us = int((time.perf_counter() - began) * 1e6)
             outputs = _torch_outputs(result)
         total = 0
         for name in sorted(outputs):
@@ -312,7 +317,7 @@ class _Worker:
             raise JobFailed("output_limit", str(exc)) from None
         except ValueError as exc:
             raise JobFailed("runtime_error", f"an output: {exc}") from None
-        return {"op": "result", "outputs": wire, "class": self.det_class}
+        return {"op": "result", "outputs": wire, "class": self.det_class, "runtime_us": runtime_us}
 
     def _python(self, req: dict[str, Any]) -> dict[str, Any]:
         namespace: dict[str, Any] = {"__name__": "aimx_payload"}

@@ -31,6 +31,7 @@ def test_tiny_model_runs(box: sandbox.Sandbox, tiny_model: bytes) -> None:
     assert outcome.determinism_class.endswith("/extended")
     assert outcome.commitment == sandbox.output_commitment(outcome.outputs)
     assert outcome.usage.peak_memory_kb > 0
+    assert 0 < outcome.runtime_us <= (outcome.usage.wall_ms + 1) * 1000
     assert not outcome.warm
 
 
