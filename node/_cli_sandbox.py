@@ -137,6 +137,7 @@ def run(
                 "peak_memory_kb": outcome.usage.peak_memory_kb,
                 "gpu_ms": outcome.usage.gpu_ms,
             },
+            "runtime_us": outcome.runtime_us,
             "outputs": {
                 n: {"dtype": str(a.dtype), "shape": list(a.shape)}
                 for n, a in outcome.outputs.items()
@@ -156,6 +157,8 @@ def run(
                 f"usage:   cpu {u.cpu_ms} ms, wall {u.wall_ms} ms, "
                 f"peak {u.peak_memory_kb} KiB, gpu {u.gpu_ms} ms"
             )
+            if outcome.runtime_us:
+                console.print(f"runtime: {outcome.runtime_us / 1000:.3f} ms (the model's call)")
             for n, a in outcome.outputs.items():
                 console.print(f"output:  {n} {a.dtype} {list(a.shape)}")
         if not outcome.ok:

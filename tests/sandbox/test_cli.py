@@ -38,11 +38,13 @@ def test_run_tiny_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["outcome"] == "ok"
+    assert report["runtime_us"] > 0
     assert report["outputs"] == {"y": {"dtype": "float32", "shape": [2, 4]}}
     y = np.load(out / "y.npy")
     assert bytes.fromhex(report["commitment"]) == sandbox.output_commitment({"y": y})
     human = runner.invoke(app, args)
     assert human.exit_code == 0 and "outcome: ok" in human.stdout
+    assert "runtime:" in human.stdout
 
 
 def test_run_reports_rejection_and_bad_arguments(tmp_path: Path) -> None:
