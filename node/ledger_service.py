@@ -310,7 +310,7 @@ class LedgerService:
                 await self._keep_proof(effect.proof)
             elif isinstance(effect, ledger.PeerMisbehaved):
                 self.counters.bad_blocks += 1
-                self._misbehaved(effect.peer, effect.reason)
+                self._misbehaved(effect.peer, f"sent a bad block: {effect.reason}")
             elif isinstance(effect, ledger.FetchBlocks):
                 queue += await self._fetch(effect)
 
@@ -353,7 +353,7 @@ class LedgerService:
 
     def _misbehaved(self, peer: PeerKey, reason: str) -> None:
         self.counters.misbehaving[peer] = self.counters.misbehaving.get(peer, 0) + 1
-        log.info("peer %s sent a bad block: %s", protocol.peer_id(peer), reason)
+        log.info("peer %s misbehaved: %s", protocol.peer_id(peer), reason)
 
     # --- serving -------------------------------------------------------------------------
 
@@ -385,8 +385,7 @@ class LedgerService:
 
     async def _serve_dropped(self, peer: PeerKey, request: bytes) -> bytes:
         if peer not in self.genesis.coordinators:
-            self.counters.misbehaving[peer] = self.counters.misbehaving.get(peer, 0) + 1
-            log.info("peer %s is no coordinator but reported a drop", protocol.peer_id(peer))
+            self._misbehaved(peer, "reported a dropped transaction but is no coordinator")
             raise RequestRejected("only a coordinator reports dropped transactions")
         try:
             drops = protocol.unpack(request)

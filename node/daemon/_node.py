@@ -248,7 +248,7 @@ class Node:
         self._started = trio.Event()
         #: While a market request is handled: its sender, and the messages for it that the
         #: machines produce meanwhile, which go back in the response (one round trip less).
-        self._replying: tuple[PeerKey, list[list[bytes]]] | None = None
+        self._replying: tuple[PeerKey, list[bytes]] | None = None
         self.receipts = ReceiptStore(state_dir / "receipts" if state_dir is not None else None)
         #: Receipt files to write or remove, in order, in a worker thread: a write waits
         #: for fsync, which must not stall the event loop.
@@ -520,7 +520,7 @@ class Node:
             self.timers.cancel((role, fx.key))
         elif isinstance(fx, S.Send):
             if self._replying is not None and self._replying[0] == fx.peer:
-                self._replying[1].append([fx.message.raw, b""])
+                self._replying[1].append(fx.message.raw)
             else:
                 self._spawn(self._send, fx.peer, fx.message.raw, b"")
         elif isinstance(fx, S.Publish):
@@ -697,15 +697,12 @@ class Node:
             value = protocol.unpack(data, max_bytes=MAX_REPLY_BYTES)
             if type(value) is not list or len(value) > MAX_REPLIES:
                 raise protocol.RemoteProtocolError(f"expected at most {MAX_REPLIES} replies")
-            for entry in value:
-                if type(entry) is not list or len(entry) != 2 or entry[1] != b"":
-                    raise protocol.RemoteProtocolError("a reply is [message, b'']")
-                if type(entry[0]) is not bytes:
-                    raise protocol.RemoteProtocolError("a reply's message must be bytes")
+            if any(type(raw) is not bytes for raw in value):
+                raise protocol.RemoteProtocolError("a reply is a signed message's bytes")
         except protocol.ProtocolError as exc:
             self._bad(peer, f"malformed market replies: {exc}")
             return
-        for raw, _ in value:
+        for raw in value:
             with contextlib.suppress(RequestRejected):
                 self._dispatch(peer, raw, b"")
 
@@ -751,7 +748,7 @@ class Node:
 
     async def _serve_market(self, peer: PeerKey, request: bytes) -> bytes:
         """Take one market message; answer with the messages for ``peer`` it caused
-        (``[[message, b""], ...]``), or nothing."""
+        (``[message, ...]``), or nothing."""
         try:
             value = protocol.unpack(request, max_bytes=MAX_CONTENT_BYTES + 65536)
             if type(value) is not list or len(value) != 2:
@@ -762,7 +759,7 @@ class Node:
         except protocol.ProtocolError as exc:
             self._bad(peer, f"malformed market frame: {exc}")
             raise RequestRejected(f"malformed market frame: {exc}") from None
-        replies: list[list[bytes]] = []
+        replies: list[bytes] = []
         self._replying = (peer, replies)
         try:
             self._dispatch(peer, raw, sealed)
@@ -771,12 +768,12 @@ class Node:
         # Replies are short signed messages, so the bounds the sender accepts are not
         # expected to bind; whatever would exceed them goes as requests of its own.
         kept, size = 0, 0
-        for raw_reply, _ in replies:
+        for raw_reply in replies:
             size += len(raw_reply) + 16
             if kept == MAX_REPLIES or size > MAX_REPLY_BYTES:
                 break
             kept += 1
-        for extra, _ in replies[kept:]:
+        for extra in replies[kept:]:
             self._spawn(self._send, peer, extra, b"")
         del replies[kept:]
         return protocol.pack(replies) if replies else b""

@@ -66,7 +66,7 @@ class TxQueue:
         state: Callable[[], ledger.State],
         submit: Callable[[bytes], Awaitable[bytes]],
         *,
-        chain_id: str = "",
+        chain_id: str,
         window: int = WINDOW,
     ) -> None:
         self.me = bytes(key.verify_key)
@@ -114,7 +114,8 @@ class TxQueue:
             log.warning("gap filler %d dropped too (%s); waiting for its expiry", seq, reason)
             return
         self._rejected(pending.request, f"dropped from the block: {reason}")
-        self._fill_gap(seq)
+        if self._needs_filler(seq) and self._nursery is not None:
+            self._nursery.start_soon(self._fill, seq)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
@@ -154,24 +155,19 @@ class TxQueue:
     async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
         """Report the refusal; fill the sequence number it leaves unused."""
         self._rejected(request, reason)
-        if self._fill_gap(seq, start=False):
+        if self._needs_filler(seq):
             await self._fill(seq)
 
-    def _fill_gap(self, seq: int, *, start: bool = True) -> bool:
-        """Make sure the unused ``seq`` does not hold back later ones: when none was taken
-        after it, simply reuse it; else (returns True) a filler is needed, which ``start``
-        submits in the background."""
+    def _needs_filler(self, seq: int) -> bool:
+        """Whether the unused ``seq`` would hold back later ones: when none was taken after
+        it, it is simply taken again (False); else a filler must use it (True)."""
         if self._next_seq is None or seq + 1 >= self._next_seq:
             self._next_seq = seq
             return False
-        if start and self._nursery is not None:
-            self._nursery.start_soon(self._fill, seq)
         return True
 
     async def _fill(self, seq: int) -> None:
         """Submit a transfer of 1 to ourselves with sequence number ``seq``."""
-        if not self._chain_id:
-            return
         expiry = self._state().height + TX_LIFETIME_BLOCKS
         try:
             filler = ledger.tx.transfer(
