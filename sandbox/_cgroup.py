@@ -84,6 +84,7 @@ class JobCgroup:
 
     def __init__(self, support: CgroupSupport, name: str, memory_bytes: int, pids: int) -> None:
         self._dirs: list[Path] = []
+        self._count_fd: int | None = None
         self._v2 = support.unified is not None
         if support.unified is not None:
             d = support.unified / name
@@ -106,6 +107,18 @@ class JobCgroup:
             self._dirs.append(p)
             (m / "memory.limit_in_bytes").write_text(str(memory_bytes))
             (p / "pids.max").write_text(str(pids))
+
+    def tasks(self) -> int | None:
+        """How many tasks (threads of every process) the group holds now, from the pids
+        controller's ``pids.current``; None if it cannot be read. One ``pread`` on a file
+        kept open: unlike :meth:`members`, cheap enough for every warm job."""
+        try:
+            if self._count_fd is None:
+                count = self._dirs[-1] / "pids.current"
+                self._count_fd = os.open(count, os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._count_fd, 32, 0))
+        except (OSError, ValueError):
+            return None
 
     def procs_files(self) -> list[str]:
         """The ``cgroup.procs`` files a process writes its pid to, to join the group."""
@@ -196,6 +209,10 @@ class JobCgroup:
             if not pids or time.monotonic() > end:
                 break
             time.sleep(0.002)
+        if self._count_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._count_fd)
+            self._count_fd = None
         for d in self._dirs:
             with contextlib.suppress(OSError):
                 d.rmdir()

@@ -154,6 +154,10 @@ class _Worker:
         self.popen = popen
         self.region = region
         self.job_dir = job_dir
+        # Listing through a directory fd skips the path walk on every warm job.
+        self.job_fd: int | None = None
+        with contextlib.suppress(OSError):
+            self.job_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.stderr = stderr
         self.cgroup = cgroup
         self.limits = limits
@@ -163,6 +167,8 @@ class _Worker:
         self.loaded = False
         self.status: int | None = None
         self.rusage: Any = None
+        # The lowest task count of its cgroup since the process list showed it alone.
+        self.tasks_alone: int | None = None
         self.family: set[int] = set()  # every process seen in the worker's tree or group
         assert popen.stdin is not None and popen.stdout is not None
         self.wfd = popen.stdin.fileno()
@@ -270,10 +276,11 @@ class Sandbox:
         if job.graph_opt_level not in ("disabled", "basic", "extended", "all"):
             return _failed("rejected", f"unknown graph optimization level {job.graph_opt_level!r}")
         try:
-            inputs = {str(k): np.asarray(v) for k, v in job.inputs.items()}
-            if inputs.keys() != set(job.inputs):
-                raise AdmissionError("input names must be strings")
-            job = dataclasses.replace(job, inputs=inputs)
+            if not all(type(k) is str and type(v) is np.ndarray for k, v in job.inputs.items()):
+                inputs = {str(k): np.asarray(v) for k, v in job.inputs.items()}
+                if inputs.keys() != set(job.inputs):
+                    raise AdmissionError("input names must be strings")
+                job = dataclasses.replace(job, inputs=inputs)
             model_hash = job.model_hash or protocol.content_hash(job.model)
             if job.runtime == "onnx":
                 info = self._admitted(model_hash, job.model)
@@ -431,26 +438,27 @@ class Sandbox:
         worker = self._acquire(key)
         warm = worker is not None
         keep = False
-        skey = _SpareKey(job.runtime, limits, job.threads, job.execution_provider)
+        skey = None if warm else _SpareKey(job.runtime, limits, job.threads, job.execution_provider)
         try:
-            if worker is None:
+            if skey is not None:
                 worker = self._take_spare(skey)
-            if worker is None:
-                try:
-                    worker = self._spawn(skey)
-                except _StartFailed as exc:
-                    return _failed("crashed", str(exc), _usage_since(started))
+                if worker is None:
+                    try:
+                        worker = self._spawn(skey)
+                    except _StartFailed as exc:
+                        return _failed("crashed", str(exc), _usage_since(started))
+            assert worker is not None
             if key is None and not warm:
                 # Started with the warm CPU budget as its hard limit: a worker that will not
                 # stay gets the tight one from its first request.
                 request = {**request, "cpu_hard": limits.cpu_s + 2}
-            outcome, keep = self._job(worker, job, key, limits, request, started)
-            return dataclasses.replace(outcome, warm=warm)
+            outcome, keep = self._job(worker, job, key, limits, request, warm=warm)
+            return outcome if outcome.warm == warm else dataclasses.replace(outcome, warm=warm)
         finally:
             self._release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._destroy(worker)
-            if not warm:
+            if skey is not None:
                 self._replenish(skey)
 
     # --- spares ------------------------------------------------------------------------
@@ -512,7 +520,8 @@ class Sandbox:
         key: tuple[object, ...] | None,
         limits: Limits,
         request: dict[str, Any],
-        started: float,
+        *,
+        warm: bool,
     ) -> tuple[Outcome, bool]:
         """Load (if needed) and run; the outcome and whether the worker may stay warm."""
         usage = _ZERO
@@ -565,6 +574,7 @@ class Sandbox:
             outputs=outputs,
             commitment=output_commitment(outputs) if outputs else b"",
             determinism_class=worker.det_class or str(reply.get("class", "")),
+            warm=warm,
             value=str(reply.get("value", "")),
             runtime_us=_runtime_us(reply, usage),
         )
@@ -832,17 +842,25 @@ class Sandbox:
         return worker
 
     def _clean_after_job(self, worker: _Worker) -> bool:
-        """Whether a warm worker can serve again: alive, alone in its group, empty job dir."""
+        """Whether a warm worker can serve again: alive, alone in its cgroup (or, without
+        one, its process group), empty job dir."""
         if worker.popen.poll() is not None:
             return False
-        if self._bwrap is None and len(_group_members(worker.popen.pid)) > 1:
-            return False
         if worker.cgroup is not None:
-            members = worker.cgroup.members()
-            if members is None or len(members) > (3 if self._bwrap is not None else 1):
-                return False
+            # Every process of the job is in the cgroup. Its task count is one pread; its
+            # process list is a costly read on cgroup v1, made only when the count is
+            # above the lowest seen since the list last showed the worker alone (a
+            # runtime's threads started lazily make it grow too).
+            tasks = worker.cgroup.tasks()
+            if tasks is None or worker.tasks_alone is None or tasks > worker.tasks_alone:
+                members = worker.cgroup.members()
+                if members is None or len(members) > (3 if self._bwrap is not None else 1):
+                    return False
+            worker.tasks_alone = tasks
+        elif self._bwrap is None and len(_group_members(worker.popen.pid)) > 1:
+            return False
         try:
-            if not os.listdir(worker.job_dir):
+            if not os.listdir(worker.job_dir if worker.job_fd is None else worker.job_fd):
                 return True
             for entry in worker.job_dir.iterdir():
                 if entry.is_dir() and not entry.is_symlink():
@@ -891,6 +909,9 @@ class Sandbox:
                 if f is not None:
                     f.close()
         worker.region.close()
+        if worker.job_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(worker.job_fd)
         shutil.rmtree(worker.job_dir, ignore_errors=True)
 
 

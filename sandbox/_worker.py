@@ -179,19 +179,25 @@ class _Worker:
 
     def _set_cpu_budget(self, cpu_s: int | None, cpu_hard: int | None = None) -> None:
         """Soft CPU limit: what is used so far + ``cpu_s`` + 1 (rounding). ``cpu_hard`` set:
-        lower the hard limit to what is used so far + ``cpu_hard`` (never raised again)."""
+        lower the hard limit to what is used so far + ``cpu_hard`` (never raised again).
+
+        The limit is in whole seconds, so most warm jobs find it already right and no
+        ``setrlimit`` is made (it is read each time: a job may have changed it)."""
         if cpu_s is None:
             return
-        _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        current = resource.getrlimit(resource.RLIMIT_CPU)
+        hard = current[1]
+        used = int(_cpu_seconds())
         if cpu_hard is not None:
-            lowered = int(_cpu_seconds()) + int(cpu_hard)
+            lowered = used + int(cpu_hard)
             if hard == resource.RLIM_INFINITY or lowered < hard:
                 hard = lowered
-        want = int(_cpu_seconds()) + int(cpu_s) + 1
+        want = used + int(cpu_s) + 1
         if hard != resource.RLIM_INFINITY:
             want = min(want, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+        if (want, hard) != current:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
 
     def _reset_peak(self) -> None:
         if self.clear_refs is not None:
@@ -201,7 +207,7 @@ class _Worker:
     def _peak_kb(self) -> int:
         if self.status_fd is not None:
             try:
-                status = os.pread(self.status_fd, 1 << 16, 0)
+                status = os.pread(self.status_fd, 1 << 13, 0)
                 at = status.index(b"VmHWM:")
                 return int(status[at + 6 : status.index(b"\n", at)].split()[0])
             except (OSError, ValueError, IndexError):

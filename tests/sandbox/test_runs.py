@@ -4,6 +4,7 @@ TorchScript."""
 from __future__ import annotations
 
 import io
+import os
 import select
 import threading
 from pathlib import Path
@@ -97,6 +98,33 @@ def test_failed_warm_job_does_not_keep_its_worker() -> None:
         runs = [sb.run(job(s)) for s in ([2, 2, 2], [2, 2, 2], [1 << 20, 1 << 20, 8], [2, 2, 2])]
         assert [r.kind for r in runs] == ["ok", "ok", "memory_limit", "ok"]
         assert [r.warm for r in runs] == [False, True, True, False]
+
+
+def test_warm_worker_with_a_stranger_in_its_cgroup_is_replaced(tiny_model: bytes) -> None:
+    """The per-job check reads the cgroup's task count; a task beyond the count last seen
+    with the worker alone makes it read the process list, and a process that is not the
+    worker's means the worker is not kept. Threads alone (a runtime's lazy pool) do not."""
+    import subprocess
+
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2, spare_workers=0)) as sb:
+        if "cgroups" not in sb.layers_in_use():
+            pytest.skip("no writable cgroups here")
+        job = sandbox.JobRequest("onnx", tiny_model, x16(), owner=b"alice")
+        assert [sb.run(job).warm for _ in range(3)] == [False, True, True]
+        ((_, worker),) = sb._idle
+        assert worker.cgroup is not None and worker.tasks_alone is not None
+        stranger = subprocess.Popen(["sleep", "60"])
+        try:
+            worker.cgroup.add(stranger.pid)  # as a process the job had left behind
+            assert sb.run(job).warm  # this job ran on it, but it is not kept...
+            assert not sb._idle
+            stranger.wait(timeout=10)  # ...and the whole group was killed (and reaped:
+            with pytest.raises(ProcessLookupError):  # the sandbox is a subreaper)
+                os.kill(stranger.pid, 0)
+            assert not sb.run(job).warm
+        finally:
+            stranger.kill()
+            stranger.wait()
 
 
 def test_pool_size_bounds_concurrent_workers(tiny_model: bytes) -> None:
