@@ -11,9 +11,16 @@ worker ready) and
 Targets: warm <= in-process + 1 ms, ratio >= 0.9 for the large model, cold <= 400 ms.
 
 In-process and warm sandbox runs alternate in blocks of 5 (a shared VM's speed drifts by
-tens of percent over seconds; both figures must see the same machine). The warm time
-includes the output commitment (BLAKE3 over the outputs), which an in-process run does not
-compute; its cost is printed beside the overhead.
+tens of percent over seconds; both figures must see the same machine). The model runs on
+the same CPU in both: the worker is placed on one CPU (``SandboxConfig.worker_cpus``) and
+the in-process runs pin this thread to it; during sandbox runs this thread (the daemon's
+side) may run anywhere, as a daemon's does. Then the model moves to another CPU, and the
+figures pool both halves. Two vCPUs of one VM were measured running the same session at
+6.2 and 8.4 ms at the same moment: without the placement, the ratio measured which CPU
+each side happened to land on (0.60 to 1.13 in consecutive runs).
+
+The warm time includes the output commitment (BLAKE3 over the outputs), which an
+in-process run does not compute; its cost is printed beside the overhead.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ def median_ms(samples: list[float]) -> float:
 
 
 def in_process_session(model: bytes) -> ort.InferenceSession:
+    """The baseline: the worker's session settings (EXTENDED, one thread), in this process."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.intra_op_num_threads = 1
@@ -83,19 +91,31 @@ def in_process_session(model: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+OWN_CPUS = os.sched_getaffinity(0)
+
+
+def placements() -> list[tuple[int, int] | None]:
+    """(first CPU, model's CPU) pairs, both ways round; [None] on a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return [None]
+    return [(cpus[0], cpus[1]), (cpus[1], cpus[0])]
+
+
 def warm_vs_in_process(
     box: sandbox.Sandbox,
     model: bytes,
     inputs: dict[str, np.ndarray],  # type: ignore[type-arg]
+    session: ort.InferenceSession,
+    placement: tuple[int, int] | None,
     repeat: int,
     block: int = 5,
-) -> tuple[float, float]:
-    """Median ms of in-process runs, of warm sandbox jobs and of the runtime's call inside
-    the worker during those jobs, measured in alternating blocks
-    of ``block`` runs each, so that both see the same machine (a shared VM's speed drifts by
-    tens of percent over seconds)."""
-    session = in_process_session(model)
-    session.run(None, inputs)
+) -> tuple[list[float], list[float], list[float]]:
+    """Seconds of in-process runs, of warm sandbox jobs and of the runtime's call inside
+    the worker during those jobs, measured in alternating blocks of ``block`` runs each, so
+    that both see the same machine (a shared VM's speed drifts by tens of percent over
+    seconds). With a placement, in-process runs are pinned to the model's CPU (where the
+    box's workers are); sandbox jobs are sent from any CPU."""
     digest = protocol.content_hash(model)
     job = sandbox.JobRequest("onnx", model, inputs, owner=b"bench", model_hash=digest)
     first = box.run(job)
@@ -104,17 +124,22 @@ def warm_vs_in_process(
     sand: list[float] = []
     runtime: list[float] = []
     while len(sand) < repeat:
+        if placement is not None:
+            os.sched_setaffinity(0, {placement[1]})
+        session.run(None, inputs)
         for _ in range(block):
             t = time.perf_counter()
             session.run(None, inputs)
             base.append(time.perf_counter() - t)
+        if placement is not None:
+            os.sched_setaffinity(0, OWN_CPUS)
         for _ in range(block):
             t = time.perf_counter()
             outcome = box.run(job)
             sand.append(time.perf_counter() - t)
             assert outcome.ok and outcome.warm, outcome.message
             runtime.append(outcome.runtime_us / 1e6)
-    return median_ms(base), median_ms(sand), median_ms(runtime)
+    return base, sand, runtime
 
 
 def cold(box: sandbox.Sandbox, repeat: int, *, spare: bool) -> float:
@@ -159,27 +184,49 @@ def figure(metric: str, value: float, baseline: float | None = None) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=50, help="warm jobs per size and half")
     parser.add_argument("--cold-repeat", type=int, default=10)
     args = parser.parse_args()
+    own_cpus = os.sched_getaffinity(0)
+    models = {name: mlp(*shape) for name, shape in SIZES.items()}
+    sessions = {name: in_process_session(m) for name, (m, _) in models.items()}
+    samples: dict[str, tuple[list[float], list[float], list[float]]] = {
+        name: ([], [], []) for name in SIZES
+    }
+    halves: dict[str, list[str]] = {name: [] for name in SIZES}
+    try:
+        for placement in placements():
+            cpus = None if placement is None else frozenset({placement[1]})
+            config = sandbox.SandboxConfig(pool_size=2, worker_cpus=cpus)
+            with sandbox.Sandbox(config) as box:
+                for name, (model, inputs) in models.items():
+                    got = warm_vs_in_process(
+                        box, model, inputs, sessions[name], placement, args.repeat
+                    )
+                    for pooled, part in zip(samples[name], got, strict=True):
+                        pooled.extend(part)
+                    where = "" if placement is None else f"model on cpu{placement[1]} "
+                    halves[name].append(f"{where}{median_ms(got[0]) / median_ms(got[1]):.3f}")
+            layers = box.layers_in_use()
+    finally:
+        os.sched_setaffinity(0, own_cpus)
+    print(f"layers in use: {', '.join(layers)}")
+    print(
+        f"{'model':<8} {'in-process ms':>14} {'warm sandbox ms':>16} {'overhead ms':>12}"
+        f" {'runtime in worker ms':>21} {'of which commitment ms':>23}  ratio by half"
+    )
     figures = []
-    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as box:
-        print(f"layers in use: {', '.join(box.layers_in_use())}")
+    for name, (model, inputs) in models.items():
+        base, value, runtime = (median_ms(x) for x in samples[name])
+        commit = commitment_ms(model, inputs, args.repeat)
         print(
-            f"{'model':<8} {'in-process ms':>14} {'warm sandbox ms':>16} {'overhead ms':>12}"
-            f" {'runtime in worker ms':>21} {'of which commitment ms':>23}"
+            f"{name:<8} {base:>14.3f} {value:>16.3f} {value - base:>12.3f}"
+            f" {runtime:>21.3f} {commit:>23.3f}  {', '.join(halves[name])}"
         )
-        for name, (width, layers, batch) in SIZES.items():
-            model, inputs = mlp(width, layers, batch)
-            base, value, runtime = warm_vs_in_process(box, model, inputs, args.repeat)
-            commit = commitment_ms(model, inputs, args.repeat)
-            print(
-                f"{name:<8} {base:>14.3f} {value:>16.3f} {value - base:>12.3f}"
-                f" {runtime:>21.3f} {commit:>23.3f}"
-            )
-            figures.append(figure(f"warm_ms_{name}", value, base))
-            figures.append(figure(f"runtime_ms_{name}", runtime, base))
-            figures.append(figure(f"commitment_ms_{name}", commit))
+        figures.append(figure(f"warm_ms_{name}", value, base))
+        figures.append(figure(f"runtime_ms_{name}", runtime, base))
+        figures.append(figure(f"commitment_ms_{name}", commit))
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as box:
         c = cold(box, args.cold_repeat, spare=True)
         print(f"cold job, spare worker ready (load tiny model, run, tear down): {c:.1f} ms median")
         figures.append(figure("cold_ms", c))

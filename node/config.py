@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,6 +26,9 @@ class ContributorConfig(_Strict):
     price_floor: int = Field(1_000, ge=0, description="lowest price per replica, micro-credits")
     max_concurrency: int = Field(2, ge=1, le=1024, description="jobs run at once")
     warm_workers: int = Field(2, ge=0, le=64, description="warm sandbox workers kept")
+    job_cpus: tuple[Annotated[int, Field(ge=0, le=65535)], ...] = Field(
+        (), max_length=4096, description="CPU numbers jobs run on (empty: all of the daemon's)"
+    )
     allow_untrusted: bool = Field(
         True, description="run strangers' jobs (refused anyway without a network-blocking layer)"
     )

@@ -83,6 +83,9 @@ class SandboxConfig:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     subreaper: bool = True
     python: str = sys.executable
+    #: CPUs the workers run on (their affinity, set before the runtime starts its threads;
+    #: a job cannot change it: seccomp refuses sched_setaffinity). None: the daemon's own.
+    worker_cpus: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,13 @@ class Sandbox:
         self.config = config = config or SandboxConfig()
         if config.pool_size < 1:
             raise SandboxConfigError("pool_size must be at least 1")
+        if config.worker_cpus is not None:
+            own = os.sched_getaffinity(0)
+            if not config.worker_cpus or not config.worker_cpus <= own:
+                raise SandboxConfigError(
+                    f"worker_cpus {sorted(config.worker_cpus)} must be a non-empty set of the "
+                    f"CPUs this daemon may use: {sorted(own)}"
+                )
         root = os.geteuid() == 0
         uid = config.worker_uid if config.worker_uid is not None else (NOBODY if root else None)
         gid = config.worker_gid if config.worker_gid is not None else (NOBODY if root else None)
@@ -821,6 +831,7 @@ class Sandbox:
             "ro_paths": [*_SYSTEM_RO, *_ETC_RO, *ro, "/proc", "/sys", *gpu_ro],
             "rw_paths": [str(job_dir), *_DEV_RW, *gpu_devs],
             "shm": [region.fd, region.size],
+            "cpus": None if self.config.worker_cpus is None else sorted(self.config.worker_cpus),
         }
         deadline = time.monotonic() + self.config.startup_timeout_s
         try:

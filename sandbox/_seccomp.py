@@ -2,7 +2,8 @@
 
 Default allow, with a deny list: no sockets (so no network and no connecting to the daemon's
 Unix sockets), no new sessions or process groups, no namespaces or mounts, no tracing, no
-signals to other processes, no kernel interfaces a job never needs.
+signals to other processes, no leaving the CPUs the daemon placed it on, no kernel
+interfaces a job never needs.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ DENIED = (
     "settimeofday",
     "clock_settime",
     "personality",
+    "sched_setaffinity",
 )
 
 

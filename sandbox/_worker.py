@@ -87,6 +87,9 @@ class _Worker:
         setup = _ipc.recv(self.rfd, max_bytes=1 << 20)
         self.setup = setup
         self.runtime = setup["runtime"]
+        if setup.get("cpus"):
+            # First: the runtime's thread pools, started at import, inherit it.
+            os.sched_setaffinity(0, setup["cpus"])
         drop = setup.get("drop")
         if drop and not setup.get("drop_late"):
             _drop_privileges(int(drop[0]), int(drop[1]))

@@ -16,8 +16,9 @@ import trio
 
 import ledger
 import protocol
-from sandbox import Sandbox, SandboxConfig
+from sandbox import Sandbox, SandboxConfig, SandboxConfigError
 
+from .._errors import ConfigError
 from .._http import serve_http
 from .._runinfo import RunInfo, remove_runinfo, write_runinfo
 from ..config import NodeConfig
@@ -90,10 +91,14 @@ def probe_profile(data_dir: Path, sandbox: Sandbox) -> ProviderProfile:
     """The contributor's offer from the hardware probe and the sandbox's layers."""
     from ..probe import run_probe
 
-    return profile_from_report(run_probe(data_dir, benchmark=True), sandbox.layers_in_use())
+    report = run_probe(data_dir, benchmark=True)
+    cpus = sandbox.config.worker_cpus
+    return profile_from_report(report, sandbox.layers_in_use(), cpus=len(cpus) if cpus else None)
 
 
-def profile_from_report(report: ProbeReport, layers: Iterable[str]) -> ProviderProfile:
+def profile_from_report(
+    report: ProbeReport, layers: Iterable[str], *, cpus: int | None = None
+) -> ProviderProfile:
     """What a probe report lets a contributor offer: ONNX on the execution providers that
     really worked (CPU, and CUDA when a GPU is present and its provider ran), TorchScript
     when torch is installed, and the GPUs NVML found."""
@@ -118,7 +123,7 @@ def profile_from_report(report: ProbeReport, layers: Iterable[str]) -> ProviderP
     return ProviderProfile(
         determinism_class=determinism_class("onnx", "cpu", "extended"),
         memory_mb=max(1, memory // (1 << 20)),
-        cpu_cores=report.cpu.usable_cores,
+        cpu_cores=min(report.cpu.usable_cores, cpus or report.cpu.usable_cores),
         bench_score=report.benchmark.score if report.benchmark else 1000,
         execution_providers=eps or ("CPUExecutionProvider",),
         runtimes=runtimes,
@@ -183,9 +188,15 @@ async def run_daemon(
             profile = None
             if "contributor" in roles:
                 c = config.contributor
-                sandbox = Sandbox(
-                    SandboxConfig(pool_size=max(1, c.warm_workers, c.max_concurrency))
-                )
+                try:
+                    sandbox = Sandbox(
+                        SandboxConfig(
+                            pool_size=max(1, c.warm_workers, c.max_concurrency),
+                            worker_cpus=frozenset(c.job_cpus) or None,
+                        )
+                    )
+                except SandboxConfigError as exc:
+                    raise ConfigError(f"contributor settings: {exc}") from None
                 sb = sandbox
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
                 # A spare worker (layers applied, runtime imported) for the first cold job.

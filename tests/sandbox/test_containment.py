@@ -3,6 +3,7 @@ process) lives, and no process is left behind. Workers run as an unprivileged us
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -299,6 +300,34 @@ def test_job_dir_is_private_and_removed(box: sandbox.Sandbox) -> None:
     assert not Path(cwd).exists()
     parent = Path(cwd).parent
     assert stat.S_IMODE(parent.stat().st_mode) & 0o004 == 0
+
+
+def test_workers_stay_on_their_cpus() -> None:
+    def cpus_then_widen() -> str:
+        import os
+
+        placed = sorted(os.sched_getaffinity(0))
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except OSError as exc:
+            return f"{placed} {exc.errno}"
+        return f"{placed} widened"
+
+    one = min(os.sched_getaffinity(0))
+    config = sandbox.SandboxConfig(pool_size=1, spare_workers=0, worker_cpus=frozenset({one}))
+    with sandbox.Sandbox(config) as sb:
+        outcome = run(sb, cpus_then_widen)
+    assert outcome.kind == "ok", outcome.message
+    placed, result = outcome.value.strip("'").split(" ", 1)
+    assert placed == f"[{one}]"
+    assert result == (str(errno.EPERM) if "seccomp" in sb.layers_in_use() else "widened")
+
+
+def test_worker_cpus_must_be_the_daemons() -> None:
+    beyond = max(os.sched_getaffinity(0)) + 1
+    for bad in (frozenset(), frozenset({beyond})):
+        with pytest.raises(sandbox.SandboxConfigError, match="worker_cpus"):
+            sandbox.Sandbox(sandbox.SandboxConfig(worker_cpus=bad))
 
 
 def test_environment_is_empty_but_for_the_runtime_settings(box: sandbox.Sandbox) -> None:

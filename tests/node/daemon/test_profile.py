@@ -41,3 +41,9 @@ def test_a_gpu_with_a_working_cuda_provider_is_offered(tmp_path: Path) -> None:
     no_gpu = dataclasses.replace(with_gpu, gpu=report.gpu)
     if not report.gpu.available:
         assert "CUDAExecutionProvider" not in profile_from_report(no_gpu, []).execution_providers
+
+
+def test_job_cpus_bound_the_cores_offered(tmp_path: Path) -> None:
+    report = run_probe(tmp_path, benchmark=False)
+    assert profile_from_report(report, [], cpus=1).cpu_cores == 1
+    assert profile_from_report(report, []).cpu_cores == report.cpu.usable_cores

@@ -1,0 +1,22 @@
+"""config.toml: what a contributor writes is read, and a bad value is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node._errors import ConfigError
+from node.config import CONFIG_FILE, load_config
+
+
+def test_job_cpus_are_read(tmp_path: Path) -> None:
+    assert load_config(tmp_path).contributor.job_cpus == ()
+    (tmp_path / CONFIG_FILE).write_text("[contributor]\njob_cpus = [0, 1]\n")
+    assert load_config(tmp_path).contributor.job_cpus == (0, 1)
+
+
+def test_a_negative_cpu_is_refused(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text("[contributor]\njob_cpus = [-1]\n")
+    with pytest.raises(ConfigError, match="job_cpus"):
+        load_config(tmp_path)
