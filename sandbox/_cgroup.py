@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -77,6 +78,53 @@ def probe() -> CgroupSupport:
     mem = mem if mem is not None and mem.is_dir() and _writable(mem) else None
     pids = pids if pids is not None and pids.is_dir() and _writable(pids) else None
     return CgroupSupport(mem, pids, None)
+
+
+_NAME = re.compile(r"aimx-([0-9]+)-[0-9]+")
+STALE_AFTER_S = 60.0
+
+
+def sweep_stale(support: CgroupSupport) -> int:
+    """Remove empty job cgroups left by daemons that are gone (killed before their
+    clean-up); the number removed.
+
+    Job cgroups are named ``aimx-<daemon pid>-<n>``. One is removed only if that pid is
+    not a live process here, no process is in it, and it is older than a minute. Nothing
+    is killed: a hierarchy shared with other containers holds groups of live daemons
+    whose pids mean nothing in this pid namespace (their workers die with their daemon
+    anyway: parent-death signal, bubblewrap's --die-with-parent)."""
+    removed = 0
+    now = time.time()
+    for base in (support.unified, support.memory, support.pids):
+        if base is None:
+            continue
+        try:
+            entries = [e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in entries:
+            match = _NAME.fullmatch(entry.name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            d = Path(entry.path)
+            try:
+                if now - entry.stat().st_mtime < STALE_AFTER_S or JobCgroup._read_procs(d):
+                    continue
+                d.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobCgroup:

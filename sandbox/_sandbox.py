@@ -218,6 +218,8 @@ class Sandbox:
         self._landlock = config.use_landlock and "landlock" in avail
         self._seccomp = config.use_seccomp and "seccomp" in avail
         self._cg = _cgroup.probe() if config.use_cgroups and "cgroups" in avail else None
+        #: Job cgroups left by daemons that were killed, removed at start.
+        self.stale_cgroups_removed = _cgroup.sweep_stale(self._cg) if self._cg is not None else 0
         used = {
             "bubblewrap": self._bwrap is not None,
             "landlock": self._landlock,

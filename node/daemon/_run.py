@@ -198,6 +198,11 @@ async def run_daemon(
                 except SandboxConfigError as exc:
                     raise ConfigError(f"contributor settings: {exc}") from None
                 sb = sandbox
+                if sandbox.stale_cgroups_removed:
+                    log.info(
+                        "removed %d job cgroups left by a daemon that was killed",
+                        sandbox.stale_cgroups_removed,
+                    )
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
                 # A spare worker (layers applied, runtime imported) for the first cold job.
                 await trio.to_thread.run_sync(lambda: sb.prepare("onnx", limits=sb.config.limits))

@@ -302,3 +302,37 @@ def test_warm_workers_outlive_the_thread_that_started_them(tiny_model: bytes) ->
         assert poller.poll(1000) == []
         again = sb.run(job)
         assert (again.kind, again.warm) == ("ok", True)
+
+
+def test_job_cgroups_of_a_killed_daemon_are_removed_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A daemon killed with SIGKILL leaves its job cgroups; the next sandbox removes the
+    empty ones. Groups of live daemons, and any group with a process in it (another pid
+    namespace's daemon sharing the hierarchy), are left alone and nothing is killed."""
+    import subprocess
+
+    from sandbox import _cgroup
+
+    support = _cgroup.probe()
+    if not support.available:
+        pytest.skip("no writable cgroups here")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names a daemon that is gone
+    stale = _cgroup.JobCgroup(support, f"aimx-{gone.pid}-0", 64 << 20, 8)
+    busy = _cgroup.JobCgroup(support, f"aimx-{gone.pid}-1", 64 << 20, 8)
+    live = _cgroup.JobCgroup(support, f"aimx-{os.getpid()}-999999", 64 << 20, 8)
+    process = subprocess.Popen(["sleep", "60"])
+    monkeypatch.setattr(_cgroup, "STALE_AFTER_S", 0.0)
+    try:
+        busy.add(process.pid)
+        with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1, spare_workers=0)) as sb:
+            assert sb.stale_cgroups_removed >= 1
+        assert not any(Path(f).parent.exists() for f in stale.procs_files())
+        assert all(Path(f).parent.exists() for f in live.procs_files() + busy.procs_files())
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+        for group in (live, busy, stale):
+            group.remove()
