@@ -117,6 +117,15 @@ def constant_of_shape_from_input() -> onnx.ModelProto:
     )
 
 
+def shape_from_values() -> onnx.ModelProto:
+    """An output whose shape is the input's values (ConstantOfShape): unknown until run."""
+    return make(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"])],
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+
+
 def endless_loop() -> onnx.ModelProto:
     """Loop with a trip count of 2^62 that adds one each iteration."""
     body = helper.make_graph(

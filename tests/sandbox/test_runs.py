@@ -127,6 +127,50 @@ def test_warm_worker_with_a_stranger_in_its_cgroup_is_replaced(tiny_model: bytes
             stranger.wait()
 
 
+def test_warm_jobs_write_outputs_in_place_with_the_same_results(
+    tiny_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a worker's first run of an input layout, onnxruntime writes the outputs of
+    its later jobs with that layout straight into the shared region, after the inputs
+    (sandbox/_binding.py); the results are bit for bit those of a cold job, and a new
+    layout starts over."""
+    from sandbox import _shm
+
+    first_offsets: list[int] = []
+    read = _shm.HostRegion.read_outputs
+
+    def spy(self: _shm.HostRegion, entries: object, max_bytes: int) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+        assert isinstance(entries, list)
+        first_offsets.append(entries[0][3])
+        return read(self, entries, max_bytes)
+
+    monkeypatch.setattr(_shm.HostRegion, "read_outputs", spy)
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as sb:
+        cold = {n: sb.run(sandbox.JobRequest("onnx", tiny_model, x16(n))) for n in (3, 5)}
+        first_offsets.clear()
+        sizes = [3, 3, 3, 5, 5, 3]
+        warm = [sb.run(sandbox.JobRequest("onnx", tiny_model, x16(n), owner=b"a")) for n in sizes]
+    assert [o.warm for o in warm] == [False, True, True, True, True, True]
+    for n, outcome in zip(sizes, warm, strict=True):
+        assert outcome.commitment == cold[n].commitment
+        assert np.array_equal(outcome.outputs["y"], cold[n].outputs["y"])
+    in_place = [n * 16 * 4 for n in sizes]  # right after the float32 [n, 16] input
+    assert first_offsets == [0, in_place[1], in_place[2], 0, in_place[4], 0]
+
+
+def test_outputs_whose_shape_depends_on_the_data_run_the_plain_way() -> None:
+    model = M.raw(M.shape_from_values())
+
+    def job(shape: list[int]) -> sandbox.JobRequest:
+        return sandbox.JobRequest("onnx", model, {"shape": np.array(shape, np.int64)}, owner=b"a")
+
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1)) as sb:
+        runs = [sb.run(job(s)) for s in ([2, 3], [2, 3], [4, 5], [4, 5], [1, 7])]
+    assert [r.kind for r in runs] == ["ok"] * 5
+    assert [r.outputs["y"].shape for r in runs] == [(2, 3), (2, 3), (4, 5), (4, 5), (1, 7)]
+    assert all(r.warm for r in runs[1:])
+
+
 def test_pool_size_bounds_concurrent_workers(tiny_model: bytes) -> None:
     with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1)) as sb:
         results: list[sandbox.Outcome] = []

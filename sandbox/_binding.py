@@ -1,0 +1,93 @@
+"""Warm ONNX jobs with onnxruntime's IOBinding: inputs read, and outputs written, in place.
+
+A warm worker's first job of an input layout runs the plain way (``session.run``, then the
+outputs are copied into the shared region). That run shows the outputs' names, dtypes and
+shapes; later jobs with the same layout bind the inputs where the daemon put them and the
+outputs to their places right after the inputs, so onnxruntime writes the results where
+the daemon reads them: no output copy in the worker and none of ``run``'s per-call
+conversions. Measured in-process on the large bench model: 0.17-0.20 ms less per run.
+
+If a binding's shapes turn out wrong (an output whose shape depends on the data),
+onnxruntime refuses to run and the worker runs the job the plain way, and stops binding.
+Nothing here is trusted by the daemon, which validates the output entries as always.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._dtypes import DTYPE_CODES, dtype_code
+from ._shm import WorkerRegion, aligned, layout
+
+#: (region generation, input names, ((dtype code, dims, offset), ...)).
+LayoutKey = tuple[int, tuple[str, ...], tuple[tuple[str, tuple[int, ...], int], ...]]
+#: (name, dtype code, shape) of each output of a plain run.
+OutputSpecs = list[tuple[str, str, tuple[int, ...]]]
+
+
+def layout_key(region: WorkerRegion, names: Sequence[str], entries: Sequence[Any]) -> LayoutKey:
+    """The key of a request's input layout (TypeError/ValueError if entries are malformed)."""
+    return (
+        region.generation,
+        tuple(str(n) for n in names),
+        tuple((str(e[0]), tuple(int(d) for d in e[1]), int(e[2])) for e in entries),
+    )
+
+
+def output_specs(outputs: dict[str, np.ndarray]) -> OutputSpecs:
+    return [(n, dtype_code(a.dtype), tuple(int(d) for d in a.shape)) for n, a in outputs.items()]
+
+
+class Binding:
+    """One input layout bound to its outputs' places in the region; ``wire`` is the output
+    entries a run sends, as ``WorkerRegion.write_outputs`` would."""
+
+    def __init__(
+        self, key: LayoutKey, io: Any, wire: list[list[object]], anchor: ctypes.c_char
+    ) -> None:
+        self.key = key
+        self.io = io
+        self.wire = wire
+        # Holds the region's mapping open while the binding's raw addresses are in use.
+        self._anchor = anchor
+
+
+def bind(
+    session: Any,
+    region: WorkerRegion,
+    key: LayoutKey,
+    specs: OutputSpecs,
+    max_output_bytes: int,
+) -> Binding | None:
+    """A binding for ``key`` with outputs as ``specs``, or None when they do not fit the
+    region after the inputs or exceed ``max_output_bytes``."""
+    _, names, entries = key
+    if len(names) != len(entries):
+        return None
+    input_end = max(
+        (off + math.prod(dims) * DTYPE_CODES[code].itemsize for code, dims, off in entries),
+        default=0,
+    )
+    specs = sorted(specs)
+    sizes = [math.prod(shape) * DTYPE_CODES[code].itemsize for _, code, shape in specs]
+    if sum(sizes) > max_output_bytes:
+        return None
+    start = aligned(input_end)
+    offsets, end = layout(sizes)
+    if start + end > region.size:
+        return None
+    anchor = ctypes.c_char.from_buffer(region.map)
+    base = ctypes.addressof(anchor)
+    io = session.io_binding()
+    for name, (code, dims, off) in zip(names, entries, strict=True):
+        io.bind_input(name, "cpu", 0, DTYPE_CODES[code], list(dims), base + off)
+    wire: list[list[object]] = []
+    for (name, code, shape), off, size in zip(specs, offsets, sizes, strict=True):
+        io.bind_output(name, "cpu", 0, DTYPE_CODES[code], list(shape), base + start + off)
+        wire.append([name, code, list(shape), start + off, size])
+    return Binding(key, io, wire, anchor)
