@@ -367,8 +367,8 @@ class _Worker:
         last plain run of the same layout; None to run the plain way (sandbox/_binding.py)."""
         from . import _binding
 
-        if key is None or not self.bind:
-            return None
+        if key is None or not self.bind or self.device != "cpu":
+            return None  # a GPU session keeps the plain path (its copies are onnxruntime's)
         if self.binding is not None and self.binding.key == key:
             return self.binding
         self.binding = None
