@@ -8,7 +8,9 @@ the daemon reads them: no output copy in the worker and none of ``run``'s per-ca
 conversions. Measured in-process on the large bench model: 0.17-0.20 ms less per run.
 
 If a binding's shapes turn out wrong (an output whose shape depends on the data),
-onnxruntime refuses to run and the worker runs the job the plain way, and stops binding.
+onnxruntime refuses to run; if an output was not written in place (a graph input that is
+also an output), the run is checked and found out. Either way the worker runs the job the
+plain way, and stops binding.
 Nothing here is trusted by the daemon, which validates the output entries as always.
 """
 
@@ -48,13 +50,24 @@ class Binding:
     entries a run sends, as ``WorkerRegion.write_outputs`` would."""
 
     def __init__(
-        self, key: LayoutKey, io: Any, wire: list[list[object]], anchor: ctypes.c_char
+        self,
+        key: LayoutKey,
+        io: Any,
+        wire: list[list[object]],
+        addresses: list[int],
+        anchor: ctypes.c_char,
     ) -> None:
         self.key = key
         self.io = io
         self.wire = wire
+        self._addresses = addresses
         # Holds the region's mapping open while the binding's raw addresses are in use.
         self._anchor = anchor
+
+    def in_place(self) -> bool:
+        """Whether the last run wrote every output where it was bound. onnxruntime does,
+        except when an output is a graph input itself: then it hands back the input."""
+        return [v.data_ptr() for v in self.io.get_outputs()] == self._addresses
 
 
 def bind(
@@ -87,7 +100,9 @@ def bind(
     for name, (code, dims, off) in zip(names, entries, strict=True):
         io.bind_input(name, "cpu", 0, DTYPE_CODES[code], list(dims), base + off)
     wire: list[list[object]] = []
+    addresses: list[int] = []
     for (name, code, shape), off, size in zip(specs, offsets, sizes, strict=True):
-        io.bind_output(name, "cpu", 0, DTYPE_CODES[code], list(shape), base + start + off)
+        addresses.append(base + start + off)
+        io.bind_output(name, "cpu", 0, DTYPE_CODES[code], list(shape), addresses[-1])
         wire.append([name, code, list(shape), start + off, size])
-    return Binding(key, io, wire, anchor)
+    return Binding(key, io, wire, addresses, anchor)

@@ -308,8 +308,11 @@ class _Worker:
                 began = time.perf_counter()
                 try:
                     self.session.run_with_iobinding(bound.io)
-                except RuntimeError:
-                    self.binding = None  # shapes that depend on the data: no more binding
+                    in_place = bound.in_place()
+                except RuntimeError:  # shapes that depend on the data
+                    in_place = False
+                if not in_place:  # run it the plain way, and no more binding
+                    self.binding = None
                     self.bind = False
                 else:
                     runtime_us = int((time.perf_counter() - began) * 1e6)

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import trio
 
@@ -156,6 +157,23 @@ def test_warm_jobs_write_outputs_in_place_with_the_same_results(
         assert np.array_equal(outcome.outputs["y"], cold[n].outputs["y"])
     in_place = [n * 16 * 4 for n in sizes]  # right after the float32 [n, 16] input
     assert first_offsets == [0, in_place[1], in_place[2], 0, in_place[4], 0]
+
+
+def test_an_input_that_is_also_an_output_runs_the_plain_way() -> None:
+    """onnxruntime hands such an output back instead of writing it where it was bound."""
+    graph = onnx.helper.make_graph(
+        [],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 16])],
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 16])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1)) as sb:
+        job = sandbox.JobRequest("onnx", model.SerializeToString(), x16(), owner=b"a")
+        runs = [sb.run(job) for _ in range(4)]
+    assert [r.kind for r in runs] == ["ok"] * 4
+    assert all(np.array_equal(r.outputs["x"], x16()["x"]) for r in runs)
 
 
 def test_outputs_whose_shape_depends_on_the_data_run_the_plain_way() -> None:
