@@ -20,9 +20,12 @@ import resource
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _ipc
+
+if TYPE_CHECKING:  # _binding imports numpy, which the worker imports after its rlimits
+    from ._binding import Binding, LayoutKey, OutputSpecs
 
 _PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 2**31 - 1
@@ -82,9 +85,9 @@ class _Worker:
         self.region: Any = None
         # IOBinding of warm ONNX jobs (sandbox/_binding.py): the current binding, the last
         # plain run's input layout and outputs, and whether binding is still tried.
-        self.binding: Any = None
-        self.last_layout: Any = None
-        self.bind = True
+        self.binding: Binding | None = None
+        self.last_layout: tuple[LayoutKey, OutputSpecs] | None = None
+        self.may_bind = True
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -297,7 +300,7 @@ class _Worker:
             self.binding = None  # its addresses are into the map being replaced
             self.region.remap(size)
         max_out = int(req["max_output_bytes"])
-        key: _binding.LayoutKey | None = None
+        key: LayoutKey | None = None
         if self.runtime == "onnx" and self.session is not None:
             try:
                 key = _binding.layout_key(self.region, names, req["inputs"])
@@ -313,7 +316,7 @@ class _Worker:
                     in_place = False
                 if not in_place:  # run it the plain way, and no more binding
                     self.binding = None
-                    self.bind = False
+                    self.may_bind = False
                 else:
                     runtime_us = int((time.perf_counter() - began) * 1e6)
                     return {
@@ -365,12 +368,12 @@ class _Worker:
             self.last_layout = (key, _binding.output_specs(outputs))
         return {"op": "result", "outputs": wire, "class": self.det_class, "runtime_us": runtime_us}
 
-    def _bound(self, key: Any, max_out: int) -> Any:
+    def _bound(self, key: LayoutKey | None, max_out: int) -> Binding | None:
         """The binding for input layout ``key``: kept from the last job, or made from the
         last plain run of the same layout; None to run the plain way (sandbox/_binding.py)."""
         from . import _binding
 
-        if key is None or not self.bind or self.device != "cpu":
+        if key is None or not self.may_bind or self.device != "cpu":
             return None  # a GPU session keeps the plain path (its copies are onnxruntime's)
         if self.binding is not None and self.binding.key == key:
             return self.binding
@@ -382,7 +385,7 @@ class _Worker:
                 self.session, self.region, key, self.last_layout[1], max_out
             )
         except Exception:  # onnxruntime refused a binding: run the plain way from now on
-            self.bind = False
+            self.may_bind = False
         return self.binding
 
     def _python(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -152,6 +152,12 @@ async def run_daemon(
     """Run a node from ``data_dir`` with ``config`` until SIGINT/SIGTERM."""
     from ..net.libp2p_host import Libp2pConfig, open_libp2p_network
 
+    own_cpus = os.sched_getaffinity(0)
+    if "contributor" in config.roles and not set(config.contributor.job_cpus) <= own_cpus:
+        raise ConfigError(
+            f"contributor.job_cpus {sorted(config.contributor.job_cpus)} includes CPUs this "
+            f"daemon may not use; it may use {sorted(own_cpus)}: fix config.toml"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = load_or_create_identity(data_dir)
     key: nacl.signing.SigningKey = identity.signing_key

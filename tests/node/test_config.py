@@ -20,3 +20,18 @@ def test_a_negative_cpu_is_refused(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).write_text("[contributor]\njob_cpus = [-1]\n")
     with pytest.raises(ConfigError, match="job_cpus"):
         load_config(tmp_path)
+
+
+def test_job_cpus_the_daemon_may_not_use_stop_it_at_start(tmp_path: Path) -> None:
+    import os
+
+    import trio
+
+    from node.config import ContributorConfig, NodeConfig
+    from node.daemon._run import run_daemon
+
+    beyond = max(os.sched_getaffinity(0)) + 1
+    config = NodeConfig(contributor=ContributorConfig(job_cpus=(0, beyond)))
+    with pytest.raises(ConfigError, match="job_cpus"):
+        trio.run(run_daemon, tmp_path / "node", config)
+    assert not (tmp_path / "node").exists()  # refused before anything was written
