@@ -12,6 +12,7 @@ import msgpack
 from ._errors import WorkerProtocolError
 
 HEADER = 4
+_FIRST_READ = 1 << 16
 
 
 class WorkerGone(Exception):
@@ -34,32 +35,52 @@ def send(fd: int, obj: Any) -> None:
             parts[0] = parts[0][n:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
+def _wait_readable(poller: select.poll, deadline: float | None) -> bool:
+    if deadline is None:
+        return True
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise Deadline()
+    return bool(poller.poll(max(1, int(remaining * 1000))))
+
+
+def _read_into(fd: int, view: memoryview, deadline: float | None, poller: select.poll) -> None:
     pos = 0
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while pos < n:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Deadline()
-            if not poller.poll(max(1, int(remaining * 1000))):
-                continue
+    while pos < len(view):
+        if not _wait_readable(poller, deadline):
+            continue
         got = os.readv(fd, [view[pos:]])
         if got == 0:
             raise WorkerGone()
         pos += got
-    return buf
 
 
 def recv(fd: int, *, max_bytes: int, deadline: float | None = None) -> Any:
-    """Read one frame; WorkerGone on EOF, Deadline on timeout, WorkerProtocolError if bad."""
-    size = int.from_bytes(_read_exact(fd, HEADER, deadline), "big")
+    """Read one frame; WorkerGone on EOF, Deadline on timeout, WorkerProtocolError if bad.
+
+    A pipe carries one frame at a time (a request, then its reply), so the first read asks
+    for up to 64 KiB and usually gets the whole frame in one system call; bytes beyond the
+    frame mean the peer sent a second one unasked, which is refused."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    first = b""
+    while len(first) < HEADER:
+        if not _wait_readable(poller, deadline):
+            continue
+        chunk = os.read(fd, _FIRST_READ)
+        if not chunk:
+            raise WorkerGone()
+        first += chunk
+    size = int.from_bytes(first[:HEADER], "big")
     if size > max_bytes:
         raise WorkerProtocolError(f"worker frame of {size} bytes exceeds {max_bytes}")
-    data = _read_exact(fd, size, deadline)
+    if len(first) > HEADER + size:
+        raise WorkerProtocolError("a second frame arrived before the first was answered")
+    data = bytearray(size)
+    view = memoryview(data)
+    have = len(first) - HEADER
+    view[:have] = first[HEADER:]
+    _read_into(fd, view[have:], deadline, poller)
     try:
         return msgpack.unpackb(
             data, raw=False, strict_map_key=True, max_bin_len=max_bytes, max_str_len=max_bytes

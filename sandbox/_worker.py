@@ -163,7 +163,7 @@ class _Worker:
             cpu0 = _cpu_seconds()
             self._reset_peak()
             try:
-                self._set_cpu_budget(req.get("cpu_s"), req.get("cpu_hard"))
+                self._set_cpu_budget(cpu0, req.get("cpu_s"), req.get("cpu_hard"))
                 if op == "load":
                     reply = self._load(req)
                 elif op == "run":
@@ -188,9 +188,9 @@ class _Worker:
             except OSError:
                 return
 
-    def _set_cpu_budget(self, cpu_s: int | None, cpu_hard: int | None = None) -> None:
-        """Soft CPU limit: what is used so far + ``cpu_s`` + 1 (rounding). ``cpu_hard`` set:
-        lower the hard limit to what is used so far + ``cpu_hard`` (never raised again).
+    def _set_cpu_budget(self, used_s: float, cpu_s: int | None, cpu_hard: int | None) -> None:
+        """Soft CPU limit: ``used_s`` (CPU seconds so far) + ``cpu_s`` + 1 (rounding).
+        ``cpu_hard`` set: lower the hard limit to ``used_s`` + ``cpu_hard`` (never raised).
 
         The limit is in whole seconds, so most warm jobs find it already right and no
         ``setrlimit`` is made (it is read each time: a job may have changed it)."""
@@ -198,7 +198,7 @@ class _Worker:
             return
         current = resource.getrlimit(resource.RLIMIT_CPU)
         hard = current[1]
-        used = int(_cpu_seconds())
+        used = int(used_s)
         if cpu_hard is not None:
             lowered = used + int(cpu_hard)
             if hard == resource.RLIM_INFINITY or lowered < hard:
