@@ -11,7 +11,9 @@ worker ready) and
 Targets: warm <= in-process + 1 ms, ratio >= 0.9 for the large model, cold <= 400 ms.
 
 In-process and warm sandbox runs alternate in blocks of 5 (a shared VM's speed drifts by
-tens of percent over seconds; both figures must see the same machine). The model runs on
+tens of percent over seconds; both figures must see the same machine), each after one
+untimed run of its own (the switch moves this thread and leaves the other side's weights
+in the caches: the first sandbox job after it was 0.45 ms slower than the fourth). The model runs on
 the same CPU in both: the worker is placed on one CPU (``SandboxConfig.worker_cpus``) and
 the in-process runs pin this thread to it; during sandbox runs this thread (the daemon's
 side) may run anywhere, as a daemon's does. Then the model moves to another CPU, and the
@@ -124,6 +126,8 @@ def warm_vs_in_process(
     sand: list[float] = []
     runtime: list[float] = []
     while len(sand) < repeat:
+        # Each block starts with one untimed run on its side: the switch moves this thread
+        # and leaves the other side's weights in the caches.
         if placement is not None:
             os.sched_setaffinity(0, {placement[1]})
         session.run(None, inputs)
@@ -133,6 +137,7 @@ def warm_vs_in_process(
             base.append(time.perf_counter() - t)
         if placement is not None:
             os.sched_setaffinity(0, OWN_CPUS)
+        box.run(job)
         for _ in range(block):
             t = time.perf_counter()
             outcome = box.run(job)
