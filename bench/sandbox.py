@@ -13,7 +13,8 @@ Targets: warm <= in-process + 1 ms, ratio >= 0.9 for the large model, cold <= 40
 In-process and warm sandbox runs alternate in blocks of 5 (a shared VM's speed drifts by
 tens of percent over seconds; both figures must see the same machine), each after one
 untimed run of its own (the switch moves this thread and leaves the other side's weights
-in the caches: the first sandbox job after it was 0.45 ms slower than the fourth). The model runs on
+in the caches: the first sandbox job after it was 0.45-0.56 ms slower than the second,
+0.67-0.75 ms slower than the fourth). The model runs on
 the same CPU in both: the worker is placed on one CPU (``SandboxConfig.worker_cpus``) and
 the in-process runs pin this thread to it; during sandbox runs this thread (the daemon's
 side) may run anywhere, as a daemon's does. Then the model moves to another CPU, and the
@@ -192,7 +193,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="warm jobs per size and half")
     parser.add_argument("--cold-repeat", type=int, default=10)
     args = parser.parse_args()
-    own_cpus = os.sched_getaffinity(0)
     models = {name: mlp(*shape) for name, shape in SIZES.items()}
     sessions = {name: in_process_session(m) for name, (m, _) in models.items()}
     samples: dict[str, tuple[list[float], list[float], list[float]]] = {
@@ -214,7 +214,7 @@ def main() -> None:
                     halves[name].append(f"{where}{median_ms(got[0]) / median_ms(got[1]):.3f}")
             layers = box.layers_in_use()
     finally:
-        os.sched_setaffinity(0, own_cpus)
+        os.sched_setaffinity(0, OWN_CPUS)
     print(f"layers in use: {', '.join(layers)}")
     print(
         f"{'model':<8} {'in-process ms':>14} {'warm sandbox ms':>16} {'overhead ms':>12}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,16 @@ import numpy as np
 from ._dtypes import DTYPE_CODES, dtype_code
 from ._shm import WorkerRegion, aligned, layout
 
-#: (region generation, input names, ((dtype code, dims, offset), ...)).
-LayoutKey = tuple[int, tuple[str, ...], tuple[tuple[str, tuple[int, ...], int], ...]]
+#: (input names, ((dtype code, dims, offset), ...)). The worker drops its binding when the
+#: region is remapped, so a key never outlives the mapping its offsets are into.
+LayoutKey = tuple[tuple[str, ...], tuple[tuple[str, tuple[int, ...], int], ...]]
 #: (name, dtype code, shape) of each output of a plain run.
 OutputSpecs = list[tuple[str, str, tuple[int, ...]]]
 
 
-def layout_key(region: WorkerRegion, names: Sequence[str], entries: Sequence[Any]) -> LayoutKey:
+def layout_key(names: Sequence[str], entries: Sequence[Any]) -> LayoutKey:
     """The key of a request's input layout (TypeError/ValueError if entries are malformed)."""
     return (
-        region.generation,
         tuple(str(n) for n in names),
         tuple((str(e[0]), tuple(int(d) for d in e[1]), int(e[2])) for e in entries),
     )
@@ -45,29 +46,22 @@ def output_specs(outputs: dict[str, np.ndarray]) -> OutputSpecs:
     return [(n, dtype_code(a.dtype), tuple(int(d) for d in a.shape)) for n, a in outputs.items()]
 
 
+@dataclass(frozen=True, slots=True)
 class Binding:
     """One input layout bound to its outputs' places in the region; ``wire`` is the output
     entries a run sends, as ``WorkerRegion.write_outputs`` would."""
 
-    def __init__(
-        self,
-        key: LayoutKey,
-        io: Any,
-        wire: list[list[object]],
-        addresses: list[int],
-        anchor: ctypes.c_char,
-    ) -> None:
-        self.key = key
-        self.io = io
-        self.wire = wire
-        self._addresses = addresses
-        # Holds the region's mapping open while the binding's raw addresses are in use.
-        self._anchor = anchor
+    key: LayoutKey
+    io: Any
+    wire: list[list[object]]
+    addresses: list[int]
+    #: Holds the region's mapping open while the binding's raw addresses are in use.
+    anchor: ctypes.c_char
 
     def in_place(self) -> bool:
         """Whether the last run wrote every output where it was bound. onnxruntime does,
         except when an output is a graph input itself: then it hands back the input."""
-        return [v.data_ptr() for v in self.io.get_outputs()] == self._addresses
+        return [v.data_ptr() for v in self.io.get_outputs()] == self.addresses
 
 
 def bind(
@@ -79,7 +73,7 @@ def bind(
 ) -> Binding | None:
     """A binding for ``key`` with outputs as ``specs``, or None when they do not fit the
     region after the inputs or exceed ``max_output_bytes``."""
-    _, names, entries = key
+    names, entries = key
     if len(names) != len(entries):
         return None
     input_end = max(

@@ -167,7 +167,6 @@ class WorkerRegion:
         self.fd = fd
         self.size = size
         self.map = mmap.mmap(fd, size)
-        self.generation = 0  # bumped by every remap: addresses into the old map are stale
 
     def remap(self, size: int) -> None:
         if size == self.size:
@@ -175,7 +174,6 @@ class WorkerRegion:
         old = self.map
         self.map = mmap.mmap(self.fd, size)
         self.size = size
-        self.generation += 1
         with contextlib.suppress(BufferError):
             old.close()
 

@@ -303,7 +303,7 @@ class _Worker:
         key: LayoutKey | None = None
         if self.runtime == "onnx" and self.session is not None:
             try:
-                key = _binding.layout_key(self.region, names, req["inputs"])
+                key = _binding.layout_key(names, req["inputs"])
             except (TypeError, ValueError, IndexError, KeyError):
                 key = None  # malformed: the plain path below reports it
             bound = self._bound(key, max_out)

@@ -16,7 +16,7 @@ import trio
 
 import ledger
 import protocol
-from sandbox import Sandbox, SandboxConfig, SandboxConfigError
+from sandbox import Sandbox, SandboxConfig
 
 from .._errors import ConfigError
 from .._http import serve_http
@@ -194,15 +194,13 @@ async def run_daemon(
             profile = None
             if "contributor" in roles:
                 c = config.contributor
-                try:
-                    sandbox = Sandbox(
-                        SandboxConfig(
-                            pool_size=max(1, c.warm_workers, c.max_concurrency),
-                            worker_cpus=frozenset(c.job_cpus) or None,
-                        )
+                # job_cpus were checked at start, the sandbox's only setting that can fail.
+                sandbox = Sandbox(
+                    SandboxConfig(
+                        pool_size=max(1, c.warm_workers, c.max_concurrency),
+                        worker_cpus=frozenset(c.job_cpus) or None,
                     )
-                except SandboxConfigError as exc:
-                    raise ConfigError(f"contributor settings: {exc}") from None
+                )
                 sb = sandbox
                 if sandbox.stale_cgroups_removed:
                     log.info(
