@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from ._shm import WorkerRegion, aligned, layout
 LayoutKey = tuple[tuple[str, ...], tuple[tuple[str, tuple[int, ...], int], ...]]
 #: (name, dtype code, shape) of each output of a plain run.
 OutputSpecs = list[tuple[str, str, tuple[int, ...]]]
+#: Written at the start of each bound output before a run (any 8 bytes would do).
+_MARK = b"aimx\xa5\x5a\xc3\x3c"
 
 
 def layout_key(names: Sequence[str], entries: Sequence[Any]) -> LayoutKey:
@@ -55,12 +58,30 @@ class Binding:
     io: Any
     wire: list[list[object]]
     addresses: list[int]
+    #: Region offsets of the outputs long enough to carry the mark.
+    marked: list[int]
+    map: mmap.mmap
     #: Holds the region's mapping open while the binding's raw addresses are in use.
     anchor: ctypes.c_char
 
+    def arm(self) -> None:
+        """Mark the first bytes of each output before a run (see :meth:`in_place`)."""
+        for start in self.marked:
+            self.map[start : start + len(_MARK)] = _MARK
+
     def in_place(self) -> bool:
         """Whether the last run wrote every output where it was bound. onnxruntime does,
-        except when an output is a graph input itself: then it hands back the input."""
+        except when an output is a graph input itself: then it hands back the input.
+
+        A run that overwrote every output's mark (:meth:`arm`) wrote in place: no bound
+        buffer is written unless it is the output. Otherwise (an output that happens to
+        start with the mark, or is shorter) the outputs' addresses are asked for, which
+        took 60-90 µs right after a run that streamed the weights through the caches
+        (the mark, 25-40 µs)."""
+        if len(self.marked) == len(self.addresses) and all(
+            self.map[start : start + len(_MARK)] != _MARK for start in self.marked
+        ):
+            return True
         return [v.data_ptr() for v in self.io.get_outputs()] == self.addresses
 
 
@@ -99,4 +120,5 @@ def bind(
         addresses.append(base + start + off)
         io.bind_output(name, "cpu", 0, DTYPE_CODES[code], list(shape), addresses[-1])
         wire.append([name, code, list(shape), start + off, size])
-    return Binding(key, io, wire, addresses, anchor)
+    marked = [start + off for off, size in zip(offsets, sizes, strict=True) if size >= len(_MARK)]
+    return Binding(key, io, wire, addresses, marked, region.map, anchor)

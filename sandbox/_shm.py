@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._dtypes import DTYPE_CODES, dtype_code
+from ._tensors import commitment_of, raw_data_hash
 
 ALIGN = 64  # every tensor starts at a multiple of this offset
 SLACK = 1 << 20  # room beyond the output limit for alignment padding
@@ -111,8 +112,10 @@ class HostRegion:
             entries.append([code, [int(d) for d in a.shape], off])
         return entries
 
-    def read_outputs(self, entries: object, max_bytes: int) -> dict[str, Array]:
-        """Validate the worker's output entries and copy each tensor out of the region.
+    def read_outputs(self, entries: object, max_bytes: int) -> tuple[dict[str, Array], bytes]:
+        """Validate the worker's output entries, copy each tensor out of the region, and
+        commit to the copies (``output_commitment``; each one hashed right after its copy,
+        while its bytes are in the cache). The commitment is b"" when there are no outputs.
 
         Each entry is ``[name, dtype_code, [dims], offset, nbytes]``: names unique strings,
         an allowed dtype, at most 32 dims, ``nbytes`` = elements x item size, tensors in
@@ -122,6 +125,7 @@ class HostRegion:
         if not isinstance(entries, list) or len(entries) > MAX_OUTPUTS:
             raise MalformedOutputs("outputs must be a list of at most 4096 entries")
         out: dict[str, Array] = {}
+        hashed: list[tuple[str, str, list[int], bytes]] = []
         total = 0
         prev_end = 0
         for entry in entries:
@@ -150,14 +154,13 @@ class HostRegion:
             if offset < prev_end or offset % ALIGN or offset + nbytes > self.size:
                 raise MalformedOutputs(f"output {name!r}: out of place in the shared region")
             prev_end = offset + nbytes
-            if count:
-                array = np.frombuffer(self.map, dtype, count, offset).copy()
-            else:
-                array = np.empty(0, dtype)
-            if code == "|b1" and count and int(array.view(np.uint8).max()) > 1:
+            # The region holds the canonical bytes (little-endian dtypes, C order).
+            data = np.frombuffer(self.map, np.uint8, nbytes, offset).copy()
+            if code == "|b1" and count and int(data.max()) > 1:
                 raise MalformedOutputs(f"output {name!r}: booleans must be 0 or 1")
-            out[name] = array.reshape(dims)
-        return out
+            hashed.append((name, code, dims, raw_data_hash(data.data)))
+            out[name] = data.view(dtype).reshape(dims)
+        return out, commitment_of(hashed) if hashed else b""
 
 
 class WorkerRegion:

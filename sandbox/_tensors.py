@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +33,13 @@ def data_hash(array: npt.NDArray[np.generic]) -> bytes:
     every job, on the path to the result, and is 8-12x faster (specs/sandbox.md §7)."""
     code = dtype_code(array.dtype)
     if array.flags.c_contiguous and array.dtype == DTYPE_CODES[code]:
-        data = array.reshape(-1).view(np.uint8).data
-        return blake3(data).digest(protocol.HASH_SIZE)
-    return blake3(canonical_bytes(array)).digest(protocol.HASH_SIZE)
+        return raw_data_hash(array.reshape(-1).view(np.uint8).data)
+    return raw_data_hash(canonical_bytes(array))
+
+
+def raw_data_hash(data: bytes | memoryview) -> bytes:
+    """:func:`data_hash` of a tensor whose canonical bytes are ``data``."""
+    return blake3(data).digest(protocol.HASH_SIZE)
 
 
 def output_commitment(outputs: Tensors) -> bytes:
@@ -44,17 +48,17 @@ def output_commitment(outputs: Tensors) -> bytes:
     ``content_hash(pack([TAG, [[name, dtype_code, [dims...], data_hash(data)], ...]]))``
     with the entries sorted by the UTF-8 bytes of their names.
     """
-    entries = []
-    for name in sorted(outputs, key=lambda n: n.encode("utf-8")):
-        array = outputs[name]
-        entries.append(
-            [
-                name,
-                dtype_code(array.dtype),
-                [int(d) for d in array.shape],
-                data_hash(array),
-            ]
-        )
+    return commitment_of(
+        (name, dtype_code(array.dtype), array.shape, data_hash(array))
+        for name, array in outputs.items()
+    )
+
+
+def commitment_of(hashed: Iterable[tuple[str, str, Sequence[int], bytes]]) -> bytes:
+    """:func:`output_commitment` from each output's name, dtype code, dims and data hash
+    (names distinct). Sorting by name sorts by its UTF-8 bytes: UTF-8 keeps code point
+    order."""
+    entries = sorted([name, code, [int(d) for d in dims], h] for name, code, dims, h in hashed)
     return protocol.content_hash(protocol.pack([COMMITMENT_TAG, entries]))
 
 

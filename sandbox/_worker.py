@@ -308,6 +308,7 @@ class _Worker:
                 key = None  # malformed: the plain path below reports it
             bound = self._bound(key, max_out)
             if bound is not None:
+                bound.arm()
                 began = time.perf_counter()
                 try:
                     self.session.run_with_iobinding(bound.io)

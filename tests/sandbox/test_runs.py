@@ -128,6 +128,24 @@ def test_warm_worker_with_a_stranger_in_its_cgroup_is_replaced(tiny_model: bytes
             stranger.wait()
 
 
+def output_offsets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The offset of the first output of each reply the daemon reads, from now on."""
+    from sandbox import _shm
+
+    offsets: list[int] = []
+    read = _shm.HostRegion.read_outputs
+
+    def spy(
+        self: _shm.HostRegion, entries: object, max_bytes: int
+    ) -> tuple[dict[str, np.ndarray], bytes]:  # type: ignore[type-arg]
+        assert isinstance(entries, list)
+        offsets.append(entries[0][3])
+        return read(self, entries, max_bytes)
+
+    monkeypatch.setattr(_shm.HostRegion, "read_outputs", spy)
+    return offsets
+
+
 def test_warm_jobs_write_outputs_in_place_with_the_same_results(
     tiny_model: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,17 +153,7 @@ def test_warm_jobs_write_outputs_in_place_with_the_same_results(
     its later jobs with that layout straight into the shared region, after the inputs
     (sandbox/_binding.py); the results are bit for bit those of a cold job, and a new
     layout starts over."""
-    from sandbox import _shm
-
-    first_offsets: list[int] = []
-    read = _shm.HostRegion.read_outputs
-
-    def spy(self: _shm.HostRegion, entries: object, max_bytes: int) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
-        assert isinstance(entries, list)
-        first_offsets.append(entries[0][3])
-        return read(self, entries, max_bytes)
-
-    monkeypatch.setattr(_shm.HostRegion, "read_outputs", spy)
+    first_offsets = output_offsets(monkeypatch)
     with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=2)) as sb:
         cold = {n: sb.run(sandbox.JobRequest("onnx", tiny_model, x16(n))) for n in (3, 5)}
         first_offsets.clear()
@@ -174,6 +182,55 @@ def test_an_input_that_is_also_an_output_runs_the_plain_way() -> None:
         runs = [sb.run(job) for _ in range(4)]
     assert [r.kind for r in runs] == ["ok"] * 4
     assert all(np.array_equal(r.outputs["x"], x16()["x"]) for r in runs)
+
+
+def relu(dims: list[int | None]) -> bytes:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, dims)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, dims)],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("dims", "inputs"),
+    [
+        # an output that starts with the mark (both floats are positive: Relu keeps them)
+        ([None, 2], ["plain", "marked", "plain", "marked", "marked"]),
+        ([None], ["short"] * 4),  # an output shorter than the mark
+    ],
+)
+def test_outputs_the_mark_cannot_vouch_for_are_checked_and_stay_bound(
+    monkeypatch: pytest.MonkeyPatch, dims: list[int | None], inputs: list[str]
+) -> None:
+    """A bound run is known to be in place when it overwrote each output's mark
+    (sandbox/_binding.py); other outputs are checked by address, and the worker keeps
+    binding."""
+    from sandbox import _binding, _shm
+
+    offsets = output_offsets(monkeypatch)
+    arrays = {
+        "plain": np.array([[1.5, -2.0]], np.float32),
+        "marked": np.frombuffer(_binding._MARK, np.float32).reshape(1, 2),
+        "short": np.array([3.0], np.float32),
+    }
+    assert (arrays["marked"] > 0).all()
+    model = relu(dims)
+    with sandbox.Sandbox(sandbox.SandboxConfig(pool_size=1)) as sb:
+        runs = [
+            sb.run(sandbox.JobRequest("onnx", model, {"x": arrays[name]}, owner=b"a"))
+            for name in inputs
+        ]
+    assert [r.kind for r in runs] == ["ok"] * len(inputs)
+    for name, r in zip(inputs, runs, strict=True):
+        assert r.outputs["y"].tobytes() == np.maximum(arrays[name], 0).tobytes()
+    end = arrays[inputs[0]].nbytes
+    bound = -(-end // _shm.ALIGN) * _shm.ALIGN
+    assert offsets == [0] + [bound] * (len(inputs) - 1)  # bound from the second job on
 
 
 def test_outputs_whose_shape_depends_on_the_data_run_the_plain_way() -> None:

@@ -37,13 +37,13 @@ def test_outputs_round_trip_and_are_copied_out(region: _shm.HostRegion) -> None:
     entries = worker.write_outputs(outputs)
     assert [e[0] for e in entries] == sorted(outputs)
     assert all(int(e[3]) % _shm.ALIGN == 0 for e in entries)  # type: ignore[call-overload]
-    got = region.read_outputs(entries, max_bytes=1 << 16)
+    got, commitment = region.read_outputs(entries, max_bytes=1 << 16)
     for name, array in outputs.items():
         assert got[name].dtype == array.dtype.newbyteorder("<")
         assert np.array_equal(got[name], array)
     worker.map[:64] = b"\xff" * 64  # the worker writes again: what the daemon holds stays
     assert np.array_equal(got["b"], outputs["b"])
-    assert sandbox.output_commitment(got) == sandbox.output_commitment(outputs)
+    assert commitment == sandbox.output_commitment(got) == sandbox.output_commitment(outputs)
 
 
 def test_inputs_are_laid_out_for_the_worker(region: _shm.HostRegion) -> None:
@@ -130,10 +130,12 @@ def shrink_the_region() -> str:
 
 
 def forge_result(entries: list[object]) -> str:
-    """Put garbage in the shared region, then write a result frame of our own on the
-    worker's reply pipe, ahead of the real one."""
+    """Put garbage in the shared region, write a result frame of our own on the
+    worker's reply pipe, and wait to be killed: the real reply would follow it, and the
+    daemon would refuse the pair as a second frame before looking at ours."""
     import fcntl
     import os
+    import time
 
     import msgpack
 
@@ -153,6 +155,7 @@ def forge_result(entries: list[object]) -> str:
     frame = msgpack.packb({"op": "result", "outputs": entries}, use_bin_type=True)
     for fd in pipes:
         os.write(fd, len(frame).to_bytes(4, "big") + frame)
+    time.sleep(60)
     return f"{len(memfds)} regions, {len(pipes)} pipes"
 
 
