@@ -13,6 +13,10 @@ from ._errors import WorkerProtocolError
 
 HEADER = 4
 _FIRST_READ = 1 << 16
+#: An empty frame: a worker's runtime call for a ``run`` has returned, and the reply
+#: follows once the worker has checked the outputs and measured the job. The daemon, woken
+#: by it, is awake when the reply comes (specs/sandbox.md §9).
+RAN = bytes(HEADER)
 
 
 class WorkerGone(Exception):
@@ -55,22 +59,18 @@ def _read_into(fd: int, view: memoryview, deadline: float | None, poller: select
         pos += got
 
 
-def recv(fd: int, *, max_bytes: int, deadline: float | None = None) -> Any:
+def recv(fd: int, *, max_bytes: int, deadline: float | None = None, skip_ran: bool = False) -> Any:
     """Read one frame; WorkerGone on EOF, Deadline on timeout, WorkerProtocolError if bad.
+    ``skip_ran``: one :data:`RAN` frame may come first, and is skipped.
 
     A pipe carries one frame at a time (a request, then its reply), so the first read asks
     for up to 64 KiB and usually gets the whole frame in one system call; bytes beyond the
     frame mean the peer sent a second one unasked, which is refused."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    first = b""
-    while len(first) < HEADER:
-        if not _wait_readable(poller, deadline):
-            continue
-        chunk = os.read(fd, _FIRST_READ)
-        if not chunk:
-            raise WorkerGone()
-        first += chunk
+    first = _read_header(fd, b"", deadline, poller)
+    if skip_ran and first.startswith(RAN):
+        first = _read_header(fd, first[HEADER:], deadline, poller)
     size = int.from_bytes(first[:HEADER], "big")
     if size > max_bytes:
         raise WorkerProtocolError(f"worker frame of {size} bytes exceeds {max_bytes}")
@@ -87,3 +87,15 @@ def recv(fd: int, *, max_bytes: int, deadline: float | None = None) -> Any:
         )
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise WorkerProtocolError(f"worker sent an invalid frame: {exc}") from None
+
+
+def _read_header(fd: int, first: bytes, deadline: float | None, poller: select.poll) -> bytes:
+    """``first`` read on until it holds at least a frame header."""
+    while len(first) < HEADER:
+        if not _wait_readable(poller, deadline):
+            continue
+        chunk = os.read(fd, _FIRST_READ)
+        if not chunk:
+            raise WorkerGone()
+        first += chunk
+    return first

@@ -607,7 +607,7 @@ class Sandbox:
         t0 = time.monotonic()
         try:
             _ipc.send(worker.wfd, request)
-            reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline)
+            reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline, skip_ran=True)
         except _ipc.Deadline:
             self._kill(worker)
             return self._ended(worker, t0, limits, timed_out=True)

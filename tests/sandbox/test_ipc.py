@@ -93,3 +93,42 @@ def test_a_silent_worker_hits_the_deadline(pipe: tuple[int, int], sent: bytes) -
     os.write(w, sent)
     with pytest.raises(_ipc.Deadline):
         _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 0.05)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_ran_frame_before_a_reply_is_skipped(pipe: tuple[int, int], together: bool) -> None:
+    """A worker says its runtime call returned (an empty frame), then replies: read at
+    once or apart, the reader gets the reply."""
+    r, w = pipe
+    os.write(w, _ipc.RAN)
+    if together:
+        _ipc.send(w, {"op": "result"})
+        got = _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
+    else:
+        later = threading.Timer(0.05, _ipc.send, args=(w, {"op": "result"}))
+        later.start()
+        got = _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
+        later.join()
+    assert got == {"op": "result"}
+
+
+def test_only_one_ran_frame_is_skipped(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, _ipc.RAN + _ipc.RAN)
+    _ipc.send(w, {"op": "result"})
+    with pytest.raises(WorkerProtocolError):
+        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
+
+
+def test_a_ran_frame_where_none_may_come_is_refused(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, _ipc.RAN)
+    with pytest.raises(WorkerProtocolError, match="invalid frame"):
+        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5)
+
+
+def test_a_worker_silent_after_its_ran_frame_hits_the_deadline(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, _ipc.RAN)
+    with pytest.raises(_ipc.Deadline):
+        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 0.05, skip_ran=True)
