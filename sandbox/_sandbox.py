@@ -37,7 +37,7 @@ from . import _cgroup, _ipc, _shm
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
 from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
-from ._tensors import dtype_code
+from ._tensors import commitment_of, dtype_code, raw_data_hash
 
 _PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031
@@ -574,8 +574,8 @@ class Sandbox:
         if reply.get("op") != "result":
             return self._worker_error(reply, usage), False
         try:
-            outputs, commitment = worker.region.read_outputs(
-                reply.get("outputs"), limits.output_bytes
+            outputs, hashed = worker.region.read_outputs(
+                reply.get("outputs"), limits.output_bytes, digest=raw_data_hash
             )
         except _shm.MalformedOutputs as exc:
             self._kill(worker)
@@ -586,7 +586,7 @@ class Sandbox:
             message="",
             usage=usage,
             outputs=outputs,
-            commitment=commitment,
+            commitment=commitment_of(hashed) if hashed else b"",
             determinism_class=worker.det_class or str(reply.get("class", "")),
             warm=warm,
             value=str(reply.get("value", "")),

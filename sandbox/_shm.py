@@ -20,13 +20,12 @@ import fcntl
 import math
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ._dtypes import DTYPE_CODES, dtype_code
-from ._tensors import commitment_of, raw_data_hash
 
 ALIGN = 64  # every tensor starts at a multiple of this offset
 SLACK = 1 << 20  # room beyond the output limit for alignment padding
@@ -36,6 +35,8 @@ MAX_OUTPUTS = 4096
 _PAGE = mmap.PAGESIZE
 
 Array = npt.NDArray[np.generic]
+#: An output's name, dtype code, dims and data hash, as the output commitment takes them.
+Hashed = tuple[str, str, list[int], bytes]
 
 
 def aligned(n: int) -> int:
@@ -112,10 +113,14 @@ class HostRegion:
             entries.append([code, [int(d) for d in a.shape], off])
         return entries
 
-    def read_outputs(self, entries: object, max_bytes: int) -> tuple[dict[str, Array], bytes]:
-        """Validate the worker's output entries, copy each tensor out of the region, and
-        commit to the copies (``output_commitment``; each one hashed right after its copy,
-        while its bytes are in the cache). The commitment is b"" when there are no outputs.
+    def read_outputs(
+        self, entries: object, max_bytes: int, *, digest: Callable[[memoryview], bytes]
+    ) -> tuple[dict[str, Array], list[Hashed]]:
+        """Validate the worker's output entries and copy each tensor out of the region;
+        the copies, and each one's ``(name, dtype_code, dims, digest(bytes))``, taken right
+        after its copy while its bytes are in the cache (``digest`` is the commitment's
+        data hash: this module leaves hashing to its caller, so that a worker, which
+        imports it, does not pay for importing the protocol).
 
         Each entry is ``[name, dtype_code, [dims], offset, nbytes]``: names unique strings,
         an allowed dtype, at most 32 dims, ``nbytes`` = elements x item size, tensors in
@@ -125,7 +130,7 @@ class HostRegion:
         if not isinstance(entries, list) or len(entries) > MAX_OUTPUTS:
             raise MalformedOutputs("outputs must be a list of at most 4096 entries")
         out: dict[str, Array] = {}
-        hashed: list[tuple[str, str, list[int], bytes]] = []
+        hashed: list[Hashed] = []
         total = 0
         prev_end = 0
         for entry in entries:
@@ -158,9 +163,9 @@ class HostRegion:
             data = np.frombuffer(self.map, np.uint8, nbytes, offset).copy()
             if code == "|b1" and count and int(data.max()) > 1:
                 raise MalformedOutputs(f"output {name!r}: booleans must be 0 or 1")
-            hashed.append((name, code, dims, raw_data_hash(data.data)))
+            hashed.append((name, code, dims, digest(data.data)))
             out[name] = data.view(dtype).reshape(dims)
-        return out, commitment_of(hashed) if hashed else b""
+        return out, hashed
 
 
 class WorkerRegion:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import io
 import os
 import select
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -136,11 +139,11 @@ def output_offsets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     read = _shm.HostRegion.read_outputs
 
     def spy(
-        self: _shm.HostRegion, entries: object, max_bytes: int
-    ) -> tuple[dict[str, np.ndarray], bytes]:  # type: ignore[type-arg]
+        self: _shm.HostRegion, entries: object, max_bytes: int, **kw: Any
+    ) -> tuple[dict[str, np.ndarray], list[_shm.Hashed]]:  # type: ignore[type-arg]
         assert isinstance(entries, list)
         offsets.append(entries[0][3])
-        return read(self, entries, max_bytes)
+        return read(self, entries, max_bytes, **kw)
 
     monkeypatch.setattr(_shm.HostRegion, "read_outputs", spy)
     return offsets
@@ -455,3 +458,16 @@ def test_job_cgroups_of_a_killed_daemon_are_removed_at_start(
         process.wait()
         for group in (live, busy, stale):
             group.remove()
+
+
+def test_a_worker_starts_without_the_protocol_package() -> None:
+    """Importing the protocol (and the signing library behind it) added about 50 ms to
+    every worker's start; a worker needs none of it."""
+    code = (
+        "import sys, sandbox._worker, sandbox._shm, sandbox._binding, sandbox._admission, "
+        "sandbox._determinism; print(sorted(m for m in ('protocol', 'nacl', 'blake3') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

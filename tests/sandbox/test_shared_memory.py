@@ -13,6 +13,7 @@ import pytest
 
 import sandbox
 from sandbox import _shm
+from sandbox._tensors import commitment_of, raw_data_hash
 from sandbox.testing import run_payload
 
 from .conftest import worker_processes
@@ -37,13 +38,14 @@ def test_outputs_round_trip_and_are_copied_out(region: _shm.HostRegion) -> None:
     entries = worker.write_outputs(outputs)
     assert [e[0] for e in entries] == sorted(outputs)
     assert all(int(e[3]) % _shm.ALIGN == 0 for e in entries)  # type: ignore[call-overload]
-    got, commitment = region.read_outputs(entries, max_bytes=1 << 16)
+    got, hashed = region.read_outputs(entries, max_bytes=1 << 16, digest=raw_data_hash)
     for name, array in outputs.items():
         assert got[name].dtype == array.dtype.newbyteorder("<")
         assert np.array_equal(got[name], array)
     worker.map[:64] = b"\xff" * 64  # the worker writes again: what the daemon holds stays
     assert np.array_equal(got["b"], outputs["b"])
-    assert commitment == sandbox.output_commitment(got) == sandbox.output_commitment(outputs)
+    assert commitment_of(hashed) == sandbox.output_commitment(outputs)
+    assert sandbox.output_commitment(got) == sandbox.output_commitment(outputs)
 
 
 def test_inputs_are_laid_out_for_the_worker(region: _shm.HostRegion) -> None:
@@ -106,7 +108,7 @@ def test_malformed_outputs_are_refused(
 ) -> None:
     region.map[:4] = b"\x00\x01\x02\x00"
     with pytest.raises(_shm.MalformedOutputs, match=reason):
-        region.read_outputs(entries, max_bytes=1 << 16)
+        region.read_outputs(entries, max_bytes=1 << 16, digest=raw_data_hash)
 
 
 # --- a hostile worker, end to end ----------------------------------------------------------
