@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -59,9 +60,16 @@ def _read_into(fd: int, view: memoryview, deadline: float | None, poller: select
         pos += got
 
 
-def recv(fd: int, *, max_bytes: int, deadline: float | None = None, skip_ran: bool = False) -> Any:
+def recv(
+    fd: int,
+    *,
+    max_bytes: int,
+    deadline: float | None = None,
+    on_ran: Callable[[], object] | None = None,
+) -> Any:
     """Read one frame; WorkerGone on EOF, Deadline on timeout, WorkerProtocolError if bad.
-    ``skip_ran``: one :data:`RAN` frame may come first, and is skipped.
+    With ``on_ran``, one :data:`RAN` frame may come first: it is called then, and the
+    frame after it is read.
 
     A pipe carries one frame at a time (a request, then its reply), so the first read asks
     for up to 64 KiB and usually gets the whole frame in one system call; bytes beyond the
@@ -69,7 +77,8 @@ def recv(fd: int, *, max_bytes: int, deadline: float | None = None, skip_ran: bo
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     first = _read_header(fd, b"", deadline, poller)
-    if skip_ran and first.startswith(RAN):
+    if on_ran is not None and first.startswith(RAN):
+        on_ran()
         first = _read_header(fd, first[HEADER:], deadline, poller)
     size = int.from_bytes(first[:HEADER], "big")
     if size > max_bytes:

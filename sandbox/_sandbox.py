@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -567,7 +567,15 @@ class Sandbox:
             except (OSError, ValueError) as exc:
                 return _failed("crashed", f"cannot place the inputs in shared memory: {exc}"), False
             request["shm_size"] = worker.region.size
-        reply = self._call(worker, request, deadline, limits)
+        clean: list[bool] = []
+
+        def check() -> None:
+            """A warm worker's check after its job, made while the worker finishes the
+            reply (60 µs less per large bench job)."""
+            if key is not None:
+                clean.append(self._clean_after_job(worker))
+
+        reply = self._call(worker, request, deadline, limits, on_ran=check)
         if isinstance(reply, Outcome):
             return reply, False
         usage = _add(usage, reply)
@@ -580,7 +588,7 @@ class Sandbox:
         except _shm.MalformedOutputs as exc:
             self._kill(worker)
             return _failed("crashed", f"worker sent malformed outputs: {exc}", usage), False
-        keep = key is not None and self._clean_after_job(worker)
+        keep = key is not None and (clean[0] if clean else self._clean_after_job(worker))
         outcome = Outcome(
             kind="ok",
             message="",
@@ -601,13 +609,19 @@ class Sandbox:
         return _failed(kind, str(reply.get("message", ""))[:1000], usage)
 
     def _call(
-        self, worker: _Worker, request: dict[str, Any], deadline: float, limits: Limits
+        self,
+        worker: _Worker,
+        request: dict[str, Any],
+        deadline: float,
+        limits: Limits,
+        on_ran: Callable[[], object] = lambda: None,
     ) -> dict[str, Any] | Outcome:
-        """Send a request and wait for the reply, or turn the worker's end into an outcome."""
+        """Send a request and wait for the reply, or turn the worker's end into an outcome.
+        ``on_ran`` is called when the worker says a run's runtime call returned (§9)."""
         t0 = time.monotonic()
         try:
             _ipc.send(worker.wfd, request)
-            reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline, skip_ran=True)
+            reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline, on_ran=on_ran)
         except _ipc.Deadline:
             self._kill(worker)
             return self._ended(worker, t0, limits, timed_out=True)

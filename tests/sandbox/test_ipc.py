@@ -96,20 +96,24 @@ def test_a_silent_worker_hits_the_deadline(pipe: tuple[int, int], sent: bytes) -
 
 
 @pytest.mark.parametrize("together", [True, False])
-def test_a_ran_frame_before_a_reply_is_skipped(pipe: tuple[int, int], together: bool) -> None:
+def test_a_ran_frame_before_a_reply_is_announced_and_skipped(
+    pipe: tuple[int, int], together: bool
+) -> None:
     """A worker says its runtime call returned (an empty frame), then replies: read at
-    once or apart, the reader gets the reply."""
+    once or apart, the reader is told, then gets the reply."""
     r, w = pipe
+    told: list[bool] = []
     os.write(w, _ipc.RAN)
+    later = threading.Timer(0 if together else 0.05, _ipc.send, args=(w, {"op": "result"}))
+    later.start()
     if together:
-        _ipc.send(w, {"op": "result"})
-        got = _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
-    else:
-        later = threading.Timer(0.05, _ipc.send, args=(w, {"op": "result"}))
-        later.start()
-        got = _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
         later.join()
+    got = _ipc.recv(
+        r, max_bytes=1 << 20, deadline=time.monotonic() + 5, on_ran=lambda: told.append(True)
+    )
+    later.join()
     assert got == {"op": "result"}
+    assert told == [True]
 
 
 def test_only_one_ran_frame_is_skipped(pipe: tuple[int, int]) -> None:
@@ -117,7 +121,7 @@ def test_only_one_ran_frame_is_skipped(pipe: tuple[int, int]) -> None:
     os.write(w, _ipc.RAN + _ipc.RAN)
     _ipc.send(w, {"op": "result"})
     with pytest.raises(WorkerProtocolError):
-        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, skip_ran=True)
+        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 5, on_ran=lambda: None)
 
 
 def test_a_ran_frame_where_none_may_come_is_refused(pipe: tuple[int, int]) -> None:
@@ -131,4 +135,4 @@ def test_a_worker_silent_after_its_ran_frame_hits_the_deadline(pipe: tuple[int, 
     r, w = pipe
     os.write(w, _ipc.RAN)
     with pytest.raises(_ipc.Deadline):
-        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 0.05, skip_ran=True)
+        _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 0.05, on_ran=lambda: None)
