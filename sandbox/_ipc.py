@@ -18,6 +18,9 @@ _FIRST_READ = 1 << 16
 #: follows once the worker has checked the outputs and measured the job. The daemon, woken
 #: by it, is awake when the reply comes (specs/sandbox.md §9).
 RAN = bytes(HEADER)
+#: An empty frame the other way: a ``run``'s inputs are in place. The daemon sends the
+#: request first and copies the inputs while the worker wakes and prepares the run.
+GO = RAN
 
 
 class WorkerGone(Exception):
@@ -38,6 +41,23 @@ def send(fd: int, obj: Any) -> None:
             parts.pop(0)
         if parts and n:
             parts[0] = parts[0][n:]
+
+
+def go(fd: int) -> None:
+    """Send :data:`GO`."""
+    os.write(fd, GO)
+
+
+def await_go(fd: int) -> None:
+    """Wait for :data:`GO` (the worker's side; it trusts the daemon)."""
+    got = b""
+    while len(got) < HEADER:
+        chunk = os.read(fd, HEADER - len(got))
+        if not chunk:
+            raise WorkerGone()
+        got += chunk
+    if got != GO:
+        raise WorkerProtocolError("expected the inputs-ready frame")
 
 
 def _wait_readable(poller: select.poll, deadline: float | None) -> bool:
@@ -66,20 +86,22 @@ def recv(
     max_bytes: int,
     deadline: float | None = None,
     on_ran: Callable[[], object] | None = None,
+    exact: bool = False,
 ) -> Any:
     """Read one frame; WorkerGone on EOF, Deadline on timeout, WorkerProtocolError if bad.
     With ``on_ran``, one :data:`RAN` frame may come first: it is called then, and the
-    frame after it is read.
+    frame after it is read. ``exact``: read no byte beyond the frame (a worker reading a
+    request: the :data:`GO` behind it is read later).
 
     A pipe carries one frame at a time (a request, then its reply), so the first read asks
     for up to 64 KiB and usually gets the whole frame in one system call; bytes beyond the
     frame mean the peer sent a second one unasked, which is refused."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    first = _read_header(fd, b"", deadline, poller)
+    first = _read_header(fd, b"", deadline, poller, exact)
     if on_ran is not None and first.startswith(RAN):
         on_ran()
-        first = _read_header(fd, first[HEADER:], deadline, poller)
+        first = _read_header(fd, first[HEADER:], deadline, poller, exact)
     size = int.from_bytes(first[:HEADER], "big")
     if size > max_bytes:
         raise WorkerProtocolError(f"worker frame of {size} bytes exceeds {max_bytes}")
@@ -98,12 +120,14 @@ def recv(
         raise WorkerProtocolError(f"worker sent an invalid frame: {exc}") from None
 
 
-def _read_header(fd: int, first: bytes, deadline: float | None, poller: select.poll) -> bytes:
-    """``first`` read on until it holds at least a frame header."""
+def _read_header(
+    fd: int, first: bytes, deadline: float | None, poller: select.poll, exact: bool
+) -> bytes:
+    """``first`` read on until it holds at least a frame header (``exact``: and no more)."""
     while len(first) < HEADER:
         if not _wait_readable(poller, deadline):
             continue
-        chunk = os.read(fd, _FIRST_READ)
+        chunk = os.read(fd, HEADER - len(first) if exact else _FIRST_READ)
         if not chunk:
             raise WorkerGone()
         first += chunk

@@ -558,12 +558,13 @@ class Sandbox:
                 return self._worker_error(reply, usage), False
             worker.loaded = True
             worker.det_class = str(reply.get("class", ""))
+        inputs: list[_shm.Array] | None = None
         if request["op"] == "run":
             # Inputs go into the worker's shared region; the request names where they are.
-            arrays = list(job.inputs.values())
+            inputs = list(job.inputs.values())
             reserve = _shm.region_size(limits.output_bytes)
             try:
-                request["inputs"] = worker.region.write_inputs(arrays, reserve)
+                request["inputs"] = worker.region.place_inputs(inputs, reserve)
             except (OSError, ValueError) as exc:
                 return _failed("crashed", f"cannot place the inputs in shared memory: {exc}"), False
             request["shm_size"] = worker.region.size
@@ -575,7 +576,7 @@ class Sandbox:
             if key is not None:
                 clean.append(self._clean_after_job(worker))
 
-        reply = self._call(worker, request, deadline, limits, on_ran=check)
+        reply = self._call(worker, request, deadline, limits, inputs=inputs, on_ran=check)
         if isinstance(reply, Outcome):
             return reply, False
         usage = _add(usage, reply)
@@ -614,13 +615,20 @@ class Sandbox:
         request: dict[str, Any],
         deadline: float,
         limits: Limits,
+        *,
+        inputs: list[_shm.Array] | None = None,
         on_ran: Callable[[], object] = lambda: None,
     ) -> dict[str, Any] | Outcome:
         """Send a request and wait for the reply, or turn the worker's end into an outcome.
+        ``inputs``: a run's, copied to their places (``request["inputs"]``) after the
+        request is sent, while the worker prepares the run; then :data:`_ipc.GO`.
         ``on_ran`` is called when the worker says a run's runtime call returned (§9)."""
         t0 = time.monotonic()
         try:
             _ipc.send(worker.wfd, request)
+            if inputs is not None:
+                worker.region.copy_inputs(inputs, request["inputs"])
+                _ipc.go(worker.wfd)
             reply = _ipc.recv(worker.rfd, max_bytes=_MAX_REPLY, deadline=deadline, on_ran=on_ran)
         except _ipc.Deadline:
             self._kill(worker)

@@ -21,6 +21,7 @@ import math
 import mmap
 import os
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -98,20 +99,26 @@ class HostRegion:
         self.map = mmap.mmap(self.fd, size)
         self.size = size
 
-    def write_inputs(self, arrays: Sequence[Array], reserve: int) -> list[list[object]]:
+    def place_inputs(self, arrays: Sequence[Array], reserve: int) -> list[list[object]]:
         """Lay the arrays out in the region (growing it to hold them, and at least
-        ``reserve`` bytes); their ``[dtype_code, [dims], offset]`` entries, in order."""
+        ``reserve`` bytes); their ``[dtype_code, [dims], offset]`` entries, in order.
+        :meth:`copy_inputs` puts them there."""
         codes = [dtype_code(a.dtype) for a in arrays]
         offsets, end = layout([a.nbytes for a in arrays])
         self.ensure(max(end, reserve))
-        entries: list[list[object]] = []
-        for a, code, off in zip(arrays, codes, offsets, strict=True):
+        return [
+            [code, [int(d) for d in a.shape], off]
+            for a, code, off in zip(arrays, codes, offsets, strict=True)
+        ]
+
+    def copy_inputs(self, arrays: Sequence[Array], entries: list[list[object]]) -> None:
+        """Copy the arrays to the places :meth:`place_inputs` gave them."""
+        for a, entry in zip(arrays, entries, strict=True):
             if a.size:
+                code, _, off = cast(tuple[str, list[int], int], entry)
                 dst = np.frombuffer(self.map, DTYPE_CODES[code], a.size, off).reshape(a.shape)
                 np.copyto(dst, a, casting="equiv")
                 del dst
-            entries.append([code, [int(d) for d in a.shape], off])
-        return entries
 
     def read_outputs(
         self, entries: object, max_bytes: int, *, digest: Callable[[memoryview], bytes]

@@ -89,6 +89,7 @@ class _Worker:
         self.last_layout: tuple[LayoutKey, OutputSpecs] | None = None
         self.may_bind = True
         self.told_ran = False  # this request's RAN frame is sent
+        self.inputs_ready = False  # this request's GO frame is read
 
     # --- start-up ----------------------------------------------------------------------
 
@@ -154,13 +155,14 @@ class _Worker:
     def serve(self) -> None:
         while True:
             try:
-                req = _ipc.recv(self.rfd, max_bytes=MAX_REQUEST)
+                req = _ipc.recv(self.rfd, max_bytes=MAX_REQUEST, exact=True)
             except _ipc.WorkerGone:
                 return
             op = req.get("op")
             if op == "exit":
                 return
             self.told_ran = False
+            self.inputs_ready = False
             started = time.perf_counter()
             cpu0 = _cpu_seconds()
             self._reset_peak()
@@ -311,6 +313,7 @@ class _Worker:
             bound = self._bound(key, max_out)
             if bound is not None:
                 bound.arm()
+                self._await_inputs()
                 began = time.perf_counter()
                 try:
                     self.session.run_with_iobinding(bound.io)
@@ -336,6 +339,7 @@ class _Worker:
                 raise JobFailed("runtime_error", "no model loaded")
             out_names = self.out_names
             feed = dict(zip(names, arrays, strict=True))
+            self._await_inputs()
             began = time.perf_counter()
             values = self.session.run(out_names, feed)
             runtime_us = int((time.perf_counter() - began) * 1e6)
@@ -346,6 +350,7 @@ class _Worker:
 
             if self.torch_module is None:
                 raise JobFailed("runtime_error", "no model loaded")
+            self._await_inputs()
             with torch.inference_mode():
                 args = [torch.from_numpy(a.copy()).to(self.device) for a in arrays]
                 began = time.perf_counter()
@@ -373,6 +378,13 @@ class _Worker:
         if key is not None:
             self.last_layout = (key, _binding.output_specs(outputs))
         return {"op": "result", "outputs": wire, "class": self.det_class, "runtime_us": runtime_us}
+
+    def _await_inputs(self) -> None:
+        """Wait (once per request) for the daemon's :data:`_ipc.GO`: the run's inputs are
+        in place. Until then the daemon copies them, and this worker prepares the run."""
+        if not self.inputs_ready:
+            self.inputs_ready = True
+            _ipc.await_go(self.rfd)
 
     def _ran(self) -> None:
         """Send the daemon :data:`_ipc.RAN` (once per request): it wakes while this

@@ -136,3 +136,28 @@ def test_a_worker_silent_after_its_ran_frame_hits_the_deadline(pipe: tuple[int, 
     os.write(w, _ipc.RAN)
     with pytest.raises(_ipc.Deadline):
         _ipc.recv(r, max_bytes=1 << 20, deadline=time.monotonic() + 0.05, on_ran=lambda: None)
+
+
+def test_a_request_read_exactly_leaves_the_go_behind_it(pipe: tuple[int, int]) -> None:
+    """The daemon sends a run request, copies the inputs, then GO; a worker that reads
+    its request must not take the GO with it, even when both are already there."""
+    r, w = pipe
+    _ipc.send(w, {"op": "run"})
+    _ipc.go(w)
+    assert _ipc.recv(r, max_bytes=1 << 20, exact=True) == {"op": "run"}
+    _ipc.await_go(r)
+
+
+def test_anything_but_go_is_refused(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    _ipc.send(w, {"op": "run"})
+    with pytest.raises(WorkerProtocolError, match="inputs-ready"):
+        _ipc.await_go(r)
+
+
+def test_a_daemon_gone_before_go_is_gone(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, b"\x00\x00")
+    os.close(w)
+    with pytest.raises(_ipc.WorkerGone):
+        _ipc.await_go(r)

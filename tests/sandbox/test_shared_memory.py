@@ -50,7 +50,8 @@ def test_outputs_round_trip_and_are_copied_out(region: _shm.HostRegion) -> None:
 
 def test_inputs_are_laid_out_for_the_worker(region: _shm.HostRegion) -> None:
     arrays = [np.arange(5, dtype=">f8"), np.ones((2, 3), np.int8), np.zeros((0,), np.int64)]
-    entries = region.write_inputs(arrays, reserve=region.size)
+    entries = region.place_inputs(arrays, reserve=region.size)
+    region.copy_inputs(arrays, entries)
     views = _shm.WorkerRegion(region.fd, region.size).inputs(entries)
     for view, array in zip(views, arrays, strict=True):
         assert view.shape == array.shape
@@ -60,7 +61,8 @@ def test_inputs_are_laid_out_for_the_worker(region: _shm.HostRegion) -> None:
 def test_region_grows_for_large_inputs_and_never_shrinks(region: _shm.HostRegion) -> None:
     size = region.size
     big = np.ones(size, np.uint8)
-    entries = region.write_inputs([big, big], reserve=0)
+    entries = region.place_inputs([big, big], reserve=0)
+    region.copy_inputs([big, big], entries)
     assert region.size >= 2 * size and os.fstat(region.fd).st_size == region.size
     worker = _shm.WorkerRegion(region.fd, size)
     worker.remap(region.size)
