@@ -18,6 +18,9 @@ MAX_PUBSUB_BYTES = 256 << 10
 DEFAULT_REQUEST_TIMEOUT = 10.0
 #: Default time for a provider lookup, seconds.
 DEFAULT_FIND_TIMEOUT = 5.0
+#: The share of a provider lookup's time its network part may take: the rest is for
+#: fetching the records of the providers found, those known locally included.
+LOOKUP_SHARE = 0.6
 #: Default number of messages a subscription or event stream buffers before dropping.
 DEFAULT_QUEUE_SIZE = 1024
 #: Most providers ``find_providers`` returns by default.

@@ -104,6 +104,7 @@ from ._limits import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
+    LOOKUP_SHARE,
     MAX_FRAME_BYTES,
     MAX_PUBSUB_BYTES,
     REFRESH_MARGIN_MS,
@@ -1033,40 +1034,44 @@ class Libp2pNetwork:
                 del self._records[oldest]
         self._records[record.signer] = record
 
-    async def _lookup_providers(self, key: bytes, count: int) -> list[PeerInfo]:
+    async def _lookup_providers(self, key: bytes, count: int, within: float) -> list[PeerInfo]:
         """Provider records for ``key``: the local store and an iterative lookup, always
-        both (py-libp2p's ``find_providers`` stops at the local store when it has any)."""
+        both (py-libp2p's ``find_providers`` stops at the local store when it has any).
+        The lookup gets ``within`` seconds; what it found by then is kept."""
         store = self.dht.provider_store
         found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
         me = self._host.get_id()
-        try:
-            closest = list(await self.dht.peer_routing.find_closest_peers_network(key))
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
-            log.debug("closest-peer lookup failed: %r", exc)
-            closest = []
-        candidates = [p for p in dict.fromkeys(closest) if p != me]
-        queried: set[ID] = set()
-        for _ in range(8):  # lookup rounds, bounded
-            batch = [p for p in candidates if p not in queried][:ALPHA]
-            if not batch or len(found) >= count:
-                break
-            closer: list[ID] = []
+        with trio.move_on_after(within):
+            try:
+                closest = list(await self.dht.peer_routing.find_closest_peers_network(key))
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                log.debug("closest-peer lookup failed: %r", exc)
+                closest = []
+            candidates = [p for p in dict.fromkeys(closest) if p != me]
+            queried: set[ID] = set()
+            for _ in range(8):  # lookup rounds, bounded
+                batch = [p for p in candidates if p not in queried][:ALPHA]
+                if not batch or len(found) >= count:
+                    break
+                closer: list[ID] = []
 
-            async def ask(peer: ID, closer: list[ID] = closer) -> None:
-                queried.add(peer)
-                with contextlib.suppress(Exception), trio.move_on_after(3):
-                    providers, nearer = await store._get_providers_from_peer_with_closers(peer, key)
-                    for info in providers or ():
-                        found.setdefault(info.peer_id, info)
-                    closer.extend(nearer or ())
+                async def ask(peer: ID, closer: list[ID] = closer) -> None:
+                    queried.add(peer)
+                    with contextlib.suppress(Exception), trio.move_on_after(3):
+                        providers, nearer = await store._get_providers_from_peer_with_closers(
+                            peer, key
+                        )
+                        for info in providers or ():
+                            found.setdefault(info.peer_id, info)
+                        closer.extend(nearer or ())
 
-            async with trio.open_nursery() as nursery:
-                for peer in batch:
-                    nursery.start_soon(ask, peer)
-            candidates.extend(p for p in closer if p != me and p not in queried)
-            candidates = sort_peer_ids_by_distance(key, list(dict.fromkeys(candidates)))
+                async with trio.open_nursery() as nursery:
+                    for peer in batch:
+                        nursery.start_soon(ask, peer)
+                candidates.extend(p for p in closer if p != me and p not in queried)
+                candidates = sort_peer_ids_by_distance(key, list(dict.fromkeys(candidates)))
         return list(found.values())
 
     async def find_providers(
@@ -1084,8 +1089,12 @@ class Libp2pNetwork:
                 self._record.message.capability_classes
             ):
                 peers[self._host.get_id()] = None
+            # A lookup that hangs (a peer that has just left) must not use up the time
+            # the providers already found need for their records.
             infos = await self._lookup_providers(
-                bytes.fromhex(provider_key(self.chain_id, capability_class)), max(limit, 1) * 2
+                bytes.fromhex(provider_key(self.chain_id, capability_class)),
+                max(limit, 1) * 2,
+                within=timeout * LOOKUP_SHARE,
             )
             for info in infos:
                 peers.setdefault(info.peer_id, None)

@@ -13,6 +13,7 @@ from node.net.libp2p_host import (
     Libp2pConfig,
     Libp2pNetwork,
     open_libp2p_network,
+    provider_key,
     wall_ms,
 )
 
@@ -175,3 +176,33 @@ async def run_checks(nets: list[Libp2pNetwork], clock: Clock, leaver_stack: Asyn
     records = await nets[4].find_providers(cls, limit=N)
     assert leaver.local_peer not in {r.signer for r in records}
     assert {r.signer for r in records} == expected[cls] - {leaver.local_peer}
+
+
+async def test_a_lookup_that_hangs_still_returns_the_providers_known_locally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The network part of a provider lookup gets only a share of the time: when it hangs
+    (a peer that has just left, say), the providers this node already knows are still
+    fetched and returned, rather than nothing."""
+    clock = Clock()
+    cls = classes_of(1)[0]
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(open_libp2p_network(key(1), config(0, clock, ())))
+            b = await stack.enter_async_context(
+                open_libp2p_network(key(2), config(1, clock, a.addresses()[:1]))
+            )
+            await b.advertise(advert(key(2), classes_of(1), now_ms=clock(), ttl_ms=TTL_MS))
+            key_bytes = bytes.fromhex(provider_key(CHAIN, cls))
+            for _ in range(100):  # until b's provider record is in a's store, bounded
+                if a.dht.provider_store.get_providers(key_bytes):
+                    break
+                await trio.sleep(0.05)
+
+            async def hang(*args: object) -> list[object]:
+                await trio.sleep_forever()
+                raise AssertionError
+
+            monkeypatch.setattr(a.dht.peer_routing, "find_closest_peers_network", hang)
+            records = await a.find_providers(cls, timeout=2)
+            assert {r.signer for r in records} == {b.local_peer}
