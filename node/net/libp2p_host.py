@@ -1083,6 +1083,9 @@ class Libp2pNetwork:
     ) -> list[Signed[Advert]]:
         self._check_open()
         found: list[Signed[Advert]] = []
+        # Peers whose fetch is under way, with their cached record: a fetch the timeout
+        # cuts off (a request to a peer that has just left can wait seconds) returns that.
+        pending: dict[ID, Signed[Advert]] = {}
         with trio.move_on_after(timeout):
             peers: dict[ID, None] = {}
             if self._record is not None and capability_class in (
@@ -1103,13 +1106,22 @@ class Libp2pNetwork:
                         self._host.get_peerstore().add_addrs(info.peer_id, info.addrs, 600)
 
             async def fetch(peer: ID) -> None:
+                key = _key_of(peer)
+                cached = self._records.get(key) if key is not None else None
+                if cached is not None:
+                    now = self._config.now_ms()
+                    fallback = verify_record(cached.raw, self.chain_id, capability_class, now)
+                    if fallback is not None:
+                        pending[peer] = fallback
                 record = await self._record_of(peer, capability_class)
+                pending.pop(peer, None)
                 if record is not None:
                     found.append(record)
 
             async with trio.open_nursery() as nursery:
                 for peer in peers:
                     nursery.start_soon(fetch, peer)
+        found.extend(pending.values())
         return best_per_peer(found, limit)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -178,31 +180,53 @@ async def run_checks(nets: list[Libp2pNetwork], clock: Clock, leaver_stack: Asyn
     assert {r.signer for r in records} == expected[cls] - {leaver.local_peer}
 
 
+@asynccontextmanager
+async def a_and_its_provider_b() -> AsyncIterator[tuple[Libp2pNetwork, Libp2pNetwork, str]]:
+    """Node a, and node b, which serves a class (the third item) and has found a (and been
+    found by it: a holds b's provider record and has cached b's record)."""
+    clock = Clock()
+    cls = classes_of(1)[0]
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(open_libp2p_network(key(1), config(0, clock, ())))
+        b = await stack.enter_async_context(
+            open_libp2p_network(key(2), config(1, clock, a.addresses()[:1]))
+        )
+        await b.advertise(advert(key(2), classes_of(1), now_ms=clock(), ttl_ms=TTL_MS))
+        key_bytes = bytes.fromhex(provider_key(CHAIN, cls))
+        for _ in range(100):  # bounded
+            if a.dht.provider_store.get_providers(key_bytes) and {
+                r.signer for r in await a.find_providers(cls, timeout=2)
+            } == {b.local_peer}:
+                break
+            await trio.sleep(0.05)
+        yield a, b, cls
+
+
+async def hang(*args: object, **kwargs: object) -> Any:
+    await trio.sleep_forever()
+
+
 async def test_a_lookup_that_hangs_still_returns_the_providers_known_locally(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The network part of a provider lookup gets only a share of the time: when it hangs
     (a peer that has just left, say), the providers this node already knows are still
     fetched and returned, rather than nothing."""
-    clock = Clock()
-    cls = classes_of(1)[0]
     with trio.fail_after(60):
-        async with AsyncExitStack() as stack:
-            a = await stack.enter_async_context(open_libp2p_network(key(1), config(0, clock, ())))
-            b = await stack.enter_async_context(
-                open_libp2p_network(key(2), config(1, clock, a.addresses()[:1]))
-            )
-            await b.advertise(advert(key(2), classes_of(1), now_ms=clock(), ttl_ms=TTL_MS))
-            key_bytes = bytes.fromhex(provider_key(CHAIN, cls))
-            for _ in range(100):  # until b's provider record is in a's store, bounded
-                if a.dht.provider_store.get_providers(key_bytes):
-                    break
-                await trio.sleep(0.05)
-
-            async def hang(*args: object) -> list[object]:
-                await trio.sleep_forever()
-                raise AssertionError
-
+        async with a_and_its_provider_b() as (a, b, cls):
             monkeypatch.setattr(a.dht.peer_routing, "find_closest_peers_network", hang)
             records = await a.find_providers(cls, timeout=2)
+            assert {r.signer for r in records} == {b.local_peer}
+
+
+async def test_a_record_fetch_cut_off_by_the_timeout_returns_the_cached_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that has just left can keep a record request waiting for seconds: when the
+    lookup's time runs out during that fetch, the peer's cached (unexpired) record is
+    returned rather than nothing."""
+    with trio.fail_after(60):
+        async with a_and_its_provider_b() as (a, b, cls):
+            monkeypatch.setattr(a, "request", hang)
+            records = await a.find_providers(cls, timeout=1.5)
             assert {r.signer for r in records} == {b.local_peer}
