@@ -102,7 +102,7 @@ OWN_CPUS = os.sched_getaffinity(0)
 
 def placements() -> list[tuple[int, int] | None]:
     """(first CPU, model's CPU) pairs, both ways round; [None] on a single CPU."""
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(OWN_CPUS)
     if len(cpus) < 2:
         return [None]
     return [(cpus[0], cpus[1]), (cpus[1], cpus[0])]

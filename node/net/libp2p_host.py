@@ -1108,11 +1108,11 @@ class Libp2pNetwork:
             async def fetch(peer: ID) -> None:
                 key = _key_of(peer)
                 cached = self._records.get(key) if key is not None else None
-                if cached is not None:
-                    now = self._config.now_ms()
-                    fallback = verify_record(cached.raw, self.chain_id, capability_class, now)
-                    if fallback is not None:
-                        pending[peer] = fallback
+                now = self._config.now_ms()
+                if cached is not None and (
+                    fallback := verify_record(cached.raw, self.chain_id, capability_class, now)
+                ):
+                    pending[peer] = fallback
                 record = await self._record_of(peer, capability_class)
                 pending.pop(peer, None)
                 if record is not None:
