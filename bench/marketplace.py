@@ -34,8 +34,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
 
-from node._cli_devnet import running_devnet, tiny_model_and_inputs, wait_ready  # noqa: E402
-from node.client import Client  # noqa: E402
+from node.api import Client  # noqa: E402
+from node.devnet import running_devnet, tiny_model_and_inputs, wait_ready  # noqa: E402
 
 BLOCK_MS = 100
 BID_WINDOW_MS = 500

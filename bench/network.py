@@ -33,10 +33,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import protocol
-from node.net import provider_classes
 from node.net._framing import FrameReader, request_frame
 from node.net.libp2p_host import Libp2pConfig, Libp2pNetwork, open_libp2p_network
-from protocol import Advert
+from protocol import Advert, provider_classes
 
 CHAIN = "aimx-bench"
 ECHO = "/aimx/bench/echo/1"

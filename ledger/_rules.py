@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import nacl.signing
 
@@ -65,16 +65,7 @@ from ._payloads import (
     Transfer,
     Unstake,
 )
-from ._state import (
-    REFUNDED,
-    REP_UNIT,
-    SETTLED,
-    SLASH_WEIGHT,
-    Account,
-    Draft,
-    Escrow,
-    State,
-)
+from ._state import REP_UNIT, SLASH_WEIGHT, Account, Draft, Escrow, EscrowStatus, State
 
 #: Most stake-unbonding entries pending on one account.
 MAX_UNBONDING = 64
@@ -149,12 +140,40 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
         raise FeeTooLow(f"fee {tx.fee} is below the chain's minimum fee {draft.genesis.min_fee}")
     if tx.fee > sender.balance:
         raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
-    commit = _CHECKS[type(vtx.payload)](draft, vtx, sender.balance - tx.fee)
+    commit = _check(draft, tx.sender, vtx.payload, sender.balance - tx.fee)
     draft.begin_tx()
     draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1))
     draft.fees += tx.fee
     commit()
     draft.end_tx()
+
+
+def _check(draft: Draft, sender: bytes, payload: Payload, spendable: int) -> Commit:
+    """The kind's own rules: raise if one fails, else return what applies the payload.
+    ``spendable`` is the sender's balance after the fee."""
+    match payload:
+        case Mint():
+            return _check_mint(draft, sender, payload)
+        case Transfer():
+            return _check_transfer(draft, sender, payload, spendable)
+        case Lock():
+            return _check_lock(draft, sender, payload, spendable)
+        case Settle():
+            return _check_settle(draft, sender, payload)
+        case Claim():
+            return _check_claim(draft, sender, payload)
+        case Refund():
+            return _check_refund(draft, sender, payload)
+        case Stake():
+            return _check_stake(draft, sender, payload, spendable)
+        case Unstake():
+            return _check_unstake(draft, sender, payload)
+        case Slash():
+            return _check_slash(draft, sender, payload)
+        case Attest():
+            return _check_attest(draft, sender, payload)
+        case _:
+            assert_never(payload)
 
 
 def _with(
@@ -187,10 +206,34 @@ def _debit(draft: Draft, account: bytes, amount: int) -> None:
     draft.put(account, _with(a, balance=a.balance - amount))
 
 
+def _require_spendable(spendable: int, amount: int, what: str) -> None:
+    if amount > spendable:
+        raise InsufficientFunds(f"balance after fee is {spendable}, cannot {what} {amount}")
+
+
+def _require_coordinator(draft: Draft, sender: bytes, what: str) -> None:
+    if sender not in draft.genesis.coordinators:
+        raise NotAuthorized(f"only a coordinator listed in the genesis may {what}")
+
+
 def _escrow_of(draft: Draft, job_id: bytes) -> Escrow:
     e = draft.escrow(job_id)
     if e is None:
         raise EscrowError(f"no escrow is locked for job {job_id.hex()}")
+    return e
+
+
+def _require_open(e: Escrow, job_id: bytes) -> None:
+    if not e.is_open:
+        raise EscrowError(f"escrow of job {job_id.hex()} is already closed")
+
+
+def _owned_open_escrow(draft: Draft, sender: bytes, job_id: bytes, what: str) -> Escrow:
+    """The job's escrow, which ``sender`` must own and which must still be open."""
+    e = _escrow_of(draft, job_id)
+    if e.owner != sender:
+        raise NotAuthorized(f"only the escrow's owner may {what} it")
+    _require_open(e, job_id)
     return e
 
 
@@ -207,11 +250,8 @@ def _replace_escrow(e: Escrow, **changes: Any) -> Escrow:
     return Escrow(**values)
 
 
-def _check_mint(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Mint)
-    if vtx.sender not in draft.genesis.coordinators:
-        raise NotAuthorized("only a coordinator listed in the genesis may mint")
+def _check_mint(draft: Draft, sender: bytes, p: Mint) -> Commit:
+    _require_coordinator(draft, sender, "mint")
     if draft.minted - draft.burned + p.amount > MAX_SUPPLY:
         raise NotAuthorized(f"minting {p.amount} would exceed the maximum supply {MAX_SUPPLY}")
 
@@ -222,22 +262,17 @@ def _check_mint(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
     return commit
 
 
-def _check_transfer(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Transfer)
-    if p.amount > spendable:
-        raise InsufficientFunds(f"balance after fee is {spendable}, cannot transfer {p.amount}")
+def _check_transfer(draft: Draft, sender: bytes, p: Transfer, spendable: int) -> Commit:
+    _require_spendable(spendable, p.amount, "transfer")
 
     def commit() -> None:
-        _debit(draft, vtx.sender, p.amount)
+        _debit(draft, sender, p.amount)
         _credit(draft, p.to, p.amount)
 
     return commit
 
 
-def _check_lock(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Lock)
+def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
     h = draft.height
     if draft.escrow(p.job_id) is not None:
         raise EscrowError(f"job {p.job_id.hex()} already has an escrow; a job is locked once")
@@ -249,13 +284,12 @@ def _check_lock(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
         )
     if p.max_per_payee > p.amount:
         raise EscrowError(f"max_per_payee {p.max_per_payee} exceeds the locked {p.amount}")
-    if p.amount > spendable:
-        raise InsufficientFunds(f"balance after fee is {spendable}, cannot lock {p.amount}")
+    _require_spendable(spendable, p.amount, "lock")
 
     def commit() -> None:
-        _debit(draft, vtx.sender, p.amount)
+        _debit(draft, sender, p.amount)
         draft.escrows[p.job_id] = Escrow(
-            owner=vtx.sender,
+            owner=sender,
             locked=p.amount,
             remaining=p.amount,
             claim_height=p.claim_height,
@@ -292,14 +326,8 @@ def _pay(draft: Draft, payouts: dict[bytes, int]) -> None:
         draft.add_reputation(provider, REP_UNIT, 0)
 
 
-def _check_settle(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Settle)
-    e = _escrow_of(draft, p.job_id)
-    if e.owner != vtx.sender:
-        raise NotAuthorized("only the escrow's owner may settle it")
-    if not e.is_open:
-        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
+    e = _owned_open_escrow(draft, sender, p.job_id, "settle")
     payouts = {x.provider: x.amount for x in p.payouts}
     if len(payouts) != len(p.payouts):
         raise EscrowError("settle lists a provider twice; merge its payouts")
@@ -310,15 +338,13 @@ def _check_settle(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
         _pay(draft, payouts)
         _credit(draft, e.owner, rest)
         draft.escrows[p.job_id] = _replace_escrow(
-            e, remaining=0, status=SETTLED, paid=tuple(sorted(paid.items()))
+            e, remaining=0, status=EscrowStatus.SETTLED, paid=tuple(sorted(paid.items()))
         )
 
     return commit
 
 
-def _check_claim(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Claim)
+def _check_claim(draft: Draft, sender: bytes, p: Claim) -> Commit:
     h = draft.height
     e = _escrow_of(draft, p.job_id)
     chain = draft.genesis.chain_id
@@ -333,21 +359,20 @@ def _check_claim(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
         raise BadEvidence("the award and receipt must be signed by the escrow's owner")
     if award.job_id != p.job_id or receipt.job_id != p.job_id:
         raise BadEvidence("the award and receipt must be for the claimed job")
-    if award.provider != vtx.sender or receipt.provider != vtx.sender:
+    if award.provider != sender or receipt.provider != sender:
         raise BadEvidence("only the provider named in the award and receipt may claim")
     if award.replica != receipt.replica:
         raise BadEvidence("the receipt is for another replica than the award")
     if award.price == 0:
         raise BadEvidence("the award's price is zero: nothing to claim")
-    if not e.is_open:
-        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+    _require_open(e, p.job_id)
     if h < e.claim_height:
         raise EscrowError(f"claims open at height {e.claim_height}; this block is {h}")
     if h >= e.expiry_height:
         raise EscrowError(f"escrow expired at height {e.expiry_height}; claims are closed")
-    if vtx.sender in e.claimed:
+    if sender in e.claimed:
         raise EscrowError("this provider already claimed from this escrow")
-    payouts = {vtx.sender: award.price}
+    payouts = {sender: award.price}
     paid = _check_payouts(e, payouts)
 
     def commit() -> None:
@@ -357,20 +382,14 @@ def _check_claim(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
             e,
             remaining=e.remaining - award.price,
             paid=tuple(sorted(paid.items())),
-            claimed=tuple(sorted((*e.claimed, vtx.sender))),
+            claimed=tuple(sorted((*e.claimed, sender))),
         )
 
     return commit
 
 
-def _check_refund(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Refund)
-    e = _escrow_of(draft, p.job_id)
-    if e.owner != vtx.sender:
-        raise NotAuthorized("only the escrow's owner may refund it")
-    if not e.is_open:
-        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
+def _check_refund(draft: Draft, sender: bytes, p: Refund) -> Commit:
+    e = _owned_open_escrow(draft, sender, p.job_id, "refund")
     if draft.height < e.expiry_height:
         raise EscrowError(
             f"escrow expires at height {e.expiry_height}; refund is possible from then on "
@@ -379,28 +398,23 @@ def _check_refund(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
 
     def commit() -> None:
         _credit(draft, e.owner, e.remaining)
-        draft.escrows[p.job_id] = _replace_escrow(e, remaining=0, status=REFUNDED)
+        draft.escrows[p.job_id] = _replace_escrow(e, remaining=0, status=EscrowStatus.REFUNDED)
 
     return commit
 
 
-def _check_stake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Stake)
-    if p.amount > spendable:
-        raise InsufficientFunds(f"balance after fee is {spendable}, cannot stake {p.amount}")
+def _check_stake(draft: Draft, sender: bytes, p: Stake, spendable: int) -> Commit:
+    _require_spendable(spendable, p.amount, "stake")
 
     def commit() -> None:
-        a = draft.account(vtx.sender)
-        draft.put(vtx.sender, _with(a, balance=a.balance - p.amount, stake=a.stake + p.amount))
+        a = draft.account(sender)
+        draft.put(sender, _with(a, balance=a.balance - p.amount, stake=a.stake + p.amount))
 
     return commit
 
 
-def _check_unstake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Unstake)
-    a = draft.account(vtx.sender)
+def _check_unstake(draft: Draft, sender: bytes, p: Unstake) -> Commit:
+    a = draft.account(sender)
     if p.amount > a.stake:
         raise InsufficientFunds(f"stake is {a.stake}, cannot unstake {p.amount}")
     if len(a.unbonding) >= MAX_UNBONDING:
@@ -410,12 +424,12 @@ def _check_unstake(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
     release = draft.height + draft.genesis.unbonding_delay
 
     def commit() -> None:
-        b = draft.account(vtx.sender)
+        b = draft.account(sender)
         draft.put(
-            vtx.sender,
+            sender,
             _with(b, stake=b.stake - p.amount, unbonding=(*b.unbonding, (release, p.amount))),
         )
-        draft.new_releases.append((release, vtx.sender))
+        draft.new_releases.append((release, sender))
 
     return commit
 
@@ -439,11 +453,8 @@ def _check_slash_evidence(chain: str, p: Slash) -> None:
             )
 
 
-def _check_slash(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Slash)
-    if vtx.sender not in draft.genesis.coordinators:
-        raise NotAuthorized("only a coordinator listed in the genesis may slash")
+def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
+    _require_coordinator(draft, sender, "slash")
     _check_slash_evidence(draft.genesis.chain_id, p)
 
     def commit() -> None:
@@ -471,18 +482,16 @@ def _check_slash(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
     return commit
 
 
-def _check_attest(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
-    p = vtx.payload
-    assert isinstance(p, Attest)
+def _check_attest(draft: Draft, sender: bytes, p: Attest) -> Commit:
     e = _escrow_of(draft, p.job_id)
     if e.is_open or not e.paid:
         raise EscrowError("attestations are only possible once the job has settled with a payout")
     parties = e.parties()
-    if vtx.sender not in parties or p.subject not in parties:
+    if sender not in parties or p.subject not in parties:
         raise NotAuthorized("only a party of the settled job may attest, about another party")
-    if p.subject == vtx.sender or e.owner not in (vtx.sender, p.subject):
+    if p.subject == sender or e.owner not in (sender, p.subject):
         raise NotAuthorized("attestations go between the requester and a provider of the job")
-    mark = (vtx.sender, p.subject)
+    mark = (sender, p.subject)
     if mark in e.attested:
         raise EscrowError("this party already attested about that party for this job")
 
@@ -495,19 +504,6 @@ def _check_attest(draft: Draft, vtx: VerifiedTx, spendable: int) -> Commit:
 
     return commit
 
-
-_CHECKS: dict[type[Any], Callable[[Draft, VerifiedTx, int], Commit]] = {
-    Mint: _check_mint,
-    Transfer: _check_transfer,
-    Lock: _check_lock,
-    Settle: _check_settle,
-    Claim: _check_claim,
-    Refund: _check_refund,
-    Stake: _check_stake,
-    Unstake: _check_unstake,
-    Slash: _check_slash,
-    Attest: _check_attest,
-}
 
 # --- blocks ----------------------------------------------------------------------------
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import IntEnum
 from fractions import Fraction
 from typing import Any
 
 from protocol import content_hash, pack, unpack
 
-from ._errors import StoreError
+from ._errors import ChainVerificationError, StoreError
 from ._genesis import Genesis
 
 GLOBALS_KEY = b"\x00"
@@ -31,9 +32,14 @@ ESCROW_PREFIX = b"\x02"
 STATE_TAG = b"aimx/state/1"
 EMPTY_BUCKET = content_hash(b"")
 
-#: Escrow status values.
-OPEN, SETTLED, REFUNDED = 0, 1, 2
-STATUS_NAMES = {OPEN: "open", SETTLED: "settled", REFUNDED: "refunded"}
+
+class EscrowStatus(IntEnum):
+    """Where an escrow is; its leaf stores the number."""
+
+    OPEN = 0
+    SETTLED = 1
+    REFUNDED = 2
+
 
 #: One unit of reputation weight (a settled job, an attestation) in fixed point.
 REP_UNIT = 1 << 16
@@ -89,14 +95,14 @@ class Escrow:
     expiry_height: int
     max_per_payee: int
     max_payees: int
-    status: int = OPEN
+    status: EscrowStatus = EscrowStatus.OPEN
     paid: tuple[tuple[bytes, int], ...] = ()
     claimed: tuple[bytes, ...] = ()
     attested: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def is_open(self) -> bool:
-        return self.status == OPEN
+        return self.status == EscrowStatus.OPEN
 
     @property
     def total_paid(self) -> int:
@@ -119,7 +125,7 @@ class Escrow:
                 self.expiry_height,
                 self.max_per_payee,
                 self.max_payees,
-                self.status,
+                int(self.status),
                 [[p, a] for p, a in self.paid],
                 list(self.claimed),
                 [[f, t] for f, t in self.attested],
@@ -137,7 +143,7 @@ class Escrow:
             v[4],
             v[5],
             v[6],
-            v[7],
+            EscrowStatus(v[7]),
             tuple((p, a) for p, a in v[8]),
             tuple(v[9]),
             tuple((f, t) for f, t in v[10]),
@@ -371,6 +377,25 @@ class State:
             if e.is_open:
                 held += e.remaining
         return held, self.minted - self.burned
+
+
+def check_invariants(state: State) -> None:
+    """Raise :class:`ChainVerificationError` if an invariant of the ledger fails: credits
+    are conserved, no amount is negative, no escrow paid more than was locked."""
+    held, issued = state.conservation()
+    if held != issued:
+        raise ChainVerificationError(
+            f"height {state.height}: balances, escrows, stakes and fees hold {held} but "
+            f"minted − burned is {issued}"
+        )
+    for acct, a in state.accounts():
+        if min(a.balance, a.stake, *(x for _, x in a.unbonding), 0) < 0:
+            raise ChainVerificationError(f"height {state.height}: account {acct.hex()} < 0")
+    for job, e in state.escrows():
+        if e.remaining < 0 or e.total_paid + e.remaining > e.locked:
+            raise ChainVerificationError(
+                f"height {state.height}: escrow {job.hex()} paid more than was locked"
+            )
 
 
 @dataclass(slots=True)

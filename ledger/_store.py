@@ -12,22 +12,17 @@ Tables::
     txindex(account BLOB, height INTEGER, idx INTEGER)   who a transaction concerns
     proofs(height INTEGER, first BLOB, second BLOB)      equivocation proofs
 
-A :class:`LedgerStore` belongs to one thread (sqlite3's rule); :class:`StoreThread` runs
-one on a dedicated thread for trio code.
+A :class:`LedgerStore` belongs to one thread (sqlite3's rule); a driver that is not
+single-threaded runs it on a thread of its own (the daemon's ``node.ledger.StoreThread``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import trio
+from typing import Any
 
 import protocol
 from protocol import Signed
@@ -36,9 +31,7 @@ from ._block import MAX_BLOCK_BYTES, Block, EquivocationProof
 from ._errors import ChainVerificationError, LedgerError, StoreError
 from ._genesis import Genesis
 from ._rules import apply_block
-from ._state import State
-
-T = TypeVar("T")
+from ._state import State, check_invariants
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
@@ -304,7 +297,7 @@ def verify_chain(store: LedgerStore) -> VerifyReport:
                 f"stored block {state.height + 1} is invalid: {exc}"
             ) from None
         txs += len(protocol.unpack(raw, max_bytes=MAX_BLOCK_BYTES)[2][4])
-        _check_invariants(state)
+        check_invariants(state)
     if state.height != store.height:
         raise ChainVerificationError(
             f"replay reached height {state.height} but the store says {store.height}"
@@ -330,91 +323,3 @@ def verify_chain(store: LedgerStore) -> VerifyReport:
         escrows=sum(1 for _ in state.escrows()),
         proofs=len(store.proofs()),
     )
-
-
-def check_invariants(state: State) -> None:
-    """Raise :class:`ChainVerificationError` if an invariant of the ledger fails."""
-    _check_invariants(state)
-
-
-def _check_invariants(state: State) -> None:
-    held, issued = state.conservation()
-    if held != issued:
-        raise ChainVerificationError(
-            f"height {state.height}: balances, escrows, stakes and fees hold {held} but "
-            f"minted − burned is {issued}"
-        )
-    for acct, a in state.accounts():
-        if min(a.balance, a.stake, *(x for _, x in a.unbonding), 0) < 0:
-            raise ChainVerificationError(f"height {state.height}: account {acct.hex()} < 0")
-    for job, e in state.escrows():
-        if e.remaining < 0 or e.total_paid + e.remaining > e.locked:
-            raise ChainVerificationError(
-                f"height {state.height}: escrow {job.hex()} paid more than was locked"
-            )
-
-
-class StoreThread:
-    """A :class:`LedgerStore` on its own thread, for trio code (aiosqlite needs asyncio).
-
-    ``await st.call(fn)`` runs ``fn(store)`` on the store's thread and returns its result.
-    """
-
-    def __init__(self, opener: Callable[[], LedgerStore]) -> None:
-        self._queue: queue.SimpleQueue[Callable[[LedgerStore], None] | None] = queue.SimpleQueue()
-        self._opened = threading.Event()
-        self._error: BaseException | None = None
-        self._store: LedgerStore | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(opener,), name="ledger-store", daemon=True
-        )
-        self._thread.start()
-        self._opened.wait()
-        if self._error is not None:
-            raise self._error
-
-    def _run(self, opener: Callable[[], LedgerStore]) -> None:
-        try:
-            self._store = opener()
-        except BaseException as exc:
-            self._error = exc
-            self._opened.set()
-            return
-        self._opened.set()
-        store = self._store
-        while True:
-            job = self._queue.get()
-            if job is None:
-                store.close()
-                return
-            job(store)
-
-    @property
-    def state(self) -> State:
-        assert self._store is not None
-        return self._store.state
-
-    async def call(self, fn: Callable[[LedgerStore], T]) -> T:
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        box: list[Any] = []
-
-        def job(store: LedgerStore) -> None:
-            try:
-                box.append((True, fn(store)))
-            except BaseException as exc:
-                box.append((False, exc))
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
-
-        self._queue.put(job)
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()

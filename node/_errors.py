@@ -8,10 +8,10 @@
     │   └── KeyNotFoundError, KeyExistsError, CorruptKeyFileError, InsecureKeyFileError,
     │       PassphraseRequiredError, WrongPassphraseError (node/keystore/_errors.py)
     ├── NetworkError           the network layer (node/net/_errors.py has its subtree)
-    ├── LedgerServiceError     the ledger driver (node/ledger_service.py)
+    ├── LedgerServiceError     the ledger driver (node/ledger/)
     ├── DaemonError            the daemon (node/daemon/_errors.py)
     ├── NodeNotRunning         no daemon for this data directory (node/_runinfo.py)
-    ├── ApiError               a node's HTTP API refused or was unreachable (node/client.py)
+    ├── ApiError               a node's HTTP API refused or was unreachable (node/api/client.py)
     └── SandboxCliError, LedgerCommandError, JobCommandError, DevnetError: CLI commands
 
 Each message says what to do about it; the CLI prints it and exits non-zero.

@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sandbox import pid_alive
+
 from ._errors import NodeError
 
 RUNINFO_FILE = "node.json"
@@ -41,16 +43,6 @@ def remove_runinfo(data_dir: Path) -> None:
     (data_dir / RUNINFO_FILE).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_runinfo(data_dir: Path) -> RunInfo:
     path = data_dir / RUNINFO_FILE
     hint = f"start one with `aimx node start --data-dir {data_dir}`"
@@ -69,6 +61,6 @@ def read_runinfo(data_dir: Path) -> RunInfo:
         raise NodeNotRunning(f"no node is running with data dir {data_dir}; {hint}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NodeNotRunning(f"unreadable {path} ({exc}); {hint}") from None
-    if not _alive(info.pid):
+    if not pid_alive(info.pid):
         raise NodeNotRunning(f"the node of {data_dir} (pid {info.pid}) is gone; {hint}")
     return info

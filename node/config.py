@@ -34,9 +34,6 @@ class ContributorConfig(_Strict):
     )
     base_run_ms: int = Field(200, ge=1, description="estimated run time of a job at score 1000")
     stake: int = Field(0, ge=0, description="credits to stake once funded (bond against cheating)")
-    #: Test hooks (specs/daemon.md, "Test hooks"): never set these on a real node.
-    test_corrupt_outputs: bool = Field(False, description="TEST ONLY: return wrong outputs")
-    test_run_delay_ms: int = Field(0, ge=0, description="TEST ONLY: wait before each run")
 
 
 class CoordinatorConfig(_Strict):

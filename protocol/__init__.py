@@ -5,6 +5,10 @@ Nothing in this package does I/O. See specs/wire.md and specs/messages.md.
 
 from ._canonical import pack as pack
 from ._canonical import unpack as unpack
+from ._classes import CapabilityClassError as CapabilityClassError
+from ._classes import capability_class as capability_class
+from ._classes import job_class as job_class
+from ._classes import provider_classes as provider_classes
 from ._envelope import Signed as Signed
 from ._envelope import decode as decode
 from ._envelope import decode_unsigned as decode_unsigned
@@ -32,6 +36,8 @@ from ._messages import InputRef as InputRef
 from ._messages import JobSpec as JobSpec
 from ._messages import Message as Message
 from ._messages import NoBid as NoBid
+from ._messages import NoBidReason as NoBidReason
+from ._messages import Outcome as Outcome
 from ._messages import Receipt as Receipt
 from ._messages import Requirements as Requirements
 from ._messages import Result as Result

@@ -4,6 +4,7 @@
 
     ProtocolError                  something about a message is invalid
     ├── LocalProtocolError         we tried to build or send an invalid message (our bug)
+    │   └── CapabilityClassError   a runtime or execution provider has no capability class
     └── RemoteProtocolError        a peer sent bytes that are not a valid message
 
 Whose fault it is decides what the caller does: a local error is a bug to fix, a remote

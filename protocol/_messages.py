@@ -8,7 +8,7 @@ field-by-field description is specs/messages.md; a test keeps the two in step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal, get_args
 
 from ._schema import Bin, ListOf, Nested, Record, Text, UInt
 
@@ -23,7 +23,7 @@ RUNTIMES = ("onnx", "torchscript")
 DEVICES = ("cpu", "gpu")
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 VERIFY_MODES = ("exact", "tolerance")
-OUTCOMES = (
+Outcome = Literal[
     "ok",
     "rejected",
     "timeout",
@@ -32,8 +32,11 @@ OUTCOMES = (
     "output_limit",
     "crashed",
     "runtime_error",
-)
-NOBID_REASONS = (
+]
+"""How a run ended (a Result's ``outcome``; specs/sandbox.md says what each means)."""
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+NoBidReason = Literal[
     "busy",
     "price_below_floor",
     "requirements_unmet",
@@ -42,7 +45,9 @@ NOBID_REASONS = (
     "deadline_too_short",
     "untrusted_refused",
     "shutting_down",
-)
+]
+"""Why a provider does not bid (a NoBid's ``reason``)."""
+NOBID_REASONS: tuple[NoBidReason, ...] = get_args(NoBidReason)
 
 
 class Message(Record):

@@ -2,7 +2,8 @@
 runners, resource accounting and output comparison. See specs/sandbox.md.
 
 ``Sandbox(config).run(JobRequest(...)) -> Outcome`` blocks until the job ends; from trio use
-``await trio.to_thread.run_sync(sandbox.run, job)``.
+``await trio.to_thread.run_sync(sandbox.run, job)``. A caller that only runs jobs takes a
+:class:`JobRunner` (that ``run``); :mod:`sandbox.testing` has runners for tests.
 
 The package imports its parts on first use (PEP 562): ``import sandbox`` is cheap, so a
 worker, or ``node.probe`` (which uses :func:`isa_level`), loads only what it needs.
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ._layers import Layer as Layer
     from ._layers import probe_layers as probe_layers
     from ._models import tiny_model_path as tiny_model_path
+    from ._procfs import pid_alive as pid_alive
+    from ._runner import JobRunner as JobRunner
     from ._sandbox import JobRequest as JobRequest
     from ._sandbox import Limits as Limits
     from ._sandbox import Outcome as Outcome
@@ -60,6 +63,8 @@ _EXPORTS = {
     "Layer": "_layers",
     "probe_layers": "_layers",
     "tiny_model_path": "_models",
+    "pid_alive": "_procfs",
+    "JobRunner": "_runner",
     "JobRequest": "_sandbox",
     "Limits": "_sandbox",
     "Outcome": "_sandbox",

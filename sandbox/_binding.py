@@ -5,7 +5,7 @@ outputs are copied into the shared region). That run shows the outputs' names, d
 shapes; later jobs with the same layout bind the inputs where the daemon put them and the
 outputs to their places right after the inputs, so onnxruntime writes the results where
 the daemon reads them: no output copy in the worker and none of ``run``'s per-call
-conversions. Measured in-process on the large bench model: 0.17-0.20 ms less per run.
+conversions.
 
 If a binding's shapes turn out wrong (an output whose shape depends on the data),
 onnxruntime refuses to run; if an output was not written in place (a graph input that is
@@ -75,9 +75,8 @@ class Binding:
 
         A run that overwrote every output's mark (:meth:`arm`) wrote in place: no bound
         buffer is written unless it is the output. Otherwise (an output that happens to
-        start with the mark, or is shorter) the outputs' addresses are asked for, which
-        took 60-90 µs right after a run that streamed the weights through the caches
-        (the mark, 25-40 µs)."""
+        start with the mark, or is shorter) the outputs' addresses are asked for: the
+        slower check, so the marks come first."""
         if len(self.marked) == len(self.addresses) and all(
             self.map[start : start + len(_MARK)] != _MARK for start in self.marked
         ):

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._procfs import pid_alive
+
 _ROOT = Path("/sys/fs/cgroup")
 
 
@@ -104,7 +106,7 @@ def sweep_stale(support: CgroupSupport) -> int:
             continue
         for entry in entries:
             match = _NAME.fullmatch(entry.name)
-            if match is None or _alive(int(match.group(1))):
+            if match is None or pid_alive(int(match.group(1))):
                 continue
             d = Path(entry.path)
             try:
@@ -115,16 +117,6 @@ def sweep_stale(support: CgroupSupport) -> int:
             except OSError:
                 continue
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class JobCgroup:

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 
 from . import _cgroup, _landlock
+from ._procfs import read_status
 
 NOBODY = 65534
 
@@ -29,12 +30,7 @@ def _seccomp_layer() -> Layer:
         load_pyseccomp()
     except Exception as exc:  # ImportError, or OSError when libseccomp is missing
         return Layer("seccomp", False, False, f"pyseccomp/libseccomp unusable: {exc}")
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            has = any(line.startswith("Seccomp:") for line in f)
-    except OSError:
-        has = False
-    if not has:
+    if "Seccomp" not in read_status("self"):
         return Layer("seccomp", False, False, "the kernel has no seccomp filter support")
     return Layer(
         "seccomp", True, True, "denies socket, connect, setsid, ptrace, mount, unshare, kill, ..."

@@ -37,6 +37,7 @@ from . import _cgroup, _ipc, _shm
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
 from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
+from ._procfs import all_pids, read_stat
 from ._tensors import commitment_of, dtype_code, raw_data_hash
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -572,7 +573,7 @@ class Sandbox:
 
         def check() -> None:
             """A warm worker's check after its job, made while the worker finishes the
-            reply (3-28 µs less per warm bench job)."""
+            reply rather than after it."""
             if key is not None:
                 clean.append(self._clean_after_job(worker))
 
@@ -1029,14 +1030,11 @@ def _await_gone(pids: set[int], reap: bool, timeout_s: float = 5.0) -> None:
     left = set(pids)
     while left and time.monotonic() < end:
         for pid in sorted(left):
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
+            stat = read_stat(pid)
+            if stat is None:
                 left.discard(pid)
                 continue
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if reap and int(fields[1]) == me:
+            if reap and stat.ppid == me:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
                 left.discard(pid)
@@ -1048,18 +1046,12 @@ def _family(root: int) -> set[int]:
     """Descendants of ``root`` and members of its process group or session."""
     parent: dict[int, int] = {}
     family: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid in all_pids():
+        stat = read_stat(pid)
+        if stat is None:
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            pid, ppid, pgrp, sid = int(entry), int(fields[1]), int(fields[2]), int(fields[3])
-        except (OSError, ValueError, IndexError):
-            continue
-        parent[pid] = ppid
-        if root in (pgrp, sid):
+        parent[pid] = stat.ppid
+        if root in (stat.pgrp, stat.session):
             family.add(pid)
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
@@ -1075,15 +1067,8 @@ def _family(root: int) -> set[int]:
 
 def _group_members(pgid: int) -> list[int]:
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                members.append(int(entry))
-        except (OSError, ValueError):
-            continue
+    for pid in all_pids():
+        stat = read_stat(pid)
+        if stat is not None and stat.pgrp == pgid and stat.state != "Z":
+            members.append(pid)
     return members

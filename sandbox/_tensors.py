@@ -30,7 +30,8 @@ def data_hash(array: npt.NDArray[np.generic]) -> bytes:
     C-ordered and little-endian.
 
     BLAKE3, not the BLAKE2b of every other hash here: this one runs over every output of
-    every job, on the path to the result, and is 8-12x faster (specs/sandbox.md §7)."""
+    every job, on the path to the result, and is several times faster
+    (specs/sandbox.md §7)."""
     code = dtype_code(array.dtype)
     if array.flags.c_contiguous and array.dtype == DTYPE_CODES[code]:
         return raw_data_hash(array.reshape(-1).view(np.uint8).data)

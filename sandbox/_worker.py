@@ -115,7 +115,7 @@ class _Worker:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
 
-            from . import _admission, _binding  # noqa: F401
+            from . import _admission, _binding, _onnx_session  # noqa: F401
         elif self.runtime == "torchscript":
             import torch  # noqa: F401
         if drop and setup.get("drop_late"):
@@ -235,38 +235,19 @@ class _Worker:
         model: bytes = req["model"]
         threads = int(req["threads"])
         if self.runtime == "onnx":
-            import onnxruntime as ort
-
             from ._admission import AdmissionLimits, check_model
             from ._errors import AdmissionError
+            from ._onnx_session import open_session, session_device
 
             try:
                 check_model(model, AdmissionLimits(**req["admission"]))
             except AdmissionError as exc:
                 raise JobFailed("rejected", str(exc)) from None
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = {
-                "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            }[req["opt_level"]]
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.log_severity_level = 3
-            opts.add_session_config_entry("session.load_config_from_model", "0")
-            opts.add_session_config_entry("session.use_env_allocators", "0")
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            providers = ["CPUExecutionProvider"]
-            if req["provider"] == "CUDAExecutionProvider" and (
-                "CUDAExecutionProvider" in ort.get_available_providers()
-            ):
-                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            self.session = open_session(
+                model, opt_level=req["opt_level"], threads=threads, provider=req["provider"]
+            )
             self.out_names = [o.name for o in self.session.get_outputs()]
-            used = self.session.get_providers()
-            self.device = "cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu"
+            self.device = session_device(self.session)
             self.det_class = determinism_class("onnx", self.device, req["opt_level"])
         elif self.runtime == "torchscript":
             import torch
@@ -388,7 +369,7 @@ class _Worker:
 
     def _ran(self) -> None:
         """Send the daemon :data:`_ipc.RAN` (once per request): it wakes while this
-        worker checks and measures the job (20-90 µs less per large bench job)."""
+        worker checks and measures the job, so it is awake when the reply comes."""
         if not self.told_ran:
             self.told_ran = True
             with contextlib.suppress(OSError):
@@ -440,6 +421,7 @@ _PREIMPORT = (
     "sandbox._admission",
     "sandbox._shm",
     "sandbox._binding",
+    "sandbox._onnx_session",
 )
 
 

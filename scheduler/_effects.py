@@ -9,6 +9,7 @@ a sandbox call, timers go into the driver's timer wheel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from protocol import Award, JobSpec, Receipt, Result, Signed, content_hash
@@ -45,11 +46,28 @@ class Payout:
     amount: int
 
 
+class TimerKind(StrEnum):
+    """What a timer is for (specs/marketplace.md, "Model": timer keys)."""
+
+    #: Requester: the bid window of the latest announcement ends.
+    BIDS = "bids"
+    #: Requester: a replica's heartbeat timeout, deadline or award resend is due.
+    WATCH = "watch"
+    #: Requester: the job's deadline.
+    DEADLINE = "deadline"
+    #: Provider: our bid expires.
+    BID = "bid"
+    #: Provider: the next heartbeat is due.
+    HEARTBEAT = "heartbeat"
+    #: Provider: resend an unacknowledged result.
+    RESEND = "resend"
+
+
 @dataclass(frozen=True, slots=True)
 class TimerKey:
     """Names one timer of one machine. Setting a key that is already set moves it."""
 
-    kind: str
+    kind: TimerKind
     job_id: bytes
     replica: int = 0
 
@@ -204,26 +222,53 @@ class AbortJob:
     job_id: bytes
 
 
+class UserEvent(StrEnum):
+    """The progress a machine reports with :class:`NotifyUser`."""
+
+    # The requester's.
+    SUBMITTED = "submitted"
+    SPOT_CHECK = "spot_check"
+    ANNOUNCED = "announced"
+    LOCKED = "locked"
+    AWARDED = "awarded"
+    DELIVERED = "delivered"
+    REPLICA_FAILED = "replica_failed"
+    ESCROW_CLOSED = "escrow_closed"
+    # The provider's.
+    RECEIPTED = "receipted"
+    UNACKNOWLEDGED = "unacknowledged"
+    CLAIMED = "claimed"
+    PAID = "paid"
+    CLOSED = "closed"
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyUser:
     """Progress for the person or program that submitted the job."""
 
     job_id: bytes
-    event: str
+    event: UserEvent
     detail: str
+
+
+class JobStatus(StrEnum):
+    """How a job ended for its submitter (:class:`JobDone`)."""
+
+    #: A majority, or the known answer, agreed.
+    VERIFIED = "verified"
+    #: The deadline came first; the results that arrived agreed but were too few.
+    UNVERIFIED = "unverified"
+    #: No usable result (the reason says why).
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class JobDone:
-    """The job's final outcome for its submitter.
-
-    ``status`` is ``verified`` (a majority or the known answer agreed), ``unverified`` (the
-    deadline came first; the results that arrived agreed but were too few), or ``failed``
-    (``reason`` says why; ``no_bids`` carries the providers' reasons when nobody bid).
-    """
+    """The job's final outcome for its submitter: its ``status``, and ``reason`` why
+    (``no_bids`` carries the providers' reasons when nobody bid)."""
 
     job_id: bytes
-    status: str
+    status: JobStatus
     reason: str
     output: Output | None
     paid: tuple[Payout, ...]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import JobSpec
+from protocol import JobSpec, NoBidReason
 
 from ._config import ProviderConfig
 
@@ -16,7 +16,7 @@ def match(
     now_ms: int,
     run_ms: int,
     draining: bool,
-) -> tuple[str, str] | None:
+) -> tuple[NoBidReason, str] | None:
     """``None`` if the provider can bid on ``spec``, else ``(reason, detail)``.
 
     The checks run in this order, and the first that fails gives the reason (one of

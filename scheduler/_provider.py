@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 
 from protocol import (
     Award,
@@ -30,6 +31,7 @@ from protocol import (
     Heartbeat,
     JobSpec,
     NoBid,
+    Outcome,
     Receipt,
     RemoteProtocolError,
     Result,
@@ -54,23 +56,32 @@ from ._effects import (
     Send,
     SetTimer,
     TimerKey,
+    TimerKind,
+    UserEvent,
 )
 from ._errors import UnknownJob
+from ._ledger import EscrowLookup
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
-from ._reasons import DECLINED, LOST, WON, IdleReport, Seen, why_no_jobs
+from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
-# Work phases
-BIDDING = "bidding"
-RUNNING = "running"
-DELIVERED = "delivered"
-RECEIPTED = "receipted"
-CLAIMED = "claimed"
-CLOSED = "closed"
 
-_BID = "bid"
-_BEAT = "heartbeat"
-_RESEND = "resend"
+class WorkPhase(StrEnum):
+    """Where a provider's work on one job is (specs/marketplace.md, "Work phases")."""
+
+    #: Our bid is out; an award may come while it lives.
+    BIDDING = "bidding"
+    #: Awarded: the sandbox runs the job.
+    RUNNING = "running"
+    #: The result went to the requester; resent until its receipt arrives.
+    DELIVERED = "delivered"
+    #: The requester's receipt is held: we wait to be paid, or claim with it.
+    RECEIPTED = "receipted"
+    #: We claimed our price with the award and the receipt.
+    CLAIMED = "claimed"
+    #: Finished (``Work.end`` says how); the work is forgotten.
+    CLOSED = "closed"
+
 
 _NO_HASH = bytes(32)
 #: Earlier bids for one job that an award may still name.
@@ -86,7 +97,7 @@ class Work:
     #: When the requester's bid window for our latest bid ends: until then the bid is
     #: pending and counts as load; after it, an award is still honoured while the bid lives.
     window_end_ms: int = 0
-    phase: str = BIDDING
+    phase: WorkPhase = WorkPhase.BIDDING
     older: tuple[Signed[Bid], ...] = ()
     award: Signed[Award] | None = None
     started_ms: int = 0
@@ -122,12 +133,12 @@ class Provider:
     @property
     def active(self) -> int:
         """Replicas accepted and not yet finished."""
-        return sum(1 for w in self.work.values() if w.phase == RUNNING)
+        return sum(1 for w in self.work.values() if w.phase == WorkPhase.RUNNING)
 
     @property
     def bidding(self) -> int:
         """Bids open (sent, not yet awarded or expired)."""
-        return sum(1 for w in self.work.values() if w.phase == BIDDING)
+        return sum(1 for w in self.work.values() if w.phase == WorkPhase.BIDDING)
 
     def pending(self, now_ms: int, *, besides: bytes = b"") -> int:
         """Bids whose requester's bid window is still open (other than job ``besides``): the
@@ -136,7 +147,7 @@ class Provider:
         return sum(
             1
             for job_id, w in self.work.items()
-            if w.phase == BIDDING and now_ms < w.window_end_ms and job_id != besides
+            if w.phase == WorkPhase.BIDDING and now_ms < w.window_end_ms and job_id != besides
         )
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
@@ -164,7 +175,7 @@ class Provider:
         if last is not None and now_ms - last[0] < last[2]:
             return []  # a copy of an announcement we just answered
         work = self.work.get(maybe_job)
-        if work is not None and work.phase != BIDDING:
+        if work is not None and work.phase != WorkPhase.BIDDING:
             return []  # an announcement of a job we already hold
         try:
             signed = decode(data, self.config.chain_id, JobSpec, Award, Receipt)
@@ -182,14 +193,14 @@ class Provider:
         job_id: bytes,
         now_ms: int,
         *,
-        outcome: str,
+        outcome: Outcome,
         output: Output | None,
         usage: Usage,
         message: str = "",
     ) -> list[Effect]:
         """The sandbox run of ``job_id`` ended (``output`` is required when ``ok``)."""
         work = self.work.get(job_id)
-        if work is None or work.phase != RUNNING or work.award is None:
+        if work is None or work.phase != WorkPhase.RUNNING or work.award is None:
             return []  # aborted meanwhile
         award = work.award.message
         if outcome == "ok" and output is None:
@@ -213,11 +224,13 @@ class Provider:
         work.result = sign(result, self.config.key, self.config.chain_id)
         work.output = output.data if ok and output else b""
         deliver = Deliver(work.spec.requester, work.result, work.output)
-        effects: list[Effect] = [CancelTimer(TimerKey(_BEAT, job_id)), deliver]
+        effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
         if not ok:
             return effects + self._close(work, f"run ended: {outcome}")
-        work.phase = DELIVERED
-        effects.append(SetTimer(now_ms + self.config.result_resend_ms, TimerKey(_RESEND, job_id)))
+        work.phase = WorkPhase.DELIVERED
+        effects.append(
+            SetTimer(now_ms + self.config.result_resend_ms, TimerKey(TimerKind.RESEND, job_id))
+        )
         return effects
 
     def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
@@ -225,11 +238,15 @@ class Provider:
         work = self.work.get(key.job_id)
         if work is None:
             return []
-        if key.kind == _BID and work.phase == BIDDING:
-            self._record(work, LOST, now_ms)
+        if key.kind == TimerKind.BID and work.phase == WorkPhase.BIDDING:
+            self._record(work, BidOutcome.LOST, now_ms)
             del self.work[work.id]
             return []
-        if key.kind == _BEAT and work.phase == RUNNING and work.award is not None:
+        if (
+            key.kind == TimerKind.HEARTBEAT
+            and work.phase == WorkPhase.RUNNING
+            and work.award is not None
+        ):
             award = work.award.message
             if now_ms >= award.deadline_ms:
                 return [AbortJob(work.id), *self._close(work, "missed the award's deadline")]
@@ -240,15 +257,36 @@ class Provider:
                 Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
                 SetTimer(now_ms + self.config.heartbeat_interval_ms, key),
             ]
-        if key.kind == _RESEND and work.phase == DELIVERED and work.result is not None:
+        if (
+            key.kind == TimerKind.RESEND
+            and work.phase == WorkPhase.DELIVERED
+            and work.result is not None
+        ):
             if now_ms >= work.spec.deadline_ms:
                 # No receipt: nothing to claim with. A settlement may still pay us.
-                return [NotifyUser(work.id, "unacknowledged", "no receipt before the deadline")]
+                return [
+                    NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, "no receipt before the deadline")
+                ]
             return [
                 Deliver(work.spec.requester, work.result, work.output),
                 SetTimer(now_ms + self.config.result_resend_ms, key),
             ]
         return []
+
+    def follow_ledger(self, height: int, escrow_of: EscrowLookup, now_ms: int) -> list[Effect]:
+        """A new ledger block, all of it: for each job we work on, what its escrow paid us
+        since (``paid``) and whether it closed (``escrow_closed``); then ``block``."""
+        effects: list[Effect] = []
+        for job_id in list(self.work):
+            escrow = escrow_of(job_id)
+            if escrow is None:
+                continue
+            paid = escrow.paid_to(self.me)
+            if paid > self.work[job_id].paid:
+                effects += self.paid(job_id, paid - self.work[job_id].paid, now_ms)
+            if not escrow.is_open:
+                effects += self.escrow_closed(job_id, now_ms)
+        return effects + self.block(height, now_ms)
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
         """A new ledger block: claim with receipts where the requester left the escrow open."""
@@ -256,18 +294,22 @@ class Provider:
         window = self.config.claim_window_blocks
         for work in list(self.work.values()):
             expiry = work.spec.escrow_expiry_height
-            if height >= expiry and work.phase in (DELIVERED, RECEIPTED, CLAIMED):
+            if height >= expiry and work.phase in (
+                WorkPhase.DELIVERED,
+                WorkPhase.RECEIPTED,
+                WorkPhase.CLAIMED,
+            ):
                 effects += self._close(work, "escrow expired")
             elif (
-                work.phase == RECEIPTED
+                work.phase == WorkPhase.RECEIPTED
                 and height >= expiry - window
                 and now_ms >= work.spec.deadline_ms
                 and work.award is not None
                 and work.receipt is not None
             ):
-                work.phase = CLAIMED
+                work.phase = WorkPhase.CLAIMED
                 effects.append(ClaimWithReceipt(work.id, work.award, work.receipt))
-                effects.append(NotifyUser(work.id, "claimed", "requester silent; claiming"))
+                effects.append(NotifyUser(work.id, UserEvent.CLAIMED, "requester silent; claiming"))
         for job_id, (_, deadline, _) in list(self._answered.items()):
             if deadline < now_ms:
                 del self._answered[job_id]
@@ -279,33 +321,33 @@ class Provider:
         if work is None:
             return []
         work.paid += amount
-        return [NotifyUser(job_id, "paid", str(amount)), *self._close(work, "paid")]
+        return [NotifyUser(job_id, UserEvent.PAID, str(amount)), *self._close(work, "paid")]
 
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow closed; whatever we were not paid by now we never will be."""
         work = self.work.get(job_id)
-        if work is None or work.phase == RUNNING:
+        if work is None or work.phase == WorkPhase.RUNNING:
             return []
-        if work.phase == BIDDING:  # the job ended without us
-            self._record(work, LOST, now_ms)
+        if work.phase == WorkPhase.BIDDING:  # the job ended without us
+            self._record(work, BidOutcome.LOST, now_ms)
             del self.work[job_id]
-            return [CancelTimer(TimerKey(_BID, job_id))]
+            return [CancelTimer(TimerKey(TimerKind.BID, job_id))]
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
 
     # --- internals --------------------------------------------------------------------
 
-    def _record(self, work: Work, outcome: str, now_ms: int) -> None:
+    def _record(self, work: Work, outcome: BidOutcome, now_ms: int) -> None:
         spec = work.spec
         self.history.append(Seen(work.id, now_ms, outcome, spec.max_price, work.bid.message.price))
 
     def _close(self, work: Work, end: str) -> list[Effect]:
-        work.phase = CLOSED
+        work.phase = WorkPhase.CLOSED
         work.end = end
         del self.work[work.id]
         return [
-            CancelTimer(TimerKey(_BEAT, work.id)),
-            CancelTimer(TimerKey(_RESEND, work.id)),
-            NotifyUser(work.id, "closed", end),
+            CancelTimer(TimerKey(TimerKind.HEARTBEAT, work.id)),
+            CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
+            NotifyUser(work.id, UserEvent.CLOSED, end),
         ]
 
     def _on_announce(self, signed: Signed[JobSpec], now_ms: int) -> list[Effect]:
@@ -331,7 +373,7 @@ class Provider:
             effects: list[Effect] = [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
             if work is not None:  # a re-announcement we can no longer take
                 del self.work[job_id]
-                effects.append(CancelTimer(TimerKey(_BID, job_id)))
+                effects.append(CancelTimer(TimerKey(TimerKind.BID, job_id)))
             return effects
         price = bid_price(
             cfg.price_floor,
@@ -361,17 +403,17 @@ class Provider:
             work.window_end_ms = window_end
         return [
             Send(spec.requester, signed_bid),
-            SetTimer(bid.expires_ms, TimerKey(_BID, job_id)),
+            SetTimer(bid.expires_ms, TimerKey(TimerKind.BID, job_id)),
         ]
 
     def _decline(self, work: Work, detail: str, now_ms: int) -> list[Effect]:
         cfg = self.config
         nobid = NoBid(work.id, self.me, "busy", detail, cfg.price_floor)
-        self._record(work, DECLINED, now_ms)
+        self._record(work, BidOutcome.DECLINED, now_ms)
         del self.work[work.id]
         return [
             Send(work.spec.requester, sign(nobid, cfg.key, cfg.chain_id)),
-            CancelTimer(TimerKey(_BID, work.id)),
+            CancelTimer(TimerKey(TimerKind.BID, work.id)),
         ]
 
     def _on_award(self, signed: Signed[Award], now_ms: int) -> list[Effect]:
@@ -403,23 +445,28 @@ class Provider:
             return self._decline(work, "the bid had expired", now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
-        work.phase = RUNNING
+        work.phase = WorkPhase.RUNNING
         work.award = signed
         work.started_ms = now_ms
-        self._record(work, WON, now_ms)
+        self._record(work, BidOutcome.WON, now_ms)
         # The first heartbeat waits a little: a short run delivers before it is due, and its
         # result tells the requester all a heartbeat would (one message less per job).
         first = min(self.config.first_heartbeat_ms, self.config.heartbeat_interval_ms)
         return [
-            CancelTimer(TimerKey(_BID, work.id)),
+            CancelTimer(TimerKey(TimerKind.BID, work.id)),
             RunJob(work.job, signed),
-            SetTimer(now_ms + first, TimerKey(_BEAT, work.id)),
+            SetTimer(now_ms + first, TimerKey(TimerKind.HEARTBEAT, work.id)),
         ]
 
     def _on_receipt(self, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
         receipt = signed.message
         work = self.work.get(receipt.job_id)
-        if work is None or work.phase != DELIVERED or work.result is None or work.award is None:
+        if (
+            work is None
+            or work.phase != WorkPhase.DELIVERED
+            or work.result is None
+            or work.award is None
+        ):
             return []
         if (
             receipt.provider != self.me
@@ -428,9 +475,11 @@ class Provider:
             or receipt.result_hash != work.result.id
         ):
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
-        work.phase = RECEIPTED
+        work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
         return [
-            CancelTimer(TimerKey(_RESEND, work.id)),
-            NotifyUser(work.id, "receipted", "a claim is possible if the requester never settles"),
+            CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
+            NotifyUser(
+                work.id, UserEvent.RECEIPTED, "a claim is possible if the requester never settles"
+            ),
         ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
-from protocol import NOBID_REASONS, NoBid
+from protocol import NOBID_REASONS, NoBid, NoBidReason
 
 #: Reasons the requester adds to the providers' own (protocol.NOBID_REASONS).
 NO_PROVIDER_KNOWN = "no_provider_known"
@@ -69,10 +70,15 @@ def explain_no_bids(nobids: Iterable[NoBid], providers_asked: int) -> NoBidRepor
 
 # --- the provider's side --------------------------------------------------------------
 
-#: Outcomes a provider records per announcement it saw (besides the NoBid reasons).
-WON = "won"
-LOST = "lost"
-DECLINED = "declined"
+
+class BidOutcome(StrEnum):
+    """What became of a provider's bid (an announcement it did not bid on records its
+    NoBid reason instead)."""
+
+    WON = "won"
+    LOST = "lost"
+    #: Awarded, but refused: every slot was in use, or the bid had expired.
+    DECLINED = "declined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,7 @@ class Seen:
 
     job_id: bytes
     at_ms: int
-    outcome: str
+    outcome: NoBidReason | BidOutcome
     max_price: int
     our_price: int
 
@@ -119,15 +125,16 @@ def why_no_jobs(history: Sequence[Seen], now_ms: int, window_ms: int) -> IdleRep
             f"{counts['price_below_floor']} of {n} jobs paid less than your price floor "
             f"(median max_price {prices[len(prices) // 2]}): lower price_floor"
         )
-    if counts[LOST]:
-        ours = sorted(s.our_price for s in recent if s.outcome == LOST)
+    lost, declined = counts[BidOutcome.LOST], counts[BidOutcome.DECLINED]
+    if lost:
+        ours = sorted(s.our_price for s in recent if s.outcome == BidOutcome.LOST)
         hints.append(
-            f"{counts[LOST]} bids lost to other providers (your median bid {ours[len(ours) // 2]}):"
+            f"{lost} bids lost to other providers (your median bid {ours[len(ours) // 2]}):"
             " lower your price or improve reputation and speed"
         )
-    if counts["busy"] or counts[DECLINED]:
+    if counts["busy"] or declined:
         hints.append(
-            f"{counts['busy'] + counts[DECLINED]} jobs refused while all slots were in use: "
+            f"{counts['busy'] + declined} jobs refused while all slots were in use: "
             "raise max_concurrency if the machine has headroom"
         )
     for reason in ("requirements_unmet", "runtime_unsupported", "class_not_served"):

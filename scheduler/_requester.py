@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from protocol import (
     Award,
@@ -54,6 +55,7 @@ from ._effects import (
     CancelTimer,
     Effect,
     JobDone,
+    JobStatus,
     LockEscrow,
     Misbehaved,
     NotifyUser,
@@ -66,27 +68,38 @@ from ._effects import (
     Settle,
     Slash,
     TimerKey,
+    TimerKind,
+    UserEvent,
 )
 from ._errors import JobRejected, UnknownJob
+from ._ledger import EscrowLookup
 from ._pricing import award_key
 from ._reasons import explain_no_bids
-from ._verification import DISAGREE, TOO_FEW, VERIFIED, Verdict, judge
+from ._verification import Verdict, VerdictStatus, judge
 
-# Job phases
-LOCKING = "locking"
-COLLECTING = "collecting"
-EXECUTING = "executing"
-SETTLING = "settling"
-CLOSED = "closed"
 
-# Replica states
-RUNNING = "running"
-DELIVERED = "delivered"
-FAILED = "failed"
+class JobPhase(StrEnum):
+    """Where a requester's job is (specs/marketplace.md, "Job phases")."""
 
-_BIDS = "bids"
-_WATCH = "watch"
-_DEADLINE = "deadline"
+    #: Announced; the escrow lock is on its way into a block. Nothing is awarded yet.
+    LOCKING = "locking"
+    #: The escrow is locked and a bid window is open.
+    COLLECTING = "collecting"
+    #: Replicas are awarded and watched.
+    EXECUTING = "executing"
+    #: Decided; the settlement (or the refund at expiry) is on its way.
+    SETTLING = "settling"
+    #: The escrow is closed on the ledger.
+    CLOSED = "closed"
+
+
+class ReplicaState(StrEnum):
+    """Where one award of a job is (specs/marketplace.md, "Replica states")."""
+
+    RUNNING = "running"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
 
 # Why a replica failed, when it counts against the provider.
 _SILENT = "went silent"
@@ -113,7 +126,7 @@ class Replica:
     deadline_ms: int
     last_seen_ms: int
     determinism_class: str
-    state: str = RUNNING
+    state: ReplicaState = ReplicaState.RUNNING
     reason: str = ""
     result: Signed[Result] | None = None
     output: Output | None = None
@@ -131,7 +144,7 @@ class RequesterJob:
     providers: tuple[bytes, ...]
     known: Output | None
     spot_check: bool
-    phase: str = LOCKING
+    phase: JobPhase = JobPhase.LOCKING
     #: The bid window of the latest announcement has ended (possibly early).
     window_over: bool = False
     #: Named providers that answered (Bid or NoBid) the latest announcement.
@@ -158,7 +171,7 @@ class RequesterJob:
         return self.spec.redundancy + self.spec.max_retries
 
     def live(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state != FAILED]
+        return [r for r in self.replicas if r.state != ReplicaState.FAILED]
 
     def used(self) -> int:
         """Awards that count against the budget (declined ones do not)."""
@@ -221,13 +234,13 @@ class Requester:
         """Whether ``provider`` may fetch the job's model and inputs now: it holds a running
         award of the job. The driver serves them sealed to that provider's key."""
         job = self.jobs.get(job_id)
-        if job is None or job.phase not in (COLLECTING, EXECUTING):
+        if job is None or job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
             return False
-        return any(r.provider == provider and r.state == RUNNING for r in job.replicas)
+        return any(r.provider == provider and r.state == ReplicaState.RUNNING for r in job.replicas)
 
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
-        if self.job(job_id).phase != CLOSED:
+        if self.job(job_id).phase != JobPhase.CLOSED:
             raise UnknownJob("only a closed job can be forgotten; wait for its escrow to close")
         del self.jobs[job_id]
 
@@ -237,13 +250,13 @@ class Requester:
         """The job's Lock transaction is in a block: awards may be made, at once if the bid
         window is already over."""
         job = self.jobs.get(job_id)
-        if job is None or job.phase != LOCKING:
+        if job is None or job.phase != JobPhase.LOCKING:
             return []
         if job.done is not None:  # confirmed after the deadline: give it all back
-            job.phase = SETTLING
+            job.phase = JobPhase.SETTLING
             return [Settle(job.id, ())]
-        job.phase = COLLECTING
-        locked = NotifyUser(job.id, "locked", "the escrow is in a block")
+        job.phase = JobPhase.COLLECTING
+        locked = NotifyUser(job.id, UserEvent.LOCKED, "the escrow is in a block")
         if job.window_over or self._enough_answers(job):
             return [locked, *self._close_window(job, now_ms)]
         return [locked]
@@ -251,27 +264,41 @@ class Requester:
     def escrow_failed(self, job_id: bytes, reason: str, now_ms: int) -> list[Effect]:
         """The Lock transaction was refused (for example insufficient balance)."""
         job = self.jobs.get(job_id)
-        if job is None or job.phase != LOCKING:
+        if job is None or job.phase != JobPhase.LOCKING:
             return []
-        job.phase = CLOSED
-        done = JobDone(job.id, "failed", f"escrow not locked: {reason}", None, (), None)
+        job.phase = JobPhase.CLOSED
+        done = JobDone(job.id, JobStatus.FAILED, f"escrow not locked: {reason}", None, (), None)
         job.done = done
         return [
-            CancelTimer(TimerKey(_DEADLINE, job.id)),
-            CancelTimer(TimerKey(_BIDS, job.id)),
+            CancelTimer(TimerKey(TimerKind.DEADLINE, job.id)),
+            CancelTimer(TimerKey(TimerKind.BIDS, job.id)),
             done,
         ]
 
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow was settled, refunded or expired on the ledger."""
         job = self.jobs.get(job_id)
-        if job is None or job.phase == CLOSED:
+        if job is None or job.phase == JobPhase.CLOSED:
             return []
         effects: list[Effect] = []
         if job.done is None:  # closed under us: decide now, there is nothing left to pay
             effects += self._finalise(job, now_ms, forced=True, ledger=False)
-        job.phase = CLOSED
-        return [*effects, NotifyUser(job.id, "escrow_closed", "the escrow is closed")]
+        job.phase = JobPhase.CLOSED
+        return [*effects, NotifyUser(job.id, UserEvent.ESCROW_CLOSED, "the escrow is closed")]
+
+    def follow_ledger(self, height: int, escrow_of: EscrowLookup, now_ms: int) -> list[Effect]:
+        """A new ledger block, all of it: for each job, whether its escrow is now locked
+        (``escrow_locked``) or closed (``escrow_closed``); then ``block``."""
+        effects: list[Effect] = []
+        for job_id, job in list(self.jobs.items()):
+            escrow = escrow_of(job_id)
+            if escrow is None:
+                continue
+            if job.phase == JobPhase.LOCKING:
+                effects += self.escrow_locked(job_id, now_ms)
+            if not escrow.is_open:
+                effects += self.escrow_closed(job_id, now_ms)
+        return effects + self.block(height, now_ms)
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
         """A new ledger block: settle any job whose settle limit has come; refund escrows
@@ -281,11 +308,11 @@ class Requester:
         limit = self.config.claim_window_blocks + self.config.settle_margin_blocks
         for job in list(self.jobs.values()):
             expiry = job.spec.escrow_expiry_height
-            if job.phase == SETTLING and height >= expiry and job.refunded_at != expiry:
+            if job.phase == JobPhase.SETTLING and height >= expiry and job.refunded_at != expiry:
                 job.refunded_at = expiry  # once; the ledger's answer closes the job
                 effects.append(Refund(job.id))
                 continue
-            if job.phase not in (COLLECTING, EXECUTING):
+            if job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
                 continue
             if height >= expiry - limit:
                 effects += self._finalise(job, now_ms, forced=True)
@@ -302,16 +329,16 @@ class Requester:
             return [Misbehaved(None, str(e))]
         msg = signed.message
         job = self.jobs.get(msg.job_id)
-        if job is None or job.phase == CLOSED:
+        if job is None or job.phase == JobPhase.CLOSED:
             return []
-        if job.phase == LOCKING:
+        if job.phase == JobPhase.LOCKING:
             # Announced while the lock is confirmed: only answers to the announcement.
             if isinstance(msg, Bid):
                 return self._on_bid(job, signed, now_ms)
             if isinstance(msg, NoBid):
                 return self._on_nobid(job, msg, now_ms)
             return []
-        if job.phase == SETTLING:
+        if job.phase == JobPhase.SETTLING:
             # Decided: only a resent result still gets its receipt again.
             return self._resend_receipt(job, signed) if isinstance(msg, Result) else []
         if isinstance(msg, Bid):
@@ -325,24 +352,24 @@ class Requester:
     def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
         """A timer this machine set has fired."""
         job = self.jobs.get(key.job_id)
-        if job is None or job.phase in (SETTLING, CLOSED):
+        if job is None or job.phase in (JobPhase.SETTLING, JobPhase.CLOSED):
             return []
-        if key.kind == _DEADLINE:
-            if job.phase == LOCKING:
+        if key.kind == TimerKind.DEADLINE:
+            if job.phase == JobPhase.LOCKING:
                 # Stay LOCKING: a lock confirmed later is cancelled at once.
                 why = "escrow lock not confirmed in time"
-                done = JobDone(job.id, "failed", why, None, (), None)
+                done = JobDone(job.id, JobStatus.FAILED, why, None, (), None)
                 job.done = done
                 return [done]
             return self._finalise(job, now_ms, forced=True)
-        if key.kind == _BIDS and job.phase == LOCKING:
+        if key.kind == TimerKind.BIDS and job.phase == JobPhase.LOCKING:
             job.window_over = True  # awards wait for the lock
             return []
-        if key.kind == _BIDS and job.phase == COLLECTING:
+        if key.kind == TimerKind.BIDS and job.phase == JobPhase.COLLECTING:
             return self._close_window(job, now_ms)
-        if key.kind == _WATCH and key.replica < len(job.replicas):
+        if key.kind == TimerKind.WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
-            if rep.state != RUNNING:
+            if rep.state != ReplicaState.RUNNING:
                 return []
             if now_ms >= rep.deadline_ms:
                 return self._fail(job, rep, _LATE, now_ms)
@@ -391,14 +418,18 @@ class Requester:
         lock = LockEscrow(job.id, amount, claim_height, expiry, spec.max_price, min(64, job.budget))
         return job.id, [
             lock,
-            SetTimer(spec.deadline_ms, TimerKey(_DEADLINE, job.id)),
-            NotifyUser(job.id, "spot_check" if spot_check else "submitted", f"locking {amount}"),
+            SetTimer(spec.deadline_ms, TimerKey(TimerKind.DEADLINE, job.id)),
+            NotifyUser(
+                job.id,
+                UserEvent.SPOT_CHECK if spot_check else UserEvent.SUBMITTED,
+                f"locking {amount}",
+            ),
             *self._announce(job, now_ms),
         ]
 
     def _announce(self, job: RequesterJob, now_ms: int) -> list[Effect]:
-        if job.phase != LOCKING:
-            job.phase = COLLECTING
+        if job.phase != JobPhase.LOCKING:
+            job.phase = JobPhase.COLLECTING
         job.window_over = False
         job.answered.clear()
         job.announcements += 1
@@ -409,8 +440,8 @@ class Requester:
         effects += [Send(p, job.signed) for p in direct]
         # Each announcement after the first waits twice as long, up to 16 windows.
         window = job.spec.bid_window_ms << min(job.announcements - 1, 4)
-        effects.append(SetTimer(now_ms + window, TimerKey(_BIDS, job.id)))
-        effects.append(NotifyUser(job.id, "announced", f"announcement {job.announcements}"))
+        effects.append(SetTimer(now_ms + window, TimerKey(TimerKind.BIDS, job.id)))
+        effects.append(NotifyUser(job.id, UserEvent.ANNOUNCED, f"announcement {job.announcements}"))
         return effects
 
     def _enough_answers(self, job: RequesterJob) -> bool:
@@ -423,7 +454,7 @@ class Requester:
         bidders = [p for p in job.answered if p in job.bids]
         if len(bidders) >= job.spec.redundancy + 1:
             return True
-        if job.phase != LOCKING and len(bidders) >= job.spec.redundancy:
+        if job.phase != JobPhase.LOCKING and len(bidders) >= job.spec.redundancy:
             # The escrow is locked and every replica has a bid: waiting for more would
             # trade latency for price. Not when probation would want one more bid.
             veteran = self.config.probation_jobs
@@ -435,15 +466,15 @@ class Requester:
         """The bid window is over (its timer, or enough answers) and the escrow is locked:
         award."""
         job.window_over = True
-        job.phase = EXECUTING
-        return [CancelTimer(TimerKey(_BIDS, job.id)), *self._fill(job, now_ms)]
+        job.phase = JobPhase.EXECUTING
+        return [CancelTimer(TimerKey(TimerKind.BIDS, job.id)), *self._fill(job, now_ms)]
 
     def _answer(self, job: RequesterJob, provider: bytes, now_ms: int) -> list[Effect]:
         """Note a named provider's answer; close the window early on enough answers."""
         if provider not in job.providers or job.window_over:
             return []
         job.answered.add(provider)
-        if job.phase == COLLECTING and self._enough_answers(job):
+        if job.phase == JobPhase.COLLECTING and self._enough_answers(job):
             return self._close_window(job, now_ms)
         return []
 
@@ -462,13 +493,13 @@ class Requester:
             return []  # enough choice; a flood of keys cannot grow our memory
         job.bids[bid.provider] = (signed, now_ms)
         job.nobids.pop(bid.provider, None)
-        if job.phase == EXECUTING:
+        if job.phase == JobPhase.EXECUTING:
             return self._fill(job, now_ms)  # a replica may be waiting for a bid
         return self._answer(job, bid.provider, now_ms)
 
     def _on_nobid(self, job: RequesterJob, nobid: NoBid, now_ms: int) -> list[Effect]:
         for rep in job.replicas:
-            if rep.provider == nobid.provider and rep.state == RUNNING:
+            if rep.provider == nobid.provider and rep.state == ReplicaState.RUNNING:
                 # A NoBid after an award declines it (the provider filled up meanwhile).
                 return self._fail(job, rep, _DECLINED, now_ms)
         job.bids.pop(nobid.provider, None)  # its latest answer: an earlier bid is withdrawn
@@ -482,11 +513,11 @@ class Requester:
         rep = job.replicas[hb.replica]
         if rep.provider != hb.provider:
             return [Misbehaved(hb.provider, "heartbeat for another provider's replica")]
-        if rep.state != RUNNING:
+        if rep.state != ReplicaState.RUNNING:
             return []
         rep.last_seen_ms = now_ms
         rep.heard = True
-        return [SetTimer(self._watch_at(rep), TimerKey(_WATCH, job.id, rep.index))]
+        return [SetTimer(self._watch_at(rep), TimerKey(TimerKind.WATCH, job.id, rep.index))]
 
     def _on_result(
         self, job: RequesterJob, signed: Signed[Result], output: bytes | None, now_ms: int
@@ -495,16 +526,16 @@ class Requester:
         if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
         rep = job.replicas[res.replica]
-        if rep.state == DELIVERED:
+        if rep.state == ReplicaState.DELIVERED:
             resend = self._resend_receipt(job, signed)  # our receipt was lost: send it again
             return resend or [Misbehaved(res.provider, "a second, different result")]
-        if rep.state != RUNNING:
+        if rep.state != ReplicaState.RUNNING:
             return []
         if res.outcome != "ok":
             return self._fail(job, rep, f"reported {res.outcome}: {res.message}", now_ms)
         if output is None or content_hash(output) != res.output_hash:
             return [Misbehaved(res.provider, "output bytes do not match the result's hash")]
-        rep.state = DELIVERED
+        rep.state = ReplicaState.DELIVERED
         rep.result = signed
         rep.output = Output(output, res.output_commitment, res.determinism_class)
         receipt = Receipt(
@@ -519,8 +550,8 @@ class Requester:
         rep.receipt = sign(receipt, self.config.key, self.config.chain_id)
         effects: list[Effect] = [
             Send(rep.provider, rep.receipt),
-            CancelTimer(TimerKey(_WATCH, job.id, rep.index)),
-            NotifyUser(job.id, "delivered", f"replica {rep.index} delivered"),
+            CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
+            NotifyUser(job.id, UserEvent.DELIVERED, f"replica {rep.index} delivered"),
         ]
         return effects + self._progress(job, now_ms)
 
@@ -540,14 +571,14 @@ class Requester:
         return min(at, rep.next_nudge_ms) if self._nudge_due(rep) else at
 
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
-        rep.state = FAILED
+        rep.state = ReplicaState.FAILED
         rep.reason = reason
         job.bids.pop(rep.provider, None)
         if reason != _DECLINED:
             job.excluded.add(rep.provider)
         effects: list[Effect] = [
-            CancelTimer(TimerKey(_WATCH, job.id, rep.index)),
-            NotifyUser(job.id, "replica_failed", f"replica {rep.index} {reason}"),
+            CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
+            NotifyUser(job.id, UserEvent.REPLICA_FAILED, f"replica {rep.index} {reason}"),
         ]
         return effects + self._progress(job, now_ms)
 
@@ -565,13 +596,13 @@ class Requester:
 
     def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """After a replica changed: decide, or top the replicas up."""
-        if any(r.state == RUNNING for r in job.replicas):
+        if any(r.state == ReplicaState.RUNNING for r in job.replicas):
             return self._fill(job, now_ms)  # replace failed ones while others run
         verdict = self._judge(job)
-        if verdict.status == VERIFIED:
+        if verdict.status == VerdictStatus.VERIFIED:
             return self._finalise(job, now_ms, forced=False)
         delivered = len(self._verdict_inputs(job))
-        if verdict.status == TOO_FEW:
+        if verdict.status == VerdictStatus.TOO_FEW:
             need = max(1, (1 if job.known else job.spec.redundancy) - len(verdict.accepted))
         else:  # DISAGREE: one more replica can make a majority
             need = 1
@@ -604,7 +635,7 @@ class Requester:
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """Award spare bids until ``target`` replicas are live or the budget is spent;
         announce again, or finalise, when that is not possible."""
-        if job.phase in (LOCKING, COLLECTING):
+        if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
             return []  # the window's end (with the escrow locked) will fill
         effects: list[Effect] = []
         candidates = self._candidates(job, now_ms)
@@ -612,7 +643,9 @@ class Requester:
             candidates, job.target = self._initial_order(job, candidates)
         while len(job.live()) < job.target and job.can_award() and candidates:
             effects += self._award(job, candidates.pop(0), now_ms)
-        if len(job.live()) >= job.target or any(r.state == RUNNING for r in job.replicas):
+        if len(job.live()) >= job.target or any(
+            r.state == ReplicaState.RUNNING for r in job.replicas
+        ):
             return effects
         # Short of replicas and nothing running.
         if not job.can_award():
@@ -670,8 +703,8 @@ class Requester:
         job.replicas.append(rep)
         return [
             Send(bid.provider, signed),
-            SetTimer(self._watch_at(rep), TimerKey(_WATCH, job.id, index)),
-            NotifyUser(job.id, "awarded", f"replica {index} at {bid.price}"),
+            SetTimer(self._watch_at(rep), TimerKey(TimerKind.WATCH, job.id, index)),
+            NotifyUser(job.id, UserEvent.AWARDED, f"replica {index} at {bid.price}"),
         ]
 
     def _finalise(
@@ -681,19 +714,23 @@ class Requester:
         verdict = self._judge(job)
         by_index = {r.index: r for r in job.replicas}
         effects: list[Effect] = [
-            CancelTimer(TimerKey(_DEADLINE, job.id)),
-            CancelTimer(TimerKey(_BIDS, job.id)),
+            CancelTimer(TimerKey(TimerKind.DEADLINE, job.id)),
+            CancelTimer(TimerKey(TimerKind.BIDS, job.id)),
         ]
         for r in job.replicas:
-            if r.state == RUNNING:
-                effects.append(CancelTimer(TimerKey(_WATCH, job.id, r.index)))
+            if r.state == ReplicaState.RUNNING:
+                effects.append(CancelTimer(TimerKey(TimerKind.WATCH, job.id, r.index)))
         paid: list[Payout] = []
         output: Output | None = None
         report = None
-        pays = verdict.status == VERIFIED or (forced and verdict.status == TOO_FEW)
+        status = JobStatus.FAILED
+        pays = verdict.status == VerdictStatus.VERIFIED or (
+            forced and verdict.status == VerdictStatus.TOO_FEW
+        )
         if pays and verdict.accepted:
             winners = [by_index[i] for i in verdict.accepted]
-            status = "verified" if verdict.status == VERIFIED else "unverified"
+            verified = verdict.status == VerdictStatus.VERIFIED
+            status = JobStatus.VERIFIED if verified else JobStatus.UNVERIFIED
             reason = f"{len(winners)} of {len(self._verdict_inputs(job))} results agree"
             if job.known is not None:
                 reason += " with the known answer"
@@ -703,20 +740,19 @@ class Requester:
             effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], winners)
         elif not job.replicas:
             report = explain_no_bids(job.nobids.values(), len(job.providers))
-            status, reason = "failed", f"no bids: {report.primary}"
+            reason = f"no bids: {report.primary}"
         elif job.known is not None and verdict.rejected:
-            status, reason = "failed", "every result contradicts the known answer"
+            reason = "every result contradicts the known answer"
             effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], [])
-        elif verdict.status == DISAGREE:
-            status = "failed"
+        elif verdict.status == VerdictStatus.DISAGREE:
             reason = "results disagree and no majority formed within the retry budget"
         else:
-            status, reason = "failed", "no result arrived in time"
+            reason = "no result arrived in time"
         for r in job.replicas:
-            if r.state == FAILED and r.reason in (_SILENT, _LATE):
+            if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE):
                 effects.append(Attest(job.id, r.provider, False, r.reason, ()))
         if ledger:
-            job.phase = SETTLING
+            job.phase = JobPhase.SETTLING
             claims_open = job.spec.escrow_expiry_height - self.config.claim_window_blocks
             if self.height < claims_open:
                 effects.append(Settle(job.id, tuple(p for p in paid if p.amount > 0)))

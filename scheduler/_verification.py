@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from protocol import VerificationPolicy
 
@@ -17,9 +18,13 @@ from ._effects import Output
 
 Compare = Callable[[Output, Output, VerificationPolicy], bool]
 
-VERIFIED = "verified"
-TOO_FEW = "too_few"
-DISAGREE = "disagree"
+
+class VerdictStatus(StrEnum):
+    """What the outputs delivered so far decide (see :class:`Verdict`)."""
+
+    VERIFIED = "verified"
+    TOO_FEW = "too_few"
+    DISAGREE = "disagree"
 
 
 def commitments_equal(a: Output, b: Output, policy: VerificationPolicy) -> bool:
@@ -38,7 +43,7 @@ class Verdict:
     of the winning group (or, for ``too_few``, of the one group), ``rejected`` the others.
     """
 
-    status: str
+    status: VerdictStatus
     accepted: tuple[int, ...]
     rejected: tuple[int, ...]
     reference: Output | None
@@ -54,11 +59,12 @@ def judge(
 ) -> Verdict:
     """Compare ``(replica, output)`` pairs and decide (see :class:`Verdict`)."""
     if known is not None:
-        good = tuple(r for r, o in outputs if compare(known, o, policy))
-        bad = tuple(r for r, o in outputs if r not in good)
-        if good:
-            return Verdict(VERIFIED, good, bad, known)
-        return Verdict(DISAGREE if bad else TOO_FEW, (), bad, None)
+        matching = tuple(r for r, o in outputs if compare(known, o, policy))
+        wrong = tuple(r for r, o in outputs if r not in matching)
+        if matching:
+            return Verdict(VerdictStatus.VERIFIED, matching, wrong, known)
+        status = VerdictStatus.DISAGREE if wrong else VerdictStatus.TOO_FEW
+        return Verdict(status, (), wrong, None)
     groups: list[tuple[Output, list[int]]] = []
     for replica, out in outputs:
         for ref, members in groups:
@@ -68,12 +74,12 @@ def judge(
         else:
             groups.append((out, [replica]))
     if not groups:
-        return Verdict(TOO_FEW, (), (), None)
+        return Verdict(VerdictStatus.TOO_FEW, (), (), None)
     # Largest group; ties keep the earliest (they are never a majority anyway).
     ref, best = max(groups, key=lambda g: len(g[1]))
     others = tuple(r for _, m in groups if m is not best for r in m)
     if len(best) >= required and 2 * len(best) > len(outputs):
-        return Verdict(VERIFIED, tuple(best), others, ref)
+        return Verdict(VerdictStatus.VERIFIED, tuple(best), others, ref)
     if len(groups) == 1:
-        return Verdict(TOO_FEW, tuple(best), (), ref)
-    return Verdict(DISAGREE, (), (), None)
+        return Verdict(VerdictStatus.TOO_FEW, tuple(best), (), ref)
+    return Verdict(VerdictStatus.DISAGREE, (), (), None)

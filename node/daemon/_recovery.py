@@ -12,18 +12,31 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import trio
+
+import ledger
 import protocol
+import scheduler
 from protocol import Award, Receipt, Signed
+
+if TYPE_CHECKING:
+    from ._node import Node
 
 log = logging.getLogger(__name__)
 
 #: A kept receipt file is at most this large (two signed messages and a deadline).
 MAX_FILE_BYTES = 8192
+#: How often (in blocks) a requester looks for open escrows of its own that it forgot.
+ORPHAN_SCAN_BLOCKS = 100
 
 
 @dataclass(slots=True)
@@ -108,3 +121,102 @@ class ReceiptStore:
                 continue
             kept.append(KeptReceipt(a.job_id, award, receipt, deadline))
         return kept
+
+
+class Recovery:
+    """Keeps a provider's receipts on disk while they may be needed, claims with the ones
+    kept before a restart, and refunds a requester's forgotten escrows at their expiry."""
+
+    def __init__(self, node: Node, state_dir: Path | None) -> None:
+        self._node = node
+        self.receipts = ReceiptStore(state_dir / "receipts" if state_dir is not None else None)
+        #: Receipt files to write or remove, in order, in a worker thread: a write waits
+        #: for fsync, which must not stall the event loop.
+        self._disk_send, self._disk_recv = trio.open_memory_channel[Callable[[], None]](math.inf)
+        #: Receipts kept from before a restart, claimed by the daemon itself.
+        self._kept: dict[bytes, KeptReceipt] = {}
+        #: Open escrows of ours that the requester machine does not know (it restarted),
+        #: and whether their refund was submitted.
+        self._orphans: dict[bytes, bool] = {}
+        self._next_orphan_scan = 0
+
+    def load(self) -> None:
+        """Load the receipts a previous run of this node kept, to claim with (open escrows
+        it left are found block by block)."""
+        node = self._node
+        if node.provider is not None:
+            self._kept = {k.job_id: k for k in self.receipts.load(node.chain_id, node.me)}
+            if self._kept:
+                log.info("%d receipts kept from before a restart", len(self._kept))
+
+    async def write_receipts(self) -> None:
+        """Carry out the receipt writes and removals one after another, off the loop."""
+        async for op in self._disk_recv:
+            await trio.to_thread.run_sync(op)
+
+    def keep_receipt(self, effect: scheduler.NotifyUser) -> None:
+        """Keep a receipt on disk while it may be needed for a claim (until closed)."""
+        provider = self._node.provider
+        if effect.event == "closed":
+            self._disk_send.send_nowait(functools.partial(self.receipts.drop, effect.job_id))
+            return
+        if effect.event != "receipted" or provider is None:
+            return
+        work = provider.work.get(effect.job_id)
+        if work is not None and work.award is not None and work.receipt is not None:
+            keep = functools.partial(
+                self.receipts.keep, work.award, work.receipt, work.spec.deadline_ms
+            )
+            self._disk_send.send_nowait(keep)
+
+    def on_block(self, state: ledger.State, now: int) -> None:
+        if self._node.requester is not None and state.height >= self._next_orphan_scan:
+            self._find_orphans(state)
+        if self._kept or self._orphans:
+            self._claim_and_refund(state, now)
+
+    def _find_orphans(self, state: ledger.State) -> None:
+        """Open escrows of ours that the requester machine does not know: it restarted
+        while they were open. Looked for every ``ORPHAN_SCAN_BLOCKS`` (the ledger may still
+        be catching up after the restart)."""
+        node = self._node
+        assert node.requester is not None
+        known = node.requester.jobs
+        found = [
+            job_id
+            for job_id, e in state.escrows()
+            if e.owner == node.me and e.is_open and job_id not in known
+        ]
+        for job_id in found:
+            if job_id not in self._orphans:
+                log.info("escrow of job %s is from before a restart", job_id.hex()[:12])
+                self._orphans[job_id] = False
+        self._next_orphan_scan = state.height + ORPHAN_SCAN_BLOCKS
+
+    def _claim_and_refund(self, state: ledger.State, now: int) -> None:
+        """Claim with kept receipts; refund orphaned escrows at their expiry."""
+        node = self._node
+        for job_id, kept in list(self._kept.items()):
+            e = state.escrow(job_id)
+            if e is None:
+                continue  # not synced that far yet
+            if (
+                not e.is_open
+                or e.paid_to(node.me) > 0
+                or node.me in e.claimed
+                or state.height >= e.expiry_height
+            ):
+                del self._kept[job_id]
+                self._disk_send.send_nowait(functools.partial(self.receipts.drop, job_id))
+                continue
+            if not kept.claimed and state.height >= e.claim_height and now >= kept.deadline_ms:
+                kept.claimed = True
+                claim = scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt)
+                node.effects.execute("provider", [claim])
+        for job_id, refunded in list(self._orphans.items()):
+            e = state.escrow(job_id)
+            if e is None or not e.is_open:
+                del self._orphans[job_id]
+            elif not refunded and state.height >= e.expiry_height:
+                self._orphans[job_id] = True
+                node.effects.execute("requester", [scheduler.Refund(job_id)])

@@ -8,10 +8,6 @@
 See specs/network.md for protocol ids, topics, record formats, capability classes, limits.
 """
 
-from ._classes import CapabilityClassError as CapabilityClassError
-from ._classes import capability_class as capability_class
-from ._classes import job_class as job_class
-from ._classes import provider_classes as provider_classes
 from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NetworkClosed as NetworkClosed
 from ._errors import NetworkError as NetworkError

@@ -1,13 +1,17 @@
-"""Checking capability records: our own before advertising, peers' before returning them."""
+"""Checking capability records: our own before advertising (and renewing), peers' before
+returning them."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import protocol
 from protocol import Advert, Signed
 
 from ._errors import RecordError
+from ._interface import RenewRecord
 
 
 def check_own_record(record: Signed[Any], local_peer: bytes, chain_id: str, now_ms: int) -> None:
@@ -22,6 +26,24 @@ def check_own_record(record: Signed[Any], local_peer: bytes, chain_id: str, now_
         raise RecordError("the record names no capability class: nothing to advertise")
     if record.message.expires_ms <= now_ms:
         raise RecordError("the record has expired: sign a new one with a later expires_ms")
+
+
+def renewed_record(
+    renew: RenewRecord,
+    local_peer: bytes,
+    chain_id: str,
+    now_ms: Callable[[], int],
+    log: logging.Logger,
+) -> Signed[Advert] | None:
+    """The successor of our advertised record from ``renew``, checked as our own; None
+    (and logged) if ``renew`` fails or returns a record we may not advertise."""
+    try:
+        new = renew()
+        check_own_record(new, local_peer, chain_id, now_ms())
+    except (RecordError, protocol.ProtocolError) as exc:
+        log.error("could not renew the capability record: %s", exc)
+        return None
+    return new
 
 
 def verify_record(

@@ -24,7 +24,6 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import nacl.signing
 import trio
@@ -32,42 +31,25 @@ import trio
 import protocol
 from protocol import Advert, Signed
 
+from ._base import NetworkBase
 from ._errors import (
     MessageTooLarge,
-    NetworkClosed,
     NetworkError,
     NetworkTimeout,
     PeerUnreachable,
-    RecordError,
 )
 from ._framing import STATUS_OK
-from ._inbox import Inbox
 from ._interface import (
     Network,
-    NetworkCounters,
     PeerEvent,
     PeerKey,
     PubsubMessage,
     Reachability,
     RenewRecord,
-    RequestHandler,
 )
-from ._limits import (
-    DEFAULT_FIND_LIMIT,
-    DEFAULT_FIND_TIMEOUT,
-    DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_REQUEST_TIMEOUT,
-    MAX_FRAME_BYTES,
-    MAX_PUBSUB_BYTES,
-    REFRESH_MARGIN_MS,
-    check_frame_limit,
-    check_protocol_id,
-    check_topic,
-)
-from ._records import best_per_peer, check_own_record, verify_record
-from ._serving import HandlerEntry, answer, error_for
+from ._limits import REFRESH_MARGIN_MS
+from ._records import best_per_peer, renewed_record, verify_record
+from ._serving import error_for
 
 __all__ = ["MemoryHub", "MemoryNetwork"]
 
@@ -122,7 +104,7 @@ class MemoryHub:
             for peer in group:
                 self._group[peer] = index
         for node in list(self._nodes.values()):
-            for other in list(node._connections):
+            for other in list(node._connected):
                 if not self.can_reach(node.local_peer, other):
                     self._unlink(node.local_peer, other)
 
@@ -144,18 +126,18 @@ class MemoryHub:
 
     def _link(self, a: PeerKey, b: PeerKey) -> None:
         na, nb = self._nodes.get(a), self._nodes.get(b)
-        if na is None or nb is None or b in na._connections:
+        if na is None or nb is None or b in na._connected:
             return
-        na._connections.add(b)
-        nb._connections.add(a)
+        na._connected.add(b)
+        nb._connected.add(a)
         na._emit(PeerEvent(b, True))
         nb._emit(PeerEvent(a, True))
 
     def _unlink(self, a: PeerKey, b: PeerKey) -> None:
         for x, y in ((a, b), (b, a)):
             node = self._nodes.get(x)
-            if node is not None and y in node._connections:
-                node._connections.discard(y)
+            if node is not None and y in node._connected:
+                node._connected.discard(y)
                 node._emit(PeerEvent(y, False))
 
     def _dial(self, source: PeerKey, target: PeerKey) -> MemoryNetwork:
@@ -166,7 +148,7 @@ class MemoryHub:
             raise PeerUnreachable(f"peer {protocol.peer_id(target)} is unreachable (partition)")
         if (
             node._reachability is Reachability.PRIVATE
-            and source not in node._connections
+            and source not in node._connected
             and source != target
         ):
             raise PeerUnreachable(
@@ -197,14 +179,14 @@ class MemoryHub:
                 yield net
             finally:
                 net._closed = True
-                for other in list(net._connections):
+                for other in list(net._connected):
                     self._unlink(peer, other)
                 del self._nodes[peer]
                 net._close_inboxes()
                 nursery.cancel_scope.cancel()
 
 
-class MemoryNetwork:
+class MemoryNetwork(NetworkBase):
     """One node on a :class:`MemoryHub`; implements :class:`node.net.Network`."""
 
     def __init__(
@@ -214,44 +196,16 @@ class MemoryNetwork:
         nursery: trio.Nursery,
         reachability: Reachability,
     ) -> None:
+        super().__init__(peer, hub.chain_id, reachability, log)
         self._hub = hub
-        self._peer = peer
         self._nursery = nursery
-        self._reachability = reachability
-        self._closed = False
-        self._connections: set[PeerKey] = set()
-        self._handlers: dict[str, HandlerEntry] = {}
-        self._subscriptions: dict[str, set[Inbox[PubsubMessage]]] = {}
-        self._event_inboxes: set[Inbox[PeerEvent]] = set()
         self._refresh_scope: trio.CancelScope | None = None
-        self._counters = NetworkCounters()
 
-    # --- identity ------------------------------------------------------------------------
-
-    @property
-    def local_peer(self) -> PeerKey:
-        return self._peer
-
-    @property
-    def chain_id(self) -> str:
-        return self._hub.chain_id
-
-    @property
-    def counters(self) -> NetworkCounters:
-        return self._counters
+    def _now_ms(self) -> int:
+        return self._hub.now_ms()
 
     def addresses(self) -> tuple[str, ...]:
         return (_ADDRESS_PREFIX + protocol.peer_id(self._peer),)
-
-    def reachability(self) -> Reachability:
-        return self._reachability
-
-    def connected_peers(self) -> frozenset[PeerKey]:
-        return frozenset(self._connections)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise NetworkClosed("this network is closed: open a new one")
 
     async def connect(self, address: str) -> PeerKey:
         self._check_open()
@@ -268,53 +222,11 @@ class MemoryNetwork:
         self._hub._dial(self._peer, peer)
         return peer
 
-    def peer_events(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> Inbox[PeerEvent]:
-        self._check_open()
-        inbox: Inbox[PeerEvent] = Inbox(queue_size, self._event_inboxes.discard)
-        self._event_inboxes.add(inbox)
-        return inbox
-
-    def _emit(self, event: PeerEvent) -> None:
-        for inbox in list(self._event_inboxes):
-            inbox.deliver(event)
-
-    def _close_inboxes(self) -> None:
-        for inbox in list(self._event_inboxes):
-            inbox.close()
-        for subs in list(self._subscriptions.values()):
-            for sub in list(subs):
-                sub.close()
-
     # --- request / response ------------------------------------------------------------
 
-    def set_handler(
-        self,
-        protocol_id: str,
-        handler: RequestHandler,
-        *,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    ) -> None:
-        self._check_open()
-        check_protocol_id(protocol_id)
-        self._handlers[protocol_id] = HandlerEntry(handler, check_frame_limit(max_request_bytes))
-
-    def remove_handler(self, protocol_id: str) -> None:
-        self._handlers.pop(protocol_id, None)
-
-    async def request(
-        self,
-        peer: PeerKey,
-        protocol_id: str,
-        data: bytes,
-        *,
-        timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    async def _request(
+        self, peer: PeerKey, protocol_id: str, data: bytes, timeout: float, max_response: int
     ) -> bytes:
-        self._check_open()
-        check_protocol_id(protocol_id)
-        check_frame_limit(max_response_bytes)
-        if len(data) > MAX_FRAME_BYTES:
-            raise MessageTooLarge(f"request of {len(data)} bytes is over {MAX_FRAME_BYTES}")
         hub = self._hub
         request_lost, response_lost = hub._lost(), hub._lost()
         delay_in, delay_out = hub._delay(), hub._delay()
@@ -337,9 +249,9 @@ class MemoryNetwork:
                 await trio.sleep_forever()
             if isinstance(outcome, NetworkError):
                 raise outcome
-            if len(outcome) > max_response_bytes:
+            if len(outcome) > max_response:
                 raise MessageTooLarge(
-                    f"response of {len(outcome)} bytes is over the limit of {max_response_bytes}"
+                    f"response of {len(outcome)} bytes is over the limit of {max_response}"
                 )
             return outcome
         raise NetworkTimeout(
@@ -364,18 +276,13 @@ class MemoryNetwork:
                 send.send_nowait(outcome)
 
     async def _answer(self, sender: PeerKey, protocol_id: str, data: bytes) -> bytes | NetworkError:
-        entry = self._handlers.get(protocol_id)
-        status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
+        status, body = await self._handle(sender, protocol_id, data)
         return body if status == STATUS_OK else error_for(status, body)
 
     # --- publish / subscribe -----------------------------------------------------------
 
-    async def publish(self, topic: str, data: bytes) -> None:
-        self._check_open()
-        check_topic(topic)
-        if len(data) > MAX_PUBSUB_BYTES:
-            raise MessageTooLarge(f"pubsub message of {len(data)} bytes is over {MAX_PUBSUB_BYTES}")
-        message = PubsubMessage(topic, self._peer, bytes(data))
+    async def _publish(self, topic: str, data: bytes) -> None:
+        message = PubsubMessage(topic, self._peer, data)
         hub = self._hub
         for peer in sorted(hub._nodes):
             node = hub._nodes[peer]
@@ -390,32 +297,11 @@ class MemoryNetwork:
 
     async def _deliver_later(self, delay: float, message: PubsubMessage) -> None:
         await trio.sleep(delay)
-        for inbox in list(self._subscriptions.get(message.topic, ())):
-            if not inbox.deliver(message):
-                self._counters.pubsub_dropped += 1
-
-    def subscribe(
-        self, topic: str, *, queue_size: int = DEFAULT_QUEUE_SIZE
-    ) -> Inbox[PubsubMessage]:
-        self._check_open()
-        check_topic(topic)
-
-        def forget(inbox: Inbox[PubsubMessage]) -> None:
-            subs = self._subscriptions.get(topic)
-            if subs is not None:
-                subs.discard(inbox)
-                if not subs:
-                    del self._subscriptions[topic]
-
-        inbox: Inbox[PubsubMessage] = Inbox(queue_size, forget)
-        self._subscriptions.setdefault(topic, set()).add(inbox)
-        return inbox
+        self._deliver(message)
 
     # --- capability records ------------------------------------------------------------
 
-    async def advertise(self, record: Signed[Advert], *, renew: RenewRecord | None = None) -> None:
-        self._check_open()
-        check_own_record(record, self._peer, self.chain_id, self._hub.now_ms())
+    async def _advertise(self, record: Signed[Advert], renew: RenewRecord | None) -> None:
         self._hub._records[self._peer] = record
         if self._refresh_scope is not None:
             self._refresh_scope.cancel()
@@ -426,29 +312,23 @@ class MemoryNetwork:
             self._nursery.start_soon(self._refresh, record, renew, scope)
         await trio.sleep(self._hub._delay())
 
-    async def _refresh(self, record: Signed[Advert], renew: RenewRecord, scope: Any) -> None:
+    async def _refresh(
+        self, record: Signed[Advert], renew: RenewRecord, scope: trio.CancelScope
+    ) -> None:
         with scope:
             while True:
                 due_ms = record.message.expires_ms - REFRESH_MARGIN_MS
                 await trio.sleep(max(0, due_ms - self._hub.now_ms()) / 1000)
-                try:
-                    new = renew()
-                    check_own_record(new, self._peer, self.chain_id, self._hub.now_ms())
-                except (RecordError, protocol.ProtocolError) as exc:
-                    log.error("could not renew the capability record: %s", exc)
+                new = renewed_record(renew, self._peer, self.chain_id, self._hub.now_ms, log)
+                if new is None:
                     return
                 self._hub._records[self._peer] = new
                 self._counters.records_refreshed += 1
                 record = new
 
-    async def find_providers(
-        self,
-        capability_class: str,
-        *,
-        limit: int = DEFAULT_FIND_LIMIT,
-        timeout: float = DEFAULT_FIND_TIMEOUT,
+    async def _find_providers(
+        self, capability_class: str, limit: int, timeout: float
     ) -> list[Signed[Advert]]:
-        self._check_open()
         hub = self._hub
         with trio.move_on_after(timeout):
             await trio.sleep(hub._delay() * 2)

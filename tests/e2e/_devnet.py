@@ -7,16 +7,16 @@ import signal
 import time
 from typing import Any
 
-from node._cli_devnet import DevNode, statuses
-from node.client import Client
+from node.api import Client
+from node.devnet import DevNode, statuses
 
 
 def by_name(nodes: list[DevNode], name: str) -> DevNode:
     return next(n for n in nodes if n.name == name)
 
 
-def status_of(node: DevNode) -> dict[str, Any]:
-    with node.client() as c:
+def status_of(member: DevNode) -> dict[str, Any]:
+    with member.client() as c:
         return c.status()
 
 
@@ -34,16 +34,16 @@ def wait_for(what: str, check: Any, timeout_s: float = 30.0, step_s: float = 0.1
 
 def catch_up(nodes: list[DevNode], blocks: int = 3) -> dict[str, dict[str, Any]]:
     """Wait until every live node is ``blocks`` past the highest height seen now."""
-    live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+    live = [n for n in nodes if n.alive()]
     target = max(status_of(n)["height"] for n in live) + blocks
     wait_for("nodes to catch up", lambda: all(status_of(n)["height"] >= target for n in live))
     return statuses(live)
 
 
-def sigkill(node: DevNode) -> None:
-    assert node.proc is not None
-    os.kill(node.proc.pid, signal.SIGKILL)
-    node.proc.wait(10)
+def sigkill(member: DevNode) -> None:
+    assert member.proc is not None
+    os.kill(member.proc.pid, signal.SIGKILL)
+    member.proc.wait(10)
 
 
 def balance(client: Client, peer_id: str) -> dict[str, Any]:

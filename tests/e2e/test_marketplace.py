@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node._cli_devnet import (
+from node.devnet import (
     DevNode,
     running_devnet,
     stop,
@@ -32,6 +32,8 @@ from ._devnet import by_name, catch_up, sigkill, status_of, wait_for
 pytestmark = pytest.mark.slow
 
 SLOW_MS = 2_000
+#: A contributor daemon whose job runner is faulty (tests/e2e/faulty_node.py).
+FAULTY_NODE = (sys.executable, str(Path(__file__).with_name("faulty_node.py")))
 # A bid window long enough that every contributor's bid arrives even on a loaded 2-core
 # machine: the scenarios below depend on who bids (the undercutting cheater must be awarded).
 WORKSPACE = "[requester]\nbid_window_ms = 2000\n"
@@ -46,16 +48,26 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
 
 
 def _faulty_extra(i: int) -> str:
-    if i == 0:  # contributor-1: a cheater that undercuts everyone (test hook)
-        return "test_corrupt_outputs = true\nprice_floor = 500\n"
-    return f"test_run_delay_ms = {SLOW_MS}\nbase_run_ms = {SLOW_MS + 200}\n"
+    if i == 0:  # contributor-1: a cheater that undercuts everyone
+        return "price_floor = 500\n"
+    return f"base_run_ms = {SLOW_MS + 200}\n"
+
+
+def _faulty_command(i: int) -> tuple[str, ...]:
+    if i == 0:  # wrong outputs
+        return (*FAULTY_NODE, "corrupt")
+    return (*FAULTY_NODE, "slow", str(SLOW_MS))  # waits before each run
 
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DevNode]]:
     root = tmp_path_factory.mktemp("faulty")
     with running_devnet(
-        root, 4, contributor_extra=_faulty_extra, workspace_extra=WORKSPACE
+        root,
+        4,
+        contributor_extra=_faulty_extra,
+        contributor_command=_faulty_command,
+        workspace_extra=WORKSPACE,
     ) as nodes:
         wait_ready(nodes)
         yield nodes
@@ -65,10 +77,6 @@ def _submit(nodes: list[DevNode], **kw: object) -> str:
     path, inputs = tiny_model_and_inputs()
     with by_name(nodes, "workspace").client() as c:
         return c.submit(path, inputs, **kw)  # type: ignore[arg-type]
-
-
-def _alive(node: DevNode) -> bool:
-    return node.proc is not None and node.proc.poll() is None
 
 
 def _verify_all(nodes: list[DevNode]) -> None:
@@ -123,7 +131,7 @@ def test_no_provider_matches_reason_and_refund(honest: list[DevNode]) -> None:
     assert status_of(by_name(honest, "workspace"))["balance"] == before
 
 
-def test_job_cli_submit_wait_status_result(honest: list[DevNode], tmp_path: Path) -> None:
+def test_job_commands_submit_wait_status_result(honest: list[DevNode], tmp_path: Path) -> None:
     ws = by_name(honest, "workspace")
     path, inputs = tiny_model_and_inputs()
     args = []
@@ -180,7 +188,7 @@ def test_provider_sigkilled_mid_job_reassigned(faulty: list[DevNode]) -> None:
 
     def running() -> DevNode | None:
         for n in honest:
-            if _alive(n) and status_of(n)["provider"]["active"] > 0:
+            if n.alive() and status_of(n)["provider"]["active"] > 0:
                 return n
         return None
 
@@ -203,7 +211,7 @@ def test_requester_killed_after_delivery_provider_paid_after_deadline(
     ws = by_name(faulty, "workspace")
     # Any live contributor may win the award (the undercutting cheater too: a receipt is
     # signed on delivery, before verification); whoever holds the receipt must be paid.
-    workers = [n for n in faulty if "contributor" in n.roles and _alive(n)]
+    workers = [n for n in faulty if "contributor" in n.roles and n.alive()]
     before = {n.name: status_of(n)["balance"] for n in workers}
     _submit(faulty, redundancy=1, max_retries=3, deadline_s=8.0)
 

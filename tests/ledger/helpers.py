@@ -1,8 +1,9 @@
-"""Shared helpers for the ledger tests: deterministic keys, a tiny chain driver, evidence."""
+"""Shared helpers for the ledger tests: named accounts, a tiny chain driver, evidence."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import nacl.signing
@@ -11,16 +12,9 @@ import ledger
 import protocol
 from ledger import tx
 
+from ..keys import key, pub
+
 CHAIN = "aimx-test"
-
-
-def key(name: str) -> nacl.signing.SigningKey:
-    return nacl.signing.SigningKey(hashlib.sha256(name.encode()).digest())
-
-
-def pub(k: nacl.signing.SigningKey) -> bytes:
-    return bytes(k.verify_key)
-
 
 COORD = key("coordinator")
 ALICE = key("alice")
@@ -38,6 +32,25 @@ def genesis(**params: int) -> ledger.Genesis:
         {pub(ALICE): 1_000_000, pub(BOB): 1_000_000, pub(CAROL): 1_000_000},
         **defaults,
     )
+
+
+def signed_block(
+    height: int,
+    prev_hash: bytes,
+    *,
+    state_root: bytes = bytes(32),
+    txs: Sequence[bytes] = (),
+    signer: nacl.signing.SigningKey = COORD,
+) -> bytes:
+    """A block signed by ``signer`` as its producer, holding whatever a test needs."""
+    block = ledger.Block(
+        height=height,
+        prev_hash=prev_hash,
+        producer=pub(signer),
+        state_root=state_root,
+        txs=tuple(txs),
+    )
+    return protocol.sign(block, signer, CHAIN).raw
 
 
 def award(

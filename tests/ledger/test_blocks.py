@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import nacl.signing
 import pytest
 
 import ledger
-import protocol
 
-from .helpers import ALICE, BOB, CHAIN, COORD, Chain, key, pub
+from ..keys import key, pub
+from .helpers import ALICE, BOB, CHAIN, COORD, Chain, signed_block
 
 
-def sign_block(c: Chain, txs: list[bytes], *, signer=COORD, **over):  # type: ignore[no-untyped-def]
-    fields = dict(
-        height=c.height + 1,
-        prev_hash=c.state.last_block_hash,
-        producer=pub(signer),
-        state_root=b"\x00" * 32,
-        txs=tuple(txs),
+def sign_block(
+    c: Chain,
+    txs: list[bytes],
+    *,
+    signer: nacl.signing.SigningKey = COORD,
+    height: int | None = None,
+    prev_hash: bytes | None = None,
+    state_root: bytes = bytes(32),
+) -> bytes:
+    """The next block of ``c``, or one that differs from it where a test says."""
+    return signed_block(
+        c.height + 1 if height is None else height,
+        c.state.last_block_hash if prev_hash is None else prev_hash,
+        state_root=state_root,
+        txs=txs,
+        signer=signer,
     )
-    fields.update(over)
-    return protocol.sign(ledger.Block(**fields), signer, CHAIN).raw
 
 
 def corrupt_signature(raw: bytes) -> bytes:
@@ -32,8 +40,8 @@ def test_block_with_one_bad_signature_is_rejected_whole() -> None:
     txs.append(ledger.tx.transfer(ALICE, CHAIN, 1, to=pub(BOB), amount=5, expiry_height=9))
     produced = ledger.produce_block(c.state, COORD, [ledger.verify_tx(t.raw, CHAIN) for t in txs])
     good = produced.block.message
-    bad_txs = [good.txs[0], corrupt_signature(good.txs[1])]
-    raw = sign_block(c, bad_txs, state_root=good.state_root)
+    one_corrupted = [good.txs[0], corrupt_signature(good.txs[1])]
+    raw = sign_block(c, one_corrupted, state_root=good.state_root)
     before = c.state
     with pytest.raises(ledger.BlockRejected) as info:
         ledger.apply_block(c.state, raw)

@@ -11,9 +11,10 @@ import ledger
 import protocol
 from ledger import tx
 from node.cli import app
-from node.ledger_service import ledger_db_path
+from node.ledger import ledger_db_path
 
-from .helpers import ALICE, BOB, CHAIN, JOB, Chain, pub
+from ..keys import pub
+from .helpers import ALICE, BOB, CHAIN, JOB, Chain
 
 runner = CliRunner()
 

@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ledger
 import protocol
 from ledger import tx
 
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, Chain, key, pub
+from ..keys import key, pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, Chain
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,12 +78,8 @@ def test_reopen_with_other_genesis_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "l.sqlite3"
     ledger.LedgerStore.open(db, Chain.new().state.genesis).close()
     other = ledger.make_genesis("other-chain", [pub(COORD)], {})
-    try:
+    with pytest.raises(ledger.StoreError, match="another genesis"):
         ledger.LedgerStore.open(db, other)
-    except ledger.StoreError as exc:
-        assert "another genesis" in str(exc)
-    else:
-        raise AssertionError("expected StoreError")
 
 
 def test_corrupted_leaf_is_detected(tmp_path: Path) -> None:
@@ -93,26 +92,14 @@ def test_corrupted_leaf_is_detected(tmp_path: Path) -> None:
             "UPDATE leaves SET value=? WHERE key=?",
             (ledger.Account(balance=10**9).encode(), b"\x01" + pub(ALICE)),
         )
-    try:
+    with pytest.raises(ledger.StoreError, match="verify"):
         ledger.LedgerStore.open(db)
-    except ledger.StoreError as exc:
-        assert "verify" in str(exc)
-    else:
-        raise AssertionError("expected StoreError")
 
 
 def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     db = tmp_path / "l.sqlite3"
     db.write_bytes(b"this is not sqlite" * 100)
-    try:
+    with pytest.raises(ledger.StoreError, match=r"l\.sqlite3"):
         ledger.LedgerStore.open(db)
-    except ledger.StoreError as exc:
-        assert "l.sqlite3" in str(exc)
-    else:
-        raise AssertionError("expected StoreError")
-    try:
+    with pytest.raises(ledger.StoreError, match="no ledger"):
         ledger.LedgerStore.open(tmp_path / "missing.sqlite3")
-    except ledger.StoreError as exc:
-        assert "no ledger" in str(exc)
-    else:
-        raise AssertionError("expected StoreError")

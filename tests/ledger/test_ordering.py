@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import ledger
-import protocol
 from ledger import tx
 
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, key, pub
+from ..keys import key, pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, signed_block
 
 
 def state() -> ledger.State:
@@ -148,31 +148,12 @@ def test_replica_rejects_bad_block_keeps_state_and_records_equivocation() -> Non
     r = ledger.Replica(s)
     r.on_blocks(peer, blocks[:2])
     before = r.state
-    bad = protocol.sign(
-        ledger.Block(
-            height=3,
-            prev_hash=before.last_block_hash,
-            producer=pub(COORD),
-            state_root=b"\x00" * 32,
-            txs=(),
-        ),
-        COORD,
-        CHAIN,
-    ).raw
-    [effect] = r.on_blocks(peer, [bad])
+    wrong_root = signed_block(3, before.last_block_hash)
+    [effect] = r.on_blocks(peer, [wrong_root])
     assert isinstance(effect, ledger.PeerMisbehaved) and "state root" in effect.reason
     assert r.state is before
-    twin = protocol.sign(
-        ledger.Block(
-            height=2,
-            prev_hash=ledger.decode_block(blocks[0], s.genesis).id,
-            producer=pub(COORD),
-            state_root=b"\x01" * 32,
-            txs=(),
-        ),
-        COORD,
-        CHAIN,
-    ).raw
+    first = ledger.decode_block(blocks[0], s.genesis)
+    twin = signed_block(2, first.id, state_root=b"\x01" * 32)
     [found] = r.on_blocks(peer, [twin])
     assert isinstance(found, ledger.ProofFound)
     assert found.proof == ledger.EquivocationProof(2, blocks[1], twin)

@@ -22,14 +22,15 @@ import trio.testing
 import ledger
 import protocol
 from ledger import tx
-from node.ledger_service import LedgerService, blocks_topic
+from node.ledger import LedgerService, StoreThread, blocks_topic
 from node.net import MemoryHub
 
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, key, pub
+from ..keys import key, pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, signed_block
 
 
-def open_store(path: Path, g: ledger.Genesis) -> ledger.StoreThread:
-    return ledger.StoreThread(lambda: ledger.LedgerStore.open(path, g))
+def open_store(path: Path, g: ledger.Genesis) -> StoreThread:
+    return StoreThread(lambda: ledger.LedgerStore.open(path, g))
 
 
 def block_at(svc: LedgerService, height: int) -> protocol.Signed[ledger.Block]:
@@ -100,30 +101,10 @@ async def _coordinator_and_replicas(tmp_path: Path) -> None:
                 # mallory publishes a forged block and an equivocating one
                 async with hub.open(key("mallory")) as evil:
                     h = r1.state.height
-                    forged = protocol.sign(
-                        ledger.Block(
-                            height=h + 1,
-                            prev_hash=r1.state.last_block_hash,
-                            producer=pub(key("mallory")),
-                            state_root=b"\x00" * 32,
-                            txs=(),
-                        ),
-                        key("mallory"),
-                        CHAIN,
-                    ).raw
+                    forged = signed_block(h + 1, r1.state.last_block_hash, signer=key("mallory"))
                     await evil.publish(blocks_topic(CHAIN), protocol.pack([h + 1, forged]))
                     prev = block_at(coord, 1)
-                    twin = protocol.sign(
-                        ledger.Block(
-                            height=2,
-                            prev_hash=prev.id,
-                            producer=pub(COORD),
-                            state_root=b"\x07" * 32,
-                            txs=(),
-                        ),
-                        COORD,
-                        CHAIN,
-                    ).raw
+                    twin = signed_block(2, prev.id, state_root=b"\x07" * 32)
                     await evil.publish(blocks_topic(CHAIN), protocol.pack([2, twin]))
                     proof = await r3.wait_proof()
                     assert proof.height == 2 and proof.second == twin
@@ -154,7 +135,7 @@ async def _coordinator_and_replicas(tmp_path: Path) -> None:
 async def test_a_sender_hears_of_its_dropped_transaction(
     fast_clock: trio.testing.MockClock,
 ) -> None:
-    from node.ledger_service import DROPPED_PROTOCOL
+    from node.ledger import DROPPED_PROTOCOL
     from node.net import RemoteError
 
     g = genesis()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import nacl.signing
 import pytest
 
 import ledger
-from ledger import tx
+import protocol
+from ledger import EscrowStatus, tx
 
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, JOB, Chain, award, pub, receipt, result
+from ..keys import pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, JOB, Chain, award, receipt, result
 
 
 def test_transfer_moves_credits_and_charges_fee() -> None:
@@ -60,7 +63,7 @@ def test_settle_pays_providers_refunds_rest_and_closes() -> None:
         )
     )
     e = c.state.escrow(JOB)
-    assert e is not None and e.status == 1 and e.remaining == 0
+    assert e is not None and e.status == EscrowStatus.SETTLED and e.remaining == 0
     assert c.state.balance(pub(ALICE)) == 1_000_000 - 180
     assert c.state.balance(pub(BOB)) == 1_000_100
     again = tx.settle(ALICE, CHAIN, 2, job_id=JOB, payouts={}, expiry_height=20)
@@ -128,7 +131,7 @@ def test_claim_pays_awarded_price_once_in_window() -> None:
     c.ok(claim_tx(c, price=90))  # block 4
     assert c.state.balance(pub(BOB)) == 1_000_090
     e = c.state.escrow(JOB)
-    assert e is not None and e.remaining == 210 and e.status == 0
+    assert e is not None and e.remaining == 210 and e.status == EscrowStatus.OPEN
     assert "already claimed" in c.rejects(claim_tx(c, price=10), ledger.EscrowError)
     # the owner settles the rest later; the claimed provider can still be paid up to the cap
     c.ok(tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(CAROL): 50}, expiry_height=20))
@@ -190,64 +193,31 @@ def test_slash_needs_coordinator_and_evidence() -> None:
     c = Chain.new()
     c.ok(tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9))
     r1, r2 = result(BOB, b"one"), result(BOB, b"two")
-    bad = tx.slash(
-        ALICE,
-        CHAIN,
-        0,
-        offender=pub(BOB),
-        amount=100,
-        reason="conflicting_results",
-        evidence=[r1, r2],
-        expiry_height=9,
-    )
-    c.rejects(bad, ledger.NotAuthorized)
-    same = tx.slash(
-        COORD,
-        CHAIN,
-        0,
-        offender=pub(BOB),
-        amount=100,
-        reason="conflicting_results",
-        evidence=[r1, r1],
-        expiry_height=9,
-    )
-    c.rejects(same, ledger.BadEvidence)
-    notbob = tx.slash(
-        COORD,
-        CHAIN,
-        0,
-        offender=pub(BOB),
-        amount=100,
-        reason="failed_verification",
-        evidence=[result(CAROL, b"x")],
-        expiry_height=9,
-    )
-    c.rejects(notbob, ledger.BadEvidence)
-    good = tx.slash(
-        COORD,
-        CHAIN,
-        0,
-        offender=pub(BOB),
-        amount=100,
-        reason="conflicting_results",
-        evidence=[r1, r2],
-        expiry_height=9,
-    )
+
+    def slash_bob(
+        signer: nacl.signing.SigningKey, seq: int, amount: int, reason: str, evidence: list[bytes]
+    ) -> protocol.Signed[protocol.Transaction]:
+        return tx.slash(
+            signer,
+            CHAIN,
+            seq,
+            offender=pub(BOB),
+            amount=amount,
+            reason=reason,
+            evidence=evidence,
+            expiry_height=9,
+        )
+
+    c.rejects(slash_bob(ALICE, 0, 100, "conflicting_results", [r1, r2]), ledger.NotAuthorized)
+    c.rejects(slash_bob(COORD, 0, 100, "conflicting_results", [r1, r1]), ledger.BadEvidence)
+    carols = [result(CAROL, b"x")]
+    c.rejects(slash_bob(COORD, 0, 100, "failed_verification", carols), ledger.BadEvidence)
     before = c.state.reputation(pub(BOB))
-    c.ok(good)
+    c.ok(slash_bob(COORD, 0, 100, "conflicting_results", [r1, r2]))
     assert c.state.account(pub(BOB)).stake == 400
     assert c.state.burned == 100
     assert c.state.reputation(pub(BOB)) < before
-    too_much = tx.slash(
-        COORD,
-        CHAIN,
-        1,
-        offender=pub(BOB),
-        amount=401,
-        reason="conflicting_results",
-        evidence=[r1, r2],
-        expiry_height=9,
-    )
+    too_much = slash_bob(COORD, 1, 401, "conflicting_results", [r1, r2])
     c.rejects(too_much, ledger.InsufficientFunds)
 
 
@@ -300,8 +270,6 @@ def test_bad_payload_and_unknown_kind_are_malformed() -> None:
 
 
 def protocol_tx(kind: str, payload: bytes) -> bytes:
-    import protocol
-
     msg = protocol.Transaction(
         sender=pub(ALICE), seq=0, expiry_height=9, fee=0, kind=kind, payload=payload
     )

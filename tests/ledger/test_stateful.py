@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable
 
 import hypothesis.strategies as st
+import nacl.signing
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -20,13 +21,18 @@ import ledger
 import protocol
 from ledger import tx
 
-from .helpers import CHAIN, COORD, award, key, pub, receipt, result
+from ..keys import key, pub
+from .helpers import CHAIN, COORD, award, receipt, result, signed_block
 
 USERS = [key(f"user{i}") for i in range(4)]
 JOBS = [hashlib.blake2b(bytes([i]), digest_size=32).digest() for i in range(16)]
 user = st.sampled_from(USERS)
 job = st.sampled_from(JOBS)
 amount = st.integers(min_value=1, max_value=400)
+
+
+def settle_payload(job_id: bytes, payouts: dict[bytes, int]) -> ledger.Settle:
+    return ledger.Settle(job_id, tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items())))
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -51,85 +57,65 @@ class LedgerMachine(RuleBasedStateMachine):
     # --- building transactions --------------------------------------------------------
 
     def add(
-        self, sender: object, build: Callable[[int], protocol.Signed[protocol.Transaction]]
+        self,
+        sender: nacl.signing.SigningKey,
+        payload: ledger.Payload,
+        *,
+        fee: int = 1,
+        expiry_height: int | None = None,
     ) -> None:
-        self.pending.append(lambda d: build(d.account(pub(sender)).next_seq))  # type: ignore[arg-type]
+        """Sign ``payload`` at block time, with the sender's next sequence number then."""
+        expiry = self.state.height + 3 if expiry_height is None else expiry_height
+
+        def at_block(d: ledger.Draft) -> protocol.Signed[protocol.Transaction]:
+            seq = d.account(pub(sender)).next_seq
+            return tx.make(sender, CHAIN, seq, payload, expiry_height=expiry, fee=fee)
+
+        self.pending.append(at_block)
 
     def add_for_escrow(
         self,
         j: bytes,
         honest: bool,
-        default: object,
+        default: nacl.signing.SigningKey,
         build: Callable[
-            [object, ledger.Draft, bytes, ledger.Escrow | None],
-            protocol.Signed[protocol.Transaction],
+            [nacl.signing.SigningKey, bytes, ledger.Escrow | None],
+            tuple[nacl.signing.SigningKey, ledger.Payload],
         ],
         *,
         closed: bool = False,
     ) -> None:
-        """Build at block time; an honest one picks an existing escrow and its owner."""
+        """Build at block time; an honest one picks an existing escrow and its owner.
+        ``build(owner, job_id, escrow)`` says who signs what."""
+        expiry = self.state.height + 3
 
         def at_block(d: ledger.Draft) -> protocol.Signed[protocol.Transaction]:
             job_id = j
-            sender = default
+            owner = default
             if honest:
                 job_id = self.existing(j, closed=closed)
-                sender = self.owner_of(job_id, default)
-            return build(sender, d, job_id, d.escrow(job_id))
+                owner = self.owner_of(job_id, default)
+            sender, payload = build(owner, job_id, d.escrow(job_id))
+            seq = d.account(pub(sender)).next_seq
+            return tx.make(sender, CHAIN, seq, payload, expiry_height=expiry, fee=1)
 
         self.pending.append(at_block)
 
     @rule(frm=user, to=user, amt=st.integers(1, 1500), fee=st.integers(0, 3))
     def transfer(self, frm, to, amt, fee) -> None:  # type: ignore[no-untyped-def]
-        self.add(
-            frm,
-            lambda seq: tx.transfer(
-                frm,
-                CHAIN,
-                seq,
-                to=pub(to),
-                amount=amt,
-                fee=fee,
-                expiry_height=self.state.height + 3,
-            ),
-        )
+        self.add(frm, ledger.Transfer(pub(to), amt), fee=fee)
 
     @rule(to=user, amt=amount)
     def mint(self, to, amt) -> None:  # type: ignore[no-untyped-def]
-        self.add(
-            COORD,
-            lambda seq: tx.mint(
-                COORD,
-                CHAIN,
-                seq,
-                to=pub(to),
-                amount=amt,
-                fee=1,
-                expiry_height=self.state.height + 3,
-            ),
-        )
+        self.add(COORD, ledger.Mint(pub(to), amt))
 
     @rule(
         owner=user, j=job, amt=amount, claim=st.integers(0, 4), life=st.integers(1, 6), cap=amount
     )
     def lock(self, owner, j, amt, claim, life, cap) -> None:  # type: ignore[no-untyped-def]
-        def build(seq: int) -> protocol.Signed[protocol.Transaction]:
-            h = self.state.height + 1  # the height of the block it goes into
-            return tx.lock(
-                owner,
-                CHAIN,
-                seq,
-                job_id=j,
-                amount=amt,
-                claim_height=h + claim,
-                escrow_expiry=h + claim + life,
-                max_per_payee=min(cap, amt),
-                max_payees=2,
-                expiry_height=h,
-                fee=1,
-            )
-
-        self.add(owner, build)
+        h = self.state.height + 1  # the height of the block it goes into
+        payload = ledger.Lock(j, amt, h + claim, h + claim + life, min(cap, amt), 2)
+        self.add(owner, payload, expiry_height=h)
 
     def existing(self, j: bytes, *, closed: bool = False) -> bytes:
         """``j`` if it has an escrow, else some job that has one (open first, or closed with
@@ -142,99 +128,51 @@ class LedgerMachine(RuleBasedStateMachine):
             jobs = sorted(self.state.escrows(), key=lambda x: (not x[1].is_open, x[0]))
         return jobs[0][0] if jobs else j
 
-    def owner_of(self, j: bytes, default: object) -> object:
+    def owner_of(self, j: bytes, default: nacl.signing.SigningKey) -> nacl.signing.SigningKey:
         e = self.state.escrow(j)
         return default if e is None else next(u for u in USERS if pub(u) == e.owner)
 
     @rule(owner=user, j=job, pays=st.dictionaries(user, amount, max_size=3), honest=st.booleans())
     def settle(self, owner, j, pays, honest) -> None:  # type: ignore[no-untyped-def]
-        def build(sender, d, job_id, e):  # type: ignore[no-untyped-def]
-            return tx.settle(
-                sender,
-                CHAIN,
-                d.account(pub(sender)).next_seq,
-                job_id=job_id,
-                payouts={pub(k): v for k, v in pays.items() if k is not sender},
-                expiry_height=self.state.height + 3,
-                fee=1,
-            )
+        def build(sender, job_id, e):  # type: ignore[no-untyped-def]
+            payouts = {pub(k): v for k, v in pays.items() if k is not sender}
+            return sender, settle_payload(job_id, payouts)
 
         self.add_for_escrow(j, honest, owner, build)
 
     @rule(provider=user, requester=user, j=job, price=amount, honest=st.booleans())
     def claim(self, provider, requester, j, price, honest) -> None:  # type: ignore[no-untyped-def]
-        def build(owner, d, job_id, e):  # type: ignore[no-untyped-def]
-            seq = d.account(pub(provider)).next_seq
-            return tx.claim(
-                provider,
-                CHAIN,
-                seq,
-                job_id=job_id,
-                award=award(owner, provider, price, job=job_id),
-                receipt=receipt(owner, provider, job=job_id),
-                expiry_height=self.state.height + 3,
-                fee=1,
-            )
+        def build(owner, job_id, e):  # type: ignore[no-untyped-def]
+            awarded = award(owner, provider, price, job=job_id)
+            received = receipt(owner, provider, job=job_id)
+            return provider, ledger.Claim(job_id, awarded, received)
 
         self.add_for_escrow(j, honest, requester, build)
 
     @rule(owner=user, j=job, honest=st.booleans())
     def refund(self, owner, j, honest) -> None:  # type: ignore[no-untyped-def]
-        def build(sender, d, job_id, e):  # type: ignore[no-untyped-def]
-            return tx.refund(
-                sender,
-                CHAIN,
-                d.account(pub(sender)).next_seq,
-                job_id=job_id,
-                expiry_height=self.state.height + 3,
-                fee=1,
-            )
+        def build(sender, job_id, e):  # type: ignore[no-untyped-def]
+            return sender, ledger.Refund(job_id)
 
         self.add_for_escrow(j, honest, owner, build)
 
     @rule(k=user, amt=amount, up=st.booleans())
     def stake(self, k, amt, up) -> None:  # type: ignore[no-untyped-def]
-        make = tx.stake if up else tx.unstake
-        self.add(
-            k,
-            lambda seq: make(k, CHAIN, seq, amount=amt, expiry_height=self.state.height + 3, fee=1),
-        )
+        self.add(k, ledger.Stake(amt) if up else ledger.Unstake(amt))
 
     @rule(offender=user, amt=amount)
     def slash(self, offender, amt) -> None:  # type: ignore[no-untyped-def]
-        ev = [result(offender, b"a"), result(offender, b"b")]
-        self.add(
-            COORD,
-            lambda seq: tx.slash(
-                COORD,
-                CHAIN,
-                seq,
-                offender=pub(offender),
-                amount=amt,
-                reason="conflicting_results",
-                evidence=ev,
-                expiry_height=self.state.height + 3,
-                fee=1,
-            ),
-        )
+        evidence = (result(offender, b"a"), result(offender, b"b"))
+        self.add(COORD, ledger.Slash(pub(offender), amt, "conflicting_results", evidence))
 
     @rule(frm=user, subject=user, j=job, positive=st.booleans(), honest=st.booleans())
     def attest(self, frm, subject, j, positive, honest) -> None:  # type: ignore[no-untyped-def]
-        def build(owner, d, job_id, e):  # type: ignore[no-untyped-def]
+        def build(owner, job_id, e):  # type: ignore[no-untyped-def]
             sender, about = frm, subject
             if honest and e is not None and e.paid:
                 sender = owner
                 about = next(u for u in USERS if pub(u) == e.paid[0][0])
-            return tx.attest(
-                sender,
-                CHAIN,
-                d.account(pub(sender)).next_seq,
-                job_id=job_id,
-                subject=pub(about),
-                positive=positive,
-                expiry_height=self.state.height + 3,
-                fee=1,
-            )
+            return sender, ledger.Attest(job_id, pub(about), int(positive))
 
         self.add_for_escrow(j, honest, frm, build, closed=True)
 
@@ -273,7 +211,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if not e.is_open and (old is None or old.is_open):
                 assert jid not in self.closed
                 self.closed[jid] = new.height
-                if e.status == 2:
+                if e.status == ledger.EscrowStatus.REFUNDED:
                     assert new.height >= e.expiry_height
         self.state = new
         self.blocks.append(produced.block.raw)
@@ -289,76 +227,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def job_lifecycle(self, owner, provider, other, j, price, positive) -> None:  # type: ignore[no-untyped-def]
         """Lock, claim with the requester's award and receipt, settle, attest: one block each."""
         h = self.state.height + 1
-        self.add(
-            owner,
-            lambda seq: tx.lock(
-                owner,
-                CHAIN,
-                seq,
-                job_id=j,
-                amount=300,
-                claim_height=h + 1,
-                escrow_expiry=h + 8,
-                max_per_payee=100,
-                max_payees=3,
-                expiry_height=h,
-                fee=1,
-            ),
-        )
+        self.add(owner, ledger.Lock(j, 300, h + 1, h + 8, 100, 3), expiry_height=h)
         self.produce()
-        self.add(
-            provider,
-            lambda seq: tx.claim(
-                provider,
-                CHAIN,
-                seq,
-                job_id=j,
-                award=award(owner, provider, price, job=j),
-                receipt=receipt(owner, provider, job=j),
-                expiry_height=h + 1,
-                fee=1,
-            ),
-        )
+        evidence = award(owner, provider, price, job=j), receipt(owner, provider, job=j)
+        self.add(provider, ledger.Claim(j, *evidence), expiry_height=h + 1)
         self.produce()
-        self.add(
-            owner,
-            lambda seq: tx.settle(
-                owner,
-                CHAIN,
-                seq,
-                job_id=j,
-                payouts={pub(other): 50} if other is not owner else {},
-                expiry_height=h + 2,
-                fee=1,
-            ),
-        )
+        payouts = {pub(other): 50} if other is not owner else {}
+        self.add(owner, settle_payload(j, payouts), expiry_height=h + 2)
         self.produce()
-        self.add(
-            owner,
-            lambda seq: tx.attest(
-                owner,
-                CHAIN,
-                seq,
-                job_id=j,
-                subject=pub(provider),
-                positive=positive,
-                expiry_height=h + 3,
-                fee=1,
-            ),
-        )
-        self.add(
-            provider,
-            lambda seq: tx.attest(
-                provider,
-                CHAIN,
-                seq,
-                job_id=j,
-                subject=pub(owner),
-                positive=positive,
-                expiry_height=h + 3,
-                fee=1,
-            ),
-        )
+        self.add(owner, ledger.Attest(j, pub(provider), int(positive)), expiry_height=h + 3)
+        self.add(provider, ledger.Attest(j, pub(owner), int(positive)), expiry_height=h + 3)
         self.produce()
 
     @rule(n=st.integers(1, 4))
@@ -399,14 +277,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.assert_block_rejected([good[:-1] + bytes([good[-1] ^ 0x40])])
 
     def assert_block_rejected(self, txs: list[bytes]) -> None:
-        block = ledger.Block(
-            height=self.state.height + 1,
-            prev_hash=self.state.last_block_hash,
-            producer=pub(COORD),
-            state_root=self.state.root,
-            txs=tuple(txs),
-        )
-        raw = protocol.sign(block, COORD, CHAIN).raw
+        state = self.state
+        raw = signed_block(state.height + 1, state.last_block_hash, state_root=state.root, txs=txs)
         before = self.state.root
         try:
             ledger.apply_block(self.state, raw)

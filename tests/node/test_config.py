@@ -28,7 +28,7 @@ def test_job_cpus_the_daemon_may_not_use_stop_it_at_start(tmp_path: Path) -> Non
     import trio
 
     from node.config import ContributorConfig, NodeConfig
-    from node.daemon._run import run_daemon
+    from node.daemon import run_daemon
 
     beyond = max(os.sched_getaffinity(0)) + 1
     config = NodeConfig(contributor=ContributorConfig(job_cpus=(0, beyond)))

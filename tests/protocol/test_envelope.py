@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nacl.signing
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,10 +9,11 @@ from hypothesis import strategies as st
 import protocol
 from protocol import ALL_MESSAGES, Bid, LocalProtocolError, Message, ProtocolError
 
+from ..keys import key, pub
 from .strategies import messages
 
-KEY = nacl.signing.SigningKey(bytes([7]) * 32)
-ME = bytes(KEY.verify_key)
+KEY = key("signer")
+ME = pub(KEY)
 CHAIN = "aimx-test"
 
 any_message = st.sampled_from(ALL_MESSAGES).flatmap(lambda cls: messages(cls, ME))

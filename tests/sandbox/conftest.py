@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import sandbox
-
-
-def _status(pid: str) -> dict[str, str]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+from sandbox._procfs import all_pids, read_stat, read_status
 
 
 def worker_processes(uid: int = 65534) -> list[int]:
@@ -25,39 +17,28 @@ def worker_processes(uid: int = 65534) -> list[int]:
     Orphans of our jobs are re-parented to us (the sandbox makes the daemon a subreaper),
     so anything a job left behind is found; other programs' processes are not counted.
     """
-    table = {entry: _status(entry) for entry in os.listdir("/proc") if entry.isdigit()}
-    me = str(os.getpid())
+    table = {pid: read_status(pid) for pid in all_pids()}
+    me = os.getpid()
     out = []
     for pid, fields in table.items():
-        if not fields or fields.get("State", "").strip().startswith("Z"):
+        if not fields or fields.get("State", "").startswith("Z"):
             continue
         if int(fields.get("Uid", "-1").split()[0]) != uid:
             continue
         cur, hops = pid, 0
-        while cur not in ("0", "1", me) and hops < 64:
-            cur = table.get(cur, {}).get("PPid", "0").strip()
+        while cur not in (0, 1, me) and hops < 64:
+            cur = int(table.get(cur, {}).get("PPid", "0"))
             hops += 1
         if cur == me:
-            out.append(int(pid))
+            out.append(pid)
     return out
 
 
 def zombie_children() -> list[tuple[int, str]]:
     """Our own children that exited and were not reaped, with their names."""
     me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if fields[0] == b"Z" and int(fields[1]) == me:
-            name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
-            out.append((int(entry), name))
-    return out
+    stats = (read_stat(pid) for pid in all_pids())
+    return [(s.pid, s.name) for s in stats if s is not None and s.state == "Z" and s.ppid == me]
 
 
 @pytest.fixture(scope="module")

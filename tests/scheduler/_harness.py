@@ -1,21 +1,30 @@
 """A deterministic discrete-event harness for the marketplace machines.
 
-Virtual time, a seeded message router with latency and loss, a toy ledger that applies the
-machines' ledger effects with the ledger's escrow rules and checks conservation, and a fake
-sandbox whose output is a deterministic function of the job (a cheater returns another).
-Nothing here replaces a machine: the real Requester and Provider run unchanged.
+Virtual time; a seeded message router with latency and loss; the real ledger (the pure
+``ledger`` package: a coordinator makes a block every ``BLOCK_MS`` from the transactions the
+nodes asked for since the last one, and every block is applied again, as a replica would,
+and checked for conservation); and a fake sandbox whose output is a deterministic function
+of the job (a cheater returns another).
+
+Nothing here replaces a machine: the real Requester and Provider run unchanged, and their
+ledger effects become transactions the way the daemon makes them (specs/daemon.md,
+"Attestations and slash reports"): attestations follow their job's settlement and concern
+only the providers it paid; a verdict against an unpaid provider, and a slash, go to the
+coordinator as a report, and the coordinator slashes what the offender has staked.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, assert_never
 
 import nacl.signing
 
+import ledger
 import protocol
 from protocol import (
     Award,
@@ -53,9 +62,12 @@ from scheduler import (
     Settle,
     Slash,
     TimerKey,
+    WorkPhase,
     open_sealed,
     seal,
 )
+
+from ..keys import key, pub
 
 CHAIN = "aimx-sim"
 START_MS = 1_790_000_000_000
@@ -64,6 +76,13 @@ CLASS = "onnx.cpu.m4"
 DETERMINISM = "ort-1.32.0/cpu/generic/extended"
 CLAIM_WINDOW = 10
 SETTLE_MARGIN = 2
+#: A transaction is valid this many blocks after it is made (the daemon's lifetime).
+TX_LIFETIME_BLOCKS = 30
+#: Stake a coordinator takes from a reported cheat (at most what it has).
+SLASH_AMOUNT = 5_000
+
+Machine = Literal["requester", "provider"]
+"""Which of a node's machines an effect came from (and its timers go to)."""
 
 
 def honest_output(spec: JobSpec) -> Output:
@@ -78,143 +97,117 @@ def wrong_output(spec: JobSpec, who: bytes) -> Output:
     return Output(data, content_hash(b"commit:" + data), DETERMINISM)
 
 
-# --- the toy ledger -----------------------------------------------------------------
+def reputation(state: ledger.State, who: bytes) -> Reputation:
+    """What a requester knows of ``who`` from the ledger (the daemon's reading of it)."""
+    score = min(1000, int(state.reputation(who) * 1000))
+    return Reputation(
+        score_permille=score, settled_jobs=state.account(who).rep_s // ledger.REP_UNIT
+    )
 
 
-@dataclass
-class Escrow:
-    owner: bytes
-    locked: int
-    remaining: int
-    claim_height: int
-    expiry_height: int
-    max_per_payee: int
-    max_payees: int
-    paid: dict[bytes, int] = field(default_factory=dict)
-    status: str = "open"
+def opening_state(
+    genesis: ledger.Genesis, accounts: Mapping[bytes, ledger.Account]
+) -> ledger.State:
+    """The chain at height 0 with ``accounts`` as a history left them (balances, stakes,
+    reputation): the state's leaves (``ledger.State``'s layout), loaded as a store loads
+    them. Everything held counts as minted, so credits are conserved from the start."""
+    minted = sum(a.balance + a.stake for a in accounts.values())
+    leaves = [(b"\x00", protocol.pack([0, minted, 0, 0]))]
+    leaves += [(b"\x01" + account, a.encode()) for account, a in sorted(accounts.items())]
+    return ledger.State.from_leaves(genesis, genesis.hash(), leaves)
 
 
-class ToyLedger:
-    """Balances and escrows with the escrow rules of specs/ledger.md; every applied
-    transaction keeps ``sum(balances) + sum(open escrows) == minted``."""
+# --- the ledger -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TxRequest:
+    """A transaction a node asked for: its payload, signed when the block is made."""
+
+    sender: nacl.signing.SigningKey
+    payload: ledger.Payload
+    #: Told why, when the ledger refuses the transaction.
+    on_reject: Callable[[str], None] | None = None
+    #: The transaction is never valid past this height (a lock: the escrow's own expiry).
+    expiry_cap: int | None = None
+
+
+class Chain:
+    """The ledger as the simulated nodes see it: one coordinator, a block every ``BLOCK_MS``.
+
+    Accounts are opened before the first block. Each block takes the transactions asked for
+    since the last one, in order; each is signed with its sender's next sequence number and
+    checked by the ledger's own rules, and a refused one is reported to its ``on_reject``
+    and left out (so it leaves no gap in its sender's sequence).
+    """
 
     def __init__(self) -> None:
-        self.height = 0
-        self.balances: dict[bytes, int] = {}
-        self.escrows: dict[bytes, Escrow] = {}
-        self.minted = 0
-        self.pending: list[tuple[bytes, Effect]] = []
+        self.coordinator = key("coordinator")
+        self.genesis = ledger.make_genesis(CHAIN, [pub(self.coordinator)])
+        self.opening: dict[bytes, ledger.Account] = {}
+        self._state: ledger.State | None = None
+        self.pending: list[TxRequest] = []
+        #: Every refused transaction: ``(kind, why)``.
         self.rejected: list[tuple[str, str]] = []
-        self.good: dict[bytes, int] = {}
-        self.bad: dict[bytes, int] = {}
-        self.slashed: list[Slash] = []
 
-    def mint(self, who: bytes, amount: int) -> None:
-        self.balances[who] = self.balances.get(who, 0) + amount
-        self.minted += amount
+    @property
+    def state(self) -> ledger.State:
+        if self._state is None:
+            self._state = opening_state(self.genesis, self.opening)
+        return self._state
 
-    def reputation(self, who: bytes) -> Reputation:
-        good, bad = self.good.get(who, 0), self.bad.get(who, 0)
-        score = 500 if good + bad == 0 else 1000 * good // (good + bad)
-        return Reputation(score_permille=score, settled_jobs=good)
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def open_account(self, account: bytes, *, balance: int, stake: int, settled_jobs: int) -> None:
+        assert self._state is None, "open accounts before the chain starts"
+        rep_s = settled_jobs * ledger.REP_UNIT
+        self.opening[account] = ledger.Account(balance=balance, stake=stake, rep_s=rep_s)
+
+    def escrow(self, job_id: bytes) -> ledger.Escrow | None:
+        return self.state.escrow(job_id)
 
     def check_conservation(self) -> None:
-        held = sum(e.remaining for e in self.escrows.values() if e.status == "open")
-        assert all(b >= 0 for b in self.balances.values())
-        assert all(e.remaining >= 0 for e in self.escrows.values())
-        assert sum(self.balances.values()) + held == self.minted
+        ledger.check_invariants(self.state)
 
-    def _credit(self, who: bytes, amount: int) -> None:
-        self.balances[who] = self.balances.get(who, 0) + amount
+    def submit(self, request: TxRequest) -> None:
+        self.pending.append(request)
 
-    def apply(self, sender: bytes, fx: Effect) -> list[tuple[str, Any]]:
-        """Apply one transaction; return notifications ``(kind, args)`` for the nodes."""
-        h = self.height
-        out: list[tuple[str, Any]] = []
-
-        def reject(why: str) -> list[tuple[str, Any]]:
-            self.rejected.append((type(fx).__name__, why))
-            return out
-
-        if isinstance(fx, LockEscrow):
-            if fx.job_id in self.escrows:
-                return reject("escrowed twice")
-            if self.balances.get(sender, 0) < fx.amount:
-                out.append(("escrow_failed", (sender, fx.job_id, "insufficient balance")))
-                return reject("insufficient balance")
-            if not h < fx.expiry_height or not fx.claim_height < fx.expiry_height:
-                out.append(("escrow_failed", (sender, fx.job_id, "bad heights")))
-                return reject("bad heights")
-            self.balances[sender] -= fx.amount
-            self.escrows[fx.job_id] = Escrow(
-                sender,
-                fx.amount,
-                fx.amount,
-                fx.claim_height,
-                fx.expiry_height,
-                fx.max_per_payee,
-                fx.max_payees,
-            )
-            out.append(("escrow_locked", (sender, fx.job_id)))
-        elif isinstance(fx, Settle):
-            e = self.escrows.get(fx.job_id)
-            if e is None or e.owner != sender or e.status != "open":
-                return reject("settle of an escrow not open or not ours")
-            pay = fx.as_dict()
-            if not self._payable(e, pay):
-                return reject("payouts exceed the escrow's limits")
-            for p, amount in sorted(pay.items()):
-                self._credit(p, amount)
-                e.paid[p] = e.paid.get(p, 0) + amount
-                out.append(("paid", (p, fx.job_id, amount)))
-            self._credit(e.owner, e.remaining - sum(pay.values()))
-            e.remaining, e.status = 0, "settled"
-            out.append(("closed", (fx.job_id,)))
-        elif isinstance(fx, ClaimWithReceipt):
-            e = self.escrows.get(fx.job_id)
-            award: Award = fx.award.message
-            receipt: Receipt = fx.receipt.message
-            if e is None or e.status != "open":
-                return reject("claim on an escrow not open")
-            if fx.award.signer != e.owner or fx.receipt.signer != e.owner:
-                return reject("evidence not signed by the owner")
-            if award.provider != sender or receipt.provider != sender:
-                return reject("claim by another provider")
-            if award.replica != receipt.replica or award.job_id != fx.job_id:
-                return reject("evidence mismatch")
-            if not e.claim_height <= h < e.expiry_height:
-                return reject(f"claim at {h} outside [{e.claim_height}, {e.expiry_height})")
-            if sender in e.paid or not self._payable(e, {sender: award.price}):
-                return reject("claimed twice or over the limit")
-            self._credit(sender, award.price)
-            e.paid[sender] = award.price
-            e.remaining -= award.price
-            out.append(("paid", (sender, fx.job_id, award.price)))
-        elif isinstance(fx, Refund):
-            e = self.escrows.get(fx.job_id)
-            if e is None or e.owner != sender or e.status != "open" or h < e.expiry_height:
-                return reject("refund before expiry or of an escrow not open")
-            self._credit(e.owner, e.remaining)
-            e.remaining, e.status = 0, "refunded"
-            out.append(("closed", (fx.job_id,)))
-        elif isinstance(fx, Attest):
-            table = self.good if fx.positive else self.bad
-            table[fx.subject] = table.get(fx.subject, 0) + 1
-        elif isinstance(fx, Slash):
-            self.slashed.append(fx)
-        self.check_conservation()
-        return out
-
-    def _payable(self, e: Escrow, pay: dict[bytes, int]) -> bool:
-        payees = set(e.paid) | set(pay)
-        return (
-            sum(pay.values()) <= e.remaining
-            and len(payees) <= e.max_payees
-            and all(e.paid.get(p, 0) + a <= e.max_per_payee for p, a in pay.items())
-        )
+    def make_block(self) -> list[tuple[TxRequest, str]]:
+        """Make the next block and apply it; returns the refused requests and why."""
+        state = self.state
+        height = state.height + 1
+        draft = ledger.Draft(state, height)
+        draft.mature()
+        accepted: list[ledger.VerifiedTx] = []
+        refused: list[tuple[TxRequest, str]] = []
+        requests, self.pending = self.pending, []
+        for request in requests:
+            sender = request.sender
+            expiry = height + TX_LIFETIME_BLOCKS
+            if request.expiry_cap is not None:
+                expiry = min(expiry, request.expiry_cap)
+            seq = draft.account(pub(sender)).next_seq
+            signed = ledger.tx.make(sender, CHAIN, seq, request.payload, expiry_height=expiry)
+            verified = ledger.verify_tx(signed.raw, CHAIN)
+            try:
+                ledger.apply_tx(draft, verified)
+            except ledger.TransactionRejected as exc:
+                self.rejected.append((signed.message.kind, str(exc)))
+                refused.append((request, str(exc)))
+                continue
+            accepted.append(verified)
+        produced = ledger.produce_block(state, self.coordinator, accepted)
+        assert not produced.rejected, produced.rejected
+        # Applied again, as a replica would (the signatures were checked above): the rules
+        # must reach the state root the producer named.
+        self._state = ledger.apply_block(state, produced.block, verified=produced.included)
+        ledger.check_invariants(self._state)
+        return refused
 
 
-# --- nodes and the loop --------------------------------------------------------------
+# --- nodes and the loop -------------------------------------------------------------------
 
 
 @dataclass
@@ -225,13 +218,19 @@ class Node:
     behaviour: str = "honest"  # honest | cheat
     online: bool = True
     back_at: int | None = None
-    timers: dict[tuple[str, TimerKey], int] = field(default_factory=dict)
+    timers: dict[tuple[Machine, TimerKey], int] = field(default_factory=dict)
     crash_after: Callable[[Effect], bool] | None = None
     run_ms: int = 400
+    #: The providers each settled job of this requester pays.
+    payees: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
+    #: Attestations waiting for their job's settlement.
+    pending_attests: dict[bytes, list[Attest]] = field(default_factory=dict)
+    #: Reports already sent to the coordinator: ``(offender, hash of the evidence)``.
+    reported: set[tuple[bytes, bytes]] = field(default_factory=set)
 
     @property
     def pub(self) -> bytes:
-        return bytes(self.key.verify_key)
+        return pub(self.key)
 
 
 class Sim:
@@ -248,50 +247,65 @@ class Sim:
         self.queue: list[tuple[int, int, Callable[[], None]]] = []
         self.seq = 0
         self.nodes: list[Node] = []
-        self.ledger = ToyLedger()
+        self.ledger = Chain()
         self.done: dict[bytes, JobDone] = {}
         self.notes: list[tuple[bytes, NotifyUser]] = []
         self.misbehaved: list[Misbehaved] = []
+        #: Every attestation and slash the machines asked for.
+        self.attests: list[Attest] = []
+        self.slashes: list[Slash] = []
         self.delivered: dict[bytes, set[bytes]] = {}  # job id -> providers whose result arrived
         self.events = 0
+        self._key_numbers = itertools.count(1)
         self._at(START_MS + BLOCK_MS, self._block)
 
     # --- building ----------------------------------------------------------------------
 
     def key(self) -> nacl.signing.SigningKey:
-        return nacl.signing.SigningKey(self.rng.randbytes(32))
+        """A key no other node of this simulation has."""
+        return key(next(self._key_numbers))
+
+    def reputation(self, who: bytes) -> Reputation:
+        return reputation(self.ledger.state, who)
 
     def add_requester(self, balance: int = 100_000_000, **kw: Any) -> Node:
-        key = self.key()
+        signing_key = self.key()
         cfg = RequesterConfig(
-            key=key,
+            key=signing_key,
             chain_id=CHAIN,
-            reputation=self.ledger.reputation,
+            reputation=self.reputation,
             rng=random.Random(self.rng.random()),
             claim_window_blocks=CLAIM_WINDOW,
             settle_margin_blocks=SETTLE_MARGIN,
             **kw,
         )
-        node = Node(key, requester=Requester(cfg))
-        self.ledger.mint(node.pub, balance)
+        node = Node(signing_key, requester=Requester(cfg))
+        self.ledger.open_account(node.pub, balance=balance, stake=0, settled_jobs=0)
         self.nodes.append(node)
         return node
 
     def add_provider(
-        self, behaviour: str = "honest", *, run_ms: int = 400, reputation: int = 0, **kw: Any
+        self,
+        behaviour: str = "honest",
+        *,
+        run_ms: int = 400,
+        reputation: int = 0,
+        stake: int = 0,
+        **kw: Any,
     ) -> Node:
-        key = self.key()
+        """A provider with ``reputation`` settled jobs behind it and ``stake`` staked."""
+        signing_key = self.key()
         kw.setdefault("capability_classes", (CLASS,))
         kw.setdefault("base_run_ms", run_ms)  # the provider's estimate matches its speed
         kw.setdefault("determinism_class", DETERMINISM)
         cfg = ProviderConfig(
-            key=key,
+            key=signing_key,
             chain_id=CHAIN,
             claim_window_blocks=CLAIM_WINDOW,
             **kw,
         )
-        node = Node(key, provider=Provider(cfg), behaviour=behaviour, run_ms=run_ms)
-        self.ledger.good[node.pub] = reputation
+        node = Node(signing_key, provider=Provider(cfg), behaviour=behaviour, run_ms=run_ms)
+        self.ledger.open_account(node.pub, balance=0, stake=stake, settled_jobs=reputation)
         self.nodes.append(node)
         return node
 
@@ -363,32 +377,18 @@ class Sim:
             self._at(back_at, lambda: self._come_back(node))
 
     def _come_back(self, node: Node) -> None:
-        """A restarted daemon catches up with the ledger before anything else."""
+        """A restarted daemon's sandbox runs died with it; then it catches up with the
+        ledger before anything else."""
         node.online = True
-        for job_id, e in sorted(self.ledger.escrows.items()):
-            if node.requester is not None and e.owner == node.pub:
-                fx = node.requester.escrow_locked(job_id, self.now)
-                self.execute(node, "requester", fx)
-                if e.status != "open":
-                    self.execute(node, "requester", node.requester.escrow_closed(job_id, self.now))
-            if node.provider is not None and node.pub in e.paid:
-                fx = node.provider.paid(job_id, e.paid[node.pub], self.now)
-                self.execute(node, "provider", fx)
-            if node.provider is not None and e.status != "open":
-                self.execute(node, "provider", node.provider.escrow_closed(job_id, self.now))
-        if node.provider is not None:  # sandbox runs died with the process
+        if node.provider is not None:
             for job_id, work in sorted(node.provider.work.items()):
-                if work.phase == "running":
+                if work.phase == WorkPhase.RUNNING:
                     usage = Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
                     fx = node.provider.job_finished(
                         job_id, self.now, outcome="crashed", output=None, usage=usage
                     )
                     self.execute(node, "provider", fx)
-        h = self.ledger.height
-        if node.requester is not None:
-            self.execute(node, "requester", node.requester.block(h, self.now))
-        if node.provider is not None:
-            self.execute(node, "provider", node.provider.block(h, self.now))
+        self._follow_ledger(node)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -410,100 +410,143 @@ class Sim:
         end = self.now + limit_ms
         while self.now < end:
             self.run_until(self.now + BLOCK_MS)
-            if all(
-                self.ledger.escrows.get(j) is not None and self.ledger.escrows[j].status != "open"
-                for j in job_ids
-            ):
+            escrows = [self.ledger.escrow(j) for j in job_ids]
+            if all(e is not None and not e.is_open for e in escrows):
                 return
 
     def _block(self) -> None:
-        led = self.ledger
-        led.height += 1
-        pending, led.pending = led.pending, []
-        notes: list[tuple[str, Any]] = []
-        for sender, fx in pending:
-            notes += led.apply(sender, fx)
-        for kind, args in notes:
-            self._notify(kind, args)
+        for request, why in self.ledger.make_block():
+            if request.on_reject is not None:
+                request.on_reject(why)
         for node in self.nodes:
-            if not node.online:
-                continue
-            if node.requester is not None:
-                self.execute(node, "requester", node.requester.block(led.height, self.now))
-            if node.provider is not None:
-                self.execute(node, "provider", node.provider.block(led.height, self.now))
+            if node.online:
+                self._follow_ledger(node)
         self._at(self.now + BLOCK_MS, self._block)
 
-    def _notify(self, kind: str, args: Any) -> None:
-        for node in self.nodes:
-            if not node.online:
-                continue
-            if kind in ("escrow_locked", "escrow_failed") and node.pub == args[0]:
-                assert node.requester is not None
-                if kind == "escrow_locked":
-                    fx = node.requester.escrow_locked(args[1], self.now)
-                else:
-                    fx = node.requester.escrow_failed(args[1], args[2], self.now)
-                self.execute(node, "requester", fx)
-            elif kind == "paid" and node.pub == args[0] and node.provider is not None:
-                self.execute(node, "provider", node.provider.paid(args[1], args[2], self.now))
-            elif kind == "closed":
-                if node.requester is not None:
-                    self.execute(node, "requester", node.requester.escrow_closed(args[0], self.now))
-                if node.provider is not None:
-                    self.execute(node, "provider", node.provider.escrow_closed(args[0], self.now))
+    def _follow_ledger(self, node: Node) -> None:
+        """Tell a node's machines about the latest block, as the daemon does."""
+        state = self.ledger.state
+        if node.requester is not None:
+            fx = node.requester.follow_ledger(state.height, state.escrow, self.now)
+            self.execute(node, "requester", fx)
+        if node.provider is not None:
+            fx = node.provider.follow_ledger(state.height, state.escrow, self.now)
+            self.execute(node, "provider", fx)
 
     # --- carrying out effects ----------------------------------------------------------
 
-    def machine(self, node: Node, role: str) -> Any:
-        return node.requester if role == "requester" else node.provider
+    def machine(self, node: Node, role: Machine) -> Requester | Provider:
+        machine = node.requester if role == "requester" else node.provider
+        assert machine is not None
+        return machine
 
-    def execute(self, node: Node, role: str, effects: list[Effect]) -> None:
+    def execute(self, node: Node, role: Machine, effects: list[Effect]) -> None:
         for fx in effects:
             if not node.online:
                 return  # the process died in the middle: the rest never happened
-            self._one(node, role, fx)
+            self._carry_out(node, role, fx)
             if node.crash_after is not None and node.crash_after(fx):
                 node.crash_after = None
                 node.online = False
 
-    def _one(self, node: Node, role: str, fx: Effect) -> None:
-        if isinstance(fx, SetTimer):
-            self.seq += 1
-            token = self.seq
-            node.timers[(role, fx.key)] = token
-            self._at(fx.at_ms, lambda: self._fire(node, role, fx.key, token))
-        elif isinstance(fx, CancelTimer):
-            node.timers.pop((role, fx.key), None)
-        elif isinstance(fx, Send):
-            self._send(node, fx.peer, fx.message.raw, fx.message.message, None)
-        elif isinstance(fx, Publish):
-            for peer in self.nodes:
-                serves = (
-                    peer.provider is not None
-                    and fx.topic in peer.provider.config.capability_classes
+    def _carry_out(self, node: Node, role: Machine, fx: Effect) -> None:
+        match fx:
+            case SetTimer():
+                self.seq += 1
+                token = self.seq
+                node.timers[(role, fx.key)] = token
+                self._at(fx.at_ms, lambda: self._fire(node, role, fx.key, token))
+            case CancelTimer():
+                node.timers.pop((role, fx.key), None)
+            case Send():
+                self._send(node, fx.peer, fx.message.raw, fx.message.message, None)
+            case Publish():
+                for peer in self.nodes:
+                    serves = (
+                        peer.provider is not None
+                        and fx.topic in peer.provider.config.capability_classes
+                    )
+                    if peer is not node and serves:
+                        self._send(node, peer.pub, fx.message.raw, fx.message.message, None)
+            case Deliver():
+                sealed = seal(fx.peer, fx.output)
+                self._send(node, fx.peer, fx.result.raw, fx.result.message, sealed)
+            case LockEscrow():
+                self._lock(node, fx)
+            case Settle():
+                self._settle(node, fx)
+            case Refund():
+                self.ledger.submit(TxRequest(node.key, ledger.Refund(fx.job_id)))
+            case ClaimWithReceipt():
+                claim = ledger.Claim(fx.job_id, fx.award.raw, fx.receipt.raw)
+                self.ledger.submit(TxRequest(node.key, claim))
+            case Attest():
+                self.attests.append(fx)
+                self._attest(node, fx)
+            case Slash():
+                self.slashes.append(fx)
+                self._report(
+                    node, fx.provider, [e.raw for e in fx.evidence if e.signer == fx.provider]
                 )
-                if peer is not node and serves:
-                    self._send(node, peer.pub, fx.message.raw, fx.message.message, None)
-        elif isinstance(fx, Deliver):
-            sealed = seal(fx.peer, fx.output)
-            self._send(node, fx.peer, fx.result.raw, fx.result.message, sealed)
-        elif isinstance(fx, (LockEscrow, Settle, Refund, ClaimWithReceipt, Attest, Slash)):
-            self.ledger.pending.append((node.pub, fx))
-        elif isinstance(fx, RunJob):
-            self._run(node, fx)
-        elif isinstance(fx, AbortJob):
-            pass  # the provider ignores a finish for a job it no longer runs
-        elif isinstance(fx, NotifyUser):
-            self.notes.append((node.pub, fx))
-        elif isinstance(fx, JobDone):
-            self.done[fx.job_id] = fx
-        elif isinstance(fx, Misbehaved):
-            self.misbehaved.append(fx)
-        else:  # pragma: no cover - a new effect the harness does not know
-            raise AssertionError(f"unhandled effect {fx!r}")
+            case RunJob():
+                self._run(node, fx)
+            case AbortJob():
+                pass  # the provider ignores a finish for a job it no longer runs
+            case NotifyUser():
+                self.notes.append((node.pub, fx))
+            case JobDone():
+                self.done[fx.job_id] = fx
+            case Misbehaved():
+                self.misbehaved.append(fx)
+            case _:
+                assert_never(fx)
 
-    def _fire(self, node: Node, role: str, key: TimerKey, token: int) -> None:
+    def _lock(self, node: Node, fx: LockEscrow) -> None:
+        def refused(why: str) -> None:
+            assert node.requester is not None
+            if node.online:
+                effects = node.requester.escrow_failed(fx.job_id, why, self.now)
+                self.execute(node, "requester", effects)
+
+        payload = ledger.Lock(
+            fx.job_id, fx.amount, fx.claim_height, fx.expiry_height, fx.max_per_payee, fx.max_payees
+        )
+        self.ledger.submit(TxRequest(node.key, payload, refused, expiry_cap=fx.expiry_height))
+
+    def _settle(self, node: Node, fx: Settle) -> None:
+        payouts = fx.as_dict()
+        node.payees[fx.job_id] = frozenset(payouts)
+        items = tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items()))
+        self.ledger.submit(TxRequest(node.key, ledger.Settle(fx.job_id, items)))
+        for attest in node.pending_attests.pop(fx.job_id, []):
+            self._attest(node, attest)
+
+    def _attest(self, node: Node, fx: Attest) -> None:
+        """After the job's settlement, about a provider it paid; a verdict against one it
+        did not pay goes to the coordinator with the provider's own signed results."""
+        payees = node.payees.get(fx.job_id)
+        if payees is None:
+            node.pending_attests.setdefault(fx.job_id, []).append(fx)
+        elif fx.subject in payees:
+            attest = ledger.Attest(fx.job_id, fx.subject, int(fx.positive))
+            self.ledger.submit(TxRequest(node.key, attest))
+        elif not fx.positive:
+            self._report(node, fx.subject, [e.raw for e in fx.evidence if e.signer == fx.subject])
+
+    def _report(self, node: Node, offender: bytes, evidence: list[bytes]) -> None:
+        """The coordinator slashes a reported provider what it has staked, up to
+        ``SLASH_AMOUNT``; a report without the offender's signed results is not sent."""
+        report = (offender, content_hash(b"".join(evidence)))
+        if not evidence or report in node.reported:
+            return
+        node.reported.add(report)
+        account = self.ledger.state.account(offender)
+        amount = min(account.stake + account.unbonding_total, SLASH_AMOUNT)
+        if amount > 0:
+            slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence[:4]))
+            self.ledger.submit(TxRequest(self.ledger.coordinator, slash))
+
+    def _fire(self, node: Node, role: Machine, key: TimerKey, token: int) -> None:
         if node.timers.get((role, key)) != token:
             return
         if not node.online:
@@ -560,7 +603,3 @@ class Sim:
             self.execute(node, "provider", effects)
 
         self._at(self.now + node.run_ms, finish)
-
-
-def decode_any(raw: bytes) -> Any:
-    return protocol.decode(raw, CHAIN, *protocol.ALL_MESSAGES).message

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import EscrowStatus
+
 from ._harness import BLOCK_MS, Sim, honest_output
 
 outage = st.one_of(
@@ -64,17 +66,16 @@ def test_random_faults_end_every_escrow_and_conserve_credits(plan: dict[str, obj
     last_expiry = max(s.escrow_expiry_height for s in specs.values())
     sim.run_jobs(list(specs), limit_ms=(last_expiry + 60) * BLOCK_MS)
 
-    led = sim.ledger
-    led.check_conservation()
+    sim.ledger.check_conservation()
     cheats = {p.pub for p in provs if p.behaviour == "cheat"}
     for job_id, spec in specs.items():
-        escrow = led.escrows.get(job_id)
+        escrow = sim.ledger.escrow(job_id)
         if escrow is None:  # the lock never happened (the requester was away): nothing held
             assert sim.done.get(job_id) is None or sim.done[job_id].status == "failed"
             continue
-        assert escrow.status in ("settled", "refunded"), "an escrow never ended"
+        assert escrow.status in (EscrowStatus.SETTLED, EscrowStatus.REFUNDED), "never ended"
         # Nobody is paid for a result the requester never received.
-        assert set(escrow.paid) <= sim.delivered.get(job_id, set())
+        assert {p for p, _ in escrow.paid} <= sim.delivered.get(job_id, set())
         done = sim.done.get(job_id)
         assert done is not None, "the requester never learnt the job's outcome"
         if done.status == "verified" and spec.redundancy >= 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TypeVar
@@ -15,16 +16,20 @@ from protocol import Award, Bid, JobSpec, Receipt, Result, Usage, sign
 from protocol._examples import example_signed
 from scheduler import (
     AbortJob,
+    BidOutcome,
     CancelTimer,
     Deliver,
     Effect,
+    JobPhase,
     JobRejected,
+    JobStatus,
     LockEscrow,
     Misbehaved,
     NotifyUser,
     Provider,
     ProviderConfig,
     Publish,
+    ReplicaState,
     Reputation,
     Requester,
     RequesterConfig,
@@ -32,9 +37,12 @@ from scheduler import (
     Send,
     SetTimer,
     TimerKey,
+    TimerKind,
     UnknownJob,
+    WorkPhase,
 )
 
+from ..keys import key
 from ._harness import CHAIN, CLASS, START_MS, Sim, honest_output
 
 T = TypeVar("T")
@@ -52,6 +60,19 @@ def _pair() -> tuple[Sim, Requester, Provider, nacl.signing.SigningKey]:
 
 def _of(effects: Sequence[object], kind: type[T]) -> list[T]:
     return [e for e in effects if isinstance(e, kind)]
+
+
+def test_the_typed_vocabulary_is_the_spec_strings() -> None:
+    """States and effect vocabulary are StrEnums whose values are specs/marketplace.md's
+    strings: JSON views, and drivers comparing with plain strings, see no change."""
+    assert list(JobPhase) == ["locking", "collecting", "executing", "settling", "closed"]
+    assert list(ReplicaState) == ["running", "delivered", "failed"]
+    assert list(WorkPhase) == ["bidding", "running", "delivered", "receipted", "claimed", "closed"]
+    assert list(JobStatus) == ["verified", "unverified", "failed"]
+    assert list(TimerKind) == ["bids", "watch", "deadline", "bid", "heartbeat", "resend"]
+    assert list(BidOutcome) == ["won", "lost", "declined"]
+    assert json.dumps({JobPhase.LOCKING: WorkPhase.CLAIMED}) == '{"locking": "claimed"}'
+    assert TimerKey(TimerKind.BIDS, b"j") == TimerKey("bids", b"j")  # type: ignore[arg-type]
 
 
 def test_submit_refuses_bad_specs() -> None:
@@ -127,7 +148,7 @@ def test_nothing_is_awarded_before_the_lock_is_confirmed() -> None:
     (bid,) = _of(prov.receive(sent.message.raw, sim.now + 5), Send)
     # Every named provider answered, the window is over: still no award without the lock.
     assert _awards(req.receive(bid.message.raw, sim.now + 10)) == []
-    assert _awards(req.timer(TimerKey("bids", job_id), sim.now + spec.bid_window_ms)) == []
+    assert _awards(req.timer(TimerKey(TimerKind.BIDS, job_id), sim.now + spec.bid_window_ms)) == []
     assert not req.may_fetch(job_id, prov.me)
     (award,) = _awards(req.escrow_locked(job_id, sim.now + spec.bid_window_ms + 50))
     assert award.provider == prov.me and req.may_fetch(job_id, prov.me)
@@ -264,7 +285,7 @@ def test_forged_award_is_refused() -> None:
 def test_run_past_the_award_deadline_is_aborted() -> None:
     sim, req, prov, rkey = _pair()
     job_id, award, _ = _run_to_award(sim, req, prov, rkey)
-    fx = prov.timer(TimerKey("heartbeat", job_id), award.deadline_ms)
+    fx = prov.timer(TimerKey(TimerKind.HEARTBEAT, job_id), award.deadline_ms)
     assert _of(fx, AbortJob)
     assert prov.active == 0
     late = prov.job_finished(job_id, award.deadline_ms + 1, outcome="ok", output=None, usage=USAGE)
@@ -285,7 +306,7 @@ def test_failed_run_is_reported_and_replaced() -> None:
 def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
     sim, req, prov, rkey = _pair()
     job_id, _award, _ = _run_to_award(sim, req, prov, rkey)
-    stranger = nacl.signing.SigningKey(bytes([7]) * 32)
+    stranger = key("stranger")
     out = honest_output(req.job(job_id).spec)
     res = Result(
         job_id,
@@ -322,7 +343,7 @@ def test_the_topic_is_used_when_the_named_providers_may_not_be_all() -> None:
     assert not _of(fx, Publish) and [e.peer for e in _of(fx, Send)] == [prov.me]
     # Nobody answers: the next announcement goes to the topic too.
     req.escrow_locked(job_id, sim.now + 1)
-    again = req.timer(TimerKey("bids", job_id), sim.now + spec.bid_window_ms)
+    again = req.timer(TimerKey(TimerKind.BIDS, job_id), sim.now + spec.bid_window_ms)
     assert _of(again, Publish)
     assert _of(again, Send)
     # Many named (the network may be larger than the lookup's answer): the topic at once.

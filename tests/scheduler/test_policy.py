@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nacl.signing
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 from protocol import Bid, NoBid, VerificationPolicy
 from scheduler import (
     NEWCOMER,
+    BidOutcome,
     Output,
     ProviderConfig,
     Reputation,
@@ -23,6 +23,7 @@ from scheduler import (
     why_no_jobs,
 )
 
+from ..keys import key
 from ._harness import CHAIN, Sim
 
 POLICY = VerificationPolicy(mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0)
@@ -108,9 +109,8 @@ def test_bid_price_never_below_floor_and_rises_with_load(
 
 
 def _config(**kw: object) -> ProviderConfig:
-    key = nacl.signing.SigningKey(bytes(32))
     kw.setdefault("capability_classes", ("onnx.cpu.m4",))
-    return ProviderConfig(key=key, chain_id=CHAIN, **kw)  # type: ignore[arg-type]
+    return ProviderConfig(key=key("provider"), chain_id=CHAIN, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_no_bid_report() -> None:
 
 def test_why_no_jobs() -> None:
     history = [Seen(bytes([i]) * 32, 1_000 + i, "price_below_floor", 500, 0) for i in range(3)] + [
-        Seen(bytes([9]) * 32, 2_000, "lost", 5_000, 4_000),
+        Seen(bytes([9]) * 32, 2_000, BidOutcome.LOST, 5_000, 4_000),
         Seen(bytes(32), 1, "busy", 1, 0),
     ]
     r = why_no_jobs(history, now_ms=3_000, window_ms=2_500)

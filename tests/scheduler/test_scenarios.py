@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from ledger import REP_UNIT, EscrowStatus
 from protocol import Receipt
 from scheduler import Send
 
-from ._harness import Sim, honest_output
+from ._harness import SLASH_AMOUNT, Sim, honest_output
 
 
-def _closed(sim: Sim, job_id: bytes) -> str:
-    return sim.ledger.escrows[job_id].status
+def _escrow_status(sim: Sim, job_id: bytes) -> EscrowStatus:
+    escrow = sim.ledger.escrow(job_id)
+    assert escrow is not None, "the job's escrow was never locked"
+    return escrow.status
 
 
 def test_redundancy_two_completes_and_both_are_paid() -> None:
@@ -27,21 +30,26 @@ def test_redundancy_two_completes_and_both_are_paid() -> None:
     assert len(paid) == 2
     # The two cheapest providers won.
     assert set(paid) == {provs[0].pub, provs[1].pub}
-    assert _closed(sim, job) == "settled"
-    led = sim.ledger
+    assert _escrow_status(sim, job) == EscrowStatus.SETTLED
+    state = sim.ledger.state
     for p in provs[:2]:
-        assert led.balances[p.pub] == paid[p.pub]
-    assert led.balances[req.pub] == 1_000_000 - sum(paid.values())
-    assert led.good[provs[0].pub] == 6  # a positive attestation each
-    assert not led.rejected
+        assert state.balance(p.pub) == paid[p.pub]
+        # Five settled jobs before, then the payout and the requester's positive attestation.
+        assert state.account(p.pub).rep_s == 7 * REP_UNIT
+    assert state.balance(req.pub) == 1_000_000 - sum(paid.values())
+    assert sim.reputation(provs[0].pub).settled_jobs == 7
+    assert not sim.ledger.rejected
     assert not sim.misbehaved
 
 
 def test_cheater_is_outvoted_unpaid_and_loses_reputation() -> None:
     sim = Sim(2)
     req = sim.add_requester(balance=1_000_000)
-    cheat = sim.add_provider("cheat", price_floor=995, reputation=5)
-    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    stake = 2 * SLASH_AMOUNT
+    cheat = sim.add_provider("cheat", price_floor=995, reputation=5, stake=stake)
+    honest = [
+        sim.add_provider(price_floor=1_000 + 10 * i, reputation=5, stake=stake) for i in range(2)
+    ]
     spec = sim.spec(req, redundancy=2, max_retries=2)
     job = sim.submit(req, spec)
     sim.run_jobs([job])
@@ -50,10 +58,16 @@ def test_cheater_is_outvoted_unpaid_and_loses_reputation() -> None:
     assert done.status == "verified"
     assert done.output == honest_output(spec)  # the requester still gets the right answer
     assert {p.provider for p in done.paid} == {h.pub for h in honest}
-    led = sim.ledger
-    assert led.balances.get(cheat.pub, 0) == 0
-    assert led.bad[cheat.pub] == 1
-    assert led.reputation(cheat.pub).score_permille < led.reputation(honest[0].pub).score_permille
+    state = sim.ledger.state
+    assert state.balance(cheat.pub) == 0
+    # The requester attested against the unpaid cheater: reported with its signed result, the
+    # coordinator slashed it (stake burned, reputation down); the honest kept their stake.
+    (against,) = [a for a in sim.attests if not a.positive]
+    assert against.subject == cheat.pub and against.reason == "outvoted"
+    assert state.account(cheat.pub).stake == stake - SLASH_AMOUNT
+    assert state.burned == SLASH_AMOUNT
+    assert all(state.account(h.pub).stake == stake for h in honest)
+    assert sim.reputation(cheat.pub).score_permille < sim.reputation(honest[0].pub).score_permille
     # Three replicas were awarded: the cheater's disagreement added one.
     assert len(req.requester.job(job).replicas) == 3  # type: ignore[union-attr]
 
@@ -78,11 +92,16 @@ def test_provider_that_vanishes_mid_job_is_replaced_and_unpaid() -> None:
     done = sim.done[job]
     assert done.status == "verified"
     assert [p.provider for p in done.paid] == [alive.pub]
-    assert sim.ledger.balances.get(dead.pub, 0) == 0
+    state = sim.ledger.state
+    assert state.balance(dead.pub) == 0
     replicas = req.requester.job(job).replicas  # type: ignore[union-attr]
     assert replicas[0].provider == dead.pub and replicas[0].reason == "went silent"
-    assert sim.ledger.bad[dead.pub] == 1
-    assert _closed(sim, job) == "settled"
+    (against,) = [a for a in sim.attests if not a.positive]
+    assert against.subject == dead.pub and against.reason == "went silent"
+    # The ledger takes attestations only about providers the job paid, and a silence leaves
+    # no signed result to report: the dead provider's record is unchanged, and unpaid.
+    assert state.account(dead.pub).rep_f == 0
+    assert _escrow_status(sim, job) == EscrowStatus.SETTLED
 
 
 def test_requester_silent_after_delivery_pays_by_receipt_after_deadline() -> None:
@@ -101,15 +120,19 @@ def test_requester_silent_after_delivery_pays_by_receipt_after_deadline() -> Non
     sim.go_offline(req, sim.now, back)
     sim.run_jobs([job], limit_ms=back - sim.now + 10_000)
 
-    led = sim.ledger
+    state = sim.ledger.state
     price = req.requester.job(job).replicas[0].award.message.price  # type: ignore[union-attr]
     assert price >= 3_000
-    assert led.balances[prov.pub] == price  # claimed with the receipt
+    assert state.balance(prov.pub) == price  # claimed with the receipt
+    escrow = state.escrow(job)
+    assert escrow is not None and escrow.claimed == (prov.pub,)
     claims = [n for who, n in sim.notes if who == prov.pub and n.event == "claimed"]
     assert len(claims) == 1
-    assert _closed(sim, job) == "refunded"  # the requester took back the rest on return
-    assert led.balances[req.pub] == 1_000_000 - price
-    led.check_conservation()
+    assert (
+        _escrow_status(sim, job) == EscrowStatus.REFUNDED
+    )  # the requester took back the rest on return
+    assert state.balance(req.pub) == 1_000_000 - price
+    sim.ledger.check_conservation()
 
 
 def test_no_provider_matches_reports_reasons_and_refunds() -> None:
@@ -128,8 +151,8 @@ def test_no_provider_matches_reports_reasons_and_refunds() -> None:
     assert done.no_bids.primary == "price_below_floor"
     assert done.no_bids.lowest_floor == 50_000
     assert "50000" in done.no_bids.advice[0]
-    assert _closed(sim, job) == "settled"
-    assert sim.ledger.balances[req.pub] == 1_000_000
+    assert _escrow_status(sim, job) == EscrowStatus.SETTLED
+    assert sim.ledger.state.balance(req.pub) == 1_000_000
 
 
 def test_no_provider_known_at_all() -> None:
@@ -139,7 +162,7 @@ def test_no_provider_known_at_all() -> None:
     sim.run_jobs([job])
     report = sim.done[job].no_bids
     assert report is not None and report.primary == "no_provider_known"
-    assert sim.ledger.balances[req.pub] == 1_000_000
+    assert sim.ledger.state.balance(req.pub) == 1_000_000
 
 
 def test_insufficient_balance_fails_without_announcing() -> None:
@@ -149,7 +172,12 @@ def test_insufficient_balance_fails_without_announcing() -> None:
     job = sim.submit(req, sim.spec(req))
     sim.run_until(sim.now + 5_000)
     assert sim.done[job].status == "failed"
-    assert "insufficient" in sim.done[job].reason
+    # The ledger's own refusal, word for word.
+    assert sim.done[job].reason.startswith(
+        "escrow not locked: balance after fee is 10, cannot lock"
+    )
+    assert [kind for kind, _ in sim.ledger.rejected] == ["lock"]
+    assert sim.ledger.escrow(job) is None
     assert prov.provider is not None and not prov.provider.history
 
 
@@ -198,15 +226,17 @@ def test_spot_check_catches_a_cheater_with_a_known_answer() -> None:
         answer=honest_output(spec_probe),
     )
     req = sim.add_requester(canaries=(canary,))
-    cheat = sim.add_provider("cheat", price_floor=100, reputation=5)
+    cheat = sim.add_provider("cheat", price_floor=100, reputation=5, stake=SLASH_AMOUNT)
     job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
     checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]  # type: ignore[union-attr]
     assert len(checks) == 1
     sim.run_jobs([job, *checks])
     assert sim.done[checks[0]].status == "failed"
-    assert [s.provider for s in sim.ledger.slashed] == [cheat.pub]
-    assert sim.ledger.slashed[0].expected_commitment == canary.answer.commitment
-    assert sim.ledger.escrows[checks[0]].paid == {}  # nothing for the wrong answer
+    assert [s.provider for s in sim.slashes] == [cheat.pub]
+    assert sim.slashes[0].expected_commitment == canary.answer.commitment
+    escrow = sim.ledger.escrow(checks[0])
+    assert escrow is not None and escrow.paid == ()  # nothing for the wrong answer
+    assert sim.ledger.state.account(cheat.pub).stake == 0  # reported and slashed
 
 
 def test_lossy_network_still_verifies() -> None:
@@ -222,7 +252,7 @@ def test_lossy_network_still_verifies() -> None:
         sim.run_jobs([job])
         assert sim.done[job].status == "verified", seed
         assert sim.done[job].output == honest_output(spec)
-        assert _closed(sim, job) == "settled"
+        assert _escrow_status(sim, job) == EscrowStatus.SETTLED
 
 
 def test_provider_priced_out_learns_why() -> None:

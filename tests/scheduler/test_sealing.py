@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nacl.signing
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +9,10 @@ from hypothesis import strategies as st
 from protocol import content_hash
 from scheduler import SEAL_OVERHEAD, ContentMismatch, DecryptionFailed, SealError, open_sealed, seal
 
-ALICE = nacl.signing.SigningKey(bytes(range(32)))
-BOB = nacl.signing.SigningKey(bytes(range(1, 33)))
+from ..keys import key
+
+ALICE = key("alice")
+BOB = key("bob")
 
 
 @settings(max_examples=25)

@@ -7,6 +7,7 @@ runs happen in threads, which virtual time would skip over.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,17 +23,16 @@ import ledger
 from node.config import ContributorConfig, CoordinatorConfig, NodeConfig, RequesterConfig
 from node.daemon import Node, ProviderProfile
 from node.net import MemoryHub
-from sandbox import Sandbox, SandboxConfig, determinism_class, tiny_model_path
+from sandbox import JobRunner, Sandbox, SandboxConfig, determinism_class, tiny_model_path
+from sandbox.testing import CorruptingRunner, SlowRunner
+
+from ...keys import key
 
 CHAIN = "aimx-test"
 FUNDS = 1_000_000_000
 BLOCK_MS = 100
 #: How long a slow contributor waits before each run (and says so in its bids).
 SLOW_MS = 2_000
-
-
-def key(n: int) -> nacl.signing.SigningKey:
-    return nacl.signing.SigningKey(bytes([n]) * 32)
 
 
 def tiny_inputs() -> dict[str, np.ndarray[Any, Any]]:
@@ -86,13 +86,15 @@ async def cluster(
     deadline_ms: int = 20_000,
     seed: int = 1,
     state_root: Path | None = None,
+    runner: Callable[[int], JobRunner] | None = None,
 ) -> AsyncIterator[Cluster]:
     """A coordinator, a requester (funded in the genesis) and ``contributors`` providers.
 
     ``cheaters`` return wrong outputs (and bid lower, so they are awarded); ``slow`` wait
     ``SLOW_MS`` before each run; with ``stake`` each contributor gets that much in the
     genesis and stakes it. With ``state_root`` each node keeps its state in a directory of
-    its own there, and ``Cluster.restart`` brings a killed node back with it.
+    its own there, and ``Cluster.restart`` brings a killed node back with it. ``runner(i)``
+    is contributor ``i``'s job runner instead of the shared sandbox (no sandbox is started).
     """
     hub = MemoryHub(CHAIN, rng=random.Random(seed))
     ckey, rkey = key(1), key(2)
@@ -102,13 +104,26 @@ async def cluster(
         balances.update({bytes(k.verify_key): stake for k in pkeys})
     genesis = ledger.make_genesis(CHAIN, [bytes(ckey.verify_key)], balances)
     coordinator_cfg = CoordinatorConfig(block_interval_ms=BLOCK_MS, slash_amount=stake or 1)
-    with Sandbox(SandboxConfig(pool_size=max(1, contributors))) as sandbox:
+    with contextlib.ExitStack() as stack:
+        layers: tuple[str, ...] = ()
+        if runner is None:
+            sandbox = stack.enter_context(Sandbox(SandboxConfig(pool_size=max(1, contributors))))
+            layers = tuple(sandbox.layers_in_use())
         profile = ProviderProfile(
             determinism_class=determinism_class("onnx", "cpu", "extended"),
             memory_mb=4096,
-            sandbox_layers=tuple(sandbox.layers_in_use()),
+            sandbox_layers=layers,
         )
         scopes: dict[bytes, trio.CancelScope] = {}
+        # How each contributor runs its jobs: the sandbox, wrapped for the faulty ones.
+        runners: dict[bytes, JobRunner] = {}
+        for i, k in enumerate(pkeys):
+            chosen: JobRunner = sandbox if runner is None else runner(i)
+            if i in cheaters:
+                chosen = CorruptingRunner(chosen)
+            if i in slow:
+                chosen = SlowRunner(chosen, SLOW_MS / 1000)
+            runners[bytes(k.verify_key)] = chosen
 
         async def life(
             k: nacl.signing.SigningKey,
@@ -125,7 +140,7 @@ async def cluster(
                         cfg,
                         net,
                         genesis,
-                        sandbox=sandbox if contributor else None,
+                        runner=runners.get(bytes(k.verify_key)) if contributor else None,
                         profile=profile if contributor else None,
                         rng=random.Random(seed),
                         state_dir=(
@@ -173,8 +188,6 @@ async def cluster(
                     contributor=ContributorConfig(
                         # a cheater undercuts the others, so that it is awarded
                         price_floor=price_floor // 2 if i in cheaters else price_floor,
-                        test_corrupt_outputs=i in cheaters,
-                        test_run_delay_ms=SLOW_MS if i in slow else 0,
                         base_run_ms=SLOW_MS + 200 if i in slow else 200,
                     ),
                 )

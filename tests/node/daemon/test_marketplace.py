@@ -141,7 +141,7 @@ async def test_provider_killed_mid_job_is_replaced_and_unpaid() -> None:
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
             running: list[object] = []
             for _ in range(200):
-                running = [n for n in cl.contributors if job_id in n._running]
+                running = [n for n in cl.contributors if n.runs is not None and job_id in n.runs]
                 if running:
                     break
                 await trio.sleep(0.05)

@@ -16,7 +16,7 @@ from node.daemon._codec import (
     tensor_bytes,
     tensor_from_bytes,
 )
-from node.daemon._content import ContentStore
+from node.daemon._content_store import ContentStore
 from node.daemon._errors import JobSubmitError
 from node.daemon._timers import Timers
 

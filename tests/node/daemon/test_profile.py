@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from node.daemon._run import profile_from_report
+from node.daemon import profile_from_report
 from node.probe import run_probe
 from node.probe._gpu import GpuDevice
 

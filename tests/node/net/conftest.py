@@ -15,7 +15,8 @@ import pytest
 
 from node.net import MemoryHub, Network
 
-from .helpers import CHAIN, key
+from ...keys import key
+from .helpers import CHAIN
 
 OpenNetworks = Callable[[int], AbstractAsyncContextManager[list[Network]]]
 

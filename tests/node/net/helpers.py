@@ -10,10 +10,6 @@ from protocol import Advert, Signed
 CHAIN = "aimx-test"
 
 
-def key(n: int) -> nacl.signing.SigningKey:
-    return nacl.signing.SigningKey(bytes([n]) * 32)
-
-
 def advert(
     signing_key: nacl.signing.SigningKey,
     classes: tuple[str, ...],

@@ -21,8 +21,9 @@ from node.net import (
     RequestRejected,
 )
 
+from ...keys import key
 from .conftest import OpenNetworks, wall_ms
-from .helpers import advert, key
+from .helpers import advert
 
 LIMIT = 10  # seconds: every test is bounded
 
@@ -135,8 +136,9 @@ async def test_pubsub_reaches_other_subscribers_not_publisher(networks: OpenNetw
         async with networks(3) as nets:
             inboxes = [net.subscribe(topic) for net in nets]
             got: list[list[PubsubMessage]] = [[], [], []]
-            # GossipSub may drop what is published before the mesh forms (DESIGN.md), so the
-            # publisher repeats a numbered message until both others have one; bounded.
+            # GossipSub may drop what is published before its mesh forms (pubsub is best
+            # effort), so the publisher repeats a numbered message until both others have
+            # one; bounded.
             async with trio.open_nursery() as nursery:
                 dones = [trio.Event(), trio.Event()]
                 nursery.start_soon(_collect, inboxes[1], 1, got[1], dones[0])

@@ -22,7 +22,8 @@ from node.net import MessageTooLarge, NetworkError, PeerUnreachable, Reachabilit
 from node.net._framing import STATUS_TOO_LARGE, uvarint
 from node.net.libp2p_host import Libp2pConfig, Libp2pNetwork, open_libp2p_network
 
-from .helpers import CHAIN, key
+from ...keys import key
+from .helpers import CHAIN
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 ECHO = "/aimx/test/echo/1"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from node.net import NetworkTimeout, PeerEvent, PeerUnreachable, provider_classes
+from node.net import NetworkTimeout, PeerEvent, PeerUnreachable
 from node.net.libp2p_host import (
     GossipConfig,
     Libp2pConfig,
@@ -18,8 +18,10 @@ from node.net.libp2p_host import (
     provider_key,
     wall_ms,
 )
+from protocol import provider_classes
 
-from .helpers import CHAIN, advert, key
+from ...keys import key
+from .helpers import CHAIN, advert
 
 N = 10
 TTL_MS = 600_000
@@ -95,8 +97,9 @@ async def run_checks(nets: list[Libp2pNetwork], clock: Clock, leaver_stack: Asyn
     async with trio.open_nursery() as nursery:
         for i in range(len(inboxes)):
             nursery.start_soon(drain, i)
-        # warm-up: GossipSub may drop what is published before its mesh forms (DESIGN.md);
-        # publish until every subscriber has had each of the last five, in a bounded loop
+        # warm-up: GossipSub may drop what is published before its mesh forms (pubsub is
+        # best effort); publish until every subscriber has had each of the last five, in a
+        # bounded loop
         warm: list[bytes] = []
         for n in range(100):
             warm.append(b"warm-up %d" % n)

@@ -16,7 +16,8 @@ from node.net import (
     Reachability,
 )
 
-from .helpers import CHAIN, advert, key
+from ...keys import key
+from .helpers import CHAIN, advert
 
 ECHO = "/aimx/test/echo/1"
 

@@ -1,0 +1,250 @@
+"""The local HTTP API of a node (specs/api.md): status, jobs, ledger, faucet, metrics."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import trio
+
+import protocol
+
+from ._http import Handler, HttpError, Request, Response, Router
+from .npy import decode_array, encode_array
+from .views import job_view
+
+if TYPE_CHECKING:
+    from ..daemon import Node
+
+#: Longest long-poll a client may ask for, seconds.
+MAX_WAIT_S = 30.0
+
+
+def _input_array(name: str, text: Any) -> np.ndarray[Any, Any]:
+    if not isinstance(text, str):
+        raise HttpError(400, f"input {name!r} must be a base64 .npy string")
+    try:
+        return decode_array(text)
+    except ValueError as exc:
+        raise HttpError(400, f"input {name!r} is not a base64 .npy array: {exc}") from None
+
+
+def _account(text: str) -> bytes:
+    try:
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        return protocol.public_key_of(text)
+    except (protocol.ProtocolError, ValueError):
+        raise HttpError(400, f"{text!r} is not an account (peer id or 64 hex digits)") from None
+
+
+def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise HttpError(400, f"{name} must be an integer")
+    return value
+
+
+def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Router:
+    """The API's routes, bound to ``node``."""
+    # Imported here, not with the module: node.daemon imports this module to serve the API.
+    from ..daemon import DaemonError, JobNotFound, RoleMissing
+
+    def guarded(handler: Handler) -> Handler:
+        """``handler`` with the daemon's errors answered as 404, 409 or 400."""
+
+        async def guarded_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except JobNotFound as exc:
+                raise HttpError(404, str(exc)) from None
+            except RoleMissing as exc:
+                raise HttpError(409, str(exc)) from None
+            except DaemonError as exc:
+                raise HttpError(400, str(exc)) from None
+
+        return guarded_handler
+
+    router = Router()
+
+    async def status(request: Request) -> Response:
+        state = node.ledger.state
+        account = state.account(node.me)
+        jobs: dict[str, int] = {}
+        for record in node.jobs.values():
+            key = record.done.status if record.done else "pending"
+            jobs[key] = jobs.get(key, 0) + 1
+        body: dict[str, Any] = {
+            "peer_id": node.peer_id,
+            "roles": sorted(node.roles),
+            "chain_id": node.chain_id,
+            "height": state.height,
+            "balance": account.balance,
+            "stake": account.stake,
+            "reputation": float(state.reputation(node.me)),
+            "addresses": list(node.net.addresses()),
+            "connected_peers": len(node.net.connected_peers()),
+            "api_url": api_url(),
+            "jobs": jobs,
+            "bad_messages": sum(node.bad_messages.values()),
+            "transactions": {
+                "submitted": node.txq.submitted,
+                "rejected": node.txq.rejected,
+                "lost": node.txq.lost,
+            },
+        }
+        if node.provider is not None:
+            work = node.provider.work
+            phases: dict[str, int] = {}
+            for w in work.values():
+                phases[w.phase] = phases.get(w.phase, 0) + 1
+            body["provider"] = {
+                "capability_classes": list(node.provider.config.capability_classes),
+                "active": node.provider.active,
+                "work": phases,
+                "earned": sum(w.paid for w in node.provider.work.values()),
+            }
+        return Response.json(body)
+
+    async def submit(request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise HttpError(400, "the body must be a JSON object")
+        try:
+            model = base64.b64decode(str(body.get("model", "")), validate=True)
+        except (ValueError, binascii.Error):
+            raise HttpError(400, "model must be base64") from None
+        raw_inputs = body.get("inputs")
+        if not isinstance(raw_inputs, dict) or not raw_inputs:
+            raise HttpError(400, "inputs must be an object of name -> base64 .npy")
+        inputs = {str(k): _input_array(str(k), v) for k, v in raw_inputs.items()}
+        runtime = body.get("runtime", "onnx")
+        if not isinstance(runtime, str):
+            raise HttpError(400, "runtime must be a string")
+        job_id = await node.submit_job(
+            model,
+            inputs,
+            runtime=runtime,
+            redundancy=_int_field(body, "redundancy", 1) or 1,
+            max_retries=_int_field(body, "max_retries", 2) or 0,
+            max_price=_int_field(body, "max_price"),
+            deadline_ms=_int_field(body, "deadline_ms"),
+            model_name=str(body.get("model_name", "model"))[:200],
+        )
+        return Response.json({"job_id": job_id.hex()}, 201)
+
+    async def list_jobs(request: Request) -> Response:
+        return Response.json(
+            {"jobs": [job_view(r, node.job_phase(r)) for r in node.jobs.values()][-200:]}
+        )
+
+    async def job(request: Request) -> Response:
+        rest = request.path[len("/api/jobs/") :]
+        if rest.endswith("/result"):
+            record = node.job_record(rest[: -len("/result")])
+            if record.done is None:
+                raise HttpError(409, "the job has not finished; wait for it first")
+            if record.outputs is None:
+                raise HttpError(
+                    409,
+                    f"the job has no verified output ({record.done.status}: {record.done.reason})",
+                )
+            return Response.json(
+                {
+                    "job_id": record.job_id.hex(),
+                    "status": record.done.status,
+                    "outputs": {n: encode_array(a) for n, a in record.outputs.items()},
+                }
+            )
+        record = node.job_record(rest)
+        wait = request.query.get("wait", ["0"])[0]
+        try:
+            wait_s = min(MAX_WAIT_S, max(0.0, float(wait)))
+        except ValueError:
+            raise HttpError(400, "wait must be a number of seconds") from None
+        until = request.query.get("until", ["done"])[0]
+        if until not in ("done", "closed"):
+            raise HttpError(400, "until must be done or closed")
+
+        def finished() -> bool:
+            return record.closed if until == "closed" else record.done is not None
+
+        with trio.move_on_after(wait_s):
+            while not finished():
+                await record.changed.wait()
+        return Response.json(job_view(record, node.job_phase(record)))
+
+    async def balance(request: Request) -> Response:
+        rest = request.path[len("/api/ledger/balance") :].strip("/")
+        who = _account(rest) if rest else node.me
+        state = node.ledger.state
+        account = state.account(who)
+        return Response.json(
+            {
+                "account": protocol.peer_id(who),
+                "height": state.height,
+                "balance": account.balance,
+                "stake": account.stake,
+                "reputation": float(state.reputation(who)),
+            }
+        )
+
+    async def faucet(request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("account"), str):
+            raise HttpError(400, 'body must be {"account": peer id, "amount": micro-credits}')
+        who = _account(body["account"])
+        amount = _int_field(body, "amount", node.config.coordinator.faucet_amount)
+        assert amount is not None
+        node.faucet(who, amount)
+        return Response.json({"account": protocol.peer_id(who), "amount": amount}, 202)
+
+    async def stake(request: Request) -> Response:
+        body = request.json()
+        amount = _int_field(body if isinstance(body, dict) else {}, "amount")
+        if amount is None:
+            raise HttpError(400, 'body must be {"amount": micro-credits}')
+        node.stake(amount)
+        return Response.json({"amount": amount}, 202)
+
+    async def why(request: Request) -> Response:
+        if node.provider is None:
+            raise RoleMissing("this node is not a contributor")
+        report = node.provider.why_no_jobs(node.now_ms())
+        return Response.json(
+            {
+                "since_ms": report.since_ms,
+                "announcements": report.announcements,
+                "outcomes": dict(report.outcomes),
+                "hints": list(report.hints),
+            }
+        )
+
+    async def providers(request: Request) -> Response:
+        capability_class = request.query.get("class", ["onnx.cpu.m1"])[0]
+        found = await node.providers_for(capability_class, fresh=True)
+        return Response.json(
+            {"class": capability_class, "providers": [protocol.peer_id(p) for p in found]}
+        )
+
+    async def metrics(request: Request) -> Response:
+        node.metrics.peers.set(len(node.net.connected_peers()))
+        return Response(200, node.metrics.render(), "text/plain; version=0.0.4")
+
+    router.add("GET", "/api/status", guarded(status))
+    router.add("POST", "/api/jobs", guarded(submit))
+    router.add("GET", "/api/jobs", guarded(list_jobs))
+    router.add("GET", "/api/jobs/", guarded(job))
+    router.add("GET", "/api/ledger/balance", guarded(balance))
+    router.add("GET", "/api/ledger/balance/", guarded(balance))
+    router.add("POST", "/api/faucet", guarded(faucet))
+    router.add("POST", "/api/stake", guarded(stake))
+    router.add("GET", "/api/provider/why", guarded(why))
+    router.add("GET", "/api/providers", guarded(providers))
+    router.add("GET", "/metrics", guarded(metrics))
+    return router

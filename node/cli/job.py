@@ -1,0 +1,185 @@
+"""``aimx job submit|status|result``: run a model on the network through a local node."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .._errors import NodeError
+from ..api import Client
+from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
+
+job_app = command_group(
+    "job",
+    "Submit jobs to the network through this node, follow them, fetch their results.",
+)
+
+CREDIT = 1_000_000
+
+
+class JobCommandError(NodeError):
+    """A job command cannot run as given (bad input file, unknown job)."""
+
+
+def parse_inputs(values: list[str]) -> dict[str, np.ndarray[Any, Any]]:
+    """``NAME=FILE.npy`` pairs as arrays."""
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise JobCommandError(f"--input {value!r}: write it as NAME=FILE.npy")
+        try:
+            out[name] = np.load(Path(path), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise JobCommandError(f"--input {name}: cannot read {path} as .npy: {exc}") from None
+    if not out:
+        raise JobCommandError("give at least one --input NAME=FILE.npy")
+    return out
+
+
+def describe(status: dict[str, Any]) -> str:
+    last = status["events"][-1] if status["events"] else None
+    step = f"{last['event']} {last['detail']}".strip() if last else "submitted"
+    return f"{status['status']}: {step}"
+
+
+def print_status(console: Console, status: dict[str, Any]) -> None:
+    table = Table(show_header=False, title=f"job {status['job_id']}", title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column(overflow="fold")
+    table.add_row("status", status["status"])
+    table.add_row("phase", status["phase"])
+    if status["reason"]:
+        table.add_row("reason", status["reason"])
+    table.add_row("escrow", "closed" if status["closed"] else "open")
+    for p in status["paid"]:
+        table.add_row("paid", f"{p['provider']}  {p['amount'] / CREDIT:.6f} credits")
+    if status.get("no_bids"):
+        nb = status["no_bids"]
+        table.add_row("no bids", ", ".join(f"{r} ×{n}" for r, n in nb["reasons"].items()))
+        for advice in nb["advice"]:
+            table.add_row("advice", advice)
+    if status["output_hash"]:
+        table.add_row("output", status["output_hash"])
+    console.print(table)
+
+
+@job_app.command()
+def submit(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="ONNX (.onnx) or TorchScript (.pt) model file.")],
+    input: Annotated[
+        list[str], typer.Option("--input", help="NAME=FILE.npy (repeatable).", show_default=False)
+    ],
+    redundancy: Annotated[int, typer.Option(help="Replicas whose results are compared.")] = 1,
+    max_price: Annotated[
+        int | None, typer.Option(help="Most paid per replica, micro-credits.", show_default=False)
+    ] = None,
+    max_retries: Annotated[int, typer.Option(help="Extra replicas allowed on failure.")] = 2,
+    deadline: Annotated[float, typer.Option(help="Seconds until results are due.")] = 60.0,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit a job; with --wait follow it to its verified result."""
+    with user_errors():
+        if not model.is_file():
+            raise JobCommandError(f"no model file {model}")
+        inputs = parse_inputs(input)
+        console = Console(stderr=True)
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            job_id = client.submit(
+                model,
+                inputs,
+                redundancy=redundancy,
+                max_price=max_price,
+                max_retries=max_retries,
+                deadline_s=deadline,
+            )
+            if not wait:
+                if as_json:
+                    typer.echo(json.dumps({"job_id": job_id}))
+                else:
+                    console.print(f"submitted job [bold]{job_id}[/]")
+                return
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=as_json,
+            ) as progress:
+                task = progress.add_task(f"job {job_id[:16]}…", total=None)
+                status = client.wait(
+                    job_id,
+                    timeout_s=deadline + 30,
+                    on_update=lambda s: progress.update(
+                        task, description=f"job {job_id[:16]}… {describe(s)}"
+                    ),
+                )
+            outputs = (
+                client.result(job_id) if status["status"] in ("verified", "unverified") else {}
+            )
+        if as_json:
+            status["outputs"] = {k: v.tolist() for k, v in outputs.items()}
+            typer.echo(json.dumps(status, indent=2, sort_keys=True))
+        else:
+            out = Console()
+            print_status(out, status)
+            for name, value in outputs.items():
+                out.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}: {value.tolist()}")
+        if not status["done"] or status["status"] == "failed":
+            raise typer.Exit(1)
+
+
+@job_app.command()
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The job id (64 hex digits).")],
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a job's status, payments and reasons."""
+    with user_errors():
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            body = client.job(job_id)
+        if as_json:
+            typer.echo(json.dumps(body, indent=2, sort_keys=True))
+        else:
+            print_status(Console(), body)
+
+
+@job_app.command()
+def result(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The job id (64 hex digits).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Directory to write NAME.npy files to.", show_default=False),
+    ] = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print (or save as .npy) a finished job's verified outputs."""
+    with user_errors():
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            outputs = client.result(job_id)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, value in outputs.items():
+                np.save(out / f"{name}.npy", value, allow_pickle=False)
+        if as_json:
+            typer.echo(json.dumps({k: v.tolist() for k, v in outputs.items()}, sort_keys=True))
+        else:
+            for name, value in outputs.items():
+                Console().print(
+                    f"[bold]{name}[/] {value.dtype} {list(value.shape)}: {value.tolist()}"
+                )

@@ -1,0 +1,254 @@
+"""``aimx ledger balance|history|verify``: read and check the local copy of the ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import ledger
+import protocol
+
+from .._errors import KeystoreError, NodeError
+from ..ledger import ledger_db_path
+from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
+
+ledger_app = command_group(
+    "ledger",
+    "The credit ledger: balances, history, and a full verification of the local chain.",
+)
+
+AccountArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Account as a peer id (12D3KooW...) or 64 hex digits. Default: this node's key.",
+        show_default=False,
+    ),
+]
+
+CREDIT = 1_000_000
+
+
+class LedgerCommandError(NodeError):
+    """The ledger command cannot run (no ledger, bad account, corrupt store)."""
+
+
+def credits(amount: int) -> str:
+    """Micro-credits as a decimal credit amount, exactly."""
+    whole, frac = divmod(amount, CREDIT)
+    return f"{whole}.{frac:06d}"
+
+
+def parse_account(value: str | None, data_dir: Path) -> bytes:
+    if value is None:
+        from ..keystore import read_key_info
+
+        try:
+            return read_key_info(data_dir).public_key
+        except KeystoreError as exc:
+            raise LedgerCommandError(
+                f"no ACCOUNT given and this node has no key ({exc}); pass an account"
+            ) from None
+    if len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    try:
+        return protocol.public_key_of(value)
+    except (protocol.ProtocolError, ValueError):
+        raise LedgerCommandError(
+            f"{value!r} is not an account: give a peer id (12D3KooW...) or 64 hex digits"
+        ) from None
+
+
+def open_store(data_dir: Path) -> ledger.LedgerStore:
+    path = ledger_db_path(data_dir)
+    if not path.exists():
+        raise LedgerCommandError(
+            f"no ledger in {data_dir} (expected {path}); start the node or a devnet first"
+        )
+    try:
+        return ledger.LedgerStore.open(path)
+    except ledger.LedgerError as exc:
+        raise LedgerCommandError(str(exc)) from None
+
+
+@contextmanager
+def account_ledger(
+    ctx: typer.Context, data_dir: Path | None, account: str | None
+) -> Iterator[tuple[bytes, ledger.LedgerStore]]:
+    """The account asked about (default: this node's) and the local ledger, open."""
+    root = resolve_data_dir(data_dir, ctx)
+    key = parse_account(account, root)
+    with open_store(root) as store:
+        yield key, store
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@ledger_app.command()
+def balance(
+    ctx: typer.Context,
+    account: AccountArg = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an account's balance, stake, unbonding stake and reputation."""
+    with user_errors():
+        with account_ledger(ctx, data_dir, account) as (key, store):
+            state = store.state
+            entry = state.account(key)
+            reputation = state.reputation(key)
+            info = {
+                "account": protocol.peer_id(key),
+                "height": state.height,
+                "balance": entry.balance,
+                "stake": entry.stake,
+                "unbonding": [{"release_height": h, "amount": x} for h, x in entry.unbonding],
+                "next_seq": entry.next_seq,
+                "reputation": float(reputation),
+                "reputation_exact": f"{reputation.numerator}/{reputation.denominator}",
+            }
+        if as_json:
+            _print_json(info)
+            return
+        console = Console()
+        console.print(f"account    {info['account']}")
+        console.print(f"height     {state.height}")
+        console.print(f"balance    {credits(entry.balance)} credits")
+        console.print(f"stake      {credits(entry.stake)} credits")
+        for height, amount in entry.unbonding:
+            console.print(f"unbonding  {credits(amount)} credits, released at height {height}")
+        console.print(f"reputation {float(reputation):.4f}")
+
+
+def describe(raw: bytes, chain_id: str) -> dict[str, Any]:
+    """A transaction as a JSON-able summary (it was validated when its block was applied)."""
+    vtx = ledger.verify_tx(raw, chain_id)
+    t = vtx.tx
+    out: dict[str, Any] = {
+        "id": vtx.id.hex(),
+        "kind": t.kind,
+        "sender": protocol.peer_id(t.sender),
+        "seq": t.seq,
+        "fee": t.fee,
+    }
+    p = vtx.payload
+    for name, _ in p.specs():
+        value = getattr(p, name)
+        if isinstance(value, bytes):
+            out[name] = (
+                protocol.peer_id(value)
+                if name in ("to", "offender", "subject")
+                else (value.hex() if len(value) <= 32 else f"<{len(value)} bytes>")
+            )
+        elif isinstance(value, int | str):
+            out[name] = value
+        elif name == "payouts":
+            out[name] = {protocol.peer_id(x.provider): x.amount for x in value}
+        else:
+            out[name] = f"<{len(value)} items>"
+    return out
+
+
+@ledger_app.command()
+def history(
+    ctx: typer.Context,
+    account: AccountArg = None,
+    limit: Annotated[int, typer.Option(help="Most transactions to show.", min=1)] = 20,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the latest transactions concerning an account, newest first."""
+    with user_errors():
+        with account_ledger(ctx, data_dir, account) as (key, store):
+            chain_id = store.genesis.chain_id
+            rows = [
+                {"height": e.height, "index": e.index, **describe(e.raw, chain_id)}
+                for e in store.history(key, limit)
+            ]
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title=f"transactions of {protocol.peer_id(key)}")
+        for col in ("height", "kind", "from", "details", "fee"):
+            table.add_column(col)
+        for r in rows:
+            details = ", ".join(
+                f"{k}={v}"
+                for k, v in r.items()
+                if k not in ("height", "index", "id", "kind", "sender", "seq", "fee")
+            )
+            table.add_row(
+                str(r["height"]), r["kind"], r["sender"][:16] + "…", details, str(r["fee"])
+            )
+        Console().print(table)
+        if not rows:
+            Console().print("no transactions")
+
+
+@ledger_app.command()
+def verify(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay the chain from genesis: every signature, hash link, state root and invariant.
+
+    Exits non-zero on any failure.
+    """
+    with user_errors():
+        root = resolve_data_dir(data_dir, ctx)
+        with open_store(root) as store:
+            try:
+                report = ledger.verify_chain(store)
+            except ledger.LedgerError as exc:
+                raise LedgerCommandError(f"ledger verification FAILED: {exc}") from None
+            proofs = store.proofs()
+        summary = {
+            "ok": True,
+            "chain_id": report.chain_id,
+            "height": report.height,
+            "transactions": report.transactions,
+            "state_root": report.state_root.hex(),
+            "minted": report.minted,
+            "burned": report.burned,
+            "fees": report.fees,
+            "accounts": report.accounts,
+            "escrows": report.escrows,
+            "equivocation_proofs": [
+                {
+                    "height": p.height,
+                    "producers": [protocol.peer_id(k) for k in p.producers],
+                }
+                for p in proofs
+            ],
+        }
+        if as_json:
+            _print_json(summary)
+            return
+        console = Console()
+        console.print(
+            f"[green]ok[/] chain {report.chain_id}: {report.height} blocks, "
+            f"{report.transactions} transactions verified"
+        )
+        console.print(f"state root {report.state_root.hex()}")
+        console.print(
+            f"minted {credits(report.minted)}, burned {credits(report.burned)}, "
+            f"fees {credits(report.fees)} credits; {report.accounts} accounts, "
+            f"{report.escrows} escrows"
+        )
+        for p in proofs:
+            console.print(
+                f"[yellow]equivocation[/] at height {p.height} by "
+                f"{', '.join(sorted({protocol.peer_id(k) for k in p.producers}))}"
+            )

@@ -1,0 +1,279 @@
+"""``aimx node probe|start|status`` and ``aimx coordinator start``: the daemon's own commands.
+
+``start`` runs the daemon (node/daemon) in the foreground; ``status`` asks a running one
+over its local API (specs/api.md). ``coordinator start`` is ``node start --role
+coordinator``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..probe import NOT_COMPUTE, ProbeReport, run_probe
+from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
+
+node_app = command_group(
+    "node",
+    "This node: probe its hardware, run the daemon, see its status.",
+)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _no(reason: str | None) -> Text:
+    return Text(f"no — {reason}" if reason else "no", style="yellow")
+
+
+def render(report: ProbeReport) -> Table:
+    """The probe as a two-column table for people."""
+    table = Table(
+        title="aimx node probe", show_header=False, title_justify="left", title_style="bold"
+    )
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    cpu = report.cpu
+    table.add_row("CPU", f"{cpu.model} ({cpu.architecture})")
+    cores = f"{cpu.usable_cores} usable of {cpu.logical_cores}"
+    if cpu.quota_millicores is not None:
+        cores += f", cgroup quota {cpu.quota_millicores / 1000:g}"
+    table.add_row("cores", cores)
+    table.add_row("ISA", f"{cpu.isa}  [dim]{' '.join(cpu.flags) or '-'}[/]")
+    mem = report.memory
+    memory = f"{_size(mem.total_bytes)} total, {_size(mem.available_bytes)} available"
+    if mem.cgroup_limit_bytes is not None:
+        memory += f", cgroup limit {_size(mem.cgroup_limit_bytes)}"
+    table.add_row("memory", memory)
+    disk = report.disk
+    table.add_row(
+        "disk", f"{_size(disk.free_bytes)} free of {_size(disk.total_bytes)} at {disk.path}"
+    )
+    gpu = report.gpu
+    if gpu.devices:
+        for d in gpu.devices:
+            table.add_row(
+                f"GPU {d.index}",
+                f"{d.name}, {_size(d.memory_total_bytes)}, CUDA capability {d.cuda_capability}",
+            )
+        table.add_row("driver", f"{gpu.driver_version} (CUDA {gpu.cuda_driver_version})")
+        if gpu.reason:
+            table.add_row("GPU notes", Text(gpu.reason, style="yellow"))
+    else:
+        table.add_row("GPU", _no(gpu.reason))
+    ort = report.onnxruntime
+    if ort.installed:
+        table.add_row("onnxruntime", f"{ort.version}: {', '.join(ort.working_providers) or 'none'}")
+        for check in ort.checks:
+            if not check.works and check.provider not in NOT_COMPUTE:
+                table.add_row("", Text(f"{check.provider}: {check.detail}", style="dim"))
+    else:
+        table.add_row("onnxruntime", _no(ort.reason))
+    torch = report.torch
+    if torch.installed:
+        cuda = "CUDA build " + torch.cuda_build if torch.cuda_build else "CPU build"
+        if torch.imported:
+            cuda += ", CUDA works" if torch.cuda_available else ", CUDA not available"
+        else:
+            cuda += " (run with --torch to check CUDA)"
+        table.add_row("torch", f"{torch.version}, {cuda}")
+    else:
+        table.add_row("torch", _no(torch.reason))
+    bench = report.benchmark
+    if bench is None:
+        table.add_row("benchmark", "skipped")
+    elif bench.reason:
+        table.add_row("benchmark", _no(bench.reason))
+    else:
+        table.add_row(
+            "score",
+            Text.assemble(
+                (f"{bench.score:,}", "bold green"),
+                f" MFLOP/s ({bench.workload}, median {bench.median_ns / 1e6:.2f} ms of "
+                f"{bench.runs} runs, {bench.threads} threads)",
+            ),
+        )
+    table.add_row("determinism", report.determinism_class or "-")
+    table.add_row("probe time", f"{report.probe_ms} ms")
+    return table
+
+
+@node_app.command("probe")
+def probe(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+    torch: Annotated[
+        bool,
+        typer.Option("--torch", help="Import torch to check that CUDA works (takes seconds)."),
+    ] = False,
+    benchmark: Annotated[
+        bool, typer.Option("--benchmark/--no-benchmark", help="Time the benchmark workload.")
+    ] = True,
+) -> None:
+    """Probe this machine: CPU, memory, disk, GPUs, runtimes, and a benchmark score."""
+    with user_errors():
+        report = run_probe(resolve_data_dir(data_dir, ctx), import_torch=torch, benchmark=benchmark)
+        if as_json:
+            typer.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            Console().print(render(report))
+
+
+# --- the daemon: ``aimx node start|status`` and ``aimx coordinator start`` -------------
+
+RoleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--role",
+        help="contributor, requester or coordinator; repeat for several. Default: config.",
+        show_default=False,
+    ),
+]
+ListenOption = Annotated[
+    list[str] | None,
+    typer.Option("--listen", help="Multiaddress to listen on (repeatable).", show_default=False),
+]
+BootstrapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--bootstrap",
+        help="A coordinator's multiaddress ending in /p2p/<peer id> (repeatable).",
+        show_default=False,
+    ),
+]
+ApiPortOption = Annotated[
+    int | None, typer.Option("--api-port", help="Local HTTP API port (0: any free port).")
+]
+ChainOption = Annotated[str | None, typer.Option("--chain-id", help="Chain to join or start.")]
+LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def run_node(
+    ctx: typer.Context,
+    data_dir: Path | None,
+    roles: list[str] | None,
+    listen: list[str] | None,
+    bootstrap: list[str] | None,
+    api_port: int | None,
+    chain_id: str | None,
+    log_level: str,
+) -> None:
+    """Run the daemon in the foreground: the data directory's config with these options."""
+    import logging
+
+    import trio
+
+    from ..config import load_config
+    from ..daemon import run_daemon
+
+    with user_errors():
+        directory = resolve_data_dir(data_dir, ctx)
+        level = getattr(logging, log_level.upper(), None)
+        if not isinstance(level, int):
+            raise typer.BadParameter("--log-level must be debug, info, warning or error")
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        )
+        for role in roles or ():
+            if role not in ("contributor", "requester", "coordinator"):
+                raise typer.BadParameter(
+                    f"unknown role {role!r}: use contributor, requester, coordinator"
+                )
+        config = load_config(
+            directory,
+            roles=tuple(dict.fromkeys(roles)) if roles else None,
+            listen=tuple(listen) if listen else None,
+            bootstrap=tuple(bootstrap) if bootstrap else None,
+            api_port=api_port,
+            chain_id=chain_id,
+        )
+
+        def ready(info: Any) -> None:
+            Console(stderr=True).print(
+                f"[green]node up[/] {info.peer_id} roles {','.join(info.roles)} api {info.api_url}"
+            )
+            for address in info.addresses:
+                Console(stderr=True).print(f"  listening {address}")
+
+        trio.run(lambda: run_daemon(directory, config, ready=ready))
+
+
+@node_app.command("start")
+def start(
+    ctx: typer.Context,
+    role: RoleOption = None,
+    listen: ListenOption = None,
+    bootstrap: BootstrapOption = None,
+    api_port: ApiPortOption = None,
+    chain_id: ChainOption = None,
+    log_level: LogOption = "info",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the daemon in the foreground until Ctrl-C (writes node.json while it runs)."""
+    run_node(ctx, data_dir, role, listen, bootstrap, api_port, chain_id, log_level)
+
+
+@node_app.command("status")
+def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Show a running node's identity, ledger height, balance and work."""
+    from ..api import Client
+
+    with user_errors():
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            body = client.status()
+        if as_json:
+            typer.echo(json.dumps(body, indent=2, sort_keys=True))
+            return
+        table = Table(title="aimx node status", show_header=False, title_justify="left")
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(overflow="fold")
+        table.add_row("peer id", body["peer_id"])
+        table.add_row("roles", ", ".join(body["roles"]))
+        table.add_row("chain", f"{body['chain_id']} at height {body['height']}")
+        table.add_row("balance", f"{body['balance'] / 1e6:.6f} credits")
+        table.add_row("stake", f"{body['stake'] / 1e6:.6f} credits")
+        table.add_row("reputation", f"{body['reputation']:.3f}")
+        table.add_row("peers", str(body["connected_peers"]))
+        table.add_row("api", body["api_url"])
+        table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in body["jobs"].items()) or "-")
+        if "provider" in body:
+            p = body["provider"]
+            table.add_row("running", str(p["active"]))
+            table.add_row("earned", f"{p['earned'] / 1e6:.6f} credits")
+        for address in body["addresses"]:
+            table.add_row("address", address)
+        Console().print(table)
+
+
+coordinator_app = command_group(
+    "coordinator",
+    "Run a coordinator: bootstrap peer, relay, block producer and devnet faucet.",
+)
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    ctx: typer.Context,
+    listen: ListenOption = None,
+    api_port: ApiPortOption = None,
+    chain_id: ChainOption = None,
+    log_level: LogOption = "info",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run a coordinator (creates the chain's genesis with this node's key on first start)."""
+    run_node(ctx, data_dir, ["coordinator"], listen, None, api_port, chain_id, log_level)

@@ -1,0 +1,154 @@
+"""Carrying out the marketplace machines' effects: the one place where what a machine
+asked for becomes I/O (a message, a timer, a ledger transaction, a sandbox run, an event
+for the user). Effects with I/O run as tasks, so a machine call never waits on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal, assert_never
+
+import ledger
+import protocol
+import scheduler
+
+from ._codec import outputs_from_bytes
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+
+Machine = Literal["requester", "provider"]
+"""Which of the node's marketplace machines an effect came from (and its timers go to)."""
+
+
+class EffectRunner:
+    """Carries out effects for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        #: Attestations wait for their job's Settle (the ledger takes them only about a
+        #: paid party of a settled job); the payees of each settled job.
+        self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
+        self._payees: dict[bytes, frozenset[bytes]] = {}
+
+    def execute(self, machine: Machine, effects: Iterable[scheduler.Effect]) -> None:
+        for effect in effects:
+            try:
+                self._carry_out(machine, effect)
+            except Exception:  # a driver bug must not take the node down
+                log.exception("carrying out %s failed", type(effect).__name__)
+
+    def forget(self, job_id: bytes) -> None:
+        """The job's escrow closed: nothing more is attested about it."""
+        self._pending_attests.pop(job_id, None)
+        self._payees.pop(job_id, None)
+
+    def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
+        node = self._node
+        match effect:
+            case scheduler.SetTimer():
+                node.timers.set((machine, effect.key), effect.at_ms)
+            case scheduler.CancelTimer():
+                node.timers.cancel((machine, effect.key))
+            case scheduler.Send():
+                node.market.send(effect.peer, effect.message.raw)
+            case scheduler.Publish():
+                node.spawn(node.market.publish, effect.topic, effect.message.raw)
+            case scheduler.Deliver():
+                node.market.deliver(effect.peer, effect.result.raw, effect.output)
+            case scheduler.Misbehaved():
+                node.conduct.misbehaved(effect.peer, effect.reason)
+            case scheduler.LockEscrow():
+                self._lock(effect)
+            case scheduler.Settle():
+                self._settle(effect)
+            case scheduler.Refund():
+                node.submit_tx(ledger.Refund(effect.job_id))
+            case scheduler.ClaimWithReceipt():
+                claim = ledger.Claim(effect.job_id, effect.award.raw, effect.receipt.raw)
+                node.submit_tx(claim)
+            case scheduler.Attest():
+                self._attest(effect)
+            case scheduler.Slash():
+                evidence = [e.raw for e in effect.evidence if e.signer == effect.provider]
+                node.reports.report(effect.provider, evidence)
+            case scheduler.RunJob():
+                assert node.runs is not None  # only a contributor's machine runs jobs
+                node.runs.start(effect)
+            case scheduler.AbortJob():
+                if node.runs is not None:
+                    node.runs.abort(effect.job_id)
+            case scheduler.NotifyUser():
+                self._notify(machine, effect)
+            case scheduler.JobDone():
+                self._job_done(effect)
+            case _:
+                assert_never(effect)
+
+    def _lock(self, effect: scheduler.LockEscrow) -> None:
+        node = self._node
+
+        def rejected(reason: str) -> None:
+            if node.requester is not None:
+                now = node.now_ms()
+                self.execute("requester", node.requester.escrow_failed(effect.job_id, reason, now))
+
+        lock = ledger.Lock(
+            effect.job_id,
+            effect.amount,
+            effect.claim_height,
+            effect.expiry_height,
+            effect.max_per_payee,
+            effect.max_payees,
+        )
+        node.submit_tx(lock, on_reject=rejected, expiry_cap=effect.expiry_height)
+
+    def _settle(self, effect: scheduler.Settle) -> None:
+        payouts = effect.as_dict()
+        self._payees[effect.job_id] = frozenset(payouts)
+        items = tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items()))
+        self._node.submit_tx(ledger.Settle(effect.job_id, items))
+        for attest in self._pending_attests.pop(effect.job_id, []):
+            self._attest(attest)
+
+    def _attest(self, effect: scheduler.Attest) -> None:
+        """Attestations go after the job's Settle (the machine emits them just before it).
+        A verdict against a provider the job did not pay goes to a coordinator as evidence
+        (its own signed Results only: that is what a slash may carry)."""
+        payees = self._payees.get(effect.job_id)
+        if payees is None:
+            self._pending_attests.setdefault(effect.job_id, []).append(effect)
+        elif effect.subject in payees:
+            attest = ledger.Attest(effect.job_id, effect.subject, int(effect.positive))
+            self._node.submit_tx(attest)
+        elif not effect.positive:
+            evidence = [e.raw for e in effect.evidence if e.signer == effect.subject]
+            self._node.reports.report(effect.subject, evidence)
+
+    def _notify(self, machine: Machine, effect: scheduler.NotifyUser) -> None:
+        node = self._node
+        if machine == "provider":
+            node.recovery.keep_receipt(effect)
+        record = node.jobs.get(effect.job_id)
+        if record is not None:
+            record.events.append((node.now_ms(), effect.event, effect.detail))
+            record.touch()
+        log.info("job %s: %s %s", effect.job_id.hex()[:12], effect.event, effect.detail)
+
+    def _job_done(self, effect: scheduler.JobDone) -> None:
+        node = self._node
+        node.metrics.jobs_done.labels(effect.status).inc()
+        record = node.jobs.get(effect.job_id)
+        if record is None:
+            return  # a spot check's canary
+        record.done = effect
+        if effect.output is not None:
+            try:
+                record.outputs = outputs_from_bytes(effect.output.data)
+            except protocol.ProtocolError as exc:
+                log.warning("verified output of %s unreadable: %s", effect.job_id.hex(), exc)
+        record.events.append((node.now_ms(), "done", f"{effect.status} {effect.reason}".strip()))
+        record.touch()

@@ -1,0 +1,86 @@
+"""What a contributor offers: from the hardware probe and the sandbox's layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import protocol
+from protocol import GpuInfo, provider_classes
+from sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from ..probe import ProbeReport
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderProfile:
+    """What a contributor offers, from the hardware probe and the sandbox."""
+
+    determinism_class: str
+    memory_mb: int = 4096
+    cpu_cores: int = 1
+    bench_score: int = 1000
+    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    runtimes: tuple[str, ...] = ("onnx",)
+    gpus: tuple[GpuInfo, ...] = ()
+    sandbox_layers: tuple[str, ...] = ()
+
+    @property
+    def gpu_memory_mb(self) -> int:
+        return max((g.memory_mb for g in self.gpus), default=0)
+
+    def classes(self) -> tuple[str, ...]:
+        return provider_classes(
+            runtimes=self.runtimes,
+            execution_providers=self.execution_providers,
+            memory_mb=self.memory_mb,
+            gpu_memory_mb=self.gpu_memory_mb,
+        )
+
+
+def probe_profile(data_dir: Path, sandbox: Sandbox) -> ProviderProfile:
+    """The contributor's offer from the hardware probe and the sandbox's layers."""
+    from ..probe import run_probe
+
+    report = run_probe(data_dir, benchmark=True)
+    cpus = sandbox.config.worker_cpus
+    return profile_from_report(report, sandbox.layers_in_use(), cpus=len(cpus) if cpus else None)
+
+
+def profile_from_report(
+    report: ProbeReport, layers: Iterable[str], *, cpus: int | None = None
+) -> ProviderProfile:
+    """What a probe report lets a contributor offer: ONNX on the execution providers that
+    really worked (CPU, and CUDA when a GPU is present and its provider ran), TorchScript
+    when torch is installed, and the GPUs NVML found."""
+    from sandbox import determinism_class
+
+    memory = report.memory.cgroup_limit_bytes or report.memory.total_bytes
+    usable = ("CPUExecutionProvider", "CUDAExecutionProvider")
+    eps = tuple(p for p in report.onnxruntime.working_providers if p in usable)
+    gpus: tuple[protocol.GpuInfo, ...] = ()
+    if report.gpu.available:
+        gpus = tuple(
+            protocol.GpuInfo(
+                name=d.name[:128],
+                memory_mb=d.memory_total_bytes >> 20,
+                cuda_capability=d.cuda_capability[:16],
+            )
+            for d in report.gpu.devices[:16]
+        )
+    else:  # a CUDA provider without a GPU that NVML sees is not offered
+        eps = tuple(p for p in eps if p != "CUDAExecutionProvider")
+    runtimes = ("onnx", "torchscript") if report.torch.installed else ("onnx",)
+    return ProviderProfile(
+        determinism_class=determinism_class("onnx", "cpu", "extended"),
+        memory_mb=max(1, memory // (1 << 20)),
+        cpu_cores=min(report.cpu.usable_cores, cpus or report.cpu.usable_cores),
+        bench_score=report.benchmark.score if report.benchmark else 1000,
+        execution_providers=eps or ("CPUExecutionProvider",),
+        runtimes=runtimes,
+        gpus=gpus,
+        sandbox_layers=tuple(layers),
+    )

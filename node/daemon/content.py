@@ -1,0 +1,69 @@
+"""The content protocol (``/aimx/content/1``): a job's model and inputs, fetched by hash
+from its requester by an awarded provider, sealed to that provider."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import protocol
+import scheduler
+
+from ..net import PeerKey, RequestRejected
+from ._content_store import ContentStore
+from ._errors import JobSubmitError
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+CONTENT_PROTOCOL = "/aimx/content/1"
+#: A content request is ``[job_id, hash]``: small.
+MAX_CONTENT_REQUEST_BYTES = 4096
+#: Largest content blob served or fetched.
+MAX_CONTENT_BYTES = (4 << 20) - 4096
+
+
+class Content:
+    """Serves the content of this node's jobs; fetches the content of awarded jobs."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.store = ContentStore()
+
+    async def serve(self, peer: PeerKey, request: bytes) -> bytes:
+        """Model and inputs of a job, sealed to a provider holding a live award of it."""
+        node = self._node
+        try:
+            job_id, digest = protocol.unpack(request)
+            if type(job_id) is not bytes or type(digest) is not bytes:
+                raise protocol.RemoteProtocolError("expected [job_id, hash]")
+        except (protocol.ProtocolError, ValueError, TypeError):
+            node.conduct.misbehaved(peer, "malformed content request")
+            raise RequestRejected("a content request is [job_id, hash]") from None
+        job = node.requester.jobs.get(job_id) if node.requester is not None else None
+        if job is None:
+            raise RequestRejected("no such job here")
+        if not any(r.provider == peer for r in job.live()):
+            node.conduct.misbehaved(peer, "content request without an award")
+            raise RequestRejected("only a provider awarded this job may fetch its data")
+        spec = job.spec
+        if digest != spec.model_hash and digest not in {i.hash for i in spec.inputs}:
+            raise RequestRejected("that content is not part of the job")
+        data = self.store.get(digest)
+        if data is None:
+            raise RequestRejected("the requester no longer holds that content")
+        return scheduler.seal(peer, data)
+
+    async def fetch(self, requester: PeerKey, job_id: bytes, digest: bytes, size: int) -> bytes:
+        """A blob of an awarded job, from the cache or its requester (hash checked)."""
+        data = self.store.get(digest)
+        if data is not None:
+            return data
+        if size > MAX_CONTENT_BYTES:
+            raise JobSubmitError(f"content of {size} bytes is over the {MAX_CONTENT_BYTES} limit")
+        node = self._node
+        sealed = await node.net.request(
+            requester, CONTENT_PROTOCOL, protocol.pack([job_id, digest]), timeout=30
+        )
+        data = scheduler.open_sealed(node.key, sealed, digest)
+        self.store.cache(data, digest)
+        return data

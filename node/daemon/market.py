@@ -1,0 +1,179 @@
+"""The market protocol (``/aimx/market/2``) and the job topics: where job announcements,
+bids, awards, heartbeats, results and receipts from peers enter the daemon.
+
+A market request is ``[message, sealed]``: one signed marketplace message and, with a
+Result, its output sealed to the requester. The messages for the sender that the machines
+produce while handling it go back in the response (``[message, ...]``), one round trip
+less; everything else goes out as requests of its own. specs/daemon.md has the rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import protocol
+import scheduler
+from protocol import Award, JobSpec, Result
+
+from ..net import NetworkError, PeerKey, RequestRejected, job_topic
+from .content import MAX_CONTENT_BYTES
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+
+MARKET_PROTOCOL = "/aimx/market/2"
+#: At most this many messages answer one market request, of at most this many bytes in all.
+MAX_REPLIES = 16
+MAX_REPLY_BYTES = 1 << 20
+#: Largest market request: a Result with its sealed output.
+MAX_MARKET_REQUEST_BYTES = MAX_CONTENT_BYTES + 65536
+
+_PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
+_REQUESTER_TAGS = frozenset(
+    {protocol.Bid.TAG, protocol.NoBid.TAG, protocol.Heartbeat.TAG, Result.TAG}
+)
+
+
+class Market:
+    """Serves the market protocol and the job topics; sends the machines' messages."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        #: While a market request is handled: its sender, and the messages for it that the
+        #: machines produce meanwhile, which go back in the response.
+        self._replying: tuple[PeerKey, list[bytes]] | None = None
+
+    # --- bytes from peers ----------------------------------------------------------------
+
+    async def serve(self, peer: PeerKey, request: bytes) -> bytes:
+        """Take one market message; answer with the messages for ``peer`` it caused
+        (``[message, ...]``), or nothing."""
+        try:
+            value = protocol.unpack(request, max_bytes=MAX_MARKET_REQUEST_BYTES)
+            if type(value) is not list or len(value) != 2:
+                raise protocol.RemoteProtocolError("expected [message, sealed]")
+            raw, sealed = value
+            if type(raw) is not bytes or type(sealed) is not bytes:
+                raise protocol.RemoteProtocolError("expected [message, sealed] as bytes")
+        except protocol.ProtocolError as exc:
+            self._node.conduct.misbehaved(peer, f"malformed market frame: {exc}")
+            raise RequestRejected(f"malformed market frame: {exc}") from None
+        replies: list[bytes] = []
+        self._replying = (peer, replies)
+        try:
+            self._dispatch(peer, raw, sealed)
+        finally:
+            self._replying = None
+        # Replies are short signed messages, so the bounds the sender accepts are not
+        # expected to bind; whatever would exceed them goes as requests of its own.
+        kept, size = 0, 0
+        for raw_reply in replies:
+            size += len(raw_reply) + 16
+            if kept == MAX_REPLIES or size > MAX_REPLY_BYTES:
+                break
+            kept += 1
+        for extra in replies[kept:]:
+            self._node.spawn(self._send, peer, extra, b"")
+        del replies[kept:]
+        return protocol.pack(replies) if replies else b""
+
+    async def listen_jobs(self, inbox: Any) -> None:
+        """Job announcements on a capability class's topic."""
+        node = self._node
+        async with inbox:
+            async for msg in inbox:
+                if node.provider is not None:
+                    node.metrics.messages.labels("announce").inc()
+                    node.effects.execute("provider", node.provider.receive(msg.data, node.now_ms()))
+
+    def _take_replies(self, peer: PeerKey, data: bytes) -> None:
+        """The messages a peer answered a market request with, taken as if it had sent
+        each on its own (messages of ours they cause go out as requests of their own)."""
+        try:
+            value = protocol.unpack(data, max_bytes=MAX_REPLY_BYTES)
+            if type(value) is not list or len(value) > MAX_REPLIES:
+                raise protocol.RemoteProtocolError(f"expected at most {MAX_REPLIES} replies")
+            if any(type(raw) is not bytes for raw in value):
+                raise protocol.RemoteProtocolError("a reply is a signed message's bytes")
+        except protocol.ProtocolError as exc:
+            self._node.conduct.misbehaved(peer, f"malformed market replies: {exc}")
+            return
+        for raw in value:
+            with contextlib.suppress(RequestRejected):
+                self._dispatch(peer, raw, b"")
+
+    def _dispatch(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
+        """Hand a market message to the machine that takes it (RequestRejected if none)."""
+        node = self._node
+        try:
+            inner = protocol.unpack(raw, check_types=False)
+            tag = inner[0] if type(inner) is list and inner else None
+        except protocol.ProtocolError as exc:
+            node.conduct.misbehaved(peer, f"malformed market frame: {exc}")
+            raise RequestRejected(f"malformed market frame: {exc}") from None
+        now = node.now_ms()
+        if tag in _PROVIDER_TAGS and node.provider is not None:
+            node.metrics.messages.labels(str(tag)).inc()
+            node.effects.execute("provider", node.provider.receive(raw, now))
+        elif tag in _REQUESTER_TAGS and node.requester is not None:
+            node.metrics.messages.labels(str(tag)).inc()
+            output = self._open_output(raw, sealed) if tag == Result.TAG else None
+            node.effects.execute("requester", node.requester.receive(raw, now, output=output))
+        else:
+            node.conduct.misbehaved(peer, f"message {tag!r} this node does not take")
+            raise RequestRejected(f"this node does not take {tag!r} messages")
+
+    def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:
+        if not sealed:
+            return None
+        try:
+            result: Result = protocol.decode(raw, self._node.chain_id, Result).message
+            return scheduler.open_sealed(self._node.key, sealed, result.output_hash)
+        except (protocol.ProtocolError, scheduler.SchedulerError):
+            return None
+
+    # --- messages to peers ---------------------------------------------------------------
+
+    def send(self, peer: PeerKey, raw: bytes) -> None:
+        """Send a signed message: in the response to ``peer``'s request being handled, if
+        any, else as a request of its own."""
+        if self._replying is not None and self._replying[0] == peer:
+            self._replying[1].append(raw)
+        else:
+            self._node.spawn(self._send, peer, raw, b"")
+
+    def deliver(self, peer: PeerKey, result: bytes, output: bytes) -> None:
+        """Send a Result with its output sealed to the requester."""
+        sealed = scheduler.seal(peer, output) if output else b""
+        self._node.spawn(self._send, peer, result, sealed)
+
+    async def publish(self, capability_class: str, raw: bytes) -> None:
+        """Announce on a capability class's topic (and to ourselves, when we serve it)."""
+        node = self._node
+        try:
+            await node.net.publish(job_topic(node.chain_id, capability_class), raw)
+        except NetworkError as exc:
+            node.metrics.sends_failed.inc()
+            log.info("publishing on %s failed: %s", capability_class, exc)
+        provider = node.provider
+        if provider is not None and capability_class in provider.config.capability_classes:
+            node.effects.execute("provider", provider.receive(raw, node.now_ms()))
+
+    async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
+        node = self._node
+        request = protocol.pack([raw, sealed])
+        if peer == node.me:  # a node may be both requester and provider of one job
+            replies = await self.serve(node.me, request)
+        else:
+            try:
+                replies = await node.net.request(peer, MARKET_PROTOCOL, request, timeout=10)
+            except NetworkError as exc:
+                node.metrics.sends_failed.inc()
+                log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+                return
+        if replies:
+            self._take_replies(peer, replies)

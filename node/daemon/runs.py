@@ -1,0 +1,129 @@
+"""A contributor's runs: fetch an awarded job's model and inputs from its requester, run
+it through the job runner (the sandbox, or a fake of ``sandbox.testing`` in tests), and
+hand the outcome to the Provider machine."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+import protocol
+import scheduler
+from protocol import Award, JobSpec, Usage
+from sandbox import JobRequest, JobRunner
+
+from ..net import NetworkError
+from ._codec import Array, outputs_bytes, tensor_from_bytes
+from ._errors import JobSubmitError
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+
+_ZERO_USAGE = Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+
+
+class Runs:
+    """The replicas this node runs, each a task that the Provider machine may abort."""
+
+    def __init__(self, node: Node, runner: JobRunner) -> None:
+        self._node = node
+        self._runner = runner
+        self._running: dict[bytes, trio.CancelScope] = {}
+
+    def __contains__(self, job_id: bytes) -> bool:
+        """Whether a replica of ``job_id`` is running here now."""
+        return job_id in self._running
+
+    def start(self, effect: scheduler.RunJob) -> None:
+        self._node.spawn(self._run_job, effect)
+
+    def abort(self, job_id: bytes) -> None:
+        scope = self._running.get(job_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def _run_job(self, effect: scheduler.RunJob) -> None:
+        node = self._node
+        spec: JobSpec = effect.job.message
+        job_id = effect.job.id
+        award: Award = effect.award.message
+        result: dict[str, Any] | None = None
+        with trio.CancelScope() as scope:
+            self._running[job_id] = scope
+            node.metrics.running.inc()
+            try:
+                result = await self._fetch_and_run(spec, job_id, award)
+            finally:
+                self._running.pop(job_id, None)
+                node.metrics.running.dec()
+        if result is None or node.provider is None:
+            return
+        node.metrics.runs.labels(result["outcome"]).inc()
+        node.effects.execute(
+            "provider", node.provider.job_finished(job_id, node.now_ms(), **result)
+        )
+
+    async def _fetch_and_run(
+        self, spec: JobSpec, job_id: bytes, award: Award
+    ) -> dict[str, Any] | None:
+        content = self._node.content
+        started = trio.current_time()
+        try:
+            model = await content.fetch(spec.requester, job_id, spec.model_hash, spec.model_size)
+            inputs: dict[str, Array] = {}
+            for ref in spec.inputs:
+                data = await content.fetch(spec.requester, job_id, ref.hash, ref.size)
+                inputs[ref.name] = tensor_from_bytes(data)
+        except (
+            NetworkError,
+            scheduler.SchedulerError,
+            protocol.ProtocolError,
+            JobSubmitError,
+        ) as exc:
+            return _failed("crashed", f"could not fetch the job's data: {exc}")
+        # The runner's own limits for every job, so that a warm worker (kept per owner,
+        # model and limits) serves the next job of the same owner; a run past the award's
+        # deadline is aborted by the Provider machine (AbortJob), its worker killed at the
+        # limit.
+        job = JobRequest(
+            runtime=spec.runtime,
+            model=model,
+            inputs=inputs,
+            owner=spec.requester,
+            threads=spec.threads,
+            graph_opt_level=spec.graph_opt_level,
+            execution_provider=spec.requirements.execution_provider,
+            model_hash=spec.model_hash,
+        )
+        fetched = trio.current_time()
+        try:
+            outcome = await trio.to_thread.run_sync(self._runner.run, job, abandon_on_cancel=True)
+        except Exception as exc:  # the runner refused the job as a whole
+            return _failed("rejected", str(exc))
+        log.info(
+            "job %s: %s in %.0f ms (%s worker, data fetched in %.0f ms)",
+            job_id.hex()[:12],
+            outcome.kind,
+            (trio.current_time() - fetched) * 1000,
+            "warm" if outcome.warm else "cold",
+            (fetched - started) * 1000,
+        )
+        if not outcome.ok:
+            return {
+                "outcome": outcome.kind,
+                "output": None,
+                "usage": outcome.usage,
+                "message": outcome.message,
+            }
+        output = scheduler.Output(
+            outputs_bytes(outcome.outputs), outcome.commitment, outcome.determinism_class
+        )
+        return {"outcome": "ok", "output": output, "usage": outcome.usage, "message": ""}
+
+
+def _failed(kind: str, message: str) -> dict[str, Any]:
+    return {"outcome": kind, "output": None, "usage": _ZERO_USAGE, "message": message}

@@ -1,0 +1,119 @@
+"""Building a job for submission: the checks on what a user asks for and the signed
+JobSpec's fields. Pure: no I/O, no clock (the node passes the time and the ledger height).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+import protocol
+from protocol import InputRef, JobSpec, Requirements, VerificationPolicy, job_class
+
+from ._codec import Array, tensor_bytes
+from ._errors import JobSubmitError
+from .content import MAX_CONTENT_BYTES
+
+#: A requester's claim window and settle margin (network parameters; specs/marketplace.md).
+CLAIM_WINDOW_BLOCKS = 10
+SETTLE_MARGIN_BLOCKS = 2
+#: Jobs run on the CPU provider until requirements are asked for (specs/marketplace.md).
+EXECUTION_PROVIDER = "CPUExecutionProvider"
+
+
+def check_request(
+    model: bytes,
+    inputs: Mapping[str, Array],
+    *,
+    runtime: str,
+    redundancy: int,
+    max_retries: int,
+    max_price: int,
+) -> list[tuple[str, bytes]]:
+    """Refuse what cannot make a job (JobSubmitError with what to change); returns the
+    inputs' canonical bytes by name, in name order."""
+    if runtime not in protocol.RUNTIMES:
+        raise JobSubmitError(f"unknown runtime {runtime!r}; use one of {protocol.RUNTIMES}")
+    if not model:
+        raise JobSubmitError("the model is empty")
+    if not 1 <= redundancy <= 16:
+        raise JobSubmitError("redundancy must be between 1 and 16")
+    if not 0 <= max_retries <= 16:
+        raise JobSubmitError("max_retries must be between 0 and 16")
+    if not inputs:
+        raise JobSubmitError("a job needs at least one input tensor")
+    if len(model) > MAX_CONTENT_BYTES:
+        raise JobSubmitError(f"the model is over {MAX_CONTENT_BYTES} bytes")
+    if max_price < 0:
+        raise JobSubmitError("max_price must not be negative")
+    blobs: list[tuple[str, bytes]] = []
+    for name, array in sorted(inputs.items()):
+        data = tensor_bytes(np.asarray(array))
+        if len(data) > MAX_CONTENT_BYTES:
+            raise JobSubmitError(f"input {name!r} is over {MAX_CONTENT_BYTES} bytes")
+        blobs.append((name, data))
+    return blobs
+
+
+def escrow_expiry(
+    *, height: int, now_ms: int, deadline_ms: int, block_interval_ms: int, slack_blocks: int
+) -> int:
+    """The escrow's expiry height: past the deadline, the claim window and the settle
+    margin, with some slack for blocks that come late."""
+    blocks_to_deadline = math.ceil((deadline_ms - now_ms) / block_interval_ms)
+    return height + blocks_to_deadline + CLAIM_WINDOW_BLOCKS + SETTLE_MARGIN_BLOCKS + slack_blocks
+
+
+def build_spec(
+    *,
+    requester: bytes,
+    nonce: bytes,
+    runtime: str,
+    model: bytes,
+    inputs: Sequence[tuple[str, bytes]],
+    max_price: int,
+    redundancy: int,
+    max_retries: int,
+    min_memory_mb: int,
+    created_ms: int,
+    bid_window_ms: int,
+    deadline_ms: int,
+    escrow_expiry_height: int,
+) -> JobSpec:
+    """The JobSpec for a checked request (``inputs``: canonical tensor bytes by name)."""
+    probe = Requirements(
+        device="cpu",
+        execution_provider=EXECUTION_PROVIDER,
+        min_memory_mb=min_memory_mb,
+        capability_class="onnx.cpu.m1",
+    )
+    return JobSpec(
+        requester=requester,
+        nonce=nonce,
+        runtime=runtime,
+        model_hash=protocol.content_hash(model),
+        model_size=len(model),
+        inputs=tuple(
+            InputRef(name=n, hash=protocol.content_hash(d), size=len(d)) for n, d in inputs
+        ),
+        requirements=Requirements(
+            device="cpu",
+            execution_provider=EXECUTION_PROVIDER,
+            min_memory_mb=min_memory_mb,
+            capability_class=job_class(runtime, probe),
+        ),
+        graph_opt_level="extended",
+        threads=1,
+        max_price=max_price,
+        redundancy=redundancy,
+        max_retries=max_retries,
+        verification=VerificationPolicy(
+            mode="exact", rtol_e9=1000, atol_e9=1000, spot_check_permille=0
+        ),
+        created_ms=created_ms,
+        bid_window_ms=bid_window_ms,
+        deadline_ms=deadline_ms,
+        escrow_expiry_height=escrow_expiry_height,
+    )

@@ -1,0 +1,11 @@
+"""The daemon's side of the ledger: the service that keeps a replica (and, on a
+coordinator, the block producer) on the network, the node's own transaction queue, and
+the store's thread. The rules themselves are the pure :mod:`ledger` package."""
+
+from ._service import DROPPED_PROTOCOL as DROPPED_PROTOCOL
+from ._service import LedgerService as LedgerService
+from ._service import blocks_topic as blocks_topic
+from ._service import ledger_db_path as ledger_db_path
+from ._store_thread import StoreThread as StoreThread
+from ._txqueue import TxQueue as TxQueue
+from ._txqueue import TxRequest as TxRequest

@@ -1,0 +1,199 @@
+"""Signing and submitting this node's ledger transactions, in sequence order, pipelined.
+
+Every transaction of an account carries the next sequence number, taken in the order the
+requests were put (so a settle always follows its lock on the ledger). The coordinator's
+mempool holds up to 64 ahead of the account's next sequence, so up to ``window``
+submissions are in flight at once: one round trip per transaction, one after the other,
+limited a busy requester to a few dozen a second and made escrow locks wait.
+
+A transaction the coordinator refuses at once is reported to its ``on_reject``; its
+sequence number would leave a gap that holds back the ones sent after it, so a filler (a
+transfer of 1 to ourselves) is submitted with that number. One admitted but dropped when
+the block was made (an overdraft: balances are checked then) leaves a gap too. The
+coordinator reports the drop (``dropped``, from the ledger service): it goes to the
+request's ``on_reject`` and the gap is filled the same way, while the transactions after
+it wait in the mempool. Should the report never arrive, the gap is found once the chain
+passes the dropped transaction's expiry: the local sequence number is then reset from the
+ledger (the transactions after the gap are lost with it, and the machines' own timeouts
+take over).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nacl.signing
+import trio
+
+import ledger
+from protocol import Signed, Transaction
+
+log = logging.getLogger(__name__)
+
+#: A submitted transaction is valid this many blocks.
+TX_LIFETIME_BLOCKS = 30
+#: Submissions in flight at once (the mempool holds 64 ahead of an account's sequence).
+WINDOW = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """A transaction to make: what it does (``payload``). The queue signs it with the
+    node's key, its next sequence number and an expiry height."""
+
+    payload: ledger.Payload
+    #: Told why, when the transaction is refused or dropped.
+    on_reject: Callable[[str], None] | None = None
+    #: The transaction is never valid past this height (a lock: the escrow's own expiry).
+    expiry_cap: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return ledger.KIND_OF[type(self.payload)]
+
+    def sign(
+        self, key: nacl.signing.SigningKey, chain_id: str, seq: int, expiry: int
+    ) -> Signed[Transaction]:
+        if self.expiry_cap is not None:
+            expiry = min(expiry, self.expiry_cap)
+        return ledger.tx.make(key, chain_id, seq, self.payload, expiry_height=expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A submitted transaction not yet in a block (``request`` None: a gap filler)."""
+
+    expiry: int
+    tx_id: bytes
+    request: TxRequest | None
+
+
+class TxQueue:
+    """The node's transaction pipeline."""
+
+    def __init__(
+        self,
+        key: nacl.signing.SigningKey,
+        state: Callable[[], ledger.State],
+        submit: Callable[[bytes], Awaitable[bytes]],
+        *,
+        chain_id: str,
+        window: int = WINDOW,
+    ) -> None:
+        self.me = bytes(key.verify_key)
+        self._key = key
+        self._chain_id = chain_id
+        self._window = trio.Semaphore(max(1, window))
+        self._state = state
+        self._submit = submit
+        self._send, self._receive = trio.open_memory_channel[TxRequest](10_000)
+        self._next_seq: int | None = None
+        self._pending: dict[int, _Pending] = {}  # by sequence number
+        self._nursery: trio.Nursery | None = None
+        self.submitted = 0
+        self.rejected = 0
+        self.dropped_reports = 0
+        self.lost = 0
+
+    def put(self, request: TxRequest) -> None:
+        try:
+            self._send.send_nowait(request)
+        except trio.WouldBlock:
+            log.error("transaction queue full; dropping a %s", request.kind)
+            self.rejected += 1
+
+    def on_block(self) -> None:
+        """Forget applied transactions; reset the sequence after a gap expired."""
+        state = self._state()
+        applied = state.next_seq(self.me)
+        self._pending = {s: p for s, p in self._pending.items() if s >= applied}
+        if any(p.expiry < state.height for p in self._pending.values()):
+            self.lost += len(self._pending)
+            log.warning("%d transactions were dropped by the ledger; resyncing", len(self._pending))
+            self._pending.clear()
+            self._next_seq = applied
+
+    def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
+        """The coordinator dropped our transaction ``seq`` from its mempool: report it to
+        its request and fill the gap, so that the ones after it are not held back."""
+        pending = self._pending.get(seq)
+        if pending is None or pending.tx_id != tx_id:
+            return  # not ours to act on (stale, or already replaced)
+        del self._pending[seq]
+        self.dropped_reports += 1
+        if pending.request is None:
+            log.warning("gap filler %d dropped too (%s); waiting for its expiry", seq, reason)
+            return
+        self._rejected(pending.request, f"dropped from the block: {reason}")
+        if self._needs_filler(seq) and self._nursery is not None:
+            self._nursery.start_soon(self._fill, seq)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery, self._receive:
+            self._nursery = nursery
+            async for request in self._receive:
+                await self._window.acquire()
+                seq, expiry = self._take_seq()
+                nursery.start_soon(self._one, request, seq, expiry)
+
+    def _take_seq(self) -> tuple[int, int]:
+        state = self._state()
+        seq = max(self._next_seq or 0, state.next_seq(self.me))
+        self._next_seq = seq + 1
+        return seq, state.height + TX_LIFETIME_BLOCKS
+
+    async def _one(self, request: TxRequest, seq: int, expiry: int) -> None:
+        try:
+            for attempt in range(2):
+                signed = request.sign(self._key, self._chain_id, seq, expiry)
+                try:
+                    await self._submit(signed.raw)
+                except ledger.SequenceError as exc:
+                    if attempt == 0 and seq < self._state().next_seq(self.me):
+                        seq, expiry = self._take_seq()  # ours is stale (taken by the chain)
+                        continue
+                    await self._refused(request, str(exc), seq, expiry)
+                    return
+                except Exception as exc:  # refused, or no coordinator reachable
+                    await self._refused(request, str(exc), seq, expiry)
+                    return
+                self.submitted += 1
+                self._pending[seq] = _Pending(expiry, signed.id, request)
+                return
+        finally:
+            self._window.release()
+
+    async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
+        """Report the refusal; fill the sequence number it leaves unused."""
+        self._rejected(request, reason)
+        if self._needs_filler(seq):
+            await self._fill(seq)
+
+    def _needs_filler(self, seq: int) -> bool:
+        """Whether the unused ``seq`` would hold back later ones: when none was taken after
+        it, it is simply taken again (False); else a filler must use it (True)."""
+        if self._next_seq is None or seq + 1 >= self._next_seq:
+            self._next_seq = seq
+            return False
+        return True
+
+    async def _fill(self, seq: int) -> None:
+        """Submit a transfer of 1 to ourselves with sequence number ``seq``."""
+        expiry = self._state().height + TX_LIFETIME_BLOCKS
+        try:
+            filler = ledger.tx.transfer(
+                self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
+            )
+            await self._submit(filler.raw)
+        except Exception as exc:
+            log.warning("could not fill sequence gap %d: %s", seq, exc)
+            return
+        self._pending[seq] = _Pending(expiry, filler.id, None)
+
+    def _rejected(self, request: TxRequest, reason: str) -> None:
+        self.rejected += 1
+        log.warning("transaction %s refused: %s", request.kind, reason)
+        if request.on_reject is not None:
+            request.on_reject(reason)

@@ -1,0 +1,67 @@
+"""How a libp2p node is set up: where it listens, whom it bootstraps from, its limits and
+GossipSub's parameters (specs/network.md)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._interface import Reachability
+
+
+def wall_ms() -> int:
+    """The wall clock in ms: what records expire by on a real network."""
+    return math.floor(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """GossipSub parameters for this workload (specs/network.md, "Choices of this
+    implementation")."""
+
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    heartbeat_interval: int = 1
+    heartbeat_initial_delay: float = 0.1
+    #: py-libp2p drops messages above this rate per peer and topic (its default is 10).
+    max_messages_per_topic_per_second: float = 200.0
+    time_to_live: int = 60
+    gossip_window: int = 3
+    gossip_history: int = 5
+    seen_ttl: int = 120
+    max_inbound_rpc_bytes: int = 1 << 20
+    max_pending_messages_per_peer: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Libp2pConfig:
+    """How a libp2p node listens, whom it bootstraps from, and its limits."""
+
+    chain_id: str
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    #: Coordinator addresses (``.../p2p/<peer id>``) to connect to at start.
+    bootstrap: tuple[str, ...] = ()
+    #: Act as a circuit relay v2 (hop) for other nodes: coordinators do.
+    relay_service: bool = False
+    #: What the node was told about itself. ``PRIVATE``: take a relay reservation.
+    reachability: Reachability = Reachability.UNKNOWN
+    #: Relays to reserve at when private; ``None`` means the bootstrap peers.
+    relays: tuple[str, ...] | None = None
+    enable_mdns: bool = False
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    dial_timeout: float = 5.0
+    #: A started frame must be complete within this; a stalled stream is reset.
+    frame_timeout: float = 10.0
+    #: An inbound request stream idle this long is closed.
+    stream_idle_timeout: float = 60.0
+    max_inbound_streams: int = 256
+    #: Re-announce the record and provider records this often.
+    republish_interval: float = 600.0
+    #: Retry bootstrap this often while no peer is connected.
+    bootstrap_retry_interval: float = 30.0
+    libp2p_log_level: int = logging.WARNING
+    now_ms: Callable[[], int] = wall_ms

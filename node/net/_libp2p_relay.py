@@ -1,0 +1,131 @@
+"""Circuit relay v2 (specs/network.md, "Relay and reachability").
+
+Every node can accept relayed connections (the stop protocol) and dial through a relay; a
+coordinator also relays for others (the hop protocol). A node told it is ``PRIVATE``
+takes a reservation at each of its relays, keeps it refreshed, and advertises the relayed
+address ``<relay>/p2p-circuit/p2p/<us>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Set
+from typing import Any
+
+import trio
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeer
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+import protocol
+
+from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
+from ._interface import PeerKey
+from ._libp2p_config import Libp2pConfig
+from ._libp2p_transport import info_of, key_of
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[Any], Awaitable[None]]
+Dial = Callable[[PeerInfo, bool], Awaitable[None]]
+"""Connect to a peer: its info, and whether the address is a relay (p2p-circuit) one."""
+
+
+class Relay:
+    """The relay protocol on ``host`` of the node ``local_peer``, its stream handlers
+    wrapped by ``guard``. Relays are reached with ``dial`` unless in ``connected``."""
+
+    def __init__(
+        self,
+        host: Any,
+        config: Libp2pConfig,
+        local_peer: PeerKey,
+        connected: Set[PeerKey],
+        dial: Dial,
+        guard: Callable[[StreamHandler], StreamHandler],
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._peer = local_peer
+        self._connected = connected
+        self._dial = dial
+        limits = RelayLimits(
+            duration=3600,
+            data=1 << 30,
+            max_circuit_conns=64,
+            max_reservations=128,
+        )
+        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=config.relay_service)
+        roles = RelayRole.STOP | RelayRole.CLIENT
+        if config.relay_service:
+            roles |= RelayRole.HOP
+        self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles))
+        host.set_stream_handler(STOP_PROTOCOL_ID, guard(self.protocol._handle_stop_stream))
+        if config.relay_service:
+            host.set_stream_handler(HOP_PROTOCOL_ID, guard(self.protocol._handle_hop_stream))
+        #: Our relayed addresses, one per reservation taken.
+        self.addresses: list[str] = []
+
+    async def reserve_all(self, nursery: trio.Nursery) -> None:
+        """Reserve at each relay (the bootstrap peers unless ``relays`` is set) and keep
+        each reservation refreshed in ``nursery``. A relay that refuses is logged."""
+        relays = self._config.relays
+        if relays is None:
+            relays = self._config.bootstrap
+        for address in relays:
+            try:
+                expire = await self._reserve(address)
+            except NetworkError as exc:
+                log.warning("relay reservation at %s failed: %s", address, exc)
+                continue
+            own = protocol.peer_id(self._peer)
+            self.addresses.append(f"{address}/p2p-circuit/p2p/{own}")
+            nursery.start_soon(self._keep_reservation, address, expire)
+
+    async def _reserve(self, address: str) -> float:
+        """Take a reservation at the relay; returns its expiry (Unix seconds)."""
+        info, _ = info_of(address)
+        with trio.move_on_after(self._config.dial_timeout * 2):
+            if key_of(info.peer_id) not in self._connected:
+                await self._dial(info, False)
+            try:
+                stream = await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
+            except Exception as exc:
+                raise PeerUnreachable(f"relay {address} does not relay: {exc}") from None
+            try:
+                request = HopMessage(
+                    type=HopMessage.RESERVE,
+                    peer=CircuitPeer(id=self._host.get_id().to_bytes()),
+                )
+                await write_delimited_msg(stream, request)
+                response = await read_delimited_msg(stream, HopMessage)
+            except Exception as exc:
+                raise PeerUnreachable(f"relay {address} reservation failed: {exc}") from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+            if response.type != HopMessage.STATUS or (
+                response.HasField("status") and response.status != 100  # OK
+            ):
+                raise RemoteError(f"relay {address} refused the reservation")
+            if response.HasField("reservation") and response.reservation.expire:
+                return float(response.reservation.expire)
+            return time.time() + 3600
+        raise NetworkTimeout(f"relay {address} did not answer the reservation")
+
+    async def _keep_reservation(self, address: str, expire: float) -> None:
+        while True:
+            await trio.sleep(max(10.0, (expire - time.time()) * 0.75))
+            try:
+                expire = await self._reserve(address)
+            except NetworkError as exc:
+                log.warning("relay reservation refresh at %s failed: %s", address, exc)
+                expire = time.time() + 40

@@ -1,0 +1,257 @@
+"""Requests and responses over libp2p streams (specs/network.md, "Request/response").
+
+Inbound: each protocol with a handler gets a stream handler that reads request frames and
+writes response frames until the stream ends, idles or misbehaves; a bad frame resets the
+stream and is counted, and nothing a peer sends raises into the host (:func:`guard` gives
+libp2p's own handlers, the relay's, the same protection). At most ``max_inbound_streams``
+are served at once.
+
+Outbound: a request takes an idle stream to the peer for that protocol from a small pool,
+or opens one; a pooled stream the peer had closed gets one fresh retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+import protocol
+
+from ._errors import (
+    MessageTooLarge,
+    NetworkTimeout,
+    PeerUnreachable,
+    ProtocolNotSupported,
+    RemoteError,
+)
+from ._framing import (
+    STATUS_OK,
+    STATUS_TOO_LARGE,
+    EndOfStream,
+    FrameReader,
+    MalformedFrame,
+    request_frame,
+    response_frame,
+)
+from ._interface import NetworkCounters, PeerKey
+from ._libp2p_config import Libp2pConfig
+from ._libp2p_transport import key_of, peer_id_of
+from ._limits import MAX_FRAME_BYTES
+from ._serving import HandlerEntry, answer, error_for
+
+log = logging.getLogger(__name__)
+
+_POOL_PER_KEY = 8
+
+
+async def reset(stream: Any) -> None:
+    """Reset a stream, bounded and shielded: also on the way out of a cancelled task."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def guard(
+    handler: Callable[[Any], Awaitable[None]], counters: NetworkCounters
+) -> Callable[[Any], Awaitable[None]]:
+    """Wrap a libp2p stream handler so that nothing escapes into the host."""
+
+    async def guarded(stream: Any) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            counters.requests_rejected += 1
+            log.debug("stream handler %s failed: %r", handler.__name__, exc)
+            await reset(stream)
+
+    return guarded
+
+
+@dataclass(slots=True)
+class _Pooled:
+    stream: Any
+    reader: FrameReader
+
+
+class RequestStreams:
+    """Serves ``handlers`` on ``host`` and sends requests to peers, reached through
+    ``connect`` (which dials the peer if it is not connected)."""
+
+    def __init__(
+        self,
+        host: Any,
+        config: Libp2pConfig,
+        counters: NetworkCounters,
+        handlers: Mapping[str, HandlerEntry],
+        connect: Callable[[PeerKey], Awaitable[None]],
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._counters = counters
+        self._handlers = handlers
+        self._connect = connect
+        self._pool: dict[tuple[PeerKey, str], list[_Pooled]] = {}
+        self._inbound = trio.CapacityLimiter(config.max_inbound_streams)
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Streams left over are reset in ``nursery`` from now on."""
+        self._nursery = nursery
+
+    def close(self) -> None:
+        """Pool no more streams: the network is closing."""
+        self._closed = True
+
+    def forget_peer(self, peer: PeerKey) -> None:
+        """Drop the pooled streams to a peer whose connection closed."""
+        for pk in [k for k in self._pool if k[0] == peer]:
+            del self._pool[pk]
+
+    # --- inbound -------------------------------------------------------------------------
+
+    def serve(self, protocol_id: str) -> None:
+        """Accept streams for ``protocol_id`` (its handler is looked up per request)."""
+
+        async def stream_handler(stream: Any) -> None:
+            await self._serve_stream(protocol_id, stream)
+
+        self._host.set_stream_handler(protocol_id, stream_handler)
+
+    def stop_serving(self, protocol_id: str) -> None:
+        with contextlib.suppress(Exception):
+            self._host.get_mux().remove_handler(protocol_id)
+
+    async def _serve_stream(self, protocol_id: str, stream: Any) -> None:
+        """Serve request frames on one inbound stream until it ends, idles or misbehaves.
+        Never raises: this runs inside the host."""
+        try:
+            self._inbound.acquire_nowait()
+        except trio.WouldBlock:
+            self._counters.requests_rejected += 1
+            await reset(stream)
+            return
+        try:
+            sender = key_of(stream.muxed_conn.peer_id)
+            if sender is None:
+                await reset(stream)
+                return
+            reader = FrameReader(stream.read)
+            config = self._config
+            while True:
+                with trio.move_on_after(config.stream_idle_timeout):
+                    try:
+                        await reader.wait_data()
+                    except EndOfStream:
+                        with contextlib.suppress(Exception):
+                            await stream.close()
+                        return
+                    entry = self._handlers.get(protocol_id)
+                    limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
+                    try:
+                        with trio.fail_after(config.frame_timeout):
+                            data = await reader.read_request(limit)
+                    except MessageTooLarge as exc:
+                        self._counters.requests_rejected += 1
+                        with (
+                            trio.move_on_after(config.frame_timeout),
+                            contextlib.suppress(Exception),
+                        ):
+                            await stream.write(
+                                response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024])
+                            )
+                        await reset(stream)
+                        return
+                    except (MalformedFrame, trio.TooSlowError) as exc:
+                        self._counters.requests_rejected += 1
+                        log.debug("bad request frame on %s: %r", protocol_id, exc)
+                        await reset(stream)
+                        return
+                    status, body = await answer(
+                        entry, sender, protocol_id, data, self._counters, log
+                    )
+                    with trio.fail_after(config.frame_timeout):
+                        await stream.write(response_frame(status, body))
+                    continue
+                await reset(stream)  # idle
+                return
+        except Exception as exc:
+            log.debug("request stream on %s ended: %r", protocol_id, exc)
+            await reset(stream)
+        finally:
+            self._inbound.release()
+
+    # --- outbound ------------------------------------------------------------------------
+
+    async def request(
+        self, peer: PeerKey, protocol_id: str, data: bytes, timeout: float, max_response: int
+    ) -> bytes:
+        """One request frame to another peer and its response (checked by the caller)."""
+        frame = request_frame(bytes(data))
+        with trio.move_on_after(timeout):
+            for attempt in range(2):
+                item, reused = await self._checkout(peer, protocol_id)
+                try:
+                    await item.stream.write(frame)
+                    status, body = await item.reader.read_response(max_response)
+                except (MalformedFrame, MessageTooLarge) as exc:
+                    await reset(item.stream)
+                    if isinstance(exc, MessageTooLarge):
+                        raise
+                    raise RemoteError(f"malformed response on {protocol_id}: {exc}") from None
+                except trio.Cancelled:
+                    await reset(item.stream)
+                    raise
+                except Exception as exc:
+                    await reset(item.stream)
+                    if reused and attempt == 0:
+                        continue  # a pooled stream the peer had closed: one fresh try
+                    raise PeerUnreachable(
+                        f"stream to {protocol.peer_id(peer)} broke: {exc!r}"
+                    ) from None
+                if status == STATUS_OK:
+                    self._checkin(peer, protocol_id, item)
+                    return body
+                if status == STATUS_TOO_LARGE:
+                    await reset(item.stream)
+                else:
+                    self._checkin(peer, protocol_id, item)
+                raise error_for(status, body)
+        raise NetworkTimeout(
+            f"no answer from {protocol.peer_id(peer)} on {protocol_id} within {timeout:g} s"
+        )
+
+    async def _checkout(self, peer: PeerKey, protocol_id: str) -> tuple[_Pooled, bool]:
+        pool = self._pool.get((peer, protocol_id))
+        while pool:
+            item = pool.pop()
+            if item.reader.buffered == 0:
+                return item, True
+            await reset(item.stream)
+        await self._connect(peer)
+        try:
+            stream = await self._host.new_stream(peer_id_of(peer), [protocol_id])
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            text = f"{type(cause).__name__}: {cause}"
+            if "protocol" in text.lower() and "not" in text.lower():
+                raise ProtocolNotSupported(
+                    f"peer {protocol.peer_id(peer)} does not serve {protocol_id}"
+                ) from None
+            raise PeerUnreachable(
+                f"cannot open a stream to {protocol.peer_id(peer)}: {text}"
+            ) from None
+        return _Pooled(stream, FrameReader(stream.read)), False
+
+    def _checkin(self, peer: PeerKey, protocol_id: str, item: _Pooled) -> None:
+        pool = self._pool.setdefault((peer, protocol_id), [])
+        if len(pool) < _POOL_PER_KEY and not self._closed:
+            pool.append(item)
+        elif self._nursery is not None:
+            self._nursery.start_soon(reset, item.stream)

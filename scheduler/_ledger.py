@@ -1,0 +1,27 @@
+"""What the machines read of the ledger: a job's escrow, as the latest block left it.
+
+The machines do not depend on the ledger package; a driver passes a lookup whose escrows
+have this shape (``ledger.Escrow`` has it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class EscrowView(Protocol):
+    """A job's escrow on the ledger."""
+
+    @property
+    def is_open(self) -> bool:
+        """Neither settled nor refunded yet."""
+        ...
+
+    def paid_to(self, provider: bytes) -> int:
+        """What the escrow has paid ``provider`` so far."""
+        ...
+
+
+EscrowLookup = Callable[[bytes], EscrowView | None]
+"""The escrow locked for a job id, or ``None`` if there is none (yet)."""

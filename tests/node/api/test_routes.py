@@ -1,0 +1,98 @@
+"""The local HTTP API and the Python client against a node of an in-process cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import trio
+
+import protocol
+from node.api import ApiError, Client, make_router, serve_http
+from node.daemon import CONTENT_PROTOCOL, MARKET_PROTOCOL, REPORT_PROTOCOL
+from node.net import RemoteError
+from sandbox import tiny_model_path
+
+from ..daemon._cluster import cluster, tiny_inputs
+
+
+async def test_submit_wait_result_and_errors_over_http() -> None:
+    model = tiny_model_path()
+    inputs = tiny_inputs()
+    with trio.fail_after(40):
+        async with cluster(2) as cl, trio.open_nursery() as nursery:
+            port = await nursery.start(serve_http, make_router(cl.requester), "127.0.0.1", 0)
+            cport = await nursery.start(serve_http, make_router(cl.coordinator), "127.0.0.1", 0)
+            url, curl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{cport}"
+
+            def workspace() -> tuple[str, dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+                with Client(url) as c:
+                    job_id = c.submit(model, inputs, redundancy=1)
+                    status = c.wait(job_id, timeout_s=30, until="closed")
+                    return job_id, status, c.result(job_id)
+
+            job_id, status, outputs = await trio.to_thread.run_sync(workspace)
+            assert status["status"] == "verified" and status["closed"]
+            assert set(outputs) == set(status["output_names"])
+
+            def errors() -> list[int]:
+                codes = []
+                with httpx.Client(base_url=url, timeout=10) as h:
+                    codes.append(h.get("/api/jobs/" + "00" * 32).status_code)
+                    codes.append(h.get("/api/jobs/nothex").status_code)
+                    codes.append(h.post("/api/jobs", content=b"{not json").status_code)
+                    codes.append(
+                        h.post("/api/jobs", json={"model": "!!", "inputs": {}}).status_code
+                    )
+                    body = {"model": "AAAA", "inputs": {"x": "bm90IG5weQ=="}}
+                    codes.append(h.post("/api/jobs", json=body).status_code)
+                    codes.append(h.post("/api/faucet", json={"account": "x"}).status_code)
+                    me = protocol.peer_id(cl.requester.me)
+                    codes.append(h.post("/api/faucet", json={"account": me}).status_code)
+                    codes.append(h.get("/api/provider/why").status_code)
+                    metrics = h.get("/metrics").text
+                    assert "aimx_jobs_submitted_total 1.0" in metrics
+                with Client(url) as c, pytest.raises(ApiError):
+                    c.result("00" * 32)
+                with Client(curl) as c:
+                    minted = c.faucet(protocol.peer_id(cl.requester.me), 5)
+                    assert minted["amount"] == 5
+                    with pytest.raises(ApiError):
+                        c.faucet(protocol.peer_id(cl.requester.me), -1)
+                return codes
+
+            codes = await trio.to_thread.run_sync(errors)
+            assert codes == [404, 404, 400, 400, 400, 400, 409, 409]
+            assert job_id in [r.job_id.hex() for r in cl.requester.jobs.values()]
+            nursery.cancel_scope.cancel()
+
+
+async def test_bad_peer_messages_are_counted_and_never_crash_the_node() -> None:
+    with trio.fail_after(40):
+        async with cluster(1) as cl:
+            provider = cl.contributors[0]
+            net = cl.requester.net
+            garbage = [b"", b"\xc1", protocol.pack([b"x", b""]), protocol.pack([1, 2, 3])]
+            for data in garbage:
+                with pytest.raises(RemoteError):
+                    await net.request(provider.me, MARKET_PROTOCOL, data)
+            with pytest.raises(RemoteError):  # content of a job we were never awarded
+                await net.request(
+                    cl.requester.me, CONTENT_PROTOCOL, protocol.pack([b"j" * 32, b"h" * 32])
+                )
+            with pytest.raises(RemoteError):
+                await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, b"\x00")
+            with pytest.raises(RemoteError):  # evidence that is not a signed Result
+                await net.request(
+                    cl.coordinator.me, REPORT_PROTOCOL, protocol.pack([b"o" * 32, "x", [b"zz"]])
+                )
+            assert sum(provider.bad_messages.values()) >= len(garbage)
+            assert sum(cl.coordinator.bad_messages.values()) >= 1
+            # still working
+            job_id = await cl.requester.submit_job(tiny_model_path().read_bytes(), tiny_inputs())
+            record = cl.requester.jobs[job_id]
+            while record.done is None:
+                await record.changed.wait()
+            assert record.done.status == "verified"
