@@ -34,7 +34,7 @@ def _own_paths() -> dict[str, Path]:
                     out["unified"] = base / rel
                     break
         for c in controllers.split(","):
-            if c in ("memory", "pids"):
+            if c in ("memory", "pids", "cpuacct"):
                 out[c] = _ROOT / c / rel
     return out
 
@@ -51,11 +51,13 @@ def _writable(d: Path) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class CgroupSupport:
-    """Where job cgroups can be made: v1 controller dirs, or one v2 dir."""
+    """Where job cgroups can be made: v1 controller dirs, or one v2 dir. On v1 the
+    ``cpuacct`` controller is optional: it measures a job's CPU time (v2 always does)."""
 
     memory: Path | None
     pids: Path | None
     unified: Path | None
+    cpuacct: Path | None = None
 
     @property
     def available(self) -> bool:
@@ -79,7 +81,9 @@ def probe() -> CgroupSupport:
     mem, pids = paths.get("memory"), paths.get("pids")
     mem = mem if mem is not None and mem.is_dir() and _writable(mem) else None
     pids = pids if pids is not None and pids.is_dir() and _writable(pids) else None
-    return CgroupSupport(mem, pids, None)
+    acct = paths.get("cpuacct")
+    acct = acct if acct is not None and acct.is_dir() and _writable(acct) else None
+    return CgroupSupport(mem, pids, None, acct)
 
 
 _NAME = re.compile(r"aimx-([0-9]+)-[0-9]+")
@@ -97,7 +101,7 @@ def sweep_stale(support: CgroupSupport) -> int:
     anyway: parent-death signal, bubblewrap's --die-with-parent)."""
     removed = 0
     now = time.time()
-    for base in (support.unified, support.memory, support.pids):
+    for base in (support.unified, support.memory, support.cpuacct, support.pids):
         if base is None:
             continue
         try:
@@ -120,12 +124,14 @@ def sweep_stale(support: CgroupSupport) -> int:
 
 
 class JobCgroup:
-    """One worker's cgroup: memory and pids limits, peak memory, OOM detection, kill-all."""
+    """One worker's cgroup: memory and pids limits, peak memory, CPU time, OOM detection,
+    kill-all. On v1 the pids controller's directory is the last of ``_dirs``."""
 
     def __init__(self, support: CgroupSupport, name: str, memory_bytes: int, pids: int) -> None:
         self._dirs: list[Path] = []
         self._count_fd: int | None = None
         self._v2 = support.unified is not None
+        self._cpu_dir: Path | None = None
         if support.unified is not None:
             d = support.unified / name
             d.mkdir()
@@ -137,12 +143,19 @@ class JobCgroup:
             with contextlib.suppress(OSError):
                 (d / "memory.swap.max").write_text("0")
             (d / "pids.max").write_text(str(pids))
+            self._cpu_dir = d
         else:
             assert support.memory is not None and support.pids is not None
             m = support.memory / name
             p = support.pids / name
             m.mkdir()
             self._dirs.append(m)
+            if support.cpuacct is not None:
+                a = support.cpuacct / name
+                with contextlib.suppress(OSError):
+                    a.mkdir()
+                    self._dirs.append(a)
+                    self._cpu_dir = a
             p.mkdir()
             self._dirs.append(p)
             (m / "memory.limit_in_bytes").write_text(str(memory_bytes))
@@ -224,6 +237,23 @@ class JobCgroup:
             return int((d / "memory.failcnt").read_text()) > 0
         except (OSError, ValueError):
             return False
+
+    def cpu_ns(self) -> int | None:
+        """CPU time used by every process that was ever in the group (nanoseconds), from
+        the kernel's accounting; None where it is not measured. Unlike a parent's rusage
+        it counts processes that were killed or never reaped by their parent."""
+        if self._cpu_dir is None:
+            return None
+        try:
+            if self._v2:
+                for line in (self._cpu_dir / "cpu.stat").read_text().splitlines():
+                    name, _, value = line.partition(" ")
+                    if name == "usage_usec":
+                        return int(value) * 1000
+                return None
+            return int((self._cpu_dir / "cpuacct.usage").read_text())
+        except (OSError, ValueError):
+            return None
 
     def peak_bytes(self) -> int:
         d = self._dirs[0]

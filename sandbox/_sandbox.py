@@ -171,6 +171,8 @@ class _Worker:
         self.loaded = False
         self.status: int | None = None
         self.rusage: Any = None
+        # The cgroup's CPU time when the current job began (None: not measured).
+        self.cpu_base_ns: int | None = None
         # The lowest task count of its cgroup since the process list showed it alone.
         self.tasks_alone: int | None = None
         self.family: set[int] = set()  # every process seen in the worker's tree or group
@@ -539,6 +541,7 @@ class Sandbox:
         """Load (if needed) and run; the outcome and whether the worker may stay warm."""
         usage = _ZERO
         deadline = time.monotonic() + limits.wall_ms / 1000  # load + run, not start-up
+        worker.cpu_base_ns = worker.cgroup.cpu_ns() if worker.cgroup is not None else None
         if not worker.loaded and job.runtime != "python":
             load = {
                 "op": "load",
@@ -653,6 +656,11 @@ class Sandbox:
         peak_kb = int(ru.ru_maxrss) if ru is not None else 0
         if worker.cgroup is not None:
             peak_kb = max(peak_kb, worker.cgroup.peak_bytes() // 1024)
+            # The kernel's count of the job's CPU time: the rusage above is bubblewrap's
+            # when it runs the worker, and misses a worker killed under it.
+            used_ns = worker.cgroup.cpu_ns()
+            if used_ns is not None and worker.cpu_base_ns is not None:
+                cpu_s = max(0, used_ns - worker.cpu_base_ns) / 1e9
         usage = protocol.Usage(
             cpu_ms=int(cpu_s * 1000),
             wall_ms=int((time.monotonic() - t0) * 1000),

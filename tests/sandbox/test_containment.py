@@ -265,6 +265,25 @@ def test_busy_loop_hits_cpu_limit(box: sandbox.Sandbox) -> None:
     assert outcome.usage.cpu_ms >= 1000
 
 
+def test_a_killed_job_is_metered_by_the_cpu_it_spent(box: sandbox.Sandbox) -> None:
+    # A job that spins until its wall-clock deadline kills it: its CPU time comes from the
+    # kernel's cgroup accounting (the rusage of bubblewrap, which runs the worker, missed
+    # the killed worker's spinning and reported a few milliseconds).
+    if box._cg is None or _cgroup_cpu_unmeasured(box):
+        pytest.skip("no cgroup CPU accounting on this machine")
+    spin = sandbox.Limits(wall_ms=2000, cpu_s=60, memory_mb=1024, processes=64)
+    outcome = run(box, busy_loop, limits=spin)
+    assert outcome.kind == "timeout"
+    # One thread spinning for the whole deadline (load and start-up excluded): at least
+    # half a core of it even on a busy machine, never more than the wall time allows.
+    assert 1000 <= outcome.usage.cpu_ms <= outcome.usage.wall_ms * 1.1 + 100, outcome.usage
+
+
+def _cgroup_cpu_unmeasured(box: sandbox.Sandbox) -> bool:
+    support = box._cg
+    return support is None or (support.unified is None and support.cpuacct is None)
+
+
 def test_sleep_forever_times_out(box: sandbox.Sandbox) -> None:
     short = sandbox.Limits(wall_ms=1000, cpu_s=1, memory_mb=1024, processes=64)
     outcome = run(box, sleep_forever, limits=short)
