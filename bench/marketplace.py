@@ -94,17 +94,16 @@ def run(jobs: int, in_flight: int, contributors: int, keep: Path | None = None) 
             wait_ready(nodes)
             ws = next(n for n in nodes if n.name == "workspace")
             assert ws.info is not None
-            url = ws.info.api_url
             # Warm up: first connections, and each contributor's warm workers (one per
             # concurrent job of this owner). Two rounds of `in_flight` jobs at once.
-            with Client(url) as c:
+            with Client.for_data_dir(ws.data_dir) as c:
                 for _ in range(2):
                     ids = [c.submit(path, inputs, redundancy=1) for _ in range(in_flight)]
                     for job_id in ids:
                         c.wait(job_id, timeout_s=60)
 
             def worker() -> None:
-                with Client(url) as client:
+                with Client.for_data_dir(ws.data_dir) as client:
                     while True:
                         with lock:
                             if next(next_job, None) is None:

@@ -36,6 +36,8 @@ from ._genesis import MAX_SUPPLY as MAX_SUPPLY
 from ._genesis import Allocation as Allocation
 from ._genesis import Genesis as Genesis
 from ._genesis import make_genesis as make_genesis
+from ._mempool import MAX_AHEAD as MAX_AHEAD
+from ._mempool import MAX_EXPIRY_AHEAD as MAX_EXPIRY_AHEAD
 from ._mempool import Mempool as Mempool
 from ._ordering import Producer as Producer
 from ._payloads import KIND_OF as KIND_OF

@@ -18,6 +18,8 @@ Amount = UInt(min=1, max=(1 << 62))
 
 #: Largest signed Award or Receipt accepted as claim evidence.
 MAX_EVIDENCE_ITEM = 4096
+#: Largest signed JobSpec a lock carries.
+MAX_SPEC_BYTES = 16 * 1024
 #: Most payees of one escrow.
 MAX_PAYEES = 64
 #: Reasons a coordinator may slash for.
@@ -47,6 +49,8 @@ class Lock(Record):
     Providers may claim with a receipt from ``claim_height`` on and before
     ``expiry_height``; the owner may refund what is left from ``expiry_height`` on. At most
     ``max_payees`` distinct providers are paid, each at most ``max_per_payee`` in total.
+    ``spec`` is the job's signed :class:`protocol.JobSpec` (its wire bytes): its id must be
+    ``job_id`` and its requester the sender, so a job id can only be locked by its owner.
     """
 
     job_id: Annotated[bytes, Hash]
@@ -55,14 +59,18 @@ class Lock(Record):
     expiry_height: Annotated[int, UInt()]
     max_per_payee: Annotated[int, Amount]
     max_payees: Annotated[int, UInt(min=1, max=MAX_PAYEES)]
+    spec: Annotated[bytes, Bin(max=MAX_SPEC_BYTES)]
 
 
 @dataclass(frozen=True, slots=True)
 class Payout(Record):
-    """One payment out of an escrow."""
+    """One payment out of an escrow: ``amount`` is the price of ``bid``, the provider's own
+    signed :class:`protocol.Bid` for the job (its wire bytes), so nobody is paid, or gains
+    reputation, from a job it never offered to run."""
 
     provider: Annotated[bytes, Key]
     amount: Annotated[int, Amount]
+    bid: Annotated[bytes, Bin(max=MAX_EVIDENCE_ITEM)]
 
 
 @dataclass(frozen=True, slots=True)

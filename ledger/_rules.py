@@ -9,13 +9,17 @@ Rules, in prose (specs/ledger.md is the full text):
   kind takes from the balance, and the kind's own rules hold. A valid transaction charges
   the fee into the fee pool and advances the sender's sequence number; an invalid one
   changes nothing, and a block holding one is rejected whole.
-- Kinds: ``mint`` (coordinators only; supply stays ≤ 2^62), ``transfer``, ``lock`` (a job
-  id is escrowed at most once, ``h < expiry_height``), ``settle`` and
-  ``refund`` (owner only; refund from ``expiry_height`` on), ``claim`` (the awarded
-  provider with the requester's signed Award and Receipt, once, in
-  ``[claim_height, expiry_height)``, at most the awarded price), ``stake``, ``unstake``
-  (returns after ``unbonding_delay`` blocks), ``slash`` (coordinators, signed evidence),
-  ``attest`` (a party of a settled job about another, once per pair).
+- Kinds: ``mint`` (coordinators only; supply stays ≤ 2^62), ``transfer``, ``lock`` (only
+  by the requester of the signed JobSpec it carries, whose id is the job id; a job id is
+  escrowed at most once, ``h < expiry_height``), ``settle`` (owner only; each payout
+  carries the payee's own Bid for the job and pays its price; never pays a provider that
+  claimed; before expiry it pays at least the job's redundancy, claims included) and
+  ``refund`` (owner only; from ``expiry_height`` on), ``claim`` (the awarded provider with
+  the requester's signed Award and Receipt, once, in ``[claim_height, expiry_height)``,
+  at most the awarded price), ``stake``, ``unstake`` (returns after ``unbonding_delay``
+  blocks), ``slash`` (coordinators, with signed Results of one job that show the offender
+  contradicting itself or outvoted by a majority the job's escrow paid; once per job and
+  offender), ``attest`` (a party of a settled job about another, once per pair).
 - A block at height ``h`` must extend the current state (``h = height + 1``,
   ``prev_hash = last block hash``), be signed by a genesis coordinator, hold at most
   ``max_block_txs`` transactions, every one valid in order, and name the state root that
@@ -35,7 +39,7 @@ from typing import Any, assert_never
 import nacl.signing
 
 import protocol
-from protocol import Award, ProtocolError, Receipt, Signed, Transaction
+from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
 
 from ._block import MAX_BLOCK_BYTES, Block
 from ._errors import (
@@ -274,6 +278,14 @@ def _check_transfer(draft: Draft, sender: bytes, p: Transfer, spendable: int) ->
 
 def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
     h = draft.height
+    try:
+        spec = protocol.decode(p.spec, draft.genesis.chain_id, JobSpec)
+    except ProtocolError as exc:
+        raise BadEvidence(f"a lock must carry the job's signed JobSpec: {exc}") from None
+    if spec.id != p.job_id:
+        raise BadEvidence("the lock's JobSpec is not the job it locks (its id differs)")
+    if spec.message.requester != sender:
+        raise NotAuthorized("only the job's requester (the JobSpec's signer) may lock its escrow")
     if draft.escrow(p.job_id) is not None:
         raise EscrowError(f"job {p.job_id.hex()} already has an escrow; a job is locked once")
     if p.expiry_height <= h:
@@ -296,6 +308,7 @@ def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
             expiry_height=p.expiry_height,
             max_per_payee=p.max_per_payee,
             max_payees=p.max_payees,
+            required_payees=min(spec.message.redundancy, p.max_payees),
         )
 
     return commit
@@ -328,9 +341,30 @@ def _pay(draft: Draft, payouts: dict[bytes, int]) -> None:
 
 def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
     e = _owned_open_escrow(draft, sender, p.job_id, "settle")
-    payouts = {x.provider: x.amount for x in p.payouts}
-    if len(payouts) != len(p.payouts):
+    listed = {x.provider: x.amount for x in p.payouts}
+    if len(listed) != len(p.payouts):
         raise EscrowError("settle lists a provider twice; merge its payouts")
+    # A provider that claimed was paid its award price: a settle (from a requester whose
+    # view of the chain lags) never pays it again; that payout stays in the escrow's rest.
+    for x in p.payouts:
+        try:
+            bid = protocol.decode(x.bid, draft.genesis.chain_id, Bid).message
+        except ProtocolError as exc:
+            raise BadEvidence(f"a payout must carry the provider's signed Bid: {exc}") from None
+        if bid.job_id != p.job_id or bid.provider != x.provider:
+            raise BadEvidence("a payout's Bid must be the paid provider's, for this job")
+        if x.amount != bid.price:
+            raise BadEvidence(f"a payout pays its Bid's price {bid.price}, not {x.amount}")
+    payouts = {q: a for q, a in listed.items() if q not in e.claimed}
+    # Fair exchange: before expiry (while an awarded provider's claim is possible) the owner
+    # cannot close the escrow paying fewer providers than the job's redundancy; with fewer
+    # results it waits for expiry and refunds, and each provider holding a receipt claims.
+    covered = len(set(listed) | set(e.claimed))
+    if draft.height < e.expiry_height and covered < e.required_payees:
+        raise EscrowError(
+            f"a settle before the escrow's expiry (height {e.expiry_height}) must pay at "
+            f"least the job's {e.required_payees} replicas, not {covered}; refund at expiry"
+        )
     paid = _check_payouts(e, payouts)
     rest = e.remaining - sum(payouts.values())
 
@@ -434,28 +468,66 @@ def _check_unstake(draft: Draft, sender: bytes, p: Unstake) -> Commit:
     return commit
 
 
-def _check_slash_evidence(chain: str, p: Slash) -> None:
+#: Fewest other providers whose agreeing, paid Results make a verified majority.
+MIN_MAJORITY = 2
+
+
+def _check_slash_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
+    """Check a slash's evidence; returns the job id and its escrow. The evidence is signed
+    Results of one job with an escrow, one at least by the offender, and shows either
+    the offender contradicting itself (``conflicting_results``) or the offender's output
+    outvoted by a majority the job's escrow paid (``failed_verification``). A job's
+    evidence slashes each provider at most once."""
+    chain = draft.genesis.chain_id
     try:
         results = [protocol.decode(ev, chain, protocol.Result).message for ev in p.evidence]
     except ProtocolError as exc:
         raise BadEvidence(f"slash evidence must be signed Results: {exc}") from None
     if not results:
         raise BadEvidence("a slash needs at least one signed Result as evidence")
-    if any(r.provider != p.offender for r in results):
-        raise BadEvidence("every evidence Result must be signed by the offender")
+    jobs = {r.job_id for r in results}
+    if len(jobs) != 1:
+        raise BadEvidence("every evidence Result must be for one job")
+    (job_id,) = jobs
+    mine = [r for r in results if r.provider == p.offender]
+    others = [r for r in results if r.provider != p.offender]
+    if not mine:
+        raise BadEvidence("the evidence must hold a Result signed by the offender")
+    e = draft.escrow(job_id)
+    if e is None:
+        raise BadEvidence("the evidence's job has no escrow on the ledger")
     if p.reason == "conflicting_results":
-        if len(results) != 2:
-            raise BadEvidence("conflicting_results needs exactly two Results")
+        if len(results) != 2 or others:
+            raise BadEvidence("conflicting_results needs exactly two Results of the offender")
         a, b = results
-        if (a.job_id, a.replica) != (b.job_id, b.replica) or a.output_hash == b.output_hash:
+        if a.replica != b.replica or a.output_hash == b.output_hash:
             raise BadEvidence(
                 "conflicting_results needs two Results for one job replica with different outputs"
             )
+    else:
+        majority = {r.output_commitment for r in others}
+        providers = {r.provider for r in others}
+        if len(providers) < MIN_MAJORITY or len(majority) != 1:
+            raise BadEvidence(
+                f"failed_verification needs the agreeing Results of at least {MIN_MAJORITY} "
+                "other providers of the job"
+            )
+        if any(r.output_commitment in majority for r in mine):
+            raise BadEvidence("the offender's Result agrees with the majority")
+        if e.is_open:
+            raise BadEvidence("the job's escrow is still open: no verdict has been paid")
+        if any(e.paid_to(q) == 0 for q in providers) or e.paid_to(p.offender) > 0:
+            raise BadEvidence(
+                "the majority must be the providers the job's escrow paid, and not the offender"
+            )
+    if p.offender in e.slashed:
+        raise EscrowError("this job's evidence already slashed this provider; it is used once")
+    return job_id, e
 
 
 def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
     _require_coordinator(draft, sender, "slash")
-    _check_slash_evidence(draft.genesis.chain_id, p)
+    job_id, _ = _check_slash_evidence(draft, p)
 
     def commit() -> None:
         # Read the offender after the fee: the sender may be slashing itself.
@@ -472,6 +544,9 @@ def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
         draft.put(p.offender, _with(a, stake=a.stake - take, unbonding=tuple(unbonding)))
         draft.burned += p.amount
         draft.add_reputation(p.offender, 0, SLASH_WEIGHT * REP_UNIT)
+        e = draft.escrow(job_id)
+        assert e is not None
+        draft.escrows[job_id] = _replace_escrow(e, slashed=tuple(sorted((*e.slashed, p.offender))))
 
     offender = draft.account(p.offender)
     if p.amount > offender.stake + offender.unbonding_total:
@@ -497,9 +572,9 @@ def _check_attest(draft: Draft, sender: bytes, p: Attest) -> Commit:
 
     def commit() -> None:
         draft.escrows[p.job_id] = _replace_escrow(e, attested=tuple(sorted((*e.attested, mark))))
-        if p.positive:
-            draft.add_reputation(p.subject, REP_UNIT, 0)
-        else:
+        # A positive attestation is recorded but adds nothing: the job's payout already
+        # counted (and two colluding parties would otherwise double their success count).
+        if not p.positive:
             draft.add_reputation(p.subject, 0, REP_UNIT)
 
     return commit
@@ -570,6 +645,11 @@ def apply_block(
                 index=i,
                 cause=exc,
             ) from None
+    broken = draft.check_invariants()
+    if broken is not None:
+        raise BlockRejected(
+            f"block {b.height} breaks a ledger invariant: {broken}", height=b.height
+        )
     new = draft.finish(signed.id)
     if new.root != b.state_root:
         raise BlockRejected(

@@ -99,6 +99,11 @@ class Escrow:
     paid: tuple[tuple[bytes, int], ...] = ()
     claimed: tuple[bytes, ...] = ()
     attested: tuple[tuple[bytes, bytes], ...] = ()
+    #: The job's redundancy (from the JobSpec its lock carried): before expiry, a settle
+    #: must pay at least this many providers (see ``_rules``).
+    required_payees: int = 1
+    #: Providers slashed on this job's evidence (each at most once), sorted.
+    slashed: tuple[bytes, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -129,6 +134,8 @@ class Escrow:
                 [[p, a] for p, a in self.paid],
                 list(self.claimed),
                 [[f, t] for f, t in self.attested],
+                self.required_payees,
+                list(self.slashed),
             ]
         )
 
@@ -147,6 +154,8 @@ class Escrow:
             tuple((p, a) for p, a in v[8]),
             tuple(v[9]),
             tuple((f, t) for f, t in v[10]),
+            v[11],
+            tuple(v[12]),
         )
 
 
@@ -491,6 +500,35 @@ class Draft:
                 self.epoch,
             ),
         )
+
+    def check_invariants(self) -> str | None:
+        """The ledger's invariants over what this block changed (O(changed), so every
+        block is checked): credits conserved (what the changed accounts, escrows and fees
+        hold moved exactly as minted − burned did), nothing negative, no escrow paid past
+        its lock. Returns the first failure, or None."""
+        base = self.base
+        held_delta = self.fees - base.fees
+        for key, new in self.accounts.items():
+            if min(new.balance, new.stake, *(a for _, a in new.unbonding), 0) < 0:
+                return f"account {key.hex()} would go negative"
+            old = base._accounts.get(key)
+            held_delta += new.balance + new.stake + new.unbonding_total
+            if old is not None:
+                held_delta -= old.balance + old.stake + old.unbonding_total
+        for key, esc in self.escrows.items():
+            if esc.remaining < 0 or esc.total_paid + esc.remaining > esc.locked:
+                return f"escrow {key.hex()} would pay more than was locked"
+            before = base._escrows.get(key)
+            held_delta += esc.remaining if esc.is_open else 0
+            if before is not None and before.is_open:
+                held_delta -= before.remaining
+        issued_delta = (self.minted - self.burned) - (base.minted - base.burned)
+        if held_delta != issued_delta:
+            return (
+                f"credits not conserved: holdings changed by {held_delta}, "
+                f"minted − burned by {issued_delta}"
+            )
+        return None
 
     def finish(self, block_hash: bytes) -> State:
         """The new state after this block (the base is not modified)."""

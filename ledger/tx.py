@@ -6,7 +6,8 @@ number ``seq``, valid until block ``expiry_height``, paying ``fee``::
     from ledger import tx
     signed = tx.lock(key, chain_id, seq=3, expiry_height=h + 100,
                      job_id=job, amount=price * replicas, claim_height=h + 50,
-                     escrow_expiry=h + 100, max_per_payee=price, max_payees=replicas)
+                     escrow_expiry=h + 100, max_per_payee=price, max_payees=replicas,
+                     spec=signed_spec.raw)
     submit(signed.raw)
 
 The marketplace maps its effects onto these: lock escrow, settle, refund, claim with a
@@ -81,13 +82,15 @@ def lock(
     escrow_expiry: int,
     max_per_payee: int,
     max_payees: int,
+    spec: bytes,
     expiry_height: int,
     fee: int = 0,
 ) -> Signed[Transaction]:
     """Escrow ``amount`` for ``job_id``: providers may claim in [claim_height, escrow_expiry),
     the owner may refund from ``escrow_expiry``; at most ``max_payees`` providers are paid,
-    each at most ``max_per_payee``."""
-    payload = Lock(job_id, amount, claim_height, escrow_expiry, max_per_payee, max_payees)
+    each at most ``max_per_payee``. ``spec`` is the job's signed JobSpec (wire bytes; the
+    signer must be ``key``)."""
+    payload = Lock(job_id, amount, claim_height, escrow_expiry, max_per_payee, max_payees, spec)
     return make(key, chain_id, seq, payload, expiry_height=expiry_height, fee=fee)
 
 
@@ -98,11 +101,13 @@ def settle(
     *,
     job_id: bytes,
     payouts: Mapping[bytes, int],
+    bids: Mapping[bytes, bytes],
     expiry_height: int,
     fee: int = 0,
 ) -> Signed[Transaction]:
-    """The escrow owner pays ``{provider: amount}`` and takes back the rest."""
-    items = tuple(Payout(p, a) for p, a in sorted(payouts.items()))
+    """The escrow owner pays ``{provider: amount}`` and takes back the rest; ``bids`` holds
+    each paid provider's signed Bid for the job (wire bytes; the amount is its price)."""
+    items = tuple(Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
     return make(key, chain_id, seq, Settle(job_id, items), expiry_height=expiry_height, fee=fee)
 
 

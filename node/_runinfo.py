@@ -1,7 +1,8 @@
 """``node.json``: how a running daemon tells clients (CLI, devnet, tests) where it is.
 
-The daemon writes it atomically once it listens and removes it on a clean exit; a stale
-file (the process is gone) is reported as "not running".
+The daemon writes it atomically (mode 0600) once it listens and removes it on a clean
+exit; a stale file (the process is gone) is reported as "not running". The API's token is
+beside it, in ``api.token`` (``node.api``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,17 @@ class RunInfo:
     api_url: str
     chain_id: str
     started_ms: int
+    #: The chain's genesis hash (hex): what a node joining through this one pins.
+    genesis_hash: str = ""
 
 
 def write_runinfo(data_dir: Path, info: RunInfo) -> None:
+    """Write ``node.json`` atomically, readable by its owner only (0600)."""
     tmp = data_dir / f".{RUNINFO_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(info), indent=2))
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(asdict(info), indent=2))
     os.replace(tmp, data_dir / RUNINFO_FILE)
 
 
@@ -56,6 +63,7 @@ def read_runinfo(data_dir: Path) -> RunInfo:
             api_url=str(raw["api_url"]),
             chain_id=str(raw["chain_id"]),
             started_ms=int(raw["started_ms"]),
+            genesis_hash=str(raw.get("genesis_hash", "")),
         )
     except FileNotFoundError:
         raise NodeNotRunning(f"no node is running with data dir {data_dir}; {hint}") from None

@@ -16,6 +16,8 @@ from ._errors import ConfigError
 
 Role = Literal["contributor", "requester", "coordinator"]
 CONFIG_FILE = "config.toml"
+#: Chain ids of devnets (``aimx-devnet`` and ``aimx-devnet-...``): the faucet's default.
+DEVNET_CHAIN_ID = "aimx-devnet"
 
 
 class _Strict(BaseModel):
@@ -40,11 +42,21 @@ class CoordinatorConfig(_Strict):
     block_interval_ms: int = Field(500, ge=50, le=600_000)
     faucet_amount: int = Field(100_000_000, ge=0, description="demo credits a faucet mint gives")
     faucet_max: int = Field(1_000_000_000_000, ge=1, description="largest faucet mint")
+    faucet: bool | None = Field(
+        None, description="serve POST /api/faucet (unset: only on a devnet chain id)"
+    )
+    faucet_per_minute: int = Field(60, ge=1, le=1_000_000, description="faucet mints a minute")
+    faucet_account_per_minute: int = Field(
+        5, ge=1, le=1_000_000, description="faucet mints a minute to any one account"
+    )
     slash_amount: int = Field(1_000_000, ge=1, description="stake taken from a reported cheat")
 
 
 class RequesterConfig(_Strict):
     max_price: int = Field(100_000, ge=0, description="default max price per replica")
+    max_price_limit: int = Field(
+        10_000_000, ge=0, description="highest max price per replica a job through the API may set"
+    )
     deadline_ms: int = Field(60_000, ge=1_000, description="default job deadline from submit")
     bid_window_ms: int = Field(500, ge=10, le=60_000, description="how long bids are collected")
     expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
@@ -55,12 +67,29 @@ class NodeConfig(_Strict):
     roles: tuple[Role, ...] = ("contributor",)
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
+    genesis_hash: str = Field(
+        "",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="the chain's genesis hash (hex), which a joining node checks the genesis "
+        "its bootstrap peer sends against",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(0, ge=0, le=65535)
     mdns: bool = False
     contributor: ContributorConfig = ContributorConfig()
     coordinator: CoordinatorConfig = CoordinatorConfig()
     requester: RequesterConfig = RequesterConfig()
+
+
+def is_devnet_chain(chain_id: str) -> bool:
+    return chain_id == DEVNET_CHAIN_ID or chain_id.startswith(DEVNET_CHAIN_ID + "-")
+
+
+def faucet_enabled(config: NodeConfig) -> bool:
+    """Whether a coordinator serves the faucet: ``coordinator.faucet`` when set, else
+    whether the chain is a devnet."""
+    setting = config.coordinator.faucet
+    return is_devnet_chain(config.chain_id) if setting is None else setting
 
 
 def load_config(data_dir: Path, **overrides: object) -> NodeConfig:

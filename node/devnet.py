@@ -61,8 +61,9 @@ class DevNode:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self) -> Client:
+        """A client of its API, with the token from its data directory."""
         assert self.info is not None
-        return Client(self.info.api_url, timeout_s=30.0)
+        return Client.for_data_dir(self.data_dir, timeout_s=30.0)
 
     def log_tail(self, lines: int = 15) -> str:
         path = self.data_dir / "node.log"
@@ -89,13 +90,16 @@ def _die_with_parent() -> None:  # runs in the child before exec
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def spawn(node: DevNode, bootstrap: str | None) -> None:
+def spawn(node: DevNode, bootstrap: str | None, genesis_hash: str = "") -> None:
     """Start ``node``'s command (``aimx node start``) with its log in its data dir."""
-    node.data_dir.mkdir(parents=True, exist_ok=True)
+    node.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = [*node.command, "--data-dir", str(node.data_dir)]
     if bootstrap:
         args += ["--bootstrap", bootstrap]
-    with open(node.data_dir / "node.log", "ab") as log:
+    if genesis_hash:
+        args += ["--genesis-hash", genesis_hash]
+    fd = os.open(node.data_dir / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log:
         node.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -185,18 +189,21 @@ def running_devnet(
     stake = f"[contributor]\nstake = {CONTRIBUTOR_STAKE}\n"
     try:
         for i, n in enumerate(nodes):
-            n.data_dir.mkdir(parents=True, exist_ok=True)
+            n.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             extra = stake + contributor_extra(i - 2) if "contributor" in n.roles else ""
             if n is workspace:
                 extra = workspace_extra
             config = n.data_dir / "config.toml"
             if not config.exists():
-                config.write_text(_config_toml(n.roles, extra, block_interval_ms))
+                fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with open(fd, "w") as f:
+                    f.write(_config_toml(n.roles, extra, block_interval_ms))
         say(f"starting the coordinator in {coordinator.data_dir}")
         spawn(coordinator, None)
-        boot = bootstrap_address(wait_up(coordinator))
+        coordinator_info = wait_up(coordinator)
+        boot = bootstrap_address(coordinator_info)
         for n in nodes[1:]:
-            spawn(n, boot)
+            spawn(n, boot, coordinator_info.genesis_hash)
         for n in nodes[1:]:
             wait_up(n)
             say(f"{n.name} up: {n.info.peer_id if n.info else '?'}")

@@ -66,6 +66,7 @@ from ._requester import RequesterJob as RequesterJob
 from ._sealing import SEAL_OVERHEAD as SEAL_OVERHEAD
 from ._sealing import open_sealed as open_sealed
 from ._sealing import seal as seal
+from ._verification import CommitmentOf as CommitmentOf
 from ._verification import Compare as Compare
 from ._verification import Verdict as Verdict
 from ._verification import VerdictStatus as VerdictStatus

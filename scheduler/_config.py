@@ -12,7 +12,7 @@ from protocol import InputRef
 
 from ._effects import Output
 from ._pricing import NEWCOMER, Reputation
-from ._verification import Compare, commitments_equal
+from ._verification import CommitmentOf, Compare, commitments_equal
 
 
 def _unknown(_: bytes) -> Reputation:
@@ -34,13 +34,17 @@ class Canary:
 class RequesterConfig:
     """How a requester runs its jobs.
 
-    ``reputation`` and ``compare`` are injected pure functions (the ledger derives
-    reputation; the sandbox defines output comparison). ``rng`` decides spot checks; it is
+    ``reputation``, ``compare`` and ``commitment`` are injected pure functions (the ledger
+    derives reputation; the sandbox defines output comparison and the output commitment).
+    ``commitment`` has no default: every driver must say how delivered bytes are committed
+    to, since a result is only as good as that check. ``rng`` decides spot checks; it is
     per instance, never shared. Times are milliseconds, heights are ledger blocks.
     """
 
     key: nacl.signing.SigningKey
     chain_id: str
+    #: The commitment of delivered output bytes (``None``: the bytes are malformed).
+    commitment: CommitmentOf
     reputation: Callable[[bytes], Reputation] = _unknown
     compare: Compare = commitments_equal
     rng: random.Random = field(default_factory=random.Random)

@@ -8,7 +8,7 @@ a sandbox call, timers go into the driver's timer wheel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -40,10 +40,12 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class Payout:
-    """One provider's share of a settlement, in micro-credits."""
+    """One provider's share of a settlement, in micro-credits, with the provider's signed
+    Bid for the job (its wire bytes; the ledger pays a payout only at its bid's price)."""
 
     provider: bytes
     amount: int
+    bid: bytes = field(default=b"", compare=False, repr=False)
 
 
 class TimerKind(StrEnum):
@@ -148,6 +150,8 @@ class LockEscrow:
     expiry_height: int
     max_per_payee: int
     max_payees: int
+    #: The job's signed JobSpec (its wire bytes): the ledger binds the job id to its owner.
+    spec: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,9 @@ class Settle:
 
     def as_dict(self) -> dict[bytes, int]:
         return {p.provider: p.amount for p in self.payouts}
+
+    def bids(self) -> dict[bytes, bytes]:
+        return {p.provider: p.bid for p in self.payouts}
 
 
 @dataclass(frozen=True, slots=True)

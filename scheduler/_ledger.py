@@ -14,6 +14,16 @@ class EscrowView(Protocol):
     """A job's escrow on the ledger."""
 
     @property
+    def owner(self) -> bytes:
+        """The account that locked it."""
+        ...
+
+    @property
+    def locked(self) -> int:
+        """The amount locked."""
+        ...
+
+    @property
     def is_open(self) -> bool:
         """Neither settled nor refunded yet."""
         ...

@@ -6,6 +6,12 @@ Rules (specs/marketplace.md is the full text):
   matched against the node (``match``): a mismatch answers a NoBid with its reason, a match
   a Bid priced by ``bid_price`` with an estimated finish, valid ``bid_window_ms +
   bid_validity_ms``. A bid that expires without an award is recorded as lost.
+- Announcements are bounded (specs/daemon.md, "Provider bounds on announcements"): one
+  with a bid window over ``MAX_BID_WINDOW_MS`` or a deadline more than
+  ``MAX_DEADLINE_AHEAD_MS`` ahead is refused unanswered (``Misbehaved``); a bid counts as
+  pending load for at most ``MAX_PENDING_MS``; one requester's pending bids count as load
+  for others' announcements up to half the open-bid capacity; at most ``MAX_ANSWERED``
+  answered announcements are remembered.
 - An Award for our bid is accepted while a slot is free (``max_concurrency``): the job runs
   (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
   delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
@@ -86,6 +92,15 @@ class WorkPhase(StrEnum):
 _NO_HASH = bytes(32)
 #: Earlier bids for one job that an award may still name.
 _KEEP_BIDS = 4
+#: Announcements whose times are absurd are refused unanswered (Misbehaved): a bid window
+#: longer than this, or a deadline further ahead than this (specs/marketplace.md).
+MAX_BID_WINDOW_MS = 60_000
+MAX_DEADLINE_AHEAD_MS = 24 * 3_600_000
+#: A bid counts as pending load for at most this long after it was made, whatever the
+#: requester's bid window (a far window must not keep a provider "busy").
+MAX_PENDING_MS = 10_000
+#: Announcements remembered as answered (the oldest is forgotten first).
+MAX_ANSWERED = 4_096
 
 
 @dataclass(slots=True)
@@ -94,8 +109,9 @@ class Work:
 
     job: Signed[JobSpec]
     bid: Signed[Bid]
-    #: When the requester's bid window for our latest bid ends: until then the bid is
-    #: pending and counts as load; after it, an award is still honoured while the bid lives.
+    #: When the requester's bid window for our latest bid ends, capped at ``MAX_PENDING_MS``
+    #: after the bid: until then the bid is pending and counts as load; after it, an award
+    #: is still honoured while the bid lives.
     window_end_ms: int = 0
     phase: WorkPhase = WorkPhase.BIDDING
     older: tuple[Signed[Bid], ...] = ()
@@ -144,11 +160,29 @@ class Provider:
         """Bids whose requester's bid window is still open (other than job ``besides``): the
         awards that may come any moment. Older bids are mostly lost (losers are not told)
         and do not count as load."""
+        return sum(self._pending_by_requester(now_ms, besides).values())
+
+    def load_for(self, requester: bytes, now_ms: int, *, besides: bytes = b"") -> int:
+        """The pending bids that count as load for an announcement of ``requester``: its
+        own in full, each other requester's up to ``max_pending_per_requester`` (so one
+        requester, or one that fakes announcements, cannot make us busy for the rest)."""
+        share = self.max_pending_per_requester
         return sum(
-            1
-            for job_id, w in self.work.items()
-            if w.phase == WorkPhase.BIDDING and now_ms < w.window_end_ms and job_id != besides
+            n if who == requester else min(n, share)
+            for who, n in self._pending_by_requester(now_ms, besides).items()
         )
+
+    @property
+    def max_pending_per_requester(self) -> int:
+        """Half the open-bid capacity (at least one)."""
+        return max(1, self.config.max_concurrency * max(1, self.config.overbook) // 2)
+
+    def _pending_by_requester(self, now_ms: int, besides: bytes) -> dict[bytes, int]:
+        counts: dict[bytes, int] = {}
+        for job_id, w in self.work.items():
+            if w.phase == WorkPhase.BIDDING and now_ms < w.window_end_ms and job_id != besides:
+                counts[w.spec.requester] = counts.get(w.spec.requester, 0) + 1
+        return counts
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -354,6 +388,16 @@ class Provider:
         spec = signed.message
         job_id = signed.id
         work = self.work.get(job_id)  # receive() dropped copies and jobs past BIDDING
+        self._answered.pop(job_id, None)
+        while len(self._answered) >= MAX_ANSWERED:
+            del self._answered[next(iter(self._answered))]
+        if (
+            spec.bid_window_ms > MAX_BID_WINDOW_MS
+            or spec.deadline_ms > now_ms + MAX_DEADLINE_AHEAD_MS
+        ):
+            # remembered briefly, so that its copies are dropped before a signature check
+            self._answered[job_id] = (now_ms, now_ms + MAX_BID_WINDOW_MS, MAX_BID_WINDOW_MS)
+            return [Misbehaved(spec.requester, "an announcement with absurd times")]
         self._answered[job_id] = (now_ms, spec.deadline_ms, spec.bid_window_ms)
         cfg = self.config
         run_ms = estimate_run_ms(spec, cfg.bench_score, cfg.base_run_ms)
@@ -361,7 +405,7 @@ class Provider:
             spec,
             cfg,
             active=self.active,
-            bidding=self.pending(now_ms, besides=job_id),
+            bidding=self.load_for(spec.requester, now_ms, besides=job_id),
             now_ms=now_ms,
             run_ms=run_ms,
             draining=self.draining,
@@ -394,7 +438,7 @@ class Provider:
             expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
         )
         signed_bid = sign(bid, cfg.key, cfg.chain_id)
-        window_end = now_ms + spec.bid_window_ms
+        window_end = now_ms + min(spec.bid_window_ms, MAX_PENDING_MS)
         if work is None:
             self.work[job_id] = Work(signed, signed_bid, window_end)
         else:  # a re-announcement: a fresh bid; an award for a recent one still counts

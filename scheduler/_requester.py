@@ -17,14 +17,22 @@ Rules (specs/marketplace.md is the full text):
   ``heartbeat_timeout_ms`` or its deadline passing fails it, its provider is excluded, and
   it is replaced from the spare bids or by announcing again, while the replica budget
   (``redundancy + max_retries`` awards in all) lasts.
-- A result whose output bytes hash as announced is acknowledged at once with a signed
-  Receipt. When no replica is outstanding the outputs are judged: a known answer matched,
-  or ``redundancy`` agreeing outputs in a strict majority, verifies the job; otherwise one
-  more replica is awarded.
-- Finalising settles: the winning group is paid its award prices, the minority is
-  attested against (and slashed when it contradicts a known answer), the rest of the escrow
-  goes back. The job's deadline, or the ledger height reaching the settle limit, forces a
-  final decision with what has arrived.
+- A result whose output bytes hash as announced, and whose bytes have the output
+  commitment it claims (recomputed here with the injected ``commitment``), is kept; one
+  whose bytes do not match its commitment is a failed replica (misbehaviour: never
+  verified, paid or returned). Receipts are only for verified work: the winners of the
+  verdict get theirs when the job is decided, the outvoted never do (so they cannot
+  claim). When no replica is outstanding the outputs are judged: a known answer matched,
+  or ``redundancy`` agreeing outputs in a strict majority (and, when an established
+  provider delivered, one of them in it: newcomers on probation never outvote it),
+  verifies the job; otherwise one more replica is awarded.
+- Finalising settles: the winning group is paid its award prices (each payout carries the
+  provider's signed Bid), the minority is attested against (and slashed, with the paid
+  majority's Results as evidence), the rest of the escrow goes back. A settle pays at
+  least ``redundancy`` providers (the ledger refuses a shorter one before the escrow's
+  expiry); with fewer winners the escrow is refunded at its expiry and each winner claims
+  with its receipt. The job's deadline, or the ledger height reaching the settle limit,
+  forces a final decision with what has arrived.
 """
 
 from __future__ import annotations
@@ -72,7 +80,7 @@ from ._effects import (
     UserEvent,
 )
 from ._errors import JobRejected, UnknownJob
-from ._ledger import EscrowLookup
+from ._ledger import EscrowLookup, EscrowView
 from ._pricing import award_key
 from ._reasons import explain_no_bids
 from ._verification import Verdict, VerdictStatus, judge
@@ -104,6 +112,7 @@ class ReplicaState(StrEnum):
 # Why a replica failed, when it counts against the provider.
 _SILENT = "went silent"
 _LATE = "missed its deadline"
+_CORRUPT = "delivered output bytes that do not match its commitment"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
 #: Award replica indexes are one byte on the wire.
@@ -112,6 +121,8 @@ MAX_AWARDS = 256
 MAX_SILENT_ANNOUNCEMENTS = 3
 #: Times an award with no sign of life is sent again.
 MAX_AWARD_RESENDS = 2
+#: Winners' Results sent as slash evidence (with the loser's: the ledger's limit of 4).
+MAX_MAJORITY_EVIDENCE = 3
 #: Bids (and NoBids) kept per job.
 MAX_BIDS = 256
 
@@ -131,6 +142,9 @@ class Replica:
     result: Signed[Result] | None = None
     output: Output | None = None
     receipt: Signed[Receipt] | None = None
+    received_ms: int = 0
+    #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
+    bid: bytes = b""
     heard: bool = False
     nudges: int = 0
     next_nudge_ms: int = 0
@@ -246,15 +260,23 @@ class Requester:
 
     # --- events from the ledger ------------------------------------------------------
 
+    def escrow_is_ours(self, job_id: bytes, escrow: EscrowView) -> bool:
+        """Whether ``escrow`` is the lock this machine asked for: this node owns it and it
+        holds the job's whole budget. Drivers call ``escrow_locked`` only then."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        return escrow.owner == self.me and escrow.locked == job.spec.max_price * job.budget
+
     def escrow_locked(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's Lock transaction is in a block: awards may be made, at once if the bid
         window is already over."""
         job = self.jobs.get(job_id)
         if job is None or job.phase != JobPhase.LOCKING:
             return []
-        if job.done is not None:  # confirmed after the deadline: give it all back
+        if job.done is not None:  # confirmed after the deadline: refunded at its expiry
             job.phase = JobPhase.SETTLING
-            return [Settle(job.id, ())]
+            return []
         job.phase = JobPhase.COLLECTING
         locked = NotifyUser(job.id, UserEvent.LOCKED, "the escrow is in a block")
         if job.window_over or self._enough_answers(job):
@@ -292,7 +314,7 @@ class Requester:
         effects: list[Effect] = []
         for job_id, job in list(self.jobs.items()):
             escrow = escrow_of(job_id)
-            if escrow is None:
+            if escrow is None or not self.escrow_is_ours(job_id, escrow):
                 continue
             if job.phase == JobPhase.LOCKING:
                 effects += self.escrow_locked(job_id, now_ms)
@@ -415,7 +437,15 @@ class Requester:
         amount = spec.max_price * job.budget
         expiry = spec.escrow_expiry_height
         claim_height = max(0, expiry - self.config.claim_window_blocks)
-        lock = LockEscrow(job.id, amount, claim_height, expiry, spec.max_price, min(64, job.budget))
+        lock = LockEscrow(
+            job.id,
+            amount,
+            claim_height,
+            expiry,
+            spec.max_price,
+            min(64, job.budget),
+            signed.raw,
+        )
         return job.id, [
             lock,
             SetTimer(spec.deadline_ms, TimerKey(TimerKind.DEADLINE, job.id)),
@@ -527,33 +557,50 @@ class Requester:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
         rep = job.replicas[res.replica]
         if rep.state == ReplicaState.DELIVERED:
-            resend = self._resend_receipt(job, signed)  # our receipt was lost: send it again
-            return resend or [Misbehaved(res.provider, "a second, different result")]
+            if rep.result is not None and rep.result.id == signed.id:
+                # Resent: our receipt was lost (send it again), or the job is not verified
+                # yet (receipts are only for verified work).
+                return self._resend_receipt(job, signed)
+            return [Misbehaved(res.provider, "a second, different result")]
         if rep.state != ReplicaState.RUNNING:
             return []
         if res.outcome != "ok":
             return self._fail(job, rep, f"reported {res.outcome}: {res.message}", now_ms)
         if output is None or content_hash(output) != res.output_hash:
             return [Misbehaved(res.provider, "output bytes do not match the result's hash")]
+        if self.config.commitment(output) != res.output_commitment:
+            # The bytes are not what the result commits to: a failed replica, never
+            # verified, never paid, never handed to the user; no receipt is signed.
+            return [
+                Misbehaved(res.provider, _CORRUPT),
+                *self._fail(job, rep, _CORRUPT, now_ms),
+            ]
         rep.state = ReplicaState.DELIVERED
         rep.result = signed
         rep.output = Output(output, res.output_commitment, res.determinism_class)
+        rep.received_ms = now_ms
+        effects: list[Effect] = [
+            CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
+            NotifyUser(job.id, UserEvent.DELIVERED, f"replica {rep.index} delivered"),
+        ]
+        return effects + self._progress(job, now_ms)
+
+    def _receipt(self, job: RequesterJob, rep: Replica) -> list[Effect]:
+        """Sign and send the receipt of a delivered replica whose output won (once)."""
+        if rep.result is None or rep.receipt is not None:
+            return []
+        res = rep.result.message
         receipt = Receipt(
             job_id=job.id,
             requester=self.me,
             provider=rep.provider,
             replica=rep.index,
-            result_hash=signed.id,
+            result_hash=rep.result.id,
             output_commitment=res.output_commitment,
-            received_ms=now_ms,
+            received_ms=rep.received_ms,
         )
         rep.receipt = sign(receipt, self.config.key, self.config.chain_id)
-        effects: list[Effect] = [
-            Send(rep.provider, rep.receipt),
-            CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
-            NotifyUser(job.id, UserEvent.DELIVERED, f"replica {rep.index} delivered"),
-        ]
-        return effects + self._progress(job, now_ms)
+        return [Send(rep.provider, rep.receipt)]
 
     def _resend_receipt(self, job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
         res = signed.message
@@ -586,13 +633,26 @@ class Requester:
         return [(r.index, r.output) for r in job.replicas if r.output is not None]
 
     def _judge(self, job: RequesterJob) -> Verdict:
-        return judge(
+        verdict = judge(
             self._verdict_inputs(job),
             required=job.spec.redundancy,
             policy=job.spec.verification,
             compare=self.config.compare,
             known=job.known,
         )
+        if verdict.status == VerdictStatus.VERIFIED and job.known is None:
+            # Probation: newcomers never outvote an established provider of the job; a
+            # majority of newcomers against one is a disagreement (more replicas, or no pay).
+            veteran = self._veteran_replicas(job)
+            delivered = {i for i, _ in self._verdict_inputs(job)}
+            if veteran & delivered and not veteran & set(verdict.accepted):
+                return Verdict(VerdictStatus.DISAGREE, (), (), None)
+        return verdict
+
+    def _veteran_replicas(self, job: RequesterJob) -> set[int]:
+        """Replicas of providers past probation (``probation_jobs`` settled jobs)."""
+        rep, probation = self.config.reputation, self.config.probation_jobs
+        return {r.index for r in job.replicas if rep(r.provider).settled_jobs >= probation}
 
     def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """After a replica changed: decide, or top the replicas up."""
@@ -699,6 +759,7 @@ class Requester:
         )
         signed = sign(award, self.config.key, self.config.chain_id)
         rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
+        rep.bid = signed_bid.raw
         rep.next_nudge_ms = now_ms + self.config.award_resend_ms
         job.replicas.append(rep)
         return [
@@ -735,7 +796,9 @@ class Requester:
             if job.known is not None:
                 reason += " with the known answer"
             output = winners[0].output
-            paid = [Payout(w.provider, w.award.message.price) for w in winners]
+            paid = [Payout(w.provider, w.award.message.price, w.bid) for w in winners]
+            for w in winners:  # receipts only for verified (or, forced, accepted) work
+                effects += self._receipt(job, w)
             effects += [Attest(job.id, w.provider, True, "verified", ()) for w in winners]
             effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], winners)
         elif not job.replicas:
@@ -749,14 +812,17 @@ class Requester:
         else:
             reason = "no result arrived in time"
         for r in job.replicas:
-            if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE):
+            if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE, _CORRUPT):
                 effects.append(Attest(job.id, r.provider, False, r.reason, ()))
         if ledger:
             job.phase = JobPhase.SETTLING
             claims_open = job.spec.escrow_expiry_height - self.config.claim_window_blocks
-            if self.height < claims_open:
-                effects.append(Settle(job.id, tuple(p for p in paid if p.amount > 0)))
-            # else: too late to settle (claims may be landing); refund at expiry instead.
+            payouts = tuple(p for p in paid if p.amount > 0)
+            if self.height < claims_open and len(payouts) >= job.spec.redundancy:
+                effects.append(Settle(job.id, payouts))
+            # else: too late to settle (claims may be landing), or fewer payees than the
+            # redundancy (the ledger refuses such a settle before expiry: the providers
+            # holding receipts claim); refund at expiry instead.
         done = JobDone(job.id, status, reason, output, tuple(paid), report)
         job.done = done
         effects.append(done)
@@ -766,14 +832,18 @@ class Requester:
         self, job: RequesterJob, verdict: Verdict, losers: list[Replica], winners: list[Replica]
     ) -> list[Effect]:
         """Attest against (and, for a known answer, slash) each provider in the minority,
-        with its signed result and the winners' as evidence."""
+        with its signed result and the winners' as evidence. A slash goes only with the
+        Results of at least two paid winners: the ledger slashes on nothing less (a known
+        answer alone is not evidence a replica can check)."""
         effects: list[Effect] = []
-        won = tuple(w.result for w in winners if w.result is not None)
+        won = tuple(w.result for w in winners if w.result is not None)[:MAX_MAJORITY_EVIDENCE]
         for r in losers:
             if r.result is None:
                 continue
             evidence = (r.result, *won)
-            if job.known is not None:
+            if len(won) < 2:
+                pass  # nothing the ledger could check: the attestation below only
+            elif job.known is not None:
                 why = "contradicts the known answer"
                 effects.append(Slash(job.id, r.provider, why, evidence, job.known.commitment))
             elif self.config.slash_outvoted and verdict.reference is not None:

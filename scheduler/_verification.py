@@ -17,6 +17,8 @@ from protocol import VerificationPolicy
 from ._effects import Output
 
 Compare = Callable[[Output, Output, VerificationPolicy], bool]
+#: The output commitment of delivered output bytes, or ``None`` when they do not decode.
+CommitmentOf = Callable[[bytes], bytes | None]
 
 
 class VerdictStatus(StrEnum):

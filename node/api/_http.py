@@ -33,6 +33,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    #: The server's port the request came in on (what a loopback ``Host`` must name).
+    port: int = 0
 
     def json(self) -> Any:
         try:
@@ -54,12 +56,21 @@ class Response:
 
 
 class HttpError(Exception):
-    """Raised by a handler to answer with an error status and a JSON ``{"error": ...}``."""
+    """Raised by a handler to answer with an error status and a JSON ``{"error": ...}``
+    (and ``headers``, such as ``www-authenticate`` with a 401)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return Response(
+            self.status,
+            json.dumps({"error": self.message}).encode(),
+            headers=self.headers,
+        )
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -94,7 +105,7 @@ class Router:
         return await handler(request)
 
 
-async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, port: int) -> Request | None:
     target = b""
     method = b""
     headers: dict[str, str] = {}
@@ -125,6 +136,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Reques
                 parse_qs(parts.query),
                 headers,
                 bytes(body),
+                port,
             )
         elif isinstance(event, h11.ConnectionClosed):
             return None
@@ -144,19 +156,19 @@ async def _send(
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
-async def _serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
+async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int = 0) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
                 with trio.fail_after(READ_TIMEOUT_S):
-                    request = await _read_request(conn, stream)
+                    request = await _read_request(conn, stream, port)
                 if request is None:
                     return
                 try:
                     response = await handler(request)
                 except HttpError as exc:
-                    response = Response.json({"error": exc.message}, exc.status)
+                    response = exc.response()
                 except Exception:
                     log.exception("HTTP handler failed for %s %s", request.method, request.path)
                     response = Response.json({"error": "internal error; see the node's log"}, 500)
@@ -166,7 +178,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
                 conn.start_next_cycle()
             except HttpError as exc:
                 if conn.our_state is h11.IDLE or conn.our_state is h11.SEND_RESPONSE:
-                    await _send(conn, stream, Response.json({"error": exc.message}, exc.status))
+                    await _send(conn, stream, exc.response())
                 return
             except (
                 h11.RemoteProtocolError,
@@ -185,13 +197,16 @@ async def serve_http(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``handler`` on ``host:port`` until cancelled; reports the bound port."""
+    """Serve ``handler`` on ``host:port`` until cancelled; reports the bound port.
+
+    The server itself checks no access rules: the node's API is served through
+    :func:`~node.api.make_router`, which wraps its routes in ``owner_only`` (``_auth``)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
 
         async def on_connection(stream: trio.SocketStream) -> None:
-            await _serve_connection(stream, handler)
+            await _serve_connection(stream, handler, bound)
 
         await trio.serve_listeners(on_connection, listeners, handler_nursery=nursery)

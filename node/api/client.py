@@ -1,7 +1,8 @@
 """The Python API for workspaces: submit a job to a node, wait for it, fetch the result.
 
-It talks to a running node's local HTTP API (specs/api.md); the ``aimx job`` commands use
-it. Find a node by its data directory (``Client.for_data_dir``) or by URL::
+It talks to a running node's local HTTP API (specs/api.md); the ``aimx`` commands use it.
+Find a node by its data directory (``Client.for_data_dir``: its ``node.json`` and its API
+token, ``api.token``), or give the URL and the token (``Client(url, token=...)``)::
 
     client = Client.for_data_dir(Path("~/.local/share/aimatrix-node"))
     job_id = client.submit("model.onnx", {"x": np.ones((1, 4), np.float32)}, redundancy=2)
@@ -22,6 +23,7 @@ import numpy as np
 
 from .._errors import NodeError
 from .._runinfo import read_runinfo
+from ._auth import read_token, token_path
 from .npy import decode_array, encode_array
 
 #: Longest single long-poll the server accepts; ``wait`` loops over several.
@@ -35,13 +37,25 @@ class ApiError(NodeError):
 class Client:
     """A connection to one node's local API."""
 
-    def __init__(self, api_url: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, api_url: str, *, token: str, timeout_s: float = 60.0) -> None:
         self.api_url = api_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.api_url, timeout=timeout_s)
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            timeout=timeout_s,
+            headers={"authorization": f"Bearer {token}"},
+        )
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> Client:
-        return cls(read_runinfo(data_dir).api_url)
+    def for_data_dir(cls, data_dir: Path, *, timeout_s: float = 60.0) -> Client:
+        """A client of the node running with ``data_dir`` (its URL and token from there)."""
+        info = read_runinfo(data_dir)
+        token = read_token(data_dir)
+        if token is None:
+            raise ApiError(
+                f"no API token at {token_path(data_dir)}: the node writes it when it starts; "
+                "are you the user that runs it?"
+            )
+        return cls(info.api_url, token=token, timeout_s=timeout_s)
 
     def close(self) -> None:
         self._http.close()

@@ -1,9 +1,13 @@
-"""The local HTTP API of a node (specs/api.md): status, jobs, ledger, faucet, metrics."""
+"""The local HTTP API of a node (specs/api.md): status, jobs, ledger, faucet, metrics.
+
+Every route is behind ``owner_only`` (``_auth``): loopback ``Host``, no foreign
+``Origin``, the data directory's token, JSON POST bodies."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +16,10 @@ import trio
 
 import protocol
 
+from ..config import faucet_enabled
+from ._auth import owner_only
 from ._http import Handler, HttpError, Request, Response, Router
+from ._ratelimit import FaucetLimits
 from .npy import decode_array, encode_array
 from .views import job_view
 
@@ -50,8 +57,9 @@ def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> i
     return value
 
 
-def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Router:
-    """The API's routes, bound to ``node``."""
+def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: "") -> Handler:
+    """The API's routes, bound to ``node``, for requests that carry ``token`` (and pass
+    the other access rules of ``_auth``)."""
     # Imported here, not with the module: node.daemon imports this module to serve the API.
     from ..daemon import DaemonError, JobNotFound, RoleMissing
 
@@ -83,6 +91,7 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
             "peer_id": node.peer_id,
             "roles": sorted(node.roles),
             "chain_id": node.chain_id,
+            "genesis_hash": node.genesis.hash().hex(),
             "height": state.height,
             "balance": account.balance,
             "stake": account.stake,
@@ -126,13 +135,23 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
         runtime = body.get("runtime", "onnx")
         if not isinstance(runtime, str):
             raise HttpError(400, "runtime must be a string")
+        max_price = _int_field(body, "max_price")
+        settings = node.config.requester
+        price = settings.max_price if max_price is None else max_price
+        if price > settings.max_price_limit:
+            raise HttpError(
+                400,
+                f"max_price {price} is over requester.max_price_limit "
+                f"({settings.max_price_limit} micro-credits a replica); raise the setting in "
+                "config.toml to allow it",
+            )
         job_id = await node.submit_job(
             model,
             inputs,
             runtime=runtime,
             redundancy=_int_field(body, "redundancy", 1) or 1,
             max_retries=_int_field(body, "max_retries", 2) or 0,
-            max_price=_int_field(body, "max_price"),
+            max_price=max_price,
             deadline_ms=_int_field(body, "deadline_ms"),
             model_name=str(body.get("model_name", "model"))[:200],
         )
@@ -194,14 +213,36 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
             }
         )
 
+    settings = node.config.coordinator
+    limits = FaucetLimits(settings.faucet_per_minute, settings.faucet_account_per_minute)
+
     async def faucet(request: Request) -> Response:
         body = request.json()
         if not isinstance(body, dict) or not isinstance(body.get("account"), str):
             raise HttpError(400, 'body must be {"account": peer id, "amount": micro-credits}')
         who = _account(body["account"])
-        amount = _int_field(body, "amount", node.config.coordinator.faucet_amount)
+        amount = _int_field(body, "amount", settings.faucet_amount)
         assert amount is not None
+        if "coordinator" not in node.roles:
+            raise RoleMissing("only a coordinator runs the faucet")
+        if not faucet_enabled(node.config):
+            raise HttpError(
+                403,
+                f"the faucet is off on chain {node.config.chain_id!r}: it runs on devnet "
+                "chains (aimx-devnet...) or with coordinator.faucet = true in config.toml",
+            )
+        now_ms = node.now_ms()
+        wait_ms = limits.wait_ms(who, now_ms)
+        if wait_ms:
+            raise HttpError(
+                429,
+                f"faucet rate limit (coordinator.faucet_per_minute "
+                f"{settings.faucet_per_minute}, faucet_account_per_minute "
+                f"{settings.faucet_account_per_minute}): try again in {wait_ms / 1000:.1f} s",
+                {"retry-after": str(math.ceil(wait_ms / 1000))},
+            )
         node.faucet(who, amount)
+        limits.take(who, now_ms)
         return Response.json({"account": protocol.peer_id(who), "amount": amount}, 202)
 
     async def stake(request: Request) -> Response:
@@ -247,4 +288,4 @@ def make_router(node: Node, *, api_url: Callable[[], str] = lambda: "") -> Route
     router.add("GET", "/api/provider/why", guarded(why))
     router.add("GET", "/api/providers", guarded(providers))
     router.add("GET", "/metrics", guarded(metrics))
-    return router
+    return owner_only(router, token)

@@ -156,6 +156,15 @@ BootstrapOption = Annotated[
         show_default=False,
     ),
 ]
+GenesisHashOption = Annotated[
+    str | None,
+    typer.Option(
+        "--genesis-hash",
+        help="The chain's genesis hash (hex), as its coordinator prints it: a joining node "
+        "takes the genesis its bootstrap peer sends only if the hash matches.",
+        show_default=False,
+    ),
+]
 ApiPortOption = Annotated[
     int | None, typer.Option("--api-port", help="Local HTTP API port (0: any free port).")
 ]
@@ -172,12 +181,14 @@ def run_node(
     api_port: int | None,
     chain_id: str | None,
     log_level: str,
+    genesis_hash: str | None = None,
 ) -> None:
     """Run the daemon in the foreground: the data directory's config with these options."""
     import logging
 
     import trio
 
+    from ..api import TOKEN_FILE
     from ..config import load_config
     from ..daemon import run_daemon
 
@@ -201,14 +212,17 @@ def run_node(
             bootstrap=tuple(bootstrap) if bootstrap else None,
             api_port=api_port,
             chain_id=chain_id,
+            genesis_hash=genesis_hash.lower() if genesis_hash else None,
         )
 
         def ready(info: Any) -> None:
             Console(stderr=True).print(
                 f"[green]node up[/] {info.peer_id} roles {','.join(info.roles)} api {info.api_url}"
+                f" (token in {directory / TOKEN_FILE})"
             )
             for address in info.addresses:
                 Console(stderr=True).print(f"  listening {address}")
+            Console(stderr=True).print(f"  genesis hash {info.genesis_hash}")
 
         trio.run(lambda: run_daemon(directory, config, ready=ready))
 
@@ -219,13 +233,14 @@ def start(
     role: RoleOption = None,
     listen: ListenOption = None,
     bootstrap: BootstrapOption = None,
+    genesis_hash: GenesisHashOption = None,
     api_port: ApiPortOption = None,
     chain_id: ChainOption = None,
     log_level: LogOption = "info",
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the daemon in the foreground until Ctrl-C (writes node.json while it runs)."""
-    run_node(ctx, data_dir, role, listen, bootstrap, api_port, chain_id, log_level)
+    run_node(ctx, data_dir, role, listen, bootstrap, api_port, chain_id, log_level, genesis_hash)
 
 
 @node_app.command("status")
@@ -245,6 +260,7 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOpti
         table.add_row("peer id", body["peer_id"])
         table.add_row("roles", ", ".join(body["roles"]))
         table.add_row("chain", f"{body['chain_id']} at height {body['height']}")
+        table.add_row("genesis hash", body["genesis_hash"])
         table.add_row("balance", f"{body['balance'] / 1e6:.6f} credits")
         table.add_row("stake", f"{body['stake'] / 1e6:.6f} credits")
         table.add_row("reputation", f"{body['reputation']:.3f}")

@@ -54,7 +54,10 @@ def _from_wire(value: Any) -> Array:
         count *= d
     if count * dtype.itemsize != len(data) or len(data) > MAX_TENSOR_BYTES:
         raise protocol.RemoteProtocolError("tensor data does not match its shape")
-    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    except (ValueError, OverflowError) as exc:  # a shape numpy cannot hold (dims past 2^63)
+        raise protocol.RemoteProtocolError(f"bad tensor shape: {exc}") from None
 
 
 def tensor_bytes(array: Array) -> bytes:

@@ -73,8 +73,8 @@ class EffectRunner:
             case scheduler.Attest():
                 self._attest(effect)
             case scheduler.Slash():
-                evidence = [e.raw for e in effect.evidence if e.signer == effect.provider]
-                node.reports.report(effect.provider, evidence)
+                # The offender's Results and the paid majority's: what the ledger checks.
+                node.reports.report(effect.provider, [e.raw for e in effect.evidence])
             case scheduler.RunJob():
                 assert node.runs is not None  # only a contributor's machine runs jobs
                 node.runs.start(effect)
@@ -103,13 +103,15 @@ class EffectRunner:
             effect.expiry_height,
             effect.max_per_payee,
             effect.max_payees,
+            effect.spec,
         )
         node.submit_tx(lock, on_reject=rejected, expiry_cap=effect.expiry_height)
 
     def _settle(self, effect: scheduler.Settle) -> None:
         payouts = effect.as_dict()
         self._payees[effect.job_id] = frozenset(payouts)
-        items = tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items()))
+        bids = effect.bids()
+        items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
         self._node.submit_tx(ledger.Settle(effect.job_id, items))
         for attest in self._pending_attests.pop(effect.job_id, []):
             self._attest(attest)
@@ -117,16 +119,15 @@ class EffectRunner:
     def _attest(self, effect: scheduler.Attest) -> None:
         """Attestations go after the job's Settle (the machine emits them just before it).
         A verdict against a provider the job did not pay goes to a coordinator as evidence
-        (its own signed Results only: that is what a slash may carry)."""
+        (its signed Result with the paid majority's: what a slash must carry)."""
         payees = self._payees.get(effect.job_id)
         if payees is None:
             self._pending_attests.setdefault(effect.job_id, []).append(effect)
         elif effect.subject in payees:
             attest = ledger.Attest(effect.job_id, effect.subject, int(effect.positive))
             self._node.submit_tx(attest)
-        elif not effect.positive:
-            evidence = [e.raw for e in effect.evidence if e.signer == effect.subject]
-            self._node.reports.report(effect.subject, evidence)
+        elif not effect.positive and any(e.signer == effect.subject for e in effect.evidence):
+            self._node.reports.report(effect.subject, [e.raw for e in effect.evidence])
 
     def _notify(self, machine: Machine, effect: scheduler.NotifyUser) -> None:
         node = self._node

@@ -16,6 +16,7 @@ class NodeMetrics:
         self.bad_messages = Counter(
             "aimx_bad_messages", "Invalid or out-of-place messages from peers", registry=r
         )
+        self.peers_banned = Counter("aimx_peers_banned", "Peers banned for misbehaving", registry=r)
         self.sends_failed = Counter(
             "aimx_sends_failed", "Messages that could not be delivered", registry=r
         )

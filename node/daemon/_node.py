@@ -36,7 +36,7 @@ from ..config import NodeConfig
 from ..ledger import LedgerService, StoreThread, TxQueue, TxRequest
 from ..net import Network, PeerKey, job_topic
 from ._clock import Clock
-from ._codec import Array, outputs_from_bytes
+from ._codec import Array, commitment_of, outputs_from_bytes
 from ._conduct import Conduct
 from ._effects import EffectRunner, Machine
 from ._errors import JobNotFound, JobSubmitError, RoleMissing
@@ -92,7 +92,10 @@ class Node:
         self.rng = rng or random.Random()
         self.profile = profile
         self.metrics = NodeMetrics()
-        self.conduct = Conduct(self.metrics)
+        self.conduct = Conduct(
+            self.metrics, ban=net.ban, protected=(self.me, *genesis.coordinators)
+        )
+        net.on_misbehaved.append(self.conduct.misbehaved)
         self.jobs = JobRecords()
         self.ledger = LedgerService(
             net,
@@ -107,6 +110,7 @@ class Node:
             key, lambda: self.ledger.state, self.ledger.submit, chain_id=self.chain_id
         )
         self.ledger.on_dropped.append(self.txq.dropped)
+        self.ledger.on_misbehaved.append(self.conduct.misbehaved)
         self.requester: scheduler.Requester | None = None
         self.provider: scheduler.Provider | None = None
         self.effects = EffectRunner(self)
@@ -191,6 +195,7 @@ class Node:
                     chain_id=self.chain_id,
                     reputation=self._reputation,
                     compare=_compare,
+                    commitment=_commitment,
                     rng=random.Random(self.rng.random()),
                     claim_window_blocks=CLAIM_WINDOW_BLOCKS,
                     settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
@@ -225,10 +230,12 @@ class Node:
         assert isinstance(key, tuple)
         machine: Machine = key[0]
         timer: scheduler.TimerKey = key[1]
-        if machine == "requester" and self.requester is not None:
-            self.effects.execute(machine, self.requester.timer(timer, self.now_ms()))
-        elif machine == "provider" and self.provider is not None:
-            self.effects.execute(machine, self.provider.timer(timer, self.now_ms()))
+        # timers act on peers' messages: guarded like them (Market.feed)
+        requester, provider, now = self.requester, self.provider, self.now_ms()
+        if machine == "requester" and requester is not None:
+            self.market.feed(machine, None, lambda: requester.timer(timer, now))
+        elif machine == "provider" and provider is not None:
+            self.market.feed(machine, None, lambda: provider.timer(timer, now))
 
     # --- the ledger --------------------------------------------------------------------
 
@@ -264,8 +271,8 @@ class Node:
     def _requester_block(self, req: scheduler.Requester, state: ledger.State, now: int) -> None:
         for job_id, job in list(req.jobs.items()):
             e = state.escrow(job_id)
-            if e is None:
-                continue
+            if e is None or not req.escrow_is_ours(job_id, e):
+                continue  # not (yet) the lock this node asked for
             if job.phase == "locking":
                 self.effects.execute("requester", req.escrow_locked(job_id, now))
             if not e.is_open:
@@ -399,6 +406,14 @@ class Node:
         if not 0 < amount <= self.ledger.state.balance(self.me):
             raise JobSubmitError("stake must be positive and at most the balance")
         self.submit_tx(ledger.Stake(amount))
+
+
+def _commitment(data: bytes) -> bytes | None:
+    """The sandbox's output commitment of delivered output bytes (``None``: malformed)."""
+    try:
+        return commitment_of(outputs_from_bytes(data))
+    except (protocol.ProtocolError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _compare(a: scheduler.Output, b: scheduler.Output, policy: VerificationPolicy) -> bool:

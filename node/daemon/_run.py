@@ -18,7 +18,7 @@ from sandbox import JobRunner, Sandbox, SandboxConfig
 
 from .._errors import ConfigError
 from .._runinfo import RunInfo, remove_runinfo, write_runinfo
-from ..api import make_router, serve_http
+from ..api import load_or_create_token, make_router, serve_http
 from ..config import NodeConfig
 from ..keystore import load_or_create_identity
 from ..ledger import StoreThread, ledger_db_path
@@ -52,19 +52,45 @@ async def run_daemon(
 
     ``wrap_runner`` wraps the sandbox as the contributor's job runner (tests use the
     fakes of ``sandbox.testing`` to make a slow or cheating contributor)."""
-    from ..net.libp2p_host import Libp2pConfig, open_libp2p_network
-
     own_cpus = os.sched_getaffinity(0)
     if "contributor" in config.roles and not set(config.contributor.job_cpus) <= own_cpus:
         raise ConfigError(
             f"contributor.job_cpus {sorted(config.contributor.job_cpus)} includes CPUs this "
             f"daemon may not use; it may use {sorted(own_cpus)}: fix config.toml"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Everything the daemon creates is its owner's alone: files 0600, directories 0700
+    # (the ledger's SQLite files, receipts, node.json, genesis.bin, api.token; specs/daemon.md,
+    # "Data directory"). The umask is the process's; it is put back when the daemon returns.
+    umask = os.umask(0o077)
+    try:
+        await _run(data_dir, config, ready=ready, wrap_runner=wrap_runner)
+    finally:
+        os.umask(umask)
+
+
+async def _run(
+    data_dir: Path,
+    config: NodeConfig,
+    *,
+    ready: Callable[[RunInfo], None] | None,
+    wrap_runner: Callable[[JobRunner], JobRunner] | None,
+) -> None:
+    from ..net.libp2p_host import Libp2pConfig, open_libp2p_network
+
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.chmod(data_dir, 0o700)
+    except OSError as exc:
+        log.warning("could not make %s private (mode 0700): %s", data_dir, exc)
     identity = load_or_create_identity(data_dir)
     key: nacl.signing.SigningKey = identity.signing_key
     roles = set(config.roles)
     genesis = read_genesis(data_dir)
+    if genesis is not None and config.genesis_hash and genesis.hash().hex() != config.genesis_hash:
+        raise GenesisUnavailable(
+            f"{genesis_path(data_dir)} has genesis hash {genesis.hash().hex()}, not the "
+            f"{config.genesis_hash} asked for: this data directory belongs to another chain"
+        )
     if genesis is None and "coordinator" in roles:
         genesis = ledger.make_genesis(config.chain_id, [identity.public_key])
         write_genesis(data_dir, genesis)
@@ -80,7 +106,9 @@ async def run_daemon(
     try:
         async with open_libp2p_network(key, net_config) as net:
             if genesis is None:
-                genesis = await fetch_genesis(net, config.bootstrap, config.chain_id)
+                genesis = await fetch_genesis(
+                    net, config.bootstrap, config.chain_id, config.genesis_hash
+                )
                 write_genesis(data_dir, genesis)
             if genesis.chain_id != config.chain_id:
                 raise GenesisUnavailable(
@@ -125,7 +153,8 @@ async def run_daemon(
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 url = ""
-                router = make_router(node, api_url=lambda: url)
+                token = load_or_create_token(data_dir)
+                router = make_router(node, token=token, api_url=lambda: url)
                 port = await nursery.start(serve_http, router, config.api_host, config.api_port)
                 url = f"http://{config.api_host}:{port}"
                 info = RunInfo(
@@ -136,6 +165,7 @@ async def run_daemon(
                     api_url=url,
                     chain_id=genesis.chain_id,
                     started_ms=time.time_ns() // 1_000_000,
+                    genesis_hash=genesis.hash().hex(),
                 )
                 write_runinfo(data_dir, info)
                 if config.contributor.stake and "contributor" in roles:

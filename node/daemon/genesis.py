@@ -48,13 +48,26 @@ def read_genesis(data_dir: Path) -> ledger.Genesis | None:
 
 
 def write_genesis(data_dir: Path, genesis: ledger.Genesis) -> None:
+    """Write ``genesis.bin`` atomically, readable by its owner only (0600)."""
     tmp = data_dir / f".{GENESIS_FILE}.tmp"
-    tmp.write_bytes(genesis.encode())
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(genesis.encode())
     os.replace(tmp, genesis_path(data_dir))
 
 
-async def fetch_genesis(net: Network, bootstrap: tuple[str, ...], chain_id: str) -> ledger.Genesis:
-    """Ask the bootstrap peers for the genesis (trust on first use; specs/daemon.md)."""
+async def fetch_genesis(
+    net: Network, bootstrap: tuple[str, ...], chain_id: str, genesis_hash: str
+) -> ledger.Genesis:
+    """Ask the bootstrap peers for the genesis whose hash is ``genesis_hash`` (hex): a peer
+    cannot hand a joining node a chain of its own making (specs/daemon.md)."""
+    if not genesis_hash:
+        raise GenesisUnavailable(
+            "joining a chain needs its genesis hash: pass --genesis-hash HASH (a coordinator "
+            "prints it when it starts, and `aimx node status` on it shows it)"
+        )
+    mismatched = 0
     for address in bootstrap:
         try:
             peer = protocol.public_key_of(address.rsplit("/p2p/", 1)[1])
@@ -69,12 +82,21 @@ async def fetch_genesis(net: Network, bootstrap: tuple[str, ...], chain_id: str)
         ) as exc:
             log.warning("no genesis from %s: %s", address, exc)
             continue
+        if genesis.hash().hex() != genesis_hash:
+            log.warning("%s sent a genesis with another hash; ignored", address)
+            mismatched += 1
+            continue
         if genesis.chain_id != chain_id:
             raise GenesisUnavailable(
                 f"the bootstrap peer runs chain {genesis.chain_id!r}, not {chain_id!r}; "
                 "set chain_id to match or use another bootstrap peer"
             )
         return genesis
+    if mismatched:
+        raise GenesisUnavailable(
+            f"{mismatched} bootstrap peer(s) sent a genesis whose hash is not {genesis_hash}: "
+            "check --genesis-hash, or bootstrap from a node of that chain"
+        )
     raise GenesisUnavailable(
         "no genesis in the data directory and none from a bootstrap peer: pass --bootstrap "
         "with a coordinator's address, or start a coordinator first"

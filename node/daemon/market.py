@@ -10,7 +10,9 @@ less; everything else goes out as requests of its own. specs/daemon.md has the r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import protocol
@@ -18,6 +20,7 @@ import scheduler
 from protocol import Award, JobSpec, Result
 
 from ..net import NetworkError, PeerKey, RequestRejected, job_topic
+from ._effects import Machine
 from .content import MAX_CONTENT_BYTES
 
 if TYPE_CHECKING:
@@ -86,9 +89,11 @@ class Market:
         node = self._node
         async with inbox:
             async for msg in inbox:
-                if node.provider is not None:
+                provider = node.provider
+                if provider is not None:
                     node.metrics.messages.labels("announce").inc()
-                    node.effects.execute("provider", node.provider.receive(msg.data, node.now_ms()))
+                    call = functools.partial(provider.receive, msg.data, node.now_ms())
+                    self.feed("provider", msg.sender, call)
 
     def _take_replies(self, peer: PeerKey, data: bytes) -> None:
         """The messages a peer answered a market request with, taken as if it had sent
@@ -116,16 +121,32 @@ class Market:
             node.conduct.misbehaved(peer, f"malformed market frame: {exc}")
             raise RequestRejected(f"malformed market frame: {exc}") from None
         now = node.now_ms()
-        if tag in _PROVIDER_TAGS and node.provider is not None:
+        provider, requester = node.provider, node.requester
+        if tag in _PROVIDER_TAGS and provider is not None:
             node.metrics.messages.labels(str(tag)).inc()
-            node.effects.execute("provider", node.provider.receive(raw, now))
-        elif tag in _REQUESTER_TAGS and node.requester is not None:
+            self.feed("provider", peer, lambda: provider.receive(raw, now))
+        elif tag in _REQUESTER_TAGS and requester is not None:
             node.metrics.messages.labels(str(tag)).inc()
             output = self._open_output(raw, sealed) if tag == Result.TAG else None
-            node.effects.execute("requester", node.requester.receive(raw, now, output=output))
+            self.feed("requester", peer, lambda: requester.receive(raw, now, output=output))
         else:
             node.conduct.misbehaved(peer, f"message {tag!r} this node does not take")
             raise RequestRejected(f"this node does not take {tag!r} messages")
+
+    def feed(
+        self, machine: Machine, peer: PeerKey | None, call: Callable[[], list[scheduler.Effect]]
+    ) -> None:
+        """Hand a peer's message to a machine and carry out the effects. The machines
+        refuse bad input with a ``Misbehaved`` effect; an exception they raise anyway is a
+        bug of ours that peer data found: logged as a driver error and counted against
+        the peer, never raised into the node's nursery."""
+        try:
+            effects = call()
+        except Exception as exc:  # the trust boundary: peer data must not end the node
+            log.exception("the %s machine failed on a message from a peer", machine)
+            self._node.conduct.misbehaved(peer, f"its message made the {machine} fail: {exc!r}")
+            return
+        self._node.effects.execute(machine, effects)
 
     def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:
         if not sealed:
@@ -133,7 +154,7 @@ class Market:
         try:
             result: Result = protocol.decode(raw, self._node.chain_id, Result).message
             return scheduler.open_sealed(self._node.key, sealed, result.output_hash)
-        except (protocol.ProtocolError, scheduler.SchedulerError):
+        except (protocol.ProtocolError, scheduler.SchedulerError, ValueError):
             return None
 
     # --- messages to peers ---------------------------------------------------------------
@@ -161,7 +182,8 @@ class Market:
             log.info("publishing on %s failed: %s", capability_class, exc)
         provider = node.provider
         if provider is not None and capability_class in provider.config.capability_classes:
-            node.effects.execute("provider", provider.receive(raw, node.now_ms()))
+            now = node.now_ms()
+            self.feed("provider", node.me, lambda: provider.receive(raw, now))
 
     async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
         node = self._node

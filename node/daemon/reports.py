@@ -1,5 +1,14 @@
 """The report protocol (``/aimx/report/1``): a requester sends a coordinator the signed
-Results of a provider it found wrong; the coordinator slashes the provider's stake."""
+Results of a provider it found wrong, with the Results of the majority its job paid; the
+coordinator slashes the provider's stake.
+
+A report is refused (and counted against the peer) unless it is ``[offender, reason,
+[results]]`` with every Result signed and for one job, at least one by the offender, and
+the reporting peer owns that job's escrow (the requester who paid). The ledger checks the
+rest when the slash is applied (specs/ledger.md, "slash"): a closed escrow that paid the
+majority and not the offender, and evidence used once. The coordinator waits (a few blocks)
+for the job's escrow to close before it submits the slash, and submits one per job and
+offender."""
 
 from __future__ import annotations
 
@@ -20,6 +29,8 @@ log = logging.getLogger(__name__)
 REPORT_PROTOCOL = "/aimx/report/1"
 #: Most signed Results one report carries (a slash's evidence bound).
 MAX_EVIDENCE = 4
+#: Blocks a coordinator waits for a reported job's escrow to close before giving up.
+CLOSE_WAIT_BLOCKS = 30
 
 
 class Reports:
@@ -28,6 +39,8 @@ class Reports:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._reported: set[tuple[bytes, bytes]] = set()
+        #: ``(job id, offender)`` slashes this coordinator has submitted.
+        self._slashing: set[tuple[bytes, bytes]] = set()
 
     async def serve(self, peer: PeerKey, request: bytes) -> bytes:
         """A coordinator slashes a provider whose signed Result a requester found wrong."""
@@ -36,21 +49,47 @@ class Reports:
             offender, _reason, evidence = protocol.unpack(request)
             if type(offender) is not bytes or len(offender) != 32 or type(evidence) is not list:
                 raise protocol.RemoteProtocolError("expected [offender, reason, [results]]")
-            evidence = [bytes(e) for e in evidence[:MAX_EVIDENCE]]
-            for e in evidence:
-                res = protocol.decode(e, node.chain_id, Result).message
-                if res.provider != offender:
-                    raise protocol.RemoteProtocolError("evidence not signed by the offender")
+            evidence = evidence[:MAX_EVIDENCE]
+            if any(type(e) is not bytes for e in evidence):
+                raise protocol.RemoteProtocolError("evidence items are signed Results' bytes")
+            results = [protocol.decode(e, node.chain_id, Result).message for e in evidence]
+            jobs = {r.job_id for r in results}
+            if len(jobs) != 1 or not any(r.provider == offender for r in results):
+                raise protocol.RemoteProtocolError(
+                    "evidence must be Results of one job, one of them the offender's"
+                )
+            (job_id,) = jobs
+            escrow = node.ledger.state.escrow(job_id)
+            if escrow is None or escrow.owner != peer:
+                raise protocol.RemoteProtocolError("only the job's paying requester may report")
         except (protocol.ProtocolError, ValueError, TypeError) as exc:
             node.conduct.misbehaved(peer, f"bad report: {exc}")
             raise RequestRejected(f"bad report: {exc}") from None
+        if (job_id, offender) in self._slashing or offender in escrow.slashed:
+            return protocol.pack(["already reported"])
+        self._slashing.add((job_id, offender))
+        node.spawn(self._slash_when_closed, job_id, offender, tuple(evidence))
+        return protocol.pack(["slashing"])
+
+    async def _slash_when_closed(
+        self, job_id: bytes, offender: bytes, evidence: tuple[bytes, ...]
+    ) -> None:
+        """Submit the slash once the job's escrow is closed (its settlement names the
+        majority the ledger checks the evidence against)."""
+        node = self._node
+        height = node.ledger.state.height
+        for _ in range(CLOSE_WAIT_BLOCKS):
+            escrow = node.ledger.state.escrow(job_id)
+            if escrow is not None and not escrow.is_open:
+                break
+            height += 1
+            await node.ledger.wait_height(height)
+        else:
+            return
         account = node.ledger.state.account(offender)
         amount = min(account.stake + account.unbonding_total, node.config.coordinator.slash_amount)
-        if amount <= 0:
-            return protocol.pack(["nothing staked"])
-        slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
-        node.submit_tx(slash)
-        return protocol.pack(["slashing"])
+        if amount > 0:
+            node.submit_tx(ledger.Slash(offender, amount, "failed_verification", evidence))
 
     def report(self, offender: bytes, evidence: list[bytes]) -> None:
         """Report ``offender`` once per piece of evidence."""

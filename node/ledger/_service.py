@@ -62,6 +62,23 @@ MAX_DROPS_PER_NOTICE = 256
 MAX_NOTICES_IN_FLIGHT = 64
 MAX_BLOCKS_PER_RESPONSE = 256
 MAX_RESPONSE_BLOCK_BYTES = 3 << 20
+#: A block fetch that takes longer than this fails (and counts against the peer).
+FETCH_TIMEOUT_S = 5.0
+#: Block fetches on their way at once: one per peer, at most this many in all.
+MAX_FETCHES_IN_FLIGHT = 8
+#: Batches one fetch may chain (a next batch is asked for only after one that committed).
+MAX_FETCH_ROUNDS = 64
+#: Block announcements taken from one peer: a bucket of this many, refilled at this rate
+#: per second, or 3 per block interval if more; announcements beyond it are dropped and
+#: count as misbehaviour.
+ANNOUNCE_BURST = 20
+ANNOUNCE_RATE_PER_S = 5.0
+#: Peers whose announcement rate or misbehaviour this service remembers.
+MAX_PEERS_TRACKED = 4096
+#: Block requests served to one peer at once (each may read up to 3 MiB); more are refused.
+MAX_BLOCK_REQUESTS_PER_PEER = 4
+#: Largest height taken from a peer (block heights are unsigned 64-bit, far below this).
+MAX_HEIGHT = (1 << 63) - 1
 
 
 def ledger_db_path(data_dir: Path) -> Path:
@@ -124,6 +141,12 @@ class LedgerService:
         self._notices_in_flight = 0
         self._proof_event = trio.Event()
         self._lock = trio.Lock()
+        #: Called with ``(peer, reason)`` for each misbehaviour of a peer (the node counts it).
+        self.on_misbehaved: list[Callable[[PeerKey, str], None]] = []
+        self._fetching: set[PeerKey] = set()
+        self._serving: dict[PeerKey, int] = {}
+        #: Per announcer: (tokens, at seconds) of its announcement bucket.
+        self._buckets: dict[PeerKey, tuple[float, float]] = {}
 
     # --- public API ----------------------------------------------------------------------
 
@@ -164,7 +187,14 @@ class LedgerService:
                 raise ledger.TransactionRejected(str(exc)) from None
             except NetworkError:
                 continue
-            return bytes(protocol.unpack(response)[0])
+            try:
+                value = protocol.unpack(response)
+                if type(value) is not list or len(value) != 1 or type(value[0]) is not bytes:
+                    raise protocol.RemoteProtocolError("expected [tx_id]")
+            except protocol.ProtocolError as exc:
+                self._misbehaved(peer, f"bad answer to a transaction: {exc}")
+                continue
+            return bytes(value[0])
         raise LedgerServiceError("no coordinator reachable to submit the transaction to")
 
     def add_source(self, peer: PeerKey) -> None:
@@ -218,10 +248,16 @@ class LedgerService:
 
     async def _handle(self, event: Callable[[], list[ledger.Effect]]) -> list[ledger.Effect]:
         """Feed one event to the replica and carry out its effects, one event at a time (so
-        commits reach the store in height order). Returns the effects."""
+        commits reach the store in height order). Block fetches start as tasks of their
+        own, outside the lock: a peer that never answers stalls no one but its fetch.
+        Returns the effects."""
         async with self._lock:
-            effects = event()
-            await self._run_effects([e for e in effects if not isinstance(e, ledger.SetTimer)])
+            effects = self._guarded(event)
+            fetches = await self._run_effects(
+                [e for e in effects if not isinstance(e, ledger.SetTimer)]
+            )
+        for fetch in fetches:
+            self._start_fetch(fetch)
         return effects
 
     async def _locked_producer_tick(self, now: int) -> list[ledger.Effect]:
@@ -280,31 +316,65 @@ class LedgerService:
     async def _listen(self, inbox: Any) -> None:
         async with inbox:
             async for msg in inbox:
-                try:
-                    height, raw = protocol.unpack(msg.data, max_bytes=MAX_PUBSUB_BYTES)
-                    if type(height) is not int or type(raw) is not bytes:
-                        raise protocol.RemoteProtocolError("bad block announcement")
-                except protocol.ProtocolError:
-                    self._misbehaved(msg.sender, "malformed block announcement")
+                if not self._take_announcement(msg.sender):
+                    self._misbehaved(msg.sender, "too many block announcements")
                     continue
+                try:
+                    value = protocol.unpack(msg.data, max_bytes=MAX_PUBSUB_BYTES)
+                    if type(value) is not list or len(value) != 2:
+                        raise protocol.RemoteProtocolError("expected [height, block]")
+                    height, raw = value
+                    if type(height) is not int or not 0 <= height <= MAX_HEIGHT:
+                        raise protocol.RemoteProtocolError("a height is a small unsigned int")
+                    if type(raw) is not bytes:
+                        raise protocol.RemoteProtocolError("a block is bytes")
+                except protocol.ProtocolError as exc:
+                    self._misbehaved(msg.sender, f"malformed block announcement: {exc}")
+                    continue
+                if raw and self.replica.recent.get(height) == raw:
+                    continue  # a block we hold: a copy, or a replay
+                if not raw and height <= self.state.height and self.producer is None:
+                    continue  # a head we are past
                 await self._handle(functools.partial(self._announced, msg.sender, height, raw))
+
+    def _guarded(self, event: Callable[[], list[ledger.Effect]]) -> list[ledger.Effect]:
+        """Run a replica event; an exception it raises on a peer's bytes (a bug of ours that
+        the bytes found) is logged as a driver error, never raised into the service."""
+        try:
+            return event()
+        except Exception:
+            log.exception("the replica failed on an event")
+            return []
+
+    def _take_announcement(self, peer: PeerKey) -> bool:
+        """Whether ``peer``'s announcement bucket has room (see ``ANNOUNCE_BURST``)."""
+        now = trio.current_time()
+        tokens, at = self._buckets.get(peer, (float(ANNOUNCE_BURST), now))
+        rate = max(ANNOUNCE_RATE_PER_S, 3000 / max(1, self.interval_ms))
+        tokens = min(float(ANNOUNCE_BURST), tokens + (now - at) * rate)
+        if peer not in self._buckets and len(self._buckets) >= MAX_PEERS_TRACKED:
+            self._buckets.clear()
+        if tokens < 1:
+            self._buckets[peer] = (tokens, now)
+            return False
+        self._buckets[peer] = (tokens - 1, now)
+        return True
 
     def _announced(self, sender: PeerKey, height: int, raw: bytes) -> list[ledger.Effect]:
         if self.producer is not None:
             # a coordinator only watches for equivocation, it never follows others
             effects = self.replica.on_blocks(sender, [raw]) if raw else []
-            return [e for e in effects if isinstance(e, ledger.ProofFound)]
+            return [e for e in effects if isinstance(e, ledger.ProofFound | ledger.PeerMisbehaved)]
         if raw:
-            self.replica.note_head(sender, height)
+            # the announced height is not noted: the block says its height, and a head
+            # claimed with an old block would make every later batch ask this peer again
             return self.replica.on_blocks(sender, [raw])
         return self.replica.on_head(sender, height)
 
-    async def _run_effects(self, effects: list[ledger.Effect]) -> None:
-        queue = list(effects)
-        rounds = 0
-        while queue and rounds < 10_000:
-            rounds += 1
-            effect = queue.pop(0)
+    async def _run_effects(self, effects: list[ledger.Effect]) -> list[ledger.FetchBlocks]:
+        """Carry out effects (called holding the lock); returns the fetches to start."""
+        fetches: list[ledger.FetchBlocks] = []
+        for effect in effects:
             if isinstance(effect, ledger.Commit):
                 await self._commit(effect)
             elif isinstance(effect, ledger.ProofFound):
@@ -313,23 +383,75 @@ class LedgerService:
                 self.counters.bad_blocks += 1
                 self._misbehaved(effect.peer, f"sent a bad block: {effect.reason}")
             elif isinstance(effect, ledger.FetchBlocks):
-                queue += await self._fetch(effect)
+                fetches.append(effect)
+        return fetches
 
-    async def _fetch(self, effect: ledger.FetchBlocks) -> list[ledger.Effect]:
+    def _start_fetch(self, effect: ledger.FetchBlocks) -> None:
+        """At most one fetch per peer and ``MAX_FETCHES_IN_FLIGHT`` in all; others are
+        dropped (the next announcement or sync tick asks again)."""
+        if (
+            self._nursery is None
+            or effect.peer in self._fetching
+            or len(self._fetching) >= MAX_FETCHES_IN_FLIGHT
+        ):
+            return
+        self._fetching.add(effect.peer)
+        self._nursery.start_soon(self._fetch_rounds, effect)
+
+    async def _fetch_rounds(self, effect: ledger.FetchBlocks) -> None:
+        """Fetch from one peer; a next batch from it only after a batch that committed."""
+        peer = effect.peer
+        try:
+            for _ in range(MAX_FETCH_ROUNDS):
+                blocks = await self._fetch(effect)
+                if blocks is None:
+                    return
+                async with self._lock:
+                    before = self.state.height
+                    effects = (
+                        self._guarded(functools.partial(self.replica.on_blocks, peer, blocks))
+                        if blocks
+                        else []
+                    )
+                    fetches = await self._run_effects(effects)
+                    progressed = self.state.height > before
+                again = [f for f in fetches if f.peer == peer]
+                for other in fetches:
+                    if other.peer != peer:
+                        self._start_fetch(other)
+                if not again or not progressed:
+                    return
+                effect = again[0]
+        finally:
+            self._fetching.discard(peer)
+
+    async def _fetch(self, effect: ledger.FetchBlocks) -> list[bytes] | None:
+        """One batch from ``effect.peer``; ``None`` (counted against it) if it failed."""
         request = protocol.pack([effect.from_height, effect.limit])
         try:
-            response = await self.net.request(effect.peer, BLOCKS_PROTOCOL, request)
-            head, blocks = protocol.unpack(response, max_bytes=MAX_RESPONSE_BLOCK_BYTES + 4096)
-            if type(head) is not int or type(blocks) is not list:
-                raise protocol.RemoteProtocolError("bad blocks response")
-        except (NetworkError, protocol.ProtocolError) as exc:
+            with trio.fail_after(FETCH_TIMEOUT_S):
+                response = await self.net.request(
+                    effect.peer, BLOCKS_PROTOCOL, request, timeout=FETCH_TIMEOUT_S
+                )
+            value = protocol.unpack(response, max_bytes=MAX_RESPONSE_BLOCK_BYTES + 4096)
+            if type(value) is not list or len(value) != 2:
+                raise protocol.RemoteProtocolError("expected [head, blocks]")
+            head, blocks = value
+            if type(head) is not int or not 0 <= head <= MAX_HEIGHT:
+                raise protocol.RemoteProtocolError("a head is a small unsigned int")
+            if type(blocks) is not list or len(blocks) > max(effect.limit, 1):
+                raise protocol.RemoteProtocolError("expected at most limit blocks")
+            if any(type(b) is not bytes for b in blocks):
+                raise protocol.RemoteProtocolError("a block is bytes")
+        except (NetworkError, protocol.ProtocolError, trio.TooSlowError) as exc:
             self.counters.fetch_failures += 1
-            log.info("fetching blocks from %s failed: %s", protocol.peer_id(effect.peer), exc)
-            return []
+            self._misbehaved(effect.peer, f"fetching blocks failed: {exc or 'timed out'}")
+            return None
+        if head > self.state.height and not blocks:
+            self._misbehaved(effect.peer, f"claims head {head} but sends no block")
+            return None
         self.replica.note_head(effect.peer, head)
-        if not blocks:
-            return []
-        return self.replica.on_blocks(effect.peer, [bytes(b) for b in blocks])
+        return list(blocks)
 
     async def _commit(self, effect: ledger.Commit) -> None:
         if self.store is not None:
@@ -353,19 +475,46 @@ class LedgerService:
         self._proof_event = trio.Event()
 
     def _misbehaved(self, peer: PeerKey, reason: str) -> None:
-        self.counters.misbehaving[peer] = self.counters.misbehaving.get(peer, 0) + 1
+        counts = self.counters.misbehaving
+        if peer not in counts and len(counts) >= MAX_PEERS_TRACKED:
+            counts.clear()
+        counts[peer] = counts.get(peer, 0) + 1
         log.info("peer %s misbehaved: %s", protocol.peer_id(peer), reason)
+        for callback in self.on_misbehaved:
+            callback(peer, reason)
 
     # --- serving -------------------------------------------------------------------------
 
     async def _serve_blocks(self, peer: PeerKey, request: bytes) -> bytes:
         try:
-            start, limit = protocol.unpack(request)
-            if type(start) is not int or type(limit) is not int or start < 1 or limit < 1:
+            value = protocol.unpack(request)
+            if type(value) is not list or len(value) != 2:
+                raise protocol.RemoteProtocolError("expected [from_height, limit]")
+            start, limit = value
+            if (
+                type(start) is not int
+                or type(limit) is not int
+                or not 1 <= start <= MAX_HEIGHT
+                or limit < 1
+            ):
                 raise protocol.RemoteProtocolError("expected [from_height >= 1, limit >= 1]")
         except protocol.ProtocolError as exc:
+            self._misbehaved(peer, f"bad block request: {exc}")
             raise RequestRejected(f"bad block request: {exc}") from None
         limit = min(limit, MAX_BLOCKS_PER_RESPONSE)
+        if self._serving.get(peer, 0) >= MAX_BLOCK_REQUESTS_PER_PEER:
+            raise RequestRejected(
+                f"at most {MAX_BLOCK_REQUESTS_PER_PEER} block requests at once from one peer"
+            )
+        self._serving[peer] = self._serving.get(peer, 0) + 1
+        try:
+            return await self._blocks_response(start, limit)
+        finally:
+            left = self._serving.pop(peer) - 1
+            if left:
+                self._serving[peer] = left
+
+    async def _blocks_response(self, start: int, limit: int) -> bytes:
         head = self.state.height
         if self.store is not None:
             blocks = await self.store.call(lambda s: s.blocks_from(start, limit))
@@ -406,6 +555,7 @@ class LedgerService:
                 ):
                     raise protocol.RemoteProtocolError("a drop is [tx_id, seq, reason]")
         except (protocol.ProtocolError, ValueError) as exc:
+            self._misbehaved(peer, f"bad dropped-transaction notice: {exc}")
             raise RequestRejected(f"bad dropped-transaction notice: {exc}") from None
         for tx_id, seq, reason in drops:
             self._dropped(tx_id, seq, reason[:1000])
@@ -423,4 +573,8 @@ class LedgerService:
             tx_id = self.producer.submit(request).id
         except ledger.LedgerError as exc:
             raise RequestRejected(f"transaction rejected: {exc}") from None
+        except Exception as exc:  # a bug of ours that the peer's bytes found
+            log.exception("the mempool failed on a transaction")
+            self._misbehaved(peer, f"its transaction made the mempool fail: {exc!r}")
+            raise RequestRejected("transaction rejected") from None
         return protocol.pack([tx_id])

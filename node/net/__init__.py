@@ -12,6 +12,7 @@ from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NetworkClosed as NetworkClosed
 from ._errors import NetworkError as NetworkError
 from ._errors import NetworkTimeout as NetworkTimeout
+from ._errors import PeerBanned as PeerBanned
 from ._errors import PeerUnreachable as PeerUnreachable
 from ._errors import ProtocolNotSupported as ProtocolNotSupported
 from ._errors import RecordError as RecordError
@@ -28,7 +29,9 @@ from ._interface import RenewRecord as RenewRecord
 from ._interface import RequestHandler as RequestHandler
 from ._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from ._limits import DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
+from ._limits import MAX_BANS as MAX_BANS
 from ._limits import MAX_FRAME_BYTES as MAX_FRAME_BYTES
+from ._limits import MAX_INBOUND_PER_PEER as MAX_INBOUND_PER_PEER
 from ._limits import MAX_PUBSUB_BYTES as MAX_PUBSUB_BYTES
 from ._topics import job_topic as job_topic
 from .memory import MemoryHub as MemoryHub

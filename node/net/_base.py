@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Callable
+
+import trio
 
 from protocol import Advert, Signed
 
-from ._errors import MessageTooLarge, NetworkClosed
+from ._errors import MessageTooLarge, NetworkClosed, PeerBanned
+from ._framing import STATUS_ERROR
 from ._inbox import Inbox
 from ._interface import (
     NetworkCounters,
@@ -34,7 +38,9 @@ from ._limits import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
+    MAX_BANS,
     MAX_FRAME_BYTES,
+    MAX_INBOUND_PER_PEER,
     MAX_PUBSUB_BYTES,
     check_frame_limit,
     check_protocol_id,
@@ -60,6 +66,12 @@ class NetworkBase(abc.ABC):
         self._handlers: dict[str, HandlerEntry] = {}
         self._subscriptions: dict[str, set[Inbox[PubsubMessage]]] = {}
         self._event_inboxes: set[Inbox[PeerEvent]] = set()
+        #: Banned peers, with the end of each ban (trio seconds).
+        self._bans: dict[PeerKey, float] = {}
+        self._inbound: dict[PeerKey, int] = {}
+        #: Called with ``(peer, reason)`` when a peer's bytes broke a protocol below the
+        #: node's handlers (a garbage frame on pubsub, the DHT, identify...).
+        self.on_misbehaved: list[Callable[[PeerKey, str], None]] = []
 
     # --- what an implementation supplies -------------------------------------------------
 
@@ -130,6 +142,39 @@ class NetworkBase(abc.ABC):
         if self._closed:
             raise NetworkClosed("this network is closed: open a new one")
 
+    # --- misbehaving peers ---------------------------------------------------------------
+
+    def ban(self, peer: PeerKey, seconds: float) -> None:
+        """Disconnect ``peer`` and refuse it for ``seconds`` (of trio's clock): its
+        requests, streams and pubsub messages are refused, and it is not dialled."""
+        if peer == self._peer:
+            return
+        until = trio.current_time() + seconds
+        if peer not in self._bans and len(self._bans) >= MAX_BANS:
+            del self._bans[min(self._bans, key=self._bans.__getitem__)]
+        self._bans[peer] = max(until, self._bans.get(peer, until))
+        self._counters.bans += 1
+        self._disconnect(peer)
+
+    def unban(self, peer: PeerKey) -> None:
+        self._bans.pop(peer, None)
+
+    def is_banned(self, peer: PeerKey) -> bool:
+        until = self._bans.get(peer)
+        if until is None:
+            return False
+        if trio.current_time() >= until:
+            del self._bans[peer]
+            return False
+        return True
+
+    def _disconnect(self, peer: PeerKey) -> None:  # noqa: B027
+        """Close every connection to ``peer`` (a ban); the implementation's part."""
+
+    def _peer_misbehaved(self, peer: PeerKey, reason: str) -> None:
+        for callback in list(self.on_misbehaved):
+            callback(peer, reason)
+
     # --- connection events ---------------------------------------------------------------
 
     def peer_events(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> Inbox[PeerEvent]:
@@ -172,8 +217,22 @@ class NetworkBase(abc.ABC):
 
     async def _handle(self, sender: PeerKey, protocol_id: str, data: bytes) -> tuple[int, bytes]:
         """Answer a request that reached us: ``(status, body)`` (see :func:`answer`)."""
-        entry = self._handlers.get(protocol_id)
-        return await answer(entry, sender, protocol_id, data, self._counters, self._log)
+        if self.is_banned(sender):
+            self._counters.refused_banned += 1
+            return STATUS_ERROR, b"refused: this peer is banned here for misbehaving"
+        if self._inbound.get(sender, 0) >= MAX_INBOUND_PER_PEER:
+            self._counters.requests_rejected += 1
+            return STATUS_ERROR, b"refused: too many requests in flight from this peer"
+        self._inbound[sender] = self._inbound.get(sender, 0) + 1
+        try:
+            entry = self._handlers.get(protocol_id)
+            return await answer(entry, sender, protocol_id, data, self._counters, self._log)
+        finally:
+            left = self._inbound[sender] - 1
+            if left:
+                self._inbound[sender] = left
+            else:
+                del self._inbound[sender]
 
     async def request(
         self,
@@ -189,6 +248,8 @@ class NetworkBase(abc.ABC):
         check_frame_limit(max_response_bytes)
         if len(data) > MAX_FRAME_BYTES:
             raise MessageTooLarge(f"request of {len(data)} bytes is over {MAX_FRAME_BYTES}")
+        if self.is_banned(peer):
+            raise PeerBanned("this peer is banned here for misbehaving: not dialled")
         return await self._request(peer, protocol_id, data, timeout, max_response_bytes)
 
     # --- publish / subscribe -----------------------------------------------------------
@@ -225,6 +286,9 @@ class NetworkBase(abc.ABC):
 
     def _deliver(self, message: PubsubMessage) -> None:
         """Hand a received message to every subscriber of its topic; count the drops."""
+        if self.is_banned(message.sender):
+            self._counters.refused_banned += 1
+            return
         for inbox in list(self._subscriptions.get(message.topic, ())):
             if not inbox.deliver(message):
                 self._counters.pubsub_dropped += 1

@@ -6,6 +6,7 @@
     ├── NetworkClosed          the network was used after it was closed
     ├── NetworkTimeout         a request, dial or lookup did not finish in time
     ├── PeerUnreachable        no connection to the peer could be made or kept
+    │   └── PeerBanned         the peer is banned here for misbehaving (not dialled)
     ├── MessageTooLarge        a frame is over the size limit (ours or the peer's)
     ├── RemoteError            the peer answered with an error
     │   └── ProtocolNotSupported   the peer has no handler for that protocol id
@@ -34,6 +35,10 @@ class NetworkTimeout(NetworkError):
 
 class PeerUnreachable(NetworkError):
     """No connection to the peer: check its address, that it is running, and the network."""
+
+
+class PeerBanned(PeerUnreachable):
+    """The peer misbehaved and is banned for a while: it is neither dialled nor served."""
 
 
 class MessageTooLarge(NetworkError):

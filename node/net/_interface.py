@@ -76,6 +76,8 @@ class NetworkCounters:
     records_rejected: int = 0  #: provider records that failed verification
     records_refreshed: int = 0  #: records re-announced before expiry
     pubsub_repaired: int = 0  #: pubsub peers re-registered after their stream died (libp2p)
+    refused_banned: int = 0  #: requests, streams and messages refused from banned peers
+    bans: int = 0  #: bans imposed
 
 
 class Network(Protocol):
@@ -120,6 +122,26 @@ class Network(Protocol):
 
     def peer_events(self, *, queue_size: int = ...) -> Inbox[PeerEvent]:
         """A stream of connect/disconnect events from now on."""
+        ...
+
+    # --- misbehaving peers -------------------------------------------------------------
+
+    #: Called with ``(peer, reason)`` when a peer's bytes broke a protocol below the
+    #: node's own handlers (a garbage frame on pubsub, the DHT, identify, ...).
+    on_misbehaved: list[Callable[[PeerKey, str], None]]
+
+    def ban(self, peer: PeerKey, seconds: float) -> None:
+        """Disconnect ``peer`` and refuse it for ``seconds`` of trio's clock: its requests,
+        streams and pubsub messages are refused, and requests to it raise
+        :class:`PeerBanned` without dialling. At most ``MAX_BANS`` at once."""
+        ...
+
+    def unban(self, peer: PeerKey) -> None:
+        """End ``peer``'s ban now."""
+        ...
+
+    def is_banned(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` is banned now."""
         ...
 
     # --- request / response ------------------------------------------------------------

@@ -71,6 +71,28 @@ def guard(
     return guarded
 
 
+class GuardedHandlers(dict[Any, Any]):
+    """py-libp2p's table of stream handlers (``Multiselect.handlers``) with every handler
+    wrapped by ``wrap(protocol_id, handler)`` as it is set: py-libp2p's own protocols
+    (meshsub, kad, identify, ping, relay) as well as ours, and those it sets later (the DHT
+    sets its handler again when it changes mode). A handler is wrapped once."""
+
+    def __init__(
+        self,
+        table: dict[Any, Any],
+        wrap: Callable[[str, Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]],
+    ) -> None:
+        super().__init__()
+        self._wrap = wrap
+        for protocol_id, handler in table.items():
+            self[protocol_id] = handler
+
+    def __setitem__(self, protocol_id: Any, handler: Any) -> None:
+        if handler is not None and not getattr(handler, "aimx_guarded", False):
+            handler = self._wrap(str(protocol_id), handler)
+        super().__setitem__(protocol_id, handler)
+
+
 @dataclass(slots=True)
 class _Pooled:
     stream: Any

@@ -27,6 +27,10 @@ DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_FIND_LIMIT = 20
 #: A record is re-advertised (or renewed) this long before it expires, ms.
 REFRESH_MARGIN_MS = 60_000
+#: Requests (streams, on libp2p) one peer may have open to us at once; more are refused.
+MAX_INBOUND_PER_PEER = 64
+#: Peers banned at once; a new ban past this drops the ban that ends first.
+MAX_BANS = 4096
 
 _PROTOCOL_RE = re.compile(r"/[A-Za-z0-9_.\-/]{1,127}")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_.\-/:]{1,128}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,9 +57,10 @@ from ._libp2p_dht import record_key as record_key
 from ._libp2p_logging import route_libp2p_logs
 from ._libp2p_pubsub import GossipPubsub
 from ._libp2p_relay import Relay
-from ._libp2p_streams import RequestStreams, guard
+from ._libp2p_streams import GuardedHandlers, RequestStreams, guard, reset
 from ._libp2p_transport import build_host, info_of, key_of, listen_addrs, peer_id_of
 from ._libp2p_tuning import install as install_libp2p_tuning
+from ._limits import MAX_INBOUND_PER_PEER
 from ._serving import error_for
 
 __all__ = [
@@ -126,6 +127,59 @@ class Libp2pNetwork(NetworkBase):
             host, self.dht, self._peer, config, self._counters, self._connected, self._fetch_record
         )
         self.set_handler(RECORD_PROTOCOL, self._records.serve_record, max_request_bytes=64)
+        # every stream handler, py-libp2p's own included, behind the trust boundary
+        mux = host.get_mux()
+        mux.handlers = GuardedHandlers(mux.handlers, self._guard_stream)
+        self._streams_of: dict[PeerKey, int] = {}
+
+    def _guard_stream(
+        self, protocol_id: str, handler: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """An inbound stream on ``protocol_id``: refused from a banned peer or one with
+        ``MAX_INBOUND_PER_PEER`` streams open; whatever the handler raises on the peer's
+        bytes resets the stream and counts against the peer, never reaches the host."""
+
+        async def guarded(stream: Any) -> None:
+            try:
+                peer = key_of(stream.muxed_conn.peer_id)
+            except Exception:
+                peer = None
+            if peer is None:
+                await reset(stream)
+                return
+            if self.is_banned(peer):
+                self._counters.refused_banned += 1
+                await reset(stream)
+                return
+            if self._streams_of.get(peer, 0) >= MAX_INBOUND_PER_PEER:
+                self._counters.requests_rejected += 1
+                await reset(stream)
+                return
+            self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
+            try:
+                await handler(stream)
+            except Exception as exc:
+                self._counters.requests_rejected += 1
+                log.info("a stream on %s from %s failed: %r", protocol_id, peer_id_of(peer), exc)
+                await reset(stream)
+                self._peer_misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
+            finally:
+                left = self._streams_of.get(peer, 1) - 1
+                if left > 0:
+                    self._streams_of[peer] = left
+                else:
+                    self._streams_of.pop(peer, None)
+
+        guarded.aimx_guarded = True  # type: ignore[attr-defined]
+        return guarded
+
+    def _disconnect(self, peer: PeerKey) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close_peer, peer)
+
+    async def _close_peer(self, peer: PeerKey) -> None:
+        with trio.move_on_after(5), contextlib.suppress(Exception):
+            await self._host.get_network().close_peer(peer_id_of(peer))
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -190,6 +244,9 @@ class Libp2pNetwork(NetworkBase):
     def _on_connected(self, peer: ID) -> None:
         key = key_of(peer)
         if key is None or self._closed:
+            return
+        if self.is_banned(key):
+            self._disconnect(key)
             return
         if self._nursery is not None:
             self._nursery.start_soon(self._add_to_routing_table, peer)

@@ -204,6 +204,9 @@ class MemoryNetwork(NetworkBase):
     def _now_ms(self) -> int:
         return self._hub.now_ms()
 
+    def _disconnect(self, peer: PeerKey) -> None:
+        self._hub._unlink(self._peer, peer)
+
     def addresses(self) -> tuple[str, ...]:
         return (_ADDRESS_PREFIX + protocol.peer_id(self._peer),)
 

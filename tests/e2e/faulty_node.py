@@ -1,7 +1,7 @@
 """A contributor daemon with a faulty job runner, for the end-to-end tests:
 
-    python tests/e2e/faulty_node.py corrupt --data-dir DIR [--bootstrap ADDRESS]
-    python tests/e2e/faulty_node.py slow MS --data-dir DIR [--bootstrap ADDRESS]
+    python tests/e2e/faulty_node.py corrupt --data-dir DIR [--bootstrap ADDR] [--genesis-hash H]
+    python tests/e2e/faulty_node.py slow MS --data-dir DIR [--bootstrap ADDR] [--genesis-hash H]
 
 ``corrupt`` returns wrong outputs (a cheater); ``slow`` waits MS milliseconds before each
 run (so a test can kill it mid-job). Everything else is the real daemon: the sandbox runs
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("delay_ms", nargs="?", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--bootstrap", action="append")
+    parser.add_argument("--genesis-hash")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -38,7 +39,11 @@ def main() -> None:
             return CorruptingRunner(runner)
         return SlowRunner(runner, args.delay_ms / 1000)
 
-    config = load_config(args.data_dir, bootstrap=tuple(args.bootstrap or ()) or None)
+    config = load_config(
+        args.data_dir,
+        bootstrap=tuple(args.bootstrap or ()) or None,
+        genesis_hash=args.genesis_hash,
+    )
     trio.run(lambda: run_daemon(args.data_dir, config, wrap_runner=wrap))
 
 

@@ -121,7 +121,9 @@ def test_job_verified_redundancy_two_both_paid_balances_add_up(honest: list[DevN
 
 def test_no_provider_matches_reason_and_refund(honest: list[DevNode]) -> None:
     before = status_of(by_name(honest, "workspace"))["balance"]
-    job_id = _submit(honest, max_price=10)  # below every floor (1000)
+    # Below every floor (1000). A job nobody was awarded is refunded at its escrow's expiry
+    # (a settle before it must pay the job's redundancy): a short deadline keeps that near.
+    job_id = _submit(honest, max_price=10, deadline_s=15)
     with by_name(honest, "workspace").client() as c:
         status = c.wait(job_id, timeout_s=60, until="closed")
     assert status["status"] == "failed" and status["closed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,44 @@ COORD = key("coordinator")
 ALICE = key("alice")
 BOB = key("bob")
 CAROL = key("carol")
-JOB = hashlib.blake2b(b"job-1", digest_size=32).digest()
+
+
+@functools.cache
+def job_spec(
+    owner: nacl.signing.SigningKey, label: bytes = b"job-1"
+) -> protocol.Signed[protocol.JobSpec]:
+    """A signed JobSpec of ``owner``'s (what a lock carries); ``label`` makes its id."""
+    spec = protocol.JobSpec(
+        requester=pub(owner),
+        nonce=hashlib.blake2b(label, digest_size=16).digest(),
+        runtime="onnx",
+        model_hash=b"\x03" * 32,
+        model_size=1,
+        inputs=(),
+        requirements=protocol.Requirements(
+            device="cpu",
+            execution_provider="CPUExecutionProvider",
+            min_memory_mb=1,
+            capability_class="onnx.cpu.m4",
+        ),
+        graph_opt_level="extended",
+        threads=1,
+        max_price=100,
+        redundancy=1,
+        max_retries=0,
+        verification=protocol.VerificationPolicy(
+            mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0
+        ),
+        created_ms=1,
+        bid_window_ms=1,
+        deadline_ms=2,
+        escrow_expiry_height=1,
+    )
+    return protocol.sign(spec, owner, CHAIN)
+
+
+#: ALICE's job, the one most tests lock.
+JOB = job_spec(ALICE).id
 
 
 def genesis(**params: int) -> ledger.Genesis:
@@ -92,8 +130,49 @@ def receipt(
     return protocol.sign(msg, requester, chain).raw
 
 
+def bid(
+    provider: nacl.signing.SigningKey, price: int, job: bytes = JOB, chain: str = CHAIN
+) -> bytes:
+    """``provider``'s signed Bid for ``job`` at ``price`` (what a settle's payout carries)."""
+    msg = protocol.Bid(
+        job_id=job,
+        provider=pub(provider),
+        price=price,
+        est_finish_ms=1,
+        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        bench_score=1,
+        expires_ms=1,
+    )
+    return protocol.sign(msg, provider, chain).raw
+
+
+#: Signing keys of the named accounts (and a few more), by public key: for their bids.
+KEYS = {pub(k): k for k in (ALICE, BOB, CAROL, COORD, key("dave"))}
+
+
+def settle(
+    owner: nacl.signing.SigningKey,
+    chain: str,
+    seq: int,
+    *,
+    job_id: bytes,
+    payouts: dict[bytes, int],
+    expiry_height: int,
+    keys: dict[bytes, nacl.signing.SigningKey] = KEYS,
+) -> protocol.Signed[protocol.Transaction]:
+    """``tx.settle`` with each payee's own Bid at the amount paid (signed with ``keys``)."""
+    bids = {p: bid(keys[p], a, job=job_id, chain=chain) for p, a in payouts.items()}
+    return tx.settle(
+        owner, chain, seq, job_id=job_id, payouts=payouts, bids=bids, expiry_height=expiry_height
+    )
+
+
 def result(
-    provider: nacl.signing.SigningKey, output: bytes, job: bytes = JOB, replica: int = 0
+    provider: nacl.signing.SigningKey,
+    output: bytes,
+    job: bytes = JOB,
+    replica: int = 0,
+    commitment: bytes = b"\x03" * 32,
 ) -> bytes:
     msg = protocol.Result(
         job_id=job,
@@ -101,7 +180,7 @@ def result(
         replica=replica,
         outcome="ok",
         message="",
-        output_commitment=b"\x03" * 32,
+        output_commitment=commitment,
         output_hash=hashlib.blake2b(output, digest_size=32).digest(),
         output_size=len(output),
         determinism_class="ort-1.32.0/cpu/avx2/extended",
@@ -178,7 +257,12 @@ class Chain:
         per_payee: int,
         payees: int = 2,
         job: bytes = JOB,
+        spec: bytes | None = None,
     ) -> protocol.Signed[protocol.Transaction]:
+        """A lock of ``job``: with no ``spec``, ``job`` must be JOB (ALICE's JobSpec goes)."""
+        if spec is None:
+            assert job == JOB, "pass the JobSpec of any other job"
+            spec = job_spec(ALICE).raw
         return tx.lock(
             owner,
             CHAIN,
@@ -189,5 +273,6 @@ class Chain:
             escrow_expiry=expire_at,
             max_per_payee=per_payee,
             max_payees=payees,
+            spec=spec,
             expiry_height=self.height + 10,
         )

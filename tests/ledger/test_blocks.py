@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import nacl.signing
 import pytest
 
@@ -100,3 +102,34 @@ def test_incremental_root_equals_reference() -> None:
         c.ok(c.transfer(ALICE, key(f"user{i}"), 10 + i))
         assert ledger.compute_root(c.state.leaves()) == c.state.root
     assert ledger.replay(c.state.genesis, c.blocks).root == c.state.root
+
+
+def test_a_block_whose_effect_breaks_an_invariant_is_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A rule that went wrong (here: a transfer that also credits its sender) must not slip
+    # through: every block's changes are checked against the invariants when applied.
+    from ledger import _rules
+
+    c = Chain.new()
+    txs = [c.transfer(ALICE, BOB, 5)]
+    produced = ledger.produce_block(c.state, COORD, [ledger.verify_tx(t.raw, CHAIN) for t in txs])
+    honest_apply = _rules.apply_tx
+
+    def creating_credit(draft: ledger.Draft, vtx: ledger.VerifiedTx) -> None:
+        honest_apply(draft, vtx)
+        sender = draft.account(pub(ALICE))
+        draft.accounts[pub(ALICE)] = dataclasses.replace(sender, balance=sender.balance + 5)
+
+    monkeypatch.setattr(_rules, "apply_tx", creating_credit)
+    with pytest.raises(ledger.BlockRejected, match="credits not conserved"):
+        ledger.apply_block(c.state, produced.block)
+
+
+def test_a_negative_balance_breaks_an_invariant() -> None:
+    c = Chain.new()
+    draft = ledger.Draft(c.state, c.height + 1)
+    assert draft.check_invariants() is None
+    account = draft.account(pub(ALICE))
+    draft.accounts[pub(ALICE)] = dataclasses.replace(account, balance=-1)
+    assert draft.check_invariants() == f"account {pub(ALICE).hex()} would go negative"

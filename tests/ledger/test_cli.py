@@ -9,12 +9,11 @@ from typer.testing import CliRunner
 
 import ledger
 import protocol
-from ledger import tx
 from node.cli import app
 from node.ledger import ledger_db_path
 
 from ..keys import pub
-from .helpers import ALICE, BOB, CHAIN, JOB, Chain
+from .helpers import ALICE, BOB, CHAIN, JOB, Chain, settle
 
 runner = CliRunner()
 
@@ -23,7 +22,7 @@ def make_ledger(data_dir: Path) -> Chain:
     c = Chain.new()
     c.ok(c.transfer(ALICE, BOB, 1_500_000 - 1_000_000 + 250))
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
-    c.ok(tx.settle(ALICE, CHAIN, 2, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
+    c.ok(settle(ALICE, CHAIN, 2, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
     with ledger.LedgerStore.open(ledger_db_path(data_dir), c.state.genesis) as store:
         for raw in c.blocks:
             store.apply_and_commit(raw)

@@ -8,7 +8,19 @@ import ledger
 from ledger import tx
 
 from ..keys import key, pub
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, genesis, signed_block
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHAIN,
+    COORD,
+    JOB,
+    Chain,
+    award,
+    genesis,
+    receipt,
+    signed_block,
+)
 
 
 def state() -> ledger.State:
@@ -59,6 +71,74 @@ def test_mempool_refuses_duplicates_replays_and_junk() -> None:
         pool.add(transfer(ALICE, 0, fee=3, amount=5), commit.state)
     with pytest.raises(ledger.ExpiredTransaction):
         pool.add(transfer(BOB, 0, fee=1, expiry=1), commit.state)
+
+
+def test_unfunded_keys_cannot_fill_the_mempool() -> None:
+    # Attack 6: 20,000 transactions from 318 keys that never received credits, each ahead
+    # of its account's sequence and valid for ever. None is admitted; honest ones still are.
+    s = ledger.State.from_genesis(genesis())  # min_fee 0: the spam costs nothing to sign
+    pool = ledger.Mempool(CHAIN)
+    refused = 0
+    for i in range(20_000):
+        spammer = key(f"spam-{i % 318}")
+        # Half valid for ever (refused for the expiry bound), half valid for a while
+        # (refused because the account never received credits).
+        forever = i % 2 == 0
+        expiry = 2**64 - 1 if forever else 50
+        raw = tx.transfer(
+            spammer, CHAIN, 1 + i // 318, to=pub(CAROL), amount=1, expiry_height=expiry
+        ).raw
+        why = "blocks ahead" if forever else "holds no credits"
+        with pytest.raises(ledger.MempoolRejected, match=why):
+            pool.add(raw, s)
+        refused += 1
+    assert refused == 20_000 and len(pool) == 0
+    pool.add(transfer(ALICE, 0, fee=0), s)
+    producer = ledger.Producer(COORD, s, interval_ms=10, now_ms=0, mempool=pool)
+    assert producer.produce().state.next_seq(pub(ALICE)) == 1
+
+
+def test_mempool_bounds_sequence_gap_expiry_and_pending_per_account() -> None:
+    s = ledger.State.from_genesis(genesis())
+    pool = ledger.Mempool(CHAIN)
+    for seq in range(ledger.MAX_AHEAD):  # a funded account: its next 64 are pending
+        pool.add(transfer(ALICE, seq, fee=0), s)
+    with pytest.raises(ledger.MempoolRejected, match="ahead"):
+        pool.add(transfer(ALICE, ledger.MAX_AHEAD, fee=0), s)
+    with pytest.raises(ledger.MempoolRejected, match="blocks ahead"):
+        pool.add(transfer(BOB, 0, fee=0, expiry=ledger.MAX_EXPIRY_AHEAD + 1), s)
+    pool.add(transfer(BOB, 0, fee=0, expiry=ledger.MAX_EXPIRY_AHEAD), s)
+    # A fee the balance cannot pay is refused on entry, not left to wait.
+    poor = key("poor")
+    rich = ledger.make_genesis(CHAIN, [pub(COORD)], {pub(poor): 5, pub(ALICE): 10})
+    with pytest.raises(ledger.MempoolRejected, match="cannot pay the fee"):
+        pool.add(transfer(poor, 0, fee=6), ledger.State.from_genesis(rich))
+    # A coordinator's mint needs no balance.
+    pool.add(tx.mint(COORD, CHAIN, 0, to=pub(CAROL), amount=5, expiry_height=9).raw, s)
+
+
+def test_unfunded_provider_may_claim_with_the_owners_award_only() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=1, expire_at=20, per_payee=100, payees=1))
+    fresh, other = key("fresh-provider"), key("fresh-other")
+    pool = ledger.Mempool(CHAIN)
+
+    def claim(who, signer):  # type: ignore[no-untyped-def]
+        return tx.claim(
+            who,
+            CHAIN,
+            0,
+            job_id=JOB,
+            award=award(signer, who, 100),
+            receipt=receipt(signer, who),
+            expiry_height=c.height + 5,
+        ).raw
+
+    with pytest.raises(ledger.MempoolRejected, match="owner's Award"):
+        pool.add(claim(fresh, BOB), c.state)  # an award from someone else
+    pool.add(claim(fresh, ALICE), c.state)
+    with pytest.raises(ledger.MempoolRejected, match="as many claims pending"):
+        pool.add(claim(other, ALICE), c.state)  # the escrow pays one provider
 
 
 def test_full_mempool_evicts_lowest_fee_only_for_a_higher_fee() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nacl.signing
 import pytest
 
@@ -9,8 +11,22 @@ import ledger
 import protocol
 from ledger import EscrowStatus, tx
 
-from ..keys import pub
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, JOB, Chain, award, receipt, result
+from ..keys import key, pub
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHAIN,
+    COORD,
+    JOB,
+    Chain,
+    award,
+    bid,
+    job_spec,
+    receipt,
+    result,
+    settle,
+)
 
 
 def test_transfer_moves_credits_and_charges_fee() -> None:
@@ -58,7 +74,7 @@ def test_settle_pays_providers_refunds_rest_and_closes() -> None:
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
     c.ok(
-        tx.settle(
+        settle(
             ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100, pub(CAROL): 80}, expiry_height=20
         )
     )
@@ -66,7 +82,7 @@ def test_settle_pays_providers_refunds_rest_and_closes() -> None:
     assert e is not None and e.status == EscrowStatus.SETTLED and e.remaining == 0
     assert c.state.balance(pub(ALICE)) == 1_000_000 - 180
     assert c.state.balance(pub(BOB)) == 1_000_100
-    again = tx.settle(ALICE, CHAIN, 2, job_id=JOB, payouts={}, expiry_height=20)
+    again = settle(ALICE, CHAIN, 2, job_id=JOB, payouts={}, expiry_height=20)
     c.rejects(again, ledger.EscrowError)
     c.until(9)
     c.rejects(tx.refund(ALICE, CHAIN, 2, job_id=JOB, expiry_height=20), ledger.EscrowError)
@@ -75,17 +91,15 @@ def test_settle_pays_providers_refunds_rest_and_closes() -> None:
 def test_settle_limits() -> None:
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=1))
-    over = tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 101}, expiry_height=20)
+    over = settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 101}, expiry_height=20)
     c.rejects(over, ledger.EscrowError)
-    two = tx.settle(
+    two = settle(
         ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 1, pub(CAROL): 1}, expiry_height=20
     )
     c.rejects(two, ledger.EscrowError)
-    selfpay = tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(ALICE): 1}, expiry_height=20)
+    selfpay = settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(ALICE): 1}, expiry_height=20)
     c.rejects(selfpay, ledger.NotAuthorized)
-    c.rejects(
-        tx.settle(BOB, CHAIN, 0, job_id=JOB, payouts={}, expiry_height=20), ledger.NotAuthorized
-    )
+    c.rejects(settle(BOB, CHAIN, 0, job_id=JOB, payouts={}, expiry_height=20), ledger.NotAuthorized)
 
 
 def test_lock_rules() -> None:
@@ -97,7 +111,28 @@ def test_lock_rules() -> None:
         c.lock(ALICE, 2_000_000, claim_at=5, expire_at=9, per_payee=1), ledger.InsufficientFunds
     )
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
-    c.rejects(c.lock(BOB, 300, claim_at=5, expire_at=9, per_payee=100), ledger.EscrowError)
+    c.rejects(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100), ledger.EscrowError)
+
+
+def test_lock_front_running_another_requesters_job_is_refused() -> None:
+    # Attack 7: BOB sees ALICE's JobSpec on a job topic and locks 1 micro-credit under its
+    # id first. The lock must carry the job's signed JobSpec, whose signer is the sender.
+    c = Chain.new()
+    alices = job_spec(ALICE).raw
+    stolen = c.lock(BOB, 1, claim_at=5, expire_at=9, per_payee=1, spec=alices)
+    c.rejects(stolen, ledger.NotAuthorized)
+    # A JobSpec of BOB's own with ALICE's job id named: the id is the spec's, not the payload's.
+    bobs = job_spec(BOB).raw
+    c.rejects(c.lock(BOB, 1, claim_at=5, expire_at=9, per_payee=1, spec=bobs), ledger.BadEvidence)
+    c.rejects(
+        c.lock(BOB, 1, claim_at=5, expire_at=9, per_payee=1, spec=b"junk"), ledger.BadEvidence
+    )
+    assert c.state.escrow(JOB) is None
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
+    escrow = c.state.escrow(JOB)
+    assert escrow is not None and escrow.owner == pub(ALICE) and escrow.locked == 300
+    # BOB's own job locks fine under its own id.
+    c.ok(c.lock(BOB, 1, claim_at=5, expire_at=9, per_payee=1, job=job_spec(BOB).id, spec=bobs))
 
 
 def test_refund_only_after_expiry_and_only_once() -> None:
@@ -123,6 +158,104 @@ def claim_tx(c: Chain, provider=BOB, requester=ALICE, price=100, **kw):  # type:
     )
 
 
+def test_settle_never_pays_a_provider_that_claimed_again() -> None:
+    # Attack 13: BOB claims its 100 with the receipt; ALICE, lagging, settles paying BOB
+    # (and CAROL) too. BOB is paid once, CAROL once, the rest goes back to ALICE.
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=2, expire_at=9, per_payee=150, payees=3))
+    c.ok(claim_tx(c, price=100))  # block 2
+    assert c.state.balance(pub(BOB)) == 1_000_100
+    c.ok(
+        settle(
+            ALICE,
+            CHAIN,
+            c.seq(ALICE),
+            job_id=JOB,
+            payouts={pub(BOB): 150, pub(CAROL): 100},
+            expiry_height=20,
+        )
+    )
+    s = c.state
+    assert s.balance(pub(BOB)) == 1_000_100
+    assert s.balance(pub(CAROL)) == 1_000_100
+    assert s.balance(pub(ALICE)) == 1_000_000 - 200
+    escrow = s.escrow(JOB)
+    assert escrow is not None and dict(escrow.paid) == {pub(BOB): 100, pub(CAROL): 100}
+    # And a claim after the settle is refused: the escrow is closed.
+    c.rejects(claim_tx(c, provider=CAROL, price=100), ledger.EscrowError)
+    assert c.state.balance(pub(CAROL)) == 1_000_100
+
+
+def test_no_short_settle_while_an_awarded_providers_claim_is_possible() -> None:
+    # Attack 10: the owner, holding the output, settles paying nobody before the claim
+    # window opens. A settle before expiry must pay the job's redundancy (its JobSpec's).
+    c = Chain.new()
+    spec = job_spec(ALICE, b"redundant-2")
+    two = replace(spec.message, redundancy=2)
+    signed = protocol.sign(two, ALICE, CHAIN)
+    job = signed.id
+    c.ok(c.lock(ALICE, 300, claim_at=4, expire_at=8, per_payee=100, job=job, spec=signed.raw))
+    empty = settle(ALICE, CHAIN, c.seq(ALICE), job_id=job, payouts={}, expiry_height=20)
+    c.rejects(empty, ledger.EscrowError)
+    one = {pub(CAROL): 100}
+    short = settle(ALICE, CHAIN, c.seq(ALICE), job_id=job, payouts=one, expiry_height=20)
+    c.rejects(short, ledger.EscrowError)
+    c.until(4)
+    c.ok(
+        claim_tx(
+            c,
+            price=100,
+            job=job,
+            award_raw=award(ALICE, BOB, 100, job=job),
+            receipt_raw=receipt(ALICE, BOB, job=job),
+        )
+    )  # block 5
+    assert c.state.balance(pub(BOB)) == 1_000_100
+    # BOB's claim counts: a settle paying CAROL now covers both replicas.
+    full = settle(ALICE, CHAIN, c.seq(ALICE), job_id=job, payouts=one, expiry_height=20)
+    c.ok(full)
+    assert c.state.balance(pub(CAROL)) == 1_000_100
+    assert c.state.balance(pub(ALICE)) == 1_000_000 - 200
+
+
+def test_short_settle_is_allowed_from_expiry_on() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=2, expire_at=4, per_payee=100))
+    c.rejects(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={}, expiry_height=20), ledger.EscrowError)
+    c.until(3)
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={}, expiry_height=20))  # block 4
+    assert c.state.balance(pub(ALICE)) == 1_000_000
+
+
+def test_settle_pays_only_providers_that_bid_at_their_price() -> None:
+    # Attack 11: settle paid (and gave reputation to) any account, unasked; the payer could
+    # then attest about it. A payout carries the payee's own signed Bid for the job and pays
+    # exactly its price.
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
+    rep = c.state.reputation(pub(BOB))
+
+    def pay(bid_raw: bytes, amount: int = 100) -> protocol.Signed[protocol.Transaction]:
+        return tx.settle(
+            ALICE,
+            CHAIN,
+            c.seq(ALICE),
+            job_id=JOB,
+            payouts={pub(BOB): amount},
+            bids={pub(BOB): bid_raw},
+            expiry_height=20,
+        )
+
+    c.rejects(pay(b""), ledger.BadEvidence)  # no bid: BOB never offered
+    c.rejects(pay(bid(CAROL, 100)), ledger.BadEvidence)  # someone else's bid
+    c.rejects(pay(bid(BOB, 100, job=b"\x07" * 32)), ledger.BadEvidence)  # another job's
+    c.rejects(pay(bid(BOB, 100), amount=1), ledger.BadEvidence)  # not its price
+    assert c.state.reputation(pub(BOB)) == rep and c.state.balance(pub(BOB)) == 1_000_000
+    c.ok(pay(bid(BOB, 100)))
+    assert c.state.balance(pub(BOB)) == 1_000_100
+    assert c.state.reputation(pub(BOB)) > rep
+
+
 def test_claim_pays_awarded_price_once_in_window() -> None:
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=4, expire_at=8, per_payee=100))
@@ -134,7 +267,7 @@ def test_claim_pays_awarded_price_once_in_window() -> None:
     assert e is not None and e.remaining == 210 and e.status == EscrowStatus.OPEN
     assert "already claimed" in c.rejects(claim_tx(c, price=10), ledger.EscrowError)
     # the owner settles the rest later; the claimed provider can still be paid up to the cap
-    c.ok(tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(CAROL): 50}, expiry_height=20))
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(CAROL): 50}, expiry_height=20))
     assert c.state.balance(pub(ALICE)) == 1_000_000 - 140
 
 
@@ -193,6 +326,20 @@ def test_slash_needs_coordinator_and_evidence() -> None:
     c = Chain.new()
     c.ok(tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9))
     r1, r2 = result(BOB, b"one"), result(BOB, b"two")
+    c.rejects(  # no escrow for the evidence's job
+        tx.slash(
+            COORD,
+            CHAIN,
+            0,
+            offender=pub(BOB),
+            amount=100,
+            reason="conflicting_results",
+            evidence=[r1, r2],
+            expiry_height=9,
+        ),
+        ledger.BadEvidence,
+    )
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
 
     def slash_bob(
         signer: nacl.signing.SigningKey, seq: int, amount: int, reason: str, evidence: list[bytes]
@@ -208,17 +355,74 @@ def test_slash_needs_coordinator_and_evidence() -> None:
             expiry_height=9,
         )
 
-    c.rejects(slash_bob(ALICE, 0, 100, "conflicting_results", [r1, r2]), ledger.NotAuthorized)
+    c.rejects(slash_bob(ALICE, 1, 100, "conflicting_results", [r1, r2]), ledger.NotAuthorized)
     c.rejects(slash_bob(COORD, 0, 100, "conflicting_results", [r1, r1]), ledger.BadEvidence)
     carols = [result(CAROL, b"x")]
     c.rejects(slash_bob(COORD, 0, 100, "failed_verification", carols), ledger.BadEvidence)
+    too_much = slash_bob(COORD, 0, 501, "conflicting_results", [r1, r2])
+    c.rejects(too_much, ledger.InsufficientFunds)
     before = c.state.reputation(pub(BOB))
     c.ok(slash_bob(COORD, 0, 100, "conflicting_results", [r1, r2]))
     assert c.state.account(pub(BOB)).stake == 400
     assert c.state.burned == 100
     assert c.state.reputation(pub(BOB)) < before
-    too_much = slash_bob(COORD, 1, 401, "conflicting_results", [r1, r2])
-    c.rejects(too_much, ledger.InsufficientFunds)
+    again = slash_bob(COORD, 1, 100, "conflicting_results", [r2, r1])
+    c.rejects(again, ledger.EscrowError)  # the job's evidence already slashed BOB
+
+
+def test_slash_for_failed_verification_needs_a_paid_majority_and_is_used_once() -> None:
+    # Attack 3: a correct Result reported (four times, by anyone) must not take the stake.
+    # Evidence: the offender's Result, outvoted by the agreeing Results of two providers the
+    # job's escrow paid; each job's evidence slashes a provider once.
+    c = Chain.new()
+    dave = key("dave")
+    c.ok(
+        tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9),
+        tx.transfer(ALICE, CHAIN, 0, to=pub(dave), amount=10, expiry_height=9),
+    )
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
+    right, wrong = b"\x05" * 32, b"\x06" * 32
+    bobs = result(BOB, b"bad", commitment=wrong, replica=0)
+    carols = result(CAROL, b"good", commitment=right, replica=1)
+    daves = result(dave, b"good", commitment=right, replica=2)
+
+    def slash(
+        evidence: list[bytes], offender: bytes = pub(BOB)
+    ) -> protocol.Signed[protocol.Transaction]:
+        return tx.slash(
+            COORD,
+            CHAIN,
+            c.seq(COORD),
+            offender=offender,
+            amount=100,
+            reason="failed_verification",
+            evidence=evidence,
+            expiry_height=20,
+        )
+
+    c.rejects(slash([bobs, carols, daves]), ledger.BadEvidence)  # escrow still open
+    c.ok(
+        settle(
+            ALICE,
+            CHAIN,
+            c.seq(ALICE),
+            job_id=JOB,
+            payouts={pub(CAROL): 100, pub(dave): 100},
+            expiry_height=20,
+        )
+    )
+    c.rejects(slash([bobs]), ledger.BadEvidence)  # the accused's Result alone proves nothing
+    c.rejects(slash([bobs, carols]), ledger.BadEvidence)  # one other provider: no majority
+    right_bob = result(BOB, b"good", commitment=right)
+    c.rejects(slash([right_bob, carols, daves]), ledger.BadEvidence)  # BOB was right
+    c.rejects(slash([daves, carols], offender=pub(CAROL)), ledger.BadEvidence)  # agree, paid
+    other_job = result(CAROL, b"good", job=b"\x09" * 32, commitment=right)
+    c.rejects(slash([bobs, other_job, daves]), ledger.BadEvidence)  # two jobs
+    c.ok(slash([bobs, carols, daves]))
+    assert c.state.account(pub(BOB)).stake == 400
+    for _ in range(3):  # the same evidence again, in any order: used once
+        c.rejects(slash([bobs, daves, carols]), ledger.EscrowError)
+    assert c.state.account(pub(BOB)).stake == 400
 
 
 def test_attest_only_by_parties_of_settled_job_once() -> None:
@@ -228,14 +432,17 @@ def test_attest_only_by_parties_of_settled_job_once() -> None:
         ALICE, CHAIN, 1, job_id=JOB, subject=pub(BOB), positive=True, expiry_height=20
     )
     c.rejects(early, ledger.EscrowError)
-    c.ok(tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
     outsider = tx.attest(
         CAROL, CHAIN, 0, job_id=JOB, subject=pub(BOB), positive=False, expiry_height=20
     )
     c.rejects(outsider, ledger.NotAuthorized)
     rep = c.state.reputation(pub(BOB))
     c.ok(tx.attest(ALICE, CHAIN, 2, job_id=JOB, subject=pub(BOB), positive=True, expiry_height=20))
-    assert c.state.reputation(pub(BOB)) > rep
+    # Recorded, but a positive attestation adds nothing: the payout already counted the job
+    # (attack 11: farming reputation, and the settled-jobs count, by attesting).
+    assert c.state.reputation(pub(BOB)) == rep
+    assert c.state.account(pub(BOB)).rep_s == ledger.REP_UNIT
     twice = tx.attest(
         ALICE, CHAIN, 3, job_id=JOB, subject=pub(BOB), positive=True, expiry_height=20
     )
@@ -251,7 +458,7 @@ def test_reputation_is_exact_and_decays() -> None:
     )
     assert c.state.reputation_float(pub(BOB)) == 0.5
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
-    c.ok(tx.settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
     fresh = c.state.reputation(pub(BOB))
     assert fresh > 0.5
     c.until(20)

@@ -22,7 +22,7 @@ import protocol
 from ledger import tx
 
 from ..keys import key, pub
-from .helpers import CHAIN, COORD, award, receipt, result, signed_block
+from .helpers import CHAIN, COORD, award, bid, job_spec, receipt, result, signed_block
 
 USERS = [key(f"user{i}") for i in range(4)]
 JOBS = [hashlib.blake2b(bytes([i]), digest_size=32).digest() for i in range(16)]
@@ -32,7 +32,11 @@ amount = st.integers(min_value=1, max_value=400)
 
 
 def settle_payload(job_id: bytes, payouts: dict[bytes, int]) -> ledger.Settle:
-    return ledger.Settle(job_id, tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items())))
+    keys = {pub(u): u for u in [*USERS, COORD]}
+    return ledger.Settle(
+        job_id,
+        tuple(ledger.Payout(p, a, bid(keys[p], a, job=job_id)) for p, a in sorted(payouts.items())),
+    )
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -114,7 +118,8 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def lock(self, owner, j, amt, claim, life, cap) -> None:  # type: ignore[no-untyped-def]
         h = self.state.height + 1  # the height of the block it goes into
-        payload = ledger.Lock(j, amt, h + claim, h + claim + life, min(cap, amt), 2)
+        spec = job_spec(owner, j)
+        payload = ledger.Lock(spec.id, amt, h + claim, h + claim + life, min(cap, amt), 2, spec.raw)
         self.add(owner, payload, expiry_height=h)
 
     def existing(self, j: bytes, *, closed: bool = False) -> bytes:
@@ -227,7 +232,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def job_lifecycle(self, owner, provider, other, j, price, positive) -> None:  # type: ignore[no-untyped-def]
         """Lock, claim with the requester's award and receipt, settle, attest: one block each."""
         h = self.state.height + 1
-        self.add(owner, ledger.Lock(j, 300, h + 1, h + 8, 100, 3), expiry_height=h)
+        spec = job_spec(owner, j)
+        j = spec.id
+        self.add(owner, ledger.Lock(j, 300, h + 1, h + 8, 100, 3, spec.raw), expiry_height=h)
         self.produce()
         evidence = award(owner, provider, price, job=j), receipt(owner, provider, job=j)
         self.add(provider, ledger.Claim(j, *evidence), expiry_height=h + 1)

@@ -4,6 +4,7 @@ running"."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,12 @@ def info(pid: int) -> RunInfo:
 
 
 def test_written_then_read_while_the_process_lives(tmp_path: Path) -> None:
-    write_runinfo(tmp_path, info(os.getpid()))
+    umask = os.umask(0o022)
+    try:
+        write_runinfo(tmp_path, info(os.getpid()))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / RUNINFO_FILE).stat().st_mode) == 0o600  # its owner's only
     assert read_runinfo(tmp_path) == info(os.getpid())
     remove_runinfo(tmp_path)
     assert not (tmp_path / RUNINFO_FILE).exists()

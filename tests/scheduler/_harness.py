@@ -88,13 +88,18 @@ Machine = Literal["requester", "provider"]
 def honest_output(spec: JobSpec) -> Output:
     """What every honest sandbox computes for ``spec`` (a stand-in for running the model)."""
     data = b"out:" + content_hash(spec.model_hash + b"".join(i.hash for i in spec.inputs))
-    return Output(data, content_hash(b"commit:" + data), DETERMINISM)
+    return Output(data, commitment(data), DETERMINISM)
+
+
+def commitment(data: bytes) -> bytes:
+    """The simulated sandbox's output commitment of delivered bytes."""
+    return content_hash(b"commit:" + data)
 
 
 def wrong_output(spec: JobSpec, who: bytes) -> Output:
     """A cheater's output: cheap to make and wrong."""
     data = b"bad:" + content_hash(who + spec.model_hash)
-    return Output(data, content_hash(b"commit:" + data), DETERMINISM)
+    return Output(data, commitment(data), DETERMINISM)
 
 
 def reputation(state: ledger.State, who: bytes) -> Reputation:
@@ -215,7 +220,8 @@ class Node:
     key: nacl.signing.SigningKey
     requester: Requester | None = None
     provider: Provider | None = None
-    behaviour: str = "honest"  # honest | cheat
+    #: honest | cheat | liar (claims the right commitment) | collude (one shared wrong output)
+    behaviour: str = "honest"
     online: bool = True
     back_at: int | None = None
     timers: dict[tuple[Machine, TimerKey], int] = field(default_factory=dict)
@@ -273,6 +279,7 @@ class Sim:
         cfg = RequesterConfig(
             key=signing_key,
             chain_id=CHAIN,
+            commitment=commitment,
             reputation=self.reputation,
             rng=random.Random(self.rng.random()),
             claim_window_blocks=CLAIM_WINDOW,
@@ -485,9 +492,7 @@ class Sim:
                 self._attest(node, fx)
             case Slash():
                 self.slashes.append(fx)
-                self._report(
-                    node, fx.provider, [e.raw for e in fx.evidence if e.signer == fx.provider]
-                )
+                self._report(node, fx.provider, [e.raw for e in fx.evidence])
             case RunJob():
                 self._run(node, fx)
             case AbortJob():
@@ -509,14 +514,21 @@ class Sim:
                 self.execute(node, "requester", effects)
 
         payload = ledger.Lock(
-            fx.job_id, fx.amount, fx.claim_height, fx.expiry_height, fx.max_per_payee, fx.max_payees
+            fx.job_id,
+            fx.amount,
+            fx.claim_height,
+            fx.expiry_height,
+            fx.max_per_payee,
+            fx.max_payees,
+            fx.spec,
         )
         self.ledger.submit(TxRequest(node.key, payload, refused, expiry_cap=fx.expiry_height))
 
     def _settle(self, node: Node, fx: Settle) -> None:
         payouts = fx.as_dict()
         node.payees[fx.job_id] = frozenset(payouts)
-        items = tuple(ledger.Payout(p, a) for p, a in sorted(payouts.items()))
+        bids = fx.bids()
+        items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
         self.ledger.submit(TxRequest(node.key, ledger.Settle(fx.job_id, items)))
         for attest in node.pending_attests.pop(fx.job_id, []):
             self._attest(node, attest)
@@ -530,8 +542,8 @@ class Sim:
         elif fx.subject in payees:
             attest = ledger.Attest(fx.job_id, fx.subject, int(fx.positive))
             self.ledger.submit(TxRequest(node.key, attest))
-        elif not fx.positive:
-            self._report(node, fx.subject, [e.raw for e in fx.evidence if e.signer == fx.subject])
+        elif not fx.positive and any(e.signer == fx.subject for e in fx.evidence):
+            self._report(node, fx.subject, [e.raw for e in fx.evidence])
 
     def _report(self, node: Node, offender: bytes, evidence: list[bytes]) -> None:
         """The coordinator slashes a reported provider what it has staked, up to
@@ -592,9 +604,14 @@ class Sim:
             if not node.online:
                 return
             assert node.provider is not None
-            out = (
-                honest_output(spec) if node.behaviour == "honest" else wrong_output(spec, node.pub)
-            )
+            if node.behaviour == "honest":
+                out = honest_output(spec)
+            elif node.behaviour == "liar":  # the right commitment, corrupted bytes
+                out = replace(honest_output(spec), data=wrong_output(spec, node.pub).data)
+            elif node.behaviour == "collude":  # every colluder returns the same wrong output
+                out = wrong_output(spec, b"colluders")
+            else:
+                out = wrong_output(spec, node.pub)
             out = replace(out, determinism_class=node.provider.config.determinism_class)
             usage = Usage(cpu_ms=node.run_ms, wall_ms=node.run_ms, peak_memory_kb=1024, gpu_ms=0)
             effects = node.provider.job_finished(

@@ -43,7 +43,7 @@ from scheduler import (
 )
 
 from ..keys import key
-from ._harness import CHAIN, CLASS, START_MS, Sim, honest_output
+from ._harness import CHAIN, CLASS, START_MS, Sim, commitment, honest_output
 
 T = TypeVar("T")
 USAGE = Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0)
@@ -53,7 +53,7 @@ def _pair() -> tuple[Sim, Requester, Provider, nacl.signing.SigningKey]:
     sim = Sim(42)
     rkey = sim.key()
     pkey = sim.key()
-    req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN))
+    req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN, commitment=commitment))
     prov = Provider(ProviderConfig(key=pkey, chain_id=CHAIN, capability_classes=(CLASS,)))
     return sim, req, prov, rkey
 
@@ -81,7 +81,7 @@ def test_submit_refuses_bad_specs() -> None:
     with pytest.raises(JobRejected, match="requester"):
         req.submit(sim.spec(other), sim.now)
     me = sim.add_requester()
-    mine = Requester(RequesterConfig(key=me.key, chain_id=CHAIN))
+    mine = Requester(RequesterConfig(key=me.key, chain_id=CHAIN, commitment=commitment))
     spec = sim.spec(me)
     with pytest.raises(JobRejected, match="deadline"):
         mine.submit(replace(spec, deadline_ms=sim.now + 10), sim.now)
@@ -101,7 +101,9 @@ def test_submit_refuses_bad_specs() -> None:
 def test_lock_amount_and_heights() -> None:
     sim, _, _, _ = _pair()
     node = sim.add_requester()
-    req = Requester(RequesterConfig(key=node.key, chain_id=CHAIN, claim_window_blocks=7))
+    req = Requester(
+        RequesterConfig(key=node.key, chain_id=CHAIN, commitment=commitment, claim_window_blocks=7)
+    )
     spec = sim.spec(node, redundancy=2, max_retries=3, max_price=1_000)
     job_id, fx = req.submit(spec, sim.now)
     (lock,) = _of(fx, LockEscrow)
@@ -363,7 +365,9 @@ def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
     def reputation(who: bytes) -> Reputation:
         return Reputation(800, 50 if who == veteran else 0)
 
-    req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN, reputation=reputation))
+    req = Requester(
+        RequesterConfig(key=rkey, chain_id=CHAIN, commitment=commitment, reputation=reputation)
+    )
 
     def bid(p: Provider, sends: dict[bytes, bytes]) -> bytes:
         (answer,) = _of(p.receive(sends[p.me], sim.now + 1), Send)

@@ -17,18 +17,23 @@ from sandbox import tiny_model_path
 
 from ..daemon._cluster import cluster, tiny_inputs
 
+TOKEN = "t" * 43
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
 
 async def test_submit_wait_result_and_errors_over_http() -> None:
     model = tiny_model_path()
     inputs = tiny_inputs()
     with trio.fail_after(40):
         async with cluster(2) as cl, trio.open_nursery() as nursery:
-            port = await nursery.start(serve_http, make_router(cl.requester), "127.0.0.1", 0)
-            cport = await nursery.start(serve_http, make_router(cl.coordinator), "127.0.0.1", 0)
+            router = make_router(cl.requester, token=TOKEN)
+            port = await nursery.start(serve_http, router, "127.0.0.1", 0)
+            crouter = make_router(cl.coordinator, token=TOKEN)
+            cport = await nursery.start(serve_http, crouter, "127.0.0.1", 0)
             url, curl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{cport}"
 
             def workspace() -> tuple[str, dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
-                with Client(url) as c:
+                with Client(url, token=TOKEN) as c:
                     job_id = c.submit(model, inputs, redundancy=1)
                     status = c.wait(job_id, timeout_s=30, until="closed")
                     return job_id, status, c.result(job_id)
@@ -39,10 +44,12 @@ async def test_submit_wait_result_and_errors_over_http() -> None:
 
             def errors() -> list[int]:
                 codes = []
-                with httpx.Client(base_url=url, timeout=10) as h:
+                with httpx.Client(base_url=url, timeout=10, headers=AUTH) as h:
                     codes.append(h.get("/api/jobs/" + "00" * 32).status_code)
                     codes.append(h.get("/api/jobs/nothex").status_code)
-                    codes.append(h.post("/api/jobs", content=b"{not json").status_code)
+                    json_type = {"content-type": "application/json"}
+                    bad = h.post("/api/jobs", content=b"{not json", headers=json_type)
+                    codes.append(bad.status_code)
                     codes.append(
                         h.post("/api/jobs", json={"model": "!!", "inputs": {}}).status_code
                     )
@@ -52,19 +59,32 @@ async def test_submit_wait_result_and_errors_over_http() -> None:
                     me = protocol.peer_id(cl.requester.me)
                     codes.append(h.post("/api/faucet", json={"account": me}).status_code)
                     codes.append(h.get("/api/provider/why").status_code)
+                    # a stake is at most the balance
+                    codes.append(h.post("/api/stake", json={"amount": 10**18}).status_code)
                     metrics = h.get("/metrics").text
                     assert "aimx_jobs_submitted_total 1.0" in metrics
-                with Client(url) as c, pytest.raises(ApiError):
+                with Client(url, token=TOKEN) as c, pytest.raises(ApiError):
                     c.result("00" * 32)
-                with Client(curl) as c:
-                    minted = c.faucet(protocol.peer_id(cl.requester.me), 5)
-                    assert minted["amount"] == 5
-                    with pytest.raises(ApiError):
-                        c.faucet(protocol.peer_id(cl.requester.me), -1)
+                # the cluster's chain is no devnet: no faucet unless configured
+                with Client(curl, token=TOKEN) as c, pytest.raises(ApiError, match="403 the fau"):
+                    c.faucet(protocol.peer_id(cl.requester.me), 5)
                 return codes
 
             codes = await trio.to_thread.run_sync(errors)
-            assert codes == [404, 404, 400, 400, 400, 400, 409, 409]
+            assert codes == [404, 404, 400, 400, 400, 400, 409, 409, 400]
+
+            # with coordinator.faucet = true it mints
+            coord = cl.coordinator
+            faucet_on = coord.config.coordinator.model_copy(update={"faucet": True})
+            coord.config = coord.config.model_copy(update={"coordinator": faucet_on})
+
+            def mint() -> None:
+                with Client(curl, token=TOKEN) as c:
+                    assert c.faucet(protocol.peer_id(cl.requester.me), 5)["amount"] == 5
+                    with pytest.raises(ApiError, match="400"):
+                        c.faucet(protocol.peer_id(cl.requester.me), -1)
+
+            await trio.to_thread.run_sync(mint)
             assert job_id in [r.job_id.hex() for r in cl.requester.jobs.values()]
             nursery.cancel_scope.cancel()
 

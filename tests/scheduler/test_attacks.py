@@ -1,0 +1,98 @@
+"""Strangers trying to game the marketplace's money and trust rules (issue 14)."""
+
+from __future__ import annotations
+
+import ledger
+from protocol import JobSpec
+from scheduler import JobPhase, NotifyUser, Output, UserEvent
+
+from ._harness import Sim, honest_output, wrong_output
+
+
+def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
+    # Attack 5: a provider reports the honest commitment but delivers corrupted bytes. The
+    # requester recomputes the commitment of what arrived: the replica fails (no receipt,
+    # no pay), the user gets the honest bytes, and the job is verified by honest replicas.
+    sim = Sim(5)
+    req = sim.add_requester(balance=1_000_000)
+    liar = sim.add_provider("liar", price_floor=900, reputation=5)
+    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    spec = sim.spec(req, redundancy=2, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified"
+    assert done.output == honest_output(spec)
+    paid = {p.provider: p.amount for p in done.paid}
+    assert set(paid) == {h.pub for h in honest}
+    state = sim.ledger.state
+    assert state.balance(liar.pub) == 0
+    assert all(state.balance(h.pub) == paid[h.pub] for h in honest)
+    assert any(m.peer == liar.pub and "commitment" in m.reason for m in sim.misbehaved)
+    rep = next(r for r in req.requester.job(job).replicas if r.provider == liar.pub)  # type: ignore[union-attr]
+    assert rep.receipt is None and rep.output is None
+
+
+def test_receipts_only_for_verified_work() -> None:
+    # The outvoted provider never holds a receipt, so it cannot claim from the escrow.
+    sim = Sim(2)
+    req = sim.add_requester(balance=1_000_000)
+    cheat = sim.add_provider("cheat", price_floor=995, reputation=5)
+    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
+    sim.run_jobs([job])
+    assert sim.done[job].status == "verified"
+    reps = {r.provider: r for r in req.requester.job(job).replicas}  # type: ignore[union-attr]
+    assert reps[cheat.pub].result is not None and reps[cheat.pub].receipt is None
+    assert all(reps[h.pub].receipt is not None for h in honest)
+    assert sim.ledger.state.balance(cheat.pub) == 0
+
+
+def test_requester_ignores_an_escrow_it_did_not_lock() -> None:
+    # Attack 7, the daemon's side: an escrow under the job's id that is not this node's,
+    # or does not hold the job's budget, never counts as the job's lock.
+    sim = Sim(7)
+    node = sim.add_requester()
+    machine = node.requester
+    assert machine is not None
+    spec = sim.spec(node)
+    job_id, _ = machine.submit(spec, sim.now)
+    budget = spec.max_price * (spec.redundancy + spec.max_retries)
+
+    def escrow(owner: bytes, locked: int) -> ledger.Escrow:
+        return ledger.Escrow(owner, locked, locked, 1, spec.escrow_expiry_height, 1, 1)
+
+    mallory = sim.key()
+    for fake in (escrow(bytes(mallory.verify_key), budget), escrow(node.pub, 1)):
+        assert machine.follow_ledger(1, lambda _job, e=fake: e, sim.now) == []  # type: ignore[misc]
+        assert machine.job(job_id).phase == JobPhase.LOCKING
+    effects = machine.follow_ledger(1, lambda j: escrow(node.pub, budget), sim.now)
+    assert any(isinstance(fx, NotifyUser) and fx.event == UserEvent.LOCKED for fx in effects)
+    assert machine.job(job_id).phase == JobPhase.COLLECTING
+
+
+def test_two_colluding_newcomers_cannot_outvote_the_probation_replica() -> None:
+    # Attack 11: two newcomers return the same wrong output and win the two cheapest bids of
+    # a redundancy-2 job; the established provider awarded as the probation replica
+    # disagrees. Newcomers never outvote it: the colluders are neither verified nor paid.
+    sim = Sim(11)
+    req = sim.add_requester(balance=1_000_000)
+    colluders = [sim.add_provider("collude", price_floor=500 + i) for i in range(2)]
+    veteran = sim.add_provider(price_floor=2_000, reputation=5)
+    spec = sim.spec(req, redundancy=2, max_retries=1)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status != "verified"
+    assert done.output != sim_wrong(spec)
+    state = sim.ledger.state
+    assert all(state.balance(c.pub) == 0 for c in colluders)
+    replicas = req.requester.job(job).replicas  # type: ignore[union-attr]
+    assert {r.provider for r in replicas} >= {c.pub for c in colluders} | {veteran.pub}
+    assert all(r.receipt is None for r in replicas if r.provider != veteran.pub)
+
+
+def sim_wrong(spec: JobSpec) -> Output:
+    return wrong_output(spec, b"colluders")
