@@ -291,6 +291,13 @@ def test_claim_abuse_is_refused() -> None:
     c.rejects(claim_tx(c, price=101), ledger.EscrowError)
     # receipt for another replica
     c.rejects(claim_tx(c, receipt_raw=receipt(ALICE, BOB, replica=1)), ledger.BadEvidence)
+    # the owner's award and receipt, but one of them for another job of the owner's
+    other_job = b"\x07" * 32
+    for evidence in (
+        {"receipt_raw": receipt(ALICE, BOB, job=other_job)},
+        {"award_raw": award(ALICE, BOB, 100, job=other_job)},
+    ):
+        assert "for the claimed job" in c.rejects(claim_tx(c, **evidence), ledger.BadEvidence)
     # evidence from another chain
     other = award(ALICE, BOB, 100, chain="other-chain")
     c.rejects(claim_tx(c, award_raw=other), ledger.BadEvidence)
