@@ -12,7 +12,8 @@
     ├── DaemonError            the daemon (node/daemon/_errors.py)
     ├── NodeNotRunning         no daemon for this data directory (node/_runinfo.py)
     ├── ApiError               a node's HTTP API refused or was unreachable (node/api/client.py)
-    └── SandboxCliError, LedgerCommandError, JobCommandError, DevnetError: CLI commands
+    └── SandboxCliError, LedgerCommandError, JobCommandError, FaucetCommandError,
+        DevnetError: CLI commands
 
 Each message says what to do about it; the CLI prints it and exits non-zero.
 """

@@ -57,6 +57,11 @@ def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> i
     return value
 
 
+def _or(value: int | None, default: int) -> int:
+    """``value``, or ``default`` where it was not given (0 stays 0: the daemon refuses it)."""
+    return default if value is None else value
+
+
 def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: "") -> Handler:
     """The API's routes, bound to ``node``, for requests that carry ``token`` (and pass
     the other access rules of ``_auth``)."""
@@ -116,7 +121,7 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
                 "capability_classes": list(node.provider.config.capability_classes),
                 "active": node.provider.active,
                 "work": phases,
-                "earned": sum(w.paid for w in node.provider.work.values()),
+                "earned": node.earned,
             }
         return Response.json(body)
 
@@ -149,7 +154,7 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
             model,
             inputs,
             runtime=runtime,
-            redundancy=_int_field(body, "redundancy", 1) or 1,
+            redundancy=_or(_int_field(body, "redundancy"), 1),
             max_retries=_int_field(body, "max_retries", 2) or 0,
             max_price=max_price,
             deadline_ms=_int_field(body, "deadline_ms"),
@@ -224,7 +229,10 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
         amount = _int_field(body, "amount", settings.faucet_amount)
         assert amount is not None
         if "coordinator" not in node.roles:
-            raise RoleMissing("only a coordinator runs the faucet")
+            raise RoleMissing(
+                "only a coordinator runs the faucet: ask the coordinator's node "
+                "(aimx faucet --coordinator-dir ITS_DATA_DIR)"
+            )
         if not faucet_enabled(node.config):
             raise HttpError(
                 403,

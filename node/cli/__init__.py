@@ -8,6 +8,7 @@ import typer
 
 from ._common import DataDirOption
 from .devnet import devnet_app
+from .faucet import faucet
 from .job import job_app
 from .keys import keys_app
 from .ledger import ledger_app
@@ -35,6 +36,7 @@ app.add_typer(sandbox_app)
 app.add_typer(coordinator_app)
 app.add_typer(job_app)
 app.add_typer(devnet_app)
+app.command("faucet")(faucet)
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ def run_demo(
                 timeout_s=timeout_s,
                 until="closed",
                 on_update=lambda s: spinner.update(
-                    f"job {job_id[:12]}… {s['status']}: "
+                    f"job {job_id} {s['status']}: "
                     + (s["events"][-1]["event"] if s["events"] else "submitted")
                 ),
             )
@@ -105,7 +105,7 @@ def report_demo(console: Console, nodes: list[DevNode], demo: dict[str, Any]) ->
     status = demo["status"]
     ok = bool(status["status"] == "verified" and status["closed"])
     console.print(
-        f"job {demo['job_id'][:16]}… [bold]{status['status']}[/] ({status['reason']}); "
+        f"job {demo['job_id']} [bold]{status['status']}[/] ({status['reason']}); "
         f"escrow {'closed' if status['closed'] else 'OPEN'}"
     )
     for name, value in demo["outputs"].items():

@@ -1,8 +1,14 @@
-"""``aimx job submit|status|result``: run a model on the network through a local node."""
+"""``aimx job submit|list|status|result``: run a model on the network through a local node.
+
+Exit statuses (specs/daemon.md, "CLI"): 0 done, 1 a user error (the message says what to
+fix), 2 the job failed or gave no result in time, 130 interrupted (Ctrl-C; the job keeps
+running on the node).
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +28,15 @@ job_app = command_group(
 )
 
 CREDIT = 1_000_000
+#: Exit statuses beyond 0 and 1 (a user error, ``user_errors``).
+EXIT_JOB_FAILED = 2
+EXIT_INTERRUPTED = 130
+MAX_REDUNDANCY = 16
+
+JobIdArgument = Annotated[
+    str,
+    typer.Argument(help="The job id: 64 hex digits, or a unique prefix of at least 4."),
+]
 
 
 class JobCommandError(NodeError):
@@ -51,7 +66,8 @@ def describe(status: dict[str, Any]) -> str:
 
 
 def print_status(console: Console, status: dict[str, Any]) -> None:
-    table = Table(show_header=False, title=f"job {status['job_id']}", title_justify="left")
+    console.print(f"job {status['job_id']}", soft_wrap=True)  # whole, not folded
+    table = Table(show_header=False)
     table.add_column(style="bold cyan")
     table.add_column(overflow="fold")
     table.add_row("status", status["status"])
@@ -90,6 +106,10 @@ def submit(
 ) -> None:
     """Submit a job; with --wait follow it to its verified result."""
     with user_errors():
+        if not 1 <= redundancy <= MAX_REDUNDANCY:
+            raise JobCommandError(
+                f"--redundancy {redundancy}: give 1 to {MAX_REDUNDANCY} replicas to compare"
+            )
         if not model.is_file():
             raise JobCommandError(f"no model file {model}")
         inputs = parse_inputs(input)
@@ -109,22 +129,29 @@ def submit(
                 else:
                     console.print(f"submitted job [bold]{job_id}[/]")
                 return
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-                disable=as_json,
-            ) as progress:
-                task = progress.add_task(f"job {job_id[:16]}…", total=None)
-                status = client.wait(
-                    job_id,
-                    timeout_s=deadline + 30,
-                    on_update=lambda s: progress.update(
-                        task, description=f"job {job_id[:16]}… {describe(s)}"
-                    ),
+            try:
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
+                    disable=as_json,
+                ) as progress:
+                    task = progress.add_task(f"job {job_id}", total=None)
+                    status = client.wait(
+                        job_id,
+                        timeout_s=deadline + 30,
+                        on_update=lambda s: progress.update(
+                            task, description=f"job {job_id} {describe(s)}"
+                        ),
+                    )
+            except KeyboardInterrupt:
+                console.print(
+                    f"job {job_id} keeps running; follow it with aimx job status {job_id}",
+                    soft_wrap=True,
                 )
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             outputs = (
                 client.result(job_id) if status["status"] in ("verified", "unverified") else {}
             )
@@ -137,13 +164,43 @@ def submit(
             for name, value in outputs.items():
                 out.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}: {value.tolist()}")
         if not status["done"] or status["status"] == "failed":
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_JOB_FAILED)
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+@job_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the jobs this node submitted (newest last): id, model, status, phase, submitted."""
+    with user_errors():
+        with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
+            jobs = client.jobs()
+        if as_json:
+            typer.echo(json.dumps(jobs, indent=2, sort_keys=True))
+            return
+        if not jobs:
+            Console().print("no jobs yet; submit one with aimx job submit MODEL --input NAME=FILE")
+            return
+        table = Table(title="aimx job list", title_justify="left")
+        for column in ("job id", "model", "status", "phase", "submitted"):
+            table.add_column(column, no_wrap=column == "job id")
+        for job in jobs:
+            table.add_row(
+                job["job_id"], job["model"], job["status"], job["phase"], _when(job["submitted_ms"])
+            )
+        Console(width=max(200, Console().width)).print(table)
 
 
 @job_app.command()
 def status(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="The job id (64 hex digits).")],
+    job_id: JobIdArgument,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -160,7 +217,7 @@ def status(
 @job_app.command()
 def result(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="The job id (64 hex digits).")],
+    job_id: JobIdArgument,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Directory to write NAME.npy files to.", show_default=False),

@@ -4,6 +4,7 @@ network, the ledger and the job runner (the sandbox), and serves the local HTTP 
 """
 
 from ._errors import DaemonError as DaemonError
+from ._errors import DataDirInUse as DataDirInUse
 from ._errors import GenesisUnavailable as GenesisUnavailable
 from ._errors import JobNotFound as JobNotFound
 from ._errors import JobSubmitError as JobSubmitError

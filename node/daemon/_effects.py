@@ -133,6 +133,8 @@ class EffectRunner:
         node = self._node
         if machine == "provider":
             node.recovery.keep_receipt(effect)
+            if effect.event == scheduler.UserEvent.PAID:
+                node.earned += int(effect.detail)
         record = node.jobs.get(effect.job_id)
         if record is not None:
             record.events.append((node.now_ms(), effect.event, effect.detail))

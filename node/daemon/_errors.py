@@ -4,6 +4,7 @@
 
     NodeError (node._errors)
     └── DaemonError            the daemon cannot do what was asked
+        ├── DataDirInUse       another daemon holds this data directory's lock
         ├── GenesisUnavailable no genesis document and no coordinator to fetch it from
         ├── JobSubmitError     a job cannot be submitted (bad model, inputs, balance, role)
         ├── JobNotFound        no job with that id on this node
@@ -19,6 +20,10 @@ from .._errors import NodeError
 
 class DaemonError(NodeError):
     """Root of the daemon's own errors."""
+
+
+class DataDirInUse(DaemonError):
+    """Another daemon holds the data directory's lock (``node.lock``)."""
 
 
 class GenesisUnavailable(DaemonError):

@@ -113,6 +113,9 @@ class Node:
         self.ledger.on_misbehaved.append(self.conduct.misbehaved)
         self.requester: scheduler.Requester | None = None
         self.provider: scheduler.Provider | None = None
+        #: Micro-credits the ledger paid this contributor since the daemon started (the
+        #: provider machine's ``paid`` events; its open work forgets a closed escrow's).
+        self.earned = 0
         self.effects = EffectRunner(self)
         self.market = Market(self)
         self.content = Content(self)
@@ -290,14 +293,27 @@ class Node:
     # --- the API's operations ----------------------------------------------------------
 
     def job_record(self, job_id_hex: str) -> JobRecord:
-        try:
-            job_id = bytes.fromhex(job_id_hex)
-        except ValueError:
-            raise JobNotFound(f"{job_id_hex!r} is not a job id (64 hex digits)") from None
-        record = self.jobs.get(job_id)
-        if record is None:
-            raise JobNotFound(f"no job {job_id_hex} on this node; check the id")
-        return record
+        """The job whose id is ``job_id_hex`` or starts with it (a unique prefix of at least
+        4 hex digits, as ``aimx job list`` shows them)."""
+        text = job_id_hex.strip().lower()
+        if len(text) < 4 or len(text) > 64 or any(c not in "0123456789abcdef" for c in text):
+            raise JobNotFound(
+                f"{job_id_hex!r} is not a job id: give its 64 hex digits or a unique prefix of "
+                "at least 4 (see `aimx job list`)"
+            )
+        if len(text) == 64:
+            record = self.jobs.get(bytes.fromhex(text))
+            matches = [record] if record is not None else []
+        else:
+            matches = [r for j, r in self.jobs.items() if j.hex().startswith(text)]
+        if not matches:
+            raise JobNotFound(f"no job {text} on this node; see `aimx job list`")
+        if len(matches) > 1:
+            raise JobNotFound(
+                f"{text} is the start of {len(matches)} job ids; give more digits "
+                "(see `aimx job list`)"
+            )
+        return matches[0]
 
     def job_phase(self, record: JobRecord) -> str:
         if self.requester is None:

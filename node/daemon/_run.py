@@ -3,11 +3,13 @@ the :class:`Node`, the HTTP API and ``node.json`` (specs/daemon.md, "Start-up").
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nacl.signing
@@ -22,12 +24,38 @@ from ..api import load_or_create_token, make_router, serve_http
 from ..config import NodeConfig
 from ..keystore import load_or_create_identity
 from ..ledger import StoreThread, ledger_db_path
-from ._errors import GenesisUnavailable
+from ._errors import DataDirInUse, GenesisUnavailable
 from ._node import Node
 from ._profile import probe_profile
 from .genesis import fetch_genesis, genesis_path, read_genesis, write_genesis
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = "node.lock"
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``data_dir``'s lock (an ``flock`` on ``node.lock``, 0600, which holds the
+    holder's pid) for the block: one daemon per data directory. A second start raises
+    :class:`DataDirInUse` naming the holder, before it has touched anything else."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise DataDirInUse(
+                f"another node (pid {holder}) is running with data dir {data_dir}; stop it "
+                f"first (kill {holder}) or start this one with another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a starter)
 
 
 async def _stake_when_funded(node: Node, amount: int) -> None:
@@ -51,7 +79,11 @@ async def run_daemon(
     """Run a node from ``data_dir`` with ``config`` until SIGINT/SIGTERM.
 
     ``wrap_runner`` wraps the sandbox as the contributor's job runner (tests use the
-    fakes of ``sandbox.testing`` to make a slow or cheating contributor)."""
+    fakes of ``sandbox.testing`` to make a slow or cheating contributor).
+
+    After the configuration's own check, the data directory's lock is taken first and held
+    until the daemon returns: a second daemon on the same directory raises
+    :class:`DataDirInUse` and changes nothing."""
     own_cpus = os.sched_getaffinity(0)
     if "contributor" in config.roles and not set(config.contributor.job_cpus) <= own_cpus:
         raise ConfigError(
@@ -61,11 +93,12 @@ async def run_daemon(
     # Everything the daemon creates is its owner's alone: files 0600, directories 0700
     # (the ledger's SQLite files, receipts, node.json, genesis.bin, api.token; specs/daemon.md,
     # "Data directory"). The umask is the process's; it is put back when the daemon returns.
-    umask = os.umask(0o077)
-    try:
-        await _run(data_dir, config, ready=ready, wrap_runner=wrap_runner)
-    finally:
-        os.umask(umask)
+    with data_dir_lock(data_dir):
+        umask = os.umask(0o077)
+        try:
+            await _run(data_dir, config, ready=ready, wrap_runner=wrap_runner)
+        finally:
+            os.umask(umask)
 
 
 async def _run(

@@ -1,0 +1,55 @@
+"""One daemon per data directory: a second start names the running one's pid, exits 1 and
+changes nothing (issue 18)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from node._runinfo import RUNINFO_FILE
+from node.config import CoordinatorConfig, NodeConfig
+from node.daemon import DataDirInUse, run_daemon
+from node.daemon._run import LOCK_FILE, data_dir_lock
+
+
+def test_the_lock_names_its_holder_and_is_free_again_after(tmp_path: Path) -> None:
+    with data_dir_lock(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (tmp_path / LOCK_FILE).stat().st_mode & 0o777 == 0o600
+        with pytest.raises(DataDirInUse, match=f"pid {os.getpid()}"), data_dir_lock(tmp_path):
+            pass
+    with data_dir_lock(tmp_path):  # released with the daemon
+        pass
+
+
+async def test_a_second_daemon_on_the_same_data_dir_exits_1_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "node"
+    config = NodeConfig(roles=("coordinator",), coordinator=CoordinatorConfig(block_interval_ms=50))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            up = trio.Event()
+            nursery.start_soon(lambda: run_daemon(data_dir, config, ready=lambda _: up.set()))
+            await up.wait()
+            before = (data_dir / RUNINFO_FILE).read_text()
+            second = await trio.run_process(
+                [sys.executable, "-m", "node", "node", "start", "--data-dir", str(data_dir)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+            output = (second.stdout + second.stderr).decode()
+            assert second.returncode == 1, output
+            assert len(output.strip().splitlines()) < 5, output
+            assert f"pid {os.getpid()}" in output and "--data-dir" in output, output
+            assert "Traceback" not in output
+            assert (data_dir / RUNINFO_FILE).read_text() == before  # node.json untouched
+            assert (data_dir / LOCK_FILE).read_text().strip() == str(os.getpid())
+            nursery.cancel_scope.cancel()
+    assert not (data_dir / RUNINFO_FILE).exists()
