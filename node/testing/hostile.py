@@ -144,9 +144,11 @@ class HostilePeer:
         *,
         concurrency: int = 32,
         timeout: float = 2.0,
+        report: HostileReport | None = None,
     ) -> HostileReport:
-        """Send ``count`` shots, requests to targets drawn in turn, ``concurrency`` at once."""
-        report = HostileReport()
+        """Send ``count`` shots, requests to targets drawn in turn, ``concurrency`` at once.
+        Counts go to ``report`` if given (so that they survive a cancelled attack)."""
+        report = HostileReport() if report is None else report
         limit = trio.Semaphore(concurrency)
         shots = self.shots()
         async with trio.open_nursery() as nursery:
