@@ -7,6 +7,10 @@ See specs/ledger.md.
 """
 
 from . import tx as tx
+from ._apply import Produced as Produced
+from ._apply import apply_block as apply_block
+from ._apply import decode_block as decode_block
+from ._apply import produce_block as produce_block
 from ._block import MAX_BLOCK_BYTES as MAX_BLOCK_BYTES
 from ._block import Block as Block
 from ._block import EquivocationProof as EquivocationProof
@@ -55,13 +59,9 @@ from ._payloads import Stake as Stake
 from ._payloads import Transfer as Transfer
 from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
-from ._rules import Produced as Produced
 from ._rules import VerifiedTx as VerifiedTx
-from ._rules import apply_block as apply_block
 from ._rules import apply_tx as apply_tx
-from ._rules import decode_block as decode_block
 from ._rules import decode_payload as decode_payload
-from ._rules import produce_block as produce_block
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT
 from ._state import Account as Account

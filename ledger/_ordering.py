@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import nacl.signing
 
+from ._apply import produce_block
 from ._effects import Commit, Effect, SetTimer, TxDropped
 from ._errors import LedgerError
 from ._mempool import Mempool
-from ._rules import VerifiedTx, produce_block
+from ._rules import VerifiedTx
 from ._state import State
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from ._apply import apply_block, decode_block
 from ._block import EquivocationProof
 from ._effects import Commit, Effect, FetchBlocks, PeerMisbehaved, ProofFound, SetTimer
 from ._errors import BlockRejected
-from ._rules import apply_block, decode_block
 from ._state import State
 
 

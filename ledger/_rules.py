@@ -32,19 +32,15 @@ Every function here is pure: it reads a state and returns a new one or raises a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
-
-import nacl.signing
 
 import protocol
 from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
 
-from ._block import MAX_BLOCK_BYTES, Block
 from ._errors import (
     BadEvidence,
-    BlockRejected,
     EscrowError,
     ExpiredTransaction,
     FeeTooLow,
@@ -52,9 +48,8 @@ from ._errors import (
     MalformedTransaction,
     NotAuthorized,
     SequenceError,
-    TransactionRejected,
 )
-from ._genesis import MAX_SUPPLY, Genesis
+from ._genesis import MAX_SUPPLY
 from ._payloads import (
     KINDS,
     Attest,
@@ -69,7 +64,7 @@ from ._payloads import (
     Transfer,
     Unstake,
 )
-from ._state import REP_UNIT, SLASH_WEIGHT, Account, Draft, Escrow, EscrowStatus, State
+from ._state import REP_UNIT, SLASH_WEIGHT, Account, Draft, Escrow, EscrowStatus
 
 #: Most stake-unbonding entries pending on one account.
 MAX_UNBONDING = 64
@@ -578,128 +573,3 @@ def _check_attest(draft: Draft, sender: bytes, p: Attest) -> Commit:
             draft.add_reputation(p.subject, 0, REP_UNIT)
 
     return commit
-
-
-# --- blocks ----------------------------------------------------------------------------
-
-
-def decode_block(raw: bytes, genesis: Genesis) -> Signed[Block]:
-    """Decode a block and check its signature and producer (not its contents)."""
-    try:
-        block: Signed[Block] = protocol.decode(
-            raw, genesis.chain_id, Block, max_bytes=MAX_BLOCK_BYTES
-        )
-    except ProtocolError as exc:
-        raise BlockRejected(f"invalid block: {exc}") from None
-    height = block.message.height
-    if block.signer not in genesis.coordinators:
-        raise BlockRejected("block is not signed by a genesis coordinator", height=height)
-    if len(block.message.txs) > genesis.max_block_txs:
-        raise BlockRejected(
-            f"block holds {len(block.message.txs)} transactions; the chain allows "
-            f"{genesis.max_block_txs}",
-            height=height,
-        )
-    return block
-
-
-def apply_block(
-    state: State,
-    block: bytes | Signed[Block],
-    *,
-    verified: Sequence[VerifiedTx] | None = None,
-) -> State:
-    """Apply a signed block to ``state``, returning the new state; ``state`` is unchanged.
-
-    Raises :class:`BlockRejected` for any fault, with the offending transaction's index
-    and rejection. ``verified`` may pass the block's transactions already verified (by the
-    producer that built it) so that no signature is checked twice.
-    """
-    signed = decode_block(block, state.genesis) if isinstance(block, bytes) else block
-    b = signed.message
-    if b.height != state.height + 1:
-        raise BlockRejected(
-            f"block height {b.height} does not extend height {state.height}", height=b.height
-        )
-    if b.prev_hash != state.last_block_hash:
-        raise BlockRejected(
-            f"block {b.height} does not link to the last block (prev_hash mismatch)",
-            height=b.height,
-        )
-    draft = Draft(state, b.height)
-    draft.mature()
-    chain = state.genesis.chain_id
-    for i, raw in enumerate(b.txs):
-        try:
-            if verified is not None:
-                vtx = verified[i]
-                if vtx.raw != raw:
-                    raise MalformedTransaction("pre-verified transaction does not match")
-            else:
-                vtx = verify_tx(raw, chain)
-            apply_tx(draft, vtx)
-        except TransactionRejected as exc:
-            raise BlockRejected(
-                f"block {b.height} rejected: transaction {i}: {exc}",
-                height=b.height,
-                index=i,
-                cause=exc,
-            ) from None
-    broken = draft.check_invariants()
-    if broken is not None:
-        raise BlockRejected(
-            f"block {b.height} breaks a ledger invariant: {broken}", height=b.height
-        )
-    new = draft.finish(signed.id)
-    if new.root != b.state_root:
-        raise BlockRejected(
-            f"block {b.height} names state root {b.state_root.hex()} but applying it gives "
-            f"{new.root.hex()}",
-            height=b.height,
-        )
-    return new
-
-
-@dataclass(frozen=True, slots=True)
-class Produced:
-    """A block built by a producer, the state after it, and what was left out and why."""
-
-    block: Signed[Block]
-    state: State
-    included: tuple[VerifiedTx, ...]
-    rejected: tuple[tuple[VerifiedTx, TransactionRejected], ...]
-
-
-def produce_block(
-    state: State, key: nacl.signing.SigningKey, candidates: Iterable[VerifiedTx]
-) -> Produced:
-    """Build and sign the next block from ``candidates`` in order, skipping invalid ones."""
-    height = state.height + 1
-    draft = Draft(state, height)
-    draft.mature()
-    included: list[VerifiedTx] = []
-    rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
-    limit = state.genesis.max_block_txs
-    for vtx in candidates:
-        if len(included) >= limit:
-            break
-        try:
-            apply_tx(draft, vtx)
-        except TransactionRejected as exc:
-            rejected.append((vtx, exc))
-            continue
-        included.append(vtx)
-    new = draft.finish(b"")
-    block = protocol.sign(
-        Block(
-            height=height,
-            prev_hash=state.last_block_hash,
-            producer=bytes(key.verify_key),
-            state_root=new.root,
-            txs=tuple(v.raw for v in included),
-        ),
-        key,
-        state.genesis.chain_id,
-    )
-    new.last_block_hash = block.id
-    return Produced(block, new, tuple(included), tuple(rejected))

@@ -27,10 +27,10 @@ from typing import Any
 import protocol
 from protocol import Signed
 
+from ._apply import apply_block
 from ._block import MAX_BLOCK_BYTES, Block, EquivocationProof
 from ._errors import ChainVerificationError, LedgerError, StoreError
 from ._genesis import Genesis
-from ._rules import apply_block
 from ._state import State, check_invariants
 
 _SCHEMA = """
@@ -185,7 +185,7 @@ class LedgerStore:
 
     def apply_and_commit(self, raw_block: bytes) -> State:
         """Validate ``raw_block`` against the stored state, then persist it."""
-        from ._rules import decode_block
+        from ._apply import decode_block
 
         signed = decode_block(raw_block, self.genesis)
         new = apply_block(self.state, signed)

@@ -58,11 +58,11 @@ from ._reasons import NoBidReport as NoBidReport
 from ._reasons import Seen as Seen
 from ._reasons import explain_no_bids as explain_no_bids
 from ._reasons import why_no_jobs as why_no_jobs
-from ._requester import JobPhase as JobPhase
-from ._requester import Replica as Replica
-from ._requester import ReplicaState as ReplicaState
 from ._requester import Requester as Requester
-from ._requester import RequesterJob as RequesterJob
+from ._requester_jobs import JobPhase as JobPhase
+from ._requester_jobs import Replica as Replica
+from ._requester_jobs import ReplicaState as ReplicaState
+from ._requester_jobs import RequesterJob as RequesterJob
 from ._sealing import SEAL_OVERHEAD as SEAL_OVERHEAD
 from ._sealing import open_sealed as open_sealed
 from ._sealing import seal as seal

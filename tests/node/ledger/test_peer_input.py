@@ -5,6 +5,8 @@ keeps following the coordinator (issue 14, attacks 1 and 9)."""
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -13,12 +15,32 @@ import trio.testing
 import protocol
 from node.ledger import LedgerService, blocks_topic
 from node.ledger._service import BLOCKS_PROTOCOL
-from node.net import MemoryHub
+from node.net import MemoryHub, MemoryNetwork
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, genesis
 
 MALLORY = key("mallory")
+
+
+@asynccontextmanager
+async def _coordinator_replica_and_mallory(
+    *, seed: int, sync_ms: int
+) -> AsyncIterator[tuple[LedgerService, LedgerService, MemoryNetwork, trio.Nursery]]:
+    """A coordinator's ledger service, a replica following it, and Mallory's network."""
+    g = genesis()
+    hub = MemoryHub(CHAIN, rng=random.Random(seed))
+    async with (
+        hub.open(COORD) as coord_net,
+        hub.open(key("replica")) as net1,
+        hub.open(MALLORY) as evil,
+        trio.open_nursery() as nursery,
+    ):
+        coord = LedgerService(coord_net, g, producer_key=COORD, interval_ms=1000)
+        await nursery.start(coord.run)
+        replica = LedgerService(net1, g, sources=[pub(COORD)], sync_interval_ms=sync_ms)
+        await nursery.start(replica.run)
+        yield coord, replica, evil, nursery
 
 
 @pytest.fixture
@@ -29,20 +51,13 @@ def clock() -> trio.testing.MockClock:
 async def test_malformed_announcements_are_counted_not_raised(
     clock: trio.testing.MockClock,
 ) -> None:
-    g = genesis()
-    hub = MemoryHub(CHAIN, rng=random.Random(1))
-
     async def main() -> None:
-        async with (
-            hub.open(COORD) as coord_net,
-            hub.open(key("replica")) as net1,
-            hub.open(MALLORY) as evil,
-            trio.open_nursery() as nursery,
+        async with _coordinator_replica_and_mallory(seed=1, sync_ms=500) as (
+            coord,
+            replica,
+            evil,
+            nursery,
         ):
-            coord = LedgerService(coord_net, g, producer_key=COORD, interval_ms=1000)
-            await nursery.start(coord.run)
-            replica = LedgerService(net1, g, sources=[pub(COORD)], sync_interval_ms=500)
-            await nursery.start(replica.run)
             await replica.wait_height(2)
             garbage = [
                 protocol.pack(7),
@@ -84,20 +99,14 @@ async def test_a_silent_block_source_stalls_no_one(clock: trio.testing.MockClock
     """A peer announcing heads it never serves (its fetch hangs) is counted each time, and
     the replica meanwhile stays within a few blocks of the coordinator; replays of old
     genuine blocks under a far height are dropped at once."""
-    g = genesis()
-    hub = MemoryHub(CHAIN, rng=random.Random(2))
 
     async def main() -> None:
-        async with (
-            hub.open(COORD) as coord_net,
-            hub.open(key("replica")) as net1,
-            hub.open(MALLORY) as evil,
-            trio.open_nursery() as nursery,
+        async with _coordinator_replica_and_mallory(seed=2, sync_ms=2000) as (
+            coord,
+            replica,
+            evil,
+            nursery,
         ):
-            coord = LedgerService(coord_net, g, producer_key=COORD, interval_ms=1000)
-            await nursery.start(coord.run)
-            replica = LedgerService(net1, g, sources=[pub(COORD)], sync_interval_ms=2000)
-            await nursery.start(replica.run)
 
             async def never(peer: bytes, request: bytes) -> bytes:
                 await trio.sleep_forever()

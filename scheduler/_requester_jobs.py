@@ -1,0 +1,121 @@
+"""What a requester holds about its jobs: a job's phase, each award (replica) of it and
+its state, and the bounds on both. The :class:`~scheduler.Requester` machine changes them;
+callers read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from protocol import Award, Bid, JobSpec, NoBid, Receipt, Result, Signed
+
+from ._effects import JobDone, Output
+
+
+class JobPhase(StrEnum):
+    """Where a requester's job is (specs/marketplace.md, "Job phases")."""
+
+    #: Announced; the escrow lock is on its way into a block. Nothing is awarded yet.
+    LOCKING = "locking"
+    #: The escrow is locked and a bid window is open.
+    COLLECTING = "collecting"
+    #: Replicas are awarded and watched.
+    EXECUTING = "executing"
+    #: Decided; the settlement (or the refund at expiry) is on its way.
+    SETTLING = "settling"
+    #: The escrow is closed on the ledger.
+    CLOSED = "closed"
+
+
+class ReplicaState(StrEnum):
+    """Where one award of a job is (specs/marketplace.md, "Replica states")."""
+
+    RUNNING = "running"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# Why a replica failed, when it counts against the provider.
+_SILENT = "went silent"
+_LATE = "missed its deadline"
+_CORRUPT = "delivered output bytes that do not match its commitment"
+# A declined award costs nothing: the provider may bid again, the budget is not used.
+_DECLINED = "declined the award"
+#: Award replica indexes are one byte on the wire.
+MAX_AWARDS = 256
+#: Announcements of a job nobody answers before it fails with ``no_response``.
+MAX_SILENT_ANNOUNCEMENTS = 3
+#: Times an award with no sign of life is sent again.
+MAX_AWARD_RESENDS = 2
+#: Winners' Results sent as slash evidence (with the loser's: the ledger's limit of 4).
+MAX_MAJORITY_EVIDENCE = 3
+#: Bids (and NoBids) kept per job.
+MAX_BIDS = 256
+
+
+@dataclass(slots=True)
+class Replica:
+    """One award of a job to one provider, as the requester tracks it."""
+
+    index: int
+    provider: bytes
+    award: Signed[Award]
+    deadline_ms: int
+    last_seen_ms: int
+    determinism_class: str
+    state: ReplicaState = ReplicaState.RUNNING
+    reason: str = ""
+    result: Signed[Result] | None = None
+    output: Output | None = None
+    receipt: Signed[Receipt] | None = None
+    received_ms: int = 0
+    #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
+    bid: bytes = b""
+    heard: bool = False
+    nudges: int = 0
+    next_nudge_ms: int = 0
+
+
+@dataclass(slots=True)
+class RequesterJob:
+    """Everything the requester holds about one job (read it, do not change it)."""
+
+    signed: Signed[JobSpec]
+    providers: tuple[bytes, ...]
+    known: Output | None
+    spot_check: bool
+    phase: JobPhase = JobPhase.LOCKING
+    #: The bid window of the latest announcement has ended (possibly early).
+    window_over: bool = False
+    #: Named providers that answered (Bid or NoBid) the latest announcement.
+    answered: set[bytes] = field(default_factory=set)
+    bids: dict[bytes, tuple[Signed[Bid], int]] = field(default_factory=dict)
+    nobids: dict[bytes, NoBid] = field(default_factory=dict)
+    excluded: set[bytes] = field(default_factory=set)
+    replicas: list[Replica] = field(default_factory=list)
+    target: int = 0
+    announcements: int = 0
+    done: JobDone | None = None
+    refunded_at: int = -1
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.signed.message
+
+    @property
+    def id(self) -> bytes:
+        return self.signed.id
+
+    @property
+    def budget(self) -> int:
+        return self.spec.redundancy + self.spec.max_retries
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state != ReplicaState.FAILED]
+
+    def used(self) -> int:
+        """Awards that count against the budget (declined ones do not)."""
+        return sum(1 for r in self.replicas if r.reason != _DECLINED)
+
+    def can_award(self) -> bool:
+        return self.used() < self.budget and len(self.replicas) < MAX_AWARDS
