@@ -61,6 +61,12 @@ class Libp2pConfig:
     max_inbound_streams: int = 256
     #: Re-announce the record and provider records this often.
     republish_interval: float = 600.0
+    #: A new record is announced a second time this long after the first: a provider
+    #: record sent before the routing table filled, or dropped by a busy peer (py-libp2p
+    #: sends ``ADD_PROVIDER`` without waiting for an answer and drops what is past its
+    #: limits), would otherwise be held only by this node until the next republish. Past
+    #: py-libp2p's 10 s rate window, so that the second announcement is not dropped too.
+    reannounce_after: float = 12.0
     #: Retry bootstrap this often while no peer is connected.
     bootstrap_retry_interval: float = 30.0
     libp2p_log_level: int = logging.WARNING

@@ -42,6 +42,12 @@ RECORD_PROTOCOL = "/aimx/record/1"
 #: DHT namespace of capability records: ``/aimx/<peer id>``.
 DHT_NAMESPACE = "aimx"
 _MAX_CACHED_RECORDS = 4096
+#: Concurrent inbound DHT streams served (py-libp2p's default is 12).
+DHT_INBOUND_STREAMS = 64
+#: py-libp2p accepts 10 ADD_PROVIDER messages from one peer per 10 s and drops the rest
+#: without a word; a node announces at most this many classes per window of this length.
+PROVIDES_PER_WINDOW = 8
+PROVIDE_WINDOW_S = 10.5
 
 FetchRecord = Callable[[PeerKey, float], Awaitable[bytes]]
 """Ask a peer for its own record directly, within a timeout (seconds)."""
@@ -96,7 +102,41 @@ def open_dht(host: Any, config: Libp2pConfig) -> KadDHT:
     random walk."""
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
     dht.register_validator(DHT_NAMESPACE, AdvertValidator(config.chain_id, config.now_ms))
+    # py-libp2p resets every inbound DHT stream past 12 at once, silently for
+    # ADD_PROVIDER (its sender does not wait for an answer): nodes announcing together
+    # lost provider records that way. The network's own bound on inbound streams
+    # (``max_inbound_streams``) and the per-peer limit stay in force
+    limiter = getattr(dht, "_inbound_limiter", None)
+    if isinstance(limiter, trio.CapacityLimiter):
+        limiter.total_tokens = DHT_INBOUND_STREAMS
     return dht
+
+
+class ProvidePacer:
+    """At most :data:`PROVIDES_PER_WINDOW` provider announcements per
+    :data:`PROVIDE_WINDOW_S`: py-libp2p drops the rest from the same peer without a word."""
+
+    def __init__(self) -> None:
+        self._start = float("-inf")
+        self._sent = 0
+
+    def _roll(self) -> None:
+        now = trio.current_time()
+        if now >= self._start + PROVIDE_WINDOW_S:
+            self._start, self._sent = now, 0
+
+    def full(self) -> bool:
+        self._roll()
+        return self._sent >= PROVIDES_PER_WINDOW
+
+    def take(self) -> None:
+        self._roll()
+        self._sent += 1
+
+    async def wait(self) -> None:
+        """Until a slot is free."""
+        while self.full():
+            await trio.sleep_until(self._start + PROVIDE_WINDOW_S)
 
 
 class CapabilityRecords:
@@ -130,6 +170,9 @@ class CapabilityRecords:
         self._renew: RenewRecord | None = None
         self._refresh_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._pacer = ProvidePacer()
+        self._pending: set[str] = set()
+        self._draining = False
 
     def start(self, nursery: trio.Nursery) -> None:
         """Records are kept announced by tasks in ``nursery``."""
@@ -161,20 +204,44 @@ class CapabilityRecords:
             except Exception as exc:
                 log.warning("could not store the capability record: %s", exc)
 
-        async def provide(cls: str) -> None:
-            try:
-                await self.dht.provide(provider_key(self._chain_id, cls))
-            except Exception as exc:
-                log.warning("could not announce provider record for %s: %s", cls, exc)
+        async def provide_now() -> None:
+            # one class at a time, as many as py-libp2p accepts from one peer in its rate
+            # window; the rest wait for the next window in the background
+            for cls in record.message.capability_classes:
+                if self._pacer.full():
+                    self._pending.add(cls)
+                else:
+                    self._pacer.take()
+                    await self._provide(cls)
+            if self._pending and not self._draining:
+                assert self._nursery is not None
+                self._draining = True
+                self._nursery.start_soon(self._provide_pending)
 
         with trio.move_on_after(30):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(put)
-                for cls in record.message.capability_classes:
-                    nursery.start_soon(provide, cls)
+                nursery.start_soon(provide_now)
+
+    async def _provide(self, cls: str) -> None:
+        try:
+            if not await self.dht.provide(provider_key(self._chain_id, cls)):
+                log.info("provider record for %s reached no peer yet", cls)
+        except Exception as exc:
+            log.warning("could not announce provider record for %s: %s", cls, exc)
+
+    async def _provide_pending(self) -> None:
+        try:
+            while self._pending:
+                await self._pacer.wait()
+                self._pacer.take()
+                await self._provide(self._pending.pop())
+        finally:
+            self._draining = False
 
     async def _refresh(self, scope: trio.CancelScope) -> None:
         """Re-announce periodically; renew the record before it expires."""
+        first = True
         with scope:
             while self._record is not None:
                 record = self._record
@@ -183,6 +250,8 @@ class CapabilityRecords:
                 if self._renew is None and record.message.expires_ms <= now:
                     return
                 wait = self._config.republish_interval
+                if first:
+                    wait, first = min(wait, self._config.reannounce_after), False
                 if self._renew is not None:
                     wait = min(wait, max(0.0, renew_in))
                 await trio.sleep(wait)
