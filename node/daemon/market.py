@@ -10,6 +10,7 @@ less; everything else goes out as requests of its own. specs/daemon.md has the r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -146,6 +147,14 @@ class Market:
             log.exception("the %s machine failed on a message from a peer", machine)
             self._node.conduct.misbehaved(peer, f"its message made the {machine} fail: {exc!r}")
             return
+        if peer is not None:
+            # a message the machine could not decode names no sender: it is the peer's
+            effects = [
+                dataclasses.replace(e, peer=peer)
+                if isinstance(e, scheduler.Misbehaved) and e.peer is None
+                else e
+                for e in effects
+            ]
         self._node.effects.execute(machine, effects)
 
     def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:

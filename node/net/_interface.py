@@ -73,7 +73,7 @@ class NetworkCounters:
     requests_rejected: int = 0  #: malformed, oversized, half or stalled request frames
     handler_errors: int = 0  #: handlers that raised something other than RequestRejected
     pubsub_dropped: int = 0  #: messages dropped: full subscriber queue or invalid payload
-    records_rejected: int = 0  #: provider records that failed verification
+    records_rejected: int = 0  #: records that failed verification, fetched or sent to us
     records_refreshed: int = 0  #: records re-announced before expiry
     pubsub_repaired: int = 0  #: pubsub peers re-registered after their stream died (libp2p)
     refused_banned: int = 0  #: requests, streams and messages refused from banned peers

@@ -15,22 +15,26 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Set
-from typing import Any
+from typing import Any, cast
 
 import trio
 from libp2p.kad_dht.common import ALPHA
+from libp2p.kad_dht.common import PROTOCOL_ID as _KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.routing_table import RoutingTable
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.records.validator import Validator
+from libp2p.records.utils import InvalidRecordType
+from libp2p.records.validator import NamespacedValidator, Validator
 
 import protocol
 from protocol import Advert, Signed
 
-from ._errors import NetworkError
+from ._errors import NetworkError, RecordError
 from ._interface import NetworkCounters, PeerKey, RenewRecord
 from ._libp2p_config import Libp2pConfig
+from ._libp2p_logging import serving_peer
 from ._libp2p_transport import key_of, parse_multiaddr
 from ._limits import LOOKUP_SHARE, REFRESH_MARGIN_MS
 from ._records import best_per_peer, renewed_record, verify_record
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 RECORD_PROTOCOL = "/aimx/record/1"
 #: DHT namespace of capability records: ``/aimx/<peer id>``.
 DHT_NAMESPACE = "aimx"
+#: The DHT's protocol: a peer that does not serve it (a client) stays out of the
+#: routing table.
+KAD_PROTOCOL = str(_KAD_PROTOCOL_ID)
 _MAX_CACHED_RECORDS = 4096
 #: Concurrent inbound DHT streams served (py-libp2p's default is 12).
 DHT_INBOUND_STREAMS = 64
@@ -96,12 +103,129 @@ class AdvertValidator(Validator):
         return best
 
 
-def open_dht(host: Any, config: Libp2pConfig) -> KadDHT:
-    """A Kademlia DHT in server mode that accepts only valid capability records under its
-    namespace. Its routing table is filled from connections (``add_peer``), not by a
-    random walk."""
-    dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
-    dht.register_validator(DHT_NAMESPACE, AdvertValidator(config.chain_id, config.now_ms))
+#: Called with ``(peer, reason)`` when a peer sent our DHT a record it does not store.
+RecordRefused = Callable[[PeerKey, str], None]
+
+
+class AimxRecords(NamespacedValidator):
+    """The DHT's validator: keys under ``/aimx/`` only (strict: no ``/pk/``, ``/ipns/`` or
+    plain keys, which py-libp2p would otherwise store unchecked), each value checked by
+    :class:`AdvertValidator`.
+
+    The Kademlia wire protocol has no error reply to ``PUT_VALUE``: a record the receiver
+    refuses ends the stream with a reset, and py-libp2p's line about it names no peer. So
+    a refusal while serving a peer's DHT stream is reported to ``refused(peer, reason)``
+    (logged with the peer id, counted, and counted against the peer); our own puts are
+    checked by the same rules before anything is sent
+    (:meth:`CapabilityRecords.put_value`)."""
+
+    def __init__(self, adverts: AdvertValidator, refused: RecordRefused | None = None) -> None:
+        super().__init__({DHT_NAMESPACE: adverts}, strict_validation=True)
+        self._refused = refused
+
+    def validate(self, key: str, value: bytes) -> None:
+        try:
+            if not key.startswith(f"/{DHT_NAMESPACE}/"):
+                raise InvalidRecordType(
+                    f"key {key[:80]!r} is outside this network's /{DHT_NAMESPACE}/ namespace"
+                )
+            super().validate(key, value)
+        except Exception as exc:
+            serving = serving_peer.get()
+            if (
+                self._refused is not None
+                and serving is not None
+                and serving.protocol_id == KAD_PROTOCOL
+            ):
+                self._refused(serving.peer, f"its DHT record under {key[:80]!r}: {exc}")
+            raise
+
+
+def serves_dht(host: Any, peer: ID) -> bool | None:
+    """Whether identify says ``peer`` serves the DHT; ``None`` before identify has run."""
+    try:
+        protocols = host.get_peerstore().get_protocols(peer)
+    except Exception:
+        return None
+    if not protocols:
+        return None
+    return KAD_PROTOCOL in protocols
+
+
+class ServerRoutingTable(RoutingTable):
+    """py-libp2p's routing table, holding only connected peers that serve the DHT.
+
+    py-libp2p adds every peer that opens a DHT stream (a client in client mode too), every
+    peer it is about to query (before it knows whether the peer answers), and the peers
+    others name in their answers; a peer that left stayed and was handed out to lookups,
+    which then dialled it. Here a peer enters once it is connected and identify says it
+    serves ``/ipfs/kad/1.0.0`` (the network adds it then), and the network removes it when
+    its last connection closes. A lookup still queries the peers others name: they enter
+    once connected."""
+
+    async def add_peer(
+        self, peer_obj: PeerInfo | ID, *, skip_server_mode_check: bool = False
+    ) -> bool:
+        peer = peer_obj.peer_id if isinstance(peer_obj, PeerInfo) else peer_obj
+        if not self.host.get_network().get_connections(peer):
+            return False
+        if serves_dht(self.host, peer) is not True:
+            return False
+        return await super().add_peer(peer_obj, skip_server_mode_check=True)
+
+
+class _PeerstoreOfServers:
+    """The peerstore, whose ``peer_ids()`` are the connected peers that serve the DHT."""
+
+    def __init__(self, host: _ServersOnly) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host.host.get_peerstore(), name)
+
+    def peer_ids(self) -> list[ID]:
+        return self._host.get_connected_peers()
+
+
+class _ServersOnly:
+    """The host as py-libp2p's lookups see it. A lookup that finds fewer than 5 peers in
+    the routing table starts from every connected peer and every peer in the peerstore:
+    clients, and peers long gone, which it then dials and hands out. Here both are the
+    connected peers that serve the DHT (or have not told yet); the rest is the host's."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.host, name)
+
+    def get_connected_peers(self) -> list[ID]:
+        # a peer identify has not answered for yet is tried (it is at least connected)
+        return [p for p in self.host.get_connected_peers() if serves_dht(self.host, p) is not False]
+
+    def get_peerstore(self) -> _PeerstoreOfServers:
+        return _PeerstoreOfServers(self)
+
+
+def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = None) -> KadDHT:
+    """A Kademlia DHT in server mode that stores only valid capability records under its
+    namespace (:class:`AimxRecords`; ``refused`` hears of the records peers sent that it
+    refused). Its routing table (:class:`ServerRoutingTable`) is filled from connections
+    (``add_peer``), not by a random walk, and its lookups start from connected DHT servers
+    only (:class:`_ServersOnly`)."""
+    validator = AimxRecords(AdvertValidator(config.chain_id, config.now_ms), refused)
+    dht = KadDHT(
+        host,
+        DHTMode.SERVER,
+        enable_random_walk=False,
+        validator=validator,
+        validator_changed=True,
+        strict_validation=True,
+    )
+    table = ServerRoutingTable(dht.local_peer_id, host)
+    dht.routing_table = table
+    dht.peer_routing.routing_table = table
+    dht.peer_routing.host = cast(Any, _ServersOnly(host))  # a view of the host
     # py-libp2p resets every inbound DHT stream past 12 at once, silently for
     # ADD_PROVIDER (its sender does not wait for an answer): nodes announcing together
     # lost provider records that way. The network's own bound on inbound streams
@@ -200,7 +324,7 @@ class CapabilityRecords:
 
         async def put() -> None:
             try:
-                await self.dht.put_value(record_key(self._peer), record.raw)
+                await self.put_value(record_key(self._peer), record.raw)
             except Exception as exc:
                 log.warning("could not store the capability record: %s", exc)
 
@@ -222,6 +346,22 @@ class CapabilityRecords:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(put)
                 nursery.start_soon(provide_now)
+
+    async def put_value(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key`` on the DHT. Checked first by the rules every node
+        applies (:class:`AimxRecords`): a record another node would refuse, such as one
+        under another peer's key or a key outside ``/aimx/``, raises :class:`RecordError`
+        and is never sent (the receiver could only reset the stream)."""
+        validator = self.dht.validator
+        assert validator is not None
+        try:
+            validator.validate(key, value)
+        except Exception as exc:
+            raise RecordError(
+                f"not storing a record under {key[:80]!r}: {exc}; the DHT holds only "
+                f"capability records, each under /{DHT_NAMESPACE}/<its signer's peer id>"
+            ) from None
+        await self.dht.put_value(key, value)
 
     async def _provide(self, cls: str) -> None:
         try:

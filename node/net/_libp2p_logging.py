@@ -5,14 +5,36 @@ some of its modules warn thousands of times on loopback. :func:`route_libp2p_log
 that logger one handler of ours, which re-emits each record on ``node.net.libp2p.<name>``
 (so the daemon's logging configuration decides where it goes) and passes each distinct
 message at most once per ``interval`` seconds.
+
+py-libp2p's lines about a peer's bad bytes ("Failed to parse protobuf message", "DHT
+message too large", ...) do not say whose they were. While a task serves a peer's inbound
+stream on one of py-libp2p's protocols, the stream guard names the peer in
+:data:`serving_peer` (a context variable: per task, inherited by the tasks it starts), and
+each record forwarded from that task ends with ``(peer <peer id> on <protocol>)``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 _OUR_PREFIX = "node.net.libp2p"
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """The peer whose inbound stream the current task serves, and on which protocol."""
+
+    peer: bytes  #: its 32-byte key
+    peer_id: str  #: its peer id as text
+    protocol_id: str
+
+
+#: Set by the stream guard for the life of a py-libp2p handler (never for our own request
+#: handlers, which name the peer themselves and may start long-lived work).
+serving_peer: ContextVar[Serving | None] = ContextVar("aimx_serving_peer", default=None)
 
 
 class _Forward(logging.Handler):
@@ -20,11 +42,12 @@ class _Forward(logging.Handler):
         super().__init__()
         self.interval = interval
         self.max_keys = max_keys
-        self._last: dict[tuple[str, object], float] = {}
+        self._last: dict[tuple[str, object, str], float] = {}
         self.suppressed = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        key = (record.name, record.msg)
+        serving = serving_peer.get()
+        key = (record.name, record.msg, serving.peer_id if serving else "")
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
@@ -34,8 +57,25 @@ class _Forward(logging.Handler):
             self._last.clear()
         self._last[key] = now
         target = logging.getLogger(f"{_OUR_PREFIX}.{record.name.removeprefix('libp2p.')}")
-        if target.isEnabledFor(record.levelno):
-            target.handle(record)
+        if not target.isEnabledFor(record.levelno):
+            return
+        if serving is not None:
+            record = _naming(record, serving)
+        target.handle(record)
+
+
+def _naming(record: logging.LogRecord, serving: Serving) -> logging.LogRecord:
+    """A copy of ``record`` whose message names the peer it is about."""
+    try:
+        text = record.getMessage()
+    except Exception:  # a malformed record of py-libp2p's: forward it as it is
+        return record
+    if serving.peer_id in text:
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.msg = f"{text} (peer {serving.peer_id} on {serving.protocol_id})"
+    copy.args = None
+    return copy
 
 
 def route_libp2p_logs(level: int = logging.WARNING, interval: float = 60.0) -> None:

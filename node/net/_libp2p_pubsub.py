@@ -10,6 +10,7 @@ A repair loop re-registers peers whose pubsub stream died while they stayed conn
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +20,15 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
+import protocol
+
 from ._errors import NetworkError
 from ._interface import NetworkCounters, PeerKey, PubsubMessage
 from ._libp2p_config import GossipConfig
 from ._libp2p_transport import key_of
 from ._limits import MAX_PUBSUB_BYTES
+
+log = logging.getLogger(__name__)
 
 _DEAD_STREAM_STATES = (
     StreamState.ERROR,
@@ -124,6 +129,13 @@ class GossipPubsub:
                         continue
                     if len(message.data) > MAX_PUBSUB_BYTES:
                         self._counters.pubsub_dropped += 1
+                        log.debug(
+                            "dropped a message of %d bytes on %s from peer %s: over %d",
+                            len(message.data),
+                            topic,
+                            protocol.peer_id(sender),
+                            MAX_PUBSUB_BYTES,
+                        )
                         continue
                     self._deliver(PubsubMessage(topic, sender, bytes(message.data)))
         finally:

@@ -55,6 +55,14 @@ async def reset(stream: Any) -> None:
         await stream.reset()
 
 
+def _who(stream: Any) -> str:
+    """The peer id at the other end of ``stream``, for a log line."""
+    try:
+        return str(stream.muxed_conn.peer_id)
+    except Exception:
+        return "(no peer id)"
+
+
 def guard(
     handler: Callable[[Any], Awaitable[None]], counters: NetworkCounters
 ) -> Callable[[Any], Awaitable[None]]:
@@ -65,7 +73,12 @@ def guard(
             await handler(stream)
         except Exception as exc:
             counters.requests_rejected += 1
-            log.debug("stream handler %s failed: %r", handler.__name__, exc)
+            log.debug(
+                "stream handler %s failed on a stream from peer %s: %r",
+                handler.__name__,
+                _who(stream),
+                exc,
+            )
             await reset(stream)
 
     return guarded
@@ -179,6 +192,12 @@ class RequestStreams:
                             data = await reader.read_request(limit)
                     except MessageTooLarge as exc:
                         self._counters.requests_rejected += 1
+                        log.debug(
+                            "refused an oversized request on %s from peer %s: %s",
+                            protocol_id,
+                            protocol.peer_id(sender),
+                            exc,
+                        )
                         with (
                             trio.move_on_after(config.frame_timeout),
                             contextlib.suppress(Exception),
@@ -190,7 +209,12 @@ class RequestStreams:
                         return
                     except (MalformedFrame, trio.TooSlowError) as exc:
                         self._counters.requests_rejected += 1
-                        log.debug("bad request frame on %s: %r", protocol_id, exc)
+                        log.debug(
+                            "bad request frame on %s from peer %s: %s",
+                            protocol_id,
+                            protocol.peer_id(sender),
+                            exc,
+                        )
                         await reset(stream)
                         return
                     status, body = await answer(
@@ -202,7 +226,7 @@ class RequestStreams:
                 await reset(stream)  # idle
                 return
         except Exception as exc:
-            log.debug("request stream on %s ended: %r", protocol_id, exc)
+            log.debug("request stream on %s from peer %s ended: %r", protocol_id, _who(stream), exc)
             await reset(stream)
         finally:
             self._inbound.release()

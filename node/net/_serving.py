@@ -61,7 +61,11 @@ async def answer(
         return STATUS_ERROR, _text(str(exc))
     except Exception:
         counters.handler_errors += 1
-        log.exception("the handler for %s failed", protocol_id)
+        log.exception(
+            "the handler for %s failed on a request from peer %s",
+            protocol_id,
+            protocol.peer_id(sender),
+        )
         return STATUS_ERROR, _text(f"the peer failed to handle the request on {protocol_id}")
     if not isinstance(response, bytes | bytearray) or len(response) > MAX_FRAME_BYTES:
         counters.handler_errors += 1

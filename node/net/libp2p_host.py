@@ -12,9 +12,12 @@ its own:
   :attr:`Libp2pNetwork.counters`;
 - pubsub (:mod:`._libp2p_pubsub`): GossipSub tuned for this workload, dead peer streams
   repaired;
-- discovery (:mod:`._libp2p_dht`): the DHT's routing table is filled from connections
-  (here, :meth:`Libp2pNetwork._add_to_routing_table`); provider lookups ask the network even
-  with local results, are deduplicated by peer, and every record is verified;
+- discovery (:mod:`._libp2p_dht`): the DHT's routing table holds the connected peers that
+  serve the DHT (added here, :meth:`Libp2pNetwork._add_to_routing_table`, and dropped when
+  they disconnect); it stores only capability records, and reports the records peers sent
+  that it refused; provider lookups ask the network even with local results, are
+  deduplicated by peer, and every record is verified;
+- logs: py-libp2p's lines written while serving a peer's stream name the peer;
 - relay (:mod:`._libp2p_relay`): reservations when private;
 - py-libp2p's logs go through ours (:func:`route_libp2p_logs`), and its per-message costs
   are cut (:mod:`._libp2p_tuning`).
@@ -51,10 +54,10 @@ from ._interface import Network, PeerEvent, PeerKey, Reachability, RenewRecord
 from ._libp2p_config import GossipConfig as GossipConfig
 from ._libp2p_config import Libp2pConfig as Libp2pConfig
 from ._libp2p_config import wall_ms as wall_ms
-from ._libp2p_dht import RECORD_PROTOCOL, CapabilityRecords, open_dht
+from ._libp2p_dht import RECORD_PROTOCOL, CapabilityRecords, open_dht, serves_dht
 from ._libp2p_dht import provider_key as provider_key
 from ._libp2p_dht import record_key as record_key
-from ._libp2p_logging import route_libp2p_logs
+from ._libp2p_logging import Serving, route_libp2p_logs, serving_peer
 from ._libp2p_pubsub import GossipPubsub
 from ._libp2p_relay import Relay
 from ._libp2p_streams import GuardedHandlers, RequestStreams, guard, reset
@@ -107,7 +110,7 @@ class Libp2pNetwork(NetworkBase):
         self._host = host
         self._config = config
         self._nursery: trio.Nursery | None = None
-        self.dht = open_dht(host, config)
+        self.dht = open_dht(host, config, self._dht_record_refused)
         self._gossip = GossipPubsub(
             host, self._peer, config.gossip, self._counters, self._deliver, self._has_subscribers
         )
@@ -147,23 +150,40 @@ class Libp2pNetwork(NetworkBase):
             if peer is None:
                 await reset(stream)
                 return
+            who = protocol.peer_id(peer)
             if self.is_banned(peer):
                 self._counters.refused_banned += 1
+                log.debug("refused a stream on %s from banned peer %s", protocol_id, who)
                 await reset(stream)
                 return
             if self._streams_of.get(peer, 0) >= MAX_INBOUND_PER_PEER:
                 self._counters.requests_rejected += 1
+                log.info(
+                    "refused a stream on %s from peer %s: %d of its streams are open",
+                    protocol_id,
+                    who,
+                    MAX_INBOUND_PER_PEER,
+                )
                 await reset(stream)
                 return
             self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
+            # py-libp2p's own handlers log a peer's bad bytes without naming the peer:
+            # its records from this task name it (our handlers name it themselves)
+            token = (
+                serving_peer.set(Serving(peer, who, protocol_id))
+                if protocol_id not in self._handlers
+                else None
+            )
             try:
                 await handler(stream)
             except Exception as exc:
                 self._counters.requests_rejected += 1
-                log.info("a stream on %s from %s failed: %r", protocol_id, peer_id_of(peer), exc)
+                log.info("a stream on %s from peer %s failed: %r", protocol_id, who, exc)
                 await reset(stream)
                 self._peer_misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
             finally:
+                if token is not None:
+                    serving_peer.reset(token)
                 left = self._streams_of.get(peer, 1) - 1
                 if left > 0:
                     self._streams_of[peer] = left
@@ -267,20 +287,33 @@ class Libp2pNetwork(NetworkBase):
             if others:
                 return
         self._streams.forget_peer(key)
+        # a peer that left is not handed out to lookups (ServerRoutingTable)
+        with contextlib.suppress(Exception):
+            self.dht.routing_table.remove_peer(peer)
         if key in self._connected:
             self._connected.discard(key)
             self._emit(PeerEvent(key, False))
 
     async def _add_to_routing_table(self, peer: ID) -> None:
         """py-libp2p's DHT does not add connected peers itself, and cannot add one before
-        identify has stored its listen addresses: retry a few times (bounded)."""
+        identify has stored its listen addresses and protocols: retry a few times
+        (bounded). A peer that does not serve the DHT (a client) is not added."""
         for delay in (0.0, 0.2, 0.5, 1.0, 2.0, 4.0):
             await trio.sleep(delay)
             if key_of(peer) not in self._connected:
                 return
+            if serves_dht(self._host, peer) is False:
+                return
             with contextlib.suppress(Exception), trio.move_on_after(5):
-                if await self.dht.add_peer(peer, skip_server_mode_check=True):
+                if await self.dht.add_peer(peer):
                     return
+
+    def _dht_record_refused(self, peer: PeerKey, reason: str) -> None:
+        """A peer sent our DHT a record it does not store: the peer only learns of it as a
+        reset stream (Kademlia has no error reply), so the refusal is ours to report."""
+        self._counters.records_rejected += 1
+        log.info("refused a DHT record from peer %s: %s", protocol.peer_id(peer), reason)
+        self._peer_misbehaved(peer, f"sent {reason}"[:300])
 
     async def connect(self, address: str) -> PeerKey:
         self._check_open()
