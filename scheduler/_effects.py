@@ -240,6 +240,8 @@ class UserEvent(StrEnum):
     AWARDED = "awarded"
     DELIVERED = "delivered"
     REPLICA_FAILED = "replica_failed"
+    #: Fewer replicas than the job needs are running and no bid is left to award.
+    WAITING = "waiting"
     ESCROW_CLOSED = "escrow_closed"
     # The provider's.
     RECEIPTED = "receipted"

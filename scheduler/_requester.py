@@ -16,7 +16,10 @@ Rules (specs/marketplace.md is the full text):
 - A replica is watched: each heartbeat moves its timer; silence for
   ``heartbeat_timeout_ms`` or its deadline passing fails it, its provider is excluded, and
   it is replaced from the spare bids or by announcing again, while the replica budget
-  (``redundancy + max_retries`` awards in all) lasts.
+  (``redundancy + max_retries`` awards in all) lasts. A replica whose provider rejects the
+  job (outcome ``rejected``: its sandbox refused it) is replaced from the spare bids only:
+  when every award was rejected and no spare is left, the job fails at once with what the
+  providers said. Short of replicas with none to award, the user is told (``waiting``).
 - A result whose output bytes hash as announced, and whose bytes have the output
   commitment it claims (recomputed here with the injected ``commitment``), is kept; one
   whose bytes do not match its commitment is a failed replica (misbehaviour: never
@@ -37,6 +40,7 @@ Rules (specs/marketplace.md is the full text):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -610,9 +614,11 @@ class Requester:
         if len(job.live()) >= job.target or any(
             r.state == ReplicaState.RUNNING for r in job.replicas
         ):
-            return effects
+            return effects + self._tell_short(job)
         # Short of replicas and nothing running.
-        if not job.can_award():
+        if not job.can_award() or job.rejections():
+            # Every award rejected and no spare bid left: the job, not a provider, is the
+            # problem (their admission refused it); end it now with what they said.
             return effects + self._finalise(job, now_ms, forced=True)
         # Announce again when awards were made before, when nobody answered at all (lost
         # announcements; a few times), or when every answer was "busy"; other refusals
@@ -621,8 +627,19 @@ class Requester:
         busy = bool(job.nobids) and all(nb.reason == "busy" for nb in job.nobids.values())
         again = job.replicas or silent or busy  # a busy network may free up: wait for it
         if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
-            return effects + self._announce(job, now_ms)
+            return effects + self._tell_short(job) + self._announce(job, now_ms)
         return effects + self._finalise(job, now_ms, forced=True)
+
+    def _tell_short(self, job: RequesterJob) -> list[Effect]:
+        """``waiting``, once per number of live replicas, when the job has fewer than it
+        needs, more may be awarded and no bid is left to award."""
+        live = len(job.live())
+        if live >= job.target or not job.can_award() or job.told_short == live:
+            return []
+        job.told_short = live
+        cls = job.spec.requirements.capability_class
+        detail = f"{live} of {job.target} replicas found; waiting for more contributors of {cls}"
+        return [NotifyUser(job.id, UserEvent.WAITING, detail)]
 
     def _initial_order(
         self, job: RequesterJob, candidates: list[Signed[Bid]]
@@ -713,6 +730,10 @@ class Requester:
             effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], [])
         elif verdict.status == VerdictStatus.DISAGREE:
             reason = "results disagree and no majority formed within the retry budget"
+        elif said := job.rejections():
+            (first, _), *_ = Counter(said).most_common(1)
+            providers = len({r.provider for r in job.replicas})
+            reason = f"rejected by every provider awarded it ({providers}): {first}"
         else:
             reason = "no result arrived in time"
         for r in job.replicas:
@@ -724,9 +745,14 @@ class Requester:
             payouts = tuple(p for p in paid if p.amount > 0)
             if self.height < claims_open and len(payouts) >= job.spec.redundancy:
                 effects.append(Settle(job.id, payouts))
-            # else: too late to settle (claims may be landing), or fewer payees than the
-            # redundancy (the ledger refuses such a settle before expiry: the providers
-            # holding receipts claim); refund at expiry instead.
+            elif status == JobStatus.FAILED:
+                # Too late to settle (claims may be landing), or fewer payees than the
+                # redundancy (the ledger refuses such a settle before expiry: the providers
+                # holding receipts claim): refunded at expiry, never earlier (an empty
+                # settle before expiry could take work providers may still claim for).
+                expiry = job.spec.escrow_expiry_height
+                reason += f"; the escrow is refunded at its expiry, block {expiry}"
+            # else: the winners hold receipts and claim; the rest is refunded at expiry.
         done = JobDone(job.id, status, reason, output, tuple(paid), report)
         job.done = done
         effects.append(done)

@@ -41,6 +41,9 @@ _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
+# A replica whose provider refused the job itself (its sandbox's admission): the failure
+# reason a Result with outcome ``rejected`` gives ("reported <outcome>: <message>").
+_REJECTED = "reported rejected: "
 #: Award replica indexes are one byte on the wire.
 MAX_AWARDS = 256
 #: Announcements of a job nobody answers before it fails with ``no_response``.
@@ -97,6 +100,8 @@ class RequesterJob:
     announcements: int = 0
     done: JobDone | None = None
     refunded_at: int = -1
+    #: Live replicas when the user was last told the job waits for more (``waiting``).
+    told_short: int = -1
 
     @property
     def spec(self) -> JobSpec:
@@ -119,3 +124,10 @@ class RequesterJob:
 
     def can_award(self) -> bool:
         return self.used() < self.budget and len(self.replicas) < MAX_AWARDS
+
+    def rejections(self) -> list[str]:
+        """What the providers said, when every award of the job was rejected by its
+        provider (outcome ``rejected``); else nothing."""
+        if not self.replicas or not all(r.reason.startswith(_REJECTED) for r in self.replicas):
+            return []
+        return [r.reason.removeprefix(_REJECTED) for r in self.replicas]

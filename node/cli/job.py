@@ -139,13 +139,18 @@ def submit(
                     disable=as_json,
                 ) as progress:
                     task = progress.add_task(f"job {job_id}", total=None)
-                    status = client.wait(
-                        job_id,
-                        timeout_s=deadline + 30,
-                        on_update=lambda s: progress.update(
-                            task, description=f"job {job_id} {describe(s)}"
-                        ),
-                    )
+                    told: set[str] = set()
+
+                    def update(s: dict[str, Any]) -> None:
+                        progress.update(task, description=f"job {job_id} {describe(s)}")
+                        for e in [] if s["done"] else s["events"]:
+                            # Short of replicas: say so once, above the spinner.
+                            if e["event"] == "waiting" and e["detail"] not in told:
+                                told.add(e["detail"])
+                                if not as_json:
+                                    progress.console.print(e["detail"], soft_wrap=True)
+
+                    status = client.wait(job_id, timeout_s=deadline + 30, on_update=update)
             except KeyboardInterrupt:
                 console.print(
                     f"job {job_id} keeps running; follow it with aimx job status {job_id}",

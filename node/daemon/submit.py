@@ -1,5 +1,9 @@
 """Building a job for submission: the checks on what a user asks for and the signed
 JobSpec's fields. Pure: no I/O, no clock (the node passes the time and the ledger height).
+
+An ONNX model and its inputs pass the sandbox's own admission rules here (``check_model``,
+``check_inputs``: the functions a contributor's sandbox runs, no worker), before anything is
+locked: a job every contributor would reject is refused up front with the reason.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 import protocol
+import sandbox
 from protocol import InputRef, JobSpec, Requirements, VerificationPolicy, job_class
 
 from ._codec import Array, tensor_bytes
@@ -54,7 +59,39 @@ def check_request(
         if len(data) > MAX_CONTENT_BYTES:
             raise JobSubmitError(f"input {name!r} is over {MAX_CONTENT_BYTES} bytes")
         blobs.append((name, data))
+    if runtime == "onnx":
+        check_admission(model, inputs)
     return blobs
+
+
+def _signature(info: sandbox.ModelInfo) -> str:
+    """The model's inputs as a user writes them: ``x <f4 [?, 16]``."""
+    return ", ".join(
+        f"{t.name} {t.dtype} {'any shape' if t.shape is None else [d or '?' for d in t.shape]}"
+        for t in info.inputs
+    ).replace("'?'", "?")
+
+
+def check_admission(model: bytes, inputs: Mapping[str, Array]) -> sandbox.ModelInfo:
+    """The sandbox's admission of an ONNX model and its inputs, as every contributor runs
+    it (default limits): :class:`JobSubmitError` naming the problem and the fix."""
+    try:
+        info = sandbox.check_model(model)
+    except sandbox.AdmissionError as exc:
+        why = str(exc).removesuffix("; is this an ONNX file?")
+        fix = "export it to ONNX, then " if "ONNX" in why and "opset" not in why else ""
+        raise JobSubmitError(
+            f"the model is refused (every contributor would refuse it): {why}; "
+            f"{fix}check it with aimx sandbox run MODEL --input NAME=FILE.npy"
+        ) from None
+    try:
+        sandbox.check_inputs(info, {n: np.asarray(a) for n, a in inputs.items()})
+    except sandbox.AdmissionError as exc:
+        raise JobSubmitError(
+            f"the inputs do not fit the model: {exc}; the model takes {_signature(info)}: "
+            "save each --input with that name, dtype and shape"
+        ) from None
+    return info
 
 
 def escrow_expiry(

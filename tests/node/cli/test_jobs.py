@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,3 +158,67 @@ async def test_ctrl_c_while_waiting_names_the_job_and_exits_130(tmp_path: Path) 
     assert short(output), output
     full = job_id.hex()
     assert f"job {full} keeps running; follow it with aimx job status {full}" in output, output
+
+
+async def test_a_bad_model_or_input_fails_in_the_cli_at_once(tmp_path: Path) -> None:
+    # Each mistake through the real CLI process with --wait: refused by the node's API
+    # before anything is locked, a short message naming the fix, exit 1, in well under the
+    # deadline (which used to be waited out, ending in "no result arrived in time").
+    (name, x), *_ = tiny_inputs().items()
+    junk = tmp_path / "fake.onnx"
+    junk.write_bytes(b"not an onnx model\n")
+    files = {"f32": x, "i64": x.astype(np.int64), "short": x[:, :-1]}
+    for stem, value in files.items():
+        np.save(tmp_path / f"{stem}.npy", value)
+    model = str(tiny_model_path())
+    mistakes = [
+        (str(junk), f"{name}={tmp_path / 'f32.npy'}", "export it to ONNX"),
+        (model, f"{name}={tmp_path / 'i64.npy'}", "the model wants <f4"),
+        (model, f"{name}={tmp_path / 'short.npy'}", "the model wants 16"),
+        (model, f"nope={tmp_path / 'f32.npy'}", "missing inputs ['x']"),
+    ]
+    with trio.fail_after(90):
+        async with cluster(1) as cl, serving(cl.requester, tmp_path):
+            node = cl.requester
+            before = node.ledger.state.balance(node.me)
+            for path, given, says in mistakes:
+                command = [*AIMX, "job", "submit", path, "--input", given, "--redundancy", "2"]
+                start = trio.current_time()
+                done = await trio.run_process(
+                    [*command, "--wait", "--data-dir", str(tmp_path)],
+                    capture_stdout=True,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    env={**os.environ, "COLUMNS": "200"},
+                )
+                took = trio.current_time() - start
+                out = done.stdout.decode()
+                assert done.returncode == 1, out
+                assert short(out) and says in out, out
+                assert "save each --input" in out or "aimx sandbox run" in out, out
+                assert took < 10.0, (took, out)  # the process itself, imports included
+            assert not node.jobs
+            await cl.settle_blocks(2)
+            assert node.ledger.state.balance(node.me) == before  # nothing locked
+
+
+async def test_wait_says_when_the_network_is_short_of_replicas(tmp_path: Path) -> None:
+    # Two replicas asked, one contributor: --wait says so while it waits, then the job ends
+    # at its deadline with the one result it has.
+    x = tmp_path / "x.npy"
+    (name, value), *_ = tiny_inputs().items()
+    np.save(x, value)
+    with trio.fail_after(60):
+        async with cluster(1) as cl, serving(cl.requester, tmp_path):
+            submit = ["job", "submit", str(tiny_model_path()), "--input", f"{name}={x}"]
+            wait = ["--redundancy", "2", "--deadline", "4", "--wait", "--data-dir", str(tmp_path)]
+            done = await trio.run_process(
+                [*AIMX, *submit, *wait],
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                check=False,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+    out = done.stdout.decode()
+    says = "1 of 2 replicas found; waiting for more contributors of onnx.cpu.m1"
+    assert out.count(says) == 1, out
