@@ -71,8 +71,10 @@ from ._state import EscrowStatus as EscrowStatus
 from ._state import State as State
 from ._state import check_invariants as check_invariants
 from ._state import compute_root as compute_root
+from ._store import HEAD_SIGNED_BLOCKS as HEAD_SIGNED_BLOCKS
 from ._store import HistoryEntry as HistoryEntry
 from ._store import LedgerStore as LedgerStore
 from ._store import VerifyReport as VerifyReport
+from ._store import check_head as check_head
 from ._store import replay as replay
 from ._store import verify_chain as verify_chain

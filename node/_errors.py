@@ -13,7 +13,7 @@
     ├── NodeNotRunning         no daemon for this data directory (node/_runinfo.py)
     ├── ApiError               a node's HTTP API refused or was unreachable (node/api/client.py)
     └── SandboxCliError, LedgerCommandError, JobCommandError, FaucetCommandError,
-        DevnetError: CLI commands
+        NodeCommandError, DevnetError: CLI commands
 
 Each message says what to do about it; the CLI prints it and exits non-zero.
 """

@@ -105,4 +105,14 @@ def load_config(data_dir: Path, **overrides: object) -> NodeConfig:
     try:
         return NodeConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration ({path}): {exc}") from None
+        problems = [
+            f"{'.'.join(str(x) for x in e['loc'])}: "
+            + ("unknown setting" if e["type"] == "extra_forbidden" else e["msg"])
+            + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else "")
+            for e in exc.errors()
+        ]
+        raise ConfigError(
+            f"invalid configuration in {path} or the options: {'; '.join(problems[:3])}"
+            f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}\n"
+            "  fix or remove those settings (specs/daemon.md, 'Configuration', lists them)"
+        ) from None

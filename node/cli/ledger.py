@@ -1,8 +1,11 @@
-"""``aimx ledger balance|history|verify``: read and check the local copy of the ledger."""
+"""``aimx ledger balance|history|verify|reset``: read and check the local copy of the
+ledger, and move a broken one aside."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,7 +80,10 @@ def open_store(data_dir: Path) -> ledger.LedgerStore:
     try:
         return ledger.LedgerStore.open(path)
     except ledger.LedgerError as exc:
-        raise LedgerCommandError(str(exc)) from None
+        raise LedgerCommandError(
+            f"{exc}\n  to move it aside and sync the chain again at the node's next start: "
+            f"aimx ledger reset --data-dir {data_dir}"
+        ) from None
 
 
 @contextmanager
@@ -212,7 +218,10 @@ def verify(
             try:
                 report = ledger.verify_chain(store)
             except ledger.LedgerError as exc:
-                raise LedgerCommandError(f"ledger verification FAILED: {exc}") from None
+                raise LedgerCommandError(
+                    f"ledger verification FAILED: {exc}\n  to move it aside and sync the "
+                    f"chain again at the node's next start: aimx ledger reset --data-dir {root}"
+                ) from None
             proofs = store.proofs()
         summary = {
             "ok": True,
@@ -252,3 +261,47 @@ def verify(
                 f"[yellow]equivocation[/] at height {p.height} by "
                 f"{', '.join(sorted({protocol.peer_id(k) for k in p.producers}))}"
             )
+
+
+@ledger_app.command()
+def reset(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
+    """Move this node's ledger aside (renamed, not deleted): at its next start the node
+    syncs the chain again from the chain's coordinators.
+
+    For a ledger that is corrupt or was altered (`aimx ledger verify` fails, the node
+    refuses to start). Refused while the node runs, and on the chain's only coordinator,
+    which no node could give the chain back to.
+    """
+    from ..daemon._run import data_dir_lock
+    from ..daemon.genesis import read_genesis
+    from ..keystore import read_key_info
+
+    with user_errors():
+        root = resolve_data_dir(data_dir, ctx)
+        path = ledger_db_path(root)
+        if not path.exists():
+            raise LedgerCommandError(f"no ledger in {root} (expected {path}): nothing to reset")
+        with data_dir_lock(root):  # a running node holds it: DataDirInUse names its pid
+            genesis = read_genesis(root)
+            try:
+                me: bytes | None = read_key_info(root).public_key
+            except KeystoreError:
+                me = None
+            if genesis is not None and me is not None and set(genesis.coordinators) == {me}:
+                raise LedgerCommandError(
+                    f"this node is the only coordinator of chain {genesis.chain_id!r}: no node "
+                    f"can give it the chain back; copy ledger/ledger.sqlite3 from another node "
+                    f"of the chain (stopped, and checked with aimx ledger verify) over {path}"
+                )
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            moved = []
+            for suffix in ("", "-wal", "-shm"):
+                source = path.with_name(path.name + suffix)
+                if source.exists():
+                    target = path.with_name(f"{path.name}.broken-{stamp}{suffix}")
+                    os.rename(source, target)
+                    moved.append(target)
+        Console().print(
+            f"moved the ledger aside to {moved[0]}; the node syncs the chain again from its "
+            "coordinators at its next start (delete the old files when you no longer need them)"
+        )

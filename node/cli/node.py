@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._errors import NodeError
 from ..probe import NOT_COMPUTE, ProbeReport, run_probe
 from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
 
@@ -172,6 +173,26 @@ ChainOption = Annotated[str | None, typer.Option("--chain-id", help="Chain to jo
 LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
+class NodeCommandError(NodeError):
+    """``aimx node start`` cannot start as asked (before the daemon runs)."""
+
+
+def check_bootstrap(addresses: tuple[str, ...]) -> None:
+    """Refuse a bootstrap address that is not ``.../p2p/<peer id>`` before anything starts."""
+    from ..net import NetworkError
+    from ..net._libp2p_transport import info_of
+
+    for address in addresses:
+        try:
+            info_of(address)
+        except NetworkError as exc:
+            raise NodeCommandError(
+                f"bad --bootstrap address: {exc}\n"
+                "  give a coordinator's address as it prints it at start: "
+                "/ip4/HOST/tcp/PORT/p2p/PEER_ID"
+            ) from None
+
+
 def run_node(
     ctx: typer.Context,
     data_dir: Path | None,
@@ -200,6 +221,9 @@ def run_node(
         logging.basicConfig(
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
         )
+        # py-libp2p's own info records (dial counts, connector state) are its internals:
+        # shown from warning up, and all of them with --log-level debug.
+        logging.getLogger("node.net.libp2p").setLevel(max(level, logging.WARNING))
         for role in roles or ():
             if role not in ("contributor", "requester", "coordinator"):
                 raise typer.BadParameter(
@@ -215,14 +239,18 @@ def run_node(
             genesis_hash=genesis_hash.lower() if genesis_hash else None,
         )
 
+        check_bootstrap(config.bootstrap)
+
         def ready(info: Any) -> None:
-            Console(stderr=True).print(
+            # Not wrapped: the addresses and the hash are copied from here.
+            out = Console(stderr=True, soft_wrap=True)
+            out.print(
                 f"[green]node up[/] {info.peer_id} roles {','.join(info.roles)} api {info.api_url}"
                 f" (token in {directory / TOKEN_FILE})"
             )
             for address in info.addresses:
-                Console(stderr=True).print(f"  listening {address}")
-            Console(stderr=True).print(f"  genesis hash {info.genesis_hash}")
+                out.print(f"  listening {address}")
+            out.print(f"  genesis hash {info.genesis_hash}")
 
         trio.run(lambda: run_daemon(directory, config, ready=ready))
 

@@ -5,9 +5,11 @@ network, the ledger and the job runner (the sandbox), and serves the local HTTP 
 
 from ._errors import DaemonError as DaemonError
 from ._errors import DataDirInUse as DataDirInUse
+from ._errors import DataDirUnusable as DataDirUnusable
 from ._errors import GenesisUnavailable as GenesisUnavailable
 from ._errors import JobNotFound as JobNotFound
 from ._errors import JobSubmitError as JobSubmitError
+from ._errors import LedgerUnusable as LedgerUnusable
 from ._errors import RoleMissing as RoleMissing
 from ._jobs import JobRecord as JobRecord
 from ._node import Node as Node

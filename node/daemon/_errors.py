@@ -5,6 +5,8 @@
     NodeError (node._errors)
     └── DaemonError            the daemon cannot do what was asked
         ├── DataDirInUse       another daemon holds this data directory's lock
+        ├── DataDirUnusable    the data directory cannot be created or written
+        ├── LedgerUnusable     the stored ledger is corrupt, altered or another chain's
         ├── GenesisUnavailable no genesis document and no coordinator to fetch it from
         ├── JobSubmitError     a job cannot be submitted (bad model, inputs, balance, role)
         ├── JobNotFound        no job with that id on this node
@@ -24,6 +26,16 @@ class DaemonError(NodeError):
 
 class DataDirInUse(DaemonError):
     """Another daemon holds the data directory's lock (``node.lock``)."""
+
+
+class DataDirUnusable(DaemonError):
+    """The data directory cannot be created, or its lock file cannot be written."""
+
+
+class LedgerUnusable(DaemonError):
+    """The stored ledger cannot be opened: not a database, corrupt, altered blocks (the
+    start-up check, ``ledger.check_head``) or another chain's. The message names the
+    commands that check it and move it aside."""
 
 
 class GenesisUnavailable(DaemonError):

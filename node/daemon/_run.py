@@ -4,6 +4,7 @@ the :class:`Node`, the HTTP API and ``node.json`` (specs/daemon.md, "Start-up").
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -24,7 +25,7 @@ from ..api import load_or_create_token, make_router, serve_http
 from ..config import NodeConfig
 from ..keystore import load_or_create_identity
 from ..ledger import StoreThread, ledger_db_path
-from ._errors import DataDirInUse, GenesisUnavailable
+from ._errors import DataDirInUse, DataDirUnusable, GenesisUnavailable, LedgerUnusable
 from ._node import Node
 from ._profile import probe_profile
 from .genesis import fetch_genesis, genesis_path, read_genesis, write_genesis
@@ -39,9 +40,18 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold ``data_dir``'s lock (an ``flock`` on ``node.lock``, 0600, which holds the
     holder's pid) for the block: one daemon per data directory. A second start raises
     :class:`DataDirInUse` naming the holder, before it has touched anything else."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(data_dir))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DataDirUnusable(
+            f"cannot use {data_dir} as the data directory: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; make it a directory this user "
+            "can write, or pass another --data-dir"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,6 +66,32 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a starter)
+
+
+def open_ledger(data_dir: Path, genesis: ledger.Genesis) -> StoreThread:
+    """Open the data directory's ledger on its thread and check that no stored block was
+    altered (``ledger.check_head``: every hash link, the newest blocks' signatures, the
+    state root). A store that cannot be used raises :class:`LedgerUnusable` naming the
+    commands that check it and move it aside; nothing is written to it."""
+    path = ledger_db_path(data_dir)
+
+    def opener() -> ledger.LedgerStore:
+        store = ledger.LedgerStore.open(path, genesis)
+        try:
+            ledger.check_head(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    try:
+        return StoreThread(opener)
+    except ledger.StoreError as exc:
+        raise LedgerUnusable(
+            f"the ledger {path} cannot be used: {exc}\n"
+            f"  details: aimx ledger verify --data-dir {data_dir}; to move it aside and sync "
+            f"the chain again at the next start: aimx ledger reset --data-dir {data_dir}"
+        ) from None
 
 
 async def _stake_when_funded(node: Node, amount: int) -> None:
@@ -127,6 +163,12 @@ async def _run(
     if genesis is None and "coordinator" in roles:
         genesis = ledger.make_genesis(config.chain_id, [identity.public_key])
         write_genesis(data_dir, genesis)
+    if genesis is None and not (config.bootstrap and config.genesis_hash):
+        # Said before the network opens: joining needs both, and a new user has neither.
+        raise GenesisUnavailable(
+            "this node has no chain yet: pass --bootstrap ADDRESS and --genesis-hash HASH of "
+            "a coordinator (it prints both when it starts), or run `aimx coordinator start`"
+        )
     net_config = Libp2pConfig(
         chain_id=config.chain_id,
         listen=config.listen,
@@ -136,22 +178,32 @@ async def _run(
     )
     sandbox: Sandbox | None = None
     store: StoreThread | None = None
+
+    def check_chain(genesis: ledger.Genesis) -> None:
+        if genesis.chain_id != config.chain_id:
+            raise GenesisUnavailable(
+                f"{genesis_path(data_dir)} is for chain {genesis.chain_id!r}, the "
+                f"configuration says {config.chain_id!r}: pass --chain-id "
+                f"{genesis.chain_id} or use another --data-dir"
+            )
+
     try:
+        if genesis is not None:
+            # The stored ledger is checked before the network opens: a refused start
+            # has talked to no one.
+            check_chain(genesis)
+            g = genesis
+            store = await trio.to_thread.run_sync(lambda: open_ledger(data_dir, g))
         async with open_libp2p_network(key, net_config) as net:
             if genesis is None:
                 genesis = await fetch_genesis(
                     net, config.bootstrap, config.chain_id, config.genesis_hash
                 )
+                check_chain(genesis)
                 write_genesis(data_dir, genesis)
-            if genesis.chain_id != config.chain_id:
-                raise GenesisUnavailable(
-                    f"{genesis_path(data_dir)} is for chain {genesis.chain_id!r}, the "
-                    f"configuration says {config.chain_id!r}"
-                )
-            g = genesis
-            store = await trio.to_thread.run_sync(
-                lambda: StoreThread(lambda: ledger.LedgerStore.open(ledger_db_path(data_dir), g))
-            )
+            if store is None:
+                g = genesis
+                store = await trio.to_thread.run_sync(lambda: open_ledger(data_dir, g))
             profile = None
             runner: JobRunner | None = None
             if "contributor" in roles:

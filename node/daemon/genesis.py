@@ -98,6 +98,6 @@ async def fetch_genesis(
             "check --genesis-hash, or bootstrap from a node of that chain"
         )
     raise GenesisUnavailable(
-        "no genesis in the data directory and none from a bootstrap peer: pass --bootstrap "
-        "with a coordinator's address, or start a coordinator first"
+        "no bootstrap peer gave this node the chain's genesis (see the warnings above): "
+        "check that the coordinator at --bootstrap runs and is reachable from here"
     )

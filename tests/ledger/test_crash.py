@@ -92,7 +92,7 @@ def test_corrupted_leaf_is_detected(tmp_path: Path) -> None:
             "UPDATE leaves SET value=? WHERE key=?",
             (ledger.Account(balance=10**9).encode(), b"\x01" + pub(ALICE)),
         )
-    with pytest.raises(ledger.StoreError, match="verify"):
+    with pytest.raises(ledger.StoreError, match="state root"):
         ledger.LedgerStore.open(db)
 
 
