@@ -65,6 +65,7 @@ def apply_block(
         )
     draft = Draft(state, b.height)
     draft.mature()
+    draft.prune()
     chain = state.genesis.chain_id
     for i, raw in enumerate(b.txs):
         try:
@@ -114,6 +115,7 @@ def produce_block(
     height = state.height + 1
     draft = Draft(state, height)
     draft.mature()
+    draft.prune()
     included: list[VerifiedTx] = []
     rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
     limit = state.genesis.max_block_txs

@@ -367,7 +367,11 @@ def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
         _pay(draft, payouts)
         _credit(draft, e.owner, rest)
         draft.escrows[p.job_id] = _replace_escrow(
-            e, remaining=0, status=EscrowStatus.SETTLED, paid=tuple(sorted(paid.items()))
+            e,
+            remaining=0,
+            status=EscrowStatus.SETTLED,
+            paid=tuple(sorted(paid.items())),
+            closed_height=draft.height,
         )
 
     return commit
@@ -427,7 +431,9 @@ def _check_refund(draft: Draft, sender: bytes, p: Refund) -> Commit:
 
     def commit() -> None:
         _credit(draft, e.owner, e.remaining)
-        draft.escrows[p.job_id] = _replace_escrow(e, remaining=0, status=EscrowStatus.REFUNDED)
+        draft.escrows[p.job_id] = _replace_escrow(
+            e, remaining=0, status=EscrowStatus.REFUNDED, closed_height=draft.height
+        )
 
     return commit
 

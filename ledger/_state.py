@@ -15,6 +15,7 @@ block are rehashed. :func:`compute_root` is the reference computation from scrat
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -47,6 +48,9 @@ REP_UNIT = 1 << 16
 PRIOR_S, PRIOR_F = 1, 1
 #: Failure weight of a slash, in units.
 SLASH_WEIGHT = 4
+#: A closed escrow leaves the state this many blocks after the block that closed it:
+#: until then attestations and slash evidence can still name it.
+ESCROW_RETENTION = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class Escrow:
     required_payees: int = 1
     #: Providers slashed on this job's evidence (each at most once), sorted.
     slashed: tuple[bytes, ...] = ()
+    #: The height of the block that settled or refunded it (0 while open).
+    closed_height: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -112,6 +118,11 @@ class Escrow:
     @property
     def total_paid(self) -> int:
         return sum(a for _, a in self.paid)
+
+    @property
+    def prune_height(self) -> int:
+        """The height of the block that removes this escrow from the state, once closed."""
+        return self.closed_height + ESCROW_RETENTION
 
     def paid_to(self, provider: bytes) -> int:
         return next((a for p, a in self.paid if p == provider), 0)
@@ -136,6 +147,7 @@ class Escrow:
                 [[f, t] for f, t in self.attested],
                 self.required_payees,
                 list(self.slashed),
+                self.closed_height,
             ]
         )
 
@@ -156,6 +168,7 @@ class Escrow:
             tuple((f, t) for f, t in v[10]),
             v[11],
             tuple(v[12]),
+            v[13],
         )
 
 
@@ -198,6 +211,7 @@ class State:
         "_bucket_roots",
         "_buckets",
         "_escrows",
+        "_prunes",
         "_releases",
         "_touched_values",
         "burned",
@@ -206,6 +220,7 @@ class State:
         "height",
         "last_block_hash",
         "minted",
+        "removed",
         "root",
         "touched",
         "tx_accounts",
@@ -220,12 +235,16 @@ class State:
     root: bytes
     #: Leaf keys changed by the block that produced this state (what a store must write).
     touched: frozenset[bytes]
+    #: Leaf keys the block that produced this state removed (closed escrows past retention).
+    removed: frozenset[bytes]
     #: For the block that produced this state: the accounts each transaction concerned.
     tx_accounts: tuple[tuple[bytes, ...], ...]
     _touched_values: dict[bytes, bytes]
     _accounts: dict[bytes, Account]
     _escrows: dict[bytes, Escrow]
     _releases: tuple[tuple[int, bytes], ...]
+    #: ``(prune height, job id)`` of every closed escrow, in order.
+    _prunes: tuple[tuple[int, bytes], ...]
     _buckets: list[dict[bytes, bytes]]
     _bucket_roots: list[bytes]
 
@@ -295,6 +314,9 @@ class State:
         self._releases = tuple(
             sorted((h, acct) for acct, a in accounts.items() for h, _ in a.unbonding)
         )
+        self._prunes = tuple(
+            sorted((e.prune_height, job) for job, e in escrows.items() if not e.is_open)
+        )
         self._buckets = [{} for _ in range(256)]
         for key, value in self.leaves():
             self._buckets[bucket_of(key)][key] = leaf_hash(key, value)
@@ -302,6 +324,7 @@ class State:
         self.root = root_of_buckets(self._bucket_roots)
         self._touched_values = dict(self.leaves())
         self.touched = frozenset(self._touched_values)
+        self.removed = frozenset()
         self.tx_accounts = ()
         return self
 
@@ -417,6 +440,10 @@ class Draft:
     escrows: dict[bytes, Escrow] = field(default_factory=dict)
     new_releases: list[tuple[int, bytes]] = field(default_factory=list)
     released_upto: int = 0
+    #: Closed escrows this block removes (past ``ESCROW_RETENTION``), and how many of the
+    #: base's prune entries it has dealt with.
+    pruned: set[bytes] = field(default_factory=set)
+    pruned_upto: int = 0
     minted: int = 0
     burned: int = 0
     fees: int = 0
@@ -462,7 +489,21 @@ class Draft:
 
     def escrow(self, job_id: bytes) -> Escrow | None:
         e = self.escrows.get(job_id)
-        return e if e is not None else self.base._escrows.get(job_id)
+        if e is not None:
+            return e
+        return None if job_id in self.pruned else self.base._escrows.get(job_id)
+
+    def prune(self) -> None:
+        """Remove closed escrows whose retention ends at this height (at the start of the
+        block, so that its transactions no longer see them)."""
+        prunes = self.base._prunes
+        i = 0
+        while i < len(prunes) and prunes[i][0] <= self.height:
+            e = self.base._escrows.get(prunes[i][1])
+            if e is not None and not e.is_open:
+                self.pruned.add(prunes[i][1])
+            i += 1
+        self.pruned_upto = i
 
     def mature(self) -> None:
         """Return unbonded stake whose release height has come to its balance."""
@@ -536,7 +577,16 @@ class Draft:
         accounts = dict(base._accounts)
         accounts.update(self.accounts)
         escrows = dict(base._escrows)
+        removed = [k for k in self.pruned if k not in self.escrows]
+        for k in removed:
+            del escrows[k]
         escrows.update(self.escrows)
+        closing = sorted(
+            (e.prune_height, k)
+            for k, e in self.escrows.items()
+            if not e.is_open
+            and (k not in base._escrows or base._escrows[k].is_open or k in self.pruned)
+        )
         new = object.__new__(State)
         new.genesis = base.genesis
         new.height = self.height
@@ -545,6 +595,7 @@ class Draft:
         new._accounts = accounts
         new._escrows = escrows
         new._releases = base._releases[self.released_upto :] + tuple(self.new_releases)
+        new._prunes = tuple(heapq.merge(base._prunes[self.pruned_upto :], closing))
         touched = [GLOBALS_KEY]
         touched += [ACCOUNT_PREFIX + k for k in self.accounts]
         touched += [ESCROW_PREFIX + k for k in self.escrows]
@@ -561,6 +612,13 @@ class Draft:
             assert value is not None
             values[key] = value
             d[key] = leaf_hash(key, value)
+        for k in removed:
+            key = ESCROW_PREFIX + k
+            b = bucket_of(key)
+            d = dirty.get(b)
+            if d is None:
+                d = dirty[b] = dict(buckets[b])
+            del d[key]
         for b, d in dirty.items():
             buckets[b] = d
             roots[b] = bucket_root(d)
@@ -568,6 +626,7 @@ class Draft:
         new._bucket_roots = roots
         new.root = root_of_buckets(roots)
         new.touched = frozenset(touched)
+        new.removed = frozenset(ESCROW_PREFIX + k for k in removed)
         new._touched_values = values
         new.tx_accounts = tuple(self.tx_accounts)
         return new

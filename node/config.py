@@ -60,6 +60,13 @@ class RequesterConfig(_Strict):
     deadline_ms: int = Field(60_000, ge=1_000, description="default job deadline from submit")
     bid_window_ms: int = Field(500, ge=10, le=60_000, description="how long bids are collected")
     expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
+    job_records: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="jobs the API remembers (with outputs); beyond this the oldest closed "
+        "ones are forgotten",
+    )
 
 
 class NodeConfig(_Strict):

@@ -36,10 +36,15 @@ class JobRecord:
 
 
 class JobRecords(dict[bytes, JobRecord]):
-    """The job records by id, bounded: past ``MAX_JOB_RECORDS`` the oldest closed ones go."""
+    """The job records by id, bounded: past ``limit`` the oldest closed ones go (a tenth
+    of them at a time)."""
+
+    def __init__(self, limit: int = MAX_JOB_RECORDS) -> None:
+        super().__init__()
+        self.limit = limit
 
     def add(self, record: JobRecord) -> None:
         self[record.job_id] = record
-        if len(self) > MAX_JOB_RECORDS:
+        if len(self) > self.limit:
             for old in [j for j, r in self.items() if r.closed][: len(self) // 10]:
                 del self[old]

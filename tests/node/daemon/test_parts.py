@@ -91,3 +91,22 @@ async def test_timers_fire_in_order_move_and_cancel(autojump_clock: trio.testing
         nursery.cancel_scope.cancel()
     assert fired == [("a", 1_000_100), ("b", 1_000_300), ("last", 1_000_400)]
     assert len(timers) == 0
+
+
+def test_job_records_forget_the_oldest_closed_ones_past_their_limit() -> None:
+    from node.daemon._jobs import JobRecord, JobRecords
+
+    from ...ledger.helpers import ALICE, job_spec
+
+    records = JobRecords(limit=10)
+    spec = job_spec(ALICE).message
+    open_ids = [bytes([0, i]) + bytes(30) for i in range(3)]
+    for job_id in open_ids:
+        records.add(JobRecord(job_id, spec, 0, "m"))
+    for i in range(40):
+        record = JobRecord(bytes([1, i]) + bytes(30), spec, 0, "m")
+        record.closed = True
+        records.add(record)
+        assert len(records) <= 10
+    assert all(j in records for j in open_ids)  # a running job is never forgotten
+    assert bytes([1, 39]) + bytes(30) in records  # the newest closed ones are kept

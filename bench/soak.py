@@ -1,0 +1,187 @@
+"""Soak: each daemon's memory under a steady job stream, per 1,000 jobs.
+
+A devnet (separate processes, py-libp2p on loopback) of a coordinator, a workspace and
+``--contributors`` contributors runs jobs of the sandbox's tiny ONNX model, ``--in-flight``
+at a time, for ``--duration`` seconds. Every ``--sample-s`` seconds it reads each daemon's
+resident memory (``/proc/<pid>/status``: VmRSS; the daemon only, not its sandbox workers),
+open file descriptors and threads, and the number of jobs finished so far.
+
+The figure is each daemon's RSS slope in KB per 1,000 jobs (least squares over the
+samples), after warm-up: the first ``--warmup-s`` seconds fill what is bounded on
+purpose (the recent blocks a replica keeps, the job records the API keeps, closed escrows
+within their retention). The baseline, measured in the same run, is the same slope over
+the warm-up part; a flat daemon shows a steady slope far below it and under the target
+(50 KB per 1,000 jobs).
+
+Usage: ``python bench/soak.py [--duration 600] [--warmup-s 240] [--in-flight 8]``.
+Prints a table, then one JSON line per daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from node.api import Client  # noqa: E402
+from node.devnet import running_devnet, tiny_model_and_inputs, verify_ledgers, wait_ready  # noqa: E402
+
+BLOCK_MS = 100
+TARGET_KB_PER_1000 = 50.0
+
+
+def proc_figures(pid: int) -> tuple[int, int, int]:
+    """(RSS in KB, open fds, threads) of a process (0s if it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss = int(fields["VmRSS"].split()[0])
+        threads = int(fields["Threads"])
+        fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    except (OSError, KeyError, ValueError):
+        return 0, 0, 0
+    return rss, fds, threads
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x (0 with fewer than two distinct x)."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in points) / var
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    path, inputs = tiny_model_and_inputs()
+    done = 0
+    failed: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    samples: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="aimx-soak-") as tmp:
+        workspace_extra = (
+            "[requester]\nbid_window_ms = 500\ndeadline_ms = 60000\n"
+            f"job_records = {args.job_records}\n"
+        )
+        with running_devnet(
+            Path(tmp),
+            args.contributors,
+            workspace_extra=workspace_extra,
+            block_interval_ms=BLOCK_MS,
+            contributor_extra=lambda i: "max_concurrency = 8\nwarm_workers = 2\n",
+        ) as nodes:
+            wait_ready(nodes)
+            ws = next(n for n in nodes if n.name == "workspace")
+
+            def worker() -> None:
+                nonlocal done
+                with Client.for_data_dir(ws.data_dir) as client:
+                    while not stop.is_set():
+                        job_id = client.submit(path, inputs, redundancy=args.redundancy)
+                        status = client.wait(job_id, timeout_s=120)
+                        with lock:
+                            done += 1
+                            if status["status"] != "verified":
+                                key = f"{status['status']}: {status.get('reason', '')}"[:120]
+                                failed[key] = failed.get(key, 0) + 1
+
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.in_flight)]
+            start = time.monotonic()
+            for t in threads:
+                t.start()
+            while time.monotonic() - start < args.duration:
+                with lock:
+                    jobs = done
+                sample: dict[str, Any] = {"t": time.monotonic() - start, "jobs": jobs}
+                for n in nodes:
+                    assert n.proc is not None
+                    sample[n.name] = proc_figures(n.proc.pid)
+                samples.append(sample)
+                print(
+                    f"{sample['t']:6.0f} s {jobs:6d} jobs  "
+                    + "  ".join(f"{n.name} {sample[n.name][0] / 1024:.1f} MB" for n in nodes),
+                    flush=True,
+                )
+                time.sleep(args.sample_s)
+            stop.set()
+            for t in threads:
+                t.join(timeout=130)
+            alive = {n.name: n.alive() for n in nodes}
+            names = [n.name for n in nodes]
+        ledgers = verify_ledgers(nodes)  # stopped now
+    return {
+        "samples": samples,
+        "names": names,
+        "done": done,
+        "failed": failed,
+        "alive": alive,
+        "ledgers": ledgers,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=600.0)
+    parser.add_argument("--warmup-s", type=float, default=240.0)
+    parser.add_argument("--sample-s", type=float, default=10.0)
+    parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--contributors", type=int, default=3)
+    parser.add_argument("--redundancy", type=int, default=1)
+    parser.add_argument(
+        "--job-records", type=int, default=2000, help="job records the workspace's API keeps"
+    )
+    args = parser.parse_args()
+    out = run(args)
+    samples = out["samples"]
+    warm = [s for s in samples if s["t"] < args.warmup_s]
+    steady = [s for s in samples if s["t"] >= args.warmup_s]
+    for name, body in out["ledgers"].items():
+        if not body.get("ok"):
+            print(f"ledger of {name} does not verify: {body.get('error', '')}")
+    print(
+        f"\n{out['done']} jobs in {args.duration:.0f} s; not verified: {out['failed'] or 'none'}; "
+        f"alive: {out['alive']}"
+    )
+    header = f"{'daemon':16} {'RSS MB':>8} {'warm-up KB/1k':>14} {'steady KB/1k':>13}"
+    print(f"{header} {'fds':>5} {'thr':>4}")
+    for name in out["names"]:
+        warm_slope = slope([(s["jobs"], s[name][0]) for s in warm]) * 1000
+        steady_slope = slope([(s["jobs"], s[name][0]) for s in steady]) * 1000
+        last = samples[-1][name]
+        print(
+            f"{name:16} {last[0] / 1024:8.1f} {warm_slope:14.1f} {steady_slope:13.1f} "
+            f"{last[1]:5d} {last[2]:4d}"
+        )
+        fds = [s[name][1] for s in steady]
+        print(
+            json.dumps(
+                {
+                    "bench": "soak",
+                    "daemon": name,
+                    "jobs": out["done"],
+                    "rss_kb": last[0],
+                    "kb_per_1000_jobs_steady": round(steady_slope, 1),
+                    "kb_per_1000_jobs_warmup": round(warm_slope, 1),
+                    "target_kb_per_1000_jobs": TARGET_KB_PER_1000,
+                    "fds_min_max": [min(fds, default=0), max(fds, default=0)],
+                    "ledger_ok": bool(out["ledgers"].get(name, {}).get("ok")),
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
