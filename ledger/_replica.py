@@ -59,6 +59,11 @@ class Replica:
         """Record that ``peer`` says it holds blocks up to ``height``."""
         self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
 
+    def best_source_head(self) -> int:
+        """The highest head one of our sources (the coordinators) said it holds, 0 if none:
+        what a transaction's expiry counts from while this replica catches up."""
+        return max((self._best_seen.get(p, 0) for p in self.sources), default=0)
+
     def adopt(self, raw: bytes, state: State) -> None:
         """Take a block this node produced itself (already applied) as the new head."""
         self.state = state

@@ -19,7 +19,7 @@ import ledger
 import protocol
 
 from .._errors import KeystoreError, NodeError
-from ..ledger import ledger_db_path
+from ..ledger import ledger_db_path, overdue_escrows
 from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
 
 ledger_app = command_group(
@@ -202,15 +202,33 @@ def history(
             Console().print("no transactions")
 
 
+OpenEscrowsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--open-escrows",
+        metavar="BLOCKS",
+        min=0,
+        help=(
+            "Also list the escrows still open more than BLOCKS blocks past their expiry "
+            "height, and exit 1 if there is any (every escrow closes while its owner's "
+            "node runs)."
+        ),
+        show_default=False,
+    ),
+]
+
+
 @ledger_app.command()
 def verify(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
+    open_escrows: OpenEscrowsOption = None,
 ) -> None:
     """Replay the chain from genesis: every signature, hash link, state root and invariant.
 
-    Exits non-zero on any failure.
+    Exits non-zero on any failure (with --open-escrows BLOCKS: also when an escrow is
+    open more than BLOCKS blocks past its expiry).
     """
     with user_errors():
         root = resolve_data_dir(data_dir, ctx)
@@ -223,6 +241,22 @@ def verify(
                     f"chain again at the node's next start: aimx ledger reset --data-dir {root}"
                 ) from None
             proofs = store.proofs()
+            state = store.state
+            overdue = (
+                overdue_escrows(state.escrows(), state.height, open_escrows)
+                if open_escrows is not None
+                else []
+            )
+        late: list[dict[str, Any]] = [
+            {
+                "job_id": job_id.hex(),
+                "owner": protocol.peer_id(e.owner),
+                "expiry_height": e.expiry_height,
+                "blocks_past_expiry": state.height - e.expiry_height,
+                "remaining": e.remaining,
+            }
+            for job_id, e in overdue
+        ]
         summary = {
             "ok": True,
             "chain_id": report.chain_id,
@@ -242,8 +276,13 @@ def verify(
                 for p in proofs
             ],
         }
+        if open_escrows is not None:
+            summary["open_past_expiry"] = late
+            summary["ok"] = not late
         if as_json:
             _print_json(summary)
+            if late:
+                raise typer.Exit(1)
             return
         console = Console()
         console.print(
@@ -261,6 +300,20 @@ def verify(
                 f"[yellow]equivocation[/] at height {p.height} by "
                 f"{', '.join(sorted({protocol.peer_id(k) for k in p.producers}))}"
             )
+        if open_escrows is None:
+            return
+        for row in late:
+            console.print(
+                f"[red]open[/] escrow of job {row['job_id']} (owner {row['owner']}): "
+                f"{credits(row['remaining'])} credits, expired at height "
+                f"{row['expiry_height']}, {row['blocks_past_expiry']} blocks ago"
+            )
+        if late:
+            raise LedgerCommandError(
+                f"{len(late)} escrows are open more than {open_escrows} blocks past their "
+                "expiry; their owners' nodes refund them while they run"
+            )
+        console.print(f"no escrow is open more than {open_escrows} blocks past its expiry")
 
 
 @ledger_app.command()

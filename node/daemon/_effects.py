@@ -66,10 +66,10 @@ class EffectRunner:
             case scheduler.Settle():
                 self._settle(effect)
             case scheduler.Refund():
-                node.submit_tx(ledger.Refund(effect.job_id))
+                node.recovery.intents.add(ledger.Refund(effect.job_id))
             case scheduler.ClaimWithReceipt():
                 claim = ledger.Claim(effect.job_id, effect.award.raw, effect.receipt.raw)
-                node.submit_tx(claim)
+                node.recovery.intents.add(claim)
             case scheduler.Attest():
                 self._attest(effect)
             case scheduler.Slash():
@@ -89,13 +89,9 @@ class EffectRunner:
                 assert_never(effect)
 
     def _lock(self, effect: scheduler.LockEscrow) -> None:
-        node = self._node
-
-        def rejected(reason: str) -> None:
-            if node.requester is not None:
-                now = node.now_ms()
-                self.execute("requester", node.requester.escrow_failed(effect.job_id, reason, now))
-
+        """An intent (as settle, refund and claim are): a lock whose submission timed out
+        is not failed; the chain says whether it landed (``escrow_failed`` when it cannot
+        any more, from :class:`~node.daemon._recovery.MoneyIntents`)."""
         lock = ledger.Lock(
             effect.job_id,
             effect.amount,
@@ -105,14 +101,14 @@ class EffectRunner:
             effect.max_payees,
             effect.spec,
         )
-        node.submit_tx(lock, on_reject=rejected, expiry_cap=effect.expiry_height)
+        self._node.recovery.intents.add(lock, expiry_cap=effect.expiry_height)
 
     def _settle(self, effect: scheduler.Settle) -> None:
         payouts = effect.as_dict()
         self._payees[effect.job_id] = frozenset(payouts)
         bids = effect.bids()
         items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
-        self._node.submit_tx(ledger.Settle(effect.job_id, items))
+        self._node.recovery.intents.add(ledger.Settle(effect.job_id, items))
         for attest in self._pending_attests.pop(effect.job_id, []):
             self._attest(attest)
 

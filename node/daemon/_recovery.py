@@ -5,8 +5,12 @@
   the data directory, one small file per job, written atomically) from the machine's
   ``receipted`` notification until the work's ``closed``. After a restart the kept receipts
   are claimed by the daemon itself, in the claim window and after the job's deadline.
-- A requester's open escrows of jobs it no longer knows (it restarted mid-job) are
-  refunded at their expiry height; a provider with a receipt claims its share first.
+- A requester's open escrows of jobs it no longer knows (it restarted mid-job), or knows
+  as closed (its lock was taken for failed), are refunded at their expiry height; a
+  provider with a receipt claims its share first.
+- Every money transaction (lock, settle, refund, claim) is an intent kept in
+  ``intents.sqlite3`` in the data directory until the chain shows it applied or
+  impossible (:class:`MoneyIntents`; the rules are :mod:`node.ledger._intents`'s).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import protocol
 import scheduler
 from protocol import Award, Receipt, Signed
 
+from ..ledger import Intent, IntentBook, IntentStore, Resolved, Submit
+from ..ledger._intents import Action, Kind
+
 if TYPE_CHECKING:
     from ._node import Node
 
@@ -36,7 +43,13 @@ log = logging.getLogger(__name__)
 #: A kept receipt file is at most this large (two signed messages and a deadline).
 MAX_FILE_BYTES = 8192
 #: How often (in blocks) a requester looks for open escrows of its own that it forgot.
-ORPHAN_SCAN_BLOCKS = 100
+ORPHAN_SCAN_BLOCKS = 10
+#: The file of a node's money intents, in its data directory.
+INTENTS_FILE = "intents.sqlite3"
+#: A kept receipt whose escrow is not in the state this long after the job's deadline is
+#: dropped: the escrow closed and left the state (specs/ledger.md, "Closed escrows leave
+#: the state"), or never existed. Its claim window ended long before.
+KEPT_RECEIPT_MAX_AGE_MS = 24 * 3600 * 1000
 
 
 @dataclass(slots=True)
@@ -139,11 +152,13 @@ class Recovery:
         #: and whether their refund was submitted.
         self._orphans: dict[bytes, bool] = {}
         self._next_orphan_scan = 0
+        self.intents = MoneyIntents(node, state_dir / INTENTS_FILE if state_dir else None)
 
     def load(self) -> None:
         """Load the receipts a previous run of this node kept, to claim with (open escrows
         it left are found block by block)."""
         node = self._node
+        self.intents.load()
         if node.provider is not None:
             self._kept = {k.job_id: k for k in self.receipts.load(node.chain_id, node.me)}
             if self._kept:
@@ -170,26 +185,32 @@ class Recovery:
             self._disk_send.send_nowait(keep)
 
     def on_block(self, state: ledger.State, now: int) -> None:
+        self.intents.on_block(state)
         if self._node.requester is not None and state.height >= self._next_orphan_scan:
             self._find_orphans(state)
         if self._kept or self._orphans:
             self._claim_and_refund(state, now)
 
     def _find_orphans(self, state: ledger.State) -> None:
-        """Open escrows of ours that the requester machine does not know: it restarted
-        while they were open. Looked for every ``ORPHAN_SCAN_BLOCKS`` (the ledger may still
-        be catching up after the restart)."""
+        """Open escrows of ours that the requester machine does not know (it restarted
+        while they were open) or knows as closed (it took the lock for failed). Looked for
+        every ``ORPHAN_SCAN_BLOCKS`` (the ledger may still be catching up after the
+        restart). One whose refund intent gave up is refunded again."""
         node = self._node
         assert node.requester is not None
         known = node.requester.jobs
         found = [
             job_id
             for job_id, e in state.escrows()
-            if e.owner == node.me and e.is_open and job_id not in known
+            if e.owner == node.me
+            and e.is_open
+            and (job_id not in known or known[job_id].phase == scheduler.JobPhase.CLOSED)
         ]
         for job_id in found:
             if job_id not in self._orphans:
-                log.info("escrow of job %s is from before a restart", job_id.hex()[:12])
+                log.info("escrow of job %s is open and no job of ours holds it", job_id.hex()[:12])
+                self._orphans[job_id] = False
+            elif not self.intents.holds(job_id, "refund"):
                 self._orphans[job_id] = False
         self._next_orphan_scan = state.height + ORPHAN_SCAN_BLOCKS
 
@@ -198,10 +219,11 @@ class Recovery:
         node = self._node
         for job_id, kept in list(self._kept.items()):
             e = state.escrow(job_id)
-            if e is None:
+            if e is None and now < kept.deadline_ms + KEPT_RECEIPT_MAX_AGE_MS:
                 continue  # not synced that far yet
             if (
-                not e.is_open
+                e is None
+                or not e.is_open
                 or e.paid_to(node.me) > 0
                 or node.me in e.claimed
                 or state.height >= e.expiry_height
@@ -220,3 +242,80 @@ class Recovery:
             elif not refunded and state.height >= e.expiry_height:
                 self._orphans[job_id] = True
                 node.effects.execute("requester", [scheduler.Refund(job_id)])
+
+
+class MoneyIntents:
+    """Drives the node's :class:`IntentBook`: the machines' Lock, Settle, Refund and Claim
+    become intents, kept in SQLite (``path``; ``None``: in memory), signed and submitted
+    through the transaction queue, and resolved block by block from the chain. A lock
+    that cannot land any more is told to the requester machine (``escrow_failed``)."""
+
+    def __init__(self, node: Node, path: Path | None) -> None:
+        self._node = node
+        self.store = IntentStore(path)
+        self.book = IntentBook(node.me)
+        #: Intents resolved applied, and resolved impossible, since the daemon started.
+        self.applied = 0
+        self.failed = 0
+
+    def load(self) -> None:
+        """Resume the intents a previous run kept: their signed transactions may still be in
+        the coordinator's mempool, so the queue takes later sequence numbers."""
+        kept = self.store.load()
+        self.book = IntentBook(self._node.me, kept)
+        for intent in kept:
+            if intent.seq is not None:
+                self._node.txq.reserve(intent.seq, intent.tx_expiry)
+        if kept:
+            log.info("%d money transactions resumed from before a restart", len(kept))
+
+    def holds(self, job_id: bytes, kind: Kind) -> bool:
+        return (job_id, kind) in self.book.intents
+
+    def add(self, payload: ledger.Payload, *, expiry_cap: int | None = None) -> None:
+        intent = Intent.of(payload, self._node.ledger.state.height, expiry_cap)
+        actions = self.book.add(intent)
+        if actions:
+            self.store.save(intent)
+        self._carry_out(actions)
+
+    def on_block(self, state: ledger.State) -> None:
+        self._carry_out(self.book.on_block(state))
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        node = self._node
+        for action in actions:
+            intent = action.intent
+            if isinstance(action, Submit):
+                self.store.save(intent)
+                node.submit_tx(
+                    intent.decoded(),
+                    on_reject=functools.partial(self._refused, intent.key),
+                    expiry_cap=intent.expiry_cap,
+                    on_signed=functools.partial(self._signed, intent.key),
+                )
+                continue
+            assert isinstance(action, Resolved)
+            self.store.delete(intent.key)
+            job = intent.job_id.hex()[:12]
+            if action.applied:
+                self.applied += 1
+                log.debug("%s of job %s is in the ledger", intent.kind, job)
+                continue
+            self.failed += 1
+            log.warning("%s of job %s cannot be made: %s", intent.kind, job, action.reason)
+            if intent.kind == "lock" and node.requester is not None:
+                effects = node.requester.escrow_failed(intent.job_id, action.reason, node.now_ms())
+                node.effects.execute("requester", effects)
+
+    def _signed(self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int) -> None:
+        intent = self.book.signed(key, seq, expiry)
+        if intent is not None:
+            self.store.save(intent)
+
+    def _refused(self, key: tuple[bytes, Kind], reason: str) -> None:
+        actions = self.book.refused(key, reason, self._node.ledger.state.height)
+        intent = self.book.intents.get(key)
+        if intent is not None:
+            self.store.save(intent)
+        self._carry_out(actions)

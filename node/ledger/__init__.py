@@ -2,6 +2,12 @@
 coordinator, the block producer) on the network, the node's own transaction queue, and
 the store's thread. The rules themselves are the pure :mod:`ledger` package."""
 
+from ._intents import Intent as Intent
+from ._intents import IntentBook as IntentBook
+from ._intents import IntentStore as IntentStore
+from ._intents import Resolved as Resolved
+from ._intents import Submit as Submit
+from ._intents import overdue_escrows as overdue_escrows
 from ._service import DROPPED_PROTOCOL as DROPPED_PROTOCOL
 from ._service import LedgerService as LedgerService
 from ._service import blocks_topic as blocks_topic

@@ -16,6 +16,18 @@ it wait in the mempool. Should the report never arrive, the gap is found once th
 passes the dropped transaction's expiry: the local sequence number is then reset from the
 ledger (the transactions after the gap are lost with it, and the machines' own timeouts
 take over).
+
+Only a definite answer is a refusal: the coordinator's rejection (a
+:class:`ledger.TransactionRejected`) or a drop it reports. A submission that timed out, or
+found no coordinator, may still have been admitted (a frozen coordinator applies it once
+it resumes), so its outcome is unknown: the sequence number stays taken (never filled,
+never reused) and the same signed bytes are submitted again, backing off, until they are
+admitted (or found already in the mempool), the chain takes that sequence number, the
+chain passes their expiry, or the coordinator refuses them. Money transactions are kept
+as intents above this queue (``_intents.py``), which read the outcome from the chain.
+
+Expiry heights count from the coordinator's height (``head``: the best height this node
+has seen, its own or a peer's), not from a local state that may lag behind.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ log = logging.getLogger(__name__)
 TX_LIFETIME_BLOCKS = 30
 #: Submissions in flight at once (the mempool holds 64 ahead of an account's sequence).
 WINDOW = 8
+#: First and longest wait (s) between submissions of a transaction whose outcome is unknown.
+RETRY_S = (0.25, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,8 @@ class TxRequest:
     on_reject: Callable[[str], None] | None = None
     #: The transaction is never valid past this height (a lock: the escrow's own expiry).
     expiry_cap: int | None = None
+    #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
+    on_signed: Callable[[int, bytes, int], None] | None = None
 
     @property
     def kind(self) -> str:
@@ -81,7 +97,12 @@ class TxQueue:
         *,
         chain_id: str,
         window: int = WINDOW,
+        head: Callable[[], int] | None = None,
+        retry_s: tuple[float, float] = RETRY_S,
     ) -> None:
+        """``head``: the coordinator's height as best known (default: the local state's);
+        ``retry_s``: the first and the longest wait between submissions of a transaction
+        whose outcome is unknown."""
         self.me = bytes(key.verify_key)
         self._key = key
         self._chain_id = chain_id
@@ -91,29 +112,55 @@ class TxQueue:
         self._send, self._receive = trio.open_memory_channel[TxRequest](10_000)
         self._next_seq: int | None = None
         self._pending: dict[int, _Pending] = {}  # by sequence number
+        #: Sequence numbers of submissions waiting for their first answer.
+        self._out: set[int] = set()
         self._nursery: trio.Nursery | None = None
+        self.head = head if head is not None else (lambda: self._state().height)
+        self._retry_s = retry_s
         self.submitted = 0
         self.rejected = 0
         self.dropped_reports = 0
         self.lost = 0
+        #: Submissions whose outcome was unknown (a timeout, no coordinator) at first.
+        self.unknown = 0
 
     def put(self, request: TxRequest) -> None:
         try:
             self._send.send_nowait(request)
         except trio.WouldBlock:
             log.error("transaction queue full; dropping a %s", request.kind)
-            self.rejected += 1
+            self._rejected(request, "the transaction queue is full")
+
+    def reserve(self, seq: int, expiry: int) -> None:
+        """A transaction of ours with ``seq`` may be in the coordinator's mempool (signed
+        before a restart): take later sequence numbers until the chain resolves it."""
+        if seq < self._state().next_seq(self.me) or seq in self._pending:
+            return
+        self._next_seq = max(self._next_seq or 0, seq + 1)
+        self._pending[seq] = _Pending(expiry, b"", None)
 
     def on_block(self) -> None:
-        """Forget applied transactions; reset the sequence after a gap expired."""
+        """Forget applied transactions. A pending one past its expiry left a gap: when
+        transactions after it can still land (pending or being submitted), each such gap is
+        filled; otherwise the sequence is reset from the ledger."""
         state = self._state()
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
-        if any(p.expiry < state.height for p in self._pending.values()):
-            self.lost += len(self._pending)
-            log.warning("%d transactions were dropped by the ledger; resyncing", len(self._pending))
-            self._pending.clear()
-            self._next_seq = applied
+        expired = sorted(s for s, p in self._pending.items() if p.expiry < state.height)
+        if not expired:
+            return
+        self.lost += len(expired)
+        for seq in expired:
+            del self._pending[seq]
+        if self._nursery is not None and any(s > expired[0] for s in [*self._pending, *self._out]):
+            log.warning("%d transactions expired unapplied; filling their gaps", len(expired))
+            for seq in expired:
+                self._nursery.start_soon(self._fill, seq)
+            return
+        self.lost += len(self._pending)
+        log.warning("%d transactions were dropped by the ledger; resyncing", len(expired))
+        self._pending.clear()
+        self._next_seq = applied
 
     def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
         """The coordinator dropped our transaction ``seq`` from its mempool: report it to
@@ -142,12 +189,19 @@ class TxQueue:
         state = self._state()
         seq = max(self._next_seq or 0, state.next_seq(self.me))
         self._next_seq = seq + 1
-        return seq, state.height + TX_LIFETIME_BLOCKS
+        return seq, self._expiry()
+
+    def _expiry(self) -> int:
+        return max(self._state().height, self.head()) + TX_LIFETIME_BLOCKS
 
     async def _one(self, request: TxRequest, seq: int, expiry: int) -> None:
         try:
             for attempt in range(2):
                 signed = request.sign(self._key, self._chain_id, seq, expiry)
+                if request.on_signed is not None:
+                    request.on_signed(seq, signed.id, signed.message.expiry_height)
+                sent = seq
+                self._out.add(sent)
                 try:
                     await self._submit(signed.raw)
                 except ledger.SequenceError as exc:
@@ -156,14 +210,70 @@ class TxQueue:
                         continue
                     await self._refused(request, str(exc), seq, expiry)
                     return
-                except Exception as exc:  # refused, or no coordinator reachable
+                except ledger.TransactionRejected as exc:  # the coordinator said no
                     await self._refused(request, str(exc), seq, expiry)
                     return
+                except Exception as exc:  # a timeout, no coordinator: it may have arrived
+                    self._out.discard(sent)
+                    self.unknown += 1
+                    log.info(
+                        "%s (seq %d) outcome unknown (%s); trying again", request.kind, seq, exc
+                    )
+                    self._pending[seq] = _Pending(signed.message.expiry_height, signed.id, request)
+                    await self._until_known(request, signed, seq)
+                    return
+                finally:
+                    self._out.discard(sent)
                 self.submitted += 1
-                self._pending[seq] = _Pending(expiry, signed.id, request)
+                self._pending[seq] = _Pending(signed.message.expiry_height, signed.id, request)
                 return
         finally:
             self._window.release()
+
+    def _still_open(self, seq: int, signed: Signed[Transaction]) -> bool:
+        """Whether ``signed`` (pending under ``seq``) can still be admitted or applied."""
+        pending = self._pending.get(seq)
+        state = self._state()
+        return (
+            pending is not None
+            and pending.tx_id == signed.id
+            and state.next_seq(self.me) <= seq
+            and state.height <= signed.message.expiry_height
+        )
+
+    async def _until_known(
+        self, request: TxRequest | None, signed: Signed[Transaction], seq: int
+    ) -> None:
+        """Submit the same bytes again, backing off, until the outcome is known (see the
+        module's docstring); ``request`` None: a gap filler. The window's slot stays taken
+        meanwhile: while no coordinator answers, at most ``window`` transactions are out
+        and the rest wait their turn."""
+        wait, longest = self._retry_s
+        while True:
+            await trio.sleep(wait)
+            wait = min(longest, wait * 2)
+            if not self._still_open(seq, signed):
+                return  # the chain (or a drop report) decides; on_block resyncs a gap
+            try:
+                await self._submit(signed.raw)
+            except ledger.TransactionRejected as exc:
+                text = str(exc)
+                if isinstance(exc, ledger.SequenceError) or "already used" in text:
+                    return  # the chain took the sequence number: ours or not, it decides
+                if "already in the mempool" in text or "already pending" in text:
+                    break  # the first submission did arrive
+                del self._pending[seq]
+                if request is None:
+                    log.warning("could not fill sequence gap %d: %s", seq, text)
+                    return
+                await self._refused(request, text, seq, signed.message.expiry_height)
+                return
+            except Exception as exc:
+                log.debug("seq %d still unknown: %s", seq, exc)
+                continue
+            break
+        if request is not None:
+            self.submitted += 1
 
     async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
         """Report the refusal; fill the sequence number it leaves unused."""
@@ -180,17 +290,22 @@ class TxQueue:
         return True
 
     async def _fill(self, seq: int) -> None:
-        """Submit a transfer of 1 to ourselves with sequence number ``seq``."""
-        expiry = self._state().height + TX_LIFETIME_BLOCKS
-        try:
-            filler = ledger.tx.transfer(
-                self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
-            )
-            await self._submit(filler.raw)
-        except Exception as exc:
-            log.warning("could not fill sequence gap %d: %s", seq, exc)
-            return
+        """Submit a transfer of 1 to ourselves with sequence number ``seq`` (its outcome
+        unknown, it is submitted again as any other transaction's)."""
+        expiry = self._expiry()
+        filler = ledger.tx.transfer(
+            self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
+        )
         self._pending[seq] = _Pending(expiry, filler.id, None)
+        try:
+            await self._submit(filler.raw)
+        except ledger.TransactionRejected as exc:
+            log.warning("could not fill sequence gap %d: %s", seq, exc)
+            if self._pending.get(seq) == _Pending(expiry, filler.id, None):
+                del self._pending[seq]
+        except Exception as exc:
+            log.info("filler of sequence gap %d: outcome unknown (%s)", seq, exc)
+            await self._until_known(None, filler, seq)
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1

@@ -215,6 +215,7 @@ async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
             assert cl.restart is not None
             fast = await cl.restart(fast)
             requester = await cl.restart(cl.requester)
+            _never_settles(requester)  # its settle intent resumes from disk (issue 15)
             assert fast.provider is not None and not fast.provider.work  # nothing in memory
             assert requester.requester is not None and not requester.requester.jobs
             state = cl.coordinator_state

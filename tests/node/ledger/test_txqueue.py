@@ -7,8 +7,10 @@ import trio
 
 import ledger
 from node.ledger import TxQueue, TxRequest
+from node.ledger._txqueue import TX_LIFETIME_BLOCKS
 
-from ...ledger.helpers import ALICE, BOB, CHAIN, COORD, genesis, pub
+from ...keys import pub
+from ...ledger.helpers import ALICE, BOB, CHAIN, COORD, genesis
 
 #: A transfer of this amount is refused by the coordinator the tests stand in for.
 REFUSED = 7
@@ -114,3 +116,123 @@ async def test_a_transaction_dropped_from_the_block_is_reported_and_its_gap_fill
     assert state.next_seq(pub(ALICE)) == 10
     assert state.balance(pub(BOB)) == 1_000_000 + 9
     assert queue.lost == 0 and queue.dropped_reports == 1
+
+
+async def test_a_timeout_is_no_refusal_and_its_sequence_number_is_never_reused() -> None:
+    # Issue 15: the coordinator admits seq 0 but its answer is lost (a freeze past the
+    # request's timeout); then it is away for a while. Nothing is reported refused, no
+    # filler and no later transaction takes seq 0 or 1, and the same bytes are submitted
+    # again until they are admitted: every transfer lands once.
+    from node.net import NetworkTimeout
+
+    producer = _producer()
+    calls: list[int] = []
+    away = 3  # submissions of seq 1 that find no coordinator
+
+    async def submit(raw: bytes) -> bytes:
+        nonlocal away
+        seq = ledger.verify_tx(raw, CHAIN).tx.seq
+        calls.append(seq)
+        if seq == 1 and away > 0:
+            away -= 1
+            raise NetworkTimeout("no answer within 5 s")
+        vtx = producer.mempool.add(raw, producer.state)
+        if seq == 0 and calls.count(0) == 1:
+            raise NetworkTimeout("no answer within 5 s")  # admitted, the answer lost
+        return vtx.id
+
+    queue = TxQueue(
+        ALICE, lambda: producer.state, submit, chain_id=CHAIN, window=8, retry_s=(0.001, 0.004)
+    )
+    refusals: list[str] = []
+    signed: list[tuple[int, int]] = []
+
+    def build(i: int) -> TxRequest:
+        return TxRequest(
+            ledger.Transfer(pub(BOB), 1),
+            refusals.append,
+            on_signed=lambda seq, _id, expiry: signed.append((seq, expiry)),
+        )
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for i in range(6):
+                queue.put(build(i))
+            while len(producer.mempool) < 6:
+                await trio.sleep(0.002)
+            nursery.cancel_scope.cancel()
+    producer.produce()
+    state = producer.state
+    assert refusals == [] and queue.rejected == 0
+    assert queue.unknown == 2 and queue.submitted == 6
+    assert sorted(s for s, _ in signed) == [0, 1, 2, 3, 4, 5]  # each signed once
+    assert calls.count(1) == 4  # three unanswered, then admitted
+    assert state.next_seq(pub(ALICE)) == 6
+    assert state.balance(pub(BOB)) == 1_000_000 + 6
+
+
+async def test_expiries_count_from_the_coordinators_height() -> None:
+    # A node catching up (its state at height 0) signs with the coordinator's height.
+    producer = _producer()
+    expiries: list[int] = []
+
+    async def submit(raw: bytes) -> bytes:
+        expiries.append(ledger.verify_tx(raw, CHAIN).tx.expiry_height)
+        return b"\0" * 32
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, head=lambda: 500)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 1)))
+            while not expiries:
+                await trio.sleep(0.002)
+            nursery.cancel_scope.cancel()
+    assert expiries == [500 + TX_LIFETIME_BLOCKS]
+
+
+async def test_an_unknown_transaction_that_expired_has_its_gap_filled() -> None:
+    # Seq 0 never reaches the coordinator (its outcome stays unknown); seq 1, signed 10
+    # blocks later, waits in the mempool behind the gap. Once the chain passes seq 0's
+    # expiry, a filler takes 0 and seq 1 lands (it is not lost with the gap).
+    from node.net import NetworkTimeout
+
+    producer = _producer()
+
+    async def submit(raw: bytes) -> bytes:
+        if ledger.verify_tx(raw, CHAIN).tx.seq == 0 and not _is_filler(raw):
+            raise NetworkTimeout("no answer within 5 s")
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.001, 0.002))
+    refusals: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 5), refusals.append))
+            while queue.unknown < 1:
+                await trio.sleep(0.002)
+            for _ in range(10):
+                producer.produce()
+                queue.on_block()
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
+            while len(producer.mempool) < 1:
+                await trio.sleep(0.002)
+            while producer.state.height <= TX_LIFETIME_BLOCKS:
+                producer.produce()
+                queue.on_block()
+            while len(producer.mempool) < 2:  # the filler joins seq 1
+                await trio.sleep(0.002)
+            producer.produce()
+            queue.on_block()
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert refusals == [] and queue.lost == 1
+    assert state.next_seq(pub(ALICE)) == 2
+    assert state.balance(pub(BOB)) == 1_000_000 + 7  # seq 1 landed; seq 0 never did
+
+
+def _is_filler(raw: bytes) -> bool:
+    payload = ledger.verify_tx(raw, CHAIN).payload
+    return isinstance(payload, ledger.Transfer) and payload.to == pub(ALICE)

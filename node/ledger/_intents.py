@@ -1,0 +1,318 @@
+"""Money transactions as intents: kept until the ledger shows them applied or impossible.
+
+A node's lock, settle, refund and claim are each an :class:`Intent`, one per job and kind,
+kept in SQLite in the data directory (:class:`IntentStore`) from the moment the machine
+asks for it until the chain resolves it. :class:`IntentBook` holds the rules and does no
+I/O: the driver tells it what happened (a transaction signed, a transaction refused, a new
+block) and carries out the actions it returns (:class:`Submit`, :class:`Resolved`).
+
+The rules (specs/daemon.md, "Money transactions are intents"):
+
+- The goal is read from the escrow in the state, never from an answer: a lock is done
+  once the job's escrow exists with us as its owner; a settle or a refund once the escrow
+  is closed or has left the state (closed escrows are pruned); a claim once we are in its
+  ``claimed`` list or were paid, and impossible once the escrow closed or its expiry came.
+- A transaction that was signed (sequence number ``seq``, valid up to ``tx_expiry``) may
+  still apply while the chain's ``next_seq`` of ours is at most ``seq`` and the height at
+  most ``tx_expiry``: the intent waits. A timeout changes nothing (its outcome is
+  unknown); only the chain or a definite refusal does.
+- Once its transaction can no longer apply and the goal is not reached: a lock fails (the
+  job's escrow is not locked, nothing was taken); a settle, refund or claim is signed
+  again with a fresh sequence number, when its window is open (a refund from the escrow's
+  expiry height, a claim in ``[claim_height, expiry_height)``).
+- A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
+  at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later, and gives up after
+  ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry by the orphan scan).
+- Nothing is decided about an escrow before the local state has reached the height at
+  which the intent was made (a node catching up after a restart has not seen it yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import ledger
+import protocol
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["lock", "settle", "refund", "claim"]
+KINDS: tuple[Kind, ...] = ("lock", "settle", "refund", "claim")
+#: After a definite refusal, a settle, refund or claim is tried again this many blocks later.
+RETRY_BLOCKS = 5
+#: Definite refusals after which an intent gives up.
+MAX_REFUSALS = 8
+
+
+class Chain(Protocol):
+    """What the book reads of the ledger state (a :class:`ledger.State` is one)."""
+
+    @property
+    def height(self) -> int: ...
+
+    def next_seq(self, account: bytes) -> int: ...
+
+    def escrow(self, job_id: bytes) -> ledger.Escrow | None: ...
+
+
+@dataclass(slots=True)
+class Intent:
+    """One money transaction the node wants in the ledger."""
+
+    job_id: bytes
+    kind: Kind
+    #: The payload's canonical bytes (``protocol.pack(payload.wire())``).
+    payload: bytes
+    #: The local height when the intent was made: nothing is decided below it.
+    made_height: int
+    #: A cap on the transaction's expiry height (a lock: the escrow's own expiry).
+    expiry_cap: int | None = None
+    #: The transaction out, if one was signed: its sequence number and expiry height.
+    seq: int | None = None
+    tx_expiry: int = 0
+    refusals: int = 0
+    reason: str = ""
+    #: Not before this height is it submitted again (after a refusal).
+    retry_at: int = 0
+    #: Handed to the queue and not signed yet (not kept: after a restart it is put again).
+    queued: bool = False
+
+    @property
+    def key(self) -> tuple[bytes, Kind]:
+        return (self.job_id, self.kind)
+
+    def decoded(self) -> ledger.Payload:
+        return ledger.decode_payload(self.kind, self.payload)
+
+    @classmethod
+    def of(cls, payload: ledger.Payload, made_height: int, expiry_cap: int | None = None) -> Intent:
+        kind = ledger.KIND_OF[type(payload)]
+        if kind not in KINDS:
+            raise ValueError(f"a {kind} is not a money transaction")
+        job_id = getattr(payload, "job_id")  # noqa: B009 (every money payload names its job)
+        assert isinstance(job_id, bytes)
+        return cls(job_id, kind, protocol.pack(payload.wire()), made_height, expiry_cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Sign and submit the intent's transaction (the driver reports ``signed`` back)."""
+
+    intent: Intent
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The chain resolved the intent: ``applied`` (its goal is in the state) or not (it
+    cannot be any more, ``reason`` says why). It is forgotten."""
+
+    intent: Intent
+    applied: bool
+    reason: str
+
+
+Action = Submit | Resolved
+
+
+class IntentBook:
+    """The open intents of one account and the rules above; no I/O."""
+
+    def __init__(self, me: bytes, intents: Iterable[Intent] = ()) -> None:
+        self.me = me
+        self.intents: dict[tuple[bytes, Kind], Intent] = {i.key: i for i in intents}
+
+    def __len__(self) -> int:
+        return len(self.intents)
+
+    def add(self, intent: Intent) -> list[Action]:
+        """A new intent; one per job and kind (a second is ignored: the first is kept)."""
+        if intent.key in self.intents:
+            return []
+        self.intents[intent.key] = intent
+        intent.queued = True
+        return [Submit(intent)]
+
+    def signed(self, key: tuple[bytes, Kind], seq: int, tx_expiry: int) -> Intent | None:
+        """Its transaction was signed with ``seq``, valid up to ``tx_expiry``."""
+        intent = self.intents.get(key)
+        if intent is not None:
+            intent.seq, intent.tx_expiry, intent.queued = seq, tx_expiry, False
+        return intent
+
+    def refused(self, key: tuple[bytes, Kind], reason: str, height: int) -> list[Action]:
+        """A definite refusal of its transaction (not a timeout)."""
+        intent = self.intents.get(key)
+        if intent is None:
+            return []
+        intent.seq, intent.queued = None, False
+        intent.refusals += 1
+        intent.reason = reason
+        intent.retry_at = height + RETRY_BLOCKS
+        if intent.kind == "lock" or intent.refusals >= MAX_REFUSALS:
+            return [self._resolve(intent, False, reason)]
+        return []
+
+    def on_block(self, chain: Chain) -> list[Action]:
+        """A new state: resolve what it shows, submit again what can no longer apply."""
+        actions: list[Action] = []
+        for intent in list(self.intents.values()):
+            if chain.height < intent.made_height:
+                continue  # not synced that far yet
+            actions += self._step(intent, chain)
+        return actions
+
+    def _step(self, intent: Intent, chain: Chain) -> list[Action]:
+        h = chain.height
+        e = chain.escrow(intent.job_id)
+        match intent.kind:
+            case "lock":
+                if e is not None:
+                    ours = e.owner == self.me
+                    return [self._resolve(intent, ours, "" if ours else "another owner's escrow")]
+                payload = intent.decoded()
+                assert isinstance(payload, ledger.Lock)
+                if h >= payload.expiry_height:
+                    return [self._resolve(intent, False, "the escrow's expiry height passed")]
+            case "settle" | "refund":
+                if e is None or not e.is_open:
+                    return [self._resolve(intent, True, "")]
+            case "claim":
+                if e is not None and (self.me in e.claimed or e.paid_to(self.me) > 0):
+                    return [self._resolve(intent, True, "")]
+                if e is None or not e.is_open:
+                    return [self._resolve(intent, False, "the escrow closed")]
+                if h >= e.expiry_height:
+                    return [self._resolve(intent, False, "the claim window ended")]
+        if intent.queued or self._may_apply(intent, chain):
+            return []
+        if intent.kind == "lock":
+            if intent.seq is None:
+                return []  # refused locks are resolved at once; never re-signed
+            return [self._resolve(intent, False, "the lock transaction did not reach a block")]
+        assert e is not None
+        if h < intent.retry_at:
+            return []
+        if intent.kind == "refund" and h < e.expiry_height:
+            return []
+        if intent.kind == "claim" and h < e.claim_height:
+            return []
+        if intent.seq is not None:
+            log.info(
+                "%s of job %s did not apply (seq %d); signing it again",
+                intent.kind,
+                intent.job_id.hex()[:12],
+                intent.seq,
+            )
+        intent.seq, intent.queued = None, True
+        return [Submit(intent)]
+
+    def _may_apply(self, intent: Intent, chain: Chain) -> bool:
+        """Whether its signed transaction can still be in a block."""
+        return (
+            intent.seq is not None
+            and chain.next_seq(self.me) <= intent.seq
+            and chain.height <= intent.tx_expiry
+        )
+
+    def _resolve(self, intent: Intent, applied: bool, reason: str) -> Resolved:
+        del self.intents[intent.key]
+        return Resolved(intent, applied, reason)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS intents (
+    job_id BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    made_height INTEGER NOT NULL,
+    expiry_cap INTEGER,
+    seq INTEGER,
+    tx_expiry INTEGER NOT NULL,
+    refusals INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    retry_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, kind)
+)
+"""
+
+
+class IntentStore:
+    """The open intents in SQLite (``intents.sqlite3`` in the data directory); ``path``
+    ``None`` keeps them in memory only. Each change is one small transaction (WAL,
+    ``synchronous=NORMAL``: a committed change survives a crash of the process). A write
+    that fails (a full disk) is logged and counted, never raised: the intent is still
+    carried out while the daemon runs, only a restart in that state would lose it."""
+
+    def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._db = sqlite3.connect(":memory:" if path is None else str(path))
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._db:
+            self._db.execute(_SCHEMA)
+        self.write_errors = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def save(self, intent: Intent) -> None:
+        row = (
+            intent.job_id,
+            intent.kind,
+            intent.payload,
+            intent.made_height,
+            intent.expiry_cap,
+            intent.seq,
+            intent.tx_expiry,
+            intent.refusals,
+            intent.reason,
+            intent.retry_at,
+        )
+        self._write("INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def delete(self, key: tuple[bytes, Kind]) -> None:
+        self._write("DELETE FROM intents WHERE job_id = ? AND kind = ?", key)
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        try:
+            with self._db:
+                self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.error("could not keep a money intent on disk: %s", exc)
+
+    def load(self) -> list[Intent]:
+        """Every kept intent; a row that does not decode is deleted and reported."""
+        rows = self._db.execute(
+            "SELECT job_id, kind, payload, made_height, expiry_cap, seq, tx_expiry, refusals,"
+            " reason, retry_at FROM intents ORDER BY made_height"
+        ).fetchall()
+        intents: list[Intent] = []
+        for row in rows:
+            job_id, kind, payload = row[0], row[1], row[2]
+            intent = Intent(bytes(job_id), kind, bytes(payload), *row[3:])
+            try:
+                if kind not in KINDS or len(intent.job_id) != protocol.HASH_SIZE:
+                    raise ValueError(f"not a money intent ({kind!r})")
+                intent.decoded()
+            except (ValueError, ledger.LedgerError) as exc:
+                log.warning("dropping a kept intent that does not decode: %s", exc)
+                self.delete((bytes(job_id), kind))
+                continue
+            intents.append(intent)
+        return intents
+
+
+def overdue_escrows(
+    escrows: Iterable[tuple[bytes, ledger.Escrow]], height: int, margin: int
+) -> list[tuple[bytes, ledger.Escrow]]:
+    """The escrows still open more than ``margin`` blocks past their expiry at ``height``:
+    what the invariant "every escrow closes" says must not exist while the owners' nodes
+    run (``aimx ledger verify --open-escrows``)."""
+    return [(j, e) for j, e in escrows if e.is_open and height > e.expiry_height + margin]
