@@ -18,6 +18,7 @@ single-threaded runs it on a thread of its own (the daemon's ``node.ledger.Store
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,10 +59,14 @@ class HistoryEntry:
 class LedgerStore:
     """A ledger database on one thread. Open with :meth:`open`."""
 
-    def __init__(self, conn: sqlite3.Connection, genesis: Genesis, state: State) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, genesis: Genesis, state: State, path: Path | None = None
+    ) -> None:
         self._conn = conn
         self.genesis = genesis
         self.state = state
+        #: The database file (named in write errors).
+        self.path = path
 
     # --- opening ---------------------------------------------------------------------
 
@@ -94,7 +99,7 @@ class LedgerStore:
                 conn.execute("INSERT INTO meta VALUES('height', 0)")
                 conn.executemany("INSERT INTO leaves VALUES(?, ?)", list(state.leaves()))
                 conn.execute("COMMIT")
-                return cls(conn, genesis, state)
+                return cls(conn, genesis, state, path)
             stored = Genesis.decode(row[0])
             if genesis is not None and stored != genesis:
                 raise StoreError(
@@ -102,7 +107,7 @@ class LedgerStore:
                     "another data directory or the matching genesis"
                 )
             state = cls._load_state(conn, stored)
-            return cls(conn, stored, state)
+            return cls(conn, stored, state, path)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"the ledger database {path} is unusable: {exc}") from None
@@ -178,10 +183,10 @@ class LedgerStore:
                 conn.execute("UPDATE meta SET value=? WHERE key='height'", (state.height,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         except sqlite3.Error as exc:
-            raise StoreError(f"could not write block {state.height}: {exc}") from None
+            raise StoreError(_write_failure(self.path, state.height, exc)) from None
         self.state = state
 
     def apply_and_commit(self, raw_block: bytes) -> State:
@@ -254,6 +259,32 @@ class LedgerStore:
     def stored_leaves(self) -> dict[bytes, bytes]:
         rows = self._conn.execute("SELECT key, value FROM leaves").fetchall()
         return {bytes(k): bytes(v) for k, v in rows}
+
+
+#: SQLite's result code for "database or disk is full" (``SQLITE_FULL``).
+_SQLITE_FULL = 13
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo an open transaction after a failed write, never hiding the failure's cause.
+
+    On some errors (``SQLITE_FULL``, ``SQLITE_IOERR``, ...) SQLite has already rolled the
+    transaction back itself, and an explicit ``ROLLBACK`` would fail with "no transaction
+    is active", replacing the real error; a rollback that fails for another reason is
+    dropped too: the error being raised is the one that says what went wrong.
+    """
+    if not conn.in_transaction:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
+
+
+def _write_failure(path: Path | None, height: int, exc: sqlite3.Error) -> str:
+    """What a failed block write says: ``disk full: <path>: ...`` when the disk is full."""
+    where = str(path) if path is not None else "the ledger database"
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL:
+        return f"disk full: {where}: could not write block {height}: {exc}"
+    return f"could not write block {height} to {where}: {exc}"
 
 
 #: How many of the newest blocks :func:`check_head` decodes and checks the signature of

@@ -37,17 +37,41 @@ class RunInfo:
 
 
 def write_runinfo(data_dir: Path, info: RunInfo) -> None:
-    """Write ``node.json`` atomically, readable by its owner only (0600)."""
+    """Write ``node.json`` atomically, readable by its owner only (0600). A failed write
+    (a full disk) leaves no temporary file and raises its own error (``OSError``)."""
     tmp = data_dir / f".{RUNINFO_FILE}.tmp"
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(asdict(info), indent=2))
-    os.replace(tmp, data_dir / RUNINFO_FILE)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(info), indent=2))
+        os.replace(tmp, data_dir / RUNINFO_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def remove_runinfo(data_dir: Path) -> None:
     (data_dir / RUNINFO_FILE).unlink(missing_ok=True)
+
+
+def remove_stale_runinfo(data_dir: Path) -> bool:
+    """Remove what a daemon killed before its clean-up left (``kill -9``): its
+    ``node.json``, unless that names a live process other than this one, and the temporary
+    file of an interrupted write. Called by a starting daemon that holds ``node.lock``
+    (so no other daemon runs here). Whether a ``node.json`` was removed."""
+    (data_dir / f".{RUNINFO_FILE}.tmp").unlink(missing_ok=True)
+    path = data_dir / RUNINFO_FILE
+    try:
+        pid = int(json.loads(path.read_text())["pid"])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        pid = 0  # unreadable: a half-written file of a killed daemon
+    if pid > 0 and pid != os.getpid() and pid_alive(pid):
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def read_runinfo(data_dir: Path) -> RunInfo:

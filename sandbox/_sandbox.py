@@ -14,6 +14,7 @@ import fcntl
 import glob
 import itertools
 import os
+import re
 import shutil
 import signal
 import site
@@ -37,7 +38,7 @@ from . import _cgroup, _ipc, _shm
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
 from ._layers import NOBODY, Layer, bwrap_unshare, probe_layers
-from ._procfs import all_pids, read_stat
+from ._procfs import all_pids, pid_alive, read_stat
 from ._tensors import commitment_of, dtype_code, raw_data_hash
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -129,6 +130,60 @@ class Outcome:
 
 
 _ZERO = protocol.Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+
+#: A sandbox's temporary directories (``tempfile.mkdtemp`` in the temporary directory):
+#: ``aimx-sandbox-<daemon pid>-XXXX`` (job directories) and
+#: ``aimx-sandbox-private-<daemon pid>-XXXX`` (workers' stderr).
+_TMP_NAME = re.compile(r"aimx-sandbox-(?:private-)?([0-9]+)-[A-Za-z0-9_]+")
+#: A leftover directory younger than this is kept (it may be a starting sandbox's).
+LEFTOVER_AFTER_S = 60.0
+
+
+def _lock_dir(path: Path) -> int:
+    """Hold an exclusive ``flock`` on directory ``path`` while the sandbox lives (released
+    by the kernel when the process dies); returns the descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def sweep_leftovers(directory: Path | str | None = None) -> int:
+    """Remove the temporary directories of sandboxes whose daemon is gone (killed before
+    its clean-up, ``kill -9`` say); the number removed.
+
+    In ``directory`` (the temporary directory by default), a directory named as above is
+    removed only if it is no link, its owner is this user, its pid is not a live process,
+    it is older than a minute, and no process holds its ``flock`` (a live sandbox holds
+    one on each of its directories: that covers a daemon in another pid namespace that
+    shares the temporary directory, whose pid means nothing here)."""
+    base = Path(directory if directory is not None else tempfile.gettempdir())
+    removed = 0
+    now = time.time()
+    uid = os.geteuid()
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _TMP_NAME.fullmatch(entry.name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or st.st_uid != uid:
+                continue
+            if now - st.st_mtime < LEFTOVER_AFTER_S:
+                continue
+            fd = _lock_dir(Path(entry.path))
+        except OSError:  # gone, unreadable, or locked by a live sandbox
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not os.path.lexists(entry.path):
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +286,18 @@ class Sandbox:
         self.blocks_network = any(
             used.get(layer.name, False) and layer.blocks_network for layer in self.layers
         )
+        #: Temporary directories of sandboxes killed before their clean-up, removed now.
+        self.leftovers_removed = sweep_leftovers()
         self._own_tmp = config.work_dir is None
-        self._work = Path(config.work_dir or tempfile.mkdtemp(prefix="aimx-sandbox-"))
+        pid = os.getpid()
+        self._work = Path(config.work_dir or tempfile.mkdtemp(prefix=f"aimx-sandbox-{pid}-"))
         self._work.mkdir(parents=True, exist_ok=True)
         os.chmod(self._work, 0o711)
-        self._private = Path(tempfile.mkdtemp(prefix="aimx-sandbox-private-"))
+        self._private = Path(tempfile.mkdtemp(prefix=f"aimx-sandbox-private-{pid}-"))
+        # held while this sandbox lives: sweep_leftovers never takes a live one's
+        self._dir_locks = [_lock_dir(self._private)]
+        if self._own_tmp:
+            self._dir_locks.append(_lock_dir(self._work))
         self._cond = threading.Condition()
         self._running = 0
         # Idle warm workers, least recently used first; several may share a key (one
@@ -392,6 +454,9 @@ class Sandbox:
         shutil.rmtree(self._private, ignore_errors=True)
         if self._own_tmp:
             shutil.rmtree(self._work, ignore_errors=True)
+        for fd in self._dir_locks:
+            os.close(fd)
+        self._dir_locks = []
 
     def __enter__(self) -> Sandbox:
         return self

@@ -106,6 +106,8 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
             "api_url": api_url(),
             "jobs": jobs,
             "bad_messages": sum(node.bad_messages.values()),
+            # why the node takes no new work (its ledger cannot be written), else null
+            "fault": node.fault,
             "transactions": {
                 "submitted": node.txq.submitted,
                 "rejected": node.txq.rejected,
@@ -126,6 +128,13 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
         return Response.json(body)
 
     async def submit(request: Request) -> Response:
+        if node.fault is not None:
+            raise HttpError(
+                503,
+                f"this node takes no new jobs until its ledger can be written again "
+                f"({node.fault}); free some space: it resumes by itself",
+                {"retry-after": "30"},
+            )
         body = request.json()
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object")

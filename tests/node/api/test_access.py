@@ -50,6 +50,7 @@ class FakeNode:
         self.minted: list[tuple[bytes, int]] = []
         self.submitted: list[dict[str, Any]] = []
         self.clock_ms = 1_800_000_000_000
+        self.fault: str | None = None  # a full disk's error, say (none here)
 
     def now_ms(self) -> int:
         return self.clock_ms
