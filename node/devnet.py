@@ -55,6 +55,9 @@ class DevNode:
     command: tuple[str, ...] = DAEMON_COMMAND
     proc: subprocess.Popen[bytes] | None = None
     info: RunInfo | None = None
+    #: What it was started with (a restart uses the same).
+    bootstrap: str | None = None
+    genesis_hash: str = ""
 
     def alive(self) -> bool:
         """Whether its process was started and has not exited."""
@@ -92,6 +95,7 @@ def _die_with_parent() -> None:  # runs in the child before exec
 
 def spawn(node: DevNode, bootstrap: str | None, genesis_hash: str = "") -> None:
     """Start ``node``'s command (``aimx node start``) with its log in its data dir."""
+    node.bootstrap, node.genesis_hash = bootstrap, genesis_hash
     node.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = [*node.command, "--data-dir", str(node.data_dir)]
     if bootstrap:
@@ -126,6 +130,16 @@ def wait_up(node: DevNode, timeout_s: float = START_TIMEOUT_S) -> RunInfo:
                 return info
         time.sleep(0.1)
     raise DevnetError(f"{node.name} did not start within {timeout_s:.0f} s:\n{node.log_tail()}")
+
+
+def restart(node: DevNode, timeout_s: float = START_TIMEOUT_S) -> RunInfo:
+    """Start ``node`` again (it was stopped or killed) on its data directory, as before.
+    A coordinator comes back on the same address (``aimx node start`` keeps the port of a
+    ``tcp/0`` listen address in ``listen.json``), so the others reconnect by themselves."""
+    if node.alive():
+        raise DevnetError(f"{node.name} is still running")
+    spawn(node, node.bootstrap, node.genesis_hash)
+    return wait_up(node, timeout_s)
 
 
 def stop(nodes: list[DevNode], timeout_s: float = 10.0) -> None:

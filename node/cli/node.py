@@ -2,12 +2,18 @@
 
 ``start`` runs the daemon (node/daemon) in the foreground; ``status`` asks a running one
 over its local API (specs/api.md). ``coordinator start`` is ``node start --role
-coordinator``.
+coordinator``. A coordinator told to listen on ``tcp/0`` keeps the port it got (in
+``listen.json``): its address is the network's bootstrap address, and a restart must not
+move it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,6 +199,105 @@ def check_bootstrap(addresses: tuple[str, ...]) -> None:
             ) from None
 
 
+#: Where a coordinator remembers the ports its ``tcp/0`` listen addresses got.
+LISTEN_FILE = "listen.json"
+
+
+def _port_of(address: str) -> int | None:
+    parts = address.split("/")
+    if "tcp" in parts[:-1]:
+        value = parts[parts.index("tcp") + 1]
+        return int(value) if value.isdigit() else None
+    return None
+
+
+def _host_of(address: str) -> str:
+    """``/ip4/H/tcp/P...`` -> ``/ip4/H/tcp/``."""
+    head, _, _ = address.partition("/tcp/")
+    return f"{head}/tcp/"
+
+
+def remembered_listen(data_dir: Path, asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The listen addresses to use: ``asked``, with each ``tcp/0`` replaced by the port it
+    got at the last start (``listen.json``) when the configuration asked the same then.
+    A remembered port that another program holds is an error (exit 1): listening
+    elsewhere would leave every node dialling the old, remembered address."""
+    if not any(_port_of(a) == 0 for a in asked):
+        return asked
+    path = data_dir / LISTEN_FILE
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("asked") != list(asked):
+            return asked
+        listen = tuple(str(a) for a in saved["listen"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return asked
+    if len(listen) != len(asked):
+        return asked
+    for address in listen:
+        port, host = _port_of(address), _host_of(address).split("/")
+        if not port or len(host) < 3 or host[1] not in ("ip4", "ip6"):
+            continue
+        family = socket.AF_INET if host[1] == "ip4" else socket.AF_INET6
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host[2], port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or _in_use(data_dir):
+                    continue  # the listener, or the data directory's lock, says what is wrong
+                raise NodeCommandError(
+                    f"this coordinator's port {port} ({address}, kept in {path} since its "
+                    "last start: its address is the bootstrap address nodes dial) is taken "
+                    "by another program\n  stop that program, or remove the file to listen "
+                    "on a new port (then give every node the new --bootstrap address)"
+                ) from None
+    return listen
+
+
+def _in_use(data_dir: Path) -> bool:
+    """Whether a daemon holds ``data_dir``'s lock (it holds the port too; its start
+    refusal names it)."""
+    from ..daemon._run import LOCK_FILE
+
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def remember_listen(data_dir: Path, asked: tuple[str, ...], addresses: tuple[str, ...]) -> None:
+    """Keep the ports ``asked``'s ``tcp/0`` addresses got (``addresses``: the running
+    node's, in the order asked) for :func:`remembered_listen`."""
+    if not any(_port_of(a) == 0 for a in asked):
+        return
+    got = [a.partition("/p2p/")[0] for a in addresses if "/p2p-circuit" not in a]
+    listen: list[str] = []
+    for address in asked:
+        if _port_of(address) != 0:
+            listen.append(address)
+            continue
+        match = next((g for g in got if g.startswith(_host_of(address)) and _port_of(g)), None)
+        if match is None:
+            return  # not all known: keep nothing rather than half
+        got.remove(match)
+        listen.append(address.replace("/tcp/0", f"/tcp/{_port_of(match)}", 1))
+    path = data_dir / LISTEN_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        json.dump({"asked": list(asked), "listen": listen}, f)
+    os.replace(tmp, path)
+
+
 def run_node(
     ctx: typer.Context,
     data_dir: Path | None,
@@ -240,8 +345,21 @@ def run_node(
         )
 
         check_bootstrap(config.bootstrap)
+        asked = config.listen
+        coordinator = "coordinator" in config.roles
+        if coordinator:
+            config = config.model_copy(update={"listen": remembered_listen(directory, asked)})
 
         def ready(info: Any) -> None:
+            if coordinator:
+                try:
+                    remember_listen(directory, asked, info.addresses)
+                except OSError as exc:
+                    logging.getLogger(__name__).warning(
+                        "cannot keep the listen port in %s (a restart may move it): %s",
+                        directory / LISTEN_FILE,
+                        exc,
+                    )
             # Not wrapped: the addresses and the hash are copied from here.
             out = Console(stderr=True, soft_wrap=True)
             out.print(
@@ -285,6 +403,9 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOpti
         table = Table(title="aimx node status", show_header=False, title_justify="left")
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")
+        if body.get("fault"):
+            fault = f"{body['fault']}; no new work until it clears"
+            table.add_row("fault", Text(fault, style="bold red"))
         table.add_row("peer id", body["peer_id"])
         table.add_row("roles", ", ".join(body["roles"]))
         table.add_row("chain", f"{body['chain_id']} at height {body['height']}")

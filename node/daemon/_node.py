@@ -96,7 +96,7 @@ class Node:
             self.metrics, ban=net.ban, protected=(self.me, *genesis.coordinators)
         )
         net.on_misbehaved.append(self.conduct.misbehaved)
-        self.jobs = JobRecords()
+        self.jobs = JobRecords(config.requester.job_records)
         self.ledger = LedgerService(
             net,
             genesis,
@@ -106,8 +106,17 @@ class Node:
             sync_interval_ms=max(200, config.coordinator.block_interval_ms * 2),
             sources=[c for c in genesis.coordinators if c != self.me],
         )
+        #: The ledger's store: its ``fault`` (a block write failed: disk full) stops this
+        #: node taking new work until a write succeeds again (specs/daemon.md, "Disk full").
+        self.ledger_store = store
+        if store is not None:
+            store.on_fault.append(self._fault_changed)
         self.txq = TxQueue(
-            key, lambda: self.ledger.state, self.ledger.submit, chain_id=self.chain_id
+            key,
+            lambda: self.ledger.state,
+            self.ledger.submit,
+            chain_id=self.chain_id,
+            head=self.ledger.replica.best_source_head,
         )
         self.ledger.on_dropped.append(self.txq.dropped)
         self.ledger.on_misbehaved.append(self.conduct.misbehaved)
@@ -126,6 +135,16 @@ class Node:
         self._clock_base_ms = clock_base_ms
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
+
+    @property
+    def fault(self) -> str | None:
+        """Why this node takes no new work (``disk full: <path>: <error>``), or ``None``."""
+        return self.ledger_store.fault if self.ledger_store is not None else None
+
+    def _fault_changed(self, fault: str | None) -> None:
+        """A contributor bids on nothing while its ledger cannot be written."""
+        if self.provider is not None:
+            self.provider.set_draining(fault is not None)
 
     @property
     def bad_messages(self) -> dict[str, int]:
@@ -182,9 +201,10 @@ class Node:
         *,
         on_reject: Callable[[str], None] | None = None,
         expiry_cap: int | None = None,
+        on_signed: Callable[[int, bytes, int], None] | None = None,
     ) -> None:
         """Queue a ledger transaction of this node's (signed and sequenced by the queue)."""
-        request = TxRequest(payload, on_reject, expiry_cap)
+        request = TxRequest(payload, on_reject, expiry_cap, on_signed)
         self.metrics.txs.labels(request.kind).inc()
         self.txq.put(request)
 
@@ -228,6 +248,7 @@ class Node:
                 )
             )
             self.provider.block(height, now)
+            self._fault_changed(self.fault)
 
     def _fire(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
@@ -341,6 +362,11 @@ class Node:
         if self.requester is None:
             raise RoleMissing("this node is not a requester; start it with --role requester")
         await self._started.wait()
+        if self.fault is not None:
+            raise JobSubmitError(
+                "this node takes no new jobs until its ledger can be written again "
+                f"({self.fault}); free some space: it resumes by itself"
+            )
         settings = self.config.requester
         price = settings.max_price if max_price is None else max_price
         blobs = check_request(

@@ -20,7 +20,7 @@ import ledger
 from sandbox import JobRunner, Sandbox, SandboxConfig
 
 from .._errors import ConfigError
-from .._runinfo import RunInfo, remove_runinfo, write_runinfo
+from .._runinfo import RunInfo, remove_runinfo, remove_stale_runinfo, write_runinfo
 from ..api import load_or_create_token, make_router, serve_http
 from ..config import NodeConfig
 from ..keystore import load_or_create_identity
@@ -151,6 +151,8 @@ async def _run(
         os.chmod(data_dir, 0o700)
     except OSError as exc:
         log.warning("could not make %s private (mode 0700): %s", data_dir, exc)
+    if remove_stale_runinfo(data_dir):
+        log.info("removed the node.json of a daemon that was killed")
     identity = load_or_create_identity(data_dir)
     key: nacl.signing.SigningKey = identity.signing_key
     roles = set(config.roles)
@@ -220,6 +222,11 @@ async def _run(
                     log.info(
                         "removed %d job cgroups left by a daemon that was killed",
                         sandbox.stale_cgroups_removed,
+                    )
+                if sandbox.leftovers_removed:
+                    log.info(
+                        "removed %d sandbox directories left by a daemon that was killed",
+                        sandbox.leftovers_removed,
                     )
                 profile = await trio.to_thread.run_sync(lambda: probe_profile(data_dir, sb))
                 # A spare worker (layers applied, runtime imported) for the first cold job.

@@ -44,12 +44,16 @@ from ..net import (
     Network,
     NetworkError,
     PeerKey,
+    PeerUnreachable,
     RemoteError,
     RequestRejected,
 )
 from ._store_thread import StoreThread
 
 log = logging.getLogger(__name__)
+#: Raw blocks a replica keeps in memory, with and without a store.
+RECENT_BLOCKS_WITH_STORE = 512
+RECENT_BLOCKS = 4096
 
 BLOCKS_PROTOCOL = "/aimx/ledger/blocks/1"
 TX_PROTOCOL = "/aimx/ledger/tx/1"
@@ -79,6 +83,10 @@ MAX_PEERS_TRACKED = 4096
 MAX_BLOCK_REQUESTS_PER_PEER = 4
 #: Largest height taken from a peer (block heights are unsigned 64-bit, far below this).
 MAX_HEIGHT = (1 << 63) - 1
+#: While no coordinator is reachable, a submission is tried again at least this often
+#: (and at once when one connects), and waits at most this long in all.
+SUBMIT_RETRY_S = 1.0
+SUBMIT_WAIT_MAX_S = 600.0
 
 
 def ledger_db_path(data_dir: Path) -> Path:
@@ -126,7 +134,13 @@ class LedgerService:
         state = store.state if store is not None else ledger.State.from_genesis(genesis)
         if state.genesis != genesis:
             raise LedgerServiceError("the store holds another chain than this genesis")
-        self.replica = ledger.Replica(state, sync_interval_ms=sync_interval_ms)
+        # With a store, recent blocks only serve to spot equivocation (fetches are served
+        # from the store), so fewer are kept in memory; without one they serve fetches too.
+        self.replica = ledger.Replica(
+            state,
+            sync_interval_ms=sync_interval_ms,
+            keep_recent=RECENT_BLOCKS_WITH_STORE if store is not None else RECENT_BLOCKS,
+        )
         for peer in sources:
             self.replica.add_source(peer)
         self.producer_key = producer_key
@@ -147,6 +161,10 @@ class LedgerService:
         self._serving: dict[PeerKey, int] = {}
         #: Per announcer: (tokens, at seconds) of its announcement bucket.
         self._buckets: dict[PeerKey, tuple[float, float]] = {}
+        #: Set (and replaced) when a source connects: waiting submissions try again.
+        self._source_connected = trio.Event()
+        #: A block this coordinator produced that the store refused (kept to retry).
+        self._unstored: ledger.Commit | None = None
 
     # --- public API ----------------------------------------------------------------------
 
@@ -172,20 +190,57 @@ class LedgerService:
             await self._proof_event.wait()
         return self.replica.proofs[0]
 
-    async def submit(self, raw: bytes) -> bytes:
+    async def submit(self, raw: bytes, *, wait: bool = True) -> bytes:
         """Submit a signed transaction; returns its id once the coordinator accepted it.
 
+        While no coordinator can be reached (no connection could be made, so nothing was
+        sent: one restarting, which the network redials), the submission waits for one
+        (``wait``), woken when one connects and tried again at least every
+        ``SUBMIT_RETRY_S``, as long as :meth:`_wait_bound_s` allows (a lock: about its
+        job's deadline).
+
         Raises :class:`ledger.TransactionRejected` with the reason, or
-        :class:`LedgerServiceError` if there is no coordinator to send it to.
+        :class:`LedgerServiceError` if there is no coordinator to send it to (after the
+        wait).
         """
         if self.producer is not None:
             return self.producer.submit(raw).id
+        started: float | None = None
+        until: float | None = None
+        while True:
+            connected = self._source_connected
+            tx_id = await self._submit_once(raw)
+            if tx_id is not None:
+                return tx_id
+            now = trio.current_time()
+            if until is None or started is None:
+                started, until = now, now + (self._wait_bound_s(raw) if wait else 0.0)
+                if wait:
+                    log.info(
+                        "no coordinator reachable: a transaction waits up to %.0f s", until - now
+                    )
+            if now >= until:
+                waited = f" (waited {now - started:.0f} s)" if wait else ""
+                raise LedgerServiceError(
+                    f"no coordinator reachable to submit the transaction to{waited}"
+                )
+            with trio.move_on_at(min(until, now + SUBMIT_RETRY_S)):
+                await connected.wait()
+
+    async def _submit_once(self, raw: bytes) -> bytes | None:
+        """Try each source once: the tx id; None if none could be reached (nothing was
+        answered: safe to send again). A source that took it and did not answer in time
+        (it may yet apply it) or answered nonsense ends the submission as before."""
+        unreachable = bool(self.replica.sources)
         for peer in self.replica.sources:
             try:
                 response = await self.net.request(peer, TX_PROTOCOL, raw)
             except RemoteError as exc:
                 raise ledger.TransactionRejected(str(exc)) from None
+            except PeerUnreachable:
+                continue
             except NetworkError:
+                unreachable = False
                 continue
             try:
                 value = protocol.unpack(response)
@@ -193,9 +248,27 @@ class LedgerService:
                     raise protocol.RemoteProtocolError("expected [tx_id]")
             except protocol.ProtocolError as exc:
                 self._misbehaved(peer, f"bad answer to a transaction: {exc}")
+                unreachable = False
                 continue
             return bytes(value[0])
-        raise LedgerServiceError("no coordinator reachable to submit the transaction to")
+        if not unreachable:
+            raise LedgerServiceError("no coordinator reachable to submit the transaction to")
+        return None
+
+    def _wait_bound_s(self, raw: bytes) -> float:
+        """How long ``raw`` may wait for a coordinator: a lock until its escrow's claim
+        height would come had blocks kept coming (its job's deadline and a few blocks: the
+        job has failed by then), anything else ``SUBMIT_WAIT_MAX_S`` (a settle, refund or
+        claim is worth the wait, and the chain does not move while its coordinator is
+        away); 0 for a transaction that does not decode."""
+        try:
+            payload = ledger.verify_tx(raw, self.genesis.chain_id).payload
+        except (ledger.LedgerError, protocol.ProtocolError):
+            return 0.0
+        if not isinstance(payload, ledger.Lock):
+            return SUBMIT_WAIT_MAX_S
+        blocks = max(0, payload.claim_height - self.state.height)
+        return min(SUBMIT_WAIT_MAX_S, blocks * self.interval_ms / 1000)
 
     def add_source(self, peer: PeerKey) -> None:
         self.replica.add_source(peer)
@@ -206,7 +279,7 @@ class LedgerService:
         """Serve and sync until cancelled."""
         if self.store is not None:
             # after a restart: recent blocks (to spot equivocation) and the proofs kept so far
-            recent = await self.store.call(lambda s: s.recent_blocks(1024))
+            recent = await self.store.call(lambda s: s.recent_blocks(RECENT_BLOCKS_WITH_STORE))
             proofs = await self.store.call(lambda s: s.proofs())
             for height in sorted(recent):
                 self.replica.recent[height] = recent[height]
@@ -225,6 +298,7 @@ class LedgerService:
                 inbox = self.net.subscribe(blocks_topic(self.genesis.chain_id))
                 nursery.start_soon(self._listen, inbox)
                 nursery.start_soon(self._timers)
+                nursery.start_soon(self._watch_sources, self.net.peer_events())
                 task_status.started()
         finally:
             self.net.remove_handler(BLOCKS_PROTOCOL)
@@ -233,6 +307,14 @@ class LedgerService:
 
     def _now_ms(self) -> int:
         return math.floor(trio.current_time() * 1000)
+
+    async def _watch_sources(self, events: Any) -> None:
+        """Wake the submissions waiting for a coordinator when a source connects."""
+        async with events:
+            async for event in events:
+                if event.connected and event.peer in self.replica.sources:
+                    self._source_connected.set()
+                    self._source_connected = trio.Event()
 
     async def _timers(self) -> None:
         while True:
@@ -263,19 +345,32 @@ class LedgerService:
     async def _locked_producer_tick(self, now: int) -> list[ledger.Effect]:
         assert self.producer is not None
         async with self._lock:
+            # A block of ours the store refused (disk full) is written, then announced,
+            # before the producer makes the next: never announced unwritten.
+            if self._unstored is not None and not await self._commit_own(self._unstored):
+                return [ledger.SetTimer(now + max(100, min(self.interval_ms, 1000)))]
             effects = self.producer.tick(now)
             drops: dict[PeerKey, list[ledger.TxDropped]] = {}
             for e in effects:
                 if isinstance(e, ledger.Commit):
-                    await self._commit(e)
-                    self.replica.adopt(e.block.raw, e.state)
-                    self.counters.blocks_produced += 1
-                    await self._announce(e.block)
+                    await self._commit_own(e)
                 elif isinstance(e, ledger.TxDropped):
                     drops.setdefault(e.sender, []).append(e)
             for sender, dropped in drops.items():
                 self._tell_dropped(sender, dropped[:MAX_DROPS_PER_NOTICE])
         return [e for e in effects if not isinstance(e, ledger.Commit | ledger.TxDropped)]
+
+    async def _commit_own(self, e: ledger.Commit) -> bool:
+        """Write, adopt and announce a block this coordinator produced; ``False`` (kept to
+        retry) if the store refused it."""
+        if not await self._commit(e):
+            self._unstored = e
+            return False
+        self._unstored = None
+        self.replica.adopt(e.block.raw, e.state)
+        self.counters.blocks_produced += 1
+        await self._announce(e.block)
+        return True
 
     def _tell_dropped(self, sender: PeerKey, drops: list[ledger.TxDropped]) -> None:
         """Tell the sender (one notice for the block); best effort."""
@@ -453,23 +548,34 @@ class LedgerService:
         self.replica.note_head(effect.peer, head)
         return list(blocks)
 
-    async def _commit(self, effect: ledger.Commit) -> None:
+    async def _commit(self, effect: ledger.Commit) -> bool:
+        """Persist a block and wake who waits for its height. ``False`` if the store refused
+        it (disk full: the store's ``fault``): a replica goes back to the store's height and
+        fetches the block again at its next sync, which is the retry."""
         if self.store is not None:
-            block, state = effect.block, effect.state
-            await self.store.call(lambda s: s.commit(block, state))
+            if effect.state.height != self.store.state.height + 1:
+                return False  # a block after one the store refused
+            if not await self.store.commit(effect.block, effect.state):
+                if self.producer is None:
+                    self.replica.state = self.store.state
+                return False
         self.counters.blocks_committed += 1
         height = effect.state.height
         ready = [e for h, e in self._waiters if h <= height]
         self._waiters = [(h, e) for h, e in self._waiters if h > height]
         for event in ready:
             event.set()
+        return True
 
     async def _keep_proof(self, proof: ledger.EquivocationProof) -> None:
         if proof not in self.replica.proofs:
             self.replica.proofs.append(proof)
         self.counters.proofs = len(self.replica.proofs)
         if self.store is not None:
-            await self.store.call(lambda s: s.add_proof(proof))
+            try:
+                await self.store.call(lambda s: s.add_proof(proof))
+            except ledger.StoreError as exc:  # a full disk: the proof is kept in memory
+                log.error("could not keep an equivocation proof on disk: %s", exc)
         log.warning("equivocation: two blocks at height %d", proof.height)
         self._proof_event.set()
         self._proof_event = trio.Event()
@@ -564,7 +670,7 @@ class LedgerService:
     async def _serve_tx(self, peer: PeerKey, request: bytes) -> bytes:
         if self.producer is None:
             try:
-                return protocol.pack([await self.submit(request)])
+                return protocol.pack([await self.submit(request, wait=False)])
             except ledger.LedgerError as exc:
                 raise RequestRejected(f"transaction rejected: {exc}") from None
             except LedgerServiceError as exc:

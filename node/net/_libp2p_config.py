@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,7 +68,35 @@ class Libp2pConfig:
     #: limits), would otherwise be held only by this node until the next republish. Past
     #: py-libp2p's 10 s rate window, so that the second announcement is not dropped too.
     reannounce_after: float = 12.0
-    #: Retry bootstrap this often while no peer is connected.
-    bootstrap_retry_interval: float = 30.0
+    #: A bootstrap peer we are not connected to is redialled after this long, doubling
+    #: (each delay drawn in its upper half) up to ``bootstrap_redial_max``; the py-libp2p
+    #: negative cache is lifted for it before each dial (specs/network.md, "Connections").
+    bootstrap_redial_first: float = 0.25
+    #: While a bootstrap peer is down this costs it one refused TCP connection per node
+    #: per interval; when it is back, each node reconnects within it.
+    bootstrap_redial_max: float = 1.0
     libp2p_log_level: int = logging.WARNING
     now_ms: Callable[[], int] = wall_ms
+
+
+class Backoff:
+    """Delays between redials of one peer: ``first``, doubling up to ``most``, each drawn
+    uniformly from its upper half (so nodes that lost the same peer at the same moment do
+    not dial it in step). No clock: the caller sleeps; :meth:`reset` after a success."""
+
+    def __init__(self, first: float, most: float, rng: random.Random) -> None:
+        if not 0 < first <= most:
+            raise ValueError("a backoff needs 0 < first <= most")
+        self.first = first
+        self.most = most
+        self._rng = rng
+        self._next = first
+
+    def delay(self) -> float:
+        """The next delay (seconds); the one after it doubles, up to ``most``."""
+        full = self._next
+        self._next = min(self.most, full * 2)
+        return self._rng.uniform(full / 2, full)
+
+    def reset(self) -> None:
+        self._next = self.first

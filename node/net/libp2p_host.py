@@ -22,7 +22,8 @@ its own:
 - py-libp2p's logs go through ours (:func:`route_libp2p_logs`), and its per-message costs
   are cut (:mod:`._libp2p_tuning`).
 
-This module wires them into one network, and owns connections (dial, bootstrap, connect
+This module wires them into one network, and owns connections (dial, bootstrap peers
+redialled with backoff whenever not connected and past py-libp2p's negative cache, connect
 and disconnect events) and shutdown: our tasks, then pubsub (``seen_messages.stop()``),
 DHT, relay, then ``host.close()``; every connection is closed on the way (py-libp2p's
 shutdown leaves them open).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,6 +53,7 @@ from ._base import NetworkBase
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable
 from ._framing import STATUS_OK
 from ._interface import Network, PeerEvent, PeerKey, Reachability, RenewRecord
+from ._libp2p_config import Backoff
 from ._libp2p_config import GossipConfig as GossipConfig
 from ._libp2p_config import Libp2pConfig as Libp2pConfig
 from ._libp2p_config import wall_ms as wall_ms
@@ -134,6 +137,8 @@ class Libp2pNetwork(NetworkBase):
         mux = host.get_mux()
         mux.handlers = GuardedHandlers(mux.handlers, self._guard_stream)
         self._streams_of: dict[PeerKey, int] = {}
+        #: Set (and replaced) whenever a peer connects or disconnects.
+        self._peers_changed = trio.Event()
 
     def _guard_stream(
         self, protocol_id: str, handler: Callable[[Any], Awaitable[None]]
@@ -219,7 +224,8 @@ class Libp2pNetwork(NetworkBase):
                 with trio.fail_after(10):
                     await self._gossip.pubsub.wait_until_ready()
                 await self._bootstrap()
-                nursery.start_soon(self._bootstrap_loop)
+                for address in dict.fromkeys(self._config.bootstrap):
+                    nursery.start_soon(self._keep_bootstrap, address)
                 nursery.start_soon(self._gossip.repair_loop)
                 if self._config.reachability is Reachability.PRIVATE:
                     await self._relay.reserve_all(nursery)
@@ -268,6 +274,10 @@ class Libp2pNetwork(NetworkBase):
         if self.is_banned(key):
             self._disconnect(key)
             return
+        # reachable now: a failed dial before must not block dials for a minute
+        with contextlib.suppress(Exception):
+            self._host.get_network().unblock_peer(peer)
+        self._peers_changed_now()
         if self._nursery is not None:
             self._nursery.start_soon(self._add_to_routing_table, peer)
         if key not in self._connected:
@@ -293,6 +303,11 @@ class Libp2pNetwork(NetworkBase):
         if key in self._connected:
             self._connected.discard(key)
             self._emit(PeerEvent(key, False))
+        self._peers_changed_now()
+
+    def _peers_changed_now(self) -> None:
+        self._peers_changed.set()
+        self._peers_changed = trio.Event()
 
     async def _add_to_routing_table(self, peer: ID) -> None:
         """py-libp2p's DHT does not add connected peers itself, and cannot add one before
@@ -377,11 +392,45 @@ class Libp2pNetwork(NetworkBase):
             for address in self._config.bootstrap:
                 nursery.start_soon(one, address)
 
-    async def _bootstrap_loop(self) -> None:
-        while self._config.bootstrap:
-            await trio.sleep(self._config.bootstrap_retry_interval)
-            if not self._connected:
-                await self._bootstrap()
+    async def _keep_bootstrap(self, address: str) -> None:
+        """Stay connected to the bootstrap peer at ``address``: whenever there is no
+        connection to it, redial with :class:`Backoff` (``bootstrap_redial_first``
+        doubling to ``bootstrap_redial_max``), lifting py-libp2p's negative cache for it
+        before each dial (a failed dial would otherwise refuse every dial to it for 60 s,
+        and a coordinator restarted after 5 s would stay unreachable for a minute)."""
+        info, _ = info_of(address)
+        key = key_of(info.peer_id)
+        if key is None or key == self._peer:
+            return
+        config = self._config
+        backoff = Backoff(
+            config.bootstrap_redial_first, config.bootstrap_redial_max, random.Random()
+        )
+        lost_at: float | None = None if key in self._connected else trio.current_time()
+        while True:
+            if key in self._connected:
+                if lost_at is not None:
+                    log.info(
+                        "reconnected to bootstrap peer %s after %.1f s",
+                        address,
+                        trio.current_time() - lost_at,
+                    )
+                lost_at = None
+                backoff.reset()
+                await self._peers_changed.wait()
+                continue
+            if lost_at is None:
+                lost_at = trio.current_time()
+                log.warning("lost bootstrap peer %s; redialling", address)
+            await trio.sleep(backoff.delay())
+            if key in self._connected or self.is_banned(key):
+                continue
+            with contextlib.suppress(Exception):
+                self._host.get_network().unblock_peer(info.peer_id)
+            try:
+                await self.connect(address)
+            except NetworkError as exc:
+                log.debug("redialling bootstrap peer %s: %s", address, exc)
 
     # --- the parts' side of the interface ----------------------------------------------
 
