@@ -487,6 +487,12 @@ async def open_libp2p_network(
     started = False
     try:
         async with host.run(listen_addrs=listen), net._running():
+            if listen and not host.get_network().listeners:
+                # py-libp2p logs a failed listen and carries on, listening nowhere
+                raise NetworkError(
+                    f"cannot listen on {', '.join(config.listen)}: no address could be "
+                    "opened; use an address of this machine (e.g. /ip4/0.0.0.0/tcp/4001)"
+                )
             started = True
             yield net
     except OSError as exc:

@@ -49,6 +49,25 @@ def test_transfer_rejects_overdraft_fee_below_minimum_and_replay() -> None:
     c.rejects(ahead, ledger.SequenceError)
 
 
+def test_the_whole_balance_after_the_fee_can_be_spent_and_not_a_credit_more() -> None:
+    c = Chain.new(min_fee=5)
+    c.rejects(c.transfer(ALICE, BOB, 1_000_000 - 4, fee=5), ledger.InsufficientFunds)
+    c.ok(c.transfer(ALICE, BOB, 1_000_000 - 5, fee=5))
+    assert c.state.balance(pub(ALICE)) == 0
+
+
+def test_a_fee_above_the_balance_is_refused_whatever_the_transaction() -> None:
+    # a refund spends nothing but its fee: the fee check alone must refuse it
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=3, expire_at=5, per_payee=100))
+    c.until(5)
+    c.ok(c.transfer(ALICE, BOB, 1_000_000 - 300))
+    assert c.state.balance(pub(ALICE)) == 0
+    broke = tx.refund(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, fee=1, expiry_height=c.height + 5)
+    c.rejects(broke, ledger.InsufficientFunds)
+    assert c.state.escrow(JOB) is not None and c.state.escrow(JOB).is_open  # type: ignore[union-attr]
+
+
 def test_expired_and_other_chain_transactions_are_rejected() -> None:
     c = Chain.new()
     c.until(3)

@@ -158,6 +158,23 @@ async def test_unreachable_peer_and_bad_addresses() -> None:
                 await a.request(bytes(key(7).verify_key), ECHO, b"x", timeout=5)
 
 
+async def test_a_listen_address_not_of_this_machine_is_an_error() -> None:
+    # 192.0.2.1 is TEST-NET-1 (never assigned to a local interface): the bind fails
+    config = Libp2pConfig(chain_id=CHAIN, listen=("/ip4/192.0.2.1/tcp/0",))
+    with trio.fail_after(20), pytest.raises(BaseException) as caught:
+        async with open_libp2p_network(key(1), config):
+            pass
+
+    def leaves(e: BaseException) -> list[BaseException]:
+        if isinstance(e, BaseExceptionGroup):
+            return [leaf for inner in e.exceptions for leaf in leaves(inner)]
+        return [e]
+
+    error = next((e for e in leaves(caught.value) if isinstance(e, NetworkError)), None)
+    assert error is not None, caught.value
+    assert "192.0.2.1" in str(error) and "address of this machine" in str(error)
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
