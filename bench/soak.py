@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="aimx-soak-") as tmp:
+        if args.keep is not None:
+            tmp = str(args.keep)
         workspace_extra = (
             "[requester]\nbid_window_ms = 500\ndeadline_ms = 60000\n"
             f"job_records = {args.job_records}\n"
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument(
         "--job-records", type=int, default=2000, help="job records the workspace's API keeps"
     )
+    parser.add_argument("--keep", type=Path, help="keep the devnet's data directories here")
     args = parser.parse_args()
     out = run(args)
     samples = out["samples"]

@@ -22,6 +22,9 @@ from ._effects import Commit, Effect, FetchBlocks, PeerMisbehaved, ProofFound, S
 from ._errors import BlockRejected
 from ._state import State
 
+#: Most peers whose reported head a replica remembers (sources are always kept).
+MAX_HEADS_KEPT = 4096
+
 
 class Replica:
     """Keeps a state in step with the chain served by peers."""
@@ -56,7 +59,11 @@ class Replica:
             self.sources.remove(peer)
 
     def note_head(self, peer: bytes, height: int) -> None:
-        """Record that ``peer`` says it holds blocks up to ``height``."""
+        """Record that ``peer`` says it holds blocks up to ``height``. At most
+        ``MAX_HEADS_KEPT`` peers are remembered: past that the heads of peers that are not
+        sources are forgotten (keys are free; a source's head is what expiries count on)."""
+        if peer not in self._best_seen and len(self._best_seen) >= MAX_HEADS_KEPT:
+            self._best_seen = {p: h for p, h in self._best_seen.items() if p in self.sources}
         self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
 
     def best_source_head(self) -> int:

@@ -21,8 +21,9 @@ The rules (specs/daemon.md, "Money transactions are intents"):
   again with a fresh sequence number, when its window is open (a refund from the escrow's
   expiry height, a claim in ``[claim_height, expiry_height)``).
 - A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
-  at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later, and gives up after
-  ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry by the orphan scan).
+  at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later; a settle or claim
+  gives up after ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry); a
+  refund never does, it is tried every ``RETRY_BLOCKS * MAX_REFUSALS`` blocks from then on.
 - Nothing is decided about an escrow before the local state has reached the height at
   which the intent was made (a node catching up after a restart has not seen it yet).
 """
@@ -152,8 +153,12 @@ class IntentBook:
         intent.seq, intent.queued = None, False
         intent.refusals += 1
         intent.reason = reason
-        intent.retry_at = height + RETRY_BLOCKS
-        if intent.kind == "lock" or intent.refusals >= MAX_REFUSALS:
+        many = intent.refusals >= MAX_REFUSALS
+        intent.retry_at = height + RETRY_BLOCKS * (MAX_REFUSALS if many else 1)
+        # A refund never gives up: nothing else would close the escrow (the requester asks
+        # for it once, and the orphan scan skips the jobs it still holds), and it is valid
+        # for as long as the escrow is open; after many refusals it is tried less often.
+        if intent.kind == "lock" or (many and intent.kind != "refund"):
             return [self._resolve(intent, False, reason)]
         return []
 

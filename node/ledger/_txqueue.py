@@ -27,7 +27,8 @@ chain passes their expiry, or the coordinator refuses them. Money transactions a
 as intents above this queue (``_intents.py``), which read the outcome from the chain.
 
 Expiry heights count from the coordinator's height (``head``: the best height this node
-has seen, its own or a peer's), not from a local state that may lag behind.
+has seen, its own or a peer's), not from a local state that may lag behind, but never more
+than ``MAX_HEAD_LEAD`` blocks above the local height (a source's claim is not proof).
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ TX_LIFETIME_BLOCKS = 30
 WINDOW = 8
 #: First and longest wait (s) between submissions of a transaction whose outcome is unknown.
 RETRY_S = (0.25, 1.0)
+#: A reported head counts at most this far above the local height: a source that claims a
+#: head far above the chain's (a lie, or a bug) would otherwise get every transaction of
+#: ours refused by the coordinator's mempool (expiry too far ahead) and make a lost one wait
+#: that long before it is signed again. With the cap an expiry is at most the mempool's
+#: horizon above the local height, so never above the chain's; a node more than this many
+#: blocks behind signs expiries that may already have passed (refused, tried again once it
+#: has caught up).
+MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +201,8 @@ class TxQueue:
         return seq, self._expiry()
 
     def _expiry(self) -> int:
-        return max(self._state().height, self.head()) + TX_LIFETIME_BLOCKS
+        height = self._state().height
+        return max(height, min(self.head(), height + MAX_HEAD_LEAD)) + TX_LIFETIME_BLOCKS
 
     async def _one(self, request: TxRequest, seq: int, expiry: int) -> None:
         try:

@@ -68,6 +68,23 @@ def test_a_fee_above_the_balance_is_refused_whatever_the_transaction() -> None:
     assert c.state.escrow(JOB) is not None and c.state.escrow(JOB).is_open  # type: ignore[union-attr]
 
 
+def test_minting_reaches_the_maximum_supply_and_not_a_credit_past_it() -> None:
+    c = Chain.new()
+    room = ledger.MAX_SUPPLY - c.state.minted
+    over = tx.mint(COORD, CHAIN, 0, to=pub(BOB), amount=room + 1, expiry_height=9)
+    c.rejects(over, ledger.NotAuthorized)
+    c.ok(tx.mint(COORD, CHAIN, 0, to=pub(BOB), amount=room, expiry_height=9))
+    assert c.state.minted == ledger.MAX_SUPPLY
+
+
+def test_an_escrow_must_expire_after_the_block_that_locks_it() -> None:
+    c = Chain.new()
+    c.until(3)
+    # applied in block 4: an expiry of 4 is already past, 5 is the first allowed
+    c.rejects(c.lock(ALICE, 300, claim_at=1, expire_at=4, per_payee=100), ledger.EscrowError)
+    c.ok(c.lock(ALICE, 300, claim_at=1, expire_at=6, per_payee=100))
+
+
 def test_expired_and_other_chain_transactions_are_rejected() -> None:
     c = Chain.new()
     c.until(3)
