@@ -39,6 +39,7 @@ from typing import Any, assert_never
 import protocol
 from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
 
+from . import _state
 from ._errors import (
     BadEvidence,
     EscrowError,
@@ -285,6 +286,22 @@ def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
         raise EscrowError(f"job {p.job_id.hex()} already has an escrow; a job is locked once")
     if p.expiry_height <= h:
         raise EscrowError(f"escrow expiry height {p.expiry_height} must be above this block {h}")
+    # A JobSpec is locked only before its own escrow expiry, and its escrow stays in the
+    # state until at least then (it leaves ESCROW_RETENTION blocks after its expiry at the
+    # earliest): a job whose escrow is gone can never be locked again, so its used
+    # receipts and slash evidence never count twice.
+    spec_expiry = spec.message.escrow_expiry_height
+    if spec_expiry <= h:
+        raise EscrowError(
+            f"the JobSpec's escrow expiry height {spec_expiry} has passed (this block is "
+            f"{h}); a job is locked before its escrow expiry"
+        )
+    retention = _state.ESCROW_RETENTION
+    if p.expiry_height + retention < spec_expiry:
+        raise EscrowError(
+            f"escrow expiry height {p.expiry_height} is more than {retention} blocks below "
+            f"the JobSpec's {spec_expiry}"
+        )
     if not p.claim_height < p.expiry_height:
         raise EscrowError(
             f"claim height {p.claim_height} must be below expiry height {p.expiry_height}"

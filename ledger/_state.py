@@ -48,8 +48,9 @@ REP_UNIT = 1 << 16
 PRIOR_S, PRIOR_F = 1, 1
 #: Failure weight of a slash, in units.
 SLASH_WEIGHT = 4
-#: A closed escrow leaves the state this many blocks after the block that closed it:
-#: until then attestations and slash evidence can still name it.
+#: A closed escrow leaves the state this many blocks after its expiry or the block that
+#: closed it, whichever is later: until then attestations and slash evidence can still
+#: name it, and after its expiry its job can no longer be locked again.
 ESCROW_RETENTION = 300
 
 
@@ -122,7 +123,7 @@ class Escrow:
     @property
     def prune_height(self) -> int:
         """The height of the block that removes this escrow from the state, once closed."""
-        return self.closed_height + ESCROW_RETENTION
+        return max(self.expiry_height, self.closed_height) + ESCROW_RETENTION
 
     def paid_to(self, provider: bytes) -> int:
         return next((a for p, a in self.paid if p == provider), 0)

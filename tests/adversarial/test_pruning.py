@@ -17,7 +17,6 @@ from ..keys import pub
 from ..ledger.helpers import (
     ALICE,
     BOB,
-    CAROL,
     CHAIN,
     COORD,
     JOB,
@@ -30,7 +29,7 @@ from ..ledger.helpers import (
     settle,
 )
 
-RETAIN = 20
+RETAIN = 100  # a lock's expiry may be this far below its JobSpec's (100 in the helpers)
 
 
 @pytest.fixture(autouse=True)
@@ -74,17 +73,6 @@ def _refunded_with_bob_slashed() -> Chain:
     return c
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "broken: once JOB's escrow is pruned its requester may lock the same JobSpec again "
-        "(a fresh escrow: empty slashed/claimed/attested lists), and the evidence that "
-        "already slashed BOB on JOB slashes him again; the coordinator's in-memory "
-        "(job, offender) set is the only guard and a restart clears it. Fix needs the "
-        "lock bound to its JobSpec's escrow_expiry_height and no prune before the escrow's "
-        "expiry (specs/ledger.md, known limits)"
-    ),
-)
 def test_slash_evidence_is_used_once_even_after_the_escrow_left_the_state() -> None:
     c = _refunded_with_bob_slashed()
     c.until(4 + RETAIN)
@@ -103,13 +91,6 @@ def test_slash_evidence_is_used_once_even_after_the_escrow_left_the_state() -> N
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "broken (same cause): a re-lock of a pruned job id lets the provider claim again "
-        "with the Award and Receipt of the first escrow, paid twice for one replica"
-    ),
-)
 def test_a_receipt_pays_once_even_after_the_escrow_left_the_state() -> None:
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=2, expire_at=6, per_payee=100))  # block 1
@@ -153,7 +134,7 @@ def test_evidence_is_taken_until_the_block_before_the_prune_height_and_refused_f
         c.lock(ALICE, 300, claim_at=2, expire_at=50, per_payee=100),
     )  # block 1
     c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=10))  # 2
-    prune_at = 2 + RETAIN
+    prune_at = 50 + RETAIN  # its expiry, not its closing, sets it
     c.until(prune_at - 2)
     c.ok(_slash_bob(c, _conflict()))  # block prune_at - 1
     assert c.state.escrow(JOB) is not None
@@ -167,15 +148,17 @@ def test_evidence_is_taken_until_the_block_before_the_prune_height_and_refused_f
     ledger.check_invariants(c.state)
 
 
-def test_a_block_that_prunes_a_job_and_relocks_and_settles_it_replays_and_stores_alike(
+def test_a_job_cannot_be_locked_again_in_the_block_that_prunes_it_and_all_agree(
     tmp_path: Path,
 ) -> None:
-    """A producer that removes an escrow and re-creates it (and closes it) in the same block:
-    replicas replaying the chain, and a store reopened from disk, hold the same state."""
+    """In the block at the prune height the escrow is gone, and a new lock of its JobSpec
+    is refused (the JobSpec's escrow expiry has passed: a job's escrow never leaves the
+    state before then); replicas replaying the chain, and a store reopened from disk, hold
+    the same state."""
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))  # block 1
     c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=30))  # 2
-    c.until(2 + RETAIN - 1)
+    c.until(9 + RETAIN - 1)
     h = c.height + 1  # the prune height
     relock = tx.lock(
         ALICE,
@@ -190,14 +173,10 @@ def test_a_block_that_prunes_a_job_and_relocks_and_settles_it_replays_and_stores
         spec=job_spec(ALICE).raw,
         expiry_height=h + 5,
     )
-    closing = settle(ALICE, CHAIN, 3, job_id=JOB, payouts={pub(CAROL): 100}, expiry_height=h + 5)
-    c.ok(relock, closing)
-    e = c.state.escrow(JOB)
-    assert e is not None and not e.is_open and e.closed_height == h and e.locked == 200
-    assert ledger._state.ESCROW_PREFIX + JOB not in c.state.removed
+    assert "has passed" in c.rejects(relock, ledger.EscrowError)
+    assert c.state.height == h and c.state.escrow(JOB) is None
+    assert ledger._state.ESCROW_PREFIX + JOB in c.state.removed
     assert c.state.root == ledger._state.compute_root(c.state.leaves())
-    c.until(h + RETAIN + 1)
-    assert c.state.escrow(JOB) is None  # the second escrow is pruned in its turn
     state = ledger.State.from_genesis(genesis())
     path = tmp_path / "ledger.sqlite"
     with ledger.LedgerStore.open(path, genesis()) as store:
@@ -224,7 +203,7 @@ def test_a_replayed_lock_cannot_reopen_a_pruned_job() -> None:
         job_id=JOB,
         amount=300,
         claim_height=5,
-        escrow_expiry=200,  # still in the future when the escrow leaves the state
+        escrow_expiry=100,
         max_per_payee=100,
         max_payees=2,
         spec=job_spec(ALICE).raw,
@@ -232,7 +211,7 @@ def test_a_replayed_lock_cannot_reopen_a_pruned_job() -> None:
     )
     c.ok(lock)  # block 1
     c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=30))
-    c.until(2 + RETAIN)
+    c.until(100 + RETAIN)
     assert c.state.escrow(JOB) is None
     balance = c.state.balance(pub(ALICE))
     c.rejects(lock, ledger.SequenceError)

@@ -52,7 +52,8 @@ def job_spec(
         created_ms=1,
         bid_window_ms=1,
         deadline_ms=2,
-        escrow_expiry_height=1,
+        # locks must come before it, with an expiry at most ESCROW_RETENTION below it
+        escrow_expiry_height=100,
     )
     return protocol.sign(spec, owner, CHAIN)
 
