@@ -535,3 +535,86 @@ def test_genesis_round_trip_and_errors() -> None:
         ledger.make_genesis(CHAIN, [], {})
     with pytest.raises(ledger.GenesisError):
         ledger.make_genesis(CHAIN, [pub(COORD)], {pub(ALICE): ledger.MAX_SUPPLY + 1})
+
+
+# --- limits the mutation run (scripts/mutate.py) found unpinned -----------------------
+
+
+def test_a_settle_may_pay_out_exactly_what_is_left_and_not_more() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 150, claim_at=5, expire_at=9, per_payee=100))
+    over = settle(
+        ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100, pub(CAROL): 100}, expiry_height=20
+    )
+    c.rejects(over, ledger.InsufficientFunds)
+    c.ok(
+        settle(
+            ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100, pub(CAROL): 50}, expiry_height=20
+        )
+    )
+    e = c.state.escrow(JOB)
+    assert e is not None and e.remaining == 0 and e.total_paid == 150
+
+
+def test_a_claim_needs_a_priced_award_and_closes_at_the_expiry() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=2, expire_at=5, per_payee=100))
+    c.until(2)
+    free = tx.claim(
+        BOB,
+        CHAIN,
+        0,
+        job_id=JOB,
+        award=award(ALICE, BOB, 0),
+        receipt=receipt(ALICE, BOB),
+        expiry_height=20,
+    )
+    c.rejects(free, ledger.BadEvidence)
+    c.until(4)
+    late = tx.claim(
+        BOB,
+        CHAIN,
+        0,
+        job_id=JOB,
+        award=award(ALICE, BOB, 100),
+        receipt=receipt(ALICE, BOB),
+        expiry_height=20,
+    )
+    c.rejects(late, ledger.EscrowError)  # applied in block 5, the expiry
+    assert c.state.balance(pub(BOB)) == 1_000_000
+
+
+def test_the_whole_stake_can_be_unstaked_in_at_most_max_unbonding_entries() -> None:
+    c = Chain.new(unbonding_delay=50)
+    c.ok(tx.stake(BOB, CHAIN, 0, amount=1000, expiry_height=9))
+    entries = ledger._rules.MAX_UNBONDING
+    c.ok(*(tx.unstake(BOB, CHAIN, 1 + i, amount=1, expiry_height=99) for i in range(entries)))
+    c.rejects(tx.unstake(BOB, CHAIN, 1 + entries, amount=1, expiry_height=99), ledger.EscrowError)
+    c2 = Chain.new(unbonding_delay=50)
+    c2.ok(tx.stake(BOB, CHAIN, 0, amount=1000, expiry_height=9))
+    c2.ok(tx.unstake(BOB, CHAIN, 1, amount=1000, expiry_height=9))  # all of it
+    assert c2.state.account(pub(BOB)).stake == 0
+
+
+def test_slash_evidence_must_exist_and_hold_the_offenders_result() -> None:
+    c = Chain.new()
+    c.ok(tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9))
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
+
+    def slash(evidence: list[bytes], reason: str) -> protocol.Signed[protocol.Transaction]:
+        return tx.slash(
+            COORD,
+            CHAIN,
+            c.seq(COORD),
+            offender=pub(BOB),
+            amount=100,
+            reason=reason,
+            evidence=evidence,
+            expiry_height=20,
+        )
+
+    c.rejects(slash([], "conflicting_results"), ledger.BadEvidence)
+    # two agreeing providers, and no Result of BOB's at all
+    theirs = [result(CAROL, b"x"), result(key("dave"), b"x")]
+    c.rejects(slash(theirs, "failed_verification"), ledger.BadEvidence)
+    assert c.state.account(pub(BOB)).stake == 500
