@@ -209,6 +209,27 @@ class LedgerStore:
 
     # --- reading ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[int]:
+        """Read inside one SQLite read transaction and yield the height it sees.
+
+        Another process (the running daemon) may commit blocks meanwhile; every read made
+        inside the ``with`` sees the database as it was at its first read, so a block list,
+        the leaves and the height always belong together.
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            (height,) = conn.execute("SELECT value FROM meta WHERE key='height'").fetchone()
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StoreError(f"the ledger database is unreadable: {exc}") from None
+        try:
+            yield int(height)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
     def block(self, height: int) -> bytes | None:
         row = self._conn.execute("SELECT raw FROM blocks WHERE height=?", (height,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -385,20 +406,23 @@ def verify_chain(store: LedgerStore) -> VerifyReport:
     genesis = store.genesis
     state = State.from_genesis(genesis)
     txs = 0
-    for raw in store.iter_blocks():
-        try:
-            state = apply_block(state, raw)
-        except LedgerError as exc:
+    # One read snapshot: a running daemon may append blocks while this replays.
+    with store.snapshot() as height:
+        for raw in store.iter_blocks():
+            try:
+                state = apply_block(state, raw)
+            except LedgerError as exc:
+                raise ChainVerificationError(
+                    f"stored block {state.height + 1} is invalid: {exc}"
+                ) from None
+            txs += len(protocol.unpack(raw, max_bytes=MAX_BLOCK_BYTES)[2][4])
+            check_invariants(state)
+        if state.height != height:
             raise ChainVerificationError(
-                f"stored block {state.height + 1} is invalid: {exc}"
-            ) from None
-        txs += len(protocol.unpack(raw, max_bytes=MAX_BLOCK_BYTES)[2][4])
-        check_invariants(state)
-    if state.height != store.height:
-        raise ChainVerificationError(
-            f"replay reached height {state.height} but the store says {store.height}"
-        )
-    stored = store.stored_leaves()
+                f"replay reached height {state.height} but the store says {height}"
+            )
+        stored = store.stored_leaves()
+        proofs = len(store.proofs())
     replayed = dict(state.leaves())
     if stored != replayed:
         diff = sorted(set(stored.items()) ^ set(replayed.items()))
@@ -417,5 +441,5 @@ def verify_chain(store: LedgerStore) -> VerifyReport:
         fees=state.fees,
         accounts=sum(1 for _ in state.accounts()),
         escrows=sum(1 for _ in state.escrows()),
-        proofs=len(store.proofs()),
+        proofs=proofs,
     )

@@ -250,7 +250,8 @@ def remembered_listen(data_dir: Path, asked: tuple[str, ...]) -> tuple[str, ...]
                     f"this coordinator's port {port} ({address}, kept in {path} since its "
                     "last start: its address is the bootstrap address nodes dial) is taken "
                     "by another program\n  stop that program, or remove the file to listen "
-                    "on a new port (then give every node the new --bootstrap address)"
+                    "on a new port (the nodes it knew are dialled; give new ones the new "
+                    "--bootstrap)"
                 ) from None
     return listen
 

@@ -119,6 +119,7 @@ class Node:
             head=self.ledger.replica.best_source_head,
         )
         self.ledger.on_dropped.append(self.txq.dropped)
+        self.ledger.on_source_connected.append(self.txq.resend_pending)
         self.ledger.on_misbehaved.append(self.conduct.misbehaved)
         self.requester: scheduler.Requester | None = None
         self.provider: scheduler.Provider | None = None
@@ -301,15 +302,22 @@ class Node:
                 self.effects.execute("requester", req.escrow_locked(job_id, now))
             if not e.is_open:
                 self.effects.execute("requester", req.escrow_closed(job_id, now))
-                record = self.jobs.get(job_id)
-                if record is not None and not record.closed:
-                    record.closed = True
-                    record.touch()
-                    self.content.store.release(job_id)
-                self.effects.forget(job_id)
-                if req.jobs[job_id].phase == "closed":
-                    req.forget(job_id)  # the API's record keeps what the user sees
+                self.job_closed(job_id)
         self.effects.execute("requester", req.block(state.height, now))
+
+    def job_closed(self, job_id: bytes) -> None:
+        """The job's money is done with: its escrow closed, or its lock can never land
+        (nothing was locked). Its API record says ``closed``; the machine forgets it once
+        it is closed there too (the record keeps what the user sees)."""
+        record = self.jobs.get(job_id)
+        if record is not None and not record.closed:
+            record.closed = True
+            record.touch()
+            self.content.store.release(job_id)
+        self.effects.forget(job_id)
+        req = self.requester
+        if req is not None and job_id in req.jobs and req.jobs[job_id].phase == "closed":
+            req.forget(job_id)
 
     # --- the API's operations ----------------------------------------------------------
 

@@ -307,6 +307,7 @@ class MoneyIntents:
             if intent.kind == "lock" and node.requester is not None:
                 effects = node.requester.escrow_failed(intent.job_id, action.reason, node.now_ms())
                 node.effects.execute("requester", effects)
+                node.job_closed(intent.job_id)  # nothing was locked: nothing left to close
 
     def _signed(self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int) -> None:
         intent = self.book.signed(key, seq, expiry)

@@ -33,6 +33,8 @@ from .genesis import fetch_genesis, genesis_path, read_genesis, write_genesis
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "node.lock"
+#: The peers this node saw lately, dialled at its next start (node/net/_peer_memory.py).
+PEERS_FILE = "peers.json"
 
 
 @contextlib.contextmanager
@@ -177,6 +179,7 @@ async def _run(
         bootstrap=config.bootstrap,
         relay_service="coordinator" in roles,
         enable_mdns=config.mdns,
+        peers_file=data_dir / PEERS_FILE,
     )
     sandbox: Sandbox | None = None
     store: StoreThread | None = None

@@ -57,6 +57,9 @@ RECENT_BLOCKS = 4096
 
 BLOCKS_PROTOCOL = "/aimx/ledger/blocks/1"
 TX_PROTOCOL = "/aimx/ledger/tx/1"
+#: How a source's refusal of a transaction begins (specs/ledger.md); any other error answer
+#: leaves the transaction's outcome unknown.
+REJECTED_PREFIX = "transaction rejected: "
 DROPPED_PROTOCOL = "/aimx/ledger/dropped/1"
 #: How long a coordinator tries to tell a sender of its dropped transactions.
 DROPPED_NOTICE_TIMEOUT_S = 5.0
@@ -151,6 +154,8 @@ class LedgerService:
         #: Called with ``(tx_id, seq, reason)`` when a coordinator reports that one of this
         #: node's transactions was dropped (the node's transaction queue fills the gap).
         self.on_dropped: list[Callable[[bytes, int, str], None]] = []
+        #: Called when a source (a coordinator) connects, again after an outage included.
+        self.on_source_connected: list[Callable[[], None]] = []
         self._nursery: trio.Nursery | None = None
         self._notices_in_flight = 0
         self._proof_event = trio.Event()
@@ -230,13 +235,22 @@ class LedgerService:
     async def _submit_once(self, raw: bytes) -> bytes | None:
         """Try each source once: the tx id; None if none could be reached (nothing was
         answered: safe to send again). A source that took it and did not answer in time
-        (it may yet apply it) or answered nonsense ends the submission as before."""
+        (it may yet apply it) or answered nonsense ends the submission as before.
+
+        Only the source's own refusal (an error answer saying ``transaction rejected``) is
+        a refusal. Any other error answer (a reply cut short, a handler that failed, a
+        forwarding replica with no coordinator) says nothing about whether the transaction
+        was admitted: its outcome is unknown, and the caller resolves it from the chain."""
         unreachable = bool(self.replica.sources)
         for peer in self.replica.sources:
             try:
                 response = await self.net.request(peer, TX_PROTOCOL, raw)
             except RemoteError as exc:
-                raise ledger.TransactionRejected(str(exc)) from None
+                if str(exc).startswith(REJECTED_PREFIX):
+                    raise ledger.TransactionRejected(str(exc)) from None
+                log.info("transaction answer from %s unusable: %s", protocol.peer_id(peer), exc)
+                unreachable = False
+                continue
             except PeerUnreachable:
                 continue
             except NetworkError:
@@ -315,6 +329,8 @@ class LedgerService:
                 if event.connected and event.peer in self.replica.sources:
                     self._source_connected.set()
                     self._source_connected = trio.Event()
+                    for callback in self.on_source_connected:
+                        callback()
 
     async def _timers(self) -> None:
         while True:
@@ -672,15 +688,15 @@ class LedgerService:
             try:
                 return protocol.pack([await self.submit(request, wait=False)])
             except ledger.LedgerError as exc:
-                raise RequestRejected(f"transaction rejected: {exc}") from None
+                raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
             except LedgerServiceError as exc:
                 raise RequestRejected(str(exc)) from None
         try:
             tx_id = self.producer.submit(request).id
         except ledger.LedgerError as exc:
-            raise RequestRejected(f"transaction rejected: {exc}") from None
+            raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
         except Exception as exc:  # a bug of ours that the peer's bytes found
             log.exception("the mempool failed on a transaction")
             self._misbehaved(peer, f"its transaction made the mempool fail: {exc!r}")
-            raise RequestRejected("transaction rejected") from None
+            raise RequestRejected(f"{REJECTED_PREFIX}the mempool failed on it") from None
         return protocol.pack([tx_id])

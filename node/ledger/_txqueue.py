@@ -93,6 +93,8 @@ class _Pending:
     expiry: int
     tx_id: bytes
     request: TxRequest | None
+    #: The signed bytes, to send again (empty: reserved after a restart, bytes unknown).
+    raw: bytes = b""
 
 
 class TxQueue:
@@ -132,6 +134,9 @@ class TxQueue:
         self.lost = 0
         #: Submissions whose outcome was unknown (a timeout, no coordinator) at first.
         self.unknown = 0
+        #: Pending transactions sent again because a coordinator (re)connected.
+        self.resent = 0
+        self._resending = False
 
     def put(self, request: TxRequest) -> None:
         try:
@@ -180,11 +185,57 @@ class TxQueue:
         del self._pending[seq]
         self.dropped_reports += 1
         if pending.request is None:
-            log.warning("gap filler %d dropped too (%s); waiting for its expiry", seq, reason)
+            # Nothing else would ever take ``seq`` (it left ``_pending``): the transactions
+            # after it would wait behind the gap and expire in turn, for good under steady
+            # traffic. Sign a new filler, with a fresh expiry.
+            log.warning("gap filler %d dropped too (%s); filling it again", seq, reason)
+            if self._needs_filler(seq) and self._nursery is not None:
+                self._nursery.start_soon(self._fill, seq)
             return
         self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
             self._nursery.start_soon(self._fill, seq)
+
+    def resend_pending(self) -> None:
+        """A coordinator (re)connected: send every pending transaction again, in sequence
+        order. One that restarted lost its mempool, and with it whatever we had sent that
+        was not yet in a block; without this they would be noticed only once their expiry
+        passed (``TX_LIFETIME_BLOCKS`` later) and the ones after them lost. Sending the
+        same signed bytes again is harmless: a mempool that still holds them says so, and
+        the chain takes each sequence number once."""
+        if (
+            self._nursery is None
+            or self._resending
+            or not any(p.raw for p in self._pending.values())
+        ):
+            return
+        self._resending = True
+        self._nursery.start_soon(self._resend)
+
+    async def _resend(self) -> None:
+        try:
+            sent = 0
+            for seq in sorted(self._pending):
+                pending = self._pending.get(seq)
+                if pending is None or not pending.raw:
+                    continue
+                if self._state().next_seq(self.me) > seq:
+                    continue  # already in a block
+                try:
+                    await self._submit(pending.raw)
+                    sent += 1
+                except ledger.TransactionRejected as exc:
+                    # already held, already applied, or expired: the chain (on_block) and
+                    # the drop reports decide, as for the first submission
+                    log.debug("resent seq %d: %s", seq, exc)
+                except Exception as exc:  # no coordinator after all: the next connect
+                    log.debug("resending seq %d: outcome unknown (%s)", seq, exc)
+                    return
+            if sent:
+                self.resent += sent
+                log.info("a coordinator connected: %d pending transactions sent again", sent)
+        finally:
+            self._resending = False
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
@@ -229,13 +280,17 @@ class TxQueue:
                     log.info(
                         "%s (seq %d) outcome unknown (%s); trying again", request.kind, seq, exc
                     )
-                    self._pending[seq] = _Pending(signed.message.expiry_height, signed.id, request)
+                    self._pending[seq] = _Pending(
+                        signed.message.expiry_height, signed.id, request, signed.raw
+                    )
                     await self._until_known(request, signed, seq)
                     return
                 finally:
                     self._out.discard(sent)
                 self.submitted += 1
-                self._pending[seq] = _Pending(signed.message.expiry_height, signed.id, request)
+                self._pending[seq] = _Pending(
+                    signed.message.expiry_height, signed.id, request, signed.raw
+                )
                 return
         finally:
             self._window.release()
@@ -306,12 +361,13 @@ class TxQueue:
         filler = ledger.tx.transfer(
             self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
         )
-        self._pending[seq] = _Pending(expiry, filler.id, None)
+        pending = _Pending(expiry, filler.id, None, filler.raw)
+        self._pending[seq] = pending
         try:
             await self._submit(filler.raw)
         except ledger.TransactionRejected as exc:
             log.warning("could not fill sequence gap %d: %s", seq, exc)
-            if self._pending.get(seq) == _Pending(expiry, filler.id, None):
+            if self._pending.get(seq) == pending:
                 del self._pending[seq]
         except Exception as exc:
             log.info("filler of sequence gap %d: outcome unknown (%s)", seq, exc)

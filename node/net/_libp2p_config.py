@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ._interface import Reachability
 
@@ -77,6 +78,12 @@ class Libp2pConfig:
     bootstrap_redial_max: float = 1.0
     libp2p_log_level: int = logging.WARNING
     now_ms: Callable[[], int] = wall_ms
+    #: Where the addresses of peers seen lately are kept (``peers.json``); at start each is
+    #: dialled once, so a coordinator back on another address is found by the nodes it
+    #: knew (``_peer_memory``). ``None``: nothing is kept.
+    peers_file: Path | None = None
+    #: How often the remembered peers are written while they change (seconds).
+    peers_save_interval: float = 5.0
 
 
 class Backoff:

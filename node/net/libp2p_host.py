@@ -36,6 +36,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -49,6 +50,7 @@ from libp2p.tools.anyio_service import background_trio_service
 import protocol
 from protocol import Advert, Signed
 
+from . import _peer_memory
 from ._base import NetworkBase
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable
 from ._framing import STATUS_OK
@@ -226,6 +228,8 @@ class Libp2pNetwork(NetworkBase):
                 await self._bootstrap()
                 for address in dict.fromkeys(self._config.bootstrap):
                     nursery.start_soon(self._keep_bootstrap, address)
+                if self._config.peers_file is not None:
+                    nursery.start_soon(self._remember_peers, self._config.peers_file)
                 nursery.start_soon(self._gossip.repair_loop)
                 if self._config.reachability is Reachability.PRIVATE:
                     await self._relay.reserve_all(nursery)
@@ -431,6 +435,49 @@ class Libp2pNetwork(NetworkBase):
                 await self.connect(address)
             except NetworkError as exc:
                 log.debug("redialling bootstrap peer %s: %s", address, exc)
+
+    def _peer_addresses(self, peer: PeerKey) -> list[str]:
+        """Up to ``PER_PEER`` direct addresses the peerstore holds for ``peer`` (identify's
+        listen addresses), each ending in ``/p2p/<peer id>``."""
+        pid = peer_id_of(peer)
+        suffix = f"/p2p/{protocol.peer_id(peer)}"
+        out: list[str] = []
+        with contextlib.suppress(Exception):
+            for addr in self._host.get_peerstore().addrs(pid) or []:
+                text = str(addr)
+                if "/p2p-circuit" in text:
+                    continue
+                out.append(text if "/p2p/" in text else text + suffix)
+        return out[: _peer_memory.PER_PEER]
+
+    async def _remember_peers(self, path: Path) -> None:
+        """Dial the peers remembered from the last run (each once), then keep the list of
+        peers connected lately in ``path`` (see ``_peer_memory``)."""
+        kept = _peer_memory.load(path)
+        others = [a for a in kept if not a.endswith(f"/p2p/{protocol.peer_id(self._peer)}")]
+        if others:
+            log.info("dialling %d peers remembered from the last run", len(others))
+            limit = trio.Semaphore(8)
+
+            async def dial(address: str) -> None:
+                async with limit:
+                    with contextlib.suppress(NetworkError, ValueError):
+                        info, _ = info_of(address)
+                        key = key_of(info.peer_id)
+                        if key is not None and key not in self._connected:
+                            await self.connect(address)
+
+            async with trio.open_nursery() as nursery:
+                for address in others:
+                    nursery.start_soon(dial, address)
+        saved = kept
+        while True:
+            await trio.sleep(self._config.peers_save_interval)
+            recent = [a for key in list(self._connected) for a in self._peer_addresses(key)]
+            merged = _peer_memory.merge(recent, saved)
+            if merged != saved:
+                await trio.to_thread.run_sync(_peer_memory.save, path, merged)
+                saved = merged
 
     # --- the parts' side of the interface ----------------------------------------------
 

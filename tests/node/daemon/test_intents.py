@@ -15,12 +15,12 @@ import ledger
 from node.daemon import Node
 from node.ledger import overdue_escrows
 from node.ledger._service import TX_PROTOCOL
-from node.net import NetworkTimeout
+from node.net import NetworkTimeout, RemoteError
 from sandbox import tiny_model_path
 
 from ._cluster import CHAIN, Cluster, cluster, tiny_inputs
 
-Fault = Literal["ok", "answer lost", "not sent"]
+Fault = Literal["ok", "answer lost", "answer cut", "not sent"]
 
 
 def _tx_faults(node: Node, decide: Callable[[str], Fault]) -> list[tuple[str, Fault, bytes]]:
@@ -42,6 +42,8 @@ def _tx_faults(node: Node, decide: Callable[[str], Fault]) -> list[tuple[str, Fa
         answer = await request(peer, protocol_id, data, **kw)  # type: ignore[arg-type]
         if fault == "answer lost":
             raise NetworkTimeout("no answer from the coordinator within 5 s")
+        if fault == "answer cut":  # what the stream layer raises for a cut-off frame
+            raise RemoteError(f"malformed response on {protocol_id}: frame cut short")
         return answer
 
     node.net.request = faulty  # type: ignore[method-assign]
@@ -125,6 +127,38 @@ async def test_lost_answers_and_an_outage_past_the_tx_lifetime_lose_no_escrow() 
             _conserved(state)
 
 
+async def test_a_cut_off_answer_is_unknown_not_a_refusal() -> None:
+    """The coordinator takes the lock and the settle, and each answer reaches us cut short
+    (the chaos suite found this): the outcome is unknown, never a refusal; the job
+    completes, its escrow settles and no sequence number is refilled behind the chain's
+    back."""
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(60):
+        async with cluster(1) as cl:
+            req = cl.requester
+            cut: set[str] = set()
+
+            def decide(kind: str) -> Fault:
+                if kind in ("lock", "settle") and kind not in cut:
+                    cut.add(kind)
+                    return "answer cut"
+                return "ok"
+
+            seen = _tx_faults(req, decide)
+            job_id = await req.submit_job(model, tiny_inputs(), redundancy=1)
+            record = req.jobs[job_id]
+            while record.done is None:
+                await record.changed.wait()
+            assert record.done.status == "verified", record.events
+            await _blocks_until(cl, _all_closed(cl, [job_id]), limit=100)
+            escrow = cl.coordinator_state().escrow(job_id)
+            assert escrow is not None and escrow.status == ledger.EscrowStatus.SETTLED
+            assert cut == {"lock", "settle"}, seen
+            assert req.txq.rejected == 0
+            assert req.txq.unknown >= 2
+            _conserved(cl.coordinator_state())
+
+
 async def test_a_refund_lost_in_an_outage_is_made_again() -> None:
     """A job that fails (its only contributor is too slow) is refunded at its expiry; the
     coordinator stops answering as the refund goes out, for longer than a transaction
@@ -170,6 +204,10 @@ async def test_a_lock_that_never_arrived_fails_the_job_and_locks_nothing() -> No
             assert "did not reach a block" in record.done.reason
             assert cl.coordinator_state().escrow(job_id) is None
             assert req.txq.rejected == 0
+            # nothing was locked, so nothing is left to close: the API says closed (the
+            # chaos suite found such jobs never did) and the machine forgot the job
+            assert record.closed
+            assert req.requester is not None and job_id not in req.requester.jobs
 
 
 async def test_a_settle_in_flight_is_resumed_from_disk_after_a_restart(tmp_path: Path) -> None:

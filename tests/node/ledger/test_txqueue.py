@@ -236,3 +236,79 @@ async def test_an_unknown_transaction_that_expired_has_its_gap_filled() -> None:
 def _is_filler(raw: bytes) -> bool:
     payload = ledger.verify_tx(raw, CHAIN).payload
     return isinstance(payload, ledger.Transfer) and payload.to == pub(ALICE)
+
+
+async def test_a_dropped_gap_filler_is_signed_again() -> None:
+    # Seq 0 is refused while seq 1 is already out: a filler must take 0. The coordinator
+    # loses that filler and reports it dropped (it expired in a mempool that a SIGKILL
+    # emptied: the chaos suite's kill-coordinator). Nothing else would ever take seq 0, so
+    # seq 1 and every later transaction would wait behind the gap and expire in turn (the
+    # account stalled for good under a steady job stream); the filler is signed again.
+    producer = _producer()
+    lost: list[bytes] = []
+    gate = trio.Event()
+
+    async def submit(raw: bytes) -> bytes:
+        vtx = ledger.verify_tx(raw, CHAIN)
+        if vtx.tx.seq == 0 and not _is_filler(raw):
+            await gate.wait()  # answered after seq 1 was taken
+            raise ledger.MempoolRejected("refused by the test's coordinator")
+        if _is_filler(raw) and not lost:
+            lost.append(ledger.verify_tx(raw, CHAIN).id)
+            return lost[0]  # admitted, then lost with the coordinator
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN)
+    refusals: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 5), refusals.append))
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
+            while len(producer.mempool) < 1:  # seq 1 waits behind seq 0
+                await trio.sleep(0.002)
+            gate.set()
+            while not lost:
+                await trio.sleep(0.002)
+            queue.dropped(lost[0], 0, "expired at height 30 before it was in a block")
+            while len(producer.mempool) < 2:  # a new filler joins seq 1
+                await trio.sleep(0.002)
+            producer.produce()
+            queue.on_block()
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert len(refusals) == 1 and state.next_seq(pub(ALICE)) == 2
+    assert state.balance(pub(BOB)) == 1_000_000 + 7  # seq 1 landed after the new filler
+
+
+async def test_a_coordinator_that_lost_its_mempool_gets_our_pending_ones_again() -> None:
+    # Five transfers are admitted; the coordinator is killed before its next block and
+    # restarts with an empty mempool (its store had no block with them). When it connects
+    # again, the queue sends every pending one again, in order, and they land in the next
+    # block, long before their expiry would have told us they were lost.
+    coordinator = [_producer()]
+
+    async def submit(raw: bytes) -> bytes:
+        return coordinator[0].mempool.add(raw, coordinator[0].state).id
+
+    queue = TxQueue(ALICE, lambda: coordinator[0].state, submit, chain_id=CHAIN)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for _ in range(5):
+                queue.put(TxRequest(ledger.Transfer(pub(BOB), 3)))
+            while queue.submitted < 5:
+                await trio.sleep(0.002)
+            coordinator[0] = _producer()  # restarted: the same chain, an empty mempool
+            queue.resend_pending()
+            while len(coordinator[0].mempool) < 5:
+                await trio.sleep(0.002)
+            coordinator[0].produce()
+            queue.on_block()
+            queue.resend_pending()  # nothing pending: nothing sent
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    state = coordinator[0].state
+    assert state.next_seq(pub(ALICE)) == 5
+    assert state.balance(pub(BOB)) == 1_000_000 + 15
+    assert queue.resent == 5 and queue.lost == 0 and queue.rejected == 0
