@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,17 @@ class DevnetError(NodeError):
     """The devnet could not start, or its demo did not settle."""
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a devnet node runs: in the network namespace ``netns``, listening on
+    ``host`` (an address of that namespace), with ``config`` (top-level TOML lines, such
+    as ``reachability = "private"``) added to its configuration."""
+
+    netns: str
+    host: str
+    config: str = ""
+
+
 @dataclass
 class DevNode:
     """One daemon process of the devnet: its name, roles, data directory and, once it is
@@ -58,15 +69,24 @@ class DevNode:
     #: What it was started with (a restart uses the same).
     bootstrap: str | None = None
     genesis_hash: str = ""
+    #: The network namespace it runs in (``ip netns exec``; node/testing/netns.py), or
+    #: None: this machine's. Its API is then on that namespace's loopback.
+    netns: str | None = None
 
     def alive(self) -> bool:
         """Whether its process was started and has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
-    def client(self) -> Client:
-        """A client of its API, with the token from its data directory."""
+    def client(self, timeout_s: float = 30.0) -> Client:
+        """A client of its API, with the token from its data directory (connecting inside
+        its namespace, from any thread, when it has one)."""
         assert self.info is not None
-        return Client.for_data_dir(self.data_dir, timeout_s=30.0)
+        transport = None
+        if self.netns is not None:
+            from .testing.netns import NetnsTransport
+
+            transport = NetnsTransport(self.netns)
+        return Client.for_data_dir(self.data_dir, timeout_s=timeout_s, transport=transport)
 
     def log_tail(self, lines: int = 15) -> str:
         path = self.data_dir / "node.log"
@@ -76,12 +96,15 @@ class DevNode:
 
 
 def _config_toml(
-    roles: tuple[str, ...], extra: str = "", block_interval_ms: int = BLOCK_INTERVAL_MS
+    roles: tuple[str, ...],
+    extra: str = "",
+    block_interval_ms: int = BLOCK_INTERVAL_MS,
+    top: str = 'listen = ["/ip4/127.0.0.1/tcp/0"]\n',
 ) -> str:
     return (
         f'chain_id = "{CHAIN_ID}"\n'
         f"roles = [{', '.join(json.dumps(r) for r in roles)}]\n"
-        'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
+        f"{top}"
         "[coordinator]\n"
         f"block_interval_ms = {block_interval_ms}\n"
         f"{extra}"
@@ -102,6 +125,8 @@ def spawn(node: DevNode, bootstrap: str | None, genesis_hash: str = "") -> None:
         args += ["--bootstrap", bootstrap]
     if genesis_hash:
         args += ["--genesis-hash", genesis_hash]
+    if node.netns is not None:  # ip execs the command: the process is the daemon's
+        args = ["ip", "netns", "exec", node.netns, *args]
     fd = os.open(node.data_dir / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with open(fd, "ab") as log:
         node.proc = subprocess.Popen(
@@ -179,8 +204,13 @@ def running_devnet(
     contributor_command: Callable[[int], tuple[str, ...]] = lambda i: DAEMON_COMMAND,
     workspace_extra: str = "",
     block_interval_ms: int = BLOCK_INTERVAL_MS,
+    places: Mapping[str, Place] | None = None,
 ) -> Iterator[list[DevNode]]:
     """Start coordinator, workspace and contributors; stop them all on exit.
+
+    ``places`` puts nodes (by name: ``coordinator``, ``workspace``, ``contributor-1``, ...)
+    in network namespaces, listening on an address there (:class:`Place`); the others run
+    on this machine's loopback.
 
     ``contributor_extra(i)`` and ``workspace_extra`` are more TOML lines for the
     ``[contributor]`` table of contributor ``i`` and after the workspace's configuration.
@@ -207,11 +237,16 @@ def running_devnet(
             extra = stake + contributor_extra(i - 2) if "contributor" in n.roles else ""
             if n is workspace:
                 extra = workspace_extra
+            place = (places or {}).get(n.name)
+            top = 'listen = ["/ip4/127.0.0.1/tcp/0"]\n'
+            if place is not None:
+                n.netns = place.netns
+                top = f'listen = ["/ip4/{place.host}/tcp/0"]\n' + place.config
             config = n.data_dir / "config.toml"
             if not config.exists():
                 fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with open(fd, "w") as f:
-                    f.write(_config_toml(n.roles, extra, block_interval_ms))
+                    f.write(_config_toml(n.roles, extra, block_interval_ms, top))
         say(f"starting the coordinator in {coordinator.data_dir}")
         spawn(coordinator, None)
         coordinator_info = wait_up(coordinator)

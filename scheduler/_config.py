@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import nacl.signing
 
@@ -69,6 +70,22 @@ class RequesterConfig:
     #: provider of the class, and a topic message costs each subscriber several copies.
     #: Re-announcements, and jobs with no or this many named providers, use the topic too.
     direct_only_below: int = 16
+    #: How many replicas a job runs on (specs/marketplace.md, "Replication policy"):
+    #: ``fixed``, the job's ``redundancy`` (plus a probation replica for newcomers);
+    #: ``adaptive``, one replica when the best bid is a trusted provider's (audited at
+    #: ``audit_permille``), ``redundancy`` otherwise, and never again a provider this
+    #: requester caught.
+    replication: Literal["fixed", "adaptive"] = "fixed"
+    #: Adaptive: a trusted provider has at least this many settled jobs on the ledger, a
+    #: ledger score of at least ``trusted_score_permille``, and was never outvoted in (or
+    #: contradicted the known answer of) a job of this requester.
+    trusted_jobs: int = 20
+    trusted_score_permille: int = 900
+    #: Adaptive: the chance (per mille, from ``rng``) that a job given to a trusted provider
+    #: also runs on a second one, so that a trusted provider that starts cheating is caught.
+    audit_permille: int = 50
+    #: The providers caught remembered (the oldest is forgotten first).
+    caught_limit: int = 4_096
 
 
 @dataclass(frozen=True, slots=True)

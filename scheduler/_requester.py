@@ -36,6 +36,10 @@ Rules (specs/marketplace.md is the full text):
   expiry); with fewer winners the escrow is refunded at its expiry and each winner claims
   with its receipt. The job's deadline, or the ledger height reaching the settle limit,
   forces a final decision with what has arrived.
+- Adaptive replication (``replication = "adaptive"``): a job runs on one replica when its
+  best bid is a trusted provider's (a long clean record on the ledger, never caught by
+  this requester), audited with a second replica at ``audit_permille``; on ``redundancy``
+  replicas otherwise; providers this requester caught are refused.
 """
 
 from __future__ import annotations
@@ -112,6 +116,10 @@ class Requester:
         self.jobs: dict[bytes, RequesterJob] = {}
         #: The latest ledger height seen (``block``).
         self.height = 0
+        #: Providers outvoted in (or contradicting the known answer of) a job of ours, oldest
+        #: first, at most ``caught_limit``. Adaptive replication never trusts them again and
+        #: refuses their bids.
+        self.caught: dict[bytes, None] = {}
 
     # --- the caller's API ----------------------------------------------------------
 
@@ -125,7 +133,15 @@ class Requester:
     ) -> tuple[bytes, list[Effect]]:
         """Sign and start ``spec``. ``providers`` are those found for its class (the job
         also goes to its pubsub topic). Returns the job id and the effects."""
+        asked = spec.redundancy
+        if self.config.replication == "adaptive" and asked > 1:
+            # The ledger refuses a settle paying fewer than the signed redundancy before the
+            # escrow's expiry: sign 1, keep the budget, and ask for ``asked`` agreeing
+            # results ourselves wherever the job does not run on one trusted provider.
+            retries = min(64, spec.max_retries + asked - 1)
+            spec = replace(spec, redundancy=1, max_retries=retries)
         job_id, effects = self._start(spec, now_ms, providers, known_answer, spot_check=False)
+        self.jobs[job_id].asked = asked
         canaries = self.config.canaries
         permille = spec.verification.spot_check_permille
         if canaries and permille and self.config.rng.randrange(1000) < permille:
@@ -341,6 +357,7 @@ class Requester:
         if signed.id in self.jobs:
             raise JobRejected("this exact job was already submitted; use a fresh nonce")
         job = RequesterJob(signed, tuple(dict.fromkeys(providers)), known, spot_check)
+        job.asked = spec.redundancy
         self.jobs[job.id] = job
         amount = spec.max_price * job.budget
         expiry = spec.escrow_expiry_height
@@ -387,12 +404,20 @@ class Requester:
         excluded answered and one of them bid (waiting out the window would bring nothing
         but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
         replica and a spare: the slowest answers are those of the busiest providers), or,
-        with the escrow locked, ``redundancy`` bid and one of them is past probation."""
+        with the escrow locked, ``redundancy`` bid and one of them is past probation. Under
+        adaptive replication the last two are replaced by: the escrow is locked and a
+        trusted provider bid."""
         named = [p for p in job.providers if p not in job.excluded]
         bidders = [p for p in job.answered if p in job.bids]
-        if len(bidders) >= job.spec.redundancy + 1:
+        if self.config.replication == "adaptive" and job.known is None:
+            # A trusted bid settles the first award (alone, or audited with a spare bid):
+            # award it once the escrow is locked. Without one, wait for every named
+            # provider (or the window): a later answer may be a trusted provider's.
+            if job.phase != JobPhase.LOCKING and any(self._trusted(p) for p in bidders):
+                return True
+        elif len(bidders) >= job.asked + 1:
             return True
-        if job.phase != JobPhase.LOCKING and len(bidders) >= job.spec.redundancy:
+        elif job.phase != JobPhase.LOCKING and len(bidders) >= job.asked:
             # The escrow is locked and every replica has a bid: waiting for more would
             # trade latency for price. Not when probation would want one more bid.
             veteran = self.config.probation_jobs
@@ -422,6 +447,8 @@ class Requester:
             return [Misbehaved(bid.provider, "bid above the job's max_price")]
         if bid.expires_ms <= now_ms or bid.provider in job.excluded:
             return []
+        if self.config.replication == "adaptive" and bid.provider in self.caught:
+            return []  # caught cheating in a job of ours: its work is refused
         if any(r.provider == bid.provider for r in job.live()):
             return []
         known = job.bids.get(bid.provider)
@@ -543,7 +570,7 @@ class Requester:
     def _judge(self, job: RequesterJob) -> Verdict:
         verdict = judge(
             self._verdict_inputs(job),
-            required=job.spec.redundancy,
+            required=self._required(job),
             policy=job.spec.verification,
             compare=self.config.compare,
             known=job.known,
@@ -556,6 +583,36 @@ class Requester:
             if veteran & delivered and not veteran & set(verdict.accepted):
                 return Verdict(VerdictStatus.DISAGREE, (), (), None)
         return verdict
+
+    def _required(self, job: RequesterJob) -> int:
+        """Agreeing results that verify the job: the signed redundancy under fixed
+        replication; under adaptive, 1 while the job runs on one trusted provider (every
+        delivered result a trusted provider's), else what was decided at the first award
+        (``max(2, asked)``)."""
+        if self.config.replication != "adaptive":
+            return job.spec.redundancy
+        if job.solo:
+            if all(r.trusted for r in job.replicas if r.output is not None):
+                return 1
+            return max(2, job.asked)
+        return job.required or max(2, job.asked)
+
+    def _trusted(self, provider: bytes) -> bool:
+        """Adaptive replication: whether a job may run on ``provider`` alone."""
+        if provider in self.caught:
+            return False
+        rep = self.config.reputation(provider)
+        return (
+            rep.settled_jobs >= self.config.trusted_jobs
+            and rep.score_permille >= self.config.trusted_score_permille
+        )
+
+    def _catch(self, provider: bytes) -> None:
+        """Remember a provider caught with a wrong result (bounded, oldest forgotten)."""
+        self.caught.pop(provider, None)
+        self.caught[provider] = None
+        while len(self.caught) > max(0, self.config.caught_limit):
+            del self.caught[next(iter(self.caught))]
 
     def _veteran_replicas(self, job: RequesterJob) -> set[int]:
         """Replicas of providers past probation (``probation_jobs`` settled jobs)."""
@@ -571,7 +628,7 @@ class Requester:
             return self._finalise(job, now_ms, forced=False)
         delivered = len(self._verdict_inputs(job))
         if verdict.status == VerdictStatus.TOO_FEW:
-            need = max(1, (1 if job.known else job.spec.redundancy) - len(verdict.accepted))
+            need = max(1, (1 if job.known else self._required(job)) - len(verdict.accepted))
         else:  # DISAGREE: one more replica can make a majority
             need = 1
         job.target = max(job.target, delivered + need)
@@ -648,6 +705,8 @@ class Requester:
         every chosen provider is a newcomer (the best established provider if one bid, else
         the next bid when fewer than two were chosen), while the budget allows it."""
         spec = job.spec
+        if self.config.replication == "adaptive" and job.known is None:
+            return self._adaptive_order(job, candidates)
         rep = self.config.reputation
         probation = self.config.probation_jobs
         chosen, rest = candidates[: spec.redundancy], candidates[spec.redundancy :]
@@ -662,6 +721,27 @@ class Requester:
         if len(chosen) < 2 and rest:
             return candidates, spec.redundancy + 1
         return candidates, spec.redundancy
+
+    def _adaptive_order(
+        self, job: RequesterJob, candidates: list[Signed[Bid]]
+    ) -> tuple[list[Signed[Bid]], int]:
+        """Adaptive replication's first awards: the best trusted bid first when there is
+        one, alone (``solo``) unless an audit is drawn (``audit_permille``: a second replica,
+        two agreeing results); with no trusted bid, the best ``max(2, asked)`` bids and as
+        many agreeing results (one replica is for trusted providers only)."""
+        trusted = [s for s in candidates if self._trusted(s.message.provider)]
+        job.solo = False
+        if not trusted:
+            job.required = max(2, job.asked)
+            return candidates, job.required
+        first = trusted[0]
+        order = [first, *(s for s in candidates if s is not first)]
+        if self.config.rng.randrange(1000) >= self.config.audit_permille:
+            job.solo = True
+            job.required = 1
+            return order, 1
+        job.required = max(2, job.asked)
+        return order, job.required
 
     def _award(self, job: RequesterJob, signed_bid: Signed[Bid], now_ms: int) -> list[Effect]:
         bid = signed_bid.message
@@ -681,6 +761,7 @@ class Requester:
         signed = sign(award, self.config.key, self.config.chain_id)
         rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
         rep.bid = signed_bid.raw
+        rep.trusted = self.config.replication == "adaptive" and self._trusted(bid.provider)
         rep.next_nudge_ms = now_ms + self.config.award_resend_ms
         job.replicas.append(rep)
         return [
@@ -770,6 +851,7 @@ class Requester:
         for r in losers:
             if r.result is None:
                 continue
+            self._catch(r.provider)
             evidence = (r.result, *won)
             if len(won) < 2:
                 pass  # nothing the ledger could check: the attestation below only

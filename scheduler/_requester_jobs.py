@@ -74,6 +74,8 @@ class Replica:
     received_ms: int = 0
     #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
     bid: bytes = b""
+    #: Its provider was trusted when it was awarded (adaptive replication).
+    trusted: bool = False
     heard: bool = False
     nudges: int = 0
     next_nudge_ms: int = 0
@@ -102,6 +104,13 @@ class RequesterJob:
     refunded_at: int = -1
     #: Live replicas when the user was last told the job waits for more (``waiting``).
     told_short: int = -1
+    #: The redundancy the caller asked for (the signed spec's, except under adaptive
+    #: replication, which signs 1 so that a one-replica job can settle).
+    asked: int = 0
+    #: Adaptive: agreeing results that verify the job, set at the first awards.
+    required: int = 0
+    #: Adaptive: the job runs on one trusted provider (while every result is a trusted one).
+    solo: bool = False
 
     @property
     def spec(self) -> JobSpec:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what AIMatrix Node needs on a fresh Debian/Ubuntu machine into ./.venv.
 # System packages: a C compiler and libgmp-dev (py-libp2p's fastecdsa builds from source),
-# bubblewrap and libseccomp2 (sandbox layers). Uses sudo when not run as root.
+# bubblewrap and libseccomp2 (sandbox layers), iproute2 and nftables (the network-namespace
+# tests' NAT router, tests/netns/). Uses sudo when not run as root.
 #
 # Usage: scripts/setup.sh [--gpu]
 #   (default)  CPU-only: the CPU build of torch (TorchScript jobs) and onnxruntime.
@@ -22,7 +23,7 @@ done
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need=()
-for pkg in gcc libgmp-dev bubblewrap libseccomp2; do
+for pkg in gcc libgmp-dev bubblewrap libseccomp2 chromium iproute2 nftables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,9 +8,10 @@ to read a request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +50,9 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    #: A streamed body instead of ``body`` (server-sent events): sent chunked as it is
+    #: produced, until it ends or the client goes away; the connection closes after it.
+    stream: Callable[[], AsyncGenerator[bytes, None]] | None = None
 
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:
@@ -156,6 +160,37 @@ async def _send(
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
+async def _send_stream(
+    conn: h11.Connection,
+    stream: trio.abc.Stream,
+    response: Response,
+    body: Callable[[], AsyncGenerator[bytes, None]],
+) -> None:
+    """Send ``body``'s chunks as they come (h11 frames them chunked), until it ends or the
+    client closes its side (watched for, so that a gone listener is dropped at once)."""
+    headers = [
+        ("content-type", response.content_type),
+        ("cache-control", "no-store"),
+        ("connection", "close"),
+        *response.headers.items(),
+    ]
+    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    async with trio.open_nursery() as nursery:
+
+        async def watch_close() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while await stream.receive_some(4096):
+                    pass  # a client sends nothing more on an event stream
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_close)
+        async with contextlib.aclosing(body()) as chunks:
+            async for chunk in chunks:
+                await stream.send_all(conn.send(h11.Data(data=chunk)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        nursery.cancel_scope.cancel()
+
+
 async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int = 0) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
@@ -172,6 +207,14 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                 except Exception:
                     log.exception("HTTP handler failed for %s %s", request.method, request.path)
                     response = Response.json({"error": "internal error; see the node's log"}, 500)
+                if response.stream is not None:
+                    try:
+                        await _send_stream(conn, stream, response, response.stream)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the client went away
+                    except Exception:  # the headers are out: all that is left is to close
+                        log.exception("HTTP stream failed for %s %s", request.method, request.path)
+                    return
                 await _send(conn, stream, response, close=served == MAX_REQUESTS_PER_CONNECTION)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)

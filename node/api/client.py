@@ -37,17 +37,32 @@ class ApiError(NodeError):
 class Client:
     """A connection to one node's local API."""
 
-    def __init__(self, api_url: str, *, token: str, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        token: str,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.api_url,
             timeout=timeout_s,
             headers={"authorization": f"Bearer {token}"},
+            transport=transport,
         )
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path, *, timeout_s: float = 60.0) -> Client:
-        """A client of the node running with ``data_dir`` (its URL and token from there)."""
+    def for_data_dir(
+        cls,
+        data_dir: Path,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Client:
+        """A client of the node running with ``data_dir`` (its URL and token from there);
+        ``transport``: how to connect (a node in a network namespace: ``NetnsTransport``)."""
         info = read_runinfo(data_dir)
         token = read_token(data_dir)
         if token is None:
@@ -55,7 +70,7 @@ class Client:
                 f"no API token at {token_path(data_dir)}: the node writes it when it starts; "
                 "are you the user that runs it?"
             )
-        return cls(info.api_url, token=token, timeout_s=timeout_s)
+        return cls(info.api_url, token=token, timeout_s=timeout_s, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -160,6 +175,13 @@ class Client:
 
     def stake(self, amount: int) -> dict[str, Any]:
         return self._call("POST", "/api/stake", json={"amount": amount})  # type: ignore[no-any-return]
+
+    def pause(self, reason: str = "") -> dict[str, Any]:
+        """The owner's pause (a contributor's API); answers the availability."""
+        return self._call("POST", "/api/pause", json={"reason": reason})  # type: ignore[no-any-return]
+
+    def resume(self) -> dict[str, Any]:
+        return self._call("POST", "/api/resume", json={})  # type: ignore[no-any-return]
 
     def result(self, job_id: str) -> dict[str, np.ndarray[Any, Any]]:
         """The verified output tensors of a finished job."""

@@ -1,4 +1,5 @@
-"""The local HTTP API of a node (specs/api.md): status, jobs, ledger, faucet, metrics.
+"""The local HTTP API of a node (specs/api.md): status, jobs, ledger, faucet, metrics,
+pause and resume, configuration.
 
 Every route is behind ``owner_only`` (``_auth``): loopback ``Host``, no foreign
 ``Origin``, the data directory's token, JSON POST bodies."""
@@ -7,21 +8,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trio
 
 import protocol
+from scheduler import WorkPhase
 
-from ..config import faucet_enabled
+from .._errors import ConfigError
+from ..config import (
+    EDITABLE,
+    Source,
+    apply_changes,
+    config_keys,
+    faucet_enabled,
+    flatten,
+    write_changes,
+)
 from ._auth import owner_only
 from ._http import Handler, HttpError, Request, Response, Router
 from ._ratelimit import FaucetLimits
+from .dashboard import Dashboard
 from .npy import decode_array, encode_array
-from .views import job_view
+from .views import job_view, reachability_view
 
 if TYPE_CHECKING:
     from ..daemon import Node
@@ -62,9 +76,63 @@ def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: "") -> Handler:
+def availability_view(node: Node) -> dict[str, Any]:
+    """``/api/status``'s ``availability``: the node's state, whether and why it is paused,
+    since when, and its schedule (specs/api.md)."""
+    verdict = node.pausing.verdict
+    paused = bool(verdict and verdict.paused)
+    reason = verdict.reason if verdict is not None else None
+    if node.fault is not None:
+        paused, reason = True, f"the ledger cannot be written ({node.fault})"
+    if paused:
+        state = "paused"
+    elif not node.net.connected_peers():
+        state = "offline"
+    elif node.provider is not None and node.provider.active:
+        state = "working"
+    else:
+        state = "idle"
+    machine = node.pausing.machine
+    schedule = machine.settings.schedule if machine is not None else None
+    return {
+        "state": state,
+        "paused": paused,
+        "reason": reason,
+        "since_ms": verdict.since_ms if verdict is not None else None,
+        "schedule": schedule.text if schedule is not None else None,
+    }
+
+
+def config_view(node: Node, sources: dict[str, Source]) -> dict[str, Any]:
+    """``GET /api/config``: every setting's effective value, its source and whether the API
+    may change it."""
+    tree = node.config.model_dump(mode="json")
+    settings: dict[str, Any] = {}
+    for key, field in config_keys().items():
+        value: Any = tree
+        for part in key.split("."):
+            value = value[part]
+        settings[key] = {
+            "value": value,
+            "source": sources.get(key, "default"),
+            "editable": key in EDITABLE,
+            "description": field.description or "",
+        }
+    return {"settings": settings}
+
+
+def make_router(
+    node: Node,
+    *,
+    token: str,
+    api_url: Callable[[], str] = lambda: "",
+    data_dir: Path | None = None,
+    config_sources: dict[str, Source] | None = None,
+) -> Handler:
     """The API's routes, bound to ``node``, for requests that carry ``token`` (and pass
-    the other access rules of ``_auth``)."""
+    the other access rules of ``_auth``). ``data_dir``: where ``PUT /api/config`` writes
+    config.toml (``None``: it answers 409); ``config_sources``: where each setting of
+    ``node.config`` came from (``GET /api/config``)."""
     # Imported here, not with the module: node.daemon imports this module to serve the API.
     from ..daemon import DaemonError, JobNotFound, RoleMissing
 
@@ -102,6 +170,7 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
             "stake": account.stake,
             "reputation": float(state.reputation(node.me)),
             "addresses": list(node.net.addresses()),
+            **reachability_view(node.net),
             "connected_peers": len(node.net.connected_peers()),
             "api_url": api_url(),
             "jobs": jobs,
@@ -113,6 +182,7 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
                 "rejected": node.txq.rejected,
                 "lost": node.txq.lost,
             },
+            "availability": availability_view(node),
         }
         if node.provider is not None:
             work = node.provider.work
@@ -291,10 +361,72 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
         )
 
     async def metrics(request: Request) -> Response:
-        node.metrics.peers.set(len(node.net.connected_peers()))
+        m = node.metrics
+        m.peers.set(len(node.net.connected_peers()))
+        state = node.ledger.state
+        m.stake.set(state.account(node.me).stake)
+        m.reputation.set(float(state.reputation(node.me)))
+        m.earned.set(node.earned)
+        m.fault.set(0 if node.fault is None else 1)
+        if node.provider is not None:
+            phases = {str(p): 0 for p in WorkPhase if p != WorkPhase.CLOSED}
+            for w in node.provider.work.values():
+                phases[str(w.phase)] = phases.get(str(w.phase), 0) + 1
+            for phase, count in phases.items():
+                m.work.labels(phase).set(count)
         return Response(200, node.metrics.render(), "text/plain; version=0.0.4")
 
+    async def pause(request: Request) -> Response:
+        body = request.json() if request.body else {}
+        if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
+            raise HttpError(400, 'the body must be {} or {"reason": "..."}')
+        node.pausing.pause(body.get("reason", ""))
+        return Response.json(availability_view(node))
+
+    async def resume(request: Request) -> Response:
+        node.pausing.resume()
+        return Response.json(availability_view(node))
+
+    sources: dict[str, Source] = dict(config_sources or {})
+
+    async def get_config(request: Request) -> Response:
+        return Response.json(config_view(node, sources))
+
+    async def put_config(request: Request) -> Response:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            raise HttpError(415, "a PUT body must be JSON with content-type application/json")
+        try:
+            body = json.loads(request.body or b"null")
+        except ValueError:
+            raise HttpError(400, "the body is not JSON") from None
+        if not isinstance(body, dict) or not body:
+            raise HttpError(400, 'the body must be an object of settings: {"contributor": ...}')
+        changes = flatten(body)
+        try:
+            config = apply_changes(node.config, changes)
+        except ConfigError as exc:
+            raise HttpError(400, str(exc)) from None
+        if data_dir is None:
+            raise HttpError(409, "this node has no data directory to write config.toml to")
+        try:
+            await trio.to_thread.run_sync(write_changes, data_dir, changes)
+        except (OSError, ConfigError) as exc:
+            raise HttpError(500, f"cannot write config.toml in {data_dir}: {exc}") from None
+        node.reconfigure(config)
+        overridden = sorted(k for k in changes if sources.get(k) in ("env", "flag"))
+        for key in changes:
+            sources[key] = "file"
+        answer = config_view(node, sources)
+        # an environment variable or option set this key at start: it wins at the next one
+        answer["overridden_at_start"] = overridden
+        return Response.json(answer)
+
     router.add("GET", "/api/status", guarded(status))
+    router.add("POST", "/api/pause", guarded(pause))
+    router.add("POST", "/api/resume", guarded(resume))
+    router.add("GET", "/api/config", guarded(get_config))
+    router.add("PUT", "/api/config", guarded(put_config))
     router.add("POST", "/api/jobs", guarded(submit))
     router.add("GET", "/api/jobs", guarded(list_jobs))
     router.add("GET", "/api/jobs/", guarded(job))
@@ -305,4 +437,5 @@ def make_router(node: Node, *, token: str, api_url: Callable[[], str] = lambda: 
     router.add("GET", "/api/provider/why", guarded(why))
     router.add("GET", "/api/providers", guarded(providers))
     router.add("GET", "/metrics", guarded(metrics))
-    return owner_only(router, token)
+    dashboard = Dashboard(node, token=token, api=router, data_dir=data_dir)
+    return dashboard.mount(owner_only(router, token))

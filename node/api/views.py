@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 
+from ..net import Network, Reachability
+
 if TYPE_CHECKING:
     from ..daemon import JobRecord
 
@@ -27,7 +29,7 @@ def job_view(record: JobRecord, phase: str) -> dict[str, Any]:
         "deadline_ms": record.spec.deadline_ms,
         "events": [{"at_ms": t, "event": e, "detail": d} for t, e, d in record.events[-50:]],
         "paid": [],
-        "output_hash": None,
+        "output_hash": record.output_hash.hex() if record.output_hash else None,
         "output_names": sorted(record.outputs) if record.outputs else [],
         "no_bids": None,
     }
@@ -48,3 +50,22 @@ def job_view(record: JobRecord, phase: str) -> dict[str, Any]:
                 "advice": list(nb.advice),
             }
     return out
+
+
+def reachability_view(net: Network) -> dict[str, Any]:
+    """How others reach the node (specs/api.md, status): ``reachability`` is ``relayed``
+    while it holds a relay reservation (``relay``: the first relay's peer id), ``direct``
+    when it is public (a coordinator, or ``reachability = "public"``), else ``unknown``;
+    ``relayed_peers``: connected peers reached only through a relay."""
+    relays = net.relays()
+    if relays:
+        state = "relayed"
+    elif net.reachability() is Reachability.PUBLIC:
+        state = "direct"
+    else:
+        state = "unknown"
+    return {
+        "reachability": state,
+        "relay": protocol.peer_id(relays[0]) if relays else None,
+        "relayed_peers": len(net.relayed_peers()),
+    }

@@ -21,6 +21,7 @@ from ._common import (
     print_error,
     print_internal_error,
 )
+from .dashboard import dashboard
 from .devnet import devnet_app
 from .faucet import faucet
 from .job import job_app
@@ -28,6 +29,7 @@ from .keys import keys_app
 from .ledger import ledger_app
 from .node import coordinator_app, node_app
 from .sandbox import sandbox_app
+from .sim import sim_app
 
 app = typer.Typer(
     name="aimx",
@@ -53,7 +55,9 @@ app.add_typer(sandbox_app)
 app.add_typer(coordinator_app)
 app.add_typer(job_app)
 app.add_typer(devnet_app)
+app.add_typer(sim_app)
 app.command("faucet")(faucet)
+node_app.command("dashboard")(dashboard)
 
 
 def main() -> None:

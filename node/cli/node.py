@@ -25,11 +25,17 @@ from rich.text import Text
 from .._errors import NodeError
 from ..probe import NOT_COMPUTE, ProbeReport, run_probe
 from ._common import DataDirOption, JsonOption, command_group, resolve_data_dir, user_errors
+from .config_cmd import node_config, node_pause, node_resume
+from .service import configure_logging, install_service
 
 node_app = command_group(
     "node",
     "This node: probe its hardware, run the daemon, see its status.",
 )
+node_app.command("config")(node_config)
+node_app.command("pause")(node_pause)
+node_app.command("resume")(node_resume)
+node_app.command("install-service")(install_service)
 
 
 def _size(n: int | None) -> str:
@@ -177,6 +183,13 @@ ApiPortOption = Annotated[
 ]
 ChainOption = Annotated[str | None, typer.Option("--chain-id", help="Chain to join or start.")]
 LogOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        help="text or json (JSON lines); as a systemd unit, text goes to journald's format.",
+    ),
+]
 
 
 class NodeCommandError(NodeError):
@@ -309,6 +322,7 @@ def run_node(
     chain_id: str | None,
     log_level: str,
     genesis_hash: str | None = None,
+    log_format: str = "text",
 ) -> None:
     """Run the daemon in the foreground: the data directory's config with these options."""
     import logging
@@ -316,7 +330,7 @@ def run_node(
     import trio
 
     from ..api import TOKEN_FILE
-    from ..config import load_config
+    from ..config import resolve_config
     from ..daemon import run_daemon
 
     with user_errors():
@@ -324,9 +338,9 @@ def run_node(
         level = getattr(logging, log_level.upper(), None)
         if not isinstance(level, int):
             raise typer.BadParameter("--log-level must be debug, info, warning or error")
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-        )
+        if log_format not in ("text", "json"):
+            raise typer.BadParameter("--log-format must be text or json")
+        configure_logging(level, "json" if log_format == "json" else "text")
         # py-libp2p's own info records (dial counts, connector state) are its internals:
         # shown from warning up, and all of them with --log-level debug.
         logging.getLogger("node.net.libp2p").setLevel(max(level, logging.WARNING))
@@ -335,14 +349,17 @@ def run_node(
                 raise typer.BadParameter(
                     f"unknown role {role!r}: use contributor, requester, coordinator"
                 )
-        config = load_config(
+        # without --bootstrap: the file's (or AIMX_BOOTSTRAP's) published bootstrap list
+        config, sources = resolve_config(
             directory,
-            roles=tuple(dict.fromkeys(roles)) if roles else None,
-            listen=tuple(listen) if listen else None,
-            bootstrap=tuple(bootstrap) if bootstrap else None,
-            api_port=api_port,
-            chain_id=chain_id,
-            genesis_hash=genesis_hash.lower() if genesis_hash else None,
+            flags={
+                "roles": tuple(dict.fromkeys(roles)) if roles else None,
+                "listen": tuple(listen) if listen else None,
+                "bootstrap": tuple(bootstrap) if bootstrap else None,
+                "api_port": api_port,
+                "chain_id": chain_id,
+                "genesis_hash": genesis_hash.lower() if genesis_hash else None,
+            },
         )
 
         check_bootstrap(config.bootstrap)
@@ -371,7 +388,7 @@ def run_node(
                 out.print(f"  listening {address}")
             out.print(f"  genesis hash {info.genesis_hash}")
 
-        trio.run(lambda: run_daemon(directory, config, ready=ready))
+        trio.run(lambda: run_daemon(directory, config, ready=ready, config_sources=sources))
 
 
 @node_app.command("start")
@@ -384,10 +401,23 @@ def start(
     api_port: ApiPortOption = None,
     chain_id: ChainOption = None,
     log_level: LogOption = "info",
+    log_format: LogFormatOption = "text",
     data_dir: DataDirOption = None,
 ) -> None:
-    """Run the daemon in the foreground until Ctrl-C (writes node.json while it runs)."""
-    run_node(ctx, data_dir, role, listen, bootstrap, api_port, chain_id, log_level, genesis_hash)
+    """Run the daemon in the foreground until Ctrl-C or SIGTERM (writes node.json while it
+    runs). Without --bootstrap it uses config.toml's bootstrap list."""
+    run_node(
+        ctx,
+        data_dir,
+        role,
+        listen,
+        bootstrap,
+        api_port,
+        chain_id,
+        log_level,
+        genesis_hash,
+        log_format,
+    )
 
 
 @node_app.command("status")
@@ -407,6 +437,12 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOpti
         if body.get("fault"):
             fault = f"{body['fault']}; no new work until it clears"
             table.add_row("fault", Text(fault, style="bold red"))
+        availability = body.get("availability")
+        if availability:
+            state = availability["state"]
+            if availability.get("reason"):
+                state += f" — {availability['reason']}"
+            table.add_row("state", Text(state, style="yellow" if availability["paused"] else ""))
         table.add_row("peer id", body["peer_id"])
         table.add_row("roles", ", ".join(body["roles"]))
         table.add_row("chain", f"{body['chain_id']} at height {body['height']}")
@@ -439,7 +475,18 @@ def coordinator_start(
     api_port: ApiPortOption = None,
     chain_id: ChainOption = None,
     log_level: LogOption = "info",
+    log_format: LogFormatOption = "text",
     data_dir: DataDirOption = None,
 ) -> None:
     """Run a coordinator (creates the chain's genesis with this node's key on first start)."""
-    run_node(ctx, data_dir, ["coordinator"], listen, None, api_port, chain_id, log_level)
+    run_node(
+        ctx,
+        data_dir,
+        ["coordinator"],
+        listen,
+        None,
+        api_port,
+        chain_id,
+        log_level,
+        log_format=log_format,
+    )

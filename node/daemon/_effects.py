@@ -6,7 +6,7 @@ for the user). Effects with I/O run as tasks, so a machine call never waits on t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal, assert_never
 
 import ledger
@@ -33,6 +33,9 @@ class EffectRunner:
         #: paid party of a settled job); the payees of each settled job.
         self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
         self._payees: dict[bytes, frozenset[bytes]] = {}
+        #: Called with every effect once it was carried out (the dashboard's activity
+        #: record); an observer must be quick.
+        self.observers: list[Callable[[Machine, scheduler.Effect], None]] = []
 
     def execute(self, machine: Machine, effects: Iterable[scheduler.Effect]) -> None:
         for effect in effects:
@@ -40,6 +43,11 @@ class EffectRunner:
                 self._carry_out(machine, effect)
             except Exception:  # a driver bug must not take the node down
                 log.exception("carrying out %s failed", type(effect).__name__)
+            for observe in self.observers:
+                try:
+                    observe(machine, effect)
+                except Exception:  # nor an observer's
+                    log.exception("observing %s failed", type(effect).__name__)
 
     def forget(self, job_id: bytes) -> None:
         """The job's escrow closed: nothing more is attested about it."""
@@ -150,4 +158,5 @@ class EffectRunner:
             except protocol.ProtocolError as exc:
                 log.warning("verified output of %s unreadable: %s", effect.job_id.hex(), exc)
         record.events.append((node.now_ms(), "done", f"{effect.status} {effect.reason}".strip()))
+        node.journal.changed(record)
         record.touch()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -28,6 +29,11 @@ class JobRecord:
     closed: bool = False
     outputs: dict[str, Array] | None = None
     changed: trio.Event = field(default_factory=trio.Event)
+    #: The verified output's hash of a record read back after a restart (its ``done``
+    #: keeps no output).
+    output_hash: bytes | None = None
+    #: Read back after a restart: the requester machine no longer knows the job.
+    restored: bool = False
 
     def touch(self) -> None:
         """Wake whoever waits for this job to change (the API's long polls)."""
@@ -42,9 +48,14 @@ class JobRecords(dict[bytes, JobRecord]):
     def __init__(self, limit: int = MAX_JOB_RECORDS) -> None:
         super().__init__()
         self.limit = limit
+        #: Told the ids of the records dropped past ``limit``.
+        self.on_forget: list[Callable[[list[bytes]], None]] = []
 
     def add(self, record: JobRecord) -> None:
         self[record.job_id] = record
         if len(self) > self.limit:
-            for old in [j for j, r in self.items() if r.closed][: len(self) // 10]:
-                del self[old]
+            old = [j for j, r in self.items() if r.closed][: len(self) // 10]
+            for job_id in old:
+                del self[job_id]
+            for callback in self.on_forget:
+                callback(old)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 
 class NodeMetrics:
@@ -28,6 +29,48 @@ class NodeMetrics:
         self.balance = Gauge("aimx_balance_micro", "This node's balance", registry=r)
         self.running = Gauge("aimx_running_jobs", "Replicas running here", registry=r)
         self.peers = Gauge("aimx_connected_peers", "Open connections", registry=r)
+        self.paused = Gauge(
+            "aimx_paused", "1 while this contributor is paused (bids on nothing)", registry=r
+        )
+        self.pauses = Counter(
+            "aimx_pauses", "Pauses and reason changes, by cause", ["cause"], registry=r
+        )
+        self.handed_back = Counter(
+            "aimx_handed_back", "Running replicas aborted and handed back", registry=r
+        )
+        self.stake = Gauge("aimx_stake_micro", "This node's stake", registry=r)
+        self.reputation = Gauge(
+            "aimx_reputation", "This node's reputation (0 to 1) on the ledger", registry=r
+        )
+        self.earned = Gauge(
+            "aimx_earned_micro", "Micro-credits paid to this contributor since start", registry=r
+        )
+        self.fault = Gauge(
+            "aimx_fault", "1 while the ledger cannot be written (no new work)", registry=r
+        )
+        self.work = Gauge(
+            "aimx_provider_work", "This contributor's work, by phase", ["phase"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def described(self) -> list[tuple[str, str, tuple[str, ...], str]]:
+        """Every metric as exported: ``(name, type, labels, help)`` (counters with their
+        ``_total``), in the order made: what specs/metrics.md lists."""
+        out = []
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase):
+                kind = str(metric._type)
+                name = str(metric._name) + ("_total" if kind == "counter" else "")
+                labels = tuple(str(x) for x in metric._labelnames)
+                out.append((name, kind, labels, str(metric._documentation)))
+        return out
+
+
+def metrics_doc() -> str:
+    """specs/metrics.md's table (tests/node/daemon/test_metrics_doc.py checks it)."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, kind, labels, text in NodeMetrics().described():
+        lines.append(f"| `{name}` | {kind} | {', '.join(labels) or '-'} | {text} |")
+    return "\n".join(lines)

@@ -18,6 +18,8 @@ in the node's nursery, so a handler never waits on the network. specs/daemon.md 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -34,12 +36,13 @@ from sandbox import JobRunner, compare_outputs
 
 from ..config import NodeConfig
 from ..ledger import LedgerService, StoreThread, TxQueue, TxRequest
-from ..net import Network, PeerKey, job_topic
+from ..net import Network, NetworkError, PeerKey, job_topic
 from ._clock import Clock
 from ._codec import Array, commitment_of, outputs_from_bytes
 from ._conduct import Conduct
 from ._effects import EffectRunner, Machine
 from ._errors import JobNotFound, JobSubmitError, RoleMissing
+from ._job_journal import JOBS_FILE, JobJournal
 from ._jobs import JobRecord, JobRecords
 from ._metrics import NodeMetrics
 from ._profile import ProviderProfile
@@ -49,6 +52,7 @@ from .content import CONTENT_PROTOCOL, MAX_CONTENT_REQUEST_BYTES, Content
 from .discovery import Discovery
 from .genesis import GENESIS_PROTOCOL, MAX_GENESIS_REQUEST_BYTES, genesis_server
 from .market import MARKET_PROTOCOL, Market
+from .owner_use import Pausing, UseSampler
 from .reports import REPORT_PROTOCOL, Reports
 from .runs import Runs
 from .submit import (
@@ -58,6 +62,8 @@ from .submit import (
     check_request,
     escrow_expiry,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Node:
@@ -76,9 +82,11 @@ class Node:
         clock_base_ms: int | None = None,
         rng: random.Random | None = None,
         state_dir: Path | None = None,
+        use_sampler: UseSampler | None = None,
     ) -> None:
         """``runner`` runs a contributor's jobs (the sandbox); ``state_dir``: where the
-        node keeps what must survive a restart (its receipts), ``None`` keeps nothing."""
+        node keeps what must survive a restart (its receipts, the owner's pause), ``None``
+        keeps nothing; ``use_sampler``: what pause-on-use samples (``None``: nothing)."""
         self.key = key
         self.me = bytes(key.verify_key)
         self.peer_id = protocol.peer_id(self.me)
@@ -90,13 +98,29 @@ class Node:
         if "contributor" in self.roles and (runner is None or profile is None):
             raise RoleMissing("a contributor needs a job runner and a provider profile")
         self.rng = rng or random.Random()
-        self.profile = profile
+        #: What the probe found; ``profile`` is what the owner offers of it (config's
+        #: ``contributor.memory_mb`` and ``use_gpu``).
+        self.probed = profile
+        self.profile = (
+            profile.offered(
+                memory_mb=config.contributor.memory_mb, use_gpu=config.contributor.use_gpu
+            )
+            if profile is not None
+            else None
+        )
         self.metrics = NodeMetrics()
         self.conduct = Conduct(
             self.metrics, ban=net.ban, protected=(self.me, *genesis.coordinators)
         )
         net.on_misbehaved.append(self.conduct.misbehaved)
         self.jobs = JobRecords(config.requester.job_records)
+        #: The job records on disk (``jobs.sqlite3``): the API still knows a job after a
+        #: restart; one that was running then is failed with the reason.
+        self.journal = JobJournal(state_dir / JOBS_FILE if state_dir is not None else None)
+        for restored in self.journal.load(self.jobs.limit):
+            restored.restored = True
+            self.jobs.add(restored)
+        self.jobs.on_forget.append(self.journal.forget)
         self.ledger = LedgerService(
             net,
             genesis,
@@ -133,6 +157,10 @@ class Node:
         self.discovery = Discovery(self)
         self.recovery = Recovery(self, state_dir)
         self.runs = Runs(self, runner) if runner is not None else None
+        #: The contributor's availability: the owner's pause, schedule, pause-on-use.
+        self.pausing = Pausing(self, use_sampler, state_dir)
+        #: Set by :meth:`drain` (SIGTERM): no new work until the process ends.
+        self.stopping = False
         self._clock_base_ms = clock_base_ms
         self._nursery: trio.Nursery | None = None
         self._started = trio.Event()
@@ -143,9 +171,83 @@ class Node:
         return self.ledger_store.fault if self.ledger_store is not None else None
 
     def _fault_changed(self, fault: str | None) -> None:
-        """A contributor bids on nothing while its ledger cannot be written."""
+        """A contributor bids on nothing while its ledger cannot be written (or paused)."""
+        self.update_draining()
+
+    def update_draining(self) -> None:
+        """The provider drains (bids on nothing) while the ledger cannot be written, the
+        node is paused, or it is stopping."""
         if self.provider is not None:
-            self.provider.set_draining(fault is not None)
+            verdict = self.pausing.verdict
+            paused = bool(verdict and verdict.paused)
+            self.provider.set_draining(self.fault is not None or paused or self.stopping)
+
+    async def drain(self, grace_s: float) -> int:
+        """Stop taking work (SIGTERM): no more bids; running replicas may finish and
+        deliver for ``grace_s``, then the rest are handed back. Returns how many were
+        handed back, once their messages had a moment (at most 2 s) to leave."""
+        self.stopping = True
+        self.update_draining()
+        provider = self.provider
+        if provider is None:
+            return 0
+        with trio.move_on_after(grace_s):
+            while provider.active:
+                await trio.sleep(0.05)
+        handed = self.hand_back("handed back: the node is shutting down")
+        # Deliver and Send effects are tasks of the node; give them a moment to leave.
+        with trio.move_on_after(2):
+            while self.market.sending:
+                await trio.sleep(0.02)
+        return handed
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Take new settings on a running node (the API's ``PUT /api/config``: only
+        ``config.EDITABLE`` ones change): the provider's price floor, slots and trust, the
+        availability machine's schedule and pause-on-use."""
+        self.config = config
+        if self.provider is not None and self.probed is not None:
+            c = config.contributor
+            before = self.profile
+            self.profile = profile = self.probed.offered(memory_mb=c.memory_mb, use_gpu=c.use_gpu)
+            self.provider.config = dataclasses.replace(
+                self.provider.config,
+                price_floor=c.price_floor,
+                max_concurrency=c.max_concurrency,
+                accepts_untrusted=c.allow_untrusted,
+                capability_classes=profile.classes(),
+                execution_providers=profile.execution_providers,
+                memory_mb=profile.memory_mb,
+                gpu_memory_mb=profile.gpu_memory_mb,
+            )
+            self.pausing.reconfigure()
+            if profile != before and self._nursery is not None:
+                self.spawn(self._readvertise)
+
+    async def _readvertise(self) -> None:
+        """The offer changed (memory, GPUs): a new advert with the new classes."""
+        try:
+            await self.discovery.advertise()
+        except NetworkError as exc:
+            log.info("advertising the new offer failed (the next round retries): %s", exc)
+
+    def hand_back(self, reason: str) -> int:
+        """Abort every replica running here and tell each requester (a Result
+        ``crashed`` with ``reason``), so that it reassigns the job; returns how many."""
+        provider = self.provider
+        if provider is None:
+            return 0
+        running = [j for j, w in provider.work.items() if w.phase == "running"]
+        for job_id in running:
+            if self.runs is not None:
+                self.runs.abort(job_id)
+            usage = protocol.Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+            effects = provider.job_finished(
+                job_id, self.now_ms(), outcome="crashed", output=None, usage=usage, message=reason
+            )
+            self.metrics.handed_back.inc()
+            self.effects.execute("provider", effects)
+        return len(running)
 
     @property
     def bad_messages(self) -> dict[str, int]:
@@ -165,6 +267,8 @@ class Node:
             self._nursery = nursery
             await nursery.start(self.ledger.run)
             self._make_machines()
+            if self.provider is not None:
+                self.pausing.start(self.now_ms())
             self.recovery.load()
             net = self.net
             net.set_handler(MARKET_PROTOCOL, self.market.serve)
@@ -183,11 +287,15 @@ class Node:
             nursery.start_soon(self.txq.run)
             nursery.start_soon(self.recovery.write_receipts)
             if self.provider is not None:
-                for capability_class in self.provider.config.capability_classes:
+                # every class the machine could offer: the owner may widen the offer later
+                # (``use_gpu``, ``memory_mb``); the provider declines what it does not offer
+                assert self.probed is not None
+                for capability_class in self.probed.classes():
                     inbox = net.subscribe(job_topic(self.chain_id, capability_class))
                     nursery.start_soon(self.market.listen_jobs, inbox)
                 await self.discovery.advertise()
                 nursery.start_soon(self.discovery.keep_advertising)
+                nursery.start_soon(self.pausing.run)
             self._started.set()
             task_status.started()
 
@@ -304,6 +412,19 @@ class Node:
                 self.effects.execute("requester", req.escrow_closed(job_id, now))
                 self.job_closed(job_id)
         self.effects.execute("requester", req.block(state.height, now))
+        self._restored_block(state)
+
+    def _restored_block(self, state: ledger.State) -> None:
+        """Jobs read back after a restart: closed once the chain holds no open escrow of
+        theirs and no money intent of theirs is still being carried out (a lock that may
+        yet land, a settle or refund on its way)."""
+        open_intents = {job_id for job_id, _ in self.recovery.intents.book.intents}
+        for job_id, record in list(self.jobs.items()):
+            if not record.restored or record.closed or job_id in open_intents:
+                continue
+            escrow = state.escrow(job_id)
+            if escrow is None or not escrow.is_open:
+                self.job_closed(job_id)
 
     def job_closed(self, job_id: bytes) -> None:
         """The job's money is done with: its escrow closed, or its lock can never land
@@ -313,6 +434,7 @@ class Node:
         if record is not None and not record.closed:
             record.closed = True
             record.touch()
+            self.journal.changed(record)
             self.content.store.release(job_id)
         self.effects.forget(job_id)
         req = self.requester
@@ -426,7 +548,9 @@ class Node:
         self.content.store.pin(job_id, model)
         for _, data in blobs:
             self.content.store.pin(job_id, data)
-        self.jobs.add(JobRecord(job_id, spec, now, model_name))
+        record = JobRecord(job_id, spec, now, model_name)
+        self.jobs.add(record)
+        self.journal.submitted(record)
         self.metrics.jobs_submitted.inc()
         self.effects.execute("requester", effects)
         return job_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,17 @@ class ProviderProfile:
     @property
     def gpu_memory_mb(self) -> int:
         return max((g.memory_mb for g in self.gpus), default=0)
+
+    def offered(self, *, memory_mb: int, use_gpu: bool) -> ProviderProfile:
+        """What the owner lets jobs have of this machine: at most ``memory_mb`` of memory
+        (0: all of it), and its GPUs only with ``use_gpu``."""
+        memory = min(self.memory_mb, memory_mb) if memory_mb else self.memory_mb
+        if use_gpu:
+            return replace(self, memory_mb=memory)
+        eps = tuple(p for p in self.execution_providers if p == "CPUExecutionProvider")
+        return replace(
+            self, memory_mb=memory, gpus=(), execution_providers=eps or ("CPUExecutionProvider",)
+        )
 
     def classes(self) -> tuple[str, ...]:
         return provider_classes(

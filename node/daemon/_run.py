@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import nacl.signing
@@ -22,13 +22,14 @@ from sandbox import JobRunner, Sandbox, SandboxConfig
 from .._errors import ConfigError
 from .._runinfo import RunInfo, remove_runinfo, remove_stale_runinfo, write_runinfo
 from ..api import load_or_create_token, make_router, serve_http
-from ..config import NodeConfig
+from ..config import NodeConfig, Source
 from ..keystore import load_or_create_identity
 from ..ledger import StoreThread, ledger_db_path
 from ._errors import DataDirInUse, DataDirUnusable, GenesisUnavailable, LedgerUnusable
 from ._node import Node
 from ._profile import probe_profile
 from .genesis import fetch_genesis, genesis_path, read_genesis, write_genesis
+from .owner_use import MachineSampler
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,41 @@ async def _stake_when_funded(node: Node, amount: int) -> None:
         await node.ledger.wait_height(node.ledger.state.height + 1)
 
 
+async def _stop(node: Node, signals: AsyncIterator[int]) -> None:
+    """The first SIGINT/SIGTERM: stop taking work, let running replicas finish for
+    ``contributor.shutdown_grace_s`` and hand the rest back (``Node.drain``); a second
+    signal cuts it short."""
+    grace = node.config.contributor.shutdown_grace_s
+    running = node.provider.active if node.provider is not None else 0
+    log.info(
+        "stopping%s",
+        f": {running} running jobs may finish for {grace} s, then are handed back"
+        if running
+        else "",
+    )
+    async with trio.open_nursery() as stopping:
+
+        async def second_signal() -> None:
+            async for _ in signals:
+                log.info("stopping now: running jobs are handed back")
+                stopping.cancel_scope.cancel()
+
+        stopping.start_soon(second_signal)
+        handed = await node.drain(grace)
+        if handed:
+            log.info("handed %d running jobs back to their requesters", handed)
+        stopping.cancel_scope.cancel()
+    if node.provider is not None and node.provider.active:
+        node.hand_back("handed back: the node is shutting down")
+
+
 async def run_daemon(
     data_dir: Path,
     config: NodeConfig,
     *,
     ready: Callable[[RunInfo], None] | None = None,
     wrap_runner: Callable[[JobRunner], JobRunner] | None = None,
+    config_sources: dict[str, Source] | None = None,
 ) -> None:
     """Run a node from ``data_dir`` with ``config`` until SIGINT/SIGTERM.
 
@@ -134,7 +164,9 @@ async def run_daemon(
     with data_dir_lock(data_dir):
         umask = os.umask(0o077)
         try:
-            await _run(data_dir, config, ready=ready, wrap_runner=wrap_runner)
+            await _run(
+                data_dir, config, ready=ready, wrap_runner=wrap_runner, sources=config_sources
+            )
         finally:
             os.umask(umask)
 
@@ -145,7 +177,9 @@ async def _run(
     *,
     ready: Callable[[RunInfo], None] | None,
     wrap_runner: Callable[[JobRunner], JobRunner] | None,
+    sources: dict[str, Source] | None = None,
 ) -> None:
+    from ..net import Reachability
     from ..net.libp2p_host import Libp2pConfig, open_libp2p_network
 
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,6 +212,10 @@ async def _run(
         listen=config.listen,
         bootstrap=config.bootstrap,
         relay_service="coordinator" in roles,
+        # a coordinator is the network's bootstrap peer and relay: dialled directly
+        reachability=Reachability.PUBLIC
+        if config.reachability == "unknown" and "coordinator" in roles
+        else Reachability(config.reachability),
         enable_mdns=config.mdns,
         peers_file=data_dir / PEERS_FILE,
     )
@@ -244,12 +282,19 @@ async def _run(
                 runner=runner,
                 profile=profile,
                 state_dir=data_dir,
+                use_sampler=MachineSampler() if "contributor" in roles else None,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 url = ""
                 token = load_or_create_token(data_dir)
-                router = make_router(node, token=token, api_url=lambda: url)
+                router = make_router(
+                    node,
+                    token=token,
+                    api_url=lambda: url,
+                    data_dir=data_dir,
+                    config_sources=sources,
+                )
                 port = await nursery.start(serve_http, router, config.api_host, config.api_port)
                 url = f"http://{config.api_host}:{port}"
                 info = RunInfo(
@@ -262,15 +307,17 @@ async def _run(
                     started_ms=time.time_ns() // 1_000_000,
                     genesis_hash=genesis.hash().hex(),
                 )
-                write_runinfo(data_dir, info)
                 if config.contributor.stake and "contributor" in roles:
                     nursery.start_soon(_stake_when_funded, node, config.contributor.stake)
-                if ready is not None:
-                    ready(info)
+                # the receiver first: a SIGTERM sent as soon as node.json or "node up" is
+                # seen (a service manager, a test) must find it, not Python's default
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    write_runinfo(data_dir, info)
+                    if ready is not None:
+                        ready(info)
                     async for _ in signals:
-                        log.info("stopping")
                         break
+                    await _stop(node, signals)
                 nursery.cancel_scope.cancel()
     finally:
         remove_runinfo(data_dir)

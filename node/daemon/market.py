@@ -50,6 +50,8 @@ class Market:
         #: While a market request is handled: its sender, and the messages for it that the
         #: machines produce meanwhile, which go back in the response.
         self._replying: tuple[PeerKey, list[bytes]] | None = None
+        #: Messages being sent now (requests of our own in flight).
+        self.sending = 0
 
     # --- bytes from peers ----------------------------------------------------------------
 
@@ -197,14 +199,18 @@ class Market:
     async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
         node = self._node
         request = protocol.pack([raw, sealed])
-        if peer == node.me:  # a node may be both requester and provider of one job
-            replies = await self.serve(node.me, request)
-        else:
-            try:
-                replies = await node.net.request(peer, MARKET_PROTOCOL, request, timeout=10)
-            except NetworkError as exc:
-                node.metrics.sends_failed.inc()
-                log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
-                return
+        self.sending += 1  # a stopping node waits (bounded) for these (Node.drain)
+        try:
+            if peer == node.me:  # a node may be both requester and provider of one job
+                replies = await self.serve(node.me, request)
+            else:
+                try:
+                    replies = await node.net.request(peer, MARKET_PROTOCOL, request, timeout=10)
+                except NetworkError as exc:
+                    node.metrics.sends_failed.inc()
+                    log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+                    return
+        finally:
+            self.sending -= 1
         if replies:
             self._take_replies(peer, replies)

@@ -135,6 +135,12 @@ class NetworkBase(abc.ABC):
     def reachability(self) -> Reachability:
         return self._reachability
 
+    def relays(self) -> tuple[PeerKey, ...]:
+        return ()
+
+    def relayed_peers(self) -> frozenset[PeerKey]:
+        return frozenset()
+
     def connected_peers(self) -> frozenset[PeerKey]:
         return frozenset(self._connected)
 

@@ -108,6 +108,15 @@ class Network(Protocol):
         """Whether others can dial this node directly."""
         ...
 
+    def relays(self) -> tuple[PeerKey, ...]:
+        """The relays at which this node holds a reservation now (others reach it through
+        them); empty when it holds none."""
+        ...
+
+    def relayed_peers(self) -> frozenset[PeerKey]:
+        """Connected peers reached only through a relay (no direct connection yet)."""
+        ...
+
     def connected_peers(self) -> frozenset[PeerKey]:
         """Peers with an open connection now."""
         ...

@@ -32,7 +32,7 @@ import protocol
 from protocol import Advert, Signed
 
 from ._errors import NetworkError, RecordError
-from ._interface import NetworkCounters, PeerKey, RenewRecord
+from ._interface import NetworkCounters, PeerKey, Reachability, RenewRecord
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_logging import serving_peer
 from ._libp2p_transport import key_of, parse_multiaddr
@@ -208,15 +208,18 @@ class _ServersOnly:
 
 
 def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = None) -> KadDHT:
-    """A Kademlia DHT in server mode that stores only valid capability records under its
-    namespace (:class:`AimxRecords`; ``refused`` hears of the records peers sent that it
-    refused). Its routing table (:class:`ServerRoutingTable`) is filled from connections
-    (``add_peer``), not by a random walk, and its lookups start from connected DHT servers
-    only (:class:`_ServersOnly`)."""
+    """A Kademlia DHT in server mode (client mode on a private node) that stores only valid
+    capability records under its namespace (:class:`AimxRecords`; ``refused`` hears of the
+    records peers sent that it refused). Its routing table (:class:`ServerRoutingTable`) is
+    filled from connections (``add_peer``), not by a random walk, and its lookups start
+    from connected DHT servers only (:class:`_ServersOnly`)."""
     validator = AimxRecords(AdvertValidator(config.chain_id, config.now_ms), refused)
+    # A private node (behind a NAT) is a DHT client: a server that nobody can dial would be
+    # named to others' lookups, whose dials to it hang (specs/nat.md).
+    private = config.reachability is Reachability.PRIVATE
     dht = KadDHT(
         host,
-        DHTMode.SERVER,
+        DHTMode.CLIENT if private else DHTMode.SERVER,
         enable_random_walk=False,
         validator=validator,
         validator_changed=True,

@@ -17,6 +17,7 @@ from typing import Any
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
@@ -24,15 +25,20 @@ from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+from libp2p.tools.anyio_service import background_trio_service
 
 import protocol
 
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
-from ._interface import PeerKey
+from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_transport import info_of, key_of
 
 log = logging.getLogger(__name__)
+
+#: A failed reservation is tried again after this long (seconds), or when the relay
+#: reconnects.
+RETRY_S = 10.0
 
 StreamHandler = Callable[[Any], Awaitable[None]]
 Dial = Callable[[PeerInfo, bool], Awaitable[None]]
@@ -41,7 +47,8 @@ Dial = Callable[[PeerInfo, bool], Awaitable[None]]
 
 class Relay:
     """The relay protocol on ``host`` of the node ``local_peer``, its stream handlers
-    wrapped by ``guard``. Relays are reached with ``dial`` unless in ``connected``."""
+    wrapped by ``guard``. Relays are reached with ``dial`` unless in ``connected``;
+    ``changed()`` is an event set when a peer connects or disconnects."""
 
     def __init__(
         self,
@@ -51,8 +58,10 @@ class Relay:
         connected: Set[PeerKey],
         dial: Dial,
         guard: Callable[[StreamHandler], StreamHandler],
+        changed: Callable[[], trio.Event],
     ) -> None:
         self._host = host
+        self._changed = changed
         self._config = config
         self._peer = local_peer
         self._connected = connected
@@ -71,8 +80,43 @@ class Relay:
         host.set_stream_handler(STOP_PROTOCOL_ID, guard(self.protocol._handle_stop_stream))
         if config.relay_service:
             host.set_stream_handler(HOP_PROTOCOL_ID, guard(self.protocol._handle_hop_stream))
+        #: Hole punching (DCUtR) on a private node: a peer reached through a relay is
+        #: offered a direct connection (specs/nat.md).
+        self.dcutr: DCUtRProtocol | None = None
+        if config.reachability is Reachability.PRIVATE:
+            self.dcutr = DCUtRProtocol(host)
         #: Our relayed addresses, one per reservation taken.
         self.addresses: list[str] = []
+        #: The relays holding a reservation of ours now, by relay address: its expiry.
+        self.reserved: dict[str, float] = {}
+        #: Reservations taken and renewed so far.
+        self.taken = 0
+
+    def relays(self) -> tuple[PeerKey, ...]:
+        """The relays at which a reservation is held now (not expired)."""
+        now = time.time()
+        out: list[PeerKey] = []
+        for address, expire in self.reserved.items():
+            key = key_of(info_of(address)[0].peer_id)
+            if expire > now and key is not None:
+                out.append(key)
+        return tuple(out)
+
+    async def run_dcutr(self) -> None:
+        """Serve and drive hole punching (if on) until cancelled."""
+        if self.dcutr is None:
+            return
+        async with background_trio_service(self.dcutr):
+            await trio.sleep_forever()
+
+    def relayed_only(self, peer: Any) -> bool:
+        """Whether every open connection to ``peer`` (a py-libp2p ID) is relayed."""
+        try:
+            conns = self._host.get_network().get_connections(peer)
+            addrs = [str(a) for c in conns for a in c.get_transport_addresses()]
+        except Exception:
+            return False
+        return bool(addrs) and all("/p2p-circuit" in a for a in addrs)
 
     async def reserve_all(self, nursery: trio.Nursery) -> None:
         """Reserve at each relay (the bootstrap peers unless ``relays`` is set) and keep
@@ -85,10 +129,19 @@ class Relay:
                 expire = await self._reserve(address)
             except NetworkError as exc:
                 log.warning("relay reservation at %s failed: %s", address, exc)
-                continue
-            own = protocol.peer_id(self._peer)
-            self.addresses.append(f"{address}/p2p-circuit/p2p/{own}")
+                expire = 0.0  # tried again on reconnection, or in RETRY_S
+            else:
+                self._reserved(address, expire)
             nursery.start_soon(self._keep_reservation, address, expire)
+
+    def _reserved(self, address: str, expire: float) -> None:
+        own = protocol.peer_id(self._peer)
+        relayed = f"{address}/p2p-circuit/p2p/{own}"
+        if relayed not in self.addresses:
+            self.addresses.append(relayed)
+        self.reserved[address] = expire
+        self.taken += 1
+        log.info("relay reservation at %s until %s", address, time.ctime(expire))
 
     async def _reserve(self, address: str) -> float:
         """Take a reservation at the relay; returns its expiry (Unix seconds)."""
@@ -122,10 +175,25 @@ class Relay:
         raise NetworkTimeout(f"relay {address} did not answer the reservation")
 
     async def _keep_reservation(self, address: str, expire: float) -> None:
+        """Renew the reservation at 3/4 of its lifetime, and at once whenever the relay
+        comes back after a disconnection (a restarted relay has forgotten it); a failed
+        try is repeated after ``RETRY_S`` or at the next reconnection."""
+        key = key_of(info_of(address)[0].peer_id)
         while True:
-            await trio.sleep(max(10.0, (expire - time.time()) * 0.75))
+            wait = max(RETRY_S, (expire - time.time()) * 0.75) if expire else RETRY_S
+            with trio.move_on_after(wait):
+                await self._reconnected(key)
             try:
                 expire = await self._reserve(address)
             except NetworkError as exc:
-                log.warning("relay reservation refresh at %s failed: %s", address, exc)
-                expire = time.time() + 40
+                log.warning("relay reservation at %s failed: %s", address, exc)
+                expire = 0.0
+                continue
+            self._reserved(address, expire)
+
+    async def _reconnected(self, key: PeerKey | None) -> None:
+        """Until the peer ``key`` disconnects and connects again."""
+        while key in self._connected:
+            await self._changed().wait()
+        while key not in self._connected:
+            await self._changed().wait()

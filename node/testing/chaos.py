@@ -6,10 +6,12 @@ module. A *fault* is one of :data:`FAULTS`: ``kill-<role>`` (SIGKILL, a short ou
 :func:`node.devnet.restart` on the same data directory; a coordinator comes back on the same
 address; ``move-coordinator``: on another port, the others still knowing only the old
 one), ``stop-<role>`` (SIGSTOP for longer than the scheduler's heartbeat timeout and
-the transactions' lifetime, then SIGCONT) or ``full-<role>`` (the node's ledger directory
+the transactions' lifetime, then SIGCONT), ``full-<role>`` (the node's ledger directory
 is a small tmpfs, :func:`ledger_tmpfs`, mounted before it starts; a file fills it for as
-long as a SIGSTOP lasts, then goes). While it happens, :class:`JobStream` submits
-jobs to the workspace (redundancy 1 and 2 in turn) from a few threads.
+long as a SIGSTOP lasts, then goes) or ``partition-contributor`` (the link of the
+contributor's network namespace is cut as long, then restored: ``tests/netns/``). While
+it happens, :class:`JobStream` submits jobs to the workspace (redundancy 1 and 2 in turn)
+from a few threads.
 
 After the fault and a settle time, :func:`check_network` snapshots every node's ledger (a
 consistent SQLite backup of the live database) and checks, on the snapshots:
@@ -62,11 +64,15 @@ FAULTS: dict[str, tuple[str, str]] = {
     "stop-coordinator": ("stop", "coordinator"),
     "full-contributor": ("full", "contributor-1"),
     "full-workspace": ("full", "workspace"),
+    # its network namespace's link cut for as long as a SIGSTOP lasts (tests/netns/)
+    "partition-contributor": ("partition", "contributor-1"),
     # last: the others may never find it again
     "move-coordinator": ("move", "coordinator"),
 }
 #: The faults that need the node's ledger on a small tmpfs (:func:`ledger_tmpfs`, root).
 DISK_FAULTS = tuple(f for f, (action, _) in FAULTS.items() if action == "full")
+#: The faults that need the node in a network namespace of its own (tests/netns/, root).
+NETNS_FAULTS = tuple(f for f, (action, _) in FAULTS.items() if action == "partition")
 #: The name of the file that fills a ledger's tmpfs.
 FILLER = "chaos-filler"
 
@@ -77,6 +83,11 @@ class ChaosError(Exception):
 
 class ChaosSkip(Exception):
     """A fault cannot be made here (not root, no tmpfs): the reason is the message."""
+
+
+#: Cuts a node off the network for the duration of the ``with`` block: a partition
+#: (``node.testing.netns``: the link of the node's namespace down, then up).
+Partition = Callable[[DevNode], contextlib.AbstractContextManager[None]]
 
 
 @contextlib.contextmanager
@@ -159,7 +170,7 @@ class JobStream:
 
     def _client(self) -> Client | None:
         try:
-            return Client.for_data_dir(self.workspace.data_dir, timeout_s=10.0)
+            return self.workspace.client(timeout_s=10.0)
         except Exception:  # node.json or the token not there yet (a restart)
             return None
 
@@ -260,14 +271,24 @@ def inject(
     down_s: float,
     stop_s: float,
     fault_timeout_s: float = 120.0,
+    partition: Partition | None = None,
 ) -> float:
     """Do ``fault`` (a key of :data:`FAULTS`) and undo it; returns when it ended (monotonic):
     the restarted node's ``node.json`` is there, SIGCONT was sent, or a full disk's fault
     cleared. Raises :class:`ChaosError` if a full disk's fault never showed or never
-    cleared."""
+    cleared. A partition lasts ``stop_s`` and needs ``partition`` (else
+    :class:`ChaosSkip`)."""
     action, name = FAULTS[fault]
     node = by_name(nodes, name)
     assert node.proc is not None
+    if action == "partition":
+        if partition is None:
+            raise ChaosSkip(
+                f"{fault} needs {name} in a network namespace of its own (node.testing.netns, root)"
+            )
+        with partition(node):
+            time.sleep(stop_s)
+        return time.monotonic()
     if action in ("kill", "move"):
         sigkill(node)
         time.sleep(down_s)
@@ -514,7 +535,7 @@ def wait_closed(
     for run in jobs:
         while time.monotonic() < deadline:
             try:
-                with Client.for_data_dir(workspace.data_dir, timeout_s=10.0) as c:
+                with workspace.client(timeout_s=10.0) as c:
                     status = c.job(
                         run.job_id, wait_s=min(1.0, deadline - time.monotonic()), until="closed"
                     )
@@ -550,6 +571,7 @@ def run_fault(
     open_escrows: int = 20,
     block_interval_ms: int = 200,
     say: Callable[[str], object] = lambda message: None,
+    partition: Partition | None = None,
 ) -> PhaseResult:
     """One phase: a job stream, ``fault`` a quarter into ``duration_s``, the stream until
     ``duration_s`` has passed and a job was verified after the fault, then a settle time
@@ -561,7 +583,7 @@ def run_fault(
     say(f"{fault}: injecting")
     problem = ""
     try:
-        fault_end = inject(nodes, fault, down_s=down_s, stop_s=stop_s)
+        fault_end = inject(nodes, fault, down_s=down_s, stop_s=stop_s, partition=partition)
     except ChaosError as exc:
         problem, fault_end = str(exc), time.monotonic()
     say(f"{fault}: over after {fault_end - start - duration_s / 4:.1f} s")

@@ -610,6 +610,10 @@ class Sim:
                 out = replace(honest_output(spec), data=wrong_output(spec, node.pub).data)
             elif node.behaviour == "collude":  # every colluder returns the same wrong output
                 out = wrong_output(spec, b"colluders")
+            elif node.behaviour.startswith("cheat@"):  # wrong with probability cheat@<rate>
+                rate = float(node.behaviour.removeprefix("cheat@"))
+                wrong = self.rng.random() < rate
+                out = wrong_output(spec, node.pub) if wrong else honest_output(spec)
             else:
                 out = wrong_output(spec, node.pub)
             out = replace(out, determinism_class=node.provider.config.determinism_class)

@@ -234,12 +234,43 @@ async def test_a_settle_in_flight_is_resumed_from_disk_after_a_restart(tmp_path:
             assert cl.restart is not None
             req = await cl.restart(req)
             assert req.requester is not None and not req.requester.jobs  # forgot the job
+            # ... but the API still knows it (jobs.sqlite3): verified, its output's hash
+            record = req.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified"
+            assert record.output_hash is not None and not record.closed
             await _blocks_until(cl, _all_closed(cl, [job_id]), limit=300)
             escrow = cl.coordinator_state().escrow(job_id)
             assert escrow is not None and escrow.status == ledger.EscrowStatus.SETTLED
             assert cl.coordinator_state().height < escrow.expiry_height  # not the refund
             assert escrow.total_paid > 0
-            await cl.settle_blocks(2)
+            await _blocks_until(cl, lambda: record.closed, limit=10)
             with sqlite3.connect(db) as conn:
                 assert conn.execute("SELECT count(*) FROM intents").fetchone() == (0,)
+            _conserved(cl.coordinator_state())
+
+
+async def test_a_job_running_when_its_requester_died_is_failed_and_closed_after_restart(
+    tmp_path: Path,
+) -> None:
+    """The requester is killed while its job runs (its only contributor is slow). After
+    the restart the API knows the job (jobs.sqlite3): failed, with the reason, and closed
+    once the ledger refunded its escrow at the expiry."""
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(90):
+        async with cluster(1, slow=(0,), deadline_ms=2_000, state_root=tmp_path) as cl:
+            req = cl.requester
+            job_id = await req.submit_job(model, tiny_inputs(), redundancy=1)
+            await _blocks_until(cl, lambda: cl.coordinator_state().escrow(job_id) is not None, 100)
+            cl.kill(req)
+            await cl.settle_blocks(1)
+            assert cl.restart is not None
+            req = await cl.restart(req)
+            record = req.jobs[job_id]
+            assert record.done is not None and record.done.status == "failed"
+            assert record.done.reason.startswith("interrupted: this node stopped")
+            assert not record.closed  # its escrow is still open
+            await _blocks_until(cl, _all_closed(cl, [job_id]), limit=400)
+            escrow = cl.coordinator_state().escrow(job_id)
+            assert escrow is not None and escrow.status == ledger.EscrowStatus.REFUNDED
+            await _blocks_until(cl, lambda: record.closed, limit=10)  # once it sees the block
             _conserved(cl.coordinator_state())

@@ -14,7 +14,7 @@ import trio.testing
 
 import protocol
 from node.ledger import LedgerService, blocks_topic
-from node.ledger._service import BLOCKS_PROTOCOL
+from node.ledger._service import ANNOUNCE_BURST, BLOCKS_PROTOCOL
 from node.net import MemoryHub, MemoryNetwork
 
 from ...keys import key, pub
@@ -128,3 +128,25 @@ async def test_a_silent_block_source_stalls_no_one(clock: trio.testing.MockClock
     with trio.fail_after(300):
         await main()
     assert clock.current_time() < 300
+
+
+async def test_a_burst_of_announcements_is_dropped_and_only_a_flood_is_blamed(
+    clock: trio.testing.MockClock,
+) -> None:
+    """Gossip hands over a backlog at once after a partition heals: past the rate the
+    announcements are dropped, and the sender (the coordinator, relayed) is not blamed for
+    a burst; a peer that goes on past a second burst is."""
+    g = genesis()
+    hub = MemoryHub(CHAIN, rng=random.Random(3))
+    async with hub.open(key("replica")) as net:
+        service = LedgerService(net, g, sources=[pub(COORD)])
+        peer = pub(COORD)
+        verdicts = [service._take_announcement(peer) for _ in range(ANNOUNCE_BURST)]
+        assert verdicts == [True] * ANNOUNCE_BURST
+        burst = [service._take_announcement(peer) for _ in range(ANNOUNCE_BURST)]
+        assert burst == ["drop"] * ANNOUNCE_BURST  # a backlog: dropped, nobody blamed
+        assert service._take_announcement(peer) == "flood"  # going on: a flood
+        await trio.sleep(1.0)  # the bucket refills at the block rate, from -ANNOUNCE_BURST
+        assert service._take_announcement(peer) == "drop"
+        await trio.sleep(10.0)
+        assert service._take_announcement(peer) is True

@@ -1,0 +1,185 @@
+"""The jobs submitted on this node, kept across restarts (``jobs.sqlite3`` in the data
+directory), so that ``aimx job list`` and ``aimx job status`` still know them after a crash.
+
+A record is written when the job is submitted, when it ends and when its escrow closes;
+what it keeps is what the API shows (spec, status, reason, payouts, the output's hash, the
+last events), not the output tensors (they stay in memory). A job that was still running
+when the daemon stopped is failed at the next start with that reason: the requester machine
+does not survive a restart, and the money intents (``intents.sqlite3``) close its escrow.
+
+Writes are small transactions; one that fails (a full disk) is logged and counted, never
+raised: the job runs on, only its record would be missing after a restart."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import protocol
+import scheduler
+from protocol import JobSpec
+
+from ._jobs import JobRecord
+
+log = logging.getLogger(__name__)
+
+#: The file in the data directory.
+JOBS_FILE = "jobs.sqlite3"
+#: Events of a job kept on disk (the API shows the last 50).
+KEPT_EVENTS = 50
+#: The reason a job still running when the daemon stopped ends with.
+INTERRUPTED = (
+    "interrupted: this node stopped while the job ran; its escrow is refunded at its expiry "
+    "(or settled, if the results were already verified)"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id BLOB PRIMARY KEY,
+    submitted_ms INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    status TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    paid BLOB,
+    output_hash BLOB,
+    events BLOB,
+    closed INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+
+class JobJournal:
+    """The job records on disk; ``path`` None keeps nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._db: sqlite3.Connection | None = None
+        self.write_errors = 0
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path))
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            log.error("job records are not kept on disk (%s): %s", path, exc)
+            self._db = None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def submitted(self, record: JobRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO jobs (job_id, submitted_ms, model, spec) VALUES (?, ?, ?, ?)",
+            (
+                record.job_id,
+                record.submitted_ms,
+                record.model_name,
+                protocol.encode_unsigned(record.spec),
+            ),
+        )
+
+    def changed(self, record: JobRecord) -> None:
+        """The job ended or its escrow closed."""
+        done = record.done
+        paid = None
+        output_hash = record.output_hash
+        if done is not None:
+            paid = protocol.pack([[p.provider, p.amount] for p in done.paid])
+            if done.output is not None:
+                output_hash = done.output.hash
+        events = protocol.pack(
+            [[int(t), str(e), str(d)] for t, e, d in record.events[-KEPT_EVENTS:]]
+        )
+        self._write(
+            "UPDATE jobs SET status = ?, reason = ?, paid = ?, output_hash = ?, events = ?, "
+            "closed = ? WHERE job_id = ?",
+            (
+                str(done.status) if done else None,
+                done.reason if done else "",
+                paid,
+                output_hash,
+                events,
+                int(record.closed),
+                record.job_id,
+            ),
+        )
+
+    def forget(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            self._write("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        if self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.error("could not keep a job record on disk: %s", exc)
+
+    def load(self, limit: int) -> list[JobRecord]:
+        """The newest ``limit`` records, oldest first. A job that had not ended is failed
+        (:data:`INTERRUPTED`) and written so; a row that does not decode is dropped."""
+        if self._db is None:
+            return []
+        try:
+            rows = self._db.execute(
+                "SELECT job_id, submitted_ms, model, spec, status, reason, paid, output_hash,"
+                " events, closed FROM jobs ORDER BY submitted_ms DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            log.error("job records on disk are unreadable: %s", exc)
+            return []
+        records: list[JobRecord] = []
+        for row in reversed(rows):
+            try:
+                record = _decode(*row)
+            except (ValueError, TypeError, protocol.ProtocolError) as exc:
+                log.warning("dropping an unreadable job record: %s", exc)
+                self.forget([bytes(row[0])])
+                continue
+            if record.done is None:
+                record.done = scheduler.JobDone(
+                    record.job_id, scheduler.JobStatus.FAILED, INTERRUPTED, None, (), None
+                )
+                record.events.append((record.submitted_ms, "done", f"failed {INTERRUPTED}"))
+                self.changed(record)
+            records.append(record)
+        return records
+
+
+def _decode(
+    job_id: bytes,
+    submitted_ms: int,
+    model: str,
+    spec: bytes,
+    status: str | None,
+    reason: str,
+    paid: bytes | None,
+    output_hash: bytes | None,
+    events: bytes | None,
+    closed: int,
+) -> JobRecord:
+    decoded = protocol.decode_unsigned(bytes(spec), JobSpec)
+    assert isinstance(decoded, JobSpec)
+    record = JobRecord(bytes(job_id), decoded, int(submitted_ms), str(model))
+    record.closed = bool(closed)
+    record.output_hash = bytes(output_hash) if output_hash is not None else None
+    if events is not None:
+        record.events = [(int(t), str(e), str(d)) for t, e, d in protocol.unpack(bytes(events))]
+    if status is not None:
+        payouts = tuple(
+            scheduler.Payout(bytes(p), int(a)) for p, a in protocol.unpack(bytes(paid or b"\x90"))
+        )
+        record.done = scheduler.JobDone(
+            record.job_id, scheduler.JobStatus(status), str(reason), None, payouts, None
+        )
+    return record

@@ -1,0 +1,202 @@
+"""Adaptive replication (specs/marketplace.md, "Replication policy"): one replica for a
+trusted provider, ``redundancy`` for everyone else, audits, and caught cheaters refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler import Requester, RequesterConfig, RunJob
+
+from ._harness import Node, Sim, honest_output
+
+ADAPTIVE: dict[str, Any] = {
+    "replication": "adaptive",
+    "trusted_jobs": 10,
+    "trusted_score_permille": 900,
+}
+
+
+def _machine(node: Node) -> Requester:
+    assert node.requester is not None
+    return node.requester
+
+
+def test_fixed_replication_is_the_default() -> None:
+    sim = Sim(1)
+    req = sim.add_requester()
+    assert _machine(req).config.replication == "fixed"
+    assert RequesterConfig.__dataclass_fields__["replication"].default == "fixed"
+
+
+def test_a_trusted_provider_runs_the_job_alone_and_is_paid_before_expiry() -> None:
+    # A redundancy-2 job whose best bid is a trusted provider's (20 settled jobs, score
+    # 954): one replica, verified by its own result, settled at once with one payee (the
+    # signed spec says redundancy 1, so the ledger accepts the settle before expiry).
+    sim = Sim(3)
+    req = sim.add_requester(audit_permille=0, **ADAPTIVE)
+    trusted = sim.add_provider(price_floor=1_000, reputation=20)
+    newcomers = [sim.add_provider(price_floor=900 + i) for i in range(3)]
+    spec = sim.spec(req, redundancy=2, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    held = _machine(req).job(job)
+    assert [r.provider for r in held.replicas] == [trusted.pub]
+    assert held.spec.redundancy == 1 and held.budget == spec.redundancy + spec.max_retries
+    assert [p.provider for p in done.paid] == [trusted.pub]
+    assert sim.ledger.state.balance(trusted.pub) == done.paid[0].amount
+    assert all(sim.ledger.state.balance(n.pub) == 0 for n in newcomers)
+
+
+def test_newcomers_get_the_asked_redundancy_without_a_probation_replica() -> None:
+    sim = Sim(4)
+    req = sim.add_requester(**ADAPTIVE)
+    [sim.add_provider(price_floor=1_000 + i, reputation=2) for i in range(4)]
+    spec = sim.spec(req, redundancy=2, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    assert sim.done[job].status == "verified"
+    assert len(_machine(req).job(job).replicas) == 2  # fixed would add a probation third
+    assert len(sim.done[job].paid) == 2
+
+
+def test_one_replica_is_for_trusted_providers_only_even_at_redundancy_1() -> None:
+    sim = Sim(8)
+    req = sim.add_requester(**ADAPTIVE)
+    [sim.add_provider(price_floor=1_000 + i, reputation=2) for i in range(3)]
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=2))
+    sim.run_jobs([job])
+    assert sim.done[job].status == "verified"
+    assert len(_machine(req).job(job).replicas) == 2 and len(sim.done[job].paid) == 2
+
+
+def test_an_audit_gives_a_trusted_providers_job_a_second_replica() -> None:
+    sim = Sim(5)
+    req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
+    trusted = sim.add_provider(price_floor=1_000, reputation=20)
+    other = sim.add_provider(price_floor=1_100)
+    job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
+    sim.run_jobs([job])
+    held = _machine(req).job(job)
+    assert [r.provider for r in held.replicas] == [trusted.pub, other.pub]
+    assert {p.provider for p in sim.done[job].paid} == {trusted.pub, other.pub}
+
+
+def test_a_trusted_provider_caught_by_an_audit_is_refused_afterwards() -> None:
+    # A trusted provider that cheats is outvoted in an audit (its result against two honest
+    # ones, established providers: newcomers never outvote it): it is caught, never trusted
+    # again by this requester, and its later bids are refused, so the next jobs run on
+    # others.
+    sim = Sim(6)
+    req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
+    turncoat = sim.add_provider("cheat", price_floor=800, reputation=30)
+    honest = [sim.add_provider(price_floor=1_000 + i, reputation=5) for i in range(3)]
+    first = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
+    sim.run_jobs([first])
+    assert sim.done[first].status == "verified"
+    assert turncoat.pub not in {p.provider for p in sim.done[first].paid}
+    assert turncoat.pub in _machine(req).caught
+    later = [sim.submit(req, sim.spec(req, redundancy=2, max_retries=2)) for _ in range(3)]
+    sim.run_jobs(later)
+    for job in later:
+        assert sim.done[job].status == "verified"
+        providers = {r.provider for r in _machine(req).job(job).replicas}
+        assert turncoat.pub not in providers and providers <= {h.pub for h in honest}
+
+
+def test_a_solo_replica_replaced_by_a_newcomer_needs_the_asked_agreement() -> None:
+    # The trusted provider is awarded the job alone and goes silent; with no replica live
+    # the first awards are decided again, without it (excluded): newcomers, two agreeing
+    # results. A newcomer's result alone never verifies the job.
+    sim = Sim(7)
+    req = sim.add_requester(audit_permille=0, **ADAPTIVE)
+    trusted = sim.add_provider(price_floor=800, reputation=20, run_ms=5_000)
+    newcomers = [sim.add_provider(price_floor=1_000 + i) for i in range(3)]
+    trusted.crash_after = lambda fx: isinstance(fx, RunJob)  # awarded, then gone
+    spec = sim.spec(req, redundancy=2, max_retries=3)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    held = _machine(req).job(job)
+    assert held.replicas[0].provider == trusted.pub and held.replicas[0].trusted
+    assert held.replicas[0].state == "failed" and not held.solo
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert len(done.paid) == 2
+    assert {p.provider for p in done.paid} <= {n.pub for n in newcomers}
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(rate=st.sampled_from([0.3, 0.5, 0.75, 1.0]), seed=st.integers(0, 10_000))
+def test_a_cheater_at_rate_r_is_caught_within_20_of_its_jobs(rate: float, seed: int) -> None:
+    # The cheapest bidder cheats with probability ``rate``. Under adaptive replication a
+    # newcomer's jobs always run twice, so a wrong result is outvoted: caught within 20 of
+    # its jobs (missed with probability (1 - rate)^20, under 0.08 % here), no wrong result
+    # accepted, and refused (never awarded) afterwards.
+    sim = Sim(seed)
+    req = sim.add_requester(**ADAPTIVE)
+    cheater = sim.add_provider(f"cheat@{rate}", price_floor=700)
+    [sim.add_provider(price_floor=1_000 + 10 * i) for i in range(4)]
+    machine = _machine(req)
+    jobs_run = 0
+    caught_after = None
+    for _ in range(24):
+        spec = sim.spec(req, redundancy=2, max_retries=3)
+        job = sim.submit(req, spec)
+        sim.run_jobs([job])
+        done = sim.done[job]
+        assert done.status == "verified" and done.output == honest_output(spec)
+        awarded = cheater.pub in {r.provider for r in machine.job(job).replicas}
+        if caught_after is not None:
+            assert not awarded
+        elif awarded:
+            jobs_run += 1
+            if cheater.pub in machine.caught:
+                caught_after = jobs_run
+    assert caught_after is not None and caught_after <= 20
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(
+    reps=st.lists(st.sampled_from([0, 2, 12, 40]), min_size=2, max_size=5),
+    cheats=st.lists(st.booleans(), min_size=5, max_size=5),
+    audit=st.sampled_from([0, 300, 1000]),
+    seed=st.integers(0, 1_000),
+)
+def test_adaptive_rules_hold_for_any_mix_of_providers(
+    reps: list[int], cheats: list[bool], audit: int, seed: int
+) -> None:
+    # For any mix of trusted and untrusted, honest and cheating providers: a job's first
+    # award is a single replica only when its provider is trusted; a result is accepted with
+    # fewer than the asked 2 agreeing results only when every one of them is a trusted
+    # provider's; and no provider this requester caught is ever awarded a later job.
+    sim = Sim(seed)
+    req = sim.add_requester(audit_permille=audit, **ADAPTIVE)
+    nodes = [
+        sim.add_provider("cheat" if cheats[i] else "honest", price_floor=900 + 17 * i, reputation=r)
+        for i, r in enumerate(reps)
+    ]
+    trusted = {n.pub for n, r in zip(nodes, reps, strict=True) if r >= 10}
+    machine = _machine(req)
+    for _ in range(2):
+        caught_before = set(machine.caught)
+        spec = sim.spec(req, redundancy=2, max_retries=3)
+        job = sim.submit(req, spec)
+        sim.run_jobs([job])
+        held = machine.job(job)
+        assert not caught_before & {r.provider for r in held.replicas}
+        assert held.replicas[0].trusted == (held.replicas[0].provider in trusted)
+        done = sim.done[job]
+        if done.status == "verified" and len(done.paid) < 2:
+            assert {p.provider for p in done.paid} <= trusted
+        if not held.solo:
+            assert done.status != "verified" or len(done.paid) >= 2
