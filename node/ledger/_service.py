@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import nacl.signing
 import trio
@@ -429,11 +429,8 @@ class LedgerService:
     async def _listen(self, inbox: Any) -> None:
         async with inbox:
             async for msg in inbox:
-                verdict = self._take_announcement(msg.sender)
-                if verdict is not True:
+                if not self._take_announcement(msg.sender):
                     self.counters.announcements_dropped += 1
-                    if verdict == "flood":
-                        self._misbehaved(msg.sender, "too many block announcements")
                     continue
                 try:
                     value = protocol.unpack(msg.data, max_bytes=MAX_PUBSUB_BYTES)
@@ -462,12 +459,12 @@ class LedgerService:
             log.exception("the replica failed on an event")
             return []
 
-    def _take_announcement(self, peer: PeerKey) -> bool | Literal["drop", "flood"]:
-        """Whether ``peer``'s announcement bucket has room (see ``ANNOUNCE_BURST``): True;
-        else the announcement is dropped (the replica fetches what it misses), and only a
-        peer that goes on past a second burst is flooding ("flood": counted against it). A
-        burst is no offence by itself: after a partition heals, gossip hands over the
-        announcements of the last seconds at once, and the coordinator was blamed for them."""
+    def _take_announcement(self, peer: PeerKey) -> bool:
+        """Whether ``peer``'s announcement bucket has room (see ``ANNOUNCE_BURST``); past
+        it an announcement is dropped (the replica fetches what it misses). Not counted as
+        misbehaviour: gossip hands over the last seconds' announcements at once after a
+        partition or a restart, and the coordinator was blamed for them; a dropped
+        announcement costs nothing, and gossip limits each peer's rate itself."""
         now = trio.current_time()
         tokens, at = self._buckets.get(peer, (float(ANNOUNCE_BURST), now))
         rate = max(ANNOUNCE_RATE_PER_S, 3000 / max(1, self.interval_ms))
@@ -475,9 +472,8 @@ class LedgerService:
         if peer not in self._buckets and len(self._buckets) >= MAX_PEERS_TRACKED:
             self._buckets.clear()
         if tokens < 1:
-            # the bucket goes below zero down to a second burst: past it, each is a flood
-            self._buckets[peer] = (max(tokens - 1, -float(ANNOUNCE_BURST)), now)
-            return "flood" if tokens - 1 < -ANNOUNCE_BURST else "drop"
+            self._buckets[peer] = (tokens, now)
+            return False
         self._buckets[peer] = (tokens - 1, now)
         return True
 

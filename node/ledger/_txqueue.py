@@ -160,6 +160,7 @@ class TxQueue:
         state = self._state()
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
+        self._fill_hole_at(applied)
         expired = sorted(s for s, p in self._pending.items() if p.expiry < state.height)
         if not expired:
             return
@@ -169,12 +170,25 @@ class TxQueue:
         if self._nursery is not None and any(s > expired[0] for s in [*self._pending, *self._out]):
             log.warning("%d transactions expired unapplied; filling their gaps", len(expired))
             for seq in expired:
-                self._nursery.start_soon(self._fill, seq)
+                self._start_fill(seq)
             return
         self.lost += len(self._pending)
         log.warning("%d transactions were dropped by the ledger; resyncing", len(expired))
         self._pending.clear()
         self._next_seq = applied
+
+    def _fill_hole_at(self, applied: int) -> None:
+        """The chain's next sequence number of ours is held by nothing we know of, while
+        later ones are out: a transaction signed at that number was lost before it was
+        sent (the daemon was killed in between; the intents kept only the later ones). Its
+        expiry is unknown, so no expiry will ever reveal the gap, and everything after it
+        would wait and expire in turn, for good: fill it now."""
+        if self._nursery is None or applied in self._pending or applied in self._out:
+            return
+        if not any(s > applied for s in [*self._pending, *self._out]):
+            return
+        log.warning("sequence %d is held by no transaction of ours; filling it", applied)
+        self._start_fill(applied)
 
     def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
         """The coordinator dropped our transaction ``seq`` from its mempool: report it to
@@ -190,11 +204,11 @@ class TxQueue:
             # traffic. Sign a new filler, with a fresh expiry.
             log.warning("gap filler %d dropped too (%s); filling it again", seq, reason)
             if self._needs_filler(seq) and self._nursery is not None:
-                self._nursery.start_soon(self._fill, seq)
+                self._start_fill(seq)
             return
         self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
-            self._nursery.start_soon(self._fill, seq)
+            self._start_fill(seq)
 
     def resend_pending(self) -> None:
         """A coordinator (re)connected: send every pending transaction again, in sequence
@@ -243,6 +257,7 @@ class TxQueue:
             async for request in self._receive:
                 await self._window.acquire()
                 seq, expiry = self._take_seq()
+                self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry)
 
     def _take_seq(self) -> tuple[int, int]:
@@ -353,6 +368,13 @@ class TxQueue:
             self._next_seq = seq
             return False
         return True
+
+    def _start_fill(self, seq: int) -> None:
+        """Fill ``seq`` in a task; it counts as pending from now on, so nothing else fills
+        it meanwhile."""
+        assert self._nursery is not None
+        self._pending[seq] = _Pending(self._expiry(), b"", None)  # until ``_fill`` signs
+        self._nursery.start_soon(self._fill, seq)
 
     async def _fill(self, seq: int) -> None:
         """Submit a transfer of 1 to ourselves with sequence number ``seq`` (its outcome

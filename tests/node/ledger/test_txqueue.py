@@ -312,3 +312,37 @@ async def test_a_coordinator_that_lost_its_mempool_gets_our_pending_ones_again()
     assert state.next_seq(pub(ALICE)) == 5
     assert state.balance(pub(BOB)) == 1_000_000 + 15
     assert queue.resent == 5 and queue.lost == 0 and queue.rejected == 0
+
+
+async def test_a_hole_at_the_chains_next_sequence_is_filled() -> None:
+    # Killed after signing seq 0 and 1 and before sending seq 0: after the restart the
+    # intents reserve seq 1 only (its bytes unknown), so nothing ever holds seq 0. No
+    # expiry can reveal that hole, and every later transaction waited behind it and
+    # expired in turn, for good (the chaos suite's kill-workspace, then every fault
+    # after it). The queue fills the chain's next number when nothing of ours holds it.
+    producer = _producer()
+
+    async def submit(raw: bytes) -> bytes:
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            await trio.sleep(0)
+            queue.reserve(1, expiry=3)  # sent before the kill? unknown
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 9)))  # takes seq 2
+            while len(producer.mempool) < 1:
+                await trio.sleep(0.002)
+            queue.on_block()  # seq 0: nobody holds it
+            while len(producer.mempool) < 2:
+                await trio.sleep(0.002)
+            for _ in range(6):  # seq 1's reservation expires: filled too
+                producer.produce()
+                queue.on_block()
+                await trio.sleep(0.01)
+            producer.produce()
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert state.next_seq(pub(ALICE)) == 3
+    assert state.balance(pub(BOB)) == 1_000_000 + 9
