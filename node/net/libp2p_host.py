@@ -474,20 +474,36 @@ class Libp2pNetwork(NetworkBase):
         kept = _peer_memory.load(path)
         others = [a for a in kept if not a.endswith(f"/p2p/{protocol.peer_id(self._peer)}")]
         if others:
-            log.info("dialling %d peers remembered from the last run", len(others))
             limit = trio.Semaphore(8)
 
-            async def dial(address: str) -> None:
+            # one dial per peer with all its remembered addresses: dialled one by one, a
+            # stale address's failure put the peer in py-libp2p's negative cache and the
+            # dial of its current address was refused (a workspace waited 25 s)
+            by_peer: dict[PeerKey, list[multiaddr.Multiaddr]] = {}
+            for address in others:
+                with contextlib.suppress(Exception):
+                    info, _ = info_of(address)
+                    key = key_of(info.peer_id)
+                    if key is not None:
+                        by_peer.setdefault(key, []).extend(info.addrs)
+            log.info("dialling %d peers remembered from the last run", len(by_peer))
+
+            async def dial(key: PeerKey, addrs: list[multiaddr.Multiaddr]) -> None:
                 async with limit:
-                    with contextlib.suppress(NetworkError, ValueError):
-                        info, _ = info_of(address)
-                        key = key_of(info.peer_id)
-                        if key is not None and key not in self._connected:
-                            await self.connect(address)
+                    if key in self._connected:
+                        return
+                    pid = peer_id_of(key)
+                    with contextlib.suppress(Exception):
+                        self._host.get_network().unblock_peer(pid)
+                    with (
+                        contextlib.suppress(NetworkError),
+                        trio.move_on_after(self._config.dial_timeout),
+                    ):
+                        await self._dial(PeerInfo(pid, addrs), False)
 
             async with trio.open_nursery() as nursery:
-                for address in others:
-                    nursery.start_soon(dial, address)
+                for key, addrs in by_peer.items():
+                    nursery.start_soon(dial, key, addrs)
         saved = kept
         while True:
             await trio.sleep(self._config.peers_save_interval)

@@ -399,6 +399,7 @@ class Chain:
 def read_chain(data_dir: Path) -> Chain:
     """Every lock, settle, claim and refund of the ledger in ``data_dir`` (a snapshot)."""
     chain = Chain()
+    claimed: set[tuple[bytes, bytes]] = set()
     with ledger.LedgerStore.open(ledger_db_path(data_dir)) as store:
         chain_id = store.genesis.chain_id
         for raw in store.iter_blocks():
@@ -413,9 +414,12 @@ def read_chain(data_dir: Path) -> Chain:
                     chain.closes[p.job_id] = ("settle", block.height)
                     for payout in p.payouts:
                         key = (p.job_id, payout.provider)
+                        if key in claimed:
+                            continue  # the ledger pays a claimed provider no settle payout
                         chain.paid[key] = chain.paid.get(key, 0) + 1
                 elif isinstance(p, ledger.Claim):
                     key = (p.job_id, vtx.tx.sender)
+                    claimed.add(key)
                     chain.paid[key] = chain.paid.get(key, 0) + 1
                 elif isinstance(p, ledger.Refund):
                     chain.closes[p.job_id] = ("refund", block.height)

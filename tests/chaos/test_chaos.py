@@ -137,3 +137,39 @@ def test_a_fault_loses_nothing(
     assert result.conserved and result.heights_agree
     assert result.open_past_expiry == 0 and result.paid_twice == 0 and result.stuck == 0
     assert result.ok > 0 and result.recovery_s is not None
+
+
+def test_a_settle_after_a_claim_is_not_counted_as_a_second_payment(tmp_path: Path) -> None:
+    """A lagging requester's settle still lists the provider that claimed; the ledger
+    pays it once (tests/ledger/test_rules.py), and the judge must count it once too (it
+    reported "paid 2 times" for a moved coordinator's settles, a false alarm)."""
+    import ledger
+    from node.ledger import ledger_db_path
+    from node.testing.chaos import read_chain
+
+    from ..keys import pub
+    from ..ledger.helpers import ALICE, BOB, CAROL, CHAIN, JOB, settle
+    from ..ledger.helpers import Chain as LedgerChain
+    from ..ledger.test_rules import claim_tx
+
+    c = LedgerChain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=2, expire_at=9, per_payee=150, payees=3))
+    c.ok(claim_tx(c, price=100))
+    c.ok(
+        settle(
+            ALICE,
+            CHAIN,
+            c.seq(ALICE),
+            job_id=JOB,
+            payouts={pub(BOB): 150, pub(CAROL): 100},
+            expiry_height=20,
+        )
+    )
+    db = ledger_db_path(tmp_path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.LedgerStore.open(db, c.state.genesis) as store:
+        for raw in c.blocks:
+            store.apply_and_commit(raw)
+    chain = read_chain(tmp_path)
+    assert chain.paid == {(JOB, pub(BOB)): 1, (JOB, pub(CAROL)): 1}
+    assert chain.closes[JOB][0] == "settle"
