@@ -129,12 +129,6 @@ class _Grid(BaseModel):
     variants: dict[str, dict[str, Any]] = {}
 
 
-def dotted(table: dict[str, Any]) -> dict[str, Any]:
-    """Nested TOML tables as dotted keys (``{"jobs": {"redundancy": 2}}`` and
-    ``{"jobs.redundancy": 2}`` both give ``{"jobs.redundancy": 2}``)."""
-    return flatten(table)
-
-
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """A copy of scenario ``data`` (parsed TOML) with each dotted key set to its value."""
     out: dict[str, Any] = json.loads(json.dumps(data))  # TOML values are JSON ones (dates aside)
@@ -222,12 +216,12 @@ def load_grid(path: Path) -> Sweep:
     seeds = list(range(1, spec.seeds + 1)) if isinstance(spec.seeds, int) else spec.seeds
     if not seeds or len(set(seeds)) != len(seeds):
         raise SweepError(f"{path}: seeds: give a positive count or a list of distinct seeds")
-    grid = dotted(spec.grid)
+    grid = flatten(spec.grid)  # nested tables as dotted keys
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{path}: grid.{key}: give a non-empty list of values")
-    base = dotted(spec.overrides)
-    variants = {name: dotted(v) for name, v in spec.variants.items()} or {"": {}}
+    base = flatten(spec.overrides)
+    variants = {name: flatten(v) for name, v in spec.variants.items()} or {"": {}}
     points = []
     for entry in spec.scenarios:
         file = (path.parent / entry).resolve()

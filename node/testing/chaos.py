@@ -34,12 +34,10 @@ The result is one :class:`PhaseResult` per fault, a row of :func:`table`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,7 +50,7 @@ import protocol
 
 from ..api import ApiError, Client
 from ..cli.node import LISTEN_FILE
-from ..devnet import DevNode, restart, tiny_model_and_inputs
+from ..devnet import DevNode, restart, tiny_model_and_inputs, verify_data_dirs
 from ..ledger._service import ledger_db_path
 
 #: Every fault the suite knows: what it does to which node.
@@ -344,43 +342,7 @@ def snapshot_ledger(node: DevNode, into: Path) -> Path:
 
 def verify_snapshots(data_dirs: dict[str, Path], open_escrows: int) -> dict[str, dict[str, Any]]:
     """``aimx ledger verify --json --open-escrows N`` on each snapshot, all at once."""
-    procs = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "node",
-                "ledger",
-                "verify",
-                "--json",
-                "--open-escrows",
-                str(open_escrows),
-                "--data-dir",
-                str(d),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, d in data_dirs.items()
-    }
-    out: dict[str, dict[str, Any]] = {}
-    for name, proc in procs.items():
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-        try:
-            body: dict[str, Any] = json.loads(stdout) if stdout.strip() else {}
-        except ValueError:
-            body = {}
-        body["verified"] = proc.returncode == 0 or bool(body.get("state_root"))
-        body["ok"] = proc.returncode == 0 and bool(body.get("ok"))
-        if not body["ok"]:
-            body["error"] = (stderr or stdout).strip()[-500:]
-        out[name] = body
-    return out
+    return verify_data_dirs(data_dirs, "--open-escrows", str(open_escrows), timeout_s=300.0)
 
 
 @dataclass
