@@ -61,6 +61,7 @@ from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
 from ._rules import VerifiedTx as VerifiedTx
 from ._rules import apply_tx as apply_tx
+from ._rules import check_slash_evidence as check_slash_evidence
 from ._rules import decode_payload as decode_payload
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT

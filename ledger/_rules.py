@@ -543,6 +543,14 @@ def _check_slash_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
     return job_id, e
 
 
+def check_slash_evidence(state: _state.State, slash: Slash) -> None:
+    """Raise :class:`BadEvidence` or :class:`EscrowError` if ``slash``'s evidence would not
+    pass on ``state`` (the next block's evidence rules; the sender and amount are the
+    caller's): a coordinator checks a report before it signs a slash the ledger would
+    refuse."""
+    _check_slash_evidence(Draft(state, state.height + 1), slash)
+
+
 def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
     _require_coordinator(draft, sender, "slash")
     job_id, _ = _check_slash_evidence(draft, p)

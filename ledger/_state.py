@@ -361,6 +361,13 @@ class State:
         f = decay(a.rep_f, epochs)
         return Fraction(PRIOR_S * REP_UNIT + s, (PRIOR_S + PRIOR_F) * REP_UNIT + s + f)
 
+    def reputation_weights(self, account: bytes) -> tuple[int, int]:
+        """The account's success and failure weights at this height, decayed (units of
+        ``REP_UNIT``, as stored)."""
+        a = self.account(account)
+        epochs = self.height // self.genesis.reputation_half_life - a.rep_epoch
+        return decay(a.rep_s, epochs), decay(a.rep_f, epochs)
+
     def reputation_float(self, account: bytes) -> float:
         """A float view of :meth:`reputation`, for display only."""
         return float(self.reputation(account))

@@ -184,6 +184,25 @@ class RequesterConfig(_Strict):
         description="jobs the API remembers (with outputs); beyond this the oldest closed "
         "ones are forgotten",
     )
+    replication: Literal["fixed", "adaptive"] = Field(
+        "fixed",
+        description="replicas per job: fixed (the job's redundancy, a probation replica for "
+        "newcomers) or adaptive (one replica for a trusted provider, audited; "
+        "specs/marketplace.md)",
+    )
+    trusted_jobs: int = Field(20, ge=1, description="adaptive: settled jobs a trusted provider has")
+    trusted_score_permille: int = Field(
+        900, ge=0, le=1000, description="adaptive: the ledger score a trusted provider has"
+    )
+    trusted_stake: int = Field(
+        1_000_000, ge=0, description="adaptive: micro-credits a trusted provider has bonded"
+    )
+    trusted_max_failures: int = Field(
+        3, ge=0, description="adaptive: most failure units on a trusted provider's record"
+    )
+    audit_permille: int = Field(
+        50, ge=0, le=1000, description="adaptive: share of a trusted provider's jobs run twice"
+    )
 
 
 class NodeConfig(_Strict):

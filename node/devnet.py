@@ -318,10 +318,10 @@ def tiny_model_and_inputs() -> tuple[Path, dict[str, np.ndarray[Any, Any]]]:
     return path, {inp.name: x}
 
 
-def verify_ledgers(nodes: list[DevNode]) -> dict[str, dict[str, Any]]:
+def verify_ledgers(nodes: list[DevNode], timeout_s: float = 120.0) -> dict[str, dict[str, Any]]:
     """``aimx ledger verify --json`` on every node's data dir (the nodes are stopped),
-    all at once."""
-    return verify_data_dirs({n.name: n.data_dir for n in nodes})
+    all at once (a long chain replays for minutes: give it ``timeout_s``)."""
+    return verify_data_dirs({n.name: n.data_dir for n in nodes}, timeout_s=timeout_s)
 
 
 #: ``aimx ledger verify --json`` run with this interpreter.
@@ -344,19 +344,24 @@ def verify_data_dirs(
         for name, d in data_dirs.items()
     }
     out: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
     for name, proc in procs.items():
+        timed_out = False
         try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
+            stdout, stderr = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
+            timed_out = True
         try:
             body: dict[str, Any] = json.loads(stdout) if stdout.strip() else {}
         except ValueError:
             body = {}
         body["verified"] = proc.returncode == 0 or bool(body.get("state_root"))
         body["ok"] = proc.returncode == 0 and bool(body.get("ok"))
-        if not body["ok"]:
+        if timed_out:
+            body["error"] = f"aimx ledger verify did not finish in {timeout_s:.0f} s"
+        elif not body["ok"]:
             body["error"] = (stderr or stdout).strip()[-500:]
         out[name] = body
     return out

@@ -7,10 +7,9 @@ made for one message type or one chain never verifies as another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import msgpack
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
@@ -26,6 +25,9 @@ M = TypeVar("M", bound=Message)
 _SIG_TAIL = 2 + 32 + 2 + 64  # bin8 header + key, bin8 header + signature
 _HEADER5 = b"\x95"
 _HEADER3 = b"\x93"
+# msgpack's shortest headers of a 32-byte and a 64-byte byte string (bin 8).
+_BIN32 = b"\xc4\x20"
+_BIN64 = b"\xc4\x40"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +39,20 @@ class Signed(Generic[M]):
     signer: bytes
     signature: bytes
     raw: bytes
+    _id: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> bytes:
-        """BLAKE2b-256 of the wire bytes: the job id of a JobSpec, the id of a transaction."""
-        return content_hash(self.raw)
+        """BLAKE2b-256 of the wire bytes: the job id of a JobSpec, the id of a transaction.
+
+        Hashed once, on first use: ``raw`` is immutable bytes in a frozen object, so the id
+        of an envelope never changes. Not part of equality, repr or the constructor.
+        """
+        id_ = self._id
+        if id_ is None:
+            id_ = content_hash(self.raw)
+            object.__setattr__(self, "_id", id_)
+        return id_
 
 
 def _check_chain_id(chain_id: str) -> None:
@@ -67,7 +78,7 @@ def sign(message: M, key: nacl.signing.SigningKey, chain_id: str) -> Signed[M]:
     # crypto_sign returns signature || message; its 64-byte secret key is seed || public key.
     secret = bytes(key) + signer
     signature = nacl.bindings.crypto_sign(body, secret)[:64]
-    raw = _HEADER5 + body[1:] + msgpack.packb(signer) + msgpack.packb(signature)
+    raw = b"".join((_HEADER5, body[1:], _BIN32, signer, _BIN64, signature))
     return Signed(message, chain_id, signer, signature, raw)
 
 
@@ -89,8 +100,10 @@ def decode(
     if type(value) is not list or len(value) != 5:
         raise RemoteProtocolError("a signed message is an array of 5 items")
     tag, chain, body, signer, signature = value
-    cls = next((t for t in types if tag == t.TAG), None)
-    if cls is None:
+    for cls in types:
+        if tag == cls.TAG:
+            break
+    else:
         names = ", ".join(t.TAG for t in types)
         raise RemoteProtocolError(f"unexpected message type {tag!r}; expected {names}")
     if type(chain) is not str or chain != chain_id:

@@ -77,10 +77,15 @@ class RequesterConfig:
     #: requester caught.
     replication: Literal["fixed", "adaptive"] = "fixed"
     #: Adaptive: a trusted provider has at least this many settled jobs on the ledger, a
-    #: ledger score of at least ``trusted_score_permille``, and was never outvoted in (or
+    #: ledger score of at least ``trusted_score_permille``, at least ``trusted_stake``
+    #: bonded (what a slash takes when it is caught), at most ``trusted_max_failures``
+    #: units of failure on the ledger (a slash is 4: a provider any requester caught is
+    #: trusted by none until its record decays), and was never outvoted in (or
     #: contradicted the known answer of) a job of this requester.
     trusted_jobs: int = 20
     trusted_score_permille: int = 900
+    trusted_stake: int = 1_000_000
+    trusted_max_failures: int = 3
     #: Adaptive: the chance (per mille, from ``rng``) that a job given to a trusted provider
     #: also runs on a second one, so that a trusted provider that starts cheating is caught.
     audit_permille: int = 50

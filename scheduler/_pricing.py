@@ -16,11 +16,16 @@ class Reputation:
     """What the requester knows of a provider, from the ledger (computed elsewhere).
 
     ``score_permille`` is 0 (worst) .. 1000 (best); ``settled_jobs`` counts the provider's
-    settled replicas, used to tell newcomers (probation) from established providers.
+    settled replicas, used to tell newcomers (probation) from established providers;
+    ``failures`` is its failure weight in whole units, decayed as the score is (a negative
+    attestation adds 1, a slash 4: specs/ledger.md, "Reputation"); ``stake`` is what it has
+    bonded, which a slash can take.
     """
 
     score_permille: int
     settled_jobs: int
+    failures: int = 0
+    stake: int = 0
 
 
 #: The reputation of a provider nothing is known about.

@@ -602,9 +602,12 @@ class Requester:
         if provider in self.caught:
             return False
         rep = self.config.reputation(provider)
+        config = self.config
         return (
-            rep.settled_jobs >= self.config.trusted_jobs
-            and rep.score_permille >= self.config.trusted_score_permille
+            rep.settled_jobs >= config.trusted_jobs
+            and rep.score_permille >= config.trusted_score_permille
+            and rep.stake >= config.trusted_stake
+            and rep.failures <= config.trusted_max_failures
         )
 
     def _catch(self, provider: bytes) -> None:

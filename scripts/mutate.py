@@ -4,12 +4,24 @@ Each mutant changes one validity check in one module: a comparison turned into i
 neighbour (``<`` into ``<=``, ``==`` into ``!=``, ``in`` into ``not in``, ...), or a guard
 whose body refuses (``raise`` or an early ``return``) switched off. The mutant is written
 into a copy of the repository in a temporary directory (the working tree is never
-touched), the tests that cover the module run there with ``-x``, and the mutant is
-*killed* when they fail. The score is killed / all.
+touched), tests run there with ``-x``, and the mutant is *killed* when they fail.
 
-    .venv/bin/python scripts/mutate.py                 # every module, every mutant
-    .venv/bin/python scripts/mutate.py --sample 40     # 40 mutants drawn with --seed
-    .venv/bin/python scripts/mutate.py --list          # the mutants, without running
+To keep a mutant cheap, the module's covering tests first run once on the real code with
+a line tracer (scripts/mutate_trace.py), which records the lines of the module each test
+runs; a mutant then runs only the tests that reach its guard. A mutant those tests miss
+is run again against the module's whole covering set (``TARGETS``) before it is counted
+as a survivor (``--no-confirm`` skips that; ``--full`` skips the selection altogether).
+
+A survivor that no behaviour can tell from the real code is listed in ``EQUIVALENT`` with
+the reason; it is reported apart. The score is killed / (all - equivalent), and killed /
+all is printed too.
+
+    .venv/bin/python scripts/mutate.py                       # every module, every mutant
+    .venv/bin/python scripts/mutate.py --module ledger/_rules.py --line 412
+    .venv/bin/python scripts/mutate.py --sample 40           # 40 mutants drawn with --seed
+    .venv/bin/python scripts/mutate.py --list                # the mutants, without running
+    .venv/bin/python scripts/mutate.py --module ledger/_rules.py --line 412 \
+        --tests tests/ledger/test_rules_pinned.py            # does this test kill them?
 
 Surviving mutants are printed with their place: each is a check no test pins down.
 """
@@ -18,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import random
 import shutil
@@ -25,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +46,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: The modules whose checks decide who gets credits, and the tests that cover each.
 TARGETS: dict[str, tuple[str, ...]] = {
-    "ledger/_rules.py": ("tests/ledger", "tests/scheduler"),
+    "ledger/_rules.py": ("tests/ledger", "tests/scheduler", "tests/adversarial/test_pruning.py"),
     "ledger/_mempool.py": ("tests/ledger",),
-    "ledger/_state.py": ("tests/ledger",),
+    "ledger/_state.py": ("tests/ledger", "tests/adversarial/test_pruning.py"),
     "scheduler/_requester.py": ("tests/scheduler",),
     "scheduler/_verification.py": ("tests/scheduler",),
     "protocol/_envelope.py": ("tests/protocol",),
-    "sandbox/_admission.py": ("tests/sandbox/test_admission.py",),
+    "sandbox/_admission.py": (
+        "tests/sandbox/test_admission.py",
+        "tests/sandbox/test_admission_pinned.py",
+    ),
 }
 #: What a copy of the repository needs to run the tests.
-COPIED = ("protocol", "ledger", "scheduler", "sandbox", "node", "tests", "pyproject.toml")
+COPIED = (
+    "protocol",
+    "ledger",
+    "scheduler",
+    "sandbox",
+    "node",
+    "tests",
+    "specs",  # tests check the spec text generated from the code
+    "pyproject.toml",
+)
 SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.Lt: ast.LtE,
     ast.LtE: ast.Lt,
@@ -56,17 +81,82 @@ SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.IsNot: ast.Is,
 }
 TEST_TIMEOUT_S = 300
+#: The one traced run of a module's covering tests (line tracing slows them down).
+TRACE_TIMEOUT_S = 1500
+
+#: Mutants no behaviour can tell from the real code, by (module, function, what), with why.
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("ledger/_state.py", "bucket_root", "guard `if not leaves` switched off"): (
+        "a shortcut: EMPTY_BUCKET is content_hash(b''), what the join of no leaves hashes to"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_fill",
+        "guard `if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING)` switched off",
+    ): (
+        "unreachable: _fill runs only in EXECUTING (_close_window sets it first, _on_bid "
+        "calls it only then, _progress follows a running replica's result or failure, and a "
+        "job goes back to COLLECTING only when announced again, which needs none running)"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_fill",
+        "GtE -> Gt in `len(job.live()) >= job.target`",
+    ): (
+        "unreachable difference: live == target with no replica running never gets there "
+        "(first awards are running; with none running and no verdict, _progress has raised "
+        "target above the delivered count)"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_initial_order",
+        "guard `if not chosen or job.budget <= spec.redundancy` switched off",
+    ): (
+        "budget <= redundancy means max_retries 0: the probation replica only raises target, "
+        "can_award stops every award past the budget, so awards, notices and verdict are the "
+        "same (and with no bid chosen the later returns give the same target)"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_initial_order",
+        "LtE -> Lt in `job.budget <= spec.redundancy`",
+    ): "as the guard switched off: the budget caps the awards either way",
+    (
+        "scheduler/_requester.py",
+        "_required",
+        "IsNot -> Is in `r.output is not None`",
+    ): (
+        "a solo job has one replica, its trusted one, until that fails (then no replica is "
+        "live and the order is decided again, solo off): those with an output and those "
+        "without are both all trusted"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_receipt",
+        "guard `if rep.result is None or rep.receipt is not None` switched off",
+    ): (
+        "unreachable: _receipt is called only from _finalise, for winners (delivered, so with "
+        "a result), and _finalise runs once per job (it sets done; every caller checks the "
+        "phase or done first)"
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Mutant:
     path: str
+    function: str  # the enclosing function, "<module>" outside one
     line: int
+    span: tuple[int, int]  # the guard's condition, first and last line
     what: str
     source: str  # the whole mutated module
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.path, self.function, self.what)
+
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.what}"
+        return f"{self.path}:{self.line} {self.function}: {self.what}"
 
 
 def _refuses(body: list[ast.stmt]) -> bool:
@@ -74,13 +164,32 @@ def _refuses(body: list[ast.stmt]) -> bool:
     return bool(body) and isinstance(body[0], ast.Raise | ast.Return)
 
 
+def _guards(tree: ast.Module) -> list[tuple[ast.If, str]]:
+    """Every refusing guard, in ``ast.walk`` order, with its innermost function's name."""
+    owner: dict[int, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                owner[id(inner)] = node.name  # inner functions come later and win
+    return [
+        (n, owner.get(id(n), "<module>"))
+        for n in ast.walk(tree)
+        if isinstance(n, ast.If) and _refuses(n.body)
+    ]
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def mutants_of(path: str) -> Iterator[Mutant]:
     """One mutant per comparison inside a refusing guard, and one per such guard."""
     text = (ROOT / path).read_text()
     tree = ast.parse(text)
-    guards = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _refuses(n.body)]
-    for index, guard in enumerate(guards):
-        yield _mutate(path, text, index, f"guard at line {guard.lineno} switched off", None)
+    for index, (guard, function) in enumerate(_guards(tree)):
+        span = (guard.test.lineno, guard.test.end_lineno or guard.test.lineno)
+        what = f"guard `if {_short(ast.unparse(guard.test))}` switched off"
+        yield _mutate(path, text, index, function, span, what, None)
         compares = [n for n in ast.walk(guard.test) if isinstance(n, ast.Compare)]
         for c_index, compare in enumerate(compares):
             for o_index, op in enumerate(compare.ops):
@@ -88,22 +197,23 @@ def mutants_of(path: str) -> Iterator[Mutant]:
                 if swapped is None:
                     continue
                 what = (
-                    f"line {compare.lineno}: {type(op).__name__} -> {swapped.__name__} "
-                    f"in `{ast.unparse(compare)}`"
+                    f"{type(op).__name__} -> {swapped.__name__} in `{_short(ast.unparse(compare))}`"
                 )
-                yield _mutate(path, text, index, what, (c_index, o_index, swapped))
+                swap = (c_index, o_index, swapped)
+                yield _mutate(path, text, index, function, span, what, swap)
 
 
 def _mutate(
     path: str,
     text: str,
     guard_index: int,
+    function: str,
+    span: tuple[int, int],
     what: str,
     swap: tuple[int, int, type[ast.cmpop]] | None,
 ) -> Mutant:
     tree = ast.parse(text)
-    guards = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _refuses(n.body)]
-    guard = guards[guard_index]
+    guard, _ = _guards(tree)[guard_index]
     line = guard.lineno
     if swap is None:
         guard.test = ast.Constant(False)
@@ -112,7 +222,7 @@ def _mutate(
         compare = [n for n in ast.walk(guard.test) if isinstance(n, ast.Compare)][c_index]
         compare.ops[o_index] = op()
         line = compare.lineno
-    return Mutant(path, line, what, ast.unparse(tree))
+    return Mutant(path, function, line, span, what, ast.unparse(tree))
 
 
 def copy_repository(into: Path) -> None:
@@ -126,35 +236,97 @@ def copy_repository(into: Path) -> None:
             shutil.copy2(source, into / name)
 
 
-def killed(mutant: Mutant, copy: Path) -> bool:
-    """Run the module's tests against the mutant (in the copy); True if they fail."""
+def _pytest(
+    copy: Path,
+    tests: Sequence[str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout_s: int = TEST_TIMEOUT_S,
+) -> int:
+    """Run pytest on ``tests`` in the copy; its exit status (-1 if it ran past the limit)."""
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, *tests],
+            cwd=copy,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(copy),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                **(env or {}),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return -1
+    return run.returncode
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One test's run on the real code: the module's lines it ran, how long, did it fail."""
+
+    lines: frozenset[int]
+    seconds: float
+    failed: bool
+
+
+def trace(path: str, copy: Path) -> dict[str, Traced]:
+    """Run the module's covering tests on the real code, recording each test's lines."""
+    out = copy / ".mutate-trace.json"
+    status = _pytest(
+        copy,
+        TARGETS[path],
+        "-p",
+        "mutate_trace",
+        env={
+            "PYTHONPATH": f"{copy}{os.pathsep}{ROOT / 'scripts'}",
+            "AIMX_TRACE_FILE": str(copy / path),
+            "AIMX_TRACE_OUT": str(out),
+        },
+        timeout_s=TRACE_TIMEOUT_S,
+    )
+    if status not in (0, 1) or not out.exists():
+        why = f"ran past {TRACE_TIMEOUT_S} s" if status == -1 else f"pytest exit status {status}"
+        raise SystemExit(f"tracing the tests of {path} failed ({why})")
+    runs = {
+        test: Traced(frozenset(run.get("lines", ())), run.get("seconds", 0.0), run["failed"])
+        for test, run in json.loads(out.read_text()).items()
+    }
+    out.unlink()
+    failing = sorted(test for test, run in runs.items() if run.failed)
+    for test in failing:
+        print(f"note: {test} fails on the real code (the tree mid-edit?); left out", flush=True)
+    return runs
+
+
+def killed(mutant: Mutant, copy: Path, tests: Sequence[str], *extra: str) -> bool:
+    """Run ``tests`` against the mutant (in the copy); True if they fail or hang."""
+    if not tests:
+        return False
     target = copy / mutant.path
     original = target.read_text()
     target.write_text(mutant.source)
     try:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-x",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                *TARGETS[mutant.path],
-            ],
-            cwd=copy,
-            env={**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=TEST_TIMEOUT_S,
-            check=False,
-        )
-        return run.returncode != 0
-    except subprocess.TimeoutExpired:
-        return True  # a mutant that hangs the tests is noticed
+        return _pytest(copy, tests, "-x", *extra) != 0
     finally:
         target.write_text(original)
+
+
+def reaching(mutant: Mutant, runs: dict[str, Traced]) -> list[str]:
+    """The traced tests that pass on the real code and run a line of the mutant's guard
+    condition, quickest first (``-x`` stops at the first that fails)."""
+    first, last = mutant.span
+    lines = set(range(first, last + 1))
+    hits = [t for t, run in runs.items() if not run.failed and run.lines & lines]
+    return sorted(hits, key=lambda t: runs[t].seconds)
+
+
+def deselect_failing(runs: dict[str, Traced]) -> list[str]:
+    """pytest options that leave out the tests failing on the real code."""
+    return [arg for t, run in runs.items() if run.failed for arg in ("--deselect", t)]
 
 
 def main() -> int:
@@ -162,13 +334,36 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=0, help="run this many mutants only")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--module", action="append", help="only these modules (repeatable)")
+    parser.add_argument(
+        "--line", type=int, action="append", help="only mutants at these lines (repeatable)"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run every mutant against the whole covering set (no trace: a test that fails on "
+        "the real code then kills every mutant)",
+    )
+    parser.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="count a survivor of the selected tests without rerunning the whole set",
+    )
+    parser.add_argument(
+        "--tests",
+        action="append",
+        help="run the mutants against these tests only, no trace or confirmation (repeatable; "
+        "to check that a new test kills what it pins)",
+    )
+    parser.add_argument("--json", type=Path, help="write the outcome of each mutant here")
     args = parser.parse_args()
     modules = args.module or list(TARGETS)
     for module in modules:
         if module not in TARGETS:
             parser.error(f"{module} is not a target; choose from {', '.join(TARGETS)}")
     mutants = [m for module in modules for m in mutants_of(module)]
+    if args.line:
+        mutants = [m for m in mutants if m.line in args.line or m.span[0] in args.line]
     if args.sample:
         mutants = random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
     if args.list:
@@ -176,24 +371,73 @@ def main() -> int:
             print(m)
         print(f"{len(mutants)} mutants")
         return 0
-    survivors: list[Mutant] = []
+    outcomes: list[tuple[Mutant, str]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aimx-mutate-") as tmp:
         copy = Path(tmp)
         copy_repository(copy)
+        runs: dict[str, dict[str, Traced]] = {}
         for i, mutant in enumerate(mutants, 1):
-            dead = killed(mutant, copy)
-            if not dead:
-                survivors.append(mutant)
-            print(f"[{i}/{len(mutants)}] {'killed ' if dead else 'SURVIVED'} {mutant}", flush=True)
-    kills = len(mutants) - len(survivors)
-    score = kills / len(mutants) if mutants else 1.0
+            full = TARGETS[mutant.path]
+            if args.tests:
+                dead = killed(mutant, copy, args.tests)
+                how = "given tests"
+            elif args.full:
+                dead = killed(mutant, copy, full)
+                how = "whole set"
+            else:
+                if mutant.path not in runs:
+                    runs[mutant.path] = trace(mutant.path, copy)
+                selected = reaching(mutant, runs[mutant.path])
+                dead = killed(mutant, copy, selected)
+                how = f"{len(selected)} tests"
+                if not dead and not args.no_confirm:
+                    dead = killed(mutant, copy, full, *deselect_failing(runs[mutant.path]))
+                    how += ", then the whole set"
+            if dead:
+                outcome = "killed"
+            elif mutant.key in EQUIVALENT:
+                outcome = "equivalent"
+            else:
+                outcome = "SURVIVED"
+            outcomes.append((mutant, outcome))
+            print(f"[{i}/{len(mutants)}] {outcome:<10} {mutant} ({how})", flush=True)
+    kills = sum(1 for _, o in outcomes if o == "killed")
+    equivalent = [m for m, o in outcomes if o == "equivalent"]
+    survivors = [m for m, o in outcomes if o == "SURVIVED"]
+    counted = len(outcomes) - len(equivalent)
+    score = kills / counted if counted else 1.0
     print(
-        f"\nmutation score {kills}/{len(mutants)} = {score:.1%} "
+        f"\nmutation score {kills}/{counted} = {score:.1%} "
+        f"({len(equivalent)} equivalent set apart; {kills}/{len(outcomes)} of all) "
         f"in {time.monotonic() - started:.0f} s"
     )
+    for path in dict.fromkeys(m.path for m, _ in outcomes):
+        mine = [o for m, o in outcomes if m.path == path]
+        print(
+            f"  {path}: {len(mine)} run, {mine.count('killed')} killed, "
+            f"{mine.count('equivalent')} equivalent, {mine.count('SURVIVED')} survived"
+        )
+    for mutant in equivalent:
+        print(f"  equivalent: {mutant}: {EQUIVALENT[mutant.key]}")
     for mutant in survivors:
         print(f"  survived: {mutant}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "path": m.path,
+                        "function": m.function,
+                        "line": m.line,
+                        "what": m.what,
+                        "outcome": o,
+                    }
+                    for m, o in outcomes
+                ],
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -18,7 +18,7 @@ import ledger
 
 from ._errors import SimulationError
 from ._scenario import Scenario, dump_toml, load_scenario
-from ._sim import KINDS, Simulation, peak_rss_mb
+from ._sim import KINDS, JobRecord, Simulation, peak_rss_mb
 
 _CHEATING = ("cheater", "colluder", "sybil")
 
@@ -108,7 +108,9 @@ def conserved(state: ledger.State) -> bool:
 
 def summarise(sim: Simulation) -> Summary:
     sc = sim.sc
-    recs = [sim.jobs[j] for j in sim.job_order]
+    every = [sim.jobs[j] for j in sim.job_order]
+    warm_ms = int(sc.warmup_s * 1000)
+    recs = [r for r in every if r.submitted_ms >= warm_ms]
     real = [r for r in recs if not r.canary]
     verified = [r for r in real if r.outcome == "verified"]
     accepted = [r for r in real if r.correct >= 0]
@@ -159,6 +161,11 @@ def summarise(sim: Simulation) -> Summary:
             "detected_by": "ledger.Replica equivocation proof (auditing replica)",
         }
     c = sim.counters
+    if warm_ms:  # the measured period's own counts (the counters cover the whole run)
+        c = {
+            k: sum(1 for r in real if r.outcome == k) for k in ("verified", "failed", "unverified")
+        }
+        c["submitted"] = len(real)
     data: dict[str, Any] = {
         "scenario": sc.name,
         "seed": sim.seed,
@@ -206,12 +213,32 @@ def summarise(sim: Simulation) -> Summary:
             "bytes": sim.block_bytes,
             "conserved": conserved(state),
             "txs_refused": sim.tx_refused,
+            "slashes": sim.slashes,
+            "reports_refused": sim.reports_refused,
+            "burned": state.burned,
         },
         "network": {"messages": sim.messages, "lost": sim.lost, "misbehaved": sim.misbehaved},
         "verify_cache": sc.verify_cache,
+        "measured_from_s": sc.warmup_s,
+        "whole_run": _whole_run(every),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     return Summary(data)
+
+
+def _whole_run(recs: list[JobRecord]) -> dict[str, Any]:
+    """Every job's figures, warm-up included (equal to the measured ones without one)."""
+    real = [r for r in recs if not r.canary]
+    verified = [r for r in real if r.outcome == "verified"]
+    used_ms = sum(r.compute_ms for r in recs)
+    honest_min_ms = sum(r.min_run_ms for r in verified if r.min_run_ms >= 0)
+    return {
+        "submitted": len(real),
+        "verified": len(verified),
+        "correct_accepted": sum(1 for r in real if r.correct == 1),
+        "wrong_accepted": sum(1 for r in real if r.correct == 0),
+        "compute_ratio": used_ms / honest_min_ms if honest_min_ms else None,
+    }
 
 
 def _s(ms: int) -> str:
@@ -259,6 +286,10 @@ def write_outputs(sim: Simulation, summary: Summary, out: Path) -> None:
                 "correct",
                 "spot_check",
                 "honest_min_s",
+                "locked_s",
+                "awarded_s",
+                "delivered_s",
+                "closed_s",
             ]
         )
         for job_id in sim.job_order:
@@ -279,6 +310,10 @@ def write_outputs(sim: Simulation, summary: Summary, out: Path) -> None:
                     "" if r.correct < 0 else r.correct,
                     int(r.canary),
                     _s(r.min_run_ms),
+                    _s(r.locked_ms),
+                    _s(r.awarded_ms),
+                    _s(r.delivered_ms),
+                    _s(r.closed_ms),
                 ]
             )
     state = sim.state

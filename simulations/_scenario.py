@@ -29,6 +29,9 @@ class Nodes(_Model):
     providers: int = Field(950, ge=1, le=2_000_000)
     requesters: int = Field(50, ge=1, le=200_000)
     coordinators: Literal[1] = 1
+    #: Micro-credits each provider bonds before time 0 (minted to it, then staked): what a
+    #: slash can take, and what adaptive replication's trust asks for. 0: none.
+    provider_stake: int = Field(0, ge=0, le=10**15)
 
 
 class Tier(_Model):
@@ -167,11 +170,27 @@ class Jobs(_Model):
     topic_reach: int = Field(16, ge=1, le=4096)
     #: A run's duration is the provider's own estimate times a lognormal factor (sigma).
     run_noise: float = Field(0.1, ge=0.0, le=1.0)
+    #: When > 0, a run takes this many ms (a measured run of the model on a warm sandbox
+    #: worker) instead of the provider's estimate, after its worker's start-up: none on an
+    #: idle warm worker of the same requester and model, ``startup_ms`` on the provider's
+    #: spare worker, ``worker_start_ms`` for a worker of its own when the spare is not
+    #: ready (it is made again that long after it was taken). The noise applies to all.
+    run_ms: float = Field(0.0, ge=0.0)
+    startup_ms: float = Field(0.0, ge=0.0)
+    worker_start_ms: float = Field(0.0, ge=0.0)
+    #: A provider's fetch of a model it does not hold costs this much more than the
+    #: latency and the transfer (a request on a new stream), ms.
+    model_fetch_ms: float = Field(0.0, ge=0.0)
+    #: Arrivals end after this many jobs (0: no limit).
+    max_jobs: int = Field(0, ge=0)
     #: The requesters' replication policy (``scheduler.RequesterConfig``: ``replication``,
-    #: ``trusted_jobs``, ``trusted_score_permille``, ``audit_permille``).
+    #: ``trusted_jobs``, ``trusted_score_permille``, ``trusted_stake``,
+    #: ``trusted_max_failures``, ``audit_permille``).
     replication: Literal["fixed", "adaptive"] = "fixed"
     trusted_jobs: int = Field(20, ge=0)
     trusted_score_permille: int = Field(900, ge=0, le=1000)
+    trusted_stake: int = Field(1_000_000, ge=0)
+    trusted_max_failures: int = Field(3, ge=0)
     audit_permille: int = Field(50, ge=0, le=1000)
 
     @model_validator(mode="after")
@@ -195,6 +214,9 @@ class Coordinator(_Model):
     #: At each of these times the coordinator signs a second, different block at the
     #: height it just produced and sends it to the auditing replica.
     equivocate_at_s: tuple[float, ...] = ()
+    #: Stake a slash takes from a provider reported outvoted (at most what it has bonded),
+    #: as the daemon's ``[coordinator] slash_amount``.
+    slash_amount: int = Field(1_000_000, ge=1)
 
 
 class Adversaries(_Model):
@@ -234,6 +256,11 @@ class Scenario(_Model):
     verify_cache: bool = False
     #: Arrivals stop this long before the end, so the last jobs can finish.
     drain_s: float = Field(60.0, ge=0.0)
+    #: The network's history before the measured period: jobs submitted earlier run like
+    #: any other (they build the ledger's records) but the job, latency and compute figures
+    #: count only jobs submitted from ``warmup_s`` on (the summary's ``whole_run`` keeps
+    #: the figures of every job). 0: everything is measured.
+    warmup_s: float = Field(0.0, ge=0.0)
     #: Credits each requester starts with (micro-credits).
     requester_funds: int = Field(10**12, ge=1)
     nodes: Nodes = Nodes()
@@ -243,6 +270,15 @@ class Scenario(_Model):
     jobs: Jobs = Jobs()
     coordinator: Coordinator = Coordinator()
     adversaries: Adversaries = Adversaries()
+
+    @model_validator(mode="after")
+    def _measured_period(self) -> Scenario:
+        if self.warmup_s and self.warmup_s >= self.duration_s - self.drain_s:
+            raise ValueError(
+                "warmup_s must end before arrivals stop (duration_s - drain_s), "
+                "or nothing is measured"
+            )
+        return self
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

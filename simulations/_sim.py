@@ -33,6 +33,7 @@ from protocol import InputRef, JobSpec, Requirements, Usage, VerificationPolicy,
 from ._loop import Loop, derive_rng
 from ._scenario import Scenario
 from ._verify_cache import verification_cache
+from ._workers import WorkerPools
 from ._world import ChurnModel, Net, transfer_ms
 
 CHAIN_ID = "aimx-sim"
@@ -40,6 +41,11 @@ CLAIM_WINDOW_BLOCKS = 10
 SETTLE_MARGIN_BLOCKS = 2
 #: Transactions of one node in flight (signed, not yet in a block) at once.
 TX_WINDOW = 16
+#: Blocks the coordinator waits for a reported job's escrow to close (the daemon's
+#: ``reports.CLOSE_WAIT_BLOCKS``).
+REPORT_WAIT_BLOCKS = 30
+#: Signed Results a slash carries at most (``ledger.Slash``'s evidence).
+SLASH_EVIDENCE = 4
 #: A transaction is valid this many blocks (heights stop while the coordinator is down).
 TX_LIFETIME_BLOCKS = 200
 #: Models a provider keeps cached.
@@ -97,6 +103,12 @@ class JobRecord:
     compute_ms: int = 0
     min_run_ms: int = -1
     correct: int = -1
+    #: When the requester saw its phases (NotifyUser; -1: never): the escrow in a block,
+    #: the first award, the latest delivery, the escrow closed.
+    locked_ms: int = -1
+    awarded_ms: int = -1
+    delivered_ms: int = -1
+    closed_ms: int = -1
 
 
 @dataclass(slots=True)
@@ -190,6 +202,10 @@ class Simulation:
         self.wall_s = 0.0
         self.cpu_s = 0.0
         self._rep_cache: dict[bytes, scheduler.Reputation] = {}
+        #: Reports a coordinator holds: (job id, offender) -> (evidence, give-up height).
+        self.reports: dict[tuple[bytes, bytes], tuple[tuple[bytes, ...], int]] = {}
+        self.slashes = 0
+        self.reports_refused = 0
         self._rep_height = -1
 
     # --- construction ---------------------------------------------------------------
@@ -260,6 +276,8 @@ class Simulation:
         self.instantiated = 0
         self.made = bytearray(P)
         self.model_cache: dict[int, OrderedDict[bytes, None]] = {}
+        self.workers = WorkerPools(sc.jobs.startup_ms, sc.jobs.worker_start_ms)
+        self.run_worker: dict[tuple[int, bytes], tuple[bytes, bytes]] = {}
         self.pstats = [ProviderStats() for _ in range(P)]
         self.requesters: dict[int, scheduler.Requester] = {}
         self.lanes: dict[int, _TxLane] = {}
@@ -292,6 +310,8 @@ class Simulation:
             state = produced.state
             self.block_bytes += len(produced.block.raw)
             self.blocks += 1
+        if sc.nodes.provider_stake:
+            state, seq = self._bond_providers(state, seq)
         self.producer = ledger.Producer(coord_key, state, interval_ms=sc.block_ms, now_ms=0)
         self.state = state
         self.prev_state = state
@@ -301,6 +321,37 @@ class Simulation:
         self.last_block_raw = b""
         if sc.coordinator.equivocate_at_s:
             self.auditor = ledger.Replica(state)
+
+    def _bond_providers(self, state: ledger.State, seq: int) -> tuple[ledger.State, int]:
+        """Blocks before time 0: each provider is minted ``provider_stake`` and stakes it
+        (its own signed transaction, its sequence number 0)."""
+        coord_key = self.keys[self.coord]
+        amount = self.sc.nodes.provider_stake
+        for make in ("mint", "stake"):
+            for lo in range(0, self.P, 4096):
+                vtxs = []
+                for i in range(lo, min(self.P, lo + 4096)):
+                    expiry = state.height + 10
+                    if make == "mint":
+                        signed = ledger_tx.mint(
+                            coord_key,
+                            CHAIN_ID,
+                            seq,
+                            to=self.pubs[i],
+                            amount=amount,
+                            expiry_height=expiry,
+                        )
+                        seq += 1
+                    else:
+                        signed = ledger_tx.make(
+                            self.keys[i], CHAIN_ID, 0, ledger.Stake(amount), expiry_height=expiry
+                        )
+                    vtxs.append(ledger.verify_tx(signed.raw, CHAIN_ID))
+                produced = ledger.produce_block(state, coord_key, vtxs)
+                state = produced.state
+                self.block_bytes += len(produced.block.raw)
+                self.blocks += 1
+        return state, seq
 
     # --- machines -----------------------------------------------------------------------
 
@@ -312,13 +363,15 @@ class Simulation:
         rep = self._rep_cache.get(who)
         if rep is None:
             a = state.account(who)
-            if a.rep_s == 0 and a.rep_f == 0:
+            if a.rep_s == 0 and a.rep_f == 0 and a.stake == 0:
                 rep = scheduler.NEWCOMER
             else:
-                r = state.reputation(who)
+                _, failures = state.reputation_weights(who)
                 rep = scheduler.Reputation(
-                    score_permille=min(1000, int(r * 1000)),
+                    score_permille=min(1000, int(state.reputation(who) * 1000)),
                     settled_jobs=a.rep_s // ledger.REP_UNIT,
+                    failures=failures // ledger.REP_UNIT,
+                    stake=a.stake,
                 )
             self._rep_cache[who] = rep
         return rep
@@ -377,6 +430,8 @@ class Simulation:
                     replication=self.sc.jobs.replication,
                     trusted_jobs=self.sc.jobs.trusted_jobs,
                     trusted_score_permille=self.sc.jobs.trusted_score_permille,
+                    trusted_stake=self.sc.jobs.trusted_stake,
+                    trusted_max_failures=self.sc.jobs.trusted_max_failures,
                     audit_permille=self.sc.jobs.audit_permille,
                 )
             )
@@ -453,6 +508,7 @@ class Simulation:
                 self.timers.pop((i, scheduler.TimerKey(scheduler.TimerKind.RESEND, job_id)), None)
                 self._stop_run(i, job_id, now)
         self.active_providers.pop(i, None)
+        self.workers.clear(i)
 
     def _on_online(self, now: int, i: int, a: Any, b: Any) -> None:
         if self.online[i]:
@@ -478,6 +534,9 @@ class Simulation:
         self._next_arrival(now, burst.rate_per_s, now + int(burst.duration_s * 1000))
 
     def _on_arrival(self, now: int, node: int, rate: Any, until: Any) -> None:
+        cap = self.sc.jobs.max_jobs
+        if cap and self.counters["submitted"] >= cap:
+            return  # arrivals end after the scenario's count of jobs
         self._next_arrival(now, rate, until)
         self._submit_job(now)
 
@@ -676,6 +735,17 @@ class Simulation:
         if e.event == scheduler.UserEvent.SPOT_CHECK and e.job_id not in self.jobs:
             job = self.requesters[node].jobs[e.job_id]  # a spot check's canary
             self._note_job(e.job_id, node - self.P, now, job.spec, canary=True)
+        rec = self.jobs.get(e.job_id)
+        if rec is None:
+            return
+        if e.event == scheduler.UserEvent.LOCKED and rec.locked_ms < 0:
+            rec.locked_ms = now
+        elif e.event == scheduler.UserEvent.AWARDED and rec.awarded_ms < 0:
+            rec.awarded_ms = now
+        elif e.event == scheduler.UserEvent.DELIVERED and rec.finished_ms < 0:
+            rec.delivered_ms = now
+        elif e.event == scheduler.UserEvent.ESCROW_CLOSED:
+            rec.closed_ms = now
 
     def _unpaid_close(self, node: int, e: scheduler.NotifyUser, now: int) -> None:
         rec = self.jobs.get(e.job_id)
@@ -735,8 +805,45 @@ class Simulation:
             self.pending_attests.setdefault(e.job_id, []).append(e)
         elif e.subject in payees:
             self._queue_tx(node, ledger.Attest(e.job_id, e.subject, int(e.positive)), now)
-        # A verdict against a provider the job did not pay goes to a coordinator as
-        # evidence; the simulated providers hold no stake, so there is nothing to slash.
+        else:
+            self._report(e)
+
+    def _report(self, e: scheduler.Attest) -> None:
+        """A verdict against a provider the job did not pay goes to the coordinator as
+        evidence (its signed Result with the paid majority's), as the daemon's reports
+        do; the coordinator slashes once the job's escrow is closed (_slash_reported)."""
+        if e.positive or not any(r.signer == e.subject for r in e.evidence):
+            return
+        key = (e.job_id, e.subject)
+        if key not in self.reports:
+            evidence = tuple(r.raw for r in e.evidence[:SLASH_EVIDENCE])
+            self.reports[key] = (evidence, self.state.height + REPORT_WAIT_BLOCKS)
+
+    def _slash_reported(self, state: ledger.State, now: int) -> None:
+        """The coordinator submits a slash for each report whose escrow closed (the
+        ledger checks the evidence against the settlement), as ``node.daemon.reports``
+        does: at most ``slash_amount``, nothing when the offender has nothing bonded or the
+        evidence would not pass (counted as ``reports_refused``)."""
+        for key, (evidence, give_up) in list(self.reports.items()):
+            job_id, offender = key
+            escrow = state.escrow(job_id)
+            if escrow is not None and escrow.is_open and state.height <= give_up:
+                continue
+            del self.reports[key]
+            if escrow is None or escrow.is_open:
+                continue
+            a = state.account(offender)
+            amount = min(a.stake + a.unbonding_total, self.sc.coordinator.slash_amount)
+            if amount <= 0:
+                continue
+            slash = ledger.Slash(offender, amount, "failed_verification", evidence)
+            try:
+                ledger.check_slash_evidence(state, slash)
+            except ledger.LedgerError:
+                self.reports_refused += 1
+                continue
+            self.slashes += 1
+            self._queue_tx(self.coord, slash, now)
 
     def _slash_seen(self, e: scheduler.Slash, now: int) -> None:
         p = self.id_of.get(e.provider)
@@ -766,18 +873,27 @@ class Simulation:
         tier = self.sc.tiers[self.tier[i]]
         cache = self.model_cache.setdefault(i, OrderedDict())
         size = sum(x.size for x in spec.inputs)
+        fetch = 0
         if spec.model_hash in cache:
             cache.move_to_end(spec.model_hash)
         else:
             size += spec.model_size
+            fetch = int(self.sc.jobs.model_fetch_ms)
             cache[spec.model_hash] = None
             if len(cache) > MODEL_CACHE:
                 cache.popitem(last=False)
-        fetch = transfer_ms(size, tier.bandwidth_mbps) + self.net.latency_ms(
+        fetch += transfer_ms(size, tier.bandwidth_mbps) + self.net.latency_ms(
             i, self.id_of[spec.requester]
         )
-        estimate = scheduler.estimate_run_ms(spec, tier.bench_score, 200)
-        noise = self.sc.jobs.run_noise
+        js = self.sc.jobs
+        if js.run_ms:
+            # a measured run of the model, after its sandbox worker's start-up
+            worker = (spec.requester, spec.model_hash)
+            self.run_worker[(i, job_id)] = worker
+            estimate = int(js.run_ms + self.workers.acquire(i, worker, now))
+        else:
+            estimate = scheduler.estimate_run_ms(spec, tier.bench_score, 200)
+        noise = js.run_noise
         run = int(estimate * (self.r_run.lognormvariate(0.0, noise) if noise else 1.0))
         cheat = kind in _CHEATING and self.r_run.random() < self.sc.adversaries.cheat_rate
         if cheat:
@@ -789,6 +905,7 @@ class Simulation:
         self.loop.at(now + fetch + run, EV_RUN_DONE, i, job_id, self.incarnation[i], job_id[:8])
 
     def _stop_run(self, i: int, job_id: bytes, now: int) -> None:
+        self.run_worker.pop((i, job_id), None)  # an aborted run's worker is killed
         run = self.running.pop((i, job_id), None)
         if run is not None:
             started, _, _ = run
@@ -806,6 +923,10 @@ class Simulation:
             return
         _, duration, data = run
         self.busy_ms += duration
+        worker = self.run_worker.pop((i, job_id), None)
+        if worker is not None:
+            pool = max(2, self.sc.tiers[self.tier[i]].max_concurrency)
+            self.workers.release(i, worker, pool)
         rec = self.jobs.get(job_id)
         if rec is not None:
             rec.compute_ms += duration
@@ -846,6 +967,8 @@ class Simulation:
                 self._queue_tx(
                     node, ledger.Attest(e.job_id, attest.subject, int(attest.positive)), now
                 )
+            else:
+                self._report(attest)
 
     def _lane(self, node: int) -> _TxLane:
         lane = self.lanes.get(node)
@@ -941,6 +1064,8 @@ class Simulation:
                     self.auditor.on_blocks(self.pubs[self.coord], [e.block.raw])
             elif isinstance(e, ledger.TxDropped):
                 dropped.append(e)
+        if self.reports:
+            self._slash_reported(self.state, now)
         for d in dropped:
             sender = self.id_of.get(d.sender)
             if sender is not None:

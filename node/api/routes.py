@@ -181,6 +181,7 @@ def make_router(
                 "submitted": node.txq.submitted,
                 "rejected": node.txq.rejected,
                 "lost": node.txq.lost,
+                "held_back": node.txq.held_back,
             },
             "availability": availability_view(node),
         }

@@ -451,6 +451,11 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, as_json: JsonOpti
         table.add_row("stake", f"{body['stake'] / 1e6:.6f} credits")
         table.add_row("reputation", f"{body['reputation']:.3f}")
         table.add_row("peers", str(body["connected_peers"]))
+        if "reachability" in body:
+            reach = body["reachability"]
+            if body.get("relay"):
+                reach += f" through {body['relay']}"
+            table.add_row("reachability", reach)
         table.add_row("api", body["api_url"])
         table.add_row("jobs", ", ".join(f"{k} {v}" for k, v in body["jobs"].items()) or "-")
         if "provider" in body:

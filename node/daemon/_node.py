@@ -321,6 +321,7 @@ class Node:
         height = self.ledger.state.height
         now = self.now_ms()
         if "requester" in self.roles:
+            policy = self.config.requester
             self.requester = scheduler.Requester(
                 scheduler.RequesterConfig(
                     key=self.key,
@@ -331,6 +332,12 @@ class Node:
                     rng=random.Random(self.rng.random()),
                     claim_window_blocks=CLAIM_WINDOW_BLOCKS,
                     settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
+                    replication=policy.replication,
+                    trusted_jobs=policy.trusted_jobs,
+                    trusted_score_permille=policy.trusted_score_permille,
+                    trusted_stake=policy.trusted_stake,
+                    trusted_max_failures=policy.trusted_max_failures,
+                    audit_permille=policy.audit_permille,
                 )
             )
             self.requester.block(height, now)
@@ -374,10 +381,13 @@ class Node:
 
     def _reputation(self, who: bytes) -> scheduler.Reputation:
         state = self.ledger.state
-        rep = state.reputation(who)
-        settled = state.account(who).rep_s // ledger.REP_UNIT
+        account = state.account(who)
+        _, failures = state.reputation_weights(who)
         return scheduler.Reputation(
-            score_permille=min(1000, int(rep * 1000)), settled_jobs=int(settled)
+            score_permille=min(1000, int(state.reputation(who) * 1000)),
+            settled_jobs=account.rep_s // ledger.REP_UNIT,
+            failures=failures // ledger.REP_UNIT,
+            stake=account.stake,
         )
 
     async def _watch_ledger(self) -> None:

@@ -8,11 +8,13 @@ the reporting peer owns that job's escrow (the requester who paid). The ledger c
 rest when the slash is applied (specs/ledger.md, "slash"): a closed escrow that paid the
 majority and not the offender, and evidence used once. The coordinator waits (a few blocks)
 for the job's escrow to close before it submits the slash, and submits one per job and
-offender."""
+offender. What a reporter can make a coordinator hold is bounded: at most ``MAX_PENDING``
+reports wait at once (more are answered ``busy``), and the pairs remembered are capped."""
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import ledger
@@ -31,6 +33,13 @@ REPORT_PROTOCOL = "/aimx/report/1"
 MAX_EVIDENCE = 4
 #: Blocks a coordinator waits for a reported job's escrow to close before giving up.
 CLOSE_WAIT_BLOCKS = 30
+#: Reports a coordinator holds at once, each waiting for its escrow to close; past it a
+#: report is answered ``busy`` (nothing is lost: the ledger's evidence stays valid).
+MAX_PENDING = 1_024
+#: ``(job id, offender)`` pairs remembered as reported (here: sent; on a coordinator:
+#: slashed or being slashed), the oldest forgotten first. A forgotten pair reported again
+#: costs one refused transaction at most (the ledger slashes a job's offender once).
+REMEMBERED = 4_096
 
 
 class Reports:
@@ -38,9 +47,10 @@ class Reports:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._reported: set[tuple[bytes, bytes]] = set()
-        #: ``(job id, offender)`` slashes this coordinator has submitted.
-        self._slashing: set[tuple[bytes, bytes]] = set()
+        self._reported: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        #: ``(job id, offender)`` slashes this coordinator has submitted or is waiting for.
+        self._slashing: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._pending = 0
 
     async def serve(self, peer: PeerKey, request: bytes) -> bytes:
         """A coordinator slashes a provider whose signed Result a requester found wrong."""
@@ -67,7 +77,10 @@ class Reports:
             raise RequestRejected(f"bad report: {exc}") from None
         if (job_id, offender) in self._slashing or offender in escrow.slashed:
             return protocol.pack(["already reported"])
-        self._slashing.add((job_id, offender))
+        if self._pending >= MAX_PENDING:
+            return protocol.pack(["busy"])
+        _remember(self._slashing, (job_id, offender))
+        self._pending += 1
         node.spawn(self._slash_when_closed, job_id, offender, tuple(evidence))
         return protocol.pack(["slashing"])
 
@@ -77,26 +90,39 @@ class Reports:
         """Submit the slash once the job's escrow is closed (its settlement names the
         majority the ledger checks the evidence against)."""
         node = self._node
-        height = node.ledger.state.height
-        for _ in range(CLOSE_WAIT_BLOCKS):
-            escrow = node.ledger.state.escrow(job_id)
-            if escrow is not None and not escrow.is_open:
-                break
-            height += 1
-            await node.ledger.wait_height(height)
-        else:
-            return
-        account = node.ledger.state.account(offender)
-        amount = min(account.stake + account.unbonding_total, node.config.coordinator.slash_amount)
-        if amount > 0:
-            node.submit_tx(ledger.Slash(offender, amount, "failed_verification", evidence))
+        try:
+            height = node.ledger.state.height
+            for _ in range(CLOSE_WAIT_BLOCKS):
+                escrow = node.ledger.state.escrow(job_id)
+                if escrow is not None and not escrow.is_open:
+                    break
+                height += 1
+                await node.ledger.wait_height(height)
+            else:
+                self._slashing.pop((job_id, offender), None)  # a later report may retry
+                return
+            state = node.ledger.state
+            account = state.account(offender)
+            stake = account.stake + account.unbonding_total
+            amount = min(stake, node.config.coordinator.slash_amount)
+            if amount <= 0:
+                return
+            slash = ledger.Slash(offender, amount, "failed_verification", evidence)
+            try:  # a refused slash would cost this coordinator a sequence gap to fill
+                ledger.check_slash_evidence(state, slash)
+            except ledger.LedgerError as exc:
+                log.info("report of %s not slashed: %s", protocol.peer_id(offender), exc)
+                return
+            node.submit_tx(slash)
+        finally:
+            self._pending -= 1
 
     def report(self, offender: bytes, evidence: list[bytes]) -> None:
         """Report ``offender`` once per piece of evidence."""
         key = (offender, protocol.content_hash(b"".join(evidence)))
         if key in self._reported or not evidence:
             return
-        self._reported.add(key)
+        _remember(self._reported, key)
         self._node.spawn(self._send, offender, evidence[:MAX_EVIDENCE])
 
     async def _send(self, offender: bytes, evidence: list[bytes]) -> None:
@@ -111,3 +137,9 @@ class Reports:
                 return
             except NetworkError as exc:
                 log.info("report to %s failed: %s", protocol.peer_id(coordinator), exc)
+
+
+def _remember(seen: OrderedDict[tuple[bytes, bytes], None], key: tuple[bytes, bytes]) -> None:
+    seen[key] = None
+    while len(seen) > REMEMBERED:
+        seen.popitem(last=False)

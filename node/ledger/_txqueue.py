@@ -17,6 +17,14 @@ passes the dropped transaction's expiry: the local sequence number is then reset
 ledger (the transactions after the gap are lost with it, and the machines' own timeouts
 take over).
 
+Backpressure: the mempool refuses a transaction more than ``ledger.MAX_AHEAD`` (64)
+sequence numbers ahead of the account's next on the chain. Admitted transactions leave
+the window at once, so while blocks take them in more slowly than requests arrive (a
+coordinator short of CPU, a burst), the numbers taken run ahead of the chain; past 64
+every new one would be refused at once, and every job failed with it. So a request waits
+for its number until the chain is less than 64 behind the last one taken: requests queue
+up (their callers' own deadlines bound the wait) instead of failing.
+
 Only a definite answer is a refusal: the coordinator's rejection (a
 :class:`ledger.TransactionRejected`) or a drop it reports. A submission that timed out, or
 found no coordinator, may still have been admitted (a frozen coordinator applies it once
@@ -137,6 +145,9 @@ class TxQueue:
         #: Pending transactions sent again because a coordinator (re)connected.
         self.resent = 0
         self._resending = False
+        #: Requests that waited for the chain to take earlier ones (backpressure).
+        self.held_back = 0
+        self._chain_moved = trio.Event()
 
     def put(self, request: TxRequest) -> None:
         try:
@@ -157,6 +168,8 @@ class TxQueue:
         """Forget applied transactions. A pending one past its expiry left a gap: when
         transactions after it can still land (pending or being submitted), each such gap is
         filled; otherwise the sequence is reset from the ledger."""
+        self._chain_moved.set()
+        self._chain_moved = trio.Event()
         state = self._state()
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
@@ -256,9 +269,21 @@ class TxQueue:
             self._nursery = nursery
             async for request in self._receive:
                 await self._window.acquire()
+                await self._room_ahead()
                 seq, expiry = self._take_seq()
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry)
+
+    async def _room_ahead(self) -> None:
+        """Wait until the next number is less than ``MAX_AHEAD`` ahead of the chain's."""
+        if self._ahead() < ledger.MAX_AHEAD:
+            return
+        self.held_back += 1
+        while self._ahead() >= ledger.MAX_AHEAD:
+            await self._chain_moved.wait()
+
+    def _ahead(self) -> int:
+        return (self._next_seq or 0) - self._state().next_seq(self.me)
 
     def _take_seq(self) -> tuple[int, int]:
         state = self._state()

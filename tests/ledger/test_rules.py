@@ -461,10 +461,17 @@ def test_slash_for_failed_verification_needs_a_paid_majority_and_is_used_once() 
     c.rejects(slash([daves, carols], offender=pub(CAROL)), ledger.BadEvidence)  # agree, paid
     other_job = result(CAROL, b"good", job=b"\x09" * 32, commitment=right)
     c.rejects(slash([bobs, other_job, daves]), ledger.BadEvidence)  # two jobs
+    # a coordinator's check before it signs agrees with the ledger, refusal for refusal
+    check = ledger.check_slash_evidence
+    with pytest.raises(ledger.BadEvidence):
+        check(c.state, ledger.Slash(pub(BOB), 100, "failed_verification", (bobs, carols)))
+    check(c.state, ledger.Slash(pub(BOB), 100, "failed_verification", (bobs, carols, daves)))
     c.ok(slash([bobs, carols, daves]))
     assert c.state.account(pub(BOB)).stake == 400
     for _ in range(3):  # the same evidence again, in any order: used once
         c.rejects(slash([bobs, daves, carols]), ledger.EscrowError)
+    with pytest.raises(ledger.EscrowError):
+        check(c.state, ledger.Slash(pub(BOB), 100, "failed_verification", (bobs, carols, daves)))
     assert c.state.account(pub(BOB)).stake == 400
 
 

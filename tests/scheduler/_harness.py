@@ -104,9 +104,13 @@ def wrong_output(spec: JobSpec, who: bytes) -> Output:
 
 def reputation(state: ledger.State, who: bytes) -> Reputation:
     """What a requester knows of ``who`` from the ledger (the daemon's reading of it)."""
-    score = min(1000, int(state.reputation(who) * 1000))
+    account = state.account(who)
+    _, failures = state.reputation_weights(who)
     return Reputation(
-        score_permille=score, settled_jobs=state.account(who).rep_s // ledger.REP_UNIT
+        score_permille=min(1000, int(state.reputation(who) * 1000)),
+        settled_jobs=account.rep_s // ledger.REP_UNIT,
+        failures=failures // ledger.REP_UNIT,
+        stake=account.stake,
     )
 
 

@@ -8,14 +8,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import REP_UNIT
 from scheduler import Requester, RequesterConfig, RunJob
 
-from ._harness import Node, Sim, honest_output
+from ._harness import BLOCK_MS, Node, Sim, honest_output
 
+#: What a trusted provider has bonded (the requester's ``trusted_stake``).
+STAKE = 1_000_000
 ADAPTIVE: dict[str, Any] = {
     "replication": "adaptive",
     "trusted_jobs": 10,
     "trusted_score_permille": 900,
+    "trusted_stake": STAKE,
 }
 
 
@@ -37,7 +41,7 @@ def test_a_trusted_provider_runs_the_job_alone_and_is_paid_before_expiry() -> No
     # signed spec says redundancy 1, so the ledger accepts the settle before expiry).
     sim = Sim(3)
     req = sim.add_requester(audit_permille=0, **ADAPTIVE)
-    trusted = sim.add_provider(price_floor=1_000, reputation=20)
+    trusted = sim.add_provider(price_floor=1_000, reputation=20, stake=STAKE)
     newcomers = [sim.add_provider(price_floor=900 + i) for i in range(3)]
     spec = sim.spec(req, redundancy=2, max_retries=2)
     job = sim.submit(req, spec)
@@ -78,7 +82,7 @@ def test_one_replica_is_for_trusted_providers_only_even_at_redundancy_1() -> Non
 def test_an_audit_gives_a_trusted_providers_job_a_second_replica() -> None:
     sim = Sim(5)
     req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
-    trusted = sim.add_provider(price_floor=1_000, reputation=20)
+    trusted = sim.add_provider(price_floor=1_000, reputation=20, stake=STAKE)
     other = sim.add_provider(price_floor=1_100)
     job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
     sim.run_jobs([job])
@@ -94,7 +98,7 @@ def test_a_trusted_provider_caught_by_an_audit_is_refused_afterwards() -> None:
     # others.
     sim = Sim(6)
     req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
-    turncoat = sim.add_provider("cheat", price_floor=800, reputation=30)
+    turncoat = sim.add_provider("cheat", price_floor=800, reputation=30, stake=STAKE)
     honest = [sim.add_provider(price_floor=1_000 + i, reputation=5) for i in range(3)]
     first = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
     sim.run_jobs([first])
@@ -109,13 +113,56 @@ def test_a_trusted_provider_caught_by_an_audit_is_refused_afterwards() -> None:
         assert turncoat.pub not in providers and providers <= {h.pub for h in honest}
 
 
+def test_a_provider_with_nothing_bonded_is_never_trusted() -> None:
+    # A long clean record is not enough: a provider that could not be slashed if caught
+    # cheating alone runs no job alone; its job gets the asked two replicas.
+    sim = Sim(9)
+    req = sim.add_requester(audit_permille=0, **ADAPTIVE)
+    unbonded = sim.add_provider(price_floor=800, reputation=40)
+    [sim.add_provider(price_floor=1_000 + i) for i in range(3)]
+    job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
+    sim.run_jobs([job])
+    held = _machine(req).job(job)
+    assert held.replicas[0].provider == unbonded.pub and not held.replicas[0].trusted
+    assert len(held.replicas) == 2 and len(sim.done[job].paid) == 2
+
+
+def test_a_provider_one_requester_caught_is_trusted_by_no_other() -> None:
+    # Requester A audits every job: the turncoat (long record, bonded) is outvoted, A
+    # reports it, the coordinator slashes it: stake taken and 4 units of failure on its
+    # ledger record. Requester B never caught it itself, yet no longer trusts it: B's job
+    # runs on two replicas, and the turncoat's wrong answer is outvoted there too. Before
+    # the failure counted, B ran the job on the turncoat alone and accepted its answer.
+    sim = Sim(10)
+    a = sim.add_requester(audit_permille=1000, **ADAPTIVE)
+    b = sim.add_requester(audit_permille=0, **ADAPTIVE)
+    turncoat = sim.add_provider("cheat", price_floor=800, reputation=60, stake=10 * STAKE)
+    [sim.add_provider(price_floor=1_000 + i, reputation=5) for i in range(3)]
+    first = sim.submit(a, sim.spec(a, redundancy=2, max_retries=2))
+    sim.run_jobs([first])
+    assert turncoat.pub in _machine(a).caught and sim.done[first].status == "verified"
+    sim.run_until(sim.now + 3 * BLOCK_MS)  # the slash lands once the escrow is closed
+    account = sim.ledger.state.account(turncoat.pub)
+    assert account.stake < 10 * STAKE  # slashed
+    assert sim.ledger.state.reputation_weights(turncoat.pub)[1] >= 4 * REP_UNIT
+    assert sim.reputation(turncoat.pub).score_permille >= 900  # the score alone still trusts
+    assert account.stake >= STAKE  # and so does what it has bonded
+
+    spec = sim.spec(b, redundancy=2, max_retries=2)
+    later = sim.submit(b, spec)
+    sim.run_jobs([later])
+    held = _machine(b).job(later)
+    assert not any(r.trusted for r in held.replicas)
+    assert sim.done[later].status == "verified" and sim.done[later].output == honest_output(spec)
+
+
 def test_a_solo_replica_replaced_by_a_newcomer_needs_the_asked_agreement() -> None:
     # The trusted provider is awarded the job alone and goes silent; with no replica live
     # the first awards are decided again, without it (excluded): newcomers, two agreeing
     # results. A newcomer's result alone never verifies the job.
     sim = Sim(7)
     req = sim.add_requester(audit_permille=0, **ADAPTIVE)
-    trusted = sim.add_provider(price_floor=800, reputation=20, run_ms=5_000)
+    trusted = sim.add_provider(price_floor=800, reputation=20, run_ms=5_000, stake=STAKE)
     newcomers = [sim.add_provider(price_floor=1_000 + i) for i in range(3)]
     trusted.crash_after = lambda fx: isinstance(fx, RunJob)  # awarded, then gone
     spec = sim.spec(req, redundancy=2, max_retries=3)
@@ -182,7 +229,12 @@ def test_adaptive_rules_hold_for_any_mix_of_providers(
     sim = Sim(seed)
     req = sim.add_requester(audit_permille=audit, **ADAPTIVE)
     nodes = [
-        sim.add_provider("cheat" if cheats[i] else "honest", price_floor=900 + 17 * i, reputation=r)
+        sim.add_provider(
+            "cheat" if cheats[i] else "honest",
+            price_floor=900 + 17 * i,
+            reputation=r,
+            stake=STAKE if r >= 10 else 0,
+        )
         for i, r in enumerate(reps)
     ]
     trusted = {n.pub for n, r in zip(nodes, reps, strict=True) if r >= 10}

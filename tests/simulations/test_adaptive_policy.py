@@ -17,6 +17,7 @@ interval_s = 50
 [nodes]
 providers = 120
 requesters = 6
+provider_stake = 10_000_000
 
 [jobs]
 rate_per_s = 2.0
@@ -51,6 +52,10 @@ def test_adaptive_replication_uses_less_compute_and_refuses_cheaters() -> None:
     assert adaptive["compute"]["ratio"] < fixed["compute"]["ratio"] - 0.5
     cheaters = adaptive["adversaries"]["cheater"]
     assert cheaters["detected"] > 0 and cheaters["median_jobs_to_detection"] <= 2
+    # Each cheater outvoted is reported and slashed on the ledger (the record every other
+    # requester reads): 1 credit per job's evidence, burned, credits conserved.
+    assert adaptive["ledger"]["slashes"] > 0 and adaptive["ledger"]["conserved"]
+    assert adaptive["ledger"]["burned"] == adaptive["ledger"]["slashes"] * 1_000_000
 
 
 def test_the_adaptive_scenario_differs_from_the_fixed_one_only_in_policy() -> None:

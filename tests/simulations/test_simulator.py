@@ -194,6 +194,7 @@ def test_smoke_scenario_completes_jobs(tmp_path: Path) -> None:
         ("[adversaries]\ncheaters = 0.9\nlazy = 0.5\n", "adversaries"),
         ("[jobs]\nrate = 1\n", "jobs.rate"),
         ("duration_s = [", "not valid TOML"),
+        ("duration_s = 600\nwarmup_s = 550\n", "warmup_s must end before arrivals stop"),
     ],
 )
 def test_scenario_errors_name_the_key(text: str, key: str) -> None:
@@ -301,3 +302,22 @@ def test_requesters_past_the_genesis_limit_are_funded_by_mints() -> None:
         if sim.jobs[j].requester in minted_ones
     )
     ledger.check_invariants(sim.state)
+
+
+def test_a_warm_up_is_run_but_left_out_of_the_figures(tmp_path: Path) -> None:
+    # The same run with and without a warm-up (the trace is the same: only the figures
+    # differ): the measured figures count exactly the jobs submitted from warmup_s on, and
+    # whole_run keeps every job's.
+    whole = simulations.run(tiny(), seed=5)
+    measured = simulations.run(tiny(top="warmup_s = 30\n"), seed=5, out=tmp_path)
+    assert measured.trace_hash == whole.trace_hash
+    assert measured["measured_from_s"] == 30
+    with (tmp_path / "jobs.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["spot_check"] == "0"]
+    late = [r for r in rows if float(r["submitted_s"]) >= 30]
+    assert 0 < len(late) < len(rows)
+    assert measured["jobs"]["submitted"] == len(late)
+    assert measured["jobs"]["verified"] == sum(r["outcome"] == "verified" for r in late)
+    assert measured["whole_run"] == whole["whole_run"]
+    assert whole["whole_run"]["submitted"] == whole["jobs"]["submitted"] == len(rows)
+    assert measured["compute"]["ratio"] != whole["compute"]["ratio"]

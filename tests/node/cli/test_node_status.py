@@ -37,3 +37,4 @@ async def test_a_paid_contributor_shows_its_earnings(tmp_path: Path) -> None:
             assert json.loads(out)["provider"]["earned"] == paid
             code, out = await trio.to_thread.run_sync(lambda: aimx("node", "status", *d))
             assert code == 0 and f"│ earned       │ {paid / 1e6:.6f} credits" in out, out
+            assert "│ reachability │ direct" in out, out  # in-memory nodes are public

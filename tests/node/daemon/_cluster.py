@@ -87,6 +87,7 @@ async def cluster(
     seed: int = 1,
     state_root: Path | None = None,
     runner: Callable[[int], JobRunner] | None = None,
+    requester_settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     """A coordinator, a requester (funded in the genesis) and ``contributors`` providers.
 
@@ -95,6 +96,7 @@ async def cluster(
     genesis and stakes it. With ``state_root`` each node keeps its state in a directory of
     its own there, and ``Cluster.restart`` brings a killed node back with it. ``runner(i)``
     is contributor ``i``'s job runner instead of the shared sandbox (no sandbox is started).
+    ``requester_settings`` are more ``[requester]`` settings of the requester.
     """
     hub = MemoryHub(CHAIN, rng=random.Random(seed))
     ckey, rkey = key(1), key(2)
@@ -176,7 +178,9 @@ async def cluster(
                     chain_id=CHAIN,
                     roles=("requester",),
                     coordinator=coordinator_cfg,
-                    requester=RequesterConfig(deadline_ms=deadline_ms, bid_window_ms=150),
+                    requester=RequesterConfig(
+                        deadline_ms=deadline_ms, bid_window_ms=150, **(requester_settings or {})
+                    ),
                 ),
             )
             cl = Cluster(hub, coord, req, scopes=scopes, restart=restart)

@@ -126,6 +126,38 @@ async def test_cheater_outvoted_unpaid_slashed_and_reputation_drops() -> None:
             _conserved(s)
 
 
+async def test_adaptive_replication_runs_a_trusted_providers_job_alone() -> None:
+    # [requester] replication = "adaptive", trust after one settled job: the first job
+    # runs on two bonded newcomers; once both are paid, the next runs on one of them alone
+    # and is verified, settled and paid with one payee.
+    model = tiny_model_path().read_bytes()
+    adaptive = {
+        "replication": "adaptive",
+        "trusted_jobs": 1,
+        "trusted_score_permille": 600,
+        "trusted_stake": 1_000_000,
+        "audit_permille": 0,
+    }
+    with trio.fail_after(40):
+        async with cluster(2, stake=5_000_000, requester_settings=adaptive) as cl:
+            state = cl.coordinator_state
+            await _blocks_until(
+                cl, lambda: all(state().account(n.me).stake for n in cl.contributors)
+            )
+            first = await cl.requester.submit_job(model, tiny_inputs(), redundancy=2)
+            await _wait_closed(cl, first)
+            done = cl.requester.jobs[first].done
+            assert done is not None and done.status == "verified" and len(done.paid) == 2
+            await _blocks_until(
+                cl, lambda: all(state().account(n.me).rep_s for n in cl.contributors)
+            )
+            second = await cl.requester.submit_job(model, tiny_inputs(), redundancy=2)
+            await _wait_closed(cl, second)
+            done = cl.requester.jobs[second].done
+            assert done is not None and done.status == "verified" and len(done.paid) == 1
+            _conserved(state())
+
+
 def ledger_half() -> Fraction:
     return Fraction(1, 2)
 

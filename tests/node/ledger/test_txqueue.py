@@ -346,3 +346,34 @@ async def test_a_hole_at_the_chains_next_sequence_is_filled() -> None:
     state = producer.state
     assert state.next_seq(pub(ALICE)) == 3
     assert state.balance(pub(BOB)) == 1_000_000 + 9
+
+
+async def test_requests_wait_while_the_chain_is_64_behind_instead_of_being_refused() -> None:
+    # Blocks take transactions in more slowly than requests arrive (a coordinator short of
+    # CPU): 100 requests with no block made. The mempool refuses a sequence number more
+    # than 64 ahead of the chain's, so the queue submits 64 and holds the rest back (none
+    # refused, none failed); each block lets the next ones go, and all 100 land in order.
+    producer = _producer()
+
+    async def submit(raw: bytes) -> bytes:
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, window=8)
+    refusals: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for _ in range(100):
+                queue.put(TxRequest(ledger.Transfer(pub(BOB), 1), refusals.append))
+            while queue.submitted < ledger.MAX_AHEAD:
+                await trio.sleep(0.005)
+            await trio.sleep(0.05)  # nothing more goes out while no block is made
+            assert queue.submitted == ledger.MAX_AHEAD and queue.held_back == 1
+            assert refusals == [] and queue.rejected == 0
+            while producer.state.next_seq(pub(ALICE)) < 100:
+                producer.produce()
+                queue.on_block()
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert refusals == [] and queue.submitted == 100
+    assert producer.state.balance(pub(BOB)) == 1_000_000 + 100

@@ -1,0 +1,100 @@
+"""The report protocol's bounds on a coordinator and a reporter (node/daemon/reports.py):
+a reporter that owns many escrows cannot make a coordinator hold reports without end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+
+import protocol
+from node.daemon import reports as reports_module
+from node.daemon.reports import Reports
+
+from ...keys import key, pub
+
+CHAIN = "aimx-test"
+REQUESTER = key("reporter")
+JOB = bytes(range(32))
+
+
+def _result(offender: int) -> bytes:
+    result = protocol.Result(
+        job_id=JOB,
+        provider=pub(key(f"offender-{offender}")),
+        replica=0,
+        outcome="ok",
+        message="",
+        output_commitment=bytes(32),
+        output_hash=bytes(32),
+        output_size=0,
+        determinism_class="onnx.cpu.extended",
+        usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
+        finished_ms=1,
+    )
+    return protocol.sign(result, key(f"offender-{offender}"), CHAIN).raw
+
+
+class _Coordinator:
+    """What Reports reads of a node: a ledger whose one escrow (the reporter's) stays open,
+    and a spawn that only counts the tasks (each holds its report while the escrow is open)."""
+
+    def __init__(self) -> None:
+        escrow = SimpleNamespace(owner=pub(REQUESTER), slashed=frozenset(), is_open=True)
+        state = SimpleNamespace(escrow=lambda job_id: escrow if job_id == JOB else None)
+        self.ledger = SimpleNamespace(state=state)
+        self.chain_id = CHAIN
+        self.roles = ("coordinator",)
+        self.spawned: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.conduct = SimpleNamespace(misbehaved=lambda peer, why: None)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.spawned.append((fn, args))
+
+
+async def test_a_coordinator_holds_at_most_max_pending_reports(monkeypatch: Any) -> None:
+    monkeypatch.setattr(reports_module, "MAX_PENDING", 8)
+    monkeypatch.setattr(reports_module, "REMEMBERED", 12)
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    answers = []
+    for offender in range(20):
+        request = protocol.pack([pub(key(f"offender-{offender}")), "x", [_result(offender)]])
+        answers.append(protocol.unpack(await reports.serve(pub(REQUESTER), request))[0])
+    assert answers == ["slashing"] * 8 + ["busy"] * 12
+    assert len(node.spawned) == 8
+    # the same pair again is known, not held twice
+    again = protocol.pack([pub(key("offender-0")), "x", [_result(0)]])
+    assert protocol.unpack(await reports.serve(pub(REQUESTER), again)) == ["already reported"]
+    assert len(reports._slashing) <= 12
+
+
+async def test_a_report_given_up_frees_its_place_and_may_be_sent_again(monkeypatch: Any) -> None:
+    # The escrow never closes: after CLOSE_WAIT_BLOCKS the coordinator lets the report go,
+    # its place is free and the same report is taken again later.
+    monkeypatch.setattr(reports_module, "MAX_PENDING", 1)
+    monkeypatch.setattr(reports_module, "CLOSE_WAIT_BLOCKS", 2)
+    node = _Coordinator()
+    node.ledger.state.height = 5
+    node.ledger.wait_height = lambda h: trio.sleep(0)
+    reports = Reports(node)  # type: ignore[arg-type]
+    request = protocol.pack([pub(key("offender-1")), "x", [_result(1)]])
+    assert protocol.unpack(await reports.serve(pub(REQUESTER), request)) == ["slashing"]
+    other = protocol.pack([pub(key("offender-2")), "x", [_result(2)]])
+    assert protocol.unpack(await reports.serve(pub(REQUESTER), other)) == ["busy"]
+    fn, args = node.spawned.pop()
+    await fn(*args)
+    assert protocol.unpack(await reports.serve(pub(REQUESTER), other)) == ["slashing"]
+    assert protocol.unpack(await reports.serve(pub(REQUESTER), request)) == ["busy"]
+
+
+def test_a_reporter_remembers_a_bounded_number_of_reports(monkeypatch: Any) -> None:
+    monkeypatch.setattr(reports_module, "REMEMBERED", 16)
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    for offender in range(100):
+        reports.report(pub(key(f"offender-{offender}")), [_result(offender)])
+    assert len(node.spawned) == 100
+    assert len(reports._reported) == 16
