@@ -280,11 +280,12 @@ class Result(Message):
 
 @dataclass(frozen=True, slots=True)
 class Receipt(Message):
-    """The requester's acknowledgement that a result was delivered.
+    """The requester's acknowledgement of a provider's result, bound to its commitment.
 
-    Signed by the requester when the output bytes arrive and match ``output_hash``, before
-    verification; a provider holding it can claim payment after the deadline even if the
-    requester goes silent.
+    Signed before the output bytes are sent (the fair-exchange order: Result, Receipt, then
+    the bytes), for a result among the verified winners or whose bytes the verification
+    needs (specs/marketplace.md, "Receipts"); a provider holding it can claim payment after
+    the deadline if the requester goes silent, and receives it again once its bytes arrived.
     """
 
     TAG: ClassVar[str] = "aimx/receipt/1"

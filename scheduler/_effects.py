@@ -113,11 +113,13 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send a signed result and its output bytes to the requester ``peer``.
+    """Send a signed result, and its output bytes when ``output`` is not empty, to the
+    requester ``peer``.
 
     The driver seals ``output`` for the requester (:func:`scheduler.seal`) and sends it
     with ``result.raw``; the requester's driver opens it and hands both to
-    ``Requester.receive(raw, now_ms, output=...)``.
+    ``Requester.receive(raw, now_ms, output=...)`` (``output=None`` for a result sent
+    without bytes: the commitment goes first, the bytes after the receipt).
     """
 
     peer: bytes

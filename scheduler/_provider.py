@@ -16,9 +16,14 @@ Rules (specs/marketplace.md is the full text):
   (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
   delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
   node declines with a NoBid ``busy``, which the requester treats as a declined award.
-- ``job_finished`` delivers the signed Result with the output (``Deliver``) and resends it
-  every ``result_resend_ms`` until the requester's Receipt arrives or the job's deadline
-  passes. A run past the award's deadline is aborted: the requester has replaced it.
+- ``job_finished`` sends the signed Result, the output's commitment without its bytes
+  (``Deliver`` with no output), and resends it every ``result_resend_ms`` until the
+  requester's Receipt arrives or the job's deadline passes. The Receipt, bound to that
+  Result, is what a claim needs; only then do the output bytes go (``Deliver`` with the
+  output), resent every ``result_resend_ms`` until the Receipt comes again (the requester's
+  sign that they arrived) or the deadline passes. So a requester cannot keep an output it
+  never acknowledged (specs/marketplace.md, "Fair exchange"). A run past the award's
+  deadline is aborted: the requester has replaced it.
 - With a Receipt held, the provider waits for the ledger: paid or closed ends the job. If
   the escrow is still open once the claim window (the last ``claim_window_blocks`` before
   the escrow's expiry height) has opened and the job's deadline has passed, the provider
@@ -79,9 +84,11 @@ class WorkPhase(StrEnum):
     BIDDING = "bidding"
     #: Awarded: the sandbox runs the job.
     RUNNING = "running"
-    #: The result went to the requester; resent until its receipt arrives.
+    #: The result (the output commitment) went to the requester; resent until its receipt
+    #: arrives.
     DELIVERED = "delivered"
-    #: The requester's receipt is held: we wait to be paid, or claim with it.
+    #: The requester's receipt is held: the output bytes go (until they are acknowledged),
+    #: and we wait to be paid, or claim with it.
     RECEIPTED = "receipted"
     #: We claimed our price with the award and the receipt.
     CLAIMED = "claimed"
@@ -118,6 +125,7 @@ class Work:
     award: Signed[Award] | None = None
     started_ms: int = 0
     result: Signed[Result] | None = None
+    #: The output bytes, held until the requester acknowledged them.
     output: bytes = b""
     receipt: Signed[Receipt] | None = None
     paid: int = 0
@@ -257,7 +265,7 @@ class Provider:
         )
         work.result = sign(result, self.config.key, self.config.chain_id)
         work.output = output.data if ok and output else b""
-        deliver = Deliver(work.spec.requester, work.result, work.output)
+        deliver = Deliver(work.spec.requester, work.result, b"")  # the commitment first
         effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
         if not ok:
             return effects + self._close(work, f"run ended: {outcome}")
@@ -291,20 +299,24 @@ class Provider:
                 Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
                 SetTimer(now_ms + self.config.heartbeat_interval_ms, key),
             ]
-        if (
-            key.kind == TimerKind.RESEND
-            and work.phase == WorkPhase.DELIVERED
-            and work.result is not None
-        ):
-            if now_ms >= work.spec.deadline_ms:
-                # No receipt: nothing to claim with. A settlement may still pay us.
+        if key.kind == TimerKind.RESEND and work.result is not None:
+            if work.phase == WorkPhase.DELIVERED:
+                if now_ms >= work.spec.deadline_ms:
+                    # No receipt: nothing to claim with. A settlement may still pay us.
+                    why = "no receipt before the deadline"
+                    return [NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, why)]
                 return [
-                    NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, "no receipt before the deadline")
+                    Deliver(work.spec.requester, work.result, b""),
+                    SetTimer(now_ms + self.config.result_resend_ms, key),
                 ]
-            return [
-                Deliver(work.spec.requester, work.result, work.output),
-                SetTimer(now_ms + self.config.result_resend_ms, key),
-            ]
+            if work.phase == WorkPhase.RECEIPTED and work.output:
+                if now_ms >= work.spec.deadline_ms:
+                    work.output = b""  # never acknowledged; the receipt is what counts
+                    return []
+                return [
+                    Deliver(work.spec.requester, work.result, work.output),
+                    SetTimer(now_ms + self.config.result_resend_ms, key),
+                ]
         return []
 
     def follow_ledger(self, height: int, escrow_of: EscrowLookup, now_ms: int) -> list[Effect]:
@@ -507,7 +519,7 @@ class Provider:
         work = self.work.get(receipt.job_id)
         if (
             work is None
-            or work.phase != WorkPhase.DELIVERED
+            or work.phase not in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED)
             or work.result is None
             or work.award is None
         ):
@@ -519,10 +531,16 @@ class Provider:
             or receipt.result_hash != work.result.id
         ):
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
+        resend = TimerKey(TimerKind.RESEND, work.id)
+        if work.phase == WorkPhase.RECEIPTED:
+            # The receipt again: the requester has our output bytes.
+            work.output = b""
+            return [CancelTimer(resend)]
         work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
         return [
-            CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
+            Deliver(work.spec.requester, work.result, work.output),  # now the bytes
+            SetTimer(now_ms + self.config.result_resend_ms, resend),
             NotifyUser(
                 work.id, UserEvent.RECEIPTED, "a claim is possible if the requester never settles"
             ),

@@ -95,6 +95,7 @@ from ._requester_jobs import (
     _DECLINED,
     _LATE,
     _SILENT,
+    _WITHHELD,
     MAX_AWARD_RESENDS,
     MAX_BIDS,
     MAX_MAJORITY_EVIDENCE,
@@ -315,6 +316,11 @@ class Requester:
             return self._close_window(job, now_ms)
         if key.kind == TimerKind.WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
+            if rep.state == ReplicaState.COMMITTED and rep.receipt is not None:
+                # Receipted: its output bytes are due now.
+                if now_ms >= rep.last_seen_ms + self.config.heartbeat_timeout_ms:
+                    return self._fail(job, rep, _WITHHELD, now_ms)
+                return [SetTimer(rep.last_seen_ms + self.config.heartbeat_timeout_ms, key)]
             if rep.state != ReplicaState.RUNNING:
                 return []
             if now_ms >= rep.deadline_ms:
@@ -487,41 +493,61 @@ class Requester:
     def _on_result(
         self, job: RequesterJob, signed: Signed[Result], output: bytes | None, now_ms: int
     ) -> list[Effect]:
+        """A provider's Result: its output commitment, and the output bytes (``output``)
+        once its receipt went out (or, its sender's choice, at once)."""
         res = signed.message
         if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
         rep = job.replicas[res.replica]
-        if rep.state == ReplicaState.DELIVERED:
-            if rep.result is not None and rep.result.id == signed.id:
-                # Resent: our receipt was lost (send it again), or the job is not verified
-                # yet (receipts are only for verified work).
+        if rep.state in (ReplicaState.COMMITTED, ReplicaState.DELIVERED):
+            if rep.result is None or rep.result.id != signed.id:
+                return [Misbehaved(res.provider, "a second, different result")]
+            if rep.state == ReplicaState.DELIVERED or output is None:
+                # Resent: our receipt was lost (send it again), or none is due yet.
                 return self._resend_receipt(job, signed)
-            return [Misbehaved(res.provider, "a second, different result")]
+            return self._on_output(job, rep, output, now_ms)
         if rep.state != ReplicaState.RUNNING:
             return []
         if res.outcome != "ok":
             return self._fail(job, rep, f"reported {res.outcome}: {res.message}", now_ms)
-        if output is None or content_hash(output) != res.output_hash:
+        rep.state = ReplicaState.COMMITTED
+        rep.result = signed
+        rep.output = Output(b"", res.output_commitment, res.determinism_class)
+        rep.received_ms = rep.last_seen_ms = now_ms
+        effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index))]
+        if output is not None:
+            return effects + self._on_output(job, rep, output, now_ms)
+        return effects + self._progress(job, now_ms)
+
+    def _on_output(
+        self, job: RequesterJob, rep: Replica, output: bytes, now_ms: int
+    ) -> list[Effect]:
+        """The output bytes of a committed replica: kept when they are what its Result
+        committed to."""
+        assert rep.result is not None
+        res = rep.result.message
+        if content_hash(output) != res.output_hash:
             return [Misbehaved(res.provider, "output bytes do not match the result's hash")]
         if self.config.commitment(output) != res.output_commitment:
             # The bytes are not what the result commits to: a failed replica, never
-            # verified, never paid, never handed to the user; no receipt is signed.
+            # verified, never paid by a settle, never handed to the user.
             return [
                 Misbehaved(res.provider, _CORRUPT),
                 *self._fail(job, rep, _CORRUPT, now_ms),
             ]
         rep.state = ReplicaState.DELIVERED
-        rep.result = signed
         rep.output = Output(output, res.output_commitment, res.determinism_class)
-        rep.received_ms = now_ms
         effects: list[Effect] = [
             CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
             NotifyUser(job.id, UserEvent.DELIVERED, f"replica {rep.index} delivered"),
         ]
+        if rep.receipt is not None:
+            effects.append(Send(rep.provider, rep.receipt))  # tells it the bytes arrived
         return effects + self._progress(job, now_ms)
 
-    def _receipt(self, job: RequesterJob, rep: Replica) -> list[Effect]:
-        """Sign and send the receipt of a delivered replica whose output won (once)."""
+    def _receipt(self, job: RequesterJob, rep: Replica, now_ms: int) -> list[Effect]:
+        """Sign and send the receipt of a replica whose result won, or whose output bytes
+        the verdict needs (once). A committed replica's bytes are then due: watched."""
         if rep.result is None or rep.receipt is not None:
             return []
         res = rep.result.message
@@ -535,7 +561,12 @@ class Requester:
             received_ms=rep.received_ms,
         )
         rep.receipt = sign(receipt, self.config.key, self.config.chain_id)
-        return [Send(rep.provider, rep.receipt)]
+        effects: list[Effect] = [Send(rep.provider, rep.receipt)]
+        if rep.state == ReplicaState.COMMITTED:
+            rep.last_seen_ms = now_ms
+            key = TimerKey(TimerKind.WATCH, job.id, rep.index)
+            effects.append(SetTimer(now_ms + self.config.heartbeat_timeout_ms, key))
+        return effects
 
     def _resend_receipt(self, job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
         res = signed.message
@@ -555,6 +586,7 @@ class Requester:
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = ReplicaState.FAILED
         rep.reason = reason
+        rep.output = None  # never judged
         job.bids.pop(rep.provider, None)
         if reason != _DECLINED:
             job.excluded.add(rep.provider)
@@ -565,14 +597,39 @@ class Requester:
         return effects + self._progress(job, now_ms)
 
     def _verdict_inputs(self, job: RequesterJob) -> list[tuple[int, Output]]:
-        return [(r.index, r.output) for r in job.replicas if r.output is not None]
+        """The outputs to judge: every result's commitment when they can be compared by
+        commitment alone (``_by_commitment``), else the outputs whose bytes arrived."""
+        if self._by_commitment(job):
+            return [(r.index, r.output) for r in job.replicas if r.output is not None]
+        return [
+            (r.index, r.output)
+            for r in job.replicas
+            if r.output is not None and r.state == ReplicaState.DELIVERED
+        ]
+
+    @staticmethod
+    def _by_commitment(job: RequesterJob) -> bool:
+        """Whether the job's results can be judged before their bytes arrive: ``exact``
+        mode with every result (and the known answer) in one determinism class, where
+        equal outputs are equal commitments. Otherwise tolerances need the bytes."""
+        if job.spec.verification.mode != "exact":
+            return False
+        classes = {r.output.determinism_class for r in job.replicas if r.output is not None}
+        if job.known is not None:
+            classes.add(job.known.determinism_class)
+        return len(classes) <= 1
+
+    def _compare(self, a: Output, b: Output, policy: VerificationPolicy) -> bool:
+        if policy.mode == "exact" and a.determinism_class == b.determinism_class:
+            return a.commitment == b.commitment
+        return self.config.compare(a, b, policy)
 
     def _judge(self, job: RequesterJob) -> Verdict:
         verdict = judge(
             self._verdict_inputs(job),
             required=self._required(job),
             policy=job.spec.verification,
-            compare=self.config.compare,
+            compare=self._compare,
             known=job.known,
         )
         if verdict.status == VerdictStatus.VERIFIED and job.known is None:
@@ -626,16 +683,43 @@ class Requester:
         """After a replica changed: decide, or top the replicas up."""
         if any(r.state == ReplicaState.RUNNING for r in job.replicas):
             return self._fill(job, now_ms)  # replace failed ones while others run
+        effects: list[Effect] = []
+        if not self._by_commitment(job):
+            # Compared within tolerances: every result's bytes are needed first. Its
+            # receipt goes out now (the bytes follow it), verified or not.
+            waiting = [r for r in job.replicas if r.state == ReplicaState.COMMITTED]
+            for r in waiting:
+                effects += self._receipt(job, r, now_ms)
+            if waiting:
+                return effects
         verdict = self._judge(job)
         if verdict.status == VerdictStatus.VERIFIED:
-            return self._finalise(job, now_ms, forced=False)
+            winners = [job.replicas[i] for i in verdict.accepted]
+            if all(w.state == ReplicaState.DELIVERED for w in winners):
+                return self._finalise(job, now_ms, forced=False)
+            # Verified by commitment: receipts, then every winner's bytes (a winner whose
+            # bytes do not come, or do not match, fails and the verdict is taken again).
+            for w in winners:
+                effects += self._receipt(job, w, now_ms)
+            return effects
         delivered = len(self._verdict_inputs(job))
         if verdict.status == VerdictStatus.TOO_FEW:
             need = max(1, (1 if job.known else self._required(job)) - len(verdict.accepted))
         else:  # DISAGREE: one more replica can make a majority
             need = 1
         job.target = max(job.target, delivered + need)
-        return self._fill(job, now_ms)
+        effects += self._fill(job, now_ms)
+        if (
+            verdict.status == VerdictStatus.TOO_FEW
+            and job.done is None
+            and not any(r.state == ReplicaState.RUNNING for r in job.replicas)
+        ):
+            # Waiting for more replicas: fetch the bytes of what agrees so far (receipts
+            # first), so that a deadline finalising short still has an output to hand over.
+            for i in verdict.accepted:
+                if job.replicas[i].state == ReplicaState.COMMITTED:
+                    effects += self._receipt(job, job.replicas[i], now_ms)
+        return effects
 
     def _candidates(self, job: RequesterJob, now_ms: int) -> list[Signed[Bid]]:
         """Usable bids, best first (``award_key``). In ``exact`` mode, bids in the
@@ -679,7 +763,7 @@ class Requester:
         if not job.can_award() or job.rejections():
             # Every award rejected and no spare bid left: the job, not a provider, is the
             # problem (their admission refused it); end it now with what they said.
-            return effects + self._finalise(job, now_ms, forced=True)
+            return effects + self._finalise_short(job, now_ms)
         # Announce again when awards were made before, when nobody answered at all (lost
         # announcements; a few times), or when every answer was "busy"; other refusals
         # are final.
@@ -688,7 +772,24 @@ class Requester:
         again = job.replicas or silent or busy  # a busy network may free up: wait for it
         if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
             return effects + self._tell_short(job) + self._announce(job, now_ms)
-        return effects + self._finalise(job, now_ms, forced=True)
+        return effects + self._finalise_short(job, now_ms)
+
+    def _finalise_short(self, job: RequesterJob, now_ms: int) -> list[Effect]:
+        """No replica left to award: finalise with what arrived. Results accepted short of
+        the redundancy (paid as unverified work) have their bytes fetched first: their
+        receipts go out, and the job is finalised when the bytes arrive or fail to."""
+        verdict = self._judge(job)
+        accepted = [job.replicas[i] for i in verdict.accepted]
+        if verdict.status == VerdictStatus.TOO_FEW and not any(
+            r.state == ReplicaState.DELIVERED for r in accepted
+        ):
+            effects: list[Effect] = []
+            for r in accepted:
+                if r.state == ReplicaState.COMMITTED:
+                    effects += self._receipt(job, r, now_ms)
+            if effects or any(r.state == ReplicaState.COMMITTED for r in accepted):
+                return effects
+        return self._finalise(job, now_ms, forced=True)
 
     def _tell_short(self, job: RequesterJob) -> list[Effect]:
         """``waiting``, once per number of live replicas, when the job has fewer than it
@@ -793,19 +894,27 @@ class Requester:
         pays = verdict.status == VerdictStatus.VERIFIED or (
             forced and verdict.status == VerdictStatus.TOO_FEW
         )
-        if pays and verdict.accepted:
-            winners = [by_index[i] for i in verdict.accepted]
+        winners = [by_index[i] for i in verdict.accepted] if pays else []
+        arrived = [w for w in winners if w.state == ReplicaState.DELIVERED]
+        if arrived:
             verified = verdict.status == VerdictStatus.VERIFIED
             status = JobStatus.VERIFIED if verified else JobStatus.UNVERIFIED
             reason = f"{len(winners)} of {len(self._verdict_inputs(job))} results agree"
             if job.known is not None:
                 reason += " with the known answer"
-            output = winners[0].output
-            paid = [Payout(w.provider, w.award.message.price, w.bid) for w in winners]
-            for w in winners:  # receipts only for verified (or, forced, accepted) work
-                effects += self._receipt(job, w)
+            output = arrived[0].output
+            paid = [Payout(w.provider, w.award.message.price, w.bid) for w in arrived]
+            for w in arrived:  # receipts only for verified (or, forced, accepted) work
+                effects += self._receipt(job, w, now_ms)
             effects += [Attest(job.id, w.provider, True, "verified", ()) for w in winners]
             effects += self._punish(job, verdict, [by_index[i] for i in verdict.rejected], winners)
+        elif winners:
+            # Judged by commitment, but no winner's bytes came: nothing to hand over, and
+            # nothing settled; the winners holding receipts may claim.
+            held = sum(1 for w in winners if w.receipt is not None)
+            reason = f"{len(winners)} results agree but no output arrived in time"
+            if held:
+                reason += f" ({held} providers hold receipts and may claim)"
         elif not job.replicas:
             report = explain_no_bids(job.nobids.values(), len(job.providers))
             reason = f"no bids: {report.primary}"
@@ -821,7 +930,7 @@ class Requester:
         else:
             reason = "no result arrived in time"
         for r in job.replicas:
-            if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE, _CORRUPT):
+            if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE, _CORRUPT, _WITHHELD):
                 effects.append(Attest(job.id, r.provider, False, r.reason, ()))
         if ledger:
             job.phase = JobPhase.SETTLING

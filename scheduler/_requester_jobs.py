@@ -31,6 +31,9 @@ class ReplicaState(StrEnum):
     """Where one award of a job is (specs/marketplace.md, "Replica states")."""
 
     RUNNING = "running"
+    #: Its Result arrived: the output commitment, not yet the output bytes (they follow the
+    #: receipt; specs/marketplace.md, "Fair exchange").
+    COMMITTED = "committed"
     DELIVERED = "delivered"
     FAILED = "failed"
 
@@ -39,6 +42,7 @@ class ReplicaState(StrEnum):
 _SILENT = "went silent"
 _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
+_WITHHELD = "withheld its output after the receipt"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
 # A replica whose provider refused the job itself (its sandbox's admission): the failure

@@ -1,5 +1,5 @@
 """Chaos run (issue 15): a devnet of processes under a steady job stream, one fault at a
-time, and after each the checks of ``node/testing/chaos.py`` (ledgers verify, heights and
+time, and after each the checks of ``node/testing/chaos/`` (ledgers verify, heights and
 roots agree, credits conserved, no escrow open past expiry, nobody paid twice, every job
 verified or failed with a reason and refunded).
 

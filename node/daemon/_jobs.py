@@ -11,6 +11,7 @@ import scheduler
 from protocol import JobSpec
 
 from ._codec import Array
+from ._errors import JobNotFound
 
 #: Jobs the API remembers (the oldest closed ones are forgotten beyond this).
 MAX_JOB_RECORDS = 10_000
@@ -59,3 +60,26 @@ class JobRecords(dict[bytes, JobRecord]):
                 del self[job_id]
             for callback in self.on_forget:
                 callback(old)
+
+    def find(self, job_id_hex: str) -> JobRecord:
+        """The job whose id is ``job_id_hex`` or starts with it (a unique prefix of at least
+        4 hex digits, as ``aimx job list`` shows them); :class:`JobNotFound` otherwise."""
+        text = job_id_hex.strip().lower()
+        if len(text) < 4 or len(text) > 64 or any(c not in "0123456789abcdef" for c in text):
+            raise JobNotFound(
+                f"{job_id_hex!r} is not a job id: give its 64 hex digits or a unique prefix of "
+                "at least 4 (see `aimx job list`)"
+            )
+        if len(text) == 64:
+            record = self.get(bytes.fromhex(text))
+            matches = [record] if record is not None else []
+        else:
+            matches = [r for j, r in self.items() if j.hex().startswith(text)]
+        if not matches:
+            raise JobNotFound(f"no job {text} on this node; see `aimx job list`")
+        if len(matches) > 1:
+            raise JobNotFound(
+                f"{text} is the start of {len(matches)} job ids; give more digits "
+                "(see `aimx job list`)"
+            )
+        return matches[0]

@@ -10,7 +10,10 @@ it is a contributor) and a timer wheel. Each concern lives in a module of its ow
   ``reports``, ``genesis``; the ledger's protocols are :mod:`node.ledger`'s;
 - ``_effects``: what the machines ask for, carried out;
 - ``runs``: a contributor's runs; ``discovery``: provider lookups and advertising;
-- ``submit``: building a job; ``_recovery``: what survives a restart.
+- ``submit``: building a job, ``_job_submission``: submitting one on this node;
+- ``_machines``: the requester and provider machines built from the settings;
+- ``_ledger_watch``: each new block's news for the machines; ``_recovery``: what
+  survives a restart.
 
 Every machine call happens on the trio loop, one at a time; effects with I/O run as tasks
 in the node's nursery, so a handler never waits on the network. specs/daemon.md has it.
@@ -31,19 +34,21 @@ import trio
 import ledger
 import protocol
 import scheduler
-from protocol import VerificationPolicy
-from sandbox import JobRunner, compare_outputs
+from sandbox import JobRunner
 
 from ..config import NodeConfig
 from ..ledger import LedgerService, StoreThread, TxQueue, TxRequest
 from ..net import Network, NetworkError, PeerKey, job_topic
 from ._clock import Clock
-from ._codec import Array, commitment_of, outputs_from_bytes
+from ._codec import Array
 from ._conduct import Conduct
 from ._effects import EffectRunner, Machine
-from ._errors import JobNotFound, JobSubmitError, RoleMissing
+from ._errors import JobSubmitError, RoleMissing
 from ._job_journal import JOBS_FILE, JobJournal
+from ._job_submission import submit_job
 from ._jobs import JobRecord, JobRecords
+from ._ledger_watch import LedgerWatch
+from ._machines import provider_machine, requester_machine
 from ._metrics import NodeMetrics
 from ._profile import ProviderProfile
 from ._recovery import Recovery
@@ -55,13 +60,6 @@ from .market import MARKET_PROTOCOL, Market
 from .owner_use import Pausing, UseSampler
 from .reports import REPORT_PROTOCOL, Reports
 from .runs import Runs
-from .submit import (
-    CLAIM_WINDOW_BLOCKS,
-    SETTLE_MARGIN_BLOCKS,
-    build_spec,
-    check_request,
-    escrow_expiry,
-)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +154,7 @@ class Node:
         self.reports = Reports(self)
         self.discovery = Discovery(self)
         self.recovery = Recovery(self, state_dir)
+        self.ledger_watch = LedgerWatch(self)
         self.runs = Runs(self, runner) if runner is not None else None
         #: The contributor's availability: the owner's pause, schedule, pause-on-use.
         self.pausing = Pausing(self, use_sampler, state_dir)
@@ -163,7 +162,8 @@ class Node:
         self.stopping = False
         self._clock_base_ms = clock_base_ms
         self._nursery: trio.Nursery | None = None
-        self._started = trio.Event()
+        #: Set once the node serves (:meth:`run` has started its parts).
+        self.started = trio.Event()
 
     @property
     def fault(self) -> str | None:
@@ -283,7 +283,7 @@ class Node:
             if "coordinator" in self.roles:
                 net.set_handler(REPORT_PROTOCOL, self.reports.serve)
             nursery.start_soon(self.timers.run, self._fire)
-            nursery.start_soon(self._watch_ledger)
+            nursery.start_soon(self.ledger_watch.run)
             nursery.start_soon(self.txq.run)
             nursery.start_soon(self.recovery.write_receipts)
             if self.provider is not None:
@@ -296,7 +296,7 @@ class Node:
                 await self.discovery.advertise()
                 nursery.start_soon(self.discovery.keep_advertising)
                 nursery.start_soon(self.pausing.run)
-            self._started.set()
+            self.started.set()
             task_status.started()
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -321,48 +321,10 @@ class Node:
         height = self.ledger.state.height
         now = self.now_ms()
         if "requester" in self.roles:
-            policy = self.config.requester
-            self.requester = scheduler.Requester(
-                scheduler.RequesterConfig(
-                    key=self.key,
-                    chain_id=self.chain_id,
-                    reputation=self._reputation,
-                    compare=_compare,
-                    commitment=_commitment,
-                    rng=random.Random(self.rng.random()),
-                    claim_window_blocks=CLAIM_WINDOW_BLOCKS,
-                    settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
-                    replication=policy.replication,
-                    trusted_jobs=policy.trusted_jobs,
-                    trusted_score_permille=policy.trusted_score_permille,
-                    trusted_stake=policy.trusted_stake,
-                    trusted_max_failures=policy.trusted_max_failures,
-                    audit_permille=policy.audit_permille,
-                )
-            )
+            self.requester = requester_machine(self)
             self.requester.block(height, now)
         if "contributor" in self.roles:
-            assert self.profile is not None
-            profile = self.profile
-            contributor = self.config.contributor
-            self.provider = scheduler.Provider(
-                scheduler.ProviderConfig(
-                    key=self.key,
-                    chain_id=self.chain_id,
-                    capability_classes=profile.classes(),
-                    runtimes=profile.runtimes,
-                    execution_providers=profile.execution_providers,
-                    memory_mb=profile.memory_mb,
-                    gpu_memory_mb=profile.gpu_memory_mb,
-                    determinism_class=profile.determinism_class,
-                    price_floor=contributor.price_floor,
-                    max_concurrency=contributor.max_concurrency,
-                    bench_score=max(1, profile.bench_score),
-                    base_run_ms=contributor.base_run_ms,
-                    claim_window_blocks=CLAIM_WINDOW_BLOCKS,
-                    accepts_untrusted=contributor.allow_untrusted,
-                )
-            )
+            self.provider = provider_machine(self)
             self.provider.block(height, now)
             self._fault_changed(self.fault)
 
@@ -377,64 +339,7 @@ class Node:
         elif machine == "provider" and provider is not None:
             self.market.feed(machine, None, lambda: provider.timer(timer, now))
 
-    # --- the ledger --------------------------------------------------------------------
-
-    def _reputation(self, who: bytes) -> scheduler.Reputation:
-        state = self.ledger.state
-        account = state.account(who)
-        _, failures = state.reputation_weights(who)
-        return scheduler.Reputation(
-            score_permille=min(1000, int(state.reputation(who) * 1000)),
-            settled_jobs=account.rep_s // ledger.REP_UNIT,
-            failures=failures // ledger.REP_UNIT,
-            stake=account.stake,
-        )
-
-    async def _watch_ledger(self) -> None:
-        height = self.ledger.state.height
-        while True:
-            await self.ledger.wait_height(height + 1)
-            state = self.ledger.state
-            height = state.height
-            self._on_block(state)
-
-    def _on_block(self, state: ledger.State) -> None:
-        """Tell the machines what the new block changed about their escrows."""
-        now = self.now_ms()
-        self.metrics.height.set(state.height)
-        self.metrics.balance.set(state.balance(self.me))
-        self.txq.on_block()
-        if self.requester is not None:
-            self._requester_block(self.requester, state, now)
-        if self.provider is not None:
-            effects = self.provider.follow_ledger(state.height, state.escrow, now)
-            self.effects.execute("provider", effects)
-        self.recovery.on_block(state, now)
-
-    def _requester_block(self, req: scheduler.Requester, state: ledger.State, now: int) -> None:
-        for job_id, job in list(req.jobs.items()):
-            e = state.escrow(job_id)
-            if e is None or not req.escrow_is_ours(job_id, e):
-                continue  # not (yet) the lock this node asked for
-            if job.phase == "locking":
-                self.effects.execute("requester", req.escrow_locked(job_id, now))
-            if not e.is_open:
-                self.effects.execute("requester", req.escrow_closed(job_id, now))
-                self.job_closed(job_id)
-        self.effects.execute("requester", req.block(state.height, now))
-        self._restored_block(state)
-
-    def _restored_block(self, state: ledger.State) -> None:
-        """Jobs read back after a restart: closed once the chain holds no open escrow of
-        theirs and no money intent of theirs is still being carried out (a lock that may
-        yet land, a settle or refund on its way)."""
-        open_intents = {job_id for job_id, _ in self.recovery.intents.book.intents}
-        for job_id, record in list(self.jobs.items()):
-            if not record.restored or record.closed or job_id in open_intents:
-                continue
-            escrow = state.escrow(job_id)
-            if escrow is None or not escrow.is_open:
-                self.job_closed(job_id)
+    # --- a job's end -------------------------------------------------------------------
 
     def job_closed(self, job_id: bytes) -> None:
         """The job's money is done with: its escrow closed, or its lock can never land
@@ -456,25 +361,7 @@ class Node:
     def job_record(self, job_id_hex: str) -> JobRecord:
         """The job whose id is ``job_id_hex`` or starts with it (a unique prefix of at least
         4 hex digits, as ``aimx job list`` shows them)."""
-        text = job_id_hex.strip().lower()
-        if len(text) < 4 or len(text) > 64 or any(c not in "0123456789abcdef" for c in text):
-            raise JobNotFound(
-                f"{job_id_hex!r} is not a job id: give its 64 hex digits or a unique prefix of "
-                "at least 4 (see `aimx job list`)"
-            )
-        if len(text) == 64:
-            record = self.jobs.get(bytes.fromhex(text))
-            matches = [record] if record is not None else []
-        else:
-            matches = [r for j, r in self.jobs.items() if j.hex().startswith(text)]
-        if not matches:
-            raise JobNotFound(f"no job {text} on this node; see `aimx job list`")
-        if len(matches) > 1:
-            raise JobNotFound(
-                f"{text} is the start of {len(matches)} job ids; give more digits "
-                "(see `aimx job list`)"
-            )
-        return matches[0]
+        return self.jobs.find(job_id_hex)
 
     def job_phase(self, record: JobRecord) -> str:
         if self.requester is None:
@@ -499,80 +386,17 @@ class Node:
         model_name: str = "model",
     ) -> bytes:
         """Escrow, sign and announce a job; returns its id."""
-        if self.requester is None:
-            raise RoleMissing("this node is not a requester; start it with --role requester")
-        await self._started.wait()
-        if self.fault is not None:
-            raise JobSubmitError(
-                "this node takes no new jobs until its ledger can be written again "
-                f"({self.fault}); free some space: it resumes by itself"
-            )
-        settings = self.config.requester
-        price = settings.max_price if max_price is None else max_price
-        blobs = check_request(
+        return await submit_job(
+            self,
             model,
             inputs,
             runtime=runtime,
             redundancy=redundancy,
             max_retries=max_retries,
-            max_price=price,
-        )
-        state = self.ledger.state
-        budget = redundancy + max_retries
-        spendable = state.balance(self.me) - self._locked_pending(state)
-        if price * budget > spendable:
-            raise JobSubmitError(
-                f"escrow needs {price * budget} micro-credits (max_price × (redundancy + "
-                f"max_retries)) but the balance available is {spendable}; get credits "
-                "(the devnet faucet) or lower max_price"
-            )
-        now = self.now_ms()
-        deadline = now + (settings.deadline_ms if deadline_ms is None else deadline_ms)
-        spec = build_spec(
-            requester=self.me,
-            nonce=self.rng.randbytes(16),
-            runtime=runtime,
-            model=model,
-            inputs=blobs,
-            max_price=price,
-            redundancy=redundancy,
-            max_retries=max_retries,
+            max_price=max_price,
+            deadline_ms=deadline_ms,
             min_memory_mb=min_memory_mb,
-            created_ms=now,
-            bid_window_ms=settings.bid_window_ms,
-            deadline_ms=deadline,
-            escrow_expiry_height=escrow_expiry(
-                height=state.height,
-                now_ms=now,
-                deadline_ms=deadline,
-                block_interval_ms=self.config.coordinator.block_interval_ms,
-                slack_blocks=settings.expiry_slack_blocks,
-            ),
-        )
-        providers = await self.providers_for(spec.requirements.capability_class)
-        now = self.now_ms()
-        try:
-            job_id, effects = self.requester.submit(spec, now, providers=providers)
-        except scheduler.SchedulerError as exc:
-            raise JobSubmitError(str(exc)) from None
-        self.content.store.pin(job_id, model)
-        for _, data in blobs:
-            self.content.store.pin(job_id, data)
-        record = JobRecord(job_id, spec, now, model_name)
-        self.jobs.add(record)
-        self.journal.submitted(record)
-        self.metrics.jobs_submitted.inc()
-        self.effects.execute("requester", effects)
-        return job_id
-
-    def _locked_pending(self, state: ledger.State) -> int:
-        """Credits of jobs submitted here whose lock is not in a block yet."""
-        if self.requester is None:
-            return 0
-        return sum(
-            j.spec.max_price * j.budget
-            for j in self.requester.jobs.values()
-            if j.phase == "locking" and j.done is None and state.escrow(j.id) is None
+            model_name=model_name,
         )
 
     def faucet(self, account: bytes, amount: int) -> None:
@@ -590,27 +414,3 @@ class Node:
         if not 0 < amount <= self.ledger.state.balance(self.me):
             raise JobSubmitError("stake must be positive and at most the balance")
         self.submit_tx(ledger.Stake(amount))
-
-
-def _commitment(data: bytes) -> bytes | None:
-    """The sandbox's output commitment of delivered output bytes (``None``: malformed)."""
-    try:
-        return commitment_of(outputs_from_bytes(data))
-    except (protocol.ProtocolError, ValueError, TypeError, KeyError):
-        return None
-
-
-def _compare(a: scheduler.Output, b: scheduler.Output, policy: VerificationPolicy) -> bool:
-    """The sandbox's comparison rule, on outputs as they travel."""
-    if a.determinism_class == b.determinism_class and policy.mode == "exact":
-        return a.commitment == b.commitment
-    try:
-        xa, xb = outputs_from_bytes(a.data), outputs_from_bytes(b.data)
-    except protocol.ProtocolError:
-        return False
-    try:
-        return compare_outputs(
-            xa, xb, class_a=a.determinism_class, class_b=b.determinism_class, policy=policy
-        ).agree
-    except ValueError:
-        return False

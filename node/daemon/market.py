@@ -160,13 +160,16 @@ class Market:
         self._node.effects.execute(machine, effects)
 
     def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:
+        """The output bytes sent with a Result: ``None`` when none came (the result's
+        commitment goes first), ``b""`` when they cannot be opened (which the requester
+        counts as bytes that do not match the result)."""
         if not sealed:
             return None
         try:
             result: Result = protocol.decode(raw, self._node.chain_id, Result).message
             return scheduler.open_sealed(self._node.key, sealed, result.output_hash)
         except (protocol.ProtocolError, scheduler.SchedulerError, ValueError):
-            return None
+            return b""
 
     # --- messages to peers ---------------------------------------------------------------
 

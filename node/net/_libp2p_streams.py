@@ -2,9 +2,8 @@
 
 Inbound: each protocol with a handler gets a stream handler that reads request frames and
 writes response frames until the stream ends, idles or misbehaves; a bad frame resets the
-stream and is counted, and nothing a peer sends raises into the host (:func:`guard` gives
-libp2p's own handlers, the relay's, the same protection). At most ``max_inbound_streams``
-are served at once.
+stream and is counted (every inbound stream is also guarded: :mod:`._libp2p_inbound`). At
+most ``max_inbound_streams`` are served at once.
 
 Outbound: a request takes an idle stream to the peer for that protocol from a small pool,
 or opens one; a pooled stream the peer had closed gets one fresh retry.
@@ -40,6 +39,7 @@ from ._framing import (
 )
 from ._interface import NetworkCounters, PeerKey
 from ._libp2p_config import Libp2pConfig
+from ._libp2p_inbound import reset, who
 from ._libp2p_transport import key_of, peer_id_of
 from ._limits import MAX_FRAME_BYTES
 from ._serving import HandlerEntry, answer, error_for
@@ -47,63 +47,6 @@ from ._serving import HandlerEntry, answer, error_for
 log = logging.getLogger(__name__)
 
 _POOL_PER_KEY = 8
-
-
-async def reset(stream: Any) -> None:
-    """Reset a stream, bounded and shielded: also on the way out of a cancelled task."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-        await stream.reset()
-
-
-def _who(stream: Any) -> str:
-    """The peer id at the other end of ``stream``, for a log line."""
-    try:
-        return str(stream.muxed_conn.peer_id)
-    except Exception:
-        return "(no peer id)"
-
-
-def guard(
-    handler: Callable[[Any], Awaitable[None]], counters: NetworkCounters
-) -> Callable[[Any], Awaitable[None]]:
-    """Wrap a libp2p stream handler so that nothing escapes into the host."""
-
-    async def guarded(stream: Any) -> None:
-        try:
-            await handler(stream)
-        except Exception as exc:
-            counters.requests_rejected += 1
-            log.debug(
-                "stream handler %s failed on a stream from peer %s: %r",
-                handler.__name__,
-                _who(stream),
-                exc,
-            )
-            await reset(stream)
-
-    return guarded
-
-
-class GuardedHandlers(dict[Any, Any]):
-    """py-libp2p's table of stream handlers (``Multiselect.handlers``) with every handler
-    wrapped by ``wrap(protocol_id, handler)`` as it is set: py-libp2p's own protocols
-    (meshsub, kad, identify, ping, relay) as well as ours, and those it sets later (the DHT
-    sets its handler again when it changes mode). A handler is wrapped once."""
-
-    def __init__(
-        self,
-        table: dict[Any, Any],
-        wrap: Callable[[str, Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]],
-    ) -> None:
-        super().__init__()
-        self._wrap = wrap
-        for protocol_id, handler in table.items():
-            self[protocol_id] = handler
-
-    def __setitem__(self, protocol_id: Any, handler: Any) -> None:
-        if handler is not None and not getattr(handler, "aimx_guarded", False):
-            handler = self._wrap(str(protocol_id), handler)
-        super().__setitem__(protocol_id, handler)
 
 
 @dataclass(slots=True)
@@ -226,7 +169,7 @@ class RequestStreams:
                 await reset(stream)  # idle
                 return
         except Exception as exc:
-            log.debug("request stream on %s from peer %s ended: %r", protocol_id, _who(stream), exc)
+            log.debug("request stream on %s from peer %s ended: %r", protocol_id, who(stream), exc)
             await reset(stream)
         finally:
             self._inbound.release()

@@ -7,70 +7,70 @@ not inherit (specs/network.md, "Known defects of py-libp2p 0.8.1"); each part wo
 its own:
 
 - the host (:mod:`._libp2p_transport`): Noise only, Yamux only, one connection per peer;
-- requests (:mod:`._libp2p_streams`): every stream handler, ours and the relay's, is
-  guarded: an exception never escapes into the host, bad frames are counted in
+- inbound streams (:mod:`._libp2p_inbound`): every stream handler, ours, py-libp2p's and
+  the relay's, is guarded: an exception never escapes into the host, a banned peer or one
+  with too many streams open is refused, failures are counted in
   :attr:`Libp2pNetwork.counters`;
+- requests (:mod:`._libp2p_streams`): request and response frames, bad ones counted;
 - pubsub (:mod:`._libp2p_pubsub`): GossipSub tuned for this workload, dead peer streams
   repaired;
 - discovery (:mod:`._libp2p_dht`): the DHT's routing table holds the connected peers that
   serve the DHT (added here, :meth:`Libp2pNetwork._add_to_routing_table`, and dropped when
   they disconnect); it stores only capability records, and reports the records peers sent
-  that it refused; provider lookups ask the network even with local results, are
-  deduplicated by peer, and every record is verified;
+  that it refused;
+- records (:mod:`._libp2p_records`): ours announced and renewed; provider lookups ask the
+  network even with local results, are deduplicated by peer, and every record is verified;
+- dialling (:mod:`._libp2p_dialer`): addresses and peers, bootstrap peers redialled with
+  backoff whenever not connected and past py-libp2p's negative cache, the peers
+  remembered from the last run;
 - logs: py-libp2p's lines written while serving a peer's stream name the peer;
 - relay (:mod:`._libp2p_relay`): reservations when private;
 - py-libp2p's logs go through ours (:func:`route_libp2p_logs`), and its per-message costs
   are cut (:mod:`._libp2p_tuning`).
 
-This module wires them into one network, and owns connections (dial, bootstrap peers
-redialled with backoff whenever not connected and past py-libp2p's negative cache, connect
-and disconnect events) and shutdown: our tasks, then pubsub (``seen_messages.stop()``),
-DHT, relay, then ``host.close()``; every connection is closed on the way (py-libp2p's
-shutdown leaves them open).
+This module wires them into one network, and owns connections (connect and disconnect
+events, bans) and shutdown: our tasks, then pubsub (``seen_messages.stop()``), DHT, relay,
+then ``host.close()``; every connection is closed on the way (py-libp2p's shutdown leaves
+them open).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import multiaddr
 import nacl.signing
 import trio
 from libp2p.abc import INotifee
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
 import protocol
 from protocol import Advert, Signed
 
-from . import _peer_memory
 from ._base import NetworkBase
-from ._errors import NetworkError, NetworkTimeout, PeerUnreachable
+from ._errors import NetworkError
 from ._framing import STATUS_OK
 from ._interface import Network, PeerEvent, PeerKey, Reachability, RenewRecord
-from ._libp2p_config import Backoff
 from ._libp2p_config import GossipConfig as GossipConfig
 from ._libp2p_config import Libp2pConfig as Libp2pConfig
 from ._libp2p_config import wall_ms as wall_ms
-from ._libp2p_dht import RECORD_PROTOCOL, CapabilityRecords, open_dht, serves_dht
+from ._libp2p_dht import open_dht, serves_dht
 from ._libp2p_dht import provider_key as provider_key
 from ._libp2p_dht import record_key as record_key
-from ._libp2p_logging import Serving, route_libp2p_logs, serving_peer
+from ._libp2p_dialer import Dialer
+from ._libp2p_inbound import GuardedHandlers, InboundGuard, guard
+from ._libp2p_logging import route_libp2p_logs
 from ._libp2p_pubsub import GossipPubsub
+from ._libp2p_records import RECORD_PROTOCOL, CapabilityRecords
 from ._libp2p_relay import Relay
-from ._libp2p_streams import GuardedHandlers, RequestStreams, guard, reset
+from ._libp2p_streams import RequestStreams
 from ._libp2p_transport import build_host, info_of, key_of, listen_addrs, peer_id_of
 from ._libp2p_tuning import install as install_libp2p_tuning
-from ._limits import MAX_INBOUND_PER_PEER
 from ._serving import error_for
-from .relay import circuit_addresses, dial_direct_then_relayed
 
 __all__ = [
     "GossipConfig",
@@ -120,18 +120,29 @@ class Libp2pNetwork(NetworkBase):
         self._gossip = GossipPubsub(
             host, self._peer, config.gossip, self._counters, self._deliver, self._has_subscribers
         )
+        self._dialer = Dialer(
+            host,
+            self.dht,
+            lambda address: self._relay.transport.dial(address),
+            config,
+            local_peer=self._peer,
+            connected=self._connected,
+            is_banned=self.is_banned,
+            check_open=self._check_open,
+            peers_changed=lambda: self._peers_changed,
+        )
         self._relay = Relay(
             host,
             config,
             self._peer,
             self._connected,
-            self._dial,
+            self._dialer.dial,
             lambda handler: guard(handler, self._counters),
             lambda: self._peers_changed,
         )
         host.get_network().register_notifee(_Notifee(self))
         self._streams = RequestStreams(
-            host, config, self._counters, self._handlers, self._ensure_connected
+            host, config, self._counters, self._handlers, self._dialer.ensure_connected
         )
         self._records = CapabilityRecords(
             host, self.dht, self._peer, config, self._counters, self._connected, self._fetch_record
@@ -139,68 +150,12 @@ class Libp2pNetwork(NetworkBase):
         self.set_handler(RECORD_PROTOCOL, self._records.serve_record, max_request_bytes=64)
         # every stream handler, py-libp2p's own included, behind the trust boundary
         mux = host.get_mux()
-        mux.handlers = GuardedHandlers(mux.handlers, self._guard_stream)
-        self._streams_of: dict[PeerKey, int] = {}
+        mux.handlers = GuardedHandlers(
+            mux.handlers,
+            InboundGuard(self._counters, self._handlers, self.is_banned, self._peer_misbehaved),
+        )
         #: Set (and replaced) whenever a peer connects or disconnects.
         self._peers_changed = trio.Event()
-
-    def _guard_stream(
-        self, protocol_id: str, handler: Callable[[Any], Awaitable[None]]
-    ) -> Callable[[Any], Awaitable[None]]:
-        """An inbound stream on ``protocol_id``: refused from a banned peer or one with
-        ``MAX_INBOUND_PER_PEER`` streams open; whatever the handler raises on the peer's
-        bytes resets the stream and counts against the peer, never reaches the host."""
-
-        async def guarded(stream: Any) -> None:
-            try:
-                peer = key_of(stream.muxed_conn.peer_id)
-            except Exception:
-                peer = None
-            if peer is None:
-                await reset(stream)
-                return
-            who = protocol.peer_id(peer)
-            if self.is_banned(peer):
-                self._counters.refused_banned += 1
-                log.debug("refused a stream on %s from banned peer %s", protocol_id, who)
-                await reset(stream)
-                return
-            if self._streams_of.get(peer, 0) >= MAX_INBOUND_PER_PEER:
-                self._counters.requests_rejected += 1
-                log.info(
-                    "refused a stream on %s from peer %s: %d of its streams are open",
-                    protocol_id,
-                    who,
-                    MAX_INBOUND_PER_PEER,
-                )
-                await reset(stream)
-                return
-            self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
-            # py-libp2p's own handlers log a peer's bad bytes without naming the peer:
-            # its records from this task name it (our handlers name it themselves)
-            token = (
-                serving_peer.set(Serving(peer, who, protocol_id))
-                if protocol_id not in self._handlers
-                else None
-            )
-            try:
-                await handler(stream)
-            except Exception as exc:
-                self._counters.requests_rejected += 1
-                log.info("a stream on %s from peer %s failed: %r", protocol_id, who, exc)
-                await reset(stream)
-                self._peer_misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
-            finally:
-                if token is not None:
-                    serving_peer.reset(token)
-                left = self._streams_of.get(peer, 1) - 1
-                if left > 0:
-                    self._streams_of[peer] = left
-                else:
-                    self._streams_of.pop(peer, None)
-
-        guarded.aimx_guarded = True  # type: ignore[attr-defined]
-        return guarded
 
     def _disconnect(self, peer: PeerKey) -> None:
         if self._nursery is not None:
@@ -227,11 +182,11 @@ class Libp2pNetwork(NetworkBase):
             try:
                 with trio.fail_after(10):
                     await self._gossip.pubsub.wait_until_ready()
-                await self._bootstrap()
+                await self._dialer.bootstrap()
                 for address in dict.fromkeys(self._config.bootstrap):
-                    nursery.start_soon(self._keep_bootstrap, address)
+                    nursery.start_soon(self._dialer.keep_bootstrap, address)
                 if self._config.peers_file is not None:
-                    nursery.start_soon(self._remember_peers, self._config.peers_file)
+                    nursery.start_soon(self._dialer.remember_peers, self._config.peers_file)
                 nursery.start_soon(self._gossip.repair_loop)
                 if self._config.reachability is Reachability.PRIVATE:
                     nursery.start_soon(self._relay.run_dcutr)
@@ -344,174 +299,7 @@ class Libp2pNetwork(NetworkBase):
         self._peer_misbehaved(peer, f"sent {reason}"[:300])
 
     async def connect(self, address: str) -> PeerKey:
-        self._check_open()
-        info, circuit = info_of(address)
-        key = key_of(info.peer_id)
-        assert key is not None
-        if key == self._peer:
-            raise NetworkError("cannot dial ourselves")
-        with trio.move_on_after(self._config.dial_timeout):
-            await self._dial(info, circuit)
-            return key
-        raise NetworkTimeout(f"could not connect to {address} in {self._config.dial_timeout:g} s")
-
-    async def _dial(self, info: PeerInfo, circuit: bool) -> None:
-        try:
-            if circuit:
-                await self._relay.transport.dial(info.addrs[0])
-            else:
-                await self._host.connect(info)
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
-            raise PeerUnreachable(f"cannot connect to {info.peer_id}: {exc}") from None
-
-    async def _ensure_connected(self, peer: PeerKey) -> None:
-        if peer in self._connected:
-            return
-        pid = peer_id_of(peer)
-        addrs: list[Any] = []
-        with contextlib.suppress(Exception):  # py-libp2p raises for a peer it never saw
-            addrs = list(self._host.get_peerstore().addrs(pid) or [])
-        circuit = [a for a in addrs if "/p2p-circuit" in str(a)]
-        direct = [a for a in addrs if "/p2p-circuit" not in str(a)]
-        if not addrs:
-            with contextlib.suppress(Exception), trio.move_on_after(self._config.dial_timeout):
-                found = await self.dht.find_peer(pid)
-                if found is not None:
-                    direct = list(found.addrs)
-        # relayed addresses after the direct ones, overlapping (node/net/relay.py); a
-        # peer whose relayed address we do not know is tried through our own relays
-        relays = self._config.relays if self._config.relays is not None else self._config.bootstrap
-        relayed = circuit_addresses(
-            [str(a) for a in circuit],
-            relays,
-            protocol.peer_id(peer),
-            protocol.peer_id(self._peer),
-        )
-
-        def through(text: str) -> Callable[[], Awaitable[None]]:
-            return lambda: self._dial(PeerInfo(pid, [multiaddr.Multiaddr(text)]), True)
-
-        try:
-            await dial_direct_then_relayed(
-                (lambda: self._dial(PeerInfo(pid, direct), False)) if direct else None,
-                [through(text) for text in relayed],
-            )
-        except PeerUnreachable as exc:
-            raise PeerUnreachable(
-                f"no known address of peer {protocol.peer_id(peer)} answers ({exc})"
-            ) from None
-
-    async def _bootstrap(self) -> None:
-        async def one(address: str) -> None:
-            try:
-                await self.connect(address)
-            except NetworkError as exc:
-                log.warning("bootstrap peer %s: %s", address, exc)
-
-        async with trio.open_nursery() as nursery:
-            for address in self._config.bootstrap:
-                nursery.start_soon(one, address)
-
-    async def _keep_bootstrap(self, address: str) -> None:
-        """Stay connected to the bootstrap peer at ``address``: whenever there is no
-        connection to it, redial with :class:`Backoff` (``bootstrap_redial_first``
-        doubling to ``bootstrap_redial_max``), lifting py-libp2p's negative cache for it
-        before each dial (a failed dial would otherwise refuse every dial to it for 60 s,
-        and a coordinator restarted after 5 s would stay unreachable for a minute)."""
-        info, _ = info_of(address)
-        key = key_of(info.peer_id)
-        if key is None or key == self._peer:
-            return
-        config = self._config
-        backoff = Backoff(
-            config.bootstrap_redial_first, config.bootstrap_redial_max, random.Random()
-        )
-        lost_at: float | None = None if key in self._connected else trio.current_time()
-        while True:
-            if key in self._connected:
-                if lost_at is not None:
-                    log.info(
-                        "reconnected to bootstrap peer %s after %.1f s",
-                        address,
-                        trio.current_time() - lost_at,
-                    )
-                lost_at = None
-                backoff.reset()
-                await self._peers_changed.wait()
-                continue
-            if lost_at is None:
-                lost_at = trio.current_time()
-                log.warning("lost bootstrap peer %s; redialling", address)
-            await trio.sleep(backoff.delay())
-            if key in self._connected or self.is_banned(key):
-                continue
-            with contextlib.suppress(Exception):
-                self._host.get_network().unblock_peer(info.peer_id)
-            try:
-                await self.connect(address)
-            except NetworkError as exc:
-                log.debug("redialling bootstrap peer %s: %s", address, exc)
-
-    def _peer_addresses(self, peer: PeerKey) -> list[str]:
-        """Up to ``PER_PEER`` direct addresses the peerstore holds for ``peer`` (identify's
-        listen addresses), each ending in ``/p2p/<peer id>``."""
-        pid = peer_id_of(peer)
-        suffix = f"/p2p/{protocol.peer_id(peer)}"
-        out: list[str] = []
-        with contextlib.suppress(Exception):
-            for addr in self._host.get_peerstore().addrs(pid) or []:
-                text = str(addr)
-                if "/p2p-circuit" in text:
-                    continue
-                out.append(text if "/p2p/" in text else text + suffix)
-        return out[: _peer_memory.PER_PEER]
-
-    async def _remember_peers(self, path: Path) -> None:
-        """Dial the peers remembered from the last run (each once), then keep the list of
-        peers connected lately in ``path`` (see ``_peer_memory``)."""
-        kept = _peer_memory.load(path)
-        others = [a for a in kept if not a.endswith(f"/p2p/{protocol.peer_id(self._peer)}")]
-        if others:
-            limit = trio.Semaphore(8)
-
-            # one dial per peer with all its remembered addresses: dialled one by one, a
-            # stale address's failure put the peer in py-libp2p's negative cache and the
-            # dial of its current address was refused (a workspace waited 25 s)
-            by_peer: dict[PeerKey, list[multiaddr.Multiaddr]] = {}
-            for address in others:
-                with contextlib.suppress(Exception):
-                    info, _ = info_of(address)
-                    key = key_of(info.peer_id)
-                    if key is not None:
-                        by_peer.setdefault(key, []).extend(info.addrs)
-            log.info("dialling %d peers remembered from the last run", len(by_peer))
-
-            async def dial(key: PeerKey, addrs: list[multiaddr.Multiaddr]) -> None:
-                async with limit:
-                    if key in self._connected:
-                        return
-                    pid = peer_id_of(key)
-                    with contextlib.suppress(Exception):
-                        self._host.get_network().unblock_peer(pid)
-                    with (
-                        contextlib.suppress(NetworkError),
-                        trio.move_on_after(self._config.dial_timeout),
-                    ):
-                        await self._dial(PeerInfo(pid, addrs), False)
-
-            async with trio.open_nursery() as nursery:
-                for key, addrs in by_peer.items():
-                    nursery.start_soon(dial, key, addrs)
-        saved = kept
-        while True:
-            await trio.sleep(self._config.peers_save_interval)
-            recent = [a for key in list(self._connected) for a in self._peer_addresses(key)]
-            merged = _peer_memory.merge(recent, saved)
-            if merged != saved:
-                await trio.to_thread.run_sync(_peer_memory.save, path, merged)
-                saved = merged
+        return await self._dialer.connect(address)
 
     # --- the parts' side of the interface ----------------------------------------------
 

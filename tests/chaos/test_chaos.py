@@ -1,5 +1,5 @@
 """The chaos suite, short (issue 15): a devnet of processes under a steady job stream, one
-fault at a time, each followed by the checks of ``node/testing/chaos.py`` (the long run is
+fault at a time, each followed by the checks of ``node/testing/chaos/`` (the long run is
 ``scripts/chaos.py``, with the same code): every ledger verifies with no escrow open past
 expiry, the nodes hold the same block at a common height, nobody is paid twice for a job,
 every job is verified or failed with a reason with its escrow closed, and a job is

@@ -1,5 +1,5 @@
 """A partition (issue 15): contributor-1 in a network namespace of its own, the rest of the
-devnet in another, one veth between them. Under a job stream (node/testing/chaos.py) the
+devnet in another, one veth between them. Under a job stream (node/testing/chaos/) the
 link is cut for 10 s, then restored. Afterwards every ledger verifies with no escrow open
 past its expiry, the nodes hold the same blocks, nobody is paid twice, every job is
 verified or failed with a reason and a closed escrow, a job is verified after the heal, and

@@ -225,6 +225,7 @@ class Node:
     requester: Requester | None = None
     provider: Provider | None = None
     #: honest | cheat | liar (claims the right commitment) | collude (one shared wrong output)
+    #: | withhold (honest result, but the output bytes never sent)
     behaviour: str = "honest"
     online: bool = True
     back_at: int | None = None
@@ -480,7 +481,9 @@ class Sim:
                     if peer is not node and serves:
                         self._send(node, peer.pub, fx.message.raw, fx.message.message, None)
             case Deliver():
-                sealed = seal(fx.peer, fx.output)
+                if fx.output and node.behaviour == "withhold":
+                    return  # takes the receipt, never sends the bytes
+                sealed = seal(fx.peer, fx.output) if fx.output else None
                 self._send(node, fx.peer, fx.result.raw, fx.result.message, sealed)
             case LockEscrow():
                 self._lock(node, fx)

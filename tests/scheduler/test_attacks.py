@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ledger
 from protocol import JobSpec
-from scheduler import JobPhase, NotifyUser, Output, UserEvent
+from scheduler import Deliver, JobPhase, NotifyUser, Output, TimerKey, TimerKind, UserEvent
 
 from ._harness import Sim, honest_output, wrong_output
 
 
 def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     # Attack 5: a provider reports the honest commitment but delivers corrupted bytes. The
-    # requester recomputes the commitment of what arrived: the replica fails (no receipt,
-    # no pay), the user gets the honest bytes, and the job is verified by honest replicas.
+    # requester recomputes the commitment of what arrived: the replica fails (no pay: the
+    # receipt it took for its commitment is worthless once the settle closed the escrow),
+    # the user gets the honest bytes, and the job is verified by honest replicas.
     sim = Sim(5)
     req = sim.add_requester(balance=1_000_000)
     liar = sim.add_provider("liar", price_floor=900, reputation=5)
@@ -31,7 +32,62 @@ def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     assert all(state.balance(h.pub) == paid[h.pub] for h in honest)
     assert any(m.peer == liar.pub and "commitment" in m.reason for m in sim.misbehaved)
     rep = next(r for r in req.requester.job(job).replicas if r.provider == liar.pub)  # type: ignore[union-attr]
-    assert rep.receipt is None and rep.output is None
+    assert rep.output is None
+    assert rep.reason == "delivered output bytes that do not match its commitment"
+    escrow = sim.ledger.state.escrow(job)
+    assert escrow is not None and not escrow.is_open  # a claim with its receipt is refused
+
+
+def test_a_requester_gets_no_output_bytes_before_it_signs_a_receipt() -> None:
+    # Attack 10: outputs used to travel with the Result, before any receipt, so a requester
+    # could keep them and never acknowledge (nothing to claim with). Now a provider sends
+    # only its Result, the output's commitment, until the Receipt bound to it arrives.
+    sim = Sim(10)
+    req = sim.add_requester(balance=1_000_000)
+    prov = sim.add_provider(reputation=5, run_ms=2_000)
+    job = sim.submit(req, sim.spec(req, redundancy=1))
+    machine = prov.provider
+    assert machine is not None
+    while machine.active == 0:  # until the award
+        sim.run_until(sim.now + 100)
+    req.online = False  # the requester goes silent while the job runs
+    sim.run_until(sim.now + 5_000)
+    work = machine.get(job)
+    assert work.phase == "delivered" and work.result is not None and work.receipt is None
+    # The requester went silent after the award: resends carry the commitment only.
+    resends = [
+        fx
+        for t in range(1, 40)
+        for fx in machine.timer(TimerKey(TimerKind.RESEND, job), sim.now + 1_000 * t)
+        if isinstance(fx, Deliver)
+    ]
+    assert resends and all(fx.output == b"" for fx in resends)
+
+
+def test_a_provider_that_withholds_its_bytes_after_the_receipt_is_replaced_and_unpaid() -> None:
+    # The other half of the fair exchange: the receipt came, the bytes never did. The
+    # requester fails the replica once they are overdue, has the job run elsewhere, and
+    # settles with the provider that delivered, which closes the escrow before the claim
+    # window: the withholder's receipt is worth nothing.
+    sim = Sim(11)
+    req = sim.add_requester(balance=1_000_000)
+    withholder = sim.add_provider("withhold", price_floor=900, reputation=5)
+    honest = sim.add_provider(price_floor=1_000, reputation=5)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert [p.provider for p in done.paid] == [honest.pub]
+    machine = req.requester
+    assert machine is not None
+    rep = next(r for r in machine.job(job).replicas if r.provider == withholder.pub)
+    assert rep.receipt is not None and rep.reason == "withheld its output after the receipt"
+    escrow = sim.ledger.state.escrow(job)
+    assert escrow is not None and not escrow.is_open
+    assert sim.ledger.state.balance(withholder.pub) == 0
+    assert any(a.subject == withholder.pub and not a.positive for a in sim.attests)
 
 
 def test_receipts_only_for_verified_work() -> None:

@@ -66,7 +66,7 @@ def test_the_typed_vocabulary_is_the_spec_strings() -> None:
     """States and effect vocabulary are StrEnums whose values are specs/marketplace.md's
     strings: JSON views, and drivers comparing with plain strings, see no change."""
     assert list(JobPhase) == ["locking", "collecting", "executing", "settling", "closed"]
-    assert list(ReplicaState) == ["running", "delivered", "failed"]
+    assert list(ReplicaState) == ["running", "committed", "delivered", "failed"]
     assert list(WorkPhase) == ["bidding", "running", "delivered", "receipted", "claimed", "closed"]
     assert list(JobStatus) == ["verified", "unverified", "failed"]
     assert list(TimerKind) == ["bids", "watch", "deadline", "bid", "heartbeat", "resend"]
@@ -258,22 +258,32 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert not req.may_fetch(bytes(32), prov.me)
     spec = req.job(job_id).spec
     out = honest_output(spec)
-    (deliver,) = _of(
+    # Fair exchange: the Result (the output commitment) goes first, without the bytes.
+    (commit,) = _of(
         prov.job_finished(job_id, sim.now + 900, outcome="ok", output=out, usage=USAGE), Deliver
     )
-    # Output bytes that do not match the result's hash: no receipt, counted against the peer.
-    bad = req.receive(deliver.result.raw, sim.now + 950, output=b"other")
+    assert commit.output == b"" and prov.get(job_id).phase == "delivered"
+    taken = req.receive(commit.result.raw, sim.now + 950)
+    (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
+    assert receipt.message.message.result_hash == commit.result.id
+    assert receipt.message.message.output_commitment == commit.result.message.output_commitment
+    assert req.job(job_id).done is None  # verified by commitment; the bytes are still due
+    # The receipt is what a claim needs: only now do the bytes go.
+    (deliver,) = _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
+    assert deliver.output and prov.get(job_id).phase == "receipted"
+    # Output bytes that do not match the result's hash: counted against the peer.
+    bad = req.receive(deliver.result.raw, sim.now + 958, output=b"other")
     assert _of(bad, Misbehaved) and not _of(bad, Send)
     good = req.receive(deliver.result.raw, sim.now + 960, output=deliver.output)
-    (receipt,) = [e for e in _of(good, Send) if isinstance(e.message.message, Receipt)]
-    assert receipt.message.message.result_hash == deliver.result.id
+    assert [e.message.raw for e in _of(good, Send)] == [receipt.message.raw]  # bytes arrived
     assert req.job(job_id).done is not None and req.job(job_id).done.status == "verified"  # type: ignore[union-attr]
     assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
     # A resent result (our receipt was lost) gets the same receipt again.
     again = req.receive(deliver.result.raw, sim.now + 970, output=deliver.output)
     assert [e.message.raw for e in _of(again, Send)] == [receipt.message.raw]
-    assert prov.receive(receipt.message.raw, sim.now + 980) != []
-    assert prov.get(job_id).phase == "receipted"
+    # The receipt again tells the provider its bytes arrived: it stops resending them.
+    assert _of(prov.receive(receipt.message.raw, sim.now + 980), CancelTimer)
+    assert prov.get(job_id).phase == "receipted" and prov.get(job_id).output == b""
 
 
 def test_forged_award_is_refused() -> None:

@@ -4,7 +4,6 @@ its controls, over the real HTTP server and an in-process cluster; its parts alo
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +12,12 @@ from typing import Any, cast
 import httpx
 import pytest
 import trio
-import trio.testing
 
 import protocol
 import scheduler
 from node.api import load_or_create_token, make_router, serve_http
 from node.api._activity import CHART_POINTS, DAY_MS, Activity, EarningsBook
-from node.api.dashboard import (
-    EARNINGS_FILE,
-    MAX_LISTENERS,
-    SnapshotHub,
-    cookie_name,
-    login_url,
-    node_state,
-    session_value,
-)
+from node.api.dashboard import MAX_LISTENERS, cookie_name, login_url, session_value
 from sandbox import tiny_model_path
 from sandbox.testing import InProcessRunner
 
@@ -37,78 +27,6 @@ from ..daemon._cluster import CHAIN, cluster, tiny_inputs
 TOKEN = "d" * 43
 
 # --- the parts ------------------------------------------------------------------------
-
-
-async def test_no_snapshot_is_computed_while_nobody_listens_and_one_per_tick_for_all(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    computed: list[float] = []
-
-    async def compute() -> bytes:
-        computed.append(trio.current_time())
-        return json.dumps({"n": len(computed)}).encode()
-
-    hub = SnapshotHub(compute, tick_s=1.0, max_listeners=2)
-    await trio.sleep(30)
-    assert computed == []  # nobody listened
-    got: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
-
-    async def listen(i: int, events: int) -> None:
-        stream = hub.stream()
-        async for chunk in stream:
-            got[i].append(chunk)
-            if len(got[i]) == events:
-                break
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(listen, 0, 11)  # the retry line and 10 snapshots
-        nursery.start_soon(listen, 1, 11)
-        await trio.sleep(0.1)
-        nursery.start_soon(listen, 2, 1)  # a third is over the bound
-    assert got[2] == [b"event: full\ndata: {}\n\n"]
-    assert got[0] == got[1]  # the same snapshots, computed once for both
-    assert len(computed) == 10
-    assert all(b - a >= 1.0 for a, b in itertools.pairwise(computed))
-    assert hub.listeners == 0
-    await trio.sleep(60)
-    assert len(computed) == 10  # they left: nothing more
-
-
-async def test_an_unchanged_snapshot_is_sent_once_then_kept_alive(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async def compute() -> bytes:
-        return b"{}"
-
-    hub = SnapshotHub(compute, tick_s=1.0)
-    chunks: list[bytes] = []
-    with trio.move_on_after(31.5):
-        async for chunk in hub.stream():
-            chunks.append(chunk)
-    assert (
-        chunks == [b"retry: 2000\n\n", b"event: snapshot\ndata: {}\n\n"] + [b": keepalive\n\n"] * 2
-    )
-
-
-async def test_a_failing_snapshot_is_an_error_event_and_the_stream_goes_on(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    calls = [0]
-
-    async def compute() -> bytes:
-        calls[0] += 1
-        if calls[0] == 1:
-            raise RuntimeError("a bug")
-        return b'{"ok":1}'
-
-    events = []
-    async for chunk in SnapshotHub(compute).stream():
-        events.append(chunk)
-        if len(events) == 3:
-            break
-    assert events[1].startswith(b'event: snapshot\ndata: {"error":"the snapshot failed')
-    assert events[2] == b'event: snapshot\ndata: {"ok":1}\n\n'
 
 
 def test_gpus_as_nvml_reports_them_and_no_gpu_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,17 +82,6 @@ def test_earnings_today_week_all_time_and_a_bounded_chart() -> None:
     assert len(chart) <= CHART_POINTS + 1
     assert chart[-1] == [now // 1000, 1012]
     assert [p[1] for p in chart] == sorted(p[1] for p in chart)  # cumulative
-
-
-def test_the_earnings_book_is_read_back_and_a_torn_line_skipped(tmp_path: Path) -> None:
-    from node.api.dashboard import _load_book
-
-    (tmp_path / EARNINGS_FILE).write_text(
-        '{"at_ms": 5, "amount": 7, "job": "aa"}\n{"at_ms": 9, "amount": 3, "job": "bb"}\n{"at_'
-    )
-    book = _load_book(tmp_path / EARNINGS_FILE)
-    assert book.entries == [(5, 7), (9, 3)] and book.total == 10
-    assert _load_book(tmp_path / "none").total == 0
 
 
 def _award(job: bytes, price: int = 3_000) -> protocol.Signed[protocol.Award]:
@@ -237,17 +144,6 @@ def test_activity_follows_a_run_to_its_pay_or_its_failure() -> None:
     assert views[1]["reason"] == "runtime_error: CUDA out of memory"
     assert activity.running == {}
     assert paid == [(clock[0], 3_000, good)] and activity.book.total == 3_000
-
-
-def test_the_state_word_and_its_reason() -> None:
-    avail = {"state": "paused", "paused": True, "reason": "outside the schedule"}
-    assert node_state({"availability": avail}) == {
-        "state": "paused",
-        "reason": "outside the schedule",
-    }
-    assert node_state({"connected_peers": 0})["state"] == "offline"
-    assert node_state({"connected_peers": 2, "provider": {"active": 1}})["state"] == "working"
-    assert node_state({"connected_peers": 2, "fault": "disk full"})["state"] == "paused"
 
 
 # --- over HTTP, against a cluster -----------------------------------------------------

@@ -14,7 +14,9 @@ import trio.testing
 
 import ledger
 from node.ledger import LedgerService
-from node.ledger._service import SUBMIT_RETRY_S, TX_PROTOCOL, LedgerServiceError
+from node.ledger._errors import LedgerServiceError
+from node.ledger._submit import SUBMIT_RETRY_S
+from node.ledger._wire import TX_PROTOCOL
 from node.net import MemoryHub
 
 from ...keys import key, pub

@@ -14,7 +14,7 @@ import trio
 import ledger
 from node.daemon import Node
 from node.ledger import overdue_escrows
-from node.ledger._service import TX_PROTOCOL
+from node.ledger._wire import TX_PROTOCOL
 from node.net import NetworkTimeout, RemoteError
 from sandbox import tiny_model_path
 

@@ -14,7 +14,8 @@ import trio.testing
 
 import protocol
 from node.ledger import LedgerService, blocks_topic
-from node.ledger._service import ANNOUNCE_BURST, BLOCKS_PROTOCOL
+from node.ledger._sync import ANNOUNCE_BURST
+from node.ledger._wire import BLOCKS_PROTOCOL
 from node.net import MemoryHub, MemoryNetwork
 
 from ...keys import key, pub
@@ -141,8 +142,8 @@ async def test_a_burst_of_announcements_is_dropped_and_nobody_blamed(
     async with hub.open(key("replica")) as net:
         service = LedgerService(net, g, sources=[pub(COORD)])
         peer = pub(COORD)
-        taken = [service._take_announcement(peer) for _ in range(3 * ANNOUNCE_BURST)]
+        taken = [service.sync.take_announcement(peer) for _ in range(3 * ANNOUNCE_BURST)]
         assert taken == [True] * ANNOUNCE_BURST + [False] * (2 * ANNOUNCE_BURST)
         assert service.counters.misbehaving == {}
         await trio.sleep(1.0)  # the bucket refills at the block rate
-        assert service._take_announcement(peer) is True
+        assert service.sync.take_announcement(peer) is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from node.net._libp2p_dht import PROVIDE_WINDOW_S, PROVIDES_PER_WINDOW, ProvidePacer
+from node.net._libp2p_records import PROVIDE_WINDOW_S, PROVIDES_PER_WINDOW, ProvidePacer
 
 
 async def test_provides_are_paced_to_the_receivers_rate_window(

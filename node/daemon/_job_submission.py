@@ -1,0 +1,111 @@
+"""Submitting a job on a requester node: the request checked (:func:`.submit.check_request`)
+and against the node's state (its role, its ledger's fault, the balance not yet locked),
+the spec built (:func:`.submit.build_spec`), providers looked up, the requester machine
+told, and the job's record and content kept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import ledger
+import scheduler
+
+from ._codec import Array
+from ._errors import JobSubmitError, RoleMissing
+from ._jobs import JobRecord
+from .submit import build_spec, check_request, escrow_expiry
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+
+async def submit_job(
+    node: Node,
+    model: bytes,
+    inputs: Mapping[str, Array],
+    *,
+    runtime: str,
+    redundancy: int,
+    max_retries: int,
+    max_price: int | None,
+    deadline_ms: int | None,
+    min_memory_mb: int,
+    model_name: str,
+) -> bytes:
+    """Escrow, sign and announce a job on ``node``; returns its id (:meth:`Node.submit_job`
+    has the defaults)."""
+    if node.requester is None:
+        raise RoleMissing("this node is not a requester; start it with --role requester")
+    await node.started.wait()
+    if node.fault is not None:
+        raise JobSubmitError(
+            "this node takes no new jobs until its ledger can be written again "
+            f"({node.fault}); free some space: it resumes by itself"
+        )
+    settings = node.config.requester
+    price = settings.max_price if max_price is None else max_price
+    blobs = check_request(
+        model,
+        inputs,
+        runtime=runtime,
+        redundancy=redundancy,
+        max_retries=max_retries,
+        max_price=price,
+    )
+    state = node.ledger.state
+    budget = redundancy + max_retries
+    spendable = state.balance(node.me) - locked_pending(node.requester, state)
+    if price * budget > spendable:
+        raise JobSubmitError(
+            f"escrow needs {price * budget} micro-credits (max_price × (redundancy + "
+            f"max_retries)) but the balance available is {spendable}; get credits "
+            "(the devnet faucet) or lower max_price"
+        )
+    now = node.now_ms()
+    deadline = now + (settings.deadline_ms if deadline_ms is None else deadline_ms)
+    spec = build_spec(
+        requester=node.me,
+        nonce=node.rng.randbytes(16),
+        runtime=runtime,
+        model=model,
+        inputs=blobs,
+        max_price=price,
+        redundancy=redundancy,
+        max_retries=max_retries,
+        min_memory_mb=min_memory_mb,
+        created_ms=now,
+        bid_window_ms=settings.bid_window_ms,
+        deadline_ms=deadline,
+        escrow_expiry_height=escrow_expiry(
+            height=state.height,
+            now_ms=now,
+            deadline_ms=deadline,
+            block_interval_ms=node.config.coordinator.block_interval_ms,
+            slack_blocks=settings.expiry_slack_blocks,
+        ),
+    )
+    providers = await node.providers_for(spec.requirements.capability_class)
+    now = node.now_ms()
+    try:
+        job_id, effects = node.requester.submit(spec, now, providers=providers)
+    except scheduler.SchedulerError as exc:
+        raise JobSubmitError(str(exc)) from None
+    node.content.store.pin(job_id, model)
+    for _, data in blobs:
+        node.content.store.pin(job_id, data)
+    record = JobRecord(job_id, spec, now, model_name)
+    node.jobs.add(record)
+    node.journal.submitted(record)
+    node.metrics.jobs_submitted.inc()
+    node.effects.execute("requester", effects)
+    return job_id
+
+
+def locked_pending(requester: scheduler.Requester, state: ledger.State) -> int:
+    """Credits of jobs submitted here whose lock is not in a block yet."""
+    return sum(
+        j.spec.max_price * j.budget
+        for j in requester.jobs.values()
+        if j.phase == "locking" and j.done is None and state.escrow(j.id) is None
+    )

@@ -1,0 +1,70 @@
+"""Following the chain: each new block's news for the node's machines (an escrow locked or
+closed, the height), its metrics, transaction queue and restart recovery."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import ledger
+import scheduler
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+
+class LedgerWatch:
+    """Tells a node's parts what each block it commits changed."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def run(self) -> None:
+        """Follow the node's ledger until cancelled."""
+        service = self._node.ledger
+        height = service.state.height
+        while True:
+            await service.wait_height(height + 1)
+            state = service.state
+            height = state.height
+            self.on_block(state)
+
+    def on_block(self, state: ledger.State) -> None:
+        """Tell the machines what the new block changed about their escrows."""
+        node = self._node
+        now = node.now_ms()
+        node.metrics.height.set(state.height)
+        node.metrics.balance.set(state.balance(node.me))
+        node.txq.on_block()
+        if node.requester is not None:
+            self._requester_block(node.requester, state, now)
+        if node.provider is not None:
+            effects = node.provider.follow_ledger(state.height, state.escrow, now)
+            node.effects.execute("provider", effects)
+        node.recovery.on_block(state, now)
+
+    def _requester_block(self, req: scheduler.Requester, state: ledger.State, now: int) -> None:
+        node = self._node
+        for job_id, job in list(req.jobs.items()):
+            e = state.escrow(job_id)
+            if e is None or not req.escrow_is_ours(job_id, e):
+                continue  # not (yet) the lock this node asked for
+            if job.phase == "locking":
+                node.effects.execute("requester", req.escrow_locked(job_id, now))
+            if not e.is_open:
+                node.effects.execute("requester", req.escrow_closed(job_id, now))
+                node.job_closed(job_id)
+        node.effects.execute("requester", req.block(state.height, now))
+        self._restored_block(state)
+
+    def _restored_block(self, state: ledger.State) -> None:
+        """Jobs read back after a restart: closed once the chain holds no open escrow of
+        theirs and no money intent of theirs is still being carried out (a lock that may
+        yet land, a settle or refund on its way)."""
+        node = self._node
+        open_intents = {job_id for job_id, _ in node.recovery.intents.book.intents}
+        for job_id, record in list(node.jobs.items()):
+            if not record.restored or record.closed or job_id in open_intents:
+                continue
+            escrow = state.escrow(job_id)
+            if escrow is None or not escrow.is_open:
+                node.job_closed(job_id)

@@ -1,0 +1,138 @@
+"""The ledger's answers to peers: the handlers of its three request protocols (block
+fetches, transactions, a coordinator's notices of dropped transactions).
+
+Every request's bytes are checked here before anything else sees them; a malformed one
+is refused and counts against the peer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import ledger
+import protocol
+
+from ..net import PeerKey, RequestRejected
+from ._errors import LedgerServiceError
+from ._wire import (
+    MAX_BLOCKS_PER_RESPONSE,
+    MAX_DROPS_PER_NOTICE,
+    MAX_HEIGHT,
+    MAX_RESPONSE_BLOCK_BYTES,
+    REJECTED_PREFIX,
+)
+
+if TYPE_CHECKING:
+    from ._service import LedgerService
+
+log = logging.getLogger(__name__)
+
+#: Block requests served to one peer at once (each may read up to 3 MiB); more are refused.
+MAX_BLOCK_REQUESTS_PER_PEER = 4
+
+
+class Server:
+    """The handlers of ``/aimx/ledger/blocks/1``, ``tx/1`` and ``dropped/1``."""
+
+    def __init__(self, service: LedgerService) -> None:
+        self._service = service
+        #: Block requests being answered, by peer.
+        self._serving: dict[PeerKey, int] = {}
+
+    async def serve_blocks(self, peer: PeerKey, request: bytes) -> bytes:
+        try:
+            value = protocol.unpack(request)
+            if type(value) is not list or len(value) != 2:
+                raise protocol.RemoteProtocolError("expected [from_height, limit]")
+            start, limit = value
+            if (
+                type(start) is not int
+                or type(limit) is not int
+                or not 1 <= start <= MAX_HEIGHT
+                or limit < 1
+            ):
+                raise protocol.RemoteProtocolError("expected [from_height >= 1, limit >= 1]")
+        except protocol.ProtocolError as exc:
+            self._service.misbehaved(peer, f"bad block request: {exc}")
+            raise RequestRejected(f"bad block request: {exc}") from None
+        limit = min(limit, MAX_BLOCKS_PER_RESPONSE)
+        if self._serving.get(peer, 0) >= MAX_BLOCK_REQUESTS_PER_PEER:
+            raise RequestRejected(
+                f"at most {MAX_BLOCK_REQUESTS_PER_PEER} block requests at once from one peer"
+            )
+        self._serving[peer] = self._serving.get(peer, 0) + 1
+        try:
+            return await self._blocks_response(start, limit)
+        finally:
+            left = self._serving.pop(peer) - 1
+            if left:
+                self._serving[peer] = left
+
+    async def serve_tx(self, peer: PeerKey, request: bytes) -> bytes:
+        service = self._service
+        if service.producer is None:
+            try:
+                return protocol.pack([await service.submit(request, wait=False)])
+            except ledger.LedgerError as exc:
+                raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
+            except LedgerServiceError as exc:
+                raise RequestRejected(str(exc)) from None
+        try:
+            tx_id = service.producer.submit(request).id
+        except ledger.LedgerError as exc:
+            raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
+        except Exception as exc:  # a bug of ours that the peer's bytes found
+            log.exception("the mempool failed on a transaction")
+            service.misbehaved(peer, f"its transaction made the mempool fail: {exc!r}")
+            raise RequestRejected(f"{REJECTED_PREFIX}the mempool failed on it") from None
+        return protocol.pack([tx_id])
+
+    async def serve_dropped(self, peer: PeerKey, request: bytes) -> bytes:
+        service = self._service
+        if peer not in service.genesis.coordinators:
+            service.misbehaved(peer, "reported a dropped transaction but is no coordinator")
+            raise RequestRejected("only a coordinator reports dropped transactions")
+        try:
+            drops = protocol.unpack(request)
+            if type(drops) is not list or not 0 < len(drops) <= MAX_DROPS_PER_NOTICE:
+                raise protocol.RemoteProtocolError(
+                    f"expected a list of 1 to {MAX_DROPS_PER_NOTICE} drops"
+                )
+            for drop in drops:
+                if (
+                    type(drop) is not list
+                    or len(drop) != 3
+                    or type(drop[0]) is not bytes
+                    or len(drop[0]) != protocol.HASH_SIZE
+                    or type(drop[1]) is not int
+                    or drop[1] < 0
+                    or type(drop[2]) is not str
+                ):
+                    raise protocol.RemoteProtocolError("a drop is [tx_id, seq, reason]")
+        except (protocol.ProtocolError, ValueError) as exc:
+            service.misbehaved(peer, f"bad dropped-transaction notice: {exc}")
+            raise RequestRejected(f"bad dropped-transaction notice: {exc}") from None
+        for tx_id, seq, reason in drops:
+            service.notify_dropped(tx_id, seq, reason[:1000])
+        return b""
+
+    async def _blocks_response(self, start: int, limit: int) -> bytes:
+        service = self._service
+        head = service.state.height
+        if service.store is not None:
+            blocks = await service.store.call(lambda s: s.blocks_from(start, limit))
+        else:
+            blocks = [
+                service.replica.recent[h]
+                for h in range(start, min(head, start + limit - 1) + 1)
+                if h in service.replica.recent
+            ]
+        out: list[bytes] = []
+        size = 0
+        for raw in blocks:
+            size += len(raw)
+            if out and size > MAX_RESPONSE_BLOCK_BYTES:
+                break
+            out.append(raw)
+        return protocol.pack([head, out])

@@ -1,0 +1,165 @@
+"""The trust boundary of a libp2p host: every inbound stream, ours and py-libp2p's.
+
+py-libp2p lets an exception in a stream handler escape into the host, serves any number of
+streams from one peer, and accepts streams from a peer we banned. Here:
+
+- :class:`GuardedHandlers` replaces the host's table of stream handlers, so that every
+  handler set on it (meshsub, kad, identify, ping, relay, ours, and those set later) is
+  wrapped as it is set;
+- :class:`InboundGuard` is that wrapper: a stream from a banned peer, or from a peer with
+  ``MAX_INBOUND_PER_PEER`` streams open, is reset; whatever the handler raises on the
+  peer's bytes resets the stream, is counted and counts against the peer;
+- :func:`guard` is the plain wrapper for handlers set outside that table (the relay's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Container
+from typing import Any
+
+import trio
+
+import protocol
+
+from ._interface import NetworkCounters, PeerKey
+from ._libp2p_logging import Serving, serving_peer
+from ._libp2p_transport import key_of
+from ._limits import MAX_INBOUND_PER_PEER
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[Any], Awaitable[None]]
+
+
+async def reset(stream: Any) -> None:
+    """Reset a stream, bounded and shielded: also on the way out of a cancelled task."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def who(stream: Any) -> str:
+    """The peer id at the other end of ``stream``, for a log line."""
+    try:
+        return str(stream.muxed_conn.peer_id)
+    except Exception:
+        return "(no peer id)"
+
+
+def guard(handler: StreamHandler, counters: NetworkCounters) -> StreamHandler:
+    """Wrap a libp2p stream handler so that nothing escapes into the host."""
+
+    async def guarded(stream: Any) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            counters.requests_rejected += 1
+            log.debug(
+                "stream handler %s failed on a stream from peer %s: %r",
+                handler.__name__,
+                who(stream),
+                exc,
+            )
+            await reset(stream)
+
+    return guarded
+
+
+class GuardedHandlers(dict[Any, Any]):
+    """py-libp2p's table of stream handlers (``Multiselect.handlers``) with every handler
+    wrapped by ``wrap(protocol_id, handler)`` as it is set: py-libp2p's own protocols
+    (meshsub, kad, identify, ping, relay) as well as ours, and those it sets later (the DHT
+    sets its handler again when it changes mode). A handler is wrapped once."""
+
+    def __init__(
+        self,
+        table: dict[Any, Any],
+        wrap: Callable[[str, StreamHandler], StreamHandler],
+    ) -> None:
+        super().__init__()
+        self._wrap = wrap
+        for protocol_id, handler in table.items():
+            self[protocol_id] = handler
+
+    def __setitem__(self, protocol_id: Any, handler: Any) -> None:
+        if handler is not None and not getattr(handler, "aimx_guarded", False):
+            handler = self._wrap(str(protocol_id), handler)
+        super().__setitem__(protocol_id, handler)
+
+
+class InboundGuard:
+    """Wraps the stream handler of a protocol (``guard(protocol_id, handler)``) for the
+    network's rules: ``is_banned``, at most ``MAX_INBOUND_PER_PEER`` streams open per
+    peer, failures counted in ``counters`` and reported to ``misbehaved(peer, reason)``.
+    ``ours`` are the protocols the network serves itself; on the others (py-libp2p's),
+    the task names the peer for py-libp2p's log lines (:data:`serving_peer`)."""
+
+    def __init__(
+        self,
+        counters: NetworkCounters,
+        ours: Container[str],
+        is_banned: Callable[[PeerKey], bool],
+        misbehaved: Callable[[PeerKey, str], None],
+    ) -> None:
+        self._counters = counters
+        self._ours = ours
+        self._is_banned = is_banned
+        self._misbehaved = misbehaved
+        self._streams_of: dict[PeerKey, int] = {}
+
+    def __call__(self, protocol_id: str, handler: StreamHandler) -> StreamHandler:
+        """An inbound stream on ``protocol_id``: refused from a banned peer or one with
+        ``MAX_INBOUND_PER_PEER`` streams open; whatever the handler raises on the peer's
+        bytes resets the stream and counts against the peer, never reaches the host."""
+
+        async def guarded(stream: Any) -> None:
+            try:
+                peer = key_of(stream.muxed_conn.peer_id)
+            except Exception:
+                peer = None
+            if peer is None:
+                await reset(stream)
+                return
+            name = protocol.peer_id(peer)
+            if self._is_banned(peer):
+                self._counters.refused_banned += 1
+                log.debug("refused a stream on %s from banned peer %s", protocol_id, name)
+                await reset(stream)
+                return
+            if self._streams_of.get(peer, 0) >= MAX_INBOUND_PER_PEER:
+                self._counters.requests_rejected += 1
+                log.info(
+                    "refused a stream on %s from peer %s: %d of its streams are open",
+                    protocol_id,
+                    name,
+                    MAX_INBOUND_PER_PEER,
+                )
+                await reset(stream)
+                return
+            self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
+            # py-libp2p's own handlers log a peer's bad bytes without naming the peer:
+            # its records from this task name it (our handlers name it themselves)
+            token = (
+                serving_peer.set(Serving(peer, name, protocol_id))
+                if protocol_id not in self._ours
+                else None
+            )
+            try:
+                await handler(stream)
+            except Exception as exc:
+                self._counters.requests_rejected += 1
+                log.info("a stream on %s from peer %s failed: %r", protocol_id, name, exc)
+                await reset(stream)
+                self._misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
+            finally:
+                if token is not None:
+                    serving_peer.reset(token)
+                left = self._streams_of.get(peer, 1) - 1
+                if left > 0:
+                    self._streams_of[peer] = left
+                else:
+                    self._streams_of.pop(peer, None)
+
+        guarded.aimx_guarded = True  # type: ignore[attr-defined]
+        return guarded
