@@ -16,8 +16,19 @@ the warm-up part; a flat daemon shows a steady slope far below it and under the 
 Warm-up takes minutes: the daemons' RSS still settles (SQLite's page caches, the
 allocator's arenas, the bounded caches filling) for 10-15 minutes under load, so the
 defaults are a 30-minute run measured after 15; a shorter warm-up reads that settling as
-growth. ``--arena-max-contributors K`` runs the last K contributors with glibc's
+growth. RSS also follows the rate of work (the allocator's high-water mark), so a slope
+needs a steady rate: the table gives each window's rate.
+
+The table's "at steady rate" column is the slope with the part that follows the rate of
+work (over the minute before each sample) taken out: a daemon's live set grows with the
+rate (jobs in flight, closed escrows kept for their retention, seen messages), so a rate
+that drifts during the window reads as growth in the plain slope.
+
+``--arena-max-contributors K`` runs the last K contributors with glibc's
 ``MALLOC_ARENA_MAX`` (``--arena-max``, 2) for a side-by-side in one run.
+``--samples-out`` keeps every sample as JSON and ``--from-samples`` prints the figures of
+such a file again (another ``--warmup-s``, say) without a run; ``--no-verify`` skips the
+ledgers' check at the end (minutes on a long chain).
 
 Usage: ``python bench/soak.py [--duration 1800] [--warmup-s 900] [--in-flight 8]``.
 Prints a table, then one JSON line per daemon.
@@ -77,6 +88,56 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / var
 
 
+def slope_at_steady_rate(points: list[tuple[float, float, float]]) -> float:
+    """Least-squares coefficient ``b`` of ``y ~ a + b x + c z`` over ``(x, z, y)`` points:
+    the slope of y over x with the part that follows z taken out (0 with too few points,
+    or when x and z move together). Here x is the jobs done, z the rate of work and y the
+    RSS: the live set of a daemon follows the rate (jobs in flight, escrows kept for
+    their retention, seen messages), so a rate that drifts during a window reads as growth
+    in a plain slope."""
+    n = len(points)
+    if n < 3:
+        return 0.0
+    mx = sum(p[0] for p in points) / n
+    mz = sum(p[1] for p in points) / n
+    my = sum(p[2] for p in points) / n
+    sxx = sum((x - mx) ** 2 for x, _, _ in points)
+    szz = sum((z - mz) ** 2 for _, z, _ in points)
+    sxz = sum((x - mx) * (z - mz) for x, z, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, _, y in points)
+    szy = sum((z - mz) * (y - my) for _, z, y in points)
+    det = sxx * szz - sxz * sxz
+    if sxx == 0 or det <= 1e-9 * sxx * szz:
+        return 0.0
+    return (sxy * szz - szy * sxz) / det
+
+
+#: The rate of work at a sample is taken over this long before it.
+RATE_WINDOW_S = 60.0
+
+
+def rates(samples: list[dict[str, Any]]) -> list[float]:
+    """Each sample's rate of work (jobs/s) over the ``RATE_WINDOW_S`` before it (over what
+    there is, at the start)."""
+    out = []
+    for i, s in enumerate(samples):
+        j = i
+        while j > 0 and s["t"] - samples[j - 1]["t"] <= RATE_WINDOW_S:
+            j -= 1
+        first = samples[j]
+        span = s["t"] - first["t"]
+        out.append((s["jobs"] - first["jobs"]) / span if span > 0 else 0.0)
+    return out
+
+
+def contributor_command(args: argparse.Namespace, i: int) -> tuple[str, ...]:
+    """Contributor ``i``'s daemon: the last ``--arena-max-contributors`` run with glibc's
+    ``MALLOC_ARENA_MAX``."""
+    if i >= args.contributors - args.arena_max_contributors:
+        return ("env", f"MALLOC_ARENA_MAX={args.arena_max}", *DAEMON_COMMAND)
+    return DAEMON_COMMAND
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     path, inputs = tiny_model_and_inputs()
     done = 0
@@ -97,11 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workspace_extra=workspace_extra,
             block_interval_ms=BLOCK_MS,
             contributor_extra=lambda i: "max_concurrency = 8\nwarm_workers = 2\n",
-            contributor_command=lambda i: (
-                ("env", f"MALLOC_ARENA_MAX={args.arena_max}", *DAEMON_COMMAND)
-                if i >= args.contributors - args.arena_max_contributors
-                else DAEMON_COMMAND
-            ),
+            contributor_command=lambda i: contributor_command(args, i),
         ) as nodes:
             wait_ready(nodes)
             ws = next(n for n in nodes if n.name == "workspace")
@@ -126,7 +183,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() - start < args.duration:
                 with lock:
                     jobs = done
-                sample: dict[str, Any] = {"t": time.monotonic() - start, "jobs": jobs}
+                sample: dict[str, Any] = {
+                    "t": time.monotonic() - start,
+                    "wall": time.time(),
+                    "jobs": jobs,
+                }
                 for n in nodes:
                     assert n.proc is not None
                     sample[n.name] = proc_figures(n.proc.pid)
@@ -142,7 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t.join(timeout=130)
             alive = {n.name: n.alive() for n in nodes}
             names = [n.name for n in nodes]
-        ledgers = verify_ledgers(nodes, timeout_s=1800)  # stopped now; a long chain
+        # stopped now; a long chain
+        ledgers = verify_ledgers(nodes, timeout_s=1800) if args.verify else {}
     return {
         "samples": samples,
         "names": names,
@@ -173,27 +235,70 @@ def main() -> None:
     )
     parser.add_argument("--arena-max", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the devnet's data directories here")
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip 'aimx ledger verify' of every node at the end (minutes on a long chain)",
+    )
+    parser.add_argument(
+        "--samples-out", type=Path, help="write every sample (time, jobs, each daemon) as JSON"
+    )
+    parser.add_argument(
+        "--from-samples",
+        type=Path,
+        help="no run: print the figures of the samples a run wrote with --samples-out",
+    )
     args = parser.parse_args()
-    out = run(args)
+    if args.from_samples is not None:
+        kept = json.loads(args.from_samples.read_text())
+        out = {"done": kept["samples"][-1]["jobs"], "failed": {}, "alive": {}, "ledgers": {}}
+        out.update(kept)
+    else:
+        out = run(args)
     samples = out["samples"]
-    warm = [s for s in samples if s["t"] < args.warmup_s]
-    steady = [s for s in samples if s["t"] >= args.warmup_s]
+    if args.samples_out is not None:
+        args.samples_out.write_text(json.dumps({"names": out["names"], "samples": samples}))
+    report(out, args.warmup_s)
+
+
+def report(out: dict[str, Any], warmup_s: float) -> None:
+    """The table and one JSON line per daemon."""
+    samples = out["samples"]
+    at_rate = rates(samples)
+    warm = [s for s in samples if s["t"] < warmup_s]
+    steady = [s for s in samples if s["t"] >= warmup_s]
+    steady_rates = at_rate[len(warm) :]
     for name, body in out["ledgers"].items():
         if not body.get("ok"):
             print(f"ledger of {name} does not verify: {body.get('error', '')}")
-    print(
-        f"\n{out['done']} jobs in {args.duration:.0f} s; not verified: {out['failed'] or 'none'}; "
-        f"alive: {out['alive']}"
-    )
+    print(f"\n{out['done']} jobs; not verified: {out['failed'] or 'none'}; alive: {out['alive']}")
+    for label, part, part_rates in (
+        ("warm-up", warm, at_rate[: len(warm)]),
+        ("steady", steady, steady_rates),
+    ):
+        if len(part) > 1:
+            print(
+                f"{label}: jobs {part[0]['jobs']}-{part[-1]['jobs']}, "
+                f"{(part[-1]['jobs'] - part[0]['jobs']) / (part[-1]['t'] - part[0]['t']):.1f} "
+                f"jobs/s (over {RATE_WINDOW_S:.0f} s: "
+                f"{min(part_rates):.1f}-{max(part_rates):.1f})"
+            )
     header = f"{'daemon':16} {'RSS MB':>8} {'warm-up KB/1k':>14} {'steady KB/1k':>13}"
-    print(f"{header} {'fds':>5} {'thr':>4}")
+    print(f"{header} {'at steady rate':>14} {'fds':>5} {'thr':>4}")
     for name in out["names"]:
         warm_slope = slope([(s["jobs"], s[name][0]) for s in warm]) * 1000
         steady_slope = slope([(s["jobs"], s[name][0]) for s in steady]) * 1000
+        held = (
+            slope_at_steady_rate(
+                [(s["jobs"], r, s[name][0]) for s, r in zip(steady, steady_rates, strict=True)]
+            )
+            * 1000
+        )
         last = samples[-1][name]
         print(
             f"{name:16} {last[0] / 1024:8.1f} {warm_slope:14.1f} {steady_slope:13.1f} "
-            f"{last[1]:5d} {last[2]:4d}"
+            f"{held:14.1f} {last[1]:5d} {last[2]:4d}"
         )
         fds = [s[name][1] for s in steady]
         print(
@@ -204,10 +309,13 @@ def main() -> None:
                     "jobs": out["done"],
                     "rss_kb": last[0],
                     "kb_per_1000_jobs_steady": round(steady_slope, 1),
+                    "kb_per_1000_jobs_at_steady_rate": round(held, 1),
                     "kb_per_1000_jobs_warmup": round(warm_slope, 1),
                     "target_kb_per_1000_jobs": TARGET_KB_PER_1000,
                     "fds_min_max": [min(fds, default=0), max(fds, default=0)],
-                    "ledger_ok": bool(out["ledgers"].get(name, {}).get("ok")),
+                    "ledger_ok": (
+                        bool(out["ledgers"].get(name, {}).get("ok")) if out["ledgers"] else None
+                    ),
                 }
             )
         )

@@ -188,7 +188,7 @@ def root_of_buckets(bucket_roots: Iterable[bytes]) -> bytes:
 def bucket_root(leaves: dict[bytes, bytes]) -> bytes:
     if not leaves:
         return EMPTY_BUCKET
-    return content_hash(b"".join(leaves[k] for k in sorted(leaves)))
+    return content_hash(b"".join(map(leaves.__getitem__, sorted(leaves))))
 
 
 def compute_root(leaves: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -603,7 +603,11 @@ class Draft:
         new._accounts = accounts
         new._escrows = escrows
         new._releases = base._releases[self.released_upto :] + tuple(self.new_releases)
-        new._prunes = tuple(heapq.merge(base._prunes[self.pruned_upto :], closing))
+        kept = base._prunes[self.pruned_upto :]
+        if not closing or not kept or closing[0] >= kept[-1]:
+            new._prunes = kept + tuple(closing)  # what the merge gives, without its loop
+        else:
+            new._prunes = tuple(heapq.merge(kept, closing))
         touched = [GLOBALS_KEY]
         touched += [ACCOUNT_PREFIX + k for k in self.accounts]
         touched += [ESCROW_PREFIX + k for k in self.escrows]
@@ -628,8 +632,12 @@ class Draft:
                 d = dirty[b] = dict(buckets[b])
             del d[key]
         for b, d in dirty.items():
-            buckets[b] = d
-            roots[b] = bucket_root(d)
+            # bucket_root(d), sorting once; the bucket is kept in key order, so the next
+            # block's sort of it is a near-linear merge of the few new keys
+            keys = sorted(d)
+            hashes = list(map(d.__getitem__, keys))
+            buckets[b] = dict(zip(keys, hashes, strict=True))
+            roots[b] = content_hash(b"".join(hashes)) if hashes else EMPTY_BUCKET
         new._buckets = buckets
         new._bucket_roots = roots
         new.root = root_of_buckets(roots)

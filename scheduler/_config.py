@@ -12,6 +12,7 @@ import nacl.signing
 from protocol import InputRef
 
 from ._effects import Output
+from ._ledger import EscrowLookup, no_escrow
 from ._pricing import NEWCOMER, Reputation
 from ._verification import CommitmentOf, Compare, commitments_equal
 
@@ -123,6 +124,9 @@ class ProviderConfig:
     #: Resend an unacknowledged result this often until a receipt arrives.
     result_resend_ms: int = 1_000
     claim_window_blocks: int = 10
+    #: The job's escrow as the driver's ledger has it now: the output bytes go only when it
+    #: covers the award (``Provider`` holds them until a block shows it does).
+    escrow_of: EscrowLookup = no_escrow
     #: Whether jobs from requesters not in ``trusted_requesters`` are accepted.
     accepts_untrusted: bool = True
     trusted_requesters: frozenset[bytes] = frozenset()

@@ -24,6 +24,31 @@ class EscrowView(Protocol):
         ...
 
     @property
+    def remaining(self) -> int:
+        """What is left to pay out."""
+        ...
+
+    @property
+    def claim_height(self) -> int:
+        """Claims are accepted from this height on."""
+        ...
+
+    @property
+    def expiry_height(self) -> int:
+        """Claims end, and the owner may refund the rest, at this height."""
+        ...
+
+    @property
+    def max_per_payee(self) -> int:
+        """The most one provider may be paid."""
+        ...
+
+    @property
+    def max_payees(self) -> int:
+        """The most providers that may be paid."""
+        ...
+
+    @property
     def is_open(self) -> bool:
         """Neither settled nor refunded yet."""
         ...
@@ -35,3 +60,8 @@ class EscrowView(Protocol):
 
 EscrowLookup = Callable[[bytes], EscrowView | None]
 """The escrow locked for a job id, or ``None`` if there is none (yet)."""
+
+
+def no_escrow(job_id: bytes) -> EscrowView | None:
+    """A lookup that knows no escrow (a provider with it never sends output bytes)."""
+    return None

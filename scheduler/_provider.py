@@ -19,11 +19,12 @@ Rules (specs/marketplace.md is the full text):
 - ``job_finished`` sends the signed Result, the output's commitment without its bytes
   (``Deliver`` with no output), and resends it every ``result_resend_ms`` until the
   requester's Receipt arrives or the job's deadline passes. The Receipt, bound to that
-  Result, is what a claim needs; only then do the output bytes go (``Deliver`` with the
-  output), resent every ``result_resend_ms`` until the Receipt comes again (the requester's
-  sign that they arrived) or the deadline passes. So a requester cannot keep an output it
-  never acknowledged (specs/marketplace.md, "Fair exchange"). A run past the award's
-  deadline is aborted: the requester has replaced it.
+  Result, is what a claim needs; only then, and once the ledger shows the job's escrow able
+  to pay the award by claim (``ProviderConfig.escrow_of``, and each block), do the output
+  bytes go (``Deliver`` with the output), resent at doubling intervals from
+  ``result_resend_ms`` until the work ends. So a requester cannot keep an output it never
+  receipted on an escrow that pays it (specs/marketplace.md, "Fair exchange"). A run past
+  the award's deadline is aborted: the requester has replaced it.
 - With a Receipt held, the provider waits for the ledger: paid or closed ends the job. If
   the escrow is still open once the claim window (the last ``claim_window_blocks`` before
   the escrow's expiry height) has opened and the job's deadline has passed, the provider
@@ -71,7 +72,7 @@ from ._effects import (
     UserEvent,
 )
 from ._errors import UnknownJob
-from ._ledger import EscrowLookup
+from ._ledger import EscrowLookup, EscrowView
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
@@ -108,6 +109,8 @@ MAX_DEADLINE_AHEAD_MS = 24 * 3_600_000
 MAX_PENDING_MS = 10_000
 #: Announcements remembered as answered (the oldest is forgotten first).
 MAX_ANSWERED = 4_096
+#: Receipted output bytes are resent at doubling intervals up to this one.
+MAX_OUTPUT_RESEND_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -127,6 +130,11 @@ class Work:
     result: Signed[Result] | None = None
     #: The output bytes, held until the requester acknowledged them.
     output: bytes = b""
+    #: The job's escrow was seen covering our award (``Provider._why_not_covered``).
+    covered: bool = False
+    #: The interval of the output bytes' next resend (it doubles), and when they last went.
+    resend_ms: int = 0
+    bytes_sent_ms: int = 0
     receipt: Signed[Receipt] | None = None
     paid: int = 0
     end: str = ""
@@ -309,13 +317,14 @@ class Provider:
                     Deliver(work.spec.requester, work.result, b""),
                     SetTimer(now_ms + self.config.result_resend_ms, key),
                 ]
-            if work.phase == WorkPhase.RECEIPTED and work.output:
-                if now_ms >= work.spec.deadline_ms:
-                    work.output = b""  # never acknowledged; the receipt is what counts
-                    return []
+            if work.phase == WorkPhase.RECEIPTED and work.output and work.covered:
+                # Past the deadline too: a receipt holder owes its bytes until the work
+                # ends (paid, escrow closed or expired), resent at doubling intervals.
+                work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
+                work.bytes_sent_ms = now_ms
                 return [
                     Deliver(work.spec.requester, work.result, work.output),
-                    SetTimer(now_ms + self.config.result_resend_ms, key),
+                    SetTimer(now_ms + work.resend_ms, key),
                 ]
         return []
 
@@ -327,10 +336,15 @@ class Provider:
             escrow = escrow_of(job_id)
             if escrow is None:
                 continue
+            work = self.work[job_id]
+            if work.phase in (WorkPhase.RUNNING, WorkPhase.DELIVERED, WorkPhase.RECEIPTED):
+                effects += self._check_escrow(work, escrow, now_ms)
+                if job_id not in self.work:
+                    continue
             paid = escrow.paid_to(self.me)
             if paid > self.work[job_id].paid:
                 effects += self.paid(job_id, paid - self.work[job_id].paid, now_ms)
-            if not escrow.is_open:
+            if job_id in self.work and not escrow.is_open:
                 effects += self.escrow_closed(job_id, now_ms)
         return effects + self.block(height, now_ms)
 
@@ -531,17 +545,70 @@ class Provider:
             or receipt.result_hash != work.result.id
         ):
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
-        resend = TimerKey(TimerKind.RESEND, work.id)
         if work.phase == WorkPhase.RECEIPTED:
-            # The receipt again: the requester has our output bytes.
-            work.output = b""
-            return [CancelTimer(resend)]
+            # The receipt again: the requester still waits for our bytes (they or its
+            # receipt may have been lost), or it answers bytes or a Result we resent. It
+            # proves no arrival: the bytes go again now, at most once per
+            # ``result_resend_ms`` (a requester cannot make us upload them on demand), and
+            # the doubling resends go on until the work ends.
+            due = work.bytes_sent_ms + self.config.result_resend_ms
+            if not work.covered or not work.output or work.result is None or now_ms < due:
+                return []
+            work.bytes_sent_ms = now_ms
+            return [Deliver(work.spec.requester, work.result, work.output)]
         work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
-        return [
-            Deliver(work.spec.requester, work.result, work.output),  # now the bytes
-            SetTimer(now_ms + self.config.result_resend_ms, resend),
+        effects: list[Effect] = [
             NotifyUser(
                 work.id, UserEvent.RECEIPTED, "a claim is possible if the requester never settles"
-            ),
+            )
         ]
+        if not work.covered:
+            return effects + self._check_escrow(work, self.config.escrow_of(work.id), now_ms)
+        return effects + self._send_output(work, now_ms)
+
+    def _check_escrow(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
+        """Send the held output bytes once the job's escrow covers our award: the receipt
+        is only worth what a claim on that escrow pays. An escrow that cannot pay the award
+        ends the work (the requester misbehaved); none yet: the bytes wait for a block."""
+        if work.covered or work.award is None or escrow is None or not escrow.is_open:
+            return []  # none yet: wait; closed: ``escrow_closed`` ends the work
+        why = self._why_not_covered(work, escrow)
+        if why:
+            effects: list[Effect] = [Misbehaved(work.spec.requester, f"escrow {why}")]
+            if work.phase == WorkPhase.RUNNING:
+                effects.append(AbortJob(work.id))
+            return effects + self._close(work, f"the escrow {why}")
+        work.covered = True
+        return self._send_output(work, now_ms)
+
+    def _send_output(self, work: Work, now_ms: int) -> list[Effect]:
+        """The output bytes, to a requester whose receipt we hold (resent until it says
+        they arrived)."""
+        if work.phase != WorkPhase.RECEIPTED or not work.output or work.result is None:
+            return []
+        work.resend_ms = self.config.result_resend_ms
+        work.bytes_sent_ms = now_ms
+        return [
+            Deliver(work.spec.requester, work.result, work.output),  # now the bytes
+            SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
+        ]
+
+    def _why_not_covered(self, work: Work, escrow: EscrowView) -> str:
+        """Why the job's escrow cannot pay our award by claim ("" when it can): it must be
+        the requester's, open, expire when the job says, open claims no later than the claim
+        window, and have room for the award and for the job's redundancy."""
+        spec = work.spec
+        assert work.award is not None
+        price = work.award.message.price
+        if escrow.owner != spec.requester:
+            return "is not the requester's"
+        if escrow.expiry_height != spec.escrow_expiry_height:
+            return f"expires at {escrow.expiry_height}, not the job's {spec.escrow_expiry_height}"
+        if escrow.claim_height > escrow.expiry_height - self.config.claim_window_blocks:
+            return f"opens claims at {escrow.claim_height}, after the claim window"
+        if escrow.max_payees < spec.redundancy:
+            return f"pays at most {escrow.max_payees} providers, under the job's redundancy"
+        if min(escrow.max_per_payee, escrow.remaining) < price:
+            return f"cannot pay the award's {price}"
+        return ""

@@ -317,10 +317,17 @@ class Requester:
         if key.kind == TimerKind.WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
             if rep.state == ReplicaState.COMMITTED and rep.receipt is not None:
-                # Receipted: its output bytes are due now.
-                if now_ms >= rep.last_seen_ms + self.config.heartbeat_timeout_ms:
+                # Receipted: its output bytes are due. The receipt is sent again (it or the
+                # bytes may have been lost) twice, half a heartbeat timeout apart, then the
+                # replica fails.
+                half = self.config.heartbeat_timeout_ms // 2
+                if now_ms < rep.last_seen_ms + half:
+                    return [SetTimer(rep.last_seen_ms + half, key)]
+                if rep.nudges >= MAX_AWARD_RESENDS:
                     return self._fail(job, rep, _WITHHELD, now_ms)
-                return [SetTimer(rep.last_seen_ms + self.config.heartbeat_timeout_ms, key)]
+                rep.nudges += 1
+                rep.last_seen_ms = now_ms
+                return [Send(rep.provider, rep.receipt), SetTimer(now_ms + half, key)]
             if rep.state != ReplicaState.RUNNING:
                 return []
             if now_ms >= rep.deadline_ms:
@@ -510,6 +517,11 @@ class Requester:
             return []
         if res.outcome != "ok":
             return self._fail(job, rep, f"reported {res.outcome}: {res.message}", now_ms)
+        if res.determinism_class != rep.determinism_class:
+            # Judging by commitment needs the class its bid named: a result claiming another
+            # one would make the job compare bytes, and receipt every result first.
+            why = f"reported determinism class {res.determinism_class!r}, not its bid's"
+            return [Misbehaved(res.provider, why), *self._fail(job, rep, why, now_ms)]
         rep.state = ReplicaState.COMMITTED
         rep.result = signed
         rep.output = Output(b"", res.output_commitment, res.determinism_class)
@@ -564,8 +576,9 @@ class Requester:
         effects: list[Effect] = [Send(rep.provider, rep.receipt)]
         if rep.state == ReplicaState.COMMITTED:
             rep.last_seen_ms = now_ms
+            rep.nudges = 0
             key = TimerKey(TimerKind.WATCH, job.id, rep.index)
-            effects.append(SetTimer(now_ms + self.config.heartbeat_timeout_ms, key))
+            effects.append(SetTimer(now_ms + self.config.heartbeat_timeout_ms // 2, key))
         return effects
 
     def _resend_receipt(self, job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
@@ -805,26 +818,33 @@ class Requester:
     def _initial_order(
         self, job: RequesterJob, candidates: list[Signed[Bid]]
     ) -> tuple[list[Signed[Bid]], int]:
-        """The first awards: the best ``redundancy`` bids, plus one probation replica when
-        every chosen provider is a newcomer (the best established provider if one bid, else
-        the next bid when fewer than two were chosen), while the budget allows it."""
+        """The first awards: the best ``redundancy`` bids, with a probation replica
+        (``_with_probation``); adaptive replication decides its own."""
         spec = job.spec
         if self.config.replication == "adaptive" and job.known is None:
             return self._adaptive_order(job, candidates)
+        return self._with_probation(job, candidates, spec.redundancy)
+
+    def _with_probation(
+        self, job: RequesterJob, candidates: list[Signed[Bid]], n: int
+    ) -> tuple[list[Signed[Bid]], int]:
+        """The best ``n`` bids, plus one probation replica when every one of them is a
+        newcomer: the best established provider if one bid (newcomers never outvote it),
+        else the next bid when fewer than two were chosen; while the budget allows it."""
         rep = self.config.reputation
         probation = self.config.probation_jobs
-        chosen, rest = candidates[: spec.redundancy], candidates[spec.redundancy :]
-        if not chosen or job.budget <= spec.redundancy:
-            return candidates, spec.redundancy
+        chosen, rest = candidates[:n], candidates[n:]
+        if not chosen or job.budget <= n:
+            return candidates, n
         if any(rep(s.message.provider).settled_jobs >= probation for s in chosen):
-            return candidates, spec.redundancy
+            return candidates, n
         veterans = [s for s in rest if rep(s.message.provider).settled_jobs >= probation]
         if veterans:
             rest.remove(veterans[0])
-            return [*chosen, veterans[0], *rest], spec.redundancy + 1
+            return [*chosen, veterans[0], *rest], n + 1
         if len(chosen) < 2 and rest:
-            return candidates, spec.redundancy + 1
-        return candidates, spec.redundancy
+            return candidates, n + 1
+        return candidates, n
 
     def _adaptive_order(
         self, job: RequesterJob, candidates: list[Signed[Bid]]
@@ -836,8 +856,10 @@ class Requester:
         trusted = [s for s in candidates if self._trusted(s.message.provider)]
         job.solo = False
         if not trusted:
+            # Newcomers alone get an established provider's probation replica, as under
+            # fixed replication: two colluding newcomers never decide a job one bid for.
             job.required = max(2, job.asked)
-            return candidates, job.required
+            return self._with_probation(job, candidates, job.required)
         first = trusted[0]
         order = [first, *(s for s in candidates if s is not first)]
         if self.config.rng.randrange(1000) >= self.config.audit_permille:
@@ -911,10 +933,11 @@ class Requester:
         elif winners:
             # Judged by commitment, but no winner's bytes came: nothing to hand over, and
             # nothing settled; the winners holding receipts may claim.
-            held = sum(1 for w in winners if w.receipt is not None)
+            held = [w for w in winners if w.receipt is not None]
             reason = f"{len(winners)} results agree but no output arrived in time"
             if held:
-                reason += f" ({held} providers hold receipts and may claim)"
+                reason += f" ({len(held)} providers hold receipts and may claim)"
+            effects += [Attest(job.id, w.provider, False, _WITHHELD, ()) for w in held]
         elif not job.replicas:
             report = explain_no_bids(job.nobids.values(), len(job.providers))
             reason = f"no bids: {report.primary}"

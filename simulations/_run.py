@@ -219,6 +219,7 @@ def summarise(sim: Simulation) -> Summary:
         },
         "network": {"messages": sim.messages, "lost": sim.lost, "misbehaved": sim.misbehaved},
         "verify_cache": sc.verify_cache,
+        "signature_checks": sim.signature_checks,
         "measured_from_s": sc.warmup_s,
         "whole_run": _whole_run(every),
         "peak_rss_mb": round(peak_rss_mb(), 1),

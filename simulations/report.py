@@ -764,9 +764,10 @@ def adversary_rows(run: Run) -> list[list[str]]:
 def verify_cache_note(summary: dict[str, Any]) -> str:
     if summary.get("verify_cache"):
         return (
-            '<p class="warn"><b>Verification cache on:</b> signatures of identical message '
-            "bytes were verified once and the result reused (the scenario asked for it). "
-            "Every message is still signed.</p>"
+            '<p class="warn"><b>Verification cache on:</b> a signature check of exact bytes '
+            "known to pass (checked before, or signed by the run itself over those bytes) "
+            "was answered from a cache (the scenario asked for it); other bytes were checked "
+            "for real. Every message is still signed.</p>"
         )
     return ""
 

@@ -12,18 +12,7 @@ import os
 import time
 from typing import Any
 
-
-def _proc_stat() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs since boot."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
-        return None
-    values = [int(v) for v in fields[:8]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    total = sum(values)
-    return total - idle, total
+from .._procfs import machine_ticks
 
 
 def _meminfo() -> dict[str, int]:
@@ -43,7 +32,7 @@ class Hardware:
     """Samples of the machine's load; the first sample's CPU shares read 0."""
 
     def __init__(self) -> None:
-        self._last_stat = _proc_stat()
+        self._last_stat = machine_ticks()
         self._last_cpu = time.process_time()
         self._last_wall = time.monotonic()
         self._nvml: Any = None
@@ -89,7 +78,7 @@ class Hardware:
     def sample(self) -> dict[str, Any]:
         if not self._nvml_tried:
             self._open_nvml()
-        stat = _proc_stat()
+        stat = machine_ticks()
         cpu_percent = 0.0
         if stat is not None and self._last_stat is not None:
             busy = stat[0] - self._last_stat[0]

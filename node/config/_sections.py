@@ -215,13 +215,6 @@ class NodeConfig(_Strict):
         "relay reservation at each bootstrap peer and advertises the relayed address; a "
         "coordinator is public unless set",
     )
-    heap_trim_s: int = Field(
-        60,
-        ge=0,
-        le=86_400,
-        description="give the C heap's free pages back to the system this often, in "
-        "seconds (0: never); keeps the resident size flat under steady load",
-    )
     contributor: ContributorConfig = ContributorConfig()
     coordinator: CoordinatorConfig = CoordinatorConfig()
     requester: RequesterConfig = RequesterConfig()

@@ -140,9 +140,10 @@ class Market:
         self, machine: Machine, peer: PeerKey | None, call: Callable[[], list[scheduler.Effect]]
     ) -> None:
         """Hand a peer's message to a machine and carry out the effects. The machines
-        refuse bad input with a ``Misbehaved`` effect; an exception they raise anyway is a
-        bug of ours that peer data found: logged as a driver error and counted against
-        the peer, never raised into the node's nursery."""
+        refuse bad input with a ``Misbehaved`` effect, counted against ``peer`` (the
+        transport's sender); an exception they raise anyway is a bug of ours that peer data
+        found: logged as a driver error and counted against the peer, never raised into the
+        node's nursery."""
         try:
             effects = call()
         except Exception as exc:  # the trust boundary: peer data must not end the node
@@ -150,11 +151,11 @@ class Market:
             self._node.conduct.misbehaved(peer, f"its message made the {machine} fail: {exc!r}")
             return
         if peer is not None:
-            # a message the machine could not decode names no sender: it is the peer's
+            # Misbehaviour is the sending peer's, whoever signed the message: a peer that
+            # forwards another's signed Award or Receipt (or republishes its JobSpec) is
+            # counted itself, and can never get the signer banned.
             effects = [
-                dataclasses.replace(e, peer=peer)
-                if isinstance(e, scheduler.Misbehaved) and e.peer is None
-                else e
+                dataclasses.replace(e, peer=peer) if isinstance(e, scheduler.Misbehaved) else e
                 for e in effects
             ]
         self._node.effects.execute(machine, effects)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from .._procfs import machine_ticks
 from ..config import ContributorConfig, zone_of
 from .availability import Availability, Schedule, Settings, Verdict
 
@@ -237,22 +238,6 @@ def own_tree(root: int) -> dict[int, int]:
     return tree
 
 
-def _machine_ticks() -> tuple[int, int] | None:
-    """``(busy, total)`` CPU ticks of the whole machine from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            first = f.readline().split()
-    except OSError:
-        return None
-    if not first or first[0] != "cpu":
-        return None
-    v = [int(x) for x in first[1:9]]
-    v += [0] * (8 - len(v))
-    user, nice, system, idle, iowait, irq, softirq, steal = v
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
-
-
 class MachineSampler:
     """Samples this machine: NVML's compute and graphics process lists (processes outside
     this daemon's tree and visible in its ``/proc``), and other processes' CPU share
@@ -266,7 +251,7 @@ class MachineSampler:
         self._nvml_tried = False
 
     def cpu_share_permille(self) -> int | None:
-        machine = _machine_ticks()
+        machine = machine_ticks()
         if machine is None:
             return None
         ours = sum(own_tree(self._root).values())

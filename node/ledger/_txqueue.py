@@ -367,6 +367,11 @@ class TxQueue:
                     return  # the chain took the sequence number: ours or not, it decides
                 if "already in the mempool" in text or "already pending" in text:
                     break  # the first submission did arrive
+                pending = self._pending.get(seq)
+                if pending is None or pending.tx_id != signed.id:
+                    # Expired meanwhile and the number given to a gap filler (on_block):
+                    # the outcome was settled there; this refusal is no longer ours.
+                    return
                 del self._pending[seq]
                 if request is None:
                     log.warning("could not fill sequence gap %d: %s", seq, text)

@@ -8,14 +8,13 @@ full file system gives), and for real with a small tmpfs where the tests may mou
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import ledger
+from node.testing import chaos
 
 from .helpers import ALICE, BOB, Chain
 
@@ -63,21 +62,12 @@ def test_a_full_database_names_the_cause_and_keeps_the_last_good_height(tmp_path
 
 @contextlib.contextmanager
 def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+    with contextlib.ExitStack() as stack:
+        try:
+            mounted = stack.enter_context(chaos.tmpfs(where, size))
+        except chaos.ChaosSkip as exc:
+            pytest.skip(str(exc))
+        yield mounted
 
 
 def test_a_full_file_system_names_the_cause(tmp_path: Path) -> None:

@@ -226,6 +226,7 @@ class Node:
     provider: Provider | None = None
     #: honest | cheat | liar (claims the right commitment) | collude (one shared wrong output)
     #: | withhold (honest result, but the output bytes never sent)
+    #: | classlie (a wrong result whose Result names another determinism class)
     behaviour: str = "honest"
     online: bool = True
     back_at: int | None = None
@@ -279,6 +280,9 @@ class Sim:
     def reputation(self, who: bytes) -> Reputation:
         return reputation(self.ledger.state, who)
 
+    def _escrow(self, job_id: bytes) -> ledger.Escrow | None:
+        return self.ledger.state.escrow(job_id)
+
     def add_requester(self, balance: int = 100_000_000, **kw: Any) -> Node:
         signing_key = self.key()
         cfg = RequesterConfig(
@@ -314,6 +318,7 @@ class Sim:
             key=signing_key,
             chain_id=CHAIN,
             claim_window_blocks=CLAIM_WINDOW,
+            escrow_of=self._escrow,
             **kw,
         )
         node = Node(signing_key, provider=Provider(cfg), behaviour=behaviour, run_ms=run_ms)
@@ -624,6 +629,8 @@ class Sim:
             else:
                 out = wrong_output(spec, node.pub)
             out = replace(out, determinism_class=node.provider.config.determinism_class)
+            if node.behaviour == "classlie":  # a wrong output said to be from another class
+                out = replace(out, determinism_class="other/class")
             usage = Usage(cpu_ms=node.run_ms, wall_ms=node.run_ms, peak_memory_kb=1024, gpu_ms=0)
             effects = node.provider.job_finished(
                 job_id, self.now, outcome="ok", output=out, usage=usage

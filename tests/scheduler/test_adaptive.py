@@ -69,6 +69,27 @@ def test_newcomers_get_the_asked_redundancy_without_a_probation_replica() -> Non
     assert len(sim.done[job].paid) == 2
 
 
+def test_two_colluding_newcomers_do_not_decide_a_job_an_established_provider_bid_for() -> None:
+    # Attack 11's last part under adaptive replication: the two cheapest bids are two keys
+    # of one cheater returning one wrong answer. With no trusted bid they used to be the
+    # job's two replicas and agree; now an established provider (past probation, not
+    # trusted: nothing bonded) gets a probation replica, and newcomers never outvote it.
+    sim = Sim(12)
+    req = sim.add_requester(**ADAPTIVE)
+    colluders = [sim.add_provider("collude", price_floor=400 + i) for i in range(2)]
+    veteran = sim.add_provider(price_floor=1_000, reputation=5)
+    honest = [sim.add_provider(price_floor=1_100 + i) for i in range(2)]
+    spec = sim.spec(req, redundancy=2, max_retries=3)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert veteran.pub in {p.provider for p in done.paid}
+    assert all(sim.ledger.state.balance(c.pub) == 0 for c in colluders)
+    assert {p.provider for p in done.paid} <= {veteran.pub, *(h.pub for h in honest)}
+
+
 def test_one_replica_is_for_trusted_providers_only_even_at_redundancy_1() -> None:
     sim = Sim(8)
     req = sim.add_requester(**ADAPTIVE)

@@ -90,6 +90,29 @@ def test_a_provider_that_withholds_its_bytes_after_the_receipt_is_replaced_and_u
     assert any(a.subject == withholder.pub and not a.positive for a in sim.attests)
 
 
+def test_a_result_naming_another_class_than_its_bid_gets_no_receipt() -> None:
+    # Review of issue 14: a cheater bid in the job's class, then named another class in its
+    # Result. Results in two classes are compared by bytes, so every one was receipted
+    # before judging, and the cheater claimed when the job could not verify. A Result in
+    # another class than its bid's now fails its replica, unreceipted.
+    sim = Sim(13)
+    req = sim.add_requester(balance=1_000_000)
+    cheat = sim.add_provider("classlie", price_floor=900, reputation=5)
+    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    spec = sim.spec(req, redundancy=2, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    machine = req.requester
+    assert machine is not None
+    rep = next(r for r in machine.job(job).replicas if r.provider == cheat.pub)
+    assert rep.receipt is None and "determinism class" in rep.reason
+    assert {p.provider for p in done.paid} == {h.pub for h in honest}
+    assert sim.ledger.state.balance(cheat.pub) == 0
+
+
 def test_receipts_only_for_verified_work() -> None:
     # The outvoted provider never holds a receipt, so it cannot claim from the escrow.
     sim = Sim(2)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ledger
 from protocol import Award, Bid, JobSpec, Receipt, Result, Usage, sign
 from protocol._examples import example_signed
 from scheduler import (
@@ -268,8 +269,21 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert receipt.message.message.result_hash == commit.result.id
     assert receipt.message.message.output_commitment == commit.result.message.output_commitment
     assert req.job(job_id).done is None  # verified by commitment; the bytes are still due
-    # The receipt is what a claim needs: only now do the bytes go.
-    (deliver,) = _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
+    # The receipt is what a claim needs, on an escrow that can pay it: with none seen yet
+    # the bytes wait; a block showing the requester's escrow, with room for the award and
+    # the job's own expiry, sends them.
+    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
+    assert prov.get(job_id).phase == "receipted"
+    escrow = ledger.Escrow(
+        owner=bytes(rkey.verify_key),
+        locked=spec.max_price,
+        remaining=spec.max_price,
+        claim_height=spec.escrow_expiry_height - prov.config.claim_window_blocks,
+        expiry_height=spec.escrow_expiry_height,
+        max_per_payee=spec.max_price,
+        max_payees=1,
+    )
+    (deliver,) = _of(prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956), Deliver)
     assert deliver.output and prov.get(job_id).phase == "receipted"
     # Output bytes that do not match the result's hash: counted against the peer.
     bad = req.receive(deliver.result.raw, sim.now + 958, output=b"other")
@@ -281,9 +295,67 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     # A resent result (our receipt was lost) gets the same receipt again.
     again = req.receive(deliver.result.raw, sim.now + 970, output=deliver.output)
     assert [e.message.raw for e in _of(again, Send)] == [receipt.message.raw]
-    # The receipt again tells the provider its bytes arrived: it stops resending them.
-    assert _of(prov.receive(receipt.message.raw, sim.now + 980), CancelTimer)
-    assert prov.get(job_id).phase == "receipted" and prov.get(job_id).output == b""
+    # The receipt again changes nothing for the provider (it proves no arrival): the bytes
+    # are resent, at doubling intervals, until the work ends (here: paid).
+    assert prov.receive(receipt.message.raw, sim.now + 980) == []
+    resend = TimerKey(TimerKind.RESEND, job_id)
+    (again,) = _of(prov.timer(resend, sim.now + 2_000), Deliver)
+    (timer,) = _of(prov.timer(resend, sim.now + 4_000), SetTimer)
+    assert again.output == deliver.output and timer.at_ms == sim.now + 4_000 + 4_000
+    assert _of(prov.paid(job_id, 1, sim.now + 5_000), CancelTimer)
+    assert job_id not in prov.work
+
+
+@pytest.mark.parametrize(
+    ("terms", "why"),
+    [
+        ({}, ""),  # no escrow at all: the bytes wait for good (attack: award, never lock)
+        ({"expiry_height": -12}, "expires at"),  # claims would come too late to land
+        ({"claim_height": +5}, "opens claims"),
+        ({"max_per_payee": 1}, "cannot pay"),
+        ({"owner": b"\x01" * 32}, "is not the requester's"),
+    ],
+)
+def test_no_output_bytes_for_an_escrow_that_cannot_pay_the_award(
+    terms: dict[str, object], why: str
+) -> None:
+    # Review of issue 14: a requester that awards without an escrow, or locks one whose
+    # terms defeat the claim (an earlier expiry, a late claim window, too small a cap),
+    # received the output all the same, and the receipt could never be claimed.
+    sim, req, prov, rkey = _pair()
+    job_id, _award, _ = _run_to_award(sim, req, prov, rkey)
+    spec = req.job(job_id).spec
+    (commit,) = _of(
+        prov.job_finished(
+            job_id, sim.now + 900, outcome="ok", output=honest_output(spec), usage=USAGE
+        ),
+        Deliver,
+    )
+    (receipt,) = [
+        e
+        for e in _of(req.receive(commit.result.raw, sim.now + 950), Send)
+        if isinstance(e.message.message, Receipt)
+    ]
+    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
+    fields: dict[str, object] = {
+        "owner": bytes(rkey.verify_key),
+        "locked": spec.max_price,
+        "remaining": spec.max_price,
+        "claim_height": spec.escrow_expiry_height - prov.config.claim_window_blocks,
+        "expiry_height": spec.escrow_expiry_height,
+        "max_per_payee": spec.max_price,
+        "max_payees": 1,
+    }
+    for name, change in terms.items():  # heights move by the change; others are set
+        height = name.endswith("_height") and isinstance(change, int)
+        fields[name] = fields[name] + change if height else change  # type: ignore[operator]
+    escrow = ledger.Escrow(**fields) if terms else None  # type: ignore[arg-type]
+    fx = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 960)
+    fx += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 2_000)
+    assert not [e for e in _of(fx, Deliver) if e.output]
+    if why:
+        assert any(why in m.reason for m in _of(fx, Misbehaved))
+        assert job_id not in prov.work  # the work ends: nothing it could claim
 
 
 def test_forged_award_is_refused() -> None:

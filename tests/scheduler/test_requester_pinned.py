@@ -322,7 +322,13 @@ def test_heartbeats_only_count_for_the_senders_running_replica() -> None:
     assert s.req.timer(TimerKey(TimerKind.WATCH, job_id, 0), later + 10**6) == []
 
 
-def _hand_result(job_id: bytes, who: nacl.signing.SigningKey, replica: int, output: bytes) -> bytes:
+def _hand_result(
+    job_id: bytes,
+    who: nacl.signing.SigningKey,
+    replica: int,
+    output: bytes,
+    determinism_class: str = "ort-1.32.0/cpu/avx2/extended",
+) -> bytes:
     res = Result(
         job_id=job_id,
         provider=bytes(who.verify_key),
@@ -332,7 +338,7 @@ def _hand_result(job_id: bytes, who: nacl.signing.SigningKey, replica: int, outp
         output_commitment=commitment(output),
         output_hash=content_hash(output),
         output_size=len(output),
-        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        determinism_class=determinism_class,
         usage=Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
         finished_ms=1,
     )
@@ -450,11 +456,12 @@ def test_a_delivered_replica_takes_its_result_again_but_not_another() -> None:
     job = s.req.job(job_id)
     (mine,) = [r for r in job.replicas if r.provider == s.prov.me]
     key, at = s.prov.config.key, s.sim.now + spec.bid_window_ms + 10
-    first = _hand_result(job_id, key, mine.index, b"out")
+    cls = s.prov.config.determinism_class  # the class its bid named
+    first = _hand_result(job_id, key, mine.index, b"out", cls)
     s.req.receive(first, at, output=b"out")
     assert mine.state == ReplicaState.DELIVERED and job.phase == JobPhase.EXECUTING
     assert not _of(s.req.receive(first, at + 1, output=b"out"), Misbehaved)  # resent
-    other = _hand_result(job_id, key, mine.index, b"other")
+    other = _hand_result(job_id, key, mine.index, b"other", cls)
     assert _of(s.req.receive(other, at + 2, output=b"other"), Misbehaved)
     assert mine.result is not None and mine.result.raw == first
 

@@ -94,4 +94,5 @@ def test_sandbox_start_up_lengthens_a_providers_first_run(tmp_path: Path) -> Non
     deliver = [j.phase_ms("awarded", "delivered") for j in jobs]
     assert all(d is not None for d in deliver)
     assert deliver[0] is not None and deliver[0] >= 1000  # cold: the spare worker
-    assert min(d for d in deliver if d is not None) < 100  # warm workers later
+    # warm workers later: the run, then the result, its receipt and the bytes (two trips)
+    assert min(d for d in deliver if d is not None) < 250

@@ -23,6 +23,7 @@ from ._faults import fill as fill
 from ._faults import inject as inject
 from ._faults import ledger_tmpfs as ledger_tmpfs
 from ._faults import sigkill as sigkill
+from ._faults import tmpfs as tmpfs
 from ._faults import wait_fault as wait_fault
 from ._jobs import JobRun as JobRun
 from ._jobs import JobStream as JobStream

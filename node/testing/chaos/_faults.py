@@ -61,15 +61,12 @@ Partition = Callable[[DevNode], contextlib.AbstractContextManager[None]]
 
 
 @contextlib.contextmanager
-def ledger_tmpfs(data_dir: Path, size: str = "64m") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at the ledger directory of the node that will run on
-    ``data_dir`` (before it starts), unmounted on the way out. Raises :class:`ChaosSkip`
-    unless root and ``mount`` works."""
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (made, 0700), unmounted on the way out.
+    Raises :class:`ChaosSkip` unless root and ``mount`` works."""
     if os.geteuid() != 0:
         raise ChaosSkip("mounting a tmpfs needs root")
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    where = ledger_db_path(data_dir).parent
-    where.mkdir(mode=0o700, exist_ok=True)
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
         capture_output=True,
@@ -82,6 +79,16 @@ def ledger_tmpfs(data_dir: Path, size: str = "64m") -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def ledger_tmpfs(data_dir: Path, size: str = "64m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at the ledger directory of the node that will run on
+    ``data_dir`` (before it starts), unmounted on the way out. Raises :class:`ChaosSkip`
+    unless root and ``mount`` works."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tmpfs(ledger_db_path(data_dir).parent, size) as where:
+        yield where
 
 
 def fill(path: Path) -> None:

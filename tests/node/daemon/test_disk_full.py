@@ -10,9 +10,7 @@ to a verified result."""
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from node.config import ContributorConfig, CoordinatorConfig, NodeConfig, Reques
 from node.daemon import JobSubmitError, Node, ProviderProfile
 from node.ledger import StoreThread
 from node.net import MemoryHub
+from node.testing import chaos
 from sandbox import determinism_class, tiny_model_path
 from sandbox.testing import InProcessRunner
 
@@ -41,29 +40,16 @@ TOKEN = "t" * 43
 
 @contextlib.contextmanager
 def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``where`` (skips unless root and mount works)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+    """A small tmpfs at ``where`` (skipped where it cannot be mounted)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            mounted = stack.enter_context(chaos.tmpfs(where, size))
+        except chaos.ChaosSkip as exc:
+            pytest.skip(str(exc))
+        yield mounted
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until the file system has no byte left."""
-    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
-        for _ in range(1 << 16):  # far more than the tmpfs holds
-            f.write(b"\0" * 4096)
+fill = chaos.fill
 
 
 async def fault_is(node: Node, cleared: bool) -> None:

@@ -43,3 +43,20 @@ async def test_an_undecodable_message_is_blamed_on_its_sender(
     assert node.conduct.counts == {protocol.peer_id(sender): 1}
     assert f"peer {protocol.peer_id(sender)} misbehaved: not msgpack" in caplog.text
     assert "unknown" not in caplog.text
+
+
+async def test_a_forwarded_award_is_blamed_on_the_forwarder_never_on_its_signer() -> None:
+    # Review of issue 14: a provider awarded by R forwarded R's signed Award to another
+    # provider again and again; that provider counted each against R (the Award's signer)
+    # and banned R, an honest requester, for 10 minutes. Now the sender is counted.
+    node: Any = _Node()
+    requester, forwarder = bytes(key(92).verify_key), bytes(key(93).verify_key)
+    market = Market(node)
+    for _ in range(20):  # past the ban score
+        market.feed(
+            "provider",
+            forwarder,
+            lambda: [scheduler.Misbehaved(requester, "award for a job we did not bid on")],
+        )
+    assert protocol.peer_id(requester) not in node.conduct.counts
+    assert node.conduct.counts[protocol.peer_id(forwarder)] > 0

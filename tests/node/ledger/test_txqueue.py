@@ -233,6 +233,54 @@ async def test_an_unknown_transaction_that_expired_has_its_gap_filled() -> None:
     assert state.balance(pub(BOB)) == 1_000_000 + 7  # seq 1 landed; seq 0 never did
 
 
+async def test_a_refusal_after_the_number_was_filled_is_no_longer_ours() -> None:
+    # Found in a soak: seq 0's outcome was unknown, its retry was in flight when the chain
+    # passed its expiry and a filler took (and landed) the number; the retry's refusal
+    # then deleted a pending entry that was gone: KeyError, and the workspace ended.
+    from node.net import NetworkTimeout
+
+    producer = _producer()
+    release = trio.Event()
+    attempts = 0
+
+    async def submit(raw: bytes) -> bytes:
+        nonlocal attempts
+        if ledger.verify_tx(raw, CHAIN).tx.seq == 0 and not _is_filler(raw):
+            attempts += 1
+            if attempts == 1:
+                raise NetworkTimeout("no answer within 5 s")
+            await release.wait()  # the retry is in flight while the number is filled
+            raise ledger.MempoolRejected("transaction expired")
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.001, 0.002))
+    refusals: list[str] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 5), refusals.append))
+            while attempts < 2:
+                await trio.sleep(0.002)
+            for _ in range(10):  # seq 1 is signed later: it outlives seq 0
+                producer.produce()
+                queue.on_block()
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
+            while len(producer.mempool) < 1:  # seq 1 waits behind the gap
+                await trio.sleep(0.002)
+            while producer.state.height <= TX_LIFETIME_BLOCKS:
+                producer.produce()
+                queue.on_block()
+            while len(producer.mempool) < 2:  # the filler joins seq 1
+                await trio.sleep(0.002)
+            producer.produce()
+            queue.on_block()
+            release.set()
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    assert producer.state.next_seq(pub(ALICE)) == 2  # the filler took seq 0, seq 1 landed
+    assert producer.state.balance(pub(BOB)) == 1_000_000 + 7 and refusals == []
+
+
 def _is_filler(raw: bytes) -> bool:
     payload = ledger.verify_tx(raw, CHAIN).payload
     return isinstance(payload, ledger.Transfer) and payload.to == pub(ALICE)
