@@ -69,6 +69,7 @@ from ._state import Account as Account
 from ._state import Draft as Draft
 from ._state import Escrow as Escrow
 from ._state import EscrowStatus as EscrowStatus
+from ._state import ProviderRecord as ProviderRecord
 from ._state import State as State
 from ._state import check_invariants as check_invariants
 from ._state import compute_root as compute_root

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocol import content_hash, pack, unpack
 
@@ -32,6 +32,18 @@ ACCOUNT_PREFIX = b"\x01"
 ESCROW_PREFIX = b"\x02"
 STATE_TAG = b"aimx/state/1"
 EMPTY_BUCKET = content_hash(b"")
+
+
+class ProviderRecord(NamedTuple):
+    """A provider's record as a requester reads it, in the order of ``scheduler.Reputation``'s
+    fields (``scheduler.Reputation(*record)``): its score in per mille, its settled jobs
+    (success weight in whole units), its failure weight in whole units, decayed as the score
+    is, and its stake."""
+
+    score_permille: int
+    settled_jobs: int
+    failures: int
+    stake: int
 
 
 class EscrowStatus(IntEnum):
@@ -367,6 +379,17 @@ class State:
         a = self.account(account)
         epochs = self.height // self.genesis.reputation_half_life - a.rep_epoch
         return decay(a.rep_s, epochs), decay(a.rep_f, epochs)
+
+    def provider_record(self, account: bytes) -> ProviderRecord:
+        """What a requester reads of ``account`` as a provider (see :class:`ProviderRecord`)."""
+        a = self.account(account)
+        _, failures = self.reputation_weights(account)
+        return ProviderRecord(
+            score_permille=min(1000, int(self.reputation(account) * 1000)),
+            settled_jobs=a.rep_s // REP_UNIT,
+            failures=failures // REP_UNIT,
+            stake=a.stake,
+        )
 
     def reputation_float(self, account: bytes) -> float:
         """A float view of :meth:`reputation`, for display only."""

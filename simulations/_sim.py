@@ -375,13 +375,7 @@ class Simulation:
             if a.rep_s == 0 and a.rep_f == 0 and a.stake == 0:
                 rep = scheduler.NEWCOMER
             else:
-                _, failures = state.reputation_weights(who)
-                rep = scheduler.Reputation(
-                    score_permille=min(1000, int(state.reputation(who) * 1000)),
-                    settled_jobs=a.rep_s // ledger.REP_UNIT,
-                    failures=failures // ledger.REP_UNIT,
-                    stake=a.stake,
-                )
+                rep = scheduler.Reputation(*state.provider_record(who))
             self._rep_cache[who] = rep
         return rep
 

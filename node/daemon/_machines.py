@@ -73,14 +73,7 @@ def provider_machine(node: Node) -> scheduler.Provider:
 
 def reputation(state: ledger.State, who: bytes) -> scheduler.Reputation:
     """What the ledger says of ``who`` as a provider."""
-    account = state.account(who)
-    _, failures = state.reputation_weights(who)
-    return scheduler.Reputation(
-        score_permille=min(1000, int(state.reputation(who) * 1000)),
-        settled_jobs=account.rep_s // ledger.REP_UNIT,
-        failures=failures // ledger.REP_UNIT,
-        stake=account.stake,
-    )
+    return scheduler.Reputation(*state.provider_record(who))
 
 
 def commitment(data: bytes) -> bytes | None:

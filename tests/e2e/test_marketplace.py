@@ -124,7 +124,7 @@ def test_no_provider_matches_reason_and_refund(honest: list[DevNode]) -> None:
     before = status_of(by_name(honest, "workspace"))["balance"]
     # Below every floor (1000). A job nobody was awarded is refunded at its escrow's expiry
     # (a settle before it must pay the job's redundancy): a short deadline keeps that near.
-    job_id = _submit(honest, max_price=10, deadline_s=15)
+    job_id = _submit(honest, max_price=10, deadline_s=4)
     with by_name(honest, "workspace").client() as c:
         status = c.wait(job_id, timeout_s=60, until="closed")
     assert status["status"] == "failed" and status["closed"]

@@ -8,14 +8,13 @@ full file system gives), and for real with a small tmpfs where the tests may mou
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import ledger
-from node.testing import chaos
 
+from ..tmpfs import tmpfs as _tmpfs
 from .helpers import ALICE, BOB, Chain
 
 
@@ -58,16 +57,6 @@ def test_a_full_database_names_the_cause_and_keeps_the_last_good_height(tmp_path
     with ledger.LedgerStore.open(path) as again:
         assert again.height == len(chain.blocks)
         ledger.verify_chain(again)
-
-
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    with contextlib.ExitStack() as stack:
-        try:
-            mounted = stack.enter_context(chaos.tmpfs(where, size))
-        except chaos.ChaosSkip as exc:
-            pytest.skip(str(exc))
-        yield mounted
 
 
 def test_a_full_file_system_names_the_cause(tmp_path: Path) -> None:

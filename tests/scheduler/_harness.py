@@ -104,14 +104,7 @@ def wrong_output(spec: JobSpec, who: bytes) -> Output:
 
 def reputation(state: ledger.State, who: bytes) -> Reputation:
     """What a requester knows of ``who`` from the ledger (the daemon's reading of it)."""
-    account = state.account(who)
-    _, failures = state.reputation_weights(who)
-    return Reputation(
-        score_permille=min(1000, int(state.reputation(who) * 1000)),
-        settled_jobs=account.rep_s // ledger.REP_UNIT,
-        failures=failures // ledger.REP_UNIT,
-        stake=account.stake,
-    )
+    return Reputation(*state.provider_record(who))
 
 
 def opening_state(

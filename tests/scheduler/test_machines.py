@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TypeVar
 
 import nacl.signing
@@ -464,3 +464,13 @@ def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
     assert _awards(req.receive(bid(provs[0], sends), sim.now + 3)) == []  # not locked yet
     (award,) = _awards(req.escrow_locked(job_id, sim.now + 4))
     assert award.provider == veteran
+
+
+def test_the_ledgers_provider_record_reads_as_a_reputation() -> None:
+    """Every driver builds ``scheduler.Reputation(*state.provider_record(who))``: the two
+    must name the same fields in the same order."""
+    assert ledger.ProviderRecord._fields == tuple(f.name for f in fields(Reputation))
+    state = Sim(1).ledger.state
+    assert Reputation(*state.provider_record(bytes(32))) == Reputation(
+        score_permille=min(1000, int(state.reputation(bytes(32)) * 1000)), settled_jobs=0
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +30,13 @@ from sandbox import determinism_class, tiny_model_path
 from sandbox.testing import InProcessRunner
 
 from ...keys import key
+from ...tmpfs import tmpfs
 from ..cli.test_jobs import aimx, serving
 from ._cluster import tiny_inputs
 
 CHAIN = "aimx-test"
 BLOCK_MS = 100
 TOKEN = "t" * 43
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A small tmpfs at ``where`` (skipped where it cannot be mounted)."""
-    with contextlib.ExitStack() as stack:
-        try:
-            mounted = stack.enter_context(chaos.tmpfs(where, size))
-        except chaos.ChaosSkip as exc:
-            pytest.skip(str(exc))
-        yield mounted
 
 
 fill = chaos.fill

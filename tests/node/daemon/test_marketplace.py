@@ -167,7 +167,10 @@ async def test_no_provider_matches_reason_given_and_escrow_returned() -> None:
     with trio.fail_after(30):
         async with cluster(2, price_floor=50_000) as cl:
             before = cl.requester.ledger.state.balance(cl.requester.me)
-            job_id = await cl.requester.submit_job(model, tiny_inputs(), max_price=1_000)
+            # a short deadline: the escrow is refunded at its expiry, never earlier
+            job_id = await cl.requester.submit_job(
+                model, tiny_inputs(), max_price=1_000, deadline_ms=4_000
+            )
             await _wait_closed(cl, job_id)
             record = cl.requester.jobs[job_id]
             assert record.done is not None and record.done.status == "failed"

@@ -58,8 +58,9 @@ async def test_garbage_on_every_mounted_protocol_ends_the_stream_not_the_host() 
             mounted = sorted(str(p) for p in a._host.get_mux().handlers if p is not None)
             assert "/meshsub/1.1.0" in mounted and "/ipfs/kad/1.0.0" in mounted, mounted
             for protocol_id in mounted:
-                for garbage in (b"\x08" + b"\xff" * 8, b"\xff" * 8, b"\x05\x01\x02"):
-                    await _garbage(b, a, protocol_id, garbage)
+                async with trio.open_nursery() as sends:  # side by side: each may wait 2 s
+                    for garbage in (b"\x08" + b"\xff" * 8, b"\xff" * 8, b"\x05\x01\x02"):
+                        sends.start_soon(_garbage, b, a, protocol_id, garbage)
                 assert await b.request(a.local_peer, ECHO, b"still here") == b"still here"
             assert any(why.startswith("broke /meshsub/1.1.0") for _, why in blamed), blamed
             assert {peer for peer, _ in blamed} == {b.local_peer}
