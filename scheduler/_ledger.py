@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from protocol import JobSpec
+
 
 class EscrowView(Protocol):
     """A job's escrow on the ledger."""
@@ -65,3 +67,20 @@ EscrowLookup = Callable[[bytes], EscrowView | None]
 def no_escrow(job_id: bytes) -> EscrowView | None:
     """A lookup that knows no escrow (a provider with it never sends output bytes)."""
     return None
+
+
+def uncovered(escrow: EscrowView, spec: JobSpec, price: int, claim_window_blocks: int) -> str:
+    """Why ``escrow`` cannot pay an award of ``price`` for ``spec`` by claim ("" when it
+    can): it must be the requester's, expire when the job says, open claims no later than
+    the claim window, and have room for the price and for the job's redundancy."""
+    if escrow.owner != spec.requester:
+        return "is not the requester's"
+    if escrow.expiry_height != spec.escrow_expiry_height:
+        return f"expires at {escrow.expiry_height}, not the job's {spec.escrow_expiry_height}"
+    if escrow.claim_height > escrow.expiry_height - claim_window_blocks:
+        return f"opens claims at {escrow.claim_height}, after the claim window"
+    if escrow.max_payees < spec.redundancy:
+        return f"pays at most {escrow.max_payees} providers, under the job's redundancy"
+    if min(escrow.max_per_payee, escrow.remaining) < price:
+        return f"cannot pay the award's {price}"
+    return ""

@@ -72,7 +72,7 @@ from ._effects import (
     UserEvent,
 )
 from ._errors import UnknownJob
-from ._ledger import EscrowLookup, EscrowView
+from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
@@ -130,7 +130,7 @@ class Work:
     result: Signed[Result] | None = None
     #: The output bytes, held until the requester acknowledged them.
     output: bytes = b""
-    #: The job's escrow was seen covering our award (``Provider._why_not_covered``).
+    #: The job's escrow was seen covering our award (``scheduler._ledger.uncovered``).
     covered: bool = False
     #: The interval of the output bytes' next resend (it doubles), and when they last went.
     resend_ms: int = 0
@@ -573,7 +573,8 @@ class Provider:
         ends the work (the requester misbehaved); none yet: the bytes wait for a block."""
         if work.covered or work.award is None or escrow is None or not escrow.is_open:
             return []  # none yet: wait; closed: ``escrow_closed`` ends the work
-        why = self._why_not_covered(work, escrow)
+        price = work.award.message.price
+        why = uncovered(escrow, work.spec, price, self.config.claim_window_blocks)
         if why:
             effects: list[Effect] = [Misbehaved(work.spec.requester, f"escrow {why}")]
             if work.phase == WorkPhase.RUNNING:
@@ -583,8 +584,8 @@ class Provider:
         return self._send_output(work, now_ms)
 
     def _send_output(self, work: Work, now_ms: int) -> list[Effect]:
-        """The output bytes, to a requester whose receipt we hold (resent until it says
-        they arrived)."""
+        """The output bytes, to a requester whose receipt we hold (resent at doubling
+        intervals until the work ends)."""
         if work.phase != WorkPhase.RECEIPTED or not work.output or work.result is None:
             return []
         work.resend_ms = self.config.result_resend_ms
@@ -593,22 +594,3 @@ class Provider:
             Deliver(work.spec.requester, work.result, work.output),  # now the bytes
             SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
         ]
-
-    def _why_not_covered(self, work: Work, escrow: EscrowView) -> str:
-        """Why the job's escrow cannot pay our award by claim ("" when it can): it must be
-        the requester's, open, expire when the job says, open claims no later than the claim
-        window, and have room for the award and for the job's redundancy."""
-        spec = work.spec
-        assert work.award is not None
-        price = work.award.message.price
-        if escrow.owner != spec.requester:
-            return "is not the requester's"
-        if escrow.expiry_height != spec.escrow_expiry_height:
-            return f"expires at {escrow.expiry_height}, not the job's {spec.escrow_expiry_height}"
-        if escrow.claim_height > escrow.expiry_height - self.config.claim_window_blocks:
-            return f"opens claims at {escrow.claim_height}, after the claim window"
-        if escrow.max_payees < spec.redundancy:
-            return f"pays at most {escrow.max_payees} providers, under the job's redundancy"
-        if min(escrow.max_per_payee, escrow.remaining) < price:
-            return f"cannot pay the award's {price}"
-        return ""
