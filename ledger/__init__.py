@@ -14,6 +14,7 @@ from ._apply import produce_block as produce_block
 from ._block import MAX_BLOCK_BYTES as MAX_BLOCK_BYTES
 from ._block import Block as Block
 from ._block import EquivocationProof as EquivocationProof
+from ._draft import Draft as Draft
 from ._effects import Commit as Commit
 from ._effects import Effect as Effect
 from ._effects import FetchBlocks as FetchBlocks
@@ -66,7 +67,6 @@ from ._rules import decode_payload as decode_payload
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT
 from ._state import Account as Account
-from ._state import Draft as Draft
 from ._state import Escrow as Escrow
 from ._state import EscrowStatus as EscrowStatus
 from ._state import ProviderRecord as ProviderRecord

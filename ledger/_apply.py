@@ -14,10 +14,11 @@ import protocol
 from protocol import ProtocolError, Signed
 
 from ._block import MAX_BLOCK_BYTES, Block
+from ._draft import Draft
 from ._errors import BlockRejected, MalformedTransaction, TransactionRejected
 from ._genesis import Genesis
 from ._rules import VerifiedTx, apply_tx, verify_tx
-from ._state import Draft, State
+from ._state import State
 
 
 def decode_block(raw: bytes, genesis: Genesis) -> Signed[Block]:

@@ -40,6 +40,7 @@ import protocol
 from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
 
 from . import _state
+from ._draft import Draft
 from ._errors import (
     BadEvidence,
     EscrowError,
@@ -65,7 +66,7 @@ from ._payloads import (
     Transfer,
     Unstake,
 )
-from ._state import REP_UNIT, SLASH_WEIGHT, Account, Draft, Escrow, EscrowStatus
+from ._state import REP_UNIT, SLASH_WEIGHT, Account, Escrow, EscrowStatus
 
 #: Most stake-unbonding entries pending on one account.
 MAX_UNBONDING = 64
