@@ -37,6 +37,7 @@ from ._errors import NotAuthorized as NotAuthorized
 from ._errors import SequenceError as SequenceError
 from ._errors import StoreError as StoreError
 from ._errors import TransactionRejected as TransactionRejected
+from ._evidence import check_slash_evidence as check_slash_evidence
 from ._genesis import MAX_SUPPLY as MAX_SUPPLY
 from ._genesis import Allocation as Allocation
 from ._genesis import Genesis as Genesis
@@ -62,7 +63,6 @@ from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
 from ._rules import VerifiedTx as VerifiedTx
 from ._rules import apply_tx as apply_tx
-from ._rules import check_slash_evidence as check_slash_evidence
 from ._rules import decode_payload as decode_payload
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT

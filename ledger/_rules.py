@@ -51,6 +51,7 @@ from ._errors import (
     NotAuthorized,
     SequenceError,
 )
+from ._evidence import check_evidence
 from ._genesis import MAX_SUPPLY
 from ._payloads import (
     KINDS,
@@ -487,74 +488,9 @@ def _check_unstake(draft: Draft, sender: bytes, p: Unstake) -> Commit:
     return commit
 
 
-#: Fewest other providers whose agreeing, paid Results make a verified majority.
-MIN_MAJORITY = 2
-
-
-def _check_slash_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
-    """Check a slash's evidence; returns the job id and its escrow. The evidence is signed
-    Results of one job with an escrow, one at least by the offender, and shows either
-    the offender contradicting itself (``conflicting_results``) or the offender's output
-    outvoted by a majority the job's escrow paid (``failed_verification``). A job's
-    evidence slashes each provider at most once."""
-    chain = draft.genesis.chain_id
-    try:
-        results = [protocol.decode(ev, chain, protocol.Result).message for ev in p.evidence]
-    except ProtocolError as exc:
-        raise BadEvidence(f"slash evidence must be signed Results: {exc}") from None
-    if not results:
-        raise BadEvidence("a slash needs at least one signed Result as evidence")
-    jobs = {r.job_id for r in results}
-    if len(jobs) != 1:
-        raise BadEvidence("every evidence Result must be for one job")
-    (job_id,) = jobs
-    mine = [r for r in results if r.provider == p.offender]
-    others = [r for r in results if r.provider != p.offender]
-    if not mine:
-        raise BadEvidence("the evidence must hold a Result signed by the offender")
-    e = draft.escrow(job_id)
-    if e is None:
-        raise BadEvidence("the evidence's job has no escrow on the ledger")
-    if p.reason == "conflicting_results":
-        if len(results) != 2 or others:
-            raise BadEvidence("conflicting_results needs exactly two Results of the offender")
-        a, b = results
-        if a.replica != b.replica or a.output_hash == b.output_hash:
-            raise BadEvidence(
-                "conflicting_results needs two Results for one job replica with different outputs"
-            )
-    else:
-        majority = {r.output_commitment for r in others}
-        providers = {r.provider for r in others}
-        if len(providers) < MIN_MAJORITY or len(majority) != 1:
-            raise BadEvidence(
-                f"failed_verification needs the agreeing Results of at least {MIN_MAJORITY} "
-                "other providers of the job"
-            )
-        if any(r.output_commitment in majority for r in mine):
-            raise BadEvidence("the offender's Result agrees with the majority")
-        if e.is_open:
-            raise BadEvidence("the job's escrow is still open: no verdict has been paid")
-        if any(e.paid_to(q) == 0 for q in providers) or e.paid_to(p.offender) > 0:
-            raise BadEvidence(
-                "the majority must be the providers the job's escrow paid, and not the offender"
-            )
-    if p.offender in e.slashed:
-        raise EscrowError("this job's evidence already slashed this provider; it is used once")
-    return job_id, e
-
-
-def check_slash_evidence(state: _state.State, slash: Slash) -> None:
-    """Raise :class:`BadEvidence` or :class:`EscrowError` if ``slash``'s evidence would not
-    pass on ``state`` (the next block's evidence rules; the sender and amount are the
-    caller's): a coordinator checks a report before it signs a slash the ledger would
-    refuse."""
-    _check_slash_evidence(Draft(state, state.height + 1), slash)
-
-
 def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
     _require_coordinator(draft, sender, "slash")
-    job_id, _ = _check_slash_evidence(draft, p)
+    job_id, _ = check_evidence(draft, p)
 
     def commit() -> None:
         # Read the offender after the fee: the sender may be slashing itself.

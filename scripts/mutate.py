@@ -49,6 +49,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "ledger/_rules.py": ("tests/ledger", "tests/scheduler", "tests/adversarial/test_pruning.py"),
     "ledger/_mempool.py": ("tests/ledger",),
     "ledger/_state.py": ("tests/ledger", "tests/adversarial/test_pruning.py"),
+    "ledger/_draft.py": ("tests/ledger", "tests/adversarial/test_pruning.py"),
+    "ledger/_evidence.py": ("tests/ledger", "tests/scheduler"),
+    "scheduler/_ledger.py": ("tests/scheduler",),
     "scheduler/_requester.py": ("tests/scheduler",),
     "scheduler/_verification.py": ("tests/scheduler",),
     "protocol/_envelope.py": ("tests/protocol",),
@@ -109,8 +112,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ),
     (
         "scheduler/_requester.py",
-        "_initial_order",
-        "guard `if not chosen or job.budget <= spec.redundancy` switched off",
+        "_with_probation",
+        "guard `if not chosen or job.budget <= n` switched off",
     ): (
         "budget <= redundancy means max_retries 0: the probation replica only raises target, "
         "can_award stops every award past the budget, so awards, notices and verdict are the "
@@ -118,8 +121,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ),
     (
         "scheduler/_requester.py",
-        "_initial_order",
-        "LtE -> Lt in `job.budget <= spec.redundancy`",
+        "_with_probation",
+        "LtE -> Lt in `job.budget <= n`",
     ): "as the guard switched off: the budget caps the awards either way",
     (
         "scheduler/_requester.py",
@@ -129,15 +132,6 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "a solo job has one replica, its trusted one, until that fails (then no replica is "
         "live and the order is decided again, solo off): those with an output and those "
         "without are both all trusted"
-    ),
-    (
-        "scheduler/_requester.py",
-        "_receipt",
-        "guard `if rep.result is None or rep.receipt is not None` switched off",
-    ): (
-        "unreachable: _receipt is called only from _finalise, for winners (delivered, so with "
-        "a result), and _finalise runs once per job (it sets done; every caller checks the "
-        "phase or done first)"
     ),
 }
 
