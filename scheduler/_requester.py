@@ -287,7 +287,8 @@ class Requester:
             return []
         if job.phase == JobPhase.SETTLING:
             # Decided: only a resent result still gets its receipt again.
-            return self._resend_receipt(job, signed) if isinstance(msg, Result) else []
+            resent = isinstance(msg, Result) and output is None
+            return self._resend_receipt(job, signed) if resent else []
         if isinstance(msg, Bid):
             return self._on_bid(job, signed, now_ms)
         if isinstance(msg, NoBid):
@@ -509,9 +510,14 @@ class Requester:
         if rep.state in (ReplicaState.COMMITTED, ReplicaState.DELIVERED):
             if rep.result is None or rep.result.id != signed.id:
                 return [Misbehaved(res.provider, "a second, different result")]
-            if rep.state == ReplicaState.DELIVERED or output is None:
-                # Resent: our receipt was lost (send it again), or none is due yet.
+            if output is None:
+                # Resent without bytes: our receipt was lost (send it again), or none is
+                # due yet.
                 return self._resend_receipt(job, signed)
+            if rep.state == ReplicaState.DELIVERED:
+                # Its bytes again: nothing to answer (a receipt would make the provider
+                # send them once more).
+                return []
             return self._on_output(job, rep, output, now_ms)
         if rep.state != ReplicaState.RUNNING:
             return []
@@ -553,8 +559,6 @@ class Requester:
             CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
             NotifyUser(job.id, UserEvent.DELIVERED, f"replica {rep.index} delivered"),
         ]
-        if rep.receipt is not None:
-            effects.append(Send(rep.provider, rep.receipt))  # tells it the bytes arrived
         return effects + self._progress(job, now_ms)
 
     def _receipt(self, job: RequesterJob, rep: Replica, now_ms: int) -> list[Effect]:

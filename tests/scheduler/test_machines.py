@@ -289,12 +289,14 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     bad = req.receive(deliver.result.raw, sim.now + 958, output=b"other")
     assert _of(bad, Misbehaved) and not _of(bad, Send)
     good = req.receive(deliver.result.raw, sim.now + 960, output=deliver.output)
-    assert [e.message.raw for e in _of(good, Send)] == [receipt.message.raw]  # bytes arrived
+    assert not _of(good, Send)  # no answer: a receipt would make the provider upload again
     assert req.job(job_id).done is not None and req.job(job_id).done.status == "verified"  # type: ignore[union-attr]
     assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
-    # A resent result (our receipt was lost) gets the same receipt again.
-    again = req.receive(deliver.result.raw, sim.now + 970, output=deliver.output)
+    # A resent result without bytes (our receipt was lost) gets the same receipt again; the
+    # bytes again get nothing.
+    again = req.receive(deliver.result.raw, sim.now + 970)
     assert [e.message.raw for e in _of(again, Send)] == [receipt.message.raw]
+    assert not _of(req.receive(deliver.result.raw, sim.now + 975, output=deliver.output), Send)
     # The receipt again changes nothing for the provider (it proves no arrival): the bytes
     # are resent, at doubling intervals, until the work ends (here: paid).
     assert prov.receive(receipt.message.raw, sim.now + 980) == []
