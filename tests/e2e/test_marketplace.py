@@ -9,10 +9,11 @@ scenarios ends by stopping the nodes and running ``aimx ledger verify`` on every
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -212,24 +213,29 @@ def test_requester_killed_after_delivery_provider_paid_after_deadline(
     faulty: list[DevNode],
 ) -> None:
     ws = by_name(faulty, "workspace")
+    coordinator = by_name(faulty, "coordinator")
     # Whoever holds a receipt must be paid: by the settle if it went out before the kill,
-    # else by its claim after the deadline.
+    # else by its claim after the deadline. A receipt is held from its arrival until the
+    # settle's block, which can be a few milliseconds; so the coordinator is frozen once the
+    # escrow is locked (the 2 s bid window is still open), and no block can end the window.
     workers = [n for n in faulty if "contributor" in n.roles and n.alive()]
     before = {n.name: status_of(n)["balance"] for n in workers}
-    _submit(faulty, redundancy=1, max_retries=3, deadline_s=8.0)
+    job_id = _submit(faulty, redundancy=1, max_retries=3, deadline_s=8.0)
+    with ws.client() as c:
+        wait_for("the escrow lock", lambda: c.job(job_id)["phase"] != "locking", step_s=0.01)
+    os.kill(coordinator.proc.pid, signal.SIGSTOP)
+    try:
 
-    def receipted() -> DevNode | None:
-        # A receipt is held from its arrival until the settle's block (a few hundred ms):
-        # every contributor is asked at once, so that a sweep is not slower than that.
-        with ThreadPoolExecutor(len(workers)) as pool:
-            phases = list(pool.map(lambda n: status_of(n)["provider"]["work"], workers))
-        for n, work in zip(workers, phases, strict=True):
-            if work.get("receipted"):
-                return n
-        return None
+        def receipted() -> DevNode | None:
+            for n in workers:
+                if status_of(n)["provider"]["work"].get("receipted"):
+                    return n
+            return None
 
-    lucky: DevNode = wait_for("a receipt", receipted, timeout_s=30, step_s=0.01)
-    sigkill(ws)
+        lucky: DevNode = wait_for("a receipt", receipted, timeout_s=30, step_s=0.05)
+        sigkill(ws)
+    finally:
+        os.kill(coordinator.proc.pid, signal.SIGCONT)
     wait_for(
         "the provider's claim to pay",
         lambda: status_of(lucky)["balance"] > before[lucky.name],
