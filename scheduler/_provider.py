@@ -10,8 +10,9 @@ Rules (specs/marketplace.md is the full text):
   with a bid window over ``MAX_BID_WINDOW_MS`` or a deadline more than
   ``MAX_DEADLINE_AHEAD_MS`` ahead is refused unanswered (``Misbehaved``); a bid counts as
   pending load for at most ``MAX_PENDING_MS``; one requester's pending bids count as load
-  for others' announcements up to half the open-bid capacity; at most ``MAX_ANSWERED``
-  answered announcements are remembered.
+  for others' announcements up to half the open-bid capacity, and bids for jobs with no
+  escrow on the ledger, from all requesters together, up to that same half; at most
+  ``MAX_ANSWERED`` answered announcements are remembered.
 - An Award for our bid is accepted while a slot is free (``max_concurrency``): the job runs
   (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
   delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
@@ -176,28 +177,40 @@ class Provider:
         """Bids whose requester's bid window is still open (other than job ``besides``): the
         awards that may come any moment. Older bids are mostly lost (losers are not told)
         and do not count as load."""
-        return sum(self._pending_by_requester(now_ms, besides).values())
+        return sum(sum(n) for n in self._pending_by_requester(now_ms, besides).values())
 
     def load_for(self, requester: bytes, now_ms: int, *, besides: bytes = b"") -> int:
         """The pending bids that count as load for an announcement of ``requester``: its
-        own in full, each other requester's up to ``max_pending_per_requester`` (so one
-        requester, or one that fakes announcements, cannot make us busy for the rest)."""
+        own in full; each other requester's up to ``max_pending_per_requester`` while the
+        job's escrow is on the ledger; and the bids for jobs with no escrow seen yet, from
+        all other requesters together, up to that same share. So neither one requester nor
+        announcements from many keys that lock nothing can make us busy for the rest."""
         share = self.max_pending_per_requester
-        return sum(
-            n if who == requester else min(n, share)
-            for who, n in self._pending_by_requester(now_ms, besides).items()
-        )
+        load = unfunded = 0
+        for who, (funded, pending) in self._pending_by_requester(now_ms, besides).items():
+            if who == requester:
+                load += funded + pending
+            else:
+                load += min(funded, share)
+                unfunded += pending
+        return load + min(unfunded, share)
 
     @property
     def max_pending_per_requester(self) -> int:
         """Half the open-bid capacity (at least one)."""
         return max(1, self.config.max_concurrency * max(1, self.config.overbook) // 2)
 
-    def _pending_by_requester(self, now_ms: int, besides: bytes) -> dict[bytes, int]:
-        counts: dict[bytes, int] = {}
+    def _pending_by_requester(self, now_ms: int, besides: bytes) -> dict[bytes, tuple[int, int]]:
+        """Per requester, its pending bids for jobs whose escrow the ledger shows locked by
+        it (funded), and for the others (not locked yet, or never: nothing spent)."""
+        counts: dict[bytes, tuple[int, int]] = {}
         for job_id, w in self.work.items():
             if w.phase == WorkPhase.BIDDING and now_ms < w.window_end_ms and job_id != besides:
-                counts[w.spec.requester] = counts.get(w.spec.requester, 0) + 1
+                who = w.spec.requester
+                escrow = self.config.escrow_of(job_id)
+                funded = escrow is not None and escrow.owner == who and escrow.is_open
+                f, p = counts.get(who, (0, 0))
+                counts[who] = (f + 1, p) if funded else (f, p + 1)
         return counts
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:

@@ -113,6 +113,51 @@ def test_one_requester_counts_as_load_for_others_up_to_half_the_open_bids() -> N
     assert [type(a) for a in honest] == [Bid]
 
 
+class _Escrow:
+    """A locked, open escrow as the ledger shows it (only what the load rule reads)."""
+
+    def __init__(self, owner: bytes) -> None:
+        self.owner = owner
+        self.is_open = True
+
+
+def test_announcements_from_many_keys_that_lock_nothing_do_not_make_the_provider_busy() -> None:
+    """Attack 8 from several keys: each key's share was bounded, their sum was not."""
+    sim = Sim(5)
+    funded: dict[bytes, _Escrow] = {}
+    # two slots, overbook 2: four open bids; another requester's share is two
+    prov = _provider_with(funded, max_concurrency=2)
+    now = sim.now
+    for i in range(8):
+        (answer,) = _answers(prov.receive(_announce(sim, f"mallory-{i}"), now))
+        assert isinstance(answer, Bid)
+    assert prov.pending(now) == 8
+    (honest,) = _answers(prov.receive(_announce(sim, "alice"), now))
+    assert isinstance(honest, Bid)
+
+    # The same load from requesters that locked their escrows is real: busy.
+    sim, prov = Sim(6), _provider_with(funded, max_concurrency=2)
+    for i in range(2):
+        for _ in range(2):
+            spec = _announce(sim, f"bob-{i}")
+            funded[protocol.content_hash(spec)] = _Escrow(pub(key(f"bob-{i}")))
+            prov.receive(spec, now)
+    (busy,) = _answers(prov.receive(_announce(sim, "alice"), now))
+    assert isinstance(busy, NoBid) and busy.reason == "busy"
+
+
+def _provider_with(funded: dict[bytes, _Escrow], **fields: int) -> Provider:
+    return Provider(
+        ProviderConfig(
+            key=key("provider"),
+            chain_id=CHAIN,
+            capability_classes=(CLASS,),
+            escrow_of=lambda job_id: funded.get(job_id),  # type: ignore[arg-type,return-value]
+            **fields,  # type: ignore[arg-type]
+        )
+    )
+
+
 def test_the_answered_set_is_bounded() -> None:
     sim = Sim(4)
     prov = _provider()
