@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._admission import TensorInfo as TensorInfo
     from ._admission import check_inputs as check_inputs
     from ._admission import check_model as check_model
+    from ._config import SandboxConfig as SandboxConfig
     from ._determinism import cpu_isa as cpu_isa
     from ._determinism import determinism_class as determinism_class
     from ._errors import AdmissionError as AdmissionError
@@ -30,16 +31,15 @@ if TYPE_CHECKING:
     from ._errors import WorkerProtocolError as WorkerProtocolError
     from ._isa import architecture_name as architecture_name
     from ._isa import isa_level as isa_level
+    from ._job import JobRequest as JobRequest
+    from ._job import Limits as Limits
+    from ._job import Outcome as Outcome
     from ._layers import Layer as Layer
     from ._layers import probe_layers as probe_layers
     from ._models import tiny_model_path as tiny_model_path
     from ._procfs import pid_alive as pid_alive
     from ._runner import JobRunner as JobRunner
-    from ._sandbox import JobRequest as JobRequest
-    from ._sandbox import Limits as Limits
-    from ._sandbox import Outcome as Outcome
     from ._sandbox import Sandbox as Sandbox
-    from ._sandbox import SandboxConfig as SandboxConfig
     from ._tensors import Comparison as Comparison
     from ._tensors import compare_outputs as compare_outputs
     from ._tensors import output_commitment as output_commitment
@@ -65,11 +65,11 @@ _EXPORTS = {
     "tiny_model_path": "_models",
     "pid_alive": "_procfs",
     "JobRunner": "_runner",
-    "JobRequest": "_sandbox",
-    "Limits": "_sandbox",
-    "Outcome": "_sandbox",
+    "JobRequest": "_job",
+    "Limits": "_job",
+    "Outcome": "_job",
     "Sandbox": "_sandbox",
-    "SandboxConfig": "_sandbox",
+    "SandboxConfig": "_config",
     "Comparison": "_tensors",
     "compare_outputs": "_tensors",
     "output_commitment": "_tensors",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._sandbox import JobRequest, Outcome
+    from ._job import JobRequest, Outcome
 
 
 class JobRunner(Protocol):

@@ -36,9 +36,10 @@ import protocol
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
 from ._determinism import determinism_class
 from ._errors import AdmissionError
+from ._job import JobRequest, Limits, Outcome
 from ._onnx_session import GRAPH_OPT_LEVELS, open_session, session_device
 from ._runner import JobRunner
-from ._sandbox import JobRequest, Limits, Outcome, Sandbox
+from ._sandbox import Sandbox
 from ._tensors import output_commitment
 
 __all__ = [
