@@ -53,6 +53,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "ledger/_evidence.py": ("tests/ledger", "tests/scheduler"),
     "scheduler/_ledger.py": ("tests/scheduler",),
     "scheduler/_requester.py": ("tests/scheduler",),
+    "scheduler/_requester_awards.py": ("tests/scheduler",),
+    "scheduler/_requester_exchange.py": ("tests/scheduler",),
+    "scheduler/_requester_policy.py": ("tests/scheduler",),
+    "scheduler/_requester_settle.py": ("tests/scheduler",),
+    "scheduler/_requester_verdict.py": ("tests/scheduler",),
     "scheduler/_verification.py": ("tests/scheduler",),
     "protocol/_envelope.py": ("tests/protocol",),
     "sandbox/_admission.py": (
@@ -111,8 +116,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "target above the delivered count)"
     ),
     (
-        "scheduler/_requester.py",
-        "_with_probation",
+        "scheduler/_requester_policy.py",
+        "with_probation",
         "guard `if not chosen or job.budget <= n` switched off",
     ): (
         "budget <= redundancy means max_retries 0: the probation replica only raises target, "
@@ -120,13 +125,13 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "same (and with no bid chosen the later returns give the same target)"
     ),
     (
-        "scheduler/_requester.py",
-        "_with_probation",
+        "scheduler/_requester_policy.py",
+        "with_probation",
         "LtE -> Lt in `job.budget <= n`",
     ): "as the guard switched off: the budget caps the awards either way",
     (
-        "scheduler/_requester.py",
-        "_required",
+        "scheduler/_requester_policy.py",
+        "required",
         "IsNot -> Is in `r.output is not None`",
     ): (
         "a solo job has one replica, its trusted one, until that fails (then no replica is "

@@ -1,0 +1,235 @@
+"""A requester's job on its way to replicas: opening it (the escrow lock), announcing it,
+awarding bids, and watching each award (specs/marketplace.md, "Job phases"). Plain
+functions of a job, the requester's configuration and what they read; the
+:class:`~scheduler.Requester` machine calls them and decides what follows.
+
+- ``open_job`` checks and signs a JobSpec and asks the ledger to lock ``max_price *
+  (redundancy + max_retries)``: the most that can be paid, one price per replica ever
+  awarded. The job is announced at once, while the lock is on its way into a block.
+- An announcement is published on the topic of the job's capability class and sent
+  straight to the providers the caller named (a first one to fewer than
+  ``direct_only_below`` of them goes to them alone), and opens a bid window of
+  ``bid_window_ms`` (each announcement after the first waits twice as long, up to 16
+  windows).
+- An award's deadline is its bid's estimated run time plus ``replica_grace_ms``, within the
+  job's deadline. A replica is watched: silence for ``heartbeat_timeout_ms`` or its
+  deadline passing fails it; an award with no sign of life is sent again. A receipted
+  replica's output bytes are due: the receipt is sent again, then the replica fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from protocol import Award, Bid, JobSpec, Signed, sign
+
+from ._config import RequesterConfig
+from ._effects import (
+    Effect,
+    LockEscrow,
+    NotifyUser,
+    Output,
+    Publish,
+    Send,
+    SetTimer,
+    TimerKey,
+    TimerKind,
+    UserEvent,
+)
+from ._errors import JobRejected
+from ._requester_jobs import (
+    _LATE,
+    _SILENT,
+    _WITHHELD,
+    MAX_AWARD_RESENDS,
+    JobPhase,
+    Replica,
+    ReplicaState,
+    RequesterJob,
+)
+from ._requester_policy import Caught, trusted
+
+
+def open_job(
+    spec: JobSpec,
+    now_ms: int,
+    providers: Sequence[bytes],
+    known: Output | None,
+    spot_check: bool,
+    config: RequesterConfig,
+    me: bytes,
+    height: int,
+) -> tuple[RequesterJob, list[Effect]]:
+    """Check and sign ``spec`` (:class:`JobRejected` when it cannot run); the new job and
+    its first effects: the escrow lock, the deadline's timer, the first announcement."""
+    if spec.requester != me:
+        raise JobRejected("JobSpec.requester must be this node's key")
+    if spec.deadline_ms <= now_ms + spec.bid_window_ms:
+        raise JobRejected("deadline_ms must leave time after the bid window; extend it")
+    if spec.bid_window_ms == 0:
+        raise JobRejected("bid_window_ms must be positive")
+    margin = config.claim_window_blocks + config.settle_margin_blocks
+    if spec.escrow_expiry_height <= height + margin:
+        raise JobRejected(
+            f"escrow_expiry_height must be above {height + margin} (the current "
+            f"height {height} plus {margin} blocks of settle margin and claim window)"
+        )
+    signed = sign(spec, config.key, config.chain_id)
+    job = RequesterJob(signed, tuple(dict.fromkeys(providers)), known, spot_check)
+    job.asked = spec.redundancy
+    amount = spec.max_price * job.budget
+    expiry = spec.escrow_expiry_height
+    claim_height = max(0, expiry - config.claim_window_blocks)
+    lock = LockEscrow(
+        job.id,
+        amount,
+        claim_height,
+        expiry,
+        spec.max_price,
+        min(64, job.budget),
+        signed.raw,
+    )
+    return job, [
+        lock,
+        SetTimer(spec.deadline_ms, TimerKey(TimerKind.DEADLINE, job.id)),
+        NotifyUser(
+            job.id,
+            UserEvent.SPOT_CHECK if spot_check else UserEvent.SUBMITTED,
+            f"locking {amount}",
+        ),
+        *announce(job, now_ms, config),
+    ]
+
+
+def canary_for(spec: JobSpec, config: RequesterConfig) -> tuple[JobSpec, Output] | None:
+    """A known-answer job to run beside ``spec``, drawn for ``spot_check_permille`` of jobs
+    when canaries are configured: the canary's JobSpec (``spec`` with the canary's model
+    and inputs, one replica) and its answer; ``None`` when none is drawn."""
+    canaries = config.canaries
+    permille = spec.verification.spot_check_permille
+    if canaries and permille and config.rng.randrange(1000) < permille:
+        canary = canaries[config.rng.randrange(len(canaries))]
+        check = replace(
+            spec,
+            nonce=config.rng.randbytes(16),
+            runtime=canary.runtime,
+            model_hash=canary.model_hash,
+            model_size=canary.model_size,
+            inputs=canary.inputs,
+            redundancy=1,
+            max_retries=min(spec.max_retries, 1),
+            verification=replace(spec.verification, spot_check_permille=0),
+        )
+        return check, canary.answer
+    return None
+
+
+def announce(job: RequesterJob, now_ms: int, config: RequesterConfig) -> list[Effect]:
+    """Announce the job (again) and open a bid window."""
+    if job.phase != JobPhase.LOCKING:
+        job.phase = JobPhase.COLLECTING
+    job.window_over = False
+    job.answered.clear()
+    job.announcements += 1
+    direct = [p for p in job.providers if p not in job.excluded]
+    effects: list[Effect] = []
+    if job.announcements > 1 or not 0 < len(direct) < config.direct_only_below:
+        effects.append(Publish(job.spec.requirements.capability_class, job.signed))
+    effects += [Send(p, job.signed) for p in direct]
+    # Each announcement after the first waits twice as long, up to 16 windows.
+    window = job.spec.bid_window_ms << min(job.announcements - 1, 4)
+    effects.append(SetTimer(now_ms + window, TimerKey(TimerKind.BIDS, job.id)))
+    effects.append(NotifyUser(job.id, UserEvent.ANNOUNCED, f"announcement {job.announcements}"))
+    return effects
+
+
+def tell_short(job: RequesterJob) -> list[Effect]:
+    """``waiting``, once per number of live replicas, when the job has fewer than it
+    needs, more may be awarded and no bid is left to award."""
+    live = len(job.live())
+    if live >= job.target or not job.can_award() or job.told_short == live:
+        return []
+    job.told_short = live
+    cls = job.spec.requirements.capability_class
+    detail = f"{live} of {job.target} replicas found; waiting for more contributors of {cls}"
+    return [NotifyUser(job.id, UserEvent.WAITING, detail)]
+
+
+def award(
+    job: RequesterJob,
+    signed_bid: Signed[Bid],
+    now_ms: int,
+    config: RequesterConfig,
+    me: bytes,
+    caught: Caught,
+) -> list[Effect]:
+    """Award ``signed_bid`` one replica of the job, and watch it."""
+    bid = signed_bid.message
+    received = job.bids[bid.provider][1]
+    run = max(0, bid.est_finish_ms - received)
+    deadline = min(job.spec.deadline_ms, now_ms + run + config.replica_grace_ms)
+    index = len(job.replicas)
+    message = Award(
+        job_id=job.id,
+        requester=me,
+        provider=bid.provider,
+        replica=index,
+        price=bid.price,
+        deadline_ms=deadline,
+        bid_hash=signed_bid.id,
+    )
+    signed = sign(message, config.key, config.chain_id)
+    rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
+    rep.bid = signed_bid.raw
+    rep.trusted = config.replication == "adaptive" and trusted(bid.provider, config, caught)
+    rep.next_nudge_ms = now_ms + config.award_resend_ms
+    job.replicas.append(rep)
+    return [
+        Send(bid.provider, signed),
+        SetTimer(watch_at(rep, config), TimerKey(TimerKind.WATCH, job.id, index)),
+        NotifyUser(job.id, UserEvent.AWARDED, f"replica {index} at {bid.price}"),
+    ]
+
+
+def watch(
+    rep: Replica, key: TimerKey, now_ms: int, config: RequesterConfig
+) -> tuple[str | None, list[Effect]]:
+    """A replica's watch timer fired: why it fails now (``None``: it does not), or what
+    to do (send the receipt or the award again, watch on)."""
+    if rep.state == ReplicaState.COMMITTED and rep.receipt is not None:
+        # Receipted: its output bytes are due. The receipt is sent again (it or the
+        # bytes may have been lost) twice, half a heartbeat timeout apart, then the
+        # replica fails.
+        half = config.heartbeat_timeout_ms // 2
+        if now_ms < rep.last_seen_ms + half:
+            return None, [SetTimer(rep.last_seen_ms + half, key)]
+        if rep.nudges >= MAX_AWARD_RESENDS:
+            return _WITHHELD, []
+        rep.nudges += 1
+        rep.last_seen_ms = now_ms
+        return None, [Send(rep.provider, rep.receipt), SetTimer(now_ms + half, key)]
+    if rep.state != ReplicaState.RUNNING:
+        return None, []
+    if now_ms >= rep.deadline_ms:
+        return _LATE, []
+    if now_ms >= rep.last_seen_ms + config.heartbeat_timeout_ms:
+        return _SILENT, []
+    effects: list[Effect] = []
+    if nudge_due(rep) and now_ms >= rep.next_nudge_ms:
+        # No sign of life since the award: it may have been lost. Send it again.
+        rep.nudges += 1
+        rep.next_nudge_ms = now_ms + config.award_resend_ms
+        effects.append(Send(rep.provider, rep.award))
+    return None, [*effects, SetTimer(watch_at(rep, config), key)]
+
+
+def nudge_due(rep: Replica) -> bool:
+    """Whether the award is still to be sent again when no sign of life comes."""
+    return not rep.heard and rep.nudges < MAX_AWARD_RESENDS
+
+
+def watch_at(rep: Replica, config: RequesterConfig) -> int:
+    """When a running replica's watch timer fires next."""
+    at = min(rep.deadline_ms, rep.last_seen_ms + config.heartbeat_timeout_ms)
+    return min(at, rep.next_nudge_ms) if nudge_due(rep) else at

@@ -1,0 +1,191 @@
+"""The requester's replication policy: which bids are awarded first, on how many replicas a
+job runs, and how many agreeing results verify it (specs/marketplace.md, "Replication
+policy"). Plain functions of a job, the requester's configuration and the providers it
+caught; the :class:`~scheduler.Requester` machine calls them and keeps the state.
+
+- Fixed replication (``replication = "fixed"``): a job runs on the best ``redundancy``
+  bids (``award_key``) and needs that many agreeing results. When every chosen provider is
+  a newcomer (fewer than ``probation_jobs`` settled jobs) one probation replica is added:
+  the best established provider's bid, whose result newcomers never outvote.
+- Adaptive replication (``replication = "adaptive"``): a job runs on one replica when its
+  best bid is a trusted provider's (a long clean record on the ledger, never caught by
+  this requester), audited with a second replica at ``audit_permille``; on
+  ``max(2, redundancy)`` replicas otherwise; providers this requester caught are refused.
+- The bid window closes early once enough answers are in (``enough_answers``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from protocol import Bid, JobSpec, Signed
+
+from ._config import RequesterConfig
+from ._pricing import award_key
+from ._requester_jobs import JobPhase, RequesterJob
+
+#: Providers a requester caught with a wrong result, oldest first (a dict used as an
+#: ordered set): adaptive replication never trusts them again and refuses their bids.
+Caught = dict[bytes, None]
+
+
+def spec_to_sign(spec: JobSpec, config: RequesterConfig) -> JobSpec:
+    """The JobSpec to sign for ``spec``. Under adaptive replication, redundancy 1 with the
+    same budget: the ledger refuses a settle paying fewer than the signed redundancy
+    before the escrow's expiry, so the requester asks for ``redundancy`` agreeing results
+    itself wherever the job does not run on one trusted provider."""
+    asked = spec.redundancy
+    if config.replication == "adaptive" and asked > 1:
+        retries = min(64, spec.max_retries + asked - 1)
+        spec = replace(spec, redundancy=1, max_retries=retries)
+    return spec
+
+
+def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -> bool:
+    """Enough answers to the latest announcement to award now: every named provider not
+    excluded answered and one of them bid (waiting out the window would bring nothing
+    but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
+    replica and a spare: the slowest answers are those of the busiest providers), or,
+    with the escrow locked, ``redundancy`` bid and one of them is past probation. Under
+    adaptive replication the last two are replaced by: the escrow is locked and a
+    trusted provider bid."""
+    named = [p for p in job.providers if p not in job.excluded]
+    bidders = [p for p in job.answered if p in job.bids]
+    if config.replication == "adaptive" and job.known is None:
+        # A trusted bid settles the first award (alone, or audited with a spare bid):
+        # award it once the escrow is locked. Without one, wait for every named
+        # provider (or the window): a later answer may be a trusted provider's.
+        if job.phase != JobPhase.LOCKING and any(trusted(p, config, caught) for p in bidders):
+            return True
+    elif len(bidders) >= job.asked + 1:
+        return True
+    elif job.phase != JobPhase.LOCKING and len(bidders) >= job.asked:
+        # The escrow is locked and every replica has a bid: waiting for more would
+        # trade latency for price. Not when probation would want one more bid.
+        veteran = config.probation_jobs
+        if any(config.reputation(p).settled_jobs >= veteran for p in bidders):
+            return True
+    return bool(named) and job.answered.issuperset(named) and bool(bidders)
+
+
+def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[Signed[Bid]]:
+    """Usable bids, best first (``award_key``). In ``exact`` mode, bids in the
+    determinism class of the first live replica (or of the best bid) come first, so
+    that replicas can be compared bit for bit."""
+    spec = job.spec
+    awarded = {r.provider for r in job.live()}
+    bids = [
+        s
+        for p, (s, _) in job.bids.items()
+        if p not in awarded and p not in job.excluded and s.message.expires_ms > now_ms
+    ]
+    rep = config.reputation
+    bids.sort(
+        key=lambda s: award_key(
+            s.message, rep(s.message.provider), spec.max_price, now_ms, spec.deadline_ms
+        )
+    )
+    if spec.verification.mode == "exact" and bids:
+        live = job.live()
+        anchor = live[0].determinism_class if live else bids[0].message.determinism_class
+        bids.sort(key=lambda s: s.message.determinism_class != anchor)  # stable
+    return bids
+
+
+def initial_order(
+    job: RequesterJob, bids: list[Signed[Bid]], config: RequesterConfig, caught: Caught
+) -> tuple[list[Signed[Bid]], int]:
+    """The first awards, in order, and the number of replicas to run: the best
+    ``redundancy`` bids, with a probation replica (``with_probation``); adaptive
+    replication decides its own (``adaptive_order``)."""
+    spec = job.spec
+    if config.replication == "adaptive" and job.known is None:
+        return adaptive_order(job, bids, config, caught)
+    return with_probation(job, bids, spec.redundancy, config)
+
+
+def with_probation(
+    job: RequesterJob, bids: list[Signed[Bid]], n: int, config: RequesterConfig
+) -> tuple[list[Signed[Bid]], int]:
+    """The best ``n`` bids, plus one probation replica when every one of them is a
+    newcomer: the best established provider if one bid (newcomers never outvote it),
+    else the next bid when fewer than two were chosen; while the budget allows it."""
+    rep = config.reputation
+    probation = config.probation_jobs
+    chosen, rest = bids[:n], bids[n:]
+    if not chosen or job.budget <= n:
+        return bids, n
+    if any(rep(s.message.provider).settled_jobs >= probation for s in chosen):
+        return bids, n
+    veterans = [s for s in rest if rep(s.message.provider).settled_jobs >= probation]
+    if veterans:
+        rest.remove(veterans[0])
+        return [*chosen, veterans[0], *rest], n + 1
+    if len(chosen) < 2 and rest:
+        return bids, n + 1
+    return bids, n
+
+
+def adaptive_order(
+    job: RequesterJob, bids: list[Signed[Bid]], config: RequesterConfig, caught: Caught
+) -> tuple[list[Signed[Bid]], int]:
+    """Adaptive replication's first awards: the best trusted bid first when there is
+    one, alone (``solo``) unless an audit is drawn (``audit_permille``: a second replica,
+    two agreeing results); with no trusted bid, the best ``max(2, asked)`` bids and as
+    many agreeing results (one replica is for trusted providers only)."""
+    found = [s for s in bids if trusted(s.message.provider, config, caught)]
+    job.solo = False
+    if not found:
+        # Newcomers alone get an established provider's probation replica, as under
+        # fixed replication: two colluding newcomers never decide a job one bid for.
+        job.required = max(2, job.asked)
+        return with_probation(job, bids, job.required, config)
+    first = found[0]
+    order = [first, *(s for s in bids if s is not first)]
+    if config.rng.randrange(1000) >= config.audit_permille:
+        job.solo = True
+        job.required = 1
+        return order, 1
+    job.required = max(2, job.asked)
+    return order, job.required
+
+
+def required(job: RequesterJob, config: RequesterConfig) -> int:
+    """Agreeing results that verify the job: the signed redundancy under fixed
+    replication; under adaptive, 1 while the job runs on one trusted provider (every
+    delivered result a trusted provider's), else what was decided at the first award
+    (``max(2, asked)``)."""
+    if config.replication != "adaptive":
+        return job.spec.redundancy
+    if job.solo:
+        if all(r.trusted for r in job.replicas if r.output is not None):
+            return 1
+        return max(2, job.asked)
+    return job.required or max(2, job.asked)
+
+
+def trusted(provider: bytes, config: RequesterConfig, caught: Caught) -> bool:
+    """Adaptive replication: whether a job may run on ``provider`` alone."""
+    if provider in caught:
+        return False
+    rep = config.reputation(provider)
+    return (
+        rep.settled_jobs >= config.trusted_jobs
+        and rep.score_permille >= config.trusted_score_permille
+        and rep.stake >= config.trusted_stake
+        and rep.failures <= config.trusted_max_failures
+    )
+
+
+def catch(provider: bytes, config: RequesterConfig, caught: Caught) -> None:
+    """Remember a provider caught with a wrong result (bounded, oldest forgotten)."""
+    caught.pop(provider, None)
+    caught[provider] = None
+    while len(caught) > max(0, config.caught_limit):
+        del caught[next(iter(caught))]
+
+
+def veteran_replicas(job: RequesterJob, config: RequesterConfig) -> set[int]:
+    """Replicas of providers past probation (``probation_jobs`` settled jobs)."""
+    rep, probation = config.reputation, config.probation_jobs
+    return {r.index for r in job.replicas if rep(r.provider).settled_jobs >= probation}

@@ -1,0 +1,197 @@
+"""Deciding a requester's job and paying for it (specs/marketplace.md, "Finalise").
+Plain functions of a job, the requester's configuration and what they read; the
+:class:`~scheduler.Requester` machine calls them.
+
+- Receipts are only for verified work: the winners of the verdict get theirs when the job
+  is decided, the outvoted never do (so they cannot claim).
+- Finalising settles: the winning group is paid its award prices (each payout carries the
+  provider's signed Bid), the minority is attested against (and slashed, with the paid
+  majority's Results as evidence), the rest of the escrow goes back. A settle pays at
+  least ``redundancy`` providers (the ledger refuses a shorter one before the escrow's
+  expiry); with fewer winners the escrow is refunded at its expiry and each winner claims
+  with its receipt.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ._config import RequesterConfig
+from ._effects import (
+    Attest,
+    CancelTimer,
+    Effect,
+    JobDone,
+    JobStatus,
+    Output,
+    Payout,
+    Settle,
+    Slash,
+    TimerKey,
+    TimerKind,
+)
+from ._reasons import explain_no_bids
+from ._requester_exchange import issue_receipt
+from ._requester_jobs import (
+    _CORRUPT,
+    _LATE,
+    _SILENT,
+    _WITHHELD,
+    MAX_MAJORITY_EVIDENCE,
+    JobPhase,
+    Replica,
+    ReplicaState,
+    RequesterJob,
+)
+from ._requester_policy import Caught, catch
+from ._requester_verdict import judge_job, verdict_inputs
+from ._verification import Verdict, VerdictStatus
+
+
+def finalise_short(
+    job: RequesterJob,
+    now_ms: int,
+    config: RequesterConfig,
+    me: bytes,
+    caught: Caught,
+    height: int,
+) -> list[Effect]:
+    """No replica left to award: finalise with what arrived. Results accepted short of
+    the redundancy (paid as unverified work) have their bytes fetched first: their
+    receipts go out, and the job is finalised when the bytes arrive or fail to."""
+    verdict = judge_job(job, config)
+    accepted = [job.replicas[i] for i in verdict.accepted]
+    if verdict.status == VerdictStatus.TOO_FEW and not any(
+        r.state == ReplicaState.DELIVERED for r in accepted
+    ):
+        effects: list[Effect] = []
+        for r in accepted:
+            if r.state == ReplicaState.COMMITTED:
+                effects += issue_receipt(job, r, now_ms, config, me)
+        if effects or any(r.state == ReplicaState.COMMITTED for r in accepted):
+            return effects
+    return finalise(job, now_ms, config, me, caught, height, forced=True)
+
+
+def finalise(
+    job: RequesterJob,
+    now_ms: int,
+    config: RequesterConfig,
+    me: bytes,
+    caught: Caught,
+    height: int,
+    *,
+    forced: bool,
+    ledger: bool = True,
+) -> list[Effect]:
+    """Decide the job with what has arrived, pay, attest, and settle or refund.
+    ``forced``: the job ends now (deadline, settle limit, nothing left to award), so
+    results accepted short of the redundancy are paid as unverified work. ``ledger``:
+    the escrow is still open (a settle, or the refund at its expiry, is on its way)."""
+    verdict = judge_job(job, config)
+    by_index = {r.index: r for r in job.replicas}
+    effects: list[Effect] = [
+        CancelTimer(TimerKey(TimerKind.DEADLINE, job.id)),
+        CancelTimer(TimerKey(TimerKind.BIDS, job.id)),
+    ]
+    for r in job.replicas:
+        if r.state == ReplicaState.RUNNING:
+            effects.append(CancelTimer(TimerKey(TimerKind.WATCH, job.id, r.index)))
+    paid: list[Payout] = []
+    output: Output | None = None
+    report = None
+    status = JobStatus.FAILED
+    pays = verdict.status == VerdictStatus.VERIFIED or (
+        forced and verdict.status == VerdictStatus.TOO_FEW
+    )
+    winners = [by_index[i] for i in verdict.accepted] if pays else []
+    arrived = [w for w in winners if w.state == ReplicaState.DELIVERED]
+    if arrived:
+        verified = verdict.status == VerdictStatus.VERIFIED
+        status = JobStatus.VERIFIED if verified else JobStatus.UNVERIFIED
+        reason = f"{len(winners)} of {len(verdict_inputs(job))} results agree"
+        if job.known is not None:
+            reason += " with the known answer"
+        output = arrived[0].output
+        paid = [Payout(w.provider, w.award.message.price, w.bid) for w in arrived]
+        for w in arrived:  # receipts only for verified (or, forced, accepted) work
+            effects += issue_receipt(job, w, now_ms, config, me)
+        effects += [Attest(job.id, w.provider, True, "verified", ()) for w in winners]
+        losers = [by_index[i] for i in verdict.rejected]
+        effects += punish(job, verdict, losers, winners, config, caught)
+    elif winners:
+        # Judged by commitment, but no winner's bytes came: nothing to hand over, and
+        # nothing settled; the winners holding receipts may claim.
+        held = [w for w in winners if w.receipt is not None]
+        reason = f"{len(winners)} results agree but no output arrived in time"
+        if held:
+            reason += f" ({len(held)} providers hold receipts and may claim)"
+        effects += [Attest(job.id, w.provider, False, _WITHHELD, ()) for w in held]
+    elif not job.replicas:
+        report = explain_no_bids(job.nobids.values(), len(job.providers))
+        reason = f"no bids: {report.primary}"
+    elif job.known is not None and verdict.rejected:
+        reason = "every result contradicts the known answer"
+        losers = [by_index[i] for i in verdict.rejected]
+        effects += punish(job, verdict, losers, [], config, caught)
+    elif verdict.status == VerdictStatus.DISAGREE:
+        reason = "results disagree and no majority formed within the retry budget"
+    elif said := job.rejections():
+        (first, _), *_ = Counter(said).most_common(1)
+        providers = len({r.provider for r in job.replicas})
+        reason = f"rejected by every provider awarded it ({providers}): {first}"
+    else:
+        reason = "no result arrived in time"
+    for r in job.replicas:
+        if r.state == ReplicaState.FAILED and r.reason in (_SILENT, _LATE, _CORRUPT, _WITHHELD):
+            effects.append(Attest(job.id, r.provider, False, r.reason, ()))
+    if ledger:
+        job.phase = JobPhase.SETTLING
+        claims_open = job.spec.escrow_expiry_height - config.claim_window_blocks
+        payouts = tuple(p for p in paid if p.amount > 0)
+        if height < claims_open and len(payouts) >= job.spec.redundancy:
+            effects.append(Settle(job.id, payouts))
+        elif status == JobStatus.FAILED:
+            # Too late to settle (claims may be landing), or fewer payees than the
+            # redundancy (the ledger refuses such a settle before expiry: the providers
+            # holding receipts claim): refunded at expiry, never earlier (an empty
+            # settle before expiry could take work providers may still claim for).
+            expiry = job.spec.escrow_expiry_height
+            reason += f"; the escrow is refunded at its expiry, block {expiry}"
+        # else: the winners hold receipts and claim; the rest is refunded at expiry.
+    done = JobDone(job.id, status, reason, output, tuple(paid), report)
+    job.done = done
+    effects.append(done)
+    return effects
+
+
+def punish(
+    job: RequesterJob,
+    verdict: Verdict,
+    losers: list[Replica],
+    winners: list[Replica],
+    config: RequesterConfig,
+    caught: Caught,
+) -> list[Effect]:
+    """Attest against (and, for a known answer, slash) each provider in the minority,
+    with its signed result and the winners' as evidence, and remember it as caught. A
+    slash goes only with the Results of at least two paid winners: the ledger slashes on
+    nothing less (a known answer alone is not evidence a replica can check)."""
+    effects: list[Effect] = []
+    won = tuple(w.result for w in winners if w.result is not None)[:MAX_MAJORITY_EVIDENCE]
+    for r in losers:
+        if r.result is None:
+            continue
+        catch(r.provider, config, caught)
+        evidence = (r.result, *won)
+        if len(won) < 2:
+            pass  # nothing the ledger could check: the attestation below only
+        elif job.known is not None:
+            why = "contradicts the known answer"
+            effects.append(Slash(job.id, r.provider, why, evidence, job.known.commitment))
+        elif config.slash_outvoted and verdict.reference is not None:
+            why = "outvoted by the majority"
+            ref = verdict.reference.commitment
+            effects.append(Slash(job.id, r.provider, why, evidence, ref))
+        effects.append(Attest(job.id, r.provider, False, "outvoted", evidence))
+    return effects
