@@ -83,15 +83,18 @@ class Settle(Record):
 
 @dataclass(frozen=True, slots=True)
 class Claim(Record):
-    """An awarded provider claims its price from an escrow the requester left open.
+    """An awarded provider claims its price from an escrow with the requester's receipt.
 
     ``award`` and ``receipt`` are the signed wire bytes of the requester's
-    :class:`protocol.Award` and :class:`protocol.Receipt` for this job and provider.
+    :class:`protocol.Award` and :class:`protocol.Receipt` for this job and provider. With a
+    sealed receipt, ``key`` is the one-time key it names: the claim publishes what opens
+    the output bytes the requester already holds. Empty with a plain receipt.
     """
 
     job_id: Annotated[bytes, Hash]
     award: Annotated[bytes, Bin(max=MAX_EVIDENCE_ITEM)]
     receipt: Annotated[bytes, Bin(max=MAX_EVIDENCE_ITEM)]
+    key: Annotated[bytes, Bin(max=32)] = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,9 @@ class Escrow:
     slashed: tuple[bytes, ...] = ()
     #: The height of the block that settled or refunded it (0 while open).
     closed_height: int = 0
+    #: Unseal keys revealed by claims with sealed receipts, by provider, sorted: what
+    #: opens the output bytes the owner already holds.
+    unsealed: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -138,6 +141,10 @@ class Escrow:
 
     def paid_to(self, provider: bytes) -> int:
         return next((a for p, a in self.paid if p == provider), 0)
+
+    def unsealed_by(self, provider: bytes) -> bytes:
+        """The unseal key ``provider``'s claim revealed ("" if none)."""
+        return next((k for p, k in self.unsealed if p == provider), b"")
 
     def parties(self) -> frozenset[bytes]:
         """The owner and every provider paid from this escrow."""
@@ -160,6 +167,7 @@ class Escrow:
                 self.required_payees,
                 list(self.slashed),
                 self.closed_height,
+                [[p, k] for p, k in self.unsealed],
             ]
         )
 
@@ -181,6 +189,7 @@ class Escrow:
             v[11],
             tuple(v[12]),
             v[13],
+            tuple((p, k) for p, k in v[14]),
         )
 
 

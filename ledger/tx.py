@@ -121,10 +121,11 @@ def claim(
     receipt: bytes,
     expiry_height: int,
     fee: int = 0,
+    unseal_key: bytes = b"",
 ) -> Signed[Transaction]:
     """The awarded provider claims its price with the requester's signed Award and Receipt
-    (their wire bytes)."""
-    payload = Claim(job_id, award, receipt)
+    (their wire bytes), revealing the ``unseal_key`` a sealed receipt names."""
+    payload = Claim(job_id, award, receipt, unseal_key)
     return make(key, chain_id, seq, payload, expiry_height=expiry_height, fee=fee)
 
 

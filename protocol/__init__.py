@@ -42,6 +42,7 @@ from ._messages import Receipt as Receipt
 from ._messages import Requirements as Requirements
 from ._messages import Result as Result
 from ._messages import Transaction as Transaction
+from ._messages import Unseal as Unseal
 from ._messages import Usage as Usage
 from ._messages import VerificationPolicy as VerificationPolicy
 from ._schema import Bin as Bin
@@ -50,3 +51,8 @@ from ._schema import Nested as Nested
 from ._schema import Record as Record
 from ._schema import Text as Text
 from ._schema import UInt as UInt
+from ._sealing import SEAL_OVERHEAD as SEAL_OVERHEAD
+from ._sealing import key_hash as key_hash
+from ._sealing import output_key as output_key
+from ._sealing import seal_output as seal_output
+from ._sealing import unseal_output as unseal_output

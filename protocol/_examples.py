@@ -23,6 +23,7 @@ from ._messages import (
     Requirements,
     Result,
     Transaction,
+    Unseal,
     Usage,
     VerificationPolicy,
 )
@@ -114,6 +115,7 @@ def example_messages() -> list[Message]:
             output_commitment=bytes([0x55]) * 32,
             output_hash=bytes([0x66]) * 32,
             output_size=4096,
+            key_hash=bytes([0x88]) * 32,
             determinism_class="ort-1.32.0/cpu/avx2/extended",
             usage=Usage(cpu_ms=12, wall_ms=15, peak_memory_kb=40960, gpu_ms=0),
             finished_ms=1_790_000_001_500,
@@ -125,7 +127,15 @@ def example_messages() -> list[Message]:
             replica=1,
             result_hash=bytes([0x77]) * 32,
             output_commitment=bytes([0x55]) * 32,
+            key_hash=bytes([0x88]) * 32,
             received_ms=1_790_000_001_600,
+        ),
+        Unseal(
+            job_id=job,
+            provider=me,
+            replica=1,
+            result_hash=bytes([0x77]) * 32,
+            key=bytes([0x99]) * 32,
         ),
         Heartbeat(
             job_id=job, provider=me, replica=0, progress_permille=500, sent_ms=1_790_000_001_000

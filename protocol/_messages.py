@@ -258,9 +258,14 @@ class Award(Message):
 
 @dataclass(frozen=True, slots=True)
 class Result(Message):
-    """A provider's signed result: output commitment, outcome and measured usage."""
+    """A provider's signed result: output commitment, outcome and measured usage.
 
-    TAG: ClassVar[str] = "aimx/result/1"
+    Sent with the output sealed under a one-time key (``output_hash`` is the sealed blob's
+    hash, ``key_hash`` the key's): the requester holds the bytes before it signs a Receipt,
+    and can read them once the key comes, in an Unseal or in the provider's claim.
+    """
+
+    TAG: ClassVar[str] = "aimx/result/2"
     SIGNER_FIELD: ClassVar[str | None] = "provider"
 
     job_id: Annotated[bytes, Hash, "the job"]
@@ -271,8 +276,13 @@ class Result(Message):
     output_commitment: Annotated[
         bytes, Hash, "commitment over the output tensors (specs/sandbox.md)"
     ]
-    output_hash: Annotated[bytes, Hash, "content hash of the encrypted output blob as transferred"]
+    output_hash: Annotated[
+        bytes, Hash, "content hash of the sealed output blob as transferred (`seal`)"
+    ]
     output_size: Annotated[int, UInt(), "size of that blob"]
+    key_hash: Annotated[
+        bytes, Hash, "content hash of the one-time key that unseals the blob (zeros without one)"
+    ]
     determinism_class: Annotated[str, Name, "class the run was in"]
     usage: Annotated[Usage, Nested(Usage), "measured usage"]
     finished_ms: Annotated[int, Millis, "when the run finished"]
@@ -280,15 +290,16 @@ class Result(Message):
 
 @dataclass(frozen=True, slots=True)
 class Receipt(Message):
-    """The requester's acknowledgement of a provider's result, bound to its commitment.
+    """The requester's acknowledgement of a provider's result and its sealed output bytes.
 
-    Signed before the output bytes are sent (the fair-exchange order: Result, Receipt, then
-    the bytes), for a result among the verified winners or whose bytes the verification
-    needs (specs/marketplace.md, "Receipts"); a provider holding it can claim payment after
-    the deadline if the requester goes silent, and receives it again once its bytes arrived.
+    Signed once the sealed bytes arrived (specs/marketplace.md, "Fair exchange"). A sealed
+    receipt (``key_hash`` the Result's) is for a verified winner: the provider claims its
+    price with it at once, revealing the key on the ledger. A plain one (``key_hash`` zeros)
+    asks for the key now, for results whose bytes the verification needs; it is claimable
+    only in the escrow's claim window, if the requester never settles.
     """
 
-    TAG: ClassVar[str] = "aimx/receipt/1"
+    TAG: ClassVar[str] = "aimx/receipt/2"
     SIGNER_FIELD: ClassVar[str | None] = "requester"
 
     job_id: Annotated[bytes, Hash, "the job"]
@@ -297,7 +308,33 @@ class Receipt(Message):
     replica: Annotated[int, UInt(max=255), "the replica index"]
     result_hash: Annotated[bytes, Hash, "message id of the provider's signed Result"]
     output_commitment: Annotated[bytes, Hash, "the Result's output commitment"]
+    key_hash: Annotated[
+        bytes, Hash, "the Result's key hash for a sealed receipt, zeros for a plain one"
+    ]
     received_ms: Annotated[int, Millis, "when it arrived"]
+
+    @property
+    def sealed(self) -> bool:
+        """Claimable at once, by revealing the key whose hash it names."""
+        return self.key_hash != bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Unseal(Message):
+    """The one-time key that opens the sealed output bytes sent with a Result.
+
+    Sent by the provider once a plain receipt arrives, or once its claim with a sealed one
+    is in a block (the claim reveals the same key on the ledger).
+    """
+
+    TAG: ClassVar[str] = "aimx/unseal/1"
+    SIGNER_FIELD: ClassVar[str | None] = "provider"
+
+    job_id: Annotated[bytes, Hash, "the job"]
+    provider: Annotated[bytes, Key, "who sealed the bytes"]
+    replica: Annotated[int, UInt(max=255), "the replica index"]
+    result_hash: Annotated[bytes, Hash, "message id of the Result whose bytes it opens"]
+    key: Annotated[bytes, Bin(32), "the key; its content hash is the Result's `key_hash`"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +380,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     Award,
     Result,
     Receipt,
+    Unseal,
     Heartbeat,
     Transaction,
 )

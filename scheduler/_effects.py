@@ -113,13 +113,15 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send a signed result, and its output bytes when ``output`` is not empty, to the
-    requester ``peer``.
+    """Send a signed result, and its sealed output bytes when ``output`` is not empty, to
+    the requester ``peer``.
 
-    The driver seals ``output`` for the requester (:func:`scheduler.seal`) and sends it
-    with ``result.raw``; the requester's driver opens it and hands both to
-    ``Requester.receive(raw, now_ms, output=...)`` (``output=None`` for a result sent
-    without bytes: the commitment goes first, the bytes after the receipt).
+    ``output`` is already sealed under the result's one-time key
+    (:func:`protocol.seal_output`; the result's ``output_hash`` is its hash). The driver
+    also seals it for the requester in transit (:func:`scheduler.seal`) and sends it with
+    ``result.raw``; the requester's driver opens that and hands both to
+    ``Requester.receive(raw, now_ms, output=...)`` (``output=None`` for a result without
+    bytes).
     """
 
     peer: bytes
@@ -183,11 +185,14 @@ class Refund:
 
 @dataclass(frozen=True, slots=True)
 class ClaimWithReceipt:
-    """A provider's claim of its award price from an escrow the requester left open."""
+    """A provider's claim of its award price with the requester's receipt: at once with a
+    sealed receipt (``key`` is the unseal key it names, published by the claim), or from
+    the claim window with a plain one (``key`` empty)."""
 
     job_id: bytes
     award: Signed[Award]
     receipt: Signed[Receipt]
+    key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ class EscrowView(Protocol):
 
     @property
     def claim_height(self) -> int:
-        """Claims are accepted from this height on."""
+        """Claims with a plain receipt are accepted from this height on."""
         ...
 
     @property
@@ -57,6 +57,11 @@ class EscrowView(Protocol):
 
     def paid_to(self, provider: bytes) -> int:
         """What the escrow has paid ``provider`` so far."""
+        ...
+
+    def unsealed_by(self, provider: bytes) -> bytes:
+        """The unseal key ``provider``'s claim with a sealed receipt published ("" if
+        none): it opens the sealed output bytes it sent with its result."""
         ...
 
 

@@ -17,19 +17,22 @@ Rules (specs/marketplace.md is the full text):
   (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
   delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
   node declines with a NoBid ``busy``, which the requester treats as a declined award.
-- ``job_finished`` sends the signed Result, the output's commitment without its bytes
-  (``Deliver`` with no output), and resends it every ``result_resend_ms`` until the
-  requester's Receipt arrives or the job's deadline passes. The Receipt, bound to that
-  Result, is what a claim needs; only then, and once the ledger shows the job's escrow able
-  to pay the award by claim (``ProviderConfig.escrow_of``, and each block), do the output
-  bytes go (``Deliver`` with the output), resent at doubling intervals from
-  ``result_resend_ms`` until the work ends. So a requester cannot keep an output it never
-  receipted on an escrow that pays it (specs/marketplace.md, "Fair exchange"). A run past
-  the award's deadline is aborted: the requester has replaced it.
-- With a Receipt held, the provider waits for the ledger: paid or closed ends the job. If
-  the escrow is still open once the claim window (the last ``claim_window_blocks`` before
-  the escrow's expiry height) has opened and the job's deadline has passed, the provider
-  claims its price with the award and the receipt.
+- ``job_finished`` sends the signed Result with the output sealed under a one-time key
+  (``protocol.seal_output``; the Result names the sealed bytes' hash and the key's), and
+  resends both at doubling intervals from ``result_resend_ms`` until the requester's
+  Receipt arrives or the job's deadline passes. The key goes only for a Receipt bound to
+  that Result, and only once the ledger shows the job's escrow able to pay the award by
+  claim (``ProviderConfig.escrow_of``, and each block). A *sealed* receipt (a verified
+  winner's) is claimed at once (``ClaimWithReceipt`` with the key, which the claim
+  publishes on the ledger), and the key is sent (``Unseal``) once the claim paid; a
+  *plain* one (whose bytes the verification needs) gets the key at once, resent at
+  doubling intervals until the work ends. So a requester reads no output it did not
+  receipt, nor a verified winner's before the winner is paid (specs/marketplace.md, "Fair
+  exchange"). A run past the award's deadline is aborted: the requester has replaced it.
+- With a plain Receipt held, the provider waits for the ledger: paid or closed ends the
+  job. If the escrow is still open once the claim window (the last
+  ``claim_window_blocks`` before the escrow's expiry height) has opened and the job's
+  deadline has passed, the provider claims its price with the award and the receipt.
 """
 
 from __future__ import annotations
@@ -49,9 +52,13 @@ from protocol import (
     RemoteProtocolError,
     Result,
     Signed,
+    Unseal,
     Usage,
     content_hash,
     decode,
+    key_hash,
+    output_key,
+    seal_output,
     sign,
 )
 
@@ -86,13 +93,14 @@ class WorkPhase(StrEnum):
     BIDDING = "bidding"
     #: Awarded: the sandbox runs the job.
     RUNNING = "running"
-    #: The result (the output commitment) went to the requester; resent until its receipt
+    #: The result and the sealed output went to the requester; resent until its receipt
     #: arrives.
     DELIVERED = "delivered"
-    #: The requester's receipt is held: the output bytes go (until they are acknowledged),
-    #: and we wait to be paid, or claim with it.
+    #: The requester's plain receipt is held: the key goes (resent until the work ends),
+    #: and we wait to be paid, or claim with it in the claim window. A sealed receipt
+    #: waits here only until the escrow covers the award.
     RECEIPTED = "receipted"
-    #: We claimed our price with the award and the receipt.
+    #: We claimed our price with the award and the receipt (at once with a sealed one).
     CLAIMED = "claimed"
     #: Finished (``Work.end`` says how); the work is forgotten.
     CLOSED = "closed"
@@ -129,13 +137,15 @@ class Work:
     award: Signed[Award] | None = None
     started_ms: int = 0
     result: Signed[Result] | None = None
-    #: The output bytes, held until the requester acknowledged them.
-    output: bytes = b""
+    #: The output, sealed under ``key``: what the result delivers (empty after a failed run).
+    sealed: bytes = b""
+    key: bytes = b""
     #: The job's escrow was seen covering our award (``scheduler._ledger.uncovered``).
     covered: bool = False
-    #: The interval of the output bytes' next resend (it doubles), and when they last went.
+    #: The interval of the next resend (it doubles: the sealed output before the receipt,
+    #: the key after a plain one), and when the key last went.
     resend_ms: int = 0
-    bytes_sent_ms: int = 0
+    key_sent_ms: int = 0
     receipt: Signed[Receipt] | None = None
     paid: int = 0
     end: str = ""
@@ -268,32 +278,34 @@ class Provider:
         award = work.award.message
         if outcome == "ok" and output is None:
             outcome, message = "crashed", "the run reported ok without an output"
-        ok = outcome == "ok" and output is not None
+        if output is not None and outcome == "ok":
+            work.key = output_key(self.config.key, job_id, award.replica, output.commitment)
+            work.sealed = seal_output(work.key, output.data)
+            commitment, cls = output.commitment, output.determinism_class
+        else:
+            commitment, cls = _NO_HASH, self.config.determinism_class
         result = Result(
             job_id=job_id,
             provider=self.me,
             replica=award.replica,
             outcome=outcome,
             message=message[:1024],
-            output_commitment=output.commitment if ok and output else _NO_HASH,
-            output_hash=output.hash if ok and output else _NO_HASH,
-            output_size=len(output.data) if ok and output else 0,
-            determinism_class=output.determinism_class
-            if ok and output
-            else self.config.determinism_class,
+            output_commitment=commitment,
+            output_hash=content_hash(work.sealed) if work.sealed else _NO_HASH,
+            output_size=len(work.sealed),
+            key_hash=key_hash(work.key) if work.key else _NO_HASH,
+            determinism_class=cls,
             usage=usage,
             finished_ms=now_ms,
         )
         work.result = sign(result, self.config.key, self.config.chain_id)
-        work.output = output.data if ok and output else b""
-        deliver = Deliver(work.spec.requester, work.result, b"")  # the commitment first
+        deliver = Deliver(work.spec.requester, work.result, work.sealed)
         effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
-        if not ok:
+        if not work.sealed:
             return effects + self._close(work, f"run ended: {outcome}")
         work.phase = WorkPhase.DELIVERED
-        effects.append(
-            SetTimer(now_ms + self.config.result_resend_ms, TimerKey(TimerKind.RESEND, job_id))
-        )
+        work.resend_ms = self.config.result_resend_ms
+        effects.append(SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, job_id)))
         return effects
 
     def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
@@ -326,19 +338,19 @@ class Provider:
                     # No receipt: nothing to claim with. A settlement may still pay us.
                     why = "no receipt before the deadline"
                     return [NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, why)]
-                return [
-                    Deliver(work.spec.requester, work.result, b""),
-                    SetTimer(now_ms + self.config.result_resend_ms, key),
-                ]
-            if work.phase == WorkPhase.RECEIPTED and work.output and work.covered:
-                # Past the deadline too: a receipt holder owes its bytes until the work
-                # ends (paid, escrow closed or expired), resent at doubling intervals.
+                # The sealed bytes again (they or the receipt may have been lost): the
+                # requester receipts only what it holds. Doubling: a loser is never told.
                 work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
-                work.bytes_sent_ms = now_ms
                 return [
-                    Deliver(work.spec.requester, work.result, work.output),
+                    Deliver(work.spec.requester, work.result, work.sealed),
                     SetTimer(now_ms + work.resend_ms, key),
                 ]
+            if work.phase == WorkPhase.RECEIPTED and self._plain(work) and work.covered:
+                # Past the deadline too: a plain receipt's holder owes its key until the
+                # work ends (paid, escrow closed or expired), resent at doubling intervals.
+                work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
+                work.key_sent_ms = now_ms
+                return [self._unseal(work), SetTimer(now_ms + work.resend_ms, key)]
         return []
 
     def follow_ledger(self, height: int, escrow_of: EscrowLookup, now_ms: int) -> list[Effect]:
@@ -375,6 +387,7 @@ class Provider:
                 effects += self._close(work, "escrow expired")
             elif (
                 work.phase == WorkPhase.RECEIPTED
+                and self._plain(work)
                 and height >= expiry - window
                 and now_ms >= work.spec.deadline_ms
                 and work.award is not None
@@ -394,7 +407,11 @@ class Provider:
         if work is None:
             return []
         work.paid += amount
-        return [NotifyUser(job_id, UserEvent.PAID, str(amount)), *self._close(work, "paid")]
+        effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
+        if work.phase == WorkPhase.CLAIMED and work.key and not self._plain(work):
+            # Our sealed claim paid: the key is on the ledger; the requester gets it now.
+            effects.append(self._unseal(work))
+        return effects + self._close(work, "paid")
 
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow closed; whatever we were not paid by now we never will be."""
@@ -546,7 +563,7 @@ class Provider:
         work = self.work.get(receipt.job_id)
         if (
             work is None
-            or work.phase not in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED)
+            or work.phase not in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED, WorkPhase.CLAIMED)
             or work.result is None
             or work.award is None
         ):
@@ -556,29 +573,35 @@ class Provider:
             or receipt.requester != work.spec.requester
             or receipt.replica != work.award.message.replica
             or receipt.result_hash != work.result.id
+            or receipt.key_hash not in (_NO_HASH, work.result.message.key_hash)
         ):
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
-        if work.phase == WorkPhase.RECEIPTED:
-            # The receipt again: the requester still waits for our bytes (they or its
-            # receipt may have been lost), or it answers bytes or a Result we resent. It
-            # proves no arrival: the bytes go again now, at most once per
-            # ``result_resend_ms`` (a requester cannot make us upload them on demand), and
-            # the doubling resends go on until the work ends.
-            due = work.bytes_sent_ms + self.config.result_resend_ms
-            if not work.covered or not work.output or work.result is None or now_ms < due:
+        if work.receipt is not None:
+            # A receipt again: the requester still waits for our key (it or the receipt may
+            # have been lost). A plain receipt's key goes again now, at most once per
+            # ``result_resend_ms``; a sealed one's comes with our claim's payment.
+            due = work.key_sent_ms + self.config.result_resend_ms
+            if work.phase != WorkPhase.RECEIPTED or not self._plain(work) or now_ms < due:
                 return []
-            work.bytes_sent_ms = now_ms
-            return [Deliver(work.spec.requester, work.result, work.output)]
+            if not work.covered:
+                return []
+            work.key_sent_ms = now_ms
+            return [self._unseal(work)]
         work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
         effects: list[Effect] = [
+            CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
             NotifyUser(
-                work.id, UserEvent.RECEIPTED, "a claim is possible if the requester never settles"
-            )
+                work.id,
+                UserEvent.RECEIPTED,
+                "claiming now (a verified result)"
+                if receipt.sealed
+                else "a claim is possible if the requester never settles",
+            ),
         ]
         if not work.covered:
             return effects + self._check_escrow(work, self.config.escrow_of(work.id), now_ms)
-        return effects + self._send_output(work, now_ms)
+        return effects + self._redeem(work, now_ms)
 
     def _check_escrow(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
         """Send the held output bytes once the job's escrow covers our award: the receipt
@@ -594,16 +617,33 @@ class Provider:
                 effects.append(AbortJob(work.id))
             return effects + self._close(work, f"the escrow {why}")
         work.covered = True
-        return self._send_output(work, now_ms)
+        return self._redeem(work, now_ms)
 
-    def _send_output(self, work: Work, now_ms: int) -> list[Effect]:
-        """The output bytes, to a requester whose receipt we hold (resent at doubling
-        intervals until the work ends)."""
-        if work.phase != WorkPhase.RECEIPTED or not work.output or work.result is None:
+    def _redeem(self, work: Work, now_ms: int) -> list[Effect]:
+        """What a receipt held on a covering escrow gets: with a sealed one, our claim at
+        once (the key comes once it paid); with a plain one, the key now (resent at
+        doubling intervals until the work ends)."""
+        if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
             return []
+        if not self._plain(work):
+            work.phase = WorkPhase.CLAIMED
+            return [
+                ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
+                NotifyUser(work.id, UserEvent.CLAIMED, "claiming with a sealed receipt"),
+            ]
         work.resend_ms = self.config.result_resend_ms
-        work.bytes_sent_ms = now_ms
+        work.key_sent_ms = now_ms
         return [
-            Deliver(work.spec.requester, work.result, work.output),  # now the bytes
+            self._unseal(work),
             SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
         ]
+
+    @staticmethod
+    def _plain(work: Work) -> bool:
+        return work.receipt is not None and not work.receipt.message.sealed
+
+    def _unseal(self, work: Work) -> Send:
+        assert work.result is not None
+        res = work.result.message
+        unseal = Unseal(work.id, self.me, res.replica, work.result.id, work.key)
+        return Send(work.spec.requester, sign(unseal, self.config.key, self.config.chain_id))

@@ -37,7 +37,9 @@ from protocol import (
     RemoteProtocolError,
     Result,
     Signed,
+    Unseal,
     decode,
+    key_hash,
 )
 
 from ._config import RequesterConfig
@@ -58,11 +60,18 @@ from ._effects import (
 from ._errors import JobRejected, UnknownJob
 from ._ledger import EscrowLookup, EscrowView
 from ._requester_awards import announce, award, canary_for, open_job, tell_short, watch, watch_at
-from ._requester_exchange import issue_receipt, resend_receipt, take_output, take_result
+from ._requester_exchange import (
+    issue_receipt,
+    open_output,
+    resend_receipt,
+    take_result,
+    take_sealed,
+)
 from ._requester_jobs import (
     _DECLINED,
     MAX_BIDS,
     MAX_SILENT_ANNOUNCEMENTS,
+    SEALED,
     JobPhase,
     Replica,
     ReplicaState,
@@ -192,9 +201,30 @@ class Requester:
                 continue
             if job.phase == JobPhase.LOCKING:
                 effects += self.escrow_locked(job_id, now_ms)
+            effects += self.keys_published(job_id, escrow, now_ms)
             if not escrow.is_open:
                 effects += self.escrow_closed(job_id, now_ms)
         return effects + self.block(height, now_ms)
+
+    def keys_published(self, job_id: bytes, escrow: EscrowView, now_ms: int) -> list[Effect]:
+        """The job's escrow as a block left it: keys that providers holding our sealed
+        receipts published with their claims open the outputs they sealed (the Unseal
+        that follows a claim may be lost)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        effects: list[Effect] = []
+        for rep in job.replicas:
+            if (
+                rep.state == ReplicaState.COMMITTED
+                and rep.receipt is not None
+                and rep.receipt.message.sealed
+                and job.phase == JobPhase.EXECUTING
+            ):
+                key = escrow.unsealed_by(rep.provider)
+                if key:
+                    effects += self._on_key(job, rep, key, now_ms)
+        return effects
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
         """A new ledger block: settle any job whose settle limit has come; refund escrows
@@ -217,10 +247,10 @@ class Requester:
     # --- events from the network and timers -----------------------------------------
 
     def receive(self, data: bytes, now_ms: int, *, output: bytes | None = None) -> list[Effect]:
-        """A message from a provider: Bid, NoBid, Heartbeat or Result (with ``output``, the
-        opened output bytes, or ``None`` when they could not be opened)."""
+        """A message from a provider: Bid, NoBid, Heartbeat, Result (with ``output``, its
+        sealed output bytes as they came, ``None`` when none came) or Unseal."""
         try:
-            signed = decode(data, self.config.chain_id, Bid, NoBid, Heartbeat, Result)
+            signed = decode(data, self.config.chain_id, Bid, NoBid, Heartbeat, Result, Unseal)
         except RemoteProtocolError as e:
             return [Misbehaved(None, str(e))]
         msg = signed.message
@@ -236,14 +266,15 @@ class Requester:
             return []
         if job.phase == JobPhase.SETTLING:
             # Decided: only a resent result still gets its receipt again.
-            resent = isinstance(msg, Result) and output is None
-            return resend_receipt(job, signed) if resent else []
+            return resend_receipt(job, signed) if isinstance(msg, Result) else []
         if isinstance(msg, Bid):
             return self._on_bid(job, signed, now_ms)
         if isinstance(msg, NoBid):
             return self._on_nobid(job, msg, now_ms)
         if isinstance(msg, Heartbeat):
             return self._on_heartbeat(job, msg, now_ms)
+        if isinstance(msg, Unseal):
+            return self._on_unseal(job, msg, now_ms)
         return self._on_result(job, signed, output, now_ms)
 
     def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
@@ -351,8 +382,7 @@ class Requester:
     def _on_result(
         self, job: RequesterJob, signed: Signed[Result], output: bytes | None, now_ms: int
     ) -> list[Effect]:
-        """A provider's Result: its output commitment, and the output bytes (``output``)
-        once its receipt went out (or, its sender's choice, at once)."""
+        """A provider's Result: its output commitment, and its output sealed (``output``)."""
         res = signed.message
         if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
@@ -360,34 +390,49 @@ class Requester:
         if rep.state in (ReplicaState.COMMITTED, ReplicaState.DELIVERED):
             if rep.result is None or rep.result.id != signed.id:
                 return [Misbehaved(res.provider, "a second, different result")]
-            if output is None:
-                # Resent without bytes: our receipt was lost (send it again), or none is
-                # due yet.
-                return resend_receipt(job, signed)
-            if rep.state == ReplicaState.DELIVERED:
-                # Its bytes again: nothing to answer (a receipt would make the provider
-                # send them once more).
-                return []
-            return self._on_output(job, rep, output, now_ms)
+            if output is not None and rep.state == ReplicaState.COMMITTED and not rep.sealed:
+                # The sealed bytes we waited for: the receipt wanted for them goes now.
+                effects = take_sealed(rep, output)
+                if rep.sealed and rep.want:
+                    sealed = rep.want == SEALED
+                    return effects + self._receipt(job, rep, now_ms, sealed=sealed)
+                return effects
+            # Resent: our receipt was lost (send it again), or none is due yet.
+            return resend_receipt(job, signed)
         if rep.state != ReplicaState.RUNNING:
             return []
         failed, effects = take_result(job, rep, signed, now_ms)
         if failed:
             return effects + self._fail(job, rep, failed, now_ms)
         if output is not None:
-            return effects + self._on_output(job, rep, output, now_ms)
+            effects += take_sealed(rep, output)
         return effects + self._progress(job, now_ms)
 
-    def _on_output(
-        self, job: RequesterJob, rep: Replica, output: bytes, now_ms: int
-    ) -> list[Effect]:
-        """The output bytes of a committed replica (``take_output``)."""
-        failed, effects = take_output(job, rep, output, self.config)
+    def _on_unseal(self, job: RequesterJob, msg: Unseal, now_ms: int) -> list[Effect]:
+        """A provider's key for the sealed output of its result."""
+        if msg.replica >= len(job.replicas) or job.replicas[msg.replica].provider != msg.provider:
+            return [Misbehaved(msg.provider, "a key for a replica not awarded to it")]
+        rep = job.replicas[msg.replica]
+        if rep.state != ReplicaState.COMMITTED or rep.result is None:
+            return []  # opened already, or failed
+        if rep.result.id != msg.result_hash or key_hash(msg.key) != rep.result.message.key_hash:
+            return [Misbehaved(msg.provider, "a key that is not its result's")]
+        return self._on_key(job, rep, msg.key, now_ms)
+
+    def _on_key(self, job: RequesterJob, rep: Replica, key: bytes, now_ms: int) -> list[Effect]:
+        """The key of a committed replica's sealed output (its Unseal, or its claim read
+        from the ledger): the output opened (``open_output``)."""
+        if not rep.sealed:
+            return []  # its sealed bytes have not come: the key waits with its sender
+        failed, effects = open_output(job, rep, key, self.config)
         if failed:
             return effects + self._fail(job, rep, failed, now_ms)
-        if rep.state == ReplicaState.DELIVERED:
-            return effects + self._progress(job, now_ms)
-        return effects  # not the bytes its Result announced: still due
+        return effects + self._progress(job, now_ms)
+
+    def _receipt(
+        self, job: RequesterJob, rep: Replica, now_ms: int, *, sealed: bool = False
+    ) -> list[Effect]:
+        return issue_receipt(job, rep, now_ms, self.config, self.me, sealed=sealed)
 
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = ReplicaState.FAILED
@@ -412,7 +457,7 @@ class Requester:
             # receipt goes out now (the bytes follow it), verified or not.
             waiting = [r for r in job.replicas if r.state == ReplicaState.COMMITTED]
             for r in waiting:
-                effects += issue_receipt(job, r, now_ms, self.config, self.me)
+                effects += self._receipt(job, r, now_ms)
             if waiting:
                 return effects
         verdict = judge_job(job, self.config)
@@ -420,10 +465,12 @@ class Requester:
             winners = [job.replicas[i] for i in verdict.accepted]
             if all(w.state == ReplicaState.DELIVERED for w in winners):
                 return self._finalise(job, now_ms, forced=False)
-            # Verified by commitment: receipts, then every winner's bytes (a winner whose
-            # bytes do not come, or do not match, fails and the verdict is taken again).
+            # Verified by commitment: sealed receipts (each winner claims with its own at
+            # once, publishing its key), then every winner's output (a winner whose key
+            # does not come, or whose output does not match, fails and the verdict is
+            # taken again).
             for w in winners:
-                effects += issue_receipt(job, w, now_ms, self.config, self.me)
+                effects += self._receipt(job, w, now_ms, sealed=True)
             return effects
         delivered = len(verdict_inputs(job))
         if verdict.status == VerdictStatus.TOO_FEW:
@@ -441,7 +488,7 @@ class Requester:
             # first), so that a deadline finalising short still has an output to hand over.
             for i in verdict.accepted:
                 if job.replicas[i].state == ReplicaState.COMMITTED:
-                    effects += issue_receipt(job, job.replicas[i], now_ms, self.config, self.me)
+                    effects += self._receipt(job, job.replicas[i], now_ms)
         return effects
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:

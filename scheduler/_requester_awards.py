@@ -197,10 +197,10 @@ def watch(
 ) -> tuple[str | None, list[Effect]]:
     """A replica's watch timer fired: why it fails now (``None``: it does not), or what
     to do (send the receipt or the award again, watch on)."""
-    if rep.state == ReplicaState.COMMITTED and rep.receipt is not None:
-        # Receipted: its output bytes are due. The receipt is sent again (it or the
-        # bytes may have been lost) twice, half a heartbeat timeout apart, then the
-        # replica fails.
+    if rep.state == ReplicaState.COMMITTED and rep.want:
+        # A receipt is wanted: its sealed bytes, then its key, are due. The receipt is
+        # sent again (it or the key may have been lost; a provider resends its sealed
+        # bytes by itself) twice, half a heartbeat timeout apart, then the replica fails.
         half = config.heartbeat_timeout_ms // 2
         if now_ms < rep.last_seen_ms + half:
             return None, [SetTimer(rep.last_seen_ms + half, key)]
@@ -208,7 +208,8 @@ def watch(
             return _WITHHELD, []
         rep.nudges += 1
         rep.last_seen_ms = now_ms
-        return None, [Send(rep.provider, rep.receipt), SetTimer(now_ms + half, key)]
+        again: list[Effect] = [Send(rep.provider, rep.receipt)] if rep.receipt else []
+        return None, [*again, SetTimer(now_ms + half, key)]
     if rep.state != ReplicaState.RUNNING:
         return None, []
     if now_ms >= rep.deadline_ms:

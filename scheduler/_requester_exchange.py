@@ -1,24 +1,34 @@
 """The fair exchange of a requester's replica (specs/marketplace.md, "Fair exchange"): a
-provider's Result commits to its output, the requester's Receipt answers it, and the output
-bytes follow the receipt. Plain functions of a job, its replica and the requester's
-configuration; the :class:`~scheduler.Requester` machine routes the messages, and fails
-a replica or judges the job again as they say.
+provider's Result commits to its output and brings it sealed under a one-time key; the
+requester's Receipt answers it; the key follows (an Unseal, or the provider's claim on the
+ledger). Plain functions of a job, its replica and the requester's configuration; the
+:class:`~scheduler.Requester` machine routes the messages, and fails a replica or judges
+the job again as they say.
 
 - A Result of a running replica with outcome ``ok`` and the determinism class its bid
-  named is kept (``COMMITTED``): its output commitment, not yet its bytes. Another
-  outcome, or another class, fails the replica.
-- Output bytes are kept (``DELIVERED``) when they hash as the Result announced and have
-  the output commitment it claims (recomputed with the injected ``commitment``). Bytes
-  with another commitment fail the replica (misbehaviour: never verified, paid or
-  returned).
-- A receipt is signed once per replica, for a result that won or whose bytes the verdict
-  needs; a committed replica's bytes are then due. A Result resent without bytes gets
-  its receipt again.
+  named is kept (``COMMITTED``): its output commitment, and its sealed bytes when they
+  hash as it announced. Another outcome, or another class, fails the replica.
+- A receipt is signed once per replica, for a result that won (*sealed*: the provider
+  claims with it at once, publishing the key) or whose bytes the verdict needs (*plain*:
+  the key comes at once), and only once its sealed bytes are held: until then, and until
+  its key comes, the replica is watched. A Result resent gets its receipt again.
+- The key opens the sealed bytes; the output is kept (``DELIVERED``) when it has the
+  commitment the Result claims (recomputed with the injected ``commitment``). A key that
+  opens nothing, or an output with another commitment, fails the replica (misbehaviour:
+  never verified, paid by a settle, or returned).
 """
 
 from __future__ import annotations
 
-from protocol import Receipt, Result, Signed, content_hash, sign
+from protocol import (
+    Receipt,
+    RemoteProtocolError,
+    Result,
+    Signed,
+    content_hash,
+    sign,
+    unseal_output,
+)
 
 from ._config import RequesterConfig
 from ._effects import (
@@ -33,7 +43,7 @@ from ._effects import (
     TimerKind,
     UserEvent,
 )
-from ._requester_jobs import _CORRUPT, Replica, ReplicaState, RequesterJob
+from ._requester_jobs import _CORRUPT, PLAIN, SEALED, Replica, ReplicaState, RequesterJob
 
 
 def take_result(
@@ -56,18 +66,33 @@ def take_result(
     return None, [CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index))]
 
 
-def take_output(
-    job: RequesterJob, rep: Replica, output: bytes, config: RequesterConfig
-) -> tuple[str | None, list[Effect]]:
-    """The output bytes of a committed replica: why the replica fails (``None``: it does
-    not) and the effects; kept (``DELIVERED``) when they are what its Result committed
-    to."""
+def take_sealed(rep: Replica, sealed: bytes) -> list[Effect]:
+    """The sealed output bytes that came with a committed replica's Result: kept when they
+    are the blob the Result announced (else the provider sends them again)."""
     assert rep.result is not None
     res = rep.result.message
-    if content_hash(output) != res.output_hash:
-        return None, [Misbehaved(res.provider, "output bytes do not match the result's hash")]
+    if rep.sealed:
+        return []
+    if len(sealed) != res.output_size or content_hash(sealed) != res.output_hash:
+        return [Misbehaved(res.provider, "sealed output bytes do not match the result's hash")]
+    rep.sealed = sealed
+    return []
+
+
+def open_output(
+    job: RequesterJob, rep: Replica, key: bytes, config: RequesterConfig
+) -> tuple[str | None, list[Effect]]:
+    """The key of a committed replica's sealed output (its Result's ``key_hash`` checked
+    by the caller): why the replica fails (``None``: it does not) and the effects; the
+    output kept (``DELIVERED``) when it is what the Result committed to."""
+    assert rep.result is not None
+    res = rep.result.message
+    try:
+        output = unseal_output(key, rep.sealed)
+    except RemoteProtocolError:
+        return _CORRUPT, [Misbehaved(res.provider, "its key does not open its sealed output")]
     if config.commitment(output) != res.output_commitment:
-        # The bytes are not what the result commits to: a failed replica, never
+        # The output is not what the result commits to: a failed replica, never
         # verified, never paid by a settle, never handed to the user.
         return _CORRUPT, [Misbehaved(res.provider, _CORRUPT)]
     rep.state = ReplicaState.DELIVERED
@@ -79,24 +104,40 @@ def take_output(
 
 
 def issue_receipt(
-    job: RequesterJob, rep: Replica, now_ms: int, config: RequesterConfig, me: bytes
+    job: RequesterJob,
+    rep: Replica,
+    now_ms: int,
+    config: RequesterConfig,
+    me: bytes,
+    *,
+    sealed: bool = False,
 ) -> list[Effect]:
-    """Sign and send the receipt of a replica whose result won, or whose output bytes
-    the verdict needs (once). A committed replica's bytes are then due: watched."""
+    """Sign and send the receipt of a replica whose result won (``sealed``) or whose
+    output the verdict needs (once; the first wish decides its kind), as soon as its
+    sealed bytes are held. A committed replica's key is then due: watched, as it is
+    while its sealed bytes are awaited."""
     if rep.result is None or rep.receipt is not None:
         return []
-    res = rep.result.message
-    receipt = Receipt(
-        job_id=job.id,
-        requester=me,
-        provider=rep.provider,
-        replica=rep.index,
-        result_hash=rep.result.id,
-        output_commitment=res.output_commitment,
-        received_ms=rep.received_ms,
-    )
-    rep.receipt = sign(receipt, config.key, config.chain_id)
-    effects: list[Effect] = [Send(rep.provider, rep.receipt)]
+    first = not rep.want
+    if first:
+        rep.want = SEALED if sealed else PLAIN
+    effects: list[Effect] = []
+    if rep.sealed:
+        res = rep.result.message
+        receipt = Receipt(
+            job_id=job.id,
+            requester=me,
+            provider=rep.provider,
+            replica=rep.index,
+            result_hash=rep.result.id,
+            output_commitment=res.output_commitment,
+            key_hash=res.key_hash if rep.want == SEALED else bytes(32),
+            received_ms=rep.received_ms,
+        )
+        rep.receipt = sign(receipt, config.key, config.chain_id)
+        effects.append(Send(rep.provider, rep.receipt))
+    elif not first:
+        return []  # still waiting for its sealed bytes
     if rep.state == ReplicaState.COMMITTED:
         rep.last_seen_ms = now_ms
         rep.nudges = 0
@@ -106,8 +147,8 @@ def issue_receipt(
 
 
 def resend_receipt(job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
-    """The receipt of a Result resent without bytes (ours was lost), again; nothing when
-    none went out yet."""
+    """The receipt of a Result resent (ours was lost), again; nothing when none went out
+    yet."""
     res = signed.message
     if res.replica < len(job.replicas):
         rep = job.replicas[res.replica]

@@ -43,6 +43,9 @@ _SILENT = "went silent"
 _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
 _WITHHELD = "withheld its output after the receipt"
+#: The kinds of receipt a replica may be wanted for (``Replica.want``).
+SEALED = "sealed"
+PLAIN = "plain"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
 # A replica whose provider refused the job itself (its sandbox's admission): the failure
@@ -76,6 +79,11 @@ class Replica:
     output: Output | None = None
     receipt: Signed[Receipt] | None = None
     received_ms: int = 0
+    #: Its output as it came with the Result, sealed under the provider's one-time key.
+    sealed: bytes = b""
+    #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
+    #: ``sealed`` is held ("" while none is wanted).
+    want: str = ""
     #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
     bid: bytes = b""
     #: Its provider was trusted when it was awarded (adaptive replication).

@@ -756,7 +756,7 @@ class Simulation:
         self._queue_tx(node, ledger.Refund(e.job_id), now)
 
     def _fx_claim(self, node: int, is_provider: bool, e: Any, now: int) -> None:
-        self._queue_tx(node, ledger.Claim(e.job_id, e.award.raw, e.receipt.raw), now)
+        self._queue_tx(node, ledger.Claim(e.job_id, e.award.raw, e.receipt.raw, e.key), now)
 
     def _fx_attest(self, node: int, is_provider: bool, e: Any, now: int) -> None:
         self._attest(node, e, now)

@@ -76,7 +76,9 @@ class EffectRunner:
             case scheduler.Refund():
                 node.recovery.intents.add(ledger.Refund(effect.job_id))
             case scheduler.ClaimWithReceipt():
-                claim = ledger.Claim(effect.job_id, effect.award.raw, effect.receipt.raw)
+                claim = ledger.Claim(
+                    effect.job_id, effect.award.raw, effect.receipt.raw, effect.key
+                )
                 node.recovery.intents.add(claim)
             case scheduler.Attest():
                 self._attest(effect)

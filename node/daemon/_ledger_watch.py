@@ -50,6 +50,7 @@ class LedgerWatch:
                 continue  # not (yet) the lock this node asked for
             if job.phase == "locking":
                 node.effects.execute("requester", req.escrow_locked(job_id, now))
+            node.effects.execute("requester", req.keys_published(job_id, e, now))
             if not e.is_open:
                 node.effects.execute("requester", req.escrow_closed(job_id, now))
                 node.job_closed(job_id)

@@ -4,7 +4,8 @@
   holds the receipt in memory only, so the daemon keeps each one on disk (``receipts/`` in
   the data directory, one small file per job, written atomically) from the machine's
   ``receipted`` notification until the work's ``closed``. After a restart the kept receipts
-  are claimed by the daemon itself, in the claim window and after the job's deadline.
+  are claimed by the daemon itself: a sealed one at once (with its key, derived again), a
+  plain one in the claim window and after the job's deadline.
 - A requester's open escrows of jobs it no longer knows (it restarted mid-job), or knows
   as closed (its lock was taken for failed), are refunded at their expiry height; a
   provider with a receipt claims its share first.
@@ -231,9 +232,17 @@ class Recovery:
                 del self._kept[job_id]
                 self._disk_send.send_nowait(functools.partial(self.receipts.drop, job_id))
                 continue
-            if not kept.claimed and state.height >= e.claim_height and now >= kept.deadline_ms:
+            r = kept.receipt.message
+            if r.sealed:
+                # A verified winner's receipt: claimed at once, publishing the key (derived
+                # again from our key: the output it sealed is gone with the old process).
+                key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
+                due = True
+            else:
+                key, due = b"", state.height >= e.claim_height and now >= kept.deadline_ms
+            if not kept.claimed and due:
                 kept.claimed = True
-                claim = scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt)
+                claim = scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt, key)
                 node.effects.execute("provider", [claim])
         for job_id, refunded in list(self._orphans.items()):
             e = state.escrow(job_id)

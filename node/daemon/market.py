@@ -38,7 +38,7 @@ MAX_MARKET_REQUEST_BYTES = MAX_CONTENT_BYTES + 65536
 
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
-    {protocol.Bid.TAG, protocol.NoBid.TAG, protocol.Heartbeat.TAG, Result.TAG}
+    {protocol.Bid.TAG, protocol.NoBid.TAG, protocol.Heartbeat.TAG, Result.TAG, protocol.Unseal.TAG}
 )
 
 

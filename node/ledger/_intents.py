@@ -19,7 +19,8 @@ The rules (specs/daemon.md, "Money transactions are intents"):
 - Once its transaction can no longer apply and the goal is not reached: a lock fails (the
   job's escrow is not locked, nothing was taken); a settle, refund or claim is signed
   again with a fresh sequence number, when its window is open (a refund from the escrow's
-  expiry height, a claim in ``[claim_height, expiry_height)``).
+  expiry height, a claim before ``expiry_height``, with a plain receipt from
+  ``claim_height``).
 - A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
   at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later; a settle or claim
   gives up after ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry); a
@@ -205,7 +206,9 @@ class IntentBook:
         if intent.kind == "refund" and h < e.expiry_height:
             return []
         if intent.kind == "claim" and h < e.claim_height:
-            return []
+            payload = intent.decoded()
+            if not (isinstance(payload, ledger.Claim) and payload.key):
+                return []  # a plain receipt's claim waits for the claim window
         if intent.seq is not None:
             log.info(
                 "%s of job %s did not apply (seq %d); signing it again",

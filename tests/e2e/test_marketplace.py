@@ -228,7 +228,8 @@ def test_requester_killed_after_delivery_provider_paid_after_deadline(
 
         def receipted() -> DevNode | None:
             for n in workers:
-                if status_of(n)["provider"]["work"].get("receipted"):
+                work = status_of(n)["provider"]["work"]
+                if work.get("receipted") or work.get("claimed"):
                     return n
             return None
 

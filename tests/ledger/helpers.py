@@ -118,7 +118,11 @@ def receipt(
     job: bytes = JOB,
     replica: int = 0,
     chain: str = CHAIN,
+    *,
+    key: bytes = b"",
 ) -> bytes:
+    """A receipt of ``requester``'s: sealed (claimable at once) when it names ``key``,
+    plain (claimable from the escrow's claim height) otherwise."""
     msg = protocol.Receipt(
         job_id=job,
         requester=pub(requester),
@@ -126,6 +130,7 @@ def receipt(
         replica=replica,
         result_hash=b"\x01" * 32,
         output_commitment=b"\x02" * 32,
+        key_hash=protocol.key_hash(key) if key else bytes(32),
         received_ms=1,
     )
     return protocol.sign(msg, requester, chain).raw
@@ -184,6 +189,7 @@ def result(
         output_commitment=commitment,
         output_hash=hashlib.blake2b(output, digest_size=32).digest(),
         output_size=len(output),
+        key_hash=bytes(32),
         determinism_class="ort-1.32.0/cpu/avx2/extended",
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
         finished_ms=1,

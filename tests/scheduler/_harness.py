@@ -32,6 +32,7 @@ from protocol import (
     JobSpec,
     Receipt,
     Requirements,
+    Unseal,
     Usage,
     VerificationPolicy,
     content_hash,
@@ -469,6 +470,8 @@ class Sim:
             case CancelTimer():
                 node.timers.pop((role, fx.key), None)
             case Send():
+                if node.behaviour == "withhold" and isinstance(fx.message.message, Unseal):
+                    return  # takes the receipt, never sends the key
                 self._send(node, fx.peer, fx.message.raw, fx.message.message, None)
             case Publish():
                 for peer in self.nodes:
@@ -479,8 +482,6 @@ class Sim:
                     if peer is not node and serves:
                         self._send(node, peer.pub, fx.message.raw, fx.message.message, None)
             case Deliver():
-                if fx.output and node.behaviour == "withhold":
-                    return  # takes the receipt, never sends the bytes
                 sealed = seal(fx.peer, fx.output) if fx.output else None
                 self._send(node, fx.peer, fx.result.raw, fx.result.message, sealed)
             case LockEscrow():
@@ -490,7 +491,9 @@ class Sim:
             case Refund():
                 self.ledger.submit(TxRequest(node.key, ledger.Refund(fx.job_id)))
             case ClaimWithReceipt():
-                claim = ledger.Claim(fx.job_id, fx.award.raw, fx.receipt.raw)
+                if node.behaviour == "withhold" and fx.key:
+                    return  # a claim with a sealed receipt would publish the key
+                claim = ledger.Claim(fx.job_id, fx.award.raw, fx.receipt.raw, fx.key)
                 self.ledger.submit(TxRequest(node.key, claim))
             case Attest():
                 self.attests.append(fx)

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import ledger
 from protocol import JobSpec
-from scheduler import Deliver, JobPhase, NotifyUser, Output, TimerKey, TimerKind, UserEvent
+from scheduler import (
+    Deliver,
+    JobPhase,
+    NotifyUser,
+    Output,
+    Send,
+    TimerKey,
+    TimerKind,
+    UserEvent,
+)
 
 from ._harness import Sim, honest_output, wrong_output
 
 
 def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     # Attack 5: a provider reports the honest commitment but delivers corrupted bytes. The
-    # requester recomputes the commitment of what arrived: the replica fails (no pay: the
-    # receipt it took for its commitment is worthless once the settle closed the escrow),
-    # the user gets the honest bytes, and the job is verified by honest replicas.
+    # requester recomputes the commitment of what its key opened: the replica fails, the
+    # user gets the honest bytes, and the job is verified by honest replicas. Its sealed
+    # receipt (its commitment was among the verified winners) paid its claim: knowing the
+    # winning commitment without handing over that output takes a colluder that computed
+    # it (specs/marketplace.md, "Known limits").
     sim = Sim(5)
     req = sim.add_requester(balance=1_000_000)
     liar = sim.add_provider("liar", price_floor=900, reputation=5)
@@ -28,20 +39,20 @@ def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     paid = {p.provider: p.amount for p in done.paid}
     assert set(paid) == {h.pub for h in honest}
     state = sim.ledger.state
-    assert state.balance(liar.pub) == 0
     assert all(state.balance(h.pub) == paid[h.pub] for h in honest)
     assert any(m.peer == liar.pub and "commitment" in m.reason for m in sim.misbehaved)
     rep = next(r for r in req.requester.job(job).replicas if r.provider == liar.pub)  # type: ignore[union-attr]
     assert rep.output is None
     assert rep.reason == "delivered output bytes that do not match its commitment"
+    assert any(a.subject == liar.pub and not a.positive for a in sim.attests)
     escrow = sim.ledger.state.escrow(job)
-    assert escrow is not None and not escrow.is_open  # a claim with its receipt is refused
+    assert escrow is not None and not escrow.is_open
 
 
-def test_a_requester_gets_no_output_bytes_before_it_signs_a_receipt() -> None:
+def test_a_requester_gets_no_output_before_it_signs_a_receipt() -> None:
     # Attack 10: outputs used to travel with the Result, before any receipt, so a requester
-    # could keep them and never acknowledge (nothing to claim with). Now a provider sends
-    # only its Result, the output's commitment, until the Receipt bound to it arrives.
+    # could keep them and never acknowledge (nothing to claim with). Now the output travels
+    # sealed under a one-time key, and the key goes only for a Receipt bound to the Result.
     sim = Sim(10)
     req = sim.add_requester(balance=1_000_000)
     prov = sim.add_provider(reputation=5, run_ms=2_000)
@@ -54,21 +65,25 @@ def test_a_requester_gets_no_output_bytes_before_it_signs_a_receipt() -> None:
     sim.run_until(sim.now + 5_000)
     work = machine.get(job)
     assert work.phase == "delivered" and work.result is not None and work.receipt is None
-    # The requester went silent after the award: resends carry the commitment only.
+    # The requester went silent after the award: resends carry the sealed bytes, never the
+    # output itself nor its key.
+    plain = honest_output(req.requester.job(job).spec).data  # type: ignore[union-attr]
     resends = [
         fx
         for t in range(1, 40)
         for fx in machine.timer(TimerKey(TimerKind.RESEND, job), sim.now + 1_000 * t)
-        if isinstance(fx, Deliver)
+        if isinstance(fx, Deliver | Send)
     ]
-    assert resends and all(fx.output == b"" for fx in resends)
+    assert resends and all(isinstance(fx, Deliver) for fx in resends)
+    assert all(fx.output == work.sealed and plain not in fx.output for fx in resends)  # type: ignore[union-attr]
 
 
 def test_a_provider_that_withholds_its_bytes_after_the_receipt_is_replaced_and_unpaid() -> None:
-    # The other half of the fair exchange: the receipt came, the bytes never did. The
-    # requester fails the replica once they are overdue, has the job run elsewhere, and
-    # settles with the provider that delivered, which closes the escrow before the claim
-    # window: the withholder's receipt is worth nothing.
+    # The other half of the fair exchange: the receipt came, the key never did (neither
+    # an Unseal nor the claim that would publish it). The requester fails the replica once
+    # it is overdue, has the job run elsewhere, and settles with the provider that
+    # delivered: the withholder is paid nothing, and its receipt cannot be cashed without
+    # handing the output over.
     sim = Sim(11)
     req = sim.add_requester(balance=1_000_000)
     withholder = sim.add_provider("withhold", price_floor=900, reputation=5)

@@ -13,12 +13,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ledger
-from protocol import Award, Bid, JobSpec, Receipt, Result, Usage, sign
+from protocol import (
+    Award,
+    Bid,
+    JobSpec,
+    Receipt,
+    Result,
+    Unseal,
+    Usage,
+    content_hash,
+    sign,
+    unseal_output,
+)
 from protocol._examples import example_signed
 from scheduler import (
     AbortJob,
     BidOutcome,
     CancelTimer,
+    ClaimWithReceipt,
     Deliver,
     Effect,
     JobPhase,
@@ -234,9 +246,13 @@ def test_message_for_another_chain_is_refused() -> None:
 
 
 def _run_to_award(
-    sim: Sim, req: Requester, prov: Provider, rkey: nacl.signing.SigningKey
+    sim: Sim,
+    req: Requester,
+    prov: Provider,
+    rkey: nacl.signing.SigningKey,
+    spec: JobSpec | None = None,
 ) -> tuple[bytes, Award, list[Effect]]:
-    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    spec = spec or _spec_for(sim, rkey, redundancy=1, max_retries=1)
     job_id, fx = req.submit(spec, sim.now, providers=[prov.me])
     assert _awards(req.escrow_locked(job_id, sim.now)) == []
     (sent,) = _of(fx, Send)
@@ -246,6 +262,22 @@ def _run_to_award(
     (award_send,) = [e for e in _of(fx, Send) if isinstance(e.message.message, Award)]
     fx2 = prov.receive(award_send.message.raw, sim.now + 400)
     return job_id, award_send.message.message, fx2
+
+
+def _covering_escrow(spec: JobSpec, owner: bytes, prov: Provider) -> ledger.Escrow:
+    """The requester's escrow for ``spec`` as the ledger shows it once locked."""
+    window = prov.config.claim_window_blocks
+    budget = spec.max_price * (spec.redundancy + spec.max_retries)
+    base: dict[str, object] = {
+        "owner": owner,
+        "locked": budget,
+        "remaining": budget,
+        "claim_height": spec.escrow_expiry_height - window,
+        "expiry_height": spec.escrow_expiry_height,
+        "max_per_payee": spec.max_price,
+        "max_payees": 1,
+    }
+    return ledger.Escrow(**base)  # type: ignore[arg-type]
 
 
 def test_award_runs_and_result_gets_a_receipt() -> None:
@@ -259,51 +291,121 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert not req.may_fetch(bytes(32), prov.me)
     spec = req.job(job_id).spec
     out = honest_output(spec)
-    # Fair exchange: the Result (the output commitment) goes first, without the bytes.
+    # Fair exchange: the Result (the output commitment) goes with the output sealed under
+    # a one-time key that only the provider knows yet.
     (commit,) = _of(
         prov.job_finished(job_id, sim.now + 900, outcome="ok", output=out, usage=USAGE), Deliver
     )
-    assert commit.output == b"" and prov.get(job_id).phase == "delivered"
-    taken = req.receive(commit.result.raw, sim.now + 950)
-    (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
-    assert receipt.message.message.result_hash == commit.result.id
-    assert receipt.message.message.output_commitment == commit.result.message.output_commitment
-    assert req.job(job_id).done is None  # verified by commitment; the bytes are still due
-    # The receipt is what a claim needs, on an escrow that can pay it: with none seen yet
-    # the bytes wait; a block showing the requester's escrow, with room for the award and
-    # the job's own expiry, sends them.
-    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
-    assert prov.get(job_id).phase == "receipted"
-    escrow = ledger.Escrow(
-        owner=bytes(rkey.verify_key),
-        locked=spec.max_price,
-        remaining=spec.max_price,
-        claim_height=spec.escrow_expiry_height - prov.config.claim_window_blocks,
-        expiry_height=spec.escrow_expiry_height,
-        max_per_payee=spec.max_price,
-        max_payees=1,
-    )
-    (deliver,) = _of(prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956), Deliver)
-    assert deliver.output and prov.get(job_id).phase == "receipted"
-    # Output bytes that do not match the result's hash: counted against the peer.
-    bad = req.receive(deliver.result.raw, sim.now + 958, output=b"other")
+    res = commit.result.message
+    assert commit.output and out.data not in commit.output
+    assert res.output_hash == content_hash(commit.output) and res.key_hash != bytes(32)
+    assert prov.get(job_id).phase == "delivered"
+    # Sealed bytes that are not the announced blob: counted, and no receipt for them.
+    bad = req.receive(commit.result.raw, sim.now + 940, output=b"other")
     assert _of(bad, Misbehaved) and not _of(bad, Send)
-    good = req.receive(deliver.result.raw, sim.now + 960, output=deliver.output)
-    assert not _of(good, Send)  # no answer: a receipt would make the provider upload again
-    assert req.job(job_id).done is not None and req.job(job_id).done.status == "verified"  # type: ignore[union-attr]
-    assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
-    # A resent result without bytes (our receipt was lost) gets the same receipt again; the
-    # bytes again get nothing.
-    again = req.receive(deliver.result.raw, sim.now + 970)
+    taken = req.receive(commit.result.raw, sim.now + 950, output=commit.output)
+    (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
+    r = receipt.message.message
+    assert r.result_hash == commit.result.id and r.output_commitment == res.output_commitment
+    assert r.sealed and r.key_hash == res.key_hash  # a verified winner's: claimable at once
+    assert req.job(job_id).done is None  # verified by commitment; the key is still due
+    # The receipt is what a claim needs, on an escrow that can pay it: with none seen yet
+    # the claim waits; a block showing the requester's escrow, with room for the award and
+    # the job's own expiry, makes it, with the key that opens the sealed bytes.
+    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), ClaimWithReceipt)
+    assert prov.get(job_id).phase == "receipted"
+    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    effects = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
+    (claim,) = _of(effects, ClaimWithReceipt)
+    assert claim.receipt.raw == receipt.message.raw and unseal_output(claim.key, commit.output)
+    assert not [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
+    assert prov.get(job_id).phase == "claimed"
+    # The receipt again, while the claim lands: nothing more.
+    assert prov.receive(receipt.message.raw, sim.now + 957) == []
+    # A resent result (our receipt was lost) gets the same receipt again.
+    again = req.receive(commit.result.raw, sim.now + 958, output=commit.output)
     assert [e.message.raw for e in _of(again, Send)] == [receipt.message.raw]
-    assert not _of(req.receive(deliver.result.raw, sim.now + 975, output=deliver.output), Send)
-    # The receipt again changes nothing for the provider (it proves no arrival): the bytes
-    # are resent, at doubling intervals, until the work ends (here: paid).
-    assert prov.receive(receipt.message.raw, sim.now + 980) == []
+    # The claim's block publishes the key: the requester reads it from the escrow and
+    # opens the output (the Unseal that follows the payment may be lost).
+    claimed = replace(escrow, unsealed=((prov.me, claim.key),), claimed=(prov.me,))
+    opened = req.follow_ledger(2, {job_id: claimed}.get, sim.now + 960)
+    done = req.job(job_id).done
+    assert done is not None and done.status == "verified" and done.output == out
+    assert not [e for e in _of(opened, Send) if isinstance(e.message.message, Receipt)]
+    assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
+    # Paid by its claim: the provider sends the key too, and its work ends.
+    paid = prov.paid(job_id, 1, sim.now + 5_000)
+    (unseal,) = [e for e in _of(paid, Send) if isinstance(e.message.message, Unseal)]
+    assert unseal.message.message.key == claim.key
+    assert job_id not in prov.work
+    # A key for a replica already opened changes nothing.
+    assert req.receive(unseal.message.raw, sim.now + 5_001) == []
+
+
+def test_a_requester_that_settles_to_its_own_bidders_first_never_gets_the_key() -> None:
+    """Review finding F4: a requester holding the output settled, before the claim window,
+    paying bidders of its own instead of the provider that delivered. Now it holds only
+    the sealed bytes when it can do that: the provider publishes the key with its claim,
+    and a settle that lands first closes the escrow to the claim, so the key never goes
+    (the ledger half: tests/ledger/test_sealed_claims.py)."""
+    sim, req, prov, rkey = _pair()
+    job_id, _award, _ = _run_to_award(sim, req, prov, rkey)
+    spec = req.job(job_id).spec
+    out = honest_output(spec)
+    (commit,) = _of(
+        prov.job_finished(job_id, sim.now + 900, outcome="ok", output=out, usage=USAGE), Deliver
+    )
+    taken = req.receive(commit.result.raw, sim.now + 950, output=commit.output)
+    (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
+    prov.receive(receipt.message.raw, sim.now + 951)
+    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    assert _of(prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 952), ClaimWithReceipt)
+    sybil = bytes(sim.key().verify_key)
+    settled = replace(
+        escrow, status=ledger.EscrowStatus.SETTLED, remaining=0, paid=((sybil, escrow.locked),)
+    )
+    effects = prov.follow_ledger(2, {job_id: settled}.get, sim.now + 953)
+    effects += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 5_000)
+    assert not [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
+    assert job_id not in prov.work  # ended unpaid: "escrow closed without paying us"
+    # All the requester holds is the sealed blob: no key on the ledger, none sent.
+    assert out.data not in commit.output and req.job(job_id).done is None
+
+
+def test_a_plain_receipt_gets_the_key_at_once_and_again_until_the_work_ends() -> None:
+    """Results judged by bytes (tolerance mode) are receipted before any verdict: a plain
+    receipt, claimable only in the claim window; the key goes at once, so the requester
+    can compare the outputs, and is resent at doubling intervals until the work ends."""
+    sim, req, prov, rkey = _pair()
+    spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
+    tolerant = replace(
+        spec, verification=replace(spec.verification, mode="tolerance", rtol_e9=1_000)
+    )
+    job_id, _award, _ = _run_to_award(sim, req, prov, rkey, spec=tolerant)
+    out = honest_output(req.job(job_id).spec)
+    (commit,) = _of(
+        prov.job_finished(job_id, sim.now + 900, outcome="ok", output=out, usage=USAGE), Deliver
+    )
+    taken = req.receive(commit.result.raw, sim.now + 950, output=commit.output)
+    (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
+    assert not receipt.message.message.sealed
+    prov.receive(receipt.message.raw, sim.now + 955)
+    escrow = _covering_escrow(req.job(job_id).spec, bytes(rkey.verify_key), prov)
+    effects = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
+    assert not _of(effects, ClaimWithReceipt)  # a plain receipt waits for the claim window
+    (unseal,) = [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
+    # A key that is not the result's is misbehaviour; the right one opens the output.
+    forged = sign(replace(unseal.message.message, key=bytes(32)), prov.config.key, CHAIN)
+    assert _of(req.receive(forged.raw, sim.now + 957), Misbehaved)
+    req.receive(unseal.message.raw, sim.now + 958)
+    done = req.job(job_id).done
+    assert done is not None and done.status == "verified" and done.output == out
+    # The key again now and then until the work ends; the receipt again sends it at most
+    # once per resend interval.
     resend = TimerKey(TimerKind.RESEND, job_id)
-    (again,) = _of(prov.timer(resend, sim.now + 2_000), Deliver)
-    (timer,) = _of(prov.timer(resend, sim.now + 4_000), SetTimer)
-    assert again.output == deliver.output and timer.at_ms == sim.now + 4_000 + 4_000
+    assert [type(e) for e in prov.timer(resend, sim.now + 2_000)] == [Send, SetTimer]
+    assert prov.receive(receipt.message.raw, sim.now + 2_001) == []
+    assert len(prov.receive(receipt.message.raw, sim.now + 2_000 + 1_000)) == 1
     assert _of(prov.paid(job_id, 1, sim.now + 5_000), CancelTimer)
     assert job_id not in prov.work
 
@@ -311,19 +413,18 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
 @pytest.mark.parametrize(
     ("terms", "why"),
     [
-        ({}, ""),  # no escrow at all: the bytes wait for good (attack: award, never lock)
+        ({}, ""),  # no escrow at all: the claim waits for good (attack: award, never lock)
         ({"expiry_height": -12}, "expires at"),  # claims would come too late to land
         ({"claim_height": +5}, "opens claims"),
         ({"max_per_payee": 1}, "cannot pay"),
         ({"owner": b"\x01" * 32}, "is not the requester's"),
     ],
 )
-def test_no_output_bytes_for_an_escrow_that_cannot_pay_the_award(
-    terms: dict[str, object], why: str
-) -> None:
+def test_no_key_for_an_escrow_that_cannot_pay_the_award(terms: dict[str, object], why: str) -> None:
     # Review of issue 14: a requester that awards without an escrow, or locks one whose
     # terms defeat the claim (an earlier expiry, a late claim window, too small a cap),
-    # received the output all the same, and the receipt could never be claimed.
+    # received the output all the same, and the receipt could never be claimed. Now no
+    # claim is made and no key goes out on such an escrow: the sealed bytes stay unread.
     sim, req, prov, rkey = _pair()
     job_id, _award, _ = _run_to_award(sim, req, prov, rkey)
     spec = req.job(job_id).spec
@@ -335,10 +436,10 @@ def test_no_output_bytes_for_an_escrow_that_cannot_pay_the_award(
     )
     (receipt,) = [
         e
-        for e in _of(req.receive(commit.result.raw, sim.now + 950), Send)
+        for e in _of(req.receive(commit.result.raw, sim.now + 950, output=commit.output), Send)
         if isinstance(e.message.message, Receipt)
     ]
-    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), Deliver)
+    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), ClaimWithReceipt)
     fields: dict[str, object] = {
         "owner": bytes(rkey.verify_key),
         "locked": spec.max_price,
@@ -354,7 +455,8 @@ def test_no_output_bytes_for_an_escrow_that_cannot_pay_the_award(
     escrow = ledger.Escrow(**fields) if terms else None  # type: ignore[arg-type]
     fx = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 960)
     fx += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 2_000)
-    assert not [e for e in _of(fx, Deliver) if e.output]
+    assert not _of(fx, ClaimWithReceipt)
+    assert not [e for e in _of(fx, Send) if isinstance(e.message.message, Unseal)]
     if why:
         assert any(why in m.reason for m in _of(fx, Misbehaved))
         assert job_id not in prov.work  # the work ends: nothing it could claim
@@ -403,6 +505,7 @@ def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
         out.commitment,
         out.hash,
         len(out.data),
+        bytes(32),
         out.determinism_class,
         USAGE,
         sim.now,

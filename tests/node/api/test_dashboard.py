@@ -109,6 +109,7 @@ def _result(job: bytes, outcome: str, message: str = "") -> protocol.Signed[prot
         output_commitment=bytes(32),
         output_hash=bytes(32),
         output_size=0,
+        key_hash=bytes(32),
         determinism_class="onnx.cpu.extended",
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
         finished_ms=1,

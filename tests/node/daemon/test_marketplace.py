@@ -75,7 +75,7 @@ async def _receipted_price(provider: Node, job_id: bytes) -> int:
     assert provider.provider is not None
     for _ in range(400):
         work = provider.provider.work.get(job_id)
-        if work is not None and work.phase == "receipted" and work.award is not None:
+        if work is not None and work.receipt is not None and work.award is not None:
             return work.award.message.price
         await trio.sleep(0.02)
     raise AssertionError("the provider never got a receipt")

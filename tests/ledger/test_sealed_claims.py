@@ -1,0 +1,81 @@
+"""Claims with sealed receipts (the fair exchange, issue 14): a verified winner claims at
+once by publishing the key that opens the output bytes its requester holds; the key must be
+the one the receipt names, and the escrow keeps it for its owner to read. A plain receipt
+reveals nothing and waits for the claim window."""
+
+from __future__ import annotations
+
+from nacl.signing import SigningKey
+
+import ledger
+from ledger import tx
+from protocol import Signed, Transaction
+
+from ..keys import pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, JOB, Chain, award, receipt, settle
+
+KEY = bytes(range(32))
+
+
+def _claim(
+    c: Chain, provider: SigningKey, *, sealed_for: bytes = b"", reveal: bytes = b""
+) -> Signed[Transaction]:
+    return tx.claim(
+        provider,
+        CHAIN,
+        c.seq(provider),
+        job_id=JOB,
+        award=award(ALICE, provider, 100),
+        receipt=receipt(ALICE, provider, key=sealed_for),
+        expiry_height=20,
+        unseal_key=reveal,
+    )
+
+
+def test_a_sealed_receipt_is_claimed_at_once_and_its_key_kept_for_the_owner() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=8, expire_at=9, per_payee=100))
+    c.ok(_claim(c, BOB, sealed_for=KEY, reveal=KEY))  # height 1, long before the window
+    e = c.state.escrow(JOB)
+    assert e is not None and e.is_open
+    assert e.unsealed_by(pub(BOB)) == KEY and e.unsealed_by(pub(CAROL)) == b""
+    assert c.state.balance(pub(BOB)) == 1_000_100 and e.remaining == 200
+    # The owner's settle after it read the key pays the others, never BOB again.
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(BOB): 100}, expiry_height=20))
+    assert c.state.balance(pub(BOB)) == 1_000_100
+
+
+def test_a_sealed_receipt_claims_nothing_without_the_key_it_names() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=8, expire_at=12, per_payee=100))
+    wrong = (b"", bytes(32), KEY[:31], bytes(reversed(KEY)))
+    for reveal in wrong:
+        c.rejects(_claim(c, BOB, sealed_for=KEY, reveal=reveal), ledger.BadEvidence)
+    e = c.state.escrow(JOB)
+    assert e is not None and e.remaining == 300 and e.unsealed == ()
+    # Once the claim window opens, a sealed receipt still needs its key.
+    c.until(8)
+    c.rejects(_claim(c, BOB, sealed_for=KEY), ledger.BadEvidence)
+    c.ok(_claim(c, BOB, sealed_for=KEY, reveal=KEY))
+
+
+def test_a_plain_receipt_waits_for_the_claim_window_and_reveals_no_key() -> None:
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100))
+    c.rejects(_claim(c, BOB), ledger.EscrowError)  # height 1 < claim height 5
+    c.until(5)
+    c.rejects(_claim(c, BOB, reveal=KEY), ledger.BadEvidence)
+    c.ok(_claim(c, BOB))
+    e = c.state.escrow(JOB)
+    assert e is not None and e.unsealed == () and e.paid_to(pub(BOB)) == 100
+
+
+def test_a_settle_before_the_sealed_claim_lands_closes_the_escrow_to_it() -> None:
+    """The owner's own settle may come first (paying other bidders, even its own keys):
+    the claim is then refused, so the key is never published and the sealed bytes the
+    owner holds stay unread. Nobody gains: the provider was not paid, the owner got no
+    output."""
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=8, expire_at=9, per_payee=100))
+    c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(CAROL): 100}, expiry_height=20))
+    c.rejects(_claim(c, BOB, sealed_for=KEY, reveal=KEY), ledger.EscrowError)
