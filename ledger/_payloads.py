@@ -86,9 +86,9 @@ class Claim(Record):
     """An awarded provider claims its price from an escrow with the requester's receipt.
 
     ``award`` and ``receipt`` are the signed wire bytes of the requester's
-    :class:`protocol.Award` and :class:`protocol.Receipt` for this job and provider. With a
-    sealed receipt, ``key`` is the one-time key it names: the claim publishes what opens
-    the output bytes the requester already holds. Empty with a plain receipt.
+    :class:`protocol.Award` and :class:`protocol.Receipt` for this job and provider;
+    ``key`` is the one-time key the receipt names: the claim publishes what opens the
+    output bytes the requester already holds.
     """
 
     job_id: Annotated[bytes, Hash]

@@ -15,12 +15,13 @@ Rules, in prose (specs/ledger.md is the full text):
   carries the payee's own Bid for the job and pays its price; never pays a provider that
   claimed; before expiry it pays at least the job's redundancy, claims included) and
   ``refund`` (owner only; from ``expiry_height`` on), ``claim`` (the awarded provider with
-  the requester's signed Award and Receipt, once, at most the awarded price, before
-  ``expiry_height``: with a sealed receipt at once, revealing the unseal key it names;
-  with a plain one from ``claim_height``), ``stake``, ``unstake`` (returns after ``unbonding_delay``
-  blocks), ``slash`` (coordinators, with signed Results of one job that show the offender
-  contradicting itself or outvoted by a majority the job's escrow paid; once per job and
-  offender), ``attest`` (a party of a settled job about another, once per pair).
+  the requester's signed Award and Receipt, once, at most the awarded price, revealing
+  the unseal key the receipt names, before ``expiry_height``: with a sealed receipt at
+  once, with a plain one from ``claim_height``), ``stake``, ``unstake`` (returns after
+  ``unbonding_delay`` blocks), ``slash`` (coordinators, with signed Results of one job
+  that show the offender contradicting itself or outvoted by a majority the job's escrow
+  paid; once per job and offender), ``attest`` (a party of a settled job about another,
+  once per pair).
 - A block at height ``h`` must extend the current state (``h = height + 1``,
   ``prev_hash = last block hash``), be signed by a genesis coordinator, hold at most
   ``max_block_txs`` transactions, every one valid in order, and name the state root that
@@ -418,13 +419,10 @@ def _check_claim(draft: Draft, sender: bytes, p: Claim) -> Commit:
         raise BadEvidence("the receipt is for another replica than the award")
     if award.price == 0:
         raise BadEvidence("the award's price is zero: nothing to claim")
-    if receipt.sealed:
-        # A verified winner's receipt: claimable at once, by publishing the key that opens
-        # the sealed output the owner holds (it reads it from the escrow).
-        if protocol.key_hash(p.key) != receipt.key_hash:
-            raise BadEvidence("a claim with a sealed receipt must reveal the key it names")
-    elif p.key:
-        raise BadEvidence("a claim with a plain receipt reveals no key")
+    if protocol.key_hash(p.key) != receipt.key_hash:
+        # Every claim publishes the key that opens the sealed output the owner holds (it
+        # reads it from the escrow): nobody is paid for an output it keeps closed.
+        raise BadEvidence("a claim must reveal the key its receipt names")
     _require_open(e, p.job_id)
     if not receipt.sealed and h < e.claim_height:
         raise EscrowError(f"claims open at height {e.claim_height}; this block is {h}")
@@ -443,7 +441,7 @@ def _check_claim(draft: Draft, sender: bytes, p: Claim) -> Commit:
             remaining=e.remaining - award.price,
             paid=tuple(sorted(paid.items())),
             claimed=tuple(sorted((*e.claimed, sender))),
-            unsealed=tuple(sorted((*e.unsealed, (sender, p.key)))) if p.key else e.unsealed,
+            unsealed=tuple(sorted((*e.unsealed, (sender, p.key)))),
         )
 
     return commit

@@ -122,8 +122,8 @@ class Escrow:
     slashed: tuple[bytes, ...] = ()
     #: The height of the block that settled or refunded it (0 while open).
     closed_height: int = 0
-    #: Unseal keys revealed by claims with sealed receipts, by provider, sorted: what
-    #: opens the output bytes the owner already holds.
+    #: Unseal keys revealed by claims, by provider, sorted: what opens the output bytes
+    #: the owner already holds.
     unsealed: tuple[tuple[bytes, bytes], ...] = ()
 
     @property

@@ -292,11 +292,12 @@ class Result(Message):
 class Receipt(Message):
     """The requester's acknowledgement of a provider's result and its sealed output bytes.
 
-    Signed once the sealed bytes arrived (specs/marketplace.md, "Fair exchange"). A sealed
-    receipt (``key_hash`` the Result's) is for a verified winner: the provider claims its
-    price with it at once, revealing the key on the ledger. A plain one (``key_hash`` zeros)
-    asks for the key now, for results whose bytes the verification needs; it is claimable
-    only in the escrow's claim window, if the requester never settles.
+    Signed once the sealed bytes arrived (specs/marketplace.md, "Fair exchange"). Every
+    claim with it reveals the key it names on the ledger. A *sealed* receipt (``at_once``
+    1) is for a verified winner: claimable at once. A *plain* one (``at_once`` 0) is for a
+    result the verification must open first (tolerance mode): the key comes at once, and
+    the receipt is claimable only in the escrow's claim window, if the requester never
+    settles.
     """
 
     TAG: ClassVar[str] = "aimx/receipt/2"
@@ -308,15 +309,14 @@ class Receipt(Message):
     replica: Annotated[int, UInt(max=255), "the replica index"]
     result_hash: Annotated[bytes, Hash, "message id of the provider's signed Result"]
     output_commitment: Annotated[bytes, Hash, "the Result's output commitment"]
-    key_hash: Annotated[
-        bytes, Hash, "the Result's key hash for a sealed receipt, zeros for a plain one"
-    ]
+    key_hash: Annotated[bytes, Hash, "the Result's key hash: a claim must reveal that key"]
+    at_once: Annotated[int, UInt(max=1), "1: claimable at once (sealed); 0: from the claim window"]
     received_ms: Annotated[int, Millis, "when it arrived"]
 
     @property
     def sealed(self) -> bool:
-        """Claimable at once, by revealing the key whose hash it names."""
-        return self.key_hash != bytes(32)
+        """Claimable at once (a verified winner's receipt)."""
+        return self.at_once == 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,7 +345,7 @@ class Provider:
                     Deliver(work.spec.requester, work.result, work.sealed),
                     SetTimer(now_ms + work.resend_ms, key),
                 ]
-            if work.phase == WorkPhase.RECEIPTED and self._plain(work) and work.covered:
+            if work.phase == WorkPhase.RECEIPTED and self._key_now(work) and work.covered:
                 # Past the deadline too: a plain receipt's holder owes its key until the
                 # work ends (paid, escrow closed or expired), resent at doubling intervals.
                 work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
@@ -394,7 +394,7 @@ class Provider:
                 and work.receipt is not None
             ):
                 work.phase = WorkPhase.CLAIMED
-                effects.append(ClaimWithReceipt(work.id, work.award, work.receipt))
+                effects.append(ClaimWithReceipt(work.id, work.award, work.receipt, work.key))
                 effects.append(NotifyUser(work.id, UserEvent.CLAIMED, "requester silent; claiming"))
         for job_id, (_, deadline, _) in list(self._answered.items()):
             if deadline < now_ms:
@@ -408,8 +408,10 @@ class Provider:
             return []
         work.paid += amount
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
-        if work.phase == WorkPhase.CLAIMED and work.key and not self._plain(work):
-            # Our sealed claim paid: the key is on the ledger; the requester gets it now.
+        price = work.award.message.price if work.award is not None else 0
+        if work.receipt is not None and work.key and work.paid >= price:
+            # Paid our award's price (by our claim, which put the key on the ledger, or
+            # by a settle): the requester gets the key now.
             effects.append(self._unseal(work))
         return effects + self._close(work, "paid")
 
@@ -487,7 +489,7 @@ class Provider:
         bid = Bid(
             job_id=job_id,
             provider=self.me,
-            price=min(price, spec.max_price),
+            price=max(1, min(price, spec.max_price)),  # a claim pays at least 1
             est_finish_ms=now_ms + spec.bid_window_ms + run_ms,
             determinism_class=cfg.determinism_class,
             bench_score=cfg.bench_score,
@@ -573,7 +575,7 @@ class Provider:
             or receipt.requester != work.spec.requester
             or receipt.replica != work.award.message.replica
             or receipt.result_hash != work.result.id
-            or receipt.key_hash not in (_NO_HASH, work.result.message.key_hash)
+            or receipt.key_hash != work.result.message.key_hash
         ):
             return [Misbehaved(receipt.requester, "receipt does not match our result")]
         if work.receipt is not None:
@@ -581,7 +583,7 @@ class Provider:
             # have been lost). A plain receipt's key goes again now, at most once per
             # ``result_resend_ms``; a sealed one's comes with our claim's payment.
             due = work.key_sent_ms + self.config.result_resend_ms
-            if work.phase != WorkPhase.RECEIPTED or not self._plain(work) or now_ms < due:
+            if work.phase != WorkPhase.RECEIPTED or not self._key_now(work) or now_ms < due:
                 return []
             if not work.covered:
                 return []
@@ -631,6 +633,8 @@ class Provider:
                 ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
                 NotifyUser(work.id, UserEvent.CLAIMED, "claiming with a sealed receipt"),
             ]
+        if not self._key_now(work):
+            return []  # a plain receipt in exact mode: the key once paid, or with our claim
         work.resend_ms = self.config.result_resend_ms
         work.key_sent_ms = now_ms
         return [
@@ -641,6 +645,14 @@ class Provider:
     @staticmethod
     def _plain(work: Work) -> bool:
         return work.receipt is not None and not work.receipt.message.sealed
+
+    @classmethod
+    def _key_now(cls, work: Work) -> bool:
+        """A plain receipt gets our key before we are paid only for a job compared within
+        tolerances, whose outputs must be opened before any verdict. In exact mode a
+        verified winner gets a sealed receipt: a requester that sends a plain one there
+        would read our output and could then settle with other payees."""
+        return cls._plain(work) and work.spec.verification.mode == "tolerance"
 
     def _unseal(self, work: Work) -> Send:
         assert work.result is not None

@@ -207,9 +207,9 @@ class Requester:
         return effects + self.block(height, now_ms)
 
     def keys_published(self, job_id: bytes, escrow: EscrowView, now_ms: int) -> list[Effect]:
-        """The job's escrow as a block left it: keys that providers holding our sealed
-        receipts published with their claims open the outputs they sealed (the Unseal
-        that follows a claim may be lost)."""
+        """The job's escrow as a block left it: keys that providers holding our receipts
+        published with their claims open the outputs they sealed (the Unseal that follows
+        a claim may be lost, or never come)."""
         job = self.jobs.get(job_id)
         if job is None:
             return []
@@ -218,7 +218,6 @@ class Requester:
             if (
                 rep.state == ReplicaState.COMMITTED
                 and rep.receipt is not None
-                and rep.receipt.message.sealed
                 and job.phase == JobPhase.EXECUTING
             ):
                 key = escrow.unsealed_by(rep.provider)
@@ -297,7 +296,7 @@ class Requester:
             return self._close_window(job, now_ms)
         if key.kind == TimerKind.WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
-            failed, effects = watch(rep, key, now_ms, self.config)
+            failed, effects = watch(rep, key, now_ms, self.config, self.height)
             return self._fail(job, rep, failed, now_ms) if failed else effects
         return []
 
@@ -427,17 +426,24 @@ class Requester:
         failed, effects = open_output(job, rep, key, self.config)
         if failed:
             return effects + self._fail(job, rep, failed, now_ms)
+        if rep.state != ReplicaState.DELIVERED:
+            return effects
         return effects + self._progress(job, now_ms)
 
     def _receipt(
         self, job: RequesterJob, rep: Replica, now_ms: int, *, sealed: bool = False
     ) -> list[Effect]:
-        return issue_receipt(job, rep, now_ms, self.config, self.me, sealed=sealed)
+        signed = rep.receipt is not None
+        effects = issue_receipt(job, rep, now_ms, self.config, self.me, sealed=sealed)
+        if not signed and rep.receipt is not None:
+            rep.receipt_height = self.height
+        return effects
 
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = ReplicaState.FAILED
         rep.reason = reason
         rep.output = None  # never judged
+        rep.sealed = b""
         job.bids.pop(rep.provider, None)
         if reason != _DECLINED:
             job.excluded.add(rep.provider)
@@ -488,7 +494,10 @@ class Requester:
             # first), so that a deadline finalising short still has an output to hand over.
             for i in verdict.accepted:
                 if job.replicas[i].state == ReplicaState.COMMITTED:
-                    effects += self._receipt(job, job.replicas[i], now_ms)
+                    # Exact mode: sealed (a key given before pay would let us settle
+                    # elsewhere); judged by bytes: plain.
+                    sealed = job.spec.verification.mode == "exact"
+                    effects += self._receipt(job, job.replicas[i], now_ms, sealed=sealed)
         return effects
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:

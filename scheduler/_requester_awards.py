@@ -42,6 +42,7 @@ from ._requester_jobs import (
     _LATE,
     _SILENT,
     _WITHHELD,
+    KEY_DUE_BLOCKS,
     MAX_AWARD_RESENDS,
     JobPhase,
     Replica,
@@ -193,7 +194,7 @@ def award(
 
 
 def watch(
-    rep: Replica, key: TimerKey, now_ms: int, config: RequesterConfig
+    rep: Replica, key: TimerKey, now_ms: int, config: RequesterConfig, height: int = 0
 ) -> tuple[str | None, list[Effect]]:
     """A replica's watch timer fired: why it fails now (``None``: it does not), or what
     to do (send the receipt or the award again, watch on)."""
@@ -204,7 +205,11 @@ def watch(
         half = config.heartbeat_timeout_ms // 2
         if now_ms < rep.last_seen_ms + half:
             return None, [SetTimer(rep.last_seen_ms + half, key)]
+        sealed = rep.receipt is not None and rep.receipt.message.sealed
         if rep.nudges >= MAX_AWARD_RESENDS:
+            if sealed and height < rep.receipt_height + KEY_DUE_BLOCKS:
+                # Its key comes with its claim's block: wait for the blocks, not the clock.
+                return None, [SetTimer(now_ms + half, key)]
             return _WITHHELD, []
         rep.nudges += 1
         rep.last_seen_ms = now_ms

@@ -21,6 +21,7 @@ the job again as they say.
 from __future__ import annotations
 
 from protocol import (
+    SEAL_OVERHEAD,
     Receipt,
     RemoteProtocolError,
     Result,
@@ -59,6 +60,10 @@ def take_result(
         # one would make the job compare bytes, and receipt every result first.
         why = f"reported determinism class {res.determinism_class!r}, not its bid's"
         return why, [Misbehaved(res.provider, why)]
+    if res.key_hash == bytes(32) or res.output_size <= SEAL_OVERHEAD:
+        # No sealed output to receipt: nothing a claim could ever open for us.
+        why = "reported an output without a sealed blob and its key's hash"
+        return why, [Misbehaved(res.provider, why)]
     rep.state = ReplicaState.COMMITTED
     rep.result = signed
     rep.output = Output(b"", res.output_commitment, res.determinism_class)
@@ -87,10 +92,13 @@ def open_output(
     output kept (``DELIVERED``) when it is what the Result committed to."""
     assert rep.result is not None
     res = rep.result.message
+    if content_hash(key) != res.key_hash:
+        return None, [Misbehaved(res.provider, "a key that is not its result's")]
     try:
         output = unseal_output(key, rep.sealed)
     except RemoteProtocolError:
         return _CORRUPT, [Misbehaved(res.provider, "its key does not open its sealed output")]
+    rep.sealed = b""  # opened: the output is kept instead
     if config.commitment(output) != res.output_commitment:
         # The output is not what the result commits to: a failed replica, never
         # verified, never paid by a settle, never handed to the user.
@@ -131,7 +139,8 @@ def issue_receipt(
             replica=rep.index,
             result_hash=rep.result.id,
             output_commitment=res.output_commitment,
-            key_hash=res.key_hash if rep.want == SEALED else bytes(32),
+            key_hash=res.key_hash,
+            at_once=1 if rep.want == SEALED else 0,
             received_ms=rep.received_ms,
         )
         rep.receipt = sign(receipt, config.key, config.chain_id)

@@ -43,6 +43,10 @@ _SILENT = "went silent"
 _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
 _WITHHELD = "withheld its output after the receipt"
+#: A sealed receipt's key comes with its holder's claim, in a block: the replica is not
+#: failed as withholding it before this many blocks after the receipt, however slow the
+#: blocks are.
+KEY_DUE_BLOCKS = 4
 #: The kinds of receipt a replica may be wanted for (``Replica.want``).
 SEALED = "sealed"
 PLAIN = "plain"
@@ -84,6 +88,8 @@ class Replica:
     #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
     #: ``sealed`` is held ("" while none is wanted).
     want: str = ""
+    #: The ledger height last seen when its receipt was signed.
+    receipt_height: int = 0
     #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
     bid: bytes = b""
     #: Its provider was trusted when it was awarded (adaptive replication).

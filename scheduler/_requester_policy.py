@@ -69,9 +69,11 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
 
 
 def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[Signed[Bid]]:
-    """Usable bids, best first (``award_key``). In ``exact`` mode, bids in the
-    determinism class of the first live replica (or of the best bid) come first, so
-    that replicas can be compared bit for bit."""
+    """Usable bids, best first (``award_key``). In ``exact`` mode only bids in one
+    determinism class (the known answer's, else the first live replica's, else the best
+    bid's): replicas are then compared bit for bit, by commitment, and every receipt is a
+    verified winner's (sealed). Comparing outputs of several classes would need them
+    opened before a verdict, with keys handed over before pay."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
     bids = [
@@ -87,8 +89,13 @@ def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[
     )
     if spec.verification.mode == "exact" and bids:
         live = job.live()
-        anchor = live[0].determinism_class if live else bids[0].message.determinism_class
-        bids.sort(key=lambda s: s.message.determinism_class != anchor)  # stable
+        if job.known is not None:
+            anchor = job.known.determinism_class
+        elif live:
+            anchor = live[0].determinism_class
+        else:
+            anchor = bids[0].message.determinism_class
+        bids = [s for s in bids if s.message.determinism_class == anchor]
     return bids
 
 

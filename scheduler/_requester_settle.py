@@ -67,7 +67,8 @@ def finalise_short(
         effects: list[Effect] = []
         for r in accepted:
             if r.state == ReplicaState.COMMITTED:
-                effects += issue_receipt(job, r, now_ms, config, me)
+                sealed = job.spec.verification.mode == "exact"
+                effects += issue_receipt(job, r, now_ms, config, me, sealed=sealed)
         if effects or any(r.state == ReplicaState.COMMITTED for r in accepted):
             return effects
     return finalise(job, now_ms, config, me, caught, height, forced=True)

@@ -4,7 +4,7 @@
   holds the receipt in memory only, so the daemon keeps each one on disk (``receipts/`` in
   the data directory, one small file per job, written atomically) from the machine's
   ``receipted`` notification until the work's ``closed``. After a restart the kept receipts
-  are claimed by the daemon itself: a sealed one at once (with its key, derived again), a
+  are claimed by the daemon itself, with the key derived again: a sealed one at once, a
   plain one in the claim window and after the job's deadline.
 - A requester's open escrows of jobs it no longer knows (it restarted mid-job), or knows
   as closed (its lock was taken for failed), are refunded at their expiry height; a
@@ -233,13 +233,11 @@ class Recovery:
                 self._disk_send.send_nowait(functools.partial(self.receipts.drop, job_id))
                 continue
             r = kept.receipt.message
-            if r.sealed:
-                # A verified winner's receipt: claimed at once, publishing the key (derived
-                # again from our key: the output it sealed is gone with the old process).
-                key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
-                due = True
-            else:
-                key, due = b"", state.height >= e.claim_height and now >= kept.deadline_ms
+            # Every claim publishes our key, derived again from our key (the output it
+            # sealed is gone with the old process): a sealed receipt's at once, a plain
+            # one's in the claim window after the job's deadline.
+            key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
+            due = r.sealed or (state.height >= e.claim_height and now >= kept.deadline_ms)
             if not kept.claimed and due:
                 kept.claimed = True
                 claim = scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt, key)

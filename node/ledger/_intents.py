@@ -205,10 +205,8 @@ class IntentBook:
             return []
         if intent.kind == "refund" and h < e.expiry_height:
             return []
-        if intent.kind == "claim" and h < e.claim_height:
-            payload = intent.decoded()
-            if not (isinstance(payload, ledger.Claim) and payload.key):
-                return []  # a plain receipt's claim waits for the claim window
+        if intent.kind == "claim" and h < e.claim_height and not _at_once(intent):
+            return []  # a plain receipt's claim waits for the claim window
         if intent.seq is not None:
             log.info(
                 "%s of job %s did not apply (seq %d); signing it again",
@@ -324,3 +322,18 @@ def overdue_escrows(
     what the invariant "every escrow closes" says must not exist while the owners' nodes
     run (``aimx ledger verify --open-escrows``)."""
     return [(j, e) for j, e in escrows if e.is_open and height > e.expiry_height + margin]
+
+
+def _at_once(intent: Intent) -> bool:
+    """Whether a claim intent's receipt is sealed (claimable before the claim window)."""
+    payload = intent.decoded()
+    if not isinstance(payload, ledger.Claim):
+        return False
+    try:  # our own intent: the receipt's chain is the one it names
+        chain = protocol.unpack(payload.receipt)[1]
+        receipt: protocol.Receipt = protocol.decode(
+            payload.receipt, chain, protocol.Receipt
+        ).message
+    except (protocol.ProtocolError, IndexError, TypeError):
+        return False
+    return receipt.sealed

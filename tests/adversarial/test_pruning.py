@@ -20,6 +20,7 @@ from ..ledger.helpers import (
     CHAIN,
     COORD,
     JOB,
+    RECEIPT_KEY,
     Chain,
     award,
     genesis,
@@ -103,6 +104,7 @@ def test_a_receipt_pays_once_even_after_the_escrow_left_the_state() -> None:
             job_id=JOB,
             award=award(ALICE, BOB, 100),
             receipt=receipt(ALICE, BOB),
+            unseal_key=RECEIPT_KEY,
             expiry_height=c.height + 10,
         )
     )  # block 3
@@ -119,6 +121,7 @@ def test_a_receipt_pays_once_even_after_the_escrow_left_the_state() -> None:
         job_id=JOB,
         award=award(ALICE, BOB, 100),
         receipt=receipt(ALICE, BOB),
+        unseal_key=RECEIPT_KEY,
         expiry_height=c.height + 10,
     )
     produced = c.block(again)

@@ -112,6 +112,10 @@ def award(
     return protocol.sign(msg, requester, chain).raw
 
 
+#: The unseal key the test receipts name (a claim with one reveals it).
+RECEIPT_KEY = bytes([7]) * 32
+
+
 def receipt(
     requester: nacl.signing.SigningKey,
     provider: nacl.signing.SigningKey,
@@ -120,9 +124,11 @@ def receipt(
     chain: str = CHAIN,
     *,
     key: bytes = b"",
+    at_once: bool = False,
 ) -> bytes:
-    """A receipt of ``requester``'s: sealed (claimable at once) when it names ``key``,
-    plain (claimable from the escrow's claim height) otherwise."""
+    """A receipt of ``requester``'s naming the unseal key ``key`` (``RECEIPT_KEY`` by
+    default, which a claim with it must reveal): sealed (claimable at once) with
+    ``at_once``, plain (claimable from the escrow's claim height) otherwise."""
     msg = protocol.Receipt(
         job_id=job,
         requester=pub(requester),
@@ -130,7 +136,8 @@ def receipt(
         replica=replica,
         result_hash=b"\x01" * 32,
         output_commitment=b"\x02" * 32,
-        key_hash=protocol.key_hash(key) if key else bytes(32),
+        key_hash=protocol.key_hash(key or RECEIPT_KEY),
+        at_once=int(at_once),
         received_ms=1,
     )
     return protocol.sign(msg, requester, chain).raw

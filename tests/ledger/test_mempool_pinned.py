@@ -9,7 +9,7 @@ import ledger
 from ledger import tx
 
 from ..keys import key, pub
-from .helpers import ALICE, CAROL, CHAIN, JOB, Chain, award, receipt, settle
+from .helpers import ALICE, CAROL, CHAIN, JOB, RECEIPT_KEY, Chain, award, receipt, settle
 
 
 def _unfunded_claim(c: Chain, provider_name: str, job: bytes = JOB) -> bytes:
@@ -22,6 +22,7 @@ def _unfunded_claim(c: Chain, provider_name: str, job: bytes = JOB) -> bytes:
         job_id=job,
         award=award(ALICE, who, 100, job=job),
         receipt=receipt(ALICE, who, job=job),
+        unseal_key=RECEIPT_KEY,
         expiry_height=c.height + 5,
     ).raw
 

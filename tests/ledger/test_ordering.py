@@ -15,6 +15,7 @@ from .helpers import (
     CHAIN,
     COORD,
     JOB,
+    RECEIPT_KEY,
     Chain,
     award,
     genesis,
@@ -131,6 +132,7 @@ def test_unfunded_provider_may_claim_with_the_owners_award_only() -> None:
             job_id=JOB,
             award=award(signer, who, 100),
             receipt=receipt(signer, who),
+            unseal_key=RECEIPT_KEY,
             expiry_height=c.height + 5,
         ).raw
 

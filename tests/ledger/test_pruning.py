@@ -12,7 +12,7 @@ import ledger._state
 from ledger import tx
 
 from ..keys import pub
-from .helpers import ALICE, BOB, CHAIN, JOB, Chain, genesis, settle
+from .helpers import ALICE, BOB, CHAIN, JOB, RECEIPT_KEY, Chain, genesis, settle
 
 RETAIN = 100  # a lock's expiry may be this far below its JobSpec's (100 here)
 
@@ -104,6 +104,7 @@ def test_a_settled_escrow_stays_until_its_expiry_and_its_job_is_never_locked_aga
         job_id=job,
         award=award(ALICE, BOB, 100, job=job),
         receipt=receipt(ALICE, BOB, job=job),
+        unseal_key=RECEIPT_KEY,
         expiry_height=c.height + 10,
     )
     c.rejects(claim, ledger.LedgerError)

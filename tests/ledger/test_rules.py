@@ -19,6 +19,7 @@ from .helpers import (
     CHAIN,
     COORD,
     JOB,
+    RECEIPT_KEY,
     Chain,
     award,
     bid,
@@ -190,6 +191,7 @@ def claim_tx(c: Chain, provider=BOB, requester=ALICE, price=100, **kw):  # type:
         job_id=kw.get("job", JOB),
         award=kw.get("award_raw") or award(requester, provider, price),
         receipt=kw.get("receipt_raw") or receipt(requester, provider),
+        unseal_key=RECEIPT_KEY,
         expiry_height=c.height + 10,
     )
 
@@ -318,6 +320,7 @@ def test_claim_abuse_is_refused() -> None:
         job_id=JOB,
         award=award(ALICE, BOB, 100),
         receipt=receipt(ALICE, BOB),
+        unseal_key=RECEIPT_KEY,
         expiry_height=20,
     )
     c.rejects(stolen, ledger.BadEvidence)
@@ -574,6 +577,7 @@ def test_a_claim_needs_a_priced_award_and_closes_at_the_expiry() -> None:
         job_id=JOB,
         award=award(ALICE, BOB, 0),
         receipt=receipt(ALICE, BOB),
+        unseal_key=RECEIPT_KEY,
         expiry_height=20,
     )
     c.rejects(free, ledger.BadEvidence)
@@ -585,6 +589,7 @@ def test_a_claim_needs_a_priced_award_and_closes_at_the_expiry() -> None:
         job_id=JOB,
         award=award(ALICE, BOB, 100),
         receipt=receipt(ALICE, BOB),
+        unseal_key=RECEIPT_KEY,
         expiry_height=20,
     )
     c.rejects(late, ledger.EscrowError)  # applied in block 5, the expiry

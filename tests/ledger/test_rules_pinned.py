@@ -19,6 +19,7 @@ from .helpers import (
     CHAIN,
     COORD,
     JOB,
+    RECEIPT_KEY,
     Chain,
     award,
     bid,
@@ -143,6 +144,7 @@ def test_no_attestation_while_the_escrow_is_open_even_after_a_claim() -> None:
         job_id=JOB,
         award=award(ALICE, BOB, 100),
         receipt=receipt(ALICE, BOB),
+        unseal_key=RECEIPT_KEY,
         expiry_height=20,
     )
     c.ok(claim)
@@ -336,6 +338,7 @@ def test_no_failed_verification_slash_while_the_escrow_is_open_even_if_claims_pa
             job_id=JOB,
             award=award(ALICE, who, 100, replica=replica),
             receipt=receipt(ALICE, who, replica=replica),
+            unseal_key=RECEIPT_KEY,
             expiry_height=20,
         )
         for who, replica in ((CAROL, 1), (dave, 2))

@@ -22,7 +22,7 @@ import protocol
 from ledger import tx
 
 from ..keys import key, pub
-from .helpers import CHAIN, COORD, award, bid, job_spec, receipt, result, signed_block
+from .helpers import CHAIN, COORD, RECEIPT_KEY, award, bid, job_spec, receipt, result, signed_block
 
 USERS = [key(f"user{i}") for i in range(4)]
 JOBS = [hashlib.blake2b(bytes([i]), digest_size=32).digest() for i in range(16)]
@@ -150,7 +150,7 @@ class LedgerMachine(RuleBasedStateMachine):
         def build(owner, job_id, e):  # type: ignore[no-untyped-def]
             awarded = award(owner, provider, price, job=job_id)
             received = receipt(owner, provider, job=job_id)
-            return provider, ledger.Claim(job_id, awarded, received)
+            return provider, ledger.Claim(job_id, awarded, received, RECEIPT_KEY)
 
         self.add_for_escrow(j, honest, requester, build)
 
@@ -237,7 +237,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.add(owner, ledger.Lock(j, 300, h + 1, h + 8, 100, 3, spec.raw), expiry_height=h)
         self.produce()
         evidence = award(owner, provider, price, job=j), receipt(owner, provider, job=j)
-        self.add(provider, ledger.Claim(j, *evidence), expiry_height=h + 1)
+        self.add(provider, ledger.Claim(j, *evidence, RECEIPT_KEY), expiry_height=h + 1)
         self.produce()
         payouts = {pub(other): 50} if other is not owner else {}
         self.add(owner, settle_payload(j, payouts), expiry_height=h + 2)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ledger
+import protocol
 from protocol import (
     Award,
     Bid,
@@ -54,6 +55,7 @@ from scheduler import (
     UnknownJob,
     WorkPhase,
 )
+from scheduler._requester_jobs import KEY_DUE_BLOCKS
 
 from ..keys import key
 from ._harness import CHAIN, CLASS, START_MS, Sim, commitment, honest_output
@@ -333,8 +335,9 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert done is not None and done.status == "verified" and done.output == out
     assert not [e for e in _of(opened, Send) if isinstance(e.message.message, Receipt)]
     assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
-    # Paid by its claim: the provider sends the key too, and its work ends.
-    paid = prov.paid(job_id, 1, sim.now + 5_000)
+    # Paid by its claim: the provider sends the key too, and its work ends (a payment
+    # under the award's price would not release it).
+    paid = prov.paid(job_id, _award.price, sim.now + 5_000)
     (unseal,) = [e for e in _of(paid, Send) if isinstance(e.message.message, Unseal)]
     assert unseal.message.message.key == claim.key
     assert job_id not in prov.work
@@ -370,6 +373,113 @@ def test_a_requester_that_settles_to_its_own_bidders_first_never_gets_the_key() 
     assert job_id not in prov.work  # ended unpaid: "escrow closed without paying us"
     # All the requester holds is the sealed blob: no key on the ledger, none sent.
     assert out.data not in commit.output and req.job(job_id).done is None
+
+
+def _delivered(
+    sim: Sim, req: Requester, prov: Provider, rkey: nacl.signing.SigningKey
+) -> tuple[bytes, Award, Deliver]:
+    """A job of ``req`` awarded to ``prov``, run, and its Result with the sealed output
+    delivered (not yet taken by the requester)."""
+    job_id, award, _ = _run_to_award(sim, req, prov, rkey)
+    out = honest_output(req.job(job_id).spec)
+    (commit,) = _of(
+        prov.job_finished(job_id, sim.now + 900, outcome="ok", output=out, usage=USAGE), Deliver
+    )
+    return job_id, award, commit
+
+
+def _unseals(effects: Sequence[Effect]) -> list[Unseal]:
+    return [e.message.message for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
+
+
+def test_a_plain_receipt_in_exact_mode_gets_no_key_before_pay() -> None:
+    """Review of the sealed exchange (its F1): a requester answered a verified winner with a
+    plain receipt, got the key at once, and settled with its own keys. In exact mode a
+    plain receipt now gets the key only with the provider's claim (in the claim window)
+    or once paid its price."""
+    sim, req, prov, rkey = _pair()
+    job_id, award, commit = _delivered(sim, req, prov, rkey)
+    res = commit.result.message
+    plain = Receipt(
+        job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
+        res.output_commitment, res.key_hash, 0, sim.now,
+    )  # fmt: skip
+    spec = req.job(job_id).spec
+    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    effects = prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 950)
+    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 951)
+    effects += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 5_000)
+    effects += prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 6_000)
+    assert not _unseals(effects) and not _of(effects, ClaimWithReceipt)
+    # Paid less than its price (a settle at a cheaper bid of its own): still no key.
+    assert not _unseals(prov.paid(job_id, award.price - 1, sim.now + 7_000))
+
+
+def test_a_plain_receipt_is_claimed_with_its_key_in_the_claim_window() -> None:
+    sim, req, prov, rkey = _pair()
+    job_id, _award, commit = _delivered(sim, req, prov, rkey)
+    res = commit.result.message
+    plain = Receipt(
+        job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
+        res.output_commitment, res.key_hash, 0, sim.now,
+    )  # fmt: skip
+    spec = req.job(job_id).spec
+    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 950)
+    prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 951)
+    window = escrow.expiry_height - prov.config.claim_window_blocks
+    (claim,) = _of(prov.block(window, spec.deadline_ms), ClaimWithReceipt)
+    assert protocol.key_hash(claim.key) == res.key_hash  # the claim publishes the key
+    assert unseal_output(claim.key, commit.output) == honest_output(spec).data
+
+
+def test_a_result_without_a_sealed_output_gets_no_receipt() -> None:
+    """Review of the sealed exchange (its F3): a Result naming no key turned the winner's
+    receipt into one no key could ever open, claimable in the claim window."""
+    for change in ({"key_hash": bytes(32)}, {"output_size": 0}):
+        sim, req, prov, rkey = _pair()
+        job_id, _award, commit = _delivered(sim, req, prov, rkey)
+        forged = sign(replace(commit.result.message, **change), prov.config.key, CHAIN)  # type: ignore[arg-type]
+        fx = req.receive(forged.raw, sim.now + 950, output=commit.output)
+        assert _of(fx, Misbehaved)
+        assert not [e for e in _of(fx, Send) if isinstance(e.message.message, Receipt)]
+        assert req.job(job_id).replicas[0].state == ReplicaState.FAILED
+
+
+def test_a_sealed_receipts_key_is_awaited_for_blocks_not_seconds() -> None:
+    """Review of the sealed exchange (its F4): the key comes with the claim's block, and
+    with slow blocks every honest winner was failed as withholding it, and paid."""
+    sim, req, prov, rkey = _pair()
+    job_id, _award, commit = _delivered(sim, req, prov, rkey)
+    req.block(10, sim.now + 900)
+    req.receive(commit.result.raw, sim.now + 950, output=commit.output)  # sealed receipt
+    rep = req.job(job_id).replicas[0]
+    watch = TimerKey(TimerKind.WATCH, job_id, 0)
+    half = req.config.heartbeat_timeout_ms // 2
+    at = sim.now + 950
+    for _ in range(6):  # far longer than the three half timeouts: no block came
+        at += half
+        req.timer(watch, at)
+    assert rep.state == ReplicaState.COMMITTED
+    req.block(10 + KEY_DUE_BLOCKS, at)
+    fx = req.timer(watch, at + half)
+    assert (
+        rep.state == ReplicaState.FAILED and rep.reason == "withheld its output after the receipt"
+    )
+    assert _of(fx, NotifyUser)
+
+
+def test_a_provider_never_bids_a_price_a_claim_cannot_pay() -> None:
+    """Review of the sealed exchange (its F6): a price floor of 0 made bids at 0, whose
+    claims the ledger refuses; the key never came and every such winner was failed."""
+    sim = Sim(43)
+    rkey = sim.key()
+    prov = Provider(
+        ProviderConfig(key=sim.key(), chain_id=CHAIN, capability_classes=(CLASS,), price_floor=0)
+    )
+    spec = sign(_spec_for(sim, rkey), rkey, CHAIN)
+    (bid,) = _of(prov.receive(spec.raw, sim.now), Send)
+    assert isinstance(bid.message.message, Bid) and bid.message.message.price >= 1
 
 
 def test_a_plain_receipt_gets_the_key_at_once_and_again_until_the_work_ends() -> None:

@@ -186,7 +186,7 @@ def _hand_bid(job_id: bytes, who: nacl.signing.SigningKey, price: int, expires_m
         provider=bytes(who.verify_key),
         price=price,
         est_finish_ms=expires_ms + 1_000,
-        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        determinism_class="ort-1.32.0/cpu/generic/extended",  # the machines' default class
         bench_score=1,
         expires_ms=expires_ms,
     )
@@ -340,7 +340,7 @@ def _hand_result(
     who: nacl.signing.SigningKey,
     replica: int,
     output: bytes,
-    determinism_class: str = "ort-1.32.0/cpu/avx2/extended",
+    determinism_class: str = "ort-1.32.0/cpu/generic/extended",
 ) -> bytes:
     return _sealed_result(job_id, who, replica, output, determinism_class)[0]
 
@@ -350,7 +350,7 @@ def _sealed_result(
     who: nacl.signing.SigningKey,
     replica: int,
     output: bytes,
-    determinism_class: str = "ort-1.32.0/cpu/avx2/extended",
+    determinism_class: str = "ort-1.32.0/cpu/generic/extended",
 ) -> tuple[bytes, bytes, bytes]:
     """A provider's signed Result for ``output``, the output sealed as it travels with
     it, and the provider's signed Unseal that opens it."""
