@@ -392,6 +392,19 @@ def _unseals(effects: Sequence[Effect]) -> list[Unseal]:
     return [e.message.message for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
 
 
+def _plain_receipt(
+    sim: Sim, req: Requester, prov: Provider, rkey: nacl.signing.SigningKey, commit: Deliver
+) -> tuple[Receipt, JobSpec, ledger.Escrow]:
+    """A plain receipt (``at_once`` 0) for the delivered result, the job, and its escrow."""
+    res = commit.result.message
+    plain = Receipt(
+        res.job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
+        res.output_commitment, res.key_hash, 0, sim.now,
+    )  # fmt: skip
+    spec = req.job(res.job_id).spec
+    return plain, spec, _covering_escrow(spec, bytes(rkey.verify_key), prov)
+
+
 def test_a_plain_receipt_in_exact_mode_gets_no_key_before_pay() -> None:
     """Review of the sealed exchange (its F1): a requester answered a verified winner with a
     plain receipt, got the key at once, and settled with its own keys. In exact mode a
@@ -399,13 +412,7 @@ def test_a_plain_receipt_in_exact_mode_gets_no_key_before_pay() -> None:
     or once paid its price."""
     sim, req, prov, rkey = _pair()
     job_id, award, commit = _delivered(sim, req, prov, rkey)
-    res = commit.result.message
-    plain = Receipt(
-        job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
-        res.output_commitment, res.key_hash, 0, sim.now,
-    )  # fmt: skip
-    spec = req.job(job_id).spec
-    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    plain, _spec, escrow = _plain_receipt(sim, req, prov, rkey, commit)
     effects = prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 950)
     effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 951)
     effects += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 5_000)
@@ -419,12 +426,7 @@ def test_a_plain_receipt_is_claimed_with_its_key_in_the_claim_window() -> None:
     sim, req, prov, rkey = _pair()
     job_id, _award, commit = _delivered(sim, req, prov, rkey)
     res = commit.result.message
-    plain = Receipt(
-        job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
-        res.output_commitment, res.key_hash, 0, sim.now,
-    )  # fmt: skip
-    spec = req.job(job_id).spec
-    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    plain, spec, escrow = _plain_receipt(sim, req, prov, rkey, commit)
     prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 950)
     prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 951)
     window = escrow.expiry_height - prov.config.claim_window_blocks
