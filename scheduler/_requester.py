@@ -288,6 +288,11 @@ class Requester:
                 done = JobDone(job.id, JobStatus.FAILED, why, None, (), None)
                 job.done = done
                 return [done]
+            if self._keys_pending(job):
+                # A winner paid by its claim publishes its key in that claim's block:
+                # decide when it comes (the settle limit still forces), not without it.
+                job.overdue = True
+                return []
             return self._finalise(job, now_ms, forced=True)
         if key.kind == TimerKind.BIDS and job.phase == JobPhase.LOCKING:
             job.window_over = True  # awards wait for the lock
@@ -430,6 +435,14 @@ class Requester:
             return effects
         return effects + self._progress(job, now_ms)
 
+    @staticmethod
+    def _keys_pending(job: RequesterJob) -> bool:
+        """Whether a replica holding our sealed receipt is still to publish its key."""
+        return any(
+            r.state == ReplicaState.COMMITTED and r.receipt is not None and r.receipt.message.sealed
+            for r in job.replicas
+        )
+
     def _receipt(
         self, job: RequesterJob, rep: Replica, now_ms: int, *, sealed: bool = False
     ) -> list[Effect]:
@@ -455,6 +468,8 @@ class Requester:
 
     def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """After a replica changed: decide, or top the replicas up."""
+        if job.overdue:  # past the deadline: nothing more is awarded
+            return [] if self._keys_pending(job) else self._finalise(job, now_ms, forced=True)
         if any(r.state == ReplicaState.RUNNING for r in job.replicas):
             return self._fill(job, now_ms)  # replace failed ones while others run
         effects: list[Effect] = []

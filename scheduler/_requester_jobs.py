@@ -129,6 +129,9 @@ class RequesterJob:
     required: int = 0
     #: Adaptive: the job runs on one trusted provider (while every result is a trusted one).
     solo: bool = False
+    #: The deadline came while a verified winner's key was on its way with its claim: the
+    #: job is decided once no such key is pending (or at the settle limit).
+    overdue: bool = False
 
     @property
     def spec(self) -> JobSpec:

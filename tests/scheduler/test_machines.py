@@ -34,6 +34,7 @@ from scheduler import (
     ClaimWithReceipt,
     Deliver,
     Effect,
+    JobDone,
     JobPhase,
     JobRejected,
     JobStatus,
@@ -469,6 +470,27 @@ def test_a_sealed_receipts_key_is_awaited_for_blocks_not_seconds() -> None:
         rep.state == ReplicaState.FAILED and rep.reason == "withheld its output after the receipt"
     )
     assert _of(fx, NotifyUser)
+
+
+def test_a_deadline_before_the_winners_claim_lands_waits_for_its_key() -> None:
+    """Review of the sealed exchange (its F5): the deadline decided the job while the
+    verified winner's claim was on its way; the winner was paid and the output, whose key
+    the claim published, never handed over. The decision now waits for the key (the
+    settle limit still forces it)."""
+    sim, req, prov, rkey = _pair()
+    job_id, _award, commit = _delivered(sim, req, prov, rkey)
+    req.receive(commit.result.raw, sim.now + 950, output=commit.output)  # sealed receipt
+    spec = req.job(job_id).spec
+    fx = req.timer(TimerKey(TimerKind.DEADLINE, job_id), spec.deadline_ms)
+    assert not _of(fx, JobDone) and req.job(job_id).done is None
+    res = commit.result.message
+    key = protocol.output_key(prov.config.key, job_id, res.replica, res.output_commitment)
+    escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
+    claimed = replace(escrow, unsealed=((prov.me, key),), claimed=(prov.me,))
+    fx = req.follow_ledger(3, {job_id: claimed}.get, spec.deadline_ms + 400)
+    done = req.job(job_id).done
+    assert done is not None and done.status == "verified"
+    assert done.output == honest_output(spec)
 
 
 def test_a_provider_never_bids_a_price_a_claim_cannot_pay() -> None:
