@@ -103,9 +103,7 @@ class PauseOnUseConfig(_Strict):
 
 
 class ContributorConfig(_Strict):
-    price_floor: int = Field(
-        1_000, ge=1, description="lowest price per replica, micro-credits (a claim pays at least 1)"
-    )
+    price_floor: int = Field(1_000, ge=1, description="lowest price per replica, micro-credits")
     max_concurrency: int = Field(2, ge=1, le=1024, description="jobs run at once")
     warm_workers: int = Field(2, ge=0, le=64, description="warm sandbox workers kept")
     job_cpus: tuple[Annotated[int, Field(ge=0, le=65535)], ...] = Field(
