@@ -50,8 +50,8 @@ from ._pricing import award_key as award_key
 from ._pricing import bid_price as bid_price
 from ._pricing import estimate_run_ms as estimate_run_ms
 from ._provider import Provider as Provider
-from ._provider import Work as Work
-from ._provider import WorkPhase as WorkPhase
+from ._provider_work import Work as Work
+from ._provider_work import WorkPhase as WorkPhase
 from ._reasons import BidOutcome as BidOutcome
 from ._reasons import IdleReport as IdleReport
 from ._reasons import NoBidReport as NoBidReport

@@ -38,8 +38,6 @@ Rules (specs/marketplace.md is the full text):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
 
 from protocol import (
     Award,
@@ -50,15 +48,11 @@ from protocol import (
     Outcome,
     Receipt,
     RemoteProtocolError,
-    Result,
     Signed,
     Unseal,
     Usage,
     content_hash,
     decode,
-    key_hash,
-    output_key,
-    seal_output,
     sign,
 )
 
@@ -83,30 +77,9 @@ from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
+from ._provider_work import Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
-
-class WorkPhase(StrEnum):
-    """Where a provider's work on one job is (specs/marketplace.md, "Work phases")."""
-
-    #: Our bid is out; an award may come while it lives.
-    BIDDING = "bidding"
-    #: Awarded: the sandbox runs the job.
-    RUNNING = "running"
-    #: The result and the sealed output went to the requester; resent until its receipt
-    #: arrives.
-    DELIVERED = "delivered"
-    #: The requester's plain receipt is held: the key goes (resent until the work ends),
-    #: and we wait to be paid, or claim with it in the claim window. A sealed receipt
-    #: waits here only until the escrow covers the award.
-    RECEIPTED = "receipted"
-    #: We claimed our price with the award and the receipt (at once with a sealed one).
-    CLAIMED = "claimed"
-    #: Finished (``Work.end`` says how); the work is forgotten.
-    CLOSED = "closed"
-
-
-_NO_HASH = bytes(32)
 #: Earlier bids for one job that an award may still name.
 _KEEP_BIDS = 4
 #: Announcements whose times are absurd are refused unanswered (Misbehaved): a bid window
@@ -120,43 +93,6 @@ MAX_PENDING_MS = 10_000
 MAX_ANSWERED = 4_096
 #: Receipted output bytes are resent at doubling intervals up to this one.
 MAX_OUTPUT_RESEND_MS = 60_000
-
-
-@dataclass(slots=True)
-class Work:
-    """One job this provider bid on, as it tracks it (read it, do not change it)."""
-
-    job: Signed[JobSpec]
-    bid: Signed[Bid]
-    #: When the requester's bid window for our latest bid ends, capped at ``MAX_PENDING_MS``
-    #: after the bid: until then the bid is pending and counts as load; after it, an award
-    #: is still honoured while the bid lives.
-    window_end_ms: int = 0
-    phase: WorkPhase = WorkPhase.BIDDING
-    older: tuple[Signed[Bid], ...] = ()
-    award: Signed[Award] | None = None
-    started_ms: int = 0
-    result: Signed[Result] | None = None
-    #: The output, sealed under ``key``: what the result delivers (empty after a failed run).
-    sealed: bytes = b""
-    key: bytes = b""
-    #: The job's escrow was seen covering our award (``scheduler._ledger.uncovered``).
-    covered: bool = False
-    #: The interval of the next resend (it doubles: the sealed output before the receipt,
-    #: the key after a plain one), and when the key last went.
-    resend_ms: int = 0
-    key_sent_ms: int = 0
-    receipt: Signed[Receipt] | None = None
-    paid: int = 0
-    end: str = ""
-
-    @property
-    def spec(self) -> JobSpec:
-        return self.job.message
-
-    @property
-    def id(self) -> bytes:
-        return self.job.id
 
 
 class Provider:
@@ -275,30 +211,9 @@ class Provider:
         work = self.work.get(job_id)
         if work is None or work.phase != WorkPhase.RUNNING or work.award is None:
             return []  # aborted meanwhile
-        award = work.award.message
         if outcome == "ok" and output is None:
             outcome, message = "crashed", "the run reported ok without an output"
-        if output is not None and outcome == "ok":
-            work.key = output_key(self.config.key, job_id, award.replica, output.commitment)
-            work.sealed = seal_output(work.key, output.data)
-            commitment, cls = output.commitment, output.determinism_class
-        else:
-            commitment, cls = _NO_HASH, self.config.determinism_class
-        result = Result(
-            job_id=job_id,
-            provider=self.me,
-            replica=award.replica,
-            outcome=outcome,
-            message=message[:1024],
-            output_commitment=commitment,
-            output_hash=content_hash(work.sealed) if work.sealed else _NO_HASH,
-            output_size=len(work.sealed),
-            key_hash=key_hash(work.key) if work.key else _NO_HASH,
-            determinism_class=cls,
-            usage=usage,
-            finished_ms=now_ms,
-        )
-        work.result = sign(result, self.config.key, self.config.chain_id)
+        work.result = seal_result(work, self.config, outcome, output, usage, message, now_ms)
         deliver = Deliver(work.spec.requester, work.result, work.sealed)
         effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
         if not work.sealed:
@@ -345,7 +260,7 @@ class Provider:
                     Deliver(work.spec.requester, work.result, work.sealed),
                     SetTimer(now_ms + work.resend_ms, key),
                 ]
-            if work.phase == WorkPhase.RECEIPTED and self._key_now(work) and work.covered:
+            if work.phase == WorkPhase.RECEIPTED and work.key_now and work.covered:
                 # Past the deadline too: a plain receipt's holder owes its key until the
                 # work ends (paid, escrow closed or expired), resent at doubling intervals.
                 work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
@@ -387,7 +302,7 @@ class Provider:
                 effects += self._close(work, "escrow expired")
             elif (
                 work.phase == WorkPhase.RECEIPTED
-                and self._plain(work)
+                and work.plain
                 and height >= expiry - window
                 and now_ms >= work.spec.deadline_ms
                 and work.award is not None
@@ -583,7 +498,7 @@ class Provider:
             # have been lost). A plain receipt's key goes again now, at most once per
             # ``result_resend_ms``; a sealed one's comes with our claim's payment.
             due = work.key_sent_ms + self.config.result_resend_ms
-            if work.phase != WorkPhase.RECEIPTED or not self._key_now(work) or now_ms < due:
+            if work.phase != WorkPhase.RECEIPTED or not work.key_now or now_ms < due:
                 return []
             if not work.covered:
                 return []
@@ -627,13 +542,13 @@ class Provider:
         doubling intervals until the work ends)."""
         if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
             return []
-        if not self._plain(work):
+        if not work.plain:
             work.phase = WorkPhase.CLAIMED
             return [
                 ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
                 NotifyUser(work.id, UserEvent.CLAIMED, "claiming with a sealed receipt"),
             ]
-        if not self._key_now(work):
+        if not work.key_now:
             return []  # a plain receipt in exact mode: the key once paid, or with our claim
         work.resend_ms = self.config.result_resend_ms
         work.key_sent_ms = now_ms
@@ -641,18 +556,6 @@ class Provider:
             self._unseal(work),
             SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
         ]
-
-    @staticmethod
-    def _plain(work: Work) -> bool:
-        return work.receipt is not None and not work.receipt.message.sealed
-
-    @classmethod
-    def _key_now(cls, work: Work) -> bool:
-        """A plain receipt gets our key before we are paid only for a job compared within
-        tolerances, whose outputs must be opened before any verdict. In exact mode a
-        verified winner gets a sealed receipt: a requester that sends a plain one there
-        would read our output and could then settle with other payees."""
-        return cls._plain(work) and work.spec.verification.mode == "tolerance"
 
     def _unseal(self, work: Work) -> Send:
         assert work.result is not None
