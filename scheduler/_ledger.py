@@ -60,8 +60,8 @@ class EscrowView(Protocol):
         ...
 
     def unsealed_by(self, provider: bytes) -> bytes:
-        """The unseal key ``provider``'s claim with a sealed receipt published ("" if
-        none): it opens the sealed output bytes it sent with its result."""
+        """The unseal key ``provider``'s claim published (``b""`` if none): it opens the
+        sealed output bytes it sent with its result."""
         ...
 
 

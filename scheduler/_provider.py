@@ -282,8 +282,8 @@ class Provider:
                 if job_id not in self.work:
                     continue
             paid = escrow.paid_to(self.me)
-            if paid > self.work[job_id].paid:
-                effects += self.paid(job_id, paid - self.work[job_id].paid, now_ms)
+            if paid > work.paid:
+                effects += self.paid(job_id, paid - work.paid, now_ms)
             if job_id in self.work and not escrow.is_open:
                 effects += self.escrow_closed(job_id, now_ms)
         return effects + self.block(height, now_ms)
@@ -498,10 +498,10 @@ class Provider:
             # have been lost). A plain receipt's key goes again now, at most once per
             # ``result_resend_ms``; a sealed one's comes with our claim's payment.
             due = work.key_sent_ms + self.config.result_resend_ms
-            if work.phase != WorkPhase.RECEIPTED or not work.key_now or now_ms < due:
-                return []
-            if not work.covered:
-                return []
+            if work.phase != WorkPhase.RECEIPTED or not work.key_now or not work.covered:
+                return []  # a sealed receipt's key comes with our claim's payment
+            if now_ms < due:
+                return []  # a requester cannot make us send on demand
             work.key_sent_ms = now_ms
             return [self._unseal(work)]
         work.phase = WorkPhase.RECEIPTED

@@ -39,7 +39,6 @@ from protocol import (
     Signed,
     Unseal,
     decode,
-    key_hash,
 )
 
 from ._config import RequesterConfig
@@ -419,8 +418,8 @@ class Requester:
         rep = job.replicas[msg.replica]
         if rep.state != ReplicaState.COMMITTED or rep.result is None:
             return []  # opened already, or failed
-        if rep.result.id != msg.result_hash or key_hash(msg.key) != rep.result.message.key_hash:
-            return [Misbehaved(msg.provider, "a key that is not its result's")]
+        if rep.result.id != msg.result_hash:
+            return [Misbehaved(msg.provider, "a key for another result")]
         return self._on_key(job, rep, msg.key, now_ms)
 
     def _on_key(self, job: RequesterJob, rep: Replica, key: bytes, now_ms: int) -> list[Effect]:

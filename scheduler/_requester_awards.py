@@ -194,7 +194,7 @@ def award(
 
 
 def watch(
-    rep: Replica, key: TimerKey, now_ms: int, config: RequesterConfig, height: int = 0
+    rep: Replica, key: TimerKey, now_ms: int, config: RequesterConfig, height: int
 ) -> tuple[str | None, list[Effect]]:
     """A replica's watch timer fired: why it fails now (``None``: it does not), or what
     to do (send the receipt or the award again, watch on)."""

@@ -27,6 +27,7 @@ from protocol import (
     Result,
     Signed,
     content_hash,
+    key_hash,
     sign,
     unseal_output,
 )
@@ -92,7 +93,7 @@ def open_output(
     output kept (``DELIVERED``) when it is what the Result committed to."""
     assert rep.result is not None
     res = rep.result.message
-    if content_hash(key) != res.key_hash:
+    if key_hash(key) != res.key_hash:
         return None, [Misbehaved(res.provider, "a key that is not its result's")]
     try:
         output = unseal_output(key, rep.sealed)

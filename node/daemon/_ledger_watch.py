@@ -44,17 +44,20 @@ class LedgerWatch:
 
     def _requester_block(self, req: scheduler.Requester, state: ledger.State, now: int) -> None:
         node = self._node
-        for job_id, job in list(req.jobs.items()):
-            e = state.escrow(job_id)
-            if e is None or not req.escrow_is_ours(job_id, e):
-                continue  # not (yet) the lock this node asked for
-            if job.phase == "locking":
-                node.effects.execute("requester", req.escrow_locked(job_id, now))
-            node.effects.execute("requester", req.keys_published(job_id, e, now))
-            if not e.is_open:
-                node.effects.execute("requester", req.escrow_closed(job_id, now))
-                node.job_closed(job_id)
-        node.effects.execute("requester", req.block(state.height, now))
+        closed = [
+            job_id
+            for job_id in req.jobs
+            if (e := state.escrow(job_id)) is not None
+            and not e.is_open
+            and req.escrow_is_ours(job_id, e)
+        ]
+        # Through the market's guard: the keys that claims published open outputs that
+        # providers sent, so a peer's bytes are handled here too.
+        node.market.feed(
+            "requester", None, lambda: req.follow_ledger(state.height, state.escrow, now)
+        )
+        for job_id in closed:
+            node.job_closed(job_id)
         self._restored_block(state)
 
     def _restored_block(self, state: ledger.State) -> None:

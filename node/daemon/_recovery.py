@@ -236,9 +236,9 @@ class Recovery:
             # Every claim publishes our key, derived again from our key (the output it
             # sealed is gone with the old process): a sealed receipt's at once, a plain
             # one's in the claim window after the job's deadline.
-            key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
             due = r.sealed or (state.height >= e.claim_height and now >= kept.deadline_ms)
             if not kept.claimed and due:
+                key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
                 kept.claimed = True
                 claim = scheduler.ClaimWithReceipt(job_id, kept.award, kept.receipt, key)
                 node.effects.execute("provider", [claim])

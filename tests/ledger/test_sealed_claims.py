@@ -86,3 +86,5 @@ def test_a_settle_before_the_sealed_claim_lands_closes_the_escrow_to_it() -> Non
     c.ok(c.lock(ALICE, 300, claim_at=8, expire_at=9, per_payee=100))
     c.ok(settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(CAROL): 100}, expiry_height=20))
     c.rejects(_claim(c, BOB, sealed_for=KEY, reveal=KEY), ledger.EscrowError)
+    e = c.state.escrow(JOB)
+    assert e is not None and not e.is_open and e.unsealed == ()  # the key never published

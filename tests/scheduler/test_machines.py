@@ -419,6 +419,7 @@ def test_a_plain_receipt_in_exact_mode_gets_no_key_before_pay() -> None:
     effects += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 5_000)
     effects += prov.receive(sign(plain, rkey, CHAIN).raw, sim.now + 6_000)
     assert not _unseals(effects) and not _of(effects, ClaimWithReceipt)
+    assert not _of(effects, Misbehaved) and prov.get(job_id).phase == "receipted"  # held
     # Paid less than its price (a settle at a cheaper bid of its own): still no key.
     assert not _unseals(prov.paid(job_id, award.price - 1, sim.now + 7_000))
 
