@@ -25,6 +25,7 @@ from ._identity import public_key_of as public_key_of
 from ._limits import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._messages import ALL_MESSAGES as ALL_MESSAGES
 from ._messages import NOBID_REASONS as NOBID_REASONS
+from ._messages import OPT_LEVELS as OPT_LEVELS
 from ._messages import OUTCOMES as OUTCOMES
 from ._messages import RUNTIMES as RUNTIMES
 from ._messages import Advert as Advert

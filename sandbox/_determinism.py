@@ -6,6 +6,7 @@ within the job's tolerance. Example: ``ort-1.32.0/cpu/avx512vnni/extended``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import re
 from functools import cache
@@ -39,9 +40,14 @@ def runtime_version(runtime: str) -> str:
 
         return f"ort-{onnxruntime.__version__}"
     if runtime == "torchscript":
-        import torch
+        # From its metadata, as torch.__version__ reads it: a daemon naming the class of a
+        # TorchScript run it would make need not import torch (seconds, hundreds of MB).
+        try:
+            return f"torch-{importlib.metadata.version('torch')}"
+        except importlib.metadata.PackageNotFoundError:
+            import torch
 
-        return f"torch-{torch.__version__}"
+            return f"torch-{torch.__version__}"
     return runtime
 
 

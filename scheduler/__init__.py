@@ -12,6 +12,7 @@ are typed: :class:`JobPhase` and :class:`ReplicaState` (requester), :class:`Work
 from ._config import Canary as Canary
 from ._config import ProviderConfig as ProviderConfig
 from ._config import RequesterConfig as RequesterConfig
+from ._config import run_key as run_key
 from ._effects import AbortJob as AbortJob
 from ._effects import Attest as Attest
 from ._effects import CancelTimer as CancelTimer

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import nacl.signing
 
-from protocol import InputRef
+from protocol import InputRef, JobSpec
 
 from ._effects import Output
 from ._ledger import EscrowLookup, no_escrow
@@ -19,6 +19,12 @@ from ._verification import CommitmentOf, Compare, commitments_equal
 
 def _unknown(_: bytes) -> Reputation:
     return NEWCOMER
+
+
+def run_key(runtime: str, execution_provider: str, opt_level: str) -> str:
+    """How a job is run (runtime, execution provider, graph optimization level): the key
+    of :attr:`ProviderConfig.determinism_classes`."""
+    return f"{runtime}/{execution_provider}/{opt_level}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +112,12 @@ class ProviderConfig:
     memory_mb: int = 4_096
     #: Memory of the largest GPU; 0 means the node has no usable GPU.
     gpu_memory_mb: int = 0
+    #: The determinism class of a run not listed in ``determinism_classes``.
     determinism_class: str = "ort-1.32.0/cpu/generic/extended"
+    #: The determinism class each way of running a job lands in, by :func:`run_key`: a GPU
+    #: node runs a CPU job on its CPU, and a TorchScript run is in torch's class. A bid
+    #: names the class of the run it would make (:meth:`class_for`).
+    determinism_classes: Mapping[str, str] = field(default_factory=dict)
     price_floor: int = 1_000
     max_concurrency: int = 1
     #: Bids do not reserve a slot; at most ``max_concurrency * overbook`` are open at once.
@@ -115,6 +126,9 @@ class ProviderConfig:
     reference_bench: int = 1_000
     load_markup_permille: int = 500
     base_run_ms: int = 200
+    #: What starting a worker of a runtime adds to a run, by runtime (a cold TorchScript
+    #: worker imports torch first): added to the run time a bid promises.
+    start_ms: Mapping[str, int] = field(default_factory=dict)
     #: A bid stays valid this long after the requester's bid window.
     bid_validity_ms: int = 5_000
     heartbeat_interval_ms: int = 1_000
@@ -132,3 +146,8 @@ class ProviderConfig:
     trusted_requesters: frozenset[bytes] = frozenset()
     #: How many announcements are kept for :meth:`Provider.why_no_jobs`.
     history_limit: int = 1_000
+
+    def class_for(self, spec: JobSpec) -> str:
+        """The determinism class this node's run of ``spec`` would be in."""
+        key = run_key(spec.runtime, spec.requirements.execution_provider, spec.graph_opt_level)
+        return self.determinism_classes.get(key, self.determinism_class)

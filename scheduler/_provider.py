@@ -374,6 +374,7 @@ class Provider:
         self._answered[job_id] = (now_ms, spec.deadline_ms, spec.bid_window_ms)
         cfg = self.config
         run_ms = estimate_run_ms(spec, cfg.bench_score, cfg.base_run_ms)
+        run_ms += cfg.start_ms.get(spec.runtime, 0)
         refusal = match(
             spec,
             cfg,
@@ -406,7 +407,7 @@ class Provider:
             provider=self.me,
             price=max(1, min(price, spec.max_price)),  # a claim pays at least 1
             est_finish_ms=now_ms + spec.bid_window_ms + run_ms,
-            determinism_class=cfg.determinism_class,
+            determinism_class=cfg.class_for(spec),
             bench_score=cfg.bench_score,
             expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
         )

@@ -117,7 +117,7 @@ def seal_result(
         work.sealed = seal_output(work.key, output.data)
         commitment, cls = output.commitment, output.determinism_class
     else:
-        commitment, cls = _NO_HASH, config.determinism_class
+        commitment, cls = _NO_HASH, work.bid.message.determinism_class
     result = Result(
         job_id=work.id,
         provider=bytes(config.key.verify_key),

@@ -117,7 +117,8 @@ def finalise(
         paid = [Payout(w.provider, w.award.message.price, w.bid) for w in arrived]
         for w in arrived:  # receipts only for verified (or, forced, accepted) work
             effects += issue_receipt(job, w, now_ms, config, me)
-        effects += [Attest(job.id, w.provider, True, "verified", ()) for w in winners]
+        # No positive attestation: the payout is what counts for the winners (the
+        # ledger adds nothing for one), so it would only cost a fee and a transaction.
         losers = [by_index[i] for i in verdict.rejected]
         effects += punish(job, verdict, losers, winners, config, caught)
     elif winners:

@@ -65,6 +65,13 @@ from ._world import ChurnModel, Net, transfer_ms
 
 __all__ = ["KINDS", "JobRecord", "Simulation", "peak_rss_mb"]
 
+#: A GPU tier's runs of CUDA jobs are in class ``sim/gpu``; its runs of CPU jobs, like every
+#: other tier's, are in ``sim/cpu`` (one table shared by every GPU provider).
+_GPU_RUNS = {
+    scheduler.run_key("onnx", "CUDAExecutionProvider", opt): "sim/gpu"
+    for opt in protocol.OPT_LEVELS
+}
+
 
 class Simulation:
     """One run of one scenario with one seed."""
@@ -320,7 +327,8 @@ class Simulation:
                     execution_providers=eps,
                     memory_mb=t.memory_mb,
                     gpu_memory_mb=t.gpu_memory_mb,
-                    determinism_class=f"sim/{t.device}",
+                    determinism_class="sim/cpu",
+                    determinism_classes=_GPU_RUNS if t.device == "gpu" else {},
                     price_floor=1 if spam else 800 + (i * 7919) % 400,
                     max_concurrency=64 if spam else t.max_concurrency,
                     overbook=16 if spam else 2,

@@ -374,7 +374,8 @@ def on_run_done(sim: Simulation, now: int, i: int, job_id: Any, incarnation: Any
     p = sim.providers.get(i)
     if p is None:
         return
-    tier = sim.sc.tiers[sim.tier[i]]
-    out = scheduler.Output(data, output_commitment(data) or b"", f"sim/{tier.device}")
+    work = p.work.get(job_id)
+    cls = p.config.class_for(work.spec) if work is not None else p.config.determinism_class
+    out = scheduler.Output(data, output_commitment(data) or b"", cls)
     usage = Usage(cpu_ms=duration, wall_ms=duration, peak_memory_kb=0, gpu_ms=0)
     sim._execute(i, True, p.job_finished(job_id, now, outcome="ok", output=out, usage=usage))

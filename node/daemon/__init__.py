@@ -15,6 +15,7 @@ from ._jobs import JobRecord as JobRecord
 from ._node import Node as Node
 from ._profile import ProviderProfile as ProviderProfile
 from ._profile import profile_from_report as profile_from_report
+from ._profile import run_classes as run_classes
 from ._run import run_daemon as run_daemon
 from .content import CONTENT_PROTOCOL as CONTENT_PROTOCOL
 from .genesis import GENESIS_PROTOCOL as GENESIS_PROTOCOL

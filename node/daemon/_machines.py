@@ -60,6 +60,8 @@ def provider_machine(node: Node) -> scheduler.Provider:
             memory_mb=profile.memory_mb,
             gpu_memory_mb=profile.gpu_memory_mb,
             determinism_class=profile.determinism_class,
+            determinism_classes=profile.determinism_classes,
+            start_ms=profile.start_ms,
             price_floor=contributor.price_floor,
             max_concurrency=contributor.max_concurrency,
             bench_score=max(1, profile.bench_score),

@@ -217,6 +217,7 @@ class Node:
                 accepts_untrusted=c.allow_untrusted,
                 capability_classes=profile.classes(),
                 execution_providers=profile.execution_providers,
+                determinism_classes=profile.determinism_classes,
                 memory_mb=profile.memory_mb,
                 gpu_memory_mb=profile.gpu_memory_mb,
             )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import protocol
-from protocol import GpuInfo, provider_classes
+from protocol import OPT_LEVELS, GpuInfo, provider_classes
 from sandbox import Sandbox
+from scheduler import run_key
 
 if TYPE_CHECKING:
     from ..probe import ProbeReport
+
+
+#: A cold TorchScript worker imports torch before it runs (2-3 s on a laptop core); bids
+#: promise that much more, so that the replica's deadline holds for a cold run.
+TORCH_START_MS = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +26,11 @@ class ProviderProfile:
     """What a contributor offers, from the hardware probe and the sandbox."""
 
     determinism_class: str
+    #: The class of each way it runs a job (:func:`scheduler.run_key`); see
+    #: :func:`run_classes`.
+    determinism_classes: Mapping[str, str] = field(default_factory=dict)
+    #: What a cold worker of each runtime adds to a run (see :data:`TORCH_START_MS`).
+    start_ms: Mapping[str, int] = field(default_factory=dict)
     memory_mb: int = 4096
     cpu_cores: int = 1
     bench_score: int = 1000
@@ -39,9 +50,19 @@ class ProviderProfile:
         if use_gpu:
             return replace(self, memory_mb=memory)
         eps = tuple(p for p in self.execution_providers if p == "CPUExecutionProvider")
+        cpu_runs = {k: c for k, c in self.determinism_classes.items() if "/CUDA" not in k}
         return replace(
-            self, memory_mb=memory, gpus=(), execution_providers=eps or ("CPUExecutionProvider",)
+            self,
+            memory_mb=memory,
+            gpus=(),
+            execution_providers=eps or ("CPUExecutionProvider",),
+            determinism_classes=cpu_runs,
         )
+
+    def advertised_classes(self) -> tuple[str, ...]:
+        """The determinism classes its runs can be in (at most 16, as an advert carries)."""
+        every = {self.determinism_class, *self.determinism_classes.values()}
+        return tuple(sorted(every))[:16]
 
     def classes(self) -> tuple[str, ...]:
         return provider_classes(
@@ -50,6 +71,22 @@ class ProviderProfile:
             memory_mb=self.memory_mb,
             gpu_memory_mb=self.gpu_memory_mb,
         )
+
+
+def run_classes(runtimes: Iterable[str], execution_providers: Iterable[str]) -> dict[str, str]:
+    """The determinism class of each way this machine runs a job: every runtime on every
+    execution provider at every graph optimization level."""
+    from sandbox import determinism_class
+
+    eps = tuple(execution_providers)
+    return {
+        run_key(runtime, ep, opt): determinism_class(
+            runtime, "cuda" if ep == "CUDAExecutionProvider" else "cpu", opt
+        )
+        for runtime in runtimes
+        for ep in eps
+        for opt in OPT_LEVELS
+    }
 
 
 def probe_profile(data_dir: Path, sandbox: Sandbox) -> ProviderProfile:
@@ -85,12 +122,15 @@ def profile_from_report(
     else:  # a CUDA provider without a GPU that NVML sees is not offered
         eps = tuple(p for p in eps if p != "CUDAExecutionProvider")
     runtimes = ("onnx", "torchscript") if report.torch.installed else ("onnx",)
+    eps = eps or ("CPUExecutionProvider",)
     return ProviderProfile(
         determinism_class=determinism_class("onnx", "cpu", "extended"),
+        determinism_classes=run_classes(runtimes, eps),
+        start_ms={"torchscript": TORCH_START_MS} if report.torch.installed else {},
         memory_mb=max(1, memory // (1 << 20)),
         cpu_cores=min(report.cpu.usable_cores, cpus or report.cpu.usable_cores),
         bench_score=report.benchmark.score if report.benchmark else 1000,
-        execution_providers=eps or ("CPUExecutionProvider",),
+        execution_providers=eps,
         runtimes=runtimes,
         gpus=gpus,
         sandbox_layers=tuple(layers),

@@ -114,7 +114,7 @@ class Discovery:
             addresses=node.net.addresses()[:16],
             capability_classes=node.provider.config.capability_classes[:32],
             runtimes=profile.runtimes,
-            determinism_classes=(profile.determinism_class,),
+            determinism_classes=profile.advertised_classes(),
             cpu_cores=min(profile.cpu_cores, 65535),
             memory_mb=profile.memory_mb,
             gpus=profile.gpus,

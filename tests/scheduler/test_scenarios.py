@@ -34,7 +34,7 @@ def test_redundancy_two_completes_and_both_are_paid() -> None:
     state = sim.ledger.state
     for p in provs[:2]:
         assert state.balance(p.pub) == paid[p.pub]
-        # Five settled jobs before, then the payout (the positive attestation adds nothing).
+        # Five settled jobs before, then the payout.
         assert state.account(p.pub).rep_s == 6 * REP_UNIT
     assert state.balance(req.pub) == 1_000_000 - sum(paid.values())
     assert sim.reputation(provs[0].pub).settled_jobs == 6

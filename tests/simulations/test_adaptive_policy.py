@@ -51,7 +51,8 @@ def test_adaptive_replication_uses_less_compute_and_refuses_cheaters() -> None:
     assert adaptive["jobs"]["verified"] >= 0.95 * adaptive["jobs"]["submitted"]
     assert adaptive["compute"]["ratio"] < fixed["compute"]["ratio"] - 0.5
     cheaters = adaptive["adversaries"]["cheater"]
-    assert cheaters["detected"] > 0 and cheaters["median_jobs_to_detection"] <= 2
+    # (jobs it won while its first verdict was still out count too)
+    assert cheaters["detected"] > 0 and cheaters["median_jobs_to_detection"] <= 3
     # Each cheater outvoted is reported and slashed on the ledger (the record every other
     # requester reads): 1 credit per job's evidence, burned, credits conserved.
     assert adaptive["ledger"]["slashes"] > 0 and adaptive["ledger"]["conserved"]

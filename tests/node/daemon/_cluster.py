@@ -8,6 +8,7 @@ runs happen in threads, which virtual time would skip over.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,8 @@ import trio
 
 import ledger
 from node.config import ContributorConfig, CoordinatorConfig, NodeConfig, RequesterConfig
-from node.daemon import Node, ProviderProfile
+from node.daemon import Node, ProviderProfile, run_classes
+from node.daemon._profile import TORCH_START_MS
 from node.net import MemoryHub
 from sandbox import JobRunner, Sandbox, SandboxConfig, determinism_class, tiny_model_path
 from sandbox.testing import CorruptingRunner, SlowRunner
@@ -111,9 +113,15 @@ async def cluster(
         if runner is None:
             sandbox = stack.enter_context(Sandbox(SandboxConfig(pool_size=max(1, contributors))))
             layers = tuple(sandbox.layers_in_use())
+        # As a probe of this machine would give: ONNX, and TorchScript where torch is
+        # installed, each run in the class the sandbox reports for it.
+        runtimes = ("onnx", "torchscript") if importlib.util.find_spec("torch") else ("onnx",)
         profile = ProviderProfile(
             determinism_class=determinism_class("onnx", "cpu", "extended"),
+            determinism_classes=run_classes(runtimes, ("CPUExecutionProvider",)),
+            start_ms={"torchscript": TORCH_START_MS},
             memory_mb=4096,
+            runtimes=runtimes,
             sandbox_layers=layers,
         )
         scopes: dict[bytes, trio.CancelScope] = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trio
 
 import ledger
@@ -308,3 +310,30 @@ async def test_bids_and_receipts_ride_in_the_responses_they_answer() -> None:
                 for node in cl.contributors
                 for tag in sent.get(node.me, [])
             )
+
+
+async def test_a_torchscript_job_is_bid_in_torch_class_and_verified() -> None:
+    """A bid names the class of the run it would make: a TorchScript run is in torch's
+    class, not the node's ONNX class, so both replicas agree and are paid."""
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[name-defined]
+            return x * 3 - 1
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(Affine()), buf)
+    inputs = {"x": np.arange(4, dtype=np.float32)}
+    with trio.fail_after(60):
+        async with cluster(2) as cl:
+            job_id = await cl.requester.submit_job(
+                buf.getvalue(), inputs, runtime="torchscript", redundancy=2, min_memory_mb=2048
+            )
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified", record.events
+            assert record.outputs is not None
+            assert record.outputs["output_0"].tolist() == [-1.0, 2.0, 5.0, 8.0]
+            assert len(record.done.paid) == 2
+            assert record.done.output is not None
+            assert record.done.output.determinism_class.startswith("torch-")
