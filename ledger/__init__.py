@@ -35,6 +35,7 @@ from ._errors import MalformedTransaction as MalformedTransaction
 from ._errors import MempoolRejected as MempoolRejected
 from ._errors import NotAuthorized as NotAuthorized
 from ._errors import SequenceError as SequenceError
+from ._errors import SequenceGap as SequenceGap
 from ._errors import StoreError as StoreError
 from ._errors import TransactionRejected as TransactionRejected
 from ._evidence import check_slash_evidence as check_slash_evidence
@@ -42,6 +43,7 @@ from ._genesis import MAX_SUPPLY as MAX_SUPPLY
 from ._genesis import Allocation as Allocation
 from ._genesis import Genesis as Genesis
 from ._genesis import make_genesis as make_genesis
+from ._mempool import DROPPED_BEHIND as DROPPED_BEHIND
 from ._mempool import MAX_AHEAD as MAX_AHEAD
 from ._mempool import MAX_EXPIRY_AHEAD as MAX_EXPIRY_AHEAD
 from ._mempool import Mempool as Mempool

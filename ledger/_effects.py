@@ -45,8 +45,8 @@ class PeerMisbehaved:
 @dataclass(frozen=True, slots=True)
 class TxDropped:
     """A transaction the mempool admitted left it without entering a block (refused when
-    the block was made, or expired while waiting): tell its sender, whose transactions
-    after ``seq`` wait in the mempool until that sequence number is used."""
+    the block was made, expired while waiting, or behind such a one of its sender's, which
+    ``reason`` then says): tell its sender, whose next sequence number is free again."""
 
     sender: bytes
     seq: int

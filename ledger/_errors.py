@@ -7,6 +7,7 @@
     ├── TransactionRejected        a transaction is invalid against the current state
     │   ├── MalformedTransaction   undecodable, bad signature, other chain, bad payload
     │   ├── SequenceError          replayed (seq already used) or out-of-order seq
+    │   │   └── SequenceGap        the mempool holds nothing just before it: send that first
     │   ├── ExpiredTransaction     its expiry height is below the block height
     │   ├── FeeTooLow              its fee is below the genesis minimum fee
     │   ├── InsufficientFunds      balance, stake or escrow too small for the amount
@@ -49,6 +50,15 @@ class SequenceError(TransactionRejected):
     """The sequence number was already used (a replay) or skips ahead."""
 
     code = "bad_seq"
+
+
+class SequenceGap(SequenceError):
+    """The mempool refused a sequence number with a hole before it (the sender's next, or
+    one past its last pending, was not there yet): submit it again once those are in."""
+
+    code = "seq_gap"
+    #: Every such refusal's text holds this (a refusal crosses the wire as text only).
+    TEXT = "leaves a gap"
 
 
 class ExpiredTransaction(TransactionRejected):

@@ -8,9 +8,11 @@ admitted transaction that will never be in a block, and a :class:`SetTimer` for 
 tick. Each transaction's signature is verified once, on entry to the mempool.
 
 A transaction refused when the block is made (an overdraft: balances are checked then,
-not on admission) is dropped and reported. Its sender's later transactions in the same
-block fail only because of the gap it leaves: they stay in the mempool, to follow once the
-sender fills that sequence number (it learns of the gap from the report).
+not on admission) is dropped and reported. Its sender's later pending transactions would
+wait behind the gap it leaves, holding places they never pay for: they are dropped with
+it, each reported with a reason beginning :data:`~ledger._mempool.DROPPED_BEHIND` (they did
+nothing wrong; the sender signs them again after filling the gap). So are those behind a
+transaction that expired unapplied.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import nacl.signing
 from ._apply import produce_block
 from ._effects import Commit, Effect, SetTimer, TxDropped
 from ._errors import LedgerError
-from ._mempool import Mempool
+from ._mempool import DROPPED_BEHIND, Mempool
 from ._rules import VerifiedTx
 from ._state import State
 
@@ -45,15 +47,20 @@ class Producer:
         self.key = key
         self.state = state
         self.interval_ms = interval_ms
-        self.mempool = mempool or Mempool(state.chain_id)
+        self.mempool = mempool if mempool is not None else Mempool(state.chain_id)
         self.empty_blocks = empty_blocks
         self.next_block_ms = now_ms + interval_ms
         self.rejected = 0
         self._dropped: list[TxDropped] = []
 
     def submit(self, raw: bytes) -> VerifiedTx:
-        """Admit a transaction; raises a :class:`TransactionRejected` if refused."""
-        return self.mempool.add(raw, self.state)
+        """Admit a transaction; raises a :class:`TransactionRejected` if refused. One it
+        evicts from a full mempool is reported dropped (with the next block's drops)."""
+        vtx = self.mempool.add(raw, self.state)
+        for gone in self.mempool.take_evicted():
+            reason = "evicted from the full mempool by a higher fee; retry later or raise the fee"
+            self._dropped.append(TxDropped(gone.sender, gone.tx.seq, gone.id, reason))
+        return vtx
 
     def tick(self, now_ms: int) -> list[Effect]:
         """Produce a block if it is time; always say when to tick next."""
@@ -69,19 +76,22 @@ class Producer:
 
     def produce(self) -> Commit:
         """Produce the next block now from the mempool."""
-        candidates = self.mempool.select(self.state, self.state.genesis.max_block_txs)
-        produced = produce_block(self.state, self.key, candidates)
+        # Taken until the block is full: those it refuses (and their senders' later ones,
+        # refused for the gap) take no room, so a pool full of chains whose first
+        # transaction fails is emptied in one block, not ``max_block_txs`` at a time.
+        produced = produce_block(self.state, self.key, self.mempool.candidates(self.state))
         gapped: set[bytes] = set()  # senders with a transaction refused in this block
         for vtx, exc in produced.rejected:
             if vtx.sender in gapped:
-                continue  # refused for the gap before it: it waits in the mempool
+                continue  # refused for the gap before it: dropped with that one below
             gapped.add(vtx.sender)
-            self.mempool.remove(vtx)
             self.rejected += 1
             self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
+            behind = f"{DROPPED_BEHIND} {vtx.tx.seq}, which was refused: {exc}"
+            for later in self.mempool.remove(vtx):
+                self._dropped.append(TxDropped(later.sender, later.tx.seq, later.id, behind))
         self.state = produced.state
-        for vtx in self.mempool.prune(self.state):
-            reason = f"expired at height {vtx.tx.expiry_height} before it was in a block"
+        for vtx, reason in self.mempool.prune(self.state):
             self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, reason))
         return Commit(produced.block, produced.state)
 

@@ -426,6 +426,13 @@ def _check_claim(draft: Draft, sender: bytes, p: Claim) -> Commit:
     _require_open(e, p.job_id)
     if not receipt.sealed and h < e.claim_height:
         raise EscrowError(f"claims open at height {e.claim_height}; this block is {h}")
+    if receipt.sealed and h > receipt.claim_by:
+        # Its owner waits for the key that long and then runs the job elsewhere: a claim
+        # held back past it would be paid for an output the owner no longer reads.
+        raise EscrowError(
+            f"the sealed receipt is claimable up to height {receipt.claim_by} (its claim_by); "
+            f"this block is {h}"
+        )
     if h >= e.expiry_height:
         raise EscrowError(f"escrow expired at height {e.expiry_height}; claims are closed")
     if sender in e.claimed:

@@ -129,6 +129,7 @@ def example_messages() -> list[Message]:
             output_commitment=bytes([0x55]) * 32,
             key_hash=bytes([0x88]) * 32,
             at_once=1,
+            claim_by=904,
             received_ms=1_790_000_001_600,
         ),
         Unseal(

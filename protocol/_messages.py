@@ -294,13 +294,14 @@ class Receipt(Message):
 
     Signed once the sealed bytes arrived (specs/marketplace.md, "Fair exchange"). Every
     claim with it reveals the key it names on the ledger. A *sealed* receipt (``at_once``
-    1) is for a verified winner: claimable at once. A *plain* one (``at_once`` 0) is for a
-    result the verification must open first (tolerance mode): the key comes at once, and
-    the receipt is claimable only in the escrow's claim window, if the requester never
-    settles.
+    1) is for a verified winner: claimable at once, and only in a block at or below
+    ``claim_by`` (the requester waits for the key that long, and no longer). A *plain* one
+    (``at_once`` 0, ``claim_by`` 0) is for a result the verification must open first
+    (tolerance mode): the key comes at once, and the receipt is claimable only in the
+    escrow's claim window, if the requester never settles.
     """
 
-    TAG: ClassVar[str] = "aimx/receipt/2"
+    TAG: ClassVar[str] = "aimx/receipt/3"
     SIGNER_FIELD: ClassVar[str | None] = "requester"
 
     job_id: Annotated[bytes, Hash, "the job"]
@@ -311,6 +312,7 @@ class Receipt(Message):
     output_commitment: Annotated[bytes, Hash, "the Result's output commitment"]
     key_hash: Annotated[bytes, Hash, "the Result's key hash: a claim must reveal that key"]
     at_once: Annotated[int, UInt(max=1), "1: claimable at once (sealed); 0: from the claim window"]
+    claim_by: Annotated[int, UInt(), "sealed: the last height its claim may land at; plain: 0"]
     received_ms: Annotated[int, Millis, "when it arrived"]
 
     @property

@@ -60,6 +60,7 @@ from ._reasons import Seen as Seen
 from ._reasons import explain_no_bids as explain_no_bids
 from ._reasons import why_no_jobs as why_no_jobs
 from ._requester import Requester as Requester
+from ._requester_jobs import MAX_DEADLINE_MS as MAX_DEADLINE_MS
 from ._requester_jobs import JobPhase as JobPhase
 from ._requester_jobs import Replica as Replica
 from ._requester_jobs import ReplicaState as ReplicaState

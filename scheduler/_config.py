@@ -143,6 +143,11 @@ class ProviderConfig:
     escrow_of: EscrowLookup = no_escrow
     #: Whether jobs from requesters not in ``trusted_requesters`` are accepted.
     accepts_untrusted: bool = True
+    #: Whether jobs in ``tolerance`` verification mode are bid on. They are judged by their
+    #: bytes, so every result gets a plain receipt and its output goes to the requester
+    #: before it settles: it can then pay bidders of its own instead (specs/marketplace.md,
+    #: "Known limits"). Such a job with both tolerances 0 is refused even so.
+    tolerance_jobs: bool = False
     trusted_requesters: frozenset[bytes] = frozenset()
     #: How many announcements are kept for :meth:`Provider.why_no_jobs`.
     history_limit: int = 1_000

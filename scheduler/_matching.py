@@ -21,7 +21,9 @@ def match(
 
     The checks run in this order, and the first that fails gives the reason (one of
     ``protocol.NOBID_REASONS``): shutting_down, class_not_served, runtime_unsupported,
-    requirements_unmet, untrusted_refused, price_below_floor, deadline_too_short, busy.
+    requirements_unmet (also for a ``tolerance`` job, unless ``tolerance_jobs``, and for
+    one with both tolerances 0), untrusted_refused, price_below_floor, deadline_too_short,
+    busy.
     """
     req = spec.requirements
     if draining:
@@ -37,6 +39,12 @@ def match(
     memory = config.gpu_memory_mb if req.device == "gpu" else config.memory_mb
     if req.min_memory_mb > memory:
         return "requirements_unmet", f"{memory} MB available, {req.min_memory_mb} MB required"
+    verification = spec.verification
+    if verification.mode == "tolerance":
+        if not config.tolerance_jobs:
+            return "requirements_unmet", "tolerance mode refused here: ask for exact mode"
+        if verification.rtol_e9 == 0 and verification.atol_e9 == 0:
+            return "requirements_unmet", "tolerance mode with both tolerances 0: use exact mode"
     if not config.accepts_untrusted and spec.requester not in config.trusted_requesters:
         return "untrusted_refused", "no network-blocking sandbox layer; trusted requesters only"
     if config.price_floor > spec.max_price:

@@ -7,16 +7,22 @@ Rules (specs/marketplace.md is the full text):
   a Bid priced by ``bid_price`` with an estimated finish, valid ``bid_window_ms +
   bid_validity_ms``. A bid that expires without an award is recorded as lost.
 - Announcements are bounded (specs/daemon.md, "Provider bounds on announcements"): one
-  with a bid window over ``MAX_BID_WINDOW_MS`` or a deadline more than
-  ``MAX_DEADLINE_AHEAD_MS`` ahead is refused unanswered (``Misbehaved``); a bid counts as
+  with a bid window over ``MAX_BID_WINDOW_MS``, a deadline more than
+  ``MAX_DEADLINE_AHEAD_MS`` ahead or an escrow expiry more than
+  ``MAX_ESCROW_AHEAD_BLOCKS`` ahead is refused unanswered (``Misbehaved``); a bid counts as
   pending load for at most ``MAX_PENDING_MS``; one requester's pending bids count as load
   for others' announcements up to half the open-bid capacity, and bids for jobs with no
-  escrow on the ledger, from all requesters together, up to that same half; at most
-  ``MAX_ANSWERED`` answered announcements are remembered.
-- An Award for our bid is accepted while a slot is free (``max_concurrency``): the job runs
-  (``RunJob``); heartbeats go out ``first_heartbeat_ms`` after the award (a run that
-  delivers sooner sends none) and every ``heartbeat_interval_ms`` after that. A full
-  node declines with a NoBid ``busy``, which the requester treats as a declined award.
+  escrow on the ledger, from all requesters together, up to that same half; such bids (and
+  awards held) are at most ``MAX_UNFUNDED_BIDS``, past which a requester never seen
+  locking is answered ``busy``; at most ``MAX_ANSWERED`` answered announcements are
+  remembered. Bids are counted as they come and go (``BidBook``), never scanned per
+  announcement.
+- An Award for our bid is accepted while a slot is free (``max_concurrency``), and runs
+  (``RunJob``) only once the ledger shows the job's escrow covering it: until then it is
+  held (AWARDED) for ``AWARD_HOLD_BLOCKS`` blocks, then declined. Heartbeats go out
+  ``first_heartbeat_ms`` after the award (a run that delivers sooner sends none) and every
+  ``heartbeat_interval_ms`` after that. A full node declines with a NoBid ``busy``, which
+  the requester treats as a declined award.
 - ``job_finished`` sends the signed Result with the output sealed under a one-time key
   (``protocol.seal_output``; the Result names the sealed bytes' hash and the key's), and
   resends both at doubling intervals from ``result_resend_ms`` until the requester's
@@ -29,6 +35,8 @@ Rules (specs/marketplace.md is the full text):
   doubling intervals until the work ends. So a requester reads no output it did not
   receipt, nor a verified winner's before the winner is paid (specs/marketplace.md, "Fair
   exchange"). A run past the award's deadline is aborted: the requester has replaced it.
+- Delivered work whose escrow the ledger does not show is dropped ``NO_ESCROW_GRACE_MS``
+  after the job's deadline.
 - With a plain Receipt held, the provider waits for the ledger: paid or closed ends the
   job. If the escrow is still open once the claim window (the last
   ``claim_window_blocks`` before the escrow's expiry height) has opened and the job's
@@ -77,7 +85,7 @@ from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
-from ._provider_work import Work, WorkPhase, seal_result
+from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
 #: Earlier bids for one job that an award may still name.
@@ -93,6 +101,22 @@ MAX_PENDING_MS = 10_000
 MAX_ANSWERED = 4_096
 #: Receipted output bytes are resent at doubling intervals up to this one.
 MAX_OUTPUT_RESEND_MS = 60_000
+#: An announcement whose escrow expires more than this many blocks after the last block
+#: seen is refused like absurd times: a deadline 24 h ahead at the fastest blocks (50 ms)
+#: with the claim window and margins is about 1.73 million blocks.
+MAX_ESCROW_AHEAD_BLOCKS = 2_000_000
+#: An award runs only once the ledger shows its escrow covering it; one whose escrow our
+#: view does not show is held for this many blocks (it may be a block behind the
+#: requester's), then declined.
+AWARD_HOLD_BLOCKS = 2
+#: Delivered work whose escrow the ledger does not show is dropped this long after the
+#: job's deadline (nothing can pay it; its sealed output is not kept for ever).
+NO_ESCROW_GRACE_MS = 60_000
+#: Open bids for jobs whose escrow the ledger has not shown, from all requesters together:
+#: past this, a requester with no escrow seen is answered NoBid ``busy`` (no work kept).
+MAX_UNFUNDED_BIDS = 256
+#: Requesters remembered as having locked an escrow for a job we bid on.
+MAX_FUNDERS = 4_096
 
 
 class Provider:
@@ -106,13 +130,20 @@ class Provider:
         self.history: deque[Seen] = deque(maxlen=config.history_limit)
         # job id -> (answered at, deadline, bid window): copies are dropped before decoding
         self._answered: dict[bytes, tuple[int, int, int]] = {}
+        #: The last block height seen.
+        self.height = 0
+        # Counted as they change, so that an announcement costs the same however much work
+        # is held: the running replicas, the open bids, and the requesters seen locking.
+        self._running: set[bytes] = set()
+        self._bids = BidBook(self.max_pending_per_requester)
+        self._funders: dict[bytes, None] = {}
 
     # --- queries ----------------------------------------------------------------------
 
     @property
     def active(self) -> int:
         """Replicas accepted and not yet finished."""
-        return sum(1 for w in self.work.values() if w.phase == WorkPhase.RUNNING)
+        return len(self._running)
 
     @property
     def bidding(self) -> int:
@@ -123,41 +154,53 @@ class Provider:
         """Bids whose requester's bid window is still open (other than job ``besides``): the
         awards that may come any moment. Older bids are mostly lost (losers are not told)
         and do not count as load."""
-        return sum(sum(n) for n in self._pending_by_requester(now_ms, besides).values())
+        book = self._bids
+        book.expire(now_ms, self.work)
+        return book.funded + book.unfunded - self._counted(besides)
 
     def load_for(self, requester: bytes, now_ms: int, *, besides: bytes = b"") -> int:
         """The pending bids that count as load for an announcement of ``requester``: its
         own in full; each other requester's up to ``max_pending_per_requester`` while the
         job's escrow is on the ledger; and the bids for jobs with no escrow seen yet, from
         all other requesters together, up to that same share. So neither one requester nor
-        announcements from many keys that lock nothing can make us busy for the rest."""
-        share = self.max_pending_per_requester
-        load = unfunded = 0
-        for who, (funded, pending) in self._pending_by_requester(now_ms, besides).items():
-            if who == requester:
-                load += funded + pending
+        announcements from many keys that lock nothing can make us busy for the rest.
+        Counted, not scanned: the cost does not grow with the bids open."""
+        book = self._bids
+        book.expire(now_ms, self.work)
+        book.reshare(self.max_pending_per_requester)
+        share = book.share
+        funded, unfunded = book.pending_of(requester)
+        others = book.funded_capped - min(funded, share)
+        others_unfunded = book.unfunded - unfunded
+        own = funded + unfunded
+        work = self.work.get(besides)
+        if work is not None and work.counted:
+            if work.spec.requester == requester:
+                own -= 1
+            elif work.funded:
+                f, _ = book.pending_of(work.spec.requester)
+                others -= min(f, share) - min(f - 1, share)
             else:
-                load += min(funded, share)
-                unfunded += pending
-        return load + min(unfunded, share)
+                others_unfunded -= 1
+        return own + others + min(others_unfunded, share)
 
     @property
     def max_pending_per_requester(self) -> int:
         """Half the open-bid capacity (at least one)."""
         return max(1, self.config.max_concurrency * max(1, self.config.overbook) // 2)
 
-    def _pending_by_requester(self, now_ms: int, besides: bytes) -> dict[bytes, tuple[int, int]]:
-        """Per requester, its pending bids for jobs whose escrow the ledger shows locked by
-        it (funded), and for the others (not locked yet, or never: nothing spent)."""
-        counts: dict[bytes, tuple[int, int]] = {}
-        for job_id, w in self.work.items():
-            if w.phase == WorkPhase.BIDDING and now_ms < w.window_end_ms and job_id != besides:
-                who = w.spec.requester
-                escrow = self.config.escrow_of(job_id)
-                funded = escrow is not None and escrow.owner == who and escrow.is_open
-                f, p = counts.get(who, (0, 0))
-                counts[who] = (f + 1, p) if funded else (f, p + 1)
-        return counts
+    def _priced_load(self, now_ms: int) -> int:
+        """The pending bids a price counts: the funded ones, and the others up to
+        ``max_pending_per_requester``, so that announcements that lock nothing do not
+        raise every honest requester's price."""
+        book = self._bids
+        book.expire(now_ms, self.work)
+        book.reshare(self.max_pending_per_requester)
+        return book.funded + min(book.unfunded, book.share)
+
+    def _counted(self, job_id: bytes) -> int:
+        work = self.work.get(job_id) if job_id else None
+        return 1 if work is not None and work.counted else 0
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -213,6 +256,7 @@ class Provider:
             return []  # aborted meanwhile
         if outcome == "ok" and output is None:
             outcome, message = "crashed", "the run reported ok without an output"
+        self._running.discard(job_id)
         work.result = seal_result(work, self.config, outcome, output, usage, message, now_ms)
         deliver = Deliver(work.spec.requester, work.result, work.sealed)
         effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
@@ -230,18 +274,24 @@ class Provider:
             return []
         if key.kind == TimerKind.BID and work.phase == WorkPhase.BIDDING:
             self._record(work, BidOutcome.LOST, now_ms)
+            self._bids.drop(work)
             del self.work[work.id]
             return []
         if (
             key.kind == TimerKind.HEARTBEAT
-            and work.phase == WorkPhase.RUNNING
+            and work.phase in (WorkPhase.AWARDED, WorkPhase.RUNNING)
             and work.award is not None
         ):
             award = work.award.message
-            if now_ms >= award.deadline_ms:
+            if work.phase == WorkPhase.AWARDED:
+                if now_ms >= award.deadline_ms:
+                    return self._decline(work, "no escrow on the ledger by its deadline", now_ms)
+                progress = 0  # held for its escrow: alive, not started
+            elif now_ms >= award.deadline_ms:
                 return [AbortJob(work.id), *self._close(work, "missed the award's deadline")]
-            span = max(1, award.deadline_ms - work.started_ms)
-            progress = min(999, 1000 * (now_ms - work.started_ms) // span)
+            else:
+                span = max(1, award.deadline_ms - work.started_ms)
+                progress = min(999, 1000 * (now_ms - work.started_ms) // span)
             beat = Heartbeat(work.id, self.me, award.replica, progress, now_ms)
             return [
                 Send(work.spec.requester, sign(beat, self.config.key, self.config.chain_id)),
@@ -273,10 +323,23 @@ class Provider:
         since (``paid``) and whether it closed (``escrow_closed``); then ``block``."""
         effects: list[Effect] = []
         for job_id in list(self.work):
-            escrow = escrow_of(job_id)
-            if escrow is None:
-                continue
             work = self.work[job_id]
+            escrow = escrow_of(job_id)
+            if work.phase == WorkPhase.AWARDED:
+                effects += self._start_or_hold(work, escrow, now_ms, block=True)
+                continue
+            if escrow is None:
+                if (
+                    work.phase in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED, WorkPhase.CLAIMED)
+                    and now_ms >= work.spec.deadline_ms + NO_ESCROW_GRACE_MS
+                ):
+                    # Nothing can pay it: its sealed output is not kept until a far expiry.
+                    effects += self._close(work, "no escrow on the ledger by the deadline")
+                continue
+            requester = work.spec.requester
+            if work.phase == WorkPhase.BIDDING and escrow.is_open and escrow.owner == requester:
+                self._bids.fund(work)
+                self._funder(requester)
             if work.phase in (WorkPhase.RUNNING, WorkPhase.DELIVERED, WorkPhase.RECEIPTED):
                 effects += self._check_escrow(work, escrow, now_ms)
                 if job_id not in self.work:
@@ -291,6 +354,7 @@ class Provider:
     def block(self, height: int, now_ms: int) -> list[Effect]:
         """A new ledger block: claim with receipts where the requester left the escrow open."""
         effects: list[Effect] = []
+        self.height = max(self.height, height)
         window = self.config.claim_window_blocks
         for work in list(self.work.values()):
             expiry = work.spec.escrow_expiry_height
@@ -335,8 +399,11 @@ class Provider:
         work = self.work.get(job_id)
         if work is None or work.phase == WorkPhase.RUNNING:
             return []
+        if work.phase == WorkPhase.AWARDED:
+            return self._decline(work, "the job's escrow is closed", now_ms)
         if work.phase == WorkPhase.BIDDING:  # the job ended without us
             self._record(work, BidOutcome.LOST, now_ms)
+            self._bids.drop(work)
             del self.work[job_id]
             return [CancelTimer(TimerKey(TimerKind.BID, job_id))]
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
@@ -348,6 +415,8 @@ class Provider:
         self.history.append(Seen(work.id, now_ms, outcome, spec.max_price, work.bid.message.price))
 
     def _close(self, work: Work, end: str) -> list[Effect]:
+        self._bids.drop(work)
+        self._running.discard(work.id)
         work.phase = WorkPhase.CLOSED
         work.end = end
         del self.work[work.id]
@@ -367,6 +436,7 @@ class Provider:
         if (
             spec.bid_window_ms > MAX_BID_WINDOW_MS
             or spec.deadline_ms > now_ms + MAX_DEADLINE_AHEAD_MS
+            or spec.escrow_expiry_height > self.height + MAX_ESCROW_AHEAD_BLOCKS
         ):
             # remembered briefly, so that its copies are dropped before a signature check
             self._answered[job_id] = (now_ms, now_ms + MAX_BID_WINDOW_MS, MAX_BID_WINDOW_MS)
@@ -384,19 +454,35 @@ class Provider:
             run_ms=run_ms,
             draining=self.draining,
         )
+        funded = self._funded(spec, job_id)
+        if (
+            refusal is None
+            and work is None
+            and not funded
+            and spec.requester not in self._funders
+            and self._bids.unfunded_open >= MAX_UNFUNDED_BIDS
+        ):
+            # Announcements cost nothing: those of requesters never seen locking are bid on
+            # up to a bound, and past it refused with no work kept (a funded job, or a
+            # requester seen locking, still gets its bid).
+            n = self._bids.unfunded_open
+            refusal = "busy", f"{n} bids open for jobs with no escrow on the ledger"
         if refusal is not None:
             reason, detail = refusal
             nobid = NoBid(job_id, self.me, reason, detail, cfg.price_floor)
             self.history.append(Seen(job_id, now_ms, reason, spec.max_price, 0))
             effects: list[Effect] = [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
             if work is not None:  # a re-announcement we can no longer take
+                self._bids.drop(work)
                 del self.work[job_id]
                 effects.append(CancelTimer(TimerKey(TimerKind.BID, job_id)))
             return effects
+        # Open bids count as half-taken slots: a node with many pending bids asks more
+        # (those for jobs with no escrow seen, up to half the open-bid capacity).
+        load = self.active + self._priced_load(now_ms) // max(1, cfg.overbook)
         price = bid_price(
             cfg.price_floor,
-            # Open bids count as half-taken slots: a node with many pending bids asks more.
-            min(cfg.max_concurrency, self.active + self.pending(now_ms) // max(1, cfg.overbook)),
+            min(cfg.max_concurrency, load),
             cfg.max_concurrency,
             cfg.bench_score,
             cfg.reference_bench,
@@ -414,24 +500,46 @@ class Provider:
         signed_bid = sign(bid, cfg.key, cfg.chain_id)
         window_end = now_ms + min(spec.bid_window_ms, MAX_PENDING_MS)
         if work is None:
-            self.work[job_id] = Work(signed, signed_bid, window_end)
+            work = self.work[job_id] = Work(signed, signed_bid, window_end, funded=funded)
+            self._bids.add(work)
         else:  # a re-announcement: a fresh bid; an award for a recent one still counts
             work.older = (*work.older[-(_KEEP_BIDS - 1) :], work.bid)
             work.bid = signed_bid
             work.window_end_ms = window_end
+            if funded:
+                self._bids.fund(work)
+            self._bids.renew(work)
         return [
             Send(spec.requester, signed_bid),
             SetTimer(bid.expires_ms, TimerKey(TimerKind.BID, job_id)),
         ]
 
+    def _funded(self, spec: JobSpec, job_id: bytes) -> bool:
+        """Whether the ledger shows the job's escrow, locked by its requester and open (the
+        requester is then remembered as one that locks)."""
+        escrow = self.config.escrow_of(job_id)
+        if escrow is None or escrow.owner != spec.requester or not escrow.is_open:
+            return False
+        self._funder(spec.requester)
+        return True
+
+    def _funder(self, requester: bytes) -> None:
+        self._funders.pop(requester, None)
+        while len(self._funders) >= MAX_FUNDERS:
+            del self._funders[next(iter(self._funders))]
+        self._funders[requester] = None
+
     def _decline(self, work: Work, detail: str, now_ms: int) -> list[Effect]:
+        """Decline an award (or the bid it would name): NoBid ``busy``, work dropped."""
         cfg = self.config
         nobid = NoBid(work.id, self.me, "busy", detail, cfg.price_floor)
         self._record(work, BidOutcome.DECLINED, now_ms)
+        self._bids.drop(work)
         del self.work[work.id]
         return [
             Send(work.spec.requester, sign(nobid, cfg.key, cfg.chain_id)),
             CancelTimer(TimerKey(TimerKind.BID, work.id)),
+            CancelTimer(TimerKey(TimerKind.HEARTBEAT, work.id)),
         ]
 
     def _on_award(self, signed: Signed[Award], now_ms: int) -> list[Effect]:
@@ -463,18 +571,51 @@ class Provider:
             return self._decline(work, "the bid had expired", now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
-        work.phase = WorkPhase.RUNNING
+        self._bids.awarded(work)  # no longer pending; one with no escrow still counts
+        work.phase = WorkPhase.AWARDED
         work.award = signed
-        work.started_ms = now_ms
-        self._record(work, BidOutcome.WON, now_ms)
         # The first heartbeat waits a little: a short run delivers before it is due, and its
         # result tells the requester all a heartbeat would (one message less per job).
         first = min(self.config.first_heartbeat_ms, self.config.heartbeat_interval_ms)
-        return [
-            CancelTimer(TimerKey(TimerKind.BID, work.id)),
-            RunJob(work.job, signed),
-            SetTimer(now_ms + first, TimerKey(TimerKind.HEARTBEAT, work.id)),
-        ]
+        beat = SetTimer(now_ms + first, TimerKey(TimerKind.HEARTBEAT, work.id))
+        started = self._start_or_hold(work, self.config.escrow_of(work.id), now_ms, block=False)
+        if work.id not in self.work:
+            return started  # declined
+        return [CancelTimer(TimerKey(TimerKind.BID, work.id)), *started, beat]
+
+    def _start_or_hold(
+        self, work: Work, escrow: EscrowView | None, now_ms: int, *, block: bool
+    ) -> list[Effect]:
+        """An award runs only on an escrow the ledger shows covering it: no lock means no
+        claim could ever pay the work. None yet: held until ``AWARD_HOLD_BLOCKS`` blocks
+        (``block``: this is one) showed none, then declined. One that cannot pay the award
+        is the requester's misbehaviour: declined."""
+        assert work.award is not None
+        award = work.award.message
+        if escrow is None:
+            if block:
+                work.held_blocks += 1
+            if work.held_blocks < AWARD_HOLD_BLOCKS:
+                return []
+            why = f"no escrow on the ledger for this award after {AWARD_HOLD_BLOCKS} blocks"
+            return self._decline(work, why, now_ms)
+        if not escrow.is_open:
+            return self._decline(work, "the job's escrow is closed", now_ms)
+        why = uncovered(escrow, work.spec, award.price, self.config.claim_window_blocks)
+        if why:
+            blame = Misbehaved(work.spec.requester, f"escrow {why}")
+            return [blame, *self._decline(work, f"the escrow {why}", now_ms)]
+        if now_ms >= award.deadline_ms:
+            return self._decline(work, "the award's deadline passed before its escrow", now_ms)
+        if self.active >= self.config.max_concurrency:
+            return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
+        self._bids.drop(work)
+        work.phase = WorkPhase.RUNNING
+        work.started_ms = now_ms
+        self._running.add(work.id)
+        self._funder(work.spec.requester)
+        self._record(work, BidOutcome.WON, now_ms)
+        return [RunJob(work.job, work.award)]
 
     def _on_receipt(self, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
         receipt = signed.message

@@ -3,6 +3,7 @@ the signed Result it delivers, with the output sealed under its one-time key."""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -33,6 +34,10 @@ class WorkPhase(StrEnum):
 
     #: Our bid is out; an award may come while it lives.
     BIDDING = "bidding"
+    #: An award for our bid is held: our ledger does not show the job's escrow covering it
+    #: yet (our view may be a block behind the requester's). It runs once a block shows
+    #: one; after ``AWARD_HOLD_BLOCKS`` blocks without, it is declined.
+    AWARDED = "awarded"
     #: Awarded: the sandbox runs the job.
     RUNNING = "running"
     #: The result and the sealed output went to the requester; resent until its receipt
@@ -75,6 +80,14 @@ class Work:
     receipt: Signed[Receipt] | None = None
     paid: int = 0
     end: str = ""
+    #: While BIDDING (or AWARDED): in the provider's :class:`BidBook`; the ledger showed the
+    #: job's escrow, locked by its requester and open (the bid is *funded*); the bid is
+    #: counted pending.
+    booked: bool = False
+    funded: bool = False
+    counted: bool = False
+    #: While AWARDED: the blocks seen since the award without its escrow.
+    held_blocks: int = 0
 
     @property
     def spec(self) -> JobSpec:
@@ -133,3 +146,103 @@ def seal_result(
         finished_ms=now_ms,
     )
     return sign(result, config.key, config.chain_id)
+
+
+class BidBook:
+    """The provider's open bids, counted as they change, so that an announcement costs the
+    same however many bids are open (specs/daemon.md, "Provider bounds on announcements").
+
+    Per requester, its *pending* bids (the bid window may still be open: until
+    ``Work.window_end_ms``), funded and not; their sums, with each requester's funded ones
+    capped at ``share``; and the open bids (BIDDING, pending or not) for jobs with no
+    escrow seen (and the awards held for theirs), which the provider bounds. Every BIDDING
+    :class:`Work` goes in with :meth:`add` and out with :meth:`drop` (once it runs, or is
+    gone); :meth:`expire` ends the pending time."""
+
+    def __init__(self, share: int) -> None:
+        self.share = share
+        #: requester -> [funded, unfunded] pending bids
+        self.by_requester: dict[bytes, list[int]] = {}
+        self.funded = 0
+        self.funded_capped = 0
+        self.unfunded = 0
+        #: Open bids, and awards held, for jobs whose escrow the ledger has not shown.
+        self.unfunded_open = 0
+        self._ends: list[tuple[int, bytes]] = []
+
+    def add(self, work: Work) -> None:
+        """``work`` is a new bid (``funded`` set as the ledger shows its job now)."""
+        work.booked = True
+        if not work.funded:
+            self.unfunded_open += 1
+        self.renew(work)
+
+    def renew(self, work: Work) -> None:
+        """``work`` bid again (a re-announcement): pending until its new window's end."""
+        if not work.counted:
+            self._count(work, 1)
+        heapq.heappush(self._ends, (work.window_end_ms, work.id))
+
+    def fund(self, work: Work) -> None:
+        """The ledger now shows ``work``'s escrow, locked by its requester and open."""
+        if work.funded or not work.booked:
+            return
+        if work.counted:
+            self._count(work, -1)
+            work.funded = True
+            self._count(work, 1)
+        else:
+            work.funded = True
+        self.unfunded_open -= 1
+
+    def awarded(self, work: Work) -> None:
+        """``work`` is awarded: no longer pending. It stays in the book (an award held
+        for its escrow counts among the unfunded) until :meth:`drop`."""
+        if work.booked and work.counted:
+            self._count(work, -1)
+
+    def drop(self, work: Work) -> None:
+        """``work`` leaves the book: it runs, or it is lost, refused, declined or its job
+        ended."""
+        if not work.booked:
+            return
+        work.booked = False
+        if work.counted:
+            self._count(work, -1)
+        if not work.funded:
+            self.unfunded_open -= 1
+
+    def expire(self, now_ms: int, work: dict[bytes, Work]) -> None:
+        """Bids whose window ended by ``now_ms`` are no longer pending."""
+        ends = self._ends
+        while ends and ends[0][0] <= now_ms:
+            end, job_id = heapq.heappop(ends)
+            w = work.get(job_id)
+            if w is not None and w.booked and w.counted and w.window_end_ms == end:
+                self._count(w, -1)
+
+    def reshare(self, share: int) -> None:
+        """The share changed (the node's slots were reconfigured): recount the capped sum."""
+        if share != self.share:
+            self.share = share
+            self.funded_capped = sum(min(f, share) for f, _ in self.by_requester.values())
+
+    def pending_of(self, requester: bytes) -> tuple[int, int]:
+        """``requester``'s pending bids: (funded, unfunded)."""
+        counts = self.by_requester.get(requester)
+        return (counts[0], counts[1]) if counts is not None else (0, 0)
+
+    def _count(self, work: Work, n: int) -> None:
+        who = work.spec.requester
+        counts = self.by_requester.setdefault(who, [0, 0])
+        if work.funded:
+            before = min(counts[0], self.share)
+            counts[0] += n
+            self.funded += n
+            self.funded_capped += min(counts[0], self.share) - before
+        else:
+            counts[1] += n
+            self.unfunded += n
+        if counts == [0, 0]:
+            del self.by_requester[who]
+        work.counted = n > 0

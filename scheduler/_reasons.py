@@ -21,7 +21,8 @@ _ADVICE = {
     "busy": "every provider that answered was busy: retry later or raise max_price",
     "price_below_floor": "max_price is below the providers' floors: raise it to at least {floor}",
     "requirements_unmet": "no provider meets the requirements (device, memory, execution "
-    "provider): relax them or pick another capability class",
+    "provider; providers refuse tolerance mode by default): relax them, use exact mode or "
+    "pick another capability class",
     "runtime_unsupported": "no provider runs this runtime: export the model to another runtime",
     "class_not_served": "the providers reached do not serve this capability class",
     "deadline_too_short": "providers cannot finish before the deadline: allow more time",

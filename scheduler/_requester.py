@@ -12,9 +12,12 @@ replicas and agreeing results), ``_requester_verdict`` (judging) and ``_requeste
   awarded, one replica each. Nobody bid: the job fails with the providers' reasons.
 - A failed replica's provider is excluded, and the replica is replaced from the spare
   bids or by announcing again, while the replica budget (``redundancy + max_retries``
-  awards in all) lasts. A replica whose provider rejects the job (outcome ``rejected``:
-  its sandbox refused it) is replaced from the spare bids only: when every award was
-  rejected and no spare is left, the job fails at once with what the providers said.
+  awards in all) lasts. A declined award is not counted and its provider may bid again,
+  once; past ``budget`` declines by keys with no settled job, such keys are awarded
+  after every established provider, oldest bid first (``newcomers_last``). A replica
+  whose provider rejects the job (outcome ``rejected``: its sandbox refused it) is
+  replaced from the spare bids only: when every award was rejected and no spare is left,
+  the job fails at once with what the providers said.
   Short of replicas with none to award, the user is told (``waiting``).
 - A result whose output bytes hash as announced, and whose bytes have the output
   commitment it claims (recomputed here with the injected ``commitment``), is kept; one
@@ -67,8 +70,11 @@ from ._requester_exchange import (
     take_sealed,
 )
 from ._requester_jobs import (
+    _CORRUPT,
     _DECLINED,
+    _WITHHELD,
     MAX_BIDS,
+    MAX_DEADLINE_MS,
     MAX_SILENT_ANNOUNCEMENTS,
     SEALED,
     JobPhase,
@@ -76,8 +82,15 @@ from ._requester_jobs import (
     ReplicaState,
     RequesterJob,
 )
-from ._requester_policy import candidates, enough_answers, initial_order, required, spec_to_sign
-from ._requester_settle import finalise, finalise_short
+from ._requester_policy import (
+    candidates,
+    catch,
+    enough_answers,
+    initial_order,
+    required,
+    spec_to_sign,
+)
+from ._requester_settle import finalise, finalise_short, receipts_at_deadline
 from ._requester_verdict import by_commitment, judge_job, verdict_inputs
 from ._verification import VerdictStatus
 
@@ -91,8 +104,9 @@ class Requester:
         self.jobs: dict[bytes, RequesterJob] = {}
         #: The latest ledger height seen (``block``).
         self.height = 0
-        #: Providers outvoted in (or contradicting the known answer of) a job of ours, oldest
-        #: first, at most ``caught_limit``. Adaptive replication never trusts them again and
+        #: Providers outvoted in (or contradicting the known answer of) a job of ours, or
+        #: whose output did not open to their commitment or never came after our receipt,
+        #: oldest first, at most ``caught_limit``. Adaptive replication never trusts them again and
         #: refuses their bids.
         self.caught: dict[bytes, None] = {}
 
@@ -287,11 +301,12 @@ class Requester:
                 done = JobDone(job.id, JobStatus.FAILED, why, None, (), None)
                 job.done = done
                 return [done]
+            effects = receipts_at_deadline(job, now_ms, self.config, self.me, self.height)
             if self._keys_pending(job):
                 # A winner paid by its claim publishes its key in that claim's block:
                 # decide when it comes (the settle limit still forces), not without it.
                 job.overdue = True
-                return []
+                return effects
             return self._finalise(job, now_ms, forced=True)
         if key.kind == TimerKind.BIDS and job.phase == JobPhase.LOCKING:
             job.window_over = True  # awards wait for the lock
@@ -315,6 +330,14 @@ class Requester:
         *,
         spot_check: bool,
     ) -> tuple[bytes, list[Effect]]:
+        if spec.max_price < 1:
+            # A lock of 0 is no escrow, and every bid (at least 1) would be above it.
+            raise JobRejected("max_price must be at least 1 micro-credit")
+        if spec.deadline_ms > now_ms + MAX_DEADLINE_MS:
+            raise JobRejected(
+                f"deadline_ms is more than {MAX_DEADLINE_MS // 3_600_000} h ahead "
+                "(providers refuse such jobs as misbehaviour); shorten it"
+            )
         job, effects = open_job(
             spec, now_ms, providers, known, spot_check, self.config, self.me, self.height
         )
@@ -445,11 +468,7 @@ class Requester:
     def _receipt(
         self, job: RequesterJob, rep: Replica, now_ms: int, *, sealed: bool = False
     ) -> list[Effect]:
-        signed = rep.receipt is not None
-        effects = issue_receipt(job, rep, now_ms, self.config, self.me, sealed=sealed)
-        if not signed and rep.receipt is not None:
-            rep.receipt_height = self.height
-        return effects
+        return issue_receipt(job, rep, now_ms, self.config, self.me, self.height, sealed=sealed)
 
     def _fail(self, job: RequesterJob, rep: Replica, reason: str, now_ms: int) -> list[Effect]:
         rep.state = ReplicaState.FAILED
@@ -457,8 +476,16 @@ class Requester:
         rep.output = None  # never judged
         rep.sealed = b""
         job.bids.pop(rep.provider, None)
-        if reason != _DECLINED:
+        again = any(
+            r is not rep and r.provider == rep.provider and r.reason == _DECLINED
+            for r in job.replicas
+        )
+        if reason != _DECLINED or again:  # a provider may decline once and bid again
             job.excluded.add(rep.provider)
+        if reason in (_CORRUPT, _WITHHELD):
+            # Paid by its claim, perhaps, but it handed over no output that matches its
+            # commitment: never trusted (adaptive) by us again, as an outvoted one.
+            catch(rep.provider, self.config, self.caught)
         effects: list[Effect] = [
             CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
             NotifyUser(job.id, UserEvent.REPLICA_FAILED, f"replica {rep.index} {reason}"),

@@ -14,7 +14,9 @@ functions of a job, the requester's configuration and what they read; the
 - An award's deadline is its bid's estimated run time plus ``replica_grace_ms``, within the
   job's deadline. A replica is watched: silence for ``heartbeat_timeout_ms`` or its
   deadline passing fails it; an award with no sign of life is sent again. A receipted
-  replica's output bytes are due: the receipt is sent again, then the replica fails.
+  replica's output bytes are due: the receipt is sent again, then the replica fails (a
+  sealed receipt's not before the ledger is at its ``claim_by``: a claim can land until
+  then, and never after).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from ._requester_jobs import (
     _LATE,
     _SILENT,
     _WITHHELD,
-    KEY_DUE_BLOCKS,
     MAX_AWARD_RESENDS,
     JobPhase,
     Replica,
@@ -205,10 +206,12 @@ def watch(
         half = config.heartbeat_timeout_ms // 2
         if now_ms < rep.last_seen_ms + half:
             return None, [SetTimer(rep.last_seen_ms + half, key)]
-        sealed = rep.receipt is not None and rep.receipt.message.sealed
+        receipt = rep.receipt.message if rep.receipt is not None else None
         if rep.nudges >= MAX_AWARD_RESENDS:
-            if sealed and height < rep.receipt_height + KEY_DUE_BLOCKS:
-                # Its key comes with its claim's block: wait for the blocks, not the clock.
+            if receipt is not None and receipt.sealed and height < receipt.claim_by:
+                # Its key comes with its claim's block, which the ledger takes up to the
+                # receipt's claim_by: wait for the blocks, not the clock. Once that block
+                # is seen without the key, no claim with the receipt can ever be paid.
                 return None, [SetTimer(now_ms + half, key)]
             return _WITHHELD, []
         rep.nudges += 1

@@ -9,9 +9,10 @@ the job again as they say.
   named is kept (``COMMITTED``): its output commitment, and its sealed bytes when they
   hash as it announced. Another outcome, or another class, fails the replica.
 - A receipt is signed once per replica, for a result that won (*sealed*: the provider
-  claims with it at once, publishing the key) or whose bytes the verdict needs (*plain*:
-  the key comes at once), and only once its sealed bytes are held: until then, and until
-  its key comes, the replica is watched. A Result resent gets its receipt again.
+  claims with it at once, publishing the key, in a block up to the receipt's
+  ``claim_by``) or whose bytes the verdict needs (*plain*: the key comes at once), and
+  only once its sealed bytes are held: until then, and until its key comes, the replica
+  is watched. A Result resent gets its receipt again.
 - The key opens the sealed bytes; the output is kept (``DELIVERED``) when it has the
   commitment the Result claims (recomputed with the injected ``commitment``). A key that
   opens nothing, or an output with another commitment, fails the replica (misbehaviour:
@@ -45,7 +46,15 @@ from ._effects import (
     TimerKind,
     UserEvent,
 )
-from ._requester_jobs import _CORRUPT, PLAIN, SEALED, Replica, ReplicaState, RequesterJob
+from ._requester_jobs import (
+    _CORRUPT,
+    KEY_DUE_BLOCKS,
+    PLAIN,
+    SEALED,
+    Replica,
+    ReplicaState,
+    RequesterJob,
+)
 
 
 def take_result(
@@ -118,13 +127,16 @@ def issue_receipt(
     now_ms: int,
     config: RequesterConfig,
     me: bytes,
+    height: int,
     *,
     sealed: bool = False,
 ) -> list[Effect]:
     """Sign and send the receipt of a replica whose result won (``sealed``) or whose
     output the verdict needs (once; the first wish decides its kind), as soon as its
-    sealed bytes are held. A committed replica's key is then due: watched, as it is
-    while its sealed bytes are awaited."""
+    sealed bytes are held; ``height`` is the ledger height seen when it is signed. A
+    sealed receipt is claimable up to ``KEY_DUE_BLOCKS`` blocks later (its ``claim_by``),
+    and its key is awaited that long. A committed replica's key is then due: watched, as
+    it is while its sealed bytes are awaited."""
     if rep.result is None or rep.receipt is not None:
         return []
     first = not rep.want
@@ -142,6 +154,7 @@ def issue_receipt(
             output_commitment=res.output_commitment,
             key_hash=res.key_hash,
             at_once=1 if rep.want == SEALED else 0,
+            claim_by=height + KEY_DUE_BLOCKS if rep.want == SEALED else 0,
             received_ms=rep.received_ms,
         )
         rep.receipt = sign(receipt, config.key, config.chain_id)

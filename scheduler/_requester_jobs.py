@@ -43,9 +43,9 @@ _SILENT = "went silent"
 _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
 _WITHHELD = "withheld its output after the receipt"
-#: A sealed receipt's key comes with its holder's claim, in a block: the replica is not
-#: failed as withholding it before this many blocks after the receipt, however slow the
-#: blocks are.
+#: A sealed receipt's key comes with its holder's claim, in a block: the receipt names the
+#: last height that claim may land at (``claim_by``), this many blocks after the height it
+#: was signed at, and the replica is not failed as withholding it before that block.
 KEY_DUE_BLOCKS = 4
 #: The kinds of receipt a replica may be wanted for (``Replica.want``).
 SEALED = "sealed"
@@ -65,6 +65,10 @@ MAX_AWARD_RESENDS = 2
 MAX_MAJORITY_EVIDENCE = 3
 #: Bids (and NoBids) kept per job.
 MAX_BIDS = 256
+#: The latest deadline a job may have, after its submission: an hour short of what
+#: providers take (``MAX_DEADLINE_AHEAD_MS``, 24 h; past it they count the announcement as
+#: misbehaviour), for clocks that disagree.
+MAX_DEADLINE_MS = 23 * 3_600_000
 
 
 @dataclass(slots=True)
@@ -88,8 +92,6 @@ class Replica:
     #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
     #: ``sealed`` is held ("" while none is wanted).
     want: str = ""
-    #: The ledger height last seen when its receipt was signed.
-    receipt_height: int = 0
     #: The provider's signed Bid the award answered (wire bytes): a settle carries it.
     bid: bytes = b""
     #: Its provider was trusted when it was awarded (adaptive replication).

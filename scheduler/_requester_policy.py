@@ -22,7 +22,7 @@ from protocol import Bid, JobSpec, Signed
 
 from ._config import RequesterConfig
 from ._pricing import award_key
-from ._requester_jobs import JobPhase, RequesterJob
+from ._requester_jobs import _DECLINED, JobPhase, RequesterJob
 
 #: Providers a requester caught with a wrong result, oldest first (a dict used as an
 #: ordered set): adaptive replication never trusts them again and refuses their bids.
@@ -69,24 +69,31 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
 
 
 def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[Signed[Bid]]:
-    """Usable bids, best first (``award_key``). In ``exact`` mode only bids in one
-    determinism class (the known answer's, else the first live replica's, else the best
+    """Usable bids, best first (``award_key``); keys with no settled job last, oldest bid
+    first, once such keys declined too often (``newcomers_last``). In ``exact`` mode only
+    bids in one determinism class (the known answer's, else the first live replica's, else the best
     bid's): replicas are then compared bit for bit, by commitment, and every receipt is a
     verified winner's (sealed). Comparing outputs of several classes would need them
     opened before a verdict, with keys handed over before pay."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
-    bids = [
-        s
-        for p, (s, _) in job.bids.items()
+    rep = config.reputation
+    kept = [
+        (s, at)
+        for p, (s, at) in job.bids.items()
         if p not in awarded and p not in job.excluded and s.message.expires_ms > now_ms
     ]
-    rep = config.reputation
-    bids.sort(
-        key=lambda s: award_key(
-            s.message, rep(s.message.provider), spec.max_price, now_ms, spec.deadline_ms
+    kept.sort(
+        key=lambda k: award_key(
+            k[0].message, rep(k[0].message.provider), spec.max_price, now_ms, spec.deadline_ms
         )
     )
+    if newcomers_last(job, config):
+        # Stable: established providers keep their order, ahead of every newcomer.
+        kept.sort(
+            key=lambda k: (1, k[1]) if rep(k[0].message.provider).settled_jobs == 0 else (0, 0)
+        )
+    bids = [s for s, _ in kept]
     if spec.verification.mode == "exact" and bids:
         live = job.live()
         if job.known is not None:
@@ -97,6 +104,20 @@ def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[
             anchor = bids[0].message.determinism_class
         bids = [s for s in bids if s.message.determinism_class == anchor]
     return bids
+
+
+def newcomers_last(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether keys with no settled job are awarded only after every established
+    provider in ``job``, and among themselves oldest bid first: more of its awards than its
+    budget were declined by such keys. A decline costs nothing and keys are free, so a
+    peer bidding the lowest price from fresh keys, declining each award and bidding again
+    from a new key, would otherwise take every award until ``MAX_AWARDS`` and fail the
+    job; its fresh bids now queue behind the bids that were there before them."""
+    rep = config.reputation
+    declines = sum(
+        1 for r in job.replicas if r.reason == _DECLINED and rep(r.provider).settled_jobs == 0
+    )
+    return declines > job.budget
 
 
 def initial_order(

@@ -3,7 +3,9 @@ Plain functions of a job, the requester's configuration and what they read; the
 :class:`~scheduler.Requester` machine calls them.
 
 - Receipts are only for verified work: the winners of the verdict get theirs when the job
-  is decided, the outvoted never do (so they cannot claim).
+  is decided, the outvoted never do (so they cannot claim). At the deadline, results
+  accepted while another replica still ran get their sealed receipts, and the job waits
+  for their keys.
 - Finalising settles: the winning group is paid its award prices (each payout carries the
   provider's signed Bid), the minority is attested against (and slashed, with the paid
   majority's Results as evidence), the rest of the escrow goes back. A settle pays at
@@ -44,7 +46,7 @@ from ._requester_jobs import (
     RequesterJob,
 )
 from ._requester_policy import Caught, catch
-from ._requester_verdict import judge_job, verdict_inputs
+from ._requester_verdict import by_commitment, judge_job, verdict_inputs
 from ._verification import Verdict, VerdictStatus
 
 
@@ -68,10 +70,31 @@ def finalise_short(
         for r in accepted:
             if r.state == ReplicaState.COMMITTED:
                 sealed = job.spec.verification.mode == "exact"
-                effects += issue_receipt(job, r, now_ms, config, me, sealed=sealed)
+                effects += issue_receipt(job, r, now_ms, config, me, height, sealed=sealed)
         if effects or any(r.state == ReplicaState.COMMITTED for r in accepted):
             return effects
     return finalise(job, now_ms, config, me, caught, height, forced=True)
+
+
+def receipts_at_deadline(
+    job: RequesterJob, now_ms: int, config: RequesterConfig, me: bytes, height: int
+) -> list[Effect]:
+    """The deadline came while a replica still ran: results judged by commitment that the
+    verdict accepts (verified winners, or ``too_few`` accepted short) and whose sealed
+    bytes are held got no receipt yet. Their sealed receipts go now, so that each key
+    comes with its claim (the job waits for it, overdue) rather than the job being decided
+    without an output it holds sealed, and the work delivered in time going unpaid."""
+    if not by_commitment(job):
+        return []
+    verdict = judge_job(job, config)
+    if verdict.status not in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW):
+        return []
+    effects: list[Effect] = []
+    for i in verdict.accepted:
+        r = job.replicas[i]
+        if r.state == ReplicaState.COMMITTED and r.sealed and r.receipt is None:
+            effects += issue_receipt(job, r, now_ms, config, me, height, sealed=True)
+    return effects
 
 
 def finalise(
@@ -116,7 +139,7 @@ def finalise(
         output = arrived[0].output
         paid = [Payout(w.provider, w.award.message.price, w.bid) for w in arrived]
         for w in arrived:  # receipts only for verified (or, forced, accepted) work
-            effects += issue_receipt(job, w, now_ms, config, me)
+            effects += issue_receipt(job, w, now_ms, config, me, height)
         # No positive attestation: the payout is what counts for the winners (the
         # ledger adds nothing for one), so it would only cost a fee and a transaction.
         losers = [by_index[i] for i in verdict.rejected]

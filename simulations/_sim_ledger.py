@@ -116,8 +116,14 @@ def tx_failed(sim: Simulation, node: int, seq: int, reason: str, now: int) -> No
     payload = lane.inflight.pop(seq, None)
     if payload is None:
         return
-    sim.tx_refused += 1
-    if isinstance(payload, ledger.Lock) and node >= sim.P:
+    # Only behind another one's gap: signed again later (the daemon's queue sends it again,
+    # or puts it back), while a filler takes its number.
+    again = ledger.SequenceGap.TEXT in reason or reason.startswith(ledger.DROPPED_BEHIND)
+    if again and not isinstance(payload, ledger.Transfer):
+        lane.queued.append(payload)
+    elif not again:
+        sim.tx_refused += 1
+    if isinstance(payload, ledger.Lock) and node >= sim.P and not again:
         req = sim.requesters.get(node)
         if req is not None:
             sim._execute(node, False, req.escrow_failed(payload.job_id, reason, now))

@@ -31,6 +31,7 @@ EDITABLE = frozenset(
         "contributor.price_floor",
         "contributor.max_concurrency",
         "contributor.allow_untrusted",
+        "contributor.tolerance_jobs",
         "contributor.memory_mb",
         "contributor.use_gpu",
         "contributor.availability.days",

@@ -112,6 +112,11 @@ class ContributorConfig(_Strict):
     allow_untrusted: bool = Field(
         True, description="run strangers' jobs (refused anyway without a network-blocking layer)"
     )
+    tolerance_jobs: bool = Field(
+        False,
+        description="bid on jobs verified within tolerances (their requester reads every "
+        "output before it pays, and may pay others); never with both tolerances 0",
+    )
     base_run_ms: int = Field(200, ge=1, description="estimated run time of a job at score 1000")
     stake: int = Field(0, ge=0, description="credits to stake once funded (bond against cheating)")
     memory_mb: int = Field(
@@ -150,11 +155,14 @@ class CoordinatorConfig(_Strict):
 
 
 class RequesterConfig(_Strict):
-    max_price: int = Field(100_000, ge=0, description="default max price per replica")
+    max_price: int = Field(100_000, ge=1, description="default max price per replica")
     max_price_limit: int = Field(
-        10_000_000, ge=0, description="highest max price per replica a job through the API may set"
+        10_000_000, ge=1, description="highest max price per replica a job through the API may set"
     )
-    deadline_ms: int = Field(60_000, ge=1_000, description="default job deadline from submit")
+    #: At most scheduler.MAX_DEADLINE_MS (23 h; providers refuse deadlines over 24 h ahead).
+    deadline_ms: int = Field(
+        60_000, ge=1_000, le=82_800_000, description="default job deadline from submit (≤ 23 h)"
+    )
     bid_window_ms: int = Field(500, ge=10, le=60_000, description="how long bids are collected")
     expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
     job_records: int = Field(

@@ -29,10 +29,9 @@ class EffectRunner:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        #: Attestations wait for their job's Settle (the ledger takes them only about a
-        #: paid party of a settled job); the payees of each settled job.
+        #: Attestations wait for their job's escrow to close (the ledger takes them only
+        #: about a party it paid, by the settle or by a claim, once it is closed).
         self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
-        self._payees: dict[bytes, frozenset[bytes]] = {}
         #: Called with every effect once it was carried out (the dashboard's activity
         #: record); an observer must be quick.
         self.observers: list[Callable[[Machine, scheduler.Effect], None]] = []
@@ -50,9 +49,22 @@ class EffectRunner:
                     log.exception("observing %s failed", type(effect).__name__)
 
     def forget(self, job_id: bytes) -> None:
-        """The job's escrow closed: nothing more is attested about it."""
-        self._pending_attests.pop(job_id, None)
-        self._payees.pop(job_id, None)
+        """The job's escrow closed (or was never locked): its attestations go now, about
+        the providers it paid, by the settle or by their claims (``escrow.paid``); a
+        verdict against a provider it did not pay goes to a coordinator as evidence (its
+        signed Result with the paid majority's: what a slash must carry)."""
+        attests = self._pending_attests.pop(job_id, [])
+        escrow = self._node.ledger.state.escrow(job_id) if attests else None
+        paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
+        done: set[bytes] = set()
+        for effect in attests:
+            if effect.subject in paid:
+                if effect.subject not in done:  # one attestation per party and job
+                    done.add(effect.subject)
+                    attest = ledger.Attest(effect.job_id, effect.subject, int(effect.positive))
+                    self._node.submit_tx(attest)
+            elif not effect.positive and any(e.signer == effect.subject for e in effect.evidence):
+                self._node.reports.report(effect.subject, [e.raw for e in effect.evidence])
 
     def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
         node = self._node
@@ -81,7 +93,8 @@ class EffectRunner:
                 )
                 node.recovery.intents.add(claim)
             case scheduler.Attest():
-                self._attest(effect)
+                # Once the escrow is closed (``forget``): before, a claim may still pay.
+                self._pending_attests.setdefault(effect.job_id, []).append(effect)
             case scheduler.Slash():
                 # The offender's Results and the paid majority's: what the ledger checks.
                 node.reports.report(effect.provider, [e.raw for e in effect.evidence])
@@ -115,25 +128,9 @@ class EffectRunner:
 
     def _settle(self, effect: scheduler.Settle) -> None:
         payouts = effect.as_dict()
-        self._payees[effect.job_id] = frozenset(payouts)
         bids = effect.bids()
         items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
         self._node.recovery.intents.add(ledger.Settle(effect.job_id, items))
-        for attest in self._pending_attests.pop(effect.job_id, []):
-            self._attest(attest)
-
-    def _attest(self, effect: scheduler.Attest) -> None:
-        """Attestations go after the job's Settle (the machine emits them just before it).
-        A verdict against a provider the job did not pay goes to a coordinator as evidence
-        (its signed Result with the paid majority's: what a slash must carry)."""
-        payees = self._payees.get(effect.job_id)
-        if payees is None:
-            self._pending_attests.setdefault(effect.job_id, []).append(effect)
-        elif effect.subject in payees:
-            attest = ledger.Attest(effect.job_id, effect.subject, int(effect.positive))
-            self._node.submit_tx(attest)
-        elif not effect.positive and any(e.signer == effect.subject for e in effect.evidence):
-            self._node.reports.report(effect.subject, [e.raw for e in effect.evidence])
 
     def _notify(self, machine: Machine, effect: scheduler.NotifyUser) -> None:
         node = self._node

@@ -45,6 +45,7 @@ async def submit_job(
         )
     settings = node.config.requester
     price = settings.max_price if max_price is None else max_price
+    ahead = settings.deadline_ms if deadline_ms is None else deadline_ms
     blobs = check_request(
         model,
         inputs,
@@ -52,6 +53,7 @@ async def submit_job(
         redundancy=redundancy,
         max_retries=max_retries,
         max_price=price,
+        deadline_ms=ahead,
     )
     state = node.ledger.state
     budget = redundancy + max_retries
@@ -63,7 +65,7 @@ async def submit_job(
             "(the devnet faucet) or lower max_price"
         )
     now = node.now_ms()
-    deadline = now + (settings.deadline_ms if deadline_ms is None else deadline_ms)
+    deadline = now + ahead
     spec = build_spec(
         requester=node.me,
         nonce=node.rng.randbytes(16),

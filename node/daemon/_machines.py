@@ -68,6 +68,7 @@ def provider_machine(node: Node) -> scheduler.Provider:
             base_run_ms=contributor.base_run_ms,
             claim_window_blocks=CLAIM_WINDOW_BLOCKS,
             accepts_untrusted=contributor.allow_untrusted,
+            tolerance_jobs=contributor.tolerance_jobs,
             escrow_of=lambda job_id: node.ledger.state.escrow(job_id),
         )
     )

@@ -215,6 +215,7 @@ class Node:
                 price_floor=c.price_floor,
                 max_concurrency=c.max_concurrency,
                 accepts_untrusted=c.allow_untrusted,
+                tolerance_jobs=c.tolerance_jobs,
                 capability_classes=profile.classes(),
                 execution_providers=profile.execution_providers,
                 determinism_classes=profile.determinism_classes,

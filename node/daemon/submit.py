@@ -15,6 +15,7 @@ import numpy as np
 
 import protocol
 import sandbox
+import scheduler
 from protocol import InputRef, JobSpec, Requirements, VerificationPolicy, job_class
 
 from ._codec import Array, tensor_bytes
@@ -36,9 +37,10 @@ def check_request(
     redundancy: int,
     max_retries: int,
     max_price: int,
+    deadline_ms: int,
 ) -> list[tuple[str, bytes]]:
     """Refuse what cannot make a job (JobSubmitError with what to change); returns the
-    inputs' canonical bytes by name, in name order."""
+    inputs' canonical bytes by name, in name order. ``deadline_ms`` is from submission."""
     if runtime not in protocol.RUNTIMES:
         raise JobSubmitError(f"unknown runtime {runtime!r}; use one of {protocol.RUNTIMES}")
     if not model:
@@ -51,8 +53,13 @@ def check_request(
         raise JobSubmitError("a job needs at least one input tensor")
     if len(model) > MAX_CONTENT_BYTES:
         raise JobSubmitError(f"the model is over {MAX_CONTENT_BYTES} bytes")
-    if max_price < 0:
-        raise JobSubmitError("max_price must not be negative")
+    if max_price < 1:
+        raise JobSubmitError("max_price must be at least 1 micro-credit a replica")
+    if not 1 <= deadline_ms <= scheduler.MAX_DEADLINE_MS:
+        raise JobSubmitError(
+            f"deadline_ms must be between 1 and {scheduler.MAX_DEADLINE_MS} "
+            f"({scheduler.MAX_DEADLINE_MS // 3_600_000} h: providers refuse later deadlines)"
+        )
     blobs: list[tuple[str, bytes]] = []
     for name, array in sorted(inputs.items()):
         data = tensor_bytes(np.asarray(array))

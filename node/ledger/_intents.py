@@ -20,7 +20,8 @@ The rules (specs/daemon.md, "Money transactions are intents"):
   job's escrow is not locked, nothing was taken); a settle, refund or claim is signed
   again with a fresh sequence number, when its window is open (a refund from the escrow's
   expiry height, a claim before ``expiry_height``, with a plain receipt from
-  ``claim_height``).
+  ``claim_height``, with a sealed one up to its ``claim_by``, after which it is
+  impossible).
 - A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
   at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later; a settle or claim
   gives up after ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry); a
@@ -194,6 +195,9 @@ class IntentBook:
                     return [self._resolve(intent, False, "the escrow closed")]
                 if h >= e.expiry_height:
                     return [self._resolve(intent, False, "the claim window ended")]
+                claim_by = _claim_by(intent)
+                if claim_by is not None and h > claim_by:
+                    return [self._resolve(intent, False, "its sealed receipt's claim_by passed")]
         if intent.queued or self._may_apply(intent, chain):
             return []
         if intent.kind == "lock":
@@ -205,7 +209,7 @@ class IntentBook:
             return []
         if intent.kind == "refund" and h < e.expiry_height:
             return []
-        if intent.kind == "claim" and h < e.claim_height and not _at_once(intent):
+        if intent.kind == "claim" and h < e.claim_height and _claim_by(intent) is None:
             return []  # a plain receipt's claim waits for the claim window
         if intent.seq is not None:
             log.info(
@@ -324,16 +328,17 @@ def overdue_escrows(
     return [(j, e) for j, e in escrows if e.is_open and height > e.expiry_height + margin]
 
 
-def _at_once(intent: Intent) -> bool:
-    """Whether a claim intent's receipt is sealed (claimable before the claim window)."""
+def _claim_by(intent: Intent) -> int | None:
+    """A claim intent's sealed receipt's ``claim_by`` (claimable at once, up to that height);
+    ``None`` for a plain receipt (claimable from the claim window)."""
     payload = intent.decoded()
     if not isinstance(payload, ledger.Claim):
-        return False
+        return None
     try:  # our own intent: the receipt's chain is the one it names
         chain = protocol.unpack(payload.receipt)[1]
         receipt: protocol.Receipt = protocol.decode(
             payload.receipt, chain, protocol.Receipt
         ).message
     except (protocol.ProtocolError, IndexError, TypeError):
-        return False
-    return receipt.sealed
+        return None
+    return receipt.claim_by if receipt.sealed else None

@@ -11,11 +11,11 @@ sequence number would leave a gap that holds back the ones sent after it, so a f
 transfer of 1 to ourselves) is submitted with that number. One admitted but dropped when
 the block was made (an overdraft: balances are checked then) leaves a gap too. The
 coordinator reports the drop (``dropped``, from the ledger service): it goes to the
-request's ``on_reject`` and the gap is filled the same way, while the transactions after
-it wait in the mempool. Should the report never arrive, the gap is found once the chain
-passes the dropped transaction's expiry: the local sequence number is then reset from the
-ledger (the transactions after the gap are lost with it, and the machines' own timeouts
-take over).
+request's ``on_reject`` and the gap is filled the same way; the transactions after it
+are dropped with it and put back (below). Should the report never arrive, the gap is
+found once the chain passes the dropped transaction's expiry: the local sequence number is
+then reset from the ledger (the transactions after the gap are lost with it, and the
+machines' own timeouts take over).
 
 Backpressure: the mempool refuses a transaction more than ``ledger.MAX_AHEAD`` (64)
 sequence numbers ahead of the account's next on the chain. Admitted transactions leave
@@ -24,6 +24,14 @@ coordinator short of CPU, a burst), the numbers taken run ahead of the chain; pa
 every new one would be refused at once, and every job failed with it. So a request waits
 for its number until the chain is less than 64 behind the last one taken: requests queue
 up (their callers' own deadlines bound the wait) instead of failing.
+
+The mempool admits a sequence number only right after the account's pending ones (no
+gaps). Submissions in flight at once can overtake each other (concurrent streams, trio's
+scheduling, a forwarding replica): one refused for the gap (:class:`ledger.SequenceGap`,
+told by its text over the wire) is no refusal, it is submitted again like one whose
+outcome is unknown (below), and is admitted once the one before it is in. One dropped only
+because an earlier one of ours was (``ledger.DROPPED_BEHIND``) is put back in the queue and
+signed again after its gap is filled, not reported refused.
 
 Only a definite answer is a refusal: the coordinator's rejection (a
 :class:`ledger.TransactionRejected`) or a drop it reports. A submission that timed out, or
@@ -67,6 +75,10 @@ RETRY_S = (0.25, 1.0)
 #: blocks behind signs expiries that may already have passed (refused, tried again once it
 #: has caught up).
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
+
+
+class _Overtook(Exception):
+    """The mempool refused our transaction for the gap before it: sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +154,16 @@ class TxQueue:
         self.lost = 0
         #: Submissions whose outcome was unknown (a timeout, no coordinator) at first.
         self.unknown = 0
+        #: Submissions refused at first for the gap before them (they overtook one of ours).
+        self.overtaken = 0
         #: Pending transactions sent again because a coordinator (re)connected.
         self.resent = 0
         self._resending = False
         #: Requests that waited for the chain to take earlier ones (backpressure).
         self.held_back = 0
         self._chain_moved = trio.Event()
+        #: Set (and replaced) when a transaction of ours is admitted.
+        self._admitted = trio.Event()
 
     def put(self, request: TxRequest) -> None:
         try:
@@ -219,7 +235,10 @@ class TxQueue:
             if self._needs_filler(seq) and self._nursery is not None:
                 self._start_fill(seq)
             return
-        self._rejected(pending.request, f"dropped from the block: {reason}")
+        if reason.startswith(ledger.DROPPED_BEHIND):  # it did nothing wrong
+            self.put(pending.request)  # signed again, after the fillers of the gap
+        else:
+            self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
             self._start_fill(seq)
 
@@ -304,7 +323,7 @@ class TxQueue:
                 sent = seq
                 self._out.add(sent)
                 try:
-                    await self._submit(signed.raw)
+                    await self._submit_in_turn(signed.raw)
                 except ledger.SequenceError as exc:
                     if attempt == 0 and seq < self._state().next_seq(self.me):
                         seq, expiry = self._take_seq()  # ours is stale (taken by the chain)
@@ -316,7 +335,10 @@ class TxQueue:
                     return
                 except Exception as exc:  # a timeout, no coordinator: it may have arrived
                     self._out.discard(sent)
-                    self.unknown += 1
+                    if isinstance(exc, _Overtook):
+                        self.overtaken += 1
+                    else:
+                        self.unknown += 1
                     log.info(
                         "%s (seq %d) outcome unknown (%s); trying again", request.kind, seq, exc
                     )
@@ -334,6 +356,25 @@ class TxQueue:
                 return
         finally:
             self._window.release()
+
+    async def _submit_in_turn(self, raw: bytes) -> bytes:
+        """Submit. A refusal for a sequence gap means it overtook one of ours on the way:
+        it is sent again at once if one of ours was admitted meanwhile, else raises
+        :class:`_Overtook` (as good as unknown: ``_until_known`` sends it again as soon as
+        one of ours is admitted)."""
+        while True:
+            admitted = self._admitted
+            try:
+                tx_id = await self._submit(raw)
+            except ledger.TransactionRejected as exc:
+                if ledger.SequenceGap.TEXT not in str(exc):
+                    raise
+                if admitted.is_set():
+                    continue  # the one before it may be in now
+                raise _Overtook(str(exc)) from None
+            self._admitted.set()
+            self._admitted = trio.Event()
+            return tx_id
 
     def _still_open(self, seq: int, signed: Signed[Transaction]) -> bool:
         """Whether ``signed`` (pending under ``seq``) can still be admitted or applied."""
@@ -355,12 +396,13 @@ class TxQueue:
         and the rest wait their turn."""
         wait, longest = self._retry_s
         while True:
-            await trio.sleep(wait)
+            with trio.move_on_after(wait):  # or until one of ours is admitted (overtaken)
+                await self._admitted.wait()
             wait = min(longest, wait * 2)
             if not self._still_open(seq, signed):
                 return  # the chain (or a drop report) decides; on_block resyncs a gap
             try:
-                await self._submit(signed.raw)
+                await self._submit_in_turn(signed.raw)
             except ledger.TransactionRejected as exc:
                 text = str(exc)
                 if isinstance(exc, ledger.SequenceError) or "already used" in text:
@@ -416,7 +458,7 @@ class TxQueue:
         pending = _Pending(expiry, filler.id, None, filler.raw)
         self._pending[seq] = pending
         try:
-            await self._submit(filler.raw)
+            await self._submit_in_turn(filler.raw)
         except ledger.TransactionRejected as exc:
             log.warning("could not fill sequence gap %d: %s", seq, exc)
             if self._pending.get(seq) == pending:

@@ -125,10 +125,12 @@ def receipt(
     *,
     key: bytes = b"",
     at_once: bool = False,
+    claim_by: int = 1_000,
 ) -> bytes:
     """A receipt of ``requester``'s naming the unseal key ``key`` (``RECEIPT_KEY`` by
-    default, which a claim with it must reveal): sealed (claimable at once) with
-    ``at_once``, plain (claimable from the escrow's claim height) otherwise."""
+    default, which a claim with it must reveal): sealed (claimable at once, up to
+    ``claim_by``) with ``at_once``, plain (claimable from the escrow's claim height)
+    otherwise."""
     msg = protocol.Receipt(
         job_id=job,
         requester=pub(requester),
@@ -138,6 +140,7 @@ def receipt(
         output_commitment=b"\x02" * 32,
         key_hash=protocol.key_hash(key or RECEIPT_KEY),
         at_once=int(at_once),
+        claim_by=claim_by if at_once else 0,
         received_ms=1,
     )
     return protocol.sign(msg, requester, chain).raw

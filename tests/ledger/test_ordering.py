@@ -178,32 +178,52 @@ def chain_of(n: int) -> tuple[ledger.State, list[bytes]]:
     return s, blocks
 
 
-def test_producer_reports_drops_and_keeps_what_waits_behind_the_gap() -> None:
+def test_producer_drops_a_refused_transaction_with_the_ones_behind_it() -> None:
     s = state()
     p = ledger.Producer(COORD, s, interval_ms=10, now_ms=0)
     p.submit(transfer(ALICE, 0, fee=1))
     overdraft = p.submit(transfer(ALICE, 1, fee=1, amount=2_000_000))  # admitted: no balance check
-    p.submit(transfer(ALICE, 2, fee=1))
-    p.submit(transfer(ALICE, 3, fee=1))
-    stale = p.submit(transfer(BOB, 1, fee=1, expiry=3))  # waits for a seq 0 never sent
+    behind = [p.submit(transfer(ALICE, seq, fee=1)) for seq in (2, 3)]
     effects = p.tick(10)
     commit = next(e for e in effects if isinstance(e, ledger.Commit))
     dropped = [e for e in effects if isinstance(e, ledger.TxDropped)]
     assert commit.state.next_seq(pub(ALICE)) == 1
-    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [(pub(ALICE), 1, overdraft.id)]
+    # 2 and 3 would wait behind the gap, holding places they never pay for: dropped too,
+    # told apart by their reason (they did nothing wrong: signed again, they land).
+    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [
+        (pub(ALICE), 1, overdraft.id),
+        (pub(ALICE), 2, behind[0].id),
+        (pub(ALICE), 3, behind[1].id),
+    ]
     assert "balance" in dropped[0].reason or "funds" in dropped[0].reason, dropped[0].reason
-    assert len(p.mempool) == 3  # Alice's 2 and 3 wait for seq 1; Bob's 1 waits for seq 0
-    # Alice fills the gap: her waiting transactions follow in the next block.
-    p.submit(tx.transfer(ALICE, CHAIN, 1, to=pub(ALICE), amount=1, fee=1, expiry_height=50).raw)
+    assert all(d.reason.startswith(f"{ledger.DROPPED_BEHIND} 1,") for d in dropped[1:])
+    assert len(p.mempool) == 0
+    # The sender's next is free again: it fills the gap and sends the others again.
+    for seq in (1, 2, 3):
+        p.submit(tx.transfer(ALICE, CHAIN, seq, to=pub(BOB), amount=1, fee=1, expiry_height=50).raw)
     effects = p.tick(20)
     assert p.state.next_seq(pub(ALICE)) == 4
     assert not [e for e in effects if isinstance(e, ledger.TxDropped)]
-    # Bob's never got its turn and expires: reported too.
-    effects = p.tick(30)
+
+
+def test_an_expired_transaction_takes_the_ones_behind_it() -> None:
+    # One transaction a block: Bob's seq 0 (valid up to height 1) loses to Alice's higher
+    # fee and expires; Bob's 1 and 2 behind it go with it, reported, not left to wait.
+    s = ledger.State.from_genesis(genesis(min_fee=1, max_block_txs=1))
+    p = ledger.Producer(COORD, s, interval_ms=10, now_ms=0)
+    p.submit(transfer(ALICE, 0, fee=5))
+    stale = p.submit(transfer(BOB, 0, fee=1, expiry=1))
+    behind = [p.submit(transfer(BOB, seq, fee=1)) for seq in (1, 2)]
+    effects = p.tick(10)
     dropped = [e for e in effects if isinstance(e, ledger.TxDropped)]
-    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [(pub(BOB), 1, stale.id)]
+    assert [(d.sender, d.seq, d.tx_id) for d in dropped] == [
+        (pub(BOB), 0, stale.id),
+        (pub(BOB), 1, behind[0].id),
+        (pub(BOB), 2, behind[1].id),
+    ]
     assert "expired" in dropped[0].reason
-    assert len(p.mempool) == 0
+    assert dropped[1].reason.startswith(f"{ledger.DROPPED_BEHIND} 0, which expired")
+    assert len(p.mempool) == 0 and p.state.next_seq(pub(BOB)) == 0
 
 
 def test_replica_fetches_gaps_and_applies_in_order() -> None:

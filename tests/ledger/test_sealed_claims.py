@@ -1,7 +1,7 @@
 """Claims publish keys (the sealed fair exchange, issue 14): every claim reveals the key
 that opens the output bytes its requester holds; the key must be the one the receipt names,
 and the escrow keeps it for its owner to read. A sealed receipt (a verified winner's) is
-claimable at once, a plain one only from the claim window."""
+claimable at once (up to the height it names), a plain one only from the claim window."""
 
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ def _claim(
     sealed_for: bytes = b"",
     plain_for: bytes = b"",
     reveal: bytes = b"",
+    claim_by: int = 1_000,
 ) -> Signed[Transaction]:
+    key = sealed_for or plain_for
     return tx.claim(
         provider,
         CHAIN,
         c.seq(provider),
         job_id=JOB,
         award=award(ALICE, provider, 100),
-        receipt=receipt(ALICE, provider, key=sealed_for or plain_for, at_once=bool(sealed_for)),
+        receipt=receipt(ALICE, provider, key=key, at_once=bool(sealed_for), claim_by=claim_by),
         expiry_height=20,
         unseal_key=reveal,
     )
@@ -88,3 +90,22 @@ def test_a_settle_before_the_sealed_claim_lands_closes_the_escrow_to_it() -> Non
     c.rejects(_claim(c, BOB, sealed_for=KEY, reveal=KEY), ledger.EscrowError)
     e = c.state.escrow(JOB)
     assert e is not None and not e.is_open and e.unsealed == ()  # the key never published
+
+
+def test_a_sealed_receipt_is_claimable_only_up_to_its_claim_by_height() -> None:
+    """Review round 2 (D1): a verified winner held its sealed receipt back until the
+    requester had failed it as withholding its key (and awarded the job again), then
+    claimed, and was paid for an output the requester no longer read. A sealed receipt now
+    names the last height its claim may land at, which is when the requester stops waiting
+    for the key."""
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=18, expire_at=30, per_payee=100))
+    c.ok(_claim(c, BOB, sealed_for=KEY, reveal=KEY, claim_by=2))  # block 2: the last one
+    late = _claim(c, CAROL, sealed_for=KEY, reveal=KEY, claim_by=2)  # block 3
+    assert "claim_by" in c.rejects(late, ledger.EscrowError)
+    e = c.state.escrow(JOB)
+    assert e is not None and e.paid_to(pub(CAROL)) == 0 and e.unsealed_by(pub(CAROL)) == b""
+    # Nor in the claim window: the late claim is refused for good.
+    c.until(18)
+    c.rejects(_claim(c, CAROL, sealed_for=KEY, reveal=KEY, claim_by=2), ledger.EscrowError)
+    assert c.state.balance(pub(BOB)) == 1_000_100 and c.state.balance(pub(CAROL)) == 1_000_000

@@ -8,9 +8,10 @@ of the job (a cheater returns another).
 
 Nothing here replaces a machine: the real Requester and Provider run unchanged, and their
 ledger effects become transactions the way the daemon makes them (specs/daemon.md,
-"Attestations and slash reports"): attestations follow their job's settlement and concern
-only the providers it paid; a verdict against an unpaid provider, and a slash, go to the
-coordinator as a report, and the coordinator slashes what the offender has staked.
+"Attestations and slash reports"): attestations go once their job's escrow is closed and
+concern only the providers it paid (by the settle or by their claims); a verdict against
+an unpaid provider, and a slash, go to the coordinator as a report, and the coordinator
+slashes what the offender has staked.
 """
 
 from __future__ import annotations
@@ -227,9 +228,7 @@ class Node:
     timers: dict[tuple[Machine, TimerKey], int] = field(default_factory=dict)
     crash_after: Callable[[Effect], bool] | None = None
     run_ms: int = 400
-    #: The providers each settled job of this requester pays.
-    payees: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
-    #: Attestations waiting for their job's settlement.
+    #: Attestations waiting for their job's escrow to close.
     pending_attests: dict[bytes, list[Attest]] = field(default_factory=dict)
     #: Reports already sent to the coordinator: ``(offender, hash of the evidence)``.
     reported: set[tuple[bytes, bytes]] = field(default_factory=set)
@@ -417,18 +416,26 @@ class Sim:
         self.now = max(self.now, t)
 
     def run_jobs(self, job_ids: list[bytes], limit_ms: int = 120_000) -> None:
-        """Run until every job's escrow is closed (or ``limit_ms`` of virtual time)."""
+        """Run until every job's escrow is closed (or ``limit_ms`` of virtual time), and
+        the transactions its closing brought (attestations, slashes) are in a block."""
         end = self.now + limit_ms
         while self.now < end:
             self.run_until(self.now + BLOCK_MS)
             escrows = [self.ledger.escrow(j) for j in job_ids]
             if all(e is not None and not e.is_open for e in escrows):
+                if self.ledger.pending:
+                    self.run_until(self.now + BLOCK_MS)
                 return
 
     def _block(self) -> None:
         for request, why in self.ledger.make_block():
             if request.on_reject is not None:
                 request.on_reject(why)
+        for node in self.nodes:
+            for job_id in list(node.pending_attests):
+                escrow = self.ledger.escrow(job_id)
+                if escrow is not None and not escrow.is_open:
+                    self._attest_closed(node, escrow, node.pending_attests.pop(job_id))
         for node in self.nodes:
             if node.online:
                 self._follow_ledger(node)
@@ -534,24 +541,28 @@ class Sim:
 
     def _settle(self, node: Node, fx: Settle) -> None:
         payouts = fx.as_dict()
-        node.payees[fx.job_id] = frozenset(payouts)
         bids = fx.bids()
         items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
         self.ledger.submit(TxRequest(node.key, ledger.Settle(fx.job_id, items)))
-        for attest in node.pending_attests.pop(fx.job_id, []):
-            self._attest(node, attest)
 
     def _attest(self, node: Node, fx: Attest) -> None:
-        """After the job's settlement, about a provider it paid; a verdict against one it
-        did not pay goes to the coordinator with the provider's own signed results."""
-        payees = node.payees.get(fx.job_id)
-        if payees is None:
-            node.pending_attests.setdefault(fx.job_id, []).append(fx)
-        elif fx.subject in payees:
-            attest = ledger.Attest(fx.job_id, fx.subject, int(fx.positive))
-            self.ledger.submit(TxRequest(node.key, attest))
-        elif not fx.positive and any(e.signer == fx.subject for e in fx.evidence):
-            self._report(node, fx.subject, [e.raw for e in fx.evidence])
+        """Kept until the job's escrow is closed (``_attest_closed``)."""
+        node.pending_attests.setdefault(fx.job_id, []).append(fx)
+
+    def _attest_closed(self, node: Node, escrow: ledger.Escrow, attests: list[Attest]) -> None:
+        """The job's escrow closed: attestations about the providers it paid, by the
+        settle or by their claims; a verdict against one it did not pay goes to the
+        coordinator with the provider's own signed results."""
+        paid = {p for p, _ in escrow.paid}
+        done: set[bytes] = set()
+        for fx in attests:
+            if fx.subject in paid:
+                if fx.subject not in done:  # one attestation per party and job
+                    done.add(fx.subject)
+                    attest = ledger.Attest(fx.job_id, fx.subject, int(fx.positive))
+                    self.ledger.submit(TxRequest(node.key, attest))
+            elif not fx.positive and any(e.signer == fx.subject for e in fx.evidence):
+                self._report(node, fx.subject, [e.raw for e in fx.evidence])
 
     def _report(self, node: Node, offender: bytes, evidence: list[bytes]) -> None:
         """The coordinator slashes a reported provider what it has staked, up to

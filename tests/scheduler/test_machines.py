@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from protocol import (
     Award,
     Bid,
     JobSpec,
+    NoBid,
     Receipt,
     Result,
     Unseal,
@@ -56,6 +57,7 @@ from scheduler import (
     UnknownJob,
     WorkPhase,
 )
+from scheduler._provider import AWARD_HOLD_BLOCKS
 from scheduler._requester_jobs import KEY_DUE_BLOCKS
 
 from ..keys import key
@@ -65,12 +67,23 @@ T = TypeVar("T")
 USAGE = Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0)
 
 
-def _pair() -> tuple[Sim, Requester, Provider, nacl.signing.SigningKey]:
+def _pair(
+    escrow: Callable[[JobSpec, bytes], ledger.Escrow | None] | None = None,
+) -> tuple[Sim, Requester, Provider, nacl.signing.SigningKey]:
+    """A requester and a provider whose ledger shows ``escrow(spec, requester)`` for each of
+    the requester's jobs (by default the escrow it asks for: an award runs only on one)."""
     sim = Sim(42)
     rkey = sim.key()
     pkey = sim.key()
     req = Requester(RequesterConfig(key=rkey, chain_id=CHAIN, commitment=commitment))
-    prov = Provider(ProviderConfig(key=pkey, chain_id=CHAIN, capability_classes=(CLASS,)))
+    shown = escrow or (lambda spec, owner: _covering_escrow(spec, owner, prov))
+
+    def escrow_of(job_id: bytes) -> ledger.Escrow | None:
+        job = req.jobs.get(job_id)
+        return None if job is None else shown(job.spec, req.me)
+
+    cfg = ProviderConfig(key=pkey, chain_id=CHAIN, capability_classes=(CLASS,), escrow_of=escrow_of)
+    prov = Provider(cfg)
     return sim, req, prov, rkey
 
 
@@ -83,7 +96,9 @@ def test_the_typed_vocabulary_is_the_spec_strings() -> None:
     strings: JSON views, and drivers comparing with plain strings, see no change."""
     assert list(JobPhase) == ["locking", "collecting", "executing", "settling", "closed"]
     assert list(ReplicaState) == ["running", "committed", "delivered", "failed"]
-    assert list(WorkPhase) == ["bidding", "running", "delivered", "receipted", "claimed", "closed"]
+    assert list(WorkPhase) == [
+        "bidding", "awarded", "running", "delivered", "receipted", "claimed", "closed"
+    ]  # fmt: skip
     assert list(JobStatus) == ["verified", "unverified", "failed"]
     assert list(TimerKind) == ["bids", "watch", "deadline", "bid", "heartbeat", "resend"]
     assert list(BidOutcome) == ["won", "lost", "declined"]
@@ -312,13 +327,12 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert r.result_hash == commit.result.id and r.output_commitment == res.output_commitment
     assert r.sealed and r.key_hash == res.key_hash  # a verified winner's: claimable at once
     assert req.job(job_id).done is None  # verified by commitment; the key is still due
-    # The receipt is what a claim needs, on an escrow that can pay it: with none seen yet
-    # the claim waits; a block showing the requester's escrow, with room for the award and
-    # the job's own expiry, makes it, with the key that opens the sealed bytes.
-    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), ClaimWithReceipt)
-    assert prov.get(job_id).phase == "receipted"
+    # The receipt is what a claim needs, on an escrow that can pay it: the ledger shows
+    # the requester's escrow, with room for the award and the job's own expiry (the award
+    # ran only on it), so the claim goes at once, with the key that opens the sealed bytes.
     escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
-    effects = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
+    effects = prov.receive(receipt.message.raw, sim.now + 955)
+    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
     (claim,) = _of(effects, ClaimWithReceipt)
     assert claim.receipt.raw == receipt.message.raw and unseal_output(claim.key, commit.output)
     assert not [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
@@ -361,9 +375,10 @@ def test_a_requester_that_settles_to_its_own_bidders_first_never_gets_the_key() 
     )
     taken = req.receive(commit.result.raw, sim.now + 950, output=commit.output)
     (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
-    prov.receive(receipt.message.raw, sim.now + 951)
+    effects = prov.receive(receipt.message.raw, sim.now + 951)
     escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
-    assert _of(prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 952), ClaimWithReceipt)
+    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 952)
+    assert _of(effects, ClaimWithReceipt)
     sybil = bytes(sim.key().verify_key)
     settled = replace(
         escrow, status=ledger.EscrowStatus.SETTLED, remaining=0, paid=((sybil, escrow.locked),)
@@ -400,7 +415,7 @@ def _plain_receipt(
     res = commit.result.message
     plain = Receipt(
         res.job_id, bytes(rkey.verify_key), prov.me, res.replica, commit.result.id,
-        res.output_commitment, res.key_hash, 0, sim.now,
+        res.output_commitment, res.key_hash, 0, 0, sim.now,
     )  # fmt: skip
     spec = req.job(res.job_id).spec
     return plain, spec, _covering_escrow(spec, bytes(rkey.verify_key), prov)
@@ -512,6 +527,7 @@ def test_a_plain_receipt_gets_the_key_at_once_and_again_until_the_work_ends() ->
     receipt, claimable only in the claim window; the key goes at once, so the requester
     can compare the outputs, and is resent at doubling intervals until the work ends."""
     sim, req, prov, rkey = _pair()
+    prov.config = replace(prov.config, tolerance_jobs=True)  # refused by default
     spec = _spec_for(sim, rkey, redundancy=1, max_retries=1)
     tolerant = replace(
         spec, verification=replace(spec.verification, mode="tolerance", rtol_e9=1_000)
@@ -524,9 +540,9 @@ def test_a_plain_receipt_gets_the_key_at_once_and_again_until_the_work_ends() ->
     taken = req.receive(commit.result.raw, sim.now + 950, output=commit.output)
     (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
     assert not receipt.message.message.sealed
-    prov.receive(receipt.message.raw, sim.now + 955)
+    effects = prov.receive(receipt.message.raw, sim.now + 955)
     escrow = _covering_escrow(req.job(job_id).spec, bytes(rkey.verify_key), prov)
-    effects = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
+    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
     assert not _of(effects, ClaimWithReceipt)  # a plain receipt waits for the claim window
     (unseal,) = [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
     # A key that is not the result's is misbehaviour; the right one opens the output.
@@ -548,53 +564,54 @@ def test_a_plain_receipt_gets_the_key_at_once_and_again_until_the_work_ends() ->
 @pytest.mark.parametrize(
     ("terms", "why"),
     [
-        ({}, ""),  # no escrow at all: the claim waits for good (attack: award, never lock)
+        ({}, ""),  # no escrow at all (attack: award, never lock)
         ({"expiry_height": -12}, "expires at"),  # claims would come too late to land
         ({"claim_height": +5}, "opens claims"),
         ({"max_per_payee": 1}, "cannot pay"),
         ({"owner": b"\x01" * 32}, "is not the requester's"),
     ],
 )
-def test_no_key_for_an_escrow_that_cannot_pay_the_award(terms: dict[str, object], why: str) -> None:
+def test_no_run_for_an_escrow_that_cannot_pay_the_award(terms: dict[str, object], why: str) -> None:
     # Review of issue 14: a requester that awards without an escrow, or locks one whose
     # terms defeat the claim (an earlier expiry, a late claim window, too small a cap),
-    # received the output all the same, and the receipt could never be claimed. Now no
-    # claim is made and no key goes out on such an escrow: the sealed bytes stay unread.
-    sim, req, prov, rkey = _pair()
-    job_id, _award, _ = _run_to_award(sim, req, prov, rkey)
-    spec = req.job(job_id).spec
-    (commit,) = _of(
-        prov.job_finished(
-            job_id, sim.now + 900, outcome="ok", output=honest_output(spec), usage=USAGE
-        ),
-        Deliver,
-    )
-    (receipt,) = [
-        e
-        for e in _of(req.receive(commit.result.raw, sim.now + 950, output=commit.output), Send)
-        if isinstance(e.message.message, Receipt)
-    ]
-    assert not _of(prov.receive(receipt.message.raw, sim.now + 955), ClaimWithReceipt)
-    fields: dict[str, object] = {
-        "owner": bytes(rkey.verify_key),
-        "locked": spec.max_price,
-        "remaining": spec.max_price,
-        "claim_height": spec.escrow_expiry_height - prov.config.claim_window_blocks,
-        "expiry_height": spec.escrow_expiry_height,
-        "max_per_payee": spec.max_price,
-        "max_payees": 1,
-    }
-    for name, change in terms.items():  # heights move by the change; others are set
-        height = name.endswith("_height") and isinstance(change, int)
-        fields[name] = fields[name] + change if height else change  # type: ignore[operator]
-    escrow = ledger.Escrow(**fields) if terms else None  # type: ignore[arg-type]
-    fx = prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 960)
-    fx += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 2_000)
-    assert not _of(fx, ClaimWithReceipt)
-    assert not [e for e in _of(fx, Send) if isinstance(e.message.message, Unseal)]
-    if why:
-        assert any(why in m.reason for m in _of(fx, Misbehaved))
-        assert job_id not in prov.work  # the work ends: nothing it could claim
+    # received the output all the same, and the receipt could never be claimed. Review
+    # h23 (W1): the provider ran such awards, so a stranger filled its slots for nothing.
+    # Now the award runs only on an escrow the ledger shows covering it: one that cannot
+    # is declined at once (misbehaviour), none is held for a few blocks, then declined.
+    def shown(spec: JobSpec, owner: bytes) -> ledger.Escrow | None:
+        if not terms:
+            return None
+        fields: dict[str, object] = {
+            "owner": owner,
+            "locked": spec.max_price,
+            "remaining": spec.max_price,
+            "claim_height": spec.escrow_expiry_height - prov.config.claim_window_blocks,
+            "expiry_height": spec.escrow_expiry_height,
+            "max_per_payee": spec.max_price,
+            "max_payees": 1,
+        }
+        for name, change in terms.items():  # heights move by the change; others are set
+            height = name.endswith("_height") and isinstance(change, int)
+            fields[name] = fields[name] + change if height else change  # type: ignore[operator]
+        return ledger.Escrow(**fields)  # type: ignore[arg-type]
+
+    sim, req, prov, rkey = _pair(shown)
+    job_id, _award, fx = _run_to_award(sim, req, prov, rkey)
+    at = sim.now + 400
+    for height in range(1, AWARD_HOLD_BLOCKS + 1):
+        assert not _of(fx, RunJob) and prov.active == 0
+        if job_id not in prov.work:
+            break
+        assert prov.get(job_id).phase == "awarded"  # held: our view may be a block behind
+        at += 500
+        fx += prov.follow_ledger(height, prov.config.escrow_of, at)
+    (nobid,) = [e.message.message for e in _of(fx, Send) if isinstance(e.message.message, NoBid)]
+    assert nobid.reason == "busy" and (why or "no escrow") in nobid.detail
+    assert job_id not in prov.work and not _of(fx, RunJob)
+    assert bool(why) == any(why in m.reason for m in _of(fx, Misbehaved))
+    # The requester replaces a declined award at once.
+    req.receive(sign(nobid, prov.config.key, CHAIN).raw, at + 1)
+    assert req.job(job_id).replicas[0].state == ReplicaState.FAILED
 
 
 def test_forged_award_is_refused() -> None:

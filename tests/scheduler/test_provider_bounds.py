@@ -1,17 +1,22 @@
-"""The provider against announcements crafted to hurt it (issue 14, attacks 2 and 8):
-absurd times are refused unanswered, a far bid window does not keep the provider busy,
-one requester cannot take every open bid, and the answered set stays bounded."""
+"""The provider against announcements crafted to hurt it (issue 14, attacks 2 and 8; review
+h23, P1): absurd times are refused unanswered, a far bid window does not keep the provider
+busy, one requester cannot take every open bid, the bids for jobs with no escrow are
+bounded and an announcement costs the same however many are open, and the answered set
+stays bounded."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import ledger
 import protocol
 from protocol import Bid, InputRef, JobSpec, NoBid, Requirements, VerificationPolicy
-from scheduler import Misbehaved, Provider, ProviderConfig, Send
-from scheduler._provider import MAX_ANSWERED
+from scheduler import Misbehaved, Provider, ProviderConfig, Send, TimerKey, TimerKind, WorkPhase
+from scheduler._pricing import bid_price
+from scheduler._provider import MAX_ANSWERED, MAX_UNFUNDED_BIDS
 
 from ..keys import key, pub
 from ._harness import CHAIN, CLASS, START_MS
@@ -146,7 +151,7 @@ def test_announcements_from_many_keys_that_lock_nothing_do_not_make_the_provider
     assert isinstance(busy, NoBid) and busy.reason == "busy"
 
 
-def _provider_with(funded: dict[bytes, _Escrow], **fields: int) -> Provider:
+def _provider_with(funded: Mapping[bytes, _Escrow | ledger.Escrow], **fields: int) -> Provider:
     return Provider(
         ProviderConfig(
             key=key("provider"),
@@ -158,6 +163,70 @@ def _provider_with(funded: dict[bytes, _Escrow], **fields: int) -> Provider:
     )
 
 
+def test_bids_for_jobs_with_no_escrow_are_bounded_and_not_scanned() -> None:
+    """Review h23, P1: announcements from fresh keys that never lock were all bid on, each
+    kept a Work until its bid expired, and each announcement looked up the escrow of every
+    pending bid (quadratic CPU). Past ``MAX_UNFUNDED_BIDS`` such a requester is answered
+    busy and nothing is kept; a funded job, or a requester seen locking, still gets a bid."""
+    sim = Sim(7)
+    funded: dict[bytes, _Escrow] = {}
+    lookups: list[bytes] = []
+
+    def escrow_of(job_id: bytes) -> _Escrow | None:
+        lookups.append(job_id)
+        return funded.get(job_id)
+
+    prov = Provider(
+        ProviderConfig(
+            key=key("provider"),
+            chain_id=CHAIN,
+            capability_classes=(CLASS,),
+            max_concurrency=2,
+            escrow_of=escrow_of,  # type: ignore[arg-type]
+        )
+    )
+    now = sim.now
+    # carol locks for a job of hers we bid on: a requester seen locking
+    carol = _announce(sim, "carol")
+    funded[protocol.content_hash(carol)] = _Escrow(pub(key("carol")))
+    prov.receive(carol, now)
+    answers = []
+    for i in range(MAX_UNFUNDED_BIDS + 20):
+        raw = _announce(sim, f"mallory-{i}", bid_window_ms=60_000, deadline_ms=now + 120_000)
+        before = len(lookups)
+        (answer,) = _answers(prov.receive(raw, now + i))
+        assert len(lookups) - before <= 1  # its own escrow only, not every open bid's
+        answers.append(answer)
+    bids = [a for a in answers if isinstance(a, Bid)]
+    busy = [a for a in answers if isinstance(a, NoBid)]
+    assert len(bids) == MAX_UNFUNDED_BIDS and len(busy) == 20
+    assert all(a.reason == "busy" and "no escrow" in a.detail for a in busy)
+    assert len(prov.work) == MAX_UNFUNDED_BIDS + 1
+    # A job whose escrow is on the ledger, and a requester seen locking, are bid on.
+    later = now + 1_000
+    bob = _announce(sim, "bob")
+    funded[protocol.content_hash(bob)] = _Escrow(pub(key("bob")))
+    (answer,) = _answers(prov.receive(bob, later))
+    assert isinstance(answer, Bid)
+    # ... at a price that counts the strangers' pending bids only up to half the open-bid
+    # capacity (one slot of two), not the full load markup.
+    cfg = prov.config
+    priced = [
+        bid_price(cfg.price_floor, load, 2, cfg.bench_score, cfg.reference_bench, 500)
+        for load in (1, 2)
+    ]
+    assert answer.price == priced[0] < priced[1]
+    (answer,) = _answers(prov.receive(_announce(sim, "carol"), later))
+    assert isinstance(answer, Bid)
+    # As the strangers' bids expire the bound frees up.
+    for job_id, work in list(prov.work.items()):
+        prov.timer(TimerKey(TimerKind.BID, job_id), work.bid.message.expires_ms)
+    (answer,) = _answers(
+        prov.receive(_announce(sim, "mallory-x", deadline_ms=later + 99_000), later + 70_000)
+    )
+    assert isinstance(answer, Bid)
+
+
 def test_the_answered_set_is_bounded() -> None:
     sim = Sim(4)
     prov = _provider()
@@ -165,3 +234,70 @@ def test_the_answered_set_is_bounded() -> None:
     for i in range(MAX_ANSWERED + 50):
         prov.receive(_announce(sim, "alice", max_price=1), now + i)
     assert len(prov._answered) <= MAX_ANSWERED
+
+
+def _scanned(prov: Provider, funded: dict[bytes, ledger.Escrow], who: bytes, now: int) -> int:
+    """``load_for`` as it was computed before the counts: a scan of every bid."""
+    share = prov.max_pending_per_requester
+    counts: dict[bytes, list[int]] = {}
+    for job_id, w in prov.work.items():
+        if w.phase == WorkPhase.BIDDING and now < w.window_end_ms:
+            escrow = funded.get(job_id)
+            paid = escrow is not None and escrow.owner == w.spec.requester and escrow.is_open
+            counts.setdefault(w.spec.requester, [0, 0])[0 if paid else 1] += 1
+    load = unfunded = 0
+    for requester, (f, u) in counts.items():
+        if requester == who:
+            load += f + u
+        else:
+            load += min(f, share)
+            unfunded += u
+    return load + min(unfunded, share)
+
+
+def test_the_counts_agree_with_a_scan_of_every_bid() -> None:
+    """The running counts against the scan they replace, through announcements, locks,
+    awards, expiries, re-announcements and a change of slots."""
+    rng = random.Random(11)
+    sim = Sim(8)
+    funded: dict[bytes, ledger.Escrow] = {}
+    prov = _provider_with(funded, max_concurrency=3)
+    who = ["alice", "bob", "carol", "dave"]
+    raws: dict[bytes, tuple[str, bytes]] = {}
+    now = sim.now
+    for step in range(400):
+        op = rng.random()
+        if op < 0.4:
+            name = rng.choice(who)
+            window = rng.choice((200, 3_000, 15_000))
+            raw = _announce(sim, name, bid_window_ms=window, deadline_ms=now + 60_000)
+            raws[protocol.content_hash(raw)] = (name, raw)
+            prov.receive(raw, now)
+        elif op < 0.55 and raws:
+            job_id = rng.choice(sorted(raws))
+            name, raw = raws[job_id]
+            owner = name if rng.random() < 0.8 else "mallory"
+            funded[job_id] = ledger.Escrow(pub(key(owner)), 30_000, 30_000, 90, 100, 10_000, 1)
+            prov.follow_ledger(step, funded.get, now)
+        elif op < 0.7 and raws:
+            job_id = rng.choice(sorted(raws))
+            work = prov.work.get(job_id)
+            if work is not None and work.phase == WorkPhase.BIDDING:
+                name = raws[job_id][0]
+                bid = work.bid
+                award = protocol.Award(
+                    job_id, pub(key(name)), prov.me, 0, bid.message.price, now + 30_000, bid.id
+                )
+                prov.receive(protocol.sign(award, key(name), CHAIN).raw, now)
+        elif op < 0.8 and raws:
+            prov.receive(raws[rng.choice(sorted(raws))][1], now)  # a re-announcement
+        elif op < 0.82:
+            prov.config = replace(prov.config, max_concurrency=rng.randint(1, 4))
+        else:
+            now += rng.choice((50, 500, 4_000))
+            for job_id, work in list(prov.work.items()):
+                if work.phase == WorkPhase.BIDDING and work.bid.message.expires_ms <= now:
+                    prov.timer(TimerKey(TimerKind.BID, job_id), now)
+        for name in (*who, "mallory"):
+            assert prov.load_for(pub(key(name)), now) == _scanned(prov, funded, pub(key(name)), now)
+        assert prov.active == sum(w.phase == WorkPhase.RUNNING for w in prov.work.values())

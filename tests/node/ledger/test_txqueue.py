@@ -28,14 +28,14 @@ async def _drive(requests: int, refuse: set[int]) -> tuple[ledger.Producer, list
     async def submit(raw: bytes) -> bytes:
         verified = ledger.verify_tx(raw, CHAIN)
         seq = verified.tx.seq
-        # Later sequence numbers tend to arrive first: the mempool must hold them.
+        # Later sequence numbers tend to arrive first: refused for the gap before them, they
+        # are sent again once the one before is in.
         await trio.sleep(0.001 * ((requests - seq) % 4))
+        arrivals.append(seq)
         payload = verified.payload
         if isinstance(payload, ledger.Transfer) and payload.amount == REFUSED:
             raise ledger.MempoolRejected("refused by the test's coordinator")
-        vtx = producer.mempool.add(raw, producer.state)
-        arrivals.append(vtx.tx.seq)
-        return vtx.id
+        return producer.mempool.add(raw, producer.state).id
 
     queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN, window=8)
     refusals: list[str] = []
@@ -77,8 +77,9 @@ async def test_a_refused_transaction_leaves_no_gap() -> None:
 
 
 async def test_a_transaction_dropped_from_the_block_is_reported_and_its_gap_filled() -> None:
-    # Admitted, then refused when the block is made (an overdraft): the producer reports it,
-    # the request hears why, and the transactions sent after it land once the gap is filled.
+    # Admitted, then refused when the block is made (an overdraft): the producer reports it
+    # and the request hears why. The transactions sent after it are dropped with it (they
+    # would wait behind its gap): they are signed again after the gap's fillers, and land.
     producer = _producer()
 
     async def submit(raw: bytes) -> bytes:
@@ -105,17 +106,17 @@ async def test_a_transaction_dropped_from_the_block_is_reported_and_its_gap_fill
                 queue.put(build(i))
             while queue.submitted < 10:
                 await trio.sleep(0.005)
-            produce()  # 0-2 in; 3 dropped; 4-9 wait in the mempool behind it
+            produce()  # 0-2 in; 3 dropped; 4-9 dropped behind it
             assert producer.state.next_seq(pub(ALICE)) == 3
             assert len(refusals) == 1 and "dropped from the block" in refusals[0]
-            while len(producer.mempool) < 7:  # the filler joins the six waiting
+            while len(producer.mempool) < 12:  # fillers at 3-8, the six again at 9-14
                 await trio.sleep(0.005)
             produce()
             nursery.cancel_scope.cancel()
     state = producer.state
-    assert state.next_seq(pub(ALICE)) == 10
+    assert state.next_seq(pub(ALICE)) == 15
     assert state.balance(pub(BOB)) == 1_000_000 + 9
-    assert queue.lost == 0 and queue.dropped_reports == 1
+    assert queue.lost == 0 and queue.dropped_reports == 7
 
 
 async def test_a_timeout_is_no_refusal_and_its_sequence_number_is_never_reused() -> None:
@@ -194,7 +195,7 @@ async def test_expiries_count_from_the_coordinators_height() -> None:
 
 async def test_an_unknown_transaction_that_expired_has_its_gap_filled() -> None:
     # Seq 0 never reaches the coordinator (its outcome stays unknown); seq 1, signed 10
-    # blocks later, waits in the mempool behind the gap. Once the chain passes seq 0's
+    # blocks later, is refused for the gap and sent again. Once the chain passes seq 0's
     # expiry, a filler takes 0 and seq 1 lands (it is not lost with the gap).
     from node.net import NetworkTimeout
 
@@ -217,7 +218,7 @@ async def test_an_unknown_transaction_that_expired_has_its_gap_filled() -> None:
                 producer.produce()
                 queue.on_block()
             queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
-            while len(producer.mempool) < 1:
+            while queue.overtaken < 1:  # seq 1 is refused for the gap, and sent again
                 await trio.sleep(0.002)
             while producer.state.height <= TX_LIFETIME_BLOCKS:
                 producer.produce()
@@ -265,7 +266,7 @@ async def test_a_refusal_after_the_number_was_filled_is_no_longer_ours() -> None
                 producer.produce()
                 queue.on_block()
             queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
-            while len(producer.mempool) < 1:  # seq 1 waits behind the gap
+            while queue.overtaken < 1:  # seq 1 is refused for the gap, and sent again
                 await trio.sleep(0.002)
             while producer.state.height <= TX_LIFETIME_BLOCKS:
                 producer.produce()
@@ -313,7 +314,7 @@ async def test_a_dropped_gap_filler_is_signed_again() -> None:
             nursery.start_soon(queue.run)
             queue.put(TxRequest(ledger.Transfer(pub(BOB), 5), refusals.append))
             queue.put(TxRequest(ledger.Transfer(pub(BOB), 7), refusals.append))
-            while len(producer.mempool) < 1:  # seq 1 waits behind seq 0
+            while queue.overtaken < 1:  # seq 1 is refused for the gap before it
                 await trio.sleep(0.002)
             gate.set()
             while not lost:
@@ -380,10 +381,10 @@ async def test_a_hole_at_the_chains_next_sequence_is_filled() -> None:
             await trio.sleep(0)
             queue.reserve(1, expiry=3)  # sent before the kill? unknown
             queue.put(TxRequest(ledger.Transfer(pub(BOB), 9)))  # takes seq 2
-            while len(producer.mempool) < 1:
+            while queue.overtaken < 1:  # refused for the gap before it, and sent again
                 await trio.sleep(0.002)
             queue.on_block()  # seq 0: nobody holds it
-            while len(producer.mempool) < 2:
+            while len(producer.mempool) < 1:  # its filler
                 await trio.sleep(0.002)
             for _ in range(6):  # seq 1's reservation expires: filled too
                 producer.produce()

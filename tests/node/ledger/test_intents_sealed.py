@@ -1,0 +1,53 @@
+"""A claim intent with a sealed receipt (review round 2, D1): the ledger takes such a claim
+only up to the receipt's ``claim_by``, so the intent is signed again until then, and ends,
+not applied, once the chain is past it."""
+
+from __future__ import annotations
+
+import ledger
+from node.ledger import Intent, IntentBook, Resolved, Submit
+
+from ...keys import pub
+from ...ledger.helpers import ALICE, BOB, JOB, award, receipt
+
+ME = pub(BOB)
+
+
+class Chain:
+    def __init__(self, height: int, escrow: ledger.Escrow) -> None:
+        self.height = height
+        self.escrows = {JOB: escrow}
+
+    def next_seq(self, account: bytes) -> int:
+        return 0
+
+    def escrow(self, job_id: bytes) -> ledger.Escrow | None:
+        return self.escrows.get(job_id)
+
+
+def _kinds(actions: list[Submit | Resolved]) -> list[str]:
+    return [f"{type(a).__name__}:{a.intent.kind}" for a in actions]
+
+
+def test_a_sealed_claim_is_retried_up_to_its_claim_by_and_then_ends() -> None:
+    escrow = ledger.Escrow(pub(ALICE), 1000, 1000, 80, 100, 1000, 1)
+    sealed = receipt(ALICE, BOB, at_once=True, claim_by=14)
+    claim = ledger.Claim(JOB, award(ALICE, BOB, 100), sealed, bytes(32))
+    book, chain = IntentBook(ME), Chain(10, escrow)
+    book.add(intent := Intent.of(claim, 10))
+    book.signed(intent.key, seq=0, tx_expiry=12)
+    chain.height = 13  # its transaction can no longer apply: signed again, before claim_height
+    assert _kinds(book.on_block(chain)) == ["Submit:claim"]
+    book.signed(intent.key, seq=1, tx_expiry=14)
+    chain.height = 15  # past claim_by: no claim with this receipt can land any more
+    [resolved] = book.on_block(chain)
+    assert isinstance(resolved, Resolved) and not resolved.applied
+    assert "claim_by" in resolved.reason
+    # A plain receipt's claim is not bound by it: it waits for the claim window.
+    plain = ledger.Claim(JOB, award(ALICE, BOB, 100), receipt(ALICE, BOB), bytes(32))
+    book.add(intent := Intent.of(plain, 15))
+    book.signed(intent.key, seq=2, tx_expiry=16)
+    chain.height = 20  # lost, and past 14: it waits for the claim window all the same
+    assert book.on_block(chain) == []
+    chain.height = 80
+    assert _kinds(book.on_block(chain)) == ["Submit:claim"]
