@@ -3,6 +3,7 @@ from its requester by an awarded provider, sealed to that provider."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import protocol
@@ -20,6 +21,11 @@ CONTENT_PROTOCOL = "/aimx/content/1"
 MAX_CONTENT_REQUEST_BYTES = 4096
 #: Largest content blob served or fetched.
 MAX_CONTENT_BYTES = (4 << 20) - 4096
+#: How often an awarded provider may fetch one blob of a job: a retry or two, not a stream
+#: of requests that each cost us sealing up to 4 MiB.
+MAX_FETCHES_PER_BLOB = 4
+#: Fetch counts kept (the oldest is forgotten first).
+MAX_FETCH_COUNTS = 4_096
 
 
 class Content:
@@ -28,6 +34,7 @@ class Content:
     def __init__(self, node: Node) -> None:
         self._node = node
         self.store = ContentStore()
+        self._fetches: OrderedDict[tuple[bytes, PeerKey, bytes], int] = OrderedDict()
 
     async def serve(self, peer: PeerKey, request: bytes) -> bytes:
         """Model and inputs of a job, sealed to a provider holding a live award of it."""
@@ -48,6 +55,13 @@ class Content:
         spec = job.spec
         if digest != spec.model_hash and digest not in {i.hash for i in spec.inputs}:
             raise RequestRejected("that content is not part of the job")
+        fetched = self._fetches.pop((job_id, peer, digest), 0) + 1
+        self._fetches[(job_id, peer, digest)] = fetched
+        if len(self._fetches) > MAX_FETCH_COUNTS:
+            self._fetches.popitem(last=False)
+        if fetched > MAX_FETCHES_PER_BLOB:
+            node.conduct.misbehaved(peer, "the same content fetched again and again")
+            raise RequestRejected(f"served {MAX_FETCHES_PER_BLOB} times already for this award")
         data = self.store.get(digest)
         if data is None:
             raise RequestRejected("the requester no longer holds that content")

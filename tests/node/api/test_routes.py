@@ -12,8 +12,10 @@ import trio
 import protocol
 from node.api import ApiError, Client, make_router, serve_http
 from node.daemon import CONTENT_PROTOCOL, MARKET_PROTOCOL, REPORT_PROTOCOL
+from node.daemon.content import MAX_FETCHES_PER_BLOB
 from node.net import RemoteError
 from sandbox import tiny_model_path
+from sandbox.testing import InProcessRunner, SlowRunner
 
 from ..daemon._cluster import cluster, tiny_inputs
 
@@ -116,3 +118,22 @@ async def test_bad_peer_messages_are_counted_and_never_crash_the_node() -> None:
             while record.done is None:
                 await record.changed.wait()
             assert record.done.status == "verified"
+
+
+async def test_an_awarded_provider_fetches_each_blob_a_bounded_number_of_times() -> None:
+    """Each fetch costs the requester a seal of up to 4 MiB: an awarded provider may fetch a
+    blob of its job a few times (retries), then it is refused and counted."""
+    with trio.fail_after(40):
+        async with cluster(1, runner=lambda i: SlowRunner(InProcessRunner(), 3.0)) as cl:
+            provider = cl.contributors[0]
+            model = tiny_model_path().read_bytes()
+            job_id = await cl.requester.submit_job(model, tiny_inputs())
+            assert cl.requester.requester is not None
+            job = cl.requester.requester.jobs[job_id]
+            while provider.content.store.get(job.spec.model_hash) is None:
+                await trio.sleep(0.02)  # until the provider fetched it for its run
+            ask = protocol.pack([job_id, job.spec.model_hash])
+            for _ in range(MAX_FETCHES_PER_BLOB - 1):  # the provider fetched it once itself
+                await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, ask)
+            with pytest.raises(RemoteError, match="served"):
+                await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, ask)
