@@ -114,7 +114,6 @@ class Simulation:
         self.job_order: list[bytes] = []
         self.running: dict[tuple[int, bytes], tuple[int, int, bytes]] = {}
         self.pending_attests: dict[bytes, list[scheduler.Attest]] = {}
-        self.payees: dict[bytes, frozenset[bytes]] = {}
         self.active_providers: dict[int, None] = {}
         self.requesters_with_jobs: dict[int, None] = {}
         self.lanes_busy: dict[int, None] = {}

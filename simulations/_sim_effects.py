@@ -232,13 +232,8 @@ def attest(sim: Simulation, node: int, e: scheduler.Attest, now: int) -> None:
             if st.detected_ms < 0:
                 st.detected_ms = now
                 st.jobs_before_detection = st.won
-    payees = sim.payees.get(e.job_id)
-    if payees is None:
-        sim.pending_attests.setdefault(e.job_id, []).append(e)
-    elif e.subject in payees:
-        sim._queue_tx(node, ledger.Attest(e.job_id, e.subject, int(e.positive)), now)
-    else:
-        sim._report(e)
+    # As the daemon: it goes once the escrow is closed (a claim may still pay before).
+    sim.pending_attests.setdefault(e.job_id, []).append(e)
 
 
 def report(sim: Simulation, e: scheduler.Attest) -> None:

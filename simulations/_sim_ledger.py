@@ -45,13 +45,25 @@ def settle(sim: Simulation, node: int, e: scheduler.Settle, now: int) -> None:
     if node - sim.P in sim.nonpayer:
         return  # never settles; refunds at expiry
     payouts = e.as_dict()
-    sim.payees[e.job_id] = frozenset(payouts)
     bids = e.bids()
     items = tuple(ledger.Payout(p, a, bids[p]) for p, a in sorted(payouts.items()))
     sim._queue_tx(node, ledger.Settle(e.job_id, items), now)
-    for attest in sim.pending_attests.pop(e.job_id, []):
-        if attest.subject in payouts:
-            sim._queue_tx(node, ledger.Attest(e.job_id, attest.subject, int(attest.positive)), now)
+
+
+def send_attests(sim: Simulation, node: int, job_id: bytes, state: Any, now: int) -> None:
+    """The job's escrow closed: its attestations go, as the daemon sends them, about the
+    providers it paid (by the settle or by their claims); a verdict against a provider it
+    did not pay goes to the coordinator as evidence."""
+    attests = sim.pending_attests.pop(job_id, [])
+    escrow = state.escrow(job_id) if attests else None
+    paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
+    done: set[bytes] = set()
+    for attest in attests:
+        if attest.subject in paid:
+            if attest.subject not in done:  # one per party and job
+                done.add(attest.subject)
+                tx = ledger.Attest(job_id, attest.subject, int(attest.positive))
+                sim._queue_tx(node, tx, now)
         else:
             sim._report(attest)
 
@@ -186,8 +198,7 @@ def on_block_seen(sim: Simulation, now: int, node: int, state: Any, b: Any) -> N
         for job_id, job in list(req.jobs.items()):
             if job.phase == scheduler.JobPhase.CLOSED:
                 req.forget(job_id)
-                sim.pending_attests.pop(job_id, None)
-                sim.payees.pop(job_id, None)
+                send_attests(sim, n, job_id, state, now)
         if not req.jobs:
             del sim.requesters_with_jobs[n]
     for i in list(sim.active_providers):
