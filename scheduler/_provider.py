@@ -49,7 +49,6 @@ from collections import deque
 
 from protocol import (
     Award,
-    Bid,
     Heartbeat,
     JobSpec,
     NoBid,
@@ -64,6 +63,7 @@ from protocol import (
     sign,
 )
 
+from . import _provider_bids
 from ._config import ProviderConfig
 from ._effects import (
     AbortJob,
@@ -83,28 +83,11 @@ from ._effects import (
 )
 from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
-from ._matching import match
-from ._pricing import bid_price, estimate_run_ms
 from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
-#: Earlier bids for one job that an award may still name.
-_KEEP_BIDS = 4
-#: Announcements whose times are absurd are refused unanswered (Misbehaved): a bid window
-#: longer than this, or a deadline further ahead than this (specs/marketplace.md).
-MAX_BID_WINDOW_MS = 60_000
-MAX_DEADLINE_AHEAD_MS = 24 * 3_600_000
-#: A bid counts as pending load for at most this long after it was made, whatever the
-#: requester's bid window (a far window must not keep a provider "busy").
-MAX_PENDING_MS = 10_000
-#: Announcements remembered as answered (the oldest is forgotten first).
-MAX_ANSWERED = 4_096
 #: Receipted output bytes are resent at doubling intervals up to this one.
 MAX_OUTPUT_RESEND_MS = 60_000
-#: An announcement whose escrow expires more than this many blocks after the last block
-#: seen is refused like absurd times: a deadline 24 h ahead at the fastest blocks (50 ms)
-#: with the claim window and margins is about 1.73 million blocks.
-MAX_ESCROW_AHEAD_BLOCKS = 2_000_000
 #: An award runs only once the ledger shows its escrow covering it; one whose escrow our
 #: view does not show is held for this many blocks (it may be a block behind the
 #: requester's), then declined.
@@ -112,11 +95,6 @@ AWARD_HOLD_BLOCKS = 2
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
-#: Open bids for jobs whose escrow the ledger has not shown, from all requesters together:
-#: past this, a requester with no escrow seen is answered NoBid ``busy`` (no work kept).
-MAX_UNFUNDED_BIDS = 256
-#: Requesters remembered as having locked an escrow for a job we bid on.
-MAX_FUNDERS = 4_096
 
 
 class Provider:
@@ -150,57 +128,15 @@ class Provider:
         """Bids open (sent, not yet awarded or expired)."""
         return sum(1 for w in self.work.values() if w.phase == WorkPhase.BIDDING)
 
-    def pending(self, now_ms: int, *, besides: bytes = b"") -> int:
-        """Bids whose requester's bid window is still open (other than job ``besides``): the
-        awards that may come any moment. Older bids are mostly lost (losers are not told)
-        and do not count as load."""
-        book = self._bids
-        book.expire(now_ms, self.work)
-        return book.funded + book.unfunded - self._counted(besides)
-
-    def load_for(self, requester: bytes, now_ms: int, *, besides: bytes = b"") -> int:
-        """The pending bids that count as load for an announcement of ``requester``: its
-        own in full; each other requester's up to ``max_pending_per_requester`` while the
-        job's escrow is on the ledger; and the bids for jobs with no escrow seen yet, from
-        all other requesters together, up to that same share. So neither one requester nor
-        announcements from many keys that lock nothing can make us busy for the rest.
-        Counted, not scanned: the cost does not grow with the bids open."""
-        book = self._bids
-        book.expire(now_ms, self.work)
-        book.reshare(self.max_pending_per_requester)
-        share = book.share
-        funded, unfunded = book.pending_of(requester)
-        others = book.funded_capped - min(funded, share)
-        others_unfunded = book.unfunded - unfunded
-        own = funded + unfunded
-        work = self.work.get(besides)
-        if work is not None and work.counted:
-            if work.spec.requester == requester:
-                own -= 1
-            elif work.funded:
-                f, _ = book.pending_of(work.spec.requester)
-                others -= min(f, share) - min(f - 1, share)
-            else:
-                others_unfunded -= 1
-        return own + others + min(others_unfunded, share)
+    pending = _provider_bids.pending
+    load_for = _provider_bids.load_for
+    _priced_load = _provider_bids.priced_load
+    _counted = _provider_bids.counted
 
     @property
     def max_pending_per_requester(self) -> int:
         """Half the open-bid capacity (at least one)."""
         return max(1, self.config.max_concurrency * max(1, self.config.overbook) // 2)
-
-    def _priced_load(self, now_ms: int) -> int:
-        """The pending bids a price counts: the funded ones, and the others up to
-        ``max_pending_per_requester``, so that announcements that lock nothing do not
-        raise every honest requester's price."""
-        book = self._bids
-        book.expire(now_ms, self.work)
-        book.reshare(self.max_pending_per_requester)
-        return book.funded + min(book.unfunded, book.share)
-
-    def _counted(self, job_id: bytes) -> int:
-        work = self.work.get(job_id) if job_id else None
-        return 1 if work is not None and work.counted else 0
 
     def why_no_jobs(self, now_ms: int, window_ms: int = 3_600_000) -> IdleReport:
         """Why this node has not been getting jobs lately (see :func:`why_no_jobs`)."""
@@ -426,108 +362,11 @@ class Provider:
             NotifyUser(work.id, UserEvent.CLOSED, end),
         ]
 
-    def _on_announce(self, signed: Signed[JobSpec], now_ms: int) -> list[Effect]:
-        spec = signed.message
-        job_id = signed.id
-        work = self.work.get(job_id)  # receive() dropped copies and jobs past BIDDING
-        self._answered.pop(job_id, None)
-        while len(self._answered) >= MAX_ANSWERED:
-            del self._answered[next(iter(self._answered))]
-        if (
-            spec.bid_window_ms > MAX_BID_WINDOW_MS
-            or spec.deadline_ms > now_ms + MAX_DEADLINE_AHEAD_MS
-            or spec.escrow_expiry_height > self.height + MAX_ESCROW_AHEAD_BLOCKS
-        ):
-            # remembered briefly, so that its copies are dropped before a signature check
-            self._answered[job_id] = (now_ms, now_ms + MAX_BID_WINDOW_MS, MAX_BID_WINDOW_MS)
-            return [Misbehaved(spec.requester, "an announcement with absurd times")]
-        self._answered[job_id] = (now_ms, spec.deadline_ms, spec.bid_window_ms)
-        cfg = self.config
-        run_ms = estimate_run_ms(spec, cfg.bench_score, cfg.base_run_ms)
-        run_ms += cfg.start_ms.get(spec.runtime, 0)
-        refusal = match(
-            spec,
-            cfg,
-            active=self.active,
-            bidding=self.load_for(spec.requester, now_ms, besides=job_id),
-            now_ms=now_ms,
-            run_ms=run_ms,
-            draining=self.draining,
-        )
-        funded = self._funded(spec, job_id)
-        if (
-            refusal is None
-            and work is None
-            and not funded
-            and spec.requester not in self._funders
-            and self._bids.unfunded_open >= MAX_UNFUNDED_BIDS
-        ):
-            # Announcements cost nothing: those of requesters never seen locking are bid on
-            # up to a bound, and past it refused with no work kept (a funded job, or a
-            # requester seen locking, still gets its bid).
-            n = self._bids.unfunded_open
-            refusal = "busy", f"{n} bids open for jobs with no escrow on the ledger"
-        if refusal is not None:
-            reason, detail = refusal
-            nobid = NoBid(job_id, self.me, reason, detail, cfg.price_floor)
-            self.history.append(Seen(job_id, now_ms, reason, spec.max_price, 0))
-            effects: list[Effect] = [Send(spec.requester, sign(nobid, cfg.key, cfg.chain_id))]
-            if work is not None:  # a re-announcement we can no longer take
-                self._bids.drop(work)
-                del self.work[job_id]
-                effects.append(CancelTimer(TimerKey(TimerKind.BID, job_id)))
-            return effects
-        # Open bids count as half-taken slots: a node with many pending bids asks more
-        # (those for jobs with no escrow seen, up to half the open-bid capacity).
-        load = self.active + self._priced_load(now_ms) // max(1, cfg.overbook)
-        price = bid_price(
-            cfg.price_floor,
-            min(cfg.max_concurrency, load),
-            cfg.max_concurrency,
-            cfg.bench_score,
-            cfg.reference_bench,
-            cfg.load_markup_permille,
-        )
-        bid = Bid(
-            job_id=job_id,
-            provider=self.me,
-            price=max(1, min(price, spec.max_price)),  # a claim pays at least 1
-            est_finish_ms=now_ms + spec.bid_window_ms + run_ms,
-            determinism_class=cfg.class_for(spec),
-            bench_score=cfg.bench_score,
-            expires_ms=now_ms + spec.bid_window_ms + cfg.bid_validity_ms,
-        )
-        signed_bid = sign(bid, cfg.key, cfg.chain_id)
-        window_end = now_ms + min(spec.bid_window_ms, MAX_PENDING_MS)
-        if work is None:
-            work = self.work[job_id] = Work(signed, signed_bid, window_end, funded=funded)
-            self._bids.add(work)
-        else:  # a re-announcement: a fresh bid; an award for a recent one still counts
-            work.older = (*work.older[-(_KEEP_BIDS - 1) :], work.bid)
-            work.bid = signed_bid
-            work.window_end_ms = window_end
-            if funded:
-                self._bids.fund(work)
-            self._bids.renew(work)
-        return [
-            Send(spec.requester, signed_bid),
-            SetTimer(bid.expires_ms, TimerKey(TimerKind.BID, job_id)),
-        ]
+    # --- announcements: _provider_bids.py ------------------------------------------------
 
-    def _funded(self, spec: JobSpec, job_id: bytes) -> bool:
-        """Whether the ledger shows the job's escrow, locked by its requester and open (the
-        requester is then remembered as one that locks)."""
-        escrow = self.config.escrow_of(job_id)
-        if escrow is None or escrow.owner != spec.requester or not escrow.is_open:
-            return False
-        self._funder(spec.requester)
-        return True
-
-    def _funder(self, requester: bytes) -> None:
-        self._funders.pop(requester, None)
-        while len(self._funders) >= MAX_FUNDERS:
-            del self._funders[next(iter(self._funders))]
-        self._funders[requester] = None
+    _on_announce = _provider_bids.on_announce
+    _funded = _provider_bids.funded
+    _funder = _provider_bids.funder
 
     def _decline(self, work: Work, detail: str, now_ms: int) -> list[Effect]:
         """Decline an award (or the bid it would name): NoBid ``busy``, work dropped."""

@@ -161,6 +161,10 @@ class MemoryHub:
 
     # --- nodes ---------------------------------------------------------------------------
 
+    def joined(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` is on the hub now (a node leaves once its ``open`` has exited)."""
+        return peer in self._nodes
+
     @asynccontextmanager
     async def open(
         self,

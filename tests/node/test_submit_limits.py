@@ -17,7 +17,7 @@ from node.config import CONFIG_FILE, RequesterConfig, load_config
 from node.daemon import JobSubmitError
 from node.daemon.submit import check_request
 from sandbox import tiny_model_path
-from scheduler._provider import MAX_DEADLINE_AHEAD_MS
+from scheduler._provider_bids import MAX_DEADLINE_AHEAD_MS
 
 from .daemon._cluster import tiny_inputs
 

@@ -16,7 +16,7 @@ import protocol
 from protocol import Bid, InputRef, JobSpec, NoBid, Requirements, VerificationPolicy
 from scheduler import Misbehaved, Provider, ProviderConfig, Send, TimerKey, TimerKind, WorkPhase
 from scheduler._pricing import bid_price
-from scheduler._provider import MAX_ANSWERED, MAX_UNFUNDED_BIDS
+from scheduler._provider_bids import MAX_ANSWERED, MAX_UNFUNDED_BIDS
 
 from ..keys import key, pub
 from ._harness import CHAIN, CLASS, START_MS

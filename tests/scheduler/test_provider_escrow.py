@@ -11,7 +11,8 @@ import ledger
 import protocol
 from protocol import Award, Bid, JobSpec, NoBid, Usage
 from scheduler import Misbehaved, Output, Provider, RunJob, Send, WorkPhase
-from scheduler._provider import AWARD_HOLD_BLOCKS, MAX_ESCROW_AHEAD_BLOCKS, NO_ESCROW_GRACE_MS
+from scheduler._provider import AWARD_HOLD_BLOCKS, NO_ESCROW_GRACE_MS
+from scheduler._provider_bids import MAX_ESCROW_AHEAD_BLOCKS
 
 from ._harness import BLOCK_MS, CHAIN, DETERMINISM, Node, Sim, commitment
 

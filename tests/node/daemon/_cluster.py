@@ -171,6 +171,11 @@ async def cluster(
 
             async def restart(old: Node) -> Node:
                 k, cfg = started[old.me]
+                # a killed node leaves the hub once its task has unwound (bounded wait)
+                for _ in range(500):
+                    if not hub.joined(old.me):
+                        break
+                    await trio.sleep(0.01)
                 new = await start(k, cfg)
                 if cl.requester is old:
                     cl.requester = new
