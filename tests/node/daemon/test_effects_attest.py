@@ -8,39 +8,19 @@ kept a clean record (issue h23 L2)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
 import ledger
-import protocol
 import scheduler
 from node.daemon._effects import EffectRunner
 
 from ...keys import key, pub
+from .test_reports import JOB
+from .test_reports import signed_result as _result
 
-CHAIN = "aimx-test"
-JOB = bytes(range(32))
 OWNER = pub(key("requester"))
 LIAR = key("liar")  # paid by its claim, then its bytes did not open to its commitment
 WINNER = pub(key("winner"))  # paid by the settle
 LOSER = key("loser")  # outvoted, never paid
-
-
-def _result(signer: Any) -> protocol.Signed[protocol.Result]:
-    result = protocol.Result(
-        job_id=JOB,
-        provider=pub(signer),
-        replica=0,
-        outcome="ok",
-        message="",
-        output_commitment=bytes(32),
-        output_hash=bytes(32),
-        output_size=0,
-        key_hash=bytes(32),
-        determinism_class="onnx.cpu.extended",
-        usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
-        finished_ms=1,
-    )
-    return protocol.sign(result, signer, CHAIN)
 
 
 class _Node:

@@ -20,10 +20,11 @@ REQUESTER = key("reporter")
 JOB = bytes(range(32))
 
 
-def _result(offender: int) -> bytes:
+def signed_result(signer: Any) -> protocol.Signed[protocol.Result]:
+    """An ok Result of ``JOB`` signed by ``signer`` (evidence for reports and attestations)."""
     result = protocol.Result(
         job_id=JOB,
-        provider=pub(key(f"offender-{offender}")),
+        provider=pub(signer),
         replica=0,
         outcome="ok",
         message="",
@@ -35,7 +36,11 @@ def _result(offender: int) -> bytes:
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
         finished_ms=1,
     )
-    return protocol.sign(result, key(f"offender-{offender}"), CHAIN).raw
+    return protocol.sign(result, signer, CHAIN)
+
+
+def _result(offender: int) -> bytes:
+    return signed_result(key(f"offender-{offender}")).raw
 
 
 class _Coordinator:
