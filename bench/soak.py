@@ -26,6 +26,8 @@ that drifts during the window reads as growth in the plain slope.
 
 ``--arena-max-contributors K`` runs the last K contributors with glibc's
 ``MALLOC_ARENA_MAX`` (``--arena-max``, 2) for a side-by-side in one run.
+``--tracemalloc DIR`` has each contributor write the places whose Python allocations grew
+most since warm-up (``bench/memtrace``; slower, so its rates are not the plain run's).
 ``--samples-out`` keeps every sample as JSON and ``--from-samples`` prints the figures of
 such a file again (another ``--warmup-s``, say) without a run; ``--no-verify`` skips the
 ledgers' check at the end (minutes on a long chain).
@@ -132,10 +134,18 @@ def rates(samples: list[dict[str, Any]]) -> list[float]:
 
 def contributor_command(args: argparse.Namespace, i: int) -> tuple[str, ...]:
     """Contributor ``i``'s daemon: the last ``--arena-max-contributors`` run with glibc's
-    ``MALLOC_ARENA_MAX``."""
+    ``MALLOC_ARENA_MAX``; with ``--tracemalloc`` each writes its allocation growth."""
+    env: list[str] = []
     if i >= args.contributors - args.arena_max_contributors:
-        return ("env", f"MALLOC_ARENA_MAX={args.arena_max}", *DAEMON_COMMAND)
-    return DAEMON_COMMAND
+        env.append(f"MALLOC_ARENA_MAX={args.arena_max}")
+    if args.tracemalloc is not None:
+        args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        env += [
+            f"PYTHONPATH={_HERE / 'memtrace'}",
+            f"AIMX_TRACEMALLOC_OUT={args.tracemalloc.resolve() / f'contributor-{i + 1}.txt'}",
+            f"AIMX_TRACEMALLOC_START_S={args.warmup_s}",
+        ]
+    return ("env", *env, *DAEMON_COMMAND) if env else DAEMON_COMMAND
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,6 +244,12 @@ def main() -> None:
         "with the default: a side-by-side of the allocator's arenas in one run",
     )
     parser.add_argument("--arena-max", type=int, default=2)
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        help="trace the contributors' Python allocations: each writes DIR/contributor-N.txt, "
+        "the places that grew most since warm-up (bench/memtrace), every 2 minutes",
+    )
     parser.add_argument("--keep", type=Path, help="keep the devnet's data directories here")
     parser.add_argument(
         "--no-verify",

@@ -170,7 +170,9 @@ class Sync:
                 raise protocol.RemoteProtocolError("a block is bytes")
         except (NetworkError, protocol.ProtocolError, trio.TooSlowError) as exc:
             service.counters.fetch_failures += 1
-            service.misbehaved(effect.peer, f"fetching blocks failed: {exc or 'timed out'}")
+            service.misbehaved(
+                effect.peer, f"fetching blocks failed: {str(exc) or type(exc).__name__}"
+            )
             return None
         if head > service.state.height and not blocks:
             service.misbehaved(effect.peer, f"claims head {head} but sends no block")

@@ -86,10 +86,13 @@ async def test_an_overtaken_transaction_whose_refusal_comes_back_late_is_sent_at
             nursery.start_soon(queue.run)
             for _ in range(2):
                 queue.put(TxRequest(ledger.Transfer(pub(BOB), 1)))
-            while len(producer.mempool) < 2:
+            # Wait on the queue's own count: the mempool holds the second transaction a
+            # checkpoint before its slow answer reaches the queue.
+            while queue.submitted < 2 and queue.rejected == 0:
                 await trio.sleep(0.001)
             nursery.cancel_scope.cancel()
     assert queue.submitted == 2 and queue.rejected == 0
+    assert len(producer.mempool) == 2
 
 
 async def test_transactions_dropped_behind_a_refused_one_are_signed_again() -> None:
