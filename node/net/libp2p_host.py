@@ -25,8 +25,9 @@ its own:
   remembered from the last run;
 - logs: py-libp2p's lines written while serving a peer's stream name the peer;
 - relay (:mod:`._libp2p_relay`): reservations when private;
-- py-libp2p's logs go through ours (:func:`route_libp2p_logs`), and its per-message costs
-  are cut (:mod:`._libp2p_tuning`).
+- py-libp2p's logs go through ours (:func:`route_libp2p_logs`), its per-message costs
+  are cut (:mod:`._libp2p_tuning`), and a per-stream leak of its yamux is closed
+  (:mod:`._libp2p_leaks`).
 
 This module wires them into one network, and owns connections (connect and disconnect
 events, bans) and shutdown: our tasks, then pubsub (``seen_messages.stop()``), DHT, relay,
@@ -63,6 +64,7 @@ from ._libp2p_dht import provider_key as provider_key
 from ._libp2p_dht import record_key as record_key
 from ._libp2p_dialer import Dialer
 from ._libp2p_inbound import GuardedHandlers, InboundGuard, guard
+from ._libp2p_leaks import install as install_libp2p_leak_fixes
 from ._libp2p_logging import route_libp2p_logs
 from ._libp2p_pubsub import GossipPubsub
 from ._libp2p_records import RECORD_PROTOCOL, CapabilityRecords
@@ -348,6 +350,7 @@ async def open_libp2p_network(
     listening, bootstrapped and (if private) reserved at its relays when this yields."""
     route_libp2p_logs(config.libp2p_log_level)
     install_libp2p_tuning()
+    install_libp2p_leak_fixes()
     listen = listen_addrs(config)
     for address in config.bootstrap:
         info_of(address)
