@@ -12,8 +12,11 @@ from ._apply import apply_block as apply_block
 from ._apply import decode_block as decode_block
 from ._apply import produce_block as produce_block
 from ._block import MAX_BLOCK_BYTES as MAX_BLOCK_BYTES
+from ._block import MAX_TX_BYTES as MAX_TX_BYTES
 from ._block import Block as Block
 from ._block import EquivocationProof as EquivocationProof
+from ._budget import MAX_BLOCK_SIGNATURE_CHECKS as MAX_BLOCK_SIGNATURE_CHECKS
+from ._budget import signature_checks as signature_checks
 from ._draft import Draft as Draft
 from ._effects import Commit as Commit
 from ._effects import Effect as Effect

@@ -14,6 +14,7 @@ import protocol
 from protocol import ProtocolError, Signed
 
 from ._block import MAX_BLOCK_BYTES, Block
+from ._budget import MAX_BLOCK_SIGNATURE_CHECKS, BlockBudget, signature_checks
 from ._draft import Draft
 from ._errors import BlockRejected, MalformedTransaction, TransactionRejected
 from ._genesis import Genesis
@@ -22,7 +23,8 @@ from ._state import State
 
 
 def decode_block(raw: bytes, genesis: Genesis) -> Signed[Block]:
-    """Decode a block and check its signature and producer (not its contents)."""
+    """Decode a block and check its size, signature and producer (not its contents)."""
+    _check_size(len(raw), None)
     try:
         block: Signed[Block] = protocol.decode(
             raw, genesis.chain_id, Block, max_bytes=MAX_BLOCK_BYTES
@@ -41,6 +43,14 @@ def decode_block(raw: bytes, genesis: Genesis) -> Signed[Block]:
     return block
 
 
+def _check_size(size: int, height: int | None) -> None:
+    if size > MAX_BLOCK_BYTES:
+        raise BlockRejected(
+            f"block of {size} bytes is over the {MAX_BLOCK_BYTES}-byte limit of a block",
+            height=height,
+        )
+
+
 def apply_block(
     state: State,
     block: bytes | Signed[Block],
@@ -50,11 +60,14 @@ def apply_block(
     """Apply a signed block to ``state``, returning the new state; ``state`` is unchanged.
 
     Raises :class:`BlockRejected` for any fault, with the offending transaction's index
-    and rejection. ``verified`` may pass the block's transactions already verified (by the
-    producer that built it) so that no signature is checked twice.
+    and rejection; a block over its byte or signature-check budget (``_budget.py``) is
+    refused too, before the checks past the budget are made. ``verified`` may pass the
+    block's transactions already verified (by the producer that built it) so that no
+    signature is checked twice.
     """
     signed = decode_block(block, state.genesis) if isinstance(block, bytes) else block
     b = signed.message
+    _check_size(len(signed.raw), b.height)
     if b.height != state.height + 1:
         raise BlockRejected(
             f"block height {b.height} does not extend height {state.height}", height=b.height
@@ -68,6 +81,7 @@ def apply_block(
     draft.mature()
     draft.prune()
     chain = state.genesis.chain_id
+    checks = 0
     for i, raw in enumerate(b.txs):
         try:
             if verified is not None:
@@ -76,6 +90,14 @@ def apply_block(
                     raise MalformedTransaction("pre-verified transaction does not match")
             else:
                 vtx = verify_tx(raw, chain)
+            checks += signature_checks(vtx.payload)
+            if checks > MAX_BLOCK_SIGNATURE_CHECKS:
+                raise BlockRejected(
+                    f"block {b.height} rejected: its transactions up to {i} cost {checks} "
+                    f"signature checks, over the {MAX_BLOCK_SIGNATURE_CHECKS} of a block",
+                    height=b.height,
+                    index=i,
+                )
             apply_tx(draft, vtx)
         except TransactionRejected as exc:
             raise BlockRejected(
@@ -112,7 +134,11 @@ class Produced:
 def produce_block(
     state: State, key: nacl.signing.SigningKey, candidates: Iterable[VerifiedTx]
 ) -> Produced:
-    """Build and sign the next block from ``candidates`` in order, skipping invalid ones."""
+    """Build and sign the next block from ``candidates`` in order, skipping invalid ones.
+
+    Candidates are taken until the block is full: ``max_block_txs`` transactions, or the
+    next candidate would take it over its byte or signature-check budget (``_budget.py``);
+    what is not taken is not looked at (a mempool keeps it for the next block)."""
     height = state.height + 1
     draft = Draft(state, height)
     draft.mature()
@@ -120,8 +146,9 @@ def produce_block(
     included: list[VerifiedTx] = []
     rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
     limit = state.genesis.max_block_txs
+    budget = BlockBudget.for_block(height, state.genesis.chain_id)
     for vtx in candidates:
-        if len(included) >= limit:
+        if len(included) >= limit or not budget.fits(vtx.raw, vtx.payload):
             break
         try:
             apply_tx(draft, vtx)
@@ -129,6 +156,7 @@ def produce_block(
             rejected.append((vtx, exc))
             continue
         included.append(vtx)
+        budget.take(vtx.raw, vtx.payload)
     new = draft.finish(b"")
     block = protocol.sign(
         Block(
@@ -141,5 +169,6 @@ def produce_block(
         key,
         state.genesis.chain_id,
     )
+    assert len(block.raw) <= MAX_BLOCK_BYTES, "the budget bounds a block's size from above"
     new.last_block_hash = block.id
     return Produced(block, new, tuple(included), tuple(rejected))

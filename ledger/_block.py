@@ -9,8 +9,14 @@ from protocol import Bin, ListOf, Message, UInt, unpack
 
 #: Largest transaction accepted into a block (envelope included).
 MAX_TX_BYTES = 80 * 1024
-#: Largest block on the wire.
-MAX_BLOCK_BYTES = 8 << 20
+#: Largest signed block, in bytes: a consensus rule (a block over it is refused; the
+#: producer stops taking transactions before one would pass it, ``_budget.py``). The one
+#: place this limit is stated. A block reaches a replica as one byte string inside a fetch
+#: answer, and the wire format takes byte strings of at most 1 MiB (protocol's
+#: ``MAX_BIN_LEN``): so 1 MiB less 64 KiB of room. A fetch answer's limit
+#: (node/ledger/_wire.py ``MAX_RESPONSE_BLOCK_BYTES``) is derived from it and stays under
+#: a network frame (4 MiB), so every valid block can be fetched.
+MAX_BLOCK_BYTES = (1 << 20) - (64 << 10)
 #: Most transactions in one block (a genesis may lower it).
 MAX_BLOCK_TXS = 4096
 

@@ -4,12 +4,12 @@ Every transaction is verified once, on entry (signature, chain, payload). A tran
 refused if it is a duplicate, a replay (its seq is below the sender's next), expired, below
 the minimum fee, more than ``max_ahead`` ahead of the sender's sequence (which also bounds
 the transactions one account has pending), valid for more than ``max_expiry_ahead`` blocks,
-or if the pool is full of higher fees. Only a *funded* sender is admitted: a genesis
-coordinator, or an account whose balance pays the fees of all its pending transactions
-with this one and which holds something (balance or stake); an unfunded account only with
-a claim that the escrow's owner signed for it (at most the escrow's ``max_payees`` such
-claims pending per escrow). So keys that never received credits cannot fill the pool, and
-an account cannot pledge more fees than it holds.
+too large for a block alone (``_budget.py``), or if the pool is full of higher fees. Only
+a *funded* sender is admitted: a genesis coordinator, or an account whose balance pays
+the fees of all its pending transactions with this one and which holds something (balance
+or stake); an unfunded account only with a claim that the escrow's owner signed for it (at
+most the escrow's ``max_payees`` such claims pending per escrow). So keys that never
+received credits cannot fill the pool, and an account cannot pledge more fees than it holds.
 
 No gaps: a sender's pending sequence numbers always run without a hole from its next on
 the chain. A transaction is admitted only at the sender's next sequence number, one past
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import protocol
 from protocol import Award, ProtocolError
 
+from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim
 from ._rules import VerifiedTx, verify_tx
@@ -116,6 +117,12 @@ class Mempool:
             )
         if tx.fee < state.genesis.min_fee:
             raise FeeTooLow(f"fee {tx.fee} is below the minimum fee {state.genesis.min_fee}")
+        if not fits_a_block(vtx.raw, vtx.payload, self.chain_id):
+            # (the payload limits keep every transaction far below both budgets today)
+            raise MempoolRejected(
+                "the transaction is over a block's byte or signature-check budget alone: "
+                "it could never be in a block; split it"
+            )
         queue = self._by_sender.get(tx.sender, {})
         old = queue.get(tx.seq)
         if old is not None and tx.fee <= old.vtx.tx.fee:

@@ -24,9 +24,10 @@ Rules, in prose (specs/ledger.md is the full text):
   once per pair).
 - A block at height ``h`` must extend the current state (``h = height + 1``,
   ``prev_hash = last block hash``), be signed by a genesis coordinator, hold at most
-  ``max_block_txs`` transactions, every one valid in order, and name the state root that
-  results. Before its transactions, unbonded stake whose release height is ``<= h`` returns
-  to its owners' balances.
+  ``max_block_txs`` transactions, every one valid in order, stay within its byte and
+  signature-check budgets (``_budget.py``), and name the state root that results. Before
+  its transactions, unbonded stake whose release height is ``<= h`` returns to its owners'
+  balances.
 
 Every function here is pure: it reads a state and returns a new one or raises a
 :class:`LedgerError`. Nothing does I/O or reads a clock.

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Block requests served to one peer at once (each may read up to 3 MiB); more are refused.
+#: Block requests served to one peer at once (each may read up to
+#: ``MAX_RESPONSE_BLOCK_BYTES``); more are refused.
 MAX_BLOCK_REQUESTS_PER_PEER = 4
 
 

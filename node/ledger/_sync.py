@@ -21,7 +21,7 @@ from ._wire import (
     BLOCKS_PROTOCOL,
     MAX_HEIGHT,
     MAX_PEERS_TRACKED,
-    MAX_RESPONSE_BLOCK_BYTES,
+    MAX_RESPONSE_BYTES,
 )
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class Sync:
                 response = await service.net.request(
                     effect.peer, BLOCKS_PROTOCOL, request, timeout=FETCH_TIMEOUT_S
                 )
-            value = protocol.unpack(response, max_bytes=MAX_RESPONSE_BLOCK_BYTES + 4096)
+            value = protocol.unpack(response, max_bytes=MAX_RESPONSE_BYTES)
             if type(value) is not list or len(value) != 2:
                 raise protocol.RemoteProtocolError("expected [head, blocks]")
             head, blocks = value

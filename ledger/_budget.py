@@ -1,0 +1,102 @@
+"""A block's budgets: its size in bytes and the signature checks validating it costs.
+
+Both are consensus rules (specs/ledger.md, "Blocks"): a block over either is refused
+whole, and the producer stops taking candidates before one would be exceeded (what does
+not fit waits in the mempool for the next block). Counts depend only on a transaction's
+bytes and payload, never on the state, so producer and replica count alike.
+
+- Bytes (:data:`~ledger._block.MAX_BLOCK_BYTES`, the signed block): a block must fit a
+  replica's fetch answer and a network frame, or no replica could ever fetch it.
+- Signature checks (:data:`MAX_BLOCK_SIGNATURE_CHECKS`): every replica checks each
+  transaction's signature and each signed message its rules decode (``_rules.py``); a
+  settle's 64 payout Bids cost 64 times a transfer, so a count of transactions alone
+  does not bound the time a block takes to validate.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import protocol
+
+from ._block import MAX_BLOCK_BYTES, Block
+from ._payloads import Claim, Lock, Payload, Settle, Slash
+
+#: Most Ed25519 signature checks validating one block may cost (:func:`signature_checks`
+#: summed over its transactions). At about 50-100 us a check, a full block's checks take
+#: 0.1-0.2 s: well under the default 500 ms block interval, on the coordinator and on
+#: every replica. Half of ``max_block_txs``' 4,096: a block of plain transfers (one check
+#: each) holds at most 2,048.
+MAX_BLOCK_SIGNATURE_CHECKS = 2048
+
+
+def signature_checks(payload: Payload) -> int:
+    """The signature checks a transaction with ``payload`` costs to validate: its own, and
+    one per signed message its rule decodes (``_rules.py``; a payload's counts are bounded
+    by its record's limits, so one transaction costs at most 65)."""
+    match payload:
+        case Lock():
+            return 2  # the JobSpec
+        case Settle():
+            return 1 + len(payload.payouts)  # each payout's Bid
+        case Claim():
+            return 3  # the Award and the Receipt
+        case Slash():
+            return 1 + len(payload.evidence)  # each evidence Result
+        case _:
+            return 1
+
+
+def _bin_header(n: int) -> int:
+    """msgpack's header of an ``n``-byte byte string."""
+    return 2 if n < 1 << 8 else 3 if n < 1 << 16 else 5
+
+
+def tx_block_bytes(raw: bytes) -> int:
+    """What a transaction of wire bytes ``raw`` adds to a block's size."""
+    return len(raw) + _bin_header(len(raw))
+
+
+def empty_block_bytes(height: int, chain_id: str) -> int:
+    """An upper bound on the size of a signed block at ``height`` holding no transaction,
+    with room for the longest header its transaction list may take (array 16)."""
+    body = Block(
+        height=height, prev_hash=bytes(32), producer=bytes(32), state_root=bytes(32), txs=()
+    ).wire()
+    envelope = [Block.TAG, chain_id, body, bytes(32), bytes(64)]
+    return len(protocol.pack(envelope)) + 2
+
+
+@dataclass(slots=True)
+class BlockBudget:
+    """What a block being built or checked has used of its budgets."""
+
+    bytes_used: int
+    checks_used: int = 0
+
+    @classmethod
+    def for_block(cls, height: int, chain_id: str) -> BlockBudget:
+        return cls(empty_block_bytes(height, chain_id))
+
+    def fits(self, raw: bytes, payload: Payload) -> bool:
+        """Whether a transaction would still fit (nothing is taken)."""
+        return (
+            self.bytes_used + tx_block_bytes(raw) <= MAX_BLOCK_BYTES
+            and self.checks_used + signature_checks(payload) <= MAX_BLOCK_SIGNATURE_CHECKS
+        )
+
+    def take(self, raw: bytes, payload: Payload) -> None:
+        self.bytes_used += tx_block_bytes(raw)
+        self.checks_used += signature_checks(payload)
+
+
+def fits_a_block(raw: bytes, payload: Payload, chain_id: str) -> bool:
+    """Whether a transaction fits an otherwise empty block (at the largest height): one
+    that does not could never be in a block, so the mempool refuses it."""
+    return BlockBudget(_largest_empty_block_bytes(chain_id)).fits(raw, payload)
+
+
+@functools.lru_cache(maxsize=16)
+def _largest_empty_block_bytes(chain_id: str) -> int:
+    return empty_block_bytes((1 << 64) - 1, chain_id)
