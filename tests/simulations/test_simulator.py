@@ -4,6 +4,7 @@ summary says, the smoke scenario, and scenario errors that name the key."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -47,6 +48,13 @@ def tiny(extra: str = "", *, top: str = "") -> simulations.Scenario:
     return parse_scenario(top + TINY + extra)
 
 
+@functools.cache
+def tiny_run(seed: int) -> simulations.Summary:
+    """``simulations.run(tiny(), seed=seed)``, run once for the tests that read it (the
+    summary is only read)."""
+    return simulations.run(tiny(), seed=seed)
+
+
 def test_same_seed_same_trace_hash_and_another_seed_differs() -> None:
     a = simulations.run(tiny(), seed=7)
     b = simulations.run(tiny(), seed=7)
@@ -76,7 +84,7 @@ def test_trace_hash_is_the_same_in_another_process(tmp_path: Path) -> None:
 
 
 def test_verification_cache_changes_nothing_but_the_label() -> None:
-    off = simulations.run(tiny(), seed=5)
+    off = tiny_run(5)
     on = simulations.run(tiny(top="verify_cache = true\n"), seed=5)
     assert on.trace_hash == off.trace_hash
     assert on["verify_cache"] is True and off["verify_cache"] is False
@@ -310,7 +318,7 @@ def test_a_warm_up_is_run_but_left_out_of_the_figures(tmp_path: Path) -> None:
     # The same run with and without a warm-up (the trace is the same: only the figures
     # differ): the measured figures count exactly the jobs submitted from warmup_s on, and
     # whole_run keeps every job's.
-    whole = simulations.run(tiny(), seed=5)
+    whole = tiny_run(5)
     measured = simulations.run(tiny(top="warmup_s = 30\n"), seed=5, out=tmp_path)
     assert measured.trace_hash == whole.trace_hash
     assert measured["measured_from_s"] == 30

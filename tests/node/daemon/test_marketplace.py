@@ -171,7 +171,7 @@ async def test_no_provider_matches_reason_given_and_escrow_returned() -> None:
             before = cl.requester.ledger.state.balance(cl.requester.me)
             # a short deadline: the escrow is refunded at its expiry, never earlier
             job_id = await cl.requester.submit_job(
-                model, tiny_inputs(), max_price=1_000, deadline_ms=4_000
+                model, tiny_inputs(), max_price=1_000, deadline_ms=2_000
             )
             await _wait_closed(cl, job_id)
             record = cl.requester.jobs[job_id]

@@ -18,6 +18,7 @@ from .helpers import CHAIN
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 ECHO = "/aimx/test/echo/1"
+GARBAGE_WAIT_S = 0.5  # was 2: each of 8 protocols waited it out on a stream left open
 
 
 async def echo(peer: bytes, data: bytes) -> bytes:
@@ -37,7 +38,10 @@ async def _garbage(src: Libp2pNetwork, dst: Libp2pNetwork, protocol_id: str, dat
         await stream.write(data)
     except Exception:  # reset at once: what a guard may do
         return
-    with trio.move_on_after(2):
+    # A stream the guard leaves open (a frame cut short waits for its rest) is left after
+    # GARBAGE_WAIT_S; one it ends, ends within milliseconds (0.02 s here). Nothing is
+    # asserted on this read: the host's health is asserted after each protocol.
+    with trio.move_on_after(GARBAGE_WAIT_S):
         while True:
             try:
                 if not await stream.read(65536):
@@ -58,7 +62,7 @@ async def test_garbage_on_every_mounted_protocol_ends_the_stream_not_the_host() 
             mounted = sorted(str(p) for p in a._host.get_mux().handlers if p is not None)
             assert "/meshsub/1.1.0" in mounted and "/ipfs/kad/1.0.0" in mounted, mounted
             for protocol_id in mounted:
-                async with trio.open_nursery() as sends:  # side by side: each may wait 2 s
+                async with trio.open_nursery() as sends:  # side by side
                     for garbage in (b"\x08" + b"\xff" * 8, b"\xff" * 8, b"\x05\x01\x02"):
                         sends.start_soon(_garbage, b, a, protocol_id, garbage)
                 assert await b.request(a.local_peer, ECHO, b"still here") == b"still here"
