@@ -22,6 +22,7 @@ from ._hashing import HASH_SIZE as HASH_SIZE
 from ._hashing import content_hash as content_hash
 from ._identity import peer_id as peer_id
 from ._identity import public_key_of as public_key_of
+from ._limits import MAX_BIN_LEN as MAX_BIN_LEN
 from ._limits import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._messages import ALL_MESSAGES as ALL_MESSAGES
 from ._messages import NOBID_REASONS as NOBID_REASONS

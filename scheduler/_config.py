@@ -70,8 +70,10 @@ class RequesterConfig:
     probation_jobs: int = 3
     #: Known-answer jobs for spot checks (see ``VerificationPolicy.spot_check_permille``).
     canaries: tuple[Canary, ...] = ()
-    #: Also slash (not only attest against) a provider outvoted by a majority.
-    slash_outvoted: bool = False
+    #: Also slash (not only attest against) a provider outvoted by a majority. On by
+    #: default: refusing a cheater across requesters (adaptive replication's trust) rests
+    #: on its outvoted Results reaching the ledger as slashes.
+    slash_outvoted: bool = True
     #: A first announcement to fewer named providers than this (but at least one) goes to
     #: them alone, not also to the class's topic: the lookup most likely found every
     #: provider of the class, and a topic message costs each subscriber several copies.

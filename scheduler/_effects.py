@@ -197,13 +197,18 @@ class ClaimWithReceipt:
 
 @dataclass(frozen=True, slots=True)
 class Attest:
-    """A reputation statement about ``subject`` by a party to the job, with evidence."""
+    """A reputation statement about ``subject`` by a party to the job, with evidence.
+    ``report``: the requester asks for a slash (a known answer contradicted, or
+    ``slash_outvoted``): a driver that cannot land the attestation (the ledger takes one
+    only about a party the escrow paid) reports the evidence to a coordinator instead.
+    Without it an unlanded attestation is dropped."""
 
     job_id: bytes
     subject: bytes
     positive: bool
     reason: str
     evidence: tuple[Signed[Result], ...]
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)

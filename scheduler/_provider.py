@@ -9,14 +9,16 @@ Rules (specs/marketplace.md is the full text):
 - Announcements are bounded (specs/daemon.md, "Provider bounds on announcements"): one
   with a bid window over ``MAX_BID_WINDOW_MS``, a deadline more than
   ``MAX_DEADLINE_AHEAD_MS`` ahead or an escrow expiry more than
-  ``MAX_ESCROW_AHEAD_BLOCKS`` ahead is refused unanswered (``Misbehaved``); a bid counts as
-  pending load for at most ``MAX_PENDING_MS``; one requester's pending bids count as load
-  for others' announcements up to half the open-bid capacity, and bids for jobs with no
-  escrow on the ledger, from all requesters together, up to that same half; such bids (and
-  awards held) are at most ``MAX_UNFUNDED_BIDS``, past which a requester never seen
-  locking is answered ``busy``; at most ``MAX_ANSWERED`` answered announcements are
-  remembered. Bids are counted as they come and go (``BidBook``), never scanned per
-  announcement.
+  ``MAX_ESCROW_AHEAD_BLOCKS`` ahead of the best height known (``note_head``) is refused
+  unanswered (``Misbehaved``); our own node's announcements are not bid on (an escrow
+  never pays its owner); a bid counts as pending load for at most ``MAX_PENDING_MS``; one
+  requester's pending bids count as load for others' announcements up to half the open-bid
+  capacity, and bids for jobs with no escrow on the ledger, from all requesters together,
+  up to that same half; such bids (and awards held) are at most ``MAX_UNFUNDED_BIDS``,
+  past which a requester never seen locking is answered ``busy``, and one seen locking too
+  past ``MAX_UNFUNDED_BIDS_PER_FUNDER`` of its own or ``MAX_UNFUNDED_BIDS_ALL`` in all; at
+  most ``MAX_ANSWERED`` answered announcements are remembered. Bids are counted as they
+  come and go (``BidBook``), never scanned per announcement.
 - An Award for our bid is accepted while a slot is free (``max_concurrency``), and runs
   (``RunJob``) only once the ledger shows the job's escrow covering it: until then it is
   held (AWARDED) for ``AWARD_HOLD_BLOCKS`` blocks, then declined. Heartbeats go out
@@ -30,11 +32,13 @@ Rules (specs/marketplace.md is the full text):
   that Result, and only once the ledger shows the job's escrow able to pay the award by
   claim (``ProviderConfig.escrow_of``, and each block). A *sealed* receipt (a verified
   winner's) is claimed at once (``ClaimWithReceipt`` with the key, which the claim
-  publishes on the ledger), and the key is sent (``Unseal``) once the claim paid; a
-  *plain* one (whose bytes the verification needs) gets the key at once, resent at
-  doubling intervals until the work ends. So a requester reads no output it did not
-  receipt, nor a verified winner's before the winner is paid (specs/marketplace.md, "Fair
-  exchange"). A run past the award's deadline is aborted: the requester has replaced it.
+  publishes on the ledger; only while its ``claim_by`` can still be met and is not
+  absurdly far: else the requester misbehaved and the work ends), and the key is sent
+  (``Unseal``) once the claim paid; a *plain* one (whose bytes the verification needs)
+  gets the key at once, resent at doubling intervals until the work ends. So a requester
+  reads no output it did not receipt, nor a verified winner's before the winner is paid
+  (specs/marketplace.md, "Fair exchange"). A run past the award's deadline is aborted: the
+  requester has replaced it.
 - Delivered work whose escrow the ledger does not show is dropped ``NO_ESCROW_GRACE_MS``
   after the job's deadline.
 - With a plain Receipt held, the provider waits for the ledger: paid or closed ends the
@@ -85,6 +89,7 @@ from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
+from ._requester_jobs import KEY_DUE_BLOCKS
 
 #: Receipted output bytes are resent at doubling intervals up to this one.
 MAX_OUTPUT_RESEND_MS = 60_000
@@ -95,6 +100,10 @@ AWARD_HOLD_BLOCKS = 2
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
+#: A sealed receipt's ``claim_by`` may be this many blocks further than ``KEY_DUE_BLOCKS``
+#: after the best height we know (the requester's view may be ahead of ours); one past
+#: that, or not above our height, is refused as the requester's misbehaviour.
+CLAIM_BY_SLACK_BLOCKS = 8
 
 
 class Provider:
@@ -108,8 +117,10 @@ class Provider:
         self.history: deque[Seen] = deque(maxlen=config.history_limit)
         # job id -> (answered at, deadline, bid window): copies are dropped before decoding
         self._answered: dict[bytes, tuple[int, int, int]] = {}
-        #: The last block height seen.
+        #: The last block height seen; the highest head the node heard of (``note_head``),
+        #: which is above ``height`` while the node's ledger catches up.
         self.height = 0
+        self.head = 0
         # Counted as they change, so that an announcement costs the same however much work
         # is held: the running replicas, the open bids, and the requesters seen locking.
         self._running: set[bytes] = set()
@@ -147,6 +158,11 @@ class Provider:
             return self.work[job_id]
         except KeyError:
             raise UnknownJob(f"no work for job {job_id.hex()[:16]}… on this node") from None
+
+    def note_head(self, head: int) -> None:
+        """The best chain height the node heard of (its ledger's sources' head): bounds
+        that count from the chain's height use it while our own blocks lag behind."""
+        self.head = max(self.head, head)
 
     def set_draining(self, draining: bool) -> None:
         """A draining node answers every announcement with NoBid ``shutting_down``."""
@@ -485,6 +501,14 @@ class Provider:
                 return []  # a requester cannot make us send on demand
             work.key_sent_ms = now_ms
             return [self._unseal(work)]
+        if receipt.sealed and not self._claim_by_ok(receipt.claim_by):
+            # A claim with it could only be refused in a block (dropping our later
+            # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``.
+            why = f"a sealed receipt claimable up to height {receipt.claim_by}"
+            return [
+                Misbehaved(receipt.requester, f"{why}, at height {self.height}"),
+                *self._close(work, f"{why}: no claim with it can land"),
+            ]
         work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
         effects: list[Effect] = [
@@ -500,6 +524,13 @@ class Provider:
         if not work.covered:
             return effects + self._check_escrow(work, self.config.escrow_of(work.id), now_ms)
         return effects + self._redeem(work, now_ms)
+
+    def _claim_by_ok(self, claim_by: int) -> bool:
+        """A sealed receipt's ``claim_by`` is still ahead, and not further than an honest
+        requester sets it (``KEY_DUE_BLOCKS`` after its height, which may be a few blocks
+        ahead of ours: ``CLAIM_BY_SLACK_BLOCKS``)."""
+        ahead = max(self.height, self.head) + KEY_DUE_BLOCKS + CLAIM_BY_SLACK_BLOCKS
+        return self.height < claim_by <= ahead
 
     def _check_escrow(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
         """Send the held output bytes once the job's escrow covers our award: the receipt

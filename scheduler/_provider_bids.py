@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from protocol import Bid, JobSpec, NoBid, Signed, sign
+from protocol import Bid, JobSpec, NoBid, NoBidReason, Signed, sign
 
 from ._effects import CancelTimer, Effect, Misbehaved, Send, SetTimer, TimerKey, TimerKind
 from ._matching import match
@@ -37,6 +37,12 @@ MAX_ESCROW_AHEAD_BLOCKS = 2_000_000
 #: Open bids for jobs whose escrow the ledger has not shown, from all requesters together:
 #: past this, a requester with no escrow seen is answered NoBid ``busy`` (no work kept).
 MAX_UNFUNDED_BIDS = 256
+#: A requester seen locking still gets bids past ``MAX_UNFUNDED_BIDS`` (its escrows land a
+#: block after its announcements), but at most this many open for its own jobs with no
+#: escrow seen, and only while all such bids are fewer than ``MAX_UNFUNDED_BIDS_ALL``: one
+#: cheap lock must not buy unbounded free bids.
+MAX_UNFUNDED_BIDS_PER_FUNDER = 64
+MAX_UNFUNDED_BIDS_ALL = 2 * MAX_UNFUNDED_BIDS
 #: Requesters remembered as having locked an escrow for a job we bid on.
 MAX_FUNDERS = 4_096
 
@@ -95,6 +101,10 @@ def counted(p: Provider, job_id: bytes) -> int:
 def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effect]:
     spec = signed.message
     job_id = signed.id
+    if spec.requester == p.me:
+        # Our own node's job (a requester and contributor in one): an escrow never pays
+        # its own owner, so a replica of ours could never be paid. Not bid on.
+        return []
     work = p.work.get(job_id)  # receive() dropped copies and jobs past BIDDING
     p._answered.pop(job_id, None)
     while len(p._answered) >= MAX_ANSWERED:
@@ -102,7 +112,9 @@ def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effec
     if (
         spec.bid_window_ms > MAX_BID_WINDOW_MS
         or spec.deadline_ms > now_ms + MAX_DEADLINE_AHEAD_MS
-        or spec.escrow_expiry_height > p.height + MAX_ESCROW_AHEAD_BLOCKS
+        # from the best head known: a provider still syncing must not blame honest
+        # requesters for escrows counted from the chain's real height
+        or spec.escrow_expiry_height > max(p.height, p.head) + MAX_ESCROW_AHEAD_BLOCKS
     ):
         # remembered briefly, so that its copies are dropped before a signature check
         p._answered[job_id] = (now_ms, now_ms + MAX_BID_WINDOW_MS, MAX_BID_WINDOW_MS)
@@ -121,18 +133,8 @@ def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effec
         draining=p.draining,
     )
     funded = p._funded(spec, job_id)
-    if (
-        refusal is None
-        and work is None
-        and not funded
-        and spec.requester not in p._funders
-        and p._bids.unfunded_open >= MAX_UNFUNDED_BIDS
-    ):
-        # Announcements cost nothing: those of requesters never seen locking are bid on
-        # up to a bound, and past it refused with no work kept (a funded job, or a
-        # requester seen locking, still gets its bid).
-        n = p._bids.unfunded_open
-        refusal = "busy", f"{n} bids open for jobs with no escrow on the ledger"
+    if refusal is None and work is None and not funded:
+        refusal = unfunded_refusal(p, spec.requester)
     if refusal is not None:
         reason, detail = refusal
         nobid = NoBid(job_id, p.me, reason, detail, cfg.price_floor)
@@ -179,6 +181,25 @@ def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effec
         Send(spec.requester, signed_bid),
         SetTimer(bid.expires_ms, TimerKey(TimerKind.BID, job_id)),
     ]
+
+
+def unfunded_refusal(p: Provider, requester: bytes) -> tuple[NoBidReason, str] | None:
+    """Why a new bid for a job of ``requester`` whose escrow is not on the ledger is
+    refused (``busy``), if it is. Announcements cost nothing: such bids are made up to
+    ``MAX_UNFUNDED_BIDS`` in all; past it, only for a requester seen locking (a funded job
+    is never refused here), up to ``MAX_UNFUNDED_BIDS_PER_FUNDER`` of its own and
+    ``MAX_UNFUNDED_BIDS_ALL`` in all. No work is kept for a refused one."""
+    book = p._bids
+    n = book.unfunded_open
+    why = f"{n} bids open for jobs with no escrow on the ledger"
+    if requester not in p._funders:
+        return ("busy", why) if n >= MAX_UNFUNDED_BIDS else None
+    if n >= MAX_UNFUNDED_BIDS_ALL:
+        return "busy", why
+    own = book.unfunded_open_of(requester)
+    if own >= MAX_UNFUNDED_BIDS_PER_FUNDER:
+        return "busy", f"{own} bids open for your jobs with no escrow on the ledger"
+    return None
 
 
 def funded(p: Provider, spec: JobSpec, job_id: bytes) -> bool:

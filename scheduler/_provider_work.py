@@ -166,15 +166,17 @@ class BidBook:
         self.funded = 0
         self.funded_capped = 0
         self.unfunded = 0
-        #: Open bids, and awards held, for jobs whose escrow the ledger has not shown.
+        #: Open bids, and awards held, for jobs whose escrow the ledger has not shown; and
+        #: per requester (only requesters with one).
         self.unfunded_open = 0
+        self._unfunded_open_of: dict[bytes, int] = {}
         self._ends: list[tuple[int, bytes]] = []
 
     def add(self, work: Work) -> None:
         """``work`` is a new bid (``funded`` set as the ledger shows its job now)."""
         work.booked = True
         if not work.funded:
-            self.unfunded_open += 1
+            self._open(work, 1)
         self.renew(work)
 
     def renew(self, work: Work) -> None:
@@ -193,7 +195,7 @@ class BidBook:
             self._count(work, 1)
         else:
             work.funded = True
-        self.unfunded_open -= 1
+        self._open(work, -1)
 
     def awarded(self, work: Work) -> None:
         """``work`` is awarded: no longer pending. It stays in the book (an award held
@@ -210,7 +212,7 @@ class BidBook:
         if work.counted:
             self._count(work, -1)
         if not work.funded:
-            self.unfunded_open -= 1
+            self._open(work, -1)
 
     def expire(self, now_ms: int, work: dict[bytes, Work]) -> None:
         """Bids whose window ended by ``now_ms`` are no longer pending."""
@@ -231,6 +233,19 @@ class BidBook:
         """``requester``'s pending bids: (funded, unfunded)."""
         counts = self.by_requester.get(requester)
         return (counts[0], counts[1]) if counts is not None else (0, 0)
+
+    def unfunded_open_of(self, requester: bytes) -> int:
+        """``requester``'s open bids (and awards held) for jobs with no escrow seen."""
+        return self._unfunded_open_of.get(requester, 0)
+
+    def _open(self, work: Work, n: int) -> None:
+        who = work.spec.requester
+        self.unfunded_open += n
+        left = self._unfunded_open_of.get(who, 0) + n
+        if left:
+            self._unfunded_open_of[who] = left
+        else:
+            del self._unfunded_open_of[who]
 
     def _count(self, work: Work, n: int) -> None:
         who = work.spec.requester

@@ -338,6 +338,9 @@ class Requester:
                 f"deadline_ms is more than {MAX_DEADLINE_MS // 3_600_000} h ahead "
                 "(providers refuse such jobs as misbehaviour); shorten it"
             )
+        # Never our own provider: it would not bid (or its bid is ignored), so waiting
+        # for its answer would hold the bid window open for nothing.
+        providers = [p for p in providers if p != self.me]
         job, effects = open_job(
             spec, now_ms, providers, known, spot_check, self.config, self.me, self.height
         )
@@ -364,6 +367,10 @@ class Requester:
 
     def _on_bid(self, job: RequesterJob, signed: Signed[Bid], now_ms: int) -> list[Effect]:
         bid = signed.message
+        if bid.provider == self.me:
+            # Our own provider's: the ledger never lets an escrow pay its owner, so the
+            # replica could never be paid (its claim refused, its key never sent).
+            return []
         if bid.price > job.spec.max_price:
             return [Misbehaved(bid.provider, "bid above the job's max_price")]
         if bid.expires_ms <= now_ms or bid.provider in job.excluded:
@@ -547,7 +554,7 @@ class Requester:
         if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
             return []  # the window's end (with the escrow locked) will fill
         effects: list[Effect] = []
-        bids = candidates(job, self.config, now_ms)
+        bids = candidates(job, self.config, now_ms, self.caught)
         if not job.live():
             bids, job.target = initial_order(job, bids, self.config, self.caught)
         while len(job.live()) < job.target and job.can_award() and bids:

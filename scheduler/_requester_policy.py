@@ -44,11 +44,9 @@ def spec_to_sign(spec: JobSpec, config: RequesterConfig) -> JobSpec:
 def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -> bool:
     """Enough answers to the latest announcement to award now: every named provider not
     excluded answered and one of them bid (waiting out the window would bring nothing
-    but pubsub stragglers), or ``redundancy + 1`` of them bid (a choice for every
-    replica and a spare: the slowest answers are those of the busiest providers), or,
-    with the escrow locked, ``redundancy`` bid and one of them is past probation. Under
-    adaptive replication the last two are replaced by: the escrow is locked and a
-    trusted provider bid."""
+    but pubsub stragglers), or, with the escrow locked, ``redundancy`` of them bid and
+    one of them is past probation. Under adaptive replication the last is replaced by:
+    the escrow is locked and a trusted provider bid."""
     named = [p for p in job.providers if p not in job.excluded]
     bidders = [p for p in job.answered if p in job.bids]
     if config.replication == "adaptive" and job.known is None:
@@ -57,24 +55,28 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
         # provider (or the window): a later answer may be a trusted provider's.
         if job.phase != JobPhase.LOCKING and any(trusted(p, config, caught) for p in bidders):
             return True
-    elif len(bidders) >= job.asked + 1:
+    elif (
+        job.phase != JobPhase.LOCKING
+        and len(bidders) >= job.asked
+        and any(config.reputation(p).settled_jobs >= config.probation_jobs for p in bidders)
+    ):
+        # The escrow is locked and every replica has a bid: waiting for more would trade
+        # latency for price. Only with a bid past probation in hand: newcomer keys (free)
+        # bidding first, however many, must not close the window before an established
+        # provider's bid (the probation replica's) comes.
         return True
-    elif job.phase != JobPhase.LOCKING and len(bidders) >= job.asked:
-        # The escrow is locked and every replica has a bid: waiting for more would
-        # trade latency for price. Not when probation would want one more bid.
-        veteran = config.probation_jobs
-        if any(config.reputation(p).settled_jobs >= veteran for p in bidders):
-            return True
     return bool(named) and job.answered.issuperset(named) and bool(bidders)
 
 
-def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[Signed[Bid]]:
+def candidates(
+    job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
+) -> list[Signed[Bid]]:
     """Usable bids, best first (``award_key``); keys with no settled job last, oldest bid
     first, once such keys declined too often (``newcomers_last``). In ``exact`` mode only
-    bids in one determinism class (the known answer's, else the first live replica's, else the best
-    bid's): replicas are then compared bit for bit, by commitment, and every receipt is a
-    verified winner's (sealed). Comparing outputs of several classes would need them
-    opened before a verdict, with keys handed over before pay."""
+    bids in one determinism class (``anchor_class``): replicas are then compared bit for
+    bit, by commitment, and every receipt is a verified winner's (sealed). Comparing
+    outputs of several classes would need them opened before a verdict, with keys handed
+    over before pay."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
     rep = config.reputation
@@ -95,15 +97,35 @@ def candidates(job: RequesterJob, config: RequesterConfig, now_ms: int) -> list[
         )
     bids = [s for s, _ in kept]
     if spec.verification.mode == "exact" and bids:
-        live = job.live()
-        if job.known is not None:
-            anchor = job.known.determinism_class
-        elif live:
-            anchor = live[0].determinism_class
-        else:
-            anchor = bids[0].message.determinism_class
+        anchor = anchor_class(job, bids, config, caught)
         bids = [s for s in bids if s.message.determinism_class == anchor]
     return bids
+
+
+def anchor_class(
+    job: RequesterJob, bids: list[Signed[Bid]], config: RequesterConfig, caught: Caught
+) -> str:
+    """The one determinism class an exact job's replicas run in: the known answer's, else
+    the first live replica's, else that of the best bid (``bids`` is best first) from a
+    trusted provider (adaptive replication), else from a provider past probation, else
+    the best bid's. A bid's class is the bidder's word: were the best bid's class the
+    anchor, two keys bidding the lowest price in a class of their own would filter the
+    established provider out of the job (no probation replica, no trusted run) and
+    verify their own wrong output."""
+    if job.known is not None:
+        return job.known.determinism_class
+    live = job.live()
+    if live:
+        return live[0].determinism_class
+    if config.replication == "adaptive":
+        for s in bids:
+            if trusted(s.message.provider, config, caught):
+                return s.message.determinism_class
+    probation = config.probation_jobs
+    for s in bids:
+        if config.reputation(s.message.provider).settled_jobs >= probation:
+            return s.message.determinism_class
+    return bids[0].message.determinism_class
 
 
 def newcomers_last(job: RequesterJob, config: RequesterConfig) -> bool:

@@ -198,10 +198,13 @@ def punish(
     config: RequesterConfig,
     caught: Caught,
 ) -> list[Effect]:
-    """Attest against (and, for a known answer, slash) each provider in the minority,
-    with its signed result and the winners' as evidence, and remember it as caught. A
-    slash goes only with the Results of at least two paid winners: the ledger slashes on
-    nothing less (a known answer alone is not evidence a replica can check)."""
+    """Attest against (and, for a known answer or with ``slash_outvoted``, slash) each
+    provider in the minority, with its signed result and the winners' as evidence, and
+    remember it as caught. A slash goes only with the Results of at least two paid
+    winners: the ledger slashes on nothing less (a known answer alone is not evidence a
+    replica can check). The attestation asks for a report (``Attest.report``) only with
+    a slash: an outvoted loser is never paid, so its attestation never lands, and
+    without ``slash_outvoted`` it must not become a slash report either."""
     effects: list[Effect] = []
     won = tuple(w.result for w in winners if w.result is not None)[:MAX_MAJORITY_EVIDENCE]
     for r in losers:
@@ -209,14 +212,17 @@ def punish(
             continue
         catch(r.provider, config, caught)
         evidence = (r.result, *won)
+        slash: Slash | None = None
         if len(won) < 2:
             pass  # nothing the ledger could check: the attestation below only
         elif job.known is not None:
             why = "contradicts the known answer"
-            effects.append(Slash(job.id, r.provider, why, evidence, job.known.commitment))
+            slash = Slash(job.id, r.provider, why, evidence, job.known.commitment)
         elif config.slash_outvoted and verdict.reference is not None:
             why = "outvoted by the majority"
-            ref = verdict.reference.commitment
-            effects.append(Slash(job.id, r.provider, why, evidence, ref))
-        effects.append(Attest(job.id, r.provider, False, "outvoted", evidence))
+            slash = Slash(job.id, r.provider, why, evidence, verdict.reference.commitment)
+        if slash is not None:
+            effects.append(slash)
+        report = slash is not None
+        effects.append(Attest(job.id, r.provider, False, "outvoted", evidence, report=report))
     return effects

@@ -238,9 +238,10 @@ def attest(sim: Simulation, node: int, e: scheduler.Attest, now: int) -> None:
 
 def report(sim: Simulation, e: scheduler.Attest) -> None:
     """A verdict against a provider the job did not pay goes to the coordinator as
-    evidence (its signed Result with the paid majority's), as the daemon's reports
-    do; the coordinator slashes once the job's escrow is closed (_slash_reported)."""
-    if e.positive or not any(r.signer == e.subject for r in e.evidence):
+    evidence (its signed Result with the paid majority's) when the requester asked for
+    a slash (``Attest.report``), as the daemon's reports do; the coordinator slashes once
+    the job's escrow is closed (_slash_reported)."""
+    if not e.report or e.positive or not any(r.signer == e.subject for r in e.evidence):
         return
     key = (e.job_id, e.subject)
     if key not in sim.reports:

@@ -191,6 +191,11 @@ class RequesterConfig(_Strict):
     audit_permille: int = Field(
         50, ge=0, le=1000, description="adaptive: share of a trusted provider's jobs run twice"
     )
+    slash_outvoted: bool = Field(
+        True,
+        description="report a provider outvoted by a verified majority for a slash (with the "
+        "signed Results as evidence); off, it is only attested against",
+    )
 
 
 class NodeConfig(_Strict):

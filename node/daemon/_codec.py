@@ -23,8 +23,9 @@ from ._errors import JobSubmitError
 Array = npt.NDArray[Any]
 
 _CODES = ("|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8")
-#: Largest tensor the daemon decodes (bytes of data).
-MAX_TENSOR_BYTES = 64 << 20
+#: Largest tensor the daemon decodes (bytes of data): a tensor's data is one byte string of
+#: the canonical encoding, which holds at most ``protocol.MAX_BIN_LEN`` (1 MiB).
+MAX_TENSOR_BYTES = protocol.MAX_BIN_LEN
 
 
 def _code(array: Array) -> str:
@@ -78,7 +79,7 @@ def outputs_bytes(outputs: Mapping[str, Array]) -> bytes:
 
 def outputs_from_bytes(data: bytes) -> dict[str, Array]:
     """Inverse of :func:`outputs_bytes`; :class:`protocol.RemoteProtocolError` if malformed."""
-    value = protocol.unpack(data, max_bytes=4 * MAX_TENSOR_BYTES)
+    value = protocol.unpack(data, max_bytes=64 * MAX_TENSOR_BYTES)
     if not isinstance(value, list) or len(value) > 256:
         raise protocol.RemoteProtocolError("outputs are a list of named tensors")
     out: dict[str, Array] = {}

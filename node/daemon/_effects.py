@@ -52,7 +52,9 @@ class EffectRunner:
         """The job's escrow closed (or was never locked): its attestations go now, about
         the providers it paid, by the settle or by their claims (``escrow.paid``); a
         verdict against a provider it did not pay goes to a coordinator as evidence (its
-        signed Result with the paid majority's: what a slash must carry)."""
+        signed Result with the paid majority's: what a slash must carry) only when the
+        requester asked for a slash (``Attest.report``: a known answer contradicted, or
+        ``slash_outvoted``); otherwise it is dropped."""
         attests = self._pending_attests.pop(job_id, [])
         escrow = self._node.ledger.state.escrow(job_id) if attests else None
         paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
@@ -63,7 +65,11 @@ class EffectRunner:
                     done.add(effect.subject)
                     attest = ledger.Attest(effect.job_id, effect.subject, int(effect.positive))
                     self._node.submit_tx(attest)
-            elif not effect.positive and any(e.signer == effect.subject for e in effect.evidence):
+            elif (
+                effect.report
+                and not effect.positive
+                and any(e.signer == effect.subject for e in effect.evidence)
+            ):
                 self._node.reports.report(effect.subject, [e.raw for e in effect.evidence])
 
     def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
@@ -96,8 +102,10 @@ class EffectRunner:
                 # Once the escrow is closed (``forget``): before, a claim may still pay.
                 self._pending_attests.setdefault(effect.job_id, []).append(effect)
             case scheduler.Slash():
-                # The offender's Results and the paid majority's: what the ledger checks.
-                node.reports.report(effect.provider, [e.raw for e in effect.evidence])
+                # Reported with its attestation (``report`` set) once the escrow is closed
+                # (``forget``): the ledger checks the evidence against the settlement, and
+                # a report sent earlier could outlast a coordinator's wait for the close.
+                pass
             case scheduler.RunJob():
                 assert node.runs is not None  # only a contributor's machine runs jobs
                 node.runs.start(effect)

@@ -38,6 +38,7 @@ class LedgerWatch:
         if node.requester is not None:
             self._requester_block(node.requester, state, now)
         if node.provider is not None:
+            node.provider.note_head(node.ledger.replica.best_source_head())
             effects = node.provider.follow_ledger(state.height, state.escrow, now)
             node.effects.execute("provider", effects)
         node.recovery.on_block(state, now)

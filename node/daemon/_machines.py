@@ -40,6 +40,7 @@ def requester_machine(node: Node) -> scheduler.Requester:
             trusted_stake=policy.trusted_stake,
             trusted_max_failures=policy.trusted_max_failures,
             audit_permille=policy.audit_permille,
+            slash_outvoted=policy.slash_outvoted,
         )
     )
 

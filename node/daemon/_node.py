@@ -56,7 +56,7 @@ from ._timers import Timers
 from .content import CONTENT_PROTOCOL, MAX_CONTENT_REQUEST_BYTES, Content
 from .discovery import Discovery
 from .genesis import GENESIS_PROTOCOL, MAX_GENESIS_REQUEST_BYTES, genesis_server
-from .market import MARKET_PROTOCOL, Market
+from .market import MARKET_PROTOCOL, MAX_MARKET_REQUEST_BYTES, Market
 from .owner_use import Pausing, UseSampler
 from .reports import REPORT_PROTOCOL, Reports
 from .runs import Runs
@@ -273,7 +273,10 @@ class Node:
                 self.pausing.start(self.now_ms())
             self.recovery.load()
             net = self.net
-            net.set_handler(MARKET_PROTOCOL, self.market.serve)
+            # a Result with its sealed output is far over the default request limit
+            net.set_handler(
+                MARKET_PROTOCOL, self.market.serve, max_request_bytes=MAX_MARKET_REQUEST_BYTES
+            )
             net.set_handler(
                 CONTENT_PROTOCOL, self.content.serve, max_request_bytes=MAX_CONTENT_REQUEST_BYTES
             )

@@ -16,13 +16,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 import protocol
 import scheduler
 from protocol import Award, JobSpec, Result
 
-from ..net import NetworkError, PeerKey, RequestRejected, job_topic
+from ..net import MAX_FRAME_BYTES, NetworkError, PeerKey, RequestRejected, job_topic
 from ._effects import Machine
-from .content import MAX_CONTENT_BYTES
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -33,13 +34,52 @@ MARKET_PROTOCOL = "/aimx/market/2"
 #: At most this many messages answer one market request, of at most this many bytes in all.
 MAX_REPLIES = 16
 MAX_REPLY_BYTES = 1 << 20
-#: Largest market request: a Result with its sealed output.
-MAX_MARKET_REQUEST_BYTES = MAX_CONTENT_BYTES + 65536
+#: Largest market request (the limit ``/aimx/market/2`` is mounted with): a Result with
+#: its sealed output, as large as the network's hard frame limit allows.
+MAX_MARKET_REQUEST_BYTES = MAX_FRAME_BYTES
+#: Largest output (the outputs' encoded bytes, specs/daemon.md "Content") the market
+#: delivers: what fits in one market request with the Result, the frame's headers and the
+#: two seals' overhead (a signed Result is a few KiB at most). A provider whose run gives
+#: more sends a failed Result (``output_limit``) instead, so that the requester learns at
+#: once; a larger one could never reach it.
+MAX_MARKET_OUTPUT_BYTES = MAX_MARKET_REQUEST_BYTES - (64 << 10)
 
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
     {protocol.Bid.TAG, protocol.NoBid.TAG, protocol.Heartbeat.TAG, Result.TAG, protocol.Unseal.TAG}
 )
+
+
+def split_frame(request: bytes) -> tuple[bytes, bytes]:
+    """A market request's ``[message, sealed]``, checked canonical. ``protocol.unpack``
+    caps a byte string at ``MAX_BIN_LEN`` (1 MiB, for signed messages), which a sealed
+    output may exceed: the frame is decoded here with the market's own limit, and re-encoded
+    to refuse any non-canonical form, as ``protocol.unpack`` does."""
+    if len(request) > MAX_MARKET_REQUEST_BYTES:
+        raise protocol.RemoteProtocolError(
+            f"market frame of {len(request)} bytes is over {MAX_MARKET_REQUEST_BYTES}"
+        )
+    try:
+        value = msgpack.unpackb(
+            request,
+            raw=False,
+            use_list=True,
+            max_bin_len=MAX_MARKET_REQUEST_BYTES,
+            max_str_len=0,
+            max_array_len=2,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types; all mean "not a frame"
+        raise protocol.RemoteProtocolError(f"not valid msgpack: {type(exc).__name__}") from None
+    if type(value) is not list or len(value) != 2:
+        raise protocol.RemoteProtocolError("expected [message, sealed]")
+    raw, sealed = value
+    if type(raw) is not bytes or type(sealed) is not bytes:
+        raise protocol.RemoteProtocolError("expected [message, sealed] as bytes")
+    if protocol.pack([raw, sealed]) != request:
+        raise protocol.RemoteProtocolError("encoding is not canonical")
+    return raw, sealed
 
 
 class Market:
@@ -59,12 +99,7 @@ class Market:
         """Take one market message; answer with the messages for ``peer`` it caused
         (``[message, ...]``), or nothing."""
         try:
-            value = protocol.unpack(request, max_bytes=MAX_MARKET_REQUEST_BYTES)
-            if type(value) is not list or len(value) != 2:
-                raise protocol.RemoteProtocolError("expected [message, sealed]")
-            raw, sealed = value
-            if type(raw) is not bytes or type(sealed) is not bytes:
-                raise protocol.RemoteProtocolError("expected [message, sealed] as bytes")
+            raw, sealed = split_frame(request)
         except protocol.ProtocolError as exc:
             self._node.conduct.misbehaved(peer, f"malformed market frame: {exc}")
             raise RequestRejected(f"malformed market frame: {exc}") from None
@@ -95,6 +130,8 @@ class Market:
                 provider = node.provider
                 if provider is not None:
                     node.metrics.messages.labels("announce").inc()
+                    # the chain's head as our ledger last heard it (we may be catching up)
+                    provider.note_head(node.ledger.replica.best_source_head())
                     call = functools.partial(provider.receive, msg.data, node.now_ms())
                     self.feed("provider", msg.sender, call)
 
@@ -127,6 +164,7 @@ class Market:
         provider, requester = node.provider, node.requester
         if tag in _PROVIDER_TAGS and provider is not None:
             node.metrics.messages.labels(str(tag)).inc()
+            provider.note_head(node.ledger.replica.best_source_head())
             self.feed("provider", peer, lambda: provider.receive(raw, now))
         elif tag in _REQUESTER_TAGS and requester is not None:
             node.metrics.messages.labels(str(tag)).inc()

@@ -15,8 +15,9 @@ from protocol import Award, JobSpec, Usage
 from sandbox import JobRequest, JobRunner
 
 from ..net import NetworkError
-from ._codec import Array, outputs_bytes, tensor_from_bytes
+from ._codec import Array, outputs_bytes, outputs_from_bytes, tensor_from_bytes
 from ._errors import JobSubmitError
+from .market import MAX_MARKET_OUTPUT_BYTES
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -119,10 +120,35 @@ class Runs:
                 "usage": outcome.usage,
                 "message": outcome.message,
             }
-        output = scheduler.Output(
-            outputs_bytes(outcome.outputs), outcome.commitment, outcome.determinism_class
-        )
+        data = outputs_bytes(outcome.outputs)
+        too_large = _undeliverable(data)
+        if too_large:
+            # It could never reach (or be read by) the requester: a failed Result now
+            # tells it at once, rather than resends it refuses until the deadline.
+            return {
+                "outcome": "output_limit",
+                "output": None,
+                "usage": outcome.usage,
+                "message": too_large,
+            }
+        output = scheduler.Output(data, outcome.commitment, outcome.determinism_class)
         return {"outcome": "ok", "output": output, "usage": outcome.usage, "message": ""}
+
+
+def _undeliverable(data: bytes) -> str:
+    """Why an output's bytes cannot be delivered (empty if they can): over what one market
+    request carries, or not readable back by the requester (``outputs_from_bytes``: each
+    tensor's data is one byte string of at most 1 MiB, the protocol's limit)."""
+    if len(data) > MAX_MARKET_OUTPUT_BYTES:
+        return (
+            f"the output is {len(data)} bytes, over the {MAX_MARKET_OUTPUT_BYTES} bytes a "
+            "result can carry; ask for smaller outputs (split the job)"
+        )
+    try:
+        outputs_from_bytes(data)
+    except protocol.ProtocolError as exc:
+        return f"the output cannot be delivered ({exc}); keep each output tensor to 1 MiB"
+    return ""
 
 
 def _failed(kind: str, message: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import sandbox
 import scheduler
 from protocol import InputRef, JobSpec, Requirements, VerificationPolicy, job_class
 
-from ._codec import Array, tensor_bytes
+from ._codec import MAX_TENSOR_BYTES, Array, tensor_bytes
 from ._errors import JobSubmitError
 from .content import MAX_CONTENT_BYTES
 
@@ -62,6 +62,11 @@ def check_request(
         )
     blobs: list[tuple[str, bytes]] = []
     for name, array in sorted(inputs.items()):
+        if np.asarray(array).nbytes > MAX_TENSOR_BYTES:
+            raise JobSubmitError(
+                f"input {name!r} holds {np.asarray(array).nbytes} bytes; a tensor may hold at "
+                f"most {MAX_TENSOR_BYTES} (1 MiB) on the network: split it into several inputs"
+            )
         data = tensor_bytes(np.asarray(array))
         if len(data) > MAX_CONTENT_BYTES:
             raise JobSubmitError(f"input {name!r} is over {MAX_CONTENT_BYTES} bytes")

@@ -21,7 +21,8 @@ The rules (specs/daemon.md, "Money transactions are intents"):
   again with a fresh sequence number, when its window is open (a refund from the escrow's
   expiry height, a claim before ``expiry_height``, with a plain receipt from
   ``claim_height``, with a sealed one up to its ``claim_by``, after which it is
-  impossible).
+  impossible). A claim whose sealed ``claim_by`` is not above the height it was made at is
+  resolved at once, never submitted (it could only be refused).
 - A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
   at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later; a settle or claim
   gives up after ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry); a
@@ -137,6 +138,11 @@ class IntentBook:
         if intent.key in self.intents:
             return []
         self.intents[intent.key] = intent
+        claim_by = _claim_by(intent) if intent.kind == "claim" else None
+        if claim_by is not None and intent.made_height >= claim_by:
+            # Its first block would be past its sealed receipt's claim_by: a submission
+            # could only be refused in a block, dropping our later transactions with it.
+            return [self._resolve(intent, False, "its sealed receipt's claim_by passed")]
         intent.queued = True
         return [Submit(intent)]
 

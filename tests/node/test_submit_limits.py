@@ -64,3 +64,27 @@ def test_the_default_deadline_is_bounded_in_config(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).write_text("[requester]\nmax_price = 0\n")
     with pytest.raises(ConfigError, match="max_price"):
         load_config(tmp_path)
+
+
+def test_an_input_tensor_over_what_the_network_decodes_is_a_clear_error() -> None:
+    # A tensor's data is one byte string of the canonical encoding (at most 1 MiB): a
+    # bigger input passed the 4 MiB content check and every provider then failed to
+    # decode it ("crashed: could not fetch the job's data").
+    import numpy as np
+
+    from node.daemon._codec import MAX_TENSOR_BYTES, tensor_bytes, tensor_from_bytes
+
+    at_limit = np.zeros(MAX_TENSOR_BYTES // 4, dtype=np.float32)
+    assert tensor_from_bytes(tensor_bytes(at_limit)).nbytes == MAX_TENSOR_BYTES
+    big = {"x": np.zeros(MAX_TENSOR_BYTES // 4 + 1, dtype=np.float32)}
+    with pytest.raises(JobSubmitError) as refused:
+        check_request(
+            tiny_model_path().read_bytes(),
+            big,
+            runtime="onnx",
+            redundancy=1,
+            max_retries=2,
+            max_price=1_000,
+            deadline_ms=60_000,
+        )
+    assert "split it into several inputs" in str(refused.value)

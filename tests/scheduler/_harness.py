@@ -506,8 +506,8 @@ class Sim:
                 self.attests.append(fx)
                 self._attest(node, fx)
             case Slash():
+                # Reported with its attestation once the escrow is closed, as the daemon.
                 self.slashes.append(fx)
-                self._report(node, fx.provider, [e.raw for e in fx.evidence])
             case RunJob():
                 self._run(node, fx)
             case AbortJob():
@@ -561,7 +561,7 @@ class Sim:
                     done.add(fx.subject)
                     attest = ledger.Attest(fx.job_id, fx.subject, int(fx.positive))
                     self.ledger.submit(TxRequest(node.key, attest))
-            elif not fx.positive and any(e.signer == fx.subject for e in fx.evidence):
+            elif fx.report and not fx.positive and any(e.signer == fx.subject for e in fx.evidence):
                 self._report(node, fx.subject, [e.raw for e in fx.evidence])
 
     def _report(self, node: Node, offender: bytes, evidence: list[bytes]) -> None:

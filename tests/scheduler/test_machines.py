@@ -666,14 +666,18 @@ def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
     assert _of(fx, Misbehaved)
 
 
-def test_the_window_closes_once_redundancy_plus_one_bid() -> None:
+def test_newcomer_bids_alone_close_the_window_only_once_every_named_provider_answered() -> None:
+    # (Round-3 review V1: redundancy + 1 newcomer bids used to close it, before an
+    # established provider's bid, the probation replica's, could come.)
     sim, req, _, rkey = _pair()
     provs = _providers(sim, 4)
     job_id, sends = _submit_to(sim, req, rkey, provs)
     req.escrow_locked(job_id, sim.now + 5)
-    bids = [_of(p.receive(sends[p.me], sim.now + 6), Send)[0].message.raw for p in provs[:2]]
+    bids = [_of(p.receive(sends[p.me], sim.now + 6), Send)[0].message.raw for p in provs]
     assert _awards(req.receive(bids[0], sim.now + 8)) == []  # one bid: wait for more
-    assert _awards(req.receive(bids[1], sim.now + 9))  # two of four: award now
+    assert _awards(req.receive(bids[1], sim.now + 9)) == []  # newcomers only: wait
+    assert _awards(req.receive(bids[2], sim.now + 10)) == []
+    assert _awards(req.receive(bids[3], sim.now + 11))  # every named provider answered
 
 
 def test_the_topic_is_used_when_the_named_providers_may_not_be_all() -> None:

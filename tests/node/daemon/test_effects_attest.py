@@ -49,7 +49,7 @@ def test_a_provider_paid_by_its_claim_is_attested_against_once_the_escrow_closes
         [
             scheduler.Attest(JOB, pub(LIAR), False, corrupt, ()),
             scheduler.Attest(JOB, pub(LIAR), False, corrupt, ()),  # once per party
-            scheduler.Attest(JOB, pub(LOSER), False, "outvoted", (_result(LOSER),)),
+            scheduler.Attest(JOB, pub(LOSER), False, "outvoted", (_result(LOSER),), report=True),
         ],
     )
     assert not any(isinstance(p, ledger.Attest) for p in node.submitted)  # still open
