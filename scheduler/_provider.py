@@ -503,10 +503,13 @@ class Provider:
             return [self._unseal(work)]
         if receipt.sealed and not self._claim_by_ok(receipt.claim_by):
             # A claim with it could only be refused in a block (dropping our later
-            # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``.
+            # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``. One
+            # already past is no misbehaviour: an honest requester whose ledger lags ours
+            # by a few blocks sends it (round-4 review); only one absurdly far ahead is.
             why = f"a sealed receipt claimable up to height {receipt.claim_by}"
+            blame = receipt.claim_by > self.height
             return [
-                Misbehaved(receipt.requester, f"{why}, at height {self.height}"),
+                *([Misbehaved(receipt.requester, f"{why}, at height {self.height}")] * blame),
                 *self._close(work, f"{why}: no claim with it can land"),
             ]
         work.phase = WorkPhase.RECEIPTED

@@ -43,10 +43,14 @@ def spec_to_sign(spec: JobSpec, config: RequesterConfig) -> JobSpec:
 
 def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -> bool:
     """Enough answers to the latest announcement to award now: every named provider not
-    excluded answered and one of them bid (waiting out the window would bring nothing
-    but pubsub stragglers), or, with the escrow locked, ``redundancy`` of them bid and
-    one of them is past probation. Under adaptive replication the last is replaced by:
-    the escrow is locked and a trusted provider bid."""
+    excluded answered and one of them bid (waiting out the window would bring nothing but
+    pubsub stragglers), with one of those bids past probation when the announcement also
+    went to the topic; or, with the escrow locked, ``redundancy`` of them bid and one of
+    them is past probation. Under adaptive replication the last is replaced by: the escrow
+    is locked and a trusted provider bid. Newcomer bids alone never close a topic
+    announcement's window early, however many and however named: the lookup that names
+    providers can be filled with fresh keys (ground to sort first), and an established
+    provider's bid from the topic must still find the window open."""
     named = [p for p in job.providers if p not in job.excluded]
     bidders = [p for p in job.answered if p in job.bids]
     if config.replication == "adaptive" and job.known is None:
@@ -65,7 +69,16 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
         # bidding first, however many, must not close the window before an established
         # provider's bid (the probation replica's) comes.
         return True
-    return bool(named) and job.answered.issuperset(named) and bool(bidders)
+    if not (named and job.answered.issuperset(named) and bidders):
+        return False
+    # Announced on the topic too, a bid may still come from a provider the lookup did not
+    # name: newcomers' bids alone wait for the window (the lookup keeps the records of the
+    # smallest keys, and fresh keys ground to sort first can fill it). Announced to the
+    # named providers alone, nobody else can bid: waiting would bring nothing.
+    on_topic = job.announcements > 1 or not 0 < len(named) < config.direct_only_below
+    return not on_topic or any(
+        config.reputation(p).settled_jobs >= config.probation_jobs for p in bidders
+    )
 
 
 def candidates(

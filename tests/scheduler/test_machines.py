@@ -668,7 +668,8 @@ def test_result_for_a_replica_not_awarded_is_misbehaviour() -> None:
 
 def test_newcomer_bids_alone_close_the_window_only_once_every_named_provider_answered() -> None:
     # (Round-3 review V1: redundancy + 1 newcomer bids used to close it, before an
-    # established provider's bid, the probation replica's, could come.)
+    # established provider's bid, the probation replica's, could come.) Four named: the
+    # announcement went to them alone, so nobody else can bid.
     sim, req, _, rkey = _pair()
     provs = _providers(sim, 4)
     job_id, sends = _submit_to(sim, req, rkey, provs)

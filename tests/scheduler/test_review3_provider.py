@@ -158,7 +158,8 @@ def test_a_sealed_receipt_whose_claim_by_has_passed_is_refused_without_a_claim()
     for claim_by in (0, 99, 100):
         p, effects = _delivered(claim_by, height=100)
         assert not any(isinstance(e, ClaimWithReceipt) for e in effects), claim_by
-        assert any(isinstance(e, Misbehaved) for e in effects), claim_by
+        # No blame (round 4): an honest requester whose ledger lags ours sends one.
+        assert not any(isinstance(e, Misbehaved) for e in effects), claim_by
         assert not p.work  # the work is closed
 
 

@@ -35,7 +35,7 @@ from protocol import (
     seal_output,
     sign,
 )
-from scheduler import Attest, Requester, RequesterConfig, Send, Slash
+from scheduler import Attest, Requester, RequesterConfig, Send, Slash, TimerKey, TimerKind
 from scheduler._pricing import NEWCOMER, Reputation
 from scheduler._requester_settle import punish
 from scheduler._verification import Verdict, VerdictStatus
@@ -129,6 +129,10 @@ class _Market:
         effects = self.req.receive(sign(bid, k, CHAIN).raw, now_ms)
         self._note_awards(effects)
         return effects
+
+    def window_ends(self) -> None:
+        key = TimerKey(TimerKind.BIDS, self.job_id)
+        self._note_awards(self.req.timer(key, 1_000))
 
     def _note_awards(self, effects: list[Any]) -> None:
         for e in effects:
@@ -251,6 +255,34 @@ def test_an_own_key_in_the_lookup_is_not_waited_for() -> None:
     assert m.req.job(m.job_id).providers == (pub(m.keys["other"]),)
     m.bid("other", 1_000, HONEST, 7)  # every other named provider answered
     assert m.awarded() == ["other"]
+
+
+def test_a_lookup_filled_with_fresh_keys_does_not_close_the_window_before_a_topic_bid() -> None:
+    # Round 4: the lookup keeps the records of the smallest keys, and twenty such keys
+    # take a fraction of a second to make. Named, they all bid at once; "every named
+    # provider answered" closed the window before the established provider's bid came
+    # from the topic, and two sybils ran the job and were paid for their wrong output.
+    sybils = tuple(f"sybil{i}" for i in range(1, 21))
+    m = _Market(names=("veteran", *sybils))
+    # The lookup named the sybils only (the veteran's record sorted after theirs).
+    m.req.job(m.job_id).providers = tuple(pub(m.keys[n]) for n in sybils)
+    for i, n in enumerate(sybils):
+        m.bid(n, 900, HONEST, 6 + i)
+    assert m.awarded() == []  # every named provider answered, all newcomers: wait
+    m.bid("veteran", 500, HONEST, 60)  # from the topic, inside the 1,000 ms window
+    m.window_ends()
+    assert "veteran" in m.awarded()
+    m.deliver_all(dict.fromkeys(m.names, HONEST))
+    assert not m.wrong_verified()
+
+
+def test_newcomers_named_alone_and_all_answered_are_awarded_at_once() -> None:
+    # Three named (fewer than ``direct_only_below``): the announcement went to them alone,
+    # so no other bid can come and waiting would bring nothing.
+    m = _Market(names=("sybil1", "sybil2", "sybil3"))
+    for i, n in enumerate(m.names):
+        m.bid(n, 900, HONEST, 6 + i)
+    assert len(m.awarded()) == 2
 
 
 def _outvoted(slash_outvoted: bool, known: bool) -> list[Any]:
