@@ -50,12 +50,20 @@ def _check_types(value: Any) -> None:
             raise RemoteProtocolError(f"{t.__name__} values are not allowed on the wire")
 
 
-def unpack(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, check_types: bool = True) -> Any:
+def unpack(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    check_types: bool = True,
+    max_bin_bytes: int = MAX_BIN_LEN,
+) -> Any:
     """Decode canonical bytes, enforcing size limits while decoding.
 
     Raises :class:`RemoteProtocolError` for anything that is not exactly the canonical
     encoding of an allowed value. ``check_types=False`` skips the walk that refuses floats,
     nil and booleans, for callers that check every item's type themselves (records do).
+    ``max_bin_bytes`` raises the 1 MiB a byte string may hold, for a frame that carries
+    more than signed messages (the market's sealed outputs).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RemoteProtocolError(f"expected bytes, got {type(data).__name__}")
@@ -70,7 +78,7 @@ def unpack(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, check_types: bool
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_bin_len=min(MAX_BIN_LEN, max_bytes),
+            max_bin_len=min(max_bin_bytes, max_bytes),
             max_str_len=min(MAX_STR_LEN, max_bytes),
             max_array_len=MAX_ARRAY_LEN,
             max_map_len=0,
