@@ -121,6 +121,11 @@ def apply_block(
     return new
 
 
+#: Senders a producer passes over (their next transaction does not fit what is left of the
+#: block) before it takes the block as full: a bound on the candidates looked at in vain.
+MAX_PASSED_OVER = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Produced:
     """A block built by a producer, the state after it, and what was left out and why."""
@@ -136,9 +141,11 @@ def produce_block(
 ) -> Produced:
     """Build and sign the next block from ``candidates`` in order, skipping invalid ones.
 
-    Candidates are taken until the block is full: ``max_block_txs`` transactions, or the
-    next candidate would take it over its byte or signature-check budget (``_budget.py``);
-    what is not taken is not looked at (a mempool keeps it for the next block)."""
+    Candidates are taken until the block is full: ``max_block_txs`` transactions, or its
+    byte or signature-check budget (``_budget.py``) spent. A candidate that would take the
+    block over a budget is passed over, and its sender's later ones with it (they may not
+    come before it); after :data:`MAX_PASSED_OVER` senders so passed over the block is
+    full. What is not taken is not looked at (a mempool keeps it for the next block)."""
     height = state.height + 1
     draft = Draft(state, height)
     draft.mature()
@@ -147,9 +154,17 @@ def produce_block(
     rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
     limit = state.genesis.max_block_txs
     budget = BlockBudget.for_block(height, state.genesis.chain_id)
+    passed_over: set[bytes] = set()
     for vtx in candidates:
-        if len(included) >= limit or not budget.fits(vtx.raw, vtx.payload):
+        if len(included) >= limit or budget.spent():
             break
+        if vtx.sender in passed_over:
+            continue
+        if not budget.fits(vtx.raw, vtx.payload):
+            passed_over.add(vtx.sender)
+            if len(passed_over) >= MAX_PASSED_OVER:
+                break
+            continue
         try:
             apply_tx(draft, vtx)
         except TransactionRejected as exc:

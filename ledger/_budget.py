@@ -31,6 +31,11 @@ from ._payloads import Claim, Lock, Payload, Settle, Slash
 MAX_BLOCK_SIGNATURE_CHECKS = 2048
 
 
+#: A lower bound on what any transaction adds to a block: its 64-byte signature and 32-byte
+#: sender alone (a transfer is about 150 bytes).
+MIN_TX_BLOCK_BYTES = 96
+
+
 def signature_checks(payload: Payload) -> int:
     """The signature checks a transaction with ``payload`` costs to validate: its own, and
     one per signed message its rule decodes (``_rules.py``; a payload's counts are bounded
@@ -84,6 +89,13 @@ class BlockBudget:
         return (
             self.bytes_used + tx_block_bytes(raw) <= MAX_BLOCK_BYTES
             and self.checks_used + signature_checks(payload) <= MAX_BLOCK_SIGNATURE_CHECKS
+        )
+
+    def spent(self) -> bool:
+        """Whether no transaction could fit any more (none is under ``MIN_TX_BLOCK_BYTES``)."""
+        return (
+            self.bytes_used + MIN_TX_BLOCK_BYTES > MAX_BLOCK_BYTES
+            or self.checks_used >= MAX_BLOCK_SIGNATURE_CHECKS
         )
 
     def take(self, raw: bytes, payload: Payload) -> None:

@@ -23,9 +23,19 @@ be selected in turn: nothing waits behind a hole until its expiry, holding a pla
 pays for.
 
 Block selection takes the highest fee first among each sender's next transaction (so a
-sender's transactions stay in sequence order), ties in arrival order. The eviction
-candidates (each sender's last pending transaction) are kept in a heap with lazy deletion,
-so a submission refused by a full pool costs its signature check and a heap look-up.
+sender's transactions stay in sequence order). At equal fee it is fair by bytes: a
+candidate ranks by the bytes its sender would then have taken of the block, itself
+included, ties in arrival order. So every sender's first small transaction (a claim, a
+settle) comes before any sender's second, and before any large one: a few accounts'
+maximal transactions at fee 0 cannot hold the block space for blocks on end, as arrival
+order let them (flooding it takes as many funded accounts as a block holds transactions).
+
+The pool is bounded in count (``max_size``) and in bytes (``max_bytes``). When full, a new
+transaction evicts the last pending one of a sender with a lower fee; at equal fee, the
+last one of the sender holding the most bytes in the pool, if that is more than the new
+transaction's sender would hold with it. So at fee 0 one account's share never keeps
+another account out. The eviction candidates are kept in heaps with lazy deletion, so a
+submission refused by a full pool costs its signature check and a few heap look-ups.
 """
 
 from __future__ import annotations
@@ -48,6 +58,11 @@ from ._state import State
 MAX_AHEAD = 64
 #: Most blocks ahead of the chain's height a pending transaction may stay valid.
 MAX_EXPIRY_AHEAD = 1_000
+#: Most transactions pending in all.
+MAX_POOL_TXS = 20_000
+#: Most bytes of transactions pending in all: 20,000 of the largest (``MAX_TX_BYTES``)
+#: would be 1.6 GB; honest transactions are about 0.3-12 KB.
+MAX_POOL_BYTES = 64 * 1024 * 1024
 #: How the reason of a transaction dropped with an earlier one of its sender begins (the
 #: wire carries only the text): it did nothing wrong, and may be signed again.
 DROPPED_BEHIND = "dropped behind sequence number"
@@ -64,7 +79,8 @@ class Mempool:
     """Pending transactions for one chain. Pure: the caller passes the current state."""
 
     chain_id: str
-    max_size: int = 20_000
+    max_size: int = MAX_POOL_TXS
+    max_bytes: int = MAX_POOL_BYTES
     max_ahead: int = MAX_AHEAD
     max_expiry_ahead: int = MAX_EXPIRY_AHEAD
     #: Each sender's pending transactions by sequence number (a run with no hole).
@@ -76,6 +92,12 @@ class Mempool:
     #: pending transaction; an item no longer pending or no longer last is stale, skipped
     #: when met (whatever becomes a sender's last is pushed again then).
     _tails: list[tuple[int, int, bytes, int, bytes]] = field(default_factory=list)
+    #: Bytes pending, in all and by sender.
+    _bytes: int = 0
+    _sender_bytes: dict[bytes, int] = field(default_factory=dict)
+    #: ``(-bytes, sender)`` each time a sender's pending bytes change; an item whose bytes
+    #: are no longer the sender's is stale, skipped when met.
+    _hogs: list[tuple[int, bytes]] = field(default_factory=list)
     _arrivals: int = 0
     #: Transactions evicted for a higher fee since the caller last took them (its senders
     #: should hear of it: :meth:`take_evicted`).
@@ -140,13 +162,7 @@ class Mempool:
                     f"sequence number {tx.seq} {SequenceGap.TEXT}: the sender's next is "
                     f"{following}; submit that one first"
                 )
-        if old is None and len(self._ids) >= self.max_size:
-            victim = self._lowest_tail()
-            if victim is None or victim.vtx.tx.fee >= tx.fee or victim.vtx.sender == tx.sender:
-                # (a sender's own last one is not evicted for its next: that leaves a gap)
-                raise MempoolRejected("the mempool is full; retry later or raise the fee")
-            self.remove(victim.vtx)  # the last of its sender's: nothing follows it
-            self._evicted.append(victim.vtx)
+        self._make_room(vtx, old)
         if old is not None:
             self._forget(old.vtx)
         self._arrivals += 1
@@ -154,10 +170,64 @@ class Mempool:
         queue = self._by_sender.setdefault(tx.sender, queue)
         queue[tx.seq] = entry
         self._ids.add(vtx.id)
+        self._count_bytes(tx.sender, len(vtx.raw))
         if tx.seq + 1 not in queue:
             self._push_tail(entry)
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, set()).add(vtx.id)
+
+    def _make_room(self, vtx: VerifiedTx, old: _Entry | None) -> None:
+        """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
+        aside), or refuse it. Each eviction is the last pending transaction of its sender
+        (nothing follows it, so no gap), never one of ``vtx``'s own sender's."""
+        size = len(vtx.raw)
+        freed = len(old.vtx.raw) if old is not None else 0
+        while (old is None and len(self._ids) >= self.max_size) or (
+            self._bytes - freed + size > self.max_bytes
+        ):
+            victim = self._victim_for(vtx, size - freed)
+            if victim is None:
+                raise MempoolRejected("the mempool is full; retry later or raise the fee")
+            self.remove(victim.vtx)
+            self._evicted.append(victim.vtx)
+
+    def _victim_for(self, vtx: VerifiedTx, growth: int) -> _Entry | None:
+        """What ``vtx`` may evict: the lowest-fee last pending transaction if its fee is
+        lower; else the last one of the sender holding the most bytes, if it pays no more
+        than ``vtx`` and that sender holds more than ``vtx``'s would with it."""
+        tx = vtx.tx
+        lowest = self._lowest_tail()
+        if lowest is not None and lowest.vtx.tx.fee < tx.fee and lowest.vtx.sender != tx.sender:
+            return lowest
+        hog = self._biggest_sender()
+        if hog is None or hog == tx.sender:
+            return None
+        if self._sender_bytes[hog] <= self._sender_bytes.get(tx.sender, 0) + growth:
+            return None
+        queue = self._by_sender[hog]
+        last = queue[max(queue)]
+        return last if last.vtx.tx.fee <= tx.fee else None
+
+    def _count_bytes(self, sender: bytes, delta: int) -> None:
+        self._bytes += delta
+        held = self._sender_bytes.get(sender, 0) + delta
+        if held:
+            self._sender_bytes[sender] = held
+            heapq.heappush(self._hogs, (-held, sender))
+            if len(self._hogs) > 2 * len(self._sender_bytes) + 64:
+                self._hogs = [(-b, s) for s, b in self._sender_bytes.items()]
+                heapq.heapify(self._hogs)
+        else:
+            self._sender_bytes.pop(sender, None)
+
+    def _biggest_sender(self) -> bytes | None:
+        """The sender holding the most pending bytes; stale heap items on top are dropped."""
+        while self._hogs:
+            held, sender = self._hogs[0]
+            if self._sender_bytes.get(sender) == -held:
+                return sender
+            heapq.heappop(self._hogs)
+        return None
 
     def take_evicted(self) -> list[VerifiedTx]:
         """The transactions evicted for higher fees since the last call."""
@@ -201,7 +271,10 @@ class Mempool:
         return p.job_id
 
     def _forget(self, vtx: VerifiedTx) -> None:
+        if vtx.id not in self._ids:
+            return
         self._ids.discard(vtx.id)
+        self._count_bytes(vtx.sender, -len(vtx.raw))
         if isinstance(vtx.payload, Claim):
             pending = self._unfunded_claims.get(vtx.payload.job_id)
             if pending is not None:
@@ -260,28 +333,31 @@ class Mempool:
         return later
 
     def select(self, state: State, limit: int) -> list[VerifiedTx]:
-        """Up to ``limit`` candidates for the next block, highest fee first, each sender's
-        in sequence order starting at its next sequence number."""
+        """Up to ``limit`` candidates for the next block, highest fee first, then fair by
+        bytes (the module's docstring), each sender's in sequence order starting at its
+        next sequence number."""
         return list(itertools.islice(self.candidates(state), limit))
 
     def candidates(self, state: State) -> Iterator[VerifiedTx]:
         """Every candidate in the order :meth:`select` gives, made as they are taken (the
         block builder takes them until the block is full, whatever it refuses on the way;
         the pool must not change meanwhile)."""
-        heap: list[tuple[int, int, bytes, int]] = []
+        # (-fee, the sender's bytes taken with this one, arrival, sender, seq)
+        heap: list[tuple[int, int, int, bytes, int]] = []
         for sender, queue in self._by_sender.items():
             seq = state.next_seq(sender)
             e = queue.get(seq)
             if e is not None:
-                heap.append((-e.vtx.tx.fee, e.arrival, sender, seq))
+                heap.append((-e.vtx.tx.fee, len(e.vtx.raw), e.arrival, sender, seq))
         heapq.heapify(heap)
         while heap:
-            _, _, sender, seq = heapq.heappop(heap)
+            _, taken, _, sender, seq = heapq.heappop(heap)
             queue = self._by_sender[sender]
             yield queue[seq].vtx
             nxt = queue.get(seq + 1)
             if nxt is not None:
-                heapq.heappush(heap, (-nxt.vtx.tx.fee, nxt.arrival, sender, seq + 1))
+                rank = taken + len(nxt.vtx.raw)
+                heapq.heappush(heap, (-nxt.vtx.tx.fee, rank, nxt.arrival, sender, seq + 1))
 
     def prune(self, state: State) -> list[tuple[VerifiedTx, str]]:
         """Drop what ``state`` made stale: applied or replayed seqs silently; expired ones,
