@@ -148,6 +148,21 @@ class Requester:
             return False
         return any(r.provider == provider and r.state == ReplicaState.RUNNING for r in job.replicas)
 
+    def expects_output(self, job_id: bytes, provider: bytes, replica: int) -> bool:
+        """Whether a Result's sealed output from ``provider`` for ``replica`` would be taken
+        now (:meth:`receive` ignores it otherwise). The driver opens a sealed output only
+        then: opening costs a decryption of up to a market frame, which a stranger's
+        Result for a job it was never awarded must not buy."""
+        job = self.jobs.get(job_id)
+        if job is None or job.phase in (JobPhase.CLOSED, JobPhase.LOCKING, JobPhase.SETTLING):
+            return False
+        if replica >= len(job.replicas) or job.replicas[replica].provider != provider:
+            return False
+        rep = job.replicas[replica]
+        return rep.state == ReplicaState.RUNNING or (
+            rep.state == ReplicaState.COMMITTED and not rep.sealed
+        )
+
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
         if self.job(job_id).phase != JobPhase.CLOSED:

@@ -148,7 +148,7 @@ class Market:
             self.feed("provider", peer, lambda: provider.receive(raw, now))
         elif tag in _REQUESTER_TAGS and requester is not None:
             node.metrics.messages.labels(str(tag)).inc()
-            output = self._open_output(raw, sealed) if tag == Result.TAG else None
+            output = self._open_output(requester, raw, sealed) if tag == Result.TAG else None
             self.feed("requester", peer, lambda: requester.receive(raw, now, output=output))
         else:
             node.conduct.misbehaved(peer, f"message {tag!r} this node does not take")
@@ -178,14 +178,19 @@ class Market:
             ]
         self._node.effects.execute(machine, effects)
 
-    def _open_output(self, raw: bytes, sealed: bytes) -> bytes | None:
+    def _open_output(
+        self, requester: scheduler.Requester, raw: bytes, sealed: bytes
+    ) -> bytes | None:
         """The output bytes sent with a Result: ``None`` when none came (the result's
-        commitment goes first), ``b""`` when they cannot be opened (which the requester
-        counts as bytes that do not match the result)."""
+        commitment goes first) or the requester would not take them (a job or replica
+        not awaiting them: not worth a decryption), ``b""`` when they cannot be opened
+        (which the requester counts as bytes that do not match the result)."""
         if not sealed:
             return None
         try:
             result: Result = protocol.decode(raw, self._node.chain_id, Result).message
+            if not requester.expects_output(result.job_id, result.provider, result.replica):
+                return None
             return scheduler.open_sealed(self._node.key, sealed, result.output_hash)
         except (protocol.ProtocolError, scheduler.SchedulerError, ValueError):
             return b""

@@ -150,3 +150,54 @@ async def test_a_market_frame_over_one_mib_reaches_the_handler_one_over_its_limi
             too_large = await send(MAX_MARKET_REQUEST_BYTES)
             assert too_large.startswith("MessageTooLarge"), too_large
             nursery.cancel_scope.cancel()
+
+
+async def test_a_strangers_sealed_output_for_a_job_it_was_never_awarded_is_not_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Review round 4, R4-5: a Result for a made-up job with a 3 MiB box sealed to our key
+    # bought a decryption of the box (19.5 ms, 16 MiB transient) before the requester
+    # machine dropped it. Now the box is opened only for a replica awaiting its output.
+    import hashlib
+
+    import scheduler
+
+    opened: list[int] = []
+    real_open = scheduler.open_sealed
+
+    def counting_open(*args: Any) -> bytes:
+        opened.append(len(args[1]))
+        return real_open(*args)
+
+    monkeypatch.setattr(scheduler, "open_sealed", counting_open)
+    ckey, peer = key(1), key(7)
+    genesis = ledger.make_genesis(CH, [bytes(ckey.verify_key)])
+    hub = MemoryHub(CH, rng=random.Random(1))
+    cfg = NodeConfig(chain_id=CH, roles=("coordinator", "requester"))
+    box = random.Random(2).randbytes(3_000_000)
+    result = protocol.Result(
+        job_id=bytes(range(32)),
+        provider=bytes(peer.verify_key),
+        replica=0,
+        outcome="ok",
+        message="",
+        output_commitment=bytes(32),
+        output_hash=hashlib.blake2b(box, digest_size=32).digest(),
+        output_size=len(box),
+        key_hash=bytes(32),
+        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
+        finished_ms=1,
+    )
+    frame = protocol.pack([protocol.sign(result, peer, CH).raw, box])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, hub.open(ckey) as cnet, hub.open(peer) as pnet:
+            node = Node(ckey, cfg, cnet, genesis)
+            await nursery.start(node.run)
+            for _ in range(3):
+                await pnet.request(bytes(ckey.verify_key), MARKET_PROTOCOL, frame, timeout=5)
+            assert opened == []
+            # the driver still opens the boxes it awaits: the machine says which
+            assert node.requester is not None
+            assert not node.requester.expects_output(result.job_id, result.provider, 0)
+            nursery.cancel_scope.cancel()
