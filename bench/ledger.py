@@ -71,7 +71,7 @@ def make_workload() -> tuple[ledger.Genesis, nacl.signing.SigningKey, list[bytes
                 to=pubs[b],
                 amount=rng.randrange(1, 1000),
                 fee=1 + rng.randrange(3),
-                expiry_height=10**6,
+                expiry_height=1_000,  # the mempool takes at most 1,000 blocks ahead
             ).raw
         )
         seqs[a] += 1
