@@ -75,12 +75,16 @@ class Discovery:
         return found
 
     async def _connect(self, addresses: tuple[str, ...]) -> None:
+        """Dial a provider at the addresses its record gives. They are a peer's text: a
+        task of the node's nursery, this must end in nothing worse than a log line."""
         for address in addresses:
             try:
                 await self._node.net.connect(address)
                 return
             except NetworkError as exc:
                 log.debug("connecting to %s failed: %s", address, exc)
+            except Exception:  # the trust boundary: a record's address must not end the node
+                log.warning("connecting to the address %r failed", address, exc_info=True)
 
     # --- a contributor's capability record -----------------------------------------------
 

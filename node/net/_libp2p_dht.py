@@ -34,6 +34,7 @@ from protocol import Advert, Signed
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_logging import serving_peer
+from ._libp2p_transport import is_address_of
 from ._records import verify_record
 
 #: DHT namespace of capability records: ``/aimx/<peer id>``.
@@ -71,6 +72,8 @@ class AdvertValidator(Validator):
             raise ValueError("not a valid, unexpired capability record")
         if key != record_key(record.signer):
             raise ValueError("capability record stored under another peer's key")
+        if not all(is_address_of(a, record.signer) for a in record.message.addresses):
+            raise ValueError("a capability record's addresses must be its signer's, dialable")
         return record
 
     def validate(self, key: str, value: bytes) -> None:

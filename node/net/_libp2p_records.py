@@ -29,7 +29,7 @@ from ._errors import NetworkError, RecordError
 from ._interface import NetworkCounters, PeerKey, RenewRecord
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_dht import DHT_NAMESPACE, provider_key, record_key
-from ._libp2p_transport import key_of, parse_multiaddr
+from ._libp2p_transport import is_address_of, key_of, parse_multiaddr
 from ._limits import LOOKUP_SHARE, REFRESH_MARGIN_MS
 from ._records import best_per_peer, renewed_record, verify_record
 
@@ -276,7 +276,11 @@ class CapabilityRecords:
         if not raw:
             return None
         record = verify_record(raw, self._chain_id, None, now)
-        if record is None or record.signer != key:
+        if (
+            record is None
+            or record.signer != key
+            or not all(is_address_of(a, key) for a in record.message.addresses)
+        ):
             self._counters.records_rejected += 1
             return None
         return record

@@ -70,8 +70,19 @@ def info_of(address: str) -> tuple[PeerInfo, bool]:
     if key_of(peer) is None:
         raise NetworkError(f"{address!r} is not an Ed25519 peer id")
     circuit = "/p2p-circuit" in text
-    addr = maddr if circuit else multiaddr.Multiaddr(head) if head else None
+    # (the head may not parse alone: "/unix/p2p/<id>" is a unix path, "/unix" is nothing)
+    addr = maddr if circuit else parse_multiaddr(head) if head else None
     return PeerInfo(peer, [addr] if addr is not None else []), circuit
+
+
+def is_address_of(address: str, peer: PeerKey) -> bool:
+    """Whether ``address`` is one we can dial (``info_of`` takes it) and names ``peer``:
+    a capability record's addresses must all be its signer's own."""
+    try:
+        info, _ = info_of(address)
+    except NetworkError:
+        return False
+    return key_of(info.peer_id) == peer
 
 
 def listen_addrs(config: Libp2pConfig) -> list[multiaddr.Multiaddr]:
