@@ -49,6 +49,8 @@ from ._genesis import make_genesis as make_genesis
 from ._mempool import DROPPED_BEHIND as DROPPED_BEHIND
 from ._mempool import MAX_AHEAD as MAX_AHEAD
 from ._mempool import MAX_EXPIRY_AHEAD as MAX_EXPIRY_AHEAD
+from ._mempool import MAX_REFUSED_REMEMBERED as MAX_REFUSED_REMEMBERED
+from ._mempool import REFUSED_AT_BLOCK as REFUSED_AT_BLOCK
 from ._mempool import Mempool as Mempool
 from ._ordering import Producer as Producer
 from ._payloads import KIND_OF as KIND_OF

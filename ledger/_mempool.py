@@ -1,15 +1,19 @@
 """The mempool: validated pending transactions, ordered by fee for the next block.
 
 Every transaction is verified once, on entry (signature, chain, payload). A transaction is
-refused if it is a duplicate, a replay (its seq is below the sender's next), expired, below
+refused if it is a duplicate, the same signed bytes as one refused when a block was made
+(remembered until its expiry, the last ``MAX_REFUSED_REMEMBERED``; checked before the
+signature), a replay (its seq is below the sender's next), expired, below
 the minimum fee, more than ``max_ahead`` ahead of the sender's sequence (which also bounds
 the transactions one account has pending), valid for more than ``max_expiry_ahead`` blocks,
 too large for a block alone (``_budget.py``), or if the pool is full of higher fees. Only
 a *funded* sender is admitted: a genesis coordinator, or an account whose balance pays
 the fees of all its pending transactions with this one and which holds something (balance
-or stake); an unfunded account only with a claim that the escrow's owner signed for it (at
-most the escrow's ``max_payees`` such claims pending per escrow). So keys that never
-received credits cannot fill the pool, and an account cannot pledge more fees than it holds.
+or stake); an unfunded account only with a claim whose Award and Receipt the escrow's owner
+signed for it and which the next block's claim rule would take (one such claim per sender
+and escrow pending, at most the escrow's ``max_payees`` per escrow). So keys that never
+received credits cannot fill the pool, nor keep a provider's claim out with junk claims of
+their own, and an account cannot pledge more fees than it holds.
 
 No gaps: a sender's pending sequence numbers always run without a hole from its next on
 the chain. A transaction is admitted only at the sender's next sequence number, one past
@@ -23,12 +27,16 @@ be selected in turn: nothing waits behind a hole until its expiry, holding a pla
 pays for.
 
 Block selection takes the highest fee first among each sender's next transaction (so a
-sender's transactions stay in sequence order). At equal fee it is fair by bytes: a
-candidate ranks by the bytes its sender would then have taken of the block, itself
-included, ties in arrival order. So every sender's first small transaction (a claim, a
-settle) comes before any sender's second, and before any large one: a few accounts'
-maximal transactions at fee 0 cannot hold the block space for blocks on end, as arrival
-order let them (flooding it takes as many funded accounts as a block holds transactions).
+sender's transactions stay in sequence order). At equal fee it goes round robin: a
+candidate ranks by how many of its sender's transactions the block would then hold, itself
+included (every sender's first before any sender's second), then by the bytes its sender
+would then have taken of the block, then by arrival. So a few accounts' maximal
+transactions at fee 0 cannot hold the block space for blocks on end, as arrival order let
+them, and a sender's first transaction (a claim) waits only for the other senders' first
+ones that are smaller or as small and came earlier: keeping it out of a block takes as many
+funded accounts as the block's signature-check budget holds transfers (2,048), each with a
+transaction pending. (Ranking by bytes alone, round 5, let each account put
+``claim bytes / transfer bytes`` = 4 transfers ahead of a claim: 512 accounts did it.)
 
 The pool is bounded in count (``max_size``) and in bytes (``max_bytes``). When full, a new
 transaction evicts the last pending one of a sender with a lower fee; at equal fee, the
@@ -46,13 +54,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import protocol
-from protocol import Award, ProtocolError
+from protocol import Award, ProtocolError, Receipt
 
+from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim
 from ._rules import VerifiedTx, verify_tx
-from ._state import State
+from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
 MAX_AHEAD = 64
@@ -66,6 +75,11 @@ MAX_POOL_BYTES = 64 * 1024 * 1024
 #: How the reason of a transaction dropped with an earlier one of its sender begins (the
 #: wire carries only the text): it did nothing wrong, and may be signed again.
 DROPPED_BEHIND = "dropped behind sequence number"
+#: Most ids of transactions refused when a block was made that are remembered (each until
+#: its expiry height), so that the same signed bytes are not admitted again.
+MAX_REFUSED_REMEMBERED = 65_536
+#: How the refusal of such a transaction, submitted again, begins.
+REFUSED_AT_BLOCK = "this transaction was refused when a block was made"
 
 
 @dataclass(slots=True)
@@ -86,8 +100,8 @@ class Mempool:
     #: Each sender's pending transactions by sequence number (a run with no hole).
     _by_sender: dict[bytes, dict[int, _Entry]] = field(default_factory=dict)
     _ids: set[bytes] = field(default_factory=set)
-    #: Pending claims from unfunded senders, by job id: their transaction ids.
-    _unfunded_claims: dict[bytes, set[bytes]] = field(default_factory=dict)
+    #: Pending claims from unfunded senders, by job id: each sender's transaction id.
+    _unfunded_claims: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
     #: Eviction candidates: ``(fee, -arrival, sender, seq, tx_id)`` of each sender's last
     #: pending transaction; an item no longer pending or no longer last is stale, skipped
     #: when met (whatever becomes a sender's last is pushed again then).
@@ -102,6 +116,10 @@ class Mempool:
     #: Transactions evicted for a higher fee since the caller last took them (its senders
     #: should hear of it: :meth:`take_evicted`).
     _evicted: list[VerifiedTx] = field(default_factory=list)
+    #: Ids of transactions refused when a block was made, oldest first, with their expiry
+    #: heights (:meth:`refused_at_block`).
+    _refused: dict[bytes, int] = field(default_factory=dict)
+    max_refused: int = MAX_REFUSED_REMEMBERED
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -111,6 +129,8 @@ class Mempool:
 
     def add(self, raw: bytes, state: State) -> VerifiedTx:
         """Verify and admit ``raw``; raises a :class:`TransactionRejected` if refused."""
+        if self._refused and len(raw) <= MAX_TX_BYTES:
+            self._check_not_refused(protocol.content_hash(raw), state)  # before the signature
         vtx = verify_tx(raw, self.chain_id)
         self.add_verified(vtx, state)
         return vtx
@@ -119,6 +139,7 @@ class Mempool:
         tx = vtx.tx
         if vtx.id in self._ids:
             raise MempoolRejected("transaction is already in the mempool")
+        self._check_not_refused(vtx.id, state)
         next_seq = state.next_seq(tx.sender)
         if tx.seq < next_seq:
             raise SequenceError(
@@ -174,7 +195,7 @@ class Mempool:
         if tx.seq + 1 not in queue:
             self._push_tail(entry)
         if claim_job is not None:
-            self._unfunded_claims.setdefault(claim_job, set()).add(vtx.id)
+            self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
 
     def _make_room(self, vtx: VerifiedTx, old: _Entry | None) -> None:
         """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
@@ -229,6 +250,29 @@ class Mempool:
             heapq.heappop(self._hogs)
         return None
 
+    def refused_at_block(self, vtx: VerifiedTx) -> None:
+        """``vtx`` was refused when a block was made: remember its id until its expiry (at
+        most ``max_refused`` ids, the oldest forgotten first). The same signed bytes
+        submitted again are refused at once: a refused transaction consumes no sequence
+        number and no fee, so without this it could be replayed every block at one
+        signature check of admission for up to 65 checks of block making (round 5, R5-6)."""
+        self._refused.pop(vtx.id, None)
+        self._refused[vtx.id] = vtx.tx.expiry_height
+        while len(self._refused) > self.max_refused:
+            del self._refused[next(iter(self._refused))]
+
+    def _check_not_refused(self, tx_id: bytes, state: State) -> None:
+        expiry = self._refused.get(tx_id)
+        if expiry is None:
+            return
+        if expiry <= state.height:  # it could not be admitted anyway: forget it
+            del self._refused[tx_id]
+            return
+        raise MempoolRejected(
+            f"{REFUSED_AT_BLOCK}; the same signed bytes are not admitted again: "
+            "sign a new transaction once what was refused is put right"
+        )
+
     def take_evicted(self) -> list[VerifiedTx]:
         """The transactions evicted for higher fees since the last call."""
         evicted, self._evicted = self._evicted, []
@@ -260,14 +304,14 @@ class Mempool:
         e = state.escrow(p.job_id)
         if e is None or not e.is_open or tx.sender in e.claimed:
             raise MempoolRejected("an unfunded account may only claim from an open escrow")
-        try:
-            award = protocol.decode(p.award, state.chain_id, Award).message
-        except ProtocolError:
-            raise MempoolRejected("an unfunded claim needs the escrow owner's Award") from None
-        if award.requester != e.owner or award.provider != tx.sender or award.job_id != p.job_id:
-            raise MempoolRejected("an unfunded claim needs the escrow owner's Award for it")
-        if len(self._unfunded_claims.get(p.job_id, ())) >= e.max_payees:
+        pending = self._unfunded_claims.get(p.job_id, {})
+        if tx.sender in pending:
+            raise MempoolRejected(
+                "a claim of this sender for this job is already pending; it may have one"
+            )
+        if len(pending) >= e.max_payees:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
+        _check_unfunded_claim(p, e, tx.sender, state)
         return p.job_id
 
     def _forget(self, vtx: VerifiedTx) -> None:
@@ -277,8 +321,8 @@ class Mempool:
         self._count_bytes(vtx.sender, -len(vtx.raw))
         if isinstance(vtx.payload, Claim):
             pending = self._unfunded_claims.get(vtx.payload.job_id)
-            if pending is not None:
-                pending.discard(vtx.id)
+            if pending is not None and pending.get(vtx.sender) == vtx.id:
+                del pending[vtx.sender]
                 if not pending:
                     del self._unfunded_claims[vtx.payload.job_id]
 
@@ -333,37 +377,44 @@ class Mempool:
         return later
 
     def select(self, state: State, limit: int) -> list[VerifiedTx]:
-        """Up to ``limit`` candidates for the next block, highest fee first, then fair by
-        bytes (the module's docstring), each sender's in sequence order starting at its
-        next sequence number."""
+        """Up to ``limit`` candidates for the next block, highest fee first, then round
+        robin by sender (the module's docstring), each sender's in sequence order starting
+        at its next sequence number."""
         return list(itertools.islice(self.candidates(state), limit))
 
     def candidates(self, state: State) -> Iterator[VerifiedTx]:
         """Every candidate in the order :meth:`select` gives, made as they are taken (the
         block builder takes them until the block is full, whatever it refuses on the way;
         the pool must not change meanwhile)."""
-        # (-fee, the sender's bytes taken with this one, arrival, sender, seq)
-        heap: list[tuple[int, int, int, bytes, int]] = []
+        # (-fee, the sender's round: its count taken with this one, its bytes taken with
+        # this one, arrival, sender, seq)
+        heap: list[tuple[int, int, int, int, bytes, int]] = []
         for sender, queue in self._by_sender.items():
             seq = state.next_seq(sender)
             e = queue.get(seq)
             if e is not None:
-                heap.append((-e.vtx.tx.fee, len(e.vtx.raw), e.arrival, sender, seq))
+                heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, sender, seq))
         heapq.heapify(heap)
         while heap:
-            _, taken, _, sender, seq = heapq.heappop(heap)
+            _, count, taken, _, sender, seq = heapq.heappop(heap)
             queue = self._by_sender[sender]
             yield queue[seq].vtx
             nxt = queue.get(seq + 1)
             if nxt is not None:
                 rank = taken + len(nxt.vtx.raw)
-                heapq.heappush(heap, (-nxt.vtx.tx.fee, rank, nxt.arrival, sender, seq + 1))
+                fee = -nxt.vtx.tx.fee
+                heapq.heappush(heap, (fee, count + 1, rank, nxt.arrival, sender, seq + 1))
 
     def prune(self, state: State) -> list[tuple[VerifiedTx, str]]:
         """Drop what ``state`` made stale: applied or replayed seqs silently; expired ones,
         and each sender's later ones behind them, with the reason their senders should
         hear (returned, in sequence order)."""
         dropped: list[tuple[VerifiedTx, str]] = []
+        while self._refused:  # the oldest remembered refusals, once expired
+            oldest = next(iter(self._refused))
+            if self._refused[oldest] > state.height:
+                break
+            del self._refused[oldest]
         for sender in list(self._by_sender):
             queue = self._by_sender[sender]
             next_seq = state.next_seq(sender)
@@ -390,3 +441,41 @@ class Mempool:
             if not queue:
                 self._by_sender.pop(sender, None)
         return dropped
+
+
+def _check_unfunded_claim(p: Claim, e: Escrow, sender: bytes, state: State) -> None:
+    """Refuse an unfunded sender's claim that the next block's claim rule would refuse
+    (``_rules.py``, ``_check_claim``), its Award and Receipt included: such a claim takes a
+    place that costs its sender nothing, so junk ones (a genuine Award with any receipt)
+    must not fill the escrow's ``max_payees`` places and keep a real claim out. Two
+    signature checks, one more than a transfer's admission."""
+    try:
+        award = protocol.decode(p.award, state.chain_id, Award).message
+        receipt = protocol.decode(p.receipt, state.chain_id, Receipt).message
+    except ProtocolError:
+        raise MempoolRejected(
+            "an unfunded claim needs the escrow owner's signed Award and Receipt"
+        ) from None
+    if not (
+        award.requester == receipt.requester == e.owner
+        and award.provider == receipt.provider == sender
+        and award.job_id == receipt.job_id == p.job_id
+        and award.replica == receipt.replica
+        and award.price > 0
+    ):
+        raise MempoolRejected(
+            "an unfunded claim needs the escrow owner's Award and Receipt for it (this job, "
+            "this sender, one replica, a price above 0)"
+        )
+    if protocol.key_hash(p.key) != receipt.key_hash:
+        raise MempoolRejected("a claim must reveal the key its receipt names")
+    height = state.height + 1  # the earliest block that could take it
+    if receipt.sealed and receipt.claim_by < height:
+        raise MempoolRejected(
+            f"the sealed receipt is claimable up to height {receipt.claim_by} (its claim_by); "
+            f"the next block is {height}"
+        )
+    if not receipt.sealed and height < e.claim_height:
+        raise MempoolRejected(f"claims open at height {e.claim_height}; the next block is {height}")
+    if height >= e.expiry_height:
+        raise MempoolRejected(f"escrow expired at height {e.expiry_height}; claims are closed")

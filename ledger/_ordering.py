@@ -12,7 +12,8 @@ not on admission) is dropped and reported. Its sender's later pending transactio
 wait behind the gap it leaves, holding places they never pay for: they are dropped with
 it, each reported with a reason beginning :data:`~ledger._mempool.DROPPED_BEHIND` (they did
 nothing wrong; the sender signs them again after filling the gap). So are those behind a
-transaction that expired unapplied.
+transaction that expired unapplied. The refused one's id is remembered by the mempool
+(``Mempool.refused_at_block``): its same signed bytes are not admitted again.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ class Producer:
         evicts from a full mempool is reported dropped (with the next block's drops)."""
         vtx = self.mempool.add(raw, self.state)
         for gone in self.mempool.take_evicted():
-            reason = "evicted from the full mempool by a higher fee; retry later or raise the fee"
+            reason = (
+                "evicted from the full mempool (by a higher fee, or at equal fee from the "
+                "sender holding the most of it); retry later or raise the fee"
+            )
             self._dropped.append(TxDropped(gone.sender, gone.tx.seq, gone.id, reason))
         return vtx
 
@@ -86,6 +90,7 @@ class Producer:
                 continue  # refused for the gap before it: dropped with that one below
             gapped.add(vtx.sender)
             self.rejected += 1
+            self.mempool.refused_at_block(vtx)
             self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
             behind = f"{DROPPED_BEHIND} {vtx.tx.seq}, which was refused: {exc}"
             for later in self.mempool.remove(vtx):

@@ -43,6 +43,7 @@ import protocol
 from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
 
 from . import _state
+from ._block import MAX_TX_BYTES
 from ._draft import Draft
 from ._errors import (
     BadEvidence,
@@ -113,9 +114,13 @@ def decode_payload(kind: str, payload: bytes) -> Payload:
 
 
 def verify_tx(raw: bytes, chain_id: str) -> VerifiedTx:
-    """Decode a signed transaction and check signature, chain and payload shape."""
+    """Decode a signed transaction and check signature, chain and payload shape.
+
+    One over ``MAX_TX_BYTES`` (no block may hold it) is refused before any decoding."""
     try:
-        signed: Signed[Transaction] = protocol.decode(raw, chain_id, Transaction)
+        signed: Signed[Transaction] = protocol.decode(
+            raw, chain_id, Transaction, max_bytes=MAX_TX_BYTES
+        )
     except ProtocolError as exc:
         raise MalformedTransaction(f"invalid transaction: {exc}") from None
     return VerifiedTx(signed, decode_payload(signed.message.kind, signed.message.payload))

@@ -65,6 +65,7 @@ from ._requester_jobs import JobPhase as JobPhase
 from ._requester_jobs import Replica as Replica
 from ._requester_jobs import ReplicaState as ReplicaState
 from ._requester_jobs import RequesterJob as RequesterJob
+from ._requester_policy import established as established
 from ._sealing import SEAL_OVERHEAD as SEAL_OVERHEAD
 from ._sealing import open_sealed as open_sealed
 from ._sealing import seal as seal

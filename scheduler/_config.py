@@ -66,8 +66,15 @@ class RequesterConfig:
     claim_window_blocks: int = 10
     #: Settle at the latest this many blocks before the claim window opens.
     settle_margin_blocks: int = 2
-    #: Providers with fewer settled jobs than this are on probation.
+    #: A provider is past probation (established: no probation replica beside it, it
+    #: closes a bid window early, newcomers never outvote it) with at least
+    #: ``probation_jobs`` settled jobs on the ledger and at least ``probation_stake``
+    #: micro-credits bonded (``established``). Settled jobs alone cost nothing: two keys of
+    #: one person settle jobs to each other at fee 0. The stake is what a known answer or
+    #: an honest majority takes (a slash) when it catches the provider; 0 counts settled
+    #: jobs alone.
     probation_jobs: int = 3
+    probation_stake: int = 1_000_000
     #: Known-answer jobs for spot checks (see ``VerificationPolicy.spot_check_permille``).
     canaries: tuple[Canary, ...] = ()
     #: Also slash (not only attest against) a provider outvoted by a majority. On by

@@ -16,10 +16,10 @@ class Reputation:
     """What the requester knows of a provider, from the ledger (computed elsewhere).
 
     ``score_permille`` is 0 (worst) .. 1000 (best); ``settled_jobs`` counts the provider's
-    settled replicas, used to tell newcomers (probation) from established providers;
-    ``failures`` is its failure weight in whole units, decayed as the score is (a negative
-    attestation adds 1, a slash 4: specs/ledger.md, "Reputation"); ``stake`` is what it has
-    bonded, which a slash can take.
+    settled replicas, whoever paid them; with ``stake`` it tells newcomers (probation) from
+    established providers (``scheduler.established``); ``failures`` is its failure weight in
+    whole units, decayed as the score is (a negative attestation adds 1, a slash 4:
+    specs/ledger.md, "Reputation"); ``stake`` is what it has bonded, which a slash can take.
     """
 
     score_permille: int

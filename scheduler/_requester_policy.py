@@ -5,8 +5,9 @@ caught; the :class:`~scheduler.Requester` machine calls them and keeps the state
 
 - Fixed replication (``replication = "fixed"``): a job runs on the best ``redundancy``
   bids (``award_key``) and needs that many agreeing results. When every chosen provider is
-  a newcomer (fewer than ``probation_jobs`` settled jobs) one probation replica is added:
-  the best established provider's bid, whose result newcomers never outvote.
+  a newcomer (not ``established``: fewer than ``probation_jobs`` settled jobs or less than
+  ``probation_stake`` bonded) one probation replica is added: the best established
+  provider's bid, whose result newcomers never outvote.
 - Adaptive replication (``replication = "adaptive"``): a job runs on one replica when its
   best bid is a trusted provider's (a long clean record on the ledger, never caught by
   this requester), audited with a second replica at ``audit_permille``; on
@@ -21,12 +22,29 @@ from dataclasses import replace
 from protocol import Bid, JobSpec, Signed
 
 from ._config import RequesterConfig
-from ._pricing import award_key
+from ._pricing import Reputation, award_key
 from ._requester_jobs import _DECLINED, JobPhase, RequesterJob
 
 #: Providers a requester caught with a wrong result, oldest first (a dict used as an
 #: ordered set): adaptive replication never trusts them again and refuses their bids.
 Caught = dict[bytes, None]
+
+
+def established(rep: Reputation, config: RequesterConfig) -> bool:
+    """Whether a provider with ledger record ``rep`` is past probation: at least
+    ``probation_jobs`` settled jobs and at least ``probation_stake`` bonded. The one test
+    of it, wherever probation decides (the probation replica, the early close of a bid
+    window, the anchor class, newcomers never outvoting an established provider).
+
+    Settled jobs alone cost nothing: a settle counts toward them whoever paid, and two keys
+    of one person settle jobs to each other at fee 0 (three each make a key "established"
+    for 9 free transactions). Bonded stake is what a slash takes when a known answer or an
+    honest majority catches the provider, so being established now puts it at risk."""
+    return rep.settled_jobs >= config.probation_jobs and rep.stake >= config.probation_stake
+
+
+def _past_probation(provider: bytes, config: RequesterConfig) -> bool:
+    return established(config.reputation(provider), config)
 
 
 def spec_to_sign(spec: JobSpec, config: RequesterConfig) -> JobSpec:
@@ -62,7 +80,7 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
     elif (
         job.phase != JobPhase.LOCKING
         and len(bidders) >= job.asked
-        and any(config.reputation(p).settled_jobs >= config.probation_jobs for p in bidders)
+        and any(_past_probation(p, config) for p in bidders)
     ):
         # The escrow is locked and every replica has a bid: waiting for more would trade
         # latency for price. Only with a bid past probation in hand: newcomer keys (free)
@@ -76,9 +94,7 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
     # smallest keys, and fresh keys ground to sort first can fill it). Announced to the
     # named providers alone, nobody else can bid: waiting would bring nothing.
     on_topic = job.announcements > 1 or not 0 < len(named) < config.direct_only_below
-    return not on_topic or any(
-        config.reputation(p).settled_jobs >= config.probation_jobs for p in bidders
-    )
+    return not on_topic or any(_past_probation(p, config) for p in bidders)
 
 
 def candidates(
@@ -134,9 +150,8 @@ def anchor_class(
         for s in bids:
             if trusted(s.message.provider, config, caught):
                 return s.message.determinism_class
-    probation = config.probation_jobs
     for s in bids:
-        if config.reputation(s.message.provider).settled_jobs >= probation:
+        if _past_probation(s.message.provider, config):
             return s.message.determinism_class
     return bids[0].message.determinism_class
 
@@ -173,14 +188,12 @@ def with_probation(
     """The best ``n`` bids, plus one probation replica when every one of them is a
     newcomer: the best established provider if one bid (newcomers never outvote it),
     else the next bid when fewer than two were chosen; while the budget allows it."""
-    rep = config.reputation
-    probation = config.probation_jobs
     chosen, rest = bids[:n], bids[n:]
     if not chosen or job.budget <= n:
         return bids, n
-    if any(rep(s.message.provider).settled_jobs >= probation for s in chosen):
+    if any(_past_probation(s.message.provider, config) for s in chosen):
         return bids, n
-    veterans = [s for s in rest if rep(s.message.provider).settled_jobs >= probation]
+    veterans = [s for s in rest if _past_probation(s.message.provider, config)]
     if veterans:
         rest.remove(veterans[0])
         return [*chosen, veterans[0], *rest], n + 1
@@ -249,6 +262,5 @@ def catch(provider: bytes, config: RequesterConfig, caught: Caught) -> None:
 
 
 def veteran_replicas(job: RequesterJob, config: RequesterConfig) -> set[int]:
-    """Replicas of providers past probation (``probation_jobs`` settled jobs)."""
-    rep, probation = config.reputation, config.probation_jobs
-    return {r.index for r in job.replicas if rep(r.provider).settled_jobs >= probation}
+    """Replicas of providers past probation (``established``)."""
+    return {r.index for r in job.replicas if _past_probation(r.provider, config)}

@@ -184,9 +184,13 @@ class Jobs(_Model):
     #: Arrivals end after this many jobs (0: no limit).
     max_jobs: int = Field(0, ge=0)
     #: The requesters' replication policy (``scheduler.RequesterConfig``: ``replication``,
-    #: ``trusted_jobs``, ``trusted_score_permille``, ``trusted_stake``,
+    #: ``probation_stake``, ``trusted_jobs``, ``trusted_score_permille``, ``trusted_stake``,
     #: ``trusted_max_failures``, ``audit_permille``).
     replication: Literal["fixed", "adaptive"] = "fixed"
+    #: Micro-credits a provider has bonded to be past probation (with 3 settled jobs); the
+    #: daemon's default. Providers that bond less (``nodes.provider_stake``) stay on
+    #: probation however many jobs they settle; 0 counts settled jobs alone.
+    probation_stake: int = Field(1_000_000, ge=0)
     trusted_jobs: int = Field(20, ge=0)
     trusted_score_permille: int = Field(900, ge=0, le=1000)
     trusted_stake: int = Field(1_000_000, ge=0)

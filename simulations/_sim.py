@@ -361,6 +361,7 @@ class Simulation:
                     settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
                     canaries=canaries,
                     replication=self.sc.jobs.replication,
+                    probation_stake=self.sc.jobs.probation_stake,
                     trusted_jobs=self.sc.jobs.trusted_jobs,
                     trusted_score_permille=self.sc.jobs.trusted_score_permille,
                     trusted_stake=self.sc.jobs.trusted_stake,

@@ -1,6 +1,9 @@
 """Who may use a node's local API: its owner only (specs/api.md, "Access").
 
-The rules, in the order they are checked, before any route runs:
+The rules, in the order they are checked, on the request's head alone: before any route
+runs and before any byte of the body is read (the server reads a body only once the request
+reaches its route, ``_http``); a refused request is answered and its connection closed,
+its body unread.
 
 1. ``Host`` names loopback (``127.0.0.1``, ``localhost``, ``[::1]``), with the server's
    own port or none; else 421. A page that rebinds its DNS name to 127.0.0.1 sends its own
@@ -147,7 +150,8 @@ def check_access(request: Request, token: str) -> None:
 
 
 def owner_only(handler: Handler, token: str) -> Handler:
-    """``handler`` behind :func:`check_access`."""
+    """``handler`` behind :func:`check_access`, which sees the request's head only: its body
+    is read after, when the request reaches its route (``Router``)."""
     if not _well_formed(token):
         raise ValueError("the API token must be 43 URL-safe base64 characters")
 

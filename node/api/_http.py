@@ -2,13 +2,21 @@
 
 h11 does the protocol, trio the sockets. Connections are kept alive between requests (a
 client waiting on a job asks again every second), up to ``MAX_REQUESTS_PER_CONNECTION``
-and ``READ_TIMEOUT_S`` of idleness. Every limit is explicit: header size, body size, time
-to read a request.
+and ``READ_TIMEOUT_S`` of idleness. Every limit is explicit: header size, body size (per
+route), time to read a request, connections at once.
+
+The server reads a request's head only; its body is read when the request reaches its
+route (:class:`Router`), so every check made on the way there (the owner-only rules,
+``_auth``) runs on the head alone. A request refused before its route is answered at once
+and its connection closed: the body is never read (review round 5, R5-5: a web page's
+64 MiB cross-site POST was read whole before its ``Origin`` was refused).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -22,9 +30,17 @@ import trio
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024
+#: Largest request body (a job submission carries its model and inputs).
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: A route's body limit unless it sets one: ``MAX_BODY_BYTES`` for POST and PUT, this for
+#: other methods (which carry none).
+SMALL_BODY_BYTES = 64 * 1024
 READ_TIMEOUT_S = 30.0
 MAX_REQUESTS_PER_CONNECTION = 1000
+#: Connections served at once; one more is answered 503 and closed, unread.
+MAX_CONNECTIONS = 64
+
+BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,18 @@ class Request:
     body: bytes
     #: The server's port the request came in on (what a loopback ``Host`` must name).
     port: int = 0
+    #: Reads the body from the connection, once (the server's, while ``body`` is not read
+    #: yet): see :meth:`with_body`. None for a request whose ``body`` is all there is.
+    read_body: BodyReader | None = field(default=None, repr=False, compare=False)
+
+    async def with_body(self, limit: int = MAX_BODY_BYTES) -> Request:
+        """This request with its body, read now from the connection if the server has not
+        read it yet: at most ``limit`` bytes (else 413)."""
+        if self.read_body is None:
+            if len(self.body) > limit:
+                raise HttpError(413, f"request body over {limit} bytes")
+            return self
+        return dataclasses.replace(self, body=await self.read_body(limit), read_body=None)
 
     def json(self) -> Any:
         try:
@@ -82,38 +110,46 @@ Route = tuple[str, str]
 
 
 class Router:
-    """Exact-path routes plus prefix routes (``/api/jobs/`` + id)."""
+    """Exact-path routes plus prefix routes (``/api/jobs/`` + id). A request's body is read
+    here, once its route is found, up to the route's limit."""
 
     def __init__(self) -> None:
-        self._exact: dict[Route, Handler] = {}
-        self._prefix: list[tuple[str, str, Handler]] = []
+        self._exact: dict[Route, tuple[Handler, int]] = {}
+        self._prefix: list[tuple[str, str, tuple[Handler, int]]] = []
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
+    def add(
+        self, method: str, path: str, handler: Handler, *, max_body_bytes: int | None = None
+    ) -> None:
+        """Route ``method path`` (a prefix if ``path`` ends with ``/``) to ``handler``; its
+        body may hold ``max_body_bytes`` (default: ``MAX_BODY_BYTES`` for POST and PUT,
+        ``SMALL_BODY_BYTES`` otherwise)."""
+        if max_body_bytes is None:
+            max_body_bytes = MAX_BODY_BYTES if method in ("POST", "PUT") else SMALL_BODY_BYTES
+        route = (handler, min(max_body_bytes, MAX_BODY_BYTES))
         if path.endswith("/") and path != "/":
-            self._prefix.append((method, path, handler))
+            self._prefix.append((method, path, route))
         else:
-            self._exact[(method, path)] = handler
+            self._exact[(method, path)] = route
 
     async def __call__(self, request: Request) -> Response:
-        handler = self._exact.get((request.method, request.path))
-        if handler is None:
-            for method, prefix, h in self._prefix:
+        route = self._exact.get((request.method, request.path))
+        if route is None:
+            for method, prefix, r in self._prefix:
                 if method == request.method and request.path.startswith(prefix):
-                    handler = h
+                    route = r
                     break
-        if handler is None:
+        if route is None:
             known = {p for _, p in self._exact} | {p for _, p, _ in self._prefix}
             if request.path in known:
                 raise HttpError(405, f"{request.method} is not allowed on {request.path}")
             raise HttpError(404, f"no such endpoint: {request.path}")
-        return await handler(request)
+        handler, limit = route
+        return await handler(await request.with_body(limit))
 
 
-async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, port: int) -> Request | None:
-    target = b""
-    method = b""
-    headers: dict[str, str] = {}
-    body = bytearray()
+async def _read_head(conn: h11.Connection, stream: trio.abc.Stream, port: int) -> Request | None:
+    """The next request's head (its body, if any, left to :meth:`Request.with_body`);
+    None once the client closes between requests."""
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -122,28 +158,57 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, port: int
             if not data and conn.their_state is h11.IDLE:
                 return None
             continue
-        if isinstance(event, h11.Request):
-            method, target = event.method, event.target
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
-            length = int(headers.get("content-length", "0") or 0)
-            if length > MAX_BODY_BYTES:
-                raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY_BYTES:
-                raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        elif isinstance(event, h11.EndOfMessage):
-            parts = urlsplit(target.decode("latin-1"))
-            return Request(
-                method.decode("latin-1"),
-                parts.path,
-                parse_qs(parts.query),
-                headers,
-                bytes(body),
-                port,
-            )
-        elif isinstance(event, h11.ConnectionClosed):
+        if isinstance(event, h11.ConnectionClosed):
             return None
+        if not isinstance(event, h11.Request):
+            raise HttpError(400, "expected a request")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        length = int(headers.get("content-length", "0") or 0)
+        if length > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        parts = urlsplit(event.target.decode("latin-1"))
+        head = Request(
+            event.method.decode("latin-1"), parts.path, parse_qs(parts.query), headers, b"", port
+        )
+        # A request without a body ends here (h11 says so without reading more); one with
+        # a body gets a reader, and whatever of it has come already.
+        first = conn.next_event()
+        if isinstance(first, h11.EndOfMessage):
+            return head
+        already = bytes(first.data) if isinstance(first, h11.Data) else b""
+        return dataclasses.replace(
+            head, read_body=functools.partial(_read_body, conn, stream, already, length)
+        )
+
+
+async def _read_body(
+    conn: h11.Connection, stream: trio.abc.Stream, already: bytes, length: int, limit: int
+) -> bytes:
+    """A request's body, read from the connection: at most ``limit`` bytes (else 413, on
+    ``Content-Length`` before a byte is read), within ``READ_TIMEOUT_S``."""
+    if length > limit:
+        raise HttpError(413, f"request body over {limit} bytes")
+    body = bytearray(already)
+    with trio.move_on_after(READ_TIMEOUT_S):
+        try:
+            while len(body) <= limit:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    if conn.they_are_waiting_for_100_continue:
+                        await stream.send_all(
+                            conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                        )
+                    conn.receive_data(bytes(await stream.receive_some(65536)))
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return bytes(body)
+                else:
+                    raise HttpError(400, "the request body was cut short")
+        except (h11.RemoteProtocolError, trio.BrokenResourceError) as exc:
+            raise HttpError(400, f"the request body was cut short: {exc}") from None
+        raise HttpError(413, f"request body over {limit} bytes")
+    raise HttpError(408, f"the request body did not come within {READ_TIMEOUT_S:.0f} s")
 
 
 async def _send(
@@ -197,7 +262,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
                 with trio.fail_after(READ_TIMEOUT_S):
-                    request = await _read_request(conn, stream, port)
+                    request = await _read_head(conn, stream, port)
                 if request is None:
                     return
                 try:
@@ -215,7 +280,11 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                     except Exception:  # the headers are out: all that is left is to close
                         log.exception("HTTP stream failed for %s %s", request.method, request.path)
                     return
-                await _send(conn, stream, response, close=served == MAX_REQUESTS_PER_CONNECTION)
+                # A body left unread (a request refused before its route) is never read:
+                # the answer says so and the connection ends.
+                unread = conn.their_state is not h11.DONE
+                last = served == MAX_REQUESTS_PER_CONNECTION
+                await _send(conn, stream, response, close=last or unread)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)
                 conn.start_next_cycle()
@@ -233,6 +302,16 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                 return
 
 
+_BUSY_BODY = json.dumps(
+    {"error": f"the node serves {MAX_CONNECTIONS} API connections at once: try again"}
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    + f"content-length: {len(_BUSY_BODY)}\r\nconnection: close\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+
+
 async def serve_http(
     handler: Handler,
     host: str = "127.0.0.1",
@@ -246,10 +325,21 @@ async def serve_http(
     :func:`~node.api.make_router`, which wraps its routes in ``owner_only`` (``_auth``)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
+    slots = trio.Semaphore(MAX_CONNECTIONS)
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
 
         async def on_connection(stream: trio.SocketStream) -> None:
-            await _serve_connection(stream, handler, bound)
+            try:
+                slots.acquire_nowait()
+            except trio.WouldBlock:
+                async with stream:
+                    with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
+                        await stream.send_all(_BUSY)
+                return
+            try:
+                await _serve_connection(stream, handler, bound)
+            finally:
+                slots.release()
 
         await trio.serve_listeners(on_connection, listeners, handler_nursery=nursery)

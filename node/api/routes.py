@@ -31,7 +31,7 @@ from ..config import (
     write_changes,
 )
 from ._auth import owner_only
-from ._http import Handler, HttpError, Request, Response, Router
+from ._http import SMALL_BODY_BYTES, Handler, HttpError, Request, Response, Router
 from ._ratelimit import FaucetLimits
 from .dashboard import Dashboard
 from .npy import decode_array, encode_array
@@ -423,18 +423,19 @@ def make_router(
         answer["overridden_at_start"] = overridden
         return Response.json(answer)
 
+    small = SMALL_BODY_BYTES  # only a job submission carries megabytes
     router.add("GET", "/api/status", guarded(status))
-    router.add("POST", "/api/pause", guarded(pause))
-    router.add("POST", "/api/resume", guarded(resume))
+    router.add("POST", "/api/pause", guarded(pause), max_body_bytes=small)
+    router.add("POST", "/api/resume", guarded(resume), max_body_bytes=small)
     router.add("GET", "/api/config", guarded(get_config))
-    router.add("PUT", "/api/config", guarded(put_config))
+    router.add("PUT", "/api/config", guarded(put_config), max_body_bytes=small)
     router.add("POST", "/api/jobs", guarded(submit))
     router.add("GET", "/api/jobs", guarded(list_jobs))
     router.add("GET", "/api/jobs/", guarded(job))
     router.add("GET", "/api/ledger/balance", guarded(balance))
     router.add("GET", "/api/ledger/balance/", guarded(balance))
-    router.add("POST", "/api/faucet", guarded(faucet))
-    router.add("POST", "/api/stake", guarded(stake))
+    router.add("POST", "/api/faucet", guarded(faucet), max_body_bytes=small)
+    router.add("POST", "/api/stake", guarded(stake), max_body_bytes=small)
     router.add("GET", "/api/provider/why", guarded(why))
     router.add("GET", "/api/providers", guarded(providers))
     router.add("GET", "/metrics", guarded(metrics))

@@ -178,6 +178,12 @@ class RequesterConfig(_Strict):
         "newcomers) or adaptive (one replica for a trusted provider, audited; "
         "specs/marketplace.md)",
     )
+    probation_stake: int = Field(
+        1_000_000,
+        ge=0,
+        description="micro-credits a provider has bonded to be past probation (with 3 "
+        "settled jobs, which cost nothing to self-deal); 0: settled jobs alone",
+    )
     trusted_jobs: int = Field(20, ge=1, description="adaptive: settled jobs a trusted provider has")
     trusted_score_permille: int = Field(
         900, ge=0, le=1000, description="adaptive: the ledger score a trusted provider has"

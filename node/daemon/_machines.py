@@ -35,6 +35,7 @@ def requester_machine(node: Node) -> scheduler.Requester:
             claim_window_blocks=CLAIM_WINDOW_BLOCKS,
             settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
             replication=policy.replication,
+            probation_stake=policy.probation_stake,
             trusted_jobs=policy.trusted_jobs,
             trusted_score_permille=policy.trusted_score_permille,
             trusted_stake=policy.trusted_stake,

@@ -41,6 +41,10 @@ MAX_MARKET_REQUEST_BYTES = MAX_FRAME_BYTES
 #: more sends a failed Result (``output_limit``) instead, so that the requester learns at
 #: once; a larger one could never reach it.
 MAX_MARKET_OUTPUT_BYTES = MAX_MARKET_REQUEST_BYTES - (64 << 10)
+#: Largest signed message a market request or answer carries. The largest there is a
+#: JobSpec with 64 inputs (under 16 KiB; a Result is a few KiB): a frame's message over
+#: this is refused before it is decoded, so a frame's cost to decode is that of 64 KiB.
+MAX_MARKET_MESSAGE_BYTES = 64 << 10
 
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
@@ -50,16 +54,70 @@ _REQUESTER_TAGS = frozenset(
 
 def split_frame(request: bytes) -> tuple[bytes, bytes]:
     """A market request's ``[message, sealed]``, checked canonical: a sealed output may be
-    over the 1 MiB a byte string of a signed message holds, so up to the market's limit."""
-    value = protocol.unpack(
-        request, max_bytes=MAX_MARKET_REQUEST_BYTES, max_bin_bytes=MAX_MARKET_REQUEST_BYTES
-    )
-    if type(value) is not list or len(value) != 2:
+    over the 1 MiB a byte string of a signed message holds, so up to the market's limit.
+
+    Read by hand from the two byte strings' headers, never by a general decoder: a frame
+    of 4 MiB of nested arrays costs nothing but the look at its first bytes, and the
+    message is refused over ``MAX_MARKET_MESSAGE_BYTES`` before it is decoded."""
+    if len(request) > MAX_MARKET_REQUEST_BYTES:
+        raise protocol.RemoteProtocolError(
+            f"market request of {len(request)} bytes is over {MAX_MARKET_REQUEST_BYTES}"
+        )
+    if request[:1] != b"\x92":
         raise protocol.RemoteProtocolError("expected [message, sealed]")
-    raw, sealed = value
-    if type(raw) is not bytes or type(sealed) is not bytes:
-        raise protocol.RemoteProtocolError("expected [message, sealed] as bytes")
-    return raw, sealed
+    start, end = _bin_at(request, 1, MAX_MARKET_MESSAGE_BYTES, "message")
+    sealed_start, sealed_end = _bin_at(request, end, MAX_MARKET_REQUEST_BYTES, "sealed")
+    if sealed_end != len(request):
+        raise protocol.RemoteProtocolError("trailing bytes after [message, sealed]")
+    return request[start:end], request[sealed_start:sealed_end]
+
+
+def split_replies(data: bytes) -> list[bytes]:
+    """A market answer's ``[message, ...]``: at most ``MAX_REPLIES`` byte strings of at
+    most ``MAX_MARKET_MESSAGE_BYTES`` each, read by hand as :func:`split_frame` is."""
+    if len(data) > MAX_REPLY_BYTES:
+        raise protocol.RemoteProtocolError(
+            f"replies of {len(data)} bytes are over {MAX_REPLY_BYTES}"
+        )
+    head = data[:1]
+    if b"\x90" <= head <= b"\x9f":
+        count, at = head[0] & 0x0F, 1
+    elif head == b"\xdc" and len(data) >= 3 and int.from_bytes(data[1:3], "big") >= 16:
+        count, at = int.from_bytes(data[1:3], "big"), 3  # array 16 only where fixarray cannot
+    else:
+        raise protocol.RemoteProtocolError("replies are a canonical array of signed messages")
+    if count > MAX_REPLIES:
+        raise protocol.RemoteProtocolError(f"expected at most {MAX_REPLIES} replies")
+    out: list[bytes] = []
+    for _ in range(count):
+        start, at = _bin_at(data, at, MAX_MARKET_MESSAGE_BYTES, "reply")
+        out.append(data[start:at])
+    if at != len(data):
+        raise protocol.RemoteProtocolError("trailing bytes after the replies")
+    return out
+
+
+# A canonical byte string's header: its first byte, the bytes of its length, and the
+# least length for which that form is the shortest (msgpack's bin 8, bin 16, bin 32).
+_BIN_HEADERS = {0xC4: (1, 0), 0xC5: (2, 1 << 8), 0xC6: (4, 1 << 16)}
+
+
+def _bin_at(data: bytes, at: int, limit: int, what: str) -> tuple[int, int]:
+    """Where the bytes of the canonical byte string whose header is at ``data[at]`` start
+    and end; refused over ``limit`` bytes, before anything is copied."""
+    form = _BIN_HEADERS.get(data[at]) if at < len(data) else None
+    if form is None:
+        raise protocol.RemoteProtocolError(f"expected the {what} as a byte string")
+    width, least = form
+    start = at + 1 + width
+    size = int.from_bytes(data[at + 1 : start], "big")
+    if start > len(data) or start + size > len(data):
+        raise protocol.RemoteProtocolError(f"the {what} is cut short")
+    if size < least:
+        raise protocol.RemoteProtocolError(f"the {what}'s length is not in its shortest form")
+    if size > limit:
+        raise protocol.RemoteProtocolError(f"the {what} of {size} bytes is over {limit}")
+    return start, start + size
 
 
 class Market:
@@ -119,11 +177,7 @@ class Market:
         """The messages a peer answered a market request with, taken as if it had sent
         each on its own (messages of ours they cause go out as requests of their own)."""
         try:
-            value = protocol.unpack(data, max_bytes=MAX_REPLY_BYTES)
-            if type(value) is not list or len(value) > MAX_REPLIES:
-                raise protocol.RemoteProtocolError(f"expected at most {MAX_REPLIES} replies")
-            if any(type(raw) is not bytes for raw in value):
-                raise protocol.RemoteProtocolError("a reply is a signed message's bytes")
+            value = split_replies(data)
         except protocol.ProtocolError as exc:
             self._node.conduct.misbehaved(peer, f"malformed market replies: {exc}")
             return
@@ -135,8 +189,9 @@ class Market:
         """Hand a market message to the machine that takes it (RequestRejected if none)."""
         node = self._node
         try:
-            inner = protocol.unpack(raw, check_types=False)
-            tag = inner[0] if type(inner) is list and inner else None
+            inner = protocol.unpack(raw, max_bytes=MAX_MARKET_MESSAGE_BYTES, check_types=False)
+            # a tag is text: anything else (a list, unhashable) is no message we take
+            tag = inner[0] if type(inner) is list and inner and type(inner[0]) is str else None
         except protocol.ProtocolError as exc:
             node.conduct.misbehaved(peer, f"malformed market frame: {exc}")
             raise RequestRejected(f"malformed market frame: {exc}") from None

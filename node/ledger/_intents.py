@@ -24,9 +24,13 @@ The rules (specs/daemon.md, "Money transactions are intents"):
   impossible). A claim whose sealed ``claim_by`` is not above the height it was made at is
   resolved at once, never submitted (it could only be refused).
 - A definite refusal (the coordinator's, or a drop reported from its block) fails a lock
-  at once; a settle, refund or claim tries again ``RETRY_BLOCKS`` later; a settle or claim
-  gives up after ``MAX_REFUSALS`` (an escrow left open is then refunded at its expiry); a
-  refund never does, it is tried every ``RETRY_BLOCKS * MAX_REFUSALS`` blocks from then on.
+  at once, unless the mempool was only full (refused or evicted for room: signed again at
+  the next block, until the escrow's expiry or ``MAX_REFUSALS``); a claim with a sealed
+  receipt is signed again at the next block (its window, up to ``claim_by``, is shorter
+  than ``RETRY_BLOCKS``); another settle, refund or claim tries again ``RETRY_BLOCKS``
+  later; a settle or claim gives up after ``MAX_REFUSALS`` (an escrow left open is then
+  refunded at its expiry); a refund never does, it is tried every
+  ``RETRY_BLOCKS * MAX_REFUSALS`` blocks from then on.
 - Nothing is decided about an escrow before the local state has reached the height at
   which the intent was made (a node catching up after a restart has not seen it yet).
 """
@@ -51,6 +55,10 @@ KINDS: tuple[Kind, ...] = ("lock", "settle", "refund", "claim")
 RETRY_BLOCKS = 5
 #: Definite refusals after which an intent gives up.
 MAX_REFUSALS = 8
+#: How the coordinator's mempool says it had no room for a transaction, at submission and
+#: in a drop report (the wire carries only the text; ``ledger/_mempool.py``).
+POOL_FULL = "the mempool is full"
+EVICTED = "evicted from the full mempool"
 
 
 class Chain(Protocol):
@@ -163,10 +171,17 @@ class IntentBook:
         intent.reason = reason
         many = intent.refusals >= MAX_REFUSALS
         intent.retry_at = height + RETRY_BLOCKS * (MAX_REFUSALS if many else 1)
+        if _soon_again(intent, reason):
+            # A sealed claim's window is KEY_DUE_BLOCKS (4) blocks, shorter than
+            # RETRY_BLOCKS: one refusal or eviction would be final. A lock refused only
+            # for room would fail its job for a pool full at that moment.
+            intent.retry_at = height + 1
+        elif intent.kind == "lock":
+            return [self._resolve(intent, False, reason)]
         # A refund never gives up: nothing else would close the escrow (the requester asks
         # for it once, and the orphan scan skips the jobs it still holds), and it is valid
         # for as long as the escrow is open; after many refusals it is tried less often.
-        if intent.kind == "lock" or (many and intent.kind != "refund"):
+        if many and intent.kind != "refund":
             return [self._resolve(intent, False, reason)]
         return []
 
@@ -207,16 +222,18 @@ class IntentBook:
         if intent.queued or self._may_apply(intent, chain):
             return []
         if intent.kind == "lock":
-            if intent.seq is None:
-                return []  # refused locks are resolved at once; never re-signed
-            return [self._resolve(intent, False, "the lock transaction did not reach a block")]
-        assert e is not None
-        if h < intent.retry_at:
-            return []
-        if intent.kind == "refund" and h < e.expiry_height:
-            return []
-        if intent.kind == "claim" and h < e.claim_height and _claim_by(intent) is None:
-            return []  # a plain receipt's claim waits for the claim window
+            if intent.seq is not None:
+                return [self._resolve(intent, False, "the lock transaction did not reach a block")]
+            if intent.refusals == 0 or h < intent.retry_at:
+                return []  # only a lock refused for room is kept (``refused``): signed again
+        else:
+            assert e is not None
+            if h < intent.retry_at:
+                return []
+            if intent.kind == "refund" and h < e.expiry_height:
+                return []
+            if intent.kind == "claim" and h < e.claim_height and _claim_by(intent) is None:
+                return []  # a plain receipt's claim waits for the claim window
         if intent.seq is not None:
             log.info(
                 "%s of job %s did not apply (seq %d); signing it again",
@@ -332,6 +349,18 @@ def overdue_escrows(
     what the invariant "every escrow closes" says must not exist while the owners' nodes
     run (``aimx ledger verify --open-escrows``)."""
     return [(j, e) for j, e in escrows if e.is_open and height > e.expiry_height + margin]
+
+
+def _soon_again(intent: Intent, reason: str) -> bool:
+    """Whether a refused intent is signed again at the next block, not ``RETRY_BLOCKS``
+    later: a claim with a sealed receipt (until its ``claim_by``), and a lock refused or
+    evicted only because the coordinator's mempool was full (until its escrow's expiry;
+    after ``MAX_REFUSALS`` such refusals it fails)."""
+    if intent.kind == "claim":
+        return _claim_by(intent) is not None
+    if intent.kind == "lock":
+        return POOL_FULL in reason or EVICTED in reason
+    return False
 
 
 def _claim_by(intent: Intent) -> int | None:

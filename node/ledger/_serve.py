@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 #: Block requests served to one peer at once (each may read up to
 #: ``MAX_RESPONSE_BLOCK_BYTES``); more are refused.
 MAX_BLOCK_REQUESTS_PER_PEER = 4
+#: Largest ``tx/1`` request (the limit the protocol is mounted with): the largest
+#: transaction a block may hold, and a little room, so that the network refuses a bigger
+#: one from its length alone, before any byte of it is read or decoded.
+MAX_TX_REQUEST_BYTES = ledger.MAX_TX_BYTES + 1024
 
 
 class Server:
@@ -71,16 +75,28 @@ class Server:
                 self._serving[peer] = left
 
     async def serve_tx(self, peer: PeerKey, request: bytes) -> bytes:
+        """Admit (a coordinator) or forward (any other node) a peer's transaction.
+
+        Its envelope, signature and payload shape are checked here first on either path: a
+        malformed one counts against the peer that sent it. A forwarding node only sends
+        on what it checked, so a coordinator that counts a malformed transaction against
+        its sender never blames an honest forwarder; the first hop blames the source."""
         service = self._service
         if service.producer is None:
             try:
                 return protocol.pack([await service.submit(request, wait=False)])
+            except ledger.MalformedTransaction as exc:  # checked here, never sent on
+                service.misbehaved(peer, f"sent a malformed transaction: {exc}")
+                raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
             except ledger.LedgerError as exc:
                 raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
             except LedgerServiceError as exc:
                 raise RequestRejected(str(exc)) from None
         try:
             tx_id = service.producer.submit(request).id
+        except ledger.MalformedTransaction as exc:
+            service.misbehaved(peer, f"sent a malformed transaction: {exc}")
+            raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
         except ledger.LedgerError as exc:
             raise RequestRejected(f"{REJECTED_PREFIX}{exc}") from None
         except Exception as exc:  # a bug of ours that the peer's bytes found

@@ -33,7 +33,7 @@ import protocol
 from ..net import Network, PeerKey
 from ._errors import LedgerServiceError as LedgerServiceError
 from ._produce import Production
-from ._serve import Server
+from ._serve import MAX_TX_REQUEST_BYTES, Server
 from ._store_thread import StoreThread
 from ._submit import Submitter
 from ._sync import Sync
@@ -174,7 +174,9 @@ class LedgerService:
                 self.producer_key, self.state, interval_ms=self.interval_ms, now_ms=now
             )
         self.net.set_handler(BLOCKS_PROTOCOL, self.server.serve_blocks)
-        self.net.set_handler(TX_PROTOCOL, self.server.serve_tx)
+        self.net.set_handler(
+            TX_PROTOCOL, self.server.serve_tx, max_request_bytes=MAX_TX_REQUEST_BYTES
+        )
         self.net.set_handler(DROPPED_PROTOCOL, self.server.serve_dropped, max_request_bytes=1 << 20)
         try:
             async with trio.open_nursery() as nursery:

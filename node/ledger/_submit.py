@@ -49,10 +49,14 @@ class Submitter:
 
         Raises :class:`ledger.TransactionRejected` with the reason, or
         :class:`LedgerServiceError` if there is no coordinator to send it to (after the
-        wait).
+        wait). A transaction is checked (:func:`ledger.verify_tx`) before it is sent: a
+        malformed one raises :class:`ledger.MalformedTransaction` here and goes nowhere, so
+        a coordinator that counts a malformed transaction against the peer that sent it
+        never blames this node for forwarding another's.
         """
         if self._service.producer is not None:
             return self._service.producer.submit(raw).id
+        vtx = ledger.verify_tx(raw, self._service.genesis.chain_id)
         started: float | None = None
         until: float | None = None
         while True:
@@ -62,7 +66,7 @@ class Submitter:
                 return tx_id
             now = trio.current_time()
             if until is None or started is None:
-                started, until = now, now + (self._wait_bound_s(raw) if wait else 0.0)
+                started, until = now, now + (self._wait_bound_s(vtx) if wait else 0.0)
                 if wait:
                     log.info(
                         "no coordinator reachable: a transaction waits up to %.0f s", until - now
@@ -124,17 +128,14 @@ class Submitter:
             raise LedgerServiceError("no coordinator reachable to submit the transaction to")
         return None
 
-    def _wait_bound_s(self, raw: bytes) -> float:
-        """How long ``raw`` may wait for a coordinator: a lock until its escrow's claim
+    def _wait_bound_s(self, vtx: ledger.VerifiedTx) -> float:
+        """How long ``vtx`` may wait for a coordinator: a lock until its escrow's claim
         height would come had blocks kept coming (its job's deadline and a few blocks: the
         job has failed by then), anything else ``SUBMIT_WAIT_MAX_S`` (a settle, refund or
         claim is worth the wait, and the chain does not move while its coordinator is
-        away); 0 for a transaction that does not decode."""
+        away)."""
         service = self._service
-        try:
-            payload = ledger.verify_tx(raw, service.genesis.chain_id).payload
-        except (ledger.LedgerError, protocol.ProtocolError):
-            return 0.0
+        payload = vtx.payload
         if not isinstance(payload, ledger.Lock):
             return SUBMIT_WAIT_MAX_S
         blocks = max(0, payload.claim_height - service.state.height)

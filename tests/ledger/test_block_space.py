@@ -1,4 +1,5 @@
-"""Block space and the pool are shared fairly at equal fee (specs/ledger.md, "Mempool").
+"""Block space and the pool are shared fairly at equal fee (specs/ledger.md, "Mempool"):
+round robin by sender, then by bytes (tests/ledger/test_review5_pool.py: the round-5 case).
 
 The attack (review round 4, R4-2): a block holds about 84 of the largest transactions (a
 lock carrying a 64-input JobSpec, 11.6 KB). Forty funded accounts submitting 64 such
@@ -127,10 +128,10 @@ def test_each_senders_first_transaction_comes_before_any_senders_second_at_equal
         pool.add(transfer(small, seq), s)
     pool.add(transfer(late, 0), s)
     order = [(v.sender, v.tx.seq) for v in pool.select(s, 10)]
-    # small transfers rank by the bytes their sender takes: all three of small's, and
-    # late's one, before big's first lock, whatever the arrival order
-    assert order[:4] == [(pub(small), 0), (pub(late), 0), (pub(small), 1), (pub(small), 2)]
-    assert order[4:] == [(pub(big), 0), (pub(big), 1), (pub(big), 2)]
+    # round robin (round 5, R5-1): every sender's first, the smallest first (big's lock
+    # last, though it came first), before any sender's second; ties by arrival
+    assert order[:3] == [(pub(small), 0), (pub(late), 0), (pub(big), 0)]
+    assert order[3:] == [(pub(small), 1), (pub(big), 1), (pub(small), 2), (pub(big), 2)]
     # a fee still comes first: a maximal lock paying 1 before a small transfer paying 0
     pool2 = ledger.Mempool(CHAIN)
     pool2.add(transfer(small, 0), s)

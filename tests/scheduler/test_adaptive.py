@@ -72,12 +72,13 @@ def test_newcomers_get_the_asked_redundancy_without_a_probation_replica() -> Non
 def test_two_colluding_newcomers_do_not_decide_a_job_an_established_provider_bid_for() -> None:
     # Attack 11's last part under adaptive replication: the two cheapest bids are two keys
     # of one cheater returning one wrong answer. With no trusted bid they used to be the
-    # job's two replicas and agree; now an established provider (past probation, not
-    # trusted: nothing bonded) gets a probation replica, and newcomers never outvote it.
+    # job's two replicas and agree; now an established provider (past probation: 5 settled
+    # jobs and the probation stake bonded; not trusted: fewer than trusted_jobs) gets a
+    # probation replica, and newcomers never outvote it.
     sim = Sim(12)
     req = sim.add_requester(**ADAPTIVE)
     colluders = [sim.add_provider("collude", price_floor=400 + i) for i in range(2)]
-    veteran = sim.add_provider(price_floor=1_000, reputation=5)
+    veteran = sim.add_provider(price_floor=1_000, reputation=5, stake=STAKE)
     honest = [sim.add_provider(price_floor=1_100 + i) for i in range(2)]
     spec = sim.spec(req, redundancy=2, max_retries=3)
     job = sim.submit(req, spec)
@@ -120,7 +121,7 @@ def test_a_trusted_provider_caught_by_an_audit_is_refused_afterwards() -> None:
     sim = Sim(6)
     req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
     turncoat = sim.add_provider("cheat", price_floor=800, reputation=30, stake=STAKE)
-    honest = [sim.add_provider(price_floor=1_000 + i, reputation=5) for i in range(3)]
+    honest = [sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE) for i in range(3)]
     first = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
     sim.run_jobs([first])
     assert sim.done[first].status == "verified"
@@ -158,7 +159,7 @@ def test_a_provider_one_requester_caught_is_trusted_by_no_other() -> None:
     a = sim.add_requester(audit_permille=1000, **ADAPTIVE)
     b = sim.add_requester(audit_permille=0, **ADAPTIVE)
     turncoat = sim.add_provider("cheat", price_floor=800, reputation=60, stake=10 * STAKE)
-    [sim.add_provider(price_floor=1_000 + i, reputation=5) for i in range(3)]
+    [sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE) for i in range(3)]
     first = sim.submit(a, sim.spec(a, redundancy=2, max_retries=2))
     sim.run_jobs([first])
     assert turncoat.pub in _machine(a).caught and sim.done[first].status == "verified"

@@ -17,6 +17,9 @@ from scheduler import (
 
 from ._harness import Sim, honest_output, wrong_output
 
+#: What an established provider has bonded (``RequesterConfig.probation_stake``).
+ESTABLISHED_STAKE = 1_000_000
+
 
 def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     # Attack 5: a provider reports the honest commitment but delivers corrupted bytes. The
@@ -27,8 +30,11 @@ def test_output_bytes_that_miss_their_commitment_are_a_failed_replica() -> None:
     # it (specs/marketplace.md, "Known limits").
     sim = Sim(5)
     req = sim.add_requester(balance=1_000_000)
-    liar = sim.add_provider("liar", price_floor=900, reputation=5)
-    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    liar = sim.add_provider("liar", price_floor=900, reputation=5, stake=ESTABLISHED_STAKE)
+    honest = [
+        sim.add_provider(price_floor=1_000 + 10 * i, reputation=5, stake=ESTABLISHED_STAKE)
+        for i in range(2)
+    ]
     spec = sim.spec(req, redundancy=2, max_retries=2)
     job = sim.submit(req, spec)
     sim.run_jobs([job])
@@ -55,7 +61,7 @@ def test_a_requester_gets_no_output_before_it_signs_a_receipt() -> None:
     # sealed under a one-time key, and the key goes only for a Receipt bound to the Result.
     sim = Sim(10)
     req = sim.add_requester(balance=1_000_000)
-    prov = sim.add_provider(reputation=5, run_ms=2_000)
+    prov = sim.add_provider(reputation=5, stake=ESTABLISHED_STAKE, run_ms=2_000)
     job = sim.submit(req, sim.spec(req, redundancy=1))
     machine = prov.provider
     assert machine is not None
@@ -86,8 +92,10 @@ def test_a_provider_that_withholds_its_bytes_after_the_receipt_is_replaced_and_u
     # handing the output over.
     sim = Sim(11)
     req = sim.add_requester(balance=1_000_000)
-    withholder = sim.add_provider("withhold", price_floor=900, reputation=5)
-    honest = sim.add_provider(price_floor=1_000, reputation=5)
+    withholder = sim.add_provider(
+        "withhold", price_floor=900, reputation=5, stake=ESTABLISHED_STAKE
+    )
+    honest = sim.add_provider(price_floor=1_000, reputation=5, stake=ESTABLISHED_STAKE)
     spec = sim.spec(req, redundancy=1, max_retries=2)
     job = sim.submit(req, spec)
     sim.run_jobs([job])
@@ -112,8 +120,11 @@ def test_a_result_naming_another_class_than_its_bid_gets_no_receipt() -> None:
     # another class than its bid's now fails its replica, unreceipted.
     sim = Sim(13)
     req = sim.add_requester(balance=1_000_000)
-    cheat = sim.add_provider("classlie", price_floor=900, reputation=5)
-    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    cheat = sim.add_provider("classlie", price_floor=900, reputation=5, stake=ESTABLISHED_STAKE)
+    honest = [
+        sim.add_provider(price_floor=1_000 + 10 * i, reputation=5, stake=ESTABLISHED_STAKE)
+        for i in range(2)
+    ]
     spec = sim.spec(req, redundancy=2, max_retries=2)
     job = sim.submit(req, spec)
     sim.run_jobs([job])
@@ -132,8 +143,11 @@ def test_receipts_only_for_verified_work() -> None:
     # The outvoted provider never holds a receipt, so it cannot claim from the escrow.
     sim = Sim(2)
     req = sim.add_requester(balance=1_000_000)
-    cheat = sim.add_provider("cheat", price_floor=995, reputation=5)
-    honest = [sim.add_provider(price_floor=1_000 + 10 * i, reputation=5) for i in range(2)]
+    cheat = sim.add_provider("cheat", price_floor=995, reputation=5, stake=ESTABLISHED_STAKE)
+    honest = [
+        sim.add_provider(price_floor=1_000 + 10 * i, reputation=5, stake=ESTABLISHED_STAKE)
+        for i in range(2)
+    ]
     job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=2))
     sim.run_jobs([job])
     assert sim.done[job].status == "verified"
@@ -173,7 +187,7 @@ def test_two_colluding_newcomers_cannot_outvote_the_probation_replica() -> None:
     sim = Sim(11)
     req = sim.add_requester(balance=1_000_000)
     colluders = [sim.add_provider("collude", price_floor=500 + i) for i in range(2)]
-    veteran = sim.add_provider(price_floor=2_000, reputation=5)
+    veteran = sim.add_provider(price_floor=2_000, reputation=5, stake=ESTABLISHED_STAKE)
     spec = sim.spec(req, redundancy=2, max_retries=1)
     job = sim.submit(req, spec)
     sim.run_jobs([job])

@@ -707,7 +707,7 @@ def test_once_locked_one_bid_from_an_established_provider_is_enough() -> None:
     veteran = provs[0].me
 
     def reputation(who: bytes) -> Reputation:
-        return Reputation(800, 50 if who == veteran else 0)
+        return Reputation(800, 50, stake=1_000_000) if who == veteran else Reputation(800, 0)
 
     req = Requester(
         RequesterConfig(key=rkey, chain_id=CHAIN, commitment=commitment, reputation=reputation)

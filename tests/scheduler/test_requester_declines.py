@@ -15,6 +15,9 @@ from scheduler import Effect, ReplicaState, Send
 from ..keys import pub
 from ._harness import CHAIN, DETERMINISM, Machine, Node, Sim, honest_output
 
+#: What an established provider has bonded (``RequesterConfig.probation_stake``).
+ESTABLISHED_STAKE = 1_000_000
+
 
 class DeclineLoop(Sim):
     """A simulation with one hostile peer (``relay``): for each announcement it sends
@@ -30,7 +33,7 @@ class DeclineLoop(Sim):
         self.relay = self.add_provider(capability_classes=("none",))
         self.established = [self.key() for _ in range(keys if established else 0)]
         for k in self.established:
-            self.ledger.open_account(pub(k), balance=0, stake=0, settled_jobs=50)
+            self.ledger.open_account(pub(k), balance=0, stake=ESTABLISHED_STAKE, settled_jobs=50)
 
     def bid(self, requester: Node, job_id: bytes, again: bytes = b"") -> None:
         if again and self.established:
@@ -100,7 +103,7 @@ def test_a_provider_declining_twice_is_excluded_from_the_job() -> None:
     # Two established keys declining in turn and bidding again took award after award.
     sim = DeclineLoop(3, keys=2, established=True)
     req = sim.add_requester()
-    honest = [sim.add_provider(reputation=50) for _ in range(2)]
+    honest = [sim.add_provider(reputation=50, stake=ESTABLISHED_STAKE) for _ in range(2)]
     spec = sim.spec(req, redundancy=1)
     job = sim.submit(req, spec)
     sim.run_jobs([job])

@@ -409,7 +409,8 @@ def _first_awards(redundancy: int, max_retries: int, bidders: list[tuple[int, in
     record = {bytes(k.verify_key): jobs for k, (jobs, _) in zip(keys, bidders, strict=True)}
 
     def reputation(who: bytes) -> Reputation:
-        return Reputation(800, record.get(who, 0))
+        # Every bidder holds the probation stake: ``settled_jobs`` alone decides here.
+        return Reputation(800, record.get(who, 0), stake=1_000_000)
 
     req = Requester(
         RequesterConfig(key=s.rkey, chain_id=CHAIN, commitment=commitment, reputation=reputation)
@@ -597,7 +598,7 @@ def test_a_provider_with_exactly_the_probation_jobs_closes_the_window_once_locke
             key=s.rkey,
             chain_id=CHAIN,
             commitment=commitment,
-            reputation=lambda who: Reputation(800, 3 if who == established else 0),
+            reputation=lambda who: Reputation(800, 3 if who == established else 0, stake=1_000_000),
         )
     )
     assert req.config.probation_jobs == 3

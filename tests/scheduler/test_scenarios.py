@@ -8,6 +8,9 @@ from scheduler import Send
 
 from ._harness import SLASH_AMOUNT, Sim, honest_output
 
+#: What an established provider has bonded (``RequesterConfig.probation_stake``).
+ESTABLISHED_STAKE = 1_000_000
+
 
 def _escrow_status(sim: Sim, job_id: bytes) -> EscrowStatus:
     escrow = sim.ledger.escrow(job_id)
@@ -18,7 +21,10 @@ def _escrow_status(sim: Sim, job_id: bytes) -> EscrowStatus:
 def test_redundancy_two_completes_and_both_are_paid() -> None:
     sim = Sim(1)
     req = sim.add_requester(balance=1_000_000)
-    provs = [sim.add_provider(price_floor=1_000 + 100 * i, reputation=5) for i in range(3)]
+    provs = [
+        sim.add_provider(price_floor=1_000 + 100 * i, reputation=5, stake=ESTABLISHED_STAKE)
+        for i in range(3)
+    ]
     spec = sim.spec(req, redundancy=2, max_retries=1)
     job = sim.submit(req, spec)
     sim.run_jobs([job])
@@ -45,7 +51,7 @@ def test_redundancy_two_completes_and_both_are_paid() -> None:
 def test_cheater_is_outvoted_unpaid_and_loses_reputation() -> None:
     sim = Sim(2)
     req = sim.add_requester(balance=1_000_000)
-    stake = 2 * SLASH_AMOUNT
+    stake = ESTABLISHED_STAKE + 2 * SLASH_AMOUNT  # established, and slashable twice
     cheat = sim.add_provider("cheat", price_floor=995, reputation=5, stake=stake)
     honest = [
         sim.add_provider(price_floor=1_000 + 10 * i, reputation=5, stake=stake) for i in range(2)
@@ -81,8 +87,8 @@ def test_cheater_is_outvoted_unpaid_and_loses_reputation() -> None:
 def test_provider_that_vanishes_mid_job_is_replaced_and_unpaid() -> None:
     sim = Sim(3)
     req = sim.add_requester(balance=1_000_000)
-    dead = sim.add_provider(price_floor=100, reputation=5, run_ms=5_000)
-    alive = sim.add_provider(price_floor=2_000, reputation=5)
+    dead = sim.add_provider(price_floor=100, reputation=5, stake=ESTABLISHED_STAKE, run_ms=5_000)
+    alive = sim.add_provider(price_floor=2_000, reputation=5, stake=ESTABLISHED_STAKE)
     spec = sim.spec(req, redundancy=1, max_retries=2)
     job = sim.submit(req, spec)
     # The cheapest provider wins the award, then dies (SIGKILL) a second into the run.
@@ -107,7 +113,7 @@ def test_provider_that_vanishes_mid_job_is_replaced_and_unpaid() -> None:
 def test_requester_silent_after_its_receipt_pays_by_the_claim() -> None:
     sim = Sim(4)
     req = sim.add_requester(balance=1_000_000)
-    prov = sim.add_provider(price_floor=3_000, reputation=5)
+    prov = sim.add_provider(price_floor=3_000, reputation=5, stake=ESTABLISHED_STAKE)
     spec = sim.spec(req, redundancy=1, max_retries=0)
     # The requester's process dies right after it sends the receipt (before it settles),
     # and only comes back well after the escrow expired.
@@ -185,8 +191,8 @@ def test_insufficient_balance_fails_without_announcing() -> None:
 def test_full_provider_declines_award_and_is_replaced() -> None:
     sim = Sim(8)
     req = sim.add_requester(balance=10_000_000)
-    busy = sim.add_provider(price_floor=100, reputation=5, run_ms=3_000)
-    other = sim.add_provider(price_floor=5_000, reputation=5)
+    busy = sim.add_provider(price_floor=100, reputation=5, stake=ESTABLISHED_STAKE, run_ms=3_000)
+    other = sim.add_provider(price_floor=5_000, reputation=5, stake=ESTABLISHED_STAKE)
     # Two jobs announced at once: ``busy`` bids on both (bids do not reserve a slot),
     # wins both, and must decline the second award.
     jobs = [sim.submit(req, sim.spec(req, redundancy=1, max_retries=1)) for _ in range(2)]
@@ -204,7 +210,7 @@ def test_probation_replica_for_a_newcomer() -> None:
     sim = Sim(9)
     req = sim.add_requester(balance=1_000_000)
     newbie = sim.add_provider(price_floor=100, reputation=0)
-    veteran = sim.add_provider(price_floor=5_000, reputation=10)
+    veteran = sim.add_provider(price_floor=5_000, reputation=10, stake=ESTABLISHED_STAKE)
     job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=1))
     sim.run_jobs([job])
     replicas = req.requester.job(job).replicas  # type: ignore[union-attr]
@@ -250,7 +256,7 @@ def test_lossy_network_still_verifies() -> None:
         sim = Sim(100 + seed, loss=0.25)
         req = sim.add_requester(balance=1_000_000)
         for i in range(4):
-            sim.add_provider(price_floor=1_000 + i, reputation=5)
+            sim.add_provider(price_floor=1_000 + i, reputation=5, stake=ESTABLISHED_STAKE)
         spec = sim.spec(req, redundancy=2, max_retries=2)
         job = sim.submit(req, spec)
         sim.run_jobs([job])
@@ -262,8 +268,8 @@ def test_lossy_network_still_verifies() -> None:
 def test_provider_priced_out_learns_why() -> None:
     sim = Sim(11)
     req = sim.add_requester(balance=10_000_000)
-    dear = sim.add_provider(price_floor=8_000, reputation=5)
-    sim.add_provider(price_floor=1_000, reputation=5, max_concurrency=3)
+    dear = sim.add_provider(price_floor=8_000, reputation=5, stake=ESTABLISHED_STAKE)
+    sim.add_provider(price_floor=1_000, reputation=5, max_concurrency=3, stake=ESTABLISHED_STAKE)
     jobs = [sim.submit(req, sim.spec(req, max_price=5_000 + 2_000 * i)) for i in range(3)]
     sim.run_jobs(jobs)
     assert dear.provider is not None
@@ -281,10 +287,12 @@ def test_provider_priced_out_learns_why() -> None:
 def test_exact_jobs_prefer_replicas_in_one_determinism_class() -> None:
     sim = Sim(12)
     req = sim.add_requester(balance=1_000_000)
-    first = sim.add_provider(price_floor=1_000, reputation=5)
+    first = sim.add_provider(price_floor=1_000, reputation=5, stake=ESTABLISHED_STAKE)
     # Cheaper than ``same`` but in another class: passed over for the second replica.
-    other = sim.add_provider(price_floor=1_100, reputation=5, determinism_class="ort/cpu/avx512")
-    same = sim.add_provider(price_floor=1_500, reputation=5)
+    other = sim.add_provider(
+        price_floor=1_100, reputation=5, stake=ESTABLISHED_STAKE, determinism_class="ort/cpu/avx512"
+    )
+    same = sim.add_provider(price_floor=1_500, reputation=5, stake=ESTABLISHED_STAKE)
     job = sim.submit(req, sim.spec(req, redundancy=2, max_retries=0))
     sim.run_jobs([job])
     assert {p.provider for p in sim.done[job].paid} == {first.pub, same.pub}
@@ -295,7 +303,9 @@ def test_exact_jobs_prefer_replicas_in_one_determinism_class() -> None:
 def test_busy_answers_wait_for_capacity() -> None:
     sim = Sim(13)
     req = sim.add_requester(balance=1_000_000)
-    only = sim.add_provider(price_floor=1_000, reputation=5, overbook=1, run_ms=1_500)
+    only = sim.add_provider(
+        price_floor=1_000, reputation=5, stake=ESTABLISHED_STAKE, overbook=1, run_ms=1_500
+    )
     jobs = [sim.submit(req, sim.spec(req, redundancy=1, max_retries=0)) for _ in range(2)]
     sim.run_jobs(jobs)
     # One job was told "busy", announced again, and ran once the slot was free.
