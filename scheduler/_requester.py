@@ -63,7 +63,9 @@ from ._errors import JobRejected, UnknownJob
 from ._ledger import EscrowLookup, EscrowView
 from ._requester_awards import announce, award, canary_for, open_job, tell_short, watch, watch_at
 from ._requester_exchange import (
+    awaits_output,
     issue_receipt,
+    keys_pending,
     open_output,
     resend_receipt,
     take_result,
@@ -81,6 +83,7 @@ from ._requester_jobs import (
     Replica,
     ReplicaState,
     RequesterJob,
+    awarded,
 )
 from ._requester_policy import (
     candidates,
@@ -153,15 +156,7 @@ class Requester:
         now (:meth:`receive` ignores it otherwise). The driver opens a sealed output only
         then: opening costs a decryption of up to a market frame, which a stranger's
         Result for a job it was never awarded must not buy."""
-        job = self.jobs.get(job_id)
-        if job is None or job.phase in (JobPhase.CLOSED, JobPhase.LOCKING, JobPhase.SETTLING):
-            return False
-        if replica >= len(job.replicas) or job.replicas[replica].provider != provider:
-            return False
-        rep = job.replicas[replica]
-        return rep.state == ReplicaState.RUNNING or (
-            rep.state == ReplicaState.COMMITTED and not rep.sealed
-        )
+        return awaits_output(self.jobs.get(job_id), provider, replica)
 
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
@@ -317,7 +312,7 @@ class Requester:
                 job.done = done
                 return [done]
             effects = receipts_at_deadline(job, now_ms, self.config, self.me, self.height)
-            if self._keys_pending(job):
+            if keys_pending(job):
                 # A winner paid by its claim publishes its key in that claim's block:
                 # decide when it comes (the settle limit still forces), not without it.
                 job.overdue = True
@@ -416,11 +411,9 @@ class Requester:
         return self._answer(job, nobid.provider, now_ms)  # nothing once the window is over
 
     def _on_heartbeat(self, job: RequesterJob, hb: Heartbeat, now_ms: int) -> list[Effect]:
-        if hb.replica >= len(job.replicas):
-            return [Misbehaved(hb.provider, "heartbeat for a replica never awarded")]
-        rep = job.replicas[hb.replica]
-        if rep.provider != hb.provider:
-            return [Misbehaved(hb.provider, "heartbeat for another provider's replica")]
+        rep = awarded(job, hb.replica, hb.provider)
+        if rep is None:
+            return [Misbehaved(hb.provider, "heartbeat for a replica not awarded to it")]
         if rep.state != ReplicaState.RUNNING:
             return []
         rep.last_seen_ms = now_ms
@@ -432,9 +425,9 @@ class Requester:
     ) -> list[Effect]:
         """A provider's Result: its output commitment, and its output sealed (``output``)."""
         res = signed.message
-        if res.replica >= len(job.replicas) or job.replicas[res.replica].provider != res.provider:
+        rep = awarded(job, res.replica, res.provider)
+        if rep is None:
             return [Misbehaved(res.provider, "result for a replica not awarded to it")]
-        rep = job.replicas[res.replica]
         if rep.state in (ReplicaState.COMMITTED, ReplicaState.DELIVERED):
             if rep.result is None or rep.result.id != signed.id:
                 return [Misbehaved(res.provider, "a second, different result")]
@@ -458,9 +451,9 @@ class Requester:
 
     def _on_unseal(self, job: RequesterJob, msg: Unseal, now_ms: int) -> list[Effect]:
         """A provider's key for the sealed output of its result."""
-        if msg.replica >= len(job.replicas) or job.replicas[msg.replica].provider != msg.provider:
+        rep = awarded(job, msg.replica, msg.provider)
+        if rep is None:
             return [Misbehaved(msg.provider, "a key for a replica not awarded to it")]
-        rep = job.replicas[msg.replica]
         if rep.state != ReplicaState.COMMITTED or rep.result is None:
             return []  # opened already, or failed
         if rep.result.id != msg.result_hash:
@@ -478,14 +471,6 @@ class Requester:
         if rep.state != ReplicaState.DELIVERED:
             return effects
         return effects + self._progress(job, now_ms)
-
-    @staticmethod
-    def _keys_pending(job: RequesterJob) -> bool:
-        """Whether a replica holding our sealed receipt is still to publish its key."""
-        return any(
-            r.state == ReplicaState.COMMITTED and r.receipt is not None and r.receipt.message.sealed
-            for r in job.replicas
-        )
 
     def _receipt(
         self, job: RequesterJob, rep: Replica, now_ms: int, *, sealed: bool = False
@@ -517,7 +502,7 @@ class Requester:
     def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """After a replica changed: decide, or top the replicas up."""
         if job.overdue:  # past the deadline: nothing more is awarded
-            return [] if self._keys_pending(job) else self._finalise(job, now_ms, forced=True)
+            return [] if keys_pending(job) else self._finalise(job, now_ms, forced=True)
         if any(r.state == ReplicaState.RUNNING for r in job.replicas):
             return self._fill(job, now_ms)  # replace failed ones while others run
         effects: list[Effect] = []

@@ -51,9 +51,11 @@ from ._requester_jobs import (
     KEY_DUE_BLOCKS,
     PLAIN,
     SEALED,
+    JobPhase,
     Replica,
     ReplicaState,
     RequesterJob,
+    awarded,
 )
 
 
@@ -178,3 +180,23 @@ def resend_receipt(job: RequesterJob, signed: Signed[Result]) -> list[Effect]:
         if rep.receipt is not None and rep.result is not None and rep.result.id == signed.id:
             return [Send(rep.provider, rep.receipt)]
     return []
+
+
+def awaits_output(job: RequesterJob | None, provider: bytes, replica: int) -> bool:
+    """Whether a Result's sealed output from ``provider`` for ``replica`` would be taken
+    now: the job running, the replica awarded to it, its output not yet taken."""
+    if job is None or job.phase in (JobPhase.CLOSED, JobPhase.LOCKING, JobPhase.SETTLING):
+        return False
+    rep = awarded(job, replica, provider)
+    return rep is not None and (
+        rep.state == ReplicaState.RUNNING
+        or (rep.state == ReplicaState.COMMITTED and not rep.sealed)
+    )
+
+
+def keys_pending(job: RequesterJob) -> bool:
+    """Whether a replica holding our sealed receipt is still to publish its key."""
+    return any(
+        r.state == ReplicaState.COMMITTED and r.receipt is not None and r.receipt.message.sealed
+        for r in job.replicas
+    )

@@ -163,3 +163,11 @@ class RequesterJob:
         if not self.replicas or not all(r.reason.startswith(_REJECTED) for r in self.replicas):
             return []
         return [r.reason.removeprefix(_REJECTED) for r in self.replicas]
+
+
+def awarded(job: RequesterJob, replica: int, provider: bytes) -> Replica | None:
+    """Replica ``replica`` of ``job`` if it was awarded to ``provider`` (a message naming
+    any other is not that provider's to send)."""
+    if replica >= len(job.replicas) or job.replicas[replica].provider != provider:
+        return None
+    return job.replicas[replica]
