@@ -21,6 +21,11 @@ class NodeMetrics:
         self.sends_failed = Counter(
             "aimx_sends_failed", "Messages that could not be delivered", registry=r
         )
+        self.task_errors = Counter(
+            "aimx_task_errors",
+            "Tasks of the node that failed (logged, the node goes on)",
+            registry=r,
+        )
         self.jobs_submitted = Counter("aimx_jobs_submitted", "Jobs submitted here", registry=r)
         self.jobs_done = Counter("aimx_jobs_done", "Jobs ended, by status", ["status"], registry=r)
         self.runs = Counter("aimx_runs", "Sandbox runs, by outcome", ["outcome"], registry=r)

@@ -305,9 +305,22 @@ class Node:
             task_status.started()
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` as a task of the node."""
+        """Run ``fn(*args)`` as a task of the node.
+
+        Such a task carries a peer's data (a send, a lookup, a dial, a run). An exception
+        it raises is logged and counted (``aimx_task_errors``), never raised into the
+        node's nursery. Twice a third-party library's own exception escaped a handler
+        that expected a :class:`NetworkError` (a multiaddress that parses in binary but
+        not as text), and that one peer's bytes ended the node."""
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await fn(*args)
+        except Exception:
+            self.metrics.task_errors.inc()
+            log.exception("a task of the node failed: %s", getattr(fn, "__qualname__", fn))
 
     def submit_tx(
         self,

@@ -32,7 +32,7 @@ from . import _peer_memory
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable
 from ._interface import PeerKey
 from ._libp2p_config import Backoff, Libp2pConfig
-from ._libp2p_transport import info_of, key_of, peer_id_of
+from ._libp2p_transport import info_of, key_of, parse_multiaddr, peer_id_of
 from .relay import circuit_addresses, dial_direct_then_relayed
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,11 @@ class Dialer:
         addrs: list[Any] = []
         with contextlib.suppress(Exception):  # py-libp2p raises for a peer it never saw
             addrs = list(self._host.get_peerstore().addrs(pid) or [])
-        circuit = [a for a in addrs if "/p2p-circuit" in str(a)]
-        direct = [a for a in addrs if "/p2p-circuit" not in str(a)]
+        # By protocol, not by text: an address taken in binary (identify, a DHT answer)
+        # may print as text that holds "/p2p-circuit" as a value (/dns4/p2p-circuit/...)
+        # and that no parser takes back.
+        circuit = [a for a in addrs if _is_circuit(a)]
+        direct = [a for a in addrs if not _is_circuit(a)]
         if not addrs:
             with contextlib.suppress(Exception), trio.move_on_after(self._config.dial_timeout):
                 found = await self._dht.find_peer(pid)
@@ -119,7 +122,8 @@ class Dialer:
         )
 
         def through(text: str) -> Callable[[], Awaitable[None]]:
-            return lambda: self.dial(PeerInfo(pid, [multiaddr.Multiaddr(text)]), True)
+            # parsed in the attempt: one that does not parse fails as a NetworkError
+            return lambda: self.dial(PeerInfo(pid, [parse_multiaddr(text)]), True)
 
         try:
             await dial_direct_then_relayed(
@@ -242,3 +246,11 @@ class Dialer:
             if merged != saved:
                 await trio.to_thread.run_sync(_peer_memory.save, path, merged)
                 saved = merged
+
+
+def _is_circuit(address: multiaddr.Multiaddr) -> bool:
+    """Whether ``address`` goes through a relay (has a ``p2p-circuit`` part)."""
+    try:
+        return any(p.name == "p2p-circuit" for p in address.protocols())
+    except Exception:  # a peer's address py-libp2p took but cannot read back: not ours
+        return False

@@ -23,6 +23,7 @@ import protocol
 
 from ._errors import (
     MessageTooLarge,
+    NetworkError,
     NetworkTimeout,
     PeerUnreachable,
     ProtocolNotSupported,
@@ -221,7 +222,12 @@ class RequestStreams:
             if item.reader.buffered == 0:
                 return item, True
             await reset(item.stream)
-        await self._connect(peer)
+        try:
+            await self._connect(peer)
+        except (trio.Cancelled, NetworkError):
+            raise
+        except Exception as exc:  # a library's own error on a peer's address: not ours
+            raise PeerUnreachable(f"cannot connect to {protocol.peer_id(peer)}: {exc!r}") from None
         try:
             stream = await self._host.new_stream(peer_id_of(peer), [protocol_id])
         except trio.Cancelled:
