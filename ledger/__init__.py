@@ -68,8 +68,10 @@ from ._payloads import Stake as Stake
 from ._payloads import Transfer as Transfer
 from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
+from ._rules import VerifiedMessages as VerifiedMessages
 from ._rules import VerifiedTx as VerifiedTx
 from ._rules import apply_tx as apply_tx
+from ._rules import check_embedded as check_embedded
 from ._rules import decode_payload as decode_payload
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT

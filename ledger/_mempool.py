@@ -59,8 +59,8 @@ from protocol import Award, ProtocolError, Receipt
 from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
-from ._payloads import Claim
-from ._rules import VerifiedTx, verify_tx
+from ._payloads import Claim, Lock, Settle
+from ._rules import VerifiedMessages, VerifiedTx, check_embedded, verify_tx
 from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
@@ -120,6 +120,9 @@ class Mempool:
     #: heights (:meth:`refused_at_block`).
     _refused: dict[bytes, int] = field(default_factory=dict)
     max_refused: int = MAX_REFUSED_REMEMBERED
+    #: The signed messages (Bids, Awards, ...) verified at admission, across transactions
+    #: (:func:`~ledger._rules.check_embedded`).
+    messages: VerifiedMessages = field(default_factory=VerifiedMessages)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -131,11 +134,11 @@ class Mempool:
         """Verify and admit ``raw``; raises a :class:`TransactionRejected` if refused."""
         if self._refused and len(raw) <= MAX_TX_BYTES:
             self._check_not_refused(protocol.content_hash(raw), state)  # before the signature
-        vtx = verify_tx(raw, self.chain_id)
-        self.add_verified(vtx, state)
-        return vtx
+        return self.add_verified(verify_tx(raw, self.chain_id), state)
 
-    def add_verified(self, vtx: VerifiedTx, state: State) -> None:
+    def add_verified(self, vtx: VerifiedTx, state: State) -> VerifiedTx:
+        """Admit ``vtx`` (its own signature checked); returns it as admitted, the signed
+        messages it carries checked too (after every cheaper refusal)."""
         tx = vtx.tx
         if vtx.id in self._ids:
             raise MempoolRejected("transaction is already in the mempool")
@@ -183,6 +186,11 @@ class Mempool:
                     f"sequence number {tx.seq} {SequenceGap.TEXT}: the sender's next is "
                     f"{following}; submit that one first"
                 )
+        if isinstance(vtx.payload, Settle):
+            _check_settle_escrow(vtx.payload, tx.sender, state, queue)
+        # Last, as the dearest: up to 64 signature checks (a settle's Bids), each once. A
+        # bad one is refused here as malformed, never left to a block (round 5, R5-6).
+        vtx = check_embedded(vtx, self.chain_id, self.messages)
         self._make_room(vtx, old)
         if old is not None:
             self._forget(old.vtx)
@@ -196,6 +204,7 @@ class Mempool:
             self._push_tail(entry)
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
+        return vtx
 
     def _make_room(self, vtx: VerifiedTx, old: _Entry | None) -> None:
         """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
@@ -311,7 +320,7 @@ class Mempool:
             )
         if len(pending) >= e.max_payees:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
-        _check_unfunded_claim(p, e, tx.sender, state)
+        _check_unfunded_claim(p, e, tx.sender, state, self.messages)
         return p.job_id
 
     def _forget(self, vtx: VerifiedTx) -> None:
@@ -443,15 +452,34 @@ class Mempool:
         return dropped
 
 
-def _check_unfunded_claim(p: Claim, e: Escrow, sender: bytes, state: State) -> None:
+def _check_settle_escrow(p: Settle, sender: bytes, state: State, queue: dict[int, _Entry]) -> None:
+    """Refuse, before its Bids' signatures are checked, a settle that the next block would
+    refuse for want of the sender's open escrow of the job (unless a lock of it by the
+    sender is pending)."""
+    e = state.escrow(p.job_id)
+    if e is not None and e.owner == sender and e.is_open:
+        return
+    if e is None and any(
+        isinstance(q.vtx.payload, Lock) and q.vtx.payload.job_id == p.job_id for q in queue.values()
+    ):
+        return
+    raise MempoolRejected(
+        f"the sender has no open escrow of job {p.job_id.hex()} to settle (none, another's, "
+        "or closed); settle only an escrow of its own still open"
+    )
+
+
+def _check_unfunded_claim(
+    p: Claim, e: Escrow, sender: bytes, state: State, known: VerifiedMessages
+) -> None:
     """Refuse an unfunded sender's claim that the next block's claim rule would refuse
     (``_rules.py``, ``_check_claim``), its Award and Receipt included: such a claim takes a
     place that costs its sender nothing, so junk ones (a genuine Award with any receipt)
     must not fill the escrow's ``max_payees`` places and keep a real claim out. Two
     signature checks, one more than a transfer's admission."""
     try:
-        award = protocol.decode(p.award, state.chain_id, Award).message
-        receipt = protocol.decode(p.receipt, state.chain_id, Receipt).message
+        award = known.decode(p.award, state.chain_id, Award)
+        receipt = known.decode(p.receipt, state.chain_id, Receipt)
     except ProtocolError:
         raise MempoolRejected(
             "an unfunded claim needs the escrow owner's signed Award and Receipt"

@@ -5,7 +5,9 @@ produces the next block once ``interval_ms`` has passed since the last one (empt
 too: heights are the ledger's clock, and escrow windows count in heights), returning a
 :class:`Commit` for the driver to persist and announce, a :class:`TxDropped` for each
 admitted transaction that will never be in a block, and a :class:`SetTimer` for the next
-tick. Each transaction's signature is verified once, on entry to the mempool.
+tick. Each transaction's signature, and those of the signed messages it carries (a
+settle's Bids, ...), are verified once, on entry to the mempool: making the block does not
+check them again (a replica applying it does).
 
 A transaction refused when the block is made (an overdraft: balances are checked then,
 not on admission) is dropped and reported. Its sender's later pending transactions would

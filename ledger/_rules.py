@@ -37,10 +37,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 import protocol
-from protocol import Award, Bid, JobSpec, ProtocolError, Receipt, Signed, Transaction
+from protocol import (
+    Award,
+    Bid,
+    JobSpec,
+    Message,
+    ProtocolError,
+    Receipt,
+    RemoteProtocolError,
+    Result,
+    Signed,
+    Transaction,
+)
 
 from . import _state
 from ._block import MAX_TX_BYTES
@@ -55,7 +66,7 @@ from ._errors import (
     NotAuthorized,
     SequenceError,
 )
-from ._evidence import check_evidence
+from ._evidence import MIN_MAJORITY, check_evidence
 from ._genesis import MAX_SUPPLY
 from ._payloads import (
     KINDS,
@@ -79,10 +90,17 @@ MAX_UNBONDING = 64
 
 @dataclass(frozen=True, slots=True)
 class VerifiedTx:
-    """A transaction whose signature, chain and payload have been checked (once)."""
+    """A transaction whose signature, chain and payload have been checked (once).
+
+    ``embedded_checked``: the signed messages its payload carries (a settle's Bids, a
+    claim's Award and Receipt, a lock's JobSpec, a slash's Results) were verified too, with
+    every rule about them that needs no state (:func:`check_embedded`, at admission): the
+    rules then decode them without checking their signatures again. A replica's
+    :func:`verify_tx` leaves it false, so the rules verify them when it applies a block."""
 
     signed: Signed[Transaction]
     payload: Payload
+    embedded_checked: bool = False
 
     @property
     def tx(self) -> Transaction:
@@ -126,6 +144,207 @@ def verify_tx(raw: bytes, chain_id: str) -> VerifiedTx:
     return VerifiedTx(signed, decode_payload(signed.message.kind, signed.message.payload))
 
 
+# --- signed messages carried in a payload ---------------------------------------------
+
+M = TypeVar("M", bound=Message)
+
+#: Most signed messages a :class:`VerifiedMessages` remembers as verified (their content
+#: hashes, ~100 bytes each: 6.5 MB at most): the Bids of 1,024 maximal settles.
+MAX_VERIFIED_REMEMBERED = 65_536
+
+
+class VerifiedMessages:
+    """The content hashes of the signed messages (exact bytes) verified so far, and of
+    the payloads that passed :func:`check_embedded` whole, the latest ``limit``: a message
+    seen again is decoded without its signature check, a payload seen again (with the
+    same sender and kind) is not looked into. So a transaction re-signed around the same
+    payload (a settle refused when a block was made, its 64 Bids unchanged) costs its
+    admission one check, not 65, and no more than a transfer's (round 5, R5-6): verifying
+    what a sender did not sign anew costs the verifier no more than the sender. A failed
+    signature check is never remembered as passed; a payload that failed is remembered as
+    failed (with its reason: no state changes that), so signed anew it is refused at once
+    too."""
+
+    def __init__(self, limit: int = MAX_VERIFIED_REMEMBERED) -> None:
+        self.limit = limit
+        #: Signatures actually checked (not answered from memory).
+        self.checks = 0
+        self._known: dict[bytes, None] = {}
+        #: Payloads refused (with sender and kind), and why.
+        self._failed: dict[bytes, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def decode(self, raw: bytes, chain_id: str, cls: type[M]) -> M:
+        """``raw`` decoded as a signed ``cls`` of ``chain_id`` (a :class:`ProtocolError`
+        if it is not one), its signature checked unless these bytes verified before."""
+        digest = protocol.content_hash(raw)
+        if self.seen(digest):
+            return decode_checked(raw, chain_id, cls)
+        self.checks += 1
+        message: M = protocol.decode(raw, chain_id, cls).message
+        self.remember(digest)
+        return message
+
+    def seen(self, digest: bytes) -> bool:
+        """Whether ``digest`` is remembered (it becomes the most recent if so)."""
+        if digest not in self._known:
+            return False
+        del self._known[digest]
+        self._known[digest] = None
+        return True
+
+    def remember(self, digest: bytes) -> None:
+        self._known[digest] = None
+        if len(self._known) > self.limit:
+            del self._known[next(iter(self._known))]
+
+    def failed(self, digest: bytes) -> str | None:
+        """Why the payload of ``digest`` was refused, if it was (and is remembered)."""
+        return self._failed.get(digest)
+
+    def remember_failed(self, digest: bytes, reason: str) -> None:
+        self._failed[digest] = reason
+        if len(self._failed) > self.limit:
+            del self._failed[next(iter(self._failed))]
+
+
+def decode_checked(raw: bytes, chain_id: str, cls: type[M]) -> M:
+    """Decode ``raw``, a signed ``cls`` of ``chain_id`` whose exact bytes were verified
+    before (:func:`protocol.decode`), without checking the signature again."""
+    value = protocol.unpack(raw, check_types=False)
+    if type(value) is not list or len(value) != 5 or value[0] != cls.TAG or value[1] != chain_id:
+        raise RemoteProtocolError(f"not a signed {cls.__name__} of chain {chain_id!r}")
+    return cls.from_wire(value[2])
+
+
+def _decode_signed(raw: bytes, chain_id: str, cls: type[M], checked: bool) -> M:
+    """A signed message a payload carries: verified, unless ``checked`` (at admission)."""
+    if checked:
+        return decode_checked(raw, chain_id, cls)
+    message: M = protocol.decode(raw, chain_id, cls).message
+    return message
+
+
+def check_embedded(
+    vtx: VerifiedTx, chain_id: str, known: VerifiedMessages | None = None
+) -> VerifiedTx:
+    """Check every signed message ``vtx``'s payload carries, with every rule about it that
+    needs no state: its signature and chain; a settle's Bids are the paid providers' own,
+    for this job, at the paid amount, each provider once; a claim's Award and Receipt name
+    the sender, the job and one replica, price above 0, and the revealed key; a lock's
+    JobSpec is the job's and the sender's; a slash's Results are of one job and hold the
+    offender's, as its reason needs. Cheap checks come before signatures.
+
+    Raises :class:`MalformedTransaction` (no chain state can make such a transaction
+    valid: the mempool and a forwarding node refuse it, and count it against the peer
+    that sent it). Returns ``vtx`` marked ``embedded_checked`` (the rules do not verify
+    these messages again). ``known`` remembers what verified, across transactions."""
+    p = vtx.payload
+    if not isinstance(p, Settle | Claim | Lock | Slash):
+        return vtx
+    if known is None:
+        known = VerifiedMessages()
+    tx = vtx.tx
+    # What is checked depends on the payload, its kind and its sender only (and the chain,
+    # which is the caller's): a payload that passed is not looked into again.
+    digest = protocol.content_hash(b"%b%b\x00%b" % (tx.sender, tx.kind.encode(), tx.payload))
+    if known.seen(digest):
+        return VerifiedTx(vtx.signed, p, embedded_checked=True)
+    reason = known.failed(digest)
+    if reason is not None:
+        raise MalformedTransaction(reason)
+    try:
+        match p:
+            case Settle():
+                _embedded_settle(p, chain_id, known)
+            case Claim():
+                _embedded_claim(p, vtx.sender, chain_id, known)
+            case Lock():
+                _embedded_lock(p, vtx.sender, chain_id, known)
+            case Slash():
+                _embedded_slash(p, chain_id, known)
+    except ProtocolError as exc:
+        reason = (
+            f"a signed message it carries is invalid ({exc}); a {tx.kind} must carry "
+            "the signed messages its rule names, as their signers signed them"
+        )
+        known.remember_failed(digest, reason)
+        raise MalformedTransaction(reason) from None
+    except MalformedTransaction as exc:
+        known.remember_failed(digest, str(exc))
+        raise
+    known.remember(digest)
+    return VerifiedTx(vtx.signed, p, embedded_checked=True)
+
+
+def _embedded_settle(p: Settle, chain_id: str, known: VerifiedMessages) -> None:
+    if len({x.provider for x in p.payouts}) != len(p.payouts):
+        raise MalformedTransaction("settle lists a provider twice; merge its payouts")
+    for i, x in enumerate(p.payouts):
+        bid = known.decode(x.bid, chain_id, Bid)
+        if bid.job_id != p.job_id or bid.provider != x.provider or bid.price != x.amount:
+            raise MalformedTransaction(
+                f"payout {i} does not carry its provider's Bid for this job at the paid "
+                f"amount (its Bid asks {bid.price}); pay each provider its own Bid's price"
+            )
+
+
+def _embedded_claim(p: Claim, sender: bytes, chain_id: str, known: VerifiedMessages) -> None:
+    award = known.decode(p.award, chain_id, Award)
+    receipt = known.decode(p.receipt, chain_id, Receipt)
+    if not (
+        award.requester == receipt.requester
+        and award.job_id == receipt.job_id == p.job_id
+        and award.provider == receipt.provider == sender
+        and award.replica == receipt.replica
+        and award.price > 0
+        and protocol.key_hash(p.key) == receipt.key_hash
+    ):
+        raise MalformedTransaction(
+            "a claim needs its requester's Award and Receipt for this job, this sender and "
+            "one replica, a price above 0, and the key its receipt names"
+        )
+
+
+def _embedded_lock(p: Lock, sender: bytes, chain_id: str, known: VerifiedMessages) -> None:
+    spec = known.decode(p.spec, chain_id, JobSpec)
+    if protocol.content_hash(p.spec) != p.job_id or spec.requester != sender:
+        raise MalformedTransaction(
+            "a lock must carry the sender's own signed JobSpec of the job it locks"
+        )
+
+
+def _embedded_slash(p: Slash, chain_id: str, known: VerifiedMessages) -> None:
+    """The state-independent part of ``_evidence.check_evidence``."""
+    results = [known.decode(ev, chain_id, Result) for ev in p.evidence]
+    mine = [r for r in results if r.provider == p.offender]
+    others = [r for r in results if r.provider != p.offender]
+    if not mine or len({r.job_id for r in results}) != 1:
+        raise MalformedTransaction(
+            "slash evidence must be signed Results of one job, one of them the offender's"
+        )
+    if p.reason == "conflicting_results":
+        a, b = results if len(results) == 2 else (results[0], results[0])
+        if len(results) != 2 or others or a.replica != b.replica or a.output_hash == b.output_hash:
+            raise MalformedTransaction(
+                "conflicting_results needs two Results of the offender for one replica "
+                "with different outputs"
+            )
+    else:
+        majority = {r.output_commitment for r in others}
+        if (
+            len({r.provider for r in others}) < MIN_MAJORITY
+            or len(majority) != 1
+            or any(r.output_commitment in majority for r in mine)
+        ):
+            raise MalformedTransaction(
+                f"failed_verification needs the agreeing Results of at least {MIN_MAJORITY} "
+                "other providers, which the offender's contradicts"
+            )
+
+
 # --- transaction rules ----------------------------------------------------------------
 
 Commit = Callable[[], None]
@@ -150,7 +369,7 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
         raise FeeTooLow(f"fee {tx.fee} is below the chain's minimum fee {draft.genesis.min_fee}")
     if tx.fee > sender.balance:
         raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
-    commit = _check(draft, tx.sender, vtx.payload, sender.balance - tx.fee)
+    commit = _check(draft, tx.sender, vtx.payload, sender.balance - tx.fee, vtx.embedded_checked)
     draft.begin_tx()
     draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1))
     draft.fees += tx.fee
@@ -158,20 +377,23 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
     draft.end_tx()
 
 
-def _check(draft: Draft, sender: bytes, payload: Payload, spendable: int) -> Commit:
+def _check(
+    draft: Draft, sender: bytes, payload: Payload, spendable: int, checked: bool = False
+) -> Commit:
     """The kind's own rules: raise if one fails, else return what applies the payload.
-    ``spendable`` is the sender's balance after the fee."""
+    ``spendable`` is the sender's balance after the fee; ``checked``: the signed messages
+    the payload carries were verified at admission (:func:`check_embedded`)."""
     match payload:
         case Mint():
             return _check_mint(draft, sender, payload)
         case Transfer():
             return _check_transfer(draft, sender, payload, spendable)
         case Lock():
-            return _check_lock(draft, sender, payload, spendable)
+            return _check_lock(draft, sender, payload, spendable, checked)
         case Settle():
-            return _check_settle(draft, sender, payload)
+            return _check_settle(draft, sender, payload, checked)
         case Claim():
-            return _check_claim(draft, sender, payload)
+            return _check_claim(draft, sender, payload, checked)
         case Refund():
             return _check_refund(draft, sender, payload)
         case Stake():
@@ -282,15 +504,17 @@ def _check_transfer(draft: Draft, sender: bytes, p: Transfer, spendable: int) ->
     return commit
 
 
-def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
+def _check_lock(
+    draft: Draft, sender: bytes, p: Lock, spendable: int, checked: bool = False
+) -> Commit:
     h = draft.height
     try:
-        spec = protocol.decode(p.spec, draft.genesis.chain_id, JobSpec)
+        spec_message = _decode_signed(p.spec, draft.genesis.chain_id, JobSpec, checked)
     except ProtocolError as exc:
         raise BadEvidence(f"a lock must carry the job's signed JobSpec: {exc}") from None
-    if spec.id != p.job_id:
+    if protocol.content_hash(p.spec) != p.job_id:  # the JobSpec's id
         raise BadEvidence("the lock's JobSpec is not the job it locks (its id differs)")
-    if spec.message.requester != sender:
+    if spec_message.requester != sender:
         raise NotAuthorized("only the job's requester (the JobSpec's signer) may lock its escrow")
     if draft.escrow(p.job_id) is not None:
         raise EscrowError(f"job {p.job_id.hex()} already has an escrow; a job is locked once")
@@ -300,7 +524,7 @@ def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
     # state until at least then (it leaves ESCROW_RETENTION blocks after its expiry at the
     # earliest): a job whose escrow is gone can never be locked again, so its used
     # receipts and slash evidence never count twice.
-    spec_expiry = spec.message.escrow_expiry_height
+    spec_expiry = spec_message.escrow_expiry_height
     if spec_expiry <= h:
         raise EscrowError(
             f"the JobSpec's escrow expiry height {spec_expiry} has passed (this block is "
@@ -330,7 +554,7 @@ def _check_lock(draft: Draft, sender: bytes, p: Lock, spendable: int) -> Commit:
             expiry_height=p.expiry_height,
             max_per_payee=p.max_per_payee,
             max_payees=p.max_payees,
-            required_payees=min(spec.message.redundancy, p.max_payees),
+            required_payees=min(spec_message.redundancy, p.max_payees),
         )
 
     return commit
@@ -361,22 +585,13 @@ def _pay(draft: Draft, payouts: dict[bytes, int]) -> None:
         draft.add_reputation(provider, REP_UNIT, 0)
 
 
-def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
+def _check_settle(draft: Draft, sender: bytes, p: Settle, checked: bool = False) -> Commit:
     e = _owned_open_escrow(draft, sender, p.job_id, "settle")
     listed = {x.provider: x.amount for x in p.payouts}
     if len(listed) != len(p.payouts):
         raise EscrowError("settle lists a provider twice; merge its payouts")
     # A provider that claimed was paid its award price: a settle (from a requester whose
     # view of the chain lags) never pays it again; that payout stays in the escrow's rest.
-    for x in p.payouts:
-        try:
-            bid = protocol.decode(x.bid, draft.genesis.chain_id, Bid).message
-        except ProtocolError as exc:
-            raise BadEvidence(f"a payout must carry the provider's signed Bid: {exc}") from None
-        if bid.job_id != p.job_id or bid.provider != x.provider:
-            raise BadEvidence("a payout's Bid must be the paid provider's, for this job")
-        if x.amount != bid.price:
-            raise BadEvidence(f"a payout pays its Bid's price {bid.price}, not {x.amount}")
     payouts = {q: a for q, a in listed.items() if q not in e.claimed}
     # Fair exchange: before expiry (while an awarded provider's claim is possible) the owner
     # cannot close the escrow paying fewer providers than the job's redundancy; with fewer
@@ -388,6 +603,17 @@ def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
             f"least the job's {e.required_payees} replicas, not {covered}; refund at expiry"
         )
     paid = _check_payouts(e, payouts)
+    # The payouts' Bids last: the state's cheap refusals come before up to 64 signature
+    # checks (none if they were verified at admission; round 5, R5-6).
+    for x in p.payouts:
+        try:
+            bid = _decode_signed(x.bid, draft.genesis.chain_id, Bid, checked)
+        except ProtocolError as exc:
+            raise BadEvidence(f"a payout must carry the provider's signed Bid: {exc}") from None
+        if bid.job_id != p.job_id or bid.provider != x.provider:
+            raise BadEvidence("a payout's Bid must be the paid provider's, for this job")
+        if x.amount != bid.price:
+            raise BadEvidence(f"a payout pays its Bid's price {bid.price}, not {x.amount}")
     rest = e.remaining - sum(payouts.values())
 
     def commit() -> None:
@@ -404,13 +630,13 @@ def _check_settle(draft: Draft, sender: bytes, p: Settle) -> Commit:
     return commit
 
 
-def _check_claim(draft: Draft, sender: bytes, p: Claim) -> Commit:
+def _check_claim(draft: Draft, sender: bytes, p: Claim, checked: bool = False) -> Commit:
     h = draft.height
     e = _escrow_of(draft, p.job_id)
     chain = draft.genesis.chain_id
     try:
-        award: Award = protocol.decode(p.award, chain, Award).message
-        receipt: Receipt = protocol.decode(p.receipt, chain, Receipt).message
+        award = _decode_signed(p.award, chain, Award, checked)
+        receipt = _decode_signed(p.receipt, chain, Receipt, checked)
     except ProtocolError as exc:
         raise BadEvidence(
             f"claim evidence is not a valid signed Award and Receipt: {exc}"
@@ -540,6 +766,22 @@ def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
     return commit
 
 
+#: A negative attestation about a job whose escrow paid its pair's provider this much or
+#: more adds one full failure unit; one about a cheaper job adds the paid fraction of a
+#: unit. Every honest price the code draws pays at least this: the daemon's price floor
+#: defaults to 1,000 micro-credits, the simulator's providers floor at 800-1,199, and
+#: ``scheduler.bid_price`` never bids below the floor. A ledger constant, not a genesis
+#: parameter (round-5 review R5-8: four 1-micro-credit jobs took a provider's trust).
+ATTEST_FULL_WEIGHT_PAYOUT = 800
+
+
+def attest_failure_weight(paid: int) -> int:
+    """The failure weight a negative attestation adds, for a pair whose provider the
+    job's escrow paid ``paid``: ``REP_UNIT * min(1, paid / ATTEST_FULL_WEIGHT_PAYOUT)``,
+    rounded down."""
+    return REP_UNIT * min(max(0, paid), ATTEST_FULL_WEIGHT_PAYOUT) // ATTEST_FULL_WEIGHT_PAYOUT
+
+
 def _check_attest(draft: Draft, sender: bytes, p: Attest) -> Commit:
     e = _escrow_of(draft, p.job_id)
     if e.is_open or not e.paid:
@@ -553,11 +795,16 @@ def _check_attest(draft: Draft, sender: bytes, p: Attest) -> Commit:
     if mark in e.attested:
         raise EscrowError("this party already attested about that party for this job")
 
+    # A rating weighs what the pair risked on each other: what this escrow paid the
+    # pair's provider (the subject, or the sender when it rates the requester). Four
+    # 1-micro-credit jobs no longer cost a provider four failures (R5-8).
+    weight = attest_failure_weight(e.paid_to(sender if p.subject == e.owner else p.subject))
+
     def commit() -> None:
         draft.escrows[p.job_id] = _replace_escrow(e, attested=tuple(sorted((*e.attested, mark))))
         # A positive attestation is recorded but adds nothing: the job's payout already
         # counted (and two colluding parties would otherwise double their success count).
         if not p.positive:
-            draft.add_reputation(p.subject, 0, REP_UNIT)
+            draft.add_reputation(p.subject, 0, weight)
 
     return commit

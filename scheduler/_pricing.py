@@ -18,8 +18,9 @@ class Reputation:
     ``score_permille`` is 0 (worst) .. 1000 (best); ``settled_jobs`` counts the provider's
     settled replicas, whoever paid them; with ``stake`` it tells newcomers (probation) from
     established providers (``scheduler.established``); ``failures`` is its failure weight in
-    whole units, decayed as the score is (a negative attestation adds 1, a slash 4:
-    specs/ledger.md, "Reputation"); ``stake`` is what it has bonded, which a slash can take.
+    whole units, rounded down, decayed as the score is (a negative attestation adds up to
+    1, in proportion to the job's payout up to 800, a slash 4: specs/ledger.md,
+    "Reputation"); ``stake`` is what it has bonded, which a slash can take.
     """
 
     score_permille: int

@@ -18,7 +18,9 @@ replicas and agreeing results), ``_requester_verdict`` (judging) and ``_requeste
   whose provider rejects the job (outcome ``rejected``: its sandbox refused it) is
   replaced from the spare bids only: when every award was rejected and no spare is left,
   the job fails at once with what the providers said.
-  Short of replicas with none to award, the user is told (``waiting``).
+  Short of replicas with none to award, the user is told (``waiting``). Once an
+  established provider was awarded, newcomers alone never decide the job (probation:
+  ``_requester_policy.veteran_lost``, ``_requester_verdict``).
 - A result whose output bytes hash as announced, and whose bytes have the output
   commitment it claims (recomputed here with the injected ``commitment``), is kept; one
   whose bytes do not match its commitment is a failed replica (misbehaviour: never
@@ -94,7 +96,7 @@ from ._requester_policy import (
     spec_to_sign,
 )
 from ._requester_settle import finalise, finalise_short, receipts_at_deadline
-from ._requester_verdict import by_commitment, judge_job, verdict_inputs
+from ._requester_verdict import by_commitment, judge_job, probation_outcome, verdict_inputs
 from ._verification import VerdictStatus
 
 
@@ -581,18 +583,14 @@ class Requester:
     def _finalise(
         self, job: RequesterJob, now_ms: int, *, forced: bool, ledger: bool = True
     ) -> list[Effect]:
-        """Decide the job with what has arrived, pay, attest, and settle or refund."""
-        return finalise(
-            job,
-            now_ms,
-            self.config,
-            self.me,
-            self.caught,
-            self.height,
-            forced=forced,
-            ledger=ledger,
-        )
+        """Decide the job with what has arrived, pay, attest, and settle or refund; a job
+        whose newcomers agree with no established provider in it is told why, unpaid
+        (``probation_outcome``)."""
+        at = (self.config, self.me, self.caught, self.height)
+        effects = finalise(job, now_ms, *at, forced=forced, ledger=ledger)
+        return probation_outcome(job, self.config, effects, ledger=ledger)
 
     def _finalise_short(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """No replica left to award: finalise with what arrived (``finalise_short``)."""
-        return finalise_short(job, now_ms, self.config, self.me, self.caught, self.height)
+        effects = finalise_short(job, now_ms, self.config, self.me, self.caught, self.height)
+        return probation_outcome(job, self.config, effects, ledger=True)

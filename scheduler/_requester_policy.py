@@ -12,6 +12,9 @@ caught; the :class:`~scheduler.Requester` machine calls them and keeps the state
   best bid is a trusted provider's (a long clean record on the ledger, never caught by
   this requester), audited with a second replica at ``audit_permille``; on
   ``max(2, redundancy)`` replicas otherwise; providers this requester caught are refused.
+- Once an established provider was awarded a replica, only an established bid replaces
+  it when it fails or declines (``veteran_lost``): newcomers never take its place, and
+  no award is made until such a bid comes.
 - The bid window closes early once enough answers are in (``enough_answers``).
 """
 
@@ -105,7 +108,8 @@ def candidates(
     bids in one determinism class (``anchor_class``): replicas are then compared bit for
     bit, by commitment, and every receipt is a verified winner's (sealed). Comparing
     outputs of several classes would need them opened before a verdict, with keys handed
-    over before pay."""
+    over before pay. While ``veteran_lost``, established providers' bids first, and none
+    at all without one."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
     rep = config.reputation
@@ -128,6 +132,16 @@ def candidates(
     if spec.verification.mode == "exact" and bids:
         anchor = anchor_class(job, bids, config, caught)
         bids = [s for s in bids if s.message.determinism_class == anchor]
+    if veteran_lost(job, config):
+        # Newcomers alone no longer decide this job: the next award goes to an established
+        # bid, the one that can stand in for the established replica lost (newcomers may
+        # follow it); with none, no award (a newcomer's output would verify nothing, and
+        # go unpaid): the job announces again for one.
+        veterans: list[Signed[Bid]] = []
+        others: list[Signed[Bid]] = []
+        for s in bids:
+            (veterans if _past_probation(s.message.provider, config) else others).append(s)
+        bids = [*veterans, *others] if veterans else []
     return bids
 
 
@@ -262,5 +276,24 @@ def catch(provider: bytes, config: RequesterConfig, caught: Caught) -> None:
 
 
 def veteran_replicas(job: RequesterJob, config: RequesterConfig) -> set[int]:
-    """Replicas of providers past probation (``established``)."""
+    """Replicas of providers past probation (``established``), failed ones included."""
     return {r.index for r in job.replicas if _past_probation(r.provider, config)}
+
+
+def probation_bound(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether only an agreement that holds an established provider's output can decide
+    ``job``: it has no known answer and an established provider was awarded a replica of
+    it (running, delivered, failed or declined). Were the bond to end with that replica,
+    whoever can make it fail (fill its slots with refundable jobs of their own, so that it
+    declines the award) would hand the job back to newcomers, possibly one person's keys.
+    Jobs no established provider was ever awarded are decided by newcomers (a young
+    network must work: specs/marketplace.md, "Known limits")."""
+    return job.known is None and bool(veteran_replicas(job, config))
+
+
+def veteran_lost(job: RequesterJob, config: RequesterConfig) -> bool:
+    """``probation_bound`` and none of the job's live replicas is an established
+    provider's: its replacement must be one (``candidates`` offers no other bid)."""
+    return probation_bound(job, config) and not any(
+        _past_probation(r.provider, config) for r in job.live()
+    )

@@ -10,6 +10,13 @@ route (:class:`Router`), so every check made on the way there (the owner-only ru
 ``_auth``) runs on the head alone. A request refused before its route is answered at once
 and its connection closed: the body is never read (review round 5, R5-5: a web page's
 64 MiB cross-site POST was read whole before its ``Origin`` was refused).
+
+A connection whose request was refused for access (401, 403, 415, 421: a foreign page, a
+missing token) is closed after the answer, and one that has carried no request yet waits
+``FIRST_READ_TIMEOUT_S`` for its first head, not ``READ_TIMEOUT_S``. Otherwise a page
+making 64 requests it cannot make, and keeping their connections alive, held every one of
+the ``MAX_CONNECTIONS`` slots for 30 s and denied the owner its own API (review round 6,
+R6-4).
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 #: other methods (which carry none).
 SMALL_BODY_BYTES = 64 * 1024
 READ_TIMEOUT_S = 30.0
+#: How long a new connection may take to send its first request's head.
+FIRST_READ_TIMEOUT_S = 5.0
+#: Answers to a request refused for access: its connection is closed after them.
+REFUSED_STATUSES = frozenset({401, 403, 415, 421})
 MAX_REQUESTS_PER_CONNECTION = 1000
 #: Connections served at once; one more is answered 503 and closed, unread.
 MAX_CONNECTIONS = 64
@@ -261,7 +272,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
     async with stream:
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
-                with trio.fail_after(READ_TIMEOUT_S):
+                with trio.fail_after(FIRST_READ_TIMEOUT_S if served == 1 else READ_TIMEOUT_S):
                     request = await _read_head(conn, stream, port)
                 if request is None:
                     return
@@ -284,7 +295,8 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                 # the answer says so and the connection ends.
                 unread = conn.their_state is not h11.DONE
                 last = served == MAX_REQUESTS_PER_CONNECTION
-                await _send(conn, stream, response, close=last or unread)
+                refused = response.status in REFUSED_STATUSES
+                await _send(conn, stream, response, close=last or unread or refused)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)
                 conn.start_next_cycle()

@@ -4,12 +4,19 @@ coordinator slashes the provider's stake.
 
 A report is refused (and counted against the peer) unless it is ``[offender, reason,
 [results]]`` with every Result signed and for one job, at least one by the offender, and
-the reporting peer owns that job's escrow (the requester who paid). The ledger checks the
-rest when the slash is applied (specs/ledger.md, "slash"): a closed escrow that paid the
-majority and not the offender, and evidence used once. The coordinator waits (a few blocks)
-for the job's escrow to close before it submits the slash, and submits one per job and
-offender. What a reporter can make a coordinator hold is bounded: at most ``MAX_PENDING``
-reports wait at once (more are answered ``busy``), and the pairs remembered are capped."""
+the reporting peer owns that job's escrow (the requester who paid). A report comes once
+the job's escrow is closed (the requester reports when it attests, specs/daemon.md), and
+the coordinator decides it at once, against its own state: an open escrow is answered
+``not closed`` (the reporter asks again later), evidence the ledger would refuse
+(specs/ledger.md, "slash": a closed escrow that paid the majority and not the offender,
+evidence used once) is refused and counted against the reporter, and otherwise the slash
+is submitted, once per job and offender. Nothing is held for a report: a coordinator once
+held up to 1,024 reports each waiting for its escrow to close, and a requester with 1,024
+open escrows of its own kept every honest report answered ``busy`` and dropped (review
+round 6, R6-6).
+
+The reporting side sends a report again, backing off, while no coordinator has decided it
+(``not closed``, ``busy``, unreachable), up to ``SEND_ATTEMPTS`` times."""
 
 from __future__ import annotations
 
@@ -17,11 +24,13 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+import trio
+
 import ledger
 import protocol
 from protocol import Result
 
-from ..net import NetworkError, PeerKey, RequestRejected
+from ..net import NetworkError, PeerKey, RemoteError, RequestRejected
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -31,15 +40,15 @@ log = logging.getLogger(__name__)
 REPORT_PROTOCOL = "/aimx/report/1"
 #: Most signed Results one report carries (a slash's evidence bound).
 MAX_EVIDENCE = 4
-#: Blocks a coordinator waits for a reported job's escrow to close before giving up.
-CLOSE_WAIT_BLOCKS = 30
-#: Reports a coordinator holds at once, each waiting for its escrow to close; past it a
-#: report is answered ``busy`` (nothing is lost: the ledger's evidence stays valid).
-MAX_PENDING = 1_024
 #: ``(job id, offender)`` pairs remembered as reported (here: sent; on a coordinator:
-#: slashed or being slashed), the oldest forgotten first. A forgotten pair reported again
-#: costs one refused transaction at most (the ledger slashes a job's offender once).
+#: slashed), the oldest forgotten first. A forgotten pair reported again costs one refused
+#: transaction at most (the ledger slashes a job's offender once).
 REMEMBERED = 4_096
+#: Answers that decide a report: it is not sent again.
+DECIDED = frozenset({"slashing", "already reported", "nothing staked"})
+#: Times the reporting side sends one report, and its first and longest wait between them.
+SEND_ATTEMPTS = 8
+SEND_RETRY_S = (2.0, 60.0)
 
 
 class Reports:
@@ -50,7 +59,6 @@ class Reports:
         self._reported: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         #: ``(job id, offender)`` slashes this coordinator has submitted or is waiting for.
         self._slashing: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        self._pending = 0
 
     async def serve(self, peer: PeerKey, request: bytes) -> bytes:
         """A coordinator slashes a provider whose signed Result a requester found wrong."""
@@ -77,45 +85,23 @@ class Reports:
             raise RequestRejected(f"bad report: {exc}") from None
         if (job_id, offender) in self._slashing or offender in escrow.slashed:
             return protocol.pack(["already reported"])
-        if self._pending >= MAX_PENDING:
-            return protocol.pack(["busy"])
+        if escrow.is_open:
+            return protocol.pack(["not closed"])
+        state = node.ledger.state
+        account = state.account(offender)
+        amount = min(account.stake + account.unbonding_total, node.config.coordinator.slash_amount)
+        if amount <= 0:
+            return protocol.pack(["nothing staked"])
+        slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
+        try:  # a refused slash would cost this coordinator a sequence gap to fill
+            ledger.check_slash_evidence(state, slash)
+        except ledger.LedgerError as exc:
+            if peer != node.me:
+                node.conduct.misbehaved(peer, f"report the ledger refuses: {exc}")
+            raise RequestRejected(f"report refused: {exc}") from None
         _remember(self._slashing, (job_id, offender))
-        self._pending += 1
-        node.spawn(self._slash_when_closed, job_id, offender, tuple(evidence))
+        node.submit_tx(slash)
         return protocol.pack(["slashing"])
-
-    async def _slash_when_closed(
-        self, job_id: bytes, offender: bytes, evidence: tuple[bytes, ...]
-    ) -> None:
-        """Submit the slash once the job's escrow is closed (its settlement names the
-        majority the ledger checks the evidence against)."""
-        node = self._node
-        try:
-            height = node.ledger.state.height
-            for _ in range(CLOSE_WAIT_BLOCKS):
-                escrow = node.ledger.state.escrow(job_id)
-                if escrow is not None and not escrow.is_open:
-                    break
-                height += 1
-                await node.ledger.wait_height(height)
-            else:
-                self._slashing.pop((job_id, offender), None)  # a later report may retry
-                return
-            state = node.ledger.state
-            account = state.account(offender)
-            stake = account.stake + account.unbonding_total
-            amount = min(stake, node.config.coordinator.slash_amount)
-            if amount <= 0:
-                return
-            slash = ledger.Slash(offender, amount, "failed_verification", evidence)
-            try:  # a refused slash would cost this coordinator a sequence gap to fill
-                ledger.check_slash_evidence(state, slash)
-            except ledger.LedgerError as exc:
-                log.info("report of %s not slashed: %s", protocol.peer_id(offender), exc)
-                return
-            node.submit_tx(slash)
-        finally:
-            self._pending -= 1
 
     def report(self, offender: bytes, evidence: list[bytes]) -> None:
         """Report ``offender`` once per piece of evidence."""
@@ -126,17 +112,52 @@ class Reports:
         self._node.spawn(self._send, offender, evidence[:MAX_EVIDENCE])
 
     async def _send(self, offender: bytes, evidence: list[bytes]) -> None:
-        node = self._node
+        """Send the report until a coordinator decides it (``DECIDED``) or refuses it."""
         data = protocol.pack([offender, "failed_verification", evidence])
+        wait, longest = SEND_RETRY_S
+        for _ in range(SEND_ATTEMPTS):
+            answer = await self._send_once(data)
+            if answer is None or answer in DECIDED:
+                return
+            log.info(
+                "report of %s: %s; sent again in %g s", protocol.peer_id(offender), answer, wait
+            )
+            await trio.sleep(wait)
+            wait = min(longest, 2 * wait)
+        log.warning("report of %s not decided by any coordinator", protocol.peer_id(offender))
+
+    async def _send_once(self, data: bytes) -> str | None:
+        """The first coordinator's answer; ``None`` if one refused the report (the end of
+        it); ``"unreachable"`` if none answered."""
+        node = self._node
         if "coordinator" in node.roles:
-            await self.serve(node.me, data)
-            return
+            try:
+                return _answer(await self.serve(node.me, data))
+            except RequestRejected as exc:
+                log.info("own report refused: %s", exc)
+                return None
         for coordinator in node.genesis.coordinators:
             try:
-                await node.net.request(coordinator, REPORT_PROTOCOL, data, timeout=10)
-                return
+                response = await node.net.request(coordinator, REPORT_PROTOCOL, data, timeout=10)
+            except RemoteError as exc:
+                log.info("report refused by %s: %s", protocol.peer_id(coordinator), exc)
+                return None
             except NetworkError as exc:
                 log.info("report to %s failed: %s", protocol.peer_id(coordinator), exc)
+                continue
+            return _answer(response)
+        return "unreachable"
+
+
+def _answer(response: bytes) -> str:
+    """A coordinator's answer's text (anything unexpected reads as undecided)."""
+    try:
+        value = protocol.unpack(response)
+    except protocol.ProtocolError:
+        return "unreadable answer"
+    if type(value) is list and len(value) == 1 and type(value[0]) is str:
+        return value[0][:100]
+    return "unreadable answer"
 
 
 def _remember(seen: OrderedDict[tuple[bytes, bytes], None], key: tuple[bytes, bytes]) -> None:

@@ -44,6 +44,9 @@ class Server:
         self._service = service
         #: Block requests being answered, by peer.
         self._serving: dict[PeerKey, int] = {}
+        #: The signed messages forwarded transactions carried that verified (each checked
+        #: once, however often a peer sends them again).
+        self._messages = ledger.VerifiedMessages()
 
     async def serve_blocks(self, peer: PeerKey, request: bytes) -> bytes:
         try:
@@ -77,13 +80,17 @@ class Server:
     async def serve_tx(self, peer: PeerKey, request: bytes) -> bytes:
         """Admit (a coordinator) or forward (any other node) a peer's transaction.
 
-        Its envelope, signature and payload shape are checked here first on either path: a
-        malformed one counts against the peer that sent it. A forwarding node only sends
-        on what it checked, so a coordinator that counts a malformed transaction against
-        its sender never blames an honest forwarder; the first hop blames the source."""
+        Its envelope, signature and payload shape, and the signed messages it carries (a
+        settle's Bids, ...: :func:`ledger.check_embedded`) are checked here first on
+        either path: a malformed one counts against the peer that sent it. A forwarding
+        node only sends on what it checked, so a coordinator that counts a malformed
+        transaction against its sender never blames an honest forwarder; the first hop
+        blames the source."""
         service = self._service
         if service.producer is None:
             try:
+                chain = service.genesis.chain_id
+                ledger.check_embedded(ledger.verify_tx(request, chain), chain, self._messages)
                 return protocol.pack([await service.submit(request, wait=False)])
             except ledger.MalformedTransaction as exc:  # checked here, never sent on
                 service.misbehaved(peer, f"sent a malformed transaction: {exc}")

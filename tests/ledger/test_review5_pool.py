@@ -169,19 +169,18 @@ def test_512_accounts_preloading_fee_0_transfers_do_not_keep_a_sealed_claim_out(
 
 
 def _bad_settle(owner: nacl.signing.SigningKey, job: bytes, expiry: int) -> bytes:
-    """A 2-payout settle whose last payout Bid has a flipped signature bit: admitted (its
-    own signature is good), refused when the block is made (each Bid is checked then)."""
+    """A 2-payout settle admitted (its signatures all verify) and refused when the block is
+    made, for a state rule: each payee is paid above the escrow's per-payee limit. (A bad
+    Bid signature, the review's case, is refused at admission since round 6: see
+    tests/ledger/test_review6_settle_cost.py.)"""
     payees = [key("payee-0"), key("payee-1")]
-    bids = {pub(p): bid(p, 1, job=job) for p in payees}
-    last = max(bids)
-    bids[last] = bids[last][:-1] + bytes([bids[last][-1] ^ 1])
     return tx.settle(
         owner,
         CHAIN,
         1,
         job_id=job,
-        payouts={pub(p): 1 for p in payees},
-        bids=bids,
+        payouts={pub(p): PRICE + 1 for p in payees},
+        bids={pub(p): bid(p, PRICE + 1, job=job) for p in payees},
         expiry_height=expiry,
     ).raw
 
@@ -196,7 +195,7 @@ def test_a_bad_payout_settle_refused_at_block_time_is_not_admitted_again() -> No
     producer.submit(raw)
     effects = producer.tick(2 * INTERVAL_MS)
     [dropped] = [e for e in effects if isinstance(e, ledger.TxDropped)]
-    assert "Bid" in dropped.reason
+    assert "per-payee limit" in dropped.reason
     with pytest.raises(ledger.MempoolRejected, match="refused when a block was made"):
         producer.submit(raw)
     assert len(producer.mempool) == 0

@@ -178,13 +178,16 @@ def test_a_provider_one_requester_caught_is_trusted_by_no_other() -> None:
     assert sim.done[later].status == "verified" and sim.done[later].output == honest_output(spec)
 
 
-def test_a_solo_replica_replaced_by_a_newcomer_needs_the_asked_agreement() -> None:
+def test_a_solo_replica_replaced_after_its_failure_needs_an_established_one_and_agreement() -> None:
     # The trusted provider is awarded the job alone and goes silent; with no replica live
-    # the first awards are decided again, without it (excluded): newcomers, two agreeing
-    # results. A newcomer's result alone never verifies the job.
+    # the first awards are decided again, without it (excluded): two agreeing results,
+    # one of them an established provider's (not trusted: 5 settled jobs). Newcomers alone
+    # never decide a job an established provider was awarded (review R4-6), and a
+    # newcomer's result alone never verifies it.
     sim = Sim(7)
     req = sim.add_requester(audit_permille=0, **ADAPTIVE)
     trusted = sim.add_provider(price_floor=800, reputation=20, run_ms=5_000, stake=STAKE)
+    veteran = sim.add_provider(price_floor=2_000, reputation=5, stake=STAKE)
     newcomers = [sim.add_provider(price_floor=1_000 + i) for i in range(3)]
     trusted.crash_after = lambda fx: isinstance(fx, RunJob)  # awarded, then gone
     spec = sim.spec(req, redundancy=2, max_retries=3)
@@ -196,7 +199,8 @@ def test_a_solo_replica_replaced_by_a_newcomer_needs_the_asked_agreement() -> No
     assert held.replicas[0].state == "failed" and not held.solo
     assert done.status == "verified" and done.output == honest_output(spec)
     assert len(done.paid) == 2
-    assert {p.provider for p in done.paid} <= {n.pub for n in newcomers}
+    paid = {p.provider for p in done.paid}
+    assert veteran.pub in paid and paid - {veteran.pub} <= {n.pub for n in newcomers}
 
 
 @settings(max_examples=10, deadline=None, derandomize=True)

@@ -5,6 +5,7 @@ claim or not (specs/daemon.md, "Attestations and slash reports")."""
 
 from __future__ import annotations
 
+from ledger._rules import attest_failure_weight
 from scheduler import ReplicaState
 
 from ._harness import Sim, honest_output, reputation
@@ -33,7 +34,11 @@ def test_a_trusted_liar_paid_by_its_claim_is_caught_and_attested_against() -> No
     assert liar.pub in req.requester.caught
     state = sim.ledger.state
     assert state.balance(liar.pub) == lied.award.message.price  # its one claim
-    assert reputation(state, liar.pub).failures == 1
+    # Its failure weight is the attestation's: its 625 payout weighs 625/800 of a unit
+    # (specs/ledger.md, "attest"), read as 0 whole failures.
+    paid = lied.award.message.price
+    assert state.reputation_weights(liar.pub)[1] == attest_failure_weight(paid) > 0
+    assert reputation(state, liar.pub).failures == 0  # under one unit: whole units, floored
     for job in jobs[1:]:
         assert all(r.provider != liar.pub for r in req.requester.job(job).replicas)
     assert sum(state.balance(h.pub) for h in honest) > 0

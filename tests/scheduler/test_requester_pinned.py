@@ -545,16 +545,17 @@ def test_a_trusted_provider_caught_after_its_bid_is_trusted_no_more() -> None:
 
 
 def test_a_solo_job_whose_trusted_provider_failed_needs_agreeing_results_again() -> None:
-    # Adaptive: the trusted provider runs the job alone and goes silent; the spare bid, a
-    # newcomer's, replaces it. One result of the newcomer's does not verify the job (the
-    # order is decided again once no replica is live: no longer solo).
+    # Adaptive: the trusted provider runs the job alone and goes silent; the spare bid, an
+    # established provider's that is not trusted (score 500), replaces it (a newcomer's
+    # could not: review R4-6). One result of it does not verify the job (the order is
+    # decided again once no replica is live: no longer solo).
     s = _Setup()
     trusted = bytes(s.prov.config.key.verify_key)
 
     def reputation(who: bytes) -> Reputation:
         if who == trusted:
             return Reputation(990, 50, failures=0, stake=2_000_000)
-        return Reputation(500, 0)
+        return Reputation(500, 5, stake=1_000_000)
 
     req = Requester(
         RequesterConfig(
@@ -570,17 +571,17 @@ def test_a_solo_job_whose_trusted_provider_failed_needs_agreeing_results_again()
     job_id, fx = req.submit(spec, s.sim.now, providers=[s.prov.me])
     (announcement,) = _of(fx, Send)
     (bid,) = _of(s.prov.receive(announcement.message.raw, s.sim.now + 1), Send)
-    newcomer = s.sim.key()
+    spare = s.sim.key()
     now = s.sim.now + 2
-    req.receive(_hand_bid(job_id, newcomer, 100, expires_ms=now + 10**7), now)
+    req.receive(_hand_bid(job_id, spare, 100, expires_ms=now + 10**7), now)
     req.receive(bid.message.raw, now)
     fx = req.escrow_locked(job_id, now + 1)
     assert [e.peer for e in _of(fx, Send)] == [trusted]  # alone
     job = req.job(job_id)
     later = now + req.config.heartbeat_timeout_ms + 10
     fx = req.timer(TimerKey(TimerKind.WATCH, job_id, 0), later)
-    assert [e.peer for e in _of(fx, Send)] == [bytes(newcomer.verify_key)]  # the spare
-    result, sealed, unseal = _sealed_result(job_id, newcomer, 1, b"out")
+    assert [e.peer for e in _of(fx, Send)] == [bytes(spare.verify_key)]  # the spare
+    result, sealed, unseal = _sealed_result(job_id, spare, 1, b"out")
     fx = req.receive(result, later + 1, output=sealed)
     fx += req.receive(unseal, later + 1)
     assert job.replicas[1].state == ReplicaState.DELIVERED

@@ -1,13 +1,11 @@
-"""The report protocol's bounds on a coordinator and a reporter (node/daemon/reports.py):
-a reporter that owns many escrows cannot make a coordinator hold reports without end."""
+"""The report protocol's bounds on a reporter (node/daemon/reports.py); what a coordinator
+holds is tested in test_review6_reports.py (it holds nothing)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
-
-import trio
 
 import protocol
 from node.daemon import reports as reports_module
@@ -58,42 +56,6 @@ class _Coordinator:
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         self.spawned.append((fn, args))
-
-
-async def test_a_coordinator_holds_at_most_max_pending_reports(monkeypatch: Any) -> None:
-    monkeypatch.setattr(reports_module, "MAX_PENDING", 8)
-    monkeypatch.setattr(reports_module, "REMEMBERED", 12)
-    node = _Coordinator()
-    reports = Reports(node)  # type: ignore[arg-type]
-    answers = []
-    for offender in range(20):
-        request = protocol.pack([pub(key(f"offender-{offender}")), "x", [_result(offender)]])
-        answers.append(protocol.unpack(await reports.serve(pub(REQUESTER), request))[0])
-    assert answers == ["slashing"] * 8 + ["busy"] * 12
-    assert len(node.spawned) == 8
-    # the same pair again is known, not held twice
-    again = protocol.pack([pub(key("offender-0")), "x", [_result(0)]])
-    assert protocol.unpack(await reports.serve(pub(REQUESTER), again)) == ["already reported"]
-    assert len(reports._slashing) <= 12
-
-
-async def test_a_report_given_up_frees_its_place_and_may_be_sent_again(monkeypatch: Any) -> None:
-    # The escrow never closes: after CLOSE_WAIT_BLOCKS the coordinator lets the report go,
-    # its place is free and the same report is taken again later.
-    monkeypatch.setattr(reports_module, "MAX_PENDING", 1)
-    monkeypatch.setattr(reports_module, "CLOSE_WAIT_BLOCKS", 2)
-    node = _Coordinator()
-    node.ledger.state.height = 5
-    node.ledger.wait_height = lambda h: trio.sleep(0)
-    reports = Reports(node)  # type: ignore[arg-type]
-    request = protocol.pack([pub(key("offender-1")), "x", [_result(1)]])
-    assert protocol.unpack(await reports.serve(pub(REQUESTER), request)) == ["slashing"]
-    other = protocol.pack([pub(key("offender-2")), "x", [_result(2)]])
-    assert protocol.unpack(await reports.serve(pub(REQUESTER), other)) == ["busy"]
-    fn, args = node.spawned.pop()
-    await fn(*args)
-    assert protocol.unpack(await reports.serve(pub(REQUESTER), other)) == ["slashing"]
-    assert protocol.unpack(await reports.serve(pub(REQUESTER), request)) == ["busy"]
 
 
 def test_a_reporter_remembers_a_bounded_number_of_reports(monkeypatch: Any) -> None:
