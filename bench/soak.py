@@ -138,6 +138,12 @@ def contributor_command(args: argparse.Namespace, i: int) -> tuple[str, ...]:
     env: list[str] = []
     if i >= args.contributors - args.arena_max_contributors:
         env.append(f"MALLOC_ARENA_MAX={args.arena_max}")
+    if args.memstats is not None:
+        args.memstats.mkdir(parents=True, exist_ok=True)
+        env += [
+            f"PYTHONPATH={_HERE / 'memtrace'}",
+            f"AIMX_MEMSTATS_OUT={args.memstats.resolve() / f'contributor-{i + 1}.jsonl'}",
+        ]
     if args.tracemalloc is not None:
         args.tracemalloc.mkdir(parents=True, exist_ok=True)
         env += [
@@ -249,6 +255,13 @@ def main() -> None:
         type=Path,
         help="trace the contributors' Python allocations: each writes DIR/contributor-N.txt, "
         "the places that grew most since warm-up (bench/memtrace), every 2 minutes",
+    )
+    parser.add_argument(
+        "--memstats",
+        type=Path,
+        help="each contributor appends, every minute, its RSS beside SQLite's memory, "
+        "malloc's bytes in use and free, and Python's blocks to DIR/contributor-N.jsonl "
+        "(bench/memtrace): where RSS growth lives, without tracing's own cost",
     )
     parser.add_argument("--keep", type=Path, help="keep the devnet's data directories here")
     parser.add_argument(

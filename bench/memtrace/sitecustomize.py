@@ -9,11 +9,21 @@ snapshot follows ``AIMX_TRACEMALLOC_EVERY_S`` seconds later; then every as many 
 thread writes the places whose live allocations grew most since it (grouped by
 traceback), with the traced total beside the process's RSS: growth that ``tracemalloc``
 does not see is outside Python's allocator (a C library's heap, fragmentation).
+
+``tracemalloc`` costs memory of its own, which shows in RSS. ``AIMX_MEMSTATS_OUT`` (``bench/soak.py
+--memstats DIR``) traces nothing: every ``AIMX_MEMSTATS_EVERY_S`` seconds it appends one
+JSON line with the process's RSS, what SQLite holds (``sqlite3_memory_used``: its page
+caches), glibc malloc's bytes in use and free (``mallinfo2``) and Python's allocated
+blocks, so that RSS growth can be told apart: Python objects, SQLite's caches, or memory
+malloc holds free (fragmentation).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -28,6 +38,56 @@ def _rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _memstats() -> dict[str, int]:
+    """RSS, SQLite's memory, malloc's in-use and free bytes, Python's blocks (0 for what
+    this platform does not tell)."""
+    out = {"rss_kb": _rss_kb(), "py_blocks": sys.getallocatedblocks()}
+    try:
+        import _sqlite3  # noqa: F401  (loads the library the sqlite3 module uses)
+
+        lib = ctypes.CDLL("libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        out["sqlite_kb"] = lib.sqlite3_memory_used() // 1024
+    except (OSError, AttributeError, ImportError):
+        out["sqlite_kb"] = 0
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        out["malloc_used_kb"] = (info.uordblks + info.hblkhd) // 1024
+        out["malloc_free_kb"] = info.fordblks // 1024
+    except (OSError, AttributeError):
+        out["malloc_used_kb"] = out["malloc_free_kb"] = 0
+    return out
+
+
+def _stats(out: Path, every_s: float) -> None:
+    started = time.monotonic()
+    while True:
+        line = {"t": round(time.monotonic() - started), **_memstats()}
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        time.sleep(every_s)
 
 
 def _watch(out: Path, start_s: float, every_s: float) -> None:
@@ -57,6 +117,15 @@ def _watch(out: Path, start_s: float, every_s: float) -> None:
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(out)
 
+
+_stats_out = os.environ.get("AIMX_MEMSTATS_OUT")
+if _stats_out:
+    threading.Thread(
+        target=_stats,
+        args=(Path(_stats_out), float(os.environ.get("AIMX_MEMSTATS_EVERY_S", "60"))),
+        daemon=True,
+        name="aimx-memstats",
+    ).start()
 
 _out = os.environ.get("AIMX_TRACEMALLOC_OUT")
 if _out:
