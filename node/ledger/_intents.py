@@ -366,7 +366,13 @@ def _soon_again(intent: Intent, reason: str) -> bool:
 def _claim_by(intent: Intent) -> int | None:
     """A claim intent's sealed receipt's ``claim_by`` (claimable at once, up to that height);
     ``None`` for a plain receipt (claimable from the claim window)."""
-    payload = intent.decoded()
+    return sealed_claim_by(intent.decoded())
+
+
+def sealed_claim_by(payload: ledger.Payload) -> int | None:
+    """The ``claim_by`` of a claim of ours carrying a sealed receipt; ``None`` for any other
+    payload (a plain receipt's claim included). The transaction queue signs these first
+    when it renumbers: their window is a few blocks."""
     if not isinstance(payload, ledger.Claim):
         return None
     try:  # our own intent: the receipt's chain is the one it names

@@ -17,6 +17,19 @@ found once the chain passes the dropped transaction's expiry: the local sequence
 then reset from the ledger (the transactions after the gap are lost with it, and the
 machines' own timeouts take over).
 
+An account that cannot pay the filler (balance 0: a newcomer provider before its first
+payment, or one that staked all it had) would be refused it at admission, or have it
+dropped from every block while the transactions after the gap wait behind it, a sealed
+claim past its ``claim_by`` (review 6, R6-5). Such a gap, and one whose filler was itself
+refused, is closed by *renumbering* instead: the transactions after it are signed again
+from the gap's number on (sealed claims first, the rest in the order they were asked for,
+so a settle still follows its lock). This is safe because nothing of ours above a gap is
+in the coordinator's mempool (it admits no number past a hole, and drops a sender's later
+transactions with any one it drops), once the submissions above the gap that are on their
+way have been answered: the renumbering waits for them, and no new one starts meanwhile.
+A transaction whose outcome is unknown (a submission went unanswered) keeps its number:
+it is not signed again, and the renumbered ones take the numbers around it.
+
 Backpressure: the mempool refuses a transaction more than ``ledger.MAX_AHEAD`` (64)
 sequence numbers ahead of the account's next on the chain. Admitted transactions leave
 the window at once, so while blocks take them in more slowly than requests arrive (a
@@ -49,15 +62,19 @@ than ``MAX_HEAD_LEAD`` blocks above the local height (a source's claim is not pr
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nacl.signing
 import trio
 
 import ledger
 from protocol import Signed, Transaction
+
+from ._intents import sealed_claim_by
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +92,16 @@ RETRY_S = (0.25, 1.0)
 #: blocks behind signs expiries that may already have passed (refused, tried again once it
 #: has caught up).
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
+#: A gap filler is a transfer of this much to ourselves.
+FILLER_AMOUNT = 1
 
 
 class _Overtook(Exception):
     """The mempool refused our transaction for the gap before it: sent again."""
+
+
+class _Held(Exception):
+    """Not sent: the numbers above a gap are being given out again (renumbering)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +138,11 @@ class _Pending:
     request: TxRequest | None
     #: The signed bytes, to send again (empty: reserved after a restart, bytes unknown).
     raw: bytes = b""
+    #: When the request was first taken (its place in the order the node asked).
+    order: int = 0
+    #: A submission went unanswered (or it was reserved): it may yet be admitted, so it
+    #: keeps its number even when the numbers around it are given out again.
+    unknown: bool = False
 
 
 class TxQueue:
@@ -140,7 +168,18 @@ class TxQueue:
         self._window = trio.Semaphore(max(1, window))
         self._state = state
         self._submit = submit
-        self._send, self._receive = trio.open_memory_channel[TxRequest](10_000)
+        # ``None``: a wake-up, there are requests to sign again (``_again``)
+        self._send, self._receive = trio.open_memory_channel[TxRequest | None](10_000)
+        #: Requests signed before and put back (dropped behind a gap, renumbered), each
+        #: with its ``order``: signed before any new one, sealed claims first.
+        self._again: list[tuple[tuple[int, int], TxRequest]] = []
+        self._taken = 0  # requests taken so far (the next one's ``order``)
+        #: Set while the numbers above it are given out again (``_renumber``).
+        self._renumber_from: int | None = None
+        self._renumbered = trio.Event()  # set (and replaced) when a renumbering ends
+        #: Sequence numbers of submissions on the wire (a number once per submission).
+        self._sending: list[int] = []
+        self._answered = trio.Event()  # set (and replaced) when one of them is answered
         self._next_seq: int | None = None
         self._pending: dict[int, _Pending] = {}  # by sequence number
         #: Sequence numbers of submissions waiting for their first answer.
@@ -161,6 +200,8 @@ class TxQueue:
         self._resending = False
         #: Requests that waited for the chain to take earlier ones (backpressure).
         self.held_back = 0
+        #: Gaps closed by signing the transactions after them again (no filler paid).
+        self.renumberings = 0
         self._chain_moved = trio.Event()
         #: Set (and replaced) when a transaction of ours is admitted.
         self._admitted = trio.Event()
@@ -178,7 +219,7 @@ class TxQueue:
         if seq < self._state().next_seq(self.me) or seq in self._pending:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
-        self._pending[seq] = _Pending(expiry, b"", None)
+        self._pending[seq] = _Pending(expiry, b"", None, unknown=True)
 
     def on_block(self) -> None:
         """Forget applied transactions. A pending one past its expiry left a gap: when
@@ -198,6 +239,9 @@ class TxQueue:
             del self._pending[seq]
         if self._nursery is not None and any(s > expired[0] for s in [*self._pending, *self._out]):
             log.warning("%d transactions expired unapplied; filling their gaps", len(expired))
+            if not self._can_pay_filler():
+                self._start_renumber(expired[0])
+                return
             for seq in expired:
                 self._start_fill(seq)
             return
@@ -214,10 +258,12 @@ class TxQueue:
         would wait and expire in turn, for good: fill it now."""
         if self._nursery is None or applied in self._pending or applied in self._out:
             return
+        if self._renumber_from is not None:
+            return  # the numbers from there on are being given out again
         if not any(s > applied for s in [*self._pending, *self._out]):
             return
         log.warning("sequence %d is held by no transaction of ours; filling it", applied)
-        self._start_fill(applied)
+        self._close_gap(applied)
 
     def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
         """The coordinator dropped our transaction ``seq`` from its mempool: report it to
@@ -231,16 +277,17 @@ class TxQueue:
             # Nothing else would ever take ``seq`` (it left ``_pending``): the transactions
             # after it would wait behind the gap and expire in turn, for good under steady
             # traffic. Sign a new filler, with a fresh expiry.
+            # (An account that cannot pay for it renumbers instead: ``_close_gap``.)
             log.warning("gap filler %d dropped too (%s); filling it again", seq, reason)
             if self._needs_filler(seq) and self._nursery is not None:
-                self._start_fill(seq)
+                self._close_gap(seq)
             return
         if reason.startswith(ledger.DROPPED_BEHIND):  # it did nothing wrong
-            self.put(pending.request)  # signed again, after the fillers of the gap
+            self._put_back(pending.order, pending.request)  # after the gap is closed
         else:
             self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
-            self._start_fill(seq)
+            self._close_gap(seq)
 
     def resend_pending(self) -> None:
         """A coordinator (re)connected: send every pending transaction again, in sequence
@@ -268,9 +315,16 @@ class TxQueue:
                 if self._state().next_seq(self.me) > seq:
                     continue  # already in a block
                 try:
-                    await self._submit(pending.raw)
+                    await self._submit_tracked(pending.raw, seq)
                     sent += 1
+                except _Held:
+                    continue  # above a gap being renumbered: signed again, not resent
                 except ledger.TransactionRejected as exc:
+                    if ledger.REFUSED_AT_BLOCK in str(exc):
+                        # refused in a block whose drop report we missed (disconnected
+                        # then): the same as that report, now rather than at its expiry
+                        self.dropped(pending.tx_id, seq, str(exc))
+                        continue
                     # already held, already applied, or expired: the chain (on_block) and
                     # the drop reports decide, as for the first submission
                     log.debug("resent seq %d: %s", seq, exc)
@@ -286,12 +340,34 @@ class TxQueue:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
             self._nursery = nursery
-            async for request in self._receive:
+            new: TxRequest | None = None  # taken from the channel, not signed yet
+            while True:
+                if new is None and not self._again:
+                    new = await self._receive.receive()  # None: woken for ``_again``
+                    continue
                 await self._window.acquire()
                 await self._room_ahead()
+                while self._renumber_from is not None:
+                    await self._renumbered.wait()
+                if self._again:  # signed before: they go first, the new one after them
+                    (_, order), request = self._again.pop(0)
+                elif new is not None:
+                    request, new, order = new, None, self._taken
+                    self._taken += 1
+                else:  # pragma: no cover (only this loop takes from either)
+                    self._window.release()
+                    continue
                 seq, expiry = self._take_seq()
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
-                nursery.start_soon(self._one, request, seq, expiry)
+                nursery.start_soon(self._one, request, seq, expiry, order)
+
+    def _put_back(self, order: int, request: TxRequest) -> None:
+        """Sign ``request`` again, before any request not signed yet: a sealed claim first
+        (its window is a few blocks), the others in the order they were asked for."""
+        first = 0 if sealed_claim_by(request.payload) is not None else 1
+        bisect.insort(self._again, ((first, order), request), key=lambda item: item[0])
+        with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
+            self._send.send_nowait(None)  # wake the loop if it waits for a new request
 
     async def _room_ahead(self) -> None:
         """Wait until the next number is less than ``MAX_AHEAD`` ahead of the chain's."""
@@ -307,6 +383,8 @@ class TxQueue:
     def _take_seq(self) -> tuple[int, int]:
         state = self._state()
         seq = max(self._next_seq or 0, state.next_seq(self.me))
+        while seq in self._pending:  # kept by a transaction whose outcome is unknown
+            seq += 1
         self._next_seq = seq + 1
         return seq, self._expiry()
 
@@ -314,7 +392,7 @@ class TxQueue:
         height = self._state().height
         return max(height, min(self.head(), height + MAX_HEAD_LEAD)) + TX_LIFETIME_BLOCKS
 
-    async def _one(self, request: TxRequest, seq: int, expiry: int) -> None:
+    async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
         try:
             for attempt in range(2):
                 signed = request.sign(self._key, self._chain_id, seq, expiry)
@@ -323,7 +401,11 @@ class TxQueue:
                 sent = seq
                 self._out.add(sent)
                 try:
-                    await self._submit_in_turn(signed.raw)
+                    await self._submit_in_turn(signed.raw, seq)
+                except _Held:  # never sent: signed again with the numbers above the gap
+                    self._out.discard(sent)
+                    self._put_back(order, request)
+                    return
                 except ledger.SequenceError as exc:
                     if attempt == 0 and seq < self._state().next_seq(self.me):
                         seq, expiry = self._take_seq()  # ours is stale (taken by the chain)
@@ -335,7 +417,8 @@ class TxQueue:
                     return
                 except Exception as exc:  # a timeout, no coordinator: it may have arrived
                     self._out.discard(sent)
-                    if isinstance(exc, _Overtook):
+                    overtook = isinstance(exc, _Overtook)  # answered: not admitted
+                    if overtook:
                         self.overtaken += 1
                     else:
                         self.unknown += 1
@@ -343,7 +426,12 @@ class TxQueue:
                         "%s (seq %d) outcome unknown (%s); trying again", request.kind, seq, exc
                     )
                     self._pending[seq] = _Pending(
-                        signed.message.expiry_height, signed.id, request, signed.raw
+                        signed.message.expiry_height,
+                        signed.id,
+                        request,
+                        signed.raw,
+                        order,
+                        unknown=not overtook,
                     )
                     await self._until_known(request, signed, seq)
                     return
@@ -351,13 +439,42 @@ class TxQueue:
                     self._out.discard(sent)
                 self.submitted += 1
                 self._pending[seq] = _Pending(
-                    signed.message.expiry_height, signed.id, request, signed.raw
+                    signed.message.expiry_height,
+                    signed.id,
+                    request,
+                    signed.raw,
+                    order,
+                    unknown=self._above_gap(seq),
                 )
                 return
         finally:
             self._window.release()
+            self._poke()
 
-    async def _submit_in_turn(self, raw: bytes) -> bytes:
+    def _above_gap(self, seq: int) -> bool:
+        """Whether ``seq`` is above a gap being renumbered. One of ours admitted there
+        should not be (no number past a hole is admitted); should it happen all the same,
+        it keeps its number (counted as unknown) rather than be signed twice."""
+        return self._renumber_from is not None and seq > self._renumber_from
+
+    async def _submit_tracked(self, raw: bytes, seq: int) -> bytes:
+        """Submit, counting the submission as on the wire until it is answered (a
+        renumbering waits for those above its gap); raises :class:`_Held` instead while
+        the numbers from below ``seq`` are being given out again."""
+        if self._above_gap(seq):
+            raise _Held
+        self._sending.append(seq)
+        try:
+            return await self._submit(raw)
+        finally:
+            self._sending.remove(seq)
+            self._poke()
+
+    def _poke(self) -> None:
+        self._answered.set()
+        self._answered = trio.Event()
+
+    async def _submit_in_turn(self, raw: bytes, seq: int) -> bytes:
         """Submit. A refusal for a sequence gap means it overtook one of ours on the way:
         it is sent again at once if one of ours was admitted meanwhile, else raises
         :class:`_Overtook` (as good as unknown: ``_until_known`` sends it again as soon as
@@ -365,7 +482,7 @@ class TxQueue:
         while True:
             admitted = self._admitted
             try:
-                tx_id = await self._submit(raw)
+                tx_id = await self._submit_tracked(raw, seq)
             except ledger.TransactionRejected as exc:
                 if ledger.SequenceGap.TEXT not in str(exc):
                     raise
@@ -387,6 +504,13 @@ class TxQueue:
             and state.height <= signed.message.expiry_height
         )
 
+    def _mark(self, seq: int, signed: Signed[Transaction], *, unknown: bool) -> None:
+        """Note on ``signed``'s pending entry that its outcome is unknown (or, admitted
+        above a gap being renumbered, that it keeps its number all the same)."""
+        pending = self._pending.get(seq)
+        if unknown and pending is not None and pending.tx_id == signed.id:
+            self._pending[seq] = replace(pending, unknown=True)
+
     async def _until_known(
         self, request: TxRequest | None, signed: Signed[Transaction], seq: int
     ) -> None:
@@ -402,12 +526,20 @@ class TxQueue:
             if not self._still_open(seq, signed):
                 return  # the chain (or a drop report) decides; on_block resyncs a gap
             try:
-                await self._submit_in_turn(signed.raw)
+                await self._submit_in_turn(signed.raw, seq)
+            except _Held:  # above a gap being renumbered: it decides (``_still_open``)
+                while self._renumber_from is not None:
+                    await self._renumbered.wait()
+                continue
+            except _Overtook as exc:
+                log.debug("seq %d still behind a gap: %s", seq, exc)
+                continue
             except ledger.TransactionRejected as exc:
                 text = str(exc)
                 if isinstance(exc, ledger.SequenceError) or "already used" in text:
                     return  # the chain took the sequence number: ours or not, it decides
                 if "already in the mempool" in text or "already pending" in text:
+                    self._mark(seq, signed, unknown=self._above_gap(seq))
                     break  # the first submission did arrive
                 pending = self._pending.get(seq)
                 if pending is None or pending.tx_id != signed.id:
@@ -417,29 +549,48 @@ class TxQueue:
                 del self._pending[seq]
                 if request is None:
                     log.warning("could not fill sequence gap %d: %s", seq, text)
+                    if self._needs_filler(seq):
+                        self._start_renumber(seq)
                     return
                 await self._refused(request, text, seq, signed.message.expiry_height)
                 return
             except Exception as exc:
+                self._mark(seq, signed, unknown=True)
                 log.debug("seq %d still unknown: %s", seq, exc)
                 continue
+            self._mark(seq, signed, unknown=self._above_gap(seq))
             break
         if request is not None:
             self.submitted += 1
 
     async def _refused(self, request: TxRequest, reason: str, seq: int, expiry: int) -> None:
-        """Report the refusal; fill the sequence number it leaves unused."""
+        """Report the refusal; close the gap its unused sequence number leaves."""
         self._rejected(request, reason)
         if self._needs_filler(seq):
-            await self._fill(seq)
+            self._close_gap(seq)
 
     def _needs_filler(self, seq: int) -> bool:
         """Whether the unused ``seq`` would hold back later ones: when none was taken after
         it, it is simply taken again (False); else a filler must use it (True)."""
+        if any(s > seq for s in self._pending):
+            return True  # (a number kept for its unknown outcome, above a renumbering)
         if self._next_seq is None or seq + 1 >= self._next_seq:
             self._next_seq = seq
             return False
         return True
+
+    def _can_pay_filler(self) -> bool:
+        """Whether our balance pays a filler (fee 0; read from the local state, which may
+        lag: a filler refused all the same makes the queue renumber)."""
+        return self._state().balance(self.me) >= FILLER_AMOUNT
+
+    def _close_gap(self, seq: int) -> None:
+        """Close the gap at ``seq``: with a filler, or, when we cannot pay one, by signing
+        the transactions after it again from ``seq`` on."""
+        if self._can_pay_filler():
+            self._start_fill(seq)
+        else:
+            self._start_renumber(seq)
 
     def _start_fill(self, seq: int) -> None:
         """Fill ``seq`` in a task; it counts as pending from now on, so nothing else fills
@@ -450,22 +601,77 @@ class TxQueue:
 
     async def _fill(self, seq: int) -> None:
         """Submit a transfer of 1 to ourselves with sequence number ``seq`` (its outcome
-        unknown, it is submitted again as any other transaction's)."""
+        unknown, it is submitted again as any other transaction's). Refused: renumber."""
         expiry = self._expiry()
         filler = ledger.tx.transfer(
-            self._key, self._chain_id, seq, to=self.me, amount=1, expiry_height=expiry
+            self._key, self._chain_id, seq, to=self.me, amount=FILLER_AMOUNT, expiry_height=expiry
         )
         pending = _Pending(expiry, filler.id, None, filler.raw)
         self._pending[seq] = pending
         try:
-            await self._submit_in_turn(filler.raw)
+            await self._submit_in_turn(filler.raw, seq)
+        except _Held:
+            return  # above a gap being renumbered: the renumbering drops it
         except ledger.TransactionRejected as exc:
-            log.warning("could not fill sequence gap %d: %s", seq, exc)
+            log.warning("could not fill sequence gap %d: %s; renumbering", seq, exc)
             if self._pending.get(seq) == pending:
                 del self._pending[seq]
+                if self._needs_filler(seq):
+                    self._start_renumber(seq)
         except Exception as exc:
             log.info("filler of sequence gap %d: outcome unknown (%s)", seq, exc)
+            if not isinstance(exc, _Overtook):
+                self._mark(seq, filler, unknown=True)
             await self._until_known(None, filler, seq)
+
+    def _start_renumber(self, gap: int) -> None:
+        """Give the numbers from ``gap`` on out again, in a task (``_renumber``); while it
+        runs nothing above ``gap`` is sent and no new number is taken."""
+        if self._renumber_from is not None:
+            self._renumber_from = min(self._renumber_from, gap)
+            return
+        if self._nursery is None:
+            return  # not running: on_block resyncs once the chain passes their expiry
+        self._renumber_from = gap
+        self.renumberings += 1
+        self._nursery.start_soon(self._renumber)
+
+    async def _renumber(self) -> None:
+        """Once no submission above the gap is on its way (each may yet be admitted had a
+        number below it been filled meanwhile: none is), put every transaction pending
+        above it back to be signed again from the gap's number on, except one whose
+        outcome is unknown (it keeps its number). Fillers above it are no longer needed."""
+        try:
+            while True:
+                gap = self._renumber_from
+                assert gap is not None
+                if not any(s > gap for s in [*self._out, *self._sending]):
+                    break
+                await self._answered.wait()
+            moved = kept = 0
+            for seq in sorted(s for s in self._pending if s > gap):
+                pending = self._pending[seq]
+                if pending.unknown:
+                    kept += 1
+                    continue
+                del self._pending[seq]
+                if pending.request is not None:
+                    self._put_back(pending.order, pending.request)
+                    moved += 1
+            self._next_seq = gap
+            log.warning(
+                "sequence gap %d closed without a filler (our balance cannot pay one): the "
+                "transactions after it are signed again from %d on (%d put back from pending, "
+                "%d keep their numbers: outcome unknown)",
+                gap,
+                gap,
+                moved,
+                kept,
+            )
+        finally:
+            self._renumber_from = None
+            self._renumbered.set()
+            self._renumbered = trio.Event()
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1

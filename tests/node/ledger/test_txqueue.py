@@ -426,3 +426,37 @@ async def test_requests_wait_while_the_chain_is_64_behind_instead_of_being_refus
             nursery.cancel_scope.cancel()
     assert refusals == [] and queue.submitted == 100
     assert producer.state.balance(pub(BOB)) == 1_000_000 + 100
+
+
+async def test_a_refusal_at_block_time_learnt_on_resending_is_taken_as_its_drop_report() -> None:
+    # The drop report of a transaction refused in a block was missed (the node was
+    # disconnected then). Sent again, it is refused as "refused when a block was made"
+    # (review round 6): the queue takes that as the report, reports the refusal and closes
+    # the gap at once (here the number is free again), so the next transaction lands in the
+    # next block, not behind a gap until the refused one's expiry.
+    producer = _producer()
+
+    async def submit(raw: bytes) -> bytes:
+        return producer.mempool.add(raw, producer.state).id
+
+    refusals: list[str] = []
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 10**12), on_reject=refusals.append))
+            while queue.submitted < 1:
+                await trio.sleep(0.002)
+            producer.produce()  # refused for the overdraft; its drop report is not passed on
+            queue.on_block()
+            queue.resend_pending()
+            while not refusals:
+                await trio.sleep(0.002)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 3)))
+            while len(producer.mempool) < 1:  # the new transfer, in the freed number
+                await trio.sleep(0.002)
+            producer.produce()
+            queue.on_block()
+            nursery.cancel_scope.cancel()
+    assert "refused when a block was made" in refusals[0]
+    assert producer.state.balance(pub(BOB)) == 1_000_000 + 3
