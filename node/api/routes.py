@@ -182,6 +182,7 @@ def make_router(
                 "rejected": node.txq.rejected,
                 "lost": node.txq.lost,
                 "held_back": node.txq.held_back,
+                "renumberings": node.txq.renumberings,
             },
             "availability": availability_view(node),
         }
