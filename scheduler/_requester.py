@@ -20,7 +20,7 @@ replicas and agreeing results), ``_requester_verdict`` (judging) and ``_requeste
   the job fails at once with what the providers said.
   Short of replicas with none to award, the user is told (``waiting``). Once an
   established provider was awarded, newcomers alone never decide the job (probation:
-  ``_requester_policy.veteran_lost``, ``_requester_verdict``).
+  ``_requester_policy.veterans_short``, ``_requester_verdict``).
 - A result whose output bytes hash as announced, and whose bytes have the output
   commitment it claims (recomputed here with the injected ``commitment``), is kept; one
   whose bytes do not match its commitment is a failed replica (misbehaviour: never
@@ -88,7 +88,6 @@ from ._requester_jobs import (
     awarded,
 )
 from ._requester_policy import (
-    candidates,
     catch,
     enough_answers,
     initial_order,
@@ -96,7 +95,7 @@ from ._requester_policy import (
     spec_to_sign,
 )
 from ._requester_settle import finalise, finalise_short, receipts_at_deadline
-from ._requester_verdict import by_commitment, judge_job, probation_outcome, verdict_inputs
+from ._requester_verdict import by_commitment, judge_job, offers, probation_outcome, verdict_inputs
 from ._verification import VerdictStatus
 
 
@@ -556,7 +555,7 @@ class Requester:
         if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
             return []  # the window's end (with the escrow locked) will fill
         effects: list[Effect] = []
-        bids = candidates(job, self.config, now_ms, self.caught)
+        bids = offers(job, self.config, now_ms, self.caught)
         if not job.live():
             bids, job.target = initial_order(job, bids, self.config, self.caught)
         while len(job.live()) < job.target and job.can_award() and bids:

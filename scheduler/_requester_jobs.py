@@ -131,6 +131,11 @@ class RequesterJob:
     required: int = 0
     #: Adaptive: the job runs on one trusted provider (while every result is a trusted one).
     solo: bool = False
+    #: Established providers that had bid (or held an award) when the first awards were
+    #: chosen, the most counted (``_requester_policy.veteran_bidders``): with two, an
+    #: agreement needs two of their outputs. Counted then, not as bids come later, so a
+    #: verdict once given stays given.
+    veterans: int = 0
     #: The deadline came while a verified winner's key was on its way with its claim: the
     #: job is decided once no such key is pending (or at the settle limit).
     overdue: bool = False

@@ -4,18 +4,21 @@ policy"). Plain functions of a job, the requester's configuration and the provid
 caught; the :class:`~scheduler.Requester` machine calls them and keeps the state.
 
 - Fixed replication (``replication = "fixed"``): a job runs on the best ``redundancy``
-  bids (``award_key``) and needs that many agreeing results. When every chosen provider is
-  a newcomer (not ``established``: fewer than ``probation_jobs`` settled jobs or less than
-  ``probation_stake`` bonded) one probation replica is added: the best established
-  provider's bid, whose result newcomers never outvote.
+  bids (``award_key``) and needs that many agreeing results. While fewer of the chosen
+  providers are established (``established``: at least ``probation_jobs`` settled jobs and
+  ``probation_stake`` bonded) than an agreement needs (``veterans_needed``: two at
+  redundancy >= 2 when two established providers bid, else one), a probation replica is
+  added: the best established provider's bid not chosen.
 - Adaptive replication (``replication = "adaptive"``): a job runs on one replica when its
   best bid is a trusted provider's (a long clean record on the ledger, never caught by
   this requester), audited with a second replica at ``audit_permille``; on
   ``max(2, redundancy)`` replicas otherwise; providers this requester caught are refused.
-- Once an established provider was awarded a replica, only an established bid replaces
-  it when it fails or declines (``veteran_lost``): newcomers never take its place, and
+- While fewer established providers' replicas are live than an agreement needs, or their
+  outputs disagree, only an established bid is awarded (``veterans_short``): newcomers
+  never take an established replica's place nor break a tie between established ones, and
   no award is made until such a bid comes.
-- The bid window closes early once enough answers are in (``enough_answers``).
+- The bid window closes early once enough answers are in (``enough_answers``), never with
+  fewer established bids in hand than an agreement needs.
 """
 
 from __future__ import annotations
@@ -84,11 +87,13 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
         job.phase != JobPhase.LOCKING
         and len(bidders) >= job.asked
         and any(_past_probation(p, config) for p in bidders)
+        and _veterans_in_hand(job, config)
     ):
         # The escrow is locked and every replica has a bid: waiting for more would trade
-        # latency for price. Only with a bid past probation in hand: newcomer keys (free)
-        # bidding first, however many, must not close the window before an established
-        # provider's bid (the probation replica's) comes.
+        # latency for price. Only with the established bids an agreement needs in hand:
+        # newcomer keys (free) bidding first, however many, must not close the window
+        # before an established provider's bid (the probation replica's) comes, nor one
+        # staked key and a free one before a second established provider's bid.
         return True
     if not (named and job.answered.issuperset(named) and bidders):
         return False
@@ -97,19 +102,39 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
     # smallest keys, and fresh keys ground to sort first can fill it). Announced to the
     # named providers alone, nobody else can bid: waiting would bring nothing.
     on_topic = job.announcements > 1 or not 0 < len(named) < config.direct_only_below
-    return not on_topic or any(_past_probation(p, config) for p in bidders)
+    return not on_topic or (
+        any(_past_probation(p, config) for p in bidders) and _veterans_in_hand(job, config)
+    )
+
+
+def _veterans_in_hand(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether the established bids an agreement of ``job`` needs are in hand (bids kept,
+    or live replicas): two at redundancy >= 2 without a known answer, else one. With
+    fewer, the window runs to its end: one staked key and one free key answering first
+    would otherwise be awarded the job before an honest established provider's bid came
+    (round-6 review R6-7), and a young network with fewer established providers than
+    that still works, only without the early end."""
+    want = 2 if job.known is None and job.asked >= 2 else 1
+    held = set(job.bids) | {r.provider for r in job.live()}
+    return sum(1 for p in held if _past_probation(p, config)) >= want
 
 
 def candidates(
-    job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
+    job: RequesterJob,
+    config: RequesterConfig,
+    now_ms: int,
+    caught: Caught,
+    *,
+    veterans_only: bool = False,
 ) -> list[Signed[Bid]]:
     """Usable bids, best first (``award_key``); keys with no settled job last, oldest bid
     first, once such keys declined too often (``newcomers_last``). In ``exact`` mode only
     bids in one determinism class (``anchor_class``): replicas are then compared bit for
     bit, by commitment, and every receipt is a verified winner's (sealed). Comparing
     outputs of several classes would need them opened before a verdict, with keys handed
-    over before pay. While ``veteran_lost``, established providers' bids first, and none
-    at all without one."""
+    over before pay. While ``veterans_short`` (or ``veterans_only``: the established
+    outputs judged disagree, ``_requester_verdict.veterans_split``), established
+    providers' bids first, and none at all without one."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
     rep = config.reputation
@@ -132,9 +157,10 @@ def candidates(
     if spec.verification.mode == "exact" and bids:
         anchor = anchor_class(job, bids, config, caught)
         bids = [s for s in bids if s.message.determinism_class == anchor]
-    if veteran_lost(job, config):
-        # Newcomers alone no longer decide this job: the next award goes to an established
-        # bid, the one that can stand in for the established replica lost (newcomers may
+    if veterans_only or veterans_short(job, config):
+        # Newcomers do not decide this job: the next award goes to an established bid, the
+        # one that can stand in for an established replica lost, or make up the
+        # established outputs an agreement needs, or break their tie (newcomers may
         # follow it); with none, no award (a newcomer's output would verify nothing, and
         # go unpaid): the job announces again for one.
         veterans: list[Signed[Bid]] = []
@@ -150,11 +176,13 @@ def anchor_class(
 ) -> str:
     """The one determinism class an exact job's replicas run in: the known answer's, else
     the first live replica's, else that of the best bid (``bids`` is best first) from a
-    trusted provider (adaptive replication), else from a provider past probation, else
-    the best bid's. A bid's class is the bidder's word: were the best bid's class the
-    anchor, two keys bidding the lowest price in a class of their own would filter the
-    established provider out of the job (no probation replica, no trusted run) and
-    verify their own wrong output."""
+    trusted provider (adaptive replication), else the class most established providers
+    bid in, among those the class of the established bid with the strongest record
+    (``_record``), else the best bid's. A bid's class is the bidder's word: were the
+    best bid's class the anchor, two keys bidding the lowest price in a class of their own
+    would filter the established provider out of the job; were it the best established
+    bid's, one staked key and one free key would (round-6 review R6-7). Price never names
+    the class: the established providers do, the most of them, then the strongest."""
     if job.known is not None:
         return job.known.determinism_class
     live = job.live()
@@ -164,10 +192,27 @@ def anchor_class(
         for s in bids:
             if trusted(s.message.provider, config, caught):
                 return s.message.determinism_class
-    for s in bids:
-        if _past_probation(s.message.provider, config):
-            return s.message.determinism_class
+    veterans = [s for s in bids if _past_probation(s.message.provider, config)]
+    if veterans:
+        count: dict[str, int] = {}
+        for s in veterans:
+            cls = s.message.determinism_class
+            count[cls] = count.get(cls, 0) + 1
+        # ``max`` keeps the first of equals: the best bid among equal records.
+        best = max(
+            veterans,
+            key=lambda s: (
+                count[s.message.determinism_class],
+                _record(config.reputation(s.message.provider)),
+            ),
+        )
+        return best.message.determinism_class
     return bids[0].message.determinism_class
+
+
+def _record(rep: Reputation) -> tuple[int, int, int]:
+    """How strong a provider's ledger record is: settled jobs, then stake, then score."""
+    return (rep.settled_jobs, rep.stake, rep.score_permille)
 
 
 def newcomers_last(job: RequesterJob, config: RequesterConfig) -> bool:
@@ -191,27 +236,41 @@ def initial_order(
     ``redundancy`` bids, with a probation replica (``with_probation``); adaptive
     replication decides its own (``adaptive_order``)."""
     spec = job.spec
+    job.veterans = max(job.veterans, veteran_bidders(job, config))
     if config.replication == "adaptive" and job.known is None:
         return adaptive_order(job, bids, config, caught)
     return with_probation(job, bids, spec.redundancy, config)
 
 
+def veteran_bidders(job: RequesterJob, config: RequesterConfig) -> int:
+    """Established providers that bid for ``job`` (bids kept, in any class) or were
+    awarded a replica of it. Counted in any class: a staked key bidding in a class of its
+    own, with a record it made stronger than the honest provider's (settles between its
+    own keys are free), would otherwise name the anchor class and be the one established
+    provider of the job."""
+    held = set(job.bids) | {r.provider for r in job.replicas}
+    return sum(1 for p in held if _past_probation(p, config))
+
+
 def with_probation(
     job: RequesterJob, bids: list[Signed[Bid]], n: int, config: RequesterConfig
 ) -> tuple[list[Signed[Bid]], int]:
-    """The best ``n`` bids, plus one probation replica when every one of them is a
-    newcomer: the best established provider if one bid (newcomers never outvote it),
-    else the next bid when fewer than two were chosen; while the budget allows it."""
+    """The best ``n`` bids, plus probation replicas while fewer of the chosen are
+    established than an agreement needs (``veterans_needed``, at least one): the best
+    established bids not chosen, moved right behind them (newcomers never outvote them),
+    while the budget allows; with no established bid at all and fewer than two chosen,
+    the next bid."""
     chosen, rest = bids[:n], bids[n:]
-    if not chosen or job.budget <= n:
+    if not chosen:
         return bids, n
-    if any(_past_probation(s.message.provider, config) for s in chosen):
-        return bids, n
+    have = sum(1 for s in chosen if _past_probation(s.message.provider, config))
+    want = max(1, veterans_needed(job, config, n))
     veterans = [s for s in rest if _past_probation(s.message.provider, config)]
-    if veterans:
-        rest.remove(veterans[0])
-        return [*chosen, veterans[0], *rest], n + 1
-    if len(chosen) < 2 and rest:
+    extra = veterans[: max(0, min(want - have, job.budget - n))]
+    if extra:
+        rest = [s for s in rest if all(s is not v for v in extra)]
+        return [*chosen, *extra, *rest], n + len(extra)
+    if not have and n < job.budget and len(chosen) < 2 and rest:
         return bids, n + 1
     return bids, n
 
@@ -237,7 +296,7 @@ def adaptive_order(
         job.required = 1
         return order, 1
     job.required = max(2, job.asked)
-    return order, job.required
+    return with_probation(job, order, job.required, config)
 
 
 def required(job: RequesterJob, config: RequesterConfig) -> int:
@@ -291,9 +350,27 @@ def probation_bound(job: RequesterJob, config: RequesterConfig) -> bool:
     return job.known is None and bool(veteran_replicas(job, config))
 
 
-def veteran_lost(job: RequesterJob, config: RequesterConfig) -> bool:
-    """``probation_bound`` and none of the job's live replicas is an established
-    provider's: its replacement must be one (``candidates`` offers no other bid)."""
-    return probation_bound(job, config) and not any(
-        _past_probation(r.provider, config) for r in job.live()
-    )
+def veterans_needed(job: RequesterJob, config: RequesterConfig, agreeing: int = 0) -> int:
+    """Established providers' outputs an agreement of ``job`` must hold: none with a known
+    answer; two when it needs at least two agreeing results (``agreeing``, else
+    ``required``) and two established providers bid (``veteran_bidders``, counted when the
+    first awards were chosen); else one once an established provider was awarded
+    (``probation_bound``); else none (a young network: newcomers decide). One staked key
+    beside free ones must not decide a job a second established provider bid for (round-6
+    review R6-7): that takes two staked keys (specs/marketplace.md, "Known limits")."""
+    if job.known is not None:
+        return 0
+    if job.veterans >= 2 and (agreeing or required(job, config)) >= 2:
+        return 2
+    return 1 if probation_bound(job, config) else 0
+
+
+def veterans_short(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Awards were made and fewer of the job's live replicas are established providers'
+    than an agreement needs (``veterans_needed``): the next award must be an established
+    provider's (``candidates`` offers no other bid). A newcomer's output could verify
+    nothing, and would go unpaid."""
+    need = veterans_needed(job, config)
+    if not need or not job.replicas:
+        return False
+    return sum(1 for r in job.live() if _past_probation(r.provider, config)) < need

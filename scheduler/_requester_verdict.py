@@ -6,25 +6,35 @@
   determinism class (``by_commitment``). Otherwise tolerances need the bytes: only the
   outputs whose bytes arrived are judged.
 - A known answer matched, or ``required`` agreeing outputs in a strict majority, verifies
-  the job (``scheduler._verification.judge``). Probation: once an established provider
-  was awarded a replica of the job (``probation_bound``), an agreement with no
-  established provider's output in it is a disagreement, whether it would verify or be
-  accepted short: newcomers never outvote an established provider, nor decide in its
-  place when its replica failed or declined. Should the job end so (no established bid
-  to replace it), it is ``unverified`` and nobody is paid (``probation_unmet``).
+  the job (``scheduler._verification.judge``). Probation (``veterans_needed``): without a
+  known answer, an agreement must hold two established providers' outputs when the job
+  needs two agreeing results and two established providers bid, else one once an
+  established provider was awarded a replica (``probation_bound``); one short of that is
+  a disagreement, whether it would verify or be accepted short. When established outputs
+  disagree, only theirs are counted (a strict majority of them, a newcomer's vote never
+  tips it): newcomers never outvote an established provider, nor decide in its place
+  when its replica failed or declined. Should the job end so (no established bid to
+  take the place), it is ``unverified`` and nobody is paid (``probation_unmet``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from protocol import VerificationPolicy
+from protocol import Bid, Signed, VerificationPolicy
 
 from ._config import RequesterConfig
 from ._effects import Effect, JobStatus, Output
 from ._requester_jobs import ReplicaState, RequesterJob
-from ._requester_policy import probation_bound, required, veteran_lost, veteran_replicas
-from ._verification import Verdict, VerdictStatus, judge
+from ._requester_policy import (
+    Caught,
+    candidates,
+    required,
+    veteran_replicas,
+    veterans_needed,
+    veterans_short,
+)
+from ._verification import Compare, Verdict, VerdictStatus, judge
 
 
 def by_commitment(job: RequesterJob) -> bool:
@@ -52,34 +62,62 @@ def verdict_inputs(job: RequesterJob) -> list[tuple[int, Output]]:
 
 
 def judge_job(job: RequesterJob, config: RequesterConfig) -> Verdict:
-    """The verdict on what has arrived so far (``verdict_inputs``), probation applied: in
-    a job an established provider was awarded (``probation_bound``), outputs that agree
-    with no established provider's among them are a disagreement (one more replica, an
-    established one when none is live; at the end, nobody paid), be they a majority
-    against it or all that arrived after its replica failed."""
+    """The verdict on what has arrived so far (``verdict_inputs``), probation applied
+    (``veterans_needed``): an agreement holding fewer established providers' outputs than
+    needed is a disagreement (one more replica, an established one; at the end, nobody
+    paid), be it a majority against one or all that arrived after its replica failed.
+    When the established outputs judged disagree, they alone decide
+    (``_by_veterans``)."""
+    need = veterans_needed(job, config)
+    if not need:
+        return _judge_outputs(job, config)
+    vets = veteran_replicas(job, config)
+    theirs = [(i, o) for i, o in verdict_inputs(job) if i in vets]
+    if _split(job, theirs, config):
+        return _by_veterans(job, theirs, need, config)
     verdict = _judge_outputs(job, config)
-    if verdict.status in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW) and _newcomers_only(
-        job, verdict, config
+    if verdict.status in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW) and (
+        len(vets & set(verdict.accepted)) < need
     ):
         return Verdict(VerdictStatus.DISAGREE, (), (), None)
     return verdict
 
 
+def veterans_split(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether established providers' outputs judged in ``job`` disagree (and probation
+    holds): only another established output can break their tie."""
+    if not veterans_needed(job, config):
+        return False
+    vets = veteran_replicas(job, config)
+    return _split(job, [(i, o) for i, o in verdict_inputs(job) if i in vets], config)
+
+
+def offers(
+    job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
+) -> list[Signed[Bid]]:
+    """The bids to award next (``candidates``): established providers' only while their
+    outputs disagree (``veterans_split``), a newcomer's output would change nothing."""
+    split = veterans_split(job, config)
+    return candidates(job, config, now_ms, caught, veterans_only=split)
+
+
 def probation_unmet(job: RequesterJob, config: RequesterConfig) -> Verdict | None:
-    """The agreement probation alone turned down (``judge_job``) when no established
-    provider's output is judged at all (its replica failed or declined, and no other
-    established provider took its place): newcomers' outputs that agree, verified or
-    accepted short without probation. ``None`` otherwise (among others when an
-    established provider's output is outvoted: a plain disagreement)."""
-    judged = {i for i, _ in verdict_inputs(job)}
-    if veteran_replicas(job, config) & judged:
+    """The agreement probation alone turned down (``judge_job``): outputs that agree,
+    verified or accepted short without probation, holding fewer established providers'
+    outputs than needed (``veterans_needed``), with no established output outside them
+    (an established provider's replica failed or declined, and no other established
+    provider took its place). ``None`` otherwise (among others when an established
+    provider's output is outvoted: a plain disagreement)."""
+    need = veterans_needed(job, config)
+    if not need:
         return None
+    vets = veteran_replicas(job, config)
     verdict = _judge_outputs(job, config)
-    if verdict.status in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW) and _newcomers_only(
-        job, verdict, config
-    ):
-        return verdict
-    return None
+    if not verdict.accepted or verdict.status == VerdictStatus.DISAGREE:
+        return None
+    if len(vets & set(verdict.accepted)) >= need or vets & set(verdict.rejected):
+        return None
+    return verdict
 
 
 def probation_outcome(
@@ -90,14 +128,15 @@ def probation_outcome(
     is refunded at its expiry; the user is told why, and ``unverified`` with the
     newcomers' output when its bytes arrived (they agree, but verify nothing). Without a
     receipt an honest provider never hands its key over, so in ``exact`` mode the bytes
-    rarely open and the job stays ``failed``. A job that failed with an established
-    replica lost (``veteran_lost``) is told why no newcomer took its place."""
+    rarely open and the job stays ``failed``. A job that failed short of established
+    replicas (``veterans_short``) is told why no newcomer took their place."""
     done = job.done
     if done is None or done.status != JobStatus.FAILED or done.paid:
         return effects
     unmet = probation_unmet(job, config)
+    two = veterans_needed(job, config) >= 2
     if unmet is None:
-        if not veteran_lost(job, config):
+        if not veterans_short(job, config):
             return effects
         # Failed with nothing judged: say why no newcomer stood in for the lost replica.
         why = (
@@ -105,14 +144,32 @@ def probation_outcome(
             "established provider bid to take its place (providers on probation alone "
             "do not decide a job an established provider was awarded)"
         )
+        if two:
+            why = (
+                "; two established providers bid for this job, so an agreement needs two "
+                "of their outputs, and no other established provider bid to take the "
+                "place of one that failed or declined"
+            )
         job.done = replace(done, reason=done.reason + why)
         return [job.done if e is done else e for e in effects]
     agreeing = [job.replicas[i] for i in unmet.accepted]
     opened = [r.output for r in agreeing if r.state == ReplicaState.DELIVERED]
+    vets = len(veteran_replicas(job, config) & set(unmet.accepted))
+    head = f"{len(agreeing)} of {len(verdict_inputs(job))} results agree, "
+    if vets:
+        head += (
+            f"only {vets} of them from an established provider: two established providers "
+            "bid for this job, so an agreement needs two of their outputs, and no other "
+            "established provider delivered one, so "
+        )
+    else:
+        head += (
+            "all of them from providers on probation: the established provider awarded "
+            "this job did not deliver and no other established provider bid to take its "
+            "place, so "
+        )
     reason = (
-        f"{len(agreeing)} of {len(verdict_inputs(job))} results agree, all of them from "
-        "providers on probation: the established provider awarded this job did not deliver "
-        "and no other established provider bid to take its place, so "
+        head
         + ("the output is not verified" if opened else "no output was opened")
         + " and nobody is paid"
     )
@@ -124,29 +181,60 @@ def probation_outcome(
     return [job.done if e is done else e for e in effects]
 
 
-def _judge_outputs(job: RequesterJob, config: RequesterConfig) -> Verdict:
-    """The verdict on the outputs alone (``judge``), before probation."""
+def _compare(config: RequesterConfig) -> Compare:
+    """Outputs compared as the verdict does: by commitment within one class in ``exact``
+    mode, else by the injected comparison."""
 
     def compare(a: Output, b: Output, policy: VerificationPolicy) -> bool:
         if policy.mode == "exact" and a.determinism_class == b.determinism_class:
             return a.commitment == b.commitment
         return config.compare(a, b, policy)
 
+    return compare
+
+
+def _judge_outputs(job: RequesterJob, config: RequesterConfig) -> Verdict:
+    """The verdict on the outputs alone (``judge``), before probation."""
     return judge(
         verdict_inputs(job),
         required=required(job, config),
         policy=job.spec.verification,
-        compare=compare,
+        compare=_compare(config),
         known=job.known,
     )
 
 
-def _newcomers_only(job: RequesterJob, verdict: Verdict, config: RequesterConfig) -> bool:
-    """Whether ``verdict`` accepts outputs none of which is an established provider's, in
-    a job where one was awarded (``probation_bound``)."""
-    if not verdict.accepted or not probation_bound(job, config):
+def _split(job: RequesterJob, theirs: list[tuple[int, Output]], config: RequesterConfig) -> bool:
+    """Whether the established providers' outputs ``theirs`` fall in more than one group."""
+    if len(theirs) < 2:
         return False
-    return not veteran_replicas(job, config) & set(verdict.accepted)
+    policy = job.spec.verification
+    compare = _compare(config)
+    return any(not compare(theirs[0][1], o, policy) for _, o in theirs[1:])
+
+
+def _by_veterans(
+    job: RequesterJob, theirs: list[tuple[int, Output]], need: int, config: RequesterConfig
+) -> Verdict:
+    """The verdict when established outputs disagree: theirs alone are counted. A group of
+    at least ``need`` of them holding a strict majority of them wins, with every output
+    (newcomers' too) that agrees with it, when those are at least ``required``; anything
+    else is a disagreement, broken by more established replicas only. An established
+    provider is never outvoted (attested against, slashed) by a majority that needed a
+    newcomer's output, nor does a newcomer's vote stand in for an established one."""
+    policy = job.spec.verification
+    compare = _compare(config)
+    ours = judge(theirs, required=need, policy=policy, compare=compare)
+    disagree = Verdict(VerdictStatus.DISAGREE, (), (), None)
+    if ours.status != VerdictStatus.VERIFIED or ours.reference is None:
+        return disagree
+    ref = ours.reference
+    inputs = verdict_inputs(job)
+    won = tuple(i for i, o in inputs if i in ours.accepted or compare(ref, o, policy))
+    if len(won) < required(job, config):
+        return disagree
+    lost = tuple(i for i, _ in inputs if i not in won)
+    return Verdict(VerdictStatus.VERIFIED, won, lost, ref)
 
 
 def default_policy() -> VerificationPolicy:

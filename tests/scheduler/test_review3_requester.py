@@ -93,10 +93,10 @@ class _Market:
     def __post_init__(self) -> None:
         self.keys = {n: key(f"review3-{n}") for n in self.names}
         self.who = {pub(k): n for n, k in self.keys.items()}
-        veteran = pub(key("review3-veteran"))
+        veterans = (pub(key("review3-veteran")), pub(key("review3-veteran2")))
 
         def reputation(p: bytes) -> Reputation:
-            if p == veteran:
+            if p in veterans:
                 return Reputation(score_permille=950, settled_jobs=50, stake=10**7)
             return NEWCOMER
 
@@ -235,11 +235,15 @@ def test_newcomer_bids_do_not_close_the_window_before_an_established_bid_inside_
     assert not m.wrong_verified()
 
 
-def test_with_an_established_bid_in_hand_the_window_still_closes_early() -> None:
-    m = _Market(names=("veteran", "sybil1", "sybil2", "sybil3"))
+def test_with_two_established_bids_in_hand_the_window_still_closes_early() -> None:
+    # Round 6 (R6-7): at redundancy 2 one established bid no longer ends the window early
+    # (one staked key and one free key answering first took the job); two do.
+    m = _Market(names=("veteran", "veteran2", "sybil1", "sybil2", "sybil3"))
     m.bid("veteran", 500, HONEST, 6)
     m.bid("sybil1", 900, HONEST, 7)
-    assert "veteran" in m.awarded()  # redundancy bids, one past probation, escrow locked
+    assert m.awarded() == []  # one established bid in hand: the window stays open
+    m.bid("veteran2", 600, HONEST, 8)
+    assert m.awarded() == ["veteran", "veteran2"]  # two established, escrow locked
 
 
 def test_a_requester_never_awards_its_own_bid() -> None:

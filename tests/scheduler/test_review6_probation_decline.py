@@ -279,8 +279,11 @@ def test_a_declining_veteran_is_replaced_by_another_established_bidder_and_the_j
         3, sybils="honest", spare_veteran=True
     )
     assert spare is not None
+    # Round 6 (R6-7): with two established bidders an agreement needs two established
+    # outputs, so a second spare takes the declined veteran's place beside the first.
+    spare2 = sim.add_provider(reputation=50, stake=STAKE, price_floor=4_100)
     job, spec = _fill_the_slot_then_submit(
-        sim, attacker, victim, veteran, [veteran, spare, *newcomers]
+        sim, attacker, victim, veteran, [veteran, spare, spare2, *newcomers]
     )
     sim.run_jobs([job], limit_ms=200_000)
     held = _requester(victim).job(job)
@@ -290,7 +293,8 @@ def test_a_declining_veteran_is_replaced_by_another_established_bidder_and_the_j
     done = sim.done[job]
     assert done.status == "verified" and done.output == honest_output(spec)
     paid = {p.provider for p in done.paid}
-    assert spare.pub in paid and len(paid) == 2 and veteran.pub not in paid
+    assert {spare.pub, spare2.pub} <= paid and veteran.pub not in paid
+    assert paid - {spare.pub, spare2.pub} <= {n.pub for n in newcomers}
     assert _balance(sim, spare) > 0
 
 
@@ -300,6 +304,9 @@ def test_a_silent_veteran_is_replaced_by_another_established_bidder_and_the_job_
     req = sim.add_requester()
     veteran = sim.add_provider(reputation=50, stake=STAKE, price_floor=900)
     spare = sim.add_provider(reputation=50, stake=STAKE, price_floor=4_000)
+    # Round 6 (R6-7): with two established bidders an agreement needs two established
+    # outputs, so a second spare takes the lost veteran's place beside the first.
+    spare2 = sim.add_provider(reputation=50, stake=STAKE, price_floor=4_100)
     newcomers = [sim.add_provider(price_floor=1_000) for _ in range(3)]
     veteran.crash_after = lambda fx: isinstance(fx, scheduler.RunJob)
     spec = sim.spec(req, redundancy=2, max_retries=3)
@@ -310,8 +317,8 @@ def test_a_silent_veteran_is_replaced_by_another_established_bidder_and_the_job_
     done = sim.done[job]
     assert done.status == "verified" and done.output == honest_output(spec)
     paid = {p.provider for p in done.paid}
-    assert spare.pub in paid and veteran.pub not in paid
-    assert paid - {spare.pub} <= {n.pub for n in newcomers}
+    assert {spare.pub, spare2.pub} <= paid and veteran.pub not in paid
+    assert paid - {spare.pub, spare2.pub} <= {n.pub for n in newcomers}
 
 
 def test_with_no_established_bidder_at_all_newcomers_still_decide_and_are_paid() -> None:
