@@ -15,13 +15,23 @@ held up to 1,024 reports each waiting for its escrow to close, and a requester w
 open escrows of its own kept every honest report answered ``busy`` and dropped (review
 round 6, R6-6).
 
+A coordinator has one slash of an offender in flight at a time, its amount reckoned from the
+committed state: another report of the same offender is answered ``slash pending`` until
+that slash lands or expires, and is then reckoned from what the first left. At most
+``MAX_PER_REPORTER`` slashes of one reporter are in flight. Otherwise a requester reporting
+its own 1-micro-credit sybils across its own escrows queued hundreds of slashes of which
+all but the first per sybil were refused in a block, one a block, each dragging the
+coordinator's later transactions out with it: an honest slash queued behind them landed
+after the cheat's stake was released (review round 7, R7-1).
+
 The reporting side sends a report again, backing off, while no coordinator has decided it
-(``not closed``, ``busy``, unreachable), up to ``SEND_ATTEMPTS`` times."""
+(``not closed``, ``slash pending``, ``busy``, unreachable), up to ``SEND_ATTEMPTS`` times."""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -44,11 +54,25 @@ MAX_EVIDENCE = 4
 #: slashed), the oldest forgotten first. A forgotten pair reported again costs one refused
 #: transaction at most (the ledger slashes a job's offender once).
 REMEMBERED = 4_096
+#: Slashes a coordinator has in flight at once (one per offender), and per reporter: past
+#: either a report is answered ``busy`` (its reporter asks again later).
+MAX_IN_FLIGHT = 1_024
+MAX_PER_REPORTER = 16
+#: Blocks after its submission past which a slash in flight is taken as lost (its
+#: transaction's lifetime, specs/daemon.md, and two more).
+FLIGHT_BLOCKS = 32
 #: Answers that decide a report: it is not sent again.
 DECIDED = frozenset({"slashing", "already reported", "nothing staked"})
 #: Times the reporting side sends one report, and its first and longest wait between them.
 SEND_ATTEMPTS = 8
 SEND_RETRY_S = (2.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    job_id: bytes
+    reporter: PeerKey
+    until: int
 
 
 class Reports:
@@ -57,8 +81,9 @@ class Reports:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._reported: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        #: ``(job id, offender)`` slashes this coordinator has submitted or is waiting for.
-        self._slashing: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        #: Per offender, the one slash of it this coordinator has submitted and not yet seen
+        #: land or expire (review round 7, R7-1).
+        self._in_flight: dict[bytes, _Flight] = {}
 
     async def serve(self, peer: PeerKey, request: bytes) -> bytes:
         """A coordinator slashes a provider whose signed Result a requester found wrong."""
@@ -83,11 +108,22 @@ class Reports:
         except (protocol.ProtocolError, ValueError, TypeError) as exc:
             node.conduct.misbehaved(peer, f"bad report: {exc}")
             raise RequestRejected(f"bad report: {exc}") from None
-        if (job_id, offender) in self._slashing or offender in escrow.slashed:
+        if offender in escrow.slashed:
             return protocol.pack(["already reported"])
         if escrow.is_open:
             return protocol.pack(["not closed"])
         state = node.ledger.state
+        self._sweep(state)
+        flight = self._in_flight.get(offender)
+        if flight is not None:
+            # one slash of an offender at a time: the next is reckoned from the stake the
+            # first leaves (the reporter asks again); the same job's is on its way
+            return protocol.pack(["slashing" if flight.job_id == job_id else "slash pending"])
+        if (
+            len(self._in_flight) >= MAX_IN_FLIGHT
+            or sum(f.reporter == peer for f in self._in_flight.values()) >= MAX_PER_REPORTER
+        ):
+            return protocol.pack(["busy"])
         account = state.account(offender)
         amount = min(account.stake + account.unbonding_total, node.config.coordinator.slash_amount)
         if amount <= 0:
@@ -99,9 +135,17 @@ class Reports:
             if peer != node.me:
                 node.conduct.misbehaved(peer, f"report the ledger refuses: {exc}")
             raise RequestRejected(f"report refused: {exc}") from None
-        _remember(self._slashing, (job_id, offender))
+        self._in_flight[offender] = _Flight(job_id, peer, state.height + FLIGHT_BLOCKS)
         node.submit_tx(slash)
         return protocol.pack(["slashing"])
+
+    def _sweep(self, state: ledger.State) -> None:
+        """Forget the slashes in flight that landed (the escrow shows the offender
+        slashed, or is gone) or whose transaction can no longer land."""
+        for offender, flight in list(self._in_flight.items()):
+            escrow = state.escrow(flight.job_id)
+            if escrow is None or offender in escrow.slashed or state.height > flight.until:
+                del self._in_flight[offender]
 
     def report(self, offender: bytes, evidence: list[bytes]) -> None:
         """Report ``offender`` once per piece of evidence."""

@@ -1,0 +1,127 @@
+"""Review round 7, R7-1: the coordinator queued a slash for every report that passed, its
+amount read from the committed state. A requester reporting its own 1-micro-credit sybils
+across its own closed escrows queued hundreds of slashes of which all but the first per
+sybil were refused in a block, one a block, each dragging the coordinator's later
+transactions out with it; an honest report's slash (answered ``slashing``, so never sent
+again) landed after the cheat's unbonding was released. Now a coordinator has one slash of
+an offender in flight at a time and at most ``MAX_PER_REPORTER`` of one reporter.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import ledger
+import protocol
+from node.daemon.reports import FLIGHT_BLOCKS, MAX_PER_REPORTER, Reports
+
+from ...keys import key, pub
+from .test_reports import CHAIN
+from .test_review6_reports import _result
+
+ATTACKER = key("attacker")
+HONEST = key("honest requester")
+CHEAT = key("the cheat")
+CHEAT_JOB = bytes([200]) * 32
+
+
+class _Coordinator:
+    """A coordinator's view: closed escrows (each owned by whoever the test says), the
+    offenders' stakes, the height; what it submits."""
+
+    def __init__(self) -> None:
+        self.escrows: dict[bytes, SimpleNamespace] = {}
+        self.stakes: dict[bytes, int] = {}
+        state = SimpleNamespace(
+            escrow=self.escrows.get,
+            account=lambda who: SimpleNamespace(stake=self.stakes.get(who, 0), unbonding_total=0),
+            height=10,
+        )
+        self.ledger = SimpleNamespace(state=state)
+        self.chain_id = CHAIN
+        self.me = pub(key("coordinator"))
+        self.roles = ("coordinator",)
+        self.config = SimpleNamespace(coordinator=SimpleNamespace(slash_amount=1_000_000))
+        self.submitted: list[ledger.Slash] = []
+        self.conduct = SimpleNamespace(misbehaved=lambda peer, why: None)
+
+    def closed(self, job: bytes, owner: Any) -> bytes:
+        self.escrows[job] = SimpleNamespace(owner=pub(owner), slashed=set(), is_open=False)
+        return job
+
+    def submit_tx(self, payload: ledger.Slash) -> None:
+        self.submitted.append(payload)
+
+    def land(self, slash: ledger.Slash, job: bytes) -> None:
+        """The block that applies ``slash``."""
+        self.escrows[job].slashed.add(slash.offender)
+        self.stakes[slash.offender] -= slash.amount
+
+
+async def _report(reports: Reports, reporter: Any, offender: Any, job: bytes) -> str:
+    request = protocol.pack([pub(offender), "failed_verification", [_result(offender, job)]])
+    [answer] = protocol.unpack(await reports.serve(pub(reporter), request))
+    return str(answer)
+
+
+@pytest.fixture(autouse=True)
+def _evidence_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the ledger's own evidence rule is tested in tests/ledger; here every report passes it
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: None)
+
+
+async def test_a_flood_of_own_sybils_reports_queues_little_and_the_cheats_slash_goes_next() -> None:
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    sybils = [key(f"sybil-{i}") for i in range(20)]
+    for sybil in sybils:
+        node.stakes[pub(sybil)] = 1
+    answers: dict[str, int] = {}
+    for m in range(20):  # 20 escrows of the attacker's, each reporting all 20 sybils
+        job = node.closed(bytes([m]) * 32, ATTACKER)
+        for sybil in sybils:
+            answer = await _report(reports, ATTACKER, sybil, job)
+            answers[answer] = answers.get(answer, 0) + 1
+    # one slash per sybil at most, and at most MAX_PER_REPORTER of this reporter's
+    assert len(node.submitted) == MAX_PER_REPORTER
+    assert len({s.offender for s in node.submitted}) == MAX_PER_REPORTER
+    assert answers["slashing"] == MAX_PER_REPORTER
+    # the honest report of the cheat is taken at once, its slash the next one queued
+    node.stakes[pub(CHEAT)] = 1_000_000
+    node.closed(CHEAT_JOB, HONEST)
+    assert await _report(reports, HONEST, CHEAT, CHEAT_JOB) == "slashing"
+    assert node.submitted[-1].offender == pub(CHEAT)
+    assert node.submitted[-1].amount == 1_000_000
+
+
+async def test_a_second_report_of_an_offender_waits_for_the_first_and_is_reckoned_after_it() -> (
+    None
+):
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 1_500_000
+    first = node.closed(bytes([1]) * 32, HONEST)
+    second = node.closed(bytes([2]) * 32, HONEST)
+    assert await _report(reports, HONEST, CHEAT, first) == "slashing"
+    assert await _report(reports, HONEST, CHEAT, second) == "slash pending"  # undecided
+    node.land(node.submitted[0], first)
+    assert await _report(reports, HONEST, CHEAT, second) == "slashing"
+    assert [s.amount for s in node.submitted] == [1_000_000, 500_000]  # what the first left
+    node.land(node.submitted[1], second)
+    assert await _report(reports, HONEST, CHEAT, second) == "already reported"
+
+
+async def test_a_slash_that_never_lands_frees_its_offender_after_its_lifetime() -> None:
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 1_000
+    first = node.closed(bytes([1]) * 32, HONEST)
+    second = node.closed(bytes([2]) * 32, HONEST)
+    assert await _report(reports, HONEST, CHEAT, first) == "slashing"
+    assert await _report(reports, HONEST, CHEAT, second) == "slash pending"
+    node.ledger.state.height += FLIGHT_BLOCKS + 1  # the first was refused or lost
+    assert await _report(reports, HONEST, CHEAT, second) == "slashing"
+    assert len(node.submitted) == 2
