@@ -16,7 +16,9 @@ missing token) is closed after the answer, and one that has carried no request y
 ``FIRST_READ_TIMEOUT_S`` for its first head, not ``READ_TIMEOUT_S``. Otherwise a page
 making 64 requests it cannot make, and keeping their connections alive, held every one of
 the ``MAX_CONNECTIONS`` slots for 30 s and denied the owner its own API (review round 6,
-R6-4).
+R6-4). And when every slot is taken, a new connection takes the slot of the oldest one
+that has not yet carried a request the rules let through (round 7, R7-2: 64 connections
+that sent nothing, reopened as they closed, still held every slot).
 """
 
 from __future__ import annotations
@@ -267,7 +269,14 @@ async def _send_stream(
         nursery.cancel_scope.cancel()
 
 
-async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int = 0) -> None:
+async def _serve_connection(
+    stream: trio.abc.Stream,
+    handler: Handler,
+    port: int = 0,
+    accepted: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve one connection's requests; ``accepted`` is called after each answer to a
+    request the access rules let through."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
@@ -296,6 +305,8 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                 unread = conn.their_state is not h11.DONE
                 last = served == MAX_REQUESTS_PER_CONNECTION
                 refused = response.status in REFUSED_STATUSES
+                if not refused:
+                    accepted()
                 await _send(conn, stream, response, close=last or unread or refused)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)
@@ -312,6 +323,10 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, port: int
                 ValueError,
             ):
                 return
+
+
+def _forget(unproven: dict[object, trio.CancelScope], token: object) -> None:
+    unproven.pop(token, None)
 
 
 _BUSY_BODY = json.dumps(
@@ -338,6 +353,11 @@ async def serve_http(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     slots = trio.Semaphore(MAX_CONNECTIONS)
+    #: Connections served that have not yet carried a request the access rules let
+    #: through, oldest first: when every slot is taken, the oldest of them gives its slot
+    #: to the newcomer (review round 7, R7-2: 64 connections that send nothing, reopened
+    #: as they close, kept the owner answered 503).
+    unproven: dict[object, trio.CancelScope] = {}
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
 
@@ -345,13 +365,24 @@ async def serve_http(
             try:
                 slots.acquire_nowait()
             except trio.WouldBlock:
-                async with stream:
-                    with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
-                        await stream.send_all(_BUSY)
-                return
+                if unproven:
+                    unproven[next(iter(unproven))].cancel()
+                with trio.move_on_after(1) as waited:
+                    await slots.acquire()
+                if waited.cancelled_caught:
+                    async with stream:
+                        with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
+                            await stream.send_all(_BUSY)
+                    return
+            token = object()
             try:
-                await _serve_connection(stream, handler, bound)
+                with trio.CancelScope() as scope:
+                    unproven[token] = scope
+                    await _serve_connection(
+                        stream, handler, bound, lambda: _forget(unproven, token)
+                    )
             finally:
+                unproven.pop(token, None)
                 slots.release()
 
         await trio.serve_listeners(on_connection, listeners, handler_nursery=nursery)
