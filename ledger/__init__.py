@@ -72,6 +72,7 @@ from ._rules import VerifiedMessages as VerifiedMessages
 from ._rules import VerifiedTx as VerifiedTx
 from ._rules import apply_tx as apply_tx
 from ._rules import check_embedded as check_embedded
+from ._rules import check_settle_escrow as check_settle_escrow
 from ._rules import decode_payload as decode_payload
 from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT

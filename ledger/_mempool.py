@@ -18,7 +18,9 @@ their own, and an account cannot pledge more fees than it holds.
 No gaps: a sender's pending sequence numbers always run without a hole from its next on
 the chain. A transaction is admitted only at the sender's next sequence number, one past
 its highest pending, or at a pending one (a second transaction with the same
-``(sender, seq)`` replaces the first only with a strictly higher fee); a later one is
+``(sender, seq)`` replaces the first only with a strictly higher fee, at most
+``MAX_REPLACEMENTS`` times while that sequence number is pending, and at most
+``MAX_REPLACEMENTS`` replacements of one sender's between two blocks); a later one is
 refused (:class:`SequenceGap`: the sender submits it again once the ones before it are
 in). A transaction that leaves the pool without entering a block (dropped when the block
 is made, expired) takes its sender's later ones with it (:data:`DROPPED_BEHIND`), and a
@@ -60,7 +62,7 @@ from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim, Lock, Settle
-from ._rules import VerifiedMessages, VerifiedTx, check_embedded, verify_tx
+from ._rules import VerifiedMessages, VerifiedTx, check_embedded, check_settle_escrow, verify_tx
 from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
@@ -80,12 +82,22 @@ DROPPED_BEHIND = "dropped behind sequence number"
 MAX_REFUSED_REMEMBERED = 65_536
 #: How the refusal of such a transaction, submitted again, begins.
 REFUSED_AT_BLOCK = "this transaction was refused when a block was made"
+#: Most times a pending ``(sender, seq)`` is replaced (by a higher fee) while it stays
+#: pending, and most replacements of one sender's between two blocks (whatever their
+#: sequence numbers). Each replacement is a new payload whose carried messages are checked
+#: at admission (a settle's 64 Bids, recombined from more than the mempool remembers: 65
+#: checks), and it pays no fee if the block then refuses it: unbounded, one funded key
+#: cost the coordinator 400 settles' checks a block (round 7, R7-3). The second bound
+#: keeps a sender from spreading them over its 64 pending sequence numbers.
+MAX_REPLACEMENTS = 4
 
 
 @dataclass(slots=True)
 class _Entry:
     vtx: VerifiedTx
     arrival: int
+    #: How many transactions this ``(sender, seq)`` replaced while pending.
+    replaced: int = 0
 
 
 @dataclass(slots=True)
@@ -97,6 +109,10 @@ class Mempool:
     max_bytes: int = MAX_POOL_BYTES
     max_ahead: int = MAX_AHEAD
     max_expiry_ahead: int = MAX_EXPIRY_AHEAD
+    max_replacements: int = MAX_REPLACEMENTS
+    #: Replacements admitted since the block at ``_replaced_height``, by sender.
+    _replacements: dict[bytes, int] = field(default_factory=dict)
+    _replaced_height: int = -1
     #: Each sender's pending transactions by sequence number (a run with no hole).
     _by_sender: dict[bytes, dict[int, _Entry]] = field(default_factory=dict)
     _ids: set[bytes] = field(default_factory=set)
@@ -176,6 +192,8 @@ class Mempool:
                 f"a transaction with sequence number {tx.seq} is already pending; "
                 "replace it only with a higher fee"
             )
+        if old is not None:
+            self._check_replacement(old, state)
         claim_job = self._admit_sender(vtx, state, queue, old)
         if old is None:
             following = next_seq  # the sequence number after the sender's pending run
@@ -187,15 +205,25 @@ class Mempool:
                     f"{following}; submit that one first"
                 )
         if isinstance(vtx.payload, Settle):
-            _check_settle_escrow(vtx.payload, tx.sender, state, queue)
+            job = vtx.payload.job_id
+            lock_pending = any(
+                isinstance(q.vtx.payload, Lock) and q.vtx.payload.job_id == job
+                for q in queue.values()
+            )
+            check_settle_escrow(vtx.payload, tx.sender, state, lock_pending=lock_pending)
+        if old is not None:  # counted from here, admitted or not: its messages cost next
+            old.replaced += 1
+            self._replacements[tx.sender] = self._replacements.get(tx.sender, 0) + 1
         # Last, as the dearest: up to 64 signature checks (a settle's Bids), each once. A
         # bad one is refused here as malformed, never left to a block (round 5, R5-6).
+        # Every refusal above (the fee bump, the replacements' bounds, the settle's escrow)
+        # costs no carried signature (round 7, R7-3).
         vtx = check_embedded(vtx, self.chain_id, self.messages)
         self._make_room(vtx, old)
         if old is not None:
             self._forget(old.vtx)
         self._arrivals += 1
-        entry = _Entry(vtx, self._arrivals)
+        entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0)
         queue = self._by_sender.setdefault(tx.sender, queue)
         queue[tx.seq] = entry
         self._ids.add(vtx.id)
@@ -205,6 +233,27 @@ class Mempool:
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
         return vtx
+
+    def _check_replacement(self, old: _Entry, state: State) -> None:
+        """Refuse a replacement of ``old`` past either bound of ``MAX_REPLACEMENTS`` (its
+        ``(sender, seq)`` while pending; its sender's since the last block). Before any
+        signed message the replacement carries is checked (round 7, R7-3)."""
+        if state.height != self._replaced_height:  # a block since: a new count
+            self._replacements.clear()
+            self._replaced_height = state.height
+        tx = old.vtx.tx
+        if old.replaced >= self.max_replacements:
+            raise MempoolRejected(
+                f"the transaction with sequence number {tx.seq} was already replaced "
+                f"{old.replaced} times while pending (at most {self.max_replacements}); "
+                "wait until it is in a block or dropped, then sign a new one"
+            )
+        if self._replacements.get(tx.sender, 0) >= self.max_replacements:
+            raise MempoolRejected(
+                f"the sender already replaced {self.max_replacements} pending transactions "
+                f"since block {state.height} (at most {self.max_replacements} a block); "
+                "replace more after the next block"
+            )
 
     def _make_room(self, vtx: VerifiedTx, old: _Entry | None) -> None:
         """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
@@ -450,23 +499,6 @@ class Mempool:
             if not queue:
                 self._by_sender.pop(sender, None)
         return dropped
-
-
-def _check_settle_escrow(p: Settle, sender: bytes, state: State, queue: dict[int, _Entry]) -> None:
-    """Refuse, before its Bids' signatures are checked, a settle that the next block would
-    refuse for want of the sender's open escrow of the job (unless a lock of it by the
-    sender is pending)."""
-    e = state.escrow(p.job_id)
-    if e is not None and e.owner == sender and e.is_open:
-        return
-    if e is None and any(
-        isinstance(q.vtx.payload, Lock) and q.vtx.payload.job_id == p.job_id for q in queue.values()
-    ):
-        return
-    raise MempoolRejected(
-        f"the sender has no open escrow of job {p.job_id.hex()} to settle (none, another's, "
-        "or closed); settle only an escrow of its own still open"
-    )
 
 
 def _check_unfunded_claim(

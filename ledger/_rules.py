@@ -63,6 +63,7 @@ from ._errors import (
     FeeTooLow,
     InsufficientFunds,
     MalformedTransaction,
+    MempoolRejected,
     NotAuthorized,
     SequenceError,
 )
@@ -82,7 +83,7 @@ from ._payloads import (
     Transfer,
     Unstake,
 )
-from ._state import REP_UNIT, SLASH_WEIGHT, Account, Escrow, EscrowStatus
+from ._state import REP_UNIT, SLASH_WEIGHT, Account, Escrow, EscrowStatus, State
 
 #: Most stake-unbonding entries pending on one account.
 MAX_UNBONDING = 64
@@ -151,6 +152,10 @@ M = TypeVar("M", bound=Message)
 #: Most signed messages a :class:`VerifiedMessages` remembers as verified (their content
 #: hashes, ~100 bytes each: 6.5 MB at most): the Bids of 1,024 maximal settles.
 MAX_VERIFIED_REMEMBERED = 65_536
+#: Longest reason a :class:`VerifiedMessages` keeps for a payload that failed: a reason
+#: may quote a carried message's tag or chain (up to 4,096 characters), and 65,536 full
+#: ones held ~0.27 GiB (round 7, R7-5).
+MAX_FAILED_REASON = 200
 
 
 class VerifiedMessages:
@@ -162,8 +167,14 @@ class VerifiedMessages:
     admission one check, not 65, and no more than a transfer's (round 5, R5-6): verifying
     what a sender did not sign anew costs the verifier no more than the sender. A failed
     signature check is never remembered as passed; a payload that failed is remembered as
-    failed (with its reason: no state changes that), so signed anew it is refused at once
-    too."""
+    failed (with its reason, cut to ``MAX_FAILED_REASON`` characters: no state changes
+    that), so signed anew it is refused at once too.
+
+    Memory: at most ``limit`` entries in each of the two dicts: a 32-byte digest (~100
+    bytes with its dict slot) per verified one, and per failed one that and a reason of
+    at most ``MAX_FAILED_REASON`` characters (~0.6 KiB measured with tracemalloc): ~6.5 MB
+    + ~40 MB at the default limit, whatever the refused payloads carried (the full reason
+    held ~4.3 KiB each, ~0.27 GiB; round 7, R7-5)."""
 
     def __init__(self, limit: int = MAX_VERIFIED_REMEMBERED) -> None:
         self.limit = limit
@@ -205,9 +216,39 @@ class VerifiedMessages:
         return self._failed.get(digest)
 
     def remember_failed(self, digest: bytes, reason: str) -> None:
-        self._failed[digest] = reason
+        """Remember the payload of ``digest`` as failed, ``reason`` cut short
+        (:func:`short_reason`)."""
+        self._failed[digest] = short_reason(reason)
         if len(self._failed) > self.limit:
             del self._failed[next(iter(self._failed))]
+
+
+def short_reason(reason: str) -> str:
+    """``reason`` cut to at most ``MAX_FAILED_REASON`` characters (an ellipsis marks a
+    cut): what a refusal that may quote a peer's long strings keeps and answers."""
+    if len(reason) <= MAX_FAILED_REASON:
+        return reason
+    return reason[: MAX_FAILED_REASON - 1] + "\u2026"
+
+
+def check_settle_escrow(
+    p: Settle, sender: bytes, state: State, *, lock_pending: bool = False
+) -> None:
+    """Refuse (:class:`MempoolRejected`), before its Bids' signatures are checked, a
+    settle that ``state``'s next block would refuse for want of the sender's open escrow
+    of the job (none, another's, or closed), unless ``lock_pending`` (a lock of the job by
+    the sender is pending in the caller's mempool). One dict look-up: the mempool applies
+    it before :func:`check_embedded`, and so does a forwarding node against its replica's
+    state (round 5, R5-6; round 7, R7-3, R7-4)."""
+    e = state.escrow(p.job_id)
+    if e is not None and e.owner == sender and e.is_open:
+        return
+    if e is None and lock_pending:
+        return
+    raise MempoolRejected(
+        f"the sender has no open escrow of job {p.job_id.hex()} to settle (none, another's, "
+        f"or closed, at height {state.height}); settle only an escrow of its own still open"
+    )
 
 
 def decode_checked(raw: bytes, chain_id: str, cls: type[M]) -> M:
@@ -266,15 +307,16 @@ def check_embedded(
             case Slash():
                 _embedded_slash(p, chain_id, known)
     except ProtocolError as exc:
-        reason = (
-            f"a signed message it carries is invalid ({exc}); a {tx.kind} must carry "
-            "the signed messages its rule names, as their signers signed them"
+        reason = short_reason(
+            f"a {tx.kind} must carry the signed messages its rule names, as their signers "
+            f"signed them; one it carries is invalid ({exc})"
         )
         known.remember_failed(digest, reason)
         raise MalformedTransaction(reason) from None
     except MalformedTransaction as exc:
-        known.remember_failed(digest, str(exc))
-        raise
+        reason = short_reason(str(exc))
+        known.remember_failed(digest, reason)
+        raise MalformedTransaction(reason) from None
     known.remember(digest)
     return VerifiedTx(vtx.signed, p, embedded_checked=True)
 

@@ -85,12 +85,23 @@ class Server:
         either path: a malformed one counts against the peer that sent it. A forwarding
         node only sends on what it checked, so a coordinator that counts a malformed
         transaction against its sender never blames an honest forwarder; the first hop
-        blames the source."""
+        blames the source.
+
+        A forwarding node first applies the coordinator's cheap refusal of a settle (the
+        sender's open escrow of the job) to its own replica's state, before the settle's
+        Bids: a settle of no escrow cost a forwarder 65 signature checks per replay, its
+        Bids cycled past the memory of verified messages (round 7, R7-4). Its state may
+        lag the coordinator's, so that refusal is not final: the answer lacks the
+        rejection prefix (the sender's outcome stays unknown; it sends it again later or
+        elsewhere), and it counts nothing against the peer."""
         service = self._service
         if service.producer is None:
             try:
                 chain = service.genesis.chain_id
-                ledger.check_embedded(ledger.verify_tx(request, chain), chain, self._messages)
+                vtx = ledger.verify_tx(request, chain)
+                if isinstance(vtx.payload, ledger.Settle):
+                    self._settle_precheck(vtx.payload, vtx.sender)
+                ledger.check_embedded(vtx, chain, self._messages)
                 return protocol.pack([await service.submit(request, wait=False)])
             except ledger.MalformedTransaction as exc:  # checked here, never sent on
                 service.misbehaved(peer, f"sent a malformed transaction: {exc}")
@@ -111,6 +122,18 @@ class Server:
             service.misbehaved(peer, f"its transaction made the mempool fail: {exc!r}")
             raise RequestRejected(f"{REJECTED_PREFIX}the mempool failed on it") from None
         return protocol.pack([tx_id])
+
+    def _settle_precheck(self, p: ledger.Settle, sender: bytes) -> None:
+        """Refuse, not finally (:class:`RequestRejected` without the rejection prefix), a
+        settle whose sender holds no open escrow of the job in this node's replica."""
+        try:
+            ledger.check_settle_escrow(p, sender, self._service.state)
+        except ledger.MempoolRejected as exc:
+            raise RequestRejected(
+                f"not forwarded: by this node's copy of the chain, {exc}; if the escrow was "
+                "locked since, send it again once this node has that block, or to a "
+                "coordinator"
+            ) from None
 
     async def serve_dropped(self, peer: PeerKey, request: bytes) -> bytes:
         service = self._service
