@@ -110,8 +110,8 @@ class Requester:
         self.height = 0
         #: Providers outvoted in (or contradicting the known answer of) a job of ours, or
         #: whose output did not open to their commitment or never came after our receipt,
-        #: oldest first, at most ``caught_limit``. Adaptive replication never trusts them again and
-        #: refuses their bids.
+        #: oldest first, at most ``caught_limit``. Their bids are refused under every
+        #: replication (``_on_bid``, ``candidates``); adaptive never trusts them again.
         self.caught: dict[bytes, None] = {}
 
     # --- the caller's API ----------------------------------------------------------
@@ -386,8 +386,10 @@ class Requester:
             return [Misbehaved(bid.provider, "bid above the job's max_price")]
         if bid.expires_ms <= now_ms or bid.provider in job.excluded:
             return []
-        if self.config.replication == "adaptive" and bid.provider in self.caught:
-            return []  # caught cheating in a job of ours: its work is refused
+        if bid.provider in self.caught:  # caught in a job of ours: no more awards (R6-3)
+            if len(job.caught_bidders) < MAX_BIDS:
+                job.caught_bidders.add(bid.provider)
+            return self._answer(job, bid.provider, now_ms)  # it answered; nothing kept
         if any(r.provider == bid.provider for r in job.live()):
             return []
         known = job.bids.get(bid.provider)

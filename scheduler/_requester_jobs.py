@@ -136,6 +136,9 @@ class RequesterJob:
     #: agreement needs two of their outputs. Counted then, not as bids come later, so a
     #: verdict once given stays given.
     veterans: int = 0
+    #: Providers whose bids were refused because this requester caught them (R6-3): when
+    #: no other bid came, the user is told so rather than "no bids".
+    caught_bidders: set[bytes] = field(default_factory=set)
     #: The deadline came while a verified winner's key was on its way with its claim: the
     #: job is decided once no such key is pending (or at the settle limit).
     overdue: bool = False

@@ -12,7 +12,11 @@ caught; the :class:`~scheduler.Requester` machine calls them and keeps the state
 - Adaptive replication (``replication = "adaptive"``): a job runs on one replica when its
   best bid is a trusted provider's (a long clean record on the ledger, never caught by
   this requester), audited with a second replica at ``audit_permille``; on
-  ``max(2, redundancy)`` replicas otherwise; providers this requester caught are refused.
+  ``max(2, redundancy)`` replicas otherwise.
+- Under either, providers this requester caught (``catch``: outvoted, contradicting a known
+  answer, output bytes missing their commitment, withheld) are awarded none of its jobs
+  again: at redundancy 1 a spot check's catch costs a cheater nothing else (round-6
+  review R6-3).
 - While fewer established providers' replicas are live than an agreement needs, or their
   outputs disagree, only an established bid is awarded (``veterans_short``): newcomers
   never take an established replica's place nor break a tie between established ones, and
@@ -32,21 +36,32 @@ from ._pricing import Reputation, award_key
 from ._requester_jobs import _DECLINED, JobPhase, RequesterJob
 
 #: Providers a requester caught with a wrong result, oldest first (a dict used as an
-#: ordered set): adaptive replication never trusts them again and refuses their bids.
+#: ordered set, at most ``caught_limit``): their bids are refused under every replication,
+#: and adaptive replication never trusts them again.
 Caught = dict[bytes, None]
 
 
 def established(rep: Reputation, config: RequesterConfig) -> bool:
     """Whether a provider with ledger record ``rep`` is past probation: at least
-    ``probation_jobs`` settled jobs and at least ``probation_stake`` bonded. The one test
+    ``probation_jobs`` settled jobs, at least ``probation_stake`` bonded and no whole unit
+    of failure weight in the reputation window (``failures``: a slash is 4, a landed
+    negative attestation up to 1), so a slashed or attested-against provider is on
+    probation again until its record decays. The one test
     of it, wherever probation decides (the probation replica, the early close of a bid
     window, the anchor class, newcomers never outvoting an established provider).
 
     Settled jobs alone cost nothing: a settle counts toward them whoever paid, and two keys
     of one person settle jobs to each other at fee 0 (three each make a key "established"
-    for 9 free transactions). Bonded stake is what a slash takes when a known answer or an
-    honest majority catches the provider, so being established now puts it at risk."""
-    return rep.settled_jobs >= config.probation_jobs and rep.stake >= config.probation_stake
+    for 9 free transactions). Bonded stake is what a slash takes when an honest majority
+    of at least two paid providers outvotes the provider, so being established puts it at
+    risk there. A spot check (known answer) at redundancy 1 catches a cheat for that
+    requester only (``catch``) and slashes nothing: the ledger cannot check a known answer
+    (round-6 review R6-3)."""
+    return (
+        rep.settled_jobs >= config.probation_jobs
+        and rep.stake >= config.probation_stake
+        and rep.failures == 0
+    )
 
 
 def _past_probation(provider: bytes, config: RequesterConfig) -> bool:
@@ -87,7 +102,7 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
         job.phase != JobPhase.LOCKING
         and len(bidders) >= job.asked
         and any(_past_probation(p, config) for p in bidders)
-        and _veterans_in_hand(job, config)
+        and _veterans_in_hand(job, config, caught)
     ):
         # The escrow is locked and every replica has a bid: waiting for more would trade
         # latency for price. Only with the established bids an agreement needs in hand:
@@ -103,11 +118,11 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
     # named providers alone, nobody else can bid: waiting would bring nothing.
     on_topic = job.announcements > 1 or not 0 < len(named) < config.direct_only_below
     return not on_topic or (
-        any(_past_probation(p, config) for p in bidders) and _veterans_in_hand(job, config)
+        any(_past_probation(p, config) for p in bidders) and _veterans_in_hand(job, config, caught)
     )
 
 
-def _veterans_in_hand(job: RequesterJob, config: RequesterConfig) -> bool:
+def _veterans_in_hand(job: RequesterJob, config: RequesterConfig, caught: Caught) -> bool:
     """Whether the established bids an agreement of ``job`` needs are in hand (bids kept,
     or live replicas): two at redundancy >= 2 without a known answer, else one. With
     fewer, the window runs to its end: one staked key and one free key answering first
@@ -115,7 +130,7 @@ def _veterans_in_hand(job: RequesterJob, config: RequesterConfig) -> bool:
     (round-6 review R6-7), and a young network with fewer established providers than
     that still works, only without the early end."""
     want = 2 if job.known is None and job.asked >= 2 else 1
-    held = set(job.bids) | {r.provider for r in job.live()}
+    held = (set(job.bids) - caught.keys()) | {r.provider for r in job.live()}
     return sum(1 for p in held if _past_probation(p, config)) >= want
 
 
@@ -134,14 +149,21 @@ def candidates(
     outputs of several classes would need them opened before a verdict, with keys handed
     over before pay. While ``veterans_short`` (or ``veterans_only``: the established
     outputs judged disagree, ``_requester_verdict.veterans_split``), established
-    providers' bids first, and none at all without one."""
+    providers' bids first, and none at all without one. Never a bid of a provider in
+    ``caught``, even one kept before it was caught (in another job of ours): refused, not
+    ranked last, since a caught key that were merely last would still be awarded alone
+    wherever it is the only bidder, which jamming the honest bidders' slots arranges; a
+    job whose only bidders were caught announces again, and fails at its deadline."""
     spec = job.spec
     awarded = {r.provider for r in job.live()}
     rep = config.reputation
     kept = [
         (s, at)
         for p, (s, at) in job.bids.items()
-        if p not in awarded and p not in job.excluded and s.message.expires_ms > now_ms
+        if p not in awarded
+        and p not in job.excluded
+        and p not in caught
+        and s.message.expires_ms > now_ms
     ]
     kept.sort(
         key=lambda k: award_key(
@@ -236,19 +258,20 @@ def initial_order(
     ``redundancy`` bids, with a probation replica (``with_probation``); adaptive
     replication decides its own (``adaptive_order``)."""
     spec = job.spec
-    job.veterans = max(job.veterans, veteran_bidders(job, config))
+    job.veterans = max(job.veterans, veteran_bidders(job, config, caught))
     if config.replication == "adaptive" and job.known is None:
         return adaptive_order(job, bids, config, caught)
     return with_probation(job, bids, spec.redundancy, config)
 
 
-def veteran_bidders(job: RequesterJob, config: RequesterConfig) -> int:
+def veteran_bidders(job: RequesterJob, config: RequesterConfig, caught: Caught) -> int:
     """Established providers that bid for ``job`` (bids kept, in any class) or were
     awarded a replica of it. Counted in any class: a staked key bidding in a class of its
     own, with a record it made stronger than the honest provider's (settles between its
     own keys are free), would otherwise name the anchor class and be the one established
-    provider of the job."""
-    held = set(job.bids) | {r.provider for r in job.replicas}
+    provider of the job. A caught provider's bid (kept before it was caught) is not
+    counted: it will not be awarded."""
+    held = (set(job.bids) - caught.keys()) | {r.provider for r in job.replicas}
     return sum(1 for p in held if _past_probation(p, config))
 
 

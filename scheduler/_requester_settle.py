@@ -152,6 +152,12 @@ def finalise(
         if held:
             reason += f" ({len(held)} providers hold receipts and may claim)"
         effects += [Attest(job.id, w.provider, False, _WITHHELD, ()) for w in held]
+    elif not job.replicas and job.caught_bidders:
+        reason = (
+            f"no bids but from {len(job.caught_bidders)} provider(s) this node caught with a "
+            "wrong result before, whose bids it refuses: wait for other providers (or "
+            "raise max_price to reach more)"
+        )
     elif not job.replicas:
         report = explain_no_bids(job.nobids.values(), len(job.providers))
         reason = f"no bids: {report.primary}"
