@@ -15,7 +15,9 @@ does not see is outside Python's allocator (a C library's heap, fragmentation).
 JSON line with the process's RSS, what SQLite holds (``sqlite3_memory_used``: its page
 caches), glibc malloc's bytes in use and free (``mallinfo2``) and Python's allocated
 blocks, so that RSS growth can be told apart: Python objects, SQLite's caches, or memory
-malloc holds free (fragmentation).
+malloc holds free (fragmentation); every ``AIMX_MEMSTATS_TYPES_EVERY`` lines (5) it adds
+the most numerous types the collector tracks (``gc.get_objects``: about half a second of
+the daemon's time, so not often), to find what accumulates.
 """
 
 from __future__ import annotations
@@ -81,12 +83,26 @@ def _memstats() -> dict[str, int]:
     return out
 
 
-def _stats(out: Path, every_s: float) -> None:
+def _type_counts(top: int = 40) -> dict[str, int]:
+    """The ``top`` most numerous types among the objects the collector tracks (containers
+    and instances: what accumulates when a structure keeps what it should let go)."""
+    import collections
+    import gc
+
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    return dict(counts.most_common(top))
+
+
+def _stats(out: Path, every_s: float, types_every: int) -> None:
     started = time.monotonic()
+    n = 0
     while True:
-        line = {"t": round(time.monotonic() - started), **_memstats()}
+        line: dict[str, object] = {"t": round(time.monotonic() - started), **_memstats()}
+        if types_every and n % types_every == 0:
+            line["types"] = _type_counts()
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
+        n += 1
         time.sleep(every_s)
 
 
@@ -122,7 +138,11 @@ _stats_out = os.environ.get("AIMX_MEMSTATS_OUT")
 if _stats_out:
     threading.Thread(
         target=_stats,
-        args=(Path(_stats_out), float(os.environ.get("AIMX_MEMSTATS_EVERY_S", "60"))),
+        args=(
+            Path(_stats_out),
+            float(os.environ.get("AIMX_MEMSTATS_EVERY_S", "60")),
+            int(os.environ.get("AIMX_MEMSTATS_TYPES_EVERY", "5")),
+        ),
         daemon=True,
         name="aimx-memstats",
     ).start()
