@@ -43,10 +43,7 @@ Caught = dict[bytes, None]
 
 def established(rep: Reputation, config: RequesterConfig) -> bool:
     """Whether a provider with ledger record ``rep`` is past probation: at least
-    ``probation_jobs`` settled jobs, at least ``probation_stake`` bonded and no whole unit
-    of failure weight in the reputation window (``failures``: a slash is 4, a landed
-    negative attestation up to 1), so a slashed or attested-against provider is on
-    probation again until its record decays. The one test
+    ``probation_jobs`` settled jobs and at least ``probation_stake`` bonded. The one test
     of it, wherever probation decides (the probation replica, the early close of a bid
     window, the anchor class, newcomers never outvoting an established provider).
 
@@ -54,14 +51,15 @@ def established(rep: Reputation, config: RequesterConfig) -> bool:
     of one person settle jobs to each other at fee 0 (three each make a key "established"
     for 9 free transactions). Bonded stake is what a slash takes when an honest majority
     of at least two paid providers outvotes the provider, so being established puts it at
-    risk there. A spot check (known answer) at redundancy 1 catches a cheat for that
-    requester only (``catch``) and slashes nothing: the ledger cannot check a known answer
-    (round-6 review R6-3)."""
-    return (
-        rep.settled_jobs >= config.probation_jobs
-        and rep.stake >= config.probation_stake
-        and rep.failures == 0
-    )
+    risk there; a slash that takes it under ``probation_stake`` ends it. A spot check
+    (known answer) at redundancy 1 catches a cheat for that requester only (``catch``) and
+    slashes nothing: the ledger cannot check a known answer (round-6 review R6-3).
+
+    Failure weight does not count here: any requester that pays a provider one job of 800
+    may attest against it, and a rule that a failure unit ends being established let one
+    such attestation turn an honest veteran into a newcomer, whom a staked key and a free
+    key then outvoted (round-8 review R8-4)."""
+    return rep.settled_jobs >= config.probation_jobs and rep.stake >= config.probation_stake
 
 
 def _past_probation(provider: bytes, config: RequesterConfig) -> bool:

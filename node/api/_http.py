@@ -17,8 +17,9 @@ missing token) is closed after the answer, and one that has carried no request y
 making 64 requests it cannot make, and keeping their connections alive, held every one of
 the ``MAX_CONNECTIONS`` slots for 30 s and denied the owner its own API (review round 6,
 R6-4). And when every slot is taken, a new connection takes the slot of the oldest one
-that has not yet carried a request the rules let through (round 7, R7-2: 64 connections
-that sent nothing, reopened as they closed, still held every slot).
+waiting for a head that has never had a request answered with success (rounds 7 and 8,
+R7-2, R8-2: 64 connections that sent nothing, reopened as they closed, still held every
+slot).
 """
 
 from __future__ import annotations
@@ -273,16 +274,21 @@ async def _serve_connection(
     stream: trio.abc.Stream,
     handler: Handler,
     port: int = 0,
-    accepted: Callable[[], None] = lambda: None,
+    waiting: Callable[[bool], None] = lambda waits: None,
+    answered: Callable[[int], None] = lambda status: None,
 ) -> None:
-    """Serve one connection's requests; ``accepted`` is called after each answer to a
-    request the access rules let through."""
+    """Serve one connection's requests. ``waiting(True)`` is called while the connection
+    waits for a request's head, ``waiting(False)`` once one came; a request answered
+    with success (below 400: the access rules let it through and it was served) proves
+    the connection (``answered`` is told each answer's status)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     async with stream:
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
+                waiting(True)
                 with trio.fail_after(FIRST_READ_TIMEOUT_S if served == 1 else READ_TIMEOUT_S):
                     request = await _read_head(conn, stream, port)
+                waiting(False)
                 if request is None:
                     return
                 try:
@@ -292,6 +298,7 @@ async def _serve_connection(
                 except Exception:
                     log.exception("HTTP handler failed for %s %s", request.method, request.path)
                     response = Response.json({"error": "internal error; see the node's log"}, 500)
+                answered(response.status)
                 if response.stream is not None:
                     try:
                         await _send_stream(conn, stream, response, response.stream)
@@ -305,8 +312,6 @@ async def _serve_connection(
                 unread = conn.their_state is not h11.DONE
                 last = served == MAX_REQUESTS_PER_CONNECTION
                 refused = response.status in REFUSED_STATUSES
-                if not refused:
-                    accepted()
                 await _send(conn, stream, response, close=last or unread or refused)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)
@@ -323,10 +328,6 @@ async def _serve_connection(
                 ValueError,
             ):
                 return
-
-
-def _forget(unproven: dict[object, trio.CancelScope], token: object) -> None:
-    unproven.pop(token, None)
 
 
 _BUSY_BODY = json.dumps(
@@ -353,11 +354,13 @@ async def serve_http(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     slots = trio.Semaphore(MAX_CONNECTIONS)
-    #: Connections served that have not yet carried a request the access rules let
-    #: through, oldest first: when every slot is taken, the oldest of them gives its slot
-    #: to the newcomer (review round 7, R7-2: 64 connections that send nothing, reopened
-    #: as they close, kept the owner answered 503).
-    unproven: dict[object, trio.CancelScope] = {}
+    #: Connections waiting for a request's head that have never had one served with
+    #: success (below 400), oldest first: when every slot is taken, the oldest of them
+    #: gives its slot to the newcomer. One busy with a request, or proven, is never taken
+    #: (review rounds 7 and 8, R7-2, R8-2: 64 connections that sent nothing kept the owner
+    #: answered 503; a 405 before any credential check proved a connection; new empty
+    #: connections cut the owner's own while its request ran).
+    idle: dict[object, trio.CancelScope] = {}
     async with trio.open_nursery() as nursery:
         task_status.started(bound)
 
@@ -365,8 +368,8 @@ async def serve_http(
             try:
                 slots.acquire_nowait()
             except trio.WouldBlock:
-                if unproven:
-                    unproven[next(iter(unproven))].cancel()
+                if idle:
+                    idle.pop(next(iter(idle))).cancel()
                 with trio.move_on_after(1) as waited:
                     await slots.acquire()
                 if waited.cancelled_caught:
@@ -375,14 +378,24 @@ async def serve_http(
                             await stream.send_all(_BUSY)
                     return
             token = object()
+            proven = False
+
+            def served(status: int) -> None:
+                nonlocal proven
+                proven = proven or status < 400
+
             try:
                 with trio.CancelScope() as scope:
-                    unproven[token] = scope
-                    await _serve_connection(
-                        stream, handler, bound, lambda: _forget(unproven, token)
-                    )
+
+                    def waiting(waits: bool) -> None:
+                        if waits and not proven:
+                            idle[token] = scope
+                        else:
+                            idle.pop(token, None)
+
+                    await _serve_connection(stream, handler, bound, waiting, served)
             finally:
-                unproven.pop(token, None)
+                idle.pop(token, None)
                 slots.release()
 
         await trio.serve_listeners(on_connection, listeners, handler_nursery=nursery)

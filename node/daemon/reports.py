@@ -61,8 +61,13 @@ MAX_PER_REPORTER = 16
 #: Blocks after its submission past which a slash in flight is taken as lost (its
 #: transaction's lifetime, specs/daemon.md, and two more).
 FLIGHT_BLOCKS = 32
+#: Blocks within which a slash is expected to land: one is submitted only for stake that
+#: is not released, and evidence whose escrow does not leave the state, before then.
+LAND_WITHIN_BLOCKS = 4
 #: Answers that decide a report: it is not sent again.
-DECIDED = frozenset({"slashing", "already reported", "nothing staked"})
+DECIDED = frozenset(
+    {"slashing", "already reported", "nothing staked", "too late: the escrow leaves the ledger"}
+)
 #: Times the reporting side sends one report, and its first and longest wait between them.
 SEND_ATTEMPTS = 8
 SEND_RETRY_S = (2.0, 60.0)
@@ -124,8 +129,16 @@ class Reports:
             or sum(f.reporter == peer for f in self._in_flight.values()) >= MAX_PER_REPORTER
         ):
             return protocol.pack(["busy"])
+        if escrow.prune_height <= state.height + LAND_WITHIN_BLOCKS:
+            # its evidence would be refused once the escrow leaves the state
+            return protocol.pack(["too late: the escrow leaves the ledger"])
+        # what the offender will still hold when the slash lands: not what is released
+        # before then (a slash of it would be refused in the block: R8-1)
         account = state.account(offender)
-        amount = min(account.stake + account.unbonding_total, node.config.coordinator.slash_amount)
+        held = account.stake + sum(
+            a for release, a in account.unbonding if release > state.height + LAND_WITHIN_BLOCKS
+        )
+        amount = min(held, node.config.coordinator.slash_amount)
         if amount <= 0:
             return protocol.pack(["nothing staked"])
         slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
@@ -141,10 +154,13 @@ class Reports:
 
     def _sweep(self, state: ledger.State) -> None:
         """Forget the slashes in flight that landed (the escrow shows the offender
-        slashed, or is gone) or whose transaction can no longer land."""
+        slashed) or whose transaction can no longer land (past ``until``). An escrow that
+        left the state proves nothing: its slash stays in flight until ``until``, so that
+        slashes refused in a block cannot free their places at once (R8-1)."""
         for offender, flight in list(self._in_flight.items()):
             escrow = state.escrow(flight.job_id)
-            if escrow is None or offender in escrow.slashed or state.height > flight.until:
+            landed = escrow is not None and offender in escrow.slashed
+            if landed or state.height > flight.until:
                 del self._in_flight[offender]
 
     def report(self, offender: bytes, evidence: list[bytes]) -> None:

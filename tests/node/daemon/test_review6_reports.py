@@ -42,10 +42,14 @@ class _Coordinator:
     def __init__(self) -> None:
         def escrow(job_id: bytes) -> SimpleNamespace | None:
             if job_id == HONEST_JOB:
-                return SimpleNamespace(owner=pub(HONEST), slashed=frozenset(), is_open=False)
-            return SimpleNamespace(owner=pub(ATTACKER), slashed=frozenset(), is_open=True)
+                return SimpleNamespace(
+                    owner=pub(HONEST), slashed=frozenset(), is_open=False, prune_height=10**9
+                )
+            return SimpleNamespace(
+                owner=pub(ATTACKER), slashed=frozenset(), is_open=True, prune_height=10**9
+            )
 
-        account = SimpleNamespace(stake=5_000, unbonding_total=0)
+        account = SimpleNamespace(stake=5_000, unbonding_total=0, unbonding=())
         state = SimpleNamespace(escrow=escrow, account=lambda who: account, height=10)
         self.ledger = SimpleNamespace(state=state)
         self.chain_id = CHAIN

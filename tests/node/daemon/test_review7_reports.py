@@ -37,7 +37,9 @@ class _Coordinator:
         self.stakes: dict[bytes, int] = {}
         state = SimpleNamespace(
             escrow=self.escrows.get,
-            account=lambda who: SimpleNamespace(stake=self.stakes.get(who, 0), unbonding_total=0),
+            account=lambda who: SimpleNamespace(
+                stake=self.stakes.get(who, 0), unbonding_total=0, unbonding=()
+            ),
             height=10,
         )
         self.ledger = SimpleNamespace(state=state)
@@ -49,7 +51,9 @@ class _Coordinator:
         self.conduct = SimpleNamespace(misbehaved=lambda peer, why: None)
 
     def closed(self, job: bytes, owner: Any) -> bytes:
-        self.escrows[job] = SimpleNamespace(owner=pub(owner), slashed=set(), is_open=False)
+        self.escrows[job] = SimpleNamespace(
+            owner=pub(owner), slashed=set(), is_open=False, prune_height=10**9
+        )
         return job
 
     def submit_tx(self, payload: ledger.Slash) -> None:
@@ -125,3 +129,55 @@ async def test_a_slash_that_never_lands_frees_its_offender_after_its_lifetime() 
     node.ledger.state.height += FLIGHT_BLOCKS + 1  # the first was refused or lost
     assert await _report(reports, HONEST, CHEAT, second) == "slashing"
     assert len(node.submitted) == 2
+
+
+async def test_stake_released_before_a_slash_can_land_is_not_slashed() -> None:
+    # Round 8, R8-1: offenders whose unbonding is released in the next block made every
+    # slash of them doomed, refused one a block, the coordinator's queue dragged again.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    soon = node.ledger.state.height + 1
+    node.ledger.state.account = lambda who: SimpleNamespace(
+        stake=0, unbonding_total=1_000_000, unbonding=((soon, 1_000_000),)
+    )
+    job = node.closed(bytes([1]) * 32, ATTACKER)
+    assert await _report(reports, ATTACKER, key("releasing"), job) == "nothing staked"
+    later = node.ledger.state.height + 100
+    node.ledger.state.account = lambda who: SimpleNamespace(
+        stake=0, unbonding_total=1_000_000, unbonding=((soon, 400), (later, 999_600))
+    )
+    assert await _report(reports, HONEST, CHEAT, node.closed(CHEAT_JOB, HONEST)) == "slashing"
+    assert [s.amount for s in node.submitted] == [999_600]  # what is still held then
+    assert node.submitted == node.submitted[:1]
+
+
+async def test_evidence_whose_escrow_leaves_the_state_before_a_slash_lands_is_too_late() -> None:
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 1_000
+    job = node.closed(CHEAT_JOB, HONEST)
+    node.escrows[job].prune_height = node.ledger.state.height + 1
+    assert await _report(reports, HONEST, CHEAT, job) == "too late: the escrow leaves the ledger"
+    assert node.submitted == []
+
+
+async def test_a_slash_whose_escrow_left_the_state_keeps_its_place_until_its_lifetime() -> None:
+    # R8-1's worse variant: escrows pruned in the next block freed the per-reporter and
+    # total places at once while their refused slashes stayed queued.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    sybils = [key(f"pruned-{i}") for i in range(MAX_PER_REPORTER + 1)]
+    for sybil in sybils:
+        node.stakes[pub(sybil)] = 1
+    jobs = [node.closed(bytes([i]) * 32, ATTACKER) for i in range(len(sybils))]
+    for sybil, job in zip(sybils[:-1], jobs, strict=False):
+        assert await _report(reports, ATTACKER, sybil, job) == "slashing"
+    for job in jobs:
+        del node.escrows[job]  # pruned: their slashes will be refused
+    node.ledger.state.height += 1
+    node.escrows[jobs[-1]] = SimpleNamespace(
+        owner=pub(ATTACKER), slashed=set(), is_open=False, prune_height=10**9
+    )
+    assert await _report(reports, ATTACKER, sybils[-1], jobs[-1]) == "busy"
+    node.ledger.state.height += FLIGHT_BLOCKS + 1
+    assert await _report(reports, ATTACKER, sybils[-1], jobs[-1]) == "slashing"
