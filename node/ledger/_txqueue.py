@@ -349,8 +349,17 @@ class TxQueue:
                 await self._room_ahead()
                 while self._renumber_from is not None:
                     await self._renumbered.wait()
-                if self._again:  # signed before: they go first, the new one after them
+                if self._again and not (
+                    new is not None
+                    and sealed_claim_by(new.payload) is not None
+                    and self._again[0][0][0] != 0
+                ):  # signed before: they go first (but a new sealed claim before the rest)
                     (_, order), request = self._again.pop(0)
+                    doomed = _doomed(request.payload, self._state())
+                    if doomed:  # its escrow closed meanwhile: it could only be refused
+                        self._window.release()
+                        self._rejected(request, doomed)
+                        continue
                 elif new is not None:
                     request, new, order = new, None, self._taken
                     self._taken += 1
@@ -678,3 +687,20 @@ class TxQueue:
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
+
+
+def _doomed(payload: ledger.Payload, state: ledger.State) -> str:
+    """Why a claim signed before and dropped can no longer apply (``""`` if it can): a
+    request put back is checked against the chain before it is signed again. Otherwise a
+    requester that settled first made a provider's claims refused one a block, each
+    dragging the later ones with it, and the provider's claim for another requester's job
+    missed its ``claim_by`` behind them (review round 8, R8-5)."""
+    if not isinstance(payload, ledger.Claim):
+        return ""
+    escrow = state.escrow(payload.job_id)
+    if escrow is None or not escrow.is_open:
+        return "its escrow closed before the claim could land"
+    claim_by = sealed_claim_by(payload)
+    if claim_by is not None and claim_by <= state.height:
+        return f"the sealed receipt's claim_by {claim_by} has passed"
+    return ""

@@ -1,0 +1,137 @@
+"""Round-8 review R8-5: a requester that settles first makes a funded provider's claims of
+its jobs refused in a block, and each refused claim drops the provider's later ones behind
+it. The queue signed the dropped claims again, before any other request, though their
+escrows had closed: refused one a block, they held the provider's sealed claim for another
+requester's job past its ``claim_by``. Now a request put back is checked against the chain
+before it is signed again (a claim of a closed escrow is refused at once), and a new sealed
+claim goes before the others put back.
+
+The real :class:`TxQueue` against an in-process :class:`ledger.Producer`, as in
+``test_review6_gaps.py``.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import ledger
+from ledger import tx
+from node.ledger import TxQueue, TxRequest
+
+from ...keys import key, pub
+from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt, settle
+
+SETTLER = key("r8-5 requester")  # settles its jobs first, paying a bidder of its own
+HONEST = key("r8-5 honest requester")
+PROVIDER = key("r8-5 provider")
+BIDDER = key("r8-5 bidder")
+PRICE = 100
+K = 6
+
+
+def _claim(requester: object, job_id: bytes, unseal: bytes, claim_by: int) -> ledger.Claim:
+    return ledger.Claim(
+        job_id=job_id,
+        award=award(requester, PROVIDER, PRICE, job=job_id),  # type: ignore[arg-type]
+        receipt=receipt(
+            requester,  # type: ignore[arg-type]
+            PROVIDER,
+            job=job_id,
+            key=unseal,
+            at_once=True,
+            claim_by=claim_by,
+        ),
+        key=unseal,
+    )
+
+
+async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_claim_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    funds = {pub(SETTLER): 10_000, pub(HONEST): 1_000, pub(PROVIDER): 1_000}
+    genesis = ledger.make_genesis(CHAIN, [pub(COORD)], funds)
+    producer = ledger.Producer(COORD, ledger.State.from_genesis(genesis), interval_ms=100, now_ms=0)
+    specs = [job_spec(SETTLER, b"r8-5 %d" % i) for i in range(K)]
+    honest = job_spec(HONEST, b"r8-5 honest")
+    for seq, spec in enumerate(specs):
+        producer.submit(
+            tx.lock(
+                SETTLER,
+                CHAIN,
+                seq,
+                job_id=spec.id,
+                amount=PRICE,
+                claim_height=80,
+                escrow_expiry=100,
+                max_per_payee=PRICE,
+                max_payees=1,
+                spec=spec.raw,
+                expiry_height=30,
+            ).raw
+        )
+    producer.submit(
+        tx.lock(
+            HONEST,
+            CHAIN,
+            0,
+            job_id=honest.id,
+            amount=PRICE,
+            claim_height=80,
+            escrow_expiry=100,
+            max_per_payee=PRICE,
+            max_payees=1,
+            spec=honest.raw,
+            expiry_height=30,
+        ).raw
+    )
+    producer.produce()
+    claim_by = producer.state.height + 4
+
+    async def submit(raw: bytes) -> bytes:
+        await trio.sleep(0.01)
+        try:
+            return producer.submit(raw).id
+        except ledger.LedgerError as exc:
+            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
+
+    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
+    refused: list[str] = []
+    claimed_at: int | None = None
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for i, spec in enumerate(specs):  # the settler's sealed receipts, all at once
+                queue.put(TxRequest(_claim(SETTLER, spec.id, bytes([i]) * 32, claim_by)))
+            while len(producer.mempool) < K:
+                await trio.sleep(0.01)
+            for seq, spec in enumerate(specs, start=K):  # ... and its settles, first
+                paid = settle(
+                    SETTLER,
+                    CHAIN,
+                    seq,
+                    job_id=spec.id,
+                    payouts={pub(BIDDER): PRICE},
+                    expiry_height=producer.state.height + 40,
+                    keys={pub(BIDDER): BIDDER},
+                )
+                producer.submit(paid.raw)
+            for block in range(8):
+                commit = producer.produce()
+                for drop in producer.take_dropped():
+                    if drop.sender == pub(PROVIDER):
+                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
+                queue.on_block()
+                if block == 0:  # the honest requester's sealed receipt comes now
+                    honest_by = producer.state.height + 4
+                    request = _claim(HONEST, honest.id, b"H" * 32, honest_by)
+                    queue.put(TxRequest(request, refused.append))
+                escrow = producer.state.escrow(honest.id)
+                assert escrow is not None
+                if claimed_at is None and pub(PROVIDER) in escrow.claimed:
+                    claimed_at = commit.block.message.height
+                await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert refused == []
+    assert claimed_at is not None and claimed_at <= honest_by
+    assert producer.state.balance(pub(PROVIDER)) == 1_000 + PRICE
