@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import trio
+
 import ledger
 import protocol
 
@@ -19,6 +21,7 @@ from ._wire import (
     MAX_BLOCKS_PER_RESPONSE,
     MAX_DROPS_PER_NOTICE,
     MAX_HEIGHT,
+    MAX_PEERS_TRACKED,
     MAX_RESPONSE_BLOCK_BYTES,
     REJECTED_PREFIX,
 )
@@ -27,6 +30,11 @@ if TYPE_CHECKING:
     from ._service import LedgerService
 
 log = logging.getLogger(__name__)
+
+#: Signature checks of carried messages a forwarding node spends on one peer's
+#: transactions: a bucket of ``FORWARD_CHECKS_BURST``, refilled at ``FORWARD_CHECKS_PER_S``.
+FORWARD_CHECKS_BURST = 1024
+FORWARD_CHECKS_PER_S = 256.0
 
 #: Block requests served to one peer at once (each may read up to
 #: ``MAX_RESPONSE_BLOCK_BYTES``); more are refused.
@@ -47,6 +55,8 @@ class Server:
         #: The signed messages forwarded transactions carried that verified (each checked
         #: once, however often a peer sends them again).
         self._messages = ledger.VerifiedMessages()
+        #: Per peer: (checks left, at seconds) of its bucket of carried-message checks.
+        self._budgets: dict[PeerKey, tuple[float, float]] = {}
 
     async def serve_blocks(self, peer: PeerKey, request: bytes) -> bytes:
         try:
@@ -101,6 +111,7 @@ class Server:
                 vtx = ledger.verify_tx(request, chain)
                 if isinstance(vtx.payload, ledger.Settle):
                     self._settle_precheck(vtx.payload, vtx.sender)
+                self._spend(peer, _carried(vtx.payload))
                 ledger.check_embedded(vtx, chain, self._messages)
                 return protocol.pack([await service.submit(request, wait=False)])
             except ledger.MalformedTransaction as exc:  # checked here, never sent on
@@ -122,6 +133,28 @@ class Server:
             service.misbehaved(peer, f"its transaction made the mempool fail: {exc!r}")
             raise RequestRejected(f"{REJECTED_PREFIX}the mempool failed on it") from None
         return protocol.pack([tx_id])
+
+    def _spend(self, peer: PeerKey, checks: int) -> None:
+        """Take ``checks`` from ``peer``'s bucket of carried-message checks, or refuse, not
+        finally (no rejection prefix, nothing counted: a peer relaying others' settles is
+        no offender). Without it, settles of one open escrow of the sender's, signed once
+        and replayed in a cycle past the memory of verified messages, cost a forwarder 65
+        checks each for nothing (round 8, R8-3)."""
+        if checks == 0:
+            return
+        now = trio.current_time()
+        left, at = self._budgets.get(peer, (float(FORWARD_CHECKS_BURST), now))
+        left = min(float(FORWARD_CHECKS_BURST), left + (now - at) * FORWARD_CHECKS_PER_S)
+        if peer not in self._budgets and len(self._budgets) >= MAX_PEERS_TRACKED:
+            self._budgets.clear()
+        if left < checks:
+            self._budgets[peer] = (left, now)
+            raise RequestRejected(
+                f"not forwarded: this node checks at most {FORWARD_CHECKS_PER_S:g} signed "
+                "messages a second carried by one peer's transactions; send it again later, "
+                "or to a coordinator"
+            )
+        self._budgets[peer] = (left - checks, now)
 
     def _settle_precheck(self, p: ledger.Settle, sender: bytes) -> None:
         """Refuse, not finally (:class:`RequestRejected` without the rejection prefix), a
@@ -183,3 +216,16 @@ class Server:
                 break
             out.append(raw)
         return protocol.pack([head, out])
+
+
+def _carried(payload: ledger.Payload) -> int:
+    """The signed messages a transaction carries, each a signature check to forward it."""
+    if isinstance(payload, ledger.Settle):
+        return len(payload.payouts)
+    if isinstance(payload, ledger.Claim):
+        return 2
+    if isinstance(payload, ledger.Lock):
+        return 1
+    if isinstance(payload, ledger.Slash):
+        return len(payload.evidence)
+    return 0
