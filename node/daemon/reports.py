@@ -64,6 +64,9 @@ FLIGHT_BLOCKS = 32
 #: Blocks within which a slash is expected to land: one is submitted only for stake that
 #: is not released, and evidence whose escrow does not leave the state, before then.
 LAND_WITHIN_BLOCKS = 4
+#: A slash smaller than ``slash_amount // MIN_SLASH_PART`` (10,000 micro-credits by
+#: default) is not made: it takes a place in flight for next to nothing.
+MIN_SLASH_PART = 100
 #: Answers that decide a report: it is not sent again.
 DECIDED = frozenset(
     {"slashing", "already reported", "nothing staked", "too late: the escrow leaves the ledger"}
@@ -129,7 +132,7 @@ class Reports:
             or sum(f.reporter == peer for f in self._in_flight.values()) >= MAX_PER_REPORTER
         ):
             return protocol.pack(["busy"])
-        if escrow.prune_height <= state.height + LAND_WITHIN_BLOCKS:
+        if escrow.prune_height <= state.height + FLIGHT_BLOCKS:
             # its evidence would be refused once the escrow leaves the state
             return protocol.pack(["too late: the escrow leaves the ledger"])
         # what the offender will still hold when the slash lands: not what is released
@@ -140,6 +143,10 @@ class Reports:
         )
         amount = min(held, node.config.coordinator.slash_amount)
         if amount <= 0:
+            return protocol.pack(["nothing staked"])
+        if amount < max(1, node.config.coordinator.slash_amount // MIN_SLASH_PART):
+            # a key staked 1 micro-credit is a newcomer's whatever it did; slashes of such
+            # keys filled every place in flight and kept real cheats' reports out (R9-4)
             return protocol.pack(["nothing staked"])
         slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
         try:  # a refused slash would cost this coordinator a sequence gap to fill

@@ -690,11 +690,22 @@ class TxQueue:
 
 
 def _doomed(payload: ledger.Payload, state: ledger.State) -> str:
-    """Why a claim signed before and dropped can no longer apply (``""`` if it can): a
+    """Why a claim or slash signed before and dropped can no longer apply (``""`` if it can): a
     request put back is checked against the chain before it is signed again. Otherwise a
     requester that settled first made a provider's claims refused one a block, each
     dragging the later ones with it, and the provider's claim for another requester's job
     missed its ``claim_by`` behind them (review round 8, R8-5)."""
+    if isinstance(payload, ledger.Slash):
+        # a slash reckoned before the offender's stake was released, or its escrow pruned,
+        # dragged the coordinator's later ones one a block (review round 9, R9-3)
+        account = state.account(payload.offender)
+        if payload.amount > account.stake + account.unbonding_total:
+            return "the offender no longer holds what the slash would take"
+        try:
+            ledger.check_slash_evidence(state, payload)
+        except ledger.LedgerError as exc:
+            return f"its evidence no longer holds: {exc}"
+        return ""
     if not isinstance(payload, ledger.Claim):
         return ""
     escrow = state.escrow(payload.job_id)

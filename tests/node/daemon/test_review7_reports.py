@@ -82,7 +82,7 @@ async def test_a_flood_of_own_sybils_reports_queues_little_and_the_cheats_slash_
     reports = Reports(node)  # type: ignore[arg-type]
     sybils = [key(f"sybil-{i}") for i in range(20)]
     for sybil in sybils:
-        node.stakes[pub(sybil)] = 1
+        node.stakes[pub(sybil)] = 10_000  # the least worth a slash (1 micro-credit: R9-4)
     answers: dict[str, int] = {}
     for m in range(20):  # 20 escrows of the attacker's, each reporting all 20 sybils
         job = node.closed(bytes([m]) * 32, ATTACKER)
@@ -121,7 +121,7 @@ async def test_a_second_report_of_an_offender_waits_for_the_first_and_is_reckone
 async def test_a_slash_that_never_lands_frees_its_offender_after_its_lifetime() -> None:
     node = _Coordinator()
     reports = Reports(node)  # type: ignore[arg-type]
-    node.stakes[pub(CHEAT)] = 1_000
+    node.stakes[pub(CHEAT)] = 100_000
     first = node.closed(bytes([1]) * 32, HONEST)
     second = node.closed(bytes([2]) * 32, HONEST)
     assert await _report(reports, HONEST, CHEAT, first) == "slashing"
@@ -154,7 +154,7 @@ async def test_stake_released_before_a_slash_can_land_is_not_slashed() -> None:
 async def test_evidence_whose_escrow_leaves_the_state_before_a_slash_lands_is_too_late() -> None:
     node = _Coordinator()
     reports = Reports(node)  # type: ignore[arg-type]
-    node.stakes[pub(CHEAT)] = 1_000
+    node.stakes[pub(CHEAT)] = 100_000
     job = node.closed(CHEAT_JOB, HONEST)
     node.escrows[job].prune_height = node.ledger.state.height + 1
     assert await _report(reports, HONEST, CHEAT, job) == "too late: the escrow leaves the ledger"
@@ -168,7 +168,7 @@ async def test_a_slash_whose_escrow_left_the_state_keeps_its_place_until_its_lif
     reports = Reports(node)  # type: ignore[arg-type]
     sybils = [key(f"pruned-{i}") for i in range(MAX_PER_REPORTER + 1)]
     for sybil in sybils:
-        node.stakes[pub(sybil)] = 1
+        node.stakes[pub(sybil)] = 10_000
     jobs = [node.closed(bytes([i]) * 32, ATTACKER) for i in range(len(sybils))]
     for sybil, job in zip(sybils[:-1], jobs, strict=False):
         assert await _report(reports, ATTACKER, sybil, job) == "slashing"
@@ -181,3 +181,18 @@ async def test_a_slash_whose_escrow_left_the_state_keeps_its_place_until_its_lif
     assert await _report(reports, ATTACKER, sybils[-1], jobs[-1]) == "busy"
     node.ledger.state.height += FLIGHT_BLOCKS + 1
     assert await _report(reports, ATTACKER, sybils[-1], jobs[-1]) == "slashing"
+
+
+async def test_keys_staked_next_to_nothing_take_no_place_in_flight() -> None:
+    # Round 9, R9-4: 64 sybil reporters filled all 1,024 places with offenders staked 1
+    # micro-credit each, refilled as they landed; a real cheat's report was answered busy.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    for i in range(40):
+        dust = key(f"dust-{i}")
+        node.stakes[pub(dust)] = 1
+        job = node.closed(bytes([i]) * 32, ATTACKER)
+        assert await _report(reports, ATTACKER, dust, job) == "nothing staked"
+    assert node.submitted == []
+    node.stakes[pub(CHEAT)] = 1_000_000
+    assert await _report(reports, HONEST, CHEAT, node.closed(CHEAT_JOB, HONEST)) == "slashing"
