@@ -492,9 +492,9 @@ class Requester:
         )
         if reason != _DECLINED or again:  # a provider may decline once and bid again
             job.excluded.add(rep.provider)
-        if reason in (_CORRUPT, _WITHHELD):
-            # Paid by its claim, perhaps, but it handed over no output that matches its
-            # commitment: never trusted (adaptive) by us again, as an outvoted one.
+        if reason == _CORRUPT or (reason == _WITHHELD and self.config.replication == "adaptive"):
+            # Bytes that miss its commitment: caught, as an outvoted one. A withheld key
+            # may be a network fault (a partition): caught only where trust is at stake.
             catch(rep.provider, self.config, self.caught)
         effects: list[Effect] = [
             CancelTimer(TimerKey(TimerKind.WATCH, job.id, rep.index)),
