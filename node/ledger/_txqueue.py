@@ -696,11 +696,9 @@ def _doomed(payload: ledger.Payload, state: ledger.State) -> str:
     dragging the later ones with it, and the provider's claim for another requester's job
     missed its ``claim_by`` behind them (review round 8, R8-5)."""
     if isinstance(payload, ledger.Slash):
-        # a slash reckoned before the offender's stake was released, or its escrow pruned,
-        # dragged the coordinator's later ones one a block (review round 9, R9-3)
-        account = state.account(payload.offender)
-        if payload.amount > account.stake + account.unbonding_total:
-            return "the offender no longer holds what the slash would take"
+        # a slash whose escrow was pruned (its evidence refused) dragged the coordinator's
+        # later ones one a block (review round 9, R9-3); one whose offender's stake was
+        # released since takes what is left
         try:
             ledger.check_slash_evidence(state, payload)
         except ledger.LedgerError as exc:

@@ -137,13 +137,12 @@ async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_clai
     assert producer.state.balance(pub(PROVIDER)) == 1_000 + PRICE
 
 
-def test_a_slash_whose_offender_no_longer_holds_its_amount_is_not_signed_again() -> None:
-    # Round 9, R9-3: slashes reckoned before their offenders' stake was released were
-    # refused in a block, dragging the coordinator's later transactions, one a block; a
-    # put-back slash is now checked against the chain first, as a claim is.
+def test_a_slash_whose_evidence_no_longer_holds_is_not_signed_again() -> None:
+    # Round 9, R9-3: a put-back slash is checked against the chain first, as a claim is
+    # (its escrow pruned: its evidence refused).
     from node.ledger._txqueue import _doomed
 
     state = ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], {}))
     slash = ledger.Slash(pub(key("released")), 1_000, "failed_verification", (b"x",))
-    assert "no longer holds" in _doomed(slash, state)
+    assert "evidence no longer holds" in _doomed(slash, state)
     assert _doomed(ledger.Transfer(pub(BIDDER), 1), state) == ""
