@@ -7,6 +7,12 @@ See specs/ledger.md.
 """
 
 from . import tx as tx
+from ._admission import VerifiedMessages as VerifiedMessages
+from ._admission import VerifiedTx as VerifiedTx
+from ._admission import check_embedded as check_embedded
+from ._admission import check_settle_escrow as check_settle_escrow
+from ._admission import decode_payload as decode_payload
+from ._admission import verify_tx as verify_tx
 from ._apply import Produced as Produced
 from ._apply import apply_block as apply_block
 from ._apply import decode_block as decode_block
@@ -68,13 +74,7 @@ from ._payloads import Stake as Stake
 from ._payloads import Transfer as Transfer
 from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
-from ._rules import VerifiedMessages as VerifiedMessages
-from ._rules import VerifiedTx as VerifiedTx
 from ._rules import apply_tx as apply_tx
-from ._rules import check_embedded as check_embedded
-from ._rules import check_settle_escrow as check_settle_escrow
-from ._rules import decode_payload as decode_payload
-from ._rules import verify_tx as verify_tx
 from ._state import REP_UNIT as REP_UNIT
 from ._state import Account as Account
 from ._state import Escrow as Escrow

@@ -13,12 +13,13 @@ import nacl.signing
 import protocol
 from protocol import ProtocolError, Signed
 
+from ._admission import VerifiedTx, verify_tx
 from ._block import MAX_BLOCK_BYTES, Block
 from ._budget import MAX_BLOCK_SIGNATURE_CHECKS, BlockBudget, signature_checks
 from ._draft import Draft
 from ._errors import BlockRejected, MalformedTransaction, TransactionRejected
 from ._genesis import Genesis
-from ._rules import VerifiedTx, apply_tx, verify_tx
+from ._rules import apply_tx
 from ._state import State
 
 

@@ -58,11 +58,17 @@ from dataclasses import dataclass, field
 import protocol
 from protocol import Award, ProtocolError, Receipt
 
+from ._admission import (
+    VerifiedMessages,
+    VerifiedTx,
+    check_embedded,
+    check_settle_escrow,
+    verify_tx,
+)
 from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim, Lock, Settle
-from ._rules import VerifiedMessages, VerifiedTx, check_embedded, check_settle_escrow, verify_tx
 from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
@@ -137,7 +143,7 @@ class Mempool:
     _refused: dict[bytes, int] = field(default_factory=dict)
     max_refused: int = MAX_REFUSED_REMEMBERED
     #: The signed messages (Bids, Awards, ...) verified at admission, across transactions
-    #: (:func:`~ledger._rules.check_embedded`).
+    #: (:func:`~ledger._admission.check_embedded`).
     messages: VerifiedMessages = field(default_factory=VerifiedMessages)
 
     def __len__(self) -> int:

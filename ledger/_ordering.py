@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import nacl.signing
 
+from ._admission import VerifiedTx
 from ._apply import produce_block
 from ._effects import Commit, Effect, SetTimer, TxDropped
 from ._errors import LedgerError
 from ._mempool import DROPPED_BEHIND, Mempool
-from ._rules import VerifiedTx
 from ._state import State
 
 

@@ -17,6 +17,6 @@ from ._service import LedgerService as LedgerService
 from ._service import ledger_db_path as ledger_db_path
 from ._store_thread import StoreThread as StoreThread
 from ._txqueue import TxQueue as TxQueue
-from ._txqueue import TxRequest as TxRequest
+from ._txrequest import TxRequest as TxRequest
 from ._wire import DROPPED_PROTOCOL as DROPPED_PROTOCOL
 from ._wire import blocks_topic as blocks_topic

@@ -1,63 +1,20 @@
-"""Signing and submitting this node's ledger transactions, in sequence order, pipelined.
+"""Signing and submitting this node's ledger transactions, in sequence order, pipelined
+(specs/daemon.md, "Transactions", states each rule and why).
 
-Every transaction of an account carries the next sequence number, taken in the order the
-requests were put (so a settle always follows its lock on the ledger). The coordinator's
-mempool holds up to 64 ahead of the account's next sequence, so up to ``window``
-submissions are in flight at once: one round trip per transaction, one after the other,
-limited a busy requester to a few dozen a second and made escrow locks wait.
-
-A transaction the coordinator refuses at once is reported to its ``on_reject``; its
-sequence number would leave a gap that holds back the ones sent after it, so a filler (a
-transfer of 1 to ourselves) is submitted with that number. One admitted but dropped when
-the block was made (an overdraft: balances are checked then) leaves a gap too. The
-coordinator reports the drop (``dropped``, from the ledger service): it goes to the
-request's ``on_reject`` and the gap is filled the same way; the transactions after it
-are dropped with it and put back (below). Should the report never arrive, the gap is
-found once the chain passes the dropped transaction's expiry: the local sequence number is
-then reset from the ledger (the transactions after the gap are lost with it, and the
-machines' own timeouts take over).
-
-An account that cannot pay the filler (balance 0: a newcomer provider before its first
-payment, or one that staked all it had) would be refused it at admission, or have it
-dropped from every block while the transactions after the gap wait behind it, a sealed
-claim past its ``claim_by`` (review 6, R6-5). Such a gap, and one whose filler was itself
-refused, is closed by *renumbering* instead: the transactions after it are signed again
-from the gap's number on (sealed claims first, the rest in the order they were asked for,
-so a settle still follows its lock). This is safe because nothing of ours above a gap is
-in the coordinator's mempool (it admits no number past a hole, and drops a sender's later
-transactions with any one it drops), once the submissions above the gap that are on their
-way have been answered: the renumbering waits for them, and no new one starts meanwhile.
-A transaction whose outcome is unknown (a submission went unanswered) keeps its number:
-it is not signed again, and the renumbered ones take the numbers around it.
-
-Backpressure: the mempool refuses a transaction more than ``ledger.MAX_AHEAD`` (64)
-sequence numbers ahead of the account's next on the chain. Admitted transactions leave
-the window at once, so while blocks take them in more slowly than requests arrive (a
-coordinator short of CPU, a burst), the numbers taken run ahead of the chain; past 64
-every new one would be refused at once, and every job failed with it. So a request waits
-for its number until the chain is less than 64 behind the last one taken: requests queue
-up (their callers' own deadlines bound the wait) instead of failing.
-
-The mempool admits a sequence number only right after the account's pending ones (no
-gaps). Submissions in flight at once can overtake each other (concurrent streams, trio's
-scheduling, a forwarding replica): one refused for the gap (:class:`ledger.SequenceGap`,
-told by its text over the wire) is no refusal, it is submitted again like one whose
-outcome is unknown (below), and is admitted once the one before it is in. One dropped only
-because an earlier one of ours was (``ledger.DROPPED_BEHIND``) is put back in the queue and
-signed again after its gap is filled, not reported refused.
-
-Only a definite answer is a refusal: the coordinator's rejection (a
-:class:`ledger.TransactionRejected`) or a drop it reports. A submission that timed out, or
-found no coordinator, may still have been admitted (a frozen coordinator applies it once
-it resumes), so its outcome is unknown: the sequence number stays taken (never filled,
-never reused) and the same signed bytes are submitted again, backing off, until they are
-admitted (or found already in the mempool), the chain takes that sequence number, the
-chain passes their expiry, or the coordinator refuses them. Money transactions are kept
-as intents above this queue (``_intents.py``), which read the outcome from the chain.
-
-Expiry heights count from the coordinator's height (``head``: the best height this node
-has seen, its own or a peer's), not from a local state that may lag behind, but never more
-than ``MAX_HEAD_LEAD`` blocks above the local height (a source's claim is not proof).
+- Numbers are taken in the order requests were put (a settle follows its lock); up to
+  ``window`` submissions are in flight, and a request waits while the numbers taken run
+  ``ledger.MAX_AHEAD`` (64) ahead of the chain (backpressure, not refusal).
+- Only a definite answer is a refusal (the coordinator's rejection, or a drop it reports):
+  a timeout is an unknown outcome, its number kept and the same bytes sent again until the
+  chain or the coordinator decides. One refused for the gap before it overtook one of ours
+  and is sent again; one dropped behind another is put back and signed again, checked
+  against the chain first (:func:`._txrequest.doomed`).
+- A gap is filled with a transfer of 1 to ourselves, or, by an account that cannot pay it,
+  closed by renumbering the transactions above it (review 6, R6-5); an unreported gap is
+  found at the dropped transaction's expiry. Money transactions are intents above this
+  queue (``_intents.py``), which read the outcome from the chain.
+- Expiries count from the best height seen (``head``), at most ``MAX_HEAD_LEAD`` above
+  the local one.
 """
 
 from __future__ import annotations
@@ -66,7 +23,7 @@ import bisect
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import nacl.signing
 import trio
@@ -75,6 +32,7 @@ import ledger
 from protocol import Signed, Transaction
 
 from ._intents import sealed_claim_by
+from ._txrequest import Pending, TxRequest, doomed
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +42,9 @@ TX_LIFETIME_BLOCKS = 30
 WINDOW = 8
 #: First and longest wait (s) between submissions of a transaction whose outcome is unknown.
 RETRY_S = (0.25, 1.0)
-#: A reported head counts at most this far above the local height: a source that claims a
-#: head far above the chain's (a lie, or a bug) would otherwise get every transaction of
-#: ours refused by the coordinator's mempool (expiry too far ahead) and make a lost one wait
-#: that long before it is signed again. With the cap an expiry is at most the mempool's
-#: horizon above the local height, so never above the chain's; a node more than this many
-#: blocks behind signs expiries that may already have passed (refused, tried again once it
-#: has caught up).
+#: A reported head counts at most this far above the local height, so that a source
+#: claiming a head far above the chain's cannot get every transaction of ours refused
+#: (expiry too far ahead): an expiry stays within the mempool's horizon.
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
 #: A gap filler is a transfer of this much to ourselves.
 FILLER_AMOUNT = 1
@@ -102,47 +56,6 @@ class _Overtook(Exception):
 
 class _Held(Exception):
     """Not sent: the numbers above a gap are being given out again (renumbering)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TxRequest:
-    """A transaction to make: what it does (``payload``). The queue signs it with the
-    node's key, its next sequence number and an expiry height."""
-
-    payload: ledger.Payload
-    #: Told why, when the transaction is refused or dropped.
-    on_reject: Callable[[str], None] | None = None
-    #: The transaction is never valid past this height (a lock: the escrow's own expiry).
-    expiry_cap: int | None = None
-    #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
-    on_signed: Callable[[int, bytes, int], None] | None = None
-
-    @property
-    def kind(self) -> str:
-        return ledger.KIND_OF[type(self.payload)]
-
-    def sign(
-        self, key: nacl.signing.SigningKey, chain_id: str, seq: int, expiry: int
-    ) -> Signed[Transaction]:
-        if self.expiry_cap is not None:
-            expiry = min(expiry, self.expiry_cap)
-        return ledger.tx.make(key, chain_id, seq, self.payload, expiry_height=expiry)
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A submitted transaction not yet in a block (``request`` None: a gap filler)."""
-
-    expiry: int
-    tx_id: bytes
-    request: TxRequest | None
-    #: The signed bytes, to send again (empty: reserved after a restart, bytes unknown).
-    raw: bytes = b""
-    #: When the request was first taken (its place in the order the node asked).
-    order: int = 0
-    #: A submission went unanswered (or it was reserved): it may yet be admitted, so it
-    #: keeps its number even when the numbers around it are given out again.
-    unknown: bool = False
 
 
 class TxQueue:
@@ -181,7 +94,7 @@ class TxQueue:
         self._sending: list[int] = []
         self._answered = trio.Event()  # set (and replaced) when one of them is answered
         self._next_seq: int | None = None
-        self._pending: dict[int, _Pending] = {}  # by sequence number
+        self._pending: dict[int, Pending] = {}  # by sequence number
         #: Sequence numbers of submissions waiting for their first answer.
         self._out: set[int] = set()
         self._nursery: trio.Nursery | None = None
@@ -219,7 +132,7 @@ class TxQueue:
         if seq < self._state().next_seq(self.me) or seq in self._pending:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
-        self._pending[seq] = _Pending(expiry, b"", None, unknown=True)
+        self._pending[seq] = Pending(expiry, b"", None, unknown=True)
 
     def on_block(self) -> None:
         """Forget applied transactions. A pending one past its expiry left a gap: when
@@ -355,10 +268,10 @@ class TxQueue:
                     and self._again[0][0][0] != 0
                 ):  # signed before: they go first (but a new sealed claim before the rest)
                     (_, order), request = self._again.pop(0)
-                    doomed = _doomed(request.payload, self._state())
-                    if doomed:  # its escrow closed meanwhile: it could only be refused
+                    why = doomed(request.payload, self._state())
+                    if why:  # its escrow closed meanwhile: it could only be refused
                         self._window.release()
-                        self._rejected(request, doomed)
+                        self._rejected(request, why)
                         continue
                 elif new is not None:
                     request, new, order = new, None, self._taken
@@ -434,7 +347,7 @@ class TxQueue:
                     log.info(
                         "%s (seq %d) outcome unknown (%s); trying again", request.kind, seq, exc
                     )
-                    self._pending[seq] = _Pending(
+                    self._pending[seq] = Pending(
                         signed.message.expiry_height,
                         signed.id,
                         request,
@@ -447,7 +360,7 @@ class TxQueue:
                 finally:
                     self._out.discard(sent)
                 self.submitted += 1
-                self._pending[seq] = _Pending(
+                self._pending[seq] = Pending(
                     signed.message.expiry_height,
                     signed.id,
                     request,
@@ -605,7 +518,7 @@ class TxQueue:
         """Fill ``seq`` in a task; it counts as pending from now on, so nothing else fills
         it meanwhile."""
         assert self._nursery is not None
-        self._pending[seq] = _Pending(self._expiry(), b"", None)  # until ``_fill`` signs
+        self._pending[seq] = Pending(self._expiry(), b"", None)  # until ``_fill`` signs
         self._nursery.start_soon(self._fill, seq)
 
     async def _fill(self, seq: int) -> None:
@@ -615,7 +528,7 @@ class TxQueue:
         filler = ledger.tx.transfer(
             self._key, self._chain_id, seq, to=self.me, amount=FILLER_AMOUNT, expiry_height=expiry
         )
-        pending = _Pending(expiry, filler.id, None, filler.raw)
+        pending = Pending(expiry, filler.id, None, filler.raw)
         self._pending[seq] = pending
         try:
             await self._submit_in_turn(filler.raw, seq)
@@ -687,29 +600,3 @@ class TxQueue:
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
-
-
-def _doomed(payload: ledger.Payload, state: ledger.State) -> str:
-    """Why a claim or slash signed before and dropped can no longer apply (``""`` if it can): a
-    request put back is checked against the chain before it is signed again. Otherwise a
-    requester that settled first made a provider's claims refused one a block, each
-    dragging the later ones with it, and the provider's claim for another requester's job
-    missed its ``claim_by`` behind them (review round 8, R8-5)."""
-    if isinstance(payload, ledger.Slash):
-        # a slash whose escrow was pruned (its evidence refused) dragged the coordinator's
-        # later ones one a block (review round 9, R9-3); one whose offender's stake was
-        # released since takes what is left
-        try:
-            ledger.check_slash_evidence(state, payload)
-        except ledger.LedgerError as exc:
-            return f"its evidence no longer holds: {exc}"
-        return ""
-    if not isinstance(payload, ledger.Claim):
-        return ""
-    escrow = state.escrow(payload.job_id)
-    if escrow is None or not escrow.is_open:
-        return "its escrow closed before the claim could land"
-    claim_by = sealed_claim_by(payload)
-    if claim_by is not None and claim_by <= state.height:
-        return f"the sealed receipt's claim_by {claim_by} has passed"
-    return ""

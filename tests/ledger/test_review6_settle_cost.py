@@ -3,7 +3,7 @@ producer 64 signature checks for 1 at admission, and re-signing it (one signatur
 it back every block (1,000 accounts: ~2.3 s of the coordinator's loop per block).
 
 Now every signed message a transaction carries is checked at admission, with what its rule
-checks of it without the state (``ledger._rules.check_embedded``): a bad one is refused as
+checks of it without the state (``ledger.check_embedded``): a bad one is refused as
 malformed there. The producer does not check them again, and a message that verified once
 is not checked again at admission (a re-signed settle around the same Bids costs one
 check). A replica applying a block still checks everything.
@@ -270,7 +270,7 @@ def test_every_kind_carrying_signed_messages_is_checked_at_admission() -> None:
 
 
 def test_verified_messages_are_remembered_up_to_a_bound_and_never_a_failed_one() -> None:
-    known = ledger._rules.VerifiedMessages(limit=2)
+    known = ledger.VerifiedMessages(limit=2)
     raws = [bid(p, 1) for p in PAYEES[:3]]
     for raw in raws:
         known.decode(raw, CHAIN, protocol.Bid)

@@ -24,8 +24,8 @@ import pytest
 import ledger
 import protocol
 from ledger import tx
+from ledger._admission import MAX_FAILED_REASON, VerifiedMessages, check_embedded
 from ledger._mempool import MAX_REPLACEMENTS
-from ledger._rules import MAX_FAILED_REASON, VerifiedMessages, check_embedded
 
 from ..keys import key, pub
 from .helpers import CHAIN, COORD

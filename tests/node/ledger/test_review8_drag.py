@@ -140,9 +140,9 @@ async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_clai
 def test_a_slash_whose_evidence_no_longer_holds_is_not_signed_again() -> None:
     # Round 9, R9-3: a put-back slash is checked against the chain first, as a claim is
     # (its escrow pruned: its evidence refused).
-    from node.ledger._txqueue import _doomed
+    from node.ledger._txrequest import doomed
 
     state = ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], {}))
     slash = ledger.Slash(pub(key("released")), 1_000, "failed_verification", (b"x",))
-    assert "evidence no longer holds" in _doomed(slash, state)
-    assert _doomed(ledger.Transfer(pub(BIDDER), 1), state) == ""
+    assert "evidence no longer holds" in doomed(slash, state)
+    assert doomed(ledger.Transfer(pub(BIDDER), 1), state) == ""
