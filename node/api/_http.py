@@ -20,6 +20,12 @@ R6-4). And when every slot is taken, a new connection takes the slot of the olde
 waiting for a head that has never had a request answered with success (rounds 7 and 8,
 R7-2, R8-2: 64 connections that sent nothing, reopened as they closed, still held every
 slot).
+
+Sending is bounded too: an answer not taken by the client within ``SEND_TIMEOUT_S`` closes
+its connection, and a connection no request of which has succeeded yet is closed after
+its first error answer, so it cannot pipeline. Otherwise 64 connections that pipelined
+requests answered 405 and never read the answers held every slot for good: each was busy
+sending, so never evicted (round 9, R9-1).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 #: other methods (which carry none).
 SMALL_BODY_BYTES = 64 * 1024
 READ_TIMEOUT_S = 30.0
+#: How long one answer (or one chunk of a streamed one) may wait for the client to take it.
+SEND_TIMEOUT_S = 30.0
 #: How long a new connection may take to send its first request's head.
 FIRST_READ_TIMEOUT_S = 5.0
 #: Answers to a request refused for access: its connection is closed after them.
@@ -228,15 +236,18 @@ async def _read_body(
 async def _send(
     conn: h11.Connection, stream: trio.abc.Stream, response: Response, *, close: bool = True
 ) -> None:
+    """Send ``response`` whole, within ``SEND_TIMEOUT_S``; past it, give up: the answer is
+    cut short (h11 is left short of DONE) and the caller closes the connection."""
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
         *([("connection", "close")] if close else []),
         *response.headers.items(),
     ]
-    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
-    await stream.send_all(conn.send(h11.Data(data=response.body)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+    with trio.move_on_after(SEND_TIMEOUT_S):
+        await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+        await stream.send_all(conn.send(h11.Data(data=response.body)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
 async def _send_stream(
@@ -245,15 +256,17 @@ async def _send_stream(
     response: Response,
     body: Callable[[], AsyncGenerator[bytes, None]],
 ) -> None:
-    """Send ``body``'s chunks as they come (h11 frames them chunked), until it ends or the
-    client closes its side (watched for, so that a gone listener is dropped at once)."""
+    """Send ``body``'s chunks as they come (h11 frames them chunked), until it ends, the
+    client closes its side (watched for, so that a gone listener is dropped at once) or a
+    chunk is not taken within ``SEND_TIMEOUT_S`` (``trio.TooSlowError``)."""
     headers = [
         ("content-type", response.content_type),
         ("cache-control", "no-store"),
         ("connection", "close"),
         *response.headers.items(),
     ]
-    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    with trio.fail_after(SEND_TIMEOUT_S):
+        await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
     async with trio.open_nursery() as nursery:
 
         async def watch_close() -> None:
@@ -265,8 +278,10 @@ async def _send_stream(
         nursery.start_soon(watch_close)
         async with contextlib.aclosing(body()) as chunks:
             async for chunk in chunks:
-                await stream.send_all(conn.send(h11.Data(data=chunk)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
+                with trio.fail_after(SEND_TIMEOUT_S):
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+        with trio.fail_after(SEND_TIMEOUT_S):
+            await stream.send_all(conn.send(h11.EndOfMessage()))
         nursery.cancel_scope.cancel()
 
 
@@ -280,8 +295,10 @@ async def _serve_connection(
     """Serve one connection's requests. ``waiting(True)`` is called while the connection
     waits for a request's head, ``waiting(False)`` once one came; a request answered
     with success (below 400: the access rules let it through and it was served) proves
-    the connection (``answered`` is told each answer's status)."""
+    the connection (``answered`` is told each answer's status). A connection not proven
+    yet is closed after its first answer of 400 or more."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    proven = False
     async with stream:
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
@@ -304,6 +321,8 @@ async def _serve_connection(
                         await _send_stream(conn, stream, response, response.stream)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass  # the client went away
+                    except trio.TooSlowError:
+                        pass  # the client stopped reading
                     except Exception:  # the headers are out: all that is left is to close
                         log.exception("HTTP stream failed for %s %s", request.method, request.path)
                     return
@@ -312,7 +331,9 @@ async def _serve_connection(
                 unread = conn.their_state is not h11.DONE
                 last = served == MAX_REQUESTS_PER_CONNECTION
                 refused = response.status in REFUSED_STATUSES
-                await _send(conn, stream, response, close=last or unread or refused)
+                failed = response.status >= 400 and not proven
+                proven = proven or response.status < 400
+                await _send(conn, stream, response, close=last or unread or refused or failed)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return  # either side asked to close (or the body was not read to its end)
                 conn.start_next_cycle()
