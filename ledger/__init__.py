@@ -75,6 +75,7 @@ from ._payloads import Transfer as Transfer
 from ._payloads import Unstake as Unstake
 from ._replica import Replica as Replica
 from ._rules import apply_tx as apply_tx
+from ._rules import check_claim as check_claim
 from ._state import REP_UNIT as REP_UNIT
 from ._state import Account as Account
 from ._state import Escrow as Escrow

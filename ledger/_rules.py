@@ -421,6 +421,17 @@ def _check_claim(draft: Draft, sender: bytes, p: Claim, checked: bool = False) -
     return commit
 
 
+def check_claim(state: _state.State, sender: bytes, claim: Claim, *, at: int | None = None) -> None:
+    """Raise a :class:`LedgerError` if ``sender``'s ``claim`` would be refused by a block at
+    height ``at`` (default: the next) on ``state`` (its own rules; the fee and sequence
+    number are the caller's). The
+    signed messages it carries are not checked again: the caller made it from ones it
+    verified. A provider checks a claim it signed before and had dropped before it signs
+    it again (review round 9, R9-2)."""
+    height = state.height + 1 if at is None else at
+    _check_claim(Draft(state, height), sender, claim, checked=True)
+
+
 def _check_refund(draft: Draft, sender: bytes, p: Refund) -> Commit:
     e = _owned_open_escrow(draft, sender, p.job_id, "refund")
     if draft.height < e.expiry_height:

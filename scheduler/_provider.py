@@ -512,6 +512,14 @@ class Provider:
                 *([Misbehaved(receipt.requester, f"{why}, at height {self.height}")] * blame),
                 *self._close(work, f"{why}: no claim with it can land"),
             ]
+        if receipt.sealed and self.height + 1 >= work.spec.escrow_expiry_height:
+            # Claims close at the escrow's expiry: one signed now would be refused in a
+            # block and drop our later transactions with it (review round 9, R9-2).
+            return self._close(
+                work,
+                f"a sealed receipt at height {self.height}: "
+                "the escrow expires before a claim can land",
+            )
         work.phase = WorkPhase.RECEIPTED
         work.receipt = signed
         effects: list[Effect] = [

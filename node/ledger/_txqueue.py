@@ -84,8 +84,8 @@ class TxQueue:
         # ``None``: a wake-up, there are requests to sign again (``_again``)
         self._send, self._receive = trio.open_memory_channel[TxRequest | None](10_000)
         #: Requests signed before and put back (dropped behind a gap, renumbered), each
-        #: with its ``order``: signed before any new one, sealed claims first.
-        self._again: list[tuple[tuple[int, int], TxRequest]] = []
+        #: with its place (:func:`_place`): signed before any new one, sealed claims first.
+        self._again: list[tuple[tuple[int, int, int], TxRequest]] = []
         self._taken = 0  # requests taken so far (the next one's ``order``)
         #: Set while the numbers above it are given out again (``_renumber``).
         self._renumber_from: int | None = None
@@ -265,10 +265,10 @@ class TxQueue:
                 if self._again and not (
                     new is not None
                     and sealed_claim_by(new.payload) is not None
-                    and self._again[0][0][0] != 0
-                ):  # signed before: they go first (but a new sealed claim before the rest)
-                    (_, order), request = self._again.pop(0)
-                    why = doomed(request.payload, self._state())
+                    and _place(new, self._taken) < self._again[0][0]
+                ):  # signed before: they go first (but a new sealed claim due sooner first)
+                    (_, _, order), request = self._again.pop(0)
+                    why = doomed(request.payload, self._state(), self.me)
                     if why:  # its escrow closed meanwhile: it could only be refused
                         self._window.release()
                         self._rejected(request, why)
@@ -284,10 +284,8 @@ class TxQueue:
                 nursery.start_soon(self._one, request, seq, expiry, order)
 
     def _put_back(self, order: int, request: TxRequest) -> None:
-        """Sign ``request`` again, before any request not signed yet: a sealed claim first
-        (its window is a few blocks), the others in the order they were asked for."""
-        first = 0 if sealed_claim_by(request.payload) is not None else 1
-        bisect.insort(self._again, ((first, order), request), key=lambda item: item[0])
+        """Sign ``request`` again, before any request not signed yet (:func:`_place`)."""
+        bisect.insort(self._again, (_place(request, order), request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
             self._send.send_nowait(None)  # wake the loop if it waits for a new request
 
@@ -600,3 +598,13 @@ class TxQueue:
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
+
+
+def _place(request: TxRequest, order: int) -> tuple[int, int, int]:
+    """Where a request goes among those signed again: sealed claims first, the one whose
+    ``claim_by`` comes first before the others (its window is a few blocks; a new one is
+    placed among them too), then the rest in the order they were asked for. Otherwise
+    put-back claims that could still land went before an honest new one and made it miss
+    its ``claim_by`` (review round 9, R9-2)."""
+    claim_by = sealed_claim_by(request.payload)
+    return (0, claim_by, order) if claim_by is not None else (1, 0, order)

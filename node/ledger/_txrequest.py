@@ -56,12 +56,15 @@ class Pending:
     unknown: bool = False
 
 
-def doomed(payload: ledger.Payload, state: ledger.State) -> str:
-    """Why a claim or slash signed before and dropped can no longer apply (``""`` if it can): a
-    request put back is checked against the chain before it is signed again. Otherwise a
-    requester that settled first made a provider's claims refused one a block, each
-    dragging the later ones with it, and the provider's claim for another requester's job
-    missed its ``claim_by`` behind them (review round 8, R8-5)."""
+def doomed(payload: ledger.Payload, state: ledger.State, sender: bytes) -> str:
+    """Why a claim or slash ``sender`` signed before and had dropped can no longer apply
+    (``""`` if it can): a request put back is checked against the chain before it is
+    signed again. Otherwise a requester that settled first made a provider's claims
+    refused one a block, each dragging the later ones with it, and the provider's claim for
+    another requester's job missed its ``claim_by`` behind them (review round 8, R8-5).
+    A claim gets the ledger's whole claim check (review round 9, R9-2: escrows that
+    expired under the claims, or that the requester's own keys drained, passed a check of
+    "open" alone); only "claims open at height ..." is not final."""
     if isinstance(payload, ledger.Slash):
         # a slash whose escrow was pruned (its evidence refused) dragged the coordinator's
         # later ones one a block (review round 9, R9-3); one whose offender's stake was
@@ -76,7 +79,10 @@ def doomed(payload: ledger.Payload, state: ledger.State) -> str:
     escrow = state.escrow(payload.job_id)
     if escrow is None or not escrow.is_open:
         return "its escrow closed before the claim could land"
-    claim_by = sealed_claim_by(payload)
-    if claim_by is not None and claim_by <= state.height:
-        return f"the sealed receipt's claim_by {claim_by} has passed"
+    # A plain receipt's claim waits for the window to open: checked as of then.
+    at = max(state.height + 1, escrow.claim_height if sealed_claim_by(payload) is None else 0)
+    try:
+        ledger.check_claim(state, sender, payload, at=at)
+    except ledger.LedgerError as exc:
+        return str(exc)
     return ""

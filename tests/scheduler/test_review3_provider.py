@@ -112,9 +112,12 @@ def _bids(effects: list[Any]) -> list[protocol.Signed[Bid]]:
     ]
 
 
-def _delivered(claim_by: int, height: int = 100) -> tuple[Provider, list[Any]]:
-    """A provider at ``height`` that ran and delivered a job on a covering escrow, then
-    got a sealed receipt with ``claim_by``; the effects of that receipt."""
+def _delivered(
+    claim_by: int, height: int = 100, receipt_height: int | None = None
+) -> tuple[Provider, list[Any]]:
+    """A provider at ``height`` that ran and delivered a job on a covering escrow (expiry
+    1200), then got a sealed receipt with ``claim_by`` (at ``receipt_height``, if given);
+    the effects of that receipt."""
     escrows: dict[bytes, _Escrow] = {}
     p = _provider(escrows)
     p.block(height, START_MS)
@@ -147,6 +150,8 @@ def _delivered(claim_by: int, height: int = 100) -> tuple[Provider, list[Any]]:
         claim_by=claim_by,
         received_ms=START_MS + 100,
     )
+    if receipt_height is not None:
+        p.block(receipt_height, START_MS + 150)
     effects = p.receive(protocol.sign(receipt, key("requester"), CHAIN).raw, START_MS + 200)
     return p, effects
 
@@ -175,6 +180,17 @@ def test_an_honest_sealed_receipt_is_claimed_at_once_even_a_few_blocks_ahead() -
         assert any(isinstance(e, ClaimWithReceipt) for e in effects), claim_by
         assert not any(isinstance(e, Misbehaved) for e in effects)
         assert next(iter(p.work.values())).phase == WorkPhase.CLAIMED
+
+
+def test_a_sealed_receipt_a_block_before_the_escrow_expires_is_refused_without_a_claim() -> None:
+    # Round 9, R9-2: its claim could only land at the expiry, refused there, dragging our
+    # later transactions (an honest claim among them) with it.
+    p, effects = _delivered(1199 + KEY_DUE_BLOCKS, receipt_height=1199)
+    assert not any(isinstance(e, ClaimWithReceipt) for e in effects)
+    assert not any(isinstance(e, Misbehaved) for e in effects)
+    assert not p.work
+    _, effects = _delivered(1198 + KEY_DUE_BLOCKS, receipt_height=1198)  # lands at 1199
+    assert any(isinstance(e, ClaimWithReceipt) for e in effects)
 
 
 # --- F2 ------------------------------------------------------------------------------

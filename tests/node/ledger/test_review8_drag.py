@@ -144,5 +144,5 @@ def test_a_slash_whose_evidence_no_longer_holds_is_not_signed_again() -> None:
 
     state = ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], {}))
     slash = ledger.Slash(pub(key("released")), 1_000, "failed_verification", (b"x",))
-    assert "evidence no longer holds" in doomed(slash, state)
-    assert doomed(ledger.Transfer(pub(BIDDER), 1), state) == ""
+    assert "evidence no longer holds" in doomed(slash, state, pub(COORD))
+    assert doomed(ledger.Transfer(pub(BIDDER), 1), state, pub(PROVIDER)) == ""

@@ -1,0 +1,177 @@
+"""Round-9 review R9-2: R8-5's mend checked a put-back claim for "escrow closed" and "claim_by
+passed" only. A requester whose escrows *expired* under a funded provider's claims (its
+sealed receipts sent a block before the expiry), or that *drained* them with claims of its
+own keys just before, had the provider's claims refused one a block as before: each put
+back passed the check, was signed again and refused, and, sealed, went before the
+provider's claim for an honest requester's job, which missed its ``claim_by``. Now a
+put-back claim gets the ledger's whole claim check, and sealed claims, new or put back,
+go in the order of their ``claim_by``.
+
+The real :class:`TxQueue` against an in-process :class:`ledger.Producer`, as in
+``test_review8_drag.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import ledger
+from ledger import tx
+from node.ledger import TxQueue, TxRequest
+from node.ledger._txrequest import doomed
+
+from ...keys import key, pub
+from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt
+
+REQUESTER = key("r9-2 requester")  # its escrows expire or are drained under the claims
+HONEST = key("r9-2 honest requester")
+PROVIDER = key("r9-2 provider")
+SYBILS = [key(f"r9-2 sybil {i}") for i in range(8)]
+PRICE = 100
+K = 8
+
+
+def _claim(
+    requester: object, job_id: bytes, unseal: bytes, claim_by: int, provider: object = PROVIDER
+) -> ledger.Claim:
+    return ledger.Claim(
+        job_id=job_id,
+        award=award(requester, provider, PRICE, job=job_id),  # type: ignore[arg-type]
+        receipt=receipt(
+            requester,  # type: ignore[arg-type]
+            provider,  # type: ignore[arg-type]
+            job=job_id,
+            key=unseal,
+            at_once=True,
+            claim_by=claim_by,
+        ),
+        key=unseal,
+    )
+
+
+def _lock(producer: ledger.Producer, owner: object, seq: int, spec: object, expiry: int) -> None:
+    producer.submit(
+        tx.lock(
+            owner,  # type: ignore[arg-type]
+            CHAIN,
+            seq,
+            job_id=spec.id,  # type: ignore[attr-defined]
+            amount=PRICE,
+            claim_height=min(expiry - 1, 80),
+            escrow_expiry=expiry,
+            max_per_payee=PRICE,
+            max_payees=2,
+            spec=spec.raw,  # type: ignore[attr-defined]
+            expiry_height=30,
+        ).raw
+    )
+
+
+@pytest.mark.parametrize("how", ["expire", "drain"])
+async def test_claims_the_requester_dooms_do_not_hold_an_honest_sealed_claim_out(
+    how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    funds = {pub(REQUESTER): 10_000, pub(HONEST): 1_000, pub(PROVIDER): 1_000}
+    funds |= {pub(s): 1 for s in SYBILS}
+    genesis = ledger.make_genesis(CHAIN, [pub(COORD)], funds)
+    producer = ledger.Producer(COORD, ledger.State.from_genesis(genesis), interval_ms=100, now_ms=0)
+    # "expire": the escrows expire at the block the provider's claims reach (height 2)
+    expiry = 2 if how == "expire" else 100
+    specs = [job_spec(REQUESTER, b"r9-2 %d" % i) for i in range(K)]
+    for seq, spec in enumerate(specs):
+        _lock(producer, REQUESTER, seq, spec, expiry)
+    honest = job_spec(HONEST, b"r9-2 honest")
+    _lock(producer, HONEST, 0, honest, 100)
+    producer.produce()
+    claim_by = producer.state.height + 12  # as far as a provider accepts
+
+    async def submit(raw: bytes) -> bytes:
+        await trio.sleep(0.01)
+        try:
+            return producer.submit(raw).id
+        except ledger.LedgerError as exc:
+            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
+
+    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
+    refused: list[str] = []
+    claimed_at: int | None = None
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            if how == "drain":  # the requester's own keys take each escrow's whole amount
+                for sybil, spec in zip(SYBILS, specs, strict=True):
+                    sybil_claim = _claim(REQUESTER, spec.id, b"S" * 32, claim_by, sybil)
+                    producer.submit(
+                        tx.claim(
+                            sybil,
+                            CHAIN,
+                            0,
+                            job_id=spec.id,
+                            award=sybil_claim.award,
+                            receipt=sybil_claim.receipt,
+                            unseal_key=sybil_claim.key,
+                            expiry_height=30,
+                        ).raw
+                    )
+            for i, spec in enumerate(specs):  # the requester's sealed receipts, all at once
+                queue.put(TxRequest(_claim(REQUESTER, spec.id, bytes([i]) * 32, claim_by)))
+            while len(producer.mempool) < K * (2 if how == "drain" else 1):
+                await trio.sleep(0.01)
+            for block in range(8):
+                commit = producer.produce()
+                for drop in producer.take_dropped():
+                    if drop.sender == pub(PROVIDER):
+                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
+                queue.on_block()
+                if block == 0:  # the honest requester's sealed receipt comes now
+                    honest_by = producer.state.height + 4
+                    request = _claim(HONEST, honest.id, b"H" * 32, honest_by)
+                    queue.put(TxRequest(request, refused.append))
+                escrow = producer.state.escrow(honest.id)
+                assert escrow is not None
+                if claimed_at is None and pub(PROVIDER) in escrow.claimed:
+                    claimed_at = commit.block.message.height
+                await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert refused == []
+    assert claimed_at is not None and claimed_at <= honest_by  # before: refused, claim_by passed
+    assert producer.state.balance(pub(PROVIDER)) == 1_000 + PRICE
+    assert queue.rejected == K  # the doomed ones, refused at once
+
+
+def test_a_put_back_claim_gets_the_ledgers_whole_claim_check() -> None:
+    funds = {pub(REQUESTER): 10_000, pub(PROVIDER): 1_000, pub(SYBILS[0]): 1}
+    producer = ledger.Producer(
+        COORD,
+        ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], funds)),
+        interval_ms=100,
+        now_ms=0,
+    )
+    soon, later = job_spec(REQUESTER, b"soon"), job_spec(REQUESTER, b"later")
+    _lock(producer, REQUESTER, 0, soon, 3)
+    _lock(producer, REQUESTER, 1, later, 100)
+    producer.produce()
+    state = producer.state
+    me = pub(PROVIDER)
+    assert doomed(_claim(REQUESTER, later.id, b"k" * 32, 5), state, me) == ""
+    # a plain receipt's claim waits for its window: not doomed before it opens
+    plain = ledger.Claim(
+        later.id,
+        award(REQUESTER, PROVIDER, PRICE, job=later.id),
+        receipt(REQUESTER, PROVIDER, job=later.id),
+        b"\x07" * 32,
+    )
+    assert doomed(plain, state, me) == ""
+    # over the escrow's amount: refused whatever the height
+    big = ledger.Claim(
+        later.id,
+        award(REQUESTER, PROVIDER, PRICE + 1, job=later.id),
+        receipt(REQUESTER, PROVIDER, job=later.id, key=b"k" * 32, at_once=True, claim_by=5),
+        b"k" * 32,
+    )
+    assert "exceed" in doomed(big, state, me)
+    producer.produce()
+    producer.produce()  # height 3: the first escrow has expired
+    assert "expired" in doomed(_claim(REQUESTER, soon.id, b"k" * 32, 9), producer.state, me)
