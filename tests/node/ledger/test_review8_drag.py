@@ -17,10 +17,11 @@ import trio.testing
 
 import ledger
 from ledger import tx
-from node.ledger import TxQueue, TxRequest
+from node.ledger import TxRequest
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt, settle
+from .drag import blocks_with_an_honest_claim, queue_on
 
 SETTLER = key("r8-5 requester")  # settles its jobs first, paying a bidder of its own
 HONEST = key("r8-5 honest requester")
@@ -88,16 +89,7 @@ async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_clai
     producer.produce()
     claim_by = producer.state.height + 4
 
-    async def submit(raw: bytes) -> bytes:
-        await trio.sleep(0.01)
-        try:
-            return producer.submit(raw).id
-        except ledger.LedgerError as exc:
-            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
-
-    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
-    refused: list[str] = []
-    claimed_at: int | None = None
+    queue = queue_on(producer, PROVIDER)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(queue.run)
@@ -116,21 +108,13 @@ async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_clai
                     keys={pub(BIDDER): BIDDER},
                 )
                 producer.submit(paid.raw)
-            for block in range(8):
-                commit = producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
-                if block == 0:  # the honest requester's sealed receipt comes now
-                    honest_by = producer.state.height + 4
-                    request = _claim(HONEST, honest.id, b"H" * 32, honest_by)
-                    queue.put(TxRequest(request, refused.append))
-                escrow = producer.state.escrow(honest.id)
-                assert escrow is not None
-                if claimed_at is None and pub(PROVIDER) in escrow.claimed:
-                    claimed_at = commit.block.message.height
-                await trio.sleep(1)
+            claimed_at, honest_by, refused = await blocks_with_an_honest_claim(
+                producer,
+                queue,
+                pub(PROVIDER),
+                honest.id,
+                lambda by: _claim(HONEST, honest.id, b"H" * 32, by),
+            )
             nursery.cancel_scope.cancel()
     assert refused == []
     assert claimed_at is not None and claimed_at <= honest_by

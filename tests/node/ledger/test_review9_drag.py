@@ -19,11 +19,12 @@ import trio.testing
 
 import ledger
 from ledger import tx
-from node.ledger import TxQueue, TxRequest
+from node.ledger import TxRequest
 from node.ledger._txrequest import doomed
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt
+from .drag import blocks_with_an_honest_claim, queue_on
 
 REQUESTER = key("r9-2 requester")  # its escrows expire or are drained under the claims
 HONEST = key("r9-2 honest requester")
@@ -87,16 +88,7 @@ async def test_claims_the_requester_dooms_do_not_hold_an_honest_sealed_claim_out
     producer.produce()
     claim_by = producer.state.height + 12  # as far as a provider accepts
 
-    async def submit(raw: bytes) -> bytes:
-        await trio.sleep(0.01)
-        try:
-            return producer.submit(raw).id
-        except ledger.LedgerError as exc:
-            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
-
-    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
-    refused: list[str] = []
-    claimed_at: int | None = None
+    queue = queue_on(producer, PROVIDER)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(queue.run)
@@ -119,21 +111,13 @@ async def test_claims_the_requester_dooms_do_not_hold_an_honest_sealed_claim_out
                 queue.put(TxRequest(_claim(REQUESTER, spec.id, bytes([i]) * 32, claim_by)))
             while len(producer.mempool) < K * (2 if how == "drain" else 1):
                 await trio.sleep(0.01)
-            for block in range(8):
-                commit = producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
-                if block == 0:  # the honest requester's sealed receipt comes now
-                    honest_by = producer.state.height + 4
-                    request = _claim(HONEST, honest.id, b"H" * 32, honest_by)
-                    queue.put(TxRequest(request, refused.append))
-                escrow = producer.state.escrow(honest.id)
-                assert escrow is not None
-                if claimed_at is None and pub(PROVIDER) in escrow.claimed:
-                    claimed_at = commit.block.message.height
-                await trio.sleep(1)
+            claimed_at, honest_by, refused = await blocks_with_an_honest_claim(
+                producer,
+                queue,
+                pub(PROVIDER),
+                honest.id,
+                lambda by: _claim(HONEST, honest.id, b"H" * 32, by),
+            )
             nursery.cancel_scope.cancel()
     assert refused == []
     assert claimed_at is not None and claimed_at <= honest_by  # before: refused, claim_by passed
