@@ -32,12 +32,28 @@ log = logging.getLogger(__name__)
 
 #: The earnings book in the data directory (one JSON object a line).
 EARNINGS_FILE = "earnings.jsonl"
+#: Payments appended to the earnings file before it is written again as the book's
+#: buckets (so it holds at most this many lines more than the book has buckets).
+COMPACT_EARNINGS_EVERY = 10_000
 #: Ledger transactions of this node's account the page lists.
 HISTORY_ROWS = 15
 #: Jobs of each kind the page lists.
 JOB_ROWS = 20
 #: Jobs whose bid counts are remembered (the latest).
 MAX_BID_COUNTS = 1_000
+
+
+def write_earnings(path: Path, book: EarningsBook) -> None:
+    """Write ``book``'s buckets to ``path`` in place of its lines (one a payment), through
+    a file renamed over it: the file stays as bounded as the book."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        for at_ms, amount in book.entries:
+            f.write(json.dumps({"at_ms": at_ms, "amount": amount}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def load_earnings(path: Path | None) -> EarningsBook:
@@ -82,6 +98,7 @@ class SnapshotBuilder:
         self.activity = Activity(
             clock=node.now_ms, book=load_earnings(self._earnings_path), on_paid=self._keep_paid
         )
+        self._appended = COMPACT_EARNINGS_EVERY  # rewrite what was kept at the first payment
         effects = getattr(node, "effects", None)
         if effects is not None:
             effects.observers.append(self.activity.observe)
@@ -110,15 +127,23 @@ class SnapshotBuilder:
             del self._bids[next(iter(self._bids))]
 
     def _keep_paid(self, at_ms: int, amount: int, job_id: bytes) -> None:
-        if self._earnings_path is None:
+        """Append the payment to the earnings file; every ``COMPACT_EARNINGS_EVERY`` lines,
+        write the file again as the book's buckets."""
+        path = self._earnings_path
+        if path is None:
             return
-        line = json.dumps({"at_ms": at_ms, "amount": amount, "job": job_id.hex()}) + "\n"
         try:
-            fd = os.open(self._earnings_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if self._appended >= COMPACT_EARNINGS_EVERY:
+                write_earnings(path, self.activity.book)  # the book has this payment
+                self._appended = 0
+                return
+            line = json.dumps({"at_ms": at_ms, "amount": amount, "job": job_id.hex()}) + "\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with open(fd, "a", encoding="utf-8") as f:
                 f.write(line)
+            self._appended += 1
         except OSError as exc:
-            log.warning("cannot write %s: %s", self._earnings_path, exc)
+            log.warning("cannot write %s: %s", path, exc)
 
     # --- the snapshot ------------------------------------------------------------------
 

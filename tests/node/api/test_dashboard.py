@@ -84,6 +84,27 @@ def test_earnings_today_week_all_time_and_a_bounded_chart() -> None:
     assert [p[1] for p in chart] == sorted(p[1] for p in chart)  # cumulative
 
 
+def test_the_earnings_book_stays_bounded_however_many_payments() -> None:
+    # A payment every 5 s for 20 days: one entry each grew without end (about 3 KB a
+    # second at 20 jobs a second). Minute buckets for 8 days, day buckets before.
+    start = 1_800_000_000_000  # a minute's start, and a UTC day's
+    book = EarningsBook()
+    paid_at = [start + 5_000 * i for i in range(20 * 17_280)]
+    for t in paid_at:
+        book.add(t, 2)
+    now = paid_at[-1]
+    assert book.total == 2 * len(paid_at)
+    assert len(book.entries) <= 8 * 1_440 + 21
+    assert [t for t, _ in book.entries] == sorted({t for t, _ in book.entries})
+    for since in (now - 5 * 3_600_000, now - 7 * DAY_MS, now - 60_000):
+        start_min = since - since % 60_000  # the book counts whole minutes
+        assert book.since(start_min) == 2 * sum(1 for t in paid_at if t >= start_min)
+    summary = book.summary(now, now - now % DAY_MS)
+    assert summary["all"] == book.total and summary["chart"][-1][1] == book.total
+    # the same payments read back in one go give the same buckets
+    assert EarningsBook((t, 2) for t in paid_at).entries == book.entries
+
+
 def _award(job: bytes, price: int = 3_000) -> protocol.Signed[protocol.Award]:
     req, me = key(2), key(3)
     award = protocol.Award(
