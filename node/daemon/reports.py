@@ -61,9 +61,6 @@ MAX_PER_REPORTER = 16
 #: Blocks after its submission past which a slash in flight is taken as lost (its
 #: transaction's lifetime, specs/daemon.md, and two more).
 FLIGHT_BLOCKS = 32
-#: Blocks within which a slash is expected to land: one is submitted only for stake that
-#: is not released, and evidence whose escrow does not leave the state, before then.
-LAND_WITHIN_BLOCKS = 4
 #: A slash smaller than ``slash_amount // MIN_SLASH_PART`` (10,000 micro-credits by
 #: default) is not made: it takes a place in flight for next to nothing.
 MIN_SLASH_PART = 100
@@ -135,11 +132,13 @@ class Reports:
         if escrow.prune_height <= state.height + FLIGHT_BLOCKS:
             # its evidence would be refused once the escrow leaves the state
             return protocol.pack(["too late: the escrow leaves the ledger"])
-        # what the offender will still hold when the slash lands: not what is released
-        # before then (a slash of it would be refused in the block: R8-1)
+        # what the offender will still hold when the slash lands, however long it waits
+        # in flight: not what is released before then. Counted to 4 blocks, offenders
+        # holding the floor in unbonding released while their slash waited behind 1,024
+        # made slashes that took nothing and freed their places (round 10, R10-1)
         account = state.account(offender)
         held = account.stake + sum(
-            a for release, a in account.unbonding if release > state.height + LAND_WITHIN_BLOCKS
+            a for release, a in account.unbonding if release > state.height + FLIGHT_BLOCKS
         )
         amount = min(held, node.config.coordinator.slash_amount)
         if amount <= 0:

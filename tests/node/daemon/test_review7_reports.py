@@ -151,6 +151,24 @@ async def test_stake_released_before_a_slash_can_land_is_not_slashed() -> None:
     assert node.submitted == node.submitted[:1]
 
 
+async def test_stake_released_while_a_slash_waits_in_flight_is_not_counted() -> None:
+    # Round 10, R10-1: offenders holding the floor in unbonding released 8 blocks on were
+    # answered "slashing"; behind 1,024 slashes in flight theirs landed after the release,
+    # took nothing and freed their places, and honest reports were answered busy.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    h = node.ledger.state.height
+    node.ledger.state.account = lambda who: SimpleNamespace(
+        stake=0, unbonding_total=10_000, unbonding=((h + 8, 10_000),)
+    )
+    job = node.closed(bytes([1]) * 32, ATTACKER)
+    assert await _report(reports, ATTACKER, key("releasing"), job) == "nothing staked"
+    node.ledger.state.account = lambda who: SimpleNamespace(
+        stake=0, unbonding_total=10_000, unbonding=((h + FLIGHT_BLOCKS + 1, 10_000),)
+    )
+    assert await _report(reports, ATTACKER, key("releasing"), job) == "slashing"
+
+
 async def test_evidence_whose_escrow_leaves_the_state_before_a_slash_lands_is_too_late() -> None:
     node = _Coordinator()
     reports = Reports(node)  # type: ignore[arg-type]
