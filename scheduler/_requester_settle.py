@@ -143,7 +143,10 @@ def finalise(
         # No positive attestation: the payout is what counts for the winners (the
         # ledger adds nothing for one), so it would only cost a fee and a transaction.
         losers = [by_index[i] for i in verdict.rejected]
-        effects += punish(job, verdict, losers, winners, config, caught)
+        # the evidence is the paid winners' Results only: the ledger takes none naming an
+        # unpaid one, and a winner withholding its key at a forced finalise made the honest
+        # report refused and counted against us (review round 10, R10-3)
+        effects += punish(job, verdict, losers, arrived, config, caught)
     elif winners:
         # Judged by commitment, but no winner's bytes came: nothing to hand over, and
         # nothing settled; the winners holding receipts may claim.
