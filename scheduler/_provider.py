@@ -126,6 +126,11 @@ class Provider:
         self._running: set[bytes] = set()
         self._bids = BidBook(self.max_pending_per_requester)
         self._funders: dict[bytes, None] = {}
+        #: Requesters whose escrows paid us (the latest ``MAX_PAYERS``): a claim of theirs
+        #: is trusted not to be voided under it (``paid_by``). Requesters that closed an
+        #: escrow under a sealed claim of ours without paying it get no more bids.
+        self._payers: dict[bytes, None] = {}
+        self._voiders: dict[bytes, None] = {}
 
     # --- queries ----------------------------------------------------------------------
 
@@ -158,6 +163,12 @@ class Provider:
             return self.work[job_id]
         except KeyError:
             raise UnknownJob(f"no work for job {job_id.hex()[:16]}… on this node") from None
+
+    def paid_by(self, requester: bytes) -> bool:
+        """Whether an escrow of ``requester``'s has paid us (lately): the transaction queue
+        signs a claim of any other's alone, nothing of ours behind it (specs/daemon.md,
+        "Transactions")."""
+        return requester in self._payers
 
     def note_head(self, head: int) -> None:
         """The best chain height the node heard of (its ledger's sources' head): bounds
@@ -338,6 +349,8 @@ class Provider:
         if work is None:
             return []
         work.paid += amount
+        if amount > 0:
+            _remember(self._payers, work.spec.requester)
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
         price = work.award.message.price if work.award is not None else 0
         if work.receipt is not None and work.key and work.paid >= price:
@@ -358,6 +371,15 @@ class Provider:
             self._bids.drop(work)
             del self.work[job_id]
             return [CancelTimer(TimerKey(TimerKind.BID, job_id))]
+        if work.phase == WorkPhase.CLAIMED and not work.paid and not work.plain:
+            # Closed (or drained) under the sealed claim the requester's own receipt asked
+            # for, unpaid: a claim refused in a block drops our later transactions with it
+            # (review round 10, R10-2). No more work for that requester.
+            requester = work.spec.requester
+            self._payers.pop(requester, None)
+            _remember(self._voiders, requester)
+            why = "closed its escrow under our sealed claim without paying it"
+            return [Misbehaved(requester, why), *self._close(work, f"the requester {why}")]
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
 
     # --- internals --------------------------------------------------------------------
@@ -585,3 +607,14 @@ class Provider:
         res = work.result.message
         unseal = Unseal(work.id, self.me, res.replica, work.result.id, work.key)
         return Send(work.spec.requester, sign(unseal, self.config.key, self.config.chain_id))
+
+
+#: Requesters remembered as payers, and as voiders of our claims (the latest of each).
+MAX_PAYERS = 4_096
+
+
+def _remember(seen: dict[bytes, None], requester: bytes) -> None:
+    seen.pop(requester, None)
+    while len(seen) >= MAX_PAYERS:
+        del seen[next(iter(seen))]
+    seen[requester] = None

@@ -46,6 +46,12 @@ RETRY_S = (0.25, 1.0)
 #: claiming a head far above the chain's cannot get every transaction of ours refused
 #: (expiry too far ahead): an expiry stays within the mempool's horizon.
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
+#: How often a request waiting behind one signed alone looks whether it was refused (a
+#: block, applying or dropping it, wakes it at once).
+ALONE_POLL_S = 0.1
+#: Blocks a request to be signed alone waits for a moment when nothing else waits, before
+#: it takes its turn among the others.
+ALONE_WAIT_BLOCKS = 2
 #: A gap filler is a transfer of this much to ourselves.
 FILLER_AMOUNT = 1
 
@@ -86,6 +92,11 @@ class TxQueue:
         #: Requests signed before and put back (dropped behind a gap, renumbered), each
         #: with its place (:func:`_place`): signed before any new one, sealed claims first.
         self._again: list[tuple[tuple[int, int, int], TxRequest]] = []
+        #: Requests to sign alone (``TxRequest.alone``), with their order and the height
+        #: they were held at; and the sequence number of the one signed and not resolved.
+        self._alone: list[tuple[int, int, TxRequest]] = []
+        self._alone_seq: int | None = None
+        self._last_alone = False  # the last request signed was signed alone
         self._taken = 0  # requests taken so far (the next one's ``order``)
         #: Set while the numbers above it are given out again (``_renumber``).
         self._renumber_from: int | None = None
@@ -140,6 +151,9 @@ class TxQueue:
         filled; otherwise the sequence is reset from the ledger."""
         self._chain_moved.set()
         self._chain_moved = trio.Event()
+        if self._alone:  # one held to be signed alone may be due now (``_alone_due``)
+            with contextlib.suppress(trio.WouldBlock):
+                self._send.send_nowait(None)
         state = self._state()
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
@@ -255,13 +269,20 @@ class TxQueue:
             self._nursery = nursery
             new: TxRequest | None = None  # taken from the channel, not signed yet
             while True:
+                if new is not None and new.alone:  # after the others (``_take_alone``)
+                    self._alone.append((self._taken, self._state().height, new))
+                    self._taken, new = self._taken + 1, None
                 if new is None and not self._again:
+                    if self._alone and self._alone_due():
+                        await self._sign_alone(nursery)
+                        continue
                     new = await self._receive.receive()  # None: woken for ``_again``
                     continue
                 await self._window.acquire()
                 await self._room_ahead()
                 while self._renumber_from is not None:
                     await self._renumbered.wait()
+                await self._behind_alone()
                 if self._again and not (
                     new is not None
                     and sealed_claim_by(new.payload) is not None
@@ -280,12 +301,60 @@ class TxQueue:
                     self._window.release()
                     continue
                 seq, expiry = self._take_seq()
+                self._last_alone = False
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry, order)
 
+    def _alone_due(self) -> bool:
+        """Whether the first request held to be signed alone goes now: when nothing else
+        waits to be signed; or, once it has waited ``ALONE_WAIT_BLOCKS``, when the last
+        one signed was not alone (so that neither kind can starve the other: each one
+        signed alone holds the rest back for about a block)."""
+        if self._receive.statistics().current_buffer_used == 0:
+            return True
+        waited = self._state().height - self._alone[0][1]
+        return waited >= ALONE_WAIT_BLOCKS and not self._last_alone
+
+    async def _sign_alone(self, nursery: trio.Nursery) -> None:
+        """Sign the first request held to be signed alone, once nothing of ours before it
+        is unresolved alone; nothing is signed after it until it is resolved."""
+        await self._window.acquire()
+        await self._room_ahead()
+        while self._renumber_from is not None:
+            await self._renumbered.wait()
+        await self._behind_alone()
+        order, _, request = self._alone.pop(0)
+        why = doomed(request.payload, self._state(), self.me)
+        if why:
+            self._window.release()
+            self._rejected(request, why)
+            return
+        seq, expiry = self._take_seq()
+        self._out.add(seq)
+        self._alone_seq, self._last_alone = seq, True
+        nursery.start_soon(self._one, request, seq, expiry, order)
+
+    async def _behind_alone(self) -> None:
+        """Wait until the transaction signed alone, if any, is resolved: applied, or no
+        longer pending (refused, dropped, expired). Refused in a block, it drops nothing
+        of ours behind it then."""
+        while (seq := self._alone_seq) is not None:
+            if seq < self._state().next_seq(self.me) or (
+                seq not in self._pending and seq not in self._out
+            ):
+                self._alone_seq = None
+                return
+            with trio.move_on_after(ALONE_POLL_S):
+                await self._chain_moved.wait()
+
     def _put_back(self, order: int, request: TxRequest) -> None:
-        """Sign ``request`` again, before any request not signed yet (:func:`_place`)."""
-        bisect.insort(self._again, (_place(request, order), request), key=lambda item: item[0])
+        """Sign ``request`` again, before any request not signed yet (:func:`_place`);
+        one to be signed alone goes back among those (``_sign_alone``)."""
+        if request.alone:
+            held = (order, self._state().height, request)
+            bisect.insort(self._alone, held, key=lambda item: item[0])
+        else:
+            bisect.insort(self._again, (_place(request, order), request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
             self._send.send_nowait(None)  # wake the loop if it waits for a new request
 

@@ -27,6 +27,11 @@ class TxRequest:
     expiry_cap: int | None = None
     #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
     on_signed: Callable[[int, bytes, int], None] | None = None
+    #: Another party can make it refused in a block (a claim of a requester that never
+    #: paid us: it can close the escrow in the very block the claim lands in), and a
+    #: refused transaction drops the sender's later ones: signed after every other request
+    #: waiting, with nothing of ours signed after it until the chain resolves it.
+    alone: bool = False
 
     @property
     def kind(self) -> str:

@@ -14,6 +14,7 @@ from protocol import (
     Bid,
     InputRef,
     JobSpec,
+    NoBid,
     Receipt,
     Requirements,
     Usage,
@@ -191,6 +192,27 @@ def test_a_sealed_receipt_a_block_before_the_escrow_expires_is_refused_without_a
     assert not p.work
     _, effects = _delivered(1198 + KEY_DUE_BLOCKS, receipt_height=1198)  # lands at 1199
     assert any(isinstance(e, ClaimWithReceipt) for e in effects)
+
+
+def test_a_requester_that_closes_its_escrow_under_our_sealed_claim_gets_no_more_bids() -> None:
+    # Round 10, R10-2: a claim such a requester voids in a block drops our later
+    # transactions with it. One whose escrow paid us is trusted (its claims need not be
+    # signed alone); one that voided a claim gets no more bids.
+    p, effects = _delivered(105, height=100)
+    (job_id,) = p.work
+    assert any(isinstance(e, ClaimWithReceipt) for e in effects)
+    assert not p.paid_by(pub(key("requester")))
+    closed = p.escrow_closed(job_id, START_MS + 300)
+    assert any(isinstance(e, Misbehaved) for e in closed) and not p.work
+    again = p.receive(_spec("requester", START_MS + 400).raw, START_MS + 400)
+    assert not _bids(again)
+    assert any(
+        isinstance(e, Send) and isinstance(e.message.message, NoBid) for e in again
+    )  # refused, with its reason
+    paid, _ = _delivered(105, height=100)
+    (job_id,) = paid.work
+    paid.paid(job_id, 10_000, START_MS + 300)
+    assert paid.paid_by(pub(key("requester")))
 
 
 # --- F2 ------------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Review round 10, R10-2: a requester settled each of its escrows (paying a key of its own)
+in the very block the provider's sealed claim of it landed in, ahead of it. The claim was
+refused in the block and every later transaction of the provider's dropped with it, block
+after block: 0 of 17 honest claims and 0 of 17 of its own transfers landed in 60 blocks.
+A claim of a requester that never paid us is now signed alone (``TxRequest.alone``): after
+the requests waiting, and nothing of ours signed behind it until the chain resolves it.
+
+The real :class:`TxQueue` against an in-process :class:`ledger.Producer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import trio
+import trio.testing
+
+import ledger
+from ledger import tx
+from node.ledger import TxRequest
+
+from ...keys import key, pub
+from ...ledger.helpers import CHAIN, COORD, award, bid, job_spec, receipt
+from .drag import queue_on
+
+ATTACKER = key("r10-2 requester")
+SELF = key("r10-2 requester's own key")
+PROVIDER = key("r10-2 provider")
+HONEST = [key(f"r10-2 honest {i}") for i in range(8)]
+PRICE = 100
+BLOCKS = 30
+AHEAD = 8
+ALONE = True
+
+
+def _claim(requester: object, job_id: bytes, claim_by: int) -> ledger.Claim:
+    unseal = hashlib.sha256(job_id).digest()
+    return ledger.Claim(
+        job_id=job_id,
+        award=award(requester, PROVIDER, PRICE, job=job_id),  # type: ignore[arg-type]
+        receipt=receipt(
+            requester,  # type: ignore[arg-type]
+            PROVIDER,
+            job=job_id,
+            key=unseal,
+            at_once=True,
+            claim_by=claim_by,
+        ),
+        key=unseal,
+    )
+
+
+async def test_a_requester_closing_escrows_under_our_claims_drops_nothing_else_of_ours(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    funds = {pub(ATTACKER): 10**6, pub(PROVIDER): 1_000} | {pub(h): 10**6 for h in HONEST}
+    producer = ledger.Producer(
+        COORD,
+        ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], funds)),
+        interval_ms=100,
+        now_ms=0,
+    )
+
+    def lock(owner: object, seq: int, label: bytes) -> bytes:
+        spec = job_spec(owner, label)  # type: ignore[arg-type]
+        producer.submit(
+            tx.lock(
+                owner,  # type: ignore[arg-type]
+                CHAIN,
+                seq,
+                job_id=spec.id,
+                amount=PRICE,
+                claim_height=90,
+                escrow_expiry=100,
+                max_per_payee=PRICE,
+                max_payees=1,
+                spec=spec.raw,
+                expiry_height=30,
+            ).raw
+        )
+        return spec.id
+
+    theirs = [lock(ATTACKER, i, b"r10-2 %d" % i) for i in range(AHEAD + BLOCKS)]
+    honest = [lock(h, 0, b"r10-2 honest") for h in HONEST]
+    producer.produce()
+    queue = queue_on(producer, PROVIDER)
+    claim_by: dict[bytes, int] = {}
+    asked_honest: list[bytes] = []
+    transfers = 0
+
+    def receipt_of_theirs(by: int) -> None:
+        # the attacker's sealed receipt: it never paid us, so its claim is signed alone
+        job = theirs[len(claim_by)]
+        claim_by[job] = by
+        queue.put(TxRequest(_claim(ATTACKER, job, by), alone=ALONE))
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for ahead in range(1, AHEAD + 1):  # claim_by chosen to put them first
+                receipt_of_theirs(producer.state.height + ahead)
+            for block in range(BLOCKS):
+                h = producer.state.height
+                # before each block, the attacker settles (to its own key) the escrow of
+                # the claim due first: the settle goes ahead of the claim in the block
+                live = [j for j, by in claim_by.items() if by > h]
+                job = min(live, key=claim_by.__getitem__)
+                payout = ledger.Payout(pub(SELF), PRICE, bid(SELF, PRICE, job=job))
+                settle = ledger.tx.make(
+                    ATTACKER,
+                    CHAIN,
+                    AHEAD + BLOCKS + block,
+                    ledger.Settle(job, (payout,)),
+                    expiry_height=h + 1,
+                )
+                producer.submit(settle.raw)
+                await trio.sleep(0.3)
+                producer.produce()
+                for drop in producer.take_dropped():
+                    if drop.sender == pub(PROVIDER):
+                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
+                queue.on_block()
+                receipt_of_theirs(producer.state.height + AHEAD)
+                if block % 4 == 1 and len(asked_honest) < len(HONEST):
+                    job_h = honest[len(asked_honest)]
+                    requester = HONEST[len(asked_honest)]
+                    asked_honest.append(job_h)
+                    queue.put(TxRequest(_claim(requester, job_h, producer.state.height + 4)))
+                if block % 4 == 3:
+                    transfers += 1
+                    queue.put(TxRequest(ledger.Transfer(pub(SELF), 1)))
+                await trio.sleep(0.7)
+            for _ in range(5):  # the last ones land
+                producer.produce()
+                for drop in producer.take_dropped():
+                    if drop.sender == pub(PROVIDER):
+                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
+                queue.on_block()
+                await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    landed = [
+        j for j in asked_honest if (e := state.escrow(j)) is not None and pub(PROVIDER) in e.claimed
+    ]
+    assert landed == asked_honest  # before: none of them
+    # and every transfer of its own landed (paid, besides: the attacker's escrows claimed
+    # once it stopped settling them)
+    theirs_paid = sum(e.paid_to(pub(PROVIDER)) for j in theirs if (e := state.escrow(j)))
+    expected = 1_000 + PRICE * len(asked_honest) + theirs_paid - transfers
+    assert state.balance(pub(PROVIDER)) == expected
