@@ -61,6 +61,19 @@ MAX_PER_REPORTER = 16
 #: Blocks after its submission past which a slash in flight is taken as lost (its
 #: transaction's lifetime, specs/daemon.md, and two more).
 FLIGHT_BLOCKS = 32
+#: Blocks within which a slash lands when nothing is ahead of it in the coordinator's queue,
+#: and slashes the queue lands a block at most (``ledger.MAX_AHEAD``).
+LAND_WITHIN_BLOCKS = 4
+SLASHES_PER_BLOCK = ledger.MAX_AHEAD
+
+
+def _landing_within(in_flight: int) -> int:
+    """Blocks within which a slash reported now lands, with ``in_flight`` slashes ahead of
+    it: twice the blocks the queue needs for them (it carries other transactions too), at
+    most ``FLIGHT_BLOCKS`` (past which its place is freed anyway)."""
+    return min(FLIGHT_BLOCKS, LAND_WITHIN_BLOCKS + 2 * -(-in_flight // SLASHES_PER_BLOCK))
+
+
 #: A slash smaller than ``slash_amount // MIN_SLASH_PART`` (10,000 micro-credits by
 #: default) is not made: it takes a place in flight for next to nothing.
 MIN_SLASH_PART = 100
@@ -133,13 +146,14 @@ class Reports:
             # its evidence would be refused once the escrow leaves the state
             return protocol.pack(["too late: the escrow leaves the ledger"])
         # what the offender will still hold when the slash lands, however long it waits
-        # in flight: not what is released before then. Counted to 4 blocks, offenders
-        # holding the floor in unbonding released while their slash waited behind 1,024
-        # made slashes that took nothing and freed their places (round 10, R10-1)
+        # in flight: not what is released before then. Counted to 4 blocks whatever the
+        # queue, offenders holding the floor in unbonding released while their slash waited
+        # behind 1,024 made slashes that took nothing and freed their places (round 10,
+        # R10-1); counted to 32 whatever the queue, a cheat that unstaked at its award
+        # escaped a report 70 blocks later (R10-5)
         account = state.account(offender)
-        held = account.stake + sum(
-            a for release, a in account.unbonding if release > state.height + FLIGHT_BLOCKS
-        )
+        reach = state.height + _landing_within(len(self._in_flight))
+        held = account.stake + sum(a for release, a in account.unbonding if release > reach)
         amount = min(held, node.config.coordinator.slash_amount)
         if amount <= 0:
             return protocol.pack(["nothing staked"])
