@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import hashlib
 
+import nacl.signing
 import trio
 import trio.testing
 
 import ledger
-from ledger import tx
 from node.ledger import TxRequest
 
 from ...keys import key, pub
-from ...ledger.helpers import CHAIN, COORD, award, bid, job_spec, receipt
-from .drag import queue_on
+from ...ledger.helpers import CHAIN, COORD, bid, job_spec
+from .drag import feed_block, lock_job, queue_on, sealed_claim
 
 ATTACKER = key("r10-2 requester")
 SELF = key("r10-2 requester's own key")
@@ -33,21 +33,8 @@ AHEAD = 8
 ALONE = True
 
 
-def _claim(requester: object, job_id: bytes, claim_by: int) -> ledger.Claim:
-    unseal = hashlib.sha256(job_id).digest()
-    return ledger.Claim(
-        job_id=job_id,
-        award=award(requester, PROVIDER, PRICE, job=job_id),  # type: ignore[arg-type]
-        receipt=receipt(
-            requester,  # type: ignore[arg-type]
-            PROVIDER,
-            job=job_id,
-            key=unseal,
-            at_once=True,
-            claim_by=claim_by,
-        ),
-        key=unseal,
-    )
+def _claim(requester: nacl.signing.SigningKey, job_id: bytes, claim_by: int) -> ledger.Claim:
+    return sealed_claim(requester, PROVIDER, job_id, hashlib.sha256(job_id).digest(), claim_by)
 
 
 async def test_a_requester_closing_escrows_under_our_claims_drops_nothing_else_of_ours(
@@ -61,24 +48,8 @@ async def test_a_requester_closing_escrows_under_our_claims_drops_nothing_else_o
         now_ms=0,
     )
 
-    def lock(owner: object, seq: int, label: bytes) -> bytes:
-        spec = job_spec(owner, label)  # type: ignore[arg-type]
-        producer.submit(
-            tx.lock(
-                owner,  # type: ignore[arg-type]
-                CHAIN,
-                seq,
-                job_id=spec.id,
-                amount=PRICE,
-                claim_height=90,
-                escrow_expiry=100,
-                max_per_payee=PRICE,
-                max_payees=1,
-                spec=spec.raw,
-                expiry_height=30,
-            ).raw
-        )
-        return spec.id
+    def lock(owner: nacl.signing.SigningKey, seq: int, label: bytes) -> bytes:
+        return lock_job(producer, owner, seq, job_spec(owner, label), price=PRICE)
 
     theirs = [lock(ATTACKER, i, b"r10-2 %d" % i) for i in range(AHEAD + BLOCKS)]
     honest = [lock(h, 0, b"r10-2 honest") for h in HONEST]
@@ -115,11 +86,7 @@ async def test_a_requester_closing_escrows_under_our_claims_drops_nothing_else_o
                 )
                 producer.submit(settle.raw)
                 await trio.sleep(0.3)
-                producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
+                feed_block(producer, queue, pub(PROVIDER))
                 receipt_of_theirs(producer.state.height + AHEAD)
                 if block % 4 == 1 and len(asked_honest) < len(HONEST):
                     job_h = honest[len(asked_honest)]
@@ -131,11 +98,7 @@ async def test_a_requester_closing_escrows_under_our_claims_drops_nothing_else_o
                     queue.put(TxRequest(ledger.Transfer(pub(SELF), 1)))
                 await trio.sleep(0.7)
             for _ in range(5):  # the last ones land
-                producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
+                feed_block(producer, queue, pub(PROVIDER))
                 await trio.sleep(1)
             nursery.cancel_scope.cancel()
     state = producer.state

@@ -21,6 +21,7 @@ from node.ledger import TxQueue, TxRequest
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt, settle
+from .drag import feed_block
 
 REQUESTER = key("r6-5 requester")  # settles job A first, paying a bidder of its own
 HONEST = key("r6-5 honest requester")  # job B
@@ -126,11 +127,7 @@ async def _claim_a_refused_then_b(
                     await trio.sleep(0.01)
                 producer.submit(paid.raw)
             for _ in range(blocks):
-                commit = producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
+                commit = feed_block(producer, queue, pub(PROVIDER))
                 escrow = producer.state.escrow(spec_b.id)
                 assert escrow is not None
                 if run.claimed_at is None and pub(PROVIDER) in escrow.claimed:
@@ -272,11 +269,7 @@ async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_othe
             )
             producer.submit(paid.raw)
             for _ in range(4):
-                producer.produce()
-                for drop in producer.take_dropped():
-                    if drop.sender == pub(PROVIDER):
-                        queue.dropped(drop.tx_id, drop.seq, drop.reason)
-                queue.on_block()
+                feed_block(producer, queue, pub(PROVIDER))
                 await trio.sleep(1)
                 b_offline = not queue.renumberings  # B gets through after the renumbering
             nursery.cancel_scope.cancel()

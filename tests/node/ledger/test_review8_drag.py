@@ -12,6 +12,7 @@ The real :class:`TxQueue` against an in-process :class:`ledger.Producer`, as in
 
 from __future__ import annotations
 
+import nacl.signing
 import trio
 import trio.testing
 
@@ -20,8 +21,8 @@ from ledger import tx
 from node.ledger import TxRequest
 
 from ...keys import key, pub
-from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt, settle
-from .drag import blocks_with_an_honest_claim, queue_on
+from ...ledger.helpers import CHAIN, COORD, job_spec, settle
+from .drag import blocks_with_an_honest_claim, queue_on, sealed_claim
 
 SETTLER = key("r8-5 requester")  # settles its jobs first, paying a bidder of its own
 HONEST = key("r8-5 honest requester")
@@ -31,20 +32,10 @@ PRICE = 100
 K = 6
 
 
-def _claim(requester: object, job_id: bytes, unseal: bytes, claim_by: int) -> ledger.Claim:
-    return ledger.Claim(
-        job_id=job_id,
-        award=award(requester, PROVIDER, PRICE, job=job_id),  # type: ignore[arg-type]
-        receipt=receipt(
-            requester,  # type: ignore[arg-type]
-            PROVIDER,
-            job=job_id,
-            key=unseal,
-            at_once=True,
-            claim_by=claim_by,
-        ),
-        key=unseal,
-    )
+def _claim(
+    requester: nacl.signing.SigningKey, job_id: bytes, unseal: bytes, claim_by: int
+) -> ledger.Claim:
+    return sealed_claim(requester, PROVIDER, job_id, unseal, claim_by, PRICE)
 
 
 async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_claim_out(

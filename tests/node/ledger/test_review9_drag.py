@@ -13,18 +13,20 @@ The real :class:`TxQueue` against an in-process :class:`ledger.Producer`, as in
 
 from __future__ import annotations
 
+import nacl.signing
 import pytest
 import trio
 import trio.testing
 
 import ledger
+import protocol
 from ledger import tx
 from node.ledger import TxRequest
 from node.ledger._txrequest import doomed
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, award, job_spec, receipt
-from .drag import blocks_with_an_honest_claim, queue_on
+from .drag import blocks_with_an_honest_claim, lock_job, queue_on, sealed_claim
 
 REQUESTER = key("r9-2 requester")  # its escrows expire or are drained under the claims
 HONEST = key("r9-2 honest requester")
@@ -35,39 +37,23 @@ K = 8
 
 
 def _claim(
-    requester: object, job_id: bytes, unseal: bytes, claim_by: int, provider: object = PROVIDER
+    requester: nacl.signing.SigningKey,
+    job_id: bytes,
+    unseal: bytes,
+    claim_by: int,
+    provider: nacl.signing.SigningKey = PROVIDER,
 ) -> ledger.Claim:
-    return ledger.Claim(
-        job_id=job_id,
-        award=award(requester, provider, PRICE, job=job_id),  # type: ignore[arg-type]
-        receipt=receipt(
-            requester,  # type: ignore[arg-type]
-            provider,  # type: ignore[arg-type]
-            job=job_id,
-            key=unseal,
-            at_once=True,
-            claim_by=claim_by,
-        ),
-        key=unseal,
-    )
+    return sealed_claim(requester, provider, job_id, unseal, claim_by, PRICE)
 
 
-def _lock(producer: ledger.Producer, owner: object, seq: int, spec: object, expiry: int) -> None:
-    producer.submit(
-        tx.lock(
-            owner,  # type: ignore[arg-type]
-            CHAIN,
-            seq,
-            job_id=spec.id,  # type: ignore[attr-defined]
-            amount=PRICE,
-            claim_height=min(expiry - 1, 80),
-            escrow_expiry=expiry,
-            max_per_payee=PRICE,
-            max_payees=2,
-            spec=spec.raw,  # type: ignore[attr-defined]
-            expiry_height=30,
-        ).raw
-    )
+def _lock(
+    producer: ledger.Producer,
+    owner: nacl.signing.SigningKey,
+    seq: int,
+    spec: protocol.Signed[protocol.JobSpec],
+    expiry: int,
+) -> None:
+    lock_job(producer, owner, seq, spec, expiry=expiry, price=PRICE, payees=2)
 
 
 @pytest.mark.parametrize("how", ["expire", "drain"])
