@@ -47,6 +47,7 @@ from ._errors import SequenceError as SequenceError
 from ._errors import SequenceGap as SequenceGap
 from ._errors import StoreError as StoreError
 from ._errors import TransactionRejected as TransactionRejected
+from ._evidence import MIN_MAJORITY as MIN_MAJORITY
 from ._evidence import check_slash_evidence as check_slash_evidence
 from ._genesis import MAX_SUPPLY as MAX_SUPPLY
 from ._genesis import Allocation as Allocation

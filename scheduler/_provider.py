@@ -127,10 +127,8 @@ class Provider:
         self._bids = BidBook(self.max_pending_per_requester)
         self._funders: dict[bytes, None] = {}
         #: Requesters whose escrows paid us (the latest ``MAX_PAYERS``): a claim of theirs
-        #: is trusted not to be voided under it (``paid_by``). Requesters that closed an
-        #: escrow under a sealed claim of ours without paying it get no more bids.
+        #: is trusted not to be voided under it (``paid_by``).
         self._payers: dict[bytes, None] = {}
-        self._voiders: dict[bytes, None] = {}
 
     # --- queries ----------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class Provider:
 
     def paid_by(self, requester: bytes) -> bool:
         """Whether an escrow of ``requester``'s has paid us (lately): the transaction queue
-        signs a claim of any other's alone, nothing of ours behind it (specs/daemon.md,
+        signs a claim of any other's last, nothing of ours behind it (specs/daemon.md,
         "Transactions")."""
         return requester in self._payers
 
@@ -372,14 +370,10 @@ class Provider:
             del self.work[job_id]
             return [CancelTimer(TimerKey(TimerKind.BID, job_id))]
         if work.phase == WorkPhase.CLAIMED and not work.paid and not work.plain:
-            # Closed (or drained) under the sealed claim the requester's own receipt asked
-            # for, unpaid: a claim refused in a block drops our later transactions with it
-            # (review round 10, R10-2). No more work for that requester.
-            requester = work.spec.requester
-            self._payers.pop(requester, None)
-            _remember(self._voiders, requester)
-            why = "closed its escrow under our sealed claim without paying it"
-            return [Misbehaved(requester, why), *self._close(work, f"the requester {why}")]
+            # Closed under the sealed claim its own receipt asked for, unpaid (a forced
+            # settle, or a requester voiding claims: review round 11, R11-2): its claims
+            # are no longer trusted, and go last until it pays us again.
+            self._payers.pop(work.spec.requester, None)
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
 
     # --- internals --------------------------------------------------------------------
@@ -609,7 +603,7 @@ class Provider:
         return Send(work.spec.requester, sign(unseal, self.config.key, self.config.chain_id))
 
 
-#: Requesters remembered as payers, and as voiders of our claims (the latest of each).
+#: Requesters remembered as payers (the latest).
 MAX_PAYERS = 4_096
 
 

@@ -135,8 +135,6 @@ def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effec
     funded = p._funded(spec, job_id)
     if refusal is None and work is None and not funded:
         refusal = unfunded_refusal(p, spec.requester)
-    if refusal is None and spec.requester in p._voiders:
-        refusal = ("busy", "you closed an escrow under a sealed claim of ours without paying it")
     if refusal is not None:
         reason, detail = refusal
         nobid = NoBid(job_id, p.me, reason, detail, cfg.price_floor)

@@ -70,7 +70,14 @@ class EffectRunner:
                 and not effect.positive
                 and any(e.signer == effect.subject for e in effect.evidence)
             ):
-                self._node.reports.report(effect.subject, [e.raw for e in effect.evidence])
+                # the offender's Results and the paid majority's only: the ledger takes no
+                # evidence naming a winner the escrow did not pay (one that never claimed
+                # after a late finalise: review round 11, R11-3)
+                evidence = [
+                    e for e in effect.evidence if e.signer == effect.subject or e.signer in paid
+                ]
+                if sum(e.signer in paid for e in evidence) >= ledger.MIN_MAJORITY:
+                    self._node.reports.report(effect.subject, [e.raw for e in evidence])
 
     def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
         node = self._node

@@ -300,7 +300,6 @@ class MoneyIntents:
                     on_reject=functools.partial(self._refused, intent.key),
                     expiry_cap=intent.expiry_cap,
                     on_signed=functools.partial(self._signed, intent.key),
-                    alone=intent.kind == "claim" and not self._paid_us(intent.job_id),
                 )
                 continue
             assert isinstance(action, Resolved)
@@ -316,15 +315,6 @@ class MoneyIntents:
                 effects = node.requester.escrow_failed(intent.job_id, action.reason, node.now_ms())
                 node.effects.execute("requester", effects)
                 node.job_closed(intent.job_id)  # nothing was locked: nothing left to close
-
-    def _paid_us(self, job_id: bytes) -> bool:
-        """Whether the owner of the job's escrow has paid us before: a claim of any other
-        requester's is signed alone, nothing of ours behind it (it can close the escrow in
-        the block the claim lands in, and a refused claim drops our later transactions:
-        review round 10, R10-2)."""
-        escrow = self._node.ledger.state.escrow(job_id)
-        provider = self._node.provider
-        return escrow is not None and provider is not None and provider.paid_by(escrow.owner)
 
     def _signed(self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int) -> None:
         intent = self.book.signed(key, seq, expiry)

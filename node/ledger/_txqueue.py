@@ -46,12 +46,14 @@ RETRY_S = (0.25, 1.0)
 #: claiming a head far above the chain's cannot get every transaction of ours refused
 #: (expiry too far ahead): an expiry stays within the mempool's horizon.
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
-#: How often a request waiting behind one signed alone looks whether it was refused (a
-#: block, applying or dropping it, wakes it at once).
-ALONE_POLL_S = 0.1
-#: Blocks a request to be signed alone waits for a moment when nothing else waits, before
-#: it takes its turn among the others.
-ALONE_WAIT_BLOCKS = 2
+#: How often a request waiting behind ones signed to go last looks whether they were
+#: refused (a block, applying or dropping them, wakes it at once).
+LAST_POLL_S = 0.1
+#: Blocks a request held to go last waits for a moment when nothing else waits, before it
+#: takes its turn among the others.
+LAST_WAIT_BLOCKS = 2
+#: Escrow owners remembered for voiding a claim signed last (``TxQueue._voided``).
+MAX_VOIDED = 1_024
 #: A gap filler is a transfer of this much to ourselves.
 FILLER_AMOUNT = 1
 
@@ -77,6 +79,7 @@ class TxQueue:
         window: int = WINDOW,
         head: Callable[[], int] | None = None,
         retry_s: tuple[float, float] = RETRY_S,
+        last: Callable[[ledger.Payload], bool] = lambda payload: False,
     ) -> None:
         """``head``: the coordinator's height as best known (default: the local state's);
         ``retry_s``: the first and the longest wait between submissions of a transaction
@@ -92,11 +95,18 @@ class TxQueue:
         #: Requests signed before and put back (dropped behind a gap, renumbered), each
         #: with its place (:func:`_place`): signed before any new one, sealed claims first.
         self._again: list[tuple[tuple[int, int, int], TxRequest]] = []
-        #: Requests to sign alone (``TxRequest.alone``), with their order and the height
-        #: they were held at; and the sequence number of the one signed and not resolved.
-        self._alone: list[tuple[int, int, TxRequest]] = []
-        self._alone_seq: int | None = None
-        self._last_alone = False  # the last request signed was signed alone
+        #: Whether a request goes last (asked when it is signed): one another party can
+        #: make refused in a block (a claim of a requester that never paid us can have its
+        #: escrow closed in the very block it lands in), and a refused transaction drops
+        #: the sender's later ones. Such requests are held (with their order and the
+        #: height they were held at) and signed once nothing else waits; nothing else is
+        #: signed while one of them is unresolved (review round 10, R10-2).
+        self._goes_last = last
+        self._held_last: list[tuple[int, int, TxRequest]] = []
+        #: Escrow owners one of whose requests signed last was refused in a block (the
+        #: latest ``MAX_VOIDED``): their requests held to go last go after the others'.
+        self._voided_owners: dict[bytes, None] = {}
+        self._signing_last = 0  # of them, being signed and submitted
         self._taken = 0  # requests taken so far (the next one's ``order``)
         #: Set while the numbers above it are given out again (``_renumber``).
         self._renumber_from: int | None = None
@@ -151,7 +161,7 @@ class TxQueue:
         filled; otherwise the sequence is reset from the ledger."""
         self._chain_moved.set()
         self._chain_moved = trio.Event()
-        if self._alone:  # one held to be signed alone may be due now (``_alone_due``)
+        if self._held_last:  # one held to go last may be due now (``_last_due``)
             with contextlib.suppress(trio.WouldBlock):
                 self._send.send_nowait(None)
         state = self._state()
@@ -212,6 +222,8 @@ class TxQueue:
         if reason.startswith(ledger.DROPPED_BEHIND):  # it did nothing wrong
             self._put_back(pending.order, pending.request)  # after the gap is closed
         else:
+            if pending.last:
+                self._voided(pending.request.payload)
             self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
             self._close_gap(seq)
@@ -269,12 +281,12 @@ class TxQueue:
             self._nursery = nursery
             new: TxRequest | None = None  # taken from the channel, not signed yet
             while True:
-                if new is not None and new.alone:  # after the others (``_take_alone``)
-                    self._alone.append((self._taken, self._state().height, new))
+                if new is not None and self._goes_last(new.payload):  # after the others
+                    self._held_last.append((self._taken, self._state().height, new))
                     self._taken, new = self._taken + 1, None
                 if new is None and not self._again:
-                    if self._alone and self._alone_due():
-                        await self._sign_alone(nursery)
+                    if self._held_last and self._last_due():
+                        await self._sign_last(nursery)
                         continue
                     new = await self._receive.receive()  # None: woken for ``_again``
                     continue
@@ -282,7 +294,7 @@ class TxQueue:
                 await self._room_ahead()
                 while self._renumber_from is not None:
                     await self._renumbered.wait()
-                await self._behind_alone()
+                await self._behind_last()
                 if self._again and not (
                     new is not None
                     and sealed_claim_by(new.payload) is not None
@@ -301,29 +313,25 @@ class TxQueue:
                     self._window.release()
                     continue
                 seq, expiry = self._take_seq()
-                self._last_alone = False
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry, order)
 
-    def _alone_due(self) -> bool:
-        """Whether the first request held to be signed alone goes now: when nothing else
-        waits to be signed; or, once it has waited ``ALONE_WAIT_BLOCKS``, when the last
-        one signed was not alone (so that neither kind can starve the other: each one
-        signed alone holds the rest back for about a block)."""
+    def _last_due(self) -> bool:
+        """Whether the requests held to go last are signed now: when nothing else waits
+        to be signed, or once the first has waited ``LAST_WAIT_BLOCKS`` (so that steady
+        traffic cannot starve them; what comes after waits for them, about a block)."""
         if self._receive.statistics().current_buffer_used == 0:
             return True
-        waited = self._state().height - self._alone[0][1]
-        return waited >= ALONE_WAIT_BLOCKS and not self._last_alone
+        return self._state().height - self._held_last[0][1] >= LAST_WAIT_BLOCKS
 
-    async def _sign_alone(self, nursery: trio.Nursery) -> None:
-        """Sign the first request held to be signed alone, once nothing of ours before it
-        is unresolved alone; nothing is signed after it until it is resolved."""
+    async def _sign_last(self, nursery: trio.Nursery) -> None:
+        """Sign the first request held to go last. Those go one after another (one
+        refused in a block drops only such requests signed after it)."""
         await self._window.acquire()
         await self._room_ahead()
         while self._renumber_from is not None:
             await self._renumbered.wait()
-        await self._behind_alone()
-        order, _, request = self._alone.pop(0)
+        order, _, request = self._held_last.pop(self._next_last())
         why = doomed(request.payload, self._state(), self.me)
         if why:
             self._window.release()
@@ -331,28 +339,42 @@ class TxQueue:
             return
         seq, expiry = self._take_seq()
         self._out.add(seq)
-        self._alone_seq, self._last_alone = seq, True
-        nursery.start_soon(self._one, request, seq, expiry, order)
+        self._signing_last += 1
+        nursery.start_soon(self._one, request, seq, expiry, order, True)
 
-    async def _behind_alone(self) -> None:
-        """Wait until the transaction signed alone, if any, is resolved: applied, or no
-        longer pending (refused, dropped, expired). Refused in a block, it drops nothing
-        of ours behind it then."""
-        while (seq := self._alone_seq) is not None:
-            if seq < self._state().next_seq(self.me) or (
-                seq not in self._pending and seq not in self._out
-            ):
-                self._alone_seq = None
-                return
-            with trio.move_on_after(ALONE_POLL_S):
+    def _next_last(self) -> int:
+        """The index of the held request to sign next: the first in order whose escrow
+        owner has not had one refused in a block (a requester voiding claims under us
+        drags only its own after that), else the first."""
+        voided = self._voided_owners
+        for i, (_, _, request) in enumerate(self._held_last):
+            if _owner(request.payload, self._state()) not in voided:
+                return i
+        return 0
+
+    def _voided(self, payload: ledger.Payload) -> None:
+        owner = _owner(payload, self._state())
+        if owner is None:
+            return
+        self._voided_owners.pop(owner, None)
+        while len(self._voided_owners) >= MAX_VOIDED:
+            del self._voided_owners[next(iter(self._voided_owners))]
+        self._voided_owners[owner] = None
+
+    async def _behind_last(self) -> None:
+        """Wait until no request signed to go last is unresolved (being submitted, or
+        pending: not yet applied, refused, dropped or expired). Refused in a block, one
+        then drops nothing of ours but others of its kind."""
+        while self._signing_last or any(p.last for p in self._pending.values()):
+            with trio.move_on_after(LAST_POLL_S):
                 await self._chain_moved.wait()
 
     def _put_back(self, order: int, request: TxRequest) -> None:
         """Sign ``request`` again, before any request not signed yet (:func:`_place`);
-        one to be signed alone goes back among those (``_sign_alone``)."""
-        if request.alone:
+        one that goes last, among those held to go last."""
+        if self._goes_last(request.payload):
             held = (order, self._state().height, request)
-            bisect.insort(self._alone, held, key=lambda item: item[0])
+            bisect.insort(self._held_last, held, key=lambda item: item[0])
         else:
             bisect.insort(self._again, (_place(request, order), request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
@@ -381,7 +403,9 @@ class TxQueue:
         height = self._state().height
         return max(height, min(self.head(), height + MAX_HEAD_LEAD)) + TX_LIFETIME_BLOCKS
 
-    async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
+    async def _one(
+        self, request: TxRequest, seq: int, expiry: int, order: int = 0, last: bool = False
+    ) -> None:
         try:
             for attempt in range(2):
                 signed = request.sign(self._key, self._chain_id, seq, expiry)
@@ -421,6 +445,7 @@ class TxQueue:
                         signed.raw,
                         order,
                         unknown=not overtook,
+                        last=last,
                     )
                     await self._until_known(request, signed, seq)
                     return
@@ -434,9 +459,12 @@ class TxQueue:
                     signed.raw,
                     order,
                     unknown=self._above_gap(seq),
+                    last=last,
                 )
                 return
         finally:
+            if last:
+                self._signing_last -= 1
             self._window.release()
             self._poke()
 
@@ -677,3 +705,11 @@ def _place(request: TxRequest, order: int) -> tuple[int, int, int]:
     its ``claim_by`` (review round 9, R9-2)."""
     claim_by = sealed_claim_by(request.payload)
     return (0, claim_by, order) if claim_by is not None else (1, 0, order)
+
+
+def _owner(payload: ledger.Payload, state: ledger.State) -> bytes | None:
+    """The owner of the escrow a claim is for (None: not a claim, or no such escrow)."""
+    if not isinstance(payload, ledger.Claim):
+        return None
+    escrow = state.escrow(payload.job_id)
+    return escrow.owner if escrow is not None else None

@@ -27,11 +27,6 @@ class TxRequest:
     expiry_cap: int | None = None
     #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
     on_signed: Callable[[int, bytes, int], None] | None = None
-    #: Another party can make it refused in a block (a claim of a requester that never
-    #: paid us: it can close the escrow in the very block the claim lands in), and a
-    #: refused transaction drops the sender's later ones: signed after every other request
-    #: waiting, with nothing of ours signed after it until the chain resolves it.
-    alone: bool = False
 
     @property
     def kind(self) -> str:
@@ -59,6 +54,8 @@ class Pending:
     #: A submission went unanswered (or it was reserved): it may yet be admitted, so it
     #: keeps its number even when the numbers around it are given out again.
     unknown: bool = False
+    #: Signed to go last (``TxQueue``'s ``last``): nothing else is signed while it is here.
+    last: bool = False
 
 
 def doomed(payload: ledger.Payload, state: ledger.State, sender: bytes) -> str:

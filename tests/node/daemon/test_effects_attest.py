@@ -21,6 +21,8 @@ OWNER = pub(key("requester"))
 LIAR = key("liar")  # paid by its claim, then its bytes did not open to its commitment
 WINNER = pub(key("winner"))  # paid by the settle
 LOSER = key("loser")  # outvoted, never paid
+#: the loser's Result and the paid majority's (what a report must carry)
+OUTVOTED = (_result(LOSER), _result(LIAR), _result(key("winner")))
 
 
 class _Node:
@@ -49,7 +51,7 @@ def test_a_provider_paid_by_its_claim_is_attested_against_once_the_escrow_closes
         [
             scheduler.Attest(JOB, pub(LIAR), False, corrupt, ()),
             scheduler.Attest(JOB, pub(LIAR), False, corrupt, ()),  # once per party
-            scheduler.Attest(JOB, pub(LOSER), False, "outvoted", (_result(LOSER),), report=True),
+            scheduler.Attest(JOB, pub(LOSER), False, "outvoted", OUTVOTED, report=True),
         ],
     )
     assert not any(isinstance(p, ledger.Attest) for p in node.submitted)  # still open

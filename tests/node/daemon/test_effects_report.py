@@ -5,6 +5,7 @@ contradicted, or ``slash_outvoted``), never for every outvoted provider."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -91,5 +92,27 @@ def test_a_negative_attestation_without_the_report_flag_sends_nothing() -> None:
     runner = EffectRunner(node)  # type: ignore[arg-type]
     evidence = (signed_result(LOSER), signed_result(W1), signed_result(W2))
     runner.execute("requester", [scheduler.Attest(JOB, pub(LOSER), False, "outvoted", evidence)])
+    runner.forget(JOB)
+    assert node.reported == []
+
+
+def test_a_report_carries_only_the_paid_winners_results() -> None:
+    # Round 11, R11-3: a winner that delivered but never claimed (a late finalise: no
+    # settle) stayed in the evidence; the ledger takes none naming an unpaid majority
+    # provider, so the coordinator refused the honest report and counted it against us.
+    unpaid = key("winner-3, never paid")
+    evidence = tuple(signed_result(k) for k in (LOSER, W1, W2, unpaid))
+    node = _Node()
+    runner = EffectRunner(node)  # type: ignore[arg-type]
+    attest = scheduler.Attest(JOB, pub(LOSER), False, "outvoted", evidence, report=True)
+    runner.execute("requester", [attest])
+    runner.forget(JOB)
+    [(who, sent)] = node.reported
+    assert who == pub(LOSER) and sent == [e.raw for e in evidence[:3]]
+    # with fewer than two paid winners left, there is nothing a slash could carry
+    node = _Node()
+    node.escrow = replace(node.escrow, paid=((pub(W1), 1_000),))
+    runner = EffectRunner(node)  # type: ignore[arg-type]
+    runner.execute("requester", [attest])
     runner.forget(JOB)
     assert node.reported == []

@@ -56,8 +56,13 @@ async def blocks_with_an_honest_claim(
     return claimed_at, honest_by, refused
 
 
-def queue_on(producer: ledger.Producer, key: nacl.signing.SigningKey) -> TxQueue:
-    """A real transaction queue of ``key``'s submitting straight to ``producer``."""
+def queue_on(
+    producer: ledger.Producer,
+    key: nacl.signing.SigningKey,
+    last: Callable[[ledger.Payload], bool] = lambda payload: False,
+) -> TxQueue:
+    """A real transaction queue of ``key``'s submitting straight to ``producer`` (``last``:
+    which requests it signs last)."""
 
     async def submit(raw: bytes) -> bytes:
         await trio.sleep(0.01)
@@ -67,7 +72,8 @@ def queue_on(producer: ledger.Producer, key: nacl.signing.SigningKey) -> TxQueue
             raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
 
     chain = producer.state.genesis.chain_id
-    return TxQueue(key, lambda: producer.state, submit, chain_id=chain, retry_s=(0.05, 0.2))
+    state = lambda: producer.state  # noqa: E731
+    return TxQueue(key, state, submit, chain_id=chain, retry_s=(0.05, 0.2), last=last)
 
 
 def sealed_claim(
