@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
+
 import ledger
 import protocol
 from protocol import Award, Receipt
-from scheduler import Attest, Output
+from scheduler import Attest, Output, Settle
 from scheduler._config import RequesterConfig
 from scheduler._requester_jobs import JobPhase, Replica, ReplicaState, RequesterJob
 from scheduler._requester_settle import finalise
@@ -28,12 +30,18 @@ A, B, D, X = (key(f"r10-3 provider {name}") for name in "ABDX")
 GOOD, BAD = b"g" * 32, b"b" * 32
 
 
-def test_a_winner_still_withholding_its_key_is_kept_out_of_the_slash_evidence() -> None:
+@pytest.mark.parametrize("redundancy", [2, 3])
+def test_a_winner_still_withholding_its_key_is_kept_out_of_the_slash_evidence(
+    redundancy: int,
+) -> None:
+    # With redundancy 2, A and B are enough to settle: round 11, R11-5, the forced settle
+    # then closed the escrow under D's claim in flight, unpaid for verified work. No
+    # settle now while a winner holding a sealed receipt has not opened its output.
     c = Chain(
         ledger.State.from_genesis(ledger.make_genesis(CHAIN, [pub(COORD)], {pub(REQUESTER): 10**6}))
     )
     signed = protocol.sign(
-        replace(job_spec(REQUESTER, b"r10-3").message, redundancy=3), REQUESTER, CHAIN
+        replace(job_spec(REQUESTER, b"r10-3").message, redundancy=redundancy), REQUESTER, CHAIN
     )
     c.ok(
         c.lock(
@@ -114,6 +122,7 @@ def test_a_winner_still_withholding_its_key_is_kept_out_of_the_slash_evidence() 
     job.replicas[2].receipt, job.replicas[2].want = receipt(D, 2, d_key), "sealed"
     config = RequesterConfig(key=REQUESTER, chain_id=CHAIN, commitment=lambda b: None)
     effects = finalise(job, 0, config, pub(REQUESTER), {}, c.height, forced=True)
+    assert not any(isinstance(e, Settle) for e in effects)  # D claims; the rest refunds
     (report,) = [e for e in effects if isinstance(e, Attest) and e.report]
     assert {r.signer for r in report.evidence} == {pub(X), pub(A), pub(B)}  # not D
     c.until(60)
