@@ -306,6 +306,11 @@ class TxQueue:
                         self._window.release()
                         self._rejected(request, why)
                         continue
+                    if self._goes_last(request.payload):  # asked again now (R12-2)
+                        self._window.release()
+                        held = (order, self._state().height, request)
+                        bisect.insort(self._held_last, held, key=lambda item: item[0])
+                        continue
                 elif new is not None:
                     request, new, order = new, None, self._taken
                     self._taken += 1
