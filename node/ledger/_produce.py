@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import trio
+
 import ledger
 import protocol
 
@@ -22,6 +24,10 @@ DROPPED_NOTICE_TIMEOUT_S = 5.0
 #: Notices on their way at once (more are not sent: those senders find the gap at the
 #: expiry, as without a notice).
 MAX_NOTICES_IN_FLIGHT = 64
+#: A sender that did not take its notice is sent none for this long (``_unresponsive``),
+#: and so many such senders are remembered (the latest).
+UNRESPONSIVE_S = 60.0
+MAX_UNRESPONSIVE = 4_096
 
 
 class Production:
@@ -31,6 +37,11 @@ class Production:
     def __init__(self, service: LedgerService) -> None:
         self._service = service
         self._notices_in_flight = 0
+        #: Senders whose last notice went unanswered, until when none is sent to them: a
+        #: few peers that never answer held all ``MAX_NOTICES_IN_FLIGHT`` places, every
+        #: other sender's notices were skipped, and one refusal stalled an honest node
+        #: for a transaction's lifetime (review round 12, R12-4).
+        self._unresponsive: dict[PeerKey, float] = {}
         #: A block this coordinator produced that the store refused (kept to retry).
         self._unstored: ledger.Commit | None = None
 
@@ -76,7 +87,12 @@ class Production:
         if sender == service.net.local_peer:
             for d in drops:
                 service.notify_dropped(d.tx_id, d.seq, d.reason)
-        elif service.nursery is not None and self._notices_in_flight < MAX_NOTICES_IN_FLIGHT:
+        elif (
+            service.nursery is not None
+            and self._notices_in_flight < MAX_NOTICES_IN_FLIGHT
+            and self._unresponsive.get(sender, 0.0) <= trio.current_time()
+        ):
+            self._unresponsive.pop(sender, None)
             self._notices_in_flight += 1
             notice = protocol.pack([[d.tx_id, d.seq, d.reason[:1000]] for d in drops])
             service.nursery.start_soon(self._send_dropped, sender, notice)
@@ -89,6 +105,9 @@ class Production:
             )
         except NetworkError as exc:
             log.info("could not tell %s of dropped transactions: %s", protocol.peer_id(sender), exc)
+            while len(self._unresponsive) >= MAX_UNRESPONSIVE:
+                del self._unresponsive[next(iter(self._unresponsive))]
+            self._unresponsive[sender] = trio.current_time() + UNRESPONSIVE_S
         finally:
             self._notices_in_flight -= 1
 
