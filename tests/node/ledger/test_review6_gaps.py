@@ -1,8 +1,10 @@
 """Round-6 review R6-5: a gap in the sequence numbers of an account that cannot pay a
 filler (a transfer of 1 to itself). A newcomer provider (balance 0), or one that staked all
-it had, has its sealed claim A refused in a block (A's requester settled first): its claim
-B for an honest requester, dropped behind A, must still land before B's ``claim_by``, and
-no retry loop may run on. A funded account still fills its gap as before.
+it had, has its sealed claim A refused in a block: its claim B for an honest requester,
+dropped behind A, must still land before B's ``claim_by``, and no retry loop may run on. A
+funded account still fills its gap as before. (In round 6, A was refused because its
+requester settled first in the same block; since round 12 the block maker takes A before
+that settle, so here A's Award and Receipt are not its escrow owner's instead.)
 
 The real :class:`TxQueue` against an in-process :class:`ledger.Producer` (drop reports
 handed to ``TxQueue.dropped``, ``on_block`` after each block), as the review's scripts.
@@ -45,7 +47,7 @@ class _Run:
 
 
 async def _claim_a_refused_then_b(
-    balance: int, stake: int, blocks: int, *, settled_before: bool = False
+    balance: int, stake: int, blocks: int, *, settled_before: bool = False, foreign: bool = True
 ) -> _Run:
     """The provider holds ``balance`` + ``stake`` (``stake`` of it staked); claims A (seq
     after the stake) and B are admitted, then A's requester settles A: the next block
@@ -94,7 +96,9 @@ async def _claim_a_refused_then_b(
 
     def claim(owner: object, spec_id: bytes, unseal: bytes) -> ledger.Claim:
         assert owner in (REQUESTER, HONEST)
-        requester = REQUESTER if owner is REQUESTER else HONEST
+        requester = HONEST
+        if owner is REQUESTER:  # ``foreign``: signed by a key that does not own A's escrow
+            requester = BIDDER if foreign else REQUESTER
         return ledger.Claim(
             job_id=spec_id,
             award=award(requester, PROVIDER, PRICE, job=spec_id),
@@ -137,16 +141,18 @@ async def _claim_a_refused_then_b(
     return run
 
 
-async def test_an_unfunded_provider_gets_its_sealed_claim_in_before_claim_by_after_one_refused(
+async def test_an_unfunded_providers_claim_of_an_escrow_settled_in_its_block_is_paid_first(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Before: the filler (a transfer of 1 to itself) was refused at admission ("holds no
-    # credits") at every block, claim B waited behind the gap and its claim_by passed.
-    run = await _claim_a_refused_then_b(balance=0, stake=0, blocks=8)
+    # Round 6: A was refused in the block behind its requester's settle, B dropped behind
+    # it, and the filler (a transfer of 1 to itself) refused at admission ("holds no
+    # credits") at every block: B waited behind the gap past its claim_by. Round 12: the
+    # block maker takes A before the settle of its escrow; nothing is refused.
+    run = await _claim_a_refused_then_b(balance=0, stake=0, blocks=8, foreign=False)
     assert run.claimed_at is not None and run.claimed_at <= run.claim_by
-    assert run.producer.state.balance(pub(PROVIDER)) == PRICE  # paid for B
-    assert len(run.refusals) == 1 and "already closed" in run.refusals[0]  # A, only
-    assert run.fillers == 0 and run.queue.renumberings >= 1
+    assert run.producer.state.balance(pub(PROVIDER)) == 2 * PRICE  # paid for A and B
+    assert run.refusals == [] and run.fillers == 0 and run.queue.renumberings == 0
+    assert run.submissions <= 4  # A and B, and a retry of one that overtook the other
 
 
 async def test_a_provider_that_staked_all_it_had_gets_its_claim_in_and_no_retry_loop_runs(
@@ -170,7 +176,9 @@ async def test_an_unfunded_provider_refused_at_admission_while_its_next_claim_wa
 ) -> None:
     # Claim A is refused at admission (its escrow already closed) after claim B took seq 1;
     # before, the filler for seq 0 was refused too ("holds no credits") and B was lost.
-    run = await _claim_a_refused_then_b(balance=0, stake=0, blocks=8, settled_before=True)
+    run = await _claim_a_refused_then_b(
+        balance=0, stake=0, blocks=8, settled_before=True, foreign=False
+    )
     assert run.claimed_at is not None and run.claimed_at <= run.claim_by
     assert len(run.refusals) == 1 and run.fillers == 0
     assert run.producer.state.next_seq(pub(PROVIDER)) == 1  # B took seq 0
@@ -190,12 +198,13 @@ async def test_a_funded_provider_still_fills_its_gap_with_a_transfer_to_itself(
 async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_others_are_renumbered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The unfunded provider's claims A, B, C take seq 0, 1, 2. B's submissions go
-    # unanswered (it may have arrived: its outcome is unknown), C is refused for the gap
-    # before it. A is refused in a block: the queue renumbers, but B keeps seq 1 (signed
-    # once, never again: were it also admitted, it could apply twice); C is signed again
-    # at 0, and B's same bytes land after it once they get through.
-    funds = {pub(REQUESTER): 1_000, pub(HONEST): 1_000}
+    # The provider (all it has staked: it cannot pay a filler) stakes with seq 0; its
+    # claims A, B, C take seq 1, 2, 3. B's submissions go unanswered (it may have arrived:
+    # its outcome is unknown), C is refused for the gap before it. A (its Award and Receipt
+    # not signed by its escrow's owner) is refused in a block: the queue renumbers, but B
+    # keeps seq 2 (signed once, never again: were it also admitted, it could apply twice);
+    # C is signed again at 1, and B's same bytes land after it once they get through.
+    funds = {pub(REQUESTER): 1_000, pub(HONEST): 1_000, pub(PROVIDER): 5}
     genesis = ledger.make_genesis(
         CHAIN, [pub(COORD)], funds, unbonding_delay=3, reputation_half_life=10
     )
@@ -220,7 +229,9 @@ async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_othe
             expiry_height=30,
         )
         producer.submit(lock.raw)
+    producer.submit(tx.stake(PROVIDER, CHAIN, 0, amount=5, expiry_height=30).raw)
     producer.produce()
+    assert producer.state.balance(pub(PROVIDER)) == 0
     claim_by = producer.state.height + 4
     job_of = {spec.id: name for name, (_, spec, _) in specs.items()}
     signed: dict[str, list[int]] = {name: [] for name in specs}
@@ -239,11 +250,12 @@ async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_othe
 
     def request(name: str, unseal: bytes) -> TxRequest:
         owner, spec, _ = specs[name]
+        signer = BIDDER if name == "A" else owner  # A's refused in the block
         payload = ledger.Claim(
             job_id=spec.id,
-            award=award(owner, PROVIDER, PRICE, job=spec.id),
+            award=award(signer, PROVIDER, PRICE, job=spec.id),
             receipt=receipt(
-                owner, PROVIDER, job=spec.id, key=unseal, at_once=True, claim_by=claim_by
+                signer, PROVIDER, job=spec.id, key=unseal, at_once=True, claim_by=claim_by
             ),
             key=unseal,
         )
@@ -275,8 +287,8 @@ async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_othe
             nursery.cancel_scope.cancel()
     state = producer.state
     assert producer.state.height <= claim_by
-    assert signed == {"A": [0], "B": [1], "C": [2, 0]}
-    assert state.next_seq(pub(PROVIDER)) == 2
+    assert signed == {"A": [1], "B": [2], "C": [3, 1]}
+    assert state.next_seq(pub(PROVIDER)) == 3
     for name in ("B", "C"):
         escrow = state.escrow(specs[name][1].id)
         assert escrow is not None and pub(PROVIDER) in escrow.claimed
