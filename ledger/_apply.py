@@ -5,7 +5,7 @@ and producing the next one from candidate transactions. specs/ledger.md, "Blocks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
@@ -138,10 +138,7 @@ class Produced:
 
 
 def produce_block(
-    state: State,
-    key: nacl.signing.SigningKey,
-    candidates: Iterable[VerifiedTx],
-    first: Callable[[Draft, VerifiedTx], list[VerifiedTx]] | None = None,
+    state: State, key: nacl.signing.SigningKey, candidates: Iterable[VerifiedTx]
 ) -> Produced:
     """Build and sign the next block from ``candidates`` in order, skipping invalid ones.
 
@@ -149,10 +146,7 @@ def produce_block(
     byte or signature-check budget (``_budget.py``) spent. A candidate that would take the
     block over a budget is passed over, and its sender's later ones with it (they may not
     come before it); after :data:`MAX_PASSED_OVER` senders so passed over the block is
-    full. What is not taken is not looked at (a mempool keeps it for the next block).
-    ``first(draft, vtx)``: transactions to apply just before ``vtx`` if they can (the
-    mempool's ``claims_first``: the claims of an escrow before its owner closes it); one
-    that cannot is left for its own turn, and one taken early is not taken again."""
+    full. What is not taken is not looked at (a mempool keeps it for the next block)."""
     height = state.height + 1
     draft = Draft(state, height)
     draft.mature()
@@ -162,31 +156,15 @@ def produce_block(
     limit = state.genesis.max_block_txs
     budget = BlockBudget.for_block(height, state.genesis.chain_id)
     passed_over: set[bytes] = set()
-    taken: set[bytes] = set()
     for vtx in candidates:
         if len(included) >= limit or budget.spent():
             break
-        if vtx.sender in passed_over or vtx.id in taken:
+        if vtx.sender in passed_over:
             continue
         if not budget.fits(vtx.raw, vtx.payload):
             passed_over.add(vtx.sender)
             if len(passed_over) >= MAX_PASSED_OVER:
                 break
-            continue
-        for early in first(draft, vtx) if first is not None else ():
-            if early.id in taken or early.sender in passed_over:
-                continue
-            if len(included) + 1 >= limit or not budget.fits(early.raw, early.payload):
-                break
-            try:
-                apply_tx(draft, early)
-            except TransactionRejected:
-                continue  # left for its own turn (its sender's later ones fail there)
-            included.append(early)
-            taken.add(early.id)
-            budget.take(early.raw, early.payload)
-        if not budget.fits(vtx.raw, vtx.payload):
-            passed_over.add(vtx.sender)
             continue
         try:
             apply_tx(draft, vtx)
@@ -194,7 +172,6 @@ def produce_block(
             rejected.append((vtx, exc))
             continue
         included.append(vtx)
-        taken.add(vtx.id)
         budget.take(vtx.raw, vtx.payload)
     new = draft.finish(b"")
     block = protocol.sign(

@@ -67,16 +67,12 @@ from ._admission import (
 )
 from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
-from ._draft import Draft
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
-from ._payloads import Claim, Lock, Refund, Settle
+from ._payloads import Claim, Lock, Settle
 from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
 MAX_AHEAD = 64
-#: A claim's sender's transactions before it that a block may take ahead of an escrow's
-#: close (``Mempool.claims_first``), the claim included.
-MAX_PULLED = 8
 #: Most blocks ahead of the chain's height a pending transaction may stay valid.
 MAX_EXPIRY_AHEAD = 1_000
 #: Most transactions pending in all.
@@ -128,8 +124,6 @@ class Mempool:
     _ids: set[bytes] = field(default_factory=set)
     #: Pending claims from unfunded senders, by job id: each sender's transaction id.
     _unfunded_claims: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
-    #: Every pending claim, by job id and transaction id (``claims_first``).
-    _claims: dict[bytes, dict[bytes, VerifiedTx]] = field(default_factory=dict)
     #: Eviction candidates: ``(fee, -arrival, sender, seq, tx_id)`` of each sender's last
     #: pending transaction; an item no longer pending or no longer last is stale, skipped
     #: when met (whatever becomes a sender's last is pushed again then).
@@ -244,8 +238,6 @@ class Mempool:
             self._push_tail(entry)
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
-        if isinstance(vtx.payload, Claim):
-            self._claims.setdefault(vtx.payload.job_id, {})[vtx.id] = vtx
         return vtx
 
     def _check_replacement(self, old: _Entry, state: State) -> None:
@@ -392,11 +384,6 @@ class Mempool:
         self._ids.discard(vtx.id)
         self._count_bytes(vtx.sender, -len(vtx.raw))
         if isinstance(vtx.payload, Claim):
-            claims = self._claims.get(vtx.payload.job_id)
-            if claims is not None:
-                claims.pop(vtx.id, None)
-                if not claims:
-                    del self._claims[vtx.payload.job_id]
             pending = self._unfunded_claims.get(vtx.payload.job_id)
             if pending is not None and pending.get(vtx.sender) == vtx.id:
                 del pending[vtx.sender]
@@ -452,31 +439,6 @@ class Mempool:
         if not queue:
             del self._by_sender[vtx.sender]
         return later
-
-    def claims_first(self, draft: Draft, vtx: VerifiedTx) -> list[VerifiedTx]:
-        """What the block builder applies before ``vtx`` when it closes an escrow (its
-        owner's settle or refund): each pending claim of that escrow by another sender,
-        with the transactions of that sender's before it (at most ``MAX_PULLED``), in
-        sequence order. Otherwise a requester settling an escrow in the very block its
-        provider's claim landed in, ahead of it, had the claim refused and every later
-        transaction of the provider's dropped with it, block after block (review round
-        12, R12-1). Replicas take any order; this one is the producer's own."""
-        payload = vtx.payload
-        if not isinstance(payload, Settle | Refund):
-            return []
-        early: list[VerifiedTx] = []
-        for claim in list(self._claims.get(payload.job_id, {}).values()):
-            sender = claim.sender
-            queue = self._by_sender.get(sender)
-            if sender == vtx.sender or queue is None:
-                continue
-            start = draft.account(sender).next_seq
-            if not 0 <= claim.tx.seq - start < MAX_PULLED:
-                continue
-            chain = [queue.get(seq) for seq in range(start, claim.tx.seq + 1)]
-            if all(e is not None for e in chain):
-                early += [e.vtx for e in chain if e is not None]
-        return early
 
     def select(self, state: State, limit: int) -> list[VerifiedTx]:
         """Up to ``limit`` candidates for the next block, highest fee first, then round

@@ -85,12 +85,7 @@ class Producer:
         # Taken until the block is full: those it refuses (and their senders' later ones,
         # refused for the gap) take no room, so a pool full of chains whose first
         # transaction fails is emptied in one block, not ``max_block_txs`` at a time.
-        produced = produce_block(
-            self.state,
-            self.key,
-            self.mempool.candidates(self.state),
-            first=self.mempool.claims_first,
-        )
+        produced = produce_block(self.state, self.key, self.mempool.candidates(self.state))
         gapped: set[bytes] = set()  # senders with a transaction refused in this block
         for vtx, exc in produced.rejected:
             if vtx.sender in gapped:

@@ -3,9 +3,7 @@ in the very block the provider's sealed claim of it landed in, ahead of it. The 
 refused in the block and every later transaction of the provider's dropped with it, block
 after block: 0 of 17 honest claims and 0 of 17 of its own transfers landed in 60 blocks.
 A claim of a requester that never paid us is now signed last (``TxQueue``'s ``last``):
-after the requests waiting, and nothing else of ours signed while it is unresolved; and
-since round 12 the block maker takes an escrow's pending claims before its owner's settle
-(``Mempool.claims_first``), so the attacker's settles now fail and its escrows pay us.
+after the requests waiting, and nothing else of ours signed while it is unresolved.
 
 The real :class:`TxQueue` against an in-process :class:`ledger.Producer`.
 """

@@ -85,8 +85,7 @@ async def test_claims_of_escrows_settled_first_do_not_hold_an_honest_sealed_clai
         async with trio.open_nursery() as nursery:
             nursery.start_soon(queue.run)
             # the settler's settles land first, a block before its sealed receipts reach
-            # the provider (in the same block, since round 12 the block maker takes the
-            # claims before the settles: tests/ledger/test_review12_claims_first.py)
+            # the provider
             for seq, spec in enumerate(specs, start=K):
                 paid = settle(
                     SETTLER,
