@@ -67,7 +67,7 @@ from protocol import (
     sign,
 )
 
-from . import _provider_bids
+from . import _provider_bids, _provider_receipt
 from ._config import ProviderConfig
 from ._effects import (
     AbortJob,
@@ -87,9 +87,9 @@ from ._effects import (
 )
 from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
-from ._provider_work import BidBook, Work, WorkPhase, seal_result
+from ._provider_receipt import CLAIM_BY_SLACK_BLOCKS as CLAIM_BY_SLACK_BLOCKS
+from ._provider_work import BidBook, Work, WorkPhase, remember_latest, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
-from ._requester_jobs import KEY_DUE_BLOCKS
 
 #: Receipted output bytes are resent at doubling intervals up to this one.
 MAX_OUTPUT_RESEND_MS = 60_000
@@ -100,10 +100,8 @@ AWARD_HOLD_BLOCKS = 2
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
-#: A sealed receipt's ``claim_by`` may be this many blocks further than ``KEY_DUE_BLOCKS``
-#: after the best height we know (the requester's view may be ahead of ours); one past
-#: that, or not above our height, is refused as the requester's misbehaviour.
-CLAIM_BY_SLACK_BLOCKS = 8
+#: Requesters remembered as payers (the latest: ``Provider.paid_by``).
+MAX_PAYERS = 4_096
 
 
 class Provider:
@@ -348,7 +346,7 @@ class Provider:
             return []
         work.paid += amount
         if amount > 0:
-            _remember(self._payers, work.spec.requester)
+            remember_latest(self._payers, work.spec.requester, MAX_PAYERS)
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
         price = work.award.message.price if work.award is not None else 0
         if work.receipt is not None and work.key and work.paid >= price:
@@ -488,76 +486,8 @@ class Provider:
         self._record(work, BidOutcome.WON, now_ms)
         return [RunJob(work.job, work.award)]
 
-    def _on_receipt(self, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
-        receipt = signed.message
-        work = self.work.get(receipt.job_id)
-        if (
-            work is None
-            or work.phase not in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED, WorkPhase.CLAIMED)
-            or work.result is None
-            or work.award is None
-        ):
-            return []
-        if (
-            receipt.provider != self.me
-            or receipt.requester != work.spec.requester
-            or receipt.replica != work.award.message.replica
-            or receipt.result_hash != work.result.id
-            or receipt.key_hash != work.result.message.key_hash
-        ):
-            return [Misbehaved(receipt.requester, "receipt does not match our result")]
-        if work.receipt is not None:
-            # A receipt again: the requester still waits for our key (it or the receipt may
-            # have been lost). A plain receipt's key goes again now, at most once per
-            # ``result_resend_ms``; a sealed one's comes with our claim's payment.
-            due = work.key_sent_ms + self.config.result_resend_ms
-            if work.phase != WorkPhase.RECEIPTED or not work.key_now or not work.covered:
-                return []  # a sealed receipt's key comes with our claim's payment
-            if now_ms < due:
-                return []  # a requester cannot make us send on demand
-            work.key_sent_ms = now_ms
-            return [self._unseal(work)]
-        if receipt.sealed and not self._claim_by_ok(receipt.claim_by):
-            # A claim with it could only be refused in a block (dropping our later
-            # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``. One
-            # already past is no misbehaviour: an honest requester whose ledger lags ours
-            # by a few blocks sends it (round-4 review); only one absurdly far ahead is.
-            why = f"a sealed receipt claimable up to height {receipt.claim_by}"
-            blame = receipt.claim_by > self.height
-            return [
-                *([Misbehaved(receipt.requester, f"{why}, at height {self.height}")] * blame),
-                *self._close(work, f"{why}: no claim with it can land"),
-            ]
-        if receipt.sealed and self.height + 1 >= work.spec.escrow_expiry_height:
-            # Claims close at the escrow's expiry: one signed now would be refused in a
-            # block and drop our later transactions with it (review round 9, R9-2).
-            return self._close(
-                work,
-                f"a sealed receipt at height {self.height}: "
-                "the escrow expires before a claim can land",
-            )
-        work.phase = WorkPhase.RECEIPTED
-        work.receipt = signed
-        effects: list[Effect] = [
-            CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
-            NotifyUser(
-                work.id,
-                UserEvent.RECEIPTED,
-                "claiming now (a verified result)"
-                if receipt.sealed
-                else "a claim is possible if the requester never settles",
-            ),
-        ]
-        if not work.covered:
-            return effects + self._check_escrow(work, self.config.escrow_of(work.id), now_ms)
-        return effects + self._redeem(work, now_ms)
-
-    def _claim_by_ok(self, claim_by: int) -> bool:
-        """A sealed receipt's ``claim_by`` is still ahead, and not further than an honest
-        requester sets it (``KEY_DUE_BLOCKS`` after its height, which may be a few blocks
-        ahead of ours: ``CLAIM_BY_SLACK_BLOCKS``)."""
-        ahead = max(self.height, self.head) + KEY_DUE_BLOCKS + CLAIM_BY_SLACK_BLOCKS
-        return self.height < claim_by <= ahead
+    _on_receipt = _provider_receipt.on_receipt
+    _claim_by_ok = _provider_receipt.claim_by_ok
 
     def _check_escrow(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
         """Send the held output bytes once the job's escrow covers our award: the receipt
@@ -601,14 +531,3 @@ class Provider:
         res = work.result.message
         unseal = Unseal(work.id, self.me, res.replica, work.result.id, work.key)
         return Send(work.spec.requester, sign(unseal, self.config.key, self.config.chain_id))
-
-
-#: Requesters remembered as payers (the latest).
-MAX_PAYERS = 4_096
-
-
-def _remember(seen: dict[bytes, None], requester: bytes) -> None:
-    seen.pop(requester, None)
-    while len(seen) >= MAX_PAYERS:
-        del seen[next(iter(seen))]
-    seen[requester] = None

@@ -13,7 +13,7 @@ from protocol import Bid, JobSpec, NoBid, NoBidReason, Signed, sign
 from ._effects import CancelTimer, Effect, Misbehaved, Send, SetTimer, TimerKey, TimerKind
 from ._matching import match
 from ._pricing import bid_price, estimate_run_ms
-from ._provider_work import Work
+from ._provider_work import Work, remember_latest
 from ._reasons import Seen
 
 if TYPE_CHECKING:
@@ -213,7 +213,4 @@ def funded(p: Provider, spec: JobSpec, job_id: bytes) -> bool:
 
 
 def funder(p: Provider, requester: bytes) -> None:
-    p._funders.pop(requester, None)
-    while len(p._funders) >= MAX_FUNDERS:
-        del p._funders[next(iter(p._funders))]
-    p._funders[requester] = None
+    remember_latest(p._funders, requester, MAX_FUNDERS)

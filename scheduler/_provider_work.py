@@ -261,3 +261,11 @@ class BidBook:
         if counts == [0, 0]:
             del self.by_requester[who]
         work.counted = n > 0
+
+
+def remember_latest(seen: dict[bytes, None], key: bytes, limit: int) -> None:
+    """Put ``key`` last in ``seen``, which keeps the latest ``limit`` (oldest dropped)."""
+    seen.pop(key, None)
+    while len(seen) >= limit:
+        del seen[next(iter(seen))]
+    seen[key] = None

@@ -31,8 +31,13 @@ import trio
 import ledger
 from protocol import Signed, Transaction
 
+from . import _gaps
+from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
+from ._gaps import Held as _Held
+from ._gaps import Overtook as _Overtook
 from ._intents import sealed_claim_by
-from ._txrequest import Pending, TxRequest, doomed
+from ._last import HeldLast
+from ._txrequest import Pending, TxRequest, doomed, place
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +54,6 @@ MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
 #: How often a request waiting behind ones signed to go last looks whether they were
 #: refused (a block, applying or dropping them, wakes it at once).
 LAST_POLL_S = 0.1
-#: Blocks a request held to go last waits for a moment when nothing else waits, before it
-#: takes its turn among the others.
-LAST_WAIT_BLOCKS = 2
-#: Escrow owners remembered for voiding a claim signed last (``TxQueue._voided``).
-MAX_VOIDED = 1_024
-#: A gap filler is a transfer of this much to ourselves.
-FILLER_AMOUNT = 1
-
-
-class _Overtook(Exception):
-    """The mempool refused our transaction for the gap before it: sent again."""
-
-
-class _Held(Exception):
-    """Not sent: the numbers above a gap are being given out again (renumbering)."""
 
 
 class TxQueue:
@@ -93,19 +83,12 @@ class TxQueue:
         # ``None``: a wake-up, there are requests to sign again (``_again``)
         self._send, self._receive = trio.open_memory_channel[TxRequest | None](10_000)
         #: Requests signed before and put back (dropped behind a gap, renumbered), each
-        #: with its place (:func:`_place`): signed before any new one, sealed claims first.
+        #: with its place (:func:`._txrequest.place`): signed before any new one, sealed
+        #: claims first.
         self._again: list[tuple[tuple[int, int, int], TxRequest]] = []
-        #: Whether a request goes last (asked when it is signed): one another party can
-        #: make refused in a block (a claim of a requester that never paid us can have its
-        #: escrow closed in the very block it lands in), and a refused transaction drops
-        #: the sender's later ones. Such requests are held (with their order and the
-        #: height they were held at) and signed once nothing else waits; nothing else is
-        #: signed while one of them is unresolved (review round 10, R10-2).
+        #: Whether a request goes last (asked when it is signed; :mod:`._last`).
         self._goes_last = last
-        self._held_last: list[tuple[int, int, TxRequest]] = []
-        #: Escrow owners one of whose requests signed last was refused in a block (the
-        #: latest ``MAX_VOIDED``): their requests held to go last go after the others'.
-        self._voided_owners: dict[bytes, None] = {}
+        self._held_last = HeldLast()
         self._signing_last = 0  # of them, being signed and submitted
         self._taken = 0  # requests taken so far (the next one's ``order``)
         #: Set while the numbers above it are given out again (``_renumber``).
@@ -223,7 +206,7 @@ class TxQueue:
             self._put_back(pending.order, pending.request)  # after the gap is closed
         else:
             if pending.last:
-                self._voided(pending.request.payload)
+                self._held_last.voided(pending.request.payload, self._state())
             self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
             self._close_gap(seq)
@@ -282,10 +265,11 @@ class TxQueue:
             new: TxRequest | None = None  # taken from the channel, not signed yet
             while True:
                 if new is not None and self._goes_last(new.payload):  # after the others
-                    self._held_last.append((self._taken, self._state().height, new))
+                    self._held_last.hold(self._taken, self._state().height, new)
                     self._taken, new = self._taken + 1, None
                 if new is None and not self._again:
-                    if self._held_last and self._last_due():
+                    idle = self._receive.statistics().current_buffer_used == 0
+                    if self._held_last and self._held_last.due(idle, self._state().height):
                         await self._sign_last(nursery)
                         continue
                     new = await self._receive.receive()  # None: woken for ``_again``
@@ -298,7 +282,7 @@ class TxQueue:
                 if self._again and not (
                     new is not None
                     and sealed_claim_by(new.payload) is not None
-                    and _place(new, self._taken) < self._again[0][0]
+                    and place(new, self._taken) < self._again[0][0]
                 ):  # signed before: they go first (but a new sealed claim due sooner first)
                     (_, _, order), request = self._again.pop(0)
                     why = doomed(request.payload, self._state(), self.me)
@@ -308,8 +292,7 @@ class TxQueue:
                         continue
                     if self._goes_last(request.payload):  # asked again now (R12-2)
                         self._window.release()
-                        held = (order, self._state().height, request)
-                        bisect.insort(self._held_last, held, key=lambda item: item[0])
+                        self._held_last.hold(order, self._state().height, request)
                         continue
                 elif new is not None:
                     request, new, order = new, None, self._taken
@@ -321,14 +304,6 @@ class TxQueue:
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry, order)
 
-    def _last_due(self) -> bool:
-        """Whether the requests held to go last are signed now: when nothing else waits
-        to be signed, or once the first has waited ``LAST_WAIT_BLOCKS`` (so that steady
-        traffic cannot starve them; what comes after waits for them, about a block)."""
-        if self._receive.statistics().current_buffer_used == 0:
-            return True
-        return self._state().height - self._held_last[0][1] >= LAST_WAIT_BLOCKS
-
     async def _sign_last(self, nursery: trio.Nursery) -> None:
         """Sign the first request held to go last. Those go one after another (one
         refused in a block drops only such requests signed after it)."""
@@ -336,7 +311,7 @@ class TxQueue:
         await self._room_ahead()
         while self._renumber_from is not None:
             await self._renumbered.wait()
-        order, _, request = self._held_last.pop(self._next_last())
+        order, request = self._held_last.pop(self._state())
         why = doomed(request.payload, self._state(), self.me)
         if why:
             self._window.release()
@@ -347,25 +322,6 @@ class TxQueue:
         self._signing_last += 1
         nursery.start_soon(self._one, request, seq, expiry, order, True)
 
-    def _next_last(self) -> int:
-        """The index of the held request to sign next: the first in order whose escrow
-        owner has not had one refused in a block (a requester voiding claims under us
-        drags only its own after that), else the first."""
-        voided = self._voided_owners
-        for i, (_, _, request) in enumerate(self._held_last):
-            if _owner(request.payload, self._state()) not in voided:
-                return i
-        return 0
-
-    def _voided(self, payload: ledger.Payload) -> None:
-        owner = _owner(payload, self._state())
-        if owner is None:
-            return
-        self._voided_owners.pop(owner, None)
-        while len(self._voided_owners) >= MAX_VOIDED:
-            del self._voided_owners[next(iter(self._voided_owners))]
-        self._voided_owners[owner] = None
-
     async def _behind_last(self) -> None:
         """Wait until no request signed to go last is unresolved (being submitted, or
         pending: not yet applied, refused, dropped or expired). Refused in a block, one
@@ -375,13 +331,12 @@ class TxQueue:
                 await self._chain_moved.wait()
 
     def _put_back(self, order: int, request: TxRequest) -> None:
-        """Sign ``request`` again, before any request not signed yet (:func:`_place`);
+        """Sign ``request`` again, before any request not signed yet (``place``);
         one that goes last, among those held to go last."""
         if self._goes_last(request.payload):
-            held = (order, self._state().height, request)
-            bisect.insort(self._held_last, held, key=lambda item: item[0])
+            self._held_last.hold(order, self._state().height, request)
         else:
-            bisect.insort(self._again, (_place(request, order), request), key=lambda item: item[0])
+            bisect.insort(self._again, (place(request, order), request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
             self._send.send_nowait(None)  # wake the loop if it waits for a new request
 
@@ -591,130 +546,17 @@ class TxQueue:
         if self._needs_filler(seq):
             self._close_gap(seq)
 
-    def _needs_filler(self, seq: int) -> bool:
-        """Whether the unused ``seq`` would hold back later ones: when none was taken after
-        it, it is simply taken again (False); else a filler must use it (True)."""
-        if any(s > seq for s in self._pending):
-            return True  # (a number kept for its unknown outcome, above a renumbering)
-        if self._next_seq is None or seq + 1 >= self._next_seq:
-            self._next_seq = seq
-            return False
-        return True
-
-    def _can_pay_filler(self) -> bool:
-        """Whether our balance pays a filler (fee 0; read from the local state, which may
-        lag: a filler refused all the same makes the queue renumber)."""
-        return self._state().balance(self.me) >= FILLER_AMOUNT
-
-    def _close_gap(self, seq: int) -> None:
-        """Close the gap at ``seq``: with a filler, or, when we cannot pay one, by signing
-        the transactions after it again from ``seq`` on."""
-        if self._can_pay_filler():
-            self._start_fill(seq)
-        else:
-            self._start_renumber(seq)
-
-    def _start_fill(self, seq: int) -> None:
-        """Fill ``seq`` in a task; it counts as pending from now on, so nothing else fills
-        it meanwhile."""
-        assert self._nursery is not None
-        self._pending[seq] = Pending(self._expiry(), b"", None)  # until ``_fill`` signs
-        self._nursery.start_soon(self._fill, seq)
-
-    async def _fill(self, seq: int) -> None:
-        """Submit a transfer of 1 to ourselves with sequence number ``seq`` (its outcome
-        unknown, it is submitted again as any other transaction's). Refused: renumber."""
-        expiry = self._expiry()
-        filler = ledger.tx.transfer(
-            self._key, self._chain_id, seq, to=self.me, amount=FILLER_AMOUNT, expiry_height=expiry
-        )
-        pending = Pending(expiry, filler.id, None, filler.raw)
-        self._pending[seq] = pending
-        try:
-            await self._submit_in_turn(filler.raw, seq)
-        except _Held:
-            return  # above a gap being renumbered: the renumbering drops it
-        except ledger.TransactionRejected as exc:
-            log.warning("could not fill sequence gap %d: %s; renumbering", seq, exc)
-            if self._pending.get(seq) == pending:
-                del self._pending[seq]
-                if self._needs_filler(seq):
-                    self._start_renumber(seq)
-        except Exception as exc:
-            log.info("filler of sequence gap %d: outcome unknown (%s)", seq, exc)
-            if not isinstance(exc, _Overtook):
-                self._mark(seq, filler, unknown=True)
-            await self._until_known(None, filler, seq)
-
-    def _start_renumber(self, gap: int) -> None:
-        """Give the numbers from ``gap`` on out again, in a task (``_renumber``); while it
-        runs nothing above ``gap`` is sent and no new number is taken."""
-        if self._renumber_from is not None:
-            self._renumber_from = min(self._renumber_from, gap)
-            return
-        if self._nursery is None:
-            return  # not running: on_block resyncs once the chain passes their expiry
-        self._renumber_from = gap
-        self.renumberings += 1
-        self._nursery.start_soon(self._renumber)
-
-    async def _renumber(self) -> None:
-        """Once no submission above the gap is on its way (each may yet be admitted had a
-        number below it been filled meanwhile: none is), put every transaction pending
-        above it back to be signed again from the gap's number on, except one whose
-        outcome is unknown (it keeps its number). Fillers above it are no longer needed."""
-        try:
-            while True:
-                gap = self._renumber_from
-                assert gap is not None
-                if not any(s > gap for s in [*self._out, *self._sending]):
-                    break
-                await self._answered.wait()
-            moved = kept = 0
-            for seq in sorted(s for s in self._pending if s > gap):
-                pending = self._pending[seq]
-                if pending.unknown:
-                    kept += 1
-                    continue
-                del self._pending[seq]
-                if pending.request is not None:
-                    self._put_back(pending.order, pending.request)
-                    moved += 1
-            self._next_seq = gap
-            log.warning(
-                "sequence gap %d closed without a filler (our balance cannot pay one): the "
-                "transactions after it are signed again from %d on (%d put back from pending, "
-                "%d keep their numbers: outcome unknown)",
-                gap,
-                gap,
-                moved,
-                kept,
-            )
-        finally:
-            self._renumber_from = None
-            self._renumbered.set()
-            self._renumbered = trio.Event()
+    # closing a gap: a filler, or the numbers above it given out again (``_gaps``)
+    _needs_filler = _gaps.needs_filler
+    _can_pay_filler = _gaps.can_pay_filler
+    _close_gap = _gaps.close_gap
+    _start_fill = _gaps.start_fill
+    _fill = _gaps.fill
+    _start_renumber = _gaps.start_renumber
+    _renumber = _gaps.renumber
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
-
-
-def _place(request: TxRequest, order: int) -> tuple[int, int, int]:
-    """Where a request goes among those signed again: sealed claims first, the one whose
-    ``claim_by`` comes first before the others (its window is a few blocks; a new one is
-    placed among them too), then the rest in the order they were asked for. Otherwise
-    put-back claims that could still land went before an honest new one and made it miss
-    its ``claim_by`` (review round 9, R9-2)."""
-    claim_by = sealed_claim_by(request.payload)
-    return (0, claim_by, order) if claim_by is not None else (1, 0, order)
-
-
-def _owner(payload: ledger.Payload, state: ledger.State) -> bytes | None:
-    """The owner of the escrow a claim is for (None: not a claim, or no such escrow)."""
-    if not isinstance(payload, ledger.Claim):
-        return None
-    escrow = state.escrow(payload.job_id)
-    return escrow.owner if escrow is not None else None

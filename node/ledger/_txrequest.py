@@ -88,3 +88,13 @@ def doomed(payload: ledger.Payload, state: ledger.State, sender: bytes) -> str:
     except ledger.LedgerError as exc:
         return str(exc)
     return ""
+
+
+def place(request: TxRequest, order: int) -> tuple[int, int, int]:
+    """Where a request goes among those signed again: sealed claims first, the one whose
+    ``claim_by`` comes first before the others (its window is a few blocks; a new one is
+    placed among them too), then the rest in the order they were asked for. Otherwise
+    put-back claims that could still land went before an honest new one and made it miss
+    its ``claim_by`` (review round 9, R9-2)."""
+    claim_by = sealed_claim_by(request.payload)
+    return (0, claim_by, order) if claim_by is not None else (1, 0, order)

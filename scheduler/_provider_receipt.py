@@ -1,0 +1,94 @@
+"""The provider machine's receipts (:class:`~scheduler.Provider`'s ``receive`` of a
+Receipt): one that matches our result is held and redeemed (a claim with a sealed one, the
+key with a plain one); one a claim could not cash closes the work. Functions of the
+machine, bound as its methods (specs/marketplace.md, "Provider")."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from protocol import Receipt, Signed
+
+from ._effects import CancelTimer, Effect, Misbehaved, NotifyUser, TimerKey, TimerKind, UserEvent
+from ._provider_work import WorkPhase
+from ._requester_jobs import KEY_DUE_BLOCKS
+
+if TYPE_CHECKING:
+    from ._provider import Provider
+
+#: A sealed receipt's ``claim_by`` may be this many blocks further than ``KEY_DUE_BLOCKS``
+#: after the best height we know (the requester's view may be ahead of ours); one past
+#: that, or not above our height, is refused as the requester's misbehaviour.
+CLAIM_BY_SLACK_BLOCKS = 8
+
+
+def on_receipt(p: Provider, signed: Signed[Receipt], now_ms: int) -> list[Effect]:
+    receipt = signed.message
+    work = p.work.get(receipt.job_id)
+    if (
+        work is None
+        or work.phase not in (WorkPhase.DELIVERED, WorkPhase.RECEIPTED, WorkPhase.CLAIMED)
+        or work.result is None
+        or work.award is None
+    ):
+        return []
+    if (
+        receipt.provider != p.me
+        or receipt.requester != work.spec.requester
+        or receipt.replica != work.award.message.replica
+        or receipt.result_hash != work.result.id
+        or receipt.key_hash != work.result.message.key_hash
+    ):
+        return [Misbehaved(receipt.requester, "receipt does not match our result")]
+    if work.receipt is not None:
+        # A receipt again: the requester still waits for our key (it or the receipt may
+        # have been lost). A plain receipt's key goes again now, at most once per
+        # ``result_resend_ms``; a sealed one's comes with our claim's payment.
+        due = work.key_sent_ms + p.config.result_resend_ms
+        if work.phase != WorkPhase.RECEIPTED or not work.key_now or not work.covered:
+            return []  # a sealed receipt's key comes with our claim's payment
+        if now_ms < due:
+            return []  # a requester cannot make us send on demand
+        work.key_sent_ms = now_ms
+        return [p._unseal(work)]
+    if receipt.sealed and not p._claim_by_ok(receipt.claim_by):
+        # A claim with it could only be refused in a block (dropping our later
+        # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``. One
+        # already past is no misbehaviour: an honest requester whose ledger lags ours
+        # by a few blocks sends it (round-4 review); only one absurdly far ahead is.
+        why = f"a sealed receipt claimable up to height {receipt.claim_by}"
+        blame = receipt.claim_by > p.height
+        return [
+            *([Misbehaved(receipt.requester, f"{why}, at height {p.height}")] * blame),
+            *p._close(work, f"{why}: no claim with it can land"),
+        ]
+    if receipt.sealed and p.height + 1 >= work.spec.escrow_expiry_height:
+        # Claims close at the escrow's expiry: one signed now would be refused in a
+        # block and drop our later transactions with it (review round 9, R9-2).
+        return p._close(
+            work,
+            f"a sealed receipt at height {p.height}: the escrow expires before a claim can land",
+        )
+    work.phase = WorkPhase.RECEIPTED
+    work.receipt = signed
+    effects: list[Effect] = [
+        CancelTimer(TimerKey(TimerKind.RESEND, work.id)),
+        NotifyUser(
+            work.id,
+            UserEvent.RECEIPTED,
+            "claiming now (a verified result)"
+            if receipt.sealed
+            else "a claim is possible if the requester never settles",
+        ),
+    ]
+    if not work.covered:
+        return effects + p._check_escrow(work, p.config.escrow_of(work.id), now_ms)
+    return effects + p._redeem(work, now_ms)
+
+
+def claim_by_ok(p: Provider, claim_by: int) -> bool:
+    """A sealed receipt's ``claim_by`` is still ahead, and not further than an honest
+    requester sets it (``KEY_DUE_BLOCKS`` after its height, which may be a few blocks
+    ahead of ours: ``CLAIM_BY_SLACK_BLOCKS``)."""
+    ahead = max(p.height, p.head) + KEY_DUE_BLOCKS + CLAIM_BY_SLACK_BLOCKS
+    return p.height < claim_by <= ahead
