@@ -7,6 +7,7 @@ See specs/ledger.md.
 """
 
 from . import tx as tx
+from ._admission import UNSEQUENCED as UNSEQUENCED
 from ._admission import VerifiedMessages as VerifiedMessages
 from ._admission import VerifiedTx as VerifiedTx
 from ._admission import check_embedded as check_embedded

@@ -42,7 +42,13 @@ from ._payloads import (
 )
 from ._state import State
 
-#: Most stake-unbonding entries pending on one account.
+#: The ``seq`` of a claim that takes no sequence number of its sender's (specs/ledger.md,
+#: "Validity"): it neither needs nor advances the account's next, so whether it applies
+#: touches none of the sender's other transactions. Its replays are refused by the
+#: escrow's ``claimed`` set (review rounds 12 and 13, R12-1, R13-3: requesters voiding a
+#: sequenced claim in its block left a gap that held back the provider's other claims).
+#: ``2^63 - 1``: the largest a signed 64-bit integer (SQLite's) holds.
+UNSEQUENCED = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,11 @@ class VerifiedTx:
     @property
     def sender(self) -> bytes:
         return self.signed.message.sender
+
+    @property
+    def unsequenced(self) -> bool:
+        """Whether it is a claim signed without a sequence number (:data:`UNSEQUENCED`)."""
+        return self.signed.message.seq == UNSEQUENCED and isinstance(self.payload, Claim)
 
 
 def decode_payload(kind: str, payload: bytes) -> Payload:

@@ -145,7 +145,8 @@ def produce_block(
     Candidates are taken until the block is full: ``max_block_txs`` transactions, or its
     byte or signature-check budget (``_budget.py``) spent. A candidate that would take the
     block over a budget is passed over, and its sender's later ones with it (they may not
-    come before it); after :data:`MAX_PASSED_OVER` senders so passed over the block is
+    come before it; an unsequenced claim is passed over alone); after
+    :data:`MAX_PASSED_OVER` senders so passed over the block is
     full. What is not taken is not looked at (a mempool keeps it for the next block)."""
     height = state.height + 1
     draft = Draft(state, height)
@@ -159,9 +160,12 @@ def produce_block(
     for vtx in candidates:
         if len(included) >= limit or budget.spent():
             break
-        if vtx.sender in passed_over:
+        unsequenced = vtx.unsequenced  # comes before or after none of its sender's
+        if vtx.sender in passed_over and not unsequenced:
             continue
         if not budget.fits(vtx.raw, vtx.payload):
+            if unsequenced:
+                continue
             passed_over.add(vtx.sender)
             if len(passed_over) >= MAX_PASSED_OVER:
                 break

@@ -59,6 +59,7 @@ import protocol
 from protocol import Award, ProtocolError, Receipt
 
 from ._admission import (
+    UNSEQUENCED,
     VerifiedMessages,
     VerifiedTx,
     check_embedded,
@@ -69,6 +70,7 @@ from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim, Lock, Settle
+from ._rules import check_claim
 from ._state import Escrow, State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
@@ -102,8 +104,12 @@ MAX_REPLACEMENTS = 4
 class _Entry:
     vtx: VerifiedTx
     arrival: int
-    #: How many transactions this ``(sender, seq)`` replaced while pending.
+    #: How many transactions this ``(sender, seq)`` (an unsequenced claim: this
+    #: ``(sender, job)``) replaced while pending.
     replaced: int = 0
+    #: An unsequenced claim's last height it may apply at (its escrow's expiry, a sealed
+    #: receipt's ``claim_by``); past it the claim is dropped.
+    until: int = 0
 
 
 @dataclass(slots=True)
@@ -124,6 +130,11 @@ class Mempool:
     _ids: set[bytes] = field(default_factory=set)
     #: Pending claims from unfunded senders, by job id: each sender's transaction id.
     _unfunded_claims: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    #: Pending unsequenced claims (``UNSEQUENCED``): each sender's by job id, and how
+    #: many each escrow has.
+    _claims: dict[bytes, dict[bytes, _Entry]] = field(default_factory=dict)
+    _escrow_claims: dict[bytes, int] = field(default_factory=dict)
+    _claim_count: int = 0
     #: Eviction candidates: ``(fee, -arrival, sender, seq, tx_id)`` of each sender's last
     #: pending transaction; an item no longer pending or no longer last is stale, skipped
     #: when met (whatever becomes a sender's last is pushed again then).
@@ -165,6 +176,8 @@ class Mempool:
         if vtx.id in self._ids:
             raise MempoolRejected("transaction is already in the mempool")
         self._check_not_refused(vtx.id, state)
+        if vtx.unsequenced:
+            return self._add_claim(vtx, state)
         next_seq = state.next_seq(tx.sender)
         if tx.seq < next_seq:
             raise SequenceError(
@@ -174,23 +187,7 @@ class Mempool:
             raise MempoolRejected(
                 f"sequence number {tx.seq} is more than {self.max_ahead} ahead of {next_seq}"
             )
-        if tx.expiry_height <= state.height:
-            raise ExpiredTransaction(
-                f"transaction expired at height {tx.expiry_height}; the chain is at {state.height}"
-            )
-        if tx.expiry_height > state.height + self.max_expiry_ahead:
-            raise MempoolRejected(
-                f"transaction is valid until height {tx.expiry_height}, more than "
-                f"{self.max_expiry_ahead} blocks ahead of the chain's {state.height}"
-            )
-        if tx.fee < state.genesis.min_fee:
-            raise FeeTooLow(f"fee {tx.fee} is below the minimum fee {state.genesis.min_fee}")
-        if not fits_a_block(vtx.raw, vtx.payload, self.chain_id):
-            # (the payload limits keep every transaction far below both budgets today)
-            raise MempoolRejected(
-                "the transaction is over a block's byte or signature-check budget alone: "
-                "it could never be in a block; split it"
-            )
+        self._check_terms(vtx, state)
         queue = self._by_sender.get(tx.sender, {})
         old = queue.get(tx.seq)
         if old is not None and tx.fee <= old.vtx.tx.fee:
@@ -218,8 +215,7 @@ class Mempool:
             )
             check_settle_escrow(vtx.payload, tx.sender, state, lock_pending=lock_pending)
         if old is not None:  # counted from here, admitted or not: its messages cost next
-            old.replaced += 1
-            self._replacements[tx.sender] = self._replacements.get(tx.sender, 0) + 1
+            self._count_replacement(old)
         # Last, as the dearest: up to 64 signature checks (a settle's Bids), each once. A
         # bad one is refused here as malformed, never left to a block (round 5, R5-6).
         # Every refusal above (the fee bump, the replacements' bounds, the settle's escrow)
@@ -239,6 +235,102 @@ class Mempool:
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
         return vtx
+
+    def _check_terms(self, vtx: VerifiedTx, state: State) -> None:
+        """Refuse ``vtx`` for its expiry, its fee or its size."""
+        tx = vtx.tx
+        if tx.expiry_height <= state.height:
+            raise ExpiredTransaction(
+                f"transaction expired at height {tx.expiry_height}; the chain is at {state.height}"
+            )
+        if tx.expiry_height > state.height + self.max_expiry_ahead:
+            raise MempoolRejected(
+                f"transaction is valid until height {tx.expiry_height}, more than "
+                f"{self.max_expiry_ahead} blocks ahead of the chain's {state.height}"
+            )
+        if tx.fee < state.genesis.min_fee:
+            raise FeeTooLow(f"fee {tx.fee} is below the minimum fee {state.genesis.min_fee}")
+        if not fits_a_block(vtx.raw, vtx.payload, self.chain_id):
+            # (the payload limits keep every transaction far below both budgets today)
+            raise MempoolRejected(
+                "the transaction is over a block's byte or signature-check budget alone: "
+                "it could never be in a block; split it"
+            )
+
+    def _add_claim(self, vtx: VerifiedTx, state: State) -> VerifiedTx:
+        """Admit an unsequenced claim: one per sender and escrow pending (a higher fee
+        replaces it, within ``MAX_REPLACEMENTS``), at most ``max_ahead`` per sender and
+        the escrow's ``max_payees`` per escrow, each one the next block's claim rule would
+        take. It holds no sequence number, so it is selected, dropped or evicted alone."""
+        tx, p = vtx.tx, vtx.payload
+        assert isinstance(p, Claim)
+        self._check_terms(vtx, state)
+        mine = self._claims.get(tx.sender, {})
+        old = mine.get(p.job_id)
+        if old is not None and tx.fee <= old.vtx.tx.fee:
+            raise MempoolRejected(
+                "a claim of this sender for this job is already pending; replace it only "
+                "with a higher fee"
+            )
+        if old is not None:
+            self._check_replacement(old, state)
+        elif len(mine) >= self.max_ahead:
+            raise MempoolRejected(
+                f"the sender already has {self.max_ahead} claims pending; submit more once "
+                "some are in a block"
+            )
+        self._check_funds(vtx, state, old)
+        e = state.escrow(p.job_id)
+        if old is None and e is not None and self._escrow_claims.get(p.job_id, 0) >= e.max_payees:
+            raise MempoolRejected("this escrow already has as many claims pending as payees")
+        # Its Award and Receipt are decoded here without their signatures (only refusals
+        # follow from them), then verified below, after every cheaper refusal.
+        check_claim(state, tx.sender, p)
+        assert e is not None  # (check_claim refuses a claim of no escrow)
+        if old is not None:  # counted from here, admitted or not: its messages cost next
+            self._count_replacement(old)
+        vtx = check_embedded(vtx, self.chain_id, self.messages)
+        self._make_room(vtx, old)
+        if old is not None:
+            self._drop_claim(old.vtx)
+        self._arrivals += 1
+        until = e.expiry_height - 1
+        receipt = self.messages.decode(p.receipt, self.chain_id, Receipt)
+        if receipt.sealed:
+            until = min(until, receipt.claim_by)
+        entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0, until)
+        self._claims.setdefault(tx.sender, mine)[p.job_id] = entry
+        self._escrow_claims[p.job_id] = self._escrow_claims.get(p.job_id, 0) + 1
+        self._claim_count += 1
+        self._ids.add(vtx.id)
+        self._count_bytes(tx.sender, len(vtx.raw))
+        self._push_tail(entry)
+        return vtx
+
+    def _drop_claim(self, vtx: VerifiedTx) -> bool:
+        """Take the unsequenced claim ``vtx`` out of the pool; whether it was in."""
+        assert isinstance(vtx.payload, Claim)
+        job = vtx.payload.job_id
+        mine = self._claims.get(vtx.sender)
+        entry = mine.get(job) if mine is not None else None
+        if mine is None or entry is None or entry.vtx.id != vtx.id:
+            return False
+        del mine[job]
+        if not mine:
+            del self._claims[vtx.sender]
+        self._claim_count -= 1
+        left = self._escrow_claims[job] - 1
+        if left:
+            self._escrow_claims[job] = left
+        else:
+            del self._escrow_claims[job]
+        self._forget(vtx)
+        return True
+
+    def _count_replacement(self, old: _Entry) -> None:
+        old.replaced += 1
+        sender = old.vtx.sender
+        self._replacements[sender] = self._replacements.get(sender, 0) + 1
 
     def _check_replacement(self, old: _Entry, state: State) -> None:
         """Refuse a replacement of ``old`` past either bound of ``MAX_REPLACEMENTS`` (its
@@ -289,8 +381,9 @@ class Mempool:
             return None
         if self._sender_bytes[hog] <= self._sender_bytes.get(tx.sender, 0) + growth:
             return None
-        queue = self._by_sender[hog]
-        last = queue[max(queue)]
+        queue = self._by_sender.get(hog, {})
+        lasts = [*self._claims.get(hog, {}).values(), *([queue[max(queue)]] if queue else [])]
+        last = min(lasts, key=lambda e: (e.vtx.tx.fee, -e.arrival))
         return last if last.vtx.tx.fee <= tx.fee else None
 
     def _count_bytes(self, sender: bytes, delta: int) -> None:
@@ -351,15 +444,8 @@ class Mempool:
         tx = vtx.tx
         if state.is_coordinator(tx.sender):
             return None
+        self._check_funds(vtx, state, old)
         account = state.account(tx.sender)
-        if tx.fee > account.balance:
-            raise MempoolRejected(f"balance {account.balance} cannot pay the fee {tx.fee}")
-        pledged = sum(e.vtx.tx.fee for e in queue.values()) - (old.vtx.tx.fee if old else 0)
-        if pledged + tx.fee > account.balance:
-            raise MempoolRejected(
-                f"balance {account.balance} cannot pay the fee {tx.fee} on top of the fees "
-                f"{pledged} of the sender's {len(queue)} pending transactions"
-            )
         if account.balance > 0 or account.stake > 0:
             return None
         p = vtx.payload
@@ -378,6 +464,25 @@ class Mempool:
         _check_unfunded_claim(p, e, tx.sender, state, self.messages)
         return p.job_id
 
+    def _check_funds(self, vtx: VerifiedTx, state: State, old: _Entry | None) -> None:
+        """Refuse ``vtx`` unless its sender's balance pays its fee on top of the fees of
+        all its pending transactions (``old``, which it replaces, aside)."""
+        tx = vtx.tx
+        if state.is_coordinator(tx.sender):
+            return
+        balance = state.account(tx.sender).balance
+        if tx.fee > balance:
+            raise MempoolRejected(f"balance {balance} cannot pay the fee {tx.fee}")
+        queue = self._by_sender.get(tx.sender, {})
+        claims = self._claims.get(tx.sender, {})
+        pledged = sum(e.vtx.tx.fee for e in (*queue.values(), *claims.values()))
+        pledged -= old.vtx.tx.fee if old is not None else 0
+        if pledged + tx.fee > balance:
+            raise MempoolRejected(
+                f"balance {balance} cannot pay the fee {tx.fee} on top of the fees "
+                f"{pledged} of the sender's {len(queue) + len(claims)} pending transactions"
+            )
+
     def _forget(self, vtx: VerifiedTx) -> None:
         if vtx.id not in self._ids:
             return
@@ -391,34 +496,59 @@ class Mempool:
                     del self._unfunded_claims[vtx.payload.job_id]
 
     def _push_tail(self, entry: _Entry) -> None:
-        """``entry`` is now its sender's last pending transaction: an eviction candidate.
-        The heap is rebuilt from the live candidates when stale items outnumber them."""
+        """``entry`` is now its sender's last pending transaction, or is an unsequenced
+        claim: an eviction candidate. The heap is rebuilt from the live candidates when
+        stale items outnumber them."""
         tx = entry.vtx.tx
         heapq.heappush(self._tails, (tx.fee, -entry.arrival, tx.sender, tx.seq, entry.vtx.id))
-        if len(self._tails) > 2 * len(self._by_sender) + 64:
+        if len(self._tails) > 2 * (len(self._by_sender) + self._claim_count) + 64:
             self._tails = [
                 (e.vtx.tx.fee, -e.arrival, sender, seq, e.vtx.id)
                 for sender, queue in self._by_sender.items()
                 for seq, e in queue.items()
                 if seq + 1 not in queue
             ]
+            self._tails += [
+                (e.vtx.tx.fee, -e.arrival, sender, UNSEQUENCED, e.vtx.id)
+                for sender, mine in self._claims.items()
+                for e in mine.values()
+            ]
             heapq.heapify(self._tails)
 
     def _lowest_tail(self) -> _Entry | None:
-        """The lowest fee among each sender's last pending transaction (of those, the
-        latest to arrive); stale heap items on top are dropped on the way."""
+        """The lowest fee among each sender's last pending transaction and the unsequenced
+        claims (of those, the latest to arrive); stale heap items on top are dropped on
+        the way."""
         while self._tails:
             _, _, sender, seq, tx_id = self._tails[0]
-            queue = self._by_sender.get(sender, {})
-            entry = queue.get(seq)
-            if entry is not None and entry.vtx.id == tx_id and seq + 1 not in queue:
-                return entry
+            if seq == UNSEQUENCED:
+                entry = self._claim_entry(sender, tx_id)
+                if entry is not None:
+                    return entry
+            else:
+                queue = self._by_sender.get(sender, {})
+                entry = queue.get(seq)
+                if entry is not None and entry.vtx.id == tx_id and seq + 1 not in queue:
+                    return entry
             heapq.heappop(self._tails)
+        return None
+
+    def _claim_entry(self, sender: bytes, tx_id: bytes) -> _Entry | None:
+        """The pending unsequenced claim ``tx_id`` of ``sender``, if it still is."""
+        if tx_id not in self._ids:
+            return None
+        for entry in self._claims.get(sender, {}).values():
+            if entry.vtx.id == tx_id:
+                return entry
         return None
 
     def remove(self, vtx: VerifiedTx) -> list[VerifiedTx]:
         """Remove ``vtx`` and, since they would wait behind its hole, its sender's later
-        pending transactions; returns those later ones (nothing if ``vtx`` is not pending)."""
+        pending transactions; returns those later ones (nothing if ``vtx`` is not pending,
+        or is an unsequenced claim)."""
+        if vtx.unsequenced:
+            self._drop_claim(vtx)
+            return []
         queue = self._by_sender.get(vtx.sender)
         if queue is None:
             return []
@@ -458,9 +588,21 @@ class Mempool:
             e = queue.get(seq)
             if e is not None:
                 heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, sender, seq))
+        # A sender's unsequenced claims take their rounds among themselves, by arrival
+        # (``seq`` here: the claim's arrival, negated below -1, to find it).
+        claims: dict[int, _Entry] = {}
+        for sender, mine in self._claims.items():
+            taken = 0
+            for count, e in enumerate(sorted(mine.values(), key=lambda e: e.arrival), 1):
+                taken += len(e.vtx.raw)
+                claims[e.arrival] = e
+                heap.append((-e.vtx.tx.fee, count, taken, e.arrival, sender, -1 - e.arrival))
         heapq.heapify(heap)
         while heap:
             _, count, taken, _, sender, seq = heapq.heappop(heap)
+            if seq < 0:
+                yield claims[-1 - seq].vtx
+                continue
             queue = self._by_sender[sender]
             yield queue[seq].vtx
             nxt = queue.get(seq + 1)
@@ -504,6 +646,30 @@ class Mempool:
                         self._push_tail(queue[seq - 1])
             if not queue:
                 self._by_sender.pop(sender, None)
+        return dropped + self._prune_claims(state)
+
+    def _prune_claims(self, state: State) -> list[tuple[VerifiedTx, str]]:
+        """Drop the unsequenced claims ``state`` made stale: applied ones silently (their
+        sender is in the escrow's ``claimed``), those past their expiry, their window or
+        their escrow's close with the reason."""
+        dropped: list[tuple[VerifiedTx, str]] = []
+        for sender in list(self._claims):
+            for job, entry in list(self._claims[sender].items()):
+                e = state.escrow(job)
+                why = None
+                if e is not None and sender in e.claimed:
+                    pass
+                elif entry.vtx.tx.expiry_height <= state.height:
+                    why = f"expired at height {entry.vtx.tx.expiry_height} before it was in a block"
+                elif e is None or not e.is_open:
+                    why = "its escrow was closed before the claim was in a block"
+                elif entry.until <= state.height:
+                    why = f"its claim window ended at height {entry.until}"
+                else:
+                    continue
+                self._drop_claim(entry.vtx)
+                if why is not None:
+                    dropped.append((entry.vtx, why))
         return dropped
 
 

@@ -10,7 +10,8 @@ settle's Bids, ...), are verified once, on entry to the mempool: making the bloc
 check them again (a replica applying it does).
 
 A transaction refused when the block is made (an overdraft: balances are checked then,
-not on admission) is dropped and reported. Its sender's later pending transactions would
+not on admission) is dropped and reported. An unsequenced claim goes alone. A sequenced
+transaction's sender's later pending transactions would
 wait behind the gap it leaves, holding places they never pay for: they are dropped with
 it, each reported with a reason beginning :data:`~ledger._mempool.DROPPED_BEHIND` (they did
 nothing wrong; the sender signs them again after filling the gap). So are those behind a
@@ -88,6 +89,12 @@ class Producer:
         produced = produce_block(self.state, self.key, self.mempool.candidates(self.state))
         gapped: set[bytes] = set()  # senders with a transaction refused in this block
         for vtx, exc in produced.rejected:
+            if vtx.unsequenced:  # it holds no sequence number: it leaves no gap
+                self.rejected += 1
+                self.mempool.refused_at_block(vtx)
+                self.mempool.remove(vtx)
+                self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
+                continue
             if vtx.sender in gapped:
                 continue  # refused for the gap before it: dropped with that one below
             gapped.add(vtx.sender)

@@ -5,9 +5,11 @@ Rules, in prose (specs/ledger.md is the full text):
 - A transaction is a signed :class:`protocol.Transaction` on the genesis chain id. In a
   block at height ``h`` it is valid only if ``h <= expiry_height``, its ``seq`` equals the
   sender's next sequence number (so each ``(sender, seq)`` applies once: a replay is
-  refused), its ``fee >= min_fee``, the sender's balance covers the fee plus whatever the
-  kind takes from the balance, and the kind's own rules hold. A valid transaction charges
-  the fee into the fee pool and advances the sender's sequence number; an invalid one
+  refused; a claim may instead be *unsequenced*, ``seq = UNSEQUENCED``, and take no
+  number: the escrow takes one claim per provider), its ``fee >= min_fee``, the sender's
+  balance covers the fee plus whatever the kind takes from the balance, and the kind's
+  own rules hold. A valid transaction charges the fee into the fee pool and advances the
+  sender's sequence number (an unsequenced claim's leaves it); an invalid one
   changes nothing, and a block holding one is rejected whole.
 - Kinds: ``mint`` (coordinators only; supply stays ≤ 2^62), ``transfer``, ``lock`` (only
   by the requester of the signed JobSpec it carries, whose id is the job id; a job id is
@@ -95,7 +97,8 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
             "sign it again with a later expiry"
         )
     sender = draft.account(tx.sender)
-    if tx.seq != sender.next_seq:
+    unsequenced = vtx.unsequenced
+    if tx.seq != sender.next_seq and not unsequenced:
         what = "already used (a replay)" if tx.seq < sender.next_seq else "ahead of the account"
         raise SequenceError(
             f"sequence number {tx.seq} is {what}; the account's next is {sender.next_seq}"
@@ -106,7 +109,8 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
         raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
     commit = _check(draft, tx.sender, vtx.payload, sender.balance - tx.fee, vtx.embedded_checked)
     draft.begin_tx()
-    draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=tx.seq + 1))
+    next_seq = sender.next_seq if unsequenced else tx.seq + 1
+    draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=next_seq))
     draft.fees += tx.fee
     commit()
     draft.end_tx()

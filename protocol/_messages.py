@@ -366,7 +366,10 @@ class Transaction(Message):
 
     sender: Annotated[bytes, Key, "the signing account"]
     seq: Annotated[
-        int, UInt(), "the sender's next sequence number: each (sender, seq) is applied once"
+        int,
+        UInt(),
+        "the sender's next sequence number: each (sender, seq) is applied once "
+        "(a claim's may be 2^63-1: unsequenced)",
     ]
     expiry_height: Annotated[int, UInt(), "the transaction is invalid in blocks above this height"]
     fee: Annotated[int, UInt(), "fee paid to the block producer, micro-credits"]

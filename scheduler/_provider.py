@@ -88,7 +88,7 @@ from ._effects import (
 from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._provider_receipt import CLAIM_BY_SLACK_BLOCKS as CLAIM_BY_SLACK_BLOCKS
-from ._provider_work import BidBook, Work, WorkPhase, remember_latest, seal_result
+from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
 #: Receipted output bytes are resent at doubling intervals up to this one.
@@ -100,8 +100,6 @@ AWARD_HOLD_BLOCKS = 2
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
-#: Requesters remembered as payers (the latest: ``Provider.paid_by``).
-MAX_PAYERS = 4_096
 
 
 class Provider:
@@ -124,9 +122,6 @@ class Provider:
         self._running: set[bytes] = set()
         self._bids = BidBook(self.max_pending_per_requester)
         self._funders: dict[bytes, None] = {}
-        #: Requesters whose escrows paid us (the latest ``MAX_PAYERS``): a claim of theirs
-        #: is trusted not to be voided under it (``paid_by``).
-        self._payers: dict[bytes, None] = {}
 
     # --- queries ----------------------------------------------------------------------
 
@@ -159,12 +154,6 @@ class Provider:
             return self.work[job_id]
         except KeyError:
             raise UnknownJob(f"no work for job {job_id.hex()[:16]}… on this node") from None
-
-    def paid_by(self, requester: bytes) -> bool:
-        """Whether an escrow of ``requester``'s has paid us (lately): the transaction queue
-        signs a claim of any other's last, nothing of ours behind it (specs/daemon.md,
-        "Transactions")."""
-        return requester in self._payers
 
     def note_head(self, head: int) -> None:
         """The best chain height the node heard of (its ledger's sources' head): bounds
@@ -345,8 +334,6 @@ class Provider:
         if work is None:
             return []
         work.paid += amount
-        if amount > 0:
-            remember_latest(self._payers, work.spec.requester, MAX_PAYERS)
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
         price = work.award.message.price if work.award is not None else 0
         if work.receipt is not None and work.key and work.paid >= price:
@@ -367,11 +354,6 @@ class Provider:
             self._bids.drop(work)
             del self.work[job_id]
             return [CancelTimer(TimerKey(TimerKind.BID, job_id))]
-        if work.phase == WorkPhase.CLAIMED and not work.paid and not work.plain:
-            # Closed under the sealed claim its own receipt asked for, unpaid (a forced
-            # settle, or a requester voiding claims: review round 11, R11-2): its claims
-            # are no longer trusted, and go last until it pays us again.
-            self._payers.pop(work.spec.requester, None)
         return self._close(work, "paid" if work.paid else "escrow closed without paying us")
 
     # --- internals --------------------------------------------------------------------

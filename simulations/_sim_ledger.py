@@ -1,5 +1,6 @@
 """The simulation's ledger side: escrow and settlement transactions, each node's
-transaction lane (sequence numbers, window, fillers), the coordinator's blocks and what
+transaction lane (sequence numbers, window, fillers; claims, unsequenced, go on their
+own), the coordinator's blocks and what
 the nodes learn from them. Functions of the ``Simulation`` (bound as its methods in
 ``_sim.py``)."""
 
@@ -76,6 +77,17 @@ def lane(sim: Simulation, node: int) -> _TxLane:
 
 
 def queue_tx(sim: Simulation, node: int, payload: ledger.Payload, now: int) -> None:
+    if isinstance(payload, ledger.Claim):  # no sequence number: sent on its own at once
+        signed = ledger_tx.make(
+            sim.keys[node],
+            CHAIN_ID,
+            ledger.UNSEQUENCED,
+            payload,
+            expiry_height=sim.state.height + TX_LIFETIME_BLOCKS,
+        )
+        delay = sim.net.latency_ms(node, sim.coord)
+        sim.loop.at(now + delay, EV_TX, node, signed.raw, ledger.UNSEQUENCED, signed.raw[-16:])
+        return
     lane = sim._lane(node)
     lane.queued.append(payload)
     sim._pump(node, lane, now)
@@ -122,6 +134,9 @@ def tx_failed(sim: Simulation, node: int, seq: int, reason: str, now: int) -> No
     """A transaction of ``node`` was refused or dropped: what it was for learns so,
     and the sequence number is filled (a transfer of 1 to itself), as the daemon's
     queue does, so the transactions after it are not held back."""
+    if seq == ledger.UNSEQUENCED:  # a claim: it leaves no gap
+        sim.tx_refused += 1
+        return
     lane = sim.lanes.get(node)
     if lane is None:
         return

@@ -145,7 +145,7 @@ def describe(raw: bytes, chain_id: str) -> dict[str, Any]:
         "id": vtx.id.hex(),
         "kind": t.kind,
         "sender": protocol.peer_id(t.sender),
-        "seq": t.seq,
+        "seq": None if vtx.unsequenced else t.seq,  # None: a claim that takes no number
         "fee": t.fee,
     }
     p = vtx.payload

@@ -139,7 +139,6 @@ class Node:
             self.ledger.submit,
             chain_id=self.chain_id,
             head=self.ledger.replica.best_source_head,
-            last=self._goes_last,
         )
         self.ledger.on_dropped.append(self.txq.dropped)
         self.ledger.on_source_connected.append(self.txq.resend_pending)
@@ -335,17 +334,6 @@ class Node:
         request = TxRequest(payload, on_reject, expiry_cap, on_signed)
         self.metrics.txs.labels(request.kind).inc()
         self.txq.put(request)
-
-    def _goes_last(self, payload: ledger.Payload) -> bool:
-        """Whether the transaction queue signs ``payload`` last, nothing of ours behind it
-        until it is resolved: a claim of a requester whose escrow never paid us, which
-        can close the escrow in the very block the claim lands in (review round 10,
-        R10-2). Asked when it is signed: a requester that pays us meanwhile is trusted."""
-        if not isinstance(payload, ledger.Claim):
-            return False
-        escrow = self.ledger.state.escrow(payload.job_id)
-        provider = self.provider
-        return escrow is None or provider is None or not provider.paid_by(escrow.owner)
 
     def _make_machines(self) -> None:
         height = self.ledger.state.height

@@ -236,10 +236,10 @@ class IntentBook:
                 return []  # a plain receipt's claim waits for the claim window
         if intent.seq is not None:
             log.info(
-                "%s of job %s did not apply (seq %d); signing it again",
+                "%s of job %s did not apply (%s); signing it again",
                 intent.kind,
                 intent.job_id.hex()[:12],
-                intent.seq,
+                "unsequenced" if intent.seq == ledger.UNSEQUENCED else f"seq {intent.seq}",
             )
         intent.seq, intent.queued = None, True
         return [Submit(intent)]

@@ -15,6 +15,9 @@
   queue (``_intents.py``), which read the outcome from the chain.
 - Expiries count from the best height seen (``head``), at most ``MAX_HEAD_LEAD`` above
   the local one.
+- Claims take no sequence number (``ledger.UNSEQUENCED``): each is signed and submitted
+  on its own, at most ``ledger.MAX_AHEAD`` unresolved, and one refused or voided in a block
+  touches nothing else of ours (review rounds 12 and 13, R12-1, R13-3).
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ from . import _gaps
 from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
 from ._gaps import Held as _Held
 from ._gaps import Overtook as _Overtook
-from ._intents import sealed_claim_by
-from ._last import HeldLast
-from ._txrequest import Pending, TxRequest, doomed, place
+from ._txrequest import Pending, TxRequest, doomed
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,6 @@ RETRY_S = (0.25, 1.0)
 #: claiming a head far above the chain's cannot get every transaction of ours refused
 #: (expiry too far ahead): an expiry stays within the mempool's horizon.
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
-#: How often a request waiting behind ones signed to go last looks whether they were
-#: refused (a block, applying or dropping them, wakes it at once).
-LAST_POLL_S = 0.1
 
 
 class TxQueue:
@@ -69,7 +67,6 @@ class TxQueue:
         window: int = WINDOW,
         head: Callable[[], int] | None = None,
         retry_s: tuple[float, float] = RETRY_S,
-        last: Callable[[ledger.Payload], bool] = lambda payload: False,
     ) -> None:
         """``head``: the coordinator's height as best known (default: the local state's);
         ``retry_s``: the first and the longest wait between submissions of a transaction
@@ -83,13 +80,10 @@ class TxQueue:
         # ``None``: a wake-up, there are requests to sign again (``_again``)
         self._send, self._receive = trio.open_memory_channel[TxRequest | None](10_000)
         #: Requests signed before and put back (dropped behind a gap, renumbered), each
-        #: with its place (:func:`._txrequest.place`): signed before any new one, sealed
-        #: claims first.
-        self._again: list[tuple[tuple[int, int, int], TxRequest]] = []
-        #: Whether a request goes last (asked when it is signed; :mod:`._last`).
-        self._goes_last = last
-        self._held_last = HeldLast()
-        self._signing_last = 0  # of them, being signed and submitted
+        #: with the order it was first taken in: signed before any new one, in that order.
+        self._again: list[tuple[int, TxRequest]] = []
+        #: Claims signed and not resolved (applied, refused, dropped or expired), by id.
+        self._claims: dict[bytes, Pending] = {}
         self._taken = 0  # requests taken so far (the next one's ``order``)
         #: Set while the numbers above it are given out again (``_renumber``).
         self._renumber_from: int | None = None
@@ -132,7 +126,10 @@ class TxQueue:
 
     def reserve(self, seq: int, expiry: int) -> None:
         """A transaction of ours with ``seq`` may be in the coordinator's mempool (signed
-        before a restart): take later sequence numbers until the chain resolves it."""
+        before a restart): take later sequence numbers until the chain resolves it. (A
+        claim's, unsequenced, holds none.)"""
+        if seq == ledger.UNSEQUENCED:
+            return
         if seq < self._state().next_seq(self.me) or seq in self._pending:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
@@ -144,10 +141,10 @@ class TxQueue:
         filled; otherwise the sequence is reset from the ledger."""
         self._chain_moved.set()
         self._chain_moved = trio.Event()
-        if self._held_last:  # one held to go last may be due now (``_last_due``)
-            with contextlib.suppress(trio.WouldBlock):
-                self._send.send_nowait(None)
         state = self._state()
+        for tx_id, claim in list(self._claims.items()):
+            if self._claim_resolved(claim, state):
+                del self._claims[tx_id]
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
         self._fill_hole_at(applied)
@@ -187,7 +184,14 @@ class TxQueue:
 
     def dropped(self, tx_id: bytes, seq: int, reason: str) -> None:
         """The coordinator dropped our transaction ``seq`` from its mempool: report it to
-        its request and fill the gap, so that the ones after it are not held back."""
+        its request and fill the gap, so that the ones after it are not held back (a
+        claim's leaves none)."""
+        if seq == ledger.UNSEQUENCED:
+            claim = self._claims.pop(tx_id, None)
+            if claim is not None and claim.request is not None:
+                self.dropped_reports += 1
+                self._rejected(claim.request, f"dropped from the block: {reason}")
+            return
         pending = self._pending.get(seq)
         if pending is None or pending.tx_id != tx_id:
             return  # not ours to act on (stale, or already replaced)
@@ -205,8 +209,6 @@ class TxQueue:
         if reason.startswith(ledger.DROPPED_BEHIND):  # it did nothing wrong
             self._put_back(pending.order, pending.request)  # after the gap is closed
         else:
-            if pending.last:
-                self._held_last.voided(pending.request.payload, self._state())
             self._rejected(pending.request, f"dropped from the block: {reason}")
         if self._needs_filler(seq) and self._nursery is not None:
             self._close_gap(seq)
@@ -221,7 +223,7 @@ class TxQueue:
         if (
             self._nursery is None
             or self._resending
-            or not any(p.raw for p in self._pending.values())
+            or not any(p.raw for p in [*self._pending.values(), *self._claims.values()])
         ):
             return
         self._resending = True
@@ -253,6 +255,17 @@ class TxQueue:
                 except Exception as exc:  # no coordinator after all: the next connect
                     log.debug("resending seq %d: outcome unknown (%s)", seq, exc)
                     return
+            for claim in list(self._claims.values()):
+                if self._claim_resolved(claim, self._state()):
+                    continue
+                try:
+                    await self._submit(claim.raw)
+                    sent += 1
+                except ledger.TransactionRejected as exc:  # the chain and drops decide
+                    log.debug("resent claim: %s", exc)
+                except Exception as exc:
+                    log.debug("resending a claim: outcome unknown (%s)", exc)
+                    return
             if sent:
                 self.resent += sent
                 log.info("a coordinator connected: %d pending transactions sent again", sent)
@@ -264,35 +277,22 @@ class TxQueue:
             self._nursery = nursery
             new: TxRequest | None = None  # taken from the channel, not signed yet
             while True:
-                if new is not None and self._goes_last(new.payload):  # after the others
-                    self._held_last.hold(self._taken, self._state().height, new)
-                    self._taken, new = self._taken + 1, None
+                if new is not None and isinstance(new.payload, ledger.Claim):
+                    nursery.start_soon(self._claim, new)  # no sequence number: on its own
+                    new = None
                 if new is None and not self._again:
-                    idle = self._receive.statistics().current_buffer_used == 0
-                    if self._held_last and self._held_last.due(idle, self._state().height):
-                        await self._sign_last(nursery)
-                        continue
                     new = await self._receive.receive()  # None: woken for ``_again``
                     continue
                 await self._window.acquire()
                 await self._room_ahead()
                 while self._renumber_from is not None:
                     await self._renumbered.wait()
-                await self._behind_last()
-                if self._again and not (
-                    new is not None
-                    and sealed_claim_by(new.payload) is not None
-                    and place(new, self._taken) < self._again[0][0]
-                ):  # signed before: they go first (but a new sealed claim due sooner first)
-                    (_, _, order), request = self._again.pop(0)
-                    why = doomed(request.payload, self._state(), self.me)
-                    if why:  # its escrow closed meanwhile: it could only be refused
+                if self._again:  # signed before: they go first
+                    order, request = self._again.pop(0)
+                    why = doomed(request.payload, self._state())
+                    if why:  # it could only be refused now
                         self._window.release()
                         self._rejected(request, why)
-                        continue
-                    if self._goes_last(request.payload):  # asked again now (R12-2)
-                        self._window.release()
-                        self._held_last.hold(order, self._state().height, request)
                         continue
                 elif new is not None:
                     request, new, order = new, None, self._taken
@@ -304,39 +304,10 @@ class TxQueue:
                 self._out.add(seq)  # taken: no hole to fill there (``_one`` releases it)
                 nursery.start_soon(self._one, request, seq, expiry, order)
 
-    async def _sign_last(self, nursery: trio.Nursery) -> None:
-        """Sign the first request held to go last. Those go one after another (one
-        refused in a block drops only such requests signed after it)."""
-        await self._window.acquire()
-        await self._room_ahead()
-        while self._renumber_from is not None:
-            await self._renumbered.wait()
-        order, request = self._held_last.pop(self._state())
-        why = doomed(request.payload, self._state(), self.me)
-        if why:
-            self._window.release()
-            self._rejected(request, why)
-            return
-        seq, expiry = self._take_seq()
-        self._out.add(seq)
-        self._signing_last += 1
-        nursery.start_soon(self._one, request, seq, expiry, order, True)
-
-    async def _behind_last(self) -> None:
-        """Wait until no request signed to go last is unresolved (being submitted, or
-        pending: not yet applied, refused, dropped or expired). Refused in a block, one
-        then drops nothing of ours but others of its kind."""
-        while self._signing_last or any(p.last for p in self._pending.values()):
-            with trio.move_on_after(LAST_POLL_S):
-                await self._chain_moved.wait()
-
     def _put_back(self, order: int, request: TxRequest) -> None:
-        """Sign ``request`` again, before any request not signed yet (``place``);
-        one that goes last, among those held to go last."""
-        if self._goes_last(request.payload):
-            self._held_last.hold(order, self._state().height, request)
-        else:
-            bisect.insort(self._again, (place(request, order), request), key=lambda item: item[0])
+        """Sign ``request`` again, before any request not signed yet, in the order the
+        requests were first taken."""
+        bisect.insort(self._again, (order, request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
             self._send.send_nowait(None)  # wake the loop if it waits for a new request
 
@@ -363,9 +334,7 @@ class TxQueue:
         height = self._state().height
         return max(height, min(self.head(), height + MAX_HEAD_LEAD)) + TX_LIFETIME_BLOCKS
 
-    async def _one(
-        self, request: TxRequest, seq: int, expiry: int, order: int = 0, last: bool = False
-    ) -> None:
+    async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
         try:
             for attempt in range(2):
                 signed = request.sign(self._key, self._chain_id, seq, expiry)
@@ -405,7 +374,6 @@ class TxQueue:
                         signed.raw,
                         order,
                         unknown=not overtook,
-                        last=last,
                     )
                     await self._until_known(request, signed, seq)
                     return
@@ -419,12 +387,9 @@ class TxQueue:
                     signed.raw,
                     order,
                     unknown=self._above_gap(seq),
-                    last=last,
                 )
                 return
         finally:
-            if last:
-                self._signing_last -= 1
             self._window.release()
             self._poke()
 
@@ -555,8 +520,81 @@ class TxQueue:
     _start_renumber = _gaps.start_renumber
     _renumber = _gaps.renumber
 
+    # claims: no sequence number, each on its own
+
+    async def _claim(self, request: TxRequest) -> None:
+        """Sign and submit a claim with no sequence number. A timeout leaves its outcome
+        unknown: the same bytes are sent again, backing off, until the chain or the
+        coordinator decides (:meth:`_claim_until_known`)."""
+        while len(self._claims) >= ledger.MAX_AHEAD:  # the mempool holds as many
+            self.held_back += 1
+            await self._chain_moved.wait()
+        signed = request.sign(self._key, self._chain_id, ledger.UNSEQUENCED, self._expiry())
+        expiry = signed.message.expiry_height
+        if request.on_signed is not None:
+            request.on_signed(ledger.UNSEQUENCED, signed.id, expiry)
+        claim = Pending(expiry, signed.id, request, signed.raw)
+        self._claims[signed.id] = claim  # (before any wait: the bound above holds)
+        async with self._window:
+            try:
+                await self._submit(signed.raw)
+            except ledger.TransactionRejected as exc:
+                if not _already_there(str(exc)):
+                    self._claim_refused(claim, str(exc))
+                    return
+            except Exception as exc:  # a timeout, no coordinator: it may have arrived
+                self.unknown += 1
+                log.info("claim outcome unknown (%s); trying again", exc)
+                await self._claim_until_known(claim)
+                return
+        self.submitted += 1
+
+    async def _claim_until_known(self, claim: Pending) -> None:
+        """Send ``claim``'s bytes again, backing off, until it is admitted, refused or
+        resolved by the chain (applied, expired, its escrow closed)."""
+        wait, longest = self._retry_s
+        while True:
+            await trio.sleep(wait)
+            wait = min(longest, wait * 2)
+            if self._claims.get(claim.tx_id) is not claim:
+                return  # dropped (reported) or resolved by a block
+            if self._claim_resolved(claim, self._state()):
+                del self._claims[claim.tx_id]
+                return
+            try:
+                async with self._window:
+                    await self._submit(claim.raw)
+            except ledger.TransactionRejected as exc:
+                if not _already_there(str(exc)):
+                    self._claim_refused(claim, str(exc))
+                    return
+            except Exception as exc:
+                log.debug("claim still unknown: %s", exc)
+                continue
+            self.submitted += 1
+            return
+
+    def _claim_refused(self, claim: Pending, reason: str) -> None:
+        if self._claims.pop(claim.tx_id, None) is not None and claim.request is not None:
+            self._rejected(claim.request, reason)
+
+    def _claim_resolved(self, claim: Pending, state: ledger.State) -> bool:
+        """Whether the chain decided ``claim``: it applied (we are among its escrow's
+        claimants), or it can no longer apply (its expiry passed, its escrow closed)."""
+        if state.height > claim.expiry:
+            return True
+        assert claim.request is not None and isinstance(claim.request.payload, ledger.Claim)
+        escrow = state.escrow(claim.request.payload.job_id)
+        return escrow is None or not escrow.is_open or self.me in escrow.claimed
+
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
+
+
+def _already_there(refusal: str) -> bool:
+    """Whether a refusal says the coordinator's mempool holds the transaction (or another
+    claim of ours for the same escrow) already: a submission before this one arrived."""
+    return "already in the mempool" in refusal or "already pending" in refusal

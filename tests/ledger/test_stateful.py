@@ -88,9 +88,11 @@ class LedgerMachine(RuleBasedStateMachine):
         ],
         *,
         closed: bool = False,
+        unsequenced: bool = False,
     ) -> None:
         """Build at block time; an honest one picks an existing escrow and its owner.
-        ``build(owner, job_id, escrow)`` says who signs what."""
+        ``build(owner, job_id, escrow)`` says who signs what; ``unsequenced``: with no
+        sequence number (a claim's)."""
         expiry = self.state.height + 3
 
         def at_block(d: ledger.Draft) -> protocol.Signed[protocol.Transaction]:
@@ -100,7 +102,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 job_id = self.existing(j, closed=closed)
                 owner = self.owner_of(job_id, default)
             sender, payload = build(owner, job_id, d.escrow(job_id))
-            seq = d.account(pub(sender)).next_seq
+            seq = ledger.UNSEQUENCED if unsequenced else d.account(pub(sender)).next_seq
             return tx.make(sender, CHAIN, seq, payload, expiry_height=expiry, fee=1)
 
         self.pending.append(at_block)
@@ -145,14 +147,21 @@ class LedgerMachine(RuleBasedStateMachine):
 
         self.add_for_escrow(j, honest, owner, build)
 
-    @rule(provider=user, requester=user, j=job, price=amount, honest=st.booleans())
-    def claim(self, provider, requester, j, price, honest) -> None:  # type: ignore[no-untyped-def]
+    @rule(
+        provider=user,
+        requester=user,
+        j=job,
+        price=amount,
+        honest=st.booleans(),
+        unsequenced=st.booleans(),
+    )
+    def claim(self, provider, requester, j, price, honest, unsequenced) -> None:  # type: ignore[no-untyped-def]
         def build(owner, job_id, e):  # type: ignore[no-untyped-def]
             awarded = award(owner, provider, price, job=job_id)
             received = receipt(owner, provider, job=job_id)
             return provider, ledger.Claim(job_id, awarded, received, RECEIPT_KEY)
 
-        self.add_for_escrow(j, honest, requester, build)
+        self.add_for_escrow(j, honest, requester, build, unsequenced=unsequenced)
 
     @rule(owner=user, j=job, honest=st.booleans())
     def refund(self, owner, j, honest) -> None:  # type: ignore[no-untyped-def]

@@ -200,26 +200,6 @@ def test_a_sealed_receipt_a_block_before_the_escrow_expires_is_refused_without_a
     assert any(isinstance(e, ClaimWithReceipt) for e in effects)
 
 
-def test_a_requester_whose_escrow_paid_us_is_remembered_as_a_payer() -> None:
-    # Round 10, R10-2: a claim of a requester that never paid us is signed last by the
-    # daemon's queue (it can close the escrow in the very block the claim lands in).
-    escrows: dict[bytes, _Escrow] = {}
-    p = _provider(escrows)
-    p.block(100, START_MS)
-    requester = pub(key("requester"))
-    assert any(isinstance(e, ClaimWithReceipt) for e in _delivered_on(p, escrows, 105))
-    (job_id,) = p.work
-    assert not p.paid_by(requester)
-    p.paid(job_id, 10_000, START_MS + 300)
-    assert p.paid_by(requester) and not p.work
-    # Round 11, R11-2: a payer that closes its escrow under our sealed claim unpaid is
-    # trusted no more (its claims go last again)
-    assert any(isinstance(e, ClaimWithReceipt) for e in _delivered_on(p, escrows, 105))
-    (job_id,) = p.work
-    p.escrow_closed(job_id, START_MS + 900)
-    assert not p.paid_by(requester) and not p.work
-
-
 # --- F2 ------------------------------------------------------------------------------
 
 

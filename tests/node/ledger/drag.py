@@ -56,13 +56,8 @@ async def blocks_with_an_honest_claim(
     return claimed_at, honest_by, refused
 
 
-def queue_on(
-    producer: ledger.Producer,
-    key: nacl.signing.SigningKey,
-    last: Callable[[ledger.Payload], bool] = lambda payload: False,
-) -> TxQueue:
-    """A real transaction queue of ``key``'s submitting straight to ``producer`` (``last``:
-    which requests it signs last)."""
+def queue_on(producer: ledger.Producer, key: nacl.signing.SigningKey) -> TxQueue:
+    """A real transaction queue of ``key``'s submitting straight to ``producer``."""
 
     async def submit(raw: bytes) -> bytes:
         await trio.sleep(0.01)
@@ -73,7 +68,7 @@ def queue_on(
 
     chain = producer.state.genesis.chain_id
     state = lambda: producer.state  # noqa: E731
-    return TxQueue(key, state, submit, chain_id=chain, retry_s=(0.05, 0.2), last=last)
+    return TxQueue(key, state, submit, chain_id=chain, retry_s=(0.05, 0.2))
 
 
 def sealed_claim(

@@ -6,6 +6,11 @@ funded account still fills its gap as before. (A is refused because its requeste
 first in the same block, or, where the provider is funded or staked, because its Award
 and Receipt are not its escrow owner's.)
 
+Claims now take no sequence number (``ledger.UNSEQUENCED``, review rounds 12 and 13):
+A's refusal leaves no gap, and B is never dropped behind it; the first tests show it. The
+gap machinery stays for the other kinds: the last two tests make their gap with a
+transaction refused in a block (an overdraft).
+
 The real :class:`TxQueue` against an in-process :class:`ledger.Producer` (drop reports
 handed to ``TxQueue.dropped``, ``on_block`` after each block), as the review's scripts.
 """
@@ -127,7 +132,7 @@ async def _claim_a_refused_then_b(
             queue.put(TxRequest(claim(REQUESTER, spec_a.id, KEY_A), run.refusals.append))
             queue.put(TxRequest(claim(HONEST, spec_b.id, KEY_B), run.refusals.append))
             if not settled_before:
-                while len(producer.mempool) < 2:  # both admitted
+                while run.submissions < 2:  # both submitted (A refused at once if foreign)
                     await trio.sleep(0.01)
                 producer.submit(paid.raw)
             for _ in range(blocks):
@@ -150,7 +155,8 @@ async def test_an_unfunded_provider_gets_its_sealed_claim_in_before_claim_by_aft
     assert run.claimed_at is not None and run.claimed_at <= run.claim_by
     assert run.producer.state.balance(pub(PROVIDER)) == PRICE  # paid for B
     assert len(run.refusals) == 1 and "already closed" in run.refusals[0]  # A, only
-    assert run.fillers == 0 and run.queue.renumberings >= 1
+    assert run.fillers == 0 and run.queue.renumberings == 0  # no gap to close
+    assert run.producer.state.next_seq(pub(PROVIDER)) == 0
 
 
 async def test_a_provider_that_staked_all_it_had_gets_its_claim_in_and_no_retry_loop_runs(
@@ -160,13 +166,12 @@ async def test_a_provider_that_staked_all_it_had_gets_its_claim_in_and_no_retry_
     # (balance 0 < 1), claim B dropped behind it every block, for ever: 2 submissions a
     # block over 50 blocks, B never in.
     run = await _claim_a_refused_then_b(balance=0, stake=5, blocks=50)
-    # A and B once each, B once more after the renumbering, and at most a few retries of
-    # one that overtook another on the way; nothing more in the 50 blocks
-    assert run.submissions <= 6, run.submissions
+    # A and B once each; nothing more in the 50 blocks
+    assert run.submissions == 2, run.submissions
     assert run.claimed_at is not None and run.claimed_at <= run.claim_by
     assert run.producer.state.balance(pub(PROVIDER)) == PRICE
     assert run.fillers == 0
-    assert run.producer.state.next_seq(pub(PROVIDER)) == 2  # stake, then B
+    assert run.producer.state.next_seq(pub(PROVIDER)) == 1  # the stake; claims take none
 
 
 async def test_an_unfunded_provider_refused_at_admission_while_its_next_claim_was_out(
@@ -179,114 +184,103 @@ async def test_an_unfunded_provider_refused_at_admission_while_its_next_claim_wa
     )
     assert run.claimed_at is not None and run.claimed_at <= run.claim_by
     assert len(run.refusals) == 1 and run.fillers == 0
-    assert run.producer.state.next_seq(pub(PROVIDER)) == 1  # B took seq 0
+    assert run.producer.state.next_seq(pub(PROVIDER)) == 0  # B took no number
 
 
-async def test_a_funded_provider_still_fills_its_gap_with_a_transfer_to_itself(
+async def test_a_funded_account_fills_its_gap_with_a_transfer_to_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    run = await _claim_a_refused_then_b(balance=10, stake=0, blocks=8)
-    assert run.claimed_at is not None and run.claimed_at <= run.claim_by
-    assert run.fillers == 1
-    state = run.producer.state
+    # A (an overdraft, admitted: balances are checked in the block) is refused in the
+    # block and B dropped behind it; a filler takes A's number and B lands after it.
+    genesis = ledger.make_genesis(
+        CHAIN, [pub(COORD)], {pub(PROVIDER): 10}, unbonding_delay=3, reputation_half_life=10
+    )
+    producer = ledger.Producer(COORD, ledger.State.from_genesis(genesis), interval_ms=100, now_ms=0)
+    fillers = 0
+
+    async def submit(raw: bytes) -> bytes:
+        nonlocal fillers
+        await trio.sleep(0.01)
+        vtx = ledger.verify_tx(raw, CHAIN)
+        if isinstance(vtx.payload, ledger.Transfer) and vtx.payload.to == pub(PROVIDER):
+            fillers += 1
+        try:
+            return producer.submit(raw).id
+        except ledger.LedgerError as exc:
+            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
+
+    refusals: list[str] = []
+    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(HONEST), 11), refusals.append))  # A
+            queue.put(TxRequest(ledger.Transfer(pub(HONEST), 3), refusals.append))  # B
+            while len(producer.mempool) < 2:
+                await trio.sleep(0.01)
+            for _ in range(4):
+                feed_block(producer, queue, pub(PROVIDER))
+                await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert len(refusals) == 1 and "balance" in refusals[0]
+    assert fillers == 1
     assert state.next_seq(pub(PROVIDER)) == 2  # the filler took seq 0, B seq 1
-    assert state.balance(pub(PROVIDER)) == 10 + PRICE  # the filler paid itself
+    assert state.balance(pub(HONEST)) == 3 and state.balance(pub(PROVIDER)) == 7
 
 
 async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_others_are_renumbered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The provider (all it has staked: it cannot pay a filler) stakes with seq 0; its
-    # claims A, B, C take seq 1, 2, 3. B's submissions go unanswered (it may have arrived:
-    # its outcome is unknown), C is refused for the gap before it. A (its Award and Receipt
-    # not signed by its escrow's owner) is refused in a block: the queue renumbers, but B
-    # keeps seq 2 (signed once, never again: were it also admitted, it could apply twice);
-    # C is signed again at 1, and B's same bytes land after it once they get through.
-    funds = {pub(REQUESTER): 1_000, pub(HONEST): 1_000, pub(PROVIDER): 5}
+    # The provider (all it has staked: it cannot pay a filler) stakes with seq 0; then A (a
+    # transfer it cannot pay), B and C (unstakes) take seq 1, 2, 3. B's submissions go
+    # unanswered (it may have arrived: its outcome is unknown), C is refused for the gap
+    # before it. A is refused in a block: the queue renumbers, but B keeps seq 2 (signed
+    # once, never again: were it also admitted, it could apply twice); C is signed again
+    # at 1, and B's same bytes land after it once they get through.
+    funds = {pub(HONEST): 1_000, pub(PROVIDER): 5}
     genesis = ledger.make_genesis(
-        CHAIN, [pub(COORD)], funds, unbonding_delay=3, reputation_half_life=10
+        CHAIN, [pub(COORD)], funds, unbonding_delay=30, reputation_half_life=10
     )
     producer = ledger.Producer(COORD, ledger.State.from_genesis(genesis), interval_ms=100, now_ms=0)
-    specs = {
-        "A": (REQUESTER, job_spec(REQUESTER, b"r6-5 a"), 0),
-        "B": (HONEST, job_spec(HONEST, b"r6-5 b"), 0),
-        "C": (HONEST, job_spec(HONEST, b"r6-5 c"), 1),
-    }
-    for owner, spec, seq in specs.values():
-        lock = tx.lock(
-            owner,
-            CHAIN,
-            seq,
-            job_id=spec.id,
-            amount=PRICE,
-            claim_height=80,
-            escrow_expiry=100,
-            max_per_payee=PRICE,
-            max_payees=1,
-            spec=spec.raw,
-            expiry_height=30,
-        )
-        producer.submit(lock.raw)
     producer.submit(tx.stake(PROVIDER, CHAIN, 0, amount=5, expiry_height=30).raw)
     producer.produce()
     assert producer.state.balance(pub(PROVIDER)) == 0
-    claim_by = producer.state.height + 4
-    job_of = {spec.id: name for name, (_, spec, _) in specs.items()}
-    signed: dict[str, list[int]] = {name: [] for name in specs}
+    payloads: dict[str, ledger.Payload] = {
+        "A": ledger.Transfer(pub(HONEST), 1),
+        "B": ledger.Unstake(2),
+        "C": ledger.Unstake(3),
+    }
+    signed: dict[str, list[int]] = {name: [] for name in payloads}
     b_offline = True
 
     async def submit(raw: bytes) -> bytes:
         await trio.sleep(0.01)
         vtx = ledger.verify_tx(raw, CHAIN)
-        assert isinstance(vtx.payload, ledger.Claim)
-        if job_of[vtx.payload.job_id] == "B" and b_offline:
+        if vtx.payload == payloads["B"] and b_offline:
             raise trio.TooSlowError  # no answer: it may or may not have arrived
         try:
             return producer.submit(raw).id
         except ledger.LedgerError as exc:
             raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
 
-    def request(name: str, unseal: bytes) -> TxRequest:
-        owner, spec, _ = specs[name]
-        signer = BIDDER if name == "A" else owner  # A's refused in the block
-        payload = ledger.Claim(
-            job_id=spec.id,
-            award=award(signer, PROVIDER, PRICE, job=spec.id),
-            receipt=receipt(
-                signer, PROVIDER, job=spec.id, key=unseal, at_once=True, claim_by=claim_by
-            ),
-            key=unseal,
-        )
-        return TxRequest(payload, on_signed=lambda seq, _id, _exp: signed[name].append(seq))
+    def request(name: str) -> TxRequest:
+        return TxRequest(payloads[name], on_signed=lambda seq, _id, _exp: signed[name].append(seq))
 
     queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(queue.run)
-            for name, unseal in (("A", KEY_A), ("B", KEY_B), ("C", b"C" * 32)):
-                queue.put(request(name, unseal))
+            for name in payloads:
+                queue.put(request(name))
             while not (len(producer.mempool) == 1 and queue.unknown and queue.overtaken):
                 await trio.sleep(0.01)
-            _, spec_a, _ = specs["A"]
-            paid = settle(
-                REQUESTER,
-                CHAIN,
-                1,
-                job_id=spec_a.id,
-                payouts={pub(BIDDER): PRICE},
-                expiry_height=claim_by + 30,
-                keys={pub(BIDDER): BIDDER},
-            )
-            producer.submit(paid.raw)
             for _ in range(4):
                 feed_block(producer, queue, pub(PROVIDER))
                 await trio.sleep(1)
                 b_offline = not queue.renumberings  # B gets through after the renumbering
             nursery.cancel_scope.cancel()
     state = producer.state
-    assert producer.state.height <= claim_by
     assert signed == {"A": [1], "B": [2], "C": [3, 1]}
     assert state.next_seq(pub(PROVIDER)) == 3
-    for name in ("B", "C"):
-        escrow = state.escrow(specs[name][1].id)
-        assert escrow is not None and pub(PROVIDER) in escrow.claimed
+    assert state.account(pub(PROVIDER)).stake == 0  # both unstakes applied, once each

@@ -1,0 +1,244 @@
+"""Unsequenced claims (review rounds 12 and 13, R12-1, R13-3): a claim signed with
+``seq = UNSEQUENCED`` takes no sequence number of its sender's. A requester that closes
+its escrow in the block the provider's claim lands in (a settle paying its own keys, or
+claims of its own keys draining it) gets that claim refused, and nothing else: the
+provider's other claims and transactions in the block still apply. A sequenced claim
+refused there left a gap that dropped every later transaction of the provider's, so a
+few cheap sybil requesters made honest requesters' claims miss their ``claim_by``."""
+
+from __future__ import annotations
+
+import nacl.signing
+import pytest
+
+import ledger
+from ledger import tx
+from protocol import Signed, Transaction
+
+from ..keys import key, pub
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHAIN,
+    COORD,
+    JOB,
+    Chain,
+    award,
+    bid,
+    genesis,
+    job_spec,
+    receipt,
+    settle,
+)
+
+DAVE = key("dave")
+EVE = key("eve")  # holds nothing
+KEY = bytes(range(32))
+JOB2 = job_spec(CAROL, b"job-2").id
+
+
+def _claim(
+    provider: nacl.signing.SigningKey,
+    *,
+    owner: nacl.signing.SigningKey = ALICE,
+    job: bytes = JOB,
+    fee: int = 0,
+    seq: int = ledger.UNSEQUENCED,
+    expiry: int = 20,
+) -> Signed[Transaction]:
+    return tx.claim(
+        provider,
+        CHAIN,
+        seq,
+        job_id=job,
+        award=award(owner, provider, 100, job=job),
+        receipt=receipt(owner, provider, job=job, key=KEY, at_once=True, claim_by=15),
+        expiry_height=expiry,
+        unseal_key=KEY,
+        fee=fee,
+    )
+
+
+def _locked(c: Chain, payees: int = 2) -> None:
+    """ALICE's escrow of JOB and CAROL's of JOB2, 300 each, 100 a payee."""
+    c.ok(c.lock(ALICE, 300, claim_at=16, expire_at=18, per_payee=100, payees=payees))
+    lock2 = tx.lock(
+        CAROL,
+        CHAIN,
+        c.seq(CAROL),
+        job_id=JOB2,
+        amount=300,
+        claim_height=16,
+        escrow_expiry=18,
+        max_per_payee=100,
+        max_payees=payees,
+        spec=job_spec(CAROL, b"job-2").raw,
+        expiry_height=c.height + 10,
+    )
+    c.ok(lock2)
+
+
+def test_an_unsequenced_claim_takes_no_sequence_number_and_applies_once() -> None:
+    c = Chain.new()
+    _locked(c)
+    c.ok(_claim(BOB))
+    assert c.state.next_seq(pub(BOB)) == 0
+    assert c.state.balance(pub(BOB)) == 1_000_100
+    # Its replay, the same bytes or signed again, is refused by the escrow.
+    c.rejects(_claim(BOB), ledger.EscrowError)
+    c.rejects(_claim(BOB, fee=1), ledger.EscrowError)
+    # A number below, or any other kind without a number, is no claim's.
+    transfer = tx.transfer(
+        BOB, CHAIN, ledger.UNSEQUENCED, to=pub(CAROL), amount=1, expiry_height=20
+    )
+    c.rejects(transfer, ledger.SequenceError)
+    c.ok(c.transfer(BOB, CAROL, 1))  # its sequence number 0 is still free
+    assert c.state.next_seq(pub(BOB)) == 1
+    # A sequenced claim still takes its number (chains signed before stay valid).
+    c.ok(_claim(BOB, owner=CAROL, job=JOB2, seq=1))
+    assert c.state.next_seq(pub(BOB)) == 2
+
+
+def _coordinator(c: Chain) -> ledger.Producer:
+    return ledger.Producer(COORD, c.state, interval_ms=1_000, now_ms=0)
+
+
+def _voided_in_block(seq_of_claims: bool) -> tuple[ledger.State, list[ledger.TxDropped]]:
+    """BOB claims from ALICE's escrow and CAROL's and sends a transfer; ALICE, paying a
+    fee that puts it first, settles her escrow to DAVE (a key of hers, with its Bid) in
+    the same block."""
+    c = Chain.new()
+    _locked(c)
+    producer = _coordinator(c)
+    void = tx.settle(
+        ALICE,
+        CHAIN,
+        c.seq(ALICE),
+        job_id=JOB,
+        payouts={pub(DAVE): 100},
+        bids={pub(DAVE): bid(DAVE, 100)},
+        expiry_height=20,
+        fee=5,
+    )
+    producer.submit(void.raw)
+    seqs = (0, 1, 2) if seq_of_claims else (ledger.UNSEQUENCED, ledger.UNSEQUENCED, 0)
+    producer.submit(_claim(BOB, seq=seqs[0]).raw)
+    producer.submit(_claim(BOB, owner=CAROL, job=JOB2, seq=seqs[1]).raw)
+    transfer = tx.transfer(BOB, CHAIN, seqs[2], to=pub(CAROL), amount=1, expiry_height=20)
+    producer.submit(transfer.raw)
+    commit = producer.produce()
+    assert ledger.apply_block(c.state, commit.block.raw).root == commit.state.root
+    return commit.state, producer.take_dropped()
+
+
+def test_a_claim_voided_in_its_block_takes_nothing_else_of_the_provider() -> None:
+    state, dropped = _voided_in_block(seq_of_claims=False)
+    paid = state.escrow(JOB2)
+    assert paid is not None and pub(BOB) in paid.claimed  # CAROL's escrow paid BOB
+    voided = state.escrow(JOB)
+    assert voided is not None and not voided.is_open and pub(BOB) not in voided.claimed
+    assert state.next_seq(pub(BOB)) == 1  # the transfer applied
+    assert state.balance(pub(BOB)) == 1_000_000 + 100 - 1
+    assert [d.sender for d in dropped] == [pub(BOB)]
+    assert "closed" in dropped[0].reason or "settled" in dropped[0].reason
+
+
+def test_before_a_sequenced_claim_voided_in_its_block_dropped_the_provider_s_others() -> None:
+    """What unsequenced claims mend: the same block with sequenced claims pays BOB nothing."""
+    state, dropped = _voided_in_block(seq_of_claims=True)
+    paid = state.escrow(JOB2)
+    assert paid is not None and pub(BOB) not in paid.claimed
+    assert state.next_seq(pub(BOB)) == 0
+    assert len(dropped) == 3 and all(d.sender == pub(BOB) for d in dropped)
+    assert sum(d.reason.startswith(ledger.DROPPED_BEHIND) for d in dropped) == 2
+
+
+def test_the_pool_takes_one_claim_per_provider_and_escrow_and_payees_per_escrow() -> None:
+    c = Chain.new()
+    _locked(c)
+    pool = ledger.Mempool(CHAIN)
+    first = pool.add(_claim(BOB).raw, c.state)
+    with pytest.raises(ledger.MempoolRejected, match="already pending"):
+        pool.add(_claim(BOB, expiry=21).raw, c.state)  # same fee: no replacement
+    pool.add(_claim(BOB, fee=1).raw, c.state)  # a higher fee replaces it
+    assert first.id not in pool and len(pool) == 1
+    # EVE holds nothing: an unsequenced claim needs no funds (fee 0 here).
+    pool.add(_claim(EVE).raw, c.state)
+    with pytest.raises(ledger.MempoolRejected, match="as many claims pending as payees"):
+        pool.add(_claim(DAVE).raw, c.state)  # max_payees is 2
+    # Only a claim the next block would take: not someone else's award, not a closed one.
+    stolen = tx.claim(
+        DAVE,
+        CHAIN,
+        ledger.UNSEQUENCED,
+        job_id=JOB2,
+        award=award(CAROL, BOB, 100, job=JOB2),
+        receipt=receipt(CAROL, BOB, job=JOB2, key=KEY, at_once=True, claim_by=15),
+        expiry_height=20,
+        unseal_key=KEY,
+    )
+    with pytest.raises(ledger.BadEvidence):
+        pool.add(stolen.raw, c.state)
+    # The block takes both; BOB's next sequence number is untouched.
+    c.ok(*(v.signed for v in pool.select(c.state, 10)))
+    pool.prune(c.state)
+    assert len(pool) == 0 and c.state.next_seq(pub(BOB)) == 0
+    with pytest.raises(ledger.EscrowError, match="already claimed"):
+        pool.add(_claim(BOB, fee=2).raw, c.state)
+
+
+def test_a_claim_whose_escrow_closed_is_dropped_with_the_reason() -> None:
+    c = Chain.new()
+    _locked(c)
+    producer = _coordinator(c)
+    producer.submit(_claim(BOB).raw)
+    producer.submit(_claim(CAROL).raw)
+    close = settle(ALICE, CHAIN, 1, job_id=JOB, payouts={pub(DAVE): 100}, expiry_height=20)
+    c.ok(close)  # closed on the chain, in a block the coordinator did not make
+    # Found when the pool is pruned against the new state ...
+    gone = producer.mempool.prune(c.state)
+    assert [(v.sender, reason) for v, reason in gone] == [
+        (pub(BOB), "its escrow was closed before the claim was in a block"),
+        (pub(CAROL), "its escrow was closed before the claim was in a block"),
+    ]
+    assert len(producer.mempool) == 0
+    # ... or refused when a block is made: alone, remembered, reported with its number.
+    c = Chain.new()
+    _locked(c)
+    producer = _coordinator(c)
+    claim = _claim(BOB)
+    producer.submit(claim.raw)
+    producer.submit(close.raw)  # ALICE's settle comes first: fee 0, but smaller
+    producer.submit(c.transfer(BOB, CAROL, 1).raw)
+    commit = producer.produce()
+    assert len(commit.block.message.txs) == 2 and claim.raw not in commit.block.message.txs
+    dropped = producer.take_dropped()
+    assert [(d.sender, d.seq) for d in dropped] == [(pub(BOB), ledger.UNSEQUENCED)]
+    with pytest.raises(ledger.MempoolRejected, match=ledger.REFUSED_AT_BLOCK):
+        producer.submit(claim.raw)
+
+
+def test_a_full_pool_evicts_an_unsequenced_claim_alone() -> None:
+    c = Chain.new()
+    _locked(c)
+    pool = ledger.Mempool(CHAIN, max_size=3)
+    pool.add(c.transfer(BOB, CAROL, 1).raw, c.state)
+    pool.add(_claim(BOB, owner=CAROL, job=JOB2).raw, c.state)
+    pool.add(_claim(EVE).raw, c.state)
+    pool.add(c.transfer(ALICE, CAROL, 1, fee=1).raw, c.state)
+    evicted = pool.take_evicted()
+    assert len(evicted) == 1 and evicted[0].unsequenced
+    assert len(pool) == 3
+    # What is left is taken by the next block, BOB's transfer included.
+    produced = c.ok(*(v.signed for v in pool.select(c.state, 10)))
+    assert len(produced.included) == 3
+
+
+def test_a_genesis_funded_pool_counts_claim_fees_against_the_balance() -> None:
+    c = Chain(ledger.State.from_genesis(genesis()))
+    _locked(c)
+    pool = ledger.Mempool(CHAIN)
+    pool.add(_claim(EVE).raw, c.state)
+    with pytest.raises(ledger.MempoolRejected, match="cannot pay the fee"):
+        pool.add(_claim(EVE, owner=CAROL, job=JOB2, fee=1).raw, c.state)
