@@ -15,6 +15,12 @@ and escrow pending, at most the escrow's ``max_payees`` per escrow). So keys tha
 received credits cannot fill the pool, nor keep a provider's claim out with junk claims of
 their own, and an account cannot pledge more fees than it holds.
 
+Unsequenced claims (``UNSEQUENCED``: a claim that takes no sequence number) are kept apart
+(:class:`~ledger._pool_claims.ClaimPool`): one per sender and escrow (a strictly higher fee
+replaces it, within ``MAX_REPLACEMENTS``), ``max_ahead`` per sender, the escrow's
+``max_payees`` per escrow, each admitted only if the next block's claim rule would take it;
+a candidate of its own in the block's round robin, dropped or evicted alone.
+
 No gaps: a sender's pending sequence numbers always run without a hole from its next on
 the chain. A transaction is admitted only at the sender's next sequence number, one past
 its highest pending, or at a pending one (a second transaction with the same
@@ -70,6 +76,8 @@ from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim, Lock, Settle
+from ._pool_claims import ClaimPool
+from ._pool_claims import PoolEntry as _Entry
 from ._rules import check_claim
 from ._state import Escrow, State
 
@@ -101,18 +109,6 @@ MAX_REPLACEMENTS = 4
 
 
 @dataclass(slots=True)
-class _Entry:
-    vtx: VerifiedTx
-    arrival: int
-    #: How many transactions this ``(sender, seq)`` (an unsequenced claim: this
-    #: ``(sender, job)``) replaced while pending.
-    replaced: int = 0
-    #: An unsequenced claim's last height it may apply at (its escrow's expiry, a sealed
-    #: receipt's ``claim_by``); past it the claim is dropped.
-    until: int = 0
-
-
-@dataclass(slots=True)
 class Mempool:
     """Pending transactions for one chain. Pure: the caller passes the current state."""
 
@@ -130,11 +126,8 @@ class Mempool:
     _ids: set[bytes] = field(default_factory=set)
     #: Pending claims from unfunded senders, by job id: each sender's transaction id.
     _unfunded_claims: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
-    #: Pending unsequenced claims (``UNSEQUENCED``): each sender's by job id, and how
-    #: many each escrow has.
-    _claims: dict[bytes, dict[bytes, _Entry]] = field(default_factory=dict)
-    _escrow_claims: dict[bytes, int] = field(default_factory=dict)
-    _claim_count: int = 0
+    #: Pending unsequenced claims (``UNSEQUENCED``).
+    _claims: ClaimPool = field(default_factory=ClaimPool)
     #: Eviction candidates: ``(fee, -arrival, sender, seq, tx_id)`` of each sender's last
     #: pending transaction; an item no longer pending or no longer last is stale, skipped
     #: when met (whatever becomes a sender's last is pushed again then).
@@ -265,7 +258,7 @@ class Mempool:
         tx, p = vtx.tx, vtx.payload
         assert isinstance(p, Claim)
         self._check_terms(vtx, state)
-        mine = self._claims.get(tx.sender, {})
+        mine = self._claims.of(tx.sender)
         old = mine.get(p.job_id)
         if old is not None and tx.fee <= old.vtx.tx.fee:
             raise MempoolRejected(
@@ -281,7 +274,7 @@ class Mempool:
             )
         self._check_funds(vtx, state, old)
         e = state.escrow(p.job_id)
-        if old is None and e is not None and self._escrow_claims.get(p.job_id, 0) >= e.max_payees:
+        if old is None and e is not None and self._claims.at(p.job_id) >= e.max_payees:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
         # Its Award and Receipt are decoded here without their signatures (only refusals
         # follow from them), then verified below, after every cheaper refusal.
@@ -299,33 +292,16 @@ class Mempool:
         if receipt.sealed:
             until = min(until, receipt.claim_by)
         entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0, until)
-        self._claims.setdefault(tx.sender, mine)[p.job_id] = entry
-        self._escrow_claims[p.job_id] = self._escrow_claims.get(p.job_id, 0) + 1
-        self._claim_count += 1
+        self._claims.add(entry)
         self._ids.add(vtx.id)
         self._count_bytes(tx.sender, len(vtx.raw))
         self._push_tail(entry)
         return vtx
 
-    def _drop_claim(self, vtx: VerifiedTx) -> bool:
-        """Take the unsequenced claim ``vtx`` out of the pool; whether it was in."""
-        assert isinstance(vtx.payload, Claim)
-        job = vtx.payload.job_id
-        mine = self._claims.get(vtx.sender)
-        entry = mine.get(job) if mine is not None else None
-        if mine is None or entry is None or entry.vtx.id != vtx.id:
-            return False
-        del mine[job]
-        if not mine:
-            del self._claims[vtx.sender]
-        self._claim_count -= 1
-        left = self._escrow_claims[job] - 1
-        if left:
-            self._escrow_claims[job] = left
-        else:
-            del self._escrow_claims[job]
-        self._forget(vtx)
-        return True
+    def _drop_claim(self, vtx: VerifiedTx) -> None:
+        """Take the unsequenced claim ``vtx`` out of the pool, if it is in."""
+        if self._claims.remove(vtx):
+            self._forget(vtx)
 
     def _count_replacement(self, old: _Entry) -> None:
         old.replaced += 1
@@ -382,7 +358,7 @@ class Mempool:
         if self._sender_bytes[hog] <= self._sender_bytes.get(tx.sender, 0) + growth:
             return None
         queue = self._by_sender.get(hog, {})
-        lasts = [*self._claims.get(hog, {}).values(), *([queue[max(queue)]] if queue else [])]
+        lasts = [*self._claims.of(hog).values(), *([queue[max(queue)]] if queue else [])]
         last = min(lasts, key=lambda e: (e.vtx.tx.fee, -e.arrival))
         return last if last.vtx.tx.fee <= tx.fee else None
 
@@ -474,7 +450,7 @@ class Mempool:
         if tx.fee > balance:
             raise MempoolRejected(f"balance {balance} cannot pay the fee {tx.fee}")
         queue = self._by_sender.get(tx.sender, {})
-        claims = self._claims.get(tx.sender, {})
+        claims = self._claims.of(tx.sender)
         pledged = sum(e.vtx.tx.fee for e in (*queue.values(), *claims.values()))
         pledged -= old.vtx.tx.fee if old is not None else 0
         if pledged + tx.fee > balance:
@@ -501,7 +477,7 @@ class Mempool:
         stale items outnumber them."""
         tx = entry.vtx.tx
         heapq.heappush(self._tails, (tx.fee, -entry.arrival, tx.sender, tx.seq, entry.vtx.id))
-        if len(self._tails) > 2 * (len(self._by_sender) + self._claim_count) + 64:
+        if len(self._tails) > 2 * (len(self._by_sender) + len(self._claims)) + 64:
             self._tails = [
                 (e.vtx.tx.fee, -e.arrival, sender, seq, e.vtx.id)
                 for sender, queue in self._by_sender.items()
@@ -510,8 +486,7 @@ class Mempool:
             ]
             self._tails += [
                 (e.vtx.tx.fee, -e.arrival, sender, UNSEQUENCED, e.vtx.id)
-                for sender, mine in self._claims.items()
-                for e in mine.values()
+                for sender, e in self._claims.entries()
             ]
             heapq.heapify(self._tails)
 
@@ -522,7 +497,7 @@ class Mempool:
         while self._tails:
             _, _, sender, seq, tx_id = self._tails[0]
             if seq == UNSEQUENCED:
-                entry = self._claim_entry(sender, tx_id)
+                entry = self._claims.find(sender, tx_id)
                 if entry is not None:
                     return entry
             else:
@@ -531,15 +506,6 @@ class Mempool:
                 if entry is not None and entry.vtx.id == tx_id and seq + 1 not in queue:
                     return entry
             heapq.heappop(self._tails)
-        return None
-
-    def _claim_entry(self, sender: bytes, tx_id: bytes) -> _Entry | None:
-        """The pending unsequenced claim ``tx_id`` of ``sender``, if it still is."""
-        if tx_id not in self._ids:
-            return None
-        for entry in self._claims.get(sender, {}).values():
-            if entry.vtx.id == tx_id:
-                return entry
         return None
 
     def remove(self, vtx: VerifiedTx) -> list[VerifiedTx]:
@@ -591,12 +557,9 @@ class Mempool:
         # A sender's unsequenced claims take their rounds among themselves, by arrival
         # (``seq`` here: the claim's arrival, negated below -1, to find it).
         claims: dict[int, _Entry] = {}
-        for sender, mine in self._claims.items():
-            taken = 0
-            for count, e in enumerate(sorted(mine.values(), key=lambda e: e.arrival), 1):
-                taken += len(e.vtx.raw)
-                claims[e.arrival] = e
-                heap.append((-e.vtx.tx.fee, count, taken, e.arrival, sender, -1 - e.arrival))
+        for e, count, taken in self._claims.ranked():
+            claims[e.arrival] = e
+            heap.append((-e.vtx.tx.fee, count, taken, e.arrival, e.vtx.sender, -1 - e.arrival))
         heapq.heapify(heap)
         while heap:
             _, count, taken, _, sender, seq = heapq.heappop(heap)
@@ -646,30 +609,10 @@ class Mempool:
                         self._push_tail(queue[seq - 1])
             if not queue:
                 self._by_sender.pop(sender, None)
-        return dropped + self._prune_claims(state)
-
-    def _prune_claims(self, state: State) -> list[tuple[VerifiedTx, str]]:
-        """Drop the unsequenced claims ``state`` made stale: applied ones silently (their
-        sender is in the escrow's ``claimed``), those past their expiry, their window or
-        their escrow's close with the reason."""
-        dropped: list[tuple[VerifiedTx, str]] = []
-        for sender in list(self._claims):
-            for job, entry in list(self._claims[sender].items()):
-                e = state.escrow(job)
-                why = None
-                if e is not None and sender in e.claimed:
-                    pass
-                elif entry.vtx.tx.expiry_height <= state.height:
-                    why = f"expired at height {entry.vtx.tx.expiry_height} before it was in a block"
-                elif e is None or not e.is_open:
-                    why = "its escrow was closed before the claim was in a block"
-                elif entry.until <= state.height:
-                    why = f"its claim window ended at height {entry.until}"
-                else:
-                    continue
-                self._drop_claim(entry.vtx)
-                if why is not None:
-                    dropped.append((entry.vtx, why))
+        for vtx, reason in self._claims.stale(state):
+            self._forget(vtx)
+            if reason is not None:
+                dropped.append((vtx, reason))
         return dropped
 
 

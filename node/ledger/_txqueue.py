@@ -34,7 +34,7 @@ import trio
 import ledger
 from protocol import Signed, Transaction
 
-from . import _gaps
+from . import _gaps, _txclaims
 from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
 from ._gaps import Held as _Held
 from ._gaps import Overtook as _Overtook
@@ -520,81 +520,14 @@ class TxQueue:
     _start_renumber = _gaps.start_renumber
     _renumber = _gaps.renumber
 
-    # claims: no sequence number, each on its own
-
-    async def _claim(self, request: TxRequest) -> None:
-        """Sign and submit a claim with no sequence number. A timeout leaves its outcome
-        unknown: the same bytes are sent again, backing off, until the chain or the
-        coordinator decides (:meth:`_claim_until_known`)."""
-        while len(self._claims) >= ledger.MAX_AHEAD:  # the mempool holds as many
-            self.held_back += 1
-            await self._chain_moved.wait()
-        signed = request.sign(self._key, self._chain_id, ledger.UNSEQUENCED, self._expiry())
-        expiry = signed.message.expiry_height
-        if request.on_signed is not None:
-            request.on_signed(ledger.UNSEQUENCED, signed.id, expiry)
-        claim = Pending(expiry, signed.id, request, signed.raw)
-        self._claims[signed.id] = claim  # (before any wait: the bound above holds)
-        async with self._window:
-            try:
-                await self._submit(signed.raw)
-            except ledger.TransactionRejected as exc:
-                if not _already_there(str(exc)):
-                    self._claim_refused(claim, str(exc))
-                    return
-            except Exception as exc:  # a timeout, no coordinator: it may have arrived
-                self.unknown += 1
-                log.info("claim outcome unknown (%s); trying again", exc)
-                await self._claim_until_known(claim)
-                return
-        self.submitted += 1
-
-    async def _claim_until_known(self, claim: Pending) -> None:
-        """Send ``claim``'s bytes again, backing off, until it is admitted, refused or
-        resolved by the chain (applied, expired, its escrow closed)."""
-        wait, longest = self._retry_s
-        while True:
-            await trio.sleep(wait)
-            wait = min(longest, wait * 2)
-            if self._claims.get(claim.tx_id) is not claim:
-                return  # dropped (reported) or resolved by a block
-            if self._claim_resolved(claim, self._state()):
-                del self._claims[claim.tx_id]
-                return
-            try:
-                async with self._window:
-                    await self._submit(claim.raw)
-            except ledger.TransactionRejected as exc:
-                if not _already_there(str(exc)):
-                    self._claim_refused(claim, str(exc))
-                    return
-            except Exception as exc:
-                log.debug("claim still unknown: %s", exc)
-                continue
-            self.submitted += 1
-            return
-
-    def _claim_refused(self, claim: Pending, reason: str) -> None:
-        if self._claims.pop(claim.tx_id, None) is not None and claim.request is not None:
-            self._rejected(claim.request, reason)
-
-    def _claim_resolved(self, claim: Pending, state: ledger.State) -> bool:
-        """Whether the chain decided ``claim``: it applied (we are among its escrow's
-        claimants), or it can no longer apply (its expiry passed, its escrow closed)."""
-        if state.height > claim.expiry:
-            return True
-        assert claim.request is not None and isinstance(claim.request.payload, ledger.Claim)
-        escrow = state.escrow(claim.request.payload.job_id)
-        return escrow is None or not escrow.is_open or self.me in escrow.claimed
+    # claims: no sequence number, each on its own (``_txclaims``)
+    _claim = _txclaims.claim
+    _claim_until_known = _txclaims.until_known
+    _claim_refused = _txclaims.refused
+    _claim_resolved = _txclaims.resolved
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1
         log.warning("transaction %s refused: %s", request.kind, reason)
         if request.on_reject is not None:
             request.on_reject(reason)
-
-
-def _already_there(refusal: str) -> bool:
-    """Whether a refusal says the coordinator's mempool holds the transaction (or another
-    claim of ours for the same escrow) already: a submission before this one arrived."""
-    return "already in the mempool" in refusal or "already pending" in refusal

@@ -1,0 +1,96 @@
+"""How a transaction queue (:class:`._txqueue.TxQueue`) signs and submits claims: with no
+sequence number (``ledger.UNSEQUENCED``), each on its own, at most ``ledger.MAX_AHEAD``
+unresolved; one refused or voided in a block touches nothing else of ours (review rounds 12
+and 13, R12-1, R13-3). Functions of the queue, bound as its methods (specs/daemon.md,
+"Transactions")."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+import ledger
+
+from ._txrequest import Pending, TxRequest
+
+if TYPE_CHECKING:
+    from ._txqueue import TxQueue
+
+log = logging.getLogger("node.ledger._txqueue")  # its lines are the queue's
+
+
+async def claim(q: TxQueue, request: TxRequest) -> None:
+    """Sign and submit a claim with no sequence number. A timeout leaves its outcome
+    unknown: the same bytes are sent again, backing off, until the chain or the
+    coordinator decides (:func:`until_known`)."""
+    while len(q._claims) >= ledger.MAX_AHEAD:  # the mempool holds as many
+        q.held_back += 1
+        await q._chain_moved.wait()
+    signed = request.sign(q._key, q._chain_id, ledger.UNSEQUENCED, q._expiry())
+    expiry = signed.message.expiry_height
+    if request.on_signed is not None:
+        request.on_signed(ledger.UNSEQUENCED, signed.id, expiry)
+    claim = Pending(expiry, signed.id, request, signed.raw)
+    q._claims[signed.id] = claim  # (before any wait: the bound above holds)
+    async with q._window:
+        try:
+            await q._submit(signed.raw)
+        except ledger.TransactionRejected as exc:
+            if not _already_there(str(exc)):
+                q._claim_refused(claim, str(exc))
+                return
+        except Exception as exc:  # a timeout, no coordinator: it may have arrived
+            q.unknown += 1
+            log.info("claim outcome unknown (%s); trying again", exc)
+            await q._claim_until_known(claim)
+            return
+    q.submitted += 1
+
+
+async def until_known(q: TxQueue, claim: Pending) -> None:
+    """Send ``claim``'s bytes again, backing off, until it is admitted, refused or
+    resolved by the chain (applied, expired, its escrow closed)."""
+    wait, longest = q._retry_s
+    while True:
+        await trio.sleep(wait)
+        wait = min(longest, wait * 2)
+        if q._claims.get(claim.tx_id) is not claim:
+            return  # dropped (reported) or resolved by a block
+        if q._claim_resolved(claim, q._state()):
+            del q._claims[claim.tx_id]
+            return
+        try:
+            async with q._window:
+                await q._submit(claim.raw)
+        except ledger.TransactionRejected as exc:
+            if not _already_there(str(exc)):
+                q._claim_refused(claim, str(exc))
+                return
+        except Exception as exc:
+            log.debug("claim still unknown: %s", exc)
+            continue
+        q.submitted += 1
+        return
+
+
+def refused(q: TxQueue, claim: Pending, reason: str) -> None:
+    if q._claims.pop(claim.tx_id, None) is not None and claim.request is not None:
+        q._rejected(claim.request, reason)
+
+
+def resolved(q: TxQueue, claim: Pending, state: ledger.State) -> bool:
+    """Whether the chain decided ``claim``: it applied (we are among its escrow's
+    claimants), or it can no longer apply (its expiry passed, its escrow closed)."""
+    if state.height > claim.expiry:
+        return True
+    assert claim.request is not None and isinstance(claim.request.payload, ledger.Claim)
+    escrow = state.escrow(claim.request.payload.job_id)
+    return escrow is None or not escrow.is_open or q.me in escrow.claimed
+
+
+def _already_there(refusal: str) -> bool:
+    """Whether a refusal says the coordinator's mempool holds the transaction (or another
+    claim of ours for the same escrow) already: a submission before this one arrived."""
+    return "already in the mempool" in refusal or "already pending" in refusal
