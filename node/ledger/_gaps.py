@@ -72,7 +72,7 @@ async def fill(q: TxQueue, seq: int) -> None:
     filler = ledger.tx.transfer(
         q._key, q._chain_id, seq, to=q.me, amount=FILLER_AMOUNT, expiry_height=expiry
     )
-    pending = Pending(expiry, filler.id, None, filler.raw)
+    pending = Pending(expiry, filler.id, None, filler.raw, since=q._state().height)
     q._pending[seq] = pending
     try:
         await q._submit_in_turn(filler.raw, seq)

@@ -32,13 +32,13 @@ async def claim(q: TxQueue, request: TxRequest) -> None:
     expiry = signed.message.expiry_height
     if request.on_signed is not None:
         request.on_signed(ledger.UNSEQUENCED, signed.id, expiry)
-    claim = Pending(expiry, signed.id, request, signed.raw)
+    claim = Pending(expiry, signed.id, request, signed.raw, since=q._state().height)
     q._claims[signed.id] = claim  # (before any wait: the bound above holds)
     async with q._window:
         try:
             await q._submit(signed.raw)
         except ledger.TransactionRejected as exc:
-            if not _already_there(str(exc)):
+            if not already_there(str(exc)):
                 q._claim_refused(claim, str(exc))
                 return
         except Exception as exc:  # a timeout, no coordinator: it may have arrived
@@ -58,14 +58,13 @@ async def until_known(q: TxQueue, claim: Pending) -> None:
         wait = min(longest, wait * 2)
         if q._claims.get(claim.tx_id) is not claim:
             return  # dropped (reported) or resolved by a block
-        if q._claim_resolved(claim, q._state()):
-            del q._claims[claim.tx_id]
+        if q._claim_decided(claim, q._state()):
             return
         try:
             async with q._window:
                 await q._submit(claim.raw)
         except ledger.TransactionRejected as exc:
-            if not _already_there(str(exc)):
+            if not already_there(str(exc)):
                 q._claim_refused(claim, str(exc))
                 return
         except Exception as exc:
@@ -80,17 +79,23 @@ def refused(q: TxQueue, claim: Pending, reason: str) -> None:
         q._rejected(claim.request, reason)
 
 
-def resolved(q: TxQueue, claim: Pending, state: ledger.State) -> bool:
+def decided(q: TxQueue, claim: Pending, state: ledger.State) -> bool:
     """Whether the chain decided ``claim``: it applied (we are among its escrow's
-    claimants), or it can no longer apply (its expiry passed, its escrow closed)."""
-    if state.height > claim.expiry:
-        return True
+    claimants), or it can no longer apply (its escrow closed, which its request is told,
+    or its expiry passed: the intent signs it again). A decided one is forgotten."""
     assert claim.request is not None and isinstance(claim.request.payload, ledger.Claim)
     escrow = state.escrow(claim.request.payload.job_id)
-    return escrow is None or not escrow.is_open or q.me in escrow.claimed
+    closed = escrow is None or not escrow.is_open
+    if escrow is not None and q.me in escrow.claimed:
+        closed = False
+    elif not closed and state.height <= claim.expiry:
+        return False
+    if q._claims.pop(claim.tx_id, None) is not None and closed:
+        q._rejected(claim.request, "its escrow closed before the claim was in a block")
+    return True
 
 
-def _already_there(refusal: str) -> bool:
+def already_there(refusal: str) -> bool:
     """Whether a refusal says the coordinator's mempool holds the transaction (or another
     claim of ours for the same escrow) already: a submission before this one arrived."""
     return "already in the mempool" in refusal or "already pending" in refusal

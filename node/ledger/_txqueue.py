@@ -52,6 +52,10 @@ RETRY_S = (0.25, 1.0)
 #: claiming a head far above the chain's cannot get every transaction of ours refused
 #: (expiry too far ahead): an expiry stays within the mempool's horizon.
 MAX_HEAD_LEAD = ledger.MAX_EXPIRY_AHEAD - TX_LIFETIME_BLOCKS
+#: A pending transaction that no block took for this many blocks is sent again (at most
+#: once every this many blocks): the answer says whether the coordinator still holds it
+#: or refused it when it made a block, should its drop report not have reached us.
+PROBE_BLOCKS = 3
 
 
 class TxQueue:
@@ -116,6 +120,9 @@ class TxQueue:
         self._chain_moved = trio.Event()
         #: Set (and replaced) when a transaction of ours is admitted.
         self._admitted = trio.Event()
+        #: The height of the last probe (``_probe``), and how many there were.
+        self._probed = 0
+        self.probes = 0
 
     def put(self, request: TxRequest) -> None:
         try:
@@ -142,9 +149,9 @@ class TxQueue:
         self._chain_moved.set()
         self._chain_moved = trio.Event()
         state = self._state()
-        for tx_id, claim in list(self._claims.items()):
-            if self._claim_resolved(claim, state):
-                del self._claims[tx_id]
+        for claim in list(self._claims.values()):
+            self._claim_decided(claim, state)
+        self._probe(state)
         applied = state.next_seq(self.me)
         self._pending = {s: p for s, p in self._pending.items() if s >= applied}
         self._fill_hole_at(applied)
@@ -166,6 +173,21 @@ class TxQueue:
         log.warning("%d transactions were dropped by the ledger; resyncing", len(expired))
         self._pending.clear()
         self._next_seq = applied
+
+    def _probe(self, state: ledger.State) -> None:
+        """Send our pending transactions again when one of them has waited ``PROBE_BLOCKS``
+        blocks: the coordinator's drop reports are best effort (strangers' silent keys can
+        hold every place it has for them: review round 13, R13-4), and without one a
+        transaction refused in a block, and those behind it, would wait for their expiry
+        (30 blocks). Sent again, one it refused is answered ``refused when a block was
+        made`` (taken as its drop report), one it holds ``already in the mempool``."""
+        if state.height - self._probed < PROBE_BLOCKS:
+            return
+        waiting = [*self._pending.values(), *self._claims.values()]
+        if any(p.raw and state.height - p.since >= PROBE_BLOCKS for p in waiting):
+            self._probed = state.height
+            self.probes += 1
+            self.resend_pending()
 
     def _fill_hole_at(self, applied: int) -> None:
         """The chain's next sequence number of ours is held by nothing we know of, while
@@ -246,8 +268,13 @@ class TxQueue:
                 except ledger.TransactionRejected as exc:
                     if ledger.REFUSED_AT_BLOCK in str(exc):
                         # refused in a block whose drop report we missed (disconnected
-                        # then): the same as that report, now rather than at its expiry
+                        # then, or no place for it): the same as that report, now rather
+                        # than at its expiry; the coordinator dropped the ones after it
+                        # with it (and admitted none since: they would leave a gap)
                         self.dropped(pending.tx_id, seq, str(exc))
+                        behind = f"{ledger.DROPPED_BEHIND} {seq}, which was refused"
+                        for later in sorted(s for s in self._pending if s > seq):
+                            self.dropped(self._pending[later].tx_id, later, behind)
                         continue
                     # already held, already applied, or expired: the chain (on_block) and
                     # the drop reports decide, as for the first submission
@@ -256,13 +283,14 @@ class TxQueue:
                     log.debug("resending seq %d: outcome unknown (%s)", seq, exc)
                     return
             for claim in list(self._claims.values()):
-                if self._claim_resolved(claim, self._state()):
+                if self._claim_decided(claim, self._state()):
                     continue
                 try:
                     await self._submit(claim.raw)
                     sent += 1
-                except ledger.TransactionRejected as exc:  # the chain and drops decide
-                    log.debug("resent claim: %s", exc)
+                except ledger.TransactionRejected as exc:
+                    if not _txclaims.already_there(str(exc)):  # refused, at a block or now
+                        self._claim_refused(claim, str(exc))
                 except Exception as exc:
                     log.debug("resending a claim: outcome unknown (%s)", exc)
                     return
@@ -374,6 +402,7 @@ class TxQueue:
                         signed.raw,
                         order,
                         unknown=not overtook,
+                        since=self._state().height,
                     )
                     await self._until_known(request, signed, seq)
                     return
@@ -387,6 +416,7 @@ class TxQueue:
                     signed.raw,
                     order,
                     unknown=self._above_gap(seq),
+                    since=self._state().height,
                 )
                 return
         finally:
@@ -524,7 +554,7 @@ class TxQueue:
     _claim = _txclaims.claim
     _claim_until_known = _txclaims.until_known
     _claim_refused = _txclaims.refused
-    _claim_resolved = _txclaims.resolved
+    _claim_decided = _txclaims.decided
 
     def _rejected(self, request: TxRequest, reason: str) -> None:
         self.rejected += 1

@@ -52,6 +52,8 @@ class Pending:
     #: A submission went unanswered (or it was reserved): it may yet be admitted, so it
     #: keeps its number even when the numbers around it are given out again.
     unknown: bool = False
+    #: The height it was signed at (how long no block has taken it: ``TxQueue``'s probe).
+    since: int = 0
 
 
 def doomed(payload: ledger.Payload, state: ledger.State) -> str:
