@@ -272,14 +272,14 @@ class Mempool:
                 f"the sender already has {self.max_ahead} claims pending; submit more once "
                 "some are in a block"
             )
-        self._check_funds(vtx, state, old)
         e = state.escrow(p.job_id)
         if old is None and e is not None and self._claims.at(p.job_id) >= e.max_payees:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
         # Its Award and Receipt are decoded here without their signatures (only refusals
         # follow from them), then verified below, after every cheaper refusal.
-        check_claim(state, tx.sender, p)
+        payout = check_claim(state, tx.sender, p)
         assert e is not None  # (check_claim refuses a claim of no escrow)
+        self._check_funds(vtx, state, old, payout)
         if old is not None:  # counted from here, admitted or not: its messages cost next
             self._count_replacement(old)
         vtx = check_embedded(vtx, self.chain_id, self.messages)
@@ -291,7 +291,7 @@ class Mempool:
         receipt = self.messages.decode(p.receipt, self.chain_id, Receipt)
         if receipt.sealed:
             until = min(until, receipt.claim_by)
-        entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0, until)
+        entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0, until, payout)
         self._claims.add(entry)
         self._ids.add(vtx.id)
         self._count_bytes(tx.sender, len(vtx.raw))
@@ -440,20 +440,24 @@ class Mempool:
         _check_unfunded_claim(p, e, tx.sender, state, self.messages)
         return p.job_id
 
-    def _check_funds(self, vtx: VerifiedTx, state: State, old: _Entry | None) -> None:
+    def _check_funds(
+        self, vtx: VerifiedTx, state: State, old: _Entry | None, payout: int = 0
+    ) -> None:
         """Refuse ``vtx`` unless its sender's balance pays its fee on top of the fees of
-        all its pending transactions (``old``, which it replaces, aside)."""
+        all its pending transactions (``old``, which it replaces, aside). A claim's
+        ``payout`` pays its own fee first (the ledger takes it out of the payout)."""
         tx = vtx.tx
         if state.is_coordinator(tx.sender):
             return
         balance = state.account(tx.sender).balance
-        if tx.fee > balance:
-            raise MempoolRejected(f"balance {balance} cannot pay the fee {tx.fee}")
+        if tx.fee > balance + payout:
+            what = f"balance {balance} and the claim's payout {payout}" if payout else "balance"
+            raise MempoolRejected(f"{what} cannot pay the fee {tx.fee}")
         queue = self._by_sender.get(tx.sender, {})
         claims = self._claims.of(tx.sender)
-        pledged = sum(e.vtx.tx.fee for e in (*queue.values(), *claims.values()))
-        pledged -= old.vtx.tx.fee if old is not None else 0
-        if pledged + tx.fee > balance:
+        pledged = sum(e.pledge for e in (*queue.values(), *claims.values()))
+        pledged -= old.pledge if old is not None else 0
+        if pledged + max(0, tx.fee - payout) > balance:
             raise MempoolRejected(
                 f"balance {balance} cannot pay the fee {tx.fee} on top of the fees "
                 f"{pledged} of the sender's {len(queue) + len(claims)} pending transactions"

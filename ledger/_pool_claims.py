@@ -25,6 +25,13 @@ class PoolEntry:
     #: An unsequenced claim's last height it may apply at (its escrow's expiry, a sealed
     #: receipt's ``claim_by``); past it the claim is dropped.
     until: int = 0
+    #: A claim's payout (it may pay its fee out of it).
+    payout: int = 0
+
+    @property
+    def pledge(self) -> int:
+        """What its fee takes from its sender's balance (a claim's payout pays first)."""
+        return max(0, self.vtx.tx.fee - self.payout)
 
 
 def job_of(vtx: VerifiedTx) -> bytes:

@@ -105,11 +105,28 @@ def apply_tx(draft: Draft, vtx: VerifiedTx) -> None:
         )
     if tx.fee < draft.genesis.min_fee:
         raise FeeTooLow(f"fee {tx.fee} is below the chain's minimum fee {draft.genesis.min_fee}")
+    next_seq = sender.next_seq if unsequenced else tx.seq + 1
+    if isinstance(vtx.payload, Claim):
+        # A claim may pay its fee out of its payout: a provider holding nothing yet (a
+        # newcomer) can claim on a chain whose min_fee is above 0.
+        commit, payout = _claim_terms(draft, tx.sender, vtx.payload, vtx.embedded_checked)
+        if tx.fee > sender.balance + payout:
+            raise InsufficientFunds(
+                f"balance {sender.balance} and the claim's payout {payout} cannot pay the "
+                f"fee {tx.fee}"
+            )
+        draft.begin_tx()
+        draft.put(tx.sender, _with(sender, seq=next_seq))
+        commit()
+        paid = draft.account(tx.sender)
+        draft.put(tx.sender, _with(paid, balance=paid.balance - tx.fee))
+        draft.fees += tx.fee
+        draft.end_tx()
+        return
     if tx.fee > sender.balance:
         raise InsufficientFunds(f"balance {sender.balance} cannot pay the fee {tx.fee}")
     commit = _check(draft, tx.sender, vtx.payload, sender.balance - tx.fee, vtx.embedded_checked)
     draft.begin_tx()
-    next_seq = sender.next_seq if unsequenced else tx.seq + 1
     draft.put(tx.sender, _with(sender, balance=sender.balance - tx.fee, seq=next_seq))
     draft.fees += tx.fee
     commit()
@@ -132,7 +149,7 @@ def _check(
         case Settle():
             return _check_settle(draft, sender, payload, checked)
         case Claim():
-            return _check_claim(draft, sender, payload, checked)
+            return _claim_terms(draft, sender, payload, checked)[0]
         case Refund():
             return _check_refund(draft, sender, payload)
         case Stake():
@@ -369,7 +386,10 @@ def _check_settle(draft: Draft, sender: bytes, p: Settle, checked: bool = False)
     return commit
 
 
-def _check_claim(draft: Draft, sender: bytes, p: Claim, checked: bool = False) -> Commit:
+def _claim_terms(
+    draft: Draft, sender: bytes, p: Claim, checked: bool = False
+) -> tuple[Commit, int]:
+    """The claim's rules: raise if one fails, else return what applies it and its payout."""
     h = draft.height
     e = _escrow_of(draft, p.job_id)
     chain = draft.genesis.chain_id
@@ -422,18 +442,18 @@ def _check_claim(draft: Draft, sender: bytes, p: Claim, checked: bool = False) -
             unsealed=tuple(sorted((*e.unsealed, (sender, p.key)))),
         )
 
-    return commit
+    return commit, award.price
 
 
-def check_claim(state: _state.State, sender: bytes, claim: Claim, *, at: int | None = None) -> None:
+def check_claim(state: _state.State, sender: bytes, claim: Claim, *, at: int | None = None) -> int:
     """Raise a :class:`LedgerError` if ``sender``'s ``claim`` would be refused by a block at
     height ``at`` (default: the next) on ``state`` (its own rules; the fee and sequence
-    number are the caller's). The
+    number are the caller's); else return its payout. The
     signed messages it carries are not checked again: the caller made it from ones it
     verified. A provider checks a claim it signed before and had dropped before it signs
     it again (review round 9, R9-2)."""
     height = state.height + 1 if at is None else at
-    _check_claim(Draft(state, height), sender, claim, checked=True)
+    return _claim_terms(Draft(state, height), sender, claim, checked=True)[1]
 
 
 def _check_refund(draft: Draft, sender: bytes, p: Refund) -> Commit:

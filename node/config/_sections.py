@@ -152,6 +152,14 @@ class CoordinatorConfig(_Strict):
         5, ge=1, le=1_000_000, description="faucet mints a minute to any one account"
     )
     slash_amount: int = Field(1_000_000, ge=1, description="stake taken from a reported cheat")
+    min_fee: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description="the least fee of any transaction on a chain this coordinator creates "
+        "(written in its genesis at the first start; fixed for the chain's life): above 0, "
+        "filling blocks with junk costs its senders",
+    )
 
 
 class RequesterConfig(_Strict):
@@ -228,6 +236,13 @@ class NodeConfig(_Strict):
     api_host: str = Field("127.0.0.1", description="the local API's address (loopback)")
     api_port: int = Field(0, ge=0, le=65535, description="the local API's port (0: any free)")
     mdns: bool = Field(False, description="find peers on the local network with mDNS")
+    tx_fee: int = Field(
+        0,
+        ge=0,
+        le=1_000_000_000,
+        description="micro-credits each ledger transaction of this node pays (at least the "
+        "chain's min_fee; a claim's comes out of its payout)",
+    )
     reachability: Literal["unknown", "public", "private"] = Field(
         "unknown",
         description="whether others can dial this node: private (behind a NAT) takes a "

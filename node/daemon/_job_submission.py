@@ -58,10 +58,12 @@ async def submit_job(
     state = node.ledger.state
     budget = redundancy + max_retries
     spendable = state.balance(node.me) - locked_pending(node.requester, state)
-    if price * budget > spendable:
+    fees = 2 * node.txq.fee()  # the lock's and the settle's (or the refund's)
+    if price * budget + fees > spendable:
+        paid = f" and {fees} in transaction fees" if fees else ""
         raise JobSubmitError(
             f"escrow needs {price * budget} micro-credits (max_price × (redundancy + "
-            f"max_retries)) but the balance available is {spendable}; get credits "
+            f"max_retries)){paid} but the balance available is {spendable}; get credits "
             "(the devnet faucet) or lower max_price"
         )
     now = node.now_ms()

@@ -139,6 +139,7 @@ class Node:
             self.ledger.submit,
             chain_id=self.chain_id,
             head=self.ledger.replica.best_source_head,
+            fee=config.tx_fee,
         )
         self.ledger.on_dropped.append(self.txq.dropped)
         self.ledger.on_source_connected.append(self.txq.resend_pending)
@@ -429,6 +430,10 @@ class Node:
 
     def stake(self, amount: int) -> None:
         """Stake some of this node's balance (a contributor's bond against cheating)."""
-        if not 0 < amount <= self.ledger.state.balance(self.me):
-            raise JobSubmitError("stake must be positive and at most the balance")
+        fee = self.txq.fee()
+        if not 0 < amount <= self.ledger.state.balance(self.me) - fee:
+            raise JobSubmitError(
+                "stake must be positive and at most the balance"
+                + (f" less the transaction fee ({fee})" if fee else "")
+            )
         self.submit_tx(ledger.Stake(amount))

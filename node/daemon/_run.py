@@ -199,7 +199,9 @@ async def _run(
             f"{config.genesis_hash} asked for: this data directory belongs to another chain"
         )
     if genesis is None and "coordinator" in roles:
-        genesis = ledger.make_genesis(config.chain_id, [identity.public_key])
+        genesis = ledger.make_genesis(
+            config.chain_id, [identity.public_key], min_fee=config.coordinator.min_fee
+        )
         write_genesis(data_dir, genesis)
     if genesis is None and not (config.bootstrap and config.genesis_hash):
         # Said before the network opens: joining needs both, and a new user has neither.

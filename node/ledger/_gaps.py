@@ -43,9 +43,9 @@ def needs_filler(q: TxQueue, seq: int) -> bool:
 
 
 def can_pay_filler(q: TxQueue) -> bool:
-    """Whether our balance pays a filler (fee 0; read from the local state, which may
+    """Whether our balance pays a filler and its fee (read from the local state, which may
     lag: a filler refused all the same makes the queue renumber)."""
-    return q._state().balance(q.me) >= FILLER_AMOUNT
+    return q._state().balance(q.me) >= FILLER_AMOUNT + q.fee()
 
 
 def close_gap(q: TxQueue, seq: int) -> None:
@@ -70,7 +70,7 @@ async def fill(q: TxQueue, seq: int) -> None:
     unknown, it is submitted again as any other transaction's). Refused: renumber."""
     expiry = q._expiry()
     filler = ledger.tx.transfer(
-        q._key, q._chain_id, seq, to=q.me, amount=FILLER_AMOUNT, expiry_height=expiry
+        q._key, q._chain_id, seq, to=q.me, amount=FILLER_AMOUNT, expiry_height=expiry, fee=q.fee()
     )
     pending = Pending(expiry, filler.id, None, filler.raw, since=q._state().height)
     q._pending[seq] = pending

@@ -71,10 +71,13 @@ class TxQueue:
         window: int = WINDOW,
         head: Callable[[], int] | None = None,
         retry_s: tuple[float, float] = RETRY_S,
+        fee: int = 0,
     ) -> None:
         """``head``: the coordinator's height as best known (default: the local state's);
         ``retry_s``: the first and the longest wait between submissions of a transaction
-        whose outcome is unknown."""
+        whose outcome is unknown; ``fee``: what each transaction pays (at least the
+        chain's ``min_fee``)."""
+        self._fee_setting = fee
         self.me = bytes(key.verify_key)
         self._key = key
         self._chain_id = chain_id
@@ -358,6 +361,10 @@ class TxQueue:
         self._next_seq = seq + 1
         return seq, self._expiry()
 
+    def fee(self) -> int:
+        """The fee each transaction of ours pays: the setting, at least the chain's minimum."""
+        return max(self._fee_setting, self._state().genesis.min_fee)
+
     def _expiry(self) -> int:
         height = self._state().height
         return max(height, min(self.head(), height + MAX_HEAD_LEAD)) + TX_LIFETIME_BLOCKS
@@ -365,7 +372,7 @@ class TxQueue:
     async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
         try:
             for attempt in range(2):
-                signed = request.sign(self._key, self._chain_id, seq, expiry)
+                signed = request.sign(self._key, self._chain_id, seq, expiry, self.fee())
                 if request.on_signed is not None:
                     request.on_signed(seq, signed.id, signed.message.expiry_height)
                 sent = seq

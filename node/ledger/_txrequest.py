@@ -31,11 +31,11 @@ class TxRequest:
         return ledger.KIND_OF[type(self.payload)]
 
     def sign(
-        self, key: nacl.signing.SigningKey, chain_id: str, seq: int, expiry: int
+        self, key: nacl.signing.SigningKey, chain_id: str, seq: int, expiry: int, fee: int = 0
     ) -> Signed[Transaction]:
         if self.expiry_cap is not None:
             expiry = min(expiry, self.expiry_cap)
-        return ledger.tx.make(key, chain_id, seq, self.payload, expiry_height=expiry)
+        return ledger.tx.make(key, chain_id, seq, self.payload, expiry_height=expiry, fee=fee)
 
 
 @dataclass(frozen=True, slots=True)

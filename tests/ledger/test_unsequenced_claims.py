@@ -26,7 +26,6 @@ from .helpers import (
     Chain,
     award,
     bid,
-    genesis,
     job_spec,
     receipt,
     settle,
@@ -235,10 +234,41 @@ def test_a_full_pool_evicts_an_unsequenced_claim_alone() -> None:
     assert len(produced.included) == 3
 
 
-def test_a_genesis_funded_pool_counts_claim_fees_against_the_balance() -> None:
-    c = Chain(ledger.State.from_genesis(genesis()))
-    _locked(c)
+def test_a_claim_pays_its_fee_out_of_its_payout() -> None:
+    """On a chain whose minimum fee is above 0, a provider holding nothing (EVE) can still
+    claim: the fee comes out of the payout. More than balance and payout together is
+    refused, by the pool and by the block."""
+    c = Chain.new(min_fee=5)
+    lock = tx.lock(
+        ALICE,
+        CHAIN,
+        0,
+        job_id=JOB,
+        amount=300,
+        claim_height=16,
+        escrow_expiry=18,
+        max_per_payee=100,
+        max_payees=2,
+        spec=job_spec(ALICE).raw,
+        expiry_height=10,
+        fee=5,
+    )
+    c.ok(lock)
     pool = ledger.Mempool(CHAIN)
-    pool.add(_claim(EVE).raw, c.state)
-    with pytest.raises(ledger.MempoolRejected, match="cannot pay the fee"):
-        pool.add(_claim(EVE, owner=CAROL, job=JOB2, fee=1).raw, c.state)
+    with pytest.raises(ledger.MempoolRejected, match="payout 100 cannot pay the fee 101"):
+        pool.add(_claim(EVE, fee=101).raw, c.state)
+    c.rejects(_claim(EVE, fee=101), ledger.InsufficientFunds)
+    pool.add(_claim(EVE, fee=5).raw, c.state)
+    fees = c.state.fees
+    c.ok(*(v.signed for v in pool.select(c.state, 10)))
+    assert c.state.balance(pub(EVE)) == 95 and c.state.fees == fees + 5
+    # A fee its payout pays is no pledge against the balance: BOB (1,000,000) may pledge
+    # his whole balance in other fees and still claim.
+    pool = ledger.Mempool(CHAIN)
+    transfer = tx.transfer(
+        BOB, CHAIN, 0, to=pub(CAROL), amount=1, fee=1_000_000, expiry_height=c.height + 5
+    )
+    pool.add(transfer.raw, c.state)
+    pool.add(_claim(BOB, fee=100).raw, c.state)
+    with pytest.raises(ledger.MempoolRejected, match="on top of the fees"):
+        pool.add(_claim(BOB, fee=101).raw, c.state)  # 1 over its payout: no room

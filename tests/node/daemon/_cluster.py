@@ -89,6 +89,7 @@ async def cluster(
     state_root: Path | None = None,
     runner: Callable[[int], JobRunner] | None = None,
     requester_settings: dict[str, Any] | None = None,
+    min_fee: int = 0,
 ) -> AsyncIterator[Cluster]:
     """A coordinator, a requester (funded in the genesis) and ``contributors`` providers.
 
@@ -97,7 +98,8 @@ async def cluster(
     genesis and stakes it. With ``state_root`` each node keeps its state in a directory of
     its own there, and ``Cluster.restart`` brings a killed node back with it. ``runner(i)``
     is contributor ``i``'s job runner instead of the shared sandbox (no sandbox is started).
-    ``requester_settings`` are more ``[requester]`` settings of the requester.
+    ``requester_settings`` are more ``[requester]`` settings of the requester. ``min_fee``:
+    the genesis's (every node pays it; the contributors hold nothing to pay it from).
     """
     hub = MemoryHub(CHAIN, rng=random.Random(seed))
     ckey, rkey = key(1), key(2)
@@ -105,7 +107,7 @@ async def cluster(
     balances = {bytes(rkey.verify_key): FUNDS}
     if stake:
         balances.update({bytes(k.verify_key): stake for k in pkeys})
-    genesis = ledger.make_genesis(CHAIN, [bytes(ckey.verify_key)], balances)
+    genesis = ledger.make_genesis(CHAIN, [bytes(ckey.verify_key)], balances, min_fee=min_fee)
     coordinator_cfg = CoordinatorConfig(block_interval_ms=BLOCK_MS, slash_amount=stake or 1)
     with contextlib.ExitStack() as stack:
         layers: tuple[str, ...] = ()

@@ -72,6 +72,36 @@ async def test_job_verified_with_redundancy_two_and_both_paid() -> None:
             assert len(roots) == 1
 
 
+async def test_on_a_chain_with_a_minimum_fee_every_node_pays_it_and_newcomers_are_paid() -> None:
+    """Review round 5, R5-7: at fee 0 junk fills blocks for free, and the daemon could not
+    pay a fee, so no network could ask for one. With ``min_fee`` 7 every transaction pays
+    it; the contributors hold nothing, and their claims pay it out of their payouts."""
+    fee = 7
+    model = tiny_model_path().read_bytes()
+    with trio.fail_after(40):
+        async with cluster(3, min_fee=fee) as cl:
+            assert all(n.ledger.state.balance(n.me) == 0 for n in cl.contributors)
+            before = cl.requester.ledger.state.balance(cl.requester.me)
+            job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=2)
+            await _wait_closed(cl, job_id)
+            record = cl.requester.jobs[job_id]
+            assert record.done is not None and record.done.status == "verified", record.events
+            state = cl.coordinator.ledger.state
+            escrow = state.escrow(job_id)
+            assert escrow is not None and not escrow.is_open
+            paid = dict(escrow.paid)
+            claimed = set(escrow.claimed)
+            assert claimed, "a verified winner is paid by its claim"
+            for node in cl.contributors:
+                got = state.balance(node.me)
+                # a claim's fee comes out of its payout; a settle's payee pays none
+                assert got == paid.get(node.me, 0) - (fee if node.me in claimed else 0)
+            spent = before - state.balance(cl.requester.me)
+            assert spent == sum(paid.values()) + 2 * fee  # its lock and its settle
+            assert state.fees == (2 + len(claimed)) * fee
+            _conserved(state)
+
+
 async def _receipted_price(provider: Node, job_id: bytes) -> int:
     """Wait (bounded) until ``provider`` holds a receipt for the job; its award price."""
     assert provider.provider is not None
