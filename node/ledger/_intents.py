@@ -135,8 +135,15 @@ class IntentBook:
     """The open intents of one account and the rules above; no I/O."""
 
     def __init__(self, me: bytes, intents: Iterable[Intent] = ()) -> None:
+        """``intents``: those kept from before a restart. A claim's transaction took no
+        sequence number and its escrow takes one claim of ours, so a kept claim is signed
+        again at once, not after its lost transaction's expiry (30 blocks on, where a
+        sealed receipt's ``claim_by`` is a few blocks)."""
         self.me = me
         self.intents: dict[tuple[bytes, Kind], Intent] = {i.key: i for i in intents}
+        for intent in self.intents.values():
+            if intent.seq == ledger.UNSEQUENCED:
+                intent.seq = None
 
     def __len__(self) -> int:
         return len(self.intents)

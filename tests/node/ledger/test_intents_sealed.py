@@ -51,3 +51,24 @@ def test_a_sealed_claim_is_retried_up_to_its_claim_by_and_then_ends() -> None:
     assert book.on_block(chain) == []
     chain.height = 80
     assert _kinds(book.on_block(chain)) == ["Submit:claim"]
+
+
+def test_a_claim_kept_over_a_restart_is_signed_again_at_once() -> None:
+    """Its transaction took no sequence number (``ledger.UNSEQUENCED``) and the escrow takes
+    one claim of ours, so after a restart it is signed again at once; waiting for the lost
+    transaction's expiry (30 blocks) would pass the sealed receipt's ``claim_by``."""
+    escrow = ledger.Escrow(pub(ALICE), 1000, 1000, 80, 100, 1000, 1)
+    sealed = receipt(ALICE, BOB, at_once=True, claim_by=14)
+    claim = ledger.Claim(JOB, award(ALICE, BOB, 100), sealed, bytes(32))
+    before = IntentBook(ME)
+    before.add(intent := Intent.of(claim, 10))
+    before.signed(intent.key, seq=ledger.UNSEQUENCED, tx_expiry=40)
+    chain = Chain(11, escrow)
+    assert before.on_block(chain) == []  # it may still land: no second one
+    after = IntentBook(ME, [intent])  # the same intent, read back after a restart
+    assert _kinds(after.on_block(chain)) == ["Submit:claim"]
+    # A numbered transaction kept over a restart still waits for its expiry.
+    refund = Intent.of(ledger.Refund(JOB), 10)
+    refund.seq, refund.tx_expiry = 3, 130
+    chain.height = 101  # past the escrow's expiry: a refund is due
+    assert IntentBook(ME, [refund]).on_block(chain) == []
