@@ -44,9 +44,13 @@ async def claim(q: TxQueue, request: TxRequest) -> None:
         except Exception as exc:  # a timeout, no coordinator: it may have arrived
             q.unknown += 1
             log.info("claim outcome unknown (%s); trying again", exc)
-            await q._claim_until_known(claim)
+        else:
+            q.submitted += 1
             return
-    q.submitted += 1
+    # Out of the window's place: each try takes one again (held meanwhile, eight claims
+    # unknown at once held every place for good, and every numbered transaction of ours
+    # waited behind them: review round 14, R14-1).
+    await q._claim_until_known(claim)
 
 
 async def until_known(q: TxQueue, claim: Pending) -> None:

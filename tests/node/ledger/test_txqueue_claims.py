@@ -185,3 +185,39 @@ async def test_a_coordinator_that_lost_its_mempool_gets_our_claims_again(
             nursery.cancel_scope.cancel()
     assert refusals == []
     assert _claimed(coordinator[0], ids) == 3
+
+
+async def test_claims_whose_outcome_is_unknown_hold_no_place_in_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Review round 14, R14-1: each claim whose first submission timed out kept its place
+    in the window (8) while its retries asked for another: eight at once (a requester
+    chooses when its receipts come) held every place for good, and no lock, settle or
+    transfer of ours was sent again until a restart."""
+    producer, ids = _setup(12)
+    down = True
+
+    async def submit(raw: bytes) -> bytes:
+        await trio.sleep(0.01)
+        if down:
+            raise trio.TooSlowError  # the coordinator does not answer (a restart)
+        return producer.submit(raw).id
+
+    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
+    refusals: list[str] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            for job in ids:
+                queue.put(_request(job, refusals))
+            await trio.sleep(0.5)
+            assert queue.unknown == len(ids)
+            down = False
+            queue.put(TxRequest(ledger.Transfer(pub(REQUESTER), 1), refusals.append))
+            for _ in range(3):
+                await trio.sleep(1)
+                feed_block(producer, queue, pub(PROVIDER))
+            nursery.cancel_scope.cancel()
+    assert refusals == []
+    assert _claimed(producer, ids) == len(ids)
+    assert producer.state.next_seq(pub(PROVIDER)) == 1  # the transfer went through
