@@ -28,8 +28,9 @@ The rules (specs/daemon.md, "Money transactions are intents"):
   the next block, until the escrow's expiry or ``MAX_REFUSALS``); a claim with a sealed
   receipt is signed again at the next block (its window, up to ``claim_by``, is shorter
   than ``RETRY_BLOCKS``); another settle, refund or claim tries again ``RETRY_BLOCKS``
-  later; a settle or claim gives up after ``MAX_REFUSALS`` (an escrow left open is then
-  refunded at its expiry); a refund never does, it is tried every
+  later, or at the next block if it was refused or evicted only for room (not counted);
+  a settle or claim gives up after ``MAX_REFUSALS`` counted refusals (an escrow left open
+  is then refunded at its expiry); a refund never does, it is tried every
   ``RETRY_BLOCKS * MAX_REFUSALS`` blocks from then on.
 - Nothing is decided about an escrow before the local state has reached the height at
   which the intent was made (a node catching up after a restart has not seen it yet).
@@ -174,7 +175,12 @@ class IntentBook:
         if intent is None:
             return []
         intent.seq, intent.queued = None, False
-        intent.refusals += 1
+        room = POOL_FULL in reason or EVICTED in reason
+        if not room or intent.kind == "lock":
+            # A claim or close refused only for room is not counted: its window bounds
+            # it, and flooding the pool for 8 tries cost a provider a silent requester's
+            # payment for good (review round 14, R14-2).
+            intent.refusals += 1
         intent.reason = reason
         many = intent.refusals >= MAX_REFUSALS
         intent.retry_at = height + RETRY_BLOCKS * (MAX_REFUSALS if many else 1)
@@ -360,14 +366,12 @@ def overdue_escrows(
 
 def _soon_again(intent: Intent, reason: str) -> bool:
     """Whether a refused intent is signed again at the next block, not ``RETRY_BLOCKS``
-    later: a claim with a sealed receipt (until its ``claim_by``), and a lock refused or
-    evicted only because the coordinator's mempool was full (until its escrow's expiry;
-    after ``MAX_REFUSALS`` such refusals it fails)."""
-    if intent.kind == "claim":
-        return _claim_by(intent) is not None
-    if intent.kind == "lock":
-        return POOL_FULL in reason or EVICTED in reason
-    return False
+    later: a claim with a sealed receipt (until its ``claim_by``), and any refused or
+    evicted only because the coordinator's mempool was full (a lock until its escrow's
+    expiry, failing after ``MAX_REFUSALS`` such refusals; the others uncounted)."""
+    if intent.kind == "claim" and _claim_by(intent) is not None:
+        return True
+    return POOL_FULL in reason or EVICTED in reason
 
 
 def _claim_by(intent: Intent) -> int | None:

@@ -72,3 +72,24 @@ def test_a_claim_kept_over_a_restart_is_signed_again_at_once() -> None:
     refund.seq, refund.tx_expiry = 3, 130
     chain.height = 101  # past the escrow's expiry: a refund is due
     assert IntentBook(ME, [refund]).on_block(chain) == []
+
+
+def test_a_claim_refused_only_for_room_is_tried_at_the_next_block_and_never_gives_up() -> None:
+    """Review round 14, R14-2: fresh keys' claims kept the pool full, each refusal of a
+    plain claim counted, and after 8 (about 40 blocks) it gave up for good while its escrow
+    stayed open to height 99: the provider lost a silent requester's payment."""
+    escrow = ledger.Escrow(pub(ALICE), 1000, 1000, 10, 100, 1000, 1)
+    plain = ledger.Claim(JOB, award(ALICE, BOB, 100), receipt(ALICE, BOB), bytes(32))
+    book, chain = IntentBook(ME), Chain(10, escrow)
+    book.add(intent := Intent.of(plain, 10))
+    for height in range(10, 40):
+        chain.height = height
+        book.signed(intent.key, seq=ledger.UNSEQUENCED, tx_expiry=height + 30)
+        full = "transaction rejected: the mempool is full; retry later or raise the fee"
+        assert book.refused(intent.key, full, height) == []
+        assert _kinds(book.on_block(Chain(height + 1, escrow))) == ["Submit:claim"]
+    assert intent.refusals == 0
+    # A refusal for any other reason still counts, and is tried 5 blocks later.
+    book.signed(intent.key, seq=ledger.UNSEQUENCED, tx_expiry=70)
+    book.refused(intent.key, "transaction rejected: escrow error", 40)
+    assert intent.refusals == 1 and book.on_block(Chain(41, escrow)) == []
