@@ -157,6 +157,7 @@ def produce_block(
     limit = state.genesis.max_block_txs
     budget = BlockBudget.for_block(height, state.genesis.chain_id)
     passed_over: set[bytes] = set()
+    claims_passed_over = 0
     for vtx in candidates:
         if len(included) >= limit or budget.spent():
             break
@@ -165,6 +166,9 @@ def produce_block(
             continue
         if not budget.fits(vtx.raw, vtx.payload):
             if unsequenced:
+                claims_passed_over += 1  # alone, but as many as senders end the block
+                if claims_passed_over >= MAX_PASSED_OVER:
+                    break
                 continue
             passed_over.add(vtx.sender)
             if len(passed_over) >= MAX_PASSED_OVER:

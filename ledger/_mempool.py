@@ -283,7 +283,7 @@ class Mempool:
         if old is not None:  # counted from here, admitted or not: its messages cost next
             self._count_replacement(old)
         vtx = check_embedded(vtx, self.chain_id, self.messages)
-        self._make_room(vtx, old)
+        self._make_room(vtx, old, e.owner)
         if old is not None:
             self._drop_claim(old.vtx)
         self._arrivals += 1
@@ -291,17 +291,19 @@ class Mempool:
         receipt = self.messages.decode(p.receipt, self.chain_id, Receipt)
         if receipt.sealed:
             until = min(until, receipt.claim_by)
-        entry = _Entry(vtx, self._arrivals, old.replaced if old is not None else 0, until, payout)
+        replaced = old.replaced if old is not None else 0
+        entry = _Entry(vtx, self._arrivals, replaced, until, payout, e.owner)
         self._claims.add(entry)
         self._ids.add(vtx.id)
-        self._count_bytes(tx.sender, len(vtx.raw))
+        self._count_bytes(entry.bucket, len(vtx.raw))
         self._push_tail(entry)
         return vtx
 
     def _drop_claim(self, vtx: VerifiedTx) -> None:
         """Take the unsequenced claim ``vtx`` out of the pool, if it is in."""
-        if self._claims.remove(vtx):
-            self._forget(vtx)
+        entry = self._claims.remove(vtx)
+        if entry is not None:
+            self._forget(vtx, entry.bucket)
 
     def _count_replacement(self, old: _Entry) -> None:
         old.replaced += 1
@@ -329,36 +331,43 @@ class Mempool:
                 "replace more after the next block"
             )
 
-    def _make_room(self, vtx: VerifiedTx, old: _Entry | None) -> None:
+    def _make_room(self, vtx: VerifiedTx, old: _Entry | None, bucket: bytes = b"") -> None:
         """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
         aside), or refuse it. Each eviction is the last pending transaction of its sender
-        (nothing follows it, so no gap), never one of ``vtx``'s own sender's."""
+        (nothing follows it, so no gap) or an unsequenced claim, never one of ``vtx``'s own
+        sender's. ``bucket``: whose share ``vtx`` takes (an unsequenced claim's escrow
+        owner; default its sender)."""
         size = len(vtx.raw)
         freed = len(old.vtx.raw) if old is not None else 0
         while (old is None and len(self._ids) >= self.max_size) or (
             self._bytes - freed + size > self.max_bytes
         ):
-            victim = self._victim_for(vtx, size - freed)
+            victim = self._victim_for(vtx, size - freed, bucket or vtx.sender)
             if victim is None:
                 raise MempoolRejected("the mempool is full; retry later or raise the fee")
             self.remove(victim.vtx)
             self._evicted.append(victim.vtx)
 
-    def _victim_for(self, vtx: VerifiedTx, growth: int) -> _Entry | None:
+    def _victim_for(self, vtx: VerifiedTx, growth: int, bucket: bytes) -> _Entry | None:
         """What ``vtx`` may evict: the lowest-fee last pending transaction if its fee is
-        lower; else the last one of the sender holding the most bytes, if it pays no more
-        than ``vtx`` and that sender holds more than ``vtx``'s would with it."""
+        lower; else, among the share holding the most bytes (a sender's transactions with
+        the unsequenced claims on its escrows), its last numbered one or its latest claim,
+        if it pays no more than ``vtx`` and that share is more than ``vtx``'s (``bucket``'s)
+        would be with it."""
         tx = vtx.tx
         lowest = self._lowest_tail()
         if lowest is not None and lowest.vtx.tx.fee < tx.fee and lowest.vtx.sender != tx.sender:
             return lowest
         hog = self._biggest_sender()
-        if hog is None or hog == tx.sender:
+        if hog is None or hog == bucket:
             return None
-        if self._sender_bytes[hog] <= self._sender_bytes.get(tx.sender, 0) + growth:
+        if self._sender_bytes[hog] <= self._sender_bytes.get(bucket, 0) + growth:
             return None
         queue = self._by_sender.get(hog, {})
-        lasts = [*self._claims.of(hog).values(), *([queue[max(queue)]] if queue else [])]
+        lasts = [*self._claims.of_owner(hog).values(), *([queue[max(queue)]] if queue else [])]
+        lasts = [e for e in lasts if e.vtx.sender != tx.sender]
+        if not lasts:
+            return None
         last = min(lasts, key=lambda e: (e.vtx.tx.fee, -e.arrival))
         return last if last.vtx.tx.fee <= tx.fee else None
 
@@ -463,11 +472,12 @@ class Mempool:
                 f"{pledged} of the sender's {len(queue) + len(claims)} pending transactions"
             )
 
-    def _forget(self, vtx: VerifiedTx) -> None:
+    def _forget(self, vtx: VerifiedTx, bucket: bytes = b"") -> None:
+        """``bucket``: whose share it took (an unsequenced claim's escrow owner)."""
         if vtx.id not in self._ids:
             return
         self._ids.discard(vtx.id)
-        self._count_bytes(vtx.sender, -len(vtx.raw))
+        self._count_bytes(bucket or vtx.sender, -len(vtx.raw))
         if isinstance(vtx.payload, Claim):
             pending = self._unfunded_claims.get(vtx.payload.job_id)
             if pending is not None and pending.get(vtx.sender) == vtx.id:
@@ -558,17 +568,26 @@ class Mempool:
             e = queue.get(seq)
             if e is not None:
                 heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, sender, seq))
-        # A sender's unsequenced claims take their rounds among themselves, by arrival
-        # (``seq`` here: the claim's arrival, negated below -1, to find it).
-        claims: dict[int, _Entry] = {}
-        for e, count, taken in self._claims.ranked():
-            claims[e.arrival] = e
-            heap.append((-e.vtx.tx.fee, count, taken, e.arrival, e.vtx.sender, -1 - e.arrival))
+        # The unsequenced claims on an escrow owner's escrows take their rounds among
+        # themselves, by arrival, each owner's first in the heap and its next pushed when
+        # one is taken (``seq`` here: -1 - the owner's place in ``heads``).
+        heads: list[tuple[_Entry, Iterator[_Entry]]] = []
+        for queued in self._claims.queues():
+            e = next(queued)
+            heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, e.bucket, -1 - len(heads)))
+            heads.append((e, queued))
         heapq.heapify(heap)
         while heap:
             _, count, taken, _, sender, seq = heapq.heappop(heap)
             if seq < 0:
-                yield claims[-1 - seq].vtx
+                e, queued = heads[-1 - seq]
+                yield e.vtx
+                following = next(queued, None)
+                if following is not None:
+                    heads[-1 - seq] = (following, queued)
+                    rank = taken + len(following.vtx.raw)
+                    fee = -following.vtx.tx.fee
+                    heapq.heappush(heap, (fee, count + 1, rank, following.arrival, sender, seq))
                 continue
             queue = self._by_sender[sender]
             yield queue[seq].vtx
@@ -613,10 +632,10 @@ class Mempool:
                         self._push_tail(queue[seq - 1])
             if not queue:
                 self._by_sender.pop(sender, None)
-        for vtx, reason in self._claims.stale(state):
-            self._forget(vtx)
+        for entry, reason in self._claims.stale(state):
+            self._forget(entry.vtx, entry.bucket)
             if reason is not None:
-                dropped.append((vtx, reason))
+                dropped.append((entry.vtx, reason))
         return dropped
 
 

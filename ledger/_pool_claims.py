@@ -27,6 +27,14 @@ class PoolEntry:
     until: int = 0
     #: A claim's payout (it may pay its fee out of it).
     payout: int = 0
+    #: A claim's escrow's owner, who signed its Award: the party its room and rank count
+    #: against (claimant keys are free; an owner funds its locks).
+    owner: bytes = b""
+
+    @property
+    def bucket(self) -> bytes:
+        """Whose share of the pool it takes: a claim's escrow owner's, else its sender's."""
+        return self.owner or self.vtx.sender
 
     @property
     def pledge(self) -> int:
@@ -41,9 +49,11 @@ def job_of(vtx: VerifiedTx) -> bytes:
 
 @dataclass(slots=True)
 class ClaimPool:
-    """Pending unsequenced claims: each sender's by job id, and how many each escrow has."""
+    """Pending unsequenced claims: each sender's by job id, each escrow owner's by
+    transaction id, and how many each escrow has."""
 
     _by_sender: dict[bytes, dict[bytes, PoolEntry]] = field(default_factory=dict)
+    _by_owner: dict[bytes, dict[bytes, PoolEntry]] = field(default_factory=dict)
     _per_escrow: dict[bytes, int] = field(default_factory=dict)
     _count: int = 0
 
@@ -53,6 +63,10 @@ class ClaimPool:
     def of(self, sender: bytes) -> dict[bytes, PoolEntry]:
         """``sender``'s pending claims by job id (do not change it)."""
         return self._by_sender.get(sender, {})
+
+    def of_owner(self, owner: bytes) -> dict[bytes, PoolEntry]:
+        """The pending claims on ``owner``'s escrows by transaction id (do not change it)."""
+        return self._by_owner.get(owner, {})
 
     def at(self, job_id: bytes) -> int:
         """How many claims of ``job_id``'s escrow are pending."""
@@ -73,41 +87,45 @@ class ClaimPool:
     def add(self, entry: PoolEntry) -> None:
         job = job_of(entry.vtx)
         self._by_sender.setdefault(entry.vtx.sender, {})[job] = entry
+        self._by_owner.setdefault(entry.owner, {})[entry.vtx.id] = entry
         self._per_escrow[job] = self._per_escrow.get(job, 0) + 1
         self._count += 1
 
-    def remove(self, vtx: VerifiedTx) -> bool:
-        """Take ``vtx`` out; whether it was pending."""
+    def remove(self, vtx: VerifiedTx) -> PoolEntry | None:
+        """Take ``vtx`` out; its entry if it was pending."""
         job = job_of(vtx)
         mine = self._by_sender.get(vtx.sender)
         entry = mine.get(job) if mine is not None else None
         if mine is None or entry is None or entry.vtx.id != vtx.id:
-            return False
+            return None
         del mine[job]
         if not mine:
             del self._by_sender[vtx.sender]
+        owned = self._by_owner[entry.owner]
+        del owned[vtx.id]
+        if not owned:
+            del self._by_owner[entry.owner]
         self._count -= 1
         left = self._per_escrow[job] - 1
         if left:
             self._per_escrow[job] = left
         else:
             del self._per_escrow[job]
-        return True
+        return entry
 
-    def ranked(self) -> Iterator[tuple[PoolEntry, int, int]]:
-        """Each pending claim with its sender's round among its claims, by arrival, and
-        the bytes its sender's claims take with it (the block's round robin)."""
-        for mine in self._by_sender.values():
-            taken = 0
-            for count, entry in enumerate(sorted(mine.values(), key=lambda e: e.arrival), 1):
-                taken += len(entry.vtx.raw)
-                yield entry, count, taken
+    def queues(self) -> Iterator[Iterator[PoolEntry]]:
+        """For each escrow owner, the pending claims on its escrows in the order they
+        arrived (a replacement arrives anew): the block's round robin takes one round of
+        them at a time, as of any one sender's transactions (claimant keys are free,
+        escrows are not: review round 14, R14-2)."""
+        for owned in self._by_owner.values():
+            yield iter(owned.values())
 
-    def stale(self, state: State) -> list[tuple[VerifiedTx, str | None]]:
+    def stale(self, state: State) -> list[tuple[PoolEntry, str | None]]:
         """The claims ``state`` made stale, taken out: applied ones (their sender is
         among the escrow's claimants) with no reason, those past their expiry, their
         window or their escrow's close with the reason their senders should hear."""
-        gone: list[tuple[VerifiedTx, str | None]] = []
+        gone: list[tuple[PoolEntry, str | None]] = []
         for sender, entry in list(self.entries()):
             e = state.escrow(job_of(entry.vtx))
             why = None
@@ -122,5 +140,5 @@ class ClaimPool:
             else:
                 continue
             self.remove(entry.vtx)
-            gone.append((entry.vtx, why))
+            gone.append((entry, why))
         return gone

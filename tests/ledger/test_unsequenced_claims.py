@@ -8,6 +8,8 @@ few cheap sybil requesters made honest requesters' claims miss their ``claim_by`
 
 from __future__ import annotations
 
+import contextlib
+
 import nacl.signing
 import pytest
 
@@ -272,3 +274,81 @@ def test_a_claim_pays_its_fee_out_of_its_payout() -> None:
     pool.add(_claim(BOB, fee=100).raw, c.state)
     with pytest.raises(ledger.MempoolRejected, match="on top of the fees"):
         pool.add(_claim(BOB, fee=101).raw, c.state)  # 1 over its payout: no room
+
+
+def test_fresh_keys_claims_on_a_few_owners_escrows_cannot_keep_an_honest_claim_out() -> None:
+    """Review round 14, R14-2: fresh keys holding nothing, each with a fee-0 claim a few
+    bytes smaller than an honest one on escrows of the attacker's (self-awarded), filled
+    the pool. The honest claim was refused as full (no sender held more than it would),
+    evicted by the next junk claim once in (it was then the biggest sender), and ranked
+    behind every smaller first-round claim. Claims now count against their escrow's
+    owner, who funds the locks: the owner's share is evicted, and its claims take one
+    round of the block at a time."""
+    owners = [key(f"r14-2 owner {i}") for i in range(2)]
+    honest_owner, honest = key("r14-2 honest requester"), key("r14-2 honest provider")
+    funds = {pub(o): 10**6 for o in (*owners, honest_owner)}
+    genesis = ledger.make_genesis(CHAIN, [pub(COORD)], funds)
+    producer = ledger.Producer(
+        COORD,
+        ledger.State.from_genesis(genesis),
+        interval_ms=100,
+        now_ms=0,
+        mempool=ledger.Mempool(CHAIN, max_size=200),
+    )
+
+    def lock(owner: nacl.signing.SigningKey, seq: int, label: bytes, payees: int) -> bytes:
+        spec = job_spec(owner, label)
+        producer.submit(
+            tx.lock(
+                owner,
+                CHAIN,
+                seq,
+                job_id=spec.id,
+                amount=100 * payees,
+                claim_height=90,
+                escrow_expiry=99,
+                max_per_payee=100,
+                max_payees=payees,
+                spec=spec.raw,
+                expiry_height=50,
+            ).raw
+        )
+        return spec.id
+
+    theirs = [
+        (o, lock(o, i, b"r14-2 %d %d" % (n, i), 64)) for n, o in enumerate(owners) for i in range(2)
+    ]
+    job = lock(honest_owner, 0, b"r14-2 honest", 1)
+    producer.produce()
+
+    def claim(
+        owner: nacl.signing.SigningKey, provider: nacl.signing.SigningKey, job: bytes, unseal: bytes
+    ) -> bytes:
+        return tx.claim(
+            provider,
+            CHAIN,
+            ledger.UNSEQUENCED,
+            job_id=job,
+            award=award(owner, provider, 1 if owner is not honest_owner else 100, job=job),
+            receipt=receipt(owner, provider, job=job, key=unseal, at_once=True, claim_by=90),
+            expiry_height=60,
+            unseal_key=unseal,
+        ).raw
+
+    junk = [
+        claim(o, key(f"r14-2 sybil {i}"), j, b"k")
+        for i, (o, j) in enumerate(theirs[i // 64] for i in range(256))
+    ]
+    for raw in junk[:200]:
+        producer.submit(raw)
+    assert len(producer.mempool) == 200
+    mine = claim(honest_owner, honest, job, KEY)
+    assert len(mine) > len(junk[0])
+    honest_id = producer.submit(mine).id  # before: "the mempool is full"
+    for raw in junk[200:]:  # the next junk claims evict each other's owners', not it
+        with contextlib.suppress(ledger.MempoolRejected):
+            producer.submit(raw)
+    assert honest_id in producer.mempool and len(producer.mempool) == 200
+    # It is in the block's first round: one claim per owner before any owner's second.
+    first = [v.raw for v in producer.mempool.select(producer.state, 3)]
+    assert mine in first
