@@ -144,7 +144,7 @@ class Mempool:
     _evicted: list[VerifiedTx] = field(default_factory=list)
     #: Ids of transactions refused when a block was made, oldest first, with their expiry
     #: heights (:meth:`refused_at_block`).
-    _refused: dict[bytes, int] = field(default_factory=dict)
+    _refused: dict[bytes, tuple[int, str]] = field(default_factory=dict)
     max_refused: int = MAX_REFUSED_REMEMBERED
     #: The signed messages (Bids, Awards, ...) verified at admission, across transactions
     #: (:func:`~ledger._admission.check_embedded`).
@@ -157,9 +157,16 @@ class Mempool:
         return tx_id in self._ids
 
     def add(self, raw: bytes, state: State) -> VerifiedTx:
-        """Verify and admit ``raw``; raises a :class:`TransactionRejected` if refused."""
-        if self._refused and len(raw) <= MAX_TX_BYTES:
-            self._check_not_refused(protocol.content_hash(raw), state)  # before the signature
+        """Verify and admit ``raw``; raises a :class:`TransactionRejected` if refused. The
+        same bytes pending, or refused when a block was made, are refused before their
+        signature is checked: a node sends what it has pending again (a coordinator that
+        reconnected, its probe of transactions no block took), and at a signature check
+        each such resend cost the coordinator work nobody paid for (round 15, R15-6)."""
+        if len(raw) <= MAX_TX_BYTES:
+            tx_id = protocol.content_hash(raw)
+            if tx_id in self._ids:
+                raise MempoolRejected("transaction is already in the mempool")
+            self._check_not_refused(tx_id, state)
         return self.add_verified(verify_tx(raw, self.chain_id), state)
 
     def add_verified(self, vtx: VerifiedTx, state: State) -> VerifiedTx:
@@ -364,7 +371,11 @@ class Mempool:
         if self._sender_bytes[hog] <= self._sender_bytes.get(bucket, 0) + growth:
             return None
         queue = self._by_sender.get(hog, {})
-        lasts = [*self._claims.of_owner(hog).values(), *([queue[max(queue)]] if queue else [])]
+        cheapest = self._claims.cheapest_of(hog)
+        lasts = [
+            *([cheapest] if cheapest is not None else []),
+            *([queue[max(queue)]] if queue else []),
+        ]
         lasts = [e for e in lasts if e.vtx.sender != tx.sender]
         if not lasts:
             return None
@@ -392,26 +403,30 @@ class Mempool:
             heapq.heappop(self._hogs)
         return None
 
-    def refused_at_block(self, vtx: VerifiedTx) -> None:
+    def refused_at_block(self, vtx: VerifiedTx, reason: str = "") -> None:
         """``vtx`` was refused when a block was made: remember its id until its expiry (at
         most ``max_refused`` ids, the oldest forgotten first). The same signed bytes
         submitted again are refused at once: a refused transaction consumes no sequence
         number and no fee, so without this it could be replayed every block at one
-        signature check of admission for up to 65 checks of block making (round 5, R5-6)."""
+        signature check of admission for up to 65 checks of block making (round 5, R5-6).
+        ``reason`` (its first 160 characters kept) is told to whoever sends it again: a
+        sender that missed the drop report learns why (round 15, R15-8)."""
         self._refused.pop(vtx.id, None)
-        self._refused[vtx.id] = vtx.tx.expiry_height
+        self._refused[vtx.id] = (vtx.tx.expiry_height, reason[:160])
         while len(self._refused) > self.max_refused:
             del self._refused[next(iter(self._refused))]
 
     def _check_not_refused(self, tx_id: bytes, state: State) -> None:
-        expiry = self._refused.get(tx_id)
-        if expiry is None:
+        refused = self._refused.get(tx_id)
+        if refused is None:
             return
+        expiry, reason = refused
         if expiry <= state.height:  # it could not be admitted anyway: forget it
             del self._refused[tx_id]
             return
+        why = f" ({reason})" if reason else ""
         raise MempoolRejected(
-            f"{REFUSED_AT_BLOCK}; the same signed bytes are not admitted again: "
+            f"{REFUSED_AT_BLOCK}{why}; the same signed bytes are not admitted again: "
             "sign a new transaction once what was refused is put right"
         )
 
@@ -604,7 +619,7 @@ class Mempool:
         dropped: list[tuple[VerifiedTx, str]] = []
         while self._refused:  # the oldest remembered refusals, once expired
             oldest = next(iter(self._refused))
-            if self._refused[oldest] > state.height:
+            if self._refused[oldest][0] > state.height:
                 break
             del self._refused[oldest]
         for sender in list(self._by_sender):

@@ -91,7 +91,7 @@ class Producer:
         for vtx, exc in produced.rejected:
             if vtx.unsequenced:  # it holds no sequence number: it leaves no gap
                 self.rejected += 1
-                self.mempool.refused_at_block(vtx)
+                self.mempool.refused_at_block(vtx, str(exc))
                 self.mempool.remove(vtx)
                 self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
                 continue
@@ -99,7 +99,7 @@ class Producer:
                 continue  # refused for the gap before it: dropped with that one below
             gapped.add(vtx.sender)
             self.rejected += 1
-            self.mempool.refused_at_block(vtx)
+            self.mempool.refused_at_block(vtx, str(exc))
             self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, str(exc)))
             behind = f"{DROPPED_BEHIND} {vtx.tx.seq}, which was refused: {exc}"
             for later in self.mempool.remove(vtx):

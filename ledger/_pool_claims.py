@@ -5,6 +5,7 @@ each is selected, dropped or evicted alone."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -54,6 +55,11 @@ class ClaimPool:
 
     _by_sender: dict[bytes, dict[bytes, PoolEntry]] = field(default_factory=dict)
     _by_owner: dict[bytes, dict[bytes, PoolEntry]] = field(default_factory=dict)
+    #: Each owner's eviction candidates, ``(fee, -arrival, tx_id)``: the cheapest, then
+    #: latest, on top; an item no longer pending is stale, dropped when met. Scanning an
+    #: owner's share for it cost an admission to a full pool 20 ms with 20,000 claims on one
+    #: owner's escrows (round 15, R15-1).
+    _cheapest: dict[bytes, list[tuple[int, int, bytes]]] = field(default_factory=dict)
     _per_escrow: dict[bytes, int] = field(default_factory=dict)
     _count: int = 0
 
@@ -67,6 +73,17 @@ class ClaimPool:
     def of_owner(self, owner: bytes) -> dict[bytes, PoolEntry]:
         """The pending claims on ``owner``'s escrows by transaction id (do not change it)."""
         return self._by_owner.get(owner, {})
+
+    def cheapest_of(self, owner: bytes) -> PoolEntry | None:
+        """The lowest-fee (of those, the latest) pending claim on ``owner``'s escrows."""
+        owned = self._by_owner.get(owner)
+        heap = self._cheapest.get(owner)
+        while owned and heap:
+            entry = owned.get(heap[0][2])
+            if entry is not None:
+                return entry
+            heapq.heappop(heap)
+        return None
 
     def at(self, job_id: bytes) -> int:
         """How many claims of ``job_id``'s escrow are pending."""
@@ -87,7 +104,13 @@ class ClaimPool:
     def add(self, entry: PoolEntry) -> None:
         job = job_of(entry.vtx)
         self._by_sender.setdefault(entry.vtx.sender, {})[job] = entry
-        self._by_owner.setdefault(entry.owner, {})[entry.vtx.id] = entry
+        owned = self._by_owner.setdefault(entry.owner, {})
+        owned[entry.vtx.id] = entry
+        heap = self._cheapest.setdefault(entry.owner, [])
+        heapq.heappush(heap, (entry.vtx.tx.fee, -entry.arrival, entry.vtx.id))
+        if len(heap) > 2 * len(owned) + 64:
+            heap[:] = [(e.vtx.tx.fee, -e.arrival, i) for i, e in owned.items()]
+            heapq.heapify(heap)
         self._per_escrow[job] = self._per_escrow.get(job, 0) + 1
         self._count += 1
 
@@ -105,6 +128,7 @@ class ClaimPool:
         del owned[vtx.id]
         if not owned:
             del self._by_owner[entry.owner]
+            del self._cheapest[entry.owner]
         self._count -= 1
         left = self._per_escrow[job] - 1
         if left:
@@ -114,12 +138,16 @@ class ClaimPool:
         return entry
 
     def queues(self) -> Iterator[Iterator[PoolEntry]]:
-        """For each escrow owner, the pending claims on its escrows in the order they
-        arrived (a replacement arrives anew): the block's round robin takes one round of
-        them at a time, as of any one sender's transactions (claimant keys are free,
-        escrows are not: review round 14, R14-2)."""
+        """For each escrow owner, the pending claims on its escrows, the highest fee first,
+        then in the order they arrived: the block's round robin takes one round of them at
+        a time, as of any one sender's transactions (claimant keys are free, escrows are
+        not: review round 14, R14-2; by arrival alone, a fee-10 claim behind a fee-0 one
+        of the same owner's ranked last: round 15, R15-3)."""
         for owned in self._by_owner.values():
-            yield iter(owned.values())
+            if len(owned) == 1:
+                yield iter(owned.values())
+            else:
+                yield iter(sorted(owned.values(), key=lambda e: (-e.vtx.tx.fee, e.arrival)))
 
     def stale(self, state: State) -> list[tuple[PoolEntry, str | None]]:
         """The claims ``state`` made stale, taken out: applied ones (their sender is

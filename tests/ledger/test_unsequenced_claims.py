@@ -216,8 +216,9 @@ def test_a_claim_whose_escrow_closed_is_dropped_with_the_reason() -> None:
     assert len(commit.block.message.txs) == 2 and claim.raw not in commit.block.message.txs
     dropped = producer.take_dropped()
     assert [(d.sender, d.seq) for d in dropped] == [(pub(BOB), ledger.UNSEQUENCED)]
-    with pytest.raises(ledger.MempoolRejected, match=ledger.REFUSED_AT_BLOCK):
+    with pytest.raises(ledger.MempoolRejected, match=ledger.REFUSED_AT_BLOCK) as refused:
         producer.submit(claim.raw)
+    assert "already closed" in str(refused.value)  # why, for one that missed the report
 
 
 def test_a_full_pool_evicts_an_unsequenced_claim_alone() -> None:
@@ -352,3 +353,42 @@ def test_fresh_keys_claims_on_a_few_owners_escrows_cannot_keep_an_honest_claim_o
     # It is in the block's first round: one claim per owner before any owner's second.
     first = [v.raw for v in producer.mempool.select(producer.state, 3)]
     assert mine in first
+
+
+def test_within_an_owners_claims_the_higher_fee_goes_first() -> None:
+    """Review round 15, R15-3: an owner's claims went by arrival alone, so a fee-10 claim
+    behind a fee-0 one on the same owner's escrows ranked last of the block's candidates."""
+    c = Chain.new()
+    _locked(c, payees=3)
+    pool = ledger.Mempool(CHAIN)
+    pool.add(_claim(CAROL).raw, c.state)  # on ALICE's escrow, fee 0
+    paying = pool.add(_claim(BOB, fee=10).raw, c.state)  # ALICE's too, later, fee 10
+    pool.add(_claim(DAVE, owner=CAROL, job=JOB2).raw, c.state)  # another owner's, fee 0
+    assert pool.select(c.state, 1) == [paying]
+
+
+def test_a_resent_pending_transaction_costs_no_signature_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review round 15, R15-6: nodes send their pending transactions again (a coordinator
+    reconnected, the queue's probe); each resend cost a signature check."""
+    import ledger._mempool as mempool_module
+
+    c = Chain.new()
+    _locked(c)
+    pool = ledger.Mempool(CHAIN)
+    raw = _claim(BOB).raw
+    pool.add(raw, c.state)
+    checks = 0
+    verify = mempool_module.verify_tx
+
+    def counted(data: bytes, chain: str) -> ledger.VerifiedTx:
+        nonlocal checks
+        checks += 1
+        return verify(data, chain)
+
+    monkeypatch.setattr(mempool_module, "verify_tx", counted)
+    for _ in range(5):
+        with pytest.raises(ledger.MempoolRejected, match="already in the mempool"):
+            pool.add(raw, c.state)
+    assert checks == 0
