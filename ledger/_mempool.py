@@ -286,6 +286,14 @@ class Mempool:
         # follow from them), then verified below, after every cheaper refusal.
         payout = check_claim(state, tx.sender, p)
         assert e is not None  # (check_claim refuses a claim of no escrow)
+        paying = self._claims.paying(p.job_id) - (old.payout if old is not None else 0)
+        if paying + payout > e.remaining:
+            # Each would pay its fee out of a payout the escrow cannot make for all of them:
+            # 64 claims on 32 locked credits held the pool and paid nothing (round 15, R15-4).
+            raise MempoolRejected(
+                f"the claims pending on this escrow would take {paying} of the {e.remaining} "
+                f"it holds: it cannot pay this one's {payout} as well"
+            )
         self._check_funds(vtx, state, old, payout)
         if old is not None:  # counted from here, admitted or not: its messages cost next
             self._count_replacement(old)
@@ -475,7 +483,7 @@ class Mempool:
             return
         balance = state.account(tx.sender).balance
         if tx.fee > balance + payout:
-            what = f"balance {balance} and the claim's payout {payout}" if payout else "balance"
+            what = f"balance {balance}" + (f" and the claim's payout {payout}" if payout else "")
             raise MempoolRejected(f"{what} cannot pay the fee {tx.fee}")
         queue = self._by_sender.get(tx.sender, {})
         claims = self._claims.of(tx.sender)

@@ -61,6 +61,8 @@ class ClaimPool:
     #: owner's escrows (round 15, R15-1).
     _cheapest: dict[bytes, list[tuple[int, int, bytes]]] = field(default_factory=dict)
     _per_escrow: dict[bytes, int] = field(default_factory=dict)
+    #: What the claims pending on each escrow would pay, in all.
+    _payouts: dict[bytes, int] = field(default_factory=dict)
     _count: int = 0
 
     def __len__(self) -> int:
@@ -89,6 +91,10 @@ class ClaimPool:
         """How many claims of ``job_id``'s escrow are pending."""
         return self._per_escrow.get(job_id, 0)
 
+    def paying(self, job_id: bytes) -> int:
+        """What the claims pending on ``job_id``'s escrow would pay, in all."""
+        return self._payouts.get(job_id, 0)
+
     def find(self, sender: bytes, tx_id: bytes) -> PoolEntry | None:
         """The pending claim ``tx_id`` of ``sender``, if it still is."""
         for entry in self.of(sender).values():
@@ -112,6 +118,7 @@ class ClaimPool:
             heap[:] = [(e.vtx.tx.fee, -e.arrival, i) for i, e in owned.items()]
             heapq.heapify(heap)
         self._per_escrow[job] = self._per_escrow.get(job, 0) + 1
+        self._payouts[job] = self._payouts.get(job, 0) + entry.payout
         self._count += 1
 
     def remove(self, vtx: VerifiedTx) -> PoolEntry | None:
@@ -133,8 +140,10 @@ class ClaimPool:
         left = self._per_escrow[job] - 1
         if left:
             self._per_escrow[job] = left
+            self._payouts[job] -= entry.payout
         else:
             del self._per_escrow[job]
+            del self._payouts[job]
         return entry
 
     def queues(self) -> Iterator[Iterator[PoolEntry]]:

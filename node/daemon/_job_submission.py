@@ -57,8 +57,9 @@ async def submit_job(
     )
     state = node.ledger.state
     budget = redundancy + max_retries
-    spendable = state.balance(node.me) - locked_pending(node.requester, state)
-    fees = 2 * node.txq.fee()  # the lock's and the settle's (or the refund's)
+    fee = node.txq.fee()
+    spendable = state.balance(node.me) - locked_pending(node.requester, state, fee)
+    fees = 2 * fee  # the lock's and the settle's (or the refund's)
     if price * budget + fees > spendable:
         paid = f" and {fees} in transaction fees" if fees else ""
         raise JobSubmitError(
@@ -106,10 +107,17 @@ async def submit_job(
     return job_id
 
 
-def locked_pending(requester: scheduler.Requester, state: ledger.State) -> int:
-    """Credits of jobs submitted here whose lock is not in a block yet."""
-    return sum(
-        j.spec.max_price * j.budget
-        for j in requester.jobs.values()
-        if j.phase == "locking" and j.done is None and state.escrow(j.id) is None
-    )
+def locked_pending(requester: scheduler.Requester, state: ledger.State, fee: int = 0) -> int:
+    """Credits the jobs submitted here still need: the escrow of each whose lock is not in
+    a block yet, with its ``fee``, and the ``fee`` of each one's settle or refund while its
+    escrow is not closed (each job's two fees were checked only when it was submitted, so
+    two jobs could leave one fee for two closes, and the refund of the second was refused
+    for good: round 15, R15-5)."""
+    total = 0
+    for j in requester.jobs.values():
+        escrow = state.escrow(j.id)
+        if j.phase == "locking" and j.done is None and escrow is None:
+            total += j.spec.max_price * j.budget + 2 * fee
+        elif escrow is not None and escrow.is_open:
+            total += fee
+    return total

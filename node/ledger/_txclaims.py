@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.ledger._txqueue")  # its lines are the queue's
 
+#: How the ledger refuses a claim of a provider that claimed from the escrow already.
+ALREADY_CLAIMED = "already claimed from this escrow"
+
 
 async def claim(q: TxQueue, request: TxRequest) -> None:
     """Sign and submit a claim with no sequence number. A timeout leaves its outcome
@@ -79,8 +82,15 @@ async def until_known(q: TxQueue, claim: Pending) -> None:
 
 
 def refused(q: TxQueue, claim: Pending, reason: str) -> None:
-    if q._claims.pop(claim.tx_id, None) is not None and claim.request is not None:
-        q._rejected(claim.request, reason)
+    """Report a refusal of ``claim`` to its request; one saying that we claimed already is
+    none (a claim of ours landed in a block our replica has not taken yet: the chain
+    resolves its intent)."""
+    if q._claims.pop(claim.tx_id, None) is None or claim.request is None:
+        return
+    if ALREADY_CLAIMED in reason:
+        log.info("claim answered: %s (it landed)", reason)
+        return
+    q._rejected(claim.request, reason)
 
 
 def decided(q: TxQueue, claim: Pending, state: ledger.State) -> bool:

@@ -392,3 +392,28 @@ def test_a_resent_pending_transaction_costs_no_signature_check(
         with pytest.raises(ledger.MempoolRejected, match="already in the mempool"):
             pool.add(raw, c.state)
     assert checks == 0
+
+
+def test_claims_pending_on_an_escrow_may_not_take_more_than_it_holds() -> None:
+    """Review round 15, R15-4: each claim's fee is backed by its payout, but 64 claims
+    pending on one escrow all counted the same remaining credits: 32 locked let 2,000
+    fee-paying claims evict fee-0 transactions, and the block refused 1,968 of them with
+    no fee paid."""
+    c = Chain.new()
+    _locked(c, payees=4)  # ALICE's escrow holds 300, 100 a payee
+    pool = ledger.Mempool(CHAIN)
+    pool.add(_claim(BOB).raw, c.state)
+    pool.add(_claim(CAROL).raw, c.state)
+    pool.add(_claim(DAVE).raw, c.state)  # 300 of 300
+    eve = tx.claim(
+        EVE,
+        CHAIN,
+        ledger.UNSEQUENCED,
+        job_id=JOB,
+        award=award(ALICE, EVE, 1),
+        receipt=receipt(ALICE, EVE, key=KEY, at_once=True, claim_by=15),
+        expiry_height=20,
+        unseal_key=KEY,
+    )
+    with pytest.raises(ledger.MempoolRejected, match="would take 300 of the 300"):
+        pool.add(eve.raw, c.state)
