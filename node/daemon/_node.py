@@ -330,9 +330,11 @@ class Node:
         on_reject: Callable[[str], None] | None = None,
         expiry_cap: int | None = None,
         on_signed: Callable[[int, bytes, int], None] | None = None,
+        fee: int = 0,
     ) -> None:
-        """Queue a ledger transaction of this node's (signed and sequenced by the queue)."""
-        request = TxRequest(payload, on_reject, expiry_cap, on_signed)
+        """Queue a ledger transaction of this node's (signed and sequenced by the queue;
+        ``fee``: the least it pays)."""
+        request = TxRequest(payload, on_reject, expiry_cap, on_signed, fee)
         self.metrics.txs.labels(request.kind).inc()
         self.txq.put(request)
 

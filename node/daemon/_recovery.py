@@ -300,6 +300,7 @@ class MoneyIntents:
                     on_reject=functools.partial(self._refused, intent.key),
                     expiry_cap=intent.expiry_cap,
                     on_signed=functools.partial(self._signed, intent.key),
+                    fee=self.book.fee_for(intent, node.txq.fee()),
                 )
                 continue
             assert isinstance(action, Resolved)

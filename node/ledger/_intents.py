@@ -94,6 +94,8 @@ class Intent:
     retry_at: int = 0
     #: Handed to the queue and not signed yet (not kept: after a restart it is put again).
     queued: bool = False
+    #: Refusals for room in a row (not kept): a claim's fee rises with them (``fee_for``).
+    room: int = 0
 
     @property
     def key(self) -> tuple[bytes, Kind]:
@@ -176,6 +178,7 @@ class IntentBook:
             return []
         intent.seq, intent.queued = None, False
         room = POOL_FULL in reason or EVICTED in reason
+        intent.room = intent.room + 1 if room else 0
         if not room or intent.kind == "lock":
             # A claim or close refused only for room is not counted: its window bounds
             # it, and flooding the pool for 8 tries cost a provider a silent requester's
@@ -197,6 +200,18 @@ class IntentBook:
         if many and intent.kind != "refund":
             return [self._resolve(intent, False, reason)]
         return []
+
+    def fee_for(self, intent: Intent, fee: int) -> int:
+        """The fee ``intent``'s transaction pays, given the node's (``fee``): a claim
+        refused for room ``n`` times in a row offers ``2^n`` times it (at least 1), up to a
+        tenth of its payout, which pays it (the ledger takes a claim's fee out of its
+        payout). A pool full of free claims at fee 0 otherwise kept a busy honest
+        requester's claims, one round of the block at a time, past their ``claim_by``
+        (round 15, R15-2); outbidding the raised fee costs the flood that fee a claim."""
+        if intent.kind != "claim" or intent.room == 0:
+            return fee
+        raised = max(1, fee) << min(intent.room - 1, 20)
+        return max(fee, min(raised, claim_price(intent.decoded()) // 10))
 
     def on_block(self, chain: Chain) -> list[Action]:
         """A new state: resolve what it shows, submit again what can no longer apply."""
@@ -380,10 +395,21 @@ def _claim_by(intent: Intent) -> int | None:
     return sealed_claim_by(intent.decoded())
 
 
+def claim_price(payload: ledger.Payload) -> int:
+    """The price of a claim of ours (its Award's; 0 for any other payload)."""
+    if not isinstance(payload, ledger.Claim):
+        return 0
+    try:  # our own intent: the award's chain is the one it names
+        chain = protocol.unpack(payload.award)[1]
+        award: protocol.Award = protocol.decode(payload.award, chain, protocol.Award).message
+    except (protocol.ProtocolError, IndexError, TypeError):
+        return 0
+    return award.price
+
+
 def sealed_claim_by(payload: ledger.Payload) -> int | None:
     """The ``claim_by`` of a claim of ours carrying a sealed receipt; ``None`` for any other
-    payload (a plain receipt's claim included). The transaction queue signs these first
-    when it renumbers: their window is a few blocks."""
+    payload (a plain receipt's claim included)."""
     if not isinstance(payload, ledger.Claim):
         return None
     try:  # our own intent: the receipt's chain is the one it names

@@ -372,7 +372,8 @@ class TxQueue:
     async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
         try:
             for attempt in range(2):
-                signed = request.sign(self._key, self._chain_id, seq, expiry, self.fee())
+                fee = max(request.fee, self.fee())
+                signed = request.sign(self._key, self._chain_id, seq, expiry, fee)
                 if request.on_signed is not None:
                     request.on_signed(seq, signed.id, signed.message.expiry_height)
                 sent = seq

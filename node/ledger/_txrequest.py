@@ -25,6 +25,8 @@ class TxRequest:
     expiry_cap: int | None = None
     #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
     on_signed: Callable[[int, bytes, int], None] | None = None
+    #: The least fee it pays (the queue's own is paid if higher).
+    fee: int = 0
 
     @property
     def kind(self) -> str:

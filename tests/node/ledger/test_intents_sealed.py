@@ -93,3 +93,26 @@ def test_a_claim_refused_only_for_room_is_tried_at_the_next_block_and_never_give
     book.signed(intent.key, seq=ledger.UNSEQUENCED, tx_expiry=70)
     book.refused(intent.key, "transaction rejected: escrow error", 40)
     assert intent.refusals == 1 and book.on_block(Chain(41, escrow)) == []
+
+
+def test_a_claim_refused_for_room_offers_a_rising_fee_out_of_its_payout() -> None:
+    """Review round 15, R15-2: at fee 0, a pool full of free claims kept a busy honest
+    requester's claims (one round of the block at a time) past their claim_by. Refused for
+    room, a claim now offers 1, 2, 4, ... (the node's fee at least), up to a tenth of its
+    payout, which pays it; any other refusal starts again from the node's fee."""
+    claim = ledger.Claim(JOB, award(ALICE, BOB, 100), receipt(ALICE, BOB), bytes(32))
+    book = IntentBook(ME)
+    book.add(intent := Intent.of(claim, 10))
+    assert book.fee_for(intent, 0) == 0
+    offered = []
+    for height in range(10, 16):
+        book.refused(intent.key, "transaction rejected: the mempool is full; retry", height)
+        offered.append(book.fee_for(intent, 0))
+    assert offered == [1, 2, 4, 8, 10, 10]  # a tenth of the payout (100) at most
+    assert book.fee_for(intent, 3) == 10
+    book.refused(intent.key, "transaction rejected: escrow error", 16)
+    assert book.fee_for(intent, 0) == 0 and book.fee_for(intent, 3) == 3
+    lock = Intent.of(ledger.Refund(JOB), 10)  # only claims pay it out of a payout
+    book.add(lock)
+    book.refused(lock.key, "transaction rejected: the mempool is full; retry", 16)
+    assert book.fee_for(lock, 0) == 0

@@ -221,3 +221,28 @@ async def test_claims_whose_outcome_is_unknown_hold_no_place_in_the_window(
     assert refusals == []
     assert _claimed(producer, ids) == len(ids)
     assert producer.state.next_seq(pub(PROVIDER)) == 1  # the transfer went through
+
+
+async def test_a_request_s_fee_is_the_least_it_pays(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    producer, ids = _setup(1)
+    fees: list[int] = []
+
+    async def submit(raw: bytes) -> bytes:
+        fees.append(ledger.verify_tx(raw, CHAIN).tx.fee)
+        return producer.submit(raw).id
+
+    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, fee=2)
+    claim = sealed_claim(REQUESTER, PROVIDER, ids[0], ids[0], claim_by=50, price=PRICE)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(claim, fee=9))  # raised: the claim's payout pays it
+            queue.put(TxRequest(ledger.Transfer(pub(REQUESTER), 1), fee=1))  # the queue's 2
+            while len(fees) < 2:
+                await trio.sleep(0.01)
+            feed_block(producer, queue, pub(PROVIDER))
+            nursery.cancel_scope.cancel()
+    assert sorted(fees) == [2, 9]
+    assert producer.state.balance(pub(PROVIDER)) == 1_000 + PRICE - 9 - 1 - 2
