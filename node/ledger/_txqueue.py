@@ -231,12 +231,23 @@ class TxQueue:
             if self._needs_filler(seq) and self._nursery is not None:
                 self._close_gap(seq)
             return
-        if reason.startswith(ledger.DROPPED_BEHIND):  # it did nothing wrong
+        behind = reason.startswith(ledger.DROPPED_BEHIND)
+        if behind:  # it did nothing wrong
             self._put_back(pending.order, pending.request)  # after the gap is closed
         else:
             self._rejected(pending.request, f"dropped from the block: {reason}")
+        if self._renumber_from is not None and seq > self._renumber_from:
+            return  # above a gap being renumbered: its number is given out again
         if self._needs_filler(seq) and self._nursery is not None:
-            self._close_gap(seq)
+            above = [p for s, p in self._pending.items() if s > seq]
+            if not behind and not any(p.unknown for p in above):
+                # The coordinator dropped every later one of ours with it: sign them again
+                # from this number on, rather than pay a filler for it and for each of
+                # theirs (one refusal with 20 behind it paid 40 fees for 20 transfers:
+                # review round 15, R15-7)
+                self._start_renumber(seq)
+            else:
+                self._close_gap(seq)
 
     def resend_pending(self) -> None:
         """A coordinator (re)connected: send every pending transaction again, in sequence

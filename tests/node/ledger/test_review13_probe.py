@@ -77,12 +77,12 @@ async def test_a_refusal_whose_report_never_arrives_is_learnt_within_a_few_block
                 producer.produce()
                 producer.take_dropped()  # never told: every notice place is held
                 queue.on_block()
-                if landed_at is None and producer.state.next_seq(pub(SENDER)) >= 2:
+                if landed_at is None and producer.state.next_seq(pub(SENDER)) >= 1:
                     landed_at = producer.state.height
                 await trio.sleep(1)
             nursery.cancel_scope.cancel()
     assert set(refused) == {"overdraft", "claim"}
     assert max(refused.values()) <= start + PROBE_BLOCKS + 1  # before: at the expiry, 30
-    assert landed_at is not None and landed_at <= start + PROBE_BLOCKS + 3  # its gap filled
+    assert landed_at is not None and landed_at <= start + PROBE_BLOCKS + 3  # renumbered
     assert producer.state.balance(pub(OTHER)) == 10_000 - PRICE - 1 + 3  # lock, fee, B
     assert queue.probes >= 1

@@ -191,23 +191,32 @@ async def test_a_funded_account_fills_its_gap_with_a_transfer_to_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # A (an overdraft, admitted: balances are checked in the block) is refused in the
-    # block and B dropped behind it; a filler takes A's number and B lands after it.
+    # block and B dropped behind it. B's answer was lost (its outcome unknown: it keeps
+    # its number), so A's number is not given out again: a filler takes it and B, signed
+    # again, lands after it. (With nothing of unknown outcome above it, the numbers are
+    # given out again instead: no filler, round 15, R15-7.)
     genesis = ledger.make_genesis(
         CHAIN, [pub(COORD)], {pub(PROVIDER): 10}, unbonding_delay=3, reputation_half_life=10
     )
     producer = ledger.Producer(COORD, ledger.State.from_genesis(genesis), interval_ms=100, now_ms=0)
     fillers = 0
 
+    b_answered = False
+
     async def submit(raw: bytes) -> bytes:
-        nonlocal fillers
+        nonlocal fillers, b_answered
         await trio.sleep(0.01)
         vtx = ledger.verify_tx(raw, CHAIN)
         if isinstance(vtx.payload, ledger.Transfer) and vtx.payload.to == pub(PROVIDER):
             fillers += 1
         try:
-            return producer.submit(raw).id
+            tx_id = producer.submit(raw).id
         except ledger.LedgerError as exc:
             raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
+        if vtx.payload == ledger.Transfer(pub(HONEST), 3) and not b_answered:
+            b_answered = True
+            raise trio.TooSlowError  # it arrived; its answer did not
+        return tx_id
 
     refusals: list[str] = []
     queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))

@@ -97,7 +97,8 @@ async def test_an_overtaken_transaction_whose_refusal_comes_back_late_is_sent_at
 
 async def test_transactions_dropped_behind_a_refused_one_are_signed_again() -> None:
     # Seq 1 overdraws (refused when the block is made); 2 and 3 are dropped with it. Only
-    # 1's request hears of a refusal; the gap is filled and the other two land.
+    # 1's request hears of a refusal; the other two are signed again from 1 on (no filler:
+    # round 15, R15-7) and land.
     producer = _producer()
 
     async def submit(raw: bytes) -> bytes:
@@ -119,10 +120,11 @@ async def test_transactions_dropped_behind_a_refused_one_are_signed_again() -> N
             queue.on_block()
             assert producer.state.next_seq(pub(ALICE)) == 1
             assert len(refusals) == 1 and "dropped from the block" in refusals[0]
-            while len(producer.mempool) < 4:  # fillers at 1 and 2, the two again at 3, 4
+            while len(producer.mempool) < 2:  # the two again at 1 and 2
                 await trio.sleep(0.001)
             producer.tick(producer.next_block_ms)
             nursery.cancel_scope.cancel()
     state = producer.state
-    assert state.next_seq(pub(ALICE)) == 5 and len(refusals) == 1
+    assert state.next_seq(pub(ALICE)) == 3 and len(refusals) == 1
+    assert queue.renumberings == 1
     assert state.balance(pub(BOB)) == 1_000_000 + 1 + 2 + 3
