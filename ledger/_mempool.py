@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import protocol
-from protocol import Award, ProtocolError, Receipt
+from protocol import Receipt
 
 from ._admission import (
     UNSEQUENCED,
@@ -76,10 +76,10 @@ from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import Claim, Lock, Settle
-from ._pool_claims import ClaimPool
+from ._pool_claims import ClaimPool, check_unfunded_claim
 from ._pool_claims import PoolEntry as _Entry
 from ._rules import check_claim
-from ._state import Escrow, State
+from ._state import State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).
 MAX_AHEAD = 64
@@ -469,7 +469,7 @@ class Mempool:
             )
         if len(pending) >= e.max_payees:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
-        _check_unfunded_claim(p, e, tx.sender, state, self.messages)
+        check_unfunded_claim(p, e, tx.sender, state, self.messages)
         return p.job_id
 
     def _check_funds(
@@ -660,43 +660,3 @@ class Mempool:
             if reason is not None:
                 dropped.append((entry.vtx, reason))
         return dropped
-
-
-def _check_unfunded_claim(
-    p: Claim, e: Escrow, sender: bytes, state: State, known: VerifiedMessages
-) -> None:
-    """Refuse an unfunded sender's claim that the next block's claim rule would refuse
-    (``_rules.py``, ``_check_claim``), its Award and Receipt included: such a claim takes a
-    place that costs its sender nothing, so junk ones (a genuine Award with any receipt)
-    must not fill the escrow's ``max_payees`` places and keep a real claim out. Two
-    signature checks, one more than a transfer's admission."""
-    try:
-        award = known.decode(p.award, state.chain_id, Award)
-        receipt = known.decode(p.receipt, state.chain_id, Receipt)
-    except ProtocolError:
-        raise MempoolRejected(
-            "an unfunded claim needs the escrow owner's signed Award and Receipt"
-        ) from None
-    if not (
-        award.requester == receipt.requester == e.owner
-        and award.provider == receipt.provider == sender
-        and award.job_id == receipt.job_id == p.job_id
-        and award.replica == receipt.replica
-        and award.price > 0
-    ):
-        raise MempoolRejected(
-            "an unfunded claim needs the escrow owner's Award and Receipt for it (this job, "
-            "this sender, one replica, a price above 0)"
-        )
-    if protocol.key_hash(p.key) != receipt.key_hash:
-        raise MempoolRejected("a claim must reveal the key its receipt names")
-    height = state.height + 1  # the earliest block that could take it
-    if receipt.sealed and receipt.claim_by < height:
-        raise MempoolRejected(
-            f"the sealed receipt is claimable up to height {receipt.claim_by} (its claim_by); "
-            f"the next block is {height}"
-        )
-    if not receipt.sealed and height < e.claim_height:
-        raise MempoolRejected(f"claims open at height {e.claim_height}; the next block is {height}")
-    if height >= e.expiry_height:
-        raise MempoolRejected(f"escrow expired at height {e.expiry_height}; claims are closed")

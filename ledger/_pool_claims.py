@@ -9,9 +9,13 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ._admission import VerifiedTx
+import protocol
+from protocol import Award, ProtocolError, Receipt
+
+from ._admission import VerifiedMessages, VerifiedTx
+from ._errors import MempoolRejected
 from ._payloads import Claim
-from ._state import State
+from ._state import Escrow, State
 
 
 @dataclass(slots=True)
@@ -179,3 +183,43 @@ class ClaimPool:
             self.remove(entry.vtx)
             gone.append((entry, why))
         return gone
+
+
+def check_unfunded_claim(
+    p: Claim, e: Escrow, sender: bytes, state: State, known: VerifiedMessages
+) -> None:
+    """Refuse an unfunded sender's claim that the next block's claim rule would refuse
+    (``_rules.py``, ``_check_claim``), its Award and Receipt included: such a claim takes a
+    place that costs its sender nothing, so junk ones (a genuine Award with any receipt)
+    must not fill the escrow's ``max_payees`` places and keep a real claim out. Two
+    signature checks, one more than a transfer's admission."""
+    try:
+        award = known.decode(p.award, state.chain_id, Award)
+        receipt = known.decode(p.receipt, state.chain_id, Receipt)
+    except ProtocolError:
+        raise MempoolRejected(
+            "an unfunded claim needs the escrow owner's signed Award and Receipt"
+        ) from None
+    if not (
+        award.requester == receipt.requester == e.owner
+        and award.provider == receipt.provider == sender
+        and award.job_id == receipt.job_id == p.job_id
+        and award.replica == receipt.replica
+        and award.price > 0
+    ):
+        raise MempoolRejected(
+            "an unfunded claim needs the escrow owner's Award and Receipt for it (this job, "
+            "this sender, one replica, a price above 0)"
+        )
+    if protocol.key_hash(p.key) != receipt.key_hash:
+        raise MempoolRejected("a claim must reveal the key its receipt names")
+    height = state.height + 1  # the earliest block that could take it
+    if receipt.sealed and receipt.claim_by < height:
+        raise MempoolRejected(
+            f"the sealed receipt is claimable up to height {receipt.claim_by} (its claim_by); "
+            f"the next block is {height}"
+        )
+    if not receipt.sealed and height < e.claim_height:
+        raise MempoolRejected(f"claims open at height {e.claim_height}; the next block is {height}")
+    if height >= e.expiry_height:
+        raise MempoolRejected(f"escrow expired at height {e.expiry_height}; claims are closed")

@@ -15,7 +15,7 @@ from node.ledger import TxQueue, TxRequest
 
 from ...keys import key, pub
 from ...ledger.helpers import CHAIN, COORD, bid, job_spec
-from .drag import feed_block, lock_job, sealed_claim
+from .drag import feed_block, lock_job, queue_on, sealed_claim
 
 REQUESTER = key("claims requester")
 PROVIDER = key("claims provider")
@@ -89,15 +89,7 @@ async def test_a_claim_dropped_from_its_block_is_reported_to_it_alone(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     producer, ids = _setup(2)
-
-    async def submit(raw: bytes) -> bytes:
-        await trio.sleep(0.01)
-        try:
-            return producer.submit(raw).id
-        except ledger.LedgerError as exc:
-            raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
-
-    queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
+    queue = queue_on(producer, PROVIDER)
     voided: list[str] = []
     kept: list[str] = []
     with trio.fail_after(30):
