@@ -1,7 +1,8 @@
 """The mempool's entries (:class:`PoolEntry`) and its unsequenced claims (:class:`ClaimPool`):
 claims that take no sequence number (``UNSEQUENCED``, specs/ledger.md "Mempool and
 ordering") are kept apart from the numbered transactions, one per sender and escrow, and
-each is selected, dropped or evicted alone."""
+each is selected, dropped or evicted alone; and what admits an unfunded sender's numbered
+claim (:func:`check_unfunded_claim`)."""
 
 from __future__ import annotations
 
