@@ -61,6 +61,7 @@ from ._mempool import MAX_REFUSED_REMEMBERED as MAX_REFUSED_REMEMBERED
 from ._mempool import REFUSED_AT_BLOCK as REFUSED_AT_BLOCK
 from ._mempool import Mempool as Mempool
 from ._ordering import Producer as Producer
+from ._payloads import COORDINATOR_KINDS as COORDINATOR_KINDS
 from ._payloads import KIND_OF as KIND_OF
 from ._payloads import KINDS as KINDS
 from ._payloads import Attest as Attest

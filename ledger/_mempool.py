@@ -75,7 +75,7 @@ from ._admission import (
 from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
-from ._payloads import Claim, Lock, Settle
+from ._payloads import COORDINATOR_KINDS, Claim, Lock, Settle
 from ._pool_claims import ClaimPool, check_unfunded_claim
 from ._pool_claims import PoolEntry as _Entry
 from ._rules import check_claim
@@ -248,7 +248,7 @@ class Mempool:
                 f"transaction is valid until height {tx.expiry_height}, more than "
                 f"{self.max_expiry_ahead} blocks ahead of the chain's {state.height}"
             )
-        if tx.fee < state.genesis.min_fee:
+        if tx.fee < state.genesis.min_fee and not isinstance(vtx.payload, COORDINATOR_KINDS):
             raise FeeTooLow(f"fee {tx.fee} is below the minimum fee {state.genesis.min_fee}")
         if not fits_a_block(vtx.raw, vtx.payload, self.chain_id):
             # (the payload limits keep every transaction far below both budgets today)

@@ -153,3 +153,9 @@ KINDS: dict[str, type[Payload]] = {
     "attest": Attest,
 }
 KIND_OF: dict[type[Payload], str] = {cls: name for name, cls in KINDS.items()}
+
+
+#: The kinds only a genesis coordinator may send. They owe no ``min_fee``: the fee is
+#: spam's price, and a coordinator (which collects no fees and may hold nothing) could
+#: otherwise not mint on a chain that asks for one.
+COORDINATOR_KINDS: tuple[type[Record], ...] = (Mint, Slash)

@@ -372,8 +372,11 @@ class TxQueue:
         self._next_seq = seq + 1
         return seq, self._expiry()
 
-    def fee(self) -> int:
-        """The fee each transaction of ours pays: the setting, at least the chain's minimum."""
+    def fee(self, payload: ledger.Payload | None = None) -> int:
+        """The fee a transaction of ours pays: the setting, at least the chain's minimum
+        (which a coordinator's mint or slash does not owe)."""
+        if isinstance(payload, ledger.COORDINATOR_KINDS):
+            return self._fee_setting
         return max(self._fee_setting, self._state().genesis.min_fee)
 
     def _expiry(self) -> int:
@@ -383,7 +386,7 @@ class TxQueue:
     async def _one(self, request: TxRequest, seq: int, expiry: int, order: int = 0) -> None:
         try:
             for attempt in range(2):
-                fee = max(request.fee, self.fee())
+                fee = max(request.fee, self.fee(request.payload))
                 signed = request.sign(self._key, self._chain_id, seq, expiry, fee)
                 if request.on_signed is not None:
                     request.on_signed(seq, signed.id, signed.message.expiry_height)
