@@ -64,8 +64,8 @@ from dataclasses import dataclass, field
 import protocol
 from protocol import Receipt
 
+from . import _pool_room
 from ._admission import (
-    UNSEQUENCED,
     VerifiedMessages,
     VerifiedTx,
     check_embedded,
@@ -346,70 +346,13 @@ class Mempool:
                 "replace more after the next block"
             )
 
-    def _make_room(self, vtx: VerifiedTx, old: _Entry | None, bucket: bytes = b"") -> None:
-        """Evict until ``vtx`` fits the pool's count and bytes (``old``, which it replaces,
-        aside), or refuse it. Each eviction is the last pending transaction of its sender
-        (nothing follows it, so no gap) or an unsequenced claim, never one of ``vtx``'s own
-        sender's. ``bucket``: whose share ``vtx`` takes (an unsequenced claim's escrow
-        owner; default its sender)."""
-        size = len(vtx.raw)
-        freed = len(old.vtx.raw) if old is not None else 0
-        while (old is None and len(self._ids) >= self.max_size) or (
-            self._bytes - freed + size > self.max_bytes
-        ):
-            victim = self._victim_for(vtx, size - freed, bucket or vtx.sender)
-            if victim is None:
-                raise MempoolRejected("the mempool is full; retry later or raise the fee")
-            self.remove(victim.vtx)
-            self._evicted.append(victim.vtx)
-
-    def _victim_for(self, vtx: VerifiedTx, growth: int, bucket: bytes) -> _Entry | None:
-        """What ``vtx`` may evict: the lowest-fee last pending transaction if its fee is
-        lower; else, among the share holding the most bytes (a sender's transactions with
-        the unsequenced claims on its escrows), its last numbered one or its latest claim,
-        if it pays no more than ``vtx`` and that share is more than ``vtx``'s (``bucket``'s)
-        would be with it."""
-        tx = vtx.tx
-        lowest = self._lowest_tail()
-        if lowest is not None and lowest.vtx.tx.fee < tx.fee and lowest.vtx.sender != tx.sender:
-            return lowest
-        hog = self._biggest_sender()
-        if hog is None or hog == bucket:
-            return None
-        if self._sender_bytes[hog] <= self._sender_bytes.get(bucket, 0) + growth:
-            return None
-        queue = self._by_sender.get(hog, {})
-        cheapest = self._claims.cheapest_of(hog)
-        lasts = [
-            *([cheapest] if cheapest is not None else []),
-            *([queue[max(queue)]] if queue else []),
-        ]
-        lasts = [e for e in lasts if e.vtx.sender != tx.sender]
-        if not lasts:
-            return None
-        last = min(lasts, key=lambda e: (e.vtx.tx.fee, -e.arrival))
-        return last if last.vtx.tx.fee <= tx.fee else None
-
-    def _count_bytes(self, sender: bytes, delta: int) -> None:
-        self._bytes += delta
-        held = self._sender_bytes.get(sender, 0) + delta
-        if held:
-            self._sender_bytes[sender] = held
-            heapq.heappush(self._hogs, (-held, sender))
-            if len(self._hogs) > 2 * len(self._sender_bytes) + 64:
-                self._hogs = [(-b, s) for s, b in self._sender_bytes.items()]
-                heapq.heapify(self._hogs)
-        else:
-            self._sender_bytes.pop(sender, None)
-
-    def _biggest_sender(self) -> bytes | None:
-        """The sender holding the most pending bytes; stale heap items on top are dropped."""
-        while self._hogs:
-            held, sender = self._hogs[0]
-            if self._sender_bytes.get(sender) == -held:
-                return sender
-            heapq.heappop(self._hogs)
-        return None
+    # making room: evictions and the shares' bytes (``_pool_room``)
+    _make_room = _pool_room.make_room
+    _victim_for = _pool_room.victim_for
+    _count_bytes = _pool_room.count_bytes
+    _biggest_sender = _pool_room.biggest_sender
+    _push_tail = _pool_room.push_tail
+    _lowest_tail = _pool_room.lowest_tail
 
     def refused_at_block(self, vtx: VerifiedTx, reason: str = "") -> None:
         """``vtx`` was refused when a block was made: remember its id until its expiry (at
@@ -507,43 +450,6 @@ class Mempool:
                 del pending[vtx.sender]
                 if not pending:
                     del self._unfunded_claims[vtx.payload.job_id]
-
-    def _push_tail(self, entry: _Entry) -> None:
-        """``entry`` is now its sender's last pending transaction, or is an unsequenced
-        claim: an eviction candidate. The heap is rebuilt from the live candidates when
-        stale items outnumber them."""
-        tx = entry.vtx.tx
-        heapq.heappush(self._tails, (tx.fee, -entry.arrival, tx.sender, tx.seq, entry.vtx.id))
-        if len(self._tails) > 2 * (len(self._by_sender) + len(self._claims)) + 64:
-            self._tails = [
-                (e.vtx.tx.fee, -e.arrival, sender, seq, e.vtx.id)
-                for sender, queue in self._by_sender.items()
-                for seq, e in queue.items()
-                if seq + 1 not in queue
-            ]
-            self._tails += [
-                (e.vtx.tx.fee, -e.arrival, sender, UNSEQUENCED, e.vtx.id)
-                for sender, e in self._claims.entries()
-            ]
-            heapq.heapify(self._tails)
-
-    def _lowest_tail(self) -> _Entry | None:
-        """The lowest fee among each sender's last pending transaction and the unsequenced
-        claims (of those, the latest to arrive); stale heap items on top are dropped on
-        the way."""
-        while self._tails:
-            _, _, sender, seq, tx_id = self._tails[0]
-            if seq == UNSEQUENCED:
-                entry = self._claims.find(sender, tx_id)
-                if entry is not None:
-                    return entry
-            else:
-                queue = self._by_sender.get(sender, {})
-                entry = queue.get(seq)
-                if entry is not None and entry.vtx.id == tx_id and seq + 1 not in queue:
-                    return entry
-            heapq.heappop(self._tails)
-        return None
 
     def remove(self, vtx: VerifiedTx) -> list[VerifiedTx]:
         """Remove ``vtx`` and, since they would wait behind its hole, its sender's later

@@ -43,12 +43,14 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import ledger
 import protocol
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=protocol.Message)
 
 Kind = Literal["lock", "settle", "refund", "claim"]
 KINDS: tuple[Kind, ...] = ("lock", "settle", "refund", "claim")
@@ -395,16 +397,21 @@ def _claim_by(intent: Intent) -> int | None:
     return sealed_claim_by(intent.decoded())
 
 
+def _carried(data: bytes, cls: type[M]) -> M | None:
+    """A signed message our own claim carries, decoded on the chain it names (``None`` if
+    it does not decode)."""
+    try:
+        chain = protocol.unpack(data)[1]
+        message: M = protocol.decode(data, chain, cls).message
+    except (protocol.ProtocolError, IndexError, TypeError):
+        return None
+    return message
+
+
 def claim_price(payload: ledger.Payload) -> int:
     """The price of a claim of ours (its Award's; 0 for any other payload)."""
-    if not isinstance(payload, ledger.Claim):
-        return 0
-    try:  # our own intent: the award's chain is the one it names
-        chain = protocol.unpack(payload.award)[1]
-        award: protocol.Award = protocol.decode(payload.award, chain, protocol.Award).message
-    except (protocol.ProtocolError, IndexError, TypeError):
-        return 0
-    return award.price
+    award = _carried(payload.award, protocol.Award) if isinstance(payload, ledger.Claim) else None
+    return award.price if award is not None else 0
 
 
 def sealed_claim_by(payload: ledger.Payload) -> int | None:
@@ -412,11 +419,5 @@ def sealed_claim_by(payload: ledger.Payload) -> int | None:
     payload (a plain receipt's claim included)."""
     if not isinstance(payload, ledger.Claim):
         return None
-    try:  # our own intent: the receipt's chain is the one it names
-        chain = protocol.unpack(payload.receipt)[1]
-        receipt: protocol.Receipt = protocol.decode(
-            payload.receipt, chain, protocol.Receipt
-        ).message
-    except (protocol.ProtocolError, IndexError, TypeError):
-        return None
-    return receipt.claim_by if receipt.sealed else None
+    receipt = _carried(payload.receipt, protocol.Receipt)
+    return receipt.claim_by if receipt is not None and receipt.sealed else None
