@@ -125,6 +125,29 @@ def _never_settles(node: Node) -> None:
     node.submit_tx = no_settle  # type: ignore[method-assign]
 
 
+def _hold_claims(node: Node) -> Callable[[], None]:
+    """Keep ``node``'s claims from the queue until the returned release is called (then they
+    go in, in order). Without it a verified provider claims at once and its work is gone
+    before a test can see the receipt (the race CI found)."""
+    submit = node.submit_tx
+    held: list[tuple[ledger.Payload, dict[str, object]]] = []
+
+    def holding(payload: ledger.Payload, **kw: object) -> None:
+        if isinstance(payload, ledger.Claim):
+            held.append((payload, kw))
+        else:
+            submit(payload, **kw)  # type: ignore[arg-type]
+
+    def release() -> None:
+        node.submit_tx = submit  # type: ignore[method-assign]
+        for payload, kw in held:
+            submit(payload, **kw)  # type: ignore[arg-type]
+        held.clear()
+
+    node.submit_tx = holding  # type: ignore[method-assign]
+    return release
+
+
 async def _blocks_until(cl: Cluster, check: Callable[[], bool], limit: int = 100) -> None:
     """Wait block by block (bounded) until ``check()`` is true."""
     for _ in range(limit):
@@ -245,9 +268,11 @@ async def test_requester_killed_after_delivery_provider_claims_after_deadline() 
         async with cluster(1, deadline_ms=4_000) as cl:
             fast = cl.contributors[0]
             _never_settles(cl.requester)  # receipts come with the verdict, with the settle
+            release = _hold_claims(fast)
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
             price = await _receipted_price(fast, job_id)
             cl.kill(cl.requester)
+            release()  # the claim goes in with its requester gone
             state = cl.coordinator_state
             await _blocks_until(cl, lambda: state().balance(fast.me) == price, limit=200)
             escrow = state().escrow(job_id)
@@ -267,6 +292,7 @@ async def test_both_sides_restart_after_delivery_claim_and_refund_still_happen(
         async with cluster(1, deadline_ms=4_000, state_root=tmp_path) as cl:
             fast = cl.contributors[0]
             _never_settles(cl.requester)  # receipts come with the verdict, with the settle
+            _hold_claims(fast)  # never released: this life's claim dies with it
             job_id = await cl.requester.submit_job(model, tiny_inputs(), redundancy=1)
             price = await _receipted_price(fast, job_id)
             # the receipt is written on a worker thread, moments after the machine has it
