@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import protocol
-from protocol import Receipt
+from protocol import Receipt, Result
 
 from . import _pool_room
 from ._admission import (
@@ -70,12 +70,13 @@ from ._admission import (
     VerifiedTx,
     check_embedded,
     check_settle_escrow,
+    decode_checked,
     verify_tx,
 )
 from ._block import MAX_TX_BYTES
 from ._budget import fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
-from ._payloads import COORDINATOR_KINDS, Claim, Lock, Settle
+from ._payloads import COORDINATOR_KINDS, Claim, Lock, Settle, Slash
 from ._pool_claims import ClaimPool, check_unfunded_claim
 from ._pool_claims import PoolEntry as _Entry
 from ._rules import check_claim
@@ -126,6 +127,8 @@ class Mempool:
     _ids: set[bytes] = field(default_factory=set)
     #: Pending claims from unfunded senders, by job id: each sender's transaction id.
     _unfunded_claims: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    #: Pending slashes by ``(job id, offender)``: their transaction ids (round 11, R11-8).
+    _slashes: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)
     #: Pending unsequenced claims (``UNSEQUENCED``).
     _claims: ClaimPool = field(default_factory=ClaimPool)
     #: Eviction candidates: ``(fee, -arrival, sender, seq, tx_id)`` of each sender's last
@@ -221,6 +224,17 @@ class Mempool:
         # Every refusal above (the fee bump, the replacements' bounds, the settle's escrow)
         # costs no carried signature (round 7, R7-3).
         vtx = check_embedded(vtx, self.chain_id, self.messages)
+        slashed = self._slash_key(vtx)
+        if slashed is not None:
+            pending = self._slashes.get(slashed)
+            if pending is not None and (old is None or old.vtx.id != pending):
+                # One report sent to two coordinators: the second slash would be refused
+                # in the block ("evidence used once") and drop its sender's later
+                # transactions behind it (round 11, R11-8).
+                raise MempoolRejected(
+                    "a slash of this provider for this job is already pending; "
+                    "its evidence is used once"
+                )
         self._make_room(vtx, old)
         if old is not None:
             self._forget(old.vtx)
@@ -234,7 +248,17 @@ class Mempool:
             self._push_tail(entry)
         if claim_job is not None:
             self._unfunded_claims.setdefault(claim_job, {})[tx.sender] = vtx.id
+        if slashed is not None:
+            self._slashes[slashed] = vtx.id
         return vtx
+
+    def _slash_key(self, vtx: VerifiedTx) -> tuple[bytes, bytes] | None:
+        """A slash's ``(job id, offender)`` (its evidence already verified), else None."""
+        p = vtx.payload
+        if not isinstance(p, Slash):
+            return None
+        first = decode_checked(p.evidence[0], self.chain_id, Result)
+        return first.job_id, p.offender
 
     def _check_terms(self, vtx: VerifiedTx, state: State) -> None:
         """Refuse ``vtx`` for its expiry, its fee or its size."""
@@ -444,6 +468,9 @@ class Mempool:
             return
         self._ids.discard(vtx.id)
         self._count_bytes(bucket or vtx.sender, -len(vtx.raw))
+        slashed = self._slash_key(vtx)
+        if slashed is not None and self._slashes.get(slashed) == vtx.id:
+            del self._slashes[slashed]
         if isinstance(vtx.payload, Claim):
             pending = self._unfunded_claims.get(vtx.payload.job_id)
             if pending is not None and pending.get(vtx.sender) == vtx.id:
