@@ -31,7 +31,7 @@ from ._errors import (
     MalformedTransaction,
     MempoolRejected,
 )
-from ._evidence import MIN_MAJORITY
+from ._evidence import MIN_MAJORITY, not_outputs
 from ._payloads import (
     KINDS,
     Claim,
@@ -334,9 +334,13 @@ def _embedded_slash(p: Slash, chain_id: str, known: VerifiedMessages) -> None:
         raise MalformedTransaction(
             "slash evidence must be signed Results of one job, one of them the offender's"
         )
+    why = not_outputs(results)
+    if why:
+        raise MalformedTransaction(why)
     if p.reason == "conflicting_results":
         a, b = results if len(results) == 2 else (results[0], results[0])
-        if len(results) != 2 or others or a.replica != b.replica or a.output_hash == b.output_hash:
+        same = a.output_commitment == b.output_commitment
+        if len(results) != 2 or others or a.replica != b.replica or same:
             raise MalformedTransaction(
                 "conflicting_results needs two Results of the offender for one replica "
                 "with different outputs"

@@ -4,6 +4,8 @@ report with the same rules before it signs a slash."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import protocol
 from protocol import ProtocolError
 
@@ -15,6 +17,22 @@ from ._state import Escrow
 
 #: Fewest other providers whose agreeing, paid Results make a verified majority.
 MIN_MAJORITY = 2
+
+
+def not_outputs(results: Sequence[protocol.Result]) -> str:
+    """Why ``results`` are not outputs a verdict could compare (else ""): each must be a
+    run that ended ``ok`` with a commitment, and all of one determinism class (outputs
+    are compared only within one). A failed run commits to nothing: counted as a wrong
+    output, a requester that withheld a provider's job data (so its run "crashed") had
+    it slashed on two honest providers' agreeing Results (review round 16, R16B-1)."""
+    if any(r.outcome != "ok" or not any(r.output_commitment) for r in results):
+        return (
+            "every evidence Result must be an output (outcome ok, with a commitment): "
+            "a failed run is no wrong answer"
+        )
+    if len({r.determinism_class for r in results}) != 1:
+        return "the evidence Results must be of one determinism class (outputs compare within one)"
+    return ""
 
 
 def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
@@ -41,11 +59,14 @@ def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
     e = draft.escrow(job_id)
     if e is None:
         raise BadEvidence("the evidence's job has no escrow on the ledger")
+    why = not_outputs(results)
+    if why:
+        raise BadEvidence(why)
     if p.reason == "conflicting_results":
         if len(results) != 2 or others:
             raise BadEvidence("conflicting_results needs exactly two Results of the offender")
         a, b = results
-        if a.replica != b.replica or a.output_hash == b.output_hash:
+        if a.replica != b.replica or a.output_commitment == b.output_commitment:
             raise BadEvidence(
                 "conflicting_results needs two Results for one job replica with different outputs"
             )

@@ -49,6 +49,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "ledger/_rules.py": ("tests/ledger", "tests/scheduler", "tests/adversarial/test_pruning.py"),
     "ledger/_admission.py": ("tests/ledger", "tests/node/ledger"),
     "ledger/_mempool.py": ("tests/ledger",),
+    "ledger/_pool_claims.py": ("tests/ledger",),
+    "ledger/_pool_room.py": ("tests/ledger",),
     "ledger/_state.py": ("tests/ledger", "tests/adversarial/test_pruning.py"),
     "ledger/_draft.py": ("tests/ledger", "tests/adversarial/test_pruning.py"),
     "ledger/_evidence.py": ("tests/ledger", "tests/scheduler"),

@@ -188,19 +188,26 @@ def result(
     output: bytes,
     job: bytes = JOB,
     replica: int = 0,
-    commitment: bytes = b"\x03" * 32,
+    commitment: bytes | None = None,
+    *,
+    outcome: str = "ok",
+    determinism_class: str = "ort-1.32.0/cpu/avx2/extended",
 ) -> bytes:
+    """A signed Result of ``output`` (``ok`` unless told); its commitment (unless given)
+    follows the output, so Results of one output agree and of two differ."""
+    if commitment is None:
+        commitment = hashlib.blake2b(b"commitment:" + output, digest_size=32).digest()
     msg = protocol.Result(
         job_id=job,
         provider=pub(provider),
         replica=replica,
-        outcome="ok",
-        message="",
+        outcome=outcome,
+        message="" if outcome == "ok" else "could not fetch the job's data",
         output_commitment=commitment,
         output_hash=hashlib.blake2b(output, digest_size=32).digest(),
         output_size=len(output),
         key_hash=bytes(32),
-        determinism_class="ort-1.32.0/cpu/avx2/extended",
+        determinism_class=determinism_class,
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
         finished_ms=1,
     )
