@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, cast
 
+import libp2p.kad_dht.kad_dht as _kad
 import trio
 from libp2p.kad_dht.common import PROTOCOL_ID as _KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -31,6 +32,7 @@ from libp2p.records.validator import NamespacedValidator, Validator
 import protocol
 from protocol import Advert, Signed
 
+from ._fair_slots import FairSlots
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_logging import serving_peer
@@ -42,8 +44,20 @@ DHT_NAMESPACE = "aimx"
 #: The DHT's protocol: a peer that does not serve it (a client) stays out of the
 #: routing table.
 KAD_PROTOCOL = str(_KAD_PROTOCOL_ID)
-#: Concurrent inbound DHT streams served (py-libp2p's default is 12).
+#: Concurrent inbound DHT streams served (py-libp2p's default is 12), shared fairly
+#: (:func:`dht_slots`), and one peer's share of them.
 DHT_INBOUND_STREAMS = 64
+DHT_STREAMS_PER_PEER = 16
+#: Largest DHT message a peer may send us (py-libp2p reads 4 MiB): our largest is a
+#: PUT_VALUE with a capability record (under 16 KiB). A 4 MiB ADD_PROVIDER held 419,410
+#: addresses, each parsed (review round 16, A2b).
+DHT_MAX_INBOUND_MESSAGE = 64 << 10
+#: A provider entry keeps this many addresses (an Advert lists at most 16).
+MAX_PROVIDER_ADDRS = 16
+#: Provider keys kept, and the keys one peer may provide under (an Advert names at most
+#: 32 capability classes); past the first, the key with the fewest providers goes.
+MAX_PROVIDER_KEYS = 1024
+MAX_KEYS_PER_PROVIDER = 32
 
 
 def provider_key(chain_id: str, capability_class: str) -> str:
@@ -195,6 +209,40 @@ class _ServersOnly:
         return _PeerstoreOfServers(self)
 
 
+def dht_slots() -> FairSlots:
+    """The slots inbound DHT streams share: taken from the peer holding the most when
+    full (an honest stream lives for one query, so any may be taken). py-libp2p's handler
+    waits for a peer's next message with no timeout: two keys that opened 64 streams and
+    sent nothing refused every other peer's DHT queries for good (review round 16, A2a)."""
+    return FairSlots(DHT_INBOUND_STREAMS, DHT_STREAMS_PER_PEER, busy_evictable=True)
+
+
+def guard_provider_store(store: Any) -> None:
+    """Bound what peers' ADD_PROVIDER messages leave in ``store`` (py-libp2p keeps any key,
+    every address, for 48 hours): only keys shaped as :func:`provider_key` (a sha2-256
+    multihash), at most ``MAX_PROVIDER_ADDRS`` addresses an entry, ``MAX_KEYS_PER_PROVIDER``
+    keys a provider and ``MAX_PROVIDER_KEYS`` keys in all. One key sending 4 MiB messages of
+    one address repeated grew a node by 47 MiB a second, kept after it left (review round
+    16, A2b)."""
+    add = store.add_provider
+
+    def add_provider(key: bytes, provider: PeerInfo) -> None:
+        if len(key) != 34 or key[:2] != b"\x12\x20" or provider is None:
+            return
+        providers: dict[Any, Any] = store.providers
+        who = str(provider.peer_id)
+        if key not in providers or who not in providers[key]:
+            held = sum(1 for entries in providers.values() if who in entries)
+            if held >= MAX_KEYS_PER_PROVIDER:
+                return
+        if key not in providers and len(providers) >= MAX_PROVIDER_KEYS:
+            fewest = min(providers, key=lambda k: len(providers[k]))
+            del providers[fewest]
+        add(key, PeerInfo(provider.peer_id, list(provider.addrs)[:MAX_PROVIDER_ADDRS]))
+
+    store.add_provider = add_provider
+
+
 def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = None) -> KadDHT:
     """A Kademlia DHT in server mode (client mode on a private node) that stores only valid
     capability records under its namespace (:class:`AimxRecords`; ``refused`` hears of the
@@ -219,9 +267,12 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
     dht.peer_routing.host = cast(Any, _ServersOnly(host))  # a view of the host
     # py-libp2p resets every inbound DHT stream past 12 at once, silently for
     # ADD_PROVIDER (its sender does not wait for an answer): nodes announcing together
-    # lost provider records that way. The network's own bound on inbound streams
-    # (``max_inbound_streams``) and the per-peer limit stay in force
+    # lost provider records that way. The network's guard shares DHT_INBOUND_STREAMS
+    # fairly (dht_slots) and takes a held slot for a newcomer, whose stream then waits
+    # here for the taken one to unwind: py-libp2p's own limit is kept out of the way.
     limiter = getattr(dht, "_inbound_limiter", None)
     if isinstance(limiter, trio.CapacityLimiter):
-        limiter.total_tokens = DHT_INBOUND_STREAMS
+        limiter.total_tokens = 4 * DHT_INBOUND_STREAMS
+    _kad.MAX_DHT_MESSAGE_SIZE = DHT_MAX_INBOUND_MESSAGE  # type: ignore[attr-defined]  # read per message
+    guard_provider_store(dht.provider_store)
     return dht

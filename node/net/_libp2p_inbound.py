@@ -8,7 +8,8 @@ streams from one peer, and accepts streams from a peer we banned. Here:
   wrapped as it is set;
 - :class:`InboundGuard` is that wrapper: a stream from a banned peer, or from a peer with
   ``MAX_INBOUND_PER_PEER`` streams open, is reset; whatever the handler raises on the
-  peer's bytes resets the stream, is counted and counts against the peer;
+  peer's bytes resets the stream, is counted and counts against the peer; the streams of
+  a protocol given slots (the DHT's) share them fairly (:mod:`._fair_slots`);
 - :func:`guard` is the plain wrapper for handlers set outside that table (the relay's).
 """
 
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 
 import trio
 
 import protocol
 
+from ._fair_slots import FairSlots
 from ._interface import NetworkCounters, PeerKey
 from ._libp2p_logging import Serving, serving_peer
 from ._libp2p_transport import key_of
@@ -101,12 +103,16 @@ class InboundGuard:
         ours: Container[str],
         is_banned: Callable[[PeerKey], bool],
         misbehaved: Callable[[PeerKey, str], None],
+        slots: Mapping[str, FairSlots] | None = None,
     ) -> None:
         self._counters = counters
         self._ours = ours
         self._is_banned = is_banned
         self._misbehaved = misbehaved
         self._streams_of: dict[PeerKey, int] = {}
+        #: Protocols whose streams share slots fairly (py-libp2p's DHT, whose own limit
+        #: refuses newcomers while a few keys hold every slot: review round 16, A2a).
+        self._slots = dict(slots or {})
 
     def __call__(self, protocol_id: str, handler: StreamHandler) -> StreamHandler:
         """An inbound stream on ``protocol_id``: refused from a banned peer or one with
@@ -137,6 +143,13 @@ class InboundGuard:
                 )
                 await reset(stream)
                 return
+            shared = self._slots.get(protocol_id)
+            slot = shared.enter(peer) if shared is not None else None
+            if shared is not None and slot is None:
+                self._counters.requests_rejected += 1
+                log.debug("refused a stream on %s from peer %s: no slot", protocol_id, name)
+                await reset(stream)
+                return
             self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
             # py-libp2p's own handlers log a peer's bad bytes without naming the peer:
             # its records from this task name it (our handlers name it themselves)
@@ -146,13 +159,27 @@ class InboundGuard:
                 else None
             )
             try:
-                await handler(stream)
+                if slot is None:
+                    await handler(stream)
+                else:
+                    with slot.scope:
+                        await handler(stream)
+                    if slot.evicted:
+                        log.debug(
+                            "took the slot of a stream on %s from peer %s (a peer holding "
+                            "fewer needed one)",
+                            protocol_id,
+                            name,
+                        )
+                        await reset(stream)
             except Exception as exc:
                 self._counters.requests_rejected += 1
                 log.info("a stream on %s from peer %s failed: %r", protocol_id, name, exc)
                 await reset(stream)
                 self._misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
             finally:
+                if shared is not None and slot is not None:
+                    shared.leave(slot)
                 if token is not None:
                     serving_peer.reset(token)
                 left = self._streams_of.get(peer, 1) - 1

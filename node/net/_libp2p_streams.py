@@ -3,7 +3,7 @@
 Inbound: each protocol with a handler gets a stream handler that reads request frames and
 writes response frames until the stream ends, idles or misbehaves; a bad frame resets the
 stream and is counted (every inbound stream is also guarded: :mod:`._libp2p_inbound`). At
-most ``max_inbound_streams`` are served at once.
+most ``max_inbound_streams`` are served at once, shared fairly (:mod:`._fair_slots`).
 
 Outbound: a request takes an idle stream to the peer for that protocol from a small pool,
 or opens one; a pooled stream the peer had closed gets one fresh retry.
@@ -29,6 +29,7 @@ from ._errors import (
     ProtocolNotSupported,
     RemoteError,
 )
+from ._fair_slots import FairSlots, Slot
 from ._framing import (
     STATUS_OK,
     STATUS_TOO_LARGE,
@@ -42,7 +43,7 @@ from ._interface import NetworkCounters, PeerKey
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_inbound import reset, who
 from ._libp2p_transport import key_of, peer_id_of
-from ._limits import MAX_FRAME_BYTES
+from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER
 from ._serving import HandlerEntry, answer, error_for
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class RequestStreams:
         self._handlers = handlers
         self._connect = connect
         self._pool: dict[tuple[PeerKey, str], list[_Pooled]] = {}
-        self._inbound = trio.CapacityLimiter(config.max_inbound_streams)
+        self._slots = FairSlots(config.max_inbound_streams, MAX_INBOUND_PER_PEER)
         self._nursery: trio.Nursery | None = None
         self._closed = False
 
@@ -106,74 +107,88 @@ class RequestStreams:
             self._host.get_mux().remove_handler(protocol_id)
 
     async def _serve_stream(self, protocol_id: str, stream: Any) -> None:
-        """Serve request frames on one inbound stream until it ends, idles or misbehaves.
-        Never raises: this runs inside the host."""
+        """Serve request frames on one inbound stream until it ends, idles, misbehaves or
+        loses its slot to a peer holding fewer (:class:`FairSlots`). Never raises: this
+        runs inside the host."""
         try:
-            self._inbound.acquire_nowait()
-        except trio.WouldBlock:
+            sender = key_of(stream.muxed_conn.peer_id)
+        except Exception:
+            sender = None
+        slot = self._slots.enter(sender) if sender is not None else None
+        if sender is None or slot is None:
             self._counters.requests_rejected += 1
             await reset(stream)
             return
         try:
-            sender = key_of(stream.muxed_conn.peer_id)
-            if sender is None:
+            with slot.scope:
+                await self._serve_frames(protocol_id, stream, sender, slot)
+            if slot.evicted:
+                log.debug(
+                    "took the slot of an idle stream on %s from peer %s (a peer holding "
+                    "fewer needed one)",
+                    protocol_id,
+                    protocol.peer_id(sender),
+                )
                 await reset(stream)
-                return
-            reader = FrameReader(stream.read)
-            config = self._config
-            while True:
-                with trio.move_on_after(config.stream_idle_timeout):
-                    try:
-                        await reader.wait_data()
-                    except EndOfStream:
-                        with contextlib.suppress(Exception):
-                            await stream.close()
-                        return
-                    entry = self._handlers.get(protocol_id)
-                    limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
-                    try:
-                        with trio.fail_after(config.frame_timeout):
-                            data = await reader.read_request(limit)
-                    except MessageTooLarge as exc:
-                        self._counters.requests_rejected += 1
-                        log.debug(
-                            "refused an oversized request on %s from peer %s: %s",
-                            protocol_id,
-                            protocol.peer_id(sender),
-                            exc,
-                        )
-                        with (
-                            trio.move_on_after(config.frame_timeout),
-                            contextlib.suppress(Exception),
-                        ):
-                            await stream.write(
-                                response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024])
-                            )
-                        await reset(stream)
-                        return
-                    except (MalformedFrame, trio.TooSlowError) as exc:
-                        self._counters.requests_rejected += 1
-                        log.debug(
-                            "bad request frame on %s from peer %s: %s",
-                            protocol_id,
-                            protocol.peer_id(sender),
-                            exc,
-                        )
-                        await reset(stream)
-                        return
-                    status, body = await answer(
-                        entry, sender, protocol_id, data, self._counters, log
-                    )
-                    with trio.fail_after(config.frame_timeout):
-                        await stream.write(response_frame(status, body))
-                    continue
-                await reset(stream)  # idle
-                return
         except Exception as exc:
             log.debug("request stream on %s from peer %s ended: %r", protocol_id, who(stream), exc)
             await reset(stream)
         finally:
-            self._inbound.release()
+            self._slots.leave(slot)
+
+    async def _serve_frames(
+        self, protocol_id: str, stream: Any, sender: PeerKey, slot: Slot
+    ) -> None:
+        reader = FrameReader(stream.read)
+        config = self._config
+        while True:
+            slot.idle = True
+            with trio.move_on_after(config.stream_idle_timeout):
+                try:
+                    await reader.wait_data()
+                except EndOfStream:
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+                    return
+                slot.idle = False
+                entry = self._handlers.get(protocol_id)
+                limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
+                try:
+                    with trio.fail_after(config.frame_timeout):
+                        data = await reader.read_request(limit)
+                except MessageTooLarge as exc:
+                    self._counters.requests_rejected += 1
+                    log.debug(
+                        "refused an oversized request on %s from peer %s: %s",
+                        protocol_id,
+                        protocol.peer_id(sender),
+                        exc,
+                    )
+                    with (
+                        trio.move_on_after(config.frame_timeout),
+                        contextlib.suppress(Exception),
+                    ):
+                        await stream.write(
+                            response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024])
+                        )
+                    await reset(stream)
+                    return
+                except (MalformedFrame, trio.TooSlowError) as exc:
+                    self._counters.requests_rejected += 1
+                    log.debug(
+                        "bad request frame on %s from peer %s: %s",
+                        protocol_id,
+                        protocol.peer_id(sender),
+                        exc,
+                    )
+                    await reset(stream)
+                    return
+                status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
+                with trio.fail_after(config.frame_timeout):
+                    await stream.write(response_frame(status, body))
+                continue
+            await reset(stream)  # idle
+            return
 
     # --- outbound ------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from ._interface import Network, PeerEvent, PeerKey, Reachability, RenewRecord
 from ._libp2p_config import GossipConfig as GossipConfig
 from ._libp2p_config import Libp2pConfig as Libp2pConfig
 from ._libp2p_config import wall_ms as wall_ms
-from ._libp2p_dht import open_dht, serves_dht
+from ._libp2p_dht import KAD_PROTOCOL, dht_slots, open_dht, serves_dht
 from ._libp2p_dht import provider_key as provider_key
 from ._libp2p_dht import record_key as record_key
 from ._libp2p_dialer import Dialer
@@ -154,7 +154,13 @@ class Libp2pNetwork(NetworkBase):
         mux = host.get_mux()
         mux.handlers = GuardedHandlers(
             mux.handlers,
-            InboundGuard(self._counters, self._handlers, self.is_banned, self._peer_misbehaved),
+            InboundGuard(
+                self._counters,
+                self._handlers,
+                self.is_banned,
+                self._peer_misbehaved,
+                {KAD_PROTOCOL: dht_slots()},
+            ),
         )
         #: Set (and replaced) whenever a peer connects or disconnects.
         self._peers_changed = trio.Event()
