@@ -67,6 +67,7 @@ from ._requester_awards import announce, award, canary_for, open_job, tell_short
 from ._requester_exchange import (
     awaits_output,
     issue_receipt,
+    key_due,
     keys_pending,
     open_output,
     resend_receipt,
@@ -264,6 +265,14 @@ class Requester:
             if job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
                 continue
             if height >= expiry - limit:
+                if key_due(job) > height:
+                    # A winner holding our sealed receipt may still claim, publishing the
+                    # key to an output we hold and pay for: decided once it has, or its
+                    # claim_by passed (before this, the settle limit decided at once, the
+                    # claim then paid and the output was never read, and the winner was
+                    # attested against as withholding it: review round 16, R16B-4).
+                    job.overdue = True
+                    continue
                 effects += self._finalise(job, now_ms, forced=True)
         return effects
 

@@ -196,7 +196,19 @@ def awaits_output(job: RequesterJob | None, provider: bytes, replica: int) -> bo
 
 def keys_pending(job: RequesterJob) -> bool:
     """Whether a replica holding our sealed receipt is still to publish its key."""
-    return any(
-        r.state == ReplicaState.COMMITTED and r.receipt is not None and r.receipt.message.sealed
-        for r in job.replicas
+    return key_due(job) >= 0
+
+
+def key_due(job: RequesterJob) -> int:
+    """The last height at which a claim with one of our sealed receipts whose key has not
+    come may still land (its ``claim_by``), or -1 if none is pending."""
+    return max(
+        (
+            r.receipt.message.claim_by
+            for r in job.replicas
+            if r.state == ReplicaState.COMMITTED
+            and r.receipt is not None
+            and r.receipt.message.sealed
+        ),
+        default=-1,
     )

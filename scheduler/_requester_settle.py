@@ -154,7 +154,14 @@ def finalise(
         reason = f"{len(winners)} results agree but no output arrived in time"
         if held:
             reason += f" ({len(held)} providers hold receipts and may claim)"
-        effects += [Attest(job.id, w.provider, False, _WITHHELD, ()) for w in held]
+        # Withheld only once its claim_by is behind us: a winner still able to claim may
+        # yet publish its key (review round 16, R16B-4)
+        effects += [
+            Attest(job.id, w.provider, False, _WITHHELD, ())
+            for w in held
+            if not (w.receipt is not None and w.receipt.message.sealed)
+            or w.receipt.message.claim_by <= height
+        ]
     elif not job.replicas and job.caught_bidders:
         reason = (
             f"no bids but from {len(job.caught_bidders)} provider(s) this node caught with a "
