@@ -77,7 +77,8 @@ def no_escrow(job_id: bytes) -> EscrowView | None:
 def uncovered(escrow: EscrowView, spec: JobSpec, price: int, claim_window_blocks: int) -> str:
     """Why ``escrow`` cannot pay an award of ``price`` for ``spec`` by claim ("" when it
     can): it must be the requester's, expire when the job says, open claims no later than
-    the claim window, and have room for the price and for the job's redundancy."""
+    the claim window, and have room for the price and for the job's redundancy, every
+    payee it may pay at its most."""
     if escrow.owner != spec.requester:
         return "is not the requester's"
     if escrow.expiry_height != spec.escrow_expiry_height:
@@ -86,6 +87,15 @@ def uncovered(escrow: EscrowView, spec: JobSpec, price: int, claim_window_blocks
         return f"opens claims at {escrow.claim_height}, after the claim window"
     if escrow.max_payees < spec.redundancy:
         return f"pays at most {escrow.max_payees} providers, under the job's redundancy"
+    if escrow.locked < escrow.max_payees * escrow.max_per_payee:
+        # Then no claim with a receipt is refused for funds while a payee place is left
+        # (each payee is paid at most max_per_payee). One price locked for a redundancy-3
+        # job paid the first winner's claim and refused the other two (review round 16,
+        # R16B-2); an honest lock is max_price times a budget of at least max_payees.
+        return (
+            f"holds {escrow.locked}, less than its {escrow.max_payees} payees at "
+            f"{escrow.max_per_payee} each"
+        )
     if min(escrow.max_per_payee, escrow.remaining) < price:
         return f"cannot pay the award's {price}"
     return ""

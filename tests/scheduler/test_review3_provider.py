@@ -45,8 +45,8 @@ _USAGE = Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0)
 @dataclass
 class _Escrow:
     owner: bytes
-    locked: int = 10**6
-    remaining: int = 10**6
+    locked: int = 4 * 10**6  # every payee at its most (scheduler.uncovered)
+    remaining: int = 4 * 10**6
     claim_height: int = 1190
     expiry_height: int = 1200
     max_per_payee: int = 10**6
