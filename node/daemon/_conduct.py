@@ -71,13 +71,22 @@ class Conduct:
         score, at = self._scores.get(peer, (0.0, 0.0))
         return max(0.0, score - (trio.current_time() - at) * DECAY_PER_SECOND)
 
+    def _make_room(self) -> None:
+        """Forget the peers whose scores decayed to 0, or else the lowest scored: clearing
+        the table let 4,096 one-off keys wipe the score of a key near its ban (review
+        round 16, A5)."""
+        scores = {p: self.score(p) for p in self._scores}
+        gone = [p for p, v in scores.items() if v <= 0.0]
+        for p in gone or [min(scores, key=scores.__getitem__)]:
+            del self._scores[p]
+
     def _score(self, peer: bytes, who: str, reason: str) -> None:
         if peer in self._protected or self._ban is None:
             return
         now = trio.current_time()
         score = self.score(peer) + OFFENCE_POINTS
         if peer not in self._scores and len(self._scores) >= MAX_PEERS_COUNTED:
-            self._scores.clear()
+            self._make_room()
         if score < self.ban_score:
             self._scores[peer] = (score, now)
             return

@@ -201,7 +201,9 @@ class Server:
         service = self._service
         head = service.state.height
         if service.store is not None:
-            blocks = await service.store.call(lambda s: s.blocks_from(start, limit))
+            blocks = await service.store.call(
+                lambda s: s.blocks_from(start, limit, MAX_RESPONSE_BLOCK_BYTES + 1)
+            )
         else:
             blocks = [
                 service.replica.recent[h]

@@ -77,3 +77,15 @@ def test_a_missing_or_renumbered_block_is_found(store: ledger.LedgerStore) -> No
     store._conn.execute("DELETE FROM blocks WHERE height=?", (HEIGHT,))
     with pytest.raises(ledger.ChainVerificationError, match=f"block {HEIGHT} is missing"):
         ledger.check_head(store)
+
+
+def test_blocks_are_read_up_to_a_byte_budget(store: ledger.LedgerStore) -> None:
+    # A block fetch answers with 3 full blocks at most: it reads no further than the first
+    # block past its budget (a 10-byte request for 256 read them all: round 16, A4).
+    every = store.blocks_from(1, 256)
+    assert len(every) == HEIGHT
+    one = len(every[0])
+    budget = sum(len(b) for b in every[:5])
+    got = store.blocks_from(1, 256, budget)
+    assert got == every[:5]
+    assert store.blocks_from(1, 256, 1) == every[:1] and one > 1
