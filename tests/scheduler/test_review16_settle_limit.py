@@ -7,6 +7,7 @@ machines, real ledger."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import ledger
@@ -16,7 +17,7 @@ from ledger import tx
 from scheduler._effects import Output
 
 from ..keys import pub
-from ..ledger.helpers import ALICE, CAROL, CHAIN, Chain
+from ..ledger.helpers import ALICE, CAROL, CHAIN, Chain, job_spec
 
 EXPIRY = 60
 LIMIT = EXPIRY - 12  # claim_window_blocks 10 + settle_margin_blocks 2 (the defaults)
@@ -44,27 +45,9 @@ class _Run:
                 price_floor=1000,
             )
         )
-        spec = protocol.JobSpec(
-            requester=pub(ALICE),
-            nonce=hashlib.blake2b(b"r16b4", digest_size=16).digest(),
-            runtime="onnx",
-            model_hash=b"\x03" * 32,
-            model_size=1,
-            inputs=(),
-            requirements=protocol.Requirements(
-                device="cpu",
-                execution_provider="CPUExecutionProvider",
-                min_memory_mb=1,
-                capability_class="onnx.cpu.m4",
-            ),
-            graph_opt_level="extended",
-            threads=1,
+        spec = dataclasses.replace(
+            job_spec(ALICE, b"r16b4").message,
             max_price=2000,
-            redundancy=1,
-            max_retries=0,
-            verification=protocol.VerificationPolicy(
-                mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0
-            ),
             created_ms=0,
             bid_window_ms=100,
             deadline_ms=3_000_000,  # the deadline is after the settle limit

@@ -6,15 +6,14 @@ most, so no claim with a receipt is refused for funds while a payee place is lef
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 
 import ledger
 import protocol
 from ledger import tx
 from scheduler._ledger import uncovered
 
-from ..keys import pub
-from ..ledger.helpers import ALICE, CHAIN, Chain
+from ..ledger.helpers import ALICE, CHAIN, Chain, job_spec
 
 PRICE = 1000
 
@@ -22,31 +21,8 @@ PRICE = 1000
 def _escrow(
     c: Chain, amount: int, payees: int, label: bytes
 ) -> tuple[ledger.Escrow, protocol.JobSpec]:
-    spec = protocol.JobSpec(
-        requester=pub(ALICE),
-        nonce=hashlib.blake2b(label, digest_size=16).digest(),
-        runtime="onnx",
-        model_hash=b"\x03" * 32,
-        model_size=1,
-        inputs=(),
-        requirements=protocol.Requirements(
-            device="cpu",
-            execution_provider="CPUExecutionProvider",
-            min_memory_mb=1,
-            capability_class="onnx.cpu.m4",
-        ),
-        graph_opt_level="extended",
-        threads=1,
-        max_price=PRICE,
-        redundancy=3,
-        max_retries=0,
-        verification=protocol.VerificationPolicy(
-            mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0
-        ),
-        created_ms=1,
-        bid_window_ms=100,
-        deadline_ms=10**7,
-        escrow_expiry_height=100,
+    spec = dataclasses.replace(
+        job_spec(ALICE, label).message, max_price=PRICE, redundancy=3, deadline_ms=10**7
     )
     signed = protocol.sign(spec, ALICE, CHAIN)
     c.ok(
