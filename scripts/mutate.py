@@ -97,6 +97,18 @@ TRACE_TIMEOUT_S = 1500
 
 #: Mutants no behaviour can tell from the real code, by (module, function, what), with why.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    (
+        "ledger/_admission.py",
+        "check_embedded",
+        "guard `if not isinstance(p, Settle | Claim | Lock | Slash)` switched off",
+    ): (
+        "a shortcut: any other payload matches no case below, so it is remembered and "
+        "returned as checked, which nothing reads for a kind that carries no messages"
+    ),
+    ("ledger/_admission.py", "check_embedded", "guard `if known.seen(digest)` switched off"): (
+        "a shortcut: the payload's messages are decoded again, each found in the same "
+        "memory of verified messages (no signature checked), with the same outcome"
+    ),
     ("ledger/_state.py", "bucket_root", "guard `if not leaves` switched off"): (
         "a shortcut: EMPTY_BUCKET is content_hash(b''), what the join of no leaves hashes to"
     ),

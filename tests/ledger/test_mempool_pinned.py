@@ -57,3 +57,16 @@ def test_removing_a_transaction_that_is_not_pending_changes_nothing() -> None:
     pool.remove(mine)
     pool.remove(mine)  # twice
     assert len(pool) == 0
+
+
+def test_an_unfunded_plain_claim_is_admitted_from_the_block_its_window_opens() -> None:
+    # (mutation run, round 16: `height < e.claim_height` as `<=` went unnoticed) the next
+    # block is the escrow's claim height: admitted; one block earlier: refused.
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=c.height + 3, expire_at=20, per_payee=100, payees=2))
+    pool = ledger.Mempool(CHAIN)
+    with pytest.raises(ledger.MempoolRejected, match="claims open at height"):
+        pool.add(_unfunded_claim(c, "fresh-early"), c.state)
+    c.ok()  # the next block is the claim height now
+    pool.add(_unfunded_claim(c, "fresh-on-time"), c.state)
+    assert len(pool) == 1

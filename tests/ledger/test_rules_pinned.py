@@ -348,3 +348,38 @@ def test_no_failed_verification_slash_while_the_escrow_is_open_even_if_claims_pa
     assert e is not None and e.is_open and e.paid_to(pub(CAROL)) == e.paid_to(pub(dave)) == 100
     assert "still open" in c.rejects(_slash_bob_outvoted(c), ledger.BadEvidence)
     assert c.state.account(pub(BOB)).stake == 500
+
+
+def test_a_transaction_applies_in_the_block_at_its_expiry_height_and_not_after() -> None:
+    # (mutation run, round 16: `expiry_height < h` as `<=` went unnoticed)
+    c = Chain.new()
+    at = c.height + 1
+    c.ok(tx.transfer(ALICE, CHAIN, 0, to=pub(BOB), amount=1, expiry_height=at))
+    late = tx.transfer(ALICE, CHAIN, 1, to=pub(BOB), amount=1, expiry_height=c.height)
+    c.rejects(late, ledger.ExpiredTransaction)
+
+
+def test_a_claims_fee_may_take_the_whole_payout_and_balance_and_not_a_credit_more() -> None:
+    # (mutation run, round 16: `fee > balance + payout` as `>=` went unnoticed). A fresh
+    # provider holding nothing claims 100 at a fee of 100, then one at 101 is refused.
+    c = Chain.new()
+    fresh, other = key("fresh-claimant"), key("fresh-claimant-2")
+    c.ok(c.lock(ALICE, 300, claim_at=1, expire_at=20, per_payee=100, payees=3))
+
+    def claim(who: object, fee: int) -> protocol.Signed[protocol.Transaction]:
+        assert isinstance(who, type(ALICE))
+        return tx.claim(
+            who,
+            CHAIN,
+            ledger.UNSEQUENCED,
+            job_id=JOB,
+            award=award(ALICE, who, 100),
+            receipt=receipt(ALICE, who),
+            unseal_key=RECEIPT_KEY,
+            expiry_height=c.height + 5,
+            fee=fee,
+        )
+
+    c.rejects(claim(other, 101), ledger.InsufficientFunds)
+    c.ok(claim(fresh, 100))
+    assert c.state.balance(pub(fresh)) == 0
