@@ -265,6 +265,9 @@ class Requester:
             if job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
                 continue
             if height >= expiry - limit:
+                # As at the deadline: accepted results whose sealed bytes are held get
+                # their receipts, and the job waits for their keys (round 17, R17B-3)
+                effects += receipts_at_deadline(job, now_ms, self.config, self.me, height)
                 if key_due(job) > height:
                     # A winner holding our sealed receipt may still claim, publishing the
                     # key to an output we hold and pay for: decided once it has, or its

@@ -72,6 +72,13 @@ def take_result(
         # one would make the job compare bytes, and receipt every result first.
         why = f"reported determinism class {res.determinism_class!r}, not its bid's"
         return why, [Misbehaved(res.provider, why)]
+    if not any(res.output_commitment):
+        # An output committing to nothing: outvoted, it could never be evidence (the
+        # ledger takes only outputs with a commitment), so a wrong answer sent this way
+        # was never slashed and our report of it was counted against us (round 17,
+        # R17B-1).
+        why = "reported an output with no commitment"
+        return why, [Misbehaved(res.provider, why)]
     if res.key_hash == bytes(32) or res.output_size <= SEAL_OVERHEAD:
         # No sealed output to receipt: nothing a claim could ever open for us.
         why = "reported an output without a sealed blob and its key's hash"
@@ -145,6 +152,13 @@ def issue_receipt(
     if first:
         rep.want = SEALED if sealed else PLAIN
     effects: list[Effect] = []
+    # A claim must land before the escrow's expiry: a sealed receipt's claim_by is at most
+    # the block before it (colluding winners sending their bytes late, one after another,
+    # kept the job waiting past the expiry: round 17, R17B-5), and none is signed that no
+    # later block could cash.
+    claim_by = min(height + KEY_DUE_BLOCKS, job.spec.escrow_expiry_height - 1)
+    if rep.sealed and rep.want == SEALED and claim_by <= height:
+        return []
     if rep.sealed:
         res = rep.result.message
         receipt = Receipt(
@@ -156,7 +170,7 @@ def issue_receipt(
             output_commitment=res.output_commitment,
             key_hash=res.key_hash,
             at_once=1 if rep.want == SEALED else 0,
-            claim_by=height + KEY_DUE_BLOCKS if rep.want == SEALED else 0,
+            claim_by=claim_by if rep.want == SEALED else 0,
             received_ms=rep.received_ms,
         )
         rep.receipt = sign(receipt, config.key, config.chain_id)

@@ -230,11 +230,19 @@ def punish(
     a slash: an outvoted loser is never paid, so its attestation never lands, and
     without ``slash_outvoted`` it must not become a slash report either."""
     effects: list[Effect] = []
-    won = tuple(w.result for w in winners if w.result is not None)[:MAX_MAJORITY_EVIDENCE]
     for r in losers:
         if r.result is None:
             continue
         catch(r.provider, config, caught)
+        # The ledger compares outputs within one determinism class only: winners of
+        # another class are no evidence (in tolerance mode a cheater bidding a class of
+        # its own made every report refused, and counted against us: round 17, R17B-2).
+        cls = r.result.message.determinism_class
+        won = tuple(
+            w.result
+            for w in winners
+            if w.result is not None and w.result.message.determinism_class == cls
+        )[:MAX_MAJORITY_EVIDENCE]
         evidence = (r.result, *won)
         slash: Slash | None = None
         if len(won) < 2:

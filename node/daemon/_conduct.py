@@ -72,12 +72,15 @@ class Conduct:
         return max(0.0, score - (trio.current_time() - at) * DECAY_PER_SECOND)
 
     def _make_room(self) -> None:
-        """Forget the peers whose scores decayed to 0, or else the lowest scored: clearing
-        the table let 4,096 one-off keys wipe the score of a key near its ban (review
-        round 16, A5)."""
+        """Forget the peers whose scores decayed to 0, or else the lowest scored tenth:
+        clearing the table let 4,096 one-off keys wipe the score of a key near its ban
+        (review round 16, A5), and one peer at a time cost a pass over all of them per
+        new offender (round 17, R17-A5)."""
         scores = {p: self.score(p) for p in self._scores}
         gone = [p for p, v in scores.items() if v <= 0.0]
-        for p in gone or [min(scores, key=scores.__getitem__)]:
+        if not gone:  # a tenth at once: one pass per 409 new peers, not per new peer
+            gone = sorted(scores, key=scores.__getitem__)[: max(1, len(scores) // 10)]
+        for p in gone:
             del self._scores[p]
 
     def _score(self, peer: bytes, who: str, reason: str) -> None:

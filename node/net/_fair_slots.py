@@ -23,8 +23,7 @@ from ._interface import PeerKey
 @dataclass(eq=False, slots=True)
 class Slot:
     """One stream's place: ``scope`` is cancelled if the slot is taken from it; ``idle``
-    while the stream waits for its next request (only an idle slot is taken, unless the
-    slots were made with ``busy_evictable``)."""
+    unless its handler is answering a request (only an idle slot is taken)."""
 
     peer: PeerKey
     since: float
@@ -34,14 +33,16 @@ class Slot:
 
 
 class FairSlots:
-    """At most ``total`` slots at once and ``per_peer`` for one peer. ``busy_evictable``:
-    a busy slot may be taken too (for handlers that do not say when they are idle, such
-    as py-libp2p's DHT, whose honest streams live for one query)."""
+    """At most ``total`` slots at once and ``per_peer`` for one peer. ``min_age``: a slot
+    younger than this (seconds) is not taken, for handlers that do not say when they are
+    idle (py-libp2p's DHT, whose honest streams live for one query, milliseconds): 65
+    keys reopening one slot each rotated the table through honest queries in flight
+    (review round 17, R17-A4)."""
 
-    def __init__(self, total: int, per_peer: int, *, busy_evictable: bool = False) -> None:
+    def __init__(self, total: int, per_peer: int, *, min_age: float = 0.0) -> None:
         self.total = total
         self.per_peer = per_peer
-        self._busy_evictable = busy_evictable
+        self._min_age = min_age
         self._of: dict[PeerKey, list[Slot]] = {}
         self._count = 0
         #: Slots taken from their holders so far.
@@ -73,10 +74,11 @@ class FairSlots:
 
     def _evict_for(self, holds: int) -> bool:
         """Take a slot from the peer holding the most, if it holds more than ``holds``."""
+        born = trio.current_time() - self._min_age
         for slots in sorted(self._of.values(), key=len, reverse=True):
             if len(slots) <= holds:
                 return False
-            victims = [s for s in slots if s.idle or self._busy_evictable]
+            victims = [s for s in slots if s.idle and s.since <= born]
             if victims:
                 victim = min(victims, key=lambda s: s.since)
                 victim.evicted = True

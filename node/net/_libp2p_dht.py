@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import libp2p.kad_dht.kad_dht as _kad
+import libp2p.kad_dht.peer_routing as _peer_routing
+import libp2p.kad_dht.provider_store as _provider_store
+import libp2p.kad_dht.value_store as _value_store
 import trio
 from libp2p.kad_dht.common import PROTOCOL_ID as _KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -48,14 +51,20 @@ KAD_PROTOCOL = str(_KAD_PROTOCOL_ID)
 #: (:func:`dht_slots`), and one peer's share of them.
 DHT_INBOUND_STREAMS = 64
 DHT_STREAMS_PER_PEER = 16
+#: A DHT stream's slot is not taken before it is this old (seconds): an honest stream
+#: serves one query, in milliseconds.
+DHT_SLOT_MIN_AGE_S = 2.0
 #: Largest DHT message a peer may send us (py-libp2p reads 4 MiB): our largest is a
 #: PUT_VALUE with a capability record (under 16 KiB). A 4 MiB ADD_PROVIDER held 419,410
 #: addresses, each parsed (review round 16, A2b).
 DHT_MAX_INBOUND_MESSAGE = 64 << 10
+#: Largest answer to our DHT queries we read (py-libp2p reads 4 MiB): 20 providers or
+#: peers with 16 addresses each, or a capability record, are far below it.
+DHT_MAX_RESPONSE = 256 << 10
 #: A provider entry keeps this many addresses (an Advert lists at most 16).
 MAX_PROVIDER_ADDRS = 16
 #: Provider keys kept, and the keys one peer may provide under (an Advert names at most
-#: 32 capability classes); past the first, the key with the fewest providers goes.
+#: 32 capability classes); past the first, a new key is not kept until one expires.
 MAX_PROVIDER_KEYS = 1024
 MAX_KEYS_PER_PROVIDER = 32
 
@@ -211,10 +220,11 @@ class _ServersOnly:
 
 def dht_slots() -> FairSlots:
     """The slots inbound DHT streams share: taken from the peer holding the most when
-    full (an honest stream lives for one query, so any may be taken). py-libp2p's handler
+    full, its oldest stream if at least ``DHT_SLOT_MIN_AGE_S`` old (an honest stream
+    lives for one query). py-libp2p's handler
     waits for a peer's next message with no timeout: two keys that opened 64 streams and
     sent nothing refused every other peer's DHT queries for good (review round 16, A2a)."""
-    return FairSlots(DHT_INBOUND_STREAMS, DHT_STREAMS_PER_PEER, busy_evictable=True)
+    return FairSlots(DHT_INBOUND_STREAMS, DHT_STREAMS_PER_PEER, min_age=DHT_SLOT_MIN_AGE_S)
 
 
 def guard_provider_store(store: Any) -> None:
@@ -236,8 +246,10 @@ def guard_provider_store(store: Any) -> None:
             if held >= MAX_KEYS_PER_PROVIDER:
                 return
         if key not in providers and len(providers) >= MAX_PROVIDER_KEYS:
-            fewest = min(providers, key=lambda k: len(providers[k]))
-            del providers[fewest]
+            # Full: a new key waits for one to expire. Evicting the key with the fewest
+            # providers let junk keys with two push out an honest class key with one, again
+            # after every re-announcement (review round 17, R17-A2).
+            return
         add(key, PeerInfo(provider.peer_id, list(provider.addrs)[:MAX_PROVIDER_ADDRS]))
 
     store.add_provider = add_provider
@@ -274,5 +286,10 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
     if isinstance(limiter, trio.CapacityLimiter):
         limiter.total_tokens = 4 * DHT_INBOUND_STREAMS
     _kad.MAX_DHT_MESSAGE_SIZE = DHT_MAX_INBOUND_MESSAGE  # type: ignore[attr-defined]  # read per message
+    # Answers to our own queries are read in these modules, each with its own binding of
+    # the 4 MiB constant: a DHT server answering GET_PROVIDERS with 400,000 addresses
+    # froze the node 0.5-0.7 s per lookup while py-libp2p parsed them (round 17, R17-A3)
+    for module in (_provider_store, _value_store, _peer_routing):
+        module.MAX_DHT_MESSAGE_SIZE = DHT_MAX_RESPONSE  # type: ignore[attr-defined]
     guard_provider_store(dht.provider_store)
     return dht

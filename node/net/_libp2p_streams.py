@@ -142,6 +142,11 @@ class RequestStreams:
         reader = FrameReader(stream.read)
         config = self._config
         while True:
+            # Idle (its slot may be taken) except while our handler runs: waiting for a
+            # request, for the rest of a frame or to write the answer is the peer's time
+            # to stretch. Protected from the first byte, five keys trickling their frames
+            # (a byte, 7 s, the rest with the next frame's first byte) kept all 256 slots
+            # busy (review round 17, R17-A1).
             slot.idle = True
             with trio.move_on_after(config.stream_idle_timeout):
                 try:
@@ -150,7 +155,6 @@ class RequestStreams:
                     with contextlib.suppress(Exception):
                         await stream.close()
                     return
-                slot.idle = False
                 entry = self._handlers.get(protocol_id)
                 limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
                 try:
@@ -183,7 +187,9 @@ class RequestStreams:
                     )
                     await reset(stream)
                     return
+                slot.idle = False
                 status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
+                slot.idle = True
                 with trio.fail_after(config.frame_timeout):
                     await stream.write(response_frame(status, body))
                 continue

@@ -220,6 +220,7 @@ class Node:
     requester: Requester | None = None
     provider: Provider | None = None
     #: honest | cheat | liar (claims the right commitment) | collude (one shared wrong output)
+    #: | zerocommit (a wrong output with an all-zero commitment)
     #: | withhold (honest result, but the output bytes never sent)
     #: | classlie (a wrong result whose Result names another determinism class)
     behaviour: str = "honest"
@@ -638,6 +639,8 @@ class Sim:
             out = replace(out, determinism_class=node.provider.config.determinism_class)
             if node.behaviour == "classlie":  # a wrong output said to be from another class
                 out = replace(out, determinism_class="other/class")
+            if node.behaviour == "zerocommit":  # a wrong output committing to nothing
+                out = replace(out, commitment=bytes(32))
             usage = Usage(cpu_ms=node.run_ms, wall_ms=node.run_ms, peak_memory_kb=1024, gpu_ms=0)
             effects = node.provider.job_finished(
                 job_id, self.now, outcome="ok", output=out, usage=usage

@@ -15,12 +15,15 @@ import pytest
 import trio
 import varint
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from node.net._fair_slots import FairSlots
 from node.net._framing import FrameReader, request_frame
 from node.net._libp2p_dht import (
     DHT_INBOUND_STREAMS,
+    DHT_SLOT_MIN_AGE_S,
     DHT_STREAMS_PER_PEER,
     KAD_PROTOCOL,
     MAX_PROVIDER_ADDRS,
@@ -82,6 +85,18 @@ async def test_a_peer_takes_only_from_one_holding_more_and_never_a_busy_slot() -
     assert busy.enter(b"y") is not None and held.evicted
 
 
+async def test_a_slot_younger_than_its_minimum_age_is_not_taken(autojump_clock: object) -> None:
+    # R17-A4: keys reopening one DHT slot each rotated the table through honest queries
+    # in flight; a DHT slot is now taken only once it is DHT_SLOT_MIN_AGE_S old.
+    slots = FairSlots(1, 1, min_age=2.0)
+    held = slots.enter(b"honest")
+    assert held is not None
+    await trio.sleep(1.0)
+    assert slots.enter(b"flood") is None and not held.evicted
+    await trio.sleep(1.5)
+    assert slots.enter(b"flood") is not None and held.evicted
+
+
 async def test_one_peer_holds_at_most_its_share() -> None:
     slots = FairSlots(8, 2)
     assert slots.enter(b"a") is not None and slots.enter(b"a") is not None
@@ -92,29 +107,45 @@ async def test_one_peer_holds_at_most_its_share() -> None:
 # --- A1: request streams ------------------------------------------------------------------
 
 
-async def _hold(attacker: Libp2pNetwork, victim: Libp2pNetwork, held: list[int]) -> None:
-    """One stream on /aimx/record/1 kept alive with an empty request now and then (served,
-    so nothing counts against the key); a slot lost is opened again."""
+TRICKLE_S = 1.0  # under the victim's frame_timeout below
+
+
+async def _hold(
+    attacker: Libp2pNetwork, victim: Libp2pNetwork, held: list[int], trickle: bool
+) -> None:
+    """One stream on /aimx/record/1 kept alive with a request now and then (served, so
+    nothing counts against the key); a slot lost is opened again. ``trickle``: each frame
+    is sent as its first byte, a pause, then the rest with the next frame's first byte, so
+    the stream is never between requests (round 17, R17-A1)."""
+    frame = request_frame(b"0123456789")
     while True:
         try:
             stream = await attacker._host.new_stream(peer_id_of(victim.local_peer), [RECORD])
             reader = FrameReader(stream.read)
             held[0] += 1
             try:
+                if trickle:
+                    await stream.write(frame[:1])
                 while True:
-                    await stream.write(request_frame(b""))
+                    if trickle:
+                        await trio.sleep(TRICKLE_S)
+                        await stream.write(frame[1:] + frame[:1])
+                    else:
+                        await stream.write(frame)
                     await reader.read_response(1 << 20)
-                    await trio.sleep(0.5)
+                    if not trickle:
+                        await trio.sleep(0.5)
             finally:
                 held[0] -= 1
         except Exception:
             await trio.sleep(0.05)
 
 
-async def test_keys_holding_every_request_slot_do_not_shut_out_a_newcomer() -> None:
+@pytest.mark.parametrize("trickle", [False, True], ids=["idle", "trickled frames"])
+async def test_keys_holding_every_request_slot_do_not_shut_out_a_newcomer(trickle: bool) -> None:
     with trio.fail_after(60):
         async with (
-            node(161, max_inbound_streams=24) as victim,
+            node(161, max_inbound_streams=24, frame_timeout=3 * TRICKLE_S) as victim,
             node(162) as a,
             node(163) as b,
             node(164) as honest,
@@ -127,7 +158,7 @@ async def test_keys_holding_every_request_slot_do_not_shut_out_a_newcomer() -> N
                 for attacker in (a, b):
                     await attacker.connect(victim.addresses()[0])
                     for _ in range(20):
-                        flood.start_soon(_hold, attacker, victim, held)
+                        flood.start_soon(_hold, attacker, victim, held, trickle)
                 for _ in range(100):
                     if len(victim._streams._slots) >= 24:
                         break
@@ -183,7 +214,7 @@ async def test_keys_holding_every_dht_slot_idle_do_not_stop_a_newcomers_queries(
                             peer_id_of(victim.local_peer), [KAD_PROTOCOL]
                         )
                     )
-            await trio.sleep(0.5)
+            await trio.sleep(DHT_SLOT_MIN_AGE_S + 0.2)  # a slot is taken from then on
             await honest.connect(victim.addresses()[0])
             await trio.sleep(0.3)
             assert [await _dht_query(honest, victim) for _ in range(5)] == [True] * 5
@@ -229,3 +260,41 @@ async def test_an_add_provider_keeps_few_addresses_and_only_provider_keys(addrs:
                 assert len(entry.provider_info.addrs) == MAX_PROVIDER_ADDRS
             else:  # 4 MiB: not even read
                 assert ours not in store
+
+
+def test_a_full_provider_store_keeps_its_keys_and_refuses_new_ones() -> None:
+    # R17-A2: evicting the key with the fewest providers let junk keys with two providers
+    # push out an honest class key with one, again after each re-announcement.
+    from node.net import _libp2p_dht
+
+    class Store:
+        def __init__(self) -> None:
+            self.providers: dict[bytes, dict[str, Any]] = {}
+
+        def add_provider(self, key_bytes: bytes, provider: Any) -> None:
+            self.providers.setdefault(key_bytes, {})[str(provider.peer_id)] = provider
+
+    store = Store()
+    _libp2p_dht.guard_provider_store(store)
+    honest = bytes.fromhex(provider_key(CHAIN, "onnx.cpu.m1"))
+    store.add_provider(honest, PeerInfo(ID(b"honest"), [Multiaddr("/ip4/1.2.3.4/tcp/1")]))
+    for i in range(_libp2p_dht.MAX_PROVIDER_KEYS + 5):
+        junk = b"\x12\x20" + i.to_bytes(32, "big")
+        for who in (b"sybil-a%d" % (i // 32), b"sybil-b%d" % (i // 32)):
+            store.add_provider(junk, PeerInfo(ID(who), [Multiaddr("/ip4/1.2.3.4/tcp/1")]))
+    assert honest in store.providers
+    assert len(store.providers) == _libp2p_dht.MAX_PROVIDER_KEYS
+
+
+async def test_answers_to_our_dht_queries_are_read_up_to_a_bound() -> None:
+    # R17-A3: the 64 KiB bound covered peers' requests only; answers to our lookups were
+    # read up to 4 MiB (400,000 addresses parsed at once froze the node 0.5-0.7 s)
+    import libp2p.kad_dht.peer_routing as peer_routing
+    import libp2p.kad_dht.provider_store as provider_store
+    import libp2p.kad_dht.value_store as value_store
+
+    from node.net._libp2p_dht import DHT_MAX_RESPONSE
+
+    async with node(190):
+        for module in (peer_routing, provider_store, value_store):
+            assert module.MAX_DHT_MESSAGE_SIZE == DHT_MAX_RESPONSE  # type: ignore[attr-defined]
