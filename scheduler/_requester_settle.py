@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from protocol import Result, Signed
+
 from ._config import RequesterConfig
 from ._effects import (
     Attest,
@@ -237,12 +239,16 @@ def punish(
         # The ledger compares outputs within one determinism class only: winners of
         # another class are no evidence (in tolerance mode a cheater bidding a class of
         # its own made every report refused, and counted against us: round 17, R17B-2).
+        # And the majority shares one commitment: in tolerance mode winners within
+        # tolerance of each other may differ, and evidence mixing two was refused (round
+        # 18, R18-4): the largest group of one commitment goes.
         cls = r.result.message.determinism_class
-        won = tuple(
-            w.result
-            for w in winners
-            if w.result is not None and w.result.message.determinism_class == cls
-        )[:MAX_MAJORITY_EVIDENCE]
+        groups: dict[bytes, list[Signed[Result]]] = {}
+        for w in winners:
+            if w.result is not None and w.result.message.determinism_class == cls:
+                groups.setdefault(w.result.message.output_commitment, []).append(w.result)
+        largest = max(groups.values(), key=len, default=[])
+        won = tuple(largest)[:MAX_MAJORITY_EVIDENCE]
         evidence = (r.result, *won)
         slash: Slash | None = None
         if len(won) < 2:

@@ -4,11 +4,21 @@ A global cap on the streams served at once is what keeps a node's memory and tas
 but a cap alone is a door a few keys can hold shut: five fresh keys each holding their share
 of 256 request streams open, and idle, refused every other peer's requests for as long as
 they liked, never counted (review round 16, A1); two keys did the same to the 64 DHT
-slots (A2a). So when the slots are full a newcomer is not refused: it takes the slot of the
-peer holding the most (more than the newcomer does), its oldest idle one, whose stream is
-cancelled. A peer holding few slots keeps them however many keys hold the rest, and a key
-that reopens what it lost only takes from the largest holder, which is then itself or
-another key of the flood.
+slots (A2a). So when the slots are full a newcomer takes the slot of the peer holding the
+most (more than the newcomer does), the one *stalled* longest, whose stream is cancelled.
+
+A slot waiting for its peer's next request may be taken at once (five keys keeping their
+streams open with an empty request before each idle timeout held every slot: round 16,
+A1). One moving a request or an answer is taken only once *stalled*: nothing moved on it
+for ``stall_s``, at least ``PROGRESS_BYTES`` per ``stall_s`` (a peer trickling its frames,
+a byte and then the rest 7 s later, stalls: round 17, R17-A1; a transfer making progress
+keeps its slot, where keys rotating one-slot streams had cut honest uploads mid-frame:
+round 18, R18-1). One whose handler is answering is never taken. Streams that say nothing
+of their exchanges (py-libp2p's DHT) count as exchanging from the start, so a slot is
+taken only once ``stall_s`` old. A newcomer
+finding nothing takeable waits up to ``wait_s`` for a slot to stall, ahead of streams that
+arrive after it and of waiters whose peers hold more slots (a flood timing its reopenings
+to the moment each slot came of age kept out 92-98 % of a newcomer's streams: R18-2).
 """
 
 from __future__ import annotations
@@ -19,32 +29,53 @@ import trio
 
 from ._interface import PeerKey
 
+#: Bytes that count as progress on a slot (a frame completing counts too).
+PROGRESS_BYTES = 16 << 10
+#: Newcomers waiting for a slot at once; more are refused at once.
+MAX_WAITING = 64
+
 
 @dataclass(eq=False, slots=True)
 class Slot:
-    """One stream's place: ``scope`` is cancelled if the slot is taken from it; ``idle``
-    unless its handler is answering a request (only an idle slot is taken)."""
+    """One stream's place: ``scope`` is cancelled if the slot is taken from it."""
 
     peer: PeerKey
-    since: float
+    progress_at: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    idle: bool = True
+    #: Our handler is answering on it: never taken then.
+    busy: bool = False
+    #: A request or answer is moving on it (else it waits for the peer's next request,
+    #: and may be taken at once): taken only once stalled.
+    exchanging: bool = False
     evicted: bool = False
+    _moved: int = 0
+
+    def moved(self, count: int) -> None:
+        """``count`` bytes were read or written on the stream."""
+        self._moved += count
+        if self._moved >= PROGRESS_BYTES:
+            self.progress()
+
+    def progress(self, *, age: float = 0.0) -> None:
+        """Something moved (a chunk of bytes, a handler's answer): the slot counts as
+        progressing since ``age`` seconds ago."""
+        self._moved = 0
+        self.progress_at = trio.current_time() - age
 
 
 class FairSlots:
-    """At most ``total`` slots at once and ``per_peer`` for one peer. ``min_age``: a slot
-    younger than this (seconds) is not taken, for handlers that do not say when they are
-    idle (py-libp2p's DHT, whose honest streams live for one query, milliseconds): 65
-    keys reopening one slot each rotated the table through honest queries in flight
-    (review round 17, R17-A4)."""
+    """At most ``total`` slots at once and ``per_peer`` for one peer; a slot is takeable
+    once stalled ``stall_s``; a newcomer waits up to ``wait_s`` for one."""
 
-    def __init__(self, total: int, per_peer: int, *, min_age: float = 0.0) -> None:
+    def __init__(self, total: int, per_peer: int, *, stall_s: float, wait_s: float) -> None:
         self.total = total
         self.per_peer = per_peer
-        self._min_age = min_age
+        self.stall_s = stall_s
+        self.wait_s = wait_s
         self._of: dict[PeerKey, list[Slot]] = {}
         self._count = 0
+        self._waiting: list[tuple[PeerKey, int]] = []
+        self._arrivals = 0
         #: Slots taken from their holders so far.
         self.evicted = 0
 
@@ -55,8 +86,8 @@ class FairSlots:
         return len(self._of.get(peer, ()))
 
     def enter(self, peer: PeerKey) -> Slot | None:
-        """A slot for a new stream of ``peer``, or None (it holds ``per_peer``, or every
-        slot is held by peers holding no more than it does, or none of theirs may go)."""
+        """A slot for a new stream of ``peer`` now, or None (it holds ``per_peer``, or no
+        slot is free or takeable for it)."""
         mine = self.held_by(peer)
         if mine >= self.per_peer:
             return None
@@ -67,20 +98,63 @@ class FairSlots:
         self._count += 1
         return slot
 
+    async def acquire(self, peer: PeerKey) -> Slot | None:
+        """A slot for a new stream of ``peer``, waiting (behind earlier newcomers) up to
+        ``wait_s`` for one to be takeable; None if none came."""
+        if not self._waiting or self._count < self.total:
+            slot = self.enter(peer)
+            if slot is not None or self.held_by(peer) >= self.per_peer:
+                return slot
+        if len(self._waiting) >= MAX_WAITING:
+            return None
+        self._arrivals += 1
+        ticket = (peer, self._arrivals)
+        self._waiting.append(ticket)
+        try:
+            with trio.move_on_after(self.wait_s):
+                while True:
+                    if self._first_waiting() is ticket:
+                        slot = self.enter(peer)
+                        if slot is not None:
+                            return slot
+                    await trio.sleep(self._next_check())
+        finally:
+            self._waiting.remove(ticket)
+        return None
+
+    def _first_waiting(self) -> tuple[PeerKey, int]:
+        """The waiting newcomer served first: its peer holding the fewest slots, then the
+        earliest. (Were it the earliest alone, a flood key holding as many as the others,
+        which can take from none, would stand in front of a peer holding none.) If it
+        cannot take a slot, no waiter holding more can."""
+        return min(self._waiting, key=lambda t: (self.held_by(t[0]), t[1]))
+
     def leave(self, slot: Slot) -> None:
         """The slot's stream ended (a taken slot was released when it was taken)."""
         if not slot.evicted:
             self._release(slot)
 
+    def _next_check(self) -> float:
+        """Seconds until a slot may next become takeable, or one is freed (waiting
+        newcomers poll every 10 to 50 ms)."""
+        now = trio.current_time()
+        soonest = min(
+            (s.progress_at + self.stall_s for ss in self._of.values() for s in ss),
+            default=now,
+        )
+        return min(0.05, max(0.01, soonest - now))
+
     def _evict_for(self, holds: int) -> bool:
         """Take a slot from the peer holding the most, if it holds more than ``holds``."""
-        born = trio.current_time() - self._min_age
+        stalled = trio.current_time() - self.stall_s
         for slots in sorted(self._of.values(), key=len, reverse=True):
             if len(slots) <= holds:
                 return False
-            victims = [s for s in slots if s.idle and s.since <= born]
+            victims = [
+                s for s in slots if not s.busy and (not s.exchanging or s.progress_at <= stalled)
+            ]
             if victims:
-                victim = min(victims, key=lambda s: s.since)
+                victim = min(victims, key=lambda s: s.progress_at)
                 victim.evicted = True
                 victim.scope.cancel()
                 self._release(victim)

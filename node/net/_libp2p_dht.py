@@ -224,7 +224,12 @@ def dht_slots() -> FairSlots:
     lives for one query). py-libp2p's handler
     waits for a peer's next message with no timeout: two keys that opened 64 streams and
     sent nothing refused every other peer's DHT queries for good (review round 16, A2a)."""
-    return FairSlots(DHT_INBOUND_STREAMS, DHT_STREAMS_PER_PEER, min_age=DHT_SLOT_MIN_AGE_S)
+    return FairSlots(
+        DHT_INBOUND_STREAMS,
+        DHT_STREAMS_PER_PEER,
+        stall_s=DHT_SLOT_MIN_AGE_S,
+        wait_s=DHT_SLOT_MIN_AGE_S + 0.5,
+    )
 
 
 def guard_provider_store(store: Any) -> None:

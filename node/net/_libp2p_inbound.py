@@ -144,7 +144,9 @@ class InboundGuard:
                 await reset(stream)
                 return
             shared = self._slots.get(protocol_id)
-            slot = shared.enter(peer) if shared is not None else None
+            slot = await shared.acquire(peer) if shared is not None else None
+            if slot is not None:
+                slot.exchanging = True  # nothing said of its exchanges: its age decides
             if shared is not None and slot is None:
                 self._counters.requests_rejected += 1
                 log.debug("refused a stream on %s from peer %s: no slot", protocol_id, name)

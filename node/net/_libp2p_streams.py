@@ -49,6 +49,14 @@ from ._serving import HandlerEntry, answer, error_for
 log = logging.getLogger(__name__)
 
 _POOL_PER_KEY = 8
+#: An answer is written in pieces of this size, each one progress on its slot.
+WRITE_CHUNK = 64 << 10
+#: A request slot is taken from its peer once stalled this long (_fair_slots.py), and a
+#: new stream waits this long for one when every slot is held.
+REQUEST_STALL_S = 1.0
+REQUEST_SLOT_WAIT_S = 1.5
+#: A request's first bytes keep its slot this long; then its bytes must move.
+FRAME_GRACE_S = 0.25
 
 
 @dataclass(slots=True)
@@ -75,7 +83,12 @@ class RequestStreams:
         self._handlers = handlers
         self._connect = connect
         self._pool: dict[tuple[PeerKey, str], list[_Pooled]] = {}
-        self._slots = FairSlots(config.max_inbound_streams, MAX_INBOUND_PER_PEER)
+        self._slots = FairSlots(
+            config.max_inbound_streams,
+            MAX_INBOUND_PER_PEER,
+            stall_s=REQUEST_STALL_S,
+            wait_s=REQUEST_SLOT_WAIT_S,
+        )
         self._nursery: trio.Nursery | None = None
         self._closed = False
 
@@ -114,7 +127,7 @@ class RequestStreams:
             sender = key_of(stream.muxed_conn.peer_id)
         except Exception:
             sender = None
-        slot = self._slots.enter(sender) if sender is not None else None
+        slot = await self._slots.acquire(sender) if sender is not None else None
         if sender is None or slot is None:
             self._counters.requests_rejected += 1
             await reset(stream)
@@ -139,15 +152,15 @@ class RequestStreams:
     async def _serve_frames(
         self, protocol_id: str, stream: Any, sender: PeerKey, slot: Slot
     ) -> None:
-        reader = FrameReader(stream.read)
+        async def read(max_bytes: int) -> bytes:
+            data: bytes = await stream.read(max_bytes)
+            slot.moved(len(data))  # a transfer making progress keeps its slot
+            return data
+
+        reader = FrameReader(read)
         config = self._config
         while True:
-            # Idle (its slot may be taken) except while our handler runs: waiting for a
-            # request, for the rest of a frame or to write the answer is the peer's time
-            # to stretch. Protected from the first byte, five keys trickling their frames
-            # (a byte, 7 s, the rest with the next frame's first byte) kept all 256 slots
-            # busy (review round 17, R17-A1).
-            slot.idle = True
+            slot.exchanging = False  # between requests: takeable (_fair_slots.py)
             with trio.move_on_after(config.stream_idle_timeout):
                 try:
                     await reader.wait_data()
@@ -155,6 +168,11 @@ class RequestStreams:
                     with contextlib.suppress(Exception):
                         await stream.close()
                     return
+                # A request is coming: kept while it moves, from FRAME_GRACE_S on only
+                # if its bytes do (a frame started is no progress: a peer sending tiny
+                # frames with pauses under the stall time would keep its slot for good)
+                slot.exchanging = True
+                slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
                 entry = self._handlers.get(protocol_id)
                 limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
                 try:
@@ -187,11 +205,15 @@ class RequestStreams:
                     )
                     await reset(stream)
                     return
-                slot.idle = False
+                slot.busy = True  # our handler's time: never taken (_fair_slots.py)
                 status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
-                slot.idle = True
+                slot.busy = False
+                slot.progress()
+                frame = response_frame(status, body)
                 with trio.fail_after(config.frame_timeout):
-                    await stream.write(response_frame(status, body))
+                    for at in range(0, len(frame), WRITE_CHUNK):
+                        await stream.write(frame[at : at + WRITE_CHUNK])
+                        slot.progress()
                 continue
             await reset(stream)  # idle
             return

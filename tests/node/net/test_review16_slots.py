@@ -56,11 +56,11 @@ async def node(n: int, **config: Any) -> AsyncIterator[Libp2pNetwork]:
 
 
 async def test_a_full_table_gives_a_newcomer_the_oldest_idle_slot_of_the_largest_holder() -> None:
-    slots = FairSlots(4, 4)
+    slots = FairSlots(4, 4, stall_s=0.0, wait_s=0.0)
     flood = [slots.enter(b"a") for _ in range(3)]
     other = slots.enter(b"b")
     assert None not in flood and other is not None and len(slots) == 4
-    flood[0].idle = False  # busy: kept
+    flood[0].busy = True  # our handler answers on it: kept
     newcomer = slots.enter(b"c")
     assert newcomer is not None and flood[1] is not None
     assert flood[1].evicted and flood[1].scope.cancel_called and not flood[0].evicted
@@ -73,32 +73,61 @@ async def test_a_full_table_gives_a_newcomer_the_oldest_idle_slot_of_the_largest
 
 
 async def test_a_peer_takes_only_from_one_holding_more_and_never_a_busy_slot() -> None:
-    slots = FairSlots(2, 2)
+    slots = FairSlots(2, 2, stall_s=0.0, wait_s=0.0)
     assert slots.enter(b"x") is not None and slots.enter(b"y") is not None
     assert slots.enter(b"x") is None  # y holds no more than x
-    busy = FairSlots(1, 1)
+    busy = FairSlots(1, 1, stall_s=0.0, wait_s=0.0)
     held = busy.enter(b"x")
     assert held is not None
-    held.idle = False
+    held.busy = True
     assert busy.enter(b"y") is None  # x holds more, but its stream is serving
-    held.idle = True
+    held.busy = False
     assert busy.enter(b"y") is not None and held.evicted
 
 
 async def test_a_slot_younger_than_its_minimum_age_is_not_taken(autojump_clock: object) -> None:
     # R17-A4: keys reopening one DHT slot each rotated the table through honest queries
     # in flight; a DHT slot is now taken only once it is DHT_SLOT_MIN_AGE_S old.
-    slots = FairSlots(1, 1, min_age=2.0)
+    slots = FairSlots(1, 1, stall_s=2.0, wait_s=0.0)
     held = slots.enter(b"honest")
     assert held is not None
+    held.exchanging = True
     await trio.sleep(1.0)
     assert slots.enter(b"flood") is None and not held.evicted
     await trio.sleep(1.5)
     assert slots.enter(b"flood") is not None and held.evicted
 
 
+async def test_a_waiting_newcomer_is_served_before_a_flood_timed_to_the_slots_age(
+    autojump_clock: object,
+) -> None:
+    # R18-2: keys reopening each slot the moment it came of age kept out 92-98 % of a
+    # newcomer's streams. A newcomer now waits for a slot, ahead of later arrivals and of
+    # waiters whose peers hold more.
+    slots = FairSlots(2, 16, stall_s=2.0, wait_s=2.5)
+    for flood in (b"flood-1", b"flood-2"):
+        held = slots.enter(flood)
+        assert held is not None
+        held.exchanging = True  # a DHT stream: its age decides
+    got: dict[bytes, float] = {}
+
+    async def arrive(peer: bytes, at: float) -> None:
+        await trio.sleep(at)
+        slot = await slots.acquire(peer)
+        if slot is not None:
+            got[peer] = trio.current_time()
+            slot.exchanging = True  # as the DHT's guard marks each
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(arrive, b"honest", 1.0)
+        for i in range(8):  # spare flood keys arriving just before the slots come of age
+            nursery.start_soon(arrive, b"spare-%d" % i, 1.9 + i * 0.001)
+    # the first slot to come of age (at 2 s) went to the newcomer, waiting since 1 s
+    assert min(got.values()) == got[b"honest"] and 2.0 <= got[b"honest"] < 2.1
+
+
 async def test_one_peer_holds_at_most_its_share() -> None:
-    slots = FairSlots(8, 2)
+    slots = FairSlots(8, 2, stall_s=0.0, wait_s=0.0)
     assert slots.enter(b"a") is not None and slots.enter(b"a") is not None
     assert slots.enter(b"a") is None
     assert len(slots) == 2
@@ -298,3 +327,46 @@ async def test_answers_to_our_dht_queries_are_read_up_to_a_bound() -> None:
     async with node(190):
         for module in (peer_routing, provider_store, value_store):
             assert module.MAX_DHT_MESSAGE_SIZE == DHT_MAX_RESPONSE  # type: ignore[attr-defined]
+
+
+async def _rotate(attacker: Libp2pNetwork, victim: Libp2pNetwork) -> None:
+    """One stream that sends nothing, opened again at once whenever its slot is taken."""
+    while True:
+        try:
+            stream = await attacker._host.new_stream(peer_id_of(victim.local_peer), [ECHO])
+            try:
+                while await stream.read(1):
+                    pass
+            finally:
+                with trio.move_on_after(1):
+                    await stream.reset()
+        except Exception:
+            await trio.sleep(0.002)
+
+
+async def test_keys_rotating_one_slot_each_do_not_cut_a_large_honest_upload() -> None:
+    # R18-1: with any read or write takeable, keys holding one slot each and reopening at
+    # once rotated the table through an honest 3 MiB upload mid-frame (0 of 8 went
+    # through). A transfer making progress keeps its slot.
+    size = 3 << 20
+    with trio.fail_after(90):
+        async with AsyncExitStack() as stack:
+            victim = await stack.enter_async_context(node(200, max_inbound_streams=8))
+            honest = await stack.enter_async_context(node(201))
+            attackers = [await stack.enter_async_context(node(202 + i)) for i in range(10)]
+            victim.set_handler(ECHO, echo, max_request_bytes=size + 1024)
+            await honest.connect(victim.addresses()[0])
+            async with trio.open_nursery() as flood:
+                for attacker in attackers:
+                    await attacker.connect(victim.addresses()[0])
+                    flood.start_soon(_rotate, attacker, victim)
+                await trio.sleep(2)
+                before = victim._streams._slots.evicted
+                for i in range(4):
+                    data = bytes([i]) * size
+                    got = await honest.request(
+                        victim.local_peer, ECHO, data, timeout=30, max_response_bytes=size + 1024
+                    )
+                    assert got == data
+                assert victim._streams._slots.evicted > before  # the table kept turning
+                flood.cancel_scope.cancel()
