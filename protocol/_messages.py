@@ -325,8 +325,8 @@ class Receipt(Message):
 class Unseal(Message):
     """The one-time key that opens the sealed output bytes sent with a Result.
 
-    Sent by the provider once a plain receipt arrives, or once its claim with a sealed one
-    is in a block (the claim reveals the same key on the ledger).
+    Sent by the provider once a plain receipt arrives (or once paid by a settle). With a
+    sealed receipt the provider's claim reveals the key on the ledger, and no Unseal goes.
     """
 
     TAG: ClassVar[str] = "aimx/unseal/1"

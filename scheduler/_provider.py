@@ -33,8 +33,8 @@ Rules (specs/marketplace.md is the full text):
   claim (``ProviderConfig.escrow_of``, and each block). A *sealed* receipt (a verified
   winner's) is claimed at once (``ClaimWithReceipt`` with the key, which the claim
   publishes on the ledger; only while its ``claim_by`` can still be met and is not
-  absurdly far: else the requester misbehaved and the work ends), and the key is sent
-  (``Unseal``) once the claim paid; a *plain* one (whose bytes the verification needs)
+  absurdly far: else the requester misbehaved and the work ends), and the requester reads
+  the key from the claim's block; a *plain* one (whose bytes the verification needs)
   gets the key at once, resent at doubling intervals until the work ends. So a requester
   reads no output it did not receipt, nor a verified winner's before the winner is paid
   (specs/marketplace.md, "Fair exchange"). A run past the award's deadline is aborted: the
@@ -336,9 +336,12 @@ class Provider:
         work.paid += amount
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
         price = work.award.message.price if work.award is not None else 0
-        if work.receipt is not None and work.key and work.paid >= price:
-            # Paid our award's price (by our claim, which put the key on the ledger, or
-            # by a settle): the requester gets the key now.
+        sealed = work.receipt is not None and work.receipt.message.sealed
+        if work.receipt is not None and work.key and work.paid >= price and not sealed:
+            # Paid our award's price by a settle: the requester gets the key now. Paid by
+            # the claim of a sealed receipt, the key is in the claim's block, which the
+            # requester reads (``keys_published``): an Unseal would be one more message
+            # per job, the cost that bounds the marketplace (specs/marketplace.md).
             effects.append(self._unseal(work))
         return effects + self._close(work, "paid")
 
@@ -489,7 +492,7 @@ class Provider:
 
     def _redeem(self, work: Work, now_ms: int) -> list[Effect]:
         """What a receipt held on a covering escrow gets: with a sealed one, our claim at
-        once (the key comes once it paid); with a plain one, the key now (resent at
+        once (its key is in the claim's block); with a plain one, the key now (resent at
         doubling intervals until the work ends)."""
         if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
             return []

@@ -243,7 +243,7 @@ class Requester:
             if (
                 rep.state == ReplicaState.COMMITTED
                 and rep.receipt is not None
-                and job.phase == JobPhase.EXECUTING
+                and job.phase in (JobPhase.COLLECTING, JobPhase.EXECUTING)
             ):
                 key = escrow.unsealed_by(rep.provider)
                 if key:

@@ -350,14 +350,14 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert done is not None and done.status == "verified" and done.output == out
     assert not [e for e in _of(opened, Send) if isinstance(e.message.message, Receipt)]
     assert not req.may_fetch(job_id, prov.me)  # decided: nothing more to serve
-    # Paid by its claim: the provider sends the key too, and its work ends (a payment
-    # under the award's price would not release it).
+    # Paid by its claim: its work ends, and no Unseal goes (the claim's block carried the
+    # key, which the requester reads: one message less per job).
     paid = prov.paid(job_id, _award.price, sim.now + 5_000)
-    (unseal,) = [e for e in _of(paid, Send) if isinstance(e.message.message, Unseal)]
-    assert unseal.message.message.key == claim.key
+    assert not [e for e in _of(paid, Send) if isinstance(e.message.message, Unseal)]
     assert job_id not in prov.work
     # A key for a replica already opened changes nothing.
-    assert req.receive(unseal.message.raw, sim.now + 5_001) == []
+    late = Unseal(job_id, prov.me, 0, commit.result.id, claim.key)
+    assert req.receive(sign(late, prov.config.key, CHAIN).raw, sim.now + 5_001) == []
 
 
 def test_a_requester_that_settles_to_its_own_bidders_first_never_gets_the_key() -> None:
