@@ -49,14 +49,13 @@ from ._serving import HandlerEntry, answer, error_for
 log = logging.getLogger(__name__)
 
 _POOL_PER_KEY = 8
-#: An answer is written in pieces of this size, each one progress on its slot.
-WRITE_CHUNK = 64 << 10
+#: An answer is written in pieces of this size, each one progress on its slot (the
+#: progress floor's size: _fair_slots.PROGRESS_BYTES).
+WRITE_CHUNK = 16 << 10
 #: A request slot is taken from its peer once stalled this long (_fair_slots.py), and a
 #: new stream waits this long for one when every slot is held.
 REQUEST_STALL_S = 1.0
 REQUEST_SLOT_WAIT_S = 1.5
-#: A request's first bytes keep its slot this long; then its bytes must move.
-FRAME_GRACE_S = 0.25
 
 
 @dataclass(slots=True)
@@ -168,11 +167,10 @@ class RequestStreams:
                     with contextlib.suppress(Exception):
                         await stream.close()
                     return
-                # A request is coming: kept while it moves, from FRAME_GRACE_S on only
-                # if its bytes do (a frame started is no progress: a peer sending tiny
-                # frames with pauses under the stall time would keep its slot for good)
+                # A request is coming: kept only while its bytes move (a frame started is
+                # no progress: tiny frames pipelined, each giving a fresh grace, held every
+                # slot for 2-4 KiB a second: round 19, R19-1)
                 slot.exchanging = True
-                slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
                 entry = self._handlers.get(protocol_id)
                 limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
                 try:
@@ -207,13 +205,13 @@ class RequestStreams:
                     return
                 slot.busy = True  # our handler's time: never taken (_fair_slots.py)
                 status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
-                slot.busy = False
-                slot.progress()
+                slot.busy = False  # an answer served is no progress: its bytes are
                 frame = response_frame(status, body)
                 with trio.fail_after(config.frame_timeout):
                     for at in range(0, len(frame), WRITE_CHUNK):
-                        await stream.write(frame[at : at + WRITE_CHUNK])
-                        slot.progress()
+                        chunk = frame[at : at + WRITE_CHUNK]
+                        await stream.write(chunk)
+                        slot.moved(len(chunk))
                 continue
             await reset(stream)  # idle
             return

@@ -126,6 +126,20 @@ async def test_a_waiting_newcomer_is_served_before_a_flood_timed_to_the_slots_ag
     assert min(got.values()) == got[b"honest"] and 2.0 <= got[b"honest"] < 2.1
 
 
+async def test_a_peer_that_could_take_no_slot_does_not_wait_in_line() -> None:
+    # R19-2: a key holding as many as the largest holder can take from nobody; its streams
+    # waiting filled the line and every other new stream was refused at once.
+    slots = FairSlots(2, 2, stall_s=0.0, wait_s=5.0)
+    for peer in (b"a", b"b"):
+        held = slots.enter(peer)
+        assert held is not None
+        held.busy = True
+    start = trio.current_time()
+    with trio.move_on_after(1):
+        assert await slots.acquire(b"a") is None  # refused at once, not after 5 s
+    assert trio.current_time() - start < 1 and not slots._waiting
+
+
 async def test_one_peer_holds_at_most_its_share() -> None:
     slots = FairSlots(8, 2, stall_s=0.0, wait_s=0.0)
     assert slots.enter(b"a") is not None and slots.enter(b"a") is not None
@@ -140,7 +154,7 @@ TRICKLE_S = 1.0  # under the victim's frame_timeout below
 
 
 async def _hold(
-    attacker: Libp2pNetwork, victim: Libp2pNetwork, held: list[int], trickle: bool
+    attacker: Libp2pNetwork, victim: Libp2pNetwork, held: list[int], trickle: float
 ) -> None:
     """One stream on /aimx/record/1 kept alive with a request now and then (served, so
     nothing counts against the key); a slot lost is opened again. ``trickle``: each frame
@@ -157,7 +171,7 @@ async def _hold(
                     await stream.write(frame[:1])
                 while True:
                     if trickle:
-                        await trio.sleep(TRICKLE_S)
+                        await trio.sleep(trickle)
                         await stream.write(frame[1:] + frame[:1])
                     else:
                         await stream.write(frame)
@@ -170,8 +184,12 @@ async def _hold(
             await trio.sleep(0.05)
 
 
-@pytest.mark.parametrize("trickle", [False, True], ids=["idle", "trickled frames"])
-async def test_keys_holding_every_request_slot_do_not_shut_out_a_newcomer(trickle: bool) -> None:
+@pytest.mark.parametrize(
+    "trickle",
+    [0.0, TRICKLE_S, 0.15],
+    ids=["idle (round 16)", "trickled frames (round 17)", "pipelined tiny frames (round 19)"],
+)
+async def test_keys_holding_every_request_slot_do_not_shut_out_a_newcomer(trickle: float) -> None:
     with trio.fail_after(60):
         async with (
             node(161, max_inbound_streams=24, frame_timeout=3 * TRICKLE_S) as victim,
