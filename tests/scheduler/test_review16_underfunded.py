@@ -52,3 +52,10 @@ def test_an_escrow_that_cannot_pay_every_payee_at_its_most_is_refused() -> None:
     assert why == f"holds {PRICE}, less than its 3 payees at {PRICE} each"
     enough, spec = _escrow(c, 3 * PRICE, 3, b"three prices")  # an honest lock
     assert uncovered(enough, spec, PRICE, 10) == ""
+
+
+def test_an_escrow_paying_fewer_providers_than_the_redundancy_is_refused() -> None:
+    # (mutation run: the payee-count check went unnoticed once the funds check came)
+    c = Chain.new()
+    few, spec = _escrow(c, 3 * PRICE, 2, b"two places for three")
+    assert uncovered(few, spec, PRICE, 10) == "pays at most 2 providers, under the job's redundancy"
