@@ -1,0 +1,54 @@
+"""A requester's checks of the Unseal messages providers send, which the mutation run left
+unpinned once a sealed claim's key came from the ledger: a key for a replica not awarded
+to its signer, or for another result, is that provider's misbehaviour and opens nothing."""
+
+from __future__ import annotations
+
+import protocol
+import scheduler
+
+from ..keys import key, pub
+from ..ledger.helpers import BOB
+from ._world import USAGE, World, commit, spec
+
+DATA = b"the real output " * 4
+DAVE = key("dave")
+
+
+def _delivered() -> tuple[World, scheduler.Deliver]:
+    """BOB's result and sealed bytes are with the requester; its key is not."""
+    w = World([BOB, DAVE], floors={pub(DAVE): 1100})
+    w.submit(spec(b"unseal-pins", redundancy=2, expiry=60, deadline_ms=3_000_000))
+    w.sync(1000)
+    cls = w.bids[pub(BOB)].message.determinism_class
+    out = scheduler.Output(DATA, commit(DATA), cls)
+    effects = w.p[pub(BOB)].job_finished(w.job_id, 1100, outcome="ok", output=out, usage=USAGE)
+    (deliver,) = [e for e in effects if isinstance(e, scheduler.Deliver)]
+    w.r.receive(deliver.result.raw, 1110, output=deliver.output)
+    return w, deliver
+
+
+def _unseal(w: World, signer: object, replica: int, result_hash: bytes) -> bytes:
+    assert isinstance(signer, type(BOB))
+    msg = protocol.Unseal(w.job_id, pub(signer), replica, result_hash, bytes(32))
+    return protocol.sign(msg, signer, "aimx-test").raw
+
+
+def _misbehaved(effects: list[scheduler.Effect]) -> list[str]:
+    return [e.reason for e in effects if isinstance(e, scheduler.Misbehaved)]
+
+
+def test_a_key_for_a_replica_not_awarded_to_its_signer_is_misbehaviour() -> None:
+    w, deliver = _delivered()
+    bobs = deliver.result.message.replica
+    # DAVE signs a key for BOB's replica: not its replica
+    effects = w.r.receive(_unseal(w, DAVE, bobs, deliver.result.id), 1200)
+    assert _misbehaved(effects) == ["a key for a replica not awarded to it"]
+    assert w.r.job(w.job_id).done is None
+
+
+def test_a_key_for_another_result_is_misbehaviour() -> None:
+    w, deliver = _delivered()
+    bobs = deliver.result.message.replica
+    effects = w.r.receive(_unseal(w, BOB, bobs, b"\x09" * 32), 1200)
+    assert _misbehaved(effects) == ["a key for another result"]
