@@ -52,3 +52,27 @@ def test_a_key_for_another_result_is_misbehaviour() -> None:
     bobs = deliver.result.message.replica
     effects = w.r.receive(_unseal(w, BOB, bobs, b"\x09" * 32), 1200)
     assert _misbehaved(effects) == ["a key for another result"]
+
+
+def test_a_key_before_its_sealed_bytes_waits_and_opens_them_when_they_come() -> None:
+    # (mutation run: `_on_key`'s "its sealed bytes have not come" went unnoticed)
+    w = World([BOB, DAVE], floors={pub(DAVE): 1100})
+    w.submit(spec(b"key-first", redundancy=2, expiry=60, deadline_ms=3_000_000))
+    w.sync(1000)
+    cls = w.bids[pub(BOB)].message.determinism_class
+    out = scheduler.Output(DATA, commit(DATA), cls)
+    effects = w.p[pub(BOB)].job_finished(w.job_id, 1100, outcome="ok", output=out, usage=USAGE)
+    (deliver,) = [e for e in effects if isinstance(e, scheduler.Deliver)]
+    w.r.receive(deliver.result.raw, 1110, output=None)  # the Result alone: no bytes yet
+    work = w.p[pub(BOB)].work[w.job_id]
+    unseal = protocol.Unseal(
+        w.job_id, pub(BOB), deliver.result.message.replica, deliver.result.id, work.key
+    )
+    raw = protocol.sign(unseal, BOB, "aimx-test").raw
+    early = w.r.receive(raw, 1120)
+    assert not _misbehaved(early)
+    rep = w.r.job(w.job_id).replicas[deliver.result.message.replica]
+    assert rep.state == scheduler.ReplicaState.COMMITTED  # waits, not failed
+    w.r.receive(deliver.result.raw, 1130, output=deliver.output)  # the bytes come
+    w.r.receive(raw, 1140)  # and the key again
+    assert rep.state == scheduler.ReplicaState.DELIVERED
