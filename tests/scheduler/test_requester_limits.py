@@ -45,3 +45,13 @@ def test_a_deadline_just_inside_the_limit_runs() -> None:
     sim.run_until(sim.now + 3_000)
     assert req.requester is not None and req.requester.job(job).replicas
     assert not sim.misbehaved
+
+
+def test_a_max_price_of_1_is_started() -> None:
+    # (mutation run: `max_price < 1` as `<= 1` went unnoticed) the least price is allowed
+    sim = Sim(6)
+    req = sim.add_requester()
+    sim.add_provider()
+    spec = replace(sim.spec(req, deadline_ms=10_000), max_price=1)
+    job = sim.submit(req, spec)
+    assert req.requester is not None and job in req.requester.jobs
