@@ -1,9 +1,9 @@
 """Review round 17 on the settle limit (R16B-4's mend). R17B-3: at the settle limit an
 accepted result held sealed (another replica still ran) got no receipt, as it does at the
 deadline, so work delivered in time went unpaid and the user was told no output came.
-(R17B-5, results sent late one after another drawing sealed receipts claimable past the
-escrow's expiry, is mended with it: a sealed receipt's claim_by is at most the block
-before the expiry; round 17's s4_stall_chain.py shows it, five colluders needed.)"""
+R17B-5: results sent late one after another drew sealed receipts claimable past the
+escrow's expiry, and the job waited past it; a sealed receipt's claim_by is now at most the
+block before the expiry."""
 
 from __future__ import annotations
 
@@ -49,3 +49,28 @@ def test_the_settle_limit_receipts_a_result_held_sealed_and_waits_for_its_key() 
     assert done.output is not None and done.output.data == DATA
     escrow = w.c.state.escrow(w.job_id)
     assert escrow is not None and escrow.paid_to(pub(BOB)) == 1250
+
+
+def test_a_sealed_receipt_is_claimable_at_most_until_the_block_before_the_expiry() -> None:
+    # R17B-5: receipts signed late (colluding winners sending their bytes one after
+    # another) were claimable past the escrow's expiry, and the job waited past it.
+    from scheduler._requester_exchange import issue_receipt
+
+    for height, claim_by in (
+        (EXPIRY - 10, EXPIRY - 6),
+        (EXPIRY - 3, EXPIRY - 1),
+        (EXPIRY - 1, None),
+    ):
+        w = World([BOB, DAVE], floors={pub(DAVE): 1100})
+        w.submit(spec(b"r17b5-%d" % height, redundancy=2, expiry=EXPIRY, deadline_ms=3_000_000))
+        w.sync(1000)
+        w.deliver(pub(BOB), DATA, 1100)  # DAVE still runs: no receipt yet
+        job = w.r.job(w.job_id)
+        (rep,) = [r for r in job.replicas if r.provider == pub(BOB)]
+        assert rep.receipt is None and rep.sealed
+        sent = issue_receipt(job, rep, 1200, w.r.config, w.r.me, height, sealed=True)
+        if claim_by is None:  # no block before the expiry left to claim in: none signed
+            assert not _receipts(sent) and rep.receipt is None
+        else:
+            (receipt,) = _receipts(sent)
+            assert receipt.claim_by == claim_by
