@@ -56,6 +56,8 @@ WRITE_CHUNK = 16 << 10
 #: new stream waits this long for one when every slot is held.
 REQUEST_STALL_S = 1.0
 REQUEST_SLOT_WAIT_S = 1.5
+#: A request arriving after a pause this long has this long to arrive and be answered.
+FRAME_GRACE_S = 0.25
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ class RequestStreams:
         config = self._config
         while True:
             slot.exchanging = False  # between requests: takeable (_fair_slots.py)
+            idle_since = trio.current_time()
             with trio.move_on_after(config.stream_idle_timeout):
                 try:
                     await reader.wait_data()
@@ -167,10 +170,15 @@ class RequestStreams:
                     with contextlib.suppress(Exception):
                         await stream.close()
                     return
-                # A request is coming: kept only while its bytes move (a frame started is
-                # no progress: tiny frames pipelined, each giving a fresh grace, held every
-                # slot for 2-4 KiB a second: round 19, R19-1)
+                # A request is coming: kept while its bytes move. A request after a pause
+                # of FRAME_GRACE_S gets that long to arrive and be answered (a small
+                # exchange moves no 16 KiB: taken mid-way, its requester saw a reset:
+                # round 20, R20-1, R20-3); a request pipelined behind the last gets none
+                # (tiny frames pipelined, each with a grace, held every slot: R19-1),
+                # and a peer pausing to earn it is takeable while it pauses.
                 slot.exchanging = True
+                if trio.current_time() - idle_since >= FRAME_GRACE_S:
+                    slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
                 entry = self._handlers.get(protocol_id)
                 limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
                 try:
