@@ -67,7 +67,6 @@ from ._requester_awards import announce, award, canary_for, open_job, tell_short
 from ._requester_exchange import (
     awaits_output,
     issue_receipt,
-    key_due,
     keys_pending,
     open_output,
     resend_receipt,
@@ -95,7 +94,7 @@ from ._requester_policy import (
     required,
     spec_to_sign,
 )
-from ._requester_settle import finalise, finalise_short, receipts_at_deadline
+from ._requester_settle import finalise, finalise_short, force
 from ._requester_verdict import by_commitment, judge_job, offers, probation_outcome, verdict_inputs
 from ._verification import VerdictStatus
 
@@ -264,19 +263,8 @@ class Requester:
                 continue
             if job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
                 continue
-            if height >= expiry - limit:
-                # As at the deadline: accepted results whose sealed bytes are held get
-                # their receipts, and the job waits for their keys (round 17, R17B-3)
-                effects += receipts_at_deadline(job, now_ms, self.config, self.me, height)
-                if key_due(job) > height:
-                    # A winner holding our sealed receipt may still claim, publishing the
-                    # key to an output we hold and pay for: decided once it has, or its
-                    # claim_by passed (before this, the settle limit decided at once, the
-                    # claim then paid and the output was never read, and the winner was
-                    # attested against as withholding it: review round 16, R16B-4).
-                    job.overdue = True
-                    continue
-                effects += self._finalise(job, now_ms, forced=True)
+            if height >= expiry - limit:  # a claim may still land: R16B-4, R17B-3
+                effects += self._force(job, now_ms, height, settle_limit=True)
         return effects
 
     # --- events from the network and timers -----------------------------------------
@@ -324,13 +312,7 @@ class Requester:
                 done = JobDone(job.id, JobStatus.FAILED, why, None, (), None)
                 job.done = done
                 return [done]
-            effects = receipts_at_deadline(job, now_ms, self.config, self.me, self.height)
-            if keys_pending(job):
-                # A winner paid by its claim publishes its key in that claim's block:
-                # decide when it comes (the settle limit still forces), not without it.
-                job.overdue = True
-                return effects
-            return self._finalise(job, now_ms, forced=True)
+            return self._force(job, now_ms, self.height, settle_limit=False)
         if key.kind == TimerKind.BIDS and job.phase == JobPhase.LOCKING:
             job.window_over = True  # awards wait for the lock
             return []
@@ -592,6 +574,14 @@ class Requester:
         if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
             return effects + tell_short(job) + announce(job, now_ms, self.config)
         return effects + self._finalise_short(job, now_ms)
+
+    def _force(
+        self, job: RequesterJob, now_ms: int, height: int, *, settle_limit: bool
+    ) -> list[Effect]:
+        """The deadline or the settle limit came (``force``): wait for keys, or decide."""
+        at = (self.config, self.me, height)
+        effects, decide = force(job, now_ms, *at, settle_limit=settle_limit)
+        return effects + self._finalise(job, now_ms, forced=True) if decide else effects
 
     def _finalise(
         self, job: RequesterJob, now_ms: int, *, forced: bool, ledger: bool = True

@@ -35,7 +35,7 @@ from ._effects import (
     TimerKind,
 )
 from ._reasons import explain_no_bids
-from ._requester_exchange import issue_receipt
+from ._requester_exchange import issue_receipt, key_due, keys_pending
 from ._requester_jobs import (
     _CORRUPT,
     _LATE,
@@ -97,6 +97,30 @@ def receipts_at_deadline(
         if r.state == ReplicaState.COMMITTED and r.sealed and r.receipt is None:
             effects += issue_receipt(job, r, now_ms, config, me, height, sealed=True)
     return effects
+
+
+def force(
+    job: RequesterJob,
+    now_ms: int,
+    config: RequesterConfig,
+    me: bytes,
+    height: int,
+    *,
+    settle_limit: bool,
+) -> tuple[list[Effect], bool]:
+    """The deadline or the settle limit came: accepted results whose sealed bytes are held
+    get their sealed receipts (``receipts_at_deadline``; the settle limit once gave none,
+    and work delivered in time went unpaid: round 17, R17B-3). A winner holding one
+    publishes its key in its claim's block: while one is pending the job is overdue,
+    decided when the key comes (the settle limit waits until its ``claim_by``: deciding
+    at once, the claim then paid for an output never read, and the winner was attested
+    against as withholding it: round 16, R16B-4). Returns the effects and whether to
+    decide now."""
+    effects = receipts_at_deadline(job, now_ms, config, me, height)
+    if key_due(job) > height if settle_limit else keys_pending(job):
+        job.overdue = True
+        return effects, False
+    return effects, True
 
 
 def finalise(
