@@ -7,118 +7,42 @@ machines, real ledger."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-
-import ledger
 import protocol
 import scheduler
-from ledger import tx
-from scheduler._effects import Output
 
 from ..keys import pub
-from ..ledger.helpers import ALICE, CAROL, CHAIN, Chain, job_spec
+from ..ledger.helpers import CAROL
+from ._world import World, spec
 
 EXPIRY = 60
 LIMIT = EXPIRY - 12  # claim_window_blocks 10 + settle_margin_blocks 2 (the defaults)
 DATA = b"the real output " * 4
 
 
-def _commit(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32).digest()
-
-
 class _Run:
-    """A redundancy-1 exact job whose result comes two blocks before the settle limit."""
+    """A redundancy-1 exact job whose result comes two blocks before the settle limit; its
+    winner's claim (``claim``, claimable up to ``claim_by``) is signed but not yet sent."""
 
     def __init__(self) -> None:
-        self.c = c = Chain.new()
-        self.r = scheduler.Requester(
-            scheduler.RequesterConfig(key=ALICE, chain_id=CHAIN, commitment=_commit)
-        )
-        self.p = scheduler.Provider(
-            scheduler.ProviderConfig(
-                key=CAROL,
-                chain_id=CHAIN,
-                capability_classes=("onnx.cpu.m4",),
-                escrow_of=lambda j: c.state.escrow(j),
-                price_floor=1000,
-            )
-        )
-        spec = dataclasses.replace(
-            job_spec(ALICE, b"r16b4").message,
-            max_price=2000,
-            created_ms=0,
-            bid_window_ms=100,
-            deadline_ms=3_000_000,  # the deadline is after the settle limit
-            escrow_expiry_height=EXPIRY,
-        )
-        self.job_id, eff = self.r.submit(spec, 0, providers=[pub(CAROL)])
-        lock = next(e for e in eff if isinstance(e, scheduler.LockEscrow))
-        c.ok(
-            tx.lock(
-                ALICE,
-                CHAIN,
-                c.seq(ALICE),
-                job_id=lock.job_id,
-                amount=lock.amount,
-                claim_height=lock.claim_height,
-                escrow_expiry=lock.expiry_height,
-                max_per_payee=lock.max_per_payee,
-                max_payees=lock.max_payees,
-                spec=lock.spec,
-                expiry_height=c.height + 10,
-            )
-        )
-        self.sync(10)
-        eff = self.p.receive(lock.spec, 20)
-        bid = next(e.message for e in eff if isinstance(e, scheduler.Send))
-        eff = self.r.receive(bid.raw, 30)
-        eff = self.r.timer(scheduler.TimerKey(scheduler.TimerKind.BIDS, self.job_id), 200) + eff
-        award = next(
-            e.message
-            for e in eff
-            if isinstance(e, scheduler.Send) and isinstance(e.message.message, protocol.Award)
-        )
-        assert any(isinstance(e, scheduler.RunJob) for e in self.p.receive(award.raw, 210))
-        c.until(LIMIT - 2)  # the run is long
-        self.sync(1000)
-        cls = bid.message.determinism_class
-        eff = self.p.job_finished(
-            self.job_id,
-            1100,
-            outcome="ok",
-            output=Output(DATA, _commit(DATA), cls),
-            usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
-        )
-        delivered = next(e for e in eff if isinstance(e, scheduler.Deliver))
-        eff = self.r.receive(delivered.result.raw, 1110, output=delivered.output)
-        receipt = next(
-            e.message
-            for e in eff
+        self.w = w = World([CAROL])
+        self.c = w.c
+        w.submit(spec(b"r16b4", redundancy=1, expiry=EXPIRY, deadline_ms=3_000_000))
+        w.c.until(LIMIT - 2)  # the run is long
+        w.sync(1000)
+        out = w.deliver(pub(CAROL), DATA, 1100)
+        (receipt,) = [
+            e.message.message
+            for e in out
             if isinstance(e, scheduler.Send) and isinstance(e.message.message, protocol.Receipt)
-        )
-        self.claim_by = receipt.message.claim_by
+        ]
+        self.claim_by = receipt.claim_by
         assert LIMIT < self.claim_by < EXPIRY  # claimable past the settle limit
-        eff = self.p.receive(receipt.raw, 1120)
-        claim = next(e for e in eff if isinstance(e, scheduler.ClaimWithReceipt))
-        self.claim = tx.claim(
-            CAROL,
-            CHAIN,
-            ledger.UNSEQUENCED,
-            job_id=self.job_id,
-            award=claim.award.raw,
-            receipt=claim.receipt.raw,
-            unseal_key=claim.key,
-            expiry_height=c.height + 10,
-        )
+        (claim,) = [e for e in out if isinstance(e, scheduler.ClaimWithReceipt)]
+        self.claim = w.claim(claim)
+        self.job_id = w.job_id
 
     def sync(self, now: int) -> list[scheduler.Effect]:
-        c = self.c
-        out = self.r.follow_ledger(c.height, c.state.escrow, now)
-        out += self.p.follow_ledger(c.height, c.state.escrow, now)
-        self.p.note_head(c.height)
-        return out
+        return self.w.sync(now)
 
 
 def _done(effects: list[scheduler.Effect]) -> list[scheduler.JobDone]:
