@@ -13,6 +13,7 @@ from ._errors import NetworkClosed as NetworkClosed
 from ._errors import NetworkError as NetworkError
 from ._errors import NetworkTimeout as NetworkTimeout
 from ._errors import PeerBanned as PeerBanned
+from ._errors import PeerBusy as PeerBusy
 from ._errors import PeerUnreachable as PeerUnreachable
 from ._errors import ProtocolNotSupported as ProtocolNotSupported
 from ._errors import RecordError as RecordError

@@ -6,7 +6,8 @@
     ├── NetworkClosed          the network was used after it was closed
     ├── NetworkTimeout         a request, dial or lookup did not finish in time
     ├── PeerUnreachable        no connection to the peer could be made or kept
-    │   └── PeerBanned         the peer is banned here for misbehaving (not dialled)
+    │   ├── PeerBanned         the peer is banned here for misbehaving (not dialled)
+    │   └── PeerBusy           the peer ran none of the request: all its slots were held
     ├── MessageTooLarge        a frame is over the size limit (ours or the peer's)
     ├── RemoteError            the peer answered with an error
     │   └── ProtocolNotSupported   the peer has no handler for that protocol id
@@ -39,6 +40,11 @@ class PeerUnreachable(NetworkError):
 
 class PeerBanned(PeerUnreachable):
     """The peer misbehaved and is banned for a while: it is neither dialled nor served."""
+
+
+class PeerBusy(PeerUnreachable):
+    """The peer ran none of the request, answering each try that every slot it serves
+    streams with was held: it is overloaded. Try again later, or another peer."""
 
 
 class MessageTooLarge(NetworkError):

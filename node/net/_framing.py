@@ -2,7 +2,9 @@
 
 A request is ``uvarint(length) || bytes``; a response is ``status || uvarint(length) ||
 bytes`` with status 0 (ok: the bytes are the response), 1 (error: UTF-8 text), 2 (too
-large: UTF-8 text). One stream carries any number of request/response pairs in turn.
+large: UTF-8 text), 3 (unsupported protocol: UTF-8 text) or 4 (retry: UTF-8 text; the
+server read none of the request into a handler and ends the stream: send it again on a new
+one). One stream carries any number of request/response pairs in turn.
 Pure parsing over an ``async read(n)`` callable: no libp2p here.
 """
 
@@ -16,11 +18,18 @@ STATUS_OK = 0
 STATUS_ERROR = 1
 STATUS_TOO_LARGE = 2
 STATUS_UNSUPPORTED = 3
+STATUS_RETRY = 4
+STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_TOO_LARGE, STATUS_UNSUPPORTED, STATUS_RETRY)
 _MAX_VARINT_BYTES = 9  # enough for any length up to 2**63
 
 
 class MalformedFrame(NetworkError):
     """The peer sent bytes that are not a frame, or stopped in the middle of one."""
+
+
+class TruncatedFrame(MalformedFrame):
+    """The stream ended in the middle of a frame: the sender stopped, or the stream was
+    reset. (Not a bad frame: an answer cut short says nothing about the request.)"""
 
 
 class EndOfStream(NetworkError):
@@ -65,7 +74,7 @@ class FrameReader:
         if not data:
             if at_boundary and not self._buffer:
                 raise EndOfStream("the stream ended")
-            raise MalformedFrame("the stream ended in the middle of a frame")
+            raise TruncatedFrame("the stream ended in the middle of a frame")
         self._buffer += data
 
     async def _byte(self, at_boundary: bool) -> int:
@@ -102,9 +111,11 @@ class FrameReader:
         return await self._exactly(length)
 
     async def read_response(self, limit: int) -> tuple[int, bytes]:
-        """The next response's status and bytes."""
-        status = await self._byte(False)
-        if status not in (STATUS_OK, STATUS_ERROR, STATUS_TOO_LARGE, STATUS_UNSUPPORTED):
+        """The next response's status and bytes. :class:`EndOfStream` if the stream
+        ended before its first byte (the server never answered), :class:`TruncatedFrame`
+        if it ended within it."""
+        status = await self._byte(True)
+        if status not in STATUSES:
             raise MalformedFrame(f"unknown response status {status}")
         length = await self._uvarint(False)
         cap = limit if status == STATUS_OK else 4096

@@ -183,7 +183,10 @@ class Network(Protocol):
 
         Raises :class:`MessageTooLarge` (request over our cap or the peer's limit, or a
         response over ``max_response_bytes``), :class:`NetworkTimeout`,
-        :class:`PeerUnreachable`, :class:`ProtocolNotSupported` or :class:`RemoteError`.
+        :class:`PeerUnreachable` (:class:`PeerBusy` when the peer ran none of it, every
+        try refused for want of a slot; a request whose answer was cut short may have been
+        run), :class:`ProtocolNotSupported` or :class:`RemoteError` (the peer's own error
+        answer, or bytes that are no answer).
         """
         ...
 

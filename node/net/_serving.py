@@ -11,11 +11,18 @@ import protocol
 from ._errors import (
     MessageTooLarge,
     NetworkError,
+    PeerBusy,
     ProtocolNotSupported,
     RemoteError,
     RequestRejected,
 )
-from ._framing import STATUS_ERROR, STATUS_OK, STATUS_TOO_LARGE, STATUS_UNSUPPORTED
+from ._framing import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_RETRY,
+    STATUS_TOO_LARGE,
+    STATUS_UNSUPPORTED,
+)
 from ._interface import NetworkCounters, PeerKey, RequestHandler
 from ._limits import MAX_FRAME_BYTES
 
@@ -82,4 +89,6 @@ def error_for(status: int, body: bytes) -> NetworkError:
         return MessageTooLarge(text)
     if status == STATUS_UNSUPPORTED:
         return ProtocolNotSupported(text)
+    if status == STATUS_RETRY:
+        return PeerBusy(f"the peer ran none of the request: {text}")
     return RemoteError(text)

@@ -1,13 +1,31 @@
-"""Building signed capability records for the network tests."""
+"""Building signed capability records, and libp2p nodes on loopback, for the network
+tests."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import nacl.signing
 
 import protocol
+from node.net.libp2p_host import Libp2pConfig, Libp2pNetwork, open_libp2p_network
 from protocol import Advert, Signed
 
+from ...keys import key
+
 CHAIN = "aimx-test"
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+
+
+@asynccontextmanager
+async def node(n: int, **config: Any) -> AsyncIterator[Libp2pNetwork]:
+    """A libp2p network of key ``n`` listening on loopback, with ``config``."""
+    async with open_libp2p_network(
+        key(n), Libp2pConfig(chain_id=CHAIN, listen=LOOPBACK, **config)
+    ) as net:
+        yield net
 
 
 def advert(

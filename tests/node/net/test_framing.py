@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from node.net import MessageTooLarge
 from node.net._framing import (
-    STATUS_ERROR,
     STATUS_OK,
+    STATUSES,
     EndOfStream,
     FrameReader,
     MalformedFrame,
@@ -48,7 +48,7 @@ def test_requests_round_trip_over_any_chunking(bodies: list[bytes], cuts: list[i
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.binary(max_size=500), st.sampled_from([STATUS_OK, STATUS_ERROR]))
+@given(st.binary(max_size=500), st.sampled_from(STATUSES))
 def test_responses_round_trip(body: bytes, status: int) -> None:
     async def main() -> None:
         reader = chunked(response_frame(status, body), [3, 50])

@@ -7,8 +7,7 @@ fairly (node/net/_fair_slots.py) and the provider store is bounded."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -30,26 +29,16 @@ from node.net._libp2p_dht import (
     provider_key,
 )
 from node.net._libp2p_transport import peer_id_of
-from node.net.libp2p_host import Libp2pConfig, Libp2pNetwork, open_libp2p_network
+from node.net.libp2p_host import Libp2pNetwork
 
-from ...keys import key
-from .helpers import CHAIN
+from .helpers import CHAIN, node
 
-LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 ECHO = "/aimx/test/echo/1"
 RECORD = "/aimx/record/1"  # mounted on every node
 
 
 async def echo(peer: bytes, data: bytes) -> bytes:
     return data
-
-
-@asynccontextmanager
-async def node(n: int, **config: Any) -> AsyncIterator[Libp2pNetwork]:
-    async with open_libp2p_network(
-        key(n), Libp2pConfig(chain_id=CHAIN, listen=LOOPBACK, **config)
-    ) as net:
-        yield net
 
 
 # --- the slots alone ---------------------------------------------------------------------
