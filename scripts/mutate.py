@@ -109,6 +109,22 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "a shortcut: the payload's messages are decoded again, each found in the same "
         "memory of verified messages (no signature checked), with the same outcome"
     ),
+    ("ledger/_mempool.py", "_forget", "guard `if vtx.id not in self._ids` switched off"): (
+        "defensive, never true: every caller forgets a transaction it just took out of the "
+        "pool (remove and prune pop it from its sender's queue, _drop_claim only one the "
+        "claims held, add the one it replaces, which making room never evicts: it is the "
+        "sender's own)"
+    ),
+    (
+        "ledger/_pool_room.py",
+        "victim_for",
+        "guard `if hog is None or hog == bucket` switched off",
+    ): (
+        "never decides: victim_for runs only when the pool is full, so some share holds bytes "
+        "and has its heap entry (hog is not None); and only when the newcomer grows the pool "
+        "(growth > 0: a replacement no larger fits), so a hog that is the newcomer's own "
+        "share fails the next check, held <= held + growth, with the same None"
+    ),
     ("ledger/_state.py", "bucket_root", "guard `if not leaves` switched off"): (
         "a shortcut: EMPTY_BUCKET is content_hash(b''), what the join of no leaves hashes to"
     ),

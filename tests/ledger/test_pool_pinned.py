@@ -199,3 +199,42 @@ def test_a_fee_bump_of_a_pending_slash_replaces_it() -> None:
     pool.add(_slash(c, "conflicting_results", evidence, seq=seq), c.state)
     bumped = pool.add(_slash(c, "conflicting_results", evidence, fee=1, seq=seq), c.state)
     assert bumped.id in pool and len(pool) == 1
+
+
+def test_a_full_pool_makes_room_from_the_largest_share_it_holds_now() -> None:
+    """The share holding the most bytes is the one that holds them now: a sender that held
+    more and whose transactions left the pool is no candidate (`biggest_sender` drops
+    its stale heap items; taking one crashed the admission: mutation run)."""
+    c = Chain.new()
+    pool = ledger.Mempool(CHAIN, max_size=4)
+
+    def transfer(frm: object, seq: int) -> bytes:
+        assert isinstance(frm, type(ALICE))
+        return tx.transfer(
+            frm, CHAIN, seq, to=pub(DAVE), amount=1, fee=0, expiry_height=c.height + 10
+        ).raw
+
+    carols = [pool.add(transfer(CAROL, s), c.state) for s in range(4)]
+    assert pool.remove(carols[0]) == carols[1:]  # CAROL held the most; now nothing
+    bobs = [pool.add(transfer(BOB, s), c.state) for s in range(3)]
+    pool.add(transfer(ALICE, 0), c.state)
+    assert len(pool) == 4  # full
+    alices = pool.add(transfer(ALICE, 1), c.state)  # same fee: room from the largest share
+    assert alices.id in pool
+    assert pool.take_evicted() == [bobs[-1]]
+
+
+def test_a_full_pool_whose_largest_share_is_the_senders_own_claims_refuses_it() -> None:
+    """BOB's claims on ALICE's escrows are ALICE's share; a full pool never evicts BOB's
+    own transactions for BOB's next one: refused as full (it crashed the admission with
+    the check `if not lasts` off: mutation run)."""
+    c = Chain.new()
+    jobs = [job_spec(ALICE, b"own-claims-%d" % i) for i in range(3)]
+    for s in jobs:
+        c.ok(c.lock(ALICE, 300, claim_at=1, expire_at=20, per_payee=100, job=s.id, spec=s.raw))
+    pool = ledger.Mempool(CHAIN, max_size=3, max_ahead=3)
+    for s in jobs:
+        pool.add(_claim(c, BOB, job=s.id), c.state)
+    with pytest.raises(ledger.MempoolRejected, match="the mempool is full"):
+        pool.add(c.transfer(BOB, CAROL, 5).raw, c.state)
+    assert len(pool) == 3 and pool.take_evicted() == []
