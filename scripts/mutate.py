@@ -160,6 +160,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "with_probation",
         "LtE -> Lt in `job.budget <= n`",
     ): "as the guard switched off: the budget caps the awards either way",
+    ("scheduler/_requester_exchange.py", "take_sealed", "guard `if rep.sealed` switched off"): (
+        "defensive, never true: _on_result takes sealed bytes only for a committed replica "
+        "holding none, or for one it has just committed from running (which held none)"
+    ),
     (
         "scheduler/_requester_policy.py",
         "required",
