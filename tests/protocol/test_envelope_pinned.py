@@ -37,3 +37,16 @@ def test_a_signer_that_is_not_a_32_byte_key_is_refused_as_such(signer: object) -
     forged = protocol.pack([tag, chain, body, signer, signature])
     with pytest.raises(RemoteProtocolError, match="signer must be a 32-byte"):
         protocol.decode(forged, CHAIN, Heartbeat)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [lambda s: s[:63], lambda s: s + b"\x00", lambda s: s.hex()],
+    ids=["63", "65", "str"],
+)
+def test_a_signature_that_is_not_64_bytes_is_refused_as_such(signature: object) -> None:
+    tag, chain, body, signer, good = protocol.unpack(protocol.sign(_heartbeat(), KEY, CHAIN).raw)
+    assert callable(signature)
+    forged = protocol.pack([tag, chain, body, signer, signature(good)])
+    with pytest.raises(RemoteProtocolError, match="signature must be 64 bytes"):
+        protocol.decode(forged, CHAIN, Heartbeat)
