@@ -146,20 +146,24 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "(first awards are running; with none running and no verdict, _progress has raised "
         "target above the delivered count)"
     ),
-    (
-        "scheduler/_requester_policy.py",
-        "with_probation",
-        "guard `if not chosen or job.budget <= n` switched off",
-    ): (
-        "budget <= redundancy means max_retries 0: the probation replica only raises target, "
-        "can_award stops every award past the budget, so awards, notices and verdict are the "
-        "same (and with no bid chosen the later returns give the same target)"
+    ("scheduler/_requester_policy.py", "with_probation", "guard `if not chosen` switched off"): (
+        "a shortcut: n (the redundancy, or adaptive replication's 2) is at least 1, so "
+        "nothing is chosen only when there are no bids; then nothing is left to add and "
+        "the bids and n come back unchanged"
+    ),
+    ("scheduler/_requester_verdict.py", "probation_unmet", "guard `if not need` switched off"): (
+        "a shortcut: with need 0 the check that follows (accepted established outputs >= 0) "
+        "holds, and the same None is returned"
     ),
     (
-        "scheduler/_requester_policy.py",
-        "with_probation",
-        "LtE -> Lt in `job.budget <= n`",
-    ): "as the guard switched off: the budget caps the awards either way",
+        "scheduler/_requester_verdict.py",
+        "probation_outcome",
+        "guard `if done is None or done.status != JobStatus.FAILED or done.paid` switched off",
+    ): (
+        "a shortcut: a failed job pays nothing, and a job verified or accepted short met "
+        "probation with live established outputs, so probation_unmet is None and "
+        "veterans_short False: the effects come back unchanged"
+    ),
     ("scheduler/_requester_exchange.py", "take_sealed", "guard `if rep.sealed` switched off"): (
         "defensive, never true: _on_result takes sealed bytes only for a committed replica "
         "holding none, or for one it has just committed from running (which held none)"
