@@ -22,10 +22,21 @@ finding nothing takeable waits up to ``wait_s`` for a slot to stall, ahead of st
 arrive after it and of waiters whose peers hold more slots (a flood timing its reopenings
 to the moment each slot came of age kept out 92-98 % of a newcomer's streams: R18-2). A
 peer waits with two streams at most, and only if some peer holds more slots than it does.
+
+Peers are grouped by host (``group``: the address a direct connection comes from; a relayed
+one is a group of its own): a newcomer takes first from another host holding more slots
+than its own host does, and within its own host from a key holding more than its key
+does. Keys were counted alone before, and one host's fresh keys (each holding none, as a
+newcomer does) opening 50-200 DHT streams a second took most slots that came free and
+filled the waiting line, so an honest newcomer got 0-50 % of its streams in (round 19,
+R19-3). The waiting line serves the newcomer whose host holds the fewest first, and a full
+line gives a newcomer the place of the waiter whose host holds the most, if more than its
+own. Peers of one host (every test on loopback) share slots by key, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import trio
@@ -44,6 +55,7 @@ class Slot:
     """One stream's place: ``scope`` is cancelled if the slot is taken from it."""
 
     peer: PeerKey
+    group: Hashable
     progress_at: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     #: Our handler is answering on it: never taken then.
@@ -84,8 +96,9 @@ class FairSlots:
         self.stall_s = stall_s
         self.wait_s = wait_s
         self._of: dict[PeerKey, list[Slot]] = {}
+        self._in_group: dict[Hashable, int] = {}
         self._count = 0
-        self._waiting: list[tuple[PeerKey, int]] = []
+        self._waiting: list[_Ticket] = []
         self._arrivals = 0
         #: Slots taken from their holders so far.
         self.evicted = 0
@@ -96,62 +109,91 @@ class FairSlots:
     def held_by(self, peer: PeerKey) -> int:
         return len(self._of.get(peer, ()))
 
-    def enter(self, peer: PeerKey) -> Slot | None:
-        """A slot for a new stream of ``peer`` now, or None (it holds ``per_peer``, or no
-        slot is free or takeable for it)."""
-        mine = self.held_by(peer)
-        if mine >= self.per_peer:
+    def held_by_group(self, group: Hashable) -> int:
+        return self._in_group.get(group, 0)
+
+    def enter(self, peer: PeerKey, group: Hashable | None = None) -> Slot | None:
+        """A slot for a new stream of ``peer`` (of host ``group``; by default a group of
+        its own) now, or None (it holds ``per_peer``, or no slot is free or takeable for
+        it)."""
+        group = peer if group is None else group
+        if self.held_by(peer) >= self.per_peer:
             return None
-        if self._count >= self.total and not self._evict_for(mine):
+        if self._count >= self.total and not self._evict_for(peer, group):
             return None
-        slot = Slot(peer, trio.current_time())
+        slot = Slot(peer, group, trio.current_time())
         self._of.setdefault(peer, []).append(slot)
+        self._in_group[group] = self._in_group.get(group, 0) + 1
         self._count += 1
         return slot
 
-    async def acquire(self, peer: PeerKey) -> Slot | None:
-        """A slot for a new stream of ``peer``, waiting (behind earlier newcomers) up to
-        ``wait_s`` for one to be takeable; None if none came."""
+    async def acquire(self, peer: PeerKey, group: Hashable | None = None) -> Slot | None:
+        """A slot for a new stream of ``peer`` (of host ``group``), waiting (behind earlier
+        newcomers whose hosts hold no more) up to ``wait_s`` for one to be takeable; None
+        if none came."""
+        group = peer if group is None else group
         if not self._waiting or self._count < self.total:
-            slot = self.enter(peer)
+            slot = self.enter(peer, group)
             if slot is not None or self.held_by(peer) >= self.per_peer:
                 return slot
-        if len(self._waiting) >= MAX_WAITING or not self._may_ever_take(peer):
+        if not self._may_ever_take(peer, group):
             return None
-        if sum(1 for p, _ in self._waiting if p == peer) >= MAX_WAITING_PER_PEER:
+        if sum(1 for t in self._waiting if t.peer == peer) >= MAX_WAITING_PER_PEER:
             return None
         self._arrivals += 1
-        ticket = (peer, self._arrivals)
+        ticket = _Ticket(peer, group, self._arrivals)
+        if len(self._waiting) >= MAX_WAITING and not self._displace(ticket):
+            return None
         self._waiting.append(ticket)
         try:
             with trio.move_on_after(self.wait_s):
-                while True:
+                while not ticket.dropped:
                     first = self._first_waiting() is ticket
                     if first:
-                        slot = self.enter(peer)
+                        slot = self.enter(peer, group)
                         if slot is not None:
                             return slot
                     # the first waiter checks as slots may come free; the others rarely
                     # (64 waiters polling every 10 ms cost 30 % of a core: round 19, R19-4)
                     await trio.sleep(self._next_check() if first else 0.1)
         finally:
-            self._waiting.remove(ticket)
+            if not ticket.dropped:
+                self._waiting.remove(ticket)
         return None
 
-    def _may_ever_take(self, peer: PeerKey) -> bool:
-        """Whether some peer holds more slots than ``peer`` does: else nothing could ever
-        be taken for it, and its stream waiting would only fill the line (a key holding as
-        many as the largest holder kept 64 such streams waiting, and every other new stream
-        was refused: round 19, R19-2)."""
-        held = self.held_by(peer)
-        return any(len(slots) > held for slots in self._of.values())
+    def _order(self, ticket: _Ticket) -> tuple[int, int, int]:
+        return (self.held_by_group(ticket.group), self.held_by(ticket.peer), ticket.arrival)
 
-    def _first_waiting(self) -> tuple[PeerKey, int]:
-        """The waiting newcomer served first: its peer holding the fewest slots, then the
-        earliest. (Were it the earliest alone, a flood key holding as many as the others,
-        which can take from none, would stand in front of a peer holding none.) If it
-        cannot take a slot, no waiter holding more can."""
-        return min(self._waiting, key=lambda t: (self.held_by(t[0]), t[1]))
+    def _displace(self, ticket: _Ticket) -> bool:
+        """The line is full: ``ticket`` takes the place of the waiter served last, if that
+        one's host holds more slots than ``ticket``'s (its wait ends with no slot)."""
+        last = max(self._waiting, key=self._order)
+        if self.held_by_group(last.group) <= self.held_by_group(ticket.group):
+            return False
+        last.dropped = True
+        self._waiting.remove(last)
+        return True
+
+    def _may_take_from(self, peer: PeerKey, group: Hashable, slot: Slot) -> bool:
+        """Whether a newcomer of ``peer`` (host ``group``) may ever take ``slot``: its host
+        holds more than ``group`` does, or it is of ``group`` and its key holds more than
+        ``peer`` does."""
+        if slot.group != group:
+            return self.held_by_group(slot.group) > self.held_by_group(group)
+        return self.held_by(slot.peer) > self.held_by(peer)
+
+    def _may_ever_take(self, peer: PeerKey, group: Hashable) -> bool:
+        """Whether some slot could ever be taken for ``peer``: else its stream waiting
+        would only fill the line (a key holding as many as the largest holder kept 64 such
+        streams waiting, and every other new stream was refused: round 19, R19-2)."""
+        return any(self._may_take_from(peer, group, ss[0]) for ss in self._of.values())
+
+    def _first_waiting(self) -> _Ticket:
+        """The waiting newcomer served first: its host holding the fewest slots, then its
+        key, then the earliest. (Were it the earliest alone, a flood key holding as many
+        as the others, which can take from none, would stand in front of a peer holding
+        none.) If it cannot take a slot, no waiter holding more can."""
+        return min(self._waiting, key=self._order)
 
     def leave(self, slot: Slot) -> None:
         """The slot's stream ended (a taken slot was released when it was taken)."""
@@ -168,12 +210,22 @@ class FairSlots:
         )
         return min(0.05, max(0.01, soonest - now))
 
-    def _evict_for(self, holds: int) -> bool:
-        """Take a slot from the peer holding the most, if it holds more than ``holds``."""
+    def _evict_for(self, peer: PeerKey, group: Hashable) -> bool:
+        """Take a slot for ``peer`` of host ``group``: from the host holding the most, if
+        more than ``group`` does, its key holding the most; else within ``group``, from
+        the key holding the most, if more than ``peer`` does. The slot stalled longest."""
         now = trio.current_time()
         stalled = now - self.stall_s
-        for slots in sorted(self._of.values(), key=len, reverse=True):
-            if len(slots) <= holds:
+        mine = self.held_by_group(group)
+
+        def rank(slots: list[Slot]) -> tuple[bool, int, int]:
+            other = slots[0].group != group
+            return (other, self.held_by_group(slots[0].group) if other else 0, len(slots))
+
+        for slots in sorted(self._of.values(), key=rank, reverse=True):
+            if not self._may_take_from(peer, group, slots[0]):
+                if slots[0].group != group and self.held_by_group(slots[0].group) <= mine:
+                    continue  # another host holding no more: ours may still hold more
                 return False
             victims = [
                 s
@@ -199,3 +251,18 @@ class FairSlots:
         self._count -= 1
         if not slots:
             del self._of[slot.peer]
+        left = self._in_group[slot.group] - 1
+        if left:
+            self._in_group[slot.group] = left
+        else:
+            del self._in_group[slot.group]
+
+
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """A newcomer waiting in line; ``dropped`` once a newcomer took its place."""
+
+    peer: PeerKey
+    group: Hashable
+    arrival: int
+    dropped: bool = False

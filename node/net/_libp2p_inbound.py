@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Hashable, Mapping
 from typing import Any
 
 import trio
@@ -39,6 +39,23 @@ async def reset(stream: Any) -> None:
     """Reset a stream, bounded and shielded: also on the way out of a cancelled task."""
     with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
         await stream.reset()
+
+
+def host_of(stream: Any, peer: PeerKey) -> Hashable:
+    """The host a stream's peer shares inbound slots with (:mod:`._fair_slots`): the IP
+    address its direct connection comes from; for a relayed connection (whose address is
+    the relay's) or an unknown one, the peer's key alone."""
+    from libp2p.connection_types import ConnectionType
+
+    try:
+        conn = stream.muxed_conn
+        if conn.get_connection_type() == ConnectionType.DIRECT:
+            address = conn.get_remote_address()
+            if address and isinstance(address[0], str):
+                return ("ip", address[0])
+    except Exception:
+        pass
+    return peer
 
 
 def who(stream: Any) -> str:
@@ -144,7 +161,7 @@ class InboundGuard:
                 await reset(stream)
                 return
             shared = self._slots.get(protocol_id)
-            slot = await shared.acquire(peer) if shared is not None else None
+            slot = await shared.acquire(peer, host_of(stream, peer)) if shared is not None else None
             if slot is not None:
                 slot.exchanging = True  # nothing said of its exchanges: its age decides
             if shared is not None and slot is None:

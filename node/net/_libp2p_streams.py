@@ -51,7 +51,7 @@ from ._framing import (
 )
 from ._interface import NetworkCounters, PeerKey
 from ._libp2p_config import Libp2pConfig
-from ._libp2p_inbound import reset, who
+from ._libp2p_inbound import host_of, reset, who
 from ._libp2p_transport import key_of, peer_id_of
 from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER
 from ._serving import HandlerEntry, answer, error_for
@@ -172,7 +172,11 @@ class RequestStreams:
             sender = key_of(stream.muxed_conn.peer_id)
         except Exception:
             sender = None
-        slot = await self._slots.acquire(sender) if sender is not None else None
+        slot = (
+            await self._slots.acquire(sender, host_of(stream, sender))
+            if sender is not None
+            else None
+        )
         if sender is None or slot is None:
             self._counters.requests_rejected += 1
             if sender is None:
