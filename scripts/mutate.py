@@ -164,6 +164,21 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "probation with live established outputs, so probation_unmet is None and "
         "veterans_short False: the effects come back unchanged"
     ),
+    (
+        "scheduler/_requester_settle.py",
+        "receipts_at_deadline",
+        "guard `if not by_commitment(job)` switched off",
+    ): (
+        "a shortcut: judged by bytes, the verdict's inputs are delivered replicas only, so "
+        "every accepted one is delivered and the loop, which gives receipts to committed "
+        "replicas, sends none (judge_job changes no state)"
+    ),
+    (
+        "scheduler/_requester_settle.py",
+        "receipts_at_deadline",
+        "guard `if verdict.status not in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW)` "
+        "switched off",
+    ): "a shortcut: the only other status, DISAGREE, accepts nothing, so the loop sends none",
     ("scheduler/_requester_exchange.py", "take_sealed", "guard `if rep.sealed` switched off"): (
         "defensive, never true: _on_result takes sealed bytes only for a committed replica "
         "holding none, or for one it has just committed from running (which held none)"
