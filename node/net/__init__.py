@@ -8,6 +8,7 @@
 See specs/network.md for protocol ids, topics, record formats, capability classes, limits.
 """
 
+from ._errors import AnswerLost as AnswerLost
 from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NetworkClosed as NetworkClosed
 from ._errors import NetworkError as NetworkError

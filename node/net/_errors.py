@@ -5,6 +5,7 @@
     NetworkError               root of everything node.net raises on purpose
     ├── NetworkClosed          the network was used after it was closed
     ├── NetworkTimeout         a request, dial or lookup did not finish in time
+    ├── AnswerLost             a request went out, its answer did not come back whole
     ├── PeerUnreachable        no connection to the peer could be made or kept
     │   ├── PeerBanned         the peer is banned here for misbehaving (not dialled)
     │   └── PeerBusy           the peer ran none of the request: all its slots were held
@@ -32,6 +33,11 @@ class NetworkClosed(NetworkError):
 
 class NetworkTimeout(NetworkError):
     """A request, dial or lookup did not finish in time: the peer may be slow or gone."""
+
+
+class AnswerLost(NetworkError):
+    """The request went out and the stream ended before its answer came back whole: the
+    peer may have run it. Send it again only if running it twice is harmless."""
 
 
 class PeerUnreachable(NetworkError):

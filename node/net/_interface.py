@@ -183,10 +183,11 @@ class Network(Protocol):
 
         Raises :class:`MessageTooLarge` (request over our cap or the peer's limit, or a
         response over ``max_response_bytes``), :class:`NetworkTimeout`,
-        :class:`PeerUnreachable` (:class:`PeerBusy` when the peer ran none of it, every
-        try refused for want of a slot; a request whose answer was cut short may have been
-        run), :class:`ProtocolNotSupported` or :class:`RemoteError` (the peer's own error
-        answer, or bytes that are no answer).
+        :class:`PeerUnreachable` (nothing went out; :class:`PeerBusy` when the peer ran
+        none of it, every try refused for want of a slot), :class:`AnswerLost` (it went out
+        and the stream ended before its answer: it may have been run),
+        :class:`ProtocolNotSupported` or :class:`RemoteError` (the peer's own error answer,
+        or bytes that are no answer).
         """
         ...
 

@@ -5,13 +5,15 @@ writes response frames until the stream ends, idles or misbehaves; a bad frame r
 stream and is counted (every inbound stream is also guarded: :mod:`._libp2p_inbound`). At
 most ``max_inbound_streams`` are served at once, shared fairly (:mod:`._fair_slots`).
 
-Outbound: a request takes an idle stream to the peer for that protocol from a small pool,
-or opens one; a pooled stream the peer had closed gets one fresh retry.
+Outbound: a request takes an idle stream to the peer for that protocol from a small pool
+(one the peer has ended is dropped), or opens one; a pooled stream found ended as the
+request is written is dropped and the next taken.
 
 A stream the server ends without running the request it may carry (its slot taken between
 requests, a new stream refused, an idle one closed) is answered first: ``STATUS_RETRY``,
 then its half closed (so that the answer is read before the reset that follows), and the
-requester sends the request again on a new stream. Without it a request on its way when
+requester sends the request again on a new stream; nothing else is sent again (a stream
+ending after the request went out is :class:`AnswerLost`). Without it a request on its way when
 its slot was taken saw only a reset: 2.3 % of honest requests failed with 24 peers on 16
 slots, some said "malformed" (review round 20, R20-1).
 """
@@ -29,6 +31,7 @@ import trio
 import protocol
 
 from ._errors import (
+    AnswerLost,
     MessageTooLarge,
     NetworkError,
     NetworkTimeout,
@@ -39,6 +42,7 @@ from ._errors import (
 )
 from ._fair_slots import FairSlots, Slot
 from ._framing import (
+    STATUS_ERROR,
     STATUS_OK,
     STATUS_RETRY,
     STATUS_TOO_LARGE,
@@ -68,15 +72,12 @@ REQUEST_STALL_S = 1.0
 REQUEST_SLOT_WAIT_S = 1.5
 #: A request arriving after a pause this long has this long to arrive and be answered.
 FRAME_GRACE_S = 0.25
-#: Tries of one request: a first, a pooled stream found closed or a ``STATUS_RETRY``
-#: answer (the server ran none of it) each give one more, up to this many in all.
+#: ``STATUS_RETRY`` answers (the server ran none of it) one request takes before it fails.
 REQUEST_TRIES = 3
 #: Longest wait for a ``STATUS_RETRY`` answer and its stream's half close to go out.
 RETRY_WRITE_S = 0.5
 #: The pause before sending again after a refused new stream (every slot was held).
 BUSY_PAUSE_S = 0.05
-#: A slot writing its handler's answer is not taken for this long (then only if stalled).
-ANSWER_GRACE_S = 0.25
 
 
 async def end(stream: Any) -> None:
@@ -93,15 +94,27 @@ async def end(stream: Any) -> None:
 
 
 async def send_again(stream: Any, reason: str) -> None:
-    """End ``stream`` (:func:`end`) telling its peer that the request it may have sent
-    was not run: ``STATUS_RETRY``."""
+    """End ``stream`` as :func:`end` does, telling its peer first that the request it may
+    have sent was not run: ``STATUS_RETRY``. The answer and the half close share one
+    ``RETRY_WRITE_S``."""
     with (
         trio.CancelScope(shield=True),
         trio.move_on_after(RETRY_WRITE_S),
         contextlib.suppress(Exception),
     ):
         await stream.write(response_frame(STATUS_RETRY, reason.encode()[:256]))
-    await end(stream)
+        await stream.close()
+    await reset(stream)
+
+
+def _ended(stream: Any) -> bool:
+    """Whether the peer ended a pooled stream (its half closed, or reset): a request
+    written there could not be answered, and its status 4 would go unread."""
+    try:
+        muxed = stream.muxed_stream
+        return bool(muxed.closed or muxed.recv_closed or muxed.reset_received)
+    except Exception:
+        return False
 
 
 @dataclass(slots=True)
@@ -217,80 +230,79 @@ class RequestStreams:
         while True:
             slot.exchanging = False  # between requests: takeable (_fair_slots.py)
             idle_since = trio.current_time()
-            with trio.move_on_after(config.stream_idle_timeout) as idle:
+            # The idle timeout bounds the wait for a request only: cut short, a handler's
+            # work was done and its requester, told nothing, sent it again (round 21,
+            # R21-2). A handler is bounded by its own timeout, and answers an error then.
+            with trio.move_on_after(config.stream_idle_timeout):
                 try:
                     await reader.wait_data()
                 except EndOfStream:
                     with contextlib.suppress(Exception):
                         await stream.close()
                     return
-                # A request is coming: kept while its bytes move. A request after a pause
-                # of FRAME_GRACE_S gets that long to arrive and be answered (a small
-                # exchange moves no 16 KiB: taken mid-way, its requester saw a reset:
-                # round 20, R20-1, R20-3); a request pipelined behind the last gets none
-                # (tiny frames pipelined, each with a grace, held every slot: R19-1),
-                # and a peer pausing to earn it is takeable while it pauses.
-                slot.exchanging = True
-                if trio.current_time() - idle_since >= FRAME_GRACE_S:
-                    slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
-                entry = self._handlers.get(protocol_id)
-                limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
-                try:
-                    with trio.fail_after(config.frame_timeout):
-                        data = await reader.read_request(limit)
-                except MessageTooLarge as exc:
-                    self._counters.requests_rejected += 1
-                    log.debug(
-                        "refused an oversized request on %s from peer %s: %s",
-                        protocol_id,
-                        protocol.peer_id(sender),
-                        exc,
-                    )
-                    with (
-                        trio.move_on_after(config.frame_timeout),
-                        contextlib.suppress(Exception),
-                    ):
-                        await stream.write(
-                            response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024])
-                        )
-                    await end(stream)
-                    return
-                except (MalformedFrame, trio.TooSlowError) as exc:
-                    self._counters.requests_rejected += 1
-                    log.debug(
-                        "bad request frame on %s from peer %s: %s",
-                        protocol_id,
-                        protocol.peer_id(sender),
-                        exc,
-                    )
-                    await reset(stream)
-                    return
-                if slot.evicted or trio.current_time() >= idle.deadline:
-                    # taken (or idle) as the request came in: its cancellation is due at
-                    # the next checkpoint, inside the handler. Not run: sent again.
-                    if not slot.evicted:  # (if taken, the caller says so)
-                        await send_again(stream, "idle: the stream was closed, nothing was run")
-                    return
-                slot.busy = slot.handled = True  # our handler's time: never taken
-                status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
-                slot.busy = False  # an answer served is no progress: its bytes are
-                slot.answering_until = trio.current_time() + ANSWER_GRACE_S
-                frame = response_frame(status, body)
-                with trio.fail_after(config.frame_timeout):
-                    for at in range(0, len(frame), WRITE_CHUNK):
-                        chunk = frame[at : at + WRITE_CHUNK]
-                        await stream.write(chunk)
-                        slot.moved(len(chunk))
-                slot.handled, slot.answering_until = False, float("-inf")
-                continue
-            if slot.evicted:
-                return  # told by the caller
-            # idle (or a handler or answer outlasting the idle timeout: it may have run)
-            if slot.handled:
-                await end(stream)
-            else:
+            if not reader.buffered:
                 await send_again(stream, "idle: the stream was closed, nothing was run")
-            return
+                return
+            # A request is coming: kept while its bytes move. A request after a pause of
+            # FRAME_GRACE_S gets that long to arrive and be answered (a small exchange
+            # moves no 16 KiB: taken mid-way, its requester saw a reset: round 20, R20-1,
+            # R20-3); a request pipelined behind the last gets none (tiny frames
+            # pipelined, each with a grace, held every slot: R19-1), and a peer pausing to
+            # earn it is takeable while it pauses.
+            slot.exchanging = True
+            if trio.current_time() - idle_since >= FRAME_GRACE_S:
+                slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
+            entry = self._handlers.get(protocol_id)
+            limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
+            try:
+                with trio.fail_after(config.frame_timeout):
+                    data = await reader.read_request(limit)
+            except MessageTooLarge as exc:
+                self._counters.requests_rejected += 1
+                log.debug(
+                    "refused an oversized request on %s from peer %s: %s",
+                    protocol_id,
+                    protocol.peer_id(sender),
+                    exc,
+                )
+                with trio.move_on_after(config.frame_timeout), contextlib.suppress(Exception):
+                    await stream.write(response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024]))
+                await end(stream)
+                return
+            except (MalformedFrame, trio.TooSlowError) as exc:
+                self._counters.requests_rejected += 1
+                log.debug(
+                    "bad request frame on %s from peer %s: %s",
+                    protocol_id,
+                    protocol.peer_id(sender),
+                    exc,
+                )
+                await reset(stream)
+                return
+            if slot.evicted:
+                # taken as the request came in: its cancellation is due at the next
+                # checkpoint, inside the handler. Not run: the caller says so.
+                return
+            slot.busy = slot.handled = True  # our handler's time: never taken
+            with trio.move_on_after(config.stream_idle_timeout) as handling:
+                status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
+            if handling.cancelled_caught:
+                self._counters.handler_errors += 1
+                status, body = (
+                    STATUS_ERROR,
+                    (
+                        f"the peer's handler for {protocol_id} did not answer within "
+                        f"{config.stream_idle_timeout:g} s (it may have done its work)"
+                    ).encode(),
+                )
+            slot.busy = False  # an answer served is no progress: its bytes are
+            frame = response_frame(status, body)
+            with trio.fail_after(config.frame_timeout):
+                for at in range(0, len(frame), WRITE_CHUNK):
+                    chunk = frame[at : at + WRITE_CHUNK]
+                    await stream.write(chunk)
+                    slot.moved(len(chunk))
+            slot.handled = False
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -299,22 +311,31 @@ class RequestStreams:
     ) -> bytes:
         """One request frame to another peer and its response (checked by the caller)."""
         frame = request_frame(bytes(data))
-        fresh_try = True  # one more for a pooled stream the peer had closed
-        refused = ""
+        name = protocol.peer_id(peer)
+        refused = 0
         with trio.move_on_after(timeout):
-            for _ in range(REQUEST_TRIES):
+            while True:
                 item, reused = await self._checkout(peer, protocol_id)
                 try:
                     await item.stream.write(frame)
+                except trio.Cancelled:
+                    await reset(item.stream)
+                    raise
+                except Exception as exc:
+                    await reset(item.stream)
+                    if reused:
+                        continue  # a pooled stream the peer had ended: nothing went out
+                    raise PeerUnreachable(f"stream to {name} broke: {exc!r}") from None
+                try:
                     status, body = await item.reader.read_response(max_response)
                 except MessageTooLarge:
                     await reset(item.stream)
                     raise
                 except TruncatedFrame:
                     await reset(item.stream)
-                    raise PeerUnreachable(
-                        f"the answer of {protocol.peer_id(peer)} on {protocol_id} was cut "
-                        "short (the request may have been run)"
+                    raise AnswerLost(
+                        f"the answer of {name} on {protocol_id} was cut short (the request "
+                        "may have been run)"
                     ) from None
                 except MalformedFrame as exc:
                     await reset(item.stream)
@@ -323,17 +344,24 @@ class RequestStreams:
                     await reset(item.stream)
                     raise
                 except Exception as exc:
+                    # Sent, and the stream ended before any answer byte: the peer may
+                    # have run it (a handler cut short, the connection lost). Never sent
+                    # again here: that ran requests twice (round 21, R21-2).
                     await reset(item.stream)
-                    if reused and fresh_try:
-                        fresh_try = False
-                        continue  # a pooled stream the peer had closed: one fresh try
-                    raise PeerUnreachable(
-                        f"stream to {protocol.peer_id(peer)} broke: {exc!r}"
+                    raise AnswerLost(
+                        f"stream to {name} ended before its answer on {protocol_id} "
+                        f"(the request may have been run): {exc!r}"
                     ) from None
                 if status == STATUS_RETRY:
                     # the peer ran none of it and ended the stream: again, on a new one
                     await reset(item.stream)
-                    refused = body.decode("utf-8", "replace")
+                    refused += 1
+                    if refused >= REQUEST_TRIES:
+                        raise PeerBusy(
+                            f"{name} ran none of the request on {protocol_id} in "
+                            f"{REQUEST_TRIES} tries ({body.decode('utf-8', 'replace')}): it "
+                            "is serving as many streams as it can; try again later"
+                        )
                     if not reused:  # a new stream refused: every slot was held
                         await trio.sleep(BUSY_PAUSE_S)
                     continue
@@ -345,20 +373,13 @@ class RequestStreams:
                 else:
                     self._checkin(peer, protocol_id, item)
                 raise error_for(status, body)
-            raise PeerBusy(
-                f"{protocol.peer_id(peer)} ran none of the request on {protocol_id} in "
-                f"{REQUEST_TRIES} tries ({refused}): it is serving as many streams as it "
-                "can; try again later"
-            )
-        raise NetworkTimeout(
-            f"no answer from {protocol.peer_id(peer)} on {protocol_id} within {timeout:g} s"
-        )
+        raise NetworkTimeout(f"no answer from {name} on {protocol_id} within {timeout:g} s")
 
     async def _checkout(self, peer: PeerKey, protocol_id: str) -> tuple[_Pooled, bool]:
         pool = self._pool.get((peer, protocol_id))
         while pool:
             item = pool.pop()
-            if item.reader.buffered == 0:
+            if item.reader.buffered == 0 and not _ended(item.stream):
                 return item, True
             await reset(item.stream)
         try:

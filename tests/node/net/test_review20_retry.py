@@ -14,8 +14,7 @@ import pytest
 import trio
 from libp2p.network.stream.exceptions import StreamReset
 
-from node.net import PeerBusy, PeerUnreachable, RemoteError
-from node.net._fair_slots import FairSlots
+from node.net import AnswerLost, PeerBusy, PeerUnreachable, RemoteError
 from node.net._framing import (
     STATUS_RETRY,
     EndOfStream,
@@ -24,7 +23,6 @@ from node.net._framing import (
     request_frame,
     response_frame,
 )
-from node.net._libp2p_streams import ANSWER_GRACE_S
 from node.net._libp2p_transport import peer_id_of
 from node.net.libp2p_host import Libp2pNetwork
 
@@ -50,23 +48,6 @@ async def test_a_response_is_retry_end_of_stream_or_truncated_as_the_bytes_say()
         await _reader([]).read_response(64)
     with pytest.raises(TruncatedFrame):  # an answer cut short: it may have been run
         await _reader([response_frame(0, b"0123456789")[:5]]).read_response(64)
-
-
-# --- the slots ----------------------------------------------------------------------------
-
-
-async def test_a_slot_writing_its_answer_is_not_taken_within_the_grace(
-    autojump_clock: object,
-) -> None:
-    slots = FairSlots(1, 1, stall_s=0.0, wait_s=0.0)
-    held = slots.enter(b"a")
-    assert held is not None
-    held.exchanging = held.handled = True
-    held.answering_until = trio.current_time() + ANSWER_GRACE_S
-    assert slots.enter(b"b") is None  # its answer is on its way
-    await trio.sleep(ANSWER_GRACE_S)
-    assert slots.enter(b"b") is not None  # stalled past the grace: taken
-    assert held.evicted
 
 
 # --- over libp2p ---------------------------------------------------------------------------
@@ -131,7 +112,8 @@ async def test_a_stream_taken_between_requests_is_answered_retry_not_reset() -> 
 async def test_honest_peers_over_a_full_table_are_never_told_malformed_nor_run_twice() -> None:
     """More honest peers than slots, each asking in turn (the review's measure: 97 of
     4,198 requests failed, all 'malformed', 7 of them after the server ran them). Now a
-    request taken with its slot is sent again, run once; what fails says busy."""
+    request taken with its slot is sent again, run once; what fails says busy, or that its
+    answer was lost (never 'malformed', never sent again)."""
     runs: collections.Counter[bytes] = collections.Counter()
 
     async def work(peer: bytes, data: bytes) -> bytes:
@@ -150,7 +132,7 @@ async def test_honest_peers_over_a_full_table_are_never_told_malformed_nor_run_t
             try:
                 await client.request(server.local_peer, WORK, b"%d:%d" % (tag, i), timeout=8)
                 ok += 1
-            except (PeerUnreachable, RemoteError) as exc:
+            except (PeerUnreachable, AnswerLost, RemoteError) as exc:
                 failures.append(exc)
 
     with trio.fail_after(90):
@@ -167,4 +149,5 @@ async def test_honest_peers_over_a_full_table_are_never_told_malformed_nor_run_t
             assert server._streams._slots.evicted > 0  # slots were taken meanwhile
             assert ok > 100
             assert [r for r, n in runs.items() if n > 1] == []
-            assert all(type(exc) is PeerBusy for exc in failures), failures[:3]
+            assert all(type(exc) in (PeerBusy, AnswerLost) for exc in failures), failures[:3]
+            assert len(failures) < ok // 50
