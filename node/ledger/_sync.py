@@ -16,7 +16,7 @@ import trio
 import ledger
 import protocol
 
-from ..net import MAX_PUBSUB_BYTES, NetworkError, PeerBusy, PeerKey
+from ..net import MAX_PUBSUB_BYTES, AnswerLost, NetworkError, PeerBusy, PeerKey
 from ._wire import (
     BLOCKS_PROTOCOL,
     MAX_HEIGHT,
@@ -168,7 +168,9 @@ class Sync:
                 raise protocol.RemoteProtocolError("expected at most limit blocks")
             if any(type(b) is not bytes for b in blocks):
                 raise protocol.RemoteProtocolError("a block is bytes")
-        except PeerBusy as exc:  # it ran none of it, overloaded: no fault of its own
+        except (PeerBusy, AnswerLost) as exc:
+            # overloaded (it ran none of it), or its answer was cut: its slot for us taken
+            # by a newcomer, or the connection lost; no fault of its own (round 22, R22-2)
             service.counters.fetch_failures += 1
             log.info("fetching blocks from %s: %s", protocol.peer_id(effect.peer), exc)
             return None

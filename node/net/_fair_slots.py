@@ -14,7 +14,8 @@ for ``stall_s``, at least ``PROGRESS_BYTES`` per ``stall_s``, counted in bytes, 
 the frames (a peer trickling its frames, a byte and then the rest 7 s later, stalls: round
 17, R17-A1; so does one pipelining tiny frames: R19-1; a transfer making progress keeps its
 slot, where keys rotating one-slot streams had cut honest uploads mid-frame: round 18,
-R18-1). One whose handler is answering is never taken. Streams that say nothing
+R18-1). One whose handler is answering is never taken, nor, for a short grace, one writing
+that answer to a request that was not pipelined (round 22, R22-2). Streams that say nothing
 of their exchanges (py-libp2p's DHT) count as exchanging from the start, so a slot is
 taken only once ``stall_s`` old. A newcomer
 finding nothing takeable waits up to ``wait_s`` for a slot to stall, ahead of streams that
@@ -66,6 +67,9 @@ class Slot:
     #: written: a slot taken now may have run the request (else the stream's owner is told
     #: to send it again: _libp2p_streams.py).
     handled: bool = False
+    #: Its handler's answer to a request that was not pipelined is being written: not
+    #: taken before this time (_libp2p_streams.py, ANSWER_GRACE_S).
+    answering_until: float = float("-inf")
     evicted: bool = False
     _moved: int = 0
 
@@ -224,7 +228,11 @@ class FairSlots:
                     continue  # another host holding no more: ours may still hold more
                 return False
             victims = [
-                s for s in slots if not s.busy and (not s.exchanging or s.progress_at <= stalled)
+                s
+                for s in slots
+                if not s.busy
+                and s.answering_until <= now
+                and (not s.exchanging or s.progress_at <= stalled)
             ]
             if victims:
                 victim = min(victims, key=lambda s: s.progress_at)

@@ -16,6 +16,7 @@ streams from one peer, and accepts streams from a peer we banned. Here:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Container, Hashable, Mapping
 from typing import Any
@@ -43,19 +44,58 @@ async def reset(stream: Any) -> None:
 
 def host_of(stream: Any, peer: PeerKey) -> Hashable:
     """The host a stream's peer shares inbound slots with (:mod:`._fair_slots`): the IP
-    address its direct connection comes from; for a relayed connection (whose address is
-    the relay's) or an unknown one, the peer's key alone."""
+    address its direct connection comes from (an IPv4-mapped IPv6 address as IPv4; IPv6
+    by its /64, the prefix one subscriber gets); a direct connection whose address cannot
+    be read shares one host with every other such; a relayed connection (whose address is
+    the relay's) is its peer's key alone."""
     from libp2p.connection_types import ConnectionType
 
     try:
         conn = stream.muxed_conn
-        if conn.get_connection_type() == ConnectionType.DIRECT:
-            address = conn.get_remote_address()
-            if address and isinstance(address[0], str):
-                return ("ip", address[0])
+        relayed = conn.get_connection_type() == ConnectionType.RELAYED
     except Exception:
-        pass
-    return peer
+        relayed = False
+    if relayed:
+        return peer
+    address = _peer_ip(stream)
+    if address is None:
+        return ("ip", "unknown")
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return ("ip", "unknown")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ("ip6", ipaddress.ip_network(f"{ip}/64", strict=False).network_address.packed)
+    return ("ip", str(ip))
+
+
+def _peer_ip(stream: Any) -> str | None:
+    """The remote IP address of ``stream``'s TCP socket (py-libp2p 0.8.1's own
+    ``get_remote_address`` reads IPv4 only: an IPv6 socket's address is a 4-tuple)."""
+    obj: Any = getattr(stream, "muxed_conn", None)
+    for _ in range(8):  # Yamux, SecureSession, Noise's reader-writer, RawConnection, ...
+        if obj is None:
+            return None
+        sock = getattr(obj, "socket", None)
+        if sock is not None and hasattr(sock, "getpeername"):
+            try:
+                address = sock.getpeername()
+            except OSError:
+                return None
+            if isinstance(address, tuple) and address and isinstance(address[0], str):
+                return address[0]
+            return None
+        obj = next(
+            (
+                getattr(obj, name)
+                for name in ("secured_conn", "conn", "stream")
+                if getattr(obj, name, None) is not None
+            ),
+            None,
+        )
+    return None
 
 
 def who(stream: Any) -> str:

@@ -21,10 +21,10 @@ LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 
 @asynccontextmanager
 async def node(n: int, **config: Any) -> AsyncIterator[Libp2pNetwork]:
-    """A libp2p network of key ``n`` listening on loopback, with ``config``."""
-    async with open_libp2p_network(
-        key(n), Libp2pConfig(chain_id=CHAIN, listen=LOOPBACK, **config)
-    ) as net:
+    """A libp2p network of key ``n`` listening on loopback (unless ``config`` says where),
+    with ``config``."""
+    config.setdefault("listen", LOOPBACK)
+    async with open_libp2p_network(key(n), Libp2pConfig(chain_id=CHAIN, **config)) as net:
         yield net
 
 

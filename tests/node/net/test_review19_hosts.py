@@ -6,9 +6,18 @@ by key within a host (node/net/_fair_slots.py)."""
 
 from __future__ import annotations
 
+import socket
+from types import SimpleNamespace
+
+import pytest
 import trio
 
 from node.net._fair_slots import MAX_WAITING, MAX_WAITING_PER_PEER, FairSlots
+from node.net._libp2p_inbound import host_of
+
+from .helpers import node
+
+ECHO = "/aimx/test/echo/1"
 
 A, B = ("ip", "10.0.0.1"), ("ip", "10.0.0.2")
 
@@ -101,3 +110,86 @@ async def test_fresh_keys_of_one_host_do_not_shut_out_another_hosts_newcomers(
             await trio.sleep(0.01)
         nursery.cancel_scope.deadline = trio.current_time() + 5
     assert honest == {"in": 20, "out": 0}
+
+
+# --- which host a connection is (round 22, R22-1) -------------------------------------
+
+
+class _Socket:
+    def __init__(self, address: tuple[object, ...]) -> None:
+        self.address = address
+
+    def getpeername(self) -> tuple[object, ...]:
+        return self.address
+
+
+class _Conn:
+    """py-libp2p's chain as the node sees it: muxer, secure session, raw connection,
+    trio stream, socket (each holding the next)."""
+
+    def __init__(self, address: tuple[object, ...] | None, kind: str = "DIRECT") -> None:
+        from libp2p.connection_types import ConnectionType
+
+        self.kind = ConnectionType[kind]
+        raw = SimpleNamespace(stream=SimpleNamespace(socket=_Socket(address) if address else None))
+        self.secured_conn = SimpleNamespace(conn=SimpleNamespace(conn=raw))
+
+    def get_connection_type(self) -> object:
+        return self.kind
+
+
+def _stream(address: tuple[object, ...] | None, kind: str = "DIRECT") -> object:
+    return SimpleNamespace(muxed_conn=_Conn(address, kind))
+
+
+def test_a_host_is_its_ipv4_address_or_its_ipv6_prefix() -> None:
+    key = b"k" * 32
+    assert host_of(_stream(("10.1.2.3", 4001)), key) == ("ip", "10.1.2.3")
+    # IPv6 sockets give 4-tuples (py-libp2p 0.8.1 reads none: every IPv6 peer was its key)
+    a = host_of(_stream(("2001:db8:1:2::5", 4001, 0, 0)), key)
+    b = host_of(_stream(("2001:db8:1:2:ffff::9", 4001, 0, 0)), b"j" * 32)
+    assert a == b != key  # one /64, one host
+    assert host_of(_stream(("2001:db8:1:3::5", 4001, 0, 0)), key) != a
+    # an IPv4 client of a dual-stack listener is its IPv4 address
+    assert host_of(_stream(("::ffff:10.1.2.3", 4001, 0, 0)), key) == ("ip", "10.1.2.3")
+    # an address that cannot be read: one host for all such, never the key
+    assert host_of(_stream(None), key) == host_of(_stream(None), b"j" * 32) != key
+    # relayed: the address is the relay's; the key alone
+    assert host_of(_stream(("10.9.9.9", 4001), "RELAYED"), key) == key
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_two_keys_of_one_machine_over_ipv6_are_one_host() -> None:
+    seen: list[object] = []
+
+    async def record(peer: bytes, data: bytes) -> bytes:
+        return data
+
+    with trio.fail_after(30):
+        async with (
+            node(431, listen=("/ip6/::1/tcp/0",)) as server,
+            node(432) as a,
+            node(433) as b,
+        ):
+            server.set_handler(ECHO, record)
+            streams = server._streams
+            original = streams._slots.acquire
+
+            async def acquire(peer: bytes, group: object = None) -> object:
+                seen.append(group)
+                return await original(peer, group)
+
+            streams._slots.acquire = acquire  # type: ignore[method-assign]
+            for client in (a, b):
+                await client.connect(server.addresses()[0])
+                assert await client.request(server.local_peer, ECHO, b"x") == b"x"
+    assert len(seen) == 2 and seen[0] == seen[1] and seen[0][0] == "ip6"
