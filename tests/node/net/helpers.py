@@ -3,13 +3,17 @@ tests."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.signing
+import trio
 
 import protocol
+from node.net import NetworkError
 from node.net.libp2p_host import Libp2pConfig, Libp2pNetwork, open_libp2p_network
 from protocol import Advert, Signed
 
@@ -17,6 +21,7 @@ from ...keys import key
 
 CHAIN = "aimx-test"
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+WORK = "/aimx/test/work/1"
 
 
 @asynccontextmanager
@@ -56,3 +61,51 @@ def advert(
         expires_ms=now_ms + ttl_ms,
     )
     return protocol.sign(record, signing_key, chain_id)
+
+
+@dataclass
+class Load:
+    """What :func:`honest_load` saw: answers, failures and how often the server ran each
+    request."""
+
+    ok: int = 0
+    failures: list[BaseException] = field(default_factory=list)
+    runs: collections.Counter[bytes] = field(default_factory=collections.Counter)
+    evicted: int = 0
+
+
+async def honest_load(
+    seconds: float, *, peers: int, slots: int, handler_s: float, first_key: int
+) -> Load:
+    """``peers`` honest peers, each asking a server of ``slots`` request slots in turn for
+    ``seconds``; its handler takes ``handler_s`` and answers 2 KiB. Requests that failed
+    with a network error are kept in ``failures``."""
+    load = Load()
+
+    async def work(peer: bytes, data: bytes) -> bytes:
+        load.runs[data] += 1
+        await trio.sleep(handler_s)
+        return b"r" * 2048
+
+    async def ask(client: Libp2pNetwork, server: Libp2pNetwork, tag: int, stop: float) -> None:
+        i = 0
+        while trio.current_time() < stop:
+            i += 1
+            try:
+                await client.request(server.local_peer, WORK, b"%d:%d" % (tag, i), timeout=8)
+                load.ok += 1
+            except NetworkError as exc:
+                load.failures.append(exc)
+
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(node(first_key, max_inbound_streams=slots))
+        server.set_handler(WORK, work)
+        clients = [await stack.enter_async_context(node(first_key + 1 + i)) for i in range(peers)]
+        for client in clients:
+            await client.connect(server.addresses()[0])
+        stop = trio.current_time() + seconds
+        async with trio.open_nursery() as nursery:
+            for tag, client in enumerate(clients):
+                nursery.start_soon(ask, client, server, tag, stop)
+        load.evicted = server._streams._slots.evicted
+    return load

@@ -7,14 +7,11 @@ any answer byte, is sent again."""
 
 from __future__ import annotations
 
-import collections
-from contextlib import AsyncExitStack
-
 import pytest
 import trio
 from libp2p.network.stream.exceptions import StreamReset
 
-from node.net import AnswerLost, PeerBusy, PeerUnreachable, RemoteError
+from node.net import AnswerLost, PeerBusy
 from node.net._framing import (
     STATUS_RETRY,
     EndOfStream,
@@ -24,9 +21,8 @@ from node.net._framing import (
     response_frame,
 )
 from node.net._libp2p_transport import peer_id_of
-from node.net.libp2p_host import Libp2pNetwork
 
-from .helpers import node
+from .helpers import honest_load, node
 
 WORK = "/aimx/test/work/1"
 
@@ -114,40 +110,10 @@ async def test_honest_peers_over_a_full_table_are_never_told_malformed_nor_run_t
     4,198 requests failed, all 'malformed', 7 of them after the server ran them). Now a
     request taken with its slot is sent again, run once; what fails says busy, or that its
     answer was lost (never 'malformed', never sent again)."""
-    runs: collections.Counter[bytes] = collections.Counter()
-
-    async def work(peer: bytes, data: bytes) -> bytes:
-        runs[data] += 1
-        await trio.sleep(0.02)
-        return b"r" * 2048
-
-    ok = 0
-    failures: list[BaseException] = []
-
-    async def ask(client: Libp2pNetwork, server: Libp2pNetwork, tag: int, stop: float) -> None:
-        nonlocal ok
-        i = 0
-        while trio.current_time() < stop:
-            i += 1
-            try:
-                await client.request(server.local_peer, WORK, b"%d:%d" % (tag, i), timeout=8)
-                ok += 1
-            except (PeerUnreachable, AnswerLost, RemoteError) as exc:
-                failures.append(exc)
-
     with trio.fail_after(90):
-        async with AsyncExitStack() as stack:
-            server = await stack.enter_async_context(node(221, max_inbound_streams=6))
-            server.set_handler(WORK, work)
-            clients = [await stack.enter_async_context(node(230 + i)) for i in range(10)]
-            for client in clients:
-                await client.connect(server.addresses()[0])
-            stop = trio.current_time() + 4
-            async with trio.open_nursery() as nursery:
-                for tag, client in enumerate(clients):
-                    nursery.start_soon(ask, client, server, tag, stop)
-            assert server._streams._slots.evicted > 0  # slots were taken meanwhile
-            assert ok > 100
-            assert [r for r, n in runs.items() if n > 1] == []
-            assert all(type(exc) in (PeerBusy, AnswerLost) for exc in failures), failures[:3]
-            assert len(failures) < ok // 50
+        load = await honest_load(4, peers=10, slots=6, handler_s=0.02, first_key=221)
+    assert load.evicted > 0  # slots were taken meanwhile
+    assert load.ok > 100
+    assert [r for r, n in load.runs.items() if n > 1] == []
+    assert all(type(exc) in (PeerBusy, AnswerLost) for exc in load.failures), load.failures[:3]
+    assert len(load.failures) < load.ok // 50

@@ -7,16 +7,15 @@ try (R21-3)."""
 from __future__ import annotations
 
 import collections
-from contextlib import AsyncExitStack
 
 import trio
 
-from node.net import AnswerLost, PeerBusy
+from node.net import PeerBusy
 from node.net._framing import request_frame
 from node.net._libp2p_transport import peer_id_of
 from node.net.libp2p_host import Libp2pNetwork
 
-from .helpers import node
+from .helpers import honest_load, node
 
 ECHO = "/aimx/test/echo/1"
 
@@ -106,39 +105,9 @@ async def test_answers_of_slow_handlers_reach_honest_peers_over_a_full_table() -
     than the stall time left its slot takeable as it answered: 22 of 89 slots taken from
     24 honest peers on 16 were answers to requests that had run (`AnswerLost`). Answers to
     requests that were not pipelined are kept for a short grace while written."""
-    runs: collections.Counter[bytes] = collections.Counter()
-
-    async def work(peer: bytes, data: bytes) -> bytes:
-        runs[data] += 1
-        await trio.sleep(0.4)
-        return b"r" * 2048
-
-    failures: list[BaseException] = []
-    ok = 0
-
-    async def ask(client: Libp2pNetwork, server: Libp2pNetwork, tag: int, stop: float) -> None:
-        nonlocal ok
-        i = 0
-        while trio.current_time() < stop:
-            i += 1
-            try:
-                await client.request(server.local_peer, ECHO, b"%d:%d" % (tag, i), timeout=8)
-                ok += 1
-            except (PeerBusy, AnswerLost) as exc:
-                failures.append(exc)
-
     with trio.fail_after(90):
-        async with AsyncExitStack() as stack:
-            server = await stack.enter_async_context(node(441, max_inbound_streams=8))
-            server.set_handler(ECHO, work)
-            clients = [await stack.enter_async_context(node(450 + i)) for i in range(12)]
-            for client in clients:
-                await client.connect(server.addresses()[0])
-            stop = trio.current_time() + 6
-            async with trio.open_nursery() as nursery:
-                for tag, client in enumerate(clients):
-                    nursery.start_soon(ask, client, server, tag, stop)
-            assert server._streams._slots.evicted > 0
-    assert ok > 50
-    assert [type(e).__name__ for e in failures if isinstance(e, AnswerLost)] == []
-    assert [r for r, n in runs.items() if n > 1] == []
+        load = await honest_load(6, peers=12, slots=8, handler_s=0.4, first_key=441)
+    assert load.evicted > 0
+    assert load.ok > 50
+    assert [type(e).__name__ for e in load.failures if not isinstance(e, PeerBusy)] == []
+    assert [r for r, n in load.runs.items() if n > 1] == []
