@@ -48,6 +48,10 @@ PROGRESS_BYTES = 16 << 10
 #: Newcomers waiting for a slot at once, and from one peer; more are refused at once.
 MAX_WAITING = 64
 MAX_WAITING_PER_PEER = 2
+#: Handlers one key, and one host, may have running at once (their slots are never taken
+#: meanwhile); a stream of theirs past it waits before reading on, takeable.
+MAX_RUNNING_PER_PEER = 16
+MAX_RUNNING_PER_HOST = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -111,6 +115,20 @@ class FairSlots:
 
     def held_by_group(self, group: Hashable) -> int:
         return self._in_group.get(group, 0)
+
+    def may_run(self, slot: Slot) -> bool:
+        """Whether ``slot``'s peer and host have fewer handlers running than their caps
+        (``MAX_RUNNING_PER_PEER``, ``MAX_RUNNING_PER_HOST``). A running handler's slot is
+        never taken, so slow handlers held every slot of a table: one key with 16 streams
+        of pipelined requests taking 5 s each let 2 of 18 honest requests in (round 23,
+        R23-1)."""
+        if sum(1 for s in self._of.get(slot.peer, ()) if s.busy) >= MAX_RUNNING_PER_PEER:
+            return False
+        running = 0
+        for slots in self._of.values():
+            if slots[0].group == slot.group:
+                running += sum(1 for s in slots if s.busy)
+        return running < MAX_RUNNING_PER_HOST
 
     def enter(self, peer: PeerKey, group: Hashable | None = None) -> Slot | None:
         """A slot for a new stream of ``peer`` (of host ``group``; by default a group of

@@ -44,10 +44,11 @@ async def reset(stream: Any) -> None:
 
 def host_of(stream: Any, peer: PeerKey) -> Hashable:
     """The host a stream's peer shares inbound slots with (:mod:`._fair_slots`): the IP
-    address its direct connection comes from (an IPv4-mapped IPv6 address as IPv4; IPv6
-    by its /64, the prefix one subscriber gets); a direct connection whose address cannot
-    be read shares one host with every other such; a relayed connection (whose address is
-    the relay's) is its peer's key alone."""
+    address its direct connection comes from (an IPv6 address standing for an IPv4 one as
+    that; IPv6 by its /56, a usual delegation to one subscriber: by /64, one /56 was 256
+    hosts, round 23, R23-2); a direct connection whose address cannot be read shares one
+    host with every other such; a relayed connection (whose address is the relay's) is its
+    peer's key alone."""
     from libp2p.connection_types import ConnectionType
 
     try:
@@ -64,11 +65,28 @@ def host_of(stream: Any, peer: PeerKey) -> Hashable:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return ("ip", "unknown")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv6Address):
-        return ("ip6", ipaddress.ip_network(f"{ip}/64", strict=False).network_address.packed)
+        ip = _embedded_ipv4(ip) or ip
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ("ip6", ipaddress.ip_network(f"{ip}/56", strict=False).network_address.packed)
     return ("ip", str(ip))
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped (an IPv4 client of a
+    dual-stack listener), NAT64's well-known prefix, 6to4 or Teredo (the client's)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
 
 
 def _peer_ip(stream: Any) -> str | None:

@@ -76,6 +76,8 @@ FRAME_GRACE_S = 0.25
 REQUEST_TRIES = 3
 #: Longest wait for a ``STATUS_RETRY`` answer and its stream's half close to go out.
 RETRY_WRITE_S = 0.5
+#: How often a stream waiting for its peer's or host's running handlers checks again.
+RUNNING_POLL_S = 0.05
 #: The pause before sending again after a refused new stream (every slot was held).
 BUSY_PAUSE_S = 0.05
 #: The answer to a request that was not pipelined behind the last is not taken for this
@@ -245,6 +247,8 @@ class RequestStreams:
         config = self._config
         while True:
             slot.exchanging = False  # between requests: takeable (_fair_slots.py)
+            while not self._slots.may_run(slot):  # its peer's or host's handlers at cap
+                await trio.sleep(RUNNING_POLL_S)
             idle_since = trio.current_time()
             # the next request came before our answer went: read, or waiting unread
             pipelined = reader.buffered > 0 or _unread(stream) > 0

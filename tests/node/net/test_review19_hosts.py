@@ -147,11 +147,12 @@ def test_a_host_is_its_ipv4_address_or_its_ipv6_prefix() -> None:
     assert host_of(_stream(("10.1.2.3", 4001)), key) == ("ip", "10.1.2.3")
     # IPv6 sockets give 4-tuples (py-libp2p 0.8.1 reads none: every IPv6 peer was its key)
     a = host_of(_stream(("2001:db8:1:2::5", 4001, 0, 0)), key)
-    b = host_of(_stream(("2001:db8:1:2:ffff::9", 4001, 0, 0)), b"j" * 32)
-    assert a == b != key  # one /64, one host
-    assert host_of(_stream(("2001:db8:1:3::5", 4001, 0, 0)), key) != a
-    # an IPv4 client of a dual-stack listener is its IPv4 address
-    assert host_of(_stream(("::ffff:10.1.2.3", 4001, 0, 0)), key) == ("ip", "10.1.2.3")
+    b = host_of(_stream(("2001:db8:1:ff:ffff::9", 4001, 0, 0)), b"j" * 32)
+    assert a == b != key  # one /56, one host
+    assert host_of(_stream(("2001:db8:1:100::5", 4001, 0, 0)), key) != a
+    # IPv6 standing for IPv4: a client of a dual-stack listener, NAT64, 6to4
+    for v6 in ("::ffff:10.1.2.3", "64:ff9b::a01:203", "2002:a01:203::1"):
+        assert host_of(_stream((v6, 4001, 0, 0)), key) == ("ip", "10.1.2.3"), v6
     # an address that cannot be read: one host for all such, never the key
     assert host_of(_stream(None), key) == host_of(_stream(None), b"j" * 32) != key
     # relayed: the address is the relay's; the key alone

@@ -11,7 +11,8 @@ import collections
 import trio
 
 from node.net import PeerBusy
-from node.net._framing import request_frame
+from node.net._fair_slots import MAX_RUNNING_PER_PEER
+from node.net._framing import FrameReader, request_frame
 from node.net._libp2p_transport import peer_id_of
 from node.net.libp2p_host import Libp2pNetwork
 
@@ -111,3 +112,50 @@ async def test_answers_of_slow_handlers_reach_honest_peers_over_a_full_table() -
     assert load.ok > 50
     assert [type(e).__name__ for e in load.failures if not isinstance(e, PeerBusy)] == []
     assert [r for r, n in load.runs.items() if n > 1] == []
+
+
+async def _slow_requests(attacker: Libp2pNetwork, victim: Libp2pNetwork) -> None:
+    """One stream keeping 4 slow requests queued (pipelined), reading each answer."""
+    while True:
+        try:
+            s = await attacker._host.new_stream(peer_id_of(victim.local_peer), [ECHO])
+            reader = FrameReader(s.read)
+            await s.write(request_frame(b"slow") * 4)
+            while True:
+                await reader.read_response(64)
+                await s.write(request_frame(b"slow"))
+        except Exception:
+            await trio.sleep(0.05)
+
+
+async def test_slow_handlers_of_one_key_do_not_hold_every_slot() -> None:
+    """Round 23, R23-1: a slot whose handler runs is never taken, so one key whose requests
+    took 5 s held a whole table (honest: 2 of 18 in). A key runs at most
+    MAX_RUNNING_PER_PEER handlers at once; its other streams wait, takeable."""
+
+    async def work(peer: bytes, data: bytes) -> bytes:
+        if data == b"slow":
+            await trio.sleep(5)
+        return data
+
+    with trio.fail_after(90):
+        async with (
+            node(461, max_inbound_streams=MAX_RUNNING_PER_PEER * 2) as victim,
+            node(462) as attacker,
+            node(463) as honest,
+        ):
+            victim.set_handler(ECHO, work)
+            await attacker.connect(victim.addresses()[0])
+            await honest.connect(victim.addresses()[0])
+            async with trio.open_nursery() as nursery:
+                for _ in range(MAX_RUNNING_PER_PEER * 2):
+                    nursery.start_soon(_slow_requests, attacker, victim)
+                await trio.sleep(2)
+                slots = victim._streams._slots
+                assert slots.held_by(attacker.local_peer) == MAX_RUNNING_PER_PEER * 2
+                t0 = trio.current_time()
+                for i in range(4):
+                    data = b"honest-%d" % i
+                    assert await honest.request(victim.local_peer, ECHO, data) == data
+                assert trio.current_time() - t0 < 4  # none waited for a slow handler
+                nursery.cancel_scope.cancel()
