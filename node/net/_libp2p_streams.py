@@ -77,7 +77,7 @@ REQUEST_TRIES = 3
 #: Longest wait for a ``STATUS_RETRY`` answer and its stream's half close to go out.
 RETRY_WRITE_S = 0.5
 #: How often a stream waiting for its peer's or host's running handlers checks again.
-RUNNING_POLL_S = 0.05
+RUNNING_POLL_S = 0.1
 #: The pause before sending again after a refused new stream (every slot was held).
 BUSY_PAUSE_S = 0.05
 #: The answer to a request that was not pipelined behind the last is not taken for this
