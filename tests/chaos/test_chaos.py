@@ -68,6 +68,21 @@ def test_jobs_are_judged_by_their_status_and_their_escrow() -> None:
     assert len(result.problems) == 2 and all("stuck" in p for p in result.problems)
 
 
+def test_a_job_that_ended_unverified_with_its_escrow_closed_is_no_stuck_job() -> None:
+    # An established provider killed mid-job: the newcomers' outputs agree but verify
+    # nothing (probation), the user gets them unverified and the escrow is refunded.
+    chain = Chain(locks={_job(1): (1, 50)}, closes={_job(1): ("refund", 51)})
+    run = JobRun(_job(1).hex(), 1, 0.0, 6.0, {"status": "unverified", "reason": "probation"})
+    result = PhaseResult("kill-contributor")
+    judge_jobs(result, [run], chain, fault_end=10.0)
+    assert (result.ok, result.failed, result.stuck) == (0, 1, 0)
+    assert result.reasons == {"unverified: probation": 1}
+    # while its escrow is open it is not over
+    open_ = PhaseResult("kill-contributor")
+    judge_jobs(open_, [run], Chain(locks={_job(1): (1, 50)}, closes={}), fault_end=10.0)
+    assert open_.stuck == 1
+
+
 def test_no_job_verified_after_the_fault_is_a_problem() -> None:
     chain = Chain(locks={_job(1): (1, 50)}, closes={_job(1): ("settle", 9)})
     result = PhaseResult("kill-x")

@@ -419,3 +419,21 @@ def test_a_veteran_result_whose_bytes_never_came_fails_for_that_not_for_probatio
     assert done is not None and done.status == "failed" and done.paid == ()
     assert done.reason.startswith("1 results agree but no output arrived in time")
     assert "established" not in done.reason and "probation" not in done.reason
+
+
+def test_a_newcomer_replaces_a_newcomer_while_no_established_output_is_in() -> None:
+    # An established provider's replica runs; the newcomer beside it declines. No
+    # established output is in yet, so none disagree: the next newcomer's bid takes the
+    # place (mutation run: `_split`'s "fewer than two outputs" went unnoticed; switched
+    # off, the empty comparison raised).
+    j = _Job(["new1", "vet1", "new2"], redundancy=2)
+    j.bid("new1", 500, 5)
+    j.bid("vet1", 1_000, 6)
+    assert j.open(1_000) == ["new1", "vet1"]
+    assert j.bid("new2", 400, 1_100) == []  # a spare
+    assert j.decline("new1", 1_200) == ["new2"]
+    j.deliver("new2", RIGHT, 1_300)
+    j.deliver("vet1", RIGHT, 1_400)
+    done = j.done()
+    assert done is not None and done.status == "verified"
+    assert j.paid() == {"vet1", "new2"}

@@ -144,6 +144,12 @@ def judge_jobs(result: PhaseResult, jobs: Iterable[JobRun], chain: Chain, fault_
                 firsts.append(run.done_at - fault_end)
         elif status == "unknown" and closed is not None and closed[0] == "settle":
             result.ok += 1  # the record went with the workspace; the chain paid it
+        elif status == "unverified" and closed is not None:
+            # ended without a verification (results accepted short, or agreeing outputs
+            # of newcomers only while probation held): a job that did not verify, closed
+            result.failed += 1
+            key = ("unverified: " + str(run.status.get("reason") or ""))[:60]
+            result.reasons[key] = result.reasons.get(key, 0) + 1
         elif status in ("failed", "unknown") and (closed is not None or not locked):
             result.failed += 1
             reason = str(run.status.get("reason") or "")
