@@ -100,12 +100,20 @@ class World:
         eff += self.r.timer(scheduler.TimerKey(scheduler.TimerKind.BIDS, self.job_id), 200)
         return self.pump(eff, 210)
 
-    def deliver(self, who: bytes, data: bytes, now: int) -> list[scheduler.Effect]:
-        """``who`` finishes its run with ``data``; its Result and bytes reach the requester."""
+    def finish(self, who: bytes, data: bytes, now: int) -> list[scheduler.Effect]:
+        """``who`` finishes its run with ``data``: its effects, nothing handed over yet."""
         cls = self.bids[who].message.determinism_class
         out = scheduler.Output(data, commit(data), cls)
-        eff = self.p[who].job_finished(self.job_id, now, outcome="ok", output=out, usage=USAGE)
-        return self.pump(eff, now + 1)
+        return self.p[who].job_finished(self.job_id, now, outcome="ok", output=out, usage=USAGE)
+
+    def finished(self, who: bytes, data: bytes, now: int) -> scheduler.Deliver:
+        """``who`` finishes its run with ``data``: its Result and sealed bytes, not sent."""
+        (deliver,) = [e for e in self.finish(who, data, now) if isinstance(e, scheduler.Deliver)]
+        return deliver
+
+    def deliver(self, who: bytes, data: bytes, now: int) -> list[scheduler.Effect]:
+        """``who`` finishes its run with ``data``; its Result and bytes reach the requester."""
+        return self.pump(self.finish(who, data, now), now + 1)
 
     def pump(self, eff: list[Any], now: int, rounds: int = 6) -> list[Any]:
         """Hand every Send and Deliver over, both ways, until quiet; all effects seen."""

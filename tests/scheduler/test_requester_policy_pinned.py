@@ -10,21 +10,21 @@ its providers answering by hand, message by message.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
+
+import nacl.signing
 
 import protocol
 import scheduler
 from protocol import (
     Bid,
-    InputRef,
     JobSpec,
     NoBid,
-    Requirements,
     Result,
     Unseal,
     Usage,
-    VerificationPolicy,
     content_hash,
     key_hash,
     seal_output,
@@ -35,6 +35,7 @@ from scheduler import TimerKind as Kind
 from scheduler._pricing import NEWCOMER, Reputation
 
 from ..keys import key, pub
+from ..ledger.helpers import job_spec
 
 CHAIN = "h38-pins"
 CLASS = "ort-1.32.0/cpu/avx2/extended"
@@ -89,7 +90,7 @@ class _Job:
         )
         self.req.block(10, 0)
         answer = None if known is None else scheduler.Output(known, _commit(known), CLASS)
-        spec = _spec(pub(me), redundancy, max_retries)
+        spec = _spec(me, redundancy, max_retries)
         named = [pub(k) for k in self.keys.values()]
         self.job_id, effects = self.req.submit(spec, 0, providers=named, known_answer=answer)
         self.effects: list[Effect] = list(effects)
@@ -192,26 +193,17 @@ class _Job:
         return any(isinstance(e, Settle) for e in self.effects)
 
 
-def _spec(requester: bytes, redundancy: int, max_retries: int) -> JobSpec:
-    return JobSpec(
-        requester=requester,
-        nonce=(38).to_bytes(16, "big"),
-        runtime="onnx",
-        model_hash=bytes([0x38]) * 32,
+def _spec(requester: nacl.signing.SigningKey, redundancy: int, max_retries: int) -> JobSpec:
+    base = job_spec(requester, b"h38").message
+    return dataclasses.replace(
+        base,
         model_size=2048,
-        inputs=(InputRef(name="x", hash=bytes([0x83]) * 32, size=512),),
-        requirements=Requirements(
-            device="cpu",
-            execution_provider="CPUExecutionProvider",
-            min_memory_mb=512,
-            capability_class="onnx.cpu.m8",
+        requirements=dataclasses.replace(
+            base.requirements, min_memory_mb=512, capability_class="onnx.cpu.m8"
         ),
-        graph_opt_level="extended",
-        threads=1,
         max_price=5_000,
         redundancy=redundancy,
         max_retries=max_retries,
-        verification=VerificationPolicy(mode="exact", rtol_e9=0, atol_e9=0, spot_check_permille=0),
         created_ms=0,
         bid_window_ms=1_000,
         deadline_ms=DEADLINE,

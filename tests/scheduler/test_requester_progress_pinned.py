@@ -135,10 +135,7 @@ def test_a_receipt_is_sent_again_only_half_a_timeout_after_it_went() -> None:
     w = World([BOB])
     w.submit(spec(b"half", redundancy=1, expiry=60, deadline_ms=3_000_000))
     w.sync(1000)
-    cls = w.bids[pub(BOB)].message.determinism_class
-    out = scheduler.Output(DATA, commit(DATA), cls)
-    effects = w.p[pub(BOB)].job_finished(w.job_id, 1100, outcome="ok", output=out, usage=USAGE)
-    (deliver,) = [e for e in effects if isinstance(e, scheduler.Deliver)]
+    deliver = w.finished(pub(BOB), DATA, 1100)
     half = w.r.config.heartbeat_timeout_ms // 2
     watch = scheduler.TimerKey(scheduler.TimerKind.WATCH, w.job_id, 0)
     # The Result alone: verified, its receipt wanted, its sealed bytes awaited

@@ -9,7 +9,7 @@ import scheduler
 
 from ..keys import key, pub
 from ..ledger.helpers import BOB
-from ._world import USAGE, World, commit, spec
+from ._world import World, spec
 
 DATA = b"the real output " * 4
 DAVE = key("dave")
@@ -20,10 +20,7 @@ def _delivered() -> tuple[World, scheduler.Deliver]:
     w = World([BOB, DAVE], floors={pub(DAVE): 1100})
     w.submit(spec(b"unseal-pins", redundancy=2, expiry=60, deadline_ms=3_000_000))
     w.sync(1000)
-    cls = w.bids[pub(BOB)].message.determinism_class
-    out = scheduler.Output(DATA, commit(DATA), cls)
-    effects = w.p[pub(BOB)].job_finished(w.job_id, 1100, outcome="ok", output=out, usage=USAGE)
-    (deliver,) = [e for e in effects if isinstance(e, scheduler.Deliver)]
+    deliver = w.finished(pub(BOB), DATA, 1100)
     w.r.receive(deliver.result.raw, 1110, output=deliver.output)
     return w, deliver
 
@@ -59,10 +56,7 @@ def test_a_key_before_its_sealed_bytes_waits_and_opens_them_when_they_come() -> 
     w = World([BOB, DAVE], floors={pub(DAVE): 1100})
     w.submit(spec(b"key-first", redundancy=2, expiry=60, deadline_ms=3_000_000))
     w.sync(1000)
-    cls = w.bids[pub(BOB)].message.determinism_class
-    out = scheduler.Output(DATA, commit(DATA), cls)
-    effects = w.p[pub(BOB)].job_finished(w.job_id, 1100, outcome="ok", output=out, usage=USAGE)
-    (deliver,) = [e for e in effects if isinstance(e, scheduler.Deliver)]
+    deliver = w.finished(pub(BOB), DATA, 1100)
     w.r.receive(deliver.result.raw, 1110, output=None)  # the Result alone: no bytes yet
     work = w.p[pub(BOB)].work[w.job_id]
     unseal = protocol.Unseal(
