@@ -234,7 +234,6 @@ class FairSlots:
         the key holding the most, if more than ``peer`` does. The slot stalled longest."""
         now = trio.current_time()
         stalled = now - self.stall_s
-        mine = self.held_by_group(group)
 
         def rank(slots: list[Slot]) -> tuple[bool, int, int]:
             other = slots[0].group != group
@@ -242,9 +241,9 @@ class FairSlots:
 
         for slots in sorted(self._of.values(), key=rank, reverse=True):
             if not self._may_take_from(peer, group, slots[0]):
-                if slots[0].group != group and self.held_by_group(slots[0].group) <= mine:
+                if slots[0].group != group:
                     continue  # another host holding no more: ours may still hold more
-                return False
+                return False  # within ours, the keys after it hold no more
             victims = [
                 s
                 for s in slots
