@@ -444,10 +444,11 @@ class Mempool:
     ) -> None:
         """Refuse ``vtx`` unless its sender's balance pays its fee on top of the fees of
         all its pending transactions (``old``, which it replaces, aside). A claim's
-        ``payout`` pays its own fee first (the ledger takes it out of the payout)."""
+        ``payout`` pays its own fee first (the ledger takes it out of the payout). A
+        coordinator's claim is funded as any provider's: its exemption is for the rest of
+        its transactions (``_admit_sender``), and a claim the ledger's fee rule would
+        refuse has no place in the pool."""
         tx = vtx.tx
-        if state.is_coordinator(tx.sender):
-            return
         balance = state.account(tx.sender).balance
         if tx.fee > balance + payout:
             what = f"balance {balance}" + (f" and the claim's payout {payout}" if payout else "")

@@ -97,6 +97,20 @@ TRACE_TIMEOUT_S = 1500
 
 #: Mutants no behaviour can tell from the real code, by (module, function, what), with why.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("scheduler/_requester_verdict.py", "_split", "guard `if len(theirs) < 2` switched off"): (
+        "a shortcut: with fewer than two outputs the comparison below iterates over an "
+        "empty ``theirs[1:]`` (never reading ``theirs[0]``) and returns False as well"
+    ),
+    (
+        "scheduler/_requester.py",
+        "_on_key",
+        "guard `if rep.state != ReplicaState.DELIVERED` switched off",
+    ): (
+        "a key that opens nothing changes no state (the replica stays committed), and "
+        "the job was progressed after its last change: progressing it again decides and "
+        "awards nothing new (a wrong key's effects are pinned in "
+        "tests/scheduler/test_requester_unseal_pinned.py)"
+    ),
     (
         "ledger/_admission.py",
         "check_embedded",

@@ -238,3 +238,16 @@ def test_a_full_pool_whose_largest_share_is_the_senders_own_claims_refuses_it() 
     with pytest.raises(ledger.MempoolRejected, match="the mempool is full"):
         pool.add(c.transfer(BOB, CAROL, 5).raw, c.state)
     assert len(pool) == 3 and pool.take_evicted() == []
+
+
+def test_a_coordinators_claim_is_funded_as_any_providers() -> None:
+    """A genesis coordinator is funded for its own transactions, not for a claim whose fee
+    its balance (0 here) and the payout cannot pay: the block would refuse it."""
+    c = Chain.new()
+    c.ok(c.lock(ALICE, 300, claim_at=15, expire_at=20, per_payee=100, payees=2))
+    pool = ledger.Mempool(CHAIN)
+    nxt = c.height + 1
+    with pytest.raises(ledger.MempoolRejected, match="cannot pay the fee 150"):
+        pool.add(_claim(c, COORD, sealed_until=nxt, fee=150), c.state)
+    pool.add(_claim(c, COORD, sealed_until=nxt, fee=100), c.state)
+    assert len(pool) == 1

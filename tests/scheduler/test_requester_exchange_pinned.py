@@ -50,3 +50,32 @@ def test_a_verified_replicas_receipt_is_signed_once() -> None:
     # the deadline comes before the key: the receipts due then are already out
     again = w.r.timer(scheduler.TimerKey(scheduler.TimerKind.DEADLINE, w.job_id), 3_000_001)
     assert _receipts(again) == []
+
+
+def test_a_receipt_wished_again_does_not_restart_the_wait_for_its_sealed_bytes() -> None:
+    # (mutation run: `issue_receipt`'s "still waiting for its sealed bytes" went unnoticed;
+    # each later progress of the job then reset the replica's watch and its resends, and a
+    # winner that never sent its bytes was never failed while the job moved on)
+    from ..keys import key
+
+    dave = key("dave")
+    w = World([BOB, dave], floors={pub(dave): 1100})
+    w.submit(spec(b"wished-again", redundancy=2, expiry=60, deadline_ms=3_000_000))
+    w.sync(1000)
+    bobs = w.finished(pub(BOB), DATA, 1100)
+    w.r.receive(bobs.result.raw, 1110, output=None)  # its Result, not its bytes
+    daves = w.finished(pub(dave), DATA, 1100)
+    w.pump(w.r.receive(daves.result.raw, 1120, output=daves.output), 1121)
+    job = w.r.job(w.job_id)
+    bob = job.replicas[bobs.result.message.replica]
+    assert bob.want and bob.receipt is None  # wished for, waiting for its bytes
+    waiting_since, nudges = bob.last_seen_ms, bob.nudges
+    # DAVE's key comes: DAVE is delivered and the job progresses, wishing BOB's receipt again
+    work = w.p[pub(dave)].work[w.job_id]
+    replica = daves.result.message.replica
+    unseal = protocol.Unseal(w.job_id, pub(dave), replica, daves.result.id, work.key)
+    effects = w.r.receive(protocol.sign(unseal, dave, "aimx-test").raw, 1500)
+    assert job.replicas[replica].state == scheduler.ReplicaState.DELIVERED
+    watch = scheduler.TimerKey(scheduler.TimerKind.WATCH, w.job_id, bob.index)
+    assert not [e for e in effects if isinstance(e, scheduler.SetTimer) and e.key == watch]
+    assert (bob.last_seen_ms, bob.nudges) == (waiting_since, nudges)

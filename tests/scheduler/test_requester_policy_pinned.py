@@ -342,6 +342,42 @@ def test_with_a_known_answer_a_newcomer_may_follow_two_established_wrong_outputs
     assert j.attested() == {"vet1", "vet2"}
 
 
+def test_with_a_known_answer_two_established_bidders_ask_for_no_probation_replica() -> None:
+    # The known answer decides, not established outputs: a job of redundancy 2 awards its
+    # two best bids, a newcomer's among them, and no third replica to hold it (mutation
+    # run: probation counted for a job with a known answer went unnoticed).
+    j = _Job(["vet1", "vet2", "new1"], redundancy=2, known=RIGHT)
+    j.bid("vet1", 1_000, 5)
+    j.bid("new1", 600, 6)  # the cheapest, weighed as a newcomer's
+    j.bid("vet2", 1_100, 7)
+    assert sorted(j.open(1_000)) == ["new1", "vet1"]
+    j.deliver("vet1", RIGHT, 1_100)
+    j.deliver("new1", RIGHT, 1_200)
+    done = j.done()
+    assert done is not None and done.status == "verified"
+    assert j.paid() == {"vet1", "new1"}
+
+
+def test_established_outputs_that_split_verify_only_with_the_redundancy_in_agreement() -> None:
+    # Redundancy 3: two established outputs agree and a third differs. Their majority
+    # decides who is right, but two agreeing results do not verify a job that asked for
+    # three: one more replica runs (mutation run: `_by_veterans` verifying short of the
+    # redundancy went unnoticed).
+    j = _Job(["vet1", "vet2", "vet3", "vet4"], redundancy=3)
+    for i, name in enumerate(("vet1", "vet2", "vet3", "vet4")):
+        j.bid(name, 1_000 + 100 * i, 5 + i)
+    assert j.open(1_000) == ["vet1", "vet2", "vet3"]
+    assert j.deliver("vet1", RIGHT, 1_100) == []
+    assert j.deliver("vet2", RIGHT, 1_200) == []
+    assert j.deliver("vet3", WRONG, 1_300) == ["vet4"]
+    assert j.done() is None
+    j.deliver("vet4", RIGHT, 1_400)
+    done = j.done()
+    assert done is not None and done.status == "verified"
+    assert j.paid() == {"vet1", "vet2", "vet4"}
+    assert j.attested() == {"vet3"}
+
+
 # --- the anchor class (specs/marketplace.md, "Award order") ------------------------------
 
 

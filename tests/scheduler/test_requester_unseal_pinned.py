@@ -70,3 +70,33 @@ def test_a_key_before_its_sealed_bytes_waits_and_opens_them_when_they_come() -> 
     w.r.receive(deliver.result.raw, 1130, output=deliver.output)  # the bytes come
     w.r.receive(raw, 1140)  # and the key again
     assert rep.state == scheduler.ReplicaState.DELIVERED
+
+
+def test_a_key_for_a_replica_still_running_is_ignored() -> None:
+    # (mutation run: `_on_unseal`'s "opened already, or failed" guard went unnoticed; a
+    # running replica has no Result to hold the key against)
+    w = World([BOB, DAVE], floors={pub(DAVE): 1100})
+    w.submit(spec(b"key-while-running", redundancy=2, expiry=60, deadline_ms=3_000_000))
+    w.sync(1000)
+    job = w.r.job(w.job_id)
+    running = next(r for r in job.replicas if r.provider == pub(BOB))
+    assert running.state == scheduler.ReplicaState.RUNNING
+    effects = w.r.receive(_unseal(w, BOB, running.index, b"\x09" * 32), 1200)
+    assert effects == []
+    assert running.state == scheduler.ReplicaState.RUNNING
+
+
+def test_a_wrong_key_changes_nothing_but_the_senders_record() -> None:
+    # A key that opens nothing is its sender's misbehaviour and nothing else: the replica
+    # still waits for its key (it comes with the claim), and the job is not moved on.
+    w = World([BOB])
+    w.submit(spec(b"wrong-key", redundancy=2, expiry=60, deadline_ms=3_000_000))
+    w.sync(1000)
+    deliver = w.finished(pub(BOB), DATA, 1100)
+    w.r.receive(deliver.result.raw, 1110, output=deliver.output)
+    rep = w.r.job(w.job_id).replicas[deliver.result.message.replica]
+    assert rep.state == scheduler.ReplicaState.COMMITTED and rep.receipt is not None
+    wrong = protocol.Unseal(w.job_id, pub(BOB), rep.index, deliver.result.id, b"\x05" * 32)
+    effects = w.r.receive(protocol.sign(wrong, BOB, "aimx-test").raw, 1200)
+    assert effects == [scheduler.Misbehaved(pub(BOB), "a key that is not its result's")]
+    assert rep.state == scheduler.ReplicaState.COMMITTED
