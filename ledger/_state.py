@@ -36,8 +36,8 @@ EMPTY_BUCKET = content_hash(b"")
 class ProviderRecord(NamedTuple):
     """A provider's record as a requester reads it, in the order of ``scheduler.Reputation``'s
     fields (``scheduler.Reputation(*record)``): its score in per mille, its settled jobs
-    (success weight in whole units), its failure weight in whole units, decayed as the score
-    is, and its stake."""
+    (success weight in whole units) and its failure weight in whole units, both decayed to
+    the state's height as the score is, and its stake."""
 
     score_permille: int
     settled_jobs: int
@@ -391,10 +391,14 @@ class State:
     def provider_record(self, account: bytes) -> ProviderRecord:
         """What a requester reads of ``account`` as a provider (see :class:`ProviderRecord`)."""
         a = self.account(account)
-        _, failures = self.reputation_weights(account)
+        # Decayed to this height, as the score and the failures are: the stored weight is
+        # decayed only at the account's next reputation event, so that an idle provider kept
+        # its count, and one more payment (anyone's settle) then lowered it (6 to 1 after 6
+        # idle half-lives: round 24, R24B-3). Decayed here, a payment never lowers it.
+        successes, failures = self.reputation_weights(account)
         return ProviderRecord(
             score_permille=min(1000, int(self.reputation(account) * 1000)),
-            settled_jobs=a.rep_s // REP_UNIT,
+            settled_jobs=successes // REP_UNIT,
             failures=failures // REP_UNIT,
             stake=a.stake,
         )

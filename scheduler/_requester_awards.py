@@ -50,7 +50,7 @@ from ._requester_jobs import (
     ReplicaState,
     RequesterJob,
 )
-from ._requester_policy import Caught, trusted
+from ._requester_policy import Caught, established, trusted
 
 
 def open_job(
@@ -185,6 +185,7 @@ def award(
     rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
     rep.bid = signed_bid.raw
     rep.trusted = config.replication == "adaptive" and trusted(bid.provider, config, caught)
+    rep.established = established(config.reputation(bid.provider), config)
     rep.next_nudge_ms = now_ms + config.award_resend_ms
     job.replicas.append(rep)
     return [

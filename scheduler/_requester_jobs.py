@@ -96,6 +96,9 @@ class Replica:
     bid: bytes = b""
     #: Its provider was trusted when it was awarded (adaptive replication).
     trusted: bool = False
+    #: Its provider was established (past probation) when it was awarded: it stays so for
+    #: the job while its stake stays bonded (``scheduler._requester_policy.veteran``).
+    established: bool = False
     heard: bool = False
     nudges: int = 0
     next_nudge_ms: int = 0

@@ -33,7 +33,7 @@ from protocol import Bid, JobSpec, Signed
 
 from ._config import RequesterConfig
 from ._pricing import Reputation, award_key
-from ._requester_jobs import _DECLINED, JobPhase, RequesterJob
+from ._requester_jobs import _DECLINED, JobPhase, Replica, RequesterJob
 
 #: Providers a requester caught with a wrong result, oldest first (a dict used as an
 #: ordered set, at most ``caught_limit``): their bids are refused under every replication,
@@ -355,9 +355,20 @@ def catch(provider: bytes, config: RequesterConfig, caught: Caught) -> None:
         del caught[next(iter(caught))]
 
 
+def veteran(rep: Replica, config: RequesterConfig) -> bool:
+    """Whether a replica counts as an established provider's for its job: its provider
+    was established when it was awarded (``Replica.established``), and its stake is still
+    bonded. Its settled jobs are not read again: anyone holding one of its Bids can pay it
+    (a settle of their own), and a payment once recomputed its decayed record, so that a
+    stranger's payout made an awarded veteran a newcomer mid-job, which two fresh keys
+    then outvoted, paid for a wrong output and had slashed (round 24, R24B-1). Its stake
+    leaves only by its own unstake or a slash: either ends it (round 10, R10-5)."""
+    return rep.established and config.reputation(rep.provider).stake >= config.probation_stake
+
+
 def veteran_replicas(job: RequesterJob, config: RequesterConfig) -> set[int]:
-    """Replicas of providers past probation (``established``), failed ones included."""
-    return {r.index for r in job.replicas if _past_probation(r.provider, config)}
+    """Replicas of providers past probation (``veteran``), failed ones included."""
+    return {r.index for r in job.replicas if veteran(r, config)}
 
 
 def probation_bound(job: RequesterJob, config: RequesterConfig) -> bool:
@@ -394,4 +405,4 @@ def veterans_short(job: RequesterJob, config: RequesterConfig) -> bool:
     need = veterans_needed(job, config)
     if not need or not job.replicas:
         return False
-    return sum(1 for r in job.live() if _past_probation(r.provider, config)) < need
+    return sum(1 for r in job.live() if veteran(r, config)) < need

@@ -245,13 +245,17 @@ class RequestStreams:
 
         reader = FrameReader(read)
         config = self._config
+        answered = False
         while True:
             slot.exchanging = False  # between requests: takeable (_fair_slots.py)
             while not self._slots.may_run(slot):  # its peer's or host's handlers at cap
                 await trio.sleep(RUNNING_POLL_S)
             idle_since = trio.current_time()
-            # the next request came before our answer went: read, or waiting unread
-            pipelined = reader.buffered > 0 or _unread(stream) > 0
+            # the next request came before our answer went: read, or waiting unread. A
+            # stream's first request is behind no answer, though its bytes are often
+            # waiting already (always after a wait for a slot): counted as pipelined, its
+            # answer had no grace, and after a long handler it was cut (round 24, F2).
+            pipelined = answered and (reader.buffered > 0 or _unread(stream) > 0)
             # The idle timeout bounds the wait for a request only: cut short, a handler's
             # work was done and its requester, told nothing, sent it again (round 21,
             # R21-2). A handler is bounded by its own timeout, and answers an error then.
@@ -327,6 +331,7 @@ class RequestStreams:
                     await stream.write(chunk)
                     slot.moved(len(chunk))
             slot.handled, slot.answering_until = False, float("-inf")
+            answered = True
 
     # --- outbound ------------------------------------------------------------------------
 
