@@ -378,23 +378,37 @@ def probation_bound(job: RequesterJob, config: RequesterConfig) -> bool:
     whoever can make it fail (fill its slots with refundable jobs of their own, so that it
     declines the award) would hand the job back to newcomers, possibly one person's keys.
     Jobs no established provider was ever awarded are decided by newcomers (a young
-    network must work: specs/marketplace.md, "Known limits")."""
-    return job.known is None and bool(veteran_replicas(job, config))
+    network must work: specs/marketplace.md, "Known limits"). Established as awarded
+    (``Replica.established``): one whose stake leaves mid-job loses its vote
+    (``veteran``), not the job its bond, since two staked keys can have an honest veteran
+    slashed in a job of their own, and two free keys then decided the job it was bonding
+    (round 25, G3)."""
+    return job.known is None and any(r.established for r in job.replicas)
 
 
 def veterans_needed(job: RequesterJob, config: RequesterConfig, agreeing: int = 0) -> int:
     """Established providers' outputs an agreement of ``job`` must hold: none with a known
     answer; two when it needs at least two agreeing results (``agreeing``, else
     ``required``) and two established providers bid (``veteran_bidders``, counted when the
-    first awards were chosen); else one once an established provider was awarded
+    first awards were chosen), or when an established provider awarded a replica lost its
+    stake since (``unseated``); else one once an established provider was awarded
     (``probation_bound``); else none (a young network: newcomers decide). One staked key
     beside free ones must not decide a job a second established provider bid for (round-6
-    review R6-7): that takes two staked keys (specs/marketplace.md, "Known limits")."""
+    review R6-7): that takes two staked keys (specs/marketplace.md, "Known limits"). Nor
+    one whose honest veteran was unseated by a framing slash mid-job (round 25, G3)."""
     if job.known is not None:
         return 0
     if job.veterans >= 2 and (agreeing or required(job, config)) >= 2:
         return 2
+    if unseated(job, config):
+        return 2
     return 1 if probation_bound(job, config) else 0
+
+
+def unseated(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether a provider established at its award in ``job`` has since lost the stake
+    that made it so (its own unstake, or a slash): it votes no more (``veteran``)."""
+    return any(r.established and not veteran(r, config) for r in job.replicas)
 
 
 def veterans_short(job: RequesterJob, config: RequesterConfig) -> bool:

@@ -305,6 +305,13 @@ class RequestStreams:
                 )
                 await reset(stream)
                 return
+            while not self._slots.may_run(slot):
+                # Checked again as the handler would start: every idle stream of a key
+                # passed the check above while none of its handlers ran, and one request
+                # on each then ran 63 handlers of one key at once (round 25, G1). Its
+                # request is not run meanwhile, and its slot may be taken (status 4).
+                slot.exchanging = False
+                await trio.sleep(RUNNING_POLL_S)
             if slot.evicted:
                 # taken as the request came in: its cancellation is due at the next
                 # checkpoint, inside the handler. Not run: the caller says so.

@@ -43,3 +43,39 @@ def test_a_veteran_whose_record_decays_mid_job_is_not_outvoted_by_newcomers() ->
     assert sim.ledger.state.account(vet.pub).stake == 1_000_000
     assert vet.pub not in [s.provider for s in sim.slashes]
     assert done.output is None or done.output == honest_output(spec)
+
+
+def test_a_veteran_slashed_mid_job_by_framing_leaves_its_job_bonded() -> None:
+    # Round 25, G3: two staked keys have the honest veteran slashed in a job of their own
+    # (a documented limit), which takes its stake under probation_stake while another
+    # requester's job it was awarded runs. Its vote goes with its stake; the job's bond
+    # did too, and two free keys decided it: paid for a wrong output, the veteran
+    # slashed again. The bond stays with the award, and such a job needs two
+    # established outputs.
+    sim = Sim(7)
+    req = sim.add_requester()
+    atk = sim.add_requester()
+    vet = sim.add_provider(reputation=8, stake=1_000_000, price_floor=1_000, max_concurrency=2)
+    n1 = sim.add_provider("collude", price_floor=500, run_ms=40_000)
+    n2 = sim.add_provider("collude", price_floor=500, run_ms=40_000)
+    c1 = sim.add_provider("collude", reputation=3, stake=1_000_000, price_floor=2_000)
+    c2 = sim.add_provider("collude", reputation=3, stake=1_000_000, price_floor=3_000)
+    spec = sim.spec(req, redundancy=2, max_retries=2, deadline_ms=150_000)
+    job = sim.submit(req, spec, providers=[vet, n1, n2])
+    sim.run_until(sim.now + 2_500)
+    assert [r.established for r in req.requester.job(job).replicas if r.provider == vet.pub]
+    framing = sim.submit(
+        atk, sim.spec(atk, redundancy=2, max_retries=2, deadline_ms=40_000), providers=[vet, c1, c2]
+    )
+    sim.run_jobs([framing], limit_ms=120_000)
+    sim.run_until(sim.now + 5_000)
+    assert sim.ledger.state.account(vet.pub).stake < 1_000_000  # framed: under the bar
+    assert sim.done.get(job) is None  # the honest job still runs
+    sim.run_jobs([job], limit_ms=400_000)
+    sim.run_until(sim.now + 5_000)
+    done = sim.done[job]
+    paid = {p.provider for p in done.paid}
+    # Whatever decided it held two established outputs: the colluders had to bring both
+    # staked keys into this job too (the documented "two staked keys decide" limit),
+    # nothing gained by the framing. Before: paid the two free keys alone.
+    assert done.status != "verified" or {c1.pub, c2.pub} <= paid, sorted(paid)

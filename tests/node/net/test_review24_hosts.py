@@ -86,3 +86,51 @@ async def test_running_counts_follow_handlers_and_slots_that_leave() -> None:
     last.busy = True
     third = slots.enter(b"k", V4)
     assert third is not None and slots.may_run(third)
+
+
+async def test_a_keys_idle_streams_all_sent_a_request_at_once_run_no_more_than_its_cap() -> None:
+    # Round 25, G1: the running cap was checked before a stream waited for its request
+    # only. Every idle stream of a key passed it while none of its handlers ran, and one
+    # request on each then ran them all at once (63 of one key's, cap 16). Checked again
+    # as the handler starts, the rest wait, takeable, and run as the first end.
+    from contextlib import AsyncExitStack
+
+    import trio
+
+    from node.net._framing import FrameReader, request_frame
+    from node.net._libp2p_transport import peer_id_of
+
+    from .helpers import node
+
+    echo = "/aimx/test/echo/1"
+    running = {"now": 0, "max": 0}
+
+    async def work(peer: bytes, data: bytes) -> bytes:
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        try:
+            await trio.sleep(0.5)
+        finally:
+            running["now"] -= 1
+        return b"ok"
+
+    async with node(2501, max_inbound_streams=256) as victim, AsyncExitStack() as stack:
+        victim.set_handler(echo, work)
+        peer = await stack.enter_async_context(node(2502))
+        await peer.connect(victim.addresses()[0])
+        pid = peer_id_of(victim.local_peer)
+        streams = [await peer._host.new_stream(pid, [echo]) for _ in range(24)]
+        await trio.sleep(0.5)  # each stream's server loop passes the first check and waits
+        answered = []
+
+        async def one(stream: object) -> None:
+            await stream.write(request_frame(b"x"))  # type: ignore[attr-defined]
+            status, _ = await FrameReader(stream.read).read_response(64)  # type: ignore[attr-defined]
+            answered.append(status)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for stream in streams:
+                    nursery.start_soon(one, stream)
+        assert running["max"] == MAX_RUNNING_PER_PEER
+        assert answered.count(0) == 24  # every request ran, none lost
