@@ -35,12 +35,13 @@ def not_outputs(results: Sequence[protocol.Result]) -> str:
     return ""
 
 
-def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
-    """Check a slash's evidence; returns the job id and its escrow. The evidence is signed
-    Results of one job with an escrow, one at least by the offender, and shows either
-    the offender contradicting itself (``conflicting_results``) or the offender's output
-    outvoted by a majority the job's escrow paid (``failed_verification``). A job's
-    evidence slashes each provider at most once."""
+def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow, frozenset[bytes]]:
+    """Check a slash's evidence; returns the job id, its escrow and the witnesses (the
+    majority's providers of a ``failed_verification``, none for ``conflicting_results``).
+    The evidence is signed Results of one job with an escrow, one at least by the
+    offender, and shows either the offender contradicting itself (``conflicting_results``)
+    or the offender's output outvoted by a majority the job's escrow paid
+    (``failed_verification``). A job's evidence slashes each provider at most once."""
     chain = draft.genesis.chain_id
     try:
         results = [protocol.decode(ev, chain, protocol.Result).message for ev in p.evidence]
@@ -88,12 +89,27 @@ def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow]:
             )
     if p.offender in e.slashed:
         raise EscrowError("this job's evidence already slashed this provider; it is used once")
-    return job_id, e
+    if p.reason == "conflicting_results":
+        return job_id, e, frozenset()
+    return job_id, e, frozenset(r.provider for r in others)
 
 
-def check_slash_evidence(state: _state.State, slash: Slash) -> None:
+def witness_bond(view: Draft | _state.State, witnesses: frozenset[bytes]) -> int | None:
+    """The least stake any witness has bonded (None without witnesses): a
+    ``failed_verification`` slash takes no more. A majority is whoever its requester paid,
+    so two free keys paid by their own requester framed an honest veteran for its whole
+    stake, after which free keys decided the jobs it had bonded (round 26, H1); now the
+    majority must have as much bonded as it takes."""
+    if not witnesses:
+        return None
+    return min(view.account(q).stake for q in witnesses)
+
+
+def check_slash_evidence(state: _state.State, slash: Slash) -> int | None:
     """Raise :class:`BadEvidence` or :class:`EscrowError` if ``slash``'s evidence would not
     pass on ``state`` (the next block's evidence rules; the sender and amount are the
     caller's): a coordinator checks a report before it signs a slash the ledger would
-    refuse."""
-    check_evidence(Draft(state, state.height + 1), slash)
+    refuse. Returns the most it could take for its witnesses (``witness_bond``; None
+    without witnesses)."""
+    _, _, witnesses = check_evidence(Draft(state, state.height + 1), slash)
+    return witness_bond(state, witnesses)

@@ -61,7 +61,7 @@ from ._errors import (
     NotAuthorized,
     SequenceError,
 )
-from ._evidence import check_evidence
+from ._evidence import check_evidence, witness_bond
 from ._genesis import MAX_SUPPLY
 from ._payloads import (
     COORDINATOR_KINDS,
@@ -507,16 +507,24 @@ def _check_unstake(draft: Draft, sender: bytes, p: Unstake) -> Commit:
 
 def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
     _require_coordinator(draft, sender, "slash")
-    job_id, _ = check_evidence(draft, p)
+    job_id, _, witnesses = check_evidence(draft, p)
 
     def commit() -> None:
         # Read the offender after the fee: the sender may be slashing itself. A slash
         # takes what is left up to its amount, never more: stake released, or taken by
         # another slash, since the coordinator reckoned it makes it smaller, not refused
         # (review round 9, R9-3: slashes refused for released stake dragged the
-        # coordinator's later transactions out of its blocks one a block).
+        # coordinator's later transactions out of its blocks one a block). Nor more than
+        # each witness has bonded (``witness_bond``: round 26, H1); an unbonded majority's
+        # slash takes nothing and counts no failure.
         a = draft.account(p.offender)
+        bond = witness_bond(draft, witnesses)
+        if bond == 0:
+            draft.escrows[job_id] = _used(draft, job_id, p.offender)
+            return
         amount = min(p.amount, a.stake + a.unbonding_total)
+        if bond is not None:
+            amount = min(amount, bond)
         take = min(a.stake, amount)
         left = amount - take
         unbonding = list(a.unbonding)
@@ -529,11 +537,16 @@ def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
         draft.put(p.offender, _with(a, stake=a.stake - take, unbonding=tuple(unbonding)))
         draft.burned += amount
         draft.add_reputation(p.offender, 0, SLASH_WEIGHT * REP_UNIT)
-        e = draft.escrow(job_id)
-        assert e is not None
-        draft.escrows[job_id] = _replace_escrow(e, slashed=tuple(sorted((*e.slashed, p.offender))))
+        draft.escrows[job_id] = _used(draft, job_id, p.offender)
 
     return commit
+
+
+def _used(draft: Draft, job_id: bytes, offender: bytes) -> Escrow:
+    """The job's escrow with its evidence used against ``offender``."""
+    e = draft.escrow(job_id)
+    assert e is not None
+    return _replace_escrow(e, slashed=tuple(sorted((*e.slashed, offender))))
 
 
 #: A negative attestation about a job whose escrow paid its pair's provider this much or

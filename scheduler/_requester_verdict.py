@@ -75,6 +75,15 @@ def judge_job(job: RequesterJob, config: RequesterConfig) -> Verdict:
     theirs = [(i, o) for i, o in verdict_inputs(job) if i in vets]
     if _split(job, theirs, config):
         return _by_veterans(job, theirs, need, config)
+    if need >= 2 and len(theirs) >= need:
+        # Established outputs enough to decide agree: they decide, with every output that
+        # agrees with them. Counted among all outputs, free keys bidding lowest and
+        # agreeing on one wrong output kept any majority from forming, however many
+        # established providers agreed, and the job failed (round 26, H2). Not with one
+        # established output needed: one staked key must not outvote honest newcomers.
+        verdict = _by_veterans(job, theirs, need, config)
+        if verdict.status == VerdictStatus.VERIFIED:
+            return verdict
     verdict = _judge_outputs(job, config)
     if verdict.status in (VerdictStatus.VERIFIED, VerdictStatus.TOO_FEW) and (
         len(vets & set(verdict.accepted)) < need
@@ -96,9 +105,23 @@ def offers(
     job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
 ) -> list[Signed[Bid]]:
     """The bids to award next (``candidates``): established providers' only while their
-    outputs disagree (``veterans_split``), a newcomer's output would change nothing."""
-    split = veterans_split(job, config)
+    outputs disagree (``veterans_split``), a newcomer's output would change nothing; and
+    while a job needing two established outputs has established outputs in and no
+    verdict (``veterans_stalled``): the next cheapest bids were the free keys blocking it,
+    each award one more wrong output (round 26, H2)."""
+    split = veterans_split(job, config) or veterans_stalled(job, config)
     return candidates(job, config, now_ms, caught, veterans_only=split)
+
+
+def veterans_stalled(job: RequesterJob, config: RequesterConfig) -> bool:
+    """Whether ``job`` needs two established outputs or more, holds at least one, and has
+    no verdict yet."""
+    if veterans_needed(job, config) < 2:
+        return False
+    vets = veteran_replicas(job, config)
+    if not any(i in vets for i, _ in verdict_inputs(job)):
+        return False
+    return judge_job(job, config).status != VerdictStatus.VERIFIED
 
 
 def probation_unmet(job: RequesterJob, config: RequesterConfig) -> Verdict | None:

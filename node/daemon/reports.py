@@ -29,6 +29,7 @@ The reporting side sends a report again, backing off, while no coordinator has d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -163,11 +164,16 @@ class Reports:
             return protocol.pack(["nothing staked"])
         slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
         try:  # a refused slash would cost this coordinator a sequence gap to fill
-            ledger.check_slash_evidence(state, slash)
+            bond = ledger.check_slash_evidence(state, slash)
         except ledger.LedgerError as exc:
             if peer != node.me:
                 node.conduct.misbehaved(peer, f"report the ledger refuses: {exc}")
             raise RequestRejected(f"report refused: {exc}") from None
+        if bond is not None and bond < amount:
+            # the ledger takes no more than each witness has bonded (round 26, H1)
+            if bond < max(1, node.config.coordinator.slash_amount // MIN_SLASH_PART):
+                return protocol.pack(["nothing staked"])
+            slash = dataclasses.replace(slash, amount=bond)
         self._in_flight[offender] = _Flight(job_id, peer, state.height + FLIGHT_BLOCKS)
         node.submit_tx(slash)
         return protocol.pack(["slashing"])

@@ -20,7 +20,7 @@ def _chain() -> Chain:
     g = ledger.make_genesis(
         CHAIN,
         [pub(COORD), pub(C2)],
-        {pub(ALICE): 1_000_000, pub(BOB): 1_000_000, pub(CAROL): 1_000_000, pub(DAVE): 10},
+        {pub(ALICE): 1_000_000, pub(BOB): 1_000_000, pub(CAROL): 1_000_000, pub(DAVE): 210},
         unbonding_delay=3,
         reputation_half_life=10,
     )
@@ -28,8 +28,13 @@ def _chain() -> Chain:
 
 
 def _evidence(c: Chain) -> tuple[bytes, ...]:
-    """BOB staked and outvoted on ALICE's settled job: evidence a coordinator may slash on."""
-    c.ok(tx.stake(BOB, CHAIN, c.seq(BOB), amount=500, expiry_height=c.height + 9))
+    """BOB staked and outvoted on ALICE's settled job by CAROL and DAVE, who have bonded
+    what a slash takes: evidence a coordinator may slash on."""
+    c.ok(
+        tx.stake(BOB, CHAIN, c.seq(BOB), amount=500, expiry_height=c.height + 9),
+        tx.stake(CAROL, CHAIN, c.seq(CAROL), amount=200, expiry_height=c.height + 9),
+        tx.stake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 9),
+    )
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
     paid = {pub(CAROL): 100, pub(DAVE): 100}
     c.ok(settle(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, payouts=paid, expiry_height=c.height + 5))

@@ -423,8 +423,10 @@ def test_slash_for_failed_verification_needs_a_paid_majority_and_is_used_once() 
     dave = key("dave")
     c.ok(
         tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9),
-        tx.transfer(ALICE, CHAIN, 0, to=pub(dave), amount=10, expiry_height=9),
+        tx.stake(CAROL, CHAIN, 0, amount=200, expiry_height=9),  # witnesses bond what
+        tx.transfer(ALICE, CHAIN, 0, to=pub(dave), amount=210, expiry_height=9),  # they take
     )
+    c.ok(tx.stake(dave, CHAIN, 0, amount=200, expiry_height=9))
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
     right, wrong = b"\x05" * 32, b"\x06" * 32
     bobs = result(BOB, b"bad", commitment=wrong, replica=0)

@@ -275,13 +275,17 @@ RIGHT, WRONG = b"\x05" * 32, b"\x06" * 32
 
 
 def _failed_verification_chain(paid: list[bytes]) -> Chain:
-    """BOB staked 500; ALICE's job locked for 3 payees and settled paying ``paid``."""
+    """BOB staked 500, the witnesses CAROL and DAVE 200 each (a majority takes no more than
+    each of its providers has bonded); ALICE's job locked for 3 payees and settled paying
+    ``paid``."""
     c = Chain.new()
     dave = key("dave")
     c.ok(
         tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9),
-        tx.transfer(ALICE, CHAIN, 0, to=pub(dave), amount=10, expiry_height=9),
+        tx.stake(CAROL, CHAIN, 0, amount=200, expiry_height=9),
+        tx.transfer(ALICE, CHAIN, 0, to=pub(dave), amount=210, expiry_height=9),
     )
+    c.ok(tx.stake(dave, CHAIN, 0, amount=200, expiry_height=9))
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
     payouts = dict.fromkeys(paid, 100)
     c.ok(settle(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, payouts=payouts, expiry_height=20))

@@ -19,12 +19,15 @@ RIGHT = b"\x05" * 32
 
 
 def _settled() -> Chain:
-    """BOB staked; ALICE's job settled paying CAROL and DAVE, who agree."""
+    """BOB staked; ALICE's job settled paying CAROL and DAVE, who agree (and have bonded
+    what a slash takes)."""
     c = Chain.new()
     c.ok(
         tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9),
-        tx.transfer(ALICE, CHAIN, 0, to=pub(DAVE), amount=10, expiry_height=9),
+        tx.stake(CAROL, CHAIN, 0, amount=200, expiry_height=9),
+        tx.transfer(ALICE, CHAIN, 0, to=pub(DAVE), amount=210, expiry_height=9),
     )
+    c.ok(tx.stake(DAVE, CHAIN, 0, amount=200, expiry_height=9))
     c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
     paid = {pub(CAROL): 100, pub(DAVE): 100}
     c.ok(settle(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, payouts=paid, expiry_height=20))

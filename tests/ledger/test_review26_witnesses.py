@@ -1,0 +1,67 @@
+"""Round 26, H1: a ``failed_verification`` slash takes no more than each provider of the
+outvoting majority (its witnesses) has bonded, and an unbonded majority's takes nothing
+and counts no failure: the majority is whoever the paying requester chose, and two free
+keys paid by their own requester framed an honest veteran for its whole stake."""
+
+from __future__ import annotations
+
+import ledger
+from ledger import tx
+
+from ..keys import key, pub
+from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, JOB, Chain, result, settle
+
+DAVE = key("dave")
+RIGHT, WRONG = b"\x05" * 32, b"\x06" * 32
+
+
+def _outvoted(dave_stake: int) -> Chain:
+    """BOB staked 500, CAROL 200, DAVE ``dave_stake``; ALICE's job paid CAROL and DAVE."""
+    c = Chain.new()
+    c.ok(
+        tx.stake(BOB, CHAIN, 0, amount=500, expiry_height=9),
+        tx.stake(CAROL, CHAIN, 0, amount=200, expiry_height=9),
+        tx.transfer(ALICE, CHAIN, 0, to=pub(DAVE), amount=10 + dave_stake, expiry_height=9),
+    )
+    if dave_stake:
+        c.ok(tx.stake(DAVE, CHAIN, 0, amount=dave_stake, expiry_height=9))
+    c.ok(c.lock(ALICE, 300, claim_at=5, expire_at=9, per_payee=100, payees=3))
+    paid = {pub(CAROL): 100, pub(DAVE): 100}
+    c.ok(settle(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, payouts=paid, expiry_height=20))
+    return c
+
+
+def _slash(c: Chain) -> bytes:
+    evidence = [
+        result(BOB, b"bad", commitment=WRONG, replica=0),
+        result(CAROL, b"good", commitment=RIGHT, replica=1),
+        result(DAVE, b"good", commitment=RIGHT, replica=2),
+    ]
+    return tx.slash(
+        COORD,
+        CHAIN,
+        c.seq(COORD),
+        offender=pub(BOB),
+        amount=100,
+        reason="failed_verification",
+        evidence=evidence,
+        expiry_height=20,
+    )
+
+
+def test_a_slash_takes_no_more_than_its_least_bonded_witness() -> None:
+    c = _outvoted(dave_stake=40)
+    slash = _slash(c)
+    assert ledger.check_slash_evidence(c.state, ledger.verify_tx(slash.raw, CHAIN).payload) == 40
+    c.ok(slash)
+    assert c.state.account(pub(BOB)).stake == 460
+    assert c.state.provider_record(pub(BOB)).failures == 4
+
+
+def test_an_unbonded_majority_slashes_nothing_and_uses_its_evidence() -> None:
+    c = _outvoted(dave_stake=0)
+    c.ok(_slash(c))
+    assert c.state.account(pub(BOB)).stake == 500
+    assert c.state.provider_record(pub(BOB)).failures == 0
+    assert c.state.burned == 0
+    c.rejects(_slash(c), ledger.EscrowError)  # used once, as any evidence
