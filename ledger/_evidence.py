@@ -95,14 +95,15 @@ def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow, frozenset[byt
 
 
 def witness_bond(view: Draft | _state.State, witnesses: frozenset[bytes]) -> int | None:
-    """The least stake any witness has bonded (None without witnesses): a
-    ``failed_verification`` slash takes no more. A majority is whoever its requester paid,
-    so two free keys paid by their own requester framed an honest veteran for its whole
-    stake, after which free keys decided the jobs it had bonded (round 26, H1); now the
-    majority must have as much bonded as it takes."""
+    """The least any witness holds bonded, its unbonding stake included (None without
+    witnesses): a ``failed_verification`` slash takes no more. A majority is whoever its
+    requester paid, so two free keys paid by their own requester framed an honest veteran
+    for its whole stake, after which free keys decided the jobs it had bonded (round 26,
+    H1); now the majority must hold as much as it takes. Unbonding counts: a witness
+    unstaking in the slash's block dodged an honest slash (round 27, I3)."""
     if not witnesses:
         return None
-    return min(view.account(q).stake for q in witnesses)
+    return min(view.account(q).stake + view.account(q).unbonding_total for q in witnesses)
 
 
 def check_slash_evidence(state: _state.State, slash: Slash) -> int | None:

@@ -515,12 +515,12 @@ def _check_slash(draft: Draft, sender: bytes, p: Slash) -> Commit:
         # another slash, since the coordinator reckoned it makes it smaller, not refused
         # (review round 9, R9-3: slashes refused for released stake dragged the
         # coordinator's later transactions out of its blocks one a block). Nor more than
-        # each witness has bonded (``witness_bond``: round 26, H1); an unbonded majority's
-        # slash takes nothing and counts no failure.
+        # each witness holds bonded (``witness_bond``: round 26, H1); an unbonded majority's
+        # slash takes nothing, counts no failure and leaves the evidence unused (other
+        # winners of the job may still witness: round 27, I3).
         a = draft.account(p.offender)
         bond = witness_bond(draft, witnesses)
         if bond == 0:
-            draft.escrows[job_id] = _used(draft, job_id, p.offender)
             return
         amount = min(p.amount, a.stake + a.unbonding_total)
         if bond is not None:

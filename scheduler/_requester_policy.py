@@ -139,6 +139,7 @@ def candidates(
     caught: Caught,
     *,
     veterans_only: bool = False,
+    veterans_first: bool = False,
 ) -> list[Signed[Bid]]:
     """Usable bids, best first (``award_key``); keys with no settled job last, oldest bid
     first, once such keys declined too often (``newcomers_last``). In ``exact`` mode only
@@ -183,12 +184,26 @@ def candidates(
         # established outputs an agreement needs, or break their tie (newcomers may
         # follow it); with none, no award (a newcomer's output would verify nothing, and
         # go unpaid): the job announces again for one.
-        veterans: list[Signed[Bid]] = []
-        others: list[Signed[Bid]] = []
-        for s in bids:
-            (veterans if _past_probation(s.message.provider, config) else others).append(s)
+        veterans, others = _by_probation(bids, config)
         bids = [*veterans, *others] if veterans else []
+    elif veterans_first:
+        # Established outputs agree but fall short of the redundancy: established bids
+        # first (the cheapest bids may be free keys with one wrong output), then a
+        # newcomer's, which can still complete the agreement (round 27, I2).
+        veterans, others = _by_probation(bids, config)
+        bids = [*veterans, *others]
     return bids
+
+
+def _by_probation(
+    bids: list[Signed[Bid]], config: RequesterConfig
+) -> tuple[list[Signed[Bid]], list[Signed[Bid]]]:
+    """``bids`` split into established providers' and newcomers', each in order."""
+    veterans: list[Signed[Bid]] = []
+    others: list[Signed[Bid]] = []
+    for s in bids:
+        (veterans if _past_probation(s.message.provider, config) else others).append(s)
+    return veterans, others
 
 
 def anchor_class(

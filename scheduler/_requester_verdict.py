@@ -106,11 +106,14 @@ def offers(
 ) -> list[Signed[Bid]]:
     """The bids to award next (``candidates``): established providers' only while their
     outputs disagree (``veterans_split``), a newcomer's output would change nothing; and
-    while a job needing two established outputs has established outputs in and no
-    verdict (``veterans_stalled``): the next cheapest bids were the free keys blocking it,
-    each award one more wrong output (round 26, H2)."""
-    split = veterans_split(job, config) or veterans_stalled(job, config)
-    return candidates(job, config, now_ms, caught, veterans_only=split)
+    established providers' first while a job needing two established outputs has
+    established outputs in and no verdict (``veterans_stalled``): the next cheapest bids
+    were the free keys blocking it, each award one more wrong output (round 26, H2).
+    Only theirs there barred the newcomer that completes an agreement short of the
+    redundancy (round 27, I2)."""
+    split = veterans_split(job, config)
+    stalled = not split and veterans_stalled(job, config)
+    return candidates(job, config, now_ms, caught, veterans_only=split, veterans_first=stalled)
 
 
 def veterans_stalled(job: RequesterJob, config: RequesterConfig) -> bool:

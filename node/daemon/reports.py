@@ -29,7 +29,6 @@ The reporting side sends a report again, backing off, while no coordinator has d
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -170,10 +169,11 @@ class Reports:
                 node.conduct.misbehaved(peer, f"report the ledger refuses: {exc}")
             raise RequestRejected(f"report refused: {exc}") from None
         if bond is not None and bond < amount:
-            # the ledger takes no more than each witness has bonded (round 26, H1)
-            if bond < max(1, node.config.coordinator.slash_amount // MIN_SLASH_PART):
-                return protocol.pack(["nothing staked"])
-            slash = dataclasses.replace(slash, amount=bond)
+            # The ledger takes no more than each witness holds (round 26, H1), and a
+            # majority holding a little framed a veteran bonded at exactly the probation
+            # stake out of it for that little (round 27, I1): the witnesses must hold
+            # what the slash takes.
+            return protocol.pack(["nothing staked"])
         self._in_flight[offender] = _Flight(job_id, peer, state.height + FLIGHT_BLOCKS)
         node.submit_tx(slash)
         return protocol.pack(["slashing"])

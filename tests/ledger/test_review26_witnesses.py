@@ -58,10 +58,20 @@ def test_a_slash_takes_no_more_than_its_least_bonded_witness() -> None:
     assert c.state.provider_record(pub(BOB)).failures == 4
 
 
-def test_an_unbonded_majority_slashes_nothing_and_uses_its_evidence() -> None:
+def test_an_unbonded_majority_slashes_nothing_and_leaves_the_evidence_unused() -> None:
+    # (round 27, I3: marked used, it barred a report with other, bonded winners)
     c = _outvoted(dave_stake=0)
     c.ok(_slash(c))
     assert c.state.account(pub(BOB)).stake == 500
     assert c.state.provider_record(pub(BOB)).failures == 0
     assert c.state.burned == 0
-    c.rejects(_slash(c), ledger.EscrowError)  # used once, as any evidence
+    assert pub(BOB) not in c.state.escrow(JOB).slashed  # type: ignore[union-attr]
+
+
+def test_a_witness_unstaking_in_the_slashs_block_still_holds_what_it_unbonds() -> None:
+    # (round 27, I3: counted by its bonded stake alone, a witness unstaking in the block
+    # where the slash landed made an honest slash take nothing)
+    c = _outvoted(dave_stake=200)
+    c.ok(tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5), _slash(c))
+    assert c.state.account(pub(DAVE)).stake == 0
+    assert c.state.account(pub(BOB)).stake == 400

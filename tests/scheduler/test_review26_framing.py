@@ -70,3 +70,41 @@ def test_free_keys_agreeing_on_a_wrong_output_do_not_block_established_providers
         assert done.output == honest_output(spec)
         assert len(done.paid) == redundancy
         assert all(sim.reputation(p.provider).stake == 1_000_000 for p in done.paid)
+
+
+def test_a_newcomer_still_completes_an_established_agreement_short_of_the_redundancy() -> None:
+    # Round 27, I2: with only established bids offered while such a job had no verdict,
+    # two agreeing established outputs at redundancy 3 could never be completed once the
+    # cheapest honest newcomer went offline: the job ended unverified, not verified.
+    # Established bids come first there, newcomers after.
+    sim = Sim(5)
+    req = sim.add_requester()
+    vets = [sim.add_provider(reputation=8, stake=1_000_000, price_floor=1_000) for _ in range(2)]
+    flaky = sim.add_provider(price_floor=500)  # honest newcomer, the cheapest; goes offline
+    newcomers = [sim.add_provider(price_floor=1_200) for _ in range(3)]
+    spec = sim.spec(req, redundancy=3, max_retries=4, deadline_ms=60_000)
+    job = sim.submit(req, spec, providers=[*vets, flaky, *newcomers])
+    sim.go_offline(flaky, sim.now + 300)
+    sim.run_jobs([job], limit_ms=200_000)
+    sim.run_until(sim.now + 5_000)
+    done = sim.done[job]
+    assert done.status == "verified", done.reason
+    assert done.output == honest_output(spec) and len(done.paid) == 3
+
+
+def test_a_cheaters_unbonded_key_among_the_winners_does_not_void_its_slash() -> None:
+    # Round 27, I3: the evidence named the first winners whatever their stake, and the
+    # cheater's own free key, bidding lowest with the right output, was one of them: the
+    # slash took nothing. The two best-bonded winners witness now.
+    sim = Sim(7)
+    req = sim.add_requester()
+    vets = [sim.add_provider(reputation=8, stake=1_000_000, price_floor=1_000) for _ in range(2)]
+    cheat = sim.add_provider("collude", reputation=8, stake=1_000_000, price_floor=900)
+    own = sim.add_provider(price_floor=500)  # its free key: the right output, no stake
+    spec = sim.spec(req, redundancy=3, max_retries=4, deadline_ms=60_000)
+    job = sim.submit(req, spec, providers=[*vets, cheat, own])
+    sim.run_jobs([job], limit_ms=200_000)
+    sim.run_until(sim.now + 10_000)
+    assert sim.done[job].status == "verified"
+    assert sim.ledger.state.account(cheat.pub).stake < 1_000_000
+    assert sim.reputation(cheat.pub).failures == 4

@@ -230,3 +230,22 @@ async def test_keys_staked_next_to_nothing_take_no_place_in_flight() -> None:
     assert node.submitted == []
     node.stakes[pub(CHEAT)] = 1_000_000
     assert await _report(reports, HONEST, CHEAT, node.closed(CHEAT_JOB, HONEST)) == "slashing"
+
+
+async def test_a_majority_holding_less_than_the_slash_takes_gets_no_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round 27, I1: the ledger takes no more than each witness (a provider of the outvoting
+    # majority) holds, and two keys holding the coordinator's floor framed a veteran bonded
+    # at exactly the probation stake out of it. The coordinator slashes only on witnesses
+    # holding what the slash takes.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 1_000_000
+    job = node.closed(CHEAT_JOB, ATTACKER)
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: 10_000)
+    assert await _report(reports, ATTACKER, CHEAT, job) == "nothing staked"
+    assert not node.submitted
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: 1_000_000)
+    assert await _report(reports, ATTACKER, CHEAT, job) == "slashing"
+    assert [s.amount for s in node.submitted] == [1_000_000]
