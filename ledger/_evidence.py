@@ -94,23 +94,34 @@ def check_evidence(draft: Draft, p: Slash) -> tuple[bytes, Escrow, frozenset[byt
     return job_id, e, frozenset(r.provider for r in others)
 
 
-def witness_bond(view: Draft | _state.State, witnesses: frozenset[bytes]) -> int | None:
-    """The least any witness holds bonded, its unbonding stake included (None without
-    witnesses): a ``failed_verification`` slash takes no more. A majority is whoever its
-    requester paid, so two free keys paid by their own requester framed an honest veteran
-    for its whole stake, after which free keys decided the jobs it had bonded (round 26,
-    H1); now the majority must hold as much as it takes. Unbonding counts: a witness
-    unstaking in the slash's block dodged an honest slash (round 27, I3)."""
+def witness_bond(
+    view: Draft | _state.State, witnesses: frozenset[bytes], *, released_after: int = -1
+) -> int | None:
+    """The least any witness holds bonded, its unbonding stake released after
+    ``released_after`` included (None without witnesses): a ``failed_verification`` slash
+    takes no more. A majority is whoever its requester paid, so two free keys paid by
+    their own requester framed an honest veteran for its whole stake, after which free
+    keys decided the jobs it had bonded (round 26, H1); now the majority must hold as much
+    as it takes. Unbonding counts: a witness unstaking in the slash's block dodged an
+    honest slash (round 27, I3)."""
     if not witnesses:
         return None
-    return min(view.account(q).stake + view.account(q).unbonding_total for q in witnesses)
+
+    def held(account: _state.Account) -> int:
+        later = sum(a for release, a in account.unbonding if release > released_after)
+        return account.stake + later
+
+    return min(held(view.account(q)) for q in witnesses)
 
 
-def check_slash_evidence(state: _state.State, slash: Slash) -> int | None:
+def check_slash_evidence(
+    state: _state.State, slash: Slash, *, released_after: int = -1
+) -> int | None:
     """Raise :class:`BadEvidence` or :class:`EscrowError` if ``slash``'s evidence would not
     pass on ``state`` (the next block's evidence rules; the sender and amount are the
     caller's): a coordinator checks a report before it signs a slash the ledger would
-    refuse. Returns the most it could take for its witnesses (``witness_bond``; None
-    without witnesses)."""
+    refuse. Returns the most it could take for its witnesses (``witness_bond``, counting
+    what they unbond past ``released_after``, the height by which it lands; None without
+    witnesses)."""
     _, _, witnesses = check_evidence(Draft(state, state.height + 1), slash)
-    return witness_bond(state, witnesses)
+    return witness_bond(state, witnesses, released_after=released_after)

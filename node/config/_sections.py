@@ -152,6 +152,11 @@ class CoordinatorConfig(_Strict):
         5, ge=1, le=1_000_000, description="faucet mints a minute to any one account"
     )
     slash_amount: int = Field(1_000_000, ge=1, description="stake taken from a reported cheat")
+    witness_floor: int = Field(
+        1_000_000,
+        ge=1,
+        description="stake each provider of an outvoting majority must hold for a slash",
+    )
     min_fee: int = Field(
         0,
         ge=0,

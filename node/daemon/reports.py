@@ -29,6 +29,7 @@ The reporting side sends a report again, backing off, while no coordinator has d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -163,7 +164,10 @@ class Reports:
             return protocol.pack(["nothing staked"])
         slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
         try:  # a refused slash would cost this coordinator a sequence gap to fill
-            bond = ledger.check_slash_evidence(state, slash)
+            # the witnesses reckoned as the offender is: their unbonding released before
+            # the slash can land made it a no-op holding the offender's place in flight,
+            # and honest reports of it were answered "slash pending" (round 28, J1)
+            bond = ledger.check_slash_evidence(state, slash, released_after=reach)
         except ledger.LedgerError as exc:
             if peer != node.me:
                 node.conduct.misbehaved(peer, f"report the ledger refuses: {exc}")
@@ -172,8 +176,12 @@ class Reports:
             # The ledger takes no more than each witness holds (round 26, H1), and a
             # majority holding a little framed a veteran bonded at exactly the probation
             # stake out of it for that little (round 27, I1): the witnesses must hold
-            # what the slash takes.
-            return protocol.pack(["nothing staked"])
+            # the witness floor; the slash takes what they hold (a slash_amount above
+            # the witnesses' stake dropped every honest slash: round 28, J2).
+            floor = min(amount, node.config.coordinator.witness_floor)
+            if bond < floor:
+                return protocol.pack(["nothing staked"])
+            slash = dataclasses.replace(slash, amount=bond)
         self._in_flight[offender] = _Flight(job_id, peer, state.height + FLIGHT_BLOCKS)
         node.submit_tx(slash)
         return protocol.pack(["slashing"])

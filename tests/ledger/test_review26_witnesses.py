@@ -75,3 +75,16 @@ def test_a_witness_unstaking_in_the_slashs_block_still_holds_what_it_unbonds() -
     c.ok(tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5), _slash(c))
     assert c.state.account(pub(DAVE)).stake == 0
     assert c.state.account(pub(BOB)).stake == 400
+
+
+def test_a_coordinator_leaves_out_witness_stake_released_before_its_slash_lands() -> None:
+    # Round 28, J1: counted with unbonding released before the slash could land, a
+    # cheat's own witnesses made its slash a no-op that held its place in flight, and
+    # honest reports of it were answered "slash pending".
+    c = _outvoted(dave_stake=200)
+    c.ok(tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5))
+    ((release, amount),) = c.state.account(pub(DAVE)).unbonding
+    assert amount == 200
+    slash = ledger.verify_tx(_slash(c).raw, CHAIN).payload
+    assert ledger.check_slash_evidence(c.state, slash, released_after=release - 1) == 200
+    assert ledger.check_slash_evidence(c.state, slash, released_after=release) == 0

@@ -55,7 +55,9 @@ class _Coordinator:
         self.chain_id = CHAIN
         self.me = pub(key("coordinator"))
         self.roles = ("coordinator",)
-        self.config = SimpleNamespace(coordinator=SimpleNamespace(slash_amount=1_000))
+        self.config = SimpleNamespace(
+            coordinator=SimpleNamespace(slash_amount=1_000, witness_floor=1_000)
+        )
         self.submitted: list[ledger.Slash] = []
         self.blamed: list[str] = []
         self.conduct = SimpleNamespace(misbehaved=lambda peer, why: self.blamed.append(why))
@@ -76,7 +78,7 @@ async def _serve(reports: Reports, reporter: Any, offender: Any, job: bytes) -> 
 async def test_reports_on_open_escrows_hold_nothing_and_an_honest_report_is_slashed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: None)
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash, **_: None)
     node = _Coordinator()
     reports = Reports(node)  # type: ignore[arg-type]
     for i in range(1_100):  # the attacker's own escrows, its sybils' Results
@@ -93,7 +95,7 @@ async def test_reports_on_open_escrows_hold_nothing_and_an_honest_report_is_slas
 async def test_a_report_the_ledger_would_refuse_is_refused_and_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def refuse(state: object, slash: object) -> None:
+    def refuse(state: object, slash: object, **_: object) -> None:
         raise ledger.EscrowError("the escrow paid the offender")
 
     monkeypatch.setattr(ledger, "check_slash_evidence", refuse)

@@ -46,7 +46,9 @@ class _Coordinator:
         self.chain_id = CHAIN
         self.me = pub(key("coordinator"))
         self.roles = ("coordinator",)
-        self.config = SimpleNamespace(coordinator=SimpleNamespace(slash_amount=1_000_000))
+        self.config = SimpleNamespace(
+            coordinator=SimpleNamespace(slash_amount=1_000_000, witness_floor=1_000_000)
+        )
         self.submitted: list[ledger.Slash] = []
         self.conduct = SimpleNamespace(misbehaved=lambda peer, why: None)
 
@@ -74,7 +76,7 @@ async def _report(reports: Reports, reporter: Any, offender: Any, job: bytes) ->
 @pytest.fixture(autouse=True)
 def _evidence_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     # the ledger's own evidence rule is tested in tests/ledger; here every report passes it
-    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: None)
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash, **_: None)
 
 
 async def test_a_flood_of_own_sybils_reports_queues_little_and_the_cheats_slash_goes_next() -> None:
@@ -243,9 +245,33 @@ async def test_a_majority_holding_less_than_the_slash_takes_gets_no_slash(
     reports = Reports(node)  # type: ignore[arg-type]
     node.stakes[pub(CHEAT)] = 1_000_000
     job = node.closed(CHEAT_JOB, ATTACKER)
-    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: 10_000)
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash, **_: 10_000)
     assert await _report(reports, ATTACKER, CHEAT, job) == "nothing staked"
     assert not node.submitted
-    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash: 1_000_000)
+    monkeypatch.setattr(ledger, "check_slash_evidence", lambda state, slash, **_: 1_000_000)
     assert await _report(reports, ATTACKER, CHEAT, job) == "slashing"
     assert [s.amount for s in node.submitted] == [1_000_000]
+
+
+async def test_a_slash_above_what_its_witnesses_hold_takes_what_they_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round 28, J2: with slash_amount above the witnesses' stake (and the cheat's stake
+    # above theirs) every honest slash was dropped. Past the witness floor, the slash
+    # takes what they hold.
+    node = _Coordinator()
+    node.config.coordinator.slash_amount = 5_000_000
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 2_000_000
+    job = node.closed(CHEAT_JOB, HONEST)
+    seen: list[int] = []
+
+    def bond(state: object, slash: object, *, released_after: int = -1) -> int:
+        seen.append(released_after)
+        return 1_000_000
+
+    monkeypatch.setattr(ledger, "check_slash_evidence", bond)
+    assert await _report(reports, HONEST, CHEAT, job) == "slashing"
+    assert [s.amount for s in node.submitted] == [1_000_000]
+    # the witnesses reckoned to the slash's landing, as the offender (round 28, J1)
+    assert seen and seen[0] > node.ledger.state.height
