@@ -465,3 +465,38 @@ def test_a_newcomer_replaces_a_newcomer_while_no_established_output_is_in() -> N
     done = j.done()
     assert done is not None and done.status == "verified"
     assert j.paid() == {"vet1", "new2"}
+
+
+def test_established_bids_go_first_only_once_established_outputs_are_in() -> None:
+    # A job needing two established outputs awards established bids first once some are
+    # in and no verdict is reached (round 26, H2; newcomers after them, round 27, I2);
+    # before any is in, a lost replica's place goes to the best bid as always (mutation
+    # run: `veterans_stalled`'s "an established output is in" went unnoticed).
+    names = ["vet1", "vet2", "vet3", "new1", "new2", "new3"]
+    for outputs_in, replacement in ((False, "new3"), (True, "vet3")):
+        j = _Job(names, redundancy=2)
+        for i, (name, price) in enumerate(
+            (("new1", 300), ("vet1", 1_000), ("vet2", 1_100), ("new2", 400), ("new3", 500))
+        ):
+            j.bid(name, price, 5 + i)
+        j.bid("vet3", 5_000, 11)
+        assert sorted(j.open(1_000)) == ["new1", "new2", "vet1", "vet2"]
+        if outputs_in:
+            j.deliver("vet1", RIGHT, 1_050)
+        assert j.decline("new1", 1_100) == [replacement]
+
+
+def test_with_one_established_output_needed_a_lost_replica_goes_to_the_best_bid() -> None:
+    # Established first is for jobs needing two established outputs: with one needed (one
+    # established bidder when the first awards were chosen), a lost replica's place goes
+    # to the best bid, an established one that came later notwithstanding (mutation run:
+    # `veterans_stalled`'s "two needed" went unnoticed).
+    j = _Job(["vet1", "vet2", "new1", "new2", "new3"], redundancy=2)
+    for i, (name, price) in enumerate(
+        (("new1", 300), ("vet1", 1_000), ("new2", 400), ("new3", 500))
+    ):
+        j.bid(name, price, 5 + i)
+    assert sorted(j.open(1_000)) == ["new1", "new2", "vet1"]
+    j.bid("vet2", 5_000, 1_010)  # established, after the first awards, dearer
+    j.deliver("vet1", RIGHT, 1_050)
+    assert j.decline("new1", 1_100) == ["new3"]
