@@ -61,8 +61,10 @@ MAX_AWARDS = 256
 MAX_SILENT_ANNOUNCEMENTS = 3
 #: Times an award with no sign of life is sent again.
 MAX_AWARD_RESENDS = 2
-#: Winners' Results sent as slash evidence (with the loser's: the ledger's limit of 4).
-MAX_MAJORITY_EVIDENCE = 3
+#: Winners' Results sent as slash evidence, the best-bonded first: the fewest the ledger
+#: takes (``ledger.MIN_MAJORITY``), since its slash takes no more than the least any of
+#: them holds.
+WITNESSES = 2
 #: Bids (and NoBids) kept per job.
 MAX_BIDS = 256
 #: The latest deadline a job may have, after its submission: an hour short of what

@@ -41,7 +41,7 @@ from ._requester_jobs import (
     _LATE,
     _SILENT,
     _WITHHELD,
-    MAX_MAJORITY_EVIDENCE,
+    WITNESSES,
     JobPhase,
     Replica,
     ReplicaState,
@@ -272,12 +272,11 @@ def punish(
             if w.result is not None and w.result.message.determinism_class == cls:
                 groups.setdefault(w.result.message.output_commitment, []).append(w.result)
         largest = max(groups.values(), key=len, default=[])
-        # The two best-bonded winners as witnesses, the fewest the ledger takes: a slash
-        # takes no more than the least any witness holds, and an unbonded winner among
-        # them (the cheater's own free key, say, with the right output) made it take
+        # The best-bonded winners as witnesses: an unbonded one among them (the
+        # cheater's own free key, say, with the right output) made its slash take
         # nothing (round 27, I3).
         largest.sort(key=lambda w: -config.reputation(w.message.provider).stake)
-        won = tuple(largest)[: min(2, MAX_MAJORITY_EVIDENCE)]
+        won = tuple(largest)[:WITNESSES]
         evidence = (r.result, *won)
         slash: Slash | None = None
         if len(won) < 2:

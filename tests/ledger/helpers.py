@@ -300,3 +300,24 @@ class Chain:
             spec=spec,
             expiry_height=self.height + 10,
         )
+
+
+def slash_bob_outvoted(c: Chain, *, amount: int = 100) -> protocol.Signed[protocol.Transaction]:
+    """COORD's ``failed_verification`` slash of BOB on ALICE's job: BOB's Result
+    (commitment ``06…``) against CAROL's and DAVE's agreeing ones (``05…``)."""
+    right, wrong = b"\x05" * 32, b"\x06" * 32
+    evidence = [
+        result(BOB, b"bad", commitment=wrong, replica=0),
+        result(CAROL, b"good", commitment=right, replica=1),
+        result(key("dave"), b"good", commitment=right, replica=2),
+    ]
+    return tx.slash(
+        COORD,
+        CHAIN,
+        c.seq(COORD),
+        offender=pub(BOB),
+        amount=amount,
+        reason="failed_verification",
+        evidence=evidence,
+        expiry_height=20,
+    )

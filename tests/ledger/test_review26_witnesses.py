@@ -9,10 +9,9 @@ import ledger
 from ledger import tx
 
 from ..keys import key, pub
-from .helpers import ALICE, BOB, CAROL, CHAIN, COORD, JOB, Chain, result, settle
+from .helpers import ALICE, BOB, CAROL, CHAIN, JOB, Chain, settle, slash_bob_outvoted
 
 DAVE = key("dave")
-RIGHT, WRONG = b"\x05" * 32, b"\x06" * 32
 
 
 def _outvoted(dave_stake: int) -> Chain:
@@ -31,27 +30,9 @@ def _outvoted(dave_stake: int) -> Chain:
     return c
 
 
-def _slash(c: Chain) -> bytes:
-    evidence = [
-        result(BOB, b"bad", commitment=WRONG, replica=0),
-        result(CAROL, b"good", commitment=RIGHT, replica=1),
-        result(DAVE, b"good", commitment=RIGHT, replica=2),
-    ]
-    return tx.slash(
-        COORD,
-        CHAIN,
-        c.seq(COORD),
-        offender=pub(BOB),
-        amount=100,
-        reason="failed_verification",
-        evidence=evidence,
-        expiry_height=20,
-    )
-
-
 def test_a_slash_takes_no_more_than_its_least_bonded_witness() -> None:
     c = _outvoted(dave_stake=40)
-    slash = _slash(c)
+    slash = slash_bob_outvoted(c)
     assert ledger.check_slash_evidence(c.state, ledger.verify_tx(slash.raw, CHAIN).payload) == 40
     c.ok(slash)
     assert c.state.account(pub(BOB)).stake == 460
@@ -61,7 +42,7 @@ def test_a_slash_takes_no_more_than_its_least_bonded_witness() -> None:
 def test_an_unbonded_majority_slashes_nothing_and_leaves_the_evidence_unused() -> None:
     # (round 27, I3: marked used, it barred a report with other, bonded winners)
     c = _outvoted(dave_stake=0)
-    c.ok(_slash(c))
+    c.ok(slash_bob_outvoted(c))
     assert c.state.account(pub(BOB)).stake == 500
     assert c.state.provider_record(pub(BOB)).failures == 0
     assert c.state.burned == 0
@@ -72,7 +53,10 @@ def test_a_witness_unstaking_in_the_slashs_block_still_holds_what_it_unbonds() -
     # (round 27, I3: counted by its bonded stake alone, a witness unstaking in the block
     # where the slash landed made an honest slash take nothing)
     c = _outvoted(dave_stake=200)
-    c.ok(tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5), _slash(c))
+    c.ok(
+        tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5),
+        slash_bob_outvoted(c),
+    )
     assert c.state.account(pub(DAVE)).stake == 0
     assert c.state.account(pub(BOB)).stake == 400
 
@@ -85,6 +69,6 @@ def test_a_coordinator_leaves_out_witness_stake_released_before_its_slash_lands(
     c.ok(tx.unstake(DAVE, CHAIN, c.seq(DAVE), amount=200, expiry_height=c.height + 5))
     ((release, amount),) = c.state.account(pub(DAVE)).unbonding
     assert amount == 200
-    slash = ledger.verify_tx(_slash(c).raw, CHAIN).payload
+    slash = ledger.verify_tx(slash_bob_outvoted(c).raw, CHAIN).payload
     assert ledger.check_slash_evidence(c.state, slash, released_after=release - 1) == 200
     assert ledger.check_slash_evidence(c.state, slash, released_after=release) == 0

@@ -27,6 +27,7 @@ from .helpers import (
     receipt,
     result,
     settle,
+    slash_bob_outvoted,
 )
 
 
@@ -292,34 +293,15 @@ def _failed_verification_chain(paid: list[bytes]) -> Chain:
     return c
 
 
-def _slash_bob_outvoted(c: Chain) -> protocol.Signed[protocol.Transaction]:
-    """BOB's wrong Result against CAROL's and DAVE's agreeing ones."""
-    evidence = [
-        result(BOB, b"bad", commitment=WRONG, replica=0),
-        result(CAROL, b"good", commitment=RIGHT, replica=1),
-        result(key("dave"), b"good", commitment=RIGHT, replica=2),
-    ]
-    return tx.slash(
-        COORD,
-        CHAIN,
-        c.seq(COORD),
-        offender=pub(BOB),
-        amount=100,
-        reason="failed_verification",
-        evidence=evidence,
-        expiry_height=20,
-    )
-
-
 def test_an_outvoting_majority_must_be_exactly_whom_the_escrow_paid() -> None:
     dave = pub(key("dave"))
     c = _failed_verification_chain([pub(CAROL)])  # DAVE's Result was never paid
-    assert "escrow paid" in c.rejects(_slash_bob_outvoted(c), ledger.BadEvidence)
+    assert "escrow paid" in c.rejects(slash_bob_outvoted(c), ledger.BadEvidence)
     c = _failed_verification_chain([pub(CAROL), dave, pub(BOB)])  # BOB was paid too
-    assert "escrow paid" in c.rejects(_slash_bob_outvoted(c), ledger.BadEvidence)
+    assert "escrow paid" in c.rejects(slash_bob_outvoted(c), ledger.BadEvidence)
     assert c.state.account(pub(BOB)).stake == 500
     c = _failed_verification_chain([pub(CAROL), dave])
-    c.ok(_slash_bob_outvoted(c))
+    c.ok(slash_bob_outvoted(c))
     assert c.state.account(pub(BOB)).stake == 400
 
 
@@ -350,7 +332,7 @@ def test_no_failed_verification_slash_while_the_escrow_is_open_even_if_claims_pa
     c.ok(*claims)
     e = c.state.escrow(JOB)
     assert e is not None and e.is_open and e.paid_to(pub(CAROL)) == e.paid_to(pub(dave)) == 100
-    assert "still open" in c.rejects(_slash_bob_outvoted(c), ledger.BadEvidence)
+    assert "still open" in c.rejects(slash_bob_outvoted(c), ledger.BadEvidence)
     assert c.state.account(pub(BOB)).stake == 500
 
 
