@@ -37,12 +37,14 @@ class ProviderRecord(NamedTuple):
     """A provider's record as a requester reads it, in the order of ``scheduler.Reputation``'s
     fields (``scheduler.Reputation(*record)``): its score in per mille, its settled jobs
     (success weight in whole units) and its failure weight in whole units, both decayed to
-    the state's height as the score is, and its stake."""
+    the state's height as the score is, its stake, and its stake unbonding (which a slash
+    still takes, and which counts towards what a slash's witness holds)."""
 
     score_permille: int
     settled_jobs: int
     failures: int
     stake: int
+    unbonding: int
 
 
 class EscrowStatus(IntEnum):
@@ -401,6 +403,7 @@ class State:
             settled_jobs=successes // REP_UNIT,
             failures=failures // REP_UNIT,
             stake=a.stake,
+            unbonding=a.unbonding_total,
         )
 
     def reputation_float(self, account: bytes) -> float:

@@ -272,10 +272,12 @@ def punish(
             if w.result is not None and w.result.message.determinism_class == cls:
                 groups.setdefault(w.result.message.output_commitment, []).append(w.result)
         largest = max(groups.values(), key=len, default=[])
-        # The best-bonded winners as witnesses: an unbonded one among them (the
+        # The winners holding the most as witnesses: an unbonded one among them (the
         # cheater's own free key, say, with the right output) made its slash take
-        # nothing (round 27, I3).
-        largest.sort(key=lambda w: -config.reputation(w.message.provider).stake)
+        # nothing (round 27, I3). Held as the ledger counts it, unbonding included: by
+        # bonded stake alone an honest winner that unstaked after its award ranked below
+        # the cheater's free key (round 28, J3).
+        largest.sort(key=lambda w: -config.reputation(w.message.provider).held)
         won = tuple(largest)[:WITNESSES]
         evidence = (r.result, *won)
         slash: Slash | None = None
