@@ -50,6 +50,8 @@ from ._errors import StoreError as StoreError
 from ._errors import TransactionRejected as TransactionRejected
 from ._evidence import MIN_MAJORITY as MIN_MAJORITY
 from ._evidence import check_slash_evidence as check_slash_evidence
+from ._evidence import holding as holding
+from ._evidence import strongest_witnesses as strongest_witnesses
 from ._genesis import MAX_SUPPLY as MAX_SUPPLY
 from ._genesis import Allocation as Allocation
 from ._genesis import Genesis as Genesis

@@ -241,7 +241,7 @@ def check_embedded(
     """Check every signed message ``vtx``'s payload carries, with every rule about it that
     needs no state: its signature and chain; a settle's Bids are the paid providers' own,
     for this job, at the paid amount, each provider once; a claim's Award and Receipt name
-    the sender, the job and one replica, price above 0, and the revealed key; a lock's
+    the sender, the job and one replica, and the revealed key; a lock's
     JobSpec is the job's and the sender's; a slash's Results are of one job and hold the
     offender's, as its reason needs. Cheap checks come before signatures.
 
@@ -308,12 +308,11 @@ def _embedded_claim(p: Claim, sender: bytes, chain_id: str, known: VerifiedMessa
         and award.job_id == receipt.job_id == p.job_id
         and award.provider == receipt.provider == sender
         and award.replica == receipt.replica
-        and award.price > 0
         and protocol.key_hash(p.key) == receipt.key_hash
     ):
         raise MalformedTransaction(
             "a claim needs its requester's Award and Receipt for this job, this sender and "
-            "one replica, a price above 0, and the key its receipt names"
+            "one replica, and the key its receipt names"
         )
 
 

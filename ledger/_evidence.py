@@ -106,12 +106,41 @@ def witness_bond(
     honest slash (round 27, I3)."""
     if not witnesses:
         return None
+    return min(holding(view.account(q), released_after) for q in witnesses)
 
-    def held(account: _state.Account) -> int:
-        later = sum(a for release, a in account.unbonding if release > released_after)
-        return account.stake + later
 
-    return min(held(view.account(q)) for q in witnesses)
+def holding(account: _state.Account, released_after: int = -1) -> int:
+    """What a slash landing after height ``released_after`` can take from ``account``, and
+    what it holds then as a witness: its stake and what it unbonds past that height."""
+    return account.stake + sum(a for release, a in account.unbonding if release > released_after)
+
+
+def strongest_witnesses(
+    view: Draft | _state.State,
+    escrow: Escrow,
+    offender: bytes,
+    evidence: Sequence[bytes],
+    results: Sequence[protocol.Result],
+    *,
+    released_after: int,
+) -> list[bytes]:
+    """A ``failed_verification`` slash's evidence as a coordinator makes it from a report
+    (``evidence``, decoded as ``results``): the offender's Results and, as witnesses, the
+    ``MIN_MAJORITY`` others the escrow paid that hold the most past ``released_after``,
+    one a provider, in the report's order among equals. The slash takes no more than the
+    least witness holds, and a requester naming them from its own view before the close
+    named a helper of the cheat whose unbonding was released right after it, or a winner
+    the close never paid: either voided the slash (round 29, K1, K2). With fewer than
+    ``MIN_MAJORITY`` paid, the evidence as sent (``check_evidence`` says why not)."""
+    mine = [e for e, r in zip(evidence, results, strict=True) if r.provider == offender]
+    paid: dict[bytes, bytes] = {}
+    for e, r in zip(evidence, results, strict=True):
+        if r.provider != offender and escrow.paid_to(r.provider) > 0:
+            paid.setdefault(r.provider, e)
+    if len(paid) < MIN_MAJORITY:
+        return list(evidence)
+    ranked = sorted(paid, key=lambda q: -holding(view.account(q), released_after))
+    return mine + [paid[q] for q in ranked[:MIN_MAJORITY]]
 
 
 def check_slash_evidence(

@@ -206,11 +206,10 @@ def check_unfunded_claim(
         and award.provider == receipt.provider == sender
         and award.job_id == receipt.job_id == p.job_id
         and award.replica == receipt.replica
-        and award.price > 0
     ):
         raise MempoolRejected(
             "an unfunded claim needs the escrow owner's Award and Receipt for it (this job, "
-            "this sender, one replica, a price above 0)"
+            "this sender, one replica)"
         )
     if protocol.key_hash(p.key) != receipt.key_hash:
         raise MempoolRejected("a claim must reveal the key its receipt names")

@@ -409,8 +409,6 @@ def _claim_terms(
         raise BadEvidence("only the provider named in the award and receipt may claim")
     if award.replica != receipt.replica:
         raise BadEvidence("the receipt is for another replica than the award")
-    if award.price == 0:
-        raise BadEvidence("the award's price is zero: nothing to claim")
     if protocol.key_hash(p.key) != receipt.key_hash:
         # Every claim publishes the key that opens the sealed output the owner holds (it
         # reads it from the escrow): nobody is paid for an output it keeps closed.

@@ -37,14 +37,15 @@ class ProviderRecord(NamedTuple):
     """A provider's record as a requester reads it, in the order of ``scheduler.Reputation``'s
     fields (``scheduler.Reputation(*record)``): its score in per mille, its settled jobs
     (success weight in whole units) and its failure weight in whole units, both decayed to
-    the state's height as the score is, its stake, and its stake unbonding (which a slash
-    still takes, and which counts towards what a slash's witness holds)."""
+    the state's height as the score is, its stake, and its stake unbonding as ``(release
+    height, amount)`` pairs (a slash takes from it until released, and it counts towards
+    what a slash's witness holds until then)."""
 
     score_permille: int
     settled_jobs: int
     failures: int
     stake: int
-    unbonding: int
+    unbonding: tuple[tuple[int, int], ...]
 
 
 class EscrowStatus(IntEnum):
@@ -403,7 +404,7 @@ class State:
             settled_jobs=successes // REP_UNIT,
             failures=failures // REP_UNIT,
             stake=a.stake,
-            unbonding=a.unbonding_total,
+            unbonding=a.unbonding,
         )
 
     def reputation_float(self, account: bytes) -> float:

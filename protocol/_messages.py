@@ -214,7 +214,9 @@ class Bid(Message):
     job_id: Annotated[bytes, Hash, "the job"]
     provider: Annotated[bytes, Key, "the bidder"]
     price: Annotated[
-        int, UInt(), "asked price for one replica, micro-credits, at most the job's max_price"
+        int,
+        UInt(min=1),
+        "asked price for one replica, micro-credits, at most the job's max_price",
     ]
     est_finish_ms: Annotated[int, Millis, "when it expects to deliver"]
     determinism_class: Annotated[str, Name, "the class its result will be in"]
@@ -251,7 +253,7 @@ class Award(Message):
     replica: Annotated[
         int, UInt(max=255), "replica index, 0-based; a replacement gets a fresh index"
     ]
-    price: Annotated[int, UInt(), "the agreed price (the bid's)"]
+    price: Annotated[int, UInt(min=1), "the agreed price (the bid's)"]
     deadline_ms: Annotated[int, Millis, "the result must arrive before this"]
     bid_hash: Annotated[bytes, Hash, "message id of the accepted Bid"]
 

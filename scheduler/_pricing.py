@@ -20,20 +20,21 @@ class Reputation:
     established providers (``scheduler.established``); ``failures`` is its failure weight in
     whole units, rounded down, decayed as the score is (a negative attestation adds up to
     1, in proportion to the job's payout up to 800, a slash 4: specs/ledger.md,
-    "Reputation"); ``stake`` is what it has bonded, and ``unbonding`` what it is unbonding:
-    a slash takes from both, and both count as what it holds as a slash's witness.
+    "Reputation"); ``stake`` is what it has bonded, and ``unbonding`` what it is unbonding,
+    as ``(release height, amount)`` pairs: a slash takes from both until the release, and
+    both count until then as what it holds as a slash's witness.
     """
 
     score_permille: int
     settled_jobs: int
     failures: int = 0
     stake: int = 0
-    unbonding: int = 0
+    unbonding: tuple[tuple[int, int], ...] = ()
 
-    @property
-    def held(self) -> int:
-        """What a slash can take from it, and what it holds as a slash's witness."""
-        return self.stake + self.unbonding
+    def held(self, after: int = -1) -> int:
+        """What a slash landing after height ``after`` can take from it, and what it then
+        holds as a slash's witness: its stake and what it unbonds past that height."""
+        return self.stake + sum(amount for release, amount in self.unbonding if release > after)
 
 
 #: The reputation of a provider nothing is known about.

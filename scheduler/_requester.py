@@ -530,19 +530,11 @@ class Requester:
             need = 1
         job.target = max(job.target, delivered + need)
         effects += self._fill(job, now_ms)
-        if (
-            verdict.status == VerdictStatus.TOO_FEW
-            and job.done is None
-            and not any(r.state == ReplicaState.RUNNING for r in job.replicas)
-        ):
-            # Waiting for more replicas: fetch the bytes of what agrees so far (receipts
-            # first), so that a deadline finalising short still has an output to hand over.
-            for i in verdict.accepted:
-                if job.replicas[i].state == ReplicaState.COMMITTED:
-                    # Exact mode: sealed (a key given before pay would let us settle
-                    # elsewhere); judged by bytes: plain.
-                    sealed = job.spec.verification.mode == "exact"
-                    effects += self._receipt(job, job.replicas[i], now_ms, sealed=sealed)
+        # Waiting for more replicas, nothing is receipted: a sealed receipt is claimable at
+        # once, and one sent here paid a lone cheat for a wrong output before anything was
+        # compared, keeping it paid (and so beyond a slash) after later replicas outvoted
+        # it (round 29, K4). A deadline finalising short receipts what agrees then
+        # (``receipts_at_deadline``); results judged by bytes got their plain receipts above.
         return effects
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:

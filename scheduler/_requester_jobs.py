@@ -61,10 +61,16 @@ MAX_AWARDS = 256
 MAX_SILENT_ANNOUNCEMENTS = 3
 #: Times an award with no sign of life is sent again.
 MAX_AWARD_RESENDS = 2
-#: Winners' Results sent as slash evidence, the best-bonded first: the fewest the ledger
-#: takes (``ledger.MIN_MAJORITY``), since its slash takes no more than the least any of
-#: them holds.
-WITNESSES = 2
+#: Winners' Results sent as slash evidence, those holding the most first: three, which with
+#: the offender's make the four a report carries. The coordinator makes witnesses of the
+#: two of them (``ledger.MIN_MAJORITY``, the fewest the ledger takes, since its slash takes
+#: no more than the least any witness holds) that the escrow paid and that hold the most
+#: by its own reckoning when the slash lands.
+WITNESSES = 3
+#: Blocks ahead at which the requester reckons what a winner holds, ranking witnesses:
+#: unbonding released before then may be gone when the slash lands (the settle's block,
+#: the report, and a coordinator's 32 blocks of flight at most).
+WITNESS_HORIZON_BLOCKS = 40
 #: Bids (and NoBids) kept per job.
 MAX_BIDS = 256
 #: The latest deadline a job may have, after its submission: an hour short of what

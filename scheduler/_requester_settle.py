@@ -41,6 +41,7 @@ from ._requester_jobs import (
     _LATE,
     _SILENT,
     _WITHHELD,
+    WITNESS_HORIZON_BLOCKS,
     WITNESSES,
     JobPhase,
     Replica,
@@ -172,7 +173,7 @@ def finalise(
         # the evidence is the paid winners' Results only: the ledger takes none naming an
         # unpaid one, and a winner withholding its key at a forced finalise made the honest
         # report refused and counted against us (review round 10, R10-3)
-        effects += punish(job, verdict, losers, arrived, config, caught)
+        effects += punish(job, verdict, losers, arrived, config, caught, height)
     elif winners:
         # Judged by commitment, but no winner's bytes came: nothing to hand over, and
         # nothing settled; the winners holding receipts may claim.
@@ -200,7 +201,7 @@ def finalise(
     elif job.known is not None and verdict.rejected:
         reason = "every result contradicts the known answer"
         losers = [by_index[i] for i in verdict.rejected]
-        effects += punish(job, verdict, losers, [], config, caught)
+        effects += punish(job, verdict, losers, [], config, caught, height)
     elif verdict.status == VerdictStatus.DISAGREE:
         reason = "results disagree and no majority formed within the retry budget"
     elif said := job.rejections():
@@ -247,14 +248,16 @@ def punish(
     winners: list[Replica],
     config: RequesterConfig,
     caught: Caught,
+    height: int,
 ) -> list[Effect]:
     """Attest against (and, for a known answer or with ``slash_outvoted``, slash) each
     provider in the minority, with its signed result and the winners' as evidence, and
-    remember it as caught. A slash goes only with the Results of at least two paid
-    winners: the ledger slashes on nothing less (a known answer alone is not evidence a
-    replica can check). The attestation asks for a report (``Attest.report``) only with
-    a slash: an outvoted loser is never paid, so its attestation never lands, and
-    without ``slash_outvoted`` it must not become a slash report either."""
+    remember it as caught (``height``: the last block seen). A slash goes only with the
+    Results of at least two paid winners: the ledger slashes on nothing less (a known
+    answer alone is not evidence a replica can check). The attestation asks for a report
+    (``Attest.report``) only with a slash: an outvoted loser is never paid, so its
+    attestation never lands, and without ``slash_outvoted`` it must not become a slash
+    report either."""
     effects: list[Effect] = []
     for r in losers:
         if r.result is None:
@@ -274,10 +277,14 @@ def punish(
         largest = max(groups.values(), key=len, default=[])
         # The winners holding the most as witnesses: an unbonded one among them (the
         # cheater's own free key, say, with the right output) made its slash take
-        # nothing (round 27, I3). Held as the ledger counts it, unbonding included: by
+        # nothing (round 27, I3). Held as the ledger counts it, unbonding included (by
         # bonded stake alone an honest winner that unstaked after its award ranked below
-        # the cheater's free key (round 28, J3).
-        largest.sort(key=lambda w: -config.reputation(w.message.provider).held)
+        # the cheater's free key: round 28, J3), but only what is still held when the
+        # slash can land (a helper's unbonding released just after the close was named
+        # first, and the coordinator found it holding nothing: round 29, K2). Three go;
+        # the coordinator picks two by its own reckoning.
+        horizon = height + WITNESS_HORIZON_BLOCKS
+        largest.sort(key=lambda w: -config.reputation(w.message.provider).held(horizon))
         won = tuple(largest)[:WITNESSES]
         evidence = (r.result, *won)
         slash: Slash | None = None

@@ -97,6 +97,14 @@ TRACE_TIMEOUT_S = 1500
 
 #: Mutants no behaviour can tell from the real code, by (module, function, what), with why.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    (
+        "ledger/_evidence.py",
+        "check_evidence",
+        "guard `if p.reason == 'conflicting_results'` switched off",
+    ): (
+        "a shortcut: conflicting_results evidence holds no Result of another provider (checked "
+        "above), so the witnesses returned after it, those others' providers, are empty too"
+    ),
     ("scheduler/_requester_verdict.py", "_split", "guard `if len(theirs) < 2` switched off"): (
         "a shortcut: with fewer than two outputs the comparison below iterates over an "
         "empty ``theirs[1:]`` (never reading ``theirs[0]``) and returns False as well"

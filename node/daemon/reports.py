@@ -152,9 +152,8 @@ class Reports:
         # behind 1,024 made slashes that took nothing and freed their places (round 10,
         # R10-1); counted to 32 whatever the queue, a cheat that unstaked at its award
         # escaped a report 70 blocks later (R10-5)
-        account = state.account(offender)
         reach = state.height + _landing_within(len(self._in_flight))
-        held = account.stake + sum(a for release, a in account.unbonding if release > reach)
+        held = ledger.holding(state.account(offender), reach)
         amount = min(held, node.config.coordinator.slash_amount)
         if amount <= 0:
             return protocol.pack(["nothing staked"])
@@ -162,6 +161,10 @@ class Reports:
             # a key staked 1 micro-credit is a newcomer's whatever it did; slashes of such
             # keys filled every place in flight and kept real cheats' reports out (R9-4)
             return protocol.pack(["nothing staked"])
+        # the witnesses of our choice, reckoned as the offender is (round 29, K1, K2)
+        evidence = ledger.strongest_witnesses(
+            state, escrow, offender, evidence, results, released_after=reach
+        )
         slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence))
         try:  # a refused slash would cost this coordinator a sequence gap to fill
             # the witnesses reckoned as the offender is: their unbonding released before

@@ -12,6 +12,7 @@ import nacl.signing
 import ledger
 import protocol
 from ledger import tx
+from node.testing.hostile import _sign_raw
 
 from ..keys import key, pub
 
@@ -100,16 +101,22 @@ def award(
     replica: int = 0,
     chain: str = CHAIN,
 ) -> bytes:
+    """A signed Award; at a ``price`` below 1, which no Award may carry, one signed as a
+    hostile requester would sign it (its wire value with that price)."""
     msg = protocol.Award(
         job_id=job,
         requester=pub(requester),
         provider=pub(provider),
         replica=replica,
-        price=price,
+        price=max(1, price),
         deadline_ms=1,
         bid_hash=b"\x00" * 32,
     )
-    return protocol.sign(msg, requester, chain).raw
+    if price >= 1:
+        return protocol.sign(msg, requester, chain).raw
+    wire = msg.wire()
+    wire[[name for name, _ in protocol.Award.specs()].index("price")] = price
+    return _sign_raw(protocol.Award.TAG, chain, wire, requester)
 
 
 #: The unseal key the test receipts name (a claim with one reveals it).

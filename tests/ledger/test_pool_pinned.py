@@ -64,7 +64,8 @@ def test_an_unfunded_claim_priced_0_is_refused_before_its_signatures() -> None:
     c = Chain.new()
     c.ok(c.lock(ALICE, 300, claim_at=1, expire_at=20, per_payee=100, payees=2))
     fresh = key("fresh-zero-price")
-    with pytest.raises(ledger.MempoolRejected, match="a price above 0") as refused:
+    # an Award priced 0 is malformed as a message (round 29, K1)
+    with pytest.raises(ledger.MempoolRejected, match="signed Award and Receipt") as refused:
         ledger.Mempool(CHAIN).add(_claim(c, fresh, price=0, numbered=True), c.state)
     assert not isinstance(refused.value, ledger.MalformedTransaction)  # the pool's refusal
 

@@ -572,10 +572,17 @@ class Sim:
         if not evidence or report in node.reported:
             return
         node.reported.add(report)
-        account = self.ledger.state.account(offender)
+        state = self.ledger.state
+        account = state.account(offender)
         amount = min(account.stake + account.unbonding_total, SLASH_AMOUNT)
-        if amount > 0:
-            slash = ledger.Slash(offender, amount, "failed_verification", tuple(evidence[:4]))
+        results = [protocol.decode(e, CHAIN, protocol.Result).message for e in evidence[:4]]
+        escrow = state.escrow(results[0].job_id)
+        if amount > 0 and escrow is not None:
+            # the witnesses of the coordinator's choice (node/daemon/reports.py)
+            chosen = ledger.strongest_witnesses(
+                state, escrow, offender, evidence[:4], results, released_after=state.height + 4
+            )
+            slash = ledger.Slash(offender, amount, "failed_verification", tuple(chosen))
             self.ledger.submit(TxRequest(self.ledger.coordinator, slash))
 
     def _fire(self, node: Node, role: Machine, key: TimerKey, token: int) -> None:

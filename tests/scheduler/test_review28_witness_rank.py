@@ -55,8 +55,30 @@ def test_a_winner_unbonding_its_stake_still_outranks_an_unbonded_key_as_witness(
     winners = [_replica(v2, RIGHT), _replica(free, RIGHT), _replica(v1, RIGHT)]
     job = SimpleNamespace(id=bytes(32), known=None)
     verdict = SimpleNamespace(reference=SimpleNamespace(commitment=RIGHT))
-    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], winners, config, {})
-    witnesses = {e.message.provider for e in slash.evidence[1:]}
-    assert witnesses == {pub(v1), pub(v2)}
-    held = {p: state.account(p).stake + state.account(p).unbonding_total for p in witnesses}
-    assert min(held.values()) == 1_000_000
+    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], winners, config, {}, 0)
+    ranked = [e.message.provider for e in slash.evidence[1:]]
+    assert set(ranked[:2]) == {pub(v1), pub(v2)} and ranked[2] == pub(free)
+
+
+def test_unbonding_released_before_a_slash_can_land_does_not_rank_a_witness_first() -> None:
+    # Round 29, K2: ranked by all it unbonds, the cheater's helper, unbonding a lot released
+    # just after the close, was named first, and the coordinator found it holding nothing.
+    cheat, helper, v1, v2 = key("cheat"), key("helper"), key("v1"), key("v2")
+    state = opening_state(
+        Sim(1).ledger.genesis,
+        {
+            pub(cheat): ledger.Account(stake=1_000_000),
+            pub(helper): ledger.Account(unbonding=((12, 3_000_000),)),
+            pub(v1): ledger.Account(stake=1_000_000),
+            pub(v2): ledger.Account(stake=1_000_000),
+        },
+    )
+    config = SimpleNamespace(
+        reputation=lambda p: reputation(state, p), slash_outvoted=True, caught_limit=100
+    )
+    winners = [_replica(helper, RIGHT), _replica(v1, RIGHT), _replica(v2, RIGHT)]
+    job = SimpleNamespace(id=bytes(32), known=None)
+    verdict = SimpleNamespace(reference=SimpleNamespace(commitment=RIGHT))
+    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], winners, config, {}, 5)
+    ranked = [e.message.provider for e in slash.evidence[1:]]
+    assert ranked == [pub(v1), pub(v2), pub(helper)]

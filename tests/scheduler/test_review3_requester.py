@@ -325,7 +325,8 @@ def _outvoted(slash_outvoted: bool, known: bool) -> list[Any]:
     ref = SimpleNamespace(commitment=b"A" * 32)
     verdict = Verdict(VerdictStatus.VERIFIED, (0, 1), (2,), ref)  # type: ignore[arg-type]
     winners = [rep(w1, b"A" * 32), rep(w2, b"A" * 32)]
-    return punish(job, verdict, [rep(loser, b"B" * 32)], winners, cfg, {})  # type: ignore[arg-type]
+    losers = [rep(loser, b"B" * 32)]
+    return punish(job, verdict, losers, winners, cfg, {}, 0)  # type: ignore[arg-type]
 
 
 def test_an_outvoted_loser_is_reported_only_when_slash_outvoted_is_on() -> None:

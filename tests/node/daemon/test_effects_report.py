@@ -65,7 +65,7 @@ def _reported_after_close(*, slash_outvoted: bool, known: bool) -> list[bytes]:
     answer = SimpleNamespace(commitment=bytes(32), determinism_class="onnx.cpu.extended")
     job: Any = SimpleNamespace(id=JOB, known=answer if known else None)
     effects = punish(
-        job, Verdict(VerdictStatus.VERIFIED, (0, 1), (2,), ref), [loser], winners, cfg, {}
+        job, Verdict(VerdictStatus.VERIFIED, (0, 1), (2,), ref), [loser], winners, cfg, {}, 0
     )
     node = _Node()
     runner = EffectRunner(node)  # type: ignore[arg-type]
