@@ -1,7 +1,7 @@
 """Replication: a replica fetches blocks from its height on and re-validates each.
 
 Events: ``on_blocks(peer, blocks)`` (a batch a peer sent, in height order, or one
-announced block), ``on_head(peer, height)`` (a peer says it has blocks up to ``height``)
+announced block), ``on_head(peer, height)`` (a source says it has blocks up to ``height``)
 and ``tick(now_ms)``. Effects: :class:`FetchBlocks`, :class:`Commit` (persist the new
 state), :class:`ProofFound` and :class:`PeerMisbehaved`.
 
@@ -66,6 +66,11 @@ class Replica:
             self._best_seen = {p: h for p, h in self._best_seen.items() if p in self.sources}
         self._best_seen[peer] = max(height, self._best_seen.get(peer, 0))
 
+    def head_of(self, peer: bytes) -> int:
+        """The highest head ``peer`` said or showed it holds, 0 if none (or forgotten): an
+        answer of its below this is a lie (round 29, F1)."""
+        return self._best_seen.get(peer, 0)
+
     def best_source_head(self) -> int:
         """The highest head one of our sources (the coordinators) said it holds, 0 if none:
         what a transaction's expiry counts from while this replica catches up."""
@@ -77,6 +82,13 @@ class Replica:
         self._remember(state.height, raw)
 
     def on_head(self, peer: bytes, height: int) -> list[Effect]:
+        """A bare head counts only from a source. It proves nothing and costs nothing: from
+        fresh keys it started fetches that held every fetch slot (round 29, F1). Only a
+        producer (a genesis coordinator, so a source) announces a bare head, so honest
+        sync loses nothing; a non-source still starts a fetch by showing a signed block
+        above ours (:meth:`on_blocks`)."""
+        if peer not in self.sources:
+            return []
         self.note_head(peer, height)
         if height > self.state.height:
             return [FetchBlocks(peer, self.state.height + 1, self.batch)]
@@ -115,6 +127,9 @@ class Replica:
                         effects.append(ProofFound(proof))
                 continue
             if height > self.state.height + 1:
+                # the peer showed it holds this height: an answer below it is a lie (round
+                # 29, F1); the block says its height, whatever the announcement claimed
+                self.note_head(peer, height)
                 effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))
                 break
             try:

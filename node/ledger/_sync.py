@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 #: A block fetch that takes longer than this fails (and counts against the peer).
 FETCH_TIMEOUT_S = 5.0
-#: Block fetches on their way at once: one per peer, at most this many in all.
+#: Block fetches on their way at once from peers that are not sources: one per peer, at
+#: most this many in all. A source's fetch (one per source) never waits for a slot.
 MAX_FETCHES_IN_FLIGHT = 8
 #: Batches one fetch may chain (a next batch is asked for only after one that committed).
 MAX_FETCH_ROUNDS = 64
@@ -74,8 +76,14 @@ class Sync:
                     continue
                 if raw and service.replica.recent.get(height) == raw:
                     continue  # a block we hold: a copy, or a replay
-                if not raw and height <= service.state.height and service.producer is None:
-                    continue  # a head we are past
+                if (
+                    not raw
+                    and service.producer is None
+                    and (
+                        height <= service.state.height or msg.sender not in service.replica.sources
+                    )
+                ):
+                    continue  # a head we are past, or a bare head from a non-source (F1)
                 await service.handle(functools.partial(self._announced, msg.sender, height, raw))
 
     def take_announcement(self, peer: PeerKey) -> bool:
@@ -109,13 +117,11 @@ class Sync:
         return replica.on_head(sender, height)
 
     def start_fetch(self, effect: ledger.FetchBlocks) -> None:
-        """At most one fetch per peer and ``MAX_FETCHES_IN_FLIGHT`` in all; others are
-        dropped (the next announcement or sync tick asks again)."""
+        """At most one fetch per peer; others are dropped (the next announcement or sync
+        tick asks again). See :func:`fetch_admitted` for the cap."""
         nursery = self._service.nursery
-        if (
-            nursery is None
-            or effect.peer in self._fetching
-            or len(self._fetching) >= MAX_FETCHES_IN_FLIGHT
+        if nursery is None or not fetch_admitted(
+            effect.peer, self._fetching, self._service.replica.sources
         ):
             return
         self._fetching.add(effect.peer)
@@ -180,8 +186,37 @@ class Sync:
                 effect.peer, f"fetching blocks failed: {str(exc) or type(exc).__name__}"
             )
             return None
-        if head > service.state.height and not blocks:
-            service.misbehaved(effect.peer, f"claims head {head} but sends no block")
+        fault = answer_fault(
+            head, blocks, service.state.height, service.replica.head_of(effect.peer)
+        )
+        if fault is not None:
+            service.misbehaved(effect.peer, fault)
             return None
         service.replica.note_head(effect.peer, head)
         return list(blocks)
+
+
+def fetch_admitted(
+    peer: PeerKey, fetching: Collection[PeerKey], sources: Collection[PeerKey]
+) -> bool:
+    """Whether a fetch from ``peer`` may start while ``fetching`` are on their way: one per
+    peer; a source's (a genesis coordinator's: a handful) always, and other peers' while
+    fewer than ``MAX_FETCHES_IN_FLIGHT`` of them run. Fresh keys held all 8 slots and every
+    fetch from the coordinator was dropped, so a replica with a gap stalled (round 29, F1)."""
+    if peer in fetching:
+        return False
+    if peer in sources:
+        return True
+    return sum(1 for p in fetching if p not in sources) < MAX_FETCHES_IN_FLIGHT
+
+
+def answer_fault(head: int, blocks: Sequence[bytes], our_height: int, claimed: int) -> str | None:
+    """Why a well-formed fetch answer ``[head, blocks]`` is a lie, or ``None``. ``claimed``
+    is the head the peer said or showed before (announced, answered, or a block above ours
+    it sent): a head never goes down, so an answer below it is counted. ``[0, []]`` after
+    a head of 2**40 held a fetch slot for free (round 29, F1)."""
+    if head > our_height and not blocks:
+        return f"claims head {head} but sends no block"
+    if head < claimed:
+        return f"answers head {head} below the head {claimed} it claimed"
+    return None

@@ -26,11 +26,13 @@ import libp2p.kad_dht.value_store as _value_store
 import trio
 from libp2p.kad_dht.common import PROTOCOL_ID as _KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Message as _KadMessage
 from libp2p.kad_dht.routing_table import RoutingTable
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 import protocol
 from protocol import Advert, Signed
@@ -67,6 +69,42 @@ MAX_PROVIDER_ADDRS = 16
 #: 32 capability classes); past the first, a new key is not kept until one expires.
 MAX_PROVIDER_KEYS = 1024
 MAX_KEYS_PER_PROVIDER = 32
+#: Peers one answer to our DHT query may name, closer peers and providers each (k, what an
+#: honest server sends), with at most ``MAX_PROVIDER_ADDRS`` addresses each.
+DHT_ANSWER_PEERS = 20
+
+
+def trim_answer(data: bytes) -> bytes:
+    """A DHT answer as py-libp2p will read it: at most ``DHT_ANSWER_PEERS`` closer peers
+    and providers, each with at most ``MAX_PROVIDER_ADDRS`` addresses (bytes that do not
+    parse are left to py-libp2p, which refuses them). py-libp2p stores every peer and
+    address an answer names, and its peer store sorts itself on every peer added past its
+    1,000: one stranger answering our queries with 4,800 fake peers (under the size
+    limit) froze a contributor's loop for 80 of 90 s, and one provider with 25,000
+    addresses froze a lookup for 24 s (py-libp2p dedupes addresses in a list) (round 29,
+    F2)."""
+    message = _KadMessage()
+    try:
+        message.ParseFromString(data)
+    except Exception:
+        return data
+    peers = (*message.closerPeers, *message.providerPeers)
+    if (
+        len(message.closerPeers) <= DHT_ANSWER_PEERS
+        and len(message.providerPeers) <= DHT_ANSWER_PEERS
+        and all(len(p.addrs) <= MAX_PROVIDER_ADDRS for p in peers)
+    ):
+        return data
+    del message.closerPeers[DHT_ANSWER_PEERS:]
+    del message.providerPeers[DHT_ANSWER_PEERS:]
+    for peer in (*message.closerPeers, *message.providerPeers):
+        del peer.addrs[MAX_PROVIDER_ADDRS:]
+    return bytes(message.SerializeToString())
+
+
+async def read_trimmed_answer(stream: Any, max_size: int) -> bytes:
+    """py-libp2p's read of an answer to our DHT query, trimmed (:func:`trim_answer`)."""
+    return trim_answer(await read_varint_prefixed_bytes_limited(stream, max_size))
 
 
 def provider_key(chain_id: str, capability_class: str) -> str:
@@ -296,5 +334,6 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
     # froze the node 0.5-0.7 s per lookup while py-libp2p parsed them (round 17, R17-A3)
     for module in (_provider_store, _value_store, _peer_routing):
         module.MAX_DHT_MESSAGE_SIZE = DHT_MAX_RESPONSE  # type: ignore[attr-defined]
+        module.read_varint_prefixed_bytes_limited = read_trimmed_answer  # type: ignore[attr-defined]
     guard_provider_store(dht.provider_store)
     return dht

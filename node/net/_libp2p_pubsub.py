@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from libp2p.network.stream.net_stream import StreamState
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams
 
 import protocol
 
@@ -74,6 +76,12 @@ class GossipPubsub:
             heartbeat_interval=g.heartbeat_interval,
             max_messages_per_topic_per_second=g.max_messages_per_topic_per_second,
             max_pending_messages_per_peer=g.max_pending_messages_per_peer,
+            # No peer exchange taken from anyone: py-libp2p's default threshold takes it
+            # from every peer, and one stranger's PRUNE naming 16 fresh keys a topic, each
+            # signed to any host:port, made the node dial them all (28 KB, 128 outbound
+            # connections: round 29, F3). Peers come from bootstrap, the DHT and the
+            # peers we kept; we send none either (``do_px`` is off).
+            score_params=ScoreParams(accept_px_threshold=math.inf),
         )
         self.pubsub = Pubsub(
             host,

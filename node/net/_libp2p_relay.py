@@ -3,7 +3,8 @@
 Every node can accept relayed connections (the stop protocol) and dial through a relay; a
 coordinator also relays for others (the hop protocol). A node told it is ``PRIVATE``
 takes a reservation at each of its relays, keeps it refreshed, and advertises the relayed
-address ``<relay>/p2p-circuit/p2p/<us>``.
+address ``<relay>/p2p-circuit/p2p/<us>``. A relay's reservations last while their peers
+stay connected and are shared by host (:mod:`._relay_reservations`, round 29, F4).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
-from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
@@ -33,6 +34,7 @@ from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_transport import info_of, key_of
+from ._relay_reservations import HopProtocol
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class Relay:
             max_circuit_conns=64,
             max_reservations=128,
         )
-        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=config.relay_service)
+        self.protocol = HopProtocol(host, limits, config.relay_service)
         roles = RelayRole.STOP | RelayRole.CLIENT
         if config.relay_service:
             roles |= RelayRole.HOP
@@ -91,6 +93,11 @@ class Relay:
         self.reserved: dict[str, float] = {}
         #: Reservations taken and renewed so far.
         self.taken = 0
+
+    def peer_left(self, peer: Any) -> None:
+        """``peer`` (a py-libp2p ID) has no connection to us left: a reservation of its at
+        us ends (it could no longer be told of a circuit: round 29, F4)."""
+        self.protocol.reservations.forget(peer)
 
     def relays(self) -> tuple[PeerKey, ...]:
         """The relays at which a reservation is held now (not expired)."""

@@ -273,6 +273,7 @@ class Libp2pNetwork(NetworkBase):
             if others:
                 return
         self._streams.forget_peer(key)
+        self._relay.peer_left(peer)
         # a peer that left is not handed out to lookups (ServerRoutingTable)
         with contextlib.suppress(Exception):
             self.dht.routing_table.remove_peer(peer)

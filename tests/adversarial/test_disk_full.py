@@ -60,6 +60,9 @@ async def test_a_strangers_blocks_never_put_a_replica_in_the_fault_state(tmp_pat
                 return protocol.pack([h + 10**6, [genuine[0], forged, genuine[2]]])
 
             mallory_net.set_handler(BLOCKS_PROTOCOL, lying_blocks)
+            # a source gone bad: a stranger's bare head starts no fetch (round 29, F1), and
+            # its answers are what is tried here
+            replica.add_source(pub(MALLORY))
             await mallory_net.connect(replica_net.addresses()[0])
             topic = blocks_topic(CHAIN)
             for i in range(30):

@@ -74,7 +74,9 @@ async def test_malformed_announcements_are_counted_not_raised(
             ]
             for data in garbage:
                 await evil.publish(blocks_topic(CHAIN), data)
-            # the same garbage as a block source: answers of every wrong shape
+            # the same garbage as a block source: answers of every wrong shape (a source, a
+            # coordinator gone bad: a stranger's bare head starts no fetch, round 29, F1)
+            replica.add_source(pub(MALLORY))
             answers = iter(garbage * 3)
 
             async def serve(peer: bytes, request: bytes) -> bytes:
@@ -97,9 +99,10 @@ async def test_malformed_announcements_are_counted_not_raised(
 
 
 async def test_a_silent_block_source_stalls_no_one(clock: trio.testing.MockClock) -> None:
-    """A peer announcing heads it never serves (its fetch hangs) is counted each time, and
+    """A source announcing heads it never serves (its fetch hangs) is counted each time, and
     the replica meanwhile stays within a few blocks of the coordinator; replays of old
-    genuine blocks under a far height are dropped at once."""
+    genuine blocks under a far height are dropped at once. (Mallory is a source here, a
+    coordinator gone silent: a stranger's bare head starts no fetch, round 29, F1.)"""
 
     async def main() -> None:
         async with _coordinator_replica_and_mallory(seed=2, sync_ms=2000) as (
@@ -114,6 +117,7 @@ async def test_a_silent_block_source_stalls_no_one(clock: trio.testing.MockClock
                 raise AssertionError
 
             evil.set_handler(BLOCKS_PROTOCOL, never)
+            replica.add_source(pub(MALLORY))
             await replica.wait_height(2)
             old = replica.replica.recent[1]
             lag = 0
