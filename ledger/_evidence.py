@@ -127,7 +127,7 @@ def strongest_witnesses(
     """A ``failed_verification`` slash's evidence as a coordinator makes it from a report
     (``evidence``, decoded as ``results``): the offender's Results and, as witnesses, the
     ``MIN_MAJORITY`` others the escrow paid that hold the most past ``released_after``,
-    one a provider, in the report's order among equals. The slash takes no more than the
+    the first Result of each, in the report's order among equals. The slash takes no more than the
     least witness holds, and a requester naming them from its own view before the close
     named a helper of the cheat whose unbonding was released right after it, or a winner
     the close never paid: either voided the slash (round 29, K1, K2). With fewer than

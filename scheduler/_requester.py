@@ -498,7 +498,7 @@ class Requester:
 
     def _progress(self, job: RequesterJob, now_ms: int) -> list[Effect]:
         """After a replica changed: decide, or top the replicas up."""
-        if job.overdue:  # past the deadline: nothing more is awarded
+        if job.overdue:  # past the deadline, or finalising short: nothing more is awarded
             return [] if keys_pending(job) else self._finalise(job, now_ms, forced=True)
         if any(r.state == ReplicaState.RUNNING for r in job.replicas):
             return self._fill(job, now_ms)  # replace failed ones while others run
@@ -533,8 +533,10 @@ class Requester:
         # Waiting for more replicas, nothing is receipted: a sealed receipt is claimable at
         # once, and one sent here paid a lone cheat for a wrong output before anything was
         # compared, keeping it paid (and so beyond a slash) after later replicas outvoted
-        # it (round 29, K4). A deadline finalising short receipts what agrees then
-        # (``receipts_at_deadline``); results judged by bytes got their plain receipts above.
+        # it (round 29, K4). A job that ends short receipts what agrees then, once it awards
+        # nothing more: at its deadline (``receipts_at_deadline``) or finalising short
+        # (``finalise_short``, overdue from then on: round 30, L1); results judged by bytes
+        # got their plain receipts above.
         return effects
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
@@ -542,6 +544,8 @@ class Requester:
         announce again, or finalise, when that is not possible."""
         if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
             return []  # the window's end (with the escrow locked) will fill
+        if job.overdue:
+            return []  # past the deadline, or finalising short (round 30, L1)
         effects: list[Effect] = []
         bids = offers(job, self.config, now_ms, self.caught)
         if not job.live():

@@ -150,8 +150,10 @@ class RequesterJob:
     #: Providers whose bids were refused because this requester caught them (R6-3): when
     #: no other bid came, the user is told so rather than "no bids".
     caught_bidders: set[bytes] = field(default_factory=set)
-    #: The deadline came while a verified winner's key was on its way with its claim: the
-    #: job is decided once no such key is pending (or at the settle limit).
+    #: The deadline came while a verified winner's key was on its way with its claim, or
+    #: the job is finalising short and its accepted results' keys are on their way: the
+    #: job is decided once no such key is pending (or at the settle limit), and nothing
+    #: more is awarded.
     overdue: bool = False
 
     @property

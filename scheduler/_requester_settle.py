@@ -63,7 +63,10 @@ def finalise_short(
 ) -> list[Effect]:
     """No replica left to award: finalise with what arrived. Results accepted short of
     the redundancy (paid as unverified work) have their bytes fetched first: their
-    receipts go out, and the job is finalised when the bytes arrive or fail to."""
+    receipts go out, and the job is finalised when the bytes arrive or fail to. The job is
+    then overdue: nothing more is awarded. A bid that came later was awarded, and a lone
+    cheat holding such a receipt, claimable at once, was paid before late veterans
+    outvoted it, beyond a slash (round 30, L1)."""
     verdict = judge_job(job, config)
     accepted = [job.replicas[i] for i in verdict.accepted]
     if verdict.status == VerdictStatus.TOO_FEW and not any(
@@ -75,6 +78,7 @@ def finalise_short(
                 sealed = job.spec.verification.mode == "exact"
                 effects += issue_receipt(job, r, now_ms, config, me, height, sealed=sealed)
         if effects or any(r.state == ReplicaState.COMMITTED for r in accepted):
+            job.overdue = True
             return effects
     return finalise(job, now_ms, config, me, caught, height, forced=True)
 

@@ -10,6 +10,10 @@ Real Requester and Provider machines on the real pure ledger (``_harness.Sim``).
 
 from __future__ import annotations
 
+from typing import Any
+
+from protocol import JobSpec
+
 from ._harness import Sim
 
 
@@ -47,3 +51,37 @@ def test_a_lone_cheat_is_not_paid_when_newcomers_then_disagree_with_it() -> None
     escrow = sim.ledger.escrow(job)
     assert escrow is not None
     assert escrow.paid_to(cheat) == 0 and not escrow.paid
+
+
+def test_a_job_finalising_short_awards_no_late_bid() -> None:
+    # Round 30, L1: finalising short (under two bid windows left) gives what was accepted
+    # a sealed receipt, claimable at once, but the job still awarded bids that came later:
+    # veterans whose announcement came late outvoted the lone cheat after it was paid.
+    # Now the job is overdue once it finalises short: the cheat's output is handed over
+    # as unverified, and the late bids are not awarded.
+    sim = Sim(7)
+    req = sim.add_requester()
+    cheat = sim.add_provider("cheat", reputation=5, stake=1_000_000, price_floor=500, run_ms=100)
+    late = [
+        sim.add_provider(reputation=5, stake=1_000_000, price_floor=1_000, run_ms=100)
+        for _ in range(2)
+    ]
+    held: list[tuple[Any, ...]] = []
+    send = sim._send
+
+    def slow_gossip(src: Any, peer: bytes, raw: bytes, msg: Any, sealed: bytes | None) -> None:
+        # the veterans hear of the job only once the cheat holds a receipt
+        receipted = any(r.receipt for j in req.requester.jobs.values() for r in j.replicas)
+        if isinstance(msg, JobSpec) and peer in {p.pub for p in late} and not receipted:
+            held.append((src, peer, raw, msg, sealed))
+            sim._at(sim.now + 100, lambda: slow_gossip(src, peer, raw, msg, sealed))
+            return
+        send(src, peer, raw, msg, sealed)
+
+    sim._send = slow_gossip  # type: ignore[method-assign]
+    spec = sim.spec(req, redundancy=2, max_retries=3, deadline_ms=20_000, bid_window_ms=1_200)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job], limit_ms=200_000)
+    assert held  # the veterans' announcement was held back, then delivered
+    assert [r.provider for r in req.requester.jobs[job].replicas] == [cheat.pub]
+    assert sim.done[job].status == "unverified"
