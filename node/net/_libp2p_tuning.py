@@ -53,6 +53,7 @@ def install() -> None:
     _cache_consumed_records()
     _batch_window_updates()
     _evict_peers_in_batches()
+    _bound_peer_records()
 
 
 def _cache_envelopes() -> None:
@@ -197,3 +198,41 @@ def _evict_peers_in_batches() -> None:
             del self.peer_data_map[peer_id]
 
     PeerStore._enforce_peer_limit = enforce_peer_limit  # type: ignore[method-assign]
+
+
+#: Most addresses a signed peer record may carry to be taken: a node lists its listen and
+#: relayed addresses (an Advert names at most 16), and py-libp2p caps identify at 1,000.
+MAX_RECORD_ADDRS = 64
+
+
+def _bound_peer_records() -> None:
+    """Every pubsub RPC, DHT request and DHT answer may carry a signed peer record, which
+    the peer store takes whole, deduplicating addresses by scanning a list: one RPC from a
+    fresh key with a record of 24,000 addresses froze a coordinator's loop for 25 s, no
+    block produced meanwhile (round 30, N1). A record with more than
+    :data:`MAX_RECORD_ADDRS` addresses is refused (its RPC or answer is dropped, as for a
+    bad signature: a signed record cannot be cut), and addresses are deduplicated with a
+    set, in order, whatever path adds them."""
+    from libp2p.peer.peerdata import PeerData
+    from libp2p.peer.peerstore import PeerStore
+
+    consume = PeerStore.consume_peer_record
+
+    def consume_peer_record(self: Any, envelope: Any, ttl: int) -> bool:
+        try:
+            addresses = len(envelope.record().addrs)
+        except Exception:
+            return False
+        if addresses > MAX_RECORD_ADDRS:
+            return False
+        return bool(consume(self, envelope, ttl))
+
+    def add_addrs(self: Any, addrs: Any) -> None:
+        known = set(self.addrs)
+        for addr in addrs:
+            if addr not in known:
+                known.add(addr)
+                self.addrs.append(addr)
+
+    PeerStore.consume_peer_record = consume_peer_record  # type: ignore[method-assign]
+    PeerData.add_addrs = add_addrs  # type: ignore[method-assign]
