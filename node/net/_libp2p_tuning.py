@@ -180,19 +180,27 @@ def _evict_peers_in_batches() -> None:
     to evict one: 0.5 ms an add at 1,000 peers, and a stranger's answers naming thousands
     of peers froze the node's loop for seconds (round 29, F2). Evicting down to 90 % of
     the limit at once sorts once per hundred adds; the order is py-libp2p's (entries
-    without addresses, then expired ones, then the oldest)."""
+    without addresses, then expired ones, then the oldest), but a connected peer is never
+    evicted (a flood of fake peers pushed out the bootstrap coordinator's entry: round 30,
+    N2): :func:`protect_connected` tells a host's store which peers are."""
     from libp2p.peer.peerstore import PeerStore
 
     def enforce_peer_limit(self: Any) -> None:
         if len(self.peer_data_map) <= self.max_peers:
             return
         keep = int(self.max_peers * PEERSTORE_EVICT_TO)
+        connected = getattr(self, "_aimx_connected", None)
+        protected = connected() if connected is not None else frozenset()
 
         def priority(item: tuple[Any, Any]) -> tuple[bool, bool]:
             _, data = item
             return (not data.get_addrs(), data.is_expired())
 
-        ranked = sorted(self.peer_data_map.items(), key=priority, reverse=True)
+        ranked = [
+            item
+            for item in sorted(self.peer_data_map.items(), key=priority, reverse=True)
+            if item[0] not in protected
+        ]
         for peer_id, _ in ranked[: len(self.peer_data_map) - keep]:
             self.peer_record_map.pop(peer_id, None)
             del self.peer_data_map[peer_id]
@@ -236,3 +244,9 @@ def _bound_peer_records() -> None:
 
     PeerStore.consume_peer_record = consume_peer_record  # type: ignore[method-assign]
     PeerData.add_addrs = add_addrs  # type: ignore[method-assign]
+
+
+def protect_connected(host: Any) -> None:
+    """``host``'s peer store never evicts a peer ``host`` is connected to (round 30, N2)."""
+    network = host.get_network()
+    host.get_peerstore()._aimx_connected = lambda: frozenset(network.connections)

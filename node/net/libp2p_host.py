@@ -72,6 +72,7 @@ from ._libp2p_relay import Relay
 from ._libp2p_streams import RequestStreams
 from ._libp2p_transport import build_host, info_of, key_of, listen_addrs, peer_id_of
 from ._libp2p_tuning import install as install_libp2p_tuning
+from ._libp2p_tuning import protect_connected
 from ._serving import error_for
 
 __all__ = [
@@ -362,6 +363,7 @@ async def open_libp2p_network(
     for address in config.bootstrap:
         info_of(address)
     host = build_host(key, config, listen)
+    protect_connected(host)
     net = Libp2pNetwork(host, key, config)
     started = False
     try:

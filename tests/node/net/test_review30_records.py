@@ -65,3 +65,17 @@ async def test_an_rpc_carrying_a_record_of_thousands_of_addresses_adds_none() ->
             await trio.sleep(1)  # the tree before took the 5,000 (and 2 s of the loop)
             held = victim._host.get_peerstore().addrs(host.get_id())
             assert 0 < len(held) <= MAX_RECORD_ADDRS
+
+
+async def test_a_flood_of_fake_peers_never_evicts_a_connected_one() -> None:
+    # Round 30, N2: the batch eviction took the oldest entries first, connected peers
+    # (the bootstrap coordinator) included.
+    with trio.fail_after(60):
+        async with node(63) as victim, node(64) as coordinator:
+            await victim.connect(coordinator.addresses()[0])
+            store = victim._host.get_peerstore()
+            for _ in range(store.max_peers + 1):
+                fake = ID.from_pubkey(create_new_key_pair().public_key)
+                store.add_addrs(fake, [Multiaddr("/ip4/127.0.0.1/tcp/1")], 600)
+            assert len(store.peer_data_map) <= store.max_peers
+            assert store.addrs(coordinator._host.get_id())
