@@ -32,6 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+from libp2p.pubsub.pb import rpc_pb2
+
+from ._limits import MAX_PUBSUB_BYTES
 
 #: How long a host's own signed peer record envelope is reused.
 ENVELOPE_TTL_S = 5.0
@@ -54,6 +57,8 @@ def install() -> None:
     _batch_window_updates()
     _evict_peers_in_batches()
     _bound_peer_records()
+    _find_parent_tasks_at_once()
+    _bound_iwant_answers()
 
 
 def _cache_envelopes() -> None:
@@ -94,6 +99,42 @@ def _cache_envelopes() -> None:
             module.env_to_send_in_RPC = env_to_send_in_rpc  # type: ignore[attr-defined]
 
 
+#: Most messages, subscriptions, and IHAVE or IWANT message ids one pubsub RPC from a peer
+#: may carry: a node's own RPCs carry a few, an answer to an IWANT at most
+#: :data:`MAX_IWANT_IDS` messages.
+MAX_RPC_MESSAGES = 256
+MAX_RPC_SUBSCRIPTIONS = 128
+MAX_RPC_GOSSIP_IDS = 1024
+
+
+def bounded_rpc(rpc: Any) -> bool:
+    """Whether a pubsub RPC from a peer is taken, after its oversized messages are dropped
+    from it. py-libp2p starts a task per message and three per new subscription, and each
+    start walked every task of the service: one RPC of 6,000 empty messages froze a
+    coordinator for 14.5 s, one of 2,500 subscribe-unsubscribe pairs for 25 s (round 31,
+    G2). A message over ``MAX_PUBSUB_BYTES`` was cached and forwarded before our pump
+    dropped it, and an IWANT for it made us copy it thousands of times (G1); its IHAVE and
+    IWANT lists are bounded too (G4)."""
+    if len(rpc.publish) > MAX_RPC_MESSAGES or len(rpc.subscriptions) > MAX_RPC_SUBSCRIPTIONS:
+        return False
+    if any(len(m.data) > MAX_PUBSUB_BYTES for m in rpc.publish):
+        kept = [m for m in rpc.publish if len(m.data) <= MAX_PUBSUB_BYTES]
+        del rpc.publish[:]
+        rpc.publish.extend(kept)
+    if rpc.HasField("control"):
+        control = rpc.control
+        if sum(len(i.messageIDs) for i in control.ihave) > MAX_RPC_GOSSIP_IDS:
+            del control.ihave[:]
+        if sum(len(i.messageIDs) for i in control.iwant) > MAX_RPC_GOSSIP_IDS:
+            del control.iwant[:]
+    return True
+
+
+#: Largest signed peer record read from a pubsub RPC: 64 addresses of a few dozen bytes,
+#: a key and a signature fit in far less.
+MAX_RECORD_BYTES = 8 << 10
+
+
 def _cache_consumed_records() -> None:
     import libp2p.pubsub.floodsub as floodsub
     import libp2p.pubsub.gossipsub as gossipsub
@@ -106,9 +147,14 @@ def _cache_consumed_records() -> None:
     )
 
     def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        # py-libp2p calls this first on every pubsub RPC it parses: the RPC is bounded here
+        if isinstance(msg, rpc_pb2.RPC) and not bounded_rpc(msg):
+            return False
         if not msg.HasField("senderRecord"):
             return True
         record: bytes = msg.senderRecord
+        if len(record) > MAX_RECORD_BYTES:
+            return False  # refused unparsed: it holds more than MAX_RECORD_ADDRS (round 31, G3)
         now = time.monotonic()
         per_host = seen.setdefault(host, {})
         hit = per_host.get(peer_id)
@@ -250,3 +296,77 @@ def protect_connected(host: Any) -> None:
     """``host``'s peer store never evicts a peer ``host`` is connected to (round 30, N2)."""
     network = host.get_network()
     host.get_peerstore()._aimx_connected = lambda: frozenset(network.connections)
+
+
+def _find_parent_tasks_at_once() -> None:
+    """py-libp2p's service manager finds the task that starts a task by walking every task
+    it runs, so a peer's RPC of n messages (a task each) cost n²/2 steps (round 31, G2).
+    The task is looked up by its trio task instead; it is the caller's parent only if it
+    belongs to this manager (its root is one of the manager's), as the walk found."""
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+    from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+    by_trio_task: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    trio_task: Any = FunctionTask.__dict__["trio_task"]
+
+    def set_trio_task(self: Any, value: Any) -> None:
+        trio_task.fset(self, value)
+        by_trio_task[value] = self
+
+    def find_parent_task(self: Any, current: Any) -> Any:
+        task = by_trio_task.get(current)
+        if task is None:
+            return None
+        root = task
+        while root.parent is not None:
+            root = root.parent
+        return task if root in self._root_tasks else None
+
+    setattr(FunctionTask, "trio_task", property(trio_task.fget, set_trio_task))  # noqa: B010
+    setattr(TrioManager, "_find_parent_task", find_parent_task)  # noqa: B010
+
+
+#: Message ids of one IWANT answered, and times one message is sent to one peer that way
+#: (go-libp2p-pubsub's ``GossipRetransmission``).
+MAX_IWANT_IDS = 64
+IWANT_RETRANSMISSIONS = 3
+#: (peer, message id) pairs whose retransmissions are counted before the count restarts.
+MAX_IWANT_COUNTED = 16_384
+
+
+def _bound_iwant_answers() -> None:
+    """py-libp2p answers an IWANT with every message it names, repeats included: one
+    stranger's IWANT naming its own 200 KB cached message 6,000 times built 1.2 GB, and
+    four froze a coordinator 9-16 s (round 31, G1). An IWANT's ids are deduplicated, the
+    first :data:`MAX_IWANT_IDS` answered, and each message sent to one peer this way
+    :data:`IWANT_RETRANSMISSIONS` times at most."""
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.utils import safe_bytes_from_hex
+
+    handle_iwant = GossipSub.handle_iwant
+    served: weakref.WeakKeyDictionary[Any, dict[tuple[Any, bytes], int]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    async def bounded_handle_iwant(self: Any, iwant_msg: Any, sender_peer_id: Any) -> None:
+        counts = served.setdefault(self, {})
+        if len(counts) >= MAX_IWANT_COUNTED:
+            counts.clear()
+        wanted = rpc_pb2.ControlIWant()
+        asked: set[bytes] = set()
+        for wire in iwant_msg.messageIDs:
+            if len(wanted.messageIDs) >= MAX_IWANT_IDS:
+                break
+            msg_id = safe_bytes_from_hex(wire)  # one message may be named two ways
+            if msg_id is None or msg_id in asked:
+                continue
+            asked.add(msg_id)
+            key = (sender_peer_id, msg_id)
+            if counts.get(key, 0) >= IWANT_RETRANSMISSIONS:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            wanted.messageIDs.append(wire)
+        if wanted.messageIDs:
+            await handle_iwant(self, wanted, sender_peer_id)
+
+    GossipSub.handle_iwant = bounded_handle_iwant  # type: ignore[method-assign]

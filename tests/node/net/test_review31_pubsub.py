@@ -1,0 +1,111 @@
+"""Round 31, G1, G2 and G4: py-libp2p's pubsub took whatever one RPC carried. It started
+a task per message and three per new subscription, each start walking every task of the
+service (one RPC of 6,000 empty messages froze a coordinator 14.5 s; 2,500 subscribe and
+unsubscribe pairs, 25 s); it answered an IWANT with every message it named, repeats
+included (one naming a cached 200 KB message 6,000 times built 1.2 GB); and it cached and
+forwarded messages over our size limit. RPCs are bounded on arrival, a task's parent is
+found without a walk, and IWANT answers are bounded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.tools.anyio_service.api import Service
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+from node.net import _libp2p_tuning
+from node.net._libp2p_tuning import (
+    IWANT_RETRANSMISSIONS,
+    MAX_RPC_GOSSIP_IDS,
+    MAX_RPC_MESSAGES,
+    MAX_RPC_SUBSCRIPTIONS,
+    bounded_rpc,
+)
+from node.net._limits import MAX_PUBSUB_BYTES
+
+from ...keys import key
+
+
+def _rpc(messages: int = 0, subscriptions: int = 0, size: int = 0) -> Any:
+    rpc = rpc_pb2.RPC()
+    for _ in range(messages):
+        rpc.publish.add(topicIDs=["aimx/test/ledger/blocks"], data=b"x" * size)
+    for i in range(subscriptions):
+        rpc.subscriptions.add(subscribe=i % 2 == 0, topicid="aimx/test/ledger/blocks")
+    return rpc
+
+
+def test_an_rpc_of_too_many_messages_or_subscriptions_is_dropped_whole() -> None:
+    assert bounded_rpc(_rpc(messages=MAX_RPC_MESSAGES))
+    assert not bounded_rpc(_rpc(messages=MAX_RPC_MESSAGES + 1))
+    assert bounded_rpc(_rpc(subscriptions=MAX_RPC_SUBSCRIPTIONS))
+    assert not bounded_rpc(_rpc(subscriptions=MAX_RPC_SUBSCRIPTIONS + 1))
+
+
+def test_an_oversized_message_is_dropped_before_it_is_cached_and_the_rest_kept() -> None:
+    rpc = _rpc(messages=2)
+    rpc.publish.add(topicIDs=["aimx/test/ledger/blocks"], data=b"x" * (MAX_PUBSUB_BYTES + 1))
+    assert bounded_rpc(rpc)
+    assert len(rpc.publish) == 2
+
+
+def test_gossip_id_lists_past_their_bound_are_ignored() -> None:
+    rpc = rpc_pb2.RPC()
+    rpc.control.ihave.add(topicID="t", messageIDs=[b"\x00"] * (MAX_RPC_GOSSIP_IDS + 1))
+    rpc.control.iwant.add(messageIDs=[b"\x00"] * MAX_RPC_GOSSIP_IDS)
+    assert bounded_rpc(rpc)
+    assert len(rpc.control.ihave) == 0 and len(rpc.control.iwant) == 1
+
+
+async def test_a_tasks_parent_is_found_without_walking_the_services_tasks(
+    monkeypatch: Any,
+) -> None:
+    _libp2p_tuning.install()
+    walks: list[int] = []
+    walk = FunctionTask.iterate_tasks.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        FunctionTask, "iterate_tasks", classmethod(lambda cls, *t: walks.append(1) or walk(cls, *t))
+    )
+    children: list[Any] = []
+
+    class Spawner(Service):
+        async def run(self) -> None:
+            self.manager.run_task(self.parent)
+            await trio.sleep_forever()
+
+        async def parent(self) -> None:
+            for _ in range(200):
+                self.manager.run_task(trio.sleep, 0)
+            children.append(trio.lowlevel.current_task())
+            await trio.sleep(0.1)
+
+    service = Spawner()
+    with trio.fail_after(10):
+        async with background_trio_service(service) as manager:
+            await trio.sleep(0.05)
+            root = next(iter(manager._root_tasks))  # type: ignore[attr-defined]
+            assert len(root.children) == 1  # the 200 hung under their parent, as before
+            manager.cancel()
+    assert children and walks == []
+
+
+async def test_an_iwant_naming_one_message_many_times_gets_it_at_most_thrice() -> None:
+    _libp2p_tuning.install()
+    gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
+    sent: list[Any] = []
+    gossipsub.send_rpc = lambda peer, packet: sent.append(packet)  # type: ignore[method-assign]
+    gossipsub.pubsub = object()  # type: ignore[assignment]
+    msg = rpc_pb2.Message(from_id=b"\x01" * 38, seqno=b"\x00" * 8, data=b"x" * 1000)
+    msg.topicIDs.append("t")
+    gossipsub.mcache.put(msg)
+    raw = msg.from_id + msg.seqno
+    wire = [raw, raw.hex().encode()]  # one id, two ways
+    peer = ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(71).verify_key))
+    for _ in range(IWANT_RETRANSMISSIONS + 2):
+        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=wire * 2_500), peer)
+    assert [len(packet.publish) for packet in sent] == [1] * IWANT_RETRANSMISSIONS
