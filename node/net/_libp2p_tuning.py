@@ -298,23 +298,38 @@ def protect_connected(host: Any) -> None:
     host.get_peerstore()._aimx_connected = lambda: frozenset(network.connections)
 
 
+#: The running service tasks (py-libp2p's ``FunctionTask``) by their trio task: entered
+#: when one starts, removed when it ends.
+RUNNING_TASKS: dict[Any, Any] = {}
+
+
 def _find_parent_tasks_at_once() -> None:
     """py-libp2p's service manager finds the task that starts a task by walking every task
     it runs, so a peer's RPC of n messages (a task each) cost n²/2 steps (round 31, G2).
-    The task is looked up by its trio task instead; it is the caller's parent only if it
-    belongs to this manager (its root is one of the manager's), as the walk found."""
+    The task is looked up by its trio task instead (:data:`RUNNING_TASKS`); it is the
+    caller's parent only if it belongs to this manager (its root is one of the manager's),
+    as the walk found. An entry leaves when its task ends: held in a weak-keyed map whose
+    value held its key, every task and its arguments (each pubsub message) were kept for
+    good (round 32, T1)."""
     from libp2p.tools.anyio_service.trio_manager import TrioManager
     from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
-    by_trio_task: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
     trio_task: Any = FunctionTask.__dict__["trio_task"]
+    run = FunctionTask.run
 
     def set_trio_task(self: Any, value: Any) -> None:
         trio_task.fset(self, value)
-        by_trio_task[value] = self
+        RUNNING_TASKS[value] = self
+
+    async def run_then_forget(self: Any) -> None:
+        try:
+            await run(self)
+        finally:
+            if self._trio_task is not None:
+                RUNNING_TASKS.pop(self._trio_task, None)
 
     def find_parent_task(self: Any, current: Any) -> Any:
-        task = by_trio_task.get(current)
+        task = RUNNING_TASKS.get(current)
         if task is None:
             return None
         root = task
@@ -323,6 +338,7 @@ def _find_parent_tasks_at_once() -> None:
         return task if root in self._root_tasks else None
 
     setattr(FunctionTask, "trio_task", property(trio_task.fget, set_trio_task))  # noqa: B010
+    setattr(FunctionTask, "run", run_then_forget)  # noqa: B010
     setattr(TrioManager, "_find_parent_task", find_parent_task)  # noqa: B010
 
 
@@ -330,6 +346,8 @@ def _find_parent_tasks_at_once() -> None:
 #: (go-libp2p-pubsub's ``GossipRetransmission``).
 MAX_IWANT_IDS = 64
 IWANT_RETRANSMISSIONS = 3
+#: Bytes of messages one IWANT is answered with at most (py-libp2p's outbound chunk).
+MAX_IWANT_BYTES = 1 << 20
 #: (peer, message id) pairs whose retransmissions are counted before the count restarts.
 MAX_IWANT_COUNTED = 16_384
 
@@ -339,7 +357,9 @@ def _bound_iwant_answers() -> None:
     stranger's IWANT naming its own 200 KB cached message 6,000 times built 1.2 GB, and
     four froze a coordinator 9-16 s (round 31, G1). An IWANT's ids are deduplicated, the
     first :data:`MAX_IWANT_IDS` answered, and each message sent to one peer this way
-    :data:`IWANT_RETRANSMISSIONS` times at most."""
+    :data:`IWANT_RETRANSMISSIONS` times at most, :data:`MAX_IWANT_BYTES` an answer. Only
+    ids of cached messages are counted (made-up ids filled the count's table and reset it:
+    round 32, R2), and a full table first forgets messages no longer cached."""
     from libp2p.pubsub.gossipsub import GossipSub
     from libp2p.pubsub.utils import safe_bytes_from_hex
 
@@ -351,9 +371,13 @@ def _bound_iwant_answers() -> None:
     async def bounded_handle_iwant(self: Any, iwant_msg: Any, sender_peer_id: Any) -> None:
         counts = served.setdefault(self, {})
         if len(counts) >= MAX_IWANT_COUNTED:
-            counts.clear()
+            for gone in [k for k in counts if self.mcache.get(k[1]) is None]:
+                del counts[gone]
+            if len(counts) >= MAX_IWANT_COUNTED:
+                counts.clear()
         wanted = rpc_pb2.ControlIWant()
         asked: set[bytes] = set()
+        size = 0
         for wire in iwant_msg.messageIDs:
             if len(wanted.messageIDs) >= MAX_IWANT_IDS:
                 break
@@ -361,9 +385,13 @@ def _bound_iwant_answers() -> None:
             if msg_id is None or msg_id in asked:
                 continue
             asked.add(msg_id)
+            cached = self.mcache.get(msg_id)
             key = (sender_peer_id, msg_id)
-            if counts.get(key, 0) >= IWANT_RETRANSMISSIONS:
+            if cached is None or counts.get(key, 0) >= IWANT_RETRANSMISSIONS:
                 continue
+            size += cached.ByteSize()
+            if size > MAX_IWANT_BYTES:
+                break
             counts[key] = counts.get(key, 0) + 1
             wanted.messageIDs.append(wire)
         if wanted.messageIDs:

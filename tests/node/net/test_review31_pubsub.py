@@ -21,9 +21,11 @@ from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 from node.net import _libp2p_tuning
 from node.net._libp2p_tuning import (
     IWANT_RETRANSMISSIONS,
+    MAX_IWANT_BYTES,
     MAX_RPC_GOSSIP_IDS,
     MAX_RPC_MESSAGES,
     MAX_RPC_SUBSCRIPTIONS,
+    RUNNING_TASKS,
     bounded_rpc,
 )
 from node.net._limits import MAX_PUBSUB_BYTES
@@ -92,6 +94,9 @@ async def test_a_tasks_parent_is_found_without_walking_the_services_tasks(
             assert len(root.children) == 1  # the 200 hung under their parent, as before
             manager.cancel()
     assert children and walks == []
+    # Round 32, T1: a task's entry leaves when it ends (a weak-keyed map whose value held
+    # its key kept every task and its arguments, each pubsub message, for good)
+    assert not any(t in RUNNING_TASKS for t in children)
 
 
 async def test_an_iwant_naming_one_message_many_times_gets_it_at_most_thrice() -> None:
@@ -109,3 +114,24 @@ async def test_an_iwant_naming_one_message_many_times_gets_it_at_most_thrice() -
     for _ in range(IWANT_RETRANSMISSIONS + 2):
         await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=wire * 2_500), peer)
     assert [len(packet.publish) for packet in sent] == [1] * IWANT_RETRANSMISSIONS
+
+
+async def test_an_iwant_answer_is_bounded_in_bytes_and_made_up_ids_count_nothing() -> None:
+    # Round 32, R2: 64 distinct cached 256 KiB messages were one 16 MiB answer, and
+    # made-up ids filled the retransmission counts until they were cleared.
+    _libp2p_tuning.install()
+    gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
+    sent: list[Any] = []
+    gossipsub.send_rpc = lambda peer, packet: sent.append(packet)  # type: ignore[method-assign]
+    gossipsub.pubsub = object()  # type: ignore[assignment]
+    ids = []
+    for i in range(64):
+        msg = rpc_pb2.Message(from_id=b"\x01" * 38, seqno=i.to_bytes(8, "big"), data=b"x" * 250_000)
+        msg.topicIDs.append("t")
+        gossipsub.mcache.put(msg)
+        ids.append(msg.from_id + msg.seqno)
+    peer = ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(72).verify_key))
+    made_up = [i.to_bytes(46, "big") for i in range(500)]  # cached nowhere
+    await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=made_up + ids), peer)
+    (packet,) = sent
+    assert 0 < packet.ByteSize() <= MAX_IWANT_BYTES + 4096
