@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -359,7 +360,9 @@ def _bound_iwant_answers() -> None:
     first :data:`MAX_IWANT_IDS` answered, and each message sent to one peer this way
     :data:`IWANT_RETRANSMISSIONS` times at most, :data:`MAX_IWANT_BYTES` an answer. Only
     ids of cached messages are counted (made-up ids filled the count's table and reset it:
-    round 32, R2), and a full table first forgets messages no longer cached."""
+    round 32, R2), and only for an IWANT the rate limit lets through; a full table forgets
+    messages no longer cached, then the counts of the peer holding the most (cleared
+    whole, 16 fresh peers naming 1,024 cached messages each reset every peer's: round 33)."""
     from libp2p.pubsub.gossipsub import GossipSub
     from libp2p.pubsub.utils import safe_bytes_from_hex
 
@@ -369,12 +372,16 @@ def _bound_iwant_answers() -> None:
     )
 
     async def bounded_handle_iwant(self: Any, iwant_msg: Any, sender_peer_id: Any) -> None:
+        if not self._check_iwant_rate_limit(sender_peer_id):
+            return
         counts = served.setdefault(self, {})
         if len(counts) >= MAX_IWANT_COUNTED:
             for gone in [k for k in counts if self.mcache.get(k[1]) is None]:
                 del counts[gone]
             if len(counts) >= MAX_IWANT_COUNTED:
-                counts.clear()
+                top, _ = Counter(peer for peer, _ in counts).most_common(1)[0]
+                for gone in [k for k in counts if k[0] == top]:
+                    del counts[gone]
         wanted = rpc_pb2.ControlIWant()
         asked: set[bytes] = set()
         size = 0
@@ -395,6 +402,8 @@ def _bound_iwant_answers() -> None:
             counts[key] = counts.get(key, 0) + 1
             wanted.messageIDs.append(wire)
         if wanted.messageIDs:
+            # the original checks the limit again: this request is counted once
+            self.iwant_request_limits[sender_peer_id]["requests"].pop()
             await handle_iwant(self, wanted, sender_peer_id)
 
     GossipSub.handle_iwant = bounded_handle_iwant  # type: ignore[method-assign]

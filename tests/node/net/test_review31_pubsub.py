@@ -135,3 +135,51 @@ async def test_an_iwant_answer_is_bounded_in_bytes_and_made_up_ids_count_nothing
     await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=made_up + ids), peer)
     (packet,) = sent
     assert 0 < packet.ByteSize() <= MAX_IWANT_BYTES + 4096
+
+
+def _gossip_with_cached(count: int, size: int) -> tuple[Any, list[Any], list[bytes]]:
+    gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
+    sent: list[Any] = []
+    gossipsub.send_rpc = lambda peer, packet: sent.append((peer, packet))  # type: ignore[method-assign]
+    gossipsub.pubsub = object()  # type: ignore[assignment]
+    ids = []
+    for i in range(count):
+        msg = rpc_pb2.Message(from_id=b"\x02" * 38, seqno=i.to_bytes(8, "big"), data=b"y" * size)
+        msg.topicIDs.append("t")
+        gossipsub.mcache.put(msg)
+        ids.append(msg.from_id + msg.seqno)
+    return gossipsub, sent, ids
+
+
+def _peer(n: int) -> ID:
+    return ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(n).verify_key))
+
+
+async def test_a_full_retransmission_table_forgets_the_largest_holder_only(
+    monkeypatch: Any,
+) -> None:
+    # Round 33: the table was cleared whole when full of cached ids, so fresh peers naming
+    # many cached messages gave every other peer three more answers of its large ones.
+    _libp2p_tuning.install()
+    monkeypatch.setattr(_libp2p_tuning, "MAX_IWANT_COUNTED", 64)
+    gossipsub, sent, ids = _gossip_with_cached(64, 100)
+    honest, flooders = _peer(80), [_peer(81), _peer(82)]
+    for _ in range(IWANT_RETRANSMISSIONS):
+        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=ids[:4]), honest)
+    for flooder in flooders:
+        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=ids), flooder)
+    sent.clear()
+    await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=ids[:4]), honest)
+    assert sent == []  # its three answers stay counted
+
+
+async def test_an_iwant_the_rate_limit_drops_counts_nothing() -> None:
+    _libp2p_tuning.install()
+    gossipsub, sent, ids = _gossip_with_cached(1, 100)
+    peer = _peer(83)
+    limit = int(gossipsub.max_iwant_requests_per_second)
+    for _ in range(limit + 5):
+        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=[ids[0] + b"x"]), peer)
+    await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=ids), peer)  # limited
+    assert sent == []
+    assert len(gossipsub.iwant_request_limits[peer]["requests"]) == limit
