@@ -44,6 +44,8 @@ RECORD_TTL_S = 60.0
 #: Verified records remembered per host (peers), before expired ones are dropped.
 MAX_RECORDS = 4096
 
+log = logging.getLogger(__name__)
+
 _installed = False
 
 
@@ -60,6 +62,7 @@ def install() -> None:
     _bound_peer_records()
     _find_parent_tasks_at_once()
     _bound_iwant_answers()
+    _enforce_yamux_windows()
 
 
 def _cache_envelopes() -> None:
@@ -407,3 +410,55 @@ def _bound_iwant_answers() -> None:
             await handle_iwant(self, wanted, sender_peer_id)
 
     GossipSub.handle_iwant = bounded_handle_iwant  # type: ignore[method-assign]
+
+
+class _WindowedBuffer(bytearray):
+    """A yamux stream's receive buffer that takes no more than the window we gave: py-libp2p
+    logs data past it and keeps it, so a peer writing to a stream nobody reads (an
+    identify stream we answered) grew our memory without bound, 300 MiB in 2 s (round 34,
+    Y1). Data past the window is dropped (go-yamux ends the session) and logged."""
+
+    def __init__(self, muxer: Any, stream_id: int, data: bytes = b"") -> None:
+        super().__init__(data)
+        self._muxer = muxer
+        self._stream_id = stream_id
+
+    def extend(self, data: Any) -> None:
+        stream = self._muxer.streams.get(self._stream_id)
+        if stream is not None and len(data) > max(stream.recv_window, 0):
+            log.info(
+                "yamux stream %d: %d bytes past the %d-byte window dropped",
+                self._stream_id,
+                len(data),
+                stream.recv_window,
+            )
+            return
+        super().extend(data)
+
+
+class _WindowedBuffers(dict[int, bytearray]):
+    """A yamux connection's receive buffers, each a :class:`_WindowedBuffer`."""
+
+    def __init__(self, muxer: Any) -> None:
+        super().__init__()
+        self._muxer = muxer
+
+    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
+        super().__setitem__(stream_id, _WindowedBuffer(self._muxer, stream_id, bytes(buffer)))
+
+
+def _enforce_yamux_windows() -> None:
+    """Every yamux connection's receive buffers hold no more than their windows
+    (:class:`_WindowedBuffer`)."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    init = yamux.Yamux.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        buffers = _WindowedBuffers(self)
+        for stream_id, buffer in self.stream_buffers.items():
+            buffers[stream_id] = buffer
+        self.stream_buffers = buffers
+
+    yamux.Yamux.__init__ = __init__  # type: ignore[method-assign]

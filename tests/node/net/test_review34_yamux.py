@@ -1,0 +1,45 @@
+"""Round 34, Y1: py-libp2p's yamux logged data a peer sent past the receive window it was
+given, and kept it: on a stream nobody reads (an identify stream we answered and
+half-closed) a stranger's 300 MiB in 2 s stayed in our memory while it was connected. A
+stream's buffer now takes no more than its window; data past it is dropped."""
+
+from __future__ import annotations
+
+import struct
+
+import trio
+
+from node.net._libp2p_transport import peer_id_of
+
+from .test_libp2p_guards import node
+
+HEADER = ">BBHII"  # version, type, flags, stream id, length
+DATA, SYN = 0, 1
+
+
+def _frame(flags: int, stream_id: int, body: bytes) -> bytes:
+    return struct.pack(HEADER, 0, DATA, flags, stream_id, len(body)) + body
+
+
+def _multistream(protocol: str) -> bytes:
+    line = protocol.encode() + b"\n"
+    return bytes([len(line)]) + line
+
+
+async def test_data_past_a_streams_window_is_not_kept() -> None:
+    with trio.fail_after(60):
+        async with node(91) as victim, node(92) as stranger:
+            key = await stranger.connect(victim.addresses()[0])
+            await trio.sleep(0.5)
+            muxer = stranger._host.get_network().connections[peer_id_of(key)][0].muxed_conn
+            stream_id = 100_001
+            hello = _multistream("/multistream/1.0.0") + _multistream("/ipfs/id/1.0.0")
+            await muxer._write_frame(_frame(SYN, stream_id, hello))
+            await trio.sleep(0.5)  # identify answers and half-closes; nobody reads on
+            chunk = b"\0" * (1 << 20)
+            for _ in range(8):
+                await muxer._write_frame(_frame(0, stream_id, chunk))
+            await trio.sleep(1)
+            (conn,) = victim._host.get_network().connections[stranger._host.get_id()]
+            held = sum(len(b) for b in conn.muxed_conn.stream_buffers.values())
+            assert held <= 1 << 20  # the tree before held all 8 MiB
