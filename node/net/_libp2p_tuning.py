@@ -63,6 +63,7 @@ def install() -> None:
     _find_parent_tasks_at_once()
     _bound_iwant_answers()
     _enforce_yamux_windows()
+    _bound_protocol_books()
 
 
 def _cache_envelopes() -> None:
@@ -462,3 +463,30 @@ def _enforce_yamux_windows() -> None:
         self.stream_buffers = buffers
 
     yamux.Yamux.__init__ = __init__  # type: ignore[method-assign]
+
+
+#: Protocols kept of one peer (ours mount about twenty), and the longest protocol id kept.
+MAX_PEER_PROTOCOLS = 128
+MAX_PROTOCOL_ID = 128
+
+
+def _bound_protocol_books() -> None:
+    """py-libp2p keeps a peer's protocol list as its identify or identify-push sent it,
+    duplicates included, up to the 1 MiB message: three 1 MB pushes of two-byte names
+    grew a coordinator 32 MB, still held after the peer left (round 34, I1). A peer's
+    protocols are deduplicated, ids over :data:`MAX_PROTOCOL_ID` characters dropped, and
+    the first :data:`MAX_PEER_PROTOCOLS` kept."""
+    from libp2p.peer.peerdata import PeerData
+
+    def bounded(protocols: Any) -> list[Any]:
+        kept = [p for p in dict.fromkeys(protocols) if len(p) <= MAX_PROTOCOL_ID]
+        return kept[:MAX_PEER_PROTOCOLS]
+
+    def add_protocols(self: Any, protocols: Any) -> None:
+        self.protocols = bounded([*self.protocols, *protocols])
+
+    def set_protocols(self: Any, protocols: Any) -> None:
+        self.protocols = bounded(protocols)
+
+    PeerData.add_protocols = add_protocols  # type: ignore[method-assign]
+    PeerData.set_protocols = set_protocols  # type: ignore[method-assign]

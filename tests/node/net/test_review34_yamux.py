@@ -1,14 +1,17 @@
 """Round 34, Y1: py-libp2p's yamux logged data a peer sent past the receive window it was
 given, and kept it: on a stream nobody reads (an identify stream we answered and
 half-closed) a stranger's 300 MiB in 2 s stayed in our memory while it was connected. A
-stream's buffer now takes no more than its window; data past it is dropped."""
+stream's buffer now takes no more than its window; data past it is dropped. I1: a peer's
+protocol list was kept as its identify-push sent it, up to 1 MiB of names."""
 
 from __future__ import annotations
 
 import struct
 
 import trio
+from libp2p.peer.peerdata import PeerData
 
+from node.net import _libp2p_tuning
 from node.net._libp2p_transport import peer_id_of
 
 from .test_libp2p_guards import node
@@ -43,3 +46,16 @@ async def test_data_past_a_streams_window_is_not_kept() -> None:
             (conn,) = victim._host.get_network().connections[stranger._host.get_id()]
             held = sum(len(b) for b in conn.muxed_conn.stream_buffers.values())
             assert held <= 1 << 20  # the tree before held all 8 MiB
+
+
+def test_a_peers_protocol_list_is_deduplicated_and_bounded() -> None:
+    _libp2p_tuning.install()
+    data = PeerData()
+    names = [chr(0x61 + i % 26) + chr(0x61 + i // 26 % 26) for i in range(250_000)]
+    data.add_protocols(["/ipfs/id/1.0.0", "x" * 200, *names])
+    data.add_protocols(["/ipfs/id/1.0.0"])
+    kept = data.get_protocols()
+    assert kept[0] == "/ipfs/id/1.0.0" and "x" * 200 not in kept
+    assert len(kept) == len(set(kept)) == _libp2p_tuning.MAX_PEER_PROTOCOLS
+    data.set_protocols(names)
+    assert len(data.get_protocols()) == _libp2p_tuning.MAX_PEER_PROTOCOLS
