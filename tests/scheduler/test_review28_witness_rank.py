@@ -38,25 +38,33 @@ def _replica(k: object, commitment: bytes) -> SimpleNamespace:
     return SimpleNamespace(provider=pub(k), result=protocol.sign(result, k, "aimx-test"))
 
 
-def test_a_winner_unbonding_its_stake_still_outranks_an_unbonded_key_as_witness() -> None:
-    cheat, free, v1, v2 = key("cheat"), key("cheat's free key"), key("v1"), key("v2")
-    state = opening_state(
-        Sim(1).ledger.genesis,
-        {
-            pub(cheat): ledger.Account(stake=1_000_000),
-            pub(free): ledger.Account(stake=10),
-            pub(v1): ledger.Account(stake=1_000_000),
-            pub(v2): ledger.Account(unbonding=((50, 1_000_000),)),  # unstaked after its award
-        },
-    )
+def _witnesses_named(
+    cheat: object, winners: list[tuple[object, ledger.Account]], height: int
+) -> list[bytes]:
+    """The providers ``punish`` names as witnesses, in its order, of ``cheat`` (staked,
+    outvoted) against ``winners`` (agreeing, holding as given), at the last block
+    ``height``, each read as the daemon reads the ledger."""
+    accounts = {pub(cheat): ledger.Account(stake=1_000_000)}
+    accounts.update({pub(k): account for k, account in winners})
+    state = opening_state(Sim(1).ledger.genesis, accounts)
     config = SimpleNamespace(
         reputation=lambda p: reputation(state, p), slash_outvoted=True, caught_limit=100
     )
-    winners = [_replica(v2, RIGHT), _replica(free, RIGHT), _replica(v1, RIGHT)]
     job = SimpleNamespace(id=bytes(32), known=None)
     verdict = SimpleNamespace(reference=SimpleNamespace(commitment=RIGHT))
-    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], winners, config, {}, 0)
-    ranked = [e.message.provider for e in slash.evidence[1:]]
+    replicas = [_replica(k, RIGHT) for k, _ in winners]
+    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], replicas, config, {}, height)
+    return [e.message.provider for e in slash.evidence[1:]]
+
+
+def test_a_winner_unbonding_its_stake_still_outranks_an_unbonded_key_as_witness() -> None:
+    cheat, free, v1, v2 = key("cheat"), key("cheat's free key"), key("v1"), key("v2")
+    winners = [
+        (v2, ledger.Account(unbonding=((50, 1_000_000),))),  # unstaked after its award
+        (free, ledger.Account(stake=10)),
+        (v1, ledger.Account(stake=1_000_000)),
+    ]
+    ranked = _witnesses_named(cheat, winners, 0)
     assert set(ranked[:2]) == {pub(v1), pub(v2)} and ranked[2] == pub(free)
 
 
@@ -64,21 +72,9 @@ def test_unbonding_released_before_a_slash_can_land_does_not_rank_a_witness_firs
     # Round 29, K2: ranked by all it unbonds, the cheater's helper, unbonding a lot released
     # just after the close, was named first, and the coordinator found it holding nothing.
     cheat, helper, v1, v2 = key("cheat"), key("helper"), key("v1"), key("v2")
-    state = opening_state(
-        Sim(1).ledger.genesis,
-        {
-            pub(cheat): ledger.Account(stake=1_000_000),
-            pub(helper): ledger.Account(unbonding=((12, 3_000_000),)),
-            pub(v1): ledger.Account(stake=1_000_000),
-            pub(v2): ledger.Account(stake=1_000_000),
-        },
-    )
-    config = SimpleNamespace(
-        reputation=lambda p: reputation(state, p), slash_outvoted=True, caught_limit=100
-    )
-    winners = [_replica(helper, RIGHT), _replica(v1, RIGHT), _replica(v2, RIGHT)]
-    job = SimpleNamespace(id=bytes(32), known=None)
-    verdict = SimpleNamespace(reference=SimpleNamespace(commitment=RIGHT))
-    (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], winners, config, {}, 5)
-    ranked = [e.message.provider for e in slash.evidence[1:]]
-    assert ranked == [pub(v1), pub(v2), pub(helper)]
+    winners = [
+        (helper, ledger.Account(unbonding=((12, 3_000_000),))),
+        (v1, ledger.Account(stake=1_000_000)),
+        (v2, ledger.Account(stake=1_000_000)),
+    ]
+    assert _witnesses_named(cheat, winners, 5) == [pub(v1), pub(v2), pub(helper)]

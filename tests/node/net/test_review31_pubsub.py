@@ -99,44 +99,6 @@ async def test_a_tasks_parent_is_found_without_walking_the_services_tasks(
     assert not any(t in RUNNING_TASKS for t in children)
 
 
-async def test_an_iwant_naming_one_message_many_times_gets_it_at_most_thrice() -> None:
-    _libp2p_tuning.install()
-    gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
-    sent: list[Any] = []
-    gossipsub.send_rpc = lambda peer, packet: sent.append(packet)  # type: ignore[method-assign]
-    gossipsub.pubsub = object()  # type: ignore[assignment]
-    msg = rpc_pb2.Message(from_id=b"\x01" * 38, seqno=b"\x00" * 8, data=b"x" * 1000)
-    msg.topicIDs.append("t")
-    gossipsub.mcache.put(msg)
-    raw = msg.from_id + msg.seqno
-    wire = [raw, raw.hex().encode()]  # one id, two ways
-    peer = ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(71).verify_key))
-    for _ in range(IWANT_RETRANSMISSIONS + 2):
-        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=wire * 2_500), peer)
-    assert [len(packet.publish) for packet in sent] == [1] * IWANT_RETRANSMISSIONS
-
-
-async def test_an_iwant_answer_is_bounded_in_bytes_and_made_up_ids_count_nothing() -> None:
-    # Round 32, R2: 64 distinct cached 256 KiB messages were one 16 MiB answer, and
-    # made-up ids filled the retransmission counts until they were cleared.
-    _libp2p_tuning.install()
-    gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
-    sent: list[Any] = []
-    gossipsub.send_rpc = lambda peer, packet: sent.append(packet)  # type: ignore[method-assign]
-    gossipsub.pubsub = object()  # type: ignore[assignment]
-    ids = []
-    for i in range(64):
-        msg = rpc_pb2.Message(from_id=b"\x01" * 38, seqno=i.to_bytes(8, "big"), data=b"x" * 250_000)
-        msg.topicIDs.append("t")
-        gossipsub.mcache.put(msg)
-        ids.append(msg.from_id + msg.seqno)
-    peer = ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(72).verify_key))
-    made_up = [i.to_bytes(46, "big") for i in range(500)]  # cached nowhere
-    await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=made_up + ids), peer)
-    (packet,) = sent
-    assert 0 < packet.ByteSize() <= MAX_IWANT_BYTES + 4096
-
-
 def _gossip_with_cached(count: int, size: int) -> tuple[Any, list[Any], list[bytes]]:
     gossipsub = GossipSub(protocols=[PROTOCOL_ID_V12], degree=6, degree_low=4, degree_high=12)
     sent: list[Any] = []
@@ -153,6 +115,27 @@ def _gossip_with_cached(count: int, size: int) -> tuple[Any, list[Any], list[byt
 
 def _peer(n: int) -> ID:
     return ID(b"\x00\x24\x08\x01\x12\x20" + bytes(key(n).verify_key))
+
+
+async def test_an_iwant_naming_one_message_many_times_gets_it_at_most_thrice() -> None:
+    _libp2p_tuning.install()
+    gossipsub, sent, (raw,) = _gossip_with_cached(1, 1000)
+    wire = [raw, raw.hex().encode()]  # one id, two ways
+    for _ in range(IWANT_RETRANSMISSIONS + 2):
+        await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=wire * 2_500), _peer(71))
+    assert [len(packet.publish) for _, packet in sent] == [1] * IWANT_RETRANSMISSIONS
+
+
+async def test_an_iwant_answer_is_bounded_in_bytes_and_made_up_ids_count_nothing() -> None:
+    # Round 32, R2: 64 distinct cached 256 KiB messages were one 16 MiB answer, and
+    # made-up ids filled the retransmission counts until they were cleared.
+    _libp2p_tuning.install()
+    gossipsub, sent, ids = _gossip_with_cached(64, 250_000)
+    peer = _peer(72)
+    made_up = [i.to_bytes(46, "big") for i in range(500)]  # cached nowhere
+    await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=made_up + ids), peer)
+    ((_, packet),) = sent
+    assert 0 < packet.ByteSize() <= MAX_IWANT_BYTES + 4096
 
 
 async def test_a_full_retransmission_table_forgets_the_largest_holder_only(
