@@ -35,6 +35,7 @@ from typing import Any
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 
+from . import _libp2p_yamux
 from ._limits import MAX_PUBSUB_BYTES
 
 #: How long a host's own signed peer record envelope is reused.
@@ -62,7 +63,7 @@ def install() -> None:
     _bound_peer_records()
     _find_parent_tasks_at_once()
     _bound_iwant_answers()
-    _enforce_yamux_windows()
+    _libp2p_yamux.install()
     _bound_protocol_books()
 
 
@@ -411,58 +412,6 @@ def _bound_iwant_answers() -> None:
             await handle_iwant(self, wanted, sender_peer_id)
 
     GossipSub.handle_iwant = bounded_handle_iwant  # type: ignore[method-assign]
-
-
-class _WindowedBuffer(bytearray):
-    """A yamux stream's receive buffer that takes no more than the window we gave: py-libp2p
-    logs data past it and keeps it, so a peer writing to a stream nobody reads (an
-    identify stream we answered) grew our memory without bound, 300 MiB in 2 s (round 34,
-    Y1). Data past the window is dropped (go-yamux ends the session) and logged."""
-
-    def __init__(self, muxer: Any, stream_id: int, data: bytes = b"") -> None:
-        super().__init__(data)
-        self._muxer = muxer
-        self._stream_id = stream_id
-
-    def extend(self, data: Any) -> None:
-        stream = self._muxer.streams.get(self._stream_id)
-        if stream is not None and len(data) > max(stream.recv_window, 0):
-            log.info(
-                "yamux stream %d: %d bytes past the %d-byte window dropped",
-                self._stream_id,
-                len(data),
-                stream.recv_window,
-            )
-            return
-        super().extend(data)
-
-
-class _WindowedBuffers(dict[int, bytearray]):
-    """A yamux connection's receive buffers, each a :class:`_WindowedBuffer`."""
-
-    def __init__(self, muxer: Any) -> None:
-        super().__init__()
-        self._muxer = muxer
-
-    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
-        super().__setitem__(stream_id, _WindowedBuffer(self._muxer, stream_id, bytes(buffer)))
-
-
-def _enforce_yamux_windows() -> None:
-    """Every yamux connection's receive buffers hold no more than their windows
-    (:class:`_WindowedBuffer`)."""
-    from libp2p.stream_muxer.yamux import yamux
-
-    init = yamux.Yamux.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        buffers = _WindowedBuffers(self)
-        for stream_id, buffer in self.stream_buffers.items():
-            buffers[stream_id] = buffer
-        self.stream_buffers = buffers
-
-    yamux.Yamux.__init__ = __init__  # type: ignore[method-assign]
 
 
 #: Protocols kept of one peer (ours mount about twenty), and the longest protocol id kept.

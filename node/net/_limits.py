@@ -29,6 +29,11 @@ DEFAULT_FIND_LIMIT = 20
 REFRESH_MARGIN_MS = 60_000
 #: Requests (streams, on libp2p) one peer may have open to us at once; more are refused.
 MAX_INBOUND_PER_PEER = 64
+#: Streams a peer may have opened on one connection and not yet ended, counted from the SYN
+#: (before negotiation); more are reset at once (go-yamux's ``MaxIncomingStreams``).
+MAX_INBOUND_STREAMS = 256
+#: A stream the peer opened has this long to name a protocol we serve, seconds.
+INBOUND_NEGOTIATION_TIMEOUT_S = 5
 #: Peers banned at once; a new ban past this drops the ban that ends first.
 MAX_BANS = 4096
 

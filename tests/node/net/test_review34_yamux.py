@@ -13,8 +13,9 @@ from libp2p.peer.peerdata import PeerData
 
 from node.net import _libp2p_tuning
 from node.net._libp2p_transport import peer_id_of
+from node.net._limits import INBOUND_NEGOTIATION_TIMEOUT_S, MAX_INBOUND_STREAMS
 
-from .test_libp2p_guards import node
+from .test_libp2p_guards import ECHO, echo, node
 
 HEADER = ">BBHII"  # version, type, flags, stream id, length
 DATA, SYN = 0, 1
@@ -59,3 +60,24 @@ def test_a_peers_protocol_list_is_deduplicated_and_bounded() -> None:
     assert len(kept) == len(set(kept)) == _libp2p_tuning.MAX_PEER_PROTOCOLS
     data.set_protocols(names)
     assert len(data.get_protocols()) == _libp2p_tuning.MAX_PEER_PROTOCOLS
+
+
+async def test_streams_a_peer_opens_and_never_uses_are_capped_and_timed_out() -> None:
+    """Y2: every SYN got a stream and a task that waited 10 s for a protocol; 50,000 SYNs
+    (600 KB) took a node from 121 to 315 MB. Past 256 open at once a SYN is reset, and a
+    stream naming no protocol is reset after 5 s."""
+    with trio.fail_after(60):
+        async with node(93) as victim, node(94) as stranger:
+            victim.set_handler(ECHO, echo)
+            key = await stranger.connect(victim.addresses()[0])
+            await trio.sleep(0.5)
+            muxer = stranger._host.get_network().connections[peer_id_of(key)][0].muxed_conn
+            for i in range(1_000):
+                await muxer._write_frame(_frame(SYN, 200_001 + 2 * i, b""))
+            await trio.sleep(1.5)
+            (conn,) = victim._host.get_network().connections[stranger._host.get_id()]
+            assert len(conn.muxed_conn.streams) <= MAX_INBOUND_STREAMS + 16  # before: 1,000
+            await trio.sleep(INBOUND_NEGOTIATION_TIMEOUT_S + 1)
+            assert len(conn.muxed_conn.streams) <= 16  # before: held 10 s
+            # the connection still serves its peer
+            assert await stranger.request(key, ECHO, b"hi", timeout=5) == b"hi"

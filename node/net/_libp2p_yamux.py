@@ -1,0 +1,111 @@
+"""py-libp2p's yamux, bounded against a stranger (specs/network.md, "Transport limits").
+
+- A stream's receive buffer takes no more than the window we gave it
+  (:class:`_WindowedBuffer`, round 34, Y1).
+- A connection has at most :data:`MAX_INBOUND_STREAMS` streams its peer opened being served
+  at once, from the SYN through negotiation to the handler's end: py-libp2p made a stream
+  and a task for every SYN, and each waited up to 10 s for a protocol, so one stranger's
+  50,000 SYNs (600 KB) took a node from 121 to 315 MB (round 34, Y2). A SYN past the cap is
+  reset at once (go-yamux's ``MaxIncomingStreams``); a stream that names no protocol within
+  :data:`~node.net._limits.INBOUND_NEGOTIATION_TIMEOUT_S` is reset (set in the host's
+  connection config).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ._limits import MAX_INBOUND_STREAMS
+
+log = logging.getLogger(__name__)
+
+
+def install() -> None:
+    """Patch py-libp2p's yamux muxer and swarm connections (once per process, by
+    :func:`node.net._libp2p_tuning.install`)."""
+    _enforce_windows()
+    _cap_inbound_streams()
+
+
+class _WindowedBuffer(bytearray):
+    """A yamux stream's receive buffer that takes no more than the window we gave: py-libp2p
+    logs data past it and keeps it, so a peer writing to a stream nobody reads (an
+    identify stream we answered) grew our memory without bound, 300 MiB in 2 s (round 34,
+    Y1). Data past the window is dropped (go-yamux ends the session) and logged."""
+
+    def __init__(self, muxer: Any, stream_id: int, data: bytes = b"") -> None:
+        super().__init__(data)
+        self._muxer = muxer
+        self._stream_id = stream_id
+
+    def extend(self, data: Any) -> None:
+        stream = self._muxer.streams.get(self._stream_id)
+        if stream is not None and len(data) > max(stream.recv_window, 0):
+            log.info(
+                "yamux stream %d: %d bytes past the %d-byte window dropped",
+                self._stream_id,
+                len(data),
+                stream.recv_window,
+            )
+            return
+        super().extend(data)
+
+
+class _WindowedBuffers(dict[int, bytearray]):
+    """A yamux connection's receive buffers, each a :class:`_WindowedBuffer`."""
+
+    def __init__(self, muxer: Any) -> None:
+        super().__init__()
+        self._muxer = muxer
+
+    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
+        super().__setitem__(stream_id, _WindowedBuffer(self._muxer, stream_id, bytes(buffer)))
+
+
+def _enforce_windows() -> None:
+    """Every yamux connection's receive buffers hold no more than their windows
+    (:class:`_WindowedBuffer`)."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    init = yamux.Yamux.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        buffers = _WindowedBuffers(self)
+        for stream_id, buffer in self.stream_buffers.items():
+            buffers[stream_id] = buffer
+        self.stream_buffers = buffers
+
+    yamux.Yamux.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _cap_inbound_streams() -> None:
+    """A connection serves at most :data:`MAX_INBOUND_STREAMS` streams its peer opened;
+    past that a new one is reset before it is negotiated."""
+    from libp2p.network.connection.swarm_connection import SwarmConn
+
+    from ._libp2p_inbound import reset
+
+    handle = SwarmConn._handle_muxed_stream
+
+    async def handle_muxed_stream(self: Any, muxed_stream: Any) -> None:
+        live = getattr(self, "_inbound_live", 0)
+        if live >= MAX_INBOUND_STREAMS:
+            if not getattr(self, "_inbound_capped", False):
+                self._inbound_capped = True
+                log.warning(
+                    "peer %s opened more than %d streams at once on one connection: "
+                    "its new streams are reset",
+                    getattr(self.muxed_conn, "peer_id", "?"),
+                    MAX_INBOUND_STREAMS,
+                )
+            await reset(muxed_stream)
+            return
+        self._inbound_live = live + 1
+        try:
+            await handle(self, muxed_stream)
+        finally:
+            self._inbound_live -= 1
+
+    SwarmConn._handle_muxed_stream = handle_muxed_stream  # type: ignore[method-assign]
