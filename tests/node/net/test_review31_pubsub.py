@@ -166,3 +166,64 @@ async def test_an_iwant_the_rate_limit_drops_counts_nothing() -> None:
     await gossipsub.handle_iwant(rpc_pb2.ControlIWant(messageIDs=ids), peer)  # limited
     assert sent == []
     assert len(gossipsub.iwant_request_limits[peer]["requests"]) == limit
+
+
+async def test_a_subscription_toggle_does_not_replay_the_topics_window_again(
+    monkeypatch: Any,
+) -> None:
+    """Round 32, R1: an unsubscribe spent py-libp2p's catch-up gate again, so an RPC
+    ``[unsubscribe T, subscribe T]`` of 72 bytes had T's cached window written back (16.6 MB
+    for 34 KB of toggles in one run). One catch-up per peer and topic in 30 s."""
+    from types import SimpleNamespace
+
+    from libp2p.pubsub.pubsub import Pubsub
+
+    _libp2p_tuning.install()
+    sent: list[tuple[ID, str]] = []
+
+    class Router:
+        async def send_recent_messages(self, peer: ID, topic: str) -> None:
+            sent.append((peer, topic))
+
+    topic = "aimx/test/ledger/blocks"
+    stranger, other = ID(b"\x01" * 34), ID(b"\x02" * 34)
+    pubsub = SimpleNamespace(
+        peers={stranger: None, other: None},
+        router=Router(),
+        peer_topics={topic: {stranger, other}},
+        _peer_subscription_count={stranger: 1, other: 1},
+        _replayed_recent_topics={},
+    )
+    now = [1000.0]
+    monkeypatch.setattr(_libp2p_tuning.time, "monotonic", lambda: now[0])
+    for _ in range(10):  # what handle_subscription does for each toggle
+        Pubsub._forget_subscription(pubsub, stranger, topic)  # type: ignore[arg-type]
+        pubsub.peer_topics.setdefault(topic, set()).add(stranger)
+        await Pubsub._replay_recent_messages(pubsub, stranger, topic)  # type: ignore[arg-type]
+    await Pubsub._replay_recent_messages(pubsub, other, topic)  # type: ignore[arg-type]
+    assert sent == [(stranger, topic), (other, topic)]  # the tree before: 10 for the stranger
+    now[0] += _libp2p_tuning.REPLAY_INTERVAL_S
+    Pubsub._forget_subscription(pubsub, stranger, topic)  # type: ignore[arg-type]
+    await Pubsub._replay_recent_messages(pubsub, stranger, topic)  # type: ignore[arg-type]
+    assert sent[-1] == (stranger, topic) and len(sent) == 3
+    assert len(pubsub._aimx_replays) == 1  # the other peer's expired gate was dropped
+
+
+async def test_the_catch_up_gates_are_bounded(monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    from libp2p.pubsub.pubsub import Pubsub
+
+    _libp2p_tuning.install()
+    monkeypatch.setattr(_libp2p_tuning, "MAX_REPLAY_GATES", 4)
+    sent: list[str] = []
+
+    class Router:
+        async def send_recent_messages(self, peer: ID, topic: str) -> None:
+            sent.append(topic)
+
+    peer = ID(b"\x01" * 34)
+    pubsub = SimpleNamespace(peers={peer: None}, router=Router(), _replayed_recent_topics={})
+    for i in range(6):
+        await Pubsub._replay_recent_messages(pubsub, peer, f"t{i}")  # type: ignore[arg-type]
+    assert sent == ["t0", "t1", "t2", "t3"]
