@@ -58,7 +58,11 @@ def host_of(stream: Any, peer: PeerKey) -> Hashable:
         relayed = False
     if relayed:
         return peer
-    address = _peer_ip(stream)
+    return host_of_address(_peer_ip(stream))
+
+
+def host_of_address(address: str | None) -> Hashable:
+    """The host an IP address counts as (:func:`host_of`): IPv4 whole, IPv6 by its /56."""
     if address is None:
         return ("ip", "unknown")
     try:
@@ -92,7 +96,13 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 def _peer_ip(stream: Any) -> str | None:
     """The remote IP address of ``stream``'s TCP socket (py-libp2p 0.8.1's own
     ``get_remote_address`` reads IPv4 only: an IPv6 socket's address is a 4-tuple)."""
-    obj: Any = getattr(stream, "muxed_conn", None)
+    return socket_ip(getattr(stream, "muxed_conn", None))
+
+
+def socket_ip(conn: Any) -> str | None:
+    """The remote IP address of the TCP socket under ``conn`` (a muxed, secured or raw
+    connection, or a listener's stream)."""
+    obj: Any = conn
     for _ in range(8):  # Yamux, SecureSession, Noise's reader-writer, RawConnection, ...
         if obj is None:
             return None

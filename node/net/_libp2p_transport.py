@@ -33,7 +33,7 @@ import protocol
 from ._errors import NetworkError
 from ._interface import PeerKey
 from ._libp2p_config import Libp2pConfig
-from ._limits import INBOUND_NEGOTIATION_TIMEOUT_S
+from ._limits import INBOUND_NEGOTIATION_TIMEOUT_S, INBOUND_UPGRADE_TIMEOUT_S
 
 MAX_CONNECTIONS_PER_PEER = 1
 
@@ -112,5 +112,6 @@ def build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Seque
             low_watermark=0,
             # a stream the peer opened names its protocol within this, or is reset
             inbound_stream_protocol_negotiation_timeout=INBOUND_NEGOTIATION_TIMEOUT_S,
+            inbound_upgrade_timeout=INBOUND_UPGRADE_TIMEOUT_S,
         ),
     )

@@ -35,7 +35,7 @@ from typing import Any
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 
-from . import _libp2p_yamux
+from . import _libp2p_gossip, _libp2p_handshakes, _libp2p_yamux
 from ._limits import MAX_PUBSUB_BYTES
 
 #: How long a host's own signed peer record envelope is reused.
@@ -64,8 +64,9 @@ def install() -> None:
     _find_parent_tasks_at_once()
     _bound_iwant_answers()
     _libp2p_yamux.install()
+    _libp2p_handshakes.install()
     _bound_protocol_books()
-    _gate_replays()
+    _libp2p_gossip.install()
 
 
 def _cache_envelopes() -> None:
@@ -112,6 +113,8 @@ def _cache_envelopes() -> None:
 MAX_RPC_MESSAGES = 256
 MAX_RPC_SUBSCRIPTIONS = 128
 MAX_RPC_GOSSIP_IDS = 1024
+#: GRAFTs, and PRUNEs, one RPC may carry (one per topic the node follows is what it takes).
+MAX_RPC_MESH_CONTROL = 64
 
 
 def bounded_rpc(rpc: Any) -> bool:
@@ -121,7 +124,7 @@ def bounded_rpc(rpc: Any) -> bool:
     coordinator for 14.5 s, one of 2,500 subscribe-unsubscribe pairs for 25 s (round 31,
     G2). A message over ``MAX_PUBSUB_BYTES`` was cached and forwarded before our pump
     dropped it, and an IWANT for it made us copy it thousands of times (G1); its IHAVE and
-    IWANT lists are bounded too (G4)."""
+    IWANT lists are bounded too (G4), and so are its GRAFT and PRUNE lists (round 35)."""
     if len(rpc.publish) > MAX_RPC_MESSAGES or len(rpc.subscriptions) > MAX_RPC_SUBSCRIPTIONS:
         return False
     if any(len(m.data) > MAX_PUBSUB_BYTES for m in rpc.publish):
@@ -134,6 +137,10 @@ def bounded_rpc(rpc: Any) -> bool:
             del control.ihave[:]
         if sum(len(i.messageIDs) for i in control.iwant) > MAX_RPC_GOSSIP_IDS:
             del control.iwant[:]
+        if len(control.graft) > MAX_RPC_MESH_CONTROL:
+            del control.graft[:]
+        if len(control.prune) > MAX_RPC_MESH_CONTROL:
+            del control.prune[:]
     return True
 
 
@@ -440,40 +447,3 @@ def _bound_protocol_books() -> None:
 
     PeerData.add_protocols = add_protocols  # type: ignore[method-assign]
     PeerData.set_protocols = set_protocols  # type: ignore[method-assign]
-
-
-#: A peer is sent a topic's recent messages (py-libp2p's catch-up for a new subscriber) at
-#: most once in this long, seconds, whatever it unsubscribes or reconnects meanwhile.
-REPLAY_INTERVAL_S = 30.0
-#: (peer, topic) catch-ups remembered per pubsub; when full, none is sent until one expires.
-MAX_REPLAY_GATES = 4096
-
-
-def _gate_replays() -> None:
-    """py-libp2p replays a topic's cached messages to a peer once per subscription, and an
-    unsubscribe (or a disconnect) spends the gate again: an RPC ``[unsubscribe T,
-    subscribe T]`` of 72 bytes had the whole window of T written back to its sender, 16.6 MB
-    for 34 KB of toggles in one run (round 32, R1). A catch-up is now once per
-    :data:`REPLAY_INTERVAL_S` per peer and topic (the cache's window is 5 s)."""
-    from libp2p.pubsub.pubsub import Pubsub
-
-    replay = Pubsub._replay_recent_messages
-
-    async def gated_replay(self: Any, peer_id: Any, topic: str) -> None:
-        if peer_id not in self.peers:
-            await replay(self, peer_id, topic)  # not writable yet: a no-op, gate unspent
-            return
-        gates: dict[tuple[Any, str], float] = self.__dict__.setdefault("_aimx_replays", {})
-        now = time.monotonic()
-        while gates:  # oldest first: entries are (re)inserted in time order
-            oldest = next(iter(gates))
-            if now - gates[oldest] < REPLAY_INTERVAL_S:
-                break
-            del gates[oldest]
-        key = (peer_id, topic)
-        if key in gates or len(gates) >= MAX_REPLAY_GATES:
-            return
-        gates[key] = now
-        await replay(self, peer_id, topic)
-
-    Pubsub._replay_recent_messages = gated_replay  # type: ignore[method-assign]

@@ -34,6 +34,13 @@ MAX_INBOUND_PER_PEER = 64
 MAX_INBOUND_STREAMS = 256
 #: A stream the peer opened has this long to name a protocol we serve, seconds.
 INBOUND_NEGOTIATION_TIMEOUT_S = 5
+#: Sockets in handshake (accepted, the muxer not yet started) from one host (an IP address,
+#: an IPv6 /56), and from all hosts; past the first a socket is closed, past the second it
+#: takes the place of the oldest of the host holding the most.
+MAX_HANDSHAKES_PER_HOST = 16
+MAX_HANDSHAKES = 64
+#: The longest an inbound handshake (security and muxer negotiation) may take, seconds.
+INBOUND_UPGRADE_TIMEOUT_S = 5
 #: Peers banned at once; a new ban past this drops the ban that ends first.
 MAX_BANS = 4096
 

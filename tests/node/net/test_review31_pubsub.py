@@ -18,7 +18,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.tools.anyio_service.api import Service
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
-from node.net import _libp2p_tuning
+from node.net import _libp2p_gossip, _libp2p_tuning
 from node.net._libp2p_tuning import (
     IWANT_RETRANSMISSIONS,
     MAX_IWANT_BYTES,
@@ -195,14 +195,14 @@ async def test_a_subscription_toggle_does_not_replay_the_topics_window_again(
         _replayed_recent_topics={},
     )
     now = [1000.0]
-    monkeypatch.setattr(_libp2p_tuning.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_libp2p_gossip.time, "monotonic", lambda: now[0])
     for _ in range(10):  # what handle_subscription does for each toggle
         Pubsub._forget_subscription(pubsub, stranger, topic)  # type: ignore[arg-type]
         pubsub.peer_topics.setdefault(topic, set()).add(stranger)
         await Pubsub._replay_recent_messages(pubsub, stranger, topic)  # type: ignore[arg-type]
     await Pubsub._replay_recent_messages(pubsub, other, topic)  # type: ignore[arg-type]
     assert sent == [(stranger, topic), (other, topic)]  # the tree before: 10 for the stranger
-    now[0] += _libp2p_tuning.REPLAY_INTERVAL_S
+    now[0] += _libp2p_gossip.REPLAY_INTERVAL_S
     Pubsub._forget_subscription(pubsub, stranger, topic)  # type: ignore[arg-type]
     await Pubsub._replay_recent_messages(pubsub, stranger, topic)  # type: ignore[arg-type]
     assert sent[-1] == (stranger, topic) and len(sent) == 3
@@ -215,7 +215,7 @@ async def test_the_catch_up_gates_are_bounded(monkeypatch: Any) -> None:
     from libp2p.pubsub.pubsub import Pubsub
 
     _libp2p_tuning.install()
-    monkeypatch.setattr(_libp2p_tuning, "MAX_REPLAY_GATES", 4)
+    monkeypatch.setattr(_libp2p_gossip, "MAX_REPLAY_GATES", 4)
     sent: list[str] = []
 
     class Router:

@@ -1,0 +1,83 @@
+"""Round 35: py-libp2p took one of its 300 inbound slots for every socket it accepted, before
+a byte was read, and held the slot (and a task) until the whole swarm ended, not until the
+connection did: a node took no inbound connection after its 300th, and one IP's 300 idle
+sockets refused every new peer. A slot now ends with its connection, and sockets in
+handshake are bounded per host and in all."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from node.net import _libp2p_handshakes
+from node.net._libp2p_handshakes import handshakes
+from node.net._limits import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_HOST
+
+from .test_libp2p_guards import node
+
+
+def _port(address: str) -> int:
+    parts = address.split("/")
+    return int(parts[parts.index("tcp") + 1])
+
+
+async def test_a_peer_that_left_holds_no_inbound_slot() -> None:
+    with trio.fail_after(60):
+        async with node(95) as victim:
+            slots = victim._host.get_network()._inbound_limiter
+            for i in range(6):
+                async with node(200 + i) as peer:
+                    await peer.connect(victim.addresses()[0])
+                    await trio.sleep(0.1)
+                    assert slots.borrowed_tokens >= 1
+            await trio.sleep(1)
+            assert slots.borrowed_tokens == 0  # the tree before: 6, for the node's life
+
+
+async def test_idle_sockets_from_many_hosts_leave_room_for_a_new_peer() -> None:
+    with trio.fail_after(60):
+        async with node(96) as victim, node(97) as newcomer:
+            port = _port(victim.addresses()[0])
+            sockets = []
+            try:
+                for i in range(320):  # 20 hosts of 127/8, 16 idle sockets each, no byte sent
+                    sock = trio.socket.socket()
+                    await sock.bind((f"127.0.0.{2 + i // 16}", 0))
+                    await sock.connect(("127.0.0.1", port))
+                    sockets.append(sock)
+                await trio.sleep(0.5)
+                table = handshakes(victim._host.get_network())
+                assert table.count <= MAX_HANDSHAKES
+                assert all(len(held) <= MAX_HANDSHAKES_PER_HOST for held in table.by_host.values())
+                # the tree before: every slot held for 10 s, and this dial refused
+                await newcomer.connect(victim.addresses()[0])
+                assert newcomer._host.get_id() in victim._host.get_network().connections
+            finally:
+                for sock in sockets:
+                    sock.close()
+
+
+async def test_with_every_slot_held_a_newcomer_takes_one_of_the_largest_hosts(
+    monkeypatch: Any,
+) -> None:
+    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 8)  # the sockets' hosts, as accepted
+    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    with trio.fail_after(60):
+        async with node(98) as victim, AsyncExitStack() as stack:
+            network = victim._host.get_network()
+            network._inbound_limiter.total_tokens = 4
+            first = [await stack.enter_async_context(node(210 + i)) for i in range(4)]
+            for peer in first:  # one host's four keys: every slot
+                await peer.connect(victim.addresses()[0])
+            await trio.sleep(0.3)
+            assert network._inbound_limiter.available_tokens == 0
+            newcomer = await stack.enter_async_context(node(220))
+            await newcomer.connect(victim.addresses()[0])  # the tree before: refused
+            await trio.sleep(0.3)
+            held = set(network.connections)
+            assert newcomer._host.get_id() in held
+            assert sum(p._host.get_id() in held for p in first) == 3
+            table = handshakes(network)
+            assert sorted(len(c) for c in table.connected.values()) == [1, 3]
