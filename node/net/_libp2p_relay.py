@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: A failed reservation is tried again after this long (seconds), or when the relay
 #: reconnects.
 RETRY_S = 10.0
+#: Relayed connections we take through one relay at once (its own cap per reservation
+#: is 64 too).
+MAX_RELAYED_PER_RELAY = 64
 
 StreamHandler = Callable[[Any], Awaitable[None]]
 Dial = Callable[[PeerInfo, bool], Awaitable[None]]
@@ -79,7 +82,9 @@ class Relay:
         if config.relay_service:
             roles |= RelayRole.HOP
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles))
-        host.set_stream_handler(STOP_PROTOCOL_ID, guard(self.protocol._handle_stop_stream))
+        # the protocol's service sets its own STOP handler as it starts: this one it sets
+        self.protocol._handle_stop_stream = self._serve_stop  # type: ignore[method-assign]
+        host.set_stream_handler(STOP_PROTOCOL_ID, guard(self._serve_stop))
         if config.relay_service:
             host.set_stream_handler(HOP_PROTOCOL_ID, guard(self.protocol._handle_hop_stream))
         #: Hole punching (DCUtR) on a private node: a peer reached through a relay is
@@ -93,6 +98,35 @@ class Relay:
         self.reserved: dict[str, float] = {}
         #: Reservations taken and renewed so far.
         self.taken = 0
+
+    async def _serve_stop(self, stream: Any) -> None:
+        """A relayed connection (``STOP``) is taken only from a relay holding a reservation
+        of ours, :data:`MAX_RELAYED_PER_RELAY` at most through each: py-libp2p took one from
+        any peer, for any key, and one TCP connection brought 255 connections of fresh keys
+        that no inbound bound counted (round 36, F2)."""
+        relay = stream.muxed_conn.peer_id
+        if key_of(relay) not in self.relays():
+            log.info("STOP from %s, not a relay of ours: refused", relay)
+            await stream.reset()
+            return
+        if self.relayed_through(relay) >= MAX_RELAYED_PER_RELAY:
+            log.info(
+                "STOP from %s: %d relayed connections through it already",
+                relay,
+                MAX_RELAYED_PER_RELAY,
+            )
+            await stream.reset()
+            return
+        await type(self.protocol)._handle_stop_stream(self.protocol, stream)
+
+    def relayed_through(self, relay: Any) -> int:
+        """Our open connections relayed through ``relay`` (a py-libp2p ID)."""
+        through = f"/p2p/{relay}/p2p-circuit"
+        try:
+            conns = [c for cs in self._host.get_network().connections.values() for c in cs]
+            return sum(any(through in str(a) for a in c.get_transport_addresses()) for c in conns)
+        except Exception:
+            return 0
 
     def peer_left(self, peer: Any) -> None:
         """``peer`` (a py-libp2p ID) has no connection to us left: a reservation of its at

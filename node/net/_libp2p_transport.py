@@ -97,7 +97,7 @@ def listen_addrs(config: Libp2pConfig) -> list[multiaddr.Multiaddr]:
 def build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Sequence[Any]) -> Any:
     key_pair = create_new_key_pair(bytes(key))  # the ledger key's seed: same identity
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
@@ -115,3 +115,9 @@ def build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Seque
             inbound_upgrade_timeout=INBOUND_UPGRADE_TIMEOUT_S,
         ),
     )
+    # py-libp2p's resource manager is off: a handshake or stream cancelled mid-way kept
+    # its count for good (five hosts' idle sockets cut a node off in and out: round 36,
+    # F1), and its 10,000 streams in all were one more total for strangers to take. The
+    # node's own bounds are the limits (specs/network.md, "Limits").
+    cast(Any, host.get_network()).set_resource_manager(None)
+    return host

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -14,6 +15,7 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
@@ -113,9 +115,11 @@ async def test_hostile_streams_are_rejected_counted_and_survived() -> None:
             await s.write(uvarint(500) + b"z")  # type: ignore[attr-defined]
             await _read_all(s)
             assert a.counters.requests_rejected == 4
-            # garbage on a libp2p-internal protocol (the relay's stop handler)
+            # garbage on a libp2p-internal protocol (the relay's stop handler, which resets a
+            # stream from a peer that is no relay of ours, maybe before the write)
             s = await _raw_stream(b, a, "/libp2p/circuit/relay/0.2.0/stop")
-            await s.write(b"\x05garbage-garbage")  # type: ignore[attr-defined]
+            with contextlib.suppress(StreamReset):
+                await s.write(b"\x05garbage-garbage")  # type: ignore[attr-defined]
             await _read_all(s)
             # the host still serves
             assert await b.request(a.local_peer, ECHO, b"still here") == b"still here"

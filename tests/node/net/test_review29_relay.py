@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import trio
-from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 
@@ -166,3 +167,33 @@ async def test_the_host_holding_the_most_gives_up_its_newest_place() -> None:
     assert reservations.held_by_host(a) == 1 and reservations.evicted == 4
     reservations.forget(peer_id_of(pub(key("c"))))
     assert take("a2", a) and held() == {"a1", "a2", "b1", "d"}
+
+
+async def _stop(attacker: Any, victim: Any) -> Any:
+    """A STOP CONNECT from ``attacker`` (acting as a relay) to ``victim``: its status, or
+    None when the stream was refused."""
+    try:
+        stream = await attacker._host.new_stream(victim._host.get_id(), [STOP_PROTOCOL_ID])
+        message = StopMessage(type=StopMessage.CONNECT)
+        message.peer.id = attacker._host.get_id().to_bytes()
+        await write_delimited_msg(stream, message)
+        with trio.fail_after(5):
+            return (await read_delimited_msg(stream, StopMessage)).status
+    except Exception:
+        return None
+
+
+async def test_a_relayed_connection_is_taken_only_from_a_relay_of_ours() -> None:
+    """Round 36, F2: every node took a relayed connection (STOP) from any peer, for any key:
+    one TCP connection brought 255 connections of fresh keys that no inbound bound
+    counted. Now only from a relay holding a reservation of ours."""
+    with trio.fail_after(40):
+        async with node(61, relay_service=True) as relay:
+            bootstrap = relay.addresses()[:1]
+            async with (
+                node(62, bootstrap=bootstrap, reachability=Reachability.PRIVATE) as private,
+                node(63) as stranger,
+            ):
+                await stranger.connect(private.addresses()[0])
+                assert await _stop(stranger, private) is None  # the tree before: 100 (OK)
+                assert await _stop(relay, private) == OK  # our relay: answered

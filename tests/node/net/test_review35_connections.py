@@ -81,3 +81,26 @@ async def test_with_every_slot_held_a_newcomer_takes_one_of_the_largest_hosts(
             assert sum(p._host.get_id() in held for p in first) == 3
             table = handshakes(network)
             assert sorted(len(c) for c in table.connected.values()) == [1, 3]
+
+
+async def test_handshakes_cut_short_leave_the_node_free_to_connect_in_and_out() -> None:
+    """Round 36, F1: a full handshake table cut the oldest by cancelling py-libp2p's upgrade,
+    whose resource manager then kept the connection counted for good; five hosts' idle
+    sockets (0 bytes) cut the node off, in and out, until it restarted."""
+    with trio.fail_after(120):
+        async with node(99) as victim, node(230) as newcomer, node(231) as other:
+            port = _port(victim.addresses()[0])
+            for _ in range(60):  # 80 idle sockets from 5 hosts: 16 cut short a round
+                sockets = []
+                for i in range(80):
+                    sock = trio.socket.socket()
+                    await sock.bind((f"127.0.0.{2 + i // 16}", 0))
+                    await sock.connect(("127.0.0.1", port))
+                    sockets.append(sock)
+                await trio.sleep(0.05)
+                for sock in sockets:
+                    sock.close()
+            await trio.sleep(0.5)
+            assert handshakes(victim._host.get_network()).count == 0
+            await newcomer.connect(victim.addresses()[0])  # the tree before: refused
+            await victim.connect(other.addresses()[0])  # and so was this dial out
