@@ -12,9 +12,10 @@ reopened). Here:
   in handshake (from accept to the muxer's start); more are closed at once;
 - all hosts together have at most :data:`MAX_HANDSHAKES`; a socket past that takes the
   place of the oldest of the host holding the most, whose handshake is cut short;
-- with every slot held, a newcomer takes the slot of the newest connection of the host
-  holding the most connections, if that host holds at least two more than the newcomer's
-  (fresh keys from one host, each completing its handshake, held every slot);
+- with every slot held, a newcomer is let in (8 at once), and once its handshake is done
+  takes the slot of the newest connection of the host holding the most connections, if
+  that host holds at least two more than the newcomer's (fresh keys from one host, each
+  completing its handshake, held every slot), else it is closed;
 - a handshake lasts at most ``INBOUND_UPGRADE_TIMEOUT_S`` (the host's connection config);
 - a multistream-select message, which every handshake and every stream starts with, is at
   most :data:`MAX_MULTISTREAM_MESSAGE` bytes.
@@ -23,14 +24,14 @@ reopened). Here:
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
 from ._libp2p_inbound import host_of_address, socket_ip
+from ._libp2p_logging import Tally
 from ._limits import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_HOST
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,57 @@ class _Inbound:
         self.upgraded = trio.Event()
         self.ended = trio.Event()
         self.muxed: Any = None
+        self.newcomer = False
 
 
-class Handshakes:
+class _Entry(Protocol):
+    host: Hashable
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+class HostShares(Generic[E]):
+    """Entries (sockets, streams) held at once: at most ``per_host`` a host and ``total`` in
+    all, by host, oldest first; a full table gives a newcomer the place of the oldest of
+    the host holding the most."""
+
+    def __init__(self, per_host: int, total: int) -> None:
+        self.per_host = per_host
+        self.total = total
+        self.by_host: dict[Hashable, list[E]] = {}
+        self.count = 0
+
+    def admit(self, entry: E) -> tuple[bool, E | None]:
+        """Count ``entry``, unless its host already has its share; and the entry it takes
+        the place of when the table is full, no longer counted, for the caller to end."""
+        if len(self.by_host.get(entry.host, ())) >= self.per_host:
+            return False, None
+        evicted = None
+        if self.count >= self.total:
+            evicted = max(self.by_host.values(), key=len)[0]
+            self.leave(evicted)
+        self.by_host.setdefault(entry.host, []).append(entry)
+        self.count += 1
+        return True, evicted
+
+    def leave(self, entry: E) -> None:
+        held = self.by_host.get(entry.host)
+        if held is None or entry not in held:
+            return
+        held.remove(entry)
+        self.count -= 1
+        if not held:
+            del self.by_host[entry.host]
+
+
+class Handshakes(HostShares[_Inbound]):
     """A swarm's sockets in handshake, and its inbound connections, by host, oldest first."""
 
     def __init__(self) -> None:
-        self.by_host: dict[Hashable, list[_Inbound]] = {}
-        self.count = 0
+        super().__init__(MAX_HANDSHAKES_PER_HOST, MAX_HANDSHAKES)
         self.connected: dict[Hashable, list[_Inbound]] = {}
+        self.newcomers = 0
 
     def upgraded(self, entry: _Inbound) -> None:
         """``entry``'s handshake is done: it holds a connection now."""
@@ -82,56 +125,8 @@ class Handshakes:
             return None
         return largest[-1]
 
-    def admit(self, entry: _Inbound) -> tuple[bool, _Inbound | None]:
-        """Count ``entry`` in handshake, unless its host already has its share; and the
-        handshake it takes the place of when the table is full (the oldest of the host
-        holding the most), no longer counted, for the caller to close."""
-        if len(self.by_host.get(entry.host, ())) >= MAX_HANDSHAKES_PER_HOST:
-            return False, None
-        evicted = None
-        if self.count >= MAX_HANDSHAKES:
-            evicted = max(self.by_host.values(), key=len)[0]
-            self.leave(evicted)
-        self.by_host.setdefault(entry.host, []).append(entry)
-        self.count += 1
-        return True, evicted
 
-    def leave(self, entry: _Inbound) -> None:
-        held = self.by_host.get(entry.host)
-        if held is None or entry not in held:
-            return
-        held.remove(entry)
-        self.count -= 1
-        if not held:
-            del self.by_host[entry.host]
-
-
-class _Tally:
-    """Log lines about refused sockets, at most one a kind every :data:`LOG_EVERY_S`,
-    with the count since the last and the last host: a line per socket was 73,094 lines
-    in 30 s from one host (round 36, F4)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.last: dict[str, float] = {}
-
-    def note(self, what: str, host: Hashable) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-        now = time.monotonic()
-        if now - self.last.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
-            log.info(
-                "%d %s since the last such line (at most one in %g s), the last from %s",
-                self.counts[what],
-                what,
-                LOG_EVERY_S,
-                host,
-            )
-            self.counts[what] = 0
-            self.last[what] = now
-
-
-LOG_EVERY_S = 10.0
-_LOG = _Tally()
+_LOG = Tally(log)
 
 #: Each swarm's table, and each accepted socket's entry (by its listener stream).
 _TABLES: weakref.WeakKeyDictionary[Any, Handshakes] = weakref.WeakKeyDictionary()
@@ -162,23 +157,56 @@ async def _end_with_connection(entry: _Inbound, scope: trio.CancelScope) -> None
     scope.cancel()
 
 
-async def _make_room(table: Handshakes, host: Hashable) -> None:
-    """Every inbound slot is held: a newcomer from ``host`` takes the newest connection of
-    the host holding the most, if that host holds at least two more than its own (fresh
-    keys from one host held all 300)."""
-    victim = table.room_for(host)
-    if victim is None:
-        return
-    table.ended(victim)
-    _LOG.note("connections closed for newcomers (every inbound slot held)", victim.host)
+#: Newcomers let in past a full slot table at once, each to take a connection once its
+#: handshake is done.
+MAX_NEWCOMERS = 8
+
+
+def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
+    """Every inbound slot is held, and a connection could be taken for ``entry``'s host: let
+    it in on a slot of its own; whose connection it takes is decided once its handshake is
+    done (:func:`_take_for`). Decided at once, a socket that sent nothing took one, and one
+    address cut an honest host from 6 connections to 1 (round 37, N1)."""
+    swarm._inbound_limiter.total_tokens += 1
+    table.newcomers += 1
+    entry.newcomer = True
+
+
+def _let_in_done(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
+    if entry.newcomer:
+        entry.newcomer = False
+        table.newcomers -= 1
+        swarm._inbound_limiter.total_tokens -= 1
+
+
+async def _close_connection(entry: _Inbound, *, wait: bool) -> None:
+    """Close ``entry``'s connection and end its listener task (waited for if ``wait``:
+    not from that task itself)."""
     with trio.CancelScope(shield=True), trio.move_on_after(1):
         try:
-            await victim.muxed.close()
+            await entry.muxed.close()
         except Exception:
             log.debug("closing a connection for a newcomer failed", exc_info=True)
-        if victim.scope is not None:
-            victim.scope.cancel()
-        await victim.ended.wait()
+        if entry.scope is not None:
+            entry.scope.cancel()
+        if wait:
+            await entry.ended.wait()
+
+
+async def _take_for(table: Handshakes, newcomer: _Inbound) -> None:
+    """``newcomer``'s handshake is done with every slot held: it takes the newest
+    connection of the host holding the most, if that host still holds at least two more
+    than its own (fresh keys from one host held all 300), else it is closed itself."""
+    victim = table.room_for(newcomer.host)
+    table.upgraded(newcomer)
+    if victim is None:
+        _LOG.note("newcomers closed (every inbound slot held)", newcomer.host)
+        table.ended(newcomer)
+        await _close_connection(newcomer, wait=False)  # we are its listener task
+        return
+    _LOG.note("connections closed for newcomers (every inbound slot held)", victim.host)
+    table.ended(victim)
+    await _close_connection(victim, wait=True)
 
 
 def install() -> None:
@@ -205,14 +233,19 @@ def install() -> None:
             return
         _ENTRIES[stream] = entry
         try:
-            if self._inbound_limiter.available_tokens == 0:
-                await _make_room(table, entry.host)
+            if (
+                self._inbound_limiter.available_tokens == 0
+                and table.newcomers < MAX_NEWCOMERS
+                and table.room_for(entry.host) is not None
+            ):
+                _let_in(self, table, entry)
             async with trio.open_nursery() as nursery:
                 entry.scope = nursery.cancel_scope
                 nursery.start_soon(_end_with_connection, entry, nursery.cancel_scope)
                 await handle(self, stream, maddr)
                 nursery.cancel_scope.cancel()
         finally:
+            _let_in_done(self, table, entry)  # its handshake failed, if still let in
             table.ended(entry)
             entry.ended.set()
             _ENTRIES.pop(stream, None)
@@ -222,8 +255,14 @@ def install() -> None:
         entry = _ENTRIES.get(getattr(raw_conn, "stream", None))
         if entry is not None:  # a listener's socket (not a relayed one): its handshake is over
             entry.muxed = muxed
-            handshakes(self).upgraded(entry)
-            entry.upgraded.set()
+            table = handshakes(self)
+            if entry.newcomer:
+                _let_in_done(self, table, entry)
+                entry.upgraded.set()
+                await _take_for(table, entry)
+            else:
+                table.upgraded(entry)
+                entry.upgraded.set()
         return muxed
 
     _bound_multistream_messages()

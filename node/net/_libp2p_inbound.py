@@ -27,11 +27,12 @@ import protocol
 
 from ._fair_slots import FairSlots
 from ._interface import NetworkCounters, PeerKey
-from ._libp2p_logging import Serving, serving_peer
+from ._libp2p_logging import Serving, Tally, serving_peer
 from ._libp2p_transport import key_of
 from ._limits import MAX_INBOUND_PER_PEER
 
 log = logging.getLogger(__name__)
+_TALLY = Tally(log)
 
 StreamHandler = Callable[[Any], Awaitable[None]]
 
@@ -220,12 +221,7 @@ class InboundGuard:
                 return
             if self._streams_of.get(peer, 0) >= MAX_INBOUND_PER_PEER:
                 self._counters.requests_rejected += 1
-                log.info(
-                    "refused a stream on %s from peer %s: %d of its streams are open",
-                    protocol_id,
-                    name,
-                    MAX_INBOUND_PER_PEER,
-                )
+                _TALLY.note(f"streams refused (their peer had {MAX_INBOUND_PER_PEER} open)", name)
                 await reset(stream)
                 return
             shared = self._slots.get(protocol_id)
@@ -261,7 +257,7 @@ class InboundGuard:
                         await reset(stream)
             except Exception as exc:
                 self._counters.requests_rejected += 1
-                log.info("a stream on %s from peer %s failed: %r", protocol_id, name, exc)
+                _TALLY.note(f"streams on {protocol_id} failed", f"{name} ({exc!r:.200})")
                 await reset(stream)
                 self._misbehaved(peer, f"broke {protocol_id}: {exc!r}"[:300])
             finally:

@@ -91,3 +91,33 @@ def route_libp2p_logs(level: int = logging.WARNING, interval: float = 60.0) -> N
     root.addHandler(_Forward(interval))
     root.setLevel(level)
     root.propagate = False
+
+
+#: A :class:`Tally` writes a kind of line at most once in this long, seconds.
+LOG_EVERY_S = 10.0
+
+
+class Tally:
+    """Log lines about what a peer made us refuse, at most one a kind every
+    :data:`LOG_EVERY_S`, with the count since the last and the last peer or host: a line
+    per refused socket was 73,094 lines in 30 s from one host (round 36, F4), a line per
+    refused stream 3,344 in 10 s from one connection (round 37, N2)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.counts: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+
+    def note(self, what: str, who: object) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        now = time.monotonic()
+        if now - self.last.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self.logger.info(
+                "%d %s since the last such line (at most one in %g s), the last from %s",
+                self.counts[what],
+                what,
+                LOG_EVERY_S,
+                who,
+            )
+            self.counts[what] = 0
+            self.last[what] = now

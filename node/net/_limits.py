@@ -32,6 +32,10 @@ MAX_INBOUND_PER_PEER = 64
 #: Streams a peer may have opened on one connection and not yet ended, counted from the SYN
 #: (before negotiation); more are reset at once (go-yamux's ``MaxIncomingStreams``).
 MAX_INBOUND_STREAMS = 256
+#: Streams our peers opened and that are naming their protocol, from one host (all its
+#: connections) and from all hosts; past the second the oldest of the largest host is reset.
+MAX_NEGOTIATING_PER_HOST = 256
+MAX_NEGOTIATING = 2048
 #: A stream the peer opened has this long to name a protocol we serve, seconds.
 INBOUND_NEGOTIATION_TIMEOUT_S = 5
 #: Sockets in handshake (accepted, the muxer not yet started) from one host (an IP address,

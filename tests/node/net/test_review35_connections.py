@@ -104,3 +104,36 @@ async def test_handshakes_cut_short_leave_the_node_free_to_connect_in_and_out() 
             assert handshakes(victim._host.get_network()).count == 0
             await newcomer.connect(victim.addresses()[0])  # the tree before: refused
             await victim.connect(other.addresses()[0])  # and so was this dial out
+
+
+async def test_with_every_slot_held_a_socket_that_sends_nothing_takes_no_connection(
+    monkeypatch: Any,
+) -> None:
+    """Round 37, N1: the newcomer's rule fired as a socket was accepted: 8 idle sockets
+    from one address cut an honest host from 6 connections to 1. A newcomer is let in now,
+    and takes a connection only once its handshake is done."""
+    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 100)
+    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    with trio.fail_after(60):
+        async with node(100) as victim, AsyncExitStack() as stack:
+            network = victim._host.get_network()
+            network._inbound_limiter.total_tokens = 4
+            first = [await stack.enter_async_context(node(240 + i)) for i in range(4)]
+            for peer in first:
+                await peer.connect(victim.addresses()[0])
+            await trio.sleep(0.3)
+            port = _port(victim.addresses()[0])
+            sockets = []
+            try:
+                for _ in range(8):
+                    sock = trio.socket.socket()
+                    await sock.connect(("127.0.0.1", port))
+                    sockets.append(sock)
+                await trio.sleep(0.5)
+                held = set(network.connections)
+                assert all(p._host.get_id() in held for p in first)  # the tree before: 1 left
+            finally:
+                for sock in sockets:
+                    sock.close()
+            await trio.sleep(0.3)
+            assert network._inbound_limiter.total_tokens == 4  # the newcomers' places given back
