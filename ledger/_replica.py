@@ -48,6 +48,8 @@ class Replica:
         self.sources: list[bytes] = []
         self._next_source = 0
         self._next_sync_ms: int | None = None
+        #: Our height at the last poll: a replica that advanced since needs no poll.
+        self._height_at_poll: int | None = None
         self._best_seen: dict[bytes, int] = {}
 
     def add_source(self, peer: bytes) -> None:
@@ -95,12 +97,18 @@ class Replica:
         return []
 
     def tick(self, now_ms: int) -> list[Effect]:
-        """Poll a source for new blocks every ``sync_interval_ms`` (round robin)."""
+        """Poll a source for new blocks every ``sync_interval_ms`` (round robin), unless
+        our height went up since the last round: announced blocks keep the replica at the
+        head, and a gap in them starts a fetch by itself (:meth:`on_blocks`). A replica
+        that made no progress for a whole interval (announcements lost, a store fault that
+        took it back) polls at once, so a stall is noticed within two intervals at most."""
         if self._next_sync_ms is not None and now_ms < self._next_sync_ms:
             return [SetTimer(self._next_sync_ms)]
         self._next_sync_ms = now_ms + self.sync_interval_ms
+        advanced = self._height_at_poll is not None and self.state.height > self._height_at_poll
+        self._height_at_poll = self.state.height
         effects: list[Effect] = []
-        if self.sources:
+        if self.sources and not advanced:
             peer = self.sources[self._next_source % len(self.sources)]
             self._next_source += 1
             effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))

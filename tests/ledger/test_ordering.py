@@ -263,3 +263,22 @@ def test_replica_rejects_bad_block_keeps_state_and_records_equivocation() -> Non
     assert r.state is before
     r.on_blocks(peer, blocks[2:])
     assert r.state.height == 3
+
+
+def test_replica_polls_only_when_announced_blocks_stopped() -> None:
+    """A replica whose height went up since its last poll (announced blocks) skips the
+    next poll; one that made no progress over an interval polls, and so does one that went
+    back (a store fault)."""
+    s, blocks = chain_of(4)
+    peer = pub(key("peer"))
+    r = ledger.Replica(s, sync_interval_ms=200)
+    r.add_source(peer)
+    fetch = ledger.FetchBlocks
+    assert r.tick(0) == [fetch(peer, 1, 64), ledger.SetTimer(200)]
+    assert r.tick(100) == [ledger.SetTimer(200)]
+    r.on_blocks(peer, blocks[0:1])  # announced
+    assert r.tick(200) == [ledger.SetTimer(400)]  # progress: no poll
+    assert r.tick(400) == [fetch(peer, 2, 64), ledger.SetTimer(600)]  # none: poll
+    r.on_blocks(peer, blocks[1:3])
+    r.state = s  # the store refused the blocks: back to its height
+    assert r.tick(600) == [fetch(peer, 1, 64), ledger.SetTimer(800)]
