@@ -159,6 +159,9 @@ class Sync:
         """One batch from ``effect.peer``; ``None`` (counted against it) if it failed."""
         service = self._service
         request = protocol.pack([effect.from_height, effect.limit])
+        # the head the peer claimed before we asked: one it claims while the answer is on
+        # its way (its next block, announced) is no lie of an answer made before it
+        claimed = service.replica.head_of(effect.peer)
         try:
             with trio.fail_after(FETCH_TIMEOUT_S):
                 response = await service.net.request(
@@ -186,9 +189,7 @@ class Sync:
                 effect.peer, f"fetching blocks failed: {str(exc) or type(exc).__name__}"
             )
             return None
-        fault = answer_fault(
-            head, blocks, service.state.height, service.replica.head_of(effect.peer)
-        )
+        fault = answer_fault(head, blocks, service.state.height, claimed)
         if fault is not None:
             service.misbehaved(effect.peer, fault)
             return None

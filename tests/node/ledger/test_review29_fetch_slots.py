@@ -140,6 +140,26 @@ async def test_an_answer_below_the_head_a_peer_claimed_is_counted() -> None:
         assert service.replica.head_of(pub(COORD)) == HUGE
 
 
+async def test_a_head_claimed_while_the_answer_is_on_its_way_does_not_blame_it() -> None:
+    """The answer is checked against the head the peer claimed before we asked: a source
+    that produced (and announced) its next block while its answer was on the way was
+    counted as lying (seen on a loaded bench: "answers head 111 below the head 113")."""
+    hub = MemoryHub(CHAIN, rng=random.Random(3))
+    async with hub.open(key("replica")) as net, hub.open(COORD) as coord_net:
+        service = LedgerService(net, genesis(), sources=[pub(COORD)])
+
+        async def answer_then_announce(peer: bytes, request: bytes) -> bytes:
+            service.replica.on_head(pub(COORD), 2)  # block 2 announced meanwhile
+            return protocol.pack([0, []])
+
+        coord_net.set_handler(BLOCKS_PROTOCOL, answer_then_announce)
+        assert await service.sync.fetch(ledger.FetchBlocks(pub(COORD), 1, 64)) == []
+        assert pub(COORD) not in service.counters.misbehaving
+        # claimed before the request: still a lie
+        assert await service.sync.fetch(ledger.FetchBlocks(pub(COORD), 1, 64)) is None
+        assert service.counters.misbehaving[pub(COORD)] == 1
+
+
 Attack = Callable[[MemoryNetwork, LedgerService], Awaitable[None]]
 
 
