@@ -59,6 +59,17 @@ async def test_idle_sockets_from_many_hosts_leave_room_for_a_new_peer() -> None:
                     sock.close()
 
 
+async def _four_keys_in_four_slots(victim: Any, stack: AsyncExitStack, first_key: int) -> Any:
+    """``victim`` given 4 inbound slots, and 4 keys connected to it (its first host's)."""
+    network = victim._host.get_network()
+    network._inbound_limiter.total_tokens = 4
+    first = [await stack.enter_async_context(node(first_key + i)) for i in range(4)]
+    for peer in first:
+        await peer.connect(victim.addresses()[0])
+    await trio.sleep(0.3)
+    return network, first
+
+
 async def test_with_every_slot_held_a_newcomer_takes_one_of_the_largest_hosts(
     monkeypatch: Any,
 ) -> None:
@@ -66,12 +77,7 @@ async def test_with_every_slot_held_a_newcomer_takes_one_of_the_largest_hosts(
     monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
     with trio.fail_after(60):
         async with node(98) as victim, AsyncExitStack() as stack:
-            network = victim._host.get_network()
-            network._inbound_limiter.total_tokens = 4
-            first = [await stack.enter_async_context(node(210 + i)) for i in range(4)]
-            for peer in first:  # one host's four keys: every slot
-                await peer.connect(victim.addresses()[0])
-            await trio.sleep(0.3)
+            network, first = await _four_keys_in_four_slots(victim, stack, 210)
             assert network._inbound_limiter.available_tokens == 0
             newcomer = await stack.enter_async_context(node(220))
             await newcomer.connect(victim.addresses()[0])  # the tree before: refused
@@ -116,12 +122,7 @@ async def test_with_every_slot_held_a_socket_that_sends_nothing_takes_no_connect
     monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
     with trio.fail_after(60):
         async with node(100) as victim, AsyncExitStack() as stack:
-            network = victim._host.get_network()
-            network._inbound_limiter.total_tokens = 4
-            first = [await stack.enter_async_context(node(240 + i)) for i in range(4)]
-            for peer in first:
-                await peer.connect(victim.addresses()[0])
-            await trio.sleep(0.3)
+            network, first = await _four_keys_in_four_slots(victim, stack, 240)
             port = _port(victim.addresses()[0])
             sockets = []
             try:
