@@ -24,10 +24,14 @@ its own:
   backoff whenever not connected and past py-libp2p's negative cache, the peers
   remembered from the last run;
 - logs: py-libp2p's lines written while serving a peer's stream name the peer;
-- relay (:mod:`._libp2p_relay`): reservations when private;
+- relay (:mod:`._libp2p_relay`): reservations when private; relayed connections only
+  from our relays;
 - py-libp2p's logs go through ours (:func:`route_libp2p_logs`), its per-message costs
   are cut (:mod:`._libp2p_tuning`), and a per-stream leak of its yamux is closed
-  (:mod:`._libp2p_leaks`).
+  (:mod:`._libp2p_leaks`);
+- what a stranger could make py-libp2p hold is bounded: inbound connections and sockets
+  in handshake (:mod:`._libp2p_handshakes`), yamux streams and their buffers
+  (:mod:`._libp2p_yamux`), GossipSub control and catch-ups (:mod:`._libp2p_gossip`).
 
 This module wires them into one network, and owns connections (connect and disconnect
 events, bans) and shutdown: our tasks, then pubsub (``seen_messages.stop()``), DHT, relay,
