@@ -296,7 +296,13 @@ def _bound_peer_records() -> None:
         return bool(consume(self, envelope, ttl))
 
     def add_addrs(self: Any, addrs: Any) -> None:
-        known = set(self.addrs)
+        # the set is kept with the list (py-libp2p adds identify's addresses one call
+        # each: a set built per call made 1,000 addresses cost 500,000 hashes, 80 ms of
+        # loop a message; round 38, M1); rebuilt when the list was replaced or changed
+        kept = self.__dict__.get("_aimx_addrs")
+        if kept is None or kept[0] is not self.addrs or len(kept[1]) != len(self.addrs):
+            kept = self._aimx_addrs = (self.addrs, set(self.addrs))
+        known = kept[1]
         for addr in addrs:
             if addr not in known:
                 known.add(addr)
@@ -304,6 +310,27 @@ def _bound_peer_records() -> None:
 
     PeerStore.consume_peer_record = consume_peer_record  # type: ignore[method-assign]
     PeerData.add_addrs = add_addrs  # type: ignore[method-assign]
+    _bound_identify_addrs()
+
+
+def _bound_identify_addrs() -> None:
+    """An identify answer or push may carry 1,000 listen addresses, each stored (round 38,
+    M1: 96 pushes of 1,000 from 24 keys froze a node's loop 1.9 s and left 24,000
+    addresses behind): its first :data:`MAX_RECORD_ADDRS` are kept, as for a signed
+    record."""
+    import libp2p.host.basic_host as basic_host
+    import libp2p.identity.identify_push.identify_push as identify_push
+    import libp2p.identity.update as update
+
+    original = update.update_peerstore_from_identify
+
+    async def bounded(peerstore: Any, peer_id: Any, identify_msg: Any) -> None:
+        if len(identify_msg.listen_addrs) > MAX_RECORD_ADDRS:
+            del identify_msg.listen_addrs[MAX_RECORD_ADDRS:]
+        await original(peerstore, peer_id, identify_msg)
+
+    for module in (update, identify_push, basic_host):
+        module.update_peerstore_from_identify = bounded  # type: ignore[attr-defined]
 
 
 def protect_connected(host: Any) -> None:
