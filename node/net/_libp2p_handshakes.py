@@ -12,7 +12,7 @@ reopened). Here:
   in handshake (from accept to the muxer's start); more are closed at once;
 - all hosts together have at most :data:`MAX_HANDSHAKES`; a socket past that takes the
   place of the oldest of the host holding the most, whose handshake is cut short;
-- with every slot held, a newcomer is let in (8 at once), and once its handshake is done
+- with every slot held, a newcomer is let in (8 at once, 2 a host), and once its handshake is done
   takes the slot of the newest connection of the host holding the most connections, if
   that host holds at least two more than the newcomer's (fresh keys from one host, each
   completing its handshake, held every slot), else it is closed;
@@ -98,7 +98,7 @@ class Handshakes(HostShares[_Inbound]):
     def __init__(self) -> None:
         super().__init__(MAX_HANDSHAKES_PER_HOST, MAX_HANDSHAKES)
         self.connected: dict[Hashable, list[_Inbound]] = {}
-        self.newcomers = 0
+        self.newcomers: dict[Hashable, int] = {}
 
     def upgraded(self, entry: _Inbound) -> None:
         """``entry``'s handshake is done: it holds a connection now."""
@@ -160,6 +160,9 @@ async def _end_with_connection(entry: _Inbound, scope: trio.CancelScope) -> None
 #: Newcomers let in past a full slot table at once, each to take a connection once its
 #: handshake is done.
 MAX_NEWCOMERS = 8
+#: ... and from one host (8 idle sockets from one address held all 8 places for 5 s while
+#: a newcomer from another host was refused: round 38, M3).
+MAX_NEWCOMERS_PER_HOST = 2
 
 
 def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
@@ -168,14 +171,16 @@ def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
     done (:func:`_take_for`). Decided at once, a socket that sent nothing took one, and one
     address cut an honest host from 6 connections to 1 (round 37, N1)."""
     swarm._inbound_limiter.total_tokens += 1
-    table.newcomers += 1
+    table.newcomers[entry.host] = table.newcomers.get(entry.host, 0) + 1
     entry.newcomer = True
 
 
 def _let_in_done(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
     if entry.newcomer:
         entry.newcomer = False
-        table.newcomers -= 1
+        left = table.newcomers.pop(entry.host) - 1
+        if left:
+            table.newcomers[entry.host] = left
         swarm._inbound_limiter.total_tokens -= 1
 
 
@@ -235,7 +240,8 @@ def install() -> None:
         try:
             if (
                 self._inbound_limiter.available_tokens == 0
-                and table.newcomers < MAX_NEWCOMERS
+                and sum(table.newcomers.values()) < MAX_NEWCOMERS
+                and table.newcomers.get(entry.host, 0) < MAX_NEWCOMERS_PER_HOST
                 and table.room_for(entry.host) is not None
             ):
                 _let_in(self, table, entry)

@@ -33,7 +33,12 @@ import protocol
 from ._errors import NetworkError
 from ._interface import PeerKey
 from ._libp2p_config import Libp2pConfig
-from ._limits import INBOUND_NEGOTIATION_TIMEOUT_S, INBOUND_UPGRADE_TIMEOUT_S
+from ._limits import (
+    INBOUND_NEGOTIATION_TIMEOUT_S,
+    INBOUND_UPGRADE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_INBOUND_CONNECTIONS,
+)
 
 MAX_CONNECTIONS_PER_PEER = 1
 
@@ -106,6 +111,8 @@ def build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Seque
         # one connection per peer (ends the 250 ms dial wait early); no auto-dialing of
         # every known peer to keep 50 connections: bootstrap and lookups connect as needed
         connection_config=ConnectionConfig(
+            max_connections=MAX_CONNECTIONS,
+            high_watermark=MAX_CONNECTIONS,  # py-libp2p prunes connections above it
             max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
             dial_timeout=config.dial_timeout,
             min_connections=0,
@@ -119,5 +126,15 @@ def build_host(key: nacl.signing.SigningKey, config: Libp2pConfig, listen: Seque
     # its count for good (five hosts' idle sockets cut a node off in and out: round 36,
     # F1), and its 10,000 streams in all were one more total for strangers to take. The
     # node's own bounds are the limits (specs/network.md, "Limits").
-    cast(Any, host.get_network()).set_resource_manager(None)
+    swarm = cast(Any, host.get_network())
+    swarm.set_resource_manager(None)
+    # inbound connections are a share of all: the rest are the node's own dials
+    swarm._inbound_limiter.total_tokens = MAX_INBOUND_CONNECTIONS
+    # py-libp2p's auto-connector dials peers of the peer store until the midpoint of the
+    # watermarks (150 of them with the defaults): bootstrap and lookups connect as needed
+    swarm.auto_connector.maybe_connect = _no_auto_dials
     return host
+
+
+async def _no_auto_dials() -> None:
+    return None

@@ -38,6 +38,11 @@ MAX_NEGOTIATING_PER_HOST = 256
 MAX_NEGOTIATING = 2048
 #: A stream the peer opened has this long to name a protocol we serve, seconds.
 INBOUND_NEGOTIATION_TIMEOUT_S = 5
+#: Connections a node holds at once, and of them the inbound ones (py-libp2p counts both
+#: against one limit, 300 by default, which also sized its inbound slots: 300 inbound
+#: connections left a node unable to dial out, round 38, H1).
+MAX_CONNECTIONS = 600
+MAX_INBOUND_CONNECTIONS = 300
 #: Sockets in handshake (accepted, the muxer not yet started) from one host (an IP address,
 #: an IPv6 /56), and from all hosts; past the first a socket is closed, past the second it
 #: takes the place of the oldest of the host holding the most.

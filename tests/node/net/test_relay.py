@@ -169,3 +169,20 @@ async def test_a_restarted_relay_gets_the_reservation_again() -> None:
                     async with node(3, bootstrap=(address,)) as outsider:
                         got = await outsider.request(private.local_peer, ECHO, b"again", timeout=15)
                         assert got == b"again"
+
+
+async def test_connections_relayed_through_a_relay_are_counted_by_it() -> None:
+    """Round 38, M2: the bound of 64 relayed connections through one relay counted them by
+    their addresses, which name us, not the relay: it never held."""
+    with trio.fail_after(40):
+        async with node(1, relay_service=True, reachability=Reachability.PUBLIC) as relay:
+            bootstrap = relay.addresses()[:1]
+            async with node(
+                2, listen=(), bootstrap=bootstrap, reachability=Reachability.PRIVATE
+            ) as private:
+                private.set_handler(ECHO, echo)
+                assert private._relay.relayed_through(relay._host.get_id()) == 0
+                async with node(3, bootstrap=bootstrap) as outsider:
+                    await outsider.request(private.local_peer, ECHO, b"hello", timeout=15)
+                    assert private._relay.relayed_through(relay._host.get_id()) == 1
+                    assert private._relay.relayed_through(outsider._host.get_id()) == 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from node.net import _libp2p_handshakes
+from node.net import _libp2p_handshakes, _libp2p_transport
 from node.net._libp2p_handshakes import handshakes
 from node.net._limits import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_HOST
 
@@ -138,3 +138,49 @@ async def test_with_every_slot_held_a_socket_that_sends_nothing_takes_no_connect
                     sock.close()
             await trio.sleep(0.3)
             assert network._inbound_limiter.total_tokens == 4  # the newcomers' places given back
+
+
+async def test_one_hosts_idle_sockets_leave_newcomers_from_others_their_place(
+    monkeypatch: Any,
+) -> None:
+    """Round 38, M3: 8 idle sockets from one address took all 8 newcomer places for 5 s,
+    and a newcomer from another host was refused meanwhile. 2 a host now."""
+    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 8 + ["10.0.0.3"] * 10)
+    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    with trio.fail_after(60):
+        async with node(104) as victim, AsyncExitStack() as stack:
+            network, _ = await _four_keys_in_four_slots(victim, stack, 250)
+            port = _port(victim.addresses()[0])
+            sockets = []
+            try:
+                for _ in range(8):
+                    sock = trio.socket.socket()
+                    await sock.connect(("127.0.0.1", port))
+                    sockets.append(sock)
+                await trio.sleep(0.3)
+                newcomer = await stack.enter_async_context(node(260))
+                await newcomer.connect(victim.addresses()[0])  # the tree before: refused
+                await trio.sleep(0.3)
+                assert newcomer._host.get_id() in network.connections
+            finally:
+                for sock in sockets:
+                    sock.close()
+
+
+async def test_a_node_whose_inbound_slots_are_held_still_dials_out(monkeypatch: Any) -> None:
+    """Round 38, H1: py-libp2p counted inbound and outbound connections against one limit
+    (300), which also sized the inbound slots: 300 inbound connections left a node unable
+    to dial out. Inbound connections are now a share of a larger total."""
+    monkeypatch.setattr(_libp2p_transport, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(_libp2p_transport, "MAX_INBOUND_CONNECTIONS", 4)
+    with trio.fail_after(60):
+        async with node(105) as victim, node(270) as other, AsyncExitStack() as stack:
+            network = victim._host.get_network()
+            assert network._inbound_limiter.total_tokens == 4
+            for i in range(4):
+                peer = await stack.enter_async_context(node(271 + i))
+                await peer.connect(victim.addresses()[0])
+            await trio.sleep(0.3)
+            assert network._inbound_limiter.available_tokens == 0
+            await victim.connect(other.addresses()[0])
+            assert other._host.get_id() in network.connections
