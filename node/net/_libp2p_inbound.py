@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Container, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Container, Hashable, Iterator, Mapping
 from typing import Any
 
 import trio
@@ -103,10 +103,7 @@ def _peer_ip(stream: Any) -> str | None:
 def socket_ip(conn: Any) -> str | None:
     """The remote IP address of the TCP socket under ``conn`` (a muxed, secured or raw
     connection, or a listener's stream)."""
-    obj: Any = conn
-    for _ in range(8):  # Yamux, SecureSession, Noise's reader-writer, RawConnection, ...
-        if obj is None:
-            return None
+    for obj in layers(conn):
         sock = getattr(obj, "socket", None)
         if sock is not None and hasattr(sock, "getpeername"):
             try:
@@ -116,6 +113,18 @@ def socket_ip(conn: Any) -> str | None:
             if isinstance(address, tuple) and address and isinstance(address[0], str):
                 return address[0]
             return None
+    return None
+
+
+def layers(conn: Any) -> Iterator[Any]:
+    """``conn`` and what it runs on, top down (Yamux, SecureSession, Noise's
+    reader-writer, RawConnection, a TCP stream or, for a relayed connection, a stream of
+    the relay's connection), at most 8."""
+    obj: Any = conn
+    for _ in range(8):
+        if obj is None:
+            return
+        yield obj
         obj = next(
             (
                 getattr(obj, name)
@@ -124,7 +133,6 @@ def socket_ip(conn: Any) -> str | None:
             ),
             None,
         )
-    return None
 
 
 def who(stream: Any) -> str:

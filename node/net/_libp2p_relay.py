@@ -33,6 +33,7 @@ import protocol
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
+from ._libp2p_inbound import layers
 from ._libp2p_logging import Tally
 from ._libp2p_transport import info_of, key_of
 from ._relay_reservations import HopProtocol
@@ -245,20 +246,8 @@ class Relay:
 
 
 def _relay_of(conn: Any) -> Any:
-    """The peer (a py-libp2p ID) whose stream a relayed connection runs on, else None: the
-    connection's muxer, its secure session, its raw connection, then the stream."""
-    obj: Any = getattr(conn, "muxed_conn", None)
-    for _ in range(6):
-        if obj is None:
-            return None
+    """The peer (a py-libp2p ID) whose stream a relayed connection runs on, else None."""
+    for obj in layers(getattr(conn, "muxed_conn", None)):
         if hasattr(obj, "muxed_stream"):  # a stream of another connection: the relay's
             return getattr(getattr(obj, "muxed_conn", None), "peer_id", None)
-        obj = next(
-            (
-                getattr(obj, name)
-                for name in ("secured_conn", "conn", "stream")
-                if getattr(obj, name, None) is not None
-            ),
-            None,
-        )
     return None

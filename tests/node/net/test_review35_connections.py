@@ -6,7 +6,8 @@ handshake are bounded per host and in all."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
@@ -59,6 +60,28 @@ async def test_idle_sockets_from_many_hosts_leave_room_for_a_new_peer() -> None:
                     sock.close()
 
 
+def _accepted_from(monkeypatch: Any, hosts: list[str]) -> None:
+    """The accepted sockets' addresses, in order, as the handshake table reads them."""
+    order = iter(hosts)
+    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(order))
+
+
+@asynccontextmanager
+async def _idle_sockets(victim: Any, count: int) -> AsyncIterator[None]:
+    """``count`` sockets connected to ``victim`` that send nothing, closed on the way out."""
+    port = _port(victim.addresses()[0])
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = trio.socket.socket()
+            await sock.connect(("127.0.0.1", port))
+            sockets.append(sock)
+        yield
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 async def _four_keys_in_four_slots(victim: Any, stack: AsyncExitStack, first_key: int) -> Any:
     """``victim`` given 4 inbound slots, and 4 keys connected to it (its first host's)."""
     network = victim._host.get_network()
@@ -73,8 +96,9 @@ async def _four_keys_in_four_slots(victim: Any, stack: AsyncExitStack, first_key
 async def test_with_every_slot_held_a_newcomer_takes_one_of_the_largest_hosts(
     monkeypatch: Any,
 ) -> None:
-    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 8)  # the sockets' hosts, as accepted
-    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    _accepted_from(
+        monkeypatch, ["10.0.0.1"] * 4 + ["10.0.0.2"] * 8
+    )  # the sockets' hosts, as accepted
     with trio.fail_after(60):
         async with node(98) as victim, AsyncExitStack() as stack:
             network, first = await _four_keys_in_four_slots(victim, stack, 210)
@@ -118,24 +142,14 @@ async def test_with_every_slot_held_a_socket_that_sends_nothing_takes_no_connect
     """Round 37, N1: the newcomer's rule fired as a socket was accepted: 8 idle sockets
     from one address cut an honest host from 6 connections to 1. A newcomer is let in now,
     and takes a connection only once its handshake is done."""
-    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 100)
-    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    _accepted_from(monkeypatch, ["10.0.0.1"] * 4 + ["10.0.0.2"] * 100)
     with trio.fail_after(60):
         async with node(100) as victim, AsyncExitStack() as stack:
             network, first = await _four_keys_in_four_slots(victim, stack, 240)
-            port = _port(victim.addresses()[0])
-            sockets = []
-            try:
-                for _ in range(8):
-                    sock = trio.socket.socket()
-                    await sock.connect(("127.0.0.1", port))
-                    sockets.append(sock)
+            async with _idle_sockets(victim, 8):
                 await trio.sleep(0.5)
                 held = set(network.connections)
                 assert all(p._host.get_id() in held for p in first)  # the tree before: 1 left
-            finally:
-                for sock in sockets:
-                    sock.close()
             await trio.sleep(0.3)
             assert network._inbound_limiter.total_tokens == 4  # the newcomers' places given back
 
@@ -145,26 +159,16 @@ async def test_one_hosts_idle_sockets_leave_newcomers_from_others_their_place(
 ) -> None:
     """Round 38, M3: 8 idle sockets from one address took all 8 newcomer places for 5 s,
     and a newcomer from another host was refused meanwhile. 2 a host now."""
-    hosts = iter(["10.0.0.1"] * 4 + ["10.0.0.2"] * 8 + ["10.0.0.3"] * 10)
-    monkeypatch.setattr(_libp2p_handshakes, "socket_ip", lambda stream: next(hosts))
+    _accepted_from(monkeypatch, ["10.0.0.1"] * 4 + ["10.0.0.2"] * 8 + ["10.0.0.3"] * 10)
     with trio.fail_after(60):
         async with node(104) as victim, AsyncExitStack() as stack:
             network, _ = await _four_keys_in_four_slots(victim, stack, 250)
-            port = _port(victim.addresses()[0])
-            sockets = []
-            try:
-                for _ in range(8):
-                    sock = trio.socket.socket()
-                    await sock.connect(("127.0.0.1", port))
-                    sockets.append(sock)
+            async with _idle_sockets(victim, 8):
                 await trio.sleep(0.3)
                 newcomer = await stack.enter_async_context(node(260))
                 await newcomer.connect(victim.addresses()[0])  # the tree before: refused
                 await trio.sleep(0.3)
                 assert newcomer._host.get_id() in network.connections
-            finally:
-                for sock in sockets:
-                    sock.close()
 
 
 async def test_a_node_whose_inbound_slots_are_held_still_dials_out(monkeypatch: Any) -> None:
