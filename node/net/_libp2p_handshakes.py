@@ -12,7 +12,8 @@ reopened). Here:
   in handshake (from accept to the muxer's start); more are closed at once;
 - all hosts together have at most :data:`MAX_HANDSHAKES`; a socket past that takes the
   place of the oldest of the host holding the most, whose handshake is cut short;
-- with every slot held, a newcomer is let in (8 at once, 2 a host), and once its handshake is done
+- with every slot held, a newcomer is let in (8 at once, 2 a host, a full table cutting
+  the oldest of the host holding the most), and once its handshake is done
   takes the slot of the newest connection of the host holding the most connections, if
   that host holds at least two more than the newcomer's (fresh keys from one host, each
   completing its handshake, held every slot), else it is closed;
@@ -35,6 +36,14 @@ from ._libp2p_logging import Tally
 from ._limits import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_HOST
 
 log = logging.getLogger(__name__)
+
+#: Newcomers let in past a full slot table at once, each to take a connection once its
+#: handshake is done; from one host at most 2 (8 idle sockets from one address held all
+#: 8 places for 5 s while a newcomer from another host was refused: round 38, M3). A full
+#: table gives a newcomer the place of the oldest of the host holding the most, its
+#: socket closed (4 addresses' 2 idle sockets each held all 8: round 39, F1).
+MAX_NEWCOMERS = 8
+MAX_NEWCOMERS_PER_HOST = 2
 
 
 class _Inbound:
@@ -98,7 +107,7 @@ class Handshakes(HostShares[_Inbound]):
     def __init__(self) -> None:
         super().__init__(MAX_HANDSHAKES_PER_HOST, MAX_HANDSHAKES)
         self.connected: dict[Hashable, list[_Inbound]] = {}
-        self.newcomers: dict[Hashable, int] = {}
+        self.newcomers: HostShares[_Inbound] = HostShares(MAX_NEWCOMERS_PER_HOST, MAX_NEWCOMERS)
 
     def upgraded(self, entry: _Inbound) -> None:
         """``entry``'s handshake is done: it holds a connection now."""
@@ -157,30 +166,25 @@ async def _end_with_connection(entry: _Inbound, scope: trio.CancelScope) -> None
     scope.cancel()
 
 
-#: Newcomers let in past a full slot table at once, each to take a connection once its
-#: handshake is done.
-MAX_NEWCOMERS = 8
-#: ... and from one host (8 idle sockets from one address held all 8 places for 5 s while
-#: a newcomer from another host was refused: round 38, M3).
-MAX_NEWCOMERS_PER_HOST = 2
-
-
-def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
+async def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
     """Every inbound slot is held, and a connection could be taken for ``entry``'s host: let
     it in on a slot of its own; whose connection it takes is decided once its handshake is
     done (:func:`_take_for`). Decided at once, a socket that sent nothing took one, and one
     address cut an honest host from 6 connections to 1 (round 37, N1)."""
+    admitted, evicted = table.newcomers.admit(entry)
+    if not admitted:
+        return
     swarm._inbound_limiter.total_tokens += 1
-    table.newcomers[entry.host] = table.newcomers.get(entry.host, 0) + 1
     entry.newcomer = True
+    if evicted is not None:  # its handshake fails, and its place is given back (_let_in_done)
+        _LOG.note("newcomers cut short (every newcomer place taken)", evicted.host)
+        await _close(evicted.stream)
 
 
 def _let_in_done(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
     if entry.newcomer:
         entry.newcomer = False
-        left = table.newcomers.pop(entry.host) - 1
-        if left:
-            table.newcomers[entry.host] = left
+        table.newcomers.leave(entry)
         swarm._inbound_limiter.total_tokens -= 1
 
 
@@ -240,11 +244,9 @@ def install() -> None:
         try:
             if (
                 self._inbound_limiter.available_tokens == 0
-                and sum(table.newcomers.values()) < MAX_NEWCOMERS
-                and table.newcomers.get(entry.host, 0) < MAX_NEWCOMERS_PER_HOST
                 and table.room_for(entry.host) is not None
             ):
-                _let_in(self, table, entry)
+                await _let_in(self, table, entry)
             async with trio.open_nursery() as nursery:
                 entry.scope = nursery.cancel_scope
                 nursery.start_soon(_end_with_connection, entry, nursery.cancel_scope)

@@ -188,3 +188,24 @@ async def test_a_node_whose_inbound_slots_are_held_still_dials_out(monkeypatch: 
             assert network._inbound_limiter.available_tokens == 0
             await victim.connect(other.addresses()[0])
             assert other._host.get_id() in network.connections
+
+
+async def test_idle_sockets_of_several_hosts_give_a_newcomer_their_place(
+    monkeypatch: Any,
+) -> None:
+    """Round 39, F1: 2 idle sockets from each of 4 addresses held all 8 newcomer places
+    for 5 s. A full table gives a newcomer the place of the oldest of the host holding the
+    most, whose socket is closed."""
+    idle = [host for host in ("10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5") for _ in (0, 1)]
+    _accepted_from(monkeypatch, ["10.0.0.1"] * 4 + idle + ["10.0.0.6"] * 10)
+    with trio.fail_after(60):
+        async with node(106) as victim, AsyncExitStack() as stack:
+            network, _ = await _four_keys_in_four_slots(victim, stack, 280)
+            async with _idle_sockets(victim, 8):
+                await trio.sleep(0.3)
+                newcomer = await stack.enter_async_context(node(290))
+                await newcomer.connect(victim.addresses()[0])  # the tree before: refused
+                await trio.sleep(0.3)
+                assert newcomer._host.get_id() in network.connections
+            await trio.sleep(0.5)
+            assert network._inbound_limiter.total_tokens == 4  # every place given back
