@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
 from node.net import _libp2p_handshakes, _libp2p_transport
@@ -154,23 +155,6 @@ async def test_with_every_slot_held_a_socket_that_sends_nothing_takes_no_connect
             assert network._inbound_limiter.total_tokens == 4  # the newcomers' places given back
 
 
-async def test_one_hosts_idle_sockets_leave_newcomers_from_others_their_place(
-    monkeypatch: Any,
-) -> None:
-    """Round 38, M3: 8 idle sockets from one address took all 8 newcomer places for 5 s,
-    and a newcomer from another host was refused meanwhile. 2 a host now."""
-    _accepted_from(monkeypatch, ["10.0.0.1"] * 4 + ["10.0.0.2"] * 8 + ["10.0.0.3"] * 10)
-    with trio.fail_after(60):
-        async with node(104) as victim, AsyncExitStack() as stack:
-            network, _ = await _four_keys_in_four_slots(victim, stack, 250)
-            async with _idle_sockets(victim, 8):
-                await trio.sleep(0.3)
-                newcomer = await stack.enter_async_context(node(260))
-                await newcomer.connect(victim.addresses()[0])  # the tree before: refused
-                await trio.sleep(0.3)
-                assert newcomer._host.get_id() in network.connections
-
-
 async def test_a_node_whose_inbound_slots_are_held_still_dials_out(monkeypatch: Any) -> None:
     """Round 38, H1: py-libp2p counted inbound and outbound connections against one limit
     (300), which also sized the inbound slots: 300 inbound connections left a node unable
@@ -190,20 +174,28 @@ async def test_a_node_whose_inbound_slots_are_held_still_dials_out(monkeypatch: 
             assert other._host.get_id() in network.connections
 
 
-async def test_idle_sockets_of_several_hosts_give_a_newcomer_their_place(
-    monkeypatch: Any,
+@pytest.mark.parametrize(
+    "idle",
+    [
+        ["10.0.0.2"] * 8,  # round 38, M3: one address held all 8 places
+        [h for h in ("10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5") for _ in (0, 1)],
+    ],
+    ids=["one-host", "four-hosts"],
+)
+async def test_idle_sockets_leave_a_newcomer_from_another_host_its_place(
+    monkeypatch: Any, idle: list[str]
 ) -> None:
-    """Round 39, F1: 2 idle sockets from each of 4 addresses held all 8 newcomer places
-    for 5 s. A full table gives a newcomer the place of the oldest of the host holding the
-    most, whose socket is closed."""
-    idle = [host for host in ("10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5") for _ in (0, 1)]
+    """Idle sockets took all 8 newcomer places for 5 s, and a newcomer from another host
+    was refused meanwhile: 8 from one address (round 38, M3), then 2 from each of 4 (round
+    39, F1). Places are 2 a host, and a full table gives a newcomer the place of the oldest
+    of the host holding the most, whose socket is closed."""
     _accepted_from(monkeypatch, ["10.0.0.1"] * 4 + idle + ["10.0.0.6"] * 10)
     with trio.fail_after(60):
-        async with node(106) as victim, AsyncExitStack() as stack:
-            network, _ = await _four_keys_in_four_slots(victim, stack, 280)
+        async with node(104) as victim, AsyncExitStack() as stack:
+            network, _ = await _four_keys_in_four_slots(victim, stack, 250)
             async with _idle_sockets(victim, 8):
                 await trio.sleep(0.3)
-                newcomer = await stack.enter_async_context(node(290))
+                newcomer = await stack.enter_async_context(node(260))
                 await newcomer.connect(victim.addresses()[0])  # the tree before: refused
                 await trio.sleep(0.3)
                 assert newcomer._host.get_id() in network.connections
