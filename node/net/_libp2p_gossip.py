@@ -76,11 +76,7 @@ def _bound_mesh_control() -> None:
             if item.topicID in mesh:
                 kept.setdefault(item.topicID, item)
         if len(kept) != len(items):
-            chosen = []
-            for item in kept.values():  # copied out before the list is cleared
-                copy = type(item)()
-                copy.CopyFrom(item)
-                chosen.append(copy)
+            chosen = list(kept.values())  # they outlive the clearing (as in bounded_rpc)
             del items[:]
             items.extend(chosen)
 

@@ -33,17 +33,14 @@ import trio
 
 from ._libp2p_inbound import host_of_address, socket_ip
 from ._libp2p_logging import Tally
-from ._limits import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_HOST
+from ._limits import (
+    MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_HOST,
+    MAX_NEWCOMERS,
+    MAX_NEWCOMERS_PER_HOST,
+)
 
 log = logging.getLogger(__name__)
-
-#: Newcomers let in past a full slot table at once, each to take a connection once its
-#: handshake is done; from one host at most 2 (8 idle sockets from one address held all
-#: 8 places for 5 s while a newcomer from another host was refused: round 38, M3). A full
-#: table gives a newcomer the place of the oldest of the host holding the most, its
-#: socket closed (4 addresses' 2 idle sockets each held all 8: round 39, F1).
-MAX_NEWCOMERS = 8
-MAX_NEWCOMERS_PER_HOST = 2
 
 
 class _Inbound:
@@ -135,7 +132,7 @@ class Handshakes(HostShares[_Inbound]):
         return largest[-1]
 
 
-_LOG = Tally(log)
+_TALLY = Tally(log)
 
 #: Each swarm's table, and each accepted socket's entry (by its listener stream).
 _TABLES: weakref.WeakKeyDictionary[Any, Handshakes] = weakref.WeakKeyDictionary()
@@ -177,7 +174,7 @@ async def _let_in(swarm: Any, table: Handshakes, entry: _Inbound) -> None:
     swarm._inbound_limiter.total_tokens += 1
     entry.newcomer = True
     if evicted is not None:  # its handshake fails, and its place is given back (_let_in_done)
-        _LOG.note("newcomers cut short (every newcomer place taken)", evicted.host)
+        _TALLY.note("newcomers cut short (every newcomer place taken)", evicted.host)
         await _close(evicted.stream)
 
 
@@ -207,13 +204,12 @@ async def _take_for(table: Handshakes, newcomer: _Inbound) -> None:
     connection of the host holding the most, if that host still holds at least two more
     than its own (fresh keys from one host held all 300), else it is closed itself."""
     victim = table.room_for(newcomer.host)
-    table.upgraded(newcomer)
-    if victim is None:
-        _LOG.note("newcomers closed (every inbound slot held)", newcomer.host)
-        table.ended(newcomer)
-        await _close_connection(newcomer, wait=False)  # we are its listener task
+    if victim is None:  # its listener task, ours, forgets it as it ends
+        _TALLY.note("newcomers closed (every inbound slot held)", newcomer.host)
+        await _close_connection(newcomer, wait=False)
         return
-    _LOG.note("connections closed for newcomers (every inbound slot held)", victim.host)
+    table.upgraded(newcomer)
+    _TALLY.note("connections closed for newcomers (every inbound slot held)", victim.host)
     table.ended(victim)
     await _close_connection(victim, wait=True)
 
@@ -234,10 +230,10 @@ def install() -> None:
             # and releases what it holds; cancelled, its resource manager kept the
             # connection counted for good, and five hosts' idle sockets cut the node off
             # in and out within seconds (round 36, F1).
-            _LOG.note("handshakes cut short (every place taken)", evicted.host)
+            _TALLY.note("handshakes cut short (every place taken)", evicted.host)
             await _close(evicted.stream)
         if not admitted:
-            _LOG.note("sockets closed (their host had its share in handshake)", entry.host)
+            _TALLY.note("sockets closed (their host had its share in handshake)", entry.host)
             await _close(stream)
             return
         _ENTRIES[stream] = entry

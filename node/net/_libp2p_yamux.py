@@ -51,12 +51,8 @@ class _WindowedBuffer(bytearray):
     def extend(self, data: Any) -> None:
         stream = self._muxer.streams.get(self._stream_id)
         if stream is not None and len(data) > max(stream.recv_window, 0):
-            log.info(
-                "yamux stream %d: %d bytes past the %d-byte window dropped",
-                self._stream_id,
-                len(data),
-                stream.recv_window,
-            )
+            # a line a dropped frame would be the peer's to multiply: tallied
+            _TALLY.note("yamux frames past their stream's window dropped", self._muxer.peer_id)
             return
         super().extend(data)
 

@@ -48,6 +48,12 @@ MAX_INBOUND_CONNECTIONS = 300
 #: takes the place of the oldest of the host holding the most.
 MAX_HANDSHAKES_PER_HOST = 16
 MAX_HANDSHAKES = 64
+#: Newcomers let in past full inbound slots at once, each to take a connection once its
+#: handshake is done, and from one host (8 idle sockets from one address held all 8
+#: places for 5 s: round 38, M3); a full table gives a newcomer the place of the oldest of
+#: the host holding the most, its socket closed (4 addresses held all 8: round 39, F1).
+MAX_NEWCOMERS = 8
+MAX_NEWCOMERS_PER_HOST = 2
 #: The longest an inbound handshake (security and muxer negotiation) may take, seconds.
 INBOUND_UPGRADE_TIMEOUT_S = 5
 #: Peers banned at once; a new ban past this drops the ban that ends first.
