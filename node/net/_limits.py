@@ -43,6 +43,13 @@ INBOUND_NEGOTIATION_TIMEOUT_S = 5
 #: connections left a node unable to dial out, round 38, H1).
 MAX_CONNECTIONS = 600
 MAX_INBOUND_CONNECTIONS = 300
+#: Outbound connections kept past the node's own peers (bootstrap peers, relays holding
+#: our reservation, GossipSub mesh peers, peers with a request of ours under way); past
+#: it the least recently used are closed, none younger than the grace. Lookups dial the
+#: peers that answers name and kept them all, so strangers' keys could fill the 600 and
+#: refuse the node its own dials (round 39, F2).
+MAX_OUTBOUND_CONNECTIONS = 128
+OUTBOUND_GRACE_S = 2.0
 #: Sockets in handshake (accepted, the muxer not yet started) from one host (an IP address,
 #: an IPv6 /56), and from all hosts; past the first a socket is closed, past the second it
 #: takes the place of the oldest of the host holding the most.

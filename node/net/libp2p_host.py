@@ -31,7 +31,9 @@ its own:
   (:mod:`._libp2p_leaks`);
 - what a stranger could make py-libp2p hold is bounded: inbound connections and sockets
   in handshake (:mod:`._libp2p_handshakes`), yamux streams and their buffers
-  (:mod:`._libp2p_yamux`), GossipSub control and catch-ups (:mod:`._libp2p_gossip`).
+  (:mod:`._libp2p_yamux`), GossipSub control and catch-ups (:mod:`._libp2p_gossip`);
+- outbound connections past a bound are closed, the least recently used first
+  (:mod:`._libp2p_trim`): lookups dial the peers answers name.
 
 This module wires them into one network, and owns connections (connect and disconnect
 events, bans) and shutdown: our tasks, then pubsub (``seen_messages.stop()``), DHT, relay,
@@ -75,6 +77,7 @@ from ._libp2p_records import RECORD_PROTOCOL, CapabilityRecords
 from ._libp2p_relay import Relay
 from ._libp2p_streams import RequestStreams
 from ._libp2p_transport import build_host, info_of, key_of, listen_addrs, peer_id_of
+from ._libp2p_trim import OutboundTrim
 from ._libp2p_tuning import install as install_libp2p_tuning
 from ._libp2p_tuning import protect_connected
 from ._serving import error_for
@@ -104,6 +107,7 @@ class _Notifee(INotifee):
 
     async def connected(self, network: Any, conn: Any) -> None:
         self.net._on_connected(conn.muxed_conn.peer_id)
+        self.net._trim.opened(conn)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
         self.net._on_disconnected(conn.muxed_conn.peer_id, conn)
@@ -147,6 +151,10 @@ class Libp2pNetwork(NetworkBase):
             lambda handler: guard(handler, self._counters),
             lambda: self._peers_changed,
         )
+        #: Our requests under way, by peer (libp2p ID): their connections are kept.
+        self._requests_to: dict[ID, int] = {}
+        self._bootstrap_ids = frozenset(info_of(a)[0].peer_id for a in config.bootstrap)
+        self._trim = OutboundTrim(host.get_network(), self._kept_peers, self._requests_to.keys())
         host.get_network().register_notifee(_Notifee(self))
         self._streams = RequestStreams(
             host, config, self._counters, self._handlers, self._dialer.ensure_connected
@@ -190,7 +198,7 @@ class Libp2pNetwork(NetworkBase):
             trio.open_nursery() as nursery,
         ):
             self._nursery = nursery
-            for part in (self._streams, self._gossip, self._records):
+            for part in (self._streams, self._gossip, self._records, self._trim):
                 part.start(nursery)
             try:
                 with trio.fail_after(10):
@@ -266,6 +274,7 @@ class Libp2pNetwork(NetworkBase):
             self._emit(PeerEvent(key, True))
 
     def _on_disconnected(self, peer: ID, conn: Any) -> None:
+        self._trim.closed(conn)
         key = key_of(peer)
         if key is None:
             return
@@ -279,6 +288,7 @@ class Libp2pNetwork(NetworkBase):
                 return
         self._streams.forget_peer(key)
         self._relay.peer_left(peer)
+        self._trim.peer_left(peer)
         # a peer that left is not handed out to lookups (ServerRoutingTable)
         with contextlib.suppress(Exception):
             self.dht.routing_table.remove_peer(peer)
@@ -331,7 +341,24 @@ class Libp2pNetwork(NetworkBase):
             if status != STATUS_OK:
                 raise error_for(status, body)
             return body
-        return await self._streams.request(peer, protocol_id, data, timeout, max_response)
+        pid = peer_id_of(peer)
+        self._requests_to[pid] = self._requests_to.get(pid, 0) + 1
+        try:
+            return await self._streams.request(peer, protocol_id, data, timeout, max_response)
+        finally:
+            if (left := self._requests_to.pop(pid) - 1) > 0:
+                self._requests_to[pid] = left
+            if peer in self._connected:
+                self._trim.used(pid)
+
+    def _kept_peers(self) -> set[ID]:
+        """Peers whose outbound connections are never closed to keep them to the bound:
+        bootstrap peers, our relays, peers in our GossipSub meshes."""
+        kept = set(self._bootstrap_ids)
+        kept.update(peer_id_of(k) for k in self._relay.relays())
+        for peers in self._gossip.gossipsub.mesh.values():
+            kept.update(peers)
+        return kept
 
     async def _fetch_record(self, peer: PeerKey, timeout: float) -> bytes:
         return await self.request(peer, RECORD_PROTOCOL, b"", timeout=timeout)
