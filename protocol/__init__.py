@@ -58,3 +58,5 @@ from ._sealing import key_hash as key_hash
 from ._sealing import output_key as output_key
 from ._sealing import seal_output as seal_output
 from ._sealing import unseal_output as unseal_output
+from ._verify_cache import DAEMON_GENERATION as DAEMON_GENERATION
+from ._verify_cache import verification_cache as verification_cache

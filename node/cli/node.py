@@ -329,6 +329,8 @@ def run_node(
 
     import trio
 
+    import protocol
+
     from ..api import TOKEN_FILE
     from ..config import resolve_config
     from ..daemon import run_daemon
@@ -388,7 +390,18 @@ def run_node(
                 out.print(f"  listening {address}")
             out.print(f"  genesis hash {info.genesis_hash}")
 
-        trio.run(lambda: run_daemon(directory, config, ready=ready, config_sources=sources))
+        # a daemon checks a signature once (a Bid again inside a settle, its own
+        # transaction in a block): the cache answers as the check would
+        with protocol.verification_cache(True, protocol.DAEMON_GENERATION) as cache:
+            try:
+                trio.run(lambda: run_daemon(directory, config, ready=ready, config_sources=sources))
+            finally:
+                if cache is not None and cache.checks:
+                    logging.getLogger(__name__).info(
+                        "signature checks: %d made, %d answered from the cache",
+                        cache.checks,
+                        cache.hits,
+                    )
 
 
 @node_app.command("start")

@@ -13,9 +13,9 @@ import pytest
 
 import protocol
 import protocol._envelope as envelope
+from protocol import _verify_cache
 from protocol._examples import VECTOR_CHAIN_ID, example_messages, vector_key
-from simulations import _verify_cache
-from simulations._verify_cache import verification_cache
+from protocol._verify_cache import verification_cache
 
 CHAIN = VECTOR_CHAIN_ID
 
