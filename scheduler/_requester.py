@@ -159,6 +159,16 @@ class Requester:
         Result for a job it was never awarded must not buy."""
         return awaits_output(self.jobs.get(job_id), provider, replica)
 
+    def awarded_to(self, provider: bytes) -> bool:
+        """Whether ``provider`` holds an award (not failed) of a job of ours that is not
+        closed: only such a peer sends a Result with its output, a market request far
+        larger than any other (the driver takes those from it alone)."""
+        return any(
+            job.phase != JobPhase.CLOSED
+            and any(r.provider == provider and r.state != ReplicaState.FAILED for r in job.replicas)
+            for job in self.jobs.values()
+        )
+
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""
         if self.job(job_id).phase != JobPhase.CLOSED:

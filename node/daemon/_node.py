@@ -56,9 +56,14 @@ from ._timers import Timers
 from .content import CONTENT_PROTOCOL, MAX_CONTENT_REQUEST_BYTES, Content
 from .discovery import Discovery
 from .genesis import GENESIS_PROTOCOL, MAX_GENESIS_REQUEST_BYTES, genesis_server
-from .market import MARKET_PROTOCOL, MAX_MARKET_REQUEST_BYTES, Market
+from .market import (
+    MARKET_PROTOCOL,
+    MAX_MARKET_REQUEST_BYTES,
+    MAX_MARKET_SMALL_REQUEST_BYTES,
+    Market,
+)
 from .owner_use import Pausing, UseSampler
-from .reports import REPORT_PROTOCOL, Reports
+from .reports import MAX_REPORT_REQUEST_BYTES, REPORT_PROTOCOL, Reports
 from .runs import Runs
 
 log = logging.getLogger(__name__)
@@ -274,9 +279,14 @@ class Node:
                 self.pausing.start(self.now_ms())
             self.recovery.load()
             net = self.net
-            # a Result with its sealed output is far over the default request limit
+            # a Result with its sealed output is far over the default request limit: taken
+            # only from a provider we awarded (round 40, F1: strangers' 4 MiB frames)
             net.set_handler(
-                MARKET_PROTOCOL, self.market.serve, max_request_bytes=MAX_MARKET_REQUEST_BYTES
+                MARKET_PROTOCOL,
+                self.market.serve,
+                max_request_bytes=MAX_MARKET_REQUEST_BYTES,
+                large_from=self.market.may_send_large,
+                small_request_bytes=MAX_MARKET_SMALL_REQUEST_BYTES,
             )
             net.set_handler(
                 CONTENT_PROTOCOL, self.content.serve, max_request_bytes=MAX_CONTENT_REQUEST_BYTES
@@ -287,7 +297,9 @@ class Node:
                 max_request_bytes=MAX_GENESIS_REQUEST_BYTES,
             )
             if "coordinator" in self.roles:
-                net.set_handler(REPORT_PROTOCOL, self.reports.serve)
+                net.set_handler(
+                    REPORT_PROTOCOL, self.reports.serve, max_request_bytes=MAX_REPORT_REQUEST_BYTES
+                )
             nursery.start_soon(self.timers.run, self._fire)
             nursery.start_soon(self.ledger_watch.run)
             nursery.start_soon(self.txq.run)

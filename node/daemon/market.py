@@ -46,6 +46,10 @@ MAX_MARKET_OUTPUT_BYTES = MAX_MARKET_REQUEST_BYTES - (64 << 10)
 #: this is refused before it is decoded, so a frame's cost to decode is that of 64 KiB.
 MAX_MARKET_MESSAGE_BYTES = 64 << 10
 
+#: Largest market request from a peer holding no award of ours (every node but a
+#: requester's providers): a signed message, no output, and the frame's headers.
+MAX_MARKET_SMALL_REQUEST_BYTES = MAX_MARKET_MESSAGE_BYTES + 1024
+
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
     {protocol.Bid.TAG, protocol.NoBid.TAG, protocol.Heartbeat.TAG, Result.TAG, protocol.Unseal.TAG}
@@ -251,6 +255,14 @@ class Market:
             return b""
 
     # --- messages to peers ---------------------------------------------------------------
+
+    def may_send_large(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` may send a market request over
+        ``MAX_MARKET_SMALL_REQUEST_BYTES``: a provider holding an award of a job of ours
+        that is open (its Result with the output). Any other peer's was up to 4 MiB held
+        whole before a look at it (4 keys took a contributor to 1.2 GB: round 40, F1)."""
+        requester = self._node.requester
+        return requester is not None and requester.awarded_to(peer)
 
     def send(self, peer: PeerKey, raw: bytes) -> None:
         """Send a signed message: in the response to ``peer``'s request being handled, if

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 REPORT_PROTOCOL = "/aimx/report/1"
 #: Most signed Results one report carries (a slash's evidence bound).
 MAX_EVIDENCE = 4
+#: Largest report: its evidence (signed Results, each within a market message's 64 KiB)
+#: and a little framing. It was 1 MiB, read whole from anyone (round 40, F1).
+MAX_REPORT_REQUEST_BYTES = MAX_EVIDENCE * (64 << 10) + 1024
 #: ``(job id, offender)`` pairs remembered as reported (here: sent; on a coordinator:
 #: slashed), the oldest forgotten first. A forgotten pair reported again costs one refused
 #: transaction at most (the ledger slashes a job's offender once).

@@ -39,8 +39,13 @@ from ._submit import Submitter
 from ._sync import Sync
 from ._wire import BLOCKS_PROTOCOL as BLOCKS_PROTOCOL
 from ._wire import DROPPED_PROTOCOL as DROPPED_PROTOCOL
+from ._wire import (
+    MAX_BLOCKS_REQUEST_BYTES,
+    MAX_DROPPED_REQUEST_BYTES,
+    MAX_DROPPED_SMALL_REQUEST_BYTES,
+    MAX_PEERS_TRACKED,
+)
 from ._wire import MAX_HEIGHT as MAX_HEIGHT  # imported from here by tests
-from ._wire import MAX_PEERS_TRACKED
 from ._wire import TX_PROTOCOL as TX_PROTOCOL
 from ._wire import blocks_topic as blocks_topic
 
@@ -173,11 +178,19 @@ class LedgerService:
             self.producer = ledger.Producer(
                 self.producer_key, self.state, interval_ms=self.interval_ms, now_ms=now
             )
-        self.net.set_handler(BLOCKS_PROTOCOL, self.server.serve_blocks)
+        self.net.set_handler(
+            BLOCKS_PROTOCOL, self.server.serve_blocks, max_request_bytes=MAX_BLOCKS_REQUEST_BYTES
+        )
         self.net.set_handler(
             TX_PROTOCOL, self.server.serve_tx, max_request_bytes=MAX_TX_REQUEST_BYTES
         )
-        self.net.set_handler(DROPPED_PROTOCOL, self.server.serve_dropped, max_request_bytes=1 << 20)
+        self.net.set_handler(
+            DROPPED_PROTOCOL,
+            self.server.serve_dropped,
+            max_request_bytes=MAX_DROPPED_REQUEST_BYTES,
+            large_from=lambda peer: peer in self.genesis.coordinators,
+            small_request_bytes=MAX_DROPPED_SMALL_REQUEST_BYTES,
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery

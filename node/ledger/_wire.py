@@ -32,6 +32,13 @@ DROPPED_PROTOCOL = "/aimx/ledger/dropped/1"
 REJECTED_PREFIX = "transaction rejected: "
 #: Drops told in one notice.
 MAX_DROPS_PER_NOTICE = 256
+#: Largest ``dropped/1`` request: from a coordinator (256 drops with their reasons); from
+#: any other peer (refused by the handler, and counted) the small limit.
+MAX_DROPPED_REQUEST_BYTES = 1 << 20
+MAX_DROPPED_SMALL_REQUEST_BYTES = 1024
+#: Largest ``blocks/1`` request (``[from_height, limit]``: two integers): refused from its
+#: length past this, unread (it was 1 MiB, read whole: round 40, F1).
+MAX_BLOCKS_REQUEST_BYTES = 64
 MAX_BLOCKS_PER_RESPONSE = 256
 #: A fetch answer's blocks, in bytes (a server stops adding blocks before passing it).
 #: Derived from the ledger's block limit (``ledger.MAX_BLOCK_BYTES``, a consensus rule):

@@ -31,6 +31,7 @@ from ._interface import RenewRecord as RenewRecord
 from ._interface import RequestHandler as RequestHandler
 from ._limits import DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES
 from ._limits import DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
+from ._limits import DEFAULT_SMALL_REQUEST_BYTES as DEFAULT_SMALL_REQUEST_BYTES
 from ._limits import MAX_BANS as MAX_BANS
 from ._limits import MAX_FRAME_BYTES as MAX_FRAME_BYTES
 from ._limits import MAX_INBOUND_PER_PEER as MAX_INBOUND_PER_PEER

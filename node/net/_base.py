@@ -38,6 +38,7 @@ from ._limits import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SMALL_REQUEST_BYTES,
     MAX_BANS,
     MAX_FRAME_BYTES,
     MAX_INBOUND_PER_PEER,
@@ -208,10 +209,17 @@ class NetworkBase(abc.ABC):
         handler: RequestHandler,
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        large_from: Callable[[PeerKey], bool] | None = None,
+        small_request_bytes: int = DEFAULT_SMALL_REQUEST_BYTES,
     ) -> None:
         self._check_open()
         check_protocol_id(protocol_id)
-        entry = HandlerEntry(handler, check_frame_limit(max_request_bytes))
+        entry = HandlerEntry(
+            handler,
+            check_frame_limit(max_request_bytes),
+            large_from,
+            check_frame_limit(small_request_bytes),
+        )
         fresh = protocol_id not in self._handlers
         self._handlers[protocol_id] = entry
         if fresh:

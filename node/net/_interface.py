@@ -26,6 +26,7 @@ from ._limits import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SMALL_REQUEST_BYTES,
 )
 
 PeerKey = bytes
@@ -161,9 +162,15 @@ class Network(Protocol):
         handler: RequestHandler,
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        large_from: Callable[[PeerKey], bool] | None = None,
+        small_request_bytes: int = DEFAULT_SMALL_REQUEST_BYTES,
     ) -> None:
         """Serve requests on ``protocol_id`` (e.g. ``/aimx/bid/1``), replacing any handler.
-        Requests larger than ``max_request_bytes`` are refused without calling it."""
+        Requests larger than ``max_request_bytes`` are refused without calling it; with
+        ``large_from``, so are those larger than ``small_request_bytes`` from a peer for
+        which ``large_from(peer)`` is false. Either is refused from its length, before its
+        bytes are read: large requests only from the peers that may send one (a stranger's
+        4 MiB market frames were held whole: round 40, F1)."""
         ...
 
     def remove_handler(self, protocol_id: str) -> None:

@@ -58,7 +58,7 @@ from ._libp2p_config import Libp2pConfig
 from ._libp2p_inbound import host_of, reset, who
 from ._libp2p_transport import key_of, peer_id_of
 from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER
-from ._serving import HandlerEntry, answer, error_for
+from ._serving import HandlerEntry, answer, error_for, too_large
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +283,16 @@ class RequestStreams:
             if trio.current_time() - idle_since >= FRAME_GRACE_S:
                 slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
             entry = self._handlers.get(protocol_id)
-            limit = entry.max_request_bytes if entry else MAX_FRAME_BYTES
             try:
                 with trio.fail_after(config.frame_timeout):
-                    data = await reader.read_request(limit)
+                    length = await reader.read_length()
+                    if entry is not None:
+                        limit = entry.over_limit(sender, length)
+                    else:
+                        limit = MAX_FRAME_BYTES if length > MAX_FRAME_BYTES else None
+                    if limit is not None:
+                        raise MessageTooLarge(too_large(length, limit, protocol_id))
+                    data = await reader.read_body(length)
             except MessageTooLarge as exc:
                 self._counters.requests_rejected += 1
                 log.debug(

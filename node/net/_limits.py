@@ -10,6 +10,9 @@ from ._errors import NetworkError
 MAX_FRAME_BYTES = 4 << 20
 #: Default limit on a request a handler accepts (a signed message plus a little framing).
 DEFAULT_MAX_REQUEST_BYTES = (1 << 20) + 1024
+#: Default limit, for a protocol that takes large requests only from some peers, on a
+#: request from the others (a signed message and a little framing).
+DEFAULT_SMALL_REQUEST_BYTES = (64 << 10) + 1024
 #: Default limit on a response a requester accepts.
 DEFAULT_MAX_RESPONSE_BYTES = MAX_FRAME_BYTES
 #: Largest pubsub payload.

@@ -4,6 +4,7 @@ implementation: the same rules for errors, limits and counting everywhere."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import protocol
@@ -24,7 +25,7 @@ from ._framing import (
     STATUS_UNSUPPORTED,
 )
 from ._interface import NetworkCounters, PeerKey, RequestHandler
-from ._limits import MAX_FRAME_BYTES
+from ._limits import DEFAULT_SMALL_REQUEST_BYTES, MAX_FRAME_BYTES
 
 _MAX_ERROR_TEXT = 1024
 
@@ -33,6 +34,20 @@ _MAX_ERROR_TEXT = 1024
 class HandlerEntry:
     handler: RequestHandler
     max_request_bytes: int
+    large_from: Callable[[PeerKey], bool] | None = None
+    small_request_bytes: int = DEFAULT_SMALL_REQUEST_BYTES
+
+    def over_limit(self, sender: PeerKey, length: int) -> int | None:
+        """The limit a request of ``length`` bytes from ``sender`` is over, or None."""
+        if length > self.max_request_bytes:
+            return self.max_request_bytes
+        if (
+            self.large_from is not None
+            and length > self.small_request_bytes
+            and not self.large_from(sender)
+        ):
+            return self.small_request_bytes
+        return None
 
 
 def _text(message: str) -> bytes:
@@ -55,12 +70,9 @@ async def answer(
     """
     if entry is None:
         return STATUS_UNSUPPORTED, _text(f"the peer does not serve {protocol_id}")
-    if len(data) > entry.max_request_bytes:
+    if (limit := entry.over_limit(sender, len(data))) is not None:
         counters.requests_rejected += 1
-        return STATUS_TOO_LARGE, _text(
-            f"request of {len(data)} bytes is over the peer's limit of "
-            f"{entry.max_request_bytes} for {protocol_id}"
-        )
+        return STATUS_TOO_LARGE, _text(too_large(len(data), limit, protocol_id))
     try:
         response = await entry.handler(sender, data)
     except (RequestRejected, protocol.RemoteProtocolError) as exc:
@@ -80,6 +92,10 @@ async def answer(
         return STATUS_ERROR, _text(f"the peer failed to handle the request on {protocol_id}")
     counters.requests_served += 1
     return STATUS_OK, bytes(response)
+
+
+def too_large(length: int, limit: int, protocol_id: str) -> str:
+    return f"request of {length} bytes is over the peer's limit of {limit} for {protocol_id}"
 
 
 def error_for(status: int, body: bytes) -> NetworkError:

@@ -183,8 +183,10 @@ def test_nothing_is_awarded_before_the_lock_is_confirmed() -> None:
     assert _awards(req.receive(bid.message.raw, sim.now + 10)) == []
     assert _awards(req.timer(TimerKey(TimerKind.BIDS, job_id), sim.now + spec.bid_window_ms)) == []
     assert not req.may_fetch(job_id, prov.me)
+    assert not req.awarded_to(prov.me)  # a bidder sends no output: no large frame
     (award,) = _awards(req.escrow_locked(job_id, sim.now + spec.bid_window_ms + 50))
     assert award.provider == prov.me and req.may_fetch(job_id, prov.me)
+    assert req.awarded_to(prov.me) and not req.awarded_to(bytes(32))
 
 
 def test_the_window_closes_once_every_named_provider_answered() -> None:

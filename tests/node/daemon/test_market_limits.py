@@ -20,9 +20,10 @@ from node.daemon.market import (
     MARKET_PROTOCOL,
     MAX_MARKET_OUTPUT_BYTES,
     MAX_MARKET_REQUEST_BYTES,
+    MAX_MARKET_SMALL_REQUEST_BYTES,
     split_frame,
 )
-from node.net import MAX_FRAME_BYTES, MemoryHub, NetworkError
+from node.net import MAX_FRAME_BYTES, MemoryHub, MessageTooLarge, NetworkError
 from sandbox.testing import InProcessRunner
 
 from ...keys import key
@@ -126,7 +127,11 @@ def test_a_market_frame_with_an_output_over_one_mib_splits_and_a_non_canonical_o
 CH = "aimx-test-limits"
 
 
-async def test_a_market_frame_over_one_mib_reaches_the_handler_one_over_its_limit_not() -> None:
+async def test_a_market_frame_over_one_mib_reaches_the_handler_one_over_its_limit_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import scheduler
+
     ckey, peer = key(1), key(7)
     genesis = ledger.make_genesis(CH, [bytes(ckey.verify_key)])
     hub = MemoryHub(CH, rng=random.Random(1))
@@ -145,10 +150,35 @@ async def test_a_market_frame_over_one_mib_reaches_the_handler_one_over_its_limi
                     return f"{type(exc).__name__}: {exc}"
                 return "answered"
 
+            # a peer holding no award of ours: refused from the length past a message's
+            # size (round 40, F1: a stranger's 4 MiB frames were held whole)
+            small = await send(MAX_MARKET_SMALL_REQUEST_BYTES)
+            assert small.startswith("MessageTooLarge"), small
+            assert f"limit of {MAX_MARKET_SMALL_REQUEST_BYTES}" in small
+            assert "malformed market frame" in await send(60_000)
+            # a provider holding an award of ours (its Result carries the output)
+            monkeypatch.setattr(scheduler.Requester, "awarded_to", lambda self, p: True)
             # past the frame: the (bogus) message is refused by the market itself
             assert "malformed market frame" in await send(3_000_000)
             too_large = await send(MAX_MARKET_REQUEST_BYTES)
             assert too_large.startswith("MessageTooLarge"), too_large
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_contributor_takes_no_large_market_frame() -> None:
+    """A node that requests nothing takes nothing past a signed message's size."""
+    ckey, peer = key(1), key(7)
+    genesis = ledger.make_genesis(CH, [bytes(ckey.verify_key)])
+    hub = MemoryHub(CH, rng=random.Random(1))
+    cfg = NodeConfig(chain_id=CH, roles=("coordinator",))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, hub.open(ckey) as cnet, hub.open(peer) as pnet:
+            node = Node(ckey, cfg, cnet, genesis)
+            await nursery.start(node.run)
+            assert node.requester is None
+            frame = protocol.pack([b"x" * 10, b"s" * 100_000])
+            with pytest.raises(MessageTooLarge, match="limit of 66560"):
+                await pnet.request(bytes(ckey.verify_key), MARKET_PROTOCOL, frame, timeout=5)
             nursery.cancel_scope.cancel()
 
 
@@ -170,6 +200,8 @@ async def test_a_strangers_sealed_output_for_a_job_it_was_never_awarded_is_not_o
         return real_open(*args)
 
     monkeypatch.setattr(scheduler, "open_sealed", counting_open)
+    # a provider holding an award of another job: its large frames get through
+    monkeypatch.setattr(scheduler.Requester, "awarded_to", lambda self, p: True)
     ckey, peer = key(1), key(7)
     genesis = ledger.make_genesis(CH, [bytes(ckey.verify_key)])
     hub = MemoryHub(CH, rng=random.Random(1))
