@@ -32,6 +32,7 @@ from . import _peer_memory
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable
 from ._interface import PeerKey
 from ._libp2p_config import Backoff, Libp2pConfig
+from ._libp2p_inbound import socket_ip
 from ._libp2p_transport import info_of, key_of, parse_multiaddr, peer_id_of
 from .relay import circuit_addresses, dial_direct_then_relayed
 
@@ -44,8 +45,9 @@ class Dialer:
     ``dht`` finds a peer's addresses when the peerstore has none; ``dial_relayed`` dials
     one ``/p2p-circuit`` address (the relay transport). The rest is the network's (the
     node ``local_peer``): its live set of ``connected`` peers, ``is_banned``,
-    ``check_open``, and ``peers_changed()``, an event set when a peer connects or
-    disconnects."""
+    ``check_open``, ``peers_changed()``, an event set when a peer connects or
+    disconnects, and ``own_peers()``, the peers ``peers.json`` keeps first (bootstrap
+    peers, peers the node asked something)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class Dialer:
         is_banned: Callable[[PeerKey], bool],
         check_open: Callable[[], None],
         peers_changed: Callable[[], trio.Event],
+        own_peers: Callable[[], Set[PeerKey]] = frozenset,
     ) -> None:
         self._host, self._dht, self._dial_relayed = host, dht, dial_relayed
         self._config = config
@@ -66,6 +69,7 @@ class Dialer:
         self._peer, self._connected = local_peer, connected
         self._is_banned, self._check_open = is_banned, check_open
         self._peers_changed = peers_changed
+        self._own_peers = own_peers
 
     async def connect(self, address: str) -> PeerKey:
         """Connect to the peer at ``address``; see :meth:`node.net.Network.connect`."""
@@ -188,19 +192,45 @@ class Dialer:
             except NetworkError as exc:
                 log.debug("redialling bootstrap peer %s: %s", address, exc)
 
-    def _peer_addresses(self, peer: PeerKey) -> list[str]:
+    def _peer_addresses(self, peer: PeerKey, at: str | None = None) -> list[str]:
         """Up to ``PER_PEER`` direct addresses the peerstore holds for ``peer`` (identify's
-        listen addresses), each ending in ``/p2p/<peer id>``."""
+        listen addresses), each ending in ``/p2p/<peer id>``; with ``at``, only those at
+        that IP address."""
         pid = peer_id_of(peer)
         suffix = f"/p2p/{protocol.peer_id(peer)}"
         out: list[str] = []
         with contextlib.suppress(Exception):
             for addr in self._host.get_peerstore().addrs(pid) or []:
                 text = str(addr)
-                if "/p2p-circuit" in text:
+                if "/p2p-circuit" in text or (at is not None and _ip_of(text) != at):
                     continue
                 out.append(text if "/p2p/" in text else text + suffix)
         return out[: _peer_memory.PER_PEER]
+
+    def _remembered_now(self) -> tuple[list[str], list[str]]:
+        """The addresses to remember of the peers connected now: the node's own peers'
+        (all their listen addresses), and any other peer's, only at the IP address its
+        connection comes from, one address an IP (what strangers choose is dialled at the
+        next start: 20 keys named 62 addresses, round 40, F2)."""
+        own = self._own_peers()
+        ours: list[str] = []
+        others: list[str] = []
+        hosts: set[str] = set()
+        for key in list(self._connected):
+            if key in own:
+                ours.extend(self._peer_addresses(key))
+                continue
+            ip: str | None = None
+            with contextlib.suppress(Exception):
+                conns = self._host.get_network().get_connections(peer_id_of(key))
+                ip = socket_ip(conns[0].muxed_conn) if conns else None
+            if ip is None or ip in hosts:
+                continue
+            found = self._peer_addresses(key, at=ip)[:1]
+            if found:
+                hosts.add(ip)
+                others.extend(found)
+        return ours, others
 
     async def remember_peers(self, path: Path) -> None:
         """Dial the peers remembered from the last run (each once), then keep the list of
@@ -241,11 +271,19 @@ class Dialer:
         saved = kept
         while True:
             await trio.sleep(self._config.peers_save_interval)
-            recent = [a for key in list(self._connected) for a in self._peer_addresses(key)]
-            merged = _peer_memory.merge(recent, saved)
+            ours, others = self._remembered_now()
+            merged = _peer_memory.merge(ours, saved, others)
             if merged != saved:
                 await trio.to_thread.run_sync(_peer_memory.save, path, merged)
                 saved = merged
+
+
+def _ip_of(address: str) -> str | None:
+    """The IP address of a ``/ip4/...`` or ``/ip6/...`` multiaddress's text."""
+    parts = address.split("/")
+    if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+        return parts[2]
+    return None
 
 
 def _is_circuit(address: multiaddr.Multiaddr) -> bool:

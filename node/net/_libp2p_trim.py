@@ -113,6 +113,10 @@ class OutboundTrim:
             live = {c.muxed_conn.peer_id for c in self._opened}
             self._used = {p: t for p, t in self._used.items() if p in live}
 
+    def asked(self) -> set[Any]:
+        """The peers (IDs) we sent a request to while connected (until they leave)."""
+        return set(self._used)
+
     def _trim_soon(self) -> None:
         if self._nursery is not None and not self._trimming:
             self._trimming = True

@@ -5,6 +5,8 @@ it comes back on another address (its port was taken, it moved to another machin
 nodes that know only the old address cannot find it. So a node remembers the listen
 addresses of the peers it was connected to, and after a restart dials them: each one it
 reaches learns its new address from the connection, and the DHT spreads it from there.
+Its own peers (bootstrap peers, peers it asked something) come first; any other peer only
+fills free room, at the address its connection came from (:func:`merge`).
 
 The file is ours (written 0600, atomically); a damaged or foreign one is ignored with a
 warning, never trusted beyond being a list of addresses to try once.
@@ -28,10 +30,28 @@ PER_PEER = 4
 MAX_ADDRESS_CHARS = 300
 
 
-def merge(recent: Iterable[str], kept: Iterable[str], limit: int = MAX_REMEMBERED) -> list[str]:
-    """``recent`` then ``kept``, without duplicates, at most ``limit``."""
-    out = list(dict.fromkeys([*recent, *kept]))
-    return out[:limit]
+def merge(
+    ours: Iterable[str],
+    kept: Iterable[str],
+    others: Iterable[str] = (),
+    limit: int = MAX_REMEMBERED,
+) -> list[str]:
+    """``ours`` (the node's own peers' addresses, most recent first), then ``kept`` (the
+    file's), without duplicates, at most ``limit``; then ``others`` (any other peer's) in
+    the room left, at most half of ``limit``. Other peers never push out what is kept: 20
+    strangers' keys took 63 of the 64 entries, and a remembered coordinator that was not
+    connected (what the file is for) was lost (round 40, F2)."""
+    out = list(dict.fromkeys([*ours, *kept]))[:limit]
+    taken = set(out)
+    room = min(limit - len(out), limit // 2)
+    for address in others:
+        if room <= 0:
+            break
+        if address not in taken:
+            out.append(address)
+            taken.add(address)
+            room -= 1
+    return out
 
 
 def load(path: Path) -> list[str]:

@@ -141,6 +141,7 @@ class Libp2pNetwork(NetworkBase):
             is_banned=self.is_banned,
             check_open=self._check_open,
             peers_changed=lambda: self._peers_changed,
+            own_peers=self._own_peers,
         )
         self._relay = Relay(
             host,
@@ -350,6 +351,12 @@ class Libp2pNetwork(NetworkBase):
                 self._requests_to[pid] = left
             if peer in self._connected:
                 self._trim.used(pid)
+
+    def _own_peers(self) -> set[PeerKey]:
+        """The peers whose addresses ``peers.json`` keeps first: the bootstrap peers and
+        those we asked something while connected."""
+        ids = self._bootstrap_ids | self._trim.asked()
+        return {k for k in map(key_of, ids) if k is not None}
 
     def _kept_peers(self) -> set[ID]:
         """Peers whose outbound connections are never closed to keep them to the bound:

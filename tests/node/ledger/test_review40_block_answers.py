@@ -1,0 +1,58 @@
+"""Round 40, F3: a 5-byte ``blocks/1`` request had up to 256 blocks (2.8 MiB) sent, and
+requests one after another on one stream were answered as fast as they came (2,000 in
+1.6 s): nothing bounded the bytes one peer was sent. A peer now has a bucket of answer
+bytes (32 MiB, refilled at 8 MiB a second); past it its answers wait."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import protocol
+from node.ledger._serve import ANSWER_BYTES_BURST, ANSWER_BYTES_PER_S
+from node.ledger._wire import BLOCKS_PROTOCOL
+
+from ...keys import pub
+from ...ledger.helpers import COORD
+from .test_peer_input import _coordinator_replica_and_mallory
+
+ANSWER = 3 << 20  # about what a chain of full blocks gives a request
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_one_peers_block_answers_are_paced_past_its_bucket(
+    clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _coordinator_replica_and_mallory(seed=3, sync_ms=500) as (
+        coord,
+        replica,
+        evil,
+        nursery,
+    ):
+        big = protocol.pack([0, [b"b" * (ANSWER - 64)]])
+
+        async def answer(start: int, limit: int) -> bytes:
+            return big
+
+        monkeypatch.setattr(coord.server, "_blocks_response", answer)
+        request = protocol.pack([1, 256])
+        target = pub(COORD)
+        started = trio.current_time()
+        n = 30
+        for _ in range(n):
+            data = await evil.request(target, BLOCKS_PROTOCOL, request, timeout=10)
+            assert len(data) == len(big)
+        elapsed = trio.current_time() - started
+        # the burst at once, the rest at the bucket's rate (it went as fast as it asked)
+        expected = (n * len(big) - ANSWER_BYTES_BURST) / ANSWER_BYTES_PER_S
+        assert elapsed >= 0.9 * expected, elapsed
+        # another peer's answers are not held up by Mallory's debt
+        started = trio.current_time()
+        await replica.net.request(target, BLOCKS_PROTOCOL, request, timeout=10)
+        assert trio.current_time() - started < 0.1
+        nursery.cancel_scope.cancel()
