@@ -157,7 +157,10 @@ class Server:
         left, at = self._answers.get(peer, (float(ANSWER_BYTES_BURST), now))
         left = min(float(ANSWER_BYTES_BURST), left + (now - at) * ANSWER_BYTES_PER_S)
         if peer not in self._answers and len(self._answers) >= MAX_PEERS_TRACKED:
-            self._answers.clear()
+            # the longest untouched goes, not all: clearing them cleared every debt
+            # (round 41, F3)
+            del self._answers[next(iter(self._answers))]
+        self._answers.pop(peer, None)  # re-entered: the order is that of last use
         # a debt of at most one burst: what it paces is at most ANSWER_PAUSE_S an answer
         self._answers[peer] = (max(-float(ANSWER_BYTES_BURST), left - size), now)
 

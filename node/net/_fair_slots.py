@@ -144,6 +144,14 @@ class FairSlots:
     def held_by_group(self, group: Hashable) -> int:
         return self._in_group.get(group, 0)
 
+    def active_peers(self) -> set[PeerKey]:
+        """The peers with a request or answer moving on a slot, or a handler running."""
+        return {
+            peer
+            for (_, peer), slots in self._of.items()
+            if any(s.exchanging or s.busy or s.handled for s in slots)
+        }
+
     def may_run(self, slot: Slot) -> bool:
         """Whether ``slot``'s peer and host have fewer handlers running than their caps
         (``MAX_RUNNING_PER_PEER``, ``MAX_RUNNING_PER_HOST``). A running handler's slot is

@@ -57,7 +57,7 @@ from ._interface import NetworkCounters, PeerKey
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_inbound import host_of, reset, who
 from ._libp2p_transport import key_of, peer_id_of
-from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER
+from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER, MAX_LARGE_REQUESTS_PER_PEER
 from ._serving import HandlerEntry, answer, error_for, too_large
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,28 @@ def _ended(stream: Any) -> bool:
         return False
 
 
+class _LargeRequests:
+    """Large requests (past a gated protocol's small limit: ``large_from``) being read or
+    handled, by peer: at most ``MAX_LARGE_REQUESTS_PER_PEER`` each. A provider sends one
+    Result with its output a replica; a key that won an award for one cheap bid could
+    send 64 streams of 4 MiB (round 41, F2)."""
+
+    def __init__(self) -> None:
+        self._of: dict[PeerKey, int] = {}
+
+    def take(self, peer: PeerKey) -> bool:
+        held = self._of.get(peer, 0)
+        if held >= MAX_LARGE_REQUESTS_PER_PEER:
+            return False
+        self._of[peer] = held + 1
+        return True
+
+    def give(self, peer: PeerKey) -> None:
+        held = self._of.pop(peer, 0) - 1
+        if held > 0:
+            self._of[peer] = held
+
+
 @dataclass(slots=True)
 class _Pooled:
     stream: Any
@@ -169,6 +191,7 @@ class RequestStreams:
             stall_s=REQUEST_STALL_S,
             wait_s=REQUEST_SLOT_WAIT_S,
         )
+        self._large = _LargeRequests()
         self._nursery: trio.Nursery | None = None
         self._closed = False
 
@@ -179,6 +202,10 @@ class RequestStreams:
     def close(self) -> None:
         """Pool no more streams: the network is closing."""
         self._closed = True
+
+    def serving(self) -> set[PeerKey]:
+        """The peers whose request we are reading, handling or answering now."""
+        return self._slots.active_peers()
 
     def forget_peer(self, peer: PeerKey) -> None:
         """Drop the pooled streams to a peer whose connection closed."""
@@ -283,61 +310,84 @@ class RequestStreams:
             if trio.current_time() - idle_since >= FRAME_GRACE_S:
                 slot.progress(age=REQUEST_STALL_S - FRAME_GRACE_S)
             entry = self._handlers.get(protocol_id)
+            large = False  # a large request of a gated protocol (large_from) read
             try:
-                with trio.fail_after(config.frame_timeout):
-                    length = await reader.read_length()
-                    if entry is not None:
-                        limit = entry.over_limit(sender, length)
-                    else:
-                        limit = MAX_FRAME_BYTES if length > MAX_FRAME_BYTES else None
-                    if limit is not None:
-                        raise MessageTooLarge(too_large(length, limit, protocol_id))
-                    data = await reader.read_body(length)
-            except MessageTooLarge as exc:
-                self._counters.requests_rejected += 1
-                log.debug(
-                    "refused an oversized request on %s from peer %s: %s",
-                    protocol_id,
-                    protocol.peer_id(sender),
-                    exc,
-                )
-                with trio.move_on_after(config.frame_timeout), contextlib.suppress(Exception):
-                    await stream.write(response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024]))
-                await end(stream)
-                return
-            except (MalformedFrame, trio.TooSlowError) as exc:
-                self._counters.requests_rejected += 1
-                log.debug(
-                    "bad request frame on %s from peer %s: %s",
-                    protocol_id,
-                    protocol.peer_id(sender),
-                    exc,
-                )
-                await reset(stream)
-                return
-            while not self._slots.may_run(slot):
-                # Checked again as the handler would start: every idle stream of a key
-                # passed the check above while none of its handlers ran, and one request
-                # on each then ran 63 handlers of one key at once (round 25, G1). Its
-                # request is not run meanwhile, and its slot may be taken (status 4).
-                slot.exchanging = False
-                await trio.sleep(RUNNING_POLL_S)
-            if slot.evicted:
-                # taken as the request came in: its cancellation is due at the next
-                # checkpoint, inside the handler. Not run: the caller says so.
-                return
-            slot.busy = slot.handled = True  # our handler's time: never taken
-            with trio.move_on_after(config.stream_idle_timeout) as handling:
-                status, body = await answer(entry, sender, protocol_id, data, self._counters, log)
-            if handling.cancelled_caught:
-                self._counters.handler_errors += 1
-                status, body = (
-                    STATUS_ERROR,
-                    (
-                        f"the peer's handler for {protocol_id} did not answer within "
-                        f"{config.stream_idle_timeout:g} s (it may have done its work)"
-                    ).encode(),
-                )
+                try:
+                    with trio.fail_after(config.frame_timeout):
+                        length = await reader.read_length()
+                        if entry is not None:
+                            limit = entry.over_limit(sender, length)
+                        else:
+                            limit = MAX_FRAME_BYTES if length > MAX_FRAME_BYTES else None
+                        if limit is not None:
+                            raise MessageTooLarge(too_large(length, limit, protocol_id))
+                        if (
+                            entry is not None
+                            and entry.large_from is not None
+                            and length > entry.small_request_bytes
+                        ):
+                            if not self._large.take(sender):
+                                await send_again(
+                                    stream,
+                                    f"busy: at most {MAX_LARGE_REQUESTS_PER_PEER} large requests "
+                                    "of one peer are read at once; nothing was run",
+                                )
+                                return
+                            large = True
+                        data = await reader.read_body(length)
+                except MessageTooLarge as exc:
+                    self._counters.requests_rejected += 1
+                    log.debug(
+                        "refused an oversized request on %s from peer %s: %s",
+                        protocol_id,
+                        protocol.peer_id(sender),
+                        exc,
+                    )
+                    with trio.move_on_after(config.frame_timeout), contextlib.suppress(Exception):
+                        await stream.write(
+                            response_frame(STATUS_TOO_LARGE, str(exc).encode()[:1024])
+                        )
+                    await end(stream)
+                    return
+                except (MalformedFrame, trio.TooSlowError) as exc:
+                    self._counters.requests_rejected += 1
+                    log.debug(
+                        "bad request frame on %s from peer %s: %s",
+                        protocol_id,
+                        protocol.peer_id(sender),
+                        exc,
+                    )
+                    await reset(stream)
+                    return
+                while not self._slots.may_run(slot):
+                    # Checked again as the handler would start: every idle stream of a key
+                    # passed the check above while none of its handlers ran, and one request
+                    # on each then ran 63 handlers of one key at once (round 25, G1). Its
+                    # request is not run meanwhile, and its slot may be taken (status 4).
+                    slot.exchanging = False
+                    await trio.sleep(RUNNING_POLL_S)
+                if slot.evicted:
+                    # taken as the request came in: its cancellation is due at the next
+                    # checkpoint, inside the handler. Not run: the caller says so.
+                    return
+                slot.busy = slot.handled = True  # our handler's time: never taken
+                with trio.move_on_after(config.stream_idle_timeout) as handling:
+                    status, body = await answer(
+                        entry, sender, protocol_id, data, self._counters, log
+                    )
+                data = b""  # not held while the answer is written
+                if handling.cancelled_caught:
+                    self._counters.handler_errors += 1
+                    status, body = (
+                        STATUS_ERROR,
+                        (
+                            f"the peer's handler for {protocol_id} did not answer within "
+                            f"{config.stream_idle_timeout:g} s (it may have done its work)"
+                        ).encode(),
+                    )
+            finally:
+                if large:
+                    self._large.give(sender)
             slot.busy = False  # an answer served is no progress: its bytes are
             if not pipelined:
                 slot.answering_until = trio.current_time() + ANSWER_GRACE_S

@@ -11,6 +11,7 @@ addresses are multiaddresses ending in ``/p2p/<peer id>``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -43,7 +44,9 @@ from ._limits import (
 MAX_CONNECTIONS_PER_PEER = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_id_of(key: PeerKey) -> ID:
+    """The libp2p ID of a key (20 us to build: every request asks; remembered)."""
     return ID.from_base58(protocol.peer_id(key))
 
 

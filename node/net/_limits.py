@@ -13,6 +13,9 @@ DEFAULT_MAX_REQUEST_BYTES = (1 << 20) + 1024
 #: Default limit, for a protocol that takes large requests only from some peers, on a
 #: request from the others (a signed message and a little framing).
 DEFAULT_SMALL_REQUEST_BYTES = (64 << 10) + 1024
+#: Large requests (past a gated protocol's small limit) one peer may have read or handled
+#: at once; another is answered "send it again" unread.
+MAX_LARGE_REQUESTS_PER_PEER = 4
 #: Default limit on a response a requester accepts.
 DEFAULT_MAX_RESPONSE_BYTES = MAX_FRAME_BYTES
 #: Largest pubsub payload.

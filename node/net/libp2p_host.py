@@ -360,8 +360,11 @@ class Libp2pNetwork(NetworkBase):
 
     def _kept_peers(self) -> set[ID]:
         """Peers whose outbound connections are never closed to keep them to the bound:
-        bootstrap peers, our relays, peers in our GossipSub meshes."""
+        bootstrap peers, our relays, peers in our GossipSub meshes, and peers whose
+        request we are serving (a provider's Result or content fetch on the connection we
+        dialled was cut mid-way: round 41, F1)."""
         kept = set(self._bootstrap_ids)
+        kept.update(peer_id_of(k) for k in self._streams.serving())
         kept.update(peer_id_of(k) for k in self._relay.relays())
         for peers in self._gossip.gossipsub.mesh.values():
             kept.update(peers)

@@ -56,3 +56,20 @@ async def test_one_peers_block_answers_are_paced_past_its_bucket(
         await replica.net.request(target, BLOCKS_PROTOCOL, request, timeout=10)
         assert trio.current_time() - started < 0.1
         nursery.cancel_scope.cancel()
+
+
+def test_a_full_table_of_answer_buckets_drops_the_longest_untouched_not_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 41, F3: a new peer past the table's size cleared every bucket, debts
+    included; now the bucket least recently used goes."""
+    from node.ledger import _serve
+
+    monkeypatch.setattr(_serve, "MAX_PEERS_TRACKED", 3)
+    server = _serve.Server(None)  # type: ignore[arg-type]
+    for peer in (b"a", b"b", b"c"):
+        server._answered(peer, ANSWER_BYTES_BURST * 2, now=0.0)  # each a burst in debt
+    server._answered(b"a", 0, now=0.0)  # used again: the last to go
+    server._answered(b"d", 0, now=0.0)
+    assert set(server._answers) == {b"a", b"c", b"d"}
+    assert server._answer_pause(b"c", now=0.0) > 0  # its debt kept

@@ -26,6 +26,7 @@ from .test_review29_dht_answers import KAD, _read_varint
 
 SYBILS = 12
 BOUND = 3
+SLOW = "/aimx/test/slow/1"
 
 
 def _outbound(net: Libp2pNetwork) -> list[Any]:
@@ -96,6 +97,45 @@ async def test_connections_lookups_opened_are_closed_past_the_bound() -> None:
             assert victim._trim.trimmed >= peak - BOUND - 1
             # and the node dials what it needs again
             await victim.request(sybils[-1].local_peer, RECORD_PROTOCOL, b"", timeout=5)
+
+
+async def test_a_connection_whose_peer_we_are_serving_is_not_closed() -> None:
+    """Round 41, F1: "used" counted only our own requests, so the connection we dialled
+    to a provider was closed while its Result upload or content fetch was being served."""
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            victim = await stack.enter_async_context(node(81))
+            peers = [await stack.enter_async_context(node(82 + i)) for i in range(6)]
+            started = trio.Event()
+
+            async def slow(peer: bytes, data: bytes) -> bytes:
+                started.set()
+                await trio.sleep(2)
+                return b"done"
+
+            victim.set_handler(SLOW, slow)
+            for peer in peers:  # outbound from the victim, none of them used since
+                await victim.connect(peer.addresses()[0])
+            assert len(_outbound(victim)) == len(peers)
+            uploader = peers[0]  # the oldest: the first to go
+            answer: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+
+                async def upload() -> None:
+                    answer.append(await uploader.request(victim.local_peer, SLOW, b"r", timeout=10))
+
+                nursery.start_soon(upload)
+                await started.wait()
+                victim._trim.bound, victim._trim.grace = 2, 0.0
+                victim._trim._trim_soon()
+                for _ in range(50):
+                    if len(_outbound(victim)) <= 3:
+                        break
+                    await trio.sleep(0.05)
+                held = {c.muxed_conn.peer_id for c in _outbound(victim)}
+                assert uploader._host.get_id() in held
+                assert len(held) == 3  # the bound, and the peer we serve
+            assert answer == [b"done"]
 
 
 _conns = st.lists(

@@ -10,7 +10,14 @@ import random
 
 import trio
 
-from node.net import DEFAULT_SMALL_REQUEST_BYTES, MemoryHub, MessageTooLarge, PeerKey
+from node.net import (
+    DEFAULT_SMALL_REQUEST_BYTES,
+    MemoryHub,
+    MessageTooLarge,
+    PeerBusy,
+    PeerKey,
+    PeerUnreachable,
+)
 from node.net._framing import STATUS_TOO_LARGE, FrameReader, uvarint
 from node.net._libp2p_transport import peer_id_of
 
@@ -85,3 +92,50 @@ async def test_the_memory_network_applies_the_same_limit() -> None:
             raise AssertionError("over the small limit, taken")
         except MessageTooLarge as exc:
             assert "limit of 100" in str(exc)
+
+
+async def test_one_peer_has_at_most_four_large_requests_read_at_once() -> None:
+    """Round 41, F2: a key that won one award (one cheap bid) could send 64 streams of
+    4 MiB. Past 4 large requests of one peer at once, another is answered "send it
+    again", unread; small ones are not counted."""
+    running = 0
+    most = 0
+    release = trio.Event()
+
+    async def handler(peer: PeerKey, data: bytes) -> bytes:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            if len(data) > DEFAULT_SMALL_REQUEST_BYTES:
+                await release.wait()
+            return b"ok"
+        finally:
+            running -= 1
+
+    outcomes: list[str] = []
+    with trio.fail_after(30):
+        async with node(86) as server, node(87) as friend:
+            server.set_handler(BIG, handler, max_request_bytes=1 << 20, large_from=lambda p: True)
+            await friend.connect(server.addresses()[0])
+
+            async def ask(size: int) -> None:
+                try:
+                    outcomes.append(
+                        (await friend.request(server.local_peer, BIG, b"y" * size)).decode()
+                    )
+                except (PeerBusy, PeerUnreachable):
+                    # status 4, read or not: the refusal may reset the stream before
+                    # the request is all written
+                    outcomes.append("busy")
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(ask, 200_000)
+                await trio.sleep(1.5)  # the two past the four are refused, three times each
+                assert sorted(outcomes) == ["busy", "busy"]
+                assert running == 4
+                await ask(1000)  # a small one still runs
+                release.set()
+    assert most == 5  # the four large ones and the small one
+    assert sorted(outcomes) == ["busy", "busy", "ok", "ok", "ok", "ok", "ok"]
