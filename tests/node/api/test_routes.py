@@ -137,3 +137,22 @@ async def test_an_awarded_provider_fetches_each_blob_a_bounded_number_of_times()
                 await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, ask)
             with pytest.raises(RemoteError, match="served"):
                 await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, ask)
+
+
+async def test_a_provider_whose_run_is_over_is_not_served_its_jobs_data_again() -> None:
+    """Round 42, F4: the content was served to any replica not failed, in any phase; an
+    award's data is for its run (``Requester.may_fetch``), and each fetch costs a seal."""
+    with trio.fail_after(40):
+        async with cluster(1, runner=lambda i: InProcessRunner()) as cl:
+            provider = cl.contributors[0]
+            job_id = await cl.requester.submit_job(tiny_model_path().read_bytes(), tiny_inputs())
+            assert cl.requester.requester is not None
+            job = cl.requester.requester.jobs[job_id]
+            record = cl.requester.jobs[job_id]
+            while record.done is None:
+                await record.changed.wait()
+            assert record.done.status == "verified"
+            ask = protocol.pack([job_id, job.spec.model_hash])
+            with pytest.raises(RemoteError, match="run is over"):
+                await provider.net.request(cl.requester.me, CONTENT_PROTOCOL, ask)
+            assert cl.requester.conduct.counts.get(protocol.peer_id(provider.me)) is None
