@@ -61,7 +61,26 @@ class _Forward(logging.Handler):
             return
         if serving is not None:
             record = _naming(record, serving)
-        target.handle(record)
+        target.handle(_shortened(record))
+
+
+#: Longest py-libp2p line forwarded: its lines quote what peers sent (a 1 MiB topic name
+#: was written whole: round 43).
+MAX_LINE_CHARS = 2048
+
+
+def _shortened(record: logging.LogRecord) -> logging.LogRecord:
+    """``record``, its message cut to ``MAX_LINE_CHARS``."""
+    try:
+        text = record.getMessage()
+    except Exception:
+        return record
+    if len(text) <= MAX_LINE_CHARS:
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.msg = f"{text[:MAX_LINE_CHARS]}... ({len(text) - MAX_LINE_CHARS} more characters)"
+    copy.args = None
+    return copy
 
 
 def _naming(record: logging.LogRecord, serving: Serving) -> logging.LogRecord:

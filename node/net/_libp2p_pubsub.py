@@ -28,7 +28,7 @@ from ._errors import NetworkError
 from ._interface import NetworkCounters, PeerKey, PubsubMessage
 from ._libp2p_config import GossipConfig
 from ._libp2p_transport import key_of
-from ._limits import MAX_PUBSUB_BYTES
+from ._limits import MAX_PUBSUB_BYTES, MAX_SUBSCRIPTIONS_PER_PEER
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class GossipPubsub:
             self.gossipsub,
             seen_ttl=g.seen_ttl,
             max_inbound_rpc_size=g.max_inbound_rpc_bytes,
+            # topics a peer's subscriptions are kept for (each a name of at most 128
+            # characters: round 43, F2)
+            max_subscriptions_per_peer=MAX_SUBSCRIPTIONS_PER_PEER,
         )
 
     def start(self, nursery: trio.Nursery) -> None:

@@ -8,11 +8,12 @@ and every dial of the node's own would then be refused, its coordinators' includ
 the limit no dial gets that far.
 
 So outbound connections past :data:`MAX_OUTBOUND_CONNECTIONS` are closed, those least
-recently used by a request of ours first. Never closed: a connection younger than
-:data:`OUTBOUND_GRACE_S` (a dial is followed by its stream), one to a peer with a request
-of ours in flight, and one to a peer the node keeps: a bootstrap peer, a relay holding our
-reservation, a peer in one of our GossipSub meshes. A peer whose connection is closed is
-dialled again when the node needs it.
+recently used by a request of ours first, and those to peers whose request we are
+serving last. Never closed: a connection younger than :data:`OUTBOUND_GRACE_S` (a dial is
+followed by its stream), one to a peer with a request of ours in flight, and one to a peer
+the node keeps: a bootstrap peer, a relay holding our reservation, a peer in one of our
+GossipSub meshes. A peer whose connection is closed is dialled again when the node needs
+it.
 """
 
 from __future__ import annotations
@@ -48,16 +49,24 @@ class Outbound:
 
 
 def to_close(
-    conns: Iterable[Outbound], keep: Set[Any], now: float, bound: int, grace: float
+    conns: Iterable[Outbound],
+    keep: Set[Any],
+    now: float,
+    bound: int,
+    grace: float,
+    spare: Set[Any] = frozenset(),
 ) -> list[Any]:
     """The connections of ``conns`` to close so that at most ``bound`` remain to peers not
-    in ``keep``, least recently used first; none younger than ``grace``. Fewer when too
-    many are young: the next sweep takes them."""
+    in ``keep``: those to peers in ``spare`` last, each group least recently used first;
+    none younger than ``grace``. Fewer when too many are young: the next sweep takes them."""
     free = [c for c in conns if c.peer not in keep]
     excess = len(free) - bound
     if excess <= 0:
         return []
-    old = sorted((c for c in free if now - c.opened >= grace), key=lambda c: (c.used, c.opened))
+    old = sorted(
+        (c for c in free if now - c.opened >= grace),
+        key=lambda c: (c.peer in spare, c.used, c.opened),
+    )
     return [c.conn for c in old[:excess]]
 
 
@@ -65,8 +74,9 @@ class OutboundTrim:
     """Keeps ``network``'s (the swarm's) outbound connections to the bound.
 
     ``keep()`` gives the peers (libp2p IDs) whose connections are never closed;
-    ``in_flight`` the peers with a request of ours under way. :meth:`used` is told of each
-    request."""
+    ``in_flight`` the peers with a request of ours under way; ``spare()`` the peers whose
+    connections go last (within the bound: a stranger sending a byte of a request every
+    8 s was kept for good, round 43, F1). :meth:`used` is told of each request."""
 
     def __init__(
         self,
@@ -74,11 +84,13 @@ class OutboundTrim:
         keep: Callable[[], Set[Any]],
         in_flight: Set[Any],
         *,
+        spare: Callable[[], Set[Any]] = frozenset,
         bound: int = MAX_OUTBOUND_CONNECTIONS,
         grace: float = OUTBOUND_GRACE_S,
     ) -> None:
         self._network = network
         self._keep = keep
+        self._spare = spare
         self._in_flight = in_flight
         self.bound, self.grace = bound, grace
         self._opened: dict[Any, float] = {}  # outbound connections, by the connection
@@ -136,7 +148,7 @@ class OutboundTrim:
             with contextlib.suppress(Exception):  # a connection half torn down
                 peer = conn.muxed_conn.peer_id
                 conns.append(Outbound(conn, peer, opened, self._used.get(peer, opened)))
-        return to_close(conns, keep, now, self.bound, self.grace)
+        return to_close(conns, keep, now, self.bound, self.grace, set(self._spare()))
 
     async def _trim(self) -> None:
         try:

@@ -36,7 +36,7 @@ import trio
 from libp2p.pubsub.pb import rpc_pb2
 
 from . import _libp2p_gossip, _libp2p_handshakes, _libp2p_yamux
-from ._limits import MAX_PUBSUB_BYTES
+from ._limits import MAX_PUBSUB_BYTES, is_topic
 
 #: How long a host's own signed peer record envelope is reused.
 ENVELOPE_TTL_S = 5.0
@@ -115,6 +115,8 @@ MAX_RPC_SUBSCRIPTIONS = 128
 MAX_RPC_GOSSIP_IDS = 1024
 #: GRAFTs, and PRUNEs, one RPC may carry (one per topic the node follows is what it takes).
 MAX_RPC_MESH_CONTROL = 64
+#: A pubsub message's bytes besides its data (sender, seqno, topics, signature, key).
+MAX_MESSAGE_OVERHEAD_BYTES = 4096
 
 
 def bounded_rpc(rpc: Any) -> bool:
@@ -124,11 +126,19 @@ def bounded_rpc(rpc: Any) -> bool:
     coordinator for 14.5 s, one of 2,500 subscribe-unsubscribe pairs for 25 s (round 31,
     G2). A message over ``MAX_PUBSUB_BYTES`` was cached and forwarded before our pump
     dropped it, and an IWANT for it made us copy it thousands of times (G1); its IHAVE and
-    IWANT lists are bounded too (G4), and so are its GRAFT and PRUNE lists (round 35)."""
+    IWANT lists are bounded too (G4), and so are its GRAFT and PRUNE lists (round 35). A
+    subscription or message naming a topic that has no topic's form (``is_topic``: 1-128
+    characters) is dropped: py-libp2p kept 100 topic names a peer of up to 1 MiB each, and
+    10 keys made a node hold 999 MiB (round 43, F2); a message is bounded whole, not only
+    its data (F3)."""
     if len(rpc.publish) > MAX_RPC_MESSAGES or len(rpc.subscriptions) > MAX_RPC_SUBSCRIPTIONS:
         return False
-    if any(len(m.data) > MAX_PUBSUB_BYTES for m in rpc.publish):
-        kept = [m for m in rpc.publish if len(m.data) <= MAX_PUBSUB_BYTES]
+    if not all(is_topic(s.topicid) for s in rpc.subscriptions):
+        kept_subs = [s for s in rpc.subscriptions if is_topic(s.topicid)]
+        del rpc.subscriptions[:]
+        rpc.subscriptions.extend(kept_subs)
+    if not all(_message_bounded(m) for m in rpc.publish):
+        kept = [m for m in rpc.publish if _message_bounded(m)]
         del rpc.publish[:]
         rpc.publish.extend(kept)
     if rpc.HasField("control"):
@@ -142,6 +152,16 @@ def bounded_rpc(rpc: Any) -> bool:
         if len(control.prune) > MAX_RPC_MESH_CONTROL:
             del control.prune[:]
     return True
+
+
+def _message_bounded(message: Any) -> bool:
+    """A pubsub message's data within ``MAX_PUBSUB_BYTES``, the whole within that and its
+    overhead, and every topic it names of a topic's form."""
+    return (
+        len(message.data) <= MAX_PUBSUB_BYTES
+        and message.ByteSize() <= MAX_PUBSUB_BYTES + MAX_MESSAGE_OVERHEAD_BYTES
+        and all(is_topic(t) for t in message.topicIDs)
+    )
 
 
 #: Largest signed peer record read from a pubsub RPC: 64 addresses of a few dozen bytes,

@@ -20,6 +20,9 @@ MAX_LARGE_REQUESTS_PER_PEER = 4
 DEFAULT_MAX_RESPONSE_BYTES = MAX_FRAME_BYTES
 #: Largest pubsub payload.
 MAX_PUBSUB_BYTES = 256 << 10
+#: Topics one peer's subscriptions are kept for (py-libp2p's default is 100; a contributor
+#: follows a topic per capability class it serves, a few dozen at most, and the ledger's).
+MAX_SUBSCRIPTIONS_PER_PEER = 128
 #: Default time for a whole request (dial, send, handler, response), seconds.
 DEFAULT_REQUEST_TIMEOUT = 10.0
 #: Default time for a provider lookup, seconds.
@@ -83,6 +86,11 @@ def check_protocol_id(protocol_id: str) -> str:
             f"invalid protocol id {protocol_id!r}: use '/' and 1..127 of [A-Za-z0-9_.-/]"
         )
     return protocol_id
+
+
+def is_topic(topic: str) -> bool:
+    """Whether ``topic`` has a topic's form (see :func:`check_topic`)."""
+    return isinstance(topic, str) and _TOPIC_RE.fullmatch(topic) is not None
 
 
 def check_topic(topic: str) -> str:

@@ -155,7 +155,15 @@ class Libp2pNetwork(NetworkBase):
         #: Our requests under way, by peer (libp2p ID): their connections are kept.
         self._requests_to: dict[ID, int] = {}
         self._bootstrap_ids = frozenset(info_of(a)[0].peer_id for a in config.bootstrap)
-        self._trim = OutboundTrim(host.get_network(), self._kept_peers, self._requests_to.keys())
+        # peers whose request we are serving go last (a provider's Result or content fetch
+        # on the connection we dialled was cut mid-way: round 41, F1), not never (one byte
+        # of a request every 8 s kept a stranger's for good: round 43, F1)
+        self._trim = OutboundTrim(
+            host.get_network(),
+            self._kept_peers,
+            self._requests_to.keys(),
+            spare=lambda: {peer_id_of(k) for k in self._streams.serving()},
+        )
         host.get_network().register_notifee(_Notifee(self))
         self._streams = RequestStreams(
             host, config, self._counters, self._handlers, self._dialer.ensure_connected
@@ -360,11 +368,8 @@ class Libp2pNetwork(NetworkBase):
 
     def _kept_peers(self) -> set[ID]:
         """Peers whose outbound connections are never closed to keep them to the bound:
-        bootstrap peers, our relays, peers in our GossipSub meshes, and peers whose
-        request we are serving (a provider's Result or content fetch on the connection we
-        dialled was cut mid-way: round 41, F1)."""
+        bootstrap peers, our relays, peers in our GossipSub meshes."""
         kept = set(self._bootstrap_ids)
-        kept.update(peer_id_of(k) for k in self._streams.serving())
         kept.update(peer_id_of(k) for k in self._relay.relays())
         for peers in self._gossip.gossipsub.mesh.values():
             kept.update(peers)

@@ -1,0 +1,63 @@
+"""Round 43, F2: py-libp2p kept a peer's subscriptions for any topic name, 100 a peer, each
+up to the 1 MiB an RPC may hold: 10 keys made a node hold 999 MiB of names. F3: a
+message was bounded by its data only. A subscription or message whose topic has no
+topic's form (1-128 of ``[A-Za-z0-9_.-/:]``) is now dropped before py-libp2p sees it, and a
+message is bounded whole."""
+
+from __future__ import annotations
+
+import trio
+import varint
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pb import rpc_pb2
+
+from node.net._libp2p_transport import peer_id_of
+from node.net._libp2p_tuning import MAX_MESSAGE_OVERHEAD_BYTES, bounded_rpc
+from node.net._limits import MAX_PUBSUB_BYTES, MAX_SUBSCRIPTIONS_PER_PEER
+
+from .helpers import node
+
+TOPIC = "aimx/test/ledger/blocks"
+LONG = "t" * 100_000
+
+
+def test_subscriptions_and_messages_to_names_that_are_no_topics_are_dropped() -> None:
+    rpc = rpc_pb2.RPC()
+    rpc.subscriptions.add(subscribe=True, topicid=TOPIC)
+    rpc.subscriptions.add(subscribe=True, topicid=LONG)
+    rpc.subscriptions.add(subscribe=True, topicid="t" * 129)
+    rpc.subscriptions.add(subscribe=True, topicid="no spaces")
+    rpc.subscriptions.add(subscribe=True, topicid="")
+    rpc.publish.add(topicIDs=[TOPIC], data=b"ok")
+    rpc.publish.add(topicIDs=[TOPIC, LONG], data=b"named")
+    rpc.publish.add(
+        topicIDs=[TOPIC], data=b"k", key=b"k" * (MAX_PUBSUB_BYTES + MAX_MESSAGE_OVERHEAD_BYTES)
+    )
+    rpc.publish.add(topicIDs=[TOPIC], data=b"x" * MAX_PUBSUB_BYTES)
+    assert bounded_rpc(rpc)
+    assert [s.topicid for s in rpc.subscriptions] == [TOPIC]
+    assert [len(m.data) for m in rpc.publish] == [2, MAX_PUBSUB_BYTES]
+
+
+async def test_a_peer_cannot_make_a_node_hold_long_topic_names() -> None:
+    with trio.fail_after(60):
+        async with node(101) as victim, node(102) as stranger:
+            await stranger.connect(victim.addresses()[0])
+            stream = await stranger._host.new_stream(
+                peer_id_of(victim.local_peer), [PROTOCOL_ID_V11]
+            )
+            for i in range(20):  # each RPC one subscription of a 100 KB name
+                rpc = rpc_pb2.RPC()
+                rpc.subscriptions.add(subscribe=True, topicid=f"{i}{LONG}")
+                rpc.subscriptions.add(subscribe=True, topicid=f"aimx/test/{i}")
+                data = rpc.SerializeToString()
+                await stream.write(varint.encode(len(data)) + data)
+            pubsub = victim._gossip.pubsub
+            for _ in range(100):
+                if sum(1 for t in pubsub.peer_topics if t.startswith("aimx/test/")) == 20:
+                    break
+                await trio.sleep(0.05)
+            names = list(pubsub.peer_topics)
+            assert sum(1 for t in names if t.startswith("aimx/test/")) == 20  # these were read
+            assert max(len(t) for t in names) <= 128  # the tree before: 20 of 100 KB
+            assert pubsub.max_subscriptions_per_peer == MAX_SUBSCRIPTIONS_PER_PEER
