@@ -12,7 +12,13 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 
 from node.net._libp2p_transport import peer_id_of
-from node.net._libp2p_tuning import MAX_MESSAGE_OVERHEAD_BYTES, bounded_rpc
+from node.net._libp2p_tuning import (
+    MAX_MESSAGE_OVERHEAD_BYTES,
+    MAX_RPC_GOSSIP_ENTRIES,
+    MAX_RPC_GOSSIP_IDS,
+    MAX_SEQNO_BYTES,
+    bounded_rpc,
+)
 from node.net._limits import MAX_PUBSUB_BYTES, MAX_SUBSCRIPTIONS_PER_PEER
 
 from .helpers import node
@@ -61,3 +67,34 @@ async def test_a_peer_cannot_make_a_node_hold_long_topic_names() -> None:
             assert sum(1 for t in names if t.startswith("aimx/test/")) == 20  # these were read
             assert max(len(t) for t in names) <= 128  # the tree before: 20 of 100 KB
             assert pubsub.max_subscriptions_per_peer == MAX_SUBSCRIPTIONS_PER_PEER
+
+
+def test_a_message_whose_naming_fields_are_oversized_is_dropped() -> None:
+    """Round 44, G2: py-libp2p's message id is ``from_id + seqno``, kept in the seen cache
+    for 120 s and refreshed on each sighting: a seqno of 260 KiB made one key's messages
+    hold 514 MiB of ids."""
+    rpc = rpc_pb2.RPC()
+    rpc.publish.add(topicIDs=[TOPIC], data=b"ok", seqno=b"s" * MAX_SEQNO_BYTES)
+    rpc.publish.add(topicIDs=[TOPIC], data=b"ok", seqno=b"s" * (MAX_SEQNO_BYTES + 1))
+    rpc.publish.add(topicIDs=[TOPIC], data=b"ok", from_id=b"f" * 65)
+    rpc.publish.add(topicIDs=[TOPIC] * 9, data=b"ok")
+    assert bounded_rpc(rpc)
+    assert [m.seqno for m in rpc.publish] == [b"s" * MAX_SEQNO_BYTES]
+
+
+def test_gossip_control_lists_of_too_many_entries_are_ignored() -> None:
+    """Round 44, G1: empty IHAVE entries counted nothing: 209,000 in one RPC kept a node's
+    loop busy 2.5 s. IDONTWANT was not bounded at all."""
+    rpc = rpc_pb2.RPC()
+    for _ in range(MAX_RPC_GOSSIP_ENTRIES + 1):
+        rpc.control.ihave.add(topicID=TOPIC)
+        rpc.control.iwant.add()
+    rpc.control.idontwant.add(messageIDs=[b"i"] * (MAX_RPC_GOSSIP_IDS + 1))
+    assert bounded_rpc(rpc)
+    assert len(rpc.control.ihave) == len(rpc.control.iwant) == len(rpc.control.idontwant) == 0
+    fine = rpc_pb2.RPC()
+    for _ in range(MAX_RPC_GOSSIP_ENTRIES):
+        fine.control.ihave.add(topicID=TOPIC, messageIDs=[b"m"])
+    fine.control.idontwant.add(messageIDs=[b"i"] * 3)
+    assert bounded_rpc(fine)
+    assert len(fine.control.ihave) == MAX_RPC_GOSSIP_ENTRIES and len(fine.control.idontwant) == 1
