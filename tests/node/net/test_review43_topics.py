@@ -98,3 +98,30 @@ def test_gossip_control_lists_of_too_many_entries_are_ignored() -> None:
     fine.control.idontwant.add(messageIDs=[b"i"] * 3)
     assert bounded_rpc(fine)
     assert len(fine.control.ihave) == MAX_RPC_GOSSIP_ENTRIES and len(fine.control.idontwant) == 1
+
+
+def test_the_equivocation_check_keeps_digests_and_a_bounded_number() -> None:
+    """Round 44, G3: py-libp2p kept each message whole for its equivocation check, up to
+    1,000 of 260 KiB and any number between heartbeats."""
+    from types import SimpleNamespace
+
+    from libp2p.pubsub.gossipsub import GossipSub
+
+    from node.net import _libp2p_gossip, _libp2p_tuning
+
+    _libp2p_tuning.install()
+    router = SimpleNamespace(equivocation_detection={}, scorer=None)
+
+    def msg(seqno: int, data: bytes, topic: str = TOPIC) -> rpc_pb2.Message:
+        return rpc_pb2.Message(
+            from_id=b"f", seqno=seqno.to_bytes(8, "big"), data=data, topicIDs=[topic]
+        )
+
+    assert GossipSub._check_equivocation(router, msg(1, b"x" * 200_000))  # type: ignore[arg-type]
+    assert GossipSub._check_equivocation(router, msg(1, b"x" * 200_000))  # type: ignore[arg-type]
+    assert not GossipSub._check_equivocation(router, msg(1, b"y"))  # type: ignore[arg-type]
+    assert not GossipSub._check_equivocation(router, msg(1, b"x" * 200_000, "other"))  # type: ignore[arg-type]
+    assert all(len(v) == 32 for v in router.equivocation_detection.values())
+    for i in range(2, 2 * _libp2p_gossip.MAX_EQUIVOCATION_ENTRIES):
+        GossipSub._check_equivocation(router, msg(i, b"z"))  # type: ignore[arg-type]
+    assert len(router.equivocation_detection) <= _libp2p_gossip.MAX_EQUIVOCATION_ENTRIES
