@@ -24,7 +24,7 @@ from node.net.libp2p_host import Libp2pNetwork
 from .helpers import node
 from .test_review29_dht_answers import KAD, _read_varint
 
-SYBILS = 12
+SYBILS = 8
 BOUND = 3
 SLOW = "/aimx/test/slow/1"
 
