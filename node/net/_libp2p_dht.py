@@ -16,9 +16,11 @@ records"), as py-libp2p's ``KadDHT`` with its defects worked around.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import libp2p.kad_dht.common as _kad_common
 import libp2p.kad_dht.kad_dht as _kad
 import libp2p.kad_dht.peer_routing as _peer_routing
 import libp2p.kad_dht.provider_store as _provider_store
@@ -298,6 +300,45 @@ def guard_provider_store(store: Any) -> None:
     store.add_provider = add_provider
 
 
+#: Records the DHT's value store holds, and the largest value it keeps (a capability record
+#: is under 16 KiB): py-libp2p held 50,000 of any size, with whatever else a PUT_VALUE's
+#: record carried, for 24 h, and found the oldest by parsing every one (round 45, H2, H3).
+MAX_VALUE_RECORDS = 2048
+MAX_VALUE_BYTES = 16 << 10
+
+
+def guard_value_store(store: Any) -> None:
+    """Bound what peers' PUT_VALUE messages leave in ``store``: a record is kept as its
+    key, value, author and signature only (one key stored 3,000 padded records of 62 KB,
+    178 MiB, kept after it left), a value over ``MAX_VALUE_BYTES`` is not kept, and past
+    ``MAX_VALUE_RECORDS`` the record stored first goes, at once (a full store of 50,000
+    stalled the loop 0.5-1 s a PUT, each parsing every record's time)."""
+    from libp2p.kad_dht.pb.kademlia_pb2 import Record
+
+    records: dict[bytes, tuple[Any, float]] = store.store
+
+    def make_room() -> None:
+        while len(records) >= MAX_VALUE_RECORDS:
+            del records[next(iter(records))]
+
+    def put_record(key: bytes, record: Any) -> None:
+        if len(record.value) > MAX_VALUE_BYTES:
+            return
+        kept = Record(
+            key=record.key,
+            value=record.value,
+            timeReceived=record.timeReceived,
+            author=record.author,
+            signature=record.signature,
+        )
+        records.pop(key, None)
+        make_room()
+        records[key] = (kept, time.time() + _kad_common.DEFAULT_TTL)
+
+    store.put_record = put_record
+    store._evict_if_full = make_room
+
+
 def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = None) -> KadDHT:
     """A Kademlia DHT in server mode (client mode on a private node) that stores only valid
     capability records under its namespace (:class:`AimxRecords`; ``refused`` hears of the
@@ -336,4 +377,5 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
         module.MAX_DHT_MESSAGE_SIZE = DHT_MAX_RESPONSE  # type: ignore[attr-defined]
         module.read_varint_prefixed_bytes_limited = read_trimmed_answer  # type: ignore[attr-defined]
     guard_provider_store(dht.provider_store)
+    guard_value_store(dht.value_store)
     return dht

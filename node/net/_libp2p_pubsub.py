@@ -92,6 +92,9 @@ class GossipPubsub:
             # characters: round 43, F2)
             max_subscriptions_per_peer=MAX_SUBSCRIPTIONS_PER_PEER,
         )
+        # the topics the RPC guard takes messages on (_libp2p_tuning._keep_followed)
+        pubsub = self.pubsub
+        host._aimx_followed = lambda: pubsub.topic_ids
 
     def start(self, nursery: trio.Nursery) -> None:
         """Topics followed from now on are pumped in ``nursery``."""

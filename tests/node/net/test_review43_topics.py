@@ -77,7 +77,7 @@ def test_a_message_whose_naming_fields_are_oversized_is_dropped() -> None:
     rpc.publish.add(topicIDs=[TOPIC], data=b"ok", seqno=b"s" * MAX_SEQNO_BYTES)
     rpc.publish.add(topicIDs=[TOPIC], data=b"ok", seqno=b"s" * (MAX_SEQNO_BYTES + 1))
     rpc.publish.add(topicIDs=[TOPIC], data=b"ok", from_id=b"f" * 65)
-    rpc.publish.add(topicIDs=[TOPIC] * 9, data=b"ok")
+    rpc.publish.add(topicIDs=[TOPIC] * 2, data=b"ok")
     assert bounded_rpc(rpc)
     assert [m.seqno for m in rpc.publish] == [b"s" * MAX_SEQNO_BYTES]
 
@@ -125,3 +125,57 @@ def test_the_equivocation_check_keeps_digests_and_a_bounded_number() -> None:
     for i in range(2, 2 * _libp2p_gossip.MAX_EQUIVOCATION_ENTRIES):
         GossipSub._check_equivocation(router, msg(i, b"z"))  # type: ignore[arg-type]
     assert len(router.equivocation_detection) <= _libp2p_gossip.MAX_EQUIVOCATION_ENTRIES
+
+
+def test_messages_on_topics_the_node_does_not_follow_are_dropped() -> None:
+    """Round 45, H1: py-libp2p's scorer made an entry for every topic a message named,
+    before its signature was checked: one key's messages naming made-up topics left 2.15
+    million entries (+231 MB, heartbeats of 1 s). A message names one topic, and one we
+    follow."""
+    from node.net._libp2p_tuning import _keep_followed
+
+    rpc = rpc_pb2.RPC()
+    rpc.publish.add(topicIDs=[TOPIC], data=b"ours")
+    rpc.publish.add(topicIDs=["aimx/test/made-up"], data=b"theirs")
+    rpc.publish.add(topicIDs=[TOPIC, "aimx/test/made-up"], data=b"both")
+    assert bounded_rpc(rpc)
+    _keep_followed(rpc, {TOPIC})
+    assert [m.data for m in rpc.publish] == [b"ours"]
+
+
+async def test_a_running_node_takes_messages_only_on_topics_it_follows() -> None:
+    with trio.fail_after(30):
+        async with node(103) as victim:
+            followed = victim._host._aimx_followed
+            assert TOPIC not in followed()
+            victim.subscribe(TOPIC)
+            for _ in range(100):
+                if TOPIC in followed():
+                    break
+                await trio.sleep(0.05)
+            assert TOPIC in followed()
+
+
+def test_the_value_store_keeps_records_bare_bounded_and_evicts_at_once() -> None:
+    """Round 45, H2 and H3: PUT_VALUE records were kept with whatever else they carried,
+    50,000 of any size for 24 h, and a full store parsed every record to find the oldest
+    (0.5-1 s a PUT)."""
+    from types import SimpleNamespace
+
+    from libp2p.kad_dht.pb.kademlia_pb2 import Record
+
+    from node.net import _libp2p_dht
+
+    store = SimpleNamespace(store={})
+    _libp2p_dht.guard_value_store(store)
+    padded = Record(key=b"k", value=b"v" * 100)
+    padded.MergeFromString(b"\x9a\x05" + bytes([100]) + b"p" * 100)  # an unknown field 83
+    store.put_record(b"k", padded)  # type: ignore[attr-defined]
+    kept = store.store[b"k"][0]
+    assert kept.value == b"v" * 100 and len(kept.SerializeToString()) < 110
+    store.put_record(b"big", Record(key=b"big", value=b"v" * (_libp2p_dht.MAX_VALUE_BYTES + 1)))  # type: ignore[attr-defined]
+    assert b"big" not in store.store
+    for i in range(_libp2p_dht.MAX_VALUE_RECORDS + 10):
+        store.put_record(b"%d" % i, Record(key=b"%d" % i, value=b"v"))  # type: ignore[attr-defined]
+    assert len(store.store) == _libp2p_dht.MAX_VALUE_RECORDS
+    assert b"k" not in store.store and b"0" not in store.store  # the first stored went first
