@@ -66,10 +66,12 @@ from ._ledger import EscrowLookup, EscrowView
 from ._requester_awards import announce, award, canary_for, open_job, tell_short, watch, watch_at
 from ._requester_exchange import (
     awaits_output,
+    holds_award,
     issue_receipt,
     keys_pending,
     open_output,
     resend_receipt,
+    runs_award,
     take_result,
     take_sealed,
 )
@@ -147,10 +149,7 @@ class Requester:
     def may_fetch(self, job_id: bytes, provider: bytes) -> bool:
         """Whether ``provider`` may fetch the job's model and inputs now: it holds a running
         award of the job. The driver serves them sealed to that provider's key."""
-        job = self.jobs.get(job_id)
-        if job is None or job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
-            return False
-        return any(r.provider == provider and r.state == ReplicaState.RUNNING for r in job.replicas)
+        return runs_award(self.jobs.get(job_id), provider)
 
     def expects_output(self, job_id: bytes, provider: bytes, replica: int) -> bool:
         """Whether a Result's sealed output from ``provider`` for ``replica`` would be taken
@@ -163,11 +162,7 @@ class Requester:
         """Whether ``provider`` holds an award (not failed) of a job of ours that is not
         closed: only such a peer sends a Result with its output, a market request far
         larger than any other (the driver takes those from it alone)."""
-        return any(
-            job.phase != JobPhase.CLOSED
-            and any(r.provider == provider and r.state != ReplicaState.FAILED for r in job.replicas)
-            for job in self.jobs.values()
-        )
+        return any(holds_award(job, provider) for job in self.jobs.values())
 
     def forget(self, job_id: bytes) -> None:
         """Drop a closed job's state (the caller keeps what it needs from ``JobDone``)."""

@@ -208,6 +208,20 @@ def awaits_output(job: RequesterJob | None, provider: bytes, replica: int) -> bo
     )
 
 
+def runs_award(job: RequesterJob | None, provider: bytes) -> bool:
+    """Whether ``provider`` runs an award of ``job`` now (it may fetch the job's data)."""
+    if job is None or job.phase not in (JobPhase.COLLECTING, JobPhase.EXECUTING):
+        return False
+    return any(r.provider == provider and r.state == ReplicaState.RUNNING for r in job.replicas)
+
+
+def holds_award(job: RequesterJob, provider: bytes) -> bool:
+    """Whether ``provider`` holds an award (not failed) of ``job``, which is not closed."""
+    return job.phase != JobPhase.CLOSED and any(
+        r.provider == provider and r.state != ReplicaState.FAILED for r in job.replicas
+    )
+
+
 def keys_pending(job: RequesterJob) -> bool:
     """Whether a replica holding our sealed receipt is still to publish its key."""
     return key_due(job) >= 0

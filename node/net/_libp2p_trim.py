@@ -71,7 +71,7 @@ def to_close(
 
 
 class OutboundTrim:
-    """Keeps ``network``'s (the swarm's) outbound connections to the bound.
+    """Keeps the swarm's outbound connections (told of by :meth:`opened`) to the bound.
 
     ``keep()`` gives the peers (libp2p IDs) whose connections are never closed;
     ``in_flight`` the peers with a request of ours under way; ``spare()`` the peers whose
@@ -80,7 +80,6 @@ class OutboundTrim:
 
     def __init__(
         self,
-        network: Any,
         keep: Callable[[], Set[Any]],
         in_flight: Set[Any],
         *,
@@ -88,7 +87,6 @@ class OutboundTrim:
         bound: int = MAX_OUTBOUND_CONNECTIONS,
         grace: float = OUTBOUND_GRACE_S,
     ) -> None:
-        self._network = network
         self._keep = keep
         self._spare = spare
         self._in_flight = in_flight

@@ -159,7 +159,6 @@ class Libp2pNetwork(NetworkBase):
         # on the connection we dialled was cut mid-way: round 41, F1), not never (one byte
         # of a request every 8 s kept a stranger's for good: round 43, F1)
         self._trim = OutboundTrim(
-            host.get_network(),
             self._kept_peers,
             self._requests_to.keys(),
             spare=lambda: {peer_id_of(k) for k in self._streams.serving()},

@@ -16,13 +16,9 @@ from node.ledger._wire import BLOCKS_PROTOCOL
 from ...keys import pub
 from ...ledger.helpers import COORD
 from .test_peer_input import _coordinator_replica_and_mallory
+from .test_peer_input import clock as clock  # the autojump clock fixture
 
 ANSWER = 3 << 20  # about what a chain of full blocks gives a request
-
-
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def test_one_peers_block_answers_are_paced_past_its_bucket(
