@@ -12,7 +12,15 @@
 - streams naming their protocol are at most :data:`MAX_NEGOTIATING_PER_HOST` a host (all
   its connections together) and :data:`MAX_NEGOTIATING` in all; past the second a stream
   takes the place of the oldest of the host holding the most, which is reset: forty keys'
-  10,200 such streams held 81 MB (round 37, N3).
+  10,200 such streams held 81 MB (round 37, N3);
+- a stream that is reset by us, or by its peer before its FIN, keeps none of its unread
+  data (py-libp2p never reads it again: a read raises the reset first); a connection's
+  fully closed streams (a peer's reset after its FIN included: the data before the FIN is
+  still read, as our own answers rely on) keep their unread data only up to
+  :data:`MAX_CLOSED_UNREAD_BYTES` and :data:`MAX_CLOSED_UNREAD_STREAMS`, the newest
+  always, the oldest dropped first: py-libp2p kept it 60-90 s whoever would read it, and
+  one stranger's streams filled within their windows and reset made a node hold 476 MiB
+  in 21 s, as much as it could upload in 90 s (round 46, Y1).
 """
 
 from __future__ import annotations
@@ -23,7 +31,13 @@ from collections.abc import Hashable
 from typing import Any
 
 from ._libp2p_logging import Tally
-from ._limits import MAX_INBOUND_STREAMS, MAX_NEGOTIATING, MAX_NEGOTIATING_PER_HOST
+from ._limits import (
+    MAX_CLOSED_UNREAD_BYTES,
+    MAX_CLOSED_UNREAD_STREAMS,
+    MAX_INBOUND_STREAMS,
+    MAX_NEGOTIATING,
+    MAX_NEGOTIATING_PER_HOST,
+)
 
 log = logging.getLogger(__name__)
 _TALLY = Tally(log)
@@ -35,6 +49,7 @@ def install() -> None:
     _enforce_windows()
     _cap_inbound_streams()
     _bound_negotiations()
+    _bound_dead_buffers()
 
 
 class _WindowedBuffer(bytearray):
@@ -163,3 +178,64 @@ def _bound_negotiations() -> None:
             table.leave(entry)
 
     Multiselect.negotiate = bounded  # type: ignore[method-assign]
+
+
+def _forget_stream(muxer: Any, stream_id: int) -> None:
+    """Drop a closed stream's entry and unread data; a reader waiting on it wakes to an
+    end of stream."""
+    event = muxer.stream_events.pop(stream_id, None)
+    if event is not None:
+        event.set()
+    muxer.streams.pop(stream_id, None)
+    muxer.stream_buffers.pop(stream_id, None)
+
+
+def _bound_dead_buffers() -> None:
+    """A reset stream's unread data goes at once; fully closed streams' unread data is
+    bounded per connection (:data:`MAX_CLOSED_UNREAD_BYTES`,
+    :data:`MAX_CLOSED_UNREAD_STREAMS`)."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    finalize = yamux.Yamux._finalize_stream_locked
+
+    def finalize_stream_locked(self: Any, stream: Any, *, fully_closed: bool) -> None:
+        finalize(self, stream, fully_closed=fully_closed)
+        stream_id = stream.stream_id
+        if not fully_closed or stream_id not in self.streams:
+            return  # open still, or gone with nothing left to read
+        if stream.reset_received and (
+            getattr(stream, "_aimx_reset_here", False) or not stream.recv_closed
+        ):
+            # Reset by us (nothing of ours reads on), or by the peer before its FIN: py-libp2p
+            # reads such a stream's buffer never again (it raises the reset first).
+            _forget_stream(self, stream_id)
+            return
+        # Unread data on a fully closed stream: the newest kept, the oldest dropped past
+        # the connection's bounds. Entries the sweeper or a reader removed are skipped.
+        closed: dict[int, None] = getattr(self, "_aimx_closed_unread", None) or {}
+        self._aimx_closed_unread = closed
+        closed.pop(stream_id, None)
+        closed[stream_id] = None
+        for gone in [s for s in closed if s not in self.streams]:
+            del closed[gone]
+        held = {s: len(self.stream_buffers.get(s) or b"") for s in closed}
+        total = sum(held.values())
+        for oldest in list(closed):
+            if oldest == stream_id or (
+                len(closed) <= MAX_CLOSED_UNREAD_STREAMS and total <= MAX_CLOSED_UNREAD_BYTES
+            ):
+                break
+            total -= held[oldest]
+            del closed[oldest]
+            _forget_stream(self, oldest)
+            _TALLY.note("unread data of closed streams dropped past the bound", self.peer_id)
+
+    yamux.Yamux._finalize_stream_locked = finalize_stream_locked  # type: ignore[method-assign]
+
+    reset = yamux.YamuxStream.reset
+
+    async def reset_here(self: Any) -> None:
+        self._aimx_reset_here = True
+        await reset(self)
+
+    yamux.YamuxStream.reset = reset_here  # type: ignore[method-assign]

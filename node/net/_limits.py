@@ -45,6 +45,11 @@ MAX_INBOUND_STREAMS = 256
 #: connections) and from all hosts; past the second the oldest of the largest host is reset.
 MAX_NEGOTIATING_PER_HOST = 256
 MAX_NEGOTIATING = 2048
+#: A connection's fully closed streams keep their unread data for a reader still to come
+#: (a response read after our FIN) up to these bounds, newest first; a reset stream keeps
+#: none (round 46, Y1).
+MAX_CLOSED_UNREAD_BYTES = 1 << 20
+MAX_CLOSED_UNREAD_STREAMS = 32
 #: A stream the peer opened has this long to name a protocol we serve, seconds.
 INBOUND_NEGOTIATION_TIMEOUT_S = 5
 #: Connections a node holds at once, and of them the inbound ones (py-libp2p counts both

@@ -1,0 +1,64 @@
+"""Round 46, Y1: py-libp2p's yamux kept a closed stream's unread data for 60-90 s, a reset
+one's included, whoever would read it: one stranger filling streams within their windows
+and resetting them made a node hold 476 MiB in 21 s. A reset stream now keeps nothing, and
+a connection's fully closed streams keep at most ``MAX_CLOSED_UNREAD_BYTES`` unread (and
+the newest stream's)."""
+
+from __future__ import annotations
+
+import struct
+
+import trio
+
+from node.net._libp2p_transport import peer_id_of
+from node.net._limits import MAX_CLOSED_UNREAD_BYTES
+
+from .test_libp2p_guards import ECHO, echo, node
+
+HEADER = ">BBHII"  # version, type, flags, stream id, length
+DATA, SYN, FIN, RST = 0, 1, 4, 8
+CHUNK = 200_000  # within a stream's 256 KiB window
+STREAMS = 40  # 8 MB in all
+
+
+def _frame(flags: int, stream_id: int, body: bytes) -> bytes:
+    return struct.pack(HEADER, 0, DATA, flags, stream_id, len(body)) + body
+
+
+def _multistream(protocol: str) -> bytes:
+    line = protocol.encode() + b"\n"
+    return bytes([len(line)]) + line
+
+
+async def _fill_and_end(flag: int) -> int:
+    """A stranger opens identify streams, fills each within its window and ends it with
+    ``flag``; returns the bytes the victim's connection then holds unread."""
+    async with node(141) as victim, node(142) as stranger:
+        victim.set_handler(ECHO, echo)
+        key = await stranger.connect(victim.addresses()[0])
+        await trio.sleep(0.5)
+        muxer = stranger._host.get_network().connections[peer_id_of(key)][0].muxed_conn
+        hello = _multistream("/multistream/1.0.0") + _multistream("/ipfs/id/1.0.0")
+        for i in range(STREAMS):
+            stream_id = 500_001 + 2 * i
+            await muxer._write_frame(_frame(SYN, stream_id, hello))
+            await trio.sleep(0.05)  # identify answers and half-closes; nobody reads on
+            await muxer._write_frame(_frame(0, stream_id, b"\0" * CHUNK))
+            await muxer._write_frame(_frame(flag, stream_id, b""))
+        await trio.sleep(1)
+        (conn,) = victim._host.get_network().connections[stranger._host.get_id()]
+        held = sum(len(b) for b in conn.muxed_conn.stream_buffers.values())
+        # the connection still serves its peer
+        assert await stranger.request(key, ECHO, b"hi", timeout=5) == b"hi"
+        return held
+
+
+async def test_a_reset_stream_keeps_none_of_its_unread_data() -> None:
+    with trio.fail_after(60):
+        assert await _fill_and_end(RST) == 0  # the tree before held 8 MB for 60-90 s
+
+
+async def test_closed_streams_keep_a_bounded_amount_unread() -> None:
+    with trio.fail_after(60):
+        held = await _fill_and_end(FIN)
+        assert held <= MAX_CLOSED_UNREAD_BYTES + CHUNK  # the tree before: 8 MB
