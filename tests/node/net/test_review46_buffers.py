@@ -8,10 +8,13 @@ closed kept its unread data until the connection closed (4,000 identify-push str
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import trio
+from libp2p.custom_types import TProtocol
 
+from node.net._libp2p_inbound import FINISH_GRACE_S
 from node.net._libp2p_transport import peer_id_of
 from node.net._limits import MAX_CLOSED_UNREAD_BYTES
 
@@ -49,7 +52,7 @@ async def _fill_and_end(flag: int | None) -> tuple[int, int]:
             await muxer._write_frame(_frame(0, stream_id, b"\0" * CHUNK))
             if flag is not None:
                 await muxer._write_frame(_frame(flag, stream_id, b""))
-        await trio.sleep(1)
+        await trio.sleep(1 + FINISH_GRACE_S)
         (conn,) = victim._host.get_network().connections[stranger._host.get_id()]
         held = sum(len(b) for b in conn.muxed_conn.stream_buffers.values())
         streams = len(conn.muxed_conn.streams)
@@ -75,3 +78,30 @@ async def test_a_stream_its_handler_is_done_with_is_ended_when_its_peer_leaves_i
         # the tree before (round 46's mend): 8 MB in 40 streams kept until the connection
         # closed
         assert held == 0 and streams <= 4
+
+
+async def test_an_honest_peer_reading_its_answers_late_loses_none() -> None:
+    """Round 48, I1: with our reset right after our close, each answer was a fully closed
+    stream at the peer, and a peer reading 40 of them late lost the oldest 8 to its own
+    bound of 32. The reset now waits for the peer's close, a second at most."""
+    with trio.fail_after(60):
+        async with node(143) as victim, node(144) as client:
+            await client.connect(victim.addresses()[0])
+            await trio.sleep(0.5)
+            answered: list[bool] = []
+
+            async def ask() -> None:
+                stream = await client._host.new_stream(
+                    peer_id_of(victim.local_peer), [TProtocol("/ipfs/id/1.0.0")]
+                )
+                await trio.sleep(0.5)  # read late
+                data = b""
+                with contextlib.suppress(Exception):  # the answer's end, or the reset after it
+                    while chunk := await stream.read():
+                        data += chunk
+                answered.append(len(data) > 0)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(ask)
+            assert answered == [True] * 40  # with the reset at once: 8 of 40 lost
