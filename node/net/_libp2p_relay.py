@@ -33,7 +33,7 @@ import protocol
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
-from ._libp2p_inbound import layers
+from ._libp2p_inbound import layers, reset
 from ._libp2p_logging import Tally
 from ._libp2p_transport import info_of, key_of
 from ._relay_reservations import HopProtocol
@@ -49,6 +49,10 @@ class RelayRefused(NetworkError):
 #: A failed reservation is tried again after this long (seconds), or when the relay
 #: reconnects.
 RETRY_S = 10.0
+#: A relay's reservation is taken to last at most this long (seconds), whatever it says:
+#: it is renewed at 3/4 of that. A relay saying 2**64 - 1 ended the node, its expiry
+#: out of ``time.ctime``'s range (round 49, R1).
+MAX_RESERVATION_S = 2 * 3600
 #: Relayed connections we take through one relay at once (its own cap per reservation
 #: is 64 too).
 MAX_RELAYED_PER_RELAY = 64
@@ -187,7 +191,7 @@ class Relay:
             self.addresses.append(relayed)
         self.reserved[address] = expire
         self.taken += 1
-        log.info("relay reservation at %s until %s", address, time.ctime(expire))
+        log.info("relay reservation at %s for %.0f s", address, expire - time.time())
 
     async def _reserve(self, address: str) -> float:
         """Take a reservation at the relay; returns its expiry (Unix seconds)."""
@@ -211,13 +215,14 @@ class Relay:
             finally:
                 with contextlib.suppress(Exception):
                     await stream.close()
+                await reset(stream)  # what the relay writes past its answer is dropped
             if response.type != HopMessage.STATUS or (
                 response.HasField("status") and response.status != 100  # OK
             ):
                 raise RemoteError(f"relay {address} refused the reservation")
-            if response.HasField("reservation") and response.reservation.expire:
-                return float(response.reservation.expire)
-            return time.time() + 3600
+            now = time.time()
+            said = float(response.reservation.expire) if response.HasField("reservation") else 0
+            return min(said, now + MAX_RESERVATION_S) if said else now + 3600
         raise NetworkTimeout(f"relay {address} did not answer the reservation")
 
     async def _keep_reservation(self, address: str, expire: float) -> None:

@@ -130,11 +130,15 @@ def _unread(stream: Any) -> int:
 
 
 def _ended(stream: Any) -> bool:
-    """Whether the peer ended a pooled stream (its half closed, or reset): a request
-    written there could not be answered, and its status 4 would go unread."""
+    """Whether the peer ended a pooled stream (its half closed, or reset), or wrote to it
+    while it was idle: a request written there could not be answered, and its status 4
+    would go unread; bytes written unasked would be read as the next answer, and be kept
+    meanwhile (round 49, P1)."""
     try:
         muxed = stream.muxed_stream
-        return bool(muxed.closed or muxed.recv_closed or muxed.reset_received)
+        if muxed.closed or muxed.recv_closed or muxed.reset_received:
+            return True
+        return bool(muxed.conn.stream_buffers.get(muxed.stream_id))
     except Exception:
         return False
 
