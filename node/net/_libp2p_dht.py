@@ -42,8 +42,8 @@ from protocol import Advert, Signed
 from ._fair_slots import FairSlots
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
-from ._libp2p_inbound import reset
 from ._libp2p_logging import serving_peer
+from ._libp2p_outbound import ResettingStreams
 from ._libp2p_transport import is_address_of
 from ._records import verify_record
 
@@ -239,35 +239,6 @@ class _PeerstoreOfServers:
         return self._host.get_connected_peers()
 
 
-class _QueryStreams:
-    """The host as py-libp2p's DHT queries open their streams: a query's stream is reset
-    once it is closed (after its answer was read, or a fire-and-forget ADD_PROVIDER
-    written, both before the close), which drops whatever its peer wrote past the answer.
-    py-libp2p only half-closed it, and a DHT peer that answered, wrote 256 KiB more and
-    never closed made us keep it for the connection's life: 400 lookups left 800 streams
-    and 191 MiB (round 49, K1). The peer still reads our request: a reset after our FIN
-    leaves what came before it readable (py-libp2p's yamux, go-yamux's)."""
-
-    def __init__(self, host: Any) -> None:
-        self.host = host
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.host, name)
-
-    async def new_stream(self, peer_id: ID, protocol_ids: Any) -> Any:
-        stream = await self.host.new_stream(peer_id, protocol_ids)
-        close = stream.close
-
-        async def close_then_reset() -> None:
-            try:
-                await close()
-            finally:
-                await reset(stream)
-
-        stream.close = close_then_reset
-        return stream
-
-
 class _ServersOnly:
     """The host as py-libp2p's lookups see it. A lookup that finds fewer than 5 peers in
     the routing table starts from every connected peer and every peer in the peerstore:
@@ -390,7 +361,8 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
     table = ServerRoutingTable(dht.local_peer_id, host)
     dht.routing_table = table
     dht.peer_routing.routing_table = table
-    queries = _QueryStreams(host)
+    # A query's stream is reset once closed (round 49, K1: _libp2p_outbound.py).
+    queries = ResettingStreams(host)
     dht.peer_routing.host = cast(Any, _ServersOnly(queries))  # views of the host
     dht.provider_store.host = cast(Any, queries)
     dht.value_store.host = cast(Any, queries)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Set
-from typing import Any
+from typing import Any, cast
 
 import trio
 from libp2p.peer.peerinfo import PeerInfo
@@ -35,6 +35,7 @@ from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_inbound import layers, reset
 from ._libp2p_logging import Tally
+from ._libp2p_outbound import ResettingStreams, reset_when_cancelled
 from ._libp2p_transport import info_of, key_of
 from ._relay_reservations import HopProtocol
 
@@ -94,6 +95,11 @@ class Relay:
         if config.relay_service:
             roles |= RelayRole.HOP
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles))
+        # Its RESERVE and CONNECT streams are reset once closed, and when a dial fails or is
+        # cut (round 50, O2: _libp2p_outbound.py).
+        self.transport.host = cast(Any, ResettingStreams(host))
+        for name in ("dial_peer_info", "_dial_via_circuit_addr"):
+            setattr(self.transport, name, reset_when_cancelled(getattr(self.transport, name)))
         # the protocol's service sets its own STOP handler as it starts: this one it sets
         self.protocol._handle_stop_stream = self._serve_stop  # type: ignore[method-assign]
         host.set_stream_handler(STOP_PROTOCOL_ID, guard(self._serve_stop))
