@@ -12,10 +12,13 @@ our CONNECTs 9.4 MiB over 20 dials (round 50, O2). Here:
   exchange closes its stream after reading its answer (or after a fire-and-forget write),
   and the peer still reads what came before the reset (py-libp2p's and go-yamux's reads
   return it after a reset that follows a FIN);
-- :func:`reset_when_cancelled` wraps an opener (a relayed dial) so that the streams it
-  opened through such a view are reset when it fails or is cancelled (a dial cut by its
-  timeout skipped py-libp2p's close altogether); the stream a successful dial returns its
-  connection on is kept.
+- :func:`reset_when_cancelled` wraps an opener (a relayed dial, its connection's upgrade
+  included) so that the streams its own task opened through such a view are reset when it
+  fails or is cancelled (a dial cut by its timeout skipped py-libp2p's close altogether,
+  and one cut in the handshake after the relay's OK left the circuit's stream open: round
+  51, N1); the stream a successful dial returns its connection on is kept. Only the
+  opener's own task is tracked: tasks it starts (a new connection's handlers) inherit its
+  context, and their streams were counted as the dial's (round 51, N2).
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import trio
+
 from ._libp2p_inbound import reset
 
 T = TypeVar("T")
 
-#: The streams opened through a :class:`ResettingStreams` view by the current opener.
-_opened: ContextVar[list[Any] | None] = ContextVar("aimx_opened_streams", default=None)
+#: The task of the current opener and the streams it opened through a
+#: :class:`ResettingStreams` view.
+_opened: ContextVar[tuple[Any, list[Any]] | None] = ContextVar("aimx_opened_streams", default=None)
 
 
 class ResettingStreams:
@@ -54,9 +60,9 @@ class ResettingStreams:
                 await reset(stream)
 
         stream.close = close_then_reset
-        opened = _opened.get()
-        if opened is not None:
-            opened.append(stream)
+        opening = _opened.get()
+        if opening is not None and opening[0] is trio.lowlevel.current_task():
+            opening[1].append(stream)
         return stream
 
 
@@ -66,8 +72,12 @@ def reset_when_cancelled(opener: Callable[..., Awaitable[T]]) -> Callable[..., A
 
     @functools.wraps(opener)
     async def opening(*args: Any, **kwargs: Any) -> T:
+        task = trio.lowlevel.current_task()
+        outer = _opened.get()
+        if outer is not None and outer[0] is task:
+            return await opener(*args, **kwargs)  # inside an opener already tracking
         opened: list[Any] = []
-        token = _opened.set(opened)
+        token = _opened.set((task, opened))
         try:
             return await opener(*args, **kwargs)
         except BaseException:

@@ -96,9 +96,9 @@ class Relay:
             roles |= RelayRole.HOP
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles))
         # Its RESERVE and CONNECT streams are reset once closed, and when a dial fails or is
-        # cut (round 50, O2: _libp2p_outbound.py).
+        # cut, in the upgrade too (rounds 50 and 51, O2 and N1: _libp2p_outbound.py).
         self.transport.host = cast(Any, ResettingStreams(host))
-        for name in ("dial_peer_info", "_dial_via_circuit_addr"):
+        for name in ("dial", "dial_peer_info", "_dial_via_circuit_addr"):
             setattr(self.transport, name, reset_when_cancelled(getattr(self.transport, name)))
         # the protocol's service sets its own STOP handler as it starts: this one it sets
         self.protocol._handle_stop_stream = self._serve_stop  # type: ignore[method-assign]
