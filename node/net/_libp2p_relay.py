@@ -33,7 +33,7 @@ import protocol
 from ._errors import NetworkError, NetworkTimeout, PeerUnreachable, RemoteError
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
-from ._libp2p_inbound import layers, reset
+from ._libp2p_inbound import layers
 from ._libp2p_logging import Tally
 from ._libp2p_outbound import ResettingStreams, reset_when_cancelled
 from ._libp2p_transport import info_of, key_of
@@ -206,7 +206,9 @@ class Relay:
             if key_of(info.peer_id) not in self._connected:
                 await self._dial(info, False)
             try:
-                stream = await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
+                # through the transport's view: closing the stream also resets it, dropping
+                # what the relay writes past its answer
+                stream = await self.transport.host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
             except Exception as exc:
                 raise PeerUnreachable(f"relay {address} does not relay: {exc}") from None
             try:
@@ -221,7 +223,6 @@ class Relay:
             finally:
                 with contextlib.suppress(Exception):
                     await stream.close()
-                await reset(stream)  # what the relay writes past its answer is dropped
             if response.type != HopMessage.STATUS or (
                 response.HasField("status") and response.status != 100  # OK
             ):

@@ -138,9 +138,9 @@ def _ended(stream: Any) -> bool:
         muxed = stream.muxed_stream
         if muxed.closed or muxed.recv_closed or muxed.reset_received:
             return True
-        return bool(muxed.conn.stream_buffers.get(muxed.stream_id))
     except Exception:
         return False
+    return _unread(stream) > 0
 
 
 class _LargeRequests:

@@ -36,7 +36,6 @@ and leaving filled a coordinator's table in 5 s, and every new home node was ref
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections import Counter
@@ -52,7 +51,7 @@ from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits, RelayResourceManager, Reservation
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 
-from ._libp2p_inbound import host_of
+from ._libp2p_inbound import host_of, reset
 from ._libp2p_logging import Tally
 from ._libp2p_transport import key_of
 
@@ -156,6 +155,13 @@ class Reservations(RelayResourceManager):
         return True
 
 
+def _release(counter: Counter[Any], key: Any) -> None:
+    """One fewer under ``key``; a count reaching 0 is dropped."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
 class HopProtocol(CircuitV2Protocol):
     """py-libp2p's circuit relay v2 with :class:`Reservations`; a ``RESERVE`` is for the
     peer of its connection, counted under the host its stream comes from."""
@@ -213,12 +219,8 @@ class HopProtocol(CircuitV2Protocol):
         try:
             await self._circuit(stream, source, dest)
         finally:
-            self.by_source[source] -= 1
-            if self.by_source[source] <= 0:
-                del self.by_source[source]
-            self.by_host_to_peer[pair] -= 1
-            if self.by_host_to_peer[pair] <= 0:
-                del self.by_host_to_peer[pair]
+            _release(self.by_source, source)
+            _release(self.by_host_to_peer, pair)
 
     async def _circuit(self, stream: Any, source: ID, dest: ID) -> None:
         """Reach ``dest`` over ``STOP``, answer ``OK`` and relay until either side ends or
@@ -264,11 +266,9 @@ class HopProtocol(CircuitV2Protocol):
         finally:
             if reservation is not None:
                 reservation.active_connections = max(0, reservation.active_connections - 1)
-            with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
-                for end in (stream, dst_stream):
-                    if end is not None:
-                        with contextlib.suppress(Exception):
-                            await end.reset()  # a no-op on a stream closed both ways
+            for end in (stream, dst_stream):
+                if end is not None:
+                    await reset(end)  # a no-op on a stream closed both ways
 
     async def _pipe(
         self, src: Any, dst: Any, budget: list[int] | None, circuit: trio.CancelScope
@@ -306,5 +306,4 @@ class HopProtocol(CircuitV2Protocol):
             await self._send_status(stream, code, why)
             await trio.sleep(REFUSAL_GRACE_S)
         finally:
-            with trio.CancelScope(shield=True):
-                await stream.reset()
+            await reset(stream)
