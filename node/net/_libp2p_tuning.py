@@ -35,7 +35,7 @@ from typing import Any
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 
-from . import _libp2p_gossip, _libp2p_handshakes, _libp2p_yamux
+from . import _libp2p_gossip, _libp2p_handshakes, _libp2p_unread, _libp2p_yamux
 from ._limits import MAX_PUBSUB_BYTES, is_topic
 
 #: How long a host's own signed peer record envelope is reused.
@@ -64,6 +64,7 @@ def install() -> None:
     _find_parent_tasks_at_once()
     _bound_iwant_answers()
     _libp2p_yamux.install()
+    _libp2p_unread.install()
     _libp2p_handshakes.install()
     _bound_protocol_books()
     _libp2p_gossip.install()

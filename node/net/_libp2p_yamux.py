@@ -20,7 +20,9 @@
   :data:`MAX_CLOSED_UNREAD_BYTES` and :data:`MAX_CLOSED_UNREAD_STREAMS`, the newest
   always, the oldest dropped first: py-libp2p kept it 60-90 s whoever would read it, and
   one stranger's streams filled within their windows and reset made a node hold 476 MiB
-  in 21 s, as much as it could upload in 90 s (round 46, Y1).
+  in 21 s, as much as it could upload in 90 s (round 46, Y1);
+- all of a node's connections together hold at most
+  :data:`~node.net._limits.MAX_UNREAD_BYTES` unread (:mod:`._libp2p_unread`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class _WindowedBuffer(bytearray):
             _TALLY.note("yamux frames past their stream's window dropped", self._muxer.peer_id)
             return
         super().extend(data)
+        budget = getattr(self._muxer, "_aimx_unread_budget", None)
+        if budget is not None:  # the node's budget (_libp2p_unread.py)
+            budget.received(len(data))
 
 
 class _WindowedBuffers(dict[int, bytearray]):
@@ -180,7 +185,7 @@ def _bound_negotiations() -> None:
     Multiselect.negotiate = bounded  # type: ignore[method-assign]
 
 
-def _forget_stream(muxer: Any, stream_id: int) -> None:
+def forget_stream(muxer: Any, stream_id: int) -> None:
     """Drop a closed stream's entry and unread data; a reader waiting on it wakes to an
     end of stream."""
     event = muxer.stream_events.pop(stream_id, None)
@@ -208,7 +213,7 @@ def _bound_dead_buffers() -> None:
         ):
             # Reset by us (nothing of ours reads on), or by the peer before its FIN: py-libp2p
             # reads such a stream's buffer never again (it raises the reset first).
-            _forget_stream(self, stream_id)
+            forget_stream(self, stream_id)
             return
         # Unread data on a fully closed stream: the newest kept, the oldest dropped past
         # the connection's bounds. Entries the sweeper or a reader removed are skipped.
@@ -227,7 +232,7 @@ def _bound_dead_buffers() -> None:
                 break
             total -= held[oldest]
             del closed[oldest]
-            _forget_stream(self, oldest)
+            forget_stream(self, oldest)
             _TALLY.note("unread data of closed streams dropped past the bound", self.peer_id)
 
     yamux.Yamux._finalize_stream_locked = finalize_stream_locked  # type: ignore[method-assign]
