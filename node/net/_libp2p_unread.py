@@ -6,24 +6,34 @@ it (256 KiB), and a connection's fully closed streams keep theirs within
 connection: strangers' connections, each with streams whose handler reads slowly or not
 yet (pubsub, kad, a request stream idling), or that the node opened once per connection
 (identify, pubsub's outbound stream), could hold a few GiB together (round 47, Y3; round
-48, L1; round 50, O1). A node's unread bytes, all its connections together, are kept
-within :data:`~node.net._limits.MAX_UNREAD_BYTES`: once over it, the streams holding the
-most are reset (their buffers dropped), largest first, until the node is back under
-:data:`~node.net._limits.UNREAD_TARGET_BYTES`. Honest streams are read as their bytes come
-and hold little, so those shed are the ones a peer filled and left.
+48, L1; round 50, O1). Bytes read off a stream or a connection into a frame that is not
+complete yet are held too: a yamux DATA frame's body (up to 16 MiB a connection, read
+whole before yamux looks at its stream) and a pubsub RPC (1 MiB a stream) were held for as
+long as their sender kept the last byte back (round 52, F1 and F2).
 
-The total is recounted from the buffers after every
-:data:`~node.net._limits.UNREAD_CHECK_BYTES` received, or
-:data:`~node.net._limits.UNREAD_CHECK_PER_STREAM` bytes for each stream the node holds if
-more (a count kept on every read would patch each of py-libp2p's read paths, and a count
-over many streams held open costs its time: so it costs a bounded share of what the bytes
-cost to receive); what arrives between two counts is the most the node may go over.
+A node's unread bytes, all its connections together, frames being read included, are kept
+within :data:`~node.net._limits.MAX_UNREAD_BYTES`: once over it, what holds the most goes
+first until the node is back under :data:`~node.net._limits.UNREAD_TARGET_BYTES`: a
+stream's buffer is dropped and the stream reset, a pubsub RPC being read is dropped and
+its stream reset, a DATA frame being read ends its connection. The bytes go at once; the
+peers are told afterwards, each in a bounded task of its own, so a peer that does not read
+what we write holds up nothing (round 52, F3). Honest streams are read as their bytes come
+and hold little, so what is shed is what a peer filled and left.
+
+The total is recounted after every :data:`~node.net._limits.UNREAD_CHECK_BYTES` received,
+or :data:`~node.net._limits.UNREAD_CHECK_PER_STREAM` bytes for each stream the node holds
+if more (a count kept on every read would patch each of py-libp2p's read paths, and a
+count over many streams held open costs its time: so it costs a bounded share of what the
+bytes cost to receive); what arrives between two counts is the most the node may go over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import struct
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -39,98 +49,200 @@ from ._limits import (
 log = logging.getLogger(__name__)
 _TALLY = Tally(log)
 
+#: A frame being read is read, and counted, this many bytes at a time.
+READ_CHUNK = 64 << 10
+#: How long a peer has to take our reset (or our connection's end) before we give up on
+#: telling it, seconds.
+TELL_TIMEOUT_S = 1.0
+
+
+class Partial:
+    """Bytes read off a stream or a connection into a frame not complete yet, counted
+    against the node's budget while it is read; :meth:`drop` (the budget's) empties it
+    and tells its reader, whose next read raises."""
+
+    def __init__(self, on_drop: Callable[[], None]) -> None:
+        self.data = bytearray()
+        self.dropped = False
+        self._on_drop = on_drop
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.data = bytearray()
+        self._on_drop()
+
 
 class UnreadBudget:
-    """One node's (one swarm's) muxed connections and what their streams hold unread."""
+    """One node's (one swarm's) muxed connections and what they hold unread."""
 
     def __init__(self) -> None:
         self._muxers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._since_count = 0
         self._next_count = UNREAD_CHECK_BYTES
-        self._shedding = False
-        #: Streams reset to keep within the budget, and the bytes they held.
+        #: Streams reset and frames dropped to keep within the budget, and the bytes they held.
         self.streams_shed = 0
+        self.frames_shed = 0
         self.bytes_shed = 0
 
     def add(self, muxer: Any) -> None:
         """Count ``muxer``'s streams (its connection joined the node)."""
         self._muxers.add(muxer)
         muxer._aimx_unread_budget = self
+        muxer._aimx_partials = {}
 
     def held(self) -> int:
-        """The bytes the node's streams hold unread now."""
+        """The bytes the node holds unread now."""
         return self._count()[0]
 
     def _count(self) -> tuple[int, int]:
-        """The bytes the node's streams hold unread, and how many streams it holds."""
+        """The bytes the node holds unread, and how many streams it holds."""
         held = streams = 0
         for muxer in list(self._muxers):
             buffers = list(muxer.stream_buffers.values())
             streams += len(buffers)
             held += sum(len(buffer) for buffer in buffers)
+            held += sum(len(p.data) for p in list(_partials(muxer).values()))
         return held, streams
 
     def received(self, size: int) -> None:
-        """``size`` bytes went into a stream's buffer: recount now and then (see the
-        module), and shed once over :data:`MAX_UNREAD_BYTES`."""
+        """``size`` bytes came in (into a stream's buffer or a frame being read): recount
+        now and then (see the module), and shed once over :data:`MAX_UNREAD_BYTES`."""
         self._since_count += size
-        if self._since_count < self._next_count or self._shedding:
+        if self._since_count < self._next_count:
             return
         self._since_count = 0
         held, streams = self._count()
         self._next_count = max(UNREAD_CHECK_BYTES, streams * UNREAD_CHECK_PER_STREAM)
         if held > MAX_UNREAD_BYTES:
-            self._shedding = True
-            trio.lowlevel.spawn_system_task(self._shed, name="aimx-unread-shed")
+            self._shed(held)
 
-    def _largest(self) -> list[tuple[int, Any, int]]:
-        """Every stream holding unread bytes: (bytes, muxer, stream id), most first."""
-        held = [
-            (len(buffer), muxer, stream_id)
-            for muxer in list(self._muxers)
-            for stream_id, buffer in list(muxer.stream_buffers.items())
-            if buffer
-        ]
+    def _largest(self) -> list[tuple[int, Any, Any]]:
+        """What holds unread bytes: (bytes, muxer, a stream id or a :class:`Partial`), the
+        most first."""
+        held: list[tuple[int, Any, Any]] = []
+        for muxer in list(self._muxers):
+            for stream_id, buffer in list(muxer.stream_buffers.items()):
+                if buffer:
+                    held.append((len(buffer), muxer, stream_id))
+            for partial in list(_partials(muxer).values()):
+                if partial.data:
+                    held.append((len(partial.data), muxer, partial))
         held.sort(key=lambda entry: entry[0], reverse=True)
         return held
 
-    async def _shed(self) -> None:
-        """Reset the streams holding the most until the node holds at most
-        :data:`UNREAD_TARGET_BYTES` (a system task: nothing may escape it)."""
-        try:
-            total = self.held()
-            for _, muxer, stream_id in self._largest():
-                if total <= UNREAD_TARGET_BYTES:
-                    break
-                buffer = muxer.stream_buffers.get(stream_id)
-                if buffer is None:
-                    continue  # read, or gone, meanwhile
-                total -= len(buffer)
+    def _shed(self, total: int) -> None:
+        """Drop what holds the most until the node holds at most
+        :data:`UNREAD_TARGET_BYTES`: at once, the peers told in tasks of their own."""
+        resets: dict[Any, list[int]] = {}
+        for size, muxer, what in self._largest():
+            if total <= UNREAD_TARGET_BYTES:
+                break
+            total -= size
+            self.bytes_shed += size
+            if isinstance(what, Partial):
+                self.frames_shed += 1
+                _TALLY.note("frames dropped: the node held too many unread bytes", muxer.peer_id)
+                what.drop()
+            else:
                 self.streams_shed += 1
-                self.bytes_shed += len(buffer)
                 _TALLY.note("streams reset: the node held too many unread bytes", muxer.peer_id)
-                await _drop(muxer, stream_id)
-        except Exception:
-            log.exception("shedding unread stream data failed")
-        finally:
-            self._shedding = False
+                if _end_stream(muxer, what):
+                    resets.setdefault(muxer, []).append(what)
+        for muxer, stream_ids in resets.items():
+            spawn(_tell_resets, muxer, stream_ids)
 
 
-async def _drop(muxer: Any, stream_id: int) -> None:
-    """Reset a stream and drop its buffer (an open one is reset, which also tells its peer;
-    a closed one only has its unread bytes left, which go)."""
-    from ._libp2p_inbound import reset
+def _partials(muxer: Any) -> dict[Any, Partial]:
+    """The frames being read on ``muxer``'s connection (set by :meth:`UnreadBudget.add`)."""
+    partials: dict[Any, Partial] | None = getattr(muxer, "_aimx_partials", None)
+    return {} if partials is None else partials
+
+
+def _end_stream(muxer: Any, stream_id: int) -> bool:
+    """End a stream at once, as a reset of ours ends it: its buffer dropped, its reader
+    woken to the reset, its place freed. Whether its peer is still to be told."""
     from ._libp2p_yamux import forget_stream
 
     stream = muxer.streams.get(stream_id)
-    if stream is not None and not stream.closed:
-        await reset(stream)
+    tell = stream is not None and not stream.closed
+    if stream is not None:
+        stream.closed = stream.send_closed = stream.recv_closed = True
+        stream.reset_received = True
+        stream._aimx_reset_here = True
+        buffer = muxer.stream_buffers.get(stream_id)
+        if buffer is not None:
+            buffer.clear()
+        event = muxer.stream_events.get(stream_id)
+        if event is not None:
+            event.set()  # its reader wakes to the reset
+        with contextlib.suppress(Exception):
+            muxer._finalize_stream_locked(stream, fully_closed=True)  # releases its slot
     forget_stream(muxer, stream_id)
+    return tell
+
+
+async def _tell_resets(muxer: Any, stream_ids: list[int]) -> None:
+    """Send a RST for each stream ended (yamux's RST: a WINDOW_UPDATE with that flag)."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    with trio.move_on_after(TELL_TIMEOUT_S):
+        for stream_id in stream_ids:
+            header = struct.pack(
+                yamux.YAMUX_HEADER_FORMAT, 0, yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_RST, stream_id, 0
+            )
+            await muxer._write_frame(header)
+
+
+def spawn(task: Callable[..., Any], *args: Any) -> None:
+    """Run ``task`` on its own, bounded and guarded: a system task (no nursery of ours is at
+    hand where bytes come in), which must never raise."""
+
+    async def guarded() -> None:
+        try:
+            with trio.move_on_after(TELL_TIMEOUT_S * 2):
+                await task(*args)
+        except Exception as exc:
+            log.debug("telling a peer what was shed failed: %r", exc)
+
+    trio.lowlevel.spawn_system_task(guarded, name="aimx-unread-tell")
+
+
+async def read_counted(muxer: Any, key: Any, length: int, read: Any, on_drop: Any) -> bytes:
+    """Read a frame of ``length`` bytes, :data:`READ_CHUNK` at a time with ``read(n)``
+    (which returns exactly ``n`` bytes or raises), counted against ``muxer``'s budget as
+    one :class:`Partial` under ``key``; ``on_drop`` is called if the budget drops it (the
+    next read then raises ``dropped()``'s error)."""
+    budget: UnreadBudget | None = getattr(muxer, "_aimx_unread_budget", None)
+    partials = _partials(muxer)
+    if budget is None:
+        return bytes(await read(length))
+    partial = Partial(on_drop)
+    partials[key] = partial
+    try:
+        got = 0
+        while got < length:
+            chunk = await read(min(READ_CHUNK, length - got))
+            if partial.dropped:
+                break
+            partial.data += chunk
+            got += len(chunk)
+            budget.received(len(chunk))
+        if partial.dropped:
+            raise FrameDropped("the node held too many unread bytes: this frame was dropped")
+        return bytes(partial.data)
+    finally:
+        if partials.get(key) is partial:
+            del partials[key]
+
+
+class FrameDropped(Exception):
+    """A frame being read was dropped to keep the node within its budget."""
 
 
 def install() -> None:
-    """Give each swarm an :class:`UnreadBudget` and each of its connections' muxers to it
-    (once per process, by :func:`node.net._libp2p_tuning.install`)."""
+    """Give each swarm an :class:`UnreadBudget` and each of its connections' muxers to it;
+    count yamux's DATA frame bodies and pubsub's RPCs while they are read (once per
+    process, by :func:`node.net._libp2p_tuning.install`)."""
     from libp2p.network.connection.swarm_connection import SwarmConn
 
     budgets: weakref.WeakKeyDictionary[Any, UnreadBudget] = weakref.WeakKeyDictionary()
@@ -147,6 +259,90 @@ def install() -> None:
         budget.add(muxed_conn)
 
     SwarmConn.__init__ = __init__  # type: ignore[method-assign]
+    _count_data_bodies()
+    _count_pubsub_rpcs()
+
+
+def _count_data_bodies() -> None:
+    """A yamux DATA frame's body is read counted; one the budget drops ends its connection
+    (py-libp2p's answer to a body that comes too slowly: ``trio.TooSlowError``)."""
+    from libp2p.io.utils import read_exactly
+    from libp2p.stream_muxer.yamux import yamux
+
+    read_body = yamux.Yamux._read_data_body
+
+    async def read_data_body(self: Any, length: int) -> bytes:
+        if length <= READ_CHUNK or getattr(self, "_aimx_unread_budget", None) is None:
+            return await read_body(self, length)
+
+        async def read(n: int) -> bytes:
+            return await read_exactly(self.secured_conn, n)
+
+        timeout = yamux._yamux_data_read_timeout()
+        try:
+            with trio.fail_after(timeout):
+                return await read_counted(self, "data", length, read, lambda: spawn(self.close))
+        except FrameDropped:
+            raise trio.TooSlowError from None  # yamux ends the connection
+
+    yamux.Yamux._read_data_body = read_data_body  # type: ignore[method-assign]
+
+
+def _count_pubsub_rpcs() -> None:
+    """A pubsub RPC is read counted; one the budget drops resets its stream."""
+    from libp2p.network.stream.exceptions import StreamReset
+    from libp2p.pubsub import pubsub
+    from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+    from ._libp2p_inbound import reset
+
+    async def read_rpc(stream: Any, max_length: int) -> bytes:
+        muxer = getattr(stream, "muxed_conn", None)
+        if muxer is None or getattr(muxer, "_aimx_unread_budget", None) is None:
+            return await read_varint_prefixed_bytes_limited(stream, max_length)
+        length = await _read_length(stream, max_length)
+
+        async def read(n: int) -> bytes:
+            data = bytearray()
+            while len(data) < n:
+                chunk = await stream.read(n - len(data))
+                if not chunk:
+                    raise StreamReset("the stream ended inside an RPC")
+                data += chunk
+            return bytes(data)
+
+        try:
+            return await read_counted(muxer, stream, length, read, lambda: spawn(reset, stream))
+        except FrameDropped as exc:
+            raise StreamReset(str(exc)) from None
+
+    pubsub.read_varint_prefixed_bytes_limited = read_rpc  # type: ignore[attr-defined,assignment]
+
+
+async def _read_length(stream: Any, max_length: int) -> int:
+    """A varint length prefix, refused past ``max_length`` as py-libp2p refuses it."""
+    from libp2p.exceptions import ParseError
+    from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+    from libp2p.utils.varint import decode_uvarint
+
+    prefix = b""
+    for _ in range(10):
+        byte = await stream.read(1)
+        if not byte:
+            raise IncompleteReadError(
+                "Stream ended while reading varint length prefix",
+                expected_bytes=1,
+                received_bytes=0,
+            )
+        prefix += byte
+        if byte[0] & 0x80 == 0:
+            break
+    else:
+        raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+    length = decode_uvarint(prefix)
+    if length > max_length:
+        raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {max_length}")
+    return length
 
 
 def budget_of(swarm: Any) -> UnreadBudget | None:

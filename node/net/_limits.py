@@ -50,11 +50,12 @@ MAX_NEGOTIATING = 2048
 #: none (round 46, Y1).
 MAX_CLOSED_UNREAD_BYTES = 1 << 20
 MAX_CLOSED_UNREAD_STREAMS = 32
-#: The bytes a node's streams may hold unread, all its connections together; past it the
-#: streams holding the most are reset until it holds at most the target (round 47, Y3;
-#: round 48, L1; round 50, O1). Recounted after every UNREAD_CHECK_BYTES received, or
-#: UNREAD_CHECK_PER_STREAM for each stream the node holds if more (a count's cost grows
-#: with the streams: at most 9.6 MiB between counts with every connection's streams open).
+#: The bytes a node may hold unread, all its connections together (stream buffers, and
+#: DATA frames and pubsub RPCs being read); past it what holds the most is dropped until it
+#: holds at most the target (round 47, Y3; round 48, L1; round 50, O1; round 52).
+#: Recounted after every UNREAD_CHECK_BYTES received, or UNREAD_CHECK_PER_STREAM for each
+#: stream the node holds if more (a count's cost grows with the streams: about 11 MiB
+#: between counts with every connection's streams open).
 MAX_UNREAD_BYTES = 64 << 20
 UNREAD_TARGET_BYTES = 48 << 20
 UNREAD_CHECK_BYTES = 1 << 20

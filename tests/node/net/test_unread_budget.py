@@ -2,15 +2,21 @@
 stream (its window) and per connection, not across the node, so strangers' connections,
 each filling streams whose handler had not read yet, could make a node hold a few GiB. A
 node now keeps all its connections' unread bytes within ``MAX_UNREAD_BYTES``, resetting
-the streams holding the most."""
+the streams holding the most. Round 52: frames being read (a yamux DATA frame's body, read
+whole before its stream is looked at; a pubsub RPC) were held uncounted for as long as
+their sender kept the last byte back (F1, F2), and one slow reset held the shedding up
+(F3): they are counted and dropped too, and the shed drops at once."""
 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.utils.varint import encode_uvarint
 
 from node.net import _libp2p_unread
 from node.net._libp2p_transport import peer_id_of
@@ -104,3 +110,99 @@ async def test_unread_bytes_under_the_budget_are_kept(small_budget: None) -> Non
             assert _held(victim) >= STREAMS * CHUNK
             budget = _libp2p_unread.budget_of(victim._host.get_network())
             assert budget is not None and budget.streams_shed == 0
+
+
+def _victim_conns(victim: Libp2pNetwork, strangers: list[Libp2pNetwork]) -> int:
+    conns = victim._host.get_network().connections
+    return sum(1 for s in strangers if conns.get(s._host.get_id()))
+
+
+async def test_a_data_frame_held_back_is_counted_and_ends_its_connection(
+    small_budget: None,
+) -> None:
+    """Round 52, F1: a DATA frame's body is read whole before yamux looks at its stream;
+    40 keys each sending 15 MiB of a 16 MiB frame held 623 MB, none of it counted."""
+    with trio.fail_after(60):
+        async with node(161) as victim, node(162) as a, node(163) as b, node(164) as c:
+            victim.set_handler(ECHO, echo)
+            strangers = [a, b, c]
+            for stranger in strangers:
+                key = await stranger.connect(victim.addresses()[0])
+                await trio.sleep(0.3)
+                muxer = stranger._host.get_network().connections[peer_id_of(key)][0].muxed_conn
+                # a frame announced at 4 MiB on a stream never opened; 2 MiB of it sent
+                header = struct.pack(HEADER, 0, DATA, 0, 0x7FFFFFF1, 4 << 20)
+                await muxer.secured_conn.write(header + b"\0" * (2 << 20))
+            await trio.sleep(1)
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.frames_shed >= 1
+            assert budget.held() <= BUDGET
+            # the tree before: all three connections held their frames for 60 s
+            assert _victim_conns(victim, strangers) < len(strangers)
+            honest_key = await a.connect(victim.addresses()[0])  # a dropped one comes back
+            assert await a.request(honest_key, ECHO, b"hi", timeout=5) == b"hi"
+
+
+async def test_pubsub_rpcs_held_back_are_counted_and_reset(small_budget: None) -> None:
+    """Round 52, F2: a pubsub RPC announced at 1 MiB and sent but its last byte sat in
+    py-libp2p's reader, uncounted: one key held 114 MB over 63 streams."""
+    with trio.fail_after(60):
+        async with node(165) as victim, node(166) as a, node(167) as b:
+            victim.set_handler(ECHO, echo)
+            size = 1 << 20
+            for stranger in (a, b):
+                await stranger.connect(victim.addresses()[0])
+                await trio.sleep(0.3)
+                for _ in range(3):
+                    stream = await stranger._host.new_stream(
+                        victim._host.get_id(), [PROTOCOL_ID_V11]
+                    )
+                    await stream.write(encode_uvarint(size) + b"\0" * (size - 1))
+            await trio.sleep(1)
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
+            assert budget.held() <= BUDGET
+            key = await a.connect(victim.addresses()[0])
+            assert await a.request(key, ECHO, b"hi", timeout=5) == b"hi"
+
+
+class _Stream:
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+        self.closed = self.send_closed = self.recv_closed = self.reset_received = False
+
+
+class _StalledMuxer:
+    """A connection whose peer reads nothing: every frame we write waits for ever."""
+
+    def __init__(self, streams: int, size: int) -> None:
+        self.peer_id = "stalled"
+        self.streams: dict[int, Any] = {i: _Stream(i) for i in range(streams)}
+        self.stream_buffers: dict[int, bytearray] = {i: bytearray(size) for i in range(streams)}
+        self.stream_events = {i: trio.Event() for i in range(streams)}
+        self.writes = 0
+
+    def _finalize_stream_locked(self, stream: Any, *, fully_closed: bool) -> None:
+        if not self.stream_buffers.get(stream.stream_id):
+            self.streams.pop(stream.stream_id, None)
+            self.stream_buffers.pop(stream.stream_id, None)
+            self.stream_events.pop(stream.stream_id, None)
+
+    async def _write_frame(self, frame: bytes) -> None:
+        self.writes += 1
+        await trio.sleep_forever()
+
+
+async def test_a_peer_that_reads_nothing_holds_up_no_shedding(small_budget: None) -> None:
+    """Round 52, F3: the shed awaited each stream's reset in turn, and a peer that does
+    not read made each take its whole second, the budget off meanwhile."""
+    budget = _libp2p_unread.UnreadBudget()
+    muxer = _StalledMuxer(streams=40, size=200_000)  # 8 MB, over the 3 MiB budget
+    budget.add(muxer)
+    with trio.fail_after(10):
+        budget.received(1 << 20)
+        # dropped at once, not one stream a second (the tree before: 40 s)
+        assert budget.held() <= BUDGET * 3 // 4
+        assert budget.streams_shed >= 20
+        await trio.sleep(_libp2p_unread.TELL_TIMEOUT_S * 3)
+        assert muxer.writes == 1  # the peer is told in one bounded task, which gave up
