@@ -208,19 +208,23 @@ def spawn(task: Callable[..., Any], *args: Any) -> None:
 
 
 async def read_counted(muxer: Any, key: Any, length: int, read: Any, on_drop: Any) -> bytes:
-    """Read a frame of ``length`` bytes, :data:`READ_CHUNK` at a time with ``read(n)``
-    (which returns exactly ``n`` bytes or raises), counted against ``muxer``'s budget as
-    one :class:`Partial` under ``key``; ``on_drop`` is called if the budget drops it (the
-    next read then raises ``dropped()``'s error)."""
+    """Read a frame of ``length`` bytes with ``read(n)`` (which returns between 1 and ``n``
+    bytes, at most :data:`READ_CHUNK` asked at once, or raises), each piece counted against
+    ``muxer``'s budget as it comes, as one :class:`Partial` under ``key``. If the budget
+    drops it, ``on_drop`` is called and :class:`FrameDropped` raised, at once when this
+    read's own count dropped it, else at the next piece."""
     budget: UnreadBudget | None = getattr(muxer, "_aimx_unread_budget", None)
     partials = _partials(muxer)
     if budget is None:
-        return bytes(await read(length))
+        data = bytearray()
+        while len(data) < length:
+            data += await read(length - len(data))
+        return bytes(data)
     partial = Partial(on_drop)
     partials[key] = partial
     try:
         got = 0
-        while got < length:
+        while got < length and not partial.dropped:
             chunk = await read(min(READ_CHUNK, length - got))
             if partial.dropped:
                 break
@@ -281,7 +285,11 @@ def _count_data_bodies() -> None:
         timeout = yamux._yamux_data_read_timeout()
         try:
             with trio.fail_after(timeout):
-                return await read_counted(self, "data", length, read, lambda: spawn(self.close))
+                # a dropped frame's connection is ended under its reader (its read fails);
+                # a GO_AWAY first could wait on a peer that reads nothing (round 53, N2)
+                return await read_counted(
+                    self, "data", length, read, lambda: spawn(self.secured_conn.close)
+                )
         except FrameDropped:
             raise trio.TooSlowError from None  # yamux ends the connection
 
@@ -303,13 +311,12 @@ def _count_pubsub_rpcs() -> None:
         length = await _read_length(stream, max_length)
 
         async def read(n: int) -> bytes:
-            data = bytearray()
-            while len(data) < n:
-                chunk = await stream.read(n - len(data))
-                if not chunk:
-                    raise StreamReset("the stream ended inside an RPC")
-                data += chunk
-            return bytes(data)
+            # what the stream holds, up to n: counted as it comes (a peer sending a chunk
+            # but its last byte left it in a buffer of ours, uncounted: round 53, N1)
+            chunk: bytes = await stream.read(n)
+            if not chunk:
+                raise StreamReset("the stream ended inside an RPC")
+            return chunk
 
         try:
             return await read_counted(muxer, stream, length, read, lambda: spawn(reset, stream))

@@ -166,6 +166,27 @@ async def test_pubsub_rpcs_held_back_are_counted_and_reset(small_budget: None) -
             assert await a.request(key, ECHO, b"hi", timeout=5) == b"hi"
 
 
+async def test_pubsub_rpcs_held_a_byte_short_of_a_chunk_are_counted(small_budget: None) -> None:
+    """Round 53, N1: the counted reader gathered each 64 KiB piece before counting it, so a
+    peer sending one byte short of a piece on each stream was counted nowhere (20 keys'
+    1,260 streams: 111 MB, counted 0)."""
+    with trio.fail_after(60):
+        async with node(168) as victim, node(169) as a, node(170) as b:
+            short = _libp2p_unread.READ_CHUNK - 1
+            for stranger in (a, b):
+                await stranger.connect(victim.addresses()[0])
+                await trio.sleep(0.3)
+                for _ in range(30):  # 30 streams a key, 2 MB a key
+                    stream = await stranger._host.new_stream(
+                        victim._host.get_id(), [PROTOCOL_ID_V11]
+                    )
+                    await stream.write(encode_uvarint(1 << 20) + b"\0" * short)
+            await trio.sleep(1)
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
+            assert budget.held() <= BUDGET
+
+
 class _Stream:
     def __init__(self, stream_id: int) -> None:
         self.stream_id = stream_id
