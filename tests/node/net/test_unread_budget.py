@@ -227,3 +227,18 @@ async def test_a_peer_that_reads_nothing_holds_up_no_shedding(small_budget: None
         assert budget.streams_shed >= 20
         await trio.sleep(_libp2p_unread.TELL_TIMEOUT_S * 3)
         assert muxer.writes == 1  # the peer is told in one bounded task, which gave up
+
+
+async def test_the_connection_holding_the_most_is_shed_first(small_budget: None) -> None:
+    """A peer that filled many streams goes before one whose single stream is large for a
+    moment (an honest answer read late), though that stream is the largest."""
+    budget = _libp2p_unread.UnreadBudget()
+    filler = _StalledMuxer(streams=30, size=100_000)  # 3 MB over 30 streams
+    honest = _StalledMuxer(streams=1, size=200_000)
+    budget.add(filler)
+    budget.add(honest)
+    with trio.fail_after(10):
+        budget.received(1 << 20)
+        assert budget.held() <= BUDGET * 3 // 4
+        assert len(honest.stream_buffers[0]) == 200_000  # largest-stream-first shed it
+        assert len(filler.stream_buffers) < 30
