@@ -66,6 +66,11 @@ class FrameReader:
         self._chunk = chunk
         self._buffer = bytearray()
 
+    @property
+    def held(self) -> bytearray:
+        """The bytes read and not yet taken as a frame (the node's budget counts them)."""
+        return self._buffer
+
     async def _fill(self, at_boundary: bool) -> None:
         try:
             data = await self._read(self._chunk)

@@ -57,6 +57,7 @@ from ._interface import NetworkCounters, PeerKey
 from ._libp2p_config import Libp2pConfig
 from ._libp2p_inbound import host_of, reset, who
 from ._libp2p_transport import key_of, peer_id_of
+from ._libp2p_unread import CountedReader, FrameDropped, spawn
 from ._limits import MAX_FRAME_BYTES, MAX_INBOUND_PER_PEER, MAX_LARGE_REQUESTS_PER_PEER
 from ._serving import HandlerEntry, answer, error_for, too_large
 
@@ -273,12 +274,30 @@ class RequestStreams:
     async def _serve_frames(
         self, protocol_id: str, stream: Any, sender: PeerKey, slot: Slot
     ) -> None:
+        """Serve the stream's requests; what its reader holds of a request not complete yet
+        is counted in the node's budget of unread bytes (``_libp2p_unread.py``), which may
+        drop it (the stream is then reset)."""
+        counted: CountedReader | None = None
+
         async def read(max_bytes: int) -> bytes:
             data: bytes = await stream.read(max_bytes)
             slot.moved(len(data))  # a transfer making progress keeps its slot
+            if counted is not None:
+                counted.received(len(data))
+                if counted.dropped:
+                    raise FrameDropped("the node held too many unread bytes: request dropped")
             return data
 
         reader = FrameReader(read)
+        counted = CountedReader(stream, lambda: reader.held, lambda: spawn(reset, stream))
+        try:
+            await self._serve_requests(protocol_id, stream, sender, slot, reader)
+        finally:
+            counted.close()
+
+    async def _serve_requests(
+        self, protocol_id: str, stream: Any, sender: PeerKey, slot: Slot, reader: FrameReader
+    ) -> None:
         config = self._config
         answered = False
         while True:

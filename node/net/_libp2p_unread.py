@@ -8,8 +8,9 @@ yet (pubsub, kad, a request stream idling), or that the node opened once per con
 (identify, pubsub's outbound stream), could hold a few GiB together (round 47, Y3; round
 48, L1; round 50, O1). Bytes read off a stream or a connection into a frame that is not
 complete yet are held too: a yamux DATA frame's body (up to 16 MiB a connection, read
-whole before yamux looks at its stream) and a pubsub RPC (1 MiB a stream) were held for as
-long as their sender kept the last byte back (round 52, F1 and F2).
+whole before yamux looks at its stream), a pubsub RPC (1 MiB a stream) and a request to
+one of our protocols (:class:`CountedReader`) were held for as long as their sender kept
+the last byte back (round 52, F1 and F2).
 
 A node's unread bytes, all its connections together, frames being read included, are kept
 within :data:`~node.net._limits.MAX_UNREAD_BYTES`: once over it, what holds the most goes
@@ -146,7 +147,7 @@ class UnreadBudget:
                 break
             total -= size
             self.bytes_shed += size
-            if isinstance(what, Partial):
+            if not isinstance(what, int):  # a frame being read (a Partial, a CountedReader)
                 self.frames_shed += 1
                 _TALLY.note("frames dropped: the node held too many unread bytes", muxer.peer_id)
                 what.drop()
@@ -159,10 +160,46 @@ class UnreadBudget:
             spawn(_tell_resets, muxer, stream_ids)
 
 
-def _partials(muxer: Any) -> dict[Any, Partial]:
-    """The frames being read on ``muxer``'s connection (set by :meth:`UnreadBudget.add`)."""
-    partials: dict[Any, Partial] | None = getattr(muxer, "_aimx_partials", None)
+def _partials(muxer: Any) -> dict[Any, Any]:
+    """The frames being read on ``muxer``'s connection (set by :meth:`UnreadBudget.add`):
+    each a :class:`Partial` or a :class:`CountedReader`, with ``data`` and ``drop()``."""
+    partials: dict[Any, Any] | None = getattr(muxer, "_aimx_partials", None)
     return {} if partials is None else partials
+
+
+class CountedReader:
+    """A reader of ours that gathers a stream's frames in a buffer of its own (our request
+    streams' :class:`~node.net._framing.FrameReader`), counted against the node's budget
+    while its stream is served: its bytes left the stream's buffer as it read them, and a
+    peer sending a request frame but its last byte held them there (round 52's residual).
+    :meth:`received` after each read; once the budget drops it, ``dropped`` is set, its
+    buffer emptied and ``on_drop`` called (the stream reset)."""
+
+    def __init__(self, stream: Any, buffer_of: Callable[[], bytearray], on_drop: Any) -> None:
+        self._muxer = getattr(stream, "muxed_conn", None)
+        self._budget: UnreadBudget | None = getattr(self._muxer, "_aimx_unread_budget", None)
+        self._buffer_of = buffer_of
+        self._on_drop = on_drop
+        self.dropped = False
+        if self._budget is not None:
+            _partials(self._muxer)[self] = self
+
+    @property
+    def data(self) -> bytearray:
+        return self._buffer_of()
+
+    def drop(self) -> None:
+        self.dropped = True
+        self._buffer_of().clear()
+        self._on_drop()
+
+    def received(self, size: int) -> None:
+        if self._budget is not None and size:
+            self._budget.received(size)
+
+    def close(self) -> None:
+        if self._budget is not None:
+            _partials(self._muxer).pop(self, None)
 
 
 def _end_stream(muxer: Any, stream_id: int) -> bool:

@@ -187,6 +187,30 @@ async def test_pubsub_rpcs_held_a_byte_short_of_a_chunk_are_counted(small_budget
             assert budget.held() <= BUDGET
 
 
+async def test_request_frames_held_back_are_counted_and_reset(small_budget: None) -> None:
+    """Round 52's residual: a request frame of our own protocols being read sits in our
+    reader, out of the stream's buffer; strangers each sending request frames but their
+    last byte held them there, uncounted, until the frame timeout."""
+    with trio.fail_after(60):
+        async with node(171) as victim, node(172) as a, node(173) as b, node(174) as c:
+            victim.set_handler(ECHO, echo)
+            size = 200_000
+            for stranger in (a, b, c):
+                await stranger.connect(victim.addresses()[0])
+                await trio.sleep(0.3)
+                for _ in range(8):  # 1.6 MB a key
+                    stream = await stranger._host.new_stream(
+                        victim._host.get_id(), [TProtocol(ECHO)]
+                    )
+                    await stream.write(encode_uvarint(size) + b"\0" * (size - 1))
+            await trio.sleep(1)
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
+            assert budget.held() <= BUDGET
+            key = await a.connect(victim.addresses()[0])
+            assert await a.request(key, ECHO, b"hi", timeout=5) == b"hi"
+
+
 class _Stream:
     def __init__(self, stream_id: int) -> None:
         self.stream_id = stream_id
