@@ -9,6 +9,7 @@ their sender kept the last byte back (F1, F2), and one slow reset held the shedd
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -143,72 +144,53 @@ async def test_a_data_frame_held_back_is_counted_and_ends_its_connection(
             assert await a.request(honest_key, ECHO, b"hi", timeout=5) == b"hi"
 
 
+async def _frames_held_back(
+    keys: tuple[int, ...], protocol_id: str, streams: int, length: int, sent: int
+) -> None:
+    """Strangers (all of ``keys`` but the first, the victim) each open ``streams`` streams
+    on ``protocol_id`` and write a frame of ``length`` bytes but its last ``length - sent``:
+    the budget counts what the victim's readers hold of them, and sheds."""
+    async with contextlib.AsyncExitStack() as nodes:
+        victim, *strangers = [await nodes.enter_async_context(node(k)) for k in keys]
+        victim.set_handler(ECHO, echo)
+        for stranger in strangers:
+            await stranger.connect(victim.addresses()[0])
+            await trio.sleep(0.3)
+            for _ in range(streams):
+                stream = await stranger._host.new_stream(
+                    victim._host.get_id(), [TProtocol(protocol_id)]
+                )
+                await stream.write(encode_uvarint(length) + b"\0" * sent)
+        await trio.sleep(1)
+        budget = _libp2p_unread.budget_of(victim._host.get_network())
+        assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
+        assert budget.held() <= BUDGET
+        key = await strangers[0].connect(victim.addresses()[0])
+        assert await strangers[0].request(key, ECHO, b"hi", timeout=5) == b"hi"
+
+
 async def test_pubsub_rpcs_held_back_are_counted_and_reset(small_budget: None) -> None:
     """Round 52, F2: a pubsub RPC announced at 1 MiB and sent but its last byte sat in
     py-libp2p's reader, uncounted: one key held 114 MB over 63 streams."""
     with trio.fail_after(60):
-        async with node(165) as victim, node(166) as a, node(167) as b:
-            victim.set_handler(ECHO, echo)
-            size = 1 << 20
-            for stranger in (a, b):
-                await stranger.connect(victim.addresses()[0])
-                await trio.sleep(0.3)
-                for _ in range(3):
-                    stream = await stranger._host.new_stream(
-                        victim._host.get_id(), [PROTOCOL_ID_V11]
-                    )
-                    await stream.write(encode_uvarint(size) + b"\0" * (size - 1))
-            await trio.sleep(1)
-            budget = _libp2p_unread.budget_of(victim._host.get_network())
-            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
-            assert budget.held() <= BUDGET
-            key = await a.connect(victim.addresses()[0])
-            assert await a.request(key, ECHO, b"hi", timeout=5) == b"hi"
+        await _frames_held_back((165, 166, 167), PROTOCOL_ID_V11, 3, 1 << 20, (1 << 20) - 1)
 
 
 async def test_pubsub_rpcs_held_a_byte_short_of_a_chunk_are_counted(small_budget: None) -> None:
     """Round 53, N1: the counted reader gathered each 64 KiB piece before counting it, so a
     peer sending one byte short of a piece on each stream was counted nowhere (20 keys'
-    1,260 streams: 111 MB, counted 0)."""
+    1,260 streams: 111 MB, counted 0). 30 streams a key, 2 MB a key."""
+    short = _libp2p_unread.READ_CHUNK - 1
     with trio.fail_after(60):
-        async with node(168) as victim, node(169) as a, node(170) as b:
-            short = _libp2p_unread.READ_CHUNK - 1
-            for stranger in (a, b):
-                await stranger.connect(victim.addresses()[0])
-                await trio.sleep(0.3)
-                for _ in range(30):  # 30 streams a key, 2 MB a key
-                    stream = await stranger._host.new_stream(
-                        victim._host.get_id(), [PROTOCOL_ID_V11]
-                    )
-                    await stream.write(encode_uvarint(1 << 20) + b"\0" * short)
-            await trio.sleep(1)
-            budget = _libp2p_unread.budget_of(victim._host.get_network())
-            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
-            assert budget.held() <= BUDGET
+        await _frames_held_back((168, 169, 170), PROTOCOL_ID_V11, 30, 1 << 20, short)
 
 
 async def test_request_frames_held_back_are_counted_and_reset(small_budget: None) -> None:
     """Round 52's residual: a request frame of our own protocols being read sits in our
     reader, out of the stream's buffer; strangers each sending request frames but their
-    last byte held them there, uncounted, until the frame timeout."""
+    last byte held them there, uncounted, until the frame timeout. 1.6 MB a key."""
     with trio.fail_after(60):
-        async with node(171) as victim, node(172) as a, node(173) as b, node(174) as c:
-            victim.set_handler(ECHO, echo)
-            size = 200_000
-            for stranger in (a, b, c):
-                await stranger.connect(victim.addresses()[0])
-                await trio.sleep(0.3)
-                for _ in range(8):  # 1.6 MB a key
-                    stream = await stranger._host.new_stream(
-                        victim._host.get_id(), [TProtocol(ECHO)]
-                    )
-                    await stream.write(encode_uvarint(size) + b"\0" * (size - 1))
-            await trio.sleep(1)
-            budget = _libp2p_unread.budget_of(victim._host.get_network())
-            assert budget is not None and budget.frames_shed >= 1  # the tree before: 0
-            assert budget.held() <= BUDGET
-            key = await a.connect(victim.addresses()[0])
-            assert await a.request(key, ECHO, b"hi", timeout=5) == b"hi"
+        await _frames_held_back((171, 172, 173, 174), ECHO, 8, 200_000, 199_999)
 
 
 class _Stream:
