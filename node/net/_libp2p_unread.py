@@ -251,19 +251,15 @@ def spawn(task: Callable[..., Any], *args: Any) -> None:
     trio.lowlevel.spawn_system_task(guarded, name="aimx-unread-tell")
 
 
-async def read_counted(muxer: Any, key: Any, length: int, read: Any, on_drop: Any) -> bytes:
+async def read_counted(
+    budget: UnreadBudget, muxer: Any, key: Any, length: int, read: Any, on_drop: Any
+) -> bytes:
     """Read a frame of ``length`` bytes with ``read(n)`` (which returns between 1 and ``n``
     bytes, at most :data:`READ_CHUNK` asked at once, or raises), each piece counted against
-    ``muxer``'s budget as it comes, as one :class:`Partial` under ``key``. If the budget
-    drops it, ``on_drop`` is called and :class:`FrameDropped` raised, at once when this
-    read's own count dropped it, else at the next piece."""
-    budget: UnreadBudget | None = getattr(muxer, "_aimx_unread_budget", None)
+    ``budget`` as it comes, as one :class:`Partial` of ``muxer``'s under ``key``. If the
+    budget drops it, ``on_drop`` is called and :class:`FrameDropped` raised, at once when
+    this read's own count dropped it, else at the next piece."""
     partials = _partials(muxer)
-    if budget is None:
-        data = bytearray()
-        while len(data) < length:
-            data += await read(length - len(data))
-        return bytes(data)
     partial = Partial(on_drop)
     partials[key] = partial
     try:
@@ -320,7 +316,8 @@ def _count_data_bodies() -> None:
     read_body = yamux.Yamux._read_data_body
 
     async def read_data_body(self: Any, length: int) -> bytes:
-        if length <= READ_CHUNK or getattr(self, "_aimx_unread_budget", None) is None:
+        budget = getattr(self, "_aimx_unread_budget", None)
+        if length <= READ_CHUNK or budget is None:
             return await read_body(self, length)
 
         async def read(n: int) -> bytes:
@@ -332,7 +329,7 @@ def _count_data_bodies() -> None:
                 # a dropped frame's connection is ended under its reader (its read fails);
                 # a GO_AWAY first could wait on a peer that reads nothing (round 53, N2)
                 return await read_counted(
-                    self, "data", length, read, lambda: spawn(self.secured_conn.close)
+                    budget, self, "data", length, read, lambda: spawn(self.secured_conn.close)
                 )
         except FrameDropped:
             raise trio.TooSlowError from None  # yamux ends the connection
@@ -342,17 +339,21 @@ def _count_data_bodies() -> None:
 
 def _count_pubsub_rpcs() -> None:
     """A pubsub RPC is read counted; one the budget drops resets its stream."""
+    from libp2p.io.exceptions import MessageTooLarge
     from libp2p.network.stream.exceptions import StreamReset
     from libp2p.pubsub import pubsub
-    from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+    from libp2p.utils.varint import decode_uvarint_from_stream, read_varint_prefixed_bytes_limited
 
     from ._libp2p_inbound import reset
 
     async def read_rpc(stream: Any, max_length: int) -> bytes:
         muxer = getattr(stream, "muxed_conn", None)
-        if muxer is None or getattr(muxer, "_aimx_unread_budget", None) is None:
+        budget = getattr(muxer, "_aimx_unread_budget", None)
+        if budget is None:
             return await read_varint_prefixed_bytes_limited(stream, max_length)
-        length = await _read_length(stream, max_length)
+        length = await decode_uvarint_from_stream(stream)
+        if length > max_length:  # refused before its body, as py-libp2p refuses it
+            raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {max_length}")
 
         async def read(n: int) -> bytes:
             # what the stream holds, up to n: counted as it comes (a peer sending a chunk
@@ -363,37 +364,13 @@ def _count_pubsub_rpcs() -> None:
             return chunk
 
         try:
-            return await read_counted(muxer, stream, length, read, lambda: spawn(reset, stream))
+            return await read_counted(
+                budget, muxer, stream, length, read, lambda: spawn(reset, stream)
+            )
         except FrameDropped as exc:
             raise StreamReset(str(exc)) from None
 
     pubsub.read_varint_prefixed_bytes_limited = read_rpc  # type: ignore[attr-defined,assignment]
-
-
-async def _read_length(stream: Any, max_length: int) -> int:
-    """A varint length prefix, refused past ``max_length`` as py-libp2p refuses it."""
-    from libp2p.exceptions import ParseError
-    from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
-    from libp2p.utils.varint import decode_uvarint
-
-    prefix = b""
-    for _ in range(10):
-        byte = await stream.read(1)
-        if not byte:
-            raise IncompleteReadError(
-                "Stream ended while reading varint length prefix",
-                expected_bytes=1,
-                received_bytes=0,
-            )
-        prefix += byte
-        if byte[0] & 0x80 == 0:
-            break
-    else:
-        raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
-    length = decode_uvarint(prefix)
-    if length > max_length:
-        raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {max_length}")
-    return length
 
 
 def budget_of(swarm: Any) -> UnreadBudget | None:
