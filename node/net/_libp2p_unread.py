@@ -13,14 +13,17 @@ one of our protocols (:class:`CountedReader`) were held for as long as their sen
 the last byte back (round 52, F1 and F2).
 
 A node's unread bytes, all its connections together, frames being read included, are kept
-within :data:`~node.net._limits.MAX_UNREAD_BYTES`: once over it, what holds the most goes
-first (the connection holding the most, and in it the largest first) until the node is
-back under :data:`~node.net._limits.UNREAD_TARGET_BYTES`: a
-stream's buffer is dropped and the stream reset, a pubsub RPC being read is dropped and
-its stream reset, a DATA frame being read ends its connection. The bytes go at once; the
-peers are told afterwards, each in a bounded task of its own, so a peer that does not read
-what we write holds up nothing (round 52, F3). Honest streams are read as their bytes come
-and hold little, so what is shed is what a peer filled and left.
+within :data:`~node.net._limits.MAX_UNREAD_BYTES`: once over it, what stalled goes first
+(see :class:`Pace`; the connection holding the most, and in it the largest first), then
+what still moves, the slowest first, until the node is back under
+:data:`~node.net._limits.UNREAD_TARGET_BYTES`: a stream's buffer is dropped and the stream
+reset, a pubsub RPC being read is dropped and its stream reset, a DATA frame being read
+ends its connection. The bytes go at once; the peers are told afterwards, each in a bounded
+task of its own, so a peer that does not read what we write holds up nothing (round 52,
+F3). Honest streams are read as their bytes come and hold little, and an honest frame
+being read moves, so what is shed is what a peer filled and left: by size alone, strangers
+each holding a frame a byte short on many connections made the shed take an honest large
+request still arriving, every count (round 54, F1).
 
 The total is recounted after every :data:`~node.net._limits.UNREAD_CHECK_BYTES` received,
 or :data:`~node.net._limits.UNREAD_CHECK_PER_STREAM` bytes for each stream the node holds
@@ -33,7 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import struct
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +50,8 @@ from ._limits import (
     MAX_UNREAD_BYTES,
     UNREAD_CHECK_BYTES,
     UNREAD_CHECK_PER_STREAM,
+    UNREAD_PACE_HALF_LIFE_S,
+    UNREAD_STALLED_S,
     UNREAD_TARGET_BYTES,
 )
 
@@ -58,6 +65,33 @@ READ_CHUNK = 64 << 10
 TELL_TIMEOUT_S = 1.0
 
 
+class Pace:
+    """How fast a holder's bytes came lately: the bytes received, each weighed down by half
+    every :data:`UNREAD_PACE_HALF_LIFE_S`. A holder whose bytes came in a burst and stalled
+    looks old within seconds, however it trickles after; one a transfer is filling looks as
+    old as the transfer (at a steady pace, its bytes over its rate)."""
+
+    __slots__ = ("recent", "stamp")
+
+    def __init__(self) -> None:
+        self.recent = 0.0
+        self.stamp = 0.0
+
+    def note(self, size: int, now: float) -> None:
+        self.recent = (
+            self.recent * math.pow(0.5, (now - self.stamp) / UNREAD_PACE_HALF_LIFE_S) + size
+        )
+        self.stamp = now
+
+    def age(self, held: int, now: float) -> float:
+        """How long ``held`` bytes would have taken at the pace of late, seconds."""
+        half_life = UNREAD_PACE_HALF_LIFE_S
+        recent = self.recent * math.pow(0.5, (now - self.stamp) / half_life)
+        if recent <= 0.0:
+            return math.inf
+        return held * half_life / (recent * math.log(2))
+
+
 class Partial:
     """Bytes read off a stream or a connection into a frame not complete yet, counted
     against the node's budget while it is read; :meth:`drop` (the budget's) empties it
@@ -66,6 +100,7 @@ class Partial:
     def __init__(self, on_drop: Callable[[], None]) -> None:
         self.data = bytearray()
         self.dropped = False
+        self.pace = Pace()
         self._on_drop = on_drop
 
     def drop(self) -> None:
@@ -119,24 +154,30 @@ class UnreadBudget:
             self._shed(held)
 
     def _largest(self) -> list[tuple[int, Any, Any]]:
-        """What holds unread bytes: (bytes, muxer, a stream id or a :class:`Partial`), the
-        connection holding the most first, and in each the most first: a peer that filled
-        many streams is shed before one whose single stream, or RPC being read, is large
-        for a moment (an honest answer read late: round 52 and 53's suggestion)."""
-        connections: list[tuple[int, list[tuple[int, Any, Any]]]] = []
+        """What holds unread bytes: (bytes, muxer, a stream id or a :class:`Partial`), in
+        the order the shed takes them. What stalled first (its bytes, at the pace they came
+        lately, took over :data:`UNREAD_STALLED_S`: a frame kept a byte short, a buffer
+        left unread), the connection holding the most first and in it the largest: a peer
+        that filled many streams goes before one whose single stream is large (round 52 and
+        53's suggestion). Then what still moves, the slowest first: an honest frame
+        arriving goes last (round 54, F1). A holder with no pace counts as stalled."""
+        now = time.monotonic()
+        ranked: list[tuple[tuple[float, int, int], int, Any, Any]] = []
         for muxer in list(self._muxers):
-            held: list[tuple[int, Any, Any]] = []
+            held: list[tuple[int, Pace | None, Any]] = []
             for stream_id, buffer in list(muxer.stream_buffers.items()):
                 if buffer:
-                    held.append((len(buffer), muxer, stream_id))
+                    held.append((len(buffer), getattr(buffer, "pace", None), stream_id))
             for partial in list(_partials(muxer).values()):
                 if partial.data:
-                    held.append((len(partial.data), muxer, partial))
-            if held:
-                held.sort(key=lambda entry: entry[0], reverse=True)
-                connections.append((sum(size for size, _, _ in held), held))
-        connections.sort(key=lambda entry: entry[0], reverse=True)
-        return [entry for _, held in connections for entry in held]
+                    held.append((len(partial.data), partial.pace, partial))
+            total = sum(size for size, _, _ in held)
+            for size, pace, what in held:
+                age = UNREAD_STALLED_S if pace is None else pace.age(size, now)
+                rank = (min(age, UNREAD_STALLED_S), total, size)
+                ranked.append((rank, size, muxer, what))
+        ranked.sort(key=lambda entry: entry[0], reverse=True)
+        return [(size, muxer, what) for _, size, muxer, what in ranked]
 
     def _shed(self, total: int) -> None:
         """Drop what holds the most until the node holds at most
@@ -181,6 +222,7 @@ class CountedReader:
         self._buffer_of = buffer_of
         self._on_drop = on_drop
         self.dropped = False
+        self.pace = Pace()
         if self._budget is not None:
             _partials(self._muxer)[self] = self
 
@@ -195,6 +237,7 @@ class CountedReader:
 
     def received(self, size: int) -> None:
         if self._budget is not None and size:
+            self.pace.note(size, time.monotonic())
             self._budget.received(size)
 
     def close(self) -> None:
@@ -219,10 +262,27 @@ def _end_stream(muxer: Any, stream_id: int) -> bool:
         event = muxer.stream_events.get(stream_id)
         if event is not None:
             event.set()  # its reader wakes to the reset
+        if getattr(muxer, "_aimx_extending", None) == stream_id:
+            # py-libp2p is adding the bytes that made this count to this stream, and looks
+            # it up again after: its entry goes once they are done (gone now, they logged an
+            # ERROR a shed: round 54, F2)
+            spawn(_forget_later, muxer, stream)
+            return tell
         with contextlib.suppress(Exception):
             muxer._finalize_stream_locked(stream, fully_closed=True)  # releases its slot
     forget_stream(muxer, stream_id)
     return tell
+
+
+async def _forget_later(muxer: Any, stream: Any) -> None:
+    """End a stream :func:`_end_stream` left to py-libp2p's bookkeeping, if still there."""
+    from ._libp2p_yamux import forget_stream
+
+    async with muxer.streams_lock:
+        if muxer.streams.get(stream.stream_id) is stream:
+            with contextlib.suppress(Exception):
+                muxer._finalize_stream_locked(stream, fully_closed=True)
+            forget_stream(muxer, stream.stream_id)
 
 
 async def _tell_resets(muxer: Any, stream_ids: list[int]) -> None:
@@ -269,6 +329,7 @@ async def read_counted(
             if partial.dropped:
                 break
             partial.data += chunk
+            partial.pace.note(len(chunk), time.monotonic())
             got += len(chunk)
             budget.received(len(chunk))
         if partial.dropped:

@@ -28,11 +28,13 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Hashable
 from typing import Any
 
 from ._libp2p_logging import Tally
+from ._libp2p_unread import Pace
 from ._limits import (
     MAX_CLOSED_UNREAD_BYTES,
     MAX_CLOSED_UNREAD_STREAMS,
@@ -64,6 +66,7 @@ class _WindowedBuffer(bytearray):
         super().__init__(data)
         self._muxer = muxer
         self._stream_id = stream_id
+        self.pace = Pace()  # how fast its bytes came lately: the budget's shed order
 
     def extend(self, data: Any) -> None:
         stream = self._muxer.streams.get(self._stream_id)
@@ -74,7 +77,14 @@ class _WindowedBuffer(bytearray):
         super().extend(data)
         budget = getattr(self._muxer, "_aimx_unread_budget", None)
         if budget is not None:  # the node's budget (_libp2p_unread.py)
-            budget.received(len(data))
+            self.pace.note(len(data), time.monotonic())
+            # a stream the count sheds now is still in py-libp2p's hands: it is ended
+            # when they are done with it (round 54, F2)
+            self._muxer._aimx_extending = self._stream_id
+            try:
+                budget.received(len(data))
+            finally:
+                self._muxer._aimx_extending = None
 
 
 class _WindowedBuffers(dict[int, bytearray]):

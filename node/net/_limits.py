@@ -60,6 +60,13 @@ MAX_UNREAD_BYTES = 64 << 20
 UNREAD_TARGET_BYTES = 48 << 20
 UNREAD_CHECK_BYTES = 1 << 20
 UNREAD_CHECK_PER_STREAM = 64
+#: What the shed takes first is what stalled: a holder whose bytes, at the pace they came
+#: lately (each byte weighed down by half every UNREAD_PACE_HALF_LIFE_S), would have taken
+#: longer than UNREAD_STALLED_S to come (a frame kept a byte short, a buffer left unread);
+#: then what still moves, the slowest first. A peer holding bytes must send as fast as an
+#: honest transfer to be shed after it (round 54, F1).
+UNREAD_PACE_HALF_LIFE_S = 1.0
+UNREAD_STALLED_S = 10.0
 #: A stream the peer opened has this long to name a protocol we serve, seconds.
 INBOUND_NEGOTIATION_TIMEOUT_S = 5
 #: Connections a node holds at once, and of them the inbound ones (py-libp2p counts both

@@ -5,11 +5,14 @@ node now keeps all its connections' unread bytes within ``MAX_UNREAD_BYTES``, re
 the streams holding the most. Round 52: frames being read (a yamux DATA frame's body, read
 whole before its stream is looked at; a pubsub RPC) were held uncounted for as long as
 their sender kept the last byte back (F1, F2), and one slow reset held the shedding up
-(F3): they are counted and dropped too, and the shed drops at once."""
+(F3): they are counted and dropped too, and the shed drops at once. Round 54: what
+stalled is shed before what moves (F1), and a stream shed by its own bytes' count is ended
+without an ERROR from py-libp2p (F2)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 from typing import Any
 
@@ -248,3 +251,62 @@ async def test_the_connection_holding_the_most_is_shed_first(small_budget: None)
         assert budget.held() <= BUDGET * 3 // 4
         assert len(honest.stream_buffers[0]) == 200_000  # largest-stream-first shed it
         assert len(filler.stream_buffers) < 30
+
+
+async def test_an_honest_request_arriving_is_shed_after_strangers_stalled(
+    small_budget: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 54, F1: shed by size, strangers each keeping a request a byte short on a
+    connection of their own, each under what an honest large request arriving holds, made
+    the shed take the honest one first, every count. What stalled goes first now."""
+    monkeypatch.setattr(_libp2p_unread, "UNREAD_PACE_HALF_LIFE_S", 0.05)
+    monkeypatch.setattr(_libp2p_unread, "UNREAD_STALLED_S", 0.5)
+    with trio.fail_after(60):
+        async with contextlib.AsyncExitStack() as nodes:
+            victim, honest, *strangers = [
+                await nodes.enter_async_context(node(k)) for k in range(175, 183)
+            ]
+            victim.set_handler(ECHO, echo)
+            for stranger in strangers:  # 6 x 420 KB: the honest one over the budget at 630 KB
+                await stranger.connect(victim.addresses()[0])
+                stream = await stranger._host.new_stream(victim._host.get_id(), [TProtocol(ECHO)])
+                await stream.write(encode_uvarint(1_000_000) + b"\0" * 420_000)
+            key = await honest.connect(victim.addresses()[0])
+            await trio.sleep(1)  # the strangers' requests stalled
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.frames_shed == 0
+            request = bytes(range(256)) * 3900  # 998 KB
+            assert await honest.request(key, ECHO, request, timeout=10) == request
+            assert budget.frames_shed >= 2  # the strangers' went (the tree before: the honest one)
+            assert budget.held() <= BUDGET
+
+
+async def test_a_stream_shed_as_its_bytes_come_leaves_no_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 54, F2: a count made by a stream's own bytes that sheds that stream took its
+    entry from under py-libp2p, which logged an ERROR ("Error reading data for stream")."""
+    monkeypatch.setattr(_libp2p_unread, "MAX_UNREAD_BYTES", 150_000)
+    monkeypatch.setattr(_libp2p_unread, "UNREAD_TARGET_BYTES", 100_000)
+    monkeypatch.setattr(_libp2p_unread, "UNREAD_CHECK_BYTES", 64 << 10)
+    with trio.fail_after(60):
+        async with node(184) as victim, node(185) as stranger:
+            victim._host.set_stream_handler(TProtocol(HOLD), _hold)
+            victim.set_handler(ECHO, echo)
+            key = await stranger.connect(victim.addresses()[0])
+            await trio.sleep(0.3)
+            muxer = stranger._host.get_network().connections[peer_id_of(key)][0].muxed_conn
+            hello = _multistream("/multistream/1.0.0") + _multistream(HOLD)
+            await muxer._write_frame(_frame(SYN, 700_001, hello))
+            await trio.sleep(0.05)
+            for _ in range(4):  # frames of a stream's buffer (a larger one is a DATA frame
+                # read counted): 240 KB, the fourth's count sheds the stream it is adding to
+                await muxer._write_frame(_frame(0, 700_001, b"\0" * 60_000))
+            await trio.sleep(0.5)
+            budget = _libp2p_unread.budget_of(victim._host.get_network())
+            assert budget is not None and budget.streams_shed == 1
+            victim_muxer = victim._host.get_network().connections[stranger._host.get_id()][0]
+            assert 700_001 not in victim_muxer.muxed_conn.streams  # ended all the same
+            assert await stranger.request(key, ECHO, b"hi", timeout=5) == b"hi"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
