@@ -1,40 +1,13 @@
-"""Token buckets for the faucet's rate limits (specs/api.md, "POST /api/faucet").
-
-No clock of their own: every call takes ``now_ms`` (the node's clock), so a test drives
-them in virtual time.
-"""
+"""The faucet's rate limits (specs/api.md, "POST /api/faucet"): token buckets
+(:class:`~node._token_bucket.TokenBucket`) on the node's clock."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 
-MINUTE_MS = 60_000
+from .._token_bucket import TokenBucket
 
-
-class TokenBucket:
-    """Up to ``per_minute`` takes at once, refilled at ``per_minute`` a minute."""
-
-    def __init__(self, per_minute: int, now_ms: int) -> None:
-        if per_minute < 1:
-            raise ValueError("per_minute must be at least 1")
-        self.capacity = float(per_minute)
-        self._per_ms = per_minute / MINUTE_MS
-        self._tokens = self.capacity
-        self._at_ms = now_ms
-
-    def level(self, now_ms: int) -> float:
-        elapsed = max(0, now_ms - self._at_ms)  # a clock going back refills nothing
-        return min(self.capacity, self._tokens + elapsed * self._per_ms)
-
-    def wait_ms(self, now_ms: int) -> int:
-        """0 when a take is allowed now, else how long until it is."""
-        missing = 1.0 - self.level(now_ms)
-        return 0 if missing <= 0 else math.ceil(missing / self._per_ms)
-
-    def take(self, now_ms: int) -> None:
-        self._tokens = self.level(now_ms) - 1.0
-        self._at_ms = max(self._at_ms, now_ms)
+__all__ = ["FaucetLimits", "TokenBucket"]
 
 
 class FaucetLimits:

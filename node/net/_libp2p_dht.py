@@ -39,12 +39,14 @@ from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 import protocol
 from protocol import Advert, Signed
 
+from .._token_bucket import TokenBucket
 from ._fair_slots import FairSlots
 from ._interface import PeerKey, Reachability
 from ._libp2p_config import Libp2pConfig
+from ._libp2p_inbound import host_of
 from ._libp2p_logging import serving_peer
 from ._libp2p_outbound import ResettingStreams
-from ._libp2p_transport import is_address_of
+from ._libp2p_transport import is_address_of, key_of
 from ._records import verify_record
 
 #: DHT namespace of capability records: ``/aimx/<peer id>``.
@@ -75,6 +77,17 @@ MAX_KEYS_PER_PROVIDER = 32
 #: Peers one answer to our DHT query may name, closer peers and providers each (k, what an
 #: honest server sends), with at most ``MAX_PROVIDER_ADDRS`` addresses each.
 DHT_ANSWER_PEERS = 20
+#: DHT messages a peer's streams have handled: up to the burst at once, then at the rate
+#: (per key, and per host: :func:`~._libp2p_inbound.host_of`); past it a peer's next
+#: message waits. One key's stream got 400-600 answers a second, each 145-291 times the
+#: bytes it sent (review rounds 44 and 46, D1): the node's uplink and a core were its to
+#: spend. An honest node sends a few dozen at once (its announcements, a lookup) and its
+#: lookups are kept 30 s. Buckets are kept for the latest ``DHT_PACED_PEERS`` each.
+DHT_MESSAGES_PER_PEER_PER_S = 20
+DHT_MESSAGES_PER_PEER_BURST = 64
+DHT_MESSAGES_PER_HOST_PER_S = 100
+DHT_MESSAGES_PER_HOST_BURST = 400
+DHT_PACED_PEERS = 4096
 
 
 def trim_answer(data: bytes) -> bytes:
@@ -259,6 +272,62 @@ class _ServersOnly:
         return _PeerstoreOfServers(self)
 
 
+class DhtPacing:
+    """The pace of one node's inbound DHT messages, per key and per host (see
+    :data:`DHT_MESSAGES_PER_PEER_PER_S`)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[Any, TokenBucket] = {}
+        #: Messages that waited for their peer's pace.
+        self.paced = 0
+
+    def _bucket(self, who: Any, per_s: int, burst: int, now_ms: int) -> TokenBucket:
+        bucket = self._buckets.pop(who, None)
+        if bucket is None:
+            while len(self._buckets) >= 2 * DHT_PACED_PEERS:
+                del self._buckets[next(iter(self._buckets))]  # the least recently seen
+            bucket = TokenBucket(per_s * 60, now_ms, burst=burst)
+        self._buckets[who] = bucket  # the most recently seen last
+        return bucket
+
+    async def pace(self, stream: Any) -> None:
+        """Wait until ``stream``'s peer and host may have another message handled."""
+        peer = stream.muxed_conn.peer_id
+        key = key_of(peer)
+        buckets = [
+            ("key", peer, DHT_MESSAGES_PER_PEER_PER_S, DHT_MESSAGES_PER_PEER_BURST),
+            (
+                "host",
+                host_of(stream, key) if key is not None else peer,
+                DHT_MESSAGES_PER_HOST_PER_S,
+                DHT_MESSAGES_PER_HOST_BURST,
+            ),
+        ]
+        waited = False
+        while True:
+            now_ms = int(trio.current_time() * 1000)
+            found = [self._bucket((kind, who), r, b, now_ms) for kind, who, r, b in buckets]
+            wait_ms = max(bucket.wait_ms(now_ms) for bucket in found)
+            if wait_ms == 0:
+                for bucket in found:
+                    bucket.take(now_ms)
+                return
+            if not waited:
+                waited = True
+                self.paced += 1
+            await trio.sleep(wait_ms / 1000)
+
+
+async def _read_paced_message(stream: Any, max_size: int) -> bytes:
+    """py-libp2p's read of a peer's next DHT message on a stream we serve, paced by the
+    node's :class:`DhtPacing` (set on the stream by :func:`open_dht`'s handler)."""
+    message = await read_varint_prefixed_bytes_limited(stream, max_size)
+    pacing = getattr(stream, "_aimx_dht_pacing", None)
+    if isinstance(pacing, DhtPacing):
+        await pacing.pace(stream)
+    return message
+
+
 def dht_slots() -> FairSlots:
     """The slots inbound DHT streams share: taken from the peer holding the most when
     full, its oldest stream if at least ``DHT_SLOT_MIN_AGE_S`` old (an honest stream
@@ -383,4 +452,29 @@ def open_dht(host: Any, config: Libp2pConfig, refused: RecordRefused | None = No
         module.read_varint_prefixed_bytes_limited = read_trimmed_answer  # type: ignore[attr-defined]
     guard_provider_store(dht.provider_store)
     guard_value_store(dht.value_store)
+    _pace_inbound(dht)
     return dht
+
+
+def _pace_inbound(dht: KadDHT) -> None:
+    """Pace the messages peers send on the DHT streams this node serves (:class:`DhtPacing`):
+    the handler marks each stream with the node's pacing, and py-libp2p's read of the next
+    message (a module global, read at each message) waits on it."""
+    pacing = DhtPacing()
+    dht._aimx_pacing = pacing  # type: ignore[attr-defined]
+    handle = dht.handle_stream
+
+    async def handle_stream(stream: Any) -> None:
+        stream._aimx_dht_pacing = pacing
+        await handle(stream)
+
+    dht.handle_stream = handle_stream  # type: ignore[method-assign]
+    if dht.mode == DHTMode.SERVER:  # registered with py-libp2p's own handler: again
+        dht.host.set_stream_handler(_KAD_PROTOCOL_ID, handle_stream)
+    _kad.read_varint_prefixed_bytes_limited = _read_paced_message  # type: ignore[attr-defined,assignment]
+
+
+def pacing_of(dht: KadDHT) -> DhtPacing | None:
+    """A DHT's pacing of its peers' messages (``None`` if not opened by :func:`open_dht`)."""
+    pacing = getattr(dht, "_aimx_pacing", None)
+    return pacing if isinstance(pacing, DhtPacing) else None
