@@ -335,6 +335,8 @@ class Provider:
             return []
         work.paid += amount
         effects: list[Effect] = [NotifyUser(job_id, UserEvent.PAID, str(amount))]
+        if work.phase == WorkPhase.RUNNING:  # paid before it ran out (a settle): its run ends
+            effects.append(AbortJob(job_id))
         price = work.award.message.price if work.award is not None else 0
         sealed = work.receipt is not None and work.receipt.message.sealed
         if work.receipt is not None and work.key and work.paid >= price and not sealed:
@@ -455,6 +457,11 @@ class Provider:
             return self._decline(work, why, now_ms)
         if not escrow.is_open:
             return self._decline(work, "the job's escrow is closed", now_ms)
+        if escrow.paid_to(self.me):
+            # the ledger pays a provider once an escrow: a run more could never be paid
+            # (one payment bought a requester unpaid runs, each closed "paid" as it ran,
+            # its slot freed while the sandbox kept running it: review round 56, F1)
+            return self._decline(work, "this job's escrow paid us already", now_ms)
         why = uncovered(escrow, work.spec, award.price, self.config.claim_window_blocks)
         if why:
             blame = Misbehaved(work.spec.requester, f"escrow {why}")

@@ -17,6 +17,7 @@ from ._provider_work import Work, remember_latest
 from ._reasons import Seen
 
 if TYPE_CHECKING:
+    from ._ledger import EscrowView
     from ._provider import Provider
 
 #: Earlier bids for one job that an award may still name.
@@ -132,7 +133,12 @@ def on_announce(p: Provider, signed: Signed[JobSpec], now_ms: int) -> list[Effec
         run_ms=run_ms,
         draining=p.draining,
     )
-    funded = p._funded(spec, job_id)
+    escrow = cfg.escrow_of(job_id)
+    if escrow is not None and escrow.paid_to(p.me) and work is None:
+        # the ledger pays a provider once an escrow: a replica more of a job that paid us
+        # could never be paid (review round 56, F1); not bid on
+        return []
+    funded = p._funded(spec, escrow)
     if refusal is None and work is None and not funded:
         refusal = unfunded_refusal(p, spec.requester)
     if refusal is not None:
@@ -202,10 +208,9 @@ def unfunded_refusal(p: Provider, requester: bytes) -> tuple[NoBidReason, str] |
     return None
 
 
-def funded(p: Provider, spec: JobSpec, job_id: bytes) -> bool:
-    """Whether the ledger shows the job's escrow, locked by its requester and open (the
-    requester is then remembered as one that locks)."""
-    escrow = p.config.escrow_of(job_id)
+def funded(p: Provider, spec: JobSpec, escrow: EscrowView | None) -> bool:
+    """Whether ``escrow`` (the job's, as the ledger shows it) is locked by its requester and
+    open (the requester is then remembered as one that locks)."""
     if escrow is None or escrow.owner != spec.requester or not escrow.is_open:
         return False
     p._funder(spec.requester)

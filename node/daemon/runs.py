@@ -54,12 +54,19 @@ class Runs:
         award: Award = effect.award.message
         result: dict[str, Any] | None = None
         with trio.CancelScope() as scope:
+            # one run of a job at a time: one still here (aborted, not unwound yet) ends
+            # now, and no later one can take the earlier one's place for an abort
+            # (review round 56, F1)
+            earlier = self._running.get(job_id)
+            if earlier is not None:
+                earlier.cancel()
             self._running[job_id] = scope
             node.metrics.running.inc()
             try:
                 result = await self._fetch_and_run(spec, job_id, award)
             finally:
-                self._running.pop(job_id, None)
+                if self._running.get(job_id) is scope:
+                    del self._running[job_id]
                 node.metrics.running.dec()
         if result is None or node.provider is None:
             return

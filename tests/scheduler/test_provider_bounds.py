@@ -125,6 +125,9 @@ class _Escrow:
         self.owner = owner
         self.is_open = True
 
+    def paid_to(self, provider: bytes) -> int:
+        return 0
+
 
 def test_announcements_from_many_keys_that_lock_nothing_do_not_make_the_provider_busy() -> None:
     """Attack 8 from several keys: each key's share was bounded, their sum was not."""
