@@ -82,7 +82,8 @@ DHT_ANSWER_PEERS = 20
 #: message waits. One key's stream got 400-600 answers a second, each 145-291 times the
 #: bytes it sent (review rounds 44 and 46, D1): the node's uplink and a core were its to
 #: spend. An honest node sends a few dozen at once (its announcements, a lookup) and its
-#: lookups are kept 30 s. Buckets are kept for the latest ``DHT_PACED_PEERS`` each.
+#: lookups are kept 30 s. Buckets are kept for the latest ``2 * DHT_PACED_PEERS`` keys and
+#: hosts together.
 DHT_MESSAGES_PER_PEER_PER_S = 20
 DHT_MESSAGES_PER_PEER_BURST = 64
 DHT_MESSAGES_PER_HOST_PER_S = 100
