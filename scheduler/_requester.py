@@ -132,11 +132,12 @@ class Requester:
         spec = spec_to_sign(spec, self.config)
         job_id, effects = self._start(spec, now_ms, providers, known_answer, spot_check=False)
         self.jobs[job_id].asked = asked
-        canary = canary_for(spec, self.config)
+        canary = canary_for(spec, self.config, now_ms)
         if canary is not None:
             check, answer = canary
             _, more = self._start(check, now_ms, providers, answer, spot_check=True)
-            effects += more
+            # announced before or after the job, at random: not always second
+            effects = more + effects if self.config.rng.randrange(2) else effects + more
         return job_id, effects
 
     def job(self, job_id: bytes) -> RequesterJob:

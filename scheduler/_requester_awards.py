@@ -104,14 +104,30 @@ def open_job(
     ]
 
 
-def canary_for(spec: JobSpec, config: RequesterConfig) -> tuple[JobSpec, Output] | None:
+#: A canary's ``created_ms`` (and with it its deadline) is drawn up to this much before the
+#: job's: two jobs of one requester created at the same millisecond told one from the other.
+CANARY_JITTER_MS = 1_000
+
+
+def canary_for(
+    spec: JobSpec, config: RequesterConfig, now_ms: int
+) -> tuple[JobSpec, Output] | None:
     """A known-answer job to run beside ``spec``, drawn for ``spot_check_permille`` of jobs
-    when canaries are configured: the canary's JobSpec (``spec`` with the canary's model
-    and inputs, one replica) and its answer; ``None`` when none is drawn."""
+    when canaries are configured: the canary's JobSpec and its answer; ``None`` when none is
+    drawn. Its signed fields are ``spec``'s but for the nonce, the canary's model and
+    inputs, and a creation time (and deadline) drawn a little earlier: a provider that sees
+    the whole JobSpec must not tell it apart. A canary signed with no spot checks and one
+    replica was told apart by those fields alone, so a provider honest on those and wrong
+    on the jobs that asked for spot checks was never caught (review round 58, F1). That a
+    canary draws no canary of its own is the requester's state (``spot_check``), not a
+    signed field."""
     canaries = config.canaries
     permille = spec.verification.spot_check_permille
     if canaries and permille and config.rng.randrange(1000) < permille:
         canary = canaries[config.rng.randrange(len(canaries))]
+        # its deadline still past its first bid window (``spec``'s is: submit checked it)
+        room = spec.deadline_ms - now_ms - spec.bid_window_ms - 1
+        earlier = config.rng.randrange(max(0, min(CANARY_JITTER_MS, room)) + 1)
         check = replace(
             spec,
             nonce=config.rng.randbytes(16),
@@ -119,9 +135,8 @@ def canary_for(spec: JobSpec, config: RequesterConfig) -> tuple[JobSpec, Output]
             model_hash=canary.model_hash,
             model_size=canary.model_size,
             inputs=canary.inputs,
-            redundancy=1,
-            max_retries=min(spec.max_retries, 1),
-            verification=replace(spec.verification, spot_check_permille=0),
+            created_ms=max(0, spec.created_ms - earlier),
+            deadline_ms=spec.deadline_ms - earlier,
         )
         return check, canary.answer
     return None

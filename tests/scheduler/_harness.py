@@ -641,6 +641,9 @@ class Sim:
                 rate = float(node.behaviour.removeprefix("cheat@"))
                 wrong = self.rng.random() < rate
                 out = wrong_output(spec, node.pub) if wrong else honest_output(spec)
+            elif node.behaviour == "spotwise":  # wrong only where the job asks for spot checks
+                checked = spec.verification.spot_check_permille > 0
+                out = wrong_output(spec, node.pub) if checked else honest_output(spec)
             else:
                 out = wrong_output(spec, node.pub)
             out = replace(out, determinism_class=node.provider.config.determinism_class)

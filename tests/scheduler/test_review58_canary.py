@@ -1,0 +1,82 @@
+"""Review round 58, F1 (high): a spot check's canary was signed with no spot checks and
+one replica, and created at the same millisecond as its job, so a provider seeing the whole
+JobSpec told it apart: honest where ``spot_check_permille`` was 0 (every canary) and wrong
+where it was not (exactly the jobs that asked for spot checks), it was paid for wrong
+outputs and never caught. A canary's signed fields are now its job's but for what it runs,
+its nonce and a creation time drawn a little earlier."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import fields, replace
+
+from protocol import JobSpec
+from scheduler import Canary, RequesterConfig
+from scheduler._requester_awards import CANARY_JITTER_MS, canary_for
+
+from ._harness import SLASH_AMOUNT, Sim, commitment, honest_output
+
+RUNS = {"nonce", "runtime", "model_hash", "model_size", "inputs", "created_ms", "deadline_ms"}
+
+
+def _canary(sim: Sim) -> Canary:
+    probe = sim.spec(sim.add_requester())
+    return Canary(
+        runtime="onnx",
+        model_hash=probe.model_hash,
+        model_size=probe.model_size,
+        inputs=probe.inputs,
+        answer=honest_output(probe),
+    )
+
+
+def test_a_canary_differs_from_its_job_only_in_what_it_runs() -> None:
+    sim = Sim(58)
+    canary = _canary(sim)
+    req = sim.add_requester()
+    for seed in range(20):
+        config = RequesterConfig(
+            key=req.key,
+            chain_id="aimx-test",
+            commitment=commitment,
+            canaries=(canary,),
+            rng=random.Random(seed),
+        )
+        spec = sim.spec(
+            req, redundancy=1 + seed % 3, max_retries=seed % 2, spot_check_permille=1000
+        )
+        drawn = canary_for(spec, config, sim.now)
+        assert drawn is not None
+        check, _ = drawn
+        same = {f.name for f in fields(JobSpec)} - RUNS
+        assert {n: getattr(check, n) for n in same} == {n: getattr(spec, n) for n in same}
+        # the tree before: spot_check_permille 0 and redundancy 1 on every canary
+        assert check.verification == spec.verification and check.redundancy == spec.redundancy
+        assert check.deadline_ms - check.created_ms == spec.deadline_ms - spec.created_ms
+        assert 0 <= spec.created_ms - check.created_ms <= CANARY_JITTER_MS
+
+
+def test_a_provider_wrong_only_where_spot_checks_are_asked_is_caught() -> None:
+    sim = Sim(11)
+    req = sim.add_requester(canaries=(_canary(sim),))
+    cheat = sim.add_provider("spotwise", price_floor=100, reputation=5, stake=SLASH_AMOUNT)
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
+    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]  # type: ignore[union-attr]
+    assert len(checks) == 1
+    sim.run_jobs([job, *checks])
+    # the tree before: the canary passed (it asked for no spot checks), the job was wrong
+    assert sim.done[checks[0]].status == "failed"
+    against = [(a.subject, a.positive) for a in sim.attests if a.job_id == checks[0]]
+    assert against == [(cheat.pub, False)]
+
+
+def test_a_canary_keeps_its_deadline_past_its_first_bid_window() -> None:
+    sim = Sim(12)
+    req = sim.add_requester()
+    config = RequesterConfig(
+        key=req.key, chain_id="aimx-test", commitment=commitment, canaries=(_canary(sim),)
+    )
+    spec = sim.spec(req, spot_check_permille=1000)
+    tight = replace(spec, deadline_ms=sim.now + spec.bid_window_ms + 1)
+    drawn = canary_for(tight, config, sim.now)
+    assert drawn is not None and drawn[0].deadline_ms > sim.now + spec.bid_window_ms
