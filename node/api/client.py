@@ -183,9 +183,12 @@ class Client:
     def resume(self) -> dict[str, Any]:
         return self._call("POST", "/api/resume", json={})  # type: ignore[no-any-return]
 
-    def result(self, job_id: str) -> dict[str, np.ndarray[Any, Any]]:
-        """The verified output tensors of a finished job."""
-        body = self._call("GET", f"/api/jobs/{job_id}/result")
+    def result(self, job_id: str, *, unverified: bool = False) -> dict[str, np.ndarray[Any, Any]]:
+        """The verified output tensors of a finished job. An output no majority or known
+        answer agreed on (status ``unverified``) is an :class:`ApiError` unless
+        ``unverified`` says to take it anyway."""
+        params = {"unverified": "1"} if unverified else {}
+        body = self._call("GET", f"/api/jobs/{job_id}/result", params=params)
         try:
             return {name: decode_array(text) for name, text in body["outputs"].items()}
         except ValueError as exc:

@@ -18,7 +18,7 @@ import numpy as np
 import trio
 
 import protocol
-from scheduler import WorkPhase
+from scheduler import JobStatus, WorkPhase
 
 from .._errors import ConfigError
 from ..config import (
@@ -256,8 +256,17 @@ def make_router(
                 raise HttpError(409, "the job has not finished; wait for it first")
             if record.outputs is None:
                 raise HttpError(
+                    409, f"the job has no output ({record.done.status}: {record.done.reason})"
+                )
+            taken = request.query.get("unverified", ["0"])[0] in ("1", "true", "yes")
+            if record.done.status != JobStatus.VERIFIED and not taken:
+                # what no majority or known answer agreed on is not handed over as if it
+                # were: two free keys could choose it (review round 58, F2)
+                raise HttpError(
                     409,
-                    f"the job has no verified output ({record.done.status}: {record.done.reason})",
+                    f"the job's output is {record.done.status}, not verified "
+                    f"({record.done.reason}); ask with unverified=1 (aimx job result "
+                    "--unverified) to take it anyway",
                 )
             return Response.json(
                 {

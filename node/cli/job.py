@@ -157,8 +157,11 @@ def submit(
                     soft_wrap=True,
                 )
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+            # an unverified output is shown with its status, printed above it
             outputs = (
-                client.result(job_id) if status["status"] in ("verified", "unverified") else {}
+                client.result(job_id, unverified=True)
+                if status["status"] in ("verified", "unverified")
+                else {}
             )
         if as_json:
             status["outputs"] = {k: v.tolist() for k, v in outputs.items()}
@@ -227,13 +230,20 @@ def result(
         Path | None,
         typer.Option("--out", help="Directory to write NAME.npy files to.", show_default=False),
     ] = None,
+    unverified: Annotated[
+        bool,
+        typer.Option(
+            "--unverified",
+            help="Take the output of a job whose results no majority or known answer agreed on.",
+        ),
+    ] = False,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Print (or save as .npy) a finished job's verified outputs."""
     with user_errors():
         with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
-            outputs = client.result(job_id)
+            outputs = client.result(job_id, unverified=unverified)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for name, value in outputs.items():
