@@ -552,6 +552,12 @@ class Requester:
             return []  # the window's end (with the escrow locked) will fill
         if job.overdue:
             return []  # past the deadline, or finalising short (round 30, L1)
+        live = job.live()
+        if live and len(live) >= job.target:
+            # every replica it wants is live: no bid changes anything, and judging the
+            # outputs in to rank the bids cost each stranger's Bid a compare of every
+            # output, 23 ms a Bid of 3 MiB tolerance outputs (review round 58, F3)
+            return tell_short(job)
         effects: list[Effect] = []
         bids = offers(job, self.config, now_ms, self.caught)
         if not job.live():

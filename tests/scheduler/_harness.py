@@ -104,6 +104,38 @@ def wrong_output(spec: JobSpec, who: bytes) -> Output:
     return Output(data, commitment(data), DETERMINISM)
 
 
+def sealed_result(
+    k: nacl.signing.SigningKey,
+    job_id: bytes,
+    replica: int,
+    data: bytes,
+    *,
+    now_ms: int = START_MS,
+    commit: Callable[[bytes], bytes] = commitment,
+) -> tuple[bytes, bytes, bytes]:
+    """What a provider sends for ``data`` as a replica's output: its signed Result, the
+    output sealed under a key of its own, and its signed Unseal of that key."""
+    seal_key = content_hash(bytes(k.verify_key) + job_id)
+    sealed = protocol.seal_output(seal_key, data)
+    result = protocol.Result(
+        job_id=job_id,
+        provider=bytes(k.verify_key),
+        replica=replica,
+        outcome="ok",
+        message="",
+        output_commitment=commit(data),
+        output_hash=content_hash(sealed),
+        output_size=len(sealed),
+        key_hash=protocol.key_hash(seal_key),
+        determinism_class=DETERMINISM,
+        usage=Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
+        finished_ms=now_ms,
+    )
+    signed = protocol.sign(result, k, CHAIN)
+    unseal = Unseal(job_id, bytes(k.verify_key), replica, signed.id, seal_key)
+    return signed.raw, sealed, protocol.sign(unseal, k, CHAIN).raw
+
+
 def reputation(state: ledger.State, who: bytes) -> Reputation:
     """What a requester knows of ``who`` from the ledger (the daemon's reading of it)."""
     return Reputation(*state.provider_record(who))
