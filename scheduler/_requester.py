@@ -188,8 +188,13 @@ class Requester:
         if job is None or job.phase != JobPhase.LOCKING:
             return []
         if job.done is not None:  # confirmed after the deadline: refunded at its expiry
+            # (a settle paying fewer than the job's redundancy before expiry is refused)
             job.phase = JobPhase.SETTLING
-            return []
+            expiry = job.spec.escrow_expiry_height
+            why = (
+                f"locked after the job failed; the escrow is refunded at its expiry, block {expiry}"
+            )
+            return [NotifyUser(job.id, UserEvent.LOCKED, why)]
         job.phase = JobPhase.COLLECTING
         locked = NotifyUser(job.id, UserEvent.LOCKED, "the escrow is in a block")
         if job.window_over or enough_answers(job, self.config, self.caught):
@@ -313,7 +318,7 @@ class Requester:
             return []
         if key.kind == TimerKind.DEADLINE:
             if job.phase == JobPhase.LOCKING:
-                # Stay LOCKING: a lock confirmed later is cancelled at once.
+                # Stay LOCKING: a lock confirmed later is refunded at its expiry.
                 why = "escrow lock not confirmed in time"
                 done = JobDone(job.id, JobStatus.FAILED, why, None, (), None)
                 job.done = done

@@ -34,6 +34,7 @@ from scheduler import (
     JobRejected,
     JobStatus,
     Misbehaved,
+    NotifyUser,
     Provider,
     ProviderConfig,
     Publish,
@@ -45,6 +46,7 @@ from scheduler import (
     SetTimer,
     TimerKey,
     TimerKind,
+    UserEvent,
 )
 from scheduler._requester_jobs import MAX_BIDS
 
@@ -135,7 +137,8 @@ def _settling(s: _Setup) -> tuple[bytes, bytes]:
     deadline = TimerKey(TimerKind.DEADLINE, job_id)
     (done,) = _of(s.req.timer(deadline, s.sim.now + 2), JobDone)
     assert done.status == JobStatus.FAILED
-    assert s.req.escrow_locked(job_id, s.sim.now + 3) == []
+    told = s.req.escrow_locked(job_id, s.sim.now + 3)  # refunded at its expiry, and told so
+    assert [(type(e), e.event) for e in told] == [(NotifyUser, UserEvent.LOCKED)]
     assert s.req.job(job_id).phase == JobPhase.SETTLING
     return job_id, bid
 

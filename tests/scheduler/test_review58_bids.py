@@ -1,7 +1,8 @@
 """Review round 58, F3: any key's Bid for a running job made the requester rank its bids
 again, judging the outputs in to do so: in tolerance mode each 226-byte Bid cost a decode
 and compare of every delivered output (23 ms a Bid with 3 MiB outputs), even with every
-replica the job wants live. Such a Bid changes nothing, and compares nothing, now."""
+replica the job wants live. Such a Bid changes nothing, and compares nothing, now. F4:
+a lock confirmed after the deadline is told, and refunded at its expiry."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from protocol import (
     VerificationPolicy,
     sign,
 )
-from scheduler import Output, Requester, RequesterConfig, TimerKey, TimerKind
+from scheduler import NotifyUser, Output, Refund, Requester, RequesterConfig, TimerKey, TimerKind
 from scheduler._pricing import Reputation
 
 from ._harness import CHAIN, DETERMINISM, START_MS, commitment, sealed_result
@@ -86,3 +87,20 @@ def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() ->
         req.receive(_bid(_key(100 + i), job_id, 999, START_MS + 800), START_MS + 800 + i)
         req.receive(_bid(_key(100), job_id, 999, START_MS + 900 + i), START_MS + 900 + i)
     assert compares == []  # the tree before: a compare of the outputs in for each
+
+
+def test_a_lock_confirmed_after_the_deadline_is_told_and_refunded_at_expiry() -> None:
+    """Round 58, F4: the user read "escrow lock not confirmed" and was told nothing more
+    while the job's whole budget stayed locked until the escrow's expiry."""
+    me = _key(1)
+    req = Requester(RequesterConfig(key=me, chain_id=CHAIN, commitment=commitment))
+    spec = replace(_spec("requester", START_MS).message, requester=bytes(me.verify_key))
+    job_id, _ = req.submit(spec, START_MS)
+    req.timer(TimerKey(TimerKind.DEADLINE, job_id), spec.deadline_ms)
+    told = req.escrow_locked(job_id, spec.deadline_ms + 1_000)
+    expiry = spec.escrow_expiry_height
+    assert [e.detail for e in told if isinstance(e, NotifyUser)] == [
+        f"locked after the job failed; the escrow is refunded at its expiry, block {expiry}"
+    ]  # the tree before: nothing
+    assert not [e for e in req.block(expiry - 1, spec.deadline_ms + 2_000) if isinstance(e, Refund)]
+    assert [e for e in req.block(expiry, spec.deadline_ms + 3_000) if isinstance(e, Refund)]
