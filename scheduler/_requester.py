@@ -63,7 +63,16 @@ from ._effects import (
 )
 from ._errors import JobRejected, UnknownJob
 from ._ledger import EscrowLookup, EscrowView
-from ._requester_awards import announce, award, canary_for, open_job, tell_short, watch, watch_at
+from ._requester_awards import (
+    announce,
+    award,
+    canary_for,
+    jittered,
+    open_job,
+    tell_short,
+    watch,
+    watch_at,
+)
 from ._requester_exchange import (
     awaits_output,
     holds_award,
@@ -130,7 +139,10 @@ class Requester:
         also goes to its pubsub topic). Returns the job id and the effects."""
         asked = spec.redundancy
         spec = spec_to_sign(spec, self.config)
-        job_id, effects = self._start(spec, now_ms, providers, known_answer, spot_check=False)
+        signed_spec = jittered(spec, self.config, now_ms)
+        job_id, effects = self._start(
+            signed_spec, now_ms, providers, known_answer, spot_check=False
+        )
         self.jobs[job_id].asked = asked
         canary = canary_for(spec, self.config, now_ms)
         if canary is not None:
@@ -558,7 +570,8 @@ class Requester:
         if job.overdue:
             return []  # past the deadline, or finalising short (round 30, L1)
         live = job.live()
-        if live and len(live) >= job.target:
+        running = any(r.state == ReplicaState.RUNNING for r in job.replicas)
+        if live and (len(live) >= job.target or (running and not job.can_award())):
             # every replica it wants is live: no bid changes anything, and judging the
             # outputs in to rank the bids cost each stranger's Bid a compare of every
             # output, 23 ms a Bid of 3 MiB tolerance outputs (review round 58, F3)

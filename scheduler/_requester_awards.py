@@ -104,9 +104,24 @@ def open_job(
     ]
 
 
-#: A canary's ``created_ms`` (and with it its deadline) is drawn up to this much before the
-#: job's: two jobs of one requester created at the same millisecond told one from the other.
+#: A requester with canaries draws each job's ``created_ms`` (and with it its deadline) up
+#: to this much before the time it was given, its canaries' on their own from the same
+#: time: created at the same millisecond, a job and its canary were told apart, and with
+#: only the canary's drawn earlier, the earlier of a pair was the canary, 200 times in 200
+#: (review rounds 58 and 59, F1).
 CANARY_JITTER_MS = 1_000
+
+
+def jittered(spec: JobSpec, config: RequesterConfig, now_ms: int) -> JobSpec:
+    """``spec`` created (and due) a random moment up to :data:`CANARY_JITTER_MS` earlier, its
+    deadline kept past its first bid window; as given when the requester has no canaries."""
+    if not config.canaries:
+        return spec
+    room = spec.deadline_ms - now_ms - spec.bid_window_ms - 1
+    earlier = config.rng.randrange(max(0, min(CANARY_JITTER_MS, room)) + 1)
+    return replace(
+        spec, created_ms=max(0, spec.created_ms - earlier), deadline_ms=spec.deadline_ms - earlier
+    )
 
 
 def canary_for(
@@ -115,8 +130,9 @@ def canary_for(
     """A known-answer job to run beside ``spec``, drawn for ``spot_check_permille`` of jobs
     when canaries are configured: the canary's JobSpec and its answer; ``None`` when none is
     drawn. Its signed fields are ``spec``'s but for the nonce, the canary's model and
-    inputs, and a creation time (and deadline) drawn a little earlier: a provider that sees
-    the whole JobSpec must not tell it apart. A canary signed with no spot checks and one
+    inputs, and a creation time (and deadline) drawn as the job's own are
+    (:func:`jittered`, from ``spec``'s as given): a provider that sees the whole JobSpec
+    must not tell it apart. A canary signed with no spot checks and one
     replica was told apart by those fields alone, so a provider honest on those and wrong
     on the jobs that asked for spot checks was never caught (review round 58, F1). That a
     canary draws no canary of its own is the requester's state (``spot_check``), not a
@@ -125,9 +141,6 @@ def canary_for(
     permille = spec.verification.spot_check_permille
     if canaries and permille and config.rng.randrange(1000) < permille:
         canary = canaries[config.rng.randrange(len(canaries))]
-        # its deadline still past its first bid window (``spec``'s is: submit checked it)
-        room = spec.deadline_ms - now_ms - spec.bid_window_ms - 1
-        earlier = config.rng.randrange(max(0, min(CANARY_JITTER_MS, room)) + 1)
         check = replace(
             spec,
             nonce=config.rng.randbytes(16),
@@ -135,10 +148,8 @@ def canary_for(
             model_hash=canary.model_hash,
             model_size=canary.model_size,
             inputs=canary.inputs,
-            created_ms=max(0, spec.created_ms - earlier),
-            deadline_ms=spec.deadline_ms - earlier,
         )
-        return check, canary.answer
+        return jittered(check, config, now_ms), canary.answer
     return None
 
 

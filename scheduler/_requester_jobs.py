@@ -150,6 +150,11 @@ class RequesterJob:
     #: Providers whose bids were refused because this requester caught them (R6-3): when
     #: no other bid came, the user is told so rather than "no bids".
     caught_bidders: set[bytes] = field(default_factory=set)
+    #: Outputs compared by the injected comparison (tolerance, or classes that differ),
+    #: by their commitments and classes: a verdict taken again as bids come compares
+    #: nothing twice (a stranger's Bid cost a decode and compare of the outputs in,
+    #: review rounds 58 and 59, F3). At most one entry per pair of the job's outputs.
+    compared: dict[tuple[bytes, str, bytes, str], bool] = field(default_factory=dict)
     #: The deadline came while a verified winner's key was on its way with its claim, or
     #: the job is finalising short and its accepted results' keys are on their way: the
     #: job is decided once no such key is pending (or at the settle limit), and nothing

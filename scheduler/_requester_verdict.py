@@ -207,14 +207,19 @@ def probation_outcome(
     return [job.done if e is done else e for e in effects]
 
 
-def _compare(config: RequesterConfig) -> Compare:
+def _compare(config: RequesterConfig, memo: dict[tuple[bytes, str, bytes, str], bool]) -> Compare:
     """Outputs compared as the verdict does: by commitment within one class in ``exact``
-    mode, else by the injected comparison."""
+    mode, else by the injected comparison, each pair once (kept in ``memo``, a job's
+    ``compared``: its policy is the job's)."""
 
     def compare(a: Output, b: Output, policy: VerificationPolicy) -> bool:
         if policy.mode == "exact" and a.determinism_class == b.determinism_class:
             return a.commitment == b.commitment
-        return config.compare(a, b, policy)
+        pair = (a.commitment, a.determinism_class, b.commitment, b.determinism_class)
+        same = memo.get(pair)
+        if same is None:
+            same = memo[pair] = config.compare(a, b, policy)
+        return same
 
     return compare
 
@@ -225,7 +230,7 @@ def _judge_outputs(job: RequesterJob, config: RequesterConfig) -> Verdict:
         verdict_inputs(job),
         required=required(job, config),
         policy=job.spec.verification,
-        compare=_compare(config),
+        compare=_compare(config, job.compared),
         known=job.known,
     )
 
@@ -235,7 +240,7 @@ def _split(job: RequesterJob, theirs: list[tuple[int, Output]], config: Requeste
     if len(theirs) < 2:
         return False
     policy = job.spec.verification
-    compare = _compare(config)
+    compare = _compare(config, job.compared)
     return any(not compare(theirs[0][1], o, policy) for _, o in theirs[1:])
 
 
@@ -249,7 +254,7 @@ def _by_veterans(
     provider is never outvoted (attested against, slashed) by a majority that needed a
     newcomer's output, nor does a newcomer's vote stand in for an established one."""
     policy = job.spec.verification
-    compare = _compare(config)
+    compare = _compare(config, job.compared)
     ours = judge(theirs, required=need, policy=policy, compare=compare)
     disagree = Verdict(VerdictStatus.DISAGREE, (), (), None)
     if ours.status != VerdictStatus.VERIFIED or ours.reference is None:

@@ -29,7 +29,7 @@ def _config(calls: list[str]) -> scheduler.RequesterConfig:
 
 def test_exact_outputs_of_one_class_compare_by_commitment_alone() -> None:
     calls: list[str] = []
-    compare = _compare(_config(calls))
+    compare = _compare(_config(calls), {})
     a = scheduler.Output(b"bytes a", b"\x01" * 32, CLASS)
     b = scheduler.Output(b"bytes b", b"\x01" * 32, CLASS)
     assert compare(a, b, EXACT)
@@ -39,9 +39,21 @@ def test_exact_outputs_of_one_class_compare_by_commitment_alone() -> None:
 
 def test_other_classes_and_tolerance_mode_use_the_injected_comparison() -> None:
     calls: list[str] = []
-    compare = _compare(_config(calls))
+    compare = _compare(_config(calls), {})
     a = scheduler.Output(b"bytes", b"\x01" * 32, CLASS)
     other = replace(a, determinism_class="ort-1.32.0/cuda/sm90/extended")
     assert not compare(a, other, EXACT)  # same commitment, another class: not by it
     assert not compare(a, a, TOLERANT)
     assert calls == ["exact", "tolerance"]
+
+
+def test_a_pair_of_outputs_is_given_to_the_injected_comparison_once() -> None:
+    """Review round 59, F3: a verdict taken again for each stranger's Bid compared (and
+    decoded) the same outputs again each time."""
+    calls: list[str] = []
+    compare = _compare(_config(calls), {})
+    a = scheduler.Output(b"bytes a", b"\x01" * 32, CLASS)
+    b = scheduler.Output(b"bytes b", b"\x02" * 32, CLASS)
+    for _ in range(3):
+        assert not compare(a, b, TOLERANT)
+    assert calls == ["tolerance"]

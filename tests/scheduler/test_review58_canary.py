@@ -11,7 +11,7 @@ import random
 from dataclasses import fields, replace
 
 from protocol import JobSpec
-from scheduler import Canary, RequesterConfig
+from scheduler import Canary, Requester, RequesterConfig
 from scheduler._requester_awards import CANARY_JITTER_MS, canary_for
 
 from ._harness import SLASH_AMOUNT, Sim, commitment, honest_output
@@ -80,3 +80,31 @@ def test_a_canary_keeps_its_deadline_past_its_first_bid_window() -> None:
     tight = replace(spec, deadline_ms=sim.now + spec.bid_window_ms + 1)
     drawn = canary_for(tight, config, sim.now)
     assert drawn is not None and drawn[0].deadline_ms > sim.now + spec.bid_window_ms
+
+
+def test_the_earlier_created_of_a_job_and_its_canary_is_either() -> None:
+    """Round 59: with only the canary's creation drawn earlier, the earlier of the pair was
+    the canary 200 times in 200. The job's is drawn the same way now."""
+    sim = Sim(59)
+    canary = _canary(sim)
+    req = sim.add_requester()
+    canary_first = 0
+    for seed in range(100):
+        machine = Requester(
+            RequesterConfig(
+                key=req.key,
+                chain_id="aimx-test",
+                commitment=commitment,
+                canaries=(canary,),
+                rng=random.Random(seed),
+            )
+        )
+        spec = sim.spec(req, spot_check_permille=1000)
+        machine.submit(spec, sim.now)
+        [job] = [j.spec for j in machine.jobs.values() if not j.spot_check]
+        [check] = [j.spec for j in machine.jobs.values() if j.spot_check]
+        assert job.created_ms <= spec.created_ms and job.deadline_ms - job.created_ms == (
+            spec.deadline_ms - spec.created_ms
+        )
+        canary_first += check.created_ms < job.created_ms
+    assert 25 <= canary_first <= 75  # round 58's mend: 100
