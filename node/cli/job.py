@@ -30,6 +30,9 @@ job_app = command_group(
 CREDIT = 1_000_000
 #: Exit statuses beyond 0 and 1 (a user error, ``user_errors``).
 EXIT_JOB_FAILED = 2
+#: The job ended unverified: its output is shown under its status, for the user to judge
+#: (a script's ``aimx job submit --wait && use-output`` took it as verified: round 59).
+EXIT_UNVERIFIED = 3
 EXIT_INTERRUPTED = 130
 MAX_REDUNDANCY = 16
 
@@ -173,6 +176,8 @@ def submit(
                 out.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}: {value.tolist()}")
         if not status["done"] or status["status"] == "failed":
             raise typer.Exit(EXIT_JOB_FAILED)
+        if status["status"] == "unverified":
+            raise typer.Exit(EXIT_UNVERIFIED)
 
 
 def _when(ms: int) -> str:
@@ -240,10 +245,14 @@ def result(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print (or save as .npy) a finished job's verified outputs."""
+    """Print (or save as .npy) a finished job's verified outputs (an unverified job's with
+    --unverified, said on stderr)."""
     with user_errors():
         with Client.for_data_dir(resolve_data_dir(data_dir, ctx)) as client:
             outputs = client.result(job_id, unverified=unverified)
+            status = client.job(job_id) if unverified else None
+        if status is not None and status["status"] != "verified":
+            typer.echo(f"{status['status']}, not verified: {status['reason']}", err=True)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for name, value in outputs.items():
