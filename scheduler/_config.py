@@ -44,6 +44,8 @@ class RequesterConfig:
 
     ``reputation``, ``compare`` and ``commitment`` are injected pure functions (the ledger
     derives reputation; the sandbox defines output comparison and the output commitment).
+    ``compare`` must depend on nothing but the two outputs and the policy: a job remembers
+    each pair's answer by the outputs' commitments and classes (``RequesterJob.compared``).
     ``commitment`` has no default: every driver must say how delivered bytes are committed
     to, since a result is only as good as that check. ``rng`` decides spot checks; it is
     per instance, never shared. Times are milliseconds, heights are ledger blocks.

@@ -139,12 +139,12 @@ class Requester:
         also goes to its pubsub topic). Returns the job id and the effects."""
         asked = spec.redundancy
         spec = spec_to_sign(spec, self.config)
-        signed_spec = jittered(spec, self.config, now_ms)
+        signed_spec = jittered(spec, self.config)
         job_id, effects = self._start(
             signed_spec, now_ms, providers, known_answer, spot_check=False
         )
         self.jobs[job_id].asked = asked
-        canary = canary_for(spec, self.config, now_ms)
+        canary = canary_for(spec, self.config)
         if canary is not None:
             check, answer = canary
             _, more = self._start(check, now_ms, providers, answer, spot_check=True)

@@ -104,34 +104,30 @@ def open_job(
     ]
 
 
-#: A requester with canaries draws each job's ``created_ms`` (and with it its deadline) up
-#: to this much before the time it was given, its canaries' on their own from the same
-#: time: created at the same millisecond, a job and its canary were told apart, and with
-#: only the canary's drawn earlier, the earlier of a pair was the canary, 200 times in 200
-#: (review rounds 58 and 59, F1).
+#: A requester with canaries draws the ``created_ms`` of each job that may have one up to
+#: this much before the time it was given, its canaries' on their own from the same time:
+#: created at the same millisecond, a job and its canary were told apart, and with only the
+#: canary's drawn earlier, the earlier of a pair was the canary, 200 times in 200 (review
+#: rounds 58 and 59, F1). Deadlines stay as given: drawn earlier too, a tight job's run
+#: time was cut to a few milliseconds (round 60, F1).
 CANARY_JITTER_MS = 1_000
 
 
-def jittered(spec: JobSpec, config: RequesterConfig, now_ms: int) -> JobSpec:
-    """``spec`` created (and due) a random moment up to :data:`CANARY_JITTER_MS` earlier, its
-    deadline kept past its first bid window; as given when the requester has no canaries."""
-    if not config.canaries:
+def jittered(spec: JobSpec, config: RequesterConfig) -> JobSpec:
+    """``spec`` created a random moment up to :data:`CANARY_JITTER_MS` earlier; as given when
+    the requester has no canaries or the job asks for no spot checks (none is drawn)."""
+    if not config.canaries or not spec.verification.spot_check_permille:
         return spec
-    room = spec.deadline_ms - now_ms - spec.bid_window_ms - 1
-    earlier = config.rng.randrange(max(0, min(CANARY_JITTER_MS, room)) + 1)
-    return replace(
-        spec, created_ms=max(0, spec.created_ms - earlier), deadline_ms=spec.deadline_ms - earlier
-    )
+    earlier = config.rng.randrange(CANARY_JITTER_MS + 1)
+    return replace(spec, created_ms=max(0, spec.created_ms - earlier))
 
 
-def canary_for(
-    spec: JobSpec, config: RequesterConfig, now_ms: int
-) -> tuple[JobSpec, Output] | None:
+def canary_for(spec: JobSpec, config: RequesterConfig) -> tuple[JobSpec, Output] | None:
     """A known-answer job to run beside ``spec``, drawn for ``spot_check_permille`` of jobs
     when canaries are configured: the canary's JobSpec and its answer; ``None`` when none is
     drawn. Its signed fields are ``spec``'s but for the nonce, the canary's model and
-    inputs, and a creation time (and deadline) drawn as the job's own are
-    (:func:`jittered`, from ``spec``'s as given): a provider that sees the whole JobSpec
+    inputs, and a creation time drawn as the job's own is (:func:`jittered`, from
+    ``spec``'s as given): a provider that sees the whole JobSpec
     must not tell it apart. A canary signed with no spot checks and one
     replica was told apart by those fields alone, so a provider honest on those and wrong
     on the jobs that asked for spot checks was never caught (review round 58, F1). That a
@@ -149,7 +145,7 @@ def canary_for(
             model_size=canary.model_size,
             inputs=canary.inputs,
         )
-        return jittered(check, config, now_ms), canary.answer
+        return jittered(check, config), canary.answer
     return None
 
 

@@ -12,11 +12,11 @@ from dataclasses import fields, replace
 
 from protocol import JobSpec
 from scheduler import Canary, Requester, RequesterConfig
-from scheduler._requester_awards import CANARY_JITTER_MS, canary_for
+from scheduler._requester_awards import CANARY_JITTER_MS, canary_for, jittered
 
 from ._harness import SLASH_AMOUNT, Sim, commitment, honest_output
 
-RUNS = {"nonce", "runtime", "model_hash", "model_size", "inputs", "created_ms", "deadline_ms"}
+RUNS = {"nonce", "runtime", "model_hash", "model_size", "inputs", "created_ms"}
 
 
 def _canary(sim: Sim) -> Canary:
@@ -45,14 +45,14 @@ def test_a_canary_differs_from_its_job_only_in_what_it_runs() -> None:
         spec = sim.spec(
             req, redundancy=1 + seed % 3, max_retries=seed % 2, spot_check_permille=1000
         )
-        drawn = canary_for(spec, config, sim.now)
+        drawn = canary_for(spec, config)
         assert drawn is not None
         check, _ = drawn
         same = {f.name for f in fields(JobSpec)} - RUNS
         assert {n: getattr(check, n) for n in same} == {n: getattr(spec, n) for n in same}
         # the tree before: spot_check_permille 0 and redundancy 1 on every canary
         assert check.verification == spec.verification and check.redundancy == spec.redundancy
-        assert check.deadline_ms - check.created_ms == spec.deadline_ms - spec.created_ms
+        assert check.deadline_ms == spec.deadline_ms  # its run time as the job's
         assert 0 <= spec.created_ms - check.created_ms <= CANARY_JITTER_MS
 
 
@@ -70,16 +70,21 @@ def test_a_provider_wrong_only_where_spot_checks_are_asked_is_caught() -> None:
     assert against == [(cheat.pub, False)]
 
 
-def test_a_canary_keeps_its_deadline_past_its_first_bid_window() -> None:
+def test_a_tight_job_keeps_its_deadline_and_one_with_no_spot_checks_is_as_given() -> None:
+    """Round 60, F1: drawn earlier with its creation time, a tight job's deadline left it a
+    few milliseconds to run; and jobs with no spot check, which have no canary to hide
+    among, were drawn too."""
     sim = Sim(12)
     req = sim.add_requester()
     config = RequesterConfig(
         key=req.key, chain_id="aimx-test", commitment=commitment, canaries=(_canary(sim),)
     )
     spec = sim.spec(req, spot_check_permille=1000)
-    tight = replace(spec, deadline_ms=sim.now + spec.bid_window_ms + 1)
-    drawn = canary_for(tight, config, sim.now)
-    assert drawn is not None and drawn[0].deadline_ms > sim.now + spec.bid_window_ms
+    tight = replace(spec, deadline_ms=sim.now + spec.bid_window_ms + 1_000)
+    for _ in range(50):
+        assert jittered(tight, config).deadline_ms == tight.deadline_ms
+    unchecked = sim.spec(req, spot_check_permille=0)
+    assert jittered(unchecked, config) == unchecked
 
 
 def test_the_earlier_created_of_a_job_and_its_canary_is_either() -> None:
@@ -103,8 +108,6 @@ def test_the_earlier_created_of_a_job_and_its_canary_is_either() -> None:
         machine.submit(spec, sim.now)
         [job] = [j.spec for j in machine.jobs.values() if not j.spot_check]
         [check] = [j.spec for j in machine.jobs.values() if j.spot_check]
-        assert job.created_ms <= spec.created_ms and job.deadline_ms - job.created_ms == (
-            spec.deadline_ms - spec.created_ms
-        )
+        assert job.created_ms <= spec.created_ms and job.deadline_ms == spec.deadline_ms
         canary_first += check.created_ms < job.created_ms
     assert 25 <= canary_first <= 75  # round 58's mend: 100
