@@ -22,6 +22,10 @@ class LedgerWatch:
         """Follow the node's ledger until cancelled."""
         service = self._node.ledger
         height = service.state.height
+        # What a previous run left (a claim, a kept receipt) is carried on from the chain as
+        # the node starts: waiting for the next block sent a sealed receipt's claim one block
+        # later, past its claim_by when restarted a block before it (review round 61, R61-1)
+        self._node.recovery.on_block(service.state, self._node.now_ms())
         while True:
             await service.wait_height(height + 1)
             state = service.state

@@ -247,7 +247,9 @@ class IntentBook:
                 if h >= e.expiry_height:
                     return [self._resolve(intent, False, "the claim window ended")]
                 claim_by = _claim_by(intent)
-                if claim_by is not None and h > claim_by:
+                if claim_by is not None and h >= claim_by:
+                    # its next block would be past it: a submission could only be refused
+                    # (as ``add`` judges a new one; round 61, R61-1)
                     return [self._resolve(intent, False, "its sealed receipt's claim_by passed")]
         if intent.queued or self._may_apply(intent, chain):
             return []

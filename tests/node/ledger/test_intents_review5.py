@@ -37,18 +37,19 @@ def _kinds(actions: list[Submit | Resolved]) -> list[str]:
 
 
 def test_a_refused_sealed_claim_is_signed_again_at_the_next_block_until_its_claim_by() -> None:
+    # at claim_by itself it is given up: its next block would be past it (round 61, R61-1)
     escrow = ledger.Escrow(pub(ALICE), 1000, 1000, 80, 100, 1000, 1)
     sealed = receipt(ALICE, BOB, at_once=True, claim_by=14)
     claim = ledger.Claim(JOB, award(ALICE, BOB, 100), sealed, RECEIPT_KEY)
     book, chain = IntentBook(pub(BOB)), Chain(10, escrow)
     intent = Intent.of(claim, 10)
     assert _kinds(book.add(intent)) == ["Submit:claim"]
-    for h in (10, 11, 12, 13, 14):  # refused (or evicted) each time: tried again each block
+    for h in (10, 11, 12, 13):  # refused (or evicted) each time: tried again each block
         chain.height = h
         assert book.refused(intent.key, "the mempool is full; retry later", h) == []
         chain.height = h + 1
         actions = book.on_block(chain)
-        if h + 1 <= 14:
+        if h + 1 < 14:  # its next block, h + 2, still within claim_by
             assert _kinds(actions) == ["Submit:claim"], h
         else:
             [resolved] = actions
