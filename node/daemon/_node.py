@@ -341,7 +341,7 @@ class Node:
         *,
         on_reject: Callable[[str], None] | None = None,
         expiry_cap: int | None = None,
-        on_signed: Callable[[int, bytes, int], None] | None = None,
+        on_signed: Callable[[int, bytes, int, bytes], None] | None = None,
         fee: int = 0,
     ) -> None:
         """Queue a ledger transaction of this node's (signed and sequenced by the queue;

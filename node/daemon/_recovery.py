@@ -272,7 +272,7 @@ class MoneyIntents:
         self.book = IntentBook(self._node.me, kept)
         for intent in kept:
             if intent.seq is not None:
-                self._node.txq.reserve(intent.seq, intent.tx_expiry)
+                self._node.txq.reserve(intent.seq, intent.tx_expiry, intent.raw)
         if kept:
             log.info("%d money transactions resumed from before a restart", len(kept))
 
@@ -317,8 +317,10 @@ class MoneyIntents:
                 node.effects.execute("requester", effects)
                 node.job_closed(intent.job_id)  # nothing was locked: nothing left to close
 
-    def _signed(self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int) -> None:
-        intent = self.book.signed(key, seq, expiry)
+    def _signed(
+        self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int, raw: bytes
+    ) -> None:
+        intent = self.book.signed(key, seq, expiry, raw)
         if intent is not None:
             self.store.save(intent)
 

@@ -98,6 +98,9 @@ class Intent:
     queued: bool = False
     #: Refusals for room in a row (not kept): a claim's fee rises with them (``fee_for``).
     room: int = 0
+    #: The signed transaction's bytes (with ``seq``; empty until signed): sent again after a
+    #: restart, so that a number signed but never sent holds up nothing (round 61, R61-3).
+    raw: bytes = b""
 
     @property
     def key(self) -> tuple[bytes, Kind]:
@@ -148,7 +151,7 @@ class IntentBook:
         self.intents: dict[tuple[bytes, Kind], Intent] = {i.key: i for i in intents}
         for intent in self.intents.values():
             if intent.seq == ledger.UNSEQUENCED:
-                intent.seq = None
+                intent.seq, intent.raw = None, b""
 
     def __len__(self) -> int:
         return len(self.intents)
@@ -166,11 +169,13 @@ class IntentBook:
         intent.queued = True
         return [Submit(intent)]
 
-    def signed(self, key: tuple[bytes, Kind], seq: int, tx_expiry: int) -> Intent | None:
-        """Its transaction was signed with ``seq``, valid up to ``tx_expiry``."""
+    def signed(
+        self, key: tuple[bytes, Kind], seq: int, tx_expiry: int, raw: bytes = b""
+    ) -> Intent | None:
+        """Its transaction was signed with ``seq``, valid up to ``tx_expiry``, as ``raw``."""
         intent = self.intents.get(key)
         if intent is not None:
-            intent.seq, intent.tx_expiry, intent.queued = seq, tx_expiry, False
+            intent.seq, intent.tx_expiry, intent.queued, intent.raw = seq, tx_expiry, False, raw
         return intent
 
     def refused(self, key: tuple[bytes, Kind], reason: str, height: int) -> list[Action]:
@@ -178,7 +183,7 @@ class IntentBook:
         intent = self.intents.get(key)
         if intent is None:
             return []
-        intent.seq, intent.queued = None, False
+        intent.seq, intent.queued, intent.raw = None, False, b""
         room = POOL_FULL in reason or EVICTED in reason
         intent.room = intent.room + 1 if room else 0
         if not room or intent.kind == "lock":
@@ -273,7 +278,7 @@ class IntentBook:
                 intent.job_id.hex()[:12],
                 "unsequenced" if intent.seq == ledger.UNSEQUENCED else f"seq {intent.seq}",
             )
-        intent.seq, intent.queued = None, True
+        intent.seq, intent.queued, intent.raw = None, True, b""
         return [Submit(intent)]
 
     def _may_apply(self, intent: Intent, chain: Chain) -> bool:
@@ -301,6 +306,7 @@ CREATE TABLE IF NOT EXISTS intents (
     refusals INTEGER NOT NULL,
     reason TEXT NOT NULL,
     retry_at INTEGER NOT NULL,
+    raw BLOB NOT NULL DEFAULT x'',
     PRIMARY KEY (job_id, kind)
 )
 """
@@ -321,6 +327,9 @@ class IntentStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._db:
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
+            if "raw" not in columns:  # kept by a version before round 61
+                self._db.execute("ALTER TABLE intents ADD COLUMN raw BLOB NOT NULL DEFAULT x''")
         self.write_errors = 0
 
     def close(self) -> None:
@@ -338,8 +347,13 @@ class IntentStore:
             intent.refusals,
             intent.reason,
             intent.retry_at,
+            intent.raw,
         )
-        self._write("INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        self._write(
+            "INSERT OR REPLACE INTO intents (job_id, kind, payload, made_height, expiry_cap, seq,"
+            " tx_expiry, refusals, reason, retry_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
     def delete(self, key: tuple[bytes, Kind]) -> None:
         self._write("DELETE FROM intents WHERE job_id = ? AND kind = ?", key)
@@ -356,12 +370,13 @@ class IntentStore:
         """Every kept intent; a row that does not decode is deleted and reported."""
         rows = self._db.execute(
             "SELECT job_id, kind, payload, made_height, expiry_cap, seq, tx_expiry, refusals,"
-            " reason, retry_at FROM intents ORDER BY made_height"
+            " reason, retry_at, raw FROM intents ORDER BY made_height"
         ).fetchall()
         intents: list[Intent] = []
         for row in rows:
             job_id, kind, payload = row[0], row[1], row[2]
-            intent = Intent(bytes(job_id), kind, bytes(payload), *row[3:])
+            intent = Intent(bytes(job_id), kind, bytes(payload), *row[3:10])
+            intent.raw = bytes(row[10])
             try:
                 if kind not in KINDS or len(intent.job_id) != protocol.HASH_SIZE:
                     raise ValueError(f"not a money intent ({kind!r})")

@@ -35,7 +35,7 @@ async def claim(q: TxQueue, request: TxRequest) -> None:
     signed = request.sign(q._key, q._chain_id, ledger.UNSEQUENCED, q._expiry(), fee)
     expiry = signed.message.expiry_height
     if request.on_signed is not None:
-        request.on_signed(ledger.UNSEQUENCED, signed.id, expiry)
+        request.on_signed(ledger.UNSEQUENCED, signed.id, expiry, signed.raw)
     claim = Pending(expiry, signed.id, request, signed.raw, since=q._state().height)
     q._claims[signed.id] = claim  # (before any wait: the bound above holds)
     async with q._window:

@@ -134,16 +134,20 @@ class TxQueue:
             log.error("transaction queue full; dropping a %s", request.kind)
             self._rejected(request, "the transaction queue is full")
 
-    def reserve(self, seq: int, expiry: int) -> None:
+    def reserve(self, seq: int, expiry: int, raw: bytes = b"") -> None:
         """A transaction of ours with ``seq`` may be in the coordinator's mempool (signed
-        before a restart): take later sequence numbers until the chain resolves it. (A
-        claim's, unsequenced, holds none.)"""
+        before a restart): take later sequence numbers until the chain resolves it. Its
+        signed bytes (``raw``, when kept) are sent again as the queue starts: signed but
+        killed before it was sent, it held every later number of ours until its expiry,
+        30 blocks (review round 61, R61-3). (A claim's, unsequenced, holds none.)"""
         if seq == ledger.UNSEQUENCED:
             return
-        if seq < self._state().next_seq(self.me) or seq in self._pending:
+        state = self._state()
+        if seq < state.next_seq(self.me) or seq in self._pending:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
-        self._pending[seq] = Pending(expiry, b"", None, unknown=True)
+        self._pending[seq] = Pending(expiry, b"", None, raw, unknown=True, since=state.height)
+        self.resend_pending()  # now, if running; else as the queue starts
 
     def on_block(self) -> None:
         """Forget applied transactions. A pending one past its expiry left a gap: when
@@ -317,6 +321,7 @@ class TxQueue:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
             self._nursery = nursery
+            self.resend_pending()  # what a previous run signed and kept (``reserve``)
             new: TxRequest | None = None  # taken from the channel, not signed yet
             while True:
                 if new is not None and isinstance(new.payload, ledger.Claim):
@@ -389,7 +394,7 @@ class TxQueue:
                 fee = max(request.fee, self.fee(request.payload))
                 signed = request.sign(self._key, self._chain_id, seq, expiry, fee)
                 if request.on_signed is not None:
-                    request.on_signed(seq, signed.id, signed.message.expiry_height)
+                    request.on_signed(seq, signed.id, signed.message.expiry_height, signed.raw)
                 sent = seq
                 self._out.add(sent)
                 try:

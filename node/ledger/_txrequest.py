@@ -23,8 +23,9 @@ class TxRequest:
     on_reject: Callable[[str], None] | None = None
     #: The transaction is never valid past this height (a lock: the escrow's own expiry).
     expiry_cap: int | None = None
-    #: Told ``(seq, tx_id, expiry_height)`` each time it is signed, before it is submitted.
-    on_signed: Callable[[int, bytes, int], None] | None = None
+    #: Told ``(seq, tx_id, expiry_height, signed bytes)`` each time it is signed, before it
+    #: is submitted.
+    on_signed: Callable[[int, bytes, int, bytes], None] | None = None
     #: The least fee it pays (the queue's own is paid if higher).
     fee: int = 0
 

@@ -3,6 +3,7 @@ SQLite store they survive a restart in."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -188,6 +189,7 @@ def test_the_store_keeps_intents_across_a_restart(tmp_path: Path) -> None:
     store = IntentStore(path)
     lock, refund = _lock(), Intent.of(ledger.Refund(bytes(32)), 12)
     lock.seq, lock.tx_expiry, lock.refusals, lock.reason = 4, 40, 1, "timeout"
+    lock.raw = b"signed bytes"  # sent again after the restart (round 61, R61-3)
     store.save(lock)
     store.save(refund)
     store.save(refund)  # a change replaces
@@ -204,6 +206,25 @@ def test_the_store_keeps_intents_across_a_restart(tmp_path: Path) -> None:
         "timeout",
     )
     assert kept.decoded() == lock.decoded() and kept.expiry_cap == EXPIRY
+    assert kept.raw == b"signed bytes"
+
+
+def test_a_store_kept_before_signed_bytes_were_kept_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "intents.sqlite3"
+    old = sqlite3.connect(path)  # the table as a version before round 61 made it
+    columns = "job_id, kind, payload, made_height, expiry_cap, seq, tx_expiry, refusals"
+    old.execute(f"CREATE TABLE intents ({columns}, reason, retry_at, PRIMARY KEY (job_id, kind))")
+    lock = _lock()
+    row = (lock.job_id, lock.kind, lock.payload, lock.made_height, EXPIRY, 4, 40, 0, "", 0)
+    old.execute("INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    old.commit()
+    old.close()
+    store = IntentStore(path)
+    [kept] = store.load()
+    assert (kept.seq, kept.raw) == (4, b"")  # reserved, bytes unknown, as before
+    kept.raw = b"signed"
+    store.save(kept)
+    assert [i.raw for i in IntentStore(path).load()] == [b"signed"]
 
 
 def test_a_kept_intent_that_does_not_decode_is_dropped(tmp_path: Path) -> None:

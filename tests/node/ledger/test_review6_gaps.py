@@ -274,7 +274,9 @@ async def test_a_transaction_whose_outcome_is_unknown_keeps_its_number_when_othe
             raise ledger.TransactionRejected(f"transaction rejected: {exc}") from None
 
     def request(name: str) -> TxRequest:
-        return TxRequest(payloads[name], on_signed=lambda seq, _id, _exp: signed[name].append(seq))
+        return TxRequest(
+            payloads[name], on_signed=lambda seq, _id, _exp, _raw: signed[name].append(seq)
+        )
 
     queue = TxQueue(PROVIDER, lambda: producer.state, submit, chain_id=CHAIN, retry_s=(0.05, 0.2))
     with trio.fail_after(60):

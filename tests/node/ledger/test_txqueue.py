@@ -154,7 +154,7 @@ async def test_a_timeout_is_no_refusal_and_its_sequence_number_is_never_reused()
         return TxRequest(
             ledger.Transfer(pub(BOB), 1),
             refusals.append,
-            on_signed=lambda seq, _id, expiry: signed.append((seq, expiry)),
+            on_signed=lambda seq, _id, expiry, _raw: signed.append((seq, expiry)),
         )
 
     with trio.fail_after(10):
@@ -462,3 +462,30 @@ async def test_a_refusal_at_block_time_learnt_on_resending_is_taken_as_its_drop_
             nursery.cancel_scope.cancel()
     assert "refused when a block was made" in refusals[0]
     assert producer.state.balance(pub(BOB)) == 1_000_000 + 3
+
+
+async def test_a_kept_transaction_is_sent_again_as_the_queue_starts() -> None:
+    # Review round 61, R61-3: signed (its number kept) and killed before it was sent, a
+    # transaction was reserved with no bytes: every later one of ours waited behind its
+    # number until its expiry, 30 blocks. Its bytes are kept now and sent as the queue
+    # starts.
+    producer = _producer()
+    kept = ledger.tx.make(ALICE, CHAIN, 0, ledger.Transfer(pub(BOB), 4), expiry_height=30)
+
+    async def submit(raw: bytes) -> bytes:
+        return producer.mempool.add(raw, producer.state).id
+
+    queue = TxQueue(ALICE, lambda: producer.state, submit, chain_id=CHAIN)
+    queue.reserve(0, expiry=30, raw=kept.raw)  # from the intents, before the queue runs
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(queue.run)
+            queue.put(TxRequest(ledger.Transfer(pub(BOB), 5)))  # takes seq 1
+            while len(producer.mempool) < 2:
+                await trio.sleep(0.002)
+            producer.produce()
+            queue.on_block()
+            nursery.cancel_scope.cancel()
+    state = producer.state
+    assert state.next_seq(pub(ALICE)) == 2  # the tree before: 0, until seq 0's expiry
+    assert state.balance(pub(BOB)) == 1_000_000 + 9

@@ -39,7 +39,7 @@ def _setup(jobs: int) -> tuple[ledger.Producer, list[bytes]]:
 
 def _request(job_id: bytes, refusals: list[str], seqs: list[int] | None = None) -> TxRequest:
     claim = sealed_claim(REQUESTER, PROVIDER, job_id, job_id, claim_by=50, price=PRICE)
-    signed = (lambda seq, _id, _exp: seqs.append(seq)) if seqs is not None else None
+    signed = (lambda seq, _id, _exp, _raw: seqs.append(seq)) if seqs is not None else None
     return TxRequest(claim, refusals.append, on_signed=signed)
 
 
