@@ -64,12 +64,10 @@ from ._effects import (
 from ._errors import JobRejected, UnknownJob
 from ._ledger import EscrowLookup, EscrowView
 from ._requester_awards import (
-    announce,
-    award,
     canary_for,
+    fill,
     jittered,
     open_job,
-    tell_short,
     watch,
     watch_at,
 )
@@ -90,7 +88,6 @@ from ._requester_jobs import (
     _WITHHELD,
     MAX_BIDS,
     MAX_DEADLINE_MS,
-    MAX_SILENT_ANNOUNCEMENTS,
     SEALED,
     JobPhase,
     Replica,
@@ -101,12 +98,11 @@ from ._requester_jobs import (
 from ._requester_policy import (
     catch,
     enough_answers,
-    initial_order,
     required,
     spec_to_sign,
 )
 from ._requester_settle import finalise, finalise_short, force
-from ._requester_verdict import by_commitment, judge_job, offers, probation_outcome, verdict_inputs
+from ._requester_verdict import by_commitment, judge_job, probation_outcome, verdict_inputs
 from ._verification import VerdictStatus
 
 
@@ -563,43 +559,10 @@ class Requester:
         return effects
 
     def _fill(self, job: RequesterJob, now_ms: int) -> list[Effect]:
-        """Award spare bids until ``target`` replicas are live or the budget is spent;
-        announce again, or finalise, when that is not possible."""
-        if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
-            return []  # the window's end (with the escrow locked) will fill
-        if job.overdue:
-            return []  # past the deadline, or finalising short (round 30, L1)
-        live = job.live()
-        running = any(r.state == ReplicaState.RUNNING for r in job.replicas)
-        if live and (len(live) >= job.target or (running and not job.can_award())):
-            # every replica it wants is live: no bid changes anything, and judging the
-            # outputs in to rank the bids cost each stranger's Bid a compare of every
-            # output, 23 ms a Bid of 3 MiB tolerance outputs (review round 58, F3)
-            return tell_short(job)
-        effects: list[Effect] = []
-        bids = offers(job, self.config, now_ms, self.caught)
-        if not job.live():
-            bids, job.target = initial_order(job, bids, self.config, self.caught)
-        while len(job.live()) < job.target and job.can_award() and bids:
-            effects += award(job, bids.pop(0), now_ms, self.config, self.me, self.caught)
-        if len(job.live()) >= job.target or any(
-            r.state == ReplicaState.RUNNING for r in job.replicas
-        ):
-            return effects + tell_short(job)
-        # Short of replicas and nothing running.
-        if not job.can_award() or job.rejections():
-            # Every award rejected and no spare bid left: the job, not a provider, is the
-            # problem (their admission refused it); end it now with what they said.
-            return effects + self._finalise_short(job, now_ms)
-        # Announce again when awards were made before, when nobody answered at all (lost
-        # announcements; a few times), or when every answer was "busy"; other refusals
-        # are final.
-        silent = not job.nobids and job.announcements < MAX_SILENT_ANNOUNCEMENTS
-        busy = bool(job.nobids) and all(nb.reason == "busy" for nb in job.nobids.values())
-        again = job.replicas or silent or busy  # a busy network may free up: wait for it
-        if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
-            return effects + tell_short(job) + announce(job, now_ms, self.config)
-        return effects + self._finalise_short(job, now_ms)
+        """Award spare bids until ``target`` replicas are live (``fill``); finalise when
+        none is left to award."""
+        effects, short = fill(job, now_ms, self.config, self.me, self.caught)
+        return effects + self._finalise_short(job, now_ms) if short else effects
 
     def _force(
         self, job: RequesterJob, now_ms: int, height: int, *, settle_limit: bool

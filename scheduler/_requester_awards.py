@@ -11,6 +11,8 @@ functions of a job, the requester's configuration and what they read; the
   ``direct_only_below`` of them goes to them alone), and opens a bid window of
   ``bid_window_ms`` (each announcement after the first waits twice as long, up to 16
   windows).
+- ``fill`` awards spare bids until the job's replicas are live, and says when none is left
+  to award (the job is then finalised short) or announces it again.
 - An award's deadline is its bid's estimated run time plus ``replica_grace_ms``, within the
   job's deadline. A replica is watched: silence for ``heartbeat_timeout_ms`` or its
   deadline passing fails it; an award with no sign of life is sent again. A receipted
@@ -45,12 +47,14 @@ from ._requester_jobs import (
     _SILENT,
     _WITHHELD,
     MAX_AWARD_RESENDS,
+    MAX_SILENT_ANNOUNCEMENTS,
     JobPhase,
     Replica,
     ReplicaState,
     RequesterJob,
 )
-from ._requester_policy import Caught, established, trusted
+from ._requester_policy import Caught, established, initial_order, trusted
+from ._requester_verdict import offers
 
 
 def open_job(
@@ -265,3 +269,44 @@ def watch_at(rep: Replica, config: RequesterConfig) -> int:
     """When a running replica's watch timer fires next."""
     at = min(rep.deadline_ms, rep.last_seen_ms + config.heartbeat_timeout_ms)
     return min(at, rep.next_nudge_ms) if nudge_due(rep) else at
+
+
+def fill(
+    job: RequesterJob, now_ms: int, config: RequesterConfig, me: bytes, caught: Caught
+) -> tuple[list[Effect], bool]:
+    """Award spare bids until ``target`` replicas are live or the budget is spent; announce
+    again when that is not possible. The effects, and whether the job is to be finalised
+    short now (no replica left to award)."""
+    if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING):
+        return [], False  # the window's end (with the escrow locked) will fill
+    if job.overdue:
+        return [], False  # past the deadline, or finalising short (round 30, L1)
+    live = job.live()
+    running = any(r.state == ReplicaState.RUNNING for r in job.replicas)
+    if live and (len(live) >= job.target or (running and not job.can_award())):
+        # every replica it wants is live: no bid changes anything, and judging the
+        # outputs in to rank the bids cost each stranger's Bid a compare of every
+        # output, 23 ms a Bid of 3 MiB tolerance outputs (review round 58, F3)
+        return tell_short(job), False
+    effects: list[Effect] = []
+    bids = offers(job, config, now_ms, caught)
+    if not job.live():
+        bids, job.target = initial_order(job, bids, config, caught)
+    while len(job.live()) < job.target and job.can_award() and bids:
+        effects += award(job, bids.pop(0), now_ms, config, me, caught)
+    if len(job.live()) >= job.target or any(r.state == ReplicaState.RUNNING for r in job.replicas):
+        return effects + tell_short(job), False
+    # Short of replicas and nothing running.
+    if not job.can_award() or job.rejections():
+        # Every award rejected and no spare bid left: the job, not a provider, is the
+        # problem (their admission refused it); end it now with what they said.
+        return effects, True
+    # Announce again when awards were made before, when nobody answered at all (lost
+    # announcements; a few times), or when every answer was "busy"; other refusals are
+    # final.
+    silent = not job.nobids and job.announcements < MAX_SILENT_ANNOUNCEMENTS
+    busy = bool(job.nobids) and all(nb.reason == "busy" for nb in job.nobids.values())
+    again = job.replicas or silent or busy  # a busy network may free up: wait for it
+    if again and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
+        return effects + tell_short(job) + announce(job, now_ms, config), False
+    return effects, True
