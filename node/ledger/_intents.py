@@ -98,8 +98,9 @@ class Intent:
     queued: bool = False
     #: Refusals for room in a row (not kept): a claim's fee rises with them (``fee_for``).
     room: int = 0
-    #: The signed transaction's bytes (with ``seq``; empty until signed): sent again after a
-    #: restart, so that a number signed but never sent holds up nothing (round 61, R61-3).
+    #: The signed transaction's bytes, meaningful with ``seq`` only (set when it is signed):
+    #: sent again after a restart, so that a number signed but never sent holds up nothing
+    #: (round 61, R61-3).
     raw: bytes = b""
 
     @property
@@ -151,7 +152,7 @@ class IntentBook:
         self.intents: dict[tuple[bytes, Kind], Intent] = {i.key: i for i in intents}
         for intent in self.intents.values():
             if intent.seq == ledger.UNSEQUENCED:
-                intent.seq, intent.raw = None, b""
+                intent.seq = None
 
     def __len__(self) -> int:
         return len(self.intents)
@@ -183,7 +184,7 @@ class IntentBook:
         intent = self.intents.get(key)
         if intent is None:
             return []
-        intent.seq, intent.queued, intent.raw = None, False, b""
+        intent.seq, intent.queued = None, False
         room = POOL_FULL in reason or EVICTED in reason
         intent.room = intent.room + 1 if room else 0
         if not room or intent.kind == "lock":
@@ -278,7 +279,7 @@ class IntentBook:
                 intent.job_id.hex()[:12],
                 "unsequenced" if intent.seq == ledger.UNSEQUENCED else f"seq {intent.seq}",
             )
-        intent.seq, intent.queued, intent.raw = None, True, b""
+        intent.seq, intent.queued = None, True
         return [Submit(intent)]
 
     def _may_apply(self, intent: Intent, chain: Chain) -> bool:

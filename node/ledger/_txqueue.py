@@ -137,9 +137,9 @@ class TxQueue:
     def reserve(self, seq: int, expiry: int, raw: bytes = b"") -> None:
         """A transaction of ours with ``seq`` may be in the coordinator's mempool (signed
         before a restart): take later sequence numbers until the chain resolves it. Its
-        signed bytes (``raw``, when kept) are sent again as the queue starts: signed but
-        killed before it was sent, it held every later number of ours until its expiry,
-        30 blocks (review round 61, R61-3). (A claim's, unsequenced, holds none.)"""
+        signed bytes (``raw``, when kept) are sent again as the queue starts (``run``):
+        signed but killed before it was sent, it held every later number of ours until its
+        expiry, 30 blocks (review round 61, R61-3). (A claim's, unsequenced, holds none.)"""
         if seq == ledger.UNSEQUENCED:
             return
         state = self._state()
@@ -147,7 +147,6 @@ class TxQueue:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
         self._pending[seq] = Pending(expiry, b"", None, raw, unknown=True, since=state.height)
-        self.resend_pending()  # now, if running; else as the queue starts
 
     def on_block(self) -> None:
         """Forget applied transactions. A pending one past its expiry left a gap: when

@@ -277,15 +277,13 @@ class RequestStreams:
         """Serve the stream's requests; what its reader holds of a request not complete yet
         is counted in the node's budget of unread bytes (``_libp2p_unread.py``), which may
         drop it (the stream is then reset)."""
-        counted: CountedReader | None = None
 
         async def read(max_bytes: int) -> bytes:
             data: bytes = await stream.read(max_bytes)
             slot.moved(len(data))  # a transfer making progress keeps its slot
-            if counted is not None:
-                counted.received(len(data))
-                if counted.dropped:
-                    raise FrameDropped("the node held too many unread bytes: request dropped")
+            counted.received(len(data))
+            if counted.dropped:
+                raise FrameDropped("the node held too many unread bytes: request dropped")
             return data
 
         reader = FrameReader(read)

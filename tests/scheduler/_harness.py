@@ -41,6 +41,7 @@ from protocol import (
 from scheduler import (
     AbortJob,
     Attest,
+    Canary,
     CancelTimer,
     ClaimWithReceipt,
     Deliver,
@@ -105,35 +106,33 @@ def wrong_output(spec: JobSpec, who: bytes) -> Output:
 
 
 def sealed_result(
-    k: nacl.signing.SigningKey,
     job_id: bytes,
+    who: nacl.signing.SigningKey,
     replica: int,
-    data: bytes,
-    *,
-    now_ms: int = START_MS,
-    commit: Callable[[bytes], bytes] = commitment,
+    output: bytes,
+    determinism_class: str = DETERMINISM,
 ) -> tuple[bytes, bytes, bytes]:
-    """What a provider sends for ``data`` as a replica's output: its signed Result, the
-    output sealed under a key of its own, and its signed Unseal of that key."""
-    seal_key = content_hash(bytes(k.verify_key) + job_id)
-    sealed = protocol.seal_output(seal_key, data)
-    result = protocol.Result(
+    """A provider's signed Result for ``output``, the output sealed as it travels with
+    it, and the provider's signed Unseal that opens it."""
+    key = protocol.output_key(who, job_id, replica, commitment(output))
+    sealed = protocol.seal_output(key, output)
+    res = protocol.Result(
         job_id=job_id,
-        provider=bytes(k.verify_key),
+        provider=bytes(who.verify_key),
         replica=replica,
         outcome="ok",
         message="",
-        output_commitment=commit(data),
+        output_commitment=commitment(output),
         output_hash=content_hash(sealed),
         output_size=len(sealed),
-        key_hash=protocol.key_hash(seal_key),
-        determinism_class=DETERMINISM,
+        key_hash=protocol.key_hash(key),
+        determinism_class=determinism_class,
         usage=Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
-        finished_ms=now_ms,
+        finished_ms=1,
     )
-    signed = protocol.sign(result, k, CHAIN)
-    unseal = Unseal(job_id, bytes(k.verify_key), replica, signed.id, seal_key)
-    return signed.raw, sealed, protocol.sign(unseal, k, CHAIN).raw
+    raw = protocol.sign(res, who, CHAIN)
+    unseal = Unseal(job_id, bytes(who.verify_key), replica, raw.id, key)
+    return raw.raw, sealed, protocol.sign(unseal, who, CHAIN).raw
 
 
 def reputation(state: ledger.State, who: bytes) -> Reputation:
@@ -690,3 +689,29 @@ class Sim:
             self.execute(node, "provider", effects)
 
         self._at(self.now + node.run_ms, finish)
+
+
+def known_answer(sim: Sim) -> Canary:
+    """A canary whose answer is what an honest sandbox computes for its model and inputs."""
+    probe = sim.spec(sim.add_requester())
+    return Canary(
+        runtime="onnx",
+        model_hash=probe.model_hash,
+        model_size=probe.model_size,
+        inputs=probe.inputs,
+        answer=honest_output(probe),
+    )
+
+
+def spot_checked(sim: Sim, behaviour: str) -> tuple[Node, bytes]:
+    """A requester with one canary submits a one-replica job asking for spot checks, which
+    a staked, established provider of ``behaviour`` alone bids for; the job and its canary
+    run to the end. The provider, and the canary's job id."""
+    req = sim.add_requester(canaries=(known_answer(sim),))
+    provider = sim.add_provider(behaviour, price_floor=100, reputation=5, stake=SLASH_AMOUNT)
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
+    assert req.requester is not None
+    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]
+    assert len(checks) == 1
+    sim.run_jobs([job, *checks])
+    return provider, checks[0]

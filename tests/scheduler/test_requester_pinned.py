@@ -19,13 +19,6 @@ from protocol import (
     Heartbeat,
     JobSpec,
     NoBid,
-    Result,
-    Unseal,
-    Usage,
-    content_hash,
-    key_hash,
-    output_key,
-    seal_output,
     sign,
 )
 from scheduler import (
@@ -50,7 +43,7 @@ from scheduler import (
 )
 from scheduler._requester_jobs import MAX_BIDS
 
-from ._harness import CHAIN, CLASS, Sim, commitment
+from ._harness import CHAIN, CLASS, Sim, commitment, sealed_result
 
 T = TypeVar("T")
 
@@ -345,37 +338,7 @@ def _hand_result(
     output: bytes,
     determinism_class: str = "ort-1.32.0/cpu/generic/extended",
 ) -> bytes:
-    return _sealed_result(job_id, who, replica, output, determinism_class)[0]
-
-
-def _sealed_result(
-    job_id: bytes,
-    who: nacl.signing.SigningKey,
-    replica: int,
-    output: bytes,
-    determinism_class: str = "ort-1.32.0/cpu/generic/extended",
-) -> tuple[bytes, bytes, bytes]:
-    """A provider's signed Result for ``output``, the output sealed as it travels with
-    it, and the provider's signed Unseal that opens it."""
-    key = output_key(who, job_id, replica, commitment(output))
-    sealed = seal_output(key, output)
-    res = Result(
-        job_id=job_id,
-        provider=bytes(who.verify_key),
-        replica=replica,
-        outcome="ok",
-        message="",
-        output_commitment=commitment(output),
-        output_hash=content_hash(sealed),
-        output_size=len(sealed),
-        key_hash=key_hash(key),
-        determinism_class=determinism_class,
-        usage=Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=1, gpu_ms=0),
-        finished_ms=1,
-    )
-    raw = sign(res, who, CHAIN)
-    unseal = Unseal(job_id, bytes(who.verify_key), replica, raw.id, key)
-    return raw.raw, sealed, sign(unseal, who, CHAIN).raw
+    return sealed_result(job_id, who, replica, output, determinism_class)[0]
 
 
 def test_a_result_for_a_replica_never_awarded_is_misbehaviour() -> None:
@@ -491,12 +454,12 @@ def test_a_delivered_replica_takes_its_result_again_but_not_another() -> None:
     (mine,) = [r for r in job.replicas if r.provider == s.prov.me]
     key, at = s.prov.config.key, s.sim.now + spec.bid_window_ms + 10
     cls = s.prov.config.determinism_class  # the class its bid named
-    first, sealed, unseal = _sealed_result(job_id, key, mine.index, b"out", cls)
+    first, sealed, unseal = sealed_result(job_id, key, mine.index, b"out", cls)
     s.req.receive(first, at, output=sealed)
     s.req.receive(unseal, at)  # its key, unasked: the output opens
     assert mine.state == ReplicaState.DELIVERED and job.phase == JobPhase.EXECUTING
     assert not _of(s.req.receive(first, at + 1, output=sealed), Misbehaved)  # resent
-    other, other_sealed, _ = _sealed_result(job_id, key, mine.index, b"other", cls)
+    other, other_sealed, _ = sealed_result(job_id, key, mine.index, b"other", cls)
     assert _of(s.req.receive(other, at + 2, output=other_sealed), Misbehaved)
     assert mine.result is not None and mine.result.raw == first
 
@@ -584,7 +547,7 @@ def test_a_solo_job_whose_trusted_provider_failed_needs_agreeing_results_again()
     later = now + req.config.heartbeat_timeout_ms + 10
     fx = req.timer(TimerKey(TimerKind.WATCH, job_id, 0), later)
     assert [e.peer for e in _of(fx, Send)] == [bytes(spare.verify_key)]  # the spare
-    result, sealed, unseal = _sealed_result(job_id, spare, 1, b"out")
+    result, sealed, unseal = sealed_result(job_id, spare, 1, b"out")
     fx = req.receive(result, later + 1, output=sealed)
     fx += req.receive(unseal, later + 1)
     assert job.replicas[1].state == ReplicaState.DELIVERED

@@ -45,7 +45,7 @@ def _bid(k: nacl.signing.SigningKey, job_id: bytes, price: int, at: int) -> byte
 
 def _deliver(req: Requester, k: nacl.signing.SigningKey, job_id: bytes, data: bytes) -> None:
     [replica] = [r.index for r in req.job(job_id).replicas if r.provider == bytes(k.verify_key)]
-    result, sealed, unseal = sealed_result(k, job_id, replica, data)
+    result, sealed, unseal = sealed_result(job_id, k, replica, data)
     req.receive(result, START_MS + 700, output=sealed)
     req.receive(unseal, START_MS + 710)
 

@@ -11,28 +11,17 @@ import random
 from dataclasses import fields, replace
 
 from protocol import JobSpec
-from scheduler import Canary, Requester, RequesterConfig
+from scheduler import Requester, RequesterConfig
 from scheduler._requester_awards import CANARY_JITTER_MS, canary_for, jittered
 
-from ._harness import SLASH_AMOUNT, Sim, commitment, honest_output
+from ._harness import Sim, commitment, known_answer, spot_checked
 
 RUNS = {"nonce", "runtime", "model_hash", "model_size", "inputs", "created_ms"}
 
 
-def _canary(sim: Sim) -> Canary:
-    probe = sim.spec(sim.add_requester())
-    return Canary(
-        runtime="onnx",
-        model_hash=probe.model_hash,
-        model_size=probe.model_size,
-        inputs=probe.inputs,
-        answer=honest_output(probe),
-    )
-
-
 def test_a_canary_differs_from_its_job_only_in_what_it_runs() -> None:
     sim = Sim(58)
-    canary = _canary(sim)
+    canary = known_answer(sim)
     req = sim.add_requester()
     for seed in range(20):
         config = RequesterConfig(
@@ -58,15 +47,10 @@ def test_a_canary_differs_from_its_job_only_in_what_it_runs() -> None:
 
 def test_a_provider_wrong_only_where_spot_checks_are_asked_is_caught() -> None:
     sim = Sim(11)
-    req = sim.add_requester(canaries=(_canary(sim),))
-    cheat = sim.add_provider("spotwise", price_floor=100, reputation=5, stake=SLASH_AMOUNT)
-    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
-    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]  # type: ignore[union-attr]
-    assert len(checks) == 1
-    sim.run_jobs([job, *checks])
+    cheat, check = spot_checked(sim, "spotwise")
     # the tree before: the canary passed (it asked for no spot checks), the job was wrong
-    assert sim.done[checks[0]].status == "failed"
-    against = [(a.subject, a.positive) for a in sim.attests if a.job_id == checks[0]]
+    assert sim.done[check].status == "failed"
+    against = [(a.subject, a.positive) for a in sim.attests if a.job_id == check]
     assert against == [(cheat.pub, False)]
 
 
@@ -77,7 +61,7 @@ def test_a_tight_job_keeps_its_deadline_and_one_with_no_spot_checks_is_as_given(
     sim = Sim(12)
     req = sim.add_requester()
     config = RequesterConfig(
-        key=req.key, chain_id="aimx-test", commitment=commitment, canaries=(_canary(sim),)
+        key=req.key, chain_id="aimx-test", commitment=commitment, canaries=(known_answer(sim),)
     )
     spec = sim.spec(req, spot_check_permille=1000)
     tight = replace(spec, deadline_ms=sim.now + spec.bid_window_ms + 1_000)
@@ -91,7 +75,7 @@ def test_the_earlier_created_of_a_job_and_its_canary_is_either() -> None:
     """Round 59: with only the canary's creation drawn earlier, the earlier of the pair was
     the canary 200 times in 200. The job's is drawn the same way now."""
     sim = Sim(59)
-    canary = _canary(sim)
+    canary = known_answer(sim)
     req = sim.add_requester()
     canary_first = 0
     for seed in range(100):

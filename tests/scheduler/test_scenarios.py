@@ -6,7 +6,7 @@ from ledger import REP_UNIT, EscrowStatus
 from protocol import Receipt
 from scheduler import Send
 
-from ._harness import SLASH_AMOUNT, Sim, honest_output
+from ._harness import SLASH_AMOUNT, Sim, honest_output, spot_checked
 
 #: What an established provider has bonded (``RequesterConfig.probation_stake``).
 ESTABLISHED_STAKE = 1_000_000
@@ -219,32 +219,15 @@ def test_probation_replica_for_a_newcomer() -> None:
 
 
 def test_spot_check_catches_a_cheater_with_a_known_answer() -> None:
-    from scheduler import Canary
-
     sim = Sim(10)
-    # The canary's answer is what an honest sandbox computes for its model and inputs.
-    req0 = sim.add_requester()
-    spec_probe = sim.spec(req0)
-    canary = Canary(
-        runtime="onnx",
-        model_hash=spec_probe.model_hash,
-        model_size=spec_probe.model_size,
-        inputs=spec_probe.inputs,
-        answer=honest_output(spec_probe),
-    )
-    req = sim.add_requester(canaries=(canary,))
-    cheat = sim.add_provider("cheat", price_floor=100, reputation=5, stake=SLASH_AMOUNT)
-    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=0, spot_check_permille=1000))
-    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]  # type: ignore[union-attr]
-    assert len(checks) == 1
-    sim.run_jobs([job, *checks])
-    assert sim.done[checks[0]].status == "failed"
+    cheat, check = spot_checked(sim, "cheat")
+    assert sim.done[check].status == "failed"
     # Caught: unpaid (no receipt, nothing to claim with) and attested against. Not slashed:
     # a known answer is no evidence the ledger can check (it slashes on a paid majority).
     assert sim.slashes == []
-    against = [(a.subject, a.positive) for a in sim.attests if a.job_id == checks[0]]
+    against = [(a.subject, a.positive) for a in sim.attests if a.job_id == check]
     assert against == [(cheat.pub, False)]
-    escrow = sim.ledger.escrow(checks[0])
+    escrow = sim.ledger.escrow(check)
     assert escrow is not None and escrow.paid == ()  # nothing for the wrong answer
     assert sim.ledger.state.account(cheat.pub).stake == SLASH_AMOUNT
 
