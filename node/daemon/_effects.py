@@ -87,7 +87,13 @@ class EffectRunner:
             case scheduler.CancelTimer():
                 node.timers.cancel((machine, effect.key))
             case scheduler.Send():
-                node.market.send(effect.peer, effect.message.raw)
+                message = effect.message.message
+                if isinstance(message, protocol.Unseal) and node.recovery.receipt_unwritten(
+                    message.job_id
+                ):
+                    node.spawn(self._unseal_once_kept, effect)
+                else:
+                    node.market.send(effect.peer, effect.message.raw)
             case scheduler.Publish():
                 node.spawn(node.market.publish, effect.topic, effect.message.raw)
             case scheduler.Deliver():
@@ -125,6 +131,13 @@ class EffectRunner:
                 self._job_done(effect)
             case _:
                 assert_never(effect)
+
+    async def _unseal_once_kept(self, effect: scheduler.Send) -> None:
+        """A plain receipt's key leaves once the receipt is on disk: sent in the step that
+        queued the write, a kill between the two left the requester our key and us no
+        receipt to claim with after the restart (review round 61, R61-2)."""
+        await self._node.recovery.receipt_written(effect.message.message.job_id)
+        self._node.market.send(effect.peer, effect.message.raw)
 
     def _lock(self, effect: scheduler.LockEscrow) -> None:
         """An intent (as settle, refund and claim are): a lock whose submission timed out

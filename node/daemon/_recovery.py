@@ -146,7 +146,11 @@ class Recovery:
         self.receipts = ReceiptStore(state_dir / "receipts" if state_dir is not None else None)
         #: Receipt files to write or remove, in order, in a worker thread: a write waits
         #: for fsync, which must not stall the event loop.
-        self._disk_send, self._disk_recv = trio.open_memory_channel[Callable[[], None]](math.inf)
+        self._disk_send, self._disk_recv = trio.open_memory_channel[
+            tuple[Callable[[], None], trio.Event | None]
+        ](math.inf)
+        #: Receipts whose write is queued or under way, by job: their key waits for it.
+        self._unwritten: dict[bytes, trio.Event] = {}
         #: Receipts kept from before a restart, claimed by the daemon itself.
         self._kept: dict[bytes, KeptReceipt] = {}
         #: Open escrows of ours that the requester machine does not know (it restarted),
@@ -167,14 +171,18 @@ class Recovery:
 
     async def write_receipts(self) -> None:
         """Carry out the receipt writes and removals one after another, off the loop."""
-        async for op in self._disk_recv:
-            await trio.to_thread.run_sync(op)
+        async for op, written in self._disk_recv:
+            try:
+                await trio.to_thread.run_sync(op)
+            finally:
+                if written is not None:
+                    written.set()
 
     def keep_receipt(self, effect: scheduler.NotifyUser) -> None:
         """Keep a receipt on disk while it may be needed for a claim (until closed)."""
         provider = self._node.provider
         if effect.event == "closed":
-            self._disk_send.send_nowait(functools.partial(self.receipts.drop, effect.job_id))
+            self._drop_later(effect.job_id)
             return
         if effect.event != "receipted" or provider is None:
             return
@@ -183,7 +191,29 @@ class Recovery:
             keep = functools.partial(
                 self.receipts.keep, work.award, work.receipt, work.spec.deadline_ms
             )
-            self._disk_send.send_nowait(keep)
+            written = self._unwritten[effect.job_id] = trio.Event()
+            self._disk_send.send_nowait((keep, written))
+
+    async def receipt_written(self, job_id: bytes) -> None:
+        """Return once the job's receipt, if one is being kept, is on disk (or its write
+        failed, which was logged: the machine still holds it while the daemon runs)."""
+        written = self._unwritten.get(job_id)
+        if written is not None:
+            await written.wait()
+            if self._unwritten.get(job_id) is written:
+                del self._unwritten[job_id]
+
+    def receipt_unwritten(self, job_id: bytes) -> bool:
+        """Whether the job's receipt is still on its way to disk."""
+        written = self._unwritten.get(job_id)
+        if written is not None and written.is_set():
+            del self._unwritten[job_id]
+            return False
+        return written is not None
+
+    def _drop_later(self, job_id: bytes) -> None:
+        self._unwritten.pop(job_id, None)
+        self._disk_send.send_nowait((functools.partial(self.receipts.drop, job_id), None))
 
     def on_block(self, state: ledger.State, now: int) -> None:
         self.intents.on_block(state)
@@ -230,7 +260,7 @@ class Recovery:
                 or state.height >= e.expiry_height
             ):
                 del self._kept[job_id]
-                self._disk_send.send_nowait(functools.partial(self.receipts.drop, job_id))
+                self._drop_later(job_id)
                 continue
             r = kept.receipt.message
             # Every claim publishes our key, derived again from our key (the output it
