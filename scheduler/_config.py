@@ -89,7 +89,8 @@ class RequesterConfig:
     #: Re-announcements, and jobs with no or this many named providers, use the topic too.
     direct_only_below: int = 16
     #: How many replicas a job runs on (specs/marketplace.md, "Replication policy"):
-    #: ``fixed``, the job's ``redundancy`` (plus a probation replica for newcomers);
+    #: ``fixed``, the job's ``redundancy`` (plus a probation replica for newcomers; a job
+    #: of redundancy 1 on an established provider audited at ``audit_permille``);
     #: ``adaptive``, one replica when the best bid is a trusted provider's (audited at
     #: ``audit_permille``), ``redundancy`` otherwise, and never again a provider this
     #: requester caught.
@@ -104,8 +105,10 @@ class RequesterConfig:
     trusted_score_permille: int = 900
     trusted_stake: int = 1_000_000
     trusted_max_failures: int = 3
-    #: Adaptive: the chance (per mille, from ``rng``) that a job given to a trusted provider
-    #: also runs on a second one, so that a trusted provider that starts cheating is caught.
+    #: The chance (per mille, from ``rng``) that a job given to one provider alone (under
+    #: adaptive, a trusted provider's; under fixed, one of redundancy 1 given to an
+    #: established provider, with another bid in hand) also runs on a second one, so that
+    #: a provider that cheats where it runs alone is outvoted, caught and slashed.
     audit_permille: int = 50
     #: The providers caught remembered (the oldest is forgotten first).
     caught_limit: int = 4_096

@@ -138,7 +138,8 @@ class RequesterJob:
     #: The redundancy the caller asked for (the signed spec's, except under adaptive
     #: replication, which signs 1 so that a one-replica job can settle).
     asked: int = 0
-    #: Adaptive: agreeing results that verify the job, set at the first awards.
+    #: Agreeing results that verify the job, set at the first awards: adaptive's, or 2
+    #: for a job of redundancy 1 audited under fixed (``_requester_policy.fixed_audit``).
     required: int = 0
     #: Adaptive: the job runs on one trusted provider (while every result is a trusted one).
     solo: bool = False

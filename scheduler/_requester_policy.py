@@ -274,7 +274,42 @@ def initial_order(
     job.veterans = max(job.veterans, veteran_bidders(job, config, caught))
     if config.replication == "adaptive" and job.known is None:
         return adaptive_order(job, bids, config, caught)
-    return with_probation(job, bids, spec.redundancy, config)
+    order, n = with_probation(job, bids, spec.redundancy, config)
+    audited = job.required > spec.redundancy  # decided again after every replica failed
+    if n == 1 and order and (audited or fixed_audit(job, order, config)):
+        auditor = _second_veteran(order, config)
+        if auditor is not None:
+            job.required = 2
+            return [order[0], auditor, *(s for s in order[1:] if s is not auditor)], 2
+    return order, n
+
+
+def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterConfig) -> bool:
+    """Fixed replication: whether a job of redundancy 1 whose first award goes to an
+    established provider alone (no probation replica beside it) is audited: drawn at
+    ``audit_permille`` (``rng``), when another established provider's bid is in hand
+    and the budget holds a second replica. Its provider cannot tell: it runs replica 0
+    either way. Without the audit nothing ever checked such a job (the daemon runs no
+    spot checks), and one staked key with three self-dealt jobs was paid for wrong
+    outputs of every job of redundancy 1 it won, never caught nor slashed; audited, it is
+    outvoted (a third replica breaks the tie), caught by the requester and slashed on
+    the evidence of two paid agreeing Results. The auditor is established: a newcomer
+    never outvotes an established provider, so a newcomer auditor would decide nothing,
+    and a free key's wrong output there left an honest veteran's job undecided and
+    unpaid."""
+    return (
+        job.spec.redundancy == 1
+        and job.known is None
+        and job.budget >= 2
+        and _past_probation(order[0].message.provider, config)
+        and _second_veteran(order, config) is not None
+        and config.rng.randrange(1000) < config.audit_permille
+    )
+
+
+def _second_veteran(order: list[Signed[Bid]], config: RequesterConfig) -> Signed[Bid] | None:
+    """The best established provider's bid after the first."""
+    return next((s for s in order[1:] if _past_probation(s.message.provider, config)), None)
 
 
 def veteran_bidders(job: RequesterJob, config: RequesterConfig, caught: Caught) -> int:
@@ -337,11 +372,11 @@ def adaptive_order(
 
 def required(job: RequesterJob, config: RequesterConfig) -> int:
     """Agreeing results that verify the job: the signed redundancy under fixed
-    replication; under adaptive, 1 while the job runs on one trusted provider (every
-    delivered result a trusted provider's), else what was decided at the first award
-    (``max(2, asked)``)."""
+    replication (two for an audited job, ``fixed_audit``); under adaptive, 1 while the
+    job runs on one trusted provider (every delivered result a trusted provider's), else
+    what was decided at the first award (``max(2, asked)``)."""
     if config.replication != "adaptive":
-        return job.spec.redundancy
+        return max(job.spec.redundancy, job.required)  # ``required``: an audit (fixed_audit)
     if job.solo:
         if all(r.trusted for r in job.replicas if r.output is not None):
             return 1

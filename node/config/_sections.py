@@ -188,8 +188,8 @@ class RequesterConfig(_Strict):
     replication: Literal["fixed", "adaptive"] = Field(
         "fixed",
         description="replicas per job: fixed (the job's redundancy, a probation replica for "
-        "newcomers) or adaptive (one replica for a trusted provider, audited; "
-        "specs/marketplace.md)",
+        "newcomers, audits at redundancy 1) or adaptive (one replica for a trusted provider, "
+        "audited; specs/marketplace.md)",
     )
     probation_stake: int = Field(
         1_000_000,
@@ -208,7 +208,11 @@ class RequesterConfig(_Strict):
         3, ge=0, description="adaptive: most failure units on a trusted provider's record"
     )
     audit_permille: int = Field(
-        50, ge=0, le=1000, description="adaptive: share of a trusted provider's jobs run twice"
+        50,
+        ge=0,
+        le=1000,
+        description="share of the jobs given to one provider alone that also run on a second "
+        "(fixed: redundancy 1 on an established provider; adaptive: a trusted provider's)",
     )
     slash_outvoted: bool = Field(
         True,

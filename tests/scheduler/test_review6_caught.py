@@ -165,8 +165,14 @@ class _Requester:
             return Reputation(*state.provider_record(p))
 
         self.req_key = key("r6c-requester")
+        # No audits (a second replica at random: tests/scheduler/test_fixed_audit.py): the
+        # awards below are checked one by one.
         self.config = RequesterConfig(
-            key=self.req_key, chain_id=CHAIN, commitment=_commit, reputation=reputation
+            key=self.req_key,
+            chain_id=CHAIN,
+            commitment=_commit,
+            reputation=reputation,
+            audit_permille=0,
         )
         self.req = Requester(self.config)
         self.req.block(state.height, 0)

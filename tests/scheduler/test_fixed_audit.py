@@ -1,0 +1,122 @@
+"""Audits under fixed replication (specs/marketplace.md, "Replication policy"): a job of
+redundancy 1 (the API's default) given to an established provider alone runs on a second
+replica at ``audit_permille``. Before, nothing ever checked such a job in the daemon (it
+runs no spot checks): one staked key with three self-dealt jobs was paid for a wrong
+output of every job of redundancy 1 it won, never caught nor slashed."""
+
+from __future__ import annotations
+
+from scheduler import Requester
+
+from ._harness import BLOCK_MS, Node, Sim, honest_output
+
+#: What an established provider has bonded (the requester's ``probation_stake``).
+STAKE = 1_000_000
+
+
+def _machine(node: Node) -> Requester:
+    assert node.requester is not None
+    return node.requester
+
+
+def _world(seed: int, audit_permille: int) -> tuple[Sim, Node, Node, list[Node]]:
+    """A requester under fixed replication, an established cheat bidding lowest and two
+    honest established providers."""
+    sim = Sim(seed)
+    req = sim.add_requester(audit_permille=audit_permille)
+    cheat = sim.add_provider("cheat", price_floor=800, reputation=5, stake=10 * STAKE)
+    honest = [sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE) for i in range(2)]
+    return sim, req, cheat, honest
+
+
+def test_without_an_audit_a_staked_cheat_alone_is_paid_for_a_wrong_output() -> None:
+    # What an unaudited job of redundancy 1 is: the established provider's word.
+    sim, req, cheat, _ = _world(21, audit_permille=0)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "verified" and done.output != honest_output(spec)
+    assert [p.provider for p in done.paid] == [cheat.pub]
+
+
+def test_an_audited_cheat_is_outvoted_unpaid_caught_and_slashed() -> None:
+    sim, req, cheat, honest = _world(22, audit_permille=1000)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    held = _machine(req).job(job)
+    assert held.spec.redundancy == 1  # the signed spec: the cheat cannot tell
+    assert held.replicas[0].provider == cheat.pub  # it ran replica 0 as it would alone
+    assert cheat.pub not in {p.provider for p in done.paid}
+    assert {p.provider for p in done.paid} == {h.pub for h in honest}
+    assert sim.ledger.state.balance(cheat.pub) == 0
+    assert cheat.pub in _machine(req).caught
+    sim.run_until(sim.now + 3 * BLOCK_MS)  # the slash lands once the escrow is closed
+    assert sim.ledger.state.account(cheat.pub).stake < 10 * STAKE
+    # and this requester's later jobs never go to it
+    later = sim.submit(req, sim.spec(req, redundancy=1, max_retries=2))
+    sim.run_jobs([later])
+    assert cheat.pub not in {r.provider for r in _machine(req).job(later).replicas}
+
+
+def test_an_honest_provider_audited_is_verified_by_agreement_and_both_are_paid() -> None:
+    sim = Sim(23)
+    req = sim.add_requester(audit_permille=1000)
+    first = sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
+    second = sim.add_provider(price_floor=1_000, reputation=5, stake=STAKE)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert [r.provider for r in _machine(req).job(job).replicas] == [first.pub, second.pub]
+    assert {p.provider for p in done.paid} == {first.pub, second.pub}
+
+
+def test_a_lone_bid_or_a_budget_of_one_is_not_audited() -> None:
+    # With no second bid in hand the job is not held back waiting for one, and a budget
+    # of one replica (max_retries 0) holds no second.
+    for retries, providers in ((2, 1), (0, 2)):
+        sim = Sim(24)
+        req = sim.add_requester(audit_permille=1000)
+        for i in range(providers):
+            sim.add_provider(price_floor=800 + i, reputation=5, stake=STAKE)
+        job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=retries))
+        sim.run_jobs([job])
+        assert sim.done[job].status == "verified"
+        assert len(_machine(req).job(job).replicas) == 1
+
+
+def test_a_newcomer_is_no_auditor() -> None:
+    # A newcomer never outvotes an established provider, so as an auditor it would decide
+    # nothing, and its wrong output would leave the veteran's job undecided and unpaid.
+    sim = Sim(26)
+    req = sim.add_requester(audit_permille=1000)
+    veteran = sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
+    sim.add_provider("cheat", price_floor=900)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert [r.provider for r in _machine(req).job(job).replicas] == [veteran.pub]
+    assert [p.provider for p in done.paid] == [veteran.pub]
+
+
+def test_a_newcomer_keeps_its_probation_replica_and_draws_no_audit() -> None:
+    # A newcomer's job already runs beside an established provider's probation replica;
+    # the audit is for an established provider alone.
+    sim = Sim(25)
+    req = sim.add_requester(audit_permille=1000)
+    newcomer = sim.add_provider(price_floor=700)
+    veterans = [
+        sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE) for i in range(2)
+    ]
+    job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=2))
+    sim.run_jobs([job])
+    held = _machine(req).job(job)
+    assert [r.provider for r in held.replicas] == [newcomer.pub, veterans[0].pub]
+    assert held.required == 0
