@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from ._admission import TensorInfo as TensorInfo
     from ._admission import check_inputs as check_inputs
     from ._admission import check_model as check_model
+    from ._cancel import RunCancel as RunCancel
     from ._config import SandboxConfig as SandboxConfig
     from ._determinism import cpu_isa as cpu_isa
     from ._determinism import determinism_class as determinism_class
     from ._errors import AdmissionError as AdmissionError
     from ._errors import InputError as InputError
+    from ._errors import RunCancelled as RunCancelled
     from ._errors import SandboxConfigError as SandboxConfigError
     from ._errors import SandboxError as SandboxError
     from ._errors import UntrustedJobRefused as UntrustedJobRefused
@@ -70,6 +72,8 @@ _EXPORTS = {
     "Outcome": "_job",
     "Sandbox": "_sandbox",
     "SandboxConfig": "_config",
+    "RunCancel": "_cancel",
+    "RunCancelled": "_errors",
     "Comparison": "_tensors",
     "compare_outputs": "_tensors",
     "output_commitment": "_tensors",

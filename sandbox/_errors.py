@@ -38,3 +38,7 @@ class SandboxConfigError(SandboxError):
 
 class WorkerProtocolError(SandboxError):
     """A worker process replied with something that is not a valid frame."""
+
+
+class RunCancelled(SandboxError):
+    """A run was cancelled (:class:`~sandbox.RunCancel`) before it had a worker."""

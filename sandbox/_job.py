@@ -11,6 +11,8 @@ import numpy.typing as npt
 
 import protocol
 
+from ._cancel import RunCancel
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -40,6 +42,9 @@ class JobRequest:
     limits: Limits | None = None
     trusted: bool = False
     model_hash: bytes | None = None  # content hash of ``model`` when the caller knows it
+    #: Ends the run from another thread (the daemon aborting the job); None: it runs to
+    #: its end or its limits.
+    cancel: RunCancel | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ._cancel import RunCancel
 from ._config import SandboxConfig
-from ._errors import SandboxConfigError
+from ._errors import RunCancelled, SandboxConfigError
 from ._launch import SpareKey, StartFailed
 from ._worker_handle import WorkerHandle
 
 #: A warm worker's key: the owner and everything about the job that the worker keeps.
 WarmKey = tuple[object, ...]
+#: How often a run that can be cancelled looks at its handle while it waits for a slot.
+CANCEL_POLL_S = 0.1
 
 
 class WorkerPool:
@@ -47,8 +50,9 @@ class WorkerPool:
 
     # --- warm workers ------------------------------------------------------------------
 
-    def acquire(self, key: WarmKey | None) -> WorkerHandle | None:
-        """A warm worker for ``key`` (taken out of the idle set), or None; reserves a slot."""
+    def acquire(self, key: WarmKey | None, cancel: RunCancel | None = None) -> WorkerHandle | None:
+        """A warm worker for ``key`` (taken out of the idle set), or None; reserves a slot.
+        Waiting for one, a ``cancel`` ends the wait (:class:`RunCancelled`, no slot)."""
         evict: list[WorkerHandle] = []
         with self._cond:
             if self._closed:
@@ -58,7 +62,9 @@ class WorkerPool:
                 if self.idle:
                     evict.append(self.idle.pop(0)[1])  # the least recently used
                     continue
-                self._cond.wait()
+                if cancel is not None and cancel.cancelled:
+                    raise RunCancelled("the run was cancelled while it waited for a worker")
+                self._cond.wait(CANCEL_POLL_S if cancel is not None else None)
                 warm = self._take_idle(key)
             self._running += 1
         for w in evict:

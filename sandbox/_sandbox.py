@@ -29,8 +29,9 @@ import protocol
 
 from . import _cgroup
 from ._admission import ModelInfo, check_inputs, check_model
+from ._cancel import RunCancel
 from ._config import SandboxConfig
-from ._errors import AdmissionError, SandboxConfigError, UntrustedJobRefused
+from ._errors import AdmissionError, RunCancelled, SandboxConfigError, UntrustedJobRefused
 from ._job import JobRequest, Limits, Outcome
 from ._launch import Launcher, SpareKey, StartFailed
 from ._layers import NOBODY, Layer, probe_layers
@@ -204,11 +205,17 @@ class Sandbox:
                 del self._admission_cache[next(iter(self._admission_cache))]
         return info
 
-    def run_python(self, source: str, name: str, limits: Limits | None = None) -> Outcome:
+    def run_python(
+        self,
+        source: str,
+        name: str,
+        limits: Limits | None = None,
+        cancel: RunCancel | None = None,
+    ) -> Outcome:
         """Run function ``name`` defined in ``source`` in a cold worker with a real job's
         layers. For the containment tests only (``sandbox.testing``); never for jobs."""
         limits = limits or self.config.limits
-        job = JobRequest(runtime="python", model=b"", inputs={}, trusted=False)
+        job = JobRequest(runtime="python", model=b"", inputs={}, trusted=False, cancel=cancel)
         request = {"op": "python", "source": source, "name": name, "cpu_s": limits.cpu_s}
         return self._execute(job, None, limits, request)
 
@@ -255,7 +262,11 @@ class Sandbox:
         """Run ``request`` on a worker: a warm one for ``key``, else a spare or a new one;
         the worker goes back to the pool warm if the job let it, else it is destroyed."""
         started = time.monotonic()
-        worker = self._pool.acquire(key)
+        cancel = job.cancel
+        try:
+            worker = self._pool.acquire(key, cancel)
+        except RunCancelled as exc:
+            return failed("crashed", str(exc), usage_since(started))
         warm = worker is not None
         keep = False
         skey = None if warm else SpareKey(job.runtime, limits, job.threads, job.execution_provider)
@@ -268,6 +279,8 @@ class Sandbox:
                     except StartFailed as exc:
                         return failed("crashed", str(exc), usage_since(started))
             assert worker is not None
+            if cancel is not None and not cancel.attach(worker):
+                return failed("crashed", "the run was cancelled", usage_since(started))
             if key is None and not warm:
                 # Started with the warm CPU budget as its hard limit: a worker that will not
                 # stay gets the tight one from its first request.
@@ -284,6 +297,8 @@ class Sandbox:
             )
             return outcome if outcome.warm == warm else dataclasses.replace(outcome, warm=warm)
         finally:
+            if cancel is not None:
+                cancel.detach()  # before the worker is reaped: no kill after that
             self._pool.release(worker if keep else None, key)
             if worker is not None and not keep:
                 self._pool.destroy(worker)

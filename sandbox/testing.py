@@ -34,6 +34,7 @@ import numpy as np
 import protocol
 
 from ._admission import AdmissionLimits, ModelInfo, check_inputs, check_model
+from ._cancel import RunCancel
 from ._determinism import determinism_class
 from ._errors import AdmissionError
 from ._job import JobRequest, Limits, Outcome
@@ -54,13 +55,17 @@ _ZERO = protocol.Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
 
 
 def run_payload(
-    sandbox: Sandbox, func: Callable[..., object], *args: object, limits: Limits | None = None
+    sandbox: Sandbox,
+    func: Callable[..., object],
+    *args: object,
+    limits: Limits | None = None,
+    cancel: RunCancel | None = None,
 ) -> Outcome:
     """Run ``func(*args)`` in a fresh worker of ``sandbox``; the outcome's ``value`` is the
     ``repr`` of what it returned."""
     source = textwrap.dedent(inspect.getsource(func))
     source += f"\n\ndef __aimx_entry():\n    return {func.__name__}(*{args!r})\n"
-    return sandbox.run_python(source, "__aimx_entry", limits)
+    return sandbox.run_python(source, "__aimx_entry", limits, cancel)
 
 
 # --- job runners -------------------------------------------------------------------------
@@ -177,7 +182,10 @@ class SlowRunner:
         self.delay_s = delay_s
 
     def run(self, job: JobRequest) -> Outcome:
-        time.sleep(self.delay_s)
+        if job.cancel is None:
+            time.sleep(self.delay_s)
+        elif job.cancel.wait(self.delay_s):
+            return _failed("crashed", "the run was cancelled")
         return self.inner.run(job)
 
 

@@ -12,7 +12,7 @@ import trio
 import protocol
 import scheduler
 from protocol import Award, JobSpec, Usage
-from sandbox import JobRequest, JobRunner
+from sandbox import JobRequest, JobRunner, RunCancel
 
 from ..net import NetworkError
 from ._codec import Array, outputs_bytes, outputs_from_bytes, tensor_from_bytes
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ZERO_USAGE = Usage(cpu_ms=0, wall_ms=0, peak_memory_kb=0, gpu_ms=0)
+#: Threads for runs at once, at least (twice the machine's ``max_concurrency`` if more):
+#: runs beyond the sandbox's pool wait in it for a slot, and an aborted run's thread ends
+#: as its worker is killed.
+RUN_THREADS = 16
 
 
 class Runs:
@@ -34,12 +38,20 @@ class Runs:
         self._node = node
         self._runner = runner
         self._running: dict[bytes, trio.CancelScope] = {}
+        #: The runs' own threads: never trio's default limiter, which the daemon's other
+        #: blocking work (receipt writes, peers.json, the owner's use) shares.
+        self._threads = trio.CapacityLimiter(RUN_THREADS)
 
     def __contains__(self, job_id: bytes) -> bool:
         """Whether a replica of ``job_id`` is running here now."""
         return job_id in self._running
 
     def start(self, effect: scheduler.RunJob) -> None:
+        provider = self._node.provider
+        if provider is not None:  # twice the runs the machine takes at once, at least
+            want = max(RUN_THREADS, 2 * provider.config.max_concurrency)
+            if self._threads.total_tokens != want:
+                self._threads.total_tokens = want
         self._node.spawn(self._run_job, effect)
 
     def abort(self, job_id: bytes) -> None:
@@ -93,10 +105,11 @@ class Runs:
             JobSubmitError,
         ) as exc:
             return _failed("crashed", f"could not fetch the job's data: {exc}")
+        cancel = RunCancel()
         # The runner's own limits for every job, so that a warm worker (kept per owner,
-        # model and limits) serves the next job of the same owner; a run past the award's
-        # deadline is aborted by the Provider machine (AbortJob), its worker killed at the
-        # limit.
+        # model and limits) serves the next job of the same owner; a run the Provider
+        # machine aborts (AbortJob: past the award's deadline, say) ends at once, its
+        # worker killed (``cancel``).
         job = JobRequest(
             runtime=spec.runtime,
             model=model,
@@ -106,10 +119,20 @@ class Runs:
             graph_opt_level=spec.graph_opt_level,
             execution_provider=spec.requirements.execution_provider,
             model_hash=spec.model_hash,
+            cancel=cancel,
         )
         fetched = trio.current_time()
         try:
-            outcome = await trio.to_thread.run_sync(self._runner.run, job, abandon_on_cancel=True)
+            outcome = await trio.to_thread.run_sync(
+                self._runner.run, job, abandon_on_cancel=True, limiter=self._threads
+            )
+        except trio.Cancelled:
+            # Aborted (AbortJob) or the node stops: the run ends too, its worker killed.
+            # Left going, it kept its sandbox slot and thread to the wall-clock limit while
+            # the Provider machine counted the slot free: a requester awarding jobs that
+            # were aborted at once filled every slot and thread (review round 62, F1).
+            cancel.cancel()
+            raise
         except Exception as exc:  # the runner refused the job as a whole
             return _failed("rejected", str(exc))
         log.info(
