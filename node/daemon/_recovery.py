@@ -33,7 +33,7 @@ import protocol
 import scheduler
 from protocol import Award, Receipt, Signed
 
-from ..ledger import Intent, IntentBook, IntentStore, Resolved, Submit
+from ..ledger import Intent, IntentBook, IntentStore, Resolved, Submit, TxRequest
 from ..ledger._intents import Action, Kind
 
 if TYPE_CHECKING:
@@ -302,7 +302,9 @@ class MoneyIntents:
         self.book = IntentBook(self._node.me, kept)
         for intent in kept:
             if intent.seq is not None:
-                self._node.txq.reserve(intent.seq, intent.tx_expiry, intent.raw)
+                # what a drop report of it is told to, as for a submission of this run
+                request = self._request(intent)
+                self._node.txq.reserve(intent.seq, intent.tx_expiry, intent.raw, request)
         if kept:
             log.info("%d money transactions resumed from before a restart", len(kept))
 
@@ -325,12 +327,13 @@ class MoneyIntents:
             intent = action.intent
             if isinstance(action, Submit):
                 self.store.save(intent)
+                request = self._request(intent)
                 node.submit_tx(
-                    intent.decoded(),
-                    on_reject=functools.partial(self._refused, intent.key),
-                    expiry_cap=intent.expiry_cap,
-                    on_signed=functools.partial(self._signed, intent.key),
-                    fee=self.book.fee_for(intent, node.txq.fee()),
+                    request.payload,
+                    on_reject=request.on_reject,
+                    expiry_cap=request.expiry_cap,
+                    on_signed=request.on_signed,
+                    fee=request.fee,
                 )
                 continue
             assert isinstance(action, Resolved)
@@ -346,6 +349,16 @@ class MoneyIntents:
                 effects = node.requester.escrow_failed(intent.job_id, action.reason, node.now_ms())
                 node.effects.execute("requester", effects)
                 node.job_closed(intent.job_id)  # nothing was locked: nothing left to close
+
+    def _request(self, intent: Intent) -> TxRequest:
+        """The transaction the queue makes for ``intent``, telling it what became of it."""
+        return TxRequest(
+            intent.decoded(),
+            on_reject=functools.partial(self._refused, intent.key),
+            expiry_cap=intent.expiry_cap,
+            on_signed=functools.partial(self._signed, intent.key),
+            fee=self.book.fee_for(intent, self._node.txq.fee()),
+        )
 
     def _signed(
         self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int, raw: bytes

@@ -32,7 +32,7 @@ import nacl.signing
 import trio
 
 import ledger
-from protocol import Signed, Transaction
+from protocol import Signed, Transaction, content_hash
 
 from . import _gaps, _txclaims
 from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
@@ -134,19 +134,28 @@ class TxQueue:
             log.error("transaction queue full; dropping a %s", request.kind)
             self._rejected(request, "the transaction queue is full")
 
-    def reserve(self, seq: int, expiry: int, raw: bytes = b"") -> None:
+    def reserve(
+        self, seq: int, expiry: int, raw: bytes = b"", request: TxRequest | None = None
+    ) -> None:
         """A transaction of ours with ``seq`` may be in the coordinator's mempool (signed
         before a restart): take later sequence numbers until the chain resolves it. Its
         signed bytes (``raw``, when kept) are sent again as the queue starts (``run``):
         signed but killed before it was sent, it held every later number of ours until its
-        expiry, 30 blocks (review round 61, R61-3). (A claim's, unsequenced, holds none.)"""
+        expiry, 30 blocks (review round 61, R61-3). With its bytes it is known by its id,
+        so a coordinator's drop report reaches ``request`` (what it was made for: told
+        why, or signed again when dropped behind another), as for any transaction; kept
+        with no id, the report was ignored and the numbers after it waited for the probe
+        (review round 62, F3). (A claim's, unsequenced, holds none.)"""
         if seq == ledger.UNSEQUENCED:
             return
         state = self._state()
         if seq < state.next_seq(self.me) or seq in self._pending:
             return
         self._next_seq = max(self._next_seq or 0, seq + 1)
-        self._pending[seq] = Pending(expiry, b"", None, raw, unknown=True, since=state.height)
+        tx_id = content_hash(raw) if raw else b""
+        self._pending[seq] = Pending(
+            expiry, tx_id, request if raw else None, raw, unknown=True, since=state.height
+        )
 
     def on_block(self) -> None:
         """Forget applied transactions. A pending one past its expiry left a gap: when

@@ -46,7 +46,7 @@ def _node(height: int, sent: list[int]) -> Any:
 
     node.ledger = SimpleNamespace(state=state.state, wait_height=wait_height)
     node.txq = SimpleNamespace(
-        reserve=lambda seq, expiry: None, on_block=lambda: None, fee=lambda: 0
+        reserve=lambda seq, expiry, raw, request: None, on_block=lambda: None, fee=lambda: 0
     )
     node.submit_tx = lambda payload, **kw: sent.append(node.ledger.state.height)
     return node

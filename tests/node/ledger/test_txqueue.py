@@ -489,3 +489,22 @@ async def test_a_kept_transaction_is_sent_again_as_the_queue_starts() -> None:
     state = producer.state
     assert state.next_seq(pub(ALICE)) == 2  # the tree before: 0, until seq 0's expiry
     assert state.balance(pub(BOB)) == 1_000_000 + 9
+
+
+async def test_a_kept_transactions_drop_report_reaches_what_it_was_made_for() -> None:
+    # Review round 62, F3: reserved after a restart with no id, a kept transaction's drop
+    # report was ignored (its intent never told, the numbers after it held until the
+    # probe). Known by the id of its kept bytes, the report reaches its request.
+    producer = _producer()
+    kept = ledger.tx.make(ALICE, CHAIN, 0, ledger.Transfer(pub(BOB), 4), expiry_height=30)
+    refusals: list[str] = []
+    queue = TxQueue(ALICE, lambda: producer.state, lambda raw: _never(), chain_id=CHAIN)
+    request = TxRequest(ledger.Transfer(pub(BOB), 4), on_reject=refusals.append)
+    queue.reserve(0, expiry=30, raw=kept.raw, request=request)
+    queue.dropped(kept.id, 0, "refused when a block was made: overdraft")
+    assert refusals and "overdraft" in refusals[0]  # the tree before: ignored
+    assert queue.dropped_reports == 1
+
+
+async def _never() -> bytes:
+    raise AssertionError("nothing is submitted here")
