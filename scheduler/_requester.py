@@ -143,7 +143,8 @@ class Requester:
         canary = canary_for(spec, self.config)
         if canary is not None:
             check, answer = canary
-            _, more = self._start(check, now_ms, providers, answer, spot_check=True)
+            canary_id, more = self._start(check, now_ms, providers, answer, spot_check=True)
+            self.jobs[canary_id].asked = asked  # awarded as its job (``award_known``)
             # announced before or after the job, at random: not always second
             effects = more + effects if self.config.rng.randrange(2) else effects + more
         return job_id, effects

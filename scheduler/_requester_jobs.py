@@ -174,6 +174,17 @@ class RequesterJob:
     def budget(self) -> int:
         return self.spec.redundancy + self.spec.max_retries
 
+    @property
+    def award_known(self) -> Output | None:
+        """The known answer as the awarding rules see it: none for a spot check's canary.
+        A canary is awarded exactly as its job would be (when its window ends, how many
+        replicas, which class, which providers): awarded as a known-answer job, its window
+        closed in the block that locked it while its job's ran to its end, and an
+        established provider told the two apart 100 times in 100, right on every canary
+        and wrong on every job (review round 62, F2). Its answer judges its outputs only
+        (``known``)."""
+        return None if self.spot_check else self.known
+
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.state != ReplicaState.FAILED]
 

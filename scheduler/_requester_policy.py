@@ -90,7 +90,7 @@ def enough_answers(job: RequesterJob, config: RequesterConfig, caught: Caught) -
     provider's bid from the topic must still find the window open."""
     named = [p for p in job.providers if p not in job.excluded]
     bidders = [p for p in job.answered if p in job.bids]
-    if config.replication == "adaptive" and job.known is None:
+    if config.replication == "adaptive" and job.award_known is None:
         # A trusted bid settles the first award (alone, or audited with a spare bid):
         # award it once the escrow is locked. Without one, wait for every named
         # provider (or the window): a later answer may be a trusted provider's.
@@ -127,7 +127,7 @@ def _veterans_in_hand(job: RequesterJob, config: RequesterConfig, caught: Caught
     would otherwise be awarded the job before an honest established provider's bid came
     (round-6 review R6-7), and a young network with fewer established providers than
     that still works, only without the early end."""
-    want = 2 if job.known is None and job.asked >= 2 else 1
+    want = 2 if job.award_known is None and job.asked >= 2 else 1
     held = (set(job.bids) - caught.keys()) | {r.provider for r in job.live()}
     return sum(1 for p in held if _past_probation(p, config)) >= want
 
@@ -218,8 +218,8 @@ def anchor_class(
     would filter the established provider out of the job; were it the best established
     bid's, one staked key and one free key would (round-6 review R6-7). Price never names
     the class: the established providers do, the most of them, then the strongest."""
-    if job.known is not None:
-        return job.known.determinism_class
+    if job.award_known is not None:
+        return job.award_known.determinism_class
     live = job.live()
     if live:
         return live[0].determinism_class
@@ -272,7 +272,8 @@ def initial_order(
     replication decides its own (``adaptive_order``)."""
     spec = job.spec
     job.veterans = max(job.veterans, veteran_bidders(job, config, caught))
-    if config.replication == "adaptive" and job.known is None:
+    void_canary(job, bids)
+    if config.replication == "adaptive" and job.award_known is None:
         return adaptive_order(job, bids, config, caught)
     order, n = with_probation(job, bids, spec.redundancy, config)
     audited = job.required > spec.redundancy  # decided again after every replica failed
@@ -282,6 +283,22 @@ def initial_order(
             job.required = 2
             return [order[0], auditor, *(s for s in order[1:] if s is not auditor)], 2
     return order, n
+
+
+def void_canary(job: RequesterJob, bids: list[Signed[Bid]]) -> None:
+    """A spot check's canary awarded, as its job would be, in a determinism class other
+    than its answer's (an ``exact`` job's replicas run in one class, ``anchor_class``):
+    its answer cannot judge outputs it cannot be compared with by commitment, so the
+    canary checks nothing and is judged as a plain job (it still runs: not running it
+    would tell it apart)."""
+    if (
+        job.spot_check
+        and job.known is not None
+        and job.spec.verification.mode == "exact"
+        and bids
+        and bids[0].message.determinism_class != job.known.determinism_class
+    ):
+        job.known = None
 
 
 def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterConfig) -> bool:
@@ -299,7 +316,7 @@ def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterCo
     unpaid."""
     return (
         job.spec.redundancy == 1
-        and job.known is None
+        and job.award_known is None
         and job.budget >= 2
         and _past_probation(order[0].message.provider, config)
         and _second_veteran(order, config) is not None
@@ -335,7 +352,7 @@ def with_probation(
     if not chosen:
         return bids, n
     have = sum(1 for s in chosen if _past_probation(s.message.provider, config))
-    want = max(1, veterans_needed(job, config, n))
+    want = max(1, veterans_needed(job, config, n, awarding=True))
     veterans = [s for s in rest if _past_probation(s.message.provider, config)]
     extra = veterans[: max(0, min(want - have, job.budget - n))]
     if extra:
@@ -436,7 +453,9 @@ def probation_bound(job: RequesterJob, config: RequesterConfig) -> bool:
     return job.known is None and any(r.established for r in job.replicas)
 
 
-def veterans_needed(job: RequesterJob, config: RequesterConfig, agreeing: int = 0) -> int:
+def veterans_needed(
+    job: RequesterJob, config: RequesterConfig, agreeing: int = 0, *, awarding: bool = False
+) -> int:
     """Established providers' outputs an agreement of ``job`` must hold: none with a known
     answer; two when it needs at least two agreeing results (``agreeing``, else
     ``required``) and two established providers bid (``veteran_bidders``, counted when the
@@ -445,8 +464,10 @@ def veterans_needed(job: RequesterJob, config: RequesterConfig, agreeing: int = 
     (``probation_bound``); else none (a young network: newcomers decide). One staked key
     beside free ones must not decide a job a second established provider bid for (round-6
     review R6-7): that takes two staked keys (specs/marketplace.md, "Known limits"). Nor
-    one whose honest veteran was unseated by a framing slash mid-job (round 25, G3)."""
-    if job.known is not None:
+    one whose honest veteran was unseated by a framing slash mid-job (round 25, G3).
+    ``awarding``: for the first awards, where a spot check's canary counts as its job
+    (``RequesterJob.award_known``); its answer alone judges its outputs."""
+    if (job.award_known if awarding else job.known) is not None:
         return 0
     if job.veterans >= 2 and (agreeing or required(job, config)) >= 2:
         return 2
