@@ -425,6 +425,13 @@ class Provider:
             return [Misbehaved(award.requester, "award does not match our bid")]
         if now_ms > bid.message.expires_ms:
             return self._decline(work, "the bid had expired", now_ms)
+        if award.deadline_ms < min(work.spec.deadline_ms, bid.message.est_finish_ms):
+            # An honest award leaves at least our estimate (and a grace past it), cut only
+            # by the job's own deadline. One that ends before it would be aborted unpaid at
+            # our next heartbeat, its slot freed for the next such award: a requester kept
+            # every slot running work it never paid for (review round 62, F1).
+            why = "the award's deadline is before our estimated finish"
+            return self._decline(work, why, now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
         self._bids.awarded(work)  # no longer pending; one with no escrow still counts
