@@ -32,6 +32,8 @@ class EffectRunner:
         #: Attestations wait for their job's escrow to close (the ledger takes them only
         #: about a party it paid, by the settle or by a claim, once it is closed).
         self._pending_attests: dict[bytes, list[scheduler.Attest]] = {}
+        #: Jobs of attestations read back after a restart (``restore``).
+        self._restored: set[bytes] = set()
         #: Called with every effect once it was carried out (the dashboard's activity
         #: record); an observer must be quick.
         self.observers: list[Callable[[Machine, scheduler.Effect], None]] = []
@@ -56,6 +58,8 @@ class EffectRunner:
         requester asked for a slash (``Attest.report``: a known answer contradicted, or
         ``slash_outvoted``); otherwise it is dropped."""
         attests = self._pending_attests.pop(job_id, [])
+        if attests:
+            self._node.recovery.attests.drop(job_id)
         escrow = self._node.ledger.state.escrow(job_id) if attests else None
         paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
         done: set[bytes] = set()
@@ -78,6 +82,24 @@ class EffectRunner:
                 ]
                 if sum(e.signer in paid for e in evidence) >= ledger.MIN_MAJORITY:
                     self._node.reports.report(effect.subject, [e.raw for e in evidence])
+
+    def restore(self, attests: list[scheduler.Attest]) -> None:
+        """Attestations a previous run kept, waiting for their escrow again."""
+        for effect in attests:
+            self._pending_attests.setdefault(effect.job_id, []).append(effect)
+            self._restored.add(effect.job_id)
+
+    def restored_block(self, state: ledger.State) -> None:
+        """Restored attestations whose escrow closed (or left the state: too late to
+        attest) go now; those of a job the requester machine still holds wait for it."""
+        requester = self._node.requester
+        for job_id in list(self._restored):
+            if requester is not None and job_id in requester.jobs:
+                continue  # its own close comes through the machine (``job_closed``)
+            escrow = state.escrow(job_id)
+            if escrow is None or not escrow.is_open:
+                self._restored.discard(job_id)
+                self.forget(job_id)
 
     def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
         node = self._node
@@ -113,7 +135,9 @@ class EffectRunner:
                 node.recovery.intents.add(claim)
             case scheduler.Attest():
                 # Once the escrow is closed (``forget``): before, a claim may still pay.
+                # Kept on disk meanwhile: a restart forgot them (round 61, R61-4).
                 self._pending_attests.setdefault(effect.job_id, []).append(effect)
+                node.recovery.attests.save(effect)
             case scheduler.Slash():
                 # Reported with its attestation (``report`` set) once the escrow is closed
                 # (``forget``): the ledger checks the evidence against the settlement, and

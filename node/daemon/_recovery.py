@@ -35,6 +35,7 @@ from protocol import Award, Receipt, Signed
 
 from ..ledger import Intent, IntentBook, IntentStore, Resolved, Submit, TxRequest
 from ..ledger._intents import Action, Kind
+from ._attests import ATTESTS_FILE, AttestStore
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -158,12 +159,17 @@ class Recovery:
         self._orphans: dict[bytes, bool] = {}
         self._next_orphan_scan = 0
         self.intents = MoneyIntents(node, state_dir / INTENTS_FILE if state_dir else None)
+        self.attests = AttestStore(state_dir / ATTESTS_FILE if state_dir else None)
 
     def load(self) -> None:
         """Load the receipts a previous run of this node kept, to claim with (open escrows
         it left are found block by block)."""
         node = self._node
         self.intents.load()
+        attests = self.attests.load(node.chain_id)
+        if attests:
+            node.effects.restore(attests)
+            log.info("%d attestations resumed from before a restart", len(attests))
         if node.provider is not None:
             self._kept = {k.job_id: k for k in self.receipts.load(node.chain_id, node.me)}
             if self._kept:
@@ -217,6 +223,7 @@ class Recovery:
 
     def on_block(self, state: ledger.State, now: int) -> None:
         self.intents.on_block(state)
+        self._node.effects.restored_block(state)
         if self._node.requester is not None and state.height >= self._next_orphan_scan:
             self._find_orphans(state)
         if self._kept or self._orphans:

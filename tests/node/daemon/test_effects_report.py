@@ -11,6 +11,7 @@ from typing import Any
 
 import ledger
 import scheduler
+from node.daemon._attests import AttestStore
 from node.daemon._effects import EffectRunner
 from scheduler._requester_settle import punish
 from scheduler._verification import Verdict, VerdictStatus
@@ -45,6 +46,7 @@ class _Node:
         self.submitted: list[ledger.Payload] = []
         self.reported: list[tuple[bytes, list[bytes]]] = []
         self.reports = SimpleNamespace(report=lambda who, ev: self.reported.append((who, ev)))
+        self.recovery = SimpleNamespace(attests=AttestStore(None))  # kept in memory
 
     def submit_tx(self, payload: ledger.Payload) -> None:
         self.submitted.append(payload)
