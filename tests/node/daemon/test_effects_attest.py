@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import ledger
 import scheduler
+from node.daemon._attests import AttestStore
 from node.daemon._effects import EffectRunner
 
 from ...keys import key, pub
@@ -37,6 +38,7 @@ class _Node:
         self.submitted: list[ledger.Payload] = []
         self.reported: list[tuple[bytes, list[bytes]]] = []
         self.reports = SimpleNamespace(report=lambda who, ev: self.reported.append((who, ev)))
+        self.recovery = SimpleNamespace(attests=AttestStore(None))  # kept in memory
 
     def submit_tx(self, payload: ledger.Payload) -> None:
         self.submitted.append(payload)
