@@ -115,7 +115,10 @@ class EffectRunner:
                 ):
                     node.spawn(self._unseal_once_kept, effect)
                 else:
-                    node.market.send(effect.peer, effect.message.raw)
+                    # A NoBid is worth no lookup: only to a peer we are connected to (a
+                    # peer's announcement names whom we answer: round 63, G1).
+                    dial = not isinstance(message, protocol.NoBid)
+                    node.market.send(effect.peer, effect.message.raw, dial=dial)
             case scheduler.Publish():
                 node.spawn(node.market.publish, effect.topic, effect.message.raw)
             case scheduler.Deliver():

@@ -21,6 +21,11 @@ class NodeMetrics:
         self.sends_failed = Counter(
             "aimx_sends_failed", "Messages that could not be delivered", registry=r
         )
+        self.sends_dropped = Counter(
+            "aimx_sends_dropped",
+            "Messages not sent: past the bounds on sends in flight, or to a peer not reached",
+            registry=r,
+        )
         self.task_errors = Counter(
             "aimx_task_errors",
             "Tasks of the node that failed (logged, the node goes on)",

@@ -20,7 +20,15 @@ import protocol
 import scheduler
 from protocol import Award, JobSpec, Result
 
-from ..net import MAX_FRAME_BYTES, NetworkError, PeerKey, RequestRejected, job_topic
+from ..net import (
+    MAX_FRAME_BYTES,
+    NetworkError,
+    NetworkTimeout,
+    PeerKey,
+    PeerUnreachable,
+    RequestRejected,
+    job_topic,
+)
 from ._effects import Machine
 
 if TYPE_CHECKING:
@@ -49,6 +57,22 @@ MAX_MARKET_MESSAGE_BYTES = 64 << 10
 #: Largest market request from a peer holding no award of ours (every node but a
 #: requester's providers): a signed message, no output, and the frame's headers.
 MAX_MARKET_SMALL_REQUEST_BYTES = MAX_MARKET_MESSAGE_BYTES + 1024
+
+#: Requests of our own in flight at once to peers we are connected to, in all and to one
+#: peer; and to peers we are not connected to (each a DHT lookup and relay dials), in all
+#: and to one peer. Past a bound the message is dropped (every one is best effort: a
+#: requester announces again, a provider resends its Result). A peer's announcement
+#: chooses whom a contributor answers, so without them one peer's announcements from
+#: fresh keys kept thousands of sends (each a lookup and two relay streams at the
+#: coordinators) at once, and the node's own lookups waited seconds (review round 63, G1).
+MAX_SENDS = 256
+MAX_SENDS_PER_PEER = 32
+MAX_DIALING_SENDS = 32
+MAX_DIALING_SENDS_PER_PEER = 2
+#: A peer that one of our sends could not reach gets none that would dial it for this
+#: long (the most remembered: ``MAX_UNREACHABLE``).
+UNREACHABLE_MS = 60_000
+MAX_UNREACHABLE = 4096
 
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
@@ -132,8 +156,14 @@ class Market:
         #: While a market request is handled: its sender, and the messages for it that the
         #: machines produce meanwhile, which go back in the response.
         self._replying: tuple[PeerKey, list[bytes]] | None = None
-        #: Messages being sent now (requests of our own in flight).
+        #: Messages being sent now (requests of our own in flight), in all and by peer;
+        #: those to peers we were not connected to, in all and by peer.
         self.sending = 0
+        self._sending_to: dict[PeerKey, int] = {}
+        self._dialing = 0
+        self._dialing_to: dict[PeerKey, int] = {}
+        #: Peers a send of ours could not reach, until when no send dials them.
+        self._unreachable: dict[PeerKey, int] = {}
 
     # --- bytes from peers ----------------------------------------------------------------
 
@@ -264,18 +294,65 @@ class Market:
         requester = self._node.requester
         return requester is not None and requester.awarded_to(peer)
 
-    def send(self, peer: PeerKey, raw: bytes) -> None:
+    def send(self, peer: PeerKey, raw: bytes, *, dial: bool = True) -> None:
         """Send a signed message: in the response to ``peer``'s request being handled, if
-        any, else as a request of its own."""
+        any, else as a request of its own, within the bounds on sends in flight
+        (``MAX_SENDS``); ``dial`` False: only to a peer we are connected to (a NoBid is
+        worth no lookup)."""
         if self._replying is not None and self._replying[0] == peer:
             self._replying[1].append(raw)
         else:
-            self._node.spawn(self._send, peer, raw, b"")
+            self._spawn_send(peer, raw, b"", dial=dial)
 
     def deliver(self, peer: PeerKey, result: bytes, output: bytes) -> None:
         """Send a Result with its output sealed to the requester."""
         sealed = scheduler.seal(peer, output) if output else b""
-        self._node.spawn(self._send, peer, result, sealed)
+        self._spawn_send(peer, result, sealed, dial=True)
+
+    def _spawn_send(self, peer: PeerKey, raw: bytes, sealed: bytes, *, dial: bool) -> None:
+        node = self._node
+        connected = peer == node.me or peer in node.net.connected_peers()
+        if not connected:
+            until = self._unreachable.get(peer)
+            if until is not None and until <= node.now_ms():
+                del self._unreachable[peer]
+                until = None
+            if (
+                not dial
+                or until is not None
+                or self._dialing >= MAX_DIALING_SENDS
+                or self._dialing_to.get(peer, 0) >= MAX_DIALING_SENDS_PER_PEER
+            ):
+                node.metrics.sends_dropped.inc()
+                return
+        if self.sending >= MAX_SENDS or self._sending_to.get(peer, 0) >= MAX_SENDS_PER_PEER:
+            node.metrics.sends_dropped.inc()
+            return
+        self.sending += 1  # a stopping node waits (bounded) for these (Node.drain)
+        self._sending_to[peer] = self._sending_to.get(peer, 0) + 1
+        if not connected:
+            self._dialing += 1
+            self._dialing_to[peer] = self._dialing_to.get(peer, 0) + 1
+        node.spawn(self._send, peer, raw, sealed, not connected)
+
+    def _failed(self, peer: PeerKey, exc: NetworkError) -> None:
+        """A send that did not go through: a peer it could not reach gets no send of ours
+        that would dial it for ``UNREACHABLE_MS`` (logged once then)."""
+        node = self._node
+        if not isinstance(exc, (PeerUnreachable, NetworkTimeout)):
+            log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+            return
+        if peer in node.net.connected_peers():
+            log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+            return
+        if peer not in self._unreachable:
+            log.info(
+                "send to %s failed: %s (no sends to it for a while)", protocol.peer_id(peer), exc
+            )
+        self._unreachable.pop(peer, None)
+        self._unreachable[peer] = node.now_ms() + UNREACHABLE_MS
+        while len(self._unreachable) > MAX_UNREACHABLE:
+            del self._unreachable[next(iter(self._unreachable))]
 
     async def publish(self, capability_class: str, raw: bytes) -> None:
         """Announce on a capability class's topic (and to ourselves, when we serve it)."""
@@ -290,21 +367,38 @@ class Market:
             now = node.now_ms()
             self.feed("provider", node.me, lambda: provider.receive(raw, now))
 
-    async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes) -> None:
+    async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes, dialing: bool) -> None:
         node = self._node
         request = protocol.pack([raw, sealed])
-        self.sending += 1  # a stopping node waits (bounded) for these (Node.drain)
         try:
             if peer == node.me:  # a node may be both requester and provider of one job
                 replies = await self.serve(node.me, request)
             else:
                 try:
-                    replies = await node.net.request(peer, MARKET_PROTOCOL, request, timeout=10)
+                    replies = await node.net.request(
+                        peer,
+                        MARKET_PROTOCOL,
+                        request,
+                        timeout=10,
+                        max_response_bytes=MAX_REPLY_BYTES,  # no valid answer is larger
+                    )
                 except NetworkError as exc:
                     node.metrics.sends_failed.inc()
-                    log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
+                    self._failed(peer, exc)
                     return
         finally:
             self.sending -= 1
+            _count_down(self._sending_to, peer)
+            if dialing:
+                self._dialing -= 1
+                _count_down(self._dialing_to, peer)
         if replies:
             self._take_replies(peer, replies)
+
+
+def _count_down(counts: dict[PeerKey, int], peer: PeerKey) -> None:
+    left = counts.get(peer, 0) - 1
+    if left > 0:
+        counts[peer] = left
+    else:
+        counts.pop(peer, None)

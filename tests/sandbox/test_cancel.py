@@ -63,12 +63,14 @@ def _started(box: sandbox.Sandbox) -> None:
 
 
 def test_a_cancelled_run_ends_its_worker_and_frees_its_slot(one_slot: sandbox.Sandbox) -> None:
+    zombies_before = set(zombie_children())  # other tests' in this process are not ours
     run = _Run(one_slot)
     _started(one_slot)
     run.cancel.cancel()
     outcome = run.ended()
     assert not outcome.ok
-    assert worker_processes() == [] and zombie_children() == []
+    assert worker_processes() == []
+    assert set(zombie_children()) - zombies_before == set(), "the worker was not reaped"
     # its slot is free: the next run gets a worker at once
     assert one_slot.run(sandbox.JobRequest("onnx", _tiny(), _x16())).ok
 
