@@ -59,11 +59,14 @@ def pending(p: Provider, now_ms: int, *, besides: bytes = b"") -> int:
 
 def load_for(p: Provider, requester: bytes, now_ms: int, *, besides: bytes = b"") -> int:
     """The pending bids that count as load for an announcement of ``requester``: its
-    own in full; each other requester's up to ``max_pending_per_requester`` while the
-    job's escrow is on the ledger; and the bids for jobs with no escrow seen yet, from
-    all other requesters together, up to that same share. So neither one requester nor
-    announcements from many keys that lock nothing can make us busy for the rest.
-    Counted, not scanned: the cost does not grow with the bids open."""
+    own in full; every other requester's together up to ``max_pending_per_requester``
+    (each one's up to that share while the job's escrow is on the ledger, and the bids
+    for jobs with no escrow seen yet all together up to it too). So nobody else, one
+    requester, many keys that lock nothing, or both, can make us busy for a requester:
+    counted side by side, one key locking two escrows every few seconds (refunded) and
+    two free keys filled the capacity, and every honest requester of the class was
+    answered ``busy`` (review round 63, G2). Counted, not scanned: the cost does not grow
+    with the bids open."""
     book = p._bids
     book.expire(now_ms, p.work)
     book.reshare(p.max_pending_per_requester)
@@ -81,7 +84,7 @@ def load_for(p: Provider, requester: bytes, now_ms: int, *, besides: bytes = b""
             others -= min(f, share) - min(f - 1, share)
         else:
             others_unfunded -= 1
-    return own + others + min(others_unfunded, share)
+    return own + min(others + min(others_unfunded, share), share)
 
 
 def priced_load(p: Provider, now_ms: int) -> int:

@@ -143,13 +143,24 @@ def test_announcements_from_many_keys_that_lock_nothing_do_not_make_the_provider
     (honest,) = _answers(prov.receive(_announce(sim, "alice"), now))
     assert isinstance(honest, Bid)
 
-    # The same load from requesters that locked their escrows is real: busy.
-    sim, prov = Sim(6), _provider_with(funded, max_concurrency=2)
-    for i in range(2):
-        for _ in range(2):
-            spec = _announce(sim, f"bob-{i}")
-            funded[protocol.content_hash(spec)] = _Escrow(pub(key(f"bob-{i}")))
-            prov.receive(spec, now)
+    # Nor from requesters that locked their escrows (refunded at expiry: a lock proves
+    # no load), nor both together (review round 63, G2): every other requester's pending
+    # bids count together up to half the capacity.
+    for funders, free in ((2, 0), (1, 2)):
+        sim, prov = Sim(6), _provider_with(funded, max_concurrency=2)
+        for i in range(funders):
+            for _ in range(2):
+                spec = _announce(sim, f"bob-{i}")
+                funded[protocol.content_hash(spec)] = _Escrow(pub(key(f"bob-{i}")))
+                prov.receive(spec, now)
+        for i in range(free):
+            prov.receive(_announce(sim, f"mallory-{i}"), now)
+        assert prov.pending(now) == 2 * funders + free == 4  # the capacity: 2 slots x 2
+        (honest,) = _answers(prov.receive(_announce(sim, "alice"), now))
+        assert isinstance(honest, Bid)  # the tree before: NoBid busy, for every requester
+    # A requester's own pending bids still count in full: alice is busy at her own four.
+    for _ in range(3):
+        prov.receive(_announce(sim, "alice"), now)
     (busy,) = _answers(prov.receive(_announce(sim, "alice"), now))
     assert isinstance(busy, NoBid) and busy.reason == "busy"
 
@@ -248,14 +259,14 @@ def _scanned(prov: Provider, funded: dict[bytes, ledger.Escrow], who: bytes, now
             escrow = funded.get(job_id)
             paid = escrow is not None and escrow.owner == w.spec.requester and escrow.is_open
             counts.setdefault(w.spec.requester, [0, 0])[0 if paid else 1] += 1
-    load = unfunded = 0
+    own = others = unfunded = 0
     for requester, (f, u) in counts.items():
         if requester == who:
-            load += f + u
+            own += f + u
         else:
-            load += min(f, share)
+            others += min(f, share)
             unfunded += u
-    return load + min(unfunded, share)
+    return own + min(others + min(unfunded, share), share)
 
 
 def test_the_counts_agree_with_a_scan_of_every_bid() -> None:
