@@ -425,12 +425,19 @@ class Provider:
             return [Misbehaved(award.requester, "award does not match our bid")]
         if now_ms > bid.message.expires_ms:
             return self._decline(work, "the bid had expired", now_ms)
-        if award.deadline_ms < min(work.spec.deadline_ms, bid.message.est_finish_ms):
-            # An honest award leaves at least our estimate (and a grace past it), cut only
-            # by the job's own deadline. One that ends before it would be aborted unpaid at
-            # our next heartbeat, its slot freed for the next such award: a requester kept
-            # every slot running work it never paid for (review round 62, F1).
-            why = "the award's deadline is before our estimated finish"
+        # Our estimate of the run, as the bid was made: its est_finish is the bid's time,
+        # the window and the run; its expiry the bid's time, the window and the validity.
+        run_ms = bid.message.est_finish_ms - bid.message.expires_ms + self.config.bid_validity_ms
+        if award.deadline_ms - now_ms < run_ms:
+            # An honest award leaves at least our estimate from its arrival (and a grace
+            # past it). One that ends sooner would be aborted unpaid at our next heartbeat,
+            # its slot freed for the next such award: a requester kept every slot running
+            # work it never paid for (review round 62, F1). Measured from the award's
+            # arrival, not from our estimated finish: an award made late, near the bid's
+            # expiry, with its deadline at that finish left a run a few milliseconds
+            # (round 64, R64-1). Clock skew cancels: the requester's deadline is its own
+            # time of the award plus our estimate's remainder as it received the bid.
+            why = "the award leaves less time than our estimate of the run"
             return self._decline(work, why, now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
