@@ -97,6 +97,7 @@ from ._requester_jobs import (
 )
 from ._requester_policy import (
     catch,
+    drop_failed_audit,
     enough_answers,
     required,
     spec_to_sign,
@@ -532,6 +533,10 @@ class Requester:
             if waiting:
                 return effects
         verdict = judge_job(job, self.config)
+        if verdict.status != VerdictStatus.VERIFIED and drop_failed_audit(
+            job, self.config, now_ms, self.caught
+        ):
+            verdict = judge_job(job, self.config)  # as the job would be unaudited
         if verdict.status == VerdictStatus.VERIFIED:
             winners = [job.replicas[i] for i in verdict.accepted]
             if all(w.state == ReplicaState.DELIVERED for w in winners):

@@ -52,6 +52,9 @@ SEALED = "sealed"
 PLAIN = "plain"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
+#: An audit's output set aside: it disagreed with the first replica's and no established
+#: provider was left to decide between them (``_requester_policy.drop_failed_audit``).
+_SET_ASIDE = "its audit disagreed and nobody was left to decide: set aside"
 # A replica whose provider refused the job itself (its sandbox's admission): the failure
 # reason a Result with outcome ``rejected`` gives ("reported <outcome>: <message>").
 _REJECTED = "reported rejected: "
@@ -97,6 +100,9 @@ class Replica:
     received_ms: int = 0
     #: Its output as it came with the Result, sealed under the provider's one-time key.
     sealed: bytes = b""
+    #: Not judged (``_SET_ASIDE``): an audit's output no established provider could
+    #: decide against the first replica's.
+    set_aside: bool = False
     #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
     #: ``sealed`` is held ("" while none is wanted).
     want: str = ""
@@ -138,6 +144,9 @@ class RequesterJob:
     #: The redundancy the caller asked for (the signed spec's, except under adaptive
     #: replication, which signs 1 so that a one-replica job can settle).
     asked: int = 0
+    #: Why the job's output is unverified although its verdict holds (its audit
+    #: disagreed, set aside: ``_requester_policy.drop_failed_audit``); empty otherwise.
+    disputed: str = ""
     #: Agreeing results that verify the job, set at the first awards: adaptive's, or 2
     #: for a job of redundancy 1 audited under fixed (``_requester_policy.fixed_audit``).
     required: int = 0

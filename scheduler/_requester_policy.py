@@ -33,7 +33,14 @@ from protocol import Bid, JobSpec, Signed
 
 from ._config import RequesterConfig
 from ._pricing import Reputation, award_key
-from ._requester_jobs import _DECLINED, JobPhase, Replica, RequesterJob
+from ._requester_jobs import (
+    _DECLINED,
+    _SET_ASIDE,
+    JobPhase,
+    Replica,
+    ReplicaState,
+    RequesterJob,
+)
 
 #: Providers a requester caught with a wrong result, oldest first (a dict used as an
 #: ordered set, at most ``caught_limit``): their bids are refused under every replication,
@@ -278,8 +285,12 @@ def initial_order(
     order, n = with_probation(job, bids, spec.redundancy, config)
     audited = job.required > spec.redundancy  # decided again after every replica failed
     if n == 1 and order and (audited or fixed_audit(job, order, config)):
-        auditor = _second_veteran(order, config)
-        if auditor is not None:
+        auditors = _auditors(order, config)
+        if auditors:
+            # Drawn among them, not the best: the best priced next to the first was one
+            # person's second staked key whenever it bid so, which audited its own first
+            # key and told it of every audit before it delivered (round 64, R64-3).
+            auditor = config.rng.choice(auditors)
             job.required = 2
             return [order[0], auditor, *(s for s in order[1:] if s is not auditor)], 2
     return order, n
@@ -310,7 +321,8 @@ def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterCo
     spot checks), and one staked key with three self-dealt jobs was paid for wrong
     outputs of every job of redundancy 1 it won, never caught nor slashed; audited, it is
     outvoted (a third replica breaks the tie), caught by the requester and slashed on
-    the evidence of two paid agreeing Results. The auditor is established: a newcomer
+    the evidence of two paid agreeing Results. The auditor is drawn among the other
+    established bids (``initial_order``), and is established: a newcomer
     never outvotes an established provider, so a newcomer auditor would decide nothing,
     and a free key's wrong output there left an honest veteran's job undecided and
     unpaid."""
@@ -319,14 +331,59 @@ def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterCo
         and job.award_known is None
         and job.budget >= 2
         and _past_probation(order[0].message.provider, config)
-        and _second_veteran(order, config) is not None
+        and bool(_auditors(order, config))
         and config.rng.randrange(1000) < config.audit_permille
     )
 
 
-def _second_veteran(order: list[Signed[Bid]], config: RequesterConfig) -> Signed[Bid] | None:
-    """The best established provider's bid after the first."""
-    return next((s for s in order[1:] if _past_probation(s.message.provider, config)), None)
+def drop_failed_audit(
+    job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
+) -> bool:
+    """Whether an audit (``fixed_audit``) was dropped: one not verified (the caller's
+    verdict) that cannot be completed, with no replica running and no established bid
+    in hand to award, is dropped: the job is judged as it would have
+    been unaudited (``required`` back to its redundancy). An audit must leave no job
+    worse off than none: kept, one staked key drawn as the auditor went silent, or
+    disagreed with no third established provider bidding, and an honest veteran's job
+    failed, unpaid, the key neither caught nor slashed (review round 64, R64-2).
+
+    - The other replica failed (declined, silent, aborted): the one output in decides.
+    - The two outputs disagree: the first replica's decides, as it would have alone, and
+      the other is set aside (``Replica.set_aside``: not judged, paid, caught nor
+      attested, since nobody can tell which is wrong); the job is then ``unverified``
+      (``RequesterJob.disputed``) whatever its verdict, and its output handed over only
+      to a caller who asks for unverified outputs."""
+    if config.replication == "adaptive" or job.required <= job.spec.redundancy:
+        return False
+    if any(r.state == ReplicaState.RUNNING for r in job.replicas):
+        return False
+    live = [r for r in job.live() if not r.set_aside]
+    if not live or len(live) > 2 or (len(live) == 2 and not all(r.output for r in live)):
+        return False
+    if candidates(job, config, now_ms, caught, veterans_only=True):
+        return False  # an established bid can still stand in for the auditor, or decide
+    if len(live) == 2:
+        _, other = sorted(live, key=lambda r: r.index)
+        other.set_aside = True
+        other.state = ReplicaState.FAILED
+        other.reason = _SET_ASIDE
+        job.disputed = (
+            "its audit disagreed and no established provider was left to decide: the first "
+            "replica's output, unverified"
+        )
+    job.required = 0
+    job.target = 1
+    return True
+
+
+def _auditors(order: list[Signed[Bid]], config: RequesterConfig) -> list[Signed[Bid]]:
+    """The established providers' bids after the first (one per provider)."""
+    first = order[0].message.provider
+    return [
+        s
+        for s in order[1:]
+        if s.message.provider != first and _past_probation(s.message.provider, config)
+    ]
 
 
 def veteran_bidders(job: RequesterJob, config: RequesterConfig, caught: Caught) -> int:

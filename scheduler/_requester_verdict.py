@@ -43,7 +43,9 @@ def by_commitment(job: RequesterJob) -> bool:
     equal outputs are equal commitments. Otherwise tolerances need the bytes."""
     if job.spec.verification.mode != "exact":
         return False
-    classes = {r.output.determinism_class for r in job.replicas if r.output is not None}
+    classes = {
+        r.output.determinism_class for r in job.replicas if r.output is not None and not r.set_aside
+    }
     if job.known is not None:
         classes.add(job.known.determinism_class)
     return len(classes) <= 1
@@ -53,11 +55,13 @@ def verdict_inputs(job: RequesterJob) -> list[tuple[int, Output]]:
     """The outputs to judge: every result's commitment when they can be compared by
     commitment alone (``by_commitment``), else the outputs whose bytes arrived."""
     if by_commitment(job):
-        return [(r.index, r.output) for r in job.replicas if r.output is not None]
+        return [
+            (r.index, r.output) for r in job.replicas if r.output is not None and not r.set_aside
+        ]
     return [
         (r.index, r.output)
         for r in job.replicas
-        if r.output is not None and r.state == ReplicaState.DELIVERED
+        if r.output is not None and r.state == ReplicaState.DELIVERED and not r.set_aside
     ]
 
 

@@ -31,7 +31,10 @@ def requester_machine(node: Node) -> scheduler.Requester:
             reputation=lambda who: reputation(node.ledger.state, who),
             compare=compare,
             commitment=commitment,
-            rng=random.Random(node.rng.random()),
+            # its own stream in a test's seeded run; the system's otherwise (R64-4)
+            rng=node.rng
+            if isinstance(node.rng, random.SystemRandom)
+            else random.Random(node.rng.random()),
             claim_window_blocks=CLAIM_WINDOW_BLOCKS,
             settle_margin_blocks=SETTLE_MARGIN_BLOCKS,
             replication=policy.replication,

@@ -6,6 +6,8 @@ output of every job of redundancy 1 it won, never caught nor slashed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from scheduler import Requester
 
 from ._harness import BLOCK_MS, Node, Sim, honest_output
@@ -120,3 +122,57 @@ def test_a_newcomer_keeps_its_probation_replica_and_draws_no_audit() -> None:
     held = _machine(req).job(job)
     assert [r.provider for r in held.replicas] == [newcomer.pub, veterans[0].pub]
     assert held.required == 0
+
+
+def test_the_auditor_is_drawn_among_the_established_bids() -> None:
+    # Round 64, R64-3: the auditor was the best established bid after the first, so one
+    # person's second staked key priced next to its first audited it whenever an audit
+    # was drawn, and told it so before it delivered. Drawn among them, it seldom is.
+    auditors: list[bytes] = []
+    for seed in range(12):
+        sim = Sim(100 + seed)
+        req = sim.add_requester(audit_permille=1000)
+        sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
+        twin = sim.add_provider(price_floor=801, reputation=5, stake=STAKE)
+        for i in range(3):
+            sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE)
+        job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=2))
+        sim.run_jobs([job])
+        replicas = _machine(req).job(job).replicas
+        assert len(replicas) == 2
+        auditors.append(replicas[1].provider)
+    # the tree before: the twin, 12 times in 12
+    assert auditors.count(twin.pub) < 8 and len(set(auditors)) >= 3
+
+
+def _veteran_and_auditor(seed: int, auditor: str, *, offline: bool = False) -> Any:
+    """An honest veteran and one other established provider, its only auditor; the
+    done record, the veteran, the auditor and the requester machine."""
+    sim = Sim(seed)
+    req = sim.add_requester(audit_permille=1000)
+    veteran = sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
+    other = sim.add_provider(auditor, price_floor=900, reputation=5, stake=STAKE)
+    spec = sim.spec(req, redundancy=1, max_retries=2)
+    job = sim.submit(req, spec)
+    if offline:
+        sim.go_offline(other, sim.now + 250)  # bids, then never runs its award
+    sim.run_jobs([job])
+    return sim.done[job], veteran, other, _machine(req), honest_output(spec)
+
+
+def test_an_auditor_that_goes_silent_leaves_the_job_as_it_would_be_unaudited() -> None:
+    # Round 64, R64-2: kept, the audit failed the honest veteran's job, unpaid.
+    done, veteran, _, _, right = _veteran_and_auditor(27, "honest", offline=True)
+    assert done.status == "verified" and done.output == right
+    assert [p.provider for p in done.paid] == [veteran.pub]
+
+
+def test_an_audit_nobody_can_decide_pays_the_first_replica_as_unverified() -> None:
+    # Round 64, R64-2: a staked key as the auditor, wrong, with no third established
+    # provider: kept, the veteran's job failed, unpaid. Now the first replica's output
+    # decides, as it would have alone, and the job says it is unverified.
+    done, veteran, other, req, right = _veteran_and_auditor(28, "cheat")
+    assert done.status == "unverified" and done.output == right
+    assert "audit disagreed" in done.reason
+    assert [p.provider for p in done.paid] == [veteran.pub]
+    assert other.pub not in req.caught and veteran.pub not in req.caught
