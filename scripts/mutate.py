@@ -59,9 +59,15 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/node/daemon/test_review29_witnesses.py",  # strongest_witnesses, a coordinator's
     ),
     "scheduler/_ledger.py": ("tests/scheduler",),
+    # a provider's checks on an award and its escrow (does it run work it can be paid for?)
+    # and its blame of a requester whose escrow does not cover the award
+    "scheduler/_provider.py": ("tests/scheduler",),
+    "scheduler/_provider_bids.py": ("tests/scheduler",),  # no bid on unfunded or paid work
     "scheduler/_requester.py": ("tests/scheduler",),
     "scheduler/_requester_awards.py": ("tests/scheduler",),
     "scheduler/_requester_exchange.py": ("tests/scheduler",),
+    # awarded: a replica's messages are taken from its own provider only
+    "scheduler/_requester_jobs.py": ("tests/scheduler",),
     "scheduler/_requester_policy.py": ("tests/scheduler",),
     "scheduler/_requester_settle.py": ("tests/scheduler",),
     "scheduler/_requester_verdict.py": ("tests/scheduler",),
@@ -164,22 +170,13 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "a shortcut: EMPTY_BUCKET is content_hash(b''), what the join of no leaves hashes to"
     ),
     (
-        "scheduler/_requester.py",
-        "_fill",
-        "guard `if job.phase in (JobPhase.LOCKING, JobPhase.COLLECTING)` switched off",
-    ): (
-        "unreachable: _fill runs only in EXECUTING (_close_window sets it first, _on_bid "
-        "calls it only then, _progress follows a running replica's result or failure, and a "
-        "job goes back to COLLECTING only when announced again, which needs none running)"
-    ),
-    (
-        "scheduler/_requester.py",
-        "_fill",
+        "scheduler/_requester_awards.py",
+        "fill",
         "GtE -> Gt in `len(job.live()) >= job.target`",
     ): (
-        "unreachable difference: live == target with no replica running never gets there "
-        "(first awards are running; with none running and no verdict, _progress has raised "
-        "target above the delivered count)"
+        "unreachable difference: the shortcut above returns when a replica is live and "
+        "live >= target, so live reaches target here only by awards made in this call, "
+        "which are running (with none live before, initial_order's target is at least 1)"
     ),
     ("scheduler/_requester_policy.py", "with_probation", "guard `if not chosen` switched off"): (
         "a shortcut: n (the redundancy, or adaptive replication's 2) is at least 1, so "
