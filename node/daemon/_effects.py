@@ -115,10 +115,12 @@ class EffectRunner:
                 ):
                     node.spawn(self._unseal_once_kept, effect)
                 else:
-                    # A NoBid is worth no lookup: only to a peer we are connected to (a
-                    # peer's announcement names whom we answer: round 63, G1).
+                    # Answers to announcements have a budget of their own, and a NoBid is
+                    # worth no lookup: a peer's announcement names whom we answer (review
+                    # rounds 63, G1, and 65, H1).
+                    answer = isinstance(message, (protocol.Bid, protocol.NoBid))
                     dial = not isinstance(message, protocol.NoBid)
-                    node.market.send(effect.peer, effect.message.raw, dial=dial)
+                    node.market.send(effect.peer, effect.message.raw, answer=answer, dial=dial)
             case scheduler.Publish():
                 node.spawn(node.market.publish, effect.topic, effect.message.raw)
             case scheduler.Deliver():

@@ -58,21 +58,59 @@ MAX_MARKET_MESSAGE_BYTES = 64 << 10
 #: requester's providers): a signed message, no output, and the frame's headers.
 MAX_MARKET_SMALL_REQUEST_BYTES = MAX_MARKET_MESSAGE_BYTES + 1024
 
-#: Requests of our own in flight at once to peers we are connected to, in all and to one
-#: peer; and to peers we are not connected to (each a DHT lookup and relay dials), in all
-#: and to one peer. Past a bound the message is dropped (every one is best effort: a
-#: requester announces again, a provider resends its Result). A peer's announcement
-#: chooses whom a contributor answers, so without them one peer's announcements from
-#: fresh keys kept thousands of sends (each a lookup and two relay streams at the
-#: coordinators) at once, and the node's own lookups waited seconds (review round 63, G1).
-MAX_SENDS = 256
-MAX_SENDS_PER_PEER = 32
-MAX_DIALING_SENDS = 32
-MAX_DIALING_SENDS_PER_PEER = 2
-#: A peer that one of our sends could not reach gets none that would dial it for this
-#: long (the most remembered: ``MAX_UNREACHABLE``).
+#: Requests of our own in flight, in two budgets, so that one cannot starve the other:
+#: *answers* to announcements (Bid, NoBid), which any peer's announcement causes to a key
+#: it names, and messages about *work in hand* (an Award, a Heartbeat, a Result, a
+#: Receipt, an Unseal), which only a party to a job of ours causes. Unbounded, one peer's
+#: announcements from fresh keys kept thousands of answers in flight, each (over libp2p) a
+#: DHT lookup and two relay streams at the coordinators (review round 63, G1); in one
+#: shared budget, eight silent keys named by announcements filled it, and the
+#: contributor dropped the Heartbeats and Results of the work it ran (round 65, H1).
+#: Past a bound the message is dropped (each is best effort: a requester announces
+#: again, a provider resends its Result).
+MAX_ANSWERS = 512
+MAX_ANSWERS_PER_PEER = 4
+MAX_WORK_SENDS = 256
+MAX_WORK_SENDS_PER_PEER = 64
+#: Answers to peers we are not connected to (each a DHT lookup and relay dials), in all
+#: and to one peer; a NoBid never dials.
+MAX_DIALING_ANSWERS = 16
+MAX_DIALING_ANSWERS_PER_PEER = 4
+#: An answer is waited for this long (a Bid later than its bid window is worth nothing);
+#: a message about work in hand this long.
+ANSWER_TIMEOUT_S = 3.0
+WORK_TIMEOUT_S = 10.0
+#: A peer that an answer of ours could not reach gets no answer that would dial it for
+#: this long (the most remembered: ``MAX_UNREACHABLE``).
 UNREACHABLE_MS = 60_000
 MAX_UNREACHABLE = 4096
+
+
+@dataclasses.dataclass
+class _Slots:
+    """Requests in flight, in all and by peer, under a bound of each."""
+
+    total: int
+    per_peer: int
+    count: int = 0
+    by_peer: dict[PeerKey, int] = dataclasses.field(default_factory=dict)
+
+    def take(self, peer: PeerKey) -> bool:
+        held = self.by_peer.get(peer, 0)
+        if self.count >= self.total or held >= self.per_peer:
+            return False
+        self.count += 1
+        self.by_peer[peer] = held + 1
+        return True
+
+    def give(self, peer: PeerKey) -> None:
+        self.count -= 1
+        left = self.by_peer.get(peer, 0) - 1
+        if left > 0:
+            self.by_peer[peer] = left
+        else:
+            self.by_peer.pop(peer, None)
+
 
 _PROVIDER_TAGS = frozenset({JobSpec.TAG, Award.TAG, protocol.Receipt.TAG})
 _REQUESTER_TAGS = frozenset(
@@ -156,13 +194,12 @@ class Market:
         #: While a market request is handled: its sender, and the messages for it that the
         #: machines produce meanwhile, which go back in the response.
         self._replying: tuple[PeerKey, list[bytes]] | None = None
-        #: Messages being sent now (requests of our own in flight), in all and by peer;
-        #: those to peers we were not connected to, in all and by peer.
-        self.sending = 0
-        self._sending_to: dict[PeerKey, int] = {}
-        self._dialing = 0
-        self._dialing_to: dict[PeerKey, int] = {}
-        #: Peers a send of ours could not reach, until when no send dials them.
+        #: Requests of our own in flight: answers to announcements (those dialing a peer
+        #: we were not connected to apart too) and messages about work in hand.
+        self._answers = _Slots(MAX_ANSWERS, MAX_ANSWERS_PER_PEER)
+        self._dialing = _Slots(MAX_DIALING_ANSWERS, MAX_DIALING_ANSWERS_PER_PEER)
+        self._work = _Slots(MAX_WORK_SENDS, MAX_WORK_SENDS_PER_PEER)
+        #: Peers an answer of ours could not reach, until when no answer dials them.
         self._unreachable: dict[PeerKey, int] = {}
 
     # --- bytes from peers ----------------------------------------------------------------
@@ -189,8 +226,8 @@ class Market:
             if kept == MAX_REPLIES or size > MAX_REPLY_BYTES:
                 break
             kept += 1
-        for extra in replies[kept:]:
-            self._node.spawn(self._send, peer, extra, b"")
+        for extra in replies[kept:]:  # answers or not, they are about work with ``peer``
+            self._spawn_send(peer, extra, b"", answer=False, dial=True)
         del replies[kept:]
         return protocol.pack(replies) if replies else b""
 
@@ -294,52 +331,54 @@ class Market:
         requester = self._node.requester
         return requester is not None and requester.awarded_to(peer)
 
-    def send(self, peer: PeerKey, raw: bytes, *, dial: bool = True) -> None:
+    @property
+    def sending(self) -> int:
+        """Requests of our own in flight (a stopping node waits, bounded, for them)."""
+        return self._answers.count + self._work.count
+
+    def send(self, peer: PeerKey, raw: bytes, *, answer: bool = False, dial: bool = True) -> None:
         """Send a signed message: in the response to ``peer``'s request being handled, if
-        any, else as a request of its own, within the bounds on sends in flight
-        (``MAX_SENDS``); ``dial`` False: only to a peer we are connected to (a NoBid is
-        worth no lookup)."""
+        any, else as a request of its own within its budget (``MAX_ANSWERS``): ``answer``,
+        a Bid or NoBid answering an announcement; ``dial`` False, only to a peer we are
+        connected to (a NoBid is worth no lookup)."""
         if self._replying is not None and self._replying[0] == peer:
             self._replying[1].append(raw)
         else:
-            self._spawn_send(peer, raw, b"", dial=dial)
+            self._spawn_send(peer, raw, b"", answer=answer, dial=dial)
 
     def deliver(self, peer: PeerKey, result: bytes, output: bytes) -> None:
         """Send a Result with its output sealed to the requester."""
         sealed = scheduler.seal(peer, output) if output else b""
-        self._spawn_send(peer, result, sealed, dial=True)
+        self._spawn_send(peer, result, sealed, answer=False, dial=True)
 
-    def _spawn_send(self, peer: PeerKey, raw: bytes, sealed: bytes, *, dial: bool) -> None:
+    def _spawn_send(
+        self, peer: PeerKey, raw: bytes, sealed: bytes, *, answer: bool, dial: bool
+    ) -> None:
         node = self._node
-        connected = peer == node.me or peer in node.net.connected_peers()
-        if not connected:
+        dialing = False
+        if answer and peer != node.me and peer not in node.net.connected_peers():
             until = self._unreachable.get(peer)
             if until is not None and until <= node.now_ms():
                 del self._unreachable[peer]
                 until = None
-            if (
-                not dial
-                or until is not None
-                or self._dialing >= MAX_DIALING_SENDS
-                or self._dialing_to.get(peer, 0) >= MAX_DIALING_SENDS_PER_PEER
-            ):
+            if not dial or until is not None or not self._dialing.take(peer):
                 node.metrics.sends_dropped.inc()
                 return
-        if self.sending >= MAX_SENDS or self._sending_to.get(peer, 0) >= MAX_SENDS_PER_PEER:
+            dialing = True
+        slots = self._answers if answer else self._work
+        if not slots.take(peer):
+            if dialing:
+                self._dialing.give(peer)
             node.metrics.sends_dropped.inc()
             return
-        self.sending += 1  # a stopping node waits (bounded) for these (Node.drain)
-        self._sending_to[peer] = self._sending_to.get(peer, 0) + 1
-        if not connected:
-            self._dialing += 1
-            self._dialing_to[peer] = self._dialing_to.get(peer, 0) + 1
-        node.spawn(self._send, peer, raw, sealed, not connected)
+        node.spawn(self._send, peer, raw, sealed, slots, dialing)
 
-    def _failed(self, peer: PeerKey, exc: NetworkError) -> None:
-        """A send that did not go through: a peer it could not reach gets no send of ours
-        that would dial it for ``UNREACHABLE_MS`` (logged once then)."""
+    def _failed(self, peer: PeerKey, exc: NetworkError, *, mark: bool) -> None:
+        """A send that did not go through. A peer an answer that dialed it could not
+        reach gets no answer of ours that would dial it for ``UNREACHABLE_MS`` (logged
+        once then)."""
         node = self._node
-        if not isinstance(exc, (PeerUnreachable, NetworkTimeout)):
+        if not mark or not isinstance(exc, (PeerUnreachable, NetworkTimeout)):
             log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
             return
         if peer in node.net.connected_peers():
@@ -367,9 +406,12 @@ class Market:
             now = node.now_ms()
             self.feed("provider", node.me, lambda: provider.receive(raw, now))
 
-    async def _send(self, peer: PeerKey, raw: bytes, sealed: bytes, dialing: bool) -> None:
+    async def _send(
+        self, peer: PeerKey, raw: bytes, sealed: bytes, slots: _Slots, dialing: bool
+    ) -> None:
         node = self._node
         request = protocol.pack([raw, sealed])
+        answer = slots is self._answers
         try:
             if peer == node.me:  # a node may be both requester and provider of one job
                 replies = await self.serve(node.me, request)
@@ -379,26 +421,16 @@ class Market:
                         peer,
                         MARKET_PROTOCOL,
                         request,
-                        timeout=10,
+                        timeout=ANSWER_TIMEOUT_S if answer else WORK_TIMEOUT_S,
                         max_response_bytes=MAX_REPLY_BYTES,  # no valid answer is larger
                     )
                 except NetworkError as exc:
                     node.metrics.sends_failed.inc()
-                    self._failed(peer, exc)
+                    self._failed(peer, exc, mark=dialing)
                     return
         finally:
-            self.sending -= 1
-            _count_down(self._sending_to, peer)
+            slots.give(peer)
             if dialing:
-                self._dialing -= 1
-                _count_down(self._dialing_to, peer)
+                self._dialing.give(peer)
         if replies:
             self._take_replies(peer, replies)
-
-
-def _count_down(counts: dict[PeerKey, int], peer: PeerKey) -> None:
-    left = counts.get(peer, 0) - 1
-    if left > 0:
-        counts[peer] = left
-    else:
-        counts.pop(peer, None)

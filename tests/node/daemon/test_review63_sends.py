@@ -20,14 +20,15 @@ from node.config import ContributorConfig, CoordinatorConfig, NodeConfig
 from node.daemon import Node, ProviderProfile, run_classes
 from node.daemon.market import (
     MARKET_PROTOCOL,
-    MAX_DIALING_SENDS,
-    MAX_DIALING_SENDS_PER_PEER,
-    MAX_SENDS,
+    MAX_ANSWERS_PER_PEER,
+    MAX_DIALING_ANSWERS,
+    MAX_DIALING_ANSWERS_PER_PEER,
 )
 from node.net import MemoryHub, job_topic
 from protocol import JobSpec, Requirements, VerificationPolicy, sign
 from sandbox import determinism_class
 from sandbox.testing import FailingRunner
+from scheduler._provider_bids import MAX_UNFUNDED_BIDS
 
 from ...keys import key
 
@@ -126,8 +127,26 @@ async def test_announcements_from_many_keys_make_bounded_sends() -> None:
                 await anet.request(bytes(contributor.verify_key), MARKET_PROTOCOL, frame)
             await trio.sleep(0.5)
             # the tree before: every announcement one send, 800 at once, none ever ended
-            assert counts["most_dialing"] <= MAX_DIALING_SENDS
-            assert node.market.sending <= MAX_SENDS
-            assert counts["to_unconnected"] <= MAX_DIALING_SENDS_PER_PEER * 8 + 64
+            assert counts["most_dialing"] <= MAX_DIALING_ANSWERS
+            assert node.market.sending <= MAX_ANSWERS_PER_PEER * 8 + MAX_DIALING_ANSWERS
+            # a NoBid never dials: only Bids did, at most the unfunded bids a provider makes
+            assert counts["to_unconnected"] <= MAX_UNFUNDED_BIDS + MAX_DIALING_ANSWERS_PER_PEER * 8
             assert node.conduct.score(bytes(attacker.verify_key)) == 0  # it broke no rule
+            # Messages about work in hand have a budget of their own: with the answers'
+            # full of silent keys, a Heartbeat to a requester still goes (round 65, H1).
+            got: list[bytes] = []
+
+            async def taking(peer: bytes, request: bytes) -> bytes:
+                got.append(request)
+                return b""
+
+            honest = key("r63-honest")
+            hnet = await stack.enter_async_context(hub.open(honest))
+            hnet.set_handler(MARKET_PROTOCOL, taking, max_request_bytes=1 << 16)
+            beat = protocol.Heartbeat(b"\x01" * 32, bytes(contributor.verify_key), 0, 0, 1)
+            raw = sign(beat, contributor, CHAIN).raw
+            for _ in range(4):
+                node.market.send(bytes(honest.verify_key), raw)
+            while len(got) < 4:
+                await trio.sleep(0.01)
             outer.cancel_scope.cancel()
