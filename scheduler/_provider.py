@@ -444,6 +444,7 @@ class Provider:
         self._bids.awarded(work)  # no longer pending; one with no escrow still counts
         work.phase = WorkPhase.AWARDED
         work.award = signed
+        work.run_ms = run_ms
         # The first heartbeat waits a little: a short run delivers before it is due, and its
         # result tells the requester all a heartbeat would (one message less per job).
         first = min(self.config.first_heartbeat_ms, self.config.heartbeat_interval_ms)
@@ -480,8 +481,12 @@ class Provider:
         if why:
             blame = Misbehaved(work.spec.requester, f"escrow {why}")
             return [blame, *self._decline(work, f"the escrow {why}", now_ms)]
-        if now_ms >= award.deadline_ms:
-            return self._decline(work, "the award's deadline passed before its escrow", now_ms)
+        if award.deadline_ms - now_ms < work.run_ms:
+            # Checked again as it starts: held for its escrow, an award started when the
+            # escrow came, whatever time was left, and a requester timing its lock had the
+            # run aborted unpaid (review round 65, H3).
+            why = "the award's time left, once its escrow came, is less than our estimate"
+            return self._decline(work, why, now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
         self._bids.drop(work)

@@ -88,6 +88,9 @@ class Work:
     counted: bool = False
     #: While AWARDED: the blocks seen since the award without its escrow.
     held_blocks: int = 0
+    #: Our estimate of the run, as the awarded bid made it: an award starts only with at
+    #: least this long left before its deadline (``Provider._start_or_hold``).
+    run_ms: int = 0
 
     @property
     def spec(self) -> JobSpec:

@@ -181,23 +181,28 @@ def test_a_held_award_whose_escrow_shows_once_the_slots_filled_is_declined() -> 
     assert held.id not in p.work and p.active == 1
 
 
-def test_a_held_award_runs_on_an_escrow_shown_before_its_deadline_only() -> None:
+def test_a_held_award_runs_on_an_escrow_shown_with_our_estimate_left_only() -> None:
+    # Round 65, H3: held for its escrow, an award ran whatever time was left once the
+    # escrow came (only a deadline already passed was declined): a requester timing its
+    # lock had the run aborted unpaid. It starts only with our estimate of the run left.
     p, escrows = _setup()
     on_time, on_time_bid = _bid_on(p, None)
+    run_ms = on_time_bid.message.est_finish_ms - on_time_bid.message.expires_ms
+    run_ms += p.config.bid_validity_ms
     deadline = START_MS + 5_000
     p.receive(_award(on_time.id, on_time_bid, deadline_ms=deadline), START_MS + 10)
     assert p.get(on_time.id).phase == WorkPhase.AWARDED
     escrows[on_time.id] = _Escrow(owner=REQUESTER)
-    assert _runs(p.follow_ledger(101, escrows.get, deadline - 1))
-    # another provider, its escrow shown only at the award's deadline
+    assert _runs(p.follow_ledger(101, escrows.get, deadline - run_ms))
+    # another provider, its escrow shown a millisecond later than that
     q, q_escrows = _setup()
     late, late_bid = _bid_on(q, None)
     q.receive(_award(late.id, late_bid, deadline_ms=deadline), START_MS + 10)
     q_escrows[late.id] = _Escrow(owner=REQUESTER)
-    fx = q.follow_ledger(101, q_escrows.get, deadline)
+    fx = q.follow_ledger(101, q_escrows.get, deadline - run_ms + 1)
     assert not _runs(fx)
     [nobid] = _sends(fx, NoBid)
-    assert "deadline passed" in nobid.detail
+    assert "less than our estimate" in nobid.detail
     assert late.id not in q.work
 
 
