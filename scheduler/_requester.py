@@ -568,12 +568,16 @@ class Requester:
         """Award spare bids until ``target`` replicas are live (``fill``); finalise when
         none is left to award."""
         effects, short = fill(job, now_ms, self.config, self.me, self.caught)
+        if short and drop_failed_audit(job, self.config, now_ms, self.caught, final=True):
+            return effects + self._progress(job, now_ms)  # judged as it would be unaudited
         return effects + self._finalise_short(job, now_ms) if short else effects
 
     def _force(
         self, job: RequesterJob, now_ms: int, height: int, *, settle_limit: bool
     ) -> list[Effect]:
         """The deadline or the settle limit came (``force``): wait for keys, or decide."""
+        if judge_job(job, self.config).status != VerdictStatus.VERIFIED:
+            drop_failed_audit(job, self.config, now_ms, self.caught, final=True)
         at = (self.config, self.me, height)
         effects, decide = force(job, now_ms, *at, settle_limit=settle_limit)
         return effects + self._finalise(job, now_ms, forced=True) if decide else effects

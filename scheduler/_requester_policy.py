@@ -337,22 +337,32 @@ def fixed_audit(job: RequesterJob, order: list[Signed[Bid]], config: RequesterCo
 
 
 def drop_failed_audit(
-    job: RequesterJob, config: RequesterConfig, now_ms: int, caught: Caught
+    job: RequesterJob,
+    config: RequesterConfig,
+    now_ms: int,
+    caught: Caught,
+    *,
+    final: bool = False,
 ) -> bool:
     """Whether an audit (``fixed_audit``) was dropped: one not verified (the caller's
     verdict) that cannot be completed, with no replica running and no established bid
-    in hand to award, is dropped: the job is judged as it would have
+    in hand to award (``final``: nothing more will be awarded, the job being decided now),
+    is dropped: the job is judged as it would have
     been unaudited (``required`` back to its redundancy). An audit must leave no job
     worse off than none: kept, one staked key drawn as the auditor went silent, or
     disagreed with no third established provider bidding, and an honest veteran's job
     failed, unpaid, the key neither caught nor slashed (review round 64, R64-2).
 
     - The other replica failed (declined, silent, aborted): the one output in decides.
-    - The two outputs disagree: the first replica's decides, as it would have alone, and
-      the other is set aside (``Replica.set_aside``: not judged, paid, caught nor
-      attested, since nobody can tell which is wrong); the job is then ``unverified``
-      (``RequesterJob.disputed``) whatever its verdict, and its output handed over only
-      to a caller who asks for unverified outputs."""
+    - The two outputs disagree: while the job can still be announced again for a third
+      established replica (``final`` False, and two bid windows left before its
+      deadline), nothing is dropped: kept bids expire 5 s after their window, and a
+      cheat whose long run outlasted them was paid and the honest auditor set aside
+      every time (round 65, H2). Past that, the first replica's output decides, as it
+      would have alone, and the other is set aside (``Replica.set_aside``: not judged,
+      paid, caught nor attested, since nobody can tell which is wrong); the job is then
+      ``unverified`` (``RequesterJob.disputed``) whatever its verdict, and its output
+      handed over only to a caller who asks for unverified outputs."""
     if config.replication == "adaptive" or job.required <= job.spec.redundancy:
         return False
     if any(r.state == ReplicaState.RUNNING for r in job.replicas):
@@ -360,9 +370,11 @@ def drop_failed_audit(
     live = [r for r in job.live() if not r.set_aside]
     if not live or len(live) > 2 or (len(live) == 2 and not all(r.output for r in live)):
         return False
-    if candidates(job, config, now_ms, caught, veterans_only=True):
+    if not final and candidates(job, config, now_ms, caught, veterans_only=True):
         return False  # an established bid can still stand in for the auditor, or decide
     if len(live) == 2:
+        if not final and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
+            return False  # announced again for a third established replica (``fill``)
         _, other = sorted(live, key=lambda r: r.index)
         other.set_aside = True
         other.state = ReplicaState.FAILED

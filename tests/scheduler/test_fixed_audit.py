@@ -176,3 +176,28 @@ def test_an_audit_nobody_can_decide_pays_the_first_replica_as_unverified() -> No
     assert "audit disagreed" in done.reason
     assert [p.provider for p in done.paid] == [veteran.pub]
     assert other.pub not in req.caught and veteran.pub not in req.caught
+
+
+def test_a_long_audited_job_is_announced_again_before_an_undecided_audit_is_dropped() -> None:
+    # Round 65, R65-H2: kept bids expire 5 s after their window, so with runs over 5 s no
+    # established bid was in hand when the audit disagreed: it was dropped at once, the
+    # cheat's output paid (unverified) and the honest auditor set aside, with a third
+    # veteran bidding and most of the deadline left. It is announced again first.
+    sim = Sim(29)
+    req = sim.add_requester(audit_permille=1000)
+    cheat = sim.add_provider(
+        "cheat", price_floor=800, reputation=5, stake=STAKE, run_ms=6_000, base_run_ms=6_000
+    )
+    honest = [
+        sim.add_provider(
+            price_floor=900 + i, reputation=5, stake=STAKE, run_ms=6_000, base_run_ms=6_000
+        )
+        for i in range(2)
+    ]
+    spec = sim.spec(req, redundancy=1, max_retries=2, deadline_ms=60_000)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "verified" and done.output == honest_output(spec)
+    assert {p.provider for p in done.paid} == {h.pub for h in honest}
+    assert cheat.pub in _machine(req).caught
