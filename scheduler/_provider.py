@@ -350,8 +350,13 @@ class Provider:
     def escrow_closed(self, job_id: bytes, now_ms: int) -> list[Effect]:
         """The job's escrow closed; whatever we were not paid by now we never will be."""
         work = self.work.get(job_id)
-        if work is None or work.phase == WorkPhase.RUNNING:
+        if work is None:
             return []
+        if work.phase == WorkPhase.RUNNING:
+            # Nothing can pay the run now: it ends, its slot free (left going, it held the
+            # slot to its end or its award's deadline: the mutation run of round 62).
+            why = "the job's escrow closed while it ran, without paying us"
+            return [AbortJob(job_id), *self._close(work, why)]
         if work.phase == WorkPhase.AWARDED:
             return self._decline(work, "the job's escrow is closed", now_ms)
         if work.phase == WorkPhase.BIDDING:  # the job ended without us

@@ -16,7 +16,6 @@ from scheduler import (
     AbortJob,
     Misbehaved,
     NotifyUser,
-    Output,
     Provider,
     RunJob,
     Send,
@@ -28,7 +27,7 @@ from scheduler import (
 )
 
 from ..keys import key, pub
-from ._harness import CHAIN, DETERMINISM, START_MS, commitment
+from ._harness import CHAIN, START_MS
 from .test_review3_provider import _bids, _Escrow, _provider, _spec
 
 REQUESTER = pub(key("requester"))
@@ -263,25 +262,18 @@ def test_ledger_events_for_work_it_does_not_hold_are_ignored() -> None:
     assert p.work == {}
 
 
-def test_running_work_whose_escrow_closes_unpaid_is_not_closed_under_its_sandbox() -> None:
+def test_running_work_whose_escrow_closes_unpaid_ends_its_run() -> None:
     """Closed while its sandbox runs, with no AbortJob, its slot would be free for another
-    run beside it (the pattern of review round 56, F1). Today the run goes on and its work
-    closes once it ended; ending the run at once (AbortJob) would do as well."""
+    run beside it (the pattern of review round 56, F1); kept, the run held its slot to its
+    end though nothing could pay it. It ends at once (AbortJob) and the work closes."""
     p, escrows = _setup()
     signed, bid = _bid_on(p, escrows)
     assert _runs(p.receive(_award(signed.id, bid), START_MS + 10))
     escrows[signed.id].is_open = False  # settled, paying us nothing, as we run
     fx = p.follow_ledger(101, escrows.get, START_MS + 200)
-    if AbortJob(signed.id) not in fx:
-        # the sandbox still runs it: the work and its slot are kept until it ends
-        assert not [e for e in fx if isinstance(e, NotifyUser)]
-        assert p.get(signed.id).phase == WorkPhase.RUNNING and p.active == 1
-        data = b"output"
-        out = Output(data, commitment(data), DETERMINISM)
-        p.job_finished(signed.id, START_MS + 400, outcome="ok", output=out, usage=USAGE)
-        fx = p.follow_ledger(102, escrows.get, START_MS + 1_200)
+    assert AbortJob(signed.id) in fx
     closed = [e for e in fx if isinstance(e, NotifyUser) and e.event == UserEvent.CLOSED]
-    assert [e.detail for e in closed] == ["escrow closed without paying us"]
+    assert [e.detail for e in closed] == ["the job's escrow closed while it ran, without paying us"]
     assert signed.id not in p.work and p.active == 0
 
 
