@@ -33,7 +33,7 @@ def _provider_node(tmp_path: Path, nursery: trio.Nursery, sent: list[bytes]) -> 
         provider=SimpleNamespace(work={JOB: work}),
         requester=None,
         jobs={},
-        market=SimpleNamespace(send=lambda peer, raw: sent.append(raw)),
+        market=SimpleNamespace(send=lambda peer, raw, **kw: sent.append(raw)),
         spawn=nursery.start_soon,
     )
     node.recovery = Recovery(node, tmp_path)
