@@ -210,6 +210,7 @@ def award(
     signed = sign(message, config.key, config.chain_id)
     rep = Replica(index, bid.provider, signed, deadline, now_ms, bid.determinism_class)
     rep.bid = signed_bid.raw
+    rep.awarded_ms = now_ms
     rep.trusted = config.replication == "adaptive" and trusted(bid.provider, config, caught)
     rep.established = established(config.reputation(bid.provider), config)
     rep.next_nudge_ms = now_ms + config.award_resend_ms

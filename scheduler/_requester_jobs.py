@@ -103,6 +103,8 @@ class Replica:
     #: Not judged (``_SET_ASIDE``): an audit's output no established provider could
     #: decide against the first replica's.
     set_aside: bool = False
+    #: When it was awarded.
+    awarded_ms: int = 0
     #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
     #: ``sealed`` is held ("" while none is wanted).
     want: str = ""

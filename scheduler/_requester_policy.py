@@ -365,24 +365,45 @@ def drop_failed_audit(
       handed over only to a caller who asks for unverified outputs."""
     if config.replication == "adaptive" or job.required <= job.spec.redundancy:
         return False
-    if any(r.state == ReplicaState.RUNNING for r in job.replicas):
+    if not final and any(r.state == ReplicaState.RUNNING for r in job.replicas):
         return False
-    live = [r for r in job.live() if not r.set_aside]
+    # Deciding now (``final``), a replica still running will not be judged: without its
+    # output the audit is decided as below (kept, a third replica still running at the
+    # deadline failed the job with nobody paid: round 66, I1).
+    live = [
+        r for r in job.live() if not r.set_aside and (not final or r.state != ReplicaState.RUNNING)
+    ]
     if not live or len(live) > 2 or (len(live) == 2 and not all(r.output for r in live)):
         return False
     if not final and candidates(job, config, now_ms, caught, veterans_only=True):
         return False  # an established bid can still stand in for the auditor, or decide
     if len(live) == 2:
-        if not final and now_ms + 2 * job.spec.bid_window_ms < job.spec.deadline_ms:
+        if not final:
             return False  # announced again for a third established replica (``fill``)
-        _, other = sorted(live, key=lambda r: r.index)
-        other.set_aside = True
-        other.state = ReplicaState.FAILED
-        other.reason = _SET_ASIDE
-        job.disputed = (
-            "its audit disagreed and no established provider was left to decide: the first "
-            "replica's output, unverified"
-        )
+        first, other = sorted(live, key=lambda r: r.index)
+        # What a third replica needs after the first's deadline to check it: two bid
+        # windows and a run as long as the first's award allowed.
+        room = 2 * job.spec.bid_window_ms + (first.deadline_ms - first.awarded_ms)
+        if first.deadline_ms + room > job.spec.deadline_ms:
+            # Its award left no time to check it: it decides nothing. Deciding for it, a
+            # cheat that bid an estimate reaching the job's deadline, and delivered late,
+            # was paid every time it was audited and never caught (round 66, I1).
+            # Nobody is paid.
+            aside = [first, other]
+            job.disputed = (
+                "its audit disagreed with a first replica whose award left no time to "
+                "check it: neither output is taken"
+            )
+        else:
+            aside = [other]
+            job.disputed = (
+                "its audit disagreed and no established provider was left to decide: the "
+                "first replica's output, unverified"
+            )
+        for r in aside:
+            r.set_aside = True
+            r.state = ReplicaState.FAILED
+            r.reason = _SET_ASIDE
     job.required = 0
     job.target = 1
     return True

@@ -204,6 +204,8 @@ def finalise(
     elif not job.replicas:
         report = explain_no_bids(job.nobids.values(), len(job.providers))
         reason = f"no bids: {report.primary}"
+    elif job.disputed:
+        reason = job.disputed
     elif job.known is not None and verdict.rejected:
         reason = "every result contradicts the known answer"
         losers = [by_index[i] for i in verdict.rejected]

@@ -23,7 +23,6 @@ from protocol import Award, JobSpec, Result
 from ..net import (
     MAX_FRAME_BYTES,
     NetworkError,
-    NetworkTimeout,
     PeerKey,
     PeerUnreachable,
     RequestRejected,
@@ -69,19 +68,25 @@ MAX_MARKET_SMALL_REQUEST_BYTES = MAX_MARKET_MESSAGE_BYTES + 1024
 #: Past a bound the message is dropped (each is best effort: a requester announces
 #: again, a provider resends its Result).
 MAX_ANSWERS = 512
-MAX_ANSWERS_PER_PEER = 4
+#: A provider answers a batch of one requester's announcements with up to its open-bid
+#: capacity of Bids at once (4 by default, ``max_concurrency × overbook``): at 4, a
+#: batch of 12 lost 8 of them (round 66, I3).
+MAX_ANSWERS_PER_PEER = 16
 MAX_WORK_SENDS = 256
 MAX_WORK_SENDS_PER_PEER = 64
 #: Answers to peers we are not connected to (each a DHT lookup and relay dials), in all
 #: and to one peer; a NoBid never dials.
 MAX_DIALING_ANSWERS = 16
-MAX_DIALING_ANSWERS_PER_PEER = 4
-#: An answer is waited for this long (a Bid later than its bid window is worth nothing);
-#: a message about work in hand this long.
+MAX_DIALING_ANSWERS_PER_PEER = 8
+#: An answer to a peer we are connected to is waited for this long (a Bid later than
+#: its bid window is worth nothing); one that dials, and a message about work in hand,
+#: this long (a lookup and a dial may take 5 s each: at 3 s, an honest requester slow
+#: to reach got none of our Bids, round 66, I2).
 ANSWER_TIMEOUT_S = 3.0
 WORK_TIMEOUT_S = 10.0
-#: A peer that an answer of ours could not reach gets no answer that would dial it for
-#: this long (the most remembered: ``MAX_UNREACHABLE``).
+#: A peer that an answer of ours could not reach (unreachable: not a timeout, which a
+#: slow dial gives too) gets no answer that would dial it for this long (the most
+#: remembered: ``MAX_UNREACHABLE``).
 UNREACHABLE_MS = 60_000
 MAX_UNREACHABLE = 4096
 
@@ -378,7 +383,7 @@ class Market:
         reach gets no answer of ours that would dial it for ``UNREACHABLE_MS`` (logged
         once then)."""
         node = self._node
-        if not mark or not isinstance(exc, (PeerUnreachable, NetworkTimeout)):
+        if not mark or not isinstance(exc, PeerUnreachable):
             log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
             return
         if peer in node.net.connected_peers():
@@ -421,7 +426,7 @@ class Market:
                         peer,
                         MARKET_PROTOCOL,
                         request,
-                        timeout=ANSWER_TIMEOUT_S if answer else WORK_TIMEOUT_S,
+                        timeout=ANSWER_TIMEOUT_S if answer and not dialing else WORK_TIMEOUT_S,
                         max_response_bytes=MAX_REPLY_BYTES,  # no valid answer is larger
                     )
                 except NetworkError as exc:

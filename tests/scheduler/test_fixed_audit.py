@@ -201,3 +201,23 @@ def test_a_long_audited_job_is_announced_again_before_an_undecided_audit_is_drop
     assert done.status == "verified" and done.output == honest_output(spec)
     assert {p.provider for p in done.paid} == {h.pub for h in honest}
     assert cheat.pub in _machine(req).caught
+
+
+def test_a_first_replica_whose_award_left_no_time_to_check_it_wins_no_undecided_audit() -> None:
+    # Round 66, I1: a cheat, first, bid an estimate reaching the job's deadline and
+    # delivered late: no third replica fitted, and the undecided audit went its way,
+    # paid and never caught. Its award left no time to check it: nobody is paid.
+    sim = Sim(41)
+    req = sim.add_requester(audit_permille=1000)
+    cheat = sim.add_provider(
+        "cheat", price_floor=700, reputation=5, stake=STAKE, run_ms=9_400, base_run_ms=7_500
+    )
+    for i in range(2):  # honest veterans, 5 s runs
+        sim.add_provider(price_floor=900 + 100 * i, reputation=5, stake=STAKE, run_ms=5_000)
+    spec = sim.spec(req, redundancy=1, max_retries=2, deadline_ms=15_000, max_price=2_000)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "failed" and "no time to check it" in done.reason
+    assert done.paid == () or not done.paid
+    assert sim.ledger.state.balance(cheat.pub) == 0  # the tree before: paid, unverified
