@@ -146,8 +146,8 @@ class RequesterJob:
     #: The redundancy the caller asked for (the signed spec's, except under adaptive
     #: replication, which signs 1 so that a one-replica job can settle).
     asked: int = 0
-    #: Why the job's output is unverified although its verdict holds (its audit
-    #: disagreed, set aside: ``_requester_policy.drop_failed_audit``); empty otherwise.
+    #: Why the job failed with outputs in (its audit disagreed and nobody could decide:
+    #: both set aside, ``_requester_policy.drop_failed_audit``); empty otherwise.
     disputed: str = ""
     #: Agreeing results that verify the job, set at the first awards: adaptive's, or 2
     #: for a job of redundancy 1 audited under fixed (``_requester_policy.fixed_audit``).

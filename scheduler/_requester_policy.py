@@ -344,32 +344,31 @@ def drop_failed_audit(
     *,
     final: bool = False,
 ) -> bool:
-    """Whether an audit (``fixed_audit``) was dropped: one not verified (the caller's
-    verdict) that cannot be completed, with no replica running and no established bid
-    in hand to award (``final``: nothing more will be awarded, the job being decided now),
-    is dropped: the job is judged as it would have
-    been unaudited (``required`` back to its redundancy). An audit must leave no job
-    worse off than none: kept, one staked key drawn as the auditor went silent, or
-    disagreed with no third established provider bidding, and an honest veteran's job
-    failed, unpaid, the key neither caught nor slashed (review round 64, R64-2).
+    """Whether an audit (``fixed_audit``) that cannot be completed was settled: one not
+    verified (the caller's verdict), with no replica running and no established bid in
+    hand to award (``final``: nothing more will be awarded, the job being decided now).
 
-    - The other replica failed (declined, silent, aborted): the one output in decides.
+    - The other replica failed (declined, silent, aborted): the audit is dropped and the
+      one output in decides, as the job would have been judged unaudited (``required``
+      back to its redundancy). Kept, one staked key drawn as the auditor went silent and
+      an honest veteran's job failed, unpaid (review round 64, R64-2).
     - The two outputs disagree: while the job can still be announced again for a third
-      established replica (``final`` False, and two bid windows left before its
-      deadline), nothing is dropped: kept bids expire 5 s after their window, and a
-      cheat whose long run outlasted them was paid and the honest auditor set aside
-      every time (round 65, H2). Past that, the first replica's output decides, as it
-      would have alone, and the other is set aside (``Replica.set_aside``: not judged,
-      paid, caught nor attested, since nobody can tell which is wrong); the job is then
-      ``unverified`` (``RequesterJob.disputed``) whatever its verdict, and its output
-      handed over only to a caller who asks for unverified outputs."""
+      established replica (not ``final``), nothing is settled (kept bids expire 5 s
+      after their window, and deciding on those in hand paid a cheat whose run outlasted
+      them: round 65, H2). Once nothing more can be awarded, **neither is taken**: both
+      are set aside (``Replica.set_aside``: not judged, paid, caught nor attested, and
+      never awarded again in the job), and the job fails, saying so
+      (``RequesterJob.disputed``). Any rule that takes one of two outputs nobody can
+      tell apart is one a cheat can steer: taking the first replica's, a cheat first
+      that delivered at once while the honest auditor's run left no time for a third
+      was paid and never caught (rounds 66 I1, 67 J1); an attacker drawn as the auditor
+      now only costs an honest first replica its payment for that job (a known limit)."""
     if config.replication == "adaptive" or job.required <= job.spec.redundancy:
         return False
     if not final and any(r.state == ReplicaState.RUNNING for r in job.replicas):
         return False
-    # Deciding now (``final``), a replica still running will not be judged: without its
-    # output the audit is decided as below (kept, a third replica still running at the
-    # deadline failed the job with nobody paid: round 66, I1).
+    # Deciding now (``final``), a replica still running will not be judged (kept, a third
+    # replica still running at the deadline failed the job with nobody paid: round 66).
     live = [
         r for r in job.live() if not r.set_aside and (not final or r.state != ReplicaState.RUNNING)
     ]
@@ -380,30 +379,16 @@ def drop_failed_audit(
     if len(live) == 2:
         if not final:
             return False  # announced again for a third established replica (``fill``)
-        first, other = sorted(live, key=lambda r: r.index)
-        # What a third replica needs after the first's deadline to check it: two bid
-        # windows and a run as long as the first's award allowed.
-        room = 2 * job.spec.bid_window_ms + (first.deadline_ms - first.awarded_ms)
-        if first.deadline_ms + room > job.spec.deadline_ms:
-            # Its award left no time to check it: it decides nothing. Deciding for it, a
-            # cheat that bid an estimate reaching the job's deadline, and delivered late,
-            # was paid every time it was audited and never caught (round 66, I1).
-            # Nobody is paid.
-            aside = [first, other]
-            job.disputed = (
-                "its audit disagreed with a first replica whose award left no time to "
-                "check it: neither output is taken"
-            )
-        else:
-            aside = [other]
-            job.disputed = (
-                "its audit disagreed and no established provider was left to decide: the "
-                "first replica's output, unverified"
-            )
-        for r in aside:
+        for r in live:
             r.set_aside = True
             r.state = ReplicaState.FAILED
             r.reason = _SET_ASIDE
+            job.excluded.add(r.provider)  # never awarded again here (round 67, J3)
+            job.bids.pop(r.provider, None)
+        job.disputed = (
+            "its audit disagreed and no established provider could decide between the two "
+            "outputs: neither is taken"
+        )
     job.required = 0
     job.target = 1
     return True
@@ -474,6 +459,12 @@ def adaptive_order(
         job.required = 1
         return order, 1
     job.required = max(2, job.asked)
+    auditors = _auditors(order, config)
+    if auditors:
+        # Drawn, as under fixed: the best other bid was a trusted cheat's second key
+        # priced just above it, which audited its own first 20 times in 20 (round 67, J4).
+        auditor = config.rng.choice(auditors)
+        order = [first, auditor, *(s for s in order[1:] if s is not auditor)]
     return with_probation(job, order, job.required, config)
 
 

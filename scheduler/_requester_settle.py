@@ -162,13 +162,12 @@ def finalise(
     winners = [by_index[i] for i in verdict.accepted] if pays else []
     arrived = [w for w in winners if w.state == ReplicaState.DELIVERED]
     if arrived:
-        verified = verdict.status == VerdictStatus.VERIFIED and not job.disputed
+        verified = verdict.status == VerdictStatus.VERIFIED
         status = JobStatus.VERIFIED if verified else JobStatus.UNVERIFIED
         reason = f"{len(winners)} of {len(verdict_inputs(job))} results agree"
         if job.known is not None:
             reason += " with the known answer"
-        if job.disputed:
-            reason += f"; {job.disputed}"
+
         output = arrived[0].output
         paid = [Payout(w.provider, w.award.message.price, w.bid) for w in arrived]
         for w in arrived:  # receipts only for verified (or, forced, accepted) work

@@ -29,6 +29,7 @@ from ._requester_jobs import ReplicaState, RequesterJob
 from ._requester_policy import (
     Caught,
     candidates,
+    established,
     required,
     veteran_replicas,
     veterans_needed,
@@ -117,7 +118,16 @@ def offers(
     redundancy (round 27, I2)."""
     split = veterans_split(job, config)
     stalled = not split and veterans_stalled(job, config)
-    return candidates(job, config, now_ms, caught, veterans_only=split, veterans_first=stalled)
+    bids = candidates(job, config, now_ms, caught, veterans_only=split, veterans_first=stalled)
+    if split:
+        # The tie-breaker drawn among the established bids: the cheapest was one
+        # person's second staked key priced next to its first whenever it bid so (round
+        # 67, J4).
+        vets = [s for s in bids if established(config.reputation(s.message.provider), config)]
+        if len(vets) > 1:
+            tie_breaker = config.rng.choice(vets)
+            bids = [tie_breaker, *(s for s in bids if s is not tie_breaker)]
+    return bids
 
 
 def veterans_stalled(job: RequesterJob, config: RequesterConfig) -> bool:
@@ -161,8 +171,8 @@ def probation_outcome(
     rarely open and the job stays ``failed``. A job that failed short of established
     replicas (``veterans_short``) is told why no newcomer took their place."""
     done = job.done
-    if done is None or done.status != JobStatus.FAILED or done.paid:
-        return effects
+    if done is None or done.status != JobStatus.FAILED or done.paid or job.disputed:
+        return effects  # (an undecided audit says why itself)
     unmet = probation_unmet(job, config)
     two = veterans_needed(job, config) >= 2
     if unmet is None:

@@ -281,3 +281,20 @@ def test_adaptive_rules_hold_for_any_mix_of_providers(
             assert {p.provider for p in done.paid} <= trusted
         if not held.solo:
             assert done.status != "verified" or len(done.paid) >= 2
+
+
+def test_the_auditor_of_a_trusted_providers_job_is_drawn() -> None:
+    # Round 67, J4: the auditor was the best other bid, so a trusted cheat's second key
+    # priced just above it audited its own first key 20 times in 20.
+    twin_audits = 0
+    for seed in range(12):
+        sim = Sim(200 + seed)
+        req = sim.add_requester(audit_permille=1000, **ADAPTIVE)
+        sim.add_provider(price_floor=800, reputation=20, stake=STAKE)
+        twin = sim.add_provider(price_floor=801, reputation=5, stake=STAKE)
+        for i in range(3):
+            sim.add_provider(price_floor=1_000 + i, reputation=5, stake=STAKE)
+        job = sim.submit(req, sim.spec(req, redundancy=1, max_retries=2))
+        sim.run_jobs([job])
+        twin_audits += _machine(req).job(job).replicas[1].provider == twin.pub
+    assert twin_audits < 8  # the tree before: 12 of 12
