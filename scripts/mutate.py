@@ -108,6 +108,44 @@ TRACE_TIMEOUT_S = 1500
 #: Mutants no behaviour can tell from the real code, by (module, function, what), with why.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     (
+        "scheduler/_requester_policy.py",
+        "drop_failed_audit",
+        "LtE -> Lt in `job.required <= job.spec.redundancy`",
+    ): (
+        "never equal under fixed replication: required is 0 (not audited) or 2 (an audit, "
+        "drawn only at redundancy 1)"
+    ),
+    (
+        "scheduler/_requester_policy.py",
+        "drop_failed_audit",
+        "guard `if not final and any((r.state == ReplicaState.RUNNING for r in "
+        "job.replicas))` switched off",
+    ): (
+        "unreachable: its one caller that is not final (_progress) returns before it while "
+        "a replica runs; the final callers (_fill short, _force) pass final"
+    ),
+    (
+        "scheduler/_requester_policy.py",
+        "drop_failed_audit",
+        "Eq -> NotEq in `r.state == ReplicaState.RUNNING`",
+    ): "as the guard it is in: never reached with final false and a replica running",
+    (
+        "scheduler/_requester_policy.py",
+        "drop_failed_audit",
+        "guard `if not live or len(live) > 2 or (len(live) == 2 and (not all((r.output for "
+        "r in live))))` switched off",
+    ): (
+        "a shortcut: with no live output, or three disagreeing, the audit reset leaves a "
+        "verdict that decides nothing (too few, or no majority), and the job ends as it "
+        "would have (finalise_short); every live replica judged there has an output "
+        "(running ones are skipped when final, and not final returns earlier)"
+    ),
+    (
+        "scheduler/_requester_policy.py",
+        "drop_failed_audit",
+        "Eq -> NotEq in `len(live) == 2`",
+    ): "as the guard it is in: every live replica judged there has an output",
+    (
         "ledger/_evidence.py",
         "strongest_witnesses",
         "guard `if len(paid) < MIN_MAJORITY` switched off",

@@ -241,7 +241,7 @@ def test_a_cheat_first_replica_wins_no_undecided_audit_however_it_times_its_outp
 def test_a_silent_auditor_is_replaced_by_an_established_bid_in_hand() -> None:
     # The audit is dropped only with no established bid in hand: one that can stand in
     # for the silent auditor is awarded, and the job verified by two.
-    sim = Sim(31)
+    sim = Sim(33)  # a seed that draws the silent one as the auditor
     req = sim.add_requester(audit_permille=1000)
     veteran = sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
     silent = sim.add_provider(price_floor=900, reputation=5, stake=STAKE)
@@ -252,9 +252,6 @@ def test_a_silent_auditor_is_replaced_by_an_established_bid_in_hand() -> None:
     sim.run_jobs([job])
     done = sim.done[job]
     replicas = _machine(req).job(job).replicas
-    auditors = {r.provider for r in replicas[1:]}
-    if silent.pub in auditors:  # drawn as the auditor: replaced by the third
-        assert done.status == "verified" and done.reason.startswith("2 of 2")
-        assert {p.provider for p in done.paid} == {veteran.pub, third.pub}
-    else:  # the third drawn first: the silent one never mattered
-        assert done.status == "verified"
+    assert [r.provider for r in replicas] == [veteran.pub, silent.pub, third.pub]
+    assert done.status == "verified" and done.reason.startswith("2 of 2")
+    assert {p.provider for p in done.paid} == {veteran.pub, third.pub}
