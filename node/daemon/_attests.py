@@ -18,6 +18,8 @@ import protocol
 import scheduler
 from protocol import Result
 
+from .._sqlite import open_store
+
 log = logging.getLogger(__name__)
 
 #: The file of a requester's attestations waiting for their escrow, in its data directory.
@@ -40,13 +42,7 @@ class AttestStore:
     while the daemon runs."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else str(path))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._db:
-            self._db.execute(_SCHEMA)
+        self._db = open_store(path, _SCHEMA)
         self.write_errors = 0
 
     def close(self) -> None:

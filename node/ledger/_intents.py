@@ -48,6 +48,8 @@ from typing import Literal, Protocol, TypeVar
 import ledger
 import protocol
 
+from .._sqlite import open_store
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=protocol.Message)
@@ -321,13 +323,8 @@ class IntentStore:
     carried out while the daemon runs, only a restart in that state would lose it."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else str(path))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_store(path, _SCHEMA)
         with self._db:
-            self._db.execute(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
             if "raw" not in columns:  # kept by a version before round 61
                 self._db.execute("ALTER TABLE intents ADD COLUMN raw BLOB NOT NULL DEFAULT x''")

@@ -6,57 +6,24 @@ new bid window ends, even when a replica's output opens meanwhile."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import replace
-
-from protocol import Award, NoBid, VerificationPolicy, sign
+from protocol import Award, NoBid, sign
 from scheduler import (
     JobPhase,
-    Output,
     ReplicaState,
-    Requester,
-    RequesterConfig,
     Send,
     TimerKey,
     TimerKind,
 )
 
-from ._harness import CHAIN, START_MS, commitment, sealed_result
+from ._harness import CHAIN, sealed_result
 from .test_requester_pinned import _hand_bid, _of, _Setup
-from .test_review3_provider import _spec
-from .test_review58_bids import NEWCOMER, VETERAN, _bid, _deliver, _key
+from .test_review58_bids import _deliver, three_veterans_running
 
 
 def test_results_delivered_while_every_wanted_replica_runs_compare_nothing() -> None:
     """Two of three veterans' outputs in, and they disagree, the third replica running:
     nothing is awarded, so nothing is ranked, and the outputs are not compared yet."""
-    veterans = [_key(40), _key(41), _key(42)]
-    known = {bytes(k.verify_key) for k in veterans}
-    compares: list[int] = []
-
-    def compare(a: Output, b: Output, policy: VerificationPolicy) -> bool:
-        compares.append(1)
-        return a.data == b.data
-
-    me = _key(2)
-    req = Requester(
-        RequesterConfig(
-            key=me,
-            chain_id=CHAIN,
-            commitment=commitment,
-            compare=compare,
-            reputation=lambda who: VETERAN if who in known else NEWCOMER,
-            rng=random.Random(9),
-        )
-    )
-    spec = _spec("requester", START_MS).message
-    tolerance = replace(spec.verification, mode="tolerance", rtol_e9=1_000, atol_e9=1_000)
-    spec = replace(spec, requester=bytes(me.verify_key), redundancy=3, verification=tolerance)
-    job_id, _ = req.submit(spec, START_MS, providers=sorted(known))
-    req.escrow_locked(job_id, START_MS)
-    for i, k in enumerate(veterans):
-        req.receive(_bid(k, job_id, 100, START_MS), START_MS + 1 + i)
-    req.timer(TimerKey(TimerKind.BIDS, job_id), START_MS + 600)
+    req, job_id, veterans, compares = three_veterans_running(40, 9)
     job = req.job(job_id)
     assert len(job.live()) == 3 and job.can_award()  # a spare award left in the budget
     _deliver(req, veterans[0], job_id, b"one")

@@ -50,8 +50,12 @@ def _deliver(req: Requester, k: nacl.signing.SigningKey, job_id: bytes, data: by
     req.receive(unseal, START_MS + 710)
 
 
-def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() -> None:
-    veterans = [_key(30), _key(31), _key(32)]
+def three_veterans_running(
+    first_key: int, rng_seed: int
+) -> tuple[Requester, bytes, list[nacl.signing.SigningKey], list[int]]:
+    """A requester's tolerance job of redundancy 3 awarded to three veterans, its
+    compares counted: the requester, the job id, the veterans and the compares."""
+    veterans = [_key(first_key + i) for i in range(3)]
     known = {bytes(k.verify_key) for k in veterans}
     compares: list[int] = []
 
@@ -59,7 +63,7 @@ def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() ->
         compares.append(1)
         return a.data == b.data
 
-    me = _key(1)
+    me = _key(first_key - 29)
     req = Requester(
         RequesterConfig(
             key=me,
@@ -67,7 +71,7 @@ def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() ->
             commitment=commitment,
             compare=compare,
             reputation=lambda who: VETERAN if who in known else NEWCOMER,
-            rng=random.Random(7),
+            rng=random.Random(rng_seed),
         )
     )
     spec = _spec("requester", START_MS).message
@@ -78,6 +82,11 @@ def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() ->
     for i, k in enumerate(veterans):
         req.receive(_bid(k, job_id, 100, START_MS), START_MS + 1 + i)
     req.timer(TimerKey(TimerKind.BIDS, job_id), START_MS + 600)
+    return req, job_id, veterans, compares
+
+
+def test_a_strangers_bid_for_a_job_with_every_replica_live_compares_nothing() -> None:
+    req, job_id, veterans, compares = three_veterans_running(30, 7)
     # two outputs in, and they disagree; the third replica runs
     _deliver(req, veterans[0], job_id, b"one")
     _deliver(req, veterans[1], job_id, b"two")
