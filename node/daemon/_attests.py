@@ -11,14 +11,13 @@ the daemon starts."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import protocol
 import scheduler
 from protocol import Result
 
-from .._sqlite import open_store
+from .._sqlite import SmallStore
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,15 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS attests (
 )"""
 
 
-class AttestStore:
+class AttestStore(SmallStore):
     """Attestations in SQLite (``path`` ``None``: in memory only). A write that fails (a
     full disk) is logged and counted, never raised: the attestation is still carried out
     while the daemon runs."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._db = open_store(path, _SCHEMA)
-        self.write_errors = 0
+    WHAT = "an attestation"
 
-    def close(self) -> None:
-        self._db.close()
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path, _SCHEMA)
 
     def save(self, effect: scheduler.Attest) -> None:
         evidence = protocol.pack([e.raw for e in effect.evidence])
@@ -66,14 +63,6 @@ class AttestStore:
 
     def drop(self, job_id: bytes) -> None:
         self._write("DELETE FROM attests WHERE job_id = ?", (job_id,))
-
-    def _write(self, sql: str, args: tuple[object, ...]) -> None:
-        try:
-            with self._db:
-                self._db.execute(sql, args)
-        except sqlite3.Error as exc:
-            self.write_errors += 1
-            log.error("could not keep an attestation on disk: %s", exc)
 
     def load(self, chain_id: str) -> list[scheduler.Attest]:
         """The kept attestations, oldest first; a row that does not decode (a damaged

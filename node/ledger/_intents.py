@@ -39,7 +39,6 @@ The rules (specs/daemon.md, "Money transactions are intents"):
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Literal, Protocol, TypeVar
 import ledger
 import protocol
 
-from .._sqlite import open_store
+from .._sqlite import SmallStore
 
 log = logging.getLogger(__name__)
 
@@ -315,23 +314,21 @@ CREATE TABLE IF NOT EXISTS intents (
 """
 
 
-class IntentStore:
+class IntentStore(SmallStore):
     """The open intents in SQLite (``intents.sqlite3`` in the data directory); ``path``
     ``None`` keeps them in memory only. Each change is one small transaction (WAL,
     ``synchronous=NORMAL``: a committed change survives a crash of the process). A write
     that fails (a full disk) is logged and counted, never raised: the intent is still
     carried out while the daemon runs, only a restart in that state would lose it."""
 
+    WHAT = "a money intent"
+
     def __init__(self, path: Path | None) -> None:
-        self._db = open_store(path, _SCHEMA)
+        super().__init__(path, _SCHEMA)
         with self._db:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
             if "raw" not in columns:  # kept by a version before round 61
                 self._db.execute("ALTER TABLE intents ADD COLUMN raw BLOB NOT NULL DEFAULT x''")
-        self.write_errors = 0
-
-    def close(self) -> None:
-        self._db.close()
 
     def save(self, intent: Intent) -> None:
         row = (
@@ -355,14 +352,6 @@ class IntentStore:
 
     def delete(self, key: tuple[bytes, Kind]) -> None:
         self._write("DELETE FROM intents WHERE job_id = ? AND kind = ?", key)
-
-    def _write(self, sql: str, args: tuple[object, ...]) -> None:
-        try:
-            with self._db:
-                self._db.execute(sql, args)
-        except sqlite3.Error as exc:
-            self.write_errors += 1
-            log.error("could not keep a money intent on disk: %s", exc)
 
     def load(self) -> list[Intent]:
         """Every kept intent; a row that does not decode is deleted and reported."""
