@@ -255,3 +255,18 @@ def test_a_silent_auditor_is_replaced_by_an_established_bid_in_hand() -> None:
     assert [r.provider for r in replicas] == [veteran.pub, silent.pub, third.pub]
     assert done.status == "verified" and done.reason.startswith("2 of 2")
     assert {p.provider for p in done.paid} == {veteran.pub, third.pub}
+
+
+def test_an_undecided_audit_with_its_budget_spent_takes_neither_at_once() -> None:
+    # Nothing left to award (a budget of two): the audit is settled then, not at the
+    # deadline, and says why (not "no majority formed within the retry budget").
+    sim = Sim(32)
+    req = sim.add_requester(audit_permille=1000)
+    sim.add_provider(price_floor=800, reputation=5, stake=STAKE)
+    sim.add_provider("cheat", price_floor=900, reputation=5, stake=STAKE)
+    spec = sim.spec(req, redundancy=1, max_retries=1)
+    job = sim.submit(req, spec)
+    sim.run_jobs([job])
+    done = sim.done[job]
+    assert done.status == "failed" and not done.paid
+    assert done.reason.startswith("its audit disagreed and no established provider could")
