@@ -103,7 +103,13 @@ from ._requester_policy import (
     spec_to_sign,
 )
 from ._requester_settle import finalise, finalise_short, force
-from ._requester_verdict import by_commitment, judge_job, probation_outcome, verdict_inputs
+from ._requester_verdict import (
+    by_commitment,
+    judge_job,
+    probation_outcome,
+    verdict_inputs,
+    veterans_split,
+)
 from ._verification import VerdictStatus
 
 
@@ -207,7 +213,7 @@ class Requester:
             return [NotifyUser(job.id, UserEvent.LOCKED, why)]
         job.phase = JobPhase.COLLECTING
         locked = NotifyUser(job.id, UserEvent.LOCKED, "the escrow is in a block")
-        if job.window_over or enough_answers(job, self.config, self.caught):
+        if job.window_over or self._enough_answers(job):
             return [locked, *self._close_window(job, now_ms)]
         return [locked]
 
@@ -387,9 +393,18 @@ class Requester:
         if provider not in job.providers or job.window_over:
             return []
         job.answered.add(provider)
-        if job.phase == JobPhase.COLLECTING and enough_answers(job, self.config, self.caught):
+        if job.phase == JobPhase.COLLECTING and self._enough_answers(job):
             return self._close_window(job, now_ms)
         return []
+
+    def _enough_answers(self, job: RequesterJob) -> bool:
+        """``enough_answers``, and never while established outputs are split: the
+        tie-breaker is drawn among every established bid of the window, and closing it
+        on the first to come let a pair's second key that answered fast break every tie
+        of a re-announced job (review round 68, K1)."""
+        if job.replicas and veterans_split(job, self.config):
+            return False
+        return enough_answers(job, self.config, self.caught)
 
     def _on_bid(self, job: RequesterJob, signed: Signed[Bid], now_ms: int) -> list[Effect]:
         bid = signed.message

@@ -148,3 +148,29 @@ def test_a_canary_in_its_answers_class_still_catches_a_wrong_provider() -> None:
         p.provider for p in sim.done[check].paid
     }
     assert any(provider.pub in n.requester.caught for n in sim.nodes if n.requester is not None)
+
+
+def test_an_audited_canary_both_of_whose_replicas_are_wrong_catches_both() -> None:
+    # Round 68, K2: an audited canary whose two replicas agreed on a wrong output (one
+    # person's pair, nothing more to award) was settled as an undecided audit, both set
+    # aside, and caught nobody. Its known answer judges it: both are caught.
+    sim = Sim(7)
+    req = sim.add_requester(canaries=(known_answer(sim),), audit_permille=1000)
+    pair = [
+        sim.add_provider(
+            "collude",
+            price_floor=700 + 100 * i,
+            reputation=5,
+            stake=1_000_000,
+            run_ms=1_000,
+            max_concurrency=4,
+        )
+        for i in range(2)
+    ]
+    spec = sim.spec(req, redundancy=1, max_retries=1, max_price=2_000, spot_check_permille=1000)
+    job = sim.submit(req, spec)
+    assert req.requester is not None
+    checks = [j for j, jb in req.requester.jobs.items() if jb.spot_check]
+    sim.run_jobs([job, *checks])
+    assert "contradicts the known answer" in sim.done[checks[0]].reason
+    assert {p.pub for p in pair} <= set(req.requester.caught)  # the tree before: nobody
