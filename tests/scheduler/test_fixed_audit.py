@@ -270,3 +270,41 @@ def test_an_undecided_audit_with_its_budget_spent_takes_neither_at_once() -> Non
     done = sim.done[job]
     assert done.status == "failed" and not done.paid
     assert done.reason.startswith("its audit disagreed and no established provider could")
+
+
+def _near(sim: Sim, node: Node) -> None:
+    """Put ``node`` 1 ms from everyone it talks to (the others 5-40 ms)."""
+    real_send = sim._send
+
+    def send(src: Any, peer: bytes, raw: Any, msg: Any, sealed: Any) -> Any:
+        if src is node or peer == node.pub:
+            saved = sim.latency
+            sim.latency = (1, 1)
+            try:
+                return real_send(src, peer, raw, msg, sealed)
+            finally:
+                sim.latency = saved
+        return real_send(src, peer, raw, msg, sealed)
+
+    sim._send = send  # type: ignore[method-assign]
+
+
+def test_a_split_audit_announced_again_draws_its_tie_breaker_among_every_bid() -> None:
+    # Round 68, K1: once the first bids expired, the split was announced again and the
+    # window closed on the first established bid to come: a pair's second key answering
+    # fast broke every tie, its wrong output paid and the honest auditor slashed.
+    pair_won = 0
+    for seed in range(12):
+        sim = Sim(300 + seed)
+        req = sim.add_requester(audit_permille=1000)
+        sim.add_provider("collude", price_floor=700, reputation=5, stake=STAKE, run_ms=6_000)
+        twin = sim.add_provider("collude", price_floor=750, reputation=5, stake=STAKE, run_ms=6_000)
+        for i in range(2):
+            sim.add_provider(price_floor=900 + 50 * i, reputation=5, stake=STAKE, run_ms=6_000)
+        _near(sim, twin)
+        spec = sim.spec(req, redundancy=1, max_retries=2, deadline_ms=20_000, max_price=2_000)
+        job = sim.submit(req, spec)
+        sim.run_jobs([job])
+        if _machine(req).job(job).replicas[1].provider != twin.pub:  # a real split
+            pair_won += twin.pub in {p.provider for p in sim.done[job].paid}
+    assert pair_won <= 5  # the tree before: 7, every split the twin broke
