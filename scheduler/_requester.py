@@ -95,20 +95,14 @@ from ._requester_jobs import (
     RequesterJob,
     awarded,
 )
-from ._requester_policy import (
-    catch,
-    drop_failed_audit,
-    enough_answers,
-    required,
-    spec_to_sign,
-)
+from ._requester_policy import catch, drop_failed_audit, required, spec_to_sign
 from ._requester_settle import finalise, finalise_short, force
 from ._requester_verdict import (
     by_commitment,
     judge_job,
     probation_outcome,
     verdict_inputs,
-    veterans_split,
+    window_may_close,
 )
 from ._verification import VerdictStatus
 
@@ -213,7 +207,7 @@ class Requester:
             return [NotifyUser(job.id, UserEvent.LOCKED, why)]
         job.phase = JobPhase.COLLECTING
         locked = NotifyUser(job.id, UserEvent.LOCKED, "the escrow is in a block")
-        if job.window_over or self._enough_answers(job):
+        if job.window_over or window_may_close(job, self.config, self.caught):
             return [locked, *self._close_window(job, now_ms)]
         return [locked]
 
@@ -393,18 +387,9 @@ class Requester:
         if provider not in job.providers or job.window_over:
             return []
         job.answered.add(provider)
-        if job.phase == JobPhase.COLLECTING and self._enough_answers(job):
+        if job.phase == JobPhase.COLLECTING and window_may_close(job, self.config, self.caught):
             return self._close_window(job, now_ms)
         return []
-
-    def _enough_answers(self, job: RequesterJob) -> bool:
-        """``enough_answers``, and never while established outputs are split: the
-        tie-breaker is drawn among every established bid of the window, and closing it
-        on the first to come let a pair's second key that answered fast break every tie
-        of a re-announced job (review round 68, K1)."""
-        if job.replicas and veterans_split(job, self.config):
-            return False
-        return enough_answers(job, self.config, self.caught)
 
     def _on_bid(self, job: RequesterJob, signed: Signed[Bid], now_ms: int) -> list[Effect]:
         bid = signed.message
@@ -591,9 +576,7 @@ class Requester:
         self, job: RequesterJob, now_ms: int, height: int, *, settle_limit: bool
     ) -> list[Effect]:
         """The deadline or the settle limit came (``force``): wait for keys, or decide."""
-        if judge_job(job, self.config).status != VerdictStatus.VERIFIED:
-            drop_failed_audit(job, self.config, now_ms, self.caught, final=True)
-        at = (self.config, self.me, height)
+        at = (self.config, self.me, self.caught, height)
         effects, decide = force(job, now_ms, *at, settle_limit=settle_limit)
         return effects + self._finalise(job, now_ms, forced=True) if decide else effects
 

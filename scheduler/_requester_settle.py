@@ -48,7 +48,7 @@ from ._requester_jobs import (
     ReplicaState,
     RequesterJob,
 )
-from ._requester_policy import Caught, catch
+from ._requester_policy import Caught, catch, drop_failed_audit
 from ._requester_verdict import by_commitment, judge_job, verdict_inputs
 from ._verification import Verdict, VerdictStatus
 
@@ -109,6 +109,7 @@ def force(
     now_ms: int,
     config: RequesterConfig,
     me: bytes,
+    caught: Caught,
     height: int,
     *,
     settle_limit: bool,
@@ -119,8 +120,11 @@ def force(
     publishes its key in its claim's block: while one is pending the job is overdue,
     decided when the key comes (the settle limit waits until its ``claim_by``: deciding
     at once, the claim then paid for an output never read, and the winner was attested
-    against as withholding it: round 16, R16B-4). Returns the effects and whether to
-    decide now."""
+    against as withholding it: round 16, R16B-4). An audit still undecided is settled
+    first (``drop_failed_audit``: nothing more will be awarded). Returns the effects and
+    whether to decide now."""
+    if judge_job(job, config).status != VerdictStatus.VERIFIED:
+        drop_failed_audit(job, config, now_ms, caught, final=True)
     effects = receipts_at_deadline(job, now_ms, config, me, height)
     if key_due(job) > height if settle_limit else keys_pending(job):
         job.overdue = True

@@ -29,6 +29,7 @@ from ._requester_jobs import ReplicaState, RequesterJob
 from ._requester_policy import (
     Caught,
     candidates,
+    enough_answers,
     established,
     required,
     veteran_replicas,
@@ -95,6 +96,16 @@ def judge_job(job: RequesterJob, config: RequesterConfig) -> Verdict:
     ):
         return Verdict(VerdictStatus.DISAGREE, (), (), None)
     return verdict
+
+
+def window_may_close(job: RequesterJob, config: RequesterConfig, caught: Caught) -> bool:
+    """Whether the bid window may close early (``enough_answers``): never while
+    established outputs are split, whose tie-breaker is drawn among every established
+    bid of the window (closed on the first to come, a pair's second key that answered
+    fast broke every tie of a re-announced job: review round 68, K1)."""
+    if job.replicas and veterans_split(job, config):
+        return False
+    return enough_answers(job, config, caught)
 
 
 def veterans_split(job: RequesterJob, config: RequesterConfig) -> bool:
