@@ -52,8 +52,8 @@ SEALED = "sealed"
 PLAIN = "plain"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
-#: An audit's output set aside: it disagreed with the first replica's and no established
-#: provider was left to decide between them (``_requester_policy.drop_failed_audit``).
+#: An audit's output set aside: the two disagreed and no established provider was left
+#: to decide between them (``_requester_policy.drop_failed_audit``).
 _SET_ASIDE = "its audit disagreed and nobody was left to decide: set aside"
 # A replica whose provider refused the job itself (its sandbox's admission): the failure
 # reason a Result with outcome ``rejected`` gives ("reported <outcome>: <message>").
@@ -100,9 +100,6 @@ class Replica:
     received_ms: int = 0
     #: Its output as it came with the Result, sealed under the provider's one-time key.
     sealed: bytes = b""
-    #: Not judged (``_SET_ASIDE``): an audit's output no established provider could
-    #: decide against the first replica's.
-    set_aside: bool = False
     #: When it was awarded.
     awarded_ms: int = 0
     #: The receipt the verdict wants for it (``SEALED`` or ``PLAIN``), signed once
@@ -118,6 +115,12 @@ class Replica:
     heard: bool = False
     nudges: int = 0
     next_nudge_ms: int = 0
+
+    @property
+    def set_aside(self) -> bool:
+        """Not judged: one of an audit's two outputs that nobody could decide between
+        (``_SET_ASIDE``)."""
+        return self.reason == _SET_ASIDE
 
 
 @dataclass(slots=True)

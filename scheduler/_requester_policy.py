@@ -285,15 +285,24 @@ def initial_order(
     order, n = with_probation(job, bids, spec.redundancy, config)
     audited = job.required > spec.redundancy  # decided again after every replica failed
     if n == 1 and order and (audited or fixed_audit(job, order, config)):
-        auditors = _auditors(order, config)
-        if auditors:
-            # Drawn among them, not the best: the best priced next to the first was one
-            # person's second staked key whenever it bid so, which audited its own first
-            # key and told it of every audit before it delivered (round 64, R64-3).
-            auditor = config.rng.choice(auditors)
+        audit = with_auditor(order, config)
+        if audit is not None:
             job.required = 2
-            return [order[0], auditor, *(s for s in order[1:] if s is not auditor)], 2
+            return audit, 2
     return order, n
+
+
+def with_auditor(order: list[Signed[Bid]], config: RequesterConfig) -> list[Signed[Bid]] | None:
+    """``order`` with an auditor second, drawn (``rng``) among the established bids after
+    the first; ``None`` without one. Drawn, not the best: the best priced next to the
+    first was one person's second staked key whenever it bid so, which audited its own
+    first key and learned of every audit before that key delivered (round 64, R64-3;
+    under adaptive replication, round 67, J4)."""
+    auditors = _auditors(order, config)
+    if not auditors:
+        return None
+    auditor = config.rng.choice(auditors)
+    return [order[0], auditor, *(s for s in order[1:] if s is not auditor)]
 
 
 def void_canary(job: RequesterJob, bids: list[Signed[Bid]]) -> None:
@@ -374,18 +383,15 @@ def drop_failed_audit(
         return False
     # Deciding now (``final``), a replica still running will not be judged (kept, a third
     # replica still running at the deadline failed the job with nobody paid: round 66).
-    live = [
-        r for r in job.live() if not r.set_aside and (not final or r.state != ReplicaState.RUNNING)
-    ]
-    if not live or len(live) > 2 or (len(live) == 2 and not all(r.output for r in live)):
-        return False
+    live = [r for r in job.live() if not final or r.state != ReplicaState.RUNNING]
+    if not live or len(live) > 2:
+        return False  # (every replica here has an output: running ones are not)
     if not final and candidates(job, config, now_ms, caught, veterans_only=True):
         return False  # an established bid can still stand in for the auditor, or decide
     if len(live) == 2:
         if not final:
             return False  # announced again for a third established replica (``fill``)
         for r in live:
-            r.set_aside = True
             r.state = ReplicaState.FAILED
             r.reason = _SET_ASIDE
             job.excluded.add(r.provider)  # never awarded again here (round 67, J3)
@@ -464,13 +470,7 @@ def adaptive_order(
         job.required = 1
         return order, 1
     job.required = max(2, job.asked)
-    auditors = _auditors(order, config)
-    if auditors:
-        # Drawn, as under fixed: the best other bid was a trusted cheat's second key
-        # priced just above it, which audited its own first 20 times in 20 (round 67, J4).
-        auditor = config.rng.choice(auditors)
-        order = [first, auditor, *(s for s in order[1:] if s is not auditor)]
-    return with_probation(job, order, job.required, config)
+    return with_probation(job, with_auditor(order, config) or order, job.required, config)
 
 
 def required(job: RequesterJob, config: RequesterConfig) -> int:

@@ -132,19 +132,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     (
         "scheduler/_requester_policy.py",
         "drop_failed_audit",
-        "guard `if not live or len(live) > 2 or (len(live) == 2 and (not all((r.output for "
-        "r in live))))` switched off",
+        "guard `if not live or len(live) > 2` switched off",
     ): (
         "a shortcut: with no live output, or three disagreeing, the audit reset leaves a "
         "verdict that decides nothing (too few, or no majority), and the job ends as it "
-        "would have (finalise_short); every live replica judged there has an output "
-        "(running ones are skipped when final, and not final returns earlier)"
+        "would have (finalise_short)"
     ),
-    (
-        "scheduler/_requester_policy.py",
-        "drop_failed_audit",
-        "Eq -> NotEq in `len(live) == 2`",
-    ): "as the guard it is in: every live replica judged there has an output",
     (
         "ledger/_evidence.py",
         "strongest_witnesses",

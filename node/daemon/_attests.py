@@ -36,9 +36,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS attests (
 
 
 class AttestStore(SmallStore):
-    """Attestations in SQLite (``path`` ``None``: in memory only). A write that fails (a
-    full disk) is logged and counted, never raised: the attestation is still carried out
-    while the daemon runs."""
+    """Attestations in SQLite (``path`` ``None``: in memory only)."""
 
     WHAT = "an attestation"
 

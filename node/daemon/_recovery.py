@@ -206,16 +206,12 @@ class Recovery:
         written = self._unwritten.get(job_id)
         if written is not None:
             await written.wait()
-            if self._unwritten.get(job_id) is written:
-                del self._unwritten[job_id]
 
     def receipt_unwritten(self, job_id: bytes) -> bool:
-        """Whether the job's receipt is still on its way to disk."""
+        """Whether the job's receipt is still on its way to disk (an entry goes when its
+        work closes: ``_drop_later``)."""
         written = self._unwritten.get(job_id)
-        if written is not None and written.is_set():
-            del self._unwritten[job_id]
-            return False
-        return written is not None
+        return written is not None and not written.is_set()
 
     def _drop_later(self, job_id: bytes) -> None:
         self._unwritten.pop(job_id, None)

@@ -383,10 +383,7 @@ class Market:
         reach gets no answer of ours that would dial it for ``UNREACHABLE_MS`` (logged
         once then)."""
         node = self._node
-        if not mark or not isinstance(exc, PeerUnreachable):
-            log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
-            return
-        if peer in node.net.connected_peers():
+        if not mark or not isinstance(exc, PeerUnreachable) or peer in node.net.connected_peers():
             log.info("send to %s failed: %s", protocol.peer_id(peer), exc)
             return
         if peer not in self._unreachable:

@@ -6,44 +6,22 @@ the run, from its arrival, is declined now: an honest one leaves at least that."
 
 from __future__ import annotations
 
-import protocol
-from protocol import Award, Bid
 from scheduler import RunJob
 
-from ..keys import key, pub
-from ._harness import CHAIN, START_MS
-from .test_review3_provider import _bids, _Escrow, _provider, _spec
-
-REQUESTER = pub(key("requester"))
-
-
-def _award(job_id: bytes, bid: protocol.Signed[Bid], deadline_ms: int) -> bytes:
-    award = Award(
-        job_id=job_id,
-        requester=REQUESTER,
-        provider=bid.message.provider,
-        replica=0,
-        price=bid.message.price,
-        deadline_ms=deadline_ms,
-        bid_hash=bid.id,
-    )
-    return protocol.sign(award, key("requester"), CHAIN).raw
+from ._harness import START_MS
+from .test_mutants_provider import _award, _bid_on, _setup
 
 
 def _awarded(left_after_estimate_ms: int) -> list[object]:
     """The effects of an award arriving 10 ms after our bid whose deadline leaves our
     estimate of the run plus ``left_after_estimate_ms``."""
-    escrows: dict[bytes, _Escrow] = {}
-    p = _provider(escrows)
-    p.block(100, START_MS)
-    signed = _spec("requester", START_MS)
-    escrows[signed.id] = _Escrow(owner=REQUESTER)
-    [bid] = _bids(p.receive(signed.raw, START_MS))
+    p, escrows = _setup()
+    signed, bid = _bid_on(p, escrows)
     run_ms = bid.message.est_finish_ms - START_MS - signed.message.bid_window_ms
     now = START_MS + 10
     deadline = now + run_ms + left_after_estimate_ms
     assert deadline < signed.message.deadline_ms
-    return p.receive(_award(signed.id, bid, deadline), now)
+    return p.receive(_award(signed.id, bid, deadline_ms=deadline), now)
 
 
 def test_an_award_leaving_less_than_our_estimate_is_declined_not_run() -> None:
@@ -59,12 +37,8 @@ def test_a_late_award_ending_at_our_estimated_finish_is_declined() -> None:
     # Round 64, R64-1: the bid is awardable until its expiry, 5 s past its estimated
     # finish; an award made late with its deadline at that finish passed the rule and
     # left the run a few milliseconds. The time left is measured from the award now.
-    escrows: dict[bytes, _Escrow] = {}
-    p = _provider(escrows)
-    p.block(100, START_MS)
-    signed = _spec("requester", START_MS)
-    escrows[signed.id] = _Escrow(owner=REQUESTER)
-    [bid] = _bids(p.receive(signed.raw, START_MS))
+    p, escrows = _setup()
+    signed, bid = _bid_on(p, escrows)
     late = bid.message.est_finish_ms - 100
-    fx = p.receive(_award(signed.id, bid, bid.message.est_finish_ms), late)
+    fx = p.receive(_award(signed.id, bid, deadline_ms=bid.message.est_finish_ms), late)
     assert not [e for e in fx if isinstance(e, RunJob)]  # 64fe64c: run, aborted at +250 ms
