@@ -350,7 +350,10 @@ class Node:
     ) -> None:
         """Queue a ledger transaction of this node's (signed and sequenced by the queue;
         ``fee``: the least it pays)."""
-        request = TxRequest(payload, on_reject, expiry_cap, on_signed, fee)
+        self.put_tx(TxRequest(payload, on_reject, expiry_cap, on_signed, fee))
+
+    def put_tx(self, request: TxRequest) -> None:
+        """Queue a ledger transaction of this node's, made as ``request`` says."""
         self.metrics.txs.labels(request.kind).inc()
         self.txq.put(request)
 

@@ -330,14 +330,7 @@ class MoneyIntents:
             intent = action.intent
             if isinstance(action, Submit):
                 self.store.save(intent)
-                request = self._request(intent)
-                node.submit_tx(
-                    request.payload,
-                    on_reject=request.on_reject,
-                    expiry_cap=request.expiry_cap,
-                    on_signed=request.on_signed,
-                    fee=request.fee,
-                )
+                node.put_tx(self._request(intent))
                 continue
             assert isinstance(action, Resolved)
             self.store.delete(intent.key)
@@ -361,7 +354,13 @@ class MoneyIntents:
             expiry_cap=intent.expiry_cap,
             on_signed=functools.partial(self._signed, intent.key),
             fee=self.book.fee_for(intent, self._node.txq.fee()),
+            on_put_back=functools.partial(self._put_back, intent.key),
         )
+
+    def _put_back(self, key: tuple[bytes, Kind]) -> None:
+        intent = self.book.put_back(key)
+        if intent is not None:
+            self.store.save(intent)
 
     def _signed(
         self, key: tuple[bytes, Kind], seq: int, tx_id: bytes, expiry: int, raw: bytes

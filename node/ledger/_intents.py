@@ -180,6 +180,16 @@ class IntentBook:
             intent.seq, intent.tx_expiry, intent.queued, intent.raw = seq, tx_expiry, False, raw
         return intent
 
+    def put_back(self, key: tuple[bytes, Kind]) -> Intent | None:
+        """The queue put its transaction back to be signed again: the number it was signed
+        with is void, and it is queued again. Read under the old number, a gap filler that
+        took it first made the book fail a lock whose transaction then landed, or submit a
+        settle a second time (review round 66's lead)."""
+        intent = self.intents.get(key)
+        if intent is not None:
+            intent.seq, intent.tx_expiry, intent.queued, intent.raw = None, 0, True, b""
+        return intent
+
     def refused(self, key: tuple[bytes, Kind], reason: str, height: int) -> list[Action]:
         """A definite refusal of its transaction (not a timeout)."""
         intent = self.intents.get(key)

@@ -361,7 +361,10 @@ class TxQueue:
 
     def _put_back(self, order: int, request: TxRequest) -> None:
         """Sign ``request`` again, before any request not signed yet, in the order the
-        requests were first taken."""
+        requests were first taken. Its request is told (its old number is void: a filler
+        may take it before it is signed again)."""
+        if request.on_put_back is not None:
+            request.on_put_back()
         bisect.insort(self._again, (order, request), key=lambda item: item[0])
         with contextlib.suppress(trio.WouldBlock):  # full of requests: it is not waiting
             self._send.send_nowait(None)  # wake the loop if it waits for a new request

@@ -28,6 +28,10 @@ class TxRequest:
     on_signed: Callable[[int, bytes, int, bytes], None] | None = None
     #: The least fee it pays (the queue's own is paid if higher).
     fee: int = 0
+    #: Told when the queue puts it back to be signed again (dropped behind another, or
+    #: above a gap whose numbers are given out again): the number it was signed with is
+    #: void, and another transaction may take it first.
+    on_put_back: Callable[[], None] | None = None
 
     @property
     def kind(self) -> str:

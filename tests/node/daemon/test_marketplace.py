@@ -13,6 +13,7 @@ import trio
 
 import ledger
 from node.daemon import Node
+from node.ledger import TxRequest
 from sandbox import Sandbox, tiny_model_path
 
 from ._cluster import Cluster, cluster, tiny_inputs
@@ -116,35 +117,35 @@ async def _receipted_price(provider: Node, job_id: bytes) -> int:
 def _never_settles(node: Node) -> None:
     """``node`` keeps the outputs and never submits a settle (issue 14, attack 10): its
     providers are paid by claim, with the receipts it signed once the job was verified."""
-    submit = node.submit_tx
+    put = node.put_tx
 
-    def no_settle(payload: ledger.Payload, **kw: object) -> None:
-        if not isinstance(payload, ledger.Settle):
-            submit(payload, **kw)  # type: ignore[arg-type]
+    def no_settle(request: TxRequest) -> None:
+        if not isinstance(request.payload, ledger.Settle):
+            put(request)
 
-    node.submit_tx = no_settle  # type: ignore[method-assign]
+    node.put_tx = no_settle  # type: ignore[method-assign]
 
 
 def _hold_claims(node: Node) -> Callable[[], None]:
     """Keep ``node``'s claims from the queue until the returned release is called (then they
     go in, in order). Without it a verified provider claims at once and its work is gone
     before a test can see the receipt (the race CI found)."""
-    submit = node.submit_tx
-    held: list[tuple[ledger.Payload, dict[str, object]]] = []
+    put = node.put_tx
+    held: list[TxRequest] = []
 
-    def holding(payload: ledger.Payload, **kw: object) -> None:
-        if isinstance(payload, ledger.Claim):
-            held.append((payload, kw))
+    def holding(request: TxRequest) -> None:
+        if isinstance(request.payload, ledger.Claim):
+            held.append(request)
         else:
-            submit(payload, **kw)  # type: ignore[arg-type]
+            put(request)
 
     def release() -> None:
-        node.submit_tx = submit  # type: ignore[method-assign]
-        for payload, kw in held:
-            submit(payload, **kw)  # type: ignore[arg-type]
+        node.put_tx = put  # type: ignore[method-assign]
+        for request in held:
+            put(request)
         held.clear()
 
-    node.submit_tx = holding  # type: ignore[method-assign]
+    node.put_tx = holding  # type: ignore[method-assign]
     return release
 
 

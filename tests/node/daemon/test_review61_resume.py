@@ -48,7 +48,7 @@ def _node(height: int, sent: list[int]) -> Any:
     node.txq = SimpleNamespace(
         reserve=lambda seq, expiry, raw, request: None, on_block=lambda: None, fee=lambda: 0
     )
-    node.submit_tx = lambda payload, **kw: sent.append(node.ledger.state.height)
+    node.put_tx = lambda request: sent.append(node.ledger.state.height)
     return node
 
 
