@@ -157,6 +157,45 @@ def _int_constant(name: str, consts: Mapping[str, onnx.TensorProto]) -> list[int
         return None
 
 
+#: Standard operators whose output is random: two runs of one job differ, so no output of
+#: theirs can be verified by comparison, and a provider running one replica twice signs two
+#: Results that contradict each other (review round 71, N1).
+RANDOM_OPS = frozenset(
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
+
+
+def _check_deterministic(
+    node: onnx.NodeProto, consts: Mapping[str, onnx.TensorProto], where: str
+) -> None:
+    """Refuse a node whose output is random: a random operator, or a ``Dropout`` whose
+    ``training_mode`` input is not a constant false (in training mode it drops at random)."""
+    name = node.name or node.op_type
+    if node.op_type in RANDOM_OPS:
+        raise AdmissionError(
+            f"{where}: node {name!r} uses {node.op_type}, whose output is random: runs of the "
+            "job would differ and none could be verified; pass random values as an input"
+        )
+    if node.op_type == "Dropout" and len(node.input) >= 3 and node.input[2]:
+        mode = consts.get(node.input[2])
+        try:
+            training = mode is None or bool(onnx.numpy_helper.to_array(mode).any())
+        except Exception:
+            training = True
+        if training:
+            raise AdmissionError(
+                f"{where}: Dropout node {name!r} may run in training mode (random); remove "
+                "its training_mode input or make it a constant false"
+            )
+
+
 def check_model(data: bytes, limits: AdmissionLimits | None = None) -> ModelInfo:
     """Parse and check an ONNX model given as bytes; :class:`AdmissionError` when refused."""
     limits = limits or AdmissionLimits()
@@ -219,6 +258,7 @@ def check_model(data: bytes, limits: AdmissionLimits | None = None) -> ModelInfo
                     f"{node.domain}.{node.op_type}, a custom domain; only standard ONNX "
                     "operators are allowed"
                 )
+            _check_deterministic(node, consts, where)
             for attr in node.attribute:
                 tensors = list(attr.tensors)
                 if attr.HasField("t"):

@@ -43,8 +43,9 @@ Rules (specs/marketplace.md is the full text):
   after the job's deadline.
 - With a plain Receipt held, the provider waits for the ledger: paid or closed ends the
   job. If the escrow is still open once the claim window (the last
-  ``claim_window_blocks`` before the escrow's expiry height) has opened and the job's
-  deadline has passed, the provider claims its price with the award and the receipt.
+  ``claim_window_blocks`` before the escrow's expiry height) has opened, the provider
+  claims its price with the award and the receipt (whether or not the job's deadline has
+  passed: an escrow expiring before it left a plain receipt never claimed, round 71, F2).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from protocol import (
     sign,
 )
 
-from . import _provider_bids, _provider_receipt
+from . import _provider_bids, _provider_delivered, _provider_receipt
 from ._config import ProviderConfig
 from ._effects import (
     AbortJob,
@@ -87,12 +88,11 @@ from ._effects import (
 )
 from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
+from ._provider_delivered import MAX_OUTPUT_RESEND_MS as MAX_OUTPUT_RESEND_MS
 from ._provider_receipt import CLAIM_BY_SLACK_BLOCKS as CLAIM_BY_SLACK_BLOCKS
 from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
-#: Receipted output bytes are resent at doubling intervals up to this one.
-MAX_OUTPUT_RESEND_MS = 60_000
 #: An award runs only once the ledger shows its escrow covering it; one whose escrow our
 #: view does not show is held for this many blocks (it may be a block behind the
 #: requester's), then declined.
@@ -122,6 +122,11 @@ class Provider:
         self._running: set[bytes] = set()
         self._bids = BidBook(self.max_pending_per_requester)
         self._funders: dict[bytes, None] = {}
+        #: Delivered work (``_provider_delivered``): each requester's count, and the sealed
+        #: bytes held for resends (job id -> size, oldest first) with their total.
+        self._unreceipted: dict[bytes, int] = {}
+        self._held: dict[bytes, int] = {}
+        self._held_bytes = 0
 
     # --- queries ----------------------------------------------------------------------
 
@@ -210,10 +215,7 @@ class Provider:
         effects: list[Effect] = [CancelTimer(TimerKey(TimerKind.HEARTBEAT, job_id)), deliver]
         if not work.sealed:
             return effects + self._close(work, f"run ended: {outcome}")
-        work.phase = WorkPhase.DELIVERED
-        work.resend_ms = self.config.result_resend_ms
-        effects.append(SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, job_id)))
-        return effects
+        return effects + self._delivered(work, now_ms)
 
     def timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
         """A timer this machine set has fired."""
@@ -247,17 +249,7 @@ class Provider:
             ]
         if key.kind == TimerKind.RESEND and work.result is not None:
             if work.phase == WorkPhase.DELIVERED:
-                if now_ms >= work.spec.deadline_ms:
-                    # No receipt: nothing to claim with. A settlement may still pay us.
-                    why = "no receipt before the deadline"
-                    return [NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, why)]
-                # The sealed bytes again (they or the receipt may have been lost): the
-                # requester receipts only what it holds. Doubling: a loser is never told.
-                work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
-                return [
-                    Deliver(work.spec.requester, work.result, work.sealed),
-                    SetTimer(now_ms + work.resend_ms, key),
-                ]
+                return self._resend(work, key, now_ms)
             if work.phase == WorkPhase.RECEIPTED and work.key_now and work.covered:
                 # Past the deadline too: a plain receipt's holder owes its key until the
                 # work ends (paid, escrow closed or expired), resent at doubling intervals.
@@ -316,7 +308,6 @@ class Provider:
                 work.phase == WorkPhase.RECEIPTED
                 and work.plain
                 and height >= expiry - window
-                and now_ms >= work.spec.deadline_ms
                 and work.award is not None
                 and work.receipt is not None
             ):
@@ -373,6 +364,7 @@ class Provider:
         self.history.append(Seen(work.id, now_ms, outcome, spec.max_price, work.bid.message.price))
 
     def _close(self, work: Work, end: str) -> list[Effect]:
+        self._left_delivered(work)
         self._bids.drop(work)
         self._running.discard(work.id)
         work.phase = WorkPhase.CLOSED
@@ -446,6 +438,9 @@ class Provider:
             return self._decline(work, why, now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
+        unpaid = self._unreceipted_full(award.requester)
+        if unpaid:
+            return self._decline(work, unpaid, now_ms)
         self._bids.awarded(work)  # no longer pending; one with no escrow still counts
         work.phase = WorkPhase.AWARDED
         work.award = signed
@@ -503,6 +498,10 @@ class Provider:
         return [RunJob(work.job, work.award)]
 
     _on_receipt = _provider_receipt.on_receipt
+    _delivered = _provider_delivered.delivered
+    _left_delivered = _provider_delivered.left_delivered
+    _unreceipted_full = _provider_delivered.unreceipted_full
+    _resend = _provider_delivered.resend
     _claim_by_ok = _provider_receipt.claim_by_ok
 
     def _check_escrow(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:

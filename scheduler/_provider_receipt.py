@@ -1,6 +1,6 @@
 """The provider machine's receipts (:class:`~scheduler.Provider`'s ``receive`` of a
 Receipt): one that matches our result is held and redeemed (a claim with a sealed one, the
-key with a plain one); one a claim could not cash closes the work. Functions of the
+key with a plain one); one a claim could not cash is ignored. Functions of the
 machine, bound as its methods (specs/marketplace.md, "Provider")."""
 
 from __future__ import annotations
@@ -56,19 +56,20 @@ def on_receipt(p: Provider, signed: Signed[Receipt], now_ms: int) -> list[Effect
         # transactions with it); an honest requester gives ``KEY_DUE_BLOCKS``. One
         # already past is no misbehaviour: an honest requester whose ledger lags ours
         # by a few blocks sends it (round-4 review); only one absurdly far ahead is.
+        # The receipt is ignored and the work stays delivered (until the job's deadline
+        # and a grace, or the escrow's expiry): closed, it let the job be announced
+        # again, bid on and run again on one escrow, any number of times (round 71, F3).
         why = f"a sealed receipt claimable up to height {receipt.claim_by}"
-        blame = receipt.claim_by > p.height
-        return [
-            *([Misbehaved(receipt.requester, f"{why}, at height {p.height}")] * blame),
-            *p._close(work, f"{why}: no claim with it can land"),
-        ]
+        if receipt.claim_by > p.height:
+            return [Misbehaved(receipt.requester, f"{why}, at height {p.height}")]
+        return [NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, f"{why}: no claim with it can land")]
     if receipt.sealed and p.height + 1 >= work.spec.escrow_expiry_height:
         # Claims close at the escrow's expiry: one signed now would be refused in a
-        # block and drop our later transactions with it (review round 9, R9-2).
-        return p._close(
-            work,
-            f"a sealed receipt at height {p.height}: the escrow expires before a claim can land",
-        )
+        # block and drop our later transactions with it (review round 9, R9-2). Ignored
+        # as above; the escrow's expiry ends the work.
+        why = f"a sealed receipt at height {p.height}: the escrow expires before a claim can land"
+        return [NotifyUser(work.id, UserEvent.UNACKNOWLEDGED, why)]
+    p._left_delivered(work)  # the sealed bytes are the requester's now
     work.phase = WorkPhase.RECEIPTED
     work.receipt = signed
     effects: list[Effect] = [

@@ -77,6 +77,8 @@ class Work:
     #: the key after a plain one), and when the key last went.
     resend_ms: int = 0
     key_sent_ms: int = 0
+    #: The sealed bytes' resends so far (``_provider_delivered.MAX_OUTPUT_RESENDS``).
+    resends: int = 0
     receipt: Signed[Receipt] | None = None
     paid: int = 0
     end: str = ""

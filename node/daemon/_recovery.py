@@ -268,8 +268,9 @@ class Recovery:
             r = kept.receipt.message
             # Every claim publishes our key, derived again from our key (the output it
             # sealed is gone with the old process): a sealed receipt's at once, a plain
-            # one's in the claim window after the job's deadline.
-            due = r.sealed or (state.height >= e.claim_height and now >= kept.deadline_ms)
+            # one's in the claim window (whether or not the job's deadline has passed: an
+            # escrow expiring before it left the receipt unclaimed, round 71, F2).
+            due = r.sealed or state.height >= e.claim_height
             if not kept.claimed and due:
                 key = protocol.output_key(node.key, job_id, r.replica, r.output_commitment)
                 kept.claimed = True

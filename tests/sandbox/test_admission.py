@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
 import sandbox
 from sandbox import AdmissionError, AdmissionLimits, InputError, check_inputs, check_model
+from sandbox._admission import RANDOM_OPS
 
 from . import models as M
 
@@ -124,3 +127,50 @@ def test_inputs_are_checked_against_the_graph() -> None:
             check_inputs(info, inputs)
     with pytest.raises(InputError, match="elements"):
         check_inputs(info, {"x": ok}, AdmissionLimits(max_input_elements=11))
+
+
+def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto] | None = None) -> bytes:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("op", sorted(RANDOM_OPS - {"Multinomial", "Bernoulli"}))
+def test_a_random_operator_is_refused(op: str) -> None:
+    # Review round 71, N1: an unseeded RandomUniformLike was admitted; runs of one job
+    # differed, in one determinism class, so none could be verified, and a provider
+    # running one replica twice signed two contradicting Results.
+    like = op.endswith("Like")
+    noise = helper.make_node(
+        op, ["x"] if like else [], ["r"], **({} if like else {"shape": [1, 4]})
+    )
+    add = helper.make_node("Add", ["x", "r"], ["y"])
+    with pytest.raises(AdmissionError, match=f"uses {op}, whose output is random"):
+        check_model(_model([noise, add]))
+
+
+def test_a_bernoulli_in_a_subgraph_is_refused() -> None:
+    cond = helper.make_tensor("c", onnx.TensorProto.BOOL, [], [True])
+    out = helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1, 4])
+    branch = helper.make_graph([helper.make_node("Bernoulli", ["x"], ["b"])], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["b"])], "else", [], [out])
+    if_node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)
+    with pytest.raises(AdmissionError, match="Bernoulli"):
+        check_model(_model([if_node], [cond]))
+
+
+def test_dropout_is_refused_only_when_it_may_train() -> None:
+    false = helper.make_tensor("off", onnx.TensorProto.BOOL, [], [False])
+    true = helper.make_tensor("on", onnx.TensorProto.BOOL, [], [True])
+    check_model(_model([helper.make_node("Dropout", ["x"], ["y"])]))
+    check_model(_model([helper.make_node("Dropout", ["x", "", "off"], ["y"])], [false]))
+    for mode, inits in (("on", [true]), ("t", [])):
+        x = helper.make_tensor_value_info("t", onnx.TensorProto.BOOL, [])
+        model = onnx.load_from_string(
+            _model([helper.make_node("Dropout", ["x", "", mode], ["y"])], inits)
+        )
+        if not inits:
+            model.graph.input.append(x)
+        with pytest.raises(AdmissionError, match="training mode"):
+            check_model(model.SerializeToString())
