@@ -90,6 +90,8 @@ class Request:
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")
+        except RecursionError:  # nested past the parser's depth: not a traceback
+            raise HttpError(400, "request body is nested too deeply") from None
         except ValueError as exc:
             raise HttpError(400, f"request body is not JSON: {exc}") from None
 

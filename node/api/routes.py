@@ -254,7 +254,15 @@ def make_router(
             record = node.job_record(rest[: -len("/result")])
             if record.done is None:
                 raise HttpError(409, "the job has not finished; wait for it first")
-            if record.outputs is None:
+            outputs = node.job_outputs(record)
+            if outputs is None:
+                if record.output_hash is not None or record.output_names:
+                    raise HttpError(
+                        409,
+                        f"the job's output ({record.done.status}) was kept in memory only "
+                        "(it could not be written to disk) and this node has restarted "
+                        "since: it is lost; submit the job again",
+                    )
                 raise HttpError(
                     409, f"the job has no output ({record.done.status}: {record.done.reason})"
                 )
@@ -272,7 +280,7 @@ def make_router(
                 {
                     "job_id": record.job_id.hex(),
                     "status": record.done.status,
-                    "outputs": {n: encode_array(a) for n, a in record.outputs.items()},
+                    "outputs": {n: encode_array(a) for n, a in outputs.items()},
                 }
             )
         record = node.job_record(rest)
@@ -409,8 +417,8 @@ def make_router(
             raise HttpError(415, "a PUT body must be JSON with content-type application/json")
         try:
             body = json.loads(request.body or b"null")
-        except ValueError:
-            raise HttpError(400, "the body is not JSON") from None
+        except (ValueError, RecursionError):
+            raise HttpError(400, "the body is not JSON (or is nested too deeply)") from None
         if not isinstance(body, dict) or not body:
             raise HttpError(400, 'the body must be an object of settings: {"contributor": ...}')
         changes = flatten(body)

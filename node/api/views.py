@@ -30,7 +30,7 @@ def job_view(record: JobRecord, phase: str) -> dict[str, Any]:
         "events": [{"at_ms": t, "event": e, "detail": d} for t, e, d in record.events[-50:]],
         "paid": [],
         "output_hash": record.output_hash.hex() if record.output_hash else None,
-        "output_names": sorted(record.outputs) if record.outputs else [],
+        "output_names": list(record.output_names),
         "no_bids": None,
     }
     if done is not None:

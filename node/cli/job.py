@@ -46,6 +46,14 @@ class JobCommandError(NodeError):
     """A job command cannot run as given (bad input file, unknown job)."""
 
 
+#: The most a tensor holds on the network (``protocol.MAX_BIN_LEN``, as the daemon checks;
+#: not imported from the daemon, which would load it for every command).
+MAX_TENSOR_BYTES = 1 << 20
+#: The most an .npy file's header takes (NumPy pads it to 64-byte multiples; 64 KiB is
+#: far above any real one's).
+_NPY_HEADER_BYTES = 64 << 10
+
+
 def parse_inputs(values: list[str]) -> dict[str, np.ndarray[Any, Any]]:
     """``NAME=FILE.npy`` pairs as arrays."""
     out: dict[str, np.ndarray[Any, Any]] = {}
@@ -54,6 +62,12 @@ def parse_inputs(values: list[str]) -> dict[str, np.ndarray[Any, Any]]:
         if not sep or not name or not path:
             raise JobCommandError(f"--input {value!r}: write it as NAME=FILE.npy")
         try:
+            size = Path(path).stat().st_size
+            if size > MAX_TENSOR_BYTES + _NPY_HEADER_BYTES:  # not read, nor sent, whole
+                raise JobCommandError(
+                    f"--input {name}: {path} is {size} bytes; a tensor may hold at most "
+                    f"{MAX_TENSOR_BYTES} (1 MiB) on the network: split it into several inputs"
+                )
             out[name] = np.load(Path(path), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise JobCommandError(f"--input {name}: cannot read {path} as .npy: {exc}") from None

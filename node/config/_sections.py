@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["contributor", "requester", "coordinator"]
+#: The most any amount setting may be (micro-credits): the ledger's whole supply. Every
+#: amount a node puts in a message or a transaction is a u64 there; a price floor of 2^64
+#: written through the API killed the daemon at its next advert, and every start after
+#: (review round 69, R69-2).
+MAX_AMOUNT = 1 << 62
+#: The longest run estimate and escrow slack a setting may give (a day; in blocks, the most
+#: a provider accepts an escrow's expiry ahead of its height, ``MAX_ESCROW_AHEAD_BLOCKS``).
+MAX_RUN_MS = 86_400_000
+MAX_SLACK_BLOCKS = 100_000
 #: Chain ids of devnets (``aimx-devnet`` and ``aimx-devnet-...``): the faucet's default.
 DEVNET_CHAIN_ID = "aimx-devnet"
 
@@ -103,7 +112,9 @@ class PauseOnUseConfig(_Strict):
 
 
 class ContributorConfig(_Strict):
-    price_floor: int = Field(1_000, ge=1, description="lowest price per replica, micro-credits")
+    price_floor: int = Field(
+        1_000, ge=1, le=MAX_AMOUNT, description="lowest price per replica, micro-credits"
+    )
     max_concurrency: int = Field(2, ge=1, le=1024, description="jobs run at once")
     warm_workers: int = Field(2, ge=0, le=64, description="warm sandbox workers kept")
     job_cpus: tuple[Annotated[int, Field(ge=0, le=65535)], ...] = Field(
@@ -117,10 +128,14 @@ class ContributorConfig(_Strict):
         description="bid on jobs verified within tolerances (their requester reads every "
         "output before it pays, and may pay others); never with both tolerances 0",
     )
-    base_run_ms: int = Field(200, ge=1, description="estimated run time of a job at score 1000")
-    stake: int = Field(0, ge=0, description="credits to stake once funded (bond against cheating)")
+    base_run_ms: int = Field(
+        200, ge=1, le=MAX_RUN_MS, description="estimated run time of a job at score 1000"
+    )
+    stake: int = Field(
+        0, ge=0, le=MAX_AMOUNT, description="credits to stake once funded (bond against cheating)"
+    )
     memory_mb: int = Field(
-        0, ge=0, description="memory offered to jobs, MiB (0: all the machine has)"
+        0, ge=0, le=1 << 32, description="memory offered to jobs, MiB (0: all the machine has)"
     )
     use_gpu: bool = Field(True, description="offer this machine's GPUs to jobs (false: CPU only)")
     availability: AvailabilityConfig = AvailabilityConfig()
@@ -142,8 +157,12 @@ class CoordinatorConfig(_Strict):
     block_interval_ms: int = Field(
         500, ge=50, le=600_000, description="how often the coordinator makes a block"
     )
-    faucet_amount: int = Field(100_000_000, ge=0, description="demo credits a faucet mint gives")
-    faucet_max: int = Field(1_000_000_000_000, ge=1, description="largest faucet mint")
+    faucet_amount: int = Field(
+        100_000_000, ge=0, le=MAX_AMOUNT, description="demo credits a faucet mint gives"
+    )
+    faucet_max: int = Field(
+        1_000_000_000_000, ge=1, le=MAX_AMOUNT, description="largest faucet mint"
+    )
     faucet: bool | None = Field(
         None, description="serve POST /api/faucet (unset: only on a devnet chain id)"
     )
@@ -151,10 +170,13 @@ class CoordinatorConfig(_Strict):
     faucet_account_per_minute: int = Field(
         5, ge=1, le=1_000_000, description="faucet mints a minute to any one account"
     )
-    slash_amount: int = Field(1_000_000, ge=1, description="stake taken from a reported cheat")
+    slash_amount: int = Field(
+        1_000_000, ge=1, le=MAX_AMOUNT, description="stake taken from a reported cheat"
+    )
     witness_floor: int = Field(
         1_000_000,
         ge=1,
+        le=MAX_AMOUNT,
         description="stake each provider of an outvoting majority must hold for a slash",
     )
     min_fee: int = Field(
@@ -168,21 +190,31 @@ class CoordinatorConfig(_Strict):
 
 
 class RequesterConfig(_Strict):
-    max_price: int = Field(100_000, ge=1, description="default max price per replica")
+    max_price: int = Field(
+        100_000,
+        ge=1,
+        le=MAX_AMOUNT,
+        description="default max price per replica (at most max_price_limit)",
+    )
     max_price_limit: int = Field(
-        10_000_000, ge=1, description="highest max price per replica a job through the API may set"
+        10_000_000,
+        ge=1,
+        le=MAX_AMOUNT,
+        description="highest max price per replica a job through the API may set",
     )
     #: At most scheduler.MAX_DEADLINE_MS (23 h; providers refuse deadlines over 24 h ahead).
     deadline_ms: int = Field(
         60_000, ge=1_000, le=82_800_000, description="default job deadline from submit (≤ 23 h)"
     )
     bid_window_ms: int = Field(500, ge=10, le=60_000, description="how long bids are collected")
-    expiry_slack_blocks: int = Field(5, ge=0, description="escrow blocks beyond the deadline")
+    expiry_slack_blocks: int = Field(
+        5, ge=0, le=MAX_SLACK_BLOCKS, description="escrow blocks beyond the deadline"
+    )
     job_records: int = Field(
         10_000,
         ge=10,
         le=1_000_000,
-        description="jobs the API remembers (with outputs); beyond this the oldest closed "
+        description="jobs the API remembers (outputs kept on disk); beyond this the oldest closed "
         "ones are forgotten",
     )
     replication: Literal["fixed", "adaptive"] = Field(
@@ -194,18 +226,27 @@ class RequesterConfig(_Strict):
     probation_stake: int = Field(
         1_000_000,
         ge=0,
+        le=MAX_AMOUNT,
         description="micro-credits a provider has bonded to be past probation (with 3 "
         "settled jobs, which cost nothing to self-deal); 0: settled jobs alone",
     )
-    trusted_jobs: int = Field(20, ge=1, description="adaptive: settled jobs a trusted provider has")
+    trusted_jobs: int = Field(
+        20, ge=1, le=1 << 32, description="adaptive: settled jobs a trusted provider has"
+    )
     trusted_score_permille: int = Field(
         900, ge=0, le=1000, description="adaptive: the ledger score a trusted provider has"
     )
     trusted_stake: int = Field(
-        1_000_000, ge=0, description="adaptive: micro-credits a trusted provider has bonded"
+        1_000_000,
+        ge=0,
+        le=MAX_AMOUNT,
+        description="adaptive: micro-credits a trusted provider has bonded",
     )
     trusted_max_failures: int = Field(
-        3, ge=0, description="adaptive: most failure units on a trusted provider's record"
+        3,
+        ge=0,
+        le=1 << 32,
+        description="adaptive: most failure units on a trusted provider's record",
     )
     audit_permille: int = Field(
         50,
@@ -219,6 +260,27 @@ class RequesterConfig(_Strict):
         description="report a provider outvoted by a verified majority for a slash (with the "
         "signed Results as evidence); off, it is only attested against",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_max_price_within_limit(cls, data: Any) -> Any:
+        # A limit set below the default max_price lowers the default with it.
+        if isinstance(data, dict) and "max_price" not in data and "max_price_limit" in data:
+            limit = data["max_price_limit"]
+            if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < 100_000:
+                return {**data, "max_price": limit}
+        return data
+
+    @model_validator(mode="after")
+    def _max_price_within_limit(self) -> RequesterConfig:
+        # A default the node itself refuses to use made every later submit without a
+        # max_price fail (review round 69).
+        if self.max_price > self.max_price_limit:
+            raise ValueError(
+                f"max_price {self.max_price} is over max_price_limit {self.max_price_limit}; "
+                "lower it or raise the limit"
+            )
+        return self
 
 
 class NodeConfig(_Strict):

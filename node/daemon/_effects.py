@@ -209,10 +209,15 @@ class EffectRunner:
             return  # a spot check's canary
         record.done = effect
         if effect.output is not None:
+            data = effect.output.data
             try:
-                record.outputs = outputs_from_bytes(effect.output.data)
+                outputs = outputs_from_bytes(data)
             except protocol.ProtocolError as exc:
                 log.warning("verified output of %s unreadable: %s", effect.job_id.hex(), exc)
+            else:
+                # on disk first, so that memory may let it go (and a restart keeps it)
+                record.output_on_disk = node.journal.save_output(effect.job_id, data)
+                node.jobs.hold_output(record, outputs, len(data))
         record.events.append((node.now_ms(), "done", f"{effect.status} {effect.reason}".strip()))
         node.journal.changed(record)
         record.touch()

@@ -3,7 +3,9 @@ directory), so that ``aimx job list`` and ``aimx job status`` still know them af
 
 A record is written when the job is submitted, when it ends and when its escrow closes;
 what it keeps is what the API shows (spec, status, reason, payouts, the output's hash, the
-last events), not the output tensors (they stay in memory). A job that was still running
+last events), and the verified output's bytes (table ``outputs``: the API reads them from
+there once the job's record no longer holds them in memory, after a restart too). A job
+that was still running
 when the daemon stopped is failed at the next start with that reason: the requester machine
 does not survive a restart, and the money intents (``intents.sqlite3``) close its escrow.
 
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_hash BLOB,
     events BLOB,
     closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id BLOB PRIMARY KEY,
+    data BLOB NOT NULL
 )
 """
 
@@ -64,7 +70,7 @@ class JobJournal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
-                self._db.execute(_SCHEMA)
+                self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             log.error("job records are not kept on disk (%s): %s", path, exc)
             self._db = None
@@ -113,16 +119,38 @@ class JobJournal:
     def forget(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
             self._write("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+            self._write("DELETE FROM outputs WHERE job_id = ?", (job_id,))
 
-    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+    def save_output(self, job_id: bytes, data: bytes) -> bool:
+        """Keep a job's verified output bytes; whether they were written."""
+        return self._write(
+            "INSERT OR REPLACE INTO outputs (job_id, data) VALUES (?, ?)", (job_id, data)
+        )
+
+    def load_output(self, job_id: bytes) -> bytes | None:
+        """A job's kept output bytes (``None``: none kept, or unreadable)."""
         if self._db is None:
-            return
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT data FROM outputs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.error("a job's output on disk is unreadable: %s", exc)
+            return None
+        return bytes(row[0]) if row is not None else None
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> bool:
+        if self._db is None:
+            return False
         try:
             with self._db:
                 self._db.execute(sql, args)
         except sqlite3.Error as exc:
             self.write_errors += 1
             log.error("could not keep a job record on disk: %s", exc)
+            return False
+        return True
 
     def load(self, limit: int) -> list[JobRecord]:
         """The newest ``limit`` records, oldest first. A job that had not ended is failed

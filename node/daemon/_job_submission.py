@@ -57,16 +57,7 @@ async def submit_job(
     )
     state = node.ledger.state
     budget = redundancy + max_retries
-    fee = node.txq.fee()
-    spendable = state.balance(node.me) - locked_pending(node.requester, state, fee)
-    fees = 2 * fee  # the lock's and the settle's (or the refund's)
-    if price * budget + fees > spendable:
-        paid = f" and {fees} in transaction fees" if fees else ""
-        raise JobSubmitError(
-            f"escrow needs {price * budget} micro-credits (max_price × (redundancy + "
-            f"max_retries)){paid} but the balance available is {spendable}; get credits "
-            "(the devnet faucet) or lower max_price"
-        )
+    _check_funds(node, price * budget)
     now = node.now_ms()
     deadline = now + ahead
     spec = build_spec(
@@ -91,6 +82,10 @@ async def submit_job(
         ),
     )
     providers = await node.providers_for(spec.requirements.capability_class)
+    # Again: another submit may have been recorded while the lookup was awaited (two at
+    # once both passed the check, the second answered 201 and its lock then failed:
+    # review round 69, R69-3).
+    _check_funds(node, price * budget)
     now = node.now_ms()
     try:
         job_id, effects = node.requester.submit(spec, now, providers=providers)
@@ -105,6 +100,23 @@ async def submit_job(
     node.metrics.jobs_submitted.inc()
     node.effects.execute("requester", effects)
     return job_id
+
+
+def _check_funds(node: Node, escrow: int) -> None:
+    """Raise a :class:`JobSubmitError` unless the balance not yet locked for other jobs
+    pays ``escrow`` and its two fees (the lock's and the settle's, or the refund's)."""
+    assert node.requester is not None
+    state = node.ledger.state
+    fee = node.txq.fee()
+    spendable = state.balance(node.me) - locked_pending(node.requester, state, fee)
+    fees = 2 * fee
+    if escrow + fees > spendable:
+        paid = f" and {fees} in transaction fees" if fees else ""
+        raise JobSubmitError(
+            f"escrow needs {escrow} micro-credits (max_price × (redundancy + "
+            f"max_retries)){paid} but the balance available is {spendable}; get credits "
+            "(the devnet faucet) or lower max_price"
+        )
 
 
 def locked_pending(requester: scheduler.Requester, state: ledger.State, fee: int = 0) -> int:

@@ -21,6 +21,7 @@ in the node's nursery, so a handler never waits on the network. specs/daemon.md 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -40,7 +41,7 @@ from ..config import NodeConfig
 from ..ledger import LedgerService, StoreThread, TxQueue, TxRequest
 from ..net import Network, NetworkError, PeerKey, job_topic
 from ._clock import Clock
-from ._codec import Array
+from ._codec import Array, outputs_from_bytes
 from ._conduct import Conduct
 from ._effects import EffectRunner, Machine
 from ._errors import JobSubmitError, RoleMissing
@@ -402,6 +403,26 @@ class Node:
         """The job whose id is ``job_id_hex`` or starts with it (a unique prefix of at least
         4 hex digits, as ``aimx job list`` shows them)."""
         return self.jobs.find(job_id_hex)
+
+    def job_outputs(self, record: JobRecord) -> dict[str, Array] | None:
+        """A finished job's verified outputs: held in memory, or read from the job journal
+        (let go from memory past its budget, or kept from before a restart), checked
+        against the output's hash the job ended with; ``None`` when none were kept."""
+        if record.outputs is not None:
+            return record.outputs
+        data = self.journal.load_output(record.job_id)
+        if data is None:
+            return None
+        done = record.done
+        expected = done.output.hash if done is not None and done.output else record.output_hash
+        outputs = None
+        if protocol.content_hash(data) == expected:
+            with contextlib.suppress(protocol.ProtocolError):
+                outputs = outputs_from_bytes(data)
+        if outputs is None:
+            log.error("the kept output of job %s is damaged; ignored", record.job_id.hex()[:12])
+            return None
+        return outputs
 
     def job_phase(self, record: JobRecord) -> str:
         if self.requester is None:

@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -161,6 +162,7 @@ async def run_daemon(
     # Everything the daemon creates is its owner's alone: files 0600, directories 0700
     # (the ledger's SQLite files, receipts, node.json, genesis.bin, api.token; specs/daemon.md,
     # "Data directory"). The umask is the process's; it is put back when the daemon returns.
+    private_data_dir(data_dir)
     with data_dir_lock(data_dir):
         umask = os.umask(0o077)
         try:
@@ -169,6 +171,40 @@ async def run_daemon(
             )
         finally:
             os.umask(umask)
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` (0700), or make an existing one private. An existing one that is
+    shared (world-writable, or sticky like ``/tmp``) or another user's is refused: the
+    daemon made any directory it was named 0700, ``/tmp`` too, and left its key there
+    (review round 69, R69-6)."""
+    try:
+        try:
+            st = data_dir.stat()
+        except FileNotFoundError:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+    except OSError as exc:
+        raise DataDirUnusable(
+            f"cannot use {data_dir} as the data directory: {exc.strerror or exc}; make it a "
+            "directory this user can write, or pass another --data-dir"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataDirUnusable(f"{data_dir} is not a directory; pass another --data-dir")
+    shared = st.st_mode & (stat.S_IWOTH | stat.S_ISVTX)
+    if shared or st.st_uid != os.geteuid():
+        why = "is shared with other users" if shared else "belongs to another user"
+        raise DataDirUnusable(
+            f"{data_dir} {why}: a node keeps its key and credits there; give --data-dir a "
+            "directory of your own (a new one is created, mode 0700)"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        try:
+            os.chmod(data_dir, 0o700)
+        except OSError as exc:
+            log.warning("could not make %s private (mode 0700): %s", data_dir, exc)
+        else:
+            log.info("made the data directory %s private (mode 0700)", data_dir)
 
 
 async def _run(
@@ -182,11 +218,6 @@ async def _run(
     from ..net import Reachability
     from ..net.libp2p_host import Libp2pConfig, open_libp2p_network
 
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.chmod(data_dir, 0o700)
-    except OSError as exc:
-        log.warning("could not make %s private (mode 0700): %s", data_dir, exc)
     if remove_stale_runinfo(data_dir):
         log.info("removed the node.json of a daemon that was killed")
     identity = load_or_create_identity(data_dir)
@@ -297,7 +328,14 @@ async def _run(
                     data_dir=data_dir,
                     config_sources=sources,
                 )
-                port = await nursery.start(serve_http, router, config.api_host, config.api_port)
+                try:
+                    port = await nursery.start(serve_http, router, config.api_host, config.api_port)
+                except OSError as exc:  # taken, or a name that does not resolve
+                    raise ConfigError(
+                        f"the local API cannot listen on {config.api_host}:{config.api_port}: "
+                        f"{exc.strerror or exc}; set api_port in config.toml to a free port "
+                        "(0: any) and api_host to a loopback address"
+                    ) from None
                 url = f"http://{config.api_host}:{port}"
                 info = RunInfo(
                     pid=os.getpid(),

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from node._errors import ConfigError
-from node.config import CONFIG_FILE, load_config
+from node.config import CONFIG_FILE, EDITABLE, NodeConfig, load_config
+from node.config._edit import apply_changes
 
 
 def test_job_cpus_are_read(tmp_path: Path) -> None:
@@ -163,3 +166,43 @@ def test_every_setting_is_described_and_in_the_spec() -> None:
     spec = (Path(__file__).parents[2] / "specs" / "config.md").read_text()
     table = DOC_BEGIN + spec.partition(DOC_BEGIN)[2].partition(DOC_END)[0] + DOC_END
     assert table == config_doc(), "specs/config.md is stale: python -m node.config specs/config.md"
+
+
+def _int_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo]]:
+    found: list[tuple[str, FieldInfo]] = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found += _int_fields(kind, f"{prefix}{name}.")
+        elif kind is int:
+            found.append((f"{prefix}{name}", info))
+    return found
+
+
+def test_every_integer_setting_is_bounded_within_a_u64() -> None:
+    # Review round 69, R69-2: price_floor had no upper bound; 2^64 written through
+    # PUT /api/config killed the daemon at its next advert, and every start after.
+    fields = _int_fields(NodeConfig)
+    assert len(fields) > 20
+    for name, info in fields:
+        highest = [m.le for m in info.metadata if getattr(m, "le", None) is not None]
+        assert highest and highest[0] < 2**63, f"{name} has no bound below 2^63"
+
+
+@pytest.mark.parametrize("key", sorted(EDITABLE))
+def test_no_editable_setting_takes_a_value_past_a_u64(key: str) -> None:
+    config = NodeConfig()
+    value: object = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return
+    with pytest.raises(ConfigError, match=key.rsplit(".", 1)[-1]):
+        apply_changes(config, {key: 2**64})
+
+
+def test_an_escrow_slack_past_what_providers_accept_is_refused() -> None:
+    # R69-5: 3,000,000 blocks locked each job's escrow for weeks, and every contributor
+    # counted the requester as misbehaving ("absurd times").
+    with pytest.raises(ValueError, match="expiry_slack_blocks"):
+        NodeConfig.model_validate({"requester": {"expiry_slack_blocks": 3_000_000}})

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import nacl.signing
 import numpy as np
+import pytest
 import trio
 
 import ledger
@@ -222,11 +223,14 @@ async def test_max_price_is_bounded_by_the_configuration() -> None:
             r = await call(port, "POST", "/api/jobs", content=body, headers=headers)
             assert r.status_code == 400
             assert "requester.max_price_limit" in r.json()["error"]
-        # the default max_price counts too
-        r = await call(port, "POST", "/api/jobs", content=json.dumps(job).encode(), headers=headers)
-        assert r.status_code == 400 and "max_price 100000" in r.json()["error"]
         assert node.submitted == []
+        # a limit below the default max_price lowers the default with it (round 69)
+        r = await call(port, "POST", "/api/jobs", content=json.dumps(job).encode(), headers=headers)
+        assert r.status_code == 201, r.text
         body = json.dumps({**job, "max_price": 50_000}).encode()
         r = await call(port, "POST", "/api/jobs", content=body, headers=headers)
         assert r.status_code == 201, r.text
-        assert [s["max_price"] for s in node.submitted] == [50_000]
+        assert [s["max_price"] for s in node.submitted] == [None, 50_000]  # None: the default
+    # a default the node would refuse to use is refused as a setting
+    with pytest.raises(ValueError, match="max_price 60000 is over max_price_limit 50000"):
+        RequesterConfig(max_price=60_000, max_price_limit=50_000)

@@ -50,6 +50,9 @@ async def test_routes_errors_and_survival() -> None:
         assert r.status_code == 405
         r = await _get(port, "POST", "/echo", content=b"{not json")
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
+        # nested past the parser's depth: a 400, not a 500 and a traceback (round 69)
+        r = await _get(port, "POST", "/echo", content=b"[" * 100_000 + b"]" * 100_000)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
         r = await _get(port, "GET", "/boom")
         assert r.status_code == 500 and "internal error" in r.json()["error"]
 

@@ -222,3 +222,17 @@ async def test_wait_says_when_the_network_is_short_of_replicas(tmp_path: Path) -
     out = done.stdout.decode()
     says = "1 of 2 replicas found; waiting for more contributors of onnx.cpu.m1"
     assert out.count(says) == 1, out
+
+
+def test_an_input_file_over_a_tensor_s_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # Review round 69: a 60 MiB input was loaded, base64-encoded and sent whole (RSS
+    # 388 MB), then refused with a bare "413 request body over 67108864 bytes".
+    from node.cli.job import JobCommandError, parse_inputs
+
+    big = tmp_path / "x.npy"
+    np.save(big, np.zeros(2 << 20, np.float32))  # 8 MiB
+    with pytest.raises(JobCommandError, match=r"at most 1048576 .* split it"):
+        parse_inputs([f"x={big}"])
+    small = tmp_path / "y.npy"
+    np.save(small, np.ones(16, np.float32))
+    assert parse_inputs([f"y={small}"])["y"].shape == (16,)

@@ -193,6 +193,22 @@ def test_unusable_data_dir(tmp_path: Path) -> None:
     short_error(output, "Permission denied", "another --data-dir")
 
 
+def test_an_api_port_in_use_is_named(tmp_path: Path) -> None:
+    # Review round 69: "internal error: OSError: [Errno 98] Address already in use".
+    data_dir = tmp_path / "node"
+    data_dir_with_ledger(data_dir)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, output = aimx(
+            "node", "start", "--data-dir", str(data_dir), "--role", "requester",
+            "--chain-id", CHAIN, "--api-port", port, "--listen", "/ip4/127.0.0.1/tcp/0",
+        )  # fmt: skip
+    assert code == 1, output
+    short_error(output, f"127.0.0.1:{port}", "set api_port in config.toml")
+
+
 def test_bad_config_value(tmp_path: Path) -> None:
     data_dir = tmp_path / "node"
     data_dir.mkdir()

@@ -4,6 +4,7 @@ changes nothing (issue 18)."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import trio
 
 from node._runinfo import RUNINFO_FILE
 from node.config import CoordinatorConfig, NodeConfig
-from node.daemon import DataDirInUse, run_daemon
-from node.daemon._run import LOCK_FILE, data_dir_lock
+from node.daemon import DataDirInUse, DataDirUnusable, run_daemon
+from node.daemon._run import LOCK_FILE, data_dir_lock, private_data_dir
 
 
 def test_the_lock_names_its_holder_and_is_free_again_after(tmp_path: Path) -> None:
@@ -53,3 +54,23 @@ async def test_a_second_daemon_on_the_same_data_dir_exits_1_and_touches_nothing(
             assert (data_dir / LOCK_FILE).read_text().strip() == str(os.getpid())
             nursery.cancel_scope.cancel()
     assert not (data_dir / RUNINFO_FILE).exists()
+
+
+def test_a_shared_directory_is_refused_as_the_data_directory_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # Review round 69, R69-6: the daemon made any --data-dir 0700, /tmp included (as
+    # root, for the whole machine), and left its key and lock file there.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(DataDirUnusable, match="shared with other users"):
+        private_data_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777 and not any(shared.iterdir())
+    own = tmp_path / "own"
+    own.mkdir(mode=0o755)
+    private_data_dir(own)  # the user's own: made private
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    new = tmp_path / "new" / "node"
+    private_data_dir(new)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
