@@ -118,7 +118,8 @@ def loopback_origin(origin: str, port: int) -> bool:
     return origin.strip().lower() in {f"http://{name}:{port}" for name in LOOPBACK_NAMES}
 
 
-def _bearer(value: str) -> str:
+def bearer(value: str) -> str:
+    """The credentials of an ``Authorization: Bearer ...`` header's value; else ``""``."""
     scheme, _, credentials = value.strip().partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else ""
 
@@ -135,7 +136,7 @@ def check_access(request: Request, token: str) -> None:
     origin = request.headers.get("origin")
     if origin is not None and not loopback_origin(origin, request.port):
         raise HttpError(403, f"requests from the origin {origin!r} are refused")
-    given = _bearer(request.headers.get("authorization", ""))
+    given = bearer(request.headers.get("authorization", ""))
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise HttpError(
             401,

@@ -98,6 +98,10 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/api/status")  # type: ignore[no-any-return]
 
+    def dashboard_token(self) -> dict[str, Any]:
+        """This run's dashboard token and the ``api_port`` setting (``aimx node dashboard``)."""
+        return self._call("GET", "/api/dashboard/token")  # type: ignore[no-any-return]
+
     def balance(self, account: str | None = None) -> dict[str, Any]:
         path = "/api/ledger/balance" + (f"/{account}" if account else "")
         return self._call("GET", path)  # type: ignore[no-any-return]

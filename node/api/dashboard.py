@@ -1,11 +1,22 @@
 """The node's dashboard (specs/dashboard.md): one page served from the package, its static
 files, and a stream of snapshots as server-sent events, for the node's owner only.
 
-Access. ``aimx node dashboard`` prints a login link, ``/dashboard/login?token=<api
-token>``; it answers with a cookie (HttpOnly, SameSite=Strict, path ``/dashboard``, named
-after the port: cookies are per host, not per port) whose value is derived from the token
-(an HMAC of it, so the cookie is not the token), and a redirect to the page. Every other
-dashboard route needs that cookie; the JSON API under ``/api`` keeps its Bearer token.
+Access. The dashboard has its own token, :attr:`Dashboard.token`: random at each start of
+the daemon, kept in memory only, and good for the dashboard's routes only (never the JSON
+API). The owner gets it with the API token (``GET /api/dashboard/token``), and ``aimx
+node dashboard`` prints the link ``/dashboard/#token=<it>``: in the URL's fragment, which a
+browser sends to no server, in no ``Referer``. The page's script moves it to
+``sessionStorage`` (one origin: this host and port), removes it from the address bar, and
+sends it as ``Authorization: Bearer`` with every call; the routes that carry the node's
+data or change it (``/dashboard/events``, ``/dashboard/snapshot``,
+``/dashboard/api/...``) refuse a request without it. No cookie: browsers send a cookie to
+every port of a host, so another local user's server on another port would get it. The
+page and its static files hold nothing of the node's and are served without the token. A
+link of an earlier run, whatever program now holds its port, carries a dead token.
+
+``/dashboard/login`` (the old link, ``?token=<api token>``) logs nobody in: it answers a
+page that says to get a fresh link, without reading the token.
+
 The ``Host`` and ``Origin`` rules of ``_auth`` hold for the dashboard too, and the page's
 controls (``/dashboard/api/...``: pause, resume, config) are forwarded to the API only
 with a JSON body.
@@ -18,17 +29,16 @@ open at once.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import hmac
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from ._auth import loopback_host, loopback_origin
+from ._auth import TOKEN_BYTES, bearer, loopback_host, loopback_origin
 from ._dashboard_snapshot import SnapshotBuilder
 from ._http import Handler, HttpError, Request, Response
 from ._snapshot_hub import MAX_LISTENERS as MAX_LISTENERS
@@ -70,28 +80,10 @@ _PAGE_HEADERS = {
 }
 
 
-def session_value(token: str) -> str:
-    """The cookie's value for ``token``: an HMAC of it (URL-safe base64)."""
-    mac = hmac.new(token.encode(), b"aimx dashboard session", hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-
-
-def cookie_name(port: int) -> str:
-    return f"aimx_dashboard_{port}"
-
-
 def login_url(api_url: str, token: str) -> str:
-    """The link that logs a browser in to the dashboard of the node at ``api_url``."""
-    return f"{api_url.rstrip('/')}{PREFIX}/login?token={quote(token, safe='')}"
-
-
-def _cookies(header: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            out.setdefault(name.strip(), value.strip())
-    return out
+    """The link that logs a browser in to the dashboard of the node at ``api_url``, with
+    the dashboard's ``token`` in its fragment (never sent to a server)."""
+    return f"{api_url.rstrip('/')}{PREFIX}/#token={quote(token, safe='')}"
 
 
 def _page(status: int, title: str, text: str) -> Response:
@@ -103,29 +95,13 @@ def _page(status: int, title: str, text: str) -> Response:
     return Response(status, body.encode(), _TYPES[".html"], dict(_PAGE_HEADERS))
 
 
-def _refused(request: Request) -> Response:
-    if request.path in (PREFIX, PREFIX + "/"):
-        return _page(
-            401,
-            "Log in with the node's link",
-            "This dashboard opens only from its login link: run <code>aimx node "
-            "dashboard</code> (with the node's <code>--data-dir</code>) and open the link "
-            "it prints.",
-        )
-    raise HttpError(
-        401, "not logged in to the dashboard: open the link `aimx node dashboard` prints"
-    )
-
-
 class Dashboard:
     """The dashboard's routes for one node (see the module's text)."""
 
-    def __init__(
-        self, node: Node, *, token: str, api: Handler, data_dir: Path | None = None
-    ) -> None:
+    def __init__(self, node: Node, *, api: Handler, data_dir: Path | None = None) -> None:
         self.node = node
-        self._token = token
-        self._session = session_value(token)
+        #: The dashboard's token, new at each start (see the module's text).
+        self.token = secrets.token_urlsafe(TOKEN_BYTES)
         self._api = api
         self._static: dict[str, tuple[bytes, str]] = {}
         self.snapshots = SnapshotBuilder(node, api, data_dir)
@@ -154,10 +130,14 @@ class Dashboard:
         if path == PREFIX + "/login":
             if request.method != "GET":
                 raise HttpError(405, f"{request.method} is not allowed on {path}")
-            return self._login(request)
-        given = _cookies(request.headers.get("cookie", "")).get(cookie_name(request.port), "")
-        if not hmac.compare_digest(given.encode(), self._session.encode()):
-            return _refused(request)
+            return _page(
+                410,
+                "This login link is no longer used",
+                "Links of this form are gone: its token is not read, and nothing is set. Run "
+                "<code>aimx node dashboard</code> (with the node's <code>--data-dir</code>) "
+                "and open the fresh link it prints.",
+            )
+        # the page and its files hold nothing of the node's: no token needed
         if path in (PREFIX, PREFIX + "/"):
             if request.method != "GET":
                 raise HttpError(405, f"{request.method} is not allowed on {path}")
@@ -166,6 +146,14 @@ class Dashboard:
         if path.startswith(PREFIX + "/static/") and request.method == "GET":
             body, kind = self._file(path[len(PREFIX + "/static/") :])
             return Response(200, body, kind, {"cache-control": "private, max-age=600"})
+        given = bearer(request.headers.get("authorization", ""))
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise HttpError(
+                401,
+                "not logged in to the dashboard: open the link `aimx node dashboard` prints "
+                "(it holds this run's dashboard token)",
+                {"www-authenticate": "Bearer"},
+            )
         if path == PREFIX + "/events" and request.method == "GET":
             if self.hub.listeners >= self.hub.max_listeners:
                 raise HttpError(
@@ -177,21 +165,6 @@ class Dashboard:
         if path.startswith(PREFIX + "/api/"):
             return await self._forward(request)
         raise HttpError(404, f"no such dashboard page: {path}")
-
-    def _login(self, request: Request) -> Response:
-        given = request.query.get("token", [""])[0]
-        if not hmac.compare_digest(given.encode(), self._token.encode()):
-            return _page(
-                401,
-                "This login link is not valid",
-                "The token in the link is not this node's (a restart with a new data "
-                "directory makes a new one): run <code>aimx node dashboard</code> again.",
-            )
-        cookie = (
-            f"{cookie_name(request.port)}={self._session}; Path={PREFIX}; HttpOnly; SameSite=Strict"
-        )
-        headers = {**_PAGE_HEADERS, "location": PREFIX + "/", "set-cookie": cookie}
-        return Response(303, b"", "text/plain", headers)
 
     def _file(self, name: str) -> tuple[bytes, str]:
         cached = self._static.get(name)

@@ -457,5 +457,11 @@ def make_router(
     router.add("GET", "/api/provider/why", guarded(why))
     router.add("GET", "/api/providers", guarded(providers))
     router.add("GET", "/metrics", guarded(metrics))
-    dashboard = Dashboard(node, token=token, api=router, data_dir=data_dir)
+    dashboard = Dashboard(node, api=router, data_dir=data_dir)
+
+    async def dashboard_token(request: Request) -> Response:
+        # this run's dashboard token (never the API's), for `aimx node dashboard`'s link
+        return Response.json({"token": dashboard.token, "api_port": node.config.api_port})
+
+    router.add("GET", "/api/dashboard/token", dashboard_token)
     return dashboard.mount(owner_only(router, token))

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's ``chromium``, driven by
 Playwright's Python package, never its own browser download) on a devnet contributor.
 
-It logs in with the link ``aimx node dashboard`` prints, watches the live numbers change
+It logs in with the link ``aimx node dashboard`` prints (its token in the fragment,
+moved to sessionStorage and sent as a Bearer token), watches the live numbers change
 as a job completes and as another fails, pauses the node with the page's button and sees
 it stop bidding, sets a schedule that excludes today with the page's settings form and
 sees the node paused by it. Screenshots at desktop (1280x800) and phone (390x844) widths
@@ -128,18 +129,25 @@ def test_the_dashboard_in_chromium(devnet: list[DevNode], tmp_path: Path) -> Non
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            # the page is refused without the login link's cookie
+            # without the login link's token the page shows only how to get one
             anonymous = browser.new_page()
-            refused = anonymous.goto(base + "/dashboard/")
-            assert refused is not None and refused.status == 401
+            bare = anonymous.goto(base + "/dashboard/")
+            assert bare is not None and bare.status == 200
+            expect(anonymous.locator("#login-card")).to_be_visible()
+            expect(anonymous.locator("#login-card")).to_contain_text("aimx node dashboard")
+            expect(anonymous.locator("#balance")).to_be_hidden()
             anonymous.close()
 
             pages: dict[str, Page] = {}
             for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
                 page = browser.new_context(viewport=size).new_page()
                 page.goto(link)
-                assert page.url == base + "/dashboard/"
                 page.wait_for_selector("body[data-updates]", timeout=20_000)
+                # the token left the address bar for this origin's sessionStorage, and
+                # no cookie was set
+                assert page.url == base + "/dashboard/"
+                assert page.evaluate("sessionStorage.getItem('aimx_dashboard_token')")
+                assert page.context.cookies() == []
                 pages[name] = page
             desktop, phone = pages["desktop"], pages["phone"]
             paint = desktop.evaluate(

@@ -1,11 +1,42 @@
 // AIMatrix node dashboard: renders the daemon's snapshots (server-sent events from
-// /dashboard/events, about one a second while something changes) and sends the owner's
-// controls to /dashboard/api/... (pause, resume, settings). No framework; uPlot draws
-// the earnings chart. Every value from the node is put in the page as text, never as HTML.
+// /dashboard/events, read with fetch(), about one a second while something changes) and
+// sends the owner's controls to /dashboard/api/... (pause, resume, settings). No
+// framework; uPlot draws the earnings chart. Every value from the node is put in the page
+// as text, never as HTML.
+//
+// Login: the link of `aimx node dashboard` carries this run's dashboard token in its
+// fragment (#token=...), which no server sees. It moves to sessionStorage (this origin
+// only: the host and the port) and out of the address bar, and every call sends it as
+// "Authorization: Bearer". No cookie: a browser would send one to every port of the host.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   let chart = null, chartKey = "", updates = 0, lastAt = 0, snap = null;
+  const KEY = "aimx_dashboard_token";
+  let token = takeToken(), retryMs = 2000, loggedOut = false;
+
+  function takeToken() {
+    const given = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (given) {
+      if (given[1]) sessionStorage.setItem(KEY, decodeURIComponent(given[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return sessionStorage.getItem(KEY);
+  }
+
+  // no token, or one the node refuses (a link of an earlier run): say how to get one
+  function logIn(why) {
+    loggedOut = true;
+    sessionStorage.removeItem(KEY);
+    token = null;
+    $("login-why").textContent = why;
+    document.body.dataset.login = "needed";
+    $("live").textContent = "not logged in";
+  }
+
+  function authorized(init) {
+    return { ...init, cache: "no-store", headers: { ...(init.headers || {}), authorization: "Bearer " + token } };
+  }
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -161,7 +192,8 @@
       init.headers["content-type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const r = await fetch("/dashboard/api/" + path, init);
+    const r = await fetch("/dashboard/api/" + path, authorized(init));
+    if (r.status === 401) logIn("The node refused this page's login: it has restarted since the link was made.");
     const data = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(data.error || r.status + " " + r.statusText);
     return data;
@@ -249,16 +281,59 @@
     }
   }
 
-  function connect() {
-    const source = new EventSource("/dashboard/events");
-    source.addEventListener("snapshot", (ev) => render(JSON.parse(ev.data)));
-    source.addEventListener("full", () => {
+  // one server-sent event ("event: NAME\ndata: ...", fields per the EventSource format)
+  function dispatch(block) {
+    let name = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line === "" || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") name = value;
+      else if (field === "data") data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) retryMs = Number(value);
+    }
+    if (name === "snapshot" && data.length) render(JSON.parse(data.join("\n")));
+    return name;
+  }
+
+  // the event stream, read with fetch() (EventSource cannot send the token); again after
+  // retryMs when it ends or fails
+  async function connect() {
+    let full = false;
+    try {
+      const r = await fetch("/dashboard/events", authorized({}));
+      if (r.status === 401) {
+        logIn("The node refused this page's login: it has restarted since the link was made.");
+        return;
+      }
+      if (r.status === 503) full = true;
+      else if (r.ok && r.body) {
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value.replaceAll("\r\n", "\n");
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            if (dispatch(buffer.slice(0, end)) === "full") full = true;
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      }
+    } catch (err) {
+      // the node went away: retried below
+    }
+    if (full) {
       $("live").textContent = "too many dashboards are open on this node: close one";
-      source.close();
-    });
-    source.onerror = () => {
-      if (Date.now() - lastAt > 3000) $("live").textContent = "the node is not answering; retrying…";
-    };
+      return;
+    }
+    if (loggedOut) return;
+    if (Date.now() - lastAt > 3000) $("live").textContent = "the node is not answering; retrying…";
+    setTimeout(connect, retryMs);
   }
 
   $("pause").addEventListener("click", () => pauseOrResume("pause"));
@@ -267,5 +342,6 @@
   window.addEventListener("resize", () => {
     if (chart) chart.setSize({ width: Math.max(200, $("chart").clientWidth), height: 160 });
   });
-  connect();
+  if (token) connect();
+  else logIn("This page was opened without its login link.");
 })();

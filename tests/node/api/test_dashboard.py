@@ -17,7 +17,7 @@ import protocol
 import scheduler
 from node.api import load_or_create_token, make_router, serve_http
 from node.api._activity import CHART_POINTS, DAY_MS, Activity, EarningsBook
-from node.api.dashboard import MAX_LISTENERS, cookie_name, login_url, session_value
+from node.api.dashboard import MAX_LISTENERS, login_url
 from sandbox import tiny_model_path
 from sandbox.testing import InProcessRunner
 
@@ -173,10 +173,15 @@ def test_activity_follows_a_run_to_its_pay_or_its_failure() -> None:
 
 @contextlib.contextmanager
 def _login(base: str) -> Iterator[httpx.Client]:
-    """A browser-like client logged in with the login link."""
-    with httpx.Client(base_url=base, timeout=20) as client:
-        answer = client.get(login_url(base, TOKEN).removeprefix(base))
-        assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/"
+    """A client that sends what the page sends: this run's dashboard token (the login
+    link's fragment, asked of the API as ``aimx node dashboard`` does) as a Bearer token."""
+    with httpx.Client(base_url=base, timeout=20) as api:
+        answer = api.get("/api/dashboard/token", headers={"authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200, answer.text
+    link = login_url(base, answer.json()["token"])
+    token = link.partition("#token=")[2]
+    headers = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=20, headers=headers) as client:
         yield client
 
 
@@ -196,7 +201,7 @@ def _events(client: httpx.Client, wanted: Any, limit: int = 60) -> dict[str, Any
     raise AssertionError("no such snapshot came")
 
 
-async def test_login_cookie_access_rules_and_static_files(tmp_path: Path) -> None:
+async def test_login_token_access_rules_and_static_files(tmp_path: Path) -> None:
     with trio.fail_after(40):
         async with cluster(1, runner=lambda i: InProcessRunner()) as cl, trio.open_nursery() as n:
             router = make_router(cl.contributors[0], token=TOKEN)
@@ -205,27 +210,22 @@ async def test_login_cookie_access_rules_and_static_files(tmp_path: Path) -> Non
 
             def check() -> None:
                 with httpx.Client(base_url=base, timeout=20) as anon:
+                    # the page and its files hold nothing of the node's; its data does
                     page = anon.get("/dashboard/")
-                    assert page.status_code == 401 and "aimx node dashboard" in page.text
+                    assert page.status_code == 200 and "aimx node dashboard" in page.text
+                    assert anon.get("/dashboard/static/app.js").status_code == 200
                     assert anon.get("/dashboard/events").status_code == 401
-                    assert anon.get("/dashboard/static/app.js").status_code == 401
+                    assert anon.get("/dashboard/snapshot").status_code == 401
                     wrong = anon.get("/dashboard/login?token=" + "e" * 43)
-                    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
-                    # the cookie of another port's node, or a forged one, is not this one's
-                    forged = {"cookie": f"{cookie_name(port)}={session_value('x' * 43)}"}
-                    assert anon.get("/dashboard/", headers=forged).status_code == 401
+                    assert wrong.status_code == 410 and "set-cookie" not in wrong.headers
+                    forged = {"authorization": "Bearer " + "x" * 43}
+                    assert anon.get("/dashboard/snapshot", headers=forged).status_code == 401
                 with _login(base) as c:
-                    cookie = c.cookies.jar
-                    (only,) = list(cookie)
-                    assert only.name == cookie_name(port) and only.value == session_value(TOKEN)
-                    assert only.value != TOKEN and only.path == "/dashboard"
-                    assert only.has_nonstandard_attr("HttpOnly")
-                    assert only.get_nonstandard_attr("SameSite") == "Strict"
                     page = c.get("/dashboard/")
                     assert page.status_code == 200 and "<title>AIMatrix node" in page.text
                     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
                     js = c.get("/dashboard/static/app.js")
-                    assert js.status_code == 200 and "EventSource" in js.text
+                    assert js.status_code == 200 and "/dashboard/events" in js.text
                     lib = c.get("/dashboard/static/vendor/uPlot.iife.min.js")
                     assert lib.text.startswith("/*! uPlot v1.6.32") and "MIT" in lib.text[:200]
                     for bad in ("../routes.py", "vendor/../../routes.py", ".hidden.js", "x.py"):
@@ -299,8 +299,7 @@ async def test_live_numbers_change_as_a_job_completes_and_pause_stops_bidding(
             assert [json.loads(line)["amount"] for line in kept] == [done["paid"]]
 
             def requester_view() -> dict[str, Any]:
-                with httpx.Client(base_url=rbase, timeout=20) as c:
-                    c.get(login_url(rbase, TOKEN).removeprefix(rbase))
+                with _login(rbase) as c:
                     return c.get("/dashboard/snapshot").json()  # type: ignore[no-any-return]
 
             rsnap = await trio.to_thread.run_sync(requester_view)
@@ -366,10 +365,13 @@ async def test_the_command_prints_a_login_link_that_works(tmp_path: Path) -> Non
                 )
                 assert out.exit_code == 0, out.output
                 link = json.loads(out.stdout)["url"]
-                assert link == f"{url}/dashboard/login?token={token}"
-                with httpx.Client(follow_redirects=True, timeout=20) as browser:
-                    page = browser.get(link)
-                    assert page.status_code == 200 and page.url.path == "/dashboard/"
+                assert link.startswith(f"{url}/dashboard/#token=") and token not in link
+                dashboard_token = link.partition("#token=")[2]
+                bearer = {"authorization": f"Bearer {dashboard_token}"}
+                with httpx.Client(base_url=url, timeout=20, headers=bearer) as browser:
+                    assert browser.get("/dashboard/").status_code == 200
+                    snap = browser.get("/dashboard/snapshot")
+                    assert snap.status_code == 200, snap.text
                 # no daemon: a two-line error, exit 1
                 gone = CliRunner().invoke(
                     app, ["node", "dashboard", "--data-dir", str(tmp_path / "none"), "--no-open"]
