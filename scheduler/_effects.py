@@ -127,6 +127,9 @@ class Deliver:
     peer: bytes
     result: Signed[Result]
     output: bytes
+    #: Sent again (no Receipt came yet): a driver sends resends within a budget of their
+    #: own, so that they never hold up the messages of running work (review round 71, F1).
+    resend: bool = False
 
 
 @dataclass(frozen=True, slots=True)

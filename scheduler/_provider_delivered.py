@@ -104,7 +104,7 @@ def resend(p: Provider, work: Work, key: TimerKey, now_ms: int) -> list[Effect]:
         work.resends += 1
         work.resend_ms = min(2 * work.resend_ms, MAX_OUTPUT_RESEND_MS)
         return [
-            Deliver(work.spec.requester, work.result, work.sealed),
+            Deliver(work.spec.requester, work.result, work.sealed, resend=True),
             SetTimer(now_ms + work.resend_ms, key),
         ]
     drop_bytes(p, work)  # no resend is due any more

@@ -124,7 +124,9 @@ class EffectRunner:
             case scheduler.Publish():
                 node.spawn(node.market.publish, effect.topic, effect.message.raw)
             case scheduler.Deliver():
-                node.market.deliver(effect.peer, effect.result.raw, effect.output)
+                node.market.deliver(
+                    effect.peer, effect.result.raw, effect.output, resend=effect.resend
+                )
             case scheduler.Misbehaved():
                 node.conduct.misbehaved(effect.peer, effect.reason)
             case scheduler.LockEscrow():

@@ -74,6 +74,12 @@ MAX_ANSWERS = 512
 MAX_ANSWERS_PER_PEER = 16
 MAX_WORK_SENDS = 256
 MAX_WORK_SENDS_PER_PEER = 64
+#: A provider's resends of a Result and its sealed bytes (no Receipt came yet), in a budget
+#: of their own: a requester that never receipts had them hold every place of the work
+#: budget, and the Heartbeats of honest work were dropped (review round 71, F1). An
+#: honest resend is rare (the first send was lost).
+MAX_RESENDS = 32
+MAX_RESENDS_PER_PEER = 4
 #: Answers to peers we are not connected to (each a DHT lookup and relay dials), in all
 #: and to one peer; a NoBid never dials.
 MAX_DIALING_ANSWERS = 16
@@ -204,6 +210,7 @@ class Market:
         self._answers = _Slots(MAX_ANSWERS, MAX_ANSWERS_PER_PEER)
         self._dialing = _Slots(MAX_DIALING_ANSWERS, MAX_DIALING_ANSWERS_PER_PEER)
         self._work = _Slots(MAX_WORK_SENDS, MAX_WORK_SENDS_PER_PEER)
+        self._resends = _Slots(MAX_RESENDS, MAX_RESENDS_PER_PEER)
         #: Peers an answer of ours could not reach, until when no answer dials them.
         self._unreachable: dict[PeerKey, int] = {}
 
@@ -339,7 +346,7 @@ class Market:
     @property
     def sending(self) -> int:
         """Requests of our own in flight (a stopping node waits, bounded, for them)."""
-        return self._answers.count + self._work.count
+        return self._answers.count + self._work.count + self._resends.count
 
     def send(self, peer: PeerKey, raw: bytes, *, answer: bool = False, dial: bool = True) -> None:
         """Send a signed message: in the response to ``peer``'s request being handled, if
@@ -351,13 +358,24 @@ class Market:
         else:
             self._spawn_send(peer, raw, b"", answer=answer, dial=dial)
 
-    def deliver(self, peer: PeerKey, result: bytes, output: bytes) -> None:
-        """Send a Result with its output sealed to the requester."""
+    def deliver(self, peer: PeerKey, result: bytes, output: bytes, *, resend: bool = False) -> None:
+        """Send a Result with its output sealed to the requester (``resend``: again, within
+        the resends' own budget)."""
+        if resend and not self._resends.take(peer):
+            self._node.metrics.sends_dropped.inc()
+            return
         sealed = scheduler.seal(peer, output) if output else b""
-        self._spawn_send(peer, result, sealed, answer=False, dial=True)
+        self._spawn_send(peer, result, sealed, answer=False, dial=True, resend=resend)
 
     def _spawn_send(
-        self, peer: PeerKey, raw: bytes, sealed: bytes, *, answer: bool, dial: bool
+        self,
+        peer: PeerKey,
+        raw: bytes,
+        sealed: bytes,
+        *,
+        answer: bool,
+        dial: bool,
+        resend: bool = False,
     ) -> None:
         node = self._node
         dialing = False
@@ -370,8 +388,8 @@ class Market:
                 node.metrics.sends_dropped.inc()
                 return
             dialing = True
-        slots = self._answers if answer else self._work
-        if not slots.take(peer):
+        slots = self._answers if answer else self._resends if resend else self._work
+        if not resend and not slots.take(peer):  # (a resend's place is taken: ``deliver``)
             if dialing:
                 self._dialing.give(peer)
             node.metrics.sends_dropped.inc()

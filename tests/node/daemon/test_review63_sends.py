@@ -23,6 +23,7 @@ from node.daemon.market import (
     MAX_ANSWERS_PER_PEER,
     MAX_DIALING_ANSWERS,
     MAX_DIALING_ANSWERS_PER_PEER,
+    MAX_RESENDS,
 )
 from node.net import MemoryHub, job_topic
 from protocol import JobSpec, Requirements, VerificationPolicy, sign
@@ -148,5 +149,18 @@ async def test_announcements_from_many_keys_make_bounded_sends() -> None:
             for _ in range(4):
                 node.market.send(bytes(honest.verify_key), raw)
             while len(got) < 4:
+                await trio.sleep(0.01)
+            # A provider's resends of Results nobody receipts have a budget of their own
+            # too: silent requesters' held every place of the work budget, and the
+            # Heartbeats of honest work were dropped (round 71, F1).
+            result = sign(beat, contributor, CHAIN).raw  # (any signed message will do)
+            for n in range(200):
+                node.market.deliver(bytes(silent[n % 8].verify_key), result, b"", resend=True)
+            await trio.sleep(0.1)
+            assert node.market._resends.count <= MAX_RESENDS
+            assert node.market._work.count == 0
+            for _ in range(4):
+                node.market.send(bytes(honest.verify_key), raw)
+            while len(got) < 8:
                 await trio.sleep(0.01)
             outer.cancel_scope.cancel()
