@@ -23,6 +23,7 @@ from ._block import MAX_TX_BYTES as MAX_TX_BYTES
 from ._block import Block as Block
 from ._block import EquivocationProof as EquivocationProof
 from ._budget import MAX_BLOCK_SIGNATURE_CHECKS as MAX_BLOCK_SIGNATURE_CHECKS
+from ._budget import fee_density as fee_density
 from ._budget import signature_checks as signature_checks
 from ._draft import Draft as Draft
 from ._effects import Commit as Commit
@@ -40,6 +41,7 @@ from ._errors import ExpiredTransaction as ExpiredTransaction
 from ._errors import FeeTooLow as FeeTooLow
 from ._errors import GenesisError as GenesisError
 from ._errors import InsufficientFunds as InsufficientFunds
+from ._errors import InvariantBroken as InvariantBroken
 from ._errors import LedgerError as LedgerError
 from ._errors import MalformedTransaction as MalformedTransaction
 from ._errors import MempoolRejected as MempoolRejected

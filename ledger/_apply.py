@@ -5,7 +5,7 @@ and producing the next one from candidate transactions. specs/ledger.md, "Blocks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
@@ -15,9 +15,15 @@ from protocol import ProtocolError, Signed
 
 from ._admission import VerifiedTx, verify_tx
 from ._block import MAX_BLOCK_BYTES, Block
-from ._budget import MAX_BLOCK_SIGNATURE_CHECKS, BlockBudget, signature_checks
+from ._budget import MAX_BLOCK_SIGNATURE_CHECKS, MAX_PASSED_OVER, BlockBudget, signature_checks
 from ._draft import Draft
-from ._errors import BlockRejected, MalformedTransaction, TransactionRejected
+from ._errors import (
+    BlockRejected,
+    InvariantBroken,
+    LedgerError,
+    MalformedTransaction,
+    TransactionRejected,
+)
 from ._genesis import Genesis
 from ._rules import apply_tx
 from ._state import State
@@ -78,9 +84,7 @@ def apply_block(
             f"block {b.height} does not link to the last block (prev_hash mismatch)",
             height=b.height,
         )
-    draft = Draft(state, b.height)
-    draft.mature()
-    draft.prune()
+    draft = _new_draft(state, b.height)
     chain = state.genesis.chain_id
     checks = 0
     for i, raw in enumerate(b.txs):
@@ -122,43 +126,54 @@ def apply_block(
     return new
 
 
-#: Senders a producer passes over (their next transaction does not fit what is left of the
-#: block) before it takes the block as full: a bound on the candidates looked at in vain.
-MAX_PASSED_OVER = 64
-
-
 @dataclass(frozen=True, slots=True)
 class Produced:
-    """A block built by a producer, the state after it, and what was left out and why."""
+    """A block built by a producer, the state after it, and what was left out and why.
+    ``faults``: the ledger invariants the producer found broken on the way (a fault in the
+    rules, never a sender's: :func:`produce_block`), each with what it did about it."""
 
     block: Signed[Block]
     state: State
     included: tuple[VerifiedTx, ...]
     rejected: tuple[tuple[VerifiedTx, TransactionRejected], ...]
+    faults: tuple[str, ...] = ()
 
 
-def produce_block(
-    state: State, key: nacl.signing.SigningKey, candidates: Iterable[VerifiedTx]
-) -> Produced:
+#: Candidates for a block: in order, or made in order given the block's budget as it is
+#: spent (``Mempool.candidates``: then only those that fit are given).
+Candidates = Iterable[VerifiedTx] | Callable[[BlockBudget], Iterable[VerifiedTx]]
+
+
+def produce_block(state: State, key: nacl.signing.SigningKey, candidates: Candidates) -> Produced:
     """Build and sign the next block from ``candidates`` in order, skipping invalid ones.
 
     Candidates are taken until the block is full: ``max_block_txs`` transactions, or its
-    byte or signature-check budget (``_budget.py``) spent. A candidate that would take the
-    block over a budget is passed over, and its sender's later ones with it (they may not
-    come before it; an unsequenced claim is passed over alone); after
-    :data:`MAX_PASSED_OVER` senders so passed over the block is
-    full. What is not taken is not looked at (a mempool keeps it for the next block)."""
+    byte or signature-check budget (``_budget.py``) spent. ``candidates`` may be a function
+    of the budget (a mempool's: it then gives only candidates that fit what is left, and
+    passes over the others itself, ``_pool_order.py``). Given in a plain order, a
+    candidate that would take the block over a budget is passed over, and its sender's
+    later ones with it (they may not come before it; an unsequenced claim is passed over
+    alone); after :data:`MAX_PASSED_OVER` senders so passed over the block is full. What is
+    not taken is not looked at (a mempool keeps it for the next block).
+
+    The ledger's invariants are then checked, as every replica checks them (``apply_block``):
+    a block that breaks one would be refused by every replica while its producer built on
+    it (review round 70, F2). If one breaks, the transactions taken are applied again one
+    at a time, each followed by the check, and one after which it breaks is refused
+    (:class:`InvariantBroken`) with what follows from that (its sender's later ones, for
+    the gap): the block is made of the others, and each fault is named in
+    :attr:`Produced.faults` for the driver to report loudly. If maturing and pruning alone
+    break one, no block can be valid at this height: :class:`LedgerError` is raised and no
+    block is made."""
     height = state.height + 1
-    draft = Draft(state, height)
-    draft.mature()
-    draft.prune()
+    draft = _new_draft(state, height)
     included: list[VerifiedTx] = []
     rejected: list[tuple[VerifiedTx, TransactionRejected]] = []
     limit = state.genesis.max_block_txs
     budget = BlockBudget.for_block(height, state.genesis.chain_id)
     passed_over: set[bytes] = set()
     claims_passed_over = 0
-    for vtx in candidates:
+    for vtx in candidates(budget) if callable(candidates) else candidates:
         if len(included) >= limit or budget.spent():
             break
         unsequenced = vtx.unsequenced  # comes before or after none of its sender's
@@ -181,6 +196,11 @@ def produce_block(
             continue
         included.append(vtx)
         budget.take(vtx.raw, vtx.payload)
+    faults: list[str] = []
+    broken = draft.check_invariants()
+    if broken is not None:
+        draft, included, refused, faults = _without_faults(state, height, included, broken)
+        rejected = refused + rejected  # a sender's earliest first (the producer's gaps)
     new = draft.finish(b"")
     block = protocol.sign(
         Block(
@@ -195,4 +215,46 @@ def produce_block(
     )
     assert len(block.raw) <= MAX_BLOCK_BYTES, "the budget bounds a block's size from above"
     new.last_block_hash = block.id
-    return Produced(block, new, tuple(included), tuple(rejected))
+    return Produced(block, new, tuple(included), tuple(rejected), tuple(faults))
+
+
+def _new_draft(state: State, height: int) -> Draft:
+    draft = Draft(state, height)
+    draft.mature()
+    draft.prune()
+    return draft
+
+
+def _without_faults(
+    state: State, height: int, taken: list[VerifiedTx], broken: str
+) -> tuple[Draft, list[VerifiedTx], list[tuple[VerifiedTx, TransactionRejected]], list[str]]:
+    """``taken`` applied again one at a time, each followed by the invariants' check, and
+    those after which one breaks refused: the draft of the rest, the rest, what was
+    refused (in block order) and the faults found. Quadratic, but only where the rules
+    are at fault."""
+    draft = _new_draft(state, height)
+    base = draft.check_invariants()
+    if base is not None:
+        raise LedgerError(
+            f"block {height} cannot be made: maturing and pruning alone break a ledger "
+            f"invariant ({base}); every replica would refuse any block at this height"
+        )
+    faults = [f"block {height} as first built breaks a ledger invariant: {broken}"]
+    kept: list[VerifiedTx] = []
+    refused: list[tuple[VerifiedTx, TransactionRejected]] = []
+    for vtx in taken:
+        try:
+            apply_tx(draft, vtx)
+        except TransactionRejected as exc:  # it followed one refused below
+            refused.append((vtx, exc))
+            continue
+        fault = draft.check_invariants()
+        if fault is None:
+            kept.append(vtx)
+            continue
+        faults.append(f"transaction {vtx.id.hex()} refused: applied, it breaks {fault}")
+        refused.append((vtx, InvariantBroken(f"{InvariantBroken.TEXT}: {fault}")))
+        draft = _new_draft(state, height)  # without it: the ones kept, again
+        for done in kept:
+            apply_tx(draft, done)
+    return draft, kept, refused, faults

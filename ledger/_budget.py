@@ -31,6 +31,13 @@ from ._payloads import Claim, Lock, Payload, Settle, Slash
 MAX_BLOCK_SIGNATURE_CHECKS = 2048
 
 
+#: Candidates a block producer passes over (they do not fit what is left of the block)
+#: before it sets aside every candidate that may not fit (``_pool_order.py``), or, given
+#: candidates in a plain order, before it takes the block as full (``produce_block``): a
+#: bound on the candidates looked at in vain.
+MAX_PASSED_OVER = 64
+
+
 #: A lower bound on what any transaction adds to a block: its 64-byte signature and 32-byte
 #: sender alone (a transfer is about 150 bytes).
 MIN_TX_BLOCK_BYTES = 96
@@ -51,6 +58,31 @@ def signature_checks(payload: Payload) -> int:
             return 1 + len(payload.evidence)  # each evidence Result
         case _:
             return 1
+
+
+#: Fee densities (:func:`fee_density`) are ``fee × DENSITY_SCALE // weight``: exact in
+#: order, since a weight is below 2^28 (at most 65 checks × ``MAX_BLOCK_BYTES``, or an
+#: 80 KiB transaction's bytes × ``MAX_BLOCK_SIGNATURE_CHECKS``), so two fees per weight
+#: that differ do so by more than 2^-56, which this scale keeps apart.
+DENSITY_SCALE = 1 << 64
+
+
+def tx_weight(raw: bytes, payload: Payload) -> int:
+    """The share of a block's budgets a transaction takes, the larger of the two: its
+    checks over :data:`MAX_BLOCK_SIGNATURE_CHECKS` or its bytes over ``MAX_BLOCK_BYTES``,
+    in units of ``1 / (MAX_BLOCK_SIGNATURE_CHECKS × MAX_BLOCK_BYTES)`` of a block (a
+    transfer about 1/2,048, a claim 3/2,048, a settle of 64 payouts 65/2,048)."""
+    return max(
+        signature_checks(payload) * MAX_BLOCK_BYTES,
+        tx_block_bytes(raw) * MAX_BLOCK_SIGNATURE_CHECKS,
+    )
+
+
+def fee_density(fee: int, raw: bytes, payload: Payload) -> int:
+    """A transaction's fee per share of a block's budgets it takes (:func:`tx_weight`),
+    scaled to an integer that orders as the exact quotient does: what a block producer
+    ranks candidates by (``Mempool.candidates``). Not a consensus rule."""
+    return fee * DENSITY_SCALE // tx_weight(raw, payload)
 
 
 def _bin_header(n: int) -> int:
@@ -97,6 +129,10 @@ class BlockBudget:
             self.bytes_used + MIN_TX_BLOCK_BYTES > MAX_BLOCK_BYTES
             or self.checks_used >= MAX_BLOCK_SIGNATURE_CHECKS
         )
+
+    def room(self) -> tuple[int, int]:
+        """The signature checks and bytes still free."""
+        return MAX_BLOCK_SIGNATURE_CHECKS - self.checks_used, MAX_BLOCK_BYTES - self.bytes_used
 
     def take(self, raw: bytes, payload: Payload) -> None:
         self.bytes_used += tx_block_bytes(raw)

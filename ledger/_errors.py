@@ -14,7 +14,8 @@
     │   ├── NotAuthorized          sender may not do this (not a coordinator, not owner…)
     │   ├── EscrowError            escrow rule broken (unknown job, closed, too early…)
     │   ├── BadEvidence            claim or slash evidence does not prove what it must
-    │   └── MempoolRejected        refused by the mempool (duplicate, full, fee too low)
+    │   ├── MempoolRejected        refused by the mempool (duplicate, full, fee too low)
+    │   └── InvariantBroken        its producer refused it: applied, it breaks an invariant
     ├── BlockRejected              a block is invalid and was rejected whole
     └── StoreError                 the on-disk ledger is unusable
         └── ChainVerificationError replaying the stored chain disagrees with the store
@@ -101,6 +102,19 @@ class MempoolRejected(TransactionRejected):
     """The mempool refused the transaction (duplicate, full, or fee below the minimum)."""
 
     code = "mempool"
+
+
+class InvariantBroken(TransactionRejected):
+    """The block producer refused the transaction: applied, it breaks a ledger invariant,
+    so every replica would refuse the block (``produce_block``). A fault in the rules,
+    not the sender's."""
+
+    code = "invariant_broken"
+    #: How its message begins.
+    TEXT = (
+        "the block producer refused it: applied, it breaks a ledger invariant "
+        "(a fault in the ledger's rules, not the sender's)"
+    )
 
 
 class BlockRejected(LedgerError):

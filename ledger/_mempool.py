@@ -34,17 +34,21 @@ full pool evicts only the last pending transaction of a sender. So everything pe
 be selected in turn: nothing waits behind a hole until its expiry, holding a place it never
 pays for.
 
-Block selection takes the highest fee first among each sender's next transaction (so a
-sender's transactions stay in sequence order). At equal fee it goes round robin: a
-candidate ranks by how many of its sender's transactions the block would then hold, itself
-included (every sender's first before any sender's second), then by the bytes its sender
-would then have taken of the block, then by arrival. So a few accounts' maximal
-transactions at fee 0 cannot hold the block space for blocks on end, as arrival order let
-them, and a sender's first transaction (a claim) waits only for the other senders' first
-ones that are smaller or as small and came earlier: keeping it out of a block takes as many
-funded accounts as the block's signature-check budget holds transfers (2,048), each with a
-transaction pending. (Ranking by bytes alone, round 5, let each account put
-``claim bytes / transfer bytes`` = 4 transfers ahead of a claim: 512 accounts did it.)
+Block selection (``_pool_order.py``) takes the highest fee density first (the fee per
+share of the block's budgets a transaction takes: ``_budget.fee_density``) among each
+sender's next transaction (so a sender's transactions stay in sequence order). At equal
+density it goes round robin: a candidate ranks by how many of its sender's transactions
+the block would then hold, itself included (every sender's first before any sender's
+second), then by the bytes its sender would then have taken of the block, then by
+arrival. So a few accounts' maximal transactions at fee 0 cannot hold the block space for
+blocks on end, as arrival order let them, and a sender's first transaction (a claim)
+waits only for the other senders' first ones that are smaller or as small and came
+earlier, or denser. (Ranking by bytes alone, round 5, let each account put ``claim bytes
+/ transfer bytes`` = 4 transfers ahead of a claim: 512 accounts did it; ranking by fee
+per transaction, round 70, let 31 settles of 65 checks a fee above the claim's fill a
+block's checks ahead of it.) Candidates that no longer fit the block are passed over or
+set aside unseen, and never end the block while one that fits is pending (within half the
+bytes left).
 
 The pool is bounded in count (``max_size``) and in bytes (``max_bytes``). When full, a new
 transaction evicts the last pending one of a sender with a lower fee; at equal fee, the
@@ -56,7 +60,6 @@ submission refused by a full pool costs its signature check and a few heap look-
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,7 +67,7 @@ from dataclasses import dataclass, field
 import protocol
 from protocol import Receipt, Result
 
-from . import _pool_room
+from . import _pool_order, _pool_room
 from ._admission import (
     VerifiedMessages,
     VerifiedTx,
@@ -74,7 +77,7 @@ from ._admission import (
     verify_tx,
 )
 from ._block import MAX_TX_BYTES
-from ._budget import fits_a_block
+from ._budget import BlockBudget, fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import COORDINATOR_KINDS, Claim, Lock, Settle, Slash
 from ._pool_claims import ClaimPool, check_unfunded_claim
@@ -508,51 +511,19 @@ class Mempool:
         return later
 
     def select(self, state: State, limit: int) -> list[VerifiedTx]:
-        """Up to ``limit`` candidates for the next block, highest fee first, then round
-        robin by sender (the module's docstring), each sender's in sequence order starting
-        at its next sequence number."""
+        """Up to ``limit`` candidates for the next block, the highest fee density first,
+        then round robin by sender (``_pool_order.py``), each sender's in sequence order
+        starting at its next sequence number."""
         return list(itertools.islice(self.candidates(state), limit))
 
-    def candidates(self, state: State) -> Iterator[VerifiedTx]:
+    def candidates(self, state: State, room: BlockBudget | None = None) -> Iterator[VerifiedTx]:
         """Every candidate in the order :meth:`select` gives, made as they are taken (the
         block builder takes them until the block is full, whatever it refuses on the way;
-        the pool must not change meanwhile)."""
-        # (-fee, the sender's round: its count taken with this one, its bytes taken with
-        # this one, arrival, sender, seq)
-        heap: list[tuple[int, int, int, int, bytes, int]] = []
-        for sender, queue in self._by_sender.items():
-            seq = state.next_seq(sender)
-            e = queue.get(seq)
-            if e is not None:
-                heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, sender, seq))
-        # The unsequenced claims on an escrow owner's escrows take their rounds among
-        # themselves, by arrival, each owner's first in the heap and its next pushed when
-        # one is taken (``seq`` here: -1 - the owner's place in ``heads``).
-        heads: list[tuple[_Entry, Iterator[_Entry]]] = []
-        for queued in self._claims.queues():
-            e = next(queued)
-            heap.append((-e.vtx.tx.fee, 1, len(e.vtx.raw), e.arrival, e.bucket, -1 - len(heads)))
-            heads.append((e, queued))
-        heapq.heapify(heap)
-        while heap:
-            _, count, taken, _, sender, seq = heapq.heappop(heap)
-            if seq < 0:
-                e, queued = heads[-1 - seq]
-                yield e.vtx
-                following = next(queued, None)
-                if following is not None:
-                    heads[-1 - seq] = (following, queued)
-                    rank = taken + len(following.vtx.raw)
-                    fee = -following.vtx.tx.fee
-                    heapq.heappush(heap, (fee, count + 1, rank, following.arrival, sender, seq))
-                continue
-            queue = self._by_sender[sender]
-            yield queue[seq].vtx
-            nxt = queue.get(seq + 1)
-            if nxt is not None:
-                rank = taken + len(nxt.vtx.raw)
-                fee = -nxt.vtx.tx.fee
-                heapq.heappush(heap, (fee, count + 1, rank, nxt.arrival, sender, seq + 1))
+        the pool must not change meanwhile). With ``room``, the budget of the block being
+        built (spent by the caller as it takes them), only those that fit what is left
+        when they come up: the others are passed over, with their senders' later ones, or
+        set aside unseen (``_pool_order.py``)."""
+        return _pool_order.candidates(self, state, room)
 
     def prune(self, state: State) -> list[tuple[VerifiedTx, str]]:
         """Drop what ``state`` made stale: applied or replayed seqs silently; expired ones,

@@ -16,10 +16,14 @@ wait behind the gap it leaves, holding places they never pay for: they are dropp
 it, each reported with a reason beginning :data:`~ledger._mempool.DROPPED_BEHIND` (they did
 nothing wrong; the sender signs them again after filling the gap). So are those behind a
 transaction that expired unapplied. The refused one's id is remembered by the mempool
-(``Mempool.refused_at_block``): its same signed bytes are not admitted again.
+(``Mempool.refused_at_block``): its same signed bytes are not admitted again. A block
+that would break a ledger invariant is never made: the transaction that breaks it is
+refused (``InvariantBroken``) and the fault kept for the driver (:meth:`Producer.take_faults`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import nacl.signing
 
@@ -56,6 +60,7 @@ class Producer:
         self.next_block_ms = now_ms + interval_ms
         self.rejected = 0
         self._dropped: list[TxDropped] = []
+        self._faults: list[str] = []
 
     def submit(self, raw: bytes) -> VerifiedTx:
         """Admit a transaction; raises a :class:`TransactionRejected` if refused. One it
@@ -86,7 +91,10 @@ class Producer:
         # Taken until the block is full: those it refuses (and their senders' later ones,
         # refused for the gap) take no room, so a pool full of chains whose first
         # transaction fails is emptied in one block, not ``max_block_txs`` at a time.
-        produced = produce_block(self.state, self.key, self.mempool.candidates(self.state))
+        produced = produce_block(
+            self.state, self.key, functools.partial(self.mempool.candidates, self.state)
+        )
+        self._faults += produced.faults
         gapped: set[bytes] = set()  # senders with a transaction refused in this block
         for vtx, exc in produced.rejected:
             if vtx.unsequenced:  # it holds no sequence number: it leaves no gap
@@ -108,6 +116,13 @@ class Producer:
         for vtx, reason in self.mempool.prune(self.state):
             self._dropped.append(TxDropped(vtx.sender, vtx.tx.seq, vtx.id, reason))
         return Commit(produced.block, produced.state)
+
+    def take_faults(self) -> list[str]:
+        """The ledger invariants found broken while making blocks since the last call, each
+        with what was done about it (``produce_block``): a fault in the rules, for the
+        driver to report loudly."""
+        faults, self._faults = self._faults, []
+        return faults
 
     def take_dropped(self) -> list[TxDropped]:
         """The drops since the last call (``tick`` returns them as effects)."""

@@ -14,6 +14,7 @@ import protocol
 from protocol import Award, ProtocolError, Receipt
 
 from ._admission import VerifiedMessages, VerifiedTx
+from ._budget import fee_density, signature_checks, tx_block_bytes
 from ._errors import MempoolRejected
 from ._payloads import Claim
 from ._state import Escrow, State
@@ -36,6 +37,15 @@ class PoolEntry:
     #: A claim's escrow's owner, who signed its Award: the party its room and rank count
     #: against (claimant keys are free; an owner funds its locks).
     owner: bytes = b""
+    #: Its fee density (``_budget.fee_density``) and its place among a block's candidates
+    #: by size (``_pool_order.py``): set on creation.
+    density: int = field(init=False, default=0)
+    place: tuple[int, int] = field(init=False, default=(0, 0))
+
+    def __post_init__(self) -> None:
+        vtx = self.vtx
+        self.density = fee_density(vtx.tx.fee, vtx.raw, vtx.payload)
+        self.place = (signature_checks(vtx.payload), tx_block_bytes(vtx.raw).bit_length())
 
     @property
     def bucket(self) -> bytes:
@@ -152,16 +162,17 @@ class ClaimPool:
         return entry
 
     def queues(self) -> Iterator[Iterator[PoolEntry]]:
-        """For each escrow owner, the pending claims on its escrows, the highest fee first,
-        then in the order they arrived: the block's round robin takes one round of them at
-        a time, as of any one sender's transactions (claimant keys are free, escrows are
-        not: review round 14, R14-2; by arrival alone, a fee-10 claim behind a fee-0 one
-        of the same owner's ranked last: round 15, R15-3)."""
+        """For each escrow owner, the pending claims on its escrows, the highest fee density
+        first (``_budget.fee_density``), then in the order they arrived: the block's round
+        robin takes one round of them at a time, as of any one sender's transactions
+        (claimant keys are free, escrows are not: review round 14, R14-2; by arrival
+        alone, a fee-10 claim behind a fee-0 one of the same owner's ranked last: round 15,
+        R15-3)."""
         for owned in self._by_owner.values():
             if len(owned) == 1:
                 yield iter(owned.values())
             else:
-                yield iter(sorted(owned.values(), key=lambda e: (-e.vtx.tx.fee, e.arrival)))
+                yield iter(sorted(owned.values(), key=lambda e: (-e.density, e.arrival)))
 
     def stale(self, state: State) -> list[tuple[PoolEntry, str | None]]:
         """The claims ``state`` made stale, taken out: applied ones (their sender is

@@ -77,7 +77,7 @@ from ._payloads import (
     Transfer,
     Unstake,
 )
-from ._state import REP_UNIT, SLASH_WEIGHT, Account, Escrow, EscrowStatus
+from ._state import MAX_MINTED, REP_UNIT, SLASH_WEIGHT, Account, Escrow, EscrowStatus
 
 #: Most stake-unbonding entries pending on one account.
 MAX_UNBONDING = 64
@@ -243,6 +243,14 @@ def _check_mint(draft: Draft, sender: bytes, p: Mint) -> Commit:
     _require_coordinator(draft, sender, "mint")
     if draft.minted - draft.burned + p.amount > MAX_SUPPLY:
         raise NotAuthorized(f"minting {p.amount} would exceed the maximum supply {MAX_SUPPLY}")
+    if draft.minted + p.amount > MAX_MINTED:
+        # ``minted`` counts every mint ever, slashed credits included, and the totals leaf
+        # holds it as a u64: past it the state could not be encoded, and making the block
+        # raised instead of refusing the mint (review round 70, F3).
+        raise NotAuthorized(
+            f"minting {p.amount} would take the credits ever minted past {MAX_MINTED} "
+            "(the ledger's u64 count of them)"
+        )
 
     def commit() -> None:
         _credit(draft, p.to, p.amount)

@@ -30,6 +30,10 @@ GLOBALS_KEY = b"\x00"
 ACCOUNT_PREFIX = b"\x01"
 ESCROW_PREFIX = b"\x02"
 STATE_TAG = b"aimx/state/1"
+#: Most credits ever minted (``minted``, genesis included): the totals leaf holds it as a
+#: u64. A mint past it is refused (``_rules.py``); ``burned`` (slashes, of minted credits)
+#: never exceeds ``minted``, and ``fees`` is held, so within the supply.
+MAX_MINTED = (1 << 64) - 1
 EMPTY_BUCKET = content_hash(b"")
 
 

@@ -31,7 +31,7 @@ async def claim(q: TxQueue, request: TxRequest) -> None:
     while len(q._claims) >= ledger.MAX_AHEAD:  # the mempool holds as many
         q.held_back += 1
         await q._chain_moved.wait()
-    fee = max(request.fee, q.fee())
+    fee = max(request.fee, q.fee(request.payload))
     signed = request.sign(q._key, q._chain_id, ledger.UNSEQUENCED, q._expiry(), fee)
     expiry = signed.message.expiry_height
     if request.on_signed is not None:

@@ -390,10 +390,16 @@ class TxQueue:
 
     def fee(self, payload: ledger.Payload | None = None) -> int:
         """The fee a transaction of ours pays: the setting, at least the chain's minimum
-        (which a coordinator's mint or slash does not owe)."""
+        (which a coordinator's mint or slash does not owe); a claim's, that times its
+        signature checks (3): blocks take transactions by fee per share of their budget,
+        and at one flat fee any sender's transfers came before our claims, which must land
+        by their receipt's ``claim_by`` (the ledger takes a claim's fee out of its payout)."""
         if isinstance(payload, ledger.COORDINATOR_KINDS):
             return self._fee_setting
-        return max(self._fee_setting, self._state().genesis.min_fee)
+        fee = max(self._fee_setting, self._state().genesis.min_fee)
+        if isinstance(payload, ledger.Claim):
+            return fee * ledger.signature_checks(payload)
+        return fee
 
     def _expiry(self) -> int:
         height = self._state().height

@@ -238,3 +238,24 @@ async def test_a_request_s_fee_is_the_least_it_pays(
             nursery.cancel_scope.cancel()
     assert sorted(fees) == [2, 9]
     assert producer.state.balance(pub(PROVIDER)) == 1_000 + PRICE - 9 - 1 - 2
+
+
+async def test_a_claim_pays_the_node_s_fee_for_each_of_its_signature_checks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Blocks take transactions by fee per share of their budget (review round 70, F1): at
+    # one flat fee any sender's transfers (1 check) came before our claims (3), which must
+    # land by their receipt's claim_by.
+    producer, ids = _setup(1)
+    queue = TxQueue(PROVIDER, lambda: producer.state, producer.submit, chain_id=CHAIN, fee=2)
+    claim = sealed_claim(REQUESTER, PROVIDER, ids[0], ids[0], claim_by=50, price=PRICE)
+    transfer = ledger.Transfer(pub(REQUESTER), 1)
+    assert queue.fee(claim) == 2 * ledger.signature_checks(claim) == 6
+    assert queue.fee(transfer) == 2
+    transfer_tx = tx.transfer(
+        PROVIDER, CHAIN, 5, to=pub(REQUESTER), amount=1, expiry_height=40, fee=2
+    )
+    claim_tx = tx.make(PROVIDER, CHAIN, ledger.UNSEQUENCED, claim, expiry_height=40, fee=6)
+    assert ledger.fee_density(6, claim_tx.raw, claim) >= ledger.fee_density(
+        2, transfer_tx.raw, transfer
+    )
