@@ -259,9 +259,9 @@ def make_router(
                 if record.output_hash is not None or record.output_names:
                     raise HttpError(
                         409,
-                        f"the job's output ({record.done.status}) was kept in memory only "
-                        "(it could not be written to disk) and this node has restarted "
-                        "since: it is lost; submit the job again",
+                        f"the job's output ({record.done.status}) is no longer kept: a node "
+                        "keeps its newest outputs (2 GiB on disk), and one it could not "
+                        "write to disk is lost at a restart; submit the job again",
                     )
                 raise HttpError(
                     409, f"the job has no output ({record.done.status}: {record.done.reason})"

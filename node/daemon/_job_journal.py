@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.sqlite3"
 #: Events of a job kept on disk (the API shows the last 50).
 KEPT_EVENTS = 50
+#: Bytes of verified outputs kept on disk in all: past it the oldest are deleted (their
+#: jobs then say the output is no longer kept). 10,000 records of 4 MiB outputs would be
+#: 40 GiB.
+MAX_OUTPUT_DISK = 2 << 30
 #: The reason a job still running when the daemon stopped ends with.
 INTERRUPTED = (
     "interrupted: this node stopped while the job ran; its escrow is refunded at its expiry "
@@ -59,9 +63,11 @@ CREATE TABLE IF NOT EXISTS outputs (
 class JobJournal:
     """The job records on disk; ``path`` None keeps nothing."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, output_disk: int = MAX_OUTPUT_DISK) -> None:
         self._db: sqlite3.Connection | None = None
         self.write_errors = 0
+        self.output_disk = output_disk
+        self._output_bytes: int | None = None  # kept on disk (read at the first save)
         if path is None:
             return
         try:
@@ -122,10 +128,44 @@ class JobJournal:
             self._write("DELETE FROM outputs WHERE job_id = ?", (job_id,))
 
     def save_output(self, job_id: bytes, data: bytes) -> bool:
-        """Keep a job's verified output bytes; whether they were written."""
-        return self._write(
+        """Keep a job's verified output bytes (the oldest kept deleted past
+        ``output_disk`` in all); whether they were written."""
+        if self._output_bytes is None:
+            self._output_bytes = self._query_int("SELECT SUM(length(data)) FROM outputs")
+        if not self._write(
             "INSERT OR REPLACE INTO outputs (job_id, data) VALUES (?, ?)", (job_id, data)
-        )
+        ):
+            return False
+        self._output_bytes += len(data)
+        while self._output_bytes > self.output_disk and self._db is not None:
+            try:
+                oldest = self._db.execute(
+                    "SELECT rowid, length(data) FROM outputs ORDER BY rowid LIMIT 64"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.error("could not read the outputs kept on disk: %s", exc)
+                break
+            if len(oldest) <= 1:
+                break  # the newest is kept, whatever its size
+            deleted = False
+            for rowid, size in oldest[:-1]:
+                if self._output_bytes <= self.output_disk:
+                    break
+                if self._write("DELETE FROM outputs WHERE rowid = ?", (rowid,)):
+                    self._output_bytes -= int(size)
+                    deleted = True
+            if not deleted:
+                break  # the disk refuses even deletes: tried again at the next save
+        return True
+
+    def _query_int(self, sql: str) -> int:
+        if self._db is None:
+            return 0
+        try:
+            row = self._db.execute(sql).fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0] or 0) if row is not None else 0
 
     def load_output(self, job_id: bytes) -> bytes | None:
         """A job's kept output bytes (``None``: none kept, or unreadable)."""

@@ -72,3 +72,22 @@ def test_outputs_held_in_memory_stay_within_their_budget() -> None:
         records.hold_output(record, {"y": np.zeros(250, np.float32)}, 1_000)
     held = [r.outputs is not None for r in records.values()]
     assert held == [False, True, False, True, True]  # 3,000 bytes: the newest, and the unwritten
+
+
+def test_outputs_kept_on_disk_stay_within_their_budget(tmp_path: Path) -> None:
+    from node.daemon._job_journal import JobJournal
+
+    journal = JobJournal(tmp_path / "jobs.sqlite3", output_disk=10_000)
+    for i in range(8):
+        assert journal.save_output(bytes([i]) * 32, bytes([i]) * 3_000)
+    kept = [journal.load_output(bytes([i]) * 32) is not None for i in range(8)]
+    assert kept == [False] * 5 + [True] * 3  # 9,000 bytes: the newest three
+    journal.close()
+    again = JobJournal(tmp_path / "jobs.sqlite3", output_disk=10_000)  # counted from disk
+    again.save_output(b"\x09" * 32, b"\x09" * 3_000)
+    assert [again.load_output(bytes([i]) * 32) is not None for i in (5, 6, 7, 9)] == [
+        False,
+        True,
+        True,
+        True,
+    ]
