@@ -24,6 +24,8 @@ from ._state import State
 
 #: Most peers whose reported head a replica remembers (sources are always kept).
 MAX_HEADS_KEPT = 4096
+#: Equivocation proofs kept (one a height): the first ones prove the fault.
+MAX_PROOFS = 64
 
 
 class Replica:
@@ -128,11 +130,10 @@ class Replica:
             height = signed.message.height
             if height <= self.state.height:
                 ours = self.recent.get(height)
-                if ours is not None and ours != raw:
+                if ours is not None and ours != raw and self._new_proof_height(height):
                     proof = EquivocationProof(height, ours, raw)
-                    if proof not in self.proofs:
-                        self.proofs.append(proof)
-                        effects.append(ProofFound(proof))
+                    self.proofs.append(proof)
+                    effects.append(ProofFound(proof))
                 continue
             if height > self.state.height + 1:
                 # the peer showed it holds this height: an answer below it is a lie (round
@@ -154,6 +155,13 @@ class Replica:
             ) > self.state.height:
                 effects.append(FetchBlocks(peer, self.state.height + 1, self.batch))
         return effects
+
+    def _new_proof_height(self, height: int) -> bool:
+        """Whether a proof at ``height`` is worth keeping: one a height is all the evidence
+        there is, and at most ``MAX_PROOFS`` in all (a coordinator signing many versions
+        of its blocks gave any peer that replayed them a new proof, of up to 2 MB, kept in
+        memory and on disk, each: review round 74, R74-C)."""
+        return len(self.proofs) < MAX_PROOFS and all(p.height != height for p in self.proofs)
 
     def _remember(self, height: int, raw: bytes) -> None:
         self.recent[height] = raw

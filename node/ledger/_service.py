@@ -172,7 +172,9 @@ class LedgerService:
             proofs = await self.store.call(lambda s: s.proofs())
             for height in sorted(recent):
                 self.replica.recent[height] = recent[height]
-            self.replica.proofs.extend(p for p in proofs if p not in self.replica.proofs)
+            for proof in proofs[: ledger.MAX_PROOFS]:
+                if all(p.height != proof.height for p in self.replica.proofs):
+                    self.replica.proofs.append(proof)
         now = self._now_ms()
         if self.producer_key is not None:
             self.producer = ledger.Producer(
@@ -279,6 +281,7 @@ class LedgerService:
         return True
 
     async def _keep_proof(self, proof: ledger.EquivocationProof) -> None:
+        # (``Replica.on_blocks`` found it new: one a height, a bounded number in all)
         if proof not in self.replica.proofs:
             self.replica.proofs.append(proof)
         self.counters.proofs = len(self.replica.proofs)

@@ -193,7 +193,12 @@ class Sync:
         if fault is not None:
             service.misbehaved(effect.peer, fault)
             return None
-        service.replica.note_head(effect.peer, head)
+        if effect.peer in service.replica.sources:
+            # A source's head is taken on its word; any other peer's only from blocks it
+            # showed (``Replica.on_blocks``): a made-up head answered with one genuine
+            # block was kept for good, and each later announcement of an old block bought
+            # a fetch of 64 old blocks, decoded under the service lock (round 74, R74-A).
+            service.replica.note_head(effect.peer, head)
         return list(blocks)
 
 

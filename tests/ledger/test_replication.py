@@ -172,3 +172,20 @@ async def test_a_sender_hears_of_its_dropped_transaction(
             assert heard[0][:2] == (overdraft.id, 0) and "balance" in heard[0][2], heard
             assert coord.state.next_seq(pub(ALICE)) == 0
             nursery.cancel_scope.cancel()
+
+
+def test_a_replica_keeps_one_equivocation_proof_a_height_and_a_bounded_number() -> None:
+    # Review round 74, R74-C: a coordinator signing many versions of a block gave any peer
+    # replaying them a new proof each (up to 2 MB, in memory and on disk).
+    g = genesis()
+    producer = ledger.Producer(COORD, ledger.State.from_genesis(g), interval_ms=1, now_ms=0)
+    first = producer.produce().block.raw
+    replica = ledger.Replica(ledger.State.from_genesis(g))
+    replica.add_source(pub(COORD))
+    assert [type(e).__name__ for e in replica.on_blocks(pub(COORD), [first])] == ["Commit"]
+    found = []
+    for n in range(1, 10):  # nine more versions of block 1, signed, replayed by a stranger
+        other = signed_block(1, g.hash(), state_root=bytes([n]) * 32)
+        found += replica.on_blocks(pub(ALICE), [other])
+    assert [type(e).__name__ for e in found] == ["ProofFound"]
+    assert [p.height for p in replica.proofs] == [1]
