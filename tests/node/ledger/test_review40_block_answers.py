@@ -69,3 +69,29 @@ def test_a_full_table_of_answer_buckets_drops_the_longest_untouched_not_all(
     server._answered(b"d", 0, now=0.0)
     assert set(server._answers) == {b"a", b"c", b"d"}
     assert server._answer_pause(b"c", now=0.0) > 0  # its debt kept
+
+
+async def test_block_reads_on_the_store_thread_are_bounded_node_wide(
+    clock: trio.testing.MockClock,
+) -> None:
+    """Round 74, R74-B: the store's one thread takes its calls in order, and a node's
+    commits waited behind up to 256 block answers, new keys each with a fresh allowance."""
+    from types import SimpleNamespace
+
+    from node.ledger import _serve
+
+    reading = [0, 0]  # now, most
+
+    async def call(fn: object) -> list[bytes]:
+        reading[0] += 1
+        reading[1] = max(reading[1], reading[0])
+        await trio.sleep(0.1)
+        reading[0] -= 1
+        return [b"block"]
+
+    service = SimpleNamespace(state=SimpleNamespace(height=10), store=SimpleNamespace(call=call))
+    server = _serve.Server(service)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(server._blocks_response, 1, 256)
+    assert reading[1] == _serve.MAX_BLOCK_READS
