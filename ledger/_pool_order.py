@@ -77,12 +77,16 @@ class _Buckets:
         self.heads: list[tuple[Key, Bucket]] = [(h[0][0], b) for b, h in self.buckets.items()]
         heapq.heapify(self.heads)
         self.closed: set[Bucket] = set()
+        #: Byte classes above this are closed (the sweep after passed-over candidates): a
+        #: bucket of theirs made later, as an owner's claims come up one at a time, stays
+        #: closed (each claim too large was looked at: review round 72, R72-2).
+        self.max_bits = 64
         self.passed_over = 0
 
     def push(self, e: PoolEntry, count: int, taken: int, who: bytes, seq: int) -> None:
         """Make ``e`` a candidate, its sender's ``count``-th, after ``taken`` bytes."""
         item, b = _ranked(e, count, taken, who, seq)
-        if b in self.closed:
+        if b in self.closed or b[1] > self.max_bits:
             return  # it cannot fit this block, nor can its sender's later ones
         heap = self.buckets.setdefault(b, [])
         heapq.heappush(heap, item)
@@ -124,7 +128,9 @@ class _Buckets:
             return
         self.passed_over = 0
         _, bytes_left = room.room()
-        for b in [b for b in self.buckets if (1 << b[1]) - 1 > bytes_left]:
+        # a class's largest bytes, (1 << bits) - 1, may not fit: closed, made or not
+        self.max_bits = min(self.max_bits, (bytes_left + 1).bit_length() - 1)
+        for b in [b for b in self.buckets if b[1] > self.max_bits]:
             self._close(b)
 
 

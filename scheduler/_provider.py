@@ -124,7 +124,7 @@ class Provider:
         self._funders: dict[bytes, None] = {}
         #: Delivered work (``_provider_delivered``): each requester's count, and the sealed
         #: bytes held for resends (job id -> size, oldest first) with their total.
-        self._unreceipted: dict[bytes, int] = {}
+        self._unreceipted: dict[bytes, dict[bytes, int]] = {}  # requester -> job -> when
         self._held: dict[bytes, int] = {}
         self._held_bytes = 0
 
@@ -438,7 +438,7 @@ class Provider:
             return self._decline(work, why, now_ms)
         if self.active >= self.config.max_concurrency:
             return self._decline(work, f"all {self.config.max_concurrency} slots in use", now_ms)
-        unpaid = self._unreceipted_full(award.requester)
+        unpaid = self._unreceipted_full(award.requester, now_ms)
         if unpaid:
             return self._decline(work, unpaid, now_ms)
         self._bids.awarded(work)  # no longer pending; one with no escrow still counts

@@ -1,7 +1,8 @@
 """The provider machine's delivered work: Results whose Receipt has not come (phase
 DELIVERED). What it holds of them is bounded, since a requester that never receipts
 chooses how long they would otherwise stay (review round 71, F1): each requester at most
-``MAX_UNRECEIPTED_PER_REQUESTER`` (an award past it is declined), the sealed bytes only
+``MAX_UNRECEIPTED_PER_REQUESTER`` delivered more than ``UNRECEIPTED_AFTER_MS`` ago (an
+award past it is declined), the sealed bytes only
 for their few resends and within ``MAX_HELD_OUTPUT_BYTES`` in all, and the work itself
 until the job's deadline and a grace. Functions of the machine, bound as its methods
 (specs/marketplace.md, "Provider")."""
@@ -25,8 +26,15 @@ MAX_OUTPUT_RESEND_MS = 60_000
 #: receipted, the bytes of 1,536 jobs held every send of the node's work budget, and its
 #: Heartbeats to honest requesters were dropped (round 71, F1).
 MAX_OUTPUT_RESENDS = 4
-#: Delivered work a requester may leave unreceipted: an award past it is declined.
-MAX_UNRECEIPTED_PER_REQUESTER = 16
+#: Delivered work a requester may leave unreceipted past ``UNRECEIPTED_AFTER_MS``: an award
+#: past it is declined.
+MAX_UNRECEIPTED_PER_REQUESTER = 32
+#: A delivery counts against its requester's bound only once this long has passed without
+#: its receipt: an honest requester receipts at its verdict, once its slowest replica is
+#: in, and counted at once, 16 results of a fast provider waiting on another's 8 s runs had
+#: an honest requester's awards declined and its jobs end unverified (review round 72,
+#: R72-1).
+UNRECEIPTED_AFTER_MS = 60_000
 #: Sealed bytes kept for resends, in all: past it the oldest delivery's are dropped (its
 #: requester has them, or never will).
 MAX_HELD_OUTPUT_BYTES = 256 << 20
@@ -41,8 +49,7 @@ def delivered(p: Provider, work: Work, now_ms: int) -> list[Effect]:
     work.phase = WorkPhase.DELIVERED
     work.resend_ms = p.config.result_resend_ms
     work.resends = 0
-    requester = work.spec.requester
-    p._unreceipted[requester] = p._unreceipted.get(requester, 0) + 1
+    p._unreceipted.setdefault(work.spec.requester, {})[work.id] = now_ms
     p._held[work.id] = len(work.sealed)
     p._held_bytes += len(work.sealed)
     while p._held_bytes > MAX_HELD_OUTPUT_BYTES and p._held:
@@ -64,21 +71,25 @@ def left_delivered(p: Provider, work: Work) -> None:
     if work.phase != WorkPhase.DELIVERED:
         return
     requester = work.spec.requester
-    left = p._unreceipted.get(requester, 0) - 1
-    if left > 0:
-        p._unreceipted[requester] = left
-    else:
-        p._unreceipted.pop(requester, None)
+    held = p._unreceipted.get(requester)
+    if held is not None:
+        held.pop(work.id, None)
+        if not held:
+            del p._unreceipted[requester]
     drop_bytes(p, work)
 
 
-def unreceipted_full(p: Provider, requester: bytes) -> str:
+def unreceipted_full(p: Provider, requester: bytes, now_ms: int) -> str:
     """Why an award of ``requester``'s is declined for the deliveries it left unreceipted
-    (``""``: it is not)."""
-    held = p._unreceipted.get(requester, 0)
-    if held < MAX_UNRECEIPTED_PER_REQUESTER:
+    past ``UNRECEIPTED_AFTER_MS`` (``""``: it is not)."""
+    old = 0
+    for at in p._unreceipted.get(requester, {}).values():  # in delivery order
+        if at + UNRECEIPTED_AFTER_MS > now_ms or old >= MAX_UNRECEIPTED_PER_REQUESTER:
+            break
+        old += 1
+    if old < MAX_UNRECEIPTED_PER_REQUESTER:
         return ""
-    return f"{held} results delivered to you await your receipt"
+    return f"{old} results delivered to you over a minute ago await your receipt"
 
 
 def resend(p: Provider, work: Work, key: TimerKey, now_ms: int) -> list[Effect]:

@@ -38,6 +38,7 @@ from . import _gaps, _txclaims
 from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
 from ._gaps import Held as _Held
 from ._gaps import Overtook as _Overtook
+from ._intents import claim_price
 from ._txrequest import Pending, TxRequest, doomed
 
 log = logging.getLogger(__name__)
@@ -391,14 +392,16 @@ class TxQueue:
     def fee(self, payload: ledger.Payload | None = None) -> int:
         """The fee a transaction of ours pays: the setting, at least the chain's minimum
         (which a coordinator's mint or slash does not owe); a claim's, that times its
-        signature checks (3): blocks take transactions by fee per share of their budget,
-        and at one flat fee any sender's transfers came before our claims, which must land
-        by their receipt's ``claim_by`` (the ledger takes a claim's fee out of its payout)."""
+        signature checks (3), up to a tenth of its payout (the ledger takes a claim's fee
+        out of it) unless the flat fee is more: blocks take transactions by fee per share
+        of their budget, and at one flat fee any sender's transfers came before our claims,
+        which must land by their receipt's ``claim_by``."""
         if isinstance(payload, ledger.COORDINATOR_KINDS):
             return self._fee_setting
         fee = max(self._fee_setting, self._state().genesis.min_fee)
         if isinstance(payload, ledger.Claim):
-            return fee * ledger.signature_checks(payload)
+            scaled = fee * ledger.signature_checks(payload)
+            return max(fee, min(scaled, claim_price(payload) // 10))
         return fee
 
     def _expiry(self) -> int:

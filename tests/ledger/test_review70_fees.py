@@ -167,6 +167,43 @@ def test_passed_over_for_bytes_sets_aside_the_larger_ones_only() -> None:
     assert room.looked == 64 + 1  # then the locks' bucket is set aside unseen
 
 
+def test_an_owners_claims_passed_over_for_bytes_are_set_aside_after_64() -> None:
+    """Round 72, R72-2: an owner's claims come up one at a time, each in a bucket made
+    anew (the last one emptied), so the sweep after 64 passed over found no bucket to set
+    aside and every claim too large was looked at (6,000 in one block)."""
+    owner = key("r72-owner")
+    g = ledger.make_genesis(CHAIN, [pub(COORD)], {pub(owner): 10**9})
+    state = ledger.State.from_genesis(g)
+    specs = [small_spec(owner, 9000 + i) for i in range(4)]
+    locks = [
+        ledger.verify_tx(
+            tx.lock(
+                owner, CHAIN, i, job_id=s.id, amount=600, claim_height=1, escrow_expiry=100,
+                max_per_payee=10, max_payees=64, spec=s.raw, expiry_height=50,
+            ).raw,
+            CHAIN,
+        )
+        for i, s in enumerate(specs)
+    ]  # fmt: skip
+    state = ledger.apply_block(state, ledger.produce_block(state, COORD, locks).block.raw)
+    pool = ledger.Mempool(CHAIN)
+    sizes = []
+    for i, s in enumerate(specs):
+        for j in range(50):
+            p = key(f"r72-claimer-{i}-{j}")
+            c = tx.claim(
+                p, CHAIN, ledger.UNSEQUENCED, job_id=s.id, award=award(owner, p, 10, job=s.id),
+                receipt=receipt(owner, p, job=s.id), unseal_key=RECEIPT_KEY, expiry_height=50,
+            )  # fmt: skip
+            pool.add(c.raw, state)
+            sizes.append(ledger._budget.tx_block_bytes(c.raw))
+    left = min(sizes) - 1  # no claim fits; each one's power of two does
+    assert {n.bit_length() for n in sizes} == {left.bit_length()}
+    room = Counting(ledger.MAX_BLOCK_BYTES - left)
+    assert list(pool.candidates(state, room)) == []
+    assert room.looked == 64  # the tree before: 200
+
+
 def test_the_producer_refuses_a_transaction_that_breaks_an_invariant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -49,6 +49,7 @@ from scheduler import _provider_delivered as delivered
 from scheduler._provider_delivered import (
     MAX_OUTPUT_RESENDS,
     MAX_UNRECEIPTED_PER_REQUESTER,
+    UNRECEIPTED_AFTER_MS,
     UNRECEIPTED_GRACE_MS,
 )
 
@@ -246,14 +247,18 @@ def test_a_silent_requester_gets_a_few_resends_and_its_work_ends_after_the_deadl
 
 def test_a_requester_with_many_deliveries_unreceipted_has_its_next_award_declined() -> None:
     # F1: nothing bounded how many delivered, unreceipted jobs one requester made a
-    # provider hold; an honest requester is still served meanwhile.
+    # provider hold; an honest requester is still served meanwhile. Only deliveries older
+    # than a minute count: an honest requester receipts at its verdict, once its slowest
+    # replica is in, and counted at once its awards were declined (round 72, R72-1).
     attacker, honest = key("r71 attacker"), key("r71 honest")
     w = _World([attacker, honest])
     deadline, expiry = w.now() + 3_600_000, w.chain.height + 100_000
-    for i in range(MAX_UNRECEIPTED_PER_REQUESTER):
+    for i in range(MAX_UNRECEIPTED_PER_REQUESTER + 8):  # within a minute: all run
         spec, bid = w.announce(attacker, deadline_ms=deadline, expiry=expiry)
         assert any(isinstance(e, RunJob) for e in w.award(attacker, spec, bid)), i
         w.run(spec, b"%d" % i)
+    for _ in range(UNRECEIPTED_AFTER_MS // BLOCK_MS):  # a minute on, none receipted
+        w.block()
     spec, bid = w.announce(attacker, deadline_ms=deadline, expiry=expiry)
     declined = w.award(attacker, spec, bid)
     assert not any(isinstance(e, RunJob) for e in declined)

@@ -252,6 +252,10 @@ async def test_a_claim_pays_the_node_s_fee_for_each_of_its_signature_checks(
     transfer = ledger.Transfer(pub(REQUESTER), 1)
     assert queue.fee(claim) == 2 * ledger.signature_checks(claim) == 6
     assert queue.fee(transfer) == 2
+    # up to a tenth of the payout (which pays it), unless the flat fee is more (round 72)
+    cheap = sealed_claim(REQUESTER, PROVIDER, ids[0], ids[0], claim_by=50, price=40)
+    assert queue.fee(cheap) == 4
+    assert queue.fee(sealed_claim(REQUESTER, PROVIDER, ids[0], ids[0], claim_by=50, price=9)) == 2
     transfer_tx = tx.transfer(
         PROVIDER, CHAIN, 5, to=pub(REQUESTER), amount=1, expiry_height=40, fee=2
     )
