@@ -7,8 +7,10 @@ beside it, in ``api.token`` (``node.api``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from sandbox import pid_alive
 from ._errors import NodeError
 
 RUNINFO_FILE = "node.json"
+#: The daemon's lock file in its data directory (held while it runs: ``node.daemon._run``).
+LOCK_FILE = "node.lock"
 
 
 class NodeNotRunning(NodeError):
@@ -75,9 +79,18 @@ def remove_stale_runinfo(data_dir: Path) -> bool:
 
 
 def read_runinfo(data_dir: Path) -> RunInfo:
+    """The running daemon's ``node.json``. Trusted only when it is a regular file of ours
+    (not a link), the data directory's lock is held, and its pid is a process of the
+    file's owner: a killed daemon's file named a pid that another local user's process
+    could take, and the CLI then sent that user the API token (review round 73, F1)."""
     path = data_dir / RUNINFO_FILE
     hint = f"start one with `aimx node start --data-dir {data_dir}`"
     try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or (st.st_uid != os.geteuid() and os.geteuid() != 0):
+            raise NodeNotRunning(
+                f"{path} is not a regular file of this user's; not trusted. {hint}"
+            )
         raw = json.loads(path.read_text())
         info = RunInfo(
             pid=int(raw["pid"]),
@@ -93,6 +106,30 @@ def read_runinfo(data_dir: Path) -> RunInfo:
         raise NodeNotRunning(f"no node is running with data dir {data_dir}; {hint}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NodeNotRunning(f"unreadable {path} ({exc}); {hint}") from None
-    if not pid_alive(info.pid):
+    if not pid_alive(info.pid) or not _locked(data_dir) or _uid_of(info.pid) != st.st_uid:
         raise NodeNotRunning(f"the node of {data_dir} (pid {info.pid}) is gone; {hint}")
     return info
+
+
+def _locked(data_dir: Path) -> bool:
+    """Whether a daemon holds ``data_dir``'s lock (it does as long as it runs)."""
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (a lock we took goes with it)
+    return False
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None

@@ -83,9 +83,16 @@ def load_or_create_token(data_dir: Path) -> str:
 
 
 def read_token(data_dir: Path) -> str | None:
-    """A client's side: the token in ``data_dir``, or None when there is none."""
+    """A client's side: the token in ``data_dir``, or None when there is none, or it is
+    not a regular file of this user's (root reads any): a link another user planted
+    pointed the client at the real token while its ``node.json`` named that user's port
+    (review round 73, F2)."""
+    path = token_path(data_dir)
     try:
-        text = token_path(data_dir).read_text(encoding="ascii").strip()
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or (st.st_uid != os.geteuid() and os.geteuid() != 0):
+            return None
+        text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return text if _well_formed(text) else None

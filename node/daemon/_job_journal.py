@@ -126,6 +126,7 @@ class JobJournal:
         for job_id in job_ids:
             self._write("DELETE FROM jobs WHERE job_id = ?", (job_id,))
             self._write("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+        self._output_bytes = None  # counted again at the next save (round 73, F3)
 
     def save_output(self, job_id: bytes, data: bytes) -> bool:
         """Keep a job's verified output bytes (the oldest kept deleted past

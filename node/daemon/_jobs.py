@@ -82,6 +82,15 @@ class JobRecords(dict[bytes, JobRecord]):
                 self._held_bytes -= self._held.pop(job_id)
                 if held is not None:
                     held.outputs = None
+        # Those no disk keeps (the journal cannot be written) go too past twice the
+        # budget, the oldest first: they are lost (round 73).
+        for job_id in list(self._held):
+            if self._held_bytes <= 2 * self.output_memory:
+                break
+            held = self.get(job_id)
+            self._held_bytes -= self._held.pop(job_id)
+            if held is not None:
+                held.outputs = None
 
     def add(self, record: JobRecord) -> None:
         self[record.job_id] = record

@@ -422,6 +422,7 @@ class Node:
         if outputs is None:
             log.error("the kept output of job %s is damaged; ignored", record.job_id.hex()[:12])
             return None
+        record.output_names = tuple(sorted(outputs))
         return outputs
 
     def job_phase(self, record: JobRecord) -> str:

@@ -21,6 +21,7 @@ import ledger
 from sandbox import JobRunner, Sandbox, SandboxConfig
 
 from .._errors import ConfigError
+from .._runinfo import LOCK_FILE as LOCK_FILE
 from .._runinfo import RunInfo, remove_runinfo, remove_stale_runinfo, write_runinfo
 from ..api import load_or_create_token, make_router, serve_http
 from ..config import NodeConfig, Source
@@ -34,7 +35,6 @@ from .owner_use import MachineSampler
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "node.lock"
 #: The peers this node saw lately, dialled at its next start (node/net/_peer_memory.py).
 PEERS_FILE = "peers.json"
 
@@ -175,11 +175,13 @@ async def run_daemon(
 
 def private_data_dir(data_dir: Path) -> None:
     """Create ``data_dir`` (0700), or make an existing one private. An existing one that is
-    shared (world-writable, or sticky like ``/tmp``) or another user's is refused: the
-    daemon made any directory it was named 0700, ``/tmp`` too, and left its key there
-    (review round 69, R69-6)."""
+    shared (world-writable, or sticky like ``/tmp``) or another user's (unless we are
+    root), or a link another user made, is refused: the daemon made any directory it was
+    named 0700, ``/tmp`` too, and left its key there (review round 69, R69-6); a link could
+    be pointed elsewhere later (round 73, F2)."""
     try:
         try:
+            link = os.lstat(data_dir)
             st = data_dir.stat()
         except FileNotFoundError:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -191,12 +193,20 @@ def private_data_dir(data_dir: Path) -> None:
         ) from None
     if not stat.S_ISDIR(st.st_mode):
         raise DataDirUnusable(f"{data_dir} is not a directory; pass another --data-dir")
+    me = os.geteuid()
     shared = st.st_mode & (stat.S_IWOTH | stat.S_ISVTX)
-    if shared or st.st_uid != os.geteuid():
-        why = "is shared with other users" if shared else "belongs to another user"
+    why = ""
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (me, 0):
+        # another user's link: it could point elsewhere later (review round 73, F2)
+        why = "is a link another user made"
+    elif shared:
+        why = "is shared with other users"
+    elif st.st_uid != me and me != 0:
+        why = "belongs to another user"
+    if why:
         raise DataDirUnusable(
             f"{data_dir} {why}: a node keeps its key and credits there; give --data-dir a "
-            "directory of your own (a new one is created, mode 0700)"
+            "directory of your own, or a new subdirectory of this one (created, mode 0700)"
         )
     if stat.S_IMODE(st.st_mode) & 0o077:
         try:

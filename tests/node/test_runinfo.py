@@ -19,6 +19,7 @@ from node._runinfo import (
     remove_runinfo,
     write_runinfo,
 )
+from node.daemon._run import data_dir_lock
 
 
 def info(pid: int) -> RunInfo:
@@ -40,7 +41,8 @@ def test_written_then_read_while_the_process_lives(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / RUNINFO_FILE).stat().st_mode) == 0o600  # its owner's only
-    assert read_runinfo(tmp_path) == info(os.getpid())
+    with data_dir_lock(tmp_path):  # held as a daemon holds it while it runs
+        assert read_runinfo(tmp_path) == info(os.getpid())
     remove_runinfo(tmp_path)
     assert not (tmp_path / RUNINFO_FILE).exists()
     remove_runinfo(tmp_path)  # idempotent

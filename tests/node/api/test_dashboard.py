@@ -339,6 +339,7 @@ async def test_the_command_prints_a_login_link_that_works(tmp_path: Path) -> Non
 
     from node._runinfo import RunInfo, write_runinfo
     from node.cli import app
+    from node.daemon._run import data_dir_lock
 
     data_dir = tmp_path / "node"
     data_dir.mkdir(mode=0o700)
@@ -378,5 +379,6 @@ async def test_the_command_prints_a_login_link_that_works(tmp_path: Path) -> Non
                 )
                 assert gone.exit_code == 1
 
-            await trio.to_thread.run_sync(command)
+            with data_dir_lock(data_dir):  # held as a daemon holds it (the CLI checks)
+                await trio.to_thread.run_sync(command)
             n.cancel_scope.cancel()

@@ -152,6 +152,7 @@ async def test_the_command_puts_the_token_only_in_the_fragment(tmp_path: Path) -
 
     from node._runinfo import RunInfo, write_runinfo
     from node.cli import app
+    from node.daemon._run import data_dir_lock
 
     data_dir = tmp_path / "node"
     data_dir.mkdir(mode=0o700)
@@ -195,5 +196,6 @@ async def test_the_command_puts_the_token_only_in_the_fragment(tmp_path: Path) -
                 assert f"{url}/dashboard/#token={token}" in printed.stdout
                 assert "earlier run" in printed.stderr and "open only this one" in printed.stderr
 
-            await trio.to_thread.run_sync(command)
+            with data_dir_lock(data_dir):  # held as a daemon holds it (the CLI checks)
+                await trio.to_thread.run_sync(command)
             n.cancel_scope.cancel()

@@ -47,10 +47,11 @@ def test_a_token_others_may_have_read_or_a_bad_one_is_replaced(tmp_path: Path, d
 
 def test_a_client_without_the_token_is_told_where_it_is(tmp_path: Path) -> None:
     from node._runinfo import write_runinfo
+    from node.daemon._run import data_dir_lock
 
     info = RunInfo(os.getpid(), "12D3KooW", ("requester",), (), "http://127.0.0.1:1", "c", 1)
     write_runinfo(tmp_path, info)
-    with pytest.raises(ApiError, match=f"no API token at .*{TOKEN_FILE}"):
+    with data_dir_lock(tmp_path), pytest.raises(ApiError, match=f"no API token at .*{TOKEN_FILE}"):
         Client.for_data_dir(tmp_path)
 
 

@@ -13,6 +13,7 @@ from node._runinfo import RunInfo, write_runinfo
 from node.api import Request, Response, Router, load_or_create_token, owner_only, serve_http
 from node.api._auth import token_path
 from node.cli import app
+from node.daemon._run import data_dir_lock
 
 STATUS = {
     "peer_id": "12D3KooW",
@@ -48,17 +49,18 @@ async def test_node_status_sends_the_token_of_the_data_dir(tmp_path: Path) -> No
             os.getpid(), "12D3KooW", ("requester",), (), f"http://127.0.0.1:{port}", "c", 1
         )
         write_runinfo(tmp_path, info)
-        status = ("node", "status", "--json", "--data-dir", str(tmp_path))
+        with data_dir_lock(tmp_path):  # held as a daemon holds it (the CLI checks)
+            status = ("node", "status", "--json", "--data-dir", str(tmp_path))
 
-        code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
-        assert code == 0, out
-        assert json.loads(out)["height"] == 7
+            code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
+            assert code == 0, out
+            assert json.loads(out)["height"] == 7
 
-        token_path(tmp_path).write_text("B" * 43)  # a token the node does not know
-        code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
-        assert code == 1 and "401" in out and "token" in out
+            token_path(tmp_path).write_text("B" * 43)  # a token the node does not know
+            code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
+            assert code == 1 and "401" in out and "token" in out
 
-        token_path(tmp_path).unlink()
-        code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
-        assert code == 1 and "no API token" in out
+            token_path(tmp_path).unlink()
+            code, out = await trio.to_thread.run_sync(lambda: _aimx(*status))
+            assert code == 1 and "no API token" in out
         nursery.cancel_scope.cancel()

@@ -29,6 +29,7 @@ from node.api import (
 )
 from node.cli import app
 from node.daemon import Node
+from node.daemon._run import data_dir_lock
 from sandbox import tiny_model_path
 
 from ..daemon._cluster import cluster, tiny_inputs
@@ -63,7 +64,8 @@ async def serving(
         port = await nursery.start(serve_http, handler, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{port}"
         write_runinfo(data_dir, RunInfo(os.getpid(), "12D3KooW", ("requester",), (), url, "c", 1))
-        yield
+        with data_dir_lock(data_dir):  # held as a daemon holds it (the CLI checks)
+            yield
         nursery.cancel_scope.cancel()
 
 

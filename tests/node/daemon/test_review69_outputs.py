@@ -91,3 +91,18 @@ def test_outputs_kept_on_disk_stay_within_their_budget(tmp_path: Path) -> None:
         True,
         True,
     ]
+
+
+def test_forgotten_records_outputs_leave_the_disk_count(tmp_path: Path) -> None:
+    # Review round 73, F3: forgetting old records deleted their outputs but not their
+    # bytes from the count, which drifted up to the cap and then deleted the outputs of
+    # jobs still listed.
+    from node.daemon._job_journal import JobJournal
+
+    journal = JobJournal(tmp_path / "jobs.sqlite3", output_disk=10_000)
+    for name in (b"A", b"B", b"C"):
+        journal.save_output(name * 32, name * 3_000)
+    journal.forget([b"A" * 32, b"B" * 32])
+    for name in (b"D", b"E"):
+        journal.save_output(name * 32, name * 3_000)
+    assert [journal.load_output(n * 32) is not None for n in (b"C", b"D", b"E")] == [True] * 3

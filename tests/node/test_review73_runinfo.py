@@ -1,0 +1,62 @@
+"""Review round 73: a killed daemon's ``node.json`` named a pid another local user's
+process could take, and the CLI, trusting any live pid, sent that user the API token (F1);
+a link another user made, as the data directory or its ``api.token``, pointed the CLI at
+the real token while naming that user's port (F2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from node._runinfo import RUNINFO_FILE, NodeNotRunning, read_runinfo
+from node.api._auth import TOKEN_FILE, read_token
+from node.daemon import DataDirUnusable
+from node.daemon._run import data_dir_lock, private_data_dir
+
+INFO = {
+    "peer_id": "12D3KooW",
+    "roles": ["requester"],
+    "addresses": [],
+    "api_url": "http://127.0.0.1:1",
+    "chain_id": "aimx-test",
+    "started_ms": 0,
+}
+
+
+def test_a_node_json_whose_lock_is_not_held_is_stale_whatever_its_pid(tmp_path: Path) -> None:
+    (tmp_path / RUNINFO_FILE).write_text(json.dumps({**INFO, "pid": os.getpid()}))  # alive
+    with pytest.raises(NodeNotRunning, match="is gone"):
+        read_runinfo(tmp_path)
+    with data_dir_lock(tmp_path):  # a daemon holds it: trusted
+        assert read_runinfo(tmp_path).pid == os.getpid()
+
+
+def test_a_linked_node_json_or_token_is_not_trusted(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / TOKEN_FILE).write_text("t" * 43 + "\n")
+    (real / RUNINFO_FILE).write_text(json.dumps({**INFO, "pid": os.getpid()}))
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink(real / TOKEN_FILE, other / TOKEN_FILE)
+    os.symlink(real / RUNINFO_FILE, other / RUNINFO_FILE)
+    assert read_token(real) == "t" * 43
+    assert read_token(other) is None
+    with data_dir_lock(other), pytest.raises(NodeNotRunning, match="not a regular file"):
+        read_runinfo(other)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's link needs root")
+def test_a_data_directory_linked_by_another_user_is_refused(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    os.symlink(mine, link)
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(DataDirUnusable, match="a link another user made"):
+        private_data_dir(link)
+    os.lchown(link, 0, 0)
+    private_data_dir(link)  # one of ours (or root's) is followed
