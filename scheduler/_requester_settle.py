@@ -301,6 +301,11 @@ def punish(
         slash: Slash | None = None
         if len(won) < 2:
             pass  # nothing the ledger could check: the attestation below only
+        elif job.spec.runtime == "torchscript":
+            # A program: nothing proves its runs agree (a job drawing one random bit had
+            # honest providers of one class outvoted 2 to 1 three times in four, and each
+            # slashed its whole stake: review round 76, R76-1). Not paid, attested only.
+            pass
         elif job.known is not None:
             why = "contradicts the known answer"
             slash = Slash(job.id, r.provider, why, evidence, job.known.commitment)

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 REPORT_PROTOCOL = "/aimx/report/1"
 #: Most signed Results one report carries (a slash's evidence bound).
 MAX_EVIDENCE = 4
+#: The determinism classes of TorchScript runs (``sandbox.determinism_class``): a program's
+#: runs are not proven to agree, so no slash is made on them (review round 76, R76-1).
+TORCH_CLASS_PREFIX = "torch-"
 #: Largest report: its evidence (signed Results, each within a market message's 64 KiB)
 #: and a little framing. It was 1 MiB, read whole from anyone (round 40, F1).
 MAX_REPORT_REQUEST_BYTES = MAX_EVIDENCE * (64 << 10) + 1024
@@ -82,8 +85,15 @@ def _landing_within(in_flight: int) -> int:
 #: default) is not made: it takes a place in flight for next to nothing.
 MIN_SLASH_PART = 100
 #: Answers that decide a report: it is not sent again.
+NOT_SLASHABLE = "not slashable: a TorchScript job's outputs"
 DECIDED = frozenset(
-    {"slashing", "already reported", "nothing staked", "too late: the escrow leaves the ledger"}
+    {
+        "slashing",
+        "already reported",
+        "nothing staked",
+        "too late: the escrow leaves the ledger",
+        NOT_SLASHABLE,
+    }
 )
 #: Times the reporting side sends one report, and its first and longest wait between them.
 SEND_ATTEMPTS = 8
@@ -124,6 +134,9 @@ class Reports:
                     "evidence must be Results of one job, one of them the offender's"
                 )
             (job_id,) = jobs
+            if any(r.determinism_class.startswith(TORCH_CLASS_PREFIX) for r in results):
+                # a program's runs are not proven to agree: no slash on them (R76-1)
+                return protocol.pack([NOT_SLASHABLE])
             escrow = node.ledger.state.escrow(job_id)
             if escrow is None or escrow.owner != peer:
                 raise protocol.RemoteProtocolError("only the job's paying requester may report")

@@ -289,7 +289,7 @@ def test_newcomers_named_alone_and_all_answered_are_awarded_at_once() -> None:
     assert len(m.awarded()) == 2
 
 
-def _outvoted(slash_outvoted: bool, known: bool) -> list[Any]:
+def _outvoted(slash_outvoted: bool, known: bool, runtime: str = "onnx") -> list[Any]:
     """``punish`` of one loser outvoted by two winners."""
     w1, w2, loser = key("review3-w1"), key("review3-w2"), key("review3-loser")
     job_id = bytes([9]) * 32
@@ -321,7 +321,9 @@ def _outvoted(slash_outvoted: bool, known: bool) -> list[Any]:
         slash_outvoted=slash_outvoted,
     )
     answer = SimpleNamespace(commitment=b"A" * 32, determinism_class=HONEST)
-    job = SimpleNamespace(id=job_id, known=answer if known else None)
+    job = SimpleNamespace(
+        id=job_id, known=answer if known else None, spec=SimpleNamespace(runtime=runtime)
+    )
     ref = SimpleNamespace(commitment=b"A" * 32)
     verdict = Verdict(VerdictStatus.VERIFIED, (0, 1), (2,), ref)  # type: ignore[arg-type]
     winners = [rep(w1, b"A" * 32), rep(w2, b"A" * 32)]
@@ -340,3 +342,14 @@ def test_an_outvoted_loser_is_reported_only_when_slash_outvoted_is_on() -> None:
     contradicted = _outvoted(slash_outvoted=False, known=True)
     assert any(isinstance(e, Slash) for e in contradicted)
     assert [e.report for e in contradicted if isinstance(e, Attest)] == [True]
+
+
+def test_an_outvoted_torchscript_run_is_attested_against_and_never_slashed() -> None:
+    # Review round 76, R76-1: a program's runs are not proven to agree (one drawing a
+    # random bit had honest providers outvoted and slashed their whole stake).
+    for known in (False, True):
+        effects = _outvoted(slash_outvoted=True, known=known, runtime="torchscript")
+        assert not any(isinstance(e, Slash) for e in effects)
+        assert [(e.reason, e.report) for e in effects if isinstance(e, Attest)] == [
+            ("outvoted", False)
+        ]

@@ -9,6 +9,7 @@ an offender in flight at a time and at most ``MAX_PER_REPORTER`` of one reporter
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +17,13 @@ import pytest
 
 import ledger
 import protocol
-from node.daemon.reports import FLIGHT_BLOCKS, MAX_PER_REPORTER, Reports
+from node.daemon.reports import (
+    DECIDED,
+    FLIGHT_BLOCKS,
+    MAX_PER_REPORTER,
+    NOT_SLASHABLE,
+    Reports,
+)
 
 from ...keys import key, pub
 from .test_reports import CHAIN
@@ -275,3 +282,19 @@ async def test_a_slash_above_what_its_witnesses_hold_takes_what_they_hold(
     assert [s.amount for s in node.submitted] == [1_000_000]
     # the witnesses reckoned to the slash's landing, as the offender (round 28, J1)
     assert seen and seen[0] > node.ledger.state.height
+
+
+async def test_evidence_of_torchscript_runs_is_never_slashed() -> None:
+    # Review round 76, R76-1: a program's runs are not proven to agree; a job drawing one
+    # random bit had honest providers outvoted and slashed their whole stake.
+    node = _Coordinator()
+    reports = Reports(node)  # type: ignore[arg-type]
+    node.stakes[pub(CHEAT)] = 1_000_000
+    job = node.closed(CHEAT_JOB, HONEST)
+    signed = protocol.decode(_result(CHEAT, job), CHAIN, protocol.Result).message
+    torch_run = dataclasses.replace(signed, determinism_class="torch-2.5.1/cpu/avx2/jit")
+    evidence = [protocol.sign(torch_run, CHEAT, CHAIN).raw]
+    request = protocol.pack([pub(CHEAT), "failed_verification", evidence])
+    [answer] = protocol.unpack(await reports.serve(pub(HONEST), request))
+    assert answer == NOT_SLASHABLE and answer in DECIDED
+    assert node.submitted == []
