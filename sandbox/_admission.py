@@ -328,6 +328,10 @@ def check_inputs(
                     raise InputError(
                         f"input {name!r} has size {got} on axis {axis}; the model wants {want}"
                     )
+        if array.dtype == np.bool_ and array.size and int(array.view(np.uint8).max()) > 1:
+            # a boolean is a byte 0 or 1; others passed through made the run end
+            # `crashed` (review round 75, F5)
+            raise InputError(f"input {name!r} is boolean but holds a byte other than 0 or 1")
         total += int(array.size)
         if total > limits.max_input_elements:
             raise InputError(f"inputs hold more than {limits.max_input_elements} elements in total")

@@ -10,7 +10,6 @@ import fcntl
 import glob
 import itertools
 import os
-import shutil
 import site
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from . import _cgroup, _ipc, _shm
 from ._config import SandboxConfig
 from ._job import Limits
 from ._layers import bwrap_unshare
+from ._leftovers import remove_tree
 from ._worker_handle import WorkerHandle, family
 
 _F_SETPIPE_SZ = 1031
@@ -133,7 +133,7 @@ class Launcher:
                     limits.processes,
                 )
             except OSError as exc:
-                shutil.rmtree(job_dir, ignore_errors=True)
+                remove_tree(job_dir)
                 raise StartFailed(f"cannot create the job's cgroup: {exc}") from None
             procs = cgroup.procs_files()
             join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done'
@@ -151,7 +151,7 @@ class Launcher:
         except OSError as exc:
             if cgroup is not None:
                 cgroup.remove()
-            shutil.rmtree(job_dir, ignore_errors=True)
+            remove_tree(job_dir)
             raise StartFailed(f"cannot create the worker's shared memory: {exc}") from None
         stderr = tempfile.TemporaryFile(dir=self._private)  # noqa: SIM115 (closed in destroy)
         try:
@@ -174,7 +174,7 @@ class Launcher:
             region.close()
             if cgroup is not None:
                 cgroup.remove()
-            shutil.rmtree(job_dir, ignore_errors=True)
+            remove_tree(job_dir)
             raise StartFailed(f"cannot start a worker: {exc}") from None
         worker = WorkerHandle(popen, job_dir, stderr, cgroup, limits, runtime, region)
         for fd in (worker.wfd, worker.rfd):  # fewer round trips for large tensors

@@ -4,10 +4,12 @@ that are plainly abandoned (:func:`sweep_leftovers`)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,27 @@ from ._procfs import pid_alive
 _TMP_NAME = re.compile(r"aimx-sandbox-(?:private-)?([0-9]+)-[A-Za-z0-9_]+")
 #: A leftover directory younger than this is kept (it may be a starting sandbox's).
 LEFTOVER_AFTER_S = 60.0
+
+
+def remove_tree(path: Path | str) -> bool:
+    """Remove ``path`` and everything under it, however deep; never raises. Whether it is
+    gone. ``shutil.rmtree`` recurses once a level: a job that left a tree 1,500 levels
+    deep raised ``RecursionError`` (``ignore_errors`` does not cover it), its directory
+    stayed, and the sweep of every later start raised the same: the contributor could not
+    start again (review round 75, F1). ``rm -rf`` removes any depth."""
+    with contextlib.suppress(RecursionError):
+        shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["rm", "-rf", "--one-file-system", "--", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                timeout=120,
+            )
+    return not os.path.lexists(path)
 
 
 def lock_dir(path: Path) -> int:
@@ -61,7 +84,7 @@ def sweep_leftovers(directory: Path | str | None = None) -> int:
         except OSError:  # gone, unreadable, or locked by a live sandbox
             continue
         try:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            remove_tree(entry.path)
         finally:
             os.close(fd)
         if not os.path.lexists(entry.path):

@@ -28,17 +28,27 @@ def usage_since(t0: float) -> protocol.Usage:
     )
 
 
+#: The most a usage figure may be (a u64 on the wire; far above any real run's).
+_MAX_FIGURE = (1 << 63) - 1
+
+
 def add_usage(usage: protocol.Usage, reply: dict[str, Any]) -> protocol.Usage:
     """``usage`` plus the usage a worker's reply reports (ignored when malformed)."""
     u = reply.get("usage") or {}
+
+    def figure(name: str) -> int:
+        # clamped: a worker's figure of 2^64 - 1 overflowed the u64 sum, and the error
+        # escaped the run, which was reported `rejected` (review round 75, F4)
+        return min(max(0, int(u.get(name, 0))), _MAX_FIGURE)
+
     try:
         return protocol.Usage(
-            cpu_ms=usage.cpu_ms + max(0, int(u.get("cpu_ms", 0))),
-            wall_ms=usage.wall_ms + max(0, int(u.get("wall_ms", 0))),
-            peak_memory_kb=max(usage.peak_memory_kb, max(0, int(u.get("peak_kb", 0)))),
-            gpu_ms=usage.gpu_ms + max(0, int(u.get("gpu_ms", 0))),
+            cpu_ms=min(usage.cpu_ms + figure("cpu_ms"), _MAX_FIGURE),
+            wall_ms=min(usage.wall_ms + figure("wall_ms"), _MAX_FIGURE),
+            peak_memory_kb=max(usage.peak_memory_kb, figure("peak_kb")),
+            gpu_ms=min(usage.gpu_ms + figure("gpu_ms"), _MAX_FIGURE),
         )
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, protocol.ProtocolError):
         return usage
 
 

@@ -35,7 +35,7 @@ from ._errors import AdmissionError, RunCancelled, SandboxConfigError, Untrusted
 from ._job import JobRequest, Limits, Outcome
 from ._launch import Launcher, SpareKey, StartFailed
 from ._layers import NOBODY, Layer, probe_layers
-from ._leftovers import lock_dir, sweep_leftovers
+from ._leftovers import lock_dir, remove_tree, sweep_leftovers
 from ._metering import failed, usage_since
 from ._pool import WarmKey, WorkerPool
 from ._run_job import run_job
@@ -237,9 +237,9 @@ class Sandbox:
     def close(self) -> None:
         """Stop every idle worker and remove the job directories."""
         self._pool.close()
-        shutil.rmtree(self._private, ignore_errors=True)
+        remove_tree(self._private)
         if self._own_tmp:
-            shutil.rmtree(self._work, ignore_errors=True)
+            remove_tree(self._work)
         for fd in self._dir_locks:
             os.close(fd)
         self._dir_locks = []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +15,7 @@ from typing import IO, Any
 
 from . import _cgroup, _ipc, _shm
 from ._job import Limits
+from ._leftovers import remove_tree
 from ._procfs import all_pids, read_stat
 
 
@@ -89,7 +89,8 @@ class WorkerHandle:
                 return True
             for entry in self.job_dir.iterdir():
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
+                    if not remove_tree(entry):
+                        return False
                 else:
                     entry.unlink()
         except OSError:
@@ -141,7 +142,7 @@ class WorkerHandle:
         if self.job_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.job_fd)
-        shutil.rmtree(self.job_dir, ignore_errors=True)
+        remove_tree(self.job_dir)
 
 
 def await_gone(pids: set[int], reap: bool, timeout_s: float = 5.0) -> None:

@@ -55,6 +55,10 @@ def _from_wire(value: Any) -> Array:
         count *= d
     if count * dtype.itemsize != len(data) or len(data) > MAX_TENSOR_BYTES:
         raise protocol.RemoteProtocolError("tensor data does not match its shape")
+    if code == "|b1" and data.strip(b"\x00\x01"):
+        # a boolean is a byte 0 or 1: others passed through a model made the honest
+        # provider's run end `crashed` (review round 75, F5)
+        raise protocol.RemoteProtocolError("a boolean tensor holds a byte other than 0 or 1")
     try:
         return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
     except (ValueError, OverflowError) as exc:  # a shape numpy cannot hold (dims past 2^63)

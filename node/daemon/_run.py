@@ -18,7 +18,7 @@ import nacl.signing
 import trio
 
 import ledger
-from sandbox import JobRunner, Sandbox, SandboxConfig
+from sandbox import JobRunner, Limits, Sandbox, SandboxConfig
 
 from .._errors import ConfigError
 from .._runinfo import LOCK_FILE as LOCK_FILE
@@ -31,6 +31,7 @@ from ._errors import DataDirInUse, DataDirUnusable, GenesisUnavailable, LedgerUn
 from ._node import Node
 from ._profile import probe_profile
 from .genesis import fetch_genesis, genesis_path, read_genesis, write_genesis
+from .market import MAX_MARKET_OUTPUT_BYTES
 from .owner_use import MachineSampler
 
 log = logging.getLogger(__name__)
@@ -295,10 +296,15 @@ async def _run(
             if "contributor" in roles:
                 c = config.contributor
                 # job_cpus were checked at start, the sandbox's only setting that can fail.
+                # A run's output is held whole by the daemon: past what a Result carries it
+                # is never delivered, and at the sandbox's default 64 MiB a 60 MiB output
+                # took 300 MiB of the daemon's memory before it was refused (round 75, F6).
+                limits = Limits(output_bytes=MAX_MARKET_OUTPUT_BYTES)
                 sandbox = Sandbox(
                     SandboxConfig(
                         pool_size=max(1, c.warm_workers, c.max_concurrency),
                         worker_cpus=frozenset(c.job_cpus) or None,
+                        limits=limits,
                     )
                 )
                 sb = sandbox

@@ -3,11 +3,14 @@ process) lives, and no process is left behind. Workers run as an unprivileged us
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import signal
 import socket
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -387,3 +390,74 @@ def test_untrusted_jobs_refused_without_network_layer(tiny_model: bytes) -> None
             "onnx", tiny_model, {"x": np.zeros((1, 16), np.float32)}, trusted=True
         )
         assert sb.run(trusted).kind == "ok"
+
+
+def _sleeper(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return "finished"
+
+
+def _signal_others() -> dict[str, int]:
+    """Send SIGKILL to every other worker by the syscalls seccomp must refuse; each one's
+    result (0: sent; else its errno)."""
+    import ctypes
+    import os
+    import signal
+    import time
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    me = os.getpid()
+    found: list[int] = []
+    for _ in range(100):
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == me:
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"sandbox._worker" in cmd:
+                found.append(int(d))
+        if found:
+            break
+        time.sleep(0.05)
+    out: dict[str, int] = {"found": len(found)}
+    for pid in found:
+        fd = libc.syscall(434, pid, 0)  # pidfd_open
+        out["pidfd_open"] = ctypes.get_errno() if fd < 0 else 0
+        if fd >= 0:
+            r = libc.syscall(424, fd, int(signal.SIGKILL), None, 0)  # pidfd_send_signal
+            out["pidfd_send_signal"] = ctypes.get_errno() if r else 0
+        info = (ctypes.c_int * 32)()
+        info[0], info[2] = int(signal.SIGKILL), -1  # si_signo; si_code SI_QUEUE
+        r = libc.syscall(129, pid, int(signal.SIGKILL), info)  # rt_sigqueueinfo
+        out["rt_sigqueueinfo"] = ctypes.get_errno() if r else 0
+    return out
+
+
+def test_a_job_cannot_signal_another_job_where_seccomp_is_the_only_layer() -> None:
+    # Review round 75, F3: seccomp denied kill, tkill and tgkill to others but not
+    # pidfd_send_signal or rt_sigqueueinfo; every worker runs as one uid, so with no
+    # bubblewrap and Landlock below ABI 6 one job killed another requester's beside it.
+    box = sandbox.Sandbox(
+        sandbox.SandboxConfig(spare_workers=0, pool_size=2, use_bwrap=False, use_landlock=False)
+    )
+    try:
+        result: dict[str, sandbox.Outcome] = {}
+        victim = threading.Thread(
+            target=lambda: result.__setitem__("v", run_payload(box, _sleeper, 3.0))
+        )
+        victim.start()
+        time.sleep(1.0)
+        attack = run_payload(box, _signal_others)
+        victim.join()
+        assert attack.kind == "ok", attack.message
+        tried = ast.literal_eval(attack.value)
+        assert tried.pop("found") >= 1 and tried, attack.value
+        assert all(err != 0 for err in tried.values()), tried  # none went (EPERM)
+        assert result["v"].kind == "ok", result["v"].message
+    finally:
+        box.close()

@@ -168,3 +168,35 @@ def test_a_killed_daemons_node_json_is_removed_at_start(tmp_path: Path, live_pid
     write_runinfo(tmp_path, _info(live_pid))
     assert not remove_stale_runinfo(tmp_path)
     assert (tmp_path / RUNINFO_FILE).exists()
+
+
+def _deep_tree(root: Path, depth: int = 1_500) -> None:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def test_a_tree_too_deep_for_rmtree_is_removed_and_swept(tmp_path: Path) -> None:
+    # Review round 75, F1: shutil.rmtree recursed once a level; a job's tree 1,500 levels
+    # deep raised RecursionError (which ignore_errors does not cover), its directory stayed,
+    # and every later start's sweep raised the same.
+    from sandbox._leftovers import remove_tree, sweep_leftovers
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    _deep_tree(deep)
+    assert remove_tree(deep) and not deep.exists()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f"aimx-sandbox-{gone.pid}-abcd"
+    left.mkdir()
+    _deep_tree(left)
+    old = time.time() - 3_600
+    os.utime(left, (old, old))
+    assert sweep_leftovers(tmp_path) == 1 and not left.exists()
