@@ -174,3 +174,26 @@ def test_dropout_is_refused_only_when_it_may_train() -> None:
             model.graph.input.append(x)
         with pytest.raises(AdmissionError, match="training mode"):
             check_model(model.SerializeToString())
+
+
+def test_a_boolean_input_holding_a_byte_other_than_0_or_1_is_refused() -> None:
+    # Review round 75, F5: passed through a model, it made the run end `crashed`.
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.BOOL, [3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.BOOL, [3])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    info = check_model(model.SerializeToString())
+    check_inputs(info, {"x": np.array([True, False, True])})
+    bad = np.frombuffer(b"\x02\x05\x01", dtype=np.bool_)
+    with pytest.raises(InputError, match="other than 0 or 1"):
+        check_inputs(info, {"x": bad})
+
+
+def test_a_workers_usage_figures_are_clamped() -> None:
+    # Review round 75, F4: a figure of 2^64 - 1 overflowed the sum and ended the run.
+    import protocol
+    from sandbox._metering import add_usage
+
+    load = protocol.Usage(cpu_ms=150, wall_ms=200, peak_memory_kb=1000, gpu_ms=0)
+    usage = add_usage(load, {"usage": {"cpu_ms": 2**64 - 1, "peak_kb": 2**70}})
+    assert usage.cpu_ms == usage.peak_memory_kb == 2**63 - 1 and usage.wall_ms == 200
