@@ -189,14 +189,17 @@ def test_a_tree_too_deep_for_rmtree_is_removed_and_swept(tmp_path: Path) -> None
     from sandbox._leftovers import remove_tree, sweep_leftovers
 
     deep = tmp_path / "deep"
-    deep.mkdir()
-    _deep_tree(deep)
-    assert remove_tree(deep) and not deep.exists()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     left = tmp_path / f"aimx-sandbox-{gone.pid}-abcd"
-    left.mkdir()
-    _deep_tree(left)
-    old = time.time() - 3_600
-    os.utime(left, (old, old))
-    assert sweep_leftovers(tmp_path) == 1 and not left.exists()
+    try:
+        deep.mkdir()
+        _deep_tree(deep)
+        assert remove_tree(deep) and not deep.exists()
+        left.mkdir()
+        _deep_tree(left)
+        old = time.time() - 3_600
+        os.utime(left, (old, old))
+        assert sweep_leftovers(tmp_path) == 1 and not left.exists()
+    finally:  # pytest's own clean-up of tmp_path recurses and would fail on them
+        subprocess.run(["rm", "-rf", "--", str(deep), str(left)], check=False)
