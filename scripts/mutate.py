@@ -63,6 +63,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     # and its blame of a requester whose escrow does not cover the award
     "scheduler/_provider.py": ("tests/scheduler",),
     "scheduler/_provider_bids.py": ("tests/scheduler",),  # no bid on unfunded or paid work
+    "scheduler/_provider_delivered.py": ("tests/scheduler",),  # delivered work bounded
+    "scheduler/_provider_receipt.py": ("tests/scheduler",),  # receipts held and redeemed
     "scheduler/_requester.py": ("tests/scheduler",),
     "scheduler/_requester_awards.py": ("tests/scheduler",),
     "scheduler/_requester_exchange.py": ("tests/scheduler",),
