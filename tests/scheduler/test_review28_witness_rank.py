@@ -50,7 +50,7 @@ def _witnesses_named(
     config = SimpleNamespace(
         reputation=lambda p: reputation(state, p), slash_outvoted=True, caught_limit=100
     )
-    job = SimpleNamespace(id=bytes(32), known=None)
+    job = SimpleNamespace(id=bytes(32), known=None, spec=SimpleNamespace(runtime="onnx"))
     verdict = SimpleNamespace(reference=SimpleNamespace(commitment=RIGHT))
     replicas = [_replica(k, RIGHT) for k, _ in winners]
     (slash, _attest) = punish(job, verdict, [_replica(cheat, WRONG)], replicas, config, {}, height)

@@ -65,7 +65,9 @@ def _reported_after_close(*, slash_outvoted: bool, known: bool) -> list[bytes]:
     loser: Any = SimpleNamespace(result=signed_result(LOSER), provider=pub(LOSER))
     ref: Any = SimpleNamespace(commitment=bytes(32))
     answer = SimpleNamespace(commitment=bytes(32), determinism_class="onnx.cpu.extended")
-    job: Any = SimpleNamespace(id=JOB, known=answer if known else None)
+    job: Any = SimpleNamespace(
+        id=JOB, known=answer if known else None, spec=SimpleNamespace(runtime="onnx")
+    )
     effects = punish(
         job, Verdict(VerdictStatus.VERIFIED, (0, 1), (2,), ref), [loser], winners, cfg, {}, 0
     )
