@@ -67,9 +67,8 @@ def drop_bytes(p: Provider, work: Work) -> None:
 
 
 def left_delivered(p: Provider, work: Work) -> None:
-    """``work`` leaves DELIVERED (receipted or closed): no longer counted or held."""
-    if work.phase != WorkPhase.DELIVERED:
-        return
+    """``work`` leaves DELIVERED (receipted or closed; any other work is in neither
+    count): no longer counted or held."""
     requester = work.spec.requester
     held = p._unreceipted.get(requester)
     if held is not None:

@@ -289,7 +289,12 @@ class Market:
             output = self._open_output(requester, raw, sealed) if tag == Result.TAG else None
             self.feed("requester", peer, lambda: requester.receive(raw, now, output=output))
         else:
-            node.conduct.misbehaved(peer, f"message {tag!r} this node does not take")
+            if tag not in _PROVIDER_TAGS and tag not in _REQUESTER_TAGS:
+                node.conduct.misbehaved(peer, f"message {tag!r} this node does not take")
+            # A market message for a role this node does not have is refused, not counted:
+            # a node restarted without the contributor role keeps its advert on the DHT for
+            # up to an hour, and an honest requester announcing to it was banned (review
+            # round 78, R78-1); a requester's providers, the same with its Heartbeats.
             raise RequestRejected(f"this node does not take {tag!r} messages")
 
     def feed(

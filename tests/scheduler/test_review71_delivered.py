@@ -268,6 +268,25 @@ def test_a_requester_with_many_deliveries_unreceipted_has_its_next_award_decline
     assert any(isinstance(e, RunJob) for e in w.award(honest, spec, bid))
 
 
+def test_a_requester_that_receipts_its_deliveries_is_never_declined_for_them() -> None:
+    # The bound counts deliveries awaiting a receipt only: receipted ones leave it (and
+    # their sealed bytes go), however many and however long ago.
+    honest = key("r71 receipting")
+    w = _World([honest])
+    deadline, expiry = w.now() + 3_600_000, w.chain.height + 100_000
+    for i in range(MAX_UNRECEIPTED_PER_REQUESTER + 8):
+        spec, bid = w.announce(honest, deadline_ms=deadline, expiry=expiry)
+        assert any(isinstance(e, RunJob) for e in w.award(honest, spec, bid)), i
+        d = w.run(spec, b"%d" % i)
+        w.receipt(honest, spec, d, sealed=True, claim_by=w.p.height + 4)
+        assert w.p.work[spec.id].phase == WorkPhase.CLAIMED and not w.p.work[spec.id].sealed
+    for _ in range(UNRECEIPTED_AFTER_MS // BLOCK_MS):
+        w.block()
+    spec, bid = w.announce(honest, deadline_ms=deadline, expiry=expiry)
+    assert any(isinstance(e, RunJob) for e in w.award(honest, spec, bid))
+    assert w.p._held_bytes == 0
+
+
 def test_sealed_bytes_held_for_resends_stay_within_their_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -209,4 +209,17 @@ async def test_a_message_whose_tag_is_a_list_is_refused_and_counted_not_a_handle
                 await pnet.request(bytes(ckey.verify_key), MARKET_PROTOCOL, frame, timeout=5)
             assert node.conduct.counts.get(who) == 1
             assert cnet.counters.handler_errors == 0
+            # a market message of a role this node lacks (a JobSpec: not a contributor) is
+            # refused, not counted (review round 78, R78-1: a node restarted without the
+            # role had honest requesters announcing to its old advert banned)
+            spec = protocol.pack([protocol.JobSpec.TAG, "x"])
+            for _ in range(20):
+                with pytest.raises(RemoteError, match="does not take"):
+                    await pnet.request(
+                        bytes(ckey.verify_key),
+                        MARKET_PROTOCOL,
+                        protocol.pack([spec, b""]),
+                        timeout=5,
+                    )
+            assert node.conduct.counts.get(who) == 1
             nursery.cancel_scope.cancel()
