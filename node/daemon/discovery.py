@@ -26,6 +26,8 @@ READVERTISE_FIRST_S = 3.0
 READVERTISE_EVERY_S = 20.0
 #: Re-advertising backs off (doubling) from READVERTISE_EVERY_S to this.
 READVERTISE_MAX_S = 300.0
+#: Addresses of one provider's record dialled, at most (its own, by its peer id).
+MAX_DIALS_PER_RECORD = 4
 
 
 class Discovery:
@@ -35,6 +37,8 @@ class Discovery:
         self._node = node
         self._providers_cache: dict[str, tuple[int, list[PeerKey]]] = {}
         self._looking_up: set[str] = set()
+        #: Providers being dialled (one dial at a time each).
+        self._dialing: set[PeerKey] = set()
         self._advert_seq = 0
 
     # --- a requester's lookups -----------------------------------------------------------
@@ -70,13 +74,27 @@ class Discovery:
             found = old[1]
         connected = node.net.connected_peers()
         for record in records:  # a first dial is slow: not inside a bid window
-            if record.signer not in connected and record.signer != node.me:
-                node.spawn(self._connect, record.message.addresses)
+            signer = record.signer
+            if signer in connected or signer == node.me or signer in self._dialing:
+                continue
+            # only the signer's own addresses, a few: a record's text named any peer's,
+            # 16 of them, dialled anew at each lookup (review round 78, R78-2)
+            suffix = f"/p2p/{protocol.peer_id(signer)}"
+            mine = tuple(a for a in record.message.addresses if a.endswith(suffix))
+            if mine:
+                self._dialing.add(signer)
+                node.spawn(self._connect, signer, mine[:MAX_DIALS_PER_RECORD])
         return found
 
-    async def _connect(self, addresses: tuple[str, ...]) -> None:
+    async def _connect(self, signer: PeerKey, addresses: tuple[str, ...]) -> None:
         """Dial a provider at the addresses its record gives. They are a peer's text: a
         task of the node's nursery, this must end in nothing worse than a log line."""
+        try:
+            await self._dial(addresses)
+        finally:
+            self._dialing.discard(signer)
+
+    async def _dial(self, addresses: tuple[str, ...]) -> None:
         for address in addresses:
             try:
                 await self._node.net.connect(address)
