@@ -2,8 +2,8 @@
 
 Default allow, with a deny list: no sockets (so no network and no connecting to the daemon's
 Unix sockets), no new sessions or process groups, no namespaces or mounts, no tracing, no
-signals to other processes, no leaving the CPUs the daemon placed it on, no kernel
-interfaces a job never needs.
+signals to other processes (nor their resource limits, nor signals on I/O), no leaving the
+CPUs the daemon placed it on, no kernel interfaces a job never needs.
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ DENIED = (
 )
 
 
+#: ``fcntl`` commands that make the kernel signal another process (``<fcntl.h>``).
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
+
+
 def load_pyseccomp() -> Any:
     """Import pyseccomp without its two ``ldconfig -p`` subprocesses (ctypes.util
     find_library at import time): the sonames are stable, dlopen finds them."""
@@ -138,5 +142,13 @@ def install() -> str:
     f.add_rule(deny, "tgkill", sc.Arg(0, sc.NE, os.getpid()))
     for queued in ("rt_sigqueueinfo", "rt_tgsigqueueinfo"):  # a signal with its data (F3)
         f.add_rule(deny, queued, sc.Arg(0, sc.NE, os.getpid()))
+    # Another process's resource limits (libc's own calls name pid 0, this process): a job
+    # lowered a neighbour's, and a non-root daemon's, which shares its workers' user, so
+    # that it could open no file and died (review round 77, F1).
+    f.add_rule(deny, "prlimit64", sc.Arg(0, sc.NE, 0))
+    f.add_rule(deny, "setpriority", sc.Arg(1, sc.NE, 0))  # another's priority (F1)
+    # A signal sent on I/O to the owner set here, any process of the user's (F1).
+    for command in (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX):
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, command))
     f.load()
     return f"{len(DENIED)} syscalls denied, namespaces refused"

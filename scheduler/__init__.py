@@ -75,3 +75,4 @@ from ._verification import Verdict as Verdict
 from ._verification import VerdictStatus as VerdictStatus
 from ._verification import commitments_equal as commitments_equal
 from ._verification import judge as judge
+from ._verification import slashable_class as slashable_class

@@ -50,7 +50,7 @@ from ._requester_jobs import (
 )
 from ._requester_policy import Caught, catch, drop_failed_audit
 from ._requester_verdict import by_commitment, judge_job, verdict_inputs
-from ._verification import Verdict, VerdictStatus
+from ._verification import Verdict, VerdictStatus, slashable_class
 
 
 def finalise_short(
@@ -301,10 +301,11 @@ def punish(
         slash: Slash | None = None
         if len(won) < 2:
             pass  # nothing the ledger could check: the attestation below only
-        elif job.spec.runtime == "torchscript":
-            # A program: nothing proves its runs agree (a job drawing one random bit had
+        elif job.spec.runtime == "torchscript" or not slashable_class(cls):
+            # Nothing proves such runs agree (a TorchScript job drawing one random bit had
             # honest providers of one class outvoted 2 to 1 three times in four, and each
-            # slashed its whole stake: review round 76, R76-1). Not paid, attested only.
+            # slashed its whole stake: review round 76, R76-1; a GPU class holds every GPU
+            # model: round 77, F3). Not paid, attested only.
             pass
         elif job.known is not None:
             why = "contradicts the known answer"

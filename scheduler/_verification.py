@@ -29,6 +29,17 @@ class VerdictStatus(StrEnum):
     DISAGREE = "disagree"
 
 
+def slashable_class(determinism_class: str) -> bool:
+    """Whether outputs of ``determinism_class`` (``<runtime-version>/<device>/<isa>/<opt>``)
+    are proven to agree run after run, so that a provider outvoted in it may be slashed:
+    ONNX Runtime on a CPU. Not a TorchScript run (a program: one drawing a random bit got
+    honest providers slashed, review round 76, R76-1), nor a GPU run (every CUDA run is
+    one class whatever the GPU model, whose kernels may give other bits: round 77, F3);
+    those are attested against only."""
+    parts = determinism_class.split("/")
+    return len(parts) == 4 and parts[0].startswith("ort-") and parts[1] == "cpu"
+
+
 def commitments_equal(a: Output, b: Output, policy: VerificationPolicy) -> bool:
     """The simplest comparison: equal output commitments (what ``exact`` mode means within
     one determinism class)."""

@@ -65,10 +65,12 @@ from ._world import ChurnModel, Net, transfer_ms
 
 __all__ = ["KINDS", "JobRecord", "Simulation", "peak_rss_mb"]
 
-#: A GPU tier's runs of CUDA jobs are in class ``sim/gpu``; its runs of CPU jobs, like every
-#: other tier's, are in ``sim/cpu`` (one table shared by every GPU provider).
+#: A GPU tier's runs of CUDA jobs are in class ``ort-sim/cuda/sim/extended``; its runs of
+#: CPU jobs, like every other tier's, are in ``ort-sim/cpu/sim/extended`` (one table shared
+#: by every GPU provider). Named as the sandbox names classes: a GPU class is not slashable
+#: (``scheduler.slashable_class``).
 _GPU_RUNS = {
-    scheduler.run_key("onnx", "CUDAExecutionProvider", opt): "sim/gpu"
+    scheduler.run_key("onnx", "CUDAExecutionProvider", opt): "ort-sim/cuda/sim/extended"
     for opt in protocol.OPT_LEVELS
 }
 
@@ -326,7 +328,7 @@ class Simulation:
                     execution_providers=eps,
                     memory_mb=t.memory_mb,
                     gpu_memory_mb=t.gpu_memory_mb,
-                    determinism_class="sim/cpu",
+                    determinism_class="ort-sim/cpu/sim/extended",
                     determinism_classes=_GPU_RUNS if t.device == "gpu" else {},
                     price_floor=1 if spam else 800 + (i * 7919) % 400,
                     max_concurrency=64 if spam else t.max_concurrency,
@@ -376,7 +378,7 @@ class Simulation:
         model = content_hash(f"canary/{node}/{k}".encode())
         inputs = (InputRef(name="x", hash=content_hash(model + b"in"), size=1024),)
         data = honest_output(model, inputs)
-        answer = scheduler.Output(data, output_commitment(data) or b"", "sim/cpu")
+        answer = scheduler.Output(data, output_commitment(data) or b"", "ort-sim/cpu/sim/extended")
         return scheduler.Canary("onnx", model, 1_000_000, inputs, answer)
 
     # --- the run --------------------------------------------------------------------------

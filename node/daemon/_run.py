@@ -59,7 +59,7 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         ) from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _take_lock(fd)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise DataDirInUse(
@@ -71,6 +71,18 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a starter)
+
+
+def _take_lock(fd: int) -> None:
+    """``flock`` ``fd`` exclusively; held by another, tried again for a second (a CLI
+    checking that the daemon runs holds a shared lock of it for a moment: round 77)."""
+    for _ in range(20):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.05)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def open_ledger(data_dir: Path, genesis: ledger.Genesis) -> StoreThread:
@@ -176,8 +188,8 @@ async def run_daemon(
 
 def private_data_dir(data_dir: Path) -> None:
     """Create ``data_dir`` (0700), or make an existing one private. An existing one that is
-    shared (world-writable, or sticky like ``/tmp``) or another user's (unless we are
-    root), or a link another user made, is refused: the daemon made any directory it was
+    shared (world-writable, or sticky like ``/tmp``) or another user's (whoever we are),
+    or a link another user made, is refused: the daemon made any directory it was
     named 0700, ``/tmp`` too, and left its key there (review round 69, R69-6); a link could
     be pointed elsewhere later (round 73, F2)."""
     try:
@@ -202,12 +214,15 @@ def private_data_dir(data_dir: Path) -> None:
         why = "is a link another user made"
     elif shared:
         why = "is shared with other users"
-    elif st.st_uid != me and me != 0:
+    elif st.st_uid != me:
+        # root too: that user could swap the node's key, or link a file root writes to
+        # one of root's (review round 77, F2)
         why = "belongs to another user"
     if why:
         raise DataDirUnusable(
             f"{data_dir} {why}: a node keeps its key and credits there; give --data-dir a "
-            "directory of your own, or a new subdirectory of this one (created, mode 0700)"
+            "directory of your own (chown it to this user), or a new subdirectory of this one "
+            "(created, mode 0700)"
         )
     if stat.S_IMODE(st.st_mode) & 0o077:
         try:

@@ -39,6 +39,7 @@ import trio
 
 import ledger
 import protocol
+import scheduler
 from protocol import Result
 
 from ..net import NetworkError, PeerKey, RemoteError, RequestRejected
@@ -51,9 +52,6 @@ log = logging.getLogger(__name__)
 REPORT_PROTOCOL = "/aimx/report/1"
 #: Most signed Results one report carries (a slash's evidence bound).
 MAX_EVIDENCE = 4
-#: The determinism classes of TorchScript runs (``sandbox.determinism_class``): a program's
-#: runs are not proven to agree, so no slash is made on them (review round 76, R76-1).
-TORCH_CLASS_PREFIX = "torch-"
 #: Largest report: its evidence (signed Results, each within a market message's 64 KiB)
 #: and a little framing. It was 1 MiB, read whole from anyone (round 40, F1).
 MAX_REPORT_REQUEST_BYTES = MAX_EVIDENCE * (64 << 10) + 1024
@@ -85,7 +83,7 @@ def _landing_within(in_flight: int) -> int:
 #: default) is not made: it takes a place in flight for next to nothing.
 MIN_SLASH_PART = 100
 #: Answers that decide a report: it is not sent again.
-NOT_SLASHABLE = "not slashable: a TorchScript job's outputs"
+NOT_SLASHABLE = "not slashable: outputs of a TorchScript or GPU run"
 DECIDED = frozenset(
     {
         "slashing",
@@ -134,15 +132,16 @@ class Reports:
                     "evidence must be Results of one job, one of them the offender's"
                 )
             (job_id,) = jobs
-            if any(r.determinism_class.startswith(TORCH_CLASS_PREFIX) for r in results):
-                # a program's runs are not proven to agree: no slash on them (R76-1)
-                return protocol.pack([NOT_SLASHABLE])
             escrow = node.ledger.state.escrow(job_id)
             if escrow is None or escrow.owner != peer:
                 raise protocol.RemoteProtocolError("only the job's paying requester may report")
         except (protocol.ProtocolError, ValueError, TypeError) as exc:
             node.conduct.misbehaved(peer, f"bad report: {exc}")
             raise RequestRejected(f"bad report: {exc}") from None
+        if not all(scheduler.slashable_class(r.determinism_class) for r in results):
+            # runs not proven to agree: no slash on them (review rounds 76 and 77); asked
+            # after the reporter's check, so a stranger's report is still counted
+            return protocol.pack([NOT_SLASHABLE])
         if offender in escrow.slashed:
             return protocol.pack(["already reported"])
         if escrow.is_open:

@@ -60,3 +60,14 @@ def test_a_data_directory_linked_by_another_user_is_refused(tmp_path: Path) -> N
         private_data_dir(link)
     os.lchown(link, 0, 0)
     private_data_dir(link)  # one of ours (or root's) is followed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_a_data_directory_of_another_user_is_refused_to_root_too(tmp_path: Path) -> None:
+    # Review round 77, F2: root's daemon used it; that user could swap the node's key, or
+    # link a file root writes there to one of root's.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(DataDirUnusable, match="belongs to another user"):
+        private_data_dir(theirs)

@@ -403,6 +403,7 @@ def _signal_others() -> dict[str, int]:
     """Send SIGKILL to every other worker by the syscalls seccomp must refuse; each one's
     result (0: sent; else its errno)."""
     import ctypes
+    import fcntl
     import os
     import signal
     import time
@@ -435,6 +436,20 @@ def _signal_others() -> dict[str, int]:
         info[0], info[2] = int(signal.SIGKILL), -1  # si_signo; si_code SI_QUEUE
         r = libc.syscall(129, pid, int(signal.SIGKILL), info)  # rt_sigqueueinfo
         out["rt_sigqueueinfo"] = ctypes.get_errno() if r else 0
+        limit = (ctypes.c_uint64 * 2)(1, 2)  # RLIMIT_CPU 1 s: the kernel's SIGXCPU (round 77)
+        r = libc.prlimit(pid, 0, ctypes.byref(limit), None)
+        out["prlimit"] = ctypes.get_errno() if r else 0
+        r = libc.setpriority(0, pid, 19)
+        out["setpriority"] = ctypes.get_errno() if r else 0
+        read_end, write_end = os.pipe()
+        try:
+            fcntl.fcntl(read_end, fcntl.F_SETOWN, pid)  # SIGIO to it on I/O (round 77)
+            out["F_SETOWN"] = 0
+        except OSError as exc:
+            out["F_SETOWN"] = exc.errno
+        finally:
+            os.close(read_end)
+            os.close(write_end)
     return out
 
 

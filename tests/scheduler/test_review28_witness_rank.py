@@ -31,7 +31,7 @@ def _replica(k: object, commitment: bytes) -> SimpleNamespace:
         output_hash=bytes(32),
         output_size=0,
         key_hash=bytes(32),
-        determinism_class="c",
+        determinism_class="ort-1.32.0/cpu/generic/extended",
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
         finished_ms=1,
     )

@@ -64,7 +64,7 @@ def _reported_after_close(*, slash_outvoted: bool, known: bool) -> list[bytes]:
     ]
     loser: Any = SimpleNamespace(result=signed_result(LOSER), provider=pub(LOSER))
     ref: Any = SimpleNamespace(commitment=bytes(32))
-    answer = SimpleNamespace(commitment=bytes(32), determinism_class="onnx.cpu.extended")
+    answer = SimpleNamespace(commitment=bytes(32), determinism_class="ort-1.32.0/cpu/avx2/extended")
     job: Any = SimpleNamespace(
         id=JOB, known=answer if known else None, spec=SimpleNamespace(runtime="onnx")
     )

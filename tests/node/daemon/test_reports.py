@@ -30,7 +30,7 @@ def signed_result(signer: Any) -> protocol.Signed[protocol.Result]:
         output_hash=bytes(32),
         output_size=0,
         key_hash=bytes(32),
-        determinism_class="onnx.cpu.extended",
+        determinism_class="ort-1.32.0/cpu/avx2/extended",
         usage=protocol.Usage(cpu_ms=1, wall_ms=1, peak_memory_kb=0, gpu_ms=0),
         finished_ms=1,
     )
