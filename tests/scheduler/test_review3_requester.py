@@ -353,3 +353,11 @@ def test_an_outvoted_torchscript_run_is_attested_against_and_never_slashed() -> 
         assert [(e.reason, e.report) for e in effects if isinstance(e, Attest)] == [
             ("outvoted", False)
         ]
+
+
+def test_only_onnx_runtime_runs_on_a_cpu_are_slashable() -> None:
+    from scheduler import slashable_class
+
+    assert slashable_class("ort-1.32.0/cpu/avx512vnni/extended")
+    for other in ("torch-2.5.1/cpu/avx2/jit", "ort-1.32.0/cuda/cuda/extended", "cpu", ""):
+        assert not slashable_class(other), other

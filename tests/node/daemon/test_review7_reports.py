@@ -284,15 +284,17 @@ async def test_a_slash_above_what_its_witnesses_hold_takes_what_they_hold(
     assert seen and seen[0] > node.ledger.state.height
 
 
-async def test_evidence_of_torchscript_runs_is_never_slashed() -> None:
+@pytest.mark.parametrize("run_class", ["torch-2.5.1/cpu/avx2/jit", "ort-1.32.0/cuda/cuda/extended"])
+async def test_evidence_of_torchscript_or_gpu_runs_is_never_slashed(run_class: str) -> None:
     # Review round 76, R76-1: a program's runs are not proven to agree; a job drawing one
-    # random bit had honest providers outvoted and slashed their whole stake.
+    # random bit had honest providers outvoted and slashed their whole stake. Round 77,
+    # F3: a GPU class holds every GPU model.
     node = _Coordinator()
     reports = Reports(node)  # type: ignore[arg-type]
     node.stakes[pub(CHEAT)] = 1_000_000
     job = node.closed(CHEAT_JOB, HONEST)
     signed = protocol.decode(_result(CHEAT, job), CHAIN, protocol.Result).message
-    torch_run = dataclasses.replace(signed, determinism_class="torch-2.5.1/cpu/avx2/jit")
+    torch_run = dataclasses.replace(signed, determinism_class=run_class)
     evidence = [protocol.sign(torch_run, CHEAT, CHAIN).raw]
     request = protocol.pack([pub(CHEAT), "failed_verification", evidence])
     [answer] = protocol.unpack(await reports.serve(pub(HONEST), request))
