@@ -10,6 +10,7 @@ attacker requester driven by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -35,6 +36,7 @@ from scheduler import (
     ClaimWithReceipt,
     Deliver,
     Effect,
+    Misbehaved,
     NotifyUser,
     Output,
     Provider,
@@ -346,3 +348,44 @@ def test_an_unclaimable_sealed_receipt_does_not_let_one_escrow_buy_the_job_again
     again = w.take(w.p.receive(spec.raw, w.now()))
     assert not any(isinstance(e, Send) for e in again)  # no bid: the job is held
     assert not any(isinstance(e, NotifyUser) and e.event == "closed" for e in fx)
+
+
+def test_a_receipt_that_is_not_for_our_result_is_misbehaviour_and_claims_nothing() -> None:
+    # Pins on_receipt's match (the mutation run of this session): each field of the
+    # receipt must be our result's, else the requester misbehaved and nothing is claimed.
+    requester = key("r71 receipt fields")
+    w = _World([requester])
+    spec, bid = w.announce(requester, deadline_ms=w.now() + 3_600_000, expiry=w.chain.height + 500)
+    w.award(requester, spec, bid)
+    d = w.run(spec, b"ours")
+    res = d.result
+    good = Receipt(
+        job_id=spec.id,
+        requester=pub(requester),
+        provider=w.p.me,
+        replica=0,
+        result_hash=res.id,
+        output_commitment=res.message.output_commitment,
+        key_hash=res.message.key_hash,
+        at_once=1,
+        claim_by=w.p.height + 4,
+        received_ms=w.now(),
+    )
+    for wrong in (
+        {"result_hash": bytes(32)},
+        {"key_hash": bytes(32)},
+        {"replica": 1},
+        {"provider": pub(requester)},
+    ):
+        receipt = dataclasses.replace(good, **wrong)
+        fx = w.take(w.p.receive(protocol.sign(receipt, requester, CHAIN).raw, w.now()))
+        assert any(isinstance(e, Misbehaved) for e in fx), wrong
+        assert not w.claims and w.p.work[spec.id].phase == WorkPhase.DELIVERED
+    # a receipt for a job we do not hold, or before we delivered, is ignored
+    other, _ = w.announce(requester, deadline_ms=w.now() + 3_600_000, expiry=w.chain.height + 500)
+    early = dataclasses.replace(good, job_id=other.id)
+    assert w.p.receive(protocol.sign(early, requester, CHAIN).raw, w.now()) == []
+    unknown = dataclasses.replace(good, job_id=bytes(32))
+    assert w.p.receive(protocol.sign(unknown, requester, CHAIN).raw, w.now()) == []
+    fx = w.take(w.p.receive(protocol.sign(good, requester, CHAIN).raw, w.now()))
+    assert w.claims and w.p.work[spec.id].phase == WorkPhase.CLAIMED
