@@ -2,8 +2,9 @@
 # GPU check of the hardware probe, for a lent GPU machine (torch with CUDA, onnxruntime CPU,
 # nvidia-ml-py, numpy; NOT our venv). Run from anywhere; it uses the repo root as PYTHONPATH:
 #   scripts/gpu-check.sh            (PYTHON=... to pick the interpreter; default python3)
-# It exercises the real NVML path and the provider-fallback check of node/probe, prints one
-# JSON object, and exits 1 when a check fails. Takes a few seconds (torch import included).
+# It exercises the real NVML path and the provider-fallback check of node/probe, measures
+# whether a model's CUDA runs in fresh sessions agree bit for bit, prints one JSON object,
+# and exits 1 when a check fails. Takes a few seconds (torch import included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -86,6 +87,57 @@ out["probe"] = data
 check("full probe: GPU section", data["gpu"]["available"])
 check("full probe: benchmark ran", data["benchmark"]["score"] > 0, data["benchmark"]["reason"])
 check("full probe: determinism class", data["determinism_class"], data["determinism_class"])
+
+# Do a model's CUDA runs, in fresh sessions opened as the sandbox opens them, give the same
+# bits? A GPU class holds every GPU model and is not slashable (scheduler.slashable_class,
+# review round 77, F3); this measures whether one GPU agrees with itself at least.
+import hashlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import helper  # noqa: E402
+
+from sandbox._onnx_session import open_session  # noqa: E402
+
+
+def det_model():
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    m = rng.standard_normal((16 * 30 * 30, 64)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("MatMul", ["f", "m"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "det",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [8, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [8, 64])],
+        initializer=[
+            helper.make_tensor("w", onnx.TensorProto.FLOAT, w.shape, w.ravel()),
+            helper.make_tensor("m", onnx.TensorProto.FLOAT, m.shape, m.ravel()),
+        ],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def determinism(provider, sessions=5):
+    model = det_model()
+    x = np.random.default_rng(8).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    digests = []
+    for _ in range(sessions):
+        s = open_session(model, opt_level="extended", threads=1, provider=provider)
+        (y,) = s.run(None, {"x": x})
+        digests.append(hashlib.blake2b(np.ascontiguousarray(y).tobytes(), digest_size=8).hexdigest())
+    return {"provider": provider, "sessions": sessions, "distinct_outputs": len(set(digests))}
+
+
+out["determinism"] = [determinism("CPUExecutionProvider")]
+check("CPU runs of one model agree", out["determinism"][0]["distinct_outputs"] == 1)
+if cuda_ep.works:
+    # a measurement, not a pass/fail: GPU classes are not slashed either way
+    out["determinism"].append(determinism("CUDAExecutionProvider"))
 
 out["checks"] = checks
 out["ok"] = all(c["ok"] for c in checks)
