@@ -196,8 +196,15 @@ class _World:
         sealed: bool,
         claim_by: int = 0,
     ) -> list[Effect]:
+        rc = self.receipt_for(who, spec, d, sealed=sealed, claim_by=claim_by)
+        return self.take(self.p.receive(protocol.sign(rc, who, CHAIN).raw, self.now()))
+
+    def receipt_for(
+        self, who: SigningKey, spec: Signed[JobSpec], d: Deliver, *, sealed: bool, claim_by: int
+    ) -> Receipt:
+        """The receipt an honest requester ``who`` signs for the delivery ``d``."""
         res = d.result
-        rc = Receipt(
+        return Receipt(
             job_id=spec.id,
             requester=pub(who),
             provider=self.p.me,
@@ -209,7 +216,6 @@ class _World:
             claim_by=claim_by,
             received_ms=self.now(),
         )
-        return self.take(self.p.receive(protocol.sign(rc, who, CHAIN).raw, self.now()))
 
     def timers_until(self, end_ms: int) -> list[Effect]:
         """Fire every timer due up to ``end_ms`` (blocks do not advance meanwhile); a
@@ -361,19 +367,7 @@ def test_a_receipt_that_is_not_for_our_result_is_misbehaviour_and_claims_nothing
     spec, bid = w.announce(requester, deadline_ms=w.now() + 3_600_000, expiry=w.chain.height + 500)
     w.award(requester, spec, bid)
     d = w.run(spec, b"ours")
-    res = d.result
-    good = Receipt(
-        job_id=spec.id,
-        requester=pub(requester),
-        provider=w.p.me,
-        replica=0,
-        result_hash=res.id,
-        output_commitment=res.message.output_commitment,
-        key_hash=res.message.key_hash,
-        at_once=1,
-        claim_by=w.p.height + 4,
-        received_ms=w.now(),
-    )
+    good = w.receipt_for(requester, spec, d, sealed=True, claim_by=w.p.height + 4)
     for wrong in (
         {"result_hash": bytes(32)},
         {"key_hash": bytes(32)},
