@@ -46,6 +46,9 @@ DENIED = (
     "pidfd_send_signal",
     "pidfd_open",
     "pidfd_getfd",
+    # any priority or I/O priority (round 79, F2: PRIO_USER reached the user's every process)
+    "setpriority",
+    "ioprio_set",
     "swapon",
     "swapoff",
     "reboot",
@@ -146,9 +149,15 @@ def install() -> str:
     # lowered a neighbour's, and a non-root daemon's, which shares its workers' user, so
     # that it could open no file and died (review round 77, F1).
     f.add_rule(deny, "prlimit64", sc.Arg(0, sc.NE, 0))
-    f.add_rule(deny, "setpriority", sc.Arg(1, sc.NE, 0))  # another's priority (F1)
-    # A signal sent on I/O to the owner set here, any process of the user's (F1).
+    # Another's scheduling: its policy or parameters by pid (0 is this thread), and any
+    # priority or I/O priority (``setpriority(PRIO_USER, 0, ...)`` reniced every process
+    # of the user; SCHED_IDLE left a neighbour 1 % of its CPU: round 79, F2).
+    for scheduling in ("sched_setscheduler", "sched_setparam", "sched_setattr"):
+        f.add_rule(deny, scheduling, sc.Arg(0, sc.NE, 0))
+    # A signal sent on I/O to the owner set here, any process of the user's (F1). The
+    # command is an int: compared on its low 32 bits, as the kernel reads it (with bit 32
+    # set it passed a 64-bit compare: round 79, F1).
     for command in (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX):
-        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, command))
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, command))
     f.load()
     return f"{len(DENIED)} syscalls denied, namespaces refused"

@@ -187,11 +187,16 @@ async def run_daemon(
 
 
 def private_data_dir(data_dir: Path) -> None:
-    """Create ``data_dir`` (0700), or make an existing one private. An existing one that is
-    shared (world-writable, or sticky like ``/tmp``) or another user's (whoever we are),
-    or a link another user made, is refused: the daemon made any directory it was
-    named 0700, ``/tmp`` too, and left its key there (review round 69, R69-6); a link could
-    be pointed elsewhere later (round 73, F2)."""
+    """Create ``data_dir`` (0700), or make an existing one private. One in a directory
+    another user may change, an existing one that is shared (world-writable, or sticky
+    like ``/tmp``) or another user's (whoever we are), or a link another user made, is
+    refused: the daemon made any directory it was named 0700, ``/tmp`` too, and left its
+    key there (review round 69, R69-6); a link could be pointed elsewhere later (round 73,
+    F2); a parent's owner could swap it (round 79, F3)."""
+    me = os.geteuid()
+    why = _parent_unsafe(data_dir, me)
+    if why:
+        raise _unusable(data_dir, why)
     try:
         try:
             link = os.lstat(data_dir)
@@ -206,24 +211,15 @@ def private_data_dir(data_dir: Path) -> None:
         ) from None
     if not stat.S_ISDIR(st.st_mode):
         raise DataDirUnusable(f"{data_dir} is not a directory; pass another --data-dir")
-    me = os.geteuid()
-    shared = st.st_mode & (stat.S_IWOTH | stat.S_ISVTX)
-    why = ""
     if stat.S_ISLNK(link.st_mode) and link.st_uid not in (me, 0):
         # another user's link: it could point elsewhere later (review round 73, F2)
-        why = "is a link another user made"
-    elif shared:
-        why = "is shared with other users"
-    elif st.st_uid != me:
+        raise _unusable(data_dir, "is a link another user made")
+    if st.st_mode & (stat.S_IWOTH | stat.S_ISVTX):
+        raise _unusable(data_dir, "is shared with other users")
+    if st.st_uid != me:
         # root too: that user could swap the node's key, or link a file root writes to
         # one of root's (review round 77, F2)
-        why = "belongs to another user"
-    if why:
-        raise DataDirUnusable(
-            f"{data_dir} {why}: a node keeps its key and credits there; give --data-dir a "
-            "directory of your own (chown it to this user), or a new subdirectory of this one "
-            "(created, mode 0700)"
-        )
+        raise _unusable(data_dir, "belongs to another user")
     if stat.S_IMODE(st.st_mode) & 0o077:
         try:
             os.chmod(data_dir, 0o700)
@@ -231,6 +227,35 @@ def private_data_dir(data_dir: Path) -> None:
             log.warning("could not make %s private (mode 0700): %s", data_dir, exc)
         else:
             log.info("made the data directory %s private (mode 0700)", data_dir)
+
+
+def _unusable(data_dir: Path, why: str) -> DataDirUnusable:
+    return DataDirUnusable(
+        f"{data_dir} {why}: a node keeps its key and credits there; give --data-dir a "
+        "directory of your own (chown it to this user) in a directory only you (or root) "
+        "may change"
+    )
+
+
+def _parent_unsafe(data_dir: Path, me: int) -> str:
+    """Why a directory above ``data_dir`` lets another user swap it (``""``: none does):
+    one of another user's (not root's), or writable by others without the sticky bit.
+    The data directory's own checks said nothing of its parents: root told to use a
+    subdirectory of another user's directory had it swapped while it ran, and overwrote a
+    root-only file through a link (review round 79, F3)."""
+    for parent in data_dir.absolute().parents:
+        try:
+            link = os.lstat(parent)
+            st = parent.stat()
+        except OSError:
+            continue  # not there yet: created by us
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (me, 0):
+            return f"is under {parent}, a link another user made"
+        if st.st_uid not in (me, 0):
+            return f"is in {parent}, another user's directory"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            return f"is in {parent}, which others may write to"
+    return ""
 
 
 async def _run(

@@ -80,10 +80,18 @@ class Discovery:
             # only the signer's own addresses, a few: a record's text named any peer's,
             # 16 of them, dialled anew at each lookup (review round 78, R78-2)
             suffix = f"/p2p/{protocol.peer_id(signer)}"
-            mine = tuple(a for a in record.message.addresses if a.endswith(suffix))
-            if mine:
+            mine = [a for a in record.message.addresses if a.endswith(suffix)]
+            # half of them direct, half through relays (a provider behind a NAT lists its
+            # relayed addresses last: with 4 direct ones first it was never reached, round
+            # 79, F4)
+            half = MAX_DIALS_PER_RECORD // 2
+            relayed = [a for a in mine if "/p2p-circuit/" in a]
+            direct = [a for a in mine if "/p2p-circuit/" not in a]
+            picked = direct[: MAX_DIALS_PER_RECORD - min(half, len(relayed))]
+            picked += relayed[: MAX_DIALS_PER_RECORD - len(picked)]
+            if picked:
                 self._dialing.add(signer)
-                node.spawn(self._connect, signer, mine[:MAX_DIALS_PER_RECORD])
+                node.spawn(self._connect, signer, tuple(picked))
         return found
 
     async def _connect(self, signer: PeerKey, addresses: tuple[str, ...]) -> None:

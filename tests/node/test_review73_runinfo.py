@@ -71,3 +71,24 @@ def test_a_data_directory_of_another_user_is_refused_to_root_too(tmp_path: Path)
     os.chown(theirs, 65534, 65534)
     with pytest.raises(DataDirUnusable, match="belongs to another user"):
         private_data_dir(theirs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_a_data_directory_inside_another_users_directory_is_refused(tmp_path: Path) -> None:
+    # Review round 79, F3: told to use a subdirectory of another user's directory, root's
+    # daemon had it swapped by that user while it ran.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(DataDirUnusable, match="another user's directory"):
+        private_data_dir(theirs / "node")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o775)  # group-writable, not sticky
+    with pytest.raises(DataDirUnusable, match="others may write to"):
+        private_data_dir(shared / "node")
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)  # like /tmp: others cannot move our entries
+    private_data_dir(sticky / "node")
+    assert (sticky / "node").is_dir()

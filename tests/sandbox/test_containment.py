@@ -447,9 +447,18 @@ def _signal_others() -> dict[str, int]:
             out["F_SETOWN"] = 0
         except OSError as exc:
             out["F_SETOWN"] = exc.errno
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        # the command with bit 32 set: the kernel reads its low 32 bits (round 79, F1)
+        r = libc.syscall(72, read_end, ctypes.c_uint64((1 << 32) | fcntl.F_SETOWN), pid)
+        out["F_SETOWN, high bit"] = ctypes.get_errno() if r else 0
+        os.close(read_end)
+        os.close(write_end)
+        r = libc.setpriority(2, 0, 19)  # PRIO_USER: every process of the user (round 79)
+        out["setpriority user"] = ctypes.get_errno() if r else 0
+        param = ctypes.c_int(0)
+        r = libc.sched_setscheduler(pid, 5, ctypes.byref(param))  # SCHED_IDLE
+        out["sched_setscheduler"] = ctypes.get_errno() if r else 0
+        r = libc.syscall(251, 1, pid, (3 << 13) | 7)  # ioprio_set(WHO_PROCESS, idle)
+        out["ioprio_set"] = ctypes.get_errno() if r else 0
     return out
 
 

@@ -44,3 +44,26 @@ async def test_a_lookup_dials_only_a_records_own_addresses_a_few_once_at_a_time(
     assert dialled == own[:MAX_DIALS_PER_RECORD]
     await discovery._lookup("onnx.cpu")  # that dial ended: the next lookup may dial again
     assert len(spawned) == 2
+
+
+async def test_a_providers_relayed_addresses_are_dialled_too() -> None:
+    # Round 79, F4: a provider behind a NAT lists its relayed addresses last; with 4
+    # direct ones first it was never dialled at a relay.
+    provider = pub(key("r79 provider"))
+    pid = protocol.peer_id(provider)
+    direct = [f"/ip4/192.168.0.{i}/tcp/4001/p2p/{pid}" for i in range(5)]
+    relayed = [f"/ip4/1.2.3.{i}/tcp/4001/p2p/{pid}r/p2p-circuit/p2p/{pid}" for i in range(2)]
+    record = SimpleNamespace(
+        signer=provider, message=SimpleNamespace(addresses=(*direct, *relayed))
+    )
+    spawned: list[Any] = []
+
+    async def find_providers(capability_class: str, timeout: float) -> list[Any]:
+        return [record]
+
+    net = SimpleNamespace(find_providers=find_providers, connected_peers=lambda: set())
+    node: Any = SimpleNamespace(me=pub(key("r79 me")), net=net, now_ms=lambda: 0)
+    node.spawn = lambda fn, *args: spawned.append(args)
+    await Discovery(node)._lookup("onnx.cpu")
+    ((_, addresses),) = spawned
+    assert list(addresses) == direct[:2] + relayed
