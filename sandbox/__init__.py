@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._layers import probe_layers as probe_layers
     from ._models import tiny_model_path as tiny_model_path
     from ._procfs import pid_alive as pid_alive
+    from ._procfs import set_undumpable as set_undumpable
     from ._runner import JobRunner as JobRunner
     from ._sandbox import Sandbox as Sandbox
     from ._tensors import Comparison as Comparison
@@ -66,6 +67,7 @@ _EXPORTS = {
     "probe_layers": "_layers",
     "tiny_model_path": "_models",
     "pid_alive": "_procfs",
+    "set_undumpable": "_procfs",
     "JobRunner": "_runner",
     "JobRequest": "_job",
     "Limits": "_job",

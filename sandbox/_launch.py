@@ -109,6 +109,12 @@ class Launcher:
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "OMP_NUM_THREADS": str(skey.threads),
+            # numpy's BLAS started a thread pool at import, before the layers went on:
+            # seccomp and Landlock confine the threads that exist when they are applied
+            # and those started after, and those threads had neither (review round 80,
+            # F1). The runtimes start theirs when a model is loaded, after the layers.
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
         }
         argv = [self.config.python, "-I", "-m", "sandbox._worker"]
         # A root daemon whose interpreter the worker user cannot reach (e.g. under /root)

@@ -8,6 +8,7 @@ process may exit between listing /proc and reading its files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -77,3 +78,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def set_undumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)`` on this process (its /proc files become root's)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE

@@ -211,11 +211,15 @@ class Sandbox:
         name: str,
         limits: Limits | None = None,
         cancel: RunCancel | None = None,
+        threads: int = 1,
     ) -> Outcome:
         """Run function ``name`` defined in ``source`` in a cold worker with a real job's
-        layers. For the containment tests only (``sandbox.testing``); never for jobs."""
+        layers (started as for a job of ``threads`` threads). For the containment tests
+        only (``sandbox.testing``); never for jobs."""
         limits = limits or self.config.limits
-        job = JobRequest(runtime="python", model=b"", inputs={}, trusted=False, cancel=cancel)
+        job = JobRequest(
+            runtime="python", model=b"", inputs={}, trusted=False, cancel=cancel, threads=threads
+        )
         request = {"op": "python", "source": source, "name": name, "cpu_s": limits.cpu_s}
         return self._execute(job, None, limits, request)
 

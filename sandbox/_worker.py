@@ -22,7 +22,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import _ipc
+from . import _ipc, _procfs
 
 if TYPE_CHECKING:  # _binding imports numpy, which the worker imports after its rlimits
     from ._binding import Binding, LayoutKey, OutputSpecs
@@ -130,16 +130,27 @@ class _Worker:
             self.status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self.status_fd = None
+        # Not dumpable: another process of this user (a neighbour's job) can no longer
+        # open our /proc/<pid>/mem, environ, fds or oom_score_adj, which seccomp does not
+        # filter (a job rewrote a same-uid process's memory: review round 80, F2). The
+        # files opened above stay ours.
+        _procfs.set_undumpable()
         layers: dict[str, str] = {}
+        threads = _thread_count()
         if setup.get("landlock"):
             from . import _landlock
 
-            try:
-                layers["landlock"] = "ok: " + _landlock.restrict_self(
-                    setup["ro_paths"], setup["rw_paths"]
-                )
-            except OSError as exc:
-                layers["landlock"] = f"failed: {exc}"
+            if threads > 1:
+                # Landlock confines the calling thread and those it starts: threads started
+                # before it (a library's pool at import) would be left out (round 80, F1)
+                layers["landlock"] = f"failed: {threads} threads started before it"
+            else:
+                try:
+                    layers["landlock"] = "ok: " + _landlock.restrict_self(
+                        setup["ro_paths"], setup["rw_paths"]
+                    )
+                except OSError as exc:
+                    layers["landlock"] = f"failed: {exc}"
         if setup.get("seccomp"):
             from . import _seccomp
 
@@ -442,6 +453,14 @@ def _preimport(runtime: str) -> None:
     _determinism.cpu_isa()
     if runtime in ("onnx", "torchscript"):
         _determinism.runtime_version(runtime)
+
+
+def _thread_count() -> int:
+    """This process's threads now (1 when /proc cannot say)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
 
 
 def _drop_privileges(uid: int, gid: int) -> None:

@@ -60,12 +60,13 @@ def run_payload(
     *args: object,
     limits: Limits | None = None,
     cancel: RunCancel | None = None,
+    threads: int = 1,
 ) -> Outcome:
-    """Run ``func(*args)`` in a fresh worker of ``sandbox``; the outcome's ``value`` is the
-    ``repr`` of what it returned."""
+    """Run ``func(*args)`` in a fresh worker of ``sandbox`` (started as for a job of
+    ``threads`` threads); the outcome's ``value`` is the ``repr`` of what it returned."""
     source = textwrap.dedent(inspect.getsource(func))
     source += f"\n\ndef __aimx_entry():\n    return {func.__name__}(*{args!r})\n"
-    return sandbox.run_python(source, "__aimx_entry", limits, cancel)
+    return sandbox.run_python(source, "__aimx_entry", limits, cancel, threads)
 
 
 # --- job runners -------------------------------------------------------------------------

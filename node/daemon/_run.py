@@ -18,7 +18,7 @@ import nacl.signing
 import trio
 
 import ledger
-from sandbox import JobRunner, Limits, Sandbox, SandboxConfig
+from sandbox import JobRunner, Limits, Sandbox, SandboxConfig, set_undumpable
 
 from .._errors import ConfigError
 from .._runinfo import LOCK_FILE as LOCK_FILE
@@ -176,6 +176,10 @@ async def run_daemon(
     # (the ledger's SQLite files, receipts, node.json, genesis.bin, api.token; specs/daemon.md,
     # "Data directory"). The umask is the process's; it is put back when the daemon returns.
     private_data_dir(data_dir)
+    # Not dumpable: a process of this user (a job's worker, when the daemon is not root
+    # and its workers run as its user) can no longer open our /proc/<pid>/mem, which its
+    # seccomp filter does not cover (review round 80, F2).
+    set_undumpable()
     with data_dir_lock(data_dir):
         umask = os.umask(0o077)
         try:
