@@ -129,7 +129,13 @@ def _locked(data_dir: Path) -> bool:
 
 
 def _uid_of(pid: int) -> int | None:
+    """The effective uid of process ``pid`` (from its status: the owner of /proc/<pid> is
+    root for a process that is not dumpable, as the daemon is)."""
     try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])
+    except (OSError, ValueError, IndexError):
         return None
+    return None
