@@ -34,7 +34,7 @@ import trio
 import ledger
 from protocol import Signed, Transaction, content_hash
 
-from . import _gaps, _txclaims
+from . import _gaps, _txclaims, _txresend
 from ._gaps import FILLER_AMOUNT as FILLER_AMOUNT
 from ._gaps import Held as _Held
 from ._gaps import Overtook as _Overtook
@@ -261,71 +261,6 @@ class TxQueue:
                 self._start_renumber(seq)
             else:
                 self._close_gap(seq)
-
-    def resend_pending(self) -> None:
-        """A coordinator (re)connected: send every pending transaction again, in sequence
-        order. One that restarted lost its mempool, and with it whatever we had sent that
-        was not yet in a block; without this they would be noticed only once their expiry
-        passed (``TX_LIFETIME_BLOCKS`` later) and the ones after them lost. Sending the
-        same signed bytes again is harmless: a mempool that still holds them says so, and
-        the chain takes each sequence number once."""
-        if (
-            self._nursery is None
-            or self._resending
-            or not any(p.raw for p in [*self._pending.values(), *self._claims.values()])
-        ):
-            return
-        self._resending = True
-        self._nursery.start_soon(self._resend)
-
-    async def _resend(self) -> None:
-        try:
-            sent = 0
-            for seq in sorted(self._pending):
-                pending = self._pending.get(seq)
-                if pending is None or not pending.raw:
-                    continue
-                if self._state().next_seq(self.me) > seq:
-                    continue  # already in a block
-                try:
-                    await self._submit_tracked(pending.raw, seq)
-                    sent += 1
-                except _Held:
-                    continue  # above a gap being renumbered: signed again, not resent
-                except ledger.TransactionRejected as exc:
-                    if ledger.REFUSED_AT_BLOCK in str(exc):
-                        # refused in a block whose drop report we missed (disconnected
-                        # then, or no place for it): the same as that report, now rather
-                        # than at its expiry; the coordinator dropped the ones after it
-                        # with it (and admitted none since: they would leave a gap)
-                        self.dropped(pending.tx_id, seq, str(exc))
-                        behind = f"{ledger.DROPPED_BEHIND} {seq}, which was refused"
-                        for later in sorted(s for s in self._pending if s > seq):
-                            self.dropped(self._pending[later].tx_id, later, behind)
-                        continue
-                    # already held, already applied, or expired: the chain (on_block) and
-                    # the drop reports decide, as for the first submission
-                    log.debug("resent seq %d: %s", seq, exc)
-                except Exception as exc:  # no coordinator after all: the next connect
-                    log.debug("resending seq %d: outcome unknown (%s)", seq, exc)
-                    return
-            for claim in list(self._claims.values()):
-                if self._claim_decided(claim, self._state()):
-                    continue
-                try:
-                    await self._submit(claim.raw)
-                    sent += 1
-                except ledger.TransactionRejected as exc:
-                    if not _txclaims.already_there(str(exc)):  # refused, at a block or now
-                        self._claim_refused(claim, str(exc))
-                except Exception as exc:
-                    log.debug("resending a claim: outcome unknown (%s)", exc)
-                    return
-            if sent:
-                self.resent += sent
-                log.info("a coordinator connected: %d pending transactions sent again", sent)
-        finally:
-            self._resending = False
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery, self._receive:
@@ -596,6 +531,10 @@ class TxQueue:
     _fill = _gaps.fill
     _start_renumber = _gaps.start_renumber
     _renumber = _gaps.renumber
+
+    # sending pending transactions again after a coordinator (re)connected (``_txresend``)
+    resend_pending = _txresend.resend_pending
+    _resend = _txresend.resend
 
     # claims: no sequence number, each on its own (``_txclaims``)
     _claim = _txclaims.claim
