@@ -267,7 +267,8 @@ class RequesterConfig(_Strict):
         # A limit set below the default max_price lowers the default with it.
         if isinstance(data, dict) and "max_price" not in data and "max_price_limit" in data:
             limit = data["max_price_limit"]
-            if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < 100_000:
+            default = cls.model_fields["max_price"].default
+            if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < default:
                 return {**data, "max_price": limit}
         return data
 
