@@ -75,6 +75,7 @@ from ._payloads import Mint as Mint
 from ._payloads import Payload as Payload
 from ._payloads import Payout as Payout
 from ._payloads import Refund as Refund
+from ._payloads import Reserve as Reserve
 from ._payloads import Settle as Settle
 from ._payloads import Slash as Slash
 from ._payloads import Stake as Stake

@@ -37,6 +37,7 @@ from ._payloads import (
     Claim,
     Lock,
     Payload,
+    Reserve,
     Settle,
     Slash,
 )
@@ -241,7 +242,8 @@ def check_embedded(
     """Check every signed message ``vtx``'s payload carries, with every rule about it that
     needs no state: its signature and chain; a settle's Bids are the paid providers' own,
     for this job, at the paid amount, each provider once; a claim's Award and Receipt name
-    the sender, the job and one replica, and the revealed key; a lock's
+    the sender, the job and one replica, and the revealed key; a reserve's Award is the
+    job's, to its sender; a lock's
     JobSpec is the job's and the sender's; a slash's Results are of one job and hold the
     offender's, as its reason needs. Cheap checks come before signatures.
 
@@ -250,7 +252,7 @@ def check_embedded(
     that sent it). Returns ``vtx`` marked ``embedded_checked`` (the rules do not verify
     these messages again). ``known`` remembers what verified, across transactions."""
     p = vtx.payload
-    if not isinstance(p, Settle | Claim | Lock | Slash):
+    if not isinstance(p, Settle | Claim | Lock | Slash | Reserve):
         return vtx
     if known is None:
         known = VerifiedMessages()
@@ -273,6 +275,8 @@ def check_embedded(
                 _embedded_lock(p, vtx.sender, chain_id, known)
             case Slash():
                 _embedded_slash(p, chain_id, known)
+            case Reserve():
+                _embedded_reserve(p, vtx.sender, chain_id, known)
     except ProtocolError as exc:
         reason = short_reason(
             f"a {tx.kind} must carry the signed messages its rule names, as their signers "
@@ -313,6 +317,14 @@ def _embedded_claim(p: Claim, sender: bytes, chain_id: str, known: VerifiedMessa
         raise MalformedTransaction(
             "a claim needs its requester's Award and Receipt for this job, this sender and "
             "one replica, and the key its receipt names"
+        )
+
+
+def _embedded_reserve(p: Reserve, sender: bytes, chain_id: str, known: VerifiedMessages) -> None:
+    award = known.decode(p.award, chain_id, Award)
+    if award.job_id != p.job_id or award.provider != sender or award.requester == sender:
+        raise MalformedTransaction(
+            "a reserve must carry the requester's signed Award of the job to its sender"
         )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import protocol
 
 from ._block import MAX_BLOCK_BYTES, Block
-from ._payloads import Claim, Lock, Payload, Settle, Slash
+from ._payloads import Claim, Lock, Payload, Reserve, Settle, Slash
 
 #: Most Ed25519 signature checks validating one block may cost (:func:`signature_checks`
 #: summed over its transactions). At about 50-100 us a check, a full block's checks take
@@ -54,6 +54,8 @@ def signature_checks(payload: Payload) -> int:
             return 1 + len(payload.payouts)  # each payout's Bid
         case Claim():
             return 3  # the Award and the Receipt
+        case Reserve():
+            return 2  # the Award
         case Slash():
             return 1 + len(payload.evidence)  # each evidence Result
         case _:

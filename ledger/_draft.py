@@ -95,7 +95,7 @@ class Draft:
         i = 0
         while i < len(prunes) and prunes[i][0] <= self.height:
             e = self.base._escrows.get(prunes[i][1])
-            if e is not None and not e.is_open:
+            if e is not None and e.is_done:
                 self.pruned.add(prunes[i][1])
             i += 1
         self.pruned_upto = i
@@ -155,8 +155,8 @@ class Draft:
             if esc.remaining < 0 or esc.total_paid + esc.remaining > esc.locked:
                 return f"escrow {key.hex()} would pay more than was locked"
             before = base._escrows.get(key)
-            held_delta += esc.remaining if esc.is_open else 0
-            if before is not None and before.is_open:
+            held_delta += esc.remaining
+            if before is not None:
                 held_delta -= before.remaining
         issued_delta = (self.minted - self.burned) - (base.minted - base.burned)
         if held_delta != issued_delta:
@@ -179,8 +179,8 @@ class Draft:
         closing = sorted(
             (e.prune_height, k)
             for k, e in self.escrows.items()
-            if not e.is_open
-            and (k not in base._escrows or base._escrows[k].is_open or k in self.pruned)
+            if e.is_done
+            and (k not in base._escrows or not base._escrows[k].is_done or k in self.pruned)
         )
         new = object.__new__(State)
         new.genesis = base.genesis

@@ -430,8 +430,11 @@ class Mempool:
         if not isinstance(p, Claim):
             raise MempoolRejected("the sender's account holds no credits; fund it first")
         e = state.escrow(p.job_id)
-        if e is None or not e.is_open or tx.sender in e.claimed:
-            raise MempoolRejected("an unfunded account may only claim from an open escrow")
+        if e is None or not e.claimable_by(tx.sender) or tx.sender in e.claimed:
+            raise MempoolRejected(
+                "an unfunded account may only claim from an open escrow, or one holding its "
+                "reserved price"
+            )
         pending = self._unfunded_claims.get(p.job_id, {})
         if tx.sender in pending:
             raise MempoolRejected(

@@ -98,6 +98,18 @@ class Claim(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class Reserve(Record):
+    """An awarded provider reserves its place in the job's escrow, at its award's price,
+    with the requester's signed :class:`protocol.Award` (its wire bytes). Sent as it takes
+    the award: it is then paid that price only, and the price stays in the escrow until
+    it is paid or the escrow expires, whatever the owner settles meanwhile. What lets it
+    hand over its output's key on the Receipt alone (specs/marketplace.md)."""
+
+    job_id: Annotated[bytes, Hash]
+    award: Annotated[bytes, Bin(max=MAX_EVIDENCE_ITEM)]
+
+
+@dataclass(frozen=True, slots=True)
 class Refund(Record):
     """The escrow owner takes back what is left after expiry; closes the escrow."""
 
@@ -137,7 +149,9 @@ class Attest(Record):
     positive: Annotated[int, UInt(max=1)]
 
 
-Payload = Mint | Transfer | Lock | Settle | Claim | Refund | Stake | Unstake | Slash | Attest
+Payload = (
+    Mint | Transfer | Lock | Settle | Claim | Refund | Stake | Unstake | Slash | Attest | Reserve
+)
 
 #: Transaction kind name -> payload record.
 KINDS: dict[str, type[Payload]] = {
@@ -151,6 +165,7 @@ KINDS: dict[str, type[Payload]] = {
     "unstake": Unstake,
     "slash": Slash,
     "attest": Attest,
+    "reserve": Reserve,
 }
 KIND_OF: dict[type[Payload], str] = {cls: name for name, cls in KINDS.items()}
 

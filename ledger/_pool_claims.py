@@ -186,7 +186,7 @@ class ClaimPool:
                 pass
             elif entry.vtx.tx.expiry_height <= state.height:
                 why = f"expired at height {entry.vtx.tx.expiry_height} before it was in a block"
-            elif e is None or not e.is_open:
+            elif e is None or not e.claimable_by(sender):
                 why = "its escrow was closed before the claim was in a block"
             elif entry.until <= state.height:
                 why = f"its claim window ended at height {entry.until}"

@@ -71,6 +71,7 @@ from ._payloads import (
     Mint,
     Payload,
     Refund,
+    Reserve,
     Settle,
     Slash,
     Stake,
@@ -161,6 +162,8 @@ def _check(
             return _check_slash(draft, sender, payload)
         case Attest():
             return _check_attest(draft, sender, payload)
+        case Reserve():
+            return _check_reserve(draft, sender, payload, checked)
         case _:
             assert_never(payload)
 
@@ -329,19 +332,42 @@ def _check_payouts(e: Escrow, payouts: dict[bytes, int]) -> dict[bytes, int]:
     """Check payouts against the escrow's limits; returns the new paid-per-provider map."""
     if e.owner in payouts:
         raise NotAuthorized("an escrow cannot pay its own owner; settle refunds the rest")
+    for q, amount in payouts.items():
+        price = e.reserved_for(q)
+        if price and amount != price:
+            raise EscrowError(
+                f"provider {q.hex()} has a place reserved at {price}; it is paid that, not {amount}"
+            )
     total = sum(payouts.values())
     if total > e.remaining:
         raise InsufficientFunds(f"payouts of {total} exceed the {e.remaining} left in escrow")
     paid = _paid_with(e.paid, payouts)
+    # What stays reserved for the providers not paid yet is theirs: no payout to anyone
+    # else takes it (a reserved provider hands over its key on the receipt alone).
+    held = _held_after(e, paid)
+    if total + held > e.remaining:
+        raise InsufficientFunds(
+            f"payouts of {total} would take some of the {held} reserved in the escrow for "
+            "other providers"
+        )
     over = [p for p in payouts if paid[p] > e.max_per_payee]
     if over:
         raise EscrowError(
             f"provider {over[0].hex()} would get {paid[over[0]]}, above the escrow's "
             f"per-payee limit {e.max_per_payee}"
         )
-    if len(paid) > e.max_payees:
-        raise EscrowError(f"escrow pays at most {e.max_payees} providers, not {len(paid)}")
+    places = set(paid) | {q for q, _ in e.reserved}
+    if len(places) > e.max_payees:
+        raise EscrowError(
+            f"escrow pays at most {e.max_payees} providers, not {len(places)} (those paid "
+            "and those with a place reserved)"
+        )
     return paid
+
+
+def _held_after(e: Escrow, paid: dict[bytes, int]) -> int:
+    """What the escrow holds for its reserved providers not in ``paid``."""
+    return sum(a for q, a in e.reserved if q not in paid)
 
 
 def _pay(draft: Draft, payouts: dict[bytes, int]) -> None:
@@ -379,14 +405,17 @@ def _check_settle(draft: Draft, sender: bytes, p: Settle, checked: bool = False)
             raise BadEvidence("a payout's Bid must be the paid provider's, for this job")
         if x.amount != bid.price:
             raise BadEvidence(f"a payout pays its Bid's price {bid.price}, not {x.amount}")
-    rest = e.remaining - sum(payouts.values())
+    # A reserved provider the settle does not pay keeps its price in the escrow, claimable
+    # with its receipt until the expiry (then the owner's refund takes it back).
+    held = _held_after(e, paid)
+    rest = e.remaining - sum(payouts.values()) - held
 
     def commit() -> None:
         _pay(draft, payouts)
         _credit(draft, e.owner, rest)
         draft.escrows[p.job_id] = _replace_escrow(
             e,
-            remaining=0,
+            remaining=held,
             status=EscrowStatus.SETTLED,
             paid=tuple(sorted(paid.items())),
             closed_height=draft.height,
@@ -421,7 +450,9 @@ def _claim_terms(
         # Every claim publishes the key that opens the sealed output the owner holds (it
         # reads it from the escrow): nobody is paid for an output it keeps closed.
         raise BadEvidence("a claim must reveal the key its receipt names")
-    _require_open(e, p.job_id)
+    if not e.claimable_by(sender):
+        # Closed, and holding no price reserved for this provider that it was not paid.
+        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
     if not receipt.sealed and h < e.claim_height:
         raise EscrowError(f"claims open at height {e.claim_height}; this block is {h}")
     if receipt.sealed and h > receipt.claim_by:
@@ -433,9 +464,12 @@ def _claim_terms(
         )
     if h >= e.expiry_height:
         raise EscrowError(f"escrow expired at height {e.expiry_height}; claims are closed")
-    if sender in e.claimed:
-        raise EscrowError("this provider already claimed from this escrow")
-    payouts = {sender: award.price}
+    if sender in e.claimed or e.paid_to(sender):
+        raise EscrowError("this provider already claimed from this escrow, or was paid")
+    # A provider with a place reserved is paid the reserved price (its own Bid's), which
+    # its award names in an honest exchange: the place and the price are what it relied on.
+    price = e.reserved_for(sender) or award.price
+    payouts = {sender: price}
     paid = _check_payouts(e, payouts)
 
     def commit() -> None:
@@ -443,13 +477,13 @@ def _claim_terms(
         draft.note(e.owner)
         draft.escrows[p.job_id] = _replace_escrow(
             e,
-            remaining=e.remaining - award.price,
+            remaining=e.remaining - price,
             paid=tuple(sorted(paid.items())),
             claimed=tuple(sorted((*e.claimed, sender))),
             unsealed=tuple(sorted((*e.unsealed, (sender, p.key)))),
         )
 
-    return commit, award.price
+    return commit, price
 
 
 def check_claim(state: _state.State, sender: bytes, claim: Claim, *, at: int | None = None) -> int:
@@ -463,18 +497,67 @@ def check_claim(state: _state.State, sender: bytes, claim: Claim, *, at: int | N
     return _claim_terms(Draft(state, height), sender, claim, checked=True)[1]
 
 
+def _check_reserve(draft: Draft, sender: bytes, p: Reserve, checked: bool = False) -> Commit:
+    e = _escrow_of(draft, p.job_id)
+    try:
+        award = decode_signed(p.award, draft.genesis.chain_id, Award, checked)
+    except ProtocolError as exc:
+        raise BadEvidence(f"a reserve must carry the requester's signed Award: {exc}") from None
+    if award.requester != e.owner or award.job_id != p.job_id:
+        raise BadEvidence("a reserve's Award must be the escrow owner's, for this job")
+    if award.provider != sender:
+        raise BadEvidence("only the provider named in the award may reserve its place")
+    _require_open(e, p.job_id)
+    if draft.height >= e.expiry_height:
+        raise EscrowError(
+            f"escrow expired at height {e.expiry_height}; no place can be reserved in it"
+        )
+    if award.price > e.max_per_payee:
+        raise EscrowError(
+            f"the award's price {award.price} is above the escrow's per-payee limit "
+            f"{e.max_per_payee}"
+        )
+    if e.reserved_for(sender) or e.paid_to(sender):
+        raise EscrowError("this provider already has a place in this escrow (reserved or paid)")
+    places = {q for q, _ in e.paid} | {q for q, _ in e.reserved}
+    if len(places) >= e.max_payees:
+        raise EscrowError(
+            f"escrow pays at most {e.max_payees} providers; {len(places)} are paid or reserved"
+        )
+    if e.held + award.price > e.remaining:
+        raise InsufficientFunds(
+            f"the escrow's {e.remaining} cannot hold {award.price} more beside the {e.held} "
+            "reserved already"
+        )
+
+    def commit() -> None:
+        draft.escrows[p.job_id] = _replace_escrow(
+            e, reserved=tuple(sorted((*e.reserved, (sender, award.price))))
+        )
+
+    return commit
+
+
 def _check_refund(draft: Draft, sender: bytes, p: Refund) -> Commit:
-    e = _owned_open_escrow(draft, sender, p.job_id, "refund")
+    e = _escrow_of(draft, p.job_id)
+    if e.owner != sender:
+        raise NotAuthorized("only the escrow's owner may refund it")
+    if not e.is_open and e.remaining == 0:
+        raise EscrowError(f"escrow of job {p.job_id.hex()} is already closed")
     if draft.height < e.expiry_height:
         raise EscrowError(
             f"escrow expires at height {e.expiry_height}; refund is possible from then on "
             f"(this block is {draft.height})"
         )
 
+    # A settled escrow still holding reserved prices nobody claimed gives them back and
+    # stays settled (it paid its providers).
+    status = EscrowStatus.REFUNDED if e.is_open else e.status
+
     def commit() -> None:
         _credit(draft, e.owner, e.remaining)
         draft.escrows[p.job_id] = _replace_escrow(
-            e, remaining=0, status=EscrowStatus.REFUNDED, closed_height=draft.height
+            e, remaining=0, status=status, closed_height=draft.height
         )
 
     return commit

@@ -132,10 +132,44 @@ class Escrow:
     #: Unseal keys revealed by claims, by provider, sorted: what opens the output bytes
     #: the owner already holds.
     unsealed: tuple[tuple[bytes, bytes], ...] = ()
+    #: Providers the owner reserved a place and a price for (``reserve``), by provider,
+    #: sorted: each is paid that price only, by the owner's settle or its own claim, and
+    #: until it is paid its price stays in the escrow (a settle leaves it there) up to the
+    #: escrow's expiry.
+    reserved: tuple[tuple[bytes, int], ...] = ()
 
     @property
     def is_open(self) -> bool:
         return self.status == EscrowStatus.OPEN
+
+    @property
+    def is_done(self) -> bool:
+        """Closed with nothing left in it: only then does it leave the state."""
+        return self.status != EscrowStatus.OPEN and self.remaining == 0
+
+    def final_at(self, height: int) -> bool:
+        """Whether nothing more can be paid from it at ``height``: closed, and empty or
+        past its expiry (a settled one may hold reserved prices, claimable until then)."""
+        return not self.is_open and (self.remaining == 0 or height >= self.expiry_height)
+
+    def reserved_for(self, provider: bytes) -> int:
+        """The price reserved for ``provider`` (0 if none)."""
+        return next((a for p, a in self.reserved if p == provider), 0)
+
+    @property
+    def held(self) -> int:
+        """What the escrow holds for reserved providers not paid yet."""
+        return sum(a for p, a in self.reserved if self.paid_to(p) == 0)
+
+    def claimable_by(self, provider: bytes) -> bool:
+        """Whether a claim of ``provider``'s can still apply to the escrow as it stands
+        (its receipt, window and expiry aside): it is open, or it was settled without
+        paying ``provider``'s reserved price, which it still holds."""
+        if self.is_open:
+            return True
+        return self.status == EscrowStatus.SETTLED and (
+            self.reserved_for(provider) > 0 and self.paid_to(provider) == 0
+        )
 
     @property
     def total_paid(self) -> int:
@@ -152,6 +186,11 @@ class Escrow:
     def unsealed_by(self, provider: bytes) -> bytes:
         """The unseal key ``provider``'s claim revealed ("" if none)."""
         return next((k for p, k in self.unsealed if p == provider), b"")
+
+    @property
+    def places(self) -> frozenset[bytes]:
+        """The providers holding a place in the escrow: paid, or with one reserved."""
+        return frozenset([*(p for p, _ in self.paid), *(p for p, _ in self.reserved)])
 
     def parties(self) -> frozenset[bytes]:
         """The owner and every provider paid from this escrow."""
@@ -175,6 +214,9 @@ class Escrow:
                 list(self.slashed),
                 self.closed_height,
                 [[p, k] for p, k in self.unsealed],
+                # A trailing field, left out while empty: an escrow with no reservation
+                # encodes as before it existed (its chain's state roots are unchanged).
+                *([[[p, a] for p, a in self.reserved]] if self.reserved else []),
             ]
         )
 
@@ -197,6 +239,7 @@ class Escrow:
             tuple(v[12]),
             v[13],
             tuple((p, k) for p, k in v[14]),
+            tuple((p, a) for p, a in v[15]) if len(v) > 15 else (),
         )
 
 
@@ -343,7 +386,7 @@ class State:
             sorted((h, acct) for acct, a in accounts.items() for h, _ in a.unbonding)
         )
         self._prunes = tuple(
-            sorted((e.prune_height, job) for job, e in escrows.items() if not e.is_open)
+            sorted((e.prune_height, job) for job, e in escrows.items() if e.is_done)
         )
         self._buckets = [{} for _ in range(256)]
         for key, value in self.leaves():
@@ -449,7 +492,8 @@ class State:
         return None
 
     def conservation(self) -> tuple[int, int]:
-        """``(held, issued)``: balances + open escrows + stakes + fees, and minted − burned.
+        """``(held, issued)``: balances + what escrows hold + stakes + fees, and minted −
+        burned.
 
         The two are equal in every valid state.
         """
@@ -457,8 +501,7 @@ class State:
         for a in self._accounts.values():
             held += a.balance + a.stake + a.unbonding_total
         for e in self._escrows.values():
-            if e.is_open:
-                held += e.remaining
+            held += e.remaining
         return held, self.minted - self.burned
 
 

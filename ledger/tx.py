@@ -10,8 +10,8 @@ number ``seq``, valid until block ``expiry_height``, paying ``fee``::
                      spec=signed_spec.raw)
     submit(signed.raw)
 
-The marketplace maps its effects onto these: lock escrow, settle, refund, claim with a
-receipt, attest, slash.
+The marketplace maps its effects onto these: lock escrow, reserve a provider's place,
+settle, refund, claim with a receipt, attest, slash.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ._payloads import (
     Payload,
     Payout,
     Refund,
+    Reserve,
     Settle,
     Slash,
     Stake,
@@ -181,4 +182,20 @@ def attest(
 ) -> Signed[Transaction]:
     """A party of a settled job rates another party of it."""
     payload = Attest(job_id, subject, int(positive))
+    return make(key, chain_id, seq, payload, expiry_height=expiry_height, fee=fee)
+
+
+def reserve(
+    key: Key,
+    chain_id: str,
+    seq: int,
+    *,
+    job_id: bytes,
+    award: bytes,
+    expiry_height: int,
+    fee: int = 0,
+) -> Signed[Transaction]:
+    """An awarded provider reserves its place in the job's escrow (``award``: the
+    requester's signed Award naming it, wire bytes)."""
+    payload = Reserve(job_id, award)
     return make(key, chain_id, seq, payload, expiry_height=expiry_height, fee=fee)

@@ -28,6 +28,7 @@ from ._effects import Output as Output
 from ._effects import Payout as Payout
 from ._effects import Publish as Publish
 from ._effects import Refund as Refund
+from ._effects import ReservePlace as ReservePlace
 from ._effects import RunJob as RunJob
 from ._effects import Send as Send
 from ._effects import SetTimer as SetTimer
@@ -66,6 +67,7 @@ from ._requester_jobs import Replica as Replica
 from ._requester_jobs import ReplicaState as ReplicaState
 from ._requester_jobs import RequesterJob as RequesterJob
 from ._requester_policy import established as established
+from ._requester_settle import still_payable as still_payable
 from ._sealing import SEAL_OVERHEAD as SEAL_OVERHEAD
 from ._sealing import open_sealed as open_sealed
 from ._sealing import seal as seal

@@ -162,6 +162,17 @@ class LockEscrow:
 
 
 @dataclass(frozen=True, slots=True)
+class ReservePlace:
+    """Reserve our place in the job's escrow at our award's price (a ledger ``reserve``,
+    with the requester's signed Award), as we take the award: with it on the ledger we
+    hand over our output's key on the requester's Receipt alone, a block before a claim
+    of ours could."""
+
+    job_id: bytes
+    award: Signed[Award]
+
+
+@dataclass(frozen=True, slots=True)
 class Settle:
     """Pay each payout from the job's escrow, return the rest to the requester, close it.
 
@@ -307,6 +318,7 @@ Effect = (
     | Deliver
     | Misbehaved
     | LockEscrow
+    | ReservePlace
     | Settle
     | Refund
     | ClaimWithReceipt

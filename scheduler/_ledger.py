@@ -59,6 +59,22 @@ class EscrowView(Protocol):
         """What the escrow has paid ``provider`` so far."""
         ...
 
+    @property
+    def places(self) -> frozenset[bytes]:
+        """The providers holding a place in the escrow: paid, or with one reserved."""
+        ...
+
+    def reserved_for(self, provider: bytes) -> int:
+        """The price the owner reserved in the escrow for ``provider`` (0 if none): it is
+        paid that, and the price stays in the escrow until it is paid or the escrow
+        expires, whatever the owner settles."""
+        ...
+
+    def claimable_by(self, provider: bytes) -> bool:
+        """Whether a claim of ``provider``'s can still apply: the escrow is open, or it
+        was settled and still holds ``provider``'s reserved price."""
+        ...
+
     def unsealed_by(self, provider: bytes) -> bytes:
         """The unseal key ``provider``'s claim published (``b""`` if none): it opens the
         sealed output bytes it sent with its result."""

@@ -79,6 +79,7 @@ from ._effects import (
     Misbehaved,
     NotifyUser,
     Output,
+    ReservePlace,
     RunJob,
     Send,
     SetTimer,
@@ -97,6 +98,13 @@ from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 #: view does not show is held for this many blocks (it may be a block behind the
 #: requester's), then declined.
 AWARD_HOLD_BLOCKS = 2
+#: A sealed receipt whose escrow does not show our place reserved waits for it until this
+#: many blocks after we asked for it (as the run started), then we claim.
+RESERVE_WAIT_BLOCKS = 2
+#: With our key sent on our reserved place, we claim once the block at the receipt's
+#: ``claim_by`` is this close and the owner's settle has not paid us; our key goes early
+#: only while it is further than this.
+CLAIM_MARGIN_BLOCKS = 3
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
@@ -262,6 +270,7 @@ class Provider:
         """A new ledger block, all of it: for each job we work on, what its escrow paid us
         since (``paid``) and whether it closed (``escrow_closed``); then ``block``."""
         effects: list[Effect] = []
+        self.height = max(self.height, height)
         for job_id in list(self.work):
             work = self.work[job_id]
             escrow = escrow_of(job_id)
@@ -287,8 +296,17 @@ class Provider:
             paid = escrow.paid_to(self.me)
             if paid > work.paid:
                 effects += self.paid(job_id, paid - work.paid, now_ms)
-            if job_id in self.work and not escrow.is_open:
-                effects += self.escrow_closed(job_id, now_ms)
+                if job_id not in self.work:
+                    continue
+            if work.phase == WorkPhase.RECEIPTED and work.covered and not work.plain:
+                effects += self._sealed(work, escrow, now_ms)
+            if escrow.is_open:
+                continue
+            if work.phase in (WorkPhase.RECEIPTED, WorkPhase.CLAIMED) and escrow.claimable_by(
+                self.me
+            ):
+                continue  # settled without paying us: our reserved price waits for our claim
+            effects += self.escrow_closed(job_id, now_ms)
         return effects + self.block(height, now_ms)
 
     def block(self, height: int, now_ms: int) -> list[Effect]:
@@ -304,6 +322,8 @@ class Provider:
                 WorkPhase.CLAIMED,
             ):
                 effects += self._close(work, "escrow expired")
+            elif work.phase == WorkPhase.RECEIPTED and not work.plain:
+                effects += self._sealed_due(work)
             elif (
                 work.phase == WorkPhase.RECEIPTED
                 and work.plain
@@ -481,6 +501,11 @@ class Provider:
         if why:
             blame = Misbehaved(work.spec.requester, f"escrow {why}")
             return [blame, *self._decline(work, f"the escrow {why}", now_ms)]
+        places = escrow.places
+        if self.me not in places and len(places) >= escrow.max_payees:
+            # Every place is paid or reserved (keys that reserved theirs and declined, say):
+            # nothing could pay our run. Not the requester's doing, so no blame.
+            return self._decline(work, "no place is left for us in the job's escrow", now_ms)
         if award.deadline_ms - now_ms < work.run_ms:
             # Checked again as it starts: held for its escrow, an award started when the
             # escrow came, whatever time was left, and a requester timing its lock had the
@@ -495,7 +520,9 @@ class Provider:
         self._running.add(work.id)
         self._funder(work.spec.requester)
         self._record(work, BidOutcome.WON, now_ms)
-        return [RunJob(work.job, work.award)]
+        # Our place on the ledger while we run: with it there our key goes on the Receipt.
+        work.reserve_height = self.height
+        return [RunJob(work.job, work.award), ReservePlace(work.id, work.award)]
 
     _on_receipt = _provider_receipt.on_receipt
     _delivered = _provider_delivered.delivered
@@ -527,11 +554,7 @@ class Provider:
         if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
             return []
         if not work.plain:
-            work.phase = WorkPhase.CLAIMED
-            return [
-                ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
-                NotifyUser(work.id, UserEvent.CLAIMED, "claiming with a sealed receipt"),
-            ]
+            return self._sealed(work, self.config.escrow_of(work.id), now_ms)
         if not work.key_now:
             return []  # a plain receipt in exact mode: the key once paid, or with our claim
         work.resend_ms = self.config.result_resend_ms
@@ -539,6 +562,58 @@ class Provider:
         return [
             self._unseal(work),
             SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
+        ]
+
+    def _sealed(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
+        """A sealed receipt held on a covering escrow. With our place reserved in the
+        escrow at the award's price, our key goes at once (the reserved price stays in
+        the escrow for us whatever its owner settles), and the owner's settle pays us; we
+        claim only if it has not by ``CLAIM_MARGIN_BLOCKS`` before the receipt's
+        ``claim_by``, or if the escrow was settled without us. Without one, we wait for it
+        up to ``RESERVE_WAIT_BLOCKS`` after we asked for it, then claim, the key going
+        with the claim's block (specs/marketplace.md, "Provider")."""
+        if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
+            return []
+        if work.keyed:
+            if escrow is not None and not escrow.is_open:
+                return self._claim(work, "settled without paying us; claiming our reserved place")
+            return self._sealed_due(work)
+        price = work.award.message.price
+        # the chain's height as far as we know it (ours may lag the sources' head)
+        late = max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= work.receipt.message.claim_by
+        reserved = escrow is not None and escrow.reserved_for(self.me) == price
+        if reserved and escrow is not None and escrow.is_open and not late:
+            # Not when the receipt's claim_by is already near: a claim of ours must still
+            # be able to land by it (a requester giving one block got the key and let our
+            # claim come too late: its reserved price went back to it at the expiry).
+            work.keyed = True
+            work.key_sent_ms = now_ms
+            return [self._unseal(work)]
+        return self._sealed_due(work)
+
+    def _sealed_due(self, work: Work) -> list[Effect]:
+        """The claim of a sealed receipt, if the height alone says it is due: the receipt's
+        ``claim_by`` is ``CLAIM_MARGIN_BLOCKS`` away, or, with our key not sent, our place
+        was not reserved within ``RESERVE_WAIT_BLOCKS``."""
+        if (
+            work.phase != WorkPhase.RECEIPTED
+            or work.receipt is None
+            or work.plain
+            or not work.covered
+        ):
+            return []
+        if max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= work.receipt.message.claim_by:
+            return self._claim(work, "claiming before the sealed receipt lapses")
+        if not work.keyed and self.height >= work.reserve_height + RESERVE_WAIT_BLOCKS:
+            return self._claim(work, "claiming with a sealed receipt (no place reserved)")
+        return []
+
+    def _claim(self, work: Work, detail: str) -> list[Effect]:
+        assert work.award is not None and work.receipt is not None
+        work.phase = WorkPhase.CLAIMED
+        return [
+            ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
+            NotifyUser(work.id, UserEvent.CLAIMED, detail),
         ]
 
     def _unseal(self, work: Work) -> Send:

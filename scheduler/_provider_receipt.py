@@ -45,7 +45,9 @@ def on_receipt(p: Provider, signed: Signed[Receipt], now_ms: int) -> list[Effect
         # have been lost). A plain receipt's key goes again now, at most once per
         # ``result_resend_ms``; a sealed one's comes with our claim's payment.
         due = work.key_sent_ms + p.config.result_resend_ms
-        if work.phase != WorkPhase.RECEIPTED or not work.key_now or not work.covered:
+        if work.keyed and work.phase in (WorkPhase.RECEIPTED, WorkPhase.CLAIMED):
+            pass  # our key went on our reserved place: again, as a plain one's
+        elif work.phase != WorkPhase.RECEIPTED or not work.key_now or not work.covered:
             return []  # a sealed receipt's key comes with our claim's payment
         if now_ms < due:
             return []  # a requester cannot make us send on demand
@@ -77,7 +79,7 @@ def on_receipt(p: Provider, signed: Signed[Receipt], now_ms: int) -> list[Effect
         NotifyUser(
             work.id,
             UserEvent.RECEIPTED,
-            "claiming now (a verified result)"
+            "a verified result: our key goes on our reserved place, or with our claim"
             if receipt.sealed
             else "a claim is possible if the requester never settles",
         ),

@@ -80,6 +80,11 @@ class Work:
     #: The sealed bytes' resends so far (``_provider_delivered.MAX_OUTPUT_RESENDS``).
     resends: int = 0
     receipt: Signed[Receipt] | None = None
+    #: The height we knew when we asked for our place in the escrow (as the run started),
+    #: and whether our key went on it (a sealed receipt, our place reserved at the award's
+    #: price).
+    reserve_height: int = 0
+    keyed: bool = False
     paid: int = 0
     end: str = ""
     #: While BIDDING (or AWARDED): in the provider's :class:`BidBook`; the ledger showed the

@@ -43,15 +43,22 @@ _SILENT = "went silent"
 _LATE = "missed its deadline"
 _CORRUPT = "delivered output bytes that do not match its commitment"
 _WITHHELD = "withheld its output after the receipt"
-#: A sealed receipt's key comes with its holder's claim, in a block: the receipt names the
-#: last height that claim may land at (``claim_by``), this many blocks after the height it
-#: was signed at, and the replica is not failed as withholding it before that block.
-KEY_DUE_BLOCKS = 4
+#: A sealed receipt's key comes with its holder's claim, in a block, or, where its place
+#: is reserved in the escrow, at once: the receipt names the last height that claim may
+#: land at (``claim_by``), this many blocks after the height it was signed at, and the
+#: replica is not failed as withholding it before that block. A reserved provider that
+#: sent its key waits for our settle until ``CLAIM_MARGIN_BLOCKS`` before it, then claims.
+KEY_DUE_BLOCKS = 8
 #: The kinds of receipt a replica may be wanted for (``Replica.want``).
 SEALED = "sealed"
 PLAIN = "plain"
 # A declined award costs nothing: the provider may bid again, the budget is not used.
 _DECLINED = "declined the award"
+#: A declined award whose provider reserved its place in the escrow first (it counts).
+_DECLINED_RESERVED = "declined the award after reserving its place"
+#: A replica whose key never came while the escrow had no place left for its provider
+#: (others took every one: it could be neither reserved nor paid). Not its fault.
+_NO_PLACE = "no place was left for it in the escrow"
 #: An audit's output set aside: the two disagreed and no established provider was left
 #: to decide between them (``_requester_policy.drop_failed_audit``).
 _SET_ASIDE = "its audit disagreed and nobody was left to decide: set aside"
@@ -140,6 +147,10 @@ class RequesterJob:
     nobids: dict[bytes, NoBid] = field(default_factory=dict)
     excluded: set[bytes] = field(default_factory=set)
     replicas: list[Replica] = field(default_factory=list)
+    #: The escrow's places as the last block showed them (providers paid or reserved),
+    #: and how many it has.
+    places: frozenset[bytes] = frozenset()
+    max_payees: int = 0
     target: int = 0
     announcements: int = 0
     done: JobDone | None = None

@@ -34,6 +34,7 @@ from ._effects import (
     TimerKey,
     TimerKind,
 )
+from ._ledger import EscrowView
 from ._reasons import explain_no_bids
 from ._requester_exchange import issue_receipt, key_due, keys_pending
 from ._requester_jobs import (
@@ -318,3 +319,19 @@ def punish(
         report = slash is not None
         effects.append(Attest(job.id, r.provider, False, "outvoted", evidence, report=report))
     return effects
+
+
+def still_payable(job: RequesterJob | None, escrow: EscrowView, height: int) -> frozenset[bytes]:
+    """The providers ``escrow`` may still pay at ``height``, once closed: those whose
+    reserved price it still holds and that hold a receipt of ours (a claim needs one; with
+    ``job`` unknown, every such reserved provider). What is said about them on the ledger
+    (an attestation needs its subject paid) waits until they are paid or the escrow is
+    final (specs/daemon.md, "Attestations")."""
+    if escrow.is_open or escrow.remaining == 0 or height >= escrow.expiry_height:
+        return frozenset()
+    holders = None if job is None else {r.provider for r in job.replicas if r.receipt is not None}
+    return frozenset(
+        p
+        for p in escrow.places
+        if escrow.reserved_for(p) and not escrow.paid_to(p) and (holders is None or p in holders)
+    )

@@ -116,6 +116,9 @@ class Simulation:
         self.job_order: list[bytes] = []
         self.running: dict[tuple[int, bytes], tuple[int, int, bytes]] = {}
         self.pending_attests: dict[bytes, list[scheduler.Attest]] = {}
+        #: Closed jobs whose escrow may still pay a reserved price (their attestations wait
+        #: for it to be final), by requester node.
+        self.awaiting_final: dict[bytes, int] = {}
         self.active_providers: dict[int, None] = {}
         self.requesters_with_jobs: dict[int, None] = {}
         self.lanes_busy: dict[int, None] = {}
@@ -525,6 +528,7 @@ class Simulation:
     _fx_job_done = _sim_effects.fx_job_done
     _fx_misbehaved = _sim_effects.fx_misbehaved
     _fx_lock = _sim_effects.fx_lock
+    _fx_reserve = _sim_effects.fx_reserve
     _fx_settle = _sim_effects.fx_settle
     _fx_refund = _sim_effects.fx_refund
     _fx_claim = _sim_effects.fx_claim

@@ -48,6 +48,7 @@ def effect_handlers(sim: Simulation) -> dict[type, Any]:
         scheduler.JobDone: sim._fx_job_done,
         scheduler.Misbehaved: sim._fx_misbehaved,
         scheduler.LockEscrow: sim._fx_lock,
+        scheduler.ReservePlace: sim._fx_reserve,
         scheduler.Settle: sim._fx_settle,
         scheduler.Refund: sim._fx_refund,
         scheduler.ClaimWithReceipt: sim._fx_claim,
@@ -114,6 +115,10 @@ def fx_misbehaved(sim: Simulation, node: int, is_provider: bool, e: Any, now: in
 
 def fx_lock(sim: Simulation, node: int, is_provider: bool, e: Any, now: int) -> None:
     sim._lock(node, e, now)
+
+
+def fx_reserve(sim: Simulation, node: int, is_provider: bool, e: Any, now: int) -> None:
+    sim._queue_tx(node, ledger.Reserve(e.job_id, e.award.raw), now)
 
 
 def fx_settle(sim: Simulation, node: int, is_provider: bool, e: Any, now: int) -> None:

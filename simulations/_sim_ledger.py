@@ -51,11 +51,21 @@ def settle(sim: Simulation, node: int, e: scheduler.Settle, now: int) -> None:
     sim._queue_tx(node, ledger.Settle(e.job_id, items), now)
 
 
-def send_attests(sim: Simulation, node: int, job_id: bytes, state: Any, now: int) -> None:
+def send_attests(
+    sim: Simulation,
+    node: int,
+    job_id: bytes,
+    state: Any,
+    now: int,
+    skip: frozenset[bytes] = frozenset(),
+) -> None:
     """The job's escrow closed: its attestations go, as the daemon sends them, about the
     providers it paid (by the settle or by their claims); a verdict against a provider it
     did not pay goes to the coordinator as evidence."""
     attests = sim.pending_attests.pop(job_id, [])
+    if skip:  # about providers that may still claim: kept until the escrow is final
+        sim.pending_attests[job_id] = [a for a in attests if a.subject in skip]
+        attests = [a for a in attests if a.subject not in skip]
     escrow = state.escrow(job_id) if attests else None
     paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
     done: set[bytes] = set()
@@ -212,10 +222,21 @@ def on_block_seen(sim: Simulation, now: int, node: int, state: Any, b: Any) -> N
         sim._execute(n, False, req.follow_ledger(height, escrow, now))
         for job_id, job in list(req.jobs.items()):
             if job.phase == scheduler.JobPhase.CLOSED:
+                e = escrow(job_id)
+                later = scheduler.still_payable(job, e, height) if e is not None else frozenset()
                 req.forget(job_id)
-                send_attests(sim, n, job_id, state, now)
+                send_attests(sim, n, job_id, state, now, skip=later)
+                if later or (e is not None and e.remaining):
+                    sim.awaiting_final[job_id] = n
         if not req.jobs:
             del sim.requesters_with_jobs[n]
+    for job_id, n in list(sim.awaiting_final.items()):
+        e = escrow(job_id)
+        if e is None or e.final_at(height):
+            del sim.awaiting_final[job_id]
+            send_attests(sim, n, job_id, state, now)
+            if e is not None and e.remaining:  # reserved prices nobody claimed: back
+                sim._queue_tx(n, ledger.Refund(job_id), now)
     for i in list(sim.active_providers):
         p = sim.providers.get(i)
         if p is None:

@@ -57,10 +57,22 @@ class EffectRunner:
         signed Result with the paid majority's: what a slash must carry) only when the
         requester asked for a slash (``Attest.report``: a known answer contradicted, or
         ``slash_outvoted``); otherwise it is dropped."""
+        state = self._node.ledger.state
         attests = self._pending_attests.pop(job_id, [])
-        if attests:
+        escrow = state.escrow(job_id) if attests else None
+        if escrow is not None:
+            # Settled, a provider holding our receipt may still claim its reserved price:
+            # only then can it be attested about. What concerns it waits (the escrow's
+            # final block at the latest); the rest goes now.
+            req = self._node.requester
+            job = req.jobs.get(job_id) if req is not None else None
+            later = scheduler.still_payable(job, escrow, state.height)
+            if later:
+                self._pending_attests[job_id] = [a for a in attests if a.subject in later]
+                self._restored.add(job_id)
+                attests = [a for a in attests if a.subject not in later]
+        if attests and job_id not in self._pending_attests:
             self._node.recovery.attests.drop(job_id)
-        escrow = self._node.ledger.state.escrow(job_id) if attests else None
         paid = {p for p, _ in escrow.paid} if escrow is not None and not escrow.is_open else set()
         done: set[bytes] = set()
         for effect in attests:
@@ -94,12 +106,13 @@ class EffectRunner:
         attest) go now; those of a job the requester machine still holds wait for it."""
         requester = self._node.requester
         for job_id in list(self._restored):
-            if requester is not None and job_id in requester.jobs:
+            job = requester.jobs.get(job_id) if requester is not None else None
+            if job is not None and job.phase != scheduler.JobPhase.CLOSED:
                 continue  # its own close comes through the machine (``job_closed``)
             escrow = state.escrow(job_id)
             if escrow is None or not escrow.is_open:
                 self._restored.discard(job_id)
-                self.forget(job_id)
+                self.forget(job_id)  # what still waits for a claim is held again
 
     def _carry_out(self, machine: Machine, effect: scheduler.Effect) -> None:
         node = self._node
@@ -131,6 +144,8 @@ class EffectRunner:
                 node.conduct.misbehaved(effect.peer, effect.reason)
             case scheduler.LockEscrow():
                 self._lock(effect)
+            case scheduler.ReservePlace():
+                self._reserve(effect)
             case scheduler.Settle():
                 self._settle(effect)
             case scheduler.Refund():
@@ -184,6 +199,15 @@ class EffectRunner:
             effect.spec,
         )
         self._node.recovery.intents.add(lock, expiry_cap=effect.expiry_height)
+
+    def _reserve(self, effect: scheduler.ReservePlace) -> None:
+        """Not an intent: lost (a restart, a refusal), or not sent (we cannot pay its fee
+        yet: a newcomer), the machine waits a block or two for it at the Receipt and then
+        claims, our key going with the claim's block."""
+        node = self._node
+        if node.ledger.state.balance(node.me) < node.txq.fee():
+            return
+        node.submit_tx(ledger.Reserve(effect.job_id, effect.award.raw))
 
     def _settle(self, effect: scheduler.Settle) -> None:
         payouts = effect.as_dict()

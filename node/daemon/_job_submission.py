@@ -130,6 +130,6 @@ def locked_pending(requester: scheduler.Requester, state: ledger.State, fee: int
         escrow = state.escrow(j.id)
         if j.phase == "locking" and j.done is None and escrow is None:
             total += j.spec.max_price * j.budget + 2 * fee
-        elif escrow is not None and escrow.is_open:
-            total += fee
+        elif escrow is not None and not escrow.is_done:
+            total += fee  # its settle, or its refund (of prices still reserved, once settled)
     return total

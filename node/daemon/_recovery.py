@@ -237,7 +237,7 @@ class Recovery:
             job_id
             for job_id, e in state.escrows()
             if e.owner == node.me
-            and e.is_open
+            and not e.is_done
             and (job_id not in known or known[job_id].phase == scheduler.JobPhase.CLOSED)
         ]
         for job_id in found:
@@ -257,7 +257,7 @@ class Recovery:
                 continue  # not synced that far yet
             if (
                 e is None
-                or not e.is_open
+                or not e.claimable_by(node.me)
                 or e.paid_to(node.me) > 0
                 or node.me in e.claimed
                 or state.height >= e.expiry_height
@@ -278,7 +278,7 @@ class Recovery:
                 node.effects.execute("provider", [claim])
         for job_id, refunded in list(self._orphans.items()):
             e = state.escrow(job_id)
-            if e is None or not e.is_open:
+            if e is None or e.is_done:
                 del self._orphans[job_id]
             elif not refunded and state.height >= e.expiry_height:
                 self._orphans[job_id] = True

@@ -253,13 +253,18 @@ class IntentBook:
                 assert isinstance(payload, ledger.Lock)
                 if h >= payload.expiry_height:
                     return [self._resolve(intent, False, "the escrow's expiry height passed")]
-            case "settle" | "refund":
+            case "settle":
                 if e is None or not e.is_open:
+                    return [self._resolve(intent, True, "")]
+            case "refund":
+                # done once nothing is left in it (a settled one may still hold the prices
+                # reserved for providers it did not pay)
+                if e is None or e.is_done:
                     return [self._resolve(intent, True, "")]
             case "claim":
                 if e is not None and (self.me in e.claimed or e.paid_to(self.me) > 0):
                     return [self._resolve(intent, True, "")]
-                if e is None or not e.is_open:
+                if e is None or not e.claimable_by(self.me):
                     return [self._resolve(intent, False, "the escrow closed")]
                 if h >= e.expiry_height:
                     return [self._resolve(intent, False, "the claim window ended")]
@@ -392,7 +397,7 @@ def overdue_escrows(
     """The escrows still open more than ``margin`` blocks past their expiry at ``height``:
     what the invariant "every escrow closes" says must not exist while the owners' nodes
     run (``aimx ledger verify --open-escrows``)."""
-    return [(j, e) for j, e in escrows if e.is_open and height > e.expiry_height + margin]
+    return [(j, e) for j, e in escrows if not e.is_done and height > e.expiry_height + margin]
 
 
 def _soon_again(intent: Intent, reason: str) -> bool:

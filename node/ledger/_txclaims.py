@@ -100,7 +100,7 @@ def decided(q: TxQueue, claim: Pending, state: ledger.State) -> bool:
     or its expiry passed: the intent signs it again). A decided one is forgotten."""
     assert claim.request is not None and isinstance(claim.request.payload, ledger.Claim)
     escrow = state.escrow(claim.request.payload.job_id)
-    closed = escrow is None or not escrow.is_open
+    closed = escrow is None or not escrow.claimable_by(q.me)
     if escrow is not None and q.me in escrow.claimed:
         closed = False
     elif not closed and state.height <= claim.expiry:

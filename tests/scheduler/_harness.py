@@ -27,6 +27,7 @@ import nacl.signing
 
 import ledger
 import protocol
+import scheduler
 from protocol import (
     Award,
     InputRef,
@@ -58,6 +59,7 @@ from scheduler import (
     Reputation,
     Requester,
     RequesterConfig,
+    ReservePlace,
     RunJob,
     SealError,
     Send,
@@ -293,6 +295,9 @@ class Sim:
         self.slashes: list[Slash] = []
         self.delivered: dict[bytes, set[bytes]] = {}  # job id -> providers whose result arrived
         self.events = 0
+        #: Whether providers' ``reserve`` transactions are submitted (off: every sealed
+        #: receipt is redeemed by a claim, as before places could be reserved).
+        self.reserves = True
         self._key_numbers = itertools.count(1)
         self._at(START_MS + BLOCK_MS, self._block)
 
@@ -454,7 +459,8 @@ class Sim:
         while self.now < end:
             self.run_until(self.now + BLOCK_MS)
             escrows = [self.ledger.escrow(j) for j in job_ids]
-            if all(e is not None and not e.is_open for e in escrows):
+            waiting = any(j in n.pending_attests for n in self.nodes for j in job_ids)
+            if all(e is not None and not e.is_open for e in escrows) and not waiting:
                 if self.ledger.pending:
                     self.run_until(self.now + BLOCK_MS)
                 return
@@ -467,7 +473,16 @@ class Sim:
             for job_id in list(node.pending_attests):
                 escrow = self.ledger.escrow(job_id)
                 if escrow is not None and not escrow.is_open:
-                    self._attest_closed(node, escrow, node.pending_attests.pop(job_id))
+                    # as the daemon: what concerns a provider that may still claim its
+                    # reserved price waits until it is paid or the escrow is final
+                    job = node.requester.jobs.get(job_id) if node.requester else None
+                    later = scheduler.still_payable(job, escrow, self.ledger.height)
+                    attests = node.pending_attests.pop(job_id)
+                    if later:
+                        node.pending_attests[job_id] = [a for a in attests if a.subject in later]
+                    self._attest_closed(
+                        node, escrow, [a for a in attests if a.subject not in later]
+                    )
         for node in self.nodes:
             if node.online:
                 self._follow_ledger(node)
@@ -525,6 +540,10 @@ class Sim:
                 self._send(node, fx.peer, fx.result.raw, fx.result.message, sealed)
             case LockEscrow():
                 self._lock(node, fx)
+            case ReservePlace():
+                if self.reserves:
+                    reserve = ledger.Reserve(fx.job_id, fx.award.raw)
+                    self.ledger.submit(TxRequest(node.key, reserve))
             case Settle():
                 self._settle(node, fx)
             case Refund():

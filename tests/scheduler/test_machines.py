@@ -57,7 +57,7 @@ from scheduler import (
     UnknownJob,
     WorkPhase,
 )
-from scheduler._provider import AWARD_HOLD_BLOCKS
+from scheduler._provider import AWARD_HOLD_BLOCKS, RESERVE_WAIT_BLOCKS
 from scheduler._requester_jobs import KEY_DUE_BLOCKS
 
 from ..keys import key
@@ -331,10 +331,14 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     assert req.job(job_id).done is None  # verified by commitment; the key is still due
     # The receipt is what a claim needs, on an escrow that can pay it: the ledger shows
     # the requester's escrow, with room for the award and the job's own expiry (the award
-    # ran only on it), so the claim goes at once, with the key that opens the sealed bytes.
+    # ran only on it), but not our place reserved in it (the ``reserve`` we asked for as
+    # the run started): once RESERVE_WAIT_BLOCKS passed without it, the claim goes, with
+    # the key that opens the sealed bytes.
     escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
     effects = prov.receive(receipt.message.raw, sim.now + 955)
-    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 956)
+    effects += prov.follow_ledger(RESERVE_WAIT_BLOCKS - 1, {job_id: escrow}.get, sim.now + 956)
+    assert not _of(effects, ClaimWithReceipt) and prov.get(job_id).phase == "receipted"
+    effects += prov.follow_ledger(RESERVE_WAIT_BLOCKS, {job_id: escrow}.get, sim.now + 956)
     (claim,) = _of(effects, ClaimWithReceipt)
     assert claim.receipt.raw == receipt.message.raw and unseal_output(claim.key, commit.output)
     assert not [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
@@ -347,7 +351,7 @@ def test_award_runs_and_result_gets_a_receipt() -> None:
     # The claim's block publishes the key: the requester reads it from the escrow and
     # opens the output (the Unseal that follows the payment may be lost).
     claimed = replace(escrow, unsealed=((prov.me, claim.key),), claimed=(prov.me,))
-    opened = req.follow_ledger(2, {job_id: claimed}.get, sim.now + 960)
+    opened = req.follow_ledger(RESERVE_WAIT_BLOCKS + 1, {job_id: claimed}.get, sim.now + 960)
     done = req.job(job_id).done
     assert done is not None and done.status == "verified" and done.output == out
     assert not [e for e in _of(opened, Send) if isinstance(e.message.message, Receipt)]
@@ -379,13 +383,13 @@ def test_a_requester_that_settles_to_its_own_bidders_first_never_gets_the_key() 
     (receipt,) = [e for e in _of(taken, Send) if isinstance(e.message.message, Receipt)]
     effects = prov.receive(receipt.message.raw, sim.now + 951)
     escrow = _covering_escrow(spec, bytes(rkey.verify_key), prov)
-    effects += prov.follow_ledger(1, {job_id: escrow}.get, sim.now + 952)
-    assert _of(effects, ClaimWithReceipt)
+    effects += prov.follow_ledger(RESERVE_WAIT_BLOCKS, {job_id: escrow}.get, sim.now + 952)
+    assert _of(effects, ClaimWithReceipt)  # no place reserved: the key goes with the claim
     sybil = bytes(sim.key().verify_key)
     settled = replace(
         escrow, status=ledger.EscrowStatus.SETTLED, remaining=0, paid=((sybil, escrow.locked),)
     )
-    effects = prov.follow_ledger(2, {job_id: settled}.get, sim.now + 953)
+    effects = prov.follow_ledger(RESERVE_WAIT_BLOCKS + 1, {job_id: settled}.get, sim.now + 953)
     effects += prov.timer(TimerKey(TimerKind.RESEND, job_id), sim.now + 5_000)
     assert not [e for e in _of(effects, Send) if isinstance(e.message.message, Unseal)]
     assert job_id not in prov.work  # ended unpaid: "escrow closed without paying us"

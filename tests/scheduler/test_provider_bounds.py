@@ -128,6 +128,15 @@ class _Escrow:
     def paid_to(self, provider: bytes) -> int:
         return 0
 
+    def reserved_for(self, provider: bytes) -> int:
+        return 0
+
+    places: frozenset[bytes] = frozenset()
+    max_payees = 4
+
+    def claimable_by(self, provider: bytes) -> bool:
+        return self.is_open
+
 
 def test_announcements_from_many_keys_that_lock_nothing_do_not_make_the_provider_busy() -> None:
     """Attack 8 from several keys: each key's share was bounded, their sum was not."""

@@ -66,6 +66,7 @@ class LateClaim(Sim):
         super().__init__(seed)
         self.delay_ms = delay_ms
         self.late: bytes = b""
+        self.reserves = False  # every key comes with its claim's block
 
     def _carry_out(self, node: Node, role: Machine, fx: Effect) -> None:
         if role == "provider" and isinstance(fx, ClaimWithReceipt) and not self.late:

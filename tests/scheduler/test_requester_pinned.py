@@ -59,9 +59,17 @@ class _Escrow:
     owner: bytes
     locked: int
     is_open: bool = True
+    max_payees: int = 4
+    places: frozenset[bytes] = frozenset()
 
     def paid_to(self, provider: bytes) -> int:
         return 0
+
+    def reserved_for(self, provider: bytes) -> int:
+        return 0
+
+    def claimable_by(self, provider: bytes) -> bool:
+        return self.is_open
 
 
 class _Setup:

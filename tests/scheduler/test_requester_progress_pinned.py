@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import protocol
 import scheduler
+from scheduler._provider import RESERVE_WAIT_BLOCKS
 
 from ..keys import key, pub
 from ..ledger.helpers import BOB
@@ -37,8 +38,15 @@ def _done(effects: list[scheduler.Effect]) -> list[scheduler.JobDone]:
 
 
 def _claim_and_sync(w: World, effects: list[scheduler.Effect], now: int) -> list[scheduler.Effect]:
-    """The providers' claims among ``effects`` land in a block; the machines read it."""
+    """The providers' claims among ``effects`` land in a block; the machines read it.
+    (This world sends no ``reserve``: a sealed receipt is claimed once the provider's wait
+    for its place, ``RESERVE_WAIT_BLOCKS``, is over.)"""
     claims = [e for e in effects if isinstance(e, scheduler.ClaimWithReceipt)]
+    for _ in range(RESERVE_WAIT_BLOCKS):
+        if claims:
+            break
+        w.c.ok()
+        claims = [e for e in w.pump(w.sync(now), now) if isinstance(e, scheduler.ClaimWithReceipt)]
     assert claims
     w.c.ok(*[w.claim(fx) for fx in claims])
     return w.pump(w.sync(now), now + 10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import protocol
 import scheduler
+from scheduler._requester_jobs import KEY_DUE_BLOCKS
 
 from ..keys import key, pub
 from ..ledger.helpers import BOB
@@ -57,7 +58,7 @@ def test_a_sealed_receipt_is_claimable_at_most_until_the_block_before_the_expiry
     from scheduler._requester_exchange import issue_receipt
 
     for height, claim_by in (
-        (EXPIRY - 10, EXPIRY - 6),
+        (EXPIRY - 10, min(EXPIRY - 10 + KEY_DUE_BLOCKS, EXPIRY - 1)),
         (EXPIRY - 3, EXPIRY - 1),
         (EXPIRY - 1, None),
     ):

@@ -28,7 +28,7 @@ from scheduler import (
     Send,
     WorkPhase,
 )
-from scheduler._provider import CLAIM_BY_SLACK_BLOCKS
+from scheduler._provider import CLAIM_BY_SLACK_BLOCKS, RESERVE_WAIT_BLOCKS
 from scheduler._provider_bids import (
     MAX_ESCROW_AHEAD_BLOCKS,
     MAX_UNFUNDED_BIDS_ALL,
@@ -53,12 +53,23 @@ class _Escrow:
     max_payees: int = 4
     is_open: bool = True
     paid: dict[bytes, int] = field(default_factory=dict)
+    reserved: dict[bytes, int] = field(default_factory=dict)
 
     def paid_to(self, p: bytes) -> int:
         return self.paid.get(p, 0)
 
     def unsealed_by(self, p: bytes) -> bytes:
         return b""
+
+    def reserved_for(self, p: bytes) -> int:
+        return self.reserved.get(p, 0)
+
+    @property
+    def places(self) -> frozenset[bytes]:
+        return frozenset([*self.paid, *self.reserved])
+
+    def claimable_by(self, p: bytes) -> bool:
+        return self.is_open or (self.reserved_for(p) > 0 and self.paid_to(p) == 0)
 
 
 _nonce = 0
@@ -184,8 +195,11 @@ def test_a_sealed_receipt_whose_claim_by_is_absurdly_far_is_refused_without_a_cl
 
 
 def test_an_honest_sealed_receipt_is_claimed_at_once_even_a_few_blocks_ahead() -> None:
+    # (Claimed once our place is not reserved by RESERVE_WAIT_BLOCKS after the run began,
+    # or at once when its claim_by is that close.)
     for claim_by in (101, 100 + KEY_DUE_BLOCKS, 100 + KEY_DUE_BLOCKS + CLAIM_BY_SLACK_BLOCKS):
         p, effects = _delivered(claim_by, height=100)
+        effects += p.block(100 + RESERVE_WAIT_BLOCKS, START_MS)
         assert any(isinstance(e, ClaimWithReceipt) for e in effects), claim_by
         assert not any(isinstance(e, Misbehaved) for e in effects)
         assert next(iter(p.work.values())).phase == WorkPhase.CLAIMED

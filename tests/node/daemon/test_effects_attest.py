@@ -33,8 +33,11 @@ class _Node:
     def __init__(self) -> None:
         self.escrow = ledger.Escrow(OWNER, 3_000, 3_000, 10, 20, 1_000, 3)
         self.ledger = SimpleNamespace(
-            state=SimpleNamespace(escrow=lambda job_id: self.escrow if job_id == JOB else None)
+            state=SimpleNamespace(
+                escrow=lambda job_id: self.escrow if job_id == JOB else None, height=15
+            )
         )
+        self.requester = None  # no machine: what it knows of receipts is not known here
         self.submitted: list[ledger.Payload] = []
         self.reported: list[tuple[bytes, list[bytes]]] = []
         self.reports = SimpleNamespace(report=lambda who, ev: self.reported.append((who, ev)))

@@ -41,8 +41,11 @@ class _Node:
             closed_height=12,
         )
         self.ledger = SimpleNamespace(
-            state=SimpleNamespace(escrow=lambda job_id: self.escrow if job_id == JOB else None)
+            state=SimpleNamespace(
+                escrow=lambda job_id: self.escrow if job_id == JOB else None, height=15
+            )
         )
+        self.requester = None  # no machine: what it knows of receipts is not known here
         self.submitted: list[ledger.Payload] = []
         self.reported: list[tuple[bytes, list[bytes]]] = []
         self.reports = SimpleNamespace(report=lambda who, ev: self.reported.append((who, ev)))

@@ -69,7 +69,7 @@ def _all_closed(cl: Cluster, jobs: list[bytes]) -> Callable[[], bool]:
 def _conserved(state: ledger.State) -> None:
     ledger.check_invariants(state)
     held = sum(a.balance + a.stake + a.unbonding_total for _, a in state.accounts())
-    escrowed = sum(e.remaining for _, e in state.escrows() if e.is_open)
+    escrowed = sum(e.remaining for _, e in state.escrows())
     total, issued = state.conservation()
     assert held + escrowed + state.fees == total == issued
 

@@ -22,7 +22,7 @@ from ._cluster import Cluster, cluster, tiny_inputs
 def _conserved(state: ledger.State) -> None:
     ledger.check_invariants(state)
     held = sum(a.balance + a.stake + a.unbonding_total for _, a in state.accounts())
-    escrowed = sum(e.remaining for _, e in state.escrows() if e.is_open)
+    escrowed = sum(e.remaining for _, e in state.escrows())
     total, issued = state.conservation()
     assert held + escrowed + state.fees == total == issued
 

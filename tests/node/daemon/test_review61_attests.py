@@ -31,7 +31,10 @@ class _Chain:
     def escrow(self, job_id: bytes) -> Any:
         if job_id != JOB:
             return None
-        return SimpleNamespace(is_open=self.open, paid=((pub(BOB), 100),) if not self.open else ())
+        if self.open:
+            return ledger.Escrow(pub(ALICE), 200, 200, 150, 300, 100, 2)
+        status, paid = ledger.EscrowStatus.SETTLED, ((pub(BOB), 100),)
+        return ledger.Escrow(pub(ALICE), 200, 0, 150, 300, 100, 2, status=status, paid=paid)
 
 
 def _requester_node(tmp_path: Path, chain: _Chain, sent: list[Any], reported: list[Any]) -> Any:
