@@ -104,7 +104,7 @@ RESERVE_WAIT_BLOCKS = 2
 #: With our key sent on our reserved place, we claim once the block at the receipt's
 #: ``claim_by`` is this close and the owner's settle has not paid us; our key goes early
 #: only while it is further than this.
-CLAIM_MARGIN_BLOCKS = 3
+CLAIM_MARGIN_BLOCKS = 4
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
@@ -576,11 +576,10 @@ class Provider:
             return []
         if work.keyed:
             if escrow is not None and not escrow.is_open:
-                return self._claim(work, "settled without paying us; claiming our reserved place")
+                return self._claim(work, "the escrow closed without paying us; claiming")
             return self._sealed_due(work)
         price = work.award.message.price
-        # the chain's height as far as we know it (ours may lag the sources' head)
-        late = max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= work.receipt.message.claim_by
+        late = self._claim_near(work)
         reserved = escrow is not None and escrow.reserved_for(self.me) == price
         if reserved and escrow is not None and escrow.is_open and not late:
             # Not when the receipt's claim_by is already near: a claim of ours must still
@@ -602,11 +601,22 @@ class Provider:
             or not work.covered
         ):
             return []
-        if max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= work.receipt.message.claim_by:
+        if self._claim_near(work):
             return self._claim(work, "claiming before the sealed receipt lapses")
         if not work.keyed and self.height >= work.reserve_height + RESERVE_WAIT_BLOCKS:
             return self._claim(work, "claiming with a sealed receipt (no place reserved)")
         return []
+
+    def _claim_near(self, work: Work) -> bool:
+        """Whether the last block a claim with our sealed receipt can land in (its
+        ``claim_by``, and before the escrow's expiry: claims close there, and the owner
+        refunds what is left) is within ``CLAIM_MARGIN_BLOCKS`` of the chain's height as
+        far as we know it (ours may lag the sources' head). A requester that sent its
+        receipt near the expiry, with a ``claim_by`` past it, had our key and let our claim
+        come too late (review round 81, F1)."""
+        assert work.receipt is not None
+        last = min(work.receipt.message.claim_by, work.spec.escrow_expiry_height - 1)
+        return max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= last
 
     def _claim(self, work: Work, detail: str) -> list[Effect]:
         assert work.award is not None and work.receipt is not None

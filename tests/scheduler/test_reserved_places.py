@@ -141,13 +141,15 @@ def test_a_key_that_reserves_its_place_and_declines_counts_against_the_budget() 
 # --- the provider machine's rules, on an escrow as the ledger shows it ------------------
 
 
-def _receipted(claim_by: int, *, reserved: bool) -> tuple[Provider, _Escrow, list[Any]]:
-    """A provider at height 100 that ran and delivered a job of "requester" (its place in
+def _receipted(
+    claim_by: int, *, reserved: bool, height: int = 100
+) -> tuple[Provider, _Escrow, list[Any]]:
+    """A provider at ``height`` that ran and delivered a job of "requester" (its place in
     the escrow reserved at the award's price, or not), then got a sealed receipt with
     ``claim_by``: the provider, the escrow it sees, and the receipt's effects."""
     escrows: dict[bytes, _Escrow] = {}
     p = _provider(escrows)
-    p.block(100, START_MS)
+    p.block(height, START_MS)
     s = _spec("requester", START_MS)
     escrow = escrows[s.id] = _Escrow(owner=pub(key("requester")))
     [bid] = _bids(p.receive(s.raw, START_MS))
@@ -216,6 +218,18 @@ def test_no_key_before_payment_when_the_receipts_claim_by_is_too_near_to_claim_i
     # claim land past it: its reserved price then went back to it at the expiry.
     _, _, fx = _receipted(100 + CLAIM_MARGIN_BLOCKS, reserved=True)
     assert not _unseals(fx) and _claims(fx)
+
+
+def test_no_early_key_when_the_escrow_expires_before_a_claim_could_land() -> None:
+    # Review round 81, F1: a receipt a few blocks before the escrow's expiry (1200) with a
+    # claim_by past it: the key went at once, the claim was due only past the expiry, and
+    # the requester refunded the reserved price there. Claims close at the expiry.
+    last = 1199  # the last block a claim lands in
+    for height in (last - CLAIM_MARGIN_BLOCKS, last - 2, last - 1):
+        _, _, fx = _receipted(1205, reserved=True, height=height)
+        assert not _unseals(fx) and _claims(fx), height
+    _, _, fx = _receipted(1205, reserved=True, height=last - CLAIM_MARGIN_BLOCKS - 1)
+    assert _unseals(fx) and not _claims(fx)  # room enough: the key on the receipt
 
 
 def test_without_a_reservation_no_key_goes_before_the_claim() -> None:
