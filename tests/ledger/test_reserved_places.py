@@ -103,9 +103,10 @@ def test_no_place_is_reserved_past_the_payees_or_the_funds_or_the_expiry_or_once
     c.ok(_reserve(c, BOB, award(ALICE, BOB, 100)))
     c.rejects(_reserve(c, CAROL, award(ALICE, CAROL, 100)), ledger.InsufficientFunds)
     c.ok(_reserve(c, CAROL, award(ALICE, CAROL, 50)))  # what is left fits
-    c = _locked(expire_at=5)
-    c.until(5)
-    c.rejects(_reserve(c, BOB, award(ALICE, BOB, 100)), ledger.EscrowError)
+    c = _locked(expire_at=6)
+    c.until(4)
+    c.ok(_reserve(c, BOB, award(ALICE, BOB, 100)))  # block 5: the last before the expiry
+    c.rejects(_reserve(c, CAROL, award(ALICE, CAROL, 100)), ledger.EscrowError)  # block 6
     c = _locked()
     c.ok(settle(ALICE, CHAIN, c.seq(ALICE), job_id=JOB, payouts={pub(CAROL): 100},
                 expiry_height=c.height + 10))  # fmt: skip
