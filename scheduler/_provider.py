@@ -548,9 +548,9 @@ class Provider:
         return self._redeem(work, now_ms)
 
     def _redeem(self, work: Work, now_ms: int) -> list[Effect]:
-        """What a receipt held on a covering escrow gets: with a sealed one, our claim at
-        once (its key is in the claim's block); with a plain one, the key now (resent at
-        doubling intervals until the work ends)."""
+        """What a receipt held on a covering escrow gets: with a sealed one, our key at once
+        on our reserved place, else our claim (its key is in the claim's block: ``_sealed``);
+        with a plain one, the key now (resent at doubling intervals until the work ends)."""
         if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
             return []
         if not work.plain:
@@ -572,8 +572,8 @@ class Provider:
         ``claim_by``, or if the escrow was settled without us. Without one, we wait for it
         up to ``RESERVE_WAIT_BLOCKS`` after we asked for it, then claim, the key going
         with the claim's block (specs/marketplace.md, "Provider")."""
-        if work.phase != WorkPhase.RECEIPTED or work.receipt is None or work.award is None:
-            return []
+        # (callers: a RECEIPTED job's sealed receipt, on an escrow seen covering it)
+        assert work.receipt is not None and work.award is not None
         if work.keyed:
             if escrow is not None and not escrow.is_open:
                 return self._claim(work, "the escrow closed without paying us; claiming")

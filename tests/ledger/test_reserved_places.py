@@ -213,3 +213,19 @@ def test_an_escrow_without_a_reservation_encodes_as_before() -> None:
     with_place = ledger.Escrow(bytes(32), 10, 10, 1, 2, 5, 2, reserved=((b"\x01" * 32, 5),))
     assert ledger.Escrow.decode(with_place.encode()) == with_place
     assert ledger.Escrow.decode(e.encode()) == e
+
+
+def test_a_reserve_whose_award_no_state_can_make_valid_is_refused_on_entry() -> None:
+    # The mempool and forwarding nodes refuse it as malformed, before any state: the Award
+    # of another job, naming another provider, or the sender's own.
+    c = _locked()
+    good = _reserve(c, BOB, award(ALICE, BOB, 90))
+    ledger.check_embedded(ledger.verify_tx(good.raw, CHAIN), CHAIN)
+    for bad in (
+        _reserve(c, BOB, award(ALICE, BOB, 90, job=bytes(32))),
+        _reserve(c, CAROL, award(ALICE, BOB, 90)),
+        _reserve(c, ALICE, award(ALICE, ALICE, 90)),
+        _reserve(c, BOB, b"\x93junk"),
+    ):
+        with pytest.raises(ledger.MalformedTransaction):
+            ledger.check_embedded(ledger.verify_tx(bad.raw, CHAIN), CHAIN)

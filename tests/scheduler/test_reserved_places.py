@@ -5,10 +5,12 @@ Provider machines over the real pure ledger."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ledger
 import protocol
+import scheduler
 from protocol import Award, NoBid, Receipt, Unseal
 from scheduler import (
     ClaimWithReceipt,
@@ -142,7 +144,7 @@ def test_a_key_that_reserves_its_place_and_declines_counts_against_the_budget() 
 
 
 def _receipted(
-    claim_by: int, *, reserved: bool, height: int = 100
+    claim_by: int, *, reserved: bool, height: int = 100, hide: bool = False
 ) -> tuple[Provider, _Escrow, list[Any]]:
     """A provider at ``height`` that ran and delivered a job of "requester" (its place in
     the escrow reserved at the award's price, or not), then got a sealed receipt with
@@ -164,6 +166,8 @@ def _receipted(
     p.job_finished(s.id, START_MS + 100, outcome="ok", output=out, usage=_USAGE)
     res = p.work[s.id].result
     assert res is not None
+    if hide:  # the ledger we see no longer shows the escrow when the receipt comes
+        del escrows[s.id]
     m = res.message
     receipt = Receipt(s.id, pub(key("requester")), p.me, 0, res.id, m.output_commitment,
                       m.key_hash, 1, claim_by, START_MS + 100)  # fmt: skip
@@ -243,6 +247,21 @@ def test_without_a_reservation_no_key_goes_before_the_claim() -> None:
     assert _claims(effects) and not _unseals(effects)
 
 
+def test_a_receipt_on_an_escrow_our_ledger_does_not_show_claims_nothing() -> None:
+    # Our ledger lags (the receipt came first): no claim, however long we wait for the
+    # escrow, and no key. A claim is made only on an escrow seen covering our award.
+    escrows: dict[bytes, _Escrow] = {}
+    p, escrow, fx = _receipted(100 + KEY_DUE_BLOCKS, reserved=True, hide=True)
+    (work,) = p.work.values()
+    assert not work.covered and not _unseals(fx) and not _claims(fx)
+    for h in range(101, 100 + KEY_DUE_BLOCKS + 2):
+        effects = p.follow_ledger(h, escrows.get, START_MS + h)
+        assert not _claims(effects) and not _unseals(effects), h
+    # once it shows, the key goes (our place is reserved)
+    effects = p.follow_ledger(100 + 2, {work.id: escrow}.get, START_MS + 500)
+    assert _unseals(effects) or _claims(effects)
+
+
 def test_a_reservation_that_comes_while_we_wait_sends_the_key() -> None:
     p, escrow, _ = _receipted(100 + KEY_DUE_BLOCKS, reserved=False)
     (work,) = p.work.values()
@@ -272,3 +291,33 @@ def test_an_award_on_an_escrow_with_no_place_left_is_declined_without_blame() ->
     assert not [e for e in fx if isinstance(e, (RunJob, ReservePlace, Misbehaved))]
     (nobid,) = [e.message.message for e in fx if isinstance(e, Send)]
     assert isinstance(nobid, NoBid) and "no place" in nobid.detail
+
+
+def test_who_may_still_be_paid_from_a_closed_escrow() -> None:
+    """``still_payable``: what is said about a provider on the ledger waits while the
+    settled escrow holds its reserved price and it holds our receipt (it may claim)."""
+    a, b, c = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32
+    settled = ledger.Escrow(
+        b"\x01" * 32, 3_000, 2_000, 10, 50, 1_000, 3,
+        status=ledger.EscrowStatus.SETTLED, paid=((c, 1_000),),
+        reserved=((a, 1_000), (b, 1_000), (c, 1_000)),
+    )  # fmt: skip
+    job: Any = type("J", (), {"replicas": [_Rep(a, True), _Rep(b, False)]})()
+    assert scheduler.still_payable(job, settled, 20) == {a}  # b holds no receipt; c paid
+    assert scheduler.still_payable(None, settled, 20) == {a, b}  # unknown: any reserved
+    assert scheduler.still_payable(job, settled, 49) == {a}
+    assert scheduler.still_payable(job, settled, 50) == frozenset()  # expired: no claim
+    opened = dataclasses.replace(settled, status=ledger.EscrowStatus.OPEN)
+    assert scheduler.still_payable(job, opened, 20) == frozenset()  # not closed yet
+    empty = dataclasses.replace(settled, remaining=0, reserved=((c, 1_000),))
+    assert scheduler.still_payable(None, empty, 20) == frozenset()
+
+
+@dataclasses.dataclass
+class _Rep:
+    provider: bytes
+    receipted: bool
+
+    @property
+    def receipt(self) -> object:
+        return object() if self.receipted else None
