@@ -307,14 +307,20 @@ class Mempool:
                 "some are in a block"
             )
         e = state.escrow(p.job_id)
-        if old is None and e is not None and self._claims.at(p.job_id) >= e.max_payees:
+        # A claimant whose price the escrow holds reserved passes the escrow's caps below:
+        # the ledger pays it whatever else is pending, and the owner's own keys' claims
+        # filling the caps kept it out a block of its window (review round 82, F1). One a
+        # sender and escrow, and reserved places are at most max_payees: still bounded.
+        reserved = e is not None and e.reserved_for(tx.sender) > 0 and not e.paid_to(tx.sender)
+        full = e is not None and self._claims.at(p.job_id) >= e.max_payees
+        if old is None and full and not reserved:
             raise MempoolRejected("this escrow already has as many claims pending as payees")
         # Its Award and Receipt are decoded here without their signatures (only refusals
         # follow from them), then verified below, after every cheaper refusal.
         payout = check_claim(state, tx.sender, p)
         assert e is not None  # (check_claim refuses a claim of no escrow)
         paying = self._claims.paying(p.job_id) - (old.payout if old is not None else 0)
-        if paying + payout > e.remaining:
+        if paying + payout > e.remaining and not reserved:
             # Each would pay its fee out of a payout the escrow cannot make for all of them:
             # 64 claims on 32 locked credits held the pool and paid nothing (round 15, R15-4).
             raise MempoolRejected(

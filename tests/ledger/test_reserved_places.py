@@ -17,7 +17,19 @@ from ledger._state import ESCROW_RETENTION
 from protocol import Signed, Transaction, unpack
 
 from ..keys import key, pub
-from .helpers import ALICE, BOB, CAROL, CHAIN, JOB, RECEIPT_KEY, Chain, award, receipt, settle
+from .helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHAIN,
+    COORD,
+    JOB,
+    RECEIPT_KEY,
+    Chain,
+    award,
+    receipt,
+    settle,
+)
 
 DAVE = key("dave")
 
@@ -229,3 +241,39 @@ def test_a_reserve_whose_award_no_state_can_make_valid_is_refused_on_entry() -> 
     ):
         with pytest.raises(ledger.MalformedTransaction):
             ledger.check_embedded(ledger.verify_tx(bad.raw, CHAIN), CHAIN)
+
+
+def test_claims_of_the_owners_keys_filling_the_pool_do_not_keep_a_reserved_claim_out() -> None:
+    # Review round 82, F1: the pool capped the claims pending on an escrow by count and
+    # payout, not allowing for reserved prices: the owner's own keys' claims, each valid
+    # alone, filled both caps and kept a reserved provider's claim out a block of its window.
+    c = _locked(amount=300, payees=3)
+    c.ok(_reserve(c, BOB, award(ALICE, BOB, 100)))
+    pool = ledger.Producer(COORD, c.state, interval_ms=1_000, now_ms=0)
+    for i in range(3):
+        sybil = key(f"r82 sybil {i}")
+        claim = tx.claim(
+            sybil,
+            CHAIN,
+            ledger.UNSEQUENCED,
+            job_id=JOB,
+            award=award(ALICE, sybil, 100, replica=i + 1),
+            receipt=receipt(ALICE, sybil, replica=i + 1, at_once=True, claim_by=1_000),
+            expiry_height=c.height + 10,
+            unseal_key=RECEIPT_KEY,
+        )
+        pool.submit(claim.raw)
+    ours = tx.claim(
+        BOB,
+        CHAIN,
+        ledger.UNSEQUENCED,
+        job_id=JOB,
+        award=award(ALICE, BOB, 100),
+        receipt=receipt(ALICE, BOB, at_once=True, claim_by=1_000),
+        expiry_height=c.height + 10,
+        unseal_key=RECEIPT_KEY,
+    )
+    pool.submit(ours.raw)  # before: "this escrow already has as many claims pending as payees"
+    pool.produce()
+    e = pool.state.escrow(JOB)
+    assert e is not None and e.paid_to(pub(BOB)) == 100 and pub(BOB) in e.claimed
