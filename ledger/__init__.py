@@ -81,10 +81,10 @@ from ._payloads import Slash as Slash
 from ._payloads import Stake as Stake
 from ._payloads import Transfer as Transfer
 from ._payloads import Unstake as Unstake
+from ._payout_rules import check_claim as check_claim
 from ._replica import MAX_PROOFS as MAX_PROOFS
 from ._replica import Replica as Replica
 from ._rules import apply_tx as apply_tx
-from ._rules import check_claim as check_claim
 from ._state import REP_UNIT as REP_UNIT
 from ._state import Account as Account
 from ._state import Escrow as Escrow

@@ -80,9 +80,9 @@ from ._block import MAX_TX_BYTES
 from ._budget import BlockBudget, fits_a_block
 from ._errors import ExpiredTransaction, FeeTooLow, MempoolRejected, SequenceError, SequenceGap
 from ._payloads import COORDINATOR_KINDS, Claim, Lock, Settle, Slash
+from ._payout_rules import check_claim
 from ._pool_claims import ClaimPool, check_unfunded_claim
 from ._pool_claims import PoolEntry as _Entry
-from ._rules import check_claim
 from ._state import State
 
 #: Most transactions of one account pending (its sequence numbers next .. next + this - 1).

@@ -91,6 +91,8 @@ from ._errors import UnknownJob
 from ._ledger import EscrowLookup, EscrowView, uncovered
 from ._provider_delivered import MAX_OUTPUT_RESEND_MS as MAX_OUTPUT_RESEND_MS
 from ._provider_receipt import CLAIM_BY_SLACK_BLOCKS as CLAIM_BY_SLACK_BLOCKS
+from ._provider_receipt import CLAIM_MARGIN_BLOCKS as CLAIM_MARGIN_BLOCKS
+from ._provider_receipt import RESERVE_WAIT_BLOCKS as RESERVE_WAIT_BLOCKS
 from ._provider_work import BidBook, Work, WorkPhase, seal_result
 from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 
@@ -98,13 +100,6 @@ from ._reasons import BidOutcome, IdleReport, Seen, why_no_jobs
 #: view does not show is held for this many blocks (it may be a block behind the
 #: requester's), then declined.
 AWARD_HOLD_BLOCKS = 2
-#: A sealed receipt whose escrow does not show our place reserved waits for it until this
-#: many blocks after we asked for it (as the run started), then we claim.
-RESERVE_WAIT_BLOCKS = 2
-#: With our key sent on our reserved place, we claim once the block at the receipt's
-#: ``claim_by`` is this close and the owner's settle has not paid us; our key goes early
-#: only while it is further than this.
-CLAIM_MARGIN_BLOCKS = 4
 #: Delivered work whose escrow the ledger does not show is dropped this long after the
 #: job's deadline (nothing can pay it; its sealed output is not kept for ever).
 NO_ESCROW_GRACE_MS = 60_000
@@ -564,67 +559,10 @@ class Provider:
             SetTimer(now_ms + work.resend_ms, TimerKey(TimerKind.RESEND, work.id)),
         ]
 
-    def _sealed(self, work: Work, escrow: EscrowView | None, now_ms: int) -> list[Effect]:
-        """A sealed receipt held on a covering escrow. With our place reserved in the
-        escrow at the award's price, our key goes at once (the reserved price stays in
-        the escrow for us whatever its owner settles), and the owner's settle pays us; we
-        claim only if it has not by ``CLAIM_MARGIN_BLOCKS`` before the receipt's
-        ``claim_by``, or if the escrow was settled without us. Without one, we wait for it
-        up to ``RESERVE_WAIT_BLOCKS`` after we asked for it, then claim, the key going
-        with the claim's block (specs/marketplace.md, "Provider")."""
-        # (callers: a RECEIPTED job's sealed receipt, on an escrow seen covering it)
-        assert work.receipt is not None and work.award is not None
-        if work.keyed:
-            if escrow is not None and not escrow.is_open:
-                return self._claim(work, "the escrow closed without paying us; claiming")
-            return self._sealed_due(work)
-        price = work.award.message.price
-        late = self._claim_near(work)
-        reserved = escrow is not None and escrow.reserved_for(self.me) == price
-        if reserved and escrow is not None and escrow.is_open and not late:
-            # Not when the receipt's claim_by is already near: a claim of ours must still
-            # be able to land by it (a requester giving one block got the key and let our
-            # claim come too late: its reserved price went back to it at the expiry).
-            work.keyed = True
-            work.key_sent_ms = now_ms
-            return [self._unseal(work)]
-        return self._sealed_due(work)
-
-    def _sealed_due(self, work: Work) -> list[Effect]:
-        """The claim of a sealed receipt, if the height alone says it is due: the receipt's
-        ``claim_by`` is ``CLAIM_MARGIN_BLOCKS`` away, or, with our key not sent, our place
-        was not reserved within ``RESERVE_WAIT_BLOCKS``."""
-        if (
-            work.phase != WorkPhase.RECEIPTED
-            or work.receipt is None
-            or work.plain
-            or not work.covered
-        ):
-            return []
-        if self._claim_near(work):
-            return self._claim(work, "claiming before the sealed receipt lapses")
-        if not work.keyed and self.height >= work.reserve_height + RESERVE_WAIT_BLOCKS:
-            return self._claim(work, "claiming with a sealed receipt (no place reserved)")
-        return []
-
-    def _claim_near(self, work: Work) -> bool:
-        """Whether the last block a claim with our sealed receipt can land in (its
-        ``claim_by``, and before the escrow's expiry: claims close there, and the owner
-        refunds what is left) is within ``CLAIM_MARGIN_BLOCKS`` of the chain's height as
-        far as we know it (ours may lag the sources' head). A requester that sent its
-        receipt near the expiry, with a ``claim_by`` past it, had our key and let our claim
-        come too late (review round 81, F1)."""
-        assert work.receipt is not None
-        last = min(work.receipt.message.claim_by, work.spec.escrow_expiry_height - 1)
-        return max(self.height, self.head) + CLAIM_MARGIN_BLOCKS >= last
-
-    def _claim(self, work: Work, detail: str) -> list[Effect]:
-        assert work.award is not None and work.receipt is not None
-        work.phase = WorkPhase.CLAIMED
-        return [
-            ClaimWithReceipt(work.id, work.award, work.receipt, work.key),
-            NotifyUser(work.id, UserEvent.CLAIMED, detail),
-        ]
+    _sealed = _provider_receipt.sealed
+    _sealed_due = _provider_receipt.sealed_due
+    _claim_near = _provider_receipt.claim_near
+    _claim = _provider_receipt.claim
 
     def _unseal(self, work: Work) -> Send:
         assert work.result is not None

@@ -85,7 +85,6 @@ from ._requester_exchange import (
 from ._requester_jobs import (
     _CORRUPT,
     _DECLINED,
-    _DECLINED_RESERVED,
     _NO_PLACE,
     _WITHHELD,
     MAX_BIDS,
@@ -248,18 +247,7 @@ class Requester:
                 continue
             if job.phase == JobPhase.LOCKING:
                 effects += self.escrow_locked(job_id, now_ms)
-            job.places, job.max_payees = escrow.places, escrow.max_payees
-            for rep in job.replicas:
-                counted = any(
-                    r.provider == rep.provider and r.reason != _DECLINED for r in job.replicas
-                )  # a later award of it, which counts, holds that place
-                if rep.reason == _DECLINED and escrow.reserved_for(rep.provider) and not counted:
-                    # It reserved its place, then declined: its price is held in the escrow
-                    # until the expiry, so the award counts against the budget the lock
-                    # funds (uncounted, keys doing so used up the escrow a decline at a
-                    # time, and the replicas after them could be neither reserved nor paid).
-                    rep.reason = _DECLINED_RESERVED
-                    job.excluded.add(rep.provider)
+            job.note_places(escrow)
             effects += self.keys_published(job_id, escrow, now_ms)
             if not escrow.is_open:
                 effects += self.escrow_closed(job_id, now_ms)
@@ -356,11 +344,8 @@ class Requester:
         if key.kind == TimerKind.WATCH and key.replica < len(job.replicas):
             rep = job.replicas[key.replica]
             failed, effects = watch(rep, key, now_ms, self.config, self.height)
-            full = job.max_payees and len(job.places) >= job.max_payees
-            if failed == _WITHHELD and full and rep.provider not in job.places:
-                # Others hold every place (keys reserving theirs after declining): it
-                # could never be paid, so its key never came. No blame.
-                failed = _NO_PLACE
+            if failed == _WITHHELD and job.no_place_for(rep.provider):
+                failed = _NO_PLACE  # it could never be paid, so its key never came: no blame
             return self._fail(job, rep, failed, now_ms) if failed else effects
         return []
 

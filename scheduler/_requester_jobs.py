@@ -10,6 +10,7 @@ from enum import StrEnum
 from protocol import Award, Bid, JobSpec, NoBid, Receipt, Result, Signed
 
 from ._effects import JobDone, Output
+from ._ledger import EscrowView
 
 
 class JobPhase(StrEnum):
@@ -209,6 +210,28 @@ class RequesterJob:
         and wrong on every job (review round 62, F2). Its answer judges its outputs only
         (``known``)."""
         return None if self.spot_check else self.known
+
+    def note_places(self, escrow: EscrowView) -> None:
+        """The escrow's places as a block shows them. A declined award whose provider
+        reserved its place (and holds no later award of the job, which would count)
+        counts against the budget from now on: its price is held in the escrow until the
+        expiry, and uncounted, keys doing so used up the escrow a decline at a time, the
+        replicas after them neither reservable nor payable."""
+        self.places, self.max_payees = escrow.places, escrow.max_payees
+        for rep in self.replicas:
+            if rep.reason != _DECLINED or not escrow.reserved_for(rep.provider):
+                continue
+            if any(r.provider == rep.provider and r.reason != _DECLINED for r in self.replicas):
+                continue
+            rep.reason = _DECLINED_RESERVED
+            self.excluded.add(rep.provider)
+
+    def no_place_for(self, provider: bytes) -> bool:
+        """Whether others hold every place of the escrow (as the last block showed it):
+        ``provider`` could be neither reserved nor paid (keys reserving theirs after
+        declining, say)."""
+        full = self.max_payees > 0 and len(self.places) >= self.max_payees
+        return full and provider not in self.places
 
     def live(self) -> list[Replica]:
         return [r for r in self.replicas if r.state != ReplicaState.FAILED]

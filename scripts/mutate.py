@@ -47,6 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The modules whose checks decide who gets credits, and the tests that cover each.
 TARGETS: dict[str, tuple[str, ...]] = {
     "ledger/_rules.py": ("tests/ledger", "tests/scheduler", "tests/adversarial/test_pruning.py"),
+    "ledger/_payout_rules.py": (
+        "tests/ledger",
+        "tests/scheduler",
+        "tests/adversarial/test_pruning.py",
+    ),
     "ledger/_admission.py": ("tests/ledger", "tests/node/ledger"),
     "ledger/_mempool.py": ("tests/ledger",),
     "ledger/_pool_claims.py": ("tests/ledger",),

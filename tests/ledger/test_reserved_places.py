@@ -136,7 +136,7 @@ def test_a_settle_leaving_a_reserved_provider_out_leaves_its_price_for_its_claim
                 expiry_height=c.height + 10))  # fmt: skip
     e = _escrow(c)
     assert not e.is_open and e.remaining == 100 and not e.is_done
-    assert c.state.balance(pub(ALICE)) == before + 100 - 0  # 300 − CAROL's 100 − BOB's 100
+    assert c.state.balance(pub(ALICE)) == before + 100  # 300 − CAROL's 100 − BOB's 100
     assert e.claimable_by(pub(BOB)) and not e.claimable_by(pub(DAVE))
     c.rejects(_claim(c, DAVE), ledger.EscrowError)  # closed to anyone else
     c.ok(_claim(c, BOB))

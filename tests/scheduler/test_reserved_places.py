@@ -144,12 +144,17 @@ def test_a_key_that_reserves_its_place_and_declines_counts_against_the_budget() 
 
 
 def _receipted(
-    claim_by: int, *, reserved: bool, height: int = 100, hide: bool = False
+    claim_by: int,
+    *,
+    reserved: bool,
+    height: int = 100,
+    hide: bool = False,
+    escrows: dict[bytes, _Escrow] | None = None,
 ) -> tuple[Provider, _Escrow, list[Any]]:
     """A provider at ``height`` that ran and delivered a job of "requester" (its place in
     the escrow reserved at the award's price, or not), then got a sealed receipt with
     ``claim_by``: the provider, the escrow it sees, and the receipt's effects."""
-    escrows: dict[bytes, _Escrow] = {}
+    escrows = {} if escrows is None else escrows  # the provider's view of the ledger
     p = _provider(escrows)
     p.block(height, START_MS)
     s = _spec("requester", START_MS)
@@ -250,16 +255,24 @@ def test_without_a_reservation_no_key_goes_before_the_claim() -> None:
 def test_a_receipt_on_an_escrow_our_ledger_does_not_show_claims_nothing() -> None:
     # Our ledger lags (the receipt came first): no claim, however long we wait for the
     # escrow, and no key. A claim is made only on an escrow seen covering our award.
-    escrows: dict[bytes, _Escrow] = {}
-    p, escrow, fx = _receipted(100 + KEY_DUE_BLOCKS, reserved=True, hide=True)
+    none: dict[bytes, _Escrow] = {}
+    p, _, fx = _receipted(100 + KEY_DUE_BLOCKS, reserved=True, hide=True)
     (work,) = p.work.values()
     assert not work.covered and not _unseals(fx) and not _claims(fx)
-    for h in range(101, 100 + KEY_DUE_BLOCKS + 2):
-        effects = p.follow_ledger(h, escrows.get, START_MS + h)
+    for h in range(101, 100 + KEY_DUE_BLOCKS + 2):  # past its claim_by: never shown
+        effects = p.follow_ledger(h, none.get, START_MS + h)
         assert not _claims(effects) and not _unseals(effects), h
-    # once it shows, the key goes (our place is reserved)
-    effects = p.follow_ledger(100 + 2, {work.id: escrow}.get, START_MS + 500)
-    assert _unseals(effects) or _claims(effects)
+    # shown in time, with our place reserved: the key goes
+    view: dict[bytes, _Escrow] = {}
+    p, escrow, _ = _receipted(100 + KEY_DUE_BLOCKS, reserved=True, hide=True, escrows=view)
+    (work,) = p.work.values()
+    shown = 100 + KEY_DUE_BLOCKS - CLAIM_MARGIN_BLOCKS - 1  # the last block it may go early
+    for h in range(101, shown):
+        effects = p.follow_ledger(h, view.get, START_MS + h)
+        assert not _claims(effects) and not _unseals(effects), h
+    view[work.id] = escrow
+    effects = p.follow_ledger(shown, view.get, START_MS + 500)
+    assert _unseals(effects) and not _claims(effects)
 
 
 def test_a_reservation_that_comes_while_we_wait_sends_the_key() -> None:
